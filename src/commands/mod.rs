@@ -1,0 +1,106 @@
+//! Command handlers: parse arguments, delegate, reply. Each runs inside `dispatch`, which
+//! reads arguments without copying and turns a panic into an error reply.
+
+pub mod multiread;
+pub mod read;
+pub mod write;
+
+use crate::config;
+use crate::error::{Error, Result};
+use crate::pg::schema::{self, TableSchema};
+use crate::reply::{self, Reply};
+use crate::worker::{self, Completion};
+use redis_module::{Context, raw};
+use std::os::raw::c_int;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+/// No command of ours takes more arguments; more is an arity error, not an allocation.
+const MAX_ARGS: usize = 8;
+
+pub type Handler = fn(&Context, &[&[u8]]) -> Reply;
+
+/// Runs `handler` for one command call: arguments as byte slices borrowed from Redis
+/// (no copies), panics contained, the reply sent.
+///
+/// # Safety
+/// `ctx`, `argv` and `argc` must be what Redis passed to the command function.
+pub unsafe fn dispatch(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    handler: Handler,
+) -> c_int {
+    let context = Context::new(ctx);
+    let argc = argc.max(0) as usize;
+    let reply = if argc > MAX_ARGS {
+        Reply::WrongArity
+    } else {
+        let mut args: [&[u8]; MAX_ARGS] = [&[]; MAX_ARGS];
+        for (i, slot) in args.iter_mut().enumerate().take(argc) {
+            let mut len = 0usize;
+            // SAFETY: argv has argc live strings for the duration of the call.
+            unsafe {
+                let ptr = raw::RedisModule_StringPtrLen.unwrap()(*argv.add(i), &mut len);
+                *slot = std::slice::from_raw_parts(ptr.cast(), len);
+            }
+        }
+        catch_unwind(AssertUnwindSafe(|| handler(&context, &args[..argc])))
+            .unwrap_or_else(|panic| Reply::Error(worker::panic_error(panic)))
+    };
+    reply::send(&context, &reply);
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Declares an `extern "C"` command function for a handler.
+#[macro_export]
+macro_rules! command_fn {
+    ($handler:path) => {{
+        unsafe extern "C" fn command(
+            ctx: *mut redis_module::raw::RedisModuleCtx,
+            argv: *mut *mut redis_module::raw::RedisModuleString,
+            argc: std::os::raw::c_int,
+        ) -> std::os::raw::c_int {
+            // SAFETY: forwarded unchanged from Redis.
+            unsafe { $crate::commands::dispatch(ctx, argv, argc, $handler) }
+        }
+        command as unsafe extern "C" fn(_, _, _) -> _
+    }};
+}
+
+pub fn utf8<'a>(arg: &'a [u8], what: &str) -> Result<&'a str> {
+    std::str::from_utf8(arg).map_err(|_| Error::new(format!("{what} is not valid UTF-8")))
+}
+
+/// The optional TTL argument in seconds.
+pub fn ttl_arg(arg: Option<&&[u8]>) -> Result<Option<u64>> {
+    match arg {
+        None => Ok(None),
+        Some(a) => config::parse_ttl(utf8(a, "TTL")?)
+            .map(Some)
+            .map_err(Error::new),
+    }
+}
+
+/// Calls `then` on the main thread with the table's schema: right away if it is cached,
+/// else after a worker read it from the catalog (the client waits, nobody else does).
+pub fn with_schema<F>(ctx: &Context, table_arg: &[u8], then: F) -> Reply
+where
+    F: FnOnce(&Context, Arc<TableSchema>) -> Reply + Send + 'static,
+{
+    if let Some(schema) = schema::cached(table_arg) {
+        return then(ctx, schema);
+    }
+    let table = match utf8(table_arg, "table name").and_then(|t| schema::admit(t).map(|_| t)) {
+        Ok(t) => t.to_string(),
+        Err(e) => return e.into(),
+    };
+    worker::submit(
+        ctx,
+        Box::new(move |client| {
+            let schema = schema::resolve(client, &table)?;
+            let completion: Completion = Box::new(move |ctx| then(ctx, schema));
+            Ok(completion)
+        }),
+    )
+}

@@ -1,0 +1,96 @@
+//! PGCACHE.READ <table> <pk_json> [ttl]
+//!
+//! The hit path is the product: when the client sent the canonical key (clients that
+//! build keys as documented always do), a hit is a hash lookup for the table, one key
+//! open and a reply straight from Redis's memory, with no JSON parsing.
+
+use crate::cache;
+use crate::commands::{ttl_arg, utf8};
+use crate::error::Result;
+use crate::events::{self, EventKind};
+use crate::key::{self, CanonicalPk};
+use crate::pg::{fetch, schema};
+use crate::reply::Reply;
+use crate::tunables;
+use crate::worker::{self, Completion};
+use redis_module::Context;
+use std::sync::Arc;
+
+pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
+    if !(3..=4).contains(&args.len()) {
+        return Reply::WrongArity;
+    }
+    let (table_arg, pk_arg) = (args[1], args[2]);
+    let ttl = match ttl_arg(args.get(3)) {
+        Ok(t) => t.unwrap_or_else(tunables::default_ttl),
+        Err(e) => return e.into(),
+    };
+    let Some(schema) = schema::cached(table_arg) else {
+        return read_unknown_table(ctx, table_arg, pk_arg, ttl);
+    };
+    if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk_arg) {
+        if tunables::events().contains(EventKind::Hit) {
+            events::publish(
+                ctx,
+                EventKind::Hit,
+                &schema.display,
+                &String::from_utf8_lossy(pk_arg),
+            );
+        }
+        return Reply::Sent;
+    }
+    let pk = match key::canonicalise(pk_arg, &*schema) {
+        Ok(pk) => pk,
+        Err(e) => return Reply::Error(e.into()),
+    };
+    if pk.json.as_bytes() != pk_arg
+        && cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes())
+    {
+        events::publish(ctx, EventKind::Hit, &schema.display, &pk.json);
+        return Reply::Sent;
+    }
+    worker::submit(
+        ctx,
+        Box::new(move |client| Ok(fill(fetch::one(client, &schema, &pk)?, schema, pk, ttl))),
+    )
+}
+
+/// First use of a table: the worker reads its schema, then the row. The entry may already
+/// be cached under the canonical key, but this happens once per table and spelling.
+fn read_unknown_table(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64) -> Reply {
+    let table = match checked_table(table_arg) {
+        Ok(t) => t,
+        Err(e) => return e.into(),
+    };
+    let pk_arg = pk_arg.to_vec();
+    worker::submit(
+        ctx,
+        Box::new(move |client| {
+            let schema = schema::resolve(client, &table)?;
+            let pk = key::canonicalise(&pk_arg, &*schema)?;
+            Ok(fill(fetch::one(client, &schema, &pk)?, schema, pk, ttl))
+        }),
+    )
+}
+
+pub fn checked_table(table_arg: &[u8]) -> Result<String> {
+    let table = utf8(table_arg, "table name")?;
+    schema::admit(table)?;
+    Ok(table.to_string())
+}
+
+/// The main-thread half of a miss: cache the row (absent rows are not cached) and reply it.
+fn fill(
+    row: Option<String>,
+    schema: Arc<schema::TableSchema>,
+    pk: CanonicalPk,
+    ttl: u64,
+) -> Completion {
+    Box::new(move |ctx| {
+        events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);
+        if let Some(row) = &row {
+            cache::store(ctx, &schema.cache_key(&pk.json), row, ttl);
+        }
+        Reply::from(row)
+    })
+}

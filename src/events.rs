@@ -1,0 +1,149 @@
+//! Cache events published on the event channel (`pg_cache_events` by default) as JSON:
+//! `{"type":"cache_miss","table":"users","key":"{\"id\":7}","timestamp":1700000000000}`.
+//! Which types are published is the `events` setting; hit events are off by default because
+//! publishing on every hit costs the hit path (see BENCHMARKS.md).
+
+use crate::tunables;
+use redis_module::{Context, raw};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Hit,
+    Miss,
+    Write,
+    Invalidate,
+}
+
+impl EventKind {
+    const ALL: [EventKind; 4] = [Self::Hit, Self::Miss, Self::Write, Self::Invalidate];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hit => "cache_hit",
+            Self::Miss => "cache_miss",
+            Self::Write => "cache_write",
+            Self::Invalidate => "cache_invalidate",
+        }
+    }
+
+    fn short_name(self) -> &'static str {
+        &self.name()["cache_".len()..]
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// A set of event kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventMask(pub u32);
+
+impl Default for EventMask {
+    fn default() -> Self {
+        EventMask(EventKind::Miss.bit() | EventKind::Write.bit() | EventKind::Invalidate.bit())
+    }
+}
+
+impl EventMask {
+    pub fn contains(self, kind: EventKind) -> bool {
+        self.0 & kind.bit() != 0
+    }
+
+    /// `hit,miss,write,invalidate` (with or without the `cache_` prefix), `all` or `none`.
+    pub fn parse(value: &str) -> Result<EventMask, String> {
+        let mut mask = 0;
+        for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "all" => mask |= EventKind::ALL.iter().map(|k| k.bit()).sum::<u32>(),
+                "none" => {}
+                _ => {
+                    let kind = EventKind::ALL
+                        .iter()
+                        .find(|k| k.name() == word || k.short_name() == word)
+                        .ok_or_else(|| {
+                            format!("unknown event {word:?}; use hit, miss, write, invalidate, all or none")
+                        })?;
+                    mask |= kind.bit();
+                }
+            }
+        }
+        Ok(EventMask(mask))
+    }
+
+    /// The canonical spelling, as CONFIG GET shows it.
+    pub fn render(self) -> String {
+        let names: Vec<&str> = EventKind::ALL
+            .iter()
+            .filter(|k| self.contains(**k))
+            .map(|k| k.short_name())
+            .collect();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(",")
+        }
+    }
+}
+
+/// The event's JSON text.
+pub fn event_json(kind: EventKind, table: &str, key: &str, timestamp_ms: u128) -> String {
+    serde_json::json!({
+        "type": kind.name(),
+        "table": table,
+        "key": key,
+        "timestamp": timestamp_ms as u64,
+    })
+    .to_string()
+}
+
+pub fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Publishes one event if its kind is enabled. Main thread only.
+pub fn publish(ctx: &Context, kind: EventKind, table: &str, key: &str) {
+    if !tunables::events().contains(kind) {
+        return;
+    }
+    let message = ctx.create_string(event_json(kind, table, key, now_ms()));
+    let channel = ctx.create_string(tunables::event_channel());
+    // SAFETY: called on the main thread with live strings owned by this frame.
+    unsafe {
+        raw::RedisModule_PublishMessage.unwrap()(ctx.ctx, channel.inner, message.inner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_parses_and_renders() {
+        assert_eq!(
+            EventMask::parse("hit, cache_miss").unwrap().render(),
+            "hit,miss"
+        );
+        assert_eq!(
+            EventMask::parse("all").unwrap().render(),
+            "hit,miss,write,invalidate"
+        );
+        assert_eq!(EventMask::parse("none").unwrap().render(), "none");
+        assert_eq!(EventMask::default().render(), "miss,write,invalidate");
+        assert!(EventMask::parse("hot").unwrap_err().contains("hot"));
+    }
+
+    #[test]
+    fn event_json_has_the_documented_fields() {
+        let v: serde_json::Value =
+            serde_json::from_str(&event_json(EventKind::Miss, "users", r#"{"id":7}"#, 42)).unwrap();
+        assert_eq!(v["type"], "cache_miss");
+        assert_eq!(v["table"], "users");
+        assert_eq!(v["key"], r#"{"id":7}"#);
+        assert_eq!(v["timestamp"], 42);
+    }
+}

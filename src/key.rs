@@ -1,0 +1,470 @@
+//! Canonical primary keys and cache-key names.
+//!
+//! One row has one cache key, whatever JSON spelling the client used:
+//! `<cache_prefix><table>:<canonical pk>` where the canonical pk is compact JSON with the key
+//! columns sorted by name (byte order) and each value in the form PostgreSQL's `row_to_json`
+//! gives its type: integers and decimals as bare numbers without redundant zeros, booleans as
+//! `true`/`false`, uuids as lower-case strings, everything else as strings.
+//! So `{"id":7}`, `{ "id" : 7 }` and `{"id":"7"}` (integer column) are all `{"id":7}`, and a key
+//! computed from a row PostgreSQL rendered lands on the same entry.
+
+use serde_json::Value;
+
+/// Largest pk JSON accepted; a key is a few columns, not a document.
+pub const MAX_PK_JSON_BYTES: usize = 8 * 1024;
+
+/// How a key column's values are written canonically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// int2 / int4 / int8 / oid: an integer within the inclusive range.
+    Integer {
+        min: i128,
+        max: i128,
+    },
+    /// numeric, float4, float8: a decimal number.
+    Decimal,
+    Bool,
+    Uuid,
+    /// Any other type: compared through PostgreSQL's text input of the column type.
+    Text,
+}
+
+/// A parsed, validated, canonical key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalPk {
+    /// The canonical JSON text (the cache-key suffix).
+    pub json: String,
+    /// `(column, value as text)` sorted by column: the query parameters.
+    pub columns: Vec<(String, String)>,
+}
+
+/// What the key of one table may and must contain.
+pub trait KeyColumns {
+    /// The kind of `column`, or None when the table has no such column usable in a key.
+    fn kind_of(&self, column: &str) -> Option<KeyKind>;
+    /// The exact column set a key must name (the primary key), or None when any non-empty
+    /// set of existing columns is allowed (views, tables without a primary key).
+    fn required(&self) -> Option<Vec<&str>>;
+    /// The table's display name, for error messages.
+    fn table_name(&self) -> &str;
+}
+
+/// Builds the cache key for a canonical pk.
+pub fn cache_key(prefix: &str, table: &str, canonical_pk: &str) -> String {
+    let mut key = String::with_capacity(prefix.len() + table.len() + 1 + canonical_pk.len());
+    key.push_str(prefix);
+    key.push_str(table);
+    key.push(':');
+    key.push_str(canonical_pk);
+    key
+}
+
+/// Parses `pk_json` and returns its canonical form, or an error that says what is wrong.
+pub fn canonicalise(pk_json: &[u8], table: &dyn KeyColumns) -> Result<CanonicalPk, String> {
+    if pk_json.len() > MAX_PK_JSON_BYTES {
+        return Err(format!(
+            "primary key JSON is {} bytes, more than the {MAX_PK_JSON_BYTES} allowed",
+            pk_json.len()
+        ));
+    }
+    let value: Value = serde_json::from_slice(pk_json)
+        .map_err(|e| format!("primary key is not valid JSON ({e})"))?;
+    canonicalise_value(&value, table)
+}
+
+/// Canonicalises an already-parsed key object (used by MULTIREAD and notifications).
+pub fn canonicalise_value(value: &Value, table: &dyn KeyColumns) -> Result<CanonicalPk, String> {
+    let Value::Object(map) = value else {
+        return Err(format!(
+            "primary key must be a JSON object such as {{\"id\":1}}, got {}",
+            json_type_name(value)
+        ));
+    };
+    if map.is_empty() {
+        return Err("primary key object is empty: name the key columns".into());
+    }
+    if let Some(required) = table.required() {
+        let missing: Vec<&str> = required
+            .iter()
+            .copied()
+            .filter(|c| !map.contains_key(*c))
+            .collect();
+        let extra: Vec<&str> = map
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !required.contains(k))
+            .collect();
+        if !missing.is_empty() || !extra.is_empty() {
+            let mut msg = format!(
+                "primary key of {} is ({})",
+                table.table_name(),
+                required.join(", ")
+            );
+            if !missing.is_empty() {
+                msg.push_str(&format!("; missing: {}", missing.join(", ")));
+            }
+            if !extra.is_empty() {
+                msg.push_str(&format!("; not key columns: {}", extra.join(", ")));
+            }
+            return Err(msg);
+        }
+    }
+    // serde_json's map is ordered by key bytes, which is the canonical order.
+    let mut json = String::from("{");
+    let mut columns = Vec::with_capacity(map.len());
+    for (i, (column, value)) in map.iter().enumerate() {
+        let kind = table
+            .kind_of(column)
+            .ok_or_else(|| format!("column {column:?} does not exist in {}", table.table_name()))?;
+        let (text, as_json) = canonical_value(kind, value)
+            .map_err(|e| format!("bad value for column {column:?}: {e}"))?;
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&Value::String(column.clone()).to_string());
+        json.push(':');
+        json.push_str(&as_json);
+        columns.push((column.clone(), text));
+    }
+    json.push('}');
+    Ok(CanonicalPk { json, columns })
+}
+
+fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Returns (parameter text, canonical JSON) for one key value.
+fn canonical_value(kind: KeyKind, value: &Value) -> Result<(String, String), String> {
+    let scalar = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => return Err("null never matches a key".into()),
+        other => return Err(format!("expected a scalar, got {}", json_type_name(other))),
+    };
+    match kind {
+        KeyKind::Integer { min, max } => {
+            let n = canonical_integer(&scalar)?;
+            let parsed: i128 = n
+                .parse()
+                .map_err(|_| format!("{scalar:?} is out of range"))?;
+            if parsed < min || parsed > max {
+                return Err(format!(
+                    "{scalar} is out of range for this column ({min}..{max})"
+                ));
+            }
+            Ok((n.clone(), n))
+        }
+        KeyKind::Decimal => {
+            if matches!(value, Value::Bool(_)) {
+                return Err("expected a number, got a boolean".into());
+            }
+            let n = canonical_decimal(&scalar)?;
+            Ok((n.clone(), n))
+        }
+        KeyKind::Bool => match scalar.as_str() {
+            "true" | "false" if !matches!(value, Value::Number(_)) => Ok((scalar.clone(), scalar)),
+            _ => Err(format!("expected true or false, got {value}")),
+        },
+        KeyKind::Uuid => {
+            let u = canonical_uuid(&scalar)?;
+            Ok((u.clone(), Value::String(u).to_string()))
+        }
+        KeyKind::Text => Ok((scalar.clone(), Value::String(scalar).to_string())),
+    }
+}
+
+fn canonical_integer(s: &str) -> Result<String, String> {
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("expected an integer, got {s:?}"));
+    }
+    let trimmed = digits.trim_start_matches('0');
+    if trimmed.is_empty() {
+        return Ok("0".into());
+    }
+    if trimmed.len() > 30 {
+        return Err(format!("{s} is out of range"));
+    }
+    Ok(if negative {
+        format!("-{trimmed}")
+    } else {
+        trimmed.to_string()
+    })
+}
+
+/// Largest exponent shift accepted in a decimal key, to keep canonical forms small.
+const MAX_DECIMAL_EXPONENT: i64 = 1000;
+
+/// Plain decimal notation without exponent, leading zeros or trailing fractional zeros:
+/// `1.50`, `1.5e0` and `"01.5"` all become `1.5`; `-0.0` becomes `0`.
+fn canonical_decimal(s: &str) -> Result<String, String> {
+    let bad = || format!("expected a decimal number, got {s:?}");
+    let (negative, rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(i) => {
+            let e: i64 = rest[i + 1..].parse().map_err(|_| bad())?;
+            (&rest[..i], e)
+        }
+        None => (rest, 0),
+    };
+    if exponent.abs() > MAX_DECIMAL_EXPONENT {
+        return Err(format!("{s} has an exponent too large for a key"));
+    }
+    let (int_part, frac_part) = match mantissa.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (mantissa, ""),
+    };
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let digits: String = format!("{int_part}{frac_part}");
+    // value = digits * 10^(point_pos - digits.len()), with point_pos digits before the point.
+    let point = int_part.len() as i64 + exponent;
+    let digits = digits.trim_start_matches('0');
+    let leading_zeros_removed = (int_part.len() + frac_part.len()) as i64 - digits.len() as i64;
+    let point = point - leading_zeros_removed;
+    let digits = digits.trim_end_matches('0');
+    if digits.is_empty() {
+        return Ok("0".into());
+    }
+    let len = digits.len() as i64;
+    let mut out = String::new();
+    if negative {
+        out.push('-');
+    }
+    if point <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-point) as usize));
+        out.push_str(digits);
+    } else if point >= len {
+        out.push_str(digits);
+        out.extend(std::iter::repeat_n('0', (point - len) as usize));
+    } else {
+        out.push_str(&digits[..point as usize]);
+        out.push('.');
+        out.push_str(&digits[point as usize..]);
+    }
+    Ok(out)
+}
+
+fn canonical_uuid(s: &str) -> Result<String, String> {
+    let inner = s
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .unwrap_or(s);
+    let hex: String = inner.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("expected a uuid, got {s:?}"));
+    }
+    let h = hex.to_ascii_lowercase();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Table {
+        pk: Option<Vec<&'static str>>,
+        cols: Vec<(&'static str, KeyKind)>,
+    }
+
+    impl KeyColumns for Table {
+        fn kind_of(&self, column: &str) -> Option<KeyKind> {
+            self.cols
+                .iter()
+                .find(|(c, _)| *c == column)
+                .map(|(_, k)| *k)
+        }
+        fn required(&self) -> Option<Vec<&str>> {
+            self.pk.clone()
+        }
+        fn table_name(&self) -> &str {
+            "t"
+        }
+    }
+
+    const INT4: KeyKind = KeyKind::Integer {
+        min: i32::MIN as i128,
+        max: i32::MAX as i128,
+    };
+
+    fn users() -> Table {
+        Table {
+            pk: Some(vec!["id"]),
+            cols: vec![("id", INT4), ("name", KeyKind::Text)],
+        }
+    }
+
+    fn composite() -> Table {
+        Table {
+            pk: Some(vec!["region", "id"]),
+            cols: vec![("region", KeyKind::Text), ("id", INT4)],
+        }
+    }
+
+    fn canon(t: &Table, s: &str) -> String {
+        canonicalise(s.as_bytes(), t).unwrap().json
+    }
+
+    #[test]
+    fn spellings_of_one_integer_key_agree() {
+        let t = users();
+        for s in [
+            r#"{"id":7}"#,
+            r#"{ "id" : 7 }"#,
+            r#"{"id":"7"}"#,
+            r#"{"id":"007"}"#,
+            r#"{"id":+7}"#.replace('+', "").as_str(),
+        ] {
+            assert_eq!(canon(&t, s), r#"{"id":7}"#, "{s}");
+        }
+        assert_eq!(
+            canonicalise(br#"{"id":7}"#, &t).unwrap().columns,
+            vec![("id".to_string(), "7".to_string())]
+        );
+    }
+
+    #[test]
+    fn composite_keys_are_sorted_by_column() {
+        let t = composite();
+        let a = canon(&t, r#"{"region":"eu","id":3}"#);
+        let b = canon(&t, r#"{"id":"3","region":"eu"}"#);
+        assert_eq!(a, r#"{"id":3,"region":"eu"}"#);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn wrong_shapes_are_errors_that_say_why() {
+        let t = users();
+        let err = |s: &str| canonicalise(s.as_bytes(), &t).unwrap_err();
+        assert!(err("{").contains("not valid JSON"));
+        assert!(err("[1]").contains("must be a JSON object"));
+        assert!(err("{}").contains("empty"));
+        assert!(err(r#"{"name":"x"}"#).contains("missing: id"));
+        assert!(err(r#"{"id":1,"name":"x"}"#).contains("not key columns: name"));
+        assert!(err(r#"{"id":"abc"}"#).contains("expected an integer"));
+        assert!(err(r#"{"id":1.5}"#).contains("expected an integer"));
+        assert!(err(r#"{"id":null}"#).contains("null"));
+        assert!(err(r#"{"id":[1]}"#).contains("scalar"));
+        assert!(err(r#"{"id":99999999999}"#).contains("out of range"));
+        assert!(err(r#"{"id":123456789012345678901234567890123456789}"#).contains("out of range"));
+        let huge = format!(r#"{{"id":"{}"}}"#, "1".repeat(MAX_PK_JSON_BYTES));
+        assert!(err(&huge).contains("more than"));
+    }
+
+    #[test]
+    fn tables_without_primary_key_take_any_existing_columns() {
+        let t = Table {
+            pk: None,
+            cols: vec![("email", KeyKind::Text), ("n", INT4)],
+        };
+        assert_eq!(canon(&t, r#"{"email":"a@b"}"#), r#"{"email":"a@b"}"#);
+        assert!(
+            canonicalise(br#"{"nope":1}"#, &t)
+                .unwrap_err()
+                .contains("does not exist")
+        );
+    }
+
+    #[test]
+    fn decimals_normalise() {
+        for (input, want) in [
+            ("1.50", "1.5"),
+            ("1.5e0", "1.5"),
+            ("01.5", "1.5"),
+            ("-0.0", "0"),
+            ("100", "100"),
+            ("1e2", "100"),
+            ("1.23E-3", "0.00123"),
+            (
+                "12345678901234567890.123456789",
+                "12345678901234567890.123456789",
+            ),
+            (".5", "0.5"),
+            ("-2.500", "-2.5"),
+        ] {
+            assert_eq!(canonical_decimal(input).unwrap(), want, "{input}");
+        }
+        for bad in ["", "abc", "1.2.3", "1e", "1e99999", "."] {
+            assert!(canonical_decimal(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn uuids_and_bools_and_text() {
+        let t = Table {
+            pk: Some(vec!["u", "b", "s"]),
+            cols: vec![
+                ("u", KeyKind::Uuid),
+                ("b", KeyKind::Bool),
+                ("s", KeyKind::Text),
+            ],
+        };
+        assert_eq!(
+            canon(
+                &t,
+                r#"{"u":"A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11","b":"true","s":7}"#
+            ),
+            r#"{"b":true,"s":"7","u":"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"}"#
+        );
+        assert!(
+            canonicalise(br#"{"u":"nope","b":true,"s":"x"}"#, &t)
+                .unwrap_err()
+                .contains("uuid")
+        );
+        assert!(
+            canonicalise(
+                br#"{"u":"a0eebc999c0b4ef8bb6d6bb9bd380a11","b":1,"s":"x"}"#,
+                &t
+            )
+            .unwrap_err()
+            .contains("true or false")
+        );
+    }
+
+    #[test]
+    fn text_keys_escape_like_json() {
+        let t = Table {
+            pk: Some(vec!["s"]),
+            cols: vec![("s", KeyKind::Text)],
+        };
+        assert_eq!(
+            canon(&t, r#"{"s":"a\"b\u00e9\n"}"#),
+            "{\"s\":\"a\\\"bé\\n\"}"
+        );
+    }
+
+    #[test]
+    fn cache_key_layout() {
+        assert_eq!(
+            cache_key("pg_cache:", "users", r#"{"id":7}"#),
+            r#"pg_cache:users:{"id":7}"#
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! pgcache: a read-through cache for PostgreSQL rows inside Redis / Valkey.
+//!
+//! This file is the table of contents: the commands, the settings CONFIG can change, and
+//! what happens at load and unload. The work is in the modules below.
+
+pub mod cache;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod ident;
+pub mod key;
+pub mod pg;
+pub mod reply;
+pub mod tunables;
+pub mod worker;
+
+use redis_module::configuration::{
+    ConfigurationContext, ConfigurationFlags, ConfigurationValue, register_string_configuration,
+};
+use redis_module::{Context, RedisError, RedisString, Status, raw, redis_module};
+use std::ffi::CString;
+
+// Redis's allocator in the module; the system allocator in unit tests, which run without
+// a server.
+#[cfg(not(test))]
+type Alloc = redis_module::alloc::RedisAlloc;
+#[cfg(not(test))]
+const ALLOC: Alloc = redis_module::alloc::RedisAlloc;
+#[cfg(test)]
+type Alloc = std::alloc::System;
+#[cfg(test)]
+const ALLOC: Alloc = std::alloc::System;
+
+const fn parse_version_part(s: &str) -> i32 {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    let mut n = 0;
+    while i < bytes.len() {
+        n = n * 10 + (bytes[i] - b'0') as i32;
+        i += 1;
+    }
+    n
+}
+
+/// MODULE LIST shows the version as major*10000 + minor*100 + patch.
+const MODULE_VERSION: i32 = parse_version_part(env!("CARGO_PKG_VERSION_MAJOR")) * 10000
+    + parse_version_part(env!("CARGO_PKG_VERSION_MINOR")) * 100
+    + parse_version_part(env!("CARGO_PKG_VERSION_PATCH"));
+
+/// The commands: name, handler, Redis command flags.
+fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 4] {
+    [
+        (
+            "pgcache.read",
+            Some(command_fn!(commands::read::read)),
+            "readonly",
+        ),
+        (
+            "pgcache.multiread",
+            Some(command_fn!(commands::multiread::multiread)),
+            "readonly",
+        ),
+        (
+            "pgcache.write",
+            Some(command_fn!(commands::write::write)),
+            "write deny-oom",
+        ),
+        (
+            "pgcache.invalidate",
+            Some(command_fn!(commands::write::invalidate)),
+            "write",
+        ),
+    ]
+}
+
+impl ConfigurationValue<RedisString> for tunables::Tunable {
+    fn get(&self, _: &ConfigurationContext) -> RedisString {
+        RedisString::create(None, (self.get)().as_str())
+    }
+    fn set(&self, _: &ConfigurationContext, value: RedisString) -> Result<(), RedisError> {
+        let text = value.try_as_str()?;
+        (self.set)(text).map_err(|e| RedisError::String(format!("pgcache.{}: {e}", self.name)))
+    }
+}
+
+fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    std::panic::set_hook(Box::new(|info| {
+        redis_module::logging::log_warning(format!("pgcache: internal error: {info}"));
+    }));
+    let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
+    let settings = match config::load(&args, &|name| std::env::var(name).ok()) {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.log_warning(&e.to_string());
+            return Status::Err;
+        }
+    };
+    tunables::init(&settings);
+    pg::schema::clear_cache();
+
+    let pool = match pg::pool::Pool::new(settings.pg.clone(), settings.pool_size) {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.log_warning(&format!("pgcache: cannot set up TLS to PostgreSQL: {e}"));
+            return Status::Err;
+        }
+    };
+    for (name, handler, flags) in commands() {
+        let c_name = CString::new(name).expect("no NUL");
+        let c_flags = CString::new(flags).expect("no NUL");
+        // SAFETY: called from OnLoad with its context.
+        let status = unsafe {
+            raw::RedisModule_CreateCommand.unwrap()(
+                ctx.ctx,
+                c_name.as_ptr(),
+                handler,
+                c_flags.as_ptr(),
+                0,
+                0,
+                0,
+            )
+        };
+        if status != raw::REDISMODULE_OK as i32 {
+            ctx.log_warning(&format!("pgcache: could not register {name}"));
+            return Status::Err;
+        }
+    }
+    for tunable in tunables::TUNABLES.iter() {
+        let current = (tunable.get)();
+        register_string_configuration(
+            ctx,
+            tunable.name,
+            tunable,
+            &current,
+            ConfigurationFlags::DEFAULT,
+            None,
+        );
+    }
+    // SAFETY: OnLoad context; applies `pgcache.*` lines of redis.conf, if any.
+    if unsafe { raw::RedisModule_LoadConfigs.unwrap()(ctx.ctx) } != raw::REDISMODULE_OK as i32 {
+        ctx.log_warning("pgcache: a pgcache.* setting in the Redis configuration is invalid");
+        return Status::Err;
+    }
+    if let Err(e) = worker::start(settings.workers, settings.queue_size, pool) {
+        ctx.log_warning(&format!("pgcache: cannot start worker threads: {e}"));
+        return Status::Err;
+    }
+    ctx.log_notice(&format!(
+        "pgcache {} loaded: PostgreSQL {}, {} workers, pool {}, queue {}, default TTL {} s",
+        env!("CARGO_PKG_VERSION"),
+        settings.pg.describe(),
+        settings.workers,
+        settings.pool_size,
+        settings.queue_size,
+        settings.default_ttl
+    ));
+    Status::Ok
+}
+
+fn deinit(ctx: &Context) -> Status {
+    match worker::stop() {
+        Ok(()) => {
+            pg::schema::clear_cache();
+            Status::Ok
+        }
+        Err(e) => {
+            ctx.log_warning(&format!("pgcache: refusing to unload: {e}"));
+            Status::Err
+        }
+    }
+}
+
+redis_module! {
+    name: "pgcache",
+    version: MODULE_VERSION,
+    allocator: (Alloc, ALLOC),
+    data_types: [],
+    init: init,
+    deinit: deinit,
+    commands: [],
+}

@@ -1,0 +1,86 @@
+//! Row lookups on a worker's connection: one key, or many keys in one query.
+
+use crate::error::{Error, Result};
+use crate::key::CanonicalPk;
+use crate::pg::errors::{is_schema_change, query_error};
+use crate::pg::schema::{self, TableSchema};
+use postgres::Client;
+
+fn on_error(e: postgres::Error, table: &TableSchema) -> Error {
+    if is_schema_change(&e) {
+        schema::forget(&table.name);
+    }
+    query_error(&e, &table.display)
+}
+
+fn too_many_rows(table: &TableSchema, pk: &str) -> Error {
+    Error::new(format!(
+        "key {pk} matches more than one row of {}; use columns that identify one row",
+        table.display
+    ))
+}
+
+/// The row with this key as JSON, or None when there is none.
+pub fn one(client: &mut Client, table: &TableSchema, pk: &CanonicalPk) -> Result<Option<String>> {
+    let sql = table.select_one_sql(&pk.columns);
+    let params: Vec<&(dyn postgres::types::ToSql + Sync)> = pk
+        .columns
+        .iter()
+        .map(|(_, v)| v as &(dyn postgres::types::ToSql + Sync))
+        .collect();
+    let rows = client
+        .query(&sql, &params)
+        .map_err(|e| on_error(e, table))?;
+    match rows.len() {
+        0 => Ok(None),
+        1 => Ok(Some(rows[0].get(0))),
+        _ => Err(too_many_rows(table, &pk.json)),
+    }
+}
+
+/// The rows for `keys` in one query, in the same order, None where no row exists. All keys
+/// must name the same columns (they do for a table with a primary key); keys naming
+/// different column sets (views) are grouped, one query per distinct set.
+pub fn many(
+    client: &mut Client,
+    table: &TableSchema,
+    keys: &[CanonicalPk],
+) -> Result<Vec<Option<String>>> {
+    let mut rows: Vec<Option<String>> = vec![None; keys.len()];
+    let mut groups: Vec<(Vec<&str>, Vec<usize>)> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let names: Vec<&str> = key.columns.iter().map(|(c, _)| c.as_str()).collect();
+        match groups.iter_mut().find(|(n, _)| *n == names) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((names, vec![i])),
+        }
+    }
+    for (_, members) in groups {
+        let first = &keys[members[0]];
+        let sql = table.select_many_sql(&first.columns);
+        let arrays: Vec<Vec<&str>> = (0..first.columns.len())
+            .map(|c| {
+                members
+                    .iter()
+                    .map(|&m| keys[m].columns[c].1.as_str())
+                    .collect()
+            })
+            .collect();
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
+            .iter()
+            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        for row in client
+            .query(&sql, &params)
+            .map_err(|e| on_error(e, table))?
+        {
+            let ordinal: i64 = row.get(0);
+            let slot = members[(ordinal - 1) as usize];
+            if rows[slot].is_some() {
+                return Err(too_many_rows(table, &keys[slot].json));
+            }
+            rows[slot] = Some(row.get(1));
+        }
+    }
+    Ok(rows)
+}

@@ -1,0 +1,242 @@
+//! A small blocking connection pool. Connections are made by the worker that needs one (no
+//! background threads, so unloading the module leaves nothing running), broken ones are
+//! dropped when returned, and after a failed connect further attempts fail fast for a short
+//! back-off instead of each waiting for its own timeout while PostgreSQL is down.
+
+use crate::config::{PgSettings, SslMode};
+use crate::pg::errors::describe;
+use crate::tunables;
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use postgres::{Client, NoTls};
+use postgres_openssl::MakeTlsConnector;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a failed connect makes later ones fail fast.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(250);
+
+struct Conn {
+    client: Client,
+    statement_timeout_ms: u64,
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<Conn>,
+    open: usize,
+    in_use: usize,
+    last_connect_failure: Option<(Instant, String)>,
+}
+
+/// Counts for monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub max: usize,
+    pub open: usize,
+    pub in_use: usize,
+    pub idle: usize,
+}
+
+pub struct Pool {
+    settings: PgSettings,
+    tls: Option<MakeTlsConnector>,
+    max: usize,
+    state: Mutex<State>,
+    freed: Condvar,
+}
+
+/// A connection on loan; it goes back to the pool when dropped.
+pub struct PooledClient<'a> {
+    pool: &'a Pool,
+    conn: Option<Conn>,
+}
+
+impl Deref for PooledClient<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.conn.as_ref().expect("present until drop").client
+    }
+}
+
+impl DerefMut for PooledClient<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.conn.as_mut().expect("present until drop").client
+    }
+}
+
+impl Drop for PooledClient<'_> {
+    fn drop(&mut self) {
+        let conn = self.conn.take().expect("present until drop");
+        let mut state = self.pool.state.lock().unwrap();
+        state.in_use -= 1;
+        if conn.client.is_closed() {
+            state.open -= 1;
+        } else {
+            state.idle.push(conn);
+        }
+        drop(state);
+        self.pool.freed.notify_one();
+    }
+}
+
+fn tls_connector(settings: &PgSettings) -> Result<Option<MakeTlsConnector>, String> {
+    if settings.sslmode == SslMode::Disable {
+        return Ok(None);
+    }
+    let mut builder = SslConnector::builder(SslMethod::tls()).map_err(|e| e.to_string())?;
+    match settings.sslmode {
+        // libpq's prefer/require encrypt without checking who answers.
+        SslMode::Prefer | SslMode::Require => builder.set_verify(SslVerifyMode::NONE),
+        _ => {
+            if let Some(ca) = &settings.sslrootcert {
+                builder
+                    .set_ca_file(ca)
+                    .map_err(|e| format!("pg_sslrootcert {}: {e}", ca.display()))?;
+            }
+        }
+    }
+    let mut connector = MakeTlsConnector::new(builder.build());
+    if settings.sslmode == SslMode::VerifyCa {
+        connector.set_callback(|config, _| {
+            config.set_verify_hostname(false);
+            Ok(())
+        });
+    }
+    Ok(Some(connector))
+}
+
+impl Pool {
+    pub fn new(settings: PgSettings, max: usize) -> Result<Pool, String> {
+        Ok(Pool {
+            tls: tls_connector(&settings)?,
+            settings,
+            max,
+            state: Mutex::new(State::default()),
+            freed: Condvar::new(),
+        })
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let s = self.state.lock().unwrap();
+        PoolStats {
+            max: self.max,
+            open: s.open,
+            in_use: s.in_use,
+            idle: s.idle.len(),
+        }
+    }
+
+    /// Borrows a connection, connecting if none is idle and the pool has room; waits for one
+    /// to be returned until `deadline`.
+    pub fn get(&self, deadline: Instant) -> Result<PooledClient<'_>, String> {
+        let mut state = self.state.lock().unwrap();
+        let conn = loop {
+            if let Some(conn) = state.idle.pop() {
+                state.in_use += 1;
+                break conn;
+            }
+            if state.open < self.max {
+                if let Some((at, reason)) = &state.last_connect_failure
+                    && at.elapsed() < CONNECT_BACKOFF
+                {
+                    return Err(reason.clone());
+                }
+                state.open += 1;
+                state.in_use += 1;
+                drop(state);
+                match self.connect(deadline) {
+                    Ok(conn) => {
+                        self.state.lock().unwrap().last_connect_failure = None;
+                        break conn;
+                    }
+                    Err(reason) => {
+                        let mut state = self.state.lock().unwrap();
+                        state.open -= 1;
+                        state.in_use -= 1;
+                        state.last_connect_failure = Some((Instant::now(), reason.clone()));
+                        drop(state);
+                        self.freed.notify_one();
+                        return Err(reason);
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(format!(
+                    "all {} PostgreSQL connections stayed busy until the request timed out; \
+                     raise pool_size or check for slow queries",
+                    self.max
+                ));
+            }
+            state = self.freed.wait_timeout(state, deadline - now).unwrap().0;
+        };
+        let mut client = PooledClient {
+            pool: self,
+            conn: Some(conn),
+        };
+        client.apply_statement_timeout()?;
+        Ok(client)
+    }
+
+    fn connect(&self, deadline: Instant) -> Result<Conn, String> {
+        let s = &self.settings;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let timeout = s
+            .connect_timeout
+            .min(remaining)
+            .max(Duration::from_millis(10));
+        let statement_timeout_ms = tunables::statement_timeout_ms();
+        let mut config = postgres::Config::new();
+        config
+            .host(&s.host)
+            .port(s.port)
+            .dbname(&s.database)
+            .user(&s.user)
+            .application_name("pgcache")
+            .connect_timeout(timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .options(&format!("-c statement_timeout={statement_timeout_ms}"))
+            .ssl_mode(match s.sslmode {
+                SslMode::Disable => postgres::config::SslMode::Disable,
+                SslMode::Prefer => postgres::config::SslMode::Prefer,
+                _ => postgres::config::SslMode::Require,
+            });
+        if let Some(password) = s.password() {
+            config.password(password);
+        }
+        let result = match &self.tls {
+            None => config.connect(NoTls),
+            Some(tls) => config.connect(tls.clone()),
+        };
+        result
+            .map(|client| Conn {
+                client,
+                statement_timeout_ms,
+            })
+            .map_err(|e| {
+                format!(
+                    "PostgreSQL unavailable at {}:{}: {}",
+                    s.host,
+                    s.port,
+                    describe(&e)
+                )
+            })
+    }
+}
+
+impl PooledClient<'_> {
+    /// Brings the session's statement_timeout in line with the setting after CONFIG SET.
+    fn apply_statement_timeout(&mut self) -> Result<(), String> {
+        let wanted = tunables::statement_timeout_ms();
+        let conn = self.conn.as_mut().expect("present until drop");
+        if conn.statement_timeout_ms != wanted {
+            conn.client
+                .batch_execute(&format!("SET statement_timeout = {wanted}"))
+                .map_err(|e| format!("PostgreSQL unavailable: {}", describe(&e)))?;
+            conn.statement_timeout_ms = wanted;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,275 @@
+//! Table descriptions read from the catalog, cached in memory so the hit path can
+//! canonicalise keys without asking PostgreSQL. An entry is dropped when a query says the
+//! table changed, when the allowlist changes, and by PGCACHE.INVALIDATE of a whole table.
+
+use crate::error::{Error, Result};
+use crate::ident::{QualifiedName, parse_table};
+use crate::key::{KeyColumns, KeyKind, cache_key};
+use crate::pg::errors::describe;
+use crate::pg::query::{self, KeyParam};
+use crate::tunables;
+use postgres::Client;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// The type a text parameter is cast to when comparing with this column.
+    pub cast_type: String,
+    pub kind: KeyKind,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct TableSchema {
+    pub name: QualifiedName,
+    /// The name in cache keys and events (see `QualifiedName::display`).
+    pub display: String,
+    /// `"schema"."name"` for SQL.
+    pub sql_name: String,
+    pub columns: Vec<Column>,
+    /// Primary-key column names sorted by name; empty for views and tables without one.
+    pub primary_key: Vec<String>,
+    /// `<cache_prefix><display>:` — a cache key is this followed by the canonical pk.
+    pub key_prefix: String,
+}
+
+impl TableSchema {
+    /// The cache key of the row with this canonical pk.
+    pub fn cache_key(&self, canonical_pk: &str) -> String {
+        let mut key = String::with_capacity(self.key_prefix.len() + canonical_pk.len());
+        key.push_str(&self.key_prefix);
+        key.push_str(canonical_pk);
+        key
+    }
+
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The key parameters for a canonical key's columns, in the same order.
+    pub fn key_params<'a>(&'a self, columns: &'a [(String, String)]) -> Vec<KeyParam<'a>> {
+        columns
+            .iter()
+            .map(|(name, _)| KeyParam {
+                column: name,
+                cast_type: &self
+                    .column(name)
+                    .expect("canonical keys name real columns")
+                    .cast_type,
+            })
+            .collect()
+    }
+
+    pub fn select_one_sql(&self, columns: &[(String, String)]) -> String {
+        query::select_one(&self.sql_name, &self.key_params(columns))
+    }
+
+    pub fn select_many_sql(&self, columns: &[(String, String)]) -> String {
+        query::select_many(&self.sql_name, &self.key_params(columns))
+    }
+}
+
+impl KeyColumns for TableSchema {
+    fn kind_of(&self, column: &str) -> Option<KeyKind> {
+        self.column(column).map(|c| c.kind)
+    }
+    fn required(&self) -> Option<Vec<&str>> {
+        if self.primary_key.is_empty() {
+            None
+        } else {
+            Some(self.primary_key.iter().map(String::as_str).collect())
+        }
+    }
+    fn table_name(&self) -> &str {
+        &self.display
+    }
+}
+
+/// Maps a catalog type to the way its key values are canonicalised and cast.
+pub fn column_kind(type_name: &str) -> KeyKind {
+    match type_name {
+        "int2" => KeyKind::Integer {
+            min: i16::MIN.into(),
+            max: i16::MAX.into(),
+        },
+        "int4" => KeyKind::Integer {
+            min: i32::MIN.into(),
+            max: i32::MAX.into(),
+        },
+        "int8" => KeyKind::Integer {
+            min: i64::MIN.into(),
+            max: i64::MAX.into(),
+        },
+        "oid" => KeyKind::Integer {
+            min: 0,
+            max: u32::MAX.into(),
+        },
+        "numeric" | "float4" | "float8" => KeyKind::Decimal,
+        "bool" => KeyKind::Bool,
+        "uuid" => KeyKind::Uuid,
+        _ => KeyKind::Text,
+    }
+}
+
+/// Schemas pgcache never reads, whatever the allowlist says.
+pub fn is_system_schema(schema: &str) -> bool {
+    matches!(schema, "pg_catalog" | "information_schema" | "pg_toast")
+        || schema.starts_with("pg_temp")
+        || schema.starts_with("pg_toast_temp")
+}
+
+/// Checks a table argument before asking the catalog: syntax, system schemas, allowlist.
+pub fn admit(table_arg: &str) -> Result<QualifiedName> {
+    let name = parse_table(table_arg).map_err(Error::new)?;
+    if is_system_schema(&name.schema) {
+        return Err(Error::new(format!(
+            "{} is in a system schema; pgcache never reads pg_catalog or information_schema",
+            name.display()
+        )));
+    }
+    if !tunables::table_allowed(&name) {
+        return Err(Error::new(format!(
+            "table {} is not in the pgcache.tables allowlist",
+            name.display()
+        )));
+    }
+    Ok(name)
+}
+
+type Cache = HashMap<Vec<u8>, Arc<TableSchema>>;
+
+// Keyed by the table argument exactly as clients send it, so the hit path finds a table
+// without parsing its name.
+static CACHE: RwLock<Option<Cache>> = RwLock::new(None);
+
+/// The cached schema for a table argument, if it was resolved before. Cheap: a read lock
+/// and one hash lookup.
+pub fn cached(table_arg: &[u8]) -> Option<Arc<TableSchema>> {
+    CACHE.read().unwrap().as_ref()?.get(table_arg).cloned()
+}
+
+pub fn clear_cache() {
+    *CACHE.write().unwrap() = None;
+}
+
+/// Forgets one table, under every spelling it was cached as.
+pub fn forget(name: &QualifiedName) {
+    if let Some(cache) = CACHE.write().unwrap().as_mut() {
+        cache.retain(|_, schema| schema.name != *name);
+    }
+}
+
+fn remember(table_arg: &str, schema: Arc<TableSchema>) {
+    let mut guard = CACHE.write().unwrap();
+    let cache = guard.get_or_insert_with(HashMap::new);
+    cache.insert(table_arg.as_bytes().to_vec(), schema.clone());
+    cache.insert(schema.display.as_bytes().to_vec(), schema);
+}
+
+/// The schema of `table_arg`, from the cache or the catalog. Worker threads only.
+pub fn resolve(client: &mut Client, table_arg: &str) -> Result<Arc<TableSchema>> {
+    if let Some(schema) = cached(table_arg.as_bytes()) {
+        return Ok(schema);
+    }
+    let name = admit(table_arg)?;
+    let schema = Arc::new(load(client, name)?);
+    remember(table_arg, schema.clone());
+    Ok(schema)
+}
+
+const RELATION_SQL: &str = "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_class c \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = $1 AND c.relname = $2";
+
+// bpchar's format_type without typmod is character(1), which would truncate a cast
+// parameter; cast to the unbounded bpchar instead.
+const COLUMNS_SQL: &str = "SELECT a.attname::text, \
+       CASE WHEN t.typname = 'bpchar' THEN 'bpchar' ELSE format_type(a.atttypid, NULL) END, \
+       CASE WHEN t.typtype = 'd' THEN bt.typname::text ELSE t.typname::text END, \
+       COALESCE(a.attnum = ANY(i.indkey), false) \
+     FROM pg_catalog.pg_attribute a \
+     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+     LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype \
+     LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
+     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+     ORDER BY a.attnum";
+
+fn load(client: &mut Client, name: QualifiedName) -> Result<TableSchema> {
+    let catalog_error =
+        |e: postgres::Error| Error::new(format!("PostgreSQL unavailable: {}", describe(&e)));
+    let rows = client
+        .query(RELATION_SQL, &[&name.schema, &name.name])
+        .map_err(catalog_error)?;
+    let Some(row) = rows.first() else {
+        return Err(Error::new(format!(
+            "table {} does not exist",
+            name.display()
+        )));
+    };
+    let oid: postgres::types::Oid = row.get(0);
+    let relkind: String = row.get(1);
+    if !matches!(relkind.as_str(), "r" | "p" | "v" | "m" | "f") {
+        return Err(Error::new(format!(
+            "{} is not a table or view",
+            name.display()
+        )));
+    }
+    let mut columns = Vec::new();
+    let mut primary_key = Vec::new();
+    for row in client.query(COLUMNS_SQL, &[&oid]).map_err(catalog_error)? {
+        let column: String = row.get(0);
+        let type_name: String = row.get(2);
+        if row.get::<_, bool>(3) {
+            primary_key.push(column.clone());
+        }
+        columns.push(Column {
+            name: column,
+            cast_type: row.get(1),
+            kind: column_kind(&type_name),
+        });
+    }
+    primary_key.sort();
+    let display = name.display();
+    Ok(TableSchema {
+        sql_name: name.quoted(),
+        key_prefix: cache_key(&tunables::cache_prefix(), &display, ""),
+        display,
+        name,
+        columns,
+        primary_key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_schemas_are_refused() {
+        for s in ["pg_catalog", "information_schema", "pg_toast", "pg_temp_3"] {
+            assert!(is_system_schema(s), "{s}");
+        }
+        assert!(!is_system_schema("public"));
+        assert!(
+            admit("pg_catalog.pg_authid")
+                .unwrap_err()
+                .0
+                .contains("system schema")
+        );
+        assert!(admit("information_schema.tables").is_err());
+    }
+
+    #[test]
+    fn integer_kinds_carry_their_range() {
+        assert_eq!(
+            column_kind("int2"),
+            KeyKind::Integer {
+                min: -32768,
+                max: 32767
+            }
+        );
+        assert_eq!(column_kind("varchar"), KeyKind::Text);
+        assert_eq!(column_kind("numeric"), KeyKind::Decimal);
+    }
+}

@@ -1,0 +1,92 @@
+//! Replies as values, so workers can build them off the main thread and the main thread
+//! sends them. `Sent` marks a reply already written (the zero-copy hit path) and `Blocked`
+//! a client handed to a worker that will answer later.
+
+use crate::error::Error;
+use redis_module::{Context, raw};
+use std::ffi::CString;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ok,
+    Nil,
+    Bulk(String),
+    Array(Vec<Reply>),
+    Error(Error),
+    WrongArity,
+    Sent,
+    Blocked,
+}
+
+impl From<Error> for Reply {
+    fn from(e: Error) -> Self {
+        Reply::Error(e)
+    }
+}
+
+impl From<Option<String>> for Reply {
+    fn from(v: Option<String>) -> Self {
+        v.map_or(Reply::Nil, Reply::Bulk)
+    }
+}
+
+/// The wire text of an error: RESP errors are one line, so line breaks become spaces.
+pub fn error_line(e: &Error) -> CString {
+    let line: String = format!("ERR pgcache: {}", e.0)
+        .chars()
+        .map(|c| {
+            if c == '\r' || c == '\n' || c == '\0' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    CString::new(line).expect("NULs were replaced")
+}
+
+/// Writes `reply` to the client of `ctx`. Main thread only.
+pub fn send(ctx: &Context, reply: &Reply) {
+    // SAFETY: the reply functions are called on the main thread with the command's context.
+    unsafe {
+        match reply {
+            Reply::Ok => {
+                raw::RedisModule_ReplyWithSimpleString.unwrap()(ctx.ctx, c"OK".as_ptr());
+            }
+            Reply::Nil => {
+                raw::RedisModule_ReplyWithNull.unwrap()(ctx.ctx);
+            }
+            Reply::Bulk(s) => {
+                raw::RedisModule_ReplyWithStringBuffer.unwrap()(
+                    ctx.ctx,
+                    s.as_ptr().cast(),
+                    s.len(),
+                );
+            }
+            Reply::Array(items) => {
+                raw::RedisModule_ReplyWithArray.unwrap()(ctx.ctx, items.len() as _);
+                for item in items {
+                    send(ctx, item);
+                }
+            }
+            Reply::Error(e) => {
+                raw::RedisModule_ReplyWithError.unwrap()(ctx.ctx, error_line(e).as_ptr());
+            }
+            Reply::WrongArity => {
+                raw::RedisModule_WrongArity.unwrap()(ctx.ctx);
+            }
+            Reply::Sent | Reply::Blocked => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_one_line_with_the_prefix() {
+        let line = error_line(&Error::new("bad\r\nthing"));
+        assert_eq!(line.to_str().unwrap(), "ERR pgcache: bad  thing");
+    }
+}

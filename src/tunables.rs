@@ -1,0 +1,142 @@
+//! The settings that can change while the server runs (`CONFIG SET pgcache.<name>`), held
+//! where the hit path and the workers read them without locks (atomics), or behind a lock
+//! that only misses and events take. Load-time-only settings live in `config::Settings`.
+
+use crate::config::{self, Settings};
+use crate::events::EventMask;
+use crate::ident::QualifiedName;
+use crate::pg::schema;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+static DEFAULT_TTL: AtomicU64 = AtomicU64::new(3600);
+static REQUEST_TIMEOUT_MS: AtomicU64 = AtomicU64::new(5000);
+static STATEMENT_TIMEOUT_MS: AtomicU64 = AtomicU64::new(3000);
+static MULTIREAD_MAX: AtomicU64 = AtomicU64::new(1000);
+static EVENTS: AtomicU32 = AtomicU32::new(0);
+static EVENT_CHANNEL: RwLock<String> = RwLock::new(String::new());
+static TABLES: RwLock<Vec<QualifiedName>> = RwLock::new(Vec::new());
+static CACHE_PREFIX: RwLock<String> = RwLock::new(String::new());
+
+/// Installs the load-time values.
+pub fn init(s: &Settings) {
+    DEFAULT_TTL.store(s.default_ttl, Relaxed);
+    REQUEST_TIMEOUT_MS.store(s.request_timeout_ms, Relaxed);
+    STATEMENT_TIMEOUT_MS.store(s.statement_timeout_ms, Relaxed);
+    MULTIREAD_MAX.store(s.multiread_max as u64, Relaxed);
+    EVENTS.store(s.events.0, Relaxed);
+    *EVENT_CHANNEL.write().unwrap() = s.event_channel.clone();
+    *TABLES.write().unwrap() = s.tables.clone();
+    *CACHE_PREFIX.write().unwrap() = s.cache_prefix.clone();
+}
+
+pub fn default_ttl() -> u64 {
+    DEFAULT_TTL.load(Relaxed)
+}
+pub fn request_timeout_ms() -> u64 {
+    REQUEST_TIMEOUT_MS.load(Relaxed)
+}
+pub fn statement_timeout_ms() -> u64 {
+    STATEMENT_TIMEOUT_MS.load(Relaxed)
+}
+pub fn multiread_max() -> usize {
+    MULTIREAD_MAX.load(Relaxed) as usize
+}
+pub fn events() -> EventMask {
+    EventMask(EVENTS.load(Relaxed))
+}
+pub fn event_channel() -> String {
+    EVENT_CHANNEL.read().unwrap().clone()
+}
+pub fn cache_prefix() -> String {
+    CACHE_PREFIX.read().unwrap().clone()
+}
+
+/// Whether the allowlist (empty: everything) admits this table.
+pub fn table_allowed(name: &QualifiedName) -> bool {
+    let tables = TABLES.read().unwrap();
+    tables.is_empty() || tables.contains(name)
+}
+
+/// One runtime setting: its CONFIG name, how to read it and how to validate and apply a value.
+pub struct Tunable {
+    pub name: &'static str,
+    pub get: fn() -> String,
+    pub set: fn(&str) -> Result<(), String>,
+}
+
+fn set_u64(target: &AtomicU64, value: &str, min: u64, max: u64) -> Result<(), String> {
+    match value.parse::<u64>() {
+        Ok(v) if (min..=max).contains(&v) => {
+            target.store(v, Relaxed);
+            Ok(())
+        }
+        _ => Err(format!(
+            "expected an integer from {min} to {max}, got {value:?}"
+        )),
+    }
+}
+
+/// Every setting CONFIG SET can change, with the same validation as at load time.
+pub static TUNABLES: [Tunable; 7] = [
+    Tunable {
+        name: "default_ttl",
+        get: || default_ttl().to_string(),
+        set: |v| {
+            DEFAULT_TTL.store(config::parse_ttl(v)?, Relaxed);
+            Ok(())
+        },
+    },
+    Tunable {
+        name: "request_timeout_ms",
+        get: || request_timeout_ms().to_string(),
+        set: |v| set_u64(&REQUEST_TIMEOUT_MS, v, 10, 3_600_000),
+    },
+    Tunable {
+        name: "statement_timeout_ms",
+        get: || statement_timeout_ms().to_string(),
+        set: |v| set_u64(&STATEMENT_TIMEOUT_MS, v, 0, 3_600_000),
+    },
+    Tunable {
+        name: "multiread_max",
+        get: || multiread_max().to_string(),
+        set: |v| set_u64(&MULTIREAD_MAX, v, 1, 100_000),
+    },
+    Tunable {
+        name: "events",
+        get: || events().render(),
+        set: |v| {
+            EVENTS.store(EventMask::parse(v)?.0, Relaxed);
+            Ok(())
+        },
+    },
+    Tunable {
+        name: "event_channel",
+        get: event_channel,
+        set: |v| {
+            if v.is_empty() {
+                return Err("must not be empty".into());
+            }
+            *EVENT_CHANNEL.write().unwrap() = v.to_string();
+            Ok(())
+        },
+    },
+    Tunable {
+        name: "tables",
+        get: || {
+            let tables = TABLES.read().unwrap();
+            tables
+                .iter()
+                .map(|t| t.display())
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+        set: |v| {
+            let parsed = config::parse_tables(v)?;
+            *TABLES.write().unwrap() = parsed;
+            // Tables resolved under the old list must be checked again.
+            schema::clear_cache();
+            Ok(())
+        },
+    },
+];

@@ -1,0 +1,492 @@
+//! Real servers for integration tests: a private PostgreSQL (copied from an initdb template,
+//! own port) and a private redis-server or valkey-server with the built module loaded. Each
+//! guard stops its process by PID and removes its directory when dropped.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const PG_PASSWORD: &str = "app-s3cret-pw";
+const SUPERUSER_PASSWORD: &str = "super-s3cret-pw";
+
+/// Polls `check` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!(
+        "pgcache-test-{tag}-{}-{n}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn pg_bin(tool: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("PGCACHE_PG_BIN") {
+        return Path::new(&dir).join(tool);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed: run scripts/setup.sh (make test does)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .last()
+        .expect("no PostgreSQL server binaries")
+        .join(tool)
+}
+
+/// PostgreSQL refuses to run as root; tests then run it as the `postgres` user.
+fn run_as() -> Option<(u32, u32)> {
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let out = Command::new("id").args(["-u", "postgres"]).output().ok()?;
+    let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    let out = Command::new("id").args(["-g", "postgres"]).output().ok()?;
+    let gid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    Some((uid, gid))
+}
+
+fn as_pg_user(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    if let Some((uid, gid)) = run_as() {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+fn chown_for_pg(path: &Path) {
+    if let Some((uid, gid)) = run_as() {
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// An initdb'd data directory, made once per test run and copied for each server.
+fn template() -> &'static Path {
+    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = root.join("pg-template");
+        if dir.join("PG_VERSION").exists() {
+            return dir;
+        }
+        let building = temp_dir("initdb");
+        chown_for_pg(&building);
+        let data = building.join("data");
+        let pwfile = building.join("pw");
+        std::fs::write(&pwfile, SUPERUSER_PASSWORD).unwrap();
+        chown_for_pg(&building);
+        let out = as_pg_user(&mut Command::new(pg_bin("initdb")))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Another test binary may have won the race; either copy is fine.
+        let _ = std::fs::rename(&data, &dir);
+        let _ = std::fs::remove_dir_all(&building);
+        dir
+    })
+}
+
+pub struct Pg {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Pg {
+    pub fn start() -> Pg {
+        let dir = temp_dir("pg");
+        let data = dir.join("data");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(template())
+            .arg(&data)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        chown_for_pg(&dir);
+        let mut pg = Pg {
+            port: 0,
+            dir,
+            child: None,
+        };
+        pg.launch();
+        let mut admin = pg.superuser();
+        admin
+            .batch_execute(&format!("CREATE ROLE app LOGIN PASSWORD '{PG_PASSWORD}'"))
+            .unwrap();
+        admin
+            .batch_execute("CREATE DATABASE app OWNER app")
+            .unwrap();
+        pg
+    }
+
+    fn launch(&mut self) {
+        for _ in 0..5 {
+            let port = free_port();
+            let log = std::fs::File::create(self.dir.join("postgres.log")).unwrap();
+            let child = as_pg_user(&mut Command::new(pg_bin("postgres")))
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-p", &port.to_string()])
+                .args([
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "unix_socket_directories=",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "shared_buffers=16MB",
+                    "-c",
+                    "max_connections=60",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            self.child = Some(child);
+            self.port = port;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if self.try_superuser().is_ok() {
+                    return;
+                }
+                if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                    let _ = status;
+                    break; // port taken: try another
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            self.kill();
+        }
+        panic!(
+            "PostgreSQL did not start: {}",
+            std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+        );
+    }
+
+    fn try_superuser(&self) -> Result<postgres::Client, postgres::Error> {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("postgres")
+            .password(SUPERUSER_PASSWORD)
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(2))
+            .connect(postgres::NoTls)
+    }
+
+    pub fn superuser(&self) -> postgres::Client {
+        self.try_superuser().unwrap()
+    }
+
+    /// A connection as the app user to the app database.
+    pub fn client(&self) -> postgres::Client {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("app")
+            .password(PG_PASSWORD)
+            .dbname("app")
+            .connect(postgres::NoTls)
+            .unwrap()
+    }
+
+    pub fn execute(&self, sql: &str) {
+        self.client().batch_execute(sql).unwrap();
+    }
+
+    /// The module arguments that connect to this server.
+    pub fn module_args(&self) -> Vec<String> {
+        [
+            "pg_host",
+            "127.0.0.1",
+            "pg_port",
+            &self.port.to_string(),
+            "pg_database",
+            "app",
+            "pg_user",
+            "app",
+            "pg_password",
+            PG_PASSWORD,
+            "pg_sslmode",
+            "disable",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Stops the server (fast shutdown), keeping its data for `restart`.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        let port = self.port;
+        let log = std::fs::File::create(self.dir.join("postgres-restart.log")).unwrap();
+        let child = as_pg_user(&mut Command::new(pg_bin("postgres")))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-p", &port.to_string()])
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "fsync=off",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for("PostgreSQL restart", Duration::from_secs(20), || {
+            self.try_superuser().ok()
+        });
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGINT);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn module_path() -> PathBuf {
+    let path = std::env::var("PGCACHE_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/libpgcache.so")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// redis-server by default; PGCACHE_TEST_SERVER names another binary (valkey-server).
+pub fn server_binary() -> String {
+    std::env::var("PGCACHE_TEST_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+pub struct Redis {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Starts a server with the module loaded with `module_args`; panics if it won't.
+    pub fn start(module_args: &[String]) -> Redis {
+        Self::start_with(module_args, &[], &[])
+            .unwrap_or_else(|log| panic!("server did not start:\n{log}"))
+    }
+
+    /// Starts a server with extra server arguments and environment; on failure returns the
+    /// server's log.
+    pub fn start_with(
+        module_args: &[String],
+        server_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Redis, String> {
+        let dir = temp_dir("redis");
+        let port = free_port();
+        let mut cmd = Command::new(server_binary());
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--logfile")
+            .arg(dir.join("server.log"))
+            .args(["--enable-module-command", "yes"])
+            .args(server_args)
+            .arg("--loadmodule")
+            .arg(module_path())
+            .args(module_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", server_binary()))?;
+        let mut redis = Redis {
+            port,
+            dir,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut con) = redis.try_connection()
+                && redis::cmd("PING").query::<String>(&mut con).is_ok()
+            {
+                return Ok(redis);
+            }
+            if redis.child.as_mut().unwrap().try_wait().unwrap().is_some()
+                || Instant::now() > deadline
+            {
+                let log = redis.log();
+                redis.kill();
+                return Err(log);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?.get_connection()
+    }
+
+    pub fn connection(&self) -> redis::Connection {
+        self.try_connection().unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Whether the process is still running (it did not crash).
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A PostgreSQL and a server with the module connected to it.
+pub struct Stack {
+    pub redis: Redis,
+    pub pg: Pg,
+}
+
+impl Stack {
+    pub fn start(setup_sql: &str) -> Stack {
+        Self::start_with(setup_sql, &[])
+    }
+
+    /// `extra` module arguments are appended after the connection settings.
+    pub fn start_with(setup_sql: &str, extra: &[&str]) -> Stack {
+        let pg = Pg::start();
+        if !setup_sql.is_empty() {
+            pg.execute(setup_sql);
+        }
+        let mut args = pg.module_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let redis = Redis::start(&args);
+        Stack { redis, pg }
+    }
+
+    pub fn con(&self) -> redis::Connection {
+        self.redis.connection()
+    }
+}
+
+pub fn read(
+    con: &mut redis::Connection,
+    table: &str,
+    pk: &str,
+) -> redis::RedisResult<Option<String>> {
+    redis::cmd("PGCACHE.READ").arg(table).arg(pk).query(con)
+}
+
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+pub const USERS_SQL: &str = "
+    CREATE TABLE users (id integer PRIMARY KEY, name text NOT NULL, email text);
+    INSERT INTO users SELECT g, 'user' || g, 'user' || g || '@example.com' FROM generate_series(1, 200) g;
+";
