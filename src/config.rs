@@ -104,6 +104,8 @@ pub struct Settings {
     pub event_channel: String,
     pub events: EventMask,
     pub multiread_max: usize,
+    /// Registers PGCACHE.DEBUG (fault injection for tests), like Redis's enable-debug-command.
+    pub debug_commands: bool,
 }
 
 /// Longest TTL accepted: ten years, far below any overflow of absolute milliseconds.
@@ -134,6 +136,7 @@ impl Default for Settings {
             event_channel: "pg_cache_events".into(),
             events: EventMask::default(),
             multiread_max: 1_000,
+            debug_commands: false,
         }
     }
 }
@@ -183,6 +186,7 @@ pub const SETTING_NAMES: &[&str] = &[
     "event_channel",
     "events",
     "multiread_max",
+    "debug_commands",
 ];
 
 /// Builds the settings from the environment (`env` looks a variable up) and module `args`
@@ -331,6 +335,13 @@ fn apply(s: &mut Settings, name: &str, value: &str) -> Result<(), ConfigError> {
         }
         "events" => s.events = EventMask::parse(value).map_err(|e| err(name, e))?,
         "multiread_max" => s.multiread_max = parse_int(name, value, 1usize, 100_000)?,
+        "debug_commands" => {
+            s.debug_commands = match value {
+                "yes" => true,
+                "no" => false,
+                _ => return Err(err(name, "expected yes or no")),
+            }
+        }
         _ => {
             return Err(err(
                 name,
@@ -386,6 +397,31 @@ fn apply_url(s: &mut Settings, url: &str) -> Result<(), ConfigError> {
         s.pg.connect_timeout = *t;
     }
     Ok(())
+}
+
+/// Overwrites every occurrence of `secret` in `text` with `*`, in place (same length).
+pub fn mask_secret(text: &mut [u8], secret: &[u8]) -> bool {
+    if secret.is_empty() || text.len() < secret.len() {
+        return false;
+    }
+    let mut masked = false;
+    let mut i = 0;
+    while i + secret.len() <= text.len() {
+        if &text[i..i + secret.len()] == secret {
+            text[i..i + secret.len()].fill(b'*');
+            masked = true;
+            i += secret.len();
+        } else {
+            i += 1;
+        }
+    }
+    masked
+}
+
+/// Whether a password is the mask pgcache leaves in module arguments, which CONFIG REWRITE
+/// would have saved to redis.conf.
+pub fn is_masked(password: &str) -> bool {
+    !password.is_empty() && password.bytes().all(|b| b == b'*')
 }
 
 /// Finds the password for this connection in a `.pgpass` file's text: lines of
@@ -551,6 +587,19 @@ mod tests {
         let s = load_with(&["pg_passfile", path, "pg_password", "explicit"], &[]).unwrap();
         assert_eq!(s.pg.password(), Some("explicit"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_are_masked_in_place() {
+        let mut url = b"postgresql://u:pw@h/db?password=pw".to_vec();
+        assert!(mask_secret(&mut url, b"pw"));
+        assert_eq!(url, b"postgresql://u:**@h/db?password=**");
+        let mut other = b"nothing".to_vec();
+        assert!(!mask_secret(&mut other, b"pw"));
+        assert!(!mask_secret(&mut other, b""));
+        assert!(is_masked("*******"));
+        assert!(!is_masked("pa*ss"));
+        assert!(!is_masked(""));
     }
 
     #[test]

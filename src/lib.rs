@@ -84,11 +84,28 @@ impl ConfigurationValue<RedisString> for tunables::Tunable {
     }
 }
 
-fn init(ctx: &Context, args: &[RedisString]) -> Status {
+/// Overwrites the password inside the module's argument strings, which Redis keeps and shows
+/// in MODULE LIST. The strings are Redis's, and the write stays within their length.
+fn mask_in_module_args(args: &[RedisString], password: &str) {
+    for arg in args {
+        let mut len = 0usize;
+        // SAFETY: the argument strings live as long as the module; the bytes are overwritten
+        // in place, never resized.
+        unsafe {
+            let ptr = raw::RedisModule_StringPtrLen.unwrap()(arg.inner, &mut len);
+            if !ptr.is_null() {
+                let bytes = std::slice::from_raw_parts_mut(ptr as *mut u8, len);
+                config::mask_secret(bytes, password.as_bytes());
+            }
+        }
+    }
+}
+
+fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
     std::panic::set_hook(Box::new(|info| {
         redis_module::logging::log_warning(format!("pgcache: internal error: {info}"));
     }));
-    let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
+    let args: Vec<String> = args_raw.iter().map(|a| a.to_string_lossy()).collect();
     let settings = match config::load(&args, &|name| std::env::var(name).ok()) {
         Ok(s) => s,
         Err(e) => {
@@ -96,6 +113,16 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
             return Status::Err;
         }
     };
+    if settings.pg.password().is_some_and(config::is_masked) {
+        ctx.log_warning(
+            "pgcache: setting pg_password: the value is pgcache's mask (CONFIG REWRITE saved the \
+             masked argument); give the password through PGPASSWORD, PGCACHE_PG_PASSWORD or a passfile",
+        );
+        return Status::Err;
+    }
+    if let Some(password) = settings.pg.password() {
+        mask_in_module_args(args_raw, password);
+    }
     tunables::init(&settings);
     pg::schema::clear_cache();
 
@@ -106,7 +133,14 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
             return Status::Err;
         }
     };
-    for (name, handler, flags) in commands() {
+    let debug: Option<(&str, raw::RedisModuleCmdFunc, &str)> = settings.debug_commands.then(|| {
+        (
+            "pgcache.debug",
+            Some(command_fn!(commands::debug::debug)),
+            "admin",
+        )
+    });
+    for (name, handler, flags) in commands().into_iter().chain(debug) {
         let c_name = CString::new(name).expect("no NUL");
         let c_flags = CString::new(flags).expect("no NUL");
         // SAFETY: called from OnLoad with its context.

@@ -53,3 +53,267 @@ fn explicit_ttl_is_used() {
         .unwrap();
     assert!((58_000..=60_000).contains(&pttl), "{pttl}");
 }
+
+fn err_text(r: redis::RedisResult<Option<String>>) -> String {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const TYPES_SQL: &str = r#"
+    CREATE TABLE typed (
+        id bigint PRIMARY KEY,
+        small smallint, big bigint, price numeric(12,2), ratio double precision,
+        flag boolean, nothing text, doc json, docb jsonb,
+        at timestamp, at_tz timestamptz, day date,
+        tags text[], matrix integer[], raw bytea, uid uuid, label varchar(20), code char(4)
+    );
+    SET TIME ZONE 'UTC';
+    INSERT INTO typed VALUES (
+        9007199254740993, -32768, 9223372036854775807, 1234567890.10, 0.5,
+        true, NULL, '{"a": [1, 2]}', '{"b": {"c": null}}',
+        '2024-02-29 13:14:15.123456', '2024-02-29 13:14:15+00', '2024-02-29',
+        ARRAY['x', 'y'], ARRAY[[1,2],[3,4]], '\xdeadbeef', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+        'héllo "quoted"', 'ab'
+    );
+"#;
+
+#[test]
+fn every_type_is_exact_json() {
+    let stack = Stack::start(TYPES_SQL);
+    let mut con = stack.con();
+    let row = read(&mut con, "typed", r#"{"id":9007199254740993}"#)
+        .unwrap()
+        .unwrap();
+    // Digits survive as written: no float rounding of big integers or numerics.
+    assert!(row.contains(r#""id":9007199254740993"#), "{row}");
+    assert!(row.contains(r#""big":9223372036854775807"#), "{row}");
+    assert!(row.contains(r#""price":1234567890.10"#), "{row}");
+    let v = json(&row);
+    assert_eq!(v["small"], -32768);
+    assert_eq!(v["ratio"], 0.5);
+    assert_eq!(v["flag"], true);
+    assert!(v["nothing"].is_null());
+    assert_eq!(v["doc"], serde_json::json!({"a": [1, 2]}));
+    assert_eq!(v["docb"], serde_json::json!({"b": {"c": null}}));
+    assert_eq!(v["at"], "2024-02-29T13:14:15.123456");
+    assert!(
+        v["at_tz"]
+            .as_str()
+            .unwrap()
+            .starts_with("2024-02-29T13:14:15")
+    );
+    assert_eq!(v["day"], "2024-02-29");
+    assert_eq!(v["tags"], serde_json::json!(["x", "y"]));
+    assert_eq!(v["matrix"], serde_json::json!([[1, 2], [3, 4]]));
+    assert_eq!(v["raw"], "\\xdeadbeef");
+    assert_eq!(v["uid"], "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    assert_eq!(v["label"], "héllo \"quoted\"");
+    assert_eq!(v["code"], "ab  ");
+}
+
+#[test]
+fn key_spellings_share_one_entry() {
+    let stack = Stack::start(
+        "CREATE TABLE regional (region text, id integer, v text, PRIMARY KEY (region, id));
+         INSERT INTO regional VALUES ('eu', 3, 'three');",
+    );
+    let mut con = stack.con();
+    stack.pg.execute(USERS_SQL);
+    let first = read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap();
+    for spelling in [r#"{ "id" : 7 }"#, r#"{"id":"7"}"#, r#"{"id":"007"}"#] {
+        assert_eq!(read(&mut con, "users", spelling).unwrap().unwrap(), first);
+    }
+    let a = read(&mut con, "regional", r#"{"region":"eu","id":3}"#)
+        .unwrap()
+        .unwrap();
+    let b = read(&mut con, "regional", r#"{"id":"3", "region":"eu"}"#)
+        .unwrap()
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(json(&a)["v"], "three");
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("pg_cache:*")
+        .query(&mut con)
+        .unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            r#"pg_cache:regional:{"id":3,"region":"eu"}"#.to_string(),
+            r#"pg_cache:users:{"id":7}"#.to_string()
+        ]
+    );
+    // public.users is the same table and the same entry as users.
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'changed' WHERE id = 7");
+    assert_eq!(
+        read(&mut con, "public.users", r#"{"id":7}"#)
+            .unwrap()
+            .unwrap(),
+        first
+    );
+}
+
+#[test]
+fn schemas_quoted_names_views_and_tables_without_keys() {
+    let stack = Stack::start(
+        r#"CREATE SCHEMA sales;
+           CREATE TABLE sales.orders (id integer PRIMARY KEY, total numeric(10,2));
+           INSERT INTO sales.orders VALUES (1, 10.50);
+           CREATE TABLE "Mixed Case" (id integer PRIMARY KEY, v text);
+           INSERT INTO "Mixed Case" VALUES (1, 'mixed');
+           CREATE TABLE events (kind text, n integer);
+           INSERT INTO events VALUES ('a', 1), ('b', 2), ('b', 3);
+           CREATE VIEW order_totals AS SELECT id, total FROM sales.orders;
+           CREATE MATERIALIZED VIEW order_mv AS SELECT id, total FROM sales.orders;"#,
+    );
+    let mut con = stack.con();
+    let row = read(&mut con, "sales.orders", r#"{"id":1}"#)
+        .unwrap()
+        .unwrap();
+    assert!(row.contains(r#""total":10.50"#), "{row}");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(r#"pg_cache:sales.orders:{"id":1}"#)
+        .query(&mut con)
+        .unwrap();
+    assert!(exists);
+    let row = read(&mut con, r#""Mixed Case""#, r#"{"id":1}"#)
+        .unwrap()
+        .unwrap();
+    assert_eq!(json(&row)["v"], "mixed");
+    let row = read(&mut con, "order_totals", r#"{"id":1}"#)
+        .unwrap()
+        .unwrap();
+    assert!(row.contains(r#""total":10.50"#), "{row}");
+    assert!(
+        read(&mut con, "order_mv", r#"{"id":"1"}"#)
+            .unwrap()
+            .is_some()
+    );
+    // No primary key: any existing column, but never a silently chosen row.
+    assert_eq!(
+        json(
+            &read(&mut con, "events", r#"{"kind":"a"}"#)
+                .unwrap()
+                .unwrap()
+        )["n"],
+        1
+    );
+    let e = err_text(read(&mut con, "events", r#"{"kind":"b"}"#));
+    assert!(e.contains("matches more than one row"), "{e}");
+    let e = err_text(read(&mut con, "events", r#"{"nope":"b"}"#));
+    assert!(e.contains("does not exist"), "{e}");
+}
+
+#[test]
+fn bad_input_gets_clear_errors_never_nil() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["users", "{"], "not valid JSON"),
+        (vec!["users", "[1]"], "must be a JSON object"),
+        (vec!["users", "7"], "must be a JSON object"),
+        (vec!["users", r#"{"name":"x"}"#], "missing: id"),
+        (
+            vec!["users", r#"{"id":1,"name":"x"}"#],
+            "not key columns: name",
+        ),
+        (vec!["users", r#"{"id":"abc"}"#], "expected an integer"),
+        (vec!["users", r#"{"id":99999999999}"#], "out of range"),
+        (vec!["userz", r#"{"id":1}"#], "table userz does not exist"),
+        (
+            vec!["pg_catalog.pg_authid", r#"{"oid":1}"#],
+            "system schema",
+        ),
+        (
+            vec!["information_schema.tables", r#"{"x":1}"#],
+            "system schema",
+        ),
+        (
+            vec!["users; drop table users", r#"{"id":1}"#],
+            "invalid table name",
+        ),
+        (vec!["users", r#"{"id":1}"#, "0"], "TTL"),
+        (vec!["users", r#"{"id":1}"#, "-5"], "TTL"),
+        (vec!["users", r#"{"id":1}"#, "1.5"], "TTL"),
+        (
+            vec!["users", r#"{"id":1}"#, "99999999999999999999999"],
+            "TTL",
+        ),
+        (vec!["users"], "wrong number of arguments"),
+        (
+            vec!["users", r#"{"id":1}"#, "10", "extra"],
+            "wrong number of arguments",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut cmd = redis::cmd("PGCACHE.READ");
+        for a in &args {
+            cmd.arg(*a);
+        }
+        let e = err_text(cmd.query(&mut con));
+        assert!(e.contains(expected), "{args:?}: {e}");
+    }
+    let huge = format!(r#"{{"id":"{}"}}"#, "1".repeat(20_000));
+    let e = err_text(read(&mut con, "users", &huge));
+    assert!(e.contains("bytes"), "{e}");
+    // The table still exists and works after all that.
+    assert!(read(&mut con, "users", r#"{"id":1}"#).unwrap().is_some());
+}
+
+#[test]
+fn query_errors_are_errors_not_missing_rows() {
+    let stack = Stack::start(&format!(
+        "{USERS_SQL} CREATE VIEW fragile AS SELECT id, 100 / (id - 5) AS q FROM users;"
+    ));
+    let mut con = stack.con();
+    assert!(read(&mut con, "fragile", r#"{"id":6}"#).unwrap().is_some());
+    let e = err_text(read(&mut con, "fragile", r#"{"id":5}"#));
+    assert!(e.contains("division by zero"), "{e}");
+    // A value PostgreSQL rejects for the column type is an error too.
+    stack.pg.execute(
+        "CREATE TABLE dated (day date PRIMARY KEY); INSERT INTO dated VALUES ('2024-01-01');",
+    );
+    let e = err_text(read(&mut con, "dated", r#"{"day":"not a date"}"#));
+    assert!(e.contains("invalid key value"), "{e}");
+    assert!(
+        read(&mut con, "dated", r#"{"day":"2024-01-01"}"#)
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn entries_land_in_the_callers_selected_db() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    let _: () = redis::cmd("SELECT").arg(3).query(&mut con).unwrap();
+    assert!(read(&mut con, "users", r#"{"id":5}"#).unwrap().is_some());
+    let in_3: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut con).unwrap();
+    let in_0: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    assert_eq!((in_3, in_0), (1, 0));
+}
+
+#[test]
+fn inside_multi_hits_work_and_misses_are_refused() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap();
+    let result: redis::RedisResult<Vec<redis::Value>> = redis::pipe()
+        .atomic()
+        .cmd("PGCACHE.READ")
+        .arg("users")
+        .arg(r#"{"id":1}"#)
+        .cmd("PGCACHE.READ")
+        .arg("users")
+        .arg(r#"{"id":2}"#)
+        .query(&mut con);
+    // Only the miss (index 1) failed, and it says why.
+    let e = result.unwrap_err().to_string();
+    assert!(e.contains("Index 1") && !e.contains("Index 0"), "{e}");
+    assert!(e.contains("MULTI/EXEC"), "{e}");
+}

@@ -1,6 +1,7 @@
 //! Command handlers: parse arguments, delegate, reply. Each runs inside `dispatch`, which
 //! reads arguments without copying and turns a panic into an error reply.
 
+pub mod debug;
 pub mod multiread;
 pub mod read;
 pub mod write;

@@ -55,8 +55,9 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
     )
 }
 
-/// First use of a table: the worker reads its schema, then the row. The entry may already
-/// be cached under the canonical key, but this happens once per table and spelling.
+/// First use of a table spelling: the worker reads its schema, then the row. The entry may
+/// already be cached under the canonical key (another spelling filled it); then the cached
+/// row is the answer, as for any hit, and the fetched one is dropped.
 fn read_unknown_table(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64) -> Reply {
     let table = match checked_table(table_arg) {
         Ok(t) => t,
@@ -68,7 +69,20 @@ fn read_unknown_table(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64) 
         Box::new(move |client| {
             let schema = schema::resolve(client, &table)?;
             let pk = key::canonicalise(&pk_arg, &*schema)?;
-            Ok(fill(fetch::one(client, &schema, &pk)?, schema, pk, ttl))
+            let fill = fill(
+                fetch::one(client, &schema, &pk)?,
+                schema.clone(),
+                pk.clone(),
+                ttl,
+            );
+            let completion: Completion = Box::new(move |ctx| {
+                if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
+                    events::publish(ctx, EventKind::Hit, &schema.display, &pk.json);
+                    return Reply::Sent;
+                }
+                fill(ctx)
+            });
+            Ok(completion)
         }),
     )
 }
