@@ -249,6 +249,22 @@ impl Pg {
         self.client().batch_execute(sql).unwrap();
     }
 
+    /// Makes every statement of the app user appear in the server log (new sessions only).
+    pub fn log_app_statements(&self) {
+        self.superuser()
+            .batch_execute("ALTER ROLE app SET log_statement = 'all'")
+            .unwrap();
+    }
+
+    /// How many logged statements contain `needle`.
+    pub fn logged_statements(&self, needle: &str) -> usize {
+        std::fs::read_to_string(self.dir.join("postgres.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("LOG:") && l.contains(needle))
+            .count()
+    }
+
     /// The module arguments that connect to this server.
     pub fn module_args(&self) -> Vec<String> {
         [

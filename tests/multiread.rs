@@ -1,0 +1,162 @@
+//! PGCACHE.MULTIREAD: order, nils, duplicates, one query for all misses.
+mod common;
+use common::*;
+
+fn multiread(
+    con: &mut redis::Connection,
+    table: &str,
+    keys: &str,
+) -> redis::RedisResult<Vec<Option<String>>> {
+    redis::cmd("PGCACHE.MULTIREAD")
+        .arg(table)
+        .arg(keys)
+        .query(con)
+}
+
+fn field(row: &Option<String>, name: &str) -> serde_json::Value {
+    json(row.as_deref().expect("a row"))[name].clone()
+}
+
+#[test]
+fn order_nils_duplicates_and_a_mix_of_hits_and_misses_in_one_query() {
+    let stack = Stack::start(USERS_SQL);
+    stack.pg.log_app_statements();
+    let mut con = stack.con();
+    // Warm the schema and cache ids 2 and 4.
+    read(&mut con, "users", r#"{"id":2}"#).unwrap();
+    read(&mut con, "users", r#"{"id":4}"#).unwrap();
+    let before = stack.pg.logged_statements("unnest(");
+    let rows = multiread(
+        &mut con,
+        "users",
+        r#"[{"id":5},{"id":2},{"id":999999},{"id":"5"},{"id":4},{"id":1}]"#,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 6);
+    assert_eq!(field(&rows[0], "id"), 5);
+    assert_eq!(field(&rows[1], "id"), 2);
+    assert_eq!(rows[2], None);
+    assert_eq!(rows[3], rows[0]);
+    assert_eq!(field(&rows[4], "id"), 4);
+    assert_eq!(field(&rows[5], "name"), "user1");
+    assert_eq!(
+        stack.pg.logged_statements("unnest(") - before,
+        1,
+        "one query for all misses"
+    );
+    // The fetched rows are cached now: the same call needs no query at all.
+    let again = multiread(&mut con, "users", r#"[{"id":5},{"id":1}]"#).unwrap();
+    assert_eq!(again, vec![rows[0].clone(), rows[5].clone()]);
+    assert_eq!(stack.pg.logged_statements("unnest(") - before, 1);
+    let cached: Option<String> = redis::cmd("GET")
+        .arg(r#"pg_cache:users:{"id":1}"#)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(cached, rows[5]);
+}
+
+#[test]
+fn each_slot_holds_the_row_of_its_key_for_numeric_text_and_composite_keys() {
+    let stack = Stack::start(
+        "CREATE TABLE prices (amount numeric(12,2) PRIMARY KEY, label text);
+         INSERT INTO prices SELECT g / 4.0, 'p' || g FROM generate_series(1, 40) g;
+         CREATE TABLE words (word text PRIMARY KEY, len integer);
+         INSERT INTO words SELECT 'w' || g, length('w' || g) FROM generate_series(1, 40) g;
+         CREATE TABLE stock (region text, sku integer, qty integer, PRIMARY KEY (region, sku));
+         INSERT INTO stock SELECT r, g, g * 10 + length(r) FROM unnest(ARRAY['eu','us']) r, generate_series(1, 20) g;",
+    );
+    let mut con = stack.con();
+    let rows = multiread(
+        &mut con,
+        "prices",
+        r#"[{"amount":2.5},{"amount":"0.25"},{"amount":1.50},{"amount":99}]"#,
+    )
+    .unwrap();
+    assert_eq!(field(&rows[0], "label"), "p10");
+    assert_eq!(field(&rows[1], "label"), "p1");
+    assert_eq!(field(&rows[2], "label"), "p6");
+    assert_eq!(rows[3], None);
+    // The key built by PostgreSQL's rendering (1.50) and by the client (1.5) are one entry.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("pg_cache:prices:*")
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        keys.contains(&r#"pg_cache:prices:{"amount":1.5}"#.to_string()),
+        "{keys:?}"
+    );
+
+    let rows = multiread(
+        &mut con,
+        "words",
+        r#"[{"word":"w17"},{"word":"nope"},{"word":"w3"}]"#,
+    )
+    .unwrap();
+    assert_eq!(field(&rows[0], "word"), "w17");
+    assert_eq!(rows[1], None);
+    assert_eq!(field(&rows[2], "len"), 2);
+
+    let rows = multiread(
+        &mut con,
+        "stock",
+        r#"[{"region":"us","sku":7},{"sku":7,"region":"eu"},{"region":"eu","sku":99},{"region":"us","sku":1}]"#,
+    )
+    .unwrap();
+    assert_eq!(field(&rows[0], "qty"), 72);
+    assert_eq!(field(&rows[1], "qty"), 72);
+    assert_eq!(field(&rows[1], "region"), "eu");
+    assert_eq!(rows[2], None);
+    assert_eq!(field(&rows[3], "qty"), 12);
+}
+
+#[test]
+fn first_call_on_an_unknown_table_and_empty_arrays() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    assert!(multiread(&mut con, "users", "[]").unwrap().is_empty());
+    let rows = multiread(&mut con, "users", r#"[{"id":3},{"id":3}]"#).unwrap();
+    assert_eq!(field(&rows[0], "id"), 3);
+    assert_eq!(rows[0], rows[1]);
+}
+
+#[test]
+fn bad_arrays_are_errors() {
+    let stack = Stack::start_with(USERS_SQL, &["multiread_max", "5"]);
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap();
+    for (keys, expected) in [
+        ("{", "not valid JSON"),
+        (r#"{"id":1}"#, "JSON array"),
+        (r#"[{"id":1},{"id":"x"}]"#, "key 2 of the array"),
+        (r#"[{"id":1},7]"#, "key 2 of the array"),
+        (
+            r#"[{"id":1},{"id":2},{"id":3},{"id":4},{"id":5},{"id":6}]"#,
+            "multiread_max",
+        ),
+    ] {
+        let e = multiread(&mut con, "users", keys).unwrap_err().to_string();
+        assert!(e.contains(expected), "{keys}: {e}");
+    }
+    let e = redis::cmd("PGCACHE.MULTIREAD")
+        .arg("users")
+        .query::<()>(&mut con)
+        .unwrap_err();
+    assert!(e.to_string().contains("wrong number of arguments"), "{e}");
+    // CONFIG SET raises the cap at runtime.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("pgcache.multiread_max")
+        .arg("10")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        multiread(
+            &mut con,
+            "users",
+            r#"[{"id":1},{"id":2},{"id":3},{"id":4},{"id":5},{"id":6}]"#
+        )
+        .unwrap()
+        .len(),
+        6
+    );
+}
