@@ -1,0 +1,394 @@
+//! Never stall, never crash, never leak: PostgreSQL outages, slow queries, full queues,
+//! timeouts, panics, unloading, and the password.
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn info_field(con: &mut redis::Connection, section: &str, field: &str) -> i64 {
+    let info: String = redis::cmd("INFO").arg(section).query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn wait_blocked(con: &mut redis::Connection, n: i64) {
+    wait_for(
+        &format!("{n} blocked clients"),
+        Duration::from_secs(10),
+        || (info_field(con, "clients", "blocked_clients") == n).then_some(()),
+    );
+}
+
+const SLOW_SQL: &str = "
+    CREATE TABLE items (id integer PRIMARY KEY, v text);
+    INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 50) g;
+    CREATE VIEW slow_items AS SELECT id, v, pg_sleep(0.8) IS NULL AS slept FROM items;
+";
+
+fn spawn_read(
+    port: u16,
+    table: &'static str,
+    pk: String,
+) -> std::thread::JoinHandle<redis::RedisResult<Option<String>>> {
+    std::thread::spawn(move || {
+        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        read(&mut con, table, &pk)
+    })
+}
+
+#[test]
+fn slow_queries_block_only_their_clients() {
+    let stack = Stack::start(SLOW_SQL);
+    let mut con = stack.con();
+    read(&mut con, "items", r#"{"id":1}"#).unwrap(); // cached
+    let slow: Vec<_> = (1..=4)
+        .map(|i| spawn_read(stack.redis.port, "slow_items", format!(r#"{{"id":{i}}}"#)))
+        .collect();
+    wait_blocked(&mut con, 4);
+    // While all four wait on PostgreSQL, everyone else is served.
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+    assert!(read(&mut con, "items", r#"{"id":1}"#).unwrap().is_some());
+    assert_eq!(
+        info_field(&mut con, "clients", "blocked_clients"),
+        4,
+        "the slow reads were still waiting"
+    );
+    for t in slow {
+        assert!(t.join().unwrap().unwrap().is_some());
+    }
+}
+
+#[test]
+fn a_full_queue_is_an_immediate_error() {
+    let stack = Stack::start_with(
+        SLOW_SQL,
+        &["workers", "1", "pool_size", "1", "queue_size", "1"],
+    );
+    let mut con = stack.con();
+    read(&mut con, "items", r#"{"id":1}"#).unwrap(); // schema cached
+    let first = spawn_read(stack.redis.port, "slow_items", r#"{"id":2}"#.into());
+    // Wait until the worker is running the first query, so the queue is empty again.
+    let mut pg = stack.pg.client();
+    wait_for(
+        "the first slow query to run",
+        Duration::from_secs(10),
+        || {
+            let n: i64 = pg
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%slow_items%' AND state = 'active' AND pid <> pg_backend_pid()", &[])
+            .unwrap()
+            .get(0);
+            (n == 1).then_some(())
+        },
+    );
+    let second = spawn_read(stack.redis.port, "slow_items", r#"{"id":3}"#.into());
+    wait_blocked(&mut con, 2);
+    let e = read(&mut con, "slow_items", r#"{"id":4}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("queue is full"), "{e}");
+    assert!(first.join().unwrap().unwrap().is_some());
+    assert!(second.join().unwrap().unwrap().is_some());
+}
+
+#[test]
+fn a_timed_out_request_gets_exactly_one_reply() {
+    let stack = Stack::start_with(SLOW_SQL, &["request_timeout_ms", "200"]);
+    let mut con = stack.con();
+    let e = read(&mut con, "slow_items", r#"{"id":5}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("timed out after 200 ms"), "{e}");
+    // The worker finishes later; its result must not reach the client as a stray reply.
+    wait_for("the slow query to finish", Duration::from_secs(10), || {
+        let n: i64 = stack
+            .pg
+            .client()
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%slow_items%' AND state = 'active' AND pid <> pg_backend_pid()", &[])
+            .unwrap()
+            .get(0);
+        (n == 0).then_some(())
+    });
+    for i in 0..5 {
+        let echo: String = redis::cmd("ECHO").arg(i).query(&mut con).unwrap();
+        assert_eq!(echo, i.to_string());
+    }
+}
+
+#[test]
+fn statement_timeout_cancels_slow_queries() {
+    let stack = Stack::start_with(SLOW_SQL, &["statement_timeout_ms", "100"]);
+    let mut con = stack.con();
+    let e = read(&mut con, "slow_items", r#"{"id":6}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("statement_timeout_ms"), "{e}");
+    // Raised at runtime, the same query now completes on the same pooled connection.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("pgcache.statement_timeout_ms")
+        .arg("5000")
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        read(&mut con, "slow_items", r#"{"id":6}"#)
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn postgres_down_cached_rows_served_misses_fail_fast_and_recovery_is_automatic() {
+    let mut stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    let cached = read(&mut con, "users", r#"{"id":1}"#).unwrap();
+    stack.pg.stop();
+    assert_eq!(read(&mut con, "users", r#"{"id":1}"#).unwrap(), cached);
+    for _ in 0..3 {
+        let e = read(&mut con, "users", r#"{"id":2}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PostgreSQL unavailable"), "{e}");
+        assert!(!e.contains(PG_PASSWORD));
+        let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+        assert_eq!(pong, "PONG");
+    }
+    stack.pg.restart();
+    let row = wait_for("pgcache to reconnect", Duration::from_secs(20), || {
+        read(&mut con, "users", r#"{"id":2}"#).ok()
+    });
+    assert_eq!(json(&row.unwrap())["id"], 2);
+}
+
+#[test]
+fn unreachable_postgres_errors_within_the_connect_timeout() {
+    // A port nothing listens on, with a short connect timeout: errors, not hangs.
+    let port = free_port().to_string();
+    let redis = Redis::start(
+        &[
+            "pg_host".into(),
+            "127.0.0.1".into(),
+            "pg_port".into(),
+            port,
+            "pg_connect_timeout_ms".into(),
+            "500".into(),
+        ]
+        .to_vec(),
+    );
+    let mut con = redis.connection();
+    let e = read(&mut con, "users", r#"{"id":1}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("PostgreSQL unavailable at 127.0.0.1"), "{e}");
+}
+
+#[test]
+fn panics_become_error_replies() {
+    let stack = Stack::start_with(USERS_SQL, &["debug_commands", "yes"]);
+    let mut con = stack.con();
+    for place in ["MAIN", "WORKER", "REPLY"] {
+        let e = redis::cmd("PGCACHE.DEBUG")
+            .arg("PANIC")
+            .arg(place)
+            .query::<String>(&mut con)
+            .unwrap_err();
+        assert!(e.to_string().contains("internal error"), "{place}: {e}");
+    }
+    assert!(read(&mut con, "users", r#"{"id":1}"#).unwrap().is_some());
+    assert!(stack.redis.log().contains("PGCACHE.DEBUG panic"));
+    // Without the setting the command does not exist.
+    let plain = Stack::start(USERS_SQL);
+    let e = redis::cmd("PGCACHE.DEBUG")
+        .arg("PANIC")
+        .arg("MAIN")
+        .query::<String>(&mut plain.con())
+        .unwrap_err();
+    assert!(
+        e.to_string().to_lowercase().contains("unknown command"),
+        "{e}"
+    );
+}
+
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .unwrap_or_default()
+                .starts_with("pgcache-worker")
+        })
+        .count()
+}
+
+#[test]
+fn module_unload_leaves_no_thread_and_it_loads_again() {
+    let stack = Stack::start_with(USERS_SQL, &["workers", "3"]);
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap();
+    let pid = stack.redis.pid();
+    assert_eq!(worker_threads(pid), 3);
+    let _: String = redis::cmd("MODULE")
+        .arg("UNLOAD")
+        .arg("pgcache")
+        .query(&mut con)
+        .unwrap();
+    wait_for("worker threads to exit", Duration::from_secs(5), || {
+        (worker_threads(pid) == 0).then_some(())
+    });
+    let mut load = redis::cmd("MODULE");
+    load.arg("LOAD").arg(module_path().to_str().unwrap());
+    for a in stack.pg.module_args() {
+        load.arg(a);
+    }
+    let _: String = load.query(&mut con).unwrap();
+    assert_eq!(
+        json(&read(&mut con, "users", r#"{"id":2}"#).unwrap().unwrap())["id"],
+        2
+    );
+}
+
+#[test]
+fn the_password_never_shows() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap();
+    let _ = read(&mut con, "nosuch", r#"{"id":1}"#);
+    let mut outputs = vec![stack.redis.log()];
+    let info: String = redis::cmd("INFO")
+        .arg("everything")
+        .query(&mut con)
+        .unwrap();
+    outputs.push(info);
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("*")
+        .query(&mut con)
+        .unwrap();
+    outputs.push(config.join(" "));
+    let modules: redis::Value = redis::cmd("MODULE").arg("LIST").query(&mut con).unwrap();
+    outputs.push(format!("{modules:?}"));
+    for out in outputs {
+        assert!(!out.contains(PG_PASSWORD), "password leaked in: {out}");
+    }
+    // A wrong password is reported without echoing it.
+    let mut args = stack.pg.module_args();
+    let i = args.iter().position(|a| a == PG_PASSWORD).unwrap();
+    args[i] = "wrong-pw-123".into();
+    let other = Redis::start(&args);
+    let e = read(&mut other.connection(), "users", r#"{"id":1}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("password authentication failed"), "{e}");
+    assert!(!e.contains("wrong-pw-123") && !other.log().contains("wrong-pw-123"));
+}
+
+#[test]
+fn invalid_settings_stop_the_load_naming_the_setting() {
+    for (args, named) in [
+        (vec!["pg_hots", "x"], "pg_hots"),
+        (vec!["pg_port", "notaport"], "pg_port"),
+        (vec!["default_ttl", "0"], "default_ttl"),
+        (vec!["events", "everything"], "events"),
+    ] {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let log = match Redis::start_with(&args, &[], &[]) {
+            Ok(_) => panic!("{args:?} loaded"),
+            Err(log) => log,
+        };
+        assert!(log.contains(&format!("setting {named}")), "{args:?}: {log}");
+    }
+}
+
+#[test]
+fn settings_from_the_environment_and_config_set() {
+    let pg = Pg::start();
+    pg.execute(USERS_SQL);
+    let port = pg.port.to_string();
+    let redis = Redis::start_with(
+        &["default_ttl".to_string(), "100".to_string()],
+        &[],
+        &[
+            ("PGHOST", "127.0.0.1"),
+            ("PGPORT", &port),
+            ("PGDATABASE", "app"),
+            ("PGCACHE_PG_USER", "app"),
+            ("PGPASSWORD", PG_PASSWORD),
+            ("PGCACHE_PG_SSLMODE", "disable"),
+            ("PGCACHE_DEFAULT_TTL", "50"),
+        ],
+    )
+    .unwrap();
+    let mut con = redis.connection();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap().unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(r#"pg_cache:users:{"id":1}"#)
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        (90..=100).contains(&ttl),
+        "module args win over the environment: {ttl}"
+    );
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("pgcache.default_ttl")
+        .arg("30")
+        .query(&mut con)
+        .unwrap();
+    read(&mut con, "users", r#"{"id":2}"#).unwrap().unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(r#"pg_cache:users:{"id":2}"#)
+        .query(&mut con)
+        .unwrap();
+    assert!((25..=30).contains(&ttl), "{ttl}");
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("pgcache.default_ttl")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(got, vec!["pgcache.default_ttl", "30"]);
+    let e = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("pgcache.default_ttl")
+        .arg("-1")
+        .query::<()>(&mut con)
+        .unwrap_err();
+    assert!(e.to_string().contains("TTL"), "{e}");
+}
+
+#[test]
+fn the_allowlist_restricts_tables_at_runtime() {
+    let stack = Stack::start_with(
+        &format!(
+            "{USERS_SQL} CREATE TABLE secrets (id integer PRIMARY KEY); INSERT INTO secrets VALUES (1);"
+        ),
+        &["tables", "users"],
+    );
+    let mut con = stack.con();
+    assert!(read(&mut con, "users", r#"{"id":1}"#).unwrap().is_some());
+    let e = read(&mut con, "secrets", r#"{"id":1}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("allowlist"), "{e}");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("pgcache.tables")
+        .arg("public.secrets")
+        .query(&mut con)
+        .unwrap();
+    assert!(read(&mut con, "secrets", r#"{"id":1}"#).unwrap().is_some());
+    let e = read(&mut con, "users", r#"{"id":1}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("allowlist"),
+        "a cached table is checked again: {e}"
+    );
+}
