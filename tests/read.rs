@@ -26,6 +26,17 @@ fn miss_then_hit_returns_the_row_and_caches_it_with_the_ttl() {
 }
 
 #[test]
+fn the_suite_runs_against_the_requested_server() {
+    let stack = Stack::start("");
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut stack.con())
+        .unwrap();
+    let wants_valkey = server_binary().contains("valkey");
+    assert_eq!(info.contains("valkey"), wants_valkey, "{info}");
+}
+
+#[test]
 fn absent_row_is_nil_and_not_cached() {
     let stack = Stack::start(USERS_SQL);
     let mut con = stack.con();

@@ -139,10 +139,57 @@ pub struct Pg {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    server_args: Vec<String>,
 }
 
 impl Pg {
     pub fn start() -> Pg {
+        Self::start_with(|_| Vec::new())
+    }
+
+    /// Starts a server with TLS on, its certificate (for `localhost` and 127.0.0.1) made
+    /// fresh. Returns the server and the certificate, which is its own CA.
+    pub fn start_tls() -> (Pg, PathBuf) {
+        let mut cert = PathBuf::new();
+        let pg = Self::start_with(|data| {
+            let out = Command::new("openssl")
+                .args([
+                    "req",
+                    "-new",
+                    "-x509",
+                    "-days",
+                    "2",
+                    "-nodes",
+                    "-subj",
+                    "/CN=localhost",
+                ])
+                .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+                .arg("-keyout")
+                .arg(data.join("server.key"))
+                .arg("-out")
+                .arg(data.join("server.crt"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+            cert = data.join("server.crt");
+            vec!["-c".into(), "ssl=on".into()]
+        });
+        (pg, cert)
+    }
+
+    /// `prepare` gets the data directory before the first start and returns extra server
+    /// arguments.
+    pub fn start_with(prepare: impl FnOnce(&Path) -> Vec<String>) -> Pg {
         let dir = temp_dir("pg");
         let data = dir.join("data");
         let status = Command::new("cp")
@@ -152,11 +199,13 @@ impl Pg {
             .status()
             .unwrap();
         assert!(status.success());
+        let server_args = prepare(&data);
         chown_for_pg(&dir);
         let mut pg = Pg {
             port: 0,
             dir,
             child: None,
+            server_args,
         };
         pg.launch();
         let mut admin = pg.superuser();
@@ -193,6 +242,7 @@ impl Pg {
                     "-c",
                     "max_connections=60",
                 ])
+                .args(&self.server_args)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -307,6 +357,7 @@ impl Pg {
                 "-c",
                 "fsync=off",
             ])
+            .args(&self.server_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
