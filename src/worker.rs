@@ -9,11 +9,10 @@
 //! frees the completion unrun: every request gets exactly one reply.
 
 use crate::error::Error;
-use crate::pg::pool::{Pool, PoolStats};
+use crate::pg::pool::{Pool, PoolStats, PooledClient};
 use crate::reply::{self, Reply};
 use crate::tunables;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use postgres::Client;
 use redis_module::{Context, raw};
 use std::any::Any;
 use std::os::raw::{c_int, c_void};
@@ -26,7 +25,7 @@ use std::time::{Duration, Instant};
 /// Runs on the main thread with the blocked client's context and returns its reply.
 pub type Completion = Box<dyn FnOnce(&Context) -> Reply + Send>;
 /// Runs on a worker with a pooled connection.
-pub type Work = Box<dyn FnOnce(&mut Client) -> Result<Completion, Error> + Send>;
+pub type Work = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<Completion, Error> + Send>;
 
 struct Job {
     client: BlockedClient,

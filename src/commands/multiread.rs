@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::events::{self, EventKind};
 use crate::key::{self, CanonicalPk};
 use crate::pg::fetch;
+use crate::pg::pool::PooledClient;
 use crate::pg::schema::{self, TableSchema};
 use crate::reply::Reply;
 use crate::tunables;
@@ -98,7 +99,7 @@ fn canonicalise_all(items: &[Value], schema: &TableSchema) -> Result<Vec<Canonic
 /// Worker half: one query for the distinct keys whose slot is empty; the completion caches
 /// what was found and replies every slot in order.
 fn fetch_missing(
-    client: &mut postgres::Client,
+    client: &mut PooledClient,
     schema: Arc<TableSchema>,
     keys: Vec<CanonicalPk>,
     mut slots: Vec<Option<String>>,

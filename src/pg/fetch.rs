@@ -3,8 +3,8 @@
 use crate::error::{Error, Result};
 use crate::key::CanonicalPk;
 use crate::pg::errors::{is_schema_change, query_error};
+use crate::pg::pool::PooledClient;
 use crate::pg::schema::{self, TableSchema};
-use postgres::Client;
 
 fn on_error(e: postgres::Error, table: &TableSchema) -> Error {
     if is_schema_change(&e) {
@@ -21,7 +21,11 @@ fn too_many_rows(table: &TableSchema, pk: &str) -> Error {
 }
 
 /// The row with this key as JSON, or None when there is none.
-pub fn one(client: &mut Client, table: &TableSchema, pk: &CanonicalPk) -> Result<Option<String>> {
+pub fn one(
+    client: &mut PooledClient,
+    table: &TableSchema,
+    pk: &CanonicalPk,
+) -> Result<Option<String>> {
     let sql = table.select_one_sql(&pk.columns);
     let params: Vec<&(dyn postgres::types::ToSql + Sync)> = pk
         .columns
@@ -42,7 +46,7 @@ pub fn one(client: &mut Client, table: &TableSchema, pk: &CanonicalPk) -> Result
 /// must name the same columns (they do for a table with a primary key); keys naming
 /// different column sets (views) are grouped, one query per distinct set.
 pub fn many(
-    client: &mut Client,
+    client: &mut PooledClient,
     table: &TableSchema,
     keys: &[CanonicalPk],
 ) -> Result<Vec<Option<String>>> {

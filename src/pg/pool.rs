@@ -7,18 +7,25 @@ use crate::config::{PgSettings, SslMode};
 use crate::pg::errors::describe;
 use crate::tunables;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-use postgres::{Client, NoTls};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
 use postgres_openssl::MakeTlsConnector;
-use std::ops::{Deref, DerefMut};
+use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a failed connect makes later ones fail fast.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(250);
 
+/// Prepared statements kept per connection; past this the cache starts over (views queried
+/// by many different column sets could otherwise grow it without bound).
+const MAX_CACHED_STATEMENTS: usize = 256;
+
 struct Conn {
     client: Client,
     statement_timeout_ms: u64,
+    /// Statements by SQL text: a lookup is then one round trip instead of two.
+    statements: HashMap<String, Statement>,
 }
 
 #[derive(Default)]
@@ -50,19 +57,6 @@ pub struct Pool {
 pub struct PooledClient<'a> {
     pool: &'a Pool,
     conn: Option<Conn>,
-}
-
-impl Deref for PooledClient<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        &self.conn.as_ref().expect("present until drop").client
-    }
-}
-
-impl DerefMut for PooledClient<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        &mut self.conn.as_mut().expect("present until drop").client
-    }
 }
 
 impl Drop for PooledClient<'_> {
@@ -214,6 +208,7 @@ impl Pool {
             .map(|client| Conn {
                 client,
                 statement_timeout_ms,
+                statements: HashMap::new(),
             })
             .map_err(|e| {
                 format!(
@@ -227,6 +222,32 @@ impl Pool {
 }
 
 impl PooledClient<'_> {
+    /// Runs `sql` as a prepared statement, preparing it once per connection.
+    pub fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let conn = self.conn.as_mut().expect("present until drop");
+        let statement = match conn.statements.get(sql) {
+            Some(statement) => statement.clone(),
+            None => {
+                let statement = conn.client.prepare(sql)?;
+                if conn.statements.len() >= MAX_CACHED_STATEMENTS {
+                    conn.statements.clear();
+                }
+                conn.statements.insert(sql.to_string(), statement.clone());
+                statement
+            }
+        };
+        let result = conn.client.query(&statement, params);
+        if result.is_err() {
+            // The table may have changed under the statement; prepare afresh next time.
+            conn.statements.remove(sql);
+        }
+        result
+    }
+
     /// Brings the session's statement_timeout in line with the setting after CONFIG SET.
     fn apply_statement_timeout(&mut self) -> Result<(), String> {
         let wanted = tunables::statement_timeout_ms();

@@ -6,9 +6,9 @@ use crate::error::{Error, Result};
 use crate::ident::{QualifiedName, parse_table};
 use crate::key::{KeyColumns, KeyKind, cache_key};
 use crate::pg::errors::describe;
+use crate::pg::pool::PooledClient;
 use crate::pg::query::{self, KeyParam};
 use crate::tunables;
-use postgres::Client;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -168,7 +168,7 @@ fn remember(table_arg: &str, schema: Arc<TableSchema>) {
 }
 
 /// The schema of `table_arg`, from the cache or the catalog. Worker threads only.
-pub fn resolve(client: &mut Client, table_arg: &str) -> Result<Arc<TableSchema>> {
+pub fn resolve(client: &mut PooledClient, table_arg: &str) -> Result<Arc<TableSchema>> {
     if let Some(schema) = cached(table_arg.as_bytes()) {
         return Ok(schema);
     }
@@ -195,7 +195,7 @@ const COLUMNS_SQL: &str = "SELECT a.attname::text, \
      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
      ORDER BY a.attnum";
 
-fn load(client: &mut Client, name: QualifiedName) -> Result<TableSchema> {
+fn load(client: &mut PooledClient, name: QualifiedName) -> Result<TableSchema> {
     let catalog_error =
         |e: postgres::Error| Error::new(format!("PostgreSQL unavailable: {}", describe(&e)));
     let rows = client
