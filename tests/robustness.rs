@@ -170,17 +170,18 @@ fn postgres_down_cached_rows_served_misses_fail_fast_and_recovery_is_automatic()
 fn unreachable_postgres_errors_within_the_connect_timeout() {
     // A port nothing listens on, with a short connect timeout: errors, not hangs.
     let port = free_port().to_string();
-    let redis = Redis::start(
-        &[
-            "pg_host".into(),
-            "127.0.0.1".into(),
-            "pg_port".into(),
-            port,
-            "pg_connect_timeout_ms".into(),
-            "500".into(),
-        ]
-        .to_vec(),
-    );
+    let args: Vec<String> = [
+        "pg_host",
+        "127.0.0.1",
+        "pg_port",
+        &port,
+        "pg_connect_timeout_ms",
+        "500",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let redis = Redis::start(&args);
     let mut con = redis.connection();
     let e = read(&mut con, "users", r#"{"id":1}"#)
         .unwrap_err()
