@@ -7,14 +7,22 @@
 //! write the cache (in the client's DB, replicated) and build the reply without taking the
 //! GIL from a thread. If the timeout fires first, Redis replies the timeout error and later
 //! frees the completion unrun: every request gets exactly one reply.
+//!
+//! Single-row lookups (the READ miss) are batched: a worker that wakes up takes every
+//! lookup already queued and fetches each table's keys in ONE query, so under load misses
+//! cost one round trip per batch instead of one per request.
 
 use crate::error::Error;
-use crate::pg::pool::{Pool, PoolStats, PooledClient};
+use crate::key::CanonicalPk;
+use crate::pg::fetch;
+use crate::pg::pool::{Pool, PooledClient};
+use crate::pg::schema::TableSchema;
 use crate::reply::{self, Reply};
 use crate::tunables;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use redis_module::{Context, raw};
 use std::any::Any;
+use std::collections::HashMap;
 use std::os::raw::{c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,21 +35,42 @@ pub type Completion = Box<dyn FnOnce(&Context) -> Reply + Send>;
 /// Runs on a worker with a pooled connection.
 pub type Work = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<Completion, Error> + Send>;
 
-struct Job {
+/// One row to fetch, and what to do on the main thread with it (None: no such row).
+pub struct RowLookup {
+    pub schema: Arc<TableSchema>,
+    pub pk: CanonicalPk,
+    pub then: Box<dyn FnOnce(Option<String>) -> Completion + Send>,
+}
+
+enum Task {
+    Work(Work),
+    Lookup(RowLookup),
+}
+
+struct Job<T> {
     client: BlockedClient,
     deadline: Instant,
-    work: Work,
+    task: T,
 }
+
+/// Most jobs one worker takes at once; also the most keys in one batched query.
+const MAX_BATCH: usize = 128;
 
 /// The blocked-client handle: Redis allows `UnblockClient` from any thread.
 struct BlockedClient(*mut raw::RedisModuleBlockedClient);
 // SAFETY: the handle is only passed back to RedisModule_UnblockClient, which is thread-safe.
 unsafe impl Send for BlockedClient {}
 
+/// Lookups have their own queue, so a worker can take all queued lookups at once without
+/// taking other work away from idle workers.
+struct Queues {
+    work: Sender<Job<Work>>,
+    lookups: Sender<Job<RowLookup>>,
+}
+
 struct Workers {
-    sender: Sender<Job>,
+    queues: Queues,
     threads: Vec<JoinHandle<()>>,
-    pool: Arc<Pool>,
 }
 
 static WORKERS: Mutex<Option<Workers>> = Mutex::new(None);
@@ -51,23 +80,23 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// Starts `count` workers sharing `pool`, with a queue of `queue_size` jobs.
 pub fn start(count: usize, queue_size: usize, pool: Pool) -> std::io::Result<()> {
-    let (sender, receiver) = crossbeam_channel::bounded(queue_size);
+    let (work, work_receiver) = crossbeam_channel::bounded(queue_size);
+    let (lookups, lookup_receiver) = crossbeam_channel::bounded(queue_size);
     let pool = Arc::new(pool);
     SHUTTING_DOWN.store(false, Ordering::SeqCst);
     let mut threads = Vec::with_capacity(count);
     for i in 0..count {
-        let receiver = receiver.clone();
+        let receivers = (work_receiver.clone(), lookup_receiver.clone());
         let pool = pool.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("pgcache-worker-{i}"))
-                .spawn(move || run(receiver, pool))?,
+                .spawn(move || run(receivers.0, receivers.1, pool))?,
         );
     }
     *WORKERS.lock().unwrap() = Some(Workers {
-        sender,
+        queues: Queues { work, lookups },
         threads,
-        pool,
     });
     Ok(())
 }
@@ -84,7 +113,7 @@ pub fn stop() -> Result<(), String> {
     SHUTTING_DOWN.store(true, Ordering::SeqCst);
     let workers = WORKERS.lock().unwrap().take();
     if let Some(workers) = workers {
-        drop(workers.sender);
+        drop(workers.queues);
         for thread in workers.threads {
             let _ = thread.join();
         }
@@ -92,42 +121,141 @@ pub fn stop() -> Result<(), String> {
     Ok(())
 }
 
-pub fn pool_stats() -> Option<PoolStats> {
-    WORKERS.lock().unwrap().as_ref().map(|w| w.pool.stats())
-}
-
-pub fn queue_depth() -> usize {
-    WORKERS
-        .lock()
-        .unwrap()
-        .as_ref()
-        .map_or(0, |w| w.sender.len())
-}
-
-fn run(receiver: Receiver<Job>, pool: Arc<Pool>) {
-    for job in receiver {
-        let completion = if SHUTTING_DOWN.load(Ordering::SeqCst) {
-            error_completion(Error::new("pgcache is shutting down"))
-        } else if Instant::now() >= job.deadline {
-            // The client already got its timeout reply; don't spend a query on it.
-            error_completion(Error::new("request timed out in the queue"))
-        } else {
-            let work = job.work;
-            let deadline = job.deadline;
-            let pool = &pool;
-            catch_unwind(AssertUnwindSafe(move || {
-                let mut client = pool.get(deadline).map_err(Error::new)?;
-                work(&mut client)
-            }))
-            .unwrap_or_else(|panic| Err(panic_error(panic)))
-            .unwrap_or_else(error_completion)
-        };
-        let privdata = Box::into_raw(Box::new(Some(completion)));
-        // SAFETY: each blocked client is unblocked exactly once, here.
-        unsafe {
-            raw::RedisModule_UnblockClient.unwrap()(job.client.0, privdata.cast());
+fn run(work: Receiver<Job<Work>>, lookups: Receiver<Job<RowLookup>>, pool: Arc<Pool>) {
+    loop {
+        crossbeam_channel::select! {
+            recv(work) -> job => match job {
+                Ok(job) => {
+                    if let Some((client, deadline, work)) = admit(job) {
+                        let completion = contained(|| {
+                            let mut conn = pool.get(deadline).map_err(Error::new)?;
+                            work(&mut conn)
+                        });
+                        finish(client, completion);
+                    }
+                }
+                Err(_) => return,
+            },
+            recv(lookups) -> job => match job {
+                Ok(first) => {
+                    let mut batch: Vec<PendingLookup> = admit(first).into_iter().collect();
+                    while batch.len() < MAX_BATCH {
+                        match lookups.try_recv() {
+                            Ok(job) => batch.extend(admit(job)),
+                            Err(_) => break,
+                        }
+                    }
+                    run_lookups(batch, &pool);
+                }
+                Err(_) => return,
+            },
         }
     }
+}
+
+/// A job to run, or None after replying to it when it must not run (shutting down, or its
+/// client already timed out, so a query would be wasted).
+fn admit<T>(job: Job<T>) -> Option<(BlockedClient, Instant, T)> {
+    if SHUTTING_DOWN.load(Ordering::SeqCst) {
+        finish(
+            job.client,
+            error_completion(Error::new("pgcache is shutting down")),
+        );
+        None
+    } else if Instant::now() >= job.deadline {
+        finish(
+            job.client,
+            error_completion(Error::new("request timed out in the queue")),
+        );
+        None
+    } else {
+        Some((job.client, job.deadline, job.task))
+    }
+}
+
+/// Runs `f`, turning an error or a panic into an error completion.
+fn contained(f: impl FnOnce() -> Result<Completion, Error>) -> Completion {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|panic| Err(panic_error(panic)))
+        .unwrap_or_else(error_completion)
+}
+
+/// Hands the completion to Redis, which runs it on the main thread (or frees it unrun if
+/// the client timed out or left).
+fn finish(client: BlockedClient, completion: Completion) {
+    let privdata = Box::into_raw(Box::new(Some(completion)));
+    // SAFETY: each blocked client is unblocked exactly once, here.
+    unsafe {
+        raw::RedisModule_UnblockClient.unwrap()(client.0, privdata.cast());
+    }
+}
+
+type PendingLookup = (BlockedClient, Instant, RowLookup);
+
+/// Fetches every table's lookups in one query; if that query fails, each lookup is retried
+/// alone so that one bad key (or one ambiguous view row) fails only its own request.
+fn run_lookups(lookups: Vec<PendingLookup>, pool: &Pool) {
+    let mut by_table: HashMap<*const TableSchema, Vec<PendingLookup>> = HashMap::new();
+    for pending in lookups {
+        by_table
+            .entry(Arc::as_ptr(&pending.2.schema))
+            .or_default()
+            .push(pending);
+    }
+    for (_, group) in by_table {
+        let deadline = group
+            .iter()
+            .map(|(_, d, _)| *d)
+            .min()
+            .expect("groups are not empty");
+        let rows = if group.len() > 1 {
+            catch_unwind(AssertUnwindSafe(|| fetch_group(&group, pool, deadline))).unwrap_or(None)
+        } else {
+            None
+        };
+        match rows {
+            Some(rows) => {
+                for ((client, _, lookup), row) in group.into_iter().zip(rows) {
+                    finish(client, contained(|| Ok((lookup.then)(row))));
+                }
+            }
+            None => {
+                for (client, deadline, lookup) in group {
+                    let completion = contained(|| {
+                        let mut conn = pool.get(deadline).map_err(Error::new)?;
+                        let row = fetch::one(&mut conn, &lookup.schema, &lookup.pk)?;
+                        Ok((lookup.then)(row))
+                    });
+                    finish(client, completion);
+                }
+            }
+        }
+    }
+}
+
+/// One query for a group's distinct keys; the row for each lookup in order, or None if the
+/// batch failed.
+fn fetch_group(
+    group: &[PendingLookup],
+    pool: &Pool,
+    deadline: Instant,
+) -> Option<Vec<Option<String>>> {
+    let mut distinct: Vec<CanonicalPk> = Vec::new();
+    let mut index_of: HashMap<&str, usize> = HashMap::new();
+    for (_, _, lookup) in group {
+        index_of.entry(lookup.pk.json.as_str()).or_insert_with(|| {
+            distinct.push(lookup.pk.clone());
+            distinct.len() - 1
+        });
+    }
+    let mut conn = pool.get(deadline).ok()?;
+    let rows = fetch::many(&mut conn, &group[0].2.schema, &distinct).ok()?;
+    Some(
+        group
+            .iter()
+            .map(|(_, _, lookup)| rows[index_of[lookup.pk.json.as_str()]].clone())
+            .collect(),
+    )
 }
 
 pub fn error_completion(e: Error) -> Completion {
@@ -149,6 +277,15 @@ pub fn panic_error(panic: Box<dyn Any + Send>) -> Error {
 /// when queued, or an error when the work cannot wait (inside MULTI or a script), the
 /// queue is full, or the module is stopping.
 pub fn submit(ctx: &Context, work: Work) -> Reply {
+    enqueue(ctx, Task::Work(work))
+}
+
+/// Like `submit`, for one row lookup, which workers batch with others of the same table.
+pub fn submit_lookup(ctx: &Context, lookup: RowLookup) -> Reply {
+    enqueue(ctx, Task::Lookup(lookup))
+}
+
+fn enqueue(ctx: &Context, task: Task) -> Reply {
     // SAFETY: main thread, command context.
     let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
     if flags & raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING != 0 {
@@ -172,27 +309,42 @@ pub fn submit(ctx: &Context, work: Work) -> Reply {
             timeout_ms as i64,
         )
     };
-    let job = Job {
-        client: BlockedClient(blocked),
-        deadline: Instant::now() + Duration::from_millis(timeout_ms),
-        work,
+    let client = BlockedClient(blocked);
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let queues = &workers.queues;
+    let refused = match task {
+        Task::Work(task) => queues
+            .work
+            .try_send(Job {
+                client,
+                deadline,
+                task,
+            })
+            .err()
+            .map(|e| e.into_inner().client),
+        Task::Lookup(task) => queues
+            .lookups
+            .try_send(Job {
+                client,
+                deadline,
+                task,
+            })
+            .err()
+            .map(|e| e.into_inner().client),
     };
-    match workers.sender.try_send(job) {
-        Ok(()) => {
+    match refused {
+        None => {
             IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
             Reply::Blocked
         }
-        Err(e) => {
-            let job = match e {
-                TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
-            };
+        Some(client) => {
             // SAFETY: the client was blocked above and never reached a worker.
             unsafe {
-                raw::RedisModule_AbortBlock.unwrap()(job.client.0);
+                raw::RedisModule_AbortBlock.unwrap()(client.0);
             }
             Reply::Error(Error::new(format!(
                 "the PostgreSQL queue is full ({} requests waiting); retry later or raise queue_size/workers",
-                workers.sender.len()
+                queues.work.len() + queues.lookups.len()
             )))
         }
     }

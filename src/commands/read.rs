@@ -12,7 +12,7 @@ use crate::key::{self, CanonicalPk};
 use crate::pg::{fetch, schema};
 use crate::reply::Reply;
 use crate::tunables;
-use crate::worker::{self, Completion};
+use crate::worker::{self, Completion, RowLookup};
 use redis_module::Context;
 use std::sync::Arc;
 
@@ -25,20 +25,11 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         Ok(t) => t.unwrap_or_else(tunables::default_ttl),
         Err(e) => return e.into(),
     };
-    let Some(schema) = schema::cached(table_arg) else {
-        return read_unknown_table(ctx, table_arg, pk_arg, ttl);
+    let schema = match lookup_canonical(ctx, table_arg, pk_arg) {
+        Lookup::UnknownTable => return read_unknown_table(ctx, table_arg, pk_arg, ttl),
+        Lookup::Hit => return Reply::Sent,
+        Lookup::NotCachedAsSent(schema) => schema,
     };
-    if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk_arg) {
-        if tunables::events().contains(EventKind::Hit) {
-            events::publish(
-                ctx,
-                EventKind::Hit,
-                &schema.display,
-                &String::from_utf8_lossy(pk_arg),
-            );
-        }
-        return Reply::Sent;
-    }
     let pk = match key::canonicalise(pk_arg, &*schema) {
         Ok(pk) => pk,
         Err(e) => return Reply::Error(e.into()),
@@ -49,10 +40,41 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         events::publish(ctx, EventKind::Hit, &schema.display, &pk.json);
         return Reply::Sent;
     }
-    worker::submit(
-        ctx,
-        Box::new(move |client| Ok(fill(fetch::one(client, &schema, &pk)?, schema, pk, ttl))),
-    )
+    let then = {
+        let (schema, pk) = (schema.clone(), pk.clone());
+        Box::new(move |row| fill(row, schema, pk, ttl))
+    };
+    worker::submit_lookup(ctx, RowLookup { schema, pk, then })
+}
+
+enum Lookup {
+    UnknownTable,
+    /// Replied from the cache.
+    Hit,
+    /// No entry under the key exactly as sent (it may still be a non-canonical spelling).
+    NotCachedAsSent(Arc<schema::TableSchema>),
+}
+
+/// The hit path: no JSON parsing, no locks, no allocation of ours when the client sent the
+/// canonical key of a table seen before.
+fn lookup_canonical(ctx: &Context, table_arg: &[u8], pk_arg: &[u8]) -> Lookup {
+    schema::with_cached(table_arg, |schema| {
+        let Some(schema) = schema else {
+            return Lookup::UnknownTable;
+        };
+        if !cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk_arg) {
+            return Lookup::NotCachedAsSent(schema.clone());
+        }
+        if tunables::events().contains(EventKind::Hit) {
+            events::publish(
+                ctx,
+                EventKind::Hit,
+                &schema.display,
+                &String::from_utf8_lossy(pk_arg),
+            );
+        }
+        Lookup::Hit
+    })
 }
 
 /// First use of a table spelling: the worker reads its schema, then the row. The entry may

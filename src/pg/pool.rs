@@ -36,15 +36,6 @@ struct State {
     last_connect_failure: Option<(Instant, String)>,
 }
 
-/// Counts for monitoring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolStats {
-    pub max: usize,
-    pub open: usize,
-    pub in_use: usize,
-    pub idle: usize,
-}
-
 pub struct Pool {
     settings: PgSettings,
     tls: Option<MakeTlsConnector>,
@@ -109,16 +100,6 @@ impl Pool {
             state: Mutex::new(State::default()),
             freed: Condvar::new(),
         })
-    }
-
-    pub fn stats(&self) -> PoolStats {
-        let s = self.state.lock().unwrap();
-        PoolStats {
-            max: self.max,
-            open: s.open,
-            in_use: s.in_use,
-            idle: s.idle.len(),
-        }
     }
 
     /// Borrows a connection, connecting if none is idle and the pool has room; waits for one

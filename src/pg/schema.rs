@@ -9,7 +9,9 @@ use crate::pg::errors::describe;
 use crate::pg::pool::PooledClient;
 use crate::pg::query::{self, KeyParam};
 use crate::tunables;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,15 +144,52 @@ type Cache = HashMap<Vec<u8>, Arc<TableSchema>>;
 // Keyed by the table argument exactly as clients send it, so the hit path finds a table
 // without parsing its name.
 static CACHE: RwLock<Option<Cache>> = RwLock::new(None);
+// Bumped on every change of CACHE; threads keep a snapshot and refresh it when this moves.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// The cached schema for a table argument, if it was resolved before. Cheap: a read lock
-/// and one hash lookup.
+/// A thread's copy of the cache: the generation it was taken at, and the entries.
+type Snapshot = (u64, Vec<(Box<[u8]>, Arc<TableSchema>)>);
+
+thread_local! {
+    // The hit path runs on the main thread for every request: a snapshot of the cache read
+    // without locks or shared-counter traffic (one relaxed load to see whether it is current).
+    static SNAPSHOT: RefCell<Snapshot> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// Calls `f` with the cached schema for a table argument (None if not resolved yet).
+pub fn with_cached<R>(table_arg: &[u8], f: impl FnOnce(Option<&Arc<TableSchema>>) -> R) -> R {
+    let generation = GENERATION.load(Ordering::Acquire);
+    SNAPSHOT.with_borrow_mut(|(seen, tables)| {
+        if *seen != generation {
+            tables.clear();
+            if let Some(cache) = CACHE.read().unwrap().as_ref() {
+                tables.extend(
+                    cache
+                        .iter()
+                        .map(|(k, v)| (k.clone().into_boxed_slice(), v.clone())),
+                );
+            }
+            *seen = generation;
+        }
+        f(tables
+            .iter()
+            .find(|(k, _)| **k == *table_arg)
+            .map(|(_, v)| v))
+    })
+}
+
+/// The cached schema for a table argument, if it was resolved before.
 pub fn cached(table_arg: &[u8]) -> Option<Arc<TableSchema>> {
-    CACHE.read().unwrap().as_ref()?.get(table_arg).cloned()
+    with_cached(table_arg, |s| s.cloned())
+}
+
+fn changed() {
+    GENERATION.fetch_add(1, Ordering::Release);
 }
 
 pub fn clear_cache() {
     *CACHE.write().unwrap() = None;
+    changed();
 }
 
 /// Forgets one table, under every spelling it was cached as.
@@ -158,6 +197,7 @@ pub fn forget(name: &QualifiedName) {
     if let Some(cache) = CACHE.write().unwrap().as_mut() {
         cache.retain(|_, schema| schema.name != *name);
     }
+    changed();
 }
 
 fn remember(table_arg: &str, schema: Arc<TableSchema>) {
@@ -165,6 +205,8 @@ fn remember(table_arg: &str, schema: Arc<TableSchema>) {
     let cache = guard.get_or_insert_with(HashMap::new);
     cache.insert(table_arg.as_bytes().to_vec(), schema.clone());
     cache.insert(schema.display.as_bytes().to_vec(), schema);
+    drop(guard);
+    changed();
 }
 
 /// The schema of `table_arg`, from the cache or the catalog. Worker threads only.

@@ -240,7 +240,7 @@ impl Pg {
                     "-c",
                     "shared_buffers=16MB",
                     "-c",
-                    "max_connections=60",
+                    "max_connections=150",
                 ])
                 .args(&self.server_args)
                 .stdout(Stdio::null())

@@ -1,0 +1,281 @@
+//! `make bench`: pgcache against its baselines, side by side in one run, on private servers.
+//!
+//! 1. READ hit vs plain GET of the same value (redis-benchmark, 50 clients, pipeline 1 and 16)
+//! 2. all-miss READ throughput vs the same query run by pgbench at the same concurrency
+//! 3. PING p50/p99 idle and while 20 clients each wait on a 200 ms query
+//! 4. one MULTIREAD of 100 cold keys vs 100 READs of cold keys
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROWS: i64 = 1_000_000;
+
+struct Csv {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+}
+
+fn redis_benchmark(port: u16, extra: &[&str], command: &[&str]) -> Csv {
+    let out = Command::new("redis-benchmark")
+        .args(["-p", &port.to_string(), "--csv"])
+        .args(extra)
+        .args(command)
+        .output()
+        .expect("redis-benchmark (scripts/setup.sh installs redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default().replace('"', "");
+    let f: Vec<&str> = line.split(',').collect();
+    assert!(f.len() >= 8, "unexpected redis-benchmark output: {text}");
+    let num = |i: usize| f[f.len() - 8 + i].parse::<f64>().unwrap();
+    Csv {
+        rps: num(1),
+        p50: num(4),
+        p99: num(6),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn cmd(con: &mut redis::Connection, args: &[&str]) {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    let _: redis::Value = c.query(con).unwrap();
+}
+
+fn hits(port: u16, con: &mut redis::Connection) {
+    println!("\n## 1. Hit path: PGCACHE.READ hit vs GET of the same value (50 clients)\n");
+    println!(
+        "| pipeline | GET rps | READ hit rps | ratio | READ hit, non-canonical key | ratio | READ hit + hit events | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    read(con, "users", r#"{"id":1}"#).unwrap();
+    let key = r#"pg_cache:users:{"id":1}"#;
+    for (pipeline, n) in [(1, "300000"), (16, "3000000")] {
+        let p = pipeline.to_string();
+        let args = ["-c", "50", "-n", n, "-P", &p];
+        let mut get = Vec::new();
+        let mut hit = Vec::new();
+        let mut spaced = Vec::new();
+        let mut evented = Vec::new();
+        for _ in 0..5 {
+            get.push(redis_benchmark(port, &args, &["GET", key]).rps);
+            hit.push(redis_benchmark(port, &args, &["PGCACHE.READ", "users", r#"{"id":1}"#]).rps);
+            spaced.push(
+                redis_benchmark(port, &args, &["PGCACHE.READ", "users", r#"{ "id": 1 }"#]).rps,
+            );
+            cmd(con, &["CONFIG", "SET", "pgcache.events", "all"]);
+            evented
+                .push(redis_benchmark(port, &args, &["PGCACHE.READ", "users", r#"{"id":1}"#]).rps);
+            cmd(
+                con,
+                &["CONFIG", "SET", "pgcache.events", "miss,write,invalidate"],
+            );
+        }
+        let (g, h, s, e) = (median(get), median(hit), median(spaced), median(evented));
+        println!(
+            "| {pipeline} | {g:.0} | {h:.0} | {:.2} | {s:.0} | {:.2} | {e:.0} | {:.2} |",
+            h / g,
+            s / g,
+            e / g
+        );
+    }
+}
+
+fn pgbench(pg: &Pg, clients: usize, seconds: u64) -> f64 {
+    let script = std::env::temp_dir().join(format!("pgcache-bench-{}.sql", std::process::id()));
+    std::fs::write(
+        &script,
+        format!(
+            "\\set id random(1, {ROWS})\n\
+             SELECT row_to_json(t)::text FROM \"public\".\"users\" AS t WHERE t.\"id\" = (:id::text)::integer LIMIT 2;\n"
+        ),
+    )
+    .unwrap();
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("bin/pgbench"))
+        .find(|p| p.exists())
+        .expect("pgbench (postgresql-contrib)");
+    let out = Command::new(bin)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "app",
+            "-n",
+            "-M",
+            "prepared",
+        ])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+        ])
+        .arg("-f")
+        .arg(&script)
+        .arg("app")
+        .env("PGPASSWORD", PG_PASSWORD)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l["tps = ".len()..].split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "pgbench failed: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+fn misses(pg: &Pg, port: u16, con: &mut redis::Connection) {
+    println!("\n## 2. Miss path: all-miss READ vs the same query through pgbench\n");
+    println!(
+        "| clients | pgcache READ miss rps (8 workers) | hit share | pgbench tps (prepared) | ratio |"
+    );
+    println!("|---|---|---|---|---|");
+    for clients in [8, 50] {
+        cmd(con, &["FLUSHALL"]);
+        let n = 60_000;
+        let c = clients.to_string();
+        let r = ROWS.to_string();
+        let n_text = n.to_string();
+        let rps = redis_benchmark(
+            port,
+            &["-c", &c, "-n", &n_text, "-r", &r],
+            &["PGCACHE.READ", "users", r#"{"id":"__rand_int__"}"#],
+        )
+        .rps;
+        let filled: i64 = redis::cmd("DBSIZE").query(con).unwrap();
+        let hit_share = 1.0 - filled as f64 / n as f64;
+        let tps = pgbench(pg, clients, 10);
+        println!(
+            "| {clients} | {rps:.0} | {:.1}% | {tps:.0} | {:.2} |",
+            hit_share * 100.0,
+            rps / tps
+        );
+    }
+}
+
+fn ping_under_slow_misses(pg: &Pg) {
+    println!("\n## 3. PING latency while 20 clients each wait on a 200 ms query\n");
+    let mut args = pg.module_args();
+    args.extend(["workers", "24", "pool_size", "24"].map(String::from));
+    let redis = Redis::start(&args);
+    let mut con = redis.connection();
+    let port = redis.port;
+    read(&mut con, "slow_users", r#"{"id":1}"#).unwrap(); // schema cached
+    let idle = redis_benchmark(port, &["-c", "1", "-n", "20000"], &["PING"]);
+    let mut load: Child = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-c",
+            "20",
+            "-n",
+            "400",
+            "-r",
+            &ROWS.to_string(),
+        ])
+        .args(["PGCACHE.READ", "slow_users", r#"{"id":"__rand_int__"}"#])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "20 clients blocked on PostgreSQL",
+        Duration::from_secs(10),
+        || {
+            let info: String = redis::cmd("INFO").arg("clients").query(&mut con).unwrap();
+            info.contains("blocked_clients:20").then_some(())
+        },
+    );
+    let busy = redis_benchmark(port, &["-c", "1", "-n", "20000"], &["PING"]);
+    let info: String = redis::cmd("INFO").arg("clients").query(&mut con).unwrap();
+    let still_blocked = info.contains("blocked_clients:20");
+    load.wait().unwrap();
+    println!("| | PING p50 ms | PING p99 ms |");
+    println!("|---|---|---|");
+    println!("| idle | {:.3} | {:.3} |", idle.p50, idle.p99);
+    println!(
+        "| 20 clients blocked on 200 ms queries{} | {:.3} | {:.3} |",
+        if still_blocked {
+            ""
+        } else {
+            " (load ended early)"
+        },
+        busy.p50,
+        busy.p99
+    );
+}
+
+fn multiread_vs_reads(con: &mut redis::Connection) {
+    println!("\n## 4. One MULTIREAD of 100 cold keys vs 100 READs of cold keys\n");
+    let mut reads = Vec::new();
+    let mut multis = Vec::new();
+    for round in 0..7i64 {
+        let base = 500_000 + round * 1000;
+        let start = Instant::now();
+        for id in base..base + 100 {
+            read(con, "users", &format!(r#"{{"id":{id}}}"#))
+                .unwrap()
+                .unwrap();
+        }
+        reads.push(start.elapsed().as_secs_f64() * 1000.0);
+        let keys: Vec<String> = (base + 500..base + 600)
+            .map(|id| format!(r#"{{"id":{id}}}"#))
+            .collect();
+        let array = format!("[{}]", keys.join(","));
+        let start = Instant::now();
+        let rows: Vec<Option<String>> = redis::cmd("PGCACHE.MULTIREAD")
+            .arg("users")
+            .arg(&array)
+            .query(con)
+            .unwrap();
+        multis.push(start.elapsed().as_secs_f64() * 1000.0);
+        assert!(rows.iter().all(Option::is_some));
+    }
+    let (r, m) = (median(reads), median(multis));
+    println!("| 100 READs (ms) | 1 MULTIREAD (ms) | speed-up |");
+    println!("|---|---|---|");
+    println!("| {r:.2} | {m:.2} | {:.1}x |", r / m);
+}
+
+fn main() {
+    println!(
+        "# pgcache benchmark ({} vs its baselines, {} rows)",
+        server_binary(),
+        ROWS
+    );
+    let pg = Pg::start();
+    pg.execute(&format!(
+        "CREATE TABLE users (id integer PRIMARY KEY, name text NOT NULL, email text, created_at timestamptz DEFAULT now());
+         INSERT INTO users (id, name, email) SELECT g, 'user' || g, 'user' || g || '@example.com' FROM generate_series(1, {ROWS}) g;
+         CREATE VIEW slow_users AS SELECT id, name FROM users WHERE pg_sleep(0.2) IS NOT NULL;"
+    ));
+    pg.execute("VACUUM ANALYZE users");
+    let redis = Redis::start(&pg.module_args());
+    let mut con = redis.connection();
+    hits(redis.port, &mut con);
+    misses(&pg, redis.port, &mut con);
+    multiread_vs_reads(&mut con);
+    ping_under_slow_misses(&pg);
+}
