@@ -146,31 +146,47 @@ fn pgbench(pg: &Pg, clients: usize, seconds: u64) -> f64 {
         })
 }
 
-fn misses(pg: &Pg, port: u16, con: &mut redis::Connection) {
-    println!("\n## 2. Miss path: all-miss READ vs the same query through pgbench\n");
+fn misses(pg: &Pg) {
+    println!("\n## 2. Miss path: all-miss READ vs the same query through pgbench (50 clients)\n");
     println!(
-        "| clients | pgcache READ miss rps (8 workers) | hit share | pgbench tps (prepared) | ratio |"
+        "| pgcache workers | READ miss rps | hit share | pgbench tps (prepared, 50 clients) | ratio |"
     );
     println!("|---|---|---|---|---|");
-    for clients in [8, 50] {
-        cmd(con, &["FLUSHALL"]);
-        let n = 60_000;
-        let c = clients.to_string();
-        let r = ROWS.to_string();
-        let n_text = n.to_string();
-        let rps = redis_benchmark(
-            port,
-            &["-c", &c, "-n", &n_text, "-r", &r],
-            &["PGCACHE.READ", "users", r#"{"id":"__rand_int__"}"#],
-        )
-        .rps;
-        let filled: i64 = redis::cmd("DBSIZE").query(con).unwrap();
-        let hit_share = 1.0 - filled as f64 / n as f64;
-        let tps = pgbench(pg, clients, 10);
+    for workers in [None, Some("8")] {
+        let mut args = pg.module_args();
+        if let Some(w) = workers {
+            args.extend(["workers", w].map(String::from));
+        }
+        let redis = Redis::start(&args);
+        let mut con = redis.connection();
+        read(&mut con, "users", r#"{"id":1}"#).unwrap(); // schema cached
+        let mut ratios = Vec::new();
+        let mut rates = Vec::new();
+        let mut tpss = Vec::new();
+        let mut hit_shares = Vec::new();
+        for _ in 0..3 {
+            cmd(&mut con, &["FLUSHALL"]);
+            let n = 60_000;
+            let rps = redis_benchmark(
+                redis.port,
+                &["-c", "50", "-n", &n.to_string(), "-r", &ROWS.to_string()],
+                &["PGCACHE.READ", "users", r#"{"id":"__rand_int__"}"#],
+            )
+            .rps;
+            let filled: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+            hit_shares.push(100.0 * (1.0 - filled as f64 / n as f64));
+            let tps = pgbench(pg, 50, 8);
+            rates.push(rps);
+            tpss.push(tps);
+            ratios.push(rps / tps);
+        }
         println!(
-            "| {clients} | {rps:.0} | {:.1}% | {tps:.0} | {:.2} |",
-            hit_share * 100.0,
-            rps / tps
+            "| {} | {:.0} | {:.1}% | {:.0} | {:.2} |",
+            workers.unwrap_or("default (one per core)"),
+            median(rates),
+            median(hit_shares),
+            median(tpss),
+            median(ratios)
         );
     }
 }
@@ -275,7 +291,9 @@ fn main() {
     let redis = Redis::start(&pg.module_args());
     let mut con = redis.connection();
     hits(redis.port, &mut con);
-    misses(&pg, redis.port, &mut con);
     multiread_vs_reads(&mut con);
+    drop(con);
+    drop(redis);
+    misses(&pg);
     ping_under_slow_misses(&pg);
 }

@@ -77,13 +77,49 @@ fn call_replicated(ctx: &Context, command: &str, args: &[&str]) {
 }
 
 /// Stores `value` at `key` for `ttl_seconds`, with an absolute expiry so replicas and the
-/// AOF agree on when it ends; replicated.
+/// AOF agree on when it ends. Written through the key API rather than RM_Call (this runs
+/// once per miss on the main thread), so it does what SET does itself: replicate as
+/// `SET key value PXAT ms` and raise the `set` and `expire` keyspace events.
 pub fn store(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
     if !writable(ctx) {
         return;
     }
     let expires_at = crate::events::now_ms() + u128::from(ttl_seconds) * 1000;
-    call_replicated(ctx, "SET", &[key, value, "PXAT", &expires_at.to_string()]);
+    let name = ctx.create_string(key);
+    // SAFETY: main thread with the caller's context; every handle is closed or freed here,
+    // and the buffers outlive the calls that read them.
+    unsafe {
+        let handle =
+            raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name.inner, raw::REDISMODULE_WRITE as i32);
+        let data =
+            raw::RedisModule_CreateString.unwrap()(ctx.ctx, value.as_ptr().cast(), value.len());
+        raw::RedisModule_StringSet.unwrap()(handle, data);
+        raw::RedisModule_SetAbsExpire.unwrap()(handle, expires_at as i64);
+        raw::RedisModule_CloseKey.unwrap()(handle);
+        raw::RedisModule_Replicate.unwrap()(
+            ctx.ctx,
+            c"SET".as_ptr(),
+            c"ssbl".as_ptr(),
+            name.inner,
+            data,
+            c"PXAT".as_ptr(),
+            4usize,
+            expires_at as std::os::raw::c_longlong,
+        );
+        raw::RedisModule_FreeString.unwrap()(ctx.ctx, data);
+        raw::RedisModule_NotifyKeyspaceEvent.unwrap()(
+            ctx.ctx,
+            raw::REDISMODULE_NOTIFY_STRING,
+            c"set".as_ptr(),
+            name.inner,
+        );
+        raw::RedisModule_NotifyKeyspaceEvent.unwrap()(
+            ctx.ctx,
+            raw::REDISMODULE_NOTIFY_GENERIC,
+            c"expire".as_ptr(),
+            name.inner,
+        );
+    }
 }
 
 /// Removes `key`; replicated.

@@ -95,7 +95,10 @@ pub struct Settings {
     pub pg: PgSettings,
     pub default_ttl: u64,
     pub cache_prefix: String,
+    /// Worker threads. Default: one per CPU core (2 to 16) — misses are batched per table,
+    /// so more threads mostly add context switches unless queries are slow.
     pub workers: usize,
+    /// Connections at most; default: as many as workers.
     pub pool_size: usize,
     pub queue_size: usize,
     pub request_timeout_ms: u64,
@@ -106,6 +109,12 @@ pub struct Settings {
     pub multiread_max: usize,
     /// Registers PGCACHE.DEBUG (fault injection for tests), like Redis's enable-debug-command.
     pub debug_commands: bool,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 16)
 }
 
 /// Longest TTL accepted: ten years, far below any overflow of absolute milliseconds.
@@ -127,8 +136,8 @@ impl Default for Settings {
             },
             default_ttl: 3600,
             cache_prefix: "pg_cache:".into(),
-            workers: 8,
-            pool_size: 8,
+            workers: default_workers(),
+            pool_size: 0,
             queue_size: 10_000,
             request_timeout_ms: 5_000,
             statement_timeout_ms: 3_000,
@@ -248,8 +257,8 @@ pub fn load(
         }
     }
 
-    if s.pool_size == 0 || s.workers == 0 {
-        return Err(err("workers", "workers and pool_size must be at least 1"));
+    if s.pool_size == 0 {
+        s.pool_size = s.workers;
     }
     if s.pg.password.is_none() && !password_from_env_or_args {
         let passfile =
@@ -488,6 +497,12 @@ mod tests {
         assert_eq!(s.pg.password(), None);
         assert_eq!(s.default_ttl, 3600);
         assert_eq!(s.cache_prefix, "pg_cache:");
+        assert_eq!(s.workers, default_workers());
+        assert_eq!(s.pool_size, s.workers);
+        let s = load_with(&["workers", "3"], &[]).unwrap();
+        assert_eq!((s.workers, s.pool_size), (3, 3));
+        let s = load_with(&["workers", "3", "pool_size", "5"], &[]).unwrap();
+        assert_eq!((s.workers, s.pool_size), (3, 5));
     }
 
     #[test]

@@ -87,15 +87,37 @@ impl EventMask {
     }
 }
 
-/// The event's JSON text.
+/// The event's JSON text, written directly (this runs for every published event).
 pub fn event_json(kind: EventKind, table: &str, key: &str, timestamp_ms: u128) -> String {
-    serde_json::json!({
-        "type": kind.name(),
-        "table": table,
-        "key": key,
-        "timestamp": timestamp_ms as u64,
-    })
-    .to_string()
+    use std::fmt::Write;
+    let mut out = String::with_capacity(64 + table.len() + key.len() * 2);
+    out.push_str("{\"type\":\"");
+    out.push_str(kind.name());
+    out.push_str("\",\"table\":");
+    push_json_string(&mut out, table);
+    out.push_str(",\"key\":");
+    push_json_string(&mut out, key);
+    let _ = write!(out, ",\"timestamp\":{timestamp_ms}}}");
+    out
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 pub fn now_ms() -> u128 {
@@ -135,6 +157,14 @@ mod tests {
         assert_eq!(EventMask::parse("none").unwrap().render(), "none");
         assert_eq!(EventMask::default().render(), "miss,write,invalidate");
         assert!(EventMask::parse("hot").unwrap_err().contains("hot"));
+    }
+
+    #[test]
+    fn event_json_escapes_like_json() {
+        let text = event_json(EventKind::Write, "we\"ird\\", "{\"s\":\"a\nb\u{1}\"}", 1);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["table"], "we\"ird\\");
+        assert_eq!(v["key"], "{\"s\":\"a\nb\u{1}\"}");
     }
 
     #[test]

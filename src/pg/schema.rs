@@ -9,6 +9,7 @@ use crate::pg::errors::describe;
 use crate::pg::pool::PooledClient;
 use crate::pg::query::{self, KeyParam};
 use crate::tunables;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,8 @@ pub struct TableSchema {
     pub primary_key: Vec<String>,
     /// `<cache_prefix><display>:` — a cache key is this followed by the canonical pk.
     pub key_prefix: String,
+    /// The lookups by primary key, built once (empty without a primary key).
+    primary_key_sql: (String, String),
 }
 
 impl TableSchema {
@@ -63,12 +66,32 @@ impl TableSchema {
             .collect()
     }
 
-    pub fn select_one_sql(&self, columns: &[(String, String)]) -> String {
-        query::select_one(&self.sql_name, &self.key_params(columns))
+    fn is_primary_key(&self, columns: &[(String, String)]) -> bool {
+        !self.primary_key.is_empty()
+            && columns.len() == self.primary_key.len()
+            && columns
+                .iter()
+                .zip(&self.primary_key)
+                .all(|((c, _), p)| c == p)
     }
 
-    pub fn select_many_sql(&self, columns: &[(String, String)]) -> String {
-        query::select_many(&self.sql_name, &self.key_params(columns))
+    pub fn select_one_sql(&self, columns: &[(String, String)]) -> Cow<'_, str> {
+        if self.is_primary_key(columns) {
+            Cow::Borrowed(&self.primary_key_sql.0)
+        } else {
+            Cow::Owned(query::select_one(&self.sql_name, &self.key_params(columns)))
+        }
+    }
+
+    pub fn select_many_sql(&self, columns: &[(String, String)]) -> Cow<'_, str> {
+        if self.is_primary_key(columns) {
+            Cow::Borrowed(&self.primary_key_sql.1)
+        } else {
+            Cow::Owned(query::select_many(
+                &self.sql_name,
+                &self.key_params(columns),
+            ))
+        }
     }
 }
 
@@ -273,14 +296,28 @@ fn load(client: &mut PooledClient, name: QualifiedName) -> Result<TableSchema> {
     }
     primary_key.sort();
     let display = name.display();
-    Ok(TableSchema {
+    let mut schema = TableSchema {
         sql_name: name.quoted(),
         key_prefix: cache_key(&tunables::cache_prefix(), &display, ""),
         display,
         name,
         columns,
         primary_key,
-    })
+        primary_key_sql: (String::new(), String::new()),
+    };
+    if !schema.primary_key.is_empty() {
+        let pk: Vec<(String, String)> = schema
+            .primary_key
+            .iter()
+            .map(|c| (c.clone(), String::new()))
+            .collect();
+        let params = schema.key_params(&pk);
+        schema.primary_key_sql = (
+            query::select_one(&schema.sql_name, &params),
+            query::select_many(&schema.sql_name, &params),
+        );
+    }
+    Ok(schema)
 }
 
 #[cfg(test)]
