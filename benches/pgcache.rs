@@ -288,12 +288,23 @@ fn main() {
          CREATE VIEW slow_users AS SELECT id, name FROM users WHERE pg_sleep(0.2) IS NOT NULL;"
     ));
     pg.execute("VACUUM ANALYZE users");
+    // PGCACHE_BENCH_ONLY=hits|multiread|misses|ping runs one section.
+    let only = std::env::var("PGCACHE_BENCH_ONLY").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let redis = Redis::start(&pg.module_args());
     let mut con = redis.connection();
-    hits(redis.port, &mut con);
-    multiread_vs_reads(&mut con);
+    if wanted("hits") {
+        hits(redis.port, &mut con);
+    }
+    if wanted("multiread") {
+        multiread_vs_reads(&mut con);
+    }
     drop(con);
     drop(redis);
-    misses(&pg);
-    ping_under_slow_misses(&pg);
+    if wanted("misses") {
+        misses(&pg);
+    }
+    if wanted("ping") {
+        ping_under_slow_misses(&pg);
+    }
 }

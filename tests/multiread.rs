@@ -160,3 +160,36 @@ fn bad_arrays_are_errors() {
         6
     );
 }
+
+#[test]
+fn large_calls_are_fetched_in_parallel_parts_and_stay_in_order() {
+    let stack = Stack::start_with(
+        "CREATE TABLE nums (n integer PRIMARY KEY, sq bigint);
+         INSERT INTO nums SELECT g, g::bigint * g FROM generate_series(1, 500) g;",
+        &["workers", "4"],
+    );
+    stack.pg.log_app_statements();
+    let mut con = stack.con();
+    read(&mut con, "nums", r#"{"n":1}"#).unwrap(); // schema cached, n=1 cached
+    let before = stack.pg.logged_statements("unnest(");
+    // 160 keys: misses, a hit, duplicates and absent keys, shuffled.
+    let ids: Vec<i64> = (0..160)
+        .map(|i| (i * 37) % 600 + 1)
+        .chain([1, 5, 5, 999])
+        .collect();
+    let keys: Vec<String> = ids.iter().map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    let rows = multiread(&mut con, "nums", &format!("[{}]", keys.join(","))).unwrap();
+    assert_eq!(rows.len(), ids.len());
+    for (n, row) in ids.iter().zip(&rows) {
+        if *n <= 500 {
+            assert_eq!(field(row, "sq"), n * n, "slot for {n}");
+        } else {
+            assert_eq!(*row, None, "slot for {n}");
+        }
+    }
+    let queries = stack.pg.logged_statements("unnest(") - before;
+    assert!(
+        (2..=4).contains(&queries),
+        "split into parallel parts: {queries} queries"
+    );
+}

@@ -10,7 +10,6 @@ use crate::error::{Error, Result};
 use crate::events::{self, EventKind};
 use crate::key::{self, CanonicalPk};
 use crate::pg::fetch;
-use crate::pg::pool::PooledClient;
 use crate::pg::schema::{self, TableSchema};
 use crate::reply::Reply;
 use crate::tunables;
@@ -43,8 +42,9 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
             Box::new(move |client| {
                 let schema = schema::resolve(client, &table)?;
                 let keys = canonicalise_all(&items, &schema)?;
-                let slots = vec![None; keys.len()];
-                fetch_missing(client, schema, keys, slots, ttl)
+                let batch = Batch::new(schema, keys, Vec::new(), ttl);
+                let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
+                Ok(batch.complete(rows))
             }),
         ));
     };
@@ -61,10 +61,44 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
     if slots.iter().all(Option::is_some) {
         return Ok(Reply::Array(slots.into_iter().map(Reply::from).collect()));
     }
-    Ok(worker::submit(
+    let batch = Batch::new(schema, keys, slots, ttl);
+    let chunks = split(&batch.distinct, worker::count());
+    if chunks.len() == 1 {
+        return Ok(worker::submit(
+            ctx,
+            Box::new(move |client| {
+                let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
+                Ok(batch.complete(rows))
+            }),
+        ));
+    }
+    // Many misses: fetch them in parallel parts, one query each, on several connections.
+    let parts: Vec<worker::Part> = chunks
+        .into_iter()
+        .map(|chunk| {
+            let schema = batch.schema.clone();
+            let part: worker::Part = Box::new(move |client| fetch::many(client, &schema, &chunk));
+            part
+        })
+        .collect();
+    Ok(worker::submit_parts(
         ctx,
-        Box::new(move |client| fetch_missing(client, schema, keys, slots, ttl)),
+        parts,
+        Box::new(move |rows| batch.complete(rows.concat())),
     ))
+}
+
+/// Fewest keys worth a part of their own: below this, a second round trip costs more than
+/// the parallel index lookups save.
+const MIN_KEYS_PER_PART: usize = 32;
+
+/// Splits keys into at most `workers` contiguous chunks of at least MIN_KEYS_PER_PART.
+fn split(keys: &[CanonicalPk], workers: usize) -> Vec<Vec<CanonicalPk>> {
+    let parts = (keys.len() / MIN_KEYS_PER_PART).clamp(1, workers.max(1));
+    let size = keys.len().div_ceil(parts);
+    keys.chunks(size.max(1))
+        .map(<[CanonicalPk]>::to_vec)
+        .collect()
 }
 
 fn parse_array(arg: &[u8]) -> Result<Vec<Value>> {
@@ -96,36 +130,95 @@ fn canonicalise_all(items: &[Value], schema: &TableSchema) -> Result<Vec<Canonic
         .collect()
 }
 
-/// Worker half: one query for the distinct keys whose slot is empty; the completion caches
-/// what was found and replies every slot in order.
-fn fetch_missing(
-    client: &mut PooledClient,
+/// One MULTIREAD's keys: the slots already answered from the cache, and the distinct keys
+/// still to fetch.
+struct Batch {
     schema: Arc<TableSchema>,
     keys: Vec<CanonicalPk>,
-    mut slots: Vec<Option<String>>,
+    slots: Vec<Option<String>>,
+    distinct: Vec<CanonicalPk>,
     ttl: u64,
-) -> Result<Completion> {
-    let mut distinct: Vec<CanonicalPk> = Vec::new();
-    let mut index_of: HashMap<&str, usize> = HashMap::new();
-    for (key, slot) in keys.iter().zip(&slots) {
-        if slot.is_none() && !index_of.contains_key(key.json.as_str()) {
-            index_of.insert(&key.json, distinct.len());
-            distinct.push(key.clone());
+}
+
+impl Batch {
+    /// `slots` may be empty: nothing was found in the cache.
+    fn new(
+        schema: Arc<TableSchema>,
+        keys: Vec<CanonicalPk>,
+        mut slots: Vec<Option<String>>,
+        ttl: u64,
+    ) -> Batch {
+        slots.resize(keys.len(), None);
+        let mut seen = std::collections::HashSet::new();
+        let distinct = keys
+            .iter()
+            .zip(&slots)
+            .filter(|(key, slot)| slot.is_none() && seen.insert(key.json.as_str()))
+            .map(|(key, _)| key.clone())
+            .collect();
+        Batch {
+            schema,
+            keys,
+            slots,
+            distinct,
+            ttl,
         }
     }
-    let rows = fetch::many(client, &schema, &distinct)?;
-    for (key, slot) in keys.iter().zip(slots.iter_mut()) {
-        if slot.is_none() {
-            *slot = rows[index_of[key.json.as_str()]].clone();
-        }
-    }
-    Ok(Box::new(move |ctx| {
-        for (key, row) in distinct.iter().zip(&rows) {
-            events::publish(ctx, EventKind::Miss, &schema.display, &key.json);
-            if let Some(row) = row {
-                cache::store(ctx, &schema.cache_key(&key.json), row, ttl);
+
+    /// The main-thread half, given the rows of `distinct` in order: caches what was found
+    /// and replies every slot in the caller's order.
+    fn complete(self, rows: Vec<Option<String>>) -> Completion {
+        Box::new(move |ctx| {
+            let Batch {
+                schema,
+                keys,
+                mut slots,
+                distinct,
+                ttl,
+            } = self;
+            let fetched: HashMap<&str, &Option<String>> = distinct
+                .iter()
+                .map(|k| k.json.as_str())
+                .zip(&rows)
+                .collect();
+            for (key, row) in distinct.iter().zip(&rows) {
+                events::publish(ctx, EventKind::Miss, &schema.display, &key.json);
+                if let Some(row) = row {
+                    cache::store(ctx, &schema.cache_key(&key.json), row, ttl);
+                }
             }
-        }
-        Reply::Array(slots.into_iter().map(Reply::from).collect())
-    }))
+            for (key, slot) in keys.iter().zip(slots.iter_mut()) {
+                if slot.is_none() {
+                    *slot = fetched[key.json.as_str()].clone();
+                }
+            }
+            Reply::Array(slots.into_iter().map(Reply::from).collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(n: usize) -> Vec<CanonicalPk> {
+        (0..n)
+            .map(|i| CanonicalPk {
+                json: format!("{{\"id\":{i}}}"),
+                columns: vec![("id".into(), i.to_string())],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn splitting_keeps_order_and_bounds_parts() {
+        let sizes = |n, w| split(&keys(n), w).iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(sizes(10, 4), vec![10]);
+        assert_eq!(sizes(100, 1), vec![100]);
+        assert_eq!(sizes(100, 2), vec![50, 50]);
+        assert_eq!(sizes(100, 8), vec![34, 34, 32]);
+        assert_eq!(sizes(1000, 4), vec![250, 250, 250, 250]);
+        let flat: Vec<CanonicalPk> = split(&keys(100), 3).concat();
+        assert_eq!(flat, keys(100));
+    }
 }

@@ -238,7 +238,7 @@ impl Pg {
                     "-c",
                     "full_page_writes=off",
                     "-c",
-                    "shared_buffers=16MB",
+                    "shared_buffers=128MB",
                     "-c",
                     "max_connections=150",
                 ])
@@ -404,7 +404,37 @@ pub fn module_path() -> PathBuf {
         "{} is missing: run `cargo build --release` first (make test does)",
         path.display()
     );
+    if std::env::var("PGCACHE_MODULE").is_err() {
+        // `cargo test` builds the rlib, not the cdylib: refuse to test a stale module.
+        let built = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        if let Some(newer) = newest_file(&src).filter(|(t, _)| *t > built) {
+            panic!(
+                "{} is older than {}: run `cargo build --release` first (make test does)",
+                path.display(),
+                newer.1.display()
+            );
+        }
+    }
     path
+}
+
+fn newest_file(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest_file(&path)
+        } else {
+            entry.metadata().ok()?.modified().ok().map(|t| (t, path))
+        };
+        if let Some(c) = candidate
+            && newest.as_ref().is_none_or(|n| c.0 > n.0)
+        {
+            newest = Some(c);
+        }
+    }
+    newest
 }
 
 /// redis-server by default; PGCACHE_TEST_SERVER names another binary (valkey-server).

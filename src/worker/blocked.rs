@@ -1,0 +1,133 @@
+//! Blocked clients: blocking one, answering it exactly once from any thread, and the
+//! callbacks Redis runs on the main thread (reply, timeout, free).
+
+use crate::error::Error;
+use crate::reply::{self, Reply};
+use crate::tunables;
+use redis_module::{Context, raw};
+use std::any::Any;
+use std::os::raw::{c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Runs on the main thread with the blocked client's context and returns its reply.
+pub type Completion = Box<dyn FnOnce(&Context) -> Reply + Send>;
+
+/// Clients blocked by us and not yet released (aborted, or their completion freed by
+/// Redis). While any exist, Redis may still call into this library.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+pub fn in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::SeqCst)
+}
+
+/// A blocked client's handle. Redis allows `UnblockClient` from any thread; `answer`
+/// consumes the handle, so each client is answered once.
+pub struct BlockedClient(*mut raw::RedisModuleBlockedClient);
+// SAFETY: the handle is only passed back to RedisModule_UnblockClient / AbortBlock.
+unsafe impl Send for BlockedClient {}
+
+impl BlockedClient {
+    /// Blocks the client of `ctx` for at most `timeout_ms`. Main thread only.
+    pub fn block(ctx: &Context, timeout_ms: u64) -> BlockedClient {
+        // SAFETY: main thread; the callbacks match what Redis passes them.
+        let handle = unsafe {
+            raw::RedisModule_BlockClient.unwrap()(
+                ctx.ctx,
+                Some(on_reply),
+                Some(on_timeout),
+                Some(free_completion),
+                timeout_ms as i64,
+            )
+        };
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        BlockedClient(handle)
+    }
+
+    /// Undoes `block` for a client that never reached a worker. Main thread only.
+    pub fn abort(self) {
+        // SAFETY: blocked by `block` and never unblocked.
+        unsafe {
+            raw::RedisModule_AbortBlock.unwrap()(self.0);
+        }
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Hands the completion to Redis, which runs it on the main thread (or frees it unrun
+    /// if the client timed out or left meanwhile).
+    pub fn answer(self, completion: Completion) {
+        let privdata = Box::into_raw(Box::new(Some(completion)));
+        // SAFETY: `self` is consumed, so this client is unblocked exactly once.
+        unsafe {
+            raw::RedisModule_UnblockClient.unwrap()(self.0, privdata.cast());
+        }
+    }
+}
+
+pub fn error_completion(e: Error) -> Completion {
+    Box::new(move |_| Reply::Error(e))
+}
+
+pub fn panic_error(panic: Box<dyn Any + Send>) -> Error {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    Error::new(format!(
+        "internal error ({what}); the request was abandoned, Redis is unaffected; please report it"
+    ))
+}
+
+/// Runs `f`, turning an error or a panic into an error completion.
+pub fn contained(f: impl FnOnce() -> Result<Completion, Error>) -> Completion {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|panic| Err(panic_error(panic)))
+        .unwrap_or_else(error_completion)
+}
+
+/// Redis calls this on the main thread after a worker unblocked the client.
+unsafe extern "C" fn on_reply(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    let context = Context::new(ctx);
+    // SAFETY: the privdata is the Box<Option<Completion>> passed to UnblockClient.
+    let slot = unsafe {
+        &mut *(raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx)
+            as *mut Option<Completion>)
+    };
+    let reply = match slot.take() {
+        Some(completion) => catch_unwind(AssertUnwindSafe(|| completion(&context)))
+            .unwrap_or_else(|panic| Reply::Error(panic_error(panic))),
+        None => Reply::Error(Error::new("internal error: reply already sent")),
+    };
+    reply::send(&context, &reply);
+    raw::REDISMODULE_OK as c_int
+}
+
+unsafe extern "C" fn on_timeout(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    let context = Context::new(ctx);
+    reply::send(
+        &context,
+        &Reply::Error(Error::new(format!(
+            "request timed out after {} ms waiting for PostgreSQL; check that it is reachable, \
+             or raise pgcache.request_timeout_ms",
+            tunables::request_timeout_ms()
+        ))),
+    );
+    raw::REDISMODULE_OK as c_int
+}
+
+unsafe extern "C" fn free_completion(_ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
+    if !privdata.is_null() {
+        // SAFETY: allocated by Box::into_raw in `answer`, freed only here.
+        drop(unsafe { Box::from_raw(privdata as *mut Option<Completion>) });
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}

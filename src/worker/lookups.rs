@@ -1,0 +1,73 @@
+//! Batched single-row lookups: every lookup a worker took at once, grouped by table, is
+//! fetched with ONE query per table. If that query fails, each lookup is retried alone, so
+//! one bad key (or one ambiguous view row) fails only its own request.
+
+use super::blocked::{BlockedClient, contained};
+use crate::error::Error;
+use crate::key::CanonicalPk;
+use crate::pg::fetch;
+use crate::pg::pool::Pool;
+use crate::pg::schema::TableSchema;
+use crate::worker::RowLookup;
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub type PendingLookup = (BlockedClient, Instant, RowLookup);
+
+pub fn run(lookups: Vec<PendingLookup>, pool: &Pool) {
+    let mut by_table: HashMap<*const TableSchema, Vec<PendingLookup>> = HashMap::new();
+    for pending in lookups {
+        by_table
+            .entry(Arc::as_ptr(&pending.2.schema))
+            .or_default()
+            .push(pending);
+    }
+    for (_, group) in by_table {
+        let rows = if group.len() > 1 {
+            catch_unwind(AssertUnwindSafe(|| fetch_group(&group, pool))).unwrap_or(None)
+        } else {
+            None
+        };
+        match rows {
+            Some(rows) => {
+                for ((client, _, lookup), row) in group.into_iter().zip(rows) {
+                    client.answer(contained(|| Ok((lookup.then)(row))));
+                }
+            }
+            None => {
+                for (client, deadline, lookup) in group {
+                    let completion = contained(|| {
+                        let mut conn = pool.get(deadline).map_err(Error::new)?;
+                        let row = fetch::one(&mut conn, &lookup.schema, &lookup.pk)?;
+                        Ok((lookup.then)(row))
+                    });
+                    client.answer(completion);
+                }
+            }
+        }
+    }
+}
+
+/// One query for a group's distinct keys; the row for each lookup in order, or None if the
+/// batch failed.
+fn fetch_group(group: &[PendingLookup], pool: &Pool) -> Option<Vec<Option<String>>> {
+    let deadline = group.iter().map(|(_, d, _)| *d).min()?;
+    let mut distinct: Vec<CanonicalPk> = Vec::new();
+    let mut index_of: HashMap<&str, usize> = HashMap::new();
+    for (_, _, lookup) in group {
+        index_of.entry(lookup.pk.json.as_str()).or_insert_with(|| {
+            distinct.push(lookup.pk.clone());
+            distinct.len() - 1
+        });
+    }
+    let mut conn = pool.get(deadline).ok()?;
+    let rows = fetch::many(&mut conn, &group[0].2.schema, &distinct).ok()?;
+    Some(
+        group
+            .iter()
+            .map(|(_, _, lookup)| rows[index_of[lookup.pk.json.as_str()]].clone())
+            .collect(),
+    )
+}

@@ -1,0 +1,303 @@
+//! The worker pool: PostgreSQL work runs here, never on the Redis event loop.
+//!
+//! A command that needs PostgreSQL blocks only its own client (`RedisModule_BlockClient`
+//! with a timeout) and queues a job on a bounded channel; a full queue is an immediate error.
+//! A worker runs the job on a pooled connection and hands back a *completion*: a closure
+//! that Redis runs on the main thread in the blocked client's reply callback, where it can
+//! write the cache (in the client's DB, replicated) and build the reply without taking the
+//! GIL from a thread. If the timeout fires first, Redis replies the timeout error and later
+//! frees the completion unrun: every request gets exactly one reply.
+//!
+//! Three kinds of job:
+//! - work: any closure on a connection (schema reads, small MULTIREADs, WRITE of a new table);
+//! - lookups (the READ miss): a worker takes every lookup already queued and fetches each
+//!   table's keys in ONE query, so under load misses cost a round trip per batch;
+//! - parts of a split request (a large MULTIREAD), run by several workers at once.
+
+mod blocked;
+mod gather;
+mod lookups;
+
+pub use blocked::{Completion, panic_error};
+
+use crate::error::Error;
+use crate::key::CanonicalPk;
+use crate::pg::pool::{Pool, PooledClient};
+use crate::pg::schema::TableSchema;
+use crate::reply::Reply;
+use crate::tunables;
+use blocked::{BlockedClient, contained, error_completion};
+use crossbeam_channel::{Receiver, Sender};
+use gather::Gather;
+use lookups::PendingLookup;
+use redis_module::{Context, raw};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Runs on a worker with a pooled connection.
+pub type Work = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<Completion, Error> + Send>;
+/// Rows fetched by one part of a split request.
+pub type Rows = Vec<Option<String>>;
+/// One part of a split request.
+pub type Part = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<Rows, Error> + Send>;
+/// Builds the completion from every part's rows, in part order.
+pub type Join = Box<dyn FnOnce(Vec<Rows>) -> Completion + Send>;
+
+/// One row to fetch, and what to do on the main thread with it (None: no such row).
+pub struct RowLookup {
+    pub schema: Arc<TableSchema>,
+    pub pk: CanonicalPk,
+    pub then: Box<dyn FnOnce(Option<String>) -> Completion + Send>,
+}
+
+enum Queued {
+    Work(BlockedClient, Work),
+    Part(Arc<Gather>, usize, Part),
+}
+
+struct Job<T> {
+    deadline: Instant,
+    task: T,
+}
+
+/// Most lookups one worker takes at once; also the most keys in one batched query.
+const MAX_BATCH: usize = 128;
+
+/// Lookups have their own queue, so a worker can take all queued lookups at once without
+/// taking other work away from idle workers.
+struct Queues {
+    work: Sender<Job<Queued>>,
+    lookups: Sender<Job<(BlockedClient, RowLookup)>>,
+}
+
+struct Workers {
+    queues: Queues,
+    threads: Vec<JoinHandle<()>>,
+}
+
+static WORKERS: Mutex<Option<Workers>> = Mutex::new(None);
+static WORKER_COUNT: AtomicUsize = AtomicUsize::new(1);
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Starts `count` workers sharing `pool`, with queues of `queue_size` jobs.
+pub fn start(count: usize, queue_size: usize, pool: Pool) -> std::io::Result<()> {
+    let (work, work_receiver) = crossbeam_channel::bounded(queue_size);
+    let (lookups, lookup_receiver) = crossbeam_channel::bounded(queue_size);
+    let pool = Arc::new(pool);
+    SHUTTING_DOWN.store(false, Ordering::SeqCst);
+    WORKER_COUNT.store(count, Ordering::SeqCst);
+    let mut threads = Vec::with_capacity(count);
+    for i in 0..count {
+        let receivers = (work_receiver.clone(), lookup_receiver.clone());
+        let pool = pool.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("pgcache-worker-{i}"))
+                .spawn(move || run(receivers.0, receivers.1, pool))?,
+        );
+    }
+    *WORKERS.lock().unwrap() = Some(Workers {
+        queues: Queues { work, lookups },
+        threads,
+    });
+    Ok(())
+}
+
+pub fn count() -> usize {
+    WORKER_COUNT.load(Ordering::SeqCst)
+}
+
+/// Stops and joins every worker. Refuses while any client is still blocked by us, because
+/// Redis would later call back into this library's code.
+pub fn stop() -> Result<(), String> {
+    let in_flight = blocked::in_flight();
+    if in_flight > 0 {
+        return Err(format!(
+            "{in_flight} requests are still waiting for PostgreSQL; retry when they are done"
+        ));
+    }
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+    let workers = WORKERS.lock().unwrap().take();
+    if let Some(workers) = workers {
+        drop(workers.queues);
+        for thread in workers.threads {
+            let _ = thread.join();
+        }
+    }
+    Ok(())
+}
+
+fn run(
+    work: Receiver<Job<Queued>>,
+    lookups: Receiver<Job<(BlockedClient, RowLookup)>>,
+    pool: Arc<Pool>,
+) {
+    loop {
+        crossbeam_channel::select! {
+            recv(work) -> job => match job {
+                Ok(job) => run_queued(job, &pool),
+                Err(_) => return,
+            },
+            recv(lookups) -> job => match job {
+                Ok(first) => {
+                    let mut batch: Vec<PendingLookup> = admit_lookup(first).into_iter().collect();
+                    let mut yielded = false;
+                    while batch.len() < MAX_BATCH {
+                        match lookups.try_recv() {
+                            Ok(job) => batch.extend(admit_lookup(job)),
+                            // Woken for a lone lookup: give the main thread one slice to
+                            // queue the misses arriving with it, so they share the query.
+                            Err(_) if !yielded => {
+                                yielded = true;
+                                std::thread::yield_now();
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    lookups::run(batch, &pool);
+                }
+                Err(_) => return,
+            },
+        }
+    }
+}
+
+/// Why a queued job must not run: shutting down, or its client already timed out (a
+/// query would be wasted).
+fn refusal(deadline: Instant) -> Option<Error> {
+    if SHUTTING_DOWN.load(Ordering::SeqCst) {
+        Some(Error::new("pgcache is shutting down"))
+    } else if Instant::now() >= deadline {
+        Some(Error::new("request timed out in the queue"))
+    } else {
+        None
+    }
+}
+
+fn run_queued(job: Job<Queued>, pool: &Pool) {
+    let refused = refusal(job.deadline);
+    match job.task {
+        Queued::Work(client, work) => {
+            let completion = match refused {
+                Some(e) => error_completion(e),
+                None => contained(|| {
+                    let mut conn = pool.get(job.deadline).map_err(Error::new)?;
+                    work(&mut conn)
+                }),
+            };
+            client.answer(completion);
+        }
+        Queued::Part(gather, index, part) => {
+            let result = match refused {
+                Some(e) => Err(e),
+                None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let mut conn = pool.get(job.deadline).map_err(Error::new)?;
+                    part(&mut conn)
+                }))
+                .unwrap_or_else(|panic| Err(panic_error(panic))),
+            };
+            gather.deliver(index, result);
+        }
+    }
+}
+
+fn admit_lookup(job: Job<(BlockedClient, RowLookup)>) -> Option<PendingLookup> {
+    let (client, lookup) = job.task;
+    match refusal(job.deadline) {
+        Some(e) => {
+            client.answer(error_completion(e));
+            None
+        }
+        None => Some((client, job.deadline, lookup)),
+    }
+}
+
+/// Blocks the calling client and queues `work`. Returns the reply to send now: `Blocked`
+/// when queued, or an error when the work cannot wait (inside MULTI or a script), the
+/// queue is full, or the module is stopping.
+pub fn submit(ctx: &Context, work: Work) -> Reply {
+    enqueue(ctx, 1, |queues, client, deadline| {
+        let task = Queued::Work(client, work);
+        queues
+            .work
+            .try_send(Job { deadline, task })
+            .map_err(|e| match e.into_inner().task {
+                Queued::Work(client, _) => client,
+                Queued::Part(..) => unreachable!("sent a Work"),
+            })
+    })
+}
+
+/// Like `submit`, for one row lookup, which workers batch with others of the same table.
+pub fn submit_lookup(ctx: &Context, lookup: RowLookup) -> Reply {
+    enqueue(ctx, 1, |queues, client, deadline| {
+        queues
+            .lookups
+            .try_send(Job {
+                deadline,
+                task: (client, lookup),
+            })
+            .map_err(|e| e.into_inner().task.0)
+    })
+}
+
+/// Like `submit`, for a request split into `parts` that workers run at once; `join` builds
+/// the completion from all their rows.
+pub fn submit_parts(ctx: &Context, parts: Vec<Part>, join: Join) -> Reply {
+    let count = parts.len();
+    enqueue(ctx, count, |queues, client, deadline| {
+        // Only the main thread enqueues, so the room checked by `enqueue` is still there.
+        let gather = Arc::new(Gather::new(client, count, join));
+        for (index, part) in parts.into_iter().enumerate() {
+            let task = Queued::Part(gather.clone(), index, part);
+            if queues.work.try_send(Job { deadline, task }).is_err() {
+                gather.deliver(index, Err(Error::new("the PostgreSQL queue is full")));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Checks that the client may wait and that `jobs` fit in the queue, blocks the client and
+/// lets `send` queue the job(s); `send` hands the client back if its job was refused.
+fn enqueue(
+    ctx: &Context,
+    jobs: usize,
+    send: impl FnOnce(&Queues, BlockedClient, Instant) -> Result<(), BlockedClient>,
+) -> Reply {
+    // SAFETY: main thread, command context.
+    let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
+    if flags & raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING != 0 {
+        return Reply::Error(Error::new(
+            "this needs PostgreSQL, and a command inside MULTI/EXEC or a script cannot wait; \
+             run it outside the transaction (cache hits work inside)",
+        ));
+    }
+    let guard = WORKERS.lock().unwrap();
+    let Some(workers) = guard.as_ref() else {
+        return Reply::Error(Error::new("pgcache is shutting down"));
+    };
+    let queues = &workers.queues;
+    let queue_full = || {
+        Reply::Error(Error::new(format!(
+            "the PostgreSQL queue is full ({} requests waiting); retry later or raise queue_size/workers",
+            queues.work.len() + queues.lookups.len()
+        )))
+    };
+    let room = queues.work.capacity().unwrap_or(usize::MAX) - queues.work.len();
+    if jobs > 1 && room < jobs {
+        return queue_full();
+    }
+    let timeout_ms = tunables::request_timeout_ms();
+    let client = BlockedClient::block(ctx, timeout_ms);
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    match send(queues, client, deadline) {
+        Ok(()) => Reply::Blocked,
+        Err(client) => {
+            client.abort();
+            queue_full()
+        }
+    }
+}
