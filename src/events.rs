@@ -87,18 +87,22 @@ impl EventMask {
     }
 }
 
-/// The event's JSON text, written directly (this runs for every published event).
-pub fn event_json(kind: EventKind, table: &str, key: &str, timestamp_ms: u128) -> String {
+/// Appends the event's JSON text to `out`, written directly (this runs for every event).
+pub fn write_event_json(
+    out: &mut String,
+    kind: EventKind,
+    table: &str,
+    key: &str,
+    timestamp_ms: u128,
+) {
     use std::fmt::Write;
-    let mut out = String::with_capacity(64 + table.len() + key.len() * 2);
     out.push_str("{\"type\":\"");
     out.push_str(kind.name());
     out.push_str("\",\"table\":");
-    push_json_string(&mut out, table);
+    push_json_string(out, table);
     out.push_str(",\"key\":");
-    push_json_string(&mut out, key);
+    push_json_string(out, key);
     let _ = write!(out, ",\"timestamp\":{timestamp_ms}}}");
-    out
 }
 
 fn push_json_string(out: &mut String, s: &str) {
@@ -129,14 +133,36 @@ pub fn now_ms() -> u128 {
 
 /// Publishes one event if its kind is enabled. Main thread only.
 pub fn publish(ctx: &Context, kind: EventKind, table: &str, key: &str) {
+    publish_each(ctx, kind, table, [key]);
+}
+
+/// Publishes one event per key (a MULTIREAD's misses), sharing the channel name and the
+/// message buffer. Main thread only.
+pub fn publish_each<'a>(
+    ctx: &Context,
+    kind: EventKind,
+    table: &str,
+    keys: impl IntoIterator<Item = &'a str>,
+) {
     if !tunables::events().contains(kind) {
         return;
     }
-    let message = ctx.create_string(event_json(kind, table, key, now_ms()));
     let channel = ctx.create_string(tunables::event_channel());
-    // SAFETY: called on the main thread with live strings owned by this frame.
-    unsafe {
-        raw::RedisModule_PublishMessage.unwrap()(ctx.ctx, channel.inner, message.inner);
+    let timestamp = now_ms();
+    let mut message = String::with_capacity(128);
+    for key in keys {
+        message.clear();
+        write_event_json(&mut message, kind, table, key, timestamp);
+        // SAFETY: main thread; the message string is created and freed here.
+        unsafe {
+            let text = raw::RedisModule_CreateString.unwrap()(
+                ctx.ctx,
+                message.as_ptr().cast(),
+                message.len(),
+            );
+            raw::RedisModule_PublishMessage.unwrap()(ctx.ctx, channel.inner, text);
+            raw::RedisModule_FreeString.unwrap()(ctx.ctx, text);
+        }
     }
 }
 
@@ -161,7 +187,14 @@ mod tests {
 
     #[test]
     fn event_json_escapes_like_json() {
-        let text = event_json(EventKind::Write, "we\"ird\\", "{\"s\":\"a\nb\u{1}\"}", 1);
+        let mut text = String::new();
+        write_event_json(
+            &mut text,
+            EventKind::Write,
+            "we\"ird\\",
+            "{\"s\":\"a\nb\u{1}\"}",
+            1,
+        );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["table"], "we\"ird\\");
         assert_eq!(v["key"], "{\"s\":\"a\nb\u{1}\"}");
@@ -169,8 +202,9 @@ mod tests {
 
     #[test]
     fn event_json_has_the_documented_fields() {
-        let v: serde_json::Value =
-            serde_json::from_str(&event_json(EventKind::Miss, "users", r#"{"id":7}"#, 42)).unwrap();
+        let mut text = String::new();
+        write_event_json(&mut text, EventKind::Miss, "users", r#"{"id":7}"#, 42);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["type"], "cache_miss");
         assert_eq!(v["table"], "users");
         assert_eq!(v["key"], r#"{"id":7}"#);

@@ -53,11 +53,13 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
         .iter()
         .map(|k| cache::get(ctx, &schema.cache_key(&k.json)))
         .collect();
-    if tunables::events().contains(EventKind::Hit) {
-        for (k, _) in keys.iter().zip(&slots).filter(|(_, s)| s.is_some()) {
-            events::publish(ctx, EventKind::Hit, &schema.display, &k.json);
-        }
-    }
+    let hits = keys.iter().zip(&slots).filter(|(_, s)| s.is_some());
+    events::publish_each(
+        ctx,
+        EventKind::Hit,
+        &schema.display,
+        hits.map(|(k, _)| k.json.as_str()),
+    );
     if slots.iter().all(Option::is_some) {
         return Ok(Reply::Array(slots.into_iter().map(Reply::from).collect()));
     }
@@ -181,8 +183,9 @@ impl Batch {
                 .map(|k| k.json.as_str())
                 .zip(&rows)
                 .collect();
+            let missed = distinct.iter().map(|k| k.json.as_str());
+            events::publish_each(ctx, EventKind::Miss, &schema.display, missed);
             for (key, row) in distinct.iter().zip(&rows) {
-                events::publish(ctx, EventKind::Miss, &schema.display, &key.json);
                 if let Some(row) = row {
                     cache::store(ctx, &schema.cache_key(&key.json), row, ttl);
                 }
