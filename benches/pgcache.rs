@@ -1,9 +1,9 @@
 //! `make bench`: pgcache against its baselines, side by side in one run, on private servers.
 //!
 //! 1. READ hit vs plain GET of the same value (redis-benchmark, 50 clients, pipeline 1 and 16)
-//! 2. all-miss READ throughput vs the same query run by pgbench at the same concurrency
-//! 3. PING p50/p99 idle and while 20 clients each wait on a 200 ms query
-//! 4. one MULTIREAD of 100 cold keys vs 100 READs of cold keys
+//! 2. one MULTIREAD of 100 cold keys vs 100 READs of cold keys
+//! 3. all-miss READ throughput vs the same query run by pgbench at the same concurrency
+//! 4. PING p50/p99 idle and while 20 clients each wait on a 200 ms query
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -147,7 +147,7 @@ fn pgbench(pg: &Pg, clients: usize, seconds: u64) -> f64 {
 }
 
 fn misses(pg: &Pg) {
-    println!("\n## 2. Miss path: all-miss READ vs the same query through pgbench (50 clients)\n");
+    println!("\n## 3. Miss path: all-miss READ vs the same query through pgbench (50 clients)\n");
     println!(
         "| pgcache workers | READ miss rps | hit share | pgbench tps (prepared, 50 clients) | ratio |"
     );
@@ -192,7 +192,7 @@ fn misses(pg: &Pg) {
 }
 
 fn ping_under_slow_misses(pg: &Pg) {
-    println!("\n## 3. PING latency while 20 clients each wait on a 200 ms query\n");
+    println!("\n## 4. PING latency while 20 clients each wait on a 200 ms query\n");
     let mut args = pg.module_args();
     args.extend(["workers", "24", "pool_size", "24"].map(String::from));
     let redis = Redis::start(&args);
@@ -244,7 +244,7 @@ fn ping_under_slow_misses(pg: &Pg) {
 }
 
 fn multiread_vs_reads(con: &mut redis::Connection) {
-    println!("\n## 4. One MULTIREAD of 100 cold keys vs 100 READs of cold keys\n");
+    println!("\n## 2. One MULTIREAD of 100 cold keys vs 100 READs of cold keys\n");
     let mut reads = Vec::new();
     let mut multis = Vec::new();
     for round in 0..7i64 {
