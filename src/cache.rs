@@ -1,8 +1,36 @@
 //! The cache entries in the Redis keyspace. Main thread only: every function here takes the
 //! command's (or reply callback's) context, whose client decides the selected DB.
 
+use crate::flush;
 use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags, raw};
 use std::cell::RefCell;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+// The DBs pgcache has written entries to: invalidations and flushes visit only these.
+static FILLED_DBS_LOW: AtomicU64 = AtomicU64::new(0);
+static FILLED_DBS_HIGH: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn note_filled_db(ctx: &Context) {
+    // SAFETY: a live context.
+    let db = unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) };
+    if (0..64).contains(&db) {
+        FILLED_DBS_LOW.fetch_or(1 << db, Ordering::Relaxed);
+    } else {
+        let mut high = FILLED_DBS_HIGH.lock().unwrap();
+        if !high.contains(&db) {
+            high.push(db);
+        }
+    }
+}
+
+/// Every DB pgcache has written an entry to since it was loaded.
+pub fn filled_dbs() -> Vec<i32> {
+    let low = FILLED_DBS_LOW.load(Ordering::Relaxed);
+    let mut dbs: Vec<i32> = (0..64).filter(|db| low & (1 << db) != 0).collect();
+    dbs.extend(FILLED_DBS_HIGH.lock().unwrap().iter());
+    dbs
+}
 
 thread_local! {
     // Reused for building key names on the hit path, so a hit allocates nothing of ours.
@@ -16,6 +44,9 @@ pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
         buf.clear();
         buf.extend_from_slice(prefix);
         buf.extend_from_slice(suffix);
+        if flush::bypassed(buf) {
+            return false;
+        }
         // SAFETY: main thread; the key string and the key handle are released before return,
         // and the DMA pointer is only read while the key is open.
         unsafe {
@@ -48,6 +79,9 @@ pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
 
 /// The cached value at `key`, if any (a copy; used where several values are gathered).
 pub fn get(ctx: &Context, key: &str) -> Option<String> {
+    if flush::bypassed(key.as_bytes()) {
+        return None;
+    }
     let name = ctx.create_string(key);
     let key = ctx.open_key(&name);
     key.read()
@@ -84,6 +118,7 @@ pub fn store(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
     if !writable(ctx) {
         return;
     }
+    note_filled_db(ctx);
     let expires_at = crate::events::now_ms() + u128::from(ttl_seconds) * 1000;
     let name = ctx.create_string(key);
     // SAFETY: main thread with the caller's context; every handle is closed or freed here,

@@ -107,6 +107,10 @@ pub struct Settings {
     pub event_channel: String,
     pub events: EventMask,
     pub multiread_max: usize,
+    /// The channel the invalidation listener LISTENs on.
+    pub invalidation_channel: String,
+    /// Whether to run the invalidation listener at all.
+    pub listen: bool,
     /// Registers PGCACHE.DEBUG (fault injection for tests), like Redis's enable-debug-command.
     pub debug_commands: bool,
 }
@@ -145,6 +149,8 @@ impl Default for Settings {
             event_channel: "pg_cache_events".into(),
             events: EventMask::default(),
             multiread_max: 1_000,
+            invalidation_channel: "cache_invalidation".into(),
+            listen: true,
             debug_commands: false,
         }
     }
@@ -195,6 +201,8 @@ pub const SETTING_NAMES: &[&str] = &[
     "event_channel",
     "events",
     "multiread_max",
+    "invalidation_channel",
+    "listen",
     "debug_commands",
 ];
 
@@ -289,6 +297,14 @@ fn parse_int<T: std::str::FromStr + PartialOrd + fmt::Display>(
     }
 }
 
+fn parse_yes_no(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(err(name, format!("expected yes or no, got {value:?}"))),
+    }
+}
+
 /// Validates a TTL in seconds (module argument, CONFIG SET or a command's TTL argument).
 pub fn parse_ttl(value: &str) -> Result<u64, String> {
     match value.parse::<u64>() {
@@ -344,13 +360,14 @@ fn apply(s: &mut Settings, name: &str, value: &str) -> Result<(), ConfigError> {
         }
         "events" => s.events = EventMask::parse(value).map_err(|e| err(name, e))?,
         "multiread_max" => s.multiread_max = parse_int(name, value, 1usize, 100_000)?,
-        "debug_commands" => {
-            s.debug_commands = match value {
-                "yes" => true,
-                "no" => false,
-                _ => return Err(err(name, "expected yes or no")),
+        "invalidation_channel" => {
+            if value.is_empty() {
+                return Err(err(name, "must not be empty"));
             }
+            s.invalidation_channel = value.to_string()
         }
+        "listen" => s.listen = parse_yes_no(name, value)?,
+        "debug_commands" => s.debug_commands = parse_yes_no(name, value)?,
         _ => {
             return Err(err(
                 name,

@@ -8,7 +8,9 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod flush;
 pub mod ident;
+pub mod invalidation;
 pub mod key;
 pub mod pg;
 pub mod reply;
@@ -49,7 +51,7 @@ const MODULE_VERSION: i32 = parse_version_part(env!("CARGO_PKG_VERSION_MAJOR")) 
     + parse_version_part(env!("CARGO_PKG_VERSION_PATCH"));
 
 /// The commands: name, handler, Redis command flags.
-fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 4] {
+fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 5] {
     [
         (
             "pgcache.read",
@@ -69,6 +71,11 @@ fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 4] {
         (
             "pgcache.invalidate",
             Some(command_fn!(commands::write::invalidate)),
+            "write",
+        ),
+        (
+            "pgcache.flush",
+            Some(command_fn!(commands::write::flush)),
             "write",
         ),
     ]
@@ -127,7 +134,7 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
     pg::schema::clear_cache();
 
     let pool = match pg::pool::Pool::new(settings.pg.clone(), settings.pool_size) {
-        Ok(p) => p,
+        Ok(p) => std::sync::Arc::new(p),
         Err(e) => {
             ctx.log_warning(&format!("pgcache: cannot set up TLS to PostgreSQL: {e}"));
             return Status::Err;
@@ -176,8 +183,17 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
         ctx.log_warning("pgcache: a pgcache.* setting in the Redis configuration is invalid");
         return Status::Err;
     }
-    if let Err(e) = worker::start(settings.workers, settings.queue_size, pool) {
+    if let Err(e) = worker::start(settings.workers, settings.queue_size, pool.clone()) {
         ctx.log_warning(&format!("pgcache: cannot start worker threads: {e}"));
+        return Status::Err;
+    }
+    invalidation::init(ctx);
+    if settings.listen
+        && let Err(e) = pg::listener::start(pool, settings.invalidation_channel.clone())
+    {
+        ctx.log_warning(&format!(
+            "pgcache: cannot start the invalidation listener: {e}"
+        ));
         return Status::Err;
     }
     ctx.log_notice(&format!(
@@ -193,16 +209,20 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
 }
 
 fn deinit(ctx: &Context) -> Status {
-    match worker::stop() {
-        Ok(()) => {
-            pg::schema::clear_cache();
-            Status::Ok
-        }
-        Err(e) => {
-            ctx.log_warning(&format!("pgcache: refusing to unload: {e}"));
-            Status::Err
-        }
+    if flush::running() > 0 {
+        ctx.log_warning(
+            "pgcache: refusing to unload while a flush is dropping entries; retry shortly",
+        );
+        return Status::Err;
     }
+    if let Err(e) = worker::stop() {
+        ctx.log_warning(&format!("pgcache: refusing to unload: {e}"));
+        return Status::Err;
+    }
+    pg::listener::stop();
+    invalidation::deinit();
+    pg::schema::clear_cache();
+    Status::Ok
 }
 
 redis_module! {

@@ -216,14 +216,15 @@ fn panics_become_error_replies() {
     );
 }
 
-fn worker_threads(pid: u32) -> usize {
+/// Threads of ours: the workers and the invalidation listener.
+fn pgcache_threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()
         .filter(|t| {
             std::fs::read_to_string(t.path().join("comm"))
                 .unwrap_or_default()
-                .starts_with("pgcache-worker")
+                .starts_with("pgcache-")
         })
         .count()
 }
@@ -234,14 +235,14 @@ fn module_unload_leaves_no_thread_and_it_loads_again() {
     let mut con = stack.con();
     read(&mut con, "users", r#"{"id":1}"#).unwrap();
     let pid = stack.redis.pid();
-    assert_eq!(worker_threads(pid), 3);
+    assert_eq!(pgcache_threads(pid), 3 + 1);
     let _: String = redis::cmd("MODULE")
         .arg("UNLOAD")
         .arg("pgcache")
         .query(&mut con)
         .unwrap();
     wait_for("worker threads to exit", Duration::from_secs(5), || {
-        (worker_threads(pid) == 0).then_some(())
+        (pgcache_threads(pid) == 0).then_some(())
     });
     let mut load = redis::cmd("MODULE");
     load.arg("LOAD").arg(module_path().to_str().unwrap());

@@ -1,10 +1,12 @@
-//! PGCACHE.WRITE <table> <pk_json> <data_json> [ttl] and PGCACHE.INVALIDATE <table> <pk_json>:
+//! PGCACHE.WRITE <table> <pk_json> <data_json> [ttl], PGCACHE.INVALIDATE <table> <pk_json>
+//! and PGCACHE.FLUSH <table>:
 //! cache-only changes (PostgreSQL is not written), replicated like every cache write.
 
 use crate::cache;
 use crate::commands::{ttl_arg, with_schema};
 use crate::error::Error;
 use crate::events::{self, EventKind};
+use crate::flush;
 use crate::key;
 use crate::reply::Reply;
 use crate::tunables;
@@ -53,6 +55,18 @@ pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
         };
         cache::delete(ctx, &schema.cache_key(&pk.json));
         events::publish(ctx, EventKind::Invalidate, &schema.display, &pk.json);
+        Reply::Ok
+    })
+}
+
+/// PGCACHE.FLUSH <table>: drops every cached row of the table, a slice at a time; from the
+/// reply on, none of them is served.
+pub fn flush(ctx: &Context, args: &[&[u8]]) -> Reply {
+    if args.len() != 2 {
+        return Reply::WrongArity;
+    }
+    with_schema(ctx, args[1], |ctx, schema| {
+        flush::start(ctx, &schema.key_prefix);
         Reply::Ok
     })
 }

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::key::CanonicalPk;
 use crate::pg::errors::{is_schema_change, query_error};
-use crate::pg::pool::PooledClient;
+use crate::pg::pool::Connection;
 use crate::pg::schema::{self, TableSchema};
 
 fn on_error(e: postgres::Error, table: &TableSchema) -> Error {
@@ -22,7 +22,7 @@ fn too_many_rows(table: &TableSchema, pk: &str) -> Error {
 
 /// The row with this key as JSON, or None when there is none.
 pub fn one(
-    client: &mut PooledClient,
+    client: &mut Connection,
     table: &TableSchema,
     pk: &CanonicalPk,
 ) -> Result<Option<String>> {
@@ -46,7 +46,7 @@ pub fn one(
 /// must name the same columns (they do for a table with a primary key); keys naming
 /// different column sets (views) are grouped, one query per distinct set.
 pub fn many(
-    client: &mut PooledClient,
+    client: &mut Connection,
     table: &TableSchema,
     keys: &[CanonicalPk],
 ) -> Result<Vec<Option<String>>> {

@@ -2,6 +2,7 @@
 
 pub mod errors;
 pub mod fetch;
+pub mod listener;
 pub mod pool;
 pub mod query;
 pub mod schema;

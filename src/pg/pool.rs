@@ -11,6 +11,7 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 use postgres_openssl::MakeTlsConnector;
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,8 @@ const CONNECT_BACKOFF: Duration = Duration::from_millis(250);
 /// by many different column sets could otherwise grow it without bound).
 const MAX_CACHED_STATEMENTS: usize = 256;
 
-struct Conn {
+/// One PostgreSQL session with its prepared statements.
+pub struct Connection {
     client: Client,
     statement_timeout_ms: u64,
     /// Statements by SQL text: a lookup is then one round trip instead of two.
@@ -30,7 +32,7 @@ struct Conn {
 
 #[derive(Default)]
 struct State {
-    idle: Vec<Conn>,
+    idle: Vec<Connection>,
     open: usize,
     in_use: usize,
     last_connect_failure: Option<(Instant, String)>,
@@ -47,7 +49,7 @@ pub struct Pool {
 /// A connection on loan; it goes back to the pool when dropped.
 pub struct PooledClient<'a> {
     pool: &'a Pool,
-    conn: Option<Conn>,
+    conn: Option<Connection>,
 }
 
 impl Drop for PooledClient<'_> {
@@ -120,7 +122,7 @@ impl Pool {
                 state.open += 1;
                 state.in_use += 1;
                 drop(state);
-                match self.connect(deadline) {
+                match self.connect(deadline, "pgcache") {
                     Ok(conn) => {
                         self.state.lock().unwrap().last_connect_failure = None;
                         break conn;
@@ -154,7 +156,17 @@ impl Pool {
         Ok(client)
     }
 
-    fn connect(&self, deadline: Instant) -> Result<Conn, String> {
+    /// A connection outside the pool's count, for a long-lived user (the listener), shown
+    /// in pg_stat_activity as `application_name`.
+    pub fn connect_dedicated(
+        &self,
+        timeout: Duration,
+        application_name: &str,
+    ) -> Result<Connection, String> {
+        self.connect(Instant::now() + timeout, application_name)
+    }
+
+    fn connect(&self, deadline: Instant, application_name: &str) -> Result<Connection, String> {
         let s = &self.settings;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let timeout = s
@@ -168,7 +180,7 @@ impl Pool {
             .port(s.port)
             .dbname(&s.database)
             .user(&s.user)
-            .application_name("pgcache")
+            .application_name(application_name)
             .connect_timeout(timeout)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
@@ -186,7 +198,7 @@ impl Pool {
             Some(tls) => config.connect(tls.clone()),
         };
         result
-            .map(|client| Conn {
+            .map(|client| Connection {
                 client,
                 statement_timeout_ms,
                 statements: HashMap::new(),
@@ -202,14 +214,14 @@ impl Pool {
     }
 }
 
-impl PooledClient<'_> {
+impl Connection {
     /// Runs `sql` as a prepared statement, preparing it once per connection.
     pub fn query(
         &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, postgres::Error> {
-        let conn = self.conn.as_mut().expect("present until drop");
+        let conn = self;
         let statement = match conn.statements.get(sql) {
             Some(statement) => statement.clone(),
             None => {
@@ -232,7 +244,7 @@ impl PooledClient<'_> {
     /// Brings the session's statement_timeout in line with the setting after CONFIG SET.
     fn apply_statement_timeout(&mut self) -> Result<(), String> {
         let wanted = tunables::statement_timeout_ms();
-        let conn = self.conn.as_mut().expect("present until drop");
+        let conn = self;
         if conn.statement_timeout_ms != wanted {
             conn.client
                 .batch_execute(&format!("SET statement_timeout = {wanted}"))
@@ -240,5 +252,25 @@ impl PooledClient<'_> {
             conn.statement_timeout_ms = wanted;
         }
         Ok(())
+    }
+}
+
+impl Connection {
+    /// The driver's client, for what the pool does not wrap (LISTEN and notifications).
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl Deref for PooledClient<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("present until drop")
+    }
+}
+
+impl DerefMut for PooledClient<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("present until drop")
     }
 }

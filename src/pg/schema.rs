@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::ident::{QualifiedName, parse_table};
 use crate::key::{KeyColumns, KeyKind, cache_key};
 use crate::pg::errors::describe;
-use crate::pg::pool::PooledClient;
+use crate::pg::pool::Connection;
 use crate::pg::query::{self, KeyParam};
 use crate::tunables;
 use std::borrow::Cow;
@@ -91,6 +91,31 @@ impl TableSchema {
                 &self.sql_name,
                 &self.key_params(columns),
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+impl TableSchema {
+    /// A schema as the catalog would describe a table in `public`.
+    pub fn for_tests(
+        name: &str,
+        columns: Vec<Column>,
+        mut primary_key: Vec<String>,
+    ) -> TableSchema {
+        primary_key.sort();
+        let name = QualifiedName {
+            schema: "public".into(),
+            name: name.into(),
+        };
+        TableSchema {
+            display: name.display(),
+            sql_name: name.quoted(),
+            key_prefix: cache_key("pg_cache:", &name.display(), ""),
+            name,
+            columns,
+            primary_key,
+            primary_key_sql: (String::new(), String::new()),
         }
     }
 }
@@ -233,7 +258,7 @@ fn remember(table_arg: &str, schema: Arc<TableSchema>) {
 }
 
 /// The schema of `table_arg`, from the cache or the catalog. Worker threads only.
-pub fn resolve(client: &mut PooledClient, table_arg: &str) -> Result<Arc<TableSchema>> {
+pub fn resolve(client: &mut Connection, table_arg: &str) -> Result<Arc<TableSchema>> {
     if let Some(schema) = cached(table_arg.as_bytes()) {
         return Ok(schema);
     }
@@ -260,7 +285,7 @@ const COLUMNS_SQL: &str = "SELECT a.attname::text, \
      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
      ORDER BY a.attnum";
 
-fn load(client: &mut PooledClient, name: QualifiedName) -> Result<TableSchema> {
+fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
     let catalog_error =
         |e: postgres::Error| Error::new(format!("PostgreSQL unavailable: {}", describe(&e)));
     let rows = client

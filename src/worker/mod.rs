@@ -82,10 +82,9 @@ static WORKER_COUNT: AtomicUsize = AtomicUsize::new(1);
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 
 /// Starts `count` workers sharing `pool`, with queues of `queue_size` jobs.
-pub fn start(count: usize, queue_size: usize, pool: Pool) -> std::io::Result<()> {
+pub fn start(count: usize, queue_size: usize, pool: Arc<Pool>) -> std::io::Result<()> {
     let (work, work_receiver) = crossbeam_channel::bounded(queue_size);
     let (lookups, lookup_receiver) = crossbeam_channel::bounded(queue_size);
-    let pool = Arc::new(pool);
     SHUTTING_DOWN.store(false, Ordering::SeqCst);
     WORKER_COUNT.store(count, Ordering::SeqCst);
     let mut threads = Vec::with_capacity(count);

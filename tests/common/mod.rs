@@ -583,6 +583,18 @@ pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
+/// The shipped trigger SQL, installed by tests that need invalidation from PostgreSQL.
+pub const TRIGGER_SQL: &str = include_str!("../../examples/invalidation_trigger.sql");
+
+/// Waits until `key` no longer exists.
+pub fn wait_gone(con: &mut redis::Connection, key: &str) {
+    wait_for(
+        &format!("{key} to be invalidated"),
+        Duration::from_secs(10),
+        || (!redis::cmd("EXISTS").arg(key).query::<bool>(con).unwrap()).then_some(()),
+    );
+}
+
 pub const USERS_SQL: &str = "
     CREATE TABLE users (id integer PRIMARY KEY, name text NOT NULL, email text);
     INSERT INTO users SELECT g, 'user' || g, 'user' || g || '@example.com' FROM generate_series(1, 200) g;

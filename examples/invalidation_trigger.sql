@@ -1,0 +1,90 @@
+-- pgcache invalidation triggers.
+--
+-- Install once per database:   psql -f examples/invalidation_trigger.sql
+-- Watch a table:               SELECT pgcache_watch('users');   -- or 'sales.orders'
+-- Stop watching:               SELECT pgcache_unwatch('users');
+--
+-- After each INSERT, UPDATE, DELETE or TRUNCATE statement, PostgreSQL sends on the channel
+-- `cache_invalidation` (change it with: ALTER DATABASE app SET pgcache.channel = 'other')
+-- only the table and the primary-key values of the changed rows, for example
+--   {"table":"public.users","op":"UPDATE","keys":[{"id":7}]}
+-- in as many notifications as needed to keep each one under 6000 bytes (PostgreSQL's limit
+-- is 8000), so wide rows and bulk statements never fail their transaction. An UPDATE that
+-- changes the primary key sends the old and the new key. Tables without a primary key and
+-- TRUNCATE send {"table":..., "flush":true}: pgcache then drops all of that table's rows.
+-- NOTIFY is transactional: nothing is sent for a transaction that rolls back.
+
+CREATE OR REPLACE FUNCTION pgcache_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    channel text := coalesce(nullif(current_setting('pgcache.channel', true), ''), 'cache_invalidation');
+    tbl text := quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME);
+    old_keys jsonb := '[]';
+    new_keys jsonb := '[]';
+    payload text;
+BEGIN
+    IF TG_OP = 'TRUNCATE' OR TG_NARGS = 0 THEN
+        PERFORM pg_notify(channel, json_build_object('table', tbl, 'op', TG_OP, 'flush', true)::text);
+        RETURN NULL;
+    END IF;
+    -- The transition tables hold the changed rows; only the key columns (the trigger's
+    -- arguments) are sent. Each table is read only by the event that has it.
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        SELECT coalesce(jsonb_agg((SELECT jsonb_object_agg(c, to_jsonb(o) -> c) FROM unnest(TG_ARGV) AS c)), '[]')
+          INTO old_keys FROM old_rows o;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        SELECT coalesce(jsonb_agg((SELECT jsonb_object_agg(c, to_jsonb(n) -> c) FROM unnest(TG_ARGV) AS c)), '[]')
+          INTO new_keys FROM new_rows n;
+    END IF;
+    FOR payload IN
+        WITH changed AS (
+            SELECT DISTINCT value AS key FROM jsonb_array_elements(old_keys || new_keys)
+        ),
+        sized AS (
+            SELECT key, sum(length(key::text) + 1) OVER (ORDER BY key::text) / 6000 AS chunk
+            FROM changed
+        )
+        SELECT json_build_object('table', tbl, 'op', TG_OP, 'keys', json_agg(key))::text
+        FROM sized GROUP BY chunk
+    LOOP
+        PERFORM pg_notify(channel, payload);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+-- Statement-level triggers cannot name a transition table that their event does not have,
+-- so each event gets its own trigger.
+CREATE OR REPLACE FUNCTION pgcache_watch(tbl regclass) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    key_columns text;
+BEGIN
+    SELECT string_agg(quote_literal(a.attname), ', ' ORDER BY array_position(i.indkey, a.attnum))
+      INTO key_columns
+      FROM pg_index i
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+     WHERE i.indrelid = tbl AND i.indisprimary;
+    key_columns := coalesce(key_columns, '');
+    PERFORM pgcache_unwatch(tbl);
+    EXECUTE format('CREATE TRIGGER pgcache_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION pgcache_notify(%s)', tbl, key_columns);
+    EXECUTE format('CREATE TRIGGER pgcache_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION pgcache_notify(%s)', tbl, key_columns);
+    EXECUTE format('CREATE TRIGGER pgcache_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION pgcache_notify(%s)', tbl, key_columns);
+    EXECUTE format('CREATE TRIGGER pgcache_truncate AFTER TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION pgcache_notify()', tbl);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION pgcache_unwatch(tbl regclass) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('DROP TRIGGER IF EXISTS pgcache_insert ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS pgcache_update ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS pgcache_delete ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS pgcache_truncate ON %s', tbl);
+END;
+$$;

@@ -1,0 +1,153 @@
+//! Dropping many cache entries without blocking the event loop: PGCACHE.FLUSH of a table,
+//! and everything after the invalidation listener reconnects (notifications sent while it
+//! was away are lost).
+//!
+//! A flush deletes its keys a slice at a time from a Redis timer, in every DB pgcache has
+//! filled. From the moment it starts until it ends, hits under its key prefix are treated as
+//! misses, so no entry cached before the flush is served while the deletion is under way.
+//! Entries filled during the flush may be deleted again by it; that costs a miss, never
+//! staleness.
+
+use crate::cache;
+use redis_module::{Context, raw};
+use std::os::raw::c_void;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Main-thread time one timer tick may spend deleting.
+const SLICE: Duration = Duration::from_millis(2);
+
+struct Flush {
+    /// Keys starting with this are dropped (`pg_cache:` for everything,
+    /// `pg_cache:users:` for one table).
+    prefix: Vec<u8>,
+    dbs: Vec<i32>,
+    cursor: Cursor,
+    deleted: u64,
+}
+
+struct Cursor(*mut raw::RedisModuleScanCursor);
+// SAFETY: the cursor is only used with the Redis lock held.
+unsafe impl Send for Cursor {}
+
+/// Flushes under way. Only touched with the Redis lock held (main thread, or the listener
+/// holding the lock), so the mutex is never contended.
+static ACTIVE: Mutex<Vec<Flush>> = Mutex::new(Vec::new());
+/// How many flushes are under way: the hit path's one check when there are none.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+pub fn running() -> usize {
+    RUNNING.load(Ordering::SeqCst)
+}
+
+/// Whether a cache key must not be served because a flush covering it is under way.
+/// Main thread only.
+pub fn bypassed(key: &[u8]) -> bool {
+    RUNNING.load(Ordering::Relaxed) > 0
+        && ACTIVE
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|f| key.starts_with(&f.prefix))
+}
+
+/// Starts dropping every key under `prefix`. Main thread (or a thread holding the lock).
+pub fn start(ctx: &Context, prefix: &str) {
+    let dbs = cache::filled_dbs();
+    // SAFETY: the cursor is freed when the flush ends.
+    let cursor = Cursor(unsafe { raw::RedisModule_ScanCursorCreate.unwrap()() });
+    ACTIVE.lock().unwrap().push(Flush {
+        prefix: prefix.as_bytes().to_vec(),
+        dbs,
+        cursor,
+        deleted: 0,
+    });
+    if RUNNING.fetch_add(1, Ordering::SeqCst) == 0 {
+        schedule(ctx);
+    }
+}
+
+fn schedule(ctx: &Context) {
+    // SAFETY: timers are created with the lock held; the callback only touches main-thread
+    // state.
+    unsafe {
+        raw::RedisModule_CreateTimer.unwrap()(ctx.ctx, 0, Some(tick), std::ptr::null_mut());
+    }
+}
+
+extern "C" fn tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    let context = Context::new(ctx);
+    let deadline = Instant::now() + SLICE;
+    let finished: Vec<Flush> = {
+        let mut active = ACTIVE.lock().unwrap();
+        for flush in active.iter_mut() {
+            while Instant::now() < deadline && step(&context, flush) {}
+        }
+        let (done, rest): (Vec<Flush>, Vec<Flush>) =
+            active.drain(..).partition(|f| f.dbs.is_empty());
+        *active = rest;
+        done
+    };
+    for flush in finished {
+        // SAFETY: created in `start`, used by no one else.
+        unsafe { raw::RedisModule_ScanCursorDestroy.unwrap()(flush.cursor.0) };
+        context.log_notice(&format!(
+            "pgcache: flush of {} done, {} entries dropped",
+            String::from_utf8_lossy(&flush.prefix),
+            flush.deleted
+        ));
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+    }
+    if RUNNING.load(Ordering::SeqCst) > 0 {
+        schedule(&context);
+    }
+}
+
+/// Scans one step of the current DB and deletes what matched; false when this flush is
+/// out of DBs (done) or of time for this step.
+fn step(ctx: &Context, flush: &mut Flush) -> bool {
+    let Some(&db) = flush.dbs.first() else {
+        return false;
+    };
+    let mut found: (Vec<u8>, Vec<Vec<u8>>) = (flush.prefix.clone(), Vec::new());
+    // SAFETY: main thread with the lock; the callback only reads the key name.
+    let more = unsafe {
+        raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db);
+        raw::RedisModule_Scan.unwrap()(
+            ctx.ctx,
+            flush.cursor.0,
+            Some(collect),
+            (&mut found as *mut (Vec<u8>, Vec<Vec<u8>>)).cast(),
+        )
+    };
+    for key in &found.1 {
+        cache::delete(ctx, &String::from_utf8_lossy(key));
+        flush.deleted += 1;
+    }
+    if more == 0 {
+        flush.dbs.remove(0);
+        // SAFETY: restarting our own cursor for the next DB.
+        unsafe { raw::RedisModule_ScanCursorRestart.unwrap()(flush.cursor.0) };
+    }
+    true
+}
+
+extern "C" fn collect(
+    _ctx: *mut raw::RedisModuleCtx,
+    name: *mut raw::RedisModuleString,
+    _key: *mut raw::RedisModuleKey,
+    privdata: *mut c_void,
+) {
+    // SAFETY: privdata is the (prefix, found) pair passed by `step`, alive during the scan.
+    let (prefix, found) = unsafe { &mut *(privdata as *mut (Vec<u8>, Vec<Vec<u8>>)) };
+    let mut len = 0usize;
+    // SAFETY: Redis passes a live key name.
+    let bytes = unsafe {
+        let ptr = raw::RedisModule_StringPtrLen.unwrap()(name, &mut len);
+        std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+    };
+    if bytes.starts_with(prefix) {
+        found.push(bytes.to_vec());
+    }
+}

@@ -1,0 +1,329 @@
+//! The invalidation listener: a dedicated PostgreSQL connection that LISTENs on the
+//! invalidation channel and turns each notification into cache keys to delete. It runs on
+//! its own thread; keys are resolved and canonicalised here, and only the deletion itself
+//! takes the Redis lock (see `invalidation`).
+//!
+//! Two payload shapes are accepted:
+//! - pgcache's trigger (examples/invalidation_trigger.sql):
+//!   `{"table":"public.users","keys":[{"id":1},{"id":2}]}` — primary-key values only, so
+//!   payloads stay far below PostgreSQL's 8000-byte NOTIFY limit whatever the row width;
+//! - the original module's: `{"table":"users","operation":"UPDATE","old_data":{..},
+//!   "new_data":{..}}` — the key is taken from both rows, so an UPDATE that changes the
+//!   primary key invalidates the old and the new key.
+
+use crate::ident::quote_ident;
+use crate::invalidation;
+use crate::key::{self, CanonicalPk};
+use crate::pg::errors::describe;
+use crate::pg::pool::{Connection, Pool};
+use crate::pg::schema::{self, TableSchema};
+use postgres::fallible_iterator::FallibleIterator;
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One notification, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload {
+    pub table: String,
+    /// Objects holding (at least) the key columns: keys, or whole old/new rows.
+    pub rows: Vec<Value>,
+    /// Every entry of the table is to go.
+    pub flush: bool,
+}
+
+/// Parses a notification payload of either accepted shape.
+pub fn parse_payload(text: &str) -> Result<Payload, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
+    let table = value
+        .get("table")
+        .and_then(Value::as_str)
+        .ok_or("no \"table\" string")?
+        .to_string();
+    if value.get("flush") == Some(&Value::Bool(true)) {
+        return Ok(Payload {
+            table,
+            rows: Vec::new(),
+            flush: true,
+        });
+    }
+    let rows: Vec<Value> = if let Some(keys) = value.get("keys") {
+        keys.as_array().ok_or("\"keys\" is not an array")?.clone()
+    } else if value.get("old_data").is_some() || value.get("new_data").is_some() {
+        ["old_data", "new_data"]
+            .iter()
+            .filter_map(|k| value.get(*k))
+            .filter(|v| v.is_object())
+            .cloned()
+            .collect()
+    } else {
+        return Err("neither \"keys\" nor \"old_data\"/\"new_data\"".into());
+    };
+    Ok(Payload {
+        table,
+        rows,
+        flush: false,
+    })
+}
+
+/// The canonical keys a payload names, given the table's schema.
+pub fn keys_of(payload: &Payload, schema: &TableSchema) -> Result<Vec<CanonicalPk>, String> {
+    if schema.primary_key.is_empty() {
+        return Err(format!(
+            "{} has no primary key, so a notification cannot name its cache keys",
+            schema.display
+        ));
+    }
+    let mut keys: Vec<CanonicalPk> = Vec::new();
+    for row in &payload.rows {
+        let Value::Object(fields) = row else {
+            return Err("a key is not a JSON object".into());
+        };
+        let mut pk = serde_json::Map::new();
+        for column in &schema.primary_key {
+            let value = fields
+                .get(column)
+                .ok_or_else(|| format!("no value for key column {column:?}"))?;
+            pk.insert(column.clone(), value.clone());
+        }
+        let canonical = key::canonicalise_value(&Value::Object(pk), schema)?;
+        if !keys.contains(&canonical) {
+            keys.push(canonical);
+        }
+    }
+    Ok(keys)
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static CONNECTED: AtomicBool = AtomicBool::new(false);
+static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
+
+pub fn connected() -> bool {
+    CONNECTED.load(Ordering::SeqCst)
+}
+
+/// Starts the listener thread on `channel`.
+pub fn start(pool: Arc<Pool>, channel: String) -> std::io::Result<()> {
+    STOP.store(false, Ordering::SeqCst);
+    let handle = std::thread::Builder::new()
+        .name("pgcache-listener".into())
+        .spawn(move || run(&pool, &channel))?;
+    *THREAD.lock().unwrap() = Some(handle);
+    Ok(())
+}
+
+/// Stops the listener thread and waits for it.
+pub fn stop() {
+    STOP.store(true, Ordering::SeqCst);
+    if let Some(handle) = THREAD.lock().unwrap().take() {
+        let _ = handle.join();
+    }
+}
+
+fn stopping() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Sleeps up to `total`, waking early when asked to stop.
+fn pause(total: Duration) {
+    let until = Instant::now() + total;
+    while !stopping() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run(pool: &Pool, channel: &str) {
+    let mut backoff = Duration::from_millis(100);
+    let mut connected_before = false;
+    while !stopping() {
+        match listen(pool, channel) {
+            Ok(mut conn) => {
+                backoff = Duration::from_millis(100);
+                CONNECTED.store(true, Ordering::SeqCst);
+                if connected_before {
+                    // Notifications sent while we were away are lost: nothing cached
+                    // before this point may be trusted.
+                    invalidation::distrust_everything(stopping);
+                }
+                connected_before = true;
+                redis_module::logging::log_notice(format!(
+                    "pgcache: listening for invalidations on channel {channel}"
+                ));
+                let reason = receive(&mut conn);
+                CONNECTED.store(false, Ordering::SeqCst);
+                if !stopping() {
+                    redis_module::logging::log_warning(format!(
+                        "pgcache: invalidation listener lost its connection ({reason}); reconnecting"
+                    ));
+                }
+            }
+            Err(reason) => {
+                redis_module::logging::log_warning(format!(
+                    "pgcache: invalidation listener cannot connect ({reason}); retrying in {} ms",
+                    backoff.as_millis()
+                ));
+                pause(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn listen(pool: &Pool, channel: &str) -> Result<Connection, String> {
+    let mut conn = pool.connect_dedicated(Duration::from_secs(5), "pgcache-listener")?;
+    conn.client()
+        .batch_execute(&format!("LISTEN {}", quote_ident(channel)))
+        .map_err(|e| describe(&e))?;
+    Ok(conn)
+}
+
+/// How often an idle listener checks that its connection is still alive.
+const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Handles notifications until the connection fails (returns why) or the thread stops.
+fn receive(conn: &mut Connection) -> String {
+    let mut last_check = Instant::now();
+    while !stopping() {
+        let mut payloads = Vec::new();
+        {
+            let mut notifications = conn.client().notifications();
+            let mut iter = notifications.timeout_iter(Duration::from_millis(100));
+            loop {
+                match iter.next() {
+                    Ok(Some(n)) => payloads.push(n.payload().to_string()),
+                    Ok(None) => break,
+                    Err(e) => return describe(&e),
+                }
+                if payloads.len() >= 1000 {
+                    break;
+                }
+            }
+        }
+        if !payloads.is_empty() {
+            handle(conn, &payloads);
+        }
+        if conn.client().is_closed() {
+            return "connection closed".into();
+        }
+        if last_check.elapsed() >= LIVENESS_INTERVAL {
+            if let Err(e) = conn.client().batch_execute("SELECT 1") {
+                return describe(&e);
+            }
+            last_check = Instant::now();
+        }
+    }
+    "stopping".into()
+}
+
+fn handle(conn: &mut Connection, payloads: &[String]) {
+    let mut changes = invalidation::Changes::default();
+    for text in payloads {
+        let result = parse_payload(text).and_then(|payload| {
+            let schema = schema::resolve(conn, &payload.table).map_err(|e| e.0)?;
+            if payload.flush || schema.primary_key.is_empty() {
+                changes.flush(schema);
+            } else {
+                for key in keys_of(&payload, &schema)? {
+                    changes.delete(schema.clone(), key);
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            redis_module::logging::log_warning(format!(
+                "pgcache: ignoring invalidation notification: {e}; payload: {}",
+                text.chars().take(200).collect::<String>()
+            ));
+        }
+    }
+    invalidation::apply_from_thread(changes, stopping);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KeyKind;
+    use crate::pg::schema::Column;
+
+    fn users() -> TableSchema {
+        TableSchema::for_tests(
+            "users",
+            vec![
+                Column {
+                    name: "id".into(),
+                    cast_type: "integer".into(),
+                    kind: KeyKind::Integer {
+                        min: i32::MIN.into(),
+                        max: i32::MAX.into(),
+                    },
+                },
+                Column {
+                    name: "name".into(),
+                    cast_type: "text".into(),
+                    kind: KeyKind::Text,
+                },
+            ],
+            vec!["id".into()],
+        )
+    }
+
+    #[test]
+    fn pgcache_payloads_name_keys() {
+        let p =
+            parse_payload(r#"{"table":"public.users","op":"UPDATE","keys":[{"id":1},{"id":"2"}]}"#)
+                .unwrap();
+        assert_eq!(p.table, "public.users");
+        let keys: Vec<String> = keys_of(&p, &users())
+            .unwrap()
+            .into_iter()
+            .map(|k| k.json)
+            .collect();
+        assert_eq!(keys, vec![r#"{"id":1}"#, r#"{"id":2}"#]);
+    }
+
+    #[test]
+    fn original_payloads_take_keys_from_old_and_new_rows() {
+        let p = parse_payload(
+            r#"{"table":"users","operation":"UPDATE","old_data":{"id":1,"name":"a"},"new_data":{"id":5,"name":"a"}}"#,
+        )
+        .unwrap();
+        let keys: Vec<String> = keys_of(&p, &users())
+            .unwrap()
+            .into_iter()
+            .map(|k| k.json)
+            .collect();
+        assert_eq!(keys, vec![r#"{"id":1}"#, r#"{"id":5}"#]);
+        let insert = parse_payload(r#"{"table":"users","operation":"INSERT","old_data":null,"new_data":{"id":3,"name":"x"}}"#).unwrap();
+        assert_eq!(keys_of(&insert, &users()).unwrap().len(), 1);
+        let same = parse_payload(
+            r#"{"table":"users","operation":"UPDATE","old_data":{"id":3},"new_data":{"id":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(keys_of(&same, &users()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn flush_payloads_name_no_keys() {
+        let p = parse_payload(r#"{"table":"public.users","op":"TRUNCATE","flush":true}"#).unwrap();
+        assert!(p.flush && p.rows.is_empty());
+    }
+
+    #[test]
+    fn bad_payloads_say_why() {
+        assert!(parse_payload("nope").unwrap_err().contains("not JSON"));
+        assert!(
+            parse_payload(r#"{"keys":[]}"#)
+                .unwrap_err()
+                .contains("table")
+        );
+        assert!(
+            parse_payload(r#"{"table":"t"}"#)
+                .unwrap_err()
+                .contains("keys")
+        );
+        let p = parse_payload(r#"{"table":"users","keys":[{"name":"x"}]}"#).unwrap();
+        assert!(keys_of(&p, &users()).unwrap_err().contains("key column"));
+    }
+}

@@ -1,0 +1,276 @@
+//! Invalidation driven by PostgreSQL: the shipped trigger, the original payload shape,
+//! replication, reconnects, and PGCACHE.FLUSH.
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn watched_users() -> Stack {
+    let stack = Stack::start(&format!("{USERS_SQL} {TRIGGER_SQL}"));
+    stack.pg.execute("SELECT pgcache_watch('users')");
+    stack
+}
+
+const KEY7: &str = r#"pg_cache:users:{"id":7}"#;
+
+#[test]
+fn committed_changes_remove_entries() {
+    let stack = watched_users();
+    let mut con = stack.con();
+    for id in [7, 8, 9, 10] {
+        read(&mut con, "users", &format!(r#"{{"id":{id}}}"#))
+            .unwrap()
+            .unwrap();
+    }
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'seven' WHERE id = 7");
+    wait_gone(&mut con, KEY7);
+    assert_eq!(
+        json(&read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap())["name"],
+        "seven"
+    );
+
+    stack.pg.execute("DELETE FROM users WHERE id = 8");
+    wait_gone(&mut con, r#"pg_cache:users:{"id":8}"#);
+    assert_eq!(read(&mut con, "users", r#"{"id":8}"#).unwrap(), None);
+
+    // A key change invalidates the old and the new key.
+    read(&mut con, "users", r#"{"id":9}"#).unwrap().unwrap();
+    stack.pg.execute("UPDATE users SET id = 5000 WHERE id = 9");
+    wait_gone(&mut con, r#"pg_cache:users:{"id":9}"#);
+
+    // A rolled-back transaction sends nothing: the entry stays.
+    let mut pg = stack.pg.client();
+    let mut tx = pg.transaction().unwrap();
+    tx.batch_execute("UPDATE users SET name = 'never' WHERE id = 10")
+        .unwrap();
+    tx.rollback().unwrap();
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'marker' WHERE id = 7"); // a later notification
+    wait_gone(&mut con, KEY7);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(r#"pg_cache:users:{"id":10}"#)
+        .query(&mut con)
+        .unwrap();
+    assert!(exists);
+}
+
+#[test]
+fn composite_and_numeric_keys_and_wide_rows() {
+    let stack = Stack::start(&format!(
+        "{TRIGGER_SQL}
+         CREATE TABLE stock (region text, sku numeric(10,2), qty integer, notes text, PRIMARY KEY (region, sku));
+         INSERT INTO stock VALUES ('eu', 1.50, 1, ''), ('us', 2.00, 2, '');
+         SELECT pgcache_watch('stock');"
+    ));
+    let mut con = stack.con();
+    read(&mut con, "stock", r#"{"sku":1.5,"region":"eu"}"#)
+        .unwrap()
+        .unwrap();
+    let key = r#"pg_cache:stock:{"region":"eu","sku":1.5}"#;
+    // A 100 kB row: the original row_to_json trigger would fail this transaction.
+    stack
+        .pg
+        .execute("UPDATE stock SET qty = 10, notes = repeat('x', 100000) WHERE region = 'eu'");
+    wait_gone(&mut con, key);
+    assert_eq!(
+        json(
+            &read(&mut con, "stock", r#"{"region":"eu","sku":"1.50"}"#)
+                .unwrap()
+                .unwrap()
+        )["qty"],
+        10
+    );
+}
+
+#[test]
+fn bulk_statements_split_into_small_notifications() {
+    let stack = watched_users();
+    let mut con = stack.con();
+    let keys: Vec<String> = (1..=200).map(|id| format!(r#"{{"id":{id}}}"#)).collect();
+    let _: Vec<Option<String>> = redis::cmd("PGCACHE.MULTIREAD")
+        .arg("users")
+        .arg(format!("[{}]", keys.join(",")))
+        .query(&mut con)
+        .unwrap();
+    stack.pg.execute("UPDATE users SET name = upper(name)");
+    wait_for(
+        "all 200 entries invalidated",
+        Duration::from_secs(10),
+        || {
+            let left: Vec<String> = redis::cmd("KEYS")
+                .arg("pg_cache:users:*")
+                .query(&mut con)
+                .unwrap();
+            left.is_empty().then_some(())
+        },
+    );
+}
+
+#[test]
+fn the_original_payload_shape_is_accepted() {
+    // The trigger from the original module's README.
+    let stack = Stack::start(&format!(
+        "{USERS_SQL}
+         CREATE OR REPLACE FUNCTION notify_cache_invalidation() RETURNS trigger AS $$
+         BEGIN
+             PERFORM pg_notify('cache_invalidation', json_build_object(
+                 'table', TG_TABLE_NAME, 'operation', TG_OP,
+                 'old_data', row_to_json(OLD), 'new_data', row_to_json(NEW))::text);
+             RETURN COALESCE(NEW, OLD);
+         END;
+         $$ LANGUAGE plpgsql;
+         CREATE TRIGGER users_cache_trigger AFTER INSERT OR UPDATE OR DELETE ON users
+             FOR EACH ROW EXECUTE FUNCTION notify_cache_invalidation();"
+    ));
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap();
+    read(&mut con, "users", r#"{"id":3}"#).unwrap().unwrap();
+    stack.pg.execute("UPDATE users SET name = 'x' WHERE id = 7");
+    wait_gone(&mut con, KEY7);
+    stack.pg.execute("UPDATE users SET id = 3000 WHERE id = 3");
+    wait_gone(&mut con, r#"pg_cache:users:{"id":3}"#);
+}
+
+#[test]
+fn truncate_and_tables_without_keys_flush_the_table() {
+    let stack = Stack::start(&format!(
+        "{USERS_SQL} {TRIGGER_SQL}
+         CREATE TABLE tags (tag text, n integer); INSERT INTO tags VALUES ('a', 1), ('b', 2);
+         SELECT pgcache_watch('users'); SELECT pgcache_watch('tags');"
+    ));
+    let mut con = stack.con();
+    read(&mut con, "tags", r#"{"tag":"a"}"#).unwrap().unwrap();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap().unwrap();
+    stack.pg.execute("UPDATE tags SET n = 10 WHERE tag = 'b'");
+    wait_gone(&mut con, r#"pg_cache:tags:{"tag":"a"}"#);
+    stack.pg.execute("TRUNCATE users");
+    wait_gone(&mut con, r#"pg_cache:users:{"id":1}"#);
+    assert_eq!(read(&mut con, "users", r#"{"id":1}"#).unwrap(), None);
+}
+
+#[test]
+fn invalidations_replicate_and_reach_every_filled_db() {
+    let stack = watched_users();
+    let replica = Redis::start_with(
+        &stack.pg.module_args(),
+        &["--replicaof", "127.0.0.1", &stack.redis.port.to_string()],
+        &[],
+    )
+    .unwrap();
+    let mut rcon = replica.connection();
+    wait_for("replication link", Duration::from_secs(20), || {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut rcon)
+            .unwrap();
+        info.contains("master_link_status:up").then_some(())
+    });
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap();
+    let mut db2 = stack.con();
+    let _: () = redis::cmd("SELECT").arg(2).query(&mut db2).unwrap();
+    read(&mut db2, "users", r#"{"id":7}"#).unwrap().unwrap();
+    wait_for("the fill on the replica", Duration::from_secs(10), || {
+        redis::cmd("EXISTS")
+            .arg(KEY7)
+            .query::<bool>(&mut rcon)
+            .unwrap()
+            .then_some(())
+    });
+    stack.pg.execute("UPDATE users SET name = 'x' WHERE id = 7");
+    wait_gone(&mut con, KEY7);
+    wait_gone(&mut db2, KEY7);
+    wait_gone(&mut rcon, KEY7);
+}
+
+fn listener_pid(pg: &Pg) -> Option<i32> {
+    pg.superuser()
+        .query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgcache-listener'",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+#[test]
+fn after_the_listener_reconnects_nothing_older_is_served() {
+    let stack = watched_users();
+    let mut con = stack.con();
+    for id in 1..=50 {
+        read(&mut con, "users", &format!(r#"{{"id":{id}}}"#))
+            .unwrap()
+            .unwrap();
+    }
+    let first = wait_for("the listener", Duration::from_secs(10), || {
+        listener_pid(&stack.pg)
+    });
+    // Kill the listener's session and change a row at once: its notification may be lost.
+    let mut admin = stack.pg.superuser();
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&first])
+        .unwrap();
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'changed while away' WHERE id = 7");
+    wait_for("the listener to reconnect", Duration::from_secs(20), || {
+        listener_pid(&stack.pg).filter(|pid| *pid != first)
+    });
+    assert_eq!(
+        json(&read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap())["name"],
+        "changed while away"
+    );
+    // The reconnect dropped every entry, without blocking the server.
+    wait_for("the reconnect flush", Duration::from_secs(10), || {
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg("pg_cache:users:*")
+            .query(&mut con)
+            .unwrap();
+        (left.len() <= 1).then_some(())
+    });
+}
+
+#[test]
+fn flush_drops_a_table_and_serves_nothing_older_meanwhile() {
+    let stack = Stack::start(&format!(
+        "{USERS_SQL} CREATE TABLE other (id integer PRIMARY KEY); INSERT INTO other VALUES (1);"
+    ));
+    let mut con = stack.con();
+    let keys: Vec<String> = (1..=200).map(|id| format!(r#"{{"id":{id}}}"#)).collect();
+    let _: Vec<Option<String>> = redis::cmd("PGCACHE.MULTIREAD")
+        .arg("users")
+        .arg(format!("[{}]", keys.join(",")))
+        .query(&mut con)
+        .unwrap();
+    read(&mut con, "other", r#"{"id":1}"#).unwrap().unwrap();
+    // No trigger here: the cache is stale until flushed.
+    stack.pg.execute("UPDATE users SET name = 'fresh'");
+    let ok: String = redis::cmd("PGCACHE.FLUSH")
+        .arg("users")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    assert_eq!(
+        json(&read(&mut con, "users", r#"{"id":150}"#).unwrap().unwrap())["name"],
+        "fresh"
+    );
+    wait_for("the flush to finish", Duration::from_secs(10), || {
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg("pg_cache:users:*")
+            .query(&mut con)
+            .unwrap();
+        (left.len() <= 1).then_some(())
+    });
+    let other: bool = redis::cmd("EXISTS")
+        .arg(r#"pg_cache:other:{"id":1}"#)
+        .query(&mut con)
+        .unwrap();
+    assert!(other, "other tables keep their entries");
+    let e = redis::cmd("PGCACHE.FLUSH")
+        .arg("nosuch")
+        .query::<String>(&mut con)
+        .unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+}
