@@ -1,7 +1,9 @@
 //! The cache entries in the Redis keyspace. Main thread only: every function here takes the
 //! command's (or reply callback's) context, whose client decides the selected DB.
 
+use crate::fill;
 use crate::flush;
+use crate::tunables;
 use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags, raw};
 use std::cell::RefCell;
 use std::sync::Mutex;
@@ -37,8 +39,22 @@ thread_local! {
     static KEY_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// What a cache entry says when PostgreSQL has no such row (negative caching). A row is
+/// always a JSON object, so the JSON `null` cannot be mistaken for one.
+pub const ABSENT: &str = "null";
+
+/// A cache lookup's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached {
+    /// Nothing cached: ask PostgreSQL.
+    Miss,
+    /// Cached as absent: there is no such row.
+    Absent,
+    Row(String),
+}
+
 /// Opens `prefix + suffix` and, if it holds a string, replies it to the client straight from
-/// Redis's memory. Returns whether it replied (a hit).
+/// Redis's memory (nil for an entry remembering an absent row). Returns whether it replied.
 pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
     KEY_BUFFER.with_borrow_mut(|buf| {
         buf.clear();
@@ -65,7 +81,11 @@ pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
                         raw::REDISMODULE_READ as i32,
                     );
                     if !ptr.is_null() {
-                        raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx.ctx, ptr, len);
+                        if std::slice::from_raw_parts(ptr.cast::<u8>(), len) == ABSENT.as_bytes() {
+                            raw::RedisModule_ReplyWithNull.unwrap()(ctx.ctx);
+                        } else {
+                            raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx.ctx, ptr, len);
+                        }
                         hit = true;
                     }
                 }
@@ -77,17 +97,32 @@ pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
     })
 }
 
-/// The cached value at `key`, if any (a copy; used where several values are gathered).
-pub fn get(ctx: &Context, key: &str) -> Option<String> {
+/// The cached value at `key` (a copy; used where several values are gathered).
+pub fn get(ctx: &Context, key: &str) -> Cached {
     if flush::bypassed(key.as_bytes()) {
-        return None;
+        return Cached::Miss;
     }
     let name = ctx.create_string(key);
     let key = ctx.open_key(&name);
-    key.read()
-        .ok()
-        .flatten()
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+    match key.read().ok().flatten() {
+        None => Cached::Miss,
+        Some(v) if v == ABSENT.as_bytes() => Cached::Absent,
+        Some(v) => Cached::Row(String::from_utf8_lossy(v).into_owned()),
+    }
+}
+
+/// Caches a fill's result: the row for `ttl_seconds`, or, when PostgreSQL has no such
+/// row, the absent marker for `negative_ttl` seconds (if negative caching is on).
+pub fn fill(ctx: &Context, key: &str, row: Option<&str>, ttl_seconds: u64) {
+    match row {
+        Some(row) => store(ctx, key, row, ttl_seconds),
+        None => {
+            let negative_ttl = tunables::negative_ttl();
+            if negative_ttl > 0 {
+                store(ctx, key, ABSENT, negative_ttl);
+            }
+        }
+    }
 }
 
 /// Whether this server may write cache entries: a replica serves misses without caching
@@ -157,8 +192,9 @@ pub fn store(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
     }
 }
 
-/// Removes `key`; replicated.
+/// Removes `key`; replicated. Fills of it in flight will not cache their row.
 pub fn delete(ctx: &Context, key: &str) {
+    fill::invalidated(key);
     if !writable(ctx) {
         return;
     }

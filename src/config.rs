@@ -94,6 +94,8 @@ impl PgSettings {
 pub struct Settings {
     pub pg: PgSettings,
     pub default_ttl: u64,
+    /// Seconds an absent row is remembered (0: negative caching off).
+    pub negative_ttl: u64,
     pub cache_prefix: String,
     /// Worker threads. Default: one per CPU core (2 to 16) — misses are batched per table,
     /// so more threads mostly add context switches unless queries are slow.
@@ -139,6 +141,7 @@ impl Default for Settings {
                 connect_timeout: Duration::from_secs(2),
             },
             default_ttl: 3600,
+            negative_ttl: 30,
             cache_prefix: "pg_cache:".into(),
             workers: default_workers(),
             pool_size: 0,
@@ -191,6 +194,7 @@ pub const SETTING_NAMES: &[&str] = &[
     "pg_sslrootcert",
     "pg_connect_timeout_ms",
     "default_ttl",
+    "negative_ttl",
     "cache_prefix",
     "workers",
     "pool_size",
@@ -345,6 +349,7 @@ fn apply(s: &mut Settings, name: &str, value: &str) -> Result<(), ConfigError> {
             s.pg.connect_timeout = Duration::from_millis(parse_int(name, value, 100u64, 600_000)?)
         }
         "default_ttl" => s.default_ttl = parse_ttl(value).map_err(|e| err(name, e))?,
+        "negative_ttl" => s.negative_ttl = parse_int(name, value, 0u64, MAX_TTL_SECONDS)?,
         "cache_prefix" => s.cache_prefix = value.to_string(),
         "workers" => s.workers = parse_int(name, value, 1usize, 256)?,
         "pool_size" => s.pool_size = parse_int(name, value, 1usize, 256)?,

@@ -9,6 +9,7 @@
 //! staleness.
 
 use crate::cache;
+use crate::fill;
 use redis_module::{Context, raw};
 use std::os::raw::c_void;
 use std::sync::Mutex;
@@ -54,6 +55,7 @@ pub fn bypassed(key: &[u8]) -> bool {
 
 /// Starts dropping every key under `prefix`. Main thread (or a thread holding the lock).
 pub fn start(ctx: &Context, prefix: &str) {
+    fill::invalidated_prefix(prefix);
     let dbs = cache::filled_dbs();
     // SAFETY: the cursor is freed when the flush ends.
     let cursor = Cursor(unsafe { raw::RedisModule_ScanCursorCreate.unwrap()() });

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod fill;
 pub mod flush;
 pub mod ident;
 pub mod invalidation;

@@ -10,6 +10,7 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 static DEFAULT_TTL: AtomicU64 = AtomicU64::new(3600);
+static NEGATIVE_TTL: AtomicU64 = AtomicU64::new(30);
 static REQUEST_TIMEOUT_MS: AtomicU64 = AtomicU64::new(5000);
 static STATEMENT_TIMEOUT_MS: AtomicU64 = AtomicU64::new(3000);
 static MULTIREAD_MAX: AtomicU64 = AtomicU64::new(1000);
@@ -21,6 +22,7 @@ static CACHE_PREFIX: RwLock<String> = RwLock::new(String::new());
 /// Installs the load-time values.
 pub fn init(s: &Settings) {
     DEFAULT_TTL.store(s.default_ttl, Relaxed);
+    NEGATIVE_TTL.store(s.negative_ttl, Relaxed);
     REQUEST_TIMEOUT_MS.store(s.request_timeout_ms, Relaxed);
     STATEMENT_TIMEOUT_MS.store(s.statement_timeout_ms, Relaxed);
     MULTIREAD_MAX.store(s.multiread_max as u64, Relaxed);
@@ -32,6 +34,10 @@ pub fn init(s: &Settings) {
 
 pub fn default_ttl() -> u64 {
     DEFAULT_TTL.load(Relaxed)
+}
+/// Seconds an absent row is remembered; 0: not at all.
+pub fn negative_ttl() -> u64 {
+    NEGATIVE_TTL.load(Relaxed)
 }
 pub fn request_timeout_ms() -> u64 {
     REQUEST_TIMEOUT_MS.load(Relaxed)
@@ -78,7 +84,7 @@ fn set_u64(target: &AtomicU64, value: &str, min: u64, max: u64) -> Result<(), St
 }
 
 /// Every setting CONFIG SET can change, with the same validation as at load time.
-pub static TUNABLES: [Tunable; 7] = [
+pub static TUNABLES: [Tunable; 8] = [
     Tunable {
         name: "default_ttl",
         get: || default_ttl().to_string(),
@@ -86,6 +92,11 @@ pub static TUNABLES: [Tunable; 7] = [
             DEFAULT_TTL.store(config::parse_ttl(v)?, Relaxed);
             Ok(())
         },
+    },
+    Tunable {
+        name: "negative_ttl",
+        get: || negative_ttl().to_string(),
+        set: |v| set_u64(&NEGATIVE_TTL, v, 0, config::MAX_TTL_SECONDS),
     },
     Tunable {
         name: "request_timeout_ms",

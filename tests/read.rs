@@ -37,15 +37,46 @@ fn the_suite_runs_against_the_requested_server() {
 }
 
 #[test]
-fn absent_row_is_nil_and_not_cached() {
+fn absent_rows_are_nil_and_remembered_for_negative_ttl() {
     let stack = Stack::start(USERS_SQL);
+    stack.pg.log_app_statements();
     let mut con = stack.con();
     assert_eq!(read(&mut con, "users", r#"{"id":999999}"#).unwrap(), None);
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("pg_cache:*")
+    let key = r#"pg_cache:users:{"id":999999}"#;
+    let marker: Option<String> = redis::cmd("GET").arg(key).query(&mut con).unwrap();
+    assert_eq!(marker.as_deref(), Some("null"));
+    let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut con).unwrap();
+    assert!(
+        (25..=30).contains(&ttl),
+        "default negative_ttl is 30 s: {ttl}"
+    );
+    // Asked again: nil from the cache, no second query.
+    let queries = stack.pg.logged_statements("row_to_json");
+    assert_eq!(read(&mut con, "users", r#"{"id":999999}"#).unwrap(), None);
+    let rows: Vec<Option<String>> = redis::cmd("PGCACHE.MULTIREAD")
+        .arg("users")
+        .arg(r#"[{"id":999999},{"id":1}]"#)
         .query(&mut con)
         .unwrap();
-    assert!(keys.is_empty(), "{keys:?}");
+    assert_eq!(rows[0], None);
+    assert_eq!(
+        stack.pg.logged_statements("row_to_json"),
+        queries + 1,
+        "only id 1 was fetched"
+    );
+    // 0 turns negative caching off.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("pgcache.negative_ttl")
+        .arg("0")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(read(&mut con, "users", r#"{"id":888888}"#).unwrap(), None);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(r#"pg_cache:users:{"id":888888}"#)
+        .query(&mut con)
+        .unwrap();
+    assert!(!exists);
 }
 
 #[test]

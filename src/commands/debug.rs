@@ -1,17 +1,42 @@
-//! PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY — fault injection, registered only with the
-//! `debug_commands yes` setting (as Redis gates DEBUG behind enable-debug-command). Tests use
-//! it to show that a panic anywhere in pgcache becomes an error reply.
+//! PGCACHE.DEBUG — fault injection, registered only with the `debug_commands yes` setting
+//! (as Redis gates DEBUG behind enable-debug-command). Tests use it to force what is
+//! otherwise a matter of timing:
+//! - `PANIC MAIN|WORKER|REPLY`: a panic anywhere becomes an error reply;
+//! - `FILLS HOLD|RELEASE|HELD`: hold fetched rows on the workers (HELD counts them), so an
+//!   invalidation can be made to arrive while a fill is in flight.
 
 use crate::error::Error;
+use crate::fill;
 use crate::reply::Reply;
 use crate::worker::{self, Completion};
 use redis_module::Context;
 
+const USAGE: &str = "usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY | FILLS HOLD|RELEASE|HELD";
+
 pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
-    if args.len() != 3 || !args[1].eq_ignore_ascii_case(b"PANIC") {
-        return Error::new("usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY").into();
+    if args.len() != 3 {
+        return Error::new(USAGE).into();
     }
-    match args[2].to_ascii_uppercase().as_slice() {
+    match args[1].to_ascii_uppercase().as_slice() {
+        b"PANIC" => panic_in(ctx, args[2]),
+        b"FILLS" => match args[2].to_ascii_uppercase().as_slice() {
+            b"HOLD" => {
+                fill::set_hold(true);
+                Reply::Ok
+            }
+            b"RELEASE" => {
+                fill::set_hold(false);
+                Reply::Ok
+            }
+            b"HELD" => Reply::Bulk(fill::held().to_string()),
+            _ => Error::new(USAGE).into(),
+        },
+        _ => Error::new(USAGE).into(),
+    }
+}
+
+fn panic_in(ctx: &Context, place: &[u8]) -> Reply {
+    match place.to_ascii_uppercase().as_slice() {
         b"MAIN" => panic!("PGCACHE.DEBUG panic on the main thread"),
         b"WORKER" => worker::submit(ctx, Box::new(|_| panic!("PGCACHE.DEBUG panic on a worker"))),
         b"REPLY" => worker::submit(
@@ -22,6 +47,6 @@ pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
                 Ok(completion)
             }),
         ),
-        _ => Error::new("usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY").into(),
+        _ => Error::new(USAGE).into(),
     }
 }

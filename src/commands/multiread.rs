@@ -3,11 +3,12 @@
 //! Replies an array in the caller's order, nil where no row exists. Hits come from the
 //! cache; every miss of the call is fetched in ONE query, each distinct key once.
 
-use crate::cache;
+use crate::cache::{self, Cached};
 use crate::commands::read::checked_table;
 use crate::commands::ttl_arg;
 use crate::error::{Error, Result};
 use crate::events::{self, EventKind};
+use crate::fill::{self, FillTicket};
 use crate::key::{self, CanonicalPk};
 use crate::pg::fetch;
 use crate::pg::schema::{self, TableSchema};
@@ -49,19 +50,19 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
         ));
     };
     let keys = canonicalise_all(&items, &schema)?;
-    let slots: Vec<Option<String>> = keys
+    let slots: Vec<Cached> = keys
         .iter()
         .map(|k| cache::get(ctx, &schema.cache_key(&k.json)))
         .collect();
-    let hits = keys.iter().zip(&slots).filter(|(_, s)| s.is_some());
+    let hits = keys.iter().zip(&slots).filter(|(_, s)| **s != Cached::Miss);
     events::publish_each(
         ctx,
         EventKind::Hit,
         &schema.display,
         hits.map(|(k, _)| k.json.as_str()),
     );
-    if slots.iter().all(Option::is_some) {
-        return Ok(Reply::Array(slots.into_iter().map(Reply::from).collect()));
+    if slots.iter().all(|s| *s != Cached::Miss) {
+        return Ok(Reply::Array(slots.into_iter().map(slot_reply).collect()));
     }
     let batch = Batch::new(schema, keys, slots, ttl);
     let chunks = split(&batch.distinct, worker::count());
@@ -132,43 +133,57 @@ fn canonicalise_all(items: &[Value], schema: &TableSchema) -> Result<Vec<Canonic
         .collect()
 }
 
+fn slot_reply(slot: Cached) -> Reply {
+    match slot {
+        Cached::Row(row) => Reply::Bulk(row),
+        Cached::Absent | Cached::Miss => Reply::Nil,
+    }
+}
+
 /// One MULTIREAD's keys: the slots already answered from the cache, and the distinct keys
-/// still to fetch.
+/// still to fetch, each with its registered fill.
 struct Batch {
     schema: Arc<TableSchema>,
     keys: Vec<CanonicalPk>,
-    slots: Vec<Option<String>>,
+    slots: Vec<Cached>,
     distinct: Vec<CanonicalPk>,
+    tickets: Vec<FillTicket>,
     ttl: u64,
 }
 
 impl Batch {
-    /// `slots` may be empty: nothing was found in the cache.
+    /// `slots` may be empty: nothing was found in the cache. Registers the fills, so call
+    /// it before the query.
     fn new(
         schema: Arc<TableSchema>,
         keys: Vec<CanonicalPk>,
-        mut slots: Vec<Option<String>>,
+        mut slots: Vec<Cached>,
         ttl: u64,
     ) -> Batch {
-        slots.resize(keys.len(), None);
+        slots.resize(keys.len(), Cached::Miss);
         let mut seen = std::collections::HashSet::new();
-        let distinct = keys
+        let distinct: Vec<CanonicalPk> = keys
             .iter()
             .zip(&slots)
-            .filter(|(key, slot)| slot.is_none() && seen.insert(key.json.as_str()))
+            .filter(|(key, slot)| **slot == Cached::Miss && seen.insert(key.json.as_str()))
             .map(|(key, _)| key.clone())
+            .collect();
+        let tickets = distinct
+            .iter()
+            .map(|k| fill::register_fill(&schema.cache_key(&k.json)))
             .collect();
         Batch {
             schema,
             keys,
             slots,
             distinct,
+            tickets,
             ttl,
         }
     }
 
     /// The main-thread half, given the rows of `distinct` in order: caches what was found
-    /// and replies every slot in the caller's order.
+    /// (unless invalidated meanwhile) and replies every slot in the caller's order.
     fn complete(self, rows: Vec<Option<String>>) -> Completion {
         Box::new(move |ctx| {
             let Batch {
@@ -176,26 +191,24 @@ impl Batch {
                 keys,
                 mut slots,
                 distinct,
+                tickets,
                 ttl,
             } = self;
-            let fetched: HashMap<&str, &Option<String>> = distinct
-                .iter()
-                .map(|k| k.json.as_str())
-                .zip(&rows)
-                .collect();
             let missed = distinct.iter().map(|k| k.json.as_str());
             events::publish_each(ctx, EventKind::Miss, &schema.display, missed);
-            for (key, row) in distinct.iter().zip(&rows) {
-                if let Some(row) = row {
-                    cache::store(ctx, &schema.cache_key(&key.json), row, ttl);
+            let mut fetched: HashMap<&str, Cached> = HashMap::new();
+            for ((key, row), ticket) in distinct.iter().zip(rows).zip(tickets) {
+                if ticket.finish(&Ok(row.clone())) {
+                    cache::fill(ctx, &schema.cache_key(&key.json), row.as_deref(), ttl);
                 }
+                fetched.insert(&key.json, row.map_or(Cached::Absent, Cached::Row));
             }
             for (key, slot) in keys.iter().zip(slots.iter_mut()) {
-                if slot.is_none() {
+                if *slot == Cached::Miss {
                     *slot = fetched[key.json.as_str()].clone();
                 }
             }
-            Reply::Array(slots.into_iter().map(Reply::from).collect())
+            Reply::Array(slots.into_iter().map(slot_reply).collect())
         })
     }
 }

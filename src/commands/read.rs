@@ -8,6 +8,7 @@ use crate::cache;
 use crate::commands::{ttl_arg, utf8};
 use crate::error::Result;
 use crate::events::{self, EventKind};
+use crate::fill::{self, FillTicket, Join, Outcome};
 use crate::key::{self, CanonicalPk};
 use crate::pg::{fetch, schema};
 use crate::reply::Reply;
@@ -40,9 +41,20 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         events::publish(ctx, EventKind::Hit, &schema.display, &pk.json);
         return Reply::Sent;
     }
+    if let Err(refusal) = worker::may_wait(ctx) {
+        return refusal;
+    }
+    let key = schema.cache_key(&pk.json);
+    let ticket = match fill::lead_or_wait(ctx, &key, tunables::request_timeout_ms()) {
+        Join::Wait => return Reply::Blocked,
+        Join::Lead(ticket) => ticket,
+    };
     let then = {
         let (schema, pk) = (schema.clone(), pk.clone());
-        Box::new(move |row| fill(row, schema, pk, ttl))
+        Box::new(move |outcome: Outcome| {
+            ticket.answer_waiters(&outcome);
+            fill_completion(outcome, schema, pk, ttl, ticket)
+        })
     };
     worker::submit_lookup(ctx, RowLookup { schema, pk, then })
 }
@@ -91,12 +103,9 @@ fn read_unknown_table(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64) 
         Box::new(move |client| {
             let schema = schema::resolve(client, &table)?;
             let pk = key::canonicalise(&pk_arg, &*schema)?;
-            let fill = fill(
-                fetch::one(client, &schema, &pk)?,
-                schema.clone(),
-                pk.clone(),
-                ttl,
-            );
+            let ticket = fill::register_fill(&schema.cache_key(&pk.json));
+            let outcome = fetch::one(client, &schema, &pk);
+            let fill = fill_completion(outcome, schema.clone(), pk.clone(), ttl, ticket);
             let completion: Completion = Box::new(move |ctx| {
                 if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
                     events::publish(ctx, EventKind::Hit, &schema.display, &pk.json);
@@ -115,17 +124,24 @@ pub fn checked_table(table_arg: &[u8]) -> Result<String> {
     Ok(table.to_string())
 }
 
-/// The main-thread half of a miss: cache the row (absent rows are not cached) and reply it.
-fn fill(
-    row: Option<String>,
+/// The main-thread half of a miss: cache the row, or remember for `negative_ttl` that there
+/// is none, unless the key was invalidated while the query ran; then reply.
+fn fill_completion(
+    outcome: Outcome,
     schema: Arc<schema::TableSchema>,
     pk: CanonicalPk,
     ttl: u64,
+    ticket: FillTicket,
 ) -> Completion {
     Box::new(move |ctx| {
+        let fresh = ticket.finish(&outcome);
+        let row = match outcome {
+            Ok(row) => row,
+            Err(e) => return Reply::Error(e),
+        };
         events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);
-        if let Some(row) = &row {
-            cache::store(ctx, &schema.cache_key(&pk.json), row, ttl);
+        if fresh {
+            cache::fill(ctx, &schema.cache_key(&pk.json), row.as_deref(), ttl);
         }
         Reply::from(row)
     })

@@ -6,6 +6,7 @@ use crate::cache;
 use crate::commands::{ttl_arg, with_schema};
 use crate::error::Error;
 use crate::events::{self, EventKind};
+use crate::fill;
 use crate::flush;
 use crate::key;
 use crate::reply::Reply;
@@ -37,7 +38,10 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
             Ok(pk) => pk,
             Err(e) => return Error::new(e).into(),
         };
-        cache::store(ctx, &schema.cache_key(&pk.json), &data, ttl);
+        let key = schema.cache_key(&pk.json);
+        // A fill in flight must not overwrite what the client wrote.
+        fill::invalidated(&key);
+        cache::store(ctx, &key, &data, ttl);
         events::publish(ctx, EventKind::Write, &schema.display, &pk.json);
         Reply::Ok
     })

@@ -2,8 +2,9 @@
 //! fetched with ONE query per table. If that query fails, each lookup is retried alone, so
 //! one bad key (or one ambiguous view row) fails only its own request.
 
-use super::blocked::{BlockedClient, contained};
+use super::blocked::{BlockedClient, contained, panic_error};
 use crate::error::Error;
+use crate::fill::Outcome;
 use crate::key::CanonicalPk;
 use crate::pg::fetch;
 use crate::pg::pool::Pool;
@@ -25,29 +26,33 @@ pub fn run(lookups: Vec<PendingLookup>, pool: &Pool) {
             .push(pending);
     }
     for (_, group) in by_table {
-        let rows = if group.len() > 1 {
+        let batched = if group.len() > 1 {
             catch_unwind(AssertUnwindSafe(|| fetch_group(&group, pool))).unwrap_or(None)
         } else {
             None
         };
-        match rows {
-            Some(rows) => {
-                for ((client, _, lookup), row) in group.into_iter().zip(rows) {
-                    client.answer(contained(|| Ok((lookup.then)(row))));
-                }
-            }
-            None => {
-                for (client, deadline, lookup) in group {
-                    let completion = contained(|| {
-                        let mut conn = pool.get(deadline).map_err(Error::new)?;
-                        let row = fetch::one(&mut conn, &lookup.schema, &lookup.pk)?;
-                        Ok((lookup.then)(row))
-                    });
-                    client.answer(completion);
-                }
-            }
+        let outcomes: Vec<Outcome> = match batched {
+            Some(rows) => rows.into_iter().map(Ok).collect(),
+            None => group
+                .iter()
+                .map(|(_, deadline, lookup)| fetch_alone(pool, *deadline, lookup))
+                .collect(),
+        };
+        if let Some(deadline) = group.iter().map(|(_, d, _)| *d).min() {
+            crate::fill::hold_point(deadline);
+        }
+        for ((client, _, lookup), outcome) in group.into_iter().zip(outcomes) {
+            client.answer(contained(|| Ok((lookup.then)(outcome))));
         }
     }
+}
+
+fn fetch_alone(pool: &Pool, deadline: Instant, lookup: &RowLookup) -> Outcome {
+    catch_unwind(AssertUnwindSafe(|| {
+        let mut conn = pool.get(deadline).map_err(Error::new)?;
+        fetch::one(&mut conn, &lookup.schema, &lookup.pk)
+    }))
+    .unwrap_or_else(|panic| Err(panic_error(panic)))
 }
 
 /// One query for a group's distinct keys; the row for each lookup in order, or None if the

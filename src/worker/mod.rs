@@ -18,7 +18,7 @@ mod blocked;
 mod gather;
 mod lookups;
 
-pub use blocked::{Completion, panic_error};
+pub use blocked::{BlockedClient, Completion, panic_error};
 
 use crate::error::Error;
 use crate::key::CanonicalPk;
@@ -26,7 +26,7 @@ use crate::pg::pool::{Pool, PooledClient};
 use crate::pg::schema::TableSchema;
 use crate::reply::Reply;
 use crate::tunables;
-use blocked::{BlockedClient, contained, error_completion};
+use blocked::{contained, error_completion};
 use crossbeam_channel::{Receiver, Sender};
 use gather::Gather;
 use lookups::PendingLookup;
@@ -45,11 +45,12 @@ pub type Part = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<Rows, Error> + S
 /// Builds the completion from every part's rows, in part order.
 pub type Join = Box<dyn FnOnce(Vec<Rows>) -> Completion + Send>;
 
-/// One row to fetch, and what to do on the main thread with it (None: no such row).
+/// One row to fetch, and what to do with the result (None: no such row): called on the
+/// worker, it returns the completion for the main thread.
 pub struct RowLookup {
     pub schema: Arc<TableSchema>,
     pub pk: CanonicalPk,
-    pub then: Box<dyn FnOnce(Option<String>) -> Completion + Send>,
+    pub then: Box<dyn FnOnce(crate::fill::Outcome) -> Completion + Send>,
 }
 
 enum Queued {
@@ -259,6 +260,19 @@ pub fn submit_parts(ctx: &Context, parts: Vec<Part>, join: Join) -> Reply {
     })
 }
 
+/// Whether the calling client may be blocked: not inside MULTI/EXEC or a script.
+pub fn may_wait(ctx: &Context) -> Result<(), Reply> {
+    // SAFETY: main thread, command context.
+    let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
+    if flags & raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING != 0 {
+        return Err(Reply::Error(Error::new(
+            "this needs PostgreSQL, and a command inside MULTI/EXEC or a script cannot wait; \
+             run it outside the transaction (cache hits work inside)",
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that the client may wait and that `jobs` fit in the queue, blocks the client and
 /// lets `send` queue the job(s); `send` hands the client back if its job was refused.
 fn enqueue(
@@ -266,13 +280,8 @@ fn enqueue(
     jobs: usize,
     send: impl FnOnce(&Queues, BlockedClient, Instant) -> Result<(), BlockedClient>,
 ) -> Reply {
-    // SAFETY: main thread, command context.
-    let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
-    if flags & raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING != 0 {
-        return Reply::Error(Error::new(
-            "this needs PostgreSQL, and a command inside MULTI/EXEC or a script cannot wait; \
-             run it outside the transaction (cache hits work inside)",
-        ));
+    if let Err(refusal) = may_wait(ctx) {
+        return refusal;
     }
     let guard = WORKERS.lock().unwrap();
     let Some(workers) = guard.as_ref() else {

@@ -1,0 +1,207 @@
+//! Fills in flight: how a miss becomes a cache entry without ever caching a stale row, and
+//! without asking PostgreSQL twice for the same key at once.
+//!
+//! Every fill of a key registers here before its query and holds a `FillTicket`.
+//! - No stale fill: an invalidation of the key while fills are in flight is counted; a fill
+//!   caches its row only if no invalidation arrived since it registered. (A fill may read
+//!   v1, an UPDATE commit v2 and its invalidation arrive, and only then the fill complete:
+//!   that fill must not cache v1.) Checked on the main thread right before the write.
+//! - Coalescing: a READ miss for a key whose fill is already in flight does not query; its
+//!   client waits for that fill and gets the same answer.
+
+use crate::error::Error;
+use crate::reply::Reply;
+use crate::worker::{BlockedClient, Completion};
+use redis_module::Context;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A fill's result: the row, None for no row, or the error.
+pub type Outcome = Result<Option<String>, Error>;
+
+#[derive(Default)]
+struct Entry {
+    /// Fills of this key in flight.
+    fills: usize,
+    /// Invalidations of this key seen while fills were in flight.
+    invalidations: u64,
+    /// Clients waiting for the leading fill.
+    waiters: Vec<BlockedClient>,
+}
+
+/// Keyed by cache key. Touched from the main thread, and from workers to answer waiters
+/// as soon as a row is known.
+static IN_FLIGHT: Mutex<Option<HashMap<String, Entry>>> = Mutex::new(None);
+/// Requests answered by another request's query (for monitoring and tests).
+static COALESCED: AtomicU64 = AtomicU64::new(0);
+
+pub fn coalesced() -> u64 {
+    COALESCED.load(Ordering::Relaxed)
+}
+
+fn with_map<R>(f: impl FnOnce(&mut HashMap<String, Entry>) -> R) -> R {
+    let mut guard = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+    f(guard.get_or_insert_with(HashMap::new))
+}
+
+/// A registered fill of one key. Dropping it unfinished (the request was refused, timed out
+/// or failed) answers any waiters with an error and unregisters the fill.
+pub struct FillTicket {
+    key: String,
+    invalidations_at_start: u64,
+    done: bool,
+}
+
+/// What a READ miss should do.
+pub enum Join {
+    /// Query PostgreSQL, holding this ticket.
+    Lead(FillTicket),
+    /// Another request is fetching this key; this client waits for it (already blocked).
+    Wait,
+}
+
+/// Registers a fill of `key` for a READ miss, or makes the client wait for the one in
+/// flight. Main thread only.
+pub fn lead_or_wait(ctx: &Context, key: &str, timeout_ms: u64) -> Join {
+    with_map(|map| {
+        if let Some(entry) = map.get_mut(key).filter(|e| e.fills > 0) {
+            entry.waiters.push(BlockedClient::block(ctx, timeout_ms));
+            COALESCED.fetch_add(1, Ordering::Relaxed);
+            return Join::Wait;
+        }
+        Join::Lead(register(map, key))
+    })
+}
+
+/// Registers a fill of `key` that does not coalesce (MULTIREAD's per-key fills).
+pub fn register_fill(key: &str) -> FillTicket {
+    with_map(|map| register(map, key))
+}
+
+fn register(map: &mut HashMap<String, Entry>, key: &str) -> FillTicket {
+    let entry = map.entry(key.to_string()).or_default();
+    entry.fills += 1;
+    FillTicket {
+        key: key.to_string(),
+        invalidations_at_start: entry.invalidations,
+        done: false,
+    }
+}
+
+/// Records that `key` was invalidated: fills in flight for it will not cache their row.
+pub fn invalidated(key: &str) {
+    with_map(|map| {
+        if let Some(entry) = map.get_mut(key) {
+            entry.invalidations += 1;
+        }
+    });
+}
+
+/// Records that every key starting with `prefix` was invalidated (a flush).
+pub fn invalidated_prefix(prefix: &str) {
+    with_map(|map| {
+        for (key, entry) in map.iter_mut() {
+            if key.starts_with(prefix) {
+                entry.invalidations += 1;
+            }
+        }
+    });
+}
+
+fn answer_all(waiters: Vec<BlockedClient>, reply: &Reply) {
+    for waiter in waiters {
+        let reply = reply.clone();
+        let completion: Completion = Box::new(move |_| reply);
+        waiter.answer(completion);
+    }
+}
+
+fn outcome_reply(outcome: &Outcome) -> Reply {
+    match outcome {
+        Ok(row) => Reply::from(row.clone()),
+        Err(e) => Reply::Error(e.clone()),
+    }
+}
+
+impl FillTicket {
+    /// Answers the clients waiting on this fill now (any thread), so they need not wait
+    /// for the leader's turn on the main thread.
+    pub fn answer_waiters(&self, outcome: &Outcome) {
+        let waiters = with_map(|map| {
+            map.get_mut(&self.key)
+                .map(|e| std::mem::take(&mut e.waiters))
+                .unwrap_or_default()
+        });
+        answer_all(waiters, &outcome_reply(outcome));
+    }
+
+    /// Ends the fill on the main thread, right before writing the cache: answers waiters
+    /// that joined meanwhile and says whether the row may be cached (no invalidation of
+    /// the key arrived since the fill registered).
+    pub fn finish(mut self, outcome: &Outcome) -> bool {
+        self.done = true;
+        let (fresh, waiters) = self.unregister();
+        answer_all(waiters, &outcome_reply(outcome));
+        fresh
+    }
+
+    fn unregister(&self) -> (bool, Vec<BlockedClient>) {
+        with_map(|map| {
+            let Some(entry) = map.get_mut(&self.key) else {
+                return (false, Vec::new());
+            };
+            let fresh = entry.invalidations == self.invalidations_at_start;
+            entry.fills -= 1;
+            let waiters = if entry.fills == 0 {
+                let entry = map.remove(&self.key).expect("present");
+                entry.waiters
+            } else {
+                Vec::new()
+            };
+            (fresh, waiters)
+        })
+    }
+}
+
+impl Drop for FillTicket {
+    fn drop(&mut self) {
+        if !self.done {
+            let (_, waiters) = self.unregister();
+            answer_all(
+                waiters,
+                &Reply::Error(Error::new(
+                    "the request fetching this key was abandoned (timed out or refused); retry",
+                )),
+            );
+        }
+    }
+}
+
+// Fault injection for tests (PGCACHE.DEBUG FILLS ...): hold fetched rows on the worker
+// before they are handed back, to force "invalidation arrives while a fill is in flight".
+static HOLD: AtomicBool = AtomicBool::new(false);
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_hold(hold: bool) {
+    HOLD.store(hold, Ordering::SeqCst);
+}
+
+/// Fills waiting at the hold point.
+pub fn held() -> usize {
+    HELD.load(Ordering::SeqCst)
+}
+
+/// Waits here while fills are held (never past `deadline`). Workers call it between
+/// fetching rows and handing them back.
+pub fn hold_point(deadline: Instant) {
+    if !HOLD.load(Ordering::Relaxed) {
+        return;
+    }
+    HELD.fetch_add(1, Ordering::SeqCst);
+    while HOLD.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    HELD.fetch_sub(1, Ordering::SeqCst);
+}

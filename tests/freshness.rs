@@ -1,0 +1,129 @@
+//! No stale fills, one query per key under load, and negative caching undone by INSERT.
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn debug(con: &mut redis::Connection, what: &str, arg: &str) -> String {
+    redis::cmd("PGCACHE.DEBUG")
+        .arg(what)
+        .arg(arg)
+        .query(con)
+        .unwrap()
+}
+
+fn held(con: &mut redis::Connection) -> usize {
+    debug(con, "FILLS", "HELD").parse().unwrap()
+}
+
+fn next_event(pubsub: &mut redis::PubSub) -> serde_json::Value {
+    let msg = pubsub
+        .get_message()
+        .expect("an event before the read timeout");
+    json(&msg.get_payload::<String>().unwrap())
+}
+
+#[test]
+fn an_invalidation_during_a_fill_keeps_the_old_row_out_of_the_cache() {
+    let stack = Stack::start_with(
+        &format!(
+            "{TRIGGER_SQL}
+             CREATE TABLE items (id integer PRIMARY KEY, v text);
+             INSERT INTO items VALUES (1, 'v1'), (2, 'other');
+             SELECT pgcache_watch('items');"
+        ),
+        &["debug_commands", "yes", "events", "invalidate"],
+    );
+    let mut con = stack.con();
+    read(&mut con, "items", r#"{"id":2}"#).unwrap(); // schema known
+    let mut sub = stack.redis.connection();
+    let mut events = sub.as_pubsub();
+    events
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    events.subscribe("pg_cache_events").unwrap();
+
+    // 1. A miss reads v1, and its fill is held before it reaches the cache.
+    debug(&mut con, "FILLS", "HOLD");
+    let port = stack.redis.port;
+    let reader = std::thread::spawn(move || {
+        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        read(&mut con, "items", r#"{"id":1}"#).unwrap()
+    });
+    wait_for("the fill to be held", Duration::from_secs(10), || {
+        (held(&mut con) == 1).then_some(())
+    });
+    // 2. v2 commits and its invalidation is applied while the fill is in flight.
+    stack.pg.execute("UPDATE items SET v = 'v2' WHERE id = 1");
+    let event = next_event(&mut events);
+    assert_eq!(
+        (event["type"].as_str(), event["key"].as_str()),
+        (Some("cache_invalidate"), Some(r#"{"id":1}"#))
+    );
+    // 3. The fill completes: its reader gets v1 (it asked before the commit), the cache
+    //    must not keep it.
+    debug(&mut con, "FILLS", "RELEASE");
+    assert_eq!(json(&reader.join().unwrap().unwrap())["v"], "v1");
+    let cached: bool = redis::cmd("EXISTS")
+        .arg(r#"pg_cache:items:{"id":1}"#)
+        .query(&mut con)
+        .unwrap();
+    assert!(!cached, "the stale v1 was cached");
+    assert_eq!(
+        json(&read(&mut con, "items", r#"{"id":1}"#).unwrap().unwrap())["v"],
+        "v2"
+    );
+}
+
+#[test]
+fn a_thousand_concurrent_reads_of_one_cold_key_make_one_query() {
+    let stack = Stack::start_with(USERS_SQL, &["debug_commands", "yes"]);
+    stack.pg.log_app_statements();
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap(); // schema known
+    let before = stack.pg.logged_statements("row_to_json");
+    debug(&mut con, "FILLS", "HOLD");
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", stack.redis.port)).unwrap();
+    let mut readers: Vec<redis::Connection> = (0..1000)
+        .map(|_| client.get_connection().unwrap())
+        .collect();
+    let mut request = redis::cmd("PGCACHE.READ");
+    request.arg("users").arg(r#"{"id":42}"#);
+    let packed = request.get_packed_command();
+    for reader in readers.iter_mut() {
+        reader.send_packed_command(&packed).unwrap();
+    }
+    wait_for("1000 blocked readers", Duration::from_secs(20), || {
+        let info: String = redis::cmd("INFO").arg("clients").query(&mut con).unwrap();
+        info.contains("blocked_clients:1000").then_some(())
+    });
+    debug(&mut con, "FILLS", "RELEASE");
+    for reader in readers.iter_mut() {
+        let row: Option<String> = redis::from_redis_value(reader.recv_response().unwrap()).unwrap();
+        assert_eq!(json(&row.unwrap())["id"], 42);
+    }
+    assert_eq!(
+        stack.pg.logged_statements("row_to_json") - before,
+        1,
+        "one query for 1000 reads"
+    );
+}
+
+#[test]
+fn an_insert_replaces_a_remembered_absence() {
+    let stack = Stack::start(&format!(
+        "{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users');"
+    ));
+    let mut con = stack.con();
+    assert_eq!(read(&mut con, "users", r#"{"id":5000}"#).unwrap(), None);
+    stack
+        .pg
+        .execute("INSERT INTO users VALUES (5000, 'late', NULL)");
+    wait_gone(&mut con, r#"pg_cache:users:{"id":5000}"#);
+    assert_eq!(
+        json(&read(&mut con, "users", r#"{"id":5000}"#).unwrap().unwrap())["name"],
+        "late"
+    );
+}
