@@ -63,7 +63,7 @@ fn cached_rows_converge_to_postgres_under_random_writes_reads_and_listener_kills
             let mut pg = stack.pg.client();
             let ops = ops.clone();
             std::thread::spawn(move || {
-                let mut rng = Rng(seed ^ (w + 1) * 0x1234_5678);
+                let mut rng = Rng(seed ^ ((w + 1) * 0x1234_5678));
                 for _ in 0..600 {
                     let id = rng.id();
                     match rng.next() % 10 {
@@ -101,9 +101,9 @@ fn cached_rows_converge_to_postgres_under_random_writes_reads_and_listener_kills
                     .unwrap()
                     .get_connection()
                     .unwrap();
-                let mut rng = Rng(seed ^ (r + 100) * 0x9876_5431);
+                let mut rng = Rng(seed ^ ((r + 100) * 0x9876_5431));
                 while !stop.load(Ordering::Relaxed) {
-                    if rng.next() % 4 == 0 {
+                    if rng.next().is_multiple_of(4) {
                         let keys: Vec<String> = (0..10)
                             .map(|_| format!(r#"{{"id":{}}}"#, rng.id()))
                             .collect();
