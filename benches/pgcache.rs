@@ -4,6 +4,8 @@
 //! 2. one MULTIREAD of 100 cold keys vs 100 READs of cold keys
 //! 3. all-miss READ throughput vs the same query run by pgbench at the same concurrency
 //! 4. PING p50/p99 idle and while 20 clients each wait on a 200 ms query
+//! 5. invalidation lag: from an UPDATE's commit to its cache entry being gone
+//! 6. coalescing: queries made for 1000 concurrent READs of one cold key
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -275,6 +277,86 @@ fn multiread_vs_reads(con: &mut redis::Connection) {
     println!("| {r:.2} | {m:.2} | {:.1}x |", r / m);
 }
 
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn invalidation_lag(pg: &Pg) {
+    println!("\n## 5. Invalidation lag: UPDATE commit -> cache entry gone\n");
+    pg.execute(include_str!("../examples/invalidation_trigger.sql"));
+    pg.execute("SELECT pgcache_watch('users')");
+    let redis = Redis::start(&pg.module_args());
+    let mut con = redis.connection();
+    let mut writer = pg.client();
+    let mut lags = Vec::new();
+    for i in 0..300 {
+        let id = 1 + i;
+        let key = format!(r#"pg_cache:users:{{"id":{id}}}"#);
+        read(&mut con, "users", &format!(r#"{{"id":{id}}}"#))
+            .unwrap()
+            .unwrap();
+        writer
+            .execute(
+                "UPDATE users SET name = name || '.' WHERE id = $1",
+                &[&(id as i32)],
+            )
+            .unwrap();
+        let committed = Instant::now();
+        // Polled back to back (each check is one round trip), for a fine-grained lag.
+        while redis::cmd("EXISTS")
+            .arg(&key)
+            .query::<bool>(&mut con)
+            .unwrap()
+        {
+            assert!(
+                committed.elapsed() < Duration::from_secs(10),
+                "invalidation never arrived"
+            );
+        }
+        lags.push(committed.elapsed().as_secs_f64() * 1000.0);
+    }
+    lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("| updates | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {} | {:.3} | {:.3} | {:.3} |",
+        lags.len(),
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        lags[lags.len() - 1]
+    );
+}
+
+fn coalescing(pg: &Pg) {
+    println!("\n## 6. Coalescing: 1000 concurrent READs of one cold key\n");
+    pg.log_app_statements();
+    let redis = Redis::start(&pg.module_args());
+    let mut con = redis.connection();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap();
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
+    let mut readers: Vec<redis::Connection> = (0..1000)
+        .map(|_| client.get_connection().unwrap())
+        .collect();
+    let before = pg.logged_statements("row_to_json");
+    let packed = redis::cmd("PGCACHE.READ")
+        .arg("users")
+        .arg(r#"{"id":777}"#)
+        .get_packed_command();
+    let start = Instant::now();
+    for reader in readers.iter_mut() {
+        reader.send_packed_command(&packed).unwrap();
+    }
+    for reader in readers.iter_mut() {
+        let row: Option<String> = redis::from_redis_value(reader.recv_response().unwrap()).unwrap();
+        assert!(row.is_some());
+    }
+    let elapsed = start.elapsed().as_secs_f64() * 1000.0;
+    let queries = pg.logged_statements("row_to_json") - before;
+    println!("| READs | PostgreSQL queries | all answered in ms |");
+    println!("|---|---|---|");
+    println!("| 1000 | {queries} | {elapsed:.1} |");
+}
+
 fn main() {
     println!(
         "# pgcache benchmark ({} vs its baselines, {} rows)",
@@ -288,7 +370,7 @@ fn main() {
          CREATE VIEW slow_users AS SELECT id, name FROM users WHERE pg_sleep(0.2) IS NOT NULL;"
     ));
     pg.execute("VACUUM ANALYZE users");
-    // PGCACHE_BENCH_ONLY=hits|multiread|misses|ping runs one section.
+    // PGCACHE_BENCH_ONLY=hits|multiread|misses|ping|lag|coalescing runs one section.
     let only = std::env::var("PGCACHE_BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let redis = Redis::start(&pg.module_args());
@@ -306,5 +388,11 @@ fn main() {
     }
     if wanted("ping") {
         ping_under_slow_misses(&pg);
+    }
+    if wanted("lag") {
+        invalidation_lag(&pg);
+    }
+    if wanted("coalescing") {
+        coalescing(&pg);
     }
 }

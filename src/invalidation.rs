@@ -1,6 +1,9 @@
-//! Applying PostgreSQL's invalidations: the listener thread takes the Redis lock, deletes
-//! the named entries in every DB pgcache has filled (replicated, like any cache write) and
-//! publishes `cache_invalidate` events.
+//! Applying PostgreSQL's invalidations on the Redis main thread. The listener thread hands
+//! each set of changes over through a mailbox and wakes the event loop
+//! (`RedisModule_EventLoopAddOneShot`, thread-safe); there a zero-delay timer applies them
+//! with a regular module context, so the deletions are replicated like any cache write.
+//! The listener never takes the Redis lock, so it neither waits for a busy main thread nor
+//! can deadlock MODULE UNLOAD.
 
 use crate::cache;
 use crate::events::{self, EventKind};
@@ -9,58 +12,17 @@ use crate::key::CanonicalPk;
 use crate::pg::schema::TableSchema;
 use crate::tunables;
 use redis_module::{Context, raw};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicPtr, Ordering};
-use std::time::Duration;
-
-/// The listener's context: detached from any client but tied to the module (timers created
-/// through it belong to pgcache). Made at load, freed at unload after the listener stopped.
-static LISTENER_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(std::ptr::null_mut());
-
-/// Makes the listener's context. At load, with the load context.
-pub fn init(ctx: &Context) {
-    // SAFETY: OnLoad context; the result is freed by `deinit`.
-    let detached = unsafe { raw::RedisModule_GetDetachedThreadSafeContext.unwrap()(ctx.ctx) };
-    LISTENER_CTX.store(detached, Ordering::SeqCst);
-}
-
-/// Frees the listener's context. At unload, after the listener thread has ended.
-pub fn deinit() {
-    let ctx = LISTENER_CTX.swap(std::ptr::null_mut(), Ordering::SeqCst);
-    if !ctx.is_null() {
-        // SAFETY: made by `init`, no longer used by anyone.
-        unsafe { raw::RedisModule_FreeThreadSafeContext.unwrap()(ctx) };
-    }
-}
-
-/// Runs `f` with the Redis lock held, from the listener thread. Never blocks on the lock:
-/// it retries, giving up if `stopping` says so (MODULE UNLOAD holds the lock while it waits
-/// for this thread to end).
-fn with_lock(stopping: fn() -> bool, f: impl FnOnce(&Context)) -> bool {
-    let ctx = LISTENER_CTX.load(Ordering::SeqCst);
-    if ctx.is_null() {
-        return false;
-    }
-    // SAFETY: the listener's own context, locked before use and unlocked after.
-    unsafe {
-        while raw::RedisModule_ThreadSafeContextTryLock.unwrap()(ctx) != raw::REDISMODULE_OK as i32
-        {
-            if stopping() {
-                return false;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        f(&Context::new(ctx));
-        raw::RedisModule_ThreadSafeContextUnlock.unwrap()(ctx);
-    }
-    true
-}
+use std::os::raw::c_void;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What a set of notifications asks for.
 #[derive(Default)]
 pub struct Changes {
     deletes: Vec<(Arc<TableSchema>, CanonicalPk)>,
     flushes: Vec<Arc<TableSchema>>,
+    /// Notifications may have been lost: drop everything.
+    flush_all: bool,
 }
 
 impl Changes {
@@ -73,38 +35,105 @@ impl Changes {
             self.flushes.push(schema);
         }
     }
+
+    /// After the listener reconnects: nothing cached before now can be trusted, so every
+    /// entry is dropped (without blocking the event loop) and none is served meanwhile.
+    pub fn everything() -> Changes {
+        Changes {
+            flush_all: true,
+            ..Changes::default()
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.deletes.is_empty() && self.flushes.is_empty() && !self.flush_all
+    }
 }
 
-/// Applies the changes under the Redis lock. Called by the listener thread.
-pub fn apply_from_thread(changes: Changes, stopping: fn() -> bool) {
-    if changes.deletes.is_empty() && changes.flushes.is_empty() {
+/// A context tied to the module (timers made through it are pgcache's), used on the main
+/// thread only. Made at load, freed at unload.
+static MODULE_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(std::ptr::null_mut());
+static MAILBOX: Mutex<Vec<Changes>> = Mutex::new(Vec::new());
+/// A wake-up of the main thread is under way (one-shot or timer not yet run).
+static SCHEDULED: AtomicBool = AtomicBool::new(false);
+
+/// At load, with the load context.
+pub fn init(ctx: &Context) {
+    // SAFETY: OnLoad context; the result is freed by `deinit`.
+    let detached = unsafe { raw::RedisModule_GetDetachedThreadSafeContext.unwrap()(ctx.ctx) };
+    MODULE_CTX.store(detached, Ordering::SeqCst);
+}
+
+/// Whether changes are waiting for the main thread (unloading must wait for them).
+pub fn pending() -> bool {
+    SCHEDULED.load(Ordering::SeqCst)
+}
+
+/// At unload, after the listener has stopped and nothing is pending.
+pub fn deinit() {
+    let ctx = MODULE_CTX.swap(std::ptr::null_mut(), Ordering::SeqCst);
+    if !ctx.is_null() {
+        // SAFETY: made by `init`, no longer used by anyone.
+        unsafe { raw::RedisModule_FreeThreadSafeContext.unwrap()(ctx) };
+    }
+}
+
+/// Queues changes for the main thread. Called by the listener thread.
+pub fn submit(changes: Changes) {
+    if changes.is_empty() {
         return;
     }
-    with_lock(stopping, |ctx| {
-        for db in cache::filled_dbs() {
-            // SAFETY: the lock is held; the context is ours.
-            unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db) };
-            for (schema, pk) in &changes.deletes {
-                cache::delete(ctx, &schema.cache_key(&pk.json));
-            }
+    MAILBOX.lock().unwrap().push(changes);
+    if !SCHEDULED.swap(true, Ordering::SeqCst) {
+        // SAFETY: thread-safe by contract; the callback takes no data.
+        unsafe {
+            raw::RedisModule_EventLoopAddOneShot.unwrap()(
+                Some(on_event_loop),
+                std::ptr::null_mut(),
+            );
         }
-        for (schema, pk) in &changes.deletes {
-            events::publish(ctx, EventKind::Invalidate, &schema.display, &pk.json);
-        }
-        for schema in &changes.flushes {
-            flush::start(ctx, &schema.key_prefix);
-        }
-    });
+    }
 }
 
-/// After the listener reconnects: nothing cached before now can be trusted, so every entry
-/// is dropped (without blocking the event loop) and none is served meanwhile.
-pub fn distrust_everything(stopping: fn() -> bool) {
-    with_lock(stopping, |ctx| {
+/// On the main thread (lock held): hand over to a timer, whose context replicates.
+extern "C" fn on_event_loop(_data: *mut c_void) {
+    let ctx = MODULE_CTX.load(Ordering::SeqCst);
+    // SAFETY: main thread with the lock; the module context lives until unload, which
+    // waits for `pending()` to clear.
+    unsafe {
+        raw::RedisModule_CreateTimer.unwrap()(ctx, 0, Some(on_timer), std::ptr::null_mut());
+    }
+}
+
+extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    let context = Context::new(ctx);
+    // Cleared before draining: changes queued from now on schedule a new wake-up.
+    SCHEDULED.store(false, Ordering::SeqCst);
+    let batches = std::mem::take(&mut *MAILBOX.lock().unwrap());
+    for changes in batches {
+        apply(&context, &changes);
+    }
+}
+
+fn apply(ctx: &Context, changes: &Changes) {
+    if changes.flush_all {
         ctx.log_warning(
             "pgcache: invalidations may have been missed while the listener was disconnected; \
              dropping every cached row",
         );
         flush::start(ctx, &tunables::cache_prefix());
-    });
+    }
+    for db in cache::filled_dbs() {
+        // SAFETY: main thread; the timer's context is ours for this call.
+        unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db) };
+        for (schema, pk) in &changes.deletes {
+            cache::delete(ctx, &schema.cache_key(&pk.json));
+        }
+    }
+    for (schema, pk) in &changes.deletes {
+        events::publish(ctx, EventKind::Invalidate, &schema.display, &pk.json);
+    }
+    for schema in &changes.flushes {
+        flush::start(ctx, &schema.key_prefix);
+    }
 }

@@ -1,7 +1,7 @@
 //! The invalidation listener: a dedicated PostgreSQL connection that LISTENs on the
 //! invalidation channel and turns each notification into cache keys to delete. It runs on
-//! its own thread; keys are resolved and canonicalised here, and only the deletion itself
-//! takes the Redis lock (see `invalidation`).
+//! its own thread; keys are resolved and canonicalised here, and the deletions are handed
+//! to the main thread (see `invalidation`).
 //!
 //! Two payload shapes are accepted:
 //! - pgcache's trigger (examples/invalidation_trigger.sql):
@@ -145,7 +145,7 @@ fn run(pool: &Pool, channel: &str) {
                 if connected_before {
                     // Notifications sent while we were away are lost: nothing cached
                     // before this point may be trusted.
-                    invalidation::distrust_everything(stopping);
+                    invalidation::submit(invalidation::Changes::everything());
                 }
                 connected_before = true;
                 redis_module::logging::log_notice(format!(
@@ -188,16 +188,25 @@ fn receive(conn: &mut Connection) -> String {
     while !stopping() {
         let mut payloads = Vec::new();
         {
+            // Wait for one notification (briefly, to keep checking for a stop), then take
+            // whatever else has already arrived without waiting again.
             let mut notifications = conn.client().notifications();
-            let mut iter = notifications.timeout_iter(Duration::from_millis(100));
-            loop {
-                match iter.next() {
-                    Ok(Some(n)) => payloads.push(n.payload().to_string()),
-                    Ok(None) => break,
-                    Err(e) => return describe(&e),
-                }
-                if payloads.len() >= 1000 {
-                    break;
+            match notifications
+                .timeout_iter(Duration::from_millis(100))
+                .next()
+            {
+                Ok(Some(n)) => payloads.push(n.payload().to_string()),
+                Ok(None) => {}
+                Err(e) => return describe(&e),
+            }
+            if !payloads.is_empty() {
+                let mut pending = notifications.iter();
+                while payloads.len() < 1000 {
+                    match pending.next() {
+                        Ok(Some(n)) => payloads.push(n.payload().to_string()),
+                        Ok(None) => break,
+                        Err(e) => return describe(&e),
+                    }
                 }
             }
         }
@@ -238,7 +247,7 @@ fn handle(conn: &mut Connection, payloads: &[String]) {
             ));
         }
     }
-    invalidation::apply_from_thread(changes, stopping);
+    invalidation::submit(changes);
 }
 
 #[cfg(test)]
