@@ -289,17 +289,13 @@ fn invalidation_lag(pg: &Pg) {
     let mut con = redis.connection();
     let mut writer = pg.client();
     let mut lags = Vec::new();
-    for i in 0..300 {
-        let id = 1 + i;
+    for id in 1..=300i32 {
         let key = format!(r#"pg_cache:users:{{"id":{id}}}"#);
         read(&mut con, "users", &format!(r#"{{"id":{id}}}"#))
             .unwrap()
             .unwrap();
         writer
-            .execute(
-                "UPDATE users SET name = name || '.' WHERE id = $1",
-                &[&(id as i32)],
-            )
+            .execute("UPDATE users SET name = name || '.' WHERE id = $1", &[&id])
             .unwrap();
         let committed = Instant::now();
         // Polled back to back (each check is one round trip), for a fine-grained lag.
