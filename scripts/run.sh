@@ -30,7 +30,8 @@ psql_run() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -q "
 psql_run -d postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'app'" | grep -q 1 \
   || psql_run -d postgres -c "CREATE DATABASE app"
 psql_run -d app -f examples/demo.sql >/dev/null
-psql_run -d app -f examples/invalidation_trigger.sql >/dev/null 2>&1 || true
+psql_run -d app -f examples/invalidation_trigger.sql >/dev/null
+psql_run -d app -c "SELECT pgcache_watch('users'), pgcache_watch('products')" >/dev/null 2>&1
 
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
   --pidfile "$RUN/redis.pid" --logfile "$RUN/redis.log" --dir "$RUN" --save "" \
@@ -47,5 +48,7 @@ Try:
   redis-cli -p $REDIS_PORT PGCACHE.READ users '{"id":1}'
   redis-cli -p $REDIS_PORT PGCACHE.MULTIREAD users '[{"id":1},{"id":2},{"id":99999}]'
   redis-cli -p $REDIS_PORT PGCACHE.READ products '{"category":"electronics","product_id":456}'
+  psql -h 127.0.0.1 -p $PG_PORT -U postgres app -c "UPDATE users SET name = 'Ada' WHERE id = 1"
+  redis-cli -p $REDIS_PORT PGCACHE.READ users '{"id":1}'     # the change, not the old row
 Logs: .run/redis.log, .run/pg.log. Stop: scripts/run.sh stop
 TXT
