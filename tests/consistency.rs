@@ -23,16 +23,6 @@ impl Rng {
     }
 }
 
-fn listener_pid(pg: &Pg) -> Option<i32> {
-    pg.superuser()
-        .query_opt(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgcache-listener'",
-            &[],
-        )
-        .unwrap()
-        .map(|r| r.get(0))
-}
-
 fn postgres_rows(pg: &Pg) -> std::collections::HashMap<i64, String> {
     pg.client()
         .query("SELECT id::int8, row_to_json(t)::text FROM accounts t", &[])

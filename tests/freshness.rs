@@ -15,13 +15,6 @@ fn held(con: &mut redis::Connection) -> usize {
     debug(con, "FILLS", "HELD").parse().unwrap()
 }
 
-fn next_event(pubsub: &mut redis::PubSub) -> serde_json::Value {
-    let msg = pubsub
-        .get_message()
-        .expect("an event before the read timeout");
-    json(&msg.get_payload::<String>().unwrap())
-}
-
 #[test]
 fn an_invalidation_during_a_fill_keeps_the_old_row_out_of_the_cache() {
     let stack = Stack::start_with(

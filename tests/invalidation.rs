@@ -88,12 +88,7 @@ fn composite_and_numeric_keys_and_wide_rows() {
 fn bulk_statements_split_into_small_notifications() {
     let stack = watched_users();
     let mut con = stack.con();
-    let keys: Vec<String> = (1..=200).map(|id| format!(r#"{{"id":{id}}}"#)).collect();
-    let _: Vec<Option<String>> = redis::cmd("PGCACHE.MULTIREAD")
-        .arg("users")
-        .arg(format!("[{}]", keys.join(",")))
-        .query(&mut con)
-        .unwrap();
+    multiread(&mut con, "users", &id_array(1..=200)).unwrap();
     stack.pg.execute("UPDATE users SET name = upper(name)");
     wait_for(
         "all 200 entries invalidated",
@@ -185,16 +180,6 @@ fn invalidations_replicate_and_reach_every_filled_db() {
     wait_gone(&mut rcon, KEY7);
 }
 
-fn listener_pid(pg: &Pg) -> Option<i32> {
-    pg.superuser()
-        .query_opt(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgcache-listener'",
-            &[],
-        )
-        .unwrap()
-        .map(|r| r.get(0))
-}
-
 #[test]
 fn after_the_listener_reconnects_nothing_older_is_served() {
     let stack = watched_users();
@@ -223,13 +208,7 @@ fn after_the_listener_reconnects_nothing_older_is_served() {
         "changed while away"
     );
     // The reconnect dropped every entry, without blocking the server.
-    wait_for("the reconnect flush", Duration::from_secs(10), || {
-        let left: Vec<String> = redis::cmd("KEYS")
-            .arg("pg_cache:users:*")
-            .query(&mut con)
-            .unwrap();
-        (left.len() <= 1).then_some(())
-    });
+    wait_keys_at_most(&mut con, "pg_cache:users:*", 1);
 }
 
 #[test]
@@ -238,12 +217,7 @@ fn flush_drops_a_table_and_serves_nothing_older_meanwhile() {
         "{USERS_SQL} CREATE TABLE other (id integer PRIMARY KEY); INSERT INTO other VALUES (1);"
     ));
     let mut con = stack.con();
-    let keys: Vec<String> = (1..=200).map(|id| format!(r#"{{"id":{id}}}"#)).collect();
-    let _: Vec<Option<String>> = redis::cmd("PGCACHE.MULTIREAD")
-        .arg("users")
-        .arg(format!("[{}]", keys.join(",")))
-        .query(&mut con)
-        .unwrap();
+    multiread(&mut con, "users", &id_array(1..=200)).unwrap();
     read(&mut con, "other", r#"{"id":1}"#).unwrap().unwrap();
     // No trigger here: the cache is stale until flushed.
     stack.pg.execute("UPDATE users SET name = 'fresh'");
@@ -256,13 +230,7 @@ fn flush_drops_a_table_and_serves_nothing_older_meanwhile() {
         json(&read(&mut con, "users", r#"{"id":150}"#).unwrap().unwrap())["name"],
         "fresh"
     );
-    wait_for("the flush to finish", Duration::from_secs(10), || {
-        let left: Vec<String> = redis::cmd("KEYS")
-            .arg("pg_cache:users:*")
-            .query(&mut con)
-            .unwrap();
-        (left.len() <= 1).then_some(())
-    });
+    wait_keys_at_most(&mut con, "pg_cache:users:*", 1);
     let other: bool = redis::cmd("EXISTS")
         .arg(r#"pg_cache:other:{"id":1}"#)
         .query(&mut con)

@@ -2,17 +2,6 @@
 mod common;
 use common::*;
 
-fn multiread(
-    con: &mut redis::Connection,
-    table: &str,
-    keys: &str,
-) -> redis::RedisResult<Vec<Option<String>>> {
-    redis::cmd("PGCACHE.MULTIREAD")
-        .arg(table)
-        .arg(keys)
-        .query(con)
-}
-
 fn field(row: &Option<String>, name: &str) -> serde_json::Value {
     json(row.as_deref().expect("a row"))[name].clone()
 }

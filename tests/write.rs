@@ -74,13 +74,6 @@ fn write_and_invalidate_validate_their_input() {
     assert!(e.to_string().contains("JSON object"), "{e}");
 }
 
-fn next_event(pubsub: &mut redis::PubSub) -> serde_json::Value {
-    let msg = pubsub
-        .get_message()
-        .expect("an event before the read timeout");
-    json(&msg.get_payload::<String>().unwrap())
-}
-
 #[test]
 fn events_are_published_and_hit_events_are_opt_in() {
     let stack = Stack::start(USERS_SQL);

@@ -218,44 +218,46 @@ impl Pg {
         pg
     }
 
+    /// Starts the server process on `port`, its output going to `log_name` in its directory.
+    fn spawn_postgres(&mut self, port: u16, log_name: &str) {
+        let log = std::fs::File::create(self.dir.join(log_name)).unwrap();
+        let child = as_pg_user(&mut Command::new(pg_bin("postgres")))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-p", &port.to_string()])
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+            ])
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ])
+            .args(["-c", "shared_buffers=128MB", "-c", "max_connections=150"])
+            .args(&self.server_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.port = port;
+    }
+
     fn launch(&mut self) {
         for _ in 0..5 {
-            let port = free_port();
-            let log = std::fs::File::create(self.dir.join("postgres.log")).unwrap();
-            let child = as_pg_user(&mut Command::new(pg_bin("postgres")))
-                .arg("-D")
-                .arg(self.dir.join("data"))
-                .args(["-p", &port.to_string()])
-                .args([
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "unix_socket_directories=",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "shared_buffers=128MB",
-                    "-c",
-                    "max_connections=150",
-                ])
-                .args(&self.server_args)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            self.child = Some(child);
-            self.port = port;
+            self.spawn_postgres(free_port(), "postgres.log");
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if self.try_superuser().is_ok() {
                     return;
                 }
-                if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                    let _ = status;
+                if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
                     break; // port taken: try another
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -343,26 +345,7 @@ impl Pg {
 
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
-        let port = self.port;
-        let log = std::fs::File::create(self.dir.join("postgres-restart.log")).unwrap();
-        let child = as_pg_user(&mut Command::new(pg_bin("postgres")))
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-p", &port.to_string()])
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "unix_socket_directories=",
-                "-c",
-                "fsync=off",
-            ])
-            .args(&self.server_args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        self.spawn_postgres(self.port, "postgres-restart.log");
         wait_for("PostgreSQL restart", Duration::from_secs(20), || {
             self.try_superuser().ok()
         });
@@ -579,6 +562,26 @@ pub fn read(
     redis::cmd("PGCACHE.READ").arg(table).arg(pk).query(con)
 }
 
+pub fn multiread(
+    con: &mut redis::Connection,
+    table: &str,
+    keys: &str,
+) -> redis::RedisResult<Vec<Option<String>>> {
+    redis::cmd("PGCACHE.MULTIREAD")
+        .arg(table)
+        .arg(keys)
+        .query(con)
+}
+
+/// `[{"id":1},{"id":2},...]` for these ids.
+pub fn id_array(ids: impl IntoIterator<Item = i64>) -> String {
+    let keys: Vec<String> = ids
+        .into_iter()
+        .map(|id| format!(r#"{{"id":{id}}}"#))
+        .collect();
+    format!("[{}]", keys.join(","))
+}
+
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
@@ -592,6 +595,37 @@ pub fn wait_gone(con: &mut redis::Connection, key: &str) {
         &format!("{key} to be invalidated"),
         Duration::from_secs(10),
         || (!redis::cmd("EXISTS").arg(key).query::<bool>(con).unwrap()).then_some(()),
+    );
+}
+
+/// The backend of the invalidation listener, if connected.
+pub fn listener_pid(pg: &Pg) -> Option<i32> {
+    pg.superuser()
+        .query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgcache-listener'",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+/// The next message on a subscribed channel, parsed as JSON.
+pub fn next_event(pubsub: &mut redis::PubSub) -> serde_json::Value {
+    let msg = pubsub
+        .get_message()
+        .expect("an event before the read timeout");
+    json(&msg.get_payload::<String>().unwrap())
+}
+
+/// Waits until at most `n` keys match `pattern` (a flush finished).
+pub fn wait_keys_at_most(con: &mut redis::Connection, pattern: &str, n: usize) {
+    wait_for(
+        &format!("at most {n} keys {pattern}"),
+        Duration::from_secs(10),
+        || {
+            let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(con).unwrap();
+            (keys.len() <= n).then_some(())
+        },
     );
 }
 
