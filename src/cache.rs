@@ -3,6 +3,7 @@
 
 use crate::fill;
 use crate::flush;
+use crate::stats;
 use crate::tunables;
 use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags, raw};
 use std::cell::RefCell;
@@ -82,8 +83,10 @@ pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
                     );
                     if !ptr.is_null() {
                         if std::slice::from_raw_parts(ptr.cast::<u8>(), len) == ABSENT.as_bytes() {
+                            stats::NEGATIVE_HITS.inc();
                             raw::RedisModule_ReplyWithNull.unwrap()(ctx.ctx);
                         } else {
+                            stats::HITS.inc();
                             raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx.ctx, ptr, len);
                         }
                         hit = true;
@@ -106,14 +109,21 @@ pub fn get(ctx: &Context, key: &str) -> Cached {
     let key = ctx.open_key(&name);
     match key.read().ok().flatten() {
         None => Cached::Miss,
-        Some(v) if v == ABSENT.as_bytes() => Cached::Absent,
-        Some(v) => Cached::Row(String::from_utf8_lossy(v).into_owned()),
+        Some(v) if v == ABSENT.as_bytes() => {
+            stats::NEGATIVE_HITS.inc();
+            Cached::Absent
+        }
+        Some(v) => {
+            stats::HITS.inc();
+            Cached::Row(String::from_utf8_lossy(v).into_owned())
+        }
     }
 }
 
 /// Caches a fill's result: the row for `ttl_seconds`, or, when PostgreSQL has no such
 /// row, the absent marker for `negative_ttl` seconds (if negative caching is on).
 pub fn fill(ctx: &Context, key: &str, row: Option<&str>, ttl_seconds: u64) {
+    stats::FILLS.inc();
     match row {
         Some(row) => store(ctx, key, row, ttl_seconds),
         None => {

@@ -41,6 +41,10 @@ pub fn coalesced() -> u64 {
     COALESCED.load(Ordering::Relaxed)
 }
 
+pub fn reset_coalesced() {
+    COALESCED.store(0, Ordering::Relaxed);
+}
+
 fn with_map<R>(f: impl FnOnce(&mut HashMap<String, Entry>) -> R) -> R {
     let mut guard = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
     f(guard.get_or_insert_with(HashMap::new))

@@ -10,6 +10,7 @@
 
 use crate::cache;
 use crate::fill;
+use crate::stats;
 use redis_module::{Context, raw};
 use std::os::raw::c_void;
 use std::sync::Mutex;
@@ -55,6 +56,7 @@ pub fn bypassed(key: &[u8]) -> bool {
 
 /// Starts dropping every key under `prefix`. Main thread (or a thread holding the lock).
 pub fn start(ctx: &Context, prefix: &str) {
+    stats::FLUSHES.inc();
     fill::invalidated_prefix(prefix);
     let dbs = cache::filled_dbs();
     // SAFETY: the cursor is freed when the flush ends.

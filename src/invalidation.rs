@@ -10,6 +10,7 @@ use crate::events::{self, EventKind};
 use crate::flush;
 use crate::key::CanonicalPk;
 use crate::pg::schema::TableSchema;
+use crate::stats;
 use crate::tunables;
 use redis_module::{Context, raw};
 use std::os::raw::c_void;
@@ -130,6 +131,7 @@ fn apply(ctx: &Context, changes: &Changes) {
             cache::delete(ctx, &schema.cache_key(&pk.json));
         }
     }
+    stats::INVALIDATIONS_BY_POSTGRES.add(changes.deletes.len() as u64);
     for (schema, pk) in &changes.deletes {
         events::publish(ctx, EventKind::Invalidate, &schema.display, &pk.json);
     }

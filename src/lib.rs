@@ -15,6 +15,7 @@ pub mod invalidation;
 pub mod key;
 pub mod pg;
 pub mod reply;
+pub mod stats;
 pub mod tunables;
 pub mod worker;
 
@@ -51,35 +52,109 @@ const MODULE_VERSION: i32 = parse_version_part(env!("CARGO_PKG_VERSION_MAJOR")) 
     + parse_version_part(env!("CARGO_PKG_VERSION_MINOR")) * 100
     + parse_version_part(env!("CARGO_PKG_VERSION_PATCH"));
 
-/// The commands: name, handler, Redis command flags.
-fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 5] {
+/// The commands: name, handler (with its index in `stats::COMMANDS` when its latency is
+/// tracked), Redis command flags.
+fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 6] {
     [
         (
             "pgcache.read",
-            Some(command_fn!(commands::read::read)),
+            Some(command_fn!(commands::read::read, Some(0))),
             "readonly",
         ),
         (
             "pgcache.multiread",
-            Some(command_fn!(commands::multiread::multiread)),
+            Some(command_fn!(commands::multiread::multiread, Some(1))),
             "readonly",
         ),
         (
             "pgcache.write",
-            Some(command_fn!(commands::write::write)),
+            Some(command_fn!(commands::write::write, Some(2))),
             "write deny-oom",
         ),
         (
             "pgcache.invalidate",
-            Some(command_fn!(commands::write::invalidate)),
+            Some(command_fn!(commands::write::invalidate, Some(3))),
             "write",
         ),
         (
             "pgcache.flush",
-            Some(command_fn!(commands::write::flush)),
+            Some(command_fn!(commands::write::flush, Some(4))),
             "write",
         ),
+        (
+            "pgcache.stats",
+            Some(command_fn!(commands::admin::stats)),
+            "readonly fast",
+        ),
     ]
+}
+
+/// The `pgcache` INFO section: the PGCACHE.STATS figures, nested ones flattened
+/// (`read_p99_us`), each shown by Redis as `pgcache_<name>`.
+extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: std::os::raw::c_int) {
+    fn add(ctx: *mut raw::RedisModuleInfoCtx, name: &str, value: &reply::Reply) {
+        let field = CString::new(name).expect("no NUL");
+        // SAFETY: Redis's info context for this call.
+        unsafe {
+            match value {
+                reply::Reply::Int(n) => {
+                    raw::RedisModule_InfoAddFieldLongLong.unwrap()(ctx, field.as_ptr(), *n);
+                }
+                reply::Reply::Double(d) => {
+                    raw::RedisModule_InfoAddFieldDouble.unwrap()(ctx, field.as_ptr(), *d);
+                }
+                reply::Reply::Bulk(s) => {
+                    let text = CString::new(s.as_str()).expect("no NUL");
+                    raw::RedisModule_InfoAddFieldCString.unwrap()(
+                        ctx,
+                        field.as_ptr(),
+                        text.as_ptr(),
+                    );
+                }
+                reply::Reply::Map(entries) => {
+                    for (inner, v) in entries {
+                        add(ctx, &format!("{name}_{inner}"), v);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // SAFETY: Redis's info context for this call.
+    unsafe { raw::RedisModule_InfoAddSection.unwrap()(ctx, std::ptr::null()) };
+    for (name, value) in commands::admin::report() {
+        match &value {
+            reply::Reply::Map(entries) => {
+                for (inner, v) in entries {
+                    add(ctx, inner, v);
+                }
+            }
+            _ => add(ctx, &name, &value),
+        }
+    }
+}
+
+/// Counts expirations and evictions of pgcache's entries, from Redis's own keyspace events.
+unsafe extern "C" fn on_keyspace_event(
+    _ctx: *mut raw::RedisModuleCtx,
+    event_type: std::os::raw::c_int,
+    _event: *const std::os::raw::c_char,
+    key: *mut raw::RedisModuleString,
+) -> std::os::raw::c_int {
+    let mut len = 0usize;
+    // SAFETY: Redis passes a live key name.
+    let name = unsafe {
+        let ptr = raw::RedisModule_StringPtrLen.unwrap()(key, &mut len);
+        std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+    };
+    if name.starts_with(tunables::cache_prefix().as_bytes()) {
+        if event_type & raw::REDISMODULE_NOTIFY_EVICTED != 0 {
+            stats::EVICTIONS.inc();
+        } else {
+            stats::EXPIRATIONS.inc();
+        }
+    }
+    raw::REDISMODULE_OK as std::os::raw::c_int
 }
 
 impl ConfigurationValue<RedisString> for tunables::Tunable {
@@ -177,6 +252,15 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
             &current,
             ConfigurationFlags::DEFAULT,
             None,
+        );
+    }
+    // SAFETY: OnLoad context; the callbacks live as long as the module.
+    unsafe {
+        raw::RedisModule_RegisterInfoFunc.unwrap()(ctx.ctx, Some(info));
+        raw::RedisModule_SubscribeToKeyspaceEvents.unwrap()(
+            ctx.ctx,
+            raw::REDISMODULE_NOTIFY_EXPIRED | raw::REDISMODULE_NOTIFY_EVICTED,
+            Some(on_keyspace_event),
         );
     }
     // SAFETY: OnLoad context; applies `pgcache.*` lines of redis.conf, if any.

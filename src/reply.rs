@@ -6,9 +6,13 @@ use crate::error::Error;
 use redis_module::{Context, raw};
 use std::ffi::CString;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     Ok,
+    Int(i64),
+    Double(f64),
+    /// A map in RESP3, a flat array of name, value pairs in RESP2.
+    Map(Vec<(String, Reply)>),
     Nil,
     Bulk(String),
     Array(Vec<Reply>),
@@ -69,7 +73,25 @@ pub fn send(ctx: &Context, reply: &Reply) {
                     send(ctx, item);
                 }
             }
+            Reply::Int(n) => {
+                raw::RedisModule_ReplyWithLongLong.unwrap()(ctx.ctx, *n);
+            }
+            Reply::Double(d) => {
+                raw::RedisModule_ReplyWithDouble.unwrap()(ctx.ctx, *d);
+            }
+            Reply::Map(entries) => {
+                raw::RedisModule_ReplyWithMap.unwrap()(ctx.ctx, entries.len() as _);
+                for (name, value) in entries {
+                    raw::RedisModule_ReplyWithStringBuffer.unwrap()(
+                        ctx.ctx,
+                        name.as_ptr().cast(),
+                        name.len(),
+                    );
+                    send(ctx, value);
+                }
+            }
             Reply::Error(e) => {
+                crate::stats::ERRORS.inc();
                 raw::RedisModule_ReplyWithError.unwrap()(ctx.ctx, error_line(e).as_ptr());
             }
             Reply::WrongArity => {

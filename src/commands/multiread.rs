@@ -13,6 +13,7 @@ use crate::key::{self, CanonicalPk};
 use crate::pg::fetch;
 use crate::pg::schema::{self, TableSchema};
 use crate::reply::Reply;
+use crate::stats;
 use crate::tunables;
 use crate::worker::{self, Completion};
 use redis_module::Context;
@@ -194,6 +195,7 @@ impl Batch {
                 tickets,
                 ttl,
             } = self;
+            stats::MISSES.add(distinct.len() as u64);
             let missed = distinct.iter().map(|k| k.json.as_str());
             events::publish_each(ctx, EventKind::Miss, &schema.display, missed);
             let mut fetched: HashMap<&str, Cached> = HashMap::new();

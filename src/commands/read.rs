@@ -12,6 +12,7 @@ use crate::fill::{self, FillTicket, Join, Outcome};
 use crate::key::{self, CanonicalPk};
 use crate::pg::{fetch, schema};
 use crate::reply::Reply;
+use crate::stats;
 use crate::tunables;
 use crate::worker::{self, Completion, RowLookup};
 use redis_module::Context;
@@ -139,6 +140,7 @@ fn fill_completion(
             Ok(row) => row,
             Err(e) => return Reply::Error(e),
         };
+        stats::MISSES.inc();
         events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);
         if fresh {
             cache::fill(ctx, &schema.cache_key(&pk.json), row.as_deref(), ttl);

@@ -10,6 +10,7 @@ use crate::fill;
 use crate::flush;
 use crate::key;
 use crate::reply::Reply;
+use crate::stats;
 use crate::tunables;
 use redis_module::Context;
 use serde_json::Value;
@@ -42,6 +43,7 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
         // A fill in flight must not overwrite what the client wrote.
         fill::invalidated(&key);
         cache::store(ctx, &key, &data, ttl);
+        stats::WRITES.inc();
         events::publish(ctx, EventKind::Write, &schema.display, &pk.json);
         Reply::Ok
     })
@@ -58,6 +60,7 @@ pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
             Err(e) => return Error::new(e).into(),
         };
         cache::delete(ctx, &schema.cache_key(&pk.json));
+        stats::INVALIDATIONS_BY_COMMAND.inc();
         events::publish(ctx, EventKind::Invalidate, &schema.display, &pk.json);
         Reply::Ok
     })

@@ -23,6 +23,7 @@ pub fn describe(e: &postgres::Error) -> String {
 
 /// The reply for an error of a row query on `table`.
 pub fn query_error(e: &postgres::Error, table: &str) -> Error {
+    crate::stats::ERRORS_POSTGRES.inc();
     let Some(db) = e.as_db_error() else {
         return Error::new(format!("PostgreSQL unavailable: {}", describe(e)));
     };

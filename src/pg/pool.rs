@@ -38,6 +38,15 @@ struct State {
     last_connect_failure: Option<(Instant, String)>,
 }
 
+/// Connection counts, for monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub size: usize,
+    pub open: usize,
+    pub in_use: usize,
+    pub idle: usize,
+}
+
 pub struct Pool {
     settings: PgSettings,
     tls: Option<MakeTlsConnector>,
@@ -102,6 +111,16 @@ impl Pool {
             state: Mutex::new(State::default()),
             freed: Condvar::new(),
         })
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let state = self.state.lock().unwrap();
+        PoolStats {
+            size: self.max,
+            open: state.open,
+            in_use: state.in_use,
+            idle: state.idle.len(),
+        }
     }
 
     /// Borrows a connection, connecting if none is idle and the pool has room; waits for one

@@ -6,9 +6,11 @@ use crate::reply::{self, Reply};
 use crate::tunables;
 use redis_module::{Context, raw};
 use std::any::Any;
+use std::cell::Cell;
 use std::os::raw::{c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 /// Runs on the main thread with the blocked client's context and returns its reply.
 pub type Completion = Box<dyn FnOnce(&Context) -> Reply + Send>;
@@ -21,9 +23,28 @@ pub fn in_flight() -> usize {
     IN_FLIGHT.load(Ordering::SeqCst)
 }
 
+thread_local! {
+    // The command being dispatched on the main thread, so a client it blocks can have its
+    // latency (from blocking to the reply) recorded when answered.
+    static CURRENT_COMMAND: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+pub fn set_current_command(command: Option<usize>) {
+    CURRENT_COMMAND.set(command);
+}
+
 /// A blocked client's handle. Redis allows `UnblockClient` from any thread; `answer`
 /// consumes the handle, so each client is answered once.
-pub struct BlockedClient(*mut raw::RedisModuleBlockedClient);
+pub struct BlockedClient {
+    handle: *mut raw::RedisModuleBlockedClient,
+    command: Option<(usize, Instant)>,
+}
+
+/// What Redis holds for an answered client until its reply callback runs.
+struct Answer {
+    completion: Option<Completion>,
+    command: Option<(usize, Instant)>,
+}
 // SAFETY: the handle is only passed back to RedisModule_UnblockClient / AbortBlock.
 unsafe impl Send for BlockedClient {}
 
@@ -41,14 +62,17 @@ impl BlockedClient {
             )
         };
         IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-        BlockedClient(handle)
+        BlockedClient {
+            handle,
+            command: CURRENT_COMMAND.get().map(|c| (c, Instant::now())),
+        }
     }
 
     /// Undoes `block` for a client that never reached a worker. Main thread only.
     pub fn abort(self) {
         // SAFETY: blocked by `block` and never unblocked.
         unsafe {
-            raw::RedisModule_AbortBlock.unwrap()(self.0);
+            raw::RedisModule_AbortBlock.unwrap()(self.handle);
         }
         IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     }
@@ -56,10 +80,13 @@ impl BlockedClient {
     /// Hands the completion to Redis, which runs it on the main thread (or frees it unrun
     /// if the client timed out or left meanwhile).
     pub fn answer(self, completion: Completion) {
-        let privdata = Box::into_raw(Box::new(Some(completion)));
+        let privdata = Box::into_raw(Box::new(Answer {
+            completion: Some(completion),
+            command: self.command,
+        }));
         // SAFETY: `self` is consumed, so this client is unblocked exactly once.
         unsafe {
-            raw::RedisModule_UnblockClient.unwrap()(self.0, privdata.cast());
+            raw::RedisModule_UnblockClient.unwrap()(self.handle, privdata.cast());
         }
     }
 }
@@ -69,6 +96,7 @@ pub fn error_completion(e: Error) -> Completion {
 }
 
 pub fn panic_error(panic: Box<dyn Any + Send>) -> Error {
+    crate::stats::ERRORS_INTERNAL.inc();
     let what = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -93,17 +121,19 @@ unsafe extern "C" fn on_reply(
     _argc: c_int,
 ) -> c_int {
     let context = Context::new(ctx);
-    // SAFETY: the privdata is the Box<Option<Completion>> passed to UnblockClient.
-    let slot = unsafe {
-        &mut *(raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx)
-            as *mut Option<Completion>)
+    // SAFETY: the privdata is the Box<Answer> passed to UnblockClient.
+    let answer = unsafe {
+        &mut *(raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) as *mut Answer)
     };
-    let reply = match slot.take() {
+    let reply = match answer.completion.take() {
         Some(completion) => catch_unwind(AssertUnwindSafe(|| completion(&context)))
             .unwrap_or_else(|panic| Reply::Error(panic_error(panic))),
         None => Reply::Error(Error::new("internal error: reply already sent")),
     };
     reply::send(&context, &reply);
+    if let Some((command, started)) = answer.command {
+        crate::stats::record_command(command, started.elapsed().as_micros() as u64);
+    }
     raw::REDISMODULE_OK as c_int
 }
 
@@ -113,6 +143,7 @@ unsafe extern "C" fn on_timeout(
     _argc: c_int,
 ) -> c_int {
     let context = Context::new(ctx);
+    crate::stats::ERRORS_TIMEOUT.inc();
     reply::send(
         &context,
         &Reply::Error(Error::new(format!(
@@ -127,7 +158,7 @@ unsafe extern "C" fn on_timeout(
 unsafe extern "C" fn free_completion(_ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
     if !privdata.is_null() {
         // SAFETY: allocated by Box::into_raw in `answer`, freed only here.
-        drop(unsafe { Box::from_raw(privdata as *mut Option<Completion>) });
+        drop(unsafe { Box::from_raw(privdata as *mut Answer) });
         IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -18,11 +18,11 @@ mod blocked;
 mod gather;
 mod lookups;
 
-pub use blocked::{BlockedClient, Completion, panic_error};
+pub use blocked::{BlockedClient, Completion, panic_error, set_current_command};
 
 use crate::error::Error;
 use crate::key::CanonicalPk;
-use crate::pg::pool::{Pool, PooledClient};
+use crate::pg::pool::{Pool, PoolStats, PooledClient};
 use crate::pg::schema::TableSchema;
 use crate::reply::Reply;
 use crate::tunables;
@@ -76,6 +76,7 @@ struct Queues {
 struct Workers {
     queues: Queues,
     threads: Vec<JoinHandle<()>>,
+    pool: Arc<Pool>,
 }
 
 static WORKERS: Mutex<Option<Workers>> = Mutex::new(None);
@@ -101,8 +102,17 @@ pub fn start(count: usize, queue_size: usize, pool: Arc<Pool>) -> std::io::Resul
     *WORKERS.lock().unwrap() = Some(Workers {
         queues: Queues { work, lookups },
         threads,
+        pool,
     });
     Ok(())
+}
+
+/// Jobs waiting for a worker, and the connection pool's counts (None once stopped).
+pub fn load() -> Option<(usize, PoolStats)> {
+    let guard = WORKERS.lock().unwrap();
+    let workers = guard.as_ref()?;
+    let queued = workers.queues.work.len() + workers.queues.lookups.len();
+    Some((queued, workers.pool.stats()))
 }
 
 pub fn count() -> usize {
@@ -289,6 +299,7 @@ fn enqueue(
     };
     let queues = &workers.queues;
     let queue_full = || {
+        crate::stats::ERRORS_QUEUE_FULL.inc();
         Reply::Error(Error::new(format!(
             "the PostgreSQL queue is full ({} requests waiting); retry later or raise queue_size/workers",
             queues.work.len() + queues.lookups.len()

@@ -1,0 +1,139 @@
+//! PGCACHE.STATS and the pgcache INFO section (first part of the production-visibility work).
+mod common;
+use common::*;
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn stats(con: &mut redis::Connection) -> HashMap<String, redis::Value> {
+    let flat: Vec<redis::Value> = redis::cmd("PGCACHE.STATS").query(con).unwrap();
+    flat.chunks(2)
+        .map(|pair| {
+            (
+                redis::from_redis_value::<String>(pair[0].clone()).unwrap(),
+                pair[1].clone(),
+            )
+        })
+        .collect()
+}
+
+fn int(stats: &HashMap<String, redis::Value>, name: &str) -> i64 {
+    redis::from_redis_value(stats[name].clone()).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn info_field(con: &mut redis::Connection, name: &str) -> Option<String> {
+    let info: String = redis::cmd("INFO").arg("pgcache").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(str::to_string)
+}
+
+#[test]
+fn counters_histograms_info_and_reset() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap(); // miss + fill
+    read(&mut con, "users", r#"{"id":1}"#).unwrap(); // hit
+    read(&mut con, "users", r#"{"id":999999}"#).unwrap(); // miss, absent
+    read(&mut con, "users", r#"{"id":999999}"#).unwrap(); // negative hit
+    let _ = read(&mut con, "nosuch", r#"{"id":1}"#); // error
+    let _: String = redis::cmd("PGCACHE.WRITE")
+        .arg("users")
+        .arg(r#"{"id":2}"#)
+        .arg("{}")
+        .query(&mut con)
+        .unwrap();
+    let _: String = redis::cmd("PGCACHE.INVALIDATE")
+        .arg("users")
+        .arg(r#"{"id":2}"#)
+        .query(&mut con)
+        .unwrap();
+    multiread(&mut con, "users", &id_array([1, 3])).unwrap();
+
+    let s = stats(&mut con);
+    assert_eq!(int(&s, "hits"), 2, "READ hit and MULTIREAD hit");
+    assert_eq!(int(&s, "negative_hits"), 1);
+    assert_eq!(int(&s, "misses"), 3);
+    assert_eq!(int(&s, "fills"), 3);
+    assert_eq!(int(&s, "writes"), 1);
+    assert_eq!(int(&s, "invalidations_by_command"), 1);
+    assert_eq!(int(&s, "errors"), 1);
+    assert_eq!(
+        redis::from_redis_value::<String>(s["listener"].clone()).unwrap(),
+        "connected"
+    );
+    let commands: Vec<redis::Value> = redis::from_redis_value(s["commands"].clone()).unwrap();
+    let read_figures: Vec<redis::Value> = redis::from_redis_value(commands[1].clone()).unwrap();
+    let read_calls: i64 = redis::from_redis_value(read_figures[1].clone()).unwrap();
+    assert_eq!(read_calls, 5);
+
+    // The same figures in INFO, as pgcache_<name>.
+    assert_eq!(info_field(&mut con, "pgcache_hits").as_deref(), Some("2"));
+    assert_eq!(
+        info_field(&mut con, "pgcache_read_calls").as_deref(),
+        Some("5")
+    );
+    assert!(info_field(&mut con, "pgcache_read_p99_us").is_some());
+    let everything: String = redis::cmd("INFO")
+        .arg("everything")
+        .query(&mut con)
+        .unwrap();
+    assert!(everything.contains("pgcache_misses:3"));
+
+    let ok: String = redis::cmd("PGCACHE.STATS")
+        .arg("RESET")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let s = stats(&mut con);
+    assert_eq!(
+        (int(&s, "hits"), int(&s, "misses"), int(&s, "errors")),
+        (0, 0, 0)
+    );
+}
+
+#[test]
+fn real_expirations_and_evictions_are_counted() {
+    let stack = Stack::start_with(USERS_SQL, &["negative_ttl", "0"]);
+    let mut con = stack.con();
+    let _: String = redis::cmd("PGCACHE.READ")
+        .arg("users")
+        .arg(r#"{"id":1}"#)
+        .arg(1)
+        .query(&mut con)
+        .unwrap();
+    wait_for("the entry to expire", Duration::from_secs(10), || {
+        // Touching the key makes Redis expire it as soon as its time is up.
+        let _: Option<String> = redis::cmd("GET")
+            .arg(r#"pg_cache:users:{"id":1}"#)
+            .query(&mut con)
+            .unwrap();
+        (int(&stats(&mut con), "expirations") == 1).then_some(())
+    });
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut con)
+        .unwrap();
+    let used: String = redis::cmd("INFO").arg("memory").query(&mut con).unwrap();
+    let used: u64 = used
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used + 20_000)
+        .query(&mut con)
+        .unwrap();
+    multiread(&mut con, "users", &id_array(1..=200)).unwrap();
+    let evicted = int(&stats(&mut con), "evictions");
+    assert!(
+        evicted > 0,
+        "filling past maxmemory evicts entries: {evicted}"
+    );
+}
