@@ -42,14 +42,17 @@ pub fn one(
     }
 }
 
-/// The rows for `keys` in one query, in the same order, None where no row exists. All keys
-/// must name the same columns (they do for a table with a primary key); keys naming
-/// different column sets (views) are grouped, one query per distinct set.
+/// The rows for `keys` in one query, in the same order, None where no row exists. Keys
+/// naming different column sets (tables without a primary key) are grouped, one query per
+/// distinct set; keys of a view are looked up one by one (see `TableSchema::batchable`).
 pub fn many(
     client: &mut Connection,
     table: &TableSchema,
     keys: &[CanonicalPk],
 ) -> Result<Vec<Option<String>>> {
+    if !table.batchable {
+        return keys.iter().map(|key| one(client, table, key)).collect();
+    }
     let mut rows: Vec<Option<String>> = vec![None; keys.len()];
     let mut groups: Vec<(Vec<&str>, Vec<usize>)> = Vec::new();
     for (i, key) in keys.iter().enumerate() {

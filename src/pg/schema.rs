@@ -35,6 +35,10 @@ pub struct TableSchema {
     pub primary_key: Vec<String>,
     /// `<cache_prefix><display>:` — a cache key is this followed by the canonical pk.
     pub key_prefix: String,
+    /// Whether many keys may be fetched in one joined query. Not for views: PostgreSQL may
+    /// not push a join into a view (one with volatile expressions, say) and would then
+    /// compute the whole view; keys of a view are looked up one by one.
+    pub batchable: bool,
     /// The lookups by primary key, built once (empty without a primary key).
     primary_key_sql: (String, String),
 }
@@ -116,6 +120,7 @@ impl TableSchema {
             columns,
             primary_key,
             primary_key_sql: (String::new(), String::new()),
+            batchable: true,
         }
     }
 }
@@ -329,6 +334,7 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
         columns,
         primary_key,
         primary_key_sql: (String::new(), String::new()),
+        batchable: relkind != "v",
     };
     if !schema.primary_key.is_empty() {
         let pk: Vec<(String, String)> = schema

@@ -1,5 +1,5 @@
 //! Batched single-row lookups: every lookup a worker took at once, grouped by table, is
-//! fetched with ONE query per table. If that query fails, each lookup is retried alone, so
+//! fetched with ONE query per table (views excepted, see `TableSchema::batchable`). If that query fails, each lookup is retried alone, so
 //! one bad key (or one ambiguous view row) fails only its own request.
 
 use super::blocked::{BlockedClient, contained, panic_error};
@@ -26,7 +26,7 @@ pub fn run(lookups: Vec<PendingLookup>, pool: &Pool) {
             .push(pending);
     }
     for (_, group) in by_table {
-        let batched = if group.len() > 1 {
+        let batched = if group.len() > 1 && group[0].2.schema.batchable {
             catch_unwind(AssertUnwindSafe(|| fetch_group(&group, pool))).unwrap_or(None)
         } else {
             None

@@ -241,7 +241,18 @@ pub fn submit(ctx: &Context, work: Work) -> Reply {
 }
 
 /// Like `submit`, for one row lookup, which workers batch with others of the same table.
+/// A view's lookups are not batched (`TableSchema::batchable`) and go to the general queue,
+/// so that idle workers share them.
 pub fn submit_lookup(ctx: &Context, lookup: RowLookup) -> Reply {
+    if !lookup.schema.batchable {
+        return submit(
+            ctx,
+            Box::new(move |conn| {
+                let row = crate::pg::fetch::one(conn, &lookup.schema, &lookup.pk);
+                Ok((lookup.then)(row))
+            }),
+        );
+    }
     enqueue(ctx, 1, |queues, client, deadline| {
         queues
             .lookups
