@@ -123,6 +123,40 @@ fn default_workers() -> usize {
         .clamp(2, 16)
 }
 
+impl Settings {
+    /// Every load-time setting as PGCACHE.HEALTH shows it: the password only as set or not.
+    pub fn effective(&self) -> Vec<(&'static str, String)> {
+        let tables: Vec<String> = self.tables.iter().map(|t| t.display()).collect();
+        vec![
+            ("pg_host", self.pg.host.clone()),
+            ("pg_port", self.pg.port.to_string()),
+            ("pg_database", self.pg.database.clone()),
+            ("pg_user", self.pg.user.clone()),
+            (
+                "pg_password",
+                if self.pg.password.is_some() {
+                    "(set)"
+                } else {
+                    "(none)"
+                }
+                .into(),
+            ),
+            ("pg_sslmode", self.pg.sslmode.name().into()),
+            (
+                "pg_connect_timeout_ms",
+                self.pg.connect_timeout.as_millis().to_string(),
+            ),
+            ("cache_prefix", self.cache_prefix.clone()),
+            ("workers", self.workers.to_string()),
+            ("pool_size", self.pool_size.to_string()),
+            ("queue_size", self.queue_size.to_string()),
+            ("invalidation_channel", self.invalidation_channel.clone()),
+            ("listen", if self.listen { "yes" } else { "no" }.into()),
+            ("tables_at_load", tables.join(",")),
+        ]
+    }
+}
+
 /// Longest TTL accepted: ten years, far below any overflow of absolute milliseconds.
 pub const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
@@ -591,6 +625,16 @@ mod tests {
     fn a_bad_url_does_not_echo_the_password() {
         let e = load_with(&["pg_url", "postgresql://u:hunter2@h:notaport/db"], &[]).unwrap_err();
         assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn effective_settings_hide_the_password() {
+        let s = load_with(&["pg_password", "hunter2"], &[]).unwrap();
+        let shown = format!("{:?}", s.effective());
+        assert!(
+            !shown.contains("hunter2") && shown.contains("(set)"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@ const MODULE_VERSION: i32 = parse_version_part(env!("CARGO_PKG_VERSION_MAJOR")) 
 
 /// The commands: name, handler (with its index in `stats::COMMANDS` when its latency is
 /// tracked), Redis command flags.
-fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 6] {
+fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 7] {
     [
         (
             "pgcache.read",
@@ -85,6 +85,11 @@ fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 6] {
             "pgcache.stats",
             Some(command_fn!(commands::admin::stats)),
             "readonly fast",
+        ),
+        (
+            "pgcache.health",
+            Some(command_fn!(commands::admin::health)),
+            "readonly",
         ),
     ]
 }

@@ -18,6 +18,8 @@ static EVENTS: AtomicU32 = AtomicU32::new(0);
 static EVENT_CHANNEL: RwLock<String> = RwLock::new(String::new());
 static TABLES: RwLock<Vec<QualifiedName>> = RwLock::new(Vec::new());
 static CACHE_PREFIX: RwLock<String> = RwLock::new(String::new());
+static LOAD_TIME: RwLock<Vec<(&'static str, String)>> = RwLock::new(Vec::new());
+static LISTEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Installs the load-time values.
 pub fn init(s: &Settings) {
@@ -30,6 +32,25 @@ pub fn init(s: &Settings) {
     *EVENT_CHANNEL.write().unwrap() = s.event_channel.clone();
     *TABLES.write().unwrap() = s.tables.clone();
     *CACHE_PREFIX.write().unwrap() = s.cache_prefix.clone();
+    *LOAD_TIME.write().unwrap() = s.effective();
+    LISTEN.store(s.listen, Relaxed);
+}
+
+/// The load-time settings (password redacted) followed by the runtime ones' current values.
+pub fn effective() -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = LOAD_TIME
+        .read()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    all.extend(TUNABLES.iter().map(|t| (t.name.to_string(), (t.get)())));
+    all
+}
+
+/// Whether the invalidation listener was asked for.
+pub fn listening() -> bool {
+    LISTEN.load(Relaxed)
 }
 
 pub fn default_ttl() -> u64 {

@@ -137,3 +137,66 @@ fn real_expirations_and_evictions_are_counted() {
         "filling past maxmemory evicts entries: {evicted}"
     );
 }
+
+fn health(con: &mut redis::Connection) -> HashMap<String, redis::Value> {
+    let flat: Vec<redis::Value> = redis::cmd("PGCACHE.HEALTH").query(con).unwrap();
+    flat.chunks(2)
+        .map(|pair| {
+            (
+                redis::from_redis_value::<String>(pair[0].clone()).unwrap(),
+                pair[1].clone(),
+            )
+        })
+        .collect()
+}
+
+fn text(map: &HashMap<String, redis::Value>, name: &str) -> String {
+    redis::from_redis_value(map[name].clone()).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn health_names_every_problem_and_hides_the_password() {
+    let mut stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    wait_for("the listener", Duration::from_secs(10), || {
+        listener_pid(&stack.pg)
+    });
+    let h = wait_for("a healthy report", Duration::from_secs(10), || {
+        let h = health(&mut con);
+        (text(&h, "status") == "ok").then_some(h)
+    });
+    let problems: Vec<String> = redis::from_redis_value(h["problems"].clone()).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(text(&h, "postgres"), "reachable");
+    assert!(int(&h, "postgres_rtt_us") > 0);
+    assert_eq!(text(&h, "listener"), "connected");
+    let config = format!("{:?}", h["config"]);
+    assert!(
+        config.contains("(set)") && !config.contains(PG_PASSWORD),
+        "{config}"
+    );
+    assert!(
+        config.contains("default_ttl"),
+        "runtime settings are shown too: {config}"
+    );
+
+    stack.pg.stop();
+    let h = wait_for("a degraded report", Duration::from_secs(20), || {
+        let h = health(&mut con);
+        (text(&h, "status") == "degraded" && text(&h, "listener") == "disconnected").then_some(h)
+    });
+    let problems: Vec<String> = redis::from_redis_value(h["problems"].clone()).unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("PostgreSQL is unreachable")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("listener is disconnected")),
+        "{problems:?}"
+    );
+    assert_eq!(text(&h, "postgres"), "unreachable");
+}

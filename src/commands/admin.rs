@@ -1,13 +1,16 @@
 //! PGCACHE.STATS [RESET]: what pgcache has done, as a map (RESP3) or name/value pairs
 //! (RESP2); the same figures as the `pgcache` INFO section.
+//! PGCACHE.HEALTH: whether pgcache can do its job right now, with every problem named.
 
 use crate::error::Error;
 use crate::flush;
 use crate::pg::listener;
 use crate::reply::Reply;
 use crate::stats;
+use crate::tunables;
 use crate::worker;
 use redis_module::Context;
+use std::time::Duration;
 
 pub fn stats(_ctx: &Context, args: &[&[u8]]) -> Reply {
     match args.len() {
@@ -69,5 +72,90 @@ pub fn report() -> Vec<(String, Reply)> {
         })
         .collect();
     out.push(("commands".into(), Reply::Map(commands)));
+    out
+}
+
+/// Work-queue fill above which HEALTH reports a problem.
+const QUEUE_SATURATION_PROBLEM: f64 = 0.8;
+
+pub fn health(ctx: &Context, args: &[&[u8]]) -> Reply {
+    if args.len() != 1 {
+        return Reply::WrongArity;
+    }
+    worker::submit_probe(
+        ctx,
+        Box::new(|rtt| Box::new(move |_| Reply::Map(health_report(rtt)))),
+    )
+}
+
+/// The health figures, given a PostgreSQL round trip's time or failure.
+fn health_report(rtt: Result<Duration, Error>) -> Vec<(String, Reply)> {
+    let mut problems = Vec::new();
+    let mut postgres = Vec::new();
+    match rtt {
+        Ok(rtt) => {
+            postgres.push(("postgres".to_string(), Reply::Bulk("reachable".into())));
+            postgres.push((
+                "postgres_rtt_us".to_string(),
+                Reply::Int(rtt.as_micros() as i64),
+            ));
+        }
+        Err(e) => {
+            problems.push(format!("PostgreSQL is unreachable: {e}"));
+            postgres.push(("postgres".to_string(), Reply::Bulk("unreachable".into())));
+        }
+    }
+    let listener = if !tunables::listening() {
+        "off"
+    } else if listener::connected() {
+        "connected"
+    } else {
+        problems.push(
+            "the invalidation listener is disconnected: rows changed meanwhile may be served \
+             until it reconnects"
+                .to_string(),
+        );
+        "disconnected"
+    };
+    let queued = worker::load().map_or(0, |(queued, _)| queued);
+    let capacity = worker::queue_capacity().max(1);
+    let saturation = queued as f64 / capacity as f64;
+    if saturation > QUEUE_SATURATION_PROBLEM {
+        problems.push(format!(
+            "the PostgreSQL queue is {:.0} % full ({queued} of {capacity})",
+            saturation * 100.0
+        ));
+    }
+    let mut out = vec![
+        (
+            "status".to_string(),
+            Reply::Bulk(
+                if problems.is_empty() {
+                    "ok"
+                } else {
+                    "degraded"
+                }
+                .into(),
+            ),
+        ),
+        (
+            "problems".to_string(),
+            Reply::Array(problems.into_iter().map(Reply::Bulk).collect()),
+        ),
+        (
+            "version".to_string(),
+            Reply::Bulk(env!("CARGO_PKG_VERSION").into()),
+        ),
+    ];
+    out.extend(postgres);
+    out.push(("listener".to_string(), Reply::Bulk(listener.into())));
+    out.push(("queue_depth".to_string(), Reply::Int(queued as i64)));
+    out.push(("queue_capacity".to_string(), Reply::Int(capacity as i64)));
+    out.push(("queue_saturation".to_string(), Reply::Double(saturation)));
+    let config = tunables::effective()
+        .into_iter()
+        .map(|(k, v)| (k, Reply::Bulk(v)))
+        .collect();
+    out.push(("config".to_string(), Reply::Map(config)));
     out
 }

@@ -53,9 +53,13 @@ pub struct RowLookup {
     pub then: Box<dyn FnOnce(crate::fill::Outcome) -> Completion + Send>,
 }
 
+/// Turns a PostgreSQL round trip's time (or why it failed) into the completion.
+pub type Probe = Box<dyn FnOnce(Result<Duration, Error>) -> Completion + Send>;
+
 enum Queued {
     Work(BlockedClient, Work),
     Part(Arc<Gather>, usize, Part),
+    Probe(BlockedClient, Probe),
 }
 
 struct Job<T> {
@@ -113,6 +117,16 @@ pub fn load() -> Option<(usize, PoolStats)> {
     let workers = guard.as_ref()?;
     let queued = workers.queues.work.len() + workers.queues.lookups.len();
     Some((queued, workers.pool.stats()))
+}
+
+/// How many jobs the work queue holds at most.
+pub fn queue_capacity() -> usize {
+    WORKERS
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|w| w.queues.work.capacity())
+        .unwrap_or(0)
 }
 
 pub fn count() -> usize {
@@ -210,6 +224,21 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             };
             gather.deliver(index, result);
         }
+        Queued::Probe(client, then) => {
+            let started = Instant::now();
+            let rtt = match refused {
+                Some(e) => Err(e),
+                None => pool
+                    .get(job.deadline)
+                    .map_err(Error::new)
+                    .and_then(|mut conn| {
+                        conn.query("SELECT 1", &[])
+                            .map(|_| started.elapsed())
+                            .map_err(|e| Error::new(crate::pg::errors::describe(&e)))
+                    }),
+            };
+            client.answer(contained(|| Ok(then(rtt))));
+        }
     }
 }
 
@@ -235,7 +264,22 @@ pub fn submit(ctx: &Context, work: Work) -> Reply {
             .try_send(Job { deadline, task })
             .map_err(|e| match e.into_inner().task {
                 Queued::Work(client, _) => client,
-                Queued::Part(..) => unreachable!("sent a Work"),
+                _ => unreachable!("sent a Work"),
+            })
+    })
+}
+
+/// Like `submit`, for a PostgreSQL round trip (`SELECT 1` on a pooled connection, connecting
+/// if needed) whose time or failure `then` turns into the reply.
+pub fn submit_probe(ctx: &Context, then: Probe) -> Reply {
+    enqueue(ctx, 1, |queues, client, deadline| {
+        let task = Queued::Probe(client, then);
+        queues
+            .work
+            .try_send(Job { deadline, task })
+            .map_err(|e| match e.into_inner().task {
+                Queued::Probe(client, _) => client,
+                _ => unreachable!("sent a Probe"),
             })
     })
 }
