@@ -4,8 +4,9 @@ use common::*;
 use std::collections::HashMap;
 use std::time::Duration;
 
-fn stats(con: &mut redis::Connection) -> HashMap<String, redis::Value> {
-    let flat: Vec<redis::Value> = redis::cmd("PGCACHE.STATS").query(con).unwrap();
+/// A command's map reply (flat name/value pairs in RESP2) as a map.
+fn map_reply(con: &mut redis::Connection, command: &str) -> HashMap<String, redis::Value> {
+    let flat: Vec<redis::Value> = redis::cmd(command).query(con).unwrap();
     flat.chunks(2)
         .map(|pair| {
             (
@@ -14,6 +15,10 @@ fn stats(con: &mut redis::Connection) -> HashMap<String, redis::Value> {
             )
         })
         .collect()
+}
+
+fn stats(con: &mut redis::Connection) -> HashMap<String, redis::Value> {
+    map_reply(con, "PGCACHE.STATS")
 }
 
 fn int(stats: &HashMap<String, redis::Value>, name: &str) -> i64 {
@@ -139,15 +144,7 @@ fn real_expirations_and_evictions_are_counted() {
 }
 
 fn health(con: &mut redis::Connection) -> HashMap<String, redis::Value> {
-    let flat: Vec<redis::Value> = redis::cmd("PGCACHE.HEALTH").query(con).unwrap();
-    flat.chunks(2)
-        .map(|pair| {
-            (
-                redis::from_redis_value::<String>(pair[0].clone()).unwrap(),
-                pair[1].clone(),
-            )
-        })
-        .collect()
+    map_reply(con, "PGCACHE.HEALTH")
 }
 
 fn text(map: &HashMap<String, redis::Value>, name: &str) -> String {

@@ -258,14 +258,7 @@ fn admit_lookup(job: Job<(BlockedClient, RowLookup)>) -> Option<PendingLookup> {
 /// queue is full, or the module is stopping.
 pub fn submit(ctx: &Context, work: Work) -> Reply {
     enqueue(ctx, 1, |queues, client, deadline| {
-        let task = Queued::Work(client, work);
-        queues
-            .work
-            .try_send(Job { deadline, task })
-            .map_err(|e| match e.into_inner().task {
-                Queued::Work(client, _) => client,
-                _ => unreachable!("sent a Work"),
-            })
+        send_work(queues, deadline, Queued::Work(client, work))
     })
 }
 
@@ -273,15 +266,19 @@ pub fn submit(ctx: &Context, work: Work) -> Reply {
 /// if needed) whose time or failure `then` turns into the reply.
 pub fn submit_probe(ctx: &Context, then: Probe) -> Reply {
     enqueue(ctx, 1, |queues, client, deadline| {
-        let task = Queued::Probe(client, then);
-        queues
-            .work
-            .try_send(Job { deadline, task })
-            .map_err(|e| match e.into_inner().task {
-                Queued::Probe(client, _) => client,
-                _ => unreachable!("sent a Probe"),
-            })
+        send_work(queues, deadline, Queued::Probe(client, then))
     })
+}
+
+/// Queues a job that answers one client; hands the client back if the queue refused it.
+fn send_work(queues: &Queues, deadline: Instant, task: Queued) -> Result<(), BlockedClient> {
+    queues
+        .work
+        .try_send(Job { deadline, task })
+        .map_err(|e| match e.into_inner().task {
+            Queued::Work(client, _) | Queued::Probe(client, _) => client,
+            Queued::Part(..) => unreachable!("parts are queued by submit_parts"),
+        })
 }
 
 /// Like `submit`, for one row lookup, which workers batch with others of the same table.
