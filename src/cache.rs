@@ -100,6 +100,15 @@ pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
     })
 }
 
+/// A cache entry's name without the prefix (`<table>:<canonical pk>`) split into the table
+/// and the key. A pk is a JSON object, so the table ends at the first `:{`.
+pub fn split_entry_name(entry: &str) -> (&str, &str) {
+    match entry.find(":{") {
+        Some(i) => (&entry[..i], &entry[i + 1..]),
+        None => ("", entry),
+    }
+}
+
 /// The cached value at `key` (a copy; used where several values are gathered).
 pub fn get(ctx: &Context, key: &str) -> Cached {
     if flush::bypassed(key.as_bytes()) {
@@ -209,4 +218,22 @@ pub fn delete(ctx: &Context, key: &str) {
         return;
     }
     call_replicated(ctx, "DEL", &[key]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_entry_name;
+
+    #[test]
+    fn entry_names_split_into_table_and_key() {
+        assert_eq!(
+            split_entry_name("users:{\"id\":7}"),
+            ("users", "{\"id\":7}")
+        );
+        assert_eq!(
+            split_entry_name("app.orders:{\"a\":\"x:{y\"}"),
+            ("app.orders", "{\"a\":\"x:{y\"}")
+        );
+        assert_eq!(split_entry_name("odd"), ("", "odd"));
+    }
 }

@@ -115,6 +115,15 @@ pub struct Settings {
     pub listen: bool,
     /// Registers PGCACHE.DEBUG (fault injection for tests), like Redis's enable-debug-command.
     pub debug_commands: bool,
+    /// Calls at least this slow go in PGCACHE.SLOWLOG (0: all, negative: none).
+    pub slowlog_threshold_us: i64,
+    pub slowlog_max_len: u64,
+    /// Hook definitions (`name ON ... ; ...`), see the `hooks` module.
+    pub hooks: String,
+    /// Port of the Prometheus endpoint; 0: off.
+    pub metrics_port: u16,
+    /// Address the Prometheus endpoint listens on.
+    pub metrics_bind: String,
 }
 
 fn default_workers() -> usize {
@@ -153,6 +162,8 @@ impl Settings {
             ("invalidation_channel", self.invalidation_channel.clone()),
             ("listen", if self.listen { "yes" } else { "no" }.into()),
             ("tables_at_load", tables.join(",")),
+            ("metrics_port", self.metrics_port.to_string()),
+            ("metrics_bind", self.metrics_bind.clone()),
         ]
     }
 }
@@ -189,6 +200,11 @@ impl Default for Settings {
             invalidation_channel: "cache_invalidation".into(),
             listen: true,
             debug_commands: false,
+            slowlog_threshold_us: crate::slowlog::DEFAULT_THRESHOLD_US,
+            slowlog_max_len: crate::slowlog::DEFAULT_MAX_LEN,
+            hooks: String::new(),
+            metrics_port: 0,
+            metrics_bind: "127.0.0.1".into(),
         }
     }
 }
@@ -242,6 +258,11 @@ pub const SETTING_NAMES: &[&str] = &[
     "invalidation_channel",
     "listen",
     "debug_commands",
+    "slowlog_threshold_us",
+    "slowlog_max_len",
+    "hooks",
+    "metrics_port",
+    "metrics_bind",
 ];
 
 /// Builds the settings from the environment (`env` looks a variable up) and module `args`
@@ -407,6 +428,24 @@ fn apply(s: &mut Settings, name: &str, value: &str) -> Result<(), ConfigError> {
         }
         "listen" => s.listen = parse_yes_no(name, value)?,
         "debug_commands" => s.debug_commands = parse_yes_no(name, value)?,
+        "slowlog_threshold_us" => {
+            s.slowlog_threshold_us =
+                crate::slowlog::parse_threshold(value).map_err(|e| err(name, e))?
+        }
+        "slowlog_max_len" => {
+            s.slowlog_max_len = crate::slowlog::parse_max_len(value).map_err(|e| err(name, e))?
+        }
+        "hooks" => {
+            crate::hooks::parse_all(value).map_err(|e| err(name, e))?;
+            s.hooks = value.to_string()
+        }
+        "metrics_port" => s.metrics_port = parse_int(name, value, 0u16, 65535)?,
+        "metrics_bind" => {
+            value
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| err(name, format!("expected an IP address, got {value:?}")))?;
+            s.metrics_bind = value.to_string()
+        }
         _ => {
             return Err(err(
                 name,

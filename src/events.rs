@@ -1,10 +1,13 @@
-//! Cache events published on the event channel (`pg_cache_events` by default) as JSON:
-//! `{"type":"cache_miss","table":"users","key":"{\"id\":7}","timestamp":1700000000000}`.
-//! Which types are published is the `events` setting; hit events are off by default because
-//! publishing on every hit costs the hit path (see BENCHMARKS.md).
+//! Cache events, as JSON:
+//! `{"type":"cache_miss","table":"users","key":"{\"id\":7}","timestamp":1700000000000}`,
+//! delivered to the default hook (PUBLISH on `event_channel`, `pg_cache_events` unless
+//! configured, for the kinds in the `events` setting) and to every matching hook
+//! (PGCACHE.HOOK, `hooks` module). Hit events are off by default because publishing on
+//! every hit costs the hit path (see BENCHMARKS.md).
 
+use crate::hooks;
 use crate::tunables;
-use redis_module::{Context, raw};
+use redis_module::{Context, RedisString, raw};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,10 +16,25 @@ pub enum EventKind {
     Miss,
     Write,
     Invalidate,
+    Fill,
+    Expire,
+    Evict,
+    Error,
+    Slow,
 }
 
 impl EventKind {
-    const ALL: [EventKind; 4] = [Self::Hit, Self::Miss, Self::Write, Self::Invalidate];
+    pub const ALL: [EventKind; 9] = [
+        Self::Hit,
+        Self::Miss,
+        Self::Write,
+        Self::Invalidate,
+        Self::Fill,
+        Self::Expire,
+        Self::Evict,
+        Self::Error,
+        Self::Slow,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -24,10 +42,15 @@ impl EventKind {
             Self::Miss => "cache_miss",
             Self::Write => "cache_write",
             Self::Invalidate => "cache_invalidate",
+            Self::Fill => "cache_fill",
+            Self::Expire => "cache_expire",
+            Self::Evict => "cache_evict",
+            Self::Error => "cache_error",
+            Self::Slow => "cache_slow",
         }
     }
 
-    fn short_name(self) -> &'static str {
+    pub fn short_name(self) -> &'static str {
         &self.name()["cache_".len()..]
     }
 
@@ -51,11 +74,17 @@ impl EventMask {
         self.0 & kind.bit() != 0
     }
 
-    /// `hit,miss,write,invalidate` (with or without the `cache_` prefix), `all` or `none`.
+    pub fn union(self, other: EventMask) -> EventMask {
+        EventMask(self.0 | other.0)
+    }
+
+    /// Comma-separated kinds (`hit`, `miss`, `fill`, `write`, `invalidate`, `expire`,
+    /// `evict`, `error`, `slow`, with or without the `cache_` prefix), `all` or `none`.
     pub fn parse(value: &str) -> Result<EventMask, String> {
         let mut mask = 0;
         for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-            match word {
+            let word = word.to_ascii_lowercase();
+            match word.as_str() {
                 "all" => mask |= EventKind::ALL.iter().map(|k| k.bit()).sum::<u32>(),
                 "none" => {}
                 _ => {
@@ -63,7 +92,10 @@ impl EventMask {
                         .iter()
                         .find(|k| k.name() == word || k.short_name() == word)
                         .ok_or_else(|| {
-                            format!("unknown event {word:?}; use hit, miss, write, invalidate, all or none")
+                            format!(
+                                "unknown event {word:?}; use {}, all or none",
+                                EventKind::ALL.map(EventKind::short_name).join(", ")
+                            )
                         })?;
                     mask |= kind.bit();
                 }
@@ -87,6 +119,13 @@ impl EventMask {
     }
 }
 
+/// A field some events carry besides type, table, key and timestamp.
+#[derive(Debug, Clone, Copy)]
+pub enum Extra<'a> {
+    Text(&'a str),
+    Int(u64),
+}
+
 /// Appends the event's JSON text to `out`, written directly (this runs for every event).
 pub fn write_event_json(
     out: &mut String,
@@ -94,6 +133,7 @@ pub fn write_event_json(
     table: &str,
     key: &str,
     timestamp_ms: u128,
+    extra: &[(&str, Extra)],
 ) {
     use std::fmt::Write;
     out.push_str("{\"type\":\"");
@@ -102,7 +142,19 @@ pub fn write_event_json(
     push_json_string(out, table);
     out.push_str(",\"key\":");
     push_json_string(out, key);
-    let _ = write!(out, ",\"timestamp\":{timestamp_ms}}}");
+    let _ = write!(out, ",\"timestamp\":{timestamp_ms}");
+    for (name, value) in extra {
+        out.push(',');
+        push_json_string(out, name);
+        out.push(':');
+        match value {
+            Extra::Text(text) => push_json_string(out, text),
+            Extra::Int(n) => {
+                let _ = write!(out, "{n}");
+            }
+        }
+    }
+    out.push('}');
 }
 
 fn push_json_string(out: &mut String, s: &str) {
@@ -131,38 +183,76 @@ pub fn now_ms() -> u128 {
         .unwrap_or(0)
 }
 
-/// Publishes one event if its kind is enabled. Main thread only.
-pub fn publish(ctx: &Context, kind: EventKind, table: &str, key: &str) {
-    publish_each(ctx, kind, table, [key]);
+/// Whether any hook (the default one included) takes events of this kind.
+pub fn wanted(kind: EventKind) -> bool {
+    tunables::events().union(hooks::mask()).contains(kind)
 }
 
-/// Publishes one event per key (a MULTIREAD's misses), sharing the channel name and the
-/// message buffer. Main thread only.
+/// Delivers one event to the hooks that take it. Main thread only.
+pub fn publish(ctx: &Context, kind: EventKind, table: &str, key: &str) {
+    deliver(ctx, kind, table, [key], &[]);
+}
+
+/// Like `publish`, with fields beyond type, table, key and timestamp.
+pub fn publish_with(
+    ctx: &Context,
+    kind: EventKind,
+    table: &str,
+    key: &str,
+    extra: &[(&str, Extra)],
+) {
+    deliver(ctx, kind, table, [key], extra);
+}
+
+/// Delivers one event per key (a MULTIREAD's misses), sharing the targets and the message
+/// buffer. Main thread only.
 pub fn publish_each<'a>(
     ctx: &Context,
     kind: EventKind,
     table: &str,
     keys: impl IntoIterator<Item = &'a str>,
 ) {
-    if !tunables::events().contains(kind) {
+    deliver(ctx, kind, table, keys, &[]);
+}
+
+fn deliver<'a>(
+    ctx: &Context,
+    kind: EventKind,
+    table: &str,
+    keys: impl IntoIterator<Item = &'a str>,
+    extra: &[(&str, Extra)],
+) {
+    let to_default = tunables::events().contains(kind);
+    let hooks = hooks::mask()
+        .contains(kind)
+        .then(|| hooks::matching(kind, table))
+        .filter(|h| !h.is_empty());
+    if !to_default && hooks.is_none() {
         return;
     }
-    let channel = ctx.create_string(tunables::event_channel());
+    let channel = to_default.then(|| ctx.create_string(tunables::event_channel()));
     let timestamp = now_ms();
     let mut message = String::with_capacity(128);
     for key in keys {
         message.clear();
-        write_event_json(&mut message, kind, table, key, timestamp);
-        // SAFETY: main thread; the message string is created and freed here.
-        unsafe {
-            let text = raw::RedisModule_CreateString.unwrap()(
-                ctx.ctx,
-                message.as_ptr().cast(),
-                message.len(),
-            );
-            raw::RedisModule_PublishMessage.unwrap()(ctx.ctx, channel.inner, text);
-            raw::RedisModule_FreeString.unwrap()(ctx.ctx, text);
+        write_event_json(&mut message, kind, table, key, timestamp, extra);
+        if let Some(channel) = &channel {
+            publish_message(ctx, channel, &message);
         }
+        for hook in hooks.iter().flatten() {
+            hooks::fire(ctx, hook, &message, kind, table, key, timestamp, extra);
+        }
+    }
+}
+
+/// PUBLISH through the module API (no command lookup). Main thread only.
+pub fn publish_message(ctx: &Context, channel: &RedisString, message: &str) {
+    // SAFETY: main thread; the message string is created and freed here.
+    unsafe {
+        let text =
+            raw::RedisModule_CreateString.unwrap()(ctx.ctx, message.as_ptr().cast(), message.len());
+        raw::RedisModule_PublishMessage.unwrap()(ctx.ctx, channel.inner, text);
+        raw::RedisModule_FreeString.unwrap()(ctx.ctx, text);
     }
 }
 
@@ -178,7 +268,11 @@ mod tests {
         );
         assert_eq!(
             EventMask::parse("all").unwrap().render(),
-            "hit,miss,write,invalidate"
+            "hit,miss,write,invalidate,fill,expire,evict,error,slow"
+        );
+        assert_eq!(
+            EventMask::parse("SLOW,Evict").unwrap().render(),
+            "evict,slow"
         );
         assert_eq!(EventMask::parse("none").unwrap().render(), "none");
         assert_eq!(EventMask::default().render(), "miss,write,invalidate");
@@ -194,6 +288,7 @@ mod tests {
             "we\"ird\\",
             "{\"s\":\"a\nb\u{1}\"}",
             1,
+            &[],
         );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["table"], "we\"ird\\");
@@ -203,11 +298,25 @@ mod tests {
     #[test]
     fn event_json_has_the_documented_fields() {
         let mut text = String::new();
-        write_event_json(&mut text, EventKind::Miss, "users", r#"{"id":7}"#, 42);
+        write_event_json(&mut text, EventKind::Miss, "users", r#"{"id":7}"#, 42, &[]);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["type"], "cache_miss");
         assert_eq!(v["table"], "users");
         assert_eq!(v["key"], r#"{"id":7}"#);
         assert_eq!(v["timestamp"], 42);
+    }
+
+    #[test]
+    fn extra_fields_are_json_too() {
+        let mut text = String::new();
+        let extra = [
+            ("error", Extra::Text("bad \"x\"")),
+            ("duration_us", Extra::Int(12)),
+        ];
+        write_event_json(&mut text, EventKind::Slow, "t", "k", 1, &extra);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["type"], "cache_slow");
+        assert_eq!(v["error"], "bad \"x\"");
+        assert_eq!(v["duration_us"], 12);
     }
 }

@@ -10,11 +10,14 @@ pub mod error;
 pub mod events;
 pub mod fill;
 pub mod flush;
+pub mod hooks;
 pub mod ident;
 pub mod invalidation;
 pub mod key;
 pub mod pg;
 pub mod reply;
+pub mod requests;
+pub mod slowlog;
 pub mod stats;
 pub mod tunables;
 pub mod worker;
@@ -54,7 +57,7 @@ const MODULE_VERSION: i32 = parse_version_part(env!("CARGO_PKG_VERSION_MAJOR")) 
 
 /// The commands: name, handler (with its index in `stats::COMMANDS` when its latency is
 /// tracked), Redis command flags.
-fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 7] {
+fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 9] {
     [
         (
             "pgcache.read",
@@ -90,6 +93,16 @@ fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 7] {
             "pgcache.health",
             Some(command_fn!(commands::admin::health)),
             "readonly",
+        ),
+        (
+            "pgcache.slowlog",
+            Some(command_fn!(commands::slowlog::slowlog)),
+            "admin",
+        ),
+        (
+            "pgcache.hook",
+            Some(command_fn!(commands::hook::hook)),
+            "admin may-replicate",
         ),
     ]
 }
@@ -129,6 +142,11 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: std::os
     unsafe { raw::RedisModule_InfoAddSection.unwrap()(ctx, std::ptr::null()) };
     for (name, value) in commands::admin::report() {
         match &value {
+            reply::Reply::Map(tables) if name == "tables" => {
+                for (table, figures) in tables {
+                    add_table(ctx, table, figures);
+                }
+            }
             reply::Reply::Map(entries) => {
                 for (inner, v) in entries {
                     add(ctx, inner, v);
@@ -139,9 +157,49 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: std::os
     }
 }
 
-/// Counts expirations and evictions of pgcache's entries, from Redis's own keyspace events.
+/// One table's figures as a dict field, the way Redis shows `db0:keys=1,expires=0`:
+/// `pgcache_table_users:calls=3,hits=2,...` (characters other than letters, digits, `.`,
+/// `-` and `_` in the name become `_`).
+fn add_table(ctx: *mut raw::RedisModuleInfoCtx, table: &str, figures: &reply::Reply) {
+    let name: String = table
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let Ok(field) = CString::new(format!("table_{name}")) else {
+        return;
+    };
+    let reply::Reply::Map(figures) = figures else {
+        return;
+    };
+    // SAFETY: Redis's info context for this call; the strings outlive each call.
+    unsafe {
+        raw::RedisModule_InfoBeginDictField.unwrap()(ctx, field.as_ptr());
+        for (figure, value) in figures {
+            let figure = CString::new(figure.as_str()).expect("no NUL");
+            match value {
+                reply::Reply::Int(n) => {
+                    raw::RedisModule_InfoAddFieldLongLong.unwrap()(ctx, figure.as_ptr(), *n);
+                }
+                reply::Reply::Double(d) => {
+                    raw::RedisModule_InfoAddFieldDouble.unwrap()(ctx, figure.as_ptr(), *d);
+                }
+                _ => {}
+            }
+        }
+        raw::RedisModule_InfoEndDictField.unwrap()(ctx);
+    }
+}
+
+/// Counts expirations and evictions of pgcache's entries, from Redis's own keyspace events,
+/// and raises the `expire` and `evict` events.
 unsafe extern "C" fn on_keyspace_event(
-    _ctx: *mut raw::RedisModuleCtx,
+    ctx: *mut raw::RedisModuleCtx,
     event_type: std::os::raw::c_int,
     _event: *const std::os::raw::c_char,
     key: *mut raw::RedisModuleString,
@@ -152,14 +210,36 @@ unsafe extern "C" fn on_keyspace_event(
         let ptr = raw::RedisModule_StringPtrLen.unwrap()(key, &mut len);
         std::slice::from_raw_parts(ptr.cast::<u8>(), len)
     };
-    if name.starts_with(tunables::cache_prefix().as_bytes()) {
-        if event_type & raw::REDISMODULE_NOTIFY_EVICTED != 0 {
-            stats::EVICTIONS.inc();
-        } else {
-            stats::EXPIRATIONS.inc();
-        }
+    let prefix = tunables::cache_prefix();
+    let Some(entry) = name.strip_prefix(prefix.as_bytes()) else {
+        return raw::REDISMODULE_OK as std::os::raw::c_int;
+    };
+    let kind = if event_type & raw::REDISMODULE_NOTIFY_EVICTED != 0 {
+        stats::EVICTIONS.inc();
+        events::EventKind::Evict
+    } else {
+        stats::EXPIRATIONS.inc();
+        events::EventKind::Expire
+    };
+    if events::wanted(kind) {
+        let entry = String::from_utf8_lossy(entry);
+        let (table, key) = cache::split_entry_name(&entry);
+        let context = Context::new(ctx);
+        hooks::in_notification(|| events::publish(&context, kind, table, key));
     }
     raw::REDISMODULE_OK as std::os::raw::c_int
+}
+
+/// Sends the hooks to replicas when one comes online.
+unsafe extern "C" fn on_replica_change(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut std::os::raw::c_void,
+) {
+    if subevent == raw::REDISMODULE_SUBEVENT_REPLICA_CHANGE_ONLINE {
+        hooks::on_replica_online(&Context::new(ctx));
+    }
 }
 
 impl ConfigurationValue<RedisString> for tunables::Tunable {
@@ -267,6 +347,14 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
             raw::REDISMODULE_NOTIFY_EXPIRED | raw::REDISMODULE_NOTIFY_EVICTED,
             Some(on_keyspace_event),
         );
+        raw::RedisModule_SubscribeToServerEvent.unwrap()(
+            ctx.ctx,
+            raw::RedisModuleEvent {
+                id: raw::REDISMODULE_EVENT_REPLICA_CHANGE,
+                dataver: 1,
+            },
+            Some(on_replica_change),
+        );
     }
     // SAFETY: OnLoad context; applies `pgcache.*` lines of redis.conf, if any.
     if unsafe { raw::RedisModule_LoadConfigs.unwrap()(ctx.ctx) } != raw::REDISMODULE_OK as i32 {
@@ -299,6 +387,10 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
 }
 
 fn deinit(ctx: &Context) -> Status {
+    if hooks::pending() {
+        ctx.log_warning("pgcache: refusing to unload while hook deliveries are queued; retry");
+        return Status::Err;
+    }
     if flush::running() > 0 {
         ctx.log_warning(
             "pgcache: refusing to unload while a flush is dropping entries; retry shortly",

@@ -1,8 +1,9 @@
-//! What pgcache has done, for PGCACHE.STATS and the `pgcache` INFO section: counters and
-//! per-command latency histograms, all lock-free atomics (the hit path pays one relaxed
-//! increment per counter it touches).
+//! What pgcache has done, for PGCACHE.STATS, the `pgcache` INFO section and the metrics
+//! endpoint: counters and per-command and per-table latency histograms, all lock-free
+//! atomics (the hit path pays one relaxed increment per counter it touches).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 /// A monotonic counter.
 pub struct Counter(AtomicU64);
@@ -86,6 +87,24 @@ impl Histogram {
         self.sum_us.fetch_add(us, Relaxed);
     }
 
+    /// For the metrics endpoint: how many recorded values were below 2^k µs, for k from 0
+    /// to `max_power`, and the sum of all values. Durations are recorded truncated to whole
+    /// microseconds, so "recorded below 2^k" is exactly "took at most 2^k µs".
+    pub fn cumulative_powers_of_two(&self, max_power: u32) -> (Vec<u64>, u64, u64) {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let below = (0..=max_power)
+            .map(|k| {
+                counts
+                    .iter()
+                    .enumerate()
+                    .take_while(|(bucket, _)| bucket_floor(*bucket) < 1 << k)
+                    .map(|(_, n)| n)
+                    .sum()
+            })
+            .collect();
+        (below, counts.iter().sum(), self.sum_us.load(Relaxed))
+    }
+
     pub fn summary(&self) -> Summary {
         let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
         let count: u64 = counts.iter().sum();
@@ -142,6 +161,8 @@ pub static ERRORS_TIMEOUT: Counter = Counter::new();
 pub static ERRORS_QUEUE_FULL: Counter = Counter::new();
 pub static ERRORS_POSTGRES: Counter = Counter::new();
 pub static ERRORS_INTERNAL: Counter = Counter::new();
+/// Hook deliveries that failed (an XADD to a key of another type, say).
+pub static HOOK_ERRORS: Counter = Counter::new();
 
 /// The commands whose calls and latency are tracked, in reporting order.
 pub const COMMANDS: [&str; 5] = ["read", "multiread", "write", "invalidate", "flush"];
@@ -168,6 +189,66 @@ pub fn command_summary(command: usize) -> Summary {
     COMMAND_LATENCY[command].summary()
 }
 
+pub fn command_histogram(command: usize) -> &'static Histogram {
+    &COMMAND_LATENCY[command]
+}
+
+/// One table's figures. Every schema of the table shares them (`TableSchema::stats`), so
+/// the hit path reaches them without a lookup.
+pub struct TableStats {
+    /// The table as cache keys and events name it.
+    pub name: String,
+    /// Commands on this table: hits plus the timed calls.
+    pub calls: Counter,
+    /// Keys answered from the cache (negative hits included).
+    pub hits: Counter,
+    /// Keys fetched from PostgreSQL.
+    pub misses: Counter,
+    /// Calls that waited for PostgreSQL or changed the cache, from call to reply.
+    pub latency: Histogram,
+}
+
+// Schemas compare and print by what they describe; the figures are the same table's.
+impl std::fmt::Debug for TableStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TableStats({})", self.name)
+    }
+}
+
+impl PartialEq for TableStats {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for TableStats {}
+
+static TABLES: Mutex<Vec<Arc<TableStats>>> = Mutex::new(Vec::new());
+
+/// The figures of the table called `name`, made on first use. Called when a schema is read
+/// from the catalog, never on the hit path.
+pub fn table(name: &str) -> Arc<TableStats> {
+    let mut tables = TABLES.lock().unwrap();
+    if let Some(t) = tables.iter().find(|t| t.name == name) {
+        return t.clone();
+    }
+    let t = Arc::new(TableStats {
+        name: name.to_string(),
+        calls: Counter::new(),
+        hits: Counter::new(),
+        misses: Counter::new(),
+        latency: Histogram::new(),
+    });
+    tables.push(t.clone());
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
+    t
+}
+
+/// Every table seen, by name.
+pub fn tables() -> Vec<Arc<TableStats>> {
+    TABLES.lock().unwrap().clone()
+}
+
 /// The counters, named as INFO and PGCACHE.STATS show them.
 pub fn counters() -> Vec<(&'static str, u64)> {
     vec![
@@ -187,6 +268,7 @@ pub fn counters() -> Vec<(&'static str, u64)> {
         ("errors_queue_full", ERRORS_QUEUE_FULL.get()),
         ("errors_postgres", ERRORS_POSTGRES.get()),
         ("errors_internal", ERRORS_INTERNAL.get()),
+        ("hook_errors", HOOK_ERRORS.get()),
     ]
 }
 
@@ -219,6 +301,7 @@ pub fn reset() {
         &ERRORS_QUEUE_FULL,
         &ERRORS_POSTGRES,
         &ERRORS_INTERNAL,
+        &HOOK_ERRORS,
     ] {
         counter.reset();
     }
@@ -228,6 +311,12 @@ pub fn reset() {
     }
     for c in &COMMAND_CALLS {
         c.reset();
+    }
+    for t in tables() {
+        t.calls.reset();
+        t.hits.reset();
+        t.misses.reset();
+        t.latency.reset();
     }
 }
 
@@ -264,5 +353,33 @@ mod tests {
         assert!((s.avg_us - 298.0).abs() < 0.01);
         h.reset();
         assert_eq!(h.summary().count, 0);
+    }
+
+    #[test]
+    fn cumulative_counts_are_exact_at_powers_of_two() {
+        let h = Histogram::new();
+        for us in [0, 1, 3, 4, 7, 8, 1000, 1023, 1024, 5000] {
+            h.record(us);
+        }
+        let (below, count, sum) = h.cumulative_powers_of_two(13);
+        assert_eq!(count, 10);
+        assert_eq!(sum, 8070);
+        // below[k]: values < 2^k
+        assert_eq!(below[0], 1);
+        assert_eq!(below[1], 2);
+        assert_eq!(below[2], 3);
+        assert_eq!(below[3], 5);
+        assert_eq!(below[4], 6);
+        assert_eq!(below[10], 8);
+        assert_eq!(below[11], 9);
+        assert_eq!(below[13], 10);
+    }
+
+    #[test]
+    fn tables_are_shared_by_name() {
+        let a = table("stats_test_a");
+        a.hits.inc();
+        assert_eq!(table("stats_test_a").hits.get(), 1);
+        assert!(tables().iter().any(|t| t.name == "stats_test_a"));
     }
 }

@@ -4,8 +4,10 @@
 
 use crate::config::{self, Settings};
 use crate::events::EventMask;
+use crate::hooks;
 use crate::ident::QualifiedName;
 use crate::pg::schema;
+use crate::slowlog;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
@@ -34,6 +36,10 @@ pub fn init(s: &Settings) {
     *CACHE_PREFIX.write().unwrap() = s.cache_prefix.clone();
     *LOAD_TIME.write().unwrap() = s.effective();
     LISTEN.store(s.listen, Relaxed);
+    slowlog::set_threshold_us(s.slowlog_threshold_us);
+    slowlog::set_max_len(s.slowlog_max_len);
+    // Validated by config::load.
+    let _ = hooks::set_all(&s.hooks);
 }
 
 /// The load-time settings (password redacted) followed by the runtime ones' current values.
@@ -105,7 +111,7 @@ fn set_u64(target: &AtomicU64, value: &str, min: u64, max: u64) -> Result<(), St
 }
 
 /// Every setting CONFIG SET can change, with the same validation as at load time.
-pub static TUNABLES: [Tunable; 8] = [
+pub static TUNABLES: [Tunable; 11] = [
     Tunable {
         name: "default_ttl",
         get: || default_ttl().to_string(),
@@ -170,5 +176,26 @@ pub static TUNABLES: [Tunable; 8] = [
             schema::clear_cache();
             Ok(())
         },
+    },
+    Tunable {
+        name: "slowlog_threshold_us",
+        get: || slowlog::threshold_us().to_string(),
+        set: |v| {
+            slowlog::set_threshold_us(slowlog::parse_threshold(v)?);
+            Ok(())
+        },
+    },
+    Tunable {
+        name: "slowlog_max_len",
+        get: || slowlog::max_len().to_string(),
+        set: |v| {
+            slowlog::set_max_len(slowlog::parse_max_len(v)?);
+            Ok(())
+        },
+    },
+    Tunable {
+        name: "hooks",
+        get: hooks::setting,
+        set: hooks::set_all,
     },
 ];

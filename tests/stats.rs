@@ -17,6 +17,19 @@ fn map_reply(con: &mut redis::Connection, command: &str) -> HashMap<String, redi
         .collect()
 }
 
+/// A nested map (flat name/value pairs in RESP2) as a map.
+fn nested(value: &redis::Value) -> HashMap<String, redis::Value> {
+    let flat: Vec<redis::Value> = redis::from_redis_value(value.clone()).unwrap();
+    flat.chunks(2)
+        .map(|pair| {
+            (
+                redis::from_redis_value::<String>(pair[0].clone()).unwrap(),
+                pair[1].clone(),
+            )
+        })
+        .collect()
+}
+
 fn stats(con: &mut redis::Connection) -> HashMap<String, redis::Value> {
     map_reply(con, "PGCACHE.STATS")
 }
@@ -62,14 +75,26 @@ fn counters_histograms_info_and_reset() {
     assert_eq!(int(&s, "writes"), 1);
     assert_eq!(int(&s, "invalidations_by_command"), 1);
     assert_eq!(int(&s, "errors"), 1);
-    assert_eq!(
-        redis::from_redis_value::<String>(s["listener"].clone()).unwrap(),
-        "connected"
+    wait_for("the listener", Duration::from_secs(10), || {
+        let listener: String =
+            redis::from_redis_value(stats(&mut con)["listener"].clone()).unwrap();
+        (listener == "connected").then_some(())
+    });
+    let read_figures = nested(&nested(&s["commands"])["read"]);
+    assert_eq!(int(&read_figures, "calls"), 5);
+
+    // Per table: 2 READ misses + 1 READ hit + 1 negative hit + WRITE + INVALIDATE + 1
+    // MULTIREAD (one hit, one miss) = 7 calls; the 5 that waited or wrote are timed.
+    let users = nested(&nested(&s["tables"])["users"]);
+    assert_eq!(int(&users, "calls"), 7, "{users:?}");
+    assert_eq!(int(&users, "hits"), 3, "{users:?}");
+    assert_eq!(int(&users, "misses"), 3, "{users:?}");
+    assert_eq!(int(&users, "timed_calls"), 5, "{users:?}");
+    assert!(int(&users, "p99_us") >= int(&users, "p50_us"), "{users:?}");
+    assert!(
+        !nested(&s["tables"]).contains_key("nosuch"),
+        "unknown tables have no figures"
     );
-    let commands: Vec<redis::Value> = redis::from_redis_value(s["commands"].clone()).unwrap();
-    let read_figures: Vec<redis::Value> = redis::from_redis_value(commands[1].clone()).unwrap();
-    let read_calls: i64 = redis::from_redis_value(read_figures[1].clone()).unwrap();
-    assert_eq!(read_calls, 5);
 
     // The same figures in INFO, as pgcache_<name>.
     assert_eq!(info_field(&mut con, "pgcache_hits").as_deref(), Some("2"));
@@ -78,6 +103,11 @@ fn counters_histograms_info_and_reset() {
         Some("5")
     );
     assert!(info_field(&mut con, "pgcache_read_p99_us").is_some());
+    let table_line = info_field(&mut con, "pgcache_table_users").unwrap();
+    assert!(
+        table_line.starts_with("calls=7,hits=3,misses=3,timed_calls=5,avg_us="),
+        "{table_line}"
+    );
     let everything: String = redis::cmd("INFO")
         .arg("everything")
         .query(&mut con)
@@ -94,12 +124,42 @@ fn counters_histograms_info_and_reset() {
         (int(&s, "hits"), int(&s, "misses"), int(&s, "errors")),
         (0, 0, 0)
     );
+    assert_eq!(int(&nested(&nested(&s["tables"])["users"]), "calls"), 0);
+}
+
+/// A stream's entries, each as field -> value.
+fn stream_entries(con: &mut redis::Connection, stream: &str) -> Vec<HashMap<String, String>> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|entry| {
+            entry
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap()))
+                .collect()
+        })
+        .collect()
+}
+
+fn count_of(entries: &[HashMap<String, String>], kind: &str) -> usize {
+    entries.iter().filter(|e| e["type"] == kind).count()
 }
 
 #[test]
-fn real_expirations_and_evictions_are_counted() {
+fn real_expirations_and_evictions_are_counted_and_reach_hooks() {
     let stack = Stack::start_with(USERS_SQL, &["negative_ttl", "0"]);
     let mut con = stack.con();
+    let _: String = redis::cmd("PGCACHE.HOOK")
+        .arg(&["ADD", "gone", "ON", "expire,evict", "XADD", "gone"])
+        .query(&mut con)
+        .unwrap();
     let _: String = redis::cmd("PGCACHE.READ")
         .arg("users")
         .arg(r#"{"id":1}"#)
@@ -114,11 +174,18 @@ fn real_expirations_and_evictions_are_counted() {
             .unwrap();
         (int(&stats(&mut con), "expirations") == 1).then_some(())
     });
+    // The hook's XADD runs from a timer after the notification (no writes inside one).
+    let expired = wait_for("the expire event", Duration::from_secs(10), || {
+        let entries = stream_entries(&mut con, "gone");
+        (!entries.is_empty()).then_some(entries)
+    });
+    assert_eq!(expired[0]["type"], "cache_expire");
+    assert_eq!(expired[0]["table"], "users");
+    assert_eq!(expired[0]["key"], r#"{"id":1}"#);
 
+    // Only entries with a TTL (the cache's) are evicted, not the hook's stream.
     let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("allkeys-lru")
+        .arg(&["SET", "maxmemory-policy", "volatile-lru"])
         .query(&mut con)
         .unwrap();
     let used: String = redis::cmd("INFO").arg("memory").query(&mut con).unwrap();
@@ -141,6 +208,23 @@ fn real_expirations_and_evictions_are_counted() {
         evicted > 0,
         "filling past maxmemory evicts entries: {evicted}"
     );
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "0"])
+        .query(&mut con)
+        .unwrap();
+    wait_for(
+        "an evict event per eviction",
+        Duration::from_secs(10),
+        || {
+            let entries = stream_entries(&mut con, "gone");
+            (count_of(&entries, "cache_evict") as i64 == int(&stats(&mut con), "evictions"))
+                .then_some(())
+        },
+    );
+    let entries = stream_entries(&mut con, "gone");
+    let evict = entries.iter().find(|e| e["type"] == "cache_evict").unwrap();
+    assert_eq!(evict["table"], "users");
+    assert!(evict["key"].starts_with(r#"{"id":"#), "{evict:?}");
 }
 
 fn health(con: &mut redis::Connection) -> HashMap<String, redis::Value> {

@@ -57,22 +57,39 @@ pub fn report() -> Vec<(String, Reply)> {
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let s = stats::command_summary(i);
-            let figures = vec![
-                (
-                    "calls".to_string(),
-                    Reply::Int(stats::command_calls(i) as i64),
-                ),
-                ("timed_calls".to_string(), Reply::Int(s.count as i64)),
-                ("avg_us".to_string(), Reply::Double(s.avg_us)),
-                ("p50_us".to_string(), Reply::Int(s.p50_us as i64)),
-                ("p99_us".to_string(), Reply::Int(s.p99_us as i64)),
-            ];
+            let mut figures = vec![(
+                "calls".to_string(),
+                Reply::Int(stats::command_calls(i) as i64),
+            )];
+            figures.extend(latency_figures(stats::command_summary(i)));
             (name.to_string(), Reply::Map(figures))
         })
         .collect();
     out.push(("commands".into(), Reply::Map(commands)));
+    let tables = stats::tables()
+        .iter()
+        .map(|t| {
+            let mut figures = vec![
+                ("calls".to_string(), Reply::Int(t.calls.get() as i64)),
+                ("hits".to_string(), Reply::Int(t.hits.get() as i64)),
+                ("misses".to_string(), Reply::Int(t.misses.get() as i64)),
+            ];
+            figures.extend(latency_figures(t.latency.summary()));
+            (t.name.clone(), Reply::Map(figures))
+        })
+        .collect();
+    out.push(("tables".into(), Reply::Map(tables)));
     out
+}
+
+/// A histogram's figures: the calls it timed, their average, median and 99th percentile.
+fn latency_figures(s: stats::Summary) -> Vec<(String, Reply)> {
+    vec![
+        ("timed_calls".to_string(), Reply::Int(s.count as i64)),
+        ("avg_us".to_string(), Reply::Double(s.avg_us)),
+        ("p50_us".to_string(), Reply::Int(s.p50_us as i64)),
+        ("p99_us".to_string(), Reply::Int(s.p99_us as i64)),
+    ]
 }
 
 /// Work-queue fill above which HEALTH reports a problem.

@@ -3,14 +3,17 @@
 
 pub mod admin;
 pub mod debug;
+pub mod hook;
 pub mod multiread;
 pub mod read;
+pub mod slowlog;
 pub mod write;
 
 use crate::config;
 use crate::error::{Error, Result};
 use crate::pg::schema::{self, TableSchema};
 use crate::reply::{self, Reply};
+use crate::requests;
 use crate::stats;
 use crate::worker::{self, Completion};
 use redis_module::{Context, raw};
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// No command of ours takes more arguments; more is an arity error, not an allocation.
-const MAX_ARGS: usize = 8;
+const MAX_ARGS: usize = 16;
 
 pub type Handler = fn(&Context, &[&[u8]]) -> Reply;
 
@@ -44,29 +47,73 @@ pub unsafe fn dispatch(
     if let Some(command) = command {
         stats::count_call(command);
     }
+    if started.is_some() {
+        requests::clear();
+    }
     worker::set_current_command(command);
     let context = Context::new(ctx);
     let argc = argc.max(0) as usize;
-    let reply = if argc > MAX_ARGS {
-        Reply::WrongArity
-    } else {
-        let mut args: [&[u8]; MAX_ARGS] = [&[]; MAX_ARGS];
-        for (i, slot) in args.iter_mut().enumerate().take(argc) {
-            let mut len = 0usize;
-            // SAFETY: argv has argc live strings for the duration of the call.
-            unsafe {
-                let ptr = raw::RedisModule_StringPtrLen.unwrap()(*argv.add(i), &mut len);
-                *slot = std::slice::from_raw_parts(ptr.cast(), len);
-            }
-        }
-        catch_unwind(AssertUnwindSafe(|| handler(&context, &args[..argc])))
-            .unwrap_or_else(|panic| Reply::Error(worker::panic_error(panic)))
-    };
+    if argc > MAX_ARGS {
+        reply::send(&context, &Reply::WrongArity);
+        return raw::REDISMODULE_OK as c_int;
+    }
+    let mut args: [&[u8]; MAX_ARGS] = [&[]; MAX_ARGS];
+    for (i, slot) in args.iter_mut().enumerate().take(argc) {
+        // SAFETY: argv has argc live strings for the duration of the call.
+        *slot = unsafe { borrow_arg(*argv.add(i)) };
+    }
+    let args = &args[..argc];
+    let reply = catch_unwind(AssertUnwindSafe(|| handler(&context, args)))
+        .unwrap_or_else(|panic| Reply::Error(worker::panic_error(panic)));
     reply::send(&context, &reply);
     if let (Some(command), Some(started), false) = (command, started, reply == Reply::Blocked) {
-        stats::record_command(command, started.elapsed().as_micros() as u64);
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        requests::finished(&context, command, args, elapsed_us, None);
+    }
+    if let (Some(command), Reply::Error(e)) = (command, &reply) {
+        requests::failed(&context, command, args, e);
     }
     raw::REDISMODULE_OK as c_int
+}
+
+/// An argument's bytes, borrowed from Redis.
+///
+/// # Safety
+/// `arg` must be a live string, and stay so while the slice is used.
+unsafe fn borrow_arg<'a>(arg: *mut raw::RedisModuleString) -> &'a [u8] {
+    let mut len = 0usize;
+    // SAFETY: per the contract.
+    unsafe {
+        let ptr = raw::RedisModule_StringPtrLen.unwrap()(arg, &mut len);
+        std::slice::from_raw_parts(ptr.cast(), len)
+    }
+}
+
+/// A command's arguments, borrowed from Redis (in a blocked client's callbacks).
+///
+/// # Safety
+/// `argv` must hold `argc` live strings, which outlive the slices.
+pub unsafe fn borrow_args<'a>(
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> Vec<&'a [u8]> {
+    (0..argc.max(0) as usize)
+        // SAFETY: per the contract.
+        .map(|i| unsafe { borrow_arg(*argv.add(i)) })
+        .collect()
+}
+
+/// Which tracked command (index in `stats::COMMANDS`) these arguments call, if any.
+pub fn tracked_command(args: &[&[u8]]) -> Option<usize> {
+    const PREFIX: &[u8] = b"pgcache.";
+    let full = args.first()?;
+    if full.len() <= PREFIX.len() || !full[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
+        return None;
+    }
+    let name = &full[PREFIX.len()..];
+    stats::COMMANDS
+        .iter()
+        .position(|c| c.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Declares an `extern "C"` command function for a handler.
@@ -125,4 +172,16 @@ where
             Ok(completion)
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tracked_commands_are_found_in_any_case() {
+        assert_eq!(super::tracked_command(&[b"PGCACHE.READ"]), Some(0));
+        assert_eq!(super::tracked_command(&[b"pgcache.flush"]), Some(4));
+        assert_eq!(super::tracked_command(&[b"pgcache.stats"]), None);
+        assert_eq!(super::tracked_command(&[b"GET"]), None);
+        assert_eq!(super::tracked_command(&[]), None);
+    }
 }

@@ -13,6 +13,7 @@ use crate::key::{self, CanonicalPk};
 use crate::pg::fetch;
 use crate::pg::schema::{self, TableSchema};
 use crate::reply::Reply;
+use crate::requests;
 use crate::stats;
 use crate::tunables;
 use crate::worker::{self, Completion};
@@ -56,6 +57,7 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
         .map(|k| cache::get(ctx, &schema.cache_key(&k.json)))
         .collect();
     let hits = keys.iter().zip(&slots).filter(|(_, s)| **s != Cached::Miss);
+    schema.stats.hits.add(hits.clone().count() as u64);
     events::publish_each(
         ctx,
         EventKind::Hit,
@@ -63,6 +65,7 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
         hits.map(|(k, _)| k.json.as_str()),
     );
     if slots.iter().all(|s| *s != Cached::Miss) {
+        schema.stats.calls.inc();
         return Ok(Reply::Array(slots.into_iter().map(slot_reply).collect()));
     }
     let batch = Batch::new(schema, keys, slots, ttl);
@@ -134,6 +137,24 @@ fn canonicalise_all(items: &[Value], schema: &TableSchema) -> Result<Vec<Canonic
         .collect()
 }
 
+/// The fetched keys as the slowlog shows them: a JSON array, cut short after a few hundred
+/// bytes (the slowlog cuts at 128).
+fn keys_summary(keys: &[CanonicalPk]) -> String {
+    let mut text = String::from("[");
+    for (i, key) in keys.iter().enumerate() {
+        if text.len() > 256 {
+            text.push_str(&format!("... {} more keys", keys.len() - i));
+            break;
+        }
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&key.json);
+    }
+    text.push(']');
+    text
+}
+
 fn slot_reply(slot: Cached) -> Reply {
     match slot {
         Cached::Row(row) => Reply::Bulk(row),
@@ -195,16 +216,23 @@ impl Batch {
                 tickets,
                 ttl,
             } = self;
+            let found = rows.iter().filter(|r| r.is_some()).count() as u64;
+            requests::describe(&schema.stats, keys_summary(&distinct), found);
             stats::MISSES.add(distinct.len() as u64);
+            schema.stats.misses.add(distinct.len() as u64);
             let missed = distinct.iter().map(|k| k.json.as_str());
             events::publish_each(ctx, EventKind::Miss, &schema.display, missed);
+            let writable = cache::writable(ctx);
+            let mut filled = Vec::new();
             let mut fetched: HashMap<&str, Cached> = HashMap::new();
             for ((key, row), ticket) in distinct.iter().zip(rows).zip(tickets) {
-                if ticket.finish(&Ok(row.clone())) {
+                if ticket.finish(&Ok(row.clone())) && writable {
                     cache::fill(ctx, &schema.cache_key(&key.json), row.as_deref(), ttl);
+                    filled.push(key.json.as_str());
                 }
                 fetched.insert(&key.json, row.map_or(Cached::Absent, Cached::Row));
             }
+            events::publish_each(ctx, EventKind::Fill, &schema.display, filled);
             for (key, slot) in keys.iter().zip(slots.iter_mut()) {
                 if *slot == Cached::Miss {
                     *slot = fetched[key.json.as_str()].clone();

@@ -12,6 +12,7 @@ use crate::fill::{self, FillTicket, Join, Outcome};
 use crate::key::{self, CanonicalPk};
 use crate::pg::{fetch, schema};
 use crate::reply::Reply;
+use crate::requests;
 use crate::stats;
 use crate::tunables;
 use crate::worker::{self, Completion, RowLookup};
@@ -39,6 +40,8 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
     if pk.json.as_bytes() != pk_arg
         && cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes())
     {
+        schema.stats.calls.inc();
+        schema.stats.hits.inc();
         events::publish(ctx, EventKind::Hit, &schema.display, &pk.json);
         return Reply::Sent;
     }
@@ -78,7 +81,9 @@ fn lookup_canonical(ctx: &Context, table_arg: &[u8], pk_arg: &[u8]) -> Lookup {
         if !cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk_arg) {
             return Lookup::NotCachedAsSent(schema.clone());
         }
-        if tunables::events().contains(EventKind::Hit) {
+        schema.stats.calls.inc();
+        schema.stats.hits.inc();
+        if events::wanted(EventKind::Hit) {
             events::publish(
                 ctx,
                 EventKind::Hit,
@@ -109,6 +114,8 @@ fn read_unknown_table(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64) 
             let fill = fill_completion(outcome, schema.clone(), pk.clone(), ttl, ticket);
             let completion: Completion = Box::new(move |ctx| {
                 if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
+                    requests::describe(&schema.stats, pk.json.as_str(), 0);
+                    schema.stats.hits.inc();
                     events::publish(ctx, EventKind::Hit, &schema.display, &pk.json);
                     return Reply::Sent;
                 }
@@ -136,14 +143,18 @@ fn fill_completion(
 ) -> Completion {
     Box::new(move |ctx| {
         let fresh = ticket.finish(&outcome);
+        let rows = outcome.as_ref().map_or(0, |row| u64::from(row.is_some()));
+        requests::describe(&schema.stats, pk.json.as_str(), rows);
         let row = match outcome {
             Ok(row) => row,
             Err(e) => return Reply::Error(e),
         };
         stats::MISSES.inc();
+        schema.stats.misses.inc();
         events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);
-        if fresh {
+        if fresh && cache::writable(ctx) {
             cache::fill(ctx, &schema.cache_key(&pk.json), row.as_deref(), ttl);
+            events::publish(ctx, EventKind::Fill, &schema.display, &pk.json);
         }
         Reply::from(row)
     })

@@ -10,6 +10,7 @@ use crate::fill;
 use crate::flush;
 use crate::key;
 use crate::reply::Reply;
+use crate::requests;
 use crate::stats;
 use crate::tunables;
 use redis_module::Context;
@@ -39,6 +40,7 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
             Ok(pk) => pk,
             Err(e) => return Error::new(e).into(),
         };
+        requests::describe(&schema.stats, pk.json.as_str(), 0);
         let key = schema.cache_key(&pk.json);
         // A fill in flight must not overwrite what the client wrote.
         fill::invalidated(&key);
@@ -59,6 +61,7 @@ pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
             Ok(pk) => pk,
             Err(e) => return Error::new(e).into(),
         };
+        requests::describe(&schema.stats, pk.json.as_str(), 0);
         cache::delete(ctx, &schema.cache_key(&pk.json));
         stats::INVALIDATIONS_BY_COMMAND.inc();
         events::publish(ctx, EventKind::Invalidate, &schema.display, &pk.json);
@@ -73,6 +76,7 @@ pub fn flush(ctx: &Context, args: &[&[u8]]) -> Reply {
         return Reply::WrongArity;
     }
     with_schema(ctx, args[1], |ctx, schema| {
+        requests::describe(&schema.stats, "", 0);
         flush::start(ctx, &schema.key_prefix);
         Reply::Ok
     })

@@ -41,6 +41,8 @@ pub struct TableSchema {
     pub batchable: bool,
     /// The lookups by primary key, built once (empty without a primary key).
     primary_key_sql: (String, String),
+    /// The table's figures for PGCACHE.STATS, shared by every schema of the table.
+    pub stats: Arc<crate::stats::TableStats>,
 }
 
 impl TableSchema {
@@ -113,6 +115,7 @@ impl TableSchema {
             name: name.into(),
         };
         TableSchema {
+            stats: crate::stats::table(&name.display()),
             display: name.display(),
             sql_name: name.quoted(),
             key_prefix: cache_key("pg_cache:", &name.display(), ""),
@@ -327,6 +330,7 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
     primary_key.sort();
     let display = name.display();
     let mut schema = TableSchema {
+        stats: crate::stats::table(&display),
         sql_name: name.quoted(),
         key_prefix: cache_key(&tunables::cache_prefix(), &display, ""),
         display,

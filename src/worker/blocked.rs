@@ -3,6 +3,7 @@
 
 use crate::error::Error;
 use crate::reply::{self, Reply};
+use crate::requests::{self, Timing};
 use crate::tunables;
 use redis_module::{Context, raw};
 use std::any::Any;
@@ -10,7 +11,7 @@ use std::cell::Cell;
 use std::os::raw::{c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Runs on the main thread with the blocked client's context and returns its reply.
 pub type Completion = Box<dyn FnOnce(&Context) -> Reply + Send>;
@@ -38,12 +39,15 @@ pub fn set_current_command(command: Option<usize>) {
 pub struct BlockedClient {
     handle: *mut raw::RedisModuleBlockedClient,
     command: Option<(usize, Instant)>,
+    /// When a worker took the job: splits the wait into queue and PostgreSQL time.
+    picked: Option<Instant>,
 }
 
 /// What Redis holds for an answered client until its reply callback runs.
 struct Answer {
     completion: Option<Completion>,
     command: Option<(usize, Instant)>,
+    timing: Timing,
 }
 // SAFETY: the handle is only passed back to RedisModule_UnblockClient / AbortBlock.
 unsafe impl Send for BlockedClient {}
@@ -65,7 +69,13 @@ impl BlockedClient {
         BlockedClient {
             handle,
             command: CURRENT_COMMAND.get().map(|c| (c, Instant::now())),
+            picked: None,
         }
+    }
+
+    /// Notes that a worker started on this client's job (the first call counts).
+    pub fn picked(&mut self) {
+        self.picked.get_or_insert_with(Instant::now);
     }
 
     /// Undoes `block` for a client that never reached a worker. Main thread only.
@@ -80,9 +90,22 @@ impl BlockedClient {
     /// Hands the completion to Redis, which runs it on the main thread (or frees it unrun
     /// if the client timed out or left meanwhile).
     pub fn answer(self, completion: Completion) {
+        let now = Instant::now();
+        let timing = match (self.command, self.picked) {
+            (Some((_, blocked)), Some(picked)) => Timing {
+                queued: picked.saturating_duration_since(blocked),
+                postgres: now.saturating_duration_since(picked),
+            },
+            (Some((_, blocked)), None) => Timing {
+                queued: now.saturating_duration_since(blocked),
+                postgres: Duration::ZERO,
+            },
+            _ => Timing::default(),
+        };
         let privdata = Box::into_raw(Box::new(Answer {
             completion: Some(completion),
             command: self.command,
+            timing,
         }));
         // SAFETY: `self` is consumed, so this client is unblocked exactly once.
         unsafe {
@@ -117,14 +140,15 @@ pub fn contained(f: impl FnOnce() -> Result<Completion, Error>) -> Completion {
 /// Redis calls this on the main thread after a worker unblocked the client.
 unsafe extern "C" fn on_reply(
     ctx: *mut raw::RedisModuleCtx,
-    _argv: *mut *mut raw::RedisModuleString,
-    _argc: c_int,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
 ) -> c_int {
     let context = Context::new(ctx);
     // SAFETY: the privdata is the Box<Answer> passed to UnblockClient.
     let answer = unsafe {
         &mut *(raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) as *mut Answer)
     };
+    requests::clear();
     let reply = match answer.completion.take() {
         Some(completion) => catch_unwind(AssertUnwindSafe(|| completion(&context)))
             .unwrap_or_else(|panic| Reply::Error(panic_error(panic))),
@@ -132,26 +156,35 @@ unsafe extern "C" fn on_reply(
     };
     reply::send(&context, &reply);
     if let Some((command, started)) = answer.command {
-        crate::stats::record_command(command, started.elapsed().as_micros() as u64);
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        // SAFETY: Redis passes the blocked command's arguments.
+        let args = unsafe { crate::commands::borrow_args(argv, argc) };
+        requests::finished(&context, command, &args, elapsed_us, Some(answer.timing));
+        if let Reply::Error(e) = &reply {
+            requests::failed(&context, command, &args, e);
+        }
     }
     raw::REDISMODULE_OK as c_int
 }
 
 unsafe extern "C" fn on_timeout(
     ctx: *mut raw::RedisModuleCtx,
-    _argv: *mut *mut raw::RedisModuleString,
-    _argc: c_int,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
 ) -> c_int {
     let context = Context::new(ctx);
     crate::stats::ERRORS_TIMEOUT.inc();
-    reply::send(
-        &context,
-        &Reply::Error(Error::new(format!(
-            "request timed out after {} ms waiting for PostgreSQL; check that it is reachable, \
-             or raise pgcache.request_timeout_ms",
-            tunables::request_timeout_ms()
-        ))),
-    );
+    let error = Error::new(format!(
+        "request timed out after {} ms waiting for PostgreSQL; check that it is reachable, \
+         or raise pgcache.request_timeout_ms",
+        tunables::request_timeout_ms()
+    ));
+    reply::send(&context, &Reply::Error(error.clone()));
+    // SAFETY: Redis passes the blocked command's arguments.
+    let args = unsafe { crate::commands::borrow_args(argv, argc) };
+    if let Some(command) = crate::commands::tracked_command(&args) {
+        requests::failed(&context, command, &args, &error);
+    }
     raw::REDISMODULE_OK as c_int
 }
 

@@ -30,6 +30,14 @@ impl Gather {
         }
     }
 
+    /// Notes that a worker started a part (the first one ends the client's queue time).
+    pub fn part_started(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = state.client.as_mut() {
+            client.picked();
+        }
+    }
+
     /// Records part `index`'s result; the last part joins them all and answers the client
     /// (with the first error, if any part failed).
     pub fn deliver(&self, index: usize, result: Result<Rows, Error>) {

@@ -203,7 +203,8 @@ fn refusal(deadline: Instant) -> Option<Error> {
 fn run_queued(job: Job<Queued>, pool: &Pool) {
     let refused = refusal(job.deadline);
     match job.task {
-        Queued::Work(client, work) => {
+        Queued::Work(mut client, work) => {
+            client.picked();
             let completion = match refused {
                 Some(e) => error_completion(e),
                 None => contained(|| {
@@ -214,6 +215,7 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             client.answer(completion);
         }
         Queued::Part(gather, index, part) => {
+            gather.part_started();
             let result = match refused {
                 Some(e) => Err(e),
                 None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -224,7 +226,8 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             };
             gather.deliver(index, result);
         }
-        Queued::Probe(client, then) => {
+        Queued::Probe(mut client, then) => {
+            client.picked();
             let started = Instant::now();
             let rtt = match refused {
                 Some(e) => Err(e),
@@ -243,7 +246,8 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
 }
 
 fn admit_lookup(job: Job<(BlockedClient, RowLookup)>) -> Option<PendingLookup> {
-    let (client, lookup) = job.task;
+    let (mut client, lookup) = job.task;
+    client.picked();
     match refusal(job.deadline) {
         Some(e) => {
             client.answer(error_completion(e));

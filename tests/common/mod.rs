@@ -429,6 +429,8 @@ pub struct Redis {
     pub port: u16,
     pub dir: PathBuf,
     child: Option<Child>,
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(String, String)>,
 }
 
 impl Redis {
@@ -447,47 +449,104 @@ impl Redis {
     ) -> Result<Redis, String> {
         let dir = temp_dir("redis");
         let port = free_port();
-        let mut cmd = Command::new(server_binary());
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--logfile")
-            .arg(dir.join("server.log"))
-            .args(["--enable-module-command", "yes"])
-            .args(server_args)
-            .arg("--loadmodule")
-            .arg(module_path())
-            .args(module_args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", server_binary()))?;
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--port".into(),
+            port.to_string().into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--dir".into(),
+            dir.clone().into(),
+            "--logfile".into(),
+            dir.join("server.log").into(),
+            "--enable-module-command".into(),
+            "yes".into(),
+        ];
+        args.extend(server_args.iter().map(Into::into));
+        args.push("--loadmodule".into());
+        args.push(module_path().into());
+        args.extend(module_args.iter().map(Into::into));
+        Self::launch(dir, port, args, env)
+    }
+
+    /// Starts a server from a configuration file in its directory (so CONFIG REWRITE can
+    /// save settings there), with the module loaded with `module_args`.
+    pub fn start_configured(module_args: &[String], env: &[(&str, &str)]) -> Redis {
+        let dir = temp_dir("redis");
+        let port = free_port();
+        let conf = dir.join("redis.conf");
+        let quoted: Vec<String> = module_args.iter().map(|a| format!("\"{a}\"")).collect();
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\n\
+                 logfile {}\nenable-module-command yes\nloadmodule {} {}\n",
+                dir.display(),
+                dir.join("server.log").display(),
+                module_path().display(),
+                quoted.join(" ")
+            ),
+        )
+        .unwrap();
+        Self::launch(dir, port, vec![conf.into()], env)
+            .unwrap_or_else(|log| panic!("server did not start:\n{log}"))
+    }
+
+    fn launch(
+        dir: PathBuf,
+        port: u16,
+        args: Vec<std::ffi::OsString>,
+        env: &[(&str, &str)],
+    ) -> Result<Redis, String> {
         let mut redis = Redis {
             port,
             dir,
-            child: Some(child),
+            child: None,
+            args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
+        redis.spawn()?;
+        Ok(redis)
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let child = Command::new(server_binary())
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", server_binary()))?;
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(mut con) = redis.try_connection()
+            if let Ok(mut con) = self.try_connection()
                 && redis::cmd("PING").query::<String>(&mut con).is_ok()
             {
-                return Ok(redis);
+                return Ok(());
             }
-            if redis.child.as_mut().unwrap().try_wait().unwrap().is_some()
+            if self.child.as_mut().unwrap().try_wait().unwrap().is_some()
                 || Instant::now() > deadline
             {
-                let log = redis.log();
-                redis.kill();
+                let log = self.log();
+                self.kill();
                 return Err(log);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Stops the server and starts it again with the same arguments, directory and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn()
+            .unwrap_or_else(|log| panic!("server did not restart:\n{log}"));
     }
 
     fn try_connection(&self) -> redis::RedisResult<redis::Connection> {

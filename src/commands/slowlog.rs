@@ -1,0 +1,56 @@
+//! PGCACHE.SLOWLOG GET [count] | LEN | RESET, like Redis's SLOWLOG. Each entry:
+//! id, unix time, duration µs, command, table, key (cut at 128 bytes), rows PostgreSQL
+//! returned, the slow part (`queue`, `postgres` or `redis`), queue µs, PostgreSQL µs.
+
+use crate::commands::utf8;
+use crate::error::Error;
+use crate::reply::Reply;
+use crate::slowlog;
+use redis_module::Context;
+
+/// Entries GET returns without a count, as Redis's SLOWLOG GET.
+const DEFAULT_COUNT: usize = 10;
+
+const USAGE: &str = "usage: PGCACHE.SLOWLOG GET [count] | LEN | RESET";
+
+pub fn slowlog(_ctx: &Context, args: &[&[u8]]) -> Reply {
+    let Some(sub) = args.get(1) else {
+        return Reply::WrongArity;
+    };
+    match (sub.to_ascii_uppercase().as_slice(), args.len()) {
+        (b"GET", 2) => get(DEFAULT_COUNT),
+        (b"GET", 3) => match utf8(args[2], "count").map(str::parse::<i64>) {
+            Ok(Ok(n)) if n < 0 => get(usize::MAX),
+            Ok(Ok(n)) => get(n as usize),
+            _ => Error::new("count must be an integer (-1: every entry)").into(),
+        },
+        (b"LEN", 2) => Reply::Int(slowlog::len() as i64),
+        (b"RESET", 2) => {
+            slowlog::reset();
+            Reply::Ok
+        }
+        _ => Error::new(USAGE).into(),
+    }
+}
+
+fn get(count: usize) -> Reply {
+    Reply::Array(
+        slowlog::newest(count)
+            .into_iter()
+            .map(|e| {
+                Reply::Array(vec![
+                    Reply::Int(e.id as i64),
+                    Reply::Int(e.unix_time as i64),
+                    Reply::Int(e.duration_us as i64),
+                    Reply::Bulk(e.command.into()),
+                    Reply::Bulk(e.table),
+                    Reply::Bulk(e.key),
+                    Reply::Int(e.rows as i64),
+                    Reply::Bulk(e.slow_part.name().into()),
+                    Reply::Int(e.queue_us as i64),
+                    Reply::Int(e.postgres_us as i64),
+                ])
+            })
+            .collect(),
+    )
+}

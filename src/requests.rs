@@ -1,0 +1,127 @@
+//! The end of a tracked call (READ, MULTIREAD, WRITE, INVALIDATE, FLUSH that waited for
+//! PostgreSQL or changed the cache): its latency goes into the command's and the table's
+//! histograms, a slow one into the slowlog (and to `slow` hooks), a failed one to `error`
+//! hooks. The command or its completion says what it worked on with `describe`; all of
+//! this runs on the main thread.
+
+use crate::error::Error;
+use crate::events::{self, EventKind, Extra};
+use crate::slowlog::{self, SlowPart};
+use crate::stats::{self, TableStats};
+use redis_module::Context;
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a call worked on.
+pub struct Detail {
+    table: Arc<TableStats>,
+    key: String,
+    rows: u64,
+}
+
+thread_local! {
+    static DETAIL: RefCell<Option<Detail>> = const { RefCell::new(None) };
+}
+
+/// Says which table and key the current call worked on and how many rows PostgreSQL
+/// returned for it. Main thread, inside a tracked command or its completion.
+pub fn describe(table: &Arc<TableStats>, key: impl Into<String>, rows: u64) {
+    DETAIL.set(Some(Detail {
+        table: table.clone(),
+        key: key.into(),
+        rows,
+    }));
+}
+
+/// Forgets a description left by an earlier call (before a tracked call starts).
+pub fn clear() {
+    DETAIL.set(None);
+}
+
+/// Where a call that waited for PostgreSQL spent its time before the reply callback.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing {
+    pub queued: Duration,
+    pub postgres: Duration,
+}
+
+/// Records a finished call of `command` (an index in `stats::COMMANDS`, called with `args`)
+/// that took `elapsed_us`; `timing` when it waited for PostgreSQL.
+pub fn finished(
+    ctx: &Context,
+    command: usize,
+    args: &[&[u8]],
+    elapsed_us: u64,
+    timing: Option<Timing>,
+) {
+    stats::record_command(command, elapsed_us);
+    let detail = DETAIL.take();
+    if let Some(d) = &detail {
+        d.table.calls.inc();
+        d.table.latency.record(elapsed_us);
+    }
+    if !slowlog::is_slow(elapsed_us) {
+        return;
+    }
+    let (queue_us, postgres_us) = timing.map_or((0, 0), |t| {
+        (t.queued.as_micros() as u64, t.postgres.as_micros() as u64)
+    });
+    let slow_part = match timing {
+        None => SlowPart::Redis,
+        Some(_) if queue_us > postgres_us => SlowPart::Queue,
+        Some(_) => SlowPart::Postgres,
+    };
+    // A call that failed before knowing its table is shown with its arguments as sent.
+    let (table, key, rows) = detail.map_or_else(
+        || (argument(args, 1), argument(args, 2), 0),
+        |d| (d.table.name.clone(), d.key, d.rows),
+    );
+    let entry = slowlog::add(slowlog::Entry {
+        id: 0,
+        unix_time: 0,
+        duration_us: elapsed_us,
+        command: stats::COMMANDS[command],
+        table,
+        key,
+        rows,
+        slow_part,
+        queue_us,
+        postgres_us,
+    });
+    events::publish_with(
+        ctx,
+        EventKind::Slow,
+        &entry.table,
+        &entry.key,
+        &[
+            ("command", Extra::Text(entry.command)),
+            ("duration_us", Extra::Int(entry.duration_us)),
+            ("slow_part", Extra::Text(entry.slow_part.name())),
+        ],
+    );
+}
+
+/// Tells `error` hooks that a call of `command` with these arguments replied `error`.
+pub fn failed(ctx: &Context, command: usize, args: &[&[u8]], error: &Error) {
+    if !events::wanted(EventKind::Error) {
+        return;
+    }
+    events::publish_with(
+        ctx,
+        EventKind::Error,
+        &argument(args, 1),
+        &argument(args, 2),
+        &[
+            ("command", Extra::Text(stats::COMMANDS[command])),
+            ("error", Extra::Text(&error.to_string())),
+        ],
+    );
+}
+
+/// Argument `i` as text, cut like a slowlog key.
+fn argument(args: &[&[u8]], i: usize) -> String {
+    args.get(i)
+        .map(|a| slowlog::truncate_key(&String::from_utf8_lossy(a)))
+        .unwrap_or_default()
+}

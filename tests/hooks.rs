@@ -1,0 +1,364 @@
+//! PGCACHE.HOOK: routing events to channels and streams, bad definitions, persistence
+//! across a restart (as configuration) and replication to replicas.
+mod common;
+use common::*;
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn hook(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<String> {
+    redis::cmd("PGCACHE.HOOK").arg(args).query(con)
+}
+
+/// Each hook of HOOK LIST as a map of its fields.
+fn hook_list(con: &mut redis::Connection) -> Vec<HashMap<String, Option<String>>> {
+    let hooks: Vec<Vec<Option<String>>> =
+        redis::cmd("PGCACHE.HOOK").arg("LIST").query(con).unwrap();
+    hooks
+        .into_iter()
+        .map(|flat| {
+            flat.chunks(2)
+                .map(|pair| (pair[0].clone().unwrap(), pair[1].clone()))
+                .collect()
+        })
+        .collect()
+}
+
+fn definitions(con: &mut redis::Connection) -> Vec<String> {
+    hook_list(con)
+        .into_iter()
+        .map(|h| h["definition"].clone().unwrap())
+        .collect()
+}
+
+/// A stream's entries, each as field -> value.
+fn stream(con: &mut redis::Connection, name: &str) -> Vec<HashMap<String, String>> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(name)
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|entry| {
+            entry
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap()))
+                .collect()
+        })
+        .collect()
+}
+
+fn write(con: &mut redis::Connection, table: &str, pk: &str) {
+    let _: String = redis::cmd("PGCACHE.WRITE")
+        .arg(table)
+        .arg(pk)
+        .arg(r#"{"name":"x"}"#)
+        .query(con)
+        .unwrap();
+}
+
+#[test]
+fn hooks_route_events_to_channels_and_streams() {
+    let stack = Stack::start_with(
+        &format!("{USERS_SQL} CREATE TABLE orders (id int PRIMARY KEY);"),
+        &["events", "none"],
+    );
+    let mut con = stack.con();
+    let mut sub = stack.redis.connection();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe("misses").unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+
+    assert_eq!(
+        hook(
+            &mut con,
+            &["ADD", "m", "ON", "miss,fill", "PUBLISH", "misses"]
+        )
+        .unwrap(),
+        "OK"
+    );
+    hook(
+        &mut con,
+        &[
+            "ADD",
+            "audit",
+            "on",
+            "write,invalidate",
+            "TABLE",
+            "public.users",
+            "XADD",
+            "audit",
+            "MAXLEN",
+            "~",
+            "1000",
+        ],
+    )
+    .unwrap();
+    hook(
+        &mut con,
+        &[
+            "ADD",
+            "o",
+            "ON",
+            "write",
+            "TABLE",
+            "orders",
+            "XADD",
+            "orders-audit",
+        ],
+    )
+    .unwrap();
+
+    read(&mut con, "users", r#"{"id":3}"#).unwrap().unwrap();
+    let miss = next_event(&mut pubsub);
+    assert_eq!(miss["type"], "cache_miss");
+    assert_eq!(miss["table"], "users");
+    assert_eq!(miss["key"], r#"{"id":3}"#);
+    let fill = next_event(&mut pubsub);
+    assert_eq!(fill["type"], "cache_fill");
+    assert_eq!(fill["key"], r#"{"id":3}"#);
+
+    write(&mut con, "users", r#"{"id":5}"#);
+    let _: String = redis::cmd("PGCACHE.INVALIDATE")
+        .arg("users")
+        .arg(r#"{ "id" : "5" }"#)
+        .query(&mut con)
+        .unwrap();
+    let entries = stream(&mut con, "audit");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[0]["type"], "cache_write");
+    assert_eq!(entries[1]["type"], "cache_invalidate");
+    assert_eq!(entries[1]["table"], "users");
+    assert_eq!(entries[1]["key"], r#"{"id":5}"#, "the canonical key");
+    assert!(entries[1]["timestamp"].parse::<u64>().unwrap() > 1_600_000_000_000);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("orders-audit")
+        .query(&mut con)
+        .unwrap();
+    assert!(!exists, "a hook for another table does not fire");
+
+    // LIST: the built-in hook first (events none here), then ours as defined.
+    assert_eq!(
+        definitions(&mut con),
+        vec![
+            "default ON none PUBLISH pg_cache_events",
+            "m ON miss,fill PUBLISH misses",
+            "audit ON write,invalidate TABLE users XADD audit MAXLEN ~ 1000",
+            "o ON write TABLE orders XADD orders-audit",
+        ]
+    );
+    let listed = &hook_list(&mut con)[2];
+    assert_eq!(listed["action"].as_deref(), Some("xadd"));
+    assert_eq!(listed["target"].as_deref(), Some("audit"));
+    assert_eq!(listed["table"].as_deref(), Some("users"));
+    assert_eq!(hook_list(&mut con)[1]["table"], None);
+    let setting: Vec<String> = redis::cmd("CONFIG")
+        .arg(&["GET", "pgcache.hooks"])
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        setting[1].starts_with("m ON miss,fill PUBLISH misses; audit ON"),
+        "{setting:?}"
+    );
+
+    // Adding the same definition again is harmless; another one under the name is not.
+    hook(
+        &mut con,
+        &["ADD", "m", "ON", "miss,fill", "PUBLISH", "misses"],
+    )
+    .unwrap();
+    let e = hook(&mut con, &["ADD", "m", "ON", "miss", "PUBLISH", "misses"]).unwrap_err();
+    assert!(e.to_string().contains("hook m exists"), "{e}");
+
+    assert_eq!(hook(&mut con, &["DEL", "audit"]).unwrap(), "OK");
+    write(&mut con, "users", r#"{"id":6}"#);
+    assert_eq!(
+        stream(&mut con, "audit").len(),
+        2,
+        "a deleted hook is silent"
+    );
+    let e = hook(&mut con, &["DEL", "audit"]).unwrap_err();
+    assert!(e.to_string().contains("no hook named \"audit\""), "{e}");
+}
+
+#[test]
+fn bad_hook_definitions_get_clear_errors() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    for (args, needle) in [
+        (vec!["ADD"], "expected <name>"),
+        (
+            vec!["ADD", "default", "ON", "miss", "PUBLISH", "c"],
+            "built-in hook",
+        ),
+        (vec!["DEL", "default"], "CONFIG SET pgcache.events none"),
+        (
+            vec!["ADD", "h", "ON", "miss,oops", "PUBLISH", "c"],
+            "unknown event \"oops\"",
+        ),
+        (
+            vec!["ADD", "h", "ON", "miss", "PUBLISH"],
+            "channel needs a name",
+        ),
+        (
+            vec!["ADD", "h", "ON", "miss", "XADD", "s", "MAXLEN", "~", "-3"],
+            "MAXLEN",
+        ),
+        (
+            vec!["ADD", "h", "ON", "miss", "XADD", "pg_cache:s"],
+            "cache prefix",
+        ),
+        (
+            vec!["ADD", "h", "ON", "miss", "TABLE", "a.b.c", "PUBLISH", "c"],
+            "invalid table name",
+        ),
+        (
+            vec!["ADD", "bad name!", "ON", "miss", "PUBLISH", "c"],
+            "hook name",
+        ),
+        (vec!["FROB"], "usage: PGCACHE.HOOK"),
+    ] {
+        let e = hook(&mut con, &args).unwrap_err().to_string();
+        assert!(
+            e.contains("pgcache:") && e.contains(needle),
+            "{args:?}: {e}"
+        );
+    }
+    let e = redis::cmd("CONFIG")
+        .arg(&["SET", "pgcache.hooks", "x ON nope PUBLISH c"])
+        .query::<()>(&mut con)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown event"), "{e}");
+    assert_eq!(definitions(&mut con).len(), 1, "nothing was added");
+}
+
+#[test]
+fn error_and_slow_events_name_the_call() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    hook(&mut con, &["ADD", "ops", "ON", "error,slow", "XADD", "ops"]).unwrap();
+    read(&mut con, "nosuch", r#"{"id":1}"#).unwrap_err();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "pgcache.slowlog_threshold_us", "0"])
+        .query(&mut con)
+        .unwrap();
+    read(&mut con, "users", r#"{"id":9}"#).unwrap().unwrap();
+    let entries = stream(&mut con, "ops");
+    let error = entries.iter().find(|e| e["type"] == "cache_error").unwrap();
+    assert_eq!(error["command"], "read");
+    assert_eq!(error["table"], "nosuch");
+    assert!(error["error"].contains("does not exist"), "{error:?}");
+    let slow = entries
+        .iter()
+        .find(|e| e["type"] == "cache_slow" && e["table"] == "users")
+        .unwrap_or_else(|| panic!("{entries:?}"));
+    assert_eq!(slow["key"], r#"{"id":9}"#);
+    assert_eq!(slow["command"], "read");
+    assert!(slow["duration_us"].parse::<u64>().unwrap() > 0);
+}
+
+#[test]
+fn hooks_survive_a_restart_as_configuration() {
+    let pg = Pg::start();
+    pg.execute(USERS_SQL);
+    // The password comes from the environment: a rewritten redis.conf keeps module
+    // arguments, and pgcache masks a password given there.
+    let args: Vec<String> = pg
+        .module_args()
+        .chunks(2)
+        .filter(|pair| pair[0] != "pg_password")
+        .flatten()
+        .cloned()
+        .collect();
+    let mut redis = Redis::start_configured(&args, &[("PGCACHE_PG_PASSWORD", PG_PASSWORD)]);
+    let mut con = redis.connection();
+    hook(
+        &mut con,
+        &["ADD", "kept", "ON", "write", "XADD", "kept", "MAXLEN", "10"],
+    )
+    .unwrap();
+    hook(&mut con, &["ADD", "gone", "ON", "write", "PUBLISH", "gone"]).unwrap();
+    hook(&mut con, &["DEL", "gone"]).unwrap();
+    let conf = std::fs::read_to_string(redis.dir.join("redis.conf")).unwrap();
+    assert!(
+        conf.contains("pgcache.hooks"),
+        "saved by CONFIG REWRITE:\n{conf}"
+    );
+
+    redis.restart();
+    let mut con = redis.connection();
+    assert_eq!(
+        definitions(&mut con),
+        vec![
+            "default ON miss,write,invalidate PUBLISH pg_cache_events",
+            "kept ON write XADD kept MAXLEN = 10",
+        ]
+    );
+    write(&mut con, "users", r#"{"id":1}"#);
+    assert_eq!(
+        stream(&mut con, "kept").len(),
+        1,
+        "the hook works after the restart"
+    );
+}
+
+fn link_up(redis: &Redis) -> bool {
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut redis.connection())
+        .unwrap();
+    info.contains("master_link_status:up")
+}
+
+#[test]
+fn hooks_replicate_to_replicas() {
+    let stack = Stack::start(USERS_SQL);
+    let mut primary = stack.con();
+    // Defined before the replica exists: it arrives with the replica's first sync.
+    hook(
+        &mut primary,
+        &["ADD", "early", "ON", "write", "XADD", "audit"],
+    )
+    .unwrap();
+    let replica = Redis::start_with(
+        &stack.pg.module_args(),
+        &["--replicaof", "127.0.0.1", &stack.redis.port.to_string()],
+        &[],
+    )
+    .unwrap();
+    wait_for("replication link", Duration::from_secs(20), || {
+        link_up(&replica).then_some(())
+    });
+    let mut rcon = replica.connection();
+    let replica_hooks = |rcon: &mut redis::Connection| definitions(rcon)[1..].to_vec();
+    wait_for(
+        "the early hook on the replica",
+        Duration::from_secs(10),
+        || (replica_hooks(&mut rcon) == ["early ON write XADD audit"]).then_some(()),
+    );
+
+    hook(&mut primary, &["ADD", "late", "ON", "miss", "PUBLISH", "m"]).unwrap();
+    hook(&mut primary, &["DEL", "early"]).unwrap();
+    wait_for(
+        "the changes on the replica",
+        Duration::from_secs(10),
+        || (replica_hooks(&mut rcon) == ["late ON miss PUBLISH m"]).then_some(()),
+    );
+
+    let e = hook(&mut rcon, &["ADD", "x", "ON", "miss", "PUBLISH", "m"]).unwrap_err();
+    assert!(e.to_string().contains("replica"), "{e}");
+
+    // A stream hook writes on the primary; the stream reaches the replica as data.
+    hook(&mut primary, &["ADD", "w", "ON", "write", "XADD", "writes"]).unwrap();
+    write(&mut primary, "users", r#"{"id":2}"#);
+    wait_for("the stream on the replica", Duration::from_secs(10), || {
+        (stream(&mut rcon, "writes").len() == 1).then_some(())
+    });
+    assert_eq!(stream(&mut primary, "writes").len(), 1);
+}
