@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod ident;
 pub mod invalidation;
 pub mod key;
+pub mod metrics;
 pub mod pg;
 pub mod reply;
 pub mod requests;
@@ -365,6 +366,16 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
         ctx.log_warning(&format!("pgcache: cannot start worker threads: {e}"));
         return Status::Err;
     }
+    if settings.metrics_port != 0
+        && let Err(e) = metrics::start(&settings.metrics_bind, settings.metrics_port)
+    {
+        ctx.log_warning(&format!(
+            "pgcache: setting metrics_port: cannot listen on {}:{}: {e}",
+            settings.metrics_bind, settings.metrics_port
+        ));
+        let _ = worker::stop();
+        return Status::Err;
+    }
     invalidation::init(ctx);
     if settings.listen
         && let Err(e) = pg::listener::start(pool, settings.invalidation_channel.clone())
@@ -372,6 +383,8 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
         ctx.log_warning(&format!(
             "pgcache: cannot start the invalidation listener: {e}"
         ));
+        metrics::stop();
+        let _ = worker::stop();
         return Status::Err;
     }
     ctx.log_notice(&format!(
@@ -402,6 +415,7 @@ fn deinit(ctx: &Context) -> Status {
         return Status::Err;
     }
     pg::listener::stop();
+    metrics::stop();
     invalidation::deinit();
     pg::schema::clear_cache();
     Status::Ok

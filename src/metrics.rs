@@ -1,0 +1,305 @@
+//! The optional Prometheus endpoint (`metrics_port`, off by default; `metrics_bind`,
+//! 127.0.0.1 by default): `GET /metrics` returns the PGCACHE.STATS figures in Prometheus's
+//! text format, with counters as counters, states as gauges and latencies as histograms.
+//! One module thread serves it; it reads the same lock-free figures as STATS and never
+//! touches Redis, so a scrape costs the event loop nothing.
+
+use crate::stats::{self, Histogram};
+use crate::{flush, pg, slowlog, worker};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Histogram buckets: powers of two from 1 µs to 2^25 µs (about 34 s).
+const MAX_BUCKET_POWER: u32 = 25;
+/// A scraper that sends nothing for this long is dropped.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_REQUEST_BYTES: usize = 8192;
+
+struct Server {
+    address: SocketAddr,
+    thread: JoinHandle<()>,
+}
+
+static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Starts serving on `bind:port`.
+pub fn start(bind: &str, port: u16) -> std::io::Result<()> {
+    let listener = TcpListener::bind((bind, port))?;
+    let address = listener.local_addr()?;
+    STOPPING.store(false, Ordering::SeqCst);
+    let thread = std::thread::Builder::new()
+        .name("pgcache-metrics".into())
+        .spawn(move || serve(listener))?;
+    *SERVER.lock().unwrap() = Some(Server { address, thread });
+    Ok(())
+}
+
+/// Stops the server and joins its thread (at unload).
+pub fn stop() {
+    let Some(server) = SERVER.lock().unwrap().take() else {
+        return;
+    };
+    STOPPING.store(true, Ordering::SeqCst);
+    // Wakes the blocking accept; the thread sees STOPPING and returns.
+    let _ = TcpStream::connect_timeout(&server.address, CLIENT_TIMEOUT);
+    let _ = server.thread.join();
+}
+
+fn serve(listener: TcpListener) {
+    for stream in listener.incoming() {
+        if STOPPING.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(stream) = stream {
+            // A broken scrape is the scraper's problem; the next one starts afresh.
+            let _ = std::panic::catch_unwind(|| answer(stream));
+        }
+    }
+}
+
+fn answer(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < MAX_REQUEST_BYTES {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&request);
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (method, path) {
+        ("GET" | "HEAD", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            render(),
+        ),
+        ("GET" | "HEAD", _) => (
+            "404 Not Found",
+            "text/plain",
+            "pgcache serves its metrics at /metrics\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "use GET /metrics\n".to_string(),
+        ),
+    };
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if method != "HEAD" {
+        response.push_str(&body);
+    }
+    stream.write_all(response.as_bytes())?;
+    stream.flush()
+}
+
+/// A label value, escaped as the text format requires.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// One histogram's series (`le` in seconds), for the metric `name` with `labels`.
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let (below, count, sum_us) = h.cumulative_powers_of_two(MAX_BUCKET_POWER);
+    for (power, n) in below.iter().enumerate() {
+        let le = (1u64 << power) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+}
+
+/// The whole exposition.
+pub fn render() -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    for (name, value) in stats::counters() {
+        let metric = format!("pgcache_{name}_total");
+        header(
+            &mut out,
+            &metric,
+            "counter",
+            &format!("PGCACHE.STATS {name}."),
+        );
+        let _ = writeln!(out, "{metric} {value}");
+    }
+    let mut gauge = |name: &str, help: &str, value: f64| {
+        header(&mut out, &format!("pgcache_{name}"), "gauge", help);
+        let _ = writeln!(out, "pgcache_{name} {value}");
+    };
+    gauge(
+        "hit_ratio",
+        "Hits (negative ones included) over lookups since the last reset.",
+        stats::hit_ratio(),
+    );
+    if let Some((queued, pool)) = worker::load() {
+        gauge("queue_depth", "Jobs waiting for a worker.", queued as f64);
+        gauge(
+            "pool_size",
+            "PostgreSQL connections at most.",
+            pool.size as f64,
+        );
+        gauge(
+            "pool_open",
+            "PostgreSQL connections open.",
+            pool.open as f64,
+        );
+        gauge(
+            "pool_in_use",
+            "PostgreSQL connections in use.",
+            pool.in_use as f64,
+        );
+        gauge(
+            "pool_idle",
+            "PostgreSQL connections idle.",
+            pool.idle as f64,
+        );
+    }
+    gauge(
+        "queue_capacity",
+        "Jobs the work queue holds at most.",
+        worker::queue_capacity() as f64,
+    );
+    gauge(
+        "listener_connected",
+        "1 when the invalidation listener is connected to PostgreSQL.",
+        f64::from(u8::from(pg::listener::connected())),
+    );
+    gauge(
+        "flushes_running",
+        "PGCACHE.FLUSH runs still dropping entries.",
+        flush::running() as f64,
+    );
+    gauge(
+        "slowlog_length",
+        "Entries in PGCACHE.SLOWLOG.",
+        slowlog::len() as f64,
+    );
+
+    header(
+        &mut out,
+        "pgcache_command_calls_total",
+        "counter",
+        "Calls per command (hits included).",
+    );
+    for (i, command) in stats::COMMANDS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "pgcache_command_calls_total{{command=\"{command}\"}} {}",
+            stats::command_calls(i)
+        );
+    }
+    header(
+        &mut out,
+        "pgcache_command_duration_seconds",
+        "histogram",
+        "Latency of calls that waited for PostgreSQL or changed the cache (hits are counted, not timed).",
+    );
+    for (i, command) in stats::COMMANDS.iter().enumerate() {
+        histogram(
+            &mut out,
+            "pgcache_command_duration_seconds",
+            &format!("command=\"{command}\""),
+            stats::command_histogram(i),
+        );
+    }
+
+    let tables = stats::tables();
+    for (metric, help, figure) in [
+        (
+            "pgcache_table_calls_total",
+            "Calls per table.",
+            (|t| t.calls.get()) as fn(&stats::TableStats) -> u64,
+        ),
+        (
+            "pgcache_table_hits_total",
+            "Keys answered from the cache, per table.",
+            |t| t.hits.get(),
+        ),
+        (
+            "pgcache_table_misses_total",
+            "Keys fetched from PostgreSQL, per table.",
+            |t| t.misses.get(),
+        ),
+    ] {
+        header(&mut out, metric, "counter", help);
+        for t in &tables {
+            let _ = writeln!(
+                out,
+                "{metric}{{table=\"{}\"}} {}",
+                label(&t.name),
+                figure(t)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "pgcache_table_duration_seconds",
+        "histogram",
+        "Latency of timed calls, per table.",
+    );
+    for t in &tables {
+        histogram(
+            &mut out,
+            "pgcache_table_duration_seconds",
+            &format!("table=\"{}\"", label(&t.name)),
+            &t.latency,
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn histograms_have_cumulative_buckets_sum_and_count() {
+        let h = Histogram::new();
+        h.record(3);
+        h.record(1500);
+        let mut out = String::new();
+        histogram(&mut out, "m", "command=\"read\"", &h);
+        assert!(
+            out.contains("m_bucket{command=\"read\",le=\"0.000004\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("m_bucket{command=\"read\",le=\"0.002048\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("m_bucket{command=\"read\",le=\"+Inf\"} 2\n"),
+            "{out}"
+        );
+        assert!(out.contains("m_sum{command=\"read\"} 0.001503\n"), "{out}");
+        assert!(out.contains("m_count{command=\"read\"} 2\n"), "{out}");
+    }
+}

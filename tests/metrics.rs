@@ -1,0 +1,143 @@
+//! The Prometheus endpoint: a scrape parsed as Prometheus text, its bind address, and the
+//! thread gone after MODULE UNLOAD.
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// The status line and body of `GET path`.
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+fn scrape(port: u16) -> prometheus_parse::Scrape {
+    let (status, body) = http_get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text")
+}
+
+fn sample<'a>(
+    scrape: &'a prometheus_parse::Scrape,
+    metric: &str,
+    label: Option<(&str, &str)>,
+) -> &'a prometheus_parse::Sample {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .unwrap_or_else(|| panic!("no {metric} {label:?}"))
+}
+
+fn counter(scrape: &prometheus_parse::Scrape, metric: &str, label: Option<(&str, &str)>) -> f64 {
+    match sample(scrape, metric, label).value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("{metric} is not a counter: {other:?}"),
+    }
+}
+
+#[test]
+fn a_scrape_is_prometheus_text_with_counters_gauges_and_histograms() {
+    let port = free_port();
+    let stack = Stack::start_with(USERS_SQL, &["metrics_port", &port.to_string()]);
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap();
+    read(&mut con, "users", r#"{"id":2}"#).unwrap();
+
+    let scrape = scrape(port);
+    assert_eq!(counter(&scrape, "pgcache_hits_total", None), 1.0);
+    assert_eq!(counter(&scrape, "pgcache_misses_total", None), 2.0);
+    assert_eq!(
+        counter(
+            &scrape,
+            "pgcache_command_calls_total",
+            Some(("command", "read"))
+        ),
+        3.0
+    );
+    assert_eq!(
+        counter(
+            &scrape,
+            "pgcache_table_hits_total",
+            Some(("table", "users"))
+        ),
+        1.0
+    );
+    match &sample(&scrape, "pgcache_queue_depth", None).value {
+        prometheus_parse::Value::Gauge(v) => assert_eq!(*v, 0.0),
+        other => panic!("queue depth is a gauge: {other:?}"),
+    }
+    for (metric, label) in [
+        ("pgcache_command_duration_seconds", ("command", "read")),
+        ("pgcache_table_duration_seconds", ("table", "users")),
+    ] {
+        let prometheus_parse::Value::Histogram(buckets) =
+            &sample(&scrape, metric, Some(label)).value
+        else {
+            panic!("{metric} is a histogram");
+        };
+        let total = buckets.last().unwrap();
+        assert!(total.less_than.is_infinite());
+        assert_eq!(total.count, 2.0, "the two misses were timed: {buckets:?}");
+        assert!(
+            buckets.windows(2).all(|w| w[0].count <= w[1].count),
+            "cumulative: {buckets:?}"
+        );
+    }
+    let body = http_get(port, "/metrics").1;
+    assert!(body.contains("# TYPE pgcache_hits_total counter"));
+    assert!(body.contains("# TYPE pgcache_command_duration_seconds histogram"));
+    assert_eq!(http_get(port, "/other").0, "HTTP/1.1 404 Not Found");
+
+    // Only on the loopback interface by default.
+    let health: Vec<redis::Value> = redis::cmd("PGCACHE.HEALTH").query(&mut con).unwrap();
+    assert!(format!("{health:?}").contains("127.0.0.1"));
+
+    // MODULE UNLOAD stops the server thread with the rest.
+    let _: String = redis::cmd("MODULE")
+        .arg(&["UNLOAD", "pgcache"])
+        .query(&mut con)
+        .unwrap();
+    wait_for("the port to close", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port))
+            .is_err()
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_port_in_use_stops_the_load_with_a_clear_message() {
+    let pg = Pg::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut args = pg.module_args();
+    args.extend(["metrics_port".to_string(), port.clone()]);
+    let log = Redis::start_with(&args, &[], &[])
+        .err()
+        .expect("the load fails");
+    assert!(
+        log.contains(&format!(
+            "setting metrics_port: cannot listen on 127.0.0.1:{port}"
+        )),
+        "{log}"
+    );
+    let mut args = pg.module_args();
+    args.extend(["metrics_bind".to_string(), "localhost:x".to_string()]);
+    let log = Redis::start_with(&args, &[], &[])
+        .err()
+        .expect("the load fails");
+    assert!(
+        log.contains("setting metrics_bind: expected an IP address"),
+        "{log}"
+    );
+}
