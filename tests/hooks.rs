@@ -77,7 +77,7 @@ fn hooks_route_events_to_channels_and_streams() {
     assert_eq!(
         hook(
             &mut con,
-            &["ADD", "m", "ON", "miss,fill", "PUBLISH", "misses"]
+            &["ADD", "m", "ON", "fill,miss,hit", "PUBLISH", "misses"]
         )
         .unwrap(),
         "OK"
@@ -122,6 +122,10 @@ fn hooks_route_events_to_channels_and_streams() {
     let fill = next_event(&mut pubsub);
     assert_eq!(fill["type"], "cache_fill");
     assert_eq!(fill["key"], r#"{"id":3}"#);
+    read(&mut con, "users", r#"{"id":3}"#).unwrap().unwrap();
+    let hit = next_event(&mut pubsub);
+    assert_eq!(hit["type"], "cache_hit");
+    assert_eq!(hit["key"], r#"{"id":3}"#);
 
     write(&mut con, "users", r#"{"id":5}"#);
     let _: String = redis::cmd("PGCACHE.INVALIDATE")
@@ -147,7 +151,7 @@ fn hooks_route_events_to_channels_and_streams() {
         definitions(&mut con),
         vec![
             "default ON none PUBLISH pg_cache_events",
-            "m ON miss,fill PUBLISH misses",
+            "m ON hit,miss,fill PUBLISH misses",
             "audit ON write,invalidate TABLE users XADD audit MAXLEN ~ 1000",
             "o ON write TABLE orders XADD orders-audit",
         ]
@@ -162,14 +166,14 @@ fn hooks_route_events_to_channels_and_streams() {
         .query(&mut con)
         .unwrap();
     assert!(
-        setting[1].starts_with("m ON miss,fill PUBLISH misses; audit ON"),
+        setting[1].starts_with("m ON hit,miss,fill PUBLISH misses; audit ON"),
         "{setting:?}"
     );
 
     // Adding the same definition again is harmless; another one under the name is not.
     hook(
         &mut con,
-        &["ADD", "m", "ON", "miss,fill", "PUBLISH", "misses"],
+        &["ADD", "m", "ON", "hit,miss,fill", "PUBLISH", "misses"],
     )
     .unwrap();
     let e = hook(&mut con, &["ADD", "m", "ON", "miss", "PUBLISH", "misses"]).unwrap_err();
