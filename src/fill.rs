@@ -11,11 +11,13 @@
 
 use crate::error::Error;
 use crate::reply::Reply;
+use crate::requests;
+use crate::stats::TableStats;
 use crate::worker::{BlockedClient, Completion};
 use redis_module::Context;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A fill's result: the row, None for no row, or the error.
@@ -29,6 +31,8 @@ struct Entry {
     invalidations: u64,
     /// Clients waiting for the leading fill.
     waiters: Vec<BlockedClient>,
+    /// The table and canonical pk the waiters asked for, for their statistics.
+    asked: Option<(Arc<TableStats>, String)>,
 }
 
 /// Keyed by cache key. Touched from the main thread, and from workers to answer waiters
@@ -66,12 +70,21 @@ pub enum Join {
     Wait,
 }
 
-/// Registers a fill of `key` for a READ miss, or makes the client wait for the one in
-/// flight. Main thread only.
-pub fn lead_or_wait(ctx: &Context, key: &str, timeout_ms: u64) -> Join {
+/// Registers a fill of `key` (the row of `pk` in `table`) for a READ miss, or makes the
+/// client wait for the one in flight. Main thread only.
+pub fn lead_or_wait(
+    ctx: &Context,
+    key: &str,
+    timeout_ms: u64,
+    table: &Arc<TableStats>,
+    pk: &str,
+) -> Join {
     with_map(|map| {
         if let Some(entry) = map.get_mut(key).filter(|e| e.fills > 0) {
             entry.waiters.push(BlockedClient::block(ctx, timeout_ms));
+            entry
+                .asked
+                .get_or_insert_with(|| (table.clone(), pk.to_string()));
             COALESCED.fetch_add(1, Ordering::Relaxed);
             return Join::Wait;
         }
@@ -114,10 +127,20 @@ pub fn invalidated_prefix(prefix: &str) {
     });
 }
 
-fn answer_all(waiters: Vec<BlockedClient>, reply: &Reply) {
+/// Clients waiting for a fill, and what they asked for.
+type Waiting = (Vec<BlockedClient>, Option<(Arc<TableStats>, String)>);
+
+fn answer_all((waiters, asked): Waiting, reply: &Reply) {
+    let rows = u64::from(matches!(reply, Reply::Bulk(_)));
     for waiter in waiters {
         let reply = reply.clone();
-        let completion: Completion = Box::new(move |_| reply);
+        let asked = asked.clone();
+        let completion: Completion = Box::new(move |_| {
+            if let Some((table, pk)) = asked {
+                requests::describe(&table, pk, rows);
+            }
+            reply
+        });
         waiter.answer(completion);
     }
 }
@@ -135,7 +158,7 @@ impl FillTicket {
     pub fn answer_waiters(&self, outcome: &Outcome) {
         let waiters = with_map(|map| {
             map.get_mut(&self.key)
-                .map(|e| std::mem::take(&mut e.waiters))
+                .map(|e| (std::mem::take(&mut e.waiters), e.asked.clone()))
                 .unwrap_or_default()
         });
         answer_all(waiters, &outcome_reply(outcome));
@@ -151,18 +174,18 @@ impl FillTicket {
         fresh
     }
 
-    fn unregister(&self) -> (bool, Vec<BlockedClient>) {
+    fn unregister(&self) -> (bool, Waiting) {
         with_map(|map| {
             let Some(entry) = map.get_mut(&self.key) else {
-                return (false, Vec::new());
+                return (false, Waiting::default());
             };
             let fresh = entry.invalidations == self.invalidations_at_start;
             entry.fills -= 1;
             let waiters = if entry.fills == 0 {
                 let entry = map.remove(&self.key).expect("present");
-                entry.waiters
+                (entry.waiters, entry.asked)
             } else {
-                Vec::new()
+                Waiting::default()
             };
             (fresh, waiters)
         })

@@ -102,6 +102,10 @@ fn a_thousand_concurrent_reads_of_one_cold_key_make_one_query() {
         1,
         "one query for 1000 reads"
     );
+    let stats = map_reply(&mut con, "PGCACHE.STATS");
+    let users = nested(&nested(&stats["tables"])["users"]);
+    let calls: i64 = redis::from_redis_value(users["calls"].clone()).unwrap();
+    assert_eq!(calls, 1001, "the waiting reads count for their table too");
 }
 
 #[test]

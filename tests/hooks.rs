@@ -30,27 +30,6 @@ fn definitions(con: &mut redis::Connection) -> Vec<String> {
         .collect()
 }
 
-/// A stream's entries, each as field -> value.
-fn stream(con: &mut redis::Connection, name: &str) -> Vec<HashMap<String, String>> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(name)
-        .arg("-")
-        .arg("+")
-        .query(con)
-        .unwrap();
-    reply
-        .ids
-        .iter()
-        .map(|entry| {
-            entry
-                .map
-                .iter()
-                .map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap()))
-                .collect()
-        })
-        .collect()
-}
-
 fn write(con: &mut redis::Connection, table: &str, pk: &str) {
     let _: String = redis::cmd("PGCACHE.WRITE")
         .arg(table)
@@ -133,7 +112,7 @@ fn hooks_route_events_to_channels_and_streams() {
         .arg(r#"{ "id" : "5" }"#)
         .query(&mut con)
         .unwrap();
-    let entries = stream(&mut con, "audit");
+    let entries = stream_entries(&mut con, "audit");
     assert_eq!(entries.len(), 2, "{entries:?}");
     assert_eq!(entries[0]["type"], "cache_write");
     assert_eq!(entries[1]["type"], "cache_invalidate");
@@ -182,7 +161,7 @@ fn hooks_route_events_to_channels_and_streams() {
     assert_eq!(hook(&mut con, &["DEL", "audit"]).unwrap(), "OK");
     write(&mut con, "users", r#"{"id":6}"#);
     assert_eq!(
-        stream(&mut con, "audit").len(),
+        stream_entries(&mut con, "audit").len(),
         2,
         "a deleted hook is silent"
     );
@@ -253,7 +232,7 @@ fn error_and_slow_events_name_the_call() {
         .query(&mut con)
         .unwrap();
     read(&mut con, "users", r#"{"id":9}"#).unwrap().unwrap();
-    let entries = stream(&mut con, "ops");
+    let entries = stream_entries(&mut con, "ops");
     let error = entries.iter().find(|e| e["type"] == "cache_error").unwrap();
     assert_eq!(error["command"], "read");
     assert_eq!(error["table"], "nosuch");
@@ -306,18 +285,10 @@ fn hooks_survive_a_restart_as_configuration() {
     );
     write(&mut con, "users", r#"{"id":1}"#);
     assert_eq!(
-        stream(&mut con, "kept").len(),
+        stream_entries(&mut con, "kept").len(),
         1,
         "the hook works after the restart"
     );
-}
-
-fn link_up(redis: &Redis) -> bool {
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
-        .query(&mut redis.connection())
-        .unwrap();
-    info.contains("master_link_status:up")
 }
 
 #[test]
@@ -330,15 +301,7 @@ fn hooks_replicate_to_replicas() {
         &["ADD", "early", "ON", "write", "XADD", "audit"],
     )
     .unwrap();
-    let replica = Redis::start_with(
-        &stack.pg.module_args(),
-        &["--replicaof", "127.0.0.1", &stack.redis.port.to_string()],
-        &[],
-    )
-    .unwrap();
-    wait_for("replication link", Duration::from_secs(20), || {
-        link_up(&replica).then_some(())
-    });
+    let replica = stack.start_replica();
     let mut rcon = replica.connection();
     let replica_hooks = |rcon: &mut redis::Connection| definitions(rcon)[1..].to_vec();
     wait_for(
@@ -362,7 +325,7 @@ fn hooks_replicate_to_replicas() {
     hook(&mut primary, &["ADD", "w", "ON", "write", "XADD", "writes"]).unwrap();
     write(&mut primary, "users", r#"{"id":2}"#);
     wait_for("the stream on the replica", Duration::from_secs(10), || {
-        (stream(&mut rcon, "writes").len() == 1).then_some(())
+        (stream_entries(&mut rcon, "writes").len() == 1).then_some(())
     });
-    assert_eq!(stream(&mut primary, "writes").len(), 1);
+    assert_eq!(stream_entries(&mut primary, "writes").len(), 1);
 }

@@ -148,20 +148,8 @@ fn truncate_and_tables_without_keys_flush_the_table() {
 #[test]
 fn invalidations_replicate_and_reach_every_filled_db() {
     let stack = watched_users();
-    let replica = Redis::start_with(
-        &stack.pg.module_args(),
-        &["--replicaof", "127.0.0.1", &stack.redis.port.to_string()],
-        &[],
-    )
-    .unwrap();
+    let replica = stack.start_replica();
     let mut rcon = replica.connection();
-    wait_for("replication link", Duration::from_secs(20), || {
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query(&mut rcon)
-            .unwrap();
-        info.contains("master_link_status:up").then_some(())
-    });
     let mut con = stack.con();
     read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap();
     let mut db2 = stack.con();

@@ -4,32 +4,6 @@ use common::*;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// A command's map reply (flat name/value pairs in RESP2) as a map.
-fn map_reply(con: &mut redis::Connection, command: &str) -> HashMap<String, redis::Value> {
-    let flat: Vec<redis::Value> = redis::cmd(command).query(con).unwrap();
-    flat.chunks(2)
-        .map(|pair| {
-            (
-                redis::from_redis_value::<String>(pair[0].clone()).unwrap(),
-                pair[1].clone(),
-            )
-        })
-        .collect()
-}
-
-/// A nested map (flat name/value pairs in RESP2) as a map.
-fn nested(value: &redis::Value) -> HashMap<String, redis::Value> {
-    let flat: Vec<redis::Value> = redis::from_redis_value(value.clone()).unwrap();
-    flat.chunks(2)
-        .map(|pair| {
-            (
-                redis::from_redis_value::<String>(pair[0].clone()).unwrap(),
-                pair[1].clone(),
-            )
-        })
-        .collect()
-}
-
 fn stats(con: &mut redis::Connection) -> HashMap<String, redis::Value> {
     map_reply(con, "PGCACHE.STATS")
 }
@@ -125,27 +99,6 @@ fn counters_histograms_info_and_reset() {
         (0, 0, 0)
     );
     assert_eq!(int(&nested(&nested(&s["tables"])["users"]), "calls"), 0);
-}
-
-/// A stream's entries, each as field -> value.
-fn stream_entries(con: &mut redis::Connection, stream: &str) -> Vec<HashMap<String, String>> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query(con)
-        .unwrap();
-    reply
-        .ids
-        .iter()
-        .map(|entry| {
-            entry
-                .map
-                .iter()
-                .map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap()))
-                .collect()
-        })
-        .collect()
 }
 
 fn count_of(entries: &[HashMap<String, String>], kind: &str) -> usize {

@@ -137,27 +137,10 @@ fn events_are_published_and_hit_events_are_opt_in() {
     assert_eq!(msg.get_channel_name(), "other");
 }
 
-fn role_link_up(replica: &Redis) -> bool {
-    let mut con = replica.connection();
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
-        .query(&mut con)
-        .unwrap();
-    info.contains("master_link_status:up")
-}
-
 #[test]
 fn fills_replicate_with_absolute_expiry_and_replicas_do_not_write() {
     let stack = Stack::start(USERS_SQL);
-    let replica = Redis::start_with(
-        &stack.pg.module_args(),
-        &["--replicaof", "127.0.0.1", &stack.redis.port.to_string()],
-        &[],
-    )
-    .unwrap();
-    wait_for("replication link", Duration::from_secs(20), || {
-        role_link_up(&replica).then_some(())
-    });
+    let replica = stack.start_replica();
     let mut primary = stack.con();
     let mut rcon = replica.connection();
 

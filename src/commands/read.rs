@@ -49,7 +49,8 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         return refusal;
     }
     let key = schema.cache_key(&pk.json);
-    let ticket = match fill::lead_or_wait(ctx, &key, tunables::request_timeout_ms()) {
+    let timeout_ms = tunables::request_timeout_ms();
+    let ticket = match fill::lead_or_wait(ctx, &key, timeout_ms, &schema.stats, &pk.json) {
         Join::Wait => return Reply::Blocked,
         Join::Lead(ticket) => ticket,
     };

@@ -3,6 +3,7 @@
 //! guard stops its process by PID and removes its directory when dropped.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -611,6 +612,26 @@ impl Stack {
     pub fn con(&self) -> redis::Connection {
         self.redis.connection()
     }
+
+    /// Starts a replica of this stack's server (module loaded, same PostgreSQL) and waits
+    /// until its replication link is up.
+    pub fn start_replica(&self) -> Redis {
+        let replica = Redis::start_with(
+            &self.pg.module_args(),
+            &["--replicaof", "127.0.0.1", &self.redis.port.to_string()],
+            &[],
+        )
+        .unwrap();
+        let mut con = replica.connection();
+        wait_for("replication link", Duration::from_secs(20), || {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut con)
+                .unwrap();
+            info.contains("master_link_status:up").then_some(())
+        });
+        replica
+    }
 }
 
 pub fn read(
@@ -692,3 +713,50 @@ pub const USERS_SQL: &str = "
     CREATE TABLE users (id integer PRIMARY KEY, name text NOT NULL, email text);
     INSERT INTO users SELECT g, 'user' || g, 'user' || g || '@example.com' FROM generate_series(1, 200) g;
 ";
+
+/// A command's map reply (flat name/value pairs in RESP2) as a map.
+pub fn map_reply(con: &mut redis::Connection, command: &str) -> HashMap<String, redis::Value> {
+    let flat: Vec<redis::Value> = redis::cmd(command).query(con).unwrap();
+    flat.chunks(2)
+        .map(|pair| {
+            (
+                redis::from_redis_value::<String>(pair[0].clone()).unwrap(),
+                pair[1].clone(),
+            )
+        })
+        .collect()
+}
+
+/// A nested map (flat name/value pairs in RESP2) as a map.
+pub fn nested(value: &redis::Value) -> HashMap<String, redis::Value> {
+    let flat: Vec<redis::Value> = redis::from_redis_value(value.clone()).unwrap();
+    flat.chunks(2)
+        .map(|pair| {
+            (
+                redis::from_redis_value::<String>(pair[0].clone()).unwrap(),
+                pair[1].clone(),
+            )
+        })
+        .collect()
+}
+
+/// A stream's entries, each as field -> value.
+pub fn stream_entries(con: &mut redis::Connection, stream: &str) -> Vec<HashMap<String, String>> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|entry| {
+            entry
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap()))
+                .collect()
+        })
+        .collect()
+}
