@@ -4,11 +4,25 @@
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error(pub String);
+pub struct Error(pub String, pub ErrorKind);
+
+/// What failed, for the `errors_*` figures (counted when the error is replied, so a failure
+/// retried and answered once counts once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorKind {
+    #[default]
+    Other,
+    /// PostgreSQL refused a query or could not be reached.
+    Postgres,
+}
 
 impl Error {
     pub fn new(message: impl Into<String>) -> Self {
-        Error(message.into())
+        Error(message.into(), ErrorKind::Other)
+    }
+
+    pub fn postgres(message: impl Into<String>) -> Self {
+        Error(message.into(), ErrorKind::Postgres)
     }
 }
 
@@ -20,13 +34,13 @@ impl fmt::Display for Error {
 
 impl From<String> for Error {
     fn from(s: String) -> Self {
-        Error(s)
+        Error::new(s)
     }
 }
 
 impl From<&str> for Error {
     fn from(s: &str) -> Self {
-        Error(s.to_string())
+        Error::new(s)
     }
 }
 

@@ -92,6 +92,9 @@ pub fn send(ctx: &Context, reply: &Reply) {
             }
             Reply::Error(e) => {
                 crate::stats::ERRORS.inc();
+                if e.1 == crate::error::ErrorKind::Postgres {
+                    crate::stats::ERRORS_POSTGRES.inc();
+                }
                 raw::RedisModule_ReplyWithError.unwrap()(ctx.ctx, error_line(e).as_ptr());
             }
             Reply::WrongArity => {

@@ -230,3 +230,28 @@ fn flush_drops_a_table_and_serves_nothing_older_meanwhile() {
         .unwrap_err();
     assert!(e.to_string().contains("does not exist"), "{e}");
 }
+
+#[test]
+fn notifications_for_tables_outside_the_allowlist_are_skipped_quietly() {
+    let stack = Stack::start_with(
+        &format!("{USERS_SQL} CREATE TABLE orders (id int PRIMARY KEY, n int); {TRIGGER_SQL}"),
+        &["tables", "users"],
+    );
+    stack
+        .pg
+        .execute("SELECT pgcache_watch('users'); SELECT pgcache_watch('orders');");
+    let mut con = stack.con();
+    wait_for("the listener", Duration::from_secs(10), || {
+        listener_pid(&stack.pg)
+    });
+    read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap();
+    stack.pg.execute("INSERT INTO orders VALUES (1, 1)");
+    // Notifications are handled in commit order: once this one is applied, so was the other.
+    stack.pg.execute("UPDATE users SET name = 'x' WHERE id = 7");
+    wait_gone(&mut con, KEY7);
+    let log = stack.redis.log();
+    assert!(
+        !log.contains("ignoring invalidation notification"),
+        "no warning for a table pgcache does not cache:\n{log}"
+    );
+}

@@ -233,4 +233,10 @@ fn health_names_every_problem_and_hides_the_password() {
         "{problems:?}"
     );
     assert_eq!(text(&h, "postgres"), "unreachable");
+
+    // A miss now fails, and counts once as a PostgreSQL error.
+    let e = read(&mut con, "users", r#"{"id":77}"#).unwrap_err();
+    assert!(e.to_string().contains("PostgreSQL unavailable"), "{e}");
+    let s = stats(&mut con);
+    assert_eq!((int(&s, "errors"), int(&s, "errors_postgres")), (1, 1));
 }

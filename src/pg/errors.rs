@@ -23,9 +23,8 @@ pub fn describe(e: &postgres::Error) -> String {
 
 /// The reply for an error of a row query on `table`.
 pub fn query_error(e: &postgres::Error, table: &str) -> Error {
-    crate::stats::ERRORS_POSTGRES.inc();
     let Some(db) = e.as_db_error() else {
-        return Error::new(format!("PostgreSQL unavailable: {}", describe(e)));
+        return Error::postgres(format!("PostgreSQL unavailable: {}", describe(e)));
     };
     let message = db.message();
     let reason = match db.code().code() {
@@ -47,7 +46,7 @@ pub fn query_error(e: &postgres::Error, table: &str) -> Error {
         }
         code => format!("PostgreSQL error on {table}: {message} (SQLSTATE {code})"),
     };
-    Error::new(reason)
+    Error::postgres(reason)
 }
 
 /// Whether the error says our cached idea of the table is outdated.

@@ -230,6 +230,17 @@ fn handle(conn: &mut Connection, payloads: &[String]) {
     let mut changes = invalidation::Changes::default();
     for text in payloads {
         let result = parse_payload(text).and_then(|payload| {
+            // Triggers may watch more tables than the allowlist caches: nothing of those
+            // tables is cached, so there is nothing to do (and nothing worth a warning).
+            if let Ok(name) = crate::ident::parse_table(&payload.table)
+                && !crate::tunables::table_allowed(&name)
+            {
+                redis_module::logging::log_verbose(format!(
+                    "pgcache: ignoring a notification for {}, outside the tables allowlist",
+                    name.display()
+                ));
+                return Ok(());
+            }
             let schema = schema::resolve(conn, &payload.table).map_err(|e| e.0)?;
             if payload.flush || schema.primary_key.is_empty() {
                 changes.flush(schema);

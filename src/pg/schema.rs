@@ -295,7 +295,7 @@ const COLUMNS_SQL: &str = "SELECT a.attname::text, \
 
 fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
     let catalog_error =
-        |e: postgres::Error| Error::new(format!("PostgreSQL unavailable: {}", describe(&e)));
+        |e: postgres::Error| Error::postgres(format!("PostgreSQL unavailable: {}", describe(&e)));
     let rows = client
         .query(RELATION_SQL, &[&name.schema, &name.name])
         .map_err(catalog_error)?;

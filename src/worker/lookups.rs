@@ -49,7 +49,7 @@ pub fn run(lookups: Vec<PendingLookup>, pool: &Pool) {
 
 fn fetch_alone(pool: &Pool, deadline: Instant, lookup: &RowLookup) -> Outcome {
     catch_unwind(AssertUnwindSafe(|| {
-        let mut conn = pool.get(deadline).map_err(Error::new)?;
+        let mut conn = pool.get(deadline).map_err(Error::postgres)?;
         fetch::one(&mut conn, &lookup.schema, &lookup.pk)
     }))
     .unwrap_or_else(|panic| Err(panic_error(panic)))

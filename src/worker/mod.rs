@@ -208,7 +208,7 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             let completion = match refused {
                 Some(e) => error_completion(e),
                 None => contained(|| {
-                    let mut conn = pool.get(job.deadline).map_err(Error::new)?;
+                    let mut conn = pool.get(job.deadline).map_err(Error::postgres)?;
                     work(&mut conn)
                 }),
             };
@@ -219,7 +219,7 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             let result = match refused {
                 Some(e) => Err(e),
                 None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let mut conn = pool.get(job.deadline).map_err(Error::new)?;
+                    let mut conn = pool.get(job.deadline).map_err(Error::postgres)?;
                     part(&mut conn)
                 }))
                 .unwrap_or_else(|panic| Err(panic_error(panic))),
