@@ -329,3 +329,31 @@ fn hooks_replicate_to_replicas() {
     });
     assert_eq!(stream_entries(&mut primary, "writes").len(), 1);
 }
+
+#[test]
+fn a_broken_hook_target_is_counted_and_logged_not_fatal() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    let _: () = redis::cmd("SET")
+        .arg("not-a-stream")
+        .arg("x")
+        .query(&mut con)
+        .unwrap();
+    hook(
+        &mut con,
+        &["ADD", "broken", "ON", "write", "XADD", "not-a-stream"],
+    )
+    .unwrap();
+    write(&mut con, "users", r#"{"id":1}"#);
+    write(&mut con, "users", r#"{"id":2}"#);
+    let stats = map_reply(&mut con, "PGCACHE.STATS");
+    let failures: i64 = redis::from_redis_value(stats["hook_errors"].clone()).unwrap();
+    assert_eq!(failures, 2, "each failed delivery is counted");
+    let log = stack.redis.log();
+    assert_eq!(
+        log.matches("hook broken: XADD not-a-stream failed").count(),
+        1,
+        "logged once, not once per event:\n{log}"
+    );
+    assert!(log.contains("WRONGTYPE"), "{log}");
+}
