@@ -81,6 +81,10 @@ fn schedule(ctx: &Context) {
 }
 
 extern "C" fn tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    crate::error::guard("a flush step", || flush_slice(ctx));
+}
+
+fn flush_slice(ctx: *mut raw::RedisModuleCtx) {
     let context = Context::new(ctx);
     let deadline = Instant::now() + SLICE;
     let finished: Vec<Flush> = {

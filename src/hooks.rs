@@ -409,6 +409,10 @@ pub fn on_replica_online(ctx: &Context) {
 }
 
 extern "C" fn send_sync(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    crate::error::guard("sending hooks to replicas", || replicate_hooks(ctx));
+}
+
+fn replicate_hooks(ctx: *mut raw::RedisModuleCtx) {
     SYNC_SCHEDULED.store(false, Ordering::SeqCst);
     let Ok(definitions) = std::ffi::CString::new(setting()) else {
         return;
@@ -441,6 +445,10 @@ fn defer(ctx: &Context, hook: String, args: Vec<String>) {
 }
 
 extern "C" fn deliver_deferred(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    crate::error::guard("a hook delivery", || deliver_now(ctx));
+}
+
+fn deliver_now(ctx: *mut raw::RedisModuleCtx) {
     let context = Context::new(ctx);
     TIMER_SCHEDULED.store(false, Ordering::SeqCst);
     let deferred = std::mem::take(&mut *DEFERRED.lock().unwrap());

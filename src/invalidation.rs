@@ -107,6 +107,10 @@ extern "C" fn on_event_loop(_data: *mut c_void) {
 }
 
 extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    crate::error::guard("applying invalidations", || apply_mailbox(ctx));
+}
+
+fn apply_mailbox(ctx: *mut raw::RedisModuleCtx) {
     let context = Context::new(ctx);
     // Cleared before draining: changes queued from now on schedule a new wake-up.
     SCHEDULED.store(false, Ordering::SeqCst);

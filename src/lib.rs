@@ -111,6 +111,10 @@ fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 9] {
 /// The `pgcache` INFO section: the PGCACHE.STATS figures, nested ones flattened
 /// (`read_p99_us`), each shown by Redis as `pgcache_<name>`.
 extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: std::os::raw::c_int) {
+    error::guard("the INFO section", || info_section(ctx));
+}
+
+fn info_section(ctx: *mut raw::RedisModuleInfoCtx) {
     fn add(ctx: *mut raw::RedisModuleInfoCtx, name: &str, value: &reply::Reply) {
         let field = CString::new(name).expect("no NUL");
         // SAFETY: Redis's info context for this call.
@@ -205,6 +209,15 @@ unsafe extern "C" fn on_keyspace_event(
     _event: *const std::os::raw::c_char,
     key: *mut raw::RedisModuleString,
 ) -> std::os::raw::c_int {
+    error::guard("a keyspace event", || keyspace_event(ctx, event_type, key));
+    raw::REDISMODULE_OK as std::os::raw::c_int
+}
+
+fn keyspace_event(
+    ctx: *mut raw::RedisModuleCtx,
+    event_type: std::os::raw::c_int,
+    key: *mut raw::RedisModuleString,
+) {
     let mut len = 0usize;
     // SAFETY: Redis passes a live key name.
     let name = unsafe {
@@ -213,7 +226,7 @@ unsafe extern "C" fn on_keyspace_event(
     };
     let prefix = tunables::cache_prefix();
     let Some(entry) = name.strip_prefix(prefix.as_bytes()) else {
-        return raw::REDISMODULE_OK as std::os::raw::c_int;
+        return;
     };
     let kind = if event_type & raw::REDISMODULE_NOTIFY_EVICTED != 0 {
         stats::EVICTIONS.inc();
@@ -228,7 +241,6 @@ unsafe extern "C" fn on_keyspace_event(
         let context = Context::new(ctx);
         hooks::in_notification(|| events::publish(&context, kind, table, key));
     }
-    raw::REDISMODULE_OK as std::os::raw::c_int
 }
 
 /// Sends the hooks to replicas when one comes online.
@@ -239,7 +251,9 @@ unsafe extern "C" fn on_replica_change(
     _data: *mut std::os::raw::c_void,
 ) {
     if subevent == raw::REDISMODULE_SUBEVENT_REPLICA_CHANGE_ONLINE {
-        hooks::on_replica_online(&Context::new(ctx));
+        error::guard("a replica coming online", || {
+            hooks::on_replica_online(&Context::new(ctx))
+        });
     }
 }
 

@@ -201,6 +201,25 @@ fn panics_become_error_replies() {
             .unwrap_err();
         assert!(e.to_string().contains("internal error"), "{place}: {e}");
     }
+    // A panic in a callback Redis makes (a timer here; also notifications, INFO) is
+    // contained and logged: it must not unwind into Redis, which would abort the server.
+    let ok: String = redis::cmd("PGCACHE.DEBUG")
+        .arg("PANIC")
+        .arg("TIMER")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    wait_for(
+        "the timer's panic to be logged",
+        Duration::from_secs(10),
+        || {
+            stack
+                .redis
+                .log()
+                .contains("internal error in PGCACHE.DEBUG's timer")
+                .then_some(())
+        },
+    );
     assert!(read(&mut con, "users", r#"{"id":1}"#).unwrap().is_some());
     assert!(stack.redis.log().contains("PGCACHE.DEBUG panic"));
     // Without the setting the command does not exist.

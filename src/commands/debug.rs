@@ -1,7 +1,8 @@
 //! PGCACHE.DEBUG — fault injection, registered only with the `debug_commands yes` setting
 //! (as Redis gates DEBUG behind enable-debug-command). Tests use it to force what is
 //! otherwise a matter of timing:
-//! - `PANIC MAIN|WORKER|REPLY`: a panic anywhere becomes an error reply;
+//! - `PANIC MAIN|WORKER|REPLY`: a panic anywhere becomes an error reply; `PANIC TIMER`: a
+//!   panic in a callback Redis makes (a timer) is logged, and the server carries on;
 //! - `FILLS HOLD|RELEASE|HELD`: hold fetched rows on the workers (HELD counts them), so an
 //!   invalidation can be made to arrive while a fill is in flight.
 
@@ -9,9 +10,10 @@ use crate::error::Error;
 use crate::fill;
 use crate::reply::Reply;
 use crate::worker::{self, Completion};
-use redis_module::Context;
+use redis_module::{Context, raw};
+use std::os::raw::c_void;
 
-const USAGE: &str = "usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY | FILLS HOLD|RELEASE|HELD";
+const USAGE: &str = "usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY|TIMER | FILLS HOLD|RELEASE|HELD";
 
 pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
     if args.len() != 3 {
@@ -47,6 +49,24 @@ fn panic_in(ctx: &Context, place: &[u8]) -> Reply {
                 Ok(completion)
             }),
         ),
+        b"TIMER" => {
+            // SAFETY: main thread; the callback takes no data.
+            unsafe {
+                raw::RedisModule_CreateTimer.unwrap()(
+                    ctx.ctx,
+                    0,
+                    Some(panicking_timer),
+                    std::ptr::null_mut(),
+                );
+            }
+            Reply::Ok
+        }
         _ => Error::new(USAGE).into(),
     }
+}
+
+extern "C" fn panicking_timer(_ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    crate::error::guard::<()>("PGCACHE.DEBUG's timer", || {
+        panic!("PGCACHE.DEBUG panic in a timer")
+    });
 }

@@ -66,13 +66,15 @@ pub unsafe fn dispatch(
     let reply = catch_unwind(AssertUnwindSafe(|| handler(&context, args)))
         .unwrap_or_else(|panic| Reply::Error(worker::panic_error(panic)));
     reply::send(&context, &reply);
-    if let (Some(command), Some(started), false) = (command, started, reply == Reply::Blocked) {
-        let elapsed_us = started.elapsed().as_micros() as u64;
-        requests::finished(&context, command, args, elapsed_us, None);
-    }
-    if let (Some(command), Reply::Error(e)) = (command, &reply) {
-        requests::failed(&context, command, args, e);
-    }
+    crate::error::guard("recording a call", || {
+        if let (Some(command), Some(started), false) = (command, started, reply == Reply::Blocked) {
+            let elapsed_us = started.elapsed().as_micros() as u64;
+            requests::finished(&context, command, args, elapsed_us, None);
+        }
+        if let (Some(command), Reply::Error(e)) = (command, &reply) {
+            requests::failed(&context, command, args, e);
+        }
+    });
     raw::REDISMODULE_OK as c_int
 }
 

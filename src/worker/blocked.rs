@@ -159,10 +159,12 @@ unsafe extern "C" fn on_reply(
         let elapsed_us = started.elapsed().as_micros() as u64;
         // SAFETY: Redis passes the blocked command's arguments.
         let args = unsafe { crate::commands::borrow_args(argv, argc) };
-        requests::finished(&context, command, &args, elapsed_us, Some(answer.timing));
-        if let Reply::Error(e) = &reply {
-            requests::failed(&context, command, &args, e);
-        }
+        crate::error::guard("recording a reply", || {
+            requests::finished(&context, command, &args, elapsed_us, Some(answer.timing));
+            if let Reply::Error(e) = &reply {
+                requests::failed(&context, command, &args, e);
+            }
+        });
     }
     raw::REDISMODULE_OK as c_int
 }
@@ -183,7 +185,9 @@ unsafe extern "C" fn on_timeout(
     // SAFETY: Redis passes the blocked command's arguments.
     let args = unsafe { crate::commands::borrow_args(argv, argc) };
     if let Some(command) = crate::commands::tracked_command(&args) {
-        requests::failed(&context, command, &args, &error);
+        crate::error::guard("recording a timeout", || {
+            requests::failed(&context, command, &args, &error)
+        });
     }
     raw::REDISMODULE_OK as c_int
 }
