@@ -195,7 +195,10 @@ unsafe extern "C" fn on_timeout(
 unsafe extern "C" fn free_completion(_ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
     if !privdata.is_null() {
         // SAFETY: allocated by Box::into_raw in `answer`, freed only here.
-        drop(unsafe { Box::from_raw(privdata as *mut Answer) });
+        let answer = unsafe { Box::from_raw(privdata as *mut Answer) };
+        // Dropping an unrun completion can run code of ours (a fill ticket answers its
+        // waiters), which must not unwind into Redis.
+        crate::error::guard("freeing a reply", || drop(answer));
         IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     }
 }
