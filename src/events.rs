@@ -119,6 +119,18 @@ impl EventMask {
     }
 }
 
+/// One event, as hooks receive it.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    pub kind: EventKind,
+    pub table: &'a str,
+    pub key: &'a str,
+    pub timestamp_ms: u128,
+    pub extra: &'a [(&'a str, Extra<'a>)],
+    /// The event as JSON (what PUBLISH sends).
+    pub json: &'a str,
+}
+
 /// A field some events carry besides type, table, key and timestamp.
 #[derive(Debug, Clone, Copy)]
 pub enum Extra<'a> {
@@ -239,8 +251,16 @@ fn deliver<'a>(
         if let Some(channel) = &channel {
             publish_message(ctx, channel, &message);
         }
+        let event = Event {
+            kind,
+            table,
+            key,
+            timestamp_ms: timestamp,
+            extra,
+            json: &message,
+        };
         for hook in hooks.iter().flatten() {
-            hooks::fire(ctx, hook, &message, kind, table, key, timestamp, extra);
+            hooks::fire(ctx, hook, &event);
         }
     }
 }

@@ -13,7 +13,7 @@
 //! XADDs: its streams are its primary's. Events raised inside a keyspace notification
 //! (expire, evict) are XADDed from a zero-delay timer, since Redis forbids writes there.
 
-use crate::events::{self, EventKind, EventMask, Extra};
+use crate::events::{self, Event, EventKind, EventMask, Extra};
 use crate::ident;
 use crate::stats;
 use crate::tunables;
@@ -296,28 +296,24 @@ thread_local! {
 
 /// Runs `f` (which may raise events) inside a keyspace notification.
 pub fn in_notification<R>(f: impl FnOnce() -> R) -> R {
+    // Cleared on the way out even if `f` panics (the caller contains the panic).
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_NOTIFICATION.set(false);
+        }
+    }
     IN_NOTIFICATION.set(true);
-    let result = f();
-    IN_NOTIFICATION.set(false);
-    result
+    let _reset = Reset;
+    f()
 }
 
 /// Sends one event to one hook. Main thread only.
-#[allow(clippy::too_many_arguments)]
-pub fn fire(
-    ctx: &Context,
-    hook: &Hook,
-    message: &str,
-    kind: EventKind,
-    table: &str,
-    key: &str,
-    timestamp_ms: u128,
-    extra: &[(&str, Extra)],
-) {
+pub fn fire(ctx: &Context, hook: &Hook, event: &Event) {
     match &hook.target {
         Target::Publish(channel) => {
             let channel = ctx.create_string(channel.as_str());
-            events::publish_message(ctx, &channel, message);
+            events::publish_message(ctx, &channel, event.json);
         }
         Target::Xadd { stream, maxlen } => {
             if !crate::cache::writable(ctx) {
@@ -331,15 +327,15 @@ pub fn fire(
             }
             args.push("*".into());
             for (field, value) in [
-                ("type", kind.name().to_string()),
-                ("table", table.to_string()),
-                ("key", key.to_string()),
-                ("timestamp", timestamp_ms.to_string()),
+                ("type", event.kind.name().to_string()),
+                ("table", event.table.to_string()),
+                ("key", event.key.to_string()),
+                ("timestamp", event.timestamp_ms.to_string()),
             ] {
                 args.push(field.into());
                 args.push(value);
             }
-            for (field, value) in extra {
+            for (field, value) in event.extra {
                 args.push(field.to_string());
                 args.push(match value {
                     Extra::Text(t) => t.to_string(),
