@@ -249,27 +249,31 @@ pub fn tables() -> Vec<Arc<TableStats>> {
     TABLES.lock().unwrap().clone()
 }
 
-/// The counters, named as INFO and PGCACHE.STATS show them.
+/// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them.
+static NAMED: [(&str, &Counter); 16] = [
+    ("hits", &HITS),
+    ("negative_hits", &NEGATIVE_HITS),
+    ("misses", &MISSES),
+    ("fills", &FILLS),
+    ("writes", &WRITES),
+    ("invalidations_by_command", &INVALIDATIONS_BY_COMMAND),
+    ("invalidations_by_postgres", &INVALIDATIONS_BY_POSTGRES),
+    ("flushes", &FLUSHES),
+    ("expirations", &EXPIRATIONS),
+    ("evictions", &EVICTIONS),
+    ("errors", &ERRORS),
+    ("errors_timeout", &ERRORS_TIMEOUT),
+    ("errors_queue_full", &ERRORS_QUEUE_FULL),
+    ("errors_postgres", &ERRORS_POSTGRES),
+    ("errors_internal", &ERRORS_INTERNAL),
+    ("hook_errors", &HOOK_ERRORS),
+];
+
+/// Every counter's value, in reporting order (`coalesced` is kept by the fill registry).
 pub fn counters() -> Vec<(&'static str, u64)> {
-    vec![
-        ("hits", HITS.get()),
-        ("negative_hits", NEGATIVE_HITS.get()),
-        ("misses", MISSES.get()),
-        ("fills", FILLS.get()),
-        ("writes", WRITES.get()),
-        ("invalidations_by_command", INVALIDATIONS_BY_COMMAND.get()),
-        ("invalidations_by_postgres", INVALIDATIONS_BY_POSTGRES.get()),
-        ("flushes", FLUSHES.get()),
-        ("expirations", EXPIRATIONS.get()),
-        ("evictions", EVICTIONS.get()),
-        ("coalesced", crate::fill::coalesced()),
-        ("errors", ERRORS.get()),
-        ("errors_timeout", ERRORS_TIMEOUT.get()),
-        ("errors_queue_full", ERRORS_QUEUE_FULL.get()),
-        ("errors_postgres", ERRORS_POSTGRES.get()),
-        ("errors_internal", ERRORS_INTERNAL.get()),
-        ("hook_errors", HOOK_ERRORS.get()),
-    ]
+    let mut all: Vec<(&'static str, u64)> = NAMED.iter().map(|(n, c)| (*n, c.get())).collect();
+    all.push(("coalesced", crate::fill::coalesced()));
+    all
 }
 
 /// Hits (negative ones included) over all lookups, 0 when there were none.
@@ -285,24 +289,7 @@ pub fn hit_ratio() -> f64 {
 
 /// PGCACHE.STATS RESET.
 pub fn reset() {
-    for counter in [
-        &HITS,
-        &NEGATIVE_HITS,
-        &MISSES,
-        &FILLS,
-        &WRITES,
-        &INVALIDATIONS_BY_COMMAND,
-        &INVALIDATIONS_BY_POSTGRES,
-        &FLUSHES,
-        &EXPIRATIONS,
-        &EVICTIONS,
-        &ERRORS,
-        &ERRORS_TIMEOUT,
-        &ERRORS_QUEUE_FULL,
-        &ERRORS_POSTGRES,
-        &ERRORS_INTERNAL,
-        &HOOK_ERRORS,
-    ] {
+    for (_, counter) in &NAMED {
         counter.reset();
     }
     crate::fill::reset_coalesced();

@@ -30,15 +30,6 @@ fn definitions(con: &mut redis::Connection) -> Vec<String> {
         .collect()
 }
 
-fn write(con: &mut redis::Connection, table: &str, pk: &str) {
-    let _: String = redis::cmd("PGCACHE.WRITE")
-        .arg(table)
-        .arg(pk)
-        .arg(r#"{"name":"x"}"#)
-        .query(con)
-        .unwrap();
-}
-
 #[test]
 fn hooks_route_events_to_channels_and_streams() {
     let stack = Stack::start_with(
@@ -106,12 +97,8 @@ fn hooks_route_events_to_channels_and_streams() {
     assert_eq!(hit["type"], "cache_hit");
     assert_eq!(hit["key"], r#"{"id":3}"#);
 
-    write(&mut con, "users", r#"{"id":5}"#);
-    let _: String = redis::cmd("PGCACHE.INVALIDATE")
-        .arg("users")
-        .arg(r#"{ "id" : "5" }"#)
-        .query(&mut con)
-        .unwrap();
+    write(&mut con, "users", r#"{"id":5}"#, r#"{"name":"x"}"#).unwrap();
+    invalidate(&mut con, "users", r#"{ "id" : "5" }"#).unwrap();
     let entries = stream_entries(&mut con, "audit");
     assert_eq!(entries.len(), 2, "{entries:?}");
     assert_eq!(entries[0]["type"], "cache_write");
@@ -159,7 +146,7 @@ fn hooks_route_events_to_channels_and_streams() {
     assert!(e.to_string().contains("hook m exists"), "{e}");
 
     assert_eq!(hook(&mut con, &["DEL", "audit"]).unwrap(), "OK");
-    write(&mut con, "users", r#"{"id":6}"#);
+    write(&mut con, "users", r#"{"id":6}"#, r#"{"name":"x"}"#).unwrap();
     assert_eq!(
         stream_entries(&mut con, "audit").len(),
         2,
@@ -283,7 +270,7 @@ fn hooks_survive_a_restart_as_configuration() {
             "kept ON write XADD kept MAXLEN = 10",
         ]
     );
-    write(&mut con, "users", r#"{"id":1}"#);
+    write(&mut con, "users", r#"{"id":1}"#, r#"{"name":"x"}"#).unwrap();
     assert_eq!(
         stream_entries(&mut con, "kept").len(),
         1,
@@ -323,7 +310,7 @@ fn hooks_replicate_to_replicas() {
 
     // A stream hook writes on the primary; the stream reaches the replica as data.
     hook(&mut primary, &["ADD", "w", "ON", "write", "XADD", "writes"]).unwrap();
-    write(&mut primary, "users", r#"{"id":2}"#);
+    write(&mut primary, "users", r#"{"id":2}"#, r#"{"name":"x"}"#).unwrap();
     wait_for("the stream on the replica", Duration::from_secs(10), || {
         (stream_entries(&mut rcon, "writes").len() == 1).then_some(())
     });
@@ -344,8 +331,8 @@ fn a_broken_hook_target_is_counted_and_logged_not_fatal() {
         &["ADD", "broken", "ON", "write", "XADD", "not-a-stream"],
     )
     .unwrap();
-    write(&mut con, "users", r#"{"id":1}"#);
-    write(&mut con, "users", r#"{"id":2}"#);
+    write(&mut con, "users", r#"{"id":1}"#, r#"{"name":"x"}"#).unwrap();
+    write(&mut con, "users", r#"{"id":2}"#, r#"{"name":"x"}"#).unwrap();
     let stats = map_reply(&mut con, "PGCACHE.STATS");
     let failures: i64 = redis::from_redis_value(stats["hook_errors"].clone()).unwrap();
     assert_eq!(failures, 2, "each failed delivery is counted");

@@ -126,12 +126,7 @@ fn get_len_reset_and_the_settings_behave_like_redis() {
     config_set(&mut con, "pgcache.slowlog_threshold_us", "0");
     slowlog(&mut con, &["RESET"]).unwrap();
     for id in 1..=3 {
-        let _: String = redis::cmd("PGCACHE.WRITE")
-            .arg("users")
-            .arg(format!(r#"{{"id":{id}}}"#))
-            .arg("{}")
-            .query(&mut con)
-            .unwrap();
+        write(&mut con, "users", &format!(r#"{{"id":{id}}}"#), "{}").unwrap();
     }
     let len: i64 = redis::cmd("PGCACHE.SLOWLOG")
         .arg("LEN")
@@ -149,12 +144,7 @@ fn get_len_reset_and_the_settings_behave_like_redis() {
     // A long key is cut like Redis cuts long arguments (this one is also refused: the
     // entry shows the arguments as sent).
     let long = format!(r#"{{"id":"{}"}}"#, "1".repeat(300));
-    let _ = redis::cmd("PGCACHE.WRITE")
-        .arg("users")
-        .arg(&long)
-        .arg("{}")
-        .query::<String>(&mut con)
-        .unwrap_err();
+    write(&mut con, "users", &long, "{}").unwrap_err();
     let cut = &slowlog_get(&mut con, 1)[0];
     assert!(cut.key.ends_with("more bytes)"), "{cut:?}");
 

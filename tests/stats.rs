@@ -28,17 +28,8 @@ fn counters_histograms_info_and_reset() {
     read(&mut con, "users", r#"{"id":999999}"#).unwrap(); // miss, absent
     read(&mut con, "users", r#"{"id":999999}"#).unwrap(); // negative hit
     let _ = read(&mut con, "nosuch", r#"{"id":1}"#); // error
-    let _: String = redis::cmd("PGCACHE.WRITE")
-        .arg("users")
-        .arg(r#"{"id":2}"#)
-        .arg("{}")
-        .query(&mut con)
-        .unwrap();
-    let _: String = redis::cmd("PGCACHE.INVALIDATE")
-        .arg("users")
-        .arg(r#"{"id":2}"#)
-        .query(&mut con)
-        .unwrap();
+    write(&mut con, "users", r#"{"id":2}"#, "{}").unwrap();
+    invalidate(&mut con, "users", r#"{"id":2}"#).unwrap();
     multiread(&mut con, "users", &id_array([1, 3])).unwrap();
 
     let s = stats(&mut con);

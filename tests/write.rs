@@ -25,23 +25,16 @@ fn write_then_read_then_invalidate() {
         .query(&mut con)
         .unwrap();
     assert!((110..=120).contains(&ttl), "{ttl}");
-    let ok: String = redis::cmd("PGCACHE.INVALIDATE")
-        .arg("users")
-        .arg(r#"{"id":42}"#)
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(ok, "OK");
+    assert_eq!(invalidate(&mut con, "users", r#"{"id":42}"#).unwrap(), "OK");
     assert_eq!(
         json(&read(&mut con, "users", r#"{"id":42}"#).unwrap().unwrap())["name"],
         "user42"
     );
     // Invalidating what is not cached is fine too.
-    let ok: String = redis::cmd("PGCACHE.INVALIDATE")
-        .arg("users")
-        .arg(r#"{"id":9999}"#)
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(ok, "OK");
+    assert_eq!(
+        invalidate(&mut con, "users", r#"{"id":9999}"#).unwrap(),
+        "OK"
+    );
 }
 
 #[test]
@@ -87,17 +80,8 @@ fn events_are_published_and_hit_events_are_opt_in() {
 
     read(&mut con, "users", r#"{"id":"8"}"#).unwrap(); // miss
     read(&mut con, "users", r#"{"id":8}"#).unwrap(); // hit: not published by default
-    let _: String = redis::cmd("PGCACHE.WRITE")
-        .arg("users")
-        .arg(r#"{"id":9}"#)
-        .arg("{}")
-        .query(&mut con)
-        .unwrap();
-    let _: String = redis::cmd("PGCACHE.INVALIDATE")
-        .arg("users")
-        .arg(r#"{"id":9}"#)
-        .query(&mut con)
-        .unwrap();
+    write(&mut con, "users", r#"{"id":9}"#, "{}").unwrap();
+    invalidate(&mut con, "users", r#"{"id":9}"#).unwrap();
 
     let miss = next_event(&mut pubsub);
     assert_eq!(miss["type"], "cache_miss");
@@ -170,11 +154,7 @@ fn fills_replicate_with_absolute_expiry_and_replicas_do_not_write() {
         .unwrap();
     assert!(!exists);
     // INVALIDATE on the primary removes the replica's copy too.
-    let _: String = redis::cmd("PGCACHE.INVALIDATE")
-        .arg("users")
-        .arg(r#"{"id":11}"#)
-        .query(&mut primary)
-        .unwrap();
+    invalidate(&mut primary, "users", r#"{"id":11}"#).unwrap();
     wait_for(
         "the invalidation on the replica",
         Duration::from_secs(10),

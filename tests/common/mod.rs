@@ -642,6 +642,31 @@ pub fn read(
     redis::cmd("PGCACHE.READ").arg(table).arg(pk).query(con)
 }
 
+/// PGCACHE.WRITE of `data` as the row of `pk`.
+pub fn write(
+    con: &mut redis::Connection,
+    table: &str,
+    pk: &str,
+    data: &str,
+) -> redis::RedisResult<String> {
+    redis::cmd("PGCACHE.WRITE")
+        .arg(table)
+        .arg(pk)
+        .arg(data)
+        .query(con)
+}
+
+pub fn invalidate(
+    con: &mut redis::Connection,
+    table: &str,
+    pk: &str,
+) -> redis::RedisResult<String> {
+    redis::cmd("PGCACHE.INVALIDATE")
+        .arg(table)
+        .arg(pk)
+        .query(con)
+}
+
 pub fn multiread(
     con: &mut redis::Connection,
     table: &str,
