@@ -30,7 +30,7 @@ pub enum KeyKind {
 }
 
 /// A parsed, validated, canonical key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CanonicalPk {
     /// The canonical JSON text (the cache-key suffix).
     pub json: String,
@@ -67,9 +67,80 @@ pub fn canonicalise(pk_json: &[u8], table: &dyn KeyColumns) -> Result<CanonicalP
             pk_json.len()
         ));
     }
+    if let Some(pk) = already_canonical(pk_json, table) {
+        return Ok(pk);
+    }
     let value: Value = serde_json::from_slice(pk_json)
         .map_err(|e| format!("primary key is not valid JSON ({e})"))?;
     canonicalise_value(&value, table)
+}
+
+/// The key when `pk_json` is already in canonical form (what documented clients send, and
+/// what MULTIREAD arrays usually hold), read with one scan and no JSON tree; None for
+/// anything else, which `canonicalise_value` then parses and normalises (or rejects). It
+/// accepts only text that the full path would return unchanged, so both agree by
+/// construction: every value is checked by the same `canonical_value` function.
+fn already_canonical(pk_json: &[u8], table: &dyn KeyColumns) -> Option<CanonicalPk> {
+    let text = std::str::from_utf8(pk_json).ok()?;
+    let mut rest = text.strip_prefix('{')?;
+    let mut columns: Vec<(String, String)> = Vec::with_capacity(1);
+    loop {
+        let (column, after) = plain_string(rest)?;
+        if columns.last().is_some_and(|(c, _)| c.as_str() >= column) {
+            return None;
+        }
+        let kind = table.kind_of(column)?;
+        let after = after.strip_prefix(':')?;
+        let (token, after) = match after.as_bytes().first()? {
+            b'"' => {
+                let (inner, rest) = plain_string(after)?;
+                (&after[..inner.len() + 2], rest)
+            }
+            _ => after.split_at(after.find([',', '}'])?),
+        };
+        let (param, as_json) = match kind {
+            // The common key, read without building a JSON number: a bare integer token
+            // is exactly the scalar the full path would check.
+            KeyKind::Integer { min, max } if is_bare_integer(token) => {
+                let n = integer_in_range(token, min, max).ok()?;
+                (n.clone(), n)
+            }
+            _ => canonical_value(kind, &serde_json::from_str(token).ok()?).ok()?,
+        };
+        if as_json != token {
+            return None;
+        }
+        columns.push((column.to_string(), param));
+        rest = match after.as_bytes().first()? {
+            b',' => &after[1..],
+            b'}' if after.len() == 1 => break,
+            _ => return None,
+        };
+    }
+    if let Some(required) = table.required() {
+        let named = |c: &&str| columns.iter().any(|(n, _)| n == c);
+        if required.len() != columns.len() || !required.iter().all(named) {
+            return None;
+        }
+    }
+    Some(CanonicalPk {
+        json: text.to_string(),
+        columns,
+    })
+}
+
+/// `-?[0-9]+`: a JSON integer as a client writes it (maybe not canonical: `007`, `-0`).
+fn is_bare_integer(token: &str) -> bool {
+    let digits = token.strip_prefix('-').unwrap_or(token);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A JSON string at the start of `s` that needs no unescaping (no `\`, no control
+/// characters): its contents and the text after the closing quote.
+fn plain_string(s: &str) -> Option<(&str, &str)> {
+    let body = s.strip_prefix('"')?;
+    let end = body.find(|c: char| c == '"' || c == '\\' || c < ' ')?;
+    (body.as_bytes()[end] == b'"').then(|| (&body[..end], &body[end + 1..]))
 }
 
 /// Canonicalises an already-parsed key object (used by MULTIREAD and notifications).
@@ -152,15 +223,7 @@ fn canonical_value(kind: KeyKind, value: &Value) -> Result<(String, String), Str
     };
     match kind {
         KeyKind::Integer { min, max } => {
-            let n = canonical_integer(&scalar)?;
-            let parsed: i128 = n
-                .parse()
-                .map_err(|_| format!("{scalar:?} is out of range"))?;
-            if parsed < min || parsed > max {
-                return Err(format!(
-                    "{scalar} is out of range for this column ({min}..{max})"
-                ));
-            }
+            let n = integer_in_range(&scalar, min, max)?;
             Ok((n.clone(), n))
         }
         KeyKind::Decimal => {
@@ -180,6 +243,20 @@ fn canonical_value(kind: KeyKind, value: &Value) -> Result<(String, String), Str
         }
         KeyKind::Text => Ok((scalar.clone(), Value::String(scalar).to_string())),
     }
+}
+
+/// The canonical text of the integer `scalar`, checked against the column's range.
+fn integer_in_range(scalar: &str, min: i128, max: i128) -> Result<String, String> {
+    let n = canonical_integer(scalar)?;
+    let parsed: i128 = n
+        .parse()
+        .map_err(|_| format!("{scalar:?} is out of range"))?;
+    if parsed < min || parsed > max {
+        return Err(format!(
+            "{scalar} is out of range for this column ({min}..{max})"
+        ));
+    }
+    Ok(n)
 }
 
 fn canonical_integer(s: &str) -> Result<String, String> {
@@ -457,6 +534,122 @@ mod tests {
         assert_eq!(
             canon(&t, r#"{"s":"a\"b\u00e9\n"}"#),
             "{\"s\":\"a\\\"bé\\n\"}"
+        );
+    }
+
+    /// The one-scan reader of canonical keys must agree with the full path on every input:
+    /// whatever it accepts, the full path returns unchanged; every key the full path returns,
+    /// it accepts (unless it holds escapes).
+    #[test]
+    fn canonical_keys_are_read_alike_by_both_paths() {
+        let decimal = Table {
+            pk: Some(vec!["d"]),
+            cols: vec![("d", KeyKind::Decimal)],
+        };
+        let mixed = Table {
+            pk: Some(vec!["b", "s", "u"]),
+            cols: vec![
+                ("u", KeyKind::Uuid),
+                ("b", KeyKind::Bool),
+                ("s", KeyKind::Text),
+            ],
+        };
+        let no_pk = Table {
+            pk: None,
+            cols: vec![("email", KeyKind::Text), ("n", INT4)],
+        };
+        let integers = [
+            "7",
+            "\"7\"",
+            "007",
+            "-0",
+            "0",
+            "-5",
+            "2147483647",
+            "2147483648",
+            "1.0",
+            "1e2",
+            "true",
+            "null",
+            "[7]",
+            " 7",
+        ];
+        let texts = [
+            "\"eu\"",
+            "\"a\\\"b\"",
+            "\"é\"",
+            "\"\"",
+            "\"\\u00e9\"",
+            "7",
+            "\"x y\"",
+            "true",
+        ];
+        let decimals = [
+            "1.5", "1.50", "\"1.5\"", "0", "-0.0", "1e2", "0.05", "-2", "100", "true",
+        ];
+        let uuids = [
+            "\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\"",
+            "\"A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11\"",
+            "\"{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}\"",
+            "\"nope\"",
+        ];
+        let bools = ["true", "false", "\"true\"", "1"];
+        let mut inputs: Vec<(&Table, String)> = Vec::new();
+        let (users, composite) = (users(), composite());
+        for i in integers {
+            inputs.push((&users, format!("{{\"id\":{i}}}")));
+            inputs.push((&users, format!("{{ \"id\": {i} }}")));
+            inputs.push((&users, format!("{{\"id\":{i},\"id\":{i}}}")));
+            inputs.push((&users, format!("{{\"id\":{i},\"name\":\"x\"}}")));
+            inputs.push((&no_pk, format!("{{\"n\":{i}}}")));
+            inputs.push((&no_pk, format!("{{\"n\":{i},\"n\":{i}}}")));
+            for t in texts {
+                inputs.push((&composite, format!("{{\"id\":{i},\"region\":{t}}}")));
+                inputs.push((&composite, format!("{{\"region\":{t},\"id\":{i}}}")));
+                inputs.push((&no_pk, format!("{{\"email\":{t},\"n\":{i}}}")));
+            }
+        }
+        for d in decimals {
+            inputs.push((&decimal, format!("{{\"d\":{d}}}")));
+        }
+        for u in uuids {
+            for b in bools {
+                for t in texts {
+                    inputs.push((&mixed, format!("{{\"b\":{b},\"s\":{t},\"u\":{u}}}")));
+                }
+            }
+        }
+        for extra in [
+            "{}",
+            "{\"id\":7",
+            "{\"id\":7}}",
+            "[]",
+            "{\"id\":7} ",
+            "{\"zz\":7}",
+        ] {
+            inputs.push((&users, extra.to_string()));
+        }
+        let mut accepted = 0;
+        for (table, input) in &inputs {
+            let full = serde_json::from_str::<Value>(input)
+                .map_err(|e| e.to_string())
+                .and_then(|v| canonicalise_value(&v, *table));
+            if let Some(fast) = already_canonical(input.as_bytes(), *table) {
+                accepted += 1;
+                assert_eq!(Ok(fast), full, "{input}");
+            }
+            // Text needing escapes (rare in keys) is left to the full path.
+            if let Some(pk) = full.ok().filter(|pk| !pk.json.contains('\\')) {
+                assert_eq!(
+                    already_canonical(pk.json.as_bytes(), *table),
+                    Some(pk),
+                    "{input}"
+                );
+            }
+        }
+        assert!(
+            accepted > 50,
+            "only {accepted} inputs took the one-scan path"
         );
     }
 
