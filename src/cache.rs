@@ -57,12 +57,54 @@ pub enum Cached {
 /// Opens `prefix + suffix` and, if it holds a string, replies it to the client straight from
 /// Redis's memory (nil for an entry remembering an absent row). Returns whether it replied.
 pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
+    read_in_place(ctx, prefix, suffix, |value| {
+        // SAFETY: main thread, the command's context; Redis copies the buffer.
+        unsafe {
+            if value == ABSENT.as_bytes() {
+                stats::NEGATIVE_HITS.inc();
+                raw::RedisModule_ReplyWithNull.unwrap()(ctx.ctx);
+            } else {
+                stats::HITS.inc();
+                raw::RedisModule_ReplyWithStringBuffer.unwrap()(
+                    ctx.ctx,
+                    value.as_ptr().cast(),
+                    value.len(),
+                );
+            }
+        }
+    })
+    .is_some()
+}
+
+/// The cached value at `prefix + suffix` (a copy; used where several values are gathered).
+pub fn get(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> Cached {
+    read_in_place(ctx, prefix, suffix, |value| {
+        if value == ABSENT.as_bytes() {
+            stats::NEGATIVE_HITS.inc();
+            Cached::Absent
+        } else {
+            stats::HITS.inc();
+            Cached::Row(String::from_utf8_lossy(value).into_owned())
+        }
+    })
+    .unwrap_or(Cached::Miss)
+}
+
+/// Opens the key `prefix + suffix` (unless a flush covering it is under way) and hands its
+/// string value, read in place, to `f`; None when no string is stored there. The key name is
+/// built in a reused buffer, so a lookup allocates nothing of ours.
+fn read_in_place<R>(
+    ctx: &Context,
+    prefix: &[u8],
+    suffix: &[u8],
+    f: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
     KEY_BUFFER.with_borrow_mut(|buf| {
         buf.clear();
         buf.extend_from_slice(prefix);
         buf.extend_from_slice(suffix);
         if flush::bypassed(buf) {
-            return false;
+            return None;
         }
         // SAFETY: main thread; the key string and the key handle are released before return,
         // and the DMA pointer is only read while the key is open.
@@ -71,31 +113,25 @@ pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
                 raw::RedisModule_CreateString.unwrap()(ctx.ctx, buf.as_ptr().cast(), buf.len());
             let key =
                 raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name, raw::REDISMODULE_READ as i32);
-            let mut hit = false;
-            if !key.is_null() {
-                if raw::RedisModule_KeyType.unwrap()(key) == raw::REDISMODULE_KEYTYPE_STRING as i32
-                {
-                    let mut len = 0usize;
-                    let ptr = raw::RedisModule_StringDMA.unwrap()(
-                        key,
-                        &mut len,
-                        raw::REDISMODULE_READ as i32,
-                    );
-                    if !ptr.is_null() {
-                        if std::slice::from_raw_parts(ptr.cast::<u8>(), len) == ABSENT.as_bytes() {
-                            stats::NEGATIVE_HITS.inc();
-                            raw::RedisModule_ReplyWithNull.unwrap()(ctx.ctx);
-                        } else {
-                            stats::HITS.inc();
-                            raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx.ctx, ptr, len);
-                        }
-                        hit = true;
-                    }
+            let mut answer = None;
+            if !key.is_null()
+                && raw::RedisModule_KeyType.unwrap()(key) == raw::REDISMODULE_KEYTYPE_STRING as i32
+            {
+                let mut len = 0usize;
+                let ptr = raw::RedisModule_StringDMA.unwrap()(
+                    key,
+                    &mut len,
+                    raw::REDISMODULE_READ as i32,
+                );
+                if !ptr.is_null() {
+                    answer = Some(f(std::slice::from_raw_parts(ptr.cast::<u8>(), len)));
                 }
+            }
+            if !key.is_null() {
                 raw::RedisModule_CloseKey.unwrap()(key);
             }
             raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
-            hit
+            answer
         }
     })
 }
@@ -106,26 +142,6 @@ pub fn split_entry_name(entry: &str) -> (&str, &str) {
     match entry.find(":{") {
         Some(i) => (&entry[..i], &entry[i + 1..]),
         None => ("", entry),
-    }
-}
-
-/// The cached value at `key` (a copy; used where several values are gathered).
-pub fn get(ctx: &Context, key: &str) -> Cached {
-    if flush::bypassed(key.as_bytes()) {
-        return Cached::Miss;
-    }
-    let name = ctx.create_string(key);
-    let key = ctx.open_key(&name);
-    match key.read().ok().flatten() {
-        None => Cached::Miss,
-        Some(v) if v == ABSENT.as_bytes() => {
-            stats::NEGATIVE_HITS.inc();
-            Cached::Absent
-        }
-        Some(v) => {
-            stats::HITS.inc();
-            Cached::Row(String::from_utf8_lossy(v).into_owned())
-        }
     }
 }
 

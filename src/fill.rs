@@ -88,23 +88,53 @@ pub fn lead_or_wait(
             COALESCED.fetch_add(1, Ordering::Relaxed);
             return Join::Wait;
         }
-        Join::Lead(register(map, key))
+        Join::Lead(register(map, key.to_string()))
     })
 }
 
-/// Registers a fill of `key` that does not coalesce (MULTIREAD's per-key fills).
-pub fn register_fill(key: &str) -> FillTicket {
+/// Registers a fill of `key` that does not coalesce.
+pub fn register_fill(key: String) -> FillTicket {
     with_map(|map| register(map, key))
 }
 
-fn register(map: &mut HashMap<String, Entry>, key: &str) -> FillTicket {
-    let entry = map.entry(key.to_string()).or_default();
+/// Registers the fills of several keys (a MULTIREAD's misses) under one lock.
+pub fn register_fills(keys: Vec<String>) -> Vec<FillTicket> {
+    with_map(|map| keys.into_iter().map(|key| register(map, key)).collect())
+}
+
+fn register(map: &mut HashMap<String, Entry>, key: String) -> FillTicket {
+    let entry = map.entry(key.clone()).or_default();
     entry.fills += 1;
     FillTicket {
-        key: key.to_string(),
         invalidations_at_start: entry.invalidations,
+        key,
         done: false,
     }
+}
+
+/// Ends the fills of several keys on the main thread (under one lock), `rows[i]` being
+/// what ticket i fetched: answers the clients waiting on them and returns each ticket's
+/// key with whether its row may be cached (as `FillTicket::finish`).
+pub fn finish_all(tickets: Vec<FillTicket>, rows: &[Option<String>]) -> Vec<(String, bool)> {
+    let mut waiting = Vec::new();
+    let finished = with_map(|map| {
+        tickets
+            .into_iter()
+            .zip(rows)
+            .map(|(mut ticket, row)| {
+                ticket.done = true;
+                let (fresh, waiters) = ticket.unregister_in(map);
+                if !waiters.0.is_empty() {
+                    waiting.push((waiters, row));
+                }
+                (std::mem::take(&mut ticket.key), fresh)
+            })
+            .collect()
+    });
+    for (waiters, row) in waiting {
+        answer_all(waiters, &Reply::from(row.clone()));
+    }
+    finished
 }
 
 /// Records that `key` was invalidated: fills in flight for it will not cache their row.
@@ -169,33 +199,35 @@ impl FillTicket {
     /// the key arrived since the fill registered).
     pub fn finish(mut self, outcome: &Outcome) -> bool {
         self.done = true;
-        let (fresh, waiters) = self.unregister();
-        answer_all(waiters, &outcome_reply(outcome));
+        let (fresh, waiters) = with_map(|map| self.unregister_in(map));
+        if !waiters.0.is_empty() {
+            answer_all(waiters, &outcome_reply(outcome));
+        }
         fresh
     }
 
-    fn unregister(&self) -> (bool, Waiting) {
-        with_map(|map| {
-            let Some(entry) = map.get_mut(&self.key) else {
-                return (false, Waiting::default());
-            };
-            let fresh = entry.invalidations == self.invalidations_at_start;
-            entry.fills -= 1;
-            let waiters = if entry.fills == 0 {
-                let entry = map.remove(&self.key).expect("present");
-                (entry.waiters, entry.asked)
-            } else {
-                Waiting::default()
-            };
-            (fresh, waiters)
-        })
+    /// Ends this fill in the map: whether no invalidation arrived since it registered, and
+    /// the waiters to answer if it was the key's last fill.
+    fn unregister_in(&self, map: &mut HashMap<String, Entry>) -> (bool, Waiting) {
+        let Some(entry) = map.get_mut(&self.key) else {
+            return (false, Waiting::default());
+        };
+        let fresh = entry.invalidations == self.invalidations_at_start;
+        entry.fills -= 1;
+        let waiters = if entry.fills == 0 {
+            let entry = map.remove(&self.key).expect("present");
+            (entry.waiters, entry.asked)
+        } else {
+            Waiting::default()
+        };
+        (fresh, waiters)
     }
 }
 
 impl Drop for FillTicket {
     fn drop(&mut self) {
         if !self.done {
-            let (_, waiters) = self.unregister();
+            let (_, waiters) = with_map(|map| self.unregister_in(map));
             answer_all(
                 waiters,
                 &Reply::Error(Error::new(

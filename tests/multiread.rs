@@ -18,7 +18,8 @@ fn order_nils_duplicates_and_a_mix_of_hits_and_misses_in_one_query() {
     let rows = multiread(
         &mut con,
         "users",
-        r#"[{"id":5},{"id":2},{"id":999999},{"id":"5"},{"id":4},{"id":1}]"#,
+        // Canonical keys and other spellings of them, with spaces anywhere JSON allows.
+        r#" [{"id":5}, {"id":2} ,{"id":999999},{ "id" : "5" },{"id":4},{"id":1}] "#,
     )
     .unwrap();
     assert_eq!(rows.len(), 6);
@@ -96,6 +97,48 @@ fn each_slot_holds_the_row_of_its_key_for_numeric_text_and_composite_keys() {
     assert_eq!(field(&rows[1], "region"), "eu");
     assert_eq!(rows[2], None);
     assert_eq!(field(&rows[3], "qty"), 12);
+}
+
+#[test]
+fn a_read_of_a_key_a_multiread_is_fetching_waits_for_that_fetch() {
+    let stack = Stack::start(
+        "CREATE TABLE items (id integer PRIMARY KEY, v text);
+         INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 3) g;
+         CREATE VIEW slow_items AS SELECT id, v FROM items WHERE pg_sleep(0.3) IS NOT NULL;",
+    );
+    stack.pg.log_app_statements();
+    let mut con = stack.con();
+    read(&mut con, "slow_items", r#"{"id":3}"#).unwrap(); // schema known
+    let before = stack.pg.logged_statements("slow_items");
+    let port = stack.redis.port;
+    let fetching = std::thread::spawn(move || {
+        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        multiread(&mut con, "slow_items", r#"[{"id":1},{"id":2}]"#).unwrap()
+    });
+    wait_for(
+        "the MULTIREAD to wait for PostgreSQL",
+        std::time::Duration::from_secs(10),
+        || {
+            let info: String = redis::cmd("INFO").arg("clients").query(&mut con).unwrap();
+            info.contains("blocked_clients:1\r").then_some(())
+        },
+    );
+    let row = read(&mut con, "slow_items", r#"{"id":2}"#).unwrap();
+    assert_eq!(field(&row, "v"), "v2");
+    let rows = fetching.join().unwrap();
+    assert_eq!(rows[1], row, "the READ got the MULTIREAD's row");
+    assert_eq!(field(&rows[0], "v"), "v1");
+    let stats = map_reply(&mut con, "PGCACHE.STATS");
+    let coalesced: i64 = redis::from_redis_value(stats["coalesced"].clone()).unwrap();
+    assert_eq!(coalesced, 1);
+    assert_eq!(
+        stack.pg.logged_statements("slow_items") - before,
+        2,
+        "the READ asked PostgreSQL nothing"
+    );
 }
 
 #[test]

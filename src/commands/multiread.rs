@@ -18,8 +18,9 @@ use crate::stats;
 use crate::tunables;
 use crate::worker::{self, Completion};
 use redis_module::Context;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 pub fn multiread(ctx: &Context, args: &[&[u8]]) -> Reply {
@@ -40,21 +41,24 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
     }
     let Some(schema) = schema::cached(args[1]) else {
         let table = checked_table(args[1])?;
+        let items: Vec<Vec<u8>> = items.iter().map(|i| i.get().as_bytes().to_vec()).collect();
         return Ok(worker::submit(
             ctx,
             Box::new(move |client| {
                 let schema = schema::resolve(client, &table)?;
-                let keys = canonicalise_all(&items, &schema)?;
-                let batch = Batch::new(schema, keys, Vec::new(), ttl);
+                let keys = canonicalise_all(items.iter().map(Vec::as_slice), &schema)?;
+                let slots = vec![Cached::Miss; keys.len()];
+                let batch = Batch::new(schema, keys, slots, ttl);
                 let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
                 Ok(batch.complete(rows))
             }),
         ));
     };
-    let keys = canonicalise_all(&items, &schema)?;
+    let keys = canonicalise_all(items.iter().map(|i| i.get().as_bytes()), &schema)?;
+    let prefix = schema.key_prefix.as_bytes();
     let slots: Vec<Cached> = keys
         .iter()
-        .map(|k| cache::get(ctx, &schema.cache_key(&k.json)))
+        .map(|k| cache::get(ctx, prefix, k.json.as_bytes()))
         .collect();
     let hits = keys.iter().zip(&slots).filter(|(_, s)| **s != Cached::Miss);
     schema.stats.hits.add(hits.clone().count() as u64);
@@ -69,8 +73,8 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
         return Ok(Reply::Array(slots.into_iter().map(slot_reply).collect()));
     }
     let batch = Batch::new(schema, keys, slots, ttl);
-    let chunks = split(&batch.distinct, worker::count());
-    if chunks.len() == 1 {
+    let ranges = split(batch.distinct.len(), worker::count());
+    if ranges.len() == 1 {
         return Ok(worker::submit(
             ctx,
             Box::new(move |client| {
@@ -80,11 +84,12 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
         ));
     }
     // Many misses: fetch them in parallel parts, one query each, on several connections.
-    let parts: Vec<worker::Part> = chunks
+    let parts: Vec<worker::Part> = ranges
         .into_iter()
-        .map(|chunk| {
-            let schema = batch.schema.clone();
-            let part: worker::Part = Box::new(move |client| fetch::many(client, &schema, &chunk));
+        .map(|range| {
+            let (schema, distinct) = (batch.schema.clone(), batch.distinct.clone());
+            let part: worker::Part =
+                Box::new(move |client| fetch::many(client, &schema, &distinct[range]));
             part
         })
         .collect();
@@ -99,23 +104,28 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
 /// the parallel index lookups save.
 const MIN_KEYS_PER_PART: usize = 32;
 
-/// Splits keys into at most `workers` contiguous chunks of at least MIN_KEYS_PER_PART.
-fn split(keys: &[CanonicalPk], workers: usize) -> Vec<Vec<CanonicalPk>> {
-    let parts = (keys.len() / MIN_KEYS_PER_PART).clamp(1, workers.max(1));
-    let size = keys.len().div_ceil(parts);
-    keys.chunks(size.max(1))
-        .map(<[CanonicalPk]>::to_vec)
+/// Splits `keys` positions into at most `workers` contiguous ranges of at least
+/// MIN_KEYS_PER_PART.
+fn split(keys: usize, workers: usize) -> Vec<Range<usize>> {
+    let parts = (keys / MIN_KEYS_PER_PART).clamp(1, workers.max(1));
+    let size = keys.div_ceil(parts).max(1);
+    (0..keys)
+        .step_by(size)
+        .map(|start| start..(start + size).min(keys))
         .collect()
 }
 
-fn parse_array(arg: &[u8]) -> Result<Vec<Value>> {
-    let value: Value = serde_json::from_slice(arg)
-        .map_err(|e| Error::new(format!("keys are not valid JSON ({e})")))?;
-    let Value::Array(items) = value else {
+/// The array's elements as sent (not yet parsed into values: most are canonical keys,
+/// which `key::canonicalise` reads without building a JSON tree).
+fn parse_array(arg: &[u8]) -> Result<Vec<&RawValue>> {
+    let not_json = |e: serde_json::Error| Error::new(format!("keys are not valid JSON ({e})"));
+    let whole: &RawValue = serde_json::from_slice(arg).map_err(not_json)?;
+    if !whole.get().trim_start().starts_with('[') {
         return Err(Error::new(
             "keys must be a JSON array of key objects, such as [{\"id\":1},{\"id\":2}]",
         ));
-    };
+    }
+    let items: Vec<&RawValue> = serde_json::from_str(whole.get()).map_err(not_json)?;
     let max = tunables::multiread_max();
     if items.len() > max {
         return Err(Error::new(format!(
@@ -126,12 +136,15 @@ fn parse_array(arg: &[u8]) -> Result<Vec<Value>> {
     Ok(items)
 }
 
-fn canonicalise_all(items: &[Value], schema: &TableSchema) -> Result<Vec<CanonicalPk>> {
+fn canonicalise_all<'a>(
+    items: impl IntoIterator<Item = &'a [u8]>,
+    schema: &TableSchema,
+) -> Result<Vec<CanonicalPk>> {
     items
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            key::canonicalise_value(item, schema)
+            key::canonicalise(item, schema)
                 .map_err(|e| Error::new(format!("key {} of the array: {e}", i + 1)))
         })
         .collect()
@@ -162,41 +175,57 @@ fn slot_reply(slot: Cached) -> Reply {
     }
 }
 
+/// Where the answer for one position of the caller's array comes from.
+enum Slot {
+    Cached(Cached),
+    /// The row fetched for `distinct[i]`.
+    Fetched(usize),
+}
+
 /// One MULTIREAD's keys: the slots already answered from the cache, and the distinct keys
 /// still to fetch, each with its registered fill.
 struct Batch {
     schema: Arc<TableSchema>,
-    keys: Vec<CanonicalPk>,
-    slots: Vec<Cached>,
-    distinct: Vec<CanonicalPk>,
+    slots: Vec<Slot>,
+    /// Shared by the parts that fetch it.
+    distinct: Arc<[CanonicalPk]>,
     tickets: Vec<FillTicket>,
     ttl: u64,
 }
 
 impl Batch {
-    /// `slots` may be empty: nothing was found in the cache. Registers the fills, so call
-    /// it before the query.
+    /// `cached[i]` is what the cache holds for `keys[i]`. Registers the fills, so call it
+    /// before the query.
     fn new(
         schema: Arc<TableSchema>,
         keys: Vec<CanonicalPk>,
-        mut slots: Vec<Cached>,
+        cached: Vec<Cached>,
         ttl: u64,
     ) -> Batch {
-        slots.resize(keys.len(), Cached::Miss);
-        let mut seen = std::collections::HashSet::new();
-        let distinct: Vec<CanonicalPk> = keys
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        let mut firsts = Vec::new();
+        let slots: Vec<Slot> = keys
             .iter()
-            .zip(&slots)
-            .filter(|(key, slot)| **slot == Cached::Miss && seen.insert(key.json.as_str()))
-            .map(|(key, _)| key.clone())
+            .zip(cached)
+            .enumerate()
+            .map(|(position, (key, cached))| match cached {
+                Cached::Miss => Slot::Fetched(*first_of.entry(&key.json).or_insert_with(|| {
+                    firsts.push(position);
+                    firsts.len() - 1
+                })),
+                hit => Slot::Cached(hit),
+            })
             .collect();
-        let tickets = distinct
+        drop(first_of);
+        let mut keys = keys;
+        let distinct: Arc<[CanonicalPk]> = firsts
             .iter()
-            .map(|k| fill::register_fill(&schema.cache_key(&k.json)))
+            .map(|&position| std::mem::take(&mut keys[position]))
             .collect();
+        let tickets =
+            fill::register_fills(distinct.iter().map(|k| schema.cache_key(&k.json)).collect());
         Batch {
             schema,
-            keys,
             slots,
             distinct,
             tickets,
@@ -210,8 +239,7 @@ impl Batch {
         Box::new(move |ctx| {
             let Batch {
                 schema,
-                keys,
-                mut slots,
+                slots,
                 distinct,
                 tickets,
                 ttl,
@@ -224,47 +252,86 @@ impl Batch {
             events::publish_each(ctx, EventKind::Miss, &schema.display, missed);
             let writable = cache::writable(ctx);
             let mut filled = Vec::new();
-            let mut fetched: HashMap<&str, Cached> = HashMap::new();
-            for ((key, row), ticket) in distinct.iter().zip(rows).zip(tickets) {
-                if ticket.finish(&Ok(row.clone())) && writable {
-                    cache::fill(ctx, &schema.cache_key(&key.json), row.as_deref(), ttl);
+            for ((key, row), (name, fresh)) in distinct
+                .iter()
+                .zip(&rows)
+                .zip(fill::finish_all(tickets, &rows))
+            {
+                if fresh && writable {
+                    cache::fill(ctx, &name, row.as_deref(), ttl);
                     filled.push(key.json.as_str());
                 }
-                fetched.insert(&key.json, row.map_or(Cached::Absent, Cached::Row));
             }
             events::publish_each(ctx, EventKind::Fill, &schema.display, filled);
-            for (key, slot) in keys.iter().zip(slots.iter_mut()) {
-                if *slot == Cached::Miss {
-                    *slot = fetched[key.json.as_str()].clone();
-                }
-            }
-            Reply::Array(slots.into_iter().map(slot_reply).collect())
+            Reply::Array(answers(slots, rows))
         })
     }
+}
+
+/// The reply's elements in the caller's order; a fetched row is moved into its last slot
+/// and copied only into earlier slots asking for the same key.
+fn answers(slots: Vec<Slot>, mut rows: Vec<Option<String>>) -> Vec<Reply> {
+    let mut uses = vec![0usize; rows.len()];
+    for slot in &slots {
+        if let Slot::Fetched(i) = slot {
+            uses[*i] += 1;
+        }
+    }
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Cached(cached) => slot_reply(cached),
+            Slot::Fetched(i) => {
+                uses[i] -= 1;
+                let row = if uses[i] == 0 {
+                    rows[i].take()
+                } else {
+                    rows[i].clone()
+                };
+                row.map_or(Reply::Nil, Reply::Bulk)
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn keys(n: usize) -> Vec<CanonicalPk> {
-        (0..n)
-            .map(|i| CanonicalPk {
-                json: format!("{{\"id\":{i}}}"),
-                columns: vec![("id".into(), i.to_string())],
-            })
-            .collect()
-    }
-
     #[test]
     fn splitting_keeps_order_and_bounds_parts() {
-        let sizes = |n, w| split(&keys(n), w).iter().map(Vec::len).collect::<Vec<_>>();
+        let sizes = |n, w| split(n, w).iter().map(|r| r.len()).collect::<Vec<_>>();
         assert_eq!(sizes(10, 4), vec![10]);
         assert_eq!(sizes(100, 1), vec![100]);
         assert_eq!(sizes(100, 2), vec![50, 50]);
         assert_eq!(sizes(100, 8), vec![34, 34, 32]);
         assert_eq!(sizes(1000, 4), vec![250, 250, 250, 250]);
-        let flat: Vec<CanonicalPk> = split(&keys(100), 3).concat();
-        assert_eq!(flat, keys(100));
+        let covered: Vec<usize> = split(100, 3).into_iter().flatten().collect();
+        assert_eq!(covered, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn answers_follow_the_callers_order_with_repeats() {
+        let slots = vec![
+            Slot::Fetched(1),
+            Slot::Cached(Cached::Row("cached".into())),
+            Slot::Fetched(0),
+            Slot::Fetched(1),
+            Slot::Cached(Cached::Absent),
+            Slot::Fetched(2),
+        ];
+        let rows = vec![Some("a".to_string()), Some("b".to_string()), None];
+        let bulk = |s: &str| Reply::Bulk(s.to_string());
+        assert_eq!(
+            answers(slots, rows),
+            vec![
+                bulk("b"),
+                bulk("cached"),
+                bulk("a"),
+                bulk("b"),
+                Reply::Nil,
+                Reply::Nil
+            ]
+        );
     }
 }

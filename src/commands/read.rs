@@ -110,7 +110,7 @@ fn read_unknown_table(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64) 
         Box::new(move |client| {
             let schema = schema::resolve(client, &table)?;
             let pk = key::canonicalise(&pk_arg, &*schema)?;
-            let ticket = fill::register_fill(&schema.cache_key(&pk.json));
+            let ticket = fill::register_fill(schema.cache_key(&pk.json));
             let outcome = fetch::one(client, &schema, &pk);
             let fill = fill_completion(outcome, schema.clone(), pk.clone(), ttl, ticket);
             let completion: Completion = Box::new(move |ctx| {
