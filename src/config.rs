@@ -341,19 +341,55 @@ pub fn load(
     Ok(s)
 }
 
+/// An integer from `min` to `max`, inclusive.
+fn int_in<T: std::str::FromStr + PartialOrd + fmt::Display>(
+    value: &str,
+    min: T,
+    max: T,
+) -> Result<T, String> {
+    match value.parse::<T>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        _ => Err(format!(
+            "expected an integer from {min} to {max}, got {value:?}"
+        )),
+    }
+}
+
 fn parse_int<T: std::str::FromStr + PartialOrd + fmt::Display>(
     name: &str,
     value: &str,
     min: T,
     max: T,
 ) -> Result<T, ConfigError> {
-    match value.parse::<T>() {
-        Ok(v) if v >= min && v <= max => Ok(v),
-        _ => Err(err(
-            name,
-            format!("expected an integer from {min} to {max}, got {value:?}"),
-        )),
+    int_in(value, min, max).map_err(|e| err(name, e))
+}
+
+fn non_empty(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
     }
+    Ok(value.to_string())
+}
+
+// The settings CONFIG SET can change are validated by one function each, used both for
+// the module arguments (`apply`) and by `tunables::TUNABLES`.
+
+/// Seconds an absent row is remembered; 0 turns negative caching off.
+pub fn parse_negative_ttl(value: &str) -> Result<u64, String> {
+    int_in(value, 0, MAX_TTL_SECONDS)
+}
+pub fn parse_request_timeout_ms(value: &str) -> Result<u64, String> {
+    int_in(value, 10, 3_600_000)
+}
+/// 0: no statement timeout.
+pub fn parse_statement_timeout_ms(value: &str) -> Result<u64, String> {
+    int_in(value, 0, 3_600_000)
+}
+pub fn parse_multiread_max(value: &str) -> Result<usize, String> {
+    int_in(value, 1, 100_000)
+}
+pub fn parse_event_channel(value: &str) -> Result<String, String> {
+    non_empty(value)
 }
 
 fn parse_yes_no(name: &str, value: &str) -> Result<bool, ConfigError> {
@@ -404,27 +440,27 @@ fn apply(s: &mut Settings, name: &str, value: &str) -> Result<(), ConfigError> {
             s.pg.connect_timeout = Duration::from_millis(parse_int(name, value, 100u64, 600_000)?)
         }
         "default_ttl" => s.default_ttl = parse_ttl(value).map_err(|e| err(name, e))?,
-        "negative_ttl" => s.negative_ttl = parse_int(name, value, 0u64, MAX_TTL_SECONDS)?,
+        "negative_ttl" => s.negative_ttl = parse_negative_ttl(value).map_err(|e| err(name, e))?,
         "cache_prefix" => s.cache_prefix = value.to_string(),
         "workers" => s.workers = parse_int(name, value, 1usize, 256)?,
         "pool_size" => s.pool_size = parse_int(name, value, 1usize, 256)?,
         "queue_size" => s.queue_size = parse_int(name, value, 1usize, 10_000_000)?,
-        "request_timeout_ms" => s.request_timeout_ms = parse_int(name, value, 10u64, 3_600_000)?,
-        "statement_timeout_ms" => s.statement_timeout_ms = parse_int(name, value, 0u64, 3_600_000)?,
+        "request_timeout_ms" => {
+            s.request_timeout_ms = parse_request_timeout_ms(value).map_err(|e| err(name, e))?
+        }
+        "statement_timeout_ms" => {
+            s.statement_timeout_ms = parse_statement_timeout_ms(value).map_err(|e| err(name, e))?
+        }
         "tables" => s.tables = parse_tables(value).map_err(|e| err(name, e))?,
         "event_channel" => {
-            if value.is_empty() {
-                return Err(err(name, "must not be empty"));
-            }
-            s.event_channel = value.to_string()
+            s.event_channel = parse_event_channel(value).map_err(|e| err(name, e))?
         }
         "events" => s.events = EventMask::parse(value).map_err(|e| err(name, e))?,
-        "multiread_max" => s.multiread_max = parse_int(name, value, 1usize, 100_000)?,
+        "multiread_max" => {
+            s.multiread_max = parse_multiread_max(value).map_err(|e| err(name, e))?
+        }
         "invalidation_channel" => {
-            if value.is_empty() {
-                return Err(err(name, "must not be empty"));
-            }
-            s.invalidation_channel = value.to_string()
+            s.invalidation_channel = non_empty(value).map_err(|e| err(name, e))?
         }
         "listen" => s.listen = parse_yes_no(name, value)?,
         "debug_commands" => s.debug_commands = parse_yes_no(name, value)?,
