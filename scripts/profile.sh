@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Counts the instructions redis-server's main thread spends on cold READs and MULTIREADs,
+# under valgrind's callgrind: unlike timings, the counts do not move with the VM's load,
+# so two builds can be compared exactly.
+#
+#   scripts/profile.sh [module.so ...]     (default: target/release/libpgcache.so)
+#
+# Uses the PostgreSQL of `make run` (started if needed) and a 100,000-row table of its
+# own; each count gets a fresh redis-server under callgrind on port 6499. Needs valgrind
+# (apt-get install valgrind).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "needs valgrind: apt-get install valgrind" >&2; exit 1; }
+[ $# -gt 0 ] || set -- "$PWD/target/release/libpgcache.so"
+PG_PORT=${PG_PORT:-55432}
+PORT=6499
+OUT=$(mktemp -d)
+trap 'redis-cli -p $PORT shutdown nosave >/dev/null 2>&1 || true; rm -rf "$OUT"' EXIT
+
+scripts/run.sh >/dev/null
+psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -q app <<'SQL'
+CREATE TABLE IF NOT EXISTS profile_users (id integer PRIMARY KEY, name text NOT NULL, email text);
+INSERT INTO profile_users SELECT g, 'user' || g, 'user' || g || '@example.com'
+FROM generate_series(1, 100000) g ON CONFLICT DO NOTHING;
+SQL
+
+# 100 MULTIREADs of 100 distinct cold keys, then 2000 cold READs; keys in canonical form.
+MULTIREADS=100 READS=2000
+{
+  echo "PGCACHE.READ profile_users '{\"id\":1}'"
+  for c in $(seq 0 $((MULTIREADS - 1))); do
+    keys=$(seq -s, -f '{"id":%g}' $((1000 + c * 100)) $((1099 + c * 100)))
+    echo "PGCACHE.MULTIREAD profile_users '[$keys]'"
+  done
+  seq -f "PGCACHE.READ profile_users '{\"id\":%g}'" 50000 $((50000 + READS - 1))
+} >"$OUT/commands"
+
+# Only what the calls cost is counted (--toggle-collect), not start-up or the timer work
+# that grows with valgrind's slow wall clock: all of Redis's command processing plus its
+# handling of unblocked clients, and, in a second run, the part spent in pgcache's command
+# and reply callbacks (including the Redis API calls they make).
+REDIS_WORK=(--toggle-collect=processCommand --toggle-collect=moduleHandleBlockedClients)
+PGCACHE_WORK=(--toggle-collect='pgcache::commands::command'
+  --toggle-collect='pgcache::worker::blocked::on_reply')
+
+count() { # count <module> <commands file> <toggle options...>: main-thread instructions
+  local module=$1 commands=$2
+  shift 2
+  valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$OUT/cg" "$@" \
+    redis-server --port "$PORT" --bind 127.0.0.1 --save "" --loadmodule "$module" \
+    pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable \
+    request_timeout_ms 60000 >"$OUT/log" 2>&1 &
+  for _ in $(seq 300); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
+  redis-cli -p "$PORT" <"$commands" >"$OUT/replies"
+  redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
+  wait
+  if grep -qE "ERR|Invalid" "$OUT/replies"; then
+    grep -m3 -E "ERR|Invalid" "$OUT/replies" >&2
+    exit 1
+  fi
+  grep -h '^summary' "$OUT/cg-01" | awk '{print $2}'
+  rm -f "$OUT"/cg*
+}
+
+head -n $((MULTIREADS + 1)) "$OUT/commands" >"$OUT/multireads"
+{ head -n 1 "$OUT/commands"; tail -n "$READS" "$OUT/commands"; } >"$OUT/reads"
+echo "Main-thread instructions per cold call (Redis's command processing and reply handling):"
+echo
+echo "| build | MULTIREAD of 100 keys | of which in pgcache's callbacks | READ | of which in pgcache's callbacks |"
+echo "|---|---|---|---|---|"
+for module in "$@"; do
+  printf '| %s | %d | %d | %d | %d |\n' "$module" \
+    $(($(count "$module" "$OUT/multireads" "${REDIS_WORK[@]}") / MULTIREADS)) \
+    $(($(count "$module" "$OUT/multireads" "${PGCACHE_WORK[@]}") / MULTIREADS)) \
+    $(($(count "$module" "$OUT/reads" "${REDIS_WORK[@]}") / READS)) \
+    $(($(count "$module" "$OUT/reads" "${PGCACHE_WORK[@]}") / READS))
+done
