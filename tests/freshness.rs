@@ -37,14 +37,8 @@ fn an_invalidation_during_a_fill_keeps_the_old_row_out_of_the_cache() {
 
     // 1. A miss reads v1, and its fill is held before it reaches the cache.
     debug(&mut con, "FILLS", "HOLD");
-    let port = stack.redis.port;
-    let reader = std::thread::spawn(move || {
-        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        read(&mut con, "items", r#"{"id":1}"#).unwrap()
-    });
+    let mut other = stack.redis.connection();
+    let reader = std::thread::spawn(move || read(&mut other, "items", r#"{"id":1}"#).unwrap());
     wait_for("the fill to be held", Duration::from_secs(10), || {
         (held(&mut con) == 1).then_some(())
     });

@@ -110,13 +110,9 @@ fn a_read_of_a_key_a_multiread_is_fetching_waits_for_that_fetch() {
     let mut con = stack.con();
     read(&mut con, "slow_items", r#"{"id":3}"#).unwrap(); // schema known
     let before = stack.pg.logged_statements("slow_items");
-    let port = stack.redis.port;
+    let mut other = stack.redis.connection();
     let fetching = std::thread::spawn(move || {
-        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        multiread(&mut con, "slow_items", r#"[{"id":1},{"id":2}]"#).unwrap()
+        multiread(&mut other, "slow_items", r#"[{"id":1},{"id":2}]"#).unwrap()
     });
     wait_for(
         "the MULTIREAD to wait for PostgreSQL",

@@ -73,13 +73,9 @@ fn slow_calls_are_logged_with_the_slow_part() {
     slowlog(&mut con, &["RESET"]).unwrap();
 
     // A slow query occupies the only worker; a fast read queued behind it waits.
-    let port = stack.redis.port;
+    let mut other = stack.redis.connection();
     let slow = std::thread::spawn(move || {
-        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        read(&mut con, "slow_users", r#"{"id":2}"#)
+        read(&mut other, "slow_users", r#"{"id":2}"#)
             .unwrap()
             .unwrap();
     });
