@@ -537,9 +537,10 @@ mod tests {
         );
     }
 
-    /// The one-scan reader of canonical keys must agree with the full path on every input:
-    /// whatever it accepts, the full path returns unchanged; every key the full path returns,
-    /// it accepts (unless it holds escapes).
+    /// The one-scan reader of canonical keys must agree with the full path on every input
+    /// (hand-made spellings and thousands of mutations of them): whatever it accepts, the
+    /// full path returns unchanged; every key the full path returns, it accepts (unless it
+    /// holds escapes).
     #[test]
     fn canonical_keys_are_read_alike_by_both_paths() {
         let decimal = Table {
@@ -629,6 +630,23 @@ mod tests {
         ] {
             inputs.push((&users, extra.to_string()));
         }
+        // And single-byte mutations of all of them (a fixed pseudo-random sequence).
+        let alphabet = b"{}[]\":,.-+0179eE\\ atrufln\x01";
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |bound: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as usize % bound
+        };
+        let mutated: Vec<(&Table, String)> = (0..4000)
+            .filter_map(|_| {
+                let (table, input) = &inputs[next(inputs.len())];
+                let mut bytes = input.clone().into_bytes();
+                let at = next(bytes.len());
+                bytes[at] = alphabet[next(alphabet.len())];
+                String::from_utf8(bytes).ok().map(|m| (*table, m))
+            })
+            .collect();
+        inputs.extend(mutated);
         let mut accepted = 0;
         for (table, input) in &inputs {
             let full = serde_json::from_str::<Value>(input)
