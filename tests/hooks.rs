@@ -127,10 +127,7 @@ fn hooks_route_events_to_channels_and_streams() {
     assert_eq!(listed["target"].as_deref(), Some("audit"));
     assert_eq!(listed["table"].as_deref(), Some("users"));
     assert_eq!(hook_list(&mut con)[1]["table"], None);
-    let setting: Vec<String> = redis::cmd("CONFIG")
-        .arg(&["GET", "pgcache.hooks"])
-        .query(&mut con)
-        .unwrap();
+    let setting = config_get(&mut con, "pgcache.hooks");
     assert!(
         setting[1].starts_with("m ON hit,miss,fill PUBLISH misses; audit ON"),
         "{setting:?}"
@@ -199,9 +196,7 @@ fn bad_hook_definitions_get_clear_errors() {
             "{args:?}: {e}"
         );
     }
-    let e = redis::cmd("CONFIG")
-        .arg(&["SET", "pgcache.hooks", "x ON nope PUBLISH c"])
-        .query::<()>(&mut con)
+    let e = config_set(&mut con, "pgcache.hooks", "x ON nope PUBLISH c")
         .unwrap_err()
         .to_string();
     assert!(e.contains("unknown event"), "{e}");
@@ -214,10 +209,7 @@ fn error_and_slow_events_name_the_call() {
     let mut con = stack.con();
     hook(&mut con, &["ADD", "ops", "ON", "error,slow", "XADD", "ops"]).unwrap();
     read(&mut con, "nosuch", r#"{"id":1}"#).unwrap_err();
-    let _: () = redis::cmd("CONFIG")
-        .arg(&["SET", "pgcache.slowlog_threshold_us", "0"])
-        .query(&mut con)
-        .unwrap();
+    config_set(&mut con, "pgcache.slowlog_threshold_us", "0").unwrap();
     read(&mut con, "users", r#"{"id":9}"#).unwrap().unwrap();
     let entries = stream_entries(&mut con, "ops");
     let error = entries.iter().find(|e| e["type"] == "cache_error").unwrap();

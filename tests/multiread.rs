@@ -171,12 +171,7 @@ fn bad_arrays_are_errors() {
         .unwrap_err();
     assert!(e.to_string().contains("wrong number of arguments"), "{e}");
     // CONFIG SET raises the cap at runtime.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("pgcache.multiread_max")
-        .arg("10")
-        .query(&mut con)
-        .unwrap();
+    config_set(&mut con, "pgcache.multiread_max", "10").unwrap();
     assert_eq!(
         multiread(
             &mut con,

@@ -65,12 +65,7 @@ fn absent_rows_are_nil_and_remembered_for_negative_ttl() {
         "only id 1 was fetched"
     );
     // 0 turns negative caching off.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("pgcache.negative_ttl")
-        .arg("0")
-        .query(&mut con)
-        .unwrap();
+    config_set(&mut con, "pgcache.negative_ttl", "0").unwrap();
     assert_eq!(read(&mut con, "users", r#"{"id":888888}"#).unwrap(), None);
     let exists: bool = redis::cmd("EXISTS")
         .arg(r#"pg_cache:users:{"id":888888}"#)

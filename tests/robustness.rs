@@ -130,12 +130,7 @@ fn statement_timeout_cancels_slow_queries() {
         .to_string();
     assert!(e.contains("statement_timeout_ms"), "{e}");
     // Raised at runtime, the same query now completes on the same pooled connection.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("pgcache.statement_timeout_ms")
-        .arg("5000")
-        .query(&mut con)
-        .unwrap();
+    config_set(&mut con, "pgcache.statement_timeout_ms", "5000").unwrap();
     assert!(
         read(&mut con, "slow_items", r#"{"id":6}"#)
             .unwrap()
@@ -287,11 +282,7 @@ fn the_password_never_shows() {
         .query(&mut con)
         .unwrap();
     outputs.push(info);
-    let config: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("*")
-        .query(&mut con)
-        .unwrap();
+    let config = config_get(&mut con, "*");
     outputs.push(config.join(" "));
     let modules: redis::Value = redis::cmd("MODULE").arg("LIST").query(&mut con).unwrap();
     outputs.push(format!("{modules:?}"));
@@ -357,30 +348,16 @@ fn settings_from_the_environment_and_config_set() {
         "module args win over the environment: {ttl}"
     );
 
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("pgcache.default_ttl")
-        .arg("30")
-        .query(&mut con)
-        .unwrap();
+    config_set(&mut con, "pgcache.default_ttl", "30").unwrap();
     read(&mut con, "users", r#"{"id":2}"#).unwrap().unwrap();
     let ttl: i64 = redis::cmd("TTL")
         .arg(r#"pg_cache:users:{"id":2}"#)
         .query(&mut con)
         .unwrap();
     assert!((25..=30).contains(&ttl), "{ttl}");
-    let got: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("pgcache.default_ttl")
-        .query(&mut con)
-        .unwrap();
+    let got = config_get(&mut con, "pgcache.default_ttl");
     assert_eq!(got, vec!["pgcache.default_ttl", "30"]);
-    let e = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("pgcache.default_ttl")
-        .arg("-1")
-        .query::<()>(&mut con)
-        .unwrap_err();
+    let e = config_set(&mut con, "pgcache.default_ttl", "-1").unwrap_err();
     assert!(e.to_string().contains("TTL"), "{e}");
 }
 
@@ -398,12 +375,7 @@ fn the_allowlist_restricts_tables_at_runtime() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("allowlist"), "{e}");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("pgcache.tables")
-        .arg("public.secrets")
-        .query(&mut con)
-        .unwrap();
+    config_set(&mut con, "pgcache.tables", "public.secrets").unwrap();
     assert!(read(&mut con, "secrets", r#"{"id":1}"#).unwrap().is_some());
     let e = read(&mut con, "users", r#"{"id":1}"#)
         .unwrap_err()

@@ -51,15 +51,6 @@ fn slowlog(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<red
     redis::cmd("PGCACHE.SLOWLOG").arg(args).query(con)
 }
 
-fn config_set(con: &mut redis::Connection, name: &str, value: &str) {
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query(con)
-        .unwrap();
-}
-
 const SLOW_VIEW_SQL: &str = "
     CREATE VIEW slow_users AS SELECT u.*, pg_sleep(0.3) IS NULL AS slept FROM users u;
 ";
@@ -69,7 +60,7 @@ fn slow_calls_are_logged_with_the_slow_part() {
     let stack = Stack::start_with(&format!("{USERS_SQL}{SLOW_VIEW_SQL}"), &["workers", "1"]);
     let mut con = stack.con();
     read(&mut con, "users", r#"{"id":1}"#).unwrap(); // connects and learns the table
-    config_set(&mut con, "pgcache.slowlog_threshold_us", "100000");
+    config_set(&mut con, "pgcache.slowlog_threshold_us", "100000").unwrap();
     slowlog(&mut con, &["RESET"]).unwrap();
 
     // A slow query occupies the only worker; a fast read queued behind it waits.
@@ -119,7 +110,7 @@ fn slow_calls_are_logged_with_the_slow_part() {
 fn get_len_reset_and_the_settings_behave_like_redis() {
     let stack = Stack::start(USERS_SQL);
     let mut con = stack.con();
-    config_set(&mut con, "pgcache.slowlog_threshold_us", "0");
+    config_set(&mut con, "pgcache.slowlog_threshold_us", "0").unwrap();
     slowlog(&mut con, &["RESET"]).unwrap();
     for id in 1..=3 {
         write(&mut con, "users", &format!(r#"{{"id":{id}}}"#), "{}").unwrap();
@@ -144,9 +135,9 @@ fn get_len_reset_and_the_settings_behave_like_redis() {
     let cut = &slowlog_get(&mut con, 1)[0];
     assert!(cut.key.ends_with("more bytes)"), "{cut:?}");
 
-    config_set(&mut con, "pgcache.slowlog_max_len", "2");
+    config_set(&mut con, "pgcache.slowlog_max_len", "2").unwrap();
     assert_eq!(slowlog_get(&mut con, -1).len(), 2);
-    config_set(&mut con, "pgcache.slowlog_threshold_us", "-1");
+    config_set(&mut con, "pgcache.slowlog_threshold_us", "-1").unwrap();
     read(&mut con, "users", r#"{"id":9}"#).unwrap();
     assert_eq!(slowlog_get(&mut con, -1)[0].key, cut.key, "-1 logs nothing");
     slowlog(&mut con, &["RESET"]).unwrap();
@@ -160,9 +151,7 @@ fn get_len_reset_and_the_settings_behave_like_redis() {
         let e = slowlog(&mut con, &args).unwrap_err().to_string();
         assert!(e.contains(needle), "{args:?}: {e}");
     }
-    let e = redis::cmd("CONFIG")
-        .arg(&["SET", "pgcache.slowlog_max_len", "-5"])
-        .query::<()>(&mut con)
+    let e = config_set(&mut con, "pgcache.slowlog_max_len", "-5")
         .unwrap_err()
         .to_string();
     assert!(e.contains("slowlog_max_len"), "{e}");

@@ -128,10 +128,7 @@ fn real_expirations_and_evictions_are_counted_and_reach_hooks() {
     assert_eq!(expired[0]["key"], r#"{"id":1}"#);
 
     // Only entries with a TTL (the cache's) are evicted, not the hook's stream.
-    let _: () = redis::cmd("CONFIG")
-        .arg(&["SET", "maxmemory-policy", "volatile-lru"])
-        .query(&mut con)
-        .unwrap();
+    config_set(&mut con, "maxmemory-policy", "volatile-lru").unwrap();
     let used: String = redis::cmd("INFO").arg("memory").query(&mut con).unwrap();
     let used: u64 = used
         .lines()
@@ -140,22 +137,14 @@ fn real_expirations_and_evictions_are_counted_and_reach_hooks() {
         .trim()
         .parse()
         .unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg(used + 20_000)
-        .query(&mut con)
-        .unwrap();
+    config_set(&mut con, "maxmemory", used + 20_000).unwrap();
     multiread(&mut con, "users", &id_array(1..=200)).unwrap();
     let evicted = int(&stats(&mut con), "evictions");
     assert!(
         evicted > 0,
         "filling past maxmemory evicts entries: {evicted}"
     );
-    let _: () = redis::cmd("CONFIG")
-        .arg(&["SET", "maxmemory", "0"])
-        .query(&mut con)
-        .unwrap();
+    config_set(&mut con, "maxmemory", "0").unwrap();
     wait_for(
         "an evict event per eviction",
         Duration::from_secs(10),

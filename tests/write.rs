@@ -95,12 +95,7 @@ fn events_are_published_and_hit_events_are_opt_in() {
         (Some("cache_invalidate"), Some(r#"{"id":9}"#))
     );
 
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("pgcache.events")
-        .arg("hit")
-        .query(&mut con)
-        .unwrap();
+    config_set(&mut con, "pgcache.events", "hit").unwrap();
     read(&mut con, "users", r#"{"id":8}"#).unwrap();
     let hit = next_event(&mut pubsub);
     assert_eq!(
@@ -109,12 +104,7 @@ fn events_are_published_and_hit_events_are_opt_in() {
     );
 
     // Another channel, settable at runtime.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("pgcache.event_channel")
-        .arg("other")
-        .query(&mut con)
-        .unwrap();
+    config_set(&mut con, "pgcache.event_channel", "other").unwrap();
     pubsub.subscribe("other").unwrap();
     read(&mut con, "users", r#"{"id":8}"#).unwrap();
     let msg = pubsub.get_message().unwrap();

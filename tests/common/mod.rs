@@ -667,6 +667,28 @@ pub fn invalidate(
         .query(con)
 }
 
+/// CONFIG SET `name` `value`; the error says why the server refused it.
+pub fn config_set(
+    con: &mut redis::Connection,
+    name: &str,
+    value: impl redis::ToRedisArgs,
+) -> redis::RedisResult<()> {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(con)
+}
+
+/// CONFIG GET `pattern`: the flat list of names and values Redis replies.
+pub fn config_get(con: &mut redis::Connection, pattern: &str) -> Vec<String> {
+    redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(pattern)
+        .query(con)
+        .unwrap()
+}
+
 pub fn multiread(
     con: &mut redis::Connection,
     table: &str,
