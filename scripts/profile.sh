@@ -5,6 +5,9 @@
 #
 #   scripts/profile.sh [module.so ...]     (default: target/release/libpgcache.so)
 #
+# Also counts what a READ hit costs next to GET and next to the cheapest module command that
+# replies a key's value (examples/bare_get.rs, built by `make profile`).
+#
 # Uses the PostgreSQL of `make run` (started if needed) and a 100,000-row table of its
 # own; each count gets a fresh redis-server under callgrind on port 6499. Needs valgrind
 # (apt-get install valgrind).
@@ -14,6 +17,8 @@ command -v valgrind >/dev/null || { echo "needs valgrind: apt-get install valgri
 [ $# -gt 0 ] || set -- "$PWD/target/release/libpgcache.so"
 PG_PORT=${PG_PORT:-55432}
 PORT=6499
+BARE=$PWD/target/release/examples/libbare_get.so
+[ -f "$BARE" ] || { echo "needs $BARE: cargo build --release --example bare_get" >&2; exit 1; }
 OUT=$(mktemp -d)
 trap 'redis-cli -p $PORT shutdown nosave >/dev/null 2>&1 || true; rm -rf "$OUT"' EXIT
 
@@ -47,7 +52,7 @@ count() { # count <module> <commands file> <toggle options...>: main-thread inst
   local module=$1 commands=$2
   shift 2
   valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$OUT/cg" "$@" \
-    redis-server --port "$PORT" --bind 127.0.0.1 --save "" --loadmodule "$module" \
+    redis-server --port "$PORT" --bind 127.0.0.1 --save "" --loadmodule "$BARE" --loadmodule "$module" \
     pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable \
     request_timeout_ms 60000 >"$OUT/log" 2>&1 &
   for _ in $(seq 300); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
@@ -62,16 +67,51 @@ count() { # count <module> <commands file> <toggle options...>: main-thread inst
   rm -f "$OUT"/cg*
 }
 
+head -n 1 "$OUT/commands" >"$OUT/warmup"
 head -n $((MULTIREADS + 1)) "$OUT/commands" >"$OUT/multireads"
 { head -n 1 "$OUT/commands"; tail -n "$READS" "$OUT/commands"; } >"$OUT/reads"
+# Both workloads start with the same warm-up READ (which also loads the table's schema), and
+# redis-cli sends COMMAND DOCS when it connects (~5 M instructions): a run of the warm-up
+# alone measures both, and is subtracted.
+per_call() { # per_call <module> <commands> <calls> <baseline> <toggle options...>
+  local module=$1 commands=$2 calls=$3 baseline=$4
+  shift 4
+  echo $((($(count "$module" "$commands" "$@") - baseline) / calls))
+}
 echo "Main-thread instructions per cold call (Redis's command processing and reply handling):"
 echo
 echo "| build | MULTIREAD of 100 keys | of which in pgcache's callbacks | READ | of which in pgcache's callbacks |"
 echo "|---|---|---|---|---|"
 for module in "$@"; do
+  redis_base=$(count "$module" "$OUT/warmup" "${REDIS_WORK[@]}")
+  pgcache_base=$(count "$module" "$OUT/warmup" "${PGCACHE_WORK[@]}")
   printf '| %s | %d | %d | %d | %d |\n' "$module" \
-    $(($(count "$module" "$OUT/multireads" "${REDIS_WORK[@]}") / MULTIREADS)) \
-    $(($(count "$module" "$OUT/multireads" "${PGCACHE_WORK[@]}") / MULTIREADS)) \
-    $(($(count "$module" "$OUT/reads" "${REDIS_WORK[@]}") / READS)) \
-    $(($(count "$module" "$OUT/reads" "${PGCACHE_WORK[@]}") / READS))
+    "$(per_call "$module" "$OUT/multireads" "$MULTIREADS" "$redis_base" "${REDIS_WORK[@]}")" \
+    "$(per_call "$module" "$OUT/multireads" "$MULTIREADS" "$pgcache_base" "${PGCACHE_WORK[@]}")" \
+    "$(per_call "$module" "$OUT/reads" "$READS" "$redis_base" "${REDIS_WORK[@]}")" \
+    "$(per_call "$module" "$OUT/reads" "$READS" "$pgcache_base" "${PGCACHE_WORK[@]}")"
+done
+
+# Hits: the warm-up READ caches the row; each run then repeats one command on its entry.
+HITS=5000
+HIT_WORK=(--toggle-collect=processCommand)
+entry="'pg_cache:profile_users:{\"id\":1}'"
+hits_of() { # hits_of <command>: a commands file of the warm-up and HITS calls of <command>
+  {
+    head -n 1 "$OUT/commands"
+    for _ in $(seq "$HITS"); do echo "$1"; done
+  } >"$OUT/hits"
+  echo "$OUT/hits"
+}
+echo
+echo "Instructions per call in \`processCommand\` (a hit of one 50-byte row):"
+echo
+echo "| build | GET | bare module command (BARE.GET) | PGCACHE.READ hit |"
+echo "|---|---|---|---|"
+for module in "$@"; do
+  base=$(count "$module" "$OUT/warmup" "${HIT_WORK[@]}")
+  printf '| %s | %d | %d | %d |\n' "$module" \
+    "$(per_call "$module" "$(hits_of "GET $entry")" "$HITS" "$base" "${HIT_WORK[@]}")" \
+    "$(per_call "$module" "$(hits_of "BARE.GET $entry")" "$HITS" "$base" "${HIT_WORK[@]}")" \
+    "$(per_call "$module" "$(hits_of "PGCACHE.READ profile_users '{\"id\":1}'")" "$HITS" "$base" "${HIT_WORK[@]}")"
 done
