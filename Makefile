@@ -29,6 +29,7 @@ bench: build
 
 # Main-thread instructions per cold READ / MULTIREAD under callgrind (needs valgrind).
 profile: build
+	cargo build --release --example bare_get
 	scripts/profile.sh
 
 clean:

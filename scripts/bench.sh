@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
+cargo build --release --example bare_get
 cargo bench --bench pgcache
