@@ -66,15 +66,20 @@ pub unsafe fn dispatch(
     let reply = catch_unwind(AssertUnwindSafe(|| handler(&context, args)))
         .unwrap_or_else(|panic| Reply::Error(worker::panic_error(panic)));
     reply::send(&context, &reply);
-    crate::error::guard("recording a call", || {
-        if let (Some(command), Some(started), false) = (command, started, reply == Reply::Blocked) {
-            let elapsed_us = started.elapsed().as_micros() as u64;
-            requests::finished(&context, command, args, elapsed_us, None);
-        }
-        if let (Some(command), Reply::Error(e)) = (command, &reply) {
-            requests::failed(&context, command, args, e);
-        }
-    });
+    // A hit has nothing to record (it is counted, not timed), so it skips the guard too.
+    let finished = started.filter(|_| !matches!(reply, Reply::Blocked));
+    let failed = matches!(reply, Reply::Error(_));
+    if let (Some(command), true) = (command, finished.is_some() || failed) {
+        crate::error::guard("recording a call", || {
+            if let Some(started) = finished {
+                let elapsed_us = started.elapsed().as_micros() as u64;
+                requests::finished(&context, command, args, elapsed_us, None);
+            }
+            if let Reply::Error(e) = &reply {
+                requests::failed(&context, command, args, e);
+            }
+        });
+    }
     raw::REDISMODULE_OK as c_int
 }
 
