@@ -115,3 +115,41 @@ for module in "$@"; do
     "$(per_call "$module" "$(hits_of "BARE.GET $entry")" "$HITS" "$base" "${HIT_WORK[@]}")" \
     "$(per_call "$module" "$(hits_of "PGCACHE.READ profile_users '{\"id\":1}'")" "$HITS" "$base" "${HIT_WORK[@]}")"
 done
+
+# The same hits as redis-benchmark sends them (50 clients, pipeline 16), counting all of the
+# main thread's work per request (reading and parsing requests, writing replies) over a run
+# that sends no requests.
+REQUESTS=100000
+per_request() { # per_request <module> <baseline> <command...>
+  local module=$1 baseline=$2
+  shift 2
+  valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$OUT/cg" \
+    redis-server --port "$PORT" --bind 127.0.0.1 --save "" --loadmodule "$BARE" --loadmodule "$module" \
+    pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable \
+    >"$OUT/log" 2>&1 &
+  for _ in $(seq 300); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
+  redis-cli -p "$PORT" PGCACHE.READ profile_users '{"id":1}' >/dev/null
+  if [ $# -gt 0 ]; then
+    redis-benchmark -p "$PORT" -c 50 -P 16 -n "$REQUESTS" "$@" >/dev/null
+  fi
+  redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
+  wait
+  local total
+  total=$(grep -h '^summary' "$OUT/cg-01" | awk '{print $2}')
+  rm -f "$OUT"/cg*
+  echo $(((total - baseline) / REQUESTS))
+}
+echo
+echo "Main-thread instructions per request, redis-benchmark -c 50 -P 16 (timer work varies with"
+echo "the run's length, so these move by up to 5 % between runs; compare within a row):"
+echo
+echo "| build | GET | bare module command (BARE.GET) | PGCACHE.READ hit |"
+echo "|---|---|---|---|"
+name='pg_cache:profile_users:{"id":1}'
+for module in "$@"; do
+  idle=$(per_request "$module" 0)
+  printf '| %s | %d | %d | %d |\n' "$module" \
+    "$(per_request "$module" "$idle" GET "$name")" \
+    "$(per_request "$module" "$idle" BARE.GET "$name")" \
+    "$(per_request "$module" "$idle" PGCACHE.READ profile_users '{"id":1}')"
+done
