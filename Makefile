@@ -27,7 +27,7 @@ run: build
 bench: build
 	scripts/bench.sh
 
-# Main-thread instructions per cold READ / MULTIREAD under callgrind (needs valgrind).
+# Main-thread instructions per cold READ / MULTIREAD and per READ hit, under callgrind (needs valgrind).
 profile: build
 	cargo build --release --example bare_get
 	scripts/profile.sh

@@ -48,23 +48,33 @@ REDIS_WORK=(--toggle-collect=processCommand --toggle-collect=moduleHandleBlocked
 PGCACHE_WORK=(--toggle-collect='pgcache::commands::command'
   --toggle-collect='pgcache::worker::blocked::on_reply')
 
-count() { # count <module> <commands file> <toggle options...>: main-thread instructions
-  local module=$1 commands=$2
-  shift 2
+start_server() { # start_server <module> <valgrind options...>: redis-server under callgrind
+  local module=$1
+  shift
   valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$OUT/cg" "$@" \
     redis-server --port "$PORT" --bind 127.0.0.1 --save "" --loadmodule "$BARE" --loadmodule "$module" \
     pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable \
     request_timeout_ms 60000 >"$OUT/log" 2>&1 &
   for _ in $(seq 300); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
-  redis-cli -p "$PORT" <"$commands" >"$OUT/replies"
+}
+
+stop_server() { # stops it and prints the main thread's instruction count
   redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
   wait
+  grep -h '^summary' "$OUT/cg-01" | awk '{print $2}'
+  rm -f "$OUT"/cg*
+}
+
+count() { # count <module> <commands file> <toggle options...>: main-thread instructions
+  local module=$1 commands=$2
+  shift 2
+  start_server "$module" "$@"
+  redis-cli -p "$PORT" <"$commands" >"$OUT/replies"
   if grep -qE "ERR|Invalid" "$OUT/replies"; then
     grep -m3 -E "ERR|Invalid" "$OUT/replies" >&2
     exit 1
   fi
-  grep -h '^summary' "$OUT/cg-01" | awk '{print $2}'
-  rm -f "$OUT"/cg*
+  stop_server
 }
 
 head -n 1 "$OUT/commands" >"$OUT/warmup"
@@ -123,21 +133,13 @@ REQUESTS=100000
 per_request() { # per_request <module> <baseline> <command...>
   local module=$1 baseline=$2
   shift 2
-  valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$OUT/cg" \
-    redis-server --port "$PORT" --bind 127.0.0.1 --save "" --loadmodule "$BARE" --loadmodule "$module" \
-    pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable \
-    >"$OUT/log" 2>&1 &
-  for _ in $(seq 300); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
+  start_server "$module"
   redis-cli -p "$PORT" PGCACHE.READ profile_users '{"id":1}' >/dev/null
   if [ $# -gt 0 ]; then
     redis-benchmark -p "$PORT" -c 50 -P 16 -n "$REQUESTS" "$@" >/dev/null
   fi
-  redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
-  wait
-  local total
-  total=$(grep -h '^summary' "$OUT/cg-01" | awk '{print $2}')
-  rm -f "$OUT"/cg*
-  echo $(((total - baseline) / REQUESTS))
+  stop_server >"$OUT/total" # not in $(...): its `wait` must run in this shell
+  echo $((($(cat "$OUT/total") - baseline) / REQUESTS))
 }
 echo
 echo "Main-thread instructions per request, redis-benchmark -c 50 -P 16 (timer work varies with"
