@@ -69,7 +69,7 @@ pub unsafe fn dispatch(
     // A hit has nothing to record (it is counted, not timed), so it skips the guard too.
     let finished = started.filter(|_| !matches!(reply, Reply::Blocked));
     let failed = matches!(reply, Reply::Error(_));
-    if let (Some(command), true) = (command, finished.is_some() || failed) {
+    if let Some(command) = command.filter(|_| finished.is_some() || failed) {
         crate::error::guard("recording a call", || {
             if let Some(started) = finished {
                 let elapsed_us = started.elapsed().as_micros() as u64;
