@@ -7,7 +7,9 @@
 //!   v1, an UPDATE commit v2 and its invalidation arrive, and only then the fill complete:
 //!   that fill must not cache v1.) Checked on the main thread right before the write.
 //! - Coalescing: a READ miss for a key whose fill is already in flight does not query; its
-//!   client waits for that fill and gets the same answer.
+//!   client waits for that fill and gets the same answer. Only a fill that started after the
+//!   key's last invalidation can be shared: one that started before may have read the row
+//!   the invalidation replaced.
 
 use crate::error::Error;
 use crate::reply::Reply;
@@ -29,8 +31,11 @@ struct Entry {
     fills: usize,
     /// Invalidations of this key seen while fills were in flight.
     invalidations: u64,
-    /// Clients waiting for the leading fill.
-    waiters: Vec<BlockedClient>,
+    /// `invalidations` when the newest fill in flight registered.
+    newest_start: u64,
+    /// Clients waiting for a fill, each with `invalidations` when it joined: it shares the
+    /// fill that registered at that count.
+    waiters: Vec<(BlockedClient, u64)>,
     /// The table and canonical pk the waiters asked for, for their statistics.
     asked: Option<(Arc<TableStats>, String)>,
 }
@@ -80,8 +85,14 @@ pub fn lead_or_wait(
     pk: &str,
 ) -> Join {
     with_map(|map| {
-        if let Some(entry) = map.get_mut(key).filter(|e| e.fills > 0) {
-            entry.waiters.push(BlockedClient::block(ctx, timeout_ms));
+        if let Some(entry) = map
+            .get_mut(key)
+            .filter(|e| e.fills > 0 && e.newest_start == e.invalidations)
+        {
+            let joined_at = entry.invalidations;
+            entry
+                .waiters
+                .push((BlockedClient::block(ctx, timeout_ms), joined_at));
             entry
                 .asked
                 .get_or_insert_with(|| (table.clone(), pk.to_string()));
@@ -105,6 +116,7 @@ pub fn register_fills(keys: Vec<String>) -> Vec<FillTicket> {
 fn register(map: &mut HashMap<String, Entry>, key: String) -> FillTicket {
     let entry = map.entry(key.clone()).or_default();
     entry.fills += 1;
+    entry.newest_start = entry.invalidations;
     FillTicket {
         invalidations_at_start: entry.invalidations,
         key,
@@ -188,10 +200,19 @@ impl FillTicket {
     pub fn answer_waiters(&self, outcome: &Outcome) {
         let waiters = with_map(|map| {
             map.get_mut(&self.key)
-                .map(|e| (std::mem::take(&mut e.waiters), e.asked.clone()))
+                .map(|e| (self.take_own_waiters(e), e.asked.clone()))
                 .unwrap_or_default()
         });
         answer_all(waiters, &outcome_reply(outcome));
+    }
+
+    /// The clients that joined this fill (none joins a fill invalidated since it started).
+    fn take_own_waiters(&self, entry: &mut Entry) -> Vec<BlockedClient> {
+        let (own, others) = std::mem::take(&mut entry.waiters)
+            .into_iter()
+            .partition(|(_, joined_at)| *joined_at == self.invalidations_at_start);
+        entry.waiters = others;
+        own.into_iter().map(|(client, _)| client).collect()
     }
 
     /// Ends the fill on the main thread, right before writing the cache: answers waiters
@@ -214,13 +235,16 @@ impl FillTicket {
         };
         let fresh = entry.invalidations == self.invalidations_at_start;
         entry.fills -= 1;
-        let waiters = if entry.fills == 0 {
+        let own = self.take_own_waiters(entry);
+        let asked = entry.asked.clone();
+        if entry.fills == 0 {
+            // Nobody else can answer what is left (a client always joins a fill in flight).
             let entry = map.remove(&self.key).expect("present");
-            (entry.waiters, entry.asked)
-        } else {
-            Waiting::default()
-        };
-        (fresh, waiters)
+            let mut all = own;
+            all.extend(entry.waiters.into_iter().map(|(client, _)| client));
+            return (fresh, (all, asked));
+        }
+        (fresh, (own, asked))
     }
 }
 

@@ -118,3 +118,45 @@ fn an_insert_replaces_a_remembered_absence() {
         "late"
     );
 }
+
+#[test]
+fn a_read_after_an_invalidation_does_not_share_a_fill_that_started_before_it() {
+    let stack = Stack::start_with(
+        &format!(
+            "{TRIGGER_SQL}
+             CREATE TABLE items (id integer PRIMARY KEY, v text);
+             INSERT INTO items VALUES (1, 'v1'), (2, 'other');
+             SELECT pgcache_watch('items');"
+        ),
+        &["debug_commands", "yes", "events", "invalidate"],
+    );
+    let mut con = stack.con();
+    read(&mut con, "items", r#"{"id":2}"#).unwrap(); // schema known
+    let mut sub = stack.redis.connection();
+    let mut events = sub.as_pubsub();
+    events
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    events.subscribe("pg_cache_events").unwrap();
+
+    // A fill reads v1 and is held; then v2 commits and its invalidation is applied.
+    debug(&mut con, "FILLS", "HOLD");
+    let mut first = stack.redis.connection();
+    let early = std::thread::spawn(move || read(&mut first, "items", r#"{"id":1}"#).unwrap());
+    wait_for("the first fill to be held", Duration::from_secs(10), || {
+        (held(&mut con) == 1).then_some(())
+    });
+    stack.pg.execute("UPDATE items SET v = 'v2' WHERE id = 1");
+    assert_eq!(next_event(&mut events)["type"], "cache_invalidate");
+
+    // A read that starts now must not be handed the v1 the held fill read: it makes its
+    // own query.
+    let mut second = stack.redis.connection();
+    let late = std::thread::spawn(move || read(&mut second, "items", r#"{"id":1}"#).unwrap());
+    wait_for("a second fill of its own", Duration::from_secs(10), || {
+        (held(&mut con) == 2).then_some(())
+    });
+    debug(&mut con, "FILLS", "RELEASE");
+    assert_eq!(json(&early.join().unwrap().unwrap())["v"], "v1");
+    assert_eq!(json(&late.join().unwrap().unwrap())["v"], "v2");
+}
