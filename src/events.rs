@@ -233,7 +233,21 @@ pub fn publish_each<'a>(
     deliver(ctx, kind, table, keys, &[]);
 }
 
+/// Delivers the events; a failure here is logged, never turned into a second reply to a
+/// client already answered (a hit replies before its event is published).
 fn deliver<'a>(
+    ctx: &Context,
+    kind: EventKind,
+    table: &str,
+    keys: impl IntoIterator<Item = &'a str>,
+    extra: &[(&str, Extra)],
+) {
+    crate::error::guard("delivering an event", || {
+        deliver_unguarded(ctx, kind, table, keys, extra)
+    });
+}
+
+fn deliver_unguarded<'a>(
     ctx: &Context,
     kind: EventKind,
     table: &str,

@@ -80,10 +80,11 @@ fn checked_target(what: &str, name: Option<&&str>) -> Result<String, String> {
         || name.len() > MAX_TARGET_BYTES
         || name
             .chars()
-            .any(|c| c.is_whitespace() || c == ';' || c == '"')
+            .any(|c| c.is_whitespace() || c.is_control() || c == ';' || c == '"')
     {
         return Err(format!(
-            "{what} name {name:?} must be 1 to {MAX_TARGET_BYTES} bytes without spaces, ';' or '\"'"
+            "{what} name {name:?} must be 1 to {MAX_TARGET_BYTES} bytes without spaces, control \
+             characters, ';' or '\"'"
         ));
     }
     let prefix = tunables::cache_prefix();

@@ -74,6 +74,9 @@ pub fn parse_table(input: &str) -> Result<QualifiedName, String> {
             "table name is longer than {MAX_TABLE_ARG_BYTES} bytes"
         ));
     }
+    if input.contains('\0') {
+        return Err("table name contains a NUL byte, which PostgreSQL names cannot hold".into());
+    }
     let mut parts = Vec::new();
     let mut rest = input;
     loop {

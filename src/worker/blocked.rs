@@ -137,7 +137,8 @@ pub fn contained(f: impl FnOnce() -> Result<Completion, Error>) -> Completion {
         .unwrap_or_else(error_completion)
 }
 
-/// Redis calls this on the main thread after a worker unblocked the client.
+/// Redis calls this on the main thread after a worker unblocked the client. Exactly one
+/// reply is sent, whatever panics.
 unsafe extern "C" fn on_reply(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
@@ -148,13 +149,15 @@ unsafe extern "C" fn on_reply(
     let answer = unsafe {
         &mut *(raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) as *mut Answer)
     };
-    requests::clear();
-    let reply = match answer.completion.take() {
-        Some(completion) => catch_unwind(AssertUnwindSafe(|| completion(&context)))
-            .unwrap_or_else(|panic| Reply::Error(panic_error(panic))),
-        None => Reply::Error(Error::new("internal error: reply already sent")),
-    };
-    reply::send(&context, &reply);
+    let reply = catch_unwind(AssertUnwindSafe(|| {
+        requests::clear();
+        match answer.completion.take() {
+            Some(completion) => completion(&context),
+            None => Reply::Error(Error::new("internal error: reply already sent")),
+        }
+    }))
+    .unwrap_or_else(|panic| Reply::Error(panic_error(panic)));
+    send_once(&context, &reply);
     if let Some((command, started)) = answer.command {
         let elapsed_us = started.elapsed().as_micros() as u64;
         // SAFETY: Redis passes the blocked command's arguments.
@@ -169,6 +172,12 @@ unsafe extern "C" fn on_reply(
     raw::REDISMODULE_OK as c_int
 }
 
+/// Sends `reply`; should sending it panic part-way, nothing more is sent (a partial reply
+/// cannot be taken back, and a second one would desynchronise the client).
+fn send_once(ctx: &Context, reply: &Reply) {
+    crate::error::guard("sending a reply", || reply::send(ctx, reply));
+}
+
 unsafe extern "C" fn on_timeout(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
@@ -181,14 +190,14 @@ unsafe extern "C" fn on_timeout(
          or raise pgcache.request_timeout_ms",
         tunables::request_timeout_ms()
     ));
-    reply::send(&context, &Reply::Error(error.clone()));
-    // SAFETY: Redis passes the blocked command's arguments.
-    let args = unsafe { crate::commands::borrow_args(argv, argc) };
-    if let Some(command) = crate::commands::tracked_command(&args) {
-        crate::error::guard("recording a timeout", || {
+    send_once(&context, &Reply::Error(error.clone()));
+    crate::error::guard("recording a timeout", || {
+        // SAFETY: Redis passes the blocked command's arguments.
+        let args = unsafe { crate::commands::borrow_args(argv, argc) };
+        if let Some(command) = crate::commands::tracked_command(&args) {
             requests::failed(&context, command, &args, &error)
-        });
-    }
+        }
+    });
     raw::REDISMODULE_OK as c_int
 }
 
