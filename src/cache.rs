@@ -7,31 +7,67 @@ use crate::stats;
 use crate::tunables;
 use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags, raw};
 use std::cell::RefCell;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
-// The DBs pgcache has written entries to: invalidations and flushes visit only these.
-static FILLED_DBS_LOW: AtomicU64 = AtomicU64::new(0);
-static FILLED_DBS_HIGH: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+/// How many DBs the server has (its `databases` setting, fixed for its lifetime), found
+/// once by probing `SelectDb`, which refuses an id out of range.
+static DB_COUNT: AtomicI32 = AtomicI32::new(0);
 
-fn note_filled_db(ctx: &Context) {
-    // SAFETY: a live context.
-    let db = unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) };
-    if (0..64).contains(&db) {
-        FILLED_DBS_LOW.fetch_or(1 << db, Ordering::Relaxed);
-    } else {
-        let mut high = FILLED_DBS_HIGH.lock().unwrap();
-        if !high.contains(&db) {
-            high.push(db);
+fn db_count(ctx: &Context) -> i32 {
+    let known = DB_COUNT.load(Ordering::Relaxed);
+    if known > 0 {
+        return known;
+    }
+    // SAFETY: main thread with a live context; its selected DB is restored below.
+    let count = unsafe {
+        let select = raw::RedisModule_SelectDb.unwrap();
+        let original = raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx);
+        let mut n = 1;
+        while n < i32::MAX && select(ctx.ctx, n) == raw::REDISMODULE_OK as i32 {
+            n = n.saturating_mul(2);
         }
+        // The count lies in [n/2, n]: the highest id SelectDb accepts, plus one.
+        let (mut low, mut high) = (n / 2, n);
+        while high - low > 1 {
+            let mid = low + (high - low) / 2;
+            if select(ctx.ctx, mid) == raw::REDISMODULE_OK as i32 {
+                low = mid;
+            } else {
+                high = mid;
+            }
+        }
+        select(ctx.ctx, original);
+        high
+    };
+    DB_COUNT.store(count, Ordering::Relaxed);
+    count
+}
+
+/// Runs `f` with `ctx` switched to each DB of `dbs` in turn, then switches back: in a
+/// command's context the selected DB is the client's own.
+fn in_each_db(ctx: &Context, dbs: impl IntoIterator<Item = i32>, mut f: impl FnMut(i32)) {
+    // SAFETY: main thread with a live context; every id passed is in range.
+    unsafe {
+        let original = raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx);
+        for db in dbs {
+            raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db);
+            f(db);
+        }
+        raw::RedisModule_SelectDb.unwrap()(ctx.ctx, original);
     }
 }
 
-/// Every DB pgcache has written an entry to since it was loaded.
-pub fn filled_dbs() -> Vec<i32> {
-    let low = FILLED_DBS_LOW.load(Ordering::Relaxed);
-    let mut dbs: Vec<i32> = (0..64).filter(|db| low & (1 << db) != 0).collect();
-    dbs.extend(FILLED_DBS_HIGH.lock().unwrap().iter());
+/// Every DB that holds at least one key: where invalidations and flushes must look, whoever
+/// wrote the entries (this process, a previous one whose RDB or AOF was loaded, or the
+/// primary of a promoted replica).
+pub fn dbs_with_keys(ctx: &Context) -> Vec<i32> {
+    let mut dbs = Vec::new();
+    in_each_db(ctx, 0..db_count(ctx), |db| {
+        // SAFETY: main thread; `ctx` is on `db`.
+        if unsafe { raw::RedisModule_DbSize.unwrap()(ctx.ctx) } > 0 {
+            dbs.push(db);
+        }
+    });
     dbs
 }
 
@@ -148,6 +184,11 @@ pub fn split_entry_name(entry: &str) -> (&str, &str) {
 /// Caches a fill's result: the row for `ttl_seconds`, or, when PostgreSQL has no such
 /// row, the absent marker for `negative_ttl` seconds (if negative caching is on).
 pub fn fill(ctx: &Context, key: &str, row: Option<&str>, ttl_seconds: u64) {
+    // Until the invalidation listener is known to be listening, a row read now could change
+    // unnoticed: answer it, but do not cache it.
+    if flush::held() {
+        return;
+    }
     stats::FILLS.inc();
     match row {
         Some(row) => store(ctx, key, row, ttl_seconds),
@@ -188,7 +229,6 @@ pub fn store(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
     if !writable(ctx) {
         return;
     }
-    note_filled_db(ctx);
     let expires_at = crate::events::now_ms() + u128::from(ttl_seconds) * 1000;
     let name = ctx.create_string(key);
     // SAFETY: main thread with the caller's context; every handle is closed or freed here,
@@ -227,13 +267,48 @@ pub fn store(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
     }
 }
 
-/// Removes `key`; replicated. Fills of it in flight will not cache their row.
+/// Removes `key` from the context's DB; replicated. Fills of it in flight will not cache
+/// their row.
 pub fn delete(ctx: &Context, key: &str) {
     fill::invalidated(key);
     if !writable(ctx) {
         return;
     }
     call_replicated(ctx, "DEL", &[key]);
+}
+
+/// Removes `key` from each of `dbs` that holds it (replicated, with the keyspace events and
+/// client-tracking invalidations DEL gives); fills of it in flight will not cache their row.
+/// Returns how many entries were removed.
+pub fn delete_in(ctx: &Context, key: &str, dbs: &[i32]) -> usize {
+    fill::invalidated(key);
+    if !writable(ctx) || dbs.is_empty() {
+        return 0;
+    }
+    let name = ctx.create_string(key);
+    let mut removed = 0;
+    in_each_db(ctx, dbs.iter().copied(), |_| {
+        // SAFETY: main thread; the key handle is closed before the next call.
+        let present = unsafe {
+            let handle = raw::RedisModule_OpenKey.unwrap()(
+                ctx.ctx,
+                name.inner,
+                raw::REDISMODULE_READ as i32,
+            );
+            let present = !handle.is_null()
+                && raw::RedisModule_KeyType.unwrap()(handle)
+                    != raw::REDISMODULE_KEYTYPE_EMPTY as i32;
+            if !handle.is_null() {
+                raw::RedisModule_CloseKey.unwrap()(handle);
+            }
+            present
+        };
+        if present {
+            call_replicated(ctx, "DEL", &[key]);
+            removed += 1;
+        }
+    });
+    removed
 }
 
 #[cfg(test)]

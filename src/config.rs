@@ -364,9 +364,14 @@ fn parse_int<T: std::str::FromStr + PartialOrd + fmt::Display>(
     int_in(value, min, max).map_err(|e| err(name, e))
 }
 
-fn non_empty(value: &str) -> Result<String, String> {
+/// A channel name: not empty, and no control characters (a NUL would cut it short in
+/// Redis's configuration file and in every C string it passes through).
+fn channel_name(value: &str) -> Result<String, String> {
     if value.is_empty() {
         return Err("must not be empty".into());
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("must not hold control characters, got {value:?}"));
     }
     Ok(value.to_string())
 }
@@ -389,7 +394,7 @@ pub fn parse_multiread_max(value: &str) -> Result<usize, String> {
     int_in(value, 1, 100_000)
 }
 pub fn parse_event_channel(value: &str) -> Result<String, String> {
-    non_empty(value)
+    channel_name(value)
 }
 
 fn parse_yes_no(name: &str, value: &str) -> Result<bool, ConfigError> {
@@ -460,7 +465,7 @@ fn apply(s: &mut Settings, name: &str, value: &str) -> Result<(), ConfigError> {
             s.multiread_max = parse_multiread_max(value).map_err(|e| err(name, e))?
         }
         "invalidation_channel" => {
-            s.invalidation_channel = non_empty(value).map_err(|e| err(name, e))?
+            s.invalidation_channel = channel_name(value).map_err(|e| err(name, e))?
         }
         "listen" => s.listen = parse_yes_no(name, value)?,
         "debug_commands" => s.debug_commands = parse_yes_no(name, value)?,
@@ -539,27 +544,8 @@ fn apply_url(s: &mut Settings, url: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Overwrites every occurrence of `secret` in `text` with `*`, in place (same length).
-pub fn mask_secret(text: &mut [u8], secret: &[u8]) -> bool {
-    if secret.is_empty() || text.len() < secret.len() {
-        return false;
-    }
-    let mut masked = false;
-    let mut i = 0;
-    while i + secret.len() <= text.len() {
-        if &text[i..i + secret.len()] == secret {
-            text[i..i + secret.len()].fill(b'*');
-            masked = true;
-            i += secret.len();
-        } else {
-            i += 1;
-        }
-    }
-    masked
-}
-
-/// Whether a password is the mask pgcache leaves in module arguments, which CONFIG REWRITE
-/// would have saved to redis.conf.
+/// Whether a password is the mask earlier versions of pgcache left in the module arguments,
+/// which CONFIG REWRITE then saved to redis.conf.
 pub fn is_masked(password: &str) -> bool {
     !password.is_empty() && password.bytes().all(|b| b == b'*')
 }
@@ -746,13 +732,7 @@ mod tests {
     }
 
     #[test]
-    fn secrets_are_masked_in_place() {
-        let mut url = b"postgresql://u:pw@h/db?password=pw".to_vec();
-        assert!(mask_secret(&mut url, b"pw"));
-        assert_eq!(url, b"postgresql://u:**@h/db?password=**");
-        let mut other = b"nothing".to_vec();
-        assert!(!mask_secret(&mut other, b"pw"));
-        assert!(!mask_secret(&mut other, b""));
+    fn an_earlier_versions_mask_is_recognised() {
         assert!(is_masked("*******"));
         assert!(!is_masked("pa*ss"));
         assert!(!is_masked(""));

@@ -2,11 +2,15 @@
 //! and everything after the invalidation listener reconnects (notifications sent while it
 //! was away are lost).
 //!
-//! A flush deletes its keys a slice at a time from a Redis timer, in every DB pgcache has
-//! filled. From the moment it starts until it ends, hits under its key prefix are treated as
+//! A flush deletes its keys a slice at a time from a Redis timer, in every DB that holds
+//! keys. From the moment it starts until it ends, hits under its key prefix are treated as
 //! misses, so no entry cached before the flush is served while the deletion is under way.
 //! Entries filled during the flush may be deleted again by it; that costs a miss, never
 //! staleness.
+//!
+//! The same bypass covers the time before a flush can start: while the cache is *held*
+//! (pgcache loaded, or data loaded from disk, and the invalidation listener not yet
+//! listening), no entry is served and none is filled.
 
 use crate::cache;
 use crate::fill;
@@ -14,7 +18,7 @@ use crate::stats;
 use redis_module::{Context, raw};
 use std::os::raw::c_void;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Main-thread time one timer tick may spend deleting.
@@ -39,26 +43,45 @@ static ACTIVE: Mutex<Vec<Flush>> = Mutex::new(Vec::new());
 /// How many flushes are under way: the hit path's one check when there are none.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 
+/// No entry may be served or filled: nothing vouches for the cache yet (see `hold`).
+static HELD: AtomicBool = AtomicBool::new(false);
+
 pub fn running() -> usize {
     RUNNING.load(Ordering::SeqCst)
 }
 
-/// Whether a cache key must not be served because a flush covering it is under way.
-/// Main thread only.
+/// Stops serving and filling every entry until `release`: the entries present may have
+/// missed invalidations, and none can be checked until the listener listens again.
+pub fn hold() {
+    HELD.store(true, Ordering::SeqCst);
+}
+
+/// Serves and fills entries again (a flush of the untrusted ones, if any, has started).
+pub fn release() {
+    HELD.store(false, Ordering::SeqCst);
+}
+
+pub fn held() -> bool {
+    HELD.load(Ordering::Relaxed)
+}
+
+/// Whether a cache key must not be served: the cache is held, or a flush covering the key
+/// is under way. Main thread only.
 pub fn bypassed(key: &[u8]) -> bool {
-    RUNNING.load(Ordering::Relaxed) > 0
-        && ACTIVE
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|f| key.starts_with(&f.prefix))
+    held()
+        || RUNNING.load(Ordering::Relaxed) > 0
+            && ACTIVE
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|f| key.starts_with(&f.prefix))
 }
 
 /// Starts dropping every key under `prefix`. Main thread (or a thread holding the lock).
 pub fn start(ctx: &Context, prefix: &str) {
     stats::FLUSHES.inc();
     fill::invalidated_prefix(prefix);
-    let dbs = cache::filled_dbs();
+    let dbs = cache::dbs_with_keys(ctx);
     // SAFETY: the cursor is freed when the flush ends.
     let cursor = Cursor(unsafe { raw::RedisModule_ScanCursorCreate.unwrap()() });
     ACTIVE.lock().unwrap().push(Flush {

@@ -1,29 +1,51 @@
-//! Applying PostgreSQL's invalidations on the Redis main thread. The listener thread hands
-//! each set of changes over through a mailbox and wakes the event loop
-//! (`RedisModule_EventLoopAddOneShot`, thread-safe); there a zero-delay timer applies them
-//! with a regular module context, so the deletions are replicated like any cache write.
-//! The listener never takes the Redis lock, so it neither waits for a busy main thread nor
-//! can deadlock MODULE UNLOAD.
+//! Applying PostgreSQL's invalidations on the Redis main thread, and deciding when cached
+//! entries can be trusted at all.
+//!
+//! The listener thread hands each set of changes over through a mailbox and wakes the event
+//! loop (`wake`); there a zero-delay timer applies them with a regular module context, so the
+//! deletions are replicated like any cache write. Deletions are applied a slice of time at a
+//! time (a bulk UPDATE names hundreds of thousands of keys), and a table named by more keys
+//! than `BULK_KEYS` in one batch is flushed instead. The listener never takes the Redis lock.
+//!
+//! Trust: an entry is only as fresh as the listener's coverage of the time since it was
+//! filled. Entries that arrived while nothing listened (loaded from an RDB or AOF, present
+//! when the module was loaded, filled by a primary this server replaced, or cached before a
+//! listener reconnect) are never served: the cache is held (`flush::hold`) until the
+//! listener listens, and then they are flushed.
 
 use crate::cache;
 use crate::events::{self, EventKind};
+use crate::fill;
 use crate::flush;
 use crate::key::CanonicalPk;
 use crate::pg::schema::TableSchema;
 use crate::stats;
 use crate::tunables;
-use redis_module::{Context, raw};
+use crate::wake;
+use redis_module::{Context, ContextFlags, raw};
+use std::collections::VecDeque;
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A table named by more keys than this in one batch of notifications is flushed instead:
+/// one scan of the keyspace (in slices) is then cheaper than deleting key by key, and the
+/// batch's keys need not be held in memory.
+pub const BULK_KEYS: usize = 5_000;
+
+/// Main-thread time one timer tick may spend deleting.
+const SLICE: Duration = Duration::from_millis(2);
 
 /// What a set of notifications asks for.
 #[derive(Default)]
 pub struct Changes {
     deletes: Vec<(Arc<TableSchema>, CanonicalPk)>,
     flushes: Vec<Arc<TableSchema>>,
-    /// Notifications may have been lost: drop everything.
-    flush_all: bool,
+    /// Nothing cached before now can be trusted: drop everything.
+    resync: bool,
+    /// Keys named by notifications and covered by a flush instead (for the statistics).
+    keys_flushed: u64,
 }
 
 impl Changes {
@@ -37,45 +59,194 @@ impl Changes {
         }
     }
 
-    /// After the listener reconnects: nothing cached before now can be trusted, so every
-    /// entry is dropped (without blocking the event loop) and none is served meanwhile.
+    /// Drops every entry (without blocking the event loop); none is served meanwhile.
     pub fn everything() -> Changes {
         Changes {
-            flush_all: true,
+            resync: true,
             ..Changes::default()
         }
     }
 
+    /// Turns the deletions of every table named by more than `BULK_KEYS` keys into a flush
+    /// of that table. Runs on the listener thread, so the keys are freed there.
+    pub fn collapse_bulk(&mut self) {
+        let mut counts: Vec<(Arc<TableSchema>, usize)> = Vec::new();
+        for (schema, _) in &self.deletes {
+            match counts.iter_mut().find(|(s, _)| Arc::ptr_eq(s, schema)) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((schema.clone(), 1)),
+            }
+        }
+        for (schema, n) in counts.into_iter().filter(|(_, n)| *n > BULK_KEYS) {
+            self.deletes.retain(|(s, _)| !Arc::ptr_eq(s, &schema));
+            self.keys_flushed += n as u64;
+            self.flush(schema);
+        }
+    }
+
     fn is_empty(&self) -> bool {
-        self.deletes.is_empty() && self.flushes.is_empty() && !self.flush_all
+        self.deletes.is_empty() && self.flushes.is_empty() && !self.resync
     }
 }
 
 /// A context tied to the module (timers made through it are pgcache's), used on the main
 /// thread only. Made at load, freed at unload.
 static MODULE_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(std::ptr::null_mut());
-static MAILBOX: Mutex<Vec<Changes>> = Mutex::new(Vec::new());
-/// A wake-up of the main thread is under way (one-shot or timer not yet run).
+/// Changes handed over by the listener, oldest first; the front one may be partly applied.
+static MAILBOX: Mutex<VecDeque<Changes>> = Mutex::new(VecDeque::new());
+/// A wake-up or timer is under way to apply the mailbox.
 static SCHEDULED: AtomicBool = AtomicBool::new(false);
 
-/// At load, with the load context.
-pub fn init(ctx: &Context) {
+/// What the listener has covered, shared by the listener thread and the main thread.
+struct Coverage {
+    /// Whether invalidation runs at all (the `listen` setting).
+    listening: bool,
+    /// The listener is connected and LISTENing now.
+    connected: bool,
+    /// It has been connected at least once since load.
+    connected_before: bool,
+    /// Entries exist that the listener never covered: flush them when it connects.
+    untrusted_entries: bool,
+}
+
+static COVERAGE: Mutex<Coverage> = Mutex::new(Coverage {
+    listening: false,
+    connected: false,
+    connected_before: false,
+    untrusted_entries: false,
+});
+
+/// At load, with the load context. With `listening`, the cache is held until the listener
+/// listens; entries already in the keyspace are flushed then.
+pub fn init(ctx: &Context, listening: bool) -> std::io::Result<()> {
+    wake::init(on_wake)?;
     // SAFETY: OnLoad context; the result is freed by `deinit`.
     let detached = unsafe { raw::RedisModule_GetDetachedThreadSafeContext.unwrap()(ctx.ctx) };
     MODULE_CTX.store(detached, Ordering::SeqCst);
+    *COVERAGE.lock().unwrap() = Coverage {
+        listening,
+        connected: false,
+        connected_before: false,
+        untrusted_entries: listening && !cache::dbs_with_keys(ctx).is_empty(),
+    };
+    if listening {
+        flush::hold();
+        subscribe(ctx);
+    }
+    Ok(())
 }
 
-/// Whether changes are waiting for the main thread (unloading must wait for them).
+/// Whether changes are waiting for the main thread.
 pub fn pending() -> bool {
-    SCHEDULED.load(Ordering::SeqCst)
+    SCHEDULED.load(Ordering::SeqCst) || !MAILBOX.lock().unwrap().is_empty()
 }
 
-/// At unload, after the listener has stopped and nothing is pending.
+/// At unload, after the listener has stopped: drops what is still queued (a timer still
+/// pending makes Redis refuse the unload before this runs) and the wake-up pipe.
 pub fn deinit() {
+    wake::deinit();
+    MAILBOX.lock().unwrap().clear();
+    SCHEDULED.store(false, Ordering::SeqCst);
+    flush::release();
     let ctx = MODULE_CTX.swap(std::ptr::null_mut(), Ordering::SeqCst);
     if !ctx.is_null() {
         // SAFETY: made by `init`, no longer used by anyone.
         unsafe { raw::RedisModule_FreeThreadSafeContext.unwrap()(ctx) };
+    }
+}
+
+/// The listener is LISTENing. Called on the listener thread. Nothing read from PostgreSQL
+/// before now may be cached (its change may have gone unnoticed), and entries it did not
+/// cover are flushed before any is served again.
+pub fn listener_connected() {
+    let mut coverage = COVERAGE.lock().unwrap();
+    coverage.connected = true;
+    fill::invalidated_prefix(&tunables::cache_prefix());
+    if coverage.connected_before || coverage.untrusted_entries {
+        coverage.untrusted_entries = false;
+        submit(Changes::everything());
+    } else {
+        flush::release();
+    }
+    coverage.connected_before = true;
+}
+
+/// The listener lost its connection. Called on the listener thread. Entries stay served
+/// (PostgreSQL may be down; the cache is then what still answers) and are flushed when it
+/// listens again.
+pub fn listener_disconnected() {
+    COVERAGE.lock().unwrap().connected = false;
+}
+
+/// The keyspace now holds entries no listener covered (a load from disk, a promotion):
+/// flush them now if the listener listens, else hold the cache until it does. Main thread.
+fn distrust(ctx: &Context, why: &str) {
+    let mut coverage = COVERAGE.lock().unwrap();
+    if !coverage.listening {
+        return;
+    }
+    ctx.log_notice(&format!(
+        "pgcache: {why}: cached rows may have missed invalidations; dropping them"
+    ));
+    if coverage.connected {
+        flush::start(ctx, &tunables::cache_prefix());
+    } else {
+        coverage.untrusted_entries = true;
+        flush::hold();
+    }
+}
+
+fn subscribe(ctx: &Context) {
+    // SAFETY: OnLoad context; the callbacks live as long as the module, and Redis drops the
+    // subscriptions at unload.
+    unsafe {
+        let subscribe = raw::RedisModule_SubscribeToServerEvent.unwrap();
+        subscribe(
+            ctx.ctx,
+            raw::RedisModuleEvent {
+                id: raw::REDISMODULE_EVENT_LOADING,
+                dataver: 1,
+            },
+            Some(on_loading),
+        );
+        subscribe(
+            ctx.ctx,
+            raw::RedisModuleEvent {
+                id: raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+                dataver: 1,
+            },
+            Some(on_role_changed),
+        );
+    }
+}
+
+unsafe extern "C" fn on_loading(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
+        crate::error::guard("the end of a load", || {
+            let context = Context::new(ctx);
+            // A replica's dataset is its primary's, kept fresh by the primary's deletions.
+            if !context.get_flags().contains(ContextFlags::SLAVE) {
+                distrust(&context, "data was loaded from disk");
+            }
+        });
+    }
+}
+
+unsafe extern "C" fn on_role_changed(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
+        crate::error::guard("a promotion to primary", || {
+            distrust(&Context::new(ctx), "this replica became a primary")
+        });
     }
 }
 
@@ -84,62 +255,141 @@ pub fn submit(changes: Changes) {
     if changes.is_empty() {
         return;
     }
-    MAILBOX.lock().unwrap().push(changes);
+    MAILBOX.lock().unwrap().push_back(changes);
     if !SCHEDULED.swap(true, Ordering::SeqCst) {
-        // SAFETY: thread-safe by contract; the callback takes no data.
-        unsafe {
-            raw::RedisModule_EventLoopAddOneShot.unwrap()(
-                Some(on_event_loop),
-                std::ptr::null_mut(),
-            );
-        }
+        wake::request();
     }
 }
 
-/// On the main thread (lock held): hand over to a timer, whose context replicates.
-extern "C" fn on_event_loop(_data: *mut c_void) {
-    let ctx = MODULE_CTX.load(Ordering::SeqCst);
-    // SAFETY: main thread with the lock; the module context lives until unload, which
-    // waits for `pending()` to clear.
+/// On the main thread, from the event loop: hand over to a timer, whose context replicates.
+fn on_wake() {
+    schedule(MODULE_CTX.load(Ordering::SeqCst));
+}
+
+fn schedule(ctx: *mut raw::RedisModuleCtx) {
+    if ctx.is_null() {
+        return;
+    }
+    // SAFETY: main thread with the lock; the context is the module's (or a timer's).
     unsafe {
         raw::RedisModule_CreateTimer.unwrap()(ctx, 0, Some(on_timer), std::ptr::null_mut());
     }
 }
 
 extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
-    crate::error::guard("applying invalidations", || apply_mailbox(ctx));
+    let more = crate::error::guard("applying invalidations", || apply_slice(ctx));
+    if more {
+        schedule(ctx);
+    }
 }
 
-fn apply_mailbox(ctx: *mut raw::RedisModuleCtx) {
+/// Applies queued changes for at most `SLICE`; true when some are left for another tick.
+fn apply_slice(ctx: *mut raw::RedisModuleCtx) -> bool {
     let context = Context::new(ctx);
+    let deadline = Instant::now() + SLICE;
     // Cleared before draining: changes queued from now on schedule a new wake-up.
     SCHEDULED.store(false, Ordering::SeqCst);
-    let batches = std::mem::take(&mut *MAILBOX.lock().unwrap());
-    for changes in batches {
-        apply(&context, &changes);
+    let mut dbs: Option<Vec<i32>> = None;
+    loop {
+        let Some(mut changes) = MAILBOX.lock().unwrap().pop_front() else {
+            return false;
+        };
+        start_flushes(&context, &mut changes);
+        let dbs = dbs.get_or_insert_with(|| cache::dbs_with_keys(&context));
+        while let Some((schema, pk)) = changes.deletes.pop() {
+            cache::delete_in(&context, &schema.cache_key(&pk.json), dbs);
+            stats::INVALIDATIONS_BY_POSTGRES.inc();
+            events::publish(&context, EventKind::Invalidate, &schema.display, &pk.json);
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        if !changes.deletes.is_empty() {
+            MAILBOX.lock().unwrap().push_front(changes);
+            // Keep SCHEDULED set: this tick's caller schedules the next one.
+            SCHEDULED.store(true, Ordering::SeqCst);
+            return true;
+        }
+        if Instant::now() >= deadline {
+            let more = !MAILBOX.lock().unwrap().is_empty();
+            SCHEDULED.fetch_or(more, Ordering::SeqCst);
+            return more;
+        }
     }
 }
 
-fn apply(ctx: &Context, changes: &Changes) {
-    if changes.flush_all {
-        ctx.log_warning(
-            "pgcache: invalidations may have been missed while the listener was disconnected; \
-             dropping every cached row",
-        );
+/// Starts what `changes` asks to flush (once; the deletions may take several ticks).
+fn start_flushes(ctx: &Context, changes: &mut Changes) {
+    if std::mem::take(&mut changes.resync) {
+        let reconnect = COVERAGE.lock().unwrap().connected_before;
+        ctx.log_warning(&format!(
+            "pgcache: invalidations may have been missed {}; dropping every cached row",
+            if reconnect {
+                "while the listener was disconnected"
+            } else {
+                "before the listener first connected"
+            }
+        ));
         flush::start(ctx, &tunables::cache_prefix());
+        flush::release();
     }
-    for db in cache::filled_dbs() {
-        // SAFETY: main thread; the timer's context is ours for this call.
-        unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db) };
-        for (schema, pk) in &changes.deletes {
-            cache::delete(ctx, &schema.cache_key(&pk.json));
+    stats::INVALIDATIONS_BY_POSTGRES.add(std::mem::take(&mut changes.keys_flushed));
+    for schema in std::mem::take(&mut changes.flushes) {
+        flush::start(ctx, &schema.key_prefix);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::schema::Column;
+
+    fn schema(name: &str) -> Arc<TableSchema> {
+        Arc::new(TableSchema::for_tests(
+            name,
+            vec![Column {
+                name: "id".into(),
+                cast_type: "integer".into(),
+                kind: crate::key::KeyKind::Integer {
+                    min: 0,
+                    max: i64::MAX.into(),
+                },
+            }],
+            vec!["id".into()],
+        ))
+    }
+
+    fn pk(n: usize) -> CanonicalPk {
+        CanonicalPk {
+            json: format!("{{\"id\":{n}}}"),
+            columns: vec![("id".into(), n.to_string())],
         }
     }
-    stats::INVALIDATIONS_BY_POSTGRES.add(changes.deletes.len() as u64);
-    for (schema, pk) in &changes.deletes {
-        events::publish(ctx, EventKind::Invalidate, &schema.display, &pk.json);
+
+    #[test]
+    fn bulk_changes_of_a_table_become_a_flush_and_keep_their_count() {
+        let (big, small) = (schema("big"), schema("small"));
+        let mut changes = Changes::default();
+        for n in 0..=BULK_KEYS {
+            changes.delete(big.clone(), pk(n));
+        }
+        changes.delete(small.clone(), pk(1));
+        changes.collapse_bulk();
+        assert_eq!(changes.deletes.len(), 1);
+        assert!(Arc::ptr_eq(&changes.deletes[0].0, &small));
+        assert_eq!(changes.flushes.len(), 1);
+        assert_eq!(changes.keys_flushed, BULK_KEYS as u64 + 1);
     }
-    for schema in &changes.flushes {
-        flush::start(ctx, &schema.key_prefix);
+
+    #[test]
+    fn changes_under_the_bulk_limit_stay_deletions() {
+        let t = schema("t");
+        let mut changes = Changes::default();
+        for n in 0..BULK_KEYS {
+            changes.delete(t.clone(), pk(n));
+        }
+        changes.collapse_bulk();
+        assert_eq!(changes.deletes.len(), BULK_KEYS);
+        assert!(changes.flushes.is_empty());
     }
 }

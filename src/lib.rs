@@ -21,6 +21,7 @@ pub mod requests;
 pub mod slowlog;
 pub mod stats;
 pub mod tunables;
+pub mod wake;
 pub mod worker;
 
 use redis_module::configuration::{
@@ -28,6 +29,7 @@ use redis_module::configuration::{
 };
 use redis_module::{Context, RedisError, RedisString, Status, raw, redis_module};
 use std::ffi::CString;
+use std::time::Duration;
 
 // Redis's allocator in the module; the system allocator in unit tests, which run without
 // a server.
@@ -257,30 +259,20 @@ unsafe extern "C" fn on_replica_change(
     }
 }
 
+/// CONFIG GET / SET of a `pgcache.*` setting. Redis calls these directly: a panic must not
+/// unwind into it, and a value with a NUL byte must still make a valid string.
 impl ConfigurationValue<RedisString> for tunables::Tunable {
     fn get(&self, _: &ConfigurationContext) -> RedisString {
-        RedisString::create(None, (self.get)().as_str())
+        let value = error::guard("reading a setting", || (self.get)());
+        RedisString::create_from_slice(std::ptr::null_mut(), value.as_bytes())
     }
     fn set(&self, _: &ConfigurationContext, value: RedisString) -> Result<(), RedisError> {
         let text = value.try_as_str()?;
-        (self.set)(text).map_err(|e| RedisError::String(format!("pgcache.{}: {e}", self.name)))
-    }
-}
-
-/// Overwrites the password inside the module's argument strings, which Redis keeps and shows
-/// in MODULE LIST. The strings are Redis's, and the write stays within their length.
-fn mask_in_module_args(args: &[RedisString], password: &str) {
-    for arg in args {
-        let mut len = 0usize;
-        // SAFETY: the argument strings live as long as the module; the bytes are overwritten
-        // in place, never resized.
-        unsafe {
-            let ptr = raw::RedisModule_StringPtrLen.unwrap()(arg.inner, &mut len);
-            if !ptr.is_null() {
-                let bytes = std::slice::from_raw_parts_mut(ptr as *mut u8, len);
-                config::mask_secret(bytes, password.as_bytes());
-            }
-        }
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.set)(text)))
+            .unwrap_or_else(|_| Err("internal error; the setting was not changed".into()))
+            .map_err(|e| {
+                RedisError::String(format!("pgcache.{}: {}", self.name, e.replace('\0', "\\0")))
+            })
     }
 }
 
@@ -298,13 +290,11 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
     };
     if settings.pg.password().is_some_and(config::is_masked) {
         ctx.log_warning(
-            "pgcache: setting pg_password: the value is pgcache's mask (CONFIG REWRITE saved the \
-             masked argument); give the password through PGPASSWORD, PGCACHE_PG_PASSWORD or a passfile",
+            "pgcache: setting pg_password: the value is the mask an earlier pgcache version \
+             left in the module arguments (CONFIG REWRITE saved it); put the real password \
+             back in the loadmodule line, or give it through PGPASSWORD, PGCACHE_PG_PASSWORD or a passfile",
         );
         return Status::Err;
-    }
-    if let Some(password) = settings.pg.password() {
-        mask_in_module_args(args_raw, password);
     }
     tunables::init(&settings);
     pg::schema::clear_cache();
@@ -390,16 +380,29 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
         let _ = worker::stop();
         return Status::Err;
     }
-    invalidation::init(ctx);
+    if let Err(e) = invalidation::init(ctx, settings.listen) {
+        ctx.log_warning(&format!(
+            "pgcache: cannot set up the invalidation hand-over: {e}"
+        ));
+        metrics::stop();
+        let _ = worker::stop();
+        return Status::Err;
+    }
     if settings.listen
         && let Err(e) = pg::listener::start(pool, settings.invalidation_channel.clone())
     {
         ctx.log_warning(&format!(
             "pgcache: cannot start the invalidation listener: {e}"
         ));
+        invalidation::deinit();
         metrics::stop();
         let _ = worker::stop();
         return Status::Err;
+    }
+    if settings.listen {
+        pg::listener::wait_for_first_attempt(
+            settings.pg.connect_timeout + Duration::from_millis(500),
+        );
     }
     ctx.log_notice(&format!(
         "pgcache {} loaded: PostgreSQL {}, {} workers, pool {}, queue {}, default TTL {} s",

@@ -68,36 +68,47 @@ pub fn parse_payload(text: &str) -> Result<Payload, String> {
     })
 }
 
-/// The canonical keys a payload names, given the table's schema.
-pub fn keys_of(payload: &Payload, schema: &TableSchema) -> Result<Vec<CanonicalPk>, String> {
-    if schema.primary_key.is_empty() {
-        return Err(format!(
-            "{} has no primary key, so a notification cannot name its cache keys",
-            schema.display
-        ));
-    }
+/// The canonical keys a payload names, given the table's schema, and why some key could not
+/// be read, if one could not (its value stays out of the reason: it is row data).
+pub fn keys_of(payload: &Payload, schema: &TableSchema) -> (Vec<CanonicalPk>, Option<String>) {
     let mut keys: Vec<CanonicalPk> = Vec::new();
+    let mut unreadable = None;
     for row in &payload.rows {
-        let Value::Object(fields) = row else {
-            return Err("a key is not a JSON object".into());
-        };
-        let mut pk = serde_json::Map::new();
-        for column in &schema.primary_key {
-            let value = fields
-                .get(column)
-                .ok_or_else(|| format!("no value for key column {column:?}"))?;
-            pk.insert(column.clone(), value.clone());
-        }
-        let canonical = key::canonicalise_value(&Value::Object(pk), schema)?;
-        if !keys.contains(&canonical) {
-            keys.push(canonical);
+        match key_of(row, schema) {
+            Ok(canonical) => {
+                if !keys.contains(&canonical) {
+                    keys.push(canonical);
+                }
+            }
+            Err(why) => unreadable = Some(why),
         }
     }
-    Ok(keys)
+    (keys, unreadable)
+}
+
+fn key_of(row: &Value, schema: &TableSchema) -> Result<CanonicalPk, String> {
+    let Value::Object(fields) = row else {
+        return Err("a key is not a JSON object".into());
+    };
+    let mut pk = serde_json::Map::new();
+    for column in &schema.primary_key {
+        let value = fields
+            .get(column)
+            .ok_or_else(|| format!("no value for key column {column:?}"))?;
+        pk.insert(column.clone(), value.clone());
+    }
+    key::canonicalise_value(&Value::Object(pk), schema).map_err(|_| {
+        format!(
+            "a value of the key columns {:?} is not valid for their type",
+            schema.primary_key
+        )
+    })
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static CONNECTED: AtomicBool = AtomicBool::new(false);
+/// The first connection attempt since `start` has ended, one way or the other.
+static ATTEMPTED: AtomicBool = AtomicBool::new(false);
 static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
 
 pub fn connected() -> bool {
@@ -107,6 +118,7 @@ pub fn connected() -> bool {
 /// Starts the listener thread on `channel`.
 pub fn start(pool: Arc<Pool>, channel: String) -> std::io::Result<()> {
     STOP.store(false, Ordering::SeqCst);
+    ATTEMPTED.store(false, Ordering::SeqCst);
     let handle = std::thread::Builder::new()
         .name("pgcache-listener".into())
         .spawn(move || run(&pool, &channel))?;
@@ -119,6 +131,16 @@ pub fn stop() {
     STOP.store(true, Ordering::SeqCst);
     if let Some(handle) = THREAD.lock().unwrap().take() {
         let _ = handle.join();
+    }
+}
+
+/// Waits (at most `limit`) for the first connection attempt to end, so that a server
+/// starting with PostgreSQL up caches from its first request on (the cache is held until
+/// the listener listens).
+pub fn wait_for_first_attempt(limit: Duration) {
+    let until = Instant::now() + limit;
+    while !ATTEMPTED.load(Ordering::SeqCst) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -136,23 +158,20 @@ fn pause(total: Duration) {
 
 fn run(pool: &Pool, channel: &str) {
     let mut backoff = Duration::from_millis(100);
-    let mut connected_before = false;
     while !stopping() {
-        match listen(pool, channel) {
+        let attempt = listen(pool, channel);
+        ATTEMPTED.store(true, Ordering::SeqCst);
+        match attempt {
             Ok(mut conn) => {
                 backoff = Duration::from_millis(100);
                 CONNECTED.store(true, Ordering::SeqCst);
-                if connected_before {
-                    // Notifications sent while we were away are lost: nothing cached
-                    // before this point may be trusted.
-                    invalidation::submit(invalidation::Changes::everything());
-                }
-                connected_before = true;
+                invalidation::listener_connected();
                 redis_module::logging::log_notice(format!(
                     "pgcache: listening for invalidations on channel {channel}"
                 ));
                 let reason = receive(&mut conn);
                 CONNECTED.store(false, Ordering::SeqCst);
+                invalidation::listener_disconnected();
                 if !stopping() {
                     redis_module::logging::log_warning(format!(
                         "pgcache: invalidation listener lost its connection ({reason}); reconnecting"
@@ -229,35 +248,61 @@ fn receive(conn: &mut Connection) -> String {
 fn handle(conn: &mut Connection, payloads: &[String]) {
     let mut changes = invalidation::Changes::default();
     for text in payloads {
-        let result = parse_payload(text).and_then(|payload| {
-            // Triggers may watch more tables than the allowlist caches: nothing of those
-            // tables is cached, so there is nothing to do (and nothing worth a warning).
-            if let Ok(name) = crate::ident::parse_table(&payload.table)
-                && !crate::tunables::table_allowed(&name)
-            {
-                redis_module::logging::log_verbose(format!(
-                    "pgcache: ignoring a notification for {}, outside the tables allowlist",
-                    name.display()
+        let payload = match parse_payload(text) {
+            Ok(p) => p,
+            Err(e) => {
+                // Which rows changed is unknown: nothing cached can be trusted. The payload
+                // (row data) stays out of the log.
+                redis_module::logging::log_warning(format!(
+                    "pgcache: an invalidation notification could not be read ({e}); dropping \
+                     every cached row"
                 ));
-                return Ok(());
+                changes = invalidation::Changes::everything();
+                continue;
             }
-            let schema = schema::resolve(conn, &payload.table).map_err(|e| e.0)?;
-            if payload.flush || schema.primary_key.is_empty() {
-                changes.flush(schema);
-            } else {
-                for key in keys_of(&payload, &schema)? {
-                    changes.delete(schema.clone(), key);
-                }
-            }
-            Ok(())
-        });
-        if let Err(e) = result {
-            redis_module::logging::log_warning(format!(
-                "pgcache: ignoring invalidation notification: {e}; payload: {}",
-                text.chars().take(200).collect::<String>()
+        };
+        // Triggers may watch more tables than the allowlist caches: nothing of those tables
+        // is cached, so there is nothing to do (and nothing worth a warning).
+        if let Ok(name) = crate::ident::parse_table(&payload.table)
+            && !crate::tunables::table_allowed(&name)
+        {
+            redis_module::logging::log_verbose(format!(
+                "pgcache: ignoring a notification for {}, outside the tables allowlist",
+                name.display()
             ));
+            continue;
+        }
+        let schema = match schema::resolve(conn, &payload.table) {
+            Ok(schema) => schema,
+            Err(e) => {
+                redis_module::logging::log_warning(format!(
+                    "pgcache: a notification names table {:?}, which cannot be resolved ({}); \
+                     dropping every cached row",
+                    payload.table, e.0
+                ));
+                changes = invalidation::Changes::everything();
+                continue;
+            }
+        };
+        if payload.flush || schema.primary_key.is_empty() {
+            changes.flush(schema);
+            continue;
+        }
+        let (keys, unreadable) = keys_of(&payload, &schema);
+        for key in keys {
+            changes.delete(schema.clone(), key);
+        }
+        if let Some(why) = unreadable {
+            // The row it names cannot be found among the entries: drop the table's.
+            redis_module::logging::log_warning(format!(
+                "pgcache: a notification for {} names a key pgcache cannot read ({why}); \
+                 dropping the table's cached rows",
+                schema.display
+            ));
+            changes.flush(schema);
         }
     }
+    changes.collapse_bulk();
     invalidation::submit(changes);
 }
 
@@ -296,7 +341,7 @@ mod tests {
                 .unwrap();
         assert_eq!(p.table, "public.users");
         let keys: Vec<String> = keys_of(&p, &users())
-            .unwrap()
+            .0
             .into_iter()
             .map(|k| k.json)
             .collect();
@@ -310,18 +355,18 @@ mod tests {
         )
         .unwrap();
         let keys: Vec<String> = keys_of(&p, &users())
-            .unwrap()
+            .0
             .into_iter()
             .map(|k| k.json)
             .collect();
         assert_eq!(keys, vec![r#"{"id":1}"#, r#"{"id":5}"#]);
         let insert = parse_payload(r#"{"table":"users","operation":"INSERT","old_data":null,"new_data":{"id":3,"name":"x"}}"#).unwrap();
-        assert_eq!(keys_of(&insert, &users()).unwrap().len(), 1);
+        assert_eq!(keys_of(&insert, &users()).0.len(), 1);
         let same = parse_payload(
             r#"{"table":"users","operation":"UPDATE","old_data":{"id":3},"new_data":{"id":3}}"#,
         )
         .unwrap();
-        assert_eq!(keys_of(&same, &users()).unwrap().len(), 1);
+        assert_eq!(keys_of(&same, &users()).0.len(), 1);
     }
 
     #[test]
@@ -344,6 +389,18 @@ mod tests {
                 .contains("keys")
         );
         let p = parse_payload(r#"{"table":"users","keys":[{"name":"x"}]}"#).unwrap();
-        assert!(keys_of(&p, &users()).unwrap_err().contains("key column"));
+        assert!(keys_of(&p, &users()).1.unwrap().contains("key column"));
+    }
+
+    #[test]
+    fn one_unreadable_key_leaves_the_others_and_keeps_its_value_out_of_the_reason() {
+        let p =
+            parse_payload(r#"{"table":"users","keys":[{"id":1},{"id":"secret-value"},{"id":3}]}"#)
+                .unwrap();
+        let (keys, unreadable) = keys_of(&p, &users());
+        let keys: Vec<String> = keys.into_iter().map(|k| k.json).collect();
+        assert_eq!(keys, vec![r#"{"id":1}"#, r#"{"id":3}"#]);
+        let why = unreadable.unwrap();
+        assert!(!why.contains("secret-value"), "{why}");
     }
 }

@@ -546,6 +546,16 @@ impl Redis {
     /// Stops the server and starts it again with the same arguments, directory and port.
     pub fn restart(&mut self) {
         self.kill();
+        self.start_again();
+    }
+
+    /// Kills the server (as SHUTDOWN NOSAVE would stop it), keeping its directory.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts a stopped server again with the same arguments, directory and port.
+    pub fn start_again(&mut self) {
         self.spawn()
             .unwrap_or_else(|log| panic!("server did not restart:\n{log}"));
     }
@@ -715,6 +725,24 @@ pub fn json(s: &str) -> serde_json::Value {
 
 /// The shipped trigger SQL, installed by tests that need invalidation from PostgreSQL.
 pub const TRIGGER_SQL: &str = include_str!("../../examples/invalidation_trigger.sql");
+
+/// Reads `pk` until its row is cached (the first reads after a start are answered but not
+/// cached until the invalidation listener listens), and returns the row.
+pub fn read_until_cached(con: &mut redis::Connection, table: &str, pk: &str) -> String {
+    let key = format!("pg_cache:{table}:{pk}");
+    wait_for(
+        &format!("{key} to be cached"),
+        Duration::from_secs(10),
+        || {
+            let row = read(con, table, pk).unwrap().expect("a row");
+            redis::cmd("EXISTS")
+                .arg(&key)
+                .query::<bool>(con)
+                .unwrap()
+                .then_some(row)
+        },
+    )
+}
 
 /// Waits until `key` no longer exists.
 pub fn wait_gone(con: &mut redis::Connection, key: &str) {

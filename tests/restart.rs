@@ -1,0 +1,167 @@
+//! What a restart, a reload or a promotion may serve: never a row changed in PostgreSQL while
+//! nothing listened, and a server restarts with the settings it had.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn watched_users() -> Stack {
+    Stack::start(&format!(
+        "{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users');"
+    ))
+}
+
+fn name_of(row: &str) -> String {
+    json(row)["name"].as_str().unwrap().to_string()
+}
+
+fn select(con: &mut redis::Connection, db: i64) {
+    let _: () = redis::cmd("SELECT").arg(db).query(con).unwrap();
+}
+
+#[test]
+fn a_restart_from_an_rdb_serves_no_row_changed_while_the_server_was_down() {
+    let mut stack = watched_users();
+    let mut con = stack.con();
+    read_until_cached(&mut con, "users", r#"{"id":5}"#);
+    select(&mut con, 3);
+    read_until_cached(&mut con, "users", r#"{"id":6}"#);
+    let _: () = redis::cmd("SAVE").query(&mut con).unwrap();
+    stack.redis.stop();
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'changed-while-down' WHERE id IN (5, 6)");
+    stack.redis.start_again();
+
+    let mut con = stack.con();
+    let row = read(&mut con, "users", r#"{"id":5}"#).unwrap().unwrap();
+    assert_eq!(name_of(&row), "changed-while-down");
+    select(&mut con, 3);
+    let row = read(&mut con, "users", r#"{"id":6}"#).unwrap().unwrap();
+    assert_eq!(name_of(&row), "changed-while-down");
+
+    // Entries cached after the restart, in any DB, are invalidated by later changes.
+    read_until_cached(&mut con, "users", r#"{"id":6}"#);
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'after-restart' WHERE id = 6");
+    wait_gone(&mut con, r#"pg_cache:users:{"id":6}"#);
+    let row = read(&mut con, "users", r#"{"id":6}"#).unwrap().unwrap();
+    assert_eq!(name_of(&row), "after-restart");
+}
+
+#[test]
+fn invalidations_reach_entries_in_every_db_even_those_another_process_filled() {
+    let mut stack = watched_users();
+    let mut con = stack.con();
+    select(&mut con, 7);
+    read_until_cached(&mut con, "users", r#"{"id":9}"#);
+    let _: () = redis::cmd("SAVE").query(&mut con).unwrap();
+    stack.redis.restart();
+    let mut con = stack.con();
+    select(&mut con, 7);
+    // The restarted server drops what it loaded; cache the row again in DB 7 through a
+    // plain SET, as an entry an earlier process left there would be.
+    wait_for(
+        "the loaded entries to be dropped",
+        Duration::from_secs(10),
+        || {
+            let n: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+            (n == 0).then_some(())
+        },
+    );
+    let _: () = redis::cmd("SET")
+        .arg(r#"pg_cache:users:{"id":9}"#)
+        .arg(r#"{"id":9,"name":"old"}"#)
+        .query(&mut con)
+        .unwrap();
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'new' WHERE id = 9");
+    wait_gone(&mut con, r#"pg_cache:users:{"id":9}"#);
+}
+
+#[test]
+fn entries_present_when_the_module_loads_are_not_served() {
+    let stack = watched_users();
+    let mut con = stack.con();
+    read_until_cached(&mut con, "users", r#"{"id":3}"#);
+    let _: String = redis::cmd("MODULE")
+        .arg("UNLOAD")
+        .arg("pgcache")
+        .query(&mut con)
+        .unwrap();
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'changed-while-unloaded' WHERE id = 3");
+    let mut load = redis::cmd("MODULE");
+    load.arg("LOAD").arg(module_path().to_str().unwrap());
+    for a in stack.pg.module_args() {
+        load.arg(a);
+    }
+    let _: String = load.query(&mut con).unwrap();
+    let row = read(&mut con, "users", r#"{"id":3}"#).unwrap().unwrap();
+    assert_eq!(name_of(&row), "changed-while-unloaded");
+}
+
+#[test]
+fn a_promoted_replica_serves_no_row_its_old_primary_could_not_invalidate() {
+    let mut stack = watched_users();
+    let replica = stack.start_replica();
+    let mut con = stack.con();
+    read_until_cached(&mut con, "users", r#"{"id":4}"#);
+    let mut rcon = replica.connection();
+    wait_for("the entry on the replica", Duration::from_secs(10), || {
+        redis::cmd("EXISTS")
+            .arg(r#"pg_cache:users:{"id":4}"#)
+            .query::<bool>(&mut rcon)
+            .unwrap()
+            .then_some(())
+    });
+    // The primary dies; the change it would have invalidated reaches nobody who can write.
+    stack.redis.stop();
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'changed-after-failover' WHERE id = 4");
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut rcon)
+        .unwrap();
+    let row = read(&mut rcon, "users", r#"{"id":4}"#).unwrap().unwrap();
+    assert_eq!(name_of(&row), "changed-after-failover");
+    // The promoted replica now invalidates as a primary.
+    read_until_cached(&mut rcon, "users", r#"{"id":4}"#);
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'later' WHERE id = 4");
+    wait_gone(&mut rcon, r#"pg_cache:users:{"id":4}"#);
+}
+
+#[test]
+fn a_server_with_the_password_in_its_loadmodule_line_restarts_after_config_rewrite() {
+    let pg = Pg::start();
+    pg.execute(USERS_SQL);
+    let mut redis = Redis::start_configured(&pg.module_args(), &[]);
+    let mut con = redis.connection();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap();
+    let _: String = redis::cmd("PGCACHE.HOOK")
+        .arg(&["ADD", "h", "ON", "write", "PUBLISH", "somewhere"])
+        .query(&mut con)
+        .unwrap();
+    let _: String = redis::cmd("CONFIG").arg("REWRITE").query(&mut con).unwrap();
+
+    redis.restart();
+    let mut con = redis.connection();
+    let row = read(&mut con, "users", r#"{"id":2}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["id"], 2);
+    // Still out of everything but the admin's own view of the loadmodule line.
+    let info: String = redis::cmd("INFO")
+        .arg("everything")
+        .query(&mut con)
+        .unwrap();
+    let health: redis::Value = redis::cmd("PGCACHE.HEALTH").query(&mut con).unwrap();
+    for out in [redis.log(), info, format!("{health:?}")] {
+        assert!(!out.contains(PG_PASSWORD), "password leaked in: {out}");
+    }
+}
