@@ -363,6 +363,7 @@ mod tests {
         CanonicalPk {
             json: format!("{{\"id\":{n}}}"),
             columns: vec![("id".into(), n.to_string())],
+            unconfirmed: false,
         }
     }
 

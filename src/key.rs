@@ -4,9 +4,12 @@
 //! `<cache_prefix><table>:<canonical pk>` where the canonical pk is compact JSON with the key
 //! columns sorted by name (byte order) and each value in the form PostgreSQL's `row_to_json`
 //! gives its type: integers and decimals as bare numbers without redundant zeros, booleans as
-//! `true`/`false`, uuids as lower-case strings, everything else as strings.
+//! `true`/`false`, uuids as lower-case strings, text as itself. Values of every other type
+//! (dates, timestamps, `char(n)`, `citext`, `inet`, ...) are spelled as PostgreSQL renders them
+//! in JSON after reading the client's text, which only PostgreSQL can do: such a key is
+//! *unconfirmed* until `pg::normalise` has asked it (see `KeyKind::Rendered`).
 //! So `{"id":7}`, `{ "id" : 7 }` and `{"id":"7"}` (integer column) are all `{"id":7}`, and a key
-//! computed from a row PostgreSQL rendered lands on the same entry.
+//! computed from a row PostgreSQL rendered (an invalidation) lands on the same entry.
 
 use serde_json::Value;
 
@@ -25,8 +28,24 @@ pub enum KeyKind {
     Decimal,
     Bool,
     Uuid,
-    /// Any other type: compared through PostgreSQL's text input of the column type.
+    /// text, varchar, name and enums: the value is its own canonical spelling.
     Text,
+    /// Any other type: many client spellings name one value (`2024-01-01 10:00` and
+    /// `2024-01-01T10:00:00` for a timestamp), so PostgreSQL spells it canonically.
+    Rendered(Rendering),
+}
+
+/// How PostgreSQL's canonical spelling of a `Rendered` value is made (`pg::normalise`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rendering {
+    /// The type's JSON rendering.
+    Plain,
+    /// char(n): without the padding, which equality ignores.
+    BlankPadded,
+    /// citext: lower-cased, as its equality compares.
+    CaseInsensitive,
+    /// timestamptz: in UTC, whatever the session's time zone.
+    Instant,
 }
 
 /// A parsed, validated, canonical key.
@@ -36,6 +55,9 @@ pub struct CanonicalPk {
     pub json: String,
     /// `(column, value as text)` sorted by column: the query parameters.
     pub columns: Vec<(String, String)>,
+    /// Some value is of a `Rendered` kind and still spelled as the client wrote it:
+    /// `json` names no cache entry until PostgreSQL confirmed the spelling.
+    pub unconfirmed: bool,
 }
 
 /// What the key of one table may and must contain.
@@ -47,6 +69,26 @@ pub trait KeyColumns {
     fn required(&self) -> Option<Vec<&str>>;
     /// The table's display name, for error messages.
     fn table_name(&self) -> &str;
+}
+
+impl CanonicalPk {
+    /// This key with PostgreSQL's spellings of its `Rendered` values (`(column, JSON
+    /// scalar)`): the canonical JSON. The query parameters stay as the client sent them.
+    pub fn confirmed(mut self, rendered: &[(String, String)]) -> Result<CanonicalPk, String> {
+        let not_json = |e: serde_json::Error| format!("PostgreSQL's spelling is not JSON ({e})");
+        // Columns sorted by name, values compact: re-serialising keeps the canonical form.
+        let mut map: serde_json::Map<String, Value> =
+            serde_json::from_str(&self.json).map_err(not_json)?;
+        for (column, spelled) in rendered {
+            map.insert(
+                column.clone(),
+                serde_json::from_str(spelled).map_err(not_json)?,
+            );
+        }
+        self.json = Value::Object(map).to_string();
+        self.unconfirmed = false;
+        Ok(self)
+    }
 }
 
 /// Builds the cache key for a canonical pk.
@@ -123,9 +165,13 @@ fn already_canonical(pk_json: &[u8], table: &dyn KeyColumns) -> Option<Canonical
             return None;
         }
     }
+    let unconfirmed = columns
+        .iter()
+        .any(|(c, _)| matches!(table.kind_of(c), Some(KeyKind::Rendered(_))));
     Some(CanonicalPk {
         json: text.to_string(),
         columns,
+        unconfirmed,
     })
 }
 
@@ -183,10 +229,12 @@ pub fn canonicalise_value(value: &Value, table: &dyn KeyColumns) -> Result<Canon
     // serde_json's map is ordered by key bytes, which is the canonical order.
     let mut json = String::from("{");
     let mut columns = Vec::with_capacity(map.len());
+    let mut unconfirmed = false;
     for (i, (column, value)) in map.iter().enumerate() {
         let kind = table
             .kind_of(column)
             .ok_or_else(|| format!("column {column:?} does not exist in {}", table.table_name()))?;
+        unconfirmed |= matches!(kind, KeyKind::Rendered(_));
         let (text, as_json) = canonical_value(kind, value)
             .map_err(|e| format!("bad value for column {column:?}: {e}"))?;
         if i > 0 {
@@ -198,7 +246,11 @@ pub fn canonicalise_value(value: &Value, table: &dyn KeyColumns) -> Result<Canon
         columns.push((column.clone(), text));
     }
     json.push('}');
-    Ok(CanonicalPk { json, columns })
+    Ok(CanonicalPk {
+        json,
+        columns,
+        unconfirmed,
+    })
 }
 
 fn json_type_name(value: &Value) -> &'static str {
@@ -241,7 +293,9 @@ fn canonical_value(kind: KeyKind, value: &Value) -> Result<(String, String), Str
             let u = canonical_uuid(&scalar)?;
             Ok((u.clone(), Value::String(u).to_string()))
         }
-        KeyKind::Text => Ok((scalar.clone(), Value::String(scalar).to_string())),
+        KeyKind::Text | KeyKind::Rendered(_) => {
+            Ok((scalar.clone(), Value::String(scalar).to_string()))
+        }
     }
 }
 
@@ -491,6 +545,32 @@ mod tests {
         for bad in ["", "abc", "1.2.3", "1e", "1e99999", "."] {
             assert!(canonical_decimal(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn keys_postgresql_spells_stay_unconfirmed_until_it_has() {
+        let t = Table {
+            pk: Some(vec!["at", "id"]),
+            cols: vec![("at", KeyKind::Rendered(Rendering::Plain)), ("id", INT4)],
+        };
+        for spelling in [
+            r#"{"at":"2024-01-02 03:04:05","id":7}"#,
+            r#"{ "id": "7", "at": "2024-01-02 03:04:05" }"#,
+        ] {
+            let pk = canonicalise(spelling.as_bytes(), &t).unwrap();
+            assert!(pk.unconfirmed, "{spelling}");
+            assert_eq!(pk.columns[0], ("at".into(), "2024-01-02 03:04:05".into()));
+            let confirmed = pk
+                .confirmed(&[("at".into(), r#""2024-01-02T03:04:05""#.into())])
+                .unwrap();
+            assert!(!confirmed.unconfirmed);
+            assert_eq!(confirmed.json, r#"{"at":"2024-01-02T03:04:05","id":7}"#);
+            assert_eq!(
+                confirmed.columns[0].1, "2024-01-02 03:04:05",
+                "the query still binds what the client sent"
+            );
+        }
+        assert!(!canonicalise(br#"{"id":7}"#, &users()).unwrap().unconfirmed);
     }
 
     #[test]

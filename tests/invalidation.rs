@@ -255,3 +255,192 @@ fn notifications_for_tables_outside_the_allowlist_are_skipped_quietly() {
         "no warning for a table pgcache does not cache:\n{log}"
     );
 }
+
+fn figure(con: &mut redis::Connection, name: &str) -> i64 {
+    redis::from_redis_value(map_reply(con, "PGCACHE.STATS")[name].clone()).unwrap()
+}
+
+fn exists(con: &mut redis::Connection, key: &str) -> bool {
+    redis::cmd("EXISTS").arg(key).query(con).unwrap()
+}
+
+#[test]
+fn a_bulk_update_flushes_the_table_in_slices_and_counts_every_key() {
+    const ROWS: i64 = 20_000;
+    let stack = Stack::start(&format!(
+        "{TRIGGER_SQL}
+         CREATE TABLE bulk (id integer PRIMARY KEY, v text);
+         INSERT INTO bulk SELECT g, 'v' FROM generate_series(1, {ROWS}) g;
+         SELECT pgcache_watch('bulk');
+         CREATE TABLE other (id integer PRIMARY KEY);
+         INSERT INTO other VALUES (1);"
+    ));
+    let mut con = stack.con();
+    multiread(&mut con, "bulk", &id_array(1..=500)).unwrap();
+    read_until_cached(&mut con, "other", r#"{"id":1}"#);
+    let flushes = figure(&mut con, "flushes");
+
+    stack.pg.execute("UPDATE bulk SET v = 'w'");
+    wait_keys_at_most(&mut con, "pg_cache:bulk:*", 0);
+    wait_for("every key counted", Duration::from_secs(20), || {
+        (figure(&mut con, "invalidations_by_postgres") == ROWS).then_some(())
+    });
+    assert!(
+        figure(&mut con, "flushes") > flushes,
+        "a flush, not 20,000 deletions"
+    );
+    assert!(
+        exists(&mut con, r#"pg_cache:other:{"id":1}"#),
+        "other tables keep theirs"
+    );
+    let row = read(&mut con, "bulk", r#"{"id":7}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["v"], "w");
+}
+
+fn notify(stack: &Stack, payload: &str) {
+    let mut client = stack.pg.client();
+    client
+        .execute("SELECT pg_notify('cache_invalidation', $1)", &[&payload])
+        .unwrap();
+}
+
+#[test]
+fn an_unreadable_key_flushes_its_table_and_the_other_keys_still_go() {
+    let stack = Stack::start(&format!(
+        "{USERS_SQL} CREATE TABLE other (id integer PRIMARY KEY); INSERT INTO other VALUES (1);"
+    ));
+    let mut con = stack.con();
+    for id in [1, 2, 3] {
+        read_until_cached(&mut con, "users", &format!(r#"{{"id":{id}}}"#));
+    }
+    read_until_cached(&mut con, "other", r#"{"id":1}"#);
+    notify(
+        &stack,
+        r#"{"table":"public.users","keys":[{"id":1},{"id":"secret-row-data"}]}"#,
+    );
+    wait_keys_at_most(&mut con, "pg_cache:users:*", 0);
+    assert!(exists(&mut con, r#"pg_cache:other:{"id":1}"#));
+
+    // A payload that cannot be read at all: nothing cached can be trusted.
+    read_until_cached(&mut con, "users", r#"{"id":2}"#);
+    notify(&stack, "not json, with secret-row-data");
+    wait_keys_at_most(&mut con, "pg_cache:*", 0);
+    assert!(
+        !stack.redis.log().contains("secret-row-data"),
+        "row data in the log"
+    );
+}
+
+#[test]
+fn unloading_right_after_a_burst_of_changes_keeps_the_server_up() {
+    let mut stack = watched_users();
+    let mut con = stack.con();
+    for round in 0..5 {
+        multiread(&mut con, "users", &id_array(1..=100)).unwrap();
+        let mut pg = stack.pg.client();
+        for id in 1..=100 {
+            pg.execute(
+                "UPDATE users SET name = $1 WHERE id = $2",
+                &[&format!("r{round}"), &id],
+            )
+            .unwrap();
+        }
+        // Redis refuses the unload while a timer of ours is pending; retry until it is done.
+        wait_for("the unload", Duration::from_secs(20), || {
+            redis::cmd("MODULE")
+                .arg("UNLOAD")
+                .arg("pgcache")
+                .query::<String>(&mut con)
+                .ok()
+        });
+        // Notifications the unloaded module never applied must not bring the server down.
+        let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+        assert_eq!(pong, "PONG");
+        assert!(stack.redis.alive());
+        let mut load = redis::cmd("MODULE");
+        load.arg("LOAD").arg(module_path().to_str().unwrap());
+        for a in stack.pg.module_args() {
+            load.arg(a);
+        }
+        let _: String = load.query(&mut con).unwrap();
+    }
+    let row = read(&mut con, "users", r#"{"id":1}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["name"], "r4");
+    assert!(stack.redis.alive());
+}
+
+#[test]
+fn keys_of_types_postgresql_spells_are_invalidated_whatever_the_client_wrote() {
+    let stack = Stack::start(TRIGGER_SQL);
+    let citext = stack
+        .pg
+        .client()
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS citext")
+        .is_ok();
+    // (table, key column type, value inserted, the client's spelling of the key)
+    let mut cases = vec![
+        (
+            "k_ts",
+            "timestamp",
+            "2024-01-02 03:04:05",
+            "2024-01-02 03:04:05.000",
+        ),
+        (
+            "k_tstz",
+            "timestamptz",
+            "2024-01-02 03:04:05+00",
+            "2024-01-02 05:04:05+02",
+        ),
+        ("k_date", "date", "2024-01-02", "20240102"),
+        ("k_char", "char(4)", "ab", "ab"),
+        (
+            "k_uuid",
+            "uuid",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+        ),
+    ];
+    if citext {
+        cases.push(("k_citext", "citext", "MiXed", "mixed"));
+    }
+    for (table, ty, value, _) in &cases {
+        stack.pg.execute(&format!(
+            "CREATE TABLE {table} (k {ty} PRIMARY KEY, v text);
+             INSERT INTO {table} VALUES ('{value}', 'old');
+             SELECT pgcache_watch('{table}');"
+        ));
+    }
+    let mut con = stack.con();
+    for (table, _, _, spelling) in &cases {
+        let pk = format!(r#"{{"k":"{spelling}"}}"#);
+        let row = read(&mut con, table, &pk).unwrap().expect(table);
+        assert_eq!(json(&row)["v"], "old", "{table}");
+        let pattern = format!("pg_cache:{table}:*");
+        wait_for(&format!("{table} cached"), Duration::from_secs(10), || {
+            read(&mut con, table, &pk).unwrap();
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut con).unwrap();
+            (keys.len() == 1).then_some(())
+        });
+        // The writer's session has another time zone than pgcache's: the trigger's
+        // rendering of a timestamptz differs, the instant does not.
+        stack.pg.execute(&format!(
+            "SET TimeZone = 'Asia/Tokyo'; UPDATE {table} SET v = 'new'"
+        ));
+        wait_keys_at_most(&mut con, &pattern, 0);
+        let row = read(&mut con, table, &pk).unwrap().unwrap();
+        assert_eq!(json(&row)["v"], "new", "{table}");
+        // PGCACHE.INVALIDATE with the client's spelling reaches the same entry.
+        wait_for(
+            &format!("{table} cached again"),
+            Duration::from_secs(10),
+            || {
+                read(&mut con, table, &pk).unwrap();
+                let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut con).unwrap();
+                (keys.len() == 1).then_some(())
+            },
+        );
+        invalidate(&mut con, table, &pk).unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut con).unwrap();
+        assert!(keys.is_empty(), "{table}: INVALIDATE missed {keys:?}");
+    }
+}

@@ -11,6 +11,8 @@ pub mod write;
 
 use crate::config;
 use crate::error::{Error, Result};
+use crate::key::{self, CanonicalPk};
+use crate::pg::normalise;
 use crate::pg::schema::{self, TableSchema};
 use crate::reply::{self, Reply};
 use crate::requests;
@@ -176,6 +178,37 @@ where
         Box::new(move |client| {
             let schema = schema::resolve(client, &table)?;
             let completion: Completion = Box::new(move |ctx| then(ctx, schema));
+            Ok(completion)
+        }),
+    )
+}
+
+/// Calls `then` on the main thread with the table's schema and the canonical key of
+/// `pk_arg`: right away when both are known here, else after a worker read the schema from
+/// the catalog or had PostgreSQL spell the key (`normalise`).
+pub fn with_key<F>(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], then: F) -> Reply
+where
+    F: FnOnce(&Context, Arc<TableSchema>, CanonicalPk) -> Reply + Send + 'static,
+{
+    if let Some(schema) = schema::cached(table_arg) {
+        match key::canonicalise(pk_arg, &*schema) {
+            Ok(pk) if !pk.unconfirmed => return then(ctx, schema, pk),
+            Ok(_) => {}
+            Err(e) => return Error::new(e).into(),
+        }
+    }
+    let table = match utf8(table_arg, "table name").and_then(|t| schema::admit(t).map(|_| t)) {
+        Ok(t) => t.to_string(),
+        Err(e) => return e.into(),
+    };
+    let pk_arg = pk_arg.to_vec();
+    worker::submit(
+        ctx,
+        Box::new(move |client| {
+            let schema = schema::resolve(client, &table)?;
+            let pk = key::canonicalise(&pk_arg, &*schema).map_err(Error::new)?;
+            let pk = normalise::confirm(client, &schema, pk)?;
+            let completion: Completion = Box::new(move |ctx| then(ctx, schema, pk));
             Ok(completion)
         }),
     )

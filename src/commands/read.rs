@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::events::{self, EventKind};
 use crate::fill::{self, FillTicket, Join, Outcome};
 use crate::key::{self, CanonicalPk};
-use crate::pg::{fetch, schema};
+use crate::pg::{fetch, normalise, schema};
 use crate::reply::Reply;
 use crate::requests;
 use crate::stats;
@@ -29,7 +29,7 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         Err(e) => return e.into(),
     };
     let schema = match lookup_canonical(ctx, table_arg, pk_arg) {
-        Lookup::UnknownTable => return read_unknown_table(ctx, table_arg, pk_arg, ttl),
+        Lookup::UnknownTable => return read_on_worker(ctx, table_arg, pk_arg, ttl),
         Lookup::Hit => return Reply::Sent,
         Lookup::NotCachedAsSent(schema) => schema,
     };
@@ -44,6 +44,11 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         schema.stats.hits.inc();
         events::publish(ctx, EventKind::Hit, &schema.display, &pk.json);
         return Reply::Sent;
+    }
+    if pk.unconfirmed {
+        // Only PostgreSQL can tell which entry this spelling names (a hit above proved the
+        // spelling canonical: entries are only ever written under confirmed keys).
+        return read_on_worker(ctx, table_arg, pk_arg, ttl);
     }
     if let Err(refusal) = worker::may_wait(ctx) {
         return refusal;
@@ -96,10 +101,12 @@ fn lookup_canonical(ctx: &Context, table_arg: &[u8], pk_arg: &[u8]) -> Lookup {
     })
 }
 
-/// First use of a table spelling: the worker reads its schema, then the row. The entry may
-/// already be cached under the canonical key (another spelling filled it); then the cached
-/// row is the answer, as for any hit, and the fetched one is dropped.
-fn read_unknown_table(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64) -> Reply {
+/// A READ whose cache key only PostgreSQL can tell: the first use of a table spelling (the
+/// worker reads its schema), or a key PostgreSQL must spell (`normalise`). Then the worker
+/// reads the row. The entry may already be cached under the canonical key (another spelling
+/// filled it); then the cached row is the answer, as for any hit, and the fetched one is
+/// dropped.
+fn read_on_worker(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64) -> Reply {
     let table = match checked_table(table_arg) {
         Ok(t) => t,
         Err(e) => return e.into(),
@@ -109,7 +116,7 @@ fn read_unknown_table(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64) 
         ctx,
         Box::new(move |client| {
             let schema = schema::resolve(client, &table)?;
-            let pk = key::canonicalise(&pk_arg, &*schema)?;
+            let pk = normalise::confirm(client, &schema, key::canonicalise(&pk_arg, &*schema)?)?;
             let ticket = fill::register_fill(schema.cache_key(&pk.json));
             let outcome = fetch::one(client, &schema, &pk);
             let fill = fill_completion(outcome, schema.clone(), pk.clone(), ttl, ticket);

@@ -3,18 +3,17 @@
 //! cache-only changes (PostgreSQL is not written), replicated like every cache write.
 
 use crate::cache;
-use crate::commands::{ttl_arg, with_schema};
+use crate::commands::{ttl_arg, with_key, with_schema};
 use crate::error::Error;
 use crate::events::{self, EventKind};
 use crate::fill;
 use crate::flush;
-use crate::key;
 use crate::reply::Reply;
 use crate::requests;
 use crate::stats;
 use crate::tunables;
 use redis_module::Context;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
     if !(4..=5).contains(&args.len()) {
@@ -24,22 +23,11 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
         Ok(t) => t.unwrap_or_else(tunables::default_ttl),
         Err(e) => return e.into(),
     };
-    let data = match serde_json::from_slice::<Value>(args[3]) {
-        Ok(Value::Object(_)) => String::from_utf8_lossy(args[3]).into_owned(),
-        Ok(_) => {
-            return Error::new(
-                "data must be a JSON object (the row), such as {\"id\":1,\"name\":\"x\"}",
-            )
-            .into();
-        }
-        Err(e) => return Error::new(format!("data is not valid JSON ({e})")).into(),
+    let data = match checked_row(args[3]) {
+        Ok(data) => data,
+        Err(e) => return e.into(),
     };
-    let pk_arg = args[2].to_vec();
-    with_schema(ctx, args[1], move |ctx, schema| {
-        let pk = match key::canonicalise(&pk_arg, &*schema) {
-            Ok(pk) => pk,
-            Err(e) => return Error::new(e).into(),
-        };
+    with_key(ctx, args[1], args[2], move |ctx, schema, pk| {
         requests::describe(&schema.stats, pk.json.as_str(), 0);
         let key = schema.cache_key(&pk.json);
         // A fill in flight must not overwrite what the client wrote.
@@ -51,16 +39,34 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
     })
 }
 
+/// Largest row WRITE accepts: far above any row PostgreSQL's `row_to_json` gives a cache
+/// (fields over ~1 GB are impossible there anyway), far below what a stray argument could be.
+pub const MAX_ROW_BYTES: usize = 16 * 1024 * 1024;
+
+/// The row as sent, checked to be one JSON object: validated in one scan, no JSON tree built,
+/// and an oversized argument refused before it is read.
+fn checked_row(arg: &[u8]) -> Result<String, Error> {
+    if arg.len() > MAX_ROW_BYTES {
+        return Err(Error::new(format!(
+            "data is {} bytes, more than the {MAX_ROW_BYTES} a cached row may have",
+            arg.len()
+        )));
+    }
+    let raw: &RawValue = serde_json::from_slice(arg)
+        .map_err(|e| Error::new(format!("data is not valid JSON ({e})")))?;
+    if !raw.get().trim_start().starts_with('{') {
+        return Err(Error::new(
+            "data must be a JSON object (the row), such as {\"id\":1,\"name\":\"x\"}",
+        ));
+    }
+    Ok(String::from_utf8_lossy(arg).into_owned())
+}
+
 pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
     if args.len() != 3 {
         return Reply::WrongArity;
     }
-    let pk_arg = args[2].to_vec();
-    with_schema(ctx, args[1], move |ctx, schema| {
-        let pk = match key::canonicalise(&pk_arg, &*schema) {
-            Ok(pk) => pk,
-            Err(e) => return Error::new(e).into(),
-        };
+    with_key(ctx, args[1], args[2], move |ctx, schema, pk| {
         requests::describe(&schema.stats, pk.json.as_str(), 0);
         cache::delete(ctx, &schema.cache_key(&pk.json));
         stats::INVALIDATIONS_BY_COMMAND.inc();

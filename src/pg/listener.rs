@@ -15,6 +15,7 @@ use crate::ident::quote_ident;
 use crate::invalidation;
 use crate::key::{self, CanonicalPk};
 use crate::pg::errors::describe;
+use crate::pg::normalise;
 use crate::pg::pool::{Connection, Pool};
 use crate::pg::schema::{self, TableSchema};
 use postgres::fallible_iterator::FallibleIterator;
@@ -288,9 +289,17 @@ fn handle(conn: &mut Connection, payloads: &[String]) {
             changes.flush(schema);
             continue;
         }
-        let (keys, unreadable) = keys_of(&payload, &schema);
-        for key in keys {
-            changes.delete(schema.clone(), key);
+        let (keys, mut unreadable) = keys_of(&payload, &schema);
+        match normalise::confirm_all(conn, &schema, keys) {
+            Ok(keys) => {
+                for key in keys {
+                    changes.delete(schema.clone(), key);
+                }
+            }
+            // The server's message quotes the value (row data): keep it out of the log.
+            Err(_) => {
+                unreadable = Some("PostgreSQL could not read its values as the key types".into())
+            }
         }
         if let Some(why) = unreadable {
             // The row it names cannot be found among the entries: drop the table's.

@@ -3,6 +3,7 @@
 pub mod errors;
 pub mod fetch;
 pub mod listener;
+pub mod normalise;
 pub mod pool;
 pub mod query;
 pub mod schema;

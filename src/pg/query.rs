@@ -3,6 +3,7 @@
 //! type inside PostgreSQL, which keeps the primary-key index usable.
 
 use crate::ident::quote_ident;
+use crate::key::Rendering;
 
 /// One key column as the query needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,9 +54,73 @@ pub fn select_many(table_sql: &str, keys: &[KeyParam]) -> String {
     )
 }
 
+/// One key column whose values PostgreSQL spells (`KeyKind::Rendered`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpelledParam<'a> {
+    pub cast_type: &'a str,
+    pub rendering: Rendering,
+}
+
+/// PostgreSQL's canonical JSON spelling of key values: `$1..$n` are `text[]`, one array per
+/// column, element i of each forming key i. Returns `(ordinal, spelling, ...)` rows.
+pub fn spell_many(columns: &[SpelledParam]) -> String {
+    let arrays: Vec<String> = (1..=columns.len())
+        .map(|i| format!("${i}::text[]"))
+        .collect();
+    let aliases: Vec<String> = (0..columns.len()).map(|i| format!("k{i}")).collect();
+    let spellings: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let value = format!("(k.k{i})::{}", c.cast_type);
+            match c.rendering {
+                Rendering::Plain => format!("to_json({value})::text"),
+                Rendering::BlankPadded => format!("to_json(({value})::text)::text"),
+                Rendering::CaseInsensitive => format!("to_json(lower(({value})::text))::text"),
+                Rendering::Instant => format!("to_json(({value}) AT TIME ZONE 'UTC')::text"),
+            }
+        })
+        .collect();
+    format!(
+        "SELECT k.ord, {} FROM unnest({}) WITH ORDINALITY AS k({}, ord)",
+        spellings.join(", "),
+        arrays.join(", "),
+        aliases.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spellings_cast_then_render_each_kind() {
+        let columns = [
+            SpelledParam {
+                cast_type: "timestamp without time zone",
+                rendering: Rendering::Plain,
+            },
+            SpelledParam {
+                cast_type: "bpchar",
+                rendering: Rendering::BlankPadded,
+            },
+            SpelledParam {
+                cast_type: "citext",
+                rendering: Rendering::CaseInsensitive,
+            },
+            SpelledParam {
+                cast_type: "timestamp with time zone",
+                rendering: Rendering::Instant,
+            },
+        ];
+        assert_eq!(
+            spell_many(&columns),
+            "SELECT k.ord, to_json((k.k0)::timestamp without time zone)::text, \
+             to_json(((k.k1)::bpchar)::text)::text, to_json(lower(((k.k2)::citext)::text))::text, \
+             to_json(((k.k3)::timestamp with time zone) AT TIME ZONE 'UTC')::text \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS k(k0, k1, k2, k3, ord)"
+        );
+    }
 
     fn keys() -> Vec<KeyParam<'static>> {
         vec![
