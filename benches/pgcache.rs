@@ -7,6 +7,7 @@
 //! 4. PING p50/p99 idle and while 20 clients each wait on a 200 ms query
 //! 5. invalidation lag: from an UPDATE's commit to its cache entry being gone
 //! 6. coalescing: queries made for 1000 concurrent READs of one cold key
+//! 7. bulk invalidation: the longest PING while a 1M-row UPDATE's invalidations are applied
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -411,6 +412,67 @@ fn coalescing(pg: &Pg) {
     println!("| 1000 | {queries} | {elapsed:.1} |");
 }
 
+/// The longest main-thread pause a client sees while a 1M-row UPDATE is invalidated: PING
+/// back to back from before the UPDATE until every cached row of the table is gone, against
+/// the same PING loop on the idle server.
+fn bulk_invalidation(pg: &Pg) {
+    println!("\n## 7. Bulk invalidation: PING while a {ROWS}-row UPDATE is invalidated\n");
+    pg.execute(include_str!("../examples/invalidation_trigger.sql"));
+    pg.execute("SELECT pgcache_watch('users')");
+    let redis = Redis::start(&pg.module_args());
+    let mut con = redis.connection();
+    for first in (1..=10_000).step_by(1_000) {
+        multiread(&mut con, "users", &id_array(first..first + 1_000)).unwrap();
+    }
+    let pings = |con: &mut redis::Connection,
+                 until: &mut dyn FnMut(&mut redis::Connection) -> bool| {
+        let mut gaps = Vec::new();
+        while !until(con) {
+            let sent = Instant::now();
+            let _: String = redis::cmd("PING").query(con).unwrap();
+            gaps.push(sent.elapsed().as_secs_f64() * 1000.0);
+        }
+        gaps.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        gaps
+    };
+    let started = Instant::now();
+    let idle = pings(&mut con, &mut |_| {
+        started.elapsed() > Duration::from_secs(2)
+    });
+    let mut writer = pg.client();
+    let statement = std::thread::spawn(move || {
+        let started = Instant::now();
+        writer
+            .batch_execute("UPDATE users SET name = name || '.'")
+            .unwrap();
+        started.elapsed().as_secs_f64()
+    });
+    let mut observer = redis.connection();
+    let busy = pings(&mut con, &mut |_| {
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg("pg_cache:users:*")
+            .query(&mut observer)
+            .unwrap();
+        statement.is_finished() && left.is_empty()
+    });
+    let update_s = statement.join().unwrap();
+    println!("| PING loop | pings | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|");
+    for (name, gaps) in [
+        ("idle", &idle),
+        ("during the UPDATE and its invalidation", &busy),
+    ] {
+        println!(
+            "| {name} | {} | {:.3} | {:.3} | {:.3} |",
+            gaps.len(),
+            percentile(gaps, 0.5),
+            percentile(gaps, 0.99),
+            gaps[gaps.len() - 1]
+        );
+    }
+    println!("\n(the UPDATE itself took {update_s:.1} s in PostgreSQL)");
+}
+
 fn main() {
     println!(
         "# pgcache benchmark ({} vs its baselines, {} rows)",
@@ -424,7 +486,7 @@ fn main() {
          CREATE VIEW slow_users AS SELECT id, name FROM users WHERE pg_sleep(0.2) IS NOT NULL;"
     ));
     pg.execute("VACUUM ANALYZE users");
-    // PGCACHE_BENCH_ONLY=hits|multiread|misses|ping|lag|coalescing runs one section.
+    // PGCACHE_BENCH_ONLY=hits|multiread|misses|ping|lag|coalescing|bulk runs one section.
     let only = std::env::var("PGCACHE_BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let bare = bare_module();
@@ -450,5 +512,8 @@ fn main() {
     }
     if wanted("coalescing") {
         coalescing(&pg);
+    }
+    if wanted("bulk") {
+        bulk_invalidation(&pg);
     }
 }

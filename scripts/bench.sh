@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: builds the module, then runs benches/pgcache.rs (private PostgreSQL and
-# server, redis-benchmark, pgbench). PGCACHE_BENCH_ONLY=hits|multiread|misses|ping|lag|coalescing runs one
+# server, redis-benchmark, pgbench). PGCACHE_BENCH_ONLY=hits|multiread|misses|ping|lag|coalescing|bulk runs one
 # section; PGCACHE_TEST_SERVER=/path/to/valkey-server benchmarks Valkey instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."

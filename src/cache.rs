@@ -189,6 +189,15 @@ pub fn fill(ctx: &Context, key: &str, row: Option<&str>, ttl_seconds: u64) {
     if flush::held() {
         return;
     }
+    // A miss is answered whatever Redis's memory, but under noeviction never pushes it past
+    // `maxmemory`: nothing would bring it back. Under the other policies (the crate calls the
+    // flag EVICTED; Redis, EVICT) Redis evicts (our
+    // entries all have a TTL), as it does for every write.
+    let flags = ctx.get_flags();
+    if flags.contains(ContextFlags::OOM) && !flags.contains(ContextFlags::EVICTED) {
+        stats::FILLS_SKIPPED_OOM.inc();
+        return;
+    }
     stats::FILLS.inc();
     match row {
         Some(row) => store(ctx, key, row, ttl_seconds),

@@ -12,11 +12,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Histogram buckets: powers of two from 1 µs to 2^25 µs (about 34 s).
 const MAX_BUCKET_POWER: u32 = 25;
-/// A scraper that sends nothing for this long is dropped.
+/// The longest one scrape may take, request and response together: a client trickling
+/// bytes cannot hold the server (or MODULE UNLOAD, which joins it) for longer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_REQUEST_BYTES: usize = 8192;
 
@@ -63,12 +64,25 @@ fn serve(listener: TcpListener) {
     }
 }
 
+/// Sets the socket's timeouts to what is left until `deadline`; an error once it passed.
+fn time_left(stream: &TcpStream, deadline: Instant) -> std::io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the scrape took too long",
+        ));
+    }
+    stream.set_read_timeout(Some(left))?;
+    stream.set_write_timeout(Some(left))
+}
+
 fn answer(mut stream: TcpStream) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
     let mut request = Vec::new();
     let mut buf = [0u8; 1024];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < MAX_REQUEST_BYTES {
+        time_left(&stream, deadline)?;
         let n = stream.read(&mut buf)?;
         if n == 0 {
             break;
@@ -103,7 +117,15 @@ fn answer(mut stream: TcpStream) -> std::io::Result<()> {
     if method != "HEAD" {
         response.push_str(&body);
     }
-    stream.write_all(response.as_bytes())?;
+    let mut unsent = response.as_bytes();
+    while !unsent.is_empty() {
+        time_left(&stream, deadline)?;
+        let n = stream.write(unsent)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        unsent = &unsent[n..];
+    }
     stream.flush()
 }
 

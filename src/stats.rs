@@ -150,6 +150,8 @@ pub static HITS: Counter = Counter::new();
 pub static NEGATIVE_HITS: Counter = Counter::new();
 pub static MISSES: Counter = Counter::new();
 pub static FILLS: Counter = Counter::new();
+/// Rows answered but not cached because Redis was over its `maxmemory`.
+pub static FILLS_SKIPPED_OOM: Counter = Counter::new();
 pub static WRITES: Counter = Counter::new();
 pub static INVALIDATIONS_BY_COMMAND: Counter = Counter::new();
 pub static INVALIDATIONS_BY_POSTGRES: Counter = Counter::new();
@@ -250,11 +252,12 @@ pub fn tables() -> Vec<Arc<TableStats>> {
 }
 
 /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them.
-static NAMED: [(&str, &Counter); 16] = [
+static NAMED: [(&str, &Counter); 17] = [
     ("hits", &HITS),
     ("negative_hits", &NEGATIVE_HITS),
     ("misses", &MISSES),
     ("fills", &FILLS),
+    ("fills_skipped_oom", &FILLS_SKIPPED_OOM),
     ("writes", &WRITES),
     ("invalidations_by_command", &INVALIDATIONS_BY_COMMAND),
     ("invalidations_by_postgres", &INVALIDATIONS_BY_POSTGRES),

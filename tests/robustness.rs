@@ -163,8 +163,30 @@ fn postgres_down_cached_rows_served_misses_fail_fast_and_recovery_is_automatic()
 
 #[test]
 fn unreachable_postgres_errors_within_the_connect_timeout() {
-    // A port nothing listens on, with a short connect timeout: errors, not hangs.
-    let port = free_port().to_string();
+    // A listening socket that never accepts, its accept queue already full: the kernel
+    // drops further connection attempts (SYNs), as a host that drops packets does, so only
+    // the connect timeout can end them.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blackhole.local_addr().unwrap().port();
+    {
+        use std::os::fd::AsRawFd;
+        assert_eq!(unsafe { libc::listen(blackhole.as_raw_fd(), 0) }, 0);
+    }
+    let _queued: Vec<std::net::TcpStream> = (0..2)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(
+                &blackhole.local_addr().unwrap(),
+                Duration::from_millis(200),
+            )
+            .ok()
+        })
+        .collect();
+    let dropped = std::net::TcpStream::connect_timeout(
+        &blackhole.local_addr().unwrap(),
+        Duration::from_millis(300),
+    );
+    assert!(dropped.is_err(), "the accept queue should be full");
+    let port = port.to_string();
     let args: Vec<String> = [
         "pg_host",
         "127.0.0.1",
@@ -172,6 +194,8 @@ fn unreachable_postgres_errors_within_the_connect_timeout() {
         &port,
         "pg_connect_timeout_ms",
         "500",
+        "request_timeout_ms",
+        "20000",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -181,7 +205,9 @@ fn unreachable_postgres_errors_within_the_connect_timeout() {
     let e = read(&mut con, "users", r#"{"id":1}"#)
         .unwrap_err()
         .to_string();
+    // The connect timeout (500 ms) answered, not the request timeout (20 s).
     assert!(e.contains("PostgreSQL unavailable at 127.0.0.1"), "{e}");
+    assert!(!e.contains("timed out after 20000 ms"), "{e}");
 }
 
 #[test]
@@ -427,4 +453,87 @@ fn nul_bytes_are_refused_everywhere_and_config_stays_readable() {
         let pong: String = redis::cmd("PING").query(c).unwrap();
         assert_eq!(pong, "PONG");
     }
+}
+
+#[test]
+fn misses_are_answered_but_not_cached_over_maxmemory_under_noeviction() {
+    let stack = Stack::start_with(USERS_SQL, &[]);
+    let mut con = stack.con();
+    read_until_cached(&mut con, "users", r#"{"id":1}"#);
+    let used: i64 = info_field(&mut con, "memory", "used_memory");
+    config_set(&mut con, "maxmemory-policy", "noeviction").unwrap();
+    config_set(&mut con, "maxmemory", (used - 1024).to_string()).unwrap();
+    let row = read(&mut con, "users", r#"{"id":2}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["id"], 2);
+    let rows = multiread(&mut con, "users", &id_array(3..=20)).unwrap();
+    assert!(rows.iter().all(Option::is_some));
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("pg_cache:*")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        keys,
+        vec![r#"pg_cache:users:{"id":1}"#],
+        "nothing cached past maxmemory"
+    );
+    let stats = map_reply(&mut con, "PGCACHE.STATS");
+    let skipped: i64 = redis::from_redis_value(stats["fills_skipped_oom"].clone()).unwrap();
+    assert_eq!(skipped, 19);
+    // With room again, misses are cached as before.
+    config_set(&mut con, "maxmemory", "0").unwrap();
+    read_until_cached(&mut con, "users", r#"{"id":2}"#);
+}
+
+#[test]
+fn oversized_arguments_are_refused_before_they_are_read() {
+    let stack = Stack::start_with(USERS_SQL, &[]);
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap();
+    let huge_keys = format!("[{}]", vec![r#"{"id":1}"#; 25_000_000].join(","));
+    assert!(huge_keys.len() > 200_000_000);
+    let e = multiread(&mut con, "users", &huge_keys)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("multiread_max"), "{e}");
+    drop(huge_keys);
+    // Just past the limit in count, small in bytes: refused at key 1001, not after reading all.
+    let e = multiread(&mut con, "users", &id_array(1..=1001))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("more than 1000 keys"), "{e}");
+    let huge_row = format!(r#"{{"id":1,"name":"{}"}}"#, "x".repeat(200_000_000));
+    let e = write(&mut con, "users", r#"{"id":1}"#, &huge_row)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("more than the 16777216"), "{e}");
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn table_spellings_are_bounded_and_each_still_reads_its_table() {
+    let stack = Stack::start_with(USERS_SQL, &[]);
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap();
+    // Every mix of upper and lower case of "public.users" (2^11 spellings) names one table.
+    let letters: Vec<char> = "publicusers".chars().collect();
+    for mask in 0..2048u32 {
+        let mut spelled: String = letters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if mask & (1 << i) != 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    *c
+                }
+            })
+            .collect();
+        spelled.insert(6, '.');
+        let row = read(&mut con, &spelled, r#"{"id":1}"#).unwrap().unwrap();
+        assert_eq!(json(&row)["id"], 1, "{spelled}");
+    }
+    let health = map_reply(&mut con, "PGCACHE.HEALTH");
+    let spellings: i64 = redis::from_redis_value(health["table_spellings"].clone()).unwrap();
+    assert!((2..=1024).contains(&spellings), "{spellings}");
 }

@@ -4,7 +4,7 @@
 
 use crate::error::Error;
 use crate::flush;
-use crate::pg::listener;
+use crate::pg::{listener, schema};
 use crate::reply::Reply;
 use crate::stats;
 use crate::tunables;
@@ -169,6 +169,10 @@ fn health_report(rtt: Result<Duration, Error>) -> Vec<(String, Reply)> {
     out.push(("queue_depth".to_string(), Reply::Int(queued as i64)));
     out.push(("queue_capacity".to_string(), Reply::Int(capacity as i64)));
     out.push(("queue_saturation".to_string(), Reply::Double(saturation)));
+    out.push((
+        "table_spellings".to_string(),
+        Reply::Int(schema::remembered() as i64),
+    ));
     let config = tunables::effective()
         .into_iter()
         .map(|(k, v)| (k, Reply::Bulk(v)))

@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use crate::events::{self, EventKind};
 use crate::fill::{self, FillTicket};
 use crate::key::{self, CanonicalPk};
-use crate::pg::fetch;
 use crate::pg::schema::{self, TableSchema};
+use crate::pg::{fetch, normalise};
 use crate::reply::Reply;
 use crate::requests;
 use crate::stats;
@@ -47,6 +47,7 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
             Box::new(move |client| {
                 let schema = schema::resolve(client, &table)?;
                 let keys = canonicalise_all(items.iter().map(Vec::as_slice), &schema)?;
+                let keys = normalise::confirm_all(client, &schema, keys)?;
                 let slots = vec![Cached::Miss; keys.len()];
                 let batch = Batch::new(schema, keys, slots, ttl);
                 let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
@@ -71,6 +72,23 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
     if slots.iter().all(|s| *s != Cached::Miss) {
         schema.stats.calls.inc();
         return Ok(Reply::Array(slots.into_iter().map(slot_reply).collect()));
+    }
+    if keys
+        .iter()
+        .zip(&slots)
+        .any(|(k, s)| k.unconfirmed && *s == Cached::Miss)
+    {
+        // Missed keys PostgreSQL must spell: confirm them, then register their fills and
+        // fetch, all on the worker (hits above proved their spellings canonical).
+        return Ok(worker::submit(
+            ctx,
+            Box::new(move |client| {
+                let keys = normalise::confirm_all(client, &schema, keys)?;
+                let batch = Batch::new(schema, keys, slots, ttl);
+                let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
+                Ok(batch.complete(rows))
+            }),
+        ));
     }
     let batch = Batch::new(schema, keys, slots, ttl);
     let ranges = split(batch.distinct.len(), worker::count());
@@ -116,24 +134,79 @@ fn split(keys: usize, workers: usize) -> Vec<Range<usize>> {
 }
 
 /// The array's elements as sent (not yet parsed into values: most are canonical keys,
-/// which `key::canonicalise` reads without building a JSON tree).
+/// which `key::canonicalise` reads without building a JSON tree). An argument too long for
+/// `multiread_max` keys is refused before it is read, and reading stops at the first key
+/// past the limit: an oversized call costs neither time nor memory.
 fn parse_array(arg: &[u8]) -> Result<Vec<&RawValue>> {
+    let max = tunables::multiread_max();
+    let longest = max
+        .saturating_mul(key::MAX_PK_JSON_BYTES + 1)
+        .saturating_add(2);
+    if arg.len() > longest {
+        return Err(Error::new(format!(
+            "keys argument is {} bytes, more than {max} keys (pgcache.multiread_max) of at most \
+             {} bytes each can take; split the call",
+            arg.len(),
+            key::MAX_PK_JSON_BYTES
+        )));
+    }
     let not_json = |e: serde_json::Error| Error::new(format!("keys are not valid JSON ({e})"));
-    let whole: &RawValue = serde_json::from_slice(arg).map_err(not_json)?;
-    if !whole.get().trim_start().starts_with('[') {
+    if !arg.trim_ascii_start().starts_with(b"[") {
+        serde_json::from_slice::<&RawValue>(arg).map_err(not_json)?;
         return Err(Error::new(
             "keys must be a JSON array of key objects, such as [{\"id\":1},{\"id\":2}]",
         ));
     }
-    let items: Vec<&RawValue> = serde_json::from_str(whole.get()).map_err(not_json)?;
-    let max = tunables::multiread_max();
-    if items.len() > max {
-        return Err(Error::new(format!(
-            "{} keys in one MULTIREAD, more than pgcache.multiread_max ({max}); split the call",
-            items.len()
-        )));
-    }
+    let mut reader = serde_json::Deserializer::from_slice(arg);
+    let items = serde::de::DeserializeSeed::deserialize(AtMost(max), &mut reader).map_err(|e| {
+        if e.to_string().starts_with(TOO_MANY) {
+            Error::new(format!(
+                "more than {max} keys in one MULTIREAD (pgcache.multiread_max); split the call"
+            ))
+        } else {
+            not_json(e)
+        }
+    })?;
+    reader.end().map_err(not_json)?;
     Ok(items)
+}
+
+const TOO_MANY: &str = "too many keys";
+
+/// Reads a JSON array of at most `.0` raw elements, failing at the first one past it.
+struct AtMost(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for AtMost {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for AtMost {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of key objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.0));
+        while let Some(item) = seq.next_element::<&RawValue>()? {
+            if items.len() == self.0 {
+                return Err(serde::de::Error::custom(TOO_MANY));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
 }
 
 fn canonicalise_all<'a>(

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::ident::{QualifiedName, parse_table};
-use crate::key::{KeyColumns, KeyKind, cache_key};
+use crate::key::{KeyColumns, KeyKind, Rendering, cache_key};
 use crate::pg::errors::describe;
 use crate::pg::pool::Connection;
 use crate::pg::query::{self, KeyParam};
@@ -144,8 +144,12 @@ impl KeyColumns for TableSchema {
     }
 }
 
-/// Maps a catalog type to the way its key values are canonicalised and cast.
-pub fn column_kind(type_name: &str) -> KeyKind {
+/// Maps a catalog type (for a domain: its base type) to the way its key values are
+/// canonicalised. `is_enum`: an enum type, whose labels spell themselves.
+pub fn column_kind(type_name: &str, is_enum: bool) -> KeyKind {
+    if is_enum {
+        return KeyKind::Text;
+    }
     match type_name {
         "int2" => KeyKind::Integer {
             min: i16::MIN.into(),
@@ -166,7 +170,11 @@ pub fn column_kind(type_name: &str) -> KeyKind {
         "numeric" | "float4" | "float8" => KeyKind::Decimal,
         "bool" => KeyKind::Bool,
         "uuid" => KeyKind::Uuid,
-        _ => KeyKind::Text,
+        "text" | "varchar" | "name" => KeyKind::Text,
+        "bpchar" => KeyKind::Rendered(Rendering::BlankPadded),
+        "citext" => KeyKind::Rendered(Rendering::CaseInsensitive),
+        "timestamptz" => KeyKind::Rendered(Rendering::Instant),
+        _ => KeyKind::Rendered(Rendering::Plain),
     }
 }
 
@@ -195,42 +203,58 @@ pub fn admit(table_arg: &str) -> Result<QualifiedName> {
     Ok(name)
 }
 
-type Cache = HashMap<Vec<u8>, Arc<TableSchema>>;
+/// Most table spellings remembered. Every spelling a client sends (`Users`, `public.users`,
+/// `PUBLIC.USERS`, ...) gets its own entry, so the hit path finds a table without parsing
+/// its name; past this many, the spellings other than tables' display names are forgotten
+/// (they come back, one catalog-free lookup each, when used again).
+pub const MAX_SPELLINGS: usize = 1024;
 
-// Keyed by the table argument exactly as clients send it, so the hit path finds a table
-// without parsing its name.
-static CACHE: RwLock<Option<Cache>> = RwLock::new(None);
+/// A fast hasher for the hit path's lookup of short table names (FxHash's mixing step):
+/// the map is bounded and its keys are not secret, so SipHash's flood resistance buys
+/// nothing there.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Spellings = HashMap<Box<[u8]>, Arc<TableSchema>, std::hash::BuildHasherDefault<FxHasher>>;
+
+// Keyed by the table argument exactly as clients send it. Replaced whole on every change
+// (copy on write, bounded by MAX_SPELLINGS), so readers share it without copying.
+static CACHE: RwLock<Option<Arc<Spellings>>> = RwLock::new(None);
 // Bumped on every change of CACHE; threads keep a snapshot and refresh it when this moves.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// A thread's copy of the cache: the generation it was taken at, and the entries.
-type Snapshot = (u64, Vec<(Box<[u8]>, Arc<TableSchema>)>);
+/// A thread's view of the cache: the generation it was taken at, and the map.
+type Snapshot = (u64, Option<Arc<Spellings>>);
 
 thread_local! {
-    // The hit path runs on the main thread for every request: a snapshot of the cache read
-    // without locks or shared-counter traffic (one relaxed load to see whether it is current).
-    static SNAPSHOT: RefCell<Snapshot> = const { RefCell::new((0, Vec::new())) };
+    // The hit path runs on the main thread for every request: the cache read without locks
+    // or shared-counter traffic (one relaxed load to see whether the view is current).
+    static SNAPSHOT: RefCell<Snapshot> = const { RefCell::new((0, None)) };
 }
 
 /// Calls `f` with the cached schema for a table argument (None if not resolved yet).
 pub fn with_cached<R>(table_arg: &[u8], f: impl FnOnce(Option<&Arc<TableSchema>>) -> R) -> R {
     let generation = GENERATION.load(Ordering::Acquire);
-    SNAPSHOT.with_borrow_mut(|(seen, tables)| {
+    SNAPSHOT.with_borrow_mut(|(seen, spellings)| {
         if *seen != generation {
-            tables.clear();
-            if let Some(cache) = CACHE.read().unwrap().as_ref() {
-                tables.extend(
-                    cache
-                        .iter()
-                        .map(|(k, v)| (k.clone().into_boxed_slice(), v.clone())),
-                );
-            }
+            *spellings = CACHE.read().unwrap().clone();
             *seen = generation;
         }
-        f(tables
-            .iter()
-            .find(|(k, _)| **k == *table_arg)
-            .map(|(_, v)| v))
+        f(spellings.as_ref().and_then(|s| s.get(table_arg)))
     })
 }
 
@@ -239,30 +263,49 @@ pub fn cached(table_arg: &[u8]) -> Option<Arc<TableSchema>> {
     with_cached(table_arg, |s| s.cloned())
 }
 
-fn changed() {
+/// Replaces the cache with `change` applied to a copy of it.
+fn update(change: impl FnOnce(&mut Spellings)) {
+    let mut guard = CACHE.write().unwrap();
+    let mut spellings: Spellings = guard.as_deref().cloned().unwrap_or_default();
+    change(&mut spellings);
+    *guard = Some(Arc::new(spellings));
+    drop(guard);
     GENERATION.fetch_add(1, Ordering::Release);
 }
 
 pub fn clear_cache() {
     *CACHE.write().unwrap() = None;
-    changed();
+    GENERATION.fetch_add(1, Ordering::Release);
 }
 
 /// Forgets one table, under every spelling it was cached as.
 pub fn forget(name: &QualifiedName) {
-    if let Some(cache) = CACHE.write().unwrap().as_mut() {
-        cache.retain(|_, schema| schema.name != *name);
-    }
-    changed();
+    update(|spellings| spellings.retain(|_, schema| schema.name != *name));
+}
+
+/// A table already known under another spelling (no catalog query for a new spelling).
+fn known(name: &QualifiedName) -> Option<Arc<TableSchema>> {
+    let guard = CACHE.read().unwrap();
+    let spellings = guard.as_ref()?;
+    spellings
+        .get(name.display().as_bytes())
+        .filter(|schema| schema.name == *name)
+        .cloned()
 }
 
 fn remember(table_arg: &str, schema: Arc<TableSchema>) {
-    let mut guard = CACHE.write().unwrap();
-    let cache = guard.get_or_insert_with(HashMap::new);
-    cache.insert(table_arg.as_bytes().to_vec(), schema.clone());
-    cache.insert(schema.display.as_bytes().to_vec(), schema);
-    drop(guard);
-    changed();
+    update(|spellings| {
+        if spellings.len() + 2 > MAX_SPELLINGS {
+            spellings.retain(|spelling, schema| **spelling == *schema.display.as_bytes());
+        }
+        spellings.insert(table_arg.as_bytes().into(), schema.clone());
+        spellings.insert(schema.display.as_bytes().into(), schema);
+    });
+}
+
+/// How many spellings are remembered (bounded by MAX_SPELLINGS).
+pub fn remembered() -> usize {
+    CACHE.read().unwrap().as_ref().map_or(0, |s| s.len())
 }
 
 /// The schema of `table_arg`, from the cache or the catalog. Worker threads only.
@@ -271,7 +314,10 @@ pub fn resolve(client: &mut Connection, table_arg: &str) -> Result<Arc<TableSche
         return Ok(schema);
     }
     let name = admit(table_arg)?;
-    let schema = Arc::new(load(client, name)?);
+    let schema = match known(&name) {
+        Some(schema) => schema,
+        None => Arc::new(load(client, name)?),
+    };
     remember(table_arg, schema.clone());
     Ok(schema)
 }
@@ -285,7 +331,8 @@ const RELATION_SQL: &str = "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_cla
 const COLUMNS_SQL: &str = "SELECT a.attname::text, \
        CASE WHEN t.typname = 'bpchar' THEN 'bpchar' ELSE format_type(a.atttypid, NULL) END, \
        CASE WHEN t.typtype = 'd' THEN bt.typname::text ELSE t.typname::text END, \
-       COALESCE(a.attnum = ANY(i.indkey), false) \
+       COALESCE(a.attnum = ANY(i.indkey), false), \
+       (CASE WHEN t.typtype = 'd' THEN bt.typtype ELSE t.typtype END) = 'e' \
      FROM pg_catalog.pg_attribute a \
      JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
      LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype \
@@ -324,7 +371,7 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
         columns.push(Column {
             name: column,
             cast_type: row.get(1),
-            kind: column_kind(&type_name),
+            kind: column_kind(&type_name, row.get(4)),
         });
     }
     primary_key.sort();
@@ -377,13 +424,34 @@ mod tests {
     #[test]
     fn integer_kinds_carry_their_range() {
         assert_eq!(
-            column_kind("int2"),
+            column_kind("int2", false),
             KeyKind::Integer {
                 min: -32768,
                 max: 32767
             }
         );
-        assert_eq!(column_kind("varchar"), KeyKind::Text);
-        assert_eq!(column_kind("numeric"), KeyKind::Decimal);
+        assert_eq!(column_kind("varchar", false), KeyKind::Text);
+        assert_eq!(column_kind("numeric", false), KeyKind::Decimal);
+    }
+
+    #[test]
+    fn only_postgresql_spells_dates_padded_and_case_insensitive_text() {
+        assert_eq!(column_kind("mood", true), KeyKind::Text);
+        assert_eq!(
+            column_kind("timestamp", false),
+            KeyKind::Rendered(Rendering::Plain)
+        );
+        assert_eq!(
+            column_kind("timestamptz", false),
+            KeyKind::Rendered(Rendering::Instant)
+        );
+        assert_eq!(
+            column_kind("bpchar", false),
+            KeyKind::Rendered(Rendering::BlankPadded)
+        );
+        assert_eq!(
+            column_kind("citext", false),
+            KeyKind::Rendered(Rendering::CaseInsensitive)
+        );
     }
 }
