@@ -13,6 +13,7 @@
 //! XADDs: its streams are its primary's. Events raised inside a keyspace notification
 //! (expire, evict) are XADDed from a zero-delay timer, since Redis forbids writes there.
 
+use crate::acl::{self, Access};
 use crate::events::{self, Event, EventKind, EventMask, Extra};
 use crate::ident;
 use crate::stats;
@@ -46,6 +47,9 @@ pub struct Hook {
     /// Only this table's events (as events name it), or every table's.
     pub table: Option<String>,
     pub target: Target,
+    /// The ACL user the hook acts for (`BY <user>`; `default` when omitted): every delivery
+    /// first asks Redis whether that user may write the stream or publish on the channel.
+    pub owner: String,
 }
 
 fn keyword(word: Option<&&str>, expected: &str) -> bool {
@@ -96,12 +100,30 @@ fn checked_target(what: &str, name: Option<&&str>) -> Result<String, String> {
     Ok(name.to_string())
 }
 
+fn checked_user(name: Option<&&str>) -> Result<String, String> {
+    match name {
+        Some(name)
+            if !name.is_empty()
+                && name.len() <= MAX_TARGET_BYTES
+                && !name
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == ';' || c == '"') =>
+        {
+            Ok(name.to_string())
+        }
+        _ => Err(format!(
+            "BY needs an ACL user name of 1 to {MAX_TARGET_BYTES} bytes without spaces, \
+             control characters, ';' or '\"'"
+        )),
+    }
+}
+
 impl Hook {
     /// Parses `<name> ON <event>[,<event>...] [TABLE <table>] PUBLISH <channel> |
-    /// XADD <stream> [MAXLEN [~|=] <n>]`, keywords in any case.
+    /// XADD <stream> [MAXLEN [~|=] <n>] [BY <user>]`, keywords in any case.
     pub fn parse(words: &[&str]) -> Result<Hook, String> {
         const USAGE: &str = "expected <name> ON <event>[,<event>...] [TABLE <table>] \
-                             PUBLISH <channel> | XADD <stream> [MAXLEN ~ <n>]";
+                             PUBLISH <channel> | XADD <stream> [MAXLEN ~ <n>] [BY <user>]";
         let name = checked_name(words.first().ok_or(USAGE)?)?;
         if !keyword(words.get(1), "ON") {
             return Err(format!("hook {name}: {USAGE}"));
@@ -155,6 +177,11 @@ impl Hook {
                 "hook {name}: expected PUBLISH <channel> or XADD <stream> after the events"
             ));
         };
+        let mut owner = acl::DEFAULT_USER.to_string();
+        if keyword(rest.first(), "BY") {
+            owner = checked_user(rest.get(1))?;
+            rest = &rest[2..];
+        }
         if let Some(extra) = rest.first() {
             return Err(format!("hook {name}: unexpected {extra:?}; {USAGE}"));
         }
@@ -163,6 +190,7 @@ impl Hook {
             events,
             table,
             target,
+            owner,
         })
     }
 
@@ -175,7 +203,33 @@ impl Hook {
         }
         text.push(' ');
         text.push_str(&self.target.render());
+        if self.owner != acl::DEFAULT_USER {
+            text.push_str(" BY ");
+            text.push_str(&self.owner);
+        }
         text
+    }
+
+    /// What delivering to the target does, for the ACL check.
+    pub fn access(&self) -> (&str, Access) {
+        match &self.target {
+            Target::Publish(channel) => (channel, Access::Publish),
+            Target::Xadd { stream, maxlen } => (
+                stream,
+                if maxlen.is_some() {
+                    Access::AppendAndTrim
+                } else {
+                    Access::Append
+                },
+            ),
+        }
+    }
+
+    /// Whether the owner may deliver to the target now (its ACL rules may have changed since
+    /// the hook was added).
+    pub fn permitted(&self, ctx: &Context) -> Result<(), String> {
+        let (target, access) = self.access();
+        acl::check(ctx, &self.owner, target, access)
     }
 }
 
@@ -309,15 +363,18 @@ pub fn in_notification<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Sends one event to one hook. Main thread only.
+/// Sends one event to one hook, if its owner may. Main thread only.
 pub fn fire(ctx: &Context, hook: &Hook, event: &Event) {
     match &hook.target {
         Target::Publish(channel) => {
+            if !permitted(ctx, hook) {
+                return;
+            }
             let channel = ctx.create_string(channel.as_str());
             events::publish_message(ctx, &channel, event.json);
         }
         Target::Xadd { stream, maxlen } => {
-            if !crate::cache::writable(ctx) {
+            if !crate::cache::writable(ctx) || !permitted(ctx, hook) {
                 return;
             }
             let mut args: Vec<String> = vec![stream.clone()];
@@ -348,6 +405,22 @@ pub fn fire(ctx: &Context, hook: &Hook, event: &Event) {
             } else {
                 xadd(ctx, &hook.name, &args);
             }
+        }
+    }
+}
+
+/// Whether the hook's owner may deliver now; a refusal is counted and logged like a failed
+/// delivery.
+fn permitted(ctx: &Context, hook: &Hook) -> bool {
+    match hook.permitted(ctx) {
+        Ok(()) => true,
+        Err(refused) => {
+            stats::HOOK_ERRORS.inc();
+            log_failure(
+                ctx,
+                &format!("pgcache: hook {}: {refused}; event dropped", hook.name),
+            );
+            false
         }
     }
 }
@@ -472,6 +545,8 @@ mod tests {
             "misses ON miss PUBLISH misses",
             "exact ON error,slow XADD ops MAXLEN = 50",
             "all ON hit,miss,write,invalidate,fill,expire,evict,error,slow XADD everything",
+            "owned ON miss XADD s MAXLEN = 1 BY alice",
+            "told ON miss PUBLISH c BY bob",
         ] {
             let hook = parse(text).unwrap();
             assert_eq!(hook.render(), text);
@@ -482,6 +557,31 @@ mod tests {
         assert_eq!(hook.table.as_deref(), Some("users"));
         let hook = parse("h ON miss TABLE app.orders PUBLISH c").unwrap();
         assert_eq!(hook.table.as_deref(), Some("app.orders"));
+        assert_eq!(
+            hook.owner, "default",
+            "a hook without BY is the default user's"
+        );
+        let hook = parse("h ON miss PUBLISH c by default").unwrap();
+        assert_eq!(
+            hook.render(),
+            "h ON miss PUBLISH c",
+            "BY default is implied"
+        );
+    }
+
+    #[test]
+    fn the_owner_decides_what_delivery_needs() {
+        let access = |text: &str| {
+            let hook = parse(text).unwrap();
+            let (target, access) = hook.access();
+            (target.to_string(), access)
+        };
+        assert_eq!(access("h ON miss PUBLISH c"), ("c".into(), Access::Publish));
+        assert_eq!(access("h ON miss XADD s"), ("s".into(), Access::Append));
+        assert_eq!(
+            access("h ON miss XADD s MAXLEN ~ 5"),
+            ("s".into(), Access::AppendAndTrim)
+        );
     }
 
     #[test]
@@ -507,6 +607,8 @@ mod tests {
                 "MAXLEN needs a positive integer",
             ),
             ("h ON miss XADD s extra", "unexpected \"extra\""),
+            ("h ON miss XADD s BY", "BY needs an ACL user name"),
+            ("h ON miss XADD s BY a b", "unexpected \"b\""),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(needle), "{text:?}: {e}");

@@ -3,6 +3,7 @@
 //! This file is the table of contents: the commands, the settings CONFIG can change, and
 //! what happens at load and unload. The work is in the modules below.
 
+pub mod acl;
 pub mod cache;
 pub mod commands;
 pub mod config;

@@ -336,3 +336,135 @@ fn a_broken_hook_target_is_counted_and_logged_not_fatal() {
     );
     assert!(log.contains("WRONGTYPE"), "{log}");
 }
+
+/// A connection authenticated as `user`.
+fn connection_as(redis: &Redis, user: &str, password: &str) -> redis::Connection {
+    let mut con = redis.connection();
+    let _: () = redis::cmd("AUTH")
+        .arg(user)
+        .arg(password)
+        .query(&mut con)
+        .unwrap();
+    con
+}
+
+#[test]
+fn hooks_deliver_only_where_the_user_who_added_them_may_write() {
+    let stack = Stack::start(USERS_SQL);
+    let mut admin = stack.con();
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "alice",
+            "on",
+            ">pw",
+            "~audit:*",
+            "~pgcache:*",
+            "&events:*",
+            "+@all",
+        ])
+        .query(&mut admin)
+        .unwrap();
+    for id in 1..=3 {
+        let _: String = redis::cmd("XADD")
+            .arg("secret")
+            .arg("*")
+            .arg("n")
+            .arg(id)
+            .query(&mut admin)
+            .unwrap();
+    }
+    let mut alice = connection_as(&stack.redis, "alice", "pw");
+
+    for (args, needle) in [
+        (
+            vec!["ADD", "s", "ON", "write", "XADD", "secret"],
+            "ACL user \"alice\" may not write to stream \"secret\"",
+        ),
+        (
+            vec![
+                "ADD", "t", "ON", "write", "XADD", "secret", "MAXLEN", "=", "1",
+            ],
+            "may not write to (and trim, for MAXLEN) stream \"secret\"",
+        ),
+        (
+            vec!["ADD", "p", "ON", "write", "PUBLISH", "private"],
+            "may not publish on channel \"private\"",
+        ),
+        (
+            vec!["ADD", "b", "ON", "write", "XADD", "audit:b", "BY", "root"],
+            "BY root names another user",
+        ),
+    ] {
+        let e = hook(&mut alice, &args).unwrap_err();
+        assert!(e.to_string().contains(needle), "{args:?}: {e}");
+    }
+    let e = hook(&mut alice, &["SYNC", "s ON write XADD secret"]).unwrap_err();
+    assert!(e.to_string().contains("primary sends"), "{e}");
+    assert_eq!(definitions(&mut admin).len(), 1, "nothing was added");
+
+    hook(
+        &mut alice,
+        &[
+            "ADD",
+            "mine",
+            "ON",
+            "write",
+            "XADD",
+            "audit:alice",
+            "MAXLEN",
+            "=",
+            "10",
+        ],
+    )
+    .unwrap();
+    hook(
+        &mut alice,
+        &["ADD", "told", "ON", "write", "PUBLISH", "events:alice"],
+    )
+    .unwrap();
+    let listed = &hook_list(&mut admin)[1];
+    assert_eq!(listed["owner"].as_deref(), Some("alice"));
+    assert_eq!(
+        listed["definition"].as_deref(),
+        Some("mine ON write XADD audit:alice MAXLEN = 10 BY alice")
+    );
+    let replica = stack.start_replica();
+    let mut rcon = replica.connection();
+    wait_for(
+        "alice's hooks on the replica",
+        Duration::from_secs(10),
+        || {
+            (definitions(&mut rcon)[1..]
+                == [
+                    "mine ON write XADD audit:alice MAXLEN = 10 BY alice",
+                    "told ON write PUBLISH events:alice BY alice",
+                ])
+            .then_some(())
+        },
+    );
+
+    write(&mut admin, "users", r#"{"id":1}"#, r#"{"name":"x"}"#).unwrap();
+    assert_eq!(stream_entries(&mut admin, "audit:alice").len(), 1);
+
+    // Once alice may no longer write there, her hook stops: counted, logged, nothing written.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "alice", "resetkeys", "~other:*", "resetchannels"])
+        .query(&mut admin)
+        .unwrap();
+    write(&mut admin, "users", r#"{"id":2}"#, r#"{"name":"x"}"#).unwrap();
+    assert_eq!(stream_entries(&mut admin, "audit:alice").len(), 1);
+    let stats = map_reply(&mut admin, "PGCACHE.STATS");
+    let refused: i64 = redis::from_redis_value(stats["hook_errors"].clone()).unwrap();
+    assert_eq!(refused, 2, "both of alice's hooks were refused once");
+    let log = stack.redis.log();
+    assert!(
+        log.contains("hook mine: ACL user \"alice\" may not write to (and trim, for MAXLEN) stream \"audit:alice\"; event dropped"),
+        "{log}"
+    );
+    assert_eq!(
+        stream_entries(&mut admin, "secret").len(),
+        3,
+        "the stream alice could not touch is intact"
+    );
+}

@@ -3,6 +3,7 @@
 //! <definitions> (what a primary sends its replicas: replaces every hook).
 //! See the `hooks` module for how hooks persist and replicate.
 
+use crate::acl;
 use crate::commands::utf8;
 use crate::error::Error;
 use crate::hooks::{self, DEFAULT_HOOK, Hook, Target};
@@ -11,7 +12,7 @@ use crate::tunables;
 use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags, raw};
 
 const USAGE: &str = "usage: PGCACHE.HOOK ADD <name> ON <event>[,<event>...] [TABLE <table>] \
-                     PUBLISH <channel> | XADD <stream> [MAXLEN ~ <n>] | DEL <name> | LIST";
+                     PUBLISH <channel> | XADD <stream> [MAXLEN ~ <n>] [BY <user>] | DEL <name> | LIST";
 
 pub fn hook(ctx: &Context, args: &[&[u8]]) -> Reply {
     let Some(sub) = args.get(1) else {
@@ -23,7 +24,7 @@ pub fn hook(ctx: &Context, args: &[&[u8]]) -> Reply {
     };
     let result = match sub.to_ascii_uppercase().as_slice() {
         b"LIST" if words.is_empty() => return list(),
-        b"ADD" => changing(ctx, || hooks::add(Hook::parse(&words)?)),
+        b"ADD" => add(ctx, &words),
         b"DEL" if words.len() == 1 => changing(ctx, || {
             if hooks::remove(words[0]) {
                 Ok(())
@@ -36,6 +37,13 @@ pub fn hook(ctx: &Context, args: &[&[u8]]) -> Reply {
             }
         }),
         b"SYNC" if words.len() <= 1 => {
+            if !from_primary_or_aof(ctx) {
+                return Error::new(
+                    "HOOK SYNC is what a primary sends its replicas; to replace every hook, \
+                     CONFIG SET pgcache.hooks",
+                )
+                .into();
+            }
             changing(ctx, || hooks::set_all(words.first().copied().unwrap_or("")))
         }
         _ => Err(USAGE.to_string()),
@@ -46,9 +54,53 @@ pub fn hook(ctx: &Context, args: &[&[u8]]) -> Reply {
     }
 }
 
+/// Whether the command comes from this server's primary or from its AOF, which only carry
+/// what a user was already allowed to do.
+fn from_primary_or_aof(ctx: &Context) -> bool {
+    ctx.get_flags()
+        .intersects(ContextFlags::REPLICATED | ContextFlags::LOADING)
+}
+
+/// ADD: the hook acts for the ACL user who adds it, and only if that user may write its
+/// stream (and trim it, with MAXLEN) or publish on its channel. It replicates with its
+/// owner spelled out (`BY <user>`), since replicas and the AOF run it without a user.
+fn add(ctx: &Context, words: &[&str]) -> Result<(), String> {
+    let mut hook = Hook::parse(words)?;
+    if !from_primary_or_aof(ctx)
+        && let Some(user) = acl::current_user(ctx)
+    {
+        if hook.owner != acl::DEFAULT_USER && hook.owner != user {
+            return Err(format!(
+                "hook {}: BY {} names another user; a hook acts for the user who adds it \
+                 (here {user:?})",
+                hook.name, hook.owner
+            ));
+        }
+        hook.owner = user;
+        hook.permitted(ctx).map_err(|refused| {
+            format!(
+                "hook {}: {refused}; a hook delivers with the ACL permissions of the user who adds it",
+                hook.name
+            )
+        })?;
+    }
+    let definition = hook.render();
+    changing_as(ctx, Some(&definition), || hooks::add(hook))
+}
+
 /// Applies a change of the hooks: refused on a replica unless it comes from its primary
 /// (or the AOF); then replicated as sent and saved with CONFIG REWRITE.
 fn changing(ctx: &Context, change: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    changing_as(ctx, None, change)
+}
+
+/// `changing`, replicating `HOOK ADD <definition>` instead of the command as sent when a
+/// definition is given.
+fn changing_as(
+    ctx: &Context,
+    definition: Option<&str>,
+    change: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
     let flags = ctx.get_flags();
     if flags.contains(ContextFlags::SLAVE) && !flags.contains(ContextFlags::REPLICATED) {
         return Err(
@@ -56,8 +108,18 @@ fn changing(ctx: &Context, change: impl FnOnce() -> Result<(), String>) -> Resul
         );
     }
     change()?;
-    // SAFETY: command context.
-    unsafe { raw::RedisModule_ReplicateVerbatim.unwrap()(ctx.ctx) };
+    match definition {
+        Some(definition) => {
+            let args: Vec<&str> = std::iter::once("ADD")
+                .chain(definition.split_whitespace())
+                .collect();
+            ctx.replicate("PGCACHE.HOOK", args.as_slice());
+        }
+        // SAFETY: command context.
+        None => unsafe {
+            raw::RedisModule_ReplicateVerbatim.unwrap()(ctx.ctx);
+        },
+    }
     if !flags.contains(ContextFlags::LOADING) {
         save(ctx);
     }
@@ -83,6 +145,7 @@ fn list() -> Reply {
         events: tunables::events(),
         table: None,
         target: Target::Publish(tunables::event_channel()),
+        owner: acl::DEFAULT_USER.into(),
     };
     let mut entries = vec![describe(&default)];
     entries.extend(hooks::all().iter().map(|h| describe(h)));
@@ -101,6 +164,7 @@ fn describe(hook: &Hook) -> Reply {
         field("table", hook.table.clone().map_or(Reply::Nil, Reply::Bulk)),
         field("action", Reply::Bulk(action.into())),
         field("target", Reply::Bulk(target)),
+        field("owner", Reply::Bulk(hook.owner.clone())),
         field("definition", Reply::Bulk(hook.render())),
     ])
 }
