@@ -5,7 +5,8 @@
 -- Stop watching:               SELECT pgcache_unwatch('users');
 --
 -- After each INSERT, UPDATE, DELETE or TRUNCATE statement, PostgreSQL sends on the channel
--- `cache_invalidation` (change it with: ALTER DATABASE app SET pgcache.channel = 'other')
+-- `cache_invalidation` (change it with: ALTER DATABASE app SET pgcache.channel = 'other';
+-- only that database-wide setting counts, not a role's or a session's)
 -- only the table and the primary-key values of the changed rows, for example
 --   {"table":"public.users","op":"UPDATE","keys":[{"id":7}]}
 -- in as many notifications as needed to keep each one under 6000 bytes (PostgreSQL's limit
@@ -13,11 +14,24 @@
 -- changes the primary key sends the old and the new key. Tables without a primary key and
 -- TRUNCATE send {"table":..., "flush":true}: pgcache then drops all of that table's rows.
 -- NOTIFY is transactional: nothing is sent for a transaction that rolls back.
+--
+-- Nothing a writing session sets can stop its own invalidations: the functions fix their
+-- search_path (a session's schemas cannot stand in for pg_notify or jsonb_agg), and the
+-- channel is read from the database's own setting in the catalog, which only the database
+-- owner or a superuser can change, not from the session's value of pgcache.channel.
 
 CREATE OR REPLACE FUNCTION pgcache_notify() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
-    channel text := coalesce(nullif(current_setting('pgcache.channel', true), ''), 'cache_invalidation');
+    channel text := coalesce(
+        (SELECT nullif(substr(setting, length('pgcache.channel=') + 1), '')
+           FROM pg_db_role_setting AS s, unnest(s.setconfig) AS setting
+          WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND s.setrole = 0
+            AND setting LIKE 'pgcache.channel=%'),
+        'cache_invalidation');
     tbl text := quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME);
     old_keys jsonb := '[]';
     new_keys jsonb := '[]';
@@ -55,32 +69,42 @@ END;
 $$;
 
 -- Statement-level triggers cannot name a transition table that their event does not have,
--- so each event gets its own trigger.
+-- so each event gets its own trigger. The functions run with the search_path they were
+-- installed with (FROM CURRENT), so the triggers call the pgcache_notify installed beside them
+-- (named with its schema) whatever the caller's search_path is.
 CREATE OR REPLACE FUNCTION pgcache_watch(tbl regclass) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
 DECLARE
     key_columns text;
+    notify text;
 BEGIN
     SELECT string_agg(quote_literal(a.attname), ', ' ORDER BY array_position(i.indkey, a.attnum))
       INTO key_columns
-      FROM pg_index i
-      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+      FROM pg_catalog.pg_index i
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
      WHERE i.indrelid = tbl AND i.indisprimary;
     key_columns := coalesce(key_columns, '');
+    SELECT format('%I.%I', n.nspname, p.proname) INTO notify
+      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE p.oid = 'pgcache_notify()'::pg_catalog.regprocedure;
     PERFORM pgcache_unwatch(tbl);
     EXECUTE format('CREATE TRIGGER pgcache_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION pgcache_notify(%s)', tbl, key_columns);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)', tbl, notify, key_columns);
     EXECUTE format('CREATE TRIGGER pgcache_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION pgcache_notify(%s)', tbl, key_columns);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)', tbl, notify, key_columns);
     EXECUTE format('CREATE TRIGGER pgcache_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION pgcache_notify(%s)', tbl, key_columns);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)', tbl, notify, key_columns);
     EXECUTE format('CREATE TRIGGER pgcache_truncate AFTER TRUNCATE ON %s '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION pgcache_notify()', tbl);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION %s()', tbl, notify);
 END;
 $$;
 
 CREATE OR REPLACE FUNCTION pgcache_unwatch(tbl regclass) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
 BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS pgcache_insert ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS pgcache_update ON %s', tbl);

@@ -57,6 +57,41 @@ fn committed_changes_remove_entries() {
 }
 
 #[test]
+fn a_writing_session_cannot_turn_its_own_invalidations_off() {
+    let stack = Stack::start_with(
+        &format!("{USERS_SQL} {TRIGGER_SQL}"),
+        &["invalidation_channel", "app_changes"],
+    );
+    stack.pg.execute("SELECT pgcache_watch('users')");
+    stack
+        .pg
+        .superuser()
+        .batch_execute("ALTER DATABASE app SET pgcache.channel = 'app_changes'")
+        .unwrap();
+    // A schema whose pg_notify does nothing, for a session to put before pg_catalog.
+    stack.pg.execute(
+        "CREATE SCHEMA decoy;
+         CREATE FUNCTION decoy.pg_notify(text, text) RETURNS void LANGUAGE sql AS 'SELECT NULL';
+         CREATE FUNCTION decoy.jsonb_agg(jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT NULL::jsonb';",
+    );
+    let mut con = stack.con();
+    read_until_cached(&mut con, "users", r#"{"id":7}"#);
+
+    // The session's own channel setting and search_path cannot divert its notifications:
+    // the database's setting (ALTER DATABASE) is the one that counts.
+    stack.pg.execute(
+        "SET pgcache.channel = 'nobody_listens';
+         SET search_path = decoy, pg_catalog, public;
+         UPDATE users SET name = 'seven' WHERE id = 7;",
+    );
+    wait_gone(&mut con, KEY7);
+    assert_eq!(
+        json(&read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap())["name"],
+        "seven"
+    );
+}
+
+#[test]
 fn composite_and_numeric_keys_and_wide_rows() {
     let stack = Stack::start(&format!(
         "{TRIGGER_SQL}
