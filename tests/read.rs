@@ -246,6 +246,84 @@ fn schemas_quoted_names_views_and_tables_without_keys() {
 }
 
 #[test]
+fn views_that_read_system_catalogs_are_refused() {
+    let stack = Stack::start(USERS_SQL);
+    // Debian's postgresql-15 ships the contrib extensions; the case is skipped without them.
+    let extension = stack
+        .pg
+        .superuser_of("app")
+        .batch_execute("CREATE EXTENSION pg_stat_statements")
+        .is_ok();
+    stack
+        .pg
+        .superuser_of("app")
+        .batch_execute(
+            "CREATE VIEW passwords AS SELECT rolname, rolpassword FROM pg_catalog.pg_authid;
+             GRANT SELECT ON passwords TO app;",
+        )
+        .unwrap();
+    stack.pg.execute(
+        "CREATE VIEW sessions AS SELECT pid, query FROM pg_stat_get_activity(NULL);
+         CREATE VIEW roles AS SELECT rolname FROM pg_roles;
+         CREATE VIEW roles_again AS SELECT * FROM roles;
+         CREATE VIEW counted AS SELECT id, (SELECT count(*) FROM pg_class) AS n FROM users;
+         CREATE MATERIALIZED VIEW role_names AS SELECT rolname FROM roles;
+         CREATE VIEW names AS SELECT id, lower(name) AS name, now() AS at FROM users;",
+    );
+    let mut con = stack.con();
+    let mut cases = vec![
+        (
+            "passwords",
+            r#"{"rolname":"app"}"#,
+            "relation pg_catalog.pg_authid",
+        ),
+        (
+            "sessions",
+            r#"{"pid":1}"#,
+            "function pg_catalog.pg_stat_get_activity",
+        ),
+        (
+            "roles",
+            r#"{"rolname":"app"}"#,
+            "relation pg_catalog.pg_authid",
+        ),
+        (
+            "roles_again",
+            r#"{"rolname":"app"}"#,
+            "relation pg_catalog.pg_authid",
+        ),
+        ("counted", r#"{"id":1}"#, "relation pg_catalog.pg_class"),
+        (
+            "role_names",
+            r#"{"rolname":"app"}"#,
+            "relation pg_catalog.pg_authid",
+        ),
+    ];
+    if extension {
+        cases.push((
+            "pg_stat_statements",
+            r#"{"queryid":1}"#,
+            "relation public.pg_stat_statements",
+        ));
+    }
+    for (view, key, reads) in cases {
+        let e = err_text(read(&mut con, view, key));
+        assert!(
+            e.contains(&format!(
+                "{view} reads the {reads}; pgcache serves no system catalogs"
+            )),
+            "{view}: {e}"
+        );
+    }
+    let row = read(&mut con, "names", r#"{"id":3}"#).unwrap().unwrap();
+    assert_eq!(
+        json(&row)["name"],
+        "user3",
+        "a view over our own tables is served"
+    );
+}
+
+#[test]
 fn bad_input_gets_clear_errors_never_nil() {
     let stack = Stack::start(USERS_SQL);
     let mut con = stack.con();

@@ -326,6 +326,52 @@ const RELATION_SQL: &str = "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_cla
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = $1 AND c.relname = $2";
 
+/// The first system object `$1` reads, if any: following views (and materialized views)
+/// through their rewrite rules, every relation and function their definitions use, and the
+/// relation itself. The rules' stored query trees are read rather than pg_depend, which
+/// records no dependency on the objects initdb created (`pg_authid`, `pg_stat_get_activity`). System objects are the relations in the system schemas, the relations and
+/// set-returning functions an extension installed (`pg_stat_statements` is a view over such a
+/// function, in `public`), and the system schemas' `pg_*` functions (`pg_stat_get_activity`,
+/// `pg_get_userbyid`, `pg_read_file`, ...) through which a view reads the same data. Scalar
+/// extension functions (PostGIS's `ST_AsGeoJSON`, citext's) and ordinary built-ins
+/// (`lower`, `now`, `count`) stay usable in views.
+const SYSTEM_READ_SQL: &str = "WITH RECURSIVE reads(relid) AS ( \
+         SELECT $1::pg_catalog.oid \
+       UNION \
+         SELECT m[1]::pg_catalog.oid FROM reads r \
+         JOIN pg_catalog.pg_rewrite w ON w.ev_class = r.relid, \
+         LATERAL pg_catalog.regexp_matches(w.ev_action::text, ':relid ([0-9]+)', 'g') AS m \
+     ), used(classid, objid) AS ( \
+         SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, relid FROM reads \
+       UNION \
+         SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid, m[2]::pg_catalog.oid \
+         FROM reads r \
+         JOIN pg_catalog.pg_rewrite w ON w.ev_class = r.relid, \
+         LATERAL pg_catalog.regexp_matches(w.ev_action::text, \
+                 ':(funcid|opfuncid|aggfnoid|winfnoid) ([0-9]+)', 'g') AS m \
+     ), named(classid, objid, schema, name, what, returns_rows) AS ( \
+         SELECT u.classid, u.objid, n.nspname::text, c.relname::text, 'relation', true \
+         FROM used u \
+         JOIN pg_catalog.pg_class c ON c.oid = u.objid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE u.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+       UNION ALL \
+         SELECT u.classid, u.objid, n.nspname::text, p.proname::text, 'function', p.proretset \
+         FROM used u \
+         JOIN pg_catalog.pg_proc p ON p.oid = u.objid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+         WHERE u.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+     ) \
+     SELECT what || ' ' || pg_catalog.quote_ident(schema) || '.' || pg_catalog.quote_ident(name) \
+     FROM named \
+     WHERE (what = 'relation' AND (schema IN ('pg_catalog', 'information_schema') \
+                                   OR schema LIKE 'pg\\_toast%' OR schema LIKE 'pg\\_temp%')) \
+        OR (what = 'function' AND schema IN ('pg_catalog', 'information_schema') \
+            AND (name LIKE 'pg\\_%' OR name LIKE '\\_pg\\_%')) \
+        OR (returns_rows AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend e \
+                   WHERE e.classid = named.classid AND e.objid = named.objid AND e.deptype = 'e')) \
+     ORDER BY what DESC, schema, name LIMIT 1";
+
 // bpchar's format_type without typmod is character(1), which would truncate a cast
 // parameter; cast to the unbounded bpchar instead.
 const COLUMNS_SQL: &str = "SELECT a.attname::text, \
@@ -357,6 +403,18 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
     if !matches!(relkind.as_str(), "r" | "p" | "v" | "m" | "f") {
         return Err(Error::new(format!(
             "{} is not a table or view",
+            name.display()
+        )));
+    }
+    if let Some(row) = client
+        .query(SYSTEM_READ_SQL, &[&oid])
+        .map_err(catalog_error)?
+        .first()
+    {
+        let system_object: String = row.get(0);
+        return Err(Error::new(format!(
+            "{} reads the {system_object}; pgcache serves no system catalogs or extension \
+             objects, not even through a view: cache a table or a view over your own tables",
             name.display()
         )));
     }

@@ -286,6 +286,18 @@ impl Pg {
         self.try_superuser().unwrap()
     }
 
+    /// A superuser connection to database `dbname`.
+    pub fn superuser_of(&self, dbname: &str) -> postgres::Client {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("postgres")
+            .password(SUPERUSER_PASSWORD)
+            .dbname(dbname)
+            .connect(postgres::NoTls)
+            .unwrap()
+    }
+
     /// A connection as the app user to the app database.
     pub fn client(&self) -> postgres::Client {
         postgres::Config::new()
