@@ -215,6 +215,9 @@ fn after_the_listener_reconnects_nothing_older_is_served() {
     let first = wait_for("the listener", Duration::from_secs(10), || {
         listener_pid(&stack.pg)
     });
+    // Cached: the first listen's resync is over, so the next flush is the reconnect's.
+    read_until_cached(&mut con, "users", r#"{"id":7}"#);
+    let flushes_before = figure(&mut con, "flushes");
     // Kill the listener's session and change a row at once: its notification may be lost.
     let mut admin = stack.pg.superuser();
     admin
@@ -223,9 +226,24 @@ fn after_the_listener_reconnects_nothing_older_is_served() {
     stack
         .pg
         .execute("UPDATE users SET name = 'changed while away' WHERE id = 7");
-    wait_for("the listener to reconnect", Duration::from_secs(20), || {
-        listener_pid(&stack.pg).filter(|pid| *pid != first)
+    // The guarantee starts when the reconnected listener's resync is applied (a whole-cache
+    // flush starts); a new backend alone may not have listened yet.
+    wait_for("the reconnect's resync", Duration::from_secs(20), || {
+        (figure(&mut con, "flushes") > flushes_before).then_some(())
     });
+    assert_ne!(
+        listener_pid(&stack.pg),
+        Some(first),
+        "a new listener session"
+    );
+    assert!(
+        stack
+            .redis
+            .log()
+            .contains("invalidations may have been missed while the listener was disconnected"),
+        "{}",
+        stack.redis.log()
+    );
     assert_eq!(
         json(&read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap())["name"],
         "changed while away"
