@@ -268,7 +268,9 @@ fn views_that_read_system_catalogs_are_refused() {
          CREATE VIEW roles_again AS SELECT * FROM roles;
          CREATE VIEW counted AS SELECT id, (SELECT count(*) FROM pg_class) AS n FROM users;
          CREATE MATERIALIZED VIEW role_names AS SELECT rolname FROM roles;
-         CREATE VIEW names AS SELECT id, lower(name) AS name, now() AS at FROM users;",
+         CREATE VIEW owners AS SELECT id, pg_get_userbyid(10) AS owner FROM users;
+         CREATE VIEW names AS SELECT id, lower(name) AS name, now() AS at,
+                pg_typeof(id)::text AS t FROM users WHERE pg_sleep(0) IS NOT NULL;",
     );
     let mut con = stack.con();
     let mut cases = vec![
@@ -294,6 +296,11 @@ fn views_that_read_system_catalogs_are_refused() {
         ),
         ("counted", r#"{"id":1}"#, "relation pg_catalog.pg_class"),
         (
+            "owners",
+            r#"{"id":1}"#,
+            "function pg_catalog.pg_get_userbyid",
+        ),
+        (
             "role_names",
             r#"{"rolname":"app"}"#,
             "relation pg_catalog.pg_authid",
@@ -315,7 +322,11 @@ fn views_that_read_system_catalogs_are_refused() {
             "{view}: {e}"
         );
     }
+    // Its column `t` is also the alias pgcache's query gives the relation: still read right.
     let row = read(&mut con, "names", r#"{"id":3}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["t"], "integer");
+    let rows = multiread(&mut con, "names", "[{\"id\":4}]").unwrap();
+    assert_eq!(json(rows[0].as_ref().unwrap())["name"], "user4");
     assert_eq!(
         json(&row)["name"],
         "user3",

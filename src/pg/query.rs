@@ -29,7 +29,7 @@ pub fn select_one(table_sql: &str, keys: &[KeyParam]) -> String {
         })
         .collect();
     format!(
-        "SELECT row_to_json(t)::text FROM {table_sql} AS t WHERE {} LIMIT 2",
+        "SELECT row_to_json(t.*)::text FROM {table_sql} AS t WHERE {} LIMIT 2",
         conditions.join(" AND ")
     )
 }
@@ -46,7 +46,7 @@ pub fn select_many(table_sql: &str, keys: &[KeyParam]) -> String {
         .map(|(i, k)| format!("t.{} = k.k{i}::{}", quote_ident(k.column), k.cast_type))
         .collect();
     format!(
-        "SELECT k.ord, row_to_json(t)::text FROM unnest({}) WITH ORDINALITY AS k({}, ord) \
+        "SELECT k.ord, row_to_json(t.*)::text FROM unnest({}) WITH ORDINALITY AS k({}, ord) \
          JOIN {table_sql} AS t ON {}",
         arrays.join(", "),
         aliases.join(", "),
@@ -139,7 +139,7 @@ mod tests {
     fn single_lookup_binds_every_value() {
         assert_eq!(
             select_one("\"public\".\"t\"", &keys()),
-            "SELECT row_to_json(t)::text FROM \"public\".\"t\" AS t \
+            "SELECT row_to_json(t.*)::text FROM \"public\".\"t\" AS t \
              WHERE t.\"id\" = ($1::text)::integer AND t.\"re\"\"gion\" = ($2::text)::text LIMIT 2"
         );
     }
@@ -148,7 +148,7 @@ mod tests {
     fn batch_lookup_unnests_parallel_arrays() {
         assert_eq!(
             select_many("\"public\".\"t\"", &keys()),
-            "SELECT k.ord, row_to_json(t)::text FROM unnest($1::text[], $2::text[]) \
+            "SELECT k.ord, row_to_json(t.*)::text FROM unnest($1::text[], $2::text[]) \
              WITH ORDINALITY AS k(k0, k1, ord) JOIN \"public\".\"t\" AS t \
              ON t.\"id\" = k.k0::integer AND t.\"re\"\"gion\" = k.k1::text"
         );

@@ -331,10 +331,12 @@ const RELATION_SQL: &str = "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_cla
 /// relation itself. The rules' stored query trees are read rather than pg_depend, which
 /// records no dependency on the objects initdb created (`pg_authid`, `pg_stat_get_activity`). System objects are the relations in the system schemas, the relations and
 /// set-returning functions an extension installed (`pg_stat_statements` is a view over such a
-/// function, in `public`), and the system schemas' `pg_*` functions (`pg_stat_get_activity`,
-/// `pg_get_userbyid`, `pg_read_file`, ...) through which a view reads the same data. Scalar
-/// extension functions (PostGIS's `ST_AsGeoJSON`, citext's) and ordinary built-ins
-/// (`lower`, `now`, `count`) stay usable in views.
+/// function, in `public`), and the system schemas' functions through which a view reads the
+/// same data: their set-returning `pg_*` ones (`pg_stat_get_activity`, `pg_ls_dir`,
+/// `pg_show_all_settings`) and every `pg_stat_*`, `pg_get_*`, `pg_read_*` and `pg_ls_*` one
+/// (`pg_get_userbyid`, `pg_read_file`). Scalar extension functions (PostGIS's
+/// `ST_AsGeoJSON`), ordinary built-ins (`lower`, `now`, `count`) and harmless `pg_*` ones
+/// (`pg_sleep`, `pg_typeof`, `pg_size_pretty`) stay usable in views.
 const SYSTEM_READ_SQL: &str = "WITH RECURSIVE reads(relid) AS ( \
          SELECT $1::pg_catalog.oid \
        UNION \
@@ -367,7 +369,9 @@ const SYSTEM_READ_SQL: &str = "WITH RECURSIVE reads(relid) AS ( \
      WHERE (what = 'relation' AND (schema IN ('pg_catalog', 'information_schema') \
                                    OR schema LIKE 'pg\\_toast%' OR schema LIKE 'pg\\_temp%')) \
         OR (what = 'function' AND schema IN ('pg_catalog', 'information_schema') \
-            AND (name LIKE 'pg\\_%' OR name LIKE '\\_pg\\_%')) \
+            AND ((returns_rows AND (name LIKE 'pg\\_%' OR name LIKE '\\_pg\\_%')) \
+                 OR name LIKE 'pg\\_stat\\_%' OR name LIKE 'pg\\_get\\_%' \
+                 OR name LIKE 'pg\\_read\\_%' OR name LIKE 'pg\\_ls\\_%')) \
         OR (returns_rows AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend e \
                    WHERE e.classid = named.classid AND e.objid = named.objid AND e.deptype = 'e')) \
      ORDER BY what DESC, schema, name LIMIT 1";
