@@ -48,11 +48,15 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Runs `f` for a callback Redis made into pgcache (a timer, a notification, INFO): a panic
 /// must not unwind into Redis, which would abort the server. The panic hook has logged it.
+/// Its duration feeds `longest_callback_us`, the stall probe of STATS.
 pub fn guard<R: Default>(what: &str, f: impl FnOnce() -> R) -> R {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+    let started = std::time::Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         redis_module::logging::log_warning(format!(
             "pgcache: internal error in {what}; it was abandoned, Redis is unaffected; please report it"
         ));
         R::default()
-    })
+    });
+    crate::stats::callback_took(started.elapsed());
+    result
 }

@@ -215,6 +215,11 @@ pub fn render() -> String {
         flush::running() as f64,
     );
     gauge(
+        "longest_callback_us",
+        "Longest single pgcache callback on the event loop since the last reset, in microseconds.",
+        stats::longest_callback_us() as f64,
+    );
+    gauge(
         "slowlog_length",
         "Entries in PGCACHE.SLOWLOG.",
         slowlog::len() as f64,

@@ -53,6 +53,10 @@ pub fn report() -> Vec<(String, Reply)> {
         "flushes_running".into(),
         Reply::Int(flush::running() as i64),
     ));
+    out.push((
+        "longest_callback_us".into(),
+        Reply::Int(stats::longest_callback_us() as i64),
+    ));
     let commands = stats::COMMANDS
         .iter()
         .enumerate()
