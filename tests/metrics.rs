@@ -157,3 +157,73 @@ fn a_port_in_use_stops_the_load_with_a_clear_message() {
         "{log}"
     );
 }
+
+/// Connects to the endpoint and sends one byte of a request every 300 ms, never finishing
+/// it. Returns once the server has cut the connection off (or 20 s passed: None).
+fn trickle(port: u16) -> std::thread::JoinHandle<Option<Duration>> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut scratch = [0u8; 1024];
+        while started.elapsed() < Duration::from_secs(20) {
+            if stream.write_all(b"G").is_err() {
+                return Some(started.elapsed());
+            }
+            // The pacing under test, not a synchronisation: the read waits 300 ms for the
+            // server to answer or close.
+            match stream.read(&mut scratch) {
+                Ok(_) => return Some(started.elapsed()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return Some(started.elapsed()),
+            }
+        }
+        None
+    })
+}
+
+#[test]
+fn a_trickling_or_oversized_request_is_cut_off_and_never_holds_unload() {
+    let port = free_port();
+    let stack = Stack::start_with(USERS_SQL, &["metrics_port", &port.to_string()]);
+
+    // A byte every 300 ms never lets a per-read timeout fire; the whole request has a bound.
+    let cut_off = trickle(port).join().unwrap();
+    assert!(cut_off.is_some(), "a trickling client was served for 20 s");
+
+    // An endless header is answered after the size limit, not read to the end.
+    let mut flood = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    flood
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = flood.write_all(&vec![b'x'; 64 * 1024]);
+    let mut response = Vec::new();
+    let _ = flood.read_to_end(&mut response);
+    assert!(
+        response.starts_with(b"HTTP/1.1 405"),
+        "{:?}",
+        String::from_utf8_lossy(&response)
+    );
+    assert!(!scrape(port).samples.is_empty(), "still serving");
+
+    // MODULE UNLOAD with a trickling client connected does not wait for it.
+    let slow = trickle(port);
+    let mut con = stack.con();
+    let (done, unloaded) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let reply: redis::RedisResult<String> = redis::cmd("MODULE")
+            .arg("UNLOAD")
+            .arg("pgcache")
+            .query(&mut con);
+        let _ = done.send(reply);
+    });
+    let reply = unloaded
+        .recv_timeout(Duration::from_secs(15))
+        .expect("MODULE UNLOAD returned");
+    assert_eq!(reply.unwrap(), "OK");
+    assert!(listening_addresses(port).is_empty(), "the endpoint is gone");
+    slow.join().unwrap();
+}
