@@ -49,7 +49,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Runs `f` for a callback Redis made into pgcache (a timer, a notification, INFO): a panic
 /// must not unwind into Redis, which would abort the server. The panic hook has logged it.
 /// Its duration feeds `longest_callback_us`, the stall probe of STATS.
-pub fn guard<R: Default>(what: &str, f: impl FnOnce() -> R) -> R {
+pub fn guard<R: Default>(what: &'static str, f: impl FnOnce() -> R) -> R {
     let started = std::time::Instant::now();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         redis_module::logging::log_warning(format!(
@@ -57,6 +57,6 @@ pub fn guard<R: Default>(what: &str, f: impl FnOnce() -> R) -> R {
         ));
         R::default()
     });
-    crate::stats::callback_took(started.elapsed());
+    crate::stall::callback_took(what, started.elapsed());
     result
 }

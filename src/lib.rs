@@ -20,6 +20,7 @@ pub mod pg;
 pub mod reply;
 pub mod requests;
 pub mod slowlog;
+pub mod stall;
 pub mod stats;
 pub mod tunables;
 pub mod wake;

@@ -217,7 +217,7 @@ pub fn render() -> String {
     gauge(
         "longest_callback_us",
         "Longest single pgcache callback on the event loop since the last reset, in microseconds.",
-        stats::longest_callback_us() as f64,
+        crate::stall::longest().0 as f64,
     );
     gauge(
         "slowlog_length",

@@ -290,24 +290,9 @@ pub fn hit_ratio() -> f64 {
     }
 }
 
-/// The longest single callback pgcache ran on the event loop since load or RESET (a slice
-/// of invalidations or of a flush, a wake-up, a blocked client's reply, a timer), in µs:
-/// the longest pause of Redis that pgcache's background work caused.
-static LONGEST_CALLBACK_US: AtomicU64 = AtomicU64::new(0);
-
-/// Notes how long a callback held the event loop.
-pub fn callback_took(elapsed: std::time::Duration) {
-    let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-    LONGEST_CALLBACK_US.fetch_max(us, Relaxed);
-}
-
-pub fn longest_callback_us() -> u64 {
-    LONGEST_CALLBACK_US.load(Relaxed)
-}
-
 /// PGCACHE.STATS RESET.
 pub fn reset() {
-    LONGEST_CALLBACK_US.store(0, Relaxed);
+    crate::stall::reset();
     for (_, counter) in &NAMED {
         counter.reset();
     }

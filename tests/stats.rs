@@ -45,6 +45,8 @@ fn counters_histograms_info_and_reset() {
             redis::from_redis_value(stats(&mut con)["listener"].clone()).unwrap();
         (listener == "connected").then_some(())
     });
+    // The stall probe: the misses' replies ran in callbacks on the event loop.
+    assert!(int(&s, "longest_callback_us") > 0, "{s:?}");
     let read_figures = nested(&nested(&s["commands"])["read"]);
     assert_eq!(int(&read_figures, "calls"), 5);
 
@@ -68,6 +70,7 @@ fn counters_histograms_info_and_reset() {
         Some("5")
     );
     assert!(info_field(&mut con, "pgcache_read_p99_us").is_some());
+    assert!(info_field(&mut con, "pgcache_longest_callback_us").is_some());
     let table_line = info_field(&mut con, "pgcache_table_users").unwrap();
     assert!(
         table_line.starts_with("calls=7,hits=3,misses=3,timed_calls=5,avg_us="),

@@ -53,10 +53,9 @@ pub fn report() -> Vec<(String, Reply)> {
         "flushes_running".into(),
         Reply::Int(flush::running() as i64),
     ));
-    out.push((
-        "longest_callback_us".into(),
-        Reply::Int(stats::longest_callback_us() as i64),
-    ));
+    let (longest_us, longest) = crate::stall::longest();
+    out.push(("longest_callback_us".into(), Reply::Int(longest_us as i64)));
+    out.push(("longest_callback".into(), Reply::Bulk(longest.into())));
     let commands = stats::COMMANDS
         .iter()
         .enumerate()
