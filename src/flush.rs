@@ -34,11 +34,11 @@ struct Flush {
 }
 
 struct Cursor(*mut raw::RedisModuleScanCursor);
-// SAFETY: the cursor is only used with the Redis lock held.
+// SAFETY: the cursor is only used on the main thread.
 unsafe impl Send for Cursor {}
 
-/// Flushes under way. Only touched with the Redis lock held (main thread, or the listener
-/// holding the lock), so the mutex is never contended.
+/// Flushes under way. Only touched on the main thread (no other thread takes Redis's lock:
+/// the listener hands its work over through `wake`), so the mutex is never contended.
 static ACTIVE: Mutex<Vec<Flush>> = Mutex::new(Vec::new());
 /// How many flushes are under way: the hit path's one check when there are none.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
@@ -77,7 +77,7 @@ pub fn bypassed(key: &[u8]) -> bool {
                 .any(|f| key.starts_with(&f.prefix))
 }
 
-/// Starts dropping every key under `prefix`. Main thread (or a thread holding the lock).
+/// Starts dropping every key under `prefix`. Main thread only.
 pub fn start(ctx: &Context, prefix: &str) {
     stats::FLUSHES.inc();
     fill::invalidated_prefix(prefix);
@@ -96,7 +96,7 @@ pub fn start(ctx: &Context, prefix: &str) {
 }
 
 fn schedule(ctx: &Context) {
-    // SAFETY: timers are created with the lock held; the callback only touches main-thread
+    // SAFETY: timers are created on the main thread; the callback only touches main-thread
     // state.
     unsafe {
         raw::RedisModule_CreateTimer.unwrap()(ctx.ctx, 0, Some(tick), std::ptr::null_mut());
@@ -142,7 +142,7 @@ fn step(ctx: &Context, flush: &mut Flush) -> bool {
         return false;
     };
     let mut found: (Vec<u8>, Vec<Vec<u8>>) = (flush.prefix.clone(), Vec::new());
-    // SAFETY: main thread with the lock; the callback only reads the key name.
+    // SAFETY: main thread; the callback only reads the key name.
     let more = unsafe {
         raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db);
         raw::RedisModule_Scan.unwrap()(

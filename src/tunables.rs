@@ -91,6 +91,12 @@ pub fn table_allowed(name: &QualifiedName) -> bool {
     tables.is_empty() || tables.contains(name)
 }
 
+/// Whether the allowlist names this table itself (not just admits everything): the
+/// administrator's explicit word that it may be served, views over system catalogs included.
+pub fn table_listed(name: &QualifiedName) -> bool {
+    TABLES.read().unwrap().contains(name)
+}
+
 /// One runtime setting: its CONFIG name, how to read it and how to validate and apply a value.
 pub struct Tunable {
     pub name: &'static str,

@@ -322,6 +322,14 @@ fn views_that_read_system_catalogs_are_refused() {
             "{view}: {e}"
         );
     }
+    // Named in the allowlist, such a view is the administrator's choice, and served.
+    config_set(&mut con, "pgcache.tables", "roles,names").unwrap();
+    let row = read(&mut con, "roles", r#"{"rolname":"app"}"#)
+        .unwrap()
+        .unwrap();
+    assert_eq!(json(&row)["rolname"], "app");
+    let e = err_text(read(&mut con, "roles_again", r#"{"rolname":"app"}"#));
+    assert!(e.contains("not in the pgcache.tables allowlist"), "{e}");
     // Its column `t` is also the alias pgcache's query gives the relation: still read right.
     let row = read(&mut con, "names", r#"{"id":3}"#).unwrap().unwrap();
     assert_eq!(json(&row)["t"], "integer");

@@ -12,6 +12,8 @@ fn args(pg: &Pg, extra: &[&str]) -> Vec<String> {
         .filter(|pair| pair[0] != "pg_sslmode")
         .flat_map(|pair| pair.to_vec())
         .collect();
+    // The view reads pg_stat_ssl, a system view: served only when the allowlist names it.
+    args.extend(["tables".to_string(), "my_session".to_string()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }

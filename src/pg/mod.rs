@@ -1,4 +1,6 @@
-//! Everything that talks to PostgreSQL. Only worker threads call into here.
+//! Everything that talks to PostgreSQL: connections, row and catalog queries, key spellings
+//! and the invalidation listener. Queries run on worker threads and the listener's thread,
+//! never on the Redis event loop, which only reads the in-memory schema cache.
 
 pub mod errors;
 pub mod fetch;

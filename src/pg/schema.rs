@@ -410,15 +410,18 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
             name.display()
         )));
     }
-    if let Some(row) = client
-        .query(SYSTEM_READ_SQL, &[&oid])
-        .map_err(catalog_error)?
-        .first()
+    // Naming the relation in the allowlist is the administrator's explicit consent.
+    if !tunables::table_listed(&name)
+        && let Some(row) = client
+            .query(SYSTEM_READ_SQL, &[&oid])
+            .map_err(catalog_error)?
+            .first()
     {
         let system_object: String = row.get(0);
         return Err(Error::new(format!(
             "{} reads the {system_object}; pgcache serves no system catalogs or extension \
-             objects, not even through a view: cache a table or a view over your own tables",
+             objects, not even through a view: cache a table or a view over your own tables, \
+             or name this one in the pgcache.tables allowlist to serve it anyway",
             name.display()
         )));
     }
