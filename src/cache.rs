@@ -238,7 +238,7 @@ pub fn store(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
     if !writable(ctx) {
         return;
     }
-    let expires_at = crate::events::now_ms() + u128::from(ttl_seconds) * 1000;
+    let expires_at = crate::event::now_ms() + u128::from(ttl_seconds) * 1000;
     let name = ctx.create_string(key);
     // SAFETY: main thread with the caller's context; every handle is closed or freed here,
     // and the buffers outlive the calls that read them.

@@ -3,7 +3,7 @@
 //! a later source wins. Every value is validated here and an unknown or invalid setting stops
 //! the load with a message naming it. The password is held separately and never displayed.
 
-use crate::events::EventMask;
+use crate::event::EventMask;
 use crate::ident::{QualifiedName, parse_table};
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -14,11 +14,11 @@
 use crate::error::Error;
 use crate::reply::Reply;
 use crate::requests;
-use crate::stats::TableStats;
+use crate::stats::{self, TableStats};
 use crate::worker::{BlockedClient, Completion};
 use redis_module::Context;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,16 +43,6 @@ struct Entry {
 /// Keyed by cache key. Touched from the main thread, and from workers to answer waiters
 /// as soon as a row is known.
 static IN_FLIGHT: Mutex<Option<HashMap<String, Entry>>> = Mutex::new(None);
-/// Requests answered by another request's query (for monitoring and tests).
-static COALESCED: AtomicU64 = AtomicU64::new(0);
-
-pub fn coalesced() -> u64 {
-    COALESCED.load(Ordering::Relaxed)
-}
-
-pub fn reset_coalesced() {
-    COALESCED.store(0, Ordering::Relaxed);
-}
 
 fn with_map<R>(f: impl FnOnce(&mut HashMap<String, Entry>) -> R) -> R {
     let mut guard = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
@@ -96,7 +86,7 @@ pub fn lead_or_wait(
             entry
                 .asked
                 .get_or_insert_with(|| (table.clone(), pk.to_string()));
-            COALESCED.fetch_add(1, Ordering::Relaxed);
+            stats::COALESCED.inc();
             return Join::Wait;
         }
         Join::Lead(register(map, key.to_string()))

@@ -14,11 +14,11 @@
 //! (expire, evict) are XADDed from a zero-delay timer, since Redis forbids writes there.
 
 use crate::acl::{self, Access};
-use crate::events::{self, Event, EventKind, EventMask, Extra};
+use crate::event::{self, Event, EventKind, EventMask, Extra};
 use crate::ident;
 use crate::stats;
 use crate::tunables;
-use redis_module::{CallOptionsBuilder, CallResult, Context, raw};
+use redis_module::{CallOptionsBuilder, CallResult, Context, RedisString, raw};
 use std::cell::Cell;
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -371,7 +371,7 @@ pub fn fire(ctx: &Context, hook: &Hook, event: &Event) {
                 return;
             }
             let channel = ctx.create_string(channel.as_str());
-            events::publish_message(ctx, &channel, event.json);
+            publish_message(ctx, &channel, event.json);
         }
         Target::Xadd { stream, maxlen } => {
             if !crate::cache::writable(ctx) || !permitted(ctx, hook) {
@@ -406,6 +406,17 @@ pub fn fire(ctx: &Context, hook: &Hook, event: &Event) {
                 xadd(ctx, &hook.name, &args);
             }
         }
+    }
+}
+
+/// PUBLISH through the module API (no command lookup). Main thread only.
+pub fn publish_message(ctx: &Context, channel: &RedisString, message: &str) {
+    // SAFETY: main thread; the message string is created and freed here.
+    unsafe {
+        let text =
+            raw::RedisModule_CreateString.unwrap()(ctx.ctx, message.as_ptr().cast(), message.len());
+        raw::RedisModule_PublishMessage.unwrap()(ctx.ctx, channel.inner, text);
+        raw::RedisModule_FreeString.unwrap()(ctx.ctx, text);
     }
 }
 
@@ -448,7 +459,7 @@ fn xadd(ctx: &Context, hook: &str, args: &[String]) {
 /// Logs a delivery failure at most every ten seconds: a broken target must not flood the log.
 fn log_failure(ctx: &Context, message: &str) {
     static LAST_LOGGED_S: AtomicU64 = AtomicU64::new(0);
-    let now_s = (events::now_ms() / 1000) as u64;
+    let now_s = (event::now_ms() / 1000) as u64;
     if now_s >= LAST_LOGGED_S.load(Ordering::Relaxed) + 10 {
         LAST_LOGGED_S.store(now_s, Ordering::Relaxed);
         ctx.log_warning(message);

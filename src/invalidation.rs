@@ -14,7 +14,8 @@
 //! listener listens, and then they are flushed.
 
 use crate::cache;
-use crate::events::{self, EventKind};
+use crate::event::EventKind;
+use crate::events;
 use crate::fill;
 use crate::flush;
 use crate::key::CanonicalPk;

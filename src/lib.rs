@@ -8,6 +8,7 @@ pub mod cache;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod events;
 pub mod fill;
 pub mod flush;
@@ -234,10 +235,10 @@ fn keyspace_event(
     };
     let kind = if event_type & raw::REDISMODULE_NOTIFY_EVICTED != 0 {
         stats::EVICTIONS.inc();
-        events::EventKind::Evict
+        event::EventKind::Evict
     } else {
         stats::EXPIRATIONS.inc();
-        events::EventKind::Expire
+        event::EventKind::Expire
     };
     if events::wanted(kind) {
         let entry = String::from_utf8_lossy(entry);

@@ -5,7 +5,8 @@
 //! this runs on the main thread.
 
 use crate::error::Error;
-use crate::events::{self, EventKind, Extra};
+use crate::event::{EventKind, Extra};
+use crate::events;
 use crate::slowlog::{self, SlowPart};
 use crate::stats::{self, TableStats};
 use redis_module::Context;

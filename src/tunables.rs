@@ -3,7 +3,7 @@
 //! that only misses and events take. Load-time-only settings live in `config::Settings`.
 
 use crate::config::{self, Settings};
-use crate::events::EventMask;
+use crate::event::EventMask;
 use crate::hooks;
 use crate::ident::QualifiedName;
 use crate::pg::schema;

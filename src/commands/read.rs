@@ -7,7 +7,8 @@
 use crate::cache;
 use crate::commands::{ttl_arg, utf8};
 use crate::error::Result;
-use crate::events::{self, EventKind};
+use crate::event::EventKind;
+use crate::events;
 use crate::fill::{self, FillTicket, Join, Outcome};
 use crate::key::{self, CanonicalPk};
 use crate::pg::{fetch, normalise, schema};

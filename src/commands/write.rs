@@ -5,7 +5,8 @@
 use crate::cache;
 use crate::commands::{ttl_arg, with_key, with_schema};
 use crate::error::Error;
-use crate::events::{self, EventKind};
+use crate::event::EventKind;
+use crate::events;
 use crate::fill;
 use crate::flush;
 use crate::reply::Reply;
