@@ -477,7 +477,7 @@ fn apply(s: &mut Settings, name: &str, value: &str) -> Result<(), ConfigError> {
             s.slowlog_max_len = crate::slowlog::parse_max_len(value).map_err(|e| err(name, e))?
         }
         "hooks" => {
-            crate::hooks::parse_all(value).map_err(|e| err(name, e))?;
+            crate::hooks::definition::parse_all(value).map_err(|e| err(name, e))?;
             s.hooks = value.to_string()
         }
         "metrics_port" => s.metrics_port = parse_int(name, value, 0u16, 65535)?,

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod pg;
 pub mod reply;
 pub mod requests;
+pub mod settings;
 pub mod slowlog;
 pub mod stall;
 pub mod stats;
@@ -264,7 +265,7 @@ unsafe extern "C" fn on_replica_change(
 
 /// CONFIG GET / SET of a `pgcache.*` setting. Redis calls these directly: a panic must not
 /// unwind into it, and a value with a NUL byte must still make a valid string.
-impl ConfigurationValue<RedisString> for tunables::Tunable {
+impl ConfigurationValue<RedisString> for settings::Tunable {
     fn get(&self, _: &ConfigurationContext) -> RedisString {
         let value = error::guard("reading a setting", || (self.get)());
         RedisString::create_from_slice(std::ptr::null_mut(), value.as_bytes())
@@ -299,7 +300,10 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
         );
         return Status::Err;
     }
-    tunables::init(&settings);
+    if let Err(e) = settings::init(&settings) {
+        ctx.log_warning(&e.to_string());
+        return Status::Err;
+    }
     pg::schema::clear_cache();
 
     let pool = match pg::pool::Pool::new(settings.pg.clone(), settings.pool_size) {
@@ -336,7 +340,7 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
             return Status::Err;
         }
     }
-    for tunable in tunables::TUNABLES.iter() {
+    for tunable in settings::RUNTIME.iter() {
         let current = (tunable.get)();
         register_string_configuration(
             ctx,

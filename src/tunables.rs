@@ -1,13 +1,11 @@
-//! The settings that can change while the server runs (`CONFIG SET pgcache.<name>`), held
-//! where the hit path and the workers read them without locks (atomics), or behind a lock
-//! that only misses and events take. Load-time-only settings live in `config::Settings`.
+//! The current values of the settings that can change while the server runs, held where the
+//! hit path and the workers read them without locks (atomics), or behind a lock that only
+//! misses and events take. Load-time-only settings live in `config::Settings`; the CONFIG
+//! SET table that changes these is `settings`.
 
-use crate::config::{self, Settings};
+use crate::config::Settings;
 use crate::event::EventMask;
-use crate::hooks;
 use crate::ident::QualifiedName;
-use crate::pg::schema;
-use crate::slowlog;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
@@ -36,22 +34,52 @@ pub fn init(s: &Settings) {
     *CACHE_PREFIX.write().unwrap() = s.cache_prefix.clone();
     *LOAD_TIME.write().unwrap() = s.effective();
     LISTEN.store(s.listen, Relaxed);
-    slowlog::set_threshold_us(s.slowlog_threshold_us);
-    slowlog::set_max_len(s.slowlog_max_len);
-    // Validated by config::load.
-    let _ = hooks::set_all(&s.hooks);
 }
 
-/// The load-time settings (password redacted) followed by the runtime ones' current values.
-pub fn effective() -> Vec<(String, String)> {
-    let mut all: Vec<(String, String)> = LOAD_TIME
+/// The load-time settings (password redacted), as HEALTH shows them.
+pub fn load_time() -> Vec<(String, String)> {
+    LOAD_TIME
         .read()
         .unwrap()
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    all.extend(TUNABLES.iter().map(|t| (t.name.to_string(), (t.get)())));
-    all
+        .collect()
+}
+
+pub fn set_default_ttl(seconds: u64) {
+    DEFAULT_TTL.store(seconds, Relaxed);
+}
+pub fn set_negative_ttl(seconds: u64) {
+    NEGATIVE_TTL.store(seconds, Relaxed);
+}
+pub fn set_request_timeout_ms(ms: u64) {
+    REQUEST_TIMEOUT_MS.store(ms, Relaxed);
+}
+pub fn set_statement_timeout_ms(ms: u64) {
+    STATEMENT_TIMEOUT_MS.store(ms, Relaxed);
+}
+pub fn set_multiread_max(keys: usize) {
+    MULTIREAD_MAX.store(keys as u64, Relaxed);
+}
+pub fn set_events(mask: EventMask) {
+    EVENTS.store(mask.0, Relaxed);
+}
+pub fn set_event_channel(channel: String) {
+    *EVENT_CHANNEL.write().unwrap() = channel;
+}
+pub fn set_tables(tables: Vec<QualifiedName>) {
+    *TABLES.write().unwrap() = tables;
+}
+
+/// The allowlist as the `tables` setting writes it.
+pub fn tables_setting() -> String {
+    TABLES
+        .read()
+        .unwrap()
+        .iter()
+        .map(|t| t.display())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Whether the invalidation listener was asked for.
@@ -95,154 +123,4 @@ pub fn table_allowed(name: &QualifiedName) -> bool {
 /// administrator's explicit word that it may be served, views over system catalogs included.
 pub fn table_listed(name: &QualifiedName) -> bool {
     TABLES.read().unwrap().contains(name)
-}
-
-/// One runtime setting: its CONFIG name, how to read it and how to validate and apply a value.
-pub struct Tunable {
-    pub name: &'static str,
-    pub get: fn() -> String,
-    pub set: fn(&str) -> Result<(), String>,
-}
-
-/// Stores a value its parse function accepted.
-fn set_u64(target: &AtomicU64, parsed: Result<u64, String>) -> Result<(), String> {
-    target.store(parsed?, Relaxed);
-    Ok(())
-}
-
-/// Every setting CONFIG SET can change, with the same validation as at load time.
-pub static TUNABLES: [Tunable; 11] = [
-    Tunable {
-        name: "default_ttl",
-        get: || default_ttl().to_string(),
-        set: |v| set_u64(&DEFAULT_TTL, config::parse_ttl(v)),
-    },
-    Tunable {
-        name: "negative_ttl",
-        get: || negative_ttl().to_string(),
-        set: |v| set_u64(&NEGATIVE_TTL, config::parse_negative_ttl(v)),
-    },
-    Tunable {
-        name: "request_timeout_ms",
-        get: || request_timeout_ms().to_string(),
-        set: |v| set_u64(&REQUEST_TIMEOUT_MS, config::parse_request_timeout_ms(v)),
-    },
-    Tunable {
-        name: "statement_timeout_ms",
-        get: || statement_timeout_ms().to_string(),
-        set: |v| set_u64(&STATEMENT_TIMEOUT_MS, config::parse_statement_timeout_ms(v)),
-    },
-    Tunable {
-        name: "multiread_max",
-        get: || multiread_max().to_string(),
-        set: |v| {
-            set_u64(
-                &MULTIREAD_MAX,
-                config::parse_multiread_max(v).map(|n| n as u64),
-            )
-        },
-    },
-    Tunable {
-        name: "events",
-        get: || events().render(),
-        set: |v| {
-            EVENTS.store(EventMask::parse(v)?.0, Relaxed);
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "event_channel",
-        get: event_channel,
-        set: |v| {
-            *EVENT_CHANNEL.write().unwrap() = config::parse_event_channel(v)?;
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "tables",
-        get: || {
-            let tables = TABLES.read().unwrap();
-            tables
-                .iter()
-                .map(|t| t.display())
-                .collect::<Vec<_>>()
-                .join(",")
-        },
-        set: |v| {
-            let parsed = config::parse_tables(v)?;
-            *TABLES.write().unwrap() = parsed;
-            // Tables resolved under the old list must be checked again.
-            schema::clear_cache();
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "slowlog_threshold_us",
-        get: || slowlog::threshold_us().to_string(),
-        set: |v| {
-            slowlog::set_threshold_us(slowlog::parse_threshold(v)?);
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "slowlog_max_len",
-        get: || slowlog::max_len().to_string(),
-        set: |v| {
-            slowlog::set_max_len(slowlog::parse_max_len(v)?);
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "hooks",
-        get: hooks::setting,
-        set: hooks::set_all,
-    },
-];
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// CONFIG SET must accept exactly what the module arguments accept. (Hooks, tables
-    /// and events are left out: setting them reaches other global state.)
-    #[test]
-    fn config_set_validates_like_the_module_arguments() {
-        let values = [
-            "",
-            "0",
-            "1",
-            "9",
-            "10",
-            "-1",
-            "abc",
-            "1.5",
-            "3600",
-            "100000",
-            "100001",
-            "3600000",
-            "3600001",
-            "315360000",
-            "315360001",
-            "pg_cache_events",
-        ];
-        for tunable in TUNABLES
-            .iter()
-            .filter(|t| !["hooks", "tables", "events"].contains(&t.name))
-        {
-            let original = (tunable.get)();
-            for value in values {
-                let at_load =
-                    config::load(&[tunable.name.to_string(), value.to_string()], &|_| None).is_ok();
-                assert_eq!(
-                    (tunable.set)(value).is_ok(),
-                    at_load,
-                    "{} {value:?}",
-                    tunable.name
-                );
-            }
-            // Without `init` (unit tests) the event channel starts empty, which CONFIG SET
-            // refuses; that one keeps the last accepted value.
-            let _ = (tunable.set)(&original);
-        }
-    }
 }

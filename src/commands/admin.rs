@@ -176,7 +176,7 @@ fn health_report(rtt: Result<Duration, Error>) -> Vec<(String, Reply)> {
         "table_spellings".to_string(),
         Reply::Int(schema::remembered() as i64),
     ));
-    let config = tunables::effective()
+    let config = crate::settings::effective()
         .into_iter()
         .map(|(k, v)| (k, Reply::Bulk(v)))
         .collect();

@@ -77,7 +77,7 @@ fn add(ctx: &Context, words: &[&str]) -> Result<(), String> {
             ));
         }
         hook.owner = user;
-        hook.permitted(ctx).map_err(|refused| {
+        hooks::owner_may_deliver(ctx, &hook).map_err(|refused| {
             format!(
                 "hook {}: {refused}; a hook delivers with the ACL permissions of the user who adds it",
                 hook.name
