@@ -1,8 +1,9 @@
 //! The cache entries in the Redis keyspace. Main thread only: every function here takes the
 //! command's (or reply callback's) context, whose client decides the selected DB.
 
+use crate::bypass;
 use crate::fill;
-use crate::flush;
+use crate::role::writable;
 use crate::stats;
 use crate::tunables;
 use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags, raw};
@@ -139,7 +140,7 @@ fn read_in_place<R>(
         buf.clear();
         buf.extend_from_slice(prefix);
         buf.extend_from_slice(suffix);
-        if flush::bypassed(buf) {
+        if bypass::bypassed(buf) {
             return None;
         }
         // SAFETY: main thread; the key string and the key handle are released before return,
@@ -186,7 +187,7 @@ pub fn split_entry_name(entry: &str) -> (&str, &str) {
 pub fn fill(ctx: &Context, key: &str, row: Option<&str>, ttl_seconds: u64) {
     // Until the invalidation listener is known to be listening, a row read now could change
     // unnoticed: answer it, but do not cache it.
-    if flush::held() {
+    if bypass::held() {
         return;
     }
     // A miss is answered whatever Redis's memory, but under noeviction never pushes it past
@@ -208,12 +209,6 @@ pub fn fill(ctx: &Context, key: &str, row: Option<&str>, ttl_seconds: u64) {
             }
         }
     }
-}
-
-/// Whether this server may write cache entries: a replica serves misses without caching
-/// them, since its dataset is its primary's to write.
-pub fn writable(ctx: &Context) -> bool {
-    !ctx.get_flags().contains(ContextFlags::SLAVE)
 }
 
 fn call_replicated(ctx: &Context, command: &str, args: &[&str]) {

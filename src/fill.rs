@@ -11,16 +11,14 @@
 //!   key's last invalidation can be shared: one that started before may have read the row
 //!   the invalidation replaced.
 
+use crate::blocked::{BlockedClient, Completion};
 use crate::error::Error;
 use crate::reply::Reply;
 use crate::requests;
 use crate::stats::{self, TableStats};
-use crate::worker::{BlockedClient, Completion};
 use redis_module::Context;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 /// A fill's result: the row, None for no row, or the error.
 pub type Outcome = Result<Option<String>, Error>;
@@ -250,31 +248,4 @@ impl Drop for FillTicket {
             );
         }
     }
-}
-
-// Fault injection for tests (PGCACHE.DEBUG FILLS ...): hold fetched rows on the worker
-// before they are handed back, to force "invalidation arrives while a fill is in flight".
-static HOLD: AtomicBool = AtomicBool::new(false);
-static HELD: AtomicUsize = AtomicUsize::new(0);
-
-pub fn set_hold(hold: bool) {
-    HOLD.store(hold, Ordering::SeqCst);
-}
-
-/// Fills waiting at the hold point.
-pub fn held() -> usize {
-    HELD.load(Ordering::SeqCst)
-}
-
-/// Waits here while fills are held (never past `deadline`). Workers call it between
-/// fetching rows and handing them back.
-pub fn hold_point(deadline: Instant) {
-    if !HOLD.load(Ordering::Relaxed) {
-        return;
-    }
-    HELD.fetch_add(1, Ordering::SeqCst);
-    while HOLD.load(Ordering::SeqCst) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    HELD.fetch_sub(1, Ordering::SeqCst);
 }

@@ -8,17 +8,16 @@
 //! Entries filled during the flush may be deleted again by it; that costs a miss, never
 //! staleness.
 //!
-//! The same bypass covers the time before a flush can start: while the cache is *held*
-//! (pgcache loaded, or data loaded from disk, and the invalidation listener not yet
-//! listening), no entry is served and none is filled.
+//! Both bypasses (a flush's prefix, and the whole cache while it is held) are `bypass`'s.
 
+use crate::bypass;
 use crate::cache;
 use crate::fill;
 use crate::stats;
 use redis_module::{Context, raw};
 use std::os::raw::c_void;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Main-thread time one timer tick may spend deleting.
@@ -43,38 +42,8 @@ static ACTIVE: Mutex<Vec<Flush>> = Mutex::new(Vec::new());
 /// How many flushes are under way: the hit path's one check when there are none.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 
-/// No entry may be served or filled: nothing vouches for the cache yet (see `hold`).
-static HELD: AtomicBool = AtomicBool::new(false);
-
 pub fn running() -> usize {
     RUNNING.load(Ordering::SeqCst)
-}
-
-/// Stops serving and filling every entry until `release`: the entries present may have
-/// missed invalidations, and none can be checked until the listener listens again.
-pub fn hold() {
-    HELD.store(true, Ordering::SeqCst);
-}
-
-/// Serves and fills entries again (a flush of the untrusted ones, if any, has started).
-pub fn release() {
-    HELD.store(false, Ordering::SeqCst);
-}
-
-pub fn held() -> bool {
-    HELD.load(Ordering::Relaxed)
-}
-
-/// Whether a cache key must not be served: the cache is held, or a flush covering the key
-/// is under way. Main thread only.
-pub fn bypassed(key: &[u8]) -> bool {
-    held()
-        || RUNNING.load(Ordering::Relaxed) > 0
-            && ACTIVE
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|f| key.starts_with(&f.prefix))
 }
 
 /// Starts dropping every key under `prefix`. Main thread only.
@@ -84,6 +53,7 @@ pub fn start(ctx: &Context, prefix: &str) {
     let dbs = cache::dbs_with_keys(ctx);
     // SAFETY: the cursor is freed when the flush ends.
     let cursor = Cursor(unsafe { raw::RedisModule_ScanCursorCreate.unwrap()() });
+    bypass::begin(prefix.as_bytes());
     ACTIVE.lock().unwrap().push(Flush {
         prefix: prefix.as_bytes().to_vec(),
         dbs,
@@ -128,6 +98,7 @@ fn flush_slice(ctx: *mut raw::RedisModuleCtx) {
             String::from_utf8_lossy(&flush.prefix),
             flush.deleted
         ));
+        bypass::end(&flush.prefix);
         RUNNING.fetch_sub(1, Ordering::SeqCst);
     }
     if RUNNING.load(Ordering::SeqCst) > 0 {

@@ -10,9 +10,10 @@
 //! Trust: an entry is only as fresh as the listener's coverage of the time since it was
 //! filled. Entries that arrived while nothing listened (loaded from an RDB or AOF, present
 //! when the module was loaded, filled by a primary this server replaced, or cached before a
-//! listener reconnect) are never served: the cache is held (`flush::hold`) until the
+//! listener reconnect) are never served: the cache is held (`bypass::hold`) until the
 //! listener listens, and then they are flushed.
 
+use crate::bypass;
 use crate::cache;
 use crate::event::EventKind;
 use crate::events;
@@ -131,7 +132,7 @@ pub fn init(ctx: &Context, listening: bool) -> std::io::Result<()> {
         untrusted_entries: listening && !cache::dbs_with_keys(ctx).is_empty(),
     };
     if listening {
-        flush::hold();
+        bypass::hold();
         subscribe(ctx);
     }
     Ok(())
@@ -148,7 +149,7 @@ pub fn deinit() {
     wake::deinit();
     MAILBOX.lock().unwrap().clear();
     SCHEDULED.store(false, Ordering::SeqCst);
-    flush::release();
+    bypass::release();
     let ctx = MODULE_CTX.swap(std::ptr::null_mut(), Ordering::SeqCst);
     if !ctx.is_null() {
         // SAFETY: made by `init`, no longer used by anyone.
@@ -167,7 +168,7 @@ pub fn listener_connected() {
         coverage.untrusted_entries = false;
         submit(Changes::everything());
     } else {
-        flush::release();
+        bypass::release();
     }
     coverage.connected_before = true;
 }
@@ -193,7 +194,7 @@ fn distrust(ctx: &Context, why: &str) {
         flush::start(ctx, &tunables::cache_prefix());
     } else {
         coverage.untrusted_entries = true;
-        flush::hold();
+        bypass::hold();
     }
 }
 
@@ -332,7 +333,7 @@ fn start_flushes(ctx: &Context, changes: &mut Changes) {
             }
         ));
         flush::start(ctx, &tunables::cache_prefix());
-        flush::release();
+        bypass::release();
     }
     stats::INVALIDATIONS_BY_POSTGRES.add(std::mem::take(&mut changes.keys_flushed));
     for schema in std::mem::take(&mut changes.flushes) {

@@ -4,6 +4,9 @@
 //! what happens at load and unload. The work is in the modules below.
 
 pub mod acl;
+pub mod args;
+pub mod blocked;
+pub mod bypass;
 pub mod cache;
 pub mod commands;
 pub mod config;
@@ -20,6 +23,7 @@ pub mod metrics;
 pub mod pg;
 pub mod reply;
 pub mod requests;
+pub mod role;
 pub mod settings;
 pub mod slowlog;
 pub mod stall;

@@ -311,6 +311,19 @@ pub fn reset() {
     }
 }
 
+/// Which tracked command (index in `stats::COMMANDS`) these arguments call, if any.
+pub fn tracked_command(args: &[&[u8]]) -> Option<usize> {
+    const PREFIX: &[u8] = b"pgcache.";
+    let full = args.first()?;
+    if full.len() <= PREFIX.len() || !full[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
+        return None;
+    }
+    let name = &full[PREFIX.len()..];
+    COMMANDS
+        .iter()
+        .position(|c| c.as_bytes().eq_ignore_ascii_case(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,5 +385,14 @@ mod tests {
         a.hits.inc();
         assert_eq!(table("stats_test_a").hits.get(), 1);
         assert!(tables().iter().any(|t| t.name == "stats_test_a"));
+    }
+
+    #[test]
+    fn tracked_commands_are_found_in_any_case() {
+        assert_eq!(tracked_command(&[b"PGCACHE.READ"]), Some(0));
+        assert_eq!(tracked_command(&[b"pgcache.flush"]), Some(4));
+        assert_eq!(tracked_command(&[b"pgcache.stats"]), None);
+        assert_eq!(tracked_command(&[b"GET"]), None);
+        assert_eq!(tracked_command(&[]), None);
     }
 }

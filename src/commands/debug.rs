@@ -6,10 +6,10 @@
 //! - `FILLS HOLD|RELEASE|HELD`: hold fetched rows on the workers (HELD counts them), so an
 //!   invalidation can be made to arrive while a fill is in flight.
 
+use crate::blocked::Completion;
 use crate::error::Error;
-use crate::fill;
 use crate::reply::Reply;
-use crate::worker::{self, Completion};
+use crate::worker;
 use redis_module::{Context, raw};
 use std::os::raw::c_void;
 
@@ -23,14 +23,14 @@ pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
         b"PANIC" => panic_in(ctx, args[2]),
         b"FILLS" => match args[2].to_ascii_uppercase().as_slice() {
             b"HOLD" => {
-                fill::set_hold(true);
+                crate::worker::hold::set_hold(true);
                 Reply::Ok
             }
             b"RELEASE" => {
-                fill::set_hold(false);
+                crate::worker::hold::set_hold(false);
                 Reply::Ok
             }
-            b"HELD" => Reply::Bulk(fill::held().to_string()),
+            b"HELD" => Reply::Bulk(crate::worker::hold::held().to_string()),
             _ => Error::new(USAGE).into(),
         },
         _ => Error::new(USAGE).into(),

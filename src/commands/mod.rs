@@ -9,6 +9,7 @@ pub mod read;
 pub mod slowlog;
 pub mod write;
 
+use crate::blocked::{self, Completion};
 use crate::config;
 use crate::error::{Error, Result};
 use crate::key::{self, CanonicalPk};
@@ -17,7 +18,7 @@ use crate::pg::schema::{self, TableSchema};
 use crate::reply::{self, Reply};
 use crate::requests;
 use crate::stats;
-use crate::worker::{self, Completion};
+use crate::worker;
 use redis_module::{Context, raw};
 use std::os::raw::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -52,7 +53,7 @@ pub unsafe fn dispatch(
     if started.is_some() {
         requests::clear();
     }
-    worker::set_current_command(command);
+    blocked::set_current_command(command);
     let context = Context::new(ctx);
     let argc = argc.max(0) as usize;
     if argc > MAX_ARGS {
@@ -62,11 +63,11 @@ pub unsafe fn dispatch(
     let mut args: [&[u8]; MAX_ARGS] = [&[]; MAX_ARGS];
     for (i, slot) in args.iter_mut().enumerate().take(argc) {
         // SAFETY: argv has argc live strings for the duration of the call.
-        *slot = unsafe { borrow_arg(*argv.add(i)) };
+        *slot = unsafe { crate::args::borrow_arg(*argv.add(i)) };
     }
     let args = &args[..argc];
     let reply = catch_unwind(AssertUnwindSafe(|| handler(&context, args)))
-        .unwrap_or_else(|panic| Reply::Error(worker::panic_error(panic)));
+        .unwrap_or_else(|panic| Reply::Error(blocked::panic_error(panic)));
     reply::send(&context, &reply);
     // A hit has nothing to record (it is counted, not timed), so it skips the guard too.
     let finished = started.filter(|_| !matches!(reply, Reply::Blocked));
@@ -83,46 +84,6 @@ pub unsafe fn dispatch(
         });
     }
     raw::REDISMODULE_OK as c_int
-}
-
-/// An argument's bytes, borrowed from Redis.
-///
-/// # Safety
-/// `arg` must be a live string, and stay so while the slice is used.
-unsafe fn borrow_arg<'a>(arg: *mut raw::RedisModuleString) -> &'a [u8] {
-    let mut len = 0usize;
-    // SAFETY: per the contract.
-    unsafe {
-        let ptr = raw::RedisModule_StringPtrLen.unwrap()(arg, &mut len);
-        std::slice::from_raw_parts(ptr.cast(), len)
-    }
-}
-
-/// A command's arguments, borrowed from Redis (in a blocked client's callbacks).
-///
-/// # Safety
-/// `argv` must hold `argc` live strings, which outlive the slices.
-pub unsafe fn borrow_args<'a>(
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-) -> Vec<&'a [u8]> {
-    (0..argc.max(0) as usize)
-        // SAFETY: per the contract.
-        .map(|i| unsafe { borrow_arg(*argv.add(i)) })
-        .collect()
-}
-
-/// Which tracked command (index in `stats::COMMANDS`) these arguments call, if any.
-pub fn tracked_command(args: &[&[u8]]) -> Option<usize> {
-    const PREFIX: &[u8] = b"pgcache.";
-    let full = args.first()?;
-    if full.len() <= PREFIX.len() || !full[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
-        return None;
-    }
-    let name = &full[PREFIX.len()..];
-    stats::COMMANDS
-        .iter()
-        .position(|c| c.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Declares an `extern "C"` command function for a handler.
@@ -215,13 +176,4 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn tracked_commands_are_found_in_any_case() {
-        assert_eq!(super::tracked_command(&[b"PGCACHE.READ"]), Some(0));
-        assert_eq!(super::tracked_command(&[b"pgcache.flush"]), Some(4));
-        assert_eq!(super::tracked_command(&[b"pgcache.stats"]), None);
-        assert_eq!(super::tracked_command(&[b"GET"]), None);
-        assert_eq!(super::tracked_command(&[]), None);
-    }
-}
+mod tests {}

@@ -3,6 +3,7 @@
 //! Replies an array in the caller's order, nil where no row exists. Hits come from the
 //! cache; every miss of the call is fetched in ONE query, each distinct key once.
 
+use crate::blocked::Completion;
 use crate::cache::{self, Cached};
 use crate::commands::read::checked_table;
 use crate::commands::ttl_arg;
@@ -17,7 +18,7 @@ use crate::reply::Reply;
 use crate::requests;
 use crate::stats;
 use crate::tunables;
-use crate::worker::{self, Completion};
+use crate::worker;
 use redis_module::Context;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -324,7 +325,7 @@ impl Batch {
             schema.stats.misses.add(distinct.len() as u64);
             let missed = distinct.iter().map(|k| k.json.as_str());
             events::publish_each(ctx, EventKind::Miss, &schema.display, missed);
-            let writable = cache::writable(ctx);
+            let writable = crate::role::writable(ctx);
             let mut filled = Vec::new();
             for ((key, row), (name, fresh)) in distinct
                 .iter()

@@ -4,6 +4,7 @@
 //! build keys as documented always do), a hit is a hash lookup for the table, one key
 //! open and a reply straight from Redis's memory, with no JSON parsing.
 
+use crate::blocked::Completion;
 use crate::cache;
 use crate::commands::{ttl_arg, utf8};
 use crate::error::Result;
@@ -16,7 +17,7 @@ use crate::reply::Reply;
 use crate::requests;
 use crate::stats;
 use crate::tunables;
-use crate::worker::{self, Completion, RowLookup};
+use crate::worker::{self, RowLookup};
 use redis_module::Context;
 use std::sync::Arc;
 
@@ -161,7 +162,7 @@ fn fill_completion(
         stats::MISSES.inc();
         schema.stats.misses.inc();
         events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);
-        if fresh && cache::writable(ctx) {
+        if fresh && crate::role::writable(ctx) {
             cache::fill(ctx, &schema.cache_key(&pk.json), row.as_deref(), ttl);
             events::publish(ctx, EventKind::Fill, &schema.display, &pk.json);
         }

@@ -156,7 +156,7 @@ pub fn fire(ctx: &Context, hook: &Hook, event: &Event) {
             publish_message(ctx, &channel, event.json);
         }
         Target::Xadd { stream, maxlen } => {
-            if !crate::cache::writable(ctx) || !permitted(ctx, hook) {
+            if !crate::role::writable(ctx) || !permitted(ctx, hook) {
                 return;
             }
             let mut args: Vec<String> = vec![stream.clone()];
@@ -262,7 +262,7 @@ pub fn pending() -> bool {
 /// since an RDB transfer does not carry configuration. From a zero-delay timer, whose
 /// context replicates. Main thread only.
 pub fn on_replica_online(ctx: &Context) {
-    if !crate::cache::writable(ctx) || SYNC_SCHEDULED.swap(true, Ordering::SeqCst) {
+    if !crate::role::writable(ctx) || SYNC_SCHEDULED.swap(true, Ordering::SeqCst) {
         return;
     }
     // SAFETY: main thread; the callback takes no data.
@@ -315,7 +315,7 @@ fn deliver_now(ctx: *mut raw::RedisModuleCtx) {
     let context = Context::new(ctx);
     TIMER_SCHEDULED.store(false, Ordering::SeqCst);
     let deferred = std::mem::take(&mut *DEFERRED.lock().unwrap());
-    if !crate::cache::writable(&context) {
+    if !crate::role::writable(&context) {
         return;
     }
     for (hook, args) in deferred {

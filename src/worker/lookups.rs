@@ -2,7 +2,7 @@
 //! fetched with ONE query per table (views excepted, see `TableSchema::batchable`). If that query fails, each lookup is retried alone, so
 //! one bad key (or one ambiguous view row) fails only its own request.
 
-use super::blocked::{BlockedClient, contained, panic_error};
+use crate::blocked::{BlockedClient, contained, panic_error};
 use crate::error::Error;
 use crate::fill::Outcome;
 use crate::key::CanonicalPk;
@@ -39,7 +39,7 @@ pub fn run(lookups: Vec<PendingLookup>, pool: &Pool) {
                 .collect(),
         };
         if let Some(deadline) = group.iter().map(|(_, d, _)| *d).min() {
-            crate::fill::hold_point(deadline);
+            super::hold::hold_point(deadline);
         }
         for ((client, _, lookup), outcome) in group.into_iter().zip(outcomes) {
             client.answer(contained(|| Ok((lookup.then)(outcome))));

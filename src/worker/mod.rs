@@ -14,19 +14,17 @@
 //!   table's keys in ONE query, so under load misses cost a round trip per batch;
 //! - parts of a split request (a large MULTIREAD), run by several workers at once.
 
-mod blocked;
 mod gather;
+pub mod hold;
 mod lookups;
 
-pub use blocked::{BlockedClient, Completion, panic_error, set_current_command};
-
+use crate::blocked::{self, BlockedClient, Completion, contained, error_completion, panic_error};
 use crate::error::Error;
 use crate::key::CanonicalPk;
 use crate::pg::pool::{Pool, PoolStats, PooledClient};
 use crate::pg::schema::TableSchema;
 use crate::reply::Reply;
 use crate::tunables;
-use blocked::{contained, error_completion};
 use crossbeam_channel::{Receiver, Sender};
 use gather::Gather;
 use lookups::PendingLookup;

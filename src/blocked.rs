@@ -161,7 +161,7 @@ unsafe extern "C" fn on_reply(
     if let Some((command, started)) = answer.command {
         let elapsed_us = started.elapsed().as_micros() as u64;
         // SAFETY: Redis passes the blocked command's arguments.
-        let args = unsafe { crate::commands::borrow_args(argv, argc) };
+        let args = unsafe { crate::args::borrow_args(argv, argc) };
         crate::error::guard("recording a reply", || {
             requests::finished(&context, command, &args, elapsed_us, Some(answer.timing));
             if let Reply::Error(e) = &reply {
@@ -193,8 +193,8 @@ unsafe extern "C" fn on_timeout(
     send_once(&context, &Reply::Error(error.clone()));
     crate::error::guard("recording a timeout", || {
         // SAFETY: Redis passes the blocked command's arguments.
-        let args = unsafe { crate::commands::borrow_args(argv, argc) };
-        if let Some(command) = crate::commands::tracked_command(&args) {
+        let args = unsafe { crate::args::borrow_args(argv, argc) };
+        if let Some(command) = crate::stats::tracked_command(&args) {
             requests::failed(&context, command, &args, &error)
         }
     });
