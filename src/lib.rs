@@ -400,7 +400,7 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
         return Status::Err;
     }
     if settings.listen
-        && let Err(e) = pg::listener::start(pool, settings.invalidation_channel.clone())
+        && let Err(e) = invalidation::listener::start(pool, settings.invalidation_channel.clone())
     {
         ctx.log_warning(&format!(
             "pgcache: cannot start the invalidation listener: {e}"
@@ -411,7 +411,7 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
         return Status::Err;
     }
     if settings.listen {
-        pg::listener::wait_for_first_attempt(
+        invalidation::listener::wait_for_first_attempt(
             settings.pg.connect_timeout + Duration::from_millis(500),
         );
     }
@@ -442,7 +442,7 @@ fn deinit(ctx: &Context) -> Status {
         ctx.log_warning(&format!("pgcache: refusing to unload: {e}"));
         return Status::Err;
     }
-    pg::listener::stop();
+    invalidation::listener::stop();
     metrics::stop();
     invalidation::deinit();
     pg::schema::clear_cache();

@@ -5,7 +5,7 @@
 //! touches Redis, so a scrape costs the event loop nothing.
 
 use crate::stats::{self, Histogram};
-use crate::{flush, pg, slowlog, worker};
+use crate::{flush, invalidation, slowlog, worker};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -207,7 +207,7 @@ pub fn render() -> String {
     gauge(
         "listener_connected",
         "1 when the invalidation listener is connected to PostgreSQL.",
-        f64::from(u8::from(pg::listener::connected())),
+        f64::from(u8::from(invalidation::listener::connected())),
     );
     gauge(
         "flushes_running",

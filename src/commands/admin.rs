@@ -4,7 +4,8 @@
 
 use crate::error::Error;
 use crate::flush;
-use crate::pg::{listener, schema};
+use crate::invalidation::listener;
+use crate::pg::schema;
 use crate::reply::Reply;
 use crate::stats;
 use crate::tunables;

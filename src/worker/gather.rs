@@ -1,9 +1,9 @@
 //! A request split into parts that run on several workers at once (a large MULTIREAD): each
 //! part delivers its rows, and the last one to finish answers the client.
 
+use super::jobs::{Join, Rows};
 use crate::blocked::{BlockedClient, contained, error_completion};
 use crate::error::Error;
-use crate::worker::{Join, Rows};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -2,6 +2,7 @@
 //! fetched with ONE query per table (views excepted, see `TableSchema::batchable`). If that query fails, each lookup is retried alone, so
 //! one bad key (or one ambiguous view row) fails only its own request.
 
+use super::jobs::RowLookup;
 use crate::blocked::{BlockedClient, contained, panic_error};
 use crate::error::Error;
 use crate::fill::Outcome;
@@ -9,7 +10,6 @@ use crate::key::CanonicalPk;
 use crate::pg::fetch;
 use crate::pg::pool::Pool;
 use crate::pg::schema::TableSchema;
-use crate::worker::RowLookup;
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;

@@ -16,13 +16,14 @@
 
 mod gather;
 pub mod hold;
+mod jobs;
 mod lookups;
 
-use crate::blocked::{self, BlockedClient, Completion, contained, error_completion, panic_error};
+pub use jobs::{Join, Part, Probe, RowLookup, Rows, Work};
+
+use crate::blocked::{self, BlockedClient, contained, error_completion, panic_error};
 use crate::error::Error;
-use crate::key::CanonicalPk;
-use crate::pg::pool::{Pool, PoolStats, PooledClient};
-use crate::pg::schema::TableSchema;
+use crate::pg::pool::{Pool, PoolStats};
 use crate::reply::Reply;
 use crate::tunables;
 use crossbeam_channel::{Receiver, Sender};
@@ -33,26 +34,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// Runs on a worker with a pooled connection.
-pub type Work = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<Completion, Error> + Send>;
-/// Rows fetched by one part of a split request.
-pub type Rows = Vec<Option<String>>;
-/// One part of a split request.
-pub type Part = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<Rows, Error> + Send>;
-/// Builds the completion from every part's rows, in part order.
-pub type Join = Box<dyn FnOnce(Vec<Rows>) -> Completion + Send>;
-
-/// One row to fetch, and what to do with the result (None: no such row): called on the
-/// worker, it returns the completion for the main thread.
-pub struct RowLookup {
-    pub schema: Arc<TableSchema>,
-    pub pk: CanonicalPk,
-    pub then: Box<dyn FnOnce(crate::fill::Outcome) -> Completion + Send>,
-}
-
-/// Turns a PostgreSQL round trip's time (or why it failed) into the completion.
-pub type Probe = Box<dyn FnOnce(Result<Duration, Error>) -> Completion + Send>;
 
 enum Queued {
     Work(BlockedClient, Work),

@@ -11,8 +11,8 @@
 //!   "new_data":{..}}` — the key is taken from both rows, so an UPDATE that changes the
 //!   primary key invalidates the old and the new key.
 
+use super::apply;
 use crate::ident::quote_ident;
-use crate::invalidation;
 use crate::key::{self, CanonicalPk};
 use crate::pg::errors::describe;
 use crate::pg::normalise;
@@ -166,13 +166,13 @@ fn run(pool: &Pool, channel: &str) {
             Ok(mut conn) => {
                 backoff = Duration::from_millis(100);
                 CONNECTED.store(true, Ordering::SeqCst);
-                invalidation::listener_connected();
+                apply::listener_connected();
                 redis_module::logging::log_notice(format!(
                     "pgcache: listening for invalidations on channel {channel}"
                 ));
                 let reason = receive(&mut conn);
                 CONNECTED.store(false, Ordering::SeqCst);
-                invalidation::listener_disconnected();
+                apply::listener_disconnected();
                 if !stopping() {
                     redis_module::logging::log_warning(format!(
                         "pgcache: invalidation listener lost its connection ({reason}); reconnecting"
@@ -247,7 +247,7 @@ fn receive(conn: &mut Connection) -> String {
 }
 
 fn handle(conn: &mut Connection, payloads: &[String]) {
-    let mut changes = invalidation::Changes::default();
+    let mut changes = apply::Changes::default();
     for text in payloads {
         let payload = match parse_payload(text) {
             Ok(p) => p,
@@ -258,7 +258,7 @@ fn handle(conn: &mut Connection, payloads: &[String]) {
                     "pgcache: an invalidation notification could not be read ({e}); dropping \
                      every cached row"
                 ));
-                changes = invalidation::Changes::everything();
+                changes = apply::Changes::everything();
                 continue;
             }
         };
@@ -281,7 +281,7 @@ fn handle(conn: &mut Connection, payloads: &[String]) {
                      dropping every cached row",
                     payload.table, e.0
                 ));
-                changes = invalidation::Changes::everything();
+                changes = apply::Changes::everything();
                 continue;
             }
         };
@@ -312,7 +312,7 @@ fn handle(conn: &mut Connection, payloads: &[String]) {
         }
     }
     changes.collapse_bulk();
-    invalidation::submit(changes);
+    apply::submit(changes);
 }
 
 #[cfg(test)]
