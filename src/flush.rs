@@ -13,6 +13,7 @@
 use crate::bypass;
 use crate::cache;
 use crate::fill;
+use crate::main_thread::Task;
 use crate::stats;
 use redis_module::{Context, raw};
 use std::os::raw::c_void;
@@ -39,8 +40,10 @@ unsafe impl Send for Cursor {}
 /// Flushes under way. Only touched on the main thread (no other thread takes Redis's lock:
 /// the listener hands its work over through `wake`), so the mutex is never contended.
 static ACTIVE: Mutex<Vec<Flush>> = Mutex::new(Vec::new());
-/// How many flushes are under way: the hit path's one check when there are none.
+/// How many flushes are under way.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// Runs the flushes under way, a slice at a time.
+static FLUSH: Task = Task::new("a flush step", flush_slice);
 
 pub fn running() -> usize {
     RUNNING.load(Ordering::SeqCst)
@@ -60,30 +63,17 @@ pub fn start(ctx: &Context, prefix: &str) {
         cursor,
         deleted: 0,
     });
-    if RUNNING.fetch_add(1, Ordering::SeqCst) == 0 {
-        schedule(ctx);
-    }
+    RUNNING.fetch_add(1, Ordering::SeqCst);
+    FLUSH.request();
 }
 
-fn schedule(ctx: &Context) {
-    // SAFETY: timers are created on the main thread; the callback only touches main-thread
-    // state.
-    unsafe {
-        raw::RedisModule_CreateTimer.unwrap()(ctx.ctx, 0, Some(tick), std::ptr::null_mut());
-    }
-}
-
-extern "C" fn tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
-    crate::error::guard("a flush step", || flush_slice(ctx));
-}
-
-fn flush_slice(ctx: *mut raw::RedisModuleCtx) {
-    let context = Context::new(ctx);
+/// Deletes for at most `SLICE`; whether flushes are left for the next turn.
+fn flush_slice(context: &Context) -> bool {
     let deadline = Instant::now() + SLICE;
     let finished: Vec<Flush> = {
         let mut active = ACTIVE.lock().unwrap();
         for flush in active.iter_mut() {
-            while Instant::now() < deadline && step(&context, flush) {}
+            while Instant::now() < deadline && step(context, flush) {}
         }
         let (done, rest): (Vec<Flush>, Vec<Flush>) =
             active.drain(..).partition(|f| f.dbs.is_empty());
@@ -101,9 +91,7 @@ fn flush_slice(ctx: *mut raw::RedisModuleCtx) {
         bypass::end(&flush.prefix);
         RUNNING.fetch_sub(1, Ordering::SeqCst);
     }
-    if RUNNING.load(Ordering::SeqCst) > 0 {
-        schedule(&context);
-    }
+    RUNNING.load(Ordering::SeqCst) > 0
 }
 
 /// Scans one step of the current DB and deletes what matched; false when this flush is

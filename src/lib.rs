@@ -19,6 +19,7 @@ pub mod hooks;
 pub mod ident;
 pub mod invalidation;
 pub mod key;
+pub mod main_thread;
 pub mod metrics;
 pub mod pg;
 pub mod reply;
@@ -391,14 +392,15 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
         let _ = worker::stop();
         return Status::Err;
     }
-    if let Err(e) = invalidation::init(ctx, settings.listen) {
+    if let Err(e) = main_thread::init(ctx) {
         ctx.log_warning(&format!(
-            "pgcache: cannot set up the invalidation hand-over: {e}"
+            "pgcache: cannot set up the hand-over to the main thread: {e}"
         ));
         metrics::stop();
         let _ = worker::stop();
         return Status::Err;
     }
+    invalidation::init(ctx, settings.listen);
     if settings.listen
         && let Err(e) = invalidation::listener::start(pool, settings.invalidation_channel.clone())
     {
@@ -406,6 +408,7 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
             "pgcache: cannot start the invalidation listener: {e}"
         ));
         invalidation::deinit();
+        main_thread::deinit();
         metrics::stop();
         let _ = worker::stop();
         return Status::Err;
@@ -428,13 +431,10 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
 }
 
 fn deinit(ctx: &Context) -> Status {
-    if hooks::pending() {
-        ctx.log_warning("pgcache: refusing to unload while hook deliveries are queued; retry");
-        return Status::Err;
-    }
-    if flush::running() > 0 {
+    if main_thread::pending() {
         ctx.log_warning(
-            "pgcache: refusing to unload while a flush is dropping entries; retry shortly",
+            "pgcache: refusing to unload while work for the main thread is queued (a flush, \
+             invalidations or hook deliveries); retry shortly",
         );
         return Status::Err;
     }
@@ -445,6 +445,7 @@ fn deinit(ctx: &Context) -> Status {
     invalidation::listener::stop();
     metrics::stop();
     invalidation::deinit();
+    main_thread::deinit();
     pg::schema::clear_cache();
     Status::Ok
 }

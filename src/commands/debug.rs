@@ -8,10 +8,10 @@
 
 use crate::blocked::Completion;
 use crate::error::Error;
+use crate::main_thread::Task;
 use crate::reply::Reply;
 use crate::worker;
-use redis_module::{Context, raw};
-use std::os::raw::c_void;
+use redis_module::Context;
 
 const USAGE: &str = "usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY|TIMER | FILLS HOLD|RELEASE|HELD";
 
@@ -50,23 +50,14 @@ fn panic_in(ctx: &Context, place: &[u8]) -> Reply {
             }),
         ),
         b"TIMER" => {
-            // SAFETY: main thread; the callback takes no data.
-            unsafe {
-                raw::RedisModule_CreateTimer.unwrap()(
-                    ctx.ctx,
-                    0,
-                    Some(panicking_timer),
-                    std::ptr::null_mut(),
-                );
-            }
+            PANICKING_TASK.request();
             Reply::Ok
         }
         _ => Error::new(USAGE).into(),
     }
 }
 
-extern "C" fn panicking_timer(_ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
-    crate::error::guard::<()>("PGCACHE.DEBUG's timer", || {
-        panic!("PGCACHE.DEBUG panic in a timer")
-    });
-}
+/// Main-thread work that panics, to show the panic is contained.
+static PANICKING_TASK: Task = Task::new("PGCACHE.DEBUG's timer", |_| {
+    panic!("PGCACHE.DEBUG panic in a timer")
+});

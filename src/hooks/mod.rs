@@ -19,12 +19,12 @@ pub use definition::{DEFAULT_HOOK, Hook, MAX_HOOKS, Target, parse_all, render_al
 
 use crate::acl;
 use crate::event::{self, Event, EventKind, EventMask, Extra};
+use crate::main_thread::Task;
 use crate::stats;
 use crate::tunables;
 use redis_module::{CallOptionsBuilder, CallResult, Context, RedisString, raw};
 use std::cell::Cell;
-use std::os::raw::c_void;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 static HOOKS: RwLock<Vec<Arc<Hook>>> = RwLock::new(Vec::new());
@@ -183,7 +183,7 @@ pub fn fire(ctx: &Context, hook: &Hook, event: &Event) {
                 });
             }
             if IN_NOTIFICATION.get() {
-                defer(ctx, hook.name.clone(), args);
+                defer(hook.name.clone(), args);
             } else {
                 xadd(ctx, &hook.name, &args);
             }
@@ -248,77 +248,38 @@ fn log_failure(ctx: &Context, message: &str) {
     }
 }
 
+/// XADDs raised inside a keyspace notification, delivered by `DELIVER` right after.
 static DEFERRED: Mutex<Vec<(String, Vec<String>)>> = Mutex::new(Vec::new());
-static TIMER_SCHEDULED: AtomicBool = AtomicBool::new(false);
-
-static SYNC_SCHEDULED: AtomicBool = AtomicBool::new(false);
-
-/// Whether deferred deliveries or a SYNC wait for their timer (unloading must wait).
-pub fn pending() -> bool {
-    TIMER_SCHEDULED.load(Ordering::SeqCst) || SYNC_SCHEDULED.load(Ordering::SeqCst)
-}
+static DELIVER: Task = Task::new("a hook delivery", deliver_deferred);
+/// Sends every replica the whole set of hooks.
+static SYNC: Task = Task::new("sending hooks to replicas", replicate_hooks);
 
 /// A replica came online (after a full or partial sync): send every replica the whole set,
-/// since an RDB transfer does not carry configuration. From a zero-delay timer, whose
+/// since an RDB transfer does not carry configuration. From the main thread's timer, whose
 /// context replicates. Main thread only.
 pub fn on_replica_online(ctx: &Context) {
-    if !crate::role::writable(ctx) || SYNC_SCHEDULED.swap(true, Ordering::SeqCst) {
-        return;
-    }
-    // SAFETY: main thread; the callback takes no data.
-    unsafe {
-        raw::RedisModule_CreateTimer.unwrap()(ctx.ctx, 0, Some(send_sync), std::ptr::null_mut());
+    if crate::role::writable(ctx) {
+        SYNC.request();
     }
 }
 
-extern "C" fn send_sync(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
-    crate::error::guard("sending hooks to replicas", || replicate_hooks(ctx));
+fn replicate_hooks(ctx: &Context) -> bool {
+    let definitions = setting();
+    ctx.replicate("PGCACHE.HOOK", &["SYNC", definitions.as_str()][..]);
+    false
 }
 
-fn replicate_hooks(ctx: *mut raw::RedisModuleCtx) {
-    SYNC_SCHEDULED.store(false, Ordering::SeqCst);
-    let Ok(definitions) = std::ffi::CString::new(setting()) else {
-        return;
-    };
-    // SAFETY: timer context on the main thread; the strings outlive the call.
-    unsafe {
-        raw::RedisModule_Replicate.unwrap()(
-            ctx,
-            c"PGCACHE.HOOK".as_ptr(),
-            c"cc".as_ptr(),
-            c"SYNC".as_ptr(),
-            definitions.as_ptr(),
-        );
-    }
-}
-
-fn defer(ctx: &Context, hook: String, args: Vec<String>) {
+fn defer(hook: String, args: Vec<String>) {
     DEFERRED.lock().unwrap().push((hook, args));
-    if !TIMER_SCHEDULED.swap(true, Ordering::SeqCst) {
-        // SAFETY: main thread; the callback takes no data.
-        unsafe {
-            raw::RedisModule_CreateTimer.unwrap()(
-                ctx.ctx,
-                0,
-                Some(deliver_deferred),
-                std::ptr::null_mut(),
-            );
+    DELIVER.request();
+}
+
+fn deliver_deferred(ctx: &Context) -> bool {
+    let deferred = std::mem::take(&mut *DEFERRED.lock().unwrap());
+    if crate::role::writable(ctx) {
+        for (hook, args) in deferred {
+            xadd(ctx, &hook, &args);
         }
     }
-}
-
-extern "C" fn deliver_deferred(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
-    crate::error::guard("a hook delivery", || deliver_now(ctx));
-}
-
-fn deliver_now(ctx: *mut raw::RedisModuleCtx) {
-    let context = Context::new(ctx);
-    TIMER_SCHEDULED.store(false, Ordering::SeqCst);
-    let deferred = std::mem::take(&mut *DEFERRED.lock().unwrap());
-    if !crate::role::writable(&context) {
-        return;
-    }
-    for (hook, args) in deferred {
-        xadd(&context, &hook, &args);
-    }
+    false
 }

@@ -1,8 +1,8 @@
 //! Applying PostgreSQL's invalidations on the Redis main thread, and deciding when cached
 //! entries can be trusted at all.
 //!
-//! The listener thread hands each set of changes over through a mailbox and wakes the event
-//! loop (`wake`); there a zero-delay timer applies them with a regular module context, so the
+//! The listener thread hands each set of changes over through a mailbox and asks for the
+//! main thread (`main_thread`), whose timer applies them with a regular module context, so the
 //! deletions are replicated like any cache write. Deletions are applied a slice of time at a
 //! time (a bulk UPDATE names hundreds of thousands of keys), and a table named by more keys
 //! than `BULK_KEYS` in one batch is flushed instead. The listener never takes the Redis lock.
@@ -20,14 +20,13 @@ use crate::events;
 use crate::fill;
 use crate::flush;
 use crate::key::CanonicalPk;
+use crate::main_thread::Task;
 use crate::pg::schema::TableSchema;
 use crate::stats;
 use crate::tunables;
-use crate::wake;
 use redis_module::{Context, ContextFlags, raw};
 use std::collections::VecDeque;
 use std::os::raw::c_void;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,13 +90,10 @@ impl Changes {
     }
 }
 
-/// A context tied to the module (timers made through it are pgcache's), used on the main
-/// thread only. Made at load, freed at unload.
-static MODULE_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(std::ptr::null_mut());
 /// Changes handed over by the listener, oldest first; the front one may be partly applied.
 static MAILBOX: Mutex<VecDeque<Changes>> = Mutex::new(VecDeque::new());
-/// A wake-up or timer is under way to apply the mailbox.
-static SCHEDULED: AtomicBool = AtomicBool::new(false);
+/// Applies the mailbox on the main thread, a slice at a time.
+static APPLY: Task = Task::new("applying invalidations", apply_slice);
 
 /// What the listener has covered, shared by the listener thread and the main thread.
 struct Coverage {
@@ -120,11 +116,7 @@ static COVERAGE: Mutex<Coverage> = Mutex::new(Coverage {
 
 /// At load, with the load context. With `listening`, the cache is held until the listener
 /// listens; entries already in the keyspace are flushed then.
-pub fn init(ctx: &Context, listening: bool) -> std::io::Result<()> {
-    wake::init(on_wake)?;
-    // SAFETY: OnLoad context; the result is freed by `deinit`.
-    let detached = unsafe { raw::RedisModule_GetDetachedThreadSafeContext.unwrap()(ctx.ctx) };
-    MODULE_CTX.store(detached, Ordering::SeqCst);
+pub fn init(ctx: &Context, listening: bool) {
     *COVERAGE.lock().unwrap() = Coverage {
         listening,
         connected: false,
@@ -135,26 +127,12 @@ pub fn init(ctx: &Context, listening: bool) -> std::io::Result<()> {
         bypass::hold();
         subscribe(ctx);
     }
-    Ok(())
 }
 
-/// Whether changes are waiting for the main thread.
-pub fn pending() -> bool {
-    SCHEDULED.load(Ordering::SeqCst) || !MAILBOX.lock().unwrap().is_empty()
-}
-
-/// At unload, after the listener has stopped: drops what is still queued (a timer still
-/// pending makes Redis refuse the unload before this runs) and the wake-up pipe.
+/// At unload, after the listener has stopped: drops what is still queued.
 pub fn deinit() {
-    wake::deinit();
     MAILBOX.lock().unwrap().clear();
-    SCHEDULED.store(false, Ordering::SeqCst);
     bypass::release();
-    let ctx = MODULE_CTX.swap(std::ptr::null_mut(), Ordering::SeqCst);
-    if !ctx.is_null() {
-        // SAFETY: made by `init`, no longer used by anyone.
-        unsafe { raw::RedisModule_FreeThreadSafeContext.unwrap()(ctx) };
-    }
 }
 
 /// The listener is LISTENing. Called on the listener thread. Nothing read from PostgreSQL
@@ -258,64 +236,33 @@ pub fn submit(changes: Changes) {
         return;
     }
     MAILBOX.lock().unwrap().push_back(changes);
-    if !SCHEDULED.swap(true, Ordering::SeqCst) {
-        wake::request();
-    }
-}
-
-/// On the main thread, from the event loop: hand over to a timer, whose context replicates.
-fn on_wake() {
-    schedule(MODULE_CTX.load(Ordering::SeqCst));
-}
-
-fn schedule(ctx: *mut raw::RedisModuleCtx) {
-    if ctx.is_null() {
-        return;
-    }
-    // SAFETY: main thread with the lock; the context is the module's (or a timer's).
-    unsafe {
-        raw::RedisModule_CreateTimer.unwrap()(ctx, 0, Some(on_timer), std::ptr::null_mut());
-    }
-}
-
-extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
-    let more = crate::error::guard("applying invalidations", || apply_slice(ctx));
-    if more {
-        schedule(ctx);
-    }
+    APPLY.request_from_thread();
 }
 
 /// Applies queued changes for at most `SLICE`; true when some are left for another tick.
-fn apply_slice(ctx: *mut raw::RedisModuleCtx) -> bool {
-    let context = Context::new(ctx);
+fn apply_slice(context: &Context) -> bool {
     let deadline = Instant::now() + SLICE;
-    // Cleared before draining: changes queued from now on schedule a new wake-up.
-    SCHEDULED.store(false, Ordering::SeqCst);
     let mut dbs: Option<Vec<i32>> = None;
     loop {
         let Some(mut changes) = MAILBOX.lock().unwrap().pop_front() else {
             return false;
         };
-        start_flushes(&context, &mut changes);
-        let dbs = dbs.get_or_insert_with(|| cache::dbs_with_keys(&context));
+        start_flushes(context, &mut changes);
+        let dbs = dbs.get_or_insert_with(|| cache::dbs_with_keys(context));
         while let Some((schema, pk)) = changes.deletes.pop() {
-            cache::delete_in(&context, &schema.cache_key(&pk.json), dbs);
+            cache::delete_in(context, &schema.cache_key(&pk.json), dbs);
             stats::INVALIDATIONS_BY_POSTGRES.inc();
-            events::publish(&context, EventKind::Invalidate, &schema.display, &pk.json);
+            events::publish(context, EventKind::Invalidate, &schema.display, &pk.json);
             if Instant::now() >= deadline {
                 break;
             }
         }
         if !changes.deletes.is_empty() {
             MAILBOX.lock().unwrap().push_front(changes);
-            // Keep SCHEDULED set: this tick's caller schedules the next one.
-            SCHEDULED.store(true, Ordering::SeqCst);
             return true;
         }
         if Instant::now() >= deadline {
-            let more = !MAILBOX.lock().unwrap().is_empty();
-            SCHEDULED.fetch_or(more, Ordering::SeqCst);
-            return more;
+            return !MAILBOX.lock().unwrap().is_empty();
         }
     }
 }

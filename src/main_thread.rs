@@ -1,0 +1,121 @@
+//! The one way pgcache runs work on the Redis main thread later. A `Task` asks to run, from
+//! the main thread (`request`) or from any other (`request_from_thread`, which wakes the event
+//! loop through `wake`); one zero-delay timer then runs every task that asked, once each.
+//! A task that has more to do returns true and runs again on the next turn, so long work
+//! (applying invalidations, flushing a table) goes in slices between other clients' commands.
+//! Work runs from a timer because a timer's context replicates what it writes (deletions,
+//! XADDs), which the event loop's own callbacks do not.
+//!
+//! Unloading: Redis refuses MODULE UNLOAD while one of our timers is pending, and `deinit`
+//! takes the wake-up pipe out of the event loop, so nothing queued runs after unload.
+
+use crate::error;
+use crate::wake;
+use redis_module::{Context, raw};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::time::Duration;
+
+/// Work for the main thread: `run` returns whether it has more to do.
+pub struct Task {
+    /// What the task does, for the log should it panic and for the stall probe.
+    name: &'static str,
+    run: fn(&Context) -> bool,
+    /// Queued and not yet run (so a task is queued once however often it asks).
+    requested: AtomicBool,
+}
+
+impl Task {
+    pub const fn new(name: &'static str, run: fn(&Context) -> bool) -> Task {
+        Task {
+            name,
+            run,
+            requested: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs the task on the next turn of the event loop. Main thread only.
+    pub fn request(&'static self) {
+        if self.enqueue() {
+            arm();
+        }
+    }
+
+    /// Runs the task on the main thread soon. Any thread; never blocks on the main thread.
+    pub fn request_from_thread(&'static self) {
+        if self.enqueue() {
+            wake::request();
+        }
+    }
+
+    /// Queues the task unless it is queued already; whether it was.
+    fn enqueue(&'static self) -> bool {
+        if self.requested.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        QUEUE.lock().unwrap().push(self);
+        true
+    }
+}
+
+/// The tasks that asked to run, in the order they asked.
+static QUEUE: Mutex<Vec<&'static Task>> = Mutex::new(Vec::new());
+/// Our timer is pending.
+static ARMED: AtomicBool = AtomicBool::new(false);
+/// A context tied to the module, for creating timers from the wake-up. Made at load, freed
+/// at unload.
+static MODULE_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(std::ptr::null_mut());
+
+/// At load, with the load context.
+pub fn init(ctx: &Context) -> std::io::Result<()> {
+    wake::init(arm)?;
+    // SAFETY: OnLoad context; the result is freed by `deinit`.
+    let detached = unsafe { raw::RedisModule_GetDetachedThreadSafeContext.unwrap()(ctx.ctx) };
+    MODULE_CTX.store(detached, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Whether work is queued or our timer pending: MODULE UNLOAD must wait.
+pub fn pending() -> bool {
+    ARMED.load(Ordering::SeqCst) || !QUEUE.lock().unwrap().is_empty()
+}
+
+/// At unload, once no other thread requests work: drops the wake-up pipe and what is still
+/// queued (no timer is pending, or Redis would have refused the unload).
+pub fn deinit() {
+    wake::deinit();
+    for task in std::mem::take(&mut *QUEUE.lock().unwrap()) {
+        task.requested.store(false, Ordering::SeqCst);
+    }
+    let ctx = MODULE_CTX.swap(std::ptr::null_mut(), Ordering::SeqCst);
+    if !ctx.is_null() {
+        // SAFETY: made by `init`, no longer used by anyone.
+        unsafe { raw::RedisModule_FreeThreadSafeContext.unwrap()(ctx) };
+    }
+}
+
+/// Creates the timer, unless it is pending or nothing is queued. Main thread only.
+fn arm() {
+    if QUEUE.lock().unwrap().is_empty() || ARMED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let ctx = MODULE_CTX.load(Ordering::SeqCst);
+    if ctx.is_null() {
+        ARMED.store(false, Ordering::SeqCst);
+        return;
+    }
+    Context::new(ctx).create_timer(Duration::ZERO, tick, ());
+}
+
+/// Runs every queued task once; those with more to do are queued again for the next turn.
+fn tick(ctx: &Context, _: ()) {
+    ARMED.store(false, Ordering::SeqCst);
+    let tasks = std::mem::take(&mut *QUEUE.lock().unwrap());
+    for task in tasks {
+        task.requested.store(false, Ordering::SeqCst);
+        if error::guard(task.name, || (task.run)(ctx)) {
+            task.enqueue();
+        }
+    }
+    arm();
+}
