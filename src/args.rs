@@ -7,6 +7,7 @@ use std::os::raw::c_int;
 ///
 /// # Safety
 /// `arg` must be a live string, and stay so while the slice is used.
+#[inline]
 pub unsafe fn borrow_arg<'a>(arg: *mut raw::RedisModuleString) -> &'a [u8] {
     let mut len = 0usize;
     // SAFETY: per the contract.

@@ -25,6 +25,7 @@ pub fn release() {
     HELD.store(false, Ordering::SeqCst);
 }
 
+#[inline]
 pub fn held() -> bool {
     HELD.load(Ordering::Relaxed)
 }
@@ -46,6 +47,7 @@ pub fn end(prefix: &[u8]) {
 
 /// Whether a cache key must not be served: the cache is held, or a flush covering the key
 /// is under way. Main thread only.
+#[inline]
 pub fn bypassed(key: &[u8]) -> bool {
     held()
         || COUNT.load(Ordering::Relaxed) > 0

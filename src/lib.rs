@@ -17,6 +17,7 @@ pub mod fill;
 pub mod flush;
 pub mod hooks;
 pub mod ident;
+pub mod info;
 pub mod invalidation;
 pub mod key;
 pub mod main_thread;
@@ -25,6 +26,7 @@ pub mod pg;
 pub mod reply;
 pub mod requests;
 pub mod role;
+pub mod server_events;
 pub mod settings;
 pub mod slowlog;
 pub mod stall;
@@ -119,155 +121,6 @@ fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 9] {
     ]
 }
 
-/// The `pgcache` INFO section: the PGCACHE.STATS figures, nested ones flattened
-/// (`read_p99_us`), each shown by Redis as `pgcache_<name>`.
-extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: std::os::raw::c_int) {
-    error::guard("the INFO section", || info_section(ctx));
-}
-
-fn info_section(ctx: *mut raw::RedisModuleInfoCtx) {
-    fn add(ctx: *mut raw::RedisModuleInfoCtx, name: &str, value: &reply::Reply) {
-        let field = CString::new(name).expect("no NUL");
-        // SAFETY: Redis's info context for this call.
-        unsafe {
-            match value {
-                reply::Reply::Int(n) => {
-                    raw::RedisModule_InfoAddFieldLongLong.unwrap()(ctx, field.as_ptr(), *n);
-                }
-                reply::Reply::Double(d) => {
-                    raw::RedisModule_InfoAddFieldDouble.unwrap()(ctx, field.as_ptr(), *d);
-                }
-                reply::Reply::Bulk(s) => {
-                    let text = CString::new(s.as_str()).expect("no NUL");
-                    raw::RedisModule_InfoAddFieldCString.unwrap()(
-                        ctx,
-                        field.as_ptr(),
-                        text.as_ptr(),
-                    );
-                }
-                reply::Reply::Map(entries) => {
-                    for (inner, v) in entries {
-                        add(ctx, &format!("{name}_{inner}"), v);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    // SAFETY: Redis's info context for this call.
-    unsafe { raw::RedisModule_InfoAddSection.unwrap()(ctx, std::ptr::null()) };
-    for (name, value) in commands::admin::report() {
-        match &value {
-            reply::Reply::Map(tables) if name == "tables" => {
-                for (table, figures) in tables {
-                    add_table(ctx, table, figures);
-                }
-            }
-            reply::Reply::Map(entries) => {
-                for (inner, v) in entries {
-                    add(ctx, inner, v);
-                }
-            }
-            _ => add(ctx, &name, &value),
-        }
-    }
-}
-
-/// One table's figures as a dict field, the way Redis shows `db0:keys=1,expires=0`:
-/// `pgcache_table_users:calls=3,hits=2,...` (characters other than letters, digits, `.`,
-/// `-` and `_` in the name become `_`).
-fn add_table(ctx: *mut raw::RedisModuleInfoCtx, table: &str, figures: &reply::Reply) {
-    let name: String = table
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let Ok(field) = CString::new(format!("table_{name}")) else {
-        return;
-    };
-    let reply::Reply::Map(figures) = figures else {
-        return;
-    };
-    // SAFETY: Redis's info context for this call; the strings outlive each call.
-    unsafe {
-        raw::RedisModule_InfoBeginDictField.unwrap()(ctx, field.as_ptr());
-        for (figure, value) in figures {
-            let figure = CString::new(figure.as_str()).expect("no NUL");
-            match value {
-                reply::Reply::Int(n) => {
-                    raw::RedisModule_InfoAddFieldLongLong.unwrap()(ctx, figure.as_ptr(), *n);
-                }
-                reply::Reply::Double(d) => {
-                    raw::RedisModule_InfoAddFieldDouble.unwrap()(ctx, figure.as_ptr(), *d);
-                }
-                _ => {}
-            }
-        }
-        raw::RedisModule_InfoEndDictField.unwrap()(ctx);
-    }
-}
-
-/// Counts expirations and evictions of pgcache's entries, from Redis's own keyspace events,
-/// and raises the `expire` and `evict` events.
-unsafe extern "C" fn on_keyspace_event(
-    ctx: *mut raw::RedisModuleCtx,
-    event_type: std::os::raw::c_int,
-    _event: *const std::os::raw::c_char,
-    key: *mut raw::RedisModuleString,
-) -> std::os::raw::c_int {
-    error::guard("a keyspace event", || keyspace_event(ctx, event_type, key));
-    raw::REDISMODULE_OK as std::os::raw::c_int
-}
-
-fn keyspace_event(
-    ctx: *mut raw::RedisModuleCtx,
-    event_type: std::os::raw::c_int,
-    key: *mut raw::RedisModuleString,
-) {
-    let mut len = 0usize;
-    // SAFETY: Redis passes a live key name.
-    let name = unsafe {
-        let ptr = raw::RedisModule_StringPtrLen.unwrap()(key, &mut len);
-        std::slice::from_raw_parts(ptr.cast::<u8>(), len)
-    };
-    let prefix = tunables::cache_prefix();
-    let Some(entry) = name.strip_prefix(prefix.as_bytes()) else {
-        return;
-    };
-    let kind = if event_type & raw::REDISMODULE_NOTIFY_EVICTED != 0 {
-        stats::EVICTIONS.inc();
-        event::EventKind::Evict
-    } else {
-        stats::EXPIRATIONS.inc();
-        event::EventKind::Expire
-    };
-    if events::wanted(kind) {
-        let entry = String::from_utf8_lossy(entry);
-        let (table, key) = cache::split_entry_name(&entry);
-        let context = Context::new(ctx);
-        hooks::in_notification(|| events::publish(&context, kind, table, key));
-    }
-}
-
-/// Sends the hooks to replicas when one comes online.
-unsafe extern "C" fn on_replica_change(
-    ctx: *mut raw::RedisModuleCtx,
-    _event: raw::RedisModuleEvent,
-    subevent: u64,
-    _data: *mut std::os::raw::c_void,
-) {
-    if subevent == raw::REDISMODULE_SUBEVENT_REPLICA_CHANGE_ONLINE {
-        error::guard("a replica coming online", || {
-            hooks::on_replica_online(&Context::new(ctx))
-        });
-    }
-}
-
 /// CONFIG GET / SET of a `pgcache.*` setting. Redis calls these directly: a panic must not
 /// unwind into it, and a value with a NUL byte must still make a valid string.
 impl ConfigurationValue<RedisString> for settings::Tunable {
@@ -285,40 +138,62 @@ impl ConfigurationValue<RedisString> for settings::Tunable {
     }
 }
 
-fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
+fn init(ctx: &Context, args: &[RedisString]) -> Status {
     std::panic::set_hook(Box::new(|info| {
         redis_module::logging::log_warning(format!("pgcache: internal error: {info}"));
     }));
-    let args: Vec<String> = args_raw.iter().map(|a| a.to_string_lossy()).collect();
-    let settings = match config::load(&args, &|name| std::env::var(name).ok()) {
-        Ok(s) => s,
-        Err(e) => {
-            ctx.log_warning(&e.to_string());
-            return Status::Err;
+    match start(ctx, args) {
+        Ok(()) => Status::Ok,
+        Err(message) => {
+            ctx.log_warning(&message);
+            Status::Err
         }
-    };
+    }
+}
+
+/// Loads the module, step by step; what failed, as the log should say it.
+fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
+    let settings = load_settings(args)?;
+    let pool = pg::pool::Pool::new(settings.pg.clone(), settings.pool_size)
+        .map(std::sync::Arc::new)
+        .map_err(|e| format!("pgcache: cannot set up TLS to PostgreSQL: {e}"))?;
+    register_commands(ctx, settings.debug_commands)?;
+    register_settings(ctx)?;
+    info::register(ctx);
+    server_events::subscribe(ctx);
+    start_threads(ctx, &settings, pool)?;
+    ctx.log_notice(&format!(
+        "pgcache {} loaded: PostgreSQL {}, {} workers, pool {}, queue {}, default TTL {} s",
+        env!("CARGO_PKG_VERSION"),
+        settings.pg.describe(),
+        settings.workers,
+        settings.pool_size,
+        settings.queue_size,
+        settings.default_ttl
+    ));
+    Ok(())
+}
+
+/// Module arguments, then environment, checked and installed.
+fn load_settings(args: &[RedisString]) -> Result<config::Settings, String> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
+    let settings =
+        config::load(&args, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
     if settings.pg.password().is_some_and(config::is_masked) {
-        ctx.log_warning(
+        return Err(
             "pgcache: setting pg_password: the value is the mask an earlier pgcache version \
              left in the module arguments (CONFIG REWRITE saved it); put the real password \
-             back in the loadmodule line, or give it through PGPASSWORD, PGCACHE_PG_PASSWORD or a passfile",
+             back in the loadmodule line, or give it through PGPASSWORD, PGCACHE_PG_PASSWORD or a passfile"
+                .into(),
         );
-        return Status::Err;
     }
-    if let Err(e) = settings::init(&settings) {
-        ctx.log_warning(&e.to_string());
-        return Status::Err;
-    }
+    settings::init(&settings).map_err(|e| e.to_string())?;
     pg::schema::clear_cache();
+    Ok(settings)
+}
 
-    let pool = match pg::pool::Pool::new(settings.pg.clone(), settings.pool_size) {
-        Ok(p) => std::sync::Arc::new(p),
-        Err(e) => {
-            ctx.log_warning(&format!("pgcache: cannot set up TLS to PostgreSQL: {e}"));
-            return Status::Err;
-        }
-    };
-    let debug: Option<(&str, raw::RedisModuleCmdFunc, &str)> = settings.debug_commands.then(|| {
+fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), String> {
+    let debug: Option<(&str, raw::RedisModuleCmdFunc, &str)> = debug_commands.then(|| {
         (
             "pgcache.debug",
             Some(command_fn!(commands::debug::debug)),
@@ -341,10 +216,14 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
             )
         };
         if status != raw::REDISMODULE_OK as i32 {
-            ctx.log_warning(&format!("pgcache: could not register {name}"));
-            return Status::Err;
+            return Err(format!("pgcache: could not register {name}"));
         }
     }
+    Ok(())
+}
+
+/// The `pgcache.*` CONFIG parameters, then their lines in redis.conf, if any.
+fn register_settings(ctx: &Context) -> Result<(), String> {
     for tunable in settings::RUNTIME.iter() {
         let current = (tunable.get)();
         register_string_configuration(
@@ -356,78 +235,55 @@ fn init(ctx: &Context, args_raw: &[RedisString]) -> Status {
             None,
         );
     }
-    // SAFETY: OnLoad context; the callbacks live as long as the module.
-    unsafe {
-        raw::RedisModule_RegisterInfoFunc.unwrap()(ctx.ctx, Some(info));
-        raw::RedisModule_SubscribeToKeyspaceEvents.unwrap()(
-            ctx.ctx,
-            raw::REDISMODULE_NOTIFY_EXPIRED | raw::REDISMODULE_NOTIFY_EVICTED,
-            Some(on_keyspace_event),
-        );
-        raw::RedisModule_SubscribeToServerEvent.unwrap()(
-            ctx.ctx,
-            raw::RedisModuleEvent {
-                id: raw::REDISMODULE_EVENT_REPLICA_CHANGE,
-                dataver: 1,
-            },
-            Some(on_replica_change),
-        );
-    }
     // SAFETY: OnLoad context; applies `pgcache.*` lines of redis.conf, if any.
     if unsafe { raw::RedisModule_LoadConfigs.unwrap()(ctx.ctx) } != raw::REDISMODULE_OK as i32 {
-        ctx.log_warning("pgcache: a pgcache.* setting in the Redis configuration is invalid");
-        return Status::Err;
+        return Err("pgcache: a pgcache.* setting in the Redis configuration is invalid".into());
     }
-    if let Err(e) = worker::start(settings.workers, settings.queue_size, pool.clone()) {
-        ctx.log_warning(&format!("pgcache: cannot start worker threads: {e}"));
-        return Status::Err;
-    }
+    Ok(())
+}
+
+/// Workers, the metrics endpoint, the main-thread hand-over and the invalidation listener;
+/// on a failure, what was started is stopped again.
+fn start_threads(
+    ctx: &Context,
+    settings: &config::Settings,
+    pool: std::sync::Arc<pg::pool::Pool>,
+) -> Result<(), String> {
+    worker::start(settings.workers, settings.queue_size, pool.clone())
+        .map_err(|e| format!("pgcache: cannot start worker threads: {e}"))?;
     if settings.metrics_port != 0
         && let Err(e) = metrics::start(&settings.metrics_bind, settings.metrics_port)
     {
-        ctx.log_warning(&format!(
+        let _ = worker::stop();
+        return Err(format!(
             "pgcache: setting metrics_port: cannot listen on {}:{}: {e}",
             settings.metrics_bind, settings.metrics_port
         ));
-        let _ = worker::stop();
-        return Status::Err;
     }
     if let Err(e) = main_thread::init(ctx) {
-        ctx.log_warning(&format!(
-            "pgcache: cannot set up the hand-over to the main thread: {e}"
-        ));
         metrics::stop();
         let _ = worker::stop();
-        return Status::Err;
+        return Err(format!(
+            "pgcache: cannot set up the hand-over to the main thread: {e}"
+        ));
     }
     invalidation::init(ctx, settings.listen);
-    if settings.listen
-        && let Err(e) = invalidation::listener::start(pool, settings.invalidation_channel.clone())
-    {
-        ctx.log_warning(&format!(
-            "pgcache: cannot start the invalidation listener: {e}"
-        ));
+    if !settings.listen {
+        return Ok(());
+    }
+    if let Err(e) = invalidation::listener::start(pool, settings.invalidation_channel.clone()) {
         invalidation::deinit();
         main_thread::deinit();
         metrics::stop();
         let _ = worker::stop();
-        return Status::Err;
+        return Err(format!(
+            "pgcache: cannot start the invalidation listener: {e}"
+        ));
     }
-    if settings.listen {
-        invalidation::listener::wait_for_first_attempt(
-            settings.pg.connect_timeout + Duration::from_millis(500),
-        );
-    }
-    ctx.log_notice(&format!(
-        "pgcache {} loaded: PostgreSQL {}, {} workers, pool {}, queue {}, default TTL {} s",
-        env!("CARGO_PKG_VERSION"),
-        settings.pg.describe(),
-        settings.workers,
-        settings.pool_size,
-        settings.queue_size,
-        settings.default_ttl
-    ));
-    Status::Ok
+    invalidation::listener::wait_for_first_attempt(
+        settings.pg.connect_timeout + Duration::from_millis(500),
+    );
+    Ok(())
 }
 
 fn deinit(ctx: &Context) -> Status {

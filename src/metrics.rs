@@ -157,18 +157,26 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
 /// The whole exposition.
 pub fn render() -> String {
     let mut out = String::with_capacity(16 * 1024);
+    write_counters(&mut out);
+    write_gauges(&mut out);
+    write_commands(&mut out);
+    write_tables(&mut out);
+    out
+}
+
+/// Every STATS counter, as `pgcache_<name>_total`.
+fn write_counters(out: &mut String) {
     for (name, value) in stats::counters() {
         let metric = format!("pgcache_{name}_total");
-        header(
-            &mut out,
-            &metric,
-            "counter",
-            &format!("PGCACHE.STATS {name}."),
-        );
+        header(out, &metric, "counter", &format!("PGCACHE.STATS {name}."));
         let _ = writeln!(out, "{metric} {value}");
     }
+}
+
+/// The figures that go up and down: ratios, queues, connections, the listener.
+fn write_gauges(out: &mut String) {
     let mut gauge = |name: &str, help: &str, value: f64| {
-        header(&mut out, &format!("pgcache_{name}"), "gauge", help);
+        header(out, &format!("pgcache_{name}"), "gauge", help);
         let _ = writeln!(out, "pgcache_{name} {value}");
     };
     gauge(
@@ -224,9 +232,12 @@ pub fn render() -> String {
         "Entries in PGCACHE.SLOWLOG.",
         slowlog::len() as f64,
     );
+}
 
+/// Calls and latency per command.
+fn write_commands(out: &mut String) {
     header(
-        &mut out,
+        out,
         "pgcache_command_calls_total",
         "counter",
         "Calls per command (hits included).",
@@ -239,20 +250,23 @@ pub fn render() -> String {
         );
     }
     header(
-        &mut out,
+        out,
         "pgcache_command_duration_seconds",
         "histogram",
         "Latency of calls that waited for PostgreSQL or changed the cache (hits are counted, not timed).",
     );
     for (i, command) in stats::COMMANDS.iter().enumerate() {
         histogram(
-            &mut out,
+            out,
             "pgcache_command_duration_seconds",
             &format!("command=\"{command}\""),
             stats::command_histogram(i),
         );
     }
+}
 
+/// Calls, hits, misses and latency per table.
+fn write_tables(out: &mut String) {
     let tables = stats::tables();
     for (metric, help, figure) in [
         (
@@ -271,7 +285,7 @@ pub fn render() -> String {
             |t| t.misses.get(),
         ),
     ] {
-        header(&mut out, metric, "counter", help);
+        header(out, metric, "counter", help);
         for t in &tables {
             let _ = writeln!(
                 out,
@@ -282,20 +296,19 @@ pub fn render() -> String {
         }
     }
     header(
-        &mut out,
+        out,
         "pgcache_table_duration_seconds",
         "histogram",
         "Latency of timed calls, per table.",
     );
     for t in &tables {
         histogram(
-            &mut out,
+            out,
             "pgcache_table_duration_seconds",
             &format!("table=\"{}\"", label(&t.name)),
             &t.latency,
         );
     }
-    out
 }
 
 #[cfg(test)]

@@ -44,33 +44,10 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
     let Some(schema) = schema::cached(args[1]) else {
         let table = checked_table(args[1])?;
         let items: Vec<Vec<u8>> = items.iter().map(|i| i.get().as_bytes().to_vec()).collect();
-        return Ok(worker::submit(
-            ctx,
-            Box::new(move |client| {
-                let schema = schema::resolve(client, &table)?;
-                let keys = canonicalise_all(items.iter().map(Vec::as_slice), &schema)?;
-                let keys = normalise::confirm_all(client, &schema, keys)?;
-                let slots = vec![Cached::Miss; keys.len()];
-                let batch = Batch::new(schema, keys, slots, ttl);
-                let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
-                Ok(batch.complete(rows))
-            }),
-        ));
+        return Ok(all_on_a_worker(ctx, table, items, ttl));
     };
     let keys = canonicalise_all(items.iter().map(|i| i.get().as_bytes()), &schema)?;
-    let prefix = schema.key_prefix.as_bytes();
-    let slots: Vec<Cached> = keys
-        .iter()
-        .map(|k| cache::get(ctx, prefix, k.json.as_bytes()))
-        .collect();
-    let hits = keys.iter().zip(&slots).filter(|(_, s)| **s != Cached::Miss);
-    schema.stats.hits.add(hits.clone().count() as u64);
-    events::publish_each(
-        ctx,
-        EventKind::Hit,
-        &schema.display,
-        hits.map(|(k, _)| k.json.as_str()),
-    );
+    let slots = look_up(ctx, &schema, &keys);
     if slots.iter().all(|s| *s != Cached::Miss) {
         schema.stats.calls.inc();
         return Ok(Reply::Array(slots.into_iter().map(slot_reply).collect()));
@@ -92,18 +69,56 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
             }),
         ));
     }
-    let batch = Batch::new(schema, keys, slots, ttl);
+    Ok(fetch_misses(ctx, Batch::new(schema, keys, slots, ttl)))
+}
+
+/// A table not seen yet: its schema, the keys' spellings and the rows, all on one worker.
+fn all_on_a_worker(ctx: &Context, table: String, items: Vec<Vec<u8>>, ttl: u64) -> Reply {
+    worker::submit(
+        ctx,
+        Box::new(move |client| {
+            let schema = schema::resolve(client, &table)?;
+            let keys = canonicalise_all(items.iter().map(Vec::as_slice), &schema)?;
+            let keys = normalise::confirm_all(client, &schema, keys)?;
+            let slots = vec![Cached::Miss; keys.len()];
+            let batch = Batch::new(schema, keys, slots, ttl);
+            let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
+            Ok(batch.complete(rows))
+        }),
+    )
+}
+
+/// Each key's cache entry, if any; the hits are counted and raise their events.
+fn look_up(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) -> Vec<Cached> {
+    let prefix = schema.key_prefix.as_bytes();
+    let slots: Vec<Cached> = keys
+        .iter()
+        .map(|k| cache::get(ctx, prefix, k.json.as_bytes()))
+        .collect();
+    let hits = keys.iter().zip(&slots).filter(|(_, s)| **s != Cached::Miss);
+    schema.stats.hits.add(hits.clone().count() as u64);
+    events::publish_each(
+        ctx,
+        EventKind::Hit,
+        &schema.display,
+        hits.map(|(k, _)| k.json.as_str()),
+    );
+    slots
+}
+
+/// Fetches the batch's misses: in one query, or, when there are many, in parallel parts,
+/// one query each, on several connections.
+fn fetch_misses(ctx: &Context, batch: Batch) -> Reply {
     let ranges = split(batch.distinct.len(), worker::count());
     if ranges.len() == 1 {
-        return Ok(worker::submit(
+        return worker::submit(
             ctx,
             Box::new(move |client| {
                 let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
                 Ok(batch.complete(rows))
             }),
-        ));
+        );
     }
-    // Many misses: fetch them in parallel parts, one query each, on several connections.
     let parts: Vec<worker::Part> = ranges
         .into_iter()
         .map(|range| {
@@ -113,11 +128,11 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
             part
         })
         .collect();
-    Ok(worker::submit_parts(
+    worker::submit_parts(
         ctx,
         parts,
         Box::new(move |rows| batch.complete(rows.concat())),
-    ))
+    )
 }
 
 /// Fewest keys worth a part of their own: below this, a second round trip costs more than
