@@ -377,7 +377,7 @@ fn channel_name(value: &str) -> Result<String, String> {
 }
 
 // The settings CONFIG SET can change are validated by one function each, used both for
-// the module arguments (`apply`) and by `tunables::TUNABLES`.
+// the module arguments (`apply`) and by `settings::RUNTIME`.
 
 /// Seconds an absent row is remembered; 0 turns negative caching off.
 pub fn parse_negative_ttl(value: &str) -> Result<u64, String> {

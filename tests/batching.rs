@@ -3,30 +3,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn blocked_clients(con: &mut redis::Connection) -> i64 {
-    let info: String = redis::cmd("INFO").arg("clients").query(con).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("blocked_clients:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn spawn_read(
-    port: u16,
-    table: &'static str,
-    pk: &'static str,
-) -> std::thread::JoinHandle<Result<Option<String>, String>> {
-    std::thread::spawn(move || {
-        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        read(&mut con, table, pk).map_err(|e| e.to_string())
-    })
-}
-
 #[test]
 fn queued_misses_share_one_query_and_a_bad_key_fails_only_its_own_request() {
     let stack = Stack::start_with(
@@ -59,8 +35,10 @@ fn queued_misses_share_one_query_and_a_bad_key_fails_only_its_own_request() {
         || (blocked_clients(&mut con) == 5).then_some(()),
     );
     assert!(slow.join().unwrap().unwrap().is_some());
-    let results: Vec<Result<Option<String>, String>> =
-        queued.into_iter().map(|t| t.join().unwrap()).collect();
+    let results: Vec<Result<Option<String>, String>> = queued
+        .into_iter()
+        .map(|t| t.join().unwrap().map_err(|e| e.to_string()))
+        .collect();
     assert_eq!(json(results[0].as_ref().unwrap().as_ref().unwrap())["n"], 1);
     assert!(
         results[1]

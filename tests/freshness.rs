@@ -82,10 +82,7 @@ fn a_thousand_concurrent_reads_of_one_cold_key_make_one_query() {
     for reader in readers.iter_mut() {
         reader.send_packed_command(&packed).unwrap();
     }
-    wait_for("1000 blocked readers", Duration::from_secs(20), || {
-        let info: String = redis::cmd("INFO").arg("clients").query(&mut con).unwrap();
-        info.contains("blocked_clients:1000").then_some(())
-    });
+    wait_blocked(&mut con, 1000);
     debug(&mut con, "FILLS", "RELEASE");
     for reader in readers.iter_mut() {
         let row: Option<String> = redis::from_redis_value(reader.recv_response().unwrap()).unwrap();

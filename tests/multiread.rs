@@ -114,14 +114,7 @@ fn a_read_of_a_key_a_multiread_is_fetching_waits_for_that_fetch() {
     let fetching = std::thread::spawn(move || {
         multiread(&mut other, "slow_items", r#"[{"id":1},{"id":2}]"#).unwrap()
     });
-    wait_for(
-        "the MULTIREAD to wait for PostgreSQL",
-        std::time::Duration::from_secs(10),
-        || {
-            let info: String = redis::cmd("INFO").arg("clients").query(&mut con).unwrap();
-            info.contains("blocked_clients:1\r").then_some(())
-        },
-    );
+    wait_blocked(&mut con, 1);
     let row = read(&mut con, "slow_items", r#"{"id":2}"#).unwrap();
     assert_eq!(field(&row, "v"), "v2");
     let rows = fetching.join().unwrap();

@@ -4,43 +4,11 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn info_field(con: &mut redis::Connection, section: &str, field: &str) -> i64 {
-    let info: String = redis::cmd("INFO").arg(section).query(con).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn wait_blocked(con: &mut redis::Connection, n: i64) {
-    wait_for(
-        &format!("{n} blocked clients"),
-        Duration::from_secs(10),
-        || (info_field(con, "clients", "blocked_clients") == n).then_some(()),
-    );
-}
-
 const SLOW_SQL: &str = "
     CREATE TABLE items (id integer PRIMARY KEY, v text);
     INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 50) g;
     CREATE VIEW slow_items AS SELECT id, v, pg_sleep(0.8) IS NULL AS slept FROM items;
 ";
-
-fn spawn_read(
-    port: u16,
-    table: &'static str,
-    pk: String,
-) -> std::thread::JoinHandle<redis::RedisResult<Option<String>>> {
-    std::thread::spawn(move || {
-        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        read(&mut con, table, &pk)
-    })
-}
 
 #[test]
 fn slow_queries_block_only_their_clients() {
@@ -56,7 +24,7 @@ fn slow_queries_block_only_their_clients() {
     assert_eq!(pong, "PONG");
     assert!(read(&mut con, "items", r#"{"id":1}"#).unwrap().is_some());
     assert_eq!(
-        info_field(&mut con, "clients", "blocked_clients"),
+        info_int(&mut con, "clients", "blocked_clients"),
         4,
         "the slow reads were still waiting"
     );
@@ -73,7 +41,7 @@ fn a_full_queue_is_an_immediate_error() {
     );
     let mut con = stack.con();
     read(&mut con, "items", r#"{"id":1}"#).unwrap(); // schema cached
-    let first = spawn_read(stack.redis.port, "slow_items", r#"{"id":2}"#.into());
+    let first = spawn_read(stack.redis.port, "slow_items", r#"{"id":2}"#);
     // Wait until the worker is running the first query, so the queue is empty again.
     let mut pg = stack.pg.client();
     wait_for(
@@ -87,7 +55,7 @@ fn a_full_queue_is_an_immediate_error() {
             (n == 1).then_some(())
         },
     );
-    let second = spawn_read(stack.redis.port, "slow_items", r#"{"id":3}"#.into());
+    let second = spawn_read(stack.redis.port, "slow_items", r#"{"id":3}"#);
     wait_blocked(&mut con, 2);
     let e = read(&mut con, "slow_items", r#"{"id":4}"#)
         .unwrap_err()
@@ -460,7 +428,7 @@ fn misses_are_answered_but_not_cached_over_maxmemory_under_noeviction() {
     let stack = Stack::start_with(USERS_SQL, &[]);
     let mut con = stack.con();
     read_until_cached(&mut con, "users", r#"{"id":1}"#);
-    let used: i64 = info_field(&mut con, "memory", "used_memory");
+    let used: i64 = info_int(&mut con, "memory", "used_memory");
     config_set(&mut con, "maxmemory-policy", "noeviction").unwrap();
     config_set(&mut con, "maxmemory", (used - 1024).to_string()).unwrap();
     let row = read(&mut con, "users", r#"{"id":2}"#).unwrap().unwrap();

@@ -12,13 +12,6 @@ fn int(stats: &HashMap<String, redis::Value>, name: &str) -> i64 {
     redis::from_redis_value(stats[name].clone()).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-fn info_field(con: &mut redis::Connection, name: &str) -> Option<String> {
-    let info: String = redis::cmd("INFO").arg("pgcache").query(con).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .map(str::to_string)
-}
-
 #[test]
 fn counters_histograms_info_and_reset() {
     let stack = Stack::start(USERS_SQL);
@@ -64,14 +57,17 @@ fn counters_histograms_info_and_reset() {
     );
 
     // The same figures in INFO, as pgcache_<name>.
-    assert_eq!(info_field(&mut con, "pgcache_hits").as_deref(), Some("2"));
     assert_eq!(
-        info_field(&mut con, "pgcache_read_calls").as_deref(),
+        info_value(&mut con, "pgcache", "pgcache_hits").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        info_value(&mut con, "pgcache", "pgcache_read_calls").as_deref(),
         Some("5")
     );
-    assert!(info_field(&mut con, "pgcache_read_p99_us").is_some());
-    assert!(info_field(&mut con, "pgcache_longest_callback_us").is_some());
-    let table_line = info_field(&mut con, "pgcache_table_users").unwrap();
+    assert!(info_value(&mut con, "pgcache", "pgcache_read_p99_us").is_some());
+    assert!(info_value(&mut con, "pgcache", "pgcache_longest_callback_us").is_some());
+    let table_line = info_value(&mut con, "pgcache", "pgcache_table_users").unwrap();
     assert!(
         table_line.starts_with("calls=7,hits=3,misses=3,timed_calls=5,avg_us="),
         "{table_line}"

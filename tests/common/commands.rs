@@ -1,0 +1,188 @@
+//! pgcache's commands and CONFIG from a test, the SQL most tests start from, and waiting
+//! for what invalidation does.
+
+use super::*;
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub fn read(
+    con: &mut redis::Connection,
+    table: &str,
+    pk: &str,
+) -> redis::RedisResult<Option<String>> {
+    redis::cmd("PGCACHE.READ").arg(table).arg(pk).query(con)
+}
+
+/// PGCACHE.WRITE of `data` as the row of `pk`.
+pub fn write(
+    con: &mut redis::Connection,
+    table: &str,
+    pk: &str,
+    data: &str,
+) -> redis::RedisResult<String> {
+    redis::cmd("PGCACHE.WRITE")
+        .arg(table)
+        .arg(pk)
+        .arg(data)
+        .query(con)
+}
+
+pub fn invalidate(
+    con: &mut redis::Connection,
+    table: &str,
+    pk: &str,
+) -> redis::RedisResult<String> {
+    redis::cmd("PGCACHE.INVALIDATE")
+        .arg(table)
+        .arg(pk)
+        .query(con)
+}
+
+/// CONFIG SET `name` `value`; the error says why the server refused it.
+pub fn config_set(
+    con: &mut redis::Connection,
+    name: &str,
+    value: impl redis::ToRedisArgs,
+) -> redis::RedisResult<()> {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(con)
+}
+
+/// CONFIG GET `pattern`: the flat list of names and values Redis replies.
+pub fn config_get(con: &mut redis::Connection, pattern: &str) -> Vec<String> {
+    redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(pattern)
+        .query(con)
+        .unwrap()
+}
+
+pub fn multiread(
+    con: &mut redis::Connection,
+    table: &str,
+    keys: &str,
+) -> redis::RedisResult<Vec<Option<String>>> {
+    redis::cmd("PGCACHE.MULTIREAD")
+        .arg(table)
+        .arg(keys)
+        .query(con)
+}
+
+/// `[{"id":1},{"id":2},...]` for these ids.
+pub fn id_array(ids: impl IntoIterator<Item = i64>) -> String {
+    let keys: Vec<String> = ids
+        .into_iter()
+        .map(|id| format!(r#"{{"id":{id}}}"#))
+        .collect();
+    format!("[{}]", keys.join(","))
+}
+
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// The shipped trigger SQL, installed by tests that need invalidation from PostgreSQL.
+pub const TRIGGER_SQL: &str = include_str!("../../examples/invalidation_trigger.sql");
+
+/// Reads `pk` until its row is cached (the first reads after a start are answered but not
+/// cached until the invalidation listener listens), and returns the row.
+pub fn read_until_cached(con: &mut redis::Connection, table: &str, pk: &str) -> String {
+    let key = format!("pg_cache:{table}:{pk}");
+    wait_for(
+        &format!("{key} to be cached"),
+        Duration::from_secs(10),
+        || {
+            let row = read(con, table, pk).unwrap().expect("a row");
+            redis::cmd("EXISTS")
+                .arg(&key)
+                .query::<bool>(con)
+                .unwrap()
+                .then_some(row)
+        },
+    )
+}
+
+/// Waits until `key` no longer exists.
+pub fn wait_gone(con: &mut redis::Connection, key: &str) {
+    wait_for(
+        &format!("{key} to be invalidated"),
+        Duration::from_secs(10),
+        || (!redis::cmd("EXISTS").arg(key).query::<bool>(con).unwrap()).then_some(()),
+    );
+}
+
+/// The backend of the invalidation listener, if connected.
+pub fn listener_pid(pg: &Pg) -> Option<i32> {
+    pg.superuser()
+        .query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgcache-listener'",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+/// The next message on a subscribed channel, parsed as JSON.
+pub fn next_event(pubsub: &mut redis::PubSub) -> serde_json::Value {
+    let msg = pubsub
+        .get_message()
+        .expect("an event before the read timeout");
+    json(&msg.get_payload::<String>().unwrap())
+}
+
+/// Waits until at most `n` keys match `pattern` (a flush finished).
+pub fn wait_keys_at_most(con: &mut redis::Connection, pattern: &str, n: usize) {
+    wait_for(
+        &format!("at most {n} keys {pattern}"),
+        Duration::from_secs(10),
+        || {
+            let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(con).unwrap();
+            (keys.len() <= n).then_some(())
+        },
+    );
+}
+
+pub const USERS_SQL: &str = "
+    CREATE TABLE users (id integer PRIMARY KEY, name text NOT NULL, email text);
+    INSERT INTO users SELECT g, 'user' || g, 'user' || g || '@example.com' FROM generate_series(1, 200) g;
+";
+
+/// A stream's entries, each as field -> value.
+pub fn stream_entries(con: &mut redis::Connection, stream: &str) -> Vec<HashMap<String, String>> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|entry| {
+            entry
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap()))
+                .collect()
+        })
+        .collect()
+}
+
+/// A READ on a connection of its own, in a thread: for requests that must wait concurrently.
+pub fn spawn_read(
+    port: u16,
+    table: &'static str,
+    pk: impl Into<String>,
+) -> std::thread::JoinHandle<redis::RedisResult<Option<String>>> {
+    let pk = pk.into();
+    std::thread::spawn(move || {
+        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        read(&mut con, table, &pk)
+    })
+}

@@ -1,0 +1,350 @@
+//! A private PostgreSQL per test: copied from an initdb template, on its own port, run as
+//! the `postgres` user when the tests run as root, stopped by PID when dropped.
+
+use super::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn pg_bin(tool: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("PGCACHE_PG_BIN") {
+        return Path::new(&dir).join(tool);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed: run scripts/setup.sh (make test does)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .last()
+        .expect("no PostgreSQL server binaries")
+        .join(tool)
+}
+
+/// PostgreSQL refuses to run as root; tests then run it as the `postgres` user.
+fn run_as() -> Option<(u32, u32)> {
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let out = Command::new("id").args(["-u", "postgres"]).output().ok()?;
+    let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    let out = Command::new("id").args(["-g", "postgres"]).output().ok()?;
+    let gid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    Some((uid, gid))
+}
+
+fn as_pg_user(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    if let Some((uid, gid)) = run_as() {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+fn chown_for_pg(path: &Path) {
+    if let Some((uid, gid)) = run_as() {
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// An initdb'd data directory, made once per test run and copied for each server.
+fn template() -> &'static Path {
+    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = root.join("pg-template");
+        if dir.join("PG_VERSION").exists() {
+            return dir;
+        }
+        let building = temp_dir("initdb");
+        chown_for_pg(&building);
+        let data = building.join("data");
+        let pwfile = building.join("pw");
+        std::fs::write(&pwfile, SUPERUSER_PASSWORD).unwrap();
+        chown_for_pg(&building);
+        let out = as_pg_user(&mut Command::new(pg_bin("initdb")))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Another test binary may have won the race; either copy is fine.
+        let _ = std::fs::rename(&data, &dir);
+        let _ = std::fs::remove_dir_all(&building);
+        dir
+    })
+}
+
+pub struct Pg {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    server_args: Vec<String>,
+}
+
+impl Pg {
+    pub fn start() -> Pg {
+        Self::start_with(|_| Vec::new())
+    }
+
+    /// Starts a server with TLS on, its certificate (for `localhost` and 127.0.0.1) made
+    /// fresh. Returns the server and the certificate, which is its own CA.
+    pub fn start_tls() -> (Pg, PathBuf) {
+        let mut cert = PathBuf::new();
+        let pg = Self::start_with(|data| {
+            let out = Command::new("openssl")
+                .args([
+                    "req",
+                    "-new",
+                    "-x509",
+                    "-days",
+                    "2",
+                    "-nodes",
+                    "-subj",
+                    "/CN=localhost",
+                ])
+                .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+                .arg("-keyout")
+                .arg(data.join("server.key"))
+                .arg("-out")
+                .arg(data.join("server.crt"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+            cert = data.join("server.crt");
+            vec!["-c".into(), "ssl=on".into()]
+        });
+        (pg, cert)
+    }
+
+    /// `prepare` gets the data directory before the first start and returns extra server
+    /// arguments.
+    pub fn start_with(prepare: impl FnOnce(&Path) -> Vec<String>) -> Pg {
+        let dir = temp_dir("pg");
+        let data = dir.join("data");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(template())
+            .arg(&data)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let server_args = prepare(&data);
+        chown_for_pg(&dir);
+        let mut pg = Pg {
+            port: 0,
+            dir,
+            child: None,
+            server_args,
+        };
+        pg.launch();
+        let mut admin = pg.superuser();
+        admin
+            .batch_execute(&format!("CREATE ROLE app LOGIN PASSWORD '{PG_PASSWORD}'"))
+            .unwrap();
+        admin
+            .batch_execute("CREATE DATABASE app OWNER app")
+            .unwrap();
+        pg
+    }
+
+    /// Starts the server process on `port`, its output going to `log_name` in its directory.
+    fn spawn_postgres(&mut self, port: u16, log_name: &str) {
+        let log = std::fs::File::create(self.dir.join(log_name)).unwrap();
+        let child = as_pg_user(&mut Command::new(pg_bin("postgres")))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-p", &port.to_string()])
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+            ])
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ])
+            .args(["-c", "shared_buffers=128MB", "-c", "max_connections=150"])
+            .args(&self.server_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.port = port;
+    }
+
+    fn launch(&mut self) {
+        for _ in 0..5 {
+            self.spawn_postgres(free_port(), "postgres.log");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if self.try_superuser().is_ok() {
+                    return;
+                }
+                if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
+                    break; // port taken: try another
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            self.kill();
+        }
+        panic!(
+            "PostgreSQL did not start: {}",
+            std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+        );
+    }
+
+    fn try_superuser(&self) -> Result<postgres::Client, postgres::Error> {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("postgres")
+            .password(SUPERUSER_PASSWORD)
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(2))
+            .connect(postgres::NoTls)
+    }
+
+    pub fn superuser(&self) -> postgres::Client {
+        self.try_superuser().unwrap()
+    }
+
+    /// A superuser connection to database `dbname`.
+    pub fn superuser_of(&self, dbname: &str) -> postgres::Client {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("postgres")
+            .password(SUPERUSER_PASSWORD)
+            .dbname(dbname)
+            .connect(postgres::NoTls)
+            .unwrap()
+    }
+
+    /// A connection as the app user to the app database.
+    pub fn client(&self) -> postgres::Client {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("app")
+            .password(PG_PASSWORD)
+            .dbname("app")
+            .connect(postgres::NoTls)
+            .unwrap()
+    }
+
+    pub fn execute(&self, sql: &str) {
+        self.client().batch_execute(sql).unwrap();
+    }
+
+    /// Makes every statement of the app user appear in the server log (new sessions only).
+    pub fn log_app_statements(&self) {
+        self.superuser()
+            .batch_execute("ALTER ROLE app SET log_statement = 'all'")
+            .unwrap();
+    }
+
+    /// How many logged statements contain `needle`.
+    pub fn logged_statements(&self, needle: &str) -> usize {
+        std::fs::read_to_string(self.dir.join("postgres.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("LOG:") && l.contains(needle))
+            .count()
+    }
+
+    /// The module arguments that connect to this server.
+    pub fn module_args(&self) -> Vec<String> {
+        [
+            "pg_host",
+            "127.0.0.1",
+            "pg_port",
+            &self.port.to_string(),
+            "pg_database",
+            "app",
+            "pg_user",
+            "app",
+            "pg_password",
+            PG_PASSWORD,
+            "pg_sslmode",
+            "disable",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Stops the server (fast shutdown), keeping its data for `restart`.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.spawn_postgres(self.port, "postgres-restart.log");
+        wait_for("PostgreSQL restart", Duration::from_secs(20), || {
+            self.try_superuser().ok()
+        });
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGINT);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
