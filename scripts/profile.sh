@@ -46,7 +46,8 @@ MULTIREADS=100 READS=2000
 # and reply callbacks (including the Redis API calls they make).
 REDIS_WORK=(--toggle-collect=processCommand --toggle-collect=moduleHandleBlockedClients)
 PGCACHE_WORK=(--toggle-collect='pgcache::commands::command'
-  --toggle-collect='pgcache::*blocked::on_reply')
+  --toggle-collect='pgcache::blocked::on_reply'
+  --toggle-collect='pgcache::worker::blocked::on_reply')
 
 start_server() { # start_server <module> <valgrind options...>: redis-server under callgrind
   local module=$1
