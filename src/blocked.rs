@@ -4,10 +4,10 @@
 use crate::error::Error;
 use crate::reply::{self, Reply};
 use crate::requests::{self, Timing};
+use crate::stats::Tracked;
 use crate::tunables;
 use redis_module::{Context, raw};
 use std::any::Any;
-use std::cell::Cell;
 use std::os::raw::{c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,21 +24,12 @@ pub fn in_flight() -> usize {
     IN_FLIGHT.load(Ordering::SeqCst)
 }
 
-thread_local! {
-    // The command being dispatched on the main thread, so a client it blocks can have its
-    // latency (from blocking to the reply) recorded when answered.
-    static CURRENT_COMMAND: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-pub fn set_current_command(command: Option<usize>) {
-    CURRENT_COMMAND.set(command);
-}
-
 /// A blocked client's handle. Redis allows `UnblockClient` from any thread; `answer`
 /// consumes the handle, so each client is answered once.
 pub struct BlockedClient {
     handle: *mut raw::RedisModuleBlockedClient,
-    command: Option<(usize, Instant)>,
+    /// When the client blocked: a call that waits is timed from here to its reply.
+    blocked_at: Instant,
     /// When a worker took the job: splits the wait into queue and PostgreSQL time.
     picked: Option<Instant>,
 }
@@ -46,7 +37,7 @@ pub struct BlockedClient {
 /// What Redis holds for an answered client until its reply callback runs.
 struct Answer {
     completion: Option<Completion>,
-    command: Option<(usize, Instant)>,
+    blocked_at: Instant,
     timing: Timing,
 }
 // SAFETY: the handle is only passed back to RedisModule_UnblockClient / AbortBlock.
@@ -68,7 +59,7 @@ impl BlockedClient {
         IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
         BlockedClient {
             handle,
-            command: CURRENT_COMMAND.get().map(|c| (c, Instant::now())),
+            blocked_at: Instant::now(),
             picked: None,
         }
     }
@@ -91,20 +82,19 @@ impl BlockedClient {
     /// if the client timed out or left meanwhile).
     pub fn answer(self, completion: Completion) {
         let now = Instant::now();
-        let timing = match (self.command, self.picked) {
-            (Some((_, blocked)), Some(picked)) => Timing {
-                queued: picked.saturating_duration_since(blocked),
+        let timing = match self.picked {
+            Some(picked) => Timing {
+                queued: picked.saturating_duration_since(self.blocked_at),
                 postgres: now.saturating_duration_since(picked),
             },
-            (Some((_, blocked)), None) => Timing {
-                queued: now.saturating_duration_since(blocked),
+            None => Timing {
+                queued: now.saturating_duration_since(self.blocked_at),
                 postgres: Duration::ZERO,
             },
-            _ => Timing::default(),
         };
         let privdata = Box::into_raw(Box::new(Answer {
             completion: Some(completion),
-            command: self.command,
+            blocked_at: self.blocked_at,
             timing,
         }));
         // SAFETY: `self` is consumed, so this client is unblocked exactly once.
@@ -158,10 +148,11 @@ unsafe extern "C" fn on_reply(
     }))
     .unwrap_or_else(|panic| Reply::Error(panic_error(panic)));
     send_once(&context, &reply);
-    if let Some((command, started)) = answer.command {
-        let elapsed_us = started.elapsed().as_micros() as u64;
-        // SAFETY: Redis passes the blocked command's arguments.
-        let args = unsafe { crate::args::borrow_args(argv, argc) };
+    // SAFETY: Redis passes the blocked command's arguments.
+    let args = unsafe { crate::args::borrow_args(argv, argc) };
+    // The call is named by its own arguments, which Redis keeps with the blocked client.
+    if let Some(command) = Tracked::of(&args) {
+        let elapsed_us = answer.blocked_at.elapsed().as_micros() as u64;
         crate::error::guard("recording a reply", || {
             requests::finished(&context, command, &args, elapsed_us, Some(answer.timing));
             if let Reply::Error(e) = &reply {
@@ -194,7 +185,7 @@ unsafe extern "C" fn on_timeout(
     crate::error::guard("recording a timeout", || {
         // SAFETY: Redis passes the blocked command's arguments.
         let args = unsafe { crate::args::borrow_args(argv, argc) };
-        if let Some(command) = crate::stats::tracked_command(&args) {
+        if let Some(command) = Tracked::of(&args) {
             requests::failed(&context, command, &args, &error)
         }
     });

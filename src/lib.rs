@@ -69,33 +69,48 @@ const MODULE_VERSION: i32 = parse_version_part(env!("CARGO_PKG_VERSION_MAJOR")) 
     + parse_version_part(env!("CARGO_PKG_VERSION_MINOR")) * 100
     + parse_version_part(env!("CARGO_PKG_VERSION_PATCH"));
 
-/// The commands: name, handler (with its index in `stats::COMMANDS` when its latency is
+/// The commands: name, handler (with what `stats` tracks it as, when its latency is
 /// tracked), Redis command flags.
 fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 9] {
     [
         (
             "pgcache.read",
-            Some(command_fn!(commands::read::read, Some(0))),
+            Some(command_fn!(
+                commands::read::read,
+                Some(stats::Tracked::Read)
+            )),
             "readonly",
         ),
         (
             "pgcache.multiread",
-            Some(command_fn!(commands::multiread::multiread, Some(1))),
+            Some(command_fn!(
+                commands::multiread::multiread,
+                Some(stats::Tracked::Multiread)
+            )),
             "readonly",
         ),
         (
             "pgcache.write",
-            Some(command_fn!(commands::write::write, Some(2))),
+            Some(command_fn!(
+                commands::write::write,
+                Some(stats::Tracked::Write)
+            )),
             "write deny-oom",
         ),
         (
             "pgcache.invalidate",
-            Some(command_fn!(commands::write::invalidate, Some(3))),
+            Some(command_fn!(
+                commands::write::invalidate,
+                Some(stats::Tracked::Invalidate)
+            )),
             "write",
         ),
         (
             "pgcache.flush",
-            Some(command_fn!(commands::write::flush, Some(4))),
+            Some(command_fn!(
+                commands::write::flush,
+                Some(stats::Tracked::Flush)
+            )),
             "write",
         ),
         (

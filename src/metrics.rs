@@ -242,11 +242,12 @@ fn write_commands(out: &mut String) {
         "counter",
         "Calls per command (hits included).",
     );
-    for (i, command) in stats::COMMANDS.iter().enumerate() {
+    for command in stats::Tracked::ALL {
         let _ = writeln!(
             out,
-            "pgcache_command_calls_total{{command=\"{command}\"}} {}",
-            stats::command_calls(i)
+            "pgcache_command_calls_total{{command=\"{}\"}} {}",
+            command.name(),
+            stats::command_calls(command)
         );
     }
     header(
@@ -255,12 +256,12 @@ fn write_commands(out: &mut String) {
         "histogram",
         "Latency of calls that waited for PostgreSQL or changed the cache (hits are counted, not timed).",
     );
-    for (i, command) in stats::COMMANDS.iter().enumerate() {
+    for command in stats::Tracked::ALL {
         histogram(
             out,
             "pgcache_command_duration_seconds",
-            &format!("command=\"{command}\""),
-            stats::command_histogram(i),
+            &format!("command=\"{}\"", command.name()),
+            stats::command_histogram(command),
         );
     }
 }

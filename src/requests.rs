@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::event::{EventKind, Extra};
 use crate::events;
 use crate::slowlog::{self, SlowPart};
-use crate::stats::{self, TableStats};
+use crate::stats::{self, TableStats, Tracked};
 use redis_module::Context;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -47,11 +47,11 @@ pub struct Timing {
     pub postgres: Duration,
 }
 
-/// Records a finished call of `command` (an index in `stats::COMMANDS`, called with `args`)
+/// Records a finished call of `command` (called with `args`)
 /// that took `elapsed_us`; `timing` when it waited for PostgreSQL.
 pub fn finished(
     ctx: &Context,
-    command: usize,
+    command: Tracked,
     args: &[&[u8]],
     elapsed_us: u64,
     timing: Option<Timing>,
@@ -82,7 +82,7 @@ pub fn finished(
         id: 0,
         unix_time: 0,
         duration_us: elapsed_us,
-        command: stats::COMMANDS[command],
+        command: command.name(),
         table,
         key,
         rows,
@@ -104,7 +104,7 @@ pub fn finished(
 }
 
 /// Tells `error` hooks that a call of `command` with these arguments replied `error`.
-pub fn failed(ctx: &Context, command: usize, args: &[&[u8]], error: &Error) {
+pub fn failed(ctx: &Context, command: Tracked, args: &[&[u8]], error: &Error) {
     if !events::wanted(EventKind::Error) {
         return;
     }
@@ -114,7 +114,7 @@ pub fn failed(ctx: &Context, command: usize, args: &[&[u8]], error: &Error) {
         &argument(args, 1),
         &argument(args, 2),
         &[
-            ("command", Extra::Text(stats::COMMANDS[command])),
+            ("command", Extra::Text(command.name())),
             ("error", Extra::Text(&error.to_string())),
         ],
     );

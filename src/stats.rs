@@ -169,32 +169,78 @@ pub static HOOK_ERRORS: Counter = Counter::new();
 pub static COALESCED: Counter = Counter::new();
 
 /// The commands whose calls and latency are tracked, in reporting order.
-pub const COMMANDS: [&str; 5] = ["read", "multiread", "write", "invalidate", "flush"];
-/// Commands whose latency is recorded only when they wait for PostgreSQL: their hits take
-/// about a microsecond and are counted, not timed: two clock reads would cost a hit ~5 %.
-pub const TIMED_WHEN_BLOCKED: [bool; 5] = [true, true, false, false, false];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracked {
+    Read,
+    Multiread,
+    Write,
+    Invalidate,
+    Flush,
+}
+
+impl Tracked {
+    pub const ALL: [Tracked; 5] = [
+        Tracked::Read,
+        Tracked::Multiread,
+        Tracked::Write,
+        Tracked::Invalidate,
+        Tracked::Flush,
+    ];
+
+    /// As STATS, INFO and the metrics name it (the command without `pgcache.`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Tracked::Read => "read",
+            Tracked::Multiread => "multiread",
+            Tracked::Write => "write",
+            Tracked::Invalidate => "invalidate",
+            Tracked::Flush => "flush",
+        }
+    }
+
+    /// Whether its latency is recorded only when it waits for PostgreSQL: READ and
+    /// MULTIREAD hits take about a microsecond and are counted, not timed (two clock reads
+    /// would cost a hit ~5 %).
+    pub const fn timed_when_blocked(self) -> bool {
+        matches!(self, Tracked::Read | Tracked::Multiread)
+    }
+
+    /// The command these arguments call, if it is tracked.
+    pub fn of(args: &[&[u8]]) -> Option<Tracked> {
+        const PREFIX: &[u8] = b"pgcache.";
+        let full = args.first()?;
+        if full.len() <= PREFIX.len() || !full[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
+            return None;
+        }
+        let name = &full[PREFIX.len()..];
+        Tracked::ALL
+            .into_iter()
+            .find(|c| c.name().as_bytes().eq_ignore_ascii_case(name))
+    }
+}
+
 static COMMAND_CALLS: [Counter; 5] = [const { Counter::new() }; 5];
 static COMMAND_LATENCY: [Histogram; 5] = [const { Histogram::new() }; 5];
 
-pub fn count_call(command: usize) {
-    COMMAND_CALLS[command].inc();
+pub fn count_call(command: Tracked) {
+    COMMAND_CALLS[command as usize].inc();
 }
 
-pub fn command_calls(command: usize) -> u64 {
-    COMMAND_CALLS[command].get()
+pub fn command_calls(command: Tracked) -> u64 {
+    COMMAND_CALLS[command as usize].get()
 }
 
-/// Records one call of `command` (an entry of COMMANDS) that took `us` microseconds.
-pub fn record_command(command: usize, us: u64) {
-    COMMAND_LATENCY[command].record(us);
+/// Records one call of `command` that took `us` microseconds.
+pub fn record_command(command: Tracked, us: u64) {
+    COMMAND_LATENCY[command as usize].record(us);
 }
 
-pub fn command_summary(command: usize) -> Summary {
-    COMMAND_LATENCY[command].summary()
+pub fn command_summary(command: Tracked) -> Summary {
+    COMMAND_LATENCY[command as usize].summary()
 }
 
-pub fn command_histogram(command: usize) -> &'static Histogram {
-    &COMMAND_LATENCY[command]
+pub fn command_histogram(command: Tracked) -> &'static Histogram {
+    &COMMAND_LATENCY[command as usize]
 }
 
 /// One table's figures. Every schema of the table shares them (`TableSchema::stats`), so
@@ -311,19 +357,6 @@ pub fn reset() {
     }
 }
 
-/// Which tracked command (index in `stats::COMMANDS`) these arguments call, if any.
-pub fn tracked_command(args: &[&[u8]]) -> Option<usize> {
-    const PREFIX: &[u8] = b"pgcache.";
-    let full = args.first()?;
-    if full.len() <= PREFIX.len() || !full[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
-        return None;
-    }
-    let name = &full[PREFIX.len()..];
-    COMMANDS
-        .iter()
-        .position(|c| c.as_bytes().eq_ignore_ascii_case(name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,10 +422,10 @@ mod tests {
 
     #[test]
     fn tracked_commands_are_found_in_any_case() {
-        assert_eq!(tracked_command(&[b"PGCACHE.READ"]), Some(0));
-        assert_eq!(tracked_command(&[b"pgcache.flush"]), Some(4));
-        assert_eq!(tracked_command(&[b"pgcache.stats"]), None);
-        assert_eq!(tracked_command(&[b"GET"]), None);
-        assert_eq!(tracked_command(&[]), None);
+        assert_eq!(Tracked::of(&[b"PGCACHE.READ"]), Some(Tracked::Read));
+        assert_eq!(Tracked::of(&[b"pgcache.flush"]), Some(Tracked::Flush));
+        assert_eq!(Tracked::of(&[b"pgcache.stats"]), None);
+        assert_eq!(Tracked::of(&[b"GET"]), None);
+        assert_eq!(Tracked::of(&[]), None);
     }
 }

@@ -57,16 +57,15 @@ pub fn report() -> Vec<(String, Reply)> {
     let (longest_us, longest) = crate::stall::longest();
     out.push(("longest_callback_us".into(), Reply::Int(longest_us as i64)));
     out.push(("longest_callback".into(), Reply::Bulk(longest.into())));
-    let commands = stats::COMMANDS
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
+    let commands = stats::Tracked::ALL
+        .into_iter()
+        .map(|command| {
             let mut figures = vec![(
                 "calls".to_string(),
-                Reply::Int(stats::command_calls(i) as i64),
+                Reply::Int(stats::command_calls(command) as i64),
             )];
-            figures.extend(latency_figures(stats::command_summary(i)));
-            (name.to_string(), Reply::Map(figures))
+            figures.extend(latency_figures(stats::command_summary(command)));
+            (command.name().to_string(), Reply::Map(figures))
         })
         .collect();
     out.push(("commands".into(), Reply::Map(commands)));

@@ -40,12 +40,12 @@ pub unsafe fn dispatch(
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
     handler: Handler,
-    command: Option<usize>,
+    command: Option<stats::Tracked>,
 ) -> c_int {
     // Hits are counted, not timed: two clock reads would cost the hit path ~5 %. A call
     // that waits for PostgreSQL is timed from when it blocks to its reply (worker module).
     let started = command
-        .filter(|c| !stats::TIMED_WHEN_BLOCKED[*c])
+        .filter(|c| !c.timed_when_blocked())
         .map(|_| Instant::now());
     if let Some(command) = command {
         stats::count_call(command);
@@ -53,7 +53,6 @@ pub unsafe fn dispatch(
     if started.is_some() {
         requests::clear();
     }
-    blocked::set_current_command(command);
     let context = Context::new(ctx);
     let argc = argc.max(0) as usize;
     if argc > MAX_ARGS {
@@ -100,7 +99,7 @@ macro_rules! command_fn {
         ) -> std::os::raw::c_int {
             // SAFETY: forwarded unchanged from Redis.
             let handler: $crate::commands::Handler = $handler;
-            let command: Option<usize> = $command;
+            let command: Option<$crate::stats::Tracked> = $command;
             unsafe { $crate::commands::dispatch(ctx, argv, argc, handler, command) }
         }
         command as unsafe extern "C" fn(_, _, _) -> _
