@@ -12,6 +12,8 @@ pub mod write;
 use crate::blocked::{self, Completion};
 use crate::config;
 use crate::error::{Error, Result};
+use crate::event::EventKind;
+use crate::events;
 use crate::key::{self, CanonicalPk};
 use crate::pg::normalise;
 use crate::pg::schema::{self, TableSchema};
@@ -104,6 +106,23 @@ macro_rules! command_fn {
         }
         command as unsafe extern "C" fn(_, _, _) -> _
     }};
+}
+
+/// Counts a hit of `schema`'s table and raises its `hit` event: every READ and MULTIREAD hit
+/// comes through here. (Redis-wide `hits` and `negative_hits` are counted by `cache` as it
+/// reads the entry.) `key` is the canonical key, as bytes so that the hit path converts
+/// nothing unless someone takes hit events.
+#[inline]
+pub fn count_hit(ctx: &Context, schema: &TableSchema, key: &[u8]) {
+    schema.stats.hits.inc();
+    if events::wanted(EventKind::Hit) {
+        events::publish(
+            ctx,
+            EventKind::Hit,
+            &schema.display,
+            &String::from_utf8_lossy(key),
+        );
+    }
 }
 
 pub fn utf8<'a>(arg: &'a [u8], what: &str) -> Result<&'a str> {

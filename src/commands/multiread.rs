@@ -6,7 +6,7 @@
 use crate::blocked::Completion;
 use crate::cache::{self, Cached};
 use crate::commands::read::checked_table;
-use crate::commands::ttl_arg;
+use crate::commands::{count_hit, ttl_arg};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::events;
@@ -88,21 +88,16 @@ fn all_on_a_worker(ctx: &Context, table: String, items: Vec<Vec<u8>>, ttl: u64) 
     )
 }
 
-/// Each key's cache entry, if any; the hits are counted and raise their events.
+/// Each key's cache entry, if any; the hits are counted (`count_hit`).
 fn look_up(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) -> Vec<Cached> {
     let prefix = schema.key_prefix.as_bytes();
     let slots: Vec<Cached> = keys
         .iter()
         .map(|k| cache::get(ctx, prefix, k.json.as_bytes()))
         .collect();
-    let hits = keys.iter().zip(&slots).filter(|(_, s)| **s != Cached::Miss);
-    schema.stats.hits.add(hits.clone().count() as u64);
-    events::publish_each(
-        ctx,
-        EventKind::Hit,
-        &schema.display,
-        hits.map(|(k, _)| k.json.as_str()),
-    );
+    for (key, _) in keys.iter().zip(&slots).filter(|(_, s)| **s != Cached::Miss) {
+        count_hit(ctx, schema, key.json.as_bytes());
+    }
     slots
 }
 

@@ -6,7 +6,7 @@
 
 use crate::blocked::Completion;
 use crate::cache;
-use crate::commands::{ttl_arg, utf8};
+use crate::commands::{count_hit, ttl_arg, utf8};
 use crate::error::Result;
 use crate::event::EventKind;
 use crate::events;
@@ -43,8 +43,7 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         && cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes())
     {
         schema.stats.calls.inc();
-        schema.stats.hits.inc();
-        events::publish(ctx, EventKind::Hit, &schema.display, &pk.json);
+        count_hit(ctx, &schema, pk.json.as_bytes());
         return Reply::Sent;
     }
     if pk.unconfirmed {
@@ -90,15 +89,7 @@ fn lookup_canonical(ctx: &Context, table_arg: &[u8], pk_arg: &[u8]) -> Lookup {
             return Lookup::NotCachedAsSent(schema.clone());
         }
         schema.stats.calls.inc();
-        schema.stats.hits.inc();
-        if events::wanted(EventKind::Hit) {
-            events::publish(
-                ctx,
-                EventKind::Hit,
-                &schema.display,
-                &String::from_utf8_lossy(pk_arg),
-            );
-        }
+        count_hit(ctx, schema, pk_arg);
         Lookup::Hit
     })
 }
@@ -125,8 +116,7 @@ fn read_on_worker(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64) -> R
             let completion: Completion = Box::new(move |ctx| {
                 if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
                     requests::describe(&schema.stats, pk.json.as_str(), 0);
-                    schema.stats.hits.inc();
-                    events::publish(ctx, EventKind::Hit, &schema.display, &pk.json);
+                    count_hit(ctx, &schema, pk.json.as_bytes());
                     return Reply::Sent;
                 }
                 fill(ctx)
