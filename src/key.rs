@@ -617,12 +617,16 @@ mod tests {
         );
     }
 
-    /// The one-scan reader of canonical keys must agree with the full path on every input
-    /// (hand-made spellings and thousands of mutations of them): whatever it accepts, the
-    /// full path returns unchanged; every key the full path returns, it accepts (unless it
-    /// holds escapes).
-    #[test]
-    fn canonical_keys_are_read_alike_by_both_paths() {
+    /// The tables the spellings below are written for.
+    struct SpellingTables {
+        users: Table,
+        composite: Table,
+        decimal: Table,
+        mixed: Table,
+        no_pk: Table,
+    }
+
+    fn spelling_tables() -> SpellingTables {
         let decimal = Table {
             pk: Some(vec!["d"]),
             cols: vec![("d", KeyKind::Decimal)],
@@ -639,6 +643,24 @@ mod tests {
             pk: None,
             cols: vec![("email", KeyKind::Text), ("n", INT4)],
         };
+        SpellingTables {
+            users: users(),
+            composite: composite(),
+            decimal,
+            mixed,
+            no_pk,
+        }
+    }
+
+    /// Hand-made spellings of keys of every kind, good and bad.
+    fn hand_made_keys(t: &SpellingTables) -> Vec<(&Table, String)> {
+        let SpellingTables {
+            users,
+            composite,
+            decimal,
+            mixed,
+            no_pk,
+        } = t;
         let integers = [
             "7",
             "\"7\"",
@@ -676,27 +698,26 @@ mod tests {
         ];
         let bools = ["true", "false", "\"true\"", "1"];
         let mut inputs: Vec<(&Table, String)> = Vec::new();
-        let (users, composite) = (users(), composite());
         for i in integers {
-            inputs.push((&users, format!("{{\"id\":{i}}}")));
-            inputs.push((&users, format!("{{ \"id\": {i} }}")));
-            inputs.push((&users, format!("{{\"id\":{i},\"id\":{i}}}")));
-            inputs.push((&users, format!("{{\"id\":{i},\"name\":\"x\"}}")));
-            inputs.push((&no_pk, format!("{{\"n\":{i}}}")));
-            inputs.push((&no_pk, format!("{{\"n\":{i},\"n\":{i}}}")));
+            inputs.push((users, format!("{{\"id\":{i}}}")));
+            inputs.push((users, format!("{{ \"id\": {i} }}")));
+            inputs.push((users, format!("{{\"id\":{i},\"id\":{i}}}")));
+            inputs.push((users, format!("{{\"id\":{i},\"name\":\"x\"}}")));
+            inputs.push((no_pk, format!("{{\"n\":{i}}}")));
+            inputs.push((no_pk, format!("{{\"n\":{i},\"n\":{i}}}")));
             for t in texts {
-                inputs.push((&composite, format!("{{\"id\":{i},\"region\":{t}}}")));
-                inputs.push((&composite, format!("{{\"region\":{t},\"id\":{i}}}")));
-                inputs.push((&no_pk, format!("{{\"email\":{t},\"n\":{i}}}")));
+                inputs.push((composite, format!("{{\"id\":{i},\"region\":{t}}}")));
+                inputs.push((composite, format!("{{\"region\":{t},\"id\":{i}}}")));
+                inputs.push((no_pk, format!("{{\"email\":{t},\"n\":{i}}}")));
             }
         }
         for d in decimals {
-            inputs.push((&decimal, format!("{{\"d\":{d}}}")));
+            inputs.push((decimal, format!("{{\"d\":{d}}}")));
         }
         for u in uuids {
             for b in bools {
                 for t in texts {
-                    inputs.push((&mixed, format!("{{\"b\":{b},\"s\":{t},\"u\":{u}}}")));
+                    inputs.push((mixed, format!("{{\"b\":{b},\"s\":{t},\"u\":{u}}}")));
                 }
             }
         }
@@ -708,16 +729,20 @@ mod tests {
             "{\"id\":7} ",
             "{\"zz\":7}",
         ] {
-            inputs.push((&users, extra.to_string()));
+            inputs.push((users, extra.to_string()));
         }
-        // And single-byte mutations of all of them (a fixed pseudo-random sequence).
+        inputs
+    }
+
+    /// `n` single-byte mutations of `inputs` (a fixed pseudo-random sequence).
+    fn mutations<'a>(inputs: &[(&'a Table, String)], n: usize) -> Vec<(&'a Table, String)> {
         let alphabet = b"{}[]\":,.-+0179eE\\ atrufln\x01";
         let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
         let mut next = |bound: usize| {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             (seed >> 33) as usize % bound
         };
-        let mutated: Vec<(&Table, String)> = (0..4000)
+        (0..n)
             .filter_map(|_| {
                 let (table, input) = &inputs[next(inputs.len())];
                 let mut bytes = input.clone().into_bytes();
@@ -725,7 +750,18 @@ mod tests {
                 bytes[at] = alphabet[next(alphabet.len())];
                 String::from_utf8(bytes).ok().map(|m| (*table, m))
             })
-            .collect();
+            .collect()
+    }
+
+    /// The one-scan reader of canonical keys must agree with the full path on every input
+    /// (hand-made spellings and thousands of mutations of them): whatever it accepts, the
+    /// full path returns unchanged; every key the full path returns, it accepts (unless it
+    /// holds escapes).
+    #[test]
+    fn canonical_keys_are_read_alike_by_both_paths() {
+        let tables = spelling_tables();
+        let mut inputs = hand_made_keys(&tables);
+        let mutated = mutations(&inputs, 4000);
         inputs.extend(mutated);
         let mut accepted = 0;
         for (table, input) in &inputs {
