@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod events;
+pub mod figures;
 pub mod fill;
 pub mod flush;
 pub mod hooks;

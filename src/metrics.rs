@@ -4,8 +4,8 @@
 //! One module thread serves it; it reads the same lock-free figures as STATS and never
 //! touches Redis, so a scrape costs the event loop nothing.
 
+use crate::figures;
 use crate::stats::{self, Histogram};
-use crate::{flush, invalidation, slowlog, worker};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -175,63 +175,14 @@ fn write_counters(out: &mut String) {
 
 /// The figures that go up and down: ratios, queues, connections, the listener.
 fn write_gauges(out: &mut String) {
-    let mut gauge = |name: &str, help: &str, value: f64| {
-        header(out, &format!("pgcache_{name}"), "gauge", help);
-        let _ = writeln!(out, "pgcache_{name} {value}");
-    };
-    gauge(
-        "hit_ratio",
-        "Hits (negative ones included) over lookups since the last reset.",
-        stats::hit_ratio(),
-    );
-    if let Some((queued, pool)) = worker::load() {
-        gauge("queue_depth", "Jobs waiting for a worker.", queued as f64);
-        gauge(
-            "pool_size",
-            "PostgreSQL connections at most.",
-            pool.size as f64,
-        );
-        gauge(
-            "pool_open",
-            "PostgreSQL connections open.",
-            pool.open as f64,
-        );
-        gauge(
-            "pool_in_use",
-            "PostgreSQL connections in use.",
-            pool.in_use as f64,
-        );
-        gauge(
-            "pool_idle",
-            "PostgreSQL connections idle.",
-            pool.idle as f64,
-        );
+    for gauge in figures::gauges() {
+        let name = format!("pgcache_{}", gauge.name);
+        header(out, &name, "gauge", gauge.help);
+        let _ = match gauge.value {
+            figures::Value::Int(n) => writeln!(out, "{name} {n}"),
+            figures::Value::Ratio(r) => writeln!(out, "{name} {r}"),
+        };
     }
-    gauge(
-        "queue_capacity",
-        "Jobs the work queue holds at most.",
-        worker::queue_capacity() as f64,
-    );
-    gauge(
-        "listener_connected",
-        "1 when the invalidation listener is connected to PostgreSQL.",
-        f64::from(u8::from(invalidation::listener::connected())),
-    );
-    gauge(
-        "flushes_running",
-        "PGCACHE.FLUSH runs still dropping entries.",
-        flush::running() as f64,
-    );
-    gauge(
-        "longest_callback_us",
-        "Longest single pgcache callback on the event loop since the last reset, in microseconds.",
-        crate::stall::longest().0 as f64,
-    );
-    gauge(
-        "slowlog_length",
-        "Entries in PGCACHE.SLOWLOG.",
-        slowlog::len() as f64,
-    );
 }
 
 /// Calls and latency per command.

@@ -3,7 +3,7 @@
 //! PGCACHE.HEALTH: whether pgcache can do its job right now, with every problem named.
 
 use crate::error::Error;
-use crate::flush;
+use crate::figures;
 use crate::invalidation::listener;
 use crate::pg::schema;
 use crate::reply::Reply;
@@ -31,32 +31,24 @@ pub fn report() -> Vec<(String, Reply)> {
         .into_iter()
         .map(|(name, value)| (name.to_string(), Reply::Int(value as i64)))
         .collect();
-    out.push(("hit_ratio".into(), Reply::Double(stats::hit_ratio())));
-    if let Some((queued, pool)) = worker::load() {
-        out.push(("queue_depth".into(), Reply::Int(queued as i64)));
-        out.push(("pool_size".into(), Reply::Int(pool.size as i64)));
-        out.push(("pool_open".into(), Reply::Int(pool.open as i64)));
-        out.push(("pool_in_use".into(), Reply::Int(pool.in_use as i64)));
-        out.push(("pool_idle".into(), Reply::Int(pool.idle as i64)));
+    for gauge in figures::gauges() {
+        let value = match gauge.value {
+            figures::Value::Int(n) => Reply::Int(n),
+            figures::Value::Ratio(r) => Reply::Double(r),
+        };
+        out.push((gauge.name.to_string(), value));
     }
+    // Two figures STATS also spells out in words.
+    let listening = if listener::connected() {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    out.push(("listener".into(), Reply::Bulk(listening.into())));
     out.push((
-        "listener".into(),
-        Reply::Bulk(
-            if listener::connected() {
-                "connected"
-            } else {
-                "disconnected"
-            }
-            .into(),
-        ),
+        "longest_callback".into(),
+        Reply::Bulk(crate::stall::longest().1.into()),
     ));
-    out.push((
-        "flushes_running".into(),
-        Reply::Int(flush::running() as i64),
-    ));
-    let (longest_us, longest) = crate::stall::longest();
-    out.push(("longest_callback_us".into(), Reply::Int(longest_us as i64)));
-    out.push(("longest_callback".into(), Reply::Bulk(longest.into())));
     let commands = stats::Tracked::ALL
         .into_iter()
         .map(|command| {

@@ -1,0 +1,75 @@
+//! The figures pgcache reports that go up and down, declared once: PGCACHE.STATS (and so the
+//! INFO section) and the metrics endpoint both list them from here. The counters are
+//! `stats::counters()`; the per-command and per-table figures are `stats`' histograms.
+
+use crate::flush;
+use crate::invalidation::listener;
+use crate::slowlog;
+use crate::stall;
+use crate::stats;
+use crate::worker;
+
+pub enum Value {
+    Int(i64),
+    Ratio(f64),
+}
+
+pub struct Gauge {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub value: Value,
+}
+
+fn int(name: &'static str, help: &'static str, value: impl TryInto<i64>) -> Gauge {
+    Gauge {
+        name,
+        help,
+        value: Value::Int(value.try_into().unwrap_or(i64::MAX)),
+    }
+}
+
+/// Every gauge, in reporting order.
+pub fn gauges() -> Vec<Gauge> {
+    let mut all = vec![Gauge {
+        name: "hit_ratio",
+        help: "Hits (negative ones included) over lookups since the last reset.",
+        value: Value::Ratio(stats::hit_ratio()),
+    }];
+    if let Some((queued, pool)) = worker::load() {
+        all.extend([
+            int("queue_depth", "Jobs waiting for a worker.", queued),
+            int("pool_size", "PostgreSQL connections at most.", pool.size),
+            int("pool_open", "PostgreSQL connections open.", pool.open),
+            int("pool_in_use", "PostgreSQL connections in use.", pool.in_use),
+            int("pool_idle", "PostgreSQL connections idle.", pool.idle),
+        ]);
+    }
+    all.extend([
+        int(
+            "queue_capacity",
+            "Jobs the work queue holds at most.",
+            worker::queue_capacity(),
+        ),
+        int(
+            "listener_connected",
+            "1 when the invalidation listener is connected to PostgreSQL.",
+            u8::from(listener::connected()),
+        ),
+        int(
+            "flushes_running",
+            "PGCACHE.FLUSH runs still dropping entries.",
+            flush::running(),
+        ),
+        int(
+            "longest_callback_us",
+            "Longest single pgcache callback on the event loop since the last reset, in microseconds.",
+            stall::longest().0,
+        ),
+        int(
+            "slowlog_length",
+            "Entries in PGCACHE.SLOWLOG.",
+            slowlog::len(),
+        ),
+    ]);
+    all
+}
