@@ -139,14 +139,12 @@ unsafe extern "C" fn on_reply(
     let answer = unsafe {
         &mut *(raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) as *mut Answer)
     };
-    let reply = catch_unwind(AssertUnwindSafe(|| {
-        requests::clear();
-        match answer.completion.take() {
-            Some(completion) => completion(&context),
-            None => Reply::Error(Error::new("internal error: reply already sent")),
-        }
+    let (reply, detail) = catch_unwind(AssertUnwindSafe(|| match answer.completion.take() {
+        Some(completion) => completion(&context),
+        None => Reply::Error(Error::new("internal error: reply already sent")),
     }))
-    .unwrap_or_else(|panic| Reply::Error(panic_error(panic)));
+    .unwrap_or_else(|panic| Reply::Error(panic_error(panic)))
+    .into_parts();
     send_once(&context, &reply);
     // SAFETY: Redis passes the blocked command's arguments.
     let args = unsafe { crate::args::borrow_args(argv, argc) };
@@ -154,7 +152,14 @@ unsafe extern "C" fn on_reply(
     if let Some(command) = Tracked::of(&args) {
         let elapsed_us = answer.blocked_at.elapsed().as_micros() as u64;
         crate::error::guard("recording a reply", || {
-            requests::finished(&context, command, &args, elapsed_us, Some(answer.timing));
+            requests::finished(
+                &context,
+                command,
+                &args,
+                elapsed_us,
+                Some(answer.timing),
+                detail,
+            );
             if let Reply::Error(e) = &reply {
                 requests::failed(&context, command, &args, e);
             }

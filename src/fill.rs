@@ -14,7 +14,6 @@
 use crate::blocked::{BlockedClient, Completion};
 use crate::error::Error;
 use crate::reply::Reply;
-use crate::requests;
 use crate::stats::{self, TableStats};
 use redis_module::Context;
 use std::collections::HashMap;
@@ -165,11 +164,9 @@ fn answer_all((waiters, asked): Waiting, reply: &Reply) {
     for waiter in waiters {
         let reply = reply.clone();
         let asked = asked.clone();
-        let completion: Completion = Box::new(move |_| {
-            if let Some((table, pk)) = asked {
-                requests::describe(&table, pk, rows);
-            }
-            reply
+        let completion: Completion = Box::new(move |_| match asked {
+            Some((table, pk)) => reply.described(&table, pk, rows),
+            None => reply,
         });
         waiter.answer(completion);
     }

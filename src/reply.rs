@@ -3,8 +3,11 @@
 //! a client handed to a worker that will answer later.
 
 use crate::error::Error;
+use crate::stats::TableStats;
 use redis_module::{Context, raw};
 use std::ffi::CString;
+use std::fmt;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
@@ -20,6 +23,54 @@ pub enum Reply {
     WrongArity,
     Sent,
     Blocked,
+    /// A reply carrying what its call worked on, for the call's accounting
+    /// (`requests::finished`); sent as the inner reply.
+    Described(Box<(Reply, Detail)>),
+}
+
+/// What a call worked on: its table's figures, the key as the slowlog shows it, and how
+/// many rows PostgreSQL returned for it.
+#[derive(Clone)]
+pub struct Detail {
+    pub table: Arc<TableStats>,
+    pub key: String,
+    pub rows: u64,
+}
+
+impl fmt::Debug for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} ({} rows)", self.table.name, self.key, self.rows)
+    }
+}
+
+impl PartialEq for Detail {
+    fn eq(&self, other: &Self) -> bool {
+        self.table.name == other.table.name && self.key == other.key && self.rows == other.rows
+    }
+}
+
+impl Reply {
+    /// This reply, saying which table and key the call worked on and how many rows
+    /// PostgreSQL returned for it.
+    pub fn described(self, table: &Arc<TableStats>, key: impl Into<String>, rows: u64) -> Reply {
+        let detail = Detail {
+            table: table.clone(),
+            key: key.into(),
+            rows,
+        };
+        Reply::Described(Box::new((self, detail)))
+    }
+
+    /// The reply to send, and what the call worked on if it said (the outermost word wins).
+    pub fn into_parts(self) -> (Reply, Option<Detail>) {
+        match self {
+            Reply::Described(described) => {
+                let (reply, detail) = *described;
+                (reply.into_parts().0, Some(detail))
+            }
+            reply => (reply, None),
+        }
+    }
 }
 
 impl From<Error> for Reply {
@@ -101,6 +152,7 @@ pub fn send(ctx: &Context, reply: &Reply) {
                 raw::RedisModule_WrongArity.unwrap()(ctx.ctx);
             }
             Reply::Sent | Reply::Blocked => {}
+            Reply::Described(described) => send(ctx, &described.0),
         }
     }
 }

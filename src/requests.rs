@@ -1,44 +1,17 @@
 //! The end of a tracked call (READ, MULTIREAD, WRITE, INVALIDATE, FLUSH that waited for
 //! PostgreSQL or changed the cache): its latency goes into the command's and the table's
 //! histograms, a slow one into the slowlog (and to `slow` hooks), a failed one to `error`
-//! hooks. The command or its completion says what it worked on with `describe`; all of
-//! this runs on the main thread.
+//! hooks. The command or its completion says what it worked on by returning a described
+//! reply (`Reply::described`); all of this runs on the main thread.
 
 use crate::error::Error;
 use crate::event::{EventKind, Extra};
 use crate::events;
+use crate::reply::Detail;
 use crate::slowlog::{self, SlowPart};
-use crate::stats::{self, TableStats, Tracked};
+use crate::stats::{self, Tracked};
 use redis_module::Context;
-use std::cell::RefCell;
-use std::sync::Arc;
 use std::time::Duration;
-
-/// What a call worked on.
-pub struct Detail {
-    table: Arc<TableStats>,
-    key: String,
-    rows: u64,
-}
-
-thread_local! {
-    static DETAIL: RefCell<Option<Detail>> = const { RefCell::new(None) };
-}
-
-/// Says which table and key the current call worked on and how many rows PostgreSQL
-/// returned for it. Main thread, inside a tracked command or its completion.
-pub fn describe(table: &Arc<TableStats>, key: impl Into<String>, rows: u64) {
-    DETAIL.set(Some(Detail {
-        table: table.clone(),
-        key: key.into(),
-        rows,
-    }));
-}
-
-/// Forgets a description left by an earlier call (before a tracked call starts).
-pub fn clear() {
-    DETAIL.set(None);
-}
 
 /// Where a call that waited for PostgreSQL spent its time before the reply callback.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,17 +20,17 @@ pub struct Timing {
     pub postgres: Duration,
 }
 
-/// Records a finished call of `command` (called with `args`)
-/// that took `elapsed_us`; `timing` when it waited for PostgreSQL.
+/// Records a finished call of `command` (called with `args`) that took `elapsed_us`;
+/// `timing` when it waited for PostgreSQL, `detail` when the call said what it worked on.
 pub fn finished(
     ctx: &Context,
     command: Tracked,
     args: &[&[u8]],
     elapsed_us: u64,
     timing: Option<Timing>,
+    detail: Option<Detail>,
 ) {
     stats::record_command(command, elapsed_us);
-    let detail = DETAIL.take();
     if let Some(d) = &detail {
         d.table.calls.inc();
         d.table.latency.record(elapsed_us);

@@ -52,9 +52,6 @@ pub unsafe fn dispatch(
     if let Some(command) = command {
         stats::count_call(command);
     }
-    if started.is_some() {
-        requests::clear();
-    }
     let context = Context::new(ctx);
     let argc = argc.max(0) as usize;
     if argc > MAX_ARGS {
@@ -67,8 +64,9 @@ pub unsafe fn dispatch(
         *slot = unsafe { crate::args::borrow_arg(*argv.add(i)) };
     }
     let args = &args[..argc];
-    let reply = catch_unwind(AssertUnwindSafe(|| handler(&context, args)))
-        .unwrap_or_else(|panic| Reply::Error(blocked::panic_error(panic)));
+    let (reply, detail) = catch_unwind(AssertUnwindSafe(|| handler(&context, args)))
+        .unwrap_or_else(|panic| Reply::Error(blocked::panic_error(panic)))
+        .into_parts();
     reply::send(&context, &reply);
     // A hit has nothing to record (it is counted, not timed), so it skips the guard too.
     let finished = started.filter(|_| !matches!(reply, Reply::Blocked));
@@ -77,7 +75,7 @@ pub unsafe fn dispatch(
         crate::error::guard("recording a call", || {
             if let Some(started) = finished {
                 let elapsed_us = started.elapsed().as_micros() as u64;
-                requests::finished(&context, command, args, elapsed_us, None);
+                requests::finished(&context, command, args, elapsed_us, None, detail);
             }
             if let Reply::Error(e) = &reply {
                 requests::failed(&context, command, args, e);

@@ -15,7 +15,6 @@ use crate::key::{self, CanonicalPk};
 use crate::pg::schema::{self, TableSchema};
 use crate::pg::{fetch, normalise};
 use crate::reply::Reply;
-use crate::requests;
 use crate::stats;
 use crate::tunables;
 use crate::worker;
@@ -330,7 +329,7 @@ impl Batch {
                 ttl,
             } = self;
             let found = rows.iter().filter(|r| r.is_some()).count() as u64;
-            requests::describe(&schema.stats, keys_summary(&distinct), found);
+            let summary = keys_summary(&distinct);
             stats::MISSES.add(distinct.len() as u64);
             schema.stats.misses.add(distinct.len() as u64);
             let missed = distinct.iter().map(|k| k.json.as_str());
@@ -348,7 +347,7 @@ impl Batch {
                 }
             }
             events::publish_each(ctx, EventKind::Fill, &schema.display, filled);
-            Reply::Array(answers(slots, rows))
+            Reply::Array(answers(slots, rows)).described(&schema.stats, summary, found)
         })
     }
 }

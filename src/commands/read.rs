@@ -14,7 +14,6 @@ use crate::fill::{self, FillTicket, Join, Outcome};
 use crate::key::{self, CanonicalPk};
 use crate::pg::{fetch, normalise, schema};
 use crate::reply::Reply;
-use crate::requests;
 use crate::stats;
 use crate::tunables;
 use crate::worker::{self, RowLookup};
@@ -115,9 +114,8 @@ fn read_on_worker(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64) -> R
             let fill = fill_completion(outcome, schema.clone(), pk.clone(), ttl, ticket);
             let completion: Completion = Box::new(move |ctx| {
                 if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
-                    requests::describe(&schema.stats, pk.json.as_str(), 0);
                     count_hit(ctx, &schema, pk.json.as_bytes());
-                    return Reply::Sent;
+                    return Reply::Sent.described(&schema.stats, pk.json.as_str(), 0);
                 }
                 fill(ctx)
             });
@@ -144,10 +142,9 @@ fn fill_completion(
     Box::new(move |ctx| {
         let fresh = ticket.finish(&outcome);
         let rows = outcome.as_ref().map_or(0, |row| u64::from(row.is_some()));
-        requests::describe(&schema.stats, pk.json.as_str(), rows);
         let row = match outcome {
             Ok(row) => row,
-            Err(e) => return Reply::Error(e),
+            Err(e) => return Reply::Error(e).described(&schema.stats, pk.json.as_str(), rows),
         };
         stats::MISSES.inc();
         schema.stats.misses.inc();
@@ -156,6 +153,6 @@ fn fill_completion(
             cache::fill(ctx, &schema.cache_key(&pk.json), row.as_deref(), ttl);
             events::publish(ctx, EventKind::Fill, &schema.display, &pk.json);
         }
-        Reply::from(row)
+        Reply::from(row).described(&schema.stats, pk.json.as_str(), rows)
     })
 }

@@ -10,7 +10,6 @@ use crate::events;
 use crate::fill;
 use crate::flush;
 use crate::reply::Reply;
-use crate::requests;
 use crate::stats;
 use crate::tunables;
 use redis_module::Context;
@@ -29,14 +28,13 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
         Err(e) => return e.into(),
     };
     with_key(ctx, args[1], args[2], move |ctx, schema, pk| {
-        requests::describe(&schema.stats, pk.json.as_str(), 0);
         let key = schema.cache_key(&pk.json);
         // A fill in flight must not overwrite what the client wrote.
         fill::invalidated(&key);
         cache::store(ctx, &key, &data, ttl);
         stats::WRITES.inc();
         events::publish(ctx, EventKind::Write, &schema.display, &pk.json);
-        Reply::Ok
+        Reply::Ok.described(&schema.stats, pk.json.as_str(), 0)
     })
 }
 
@@ -68,11 +66,10 @@ pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
         return Reply::WrongArity;
     }
     with_key(ctx, args[1], args[2], move |ctx, schema, pk| {
-        requests::describe(&schema.stats, pk.json.as_str(), 0);
         cache::delete(ctx, &schema.cache_key(&pk.json));
         stats::INVALIDATIONS_BY_COMMAND.inc();
         events::publish(ctx, EventKind::Invalidate, &schema.display, &pk.json);
-        Reply::Ok
+        Reply::Ok.described(&schema.stats, pk.json.as_str(), 0)
     })
 }
 
@@ -83,8 +80,7 @@ pub fn flush(ctx: &Context, args: &[&[u8]]) -> Reply {
         return Reply::WrongArity;
     }
     with_schema(ctx, args[1], |ctx, schema| {
-        requests::describe(&schema.stats, "", 0);
         flush::start(ctx, &schema.key_prefix);
-        Reply::Ok
+        Reply::Ok.described(&schema.stats, "", 0)
     })
 }
