@@ -2,6 +2,7 @@
 //! "db error" for server errors, so the server's message and SQLSTATE are read explicitly.
 
 use crate::error::Error;
+use postgres::error::SqlState;
 
 /// Describes a driver error: the server's message and code, or the connection problem.
 pub fn describe(e: &postgres::Error) -> String {
@@ -21,30 +22,63 @@ pub fn describe(e: &postgres::Error) -> String {
     text
 }
 
+/// Key values PostgreSQL could not read as the column's type.
+const BAD_KEY_VALUE: [SqlState; 7] = [
+    SqlState::INVALID_TEXT_REPRESENTATION,
+    SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+    SqlState::INVALID_DATETIME_FORMAT,
+    SqlState::DATETIME_FIELD_OVERFLOW,
+    SqlState::UNTRANSLATABLE_CHARACTER,
+    SqlState::INVALID_PARAMETER_VALUE,
+    SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+];
+
+/// Errors that say our cached idea of a table is outdated.
+const SCHEMA_CHANGED: [SqlState; 4] = [
+    SqlState::UNDEFINED_TABLE,
+    SqlState::UNDEFINED_COLUMN,
+    SqlState::DATATYPE_MISMATCH,
+    SqlState::UNDEFINED_FUNCTION,
+];
+
+/// Whether the server is out of reach rather than refusing this query: connection
+/// exceptions (class 08), operator intervention such as a shutdown (57P), too many
+/// connections. Classes have no constant of their own, so they are read from the code.
+fn unavailable(code: &SqlState) -> bool {
+    *code == SqlState::TOO_MANY_CONNECTIONS
+        || code.code().starts_with("08")
+        || code.code().starts_with("57P")
+}
+
 /// The reply for an error of a row query on `table`.
 pub fn query_error(e: &postgres::Error, table: &str) -> Error {
     let Some(db) = e.as_db_error() else {
         return Error::postgres(format!("PostgreSQL unavailable: {}", describe(e)));
     };
     let message = db.message();
-    let reason = match db.code().code() {
-        "42P01" => format!("table {table} does not exist ({message})"),
-        "42703" => {
-            format!("{message} in {table}: the table changed; retry, pgcache reloads its columns")
-        }
-        "22P02" | "22003" | "22007" | "22008" | "22P05" | "22023" | "22021" => {
-            format!("invalid key value for {table}: {message}")
-        }
-        "57014" => format!(
+    let code = db.code();
+    let reason = if *code == SqlState::UNDEFINED_TABLE {
+        format!("table {table} does not exist ({message})")
+    } else if *code == SqlState::UNDEFINED_COLUMN {
+        format!("{message} in {table}: the table changed; retry, pgcache reloads its columns")
+    } else if BAD_KEY_VALUE.contains(code) {
+        format!("invalid key value for {table}: {message}")
+    } else if *code == SqlState::QUERY_CANCELED {
+        format!(
             "query on {table} canceled: it ran longer than pgcache.statement_timeout_ms ({message})"
-        ),
-        "42501" => format!(
-            "permission denied reading {table}: {message}; GRANT SELECT to the pgcache user"
-        ),
-        code if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {
-            format!("PostgreSQL unavailable: {message} (SQLSTATE {code})")
-        }
-        code => format!("PostgreSQL error on {table}: {message} (SQLSTATE {code})"),
+        )
+    } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+        format!("permission denied reading {table}: {message}; GRANT SELECT to the pgcache user")
+    } else if unavailable(code) {
+        format!(
+            "PostgreSQL unavailable: {message} (SQLSTATE {})",
+            code.code()
+        )
+    } else {
+        format!(
+            "PostgreSQL error on {table}: {message} (SQLSTATE {})",
+            code.code()
+        )
     };
     Error::postgres(reason)
 }
@@ -52,5 +86,5 @@ pub fn query_error(e: &postgres::Error, table: &str) -> Error {
 /// Whether the error says our cached idea of the table is outdated.
 pub fn is_schema_change(e: &postgres::Error) -> bool {
     e.as_db_error()
-        .is_some_and(|db| matches!(db.code().code(), "42P01" | "42703" | "42804" | "42883"))
+        .is_some_and(|db| SCHEMA_CHANGED.contains(db.code()))
 }
