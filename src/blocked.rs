@@ -1,7 +1,7 @@
 //! Blocked clients: blocking one, answering it exactly once from any thread, and the
 //! callbacks Redis runs on the main thread (reply, timeout, free).
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::reply::{self, Reply};
 use crate::requests::{self, Timing};
 use crate::stats::Tracked;
@@ -109,15 +109,17 @@ pub fn error_completion(e: Error) -> Completion {
 }
 
 pub fn panic_error(panic: Box<dyn Any + Send>) -> Error {
-    crate::stats::ERRORS_INTERNAL.inc();
     let what = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
-    Error::new(format!(
-        "internal error ({what}); the request was abandoned, Redis is unaffected; please report it"
-    ))
+    Error::of(
+        ErrorKind::Internal,
+        format!(
+            "internal error ({what}); the request was abandoned, Redis is unaffected; please report it"
+        ),
+    )
 }
 
 /// Runs `f`, turning an error or a panic into an error completion.
@@ -180,12 +182,14 @@ unsafe extern "C" fn on_timeout(
     argc: c_int,
 ) -> c_int {
     let context = Context::new(ctx);
-    crate::stats::ERRORS_TIMEOUT.inc();
-    let error = Error::new(format!(
-        "request timed out after {} ms waiting for PostgreSQL; check that it is reachable, \
-         or raise pgcache.request_timeout_ms",
-        tunables::request_timeout_ms()
-    ));
+    let error = Error::of(
+        ErrorKind::Timeout,
+        format!(
+            "request timed out after {} ms waiting for PostgreSQL; check that it is reachable, \
+             or raise pgcache.request_timeout_ms",
+            tunables::request_timeout_ms()
+        ),
+    );
     send_once(&context, &Reply::Error(error.clone()));
     crate::error::guard("recording a timeout", || {
         // SAFETY: Redis passes the blocked command's arguments.

@@ -1,34 +1,91 @@
-//! The one error type commands reply with: a sentence that says what was wrong and what to
-//! do. It is sent as `ERR pgcache: <message>`.
+//! The one error type pgcache's layers return and commands reply with: a kind, a sentence
+//! that says what was wrong and what to do, and its source. It is sent as
+//! `ERR pgcache: <message>`.
 
 use std::fmt;
+use std::sync::Arc;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error(pub String, pub ErrorKind);
+/// What went wrong, in the manner of `postgres::Error`: a kind (decided where the failure
+/// happens, and counted by kind when it is replied), a sentence for the client, and the
+/// error it came from, if any (kept for `source()`, never shown: a driver's message may
+/// hold connection details).
+#[derive(Debug, Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
 
 /// What failed, for the `errors_*` figures (counted when the error is replied, so a failure
 /// retried and answered once counts once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ErrorKind {
+    /// Bad input, a refused setting, anything the caller can correct.
     #[default]
     Other,
     /// PostgreSQL refused a query or could not be reached.
     Postgres,
+    /// The request waited longer than `request_timeout_ms`.
+    Timeout,
+    /// The work queue was full.
+    QueueFull,
+    /// A panic in pgcache's code, contained.
+    Internal,
 }
 
 impl Error {
     pub fn new(message: impl Into<String>) -> Self {
-        Error(message.into(), ErrorKind::Other)
+        Error::of(ErrorKind::Other, message)
     }
 
     pub fn postgres(message: impl Into<String>) -> Self {
-        Error(message.into(), ErrorKind::Postgres)
+        Error::of(ErrorKind::Postgres, message)
+    }
+
+    pub fn of(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error, caused by `source`.
+    pub fn caused_by(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The sentence the client gets (after `ERR pgcache: `).
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
+/// Two errors are the same when they say the same thing (their sources are not compared).
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for Error {}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -59,4 +116,25 @@ pub fn guard<R: Default>(what: &'static str, f: impl FnOnce() -> R) -> R {
     });
     crate::stall::callback_took(what, started.elapsed());
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_shows_its_message_and_keeps_its_source() {
+        let cause = std::io::Error::other("connection to host=db password=secret refused");
+        let e = Error::postgres("PostgreSQL unavailable").caused_by(cause);
+        assert_eq!(e.kind(), ErrorKind::Postgres);
+        assert_eq!(
+            e.to_string(),
+            "PostgreSQL unavailable",
+            "the source is never shown"
+        );
+        let source = std::error::Error::source(&e).expect("kept");
+        assert!(source.to_string().contains("refused"));
+        assert_eq!(e, Error::postgres("PostgreSQL unavailable"));
+        assert_ne!(e, Error::new("PostgreSQL unavailable"), "kinds differ");
+    }
 }

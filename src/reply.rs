@@ -87,7 +87,7 @@ impl From<Option<String>> for Reply {
 
 /// The wire text of an error: RESP errors are one line, so line breaks become spaces.
 pub fn error_line(e: &Error) -> CString {
-    let line: String = format!("ERR pgcache: {}", e.0)
+    let line: String = format!("ERR pgcache: {}", e.message())
         .chars()
         .map(|c| {
             if c == '\r' || c == '\n' || c == '\0' {
@@ -142,10 +142,7 @@ pub fn send(ctx: &Context, reply: &Reply) {
                 }
             }
             Reply::Error(e) => {
-                crate::stats::ERRORS.inc();
-                if e.1 == crate::error::ErrorKind::Postgres {
-                    crate::stats::ERRORS_POSTGRES.inc();
-                }
+                crate::stats::count_error(e.kind());
                 raw::RedisModule_ReplyWithError.unwrap()(ctx.ctx, error_line(e).as_ptr());
             }
             Reply::WrongArity => {

@@ -168,6 +168,19 @@ pub static HOOK_ERRORS: Counter = Counter::new();
 /// READs answered by another READ's query (coalesced onto a fill in flight).
 pub static COALESCED: Counter = Counter::new();
 
+/// Counts an error reply, and its kind.
+pub fn count_error(kind: crate::error::ErrorKind) {
+    use crate::error::ErrorKind;
+    ERRORS.inc();
+    match kind {
+        ErrorKind::Postgres => ERRORS_POSTGRES.inc(),
+        ErrorKind::Timeout => ERRORS_TIMEOUT.inc(),
+        ErrorKind::QueueFull => ERRORS_QUEUE_FULL.inc(),
+        ErrorKind::Internal => ERRORS_INTERNAL.inc(),
+        ErrorKind::Other => {}
+    }
+}
+
 /// The commands whose calls and latency are tracked, in reporting order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tracked {

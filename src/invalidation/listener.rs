@@ -279,7 +279,8 @@ fn handle(conn: &mut Connection, payloads: &[String]) {
                 redis_module::logging::log_warning(format!(
                     "pgcache: a notification names table {:?}, which cannot be resolved ({}); \
                      dropping every cached row",
-                    payload.table, e.0
+                    payload.table,
+                    e.message()
                 ));
                 changes = apply::Changes::everything();
                 continue;

@@ -480,7 +480,7 @@ mod tests {
         assert!(
             admit("pg_catalog.pg_authid")
                 .unwrap_err()
-                .0
+                .message()
                 .contains("system schema")
         );
         assert!(admit("information_schema.tables").is_err());

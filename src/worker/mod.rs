@@ -22,7 +22,7 @@ mod lookups;
 pub use jobs::{Join, Part, Probe, RowLookup, Rows, Work};
 
 use crate::blocked::{self, BlockedClient, contained, error_completion, panic_error};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::pg::pool::{Pool, PoolStats};
 use crate::reply::Reply;
 use crate::tunables;
@@ -334,11 +334,13 @@ fn enqueue(
     };
     let queues = &workers.queues;
     let queue_full = || {
-        crate::stats::ERRORS_QUEUE_FULL.inc();
-        Reply::Error(Error::new(format!(
-            "the PostgreSQL queue is full ({} requests waiting); retry later or raise queue_size/workers",
-            queues.work.len() + queues.lookups.len()
-        )))
+        Reply::Error(Error::of(
+            ErrorKind::QueueFull,
+            format!(
+                "the PostgreSQL queue is full ({} requests waiting); retry later or raise queue_size/workers",
+                queues.work.len() + queues.lookups.len()
+            ),
+        ))
     };
     let room = queues.work.capacity().unwrap_or(usize::MAX) - queues.work.len();
     if jobs > 1 && room < jobs {
