@@ -192,7 +192,9 @@ fn run(pool: &Pool, channel: &str) {
 }
 
 fn listen(pool: &Pool, channel: &str) -> Result<Connection, String> {
-    let mut conn = pool.connect_dedicated(Duration::from_secs(5), "pgcache-listener")?;
+    let mut conn = pool
+        .connect_dedicated(Duration::from_secs(5), "pgcache-listener")
+        .map_err(|e| e.to_string())?;
     conn.client()
         .batch_execute(&format!("LISTEN {}", quote_ident(channel)))
         .map_err(|e| describe(&e))?;

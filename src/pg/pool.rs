@@ -4,6 +4,7 @@
 //! back-off instead of each waiting for its own timeout while PostgreSQL is down.
 
 use crate::config::{PgSettings, SslMode};
+use crate::error::Error;
 use crate::pg::errors::describe;
 use crate::tunables;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
@@ -35,7 +36,7 @@ struct State {
     idle: Vec<Connection>,
     open: usize,
     in_use: usize,
-    last_connect_failure: Option<(Instant, String)>,
+    last_connect_failure: Option<(Instant, Error)>,
 }
 
 /// Connection counts, for monitoring.
@@ -125,7 +126,7 @@ impl Pool {
 
     /// Borrows a connection, connecting if none is idle and the pool has room; waits for one
     /// to be returned until `deadline`.
-    pub fn get(&self, deadline: Instant) -> Result<PooledClient<'_>, String> {
+    pub fn get(&self, deadline: Instant) -> Result<PooledClient<'_>, Error> {
         let mut state = self.state.lock().unwrap();
         let conn = loop {
             if let Some(conn) = state.idle.pop() {
@@ -159,11 +160,11 @@ impl Pool {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(format!(
+                return Err(Error::postgres(format!(
                     "all {} PostgreSQL connections stayed busy until the request timed out; \
                      raise pool_size or check for slow queries",
                     self.max
-                ));
+                )));
             }
             state = self.freed.wait_timeout(state, deadline - now).unwrap().0;
         };
@@ -181,11 +182,11 @@ impl Pool {
         &self,
         timeout: Duration,
         application_name: &str,
-    ) -> Result<Connection, String> {
+    ) -> Result<Connection, Error> {
         self.connect(Instant::now() + timeout, application_name)
     }
 
-    fn connect(&self, deadline: Instant, application_name: &str) -> Result<Connection, String> {
+    fn connect(&self, deadline: Instant, application_name: &str) -> Result<Connection, Error> {
         let s = &self.settings;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let timeout = s
@@ -223,12 +224,13 @@ impl Pool {
                 statements: HashMap::new(),
             })
             .map_err(|e| {
-                format!(
+                let message = format!(
                     "PostgreSQL unavailable at {}:{}: {}",
                     s.host,
                     s.port,
                     describe(&e)
-                )
+                );
+                Error::postgres(message).caused_by(e)
             })
     }
 }
@@ -261,13 +263,16 @@ impl Connection {
     }
 
     /// Brings the session's statement_timeout in line with the setting after CONFIG SET.
-    fn apply_statement_timeout(&mut self) -> Result<(), String> {
+    fn apply_statement_timeout(&mut self) -> Result<(), Error> {
         let wanted = tunables::statement_timeout_ms();
         let conn = self;
         if conn.statement_timeout_ms != wanted {
             conn.client
                 .batch_execute(&format!("SET statement_timeout = {wanted}"))
-                .map_err(|e| format!("PostgreSQL unavailable: {}", describe(&e)))?;
+                .map_err(|e| {
+                    let message = format!("PostgreSQL unavailable: {}", describe(&e));
+                    Error::postgres(message).caused_by(e)
+                })?;
             conn.statement_timeout_ms = wanted;
         }
         Ok(())

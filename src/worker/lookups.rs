@@ -4,7 +4,6 @@
 
 use super::jobs::RowLookup;
 use crate::blocked::{BlockedClient, contained, panic_error};
-use crate::error::Error;
 use crate::fill::Outcome;
 use crate::key::CanonicalPk;
 use crate::pg::fetch;
@@ -49,7 +48,7 @@ pub fn run(lookups: Vec<PendingLookup>, pool: &Pool) {
 
 fn fetch_alone(pool: &Pool, deadline: Instant, lookup: &RowLookup) -> Outcome {
     catch_unwind(AssertUnwindSafe(|| {
-        let mut conn = pool.get(deadline).map_err(Error::postgres)?;
+        let mut conn = pool.get(deadline)?;
         fetch::one(&mut conn, &lookup.schema, &lookup.pk)
     }))
     .unwrap_or_else(|panic| Err(panic_error(panic)))

@@ -187,7 +187,7 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             let completion = match refused {
                 Some(e) => error_completion(e),
                 None => contained(|| {
-                    let mut conn = pool.get(job.deadline).map_err(Error::postgres)?;
+                    let mut conn = pool.get(job.deadline)?;
                     work(&mut conn)
                 }),
             };
@@ -198,7 +198,7 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             let result = match refused {
                 Some(e) => Err(e),
                 None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let mut conn = pool.get(job.deadline).map_err(Error::postgres)?;
+                    let mut conn = pool.get(job.deadline)?;
                     part(&mut conn)
                 }))
                 .unwrap_or_else(|panic| Err(panic_error(panic))),
@@ -210,14 +210,11 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             let started = Instant::now();
             let rtt = match refused {
                 Some(e) => Err(e),
-                None => pool
-                    .get(job.deadline)
-                    .map_err(Error::new)
-                    .and_then(|mut conn| {
-                        conn.query("SELECT 1", &[])
-                            .map(|_| started.elapsed())
-                            .map_err(|e| Error::new(crate::pg::errors::describe(&e)))
-                    }),
+                None => pool.get(job.deadline).and_then(|mut conn| {
+                    conn.query("SELECT 1", &[])
+                        .map(|_| started.elapsed())
+                        .map_err(|e| Error::new(crate::pg::errors::describe(&e)))
+                }),
             };
             client.answer(contained(|| Ok(then(rtt))));
         }
