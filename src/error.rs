@@ -10,7 +10,12 @@ use std::sync::Arc;
 /// error it came from, if any (kept for `source()`, never shown: a driver's message may
 /// hold connection details).
 #[derive(Debug, Clone)]
-pub struct Error {
+pub struct Error(Box<Inner>);
+
+/// Boxed, so that an error (and every `Reply`, which may hold one) stays one pointer wide:
+/// replies are moved on the hit path.
+#[derive(Debug, Clone)]
+struct Inner {
     kind: ErrorKind,
     message: String,
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
@@ -43,33 +48,33 @@ impl Error {
     }
 
     pub fn of(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
+        Error(Box::new(Inner {
             kind,
             message: message.into(),
             source: None,
-        }
+        }))
     }
 
     /// The same error, caused by `source`.
     pub fn caused_by(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Arc::new(source));
+        self.0.source = Some(Arc::new(source));
         self
     }
 
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The sentence the client gets (after `ERR pgcache: `).
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 }
 
 /// Two errors are the same when they say the same thing (their sources are not compared).
 impl PartialEq for Error {
     fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind && self.message == other.message
+        self.0.kind == other.0.kind && self.0.message == other.0.message
     }
 }
 
@@ -77,13 +82,14 @@ impl Eq for Error {}
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.0.message)
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.0
+            .source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }

@@ -25,7 +25,7 @@ pub enum Reply {
     Blocked,
     /// A reply carrying what its call worked on, for the call's accounting
     /// (`requests::finished`); sent as the inner reply.
-    Described(Box<(Reply, Detail)>),
+    Described(Box<Reply>, Box<Detail>),
 }
 
 /// What a call worked on: its table's figures, the key as the slowlog shows it, and how
@@ -58,16 +58,14 @@ impl Reply {
             key: key.into(),
             rows,
         };
-        Reply::Described(Box::new((self, detail)))
+        Reply::Described(Box::new(self), Box::new(detail))
     }
 
     /// The reply to send, and what the call worked on if it said (the outermost word wins).
-    pub fn into_parts(self) -> (Reply, Option<Detail>) {
+    #[inline]
+    pub fn into_parts(self) -> (Reply, Option<Box<Detail>>) {
         match self {
-            Reply::Described(described) => {
-                let (reply, detail) = *described;
-                (reply.into_parts().0, Some(detail))
-            }
+            Reply::Described(reply, detail) => (reply.into_parts().0, Some(detail)),
             reply => (reply, None),
         }
     }
@@ -149,7 +147,7 @@ pub fn send(ctx: &Context, reply: &Reply) {
                 raw::RedisModule_WrongArity.unwrap()(ctx.ctx);
             }
             Reply::Sent | Reply::Blocked => {}
-            Reply::Described(described) => send(ctx, &described.0),
+            Reply::Described(reply, _) => send(ctx, reply),
         }
     }
 }

@@ -28,7 +28,7 @@ pub fn finished(
     args: &[&[u8]],
     elapsed_us: u64,
     timing: Option<Timing>,
-    detail: Option<Detail>,
+    detail: Option<Box<Detail>>,
 ) {
     stats::record_command(command, elapsed_us);
     if let Some(d) = &detail {
