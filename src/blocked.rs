@@ -141,12 +141,11 @@ unsafe extern "C" fn on_reply(
     let answer = unsafe {
         &mut *(raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) as *mut Answer)
     };
-    let (reply, detail) = catch_unwind(AssertUnwindSafe(|| match answer.completion.take() {
+    let reply = catch_unwind(AssertUnwindSafe(|| match answer.completion.take() {
         Some(completion) => completion(&context),
         None => Reply::Error(Error::new("internal error: reply already sent")),
     }))
-    .unwrap_or_else(|panic| Reply::Error(panic_error(panic)))
-    .into_parts();
+    .unwrap_or_else(|panic| Reply::Error(panic_error(panic)));
     send_once(&context, &reply);
     // SAFETY: Redis passes the blocked command's arguments.
     let args = unsafe { crate::args::borrow_args(argv, argc) };
@@ -160,9 +159,9 @@ unsafe extern "C" fn on_reply(
                 &args,
                 elapsed_us,
                 Some(answer.timing),
-                detail,
+                reply.detail(),
             );
-            if let Reply::Error(e) = &reply {
+            if let Reply::Error(e) = reply.inner() {
                 requests::failed(&context, command, &args, e);
             }
         });

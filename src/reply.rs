@@ -61,12 +61,19 @@ impl Reply {
         Reply::Described(Box::new(self), Box::new(detail))
     }
 
-    /// The reply to send, and what the call worked on if it said (the outermost word wins).
-    #[inline]
-    pub fn into_parts(self) -> (Reply, Option<Box<Detail>>) {
+    /// The reply itself, under any description.
+    pub fn inner(&self) -> &Reply {
         match self {
-            Reply::Described(reply, detail) => (reply.into_parts().0, Some(detail)),
-            reply => (reply, None),
+            Reply::Described(reply, _) => reply.inner(),
+            reply => reply,
+        }
+    }
+
+    /// What the call worked on, if it said (the outermost word wins).
+    pub fn detail(&self) -> Option<&Detail> {
+        match self {
+            Reply::Described(_, detail) => Some(detail),
+            _ => None,
         }
     }
 }

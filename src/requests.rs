@@ -28,7 +28,7 @@ pub fn finished(
     args: &[&[u8]],
     elapsed_us: u64,
     timing: Option<Timing>,
-    detail: Option<Box<Detail>>,
+    detail: Option<&Detail>,
 ) {
     stats::record_command(command, elapsed_us);
     if let Some(d) = &detail {
@@ -49,7 +49,7 @@ pub fn finished(
     // A call that failed before knowing its table is shown with its arguments as sent.
     let (table, key, rows) = detail.map_or_else(
         || (argument(args, 1), argument(args, 2), 0),
-        |d| (d.table.name.clone(), d.key, d.rows),
+        |d| (d.table.name.clone(), d.key.clone(), d.rows),
     );
     let entry = slowlog::add(slowlog::Entry {
         id: 0,

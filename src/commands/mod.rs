@@ -64,20 +64,19 @@ pub unsafe fn dispatch(
         *slot = unsafe { crate::args::borrow_arg(*argv.add(i)) };
     }
     let args = &args[..argc];
-    let (reply, detail) = catch_unwind(AssertUnwindSafe(|| handler(&context, args)))
-        .unwrap_or_else(|panic| Reply::Error(blocked::panic_error(panic)))
-        .into_parts();
+    let reply = catch_unwind(AssertUnwindSafe(|| handler(&context, args)))
+        .unwrap_or_else(|panic| Reply::Error(blocked::panic_error(panic)));
     reply::send(&context, &reply);
     // A hit has nothing to record (it is counted, not timed), so it skips the guard too.
-    let finished = started.filter(|_| !matches!(reply, Reply::Blocked));
-    let failed = matches!(reply, Reply::Error(_));
+    let finished = started.filter(|_| !matches!(reply.inner(), Reply::Blocked));
+    let failed = matches!(reply.inner(), Reply::Error(_));
     if let Some(command) = command.filter(|_| finished.is_some() || failed) {
         crate::error::guard("recording a call", || {
             if let Some(started) = finished {
                 let elapsed_us = started.elapsed().as_micros() as u64;
-                requests::finished(&context, command, args, elapsed_us, None, detail);
+                requests::finished(&context, command, args, elapsed_us, None, reply.detail());
             }
-            if let Reply::Error(e) = &reply {
+            if let Reply::Error(e) = reply.inner() {
                 requests::failed(&context, command, args, e);
             }
         });
