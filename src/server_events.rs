@@ -1,14 +1,18 @@
 //! Redis's own events that pgcache follows: expirations and evictions of its entries (counted,
-//! and raised as `expire` / `evict` events), and replicas coming online (sent the hooks).
+//! and raised as `expire` / `evict` events), replicas coming online (sent the hooks), and the
+//! end of a load from disk or a promotion to primary (entries no listener covered: see
+//! `invalidation::apply`).
 
 use crate::cache;
 use crate::error;
 use crate::event;
 use crate::events;
 use crate::hooks;
+use crate::invalidation;
 use crate::stats;
 use crate::tunables;
 use redis_module::{Context, raw};
+use std::os::raw::c_void;
 
 /// Subscribes to the events. At load.
 pub fn subscribe(ctx: &Context) {
@@ -19,14 +23,53 @@ pub fn subscribe(ctx: &Context) {
             raw::REDISMODULE_NOTIFY_EXPIRED | raw::REDISMODULE_NOTIFY_EVICTED,
             Some(on_keyspace_event),
         );
-        raw::RedisModule_SubscribeToServerEvent.unwrap()(
-            ctx.ctx,
-            raw::RedisModuleEvent {
-                id: raw::REDISMODULE_EVENT_REPLICA_CHANGE,
-                dataver: 1,
-            },
-            Some(on_replica_change),
-        );
+        let subscribe = raw::RedisModule_SubscribeToServerEvent.unwrap();
+        for (id, callback) in [
+            (
+                raw::REDISMODULE_EVENT_REPLICA_CHANGE,
+                on_replica_change as ServerEventCallback,
+            ),
+            (raw::REDISMODULE_EVENT_LOADING, on_loading),
+            (
+                raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+                on_role_changed,
+            ),
+        ] {
+            subscribe(
+                ctx.ctx,
+                raw::RedisModuleEvent { id, dataver: 1 },
+                Some(callback),
+            );
+        }
+    }
+}
+
+type ServerEventCallback =
+    unsafe extern "C" fn(*mut raw::RedisModuleCtx, raw::RedisModuleEvent, u64, *mut c_void);
+
+unsafe extern "C" fn on_loading(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
+        error::guard("the end of a load", || {
+            invalidation::apply::data_loaded(&Context::new(ctx))
+        });
+    }
+}
+
+unsafe extern "C" fn on_role_changed(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
+        error::guard("a promotion to primary", || {
+            invalidation::apply::promoted(&Context::new(ctx))
+        });
     }
 }
 
@@ -77,7 +120,7 @@ unsafe extern "C" fn on_replica_change(
     ctx: *mut raw::RedisModuleCtx,
     _event: raw::RedisModuleEvent,
     subevent: u64,
-    _data: *mut std::os::raw::c_void,
+    _data: *mut c_void,
 ) {
     if subevent == raw::REDISMODULE_SUBEVENT_REPLICA_CHANGE_ONLINE {
         error::guard("a replica coming online", || {

@@ -62,10 +62,7 @@ fn many_concurrent_misses_all_get_their_own_rows() {
     let threads: Vec<_> = (0..8)
         .map(|t| {
             std::thread::spawn(move || {
-                let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                    .unwrap()
-                    .get_connection()
-                    .unwrap();
+                let mut con = connect(port);
                 for i in 0..24 {
                     let id = 2 + t * 25 + i;
                     let row = read(&mut con, "users", &format!(r#"{{"id":{id}}}"#))

@@ -87,10 +87,7 @@ fn cached_rows_converge_to_postgres_under_random_writes_reads_and_listener_kills
             let stop = stop.clone();
             let ops = ops.clone();
             std::thread::spawn(move || {
-                let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                    .unwrap()
-                    .get_connection()
-                    .unwrap();
+                let mut con = connect(port);
                 let mut rng = Rng(seed ^ ((r + 100) * 0x9876_5431));
                 while !stop.load(Ordering::Relaxed) {
                     if rng.next().is_multiple_of(4) {

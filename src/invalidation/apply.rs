@@ -24,9 +24,8 @@ use crate::main_thread::Task;
 use crate::pg::schema::TableSchema;
 use crate::stats;
 use crate::tunables;
-use redis_module::{Context, ContextFlags, raw};
+use redis_module::{Context, ContextFlags};
 use std::collections::VecDeque;
-use std::os::raw::c_void;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -125,7 +124,6 @@ pub fn init(ctx: &Context, listening: bool) {
     };
     if listening {
         bypass::hold();
-        subscribe(ctx);
     }
 }
 
@@ -176,58 +174,18 @@ fn distrust(ctx: &Context, why: &str) {
     }
 }
 
-fn subscribe(ctx: &Context) {
-    // SAFETY: OnLoad context; the callbacks live as long as the module, and Redis drops the
-    // subscriptions at unload.
-    unsafe {
-        let subscribe = raw::RedisModule_SubscribeToServerEvent.unwrap();
-        subscribe(
-            ctx.ctx,
-            raw::RedisModuleEvent {
-                id: raw::REDISMODULE_EVENT_LOADING,
-                dataver: 1,
-            },
-            Some(on_loading),
-        );
-        subscribe(
-            ctx.ctx,
-            raw::RedisModuleEvent {
-                id: raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
-                dataver: 1,
-            },
-            Some(on_role_changed),
-        );
+/// Redis finished loading an RDB or AOF (`server_events`). A replica's dataset is its
+/// primary's, kept fresh by the primary's deletions; anywhere else the loaded entries were
+/// covered by no listener of this process.
+pub fn data_loaded(ctx: &Context) {
+    if !ctx.get_flags().contains(ContextFlags::SLAVE) {
+        distrust(ctx, "data was loaded from disk");
     }
 }
 
-unsafe extern "C" fn on_loading(
-    ctx: *mut raw::RedisModuleCtx,
-    _event: raw::RedisModuleEvent,
-    subevent: u64,
-    _data: *mut c_void,
-) {
-    if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
-        crate::error::guard("the end of a load", || {
-            let context = Context::new(ctx);
-            // A replica's dataset is its primary's, kept fresh by the primary's deletions.
-            if !context.get_flags().contains(ContextFlags::SLAVE) {
-                distrust(&context, "data was loaded from disk");
-            }
-        });
-    }
-}
-
-unsafe extern "C" fn on_role_changed(
-    ctx: *mut raw::RedisModuleCtx,
-    _event: raw::RedisModuleEvent,
-    subevent: u64,
-    _data: *mut c_void,
-) {
-    if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
-        crate::error::guard("a promotion to primary", || {
-            distrust(&Context::new(ctx), "this replica became a primary")
-        });
-    }
+/// This replica became a primary (`server_events`): its entries came from the old primary.
+pub fn promoted(ctx: &Context) {
+    distrust(ctx, "this replica became a primary");
 }
 
 /// Queues changes for the main thread. Called by the listener thread.

@@ -179,10 +179,7 @@ pub fn spawn_read(
 ) -> std::thread::JoinHandle<redis::RedisResult<Option<String>>> {
     let pk = pk.into();
     std::thread::spawn(move || {
-        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut con = connect(port);
         read(&mut con, table, &pk)
     })
 }

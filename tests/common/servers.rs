@@ -190,7 +190,7 @@ impl Redis {
     }
 
     fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?.get_connection()
+        try_connect(self.port)
     }
 
     pub fn connection(&self) -> redis::Connection {
@@ -223,6 +223,15 @@ impl Drop for Redis {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn try_connect(port: u16) -> redis::RedisResult<redis::Connection> {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))?.get_connection()
+}
+
+/// A new connection to the server on `port`: for threads, which hold a port, not a `Redis`.
+pub fn connect(port: u16) -> redis::Connection {
+    try_connect(port).unwrap()
 }
 
 /// A PostgreSQL and a server with the module connected to it.
