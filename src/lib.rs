@@ -139,14 +139,14 @@ fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 9] {
 
 /// CONFIG GET / SET of a `pgcache.*` setting. Redis calls these directly: a panic must not
 /// unwind into it, and a value with a NUL byte must still make a valid string.
-impl ConfigurationValue<RedisString> for settings::Tunable {
+impl ConfigurationValue<RedisString> for config::Setting {
     fn get(&self, _: &ConfigurationContext) -> RedisString {
-        let value = error::guard("reading a setting", || (self.get)());
+        let value = error::guard("reading a setting", || settings::get(self));
         RedisString::create_from_slice(std::ptr::null_mut(), value.as_bytes())
     }
     fn set(&self, _: &ConfigurationContext, value: RedisString) -> Result<(), RedisError> {
         let text = value.try_as_str()?;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.set)(text)))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| settings::set(self, text)))
             .unwrap_or_else(|_| Err("internal error; the setting was not changed".into()))
             .map_err(|e| {
                 RedisError::String(format!("pgcache.{}: {}", self.name, e.replace('\0', "\\0")))
@@ -240,12 +240,12 @@ fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), String> 
 
 /// The `pgcache.*` CONFIG parameters, then their lines in redis.conf, if any.
 fn register_settings(ctx: &Context) -> Result<(), String> {
-    for tunable in settings::RUNTIME.iter() {
-        let current = (tunable.get)();
+    for setting in settings::runtime() {
+        let current = settings::get(setting);
         register_string_configuration(
             ctx,
-            tunable.name,
-            tunable,
+            setting.name,
+            setting,
             &current,
             ConfigurationFlags::DEFAULT,
             None,

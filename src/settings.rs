@@ -1,137 +1,82 @@
-//! The settings CONFIG SET can change (`pgcache.<name>`): each one's name, how to read it,
-//! and how to validate and apply a new value to the module that uses it, with the same
-//! validation as the module arguments. Wiring, like `lib.rs`: it reaches the modules whose
-//! state a setting is (`tunables`, `slowlog`, `hooks`, the schema cache).
+//! The settings in effect while the server runs: installs them at load into the modules
+//! whose state they are (`tunables`, `slowlog`, `hooks`, the schema cache), and serves
+//! CONFIG GET / SET of the runtime ones (`pgcache.<name>`) with the table's validation.
+//! Wiring, like `lib.rs`: it reaches every module a setting changes.
 
-use crate::config::{self, Settings};
-use crate::event::EventMask;
+use crate::config::{self, Setting, Settings};
 use crate::hooks;
 use crate::pg::schema;
 use crate::slowlog;
 use crate::tunables;
+use std::sync::Mutex;
 
-/// Installs the load-time values of every runtime setting.
+/// The settings in effect (the `hooks` field aside: PGCACHE.HOOK changes hooks too, so the
+/// hooks module holds them).
+static CURRENT: Mutex<Option<Settings>> = Mutex::new(None);
+
+/// Installs the load-time values of every setting.
 pub fn init(s: &Settings) -> Result<(), config::ConfigError> {
-    tunables::init(s);
-    slowlog::set_threshold_us(s.slowlog_threshold_us);
-    slowlog::set_max_len(s.slowlog_max_len);
     hooks::set_all(&s.hooks).map_err(|e| config::ConfigError {
         setting: "hooks".into(),
         message: e,
-    })
+    })?;
+    install(s);
+    Ok(())
 }
 
-/// The load-time settings (password redacted) followed by the runtime ones' current values.
-pub fn effective() -> Vec<(String, String)> {
-    let mut all = tunables::load_time();
-    all.extend(RUNTIME.iter().map(|t| (t.name.to_string(), (t.get)())));
-    all
+fn install(s: &Settings) {
+    tunables::init(s);
+    slowlog::set_threshold_us(s.slowlog_threshold_us);
+    slowlog::set_max_len(s.slowlog_max_len);
+    *CURRENT.lock().unwrap() = Some(s.clone());
 }
 
-/// One runtime setting: its CONFIG name, how to read it and how to validate and apply a value.
-pub struct Tunable {
-    pub name: &'static str,
-    pub get: fn() -> String,
-    pub set: fn(&str) -> Result<(), String>,
+/// The settings in effect.
+fn current() -> Settings {
+    let mut s = CURRENT.lock().unwrap().clone().unwrap_or_default();
+    s.hooks = hooks::setting();
+    s
 }
 
-/// Every setting CONFIG SET can change, with the same validation as at load time.
-pub static RUNTIME: [Tunable; 11] = [
-    Tunable {
-        name: "default_ttl",
-        get: || tunables::default_ttl().to_string(),
-        set: |v| {
-            tunables::set_default_ttl(config::parse_ttl(v)?);
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "negative_ttl",
-        get: || tunables::negative_ttl().to_string(),
-        set: |v| {
-            tunables::set_negative_ttl(config::parse_negative_ttl(v)?);
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "request_timeout_ms",
-        get: || tunables::request_timeout_ms().to_string(),
-        set: |v| {
-            tunables::set_request_timeout_ms(config::parse_request_timeout_ms(v)?);
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "statement_timeout_ms",
-        get: || tunables::statement_timeout_ms().to_string(),
-        set: |v| {
-            tunables::set_statement_timeout_ms(config::parse_statement_timeout_ms(v)?);
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "multiread_max",
-        get: || tunables::multiread_max().to_string(),
-        set: |v| {
-            tunables::set_multiread_max(config::parse_multiread_max(v)?);
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "events",
-        get: || tunables::events().render(),
-        set: |v| {
-            tunables::set_events(EventMask::parse(v)?);
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "event_channel",
-        get: tunables::event_channel,
-        set: |v| {
-            tunables::set_event_channel(config::parse_event_channel(v)?);
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "tables",
-        get: tunables::tables_setting,
-        set: |v| {
-            tunables::set_tables(config::parse_tables(v)?);
-            // Tables resolved under the old list must be checked again.
-            schema::clear_cache();
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "slowlog_threshold_us",
-        get: || slowlog::threshold_us().to_string(),
-        set: |v| {
-            slowlog::set_threshold_us(slowlog::parse_threshold(v)?);
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "slowlog_max_len",
-        get: || slowlog::max_len().to_string(),
-        set: |v| {
-            slowlog::set_max_len(slowlog::parse_max_len(v)?);
-            Ok(())
-        },
-    },
-    Tunable {
-        name: "hooks",
-        get: hooks::setting,
-        set: hooks::set_all,
-    },
-];
+/// Every setting's value in effect, as HEALTH shows them (the password as set or not).
+pub fn effective() -> Vec<(&'static str, String)> {
+    current().shown()
+}
+
+/// The settings CONFIG SET may change.
+pub fn runtime() -> impl Iterator<Item = &'static Setting> {
+    config::SETTINGS.iter().filter(|s| s.runtime)
+}
+
+/// CONFIG GET pgcache.<name>.
+pub fn get(setting: &Setting) -> String {
+    setting
+        .show
+        .map(|show| show(&current()))
+        .unwrap_or_default()
+}
+
+/// CONFIG SET pgcache.<name>: checked as the module argument is, then installed.
+pub fn set(setting: &Setting, value: &str) -> Result<(), String> {
+    let mut next = current();
+    setting.apply(&mut next, value)?;
+    if setting.name == "hooks" {
+        hooks::set_all(&next.hooks)?;
+    }
+    install(&next);
+    if setting.name == "tables" {
+        // Tables resolved under the old list must be checked again.
+        schema::clear_cache();
+    }
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// CONFIG SET must accept exactly what the module arguments accept. (Hooks, tables
-    /// and events are left out: setting them reaches other global state.)
+    /// CONFIG SET must accept exactly what the module arguments accept. (Hooks are left
+    /// out: installing them reaches other global state.)
     #[test]
     fn config_set_validates_like_the_module_arguments() {
         let values = [
@@ -151,25 +96,22 @@ mod tests {
             "315360000",
             "315360001",
             "pg_cache_events",
+            "users,sales.orders",
+            "miss,hit",
         ];
-        for tunable in RUNTIME
-            .iter()
-            .filter(|t| !["hooks", "tables", "events"].contains(&t.name))
-        {
-            let original = (tunable.get)();
+        for setting in runtime().filter(|t| t.name != "hooks") {
+            let original = get(setting);
             for value in values {
                 let at_load =
-                    config::load(&[tunable.name.to_string(), value.to_string()], &|_| None).is_ok();
+                    config::load(&[setting.name.to_string(), value.to_string()], &|_| None).is_ok();
                 assert_eq!(
-                    (tunable.set)(value).is_ok(),
+                    set(setting, value).is_ok(),
                     at_load,
                     "{} {value:?}",
-                    tunable.name
+                    setting.name
                 );
             }
-            // Without `init` (unit tests) the event channel starts empty, which CONFIG SET
-            // refuses; that one keeps the last accepted value.
-            let _ = (tunable.set)(&original);
+            set(setting, &original).unwrap();
         }
     }
 }

@@ -170,7 +170,7 @@ fn health_report(rtt: Result<Duration, Error>) -> Vec<(String, Reply)> {
     ));
     let config = crate::settings::effective()
         .into_iter()
-        .map(|(k, v)| (k, Reply::Bulk(v)))
+        .map(|(k, v)| (k.to_string(), Reply::Bulk(v)))
         .collect();
     out.push(("config".to_string(), Reply::Map(config)));
     out

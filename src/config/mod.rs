@@ -1,0 +1,519 @@
+//! Settings: defaults, then the standard `PG*` environment variables, then `PGCACHE_<NAME>`
+//! environment variables, then module arguments (`--loadmodule libpgcache.so name value ...`);
+//! a later source wins. Every value is validated against the one table of settings (`table`)
+//! and an unknown or invalid setting stops the load with a message naming it. The password is
+//! held apart and never displayed.
+
+mod passfile;
+pub mod table;
+mod url;
+
+use crate::event::EventMask;
+use crate::ident::{QualifiedName, parse_table};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+pub use table::{SETTINGS, Setting};
+
+/// TLS towards PostgreSQL, with libpq's names and meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    #[default]
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "disable" => Ok(Self::Disable),
+            "allow" | "prefer" => Ok(Self::Prefer),
+            "require" => Ok(Self::Require),
+            "verify-ca" => Ok(Self::VerifyCa),
+            "verify-full" => Ok(Self::VerifyFull),
+            _ => Err("expected disable, prefer, require, verify-ca or verify-full".into()),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Where and how to connect to PostgreSQL.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct PgSettings {
+    /// Host name, IP address, or a directory holding the Unix socket (starts with `/`).
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    password: Option<String>,
+    pub passfile: Option<PathBuf>,
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<PathBuf>,
+    pub connect_timeout: Duration,
+}
+
+impl PgSettings {
+    /// The password, for the connection only: never log or reply it.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+}
+
+impl fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.describe())
+    }
+}
+
+impl PgSettings {
+    /// A one-line description safe to log: the password shows only as set or not.
+    pub fn describe(&self) -> String {
+        format!(
+            "host={} port={} database={} user={} password={} sslmode={}",
+            self.host,
+            self.port,
+            self.database,
+            self.user,
+            if self.password.is_some() {
+                "(set)"
+            } else {
+                "(none)"
+            },
+            self.sslmode.name()
+        )
+    }
+}
+
+/// Every setting's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub pg: PgSettings,
+    pub default_ttl: u64,
+    /// Seconds an absent row is remembered (0: negative caching off).
+    pub negative_ttl: u64,
+    pub cache_prefix: String,
+    /// Worker threads. Default: one per CPU core (2 to 16) — misses are batched per table,
+    /// so more threads mostly add context switches unless queries are slow.
+    pub workers: usize,
+    /// Connections at most; default: as many as workers.
+    pub pool_size: usize,
+    pub queue_size: usize,
+    pub request_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+    pub tables: Vec<QualifiedName>,
+    pub event_channel: String,
+    pub events: EventMask,
+    pub multiread_max: usize,
+    /// The channel the invalidation listener LISTENs on.
+    pub invalidation_channel: String,
+    /// Whether to run the invalidation listener at all.
+    pub listen: bool,
+    /// Registers PGCACHE.DEBUG (fault injection for tests), like Redis's enable-debug-command.
+    pub debug_commands: bool,
+    /// Calls at least this slow go in PGCACHE.SLOWLOG (0: all, negative: none).
+    pub slowlog_threshold_us: i64,
+    pub slowlog_max_len: u64,
+    /// Hook definitions (`name ON ... ; ...`), see the `hooks` module; checked when installed.
+    pub hooks: String,
+    /// Port of the Prometheus endpoint; 0: off.
+    pub metrics_port: u16,
+    /// Address the Prometheus endpoint listens on.
+    pub metrics_bind: String,
+}
+
+/// Longest TTL accepted: ten years, far below any overflow of absolute milliseconds.
+pub const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+impl Settings {
+    /// Every field empty or zero, before the table's defaults are applied.
+    pub(super) fn blank() -> Self {
+        Settings {
+            pg: PgSettings::default(),
+            default_ttl: 0,
+            negative_ttl: 0,
+            cache_prefix: String::new(),
+            workers: 0,
+            pool_size: 0,
+            queue_size: 0,
+            request_timeout_ms: 0,
+            statement_timeout_ms: 0,
+            tables: Vec::new(),
+            event_channel: String::new(),
+            events: EventMask(0),
+            multiread_max: 0,
+            invalidation_channel: String::new(),
+            listen: false,
+            debug_commands: false,
+            slowlog_threshold_us: 0,
+            slowlog_max_len: 0,
+            hooks: String::new(),
+            metrics_port: 0,
+            metrics_bind: String::new(),
+        }
+    }
+
+    /// Fills in what the defaults leave to be computed: `workers` one per CPU core (2 to 16;
+    /// misses are batched per table, so more threads mostly add context switches unless
+    /// queries are slow), `pool_size` as many as workers.
+    fn complete(&mut self) {
+        if self.workers == 0 {
+            self.workers = std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 16);
+        }
+        if self.pool_size == 0 {
+            self.pool_size = self.workers;
+        }
+    }
+}
+
+impl Settings {
+    /// The table's defaults, the computed ones still to be completed.
+    fn with_defaults() -> Self {
+        let mut s = Settings::blank();
+        for setting in &SETTINGS {
+            if let table::Initial::Value(value) = setting.initial {
+                // Every default is checked by a unit test.
+                let _ = setting.apply(&mut s, value);
+            }
+        }
+        s
+    }
+}
+
+impl Settings {
+    /// Every setting as HEALTH and CONFIG GET show it: the password only as set or not.
+    pub fn shown(&self) -> Vec<(&'static str, String)> {
+        SETTINGS
+            .iter()
+            .filter_map(|setting| setting.show.map(|show| (setting.name, show(self))))
+            .collect()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let mut s = Settings::with_defaults();
+        s.complete();
+        s
+    }
+}
+
+/// A setting that could not be used, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub setting: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pgcache: setting {}: {}", self.setting, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(setting: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: setting.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Stores `value` in the setting `name` (any case), naming the setting in the error.
+pub fn apply(s: &mut Settings, name: &str, value: &str) -> Result<(), ConfigError> {
+    let Some(setting) = table::find(&name.to_lowercase()) else {
+        let known: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+        return Err(err(
+            name,
+            format!("unknown setting; known settings: {}", known.join(", ")),
+        ));
+    };
+    setting.apply(s, value).map_err(|e| err(name, e))
+}
+
+/// Builds the settings from the environment (`env` looks a variable up) and module `args`
+/// (name, value, name, value ...).
+pub fn load(
+    args: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, ConfigError> {
+    let mut s = Settings::with_defaults();
+    let mut password_given = false;
+
+    // Layer 1: libpq's own variables.
+    for setting in &SETTINGS {
+        if let Some(var) = setting.libpq_env
+            && let Some(value) = env(var)
+        {
+            setting.apply(&mut s, &value).map_err(|e| err(var, e))?;
+            password_given |= setting.name == "pg_password";
+        }
+    }
+    if let Some(v) = env("PGCONNECT_TIMEOUT") {
+        table::apply_libpq_connect_timeout(&mut s, &v).map_err(|e| err("PGCONNECT_TIMEOUT", e))?;
+    }
+
+    // Layer 2: PGCACHE_<NAME>; layer 3: module arguments. In each, pg_url goes first so the
+    // individual pg_* settings of the same layer refine it.
+    let env_pairs: Vec<(String, String)> = SETTINGS
+        .iter()
+        .filter_map(|setting| {
+            env(&format!("PGCACHE_{}", setting.name.to_uppercase()))
+                .map(|v| (setting.name.to_string(), v))
+        })
+        .collect();
+    if !args.len().is_multiple_of(2) {
+        return Err(err(
+            &args[args.len() - 1],
+            "has no value: module arguments come in pairs, `name value`",
+        ));
+    }
+    let arg_pairs: Vec<(String, String)> = args
+        .chunks(2)
+        .map(|p| (p[0].to_lowercase(), p[1].clone()))
+        .collect();
+    for layer in [env_pairs, arg_pairs] {
+        let (url, rest): (Vec<_>, Vec<_>) = layer.into_iter().partition(|(n, _)| n == "pg_url");
+        for (name, value) in url.into_iter().chain(rest) {
+            password_given |= name == "pg_password" || name == "pg_url";
+            apply(&mut s, &name, &value)?;
+        }
+    }
+
+    s.complete();
+    if s.pg.password.is_none() && !password_given {
+        table::apply_passfile(&mut s, env("HOME"));
+    }
+    Ok(s)
+}
+
+/// A channel name: not empty, and no control characters (a NUL would cut it short in
+/// Redis's configuration file and in every C string it passes through).
+fn channel_name(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("must not hold control characters, got {value:?}"));
+    }
+    Ok(value.to_string())
+}
+
+/// Validates a command's TTL argument in seconds.
+pub fn parse_ttl(value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(v) if (1..=MAX_TTL_SECONDS).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "TTL must be a whole number of seconds from 1 to {MAX_TTL_SECONDS}, got {value:?}"
+        )),
+    }
+}
+
+/// Parses the allowlist: comma-separated `name` or `schema.name`; empty means every table.
+pub fn parse_tables(value: &str) -> Result<Vec<QualifiedName>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(parse_table)
+        .collect()
+}
+
+/// Whether a password is the mask earlier versions of pgcache left in the module arguments,
+/// which CONFIG REWRITE then saved to redis.conf.
+pub fn is_masked(password: &str) -> bool {
+    !password.is_empty() && password.bytes().all(|b| b == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load_with(args: &[&str], env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        load(&args, &|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_original_module() {
+        let s = load_with(&[], &[]).unwrap();
+        assert_eq!(s.pg.host, "localhost");
+        assert_eq!(s.pg.port, 5432);
+        assert_eq!(s.pg.database, "postgres");
+        assert_eq!(s.pg.user, "postgres");
+        assert_eq!(s.pg.password(), None);
+        assert_eq!(s.default_ttl, 3600);
+        assert_eq!(s.cache_prefix, "pg_cache:");
+        assert_eq!(s.workers, Settings::default().workers);
+        assert_eq!(s.pool_size, s.workers);
+        let s = load_with(&["workers", "3"], &[]).unwrap();
+        assert_eq!((s.workers, s.pool_size), (3, 3));
+        let s = load_with(&["workers", "3", "pool_size", "5"], &[]).unwrap();
+        assert_eq!((s.workers, s.pool_size), (3, 5));
+    }
+
+    #[test]
+    fn args_override_pgcache_env_which_overrides_libpq_env() {
+        let s = load_with(
+            &["pg_host", "10.0.0.1", "default_ttl", "60"],
+            &[
+                ("PGHOST", "libpq-host"),
+                ("PGPORT", "6000"),
+                ("PGCACHE_PG_HOST", "env-host"),
+                ("PGCACHE_PG_PORT", "7000"),
+                ("PGCACHE_DEFAULT_TTL", "30"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.pg.host, "10.0.0.1");
+        assert_eq!(s.pg.port, 7000);
+        assert_eq!(s.default_ttl, 60);
+    }
+
+    #[test]
+    fn url_is_refined_by_individual_settings() {
+        let s = load_with(
+            &[
+                "pg_port",
+                "6543",
+                "pg_url",
+                "postgresql://app:s3cret@db.example:5433/shop?sslmode=require",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.pg.host, "db.example");
+        assert_eq!(s.pg.port, 6543);
+        assert_eq!(s.pg.database, "shop");
+        assert_eq!(s.pg.user, "app");
+        assert_eq!(s.pg.password(), Some("s3cret"));
+        assert_eq!(s.pg.sslmode, SslMode::Require);
+        let conninfo = load_with(&["pg_url", "host=h port=1 dbname=d user=u"], &[]).unwrap();
+        assert_eq!((conninfo.pg.host.as_str(), conninfo.pg.port), ("h", 1));
+    }
+
+    #[test]
+    fn invalid_and_unknown_settings_name_the_setting() {
+        for (args, setting) in [
+            (vec!["pg_port", "abc"], "pg_port"),
+            (vec!["pg_port", "70000"], "pg_port"),
+            (vec!["default_ttl", "0"], "default_ttl"),
+            (vec!["default_ttl", "-5"], "default_ttl"),
+            (vec!["pg_hots", "x"], "pg_hots"),
+            (vec!["pg_sslmode", "maybe"], "pg_sslmode"),
+            (vec!["workers", "0"], "workers"),
+            (vec!["events", "hit,bogus"], "events"),
+            (vec!["tables", "a.b.c"], "tables"),
+            (vec!["pg_host"], "pg_host"),
+        ] {
+            let e = load_with(&args, &[]).unwrap_err();
+            assert_eq!(e.setting, setting, "{args:?}");
+            assert!(e.to_string().starts_with("pgcache: setting"));
+        }
+    }
+
+    #[test]
+    fn a_bad_url_does_not_echo_the_password() {
+        let e = load_with(&["pg_url", "postgresql://u:hunter2@h:notaport/db"], &[]).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn effective_settings_hide_the_password() {
+        let s = load_with(&["pg_password", "hunter2"], &[]).unwrap();
+        let shown = format!("{:?}", s.shown());
+        assert!(
+            !shown.contains("hunter2") && shown.contains("(set)"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn description_never_shows_the_password() {
+        let s = load_with(&["pg_password", "hunter2"], &[]).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(s.pg.describe().contains("password=(set)"));
+    }
+
+    #[test]
+    fn passfile_matches_like_libpq() {
+        let mut pg = Settings::default().pg;
+        pg.host = "db".into();
+        pg.database = "app".into();
+        pg.user = "app".into();
+        let text = "# comment\nother:*:*:*:nope\ndb:5432:app:app:pa\\:ss\n*:*:*:*:fallback\n";
+        assert_eq!(passfile::lookup(text, &pg).as_deref(), Some("pa:ss"));
+        pg.user = "someone".into();
+        assert_eq!(passfile::lookup(text, &pg).as_deref(), Some("fallback"));
+    }
+
+    #[test]
+    fn passfile_is_read_when_no_password_is_given() {
+        let dir = std::env::temp_dir().join(format!("pgcache-passfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pgpass");
+        std::fs::write(&file, "*:*:*:*:from-file\n").unwrap();
+        let path = file.to_str().unwrap();
+        let s = load_with(&["pg_passfile", path], &[]).unwrap();
+        assert_eq!(s.pg.password(), Some("from-file"));
+        let s = load_with(&["pg_passfile", path, "pg_password", "explicit"], &[]).unwrap();
+        assert_eq!(s.pg.password(), Some("explicit"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_earlier_versions_mask_is_recognised() {
+        assert!(is_masked("*******"));
+        assert!(!is_masked("pa*ss"));
+        assert!(!is_masked(""));
+    }
+
+    #[test]
+    fn tables_allowlist_parses_names() {
+        let t = parse_tables("users, sales.orders,").unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1].schema, "sales");
+        assert!(parse_tables("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn slowlog_settings_are_validated() {
+        let s = load_with(&["slowlog_threshold_us", "-1", "slowlog_max_len", "0"], &[]).unwrap();
+        assert_eq!((s.slowlog_threshold_us, s.slowlog_max_len), (-1, 0));
+        for (name, bad) in [
+            ("slowlog_threshold_us", "1.5"),
+            ("slowlog_max_len", "-1"),
+            ("slowlog_max_len", "100001"),
+        ] {
+            let e = load_with(&[name, bad], &[]).unwrap_err();
+            assert!(e.message.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn ttl_limits() {
+        assert_eq!(parse_ttl("1"), Ok(1));
+        for bad in ["0", "-1", "1.5", "abc", "99999999999999999999", ""] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+}

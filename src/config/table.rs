@@ -1,0 +1,587 @@
+//! The one table of settings: each setting's name, default, accepted values, where its value
+//! goes in `Settings`, whether CONFIG SET may change it, and its help line. Module arguments,
+//! the `PGCACHE_<NAME>` and libpq environment variables, CONFIG SET / GET and HEALTH (through
+//! `settings`) and the README's table are all read from here.
+
+use super::{MAX_TTL_SECONDS, Settings, SslMode, channel_name, parse_tables, passfile};
+use crate::event::EventMask;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A setting's value before any source sets it.
+pub enum Initial {
+    /// This text, read like any other value.
+    Value(&'static str),
+    /// Computed or absent; the text says what it is.
+    Described(&'static str),
+}
+
+/// What a setting accepts, and where a valid value is stored.
+pub enum Accepts {
+    /// A whole number from `min` to `max`; `unit` words the error.
+    Int {
+        min: i64,
+        max: i64,
+        unit: &'static str,
+        store: fn(&mut Settings, i64),
+    },
+    YesNo(fn(&mut Settings, bool)),
+    /// Text its own parser checks; `form` describes it for the README.
+    Text {
+        form: &'static str,
+        store: fn(&mut Settings, &str) -> Result<(), String>,
+    },
+}
+
+pub struct Setting {
+    pub name: &'static str,
+    /// The libpq environment variable that also sets it, if any.
+    pub libpq_env: Option<&'static str>,
+    pub initial: Initial,
+    pub accepts: Accepts,
+    /// Whether CONFIG SET may change it while the server runs.
+    pub runtime: bool,
+    pub help: &'static str,
+    /// The value in effect as HEALTH and CONFIG GET show it. `None` for `pg_url`, which the
+    /// `pg_*` settings show taken apart (and which may hold the password).
+    pub show: Option<fn(&Settings) -> String>,
+}
+
+impl Setting {
+    /// Checks `value` and stores it in `s`; the error says what is accepted.
+    pub fn apply(&self, s: &mut Settings, value: &str) -> Result<(), String> {
+        match &self.accepts {
+            Accepts::Int {
+                min,
+                max,
+                unit,
+                store,
+            } => match value.parse::<i64>() {
+                Ok(v) if v >= *min && v <= *max => {
+                    store(s, v);
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "expected {unit} from {min} to {max}, got {value:?}"
+                )),
+            },
+            Accepts::YesNo(store) => {
+                let yes = match value {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(format!("expected yes or no, got {value:?}")),
+                };
+                store(s, yes);
+                Ok(())
+            }
+            Accepts::Text { store, .. } => store(s, value),
+        }
+    }
+
+    /// The accepted values as the README words them.
+    pub fn accepted(&self) -> String {
+        match &self.accepts {
+            Accepts::Int { min, max, .. } => format!("{min} .. {max}"),
+            Accepts::YesNo(_) => "`yes`, `no`".into(),
+            Accepts::Text { form, .. } => form.to_string(),
+        }
+    }
+}
+
+/// The setting of this name (lower case), if there is one.
+pub fn find(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+const fn int(min: i64, max: i64, unit: &'static str, store: fn(&mut Settings, i64)) -> Accepts {
+    Accepts::Int {
+        min,
+        max,
+        unit,
+        store,
+    }
+}
+
+const fn text(form: &'static str, store: fn(&mut Settings, &str) -> Result<(), String>) -> Accepts {
+    Accepts::Text { form, store }
+}
+
+fn yes_no(value: bool) -> String {
+    if value { "yes" } else { "no" }.into()
+}
+
+fn path(value: &Option<PathBuf>) -> String {
+    value
+        .as_ref()
+        .map_or(String::new(), |p| p.display().to_string())
+}
+
+// The casts in the `store` functions cannot truncate: each range fits the field's type.
+const TTL: &str = "a TTL in whole seconds";
+
+/// Every setting, in the order the README and HEALTH list them.
+pub static SETTINGS: [Setting; 30] = [
+    Setting {
+        name: "pg_url",
+        libpq_env: None,
+        initial: Initial::Described(""),
+        accepts: Accepts::Text {
+            form: "URL or conninfo",
+            store: super::url::apply,
+        },
+        runtime: false,
+        help: "libpq URL `postgresql://user:pass@host:port/db?sslmode=require` or `key=value` \
+               conninfo; `pg_*` settings from the same source refine it",
+        show: None,
+    },
+    Setting {
+        name: "pg_host",
+        libpq_env: Some("PGHOST"),
+        initial: Initial::Value("localhost"),
+        accepts: Accepts::Text {
+            form: "not empty",
+            store: |s, v| {
+                if v.is_empty() {
+                    return Err("must not be empty".into());
+                }
+                s.pg.host = v.to_string();
+                Ok(())
+            },
+        },
+        runtime: false,
+        help: "host, IP, or Unix-socket directory",
+        show: Some(|s| s.pg.host.clone()),
+    },
+    Setting {
+        name: "pg_port",
+        libpq_env: Some("PGPORT"),
+        initial: Initial::Value("5432"),
+        accepts: int(1, 65535, "a port", |s, v| s.pg.port = v as u16),
+        runtime: false,
+        help: "PostgreSQL's port",
+        show: Some(|s| s.pg.port.to_string()),
+    },
+    Setting {
+        name: "pg_database",
+        libpq_env: Some("PGDATABASE"),
+        initial: Initial::Value("postgres"),
+        accepts: text("text", |s, v| {
+            s.pg.database = v.to_string();
+            Ok(())
+        }),
+        runtime: false,
+        help: "database to read",
+        show: Some(|s| s.pg.database.clone()),
+    },
+    Setting {
+        name: "pg_user",
+        libpq_env: Some("PGUSER"),
+        initial: Initial::Value("postgres"),
+        accepts: text("text", |s, v| {
+            s.pg.user = v.to_string();
+            Ok(())
+        }),
+        runtime: false,
+        help: "role pgcache connects as (see Security for a least-privilege one)",
+        show: Some(|s| s.pg.user.clone()),
+    },
+    Setting {
+        name: "pg_password",
+        libpq_env: Some("PGPASSWORD"),
+        initial: Initial::Described("empty"),
+        accepts: text("text", |s, v| {
+            s.pg.password = Some(v.to_string());
+            Ok(())
+        }),
+        runtime: false,
+        help: "see Security",
+        show: Some(|s| {
+            if s.pg.password.is_some() {
+                "(set)"
+            } else {
+                "(none)"
+            }
+            .into()
+        }),
+    },
+    Setting {
+        name: "pg_passfile",
+        libpq_env: Some("PGPASSFILE"),
+        initial: Initial::Described("`~/.pgpass`"),
+        accepts: text("a path", |s, v| {
+            s.pg.passfile = Some(PathBuf::from(v));
+            Ok(())
+        }),
+        runtime: false,
+        help: "libpq password file, used when no password is given",
+        show: Some(|s| path(&s.pg.passfile)),
+    },
+    Setting {
+        name: "pg_sslmode",
+        libpq_env: Some("PGSSLMODE"),
+        initial: Initial::Value("prefer"),
+        accepts: text(
+            "`disable`, `prefer`, `require`, `verify-ca`, `verify-full`",
+            |s, v| {
+                s.pg.sslmode = SslMode::parse(v)?;
+                Ok(())
+            },
+        ),
+        runtime: false,
+        help: "TLS to PostgreSQL, as libpq means it; `require` encrypts without checking the \
+               certificate",
+        show: Some(|s| s.pg.sslmode.name().into()),
+    },
+    Setting {
+        name: "pg_sslrootcert",
+        libpq_env: Some("PGSSLROOTCERT"),
+        initial: Initial::Described("system CAs"),
+        accepts: text("a path", |s, v| {
+            s.pg.sslrootcert = Some(PathBuf::from(v));
+            Ok(())
+        }),
+        runtime: false,
+        help: "CA file for `verify-ca` / `verify-full`",
+        show: Some(|s| path(&s.pg.sslrootcert)),
+    },
+    Setting {
+        name: "pg_connect_timeout_ms",
+        libpq_env: None,
+        initial: Initial::Value("2000"),
+        accepts: int(100, 600_000, "milliseconds", |s, v| {
+            s.pg.connect_timeout = Duration::from_millis(v as u64)
+        }),
+        runtime: false,
+        help: "connect timeout (`PGCONNECT_TIMEOUT`, in seconds, sets it too)",
+        show: Some(|s| s.pg.connect_timeout.as_millis().to_string()),
+    },
+    Setting {
+        name: "default_ttl",
+        libpq_env: None,
+        initial: Initial::Value("3600"),
+        accepts: int(1, MAX_TTL_SECONDS as i64, TTL, |s, v| {
+            s.default_ttl = v as u64
+        }),
+        runtime: true,
+        help: "seconds a filled row stays cached (at most 10 years)",
+        show: Some(|s| s.default_ttl.to_string()),
+    },
+    Setting {
+        name: "negative_ttl",
+        libpq_env: None,
+        initial: Initial::Value("30"),
+        accepts: int(0, MAX_TTL_SECONDS as i64, TTL, |s, v| {
+            s.negative_ttl = v as u64
+        }),
+        runtime: true,
+        help: "seconds an absent row is remembered; `0` turns negative caching off",
+        show: Some(|s| s.negative_ttl.to_string()),
+    },
+    Setting {
+        name: "cache_prefix",
+        libpq_env: None,
+        initial: Initial::Value("pg_cache:"),
+        accepts: text("text", |s, v| {
+            s.cache_prefix = v.to_string();
+            Ok(())
+        }),
+        runtime: false,
+        help: "key prefix",
+        show: Some(|s| s.cache_prefix.clone()),
+    },
+    Setting {
+        name: "workers",
+        libpq_env: None,
+        initial: Initial::Described("CPU cores (2..16)"),
+        accepts: int(1, 256, "a thread count", |s, v| s.workers = v as usize),
+        runtime: false,
+        help: "worker threads running PostgreSQL queries; misses of one table are batched into \
+               one query, so more workers help mainly when queries are slow",
+        show: Some(|s| s.workers.to_string()),
+    },
+    Setting {
+        name: "pool_size",
+        libpq_env: None,
+        initial: Initial::Described("`workers`"),
+        accepts: int(1, 256, "a connection count", |s, v| {
+            s.pool_size = v as usize
+        }),
+        runtime: false,
+        help: "PostgreSQL connections at most (the listener has one more of its own)",
+        show: Some(|s| s.pool_size.to_string()),
+    },
+    Setting {
+        name: "queue_size",
+        libpq_env: None,
+        initial: Initial::Value("10000"),
+        accepts: int(1, 10_000_000, "a request count", |s, v| {
+            s.queue_size = v as usize
+        }),
+        runtime: false,
+        help: "requests waiting for a worker; beyond it, an immediate error",
+        show: Some(|s| s.queue_size.to_string()),
+    },
+    Setting {
+        name: "request_timeout_ms",
+        libpq_env: None,
+        initial: Initial::Value("5000"),
+        accepts: int(10, 3_600_000, "milliseconds", |s, v| {
+            s.request_timeout_ms = v as u64
+        }),
+        runtime: true,
+        help: "a client waiting on PostgreSQL gets an error after this",
+        show: Some(|s| s.request_timeout_ms.to_string()),
+    },
+    Setting {
+        name: "statement_timeout_ms",
+        libpq_env: None,
+        initial: Initial::Value("3000"),
+        accepts: int(0, 3_600_000, "milliseconds", |s, v| {
+            s.statement_timeout_ms = v as u64
+        }),
+        runtime: true,
+        help: "PostgreSQL `statement_timeout` of pgcache's sessions (0 = none)",
+        show: Some(|s| s.statement_timeout_ms.to_string()),
+    },
+    Setting {
+        name: "tables",
+        libpq_env: None,
+        initial: Initial::Described("all"),
+        accepts: text("`users,sales.orders`; empty: all", |s, v| {
+            s.tables = parse_tables(v)?;
+            Ok(())
+        }),
+        runtime: true,
+        help: "allowlist of the tables pgcache serves",
+        show: Some(|s| {
+            s.tables
+                .iter()
+                .map(|t| t.display())
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
+    },
+    Setting {
+        name: "event_channel",
+        libpq_env: None,
+        initial: Initial::Value("pg_cache_events"),
+        accepts: text("a channel name", |s, v| {
+            s.event_channel = channel_name(v)?;
+            Ok(())
+        }),
+        runtime: true,
+        help: "channel of the default hook",
+        show: Some(|s| s.event_channel.clone()),
+    },
+    Setting {
+        name: "events",
+        libpq_env: None,
+        initial: Initial::Value("miss,write,invalidate"),
+        accepts: text(
+            "any of `hit,miss,fill,write,invalidate,expire,evict,error,slow`, `all`, `none`",
+            |s, v| {
+                s.events = EventMask::parse(v)?;
+                Ok(())
+            },
+        ),
+        runtime: true,
+        help: "event types the default hook publishes",
+        show: Some(|s| s.events.render()),
+    },
+    Setting {
+        name: "hooks",
+        libpq_env: None,
+        initial: Initial::Described("none"),
+        // Checked when installed (`settings`), which fails the load or the CONFIG SET.
+        accepts: text("`;`-separated definitions", |s, v| {
+            s.hooks = v.to_string();
+            Ok(())
+        }),
+        runtime: true,
+        help: "hook definitions (see PGCACHE.HOOK; ADD/DEL change it)",
+        show: Some(|s| s.hooks.clone()),
+    },
+    Setting {
+        name: "slowlog_threshold_us",
+        libpq_env: None,
+        initial: Initial::Value("10000"),
+        accepts: text("an integer (µs)", |s, v| {
+            s.slowlog_threshold_us = v
+                .parse()
+                .map_err(|_| format!("expected a whole number of microseconds, got {v:?}"))?;
+            Ok(())
+        }),
+        runtime: true,
+        help: "calls at least this slow go in PGCACHE.SLOWLOG; `0` all, negative (`-1`) none",
+        show: Some(|s| s.slowlog_threshold_us.to_string()),
+    },
+    Setting {
+        name: "slowlog_max_len",
+        libpq_env: None,
+        initial: Initial::Value("128"),
+        accepts: int(0, 100_000, "an entry count", |s, v| {
+            s.slowlog_max_len = v as u64
+        }),
+        runtime: true,
+        help: "slowlog entries kept",
+        show: Some(|s| s.slowlog_max_len.to_string()),
+    },
+    Setting {
+        name: "metrics_port",
+        libpq_env: None,
+        initial: Initial::Value("0"),
+        accepts: int(0, 65535, "a port", |s, v| s.metrics_port = v as u16),
+        runtime: false,
+        help: "port of the Prometheus endpoint; `0`: off",
+        show: Some(|s| s.metrics_port.to_string()),
+    },
+    Setting {
+        name: "metrics_bind",
+        libpq_env: None,
+        initial: Initial::Value("127.0.0.1"),
+        accepts: text("an IP address", |s, v| {
+            v.parse::<std::net::IpAddr>()
+                .map_err(|_| format!("expected an IP address, got {v:?}"))?;
+            s.metrics_bind = v.to_string();
+            Ok(())
+        }),
+        runtime: false,
+        help: "address the Prometheus endpoint listens on",
+        show: Some(|s| s.metrics_bind.clone()),
+    },
+    Setting {
+        name: "multiread_max",
+        libpq_env: None,
+        initial: Initial::Value("1000"),
+        accepts: int(1, 100_000, "a key count", |s, v| {
+            s.multiread_max = v as usize
+        }),
+        runtime: true,
+        help: "keys per MULTIREAD",
+        show: Some(|s| s.multiread_max.to_string()),
+    },
+    Setting {
+        name: "invalidation_channel",
+        libpq_env: None,
+        initial: Initial::Value("cache_invalidation"),
+        accepts: text("a channel name", |s, v| {
+            s.invalidation_channel = channel_name(v)?;
+            Ok(())
+        }),
+        runtime: false,
+        help: "channel the listener LISTENs on",
+        show: Some(|s| s.invalidation_channel.clone()),
+    },
+    Setting {
+        name: "listen",
+        libpq_env: None,
+        initial: Initial::Value("yes"),
+        accepts: Accepts::YesNo(|s, v| s.listen = v),
+        runtime: false,
+        help: "run the invalidation listener",
+        show: Some(|s| yes_no(s.listen)),
+    },
+    Setting {
+        name: "debug_commands",
+        libpq_env: None,
+        initial: Initial::Value("no"),
+        accepts: Accepts::YesNo(|s, v| s.debug_commands = v),
+        runtime: false,
+        help: "register PGCACHE.DEBUG (fault injection for tests), like Redis's \
+               `enable-debug-command`",
+        show: Some(|s| yes_no(s.debug_commands)),
+    },
+];
+
+/// The README's settings table, as generated from `SETTINGS`.
+pub fn readme_table() -> String {
+    let mut out = String::from(
+        "| setting | default | accepts | meaning | CONFIG SET |\n|---|---|---|---|---|\n",
+    );
+    for s in &SETTINGS {
+        let initial = match s.initial {
+            Initial::Value("") => String::new(),
+            Initial::Value(v) => format!("`{v}`"),
+            Initial::Described(d) => d.to_string(),
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            s.name,
+            initial,
+            s.accepted(),
+            s.help,
+            yes_no(s.runtime)
+        ));
+    }
+    out
+}
+
+/// Sets `PGCONNECT_TIMEOUT`'s whole seconds (libpq's unit; at least one).
+pub fn apply_libpq_connect_timeout(s: &mut Settings, seconds: &str) -> Result<(), String> {
+    let secs: u64 = seconds
+        .parse()
+        .map_err(|_| format!("expected whole seconds, got {seconds:?}"))?;
+    s.pg.connect_timeout = Duration::from_secs(secs.max(1));
+    Ok(())
+}
+
+/// Looks the password up in the passfile when no source gave one.
+pub fn apply_passfile(s: &mut Settings, home: Option<String>) {
+    let file =
+        s.pg.passfile
+            .clone()
+            .or_else(|| home.map(|h| std::path::Path::new(&h).join(".pgpass")));
+    if let Some(file) = file
+        && let Ok(text) = std::fs::read_to_string(&file)
+    {
+        s.pg.password = passfile::lookup(&text, &s.pg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_lower_case_and_every_default_is_valid() {
+        let mut names: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), SETTINGS.len());
+        let mut blank = Settings::blank();
+        for s in &SETTINGS {
+            assert_eq!(s.name, s.name.to_lowercase());
+            if let Initial::Value(v) = s.initial {
+                s.apply(&mut blank, v)
+                    .unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            }
+        }
+    }
+
+    /// The README's table is this table: regenerate it with
+    /// `PGCACHE_WRITE_README=1 cargo test readme`.
+    #[test]
+    fn the_readme_lists_every_setting() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let start = readme
+            .find("| setting | default |")
+            .expect("README has the settings table");
+        let end = start
+            + readme[start..]
+                .find("\n\n")
+                .expect("a blank line ends the table")
+            + 1;
+        let table = readme_table();
+        if std::env::var_os("PGCACHE_WRITE_README").is_some() {
+            let updated = format!("{}{}{}", &readme[..start], table, &readme[end..]);
+            std::fs::write(path, updated).unwrap();
+        } else {
+            assert_eq!(
+                readme[start..end],
+                table,
+                "README's settings table is stale: run PGCACHE_WRITE_README=1 cargo test readme"
+            );
+        }
+    }
+}
