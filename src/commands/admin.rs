@@ -25,19 +25,24 @@ pub fn stats(_ctx: &Context, args: &[&[u8]]) -> Reply {
     }
 }
 
+/// The gauges (`figures`), as reply fields.
+fn gauges() -> impl Iterator<Item = (String, Reply)> {
+    figures::gauges().into_iter().map(|gauge| {
+        let value = match gauge.value {
+            figures::Value::Int(n) => Reply::Int(n),
+            figures::Value::Ratio(r) => Reply::Double(r),
+        };
+        (gauge.name.to_string(), value)
+    })
+}
+
 /// Every figure, in reporting order.
 pub fn report() -> Vec<(String, Reply)> {
     let mut out: Vec<(String, Reply)> = stats::counters()
         .into_iter()
         .map(|(name, value)| (name.to_string(), Reply::Int(value as i64)))
         .collect();
-    for gauge in figures::gauges() {
-        let value = match gauge.value {
-            figures::Value::Int(n) => Reply::Int(n),
-            figures::Value::Ratio(r) => Reply::Double(r),
-        };
-        out.push((gauge.name.to_string(), value));
-    }
+    out.extend(gauges());
     // Two figures STATS also spells out in words.
     let listening = if listener::connected() {
         "connected"
@@ -161,13 +166,12 @@ fn health_report(rtt: Result<Duration, Error>) -> Vec<(String, Reply)> {
     ];
     out.extend(postgres);
     out.push(("listener".to_string(), Reply::Bulk(listener.into())));
-    out.push(("queue_depth".to_string(), Reply::Int(queued as i64)));
-    out.push(("queue_capacity".to_string(), Reply::Int(capacity as i64)));
     out.push(("queue_saturation".to_string(), Reply::Double(saturation)));
     out.push((
         "table_spellings".to_string(),
         Reply::Int(schema::remembered() as i64),
     ));
+    out.extend(gauges());
     let config = crate::settings::effective()
         .into_iter()
         .map(|(k, v)| (k.to_string(), Reply::Bulk(v)))
