@@ -2,6 +2,7 @@
 //! on behalf of the user who added them: the module's own calls bypass ACLs, so pgcache
 //! asks Redis itself before every such write.
 
+use crate::error::Error;
 use redis_module::{Context, raw};
 use std::os::raw::c_int;
 
@@ -41,14 +42,14 @@ pub fn current_user(ctx: &Context) -> Option<String> {
 
 /// Whether `user` may do `access` to `target` (a stream key or a channel), with the reason
 /// when not: no such user, or its ACL rules refuse it.
-pub fn check(ctx: &Context, user: &str, target: &str, access: Access) -> Result<(), String> {
+pub fn check(ctx: &Context, user: &str, target: &str, access: Access) -> Result<(), Error> {
     let user_name = ctx.create_string(user);
     let target_name = ctx.create_string(target);
     // SAFETY: main thread; the user handle is freed before returning.
     unsafe {
         let handle = raw::RedisModule_GetModuleUserFromUserName.unwrap()(user_name.inner);
         if handle.is_null() {
-            return Err(format!("ACL user {user:?} does not exist"));
+            return Err(format!("ACL user {user:?} does not exist").into());
         }
         let status = match access {
             Access::Publish => {
@@ -69,10 +70,13 @@ pub fn check(ctx: &Context, user: &str, target: &str, access: Access) -> Result<
         }
     }
     Err(match access {
-        Access::Publish => format!("ACL user {user:?} may not publish on channel {target:?}"),
-        Access::Append => format!("ACL user {user:?} may not write to stream {target:?}"),
+        Access::Publish => {
+            format!("ACL user {user:?} may not publish on channel {target:?}").into()
+        }
+        Access::Append => format!("ACL user {user:?} may not write to stream {target:?}").into(),
         Access::AppendAndTrim => {
             format!("ACL user {user:?} may not write to (and trim, for MAXLEN) stream {target:?}")
+                .into()
         }
     })
 }

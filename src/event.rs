@@ -2,6 +2,7 @@
 //! JSON form: `{"type":"cache_miss","table":"users","key":"{\"id\":7}","timestamp":1700000000000}`.
 //! Pure: delivering events is the `events` module's job.
 
+use crate::error::Error;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +75,7 @@ impl EventMask {
 
     /// Comma-separated kinds (`hit`, `miss`, `fill`, `write`, `invalidate`, `expire`,
     /// `evict`, `error`, `slow`, with or without the `cache_` prefix), `all` or `none`.
-    pub fn parse(value: &str) -> Result<EventMask, String> {
+    pub fn parse(value: &str) -> Result<EventMask, Error> {
         let mut mask = 0;
         for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             let word = word.to_ascii_lowercase();
@@ -215,7 +216,12 @@ mod tests {
         );
         assert_eq!(EventMask::parse("none").unwrap().render(), "none");
         assert_eq!(EventMask::default().render(), "miss,write,invalidate");
-        assert!(EventMask::parse("hot").unwrap_err().contains("hot"));
+        assert!(
+            EventMask::parse("hot")
+                .unwrap_err()
+                .message()
+                .contains("hot")
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `public`: resolution never depends on a connection's `search_path`, so one name is one
 //! cache namespace.
 
+use crate::error::Error;
 use std::fmt;
 
 /// Longest `<table>` argument accepted: two 63-byte identifiers, quotes and a dot, with room.
@@ -65,14 +66,12 @@ fn display_part(part: &str) -> String {
 }
 
 /// Parses `name`, `schema.name`, `"Name"`, `"my schema"."My.Table"`.
-pub fn parse_table(input: &str) -> Result<QualifiedName, String> {
+pub fn parse_table(input: &str) -> Result<QualifiedName, Error> {
     if input.is_empty() {
         return Err("table name is empty".into());
     }
     if input.len() > MAX_TABLE_ARG_BYTES {
-        return Err(format!(
-            "table name is longer than {MAX_TABLE_ARG_BYTES} bytes"
-        ));
+        return Err(format!("table name is longer than {MAX_TABLE_ARG_BYTES} bytes").into());
     }
     if input.contains('\0') {
         return Err("table name contains a NUL byte, which PostgreSQL names cannot hold".into());
@@ -87,9 +86,7 @@ pub fn parse_table(input: &str) -> Result<QualifiedName, String> {
             Some(next) => rest = next,
             None if after.is_empty() => break,
             None => {
-                return Err(format!(
-                    "invalid table name {input:?}: unexpected {after:?}"
-                ));
+                return Err(format!("invalid table name {input:?}: unexpected {after:?}").into());
             }
         }
     }
@@ -105,13 +102,11 @@ pub fn parse_table(input: &str) -> Result<QualifiedName, String> {
                 name,
             })
         }
-        _ => Err(format!(
-            "invalid table name {input:?}: expected name or schema.name"
-        )),
+        _ => Err(format!("invalid table name {input:?}: expected name or schema.name").into()),
     }
 }
 
-fn parse_part(s: &str) -> Result<(String, &str), String> {
+fn parse_part(s: &str) -> Result<(String, &str), Error> {
     if let Some(quoted) = s.strip_prefix('"') {
         let mut out = String::new();
         let mut chars = quoted.char_indices();
@@ -148,7 +143,8 @@ fn parse_part(s: &str) -> Result<(String, &str), String> {
     {
         return Err(format!(
             "{part:?} is not a plain identifier (double-quote names with other characters)"
-        ));
+        )
+        .into());
     }
     Ok((part.to_lowercase(), &s[end..]))
 }

@@ -11,6 +11,7 @@
 //! So `{"id":7}`, `{ "id" : 7 }` and `{"id":"7"}` (integer column) are all `{"id":7}`, and a key
 //! computed from a row PostgreSQL rendered (an invalidation) lands on the same entry.
 
+use crate::error::Error;
 use serde_json::Value;
 
 /// Largest pk JSON accepted; a key is a few columns, not a document.
@@ -74,7 +75,7 @@ pub trait KeyColumns {
 impl CanonicalPk {
     /// This key with PostgreSQL's spellings of its `Rendered` values (`(column, JSON
     /// scalar)`): the canonical JSON. The query parameters stay as the client sent them.
-    pub fn confirmed(mut self, rendered: &[(String, String)]) -> Result<CanonicalPk, String> {
+    pub fn confirmed(mut self, rendered: &[(String, String)]) -> Result<CanonicalPk, Error> {
         let not_json = |e: serde_json::Error| format!("PostgreSQL's spelling is not JSON ({e})");
         // Columns sorted by name, values compact: re-serialising keeps the canonical form.
         let mut map: serde_json::Map<String, Value> =
@@ -102,12 +103,13 @@ pub fn cache_key(prefix: &str, table: &str, canonical_pk: &str) -> String {
 }
 
 /// Parses `pk_json` and returns its canonical form, or an error that says what is wrong.
-pub fn canonicalise(pk_json: &[u8], table: &dyn KeyColumns) -> Result<CanonicalPk, String> {
+pub fn canonicalise(pk_json: &[u8], table: &dyn KeyColumns) -> Result<CanonicalPk, Error> {
     if pk_json.len() > MAX_PK_JSON_BYTES {
         return Err(format!(
             "primary key JSON is {} bytes, more than the {MAX_PK_JSON_BYTES} allowed",
             pk_json.len()
-        ));
+        )
+        .into());
     }
     if let Some(pk) = already_canonical(pk_json, table) {
         return Ok(pk);
@@ -190,12 +192,13 @@ fn plain_string(s: &str) -> Option<(&str, &str)> {
 }
 
 /// Canonicalises an already-parsed key object (used by MULTIREAD and notifications).
-pub fn canonicalise_value(value: &Value, table: &dyn KeyColumns) -> Result<CanonicalPk, String> {
+pub fn canonicalise_value(value: &Value, table: &dyn KeyColumns) -> Result<CanonicalPk, Error> {
     let Value::Object(map) = value else {
         return Err(format!(
             "primary key must be a JSON object such as {{\"id\":1}}, got {}",
             json_type_name(value)
-        ));
+        )
+        .into());
     };
     if map.is_empty() {
         return Err("primary key object is empty: name the key columns".into());
@@ -223,7 +226,7 @@ pub fn canonicalise_value(value: &Value, table: &dyn KeyColumns) -> Result<Canon
             if !extra.is_empty() {
                 msg.push_str(&format!("; not key columns: {}", extra.join(", ")));
             }
-            return Err(msg);
+            return Err(msg.into());
         }
     }
     // serde_json's map is ordered by key bytes, which is the canonical order.
@@ -265,13 +268,13 @@ fn json_type_name(value: &Value) -> &'static str {
 }
 
 /// Returns (parameter text, canonical JSON) for one key value.
-fn canonical_value(kind: KeyKind, value: &Value) -> Result<(String, String), String> {
+fn canonical_value(kind: KeyKind, value: &Value) -> Result<(String, String), Error> {
     let scalar = match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
         Value::Null => return Err("null never matches a key".into()),
-        other => return Err(format!("expected a scalar, got {}", json_type_name(other))),
+        other => return Err(format!("expected a scalar, got {}", json_type_name(other)).into()),
     };
     match kind {
         KeyKind::Integer { min, max } => {
@@ -287,7 +290,7 @@ fn canonical_value(kind: KeyKind, value: &Value) -> Result<(String, String), Str
         }
         KeyKind::Bool => match scalar.as_str() {
             "true" | "false" if !matches!(value, Value::Number(_)) => Ok((scalar.clone(), scalar)),
-            _ => Err(format!("expected true or false, got {value}")),
+            _ => Err(format!("expected true or false, got {value}").into()),
         },
         KeyKind::Uuid => {
             let u = canonical_uuid(&scalar)?;
@@ -300,33 +303,31 @@ fn canonical_value(kind: KeyKind, value: &Value) -> Result<(String, String), Str
 }
 
 /// The canonical text of the integer `scalar`, checked against the column's range.
-fn integer_in_range(scalar: &str, min: i128, max: i128) -> Result<String, String> {
+fn integer_in_range(scalar: &str, min: i128, max: i128) -> Result<String, Error> {
     let n = canonical_integer(scalar)?;
     let parsed: i128 = n
         .parse()
         .map_err(|_| format!("{scalar:?} is out of range"))?;
     if parsed < min || parsed > max {
-        return Err(format!(
-            "{scalar} is out of range for this column ({min}..{max})"
-        ));
+        return Err(format!("{scalar} is out of range for this column ({min}..{max})").into());
     }
     Ok(n)
 }
 
-fn canonical_integer(s: &str) -> Result<String, String> {
+fn canonical_integer(s: &str) -> Result<String, Error> {
     let (negative, digits) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("expected an integer, got {s:?}"));
+        return Err(format!("expected an integer, got {s:?}").into());
     }
     let trimmed = digits.trim_start_matches('0');
     if trimmed.is_empty() {
         return Ok("0".into());
     }
     if trimmed.len() > 30 {
-        return Err(format!("{s} is out of range"));
+        return Err(format!("{s} is out of range").into());
     }
     Ok(if negative {
         format!("-{trimmed}")
@@ -340,7 +341,7 @@ const MAX_DECIMAL_EXPONENT: i64 = 1000;
 
 /// Plain decimal notation without exponent, leading zeros or trailing fractional zeros:
 /// `1.50`, `1.5e0` and `"01.5"` all become `1.5`; `-0.0` becomes `0`.
-fn canonical_decimal(s: &str) -> Result<String, String> {
+fn canonical_decimal(s: &str) -> Result<String, Error> {
     let bad = || format!("expected a decimal number, got {s:?}");
     let (negative, rest) = match s.strip_prefix('-') {
         Some(r) => (true, r),
@@ -354,7 +355,7 @@ fn canonical_decimal(s: &str) -> Result<String, String> {
         None => (rest, 0),
     };
     if exponent.abs() > MAX_DECIMAL_EXPONENT {
-        return Err(format!("{s} has an exponent too large for a key"));
+        return Err(format!("{s} has an exponent too large for a key").into());
     }
     let (int_part, frac_part) = match mantissa.split_once('.') {
         Some((i, f)) => (i, f),
@@ -364,7 +365,7 @@ fn canonical_decimal(s: &str) -> Result<String, String> {
         || !int_part.bytes().all(|b| b.is_ascii_digit())
         || !frac_part.bytes().all(|b| b.is_ascii_digit())
     {
-        return Err(bad());
+        return Err(bad().into());
     }
     let digits: String = format!("{int_part}{frac_part}");
     // value = digits * 10^(point_pos - digits.len()), with point_pos digits before the point.
@@ -396,14 +397,14 @@ fn canonical_decimal(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
-fn canonical_uuid(s: &str) -> Result<String, String> {
+fn canonical_uuid(s: &str) -> Result<String, Error> {
     let inner = s
         .strip_prefix('{')
         .and_then(|r| r.strip_suffix('}'))
         .unwrap_or(s);
     let hex: String = inner.chars().filter(|c| *c != '-').collect();
     if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("expected a uuid, got {s:?}"));
+        return Err(format!("expected a uuid, got {s:?}").into());
     }
     let h = hex.to_ascii_lowercase();
     Ok(format!(
@@ -494,19 +495,39 @@ mod tests {
     fn wrong_shapes_are_errors_that_say_why() {
         let t = users();
         let err = |s: &str| canonicalise(s.as_bytes(), &t).unwrap_err();
-        assert!(err("{").contains("not valid JSON"));
-        assert!(err("[1]").contains("must be a JSON object"));
-        assert!(err("{}").contains("empty"));
-        assert!(err(r#"{"name":"x"}"#).contains("missing: id"));
-        assert!(err(r#"{"id":1,"name":"x"}"#).contains("not key columns: name"));
-        assert!(err(r#"{"id":"abc"}"#).contains("expected an integer"));
-        assert!(err(r#"{"id":1.5}"#).contains("expected an integer"));
-        assert!(err(r#"{"id":null}"#).contains("null"));
-        assert!(err(r#"{"id":[1]}"#).contains("scalar"));
-        assert!(err(r#"{"id":99999999999}"#).contains("out of range"));
-        assert!(err(r#"{"id":123456789012345678901234567890123456789}"#).contains("out of range"));
+        assert!(err("{").message().contains("not valid JSON"));
+        assert!(err("[1]").message().contains("must be a JSON object"));
+        assert!(err("{}").message().contains("empty"));
+        assert!(err(r#"{"name":"x"}"#).message().contains("missing: id"));
+        assert!(
+            err(r#"{"id":1,"name":"x"}"#)
+                .message()
+                .contains("not key columns: name")
+        );
+        assert!(
+            err(r#"{"id":"abc"}"#)
+                .message()
+                .contains("expected an integer")
+        );
+        assert!(
+            err(r#"{"id":1.5}"#)
+                .message()
+                .contains("expected an integer")
+        );
+        assert!(err(r#"{"id":null}"#).message().contains("null"));
+        assert!(err(r#"{"id":[1]}"#).message().contains("scalar"));
+        assert!(
+            err(r#"{"id":99999999999}"#)
+                .message()
+                .contains("out of range")
+        );
+        assert!(
+            err(r#"{"id":123456789012345678901234567890123456789}"#)
+                .message()
+                .contains("out of range")
+        );
         let huge = format!(r#"{{"id":"{}"}}"#, "1".repeat(MAX_PK_JSON_BYTES));
-        assert!(err(&huge).contains("more than"));
+        assert!(err(&huge).message().contains("more than"));
     }
 
     #[test]
@@ -519,6 +540,7 @@ mod tests {
         assert!(
             canonicalise(br#"{"nope":1}"#, &t)
                 .unwrap_err()
+                .message()
                 .contains("does not exist")
         );
     }
@@ -593,6 +615,7 @@ mod tests {
         assert!(
             canonicalise(br#"{"u":"nope","b":true,"s":"x"}"#, &t)
                 .unwrap_err()
+                .message()
                 .contains("uuid")
         );
         assert!(
@@ -601,6 +624,7 @@ mod tests {
                 &t
             )
             .unwrap_err()
+            .message()
             .contains("true or false")
         );
     }
@@ -766,7 +790,7 @@ mod tests {
         let mut accepted = 0;
         for (table, input) in &inputs {
             let full = serde_json::from_str::<Value>(input)
-                .map_err(|e| e.to_string())
+                .map_err(|e| Error::new(e.to_string()))
                 .and_then(|v| canonicalise_value(&v, *table));
             if let Some(fast) = already_canonical(input.as_bytes(), *table) {
                 accepted += 1;

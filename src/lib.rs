@@ -147,9 +147,15 @@ impl ConfigurationValue<RedisString> for config::Setting {
     fn set(&self, _: &ConfigurationContext, value: RedisString) -> Result<(), RedisError> {
         let text = value.try_as_str()?;
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| settings::set(self, text)))
-            .unwrap_or_else(|_| Err("internal error; the setting was not changed".into()))
+            .unwrap_or_else(|_| {
+                Err(error::Error::of(
+                    error::ErrorKind::Internal,
+                    "internal error; the setting was not changed",
+                ))
+            })
             .map_err(|e| {
-                RedisError::String(format!("pgcache.{}: {}", self.name, e.replace('\0', "\\0")))
+                let message = e.to_string().replace('\0', "\\0");
+                RedisError::String(format!("pgcache.{}: {message}", self.name))
             })
     }
 }

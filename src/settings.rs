@@ -4,6 +4,7 @@
 //! Wiring, like `lib.rs`: it reaches every module a setting changes.
 
 use crate::config::{self, Setting, Settings};
+use crate::error::Error;
 use crate::hooks;
 use crate::pg::schema;
 use crate::slowlog;
@@ -18,7 +19,7 @@ static CURRENT: Mutex<Option<Settings>> = Mutex::new(None);
 pub fn init(s: &Settings) -> Result<(), config::ConfigError> {
     hooks::set_all(&s.hooks).map_err(|e| config::ConfigError {
         setting: "hooks".into(),
-        message: e,
+        message: e.to_string(),
     })?;
     install(s);
     Ok(())
@@ -57,7 +58,7 @@ pub fn get(setting: &Setting) -> String {
 }
 
 /// CONFIG SET pgcache.<name>: checked as the module argument is, then installed.
-pub fn set(setting: &Setting, value: &str) -> Result<(), String> {
+pub fn set(setting: &Setting, value: &str) -> Result<(), Error> {
     let mut next = current();
     setting.apply(&mut next, value)?;
     if setting.name == "hooks" {

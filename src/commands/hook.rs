@@ -31,9 +31,9 @@ pub fn hook(ctx: &Context, args: &[&[u8]]) -> Reply {
             } else if words[0] == DEFAULT_HOOK {
                 Err(format!(
                     "{DEFAULT_HOOK:?} is the built-in hook: turn it off with CONFIG SET pgcache.events none"
-                ))
+                ).into())
             } else {
-                Err(format!("no hook named {:?}", words[0]))
+                Err(format!("no hook named {:?}", words[0]).into())
             }
         }),
         b"SYNC" if words.len() <= 1 => {
@@ -46,11 +46,11 @@ pub fn hook(ctx: &Context, args: &[&[u8]]) -> Reply {
             }
             changing(ctx, || hooks::set_all(words.first().copied().unwrap_or("")))
         }
-        _ => Err(USAGE.to_string()),
+        _ => Err(Error::new(USAGE)),
     };
     match result {
         Ok(()) => Reply::Ok,
-        Err(e) => Error::new(e).into(),
+        Err(e) => e.into(),
     }
 }
 
@@ -64,7 +64,7 @@ fn from_primary_or_aof(ctx: &Context) -> bool {
 /// ADD: the hook acts for the ACL user who adds it, and only if that user may write its
 /// stream (and trim it, with MAXLEN) or publish on its channel. It replicates with its
 /// owner spelled out (`BY <user>`), since replicas and the AOF run it without a user.
-fn add(ctx: &Context, words: &[&str]) -> Result<(), String> {
+fn add(ctx: &Context, words: &[&str]) -> Result<(), Error> {
     let mut hook = Hook::parse(words)?;
     if !from_primary_or_aof(ctx)
         && let Some(user) = acl::current_user(ctx)
@@ -74,7 +74,8 @@ fn add(ctx: &Context, words: &[&str]) -> Result<(), String> {
                 "hook {}: BY {} names another user; a hook acts for the user who adds it \
                  (here {user:?})",
                 hook.name, hook.owner
-            ));
+            )
+            .into());
         }
         hook.owner = user;
         hooks::owner_may_deliver(ctx, &hook).map_err(|refused| {
@@ -90,7 +91,7 @@ fn add(ctx: &Context, words: &[&str]) -> Result<(), String> {
 
 /// Applies a change of the hooks: refused on a replica unless it comes from its primary
 /// (or the AOF); then replicated as sent and saved with CONFIG REWRITE.
-fn changing(ctx: &Context, change: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+fn changing(ctx: &Context, change: impl FnOnce() -> Result<(), Error>) -> Result<(), Error> {
     changing_as(ctx, None, change)
 }
 
@@ -99,8 +100,8 @@ fn changing(ctx: &Context, change: impl FnOnce() -> Result<(), String>) -> Resul
 fn changing_as(
     ctx: &Context,
     definition: Option<&str>,
-    change: impl FnOnce() -> Result<(), String>,
-) -> Result<(), String> {
+    change: impl FnOnce() -> Result<(), Error>,
+) -> Result<(), Error> {
     let flags = ctx.get_flags();
     if flags.contains(ContextFlags::SLAVE) && !flags.contains(ContextFlags::REPLICATED) {
         return Err(

@@ -130,9 +130,7 @@ pub fn utf8<'a>(arg: &'a [u8], what: &str) -> Result<&'a str> {
 pub fn ttl_arg(arg: Option<&&[u8]>) -> Result<Option<u64>> {
     match arg {
         None => Ok(None),
-        Some(a) => config::parse_ttl(utf8(a, "TTL")?)
-            .map(Some)
-            .map_err(Error::new),
+        Some(a) => config::parse_ttl(utf8(a, "TTL")?).map(Some),
     }
 }
 
@@ -170,7 +168,7 @@ where
         match key::canonicalise(pk_arg, &*schema) {
             Ok(pk) if !pk.unconfirmed => return then(ctx, schema, pk),
             Ok(_) => {}
-            Err(e) => return Error::new(e).into(),
+            Err(e) => return e.into(),
         }
     }
     let table = match utf8(table_arg, "table name").and_then(|t| schema::admit(t).map(|_| t)) {
@@ -182,7 +180,7 @@ where
         ctx,
         Box::new(move |client| {
             let schema = schema::resolve(client, &table)?;
-            let pk = key::canonicalise(&pk_arg, &*schema).map_err(Error::new)?;
+            let pk = key::canonicalise(&pk_arg, &*schema)?;
             let pk = normalise::confirm(client, &schema, pk)?;
             let completion: Completion = Box::new(move |ctx| then(ctx, schema, pk));
             Ok(completion)

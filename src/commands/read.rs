@@ -36,7 +36,7 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
     };
     let pk = match key::canonicalise(pk_arg, &*schema) {
         Ok(pk) => pk,
-        Err(e) => return Reply::Error(e.into()),
+        Err(e) => return Reply::Error(e),
     };
     if pk.json.as_bytes() != pk_arg
         && cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes())

@@ -8,6 +8,7 @@ mod passfile;
 pub mod table;
 mod url;
 
+use crate::error::Error;
 use crate::event::EventMask;
 use crate::ident::{QualifiedName, parse_table};
 use std::fmt;
@@ -27,7 +28,7 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    fn parse(s: &str) -> Result<Self, String> {
+    fn parse(s: &str) -> Result<Self, Error> {
         match s {
             "disable" => Ok(Self::Disable),
             "allow" | "prefer" => Ok(Self::Prefer),
@@ -226,10 +227,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn err(setting: &str, message: impl Into<String>) -> ConfigError {
+fn err(setting: &str, message: impl fmt::Display) -> ConfigError {
     ConfigError {
         setting: setting.to_string(),
-        message: message.into(),
+        message: message.to_string(),
     }
 }
 
@@ -303,28 +304,29 @@ pub fn load(
 
 /// A channel name: not empty, and no control characters (a NUL would cut it short in
 /// Redis's configuration file and in every C string it passes through).
-fn channel_name(value: &str) -> Result<String, String> {
+fn channel_name(value: &str) -> Result<String, Error> {
     if value.is_empty() {
         return Err("must not be empty".into());
     }
     if value.chars().any(char::is_control) {
-        return Err(format!("must not hold control characters, got {value:?}"));
+        return Err(format!("must not hold control characters, got {value:?}").into());
     }
     Ok(value.to_string())
 }
 
 /// Validates a command's TTL argument in seconds.
-pub fn parse_ttl(value: &str) -> Result<u64, String> {
+pub fn parse_ttl(value: &str) -> Result<u64, Error> {
     match value.parse::<u64>() {
         Ok(v) if (1..=MAX_TTL_SECONDS).contains(&v) => Ok(v),
         _ => Err(format!(
             "TTL must be a whole number of seconds from 1 to {MAX_TTL_SECONDS}, got {value:?}"
-        )),
+        )
+        .into()),
     }
 }
 
 /// Parses the allowlist: comma-separated `name` or `schema.name`; empty means every table.
-pub fn parse_tables(value: &str) -> Result<Vec<QualifiedName>, String> {
+pub fn parse_tables(value: &str) -> Result<Vec<QualifiedName>, Error> {
     value
         .split(',')
         .map(str::trim)

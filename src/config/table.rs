@@ -4,6 +4,7 @@
 //! `settings`) and the README's table are all read from here.
 
 use super::{MAX_TTL_SECONDS, Settings, SslMode, channel_name, parse_tables, passfile};
+use crate::error::Error;
 use crate::event::EventMask;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,7 +30,7 @@ pub enum Accepts {
     /// Text its own parser checks; `form` describes it for the README.
     Text {
         form: &'static str,
-        store: fn(&mut Settings, &str) -> Result<(), String>,
+        store: fn(&mut Settings, &str) -> Result<(), Error>,
     },
 }
 
@@ -49,7 +50,7 @@ pub struct Setting {
 
 impl Setting {
     /// Checks `value` and stores it in `s`; the error says what is accepted.
-    pub fn apply(&self, s: &mut Settings, value: &str) -> Result<(), String> {
+    pub fn apply(&self, s: &mut Settings, value: &str) -> Result<(), Error> {
         match &self.accepts {
             Accepts::Int {
                 min,
@@ -61,15 +62,13 @@ impl Setting {
                     store(s, v);
                     Ok(())
                 }
-                _ => Err(format!(
-                    "expected {unit} from {min} to {max}, got {value:?}"
-                )),
+                _ => Err(format!("expected {unit} from {min} to {max}, got {value:?}").into()),
             },
             Accepts::YesNo(store) => {
                 let yes = match value {
                     "yes" => true,
                     "no" => false,
-                    _ => return Err(format!("expected yes or no, got {value:?}")),
+                    _ => return Err(format!("expected yes or no, got {value:?}").into()),
                 };
                 store(s, yes);
                 Ok(())
@@ -102,7 +101,7 @@ const fn int(min: i64, max: i64, unit: &'static str, store: fn(&mut Settings, i6
     }
 }
 
-const fn text(form: &'static str, store: fn(&mut Settings, &str) -> Result<(), String>) -> Accepts {
+const fn text(form: &'static str, store: fn(&mut Settings, &str) -> Result<(), Error>) -> Accepts {
     Accepts::Text { form, store }
 }
 
@@ -517,7 +516,7 @@ pub fn readme_table() -> String {
 }
 
 /// Sets `PGCONNECT_TIMEOUT`'s whole seconds (libpq's unit; at least one).
-pub fn apply_libpq_connect_timeout(s: &mut Settings, seconds: &str) -> Result<(), String> {
+pub fn apply_libpq_connect_timeout(s: &mut Settings, seconds: &str) -> Result<(), Error> {
     let secs: u64 = seconds
         .parse()
         .map_err(|_| format!("expected whole seconds, got {seconds:?}"))?;

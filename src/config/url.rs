@@ -2,10 +2,11 @@
 //! settings.
 
 use super::{Settings, SslMode};
+use crate::error::Error;
 
 /// Takes host, port, database, user, password, sslmode and connect_timeout from a libpq URL
 /// (`postgresql://user:pass@host:5432/db?sslmode=require`) or key=value conninfo.
-pub fn apply(s: &mut Settings, url: &str) -> Result<(), String> {
+pub fn apply(s: &mut Settings, url: &str) -> Result<(), Error> {
     use postgres::config::{Host, SslMode as PgSsl};
     let config: postgres::Config = url
         .parse()

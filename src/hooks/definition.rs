@@ -4,6 +4,7 @@
 //! hooks is the `hooks` module's job.
 
 use crate::acl::{self, Access};
+use crate::error::Error;
 use crate::event::EventMask;
 use crate::ident;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ fn keyword(word: Option<&&str>, expected: &str) -> bool {
     word.is_some_and(|w| w.eq_ignore_ascii_case(expected))
 }
 
-fn checked_name(name: &str) -> Result<String, String> {
+fn checked_name(name: &str) -> Result<String, Error> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_BYTES
         && name
@@ -50,20 +51,22 @@ fn checked_name(name: &str) -> Result<String, String> {
     if !valid {
         return Err(format!(
             "hook name {name:?} must be 1 to {MAX_NAME_BYTES} letters, digits, '_', '-', '.' or ':'"
-        ));
+        )
+        .into());
     }
     if name.eq_ignore_ascii_case(DEFAULT_HOOK) {
         return Err(format!(
             "{DEFAULT_HOOK:?} is the built-in hook: change it with CONFIG SET pgcache.events \
              and pgcache.event_channel (events none turns it off)"
-        ));
+        )
+        .into());
     }
     Ok(name.to_string())
 }
 
-fn checked_target(what: &str, name: Option<&&str>) -> Result<String, String> {
+fn checked_target(what: &str, name: Option<&&str>) -> Result<String, Error> {
     let Some(name) = name else {
-        return Err(format!("{what} needs a name"));
+        return Err(format!("{what} needs a name").into());
     };
     if name.is_empty()
         || name.len() > MAX_TARGET_BYTES
@@ -74,12 +77,13 @@ fn checked_target(what: &str, name: Option<&&str>) -> Result<String, String> {
         return Err(format!(
             "{what} name {name:?} must be 1 to {MAX_TARGET_BYTES} bytes without spaces, control \
              characters, ';' or '\"'"
-        ));
+        )
+        .into());
     }
     Ok(name.to_string())
 }
 
-fn checked_user(name: Option<&&str>) -> Result<String, String> {
+fn checked_user(name: Option<&&str>) -> Result<String, Error> {
     match name {
         Some(name)
             if !name.is_empty()
@@ -93,26 +97,27 @@ fn checked_user(name: Option<&&str>) -> Result<String, String> {
         _ => Err(format!(
             "BY needs an ACL user name of 1 to {MAX_TARGET_BYTES} bytes without spaces, \
              control characters, ';' or '\"'"
-        )),
+        )
+        .into()),
     }
 }
 
 impl Hook {
     /// Parses `<name> ON <event>[,<event>...] [TABLE <table>] PUBLISH <channel> |
     /// XADD <stream> [MAXLEN [~|=] <n>] [BY <user>]`, keywords in any case.
-    pub fn parse(words: &[&str]) -> Result<Hook, String> {
+    pub fn parse(words: &[&str]) -> Result<Hook, Error> {
         const USAGE: &str = "expected <name> ON <event>[,<event>...] [TABLE <table>] \
                              PUBLISH <channel> | XADD <stream> [MAXLEN ~ <n>] [BY <user>]";
         let name = checked_name(words.first().ok_or(USAGE)?)?;
         if !keyword(words.get(1), "ON") {
-            return Err(format!("hook {name}: {USAGE}"));
+            return Err(format!("hook {name}: {USAGE}").into());
         }
         let events = words
             .get(2)
             .ok_or_else(|| format!("hook {name}: ON needs events"))
             .and_then(|e| EventMask::parse(e).map_err(|e| format!("hook {name}: {e}")))?;
         if events.0 == 0 {
-            return Err(format!("hook {name}: ON names no event"));
+            return Err(format!("hook {name}: ON names no event").into());
         }
         let mut rest = &words[3..];
         let mut table = None;
@@ -154,7 +159,8 @@ impl Hook {
         } else {
             return Err(format!(
                 "hook {name}: expected PUBLISH <channel> or XADD <stream> after the events"
-            ));
+            )
+            .into());
         };
         let mut owner = acl::DEFAULT_USER.to_string();
         if keyword(rest.first(), "BY") {
@@ -162,7 +168,7 @@ impl Hook {
             rest = &rest[2..];
         }
         if let Some(extra) = rest.first() {
-            return Err(format!("hook {name}: unexpected {extra:?}; {USAGE}"));
+            return Err(format!("hook {name}: unexpected {extra:?}; {USAGE}").into());
         }
         Ok(Hook {
             name,
@@ -219,18 +225,18 @@ impl Target {
 }
 
 /// Parses the `hooks` setting: definitions separated by ';'.
-pub fn parse_all(text: &str) -> Result<Vec<Hook>, String> {
+pub fn parse_all(text: &str) -> Result<Vec<Hook>, Error> {
     let mut hooks: Vec<Hook> = Vec::new();
     for definition in text.split(';').map(str::trim).filter(|d| !d.is_empty()) {
         let words: Vec<&str> = definition.split_whitespace().collect();
         let hook = Hook::parse(&words)?;
         if hooks.iter().any(|h| h.name == hook.name) {
-            return Err(format!("hook {} is defined twice", hook.name));
+            return Err(format!("hook {} is defined twice", hook.name).into());
         }
         hooks.push(hook);
     }
     if hooks.len() > MAX_HOOKS {
-        return Err(format!("{} hooks, more than {MAX_HOOKS}", hooks.len()));
+        return Err(format!("{} hooks, more than {MAX_HOOKS}", hooks.len()).into());
     }
     Ok(hooks)
 }
@@ -247,7 +253,7 @@ pub fn render_all(hooks: &[Arc<Hook>]) -> String {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Hook, String> {
+    fn parse(text: &str) -> Result<Hook, Error> {
         Hook::parse(&text.split_whitespace().collect::<Vec<_>>())
     }
 
@@ -324,7 +330,7 @@ mod tests {
             ("h ON miss XADD s BY a b", "unexpected \"b\""),
         ] {
             let e = parse(text).unwrap_err();
-            assert!(e.contains(needle), "{text:?}: {e}");
+            assert!(e.message().contains(needle), "{text:?}: {e}");
         }
     }
 
@@ -340,6 +346,7 @@ mod tests {
         assert!(
             parse_all("a ON miss PUBLISH x; a ON write PUBLISH y")
                 .unwrap_err()
+                .message()
                 .contains("twice")
         );
         assert_eq!(parse_all("").unwrap(), vec![]);

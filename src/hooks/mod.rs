@@ -18,6 +18,7 @@ pub mod definition;
 pub use definition::{DEFAULT_HOOK, Hook, MAX_HOOKS, Target, parse_all, render_all};
 
 use crate::acl;
+use crate::error::Error;
 use crate::event::{self, Event, EventKind, EventMask, Extra};
 use crate::main_thread::Task;
 use crate::stats;
@@ -51,7 +52,7 @@ pub fn setting() -> String {
 }
 
 /// Replaces every hook (CONFIG SET pgcache.hooks, load, SYNC from a primary).
-pub fn set_all(text: &str) -> Result<(), String> {
+pub fn set_all(text: &str) -> Result<(), Error> {
     let hooks = parse_all(text)?;
     for hook in &hooks {
         outside_the_cache(hook)?;
@@ -62,7 +63,7 @@ pub fn set_all(text: &str) -> Result<(), String> {
 
 /// Adds a hook. Adding one that exists with the same definition is a no-op (so a replayed
 /// AOF or a retried ADD is harmless); with another definition it is an error.
-pub fn add(hook: Hook) -> Result<(), String> {
+pub fn add(hook: Hook) -> Result<(), Error> {
     outside_the_cache(&hook)?;
     let mut hooks = all();
     if let Some(existing) = hooks.iter().find(|h| h.name == hook.name) {
@@ -73,10 +74,11 @@ pub fn add(hook: Hook) -> Result<(), String> {
             "hook {} exists ({}); DEL it first to redefine it",
             hook.name,
             existing.render()
-        ));
+        )
+        .into());
     }
     if hooks.len() >= MAX_HOOKS {
-        return Err(format!("at most {MAX_HOOKS} hooks; DEL one first"));
+        return Err(format!("at most {MAX_HOOKS} hooks; DEL one first").into());
     }
     hooks.push(Arc::new(hook));
     install(hooks);
@@ -84,7 +86,7 @@ pub fn add(hook: Hook) -> Result<(), String> {
 }
 
 /// Refuses a target under the cache prefix: pgcache would take it for a cache entry.
-fn outside_the_cache(hook: &Hook) -> Result<(), String> {
+fn outside_the_cache(hook: &Hook) -> Result<(), Error> {
     let (what, name) = match &hook.target {
         Target::Publish(channel) => ("channel", channel),
         Target::Xadd { stream, .. } => ("stream", stream),
@@ -93,14 +95,14 @@ fn outside_the_cache(hook: &Hook) -> Result<(), String> {
     if !prefix.is_empty() && name.starts_with(&prefix) {
         return Err(format!(
             "{what} name {name:?} starts with the cache prefix {prefix:?}: pgcache would treat it as a cache entry"
-        ));
+        ).into());
     }
     Ok(())
 }
 
 /// Whether the hook's owner may deliver to its target now (its ACL rules may have changed
 /// since the hook was added).
-pub fn owner_may_deliver(ctx: &Context, hook: &Hook) -> Result<(), String> {
+pub fn owner_may_deliver(ctx: &Context, hook: &Hook) -> Result<(), Error> {
     let (target, access) = hook.access();
     acl::check(ctx, &hook.owner, target, access)
 }

@@ -12,6 +12,7 @@
 //!   primary key invalidates the old and the new key.
 
 use super::apply;
+use crate::error::Error;
 use crate::ident::quote_ident;
 use crate::key::{self, CanonicalPk};
 use crate::pg::errors::describe;
@@ -36,7 +37,7 @@ pub struct Payload {
 }
 
 /// Parses a notification payload of either accepted shape.
-pub fn parse_payload(text: &str) -> Result<Payload, String> {
+pub fn parse_payload(text: &str) -> Result<Payload, Error> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
     let table = value
         .get("table")
@@ -71,7 +72,7 @@ pub fn parse_payload(text: &str) -> Result<Payload, String> {
 
 /// The canonical keys a payload names, given the table's schema, and why some key could not
 /// be read, if one could not (its value stays out of the reason: it is row data).
-pub fn keys_of(payload: &Payload, schema: &TableSchema) -> (Vec<CanonicalPk>, Option<String>) {
+pub fn keys_of(payload: &Payload, schema: &TableSchema) -> (Vec<CanonicalPk>, Option<Error>) {
     let mut keys: Vec<CanonicalPk> = Vec::new();
     let mut unreadable = None;
     for row in &payload.rows {
@@ -87,7 +88,7 @@ pub fn keys_of(payload: &Payload, schema: &TableSchema) -> (Vec<CanonicalPk>, Op
     (keys, unreadable)
 }
 
-fn key_of(row: &Value, schema: &TableSchema) -> Result<CanonicalPk, String> {
+fn key_of(row: &Value, schema: &TableSchema) -> Result<CanonicalPk, Error> {
     let Value::Object(fields) = row else {
         return Err("a key is not a JSON object".into());
     };
@@ -99,10 +100,10 @@ fn key_of(row: &Value, schema: &TableSchema) -> Result<CanonicalPk, String> {
         pk.insert(column.clone(), value.clone());
     }
     key::canonicalise_value(&Value::Object(pk), schema).map_err(|_| {
-        format!(
+        Error::new(format!(
             "a value of the key columns {:?} is not valid for their type",
             schema.primary_key
-        )
+        ))
     })
 }
 
@@ -191,13 +192,11 @@ fn run(pool: &Pool, channel: &str) {
     }
 }
 
-fn listen(pool: &Pool, channel: &str) -> Result<Connection, String> {
-    let mut conn = pool
-        .connect_dedicated(Duration::from_secs(5), "pgcache-listener")
-        .map_err(|e| e.to_string())?;
+fn listen(pool: &Pool, channel: &str) -> Result<Connection, Error> {
+    let mut conn = pool.connect_dedicated(Duration::from_secs(5), "pgcache-listener")?;
     conn.client()
         .batch_execute(&format!("LISTEN {}", quote_ident(channel)))
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| Error::postgres(describe(&e)).caused_by(e))?;
     Ok(conn)
 }
 
@@ -389,19 +388,32 @@ mod tests {
 
     #[test]
     fn bad_payloads_say_why() {
-        assert!(parse_payload("nope").unwrap_err().contains("not JSON"));
+        assert!(
+            parse_payload("nope")
+                .unwrap_err()
+                .message()
+                .contains("not JSON")
+        );
         assert!(
             parse_payload(r#"{"keys":[]}"#)
                 .unwrap_err()
+                .message()
                 .contains("table")
         );
         assert!(
             parse_payload(r#"{"table":"t"}"#)
                 .unwrap_err()
+                .message()
                 .contains("keys")
         );
         let p = parse_payload(r#"{"table":"users","keys":[{"name":"x"}]}"#).unwrap();
-        assert!(keys_of(&p, &users()).1.unwrap().contains("key column"));
+        assert!(
+            keys_of(&p, &users())
+                .1
+                .unwrap()
+                .message()
+                .contains("key column")
+        );
     }
 
     #[test]
@@ -413,6 +425,6 @@ mod tests {
         let keys: Vec<String> = keys.into_iter().map(|k| k.json).collect();
         assert_eq!(keys, vec![r#"{"id":1}"#, r#"{"id":3}"#]);
         let why = unreadable.unwrap();
-        assert!(!why.contains("secret-value"), "{why}");
+        assert!(!why.message().contains("secret-value"), "{why}");
     }
 }

@@ -58,7 +58,7 @@ pub fn confirm_all(
         .zip(spellings)
         .map(|(key, spelled)| {
             if key.unconfirmed {
-                key.confirmed(&spelled).map_err(Error::new)
+                key.confirmed(&spelled)
             } else {
                 Ok(key)
             }

@@ -77,19 +77,20 @@ impl Drop for PooledClient<'_> {
     }
 }
 
-fn tls_connector(settings: &PgSettings) -> Result<Option<MakeTlsConnector>, String> {
+fn tls_connector(settings: &PgSettings) -> Result<Option<MakeTlsConnector>, Error> {
     if settings.sslmode == SslMode::Disable {
         return Ok(None);
     }
-    let mut builder = SslConnector::builder(SslMethod::tls()).map_err(|e| e.to_string())?;
+    let mut builder = SslConnector::builder(SslMethod::tls())
+        .map_err(|e| Error::new(e.to_string()).caused_by(e))?;
     match settings.sslmode {
         // libpq's prefer/require encrypt without checking who answers.
         SslMode::Prefer | SslMode::Require => builder.set_verify(SslVerifyMode::NONE),
         _ => {
             if let Some(ca) = &settings.sslrootcert {
-                builder
-                    .set_ca_file(ca)
-                    .map_err(|e| format!("pg_sslrootcert {}: {e}", ca.display()))?;
+                builder.set_ca_file(ca).map_err(|e| {
+                    Error::new(format!("pg_sslrootcert {}: {e}", ca.display())).caused_by(e)
+                })?;
             }
         }
     }
@@ -104,7 +105,7 @@ fn tls_connector(settings: &PgSettings) -> Result<Option<MakeTlsConnector>, Stri
 }
 
 impl Pool {
-    pub fn new(settings: PgSettings, max: usize) -> Result<Pool, String> {
+    pub fn new(settings: PgSettings, max: usize) -> Result<Pool, Error> {
         Ok(Pool {
             tls: tls_connector(&settings)?,
             settings,

@@ -187,7 +187,7 @@ pub fn is_system_schema(schema: &str) -> bool {
 
 /// Checks a table argument before asking the catalog: syntax, system schemas, allowlist.
 pub fn admit(table_arg: &str) -> Result<QualifiedName> {
-    let name = parse_table(table_arg).map_err(Error::new)?;
+    let name = parse_table(table_arg)?;
     if is_system_schema(&name.schema) {
         return Err(Error::new(format!(
             "{} is in a system schema; pgcache never reads pg_catalog or information_schema",

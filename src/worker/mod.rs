@@ -114,12 +114,13 @@ pub fn count() -> usize {
 
 /// Stops and joins every worker. Refuses while any client is still blocked by us, because
 /// Redis would later call back into this library's code.
-pub fn stop() -> Result<(), String> {
+pub fn stop() -> Result<(), Error> {
     let in_flight = blocked::in_flight();
     if in_flight > 0 {
         return Err(format!(
             "{in_flight} requests are still waiting for PostgreSQL; retry when they are done"
-        ));
+        )
+        .into());
     }
     SHUTTING_DOWN.store(true, Ordering::SeqCst);
     let workers = WORKERS.lock().unwrap().take();
