@@ -72,27 +72,46 @@ pub fn lead_or_wait(
     pk: &str,
 ) -> Join {
     with_map(|map| {
-        if let Some(entry) = map
-            .get_mut(key)
-            .filter(|e| e.fills > 0 && e.newest_start == e.invalidations)
-        {
-            let joined_at = entry.invalidations;
-            entry
-                .waiters
-                .push((BlockedClient::block(ctx, timeout_ms), joined_at));
-            entry
-                .asked
-                .get_or_insert_with(|| (table.clone(), pk.to_string()));
-            stats::COALESCED.inc();
+        if let Some(entry) = shareable(map, key) {
+            entry.add_waiter(BlockedClient::block(ctx, timeout_ms), table, pk);
             return Join::Wait;
         }
         Join::Lead(register(map, key.to_string()))
     })
 }
 
-/// Registers a fill of `key` that does not coalesce.
-pub fn register_fill(key: String) -> FillTicket {
-    with_map(|map| register(map, key))
+/// Like `lead_or_wait`, for a client already blocked, from a worker that just learned which
+/// key the client reads: the client joins the fill in flight (None), or comes back with the
+/// ticket to lead one.
+pub fn lead_or_join(
+    client: BlockedClient,
+    key: &str,
+    table: &Arc<TableStats>,
+    pk: &str,
+) -> Option<(FillTicket, BlockedClient)> {
+    with_map(|map| {
+        if let Some(entry) = shareable(map, key) {
+            entry.add_waiter(client, table, pk);
+            return None;
+        }
+        Some((register(map, key.to_string()), client))
+    })
+}
+
+/// The fill of `key` in flight a new client may share: one that started after the key's
+/// last invalidation.
+fn shareable<'a>(map: &'a mut HashMap<String, Entry>, key: &str) -> Option<&'a mut Entry> {
+    map.get_mut(key)
+        .filter(|e| e.fills > 0 && e.newest_start == e.invalidations)
+}
+
+impl Entry {
+    fn add_waiter(&mut self, client: BlockedClient, table: &Arc<TableStats>, pk: &str) {
+        self.waiters.push((client, self.invalidations));
+        self.asked
+            .get_or_insert_with(|| (table.clone(), pk.to_string()));
+        stats::COALESCED.inc();
+    }
 }
 
 /// Registers the fills of several keys (a MULTIREAD's misses) under one lock.

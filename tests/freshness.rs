@@ -100,6 +100,42 @@ fn a_thousand_concurrent_reads_of_one_cold_key_make_one_query() {
 }
 
 #[test]
+fn first_reads_of_a_table_spelling_not_seen_before_share_the_fill_in_flight() {
+    let stack = Stack::start_with(USERS_SQL, &["debug_commands", "yes", "workers", "3"]);
+    stack.pg.log_app_statements();
+    let mut con = stack.con();
+    let before = stack.pg.logged_statements("row_to_json");
+    debug(&mut con, "FILLS", "HOLD");
+    // The table's first READ: the worker reads its schema, then leads the fill of the key.
+    let first = spawn_read(stack.redis.port, "users", r#"{"id":3}"#);
+    wait_for("the first fill to be held", Duration::from_secs(10), || {
+        (held(&mut con) == 1).then_some(())
+    });
+    // Another spelling of the table, never seen: only a worker can tell its key, and once
+    // it can, the READ waits for the fill in flight instead of querying again.
+    let second = spawn_read(stack.redis.port, "public.users", r#"{ "id": "3" }"#);
+    wait_for(
+        "the second READ to join the fill",
+        Duration::from_secs(10),
+        || {
+            let stats = map_reply(&mut con, "PGCACHE.STATS");
+            let coalesced: i64 = redis::from_redis_value(stats["coalesced"].clone()).unwrap();
+            (coalesced == 1).then_some(())
+        },
+    );
+    assert_eq!(held(&mut con), 1, "no second fill");
+    debug(&mut con, "FILLS", "RELEASE");
+    for reader in [first, second] {
+        assert_eq!(json(&reader.join().unwrap().unwrap().unwrap())["id"], 3);
+    }
+    assert_eq!(
+        stack.pg.logged_statements("row_to_json") - before,
+        1,
+        "one query for both READs"
+    );
+}
+
+#[test]
 fn an_insert_replaces_a_remembered_absence() {
     let stack = Stack::start(&format!(
         "{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users');"

@@ -12,11 +12,11 @@ use crate::event::EventKind;
 use crate::events;
 use crate::fill::{self, FillTicket, Join, Outcome};
 use crate::key::{self, CanonicalPk};
-use crate::pg::{fetch, normalise, schema};
+use crate::pg::{normalise, schema};
 use crate::reply::Reply;
 use crate::stats;
 use crate::tunables;
-use crate::worker::{self, RowLookup};
+use crate::worker::{self, RowLookup, Step};
 use redis_module::Context;
 use std::sync::Arc;
 
@@ -94,34 +94,47 @@ fn lookup_canonical(ctx: &Context, table_arg: &[u8], pk_arg: &[u8]) -> Lookup {
 }
 
 /// A READ whose cache key only PostgreSQL can tell: the first use of a table spelling (the
-/// worker reads its schema), or a key PostgreSQL must spell (`normalise`). Then the worker
-/// reads the row. The entry may already be cached under the canonical key (another spelling
-/// filled it); then the cached row is the answer, as for any hit, and the fetched one is
-/// dropped.
+/// worker reads its schema), or a key PostgreSQL must spell (`normalise`). Once the worker
+/// knows the key, the READ goes the way of any miss: it waits for a fill of that key in
+/// flight, or leads one.
 fn read_on_worker(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64) -> Reply {
     let table = match checked_table(table_arg) {
         Ok(t) => t,
         Err(e) => return e.into(),
     };
     let pk_arg = pk_arg.to_vec();
-    worker::submit(
+    worker::submit_keyed(
         ctx,
         Box::new(move |client| {
             let schema = schema::resolve(client, &table)?;
             let pk = normalise::confirm(client, &schema, key::canonicalise(&pk_arg, &*schema)?)?;
-            let ticket = fill::register_fill(schema.cache_key(&pk.json));
-            let outcome = fetch::one(client, &schema, &pk);
-            let fill = fill_completion(outcome, schema.clone(), pk.clone(), ttl, ticket);
-            let completion: Completion = Box::new(move |ctx| {
-                if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
-                    count_hit(ctx, &schema, pk.json.as_bytes());
-                    return Reply::Sent.described(&schema.stats, pk.json.as_str(), 0);
-                }
-                fill(ctx)
-            });
-            Ok(completion)
+            let then = {
+                let (schema, pk) = (schema.clone(), pk.clone());
+                Box::new(move |outcome, ticket| first_completion(outcome, schema, pk, ttl, ticket))
+            };
+            Ok(Step::Fill { schema, pk, then })
         }),
     )
+}
+
+/// The main-thread half of `read_on_worker`'s miss. The entry may already be cached under
+/// the canonical key (another spelling filled it); then the cached row is the answer, as for
+/// any hit, and the fetched one is dropped.
+fn first_completion(
+    outcome: Outcome,
+    schema: Arc<schema::TableSchema>,
+    pk: CanonicalPk,
+    ttl: u64,
+    ticket: FillTicket,
+) -> Completion {
+    Box::new(move |ctx| {
+        if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
+            ticket.finish(&outcome);
+            count_hit(ctx, &schema, pk.json.as_bytes());
+            return Reply::Sent.described(&schema.stats, pk.json.as_str(), 0);
+        }
+        fill_completion(outcome, schema, pk, ttl, ticket)(ctx)
+    })
 }
 
 pub fn checked_table(table_arg: &[u8]) -> Result<String> {

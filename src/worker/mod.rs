@@ -19,7 +19,7 @@ pub mod hold;
 mod jobs;
 mod lookups;
 
-pub use jobs::{Join, Part, Probe, RowLookup, Rows, Work};
+pub use jobs::{Join, KeyedWork, Part, Probe, RowLookup, Rows, Step, Work};
 
 use crate::blocked::{self, BlockedClient, contained, error_completion, panic_error};
 use crate::error::{Error, ErrorKind};
@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 enum Queued {
     Work(BlockedClient, Work),
+    Keyed(BlockedClient, KeyedWork),
     Part(Arc<Gather>, usize, Part),
     Probe(BlockedClient, Probe),
 }
@@ -194,6 +195,13 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             };
             client.answer(completion);
         }
+        Queued::Keyed(mut client, work) => {
+            client.picked();
+            match refused {
+                Some(e) => client.answer(error_completion(e)),
+                None => run_keyed(client, work, pool, job.deadline),
+            }
+        }
         Queued::Part(gather, index, part) => {
             gather.part_started();
             let result = match refused {
@@ -222,6 +230,36 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
     }
 }
 
+/// Runs a `KeyedWork`: finds the key, then joins a fill of it in flight (its leader answers
+/// this client) or fetches the row itself, leading a fill that later READs of the key join.
+fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Instant) {
+    let mut conn = match pool.get(deadline) {
+        Ok(conn) => conn,
+        Err(e) => return client.answer(error_completion(e)),
+    };
+    let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut conn)))
+        .unwrap_or_else(|panic| Err(panic_error(panic)));
+    match step {
+        Err(e) => client.answer(error_completion(e)),
+        Ok(Step::Done(completion)) => client.answer(completion),
+        Ok(Step::Fill { schema, pk, then }) => {
+            let key = schema.cache_key(&pk.json);
+            let Some((ticket, client)) =
+                crate::fill::lead_or_join(client, &key, &schema.stats, &pk.json)
+            else {
+                return;
+            };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::pg::fetch::one(&mut conn, &schema, &pk)
+            }))
+            .unwrap_or_else(|panic| Err(panic_error(panic)));
+            hold::hold_point(deadline);
+            ticket.answer_waiters(&outcome);
+            client.answer(contained(|| Ok(then(outcome, ticket))));
+        }
+    }
+}
+
 fn admit_lookup(job: Job<(BlockedClient, RowLookup)>) -> Option<PendingLookup> {
     let (mut client, lookup) = job.task;
     client.picked();
@@ -243,6 +281,13 @@ pub fn submit(ctx: &Context, work: Work) -> Reply {
     })
 }
 
+/// Like `submit`, for work that finds its key on the worker before it reads the row.
+pub fn submit_keyed(ctx: &Context, work: KeyedWork) -> Reply {
+    enqueue(ctx, 1, |queues, client, deadline| {
+        send_work(queues, deadline, Queued::Keyed(client, work))
+    })
+}
+
 /// Like `submit`, for a PostgreSQL round trip (`SELECT 1` on a pooled connection, connecting
 /// if needed) whose time or failure `then` turns into the reply.
 pub fn submit_probe(ctx: &Context, then: Probe) -> Reply {
@@ -257,7 +302,7 @@ fn send_work(queues: &Queues, deadline: Instant, task: Queued) -> Result<(), Blo
         .work
         .try_send(Job { deadline, task })
         .map_err(|e| match e.into_inner().task {
-            Queued::Work(client, _) | Queued::Probe(client, _) => client,
+            Queued::Work(client, _) | Queued::Keyed(client, _) | Queued::Probe(client, _) => client,
             Queued::Part(..) => unreachable!("parts are queued by submit_parts"),
         })
 }
