@@ -17,16 +17,31 @@ pub unsafe fn borrow_arg<'a>(arg: *mut raw::RedisModuleString) -> &'a [u8] {
     }
 }
 
-/// A command's arguments, borrowed from Redis (in a blocked client's callbacks).
+/// The arguments a blocked client's accounting reads: command, table, key.
+const HEAD: usize = 3;
+
+/// A command's first `HEAD` arguments, borrowed from Redis without allocating (every
+/// blocked client's reply reads them).
+pub struct Head<'a>([&'a [u8]; HEAD], usize);
+
+impl<'a> std::ops::Deref for Head<'a> {
+    type Target = [&'a [u8]];
+    fn deref(&self) -> &Self::Target {
+        &self.0[..self.1]
+    }
+}
+
+/// A command's first arguments (command, table, key), borrowed from Redis in a blocked
+/// client's callbacks.
 ///
 /// # Safety
 /// `argv` must hold `argc` live strings, which outlive the slices.
-pub unsafe fn borrow_args<'a>(
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-) -> Vec<&'a [u8]> {
-    (0..argc.max(0) as usize)
+pub unsafe fn borrow_head<'a>(argv: *mut *mut raw::RedisModuleString, argc: c_int) -> Head<'a> {
+    let len = (argc.max(0) as usize).min(HEAD);
+    let mut head: [&[u8]; HEAD] = [&[]; HEAD];
+    for (i, slot) in head.iter_mut().enumerate().take(len) {
         // SAFETY: per the contract.
-        .map(|i| unsafe { borrow_arg(*argv.add(i)) })
-        .collect()
+        *slot = unsafe { borrow_arg(*argv.add(i)) };
+    }
+    Head(head, len)
 }

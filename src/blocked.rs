@@ -136,6 +136,23 @@ unsafe extern "C" fn on_reply(
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
 ) -> c_int {
+    let started = Instant::now();
+    crate::error::guard_since(started, "sending a reply", || {
+        // SAFETY: Redis passes the privdata given to UnblockClient and the blocked
+        // command's arguments.
+        unsafe { reply_unblocked(ctx, argv, argc, started) }
+    });
+    raw::REDISMODULE_OK as c_int
+}
+
+/// `on_reply`'s work, `now` being when it started: run the completion, send its reply,
+/// record the call.
+unsafe fn reply_unblocked(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    now: Instant,
+) {
     let context = Context::new(ctx);
     // SAFETY: the privdata is the Box<Answer> passed to UnblockClient.
     let answer = unsafe {
@@ -148,11 +165,11 @@ unsafe extern "C" fn on_reply(
     .unwrap_or_else(|panic| Reply::Error(panic_error(panic)));
     send_once(&context, &reply);
     // SAFETY: Redis passes the blocked command's arguments.
-    let args = unsafe { crate::args::borrow_args(argv, argc) };
+    let args = unsafe { crate::args::borrow_head(argv, argc) };
     // The call is named by its own arguments, which Redis keeps with the blocked client.
     if let Some(command) = Tracked::of(&args) {
-        let elapsed_us = answer.blocked_at.elapsed().as_micros() as u64;
-        crate::error::guard("recording a reply", || {
+        let elapsed_us = now.saturating_duration_since(answer.blocked_at).as_micros() as u64;
+        crate::error::contain("recording a reply", || {
             requests::finished(
                 &context,
                 command,
@@ -166,13 +183,12 @@ unsafe extern "C" fn on_reply(
             }
         });
     }
-    raw::REDISMODULE_OK as c_int
 }
 
 /// Sends `reply`; should sending it panic part-way, nothing more is sent (a partial reply
 /// cannot be taken back, and a second one would desynchronise the client).
 fn send_once(ctx: &Context, reply: &Reply) {
-    crate::error::guard("sending a reply", || reply::send(ctx, reply));
+    crate::error::contain("sending a reply", || reply::send(ctx, reply));
 }
 
 unsafe extern "C" fn on_timeout(
@@ -180,21 +196,23 @@ unsafe extern "C" fn on_timeout(
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
 ) -> c_int {
-    let context = Context::new(ctx);
-    let error = Error::of(
-        ErrorKind::Timeout,
-        format!(
-            "request timed out after {} ms waiting for PostgreSQL; check that it is reachable, \
-             or raise pgcache.request_timeout_ms",
-            tunables::request_timeout_ms()
-        ),
-    );
-    send_once(&context, &Reply::Error(error.clone()));
-    crate::error::guard("recording a timeout", || {
+    crate::error::guard("replying a timeout", || {
+        let context = Context::new(ctx);
+        let error = Error::of(
+            ErrorKind::Timeout,
+            format!(
+                "request timed out after {} ms waiting for PostgreSQL; check that it is \
+                 reachable, or raise pgcache.request_timeout_ms",
+                tunables::request_timeout_ms()
+            ),
+        );
+        send_once(&context, &Reply::Error(error.clone()));
         // SAFETY: Redis passes the blocked command's arguments.
-        let args = unsafe { crate::args::borrow_args(argv, argc) };
+        let args = unsafe { crate::args::borrow_head(argv, argc) };
         if let Some(command) = Tracked::of(&args) {
-            requests::failed(&context, command, &args, &error)
+            crate::error::contain("recording a timeout", || {
+                requests::failed(&context, command, &args, &error)
+            });
         }
     });
     raw::REDISMODULE_OK as c_int

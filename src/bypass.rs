@@ -47,11 +47,14 @@ pub fn end(prefix: &[u8]) {
 
 /// Whether a cache key must not be served: the cache is held, or a flush covering the key
 /// is under way. Main thread only.
-#[inline]
+#[inline(always)]
 pub fn bypassed(key: &[u8]) -> bool {
-    held()
-        || COUNT.load(Ordering::Relaxed) > 0
-            && PREFIXES.lock().unwrap().iter().any(|p| key.starts_with(p))
+    held() || COUNT.load(Ordering::Relaxed) > 0 && under_a_flush(key)
+}
+
+#[cold]
+fn under_a_flush(key: &[u8]) -> bool {
+    PREFIXES.lock().unwrap().iter().any(|p| key.starts_with(p))
 }
 
 #[cfg(test)]

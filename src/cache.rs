@@ -182,33 +182,65 @@ pub fn split_entry_name(entry: &str) -> (&str, &str) {
     }
 }
 
-/// Caches a fill's result: the row for `ttl_seconds`, or, when PostgreSQL has no such
-/// row, the absent marker for `negative_ttl` seconds (if negative caching is on).
-pub fn fill(ctx: &Context, key: &str, row: Option<&str>, ttl_seconds: u64) {
-    // Until the invalidation listener is known to be listening, a row read now could change
-    // unnoticed: answer it, but do not cache it.
+/// Whether this completion's fills may be written, checked once per completion (as Redis
+/// checks memory once per command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Write,
+    /// Not here: the cache is held (until the invalidation listener is known to listen, a
+    /// row read now could change unnoticed), or this server is a replica (its dataset is its
+    /// primary's to write).
+    NotHere,
+    /// Redis is over `maxmemory` under noeviction: a miss is answered whatever Redis's
+    /// memory, but never pushes it past its limit, since nothing would bring it back. Under
+    /// the other policies (the crate calls the flag EVICTED; Redis, EVICT) Redis evicts (our
+    /// entries all have a TTL), as it does for every write.
+    OutOfMemory,
+}
+
+pub fn admission(ctx: &Context) -> Admission {
     if bypass::held() {
-        return;
+        return Admission::NotHere;
     }
-    // A miss is answered whatever Redis's memory, but under noeviction never pushes it past
-    // `maxmemory`: nothing would bring it back. Under the other policies (the crate calls the
-    // flag EVICTED; Redis, EVICT) Redis evicts (our
-    // entries all have a TTL), as it does for every write.
     let flags = ctx.get_flags();
-    if flags.contains(ContextFlags::OOM) && !flags.contains(ContextFlags::EVICTED) {
-        stats::FILLS_SKIPPED_OOM.inc();
-        return;
+    if flags.contains(ContextFlags::SLAVE) {
+        Admission::NotHere
+    } else if flags.contains(ContextFlags::OOM) && !flags.contains(ContextFlags::EVICTED) {
+        Admission::OutOfMemory
+    } else {
+        Admission::Write
+    }
+}
+
+/// Caches a fill's result: the row for `ttl_seconds`, or, when PostgreSQL has no such
+/// row, the absent marker for `negative_ttl` seconds (if negative caching is on). Returns
+/// whether it was admitted.
+pub fn fill(
+    ctx: &Context,
+    admission: Admission,
+    key: &str,
+    row: Option<&str>,
+    ttl_seconds: u64,
+) -> bool {
+    match admission {
+        Admission::NotHere => return false,
+        Admission::OutOfMemory => {
+            stats::FILLS_SKIPPED_OOM.inc();
+            return false;
+        }
+        Admission::Write => {}
     }
     stats::FILLS.inc();
     match row {
-        Some(row) => store(ctx, key, row, ttl_seconds),
+        Some(row) => write(ctx, key, row, ttl_seconds),
         None => {
             let negative_ttl = tunables::negative_ttl();
             if negative_ttl > 0 {
-                store(ctx, key, ABSENT, negative_ttl);
+                write(ctx, key, ABSENT, negative_ttl);
             }
         }
     }
+    true
 }
 
 fn call_replicated(ctx: &Context, command: &str, args: &[&str]) {
@@ -230,9 +262,13 @@ fn call_replicated(ctx: &Context, command: &str, args: &[&str]) {
 /// once per miss on the main thread), so it does what SET does itself: replicate as
 /// `SET key value PXAT ms` and raise the `set` and `expire` keyspace events.
 pub fn store(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
-    if !writable(ctx) {
-        return;
+    if writable(ctx) {
+        write(ctx, key, value, ttl_seconds);
     }
+}
+
+/// `store` for a caller that checked this server may write.
+fn write(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
     let expires_at = crate::event::now_ms() + u128::from(ttl_seconds) * 1000;
     let name = ctx.create_string(key);
     // SAFETY: main thread with the caller's context; every handle is closed or freed here,

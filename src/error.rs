@@ -109,19 +109,34 @@ impl From<&str> for Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Runs `f` for a callback Redis made into pgcache (a timer, a notification, INFO): a panic
-/// must not unwind into Redis, which would abort the server. The panic hook has logged it.
-/// Its duration feeds `longest_callback_us`, the stall probe of STATS.
+/// Runs `f` for a callback Redis made into pgcache (a timer, a notification, a blocked
+/// client's reply, INFO): a panic must not unwind into Redis, which would abort the server.
+/// The panic hook has logged it. Its duration feeds `longest_callback_us`, the stall probe
+/// of STATS.
 pub fn guard<R: Default>(what: &'static str, f: impl FnOnce() -> R) -> R {
-    let started = std::time::Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+    guard_since(std::time::Instant::now(), what, f)
+}
+
+/// `guard` for a callback that read the clock as it started (and uses the reading itself).
+pub fn guard_since<R: Default>(
+    started: std::time::Instant,
+    what: &'static str,
+    f: impl FnOnce() -> R,
+) -> R {
+    let result = contain(what, f);
+    crate::stall::callback_took(what, started.elapsed());
+    result
+}
+
+/// Like `guard`, for a part of a callback or command that must not take the rest down with
+/// it (an event delivery after the reply went out); not timed, since what encloses it is.
+pub fn contain<R: Default>(what: &'static str, f: impl FnOnce() -> R) -> R {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         redis_module::logging::log_warning(format!(
             "pgcache: internal error in {what}; it was abandoned, Redis is unaffected; please report it"
         ));
         R::default()
-    });
-    crate::stall::callback_took(what, started.elapsed());
-    result
+    })
 }
 
 #[cfg(test)]

@@ -212,6 +212,9 @@ impl FillTicket {
 
     /// The clients that joined this fill (none joins a fill invalidated since it started).
     fn take_own_waiters(&self, entry: &mut Entry) -> Vec<BlockedClient> {
+        if entry.waiters.is_empty() {
+            return Vec::new();
+        }
         let (own, others) = std::mem::take(&mut entry.waiters)
             .into_iter()
             .partition(|(_, joined_at)| *joined_at == self.invalidations_at_start);
@@ -238,17 +241,24 @@ impl FillTicket {
             return (false, Waiting::default());
         };
         let fresh = entry.invalidations == self.invalidations_at_start;
-        entry.fills -= 1;
-        let own = self.take_own_waiters(entry);
-        let asked = entry.asked.clone();
-        if entry.fills == 0 {
-            // Nobody else can answer what is left (a client always joins a fill in flight).
-            let entry = map.remove(&self.key).expect("present");
-            let mut all = own;
-            all.extend(entry.waiters.into_iter().map(|(client, _)| client));
-            return (fresh, (all, asked));
+        if entry.fills > 1 {
+            entry.fills -= 1;
+            return (fresh, (self.take_own_waiters(entry), entry.asked.clone()));
         }
-        (fresh, (own, asked))
+        // The key's last fill: nobody else can answer what is left (a client always joins a
+        // fill in flight), so every waiter is answered with this fill's result.
+        let Some(entry) = map.remove(&self.key) else {
+            return (fresh, Waiting::default());
+        };
+        if entry.waiters.is_empty() {
+            return (fresh, Waiting::default());
+        }
+        let all = entry
+            .waiters
+            .into_iter()
+            .map(|(client, _)| client)
+            .collect();
+        (fresh, (all, entry.asked))
     }
 }
 

@@ -25,7 +25,8 @@ pub enum Reply {
     Blocked,
     /// A reply carrying what its call worked on, for the call's accounting
     /// (`requests::finished`); sent as the inner reply.
-    Described(Box<Reply>, Box<Detail>),
+    /// One box for both: a cold READ's reply is built and dropped once per call.
+    Described(Box<(Reply, Detail)>),
 }
 
 /// What a call worked on: its table's figures, the key as the slowlog shows it, and how
@@ -58,13 +59,13 @@ impl Reply {
             key: key.into(),
             rows,
         };
-        Reply::Described(Box::new(self), Box::new(detail))
+        Reply::Described(Box::new((self, detail)))
     }
 
     /// The reply itself, under any description.
     pub fn inner(&self) -> &Reply {
         match self {
-            Reply::Described(reply, _) => reply.inner(),
+            Reply::Described(described) => described.0.inner(),
             reply => reply,
         }
     }
@@ -72,7 +73,7 @@ impl Reply {
     /// What the call worked on, if it said (the outermost word wins).
     pub fn detail(&self) -> Option<&Detail> {
         match self {
-            Reply::Described(_, detail) => Some(detail),
+            Reply::Described(described) => Some(&described.1),
             _ => None,
         }
     }
@@ -154,7 +155,7 @@ pub fn send(ctx: &Context, reply: &Reply) {
                 raw::RedisModule_WrongArity.unwrap()(ctx.ctx);
             }
             Reply::Sent | Reply::Blocked => {}
-            Reply::Described(reply, _) => send(ctx, reply),
+            Reply::Described(described) => send(ctx, &described.0),
         }
     }
 }

@@ -219,16 +219,20 @@ impl Tracked {
     }
 
     /// The command these arguments call, if it is tracked.
+    ///
+    /// Only pgcache's commands block clients, and this runs for every blocked client's reply:
+    /// the name's length and the letter after `pgcache.` tell pgcache's commands apart.
     pub fn of(args: &[&[u8]]) -> Option<Tracked> {
-        const PREFIX: &[u8] = b"pgcache.";
-        let full = args.first()?;
-        if full.len() <= PREFIX.len() || !full[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
-            return None;
+        let name = args.first()?;
+        let first = name.get("pgcache.".len())?.to_ascii_lowercase();
+        match (name.len(), first) {
+            (12, b'r') => Some(Tracked::Read),
+            (17, b'm') => Some(Tracked::Multiread),
+            (13, b'w') => Some(Tracked::Write),
+            (18, b'i') => Some(Tracked::Invalidate),
+            (13, b'f') => Some(Tracked::Flush),
+            _ => None,
         }
-        let name = &full[PREFIX.len()..];
-        Tracked::ALL
-            .into_iter()
-            .find(|c| c.name().as_bytes().eq_ignore_ascii_case(name))
     }
 }
 
@@ -440,5 +444,18 @@ mod tests {
         assert_eq!(Tracked::of(&[b"pgcache.stats"]), None);
         assert_eq!(Tracked::of(&[b"GET"]), None);
         assert_eq!(Tracked::of(&[]), None);
+        for command in Tracked::ALL {
+            let name = format!("PGCACHE.{}", command.name().to_uppercase());
+            assert_eq!(Tracked::of(&[name.as_bytes()]), Some(command));
+        }
+        for untracked in [
+            "pgcache.stats",
+            "PGCACHE.HEALTH",
+            "pgcache.debug",
+            "pgcache.hook",
+            "pgcache.slowlog",
+        ] {
+            assert_eq!(Tracked::of(&[untracked.as_bytes()]), None, "{untracked}");
+        }
     }
 }

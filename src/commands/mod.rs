@@ -71,7 +71,7 @@ pub unsafe fn dispatch(
     let finished = started.filter(|_| !matches!(reply.inner(), Reply::Blocked));
     let failed = matches!(reply.inner(), Reply::Error(_));
     if let Some(command) = command.filter(|_| finished.is_some() || failed) {
-        crate::error::guard("recording a call", || {
+        crate::error::contain("recording a call", || {
             if let Some(started) = finished {
                 let elapsed_us = started.elapsed().as_micros() as u64;
                 requests::finished(&context, command, args, elapsed_us, None, reply.detail());

@@ -334,15 +334,14 @@ impl Batch {
             schema.stats.misses.add(distinct.len() as u64);
             let missed = distinct.iter().map(|k| k.json.as_str());
             events::publish_each(ctx, EventKind::Miss, &schema.display, missed);
-            let writable = crate::role::writable(ctx);
+            let admission = cache::admission(ctx);
             let mut filled = Vec::new();
             for ((key, row), (name, fresh)) in distinct
                 .iter()
                 .zip(&rows)
                 .zip(fill::finish_all(tickets, &rows))
             {
-                if fresh && writable {
-                    cache::fill(ctx, &name, row.as_deref(), ttl);
+                if fresh && cache::fill(ctx, admission, &name, row.as_deref(), ttl) {
                     filled.push(key.json.as_str());
                 }
             }

@@ -162,10 +162,13 @@ fn fill_completion(
         stats::MISSES.inc();
         schema.stats.misses.inc();
         events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);
-        if fresh && crate::role::writable(ctx) {
-            cache::fill(ctx, &schema.cache_key(&pk.json), row.as_deref(), ttl);
-            events::publish(ctx, EventKind::Fill, &schema.display, &pk.json);
+        if fresh {
+            let key = schema.cache_key(&pk.json);
+            if cache::fill(ctx, cache::admission(ctx), &key, row.as_deref(), ttl) {
+                events::publish(ctx, EventKind::Fill, &schema.display, &pk.json);
+            }
         }
-        Reply::from(row).described(&schema.stats, pk.json.as_str(), rows)
+        // The key moves into the reply's description: this runs once per miss.
+        Reply::from(row).described(&schema.stats, pk.json, rows)
     })
 }

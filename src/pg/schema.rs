@@ -237,24 +237,52 @@ static CACHE: RwLock<Option<Arc<Spellings>>> = RwLock::new(None);
 // Bumped on every change of CACHE; threads keep a snapshot and refresh it when this moves.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// A thread's view of the cache: the generation it was taken at, and the map.
-type Snapshot = (u64, Option<Arc<Spellings>>);
+/// A thread's view of the cache. Most deployments spell a handful of tables, and comparing
+/// a few names is cheaper on the hit path than hashing one; past `FEW` the map is shared.
+enum View {
+    Few(Vec<(Box<[u8]>, Arc<TableSchema>)>),
+    Many(Arc<Spellings>),
+}
+
+const FEW: usize = 8;
+
+impl View {
+    fn of(cache: Option<&Arc<Spellings>>) -> View {
+        match cache {
+            Some(map) if map.len() > FEW => View::Many(map.clone()),
+            Some(map) => View::Few(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            None => View::Few(Vec::new()),
+        }
+    }
+
+    #[inline]
+    fn get(&self, table_arg: &[u8]) -> Option<&Arc<TableSchema>> {
+        match self {
+            View::Few(spellings) => spellings
+                .iter()
+                .find(|(k, _)| **k == *table_arg)
+                .map(|(_, v)| v),
+            View::Many(map) => map.get(table_arg),
+        }
+    }
+}
 
 thread_local! {
     // The hit path runs on the main thread for every request: the cache read without locks
     // or shared-counter traffic (one relaxed load to see whether the view is current).
-    static SNAPSHOT: RefCell<Snapshot> = const { RefCell::new((0, None)) };
+    static SNAPSHOT: RefCell<(u64, View)> = const { RefCell::new((0, View::Few(Vec::new()))) };
 }
 
 /// Calls `f` with the cached schema for a table argument (None if not resolved yet).
+#[inline]
 pub fn with_cached<R>(table_arg: &[u8], f: impl FnOnce(Option<&Arc<TableSchema>>) -> R) -> R {
     let generation = GENERATION.load(Ordering::Acquire);
-    SNAPSHOT.with_borrow_mut(|(seen, spellings)| {
+    SNAPSHOT.with_borrow_mut(|(seen, view)| {
         if *seen != generation {
-            *spellings = CACHE.read().unwrap().clone();
+            *view = View::of(CACHE.read().unwrap().as_ref());
             *seen = generation;
         }
-        f(spellings.as_ref().and_then(|s| s.get(table_arg)))
+        f(view.get(table_arg))
     })
 }
 
