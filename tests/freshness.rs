@@ -29,11 +29,7 @@ fn an_invalidation_during_a_fill_keeps_the_old_row_out_of_the_cache() {
     let mut con = stack.con();
     read(&mut con, "items", r#"{"id":2}"#).unwrap(); // schema known
     let mut sub = stack.redis.connection();
-    let mut events = sub.as_pubsub();
-    events
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    events.subscribe("pg_cache_events").unwrap();
+    let mut events = subscribe(&mut sub, "pg_cache_events");
 
     // 1. A miss reads v1, and its fill is held before it reaches the cache.
     debug(&mut con, "FILLS", "HOLD");
@@ -166,11 +162,7 @@ fn a_read_after_an_invalidation_does_not_share_a_fill_that_started_before_it() {
     let mut con = stack.con();
     read(&mut con, "items", r#"{"id":2}"#).unwrap(); // schema known
     let mut sub = stack.redis.connection();
-    let mut events = sub.as_pubsub();
-    events
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    events.subscribe("pg_cache_events").unwrap();
+    let mut events = subscribe(&mut sub, "pg_cache_events");
 
     // A fill reads v1 and is held; then v2 commits and its invalidation is applied.
     debug(&mut con, "FILLS", "HOLD");

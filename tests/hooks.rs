@@ -38,11 +38,7 @@ fn hooks_route_events_to_channels_and_streams() {
     );
     let mut con = stack.con();
     let mut sub = stack.redis.connection();
-    let mut pubsub = sub.as_pubsub();
-    pubsub.subscribe("misses").unwrap();
-    pubsub
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut pubsub = subscribe(&mut sub, "misses");
 
     assert_eq!(
         hook(

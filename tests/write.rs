@@ -72,11 +72,7 @@ fn events_are_published_and_hit_events_are_opt_in() {
     let stack = Stack::start(USERS_SQL);
     let mut con = stack.con();
     let mut sub = stack.redis.connection();
-    let mut pubsub = sub.as_pubsub();
-    pubsub
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    pubsub.subscribe("pg_cache_events").unwrap();
+    let mut pubsub = subscribe(&mut sub, "pg_cache_events");
 
     read(&mut con, "users", r#"{"id":"8"}"#).unwrap(); // miss
     read(&mut con, "users", r#"{"id":8}"#).unwrap(); // hit: not published by default

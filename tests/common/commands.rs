@@ -125,6 +125,16 @@ pub fn listener_pid(pg: &Pg) -> Option<i32> {
         .map(|r| r.get(0))
 }
 
+/// `con` subscribed to `channel`, waiting at most 10 s for each message.
+pub fn subscribe<'a>(con: &'a mut redis::Connection, channel: &str) -> redis::PubSub<'a> {
+    let mut pubsub = con.as_pubsub();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    pubsub.subscribe(channel).unwrap();
+    pubsub
+}
+
 /// The next message on a subscribed channel, parsed as JSON.
 pub fn next_event(pubsub: &mut redis::PubSub) -> serde_json::Value {
     let msg = pubsub
