@@ -94,23 +94,44 @@ pub enum Cached {
 /// Opens `prefix + suffix` and, if it holds a string, replies it to the client straight from
 /// Redis's memory (nil for an entry remembering an absent row). Returns whether it replied.
 pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
-    read_in_place(ctx, prefix, suffix, |value| {
-        // SAFETY: main thread, the command's context; Redis copies the buffer.
-        unsafe {
-            if value == ABSENT.as_bytes() {
-                stats::NEGATIVE_HITS.inc();
-                raw::RedisModule_ReplyWithNull.unwrap()(ctx.ctx);
-            } else {
-                stats::HITS.inc();
-                raw::RedisModule_ReplyWithStringBuffer.unwrap()(
-                    ctx.ctx,
-                    value.as_ptr().cast(),
-                    value.len(),
-                );
-            }
+    read_in_place(ctx, prefix, suffix, |value| reply_value(ctx, value)).is_some()
+}
+
+/// Like `reply_if_cached`, for a key the client named: `name` is its Redis string and
+/// `bytes` its text, so the key is opened without building its name again.
+///
+/// # Safety
+/// `name` must be a live string of the command's context whose text is `bytes`.
+#[inline]
+pub unsafe fn reply_if_cached_named(
+    ctx: &Context,
+    name: *mut raw::RedisModuleString,
+    bytes: &[u8],
+) -> bool {
+    if bypass::bypassed(bytes) {
+        return false;
+    }
+    // SAFETY: per the contract.
+    unsafe { read_key(ctx, name, |value| reply_value(ctx, value)) }.is_some()
+}
+
+/// Replies a cached value: the row, or nil for a remembered absence.
+#[inline]
+fn reply_value(ctx: &Context, value: &[u8]) {
+    // SAFETY: main thread, the command's context; Redis copies the buffer.
+    unsafe {
+        if value == ABSENT.as_bytes() {
+            stats::NEGATIVE_HITS.inc();
+            raw::RedisModule_ReplyWithNull.unwrap()(ctx.ctx);
+        } else {
+            stats::HITS.inc();
+            raw::RedisModule_ReplyWithStringBuffer.unwrap()(
+                ctx.ctx,
+                value.as_ptr().cast(),
+                value.len(),
+            );
         }
-    })
-    .is_some()
+    }
 }
 
 /// The cached value at `prefix + suffix` (a copy; used where several values are gathered).
@@ -143,34 +164,46 @@ fn read_in_place<R>(
         if bypass::bypassed(buf) {
             return None;
         }
-        // SAFETY: main thread; the key string and the key handle are released before return,
-        // and the DMA pointer is only read while the key is open.
+        // SAFETY: main thread; the key string is freed after the key handle was closed.
         unsafe {
             let name =
                 raw::RedisModule_CreateString.unwrap()(ctx.ctx, buf.as_ptr().cast(), buf.len());
-            let key =
-                raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name, raw::REDISMODULE_READ as i32);
-            let mut answer = None;
-            if !key.is_null()
-                && raw::RedisModule_KeyType.unwrap()(key) == raw::REDISMODULE_KEYTYPE_STRING as i32
-            {
-                let mut len = 0usize;
-                let ptr = raw::RedisModule_StringDMA.unwrap()(
-                    key,
-                    &mut len,
-                    raw::REDISMODULE_READ as i32,
-                );
-                if !ptr.is_null() {
-                    answer = Some(f(std::slice::from_raw_parts(ptr.cast::<u8>(), len)));
-                }
-            }
-            if !key.is_null() {
-                raw::RedisModule_CloseKey.unwrap()(key);
-            }
+            let answer = read_key(ctx, name, f);
             raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
             answer
         }
     })
+}
+
+/// Opens the key `name` and hands its string value, read in place, to `f`; None when no
+/// string is stored there.
+///
+/// # Safety
+/// Main thread; `name` must be a live string. The key handle is closed before return, and
+/// the value is only read while it is open.
+#[inline]
+unsafe fn read_key<R>(
+    ctx: &Context,
+    name: *mut raw::RedisModuleString,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
+    unsafe {
+        let key = raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name, raw::REDISMODULE_READ as i32);
+        if key.is_null() {
+            return None;
+        }
+        let mut answer = None;
+        if raw::RedisModule_KeyType.unwrap()(key) == raw::REDISMODULE_KEYTYPE_STRING as i32 {
+            let mut len = 0usize;
+            let ptr =
+                raw::RedisModule_StringDMA.unwrap()(key, &mut len, raw::REDISMODULE_READ as i32);
+            if !ptr.is_null() {
+                answer = Some(f(std::slice::from_raw_parts(ptr.cast::<u8>(), len)));
+            }
+        }
+        raw::RedisModule_CloseKey.unwrap()(key);
+        answer
+    }
 }
 
 /// A cache entry's name without the prefix (`<table>:<canonical pk>`) split into the table

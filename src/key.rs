@@ -14,6 +14,40 @@
 use crate::error::Error;
 use serde_json::Value;
 
+/// A cache key taken apart: `<prefix><table>:<pk JSON>`. The table ends at the first `:{`
+/// (a pk is a JSON object, and table names with braces are refused), so the pk's braces are
+/// the key's Redis Cluster hash tag.
+pub fn split_cache_key<'a>(prefix: &str, key: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), Error> {
+    let shown = || String::from_utf8_lossy(key).into_owned();
+    let Some(rest) = key.strip_prefix(prefix.as_bytes()) else {
+        return Err(Error::new(format!(
+            "{:?} is not a pgcache key: cache keys start with {prefix:?} (the cache_prefix \
+             setting); PGCACHE.KEY <table> <pk_json> gives a row's key",
+            shown()
+        )));
+    };
+    match rest.windows(2).position(|w| w == b":{") {
+        Some(i) if i > 0 => Ok((&rest[..i], &rest[i + 1..])),
+        _ => Err(Error::new(format!(
+            "{:?} is not a pgcache key: expected {prefix}<table>:<pk JSON>, such as \
+             {prefix}users:{{\"id\":7}}",
+            shown()
+        ))),
+    }
+}
+
+/// Whether `name` may appear in a cache key: braces would move the key's Redis Cluster
+/// hash tag off the pk.
+pub fn brace_free(what: &str, name: &str) -> Result<(), Error> {
+    if name.contains(['{', '}']) {
+        return Err(Error::new(format!(
+            "{what} {name:?} holds a brace: cache keys hash by the braces of their pk JSON in \
+             Redis Cluster, and a brace before it would change every key's slot"
+        )));
+    }
+    Ok(())
+}
+
 /// Largest pk JSON accepted; a key is a few columns, not a document.
 pub const MAX_PK_JSON_BYTES: usize = 8 * 1024;
 
@@ -567,6 +601,32 @@ mod tests {
         for bad in ["", "abc", "1.2.3", "1e", "1e99999", "."] {
             assert!(canonical_decimal(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cache_keys_split_into_table_and_pk() {
+        fn split(k: &str) -> Result<(&[u8], &[u8]), Error> {
+            split_cache_key("pg_cache:", k.as_bytes())
+        }
+        assert_eq!(
+            split(r#"pg_cache:users:{"id":7}"#).unwrap(),
+            (b"users".as_slice(), br#"{"id":7}"#.as_slice())
+        );
+        assert_eq!(
+            split(r#"pg_cache:sales.orders:{"a":"x:{y"}"#).unwrap(),
+            (b"sales.orders".as_slice(), br#"{"a":"x:{y"}"#.as_slice())
+        );
+        for bad in [
+            "users:{\"id\":7}",
+            "pg_cache:users",
+            "pg_cache::{}",
+            "pg_cache:",
+        ] {
+            let e = split(bad).unwrap_err();
+            assert!(e.message().contains("not a pgcache key"), "{bad}: {e}");
+        }
+        assert!(brace_free("table", "users").is_ok());
+        assert!(brace_free("table", "us{ers").is_err());
     }
 
     #[test]

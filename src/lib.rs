@@ -70,9 +70,17 @@ const MODULE_VERSION: i32 = parse_version_part(env!("CARGO_PKG_VERSION_MAJOR")) 
     + parse_version_part(env!("CARGO_PKG_VERSION_MINOR")) * 100
     + parse_version_part(env!("CARGO_PKG_VERSION_PATCH"));
 
-/// The commands: name, handler (with what `stats` tracks it as, when its latency is
-/// tracked), Redis command flags.
-fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 9] {
+/// A command as registered: name, handler (with what `stats` tracks it as, when its latency
+/// is tracked), Redis command flags, and what COMMAND INFO / DOCS say of it.
+type Command = (
+    &'static str,
+    raw::RedisModuleCmdFunc,
+    &'static str,
+    &'static commands::docs::Doc,
+);
+
+fn commands() -> [Command; 11] {
+    use commands::docs;
     [
         (
             "pgcache.read",
@@ -81,6 +89,7 @@ fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 9] {
                 Some(stats::Tracked::Read)
             )),
             "readonly",
+            &docs::READ,
         ),
         (
             "pgcache.multiread",
@@ -89,6 +98,19 @@ fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 9] {
                 Some(stats::Tracked::Multiread)
             )),
             "readonly",
+            &docs::MULTIREAD,
+        ),
+        (
+            "pgcache.get",
+            Some(commands::get::command),
+            "readonly",
+            &docs::GET,
+        ),
+        (
+            "pgcache.key",
+            Some(command_fn!(commands::get::key)),
+            "readonly",
+            &docs::KEY,
         ),
         (
             "pgcache.write",
@@ -97,6 +119,7 @@ fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 9] {
                 Some(stats::Tracked::Write)
             )),
             "write deny-oom",
+            &docs::WRITE,
         ),
         (
             "pgcache.invalidate",
@@ -105,6 +128,7 @@ fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 9] {
                 Some(stats::Tracked::Invalidate)
             )),
             "write",
+            &docs::INVALIDATE,
         ),
         (
             "pgcache.flush",
@@ -113,26 +137,31 @@ fn commands() -> [(&'static str, raw::RedisModuleCmdFunc, &'static str); 9] {
                 Some(stats::Tracked::Flush)
             )),
             "write",
+            &docs::FLUSH,
         ),
         (
             "pgcache.stats",
             Some(command_fn!(commands::admin::stats)),
             "readonly fast",
+            &docs::STATS,
         ),
         (
             "pgcache.health",
             Some(command_fn!(commands::admin::health)),
             "readonly",
+            &docs::HEALTH,
         ),
         (
             "pgcache.slowlog",
             Some(command_fn!(commands::slowlog::slowlog)),
             "admin",
+            &docs::SLOWLOG,
         ),
         (
             "pgcache.hook",
             Some(command_fn!(commands::hook::hook)),
             "admin may-replicate",
+            &docs::HOOK,
         ),
     ]
 }
@@ -215,14 +244,16 @@ fn load_settings(args: &[RedisString]) -> Result<config::Settings, String> {
 }
 
 fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), String> {
-    let debug: Option<(&str, raw::RedisModuleCmdFunc, &str)> = debug_commands.then(|| {
+    let debug: Option<Command> = debug_commands.then(|| {
         (
             "pgcache.debug",
             Some(command_fn!(commands::debug::debug)),
             "admin",
+            &commands::docs::DEBUG,
         )
     });
-    for (name, handler, flags) in commands().into_iter().chain(debug) {
+    for (name, handler, flags, doc) in commands().into_iter().chain(debug) {
+        let (first_key, last_key, key_step) = doc.key_positions();
         let c_name = CString::new(name).expect("no NUL");
         let c_flags = CString::new(flags).expect("no NUL");
         // SAFETY: called from OnLoad with its context.
@@ -232,14 +263,15 @@ fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), String> 
                 c_name.as_ptr(),
                 handler,
                 c_flags.as_ptr(),
-                0,
-                0,
-                0,
+                first_key,
+                last_key,
+                key_step,
             )
         };
         if status != raw::REDISMODULE_OK as i32 {
             return Err(format!("pgcache: could not register {name}"));
         }
+        commands::docs::set(ctx, name, doc)?;
     }
     Ok(())
 }

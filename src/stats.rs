@@ -189,15 +189,19 @@ pub enum Tracked {
     Write,
     Invalidate,
     Flush,
+    Get,
+    Mget,
 }
 
 impl Tracked {
-    pub const ALL: [Tracked; 5] = [
+    pub const ALL: [Tracked; 7] = [
         Tracked::Read,
         Tracked::Multiread,
         Tracked::Write,
         Tracked::Invalidate,
         Tracked::Flush,
+        Tracked::Get,
+        Tracked::Mget,
     ];
 
     /// As STATS, INFO and the metrics name it (the command without `pgcache.`).
@@ -208,6 +212,8 @@ impl Tracked {
             Tracked::Write => "write",
             Tracked::Invalidate => "invalidate",
             Tracked::Flush => "flush",
+            Tracked::Get => "get",
+            Tracked::Mget => "mget",
         }
     }
 
@@ -215,7 +221,10 @@ impl Tracked {
     /// MULTIREAD hits take about a microsecond and are counted, not timed (two clock reads
     /// would cost a hit ~5 %).
     pub const fn timed_when_blocked(self) -> bool {
-        matches!(self, Tracked::Read | Tracked::Multiread)
+        matches!(
+            self,
+            Tracked::Read | Tracked::Multiread | Tracked::Get | Tracked::Mget
+        )
     }
 
     /// The command these arguments call, if it is tracked.
@@ -231,13 +240,17 @@ impl Tracked {
             (13, b'w') => Some(Tracked::Write),
             (18, b'i') => Some(Tracked::Invalidate),
             (13, b'f') => Some(Tracked::Flush),
+            (11, b'g') => Some(Tracked::Get),
+            (12, b'm') => Some(Tracked::Mget),
             _ => None,
         }
     }
 }
 
-static COMMAND_CALLS: [Counter; 5] = [const { Counter::new() }; 5];
-static COMMAND_LATENCY: [Histogram; 5] = [const { Histogram::new() }; 5];
+static COMMAND_CALLS: [Counter; Tracked::ALL.len()] =
+    [const { Counter::new() }; Tracked::ALL.len()];
+static COMMAND_LATENCY: [Histogram; Tracked::ALL.len()] =
+    [const { Histogram::new() }; Tracked::ALL.len()];
 
 pub fn count_call(command: Tracked) {
     COMMAND_CALLS[command as usize].inc();
@@ -454,6 +467,7 @@ mod tests {
             "pgcache.debug",
             "pgcache.hook",
             "pgcache.slowlog",
+            "pgcache.key",
         ] {
             assert_eq!(Tracked::of(&[untracked.as_bytes()]), None, "{untracked}");
         }

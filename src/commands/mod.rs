@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod debug;
+pub mod docs;
+pub mod get;
 pub mod hook;
 pub mod multiread;
 pub mod read;

@@ -7,7 +7,7 @@
 use crate::blocked::Completion;
 use crate::cache;
 use crate::commands::{count_hit, ttl_arg, utf8};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::events;
 use crate::fill::{self, FillTicket, Join, Outcome};
@@ -30,7 +30,7 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         Err(e) => return e.into(),
     };
     let schema = match lookup_canonical(ctx, table_arg, pk_arg) {
-        Lookup::UnknownTable => return read_on_worker(ctx, table_arg, pk_arg, ttl),
+        Lookup::UnknownTable => return read_on_worker(ctx, table_arg, pk_arg, ttl, None),
         Lookup::Hit => return Reply::Sent,
         Lookup::NotCachedAsSent(schema) => schema,
     };
@@ -48,8 +48,13 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
     if pk.unconfirmed {
         // Only PostgreSQL can tell which entry this spelling names (a hit above proved the
         // spelling canonical: entries are only ever written under confirmed keys).
-        return read_on_worker(ctx, table_arg, pk_arg, ttl);
+        return read_on_worker(ctx, table_arg, pk_arg, ttl, None);
     }
+    fetch(ctx, schema, pk, ttl)
+}
+
+/// A miss of a known key: wait for the fill of it in flight, or fetch it and fill.
+pub fn fetch(ctx: &Context, schema: Arc<schema::TableSchema>, pk: CanonicalPk, ttl: u64) -> Reply {
     if let Err(refusal) = worker::may_wait(ctx) {
         return refusal;
     }
@@ -96,8 +101,15 @@ fn lookup_canonical(ctx: &Context, table_arg: &[u8], pk_arg: &[u8]) -> Lookup {
 /// A READ whose cache key only PostgreSQL can tell: the first use of a table spelling (the
 /// worker reads its schema), or a key PostgreSQL must spell (`normalise`). Once the worker
 /// knows the key, the READ goes the way of any miss: it waits for a fill of that key in
-/// flight, or leads one.
-fn read_on_worker(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64) -> Reply {
+/// flight, or leads one. With `named`, the key the client named (PGCACHE.GET), which must
+/// be that canonical key.
+pub fn read_on_worker(
+    ctx: &Context,
+    table_arg: &[u8],
+    pk_arg: &[u8],
+    ttl: u64,
+    named: Option<Vec<u8>>,
+) -> Reply {
     let table = match checked_table(table_arg) {
         Ok(t) => t,
         Err(e) => return e.into(),
@@ -108,6 +120,9 @@ fn read_on_worker(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64) -> R
         Box::new(move |client| {
             let schema = schema::resolve(client, &table)?;
             let pk = normalise::confirm(client, &schema, key::canonicalise(&pk_arg, &*schema)?)?;
+            if let Some(named) = &named {
+                must_be_canonical(named, &schema, &pk)?;
+            }
             let then = {
                 let (schema, pk) = (schema.clone(), pk.clone());
                 Box::new(move |outcome, ticket| first_completion(outcome, schema, pk, ttl, ticket))
@@ -135,6 +150,23 @@ fn first_completion(
         }
         fill_completion(outcome, schema, pk, ttl, ticket)(ctx)
     })
+}
+
+/// Refuses a key the client named that is not the canonical key of its row, showing that.
+pub fn must_be_canonical(
+    named: &[u8],
+    schema: &schema::TableSchema,
+    pk: &CanonicalPk,
+) -> Result<()> {
+    let canonical = schema.cache_key(&pk.json);
+    if canonical.as_bytes() == named {
+        return Ok(());
+    }
+    Err(Error::new(format!(
+        "{:?} is not a canonical cache key; this row's key is {canonical:?} (PGCACHE.KEY \
+         gives it)",
+        String::from_utf8_lossy(named)
+    )))
 }
 
 pub fn checked_table(table_arg: &[u8]) -> Result<String> {

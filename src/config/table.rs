@@ -280,12 +280,13 @@ pub static SETTINGS: [Setting; 30] = [
         name: "cache_prefix",
         libpq_env: None,
         initial: Initial::Value("pg_cache:"),
-        accepts: text("text", |s, v| {
+        accepts: text("text without `{` or `}`", |s, v| {
+            crate::key::brace_free("cache_prefix", v)?;
             s.cache_prefix = v.to_string();
             Ok(())
         }),
         runtime: false,
-        help: "key prefix",
+        help: "key prefix; no braces, which would move the Redis Cluster hash tag off the pk",
         show: Some(|s| s.cache_prefix.clone()),
     },
     Setting {

@@ -188,6 +188,7 @@ pub fn is_system_schema(schema: &str) -> bool {
 /// Checks a table argument before asking the catalog: syntax, system schemas, allowlist.
 pub fn admit(table_arg: &str) -> Result<QualifiedName> {
     let name = parse_table(table_arg)?;
+    crate::key::brace_free("table", &name.display())?;
     if is_system_schema(&name.schema) {
         return Err(Error::new(format!(
             "{} is in a system schema; pgcache never reads pg_catalog or information_schema",
@@ -237,32 +238,56 @@ static CACHE: RwLock<Option<Arc<Spellings>>> = RwLock::new(None);
 // Bumped on every change of CACHE; threads keep a snapshot and refresh it when this moves.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// A thread's view of the cache. Most deployments spell a handful of tables, and comparing
-/// a few names is cheaper on the hit path than hashing one; past `FEW` the map is shared.
-enum View {
+/// Schemas by a name. Most deployments have a handful of tables, and comparing a few names
+/// is cheaper on the hit path than hashing one; past `FEW` a map is used.
+enum Lookup {
     Few(Vec<(Box<[u8]>, Arc<TableSchema>)>),
     Many(Arc<Spellings>),
 }
 
 const FEW: usize = 8;
 
-impl View {
-    fn of(cache: Option<&Arc<Spellings>>) -> View {
-        match cache {
-            Some(map) if map.len() > FEW => View::Many(map.clone()),
-            Some(map) => View::Few(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-            None => View::Few(Vec::new()),
+impl Lookup {
+    fn of(map: Arc<Spellings>) -> Lookup {
+        if map.len() > FEW {
+            return Lookup::Many(map);
         }
+        Lookup::Few(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
     #[inline]
-    fn get(&self, table_arg: &[u8]) -> Option<&Arc<TableSchema>> {
+    fn get(&self, name: &[u8]) -> Option<&Arc<TableSchema>> {
         match self {
-            View::Few(spellings) => spellings
-                .iter()
-                .find(|(k, _)| **k == *table_arg)
-                .map(|(_, v)| v),
-            View::Many(map) => map.get(table_arg),
+            Lookup::Few(names) => names.iter().find(|(k, _)| **k == *name).map(|(_, v)| v),
+            Lookup::Many(map) => map.get(name),
+        }
+    }
+}
+
+/// A thread's view of the cache: schemas by the table argument as clients spell it, and by
+/// the entry prefix of their cache keys (`<cache_prefix><table>:`), for PGCACHE.GET.
+struct View {
+    spellings: Lookup,
+    entry_prefixes: Lookup,
+}
+
+impl View {
+    const EMPTY: View = View {
+        spellings: Lookup::Few(Vec::new()),
+        entry_prefixes: Lookup::Few(Vec::new()),
+    };
+
+    fn of(cache: Option<&Arc<Spellings>>) -> View {
+        let Some(spellings) = cache else {
+            return View::EMPTY;
+        };
+        let entry_prefixes: Spellings = spellings
+            .values()
+            .map(|s| (s.key_prefix.as_bytes().into(), s.clone()))
+            .collect();
+        View {
+            spellings: Lookup::of(spellings.clone()),
+            entry_prefixes: Lookup::of(Arc::new(entry_prefixes)),
         }
     }
 }
@@ -270,19 +295,34 @@ impl View {
 thread_local! {
     // The hit path runs on the main thread for every request: the cache read without locks
     // or shared-counter traffic (one relaxed load to see whether the view is current).
-    static SNAPSHOT: RefCell<(u64, View)> = const { RefCell::new((0, View::Few(Vec::new()))) };
+    static SNAPSHOT: RefCell<(u64, View)> = const { RefCell::new((0, View::EMPTY)) };
 }
 
 /// Calls `f` with the cached schema for a table argument (None if not resolved yet).
 #[inline]
 pub fn with_cached<R>(table_arg: &[u8], f: impl FnOnce(Option<&Arc<TableSchema>>) -> R) -> R {
+    with_view(|view| f(view.spellings.get(table_arg)))
+}
+
+/// Calls `f` with the cached schema whose cache keys start with `entry_prefix`
+/// (`<cache_prefix><table>:`), if one is cached.
+#[inline]
+pub fn with_entry_prefix<R>(
+    entry_prefix: &[u8],
+    f: impl FnOnce(Option<&Arc<TableSchema>>) -> R,
+) -> R {
+    with_view(|view| f(view.entry_prefixes.get(entry_prefix)))
+}
+
+#[inline]
+fn with_view<R>(f: impl FnOnce(&View) -> R) -> R {
     let generation = GENERATION.load(Ordering::Acquire);
     SNAPSHOT.with_borrow_mut(|(seen, view)| {
         if *seen != generation {
             *view = View::of(CACHE.read().unwrap().as_ref());
             *seen = generation;
         }
-        f(view.get(table_arg))
+        f(view)
     })
 }
 

@@ -1,0 +1,134 @@
+//! PGCACHE.GET <key> [ttl] and PGCACHE.KEY <table> <pk_json>: the commands that name the
+//! cache key itself, so that Redis Cluster routes them, ACL key patterns apply and CLIENT
+//! TRACKING tracks them.
+//!
+//! GET's hit is the product's fast path: the key the client sent is opened as it is (its
+//! table found by the key's entry prefix, `<cache_prefix><table>:`), with no parsing, no
+//! copy of the name and no allocation of ours. Anything else (a miss, a table not seen yet)
+//! takes the key apart and reads the row exactly as READ does.
+
+use crate::cache;
+use crate::commands::read::{self, must_be_canonical};
+use crate::commands::{count_hit, dispatch, ttl_arg, with_key};
+use crate::error::Result;
+use crate::key;
+use crate::pg::schema;
+use crate::reply::Reply;
+use crate::stats::{self, Tracked};
+use crate::tunables;
+use redis_module::{Context, raw};
+use std::cell::Cell;
+use std::os::raw::c_int;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// The command function Redis calls for PGCACHE.GET: a hit is answered here, anything else
+/// goes through `dispatch` like every command.
+///
+/// # Safety
+/// Called by Redis with its own context and arguments.
+pub unsafe extern "C" fn command(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    if argc == 2 {
+        let context = Context::new(ctx);
+        // SAFETY: Redis passes argc live arguments.
+        let name = unsafe { *argv.add(1) };
+        // Set as soon as the reply is out: after a panic, whether `dispatch` must reply.
+        let replied = Cell::new(false);
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: `name` is the command's argument 1.
+            unsafe { serve_hit(&context, name, &replied) }
+        }));
+        if replied.get() {
+            return raw::REDISMODULE_OK as c_int;
+        }
+    }
+    // SAFETY: forwarded unchanged from Redis.
+    unsafe { dispatch(ctx, argv, argc, get, Some(Tracked::Get)) }
+}
+
+/// Replies the cached entry at `name` when its table is known here (setting `replied`);
+/// otherwise replies nothing.
+///
+/// # Safety
+/// `name` must be a live argument of the command's context.
+unsafe fn serve_hit(ctx: &Context, name: *mut raw::RedisModuleString, replied: &Cell<bool>) {
+    // SAFETY: per the contract.
+    let key = unsafe { crate::args::borrow_arg(name) };
+    let Some(colon) = key.windows(2).position(|w| w == b":{") else {
+        return;
+    };
+    schema::with_entry_prefix(&key[..=colon], |schema| {
+        let Some(schema) = schema else {
+            return;
+        };
+        // SAFETY: per the contract; `key` is the text of `name`.
+        if !unsafe { cache::reply_if_cached_named(ctx, name, key) } {
+            return;
+        }
+        replied.set(true);
+        stats::count_call(Tracked::Get);
+        schema.stats.calls.inc();
+        count_hit(ctx, schema, &key[colon + 1..]);
+    })
+}
+
+/// PGCACHE.GET when the hit path could not answer: the key taken apart, checked to be the
+/// row's canonical key, and read as READ reads it.
+pub fn get(ctx: &Context, args: &[&[u8]]) -> Reply {
+    if !(2..=3).contains(&args.len()) {
+        return Reply::WrongArity;
+    }
+    match miss(ctx, args[1], args.get(2)) {
+        Ok(reply) => reply,
+        Err(e) => e.into(),
+    }
+}
+
+fn miss(ctx: &Context, named: &[u8], ttl: Option<&&[u8]>) -> Result<Reply> {
+    let ttl = ttl_arg(ttl)?.unwrap_or_else(tunables::default_ttl);
+    let prefix = tunables::cache_prefix();
+    let (table_arg, pk_arg) = key::split_cache_key(&prefix, named)?;
+    let Some(schema) = schema::cached(table_arg) else {
+        return Ok(read::read_on_worker(
+            ctx,
+            table_arg,
+            pk_arg,
+            ttl,
+            Some(named.to_vec()),
+        ));
+    };
+    let pk = key::canonicalise(pk_arg, &*schema)?;
+    if pk.unconfirmed {
+        return Ok(read::read_on_worker(
+            ctx,
+            table_arg,
+            pk_arg,
+            ttl,
+            Some(named.to_vec()),
+        ));
+    }
+    must_be_canonical(named, &schema, &pk)?;
+    // The hit path found nothing; a hit here means the table was learnt meanwhile.
+    if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
+        schema.stats.calls.inc();
+        count_hit(ctx, &schema, pk.json.as_bytes());
+        return Ok(Reply::Sent);
+    }
+    Ok(read::fetch(ctx, schema, pk, ttl))
+}
+
+/// PGCACHE.KEY <table> <pk_json>: the row's canonical cache key.
+pub fn key(ctx: &Context, args: &[&[u8]]) -> Reply {
+    if args.len() != 3 {
+        return Reply::WrongArity;
+    }
+    if let Err(e) = read::checked_table(args[1]) {
+        return e.into();
+    }
+    with_key(ctx, args[1], args[2], |_, schema, pk| {
+        Reply::Bulk(schema.cache_key(&pk.json))
+    })
+}

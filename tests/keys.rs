@@ -1,0 +1,222 @@
+//! The commands that name cache keys: PGCACHE.GET, PGCACHE.MGET and PGCACHE.KEY, and what
+//! Redis knows of them (key positions, key specs, docs), on a single server.
+mod common;
+use common::*;
+
+const ORDERS_SQL: &str = "
+    CREATE TABLE orders (id integer PRIMARY KEY, total numeric NOT NULL);
+    INSERT INTO orders VALUES (1, 9.50), (7, 12.25);
+";
+
+fn get(con: &mut redis::Connection, key: &str) -> redis::RedisResult<Option<String>> {
+    redis::cmd("PGCACHE.GET").arg(key).query(con)
+}
+
+fn key_of(con: &mut redis::Connection, table: &str, pk: &str) -> redis::RedisResult<String> {
+    redis::cmd("PGCACHE.KEY").arg(table).arg(pk).query(con)
+}
+
+fn error_of(result: redis::RedisResult<Option<String>>) -> String {
+    result.unwrap_err().to_string()
+}
+
+#[test]
+fn key_gives_the_canonical_key_whatever_the_spelling() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    for (table, pk) in [
+        ("users", r#"{"id":7}"#),
+        ("public.users", r#"{ "id": "7" }"#),
+        ("USERS", r#"{"id":"7"}"#),
+    ] {
+        assert_eq!(
+            key_of(&mut con, table, pk).unwrap(),
+            r#"pg_cache:users:{"id":7}"#,
+            "{table} {pk}"
+        );
+    }
+    let e = key_of(&mut con, "userz", r#"{"id":1}"#).unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    let e = key_of(&mut con, "users", r#"{"name":"x"}"#).unwrap_err();
+    assert!(e.to_string().contains("key columns"), "{e}");
+}
+
+#[test]
+fn get_reads_through_like_read_and_hits_from_memory() {
+    let stack = Stack::start(&format!("{USERS_SQL} {ORDERS_SQL}"));
+    let mut con = stack.con();
+    // The first GET of a table: its schema is read on a worker, then the row.
+    let row = get(&mut con, r#"pg_cache:users:{"id":3}"#)
+        .unwrap()
+        .unwrap();
+    assert_eq!(json(&row)["name"], "user3");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(r#"pg_cache:users:{"id":3}"#)
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        (3500..=3600).contains(&ttl),
+        "filled with the default TTL: {ttl}"
+    );
+    // A hit, and the same entry READ finds.
+    assert_eq!(
+        get(&mut con, r#"pg_cache:users:{"id":3}"#)
+            .unwrap()
+            .unwrap(),
+        row
+    );
+    assert_eq!(
+        read(&mut con, "users", r#"{"id":3}"#).unwrap().unwrap(),
+        row
+    );
+    // A miss of a known table, with a TTL.
+    let _: Option<String> = redis::cmd("PGCACHE.GET")
+        .arg(r#"pg_cache:orders:{"id":7}"#)
+        .arg(60)
+        .query(&mut con)
+        .unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(r#"pg_cache:orders:{"id":7}"#)
+        .query(&mut con)
+        .unwrap();
+    assert!((50..=60).contains(&ttl), "{ttl}");
+    assert_eq!(
+        json(
+            &get(&mut con, r#"pg_cache:orders:{"id":7}"#)
+                .unwrap()
+                .unwrap()
+        )["total"],
+        serde_json::json!(12.25)
+    );
+    // No such row: nil, remembered.
+    assert_eq!(get(&mut con, r#"pg_cache:users:{"id":999}"#).unwrap(), None);
+    assert_eq!(get(&mut con, r#"pg_cache:users:{"id":999}"#).unwrap(), None);
+
+    let stats = map_reply(&mut con, "PGCACHE.STATS");
+    let get_calls: i64 =
+        redis::from_redis_value(nested(&nested(&stats["commands"])["get"])["calls"].clone())
+            .unwrap();
+    assert_eq!(get_calls, 6);
+    let users = nested(&nested(&stats["tables"])["users"]);
+    let hits: i64 = redis::from_redis_value(users["hits"].clone()).unwrap();
+    assert_eq!(hits, 3, "the GET and READ hits and the remembered absence");
+}
+
+#[test]
+fn get_refuses_keys_that_are_not_canonical_and_shows_the_canonical_one() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap();
+    for (named, canonical) in [
+        (
+            r#"pg_cache:users:{ "id": 1 }"#,
+            r#"pg_cache:users:{"id":1}"#,
+        ),
+        (r#"pg_cache:users:{"id":"2"}"#, r#"pg_cache:users:{"id":2}"#),
+        (
+            r#"pg_cache:public.users:{"id":2}"#,
+            r#"pg_cache:users:{"id":2}"#,
+        ),
+    ] {
+        let e = error_of(get(&mut con, named));
+        assert!(e.contains("not a canonical cache key"), "{named}: {e}");
+        assert!(e.contains(&format!("{canonical:?}")), "{named}: {e}");
+        let exists: bool = redis::cmd("EXISTS").arg(named).query(&mut con).unwrap();
+        assert!(!exists, "nothing is written under {named}");
+    }
+    for (named, needle) in [
+        (r#"users:{"id":1}"#, "not a pgcache key"),
+        ("pg_cache:users", "not a pgcache key"),
+        (r#"pg_cache:userz:{"id":1}"#, "does not exist"),
+        (r#"pg_cache:users:{"id":"x"}"#, "expected an integer"),
+    ] {
+        let e = error_of(get(&mut con, named));
+        assert!(e.contains(needle), "{named}: {e}");
+    }
+}
+
+#[test]
+fn redis_knows_which_arguments_are_keys() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    let keys: Vec<String> = redis::cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("PGCACHE.GET")
+        .arg(r#"pg_cache:users:{"id":1}"#)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(keys, vec![r#"pg_cache:users:{"id":1}"#]);
+    let info: Vec<redis::Value> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("pgcache.get")
+        .arg("pgcache.read")
+        .query(&mut con)
+        .unwrap();
+    let positions = |entry: &redis::Value| -> (i64, i64, i64) {
+        let fields: Vec<redis::Value> = redis::from_redis_value(entry.clone()).unwrap();
+        (
+            redis::from_redis_value(fields[3].clone()).unwrap(),
+            redis::from_redis_value(fields[4].clone()).unwrap(),
+            redis::from_redis_value(fields[5].clone()).unwrap(),
+        )
+    };
+    assert_eq!(positions(&info[0]), (1, 1, 1), "GET's key is argument 1");
+    assert_eq!(positions(&info[1]), (0, 0, 0), "READ names no key");
+    let docs = format!(
+        "{:?}",
+        redis::cmd("COMMAND")
+            .arg("DOCS")
+            .arg("pgcache.get")
+            .query::<redis::Value>(&mut con)
+            .unwrap()
+    );
+    assert!(docs.contains("summary") && docs.contains("0.2.0"), "{docs}");
+}
+
+#[test]
+fn acl_key_patterns_apply_to_get() {
+    let stack = Stack::start(&format!("{USERS_SQL} {ORDERS_SQL}"));
+    let mut admin = stack.con();
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "reader",
+            "on",
+            ">pw",
+            "~pg_cache:users:*",
+            "+@all",
+        ])
+        .query(&mut admin)
+        .unwrap();
+    let mut reader =
+        redis::Client::open(format!("redis://reader:pw@127.0.0.1:{}/", stack.redis.port))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+    assert!(
+        get(&mut reader, r#"pg_cache:users:{"id":1}"#)
+            .unwrap()
+            .is_some()
+    );
+    let e = error_of(get(&mut reader, r#"pg_cache:orders:{"id":1}"#));
+    assert!(e.to_uppercase().contains("NOPERM"), "{e}");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(r#"pg_cache:orders:{"id":1}"#)
+        .query(&mut admin)
+        .unwrap();
+    assert!(!exists, "a refused GET fetches nothing");
+}
+
+#[test]
+fn a_prefix_with_braces_is_refused_at_load() {
+    let pg = Pg::start();
+    let mut args = pg.module_args();
+    args.extend(["cache_prefix".to_string(), "{pg}:".to_string()]);
+    let log = Redis::start_with(&args, &[], &[])
+        .err()
+        .expect("the load fails");
+    assert!(
+        log.contains("cache_prefix") && log.contains("brace"),
+        "{log}"
+    );
+}
