@@ -117,13 +117,14 @@ hits_of() { # hits_of <command>: a commands file of the warm-up and HITS calls o
 echo
 echo "Instructions per call in \`processCommand\` (a hit of one 50-byte row):"
 echo
-echo "| build | GET | bare module command (BARE.GET) | PGCACHE.READ hit |"
-echo "|---|---|---|---|"
+echo "| build | GET | bare module command (BARE.GET) | PGCACHE.GET hit | PGCACHE.READ hit |"
+echo "|---|---|---|---|---|"
 for module in "$@"; do
   base=$(count "$module" "$OUT/warmup" "${HIT_WORK[@]}")
-  printf '| %s | %d | %d | %d |\n' "$module" \
+  printf '| %s | %d | %d | %d | %d |\n' "$module" \
     "$(per_call "$module" "$(hits_of "GET $entry")" "$HITS" "$base" "${HIT_WORK[@]}")" \
     "$(per_call "$module" "$(hits_of "BARE.GET $entry")" "$HITS" "$base" "${HIT_WORK[@]}")" \
+    "$(per_call "$module" "$(hits_of "PGCACHE.GET $entry")" "$HITS" "$base" "${HIT_WORK[@]}")" \
     "$(per_call "$module" "$(hits_of "PGCACHE.READ profile_users '{\"id\":1}'")" "$HITS" "$base" "${HIT_WORK[@]}")"
 done
 
@@ -146,13 +147,14 @@ echo
 echo "Main-thread instructions per request, redis-benchmark -c 50 -P 16 (timer work varies with"
 echo "the run's length, so these move by up to 5 % between runs; compare within a row):"
 echo
-echo "| build | GET | bare module command (BARE.GET) | PGCACHE.READ hit |"
-echo "|---|---|---|---|"
+echo "| build | GET | bare module command (BARE.GET) | PGCACHE.GET hit | PGCACHE.READ hit |"
+echo "|---|---|---|---|---|"
 name='pg_cache:profile_users:{"id":1}'
 for module in "$@"; do
   idle=$(per_request "$module" 0)
-  printf '| %s | %d | %d | %d |\n' "$module" \
+  printf '| %s | %d | %d | %d | %d |\n' "$module" \
     "$(per_request "$module" "$idle" GET "$name")" \
     "$(per_request "$module" "$idle" BARE.GET "$name")" \
+    "$(per_request "$module" "$idle" PGCACHE.GET "$name")" \
     "$(per_request "$module" "$idle" PGCACHE.READ profile_users '{"id":1}')"
 done

@@ -79,7 +79,7 @@ type Command = (
     &'static commands::docs::Doc,
 );
 
-fn commands() -> [Command; 11] {
+fn commands() -> [Command; 12] {
     use commands::docs;
     [
         (
@@ -105,6 +105,12 @@ fn commands() -> [Command; 11] {
             Some(commands::get::command),
             "readonly",
             &docs::GET,
+        ),
+        (
+            "pgcache.mget",
+            Some(command_fn!(commands::get::mget, Some(stats::Tracked::Mget))),
+            "readonly",
+            &docs::MGET,
         ),
         (
             "pgcache.key",

@@ -48,7 +48,10 @@ pub fn finished(
     };
     // A call that failed before knowing its table is shown with its arguments as sent.
     let (table, key, rows) = detail.map_or_else(
-        || (argument(args, 1), argument(args, 2), 0),
+        || {
+            let (table, key) = as_sent(command, args);
+            (table, key, 0)
+        },
         |d| (d.table.name.clone(), d.key.clone(), d.rows),
     );
     let entry = slowlog::add(slowlog::Entry {
@@ -81,16 +84,32 @@ pub fn failed(ctx: &Context, command: Tracked, args: &[&[u8]], error: &Error) {
     if !events::wanted(EventKind::Error) {
         return;
     }
+    let (table, key) = as_sent(command, args);
     events::publish_with(
         ctx,
         EventKind::Error,
-        &argument(args, 1),
-        &argument(args, 2),
+        &table,
+        &key,
         &[
             ("command", Extra::Text(command.name())),
             ("error", Extra::Text(&error.to_string())),
         ],
     );
+}
+
+/// The table and key a call named, as sent: arguments 1 and 2, or, for the commands that
+/// name a cache key, that key's parts (the whole key when it cannot be taken apart).
+fn as_sent(command: Tracked, args: &[&[u8]]) -> (String, String) {
+    if !matches!(command, Tracked::Get | Tracked::Mget) {
+        return (argument(args, 1), argument(args, 2));
+    }
+    match crate::key::split_cache_key(
+        &crate::tunables::cache_prefix(),
+        args.get(1).unwrap_or(&&b""[..]),
+    ) {
+        Ok((table, pk)) => (argument(&[table], 0), argument(&[pk], 0)),
+        Err(_) => (String::new(), argument(args, 1)),
+    }
 }
 
 /// Argument `i` as text, cut like a slowlog key.

@@ -220,3 +220,91 @@ fn a_prefix_with_braces_is_refused_at_load() {
         "{log}"
     );
 }
+
+fn mget(con: &mut redis::Connection, keys: &[&str]) -> redis::RedisResult<Vec<Option<String>>> {
+    redis::cmd("PGCACHE.MGET").arg(keys).query(con)
+}
+
+#[test]
+fn mget_answers_in_order_and_fetches_the_misses_together() {
+    let stack = Stack::start(USERS_SQL);
+    stack.pg.log_app_statements();
+    let mut con = stack.con();
+    // The first MGET of a table: schema, keys and rows on one worker, in one query.
+    let keys = [
+        r#"pg_cache:users:{"id":5}"#,
+        r#"pg_cache:users:{"id":999}"#,
+        r#"pg_cache:users:{"id":2}"#,
+        r#"pg_cache:users:{"id":5}"#,
+    ];
+    let before = stack.pg.logged_statements("row_to_json");
+    let rows = mget(&mut con, &keys).unwrap();
+    assert_eq!(stack.pg.logged_statements("row_to_json") - before, 1);
+    let ids: Vec<Option<i64>> = rows
+        .iter()
+        .map(|r| r.as_ref().map(|r| json(r)["id"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(ids, vec![Some(5), None, Some(2), Some(5)]);
+    // Now hits, and a known table's misses in one query.
+    let rows = mget(
+        &mut con,
+        &[
+            r#"pg_cache:users:{"id":2}"#,
+            r#"pg_cache:users:{"id":8}"#,
+            r#"pg_cache:users:{"id":9}"#,
+        ],
+    )
+    .unwrap();
+    assert_eq!(json(rows[0].as_ref().unwrap())["id"], 2);
+    assert_eq!(json(rows[2].as_ref().unwrap())["id"], 9);
+    assert_eq!(stack.pg.logged_statements("row_to_json") - before, 2);
+    let cached: i64 = redis::cmd("EXISTS")
+        .arg(r#"pg_cache:users:{"id":8}"#)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(cached, 1);
+}
+
+#[test]
+fn mget_refuses_what_it_cannot_answer_exactly() {
+    let stack = Stack::start(&format!("{USERS_SQL} {ORDERS_SQL}"));
+    let mut con = stack.con();
+    let keys: Vec<String> = redis::cmd("COMMAND")
+        .arg(&["GETKEYS", "PGCACHE.MGET", "a", "b"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(keys, vec!["a", "b"], "every argument is a key");
+    for (keys, needle) in [
+        (
+            vec![r#"pg_cache:users:{"id":1}"#, r#"pg_cache:users:{ "id":2}"#],
+            r#""pg_cache:users:{\"id\":2}""#,
+        ),
+        (
+            vec![r#"pg_cache:users:{"id":1}"#, r#"pg_cache:orders:{"id":1}"#],
+            "one table per call",
+        ),
+        (
+            vec![r#"pg_cache:users:{"id":1}"#, "other"],
+            "not a pgcache key",
+        ),
+    ] {
+        let e = mget(&mut con, &keys).unwrap_err().to_string();
+        assert!(e.contains(needle), "{keys:?}: {e}");
+    }
+    let e: redis::RedisResult<()> = redis::cmd("PGCACHE.MGET").query(&mut con);
+    assert!(e.unwrap_err().to_string().contains("wrong number"));
+}
+
+#[test]
+fn a_failed_get_is_reported_with_the_parts_of_its_key() {
+    let stack = Stack::start_with(USERS_SQL, &["events", "error"]);
+    let mut con = stack.con();
+    let mut sub = stack.redis.connection();
+    let mut events = subscribe(&mut sub, "pg_cache_events");
+    let _ = get(&mut con, r#"pg_cache:users:{"id":"x"}"#);
+    let event = next_event(&mut events);
+    assert_eq!(event["type"], "cache_error");
+    assert_eq!(event["command"], "get");
+    assert_eq!(event["table"], "users");
+    assert_eq!(event["key"], r#"{"id":"x"}"#);
+}

@@ -1,5 +1,5 @@
-//! PGCACHE.GET <key> [ttl] and PGCACHE.KEY <table> <pk_json>: the commands that name the
-//! cache key itself, so that Redis Cluster routes them, ACL key patterns apply and CLIENT
+//! PGCACHE.GET <key> [ttl], PGCACHE.MGET <key> [key ...] and PGCACHE.KEY <table> <pk_json>:
+//! the commands that name the cache key itself, so that Redis Cluster routes them, ACL key patterns apply and CLIENT
 //! TRACKING tracks them.
 //!
 //! GET's hit is the product's fast path: the key the client sent is opened as it is (its
@@ -8,9 +8,10 @@
 //! takes the key apart and reads the row exactly as READ does.
 
 use crate::cache;
+use crate::commands::multiread;
 use crate::commands::read::{self, must_be_canonical};
 use crate::commands::{count_hit, dispatch, ttl_arg, with_key};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::key;
 use crate::pg::schema;
 use crate::reply::Reply;
@@ -118,6 +119,44 @@ fn miss(ctx: &Context, named: &[u8], ttl: Option<&&[u8]>) -> Result<Reply> {
         return Ok(Reply::Sent);
     }
     Ok(read::fetch(ctx, schema, pk, ttl))
+}
+
+/// PGCACHE.MGET <key> [key ...]: the rows in the caller's order, nil where there is none;
+/// the misses fetched together, as MULTIREAD fetches them. Every key names the same table.
+pub fn mget(ctx: &Context, args: &[&[u8]]) -> Reply {
+    if args.len() < 2 {
+        return Reply::WrongArity;
+    }
+    match read_named(ctx, &args[1..]) {
+        Ok(reply) => reply,
+        Err(e) => e.into(),
+    }
+}
+
+fn read_named(ctx: &Context, named: &[&[u8]]) -> Result<Reply> {
+    let max = tunables::multiread_max();
+    if named.len() > max {
+        return Err(Error::new(format!(
+            "more than {max} keys in one MGET (pgcache.multiread_max); split the call"
+        )));
+    }
+    let prefix = tunables::cache_prefix();
+    let split = named
+        .iter()
+        .map(|k| key::split_cache_key(&prefix, k))
+        .collect::<Result<Vec<_>>>()?;
+    let table = split[0].0;
+    if let Some((other, _)) = split.iter().find(|(t, _)| *t != table) {
+        return Err(Error::new(format!(
+            "PGCACHE.MGET reads one table per call, and these keys name {} and {}; send one \
+             MGET per table",
+            String::from_utf8_lossy(table),
+            String::from_utf8_lossy(other)
+        )));
+    }
+    let pks = split.iter().map(|(_, pk)| *pk).collect();
+    let named = named.iter().map(|k| k.to_vec()).collect();
+    multiread::read_many(ctx, table, pks, Some(named), tunables::default_ttl())
 }
 
 /// PGCACHE.KEY <table> <pk_json>: the row's canonical cache key.

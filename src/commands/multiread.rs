@@ -5,7 +5,7 @@
 
 use crate::blocked::Completion;
 use crate::cache::{self, Cached};
-use crate::commands::read::checked_table;
+use crate::commands::read::{checked_table, must_be_canonical};
 use crate::commands::{count_hit, ttl_arg};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
@@ -28,24 +28,42 @@ pub fn multiread(ctx: &Context, args: &[&[u8]]) -> Reply {
     if !(3..=4).contains(&args.len()) {
         return Reply::WrongArity;
     }
-    match prepare(ctx, args) {
+    let prepared = ttl_arg(args.get(3)).and_then(|ttl| {
+        let ttl = ttl.unwrap_or_else(tunables::default_ttl);
+        let items = parse_array(args[2])?;
+        let items = items.iter().map(|i| i.get().as_bytes()).collect();
+        read_many(ctx, args[1], items, None, ttl)
+    });
+    match prepared {
         Ok(reply) => reply,
         Err(e) => e.into(),
     }
 }
 
-fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
-    let ttl = ttl_arg(args.get(3))?.unwrap_or_else(tunables::default_ttl);
-    let items = parse_array(args[2])?;
+/// Reads the rows of `items` (pk JSON as sent) in `table_arg`: hits from the cache, the
+/// misses fetched together. With `named`, the cache keys the client named (PGCACHE.MGET),
+/// each of which must be its row's canonical key.
+pub fn read_many(
+    ctx: &Context,
+    table_arg: &[u8],
+    items: Vec<&[u8]>,
+    named: Option<Vec<Vec<u8>>>,
+    ttl: u64,
+) -> Result<Reply> {
     if items.is_empty() {
         return Ok(Reply::Array(Vec::new()));
     }
-    let Some(schema) = schema::cached(args[1]) else {
-        let table = checked_table(args[1])?;
-        let items: Vec<Vec<u8>> = items.iter().map(|i| i.get().as_bytes().to_vec()).collect();
-        return Ok(all_on_a_worker(ctx, table, items, ttl));
+    let Some(schema) = schema::cached(table_arg) else {
+        let table = checked_table(table_arg)?;
+        let items: Vec<Vec<u8>> = items.iter().map(|i| i.to_vec()).collect();
+        return Ok(all_on_a_worker(ctx, table, items, named, ttl));
     };
-    let keys = canonicalise_all(items.iter().map(|i| i.get().as_bytes()), &schema)?;
+    let keys = canonicalise_all(items, &schema)?;
+    if let Some(named) = &named
+        && keys.iter().all(|k| !k.unconfirmed)
+    {
+        all_canonical(named, &schema, &keys)?;
+    }
     let slots = look_up(ctx, &schema, &keys);
     if slots.iter().all(|s| *s != Cached::Miss) {
         schema.stats.calls.inc();
@@ -62,6 +80,9 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
             ctx,
             Box::new(move |client| {
                 let keys = normalise::confirm_all(client, &schema, keys)?;
+                if let Some(named) = &named {
+                    all_canonical(named, &schema, &keys)?;
+                }
                 let batch = Batch::new(schema, keys, slots, ttl);
                 let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
                 Ok(batch.complete(rows))
@@ -71,14 +92,31 @@ fn prepare(ctx: &Context, args: &[&[u8]]) -> Result<Reply> {
     Ok(fetch_misses(ctx, Batch::new(schema, keys, slots, ttl)))
 }
 
+/// Checks that each named key is the canonical key of its row.
+fn all_canonical(named: &[Vec<u8>], schema: &TableSchema, keys: &[CanonicalPk]) -> Result<()> {
+    named
+        .iter()
+        .zip(keys)
+        .try_for_each(|(named, key)| must_be_canonical(named, schema, key))
+}
+
 /// A table not seen yet: its schema, the keys' spellings and the rows, all on one worker.
-fn all_on_a_worker(ctx: &Context, table: String, items: Vec<Vec<u8>>, ttl: u64) -> Reply {
+fn all_on_a_worker(
+    ctx: &Context,
+    table: String,
+    items: Vec<Vec<u8>>,
+    named: Option<Vec<Vec<u8>>>,
+    ttl: u64,
+) -> Reply {
     worker::submit(
         ctx,
         Box::new(move |client| {
             let schema = schema::resolve(client, &table)?;
             let keys = canonicalise_all(items.iter().map(Vec::as_slice), &schema)?;
             let keys = normalise::confirm_all(client, &schema, keys)?;
+            if let Some(named) = &named {
+                all_canonical(named, &schema, &keys)?;
+            }
             let slots = vec![Cached::Miss; keys.len()];
             let batch = Batch::new(schema, keys, slots, ttl);
             let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
