@@ -4,11 +4,13 @@
 // Each test crate uses part of these helpers.
 #![allow(dead_code, unused_imports)]
 
+mod cluster;
 mod commands;
 mod figures;
 mod pg;
 mod servers;
 
+pub use cluster::*;
 pub use commands::*;
 pub use figures::*;
 pub use pg::*;

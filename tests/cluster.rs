@@ -1,0 +1,96 @@
+//! pgcache on a real 3-primary Redis Cluster (Valkey cluster with PGCACHE_TEST_SERVER): the
+//! commands that name cache keys are routed like any key command, and every primary
+//! invalidates what it holds.
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+fn users_and_trigger() -> String {
+    format!("{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users');")
+}
+
+fn user_key(id: i64) -> String {
+    format!(r#"pg_cache:users:{{"id":{id}}}"#)
+}
+
+#[test]
+fn get_and_mget_are_routed_by_their_keys_and_every_primary_invalidates_its_rows() {
+    let cluster = Cluster::start(&users_and_trigger(), 3);
+    let mut client = cluster.client();
+    for id in 1..=30 {
+        let row: Option<String> = redis::cmd("PGCACHE.GET")
+            .arg(user_key(id))
+            .query(&mut client)
+            .unwrap();
+        assert_eq!(json(&row.unwrap())["id"], id);
+    }
+    // The rows landed on their slots' primaries, all three of them, and nowhere else.
+    assert_eq!(cluster.assert_keys_in_own_slots(), 30);
+    for node in &cluster.nodes {
+        let held: i64 = redis::cmd("DBSIZE").query(&mut node.connection()).unwrap();
+        assert!(held > 0, "node {} holds none of the 30 rows", node.port);
+    }
+
+    // A node that does not serve the key redirects, as for any key command.
+    let key = user_key(1);
+    let e = redis::cmd("PGCACHE.GET")
+        .arg(&key)
+        .query::<Option<String>>(&mut cluster.other_than_owner_of(&key))
+        .unwrap_err();
+    assert!(format!("{e:?}").to_uppercase().contains("MOVED"), "{e:?}");
+    // Keys of different slots in one MGET are refused before pgcache runs.
+    let (a, b) = (user_key(1), user_key(2));
+    assert_ne!(cluster.slot_of(&a), cluster.slot_of(&b));
+    let e = redis::cmd("PGCACHE.MGET")
+        .arg(&a)
+        .arg(&b)
+        .query::<Vec<Option<String>>>(&mut cluster.owner_of(&a))
+        .unwrap_err();
+    assert!(e.to_string().to_uppercase().contains("CROSSSLOT"), "{e}");
+    // The rows of one pk value share a slot across tables, so MGET of one slot works.
+    let rows: Vec<Option<String>> = redis::cmd("PGCACHE.MGET")
+        .arg(&a)
+        .arg(&a)
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+
+    // redis-cli -c follows the redirection.
+    let node = &cluster.nodes[0];
+    let out = Command::new("redis-cli")
+        .args(["-c", "-p", &node.port.to_string(), "PGCACHE.GET"])
+        .arg(user_key(7))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("user7"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // One UPDATE of every row: each primary's listener deletes the rows it holds.
+    cluster
+        .pg
+        .execute("UPDATE users SET name = name || '!' WHERE id <= 30");
+    wait_for(
+        "every cached row invalidated",
+        Duration::from_secs(20),
+        || {
+            cluster
+                .nodes
+                .iter()
+                .all(|n| {
+                    let held: i64 = redis::cmd("DBSIZE").query(&mut n.connection()).unwrap();
+                    held == 0
+                })
+                .then_some(())
+        },
+    );
+    let row: Option<String> = redis::cmd("PGCACHE.GET")
+        .arg(user_key(5))
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(json(&row.unwrap())["name"], "user5!");
+    cluster.assert_keys_in_own_slots();
+}

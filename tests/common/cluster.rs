@@ -1,0 +1,146 @@
+//! A real Redis Cluster (or Valkey cluster) on loopback ports for integration tests: a
+//! private PostgreSQL and N primaries with the module loaded, created with
+//! `redis-cli --cluster create`.
+
+use super::*;
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+pub struct Cluster {
+    pub pg: Pg,
+    pub nodes: Vec<Redis>,
+}
+
+impl Cluster {
+    /// `primaries` nodes sharing the 16384 slots; `setup_sql` runs in PostgreSQL first.
+    pub fn start(setup_sql: &str, primaries: usize) -> Cluster {
+        let pg = Pg::start();
+        pg.execute(setup_sql);
+        let nodes: Vec<Redis> = (0..primaries)
+            .map(|_| Self::node(&pg.module_args()))
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Cluster { pg, nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    fn node(module_args: &[String]) -> Redis {
+        let bus = free_port().to_string();
+        Redis::start_with(
+            module_args,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus,
+                "--cluster-node-timeout",
+                "2000",
+            ],
+            &[],
+        )
+        .unwrap_or_else(|log| panic!("cluster node did not start:\n{log}"))
+    }
+
+    /// Waits until every node says the cluster is ok and knows every node.
+    pub fn wait_ok(&self) {
+        for node in &self.nodes {
+            wait_for("the cluster to be ok", Duration::from_secs(30), || {
+                let mut con = node.connection();
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut con).ok()?;
+                let known = format!("cluster_known_nodes:{}", self.nodes.len());
+                (info.contains("cluster_state:ok") && info.contains(&known)).then_some(())
+            });
+        }
+    }
+
+    /// A cluster client that follows MOVED.
+    pub fn client(&self) -> redis::cluster::ClusterConnection {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+            .collect();
+        redis::cluster::ClusterClient::new(urls)
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// Which node (by port) serves each slot, from CLUSTER SLOTS.
+    pub fn slot_owners(&self) -> HashMap<u16, u16> {
+        let mut con = self.nodes[0].connection();
+        let ranges: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut con).unwrap();
+        let mut owners = HashMap::new();
+        for range in ranges {
+            let range: Vec<redis::Value> = redis::from_redis_value(range).unwrap();
+            let start: u16 = redis::from_redis_value(range[0].clone()).unwrap();
+            let end: u16 = redis::from_redis_value(range[1].clone()).unwrap();
+            let primary: Vec<redis::Value> = redis::from_redis_value(range[2].clone()).unwrap();
+            let port: u16 = redis::from_redis_value(primary[1].clone()).unwrap();
+            for slot in start..=end {
+                owners.insert(slot, port);
+            }
+        }
+        owners
+    }
+
+    /// The slot of a key, as the cluster computes it.
+    pub fn slot_of(&self, key: &str) -> u16 {
+        let mut con = self.nodes[0].connection();
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut con)
+            .unwrap()
+    }
+
+    /// Every key each node holds; panics if one is in a slot the node does not serve.
+    pub fn assert_keys_in_own_slots(&self) -> usize {
+        let owners = self.slot_owners();
+        let mut total = 0;
+        for node in &self.nodes {
+            let mut con = node.connection();
+            let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+            for key in keys {
+                let slot = self.slot_of(&key);
+                assert_eq!(
+                    owners[&slot], node.port,
+                    "node {} holds {key} of slot {slot}, served by {}",
+                    node.port, owners[&slot]
+                );
+                total += 1;
+            }
+        }
+        total
+    }
+
+    /// A plain connection to the node serving `key`.
+    pub fn owner_of(&self, key: &str) -> redis::Connection {
+        let port = self.slot_owners()[&self.slot_of(key)];
+        connect(port)
+    }
+
+    /// A plain connection to a node that does not serve `key`.
+    pub fn other_than_owner_of(&self, key: &str) -> redis::Connection {
+        let port = self.slot_owners()[&self.slot_of(key)];
+        let node = self.nodes.iter().find(|n| n.port != port).unwrap();
+        connect(node.port)
+    }
+}
