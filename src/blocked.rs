@@ -178,7 +178,9 @@ unsafe fn reply_unblocked(
                 Some(answer.timing),
                 reply.detail(),
             );
-            if let Reply::Error(e) = reply.inner() {
+            if let Reply::Error(e) = reply.inner()
+                && reply.is_failure()
+            {
                 requests::failed(&context, command, &args, e);
             }
         });

@@ -220,6 +220,9 @@ pub fn split_entry_name(entry: &str) -> (&str, &str) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     Write,
+    /// Write each key this node serves (cluster mode: a slot may have moved away while the
+    /// row was fetched, and none may ever be written into a slot served elsewhere).
+    WriteServed,
     /// Not here: the cache is held (until the invalidation listener is known to listen, a
     /// row read now could change unnoticed), or this server is a replica (its dataset is its
     /// primary's to write).
@@ -240,6 +243,8 @@ pub fn admission(ctx: &Context) -> Admission {
         Admission::NotHere
     } else if flags.contains(ContextFlags::OOM) && !flags.contains(ContextFlags::EVICTED) {
         Admission::OutOfMemory
+    } else if flags.contains(ContextFlags::CLUSTER) {
+        Admission::WriteServed
     } else {
         Admission::Write
     }
@@ -261,7 +266,8 @@ pub fn fill(
             stats::FILLS_SKIPPED_OOM.inc();
             return false;
         }
-        Admission::Write => {}
+        Admission::WriteServed if !crate::cluster::serves(ctx, key) => return false,
+        Admission::Write | Admission::WriteServed => {}
     }
     stats::FILLS.inc();
     match row {

@@ -36,6 +36,9 @@ pub enum ErrorKind {
     QueueFull,
     /// A panic in pgcache's code, contained.
     Internal,
+    /// Not an error of pgcache's: a cluster redirection (`MOVED`, `ASK`, ...), sent as its
+    /// message alone, as Redis sends it, and not counted.
+    Redirect,
 }
 
 impl Error {

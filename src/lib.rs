@@ -8,6 +8,7 @@ pub mod args;
 pub mod blocked;
 pub mod bypass;
 pub mod cache;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod error;

@@ -51,6 +51,11 @@ impl PartialEq for Detail {
 }
 
 impl Reply {
+    /// Whether this is an error of pgcache's (not a cluster redirection).
+    pub fn is_failure(&self) -> bool {
+        matches!(self.inner(), Reply::Error(e) if e.kind() != crate::error::ErrorKind::Redirect)
+    }
+
     /// This reply, saying which table and key the call worked on and how many rows
     /// PostgreSQL returned for it.
     pub fn described(self, table: &Arc<TableStats>, key: impl Into<String>, rows: u64) -> Reply {
@@ -93,7 +98,11 @@ impl From<Option<String>> for Reply {
 
 /// The wire text of an error: RESP errors are one line, so line breaks become spaces.
 pub fn error_line(e: &Error) -> CString {
-    let line: String = format!("ERR pgcache: {}", e.message())
+    let line = match e.kind() {
+        crate::error::ErrorKind::Redirect => e.message().to_string(),
+        _ => format!("ERR pgcache: {}", e.message()),
+    };
+    let line: String = line
         .chars()
         .map(|c| {
             if c == '\r' || c == '\n' || c == '\0' {

@@ -171,13 +171,16 @@ pub static COALESCED: Counter = Counter::new();
 /// Counts an error reply, and its kind.
 pub fn count_error(kind: crate::error::ErrorKind) {
     use crate::error::ErrorKind;
+    if kind == ErrorKind::Redirect {
+        return;
+    }
     ERRORS.inc();
     match kind {
         ErrorKind::Postgres => ERRORS_POSTGRES.inc(),
         ErrorKind::Timeout => ERRORS_TIMEOUT.inc(),
         ErrorKind::QueueFull => ERRORS_QUEUE_FULL.inc(),
         ErrorKind::Internal => ERRORS_INTERNAL.inc(),
-        ErrorKind::Other => {}
+        ErrorKind::Other | ErrorKind::Redirect => {}
     }
 }
 

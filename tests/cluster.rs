@@ -94,3 +94,52 @@ fn get_and_mget_are_routed_by_their_keys_and_every_primary_invalidates_its_rows(
     assert_eq!(json(&row.unwrap())["name"], "user5!");
     cluster.assert_keys_in_own_slots();
 }
+
+#[test]
+fn keyless_commands_answer_or_redirect_like_key_commands() {
+    let cluster = Cluster::start(USERS_SQL, 3);
+    let key = user_key(3);
+    let owners = cluster.slot_owners();
+    let slot = cluster.slot_of(&key);
+    let owner_port = owners[&slot];
+    let mut owner = cluster.owner_of(&key);
+    let mut other = cluster.other_than_owner_of(&key);
+
+    // On the owner: answered and cached (twice, so the second READ is a hit).
+    for _ in 0..2 {
+        let row = read(&mut owner, "users", r#"{"id":3}"#).unwrap().unwrap();
+        assert_eq!(json(&row)["id"], 3);
+    }
+    // Elsewhere: MOVED to the owner, for READ (first use of the table there, then known),
+    // MULTIREAD, WRITE and INVALIDATE; nothing written on the wrong node.
+    let moved = format!("{slot} 127.0.0.1:{owner_port}");
+    for _ in 0..2 {
+        let e = read(&mut other, "users", r#"{"id":3}"#).unwrap_err();
+        assert!(format!("{e:?}").contains(&moved), "{e:?}");
+    }
+    let e = multiread(&mut other, "users", r#"[{"id":3}]"#).unwrap_err();
+    assert!(format!("{e:?}").contains(&moved), "{e:?}");
+    let e = write(&mut other, "users", r#"{"id":3}"#, r#"{"id":3}"#).unwrap_err();
+    assert!(format!("{e:?}").contains(&moved), "{e:?}");
+    let e = invalidate(&mut other, "users", r#"{"id":3}"#).unwrap_err();
+    assert!(format!("{e:?}").contains(&moved), "{e:?}");
+    // Keys of different slots in one MULTIREAD: CROSSSLOT, never a partial answer.
+    let e = multiread(&mut owner, "users", r#"[{"id":1},{"id":2}]"#).unwrap_err();
+    assert!(e.to_string().to_uppercase().contains("CROSSSLOT"), "{e}");
+    // redis-cli -c follows READ's redirection like any other.
+    let out = Command::new("redis-cli")
+        .args(["-c", "-p", &cluster.nodes[0].port.to_string()])
+        .args(["PGCACHE.READ", "users", r#"{"id":11}"#])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("user11"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The redirections are not errors of pgcache's.
+    let stats = map_reply(&mut other, "PGCACHE.STATS");
+    let errors: i64 = redis::from_redis_value(stats["errors"].clone()).unwrap();
+    assert_eq!(errors, 0);
+    assert_eq!(cluster.assert_keys_in_own_slots(), 2, "rows 3 and 11");
+}

@@ -71,14 +71,16 @@ pub unsafe fn dispatch(
     reply::send(&context, &reply);
     // A hit has nothing to record (it is counted, not timed), so it skips the guard too.
     let finished = started.filter(|_| !matches!(reply.inner(), Reply::Blocked));
-    let failed = matches!(reply.inner(), Reply::Error(_));
+    let failed = reply.is_failure();
     if let Some(command) = command.filter(|_| finished.is_some() || failed) {
         crate::error::contain("recording a call", || {
             if let Some(started) = finished {
                 let elapsed_us = started.elapsed().as_micros() as u64;
                 requests::finished(&context, command, args, elapsed_us, None, reply.detail());
             }
-            if let Reply::Error(e) = reply.inner() {
+            if let Reply::Error(e) = reply.inner()
+                && failed
+            {
                 requests::failed(&context, command, args, e);
             }
         });

@@ -5,9 +5,10 @@
 
 use crate::blocked::Completion;
 use crate::cache::{self, Cached};
+use crate::cluster;
 use crate::commands::read::{checked_table, must_be_canonical};
 use crate::commands::{count_hit, ttl_arg};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventKind;
 use crate::events;
 use crate::fill::{self, FillTicket};
@@ -64,6 +65,10 @@ pub fn read_many(
     {
         all_canonical(named, &schema, &keys)?;
     }
+    if keys.iter().all(|k| !k.unconfirmed) {
+        // Keys PostgreSQL must spell are checked once it has (`Batch::complete`).
+        one_served_slot(ctx, &schema, &keys)?;
+    }
     let slots = look_up(ctx, &schema, &keys);
     if slots.iter().all(|s| *s != Cached::Miss) {
         schema.stats.calls.inc();
@@ -90,6 +95,24 @@ pub fn read_many(
         ));
     }
     Ok(fetch_misses(ctx, Batch::new(schema, keys, slots, ttl)))
+}
+
+/// In cluster mode, the keys must share one slot this node serves, as for any multi-key
+/// command: otherwise the reply is Redis's own CROSSSLOT or redirection, never a partial
+/// answer.
+fn one_served_slot(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) -> Result<()> {
+    if keys.is_empty() || !cluster::enabled(ctx) {
+        return Ok(());
+    }
+    let names: Vec<String> = keys.iter().map(|k| schema.cache_key(&k.json)).collect();
+    let first = cluster::slot(names[0].as_bytes());
+    if names.iter().any(|n| cluster::slot(n.as_bytes()) != first) {
+        return Err(Error::of(
+            ErrorKind::Redirect,
+            "CROSSSLOT Keys in request don't hash to the same slot",
+        ));
+    }
+    cluster::check(ctx, &names[0])
 }
 
 /// Checks that each named key is the canonical key of its row.
@@ -366,6 +389,11 @@ impl Batch {
                 tickets,
                 ttl,
             } = self;
+            // Keys first learnt on a worker are checked here, on the main thread.
+            if let Err(redirect) = one_served_slot(ctx, &schema, &distinct) {
+                fill::finish_all(tickets, &rows);
+                return redirect.into();
+            }
             let found = rows.iter().filter(|r| r.is_some()).count() as u64;
             let summary = keys_summary(&distinct);
             stats::MISSES.add(distinct.len() as u64);

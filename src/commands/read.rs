@@ -6,6 +6,7 @@
 
 use crate::blocked::Completion;
 use crate::cache;
+use crate::cluster;
 use crate::commands::{count_hit, ttl_arg, utf8};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
@@ -55,10 +56,13 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
 
 /// A miss of a known key: wait for the fill of it in flight, or fetch it and fill.
 pub fn fetch(ctx: &Context, schema: Arc<schema::TableSchema>, pk: CanonicalPk, ttl: u64) -> Reply {
+    let key = schema.cache_key(&pk.json);
+    if let Err(redirect) = cluster::check(ctx, &key) {
+        return redirect.into();
+    }
     if let Err(refusal) = worker::may_wait(ctx) {
         return refusal;
     }
-    let key = schema.cache_key(&pk.json);
     let timeout_ms = tunables::request_timeout_ms();
     let ticket = match fill::lead_or_wait(ctx, &key, timeout_ms, &schema.stats, &pk.json) {
         Join::Wait => return Reply::Blocked,
@@ -143,6 +147,10 @@ fn first_completion(
     ticket: FillTicket,
 ) -> Completion {
     Box::new(move |ctx| {
+        if let Err(redirect) = cluster::check(ctx, &schema.cache_key(&pk.json)) {
+            ticket.finish(&outcome);
+            return redirect.into();
+        }
         if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
             ticket.finish(&outcome);
             count_hit(ctx, &schema, pk.json.as_bytes());

@@ -3,6 +3,7 @@
 //! cache-only changes (PostgreSQL is not written), replicated like every cache write.
 
 use crate::cache;
+use crate::cluster;
 use crate::commands::{ttl_arg, with_key, with_schema};
 use crate::error::Error;
 use crate::event::EventKind;
@@ -29,6 +30,9 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
     };
     with_key(ctx, args[1], args[2], move |ctx, schema, pk| {
         let key = schema.cache_key(&pk.json);
+        if let Err(redirect) = cluster::check(ctx, &key) {
+            return redirect.into();
+        }
         // A fill in flight must not overwrite what the client wrote.
         fill::invalidated(&key);
         cache::store(ctx, &key, &data, ttl);
@@ -66,7 +70,11 @@ pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
         return Reply::WrongArity;
     }
     with_key(ctx, args[1], args[2], move |ctx, schema, pk| {
-        cache::delete(ctx, &schema.cache_key(&pk.json));
+        let key = schema.cache_key(&pk.json);
+        if let Err(redirect) = cluster::check(ctx, &key) {
+            return redirect.into();
+        }
+        cache::delete(ctx, &key);
         stats::INVALIDATIONS_BY_COMMAND.inc();
         events::publish(ctx, EventKind::Invalidate, &schema.display, &pk.json);
         Reply::Ok.described(&schema.stats, pk.json.as_str(), 0)

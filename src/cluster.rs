@@ -1,0 +1,171 @@
+//! Redis Cluster / Valkey cluster: where the slot of a key pgcache derives is served.
+//!
+//! PGCACHE.GET and MGET name their keys, so the server routes them itself. READ, MULTIREAD,
+//! WRITE and INVALIDATE derive their key from a table and a pk; on a cluster node they must
+//! answer as Redis answers a key command: serve a key this node serves, redirect (`MOVED`,
+//! or `ASK` while the slot migrates) one it does not, and never write a key into a slot it
+//! does not serve. Redis is the authority: an RM_Call that touches a key is refused unless
+//! this node serves it to this client (an ASKING client included); only when it is refused
+//! is CLUSTER NODES read, to say where the key is.
+
+use crate::error::{Error, ErrorKind};
+use redis_module::{CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags};
+
+/// Whether this server runs in cluster mode.
+#[inline]
+pub fn enabled(ctx: &Context) -> bool {
+    ctx.get_flags().contains(ContextFlags::CLUSTER)
+}
+
+/// Whether this node serves `key` to the calling client right now (always, outside cluster
+/// mode).
+pub fn serves(ctx: &Context, key: &str) -> bool {
+    if !enabled(ctx) {
+        return true;
+    }
+    let options = CallOptionsBuilder::new().errors_as_replies().build();
+    let answer: CallResult = ctx.call_ext("EXISTS", &options, &[key]);
+    answer.is_ok()
+}
+
+/// Ok when this node serves `key`; otherwise the redirection Redis would reply for it.
+pub fn check(ctx: &Context, key: &str) -> Result<(), Error> {
+    if serves(ctx, key) {
+        return Ok(());
+    }
+    let slot = slot(key.as_bytes());
+    let redirect = |line: String| Error::of(ErrorKind::Redirect, line);
+    match locate(ctx, slot) {
+        Some(Location::Elsewhere(addr)) => Err(redirect(format!("MOVED {slot} {addr}"))),
+        Some(Location::Migrating(addr)) => Err(redirect(format!("ASK {slot} {addr}"))),
+        None => Err(redirect(format!("CLUSTERDOWN Hash slot {slot} not served"))),
+    }
+}
+
+/// The hash slot of a key, as CLUSTER KEYSLOT computes it: CRC16 of the part between the
+/// first `{` and the next `}` when that is not empty, else of the whole key.
+pub fn slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16(hashed) & 16383
+}
+
+/// CRC-16/XMODEM, Redis Cluster's key hash.
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in data {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// Where a slot this node does not serve to the client is.
+#[derive(Debug, PartialEq, Eq)]
+enum Location {
+    /// Another primary serves it (`ip:port`).
+    Elsewhere(String),
+    /// This node serves it but is moving it to `ip:port`, and the key is not here.
+    Migrating(String),
+}
+
+fn locate(ctx: &Context, slot: u16) -> Option<Location> {
+    let options = CallOptionsBuilder::new().errors_as_replies().build();
+    let answer: CallResult = ctx.call_ext("CLUSTER", &options, &["NODES"]);
+    let text = match answer.ok()? {
+        CallReply::String(s) => s.to_string()?,
+        CallReply::VerbatimString(s) => s.to_string(),
+        _ => return None,
+    };
+    locate_in(&text, slot)
+}
+
+/// `locate` over CLUSTER NODES' text: lines of `id ip:port@bus[,host] flags master ping pong
+/// epoch link slot...`, slots as `n`, `a-b`, or `[n->-id]` on the node migrating slot n.
+fn locate_in(nodes: &str, slot: u16) -> Option<Location> {
+    let lines: Vec<Vec<&str>> = nodes
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 8)
+        .collect();
+    let addr_of = |id: &str| {
+        lines
+            .iter()
+            .find(|f| f[0] == id)
+            .map(|f| f[1].split(['@', ',']).next().unwrap_or(f[1]).to_string())
+    };
+    let owner = lines.iter().find(|f| {
+        f[8..].iter().any(|range| {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+        })
+    })?;
+    if !owner[2].split(',').any(|flag| flag == "myself") {
+        return addr_of(owner[0]).map(Location::Elsewhere);
+    }
+    let migrating = format!("[{slot}->-");
+    owner[8..]
+        .iter()
+        .find_map(|s| s.strip_prefix(&migrating)?.strip_suffix(']'))
+        .and_then(addr_of)
+        .map(Location::Migrating)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_redis_clusters() {
+        // Values from CLUSTER KEYSLOT.
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"somekey"), 11058);
+        assert_eq!(slot(b"foo{hash_tag}"), 2515);
+        assert_eq!(slot(b"bar{hash_tag}"), 2515);
+        assert_eq!(
+            slot(b"{}foo"),
+            slot(b"{}foo"),
+            "an empty tag hashes the whole key"
+        );
+        assert_eq!(slot(br#"pg_cache:users:{"id":7}"#), slot(br#""id":7"#));
+    }
+
+    const NODES: &str = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460 [42->-b2]
+b2 127.0.0.1:7002@17002,host-b master - 0 1 2 connected 5461-10922
+c3 127.0.0.1:7003@17003 master - 0 1 3 connected 10923-16383
+";
+
+    #[test]
+    fn cluster_nodes_say_where_a_slot_is() {
+        assert_eq!(
+            locate_in(NODES, 6000),
+            Some(Location::Elsewhere("127.0.0.1:7002".into()))
+        );
+        assert_eq!(
+            locate_in(NODES, 16383),
+            Some(Location::Elsewhere("127.0.0.1:7003".into()))
+        );
+        assert_eq!(
+            locate_in(NODES, 42),
+            Some(Location::Migrating("127.0.0.1:7002".into()))
+        );
+        assert_eq!(locate_in(NODES, 43), None, "ours, not migrating");
+        assert_eq!(locate_in("", 1), None);
+    }
+}
