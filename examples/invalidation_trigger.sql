@@ -20,6 +20,31 @@
 -- channel is read from the database's own setting in the catalog, which only the database
 -- owner or a superuser can change, not from the session's value of pgcache.channel.
 
+-- Drop every cached row of a table on every pgcache node, through PostgreSQL itself
+-- (PGCACHE.FLUSH reaches the node it is sent to; on a cluster, this reaches every primary):
+--   SELECT pgcache_flush('users');
+CREATE OR REPLACE FUNCTION pgcache_flush(tbl regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- As in pgcache_notify: only the database's own setting names the channel.
+    channel text := coalesce(
+        (SELECT nullif(substr(setting, length('pgcache.channel=') + 1), '')
+           FROM pg_db_role_setting AS s, unnest(s.setconfig) AS setting
+          WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND s.setrole = 0
+            AND setting LIKE 'pgcache.channel=%'),
+        'cache_invalidation');
+    name text;
+BEGIN
+    SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) INTO name
+      FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+     WHERE c.oid = tbl;
+    PERFORM pg_notify(channel, json_build_object('table', name, 'op', 'FLUSH', 'flush', true)::text);
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pgcache_notify() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp

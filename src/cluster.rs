@@ -85,14 +85,43 @@ enum Location {
 }
 
 fn locate(ctx: &Context, slot: u16) -> Option<Location> {
+    locate_in(&cluster_nodes(ctx)?, slot)
+}
+
+/// How many slots this node serves as a primary; None outside cluster mode.
+pub fn served_slots(ctx: &Context) -> Option<usize> {
+    if !enabled(ctx) {
+        return None;
+    }
+    Some(cluster_nodes(ctx).map_or(0, |text| served_in(&text)))
+}
+
+/// CLUSTER NODES' text.
+fn cluster_nodes(ctx: &Context) -> Option<String> {
     let options = CallOptionsBuilder::new().errors_as_replies().build();
     let answer: CallResult = ctx.call_ext("CLUSTER", &options, &["NODES"]);
-    let text = match answer.ok()? {
-        CallReply::String(s) => s.to_string()?,
-        CallReply::VerbatimString(s) => s.to_string(),
-        _ => return None,
-    };
-    locate_in(&text, slot)
+    match answer.ok()? {
+        CallReply::String(s) => s.to_string(),
+        CallReply::VerbatimString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// The slots on the `myself` line of CLUSTER NODES' text.
+fn served_in(nodes: &str) -> usize {
+    nodes
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() >= 8 && f[2].split(',').any(|flag| flag == "myself"))
+        .map_or(0, |f| {
+            f[8..]
+                .iter()
+                .filter_map(|range| {
+                    let (a, b) = range.split_once('-').unwrap_or((range, range));
+                    Some(b.parse::<usize>().ok()? + 1 - a.parse::<usize>().ok()?)
+                })
+                .sum()
+        })
 }
 
 /// `locate` over CLUSTER NODES' text: lines of `id ip:port@bus[,host] flags master ping pong
@@ -167,5 +196,7 @@ c3 127.0.0.1:7003@17003 master - 0 1 3 connected 10923-16383
         );
         assert_eq!(locate_in(NODES, 43), None, "ours, not migrating");
         assert_eq!(locate_in("", 1), None);
+        assert_eq!(served_in(NODES), 5461);
+        assert_eq!(served_in(""), 0);
     }
 }

@@ -93,6 +93,37 @@ fn get_and_mget_are_routed_by_their_keys_and_every_primary_invalidates_its_rows(
         .unwrap();
     assert_eq!(json(&row.unwrap())["name"], "user5!");
     cluster.assert_keys_in_own_slots();
+
+    // pgcache_flush() tells every node through PostgreSQL.
+    for id in 1..=30 {
+        let _: Option<String> = redis::cmd("PGCACHE.GET")
+            .arg(user_key(id))
+            .query(&mut client)
+            .unwrap();
+    }
+    cluster.pg.execute("SELECT pgcache_flush('users')");
+    wait_for("every node flushed", Duration::from_secs(20), || {
+        cluster
+            .nodes
+            .iter()
+            .all(|n| {
+                let held: i64 = redis::cmd("DBSIZE").query(&mut n.connection()).unwrap();
+                held == 0
+            })
+            .then_some(())
+    });
+
+    // HEALTH is per node: cluster mode, and the slots each serves.
+    let mut slots = 0;
+    for node in &cluster.nodes {
+        let health = map_reply(&mut node.connection(), "PGCACHE.HEALTH");
+        assert_eq!(
+            redis::from_redis_value::<String>(health["cluster"].clone()).unwrap(),
+            "yes"
+        );
+        slots += redis::from_redis_value::<i64>(health["cluster_slots"].clone()).unwrap();
+    }
+    assert_eq!(slots, 16384);
 }
 
 #[test]

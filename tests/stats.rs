@@ -183,6 +183,7 @@ fn health_names_every_problem_and_hides_the_password() {
     assert_eq!(text(&h, "postgres"), "reachable");
     assert!(int(&h, "postgres_rtt_us") > 0);
     assert_eq!(text(&h, "listener"), "connected");
+    assert_eq!(text(&h, "cluster"), "no");
     let config = format!("{:?}", h["config"]);
     assert!(
         config.contains("(set)") && !config.contains(PG_PASSWORD),

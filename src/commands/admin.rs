@@ -101,8 +101,27 @@ pub fn health(ctx: &Context, args: &[&[u8]]) -> Reply {
     }
     worker::submit_probe(
         ctx,
-        Box::new(|rtt| Box::new(move |_| Reply::Map(health_report(rtt)))),
+        Box::new(|rtt| {
+            Box::new(move |ctx| {
+                let mut report = health_report(rtt);
+                // Before `config`, which stays last.
+                let at = report.len() - 1;
+                report.splice(at..at, cluster_report(ctx));
+                Reply::Map(report)
+            })
+        }),
     )
+}
+
+/// Whether this node is part of a cluster, and how many slots it serves as a primary.
+fn cluster_report(ctx: &Context) -> Vec<(String, Reply)> {
+    match crate::cluster::served_slots(ctx) {
+        None => vec![("cluster".to_string(), Reply::Bulk("no".into()))],
+        Some(slots) => vec![
+            ("cluster".to_string(), Reply::Bulk("yes".into())),
+            ("cluster_slots".to_string(), Reply::Int(slots as i64)),
+        ],
+    }
 }
 
 /// The health figures, given a PostgreSQL round trip's time or failure.
