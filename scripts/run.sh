@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: a private PostgreSQL (port 55432) with demo tables and redis-server (port 6390)
 # with pgcache loaded, both under .run/. `scripts/run.sh stop` stops them.
+# `make run-cluster` (`scripts/run.sh cluster`): the same PostgreSQL and a 3-primary Redis
+# Cluster on ports 7001-7003, each node with pgcache loaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="$PWD/.run"
@@ -10,8 +12,14 @@ PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
+CLUSTER_PORTS=(7001 7002 7003)
+
 stop() {
   [ -f "$RUN/redis.pid" ] && kill "$(cat "$RUN/redis.pid")" 2>/dev/null || true
+  for port in "${CLUSTER_PORTS[@]}"; do
+    [ -f "$RUN/cluster/$port/redis.pid" ] && kill "$(cat "$RUN/cluster/$port/redis.pid")" 2>/dev/null || true
+  done
+  rm -rf "$RUN/cluster"
   [ -d "$RUN/pg" ] && as_pg "$PG_BIN/pg_ctl" -D "$RUN/pg" -m fast stop >/dev/null 2>&1 || true
   rm -f "$RUN/redis.pid"
 }
@@ -33,10 +41,42 @@ psql_run -d app -f examples/demo.sql >/dev/null
 psql_run -d app -f examples/invalidation_trigger.sql >/dev/null
 psql_run -d app -c "SELECT pgcache_watch('users'), pgcache_watch('products')" >/dev/null 2>&1
 
+MODULE_ARGS=(pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable)
+
+if [ "${1:-}" = "cluster" ]; then
+  addresses=()
+  for port in "${CLUSTER_PORTS[@]}"; do
+    dir="$RUN/cluster/$port"
+    mkdir -p "$dir"
+    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --cluster-enabled yes \
+      --cluster-node-timeout 2000 --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+      --dir "$dir" --save "" --loadmodule "$PWD/target/release/libpgcache.so" "${MODULE_ARGS[@]}"
+    for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    addresses+=("127.0.0.1:$port")
+  done
+  redis-cli --cluster create "${addresses[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
+  for _ in $(seq 100); do
+    redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | grep -q cluster_state:ok && break
+    sleep 0.1
+  done
+  cat <<TXT
+A 3-primary Redis Cluster with pgcache is running on ports ${CLUSTER_PORTS[*]}.
+  PostgreSQL: psql -h 127.0.0.1 -p $PG_PORT -U postgres app
+Try (-c follows MOVED):
+  redis-cli -c -p 7001 PGCACHE.GET 'pg_cache:users:{"id":1}'
+  redis-cli -c -p 7001 PGCACHE.READ users '{"id":2}'
+  redis-cli -c -p 7001 PGCACHE.KEY users '{"id":"3"}'
+  redis-cli -p 7001 PGCACHE.HEALTH                 # cluster yes, and the slots this node serves
+  psql -h 127.0.0.1 -p $PG_PORT -U postgres app -c "UPDATE users SET name = 'Ada' WHERE id = 1"
+  redis-cli -c -p 7001 PGCACHE.GET 'pg_cache:users:{"id":1}'   # the change, on whichever node
+Logs: .run/cluster/<port>/redis.log, .run/pg.log. Stop: scripts/run.sh stop
+TXT
+  exit 0
+fi
+
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
   --pidfile "$RUN/redis.pid" --logfile "$RUN/redis.log" --dir "$RUN" --save "" \
-  --loadmodule "$PWD/target/release/libpgcache.so" \
-  pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable
+  --loadmodule "$PWD/target/release/libpgcache.so" "${MODULE_ARGS[@]}"
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 redis-cli -p "$REDIS_PORT" ping >/dev/null || { tail -20 "$RUN/redis.log"; exit 1; }
 
