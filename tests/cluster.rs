@@ -174,3 +174,61 @@ fn keyless_commands_answer_or_redirect_like_key_commands() {
     assert_eq!(errors, 0);
     assert_eq!(cluster.assert_keys_in_own_slots(), 2, "rows 3 and 11");
 }
+
+#[test]
+fn a_promoted_replica_serves_and_nothing_stale_after_the_failover() {
+    let mut cluster = Cluster::start(&users_and_trigger(), 3);
+    let replica = cluster.add_replica(0);
+    let primary_port = cluster.nodes[0].port;
+    let owners = cluster.slot_owners();
+    let id = (1..=200)
+        .find(|&id| owners[&cluster.slot_of(&user_key(id))] == primary_port)
+        .expect("a row of the first primary");
+    let key = user_key(id);
+    let mut client = cluster.client();
+    let _: Option<String> = redis::cmd("PGCACHE.GET")
+        .arg(&key)
+        .query(&mut client)
+        .unwrap();
+    wait_for("the entry on the replica", Duration::from_secs(10), || {
+        let mut con = cluster.nodes[replica].connection();
+        let _: () = redis::cmd("READONLY").query(&mut con).unwrap();
+        redis::cmd("EXISTS")
+            .arg(&key)
+            .query::<bool>(&mut con)
+            .unwrap()
+            .then_some(())
+    });
+
+    // The primary goes away, and the row changes while no primary serves its slot: the
+    // replica's copy of the entry is stale from now on.
+    cluster.nodes[0].stop();
+    cluster.pg.execute(&format!(
+        "UPDATE users SET name = 'changed' WHERE id = {id}"
+    ));
+    wait_for("the replica's promotion", Duration::from_secs(30), || {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut cluster.nodes[replica].connection())
+            .ok()?;
+        info.contains("role:master").then_some(())
+    });
+    // The promoted replica serves the slot, and never the stale row.
+    let row = wait_for(
+        "the promoted node to answer",
+        Duration::from_secs(20),
+        || {
+            redis::cmd("PGCACHE.GET")
+                .arg(&key)
+                .query::<Option<String>>(&mut cluster.nodes[replica].connection())
+                .ok()
+        },
+    );
+    assert_eq!(json(&row.unwrap())["name"], "changed");
+    let health = map_reply(&mut cluster.nodes[replica].connection(), "PGCACHE.HEALTH");
+    let slots: i64 = redis::from_redis_value(health["cluster_slots"].clone()).unwrap();
+    assert!(
+        slots > 0,
+        "the promoted node serves the failed primary's slots"
+    );
+}

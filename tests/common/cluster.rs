@@ -70,6 +70,40 @@ impl Cluster {
         }
     }
 
+    /// Adds a replica of `self.nodes[primary]` and waits until it is in sync; returns its
+    /// index in `self.nodes`.
+    pub fn add_replica(&mut self, primary: usize) -> usize {
+        let replica = Self::node(&self.pg.module_args());
+        let primary_port = self.nodes[primary].port;
+        let primary_id: String = redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut self.nodes[primary].connection())
+            .unwrap();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "add-node"])
+            .arg(format!("127.0.0.1:{}", replica.port))
+            .arg(format!("127.0.0.1:{primary_port}"))
+            .args(["--cluster-slave", "--cluster-master-id", &primary_id])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster add-node failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        self.nodes.push(replica);
+        self.wait_ok();
+        let replica = self.nodes.last().unwrap();
+        wait_for("the replica to be in sync", Duration::from_secs(30), || {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut replica.connection())
+                .ok()?;
+            info.contains("master_link_status:up").then_some(())
+        });
+        self.nodes.len() - 1
+    }
+
     /// A cluster client that follows MOVED.
     pub fn client(&self) -> redis::cluster::ClusterConnection {
         let urls: Vec<String> = self
