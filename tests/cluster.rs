@@ -232,3 +232,78 @@ fn a_promoted_replica_serves_and_nothing_stale_after_the_failover() {
         "the promoted node serves the failed primary's slots"
     );
 }
+
+#[test]
+fn a_slot_resharded_under_load_leaves_no_key_astray() {
+    let cluster = Cluster::start(&users_and_trigger(), 3);
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    let ids: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(&mut n.connection())
+                .unwrap()
+        })
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = ["PGCACHE.GET", "PGCACHE.READ"]
+        .into_iter()
+        .map(|command| {
+            let (stop, mut client) = (stop.clone(), cluster.client());
+            std::thread::spawn(move || {
+                let (mut served, mut failed) = (0, Vec::new());
+                let mut id = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    id = id % 200 + 1;
+                    let mut request = redis::cmd(command);
+                    if command == "PGCACHE.GET" {
+                        request.arg(user_key(id));
+                    } else {
+                        request.arg("users").arg(format!(r#"{{"id":{id}}}"#));
+                    }
+                    match request.query::<Option<String>>(&mut client) {
+                        Ok(Some(row)) if json(&row)["id"] == id => served += 1,
+                        other => failed.push(format!("{command} {id}: {other:?}")),
+                    }
+                }
+                (served, failed)
+            })
+        })
+        .collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "reshard"])
+        .arg(format!("127.0.0.1:{}", ports[0]))
+        .args(["--cluster-from", &ids[0], "--cluster-to", &ids[1]])
+        .args(["--cluster-slots", "1000", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reshard failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in load {
+        let (served, failed) = reader.join().unwrap();
+        assert!(served > 0);
+        assert!(
+            failed.is_empty(),
+            "{} failed, e.g. {:?}",
+            failed.len(),
+            &failed[..3.min(failed.len())]
+        );
+    }
+    let check = Command::new("redis-cli")
+        .args(["--cluster", "check"])
+        .arg(format!("127.0.0.1:{}", ports[0]))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && !report.contains("[ERR]") && !report.contains("[WARNING]"),
+        "{report}"
+    );
+    assert!(cluster.assert_keys_in_own_slots() > 0);
+}

@@ -65,8 +65,10 @@ pub fn read_many(
     {
         all_canonical(named, &schema, &keys)?;
     }
-    if keys.iter().all(|k| !k.unconfirmed) {
-        // Keys PostgreSQL must spell are checked once it has (`Batch::complete`).
+    let derived = named.is_none();
+    if derived && keys.iter().all(|k| !k.unconfirmed) {
+        // Keys PostgreSQL must spell are checked once it has (`Batch::complete`); keys the
+        // client named (MGET) were routed by the server.
         one_served_slot(ctx, &schema, &keys)?;
     }
     let slots = look_up(ctx, &schema, &keys);
@@ -88,13 +90,16 @@ pub fn read_many(
                 if let Some(named) = &named {
                     all_canonical(named, &schema, &keys)?;
                 }
-                let batch = Batch::new(schema, keys, slots, ttl);
+                let batch = Batch::new(schema, keys, slots, ttl, derived);
                 let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
                 Ok(batch.complete(rows))
             }),
         ));
     }
-    Ok(fetch_misses(ctx, Batch::new(schema, keys, slots, ttl)))
+    Ok(fetch_misses(
+        ctx,
+        Batch::new(schema, keys, slots, ttl, derived),
+    ))
 }
 
 /// In cluster mode, the keys must share one slot this node serves, as for any multi-key
@@ -140,8 +145,9 @@ fn all_on_a_worker(
             if let Some(named) = &named {
                 all_canonical(named, &schema, &keys)?;
             }
+            let derived = named.is_none();
             let slots = vec![Cached::Miss; keys.len()];
-            let batch = Batch::new(schema, keys, slots, ttl);
+            let batch = Batch::new(schema, keys, slots, ttl, derived);
             let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
             Ok(batch.complete(rows))
         }),
@@ -336,6 +342,9 @@ struct Batch {
     distinct: Arc<[CanonicalPk]>,
     tickets: Vec<FillTicket>,
     ttl: u64,
+    /// Whether the keys were derived (MULTIREAD) rather than named (MGET, which the server
+    /// routed): derived keys are checked against the cluster's slots.
+    derived: bool,
 }
 
 impl Batch {
@@ -346,6 +355,7 @@ impl Batch {
         keys: Vec<CanonicalPk>,
         cached: Vec<Cached>,
         ttl: u64,
+        derived: bool,
     ) -> Batch {
         let mut first_of: HashMap<&str, usize> = HashMap::new();
         let mut firsts = Vec::new();
@@ -375,6 +385,7 @@ impl Batch {
             distinct,
             tickets,
             ttl,
+            derived,
         }
     }
 
@@ -388,9 +399,10 @@ impl Batch {
                 distinct,
                 tickets,
                 ttl,
+                derived,
             } = self;
             // Keys first learnt on a worker are checked here, on the main thread.
-            if let Err(redirect) = one_served_slot(ctx, &schema, &distinct) {
+            if derived && let Err(redirect) = one_served_slot(ctx, &schema, &distinct) {
                 fill::finish_all(tickets, &rows);
                 return redirect.into();
             }

@@ -51,15 +51,16 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         // spelling canonical: entries are only ever written under confirmed keys).
         return read_on_worker(ctx, table_arg, pk_arg, ttl, None);
     }
+    // READ names no key, so the server could not redirect it (GET's key it did).
+    if let Err(redirect) = cluster::check(ctx, &schema.cache_key(&pk.json)) {
+        return redirect.into();
+    }
     fetch(ctx, schema, pk, ttl)
 }
 
 /// A miss of a known key: wait for the fill of it in flight, or fetch it and fill.
 pub fn fetch(ctx: &Context, schema: Arc<schema::TableSchema>, pk: CanonicalPk, ttl: u64) -> Reply {
     let key = schema.cache_key(&pk.json);
-    if let Err(redirect) = cluster::check(ctx, &key) {
-        return redirect.into();
-    }
     if let Err(refusal) = worker::may_wait(ctx) {
         return refusal;
     }
@@ -127,27 +128,33 @@ pub fn read_on_worker(
             if let Some(named) = &named {
                 must_be_canonical(named, &schema, &pk)?;
             }
+            // A key the client named was routed by the server; a derived one is checked.
+            let derived = named.is_none();
             let then = {
                 let (schema, pk) = (schema.clone(), pk.clone());
-                Box::new(move |outcome, ticket| first_completion(outcome, schema, pk, ttl, ticket))
+                Box::new(move |outcome, ticket| {
+                    first_completion(outcome, schema, pk, ttl, ticket, derived)
+                })
             };
             Ok(Step::Fill { schema, pk, then })
         }),
     )
 }
 
-/// The main-thread half of `read_on_worker`'s miss. The entry may already be cached under
-/// the canonical key (another spelling filled it); then the cached row is the answer, as for
-/// any hit, and the fetched one is dropped.
+/// The main-thread half of `read_on_worker`'s miss. A `derived` key (READ's) is redirected
+/// when this cluster node does not serve it. The entry may already be cached under the
+/// canonical key (another spelling filled it); then the cached row is the answer, as for any
+/// hit, and the fetched one is dropped.
 fn first_completion(
     outcome: Outcome,
     schema: Arc<schema::TableSchema>,
     pk: CanonicalPk,
     ttl: u64,
     ticket: FillTicket,
+    derived: bool,
 ) -> Completion {
     Box::new(move |ctx| {
-        if let Err(redirect) = cluster::check(ctx, &schema.cache_key(&pk.json)) {
+        if derived && let Err(redirect) = cluster::check(ctx, &schema.cache_key(&pk.json)) {
             ticket.finish(&outcome);
             return redirect.into();
         }
