@@ -259,6 +259,7 @@ fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), String> 
             &commands::docs::DEBUG,
         )
     });
+    let categories = commands::docs::add_category(ctx);
     for (name, handler, flags, doc) in commands().into_iter().chain(debug) {
         let (first_key, last_key, key_step) = doc.key_positions();
         let c_name = CString::new(name).expect("no NUL");
@@ -279,6 +280,9 @@ fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), String> 
             return Err(format!("pgcache: could not register {name}"));
         }
         commands::docs::set(ctx, name, doc)?;
+        if categories {
+            commands::docs::set_category(ctx, name);
+        }
     }
     Ok(())
 }

@@ -308,3 +308,66 @@ fn a_failed_get_is_reported_with_the_parts_of_its_key() {
     assert_eq!(event["table"], "users");
     assert_eq!(event["key"], r#"{"id":"x"}"#);
 }
+
+#[test]
+fn client_tracking_tracks_the_rows_get_returned() {
+    let stack = Stack::start(USERS_SQL);
+    let mut sub = stack.redis.connection();
+    let sub_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut sub).unwrap();
+    let mut invalidations = subscribe(&mut sub, "__redis__:invalidate");
+    let mut con = stack.con();
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["TRACKING", "on", "REDIRECT", &sub_id.to_string()])
+        .query(&mut con)
+        .unwrap();
+    let key = r#"pg_cache:users:{"id":4}"#;
+    assert!(get(&mut con, key).unwrap().is_some());
+    invalidate(&mut stack.con(), "users", r#"{"id":4}"#).unwrap();
+    let message = invalidations
+        .get_message()
+        .expect("an invalidation message");
+    let keys: Vec<String> = message.get_payload().unwrap();
+    assert_eq!(keys, vec![key.to_string()]);
+}
+
+#[test]
+fn the_commands_are_in_the_pgcache_acl_category_where_modules_may_add_one() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    let categories: Vec<String> = redis::cmd("ACL").arg("CAT").query(&mut con).unwrap();
+    if !categories.iter().any(|c| c == "pgcache") {
+        // Redis before 7.4 lets no module add a category; nothing else to check there.
+        return;
+    }
+    let commands: Vec<String> = redis::cmd("ACL")
+        .arg(&["CAT", "pgcache"])
+        .query(&mut con)
+        .unwrap();
+    for name in [
+        "pgcache.read",
+        "pgcache.get",
+        "pgcache.mget",
+        "pgcache.key",
+        "pgcache.flush",
+    ] {
+        assert!(commands.iter().any(|c| c == name), "{name} in {commands:?}");
+    }
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "on", ">pw", "~pg_cache:*", "+@pgcache"])
+        .query(&mut con)
+        .unwrap();
+    let mut app = redis::Client::open(format!("redis://app:pw@127.0.0.1:{}/", stack.redis.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert!(
+        get(&mut app, r#"pg_cache:users:{"id":1}"#)
+            .unwrap()
+            .is_some()
+    );
+    let e = redis::cmd("GET")
+        .arg("x")
+        .query::<Option<String>>(&mut app)
+        .unwrap_err();
+    assert!(e.to_string().to_uppercase().contains("NOPERM"), "{e}");
+}

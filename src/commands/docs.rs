@@ -122,6 +122,36 @@ fn key_spec(last: c_int) -> raw::RedisModuleCommandKeySpec {
     spec
 }
 
+/// Adds the `pgcache` ACL category (`+@pgcache`, `ACL CAT pgcache`) where the server lets
+/// modules add categories (Redis 7.4+, Valkey 8+); true when every command may be put in it.
+pub fn add_category(ctx: &Context) -> bool {
+    // SAFETY: reading function pointers Redis filled in at load.
+    let Some(add) = (unsafe { raw::RedisModule_AddACLCategory }) else {
+        return false;
+    };
+    // SAFETY: OnLoad context. A reload finds the category already there, which is fine.
+    unsafe { add(ctx.ctx, c"pgcache".as_ptr()) };
+    true
+}
+
+/// Puts `name` in the `pgcache` ACL category.
+pub fn set_category(ctx: &Context, name: &str) {
+    // SAFETY: reading function pointers Redis filled in at load.
+    let (Some(get_command), Some(set)) = (unsafe { raw::RedisModule_GetCommand }, unsafe {
+        raw::RedisModule_SetCommandACLCategories
+    }) else {
+        return;
+    };
+    let c_name = c(name);
+    // SAFETY: OnLoad context; the strings outlive the calls.
+    unsafe {
+        let command = get_command(ctx.ctx, c_name.as_ptr());
+        if !command.is_null() {
+            set(command, c"pgcache".as_ptr());
+        }
+    }
+}
+
 /// Sets `name`'s COMMAND INFO / DOCS. A server without the API (before Redis 7) is left as
 /// it is: the key positions given to CreateCommand still route the commands.
 pub fn set(ctx: &Context, name: &str, doc: &Doc) -> Result<(), String> {
