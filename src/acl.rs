@@ -3,8 +3,9 @@
 //! asks Redis itself before every such write.
 
 use crate::error::Error;
-use redis_module::{Context, raw};
+use redis_module::{CallOptionsBuilder, CallReply, CallResult, Context, raw};
 use std::os::raw::c_int;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The user who owns hooks defined without `BY` (and every hook of configuration files
 /// written before hooks had owners).
@@ -38,6 +39,130 @@ pub fn current_user(ctx: &Context) -> Option<String> {
         raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
         Some(user)
     }
+}
+
+/// Whether the user of the client running the current command may read the key `name`
+/// (true when no client user is attached: replication and the AOF run what was allowed).
+/// READ and MULTIREAD derive their keys, so Redis cannot check them itself.
+///
+/// # Safety
+/// Main thread; `name` must be a live string.
+pub unsafe fn may_read(ctx: &Context, name: *mut raw::RedisModuleString) -> bool {
+    if !reads_may_be_refused(ctx) {
+        return true;
+    }
+    // SAFETY: a command context; the user name and handle are freed before returning.
+    unsafe {
+        let user_name = raw::RedisModule_GetCurrentUserName.unwrap()(ctx.ctx);
+        if user_name.is_null() {
+            return true;
+        }
+        let user = raw::RedisModule_GetModuleUserFromUserName.unwrap()(user_name);
+        raw::RedisModule_FreeString.unwrap()(ctx.ctx, user_name);
+        if user.is_null() {
+            return false;
+        }
+        let status = raw::RedisModule_ACLCheckKeyPermissions.unwrap()(
+            user,
+            name,
+            raw::REDISMODULE_CMD_KEY_ACCESS as c_int,
+        );
+        raw::RedisModule_FreeModuleUser.unwrap()(user);
+        status == raw::REDISMODULE_OK as c_int
+    }
+}
+
+// Asking Redis costs a READ hit about a quarter of its instructions (the user is looked up
+// by name and copied on every call), while most servers have no user that key patterns
+// restrict. So the users are read once (ACL LIST), and any ACL command seen afterwards (a
+// command filter watches for them) turns the full check on for good.
+const UNKNOWN: u8 = 0;
+const ALL_READ_EVERYTHING: u8 = 1;
+const SOME_MAY_NOT: u8 = 2;
+static USERS: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// Watches for ACL commands (any client, script or module call). Called at load.
+pub fn watch(ctx: &Context) {
+    USERS.store(UNKNOWN, Ordering::Relaxed);
+    // SAFETY: OnLoad context; Redis removes the filter when the module unloads. NOSELF:
+    // pgcache's own ACL LIST is not a change.
+    unsafe {
+        if let Some(register) = raw::RedisModule_RegisterCommandFilter {
+            register(
+                ctx.ctx,
+                Some(on_command),
+                raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
+            );
+        }
+    }
+}
+
+/// Runs before every command: notes ACL SETUSER, DELUSER and LOAD, which change users.
+unsafe extern "C" fn on_command(filter: *mut raw::RedisModuleCommandFilterCtx) {
+    // SAFETY: Redis passes a live filter context; arguments 0 and 1 are live if present.
+    let argument = |i| unsafe {
+        let arg = raw::RedisModule_CommandFilterArgGet.unwrap()(filter, i);
+        (!arg.is_null()).then(|| crate::args::borrow_arg(arg))
+    };
+    if argument(0).is_some_and(|name| name.eq_ignore_ascii_case(b"acl"))
+        && argument(1).is_some_and(|sub| {
+            [&b"setuser"[..], b"deluser", b"load"]
+                .iter()
+                .any(|change| sub.eq_ignore_ascii_case(change))
+        })
+    {
+        USERS.store(SOME_MAY_NOT, Ordering::Relaxed);
+    }
+}
+
+/// Whether some ACL user's key patterns may refuse it a read.
+fn reads_may_be_refused(ctx: &Context) -> bool {
+    match USERS.load(Ordering::Relaxed) {
+        ALL_READ_EVERYTHING => false,
+        SOME_MAY_NOT => true,
+        _ => {
+            let options = CallOptionsBuilder::new().errors_as_replies().build();
+            let users: CallResult = ctx.call_ext("ACL", &options, &["LIST"]);
+            let every_user_reads_everything = match users {
+                Ok(CallReply::Array(lines)) => lines.iter().all(|line| match line {
+                    Ok(CallReply::String(s)) => s.to_string().is_some_and(|l| reads_all_keys(&l)),
+                    _ => false,
+                }),
+                _ => false,
+            };
+            let state = if every_user_reads_everything {
+                ALL_READ_EVERYTHING
+            } else {
+                SOME_MAY_NOT
+            };
+            // An ACL command seen meanwhile wins.
+            let _ = USERS.compare_exchange(UNKNOWN, state, Ordering::Relaxed, Ordering::Relaxed);
+            USERS.load(Ordering::Relaxed) != ALL_READ_EVERYTHING
+        }
+    }
+}
+
+/// Whether an ACL LIST line's own rules (before any selector) let the user read every key.
+fn reads_all_keys(rules: &str) -> bool {
+    rules
+        .split_whitespace()
+        .take_while(|rule| !rule.starts_with('('))
+        .any(|rule| matches!(rule, "~*" | "allkeys" | "%R~*" | "%RW~*"))
+}
+
+/// `may_read` for a key given by name.
+pub fn may_read_key(ctx: &Context, key: &str) -> bool {
+    let name = ctx.create_string(key);
+    // SAFETY: main thread; `name` lives until the end of this function.
+    unsafe { may_read(ctx, name.inner) }
+}
+
+/// The refusal of a derived key, worded as Redis words its own.
+pub fn no_read_permission(key: &str) -> Error {
+    Error::of(
+        crate::error::ErrorKind::Redirect,
+        format!("NOPERM this user has no permissions to read the key {key:?}"),
+    )
 }
 
 /// Whether `user` may do `access` to `target` (a stream key or a channel), with the reason
@@ -79,4 +204,26 @@ pub fn check(ctx: &Context, user: &str, target: &str, access: Access) -> Result<
                 .into()
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_reading_every_key_are_told_apart() {
+        assert!(reads_all_keys(
+            "user default on nopass sanitize-payload ~* &* +@all"
+        ));
+        assert!(reads_all_keys("user a on #ab allkeys +@all"));
+        assert!(reads_all_keys("user a on #ab %R~* +@all"));
+        assert!(!reads_all_keys(
+            "user r on #ab ~pg_cache:users:* resetchannels +@all"
+        ));
+        assert!(!reads_all_keys("user r on #ab %W~* +@all"));
+        assert!(
+            !reads_all_keys("user r on #ab ~app:* +@all (~* +get)"),
+            "a selector's rules are not the user's own"
+        );
+    }
 }

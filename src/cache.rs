@@ -94,8 +94,48 @@ pub enum Cached {
 /// Opens `prefix + suffix` and, if it holds a string, replies it to the client straight from
 /// Redis's memory (nil for an entry remembering an absent row). Returns whether it replied.
 pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
-    read_in_place(ctx, prefix, suffix, |value| reply_value(ctx, value)).is_some()
+    read_in_place(ctx, prefix, suffix, false, |value| reply_value(ctx, value)) == Ok(Some(()))
 }
+
+/// What `reply_if_readable` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readable {
+    Replied,
+    NotCached,
+    /// The client's user may not read the key (nothing was replied).
+    Refused,
+}
+
+/// `reply_if_cached` for a key the command derived (READ, MULTIREAD): the client's ACL user
+/// must be allowed to read it, as Redis checks the keys of its own commands.
+pub fn reply_if_readable(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> Readable {
+    match read_in_place(ctx, prefix, suffix, true, |value| reply_value(ctx, value)) {
+        Ok(Some(())) => Readable::Replied,
+        Ok(None) => Readable::NotCached,
+        Err(Refused) => Readable::Refused,
+    }
+}
+
+/// Whether the client's ACL user may read the key `prefix + suffix`.
+pub fn readable(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
+    KEY_BUFFER.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.extend_from_slice(prefix);
+        buf.extend_from_slice(suffix);
+        // SAFETY: main thread; the key string is freed before returning.
+        unsafe {
+            let name =
+                raw::RedisModule_CreateString.unwrap()(ctx.ctx, buf.as_ptr().cast(), buf.len());
+            let readable = crate::acl::may_read(ctx, name);
+            raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
+            readable
+        }
+    })
+}
+
+/// The client's user may not read a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused;
 
 /// Like `reply_if_cached`, for a key the client named: `name` is its Redis string and
 /// `bytes` its text, so the key is opened without building its name again.
@@ -136,7 +176,7 @@ fn reply_value(ctx: &Context, value: &[u8]) {
 
 /// The cached value at `prefix + suffix` (a copy; used where several values are gathered).
 pub fn get(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> Cached {
-    read_in_place(ctx, prefix, suffix, |value| {
+    read_in_place(ctx, prefix, suffix, false, |value| {
         if value == ABSENT.as_bytes() {
             stats::NEGATIVE_HITS.inc();
             Cached::Absent
@@ -145,30 +185,37 @@ pub fn get(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> Cached {
             Cached::Row(String::from_utf8_lossy(value).into_owned())
         }
     })
+    .ok()
+    .flatten()
     .unwrap_or(Cached::Miss)
 }
 
 /// Opens the key `prefix + suffix` (unless a flush covering it is under way) and hands its
-/// string value, read in place, to `f`; None when no string is stored there. The key name is
-/// built in a reused buffer, so a lookup allocates nothing of ours.
+/// string value, read in place, to `f`; None when no string is stored there, Refused when
+/// `acl` asks and the client's user may not read the key. The key name is built in a reused
+/// buffer, so a lookup allocates nothing of ours.
 fn read_in_place<R>(
     ctx: &Context,
     prefix: &[u8],
     suffix: &[u8],
+    acl: bool,
     f: impl FnOnce(&[u8]) -> R,
-) -> Option<R> {
+) -> Result<Option<R>, Refused> {
     KEY_BUFFER.with_borrow_mut(|buf| {
         buf.clear();
         buf.extend_from_slice(prefix);
         buf.extend_from_slice(suffix);
-        if bypass::bypassed(buf) {
-            return None;
-        }
         // SAFETY: main thread; the key string is freed after the key handle was closed.
         unsafe {
             let name =
                 raw::RedisModule_CreateString.unwrap()(ctx.ctx, buf.as_ptr().cast(), buf.len());
-            let answer = read_key(ctx, name, f);
+            let answer = if acl && !crate::acl::may_read(ctx, name) {
+                Err(Refused)
+            } else if bypass::bypassed(buf) {
+                Ok(None)
+            } else {
+                Ok(read_key(ctx, name, f))
+            };
             raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
             answer
         }

@@ -143,14 +143,14 @@ pub fn finish_all(tickets: Vec<FillTicket>, rows: &[Option<String>]) -> Vec<(Str
                 ticket.done = true;
                 let (fresh, waiters) = ticket.unregister_in(map);
                 if !waiters.0.is_empty() {
-                    waiting.push((waiters, row));
+                    waiting.push((waiters, row, ticket.key.clone()));
                 }
                 (std::mem::take(&mut ticket.key), fresh)
             })
             .collect()
     });
-    for (waiters, row) in waiting {
-        answer_all(waiters, &Reply::from(row.clone()));
+    for (waiters, row, key) in waiting {
+        answer_all(waiters, &Reply::from(row.clone()), &key);
     }
     finished
 }
@@ -178,14 +178,26 @@ pub fn invalidated_prefix(prefix: &str) {
 /// Clients waiting for a fill, and what they asked for.
 type Waiting = (Vec<BlockedClient>, Option<(Arc<TableStats>, String)>);
 
-fn answer_all((waiters, asked): Waiting, reply: &Reply) {
+/// Answers the clients waiting on the fill of `key` with `reply`. A waiter may have joined
+/// before its own read permission on the key was checked (a READ whose key only a worker
+/// could tell), so a row is given only to a client whose ACL user may read the key.
+fn answer_all((waiters, asked): Waiting, reply: &Reply, key: &str) {
     let rows = u64::from(matches!(reply, Reply::Bulk(_)));
     for waiter in waiters {
         let reply = reply.clone();
         let asked = asked.clone();
-        let completion: Completion = Box::new(move |_| match asked {
-            Some((table, pk)) => reply.described(&table, pk, rows),
-            None => reply,
+        let key = key.to_string();
+        let completion: Completion = Box::new(move |ctx| {
+            let reply = match reply {
+                Reply::Bulk(_) | Reply::Nil if !crate::acl::may_read_key(ctx, &key) => {
+                    crate::acl::no_read_permission(&key).into()
+                }
+                reply => reply,
+            };
+            match asked {
+                Some((table, pk)) => reply.described(&table, pk, rows),
+                None => reply,
+            }
         });
         waiter.answer(completion);
     }
@@ -207,7 +219,7 @@ impl FillTicket {
                 .map(|e| (self.take_own_waiters(e), e.asked.clone()))
                 .unwrap_or_default()
         });
-        answer_all(waiters, &outcome_reply(outcome));
+        answer_all(waiters, &outcome_reply(outcome), &self.key);
     }
 
     /// The clients that joined this fill (none joins a fill invalidated since it started).
@@ -229,7 +241,7 @@ impl FillTicket {
         self.done = true;
         let (fresh, waiters) = with_map(|map| self.unregister_in(map));
         if !waiters.0.is_empty() {
-            answer_all(waiters, &outcome_reply(outcome));
+            answer_all(waiters, &outcome_reply(outcome), &self.key);
         }
         fresh
     }
@@ -271,6 +283,7 @@ impl Drop for FillTicket {
                 &Reply::Error(Error::new(
                     "the request fetching this key was abandoned (timed out or refused); retry",
                 )),
+                &self.key,
             );
         }
     }

@@ -216,6 +216,7 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
         .map(std::sync::Arc::new)
         .map_err(|e| format!("pgcache: cannot set up TLS to PostgreSQL: {e}"))?;
     register_commands(ctx, settings.debug_commands)?;
+    acl::watch(ctx);
     register_settings(ctx)?;
     info::register(ctx);
     server_events::subscribe(ctx);

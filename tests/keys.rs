@@ -371,3 +371,59 @@ fn the_commands_are_in_the_pgcache_acl_category_where_modules_may_add_one() {
         .unwrap_err();
     assert!(e.to_string().to_uppercase().contains("NOPERM"), "{e}");
 }
+
+#[test]
+fn acl_key_patterns_apply_to_the_keys_read_and_multiread_derive() {
+    let stack = Stack::start(&format!("{USERS_SQL} {ORDERS_SQL}"));
+    let mut admin = stack.con();
+    // Cached before the user asks, so that hits are refused too, not only misses.
+    read(&mut admin, "orders", r#"{"id":1}"#).unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "reader",
+            "on",
+            ">pw",
+            "~pg_cache:users:*",
+            "+@all",
+        ])
+        .query(&mut admin)
+        .unwrap();
+    let mut reader =
+        redis::Client::open(format!("redis://reader:pw@127.0.0.1:{}/", stack.redis.port))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+    assert!(read(&mut reader, "users", r#"{"id":1}"#).unwrap().is_some());
+    assert!(
+        read(&mut reader, "users", r#"{ "id": "1" }"#)
+            .unwrap()
+            .is_some()
+    );
+    for pk in [r#"{"id":1}"#, r#"{"id":7}"#, r#"{ "id": 1 }"#] {
+        let e = read(&mut reader, "orders", pk).unwrap_err().to_string();
+        assert!(e.to_uppercase().contains("NOPERM"), "{pk}: {e}");
+    }
+    let e = multiread(&mut reader, "orders", r#"[{"id":1}]"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.to_uppercase().contains("NOPERM"), "{e}");
+    let rows = multiread(&mut reader, "users", r#"[{"id":1},{"id":2}]"#).unwrap();
+    assert_eq!(rows.len(), 2);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(r#"pg_cache:orders:{"id":7}"#)
+        .query(&mut admin)
+        .unwrap();
+    assert!(!exists, "a refused READ fetches and fills nothing");
+    // The first READ of a table spelling is checked once a worker knows its key.
+    let e = read(&mut reader, "public.orders", r#"{"id":1}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.to_uppercase().contains("NOPERM"), "{e}");
+    let stats = map_reply(&mut admin, "PGCACHE.STATS");
+    let errors: i64 = redis::from_redis_value(stats["errors"].clone()).unwrap();
+    assert_eq!(
+        errors, 0,
+        "refusals are Redis's answers, not pgcache errors"
+    );
+}

@@ -3,6 +3,7 @@
 //! Replies an array in the caller's order, nil where no row exists. Hits come from the
 //! cache; every miss of the call is fetched in ONE query, each distinct key once.
 
+use crate::acl;
 use crate::blocked::Completion;
 use crate::cache::{self, Cached};
 use crate::cluster;
@@ -68,8 +69,11 @@ pub fn read_many(
     let derived = named.is_none();
     if derived && keys.iter().all(|k| !k.unconfirmed) {
         // Keys PostgreSQL must spell are checked once it has (`Batch::complete`); keys the
-        // client named (MGET) were routed by the server.
+        // client named (MGET) were routed and checked by the server.
         one_served_slot(ctx, &schema, &keys)?;
+    }
+    if derived {
+        all_readable(ctx, &schema, &keys)?;
     }
     let slots = look_up(ctx, &schema, &keys);
     if slots.iter().all(|s| *s != Cached::Miss) {
@@ -118,6 +122,19 @@ fn one_served_slot(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) ->
         ));
     }
     cluster::check(ctx, &names[0])
+}
+
+/// Checks that the client's ACL user may read every key, as Redis checks the keys of a
+/// multi-key command of its own.
+fn all_readable(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) -> Result<()> {
+    let prefix = schema.key_prefix.as_bytes();
+    match keys
+        .iter()
+        .find(|k| !cache::readable(ctx, prefix, k.json.as_bytes()))
+    {
+        Some(refused) => Err(acl::no_read_permission(&schema.cache_key(&refused.json))),
+        None => Ok(()),
+    }
 }
 
 /// Checks that each named key is the canonical key of its row.
@@ -402,7 +419,11 @@ impl Batch {
                 derived,
             } = self;
             // Keys first learnt on a worker are checked here, on the main thread.
-            if derived && let Err(redirect) = one_served_slot(ctx, &schema, &distinct) {
+            let checked = || {
+                one_served_slot(ctx, &schema, &distinct)?;
+                all_readable(ctx, &schema, &distinct)
+            };
+            if derived && let Err(redirect) = checked() {
                 fill::finish_all(tickets, &rows);
                 return redirect.into();
             }

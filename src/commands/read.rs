@@ -4,8 +4,9 @@
 //! build keys as documented always do), a hit is a hash lookup for the table, one key
 //! open and a reply straight from Redis's memory, with no JSON parsing.
 
+use crate::acl;
 use crate::blocked::Completion;
-use crate::cache;
+use crate::cache::{self, Readable};
 use crate::cluster;
 use crate::commands::{count_hit, ttl_arg, utf8};
 use crate::error::{Error, Result};
@@ -30,21 +31,31 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         Ok(t) => t.unwrap_or_else(tunables::default_ttl),
         Err(e) => return e.into(),
     };
-    let schema = match lookup_canonical(ctx, table_arg, pk_arg) {
+    let (schema, refused_as_sent) = match lookup_canonical(ctx, table_arg, pk_arg) {
         Lookup::UnknownTable => return read_on_worker(ctx, table_arg, pk_arg, ttl, None),
         Lookup::Hit => return Reply::Sent,
-        Lookup::NotCachedAsSent(schema) => schema,
+        Lookup::NotCachedAsSent(schema) => (schema, false),
+        Lookup::RefusedAsSent(schema) => (schema, true),
     };
     let pk = match key::canonicalise(pk_arg, &*schema) {
         Ok(pk) => pk,
         Err(e) => return Reply::Error(e),
     };
-    if pk.json.as_bytes() != pk_arg
-        && cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes())
-    {
-        schema.stats.calls.inc();
-        count_hit(ctx, &schema, pk.json.as_bytes());
-        return Reply::Sent;
+    let canonical_readable = if pk.json.as_bytes() == pk_arg {
+        !refused_as_sent
+    } else {
+        match cache::reply_if_readable(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
+            Readable::Replied => {
+                schema.stats.calls.inc();
+                count_hit(ctx, &schema, pk.json.as_bytes());
+                return Reply::Sent;
+            }
+            Readable::NotCached => true,
+            Readable::Refused => false,
+        }
+    };
+    if !canonical_readable {
+        return acl::no_read_permission(&schema.cache_key(&pk.json)).into();
     }
     if pk.unconfirmed {
         // Only PostgreSQL can tell which entry this spelling names (a hit above proved the
@@ -85,6 +96,8 @@ enum Lookup {
     Hit,
     /// No entry under the key exactly as sent (it may still be a non-canonical spelling).
     NotCachedAsSent(Arc<schema::TableSchema>),
+    /// The client's ACL user may not read the key as sent (its canonical spelling decides).
+    RefusedAsSent(Arc<schema::TableSchema>),
 }
 
 /// The hit path: no JSON parsing, no locks, no allocation of ours when the client sent the
@@ -94,12 +107,15 @@ fn lookup_canonical(ctx: &Context, table_arg: &[u8], pk_arg: &[u8]) -> Lookup {
         let Some(schema) = schema else {
             return Lookup::UnknownTable;
         };
-        if !cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk_arg) {
-            return Lookup::NotCachedAsSent(schema.clone());
+        match cache::reply_if_readable(ctx, schema.key_prefix.as_bytes(), pk_arg) {
+            Readable::Replied => {
+                schema.stats.calls.inc();
+                count_hit(ctx, schema, pk_arg);
+                Lookup::Hit
+            }
+            Readable::NotCached => Lookup::NotCachedAsSent(schema.clone()),
+            Readable::Refused => Lookup::RefusedAsSent(schema.clone()),
         }
-        schema.stats.calls.inc();
-        count_hit(ctx, schema, pk_arg);
-        Lookup::Hit
     })
 }
 
@@ -158,10 +174,27 @@ fn first_completion(
             ticket.finish(&outcome);
             return redirect.into();
         }
-        if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
-            ticket.finish(&outcome);
-            count_hit(ctx, &schema, pk.json.as_bytes());
-            return Reply::Sent.described(&schema.stats, pk.json.as_str(), 0);
+        // A derived key's read permission is checked here, where it is first known (GET's
+        // key the server checked).
+        let (prefix, suffix) = (schema.key_prefix.as_bytes(), pk.json.as_bytes());
+        let cached = if derived {
+            cache::reply_if_readable(ctx, prefix, suffix)
+        } else if cache::reply_if_cached(ctx, prefix, suffix) {
+            Readable::Replied
+        } else {
+            Readable::NotCached
+        };
+        match cached {
+            Readable::Replied => {
+                ticket.finish(&outcome);
+                count_hit(ctx, &schema, pk.json.as_bytes());
+                return Reply::Sent.described(&schema.stats, pk.json.as_str(), 0);
+            }
+            Readable::Refused => {
+                ticket.finish(&outcome);
+                return acl::no_read_permission(&schema.cache_key(&pk.json)).into();
+            }
+            Readable::NotCached => {}
         }
         fill_completion(outcome, schema, pk, ttl, ticket)(ctx)
     })
