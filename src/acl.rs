@@ -5,7 +5,7 @@
 use crate::error::Error;
 use redis_module::{CallOptionsBuilder, CallReply, CallResult, Context, raw};
 use std::os::raw::c_int;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 /// The user who owns hooks defined without `BY` (and every hook of configuration files
 /// written before hooks had owners).
@@ -51,6 +51,7 @@ pub unsafe fn may_read(ctx: &Context, name: *mut raw::RedisModuleString) -> bool
     if !reads_may_be_refused(ctx) {
         return true;
     }
+    stop_watching(ctx);
     // SAFETY: a command context; the user name and handle are freed before returning.
     unsafe {
         let user_name = raw::RedisModule_GetCurrentUserName.unwrap()(ctx.ctx);
@@ -80,6 +81,8 @@ const UNKNOWN: u8 = 0;
 const ALL_READ_EVERYTHING: u8 = 1;
 const SOME_MAY_NOT: u8 = 2;
 static USERS: AtomicU8 = AtomicU8::new(UNKNOWN);
+/// The filter, while it is needed (every command pays for it): until the check is on.
+static FILTER: AtomicPtr<raw::RedisModuleCommandFilter> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Watches for ACL commands (any client, script or module call). Called at load.
 pub fn watch(ctx: &Context) {
@@ -88,11 +91,12 @@ pub fn watch(ctx: &Context) {
     // pgcache's own ACL LIST is not a change.
     unsafe {
         if let Some(register) = raw::RedisModule_RegisterCommandFilter {
-            register(
+            let filter = register(
                 ctx.ctx,
                 Some(on_command),
                 raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
             );
+            FILTER.store(filter, Ordering::Relaxed);
         }
     }
 }
@@ -116,7 +120,8 @@ unsafe extern "C" fn on_command(filter: *mut raw::RedisModuleCommandFilterCtx) {
 }
 
 /// Whether some ACL user's key patterns may refuse it a read.
-fn reads_may_be_refused(ctx: &Context) -> bool {
+#[inline]
+pub fn reads_may_be_refused(ctx: &Context) -> bool {
     match USERS.load(Ordering::Relaxed) {
         ALL_READ_EVERYTHING => false,
         SOME_MAY_NOT => true,
@@ -137,7 +142,26 @@ fn reads_may_be_refused(ctx: &Context) -> bool {
             };
             // An ACL command seen meanwhile wins.
             let _ = USERS.compare_exchange(UNKNOWN, state, Ordering::Relaxed, Ordering::Relaxed);
-            USERS.load(Ordering::Relaxed) != ALL_READ_EVERYTHING
+            let refused = USERS.load(Ordering::Relaxed) != ALL_READ_EVERYTHING;
+            if refused {
+                stop_watching(ctx);
+            }
+            refused
+        }
+    }
+}
+
+/// Once the check is on for good, nothing needs watching: the filter goes, and with it its
+/// cost on every command. Main thread.
+fn stop_watching(ctx: &Context) {
+    let filter = FILTER.swap(std::ptr::null_mut(), Ordering::Relaxed);
+    if filter.is_null() {
+        return;
+    }
+    // SAFETY: the filter registered by `watch`, unregistered once.
+    unsafe {
+        if let Some(unregister) = raw::RedisModule_UnregisterCommandFilter {
+            unregister(ctx.ctx, filter);
         }
     }
 }

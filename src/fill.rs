@@ -189,7 +189,10 @@ fn answer_all((waiters, asked): Waiting, reply: &Reply, key: &str) {
         let key = key.to_string();
         let completion: Completion = Box::new(move |ctx| {
             let reply = match reply {
-                Reply::Bulk(_) | Reply::Nil if !crate::acl::may_read_key(ctx, &key) => {
+                Reply::Bulk(_) | Reply::Nil
+                    if crate::acl::reads_may_be_refused(ctx)
+                        && !crate::acl::may_read_key(ctx, &key) =>
+                {
                     crate::acl::no_read_permission(&key).into()
                 }
                 reply => reply,

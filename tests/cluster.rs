@@ -231,6 +231,61 @@ fn a_promoted_replica_serves_and_nothing_stale_after_the_failover() {
         slots > 0,
         "the promoted node serves the failed primary's slots"
     );
+    cluster.nodes.remove(0);
+    cluster.assert_keys_in_own_slots();
+}
+
+#[test]
+fn an_acl_limited_user_reads_only_the_keys_its_patterns_allow() {
+    let cluster = Cluster::start(
+        &format!(
+            "{USERS_SQL} CREATE TABLE orders (id integer PRIMARY KEY); INSERT INTO orders VALUES (1);"
+        ),
+        3,
+    );
+    // ACL users are per node.
+    for node in &cluster.nodes {
+        let _: () = redis::cmd("ACL")
+            .arg(&[
+                "SETUSER",
+                "reader",
+                "on",
+                ">pw",
+                "~pg_cache:users:*",
+                "+@all",
+            ])
+            .query(&mut node.connection())
+            .unwrap();
+    }
+    let urls: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("redis://reader:pw@127.0.0.1:{}/", n.port))
+        .collect();
+    let mut reader = redis::cluster::ClusterClient::new(urls)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let row: Option<String> = redis::cmd("PGCACHE.GET")
+        .arg(user_key(1))
+        .query(&mut reader)
+        .unwrap();
+    assert!(row.is_some());
+    let orders = r#"pg_cache:orders:{"id":1}"#;
+    let e = redis::cmd("PGCACHE.GET")
+        .arg(orders)
+        .query::<Option<String>>(&mut reader)
+        .unwrap_err();
+    assert!(e.to_string().to_uppercase().contains("NOPERM"), "{e}");
+    // READ on the node that serves the key: the key it derives is checked too.
+    let owner_port = cluster.slot_owners()[&cluster.slot_of(orders)];
+    let mut on_owner = redis::Client::open(format!("redis://reader:pw@127.0.0.1:{owner_port}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let e = read(&mut on_owner, "orders", r#"{"id":1}"#).unwrap_err();
+    assert!(e.to_string().to_uppercase().contains("NOPERM"), "{e}");
+    assert_eq!(cluster.assert_keys_in_own_slots(), 1, "only the users row");
 }
 
 #[test]

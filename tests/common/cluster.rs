@@ -119,7 +119,12 @@ impl Cluster {
 
     /// Which node (by port) serves each slot, from CLUSTER SLOTS.
     pub fn slot_owners(&self) -> HashMap<u16, u16> {
-        let mut con = self.nodes[0].connection();
+        Self::slot_owners_seen_by(&self.nodes[0])
+    }
+
+    /// Which node (by port) serves each slot, as `node` sees it.
+    fn slot_owners_seen_by(node: &Redis) -> HashMap<u16, u16> {
+        let mut con = node.connection();
         let ranges: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut con).unwrap();
         let mut owners = HashMap::new();
         for range in ranges {
@@ -145,11 +150,12 @@ impl Cluster {
             .unwrap()
     }
 
-    /// Every key each node holds; panics if one is in a slot the node does not serve.
+    /// Every key each node holds; panics if one is in a slot the node does not serve (as it
+    /// sees the cluster itself: right after a failover, other nodes may not know yet).
     pub fn assert_keys_in_own_slots(&self) -> usize {
-        let owners = self.slot_owners();
         let mut total = 0;
         for node in &self.nodes {
+            let owners = Self::slot_owners_seen_by(node);
             let mut con = node.connection();
             let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
             for key in keys {
