@@ -10,11 +10,23 @@
 
 use crate::error::{Error, ErrorKind};
 use redis_module::{CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Whether this server runs in cluster mode.
+/// Whether this server runs in cluster mode, read at load: `cluster-enabled` cannot change
+/// while the server runs, and asking for the context's flags costs every miss ~130
+/// instructions.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+pub fn init(ctx: &Context) {
+    ENABLED.store(
+        ctx.get_flags().contains(ContextFlags::CLUSTER),
+        Ordering::Relaxed,
+    );
+}
+
 #[inline]
-pub fn enabled(ctx: &Context) -> bool {
-    ctx.get_flags().contains(ContextFlags::CLUSTER)
+pub fn enabled(_ctx: &Context) -> bool {
+    ENABLED.load(Ordering::Relaxed)
 }
 
 /// Whether this node serves `key` to the calling client right now (always, outside cluster

@@ -217,6 +217,7 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
         .map_err(|e| format!("pgcache: cannot set up TLS to PostgreSQL: {e}"))?;
     register_commands(ctx, settings.debug_commands)?;
     acl::watch(ctx);
+    cluster::init(ctx);
     register_settings(ctx)?;
     info::register(ctx);
     server_events::subscribe(ctx);
