@@ -427,3 +427,26 @@ fn acl_key_patterns_apply_to_the_keys_read_and_multiread_derive() {
         "refusals are Redis's answers, not pgcache errors"
     );
 }
+
+#[test]
+fn get_hits_find_their_table_among_many() {
+    let tables: String = (0..12)
+        .map(|i| {
+            format!("CREATE TABLE t{i} (id integer PRIMARY KEY); INSERT INTO t{i} VALUES (1);")
+        })
+        .collect();
+    let stack = Stack::start(&tables);
+    let mut con = stack.con();
+    for i in 0..12 {
+        let key = format!(r#"pg_cache:t{i}:{{"id":1}}"#);
+        assert!(get(&mut con, &key).unwrap().is_some(), "{key} (miss)");
+        assert!(get(&mut con, &key).unwrap().is_some(), "{key} (hit)");
+    }
+    let stats = map_reply(&mut con, "PGCACHE.STATS");
+    let tables = nested(&stats["tables"]);
+    for i in 0..12 {
+        let hits: i64 =
+            redis::from_redis_value(nested(&tables[&format!("t{i}")])["hits"].clone()).unwrap();
+        assert_eq!(hits, 1, "t{i}");
+    }
+}

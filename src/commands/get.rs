@@ -58,10 +58,7 @@ pub unsafe extern "C" fn command(
 unsafe fn serve_hit(ctx: &Context, name: *mut raw::RedisModuleString, replied: &Cell<bool>) {
     // SAFETY: per the contract.
     let key = unsafe { crate::args::borrow_arg(name) };
-    let Some(colon) = key.windows(2).position(|w| w == b":{") else {
-        return;
-    };
-    schema::with_entry_prefix(&key[..=colon], |schema| {
+    schema::with_key_owner(key, |schema| {
         let Some(schema) = schema else {
             return;
         };
@@ -72,7 +69,7 @@ unsafe fn serve_hit(ctx: &Context, name: *mut raw::RedisModuleString, replied: &
         replied.set(true);
         stats::count_call(Tracked::Get);
         schema.stats.calls.inc();
-        count_hit(ctx, schema, &key[colon + 1..]);
+        count_hit(ctx, schema, &key[schema.key_prefix.len()..]);
     })
 }
 

@@ -304,14 +304,23 @@ pub fn with_cached<R>(table_arg: &[u8], f: impl FnOnce(Option<&Arc<TableSchema>>
     with_view(|view| f(view.spellings.get(table_arg)))
 }
 
-/// Calls `f` with the cached schema whose cache keys start with `entry_prefix`
-/// (`<cache_prefix><table>:`), if one is cached.
+/// Calls `f` with the cached schema a cache key belongs to (its entry prefix,
+/// `<cache_prefix><table>:`, is followed by the pk's opening brace), if one is cached.
 #[inline]
-pub fn with_entry_prefix<R>(
-    entry_prefix: &[u8],
-    f: impl FnOnce(Option<&Arc<TableSchema>>) -> R,
-) -> R {
-    with_view(|view| f(view.entry_prefixes.get(entry_prefix)))
+pub fn with_key_owner<R>(key: &[u8], f: impl FnOnce(Option<&Arc<TableSchema>>) -> R) -> R {
+    with_view(|view| match &view.entry_prefixes {
+        // A handful of tables: compare their prefixes with the key's start.
+        Lookup::Few(prefixes) => f(prefixes
+            .iter()
+            .find(|(p, _)| key.get(p.len()) == Some(&b'{') && key.starts_with(p))
+            .map(|(_, schema)| schema)),
+        // Many: the prefix ends before the key's first brace (prefixes and table names
+        // hold none).
+        Lookup::Many(map) => f(key
+            .iter()
+            .position(|&b| b == b'{')
+            .and_then(|brace| map.get(&key[..brace]))),
+    })
 }
 
 #[inline]
