@@ -80,98 +80,96 @@ type Command = (
     &'static commands::docs::Doc,
 );
 
-fn commands() -> [Command; 12] {
-    use commands::docs;
-    [
-        (
-            "pgcache.read",
-            Some(command_fn!(
-                commands::read::read,
-                Some(stats::Tracked::Read)
-            )),
-            "readonly",
-            &docs::READ,
-        ),
-        (
-            "pgcache.multiread",
-            Some(command_fn!(
-                commands::multiread::multiread,
-                Some(stats::Tracked::Multiread)
-            )),
-            "readonly",
-            &docs::MULTIREAD,
-        ),
-        (
-            "pgcache.get",
-            Some(commands::get::command),
-            "readonly",
-            &docs::GET,
-        ),
-        (
-            "pgcache.mget",
-            Some(command_fn!(commands::get::mget, Some(stats::Tracked::Mget))),
-            "readonly",
-            &docs::MGET,
-        ),
-        (
-            "pgcache.key",
-            Some(command_fn!(commands::get::key)),
-            "readonly",
-            &docs::KEY,
-        ),
-        (
-            "pgcache.write",
-            Some(command_fn!(
-                commands::write::write,
-                Some(stats::Tracked::Write)
-            )),
-            "write deny-oom",
-            &docs::WRITE,
-        ),
-        (
-            "pgcache.invalidate",
-            Some(command_fn!(
-                commands::write::invalidate,
-                Some(stats::Tracked::Invalidate)
-            )),
-            "write",
-            &docs::INVALIDATE,
-        ),
-        (
-            "pgcache.flush",
-            Some(command_fn!(
-                commands::write::flush,
-                Some(stats::Tracked::Flush)
-            )),
-            "write",
-            &docs::FLUSH,
-        ),
-        (
-            "pgcache.stats",
-            Some(command_fn!(commands::admin::stats)),
-            "readonly fast",
-            &docs::STATS,
-        ),
-        (
-            "pgcache.health",
-            Some(command_fn!(commands::admin::health)),
-            "readonly",
-            &docs::HEALTH,
-        ),
-        (
-            "pgcache.slowlog",
-            Some(command_fn!(commands::slowlog::slowlog)),
-            "admin",
-            &docs::SLOWLOG,
-        ),
-        (
-            "pgcache.hook",
-            Some(command_fn!(commands::hook::hook)),
-            "admin may-replicate",
-            &docs::HOOK,
-        ),
-    ]
-}
+/// Every command but PGCACHE.DEBUG (registered only with `debug_commands yes`).
+const COMMANDS: [Command; 12] = [
+    (
+        "pgcache.read",
+        Some(command_fn!(
+            commands::read::read,
+            Some(stats::Tracked::Read)
+        )),
+        "readonly",
+        &commands::docs::READ,
+    ),
+    (
+        "pgcache.multiread",
+        Some(command_fn!(
+            commands::multiread::multiread,
+            Some(stats::Tracked::Multiread)
+        )),
+        "readonly",
+        &commands::docs::MULTIREAD,
+    ),
+    (
+        "pgcache.get",
+        Some(commands::get::command),
+        "readonly",
+        &commands::docs::GET,
+    ),
+    (
+        "pgcache.mget",
+        Some(command_fn!(commands::get::mget, Some(stats::Tracked::Mget))),
+        "readonly",
+        &commands::docs::MGET,
+    ),
+    (
+        "pgcache.key",
+        Some(command_fn!(commands::get::key)),
+        "readonly",
+        &commands::docs::KEY,
+    ),
+    (
+        "pgcache.write",
+        Some(command_fn!(
+            commands::write::write,
+            Some(stats::Tracked::Write)
+        )),
+        "write deny-oom",
+        &commands::docs::WRITE,
+    ),
+    (
+        "pgcache.invalidate",
+        Some(command_fn!(
+            commands::write::invalidate,
+            Some(stats::Tracked::Invalidate)
+        )),
+        "write",
+        &commands::docs::INVALIDATE,
+    ),
+    (
+        "pgcache.flush",
+        Some(command_fn!(
+            commands::write::flush,
+            Some(stats::Tracked::Flush)
+        )),
+        "write",
+        &commands::docs::FLUSH,
+    ),
+    (
+        "pgcache.stats",
+        Some(command_fn!(commands::admin::stats)),
+        "readonly fast",
+        &commands::docs::STATS,
+    ),
+    (
+        "pgcache.health",
+        Some(command_fn!(commands::admin::health)),
+        "readonly",
+        &commands::docs::HEALTH,
+    ),
+    (
+        "pgcache.slowlog",
+        Some(command_fn!(commands::slowlog::slowlog)),
+        "admin",
+        &commands::docs::SLOWLOG,
+    ),
+    (
+        "pgcache.hook",
+        Some(command_fn!(commands::hook::hook)),
+        "admin may-replicate",
+        &commands::docs::HOOK,
+    ),
+];
 
 /// CONFIG GET / SET of a `pgcache.*` setting. Redis calls these directly: a panic must not
 /// unwind into it, and a value with a NUL byte must still make a valid string.
@@ -262,7 +260,7 @@ fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), String> 
         )
     });
     let categories = commands::docs::add_category(ctx);
-    for (name, handler, flags, doc) in commands().into_iter().chain(debug) {
+    for (name, handler, flags, doc) in COMMANDS.into_iter().chain(debug) {
         let (first_key, last_key, key_step) = doc.key_positions();
         let c_name = CString::new(name).expect("no NUL");
         let c_flags = CString::new(flags).expect("no NUL");

@@ -73,20 +73,7 @@ fn get_and_mget_are_routed_by_their_keys_and_every_primary_invalidates_its_rows(
     cluster
         .pg
         .execute("UPDATE users SET name = name || '!' WHERE id <= 30");
-    wait_for(
-        "every cached row invalidated",
-        Duration::from_secs(20),
-        || {
-            cluster
-                .nodes
-                .iter()
-                .all(|n| {
-                    let held: i64 = redis::cmd("DBSIZE").query(&mut n.connection()).unwrap();
-                    held == 0
-                })
-                .then_some(())
-        },
-    );
+    cluster.wait_all_empty("every cached row invalidated");
     let row: Option<String> = redis::cmd("PGCACHE.GET")
         .arg(user_key(5))
         .query(&mut client)
@@ -102,16 +89,7 @@ fn get_and_mget_are_routed_by_their_keys_and_every_primary_invalidates_its_rows(
             .unwrap();
     }
     cluster.pg.execute("SELECT pgcache_flush('users')");
-    wait_for("every node flushed", Duration::from_secs(20), || {
-        cluster
-            .nodes
-            .iter()
-            .all(|n| {
-                let held: i64 = redis::cmd("DBSIZE").query(&mut n.connection()).unwrap();
-                held == 0
-            })
-            .then_some(())
-    });
+    cluster.wait_all_empty("every node flushed");
 
     // HEALTH is per node: cluster mode, and the slots each serves.
     let mut slots = 0;
@@ -279,10 +257,7 @@ fn an_acl_limited_user_reads_only_the_keys_its_patterns_allow() {
     assert!(e.to_string().to_uppercase().contains("NOPERM"), "{e}");
     // READ on the node that serves the key: the key it derives is checked too.
     let owner_port = cluster.slot_owners()[&cluster.slot_of(orders)];
-    let mut on_owner = redis::Client::open(format!("redis://reader:pw@127.0.0.1:{owner_port}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut on_owner = connect_as(owner_port, "reader", "pw");
     let e = read(&mut on_owner, "orders", r#"{"id":1}"#).unwrap_err();
     assert!(e.to_string().to_uppercase().contains("NOPERM"), "{e}");
     assert_eq!(cluster.assert_keys_in_own_slots(), 1, "only the users row");

@@ -188,11 +188,7 @@ fn acl_key_patterns_apply_to_get() {
         ])
         .query(&mut admin)
         .unwrap();
-    let mut reader =
-        redis::Client::open(format!("redis://reader:pw@127.0.0.1:{}/", stack.redis.port))
-            .unwrap()
-            .get_connection()
-            .unwrap();
+    let mut reader = connect_as(stack.redis.port, "reader", "pw");
     assert!(
         get(&mut reader, r#"pg_cache:users:{"id":1}"#)
             .unwrap()
@@ -356,10 +352,7 @@ fn the_commands_are_in_the_pgcache_acl_category_where_modules_may_add_one() {
         .arg(&["SETUSER", "app", "on", ">pw", "~pg_cache:*", "+@pgcache"])
         .query(&mut con)
         .unwrap();
-    let mut app = redis::Client::open(format!("redis://app:pw@127.0.0.1:{}/", stack.redis.port))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut app = connect_as(stack.redis.port, "app", "pw");
     assert!(
         get(&mut app, r#"pg_cache:users:{"id":1}"#)
             .unwrap()
@@ -389,11 +382,7 @@ fn acl_key_patterns_apply_to_the_keys_read_and_multiread_derive() {
         ])
         .query(&mut admin)
         .unwrap();
-    let mut reader =
-        redis::Client::open(format!("redis://reader:pw@127.0.0.1:{}/", stack.redis.port))
-            .unwrap()
-            .get_connection()
-            .unwrap();
+    let mut reader = connect_as(stack.redis.port, "reader", "pw");
     assert!(read(&mut reader, "users", r#"{"id":1}"#).unwrap().is_some());
     assert!(
         read(&mut reader, "users", r#"{ "id": "1" }"#)

@@ -89,25 +89,15 @@ fn miss(ctx: &Context, named: &[u8], ttl: Option<&&[u8]>) -> Result<Reply> {
     let ttl = ttl_arg(ttl)?.unwrap_or_else(tunables::default_ttl);
     let prefix = tunables::cache_prefix();
     let (table_arg, pk_arg) = key::split_cache_key(&prefix, named)?;
-    let Some(schema) = schema::cached(table_arg) else {
-        return Ok(read::read_on_worker(
-            ctx,
-            table_arg,
-            pk_arg,
-            ttl,
-            Some(named.to_vec()),
-        ));
+    // A table not seen yet, or a key only PostgreSQL can spell: a worker finds the key.
+    let known = match schema::cached(table_arg) {
+        Some(schema) => Some((key::canonicalise(pk_arg, &*schema)?, schema)),
+        None => None,
     };
-    let pk = key::canonicalise(pk_arg, &*schema)?;
-    if pk.unconfirmed {
-        return Ok(read::read_on_worker(
-            ctx,
-            table_arg,
-            pk_arg,
-            ttl,
-            Some(named.to_vec()),
-        ));
-    }
+    let Some((pk, schema)) = known.filter(|(pk, _)| !pk.unconfirmed) else {
+        let named = Some(named.to_vec());
+        return Ok(read::read_on_worker(ctx, table_arg, pk_arg, ttl, named));
+    };
     must_be_canonical(named, &schema, &pk)?;
     // The hit path found nothing; a hit here means the table was learnt meanwhile.
     if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {

@@ -171,6 +171,21 @@ impl Cluster {
         total
     }
 
+    /// Waits until no node holds a key.
+    pub fn wait_all_empty(&self, what: &str) {
+        wait_for(what, Duration::from_secs(20), || {
+            self.nodes
+                .iter()
+                .all(|n| {
+                    redis::cmd("DBSIZE")
+                        .query::<i64>(&mut n.connection())
+                        .unwrap()
+                        == 0
+                })
+                .then_some(())
+        });
+    }
+
     /// A plain connection to the node serving `key`.
     pub fn owner_of(&self, key: &str) -> redis::Connection {
         let port = self.slot_owners()[&self.slot_of(key)];

@@ -230,6 +230,14 @@ fn try_connect(port: u16) -> redis::RedisResult<redis::Connection> {
 }
 
 /// A new connection to the server on `port`: for threads, which hold a port, not a `Redis`.
+/// A connection to `port` as the ACL user `user` with password `password`.
+pub fn connect_as(port: u16, user: &str, password: &str) -> redis::Connection {
+    redis::Client::open(format!("redis://{user}:{password}@127.0.0.1:{port}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
 pub fn connect(port: u16) -> redis::Connection {
     try_connect(port).unwrap()
 }
