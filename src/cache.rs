@@ -274,12 +274,11 @@ pub fn split_entry_name(entry: &str) -> (&str, &str) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     Write,
-    /// Write each key this node serves (cluster mode: a slot may have moved away while the
-    /// row was fetched, and none may ever be written into a slot served elsewhere).
-    WriteServed,
     /// Not here: the cache is held (until the invalidation listener is known to listen, a
-    /// row read now could change unnoticed), or this server is a replica (its dataset is its
-    /// primary's to write).
+    /// row read now could change unnoticed), this server is a replica (its dataset is its
+    /// primary's to write), or, on a cluster, the keys' slot is no longer served here (it may
+    /// have moved while the rows were fetched, and no key is ever written into a slot served
+    /// elsewhere).
     NotHere,
     /// Redis is over `maxmemory` under noeviction: a miss is answered whatever Redis's
     /// memory, but never pushes it past its limit, since nothing would bring it back. Under
@@ -288,7 +287,10 @@ pub enum Admission {
     OutOfMemory,
 }
 
-pub fn admission(ctx: &Context) -> Admission {
+/// The admission of fills of `key`, and of keys of its slot (a completion's keys share one:
+/// MULTIREAD's are refused otherwise, MGET's by the server), so a cluster node asks Redis once
+/// whether it still serves them.
+pub fn admission(ctx: &Context, key: &str) -> Admission {
     if bypass::held() {
         return Admission::NotHere;
     }
@@ -297,8 +299,8 @@ pub fn admission(ctx: &Context) -> Admission {
         Admission::NotHere
     } else if flags.contains(ContextFlags::OOM) && !flags.contains(ContextFlags::EVICTED) {
         Admission::OutOfMemory
-    } else if flags.contains(ContextFlags::CLUSTER) {
-        Admission::WriteServed
+    } else if !crate::cluster::serves(ctx, key) {
+        Admission::NotHere
     } else {
         Admission::Write
     }
@@ -320,8 +322,7 @@ pub fn fill(
             stats::FILLS_SKIPPED_OOM.inc();
             return false;
         }
-        Admission::WriteServed if !crate::cluster::serves(ctx, key) => return false,
-        Admission::Write | Admission::WriteServed => {}
+        Admission::Write => {}
     }
     stats::FILLS.inc();
     match row {

@@ -433,7 +433,9 @@ impl Batch {
             schema.stats.misses.add(distinct.len() as u64);
             let missed = distinct.iter().map(|k| k.json.as_str());
             events::publish_each(ctx, EventKind::Miss, &schema.display, missed);
-            let admission = cache::admission(ctx);
+            // `distinct` is never empty: a batch is built for the keys it fetches.
+            let first = distinct.first().map(|k| schema.cache_key(&k.json));
+            let admission = cache::admission(ctx, first.as_deref().unwrap_or_default());
             let mut filled = Vec::new();
             for ((key, row), (name, fresh)) in distinct
                 .iter()

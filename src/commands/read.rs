@@ -244,7 +244,7 @@ fn fill_completion(
         events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);
         if fresh {
             let key = schema.cache_key(&pk.json);
-            if cache::fill(ctx, cache::admission(ctx), &key, row.as_deref(), ttl) {
+            if cache::fill(ctx, cache::admission(ctx, &key), &key, row.as_deref(), ttl) {
                 events::publish(ctx, EventKind::Fill, &schema.display, &pk.json);
             }
         }
