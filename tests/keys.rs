@@ -276,10 +276,6 @@ fn mget_refuses_what_it_cannot_answer_exactly() {
             r#""pg_cache:users:{\"id\":2}""#,
         ),
         (
-            vec![r#"pg_cache:users:{"id":1}"#, r#"pg_cache:orders:{"id":1}"#],
-            "one table per call",
-        ),
-        (
             vec![r#"pg_cache:users:{"id":1}"#, "other"],
             "not a pgcache key",
         ),
@@ -438,4 +434,42 @@ fn get_hits_find_their_table_among_many() {
             redis::from_redis_value(nested(&tables[&format!("t{i}")])["hits"].clone()).unwrap();
         assert_eq!(hits, 1, "t{i}");
     }
+}
+
+#[test]
+fn mget_reads_several_tables_in_one_call() {
+    let stack = Stack::start(&format!("{USERS_SQL} {ORDERS_SQL}"));
+    stack.pg.log_app_statements();
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":7}"#).unwrap(); // users known and {"id":7} cached
+    let keys = [
+        r#"pg_cache:orders:{"id":7}"#,
+        r#"pg_cache:users:{"id":7}"#,
+        r#"pg_cache:orders:{"id":2}"#,
+        r#"pg_cache:users:{"id":8}"#,
+    ];
+    let before = stack.pg.logged_statements("row_to_json");
+    let rows = mget(&mut con, &keys).unwrap();
+    assert_eq!(
+        json(rows[0].as_ref().unwrap())["total"],
+        serde_json::json!(12.25)
+    );
+    assert_eq!(json(rows[1].as_ref().unwrap())["name"], "user7");
+    assert_eq!(rows[2], None, "no order 2");
+    assert_eq!(json(rows[3].as_ref().unwrap())["name"], "user8");
+    assert_eq!(
+        stack.pg.logged_statements("row_to_json") - before,
+        2,
+        "one query per table for its misses"
+    );
+    // Now every key is cached (the absence too): answered without PostgreSQL.
+    assert_eq!(mget(&mut con, &keys).unwrap(), rows);
+    assert_eq!(stack.pg.logged_statements("row_to_json") - before, 2);
+    let e = mget(
+        &mut con,
+        &[r#"pg_cache:users:{"id":1}"#, r#"pg_cache:orders:{ "id":1}"#],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("not a canonical cache key"), "{e}");
 }

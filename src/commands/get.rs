@@ -8,9 +8,9 @@
 //! takes the key apart and reads the row exactly as READ does.
 
 use crate::cache;
-use crate::commands::multiread;
 use crate::commands::read::{self, must_be_canonical};
 use crate::commands::{count_hit, dispatch, ttl_arg, with_key};
+use crate::commands::{mget, multiread};
 use crate::error::{Error, Result};
 use crate::key;
 use crate::pg::schema;
@@ -132,18 +132,33 @@ fn read_named(ctx: &Context, named: &[&[u8]]) -> Result<Reply> {
         .iter()
         .map(|k| key::split_cache_key(&prefix, k))
         .collect::<Result<Vec<_>>>()?;
+    let ttl = tunables::default_ttl();
     let table = split[0].0;
-    if let Some((other, _)) = split.iter().find(|(t, _)| *t != table) {
-        return Err(Error::new(format!(
-            "PGCACHE.MGET reads one table per call, and these keys name {} and {}; send one \
-             MGET per table",
-            String::from_utf8_lossy(table),
-            String::from_utf8_lossy(other)
-        )));
+    if split.iter().all(|(t, _)| *t == table) {
+        let pks = split.iter().map(|(_, pk)| *pk).collect();
+        let named = named.iter().map(|k| k.to_vec()).collect();
+        return multiread::read_many(ctx, table, pks, Some(named), ttl);
     }
-    let pks = split.iter().map(|(_, pk)| *pk).collect();
-    let named = named.iter().map(|k| k.to_vec()).collect();
-    multiread::read_many(ctx, table, pks, Some(named), tunables::default_ttl())
+    let mut groups: Vec<mget::Group> = Vec::new();
+    for (position, ((table, pk), name)) in split.iter().zip(named).enumerate() {
+        let index = match groups.iter().position(|g| g.table == *table) {
+            Some(index) => index,
+            None => {
+                groups.push(mget::Group {
+                    table: table.to_vec(),
+                    positions: Vec::new(),
+                    pks: Vec::new(),
+                    named: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        let group = &mut groups[index];
+        group.positions.push(position);
+        group.pks.push(pk.to_vec());
+        group.named.push(name.to_vec());
+    }
+    mget::read_groups(ctx, groups, named.len(), ttl)
 }
 
 /// PGCACHE.KEY <table> <pk_json>: the row's canonical cache key.

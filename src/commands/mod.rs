@@ -6,6 +6,7 @@ pub mod debug;
 pub mod docs;
 pub mod get;
 pub mod hook;
+pub mod mget;
 pub mod multiread;
 pub mod read;
 pub mod slowlog;

@@ -14,6 +14,7 @@ use crate::event::EventKind;
 use crate::events;
 use crate::fill::{self, FillTicket};
 use crate::key::{self, CanonicalPk};
+use crate::pg::pool::PooledClient;
 use crate::pg::schema::{self, TableSchema};
 use crate::pg::{fetch, normalise};
 use crate::reply::Reply;
@@ -138,7 +139,11 @@ fn all_readable(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) -> Re
 }
 
 /// Checks that each named key is the canonical key of its row.
-fn all_canonical(named: &[Vec<u8>], schema: &TableSchema, keys: &[CanonicalPk]) -> Result<()> {
+pub(super) fn all_canonical(
+    named: &[Vec<u8>],
+    schema: &TableSchema,
+    keys: &[CanonicalPk],
+) -> Result<()> {
     named
         .iter()
         .zip(keys)
@@ -172,7 +177,7 @@ fn all_on_a_worker(
 }
 
 /// Each key's cache entry, if any; the hits are counted (`count_hit`).
-fn look_up(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) -> Vec<Cached> {
+pub(super) fn look_up(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) -> Vec<Cached> {
     let prefix = schema.key_prefix.as_bytes();
     let slots: Vec<Cached> = keys
         .iter()
@@ -304,7 +309,7 @@ impl<'de> serde::de::Visitor<'de> for AtMost {
     }
 }
 
-fn canonicalise_all<'a>(
+pub(super) fn canonicalise_all<'a>(
     items: impl IntoIterator<Item = &'a [u8]>,
     schema: &TableSchema,
 ) -> Result<Vec<CanonicalPk>> {
@@ -352,7 +357,7 @@ enum Slot {
 
 /// One MULTIREAD's keys: the slots already answered from the cache, and the distinct keys
 /// still to fetch, each with its registered fill.
-struct Batch {
+pub(super) struct Batch {
     schema: Arc<TableSchema>,
     slots: Vec<Slot>,
     /// Shared by the parts that fetch it.
@@ -367,7 +372,7 @@ struct Batch {
 impl Batch {
     /// `cached[i]` is what the cache holds for `keys[i]`. Registers the fills, so call it
     /// before the query.
-    fn new(
+    pub(super) fn new(
         schema: Arc<TableSchema>,
         keys: Vec<CanonicalPk>,
         cached: Vec<Cached>,
@@ -408,7 +413,20 @@ impl Batch {
 
     /// The main-thread half, given the rows of `distinct` in order: caches what was found
     /// (unless invalidated meanwhile) and replies every slot in the caller's order.
-    fn complete(self, rows: Vec<Option<String>>) -> Completion {
+    /// Whether every key was answered from the cache.
+    pub(super) fn all_cached(&self) -> bool {
+        self.distinct.is_empty()
+    }
+
+    /// The rows of the keys it still has to fetch, in one query (none when all hit).
+    pub(super) fn fetch(&self, client: &mut PooledClient<'_>) -> Result<Vec<Option<String>>> {
+        if self.distinct.is_empty() {
+            return Ok(Vec::new());
+        }
+        fetch::many(client, &self.schema, &self.distinct)
+    }
+
+    pub(super) fn complete(self, rows: Vec<Option<String>>) -> Completion {
         Box::new(move |ctx| {
             let Batch {
                 schema,

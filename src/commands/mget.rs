@@ -1,0 +1,120 @@
+//! PGCACHE.MGET over several tables: the rows of one pk value share a hash slot across
+//! tables, so one call may name `pg_cache:users:{"id":7}` and `pg_cache:orders:{"id":7}`.
+//! Each table's keys form a MULTIREAD batch (its hits from the cache, its misses in one
+//! query); one worker job fetches every batch's misses, and the answers are put back in the
+//! caller's order.
+
+use crate::blocked::Completion;
+use crate::cache::Cached;
+use crate::commands::multiread::{Batch, all_canonical, canonicalise_all, look_up};
+use crate::commands::read::checked_table;
+use crate::error::{Error, Result};
+use crate::pg::normalise;
+use crate::pg::pool::PooledClient;
+use crate::pg::schema;
+use crate::reply::Reply;
+use crate::worker;
+use redis_module::Context;
+
+/// One table's keys in an MGET: where they sit in the call, their pk JSON and their names.
+pub struct Group {
+    pub table: Vec<u8>,
+    pub positions: Vec<usize>,
+    pub pks: Vec<Vec<u8>>,
+    pub named: Vec<Vec<u8>>,
+}
+
+/// A group ready for the worker: a batch built here (its hits already read), or a table
+/// whose schema or keys only a worker can tell.
+enum Pending {
+    Ready(Batch),
+    OnWorker(String, Group),
+}
+
+/// Reads the rows of every group; `total` keys in all.
+pub fn read_groups(ctx: &Context, groups: Vec<Group>, total: usize, ttl: u64) -> Result<Reply> {
+    let mut pending = Vec::with_capacity(groups.len());
+    let mut positions = Vec::with_capacity(groups.len());
+    for group in groups {
+        positions.push(group.positions.clone());
+        let known = schema::cached(&group.table)
+            .map(|schema| {
+                let keys = canonicalise_all(group.pks.iter().map(Vec::as_slice), &schema)?;
+                Ok::<_, Error>((schema, keys))
+            })
+            .transpose()?
+            .filter(|(_, keys)| keys.iter().all(|k| !k.unconfirmed));
+        match known {
+            Some((schema, keys)) => {
+                all_canonical(&group.named, &schema, &keys)?;
+                let slots = look_up(ctx, &schema, &keys);
+                pending.push(Pending::Ready(Batch::new(schema, keys, slots, ttl, false)));
+            }
+            None => pending.push(Pending::OnWorker(checked_table(&group.table)?, group)),
+        }
+    }
+    if pending
+        .iter()
+        .all(|p| matches!(p, Pending::Ready(batch) if batch.all_cached()))
+    {
+        let completions = pending
+            .into_iter()
+            .filter_map(|p| match p {
+                Pending::Ready(batch) => Some(batch.complete(Vec::new())),
+                Pending::OnWorker(..) => None,
+            })
+            .collect();
+        return Ok(in_callers_order(completions, positions, total)(ctx));
+    }
+    Ok(worker::submit(
+        ctx,
+        Box::new(move |client| {
+            let mut completions = Vec::with_capacity(pending.len());
+            for group in pending {
+                let batch = match group {
+                    Pending::Ready(batch) => batch,
+                    Pending::OnWorker(table, group) => learn(client, &table, group, ttl)?,
+                };
+                let rows = batch.fetch(client)?;
+                completions.push(batch.complete(rows));
+            }
+            Ok(in_callers_order(completions, positions, total))
+        }),
+    ))
+}
+
+/// A group of a table not seen yet, or of keys PostgreSQL must spell: a batch with every
+/// key to fetch.
+fn learn(client: &mut PooledClient<'_>, table: &str, group: Group, ttl: u64) -> Result<Batch> {
+    let schema = schema::resolve(client, table)?;
+    let keys = canonicalise_all(group.pks.iter().map(Vec::as_slice), &schema)?;
+    let keys = normalise::confirm_all(client, &schema, keys)?;
+    all_canonical(&group.named, &schema, &keys)?;
+    let slots = vec![Cached::Miss; keys.len()];
+    Ok(Batch::new(schema, keys, slots, ttl, false))
+}
+
+/// Runs each group's completion (filling the cache) and puts its answers back where the
+/// caller asked for them.
+fn in_callers_order(
+    completions: Vec<Completion>,
+    positions: Vec<Vec<usize>>,
+    total: usize,
+) -> Completion {
+    Box::new(move |ctx| {
+        let mut answers = vec![Reply::Nil; total];
+        for (completion, positions) in completions.into_iter().zip(positions) {
+            let items = match completion(ctx) {
+                Reply::Described(described) => described.0,
+                reply => reply,
+            };
+            let Reply::Array(items) = items else {
+                return items;
+            };
+            for (position, item) in positions.into_iter().zip(items) {
+                answers[position] = item;
+            }
+        }
+        Reply::Array(answers)
+    })
+}
