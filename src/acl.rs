@@ -101,8 +101,23 @@ pub fn watch(ctx: &Context) {
     }
 }
 
-/// Runs before every command: notes ACL SETUSER, DELUSER and LOAD, which change users.
+/// Runs before every command: notes ACL SETUSER, DELUSER and LOAD, which change users. A
+/// panic must not unwind into Redis; if one happened, the check is turned on to be safe.
 unsafe extern "C" fn on_command(filter: *mut raw::RedisModuleCommandFilterCtx) {
+    let noted = std::panic::catch_unwind(|| {
+        // SAFETY: forwarded unchanged from Redis.
+        unsafe { note_acl_change(filter) }
+    });
+    if noted.is_err() {
+        USERS.store(SOME_MAY_NOT, Ordering::Relaxed);
+    }
+}
+
+/// `on_command`'s work.
+///
+/// # Safety
+/// `filter` must be the live filter context Redis passed.
+unsafe fn note_acl_change(filter: *mut raw::RedisModuleCommandFilterCtx) {
     // SAFETY: Redis passes a live filter context; arguments 0 and 1 are live if present.
     let argument = |i| unsafe {
         let arg = raw::RedisModule_CommandFilterArgGet.unwrap()(filter, i);

@@ -25,14 +25,14 @@ pub fn init(ctx: &Context) {
 }
 
 #[inline]
-pub fn enabled(_ctx: &Context) -> bool {
+pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
 /// Whether this node serves `key` to the calling client right now (always, outside cluster
 /// mode).
 pub fn serves(ctx: &Context, key: &str) -> bool {
-    if !enabled(ctx) {
+    if !enabled() {
         return true;
     }
     let options = CallOptionsBuilder::new().errors_as_replies().build();
@@ -102,7 +102,7 @@ fn locate(ctx: &Context, slot: u16) -> Option<Location> {
 
 /// How many slots this node serves as a primary; None outside cluster mode.
 pub fn served_slots(ctx: &Context) -> Option<usize> {
-    if !enabled(ctx) {
+    if !enabled() {
         return None;
     }
     Some(cluster_nodes(ctx).map_or(0, |text| served_in(&text)))

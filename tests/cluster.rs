@@ -223,17 +223,11 @@ fn an_acl_limited_user_reads_only_the_keys_its_patterns_allow() {
     );
     // ACL users are per node.
     for node in &cluster.nodes {
-        let _: () = redis::cmd("ACL")
-            .arg(&[
-                "SETUSER",
-                "reader",
-                "on",
-                ">pw",
-                "~pg_cache:users:*",
-                "+@all",
-            ])
-            .query(&mut node.connection())
-            .unwrap();
+        add_acl_user(
+            &mut node.connection(),
+            "reader",
+            &["~pg_cache:users:*", "+@all"],
+        );
     }
     let urls: Vec<String> = cluster
         .nodes

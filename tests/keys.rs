@@ -177,17 +177,7 @@ fn redis_knows_which_arguments_are_keys() {
 fn acl_key_patterns_apply_to_get() {
     let stack = Stack::start(&format!("{USERS_SQL} {ORDERS_SQL}"));
     let mut admin = stack.con();
-    let _: () = redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            "reader",
-            "on",
-            ">pw",
-            "~pg_cache:users:*",
-            "+@all",
-        ])
-        .query(&mut admin)
-        .unwrap();
+    add_acl_user(&mut admin, "reader", &["~pg_cache:users:*", "+@all"]);
     let mut reader = connect_as(stack.redis.port, "reader", "pw");
     assert!(
         get(&mut reader, r#"pg_cache:users:{"id":1}"#)
@@ -344,10 +334,7 @@ fn the_commands_are_in_the_pgcache_acl_category_where_modules_may_add_one() {
     ] {
         assert!(commands.iter().any(|c| c == name), "{name} in {commands:?}");
     }
-    let _: () = redis::cmd("ACL")
-        .arg(&["SETUSER", "app", "on", ">pw", "~pg_cache:*", "+@pgcache"])
-        .query(&mut con)
-        .unwrap();
+    add_acl_user(&mut con, "app", &["~pg_cache:*", "+@pgcache"]);
     let mut app = connect_as(stack.redis.port, "app", "pw");
     assert!(
         get(&mut app, r#"pg_cache:users:{"id":1}"#)
@@ -367,17 +354,7 @@ fn acl_key_patterns_apply_to_the_keys_read_and_multiread_derive() {
     let mut admin = stack.con();
     // Cached before the user asks, so that hits are refused too, not only misses.
     read(&mut admin, "orders", r#"{"id":1}"#).unwrap();
-    let _: () = redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            "reader",
-            "on",
-            ">pw",
-            "~pg_cache:users:*",
-            "+@all",
-        ])
-        .query(&mut admin)
-        .unwrap();
+    add_acl_user(&mut admin, "reader", &["~pg_cache:users:*", "+@all"]);
     let mut reader = connect_as(stack.redis.port, "reader", "pw");
     assert!(read(&mut reader, "users", r#"{"id":1}"#).unwrap().is_some());
     assert!(

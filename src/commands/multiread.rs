@@ -111,7 +111,7 @@ pub fn read_many(
 /// command: otherwise the reply is Redis's own CROSSSLOT or redirection, never a partial
 /// answer.
 fn one_served_slot(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) -> Result<()> {
-    if keys.is_empty() || !cluster::enabled(ctx) {
+    if keys.is_empty() || !cluster::enabled() {
         return Ok(());
     }
     let names: Vec<String> = keys.iter().map(|k| schema.cache_key(&k.json)).collect();

@@ -230,6 +230,15 @@ fn try_connect(port: u16) -> redis::RedisResult<redis::Connection> {
 }
 
 /// A new connection to the server on `port`: for threads, which hold a port, not a `Redis`.
+/// Creates the ACL user `name` (password `pw`) with `rules`, on the server of `con`.
+pub fn add_acl_user(con: &mut redis::Connection, name: &str, rules: &[&str]) {
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", name, "on", ">pw"])
+        .arg(rules)
+        .query(con)
+        .unwrap();
+}
+
 /// A connection to `port` as the ACL user `user` with password `password`.
 pub fn connect_as(port: u16, user: &str, password: &str) -> redis::Connection {
     redis::Client::open(format!("redis://{user}:{password}@127.0.0.1:{port}/"))
