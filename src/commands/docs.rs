@@ -280,7 +280,7 @@ pub const FLUSH: Doc = Doc {
     complexity: "O(N) for the N keys of the database, in slices",
     arity: 2,
     keys: Keys::None,
-    tips: "request_policy:all_shards response_policy:agg_sum",
+    tips: "request_policy:all_shards response_policy:all_succeeded",
     args: &[TABLE],
 };
 
