@@ -456,6 +456,15 @@ fn mget_reads_several_tables_in_one_call() {
     // Now every key is cached (the absence too): answered without PostgreSQL.
     assert_eq!(mget(&mut con, &keys).unwrap(), rows);
     assert_eq!(stack.pg.logged_statements("row_to_json") - before, 2);
+    // Each table counts the MGETs that read it (users: 1 READ + 2 MGETs, orders: 2 MGETs)
+    // and the hits among their keys (users 7 in the first MGET, 7 and 8 in the second).
+    let stats = map_reply(&mut con, "PGCACHE.STATS");
+    let tables = nested(&stats["tables"]);
+    for (table, calls, hits) in [("users", 3, 3), ("orders", 2, 2)] {
+        let figures = nested(&tables[table]);
+        let count = |name: &str| redis::from_redis_value::<i64>(figures[name].clone()).unwrap();
+        assert_eq!((count("calls"), count("hits")), (calls, hits), "{table}");
+    }
     let e = mget(
         &mut con,
         &[r#"pg_cache:users:{"id":1}"#, r#"pg_cache:orders:{ "id":1}"#],

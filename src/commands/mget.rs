@@ -104,8 +104,12 @@ fn in_callers_order(
     Box::new(move |ctx| {
         let mut answers = vec![Reply::Nil; total];
         for (completion, positions) in completions.into_iter().zip(positions) {
+            // The call as a whole is MGET's; each table it read counts it as one of its calls.
             let items = match completion(ctx) {
-                Reply::Described(described) => described.0,
+                Reply::Described(described) => {
+                    described.1.table.calls.inc();
+                    described.0
+                }
                 reply => reply,
             };
             let Reply::Array(items) = items else {
