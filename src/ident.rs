@@ -150,6 +150,9 @@ fn parse_part(s: &str) -> Result<(String, &str), Error> {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

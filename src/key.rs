@@ -452,6 +452,9 @@ fn canonical_uuid(s: &str) -> Result<String, Error> {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -53,14 +53,16 @@ pub fn read_many(
     named: Option<Vec<Vec<u8>>>,
     ttl: u64,
 ) -> Result<Reply> {
-    if items.is_empty() {
-        return Ok(Reply::Array(Vec::new()));
-    }
+    // A table not seen yet is resolved first, also for an empty array: a table that does
+    // not exist is an error whatever the array holds.
     let Some(schema) = schema::cached(table_arg) else {
         let table = checked_table(table_arg)?;
         let items: Vec<Vec<u8>> = items.iter().map(|i| i.to_vec()).collect();
         return Ok(all_on_a_worker(ctx, table, items, named, ttl));
     };
+    if items.is_empty() {
+        return Ok(Reply::Array(Vec::new()));
+    }
     let keys = canonicalise_all(items, &schema)?;
     if let Some(named) = &named
         && keys.iter().all(|k| !k.unconfirmed)

@@ -539,6 +539,9 @@ pub fn apply_passfile(s: &mut Settings, home: Option<String>) {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

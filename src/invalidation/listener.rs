@@ -318,12 +318,15 @@ fn handle(conn: &mut Connection, payloads: &[String]) {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::key::KeyKind;
     use crate::pg::schema::Column;
 
-    fn users() -> TableSchema {
+    pub(super) fn users() -> TableSchema {
         TableSchema::for_tests(
             "users",
             vec![

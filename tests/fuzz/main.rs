@@ -1,0 +1,158 @@
+//! The protocol fuzzer: generated PGCACHE commands, with random, mutated and boundary
+//! arguments and settings, against a live server with the module loaded. The server must
+//! never die or contain a panic, every reply must be well-formed, malformed input must get
+//! an error (never nil), and PING must stay answered.
+//!
+//! `PGCACHE_FUZZ_COMMANDS` (default 100000) commands per run, `PGCACHE_FUZZ_SEED` to repeat
+//! a run (the seed is printed; a failure prints the command that caused it).
+#[path = "../common/mod.rs"]
+mod common;
+mod generate;
+
+use common::*;
+use generate::{Expect, Generated, Rng};
+use std::time::{Duration, Instant};
+
+const SCHEMA: &str = "
+    CREATE TABLE users (id integer PRIMARY KEY, name text NOT NULL, born date);
+    INSERT INTO users SELECT i, 'user' || i, DATE '2000-01-01' + i FROM generate_series(1, 50) i;
+    CREATE TABLE things (code text, ref uuid, amount numeric,
+                         PRIMARY KEY (code, ref, amount));
+    INSERT INTO things VALUES ('a', '00000000-0000-0000-0000-000000000000', 1.5);
+    CREATE TABLE events (at timestamp PRIMARY KEY, what text);
+    INSERT INTO events VALUES ('2024-01-01 10:00', 'new year');
+    CREATE VIEW v_users AS SELECT id, name FROM users;
+";
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// What a reply must not be, given what was sent.
+fn check(sent: &Generated, reply: &redis::RedisResult<redis::Value>) -> Result<(), String> {
+    let value = match reply {
+        Err(e) if e.kind() == redis::ErrorKind::Io || e.is_connection_dropped() => {
+            return Err(format!("no reply: {e}"));
+        }
+        Err(e) if e.is_timeout() => return Err(format!("no reply in time: {e}")),
+        Err(e) => {
+            let text = e.to_string();
+            if text.contains(PG_PASSWORD) {
+                return Err(format!("the error shows the password: {text}"));
+            }
+            if e.code().is_none() && e.detail().is_none() {
+                return Err(format!("an error reply without a message: {text}"));
+            }
+            return Ok(());
+        }
+        Ok(value) => value,
+    };
+    let is_row = |v: &redis::Value| match v {
+        redis::Value::Nil => true,
+        redis::Value::BulkString(bytes) => {
+            matches!(
+                serde_json::from_slice(bytes),
+                Ok(serde_json::Value::Object(_))
+            )
+        }
+        _ => false,
+    };
+    match sent.expect {
+        Expect::Error => Err(format!("malformed input got {value:?}, not an error")),
+        Expect::Row if !is_row(value) => Err(format!("not a row or nil: {value:?}")),
+        Expect::Rows => match value {
+            redis::Value::Array(items) if items.iter().all(is_row) => Ok(()),
+            other => Err(format!("not an array of rows: {other:?}")),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// The runtime settings (CONFIG SET targets) and their values, to put back after each SET.
+fn runtime_settings(con: &mut redis::Connection) -> Vec<(String, Vec<u8>)> {
+    let flat: Vec<Vec<u8>> = redis::cmd("CONFIG")
+        .arg(&["GET", "pgcache.*"])
+        .query(con)
+        .unwrap();
+    flat.chunks(2)
+        .map(|pair| (String::from_utf8(pair[0].clone()).unwrap(), pair[1].clone()))
+        .collect()
+}
+
+#[test]
+fn generated_commands_never_crash_hang_or_get_a_malformed_reply() {
+    let commands = env_number("PGCACHE_FUZZ_COMMANDS", 100_000);
+    let seed = env_number(
+        "PGCACHE_FUZZ_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
+    println!("fuzz: seed {seed} (PGCACHE_FUZZ_SEED={seed} repeats this run), {commands} commands");
+    let stack = Stack::start_with(SCHEMA, &["statement_timeout_ms", "2000"]);
+    let mut con = stack.con();
+    con.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut pinger = stack.con();
+    pinger
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let settings = runtime_settings(&mut con);
+    let names: Vec<String> = settings.iter().map(|(n, _)| n.clone()).collect();
+    let mut rng = Rng::new(seed);
+    let started = Instant::now();
+    let (mut errors, mut values) = (0u64, 0u64);
+    for n in 0..commands {
+        let sent = generate::command(&mut rng, &names);
+        let mut cmd = redis::cmd(std::str::from_utf8(&sent.args[0]).unwrap());
+        for arg in &sent.args[1..] {
+            cmd.arg(arg.as_slice());
+        }
+        let reply = cmd.query::<redis::Value>(&mut con);
+        if let Err(why) = check(&sent, &reply) {
+            panic!("fuzz: seed {seed}, command {n}: {}\n  {why}", sent.shown());
+        }
+        match reply {
+            Ok(_) => values += 1,
+            Err(_) => errors += 1,
+        }
+        if sent.args[0] == b"CONFIG" {
+            put_back(&mut con, &settings, &sent);
+        }
+        if n % 100 == 0 {
+            let pong: String = redis::cmd("PING")
+                .query(&mut pinger)
+                .unwrap_or_else(|e| panic!("fuzz: seed {seed}: PING after command {n}: {e}"));
+            assert_eq!(pong, "PONG");
+        }
+    }
+    let log = stack.redis.log();
+    assert!(
+        !log.contains("internal error"),
+        "fuzz: seed {seed}: pgcache contained a panic:\n{}",
+        log.lines()
+            .filter(|l| l.contains("internal error"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    println!(
+        "fuzz: {commands} commands in {:.1} s: {values} values, {errors} errors, server up, no panic",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Puts the setting a CONFIG SET changed back, so the run goes on with a working server.
+fn put_back(con: &mut redis::Connection, settings: &[(String, Vec<u8>)], sent: &Generated) {
+    let name = String::from_utf8_lossy(&sent.args[2]);
+    if let Some((name, value)) = settings.iter().find(|(n, _)| *n == name) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value.as_slice())
+            .query(con)
+            .unwrap_or_else(|e| panic!("putting {name} back after {}: {e}", sent.shown()));
+    }
+}
