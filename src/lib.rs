@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod event;
 pub mod events;
@@ -81,7 +82,7 @@ type Command = (
 );
 
 /// Every command but PGCACHE.DEBUG (registered only with `debug_commands yes`).
-const COMMANDS: [Command; 12] = [
+const COMMANDS: [Command; 13] = [
     (
         "pgcache.read",
         Some(command_fn!(
@@ -158,6 +159,12 @@ const COMMANDS: [Command; 12] = [
         &commands::docs::HEALTH,
     ),
     (
+        "pgcache.drain",
+        Some(command_fn!(commands::admin::drain)),
+        "admin",
+        &commands::docs::DRAIN,
+    ),
+    (
         "pgcache.slowlog",
         Some(command_fn!(commands::slowlog::slowlog)),
         "admin",
@@ -214,6 +221,8 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
         .map(std::sync::Arc::new)
         .map_err(|e| format!("pgcache: cannot set up TLS to PostgreSQL: {e}"))?;
     register_commands(ctx, settings.debug_commands)?;
+    // A drain ends with the unload it prepared; a library Redis kept mapped keeps statics.
+    drain::open_for(0);
     acl::watch(ctx);
     cluster::init(ctx);
     register_settings(ctx)?;

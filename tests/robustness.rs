@@ -505,3 +505,86 @@ fn table_spellings_are_bounded_and_each_still_reads_its_table() {
     let spellings: i64 = redis::from_redis_value(health["table_spellings"].clone()).unwrap();
     assert!((2..=1024).contains(&spellings), "{spellings}");
 }
+
+#[test]
+fn a_drain_lets_module_unload_through_while_requests_keep_coming() {
+    let stack = Stack::start_with(USERS_SQL, &["debug_commands", "yes"]);
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap();
+    // A miss held on a worker: Redis refuses MODULE UNLOAD while a client waits on pgcache.
+    let _: String = redis::cmd("PGCACHE.DEBUG")
+        .arg(&["FILLS", "HOLD"])
+        .query(&mut con)
+        .unwrap();
+    let waiting = spawn_read(stack.redis.port, "users", r#"{"id":2}"#);
+    wait_blocked(&mut con, 1);
+    let unload = |con: &mut redis::Connection| {
+        redis::cmd("MODULE")
+            .arg(&["UNLOAD", "pgcache"])
+            .query::<String>(con)
+    };
+    let e = unload(&mut con).unwrap_err().to_string();
+    assert!(e.contains("blocked clients"), "{e}");
+
+    let drain = |con: &mut redis::Connection, args: &[&str]| {
+        redis::cmd("PGCACHE.DRAIN").arg(args).query::<i64>(con)
+    };
+    assert_eq!(
+        drain(&mut con, &["30"]).unwrap(),
+        1,
+        "one request in flight"
+    );
+    // While draining, a hit is served and a miss is refused at once, saying why.
+    assert!(read(&mut con, "users", r#"{"id":1}"#).unwrap().is_some());
+    let e = read(&mut con, "users", r#"{"id":3}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("draining for MODULE UNLOAD"), "{e}");
+    let health = map_reply(&mut con, "PGCACHE.HEALTH");
+    assert_eq!(
+        redis::from_redis_value::<String>(health["status"].clone()).unwrap(),
+        "degraded"
+    );
+    for bad in ["-1", "x", "3601"] {
+        let e = drain(&mut con, &[bad]).unwrap_err().to_string();
+        assert!(e.contains("seconds from 0"), "{bad}: {e}");
+    }
+    // DRAIN 0 ends it: misses are fetched again.
+    drain(&mut con, &["0"]).unwrap();
+    let _: String = redis::cmd("PGCACHE.DEBUG")
+        .arg(&["FILLS", "RELEASE"])
+        .query(&mut con)
+        .unwrap();
+    assert!(waiting.join().unwrap().unwrap().is_some());
+    assert!(read(&mut con, "users", r#"{"id":3}"#).unwrap().is_some());
+
+    // The operator's sequence under a steady stream of misses: DRAIN until 0, UNLOAD.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|i| {
+            let (port, stop) = (stack.redis.port, stop.clone());
+            std::thread::spawn(move || {
+                let mut con = connect(port);
+                let mut id = i;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    id = (id + 4) % 50;
+                    let _ = invalidate(&mut con, "users", &format!(r#"{{"id":{id}}}"#));
+                    let _ = read(&mut con, "users", &format!(r#"{{"id":{id}}}"#));
+                }
+            })
+        })
+        .collect();
+    wait_for("DRAIN, then MODULE UNLOAD", Duration::from_secs(20), || {
+        (drain(&mut con, &["5"]).unwrap() == 0 && unload(&mut con).is_ok()).then_some(())
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    let mut load = redis::cmd("MODULE");
+    load.arg("LOAD").arg(module_path().to_str().unwrap());
+    load.arg(stack.pg.module_args());
+    let _: String = load.query(&mut con).unwrap();
+    // A new load starts without a drain.
+    assert!(read(&mut con, "users", r#"{"id":4}"#).unwrap().is_some());
+}

@@ -1,7 +1,10 @@
 //! PGCACHE.STATS [RESET]: what pgcache has done, as a map (RESP3) or name/value pairs
 //! (RESP2); the same figures as the `pgcache` INFO section.
 //! PGCACHE.HEALTH: whether pgcache can do its job right now, with every problem named.
+//! PGCACHE.DRAIN [seconds]: refuse what would wait for PostgreSQL, before MODULE UNLOAD.
 
+use crate::blocked;
+use crate::drain;
 use crate::error::Error;
 use crate::figures;
 use crate::invalidation::listener;
@@ -99,11 +102,18 @@ pub fn health(ctx: &Context, args: &[&[u8]]) -> Reply {
     if args.len() != 1 {
         return Reply::WrongArity;
     }
+    if drain::remaining().is_some() {
+        // A drain refuses the probe's wait too; answer with what is known without it.
+        let mut report = health_report(None);
+        let at = report.len() - 1;
+        report.splice(at..at, cluster_report(ctx));
+        return Reply::Map(report);
+    }
     worker::submit_probe(
         ctx,
         Box::new(|rtt| {
             Box::new(move |ctx| {
-                let mut report = health_report(rtt);
+                let mut report = health_report(Some(rtt));
                 // Before `config`, which stays last.
                 let at = report.len() - 1;
                 report.splice(at..at, cluster_report(ctx));
@@ -124,19 +134,57 @@ fn cluster_report(ctx: &Context) -> Vec<(String, Reply)> {
     }
 }
 
-/// The health figures, given a PostgreSQL round trip's time or failure.
-fn health_report(rtt: Result<Duration, Error>) -> Vec<(String, Reply)> {
+/// PGCACHE.DRAIN [seconds]: for `seconds` (10 by default; 0 ends a drain), requests that
+/// would wait for PostgreSQL are refused; replies how many requests are still waiting, so an
+/// operator repeats it until 0 and then runs MODULE UNLOAD.
+pub fn drain(_ctx: &Context, args: &[&[u8]]) -> Reply {
+    let seconds = match args {
+        [_] => DEFAULT_DRAIN_SECONDS,
+        [_, seconds] => match std::str::from_utf8(seconds)
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            Some(n) if n <= drain::MAX_SECONDS => n,
+            _ => {
+                return Error::new(format!(
+                    "PGCACHE.DRAIN takes a number of seconds from 0 (end the drain) to {}, got {:?}",
+                    drain::MAX_SECONDS,
+                    String::from_utf8_lossy(seconds)
+                ))
+                .into();
+            }
+        },
+        _ => return Reply::WrongArity,
+    };
+    drain::open_for(seconds);
+    Reply::Int(blocked::in_flight() as i64)
+}
+
+/// How long PGCACHE.DRAIN refuses misses when given no time.
+const DEFAULT_DRAIN_SECONDS: u64 = 10;
+
+/// The health figures, given a PostgreSQL round trip's time or failure (None: no probe was
+/// sent, because a drain is under way).
+fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     let mut problems = Vec::new();
     let mut postgres = Vec::new();
+    if let Some(left) = drain::remaining() {
+        problems.push(format!(
+            "draining for MODULE UNLOAD: requests that need PostgreSQL are refused for {:.0} \
+             more seconds (PGCACHE.DRAIN 0 ends it)",
+            left.as_secs_f64().ceil()
+        ));
+    }
     match rtt {
-        Ok(rtt) => {
+        None => postgres.push(("postgres".to_string(), Reply::Bulk("not checked".into()))),
+        Some(Ok(rtt)) => {
             postgres.push(("postgres".to_string(), Reply::Bulk("reachable".into())));
             postgres.push((
                 "postgres_rtt_us".to_string(),
                 Reply::Int(rtt.as_micros() as i64),
             ));
         }
-        Err(e) => {
+        Some(Err(e)) => {
             problems.push(format!("PostgreSQL is unreachable: {e}"));
             postgres.push(("postgres".to_string(), Reply::Bulk("unreachable".into())));
         }

@@ -304,6 +304,20 @@ pub const HEALTH: Doc = Doc {
     args: &[],
 };
 
+pub const DRAIN: Doc = Doc {
+    summary: "Refuses requests that would wait for PostgreSQL for a while, so that MODULE UNLOAD finds none in flight",
+    since: "0.2.0",
+    complexity: "O(1)",
+    arity: -1,
+    keys: Keys::None,
+    tips: "",
+    args: &[Arg {
+        kind: ArgKind::Integer,
+        optional: true,
+        ..Arg::text("seconds")
+    }],
+};
+
 pub const SLOWLOG: Doc = Doc {
     summary: "Lists the slowest pgcache calls on this node",
     since: "0.1.0",

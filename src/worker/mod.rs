@@ -348,8 +348,12 @@ pub fn submit_parts(ctx: &Context, parts: Vec<Part>, join: Join) -> Reply {
     })
 }
 
-/// Whether the calling client may be blocked: not inside MULTI/EXEC or a script.
+/// Whether the calling client may be blocked: no drain under way (`drain`), and not inside
+/// MULTI/EXEC or a script.
 pub fn may_wait(ctx: &Context) -> Result<(), Reply> {
+    if let Some(refusal) = crate::drain::refusal() {
+        return Err(Reply::Error(refusal));
+    }
     // SAFETY: main thread, command context.
     let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
     if flags & raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING != 0 {

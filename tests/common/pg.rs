@@ -311,6 +311,27 @@ impl Pg {
         .collect()
     }
 
+    /// The postmaster's and every backend's process id, while the server runs.
+    pub fn pids(&self) -> Vec<i32> {
+        let Some(postmaster) = self.child.as_ref().map(|c| c.id() as i32) else {
+            return Vec::new();
+        };
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: the fields after the command's closing parenthesis.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+            if fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(postmaster)
+                && let Ok(pid) = entry.file_name().to_string_lossy().parse()
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
     /// Stops the server (fast shutdown), keeping its data for `restart`.
     pub fn stop(&mut self) {
         self.kill();

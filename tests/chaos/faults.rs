@@ -1,0 +1,309 @@
+//! The faults a chaos run injects, one at a time, while the load runs; each returns when
+//! the fault is over and says when PostgreSQL (or the server) was back and how long pgcache
+//! took to answer from PostgreSQL again.
+
+use crate::common::*;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    PgRestart,
+    PgFrozen,
+    ListenerKilled,
+    PoolKilled,
+    StatementTimeouts,
+    MaxmemoryLru,
+    MaxmemoryNoeviction,
+    ModuleReload,
+    PersistAndRestart,
+    ReplicaPromoted,
+}
+
+pub const ALL: [Fault; 10] = [
+    Fault::PgRestart,
+    Fault::PgFrozen,
+    Fault::ListenerKilled,
+    Fault::PoolKilled,
+    Fault::StatementTimeouts,
+    Fault::MaxmemoryLru,
+    Fault::MaxmemoryNoeviction,
+    Fault::ModuleReload,
+    Fault::PersistAndRestart,
+    Fault::ReplicaPromoted,
+];
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::PgRestart => "PostgreSQL fast restart",
+            Fault::PgFrozen => "PostgreSQL frozen (SIGSTOP)",
+            Fault::ListenerKilled => "listener backend terminated",
+            Fault::PoolKilled => "pool connections terminated",
+            Fault::StatementTimeouts => "statement timeouts",
+            Fault::MaxmemoryLru => "maxmemory, allkeys-lru",
+            Fault::MaxmemoryNoeviction => "maxmemory, noeviction",
+            Fault::ModuleReload => "MODULE UNLOAD + LOAD",
+            Fault::PersistAndRestart => "BGSAVE, BGREWRITEAOF, restart from AOF",
+            Fault::ReplicaPromoted => "replica promoted",
+        }
+    }
+}
+
+/// The servers a run works on.
+pub struct World {
+    pub pg: Pg,
+    pub redis: Redis,
+    pub replica: Redis,
+    pub module_args: Vec<String>,
+    /// The replica was promoted and has not been attached again.
+    pub replica_promoted: bool,
+    /// How long faults that last (a freeze, a lock, a memory limit) are held.
+    pub hold: Duration,
+}
+
+/// One injected fault.
+pub struct Window {
+    pub fault: Fault,
+    pub start: Instant,
+    pub end: Instant,
+    /// From PostgreSQL (or the server) being back to pgcache answering a miss again.
+    pub recovery: Option<Duration>,
+}
+
+const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
+
+impl World {
+    pub fn inject(&mut self, fault: Fault) -> Window {
+        let start = Instant::now();
+        let back = match fault {
+            Fault::PgRestart => {
+                self.pg.stop();
+                self.pg.restart();
+                Instant::now()
+            }
+            Fault::PgFrozen => {
+                let pids = self.pg.pids();
+                signal(&pids, libc::SIGSTOP);
+                std::thread::sleep(self.hold);
+                signal(&pids, libc::SIGCONT);
+                Instant::now()
+            }
+            Fault::ListenerKilled => {
+                // Every node's listener (the primary's and the replica's).
+                let before = self.listener_pids();
+                self.terminate("application_name = 'pgcache-listener'");
+                let back = Instant::now();
+                wait_for("the listeners to reconnect", RECOVERY_LIMIT, || {
+                    let now = self.listener_pids();
+                    (now.len() == before.len() && now.iter().all(|p| !before.contains(p)))
+                        .then_some(())
+                });
+                back
+            }
+            Fault::PoolKilled => {
+                self.terminate("application_name = 'pgcache'");
+                Instant::now()
+            }
+            Fault::StatementTimeouts => self.statement_timeouts(),
+            Fault::MaxmemoryLru => self.memory_limit("allkeys-lru"),
+            Fault::MaxmemoryNoeviction => self.memory_limit("noeviction"),
+            Fault::ModuleReload => self.reload_module(),
+            Fault::PersistAndRestart => self.persist_and_restart(),
+            Fault::ReplicaPromoted => {
+                let (promoted, answered) = self.promote_replica();
+                return Window {
+                    fault,
+                    start,
+                    end: Instant::now(),
+                    recovery: answered.map(|at| at - promoted),
+                };
+            }
+        };
+        let recovery = self.answers_a_miss(self.redis.port).then(|| back.elapsed());
+        Window {
+            fault,
+            start,
+            end: Instant::now(),
+            recovery,
+        }
+    }
+
+    fn listener_pids(&self) -> Vec<i32> {
+        self.pg
+            .superuser()
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgcache-listener'",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// Terminates the pgcache backends `condition` selects.
+    fn terminate(&self, condition: &str) {
+        self.pg
+            .superuser()
+            .execute(
+                &format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = 'app' AND {condition}"
+                ),
+                &[],
+            )
+            .unwrap();
+    }
+
+    /// Every query of pgcache's times out while a lock holds the table.
+    fn statement_timeouts(&mut self) -> Instant {
+        let mut con = self.redis.connection();
+        let before = config_get(&mut con, "pgcache.statement_timeout_ms")[1].clone();
+        config_set(&mut con, "pgcache.statement_timeout_ms", "100").unwrap();
+        let mut locker = self.pg.superuser_of("app");
+        let mut lock = locker.transaction().unwrap();
+        lock.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE", &[])
+            .unwrap();
+        std::thread::sleep(self.hold);
+        lock.rollback().unwrap();
+        config_set(&mut con, "pgcache.statement_timeout_ms", &before).unwrap();
+        Instant::now()
+    }
+
+    /// Redis's memory limit just above what it uses, with `policy`, for a while.
+    fn memory_limit(&mut self, policy: &str) -> Instant {
+        let mut con = self.redis.connection();
+        let used = info_int(&mut con, "memory", "used_memory");
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", "maxmemory-policy", policy])
+            .query(&mut con)
+            .unwrap();
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", "maxmemory", &(used + 256 * 1024).to_string()])
+            .query(&mut con)
+            .unwrap();
+        std::thread::sleep(self.hold);
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", "maxmemory", "0"])
+            .query(&mut con)
+            .unwrap();
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", "maxmemory-policy", "noeviction"])
+            .query(&mut con)
+            .unwrap();
+        Instant::now()
+    }
+
+    /// PGCACHE.DRAIN until nothing waits for PostgreSQL, MODULE UNLOAD (Redis refuses it
+    /// while a client waits on the module), then LOAD: what README tells operators to do.
+    fn reload_module(&mut self) -> Instant {
+        let mut con = self.redis.connection();
+        let mut refusals = std::collections::BTreeMap::<String, u64>::new();
+        let deadline = Instant::now() + RECOVERY_LIMIT;
+        loop {
+            let waiting: i64 = redis::cmd("PGCACHE.DRAIN").arg(5).query(&mut con).unwrap();
+            if waiting == 0 {
+                match redis::cmd("MODULE")
+                    .arg(&["UNLOAD", "pgcache"])
+                    .query::<()>(&mut con)
+                {
+                    Ok(()) => break,
+                    Err(e) => *refusals.entry(e.to_string()).or_default() += 1,
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "MODULE UNLOAD refused: {refusals:?}"
+            );
+        }
+        let _: () = redis::cmd("MODULE")
+            .arg("LOAD")
+            .arg(module_path().to_str().unwrap())
+            .arg(&self.module_args)
+            .query(&mut con)
+            .unwrap();
+        Instant::now()
+    }
+
+    /// BGSAVE and BGREWRITEAOF to their end, then a restart that loads the AOF.
+    fn persist_and_restart(&mut self) -> Instant {
+        let mut con = self.redis.connection();
+        for (command, running) in [
+            ("BGSAVE", "rdb_bgsave_in_progress:0"),
+            ("BGREWRITEAOF", "aof_rewrite_in_progress:0"),
+        ] {
+            wait_for(command, RECOVERY_LIMIT, || {
+                redis::cmd(command).query::<String>(&mut con).ok()
+            });
+            wait_for(&format!("{command} to end"), RECOVERY_LIMIT, || {
+                let info: String = redis::cmd("INFO")
+                    .arg("persistence")
+                    .query(&mut con)
+                    .unwrap();
+                (info.contains(running) && info.contains("aof_rewrite_scheduled:0")).then_some(())
+            });
+        }
+        self.redis.restart();
+        Instant::now()
+    }
+
+    /// Promotes the replica (attaching it again first if an earlier fault promoted it),
+    /// and reads through it while the writers change rows. Returns when it was promoted
+    /// and when it first answered a miss.
+    fn promote_replica(&mut self) -> (Instant, Option<Instant>) {
+        let mut con = self.replica.connection();
+        if self.replica_promoted {
+            let _: () = redis::cmd("REPLICAOF")
+                .arg(&["127.0.0.1", &self.redis.port.to_string()])
+                .query(&mut con)
+                .unwrap();
+            wait_for("the replica to sync", RECOVERY_LIMIT, || {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut con)
+                    .unwrap();
+                info.contains("master_link_status:up").then_some(())
+            });
+        }
+        let _: () = redis::cmd("REPLICAOF")
+            .arg(&["NO", "ONE"])
+            .query(&mut con)
+            .unwrap();
+        self.replica_promoted = true;
+        let promoted = Instant::now();
+        let answered = self.answers_a_miss(self.replica.port).then(Instant::now);
+        let until = promoted + self.hold;
+        let mut id = 0;
+        while Instant::now() < until {
+            id = (id + 7) % crate::load::ROWS;
+            let _ = read(&mut con, "items", &format!(r#"{{"id":{id}}}"#));
+        }
+        (promoted, answered)
+    }
+
+    /// Waits until the server on `port` answers a READ from PostgreSQL: the key is dropped
+    /// first, so the answer cannot come from the cache.
+    fn answers_a_miss(&self, port: u16) -> bool {
+        let deadline = Instant::now() + RECOVERY_LIMIT;
+        while Instant::now() < deadline {
+            if let Ok(mut con) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+            {
+                let pk = r#"{"id":1}"#;
+                let dropped = invalidate(&mut con, "items", pk).is_ok();
+                if dropped && matches!(read(&mut con, "items", pk), Ok(Some(_))) {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
+
+fn signal(pids: &[i32], signal: i32) {
+    for pid in pids {
+        // SAFETY: plain kill(2) on a process of this test's PostgreSQL.
+        unsafe { libc::kill(*pid, signal) };
+    }
+}
