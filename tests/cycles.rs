@@ -1,0 +1,128 @@
+//! A hundred MODULE UNLOAD / LOAD cycles under light load: once unloaded, the server has as
+//! many threads and file descriptors as after the first unload, and about as much memory.
+mod common;
+use common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+const CYCLES: usize = 100;
+
+fn count_entries(dir: String) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// DRAIN until nothing waits, then UNLOAD.
+fn unload(con: &mut redis::Connection) {
+    wait_for("DRAIN, then MODULE UNLOAD", Duration::from_secs(20), || {
+        let waiting: i64 = redis::cmd("PGCACHE.DRAIN").arg(5).query(con).ok()?;
+        (waiting == 0)
+            .then(|| {
+                redis::cmd("MODULE")
+                    .arg(&["UNLOAD", "pgcache"])
+                    .query::<()>(con)
+                    .ok()
+            })
+            .flatten()
+    });
+}
+
+fn load(con: &mut redis::Connection, args: &[String]) {
+    let _: () = redis::cmd("MODULE")
+        .arg("LOAD")
+        .arg(module_path().to_str().unwrap())
+        .arg(args)
+        .query(con)
+        .unwrap();
+}
+
+/// pgcache's own threads (named `pgcache-*`) in the server `pid`.
+fn pgcache_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .unwrap_or_default()
+                .starts_with("pgcache-")
+        })
+        .count()
+}
+
+/// Threads, file descriptors and RSS (KiB) of the server `pid` once pgcache's threads exited.
+fn unloaded_figures(pid: u32) -> (usize, usize, u64) {
+    wait_for("pgcache's threads to exit", Duration::from_secs(20), || {
+        (pgcache_threads(pid) == 0).then_some(())
+    });
+    (
+        count_entries(format!("/proc/{pid}/task")),
+        count_entries(format!("/proc/{pid}/fd")),
+        rss_kib(pid),
+    )
+}
+
+/// Reads (each after INVALIDATE, so most go to PostgreSQL) until `stop`; how many got a row.
+fn light_load(mut con: redis::Connection, stop: Arc<AtomicBool>) -> u64 {
+    let (mut id, mut answered) = (0, 0);
+    while !stop.load(Ordering::Relaxed) {
+        id = (id + 1) % 50;
+        let pk = format!(r#"{{"id":{id}}}"#);
+        let _ = invalidate(&mut con, "users", &pk);
+        answered += u64::from(matches!(read(&mut con, "users", &pk), Ok(Some(_))));
+        // Pacing: light load, not a flood.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    answered
+}
+
+#[test]
+fn a_hundred_unload_load_cycles_leave_threads_descriptors_and_memory_as_they_were() {
+    let stack = Stack::start(&format!(
+        "{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users');"
+    ));
+    let args = stack.pg.module_args();
+    let pid = stack.redis.pid();
+    let mut con = stack.con();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        // Connected before the baseline is taken, so its descriptor is in both figures.
+        let (reader, stop) = (stack.con(), stop.clone());
+        std::thread::spawn(move || light_load(reader, stop))
+    };
+    unload(&mut con);
+    let first = unloaded_figures(pid);
+    for _ in 1..CYCLES {
+        load(&mut con, &args);
+        unload(&mut con);
+    }
+    let last = unloaded_figures(pid);
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        reader.join().unwrap() > 0,
+        "the load was answered between the cycles"
+    );
+    println!(
+        "cycles: {CYCLES} unloads: threads {} -> {}, descriptors {} -> {}, RSS {} -> {} KiB",
+        first.0, last.0, first.1, last.1, first.2, last.2
+    );
+    assert_eq!(
+        (last.0, last.1),
+        (first.0, first.1),
+        "threads and descriptors"
+    );
+    assert!(
+        last.2 <= first.2 + first.2 / 10,
+        "RSS grew from {} KiB to {} KiB",
+        first.2,
+        last.2
+    );
+}
