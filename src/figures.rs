@@ -2,6 +2,7 @@
 //! INFO section) and the metrics endpoint both list them from here. The counters are
 //! `stats::counters()`; the per-command and per-table figures are `stats`' histograms.
 
+use crate::fill;
 use crate::flush;
 use crate::invalidation::listener;
 use crate::slowlog;
@@ -54,6 +55,11 @@ pub fn gauges() -> Vec<Gauge> {
             "listener_connected",
             "1 when the invalidation listener is connected to PostgreSQL.",
             u8::from(listener::connected()),
+        ),
+        int(
+            "fills_in_flight",
+            "Keys being fetched from PostgreSQL for the cache, however many clients wait for each.",
+            fill::in_flight(),
         ),
         int(
             "flushes_running",

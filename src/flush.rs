@@ -50,19 +50,31 @@ pub fn running() -> usize {
 }
 
 /// Starts dropping every key under `prefix`. Main thread only.
+///
+/// One flush runs per prefix, however many FLUSH commands and notifications ask for it: a
+/// flush of a prefix already under way starts that flush's scan over, so every entry present
+/// now is still visited, and the list of flushes is bounded by the number of prefixes.
 pub fn start(ctx: &Context, prefix: &str) {
     stats::FLUSHES.inc();
     fill::invalidated_prefix(prefix);
     let dbs = cache::dbs_with_keys(ctx);
+    let mut active = ACTIVE.lock().unwrap();
+    if let Some(running) = active.iter_mut().find(|f| f.prefix == prefix.as_bytes()) {
+        // SAFETY: the cursor was created in this function and is used on the main thread.
+        unsafe { raw::RedisModule_ScanCursorRestart.unwrap()(running.cursor.0) };
+        running.dbs = dbs;
+        return;
+    }
     // SAFETY: the cursor is freed when the flush ends.
     let cursor = Cursor(unsafe { raw::RedisModule_ScanCursorCreate.unwrap()() });
     bypass::begin(prefix.as_bytes());
-    ACTIVE.lock().unwrap().push(Flush {
+    active.push(Flush {
         prefix: prefix.as_bytes().to_vec(),
         dbs,
         cursor,
         deleted: 0,
     });
+    drop(active);
     RUNNING.fetch_add(1, Ordering::SeqCst);
     FLUSH.request();
 }

@@ -155,6 +155,8 @@ pub static FILLS_SKIPPED_OOM: Counter = Counter::new();
 pub static WRITES: Counter = Counter::new();
 pub static INVALIDATIONS_BY_COMMAND: Counter = Counter::new();
 pub static INVALIDATIONS_BY_POSTGRES: Counter = Counter::new();
+/// Times the invalidation backlog passed its bound and became flushes of its tables.
+pub static INVALIDATION_BACKLOG_FLUSHES: Counter = Counter::new();
 pub static FLUSHES: Counter = Counter::new();
 pub static EXPIRATIONS: Counter = Counter::new();
 pub static EVICTIONS: Counter = Counter::new();
@@ -333,7 +335,7 @@ pub fn tables() -> Vec<Arc<TableStats>> {
 }
 
 /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them.
-static NAMED: [(&str, &Counter); 18] = [
+static NAMED: [(&str, &Counter); 19] = [
     ("hits", &HITS),
     ("negative_hits", &NEGATIVE_HITS),
     ("misses", &MISSES),
@@ -342,6 +344,10 @@ static NAMED: [(&str, &Counter); 18] = [
     ("writes", &WRITES),
     ("invalidations_by_command", &INVALIDATIONS_BY_COMMAND),
     ("invalidations_by_postgres", &INVALIDATIONS_BY_POSTGRES),
+    (
+        "invalidation_backlog_flushes",
+        &INVALIDATION_BACKLOG_FLUSHES,
+    ),
     ("flushes", &FLUSHES),
     ("expirations", &EXPIRATIONS),
     ("evictions", &EVICTIONS),

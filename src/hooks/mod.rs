@@ -185,7 +185,7 @@ pub fn fire(ctx: &Context, hook: &Hook, event: &Event) {
                 });
             }
             if IN_NOTIFICATION.get() {
-                defer(hook.name.clone(), args);
+                defer(ctx, hook.name.clone(), args);
             } else {
                 xadd(ctx, &hook.name, &args);
             }
@@ -271,8 +271,27 @@ fn replicate_hooks(ctx: &Context) -> bool {
     false
 }
 
-fn defer(hook: String, args: Vec<String>) {
-    DEFERRED.lock().unwrap().push((hook, args));
+/// Deliveries that may wait for the next event-loop turn. One command can raise an event per
+/// key (an MGET of 100,000 expired keys expires them all at once); past this the events are
+/// dropped, counted in `hook_errors` and logged, instead of holding memory without bound.
+pub const MAX_DEFERRED: usize = 10_000;
+
+fn defer(ctx: &Context, hook: String, args: Vec<String>) {
+    let mut deferred = DEFERRED.lock().unwrap();
+    if deferred.len() >= MAX_DEFERRED {
+        drop(deferred);
+        stats::HOOK_ERRORS.inc();
+        log_failure(
+            ctx,
+            &format!(
+                "pgcache: hook {hook}: more than {MAX_DEFERRED} deliveries raised in one \
+                 command are waiting; dropping the rest"
+            ),
+        );
+        return;
+    }
+    deferred.push((hook, args));
+    drop(deferred);
     DELIVER.request();
 }
 

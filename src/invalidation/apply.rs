@@ -26,6 +26,7 @@ use crate::stats;
 use crate::tunables;
 use redis_module::{Context, ContextFlags};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,12 @@ use std::time::{Duration, Instant};
 /// one scan of the keyspace (in slices) is then cheaper than deleting key by key, and the
 /// batch's keys need not be held in memory.
 pub const BULK_KEYS: usize = 5_000;
+
+/// Deletions that may wait in the mailbox. Past this (the main thread fell behind a flood of
+/// notifications, or was blocked by a long script), the waiting changes become flushes of
+/// their tables: the memory they hold stays bounded, and a flush drops more entries than
+/// needed, never too few.
+pub const BACKLOG_MAX_KEYS: usize = 100_000;
 
 /// Main-thread time one timer tick may spend deleting.
 const SLICE: Duration = Duration::from_millis(2);
@@ -91,6 +98,8 @@ impl Changes {
 
 /// Changes handed over by the listener, oldest first; the front one may be partly applied.
 static MAILBOX: Mutex<VecDeque<Changes>> = Mutex::new(VecDeque::new());
+/// Deletions in the mailbox (changed under its lock).
+static BACKLOG_KEYS: AtomicUsize = AtomicUsize::new(0);
 /// Applies the mailbox on the main thread, a slice at a time.
 static APPLY: Task = Task::new("applying invalidations", apply_slice);
 
@@ -130,6 +139,7 @@ pub fn init(ctx: &Context, listening: bool) {
 /// At unload, after the listener has stopped: drops what is still queued.
 pub fn deinit() {
     MAILBOX.lock().unwrap().clear();
+    BACKLOG_KEYS.store(0, Ordering::SeqCst);
     bypass::release();
 }
 
@@ -193,8 +203,37 @@ pub fn submit(changes: Changes) {
     if changes.is_empty() {
         return;
     }
-    MAILBOX.lock().unwrap().push_back(changes);
+    let mut mailbox = MAILBOX.lock().unwrap();
+    let backlog = BACKLOG_KEYS.fetch_add(changes.deletes.len(), Ordering::SeqCst);
+    mailbox.push_back(changes);
+    if backlog + mailbox.back().map_or(0, |c| c.deletes.len()) > BACKLOG_MAX_KEYS {
+        let merged = into_flushes(mailbox.drain(..));
+        mailbox.push_back(merged);
+        BACKLOG_KEYS.store(0, Ordering::SeqCst);
+        stats::INVALIDATION_BACKLOG_FLUSHES.inc();
+        redis_module::logging::log_warning(format!(
+            "pgcache: more than {BACKLOG_MAX_KEYS} invalidated keys were waiting for the main \
+             thread; flushing their tables instead"
+        ));
+    }
+    drop(mailbox);
     APPLY.request_from_thread();
+}
+
+/// One set of changes that flushes every table the given ones name.
+fn into_flushes(waiting: impl Iterator<Item = Changes>) -> Changes {
+    let mut merged = Changes::default();
+    for changes in waiting {
+        merged.resync |= changes.resync;
+        merged.keys_flushed += changes.keys_flushed + changes.deletes.len() as u64;
+        for schema in changes.flushes {
+            merged.flush(schema);
+        }
+        for (schema, _) in changes.deletes {
+            merged.flush(schema);
+        }
+    }
+    merged
 }
 
 /// Applies queued changes for at most `SLICE`; true when some are left for another tick.
@@ -208,6 +247,7 @@ fn apply_slice(context: &Context) -> bool {
         start_flushes(context, &mut changes);
         let dbs = dbs.get_or_insert_with(|| cache::dbs_with_keys(context));
         while let Some((schema, pk)) = changes.deletes.pop() {
+            BACKLOG_KEYS.fetch_sub(1, Ordering::SeqCst);
             cache::delete_in(context, &schema.cache_key(&pk.json), dbs);
             stats::INVALIDATIONS_BY_POSTGRES.inc();
             events::publish(context, EventKind::Invalidate, &schema.display, &pk.json);
