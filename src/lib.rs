@@ -26,6 +26,7 @@ pub mod key;
 pub mod main_thread;
 pub mod metrics;
 pub mod pg;
+pub mod redis_config;
 pub mod reply;
 pub mod requests;
 pub mod role;
@@ -38,10 +39,7 @@ pub mod tunables;
 pub mod wake;
 pub mod worker;
 
-use redis_module::configuration::{
-    ConfigurationContext, ConfigurationFlags, ConfigurationValue, register_string_configuration,
-};
-use redis_module::{Context, RedisError, RedisString, Status, raw, redis_module};
+use redis_module::{Context, RedisString, Status, raw, redis_module};
 use std::ffi::CString;
 use std::time::Duration;
 
@@ -178,29 +176,6 @@ const COMMANDS: [Command; 13] = [
     ),
 ];
 
-/// CONFIG GET / SET of a `pgcache.*` setting. Redis calls these directly: a panic must not
-/// unwind into it, and a value with a NUL byte must still make a valid string.
-impl ConfigurationValue<RedisString> for config::Setting {
-    fn get(&self, _: &ConfigurationContext) -> RedisString {
-        let value = error::guard("reading a setting", || settings::get(self));
-        RedisString::create_from_slice(std::ptr::null_mut(), value.as_bytes())
-    }
-    fn set(&self, _: &ConfigurationContext, value: RedisString) -> Result<(), RedisError> {
-        let text = value.try_as_str()?;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| settings::set(self, text)))
-            .unwrap_or_else(|_| {
-                Err(error::Error::of(
-                    error::ErrorKind::Internal,
-                    "internal error; the setting was not changed",
-                ))
-            })
-            .map_err(|e| {
-                let message = e.to_string().replace('\0', "\\0");
-                RedisError::String(format!("pgcache.{}: {message}", self.name))
-            })
-    }
-}
-
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
     std::panic::set_hook(Box::new(|info| {
         redis_module::logging::log_warning(format!("pgcache: internal error: {info}"));
@@ -225,7 +200,7 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     drain::open_for(0);
     acl::watch(ctx);
     cluster::init(ctx);
-    register_settings(ctx)?;
+    redis_config::register(ctx)?;
     info::register(ctx);
     server_events::subscribe(ctx);
     start_threads(ctx, &settings, pool)?;
@@ -296,26 +271,6 @@ fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), String> 
     Ok(())
 }
 
-/// The `pgcache.*` CONFIG parameters, then their lines in redis.conf, if any.
-fn register_settings(ctx: &Context) -> Result<(), String> {
-    for setting in settings::runtime() {
-        let current = settings::get(setting);
-        register_string_configuration(
-            ctx,
-            setting.name,
-            setting,
-            &current,
-            ConfigurationFlags::DEFAULT,
-            None,
-        );
-    }
-    // SAFETY: OnLoad context; applies `pgcache.*` lines of redis.conf, if any.
-    if unsafe { raw::RedisModule_LoadConfigs.unwrap()(ctx.ctx) } != raw::REDISMODULE_OK as i32 {
-        return Err("pgcache: a pgcache.* setting in the Redis configuration is invalid".into());
-    }
-    Ok(())
-}
-
 /// Workers, the metrics endpoint, the main-thread hand-over and the invalidation listener;
 /// on a failure, what was started is stopped again.
 fn start_threads(
@@ -377,6 +332,7 @@ fn deinit(ctx: &Context) -> Status {
     invalidation::deinit();
     main_thread::deinit();
     pg::schema::clear_cache();
+    redis_config::deinit();
     Status::Ok
 }
 

@@ -154,7 +154,8 @@ impl Redis {
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", server_binary()))?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Generous: a server under valgrind takes seconds to start.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(mut con) = self.try_connection()
                 && redis::cmd("PING").query::<String>(&mut con).is_ok()
@@ -176,6 +177,25 @@ impl Redis {
     pub fn restart(&mut self) {
         self.kill();
         self.start_again();
+    }
+
+    /// Stops the server with SHUTDOWN NOSAVE and waits for it to exit, so that whatever runs
+    /// at exit (a valgrind leak report) runs.
+    pub fn shutdown(&mut self) {
+        if let Ok(mut con) = self.try_connection() {
+            let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query::<()>(&mut con);
+        }
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the server did not exit after SHUTDOWN");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     /// Kills the server (as SHUTDOWN NOSAVE would stop it), keeping its directory.

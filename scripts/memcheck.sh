@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# valgrind memcheck over a short mixed workload (tests/memcheck.rs): hits, misses, errors,
+# timeouts, invalidations, hooks, an UNLOAD and LOAD. Redis's own allocator (jemalloc) hides
+# allocations from valgrind, so this builds Debian's Redis 7.0.15 source with libc malloc into
+# .tools/ first (once, about two minutes). Prints valgrind's leak summary; fails when any
+# block definitely lost was allocated in pgcache's code.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+version=7.0.15
+sha256=4b1dc4ee6d622a09fff9c6777191209750fb5e5a725ef78ea012d6eef4c22982
+dir=.tools/redis-libc-$version
+if ! command -v valgrind >/dev/null; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get install -y -qq --no-install-recommends valgrind >/dev/null
+fi
+if [ ! -x "$dir/src/redis-server" ]; then
+  echo "memcheck: building Redis $version with libc malloc into $dir"
+  mkdir -p .tools
+  tarball=.tools/redis_$version.orig.tar.gz
+  curl -fsS -m 300 -o "$tarball" "http://deb.debian.org/debian/pool/main/r/redis/redis_$version.orig.tar.gz"
+  echo "$sha256  $tarball" | sha256sum -c --quiet
+  rm -rf "$dir" && mkdir -p "$dir"
+  tar -xzf "$tarball" -C "$dir" --strip-components=1
+  make -C "$dir" -j2 MALLOC=libc BUILD_TLS=no >/dev/null
+fi
+wrapper=.tools/valgrind-redis-server
+cat > "$wrapper" <<WRAPPER
+#!/bin/sh
+exec valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite \\
+  --num-callers=40 --log-file="\$PGCACHE_VALGRIND_LOG" "$PWD/$dir/src/redis-server" "\$@"
+WRAPPER
+chmod +x "$wrapper"
+PGCACHE_TEST_SERVER="$PWD/$wrapper" cargo test --release --test memcheck -- --ignored --nocapture
