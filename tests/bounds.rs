@@ -232,3 +232,30 @@ fn misses_past_the_queue_are_refused_and_leave_no_fill_behind() {
         (figure(&mut con, "fills_in_flight") == 0).then_some(())
     });
 }
+
+#[test]
+fn hooks_past_their_bound_are_refused() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    let add = |con: &mut redis::Connection, i: usize| {
+        redis::cmd("PGCACHE.HOOK")
+            .arg(&[
+                "ADD",
+                &format!("h{i}"),
+                "ON",
+                "write",
+                "PUBLISH",
+                &format!("c{i}"),
+            ])
+            .query::<String>(con)
+    };
+    let added = (0..100).take_while(|i| add(&mut con, *i).is_ok()).count();
+    assert!(added <= 64, "{added} hooks added");
+    let e = add(&mut con, added).unwrap_err().to_string();
+    assert!(e.contains("at most 64 hooks"), "{e}");
+    let _: String = redis::cmd("PGCACHE.HOOK")
+        .arg(&["DEL", "h0"])
+        .query(&mut con)
+        .unwrap();
+    add(&mut con, 1000).unwrap();
+}

@@ -1,5 +1,5 @@
 //! A hundred MODULE UNLOAD / LOAD cycles under light load: once unloaded, the server has as
-//! many threads and file descriptors as after the first unload, and about as much memory.
+//! many threads and file descriptors as before them, and as much memory.
 mod common;
 use common::*;
 use std::sync::Arc;
@@ -7,6 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const CYCLES: usize = 100;
+/// Cycles before the baseline: the C library and the allocator keep caches (freed thread
+/// stacks, arenas) that grow over the first few dozen loads and then stay flat.
+const WARM_UP: usize = 30;
+/// RSS may differ from the baseline by this fraction (the allocator's caches breathe).
+const RSS_SLACK: f64 = 0.05;
 
 fn count_entries(dir: String) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.count())
@@ -99,19 +104,31 @@ fn a_hundred_unload_load_cycles_leave_threads_descriptors_and_memory_as_they_wer
         std::thread::spawn(move || light_load(reader, stop))
     };
     unload(&mut con);
-    let first = unloaded_figures(pid);
-    for _ in 1..CYCLES {
+    for _ in 0..WARM_UP {
         load(&mut con, &args);
         unload(&mut con);
     }
+    let first = unloaded_figures(pid);
+    let used_before = info_int(&mut con, "memory", "used_memory");
+    let mut used_halfway = 0;
+    for cycle in 0..CYCLES {
+        load(&mut con, &args);
+        unload(&mut con);
+        if cycle == CYCLES / 2 - 1 {
+            let _ = unloaded_figures(pid);
+            used_halfway = info_int(&mut con, "memory", "used_memory");
+        }
+    }
     let last = unloaded_figures(pid);
+    let used_after = info_int(&mut con, "memory", "used_memory");
     stop.store(true, Ordering::Relaxed);
     assert!(
         reader.join().unwrap() > 0,
         "the load was answered between the cycles"
     );
     println!(
-        "cycles: {CYCLES} unloads: threads {} -> {}, descriptors {} -> {}, RSS {} -> {} KiB",
+        "cycles: {CYCLES} unloads after {WARM_UP}: threads {} -> {}, descriptors {} -> {}, \
+         RSS {} -> {} KiB, used_memory {used_before} -> {used_halfway} -> {used_after} bytes",
         first.0, last.0, first.1, last.1, first.2, last.2
     );
     assert_eq!(
@@ -120,9 +137,16 @@ fn a_hundred_unload_load_cycles_leave_threads_descriptors_and_memory_as_they_wer
         "threads and descriptors"
     );
     assert!(
-        last.2 <= first.2 + first.2 / 10,
+        last.2 as f64 <= first.2 as f64 * (1.0 + RSS_SLACK),
         "RSS grew from {} KiB to {} KiB",
         first.2,
         last.2
+    );
+    // What Redis's allocator holds for live allocations, the module's included: it settles
+    // over the first cycles (a few %), then creeps by about 0.2 KiB a cycle, slowing down
+    // (RELIABILITY.md); the halfway figure is printed to follow it.
+    assert!(
+        used_after as f64 <= used_before as f64 * 1.10,
+        "used_memory grew from {used_before} to {used_after} bytes"
     );
 }
