@@ -103,6 +103,9 @@ fn a_hundred_unload_load_cycles_leave_threads_descriptors_and_memory_as_they_wer
         let (reader, stop) = (stack.con(), stop.clone());
         std::thread::spawn(move || light_load(reader, stop))
     };
+    // Redis's own SLOWLOG keeps every MODULE LOAD (each takes over 10 ms) until it holds 128
+    // entries: its growth is not pgcache's.
+    config_set(&mut con, "slowlog-max-len", "0").unwrap();
     unload(&mut con);
     for _ in 0..WARM_UP {
         load(&mut con, &args);
@@ -142,11 +145,15 @@ fn a_hundred_unload_load_cycles_leave_threads_descriptors_and_memory_as_they_wer
         first.2,
         last.2
     );
-    // What Redis's allocator holds for live allocations, the module's included: it settles
-    // over the first cycles (a few %), then creeps by about 0.2 KiB a cycle, slowing down
-    // (RELIABILITY.md); the halfway figure is printed to follow it.
+    // What Redis's allocator holds for live allocations, the module's included. Redis 7.0's
+    // grows by some 30 KB once in the first cycles after the baseline, wherever the baseline
+    // is taken, and then not at all: growth per cycle is what must be nil.
     assert!(
-        used_after as f64 <= used_before as f64 * 1.10,
+        used_after as f64 <= used_before as f64 * 1.05,
         "used_memory grew from {used_before} to {used_after} bytes"
+    );
+    assert!(
+        used_after as f64 <= used_halfway as f64 * 1.01,
+        "used_memory still grows: {used_halfway} bytes halfway, {used_after} at the end"
     );
 }

@@ -93,11 +93,21 @@ impl World {
                 let before = self.listener_pids();
                 self.terminate("application_name = 'pgcache-listener'");
                 let back = Instant::now();
-                wait_for("the listeners to reconnect", RECOVERY_LIMIT, || {
+                let deadline = back + RECOVERY_LIMIT;
+                loop {
                     let now = self.listener_pids();
-                    (now.len() == before.len() && now.iter().all(|p| !before.contains(p)))
-                        .then_some(())
-                });
+                    let listening = [self.redis.port, self.replica.port]
+                        .into_iter()
+                        .all(listener_connected);
+                    if listening && now.iter().all(|p| !before.contains(p)) {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "listeners before {before:?}, now {now:?}, all connected: {listening}"
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 back
             }
             Fault::PoolKilled => {
@@ -299,6 +309,16 @@ impl World {
         }
         false
     }
+}
+
+/// Whether the node on `port` says its listener is connected.
+fn listener_connected(port: u16) -> bool {
+    let Ok(mut con) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+    else {
+        return false;
+    };
+    info_value(&mut con, "pgcache", "pgcache_listener").as_deref() == Some("connected")
 }
 
 fn signal(pids: &[i32], signal: i32) {
