@@ -333,6 +333,8 @@ fn deinit(ctx: &Context) -> Status {
     main_thread::deinit();
     pg::schema::clear_cache();
     redis_config::deinit();
+    stats::forget();
+    slowlog::forget();
     Status::Ok
 }
 

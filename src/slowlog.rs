@@ -110,6 +110,12 @@ pub fn reset() {
     LOG.lock().unwrap().clear();
 }
 
+/// Drops the entries and restarts the ids at MODULE UNLOAD (why: `stats::forget`).
+pub fn forget() {
+    reset();
+    NEXT_ID.store(0, Relaxed);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -396,6 +396,15 @@ pub fn reset() {
     }
 }
 
+/// Drops every figure and table at MODULE UNLOAD. glibc keeps a library mapped while a
+/// thread has a thread-local destructor of it to run (Redis's main thread does, for ever), so
+/// a later MODULE LOAD finds these statics as the last instance left them: a new instance
+/// must start from zero like a restarted server.
+pub fn forget() {
+    reset();
+    TABLES.lock().unwrap().clear();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,3 +165,45 @@ fn a_server_with_the_password_in_its_loadmodule_line_restarts_after_config_rewri
         assert!(!out.contains(PG_PASSWORD), "password leaked in: {out}");
     }
 }
+
+#[test]
+fn a_module_loaded_again_starts_its_figures_and_slowlog_from_zero() {
+    let stack = watched_users();
+    let mut con = stack.con();
+    config_set(&mut con, "pgcache.slowlog_threshold_us", "0").unwrap();
+    read_until_cached(&mut con, "users", r#"{"id":2}"#);
+    assert!(read(&mut con, "no_such_table", r#"{"id":2}"#).is_err());
+    let figure = |con: &mut redis::Connection, name: &str| -> i64 {
+        redis::from_redis_value(map_reply(con, "PGCACHE.STATS")[name].clone()).unwrap()
+    };
+    let slowlog_len = |con: &mut redis::Connection| -> i64 {
+        redis::cmd("PGCACHE.SLOWLOG").arg("LEN").query(con).unwrap()
+    };
+    let tables = |con: &mut redis::Connection| nested(&map_reply(con, "PGCACHE.STATS")["tables"]);
+    assert!(figure(&mut con, "misses") > 0 && figure(&mut con, "errors") > 0);
+    assert!(slowlog_len(&mut con) > 0);
+    assert!(tables(&mut con).contains_key("users"));
+
+    let _: String = redis::cmd("MODULE")
+        .arg(&["UNLOAD", "pgcache"])
+        .query(&mut con)
+        .unwrap();
+    let _: String = redis::cmd("MODULE")
+        .arg("LOAD")
+        .arg(module_path().to_str().unwrap())
+        .arg(stack.pg.module_args())
+        .query(&mut con)
+        .unwrap();
+
+    // Redis keeps the library mapped, statics and all: the new instance must not show the
+    // old one's figures.
+    for name in ["hits", "misses", "fills", "errors"] {
+        assert_eq!(figure(&mut con, name), 0, "{name} after MODULE LOAD");
+    }
+    assert_eq!(
+        slowlog_len(&mut con),
+        0,
+        "slowlog entries after MODULE LOAD"
+    );
+    assert!(tables(&mut con).is_empty(), "{:?}", tables(&mut con).keys());
+}
