@@ -3,7 +3,8 @@
 # timeouts, invalidations, hooks, an UNLOAD and LOAD. Redis's own allocator (jemalloc) hides
 # allocations from valgrind, so this builds Debian's Redis 7.0.15 source with libc malloc into
 # .tools/ first (once, about two minutes). Prints valgrind's leak summary; fails when any
-# block definitely lost was allocated in pgcache's code. --keep-debuginfo keeps the symbols of
+# block definitely lost was allocated in pgcache's code, or on any invalid read, write or use of
+# uninitialised memory (the ERROR SUMMARY, which counts those and definite losses only). --keep-debuginfo keeps the symbols of
 # the unloaded instance: without it, what that instance lost shows as ??? frames, not pgcache's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ wrapper=.tools/valgrind-redis-server
 cat > "$wrapper" <<WRAPPER
 #!/bin/sh
 exec valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite --keep-debuginfo=yes \\
+  --errors-for-leak-kinds=definite \\
   --num-callers=40 --log-file="\$PGCACHE_VALGRIND_LOG" "$PWD/$dir/src/redis-server" "\$@"
 WRAPPER
 chmod +x "$wrapper"
