@@ -37,12 +37,31 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
+/// A port for a server to listen on: one nothing listens on now, from below Linux's
+/// ephemeral range (32768 and up), and never one this process handed out before.
+///
+/// A port the kernel picks for `bind(0)` comes from the ephemeral range, the same range it
+/// takes the local ports of outgoing connections from; between our releasing it and the
+/// server binding it, a client connection of a test running alongside could take it
+/// ("Address already in use"). Below that range only listeners compete, and the bind check
+/// sees those.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::collections::BTreeSet;
+    use std::collections::hash_map::RandomState;
+    use std::hash::BuildHasher;
+    use std::sync::Mutex;
+    const FIRST: u16 = 20_000;
+    const LAST: u16 = 32_000;
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let random = RandomState::new();
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    (0u32..100_000)
+        .map(|attempt| FIRST + (random.hash_one(attempt) % u64::from(LAST - FIRST)) as u16)
+        .find(|port| !handed_out.contains(port) && TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .inspect(|port| {
+            handed_out.insert(*port);
+        })
+        .unwrap_or_else(|| panic!("no free port left in {FIRST}..{LAST}"))
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -51,7 +70,10 @@ fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "pgcache-test-{tag}-{}-{n}-{}",
         std::process::id(),
-        free_port()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
