@@ -203,34 +203,28 @@ fn listen(pool: &Pool, channel: &str) -> Result<Connection, Error> {
 /// How often an idle listener checks that its connection is still alive.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Most notifications taken as one batch.
+const BATCH_MAX: usize = 1000;
+
+/// pgcache's trigger splits a statement's keys into notifications of about 6000 bytes: one
+/// past this size is most likely followed by more of the same statement.
+const FULL_PAYLOAD_BYTES: usize = 4000;
+
+/// How long a batch waits for the notification that follows a full one.
+const BULK_GAP: Duration = Duration::from_millis(20);
+
+/// The longest a batch spends waiting for the rest of a statement: invalidations are never
+/// held back longer than this.
+const BULK_WAIT_MAX: Duration = Duration::from_millis(200);
+
 /// Handles notifications until the connection fails (returns why) or the thread stops.
 fn receive(conn: &mut Connection) -> String {
     let mut last_check = Instant::now();
     while !stopping() {
-        let mut payloads = Vec::new();
-        {
-            // Wait for one notification (briefly, to keep checking for a stop), then take
-            // whatever else has already arrived without waiting again.
-            let mut notifications = conn.client().notifications();
-            match notifications
-                .timeout_iter(Duration::from_millis(100))
-                .next()
-            {
-                Ok(Some(n)) => payloads.push(n.payload().to_string()),
-                Ok(None) => {}
-                Err(e) => return describe(&e),
-            }
-            if !payloads.is_empty() {
-                let mut pending = notifications.iter();
-                while payloads.len() < 1000 {
-                    match pending.next() {
-                        Ok(Some(n)) => payloads.push(n.payload().to_string()),
-                        Ok(None) => break,
-                        Err(e) => return describe(&e),
-                    }
-                }
-            }
-        }
+        let payloads = match take_batch(conn) {
+            Ok(payloads) => payloads,
+            Err(e) => return describe(&e),
+        };
         if !payloads.is_empty() {
             handle(conn, &payloads);
         }
@@ -245,6 +239,37 @@ fn receive(conn: &mut Connection) -> String {
         }
     }
     "stopping".into()
+}
+
+/// Waits briefly for one notification (to keep checking for a stop), then takes whatever
+/// else has already arrived. PostgreSQL sends a bulk statement's notifications as a stream
+/// the client reads in pieces; after a full notification the batch also waits a little for
+/// the next, so the statement's keys meet in one batch and a table named by more than
+/// `apply::BULK_KEYS` of them is flushed instead of deleted key by key.
+fn take_batch(conn: &mut Connection) -> Result<Vec<String>, postgres::Error> {
+    let mut payloads: Vec<String> = Vec::new();
+    let mut notifications = conn.client().notifications();
+    let Some(first) = notifications
+        .timeout_iter(Duration::from_millis(100))
+        .next()?
+    else {
+        return Ok(payloads);
+    };
+    let waiting_ends = Instant::now() + BULK_WAIT_MAX;
+    let mut last_was_full = first.payload().len() > FULL_PAYLOAD_BYTES;
+    payloads.push(first.payload().to_string());
+    while payloads.len() < BATCH_MAX {
+        let wait = waiting_ends.saturating_duration_since(Instant::now());
+        let next = if last_was_full && !wait.is_zero() {
+            notifications.timeout_iter(wait.min(BULK_GAP)).next()?
+        } else {
+            notifications.iter().next()?
+        };
+        let Some(n) = next else { break };
+        last_was_full = n.payload().len() > FULL_PAYLOAD_BYTES;
+        payloads.push(n.payload().to_string());
+    }
+    Ok(payloads)
 }
 
 fn handle(conn: &mut Connection, payloads: &[String]) {
