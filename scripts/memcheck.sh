@@ -3,9 +3,10 @@
 # timeouts, invalidations, hooks, an UNLOAD and LOAD. Redis's own allocator (jemalloc) hides
 # allocations from valgrind, so this builds Debian's Redis 7.0.15 source with libc malloc into
 # .tools/ first (once, about two minutes). Prints valgrind's leak summary; fails when any
-# block definitely lost was allocated in pgcache's code, or on any invalid read, write or use of
-# uninitialised memory (the ERROR SUMMARY, which counts those and definite losses only). --keep-debuginfo keeps the symbols of
-# the unloaded instance: without it, what that instance lost shows as ??? frames, not pgcache's.
+# block definitely lost was allocated in pgcache's code, or on any invalid read, write or use
+# of uninitialised memory (the ERROR SUMMARY, which counts those and definite losses only).
+# --keep-debuginfo keeps the symbols of the unloaded instance: without it, what that instance
+# lost shows as ??? frames, not pgcache's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

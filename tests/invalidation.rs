@@ -217,7 +217,7 @@ fn after_the_listener_reconnects_nothing_older_is_served() {
     });
     // Cached: the first listen's resync is over, so the next flush is the reconnect's.
     read_until_cached(&mut con, "users", r#"{"id":7}"#);
-    let flushes_before = figure(&mut con, "flushes");
+    let flushes_before = stats_figure(&mut con, "flushes");
     // Kill the listener's session and change a row at once: its notification may be lost.
     let mut admin = stack.pg.superuser();
     admin
@@ -229,7 +229,7 @@ fn after_the_listener_reconnects_nothing_older_is_served() {
     // The guarantee starts when the reconnected listener's resync is applied (a whole-cache
     // flush starts); a new backend alone may not have listened yet.
     wait_for("the reconnect's resync", Duration::from_secs(20), || {
-        (figure(&mut con, "flushes") > flushes_before).then_some(())
+        (stats_figure(&mut con, "flushes") > flushes_before).then_some(())
     });
     assert_ne!(
         listener_pid(&stack.pg),
@@ -309,10 +309,6 @@ fn notifications_for_tables_outside_the_allowlist_are_skipped_quietly() {
     );
 }
 
-fn figure(con: &mut redis::Connection, name: &str) -> i64 {
-    redis::from_redis_value(map_reply(con, "PGCACHE.STATS")[name].clone()).unwrap()
-}
-
 fn exists(con: &mut redis::Connection, key: &str) -> bool {
     redis::cmd("EXISTS").arg(key).query(con).unwrap()
 }
@@ -331,15 +327,15 @@ fn a_bulk_update_flushes_the_table_in_slices_and_counts_every_key() {
     let mut con = stack.con();
     multiread(&mut con, "bulk", &id_array(1..=500)).unwrap();
     read_until_cached(&mut con, "other", r#"{"id":1}"#);
-    let flushes = figure(&mut con, "flushes");
+    let flushes = stats_figure(&mut con, "flushes");
 
     stack.pg.execute("UPDATE bulk SET v = 'w'");
     wait_keys_at_most(&mut con, "pg_cache:bulk:*", 0);
     wait_for("every key counted", Duration::from_secs(20), || {
-        (figure(&mut con, "invalidations_by_postgres") == ROWS).then_some(())
+        (stats_figure(&mut con, "invalidations_by_postgres") == ROWS).then_some(())
     });
     assert!(
-        figure(&mut con, "flushes") > flushes,
+        stats_figure(&mut con, "flushes") > flushes,
         "a flush, not 20,000 deletions"
     );
     assert!(

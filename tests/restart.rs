@@ -173,14 +173,11 @@ fn a_module_loaded_again_starts_its_figures_and_slowlog_from_zero() {
     config_set(&mut con, "pgcache.slowlog_threshold_us", "0").unwrap();
     read_until_cached(&mut con, "users", r#"{"id":2}"#);
     assert!(read(&mut con, "no_such_table", r#"{"id":2}"#).is_err());
-    let figure = |con: &mut redis::Connection, name: &str| -> i64 {
-        redis::from_redis_value(map_reply(con, "PGCACHE.STATS")[name].clone()).unwrap()
-    };
     let slowlog_len = |con: &mut redis::Connection| -> i64 {
         redis::cmd("PGCACHE.SLOWLOG").arg("LEN").query(con).unwrap()
     };
     let tables = |con: &mut redis::Connection| nested(&map_reply(con, "PGCACHE.STATS")["tables"]);
-    assert!(figure(&mut con, "misses") > 0 && figure(&mut con, "errors") > 0);
+    assert!(stats_figure(&mut con, "misses") > 0 && stats_figure(&mut con, "errors") > 0);
     assert!(slowlog_len(&mut con) > 0);
     assert!(tables(&mut con).contains_key("users"));
 
@@ -198,7 +195,7 @@ fn a_module_loaded_again_starts_its_figures_and_slowlog_from_zero() {
     // Redis keeps the library mapped, statics and all: the new instance must not show the
     // old one's figures.
     for name in ["hits", "misses", "fills", "errors"] {
-        assert_eq!(figure(&mut con, name), 0, "{name} after MODULE LOAD");
+        assert_eq!(stats_figure(&mut con, name), 0, "{name} after MODULE LOAD");
     }
     assert_eq!(
         slowlog_len(&mut con),

@@ -247,17 +247,16 @@ fn receive(conn: &mut Connection) -> String {
 /// the next, so the statement's keys meet in one batch and a table named by more than
 /// `apply::BULK_KEYS` of them is flushed instead of deleted key by key.
 fn take_batch(conn: &mut Connection) -> Result<Vec<String>, postgres::Error> {
-    let mut payloads: Vec<String> = Vec::new();
     let mut notifications = conn.client().notifications();
     let Some(first) = notifications
         .timeout_iter(Duration::from_millis(100))
         .next()?
     else {
-        return Ok(payloads);
+        return Ok(Vec::new());
     };
     let waiting_ends = Instant::now() + BULK_WAIT_MAX;
     let mut last_was_full = first.payload().len() > FULL_PAYLOAD_BYTES;
-    payloads.push(first.payload().to_string());
+    let mut payloads = vec![first.payload().to_string()];
     while payloads.len() < BATCH_MAX {
         let wait = waiting_ends.saturating_duration_since(Instant::now());
         let next = if last_was_full && !wait.is_zero() {

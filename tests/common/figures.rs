@@ -17,6 +17,12 @@ pub fn map_reply(con: &mut redis::Connection, command: &str) -> HashMap<String, 
         .collect()
 }
 
+/// The number PGCACHE.STATS gives as `name`.
+pub fn stats_figure(con: &mut redis::Connection, name: &str) -> i64 {
+    redis::from_redis_value(map_reply(con, "PGCACHE.STATS")[name].clone())
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 /// A nested map (flat name/value pairs in RESP2) as a map.
 pub fn nested(value: &redis::Value) -> HashMap<String, redis::Value> {
     let flat: Vec<redis::Value> = redis::from_redis_value(value.clone()).unwrap();
