@@ -2,6 +2,8 @@
 //! on behalf of the user who added them: the module's own calls bypass ACLs, so pgcache
 //! asks Redis itself before every such write.
 
+mod pattern;
+
 use crate::error::Error;
 use redis_module::{CallOptionsBuilder, CallReply, CallResult, Context, raw};
 use std::os::raw::c_int;
@@ -194,6 +196,227 @@ pub fn may_read_key(ctx: &Context, key: &str) -> bool {
     let name = ctx.create_string(key);
     // SAFETY: main thread; `name` lives until the end of this function.
     unsafe { may_read(ctx, name.inner) }
+}
+
+/// What a command that changes the cache does to the key it derives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// WRITE: sets the entry (new or replaced).
+    Set,
+    /// INVALIDATE: deletes the entry.
+    Delete,
+}
+
+const KEY_REFUSED: raw::RedisModuleACLLogEntryReason =
+    raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY;
+
+/// Runs `check` with the module user of the client running the current command; Ok when
+/// no client user is attached (the primary's stream, the AOF: they run what a user was
+/// already allowed to do), NOPERM-worded `refusal` when the check says no or the user is
+/// gone. Main thread.
+fn check_current_user(
+    ctx: &Context,
+    check: impl FnOnce(*mut raw::RedisModuleUser) -> bool,
+    logged: (raw::RedisModuleACLLogEntryReason, &str),
+    refusal: impl FnOnce() -> Error,
+) -> Result<(), Error> {
+    // SAFETY: a command or reply-callback context; the user name and handle are freed
+    // before returning.
+    let allowed = unsafe {
+        let user_name = raw::RedisModule_GetCurrentUserName.unwrap()(ctx.ctx);
+        if user_name.is_null() {
+            return Ok(());
+        }
+        let user = raw::RedisModule_GetModuleUserFromUserName.unwrap()(user_name);
+        let allowed = !user.is_null() && check(user);
+        if !allowed && !user.is_null() {
+            // As Redis does for its own refusals: ACL LOG shows who was refused what.
+            let (reason, object) = logged;
+            let object = ctx.create_string(object);
+            raw::RedisModule_ACLAddLogEntry.unwrap()(ctx.ctx, user, object.inner, reason);
+        }
+        if !user.is_null() {
+            raw::RedisModule_FreeModuleUser.unwrap()(user);
+        }
+        raw::RedisModule_FreeString.unwrap()(ctx.ctx, user_name);
+        allowed
+    };
+    if allowed { Ok(()) } else { Err(refusal()) }
+}
+
+/// Whether the current user may `change` the cache entry `key`, which WRITE and
+/// INVALIDATE derive (so Redis cannot check it itself). Main thread.
+pub fn may_change(ctx: &Context, key: &str, change: Change) -> Result<(), Error> {
+    let flags = match change {
+        Change::Set => raw::REDISMODULE_CMD_KEY_INSERT | raw::REDISMODULE_CMD_KEY_UPDATE,
+        Change::Delete => raw::REDISMODULE_CMD_KEY_DELETE,
+    } as c_int;
+    let name = ctx.create_string(key);
+    check_current_user(
+        ctx,
+        // SAFETY: a live user handle and string.
+        |user| unsafe {
+            raw::RedisModule_ACLCheckKeyPermissions.unwrap()(user, name.inner, flags)
+                == raw::REDISMODULE_OK as c_int
+        },
+        (KEY_REFUSED, key),
+        || {
+            Error::of(
+                crate::error::ErrorKind::Redirect,
+                format!("NOPERM this user has no permissions to write the key {key:?}"),
+            )
+        },
+    )
+}
+
+/// Whether the current user may delete every key that starts with `prefix` (FLUSH of a
+/// table: every key under its prefix). Redis 8 and Valkey 9 answer that themselves; before
+/// them, pgcache reads the user's key patterns (ACL GETUSER) and needs one that allows
+/// writing and matches whatever follows the prefix. A user with selectors is refused there,
+/// since which of its rule sets allowed the command cannot be told. Main thread.
+pub fn may_change_every_key(ctx: &Context, prefix: &str) -> Result<(), Error> {
+    let pattern = format!("{prefix}*");
+    let refusal = || {
+        Error::of(
+            crate::error::ErrorKind::Redirect,
+            format!(
+                "NOPERM this user has no permissions to write every key of this table \
+                 ({pattern}); FLUSH needs a key pattern such as ~{pattern}"
+            ),
+        )
+    };
+    let flags = raw::REDISMODULE_CMD_KEY_DELETE;
+    let logged = (KEY_REFUSED, pattern.as_str());
+    match prefix_check() {
+        PrefixCheck::Valkey(check) => check_current_user(
+            ctx,
+            // SAFETY: a live user handle; the prefix outlives the call.
+            |user| unsafe {
+                check(user, prefix.as_ptr().cast(), prefix.len(), flags)
+                    == raw::REDISMODULE_OK as c_int
+            },
+            logged,
+            refusal,
+        ),
+        PrefixCheck::Redis(check) => {
+            let name = ctx.create_string(prefix);
+            check_current_user(
+                ctx,
+                // SAFETY: a live user handle and string.
+                |user| unsafe {
+                    check(user, name.inner, flags as c_int) == raw::REDISMODULE_OK as c_int
+                },
+                logged,
+                refusal,
+            )
+        }
+        PrefixCheck::Patterns => {
+            let Some(user) = current_user(ctx) else {
+                return Ok(());
+            };
+            check_current_user(ctx, |_| patterns_cover(ctx, &user, prefix), logged, refusal)
+        }
+    }
+}
+
+type RedisPrefixCheck =
+    unsafe extern "C" fn(*mut raw::RedisModuleUser, *mut raw::RedisModuleString, c_int) -> c_int;
+type ValkeyPrefixCheck = unsafe extern "C" fn(
+    *mut raw::RedisModuleUser,
+    *const std::os::raw::c_char,
+    usize,
+    std::os::raw::c_uint,
+) -> c_int;
+
+/// How this server tells whether a user may at every key under a prefix.
+enum PrefixCheck {
+    /// Redis 8+: `(user, prefix string, flags)`.
+    Redis(RedisPrefixCheck),
+    /// Valkey 9+: `(user, bytes, length, flags)`. Valkey exports it under the Redis name
+    /// too, with its own arguments, so the Redis name must not be called there.
+    Valkey(ValkeyPrefixCheck),
+    /// Neither: pgcache reads the user's patterns itself.
+    Patterns,
+}
+
+fn prefix_check() -> PrefixCheck {
+    let mut valkey: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: GetApi writes the function's address, or nothing, into `valkey`; the
+    // address found under Valkey's name has Valkey's signature.
+    unsafe {
+        let found = raw::RedisModule_GetApi.unwrap()(
+            c"ValkeyModule_ACLCheckKeyPrefixPermissions".as_ptr(),
+            (&mut valkey as *mut *mut std::ffi::c_void).cast(),
+        );
+        if found == raw::REDISMODULE_OK as c_int && !valkey.is_null() {
+            return PrefixCheck::Valkey(std::mem::transmute::<
+                *mut std::ffi::c_void,
+                ValkeyPrefixCheck,
+            >(valkey));
+        }
+        match raw::RedisModule_ACLCheckKeyPrefixPermissions {
+            Some(check) => PrefixCheck::Redis(check),
+            None => PrefixCheck::Patterns,
+        }
+    }
+}
+
+/// Whether `user`'s own key patterns (it has no selectors) let it write every key under
+/// `prefix`, from ACL GETUSER.
+fn patterns_cover(ctx: &Context, user: &str, prefix: &str) -> bool {
+    let options = CallOptionsBuilder::new().errors_as_replies().build();
+    let reply: CallResult = ctx.call_ext("ACL", &options, &["GETUSER", user]);
+    let Ok(CallReply::Array(fields)) = reply else {
+        return false;
+    };
+    let fields: Vec<_> = fields.iter().collect();
+    let mut keys = None;
+    let mut no_selectors = false;
+    for pair in fields.chunks(2) {
+        let [Ok(CallReply::String(name)), Ok(value)] = pair else {
+            continue;
+        };
+        match (name.to_string().as_deref(), value) {
+            (Some("keys"), CallReply::String(patterns)) => keys = patterns.to_string(),
+            (Some("selectors"), CallReply::Array(selectors)) => no_selectors = selectors.len() == 0,
+            _ => {}
+        }
+    }
+    no_selectors
+        && keys.is_some_and(|keys| {
+            pattern::writable_patterns(&keys)
+                .any(|p| pattern::covers_prefix(p.as_bytes(), prefix.as_bytes()))
+        })
+}
+
+/// Whether the current user may reset pgcache's figures (STATS RESET): the right to reset
+/// Redis's own (`CONFIG RESETSTAT`, an @admin command), which ACL rules name as
+/// `+config|resetstat`. Main thread.
+pub fn may_reset_figures(ctx: &Context) -> Result<(), Error> {
+    let argv = [ctx.create_string("config"), ctx.create_string("resetstat")];
+    let mut raw_argv: Vec<*mut raw::RedisModuleString> = argv.iter().map(|a| a.inner).collect();
+    check_current_user(
+        ctx,
+        // SAFETY: a live user handle and argument strings.
+        |user| unsafe {
+            raw::RedisModule_ACLCheckCommandPermissions.unwrap()(
+                user,
+                raw_argv.as_mut_ptr(),
+                raw_argv.len() as c_int,
+            ) == raw::REDISMODULE_OK as c_int
+        },
+        (
+            raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_CMD,
+            "pgcache.stats|reset",
+        ),
+        || {
+            Error::of(
+                crate::error::ErrorKind::Redirect,
+                "NOPERM this user has no permissions to reset pgcache's figures: STATS RESET \
+                 needs the right to run CONFIG RESETSTAT (ACL SETUSER <user> +config|resetstat)",
+            )
+        },
+    )
 }
 
 /// The refusal of a derived key, worded as Redis words its own.

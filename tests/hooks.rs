@@ -225,16 +225,10 @@ fn error_and_slow_events_name_the_call() {
 fn hooks_survive_a_restart_as_configuration() {
     let pg = Pg::start();
     pg.execute(USERS_SQL);
-    // The password comes from the environment: a rewritten redis.conf keeps module
-    // arguments, and pgcache masks a password given there.
-    let args: Vec<String> = pg
-        .module_args()
-        .chunks(2)
-        .filter(|pair| pair[0] != "pg_password")
-        .flatten()
-        .cloned()
-        .collect();
-    let mut redis = Redis::start_configured(&args, &[("PGCACHE_PG_PASSWORD", PG_PASSWORD)]);
+    let mut redis = Redis::start_configured(
+        &args_without_password(&pg),
+        &[("PGCACHE_PG_PASSWORD", PG_PASSWORD)],
+    );
     let mut con = redis.connection();
     hook(
         &mut con,
@@ -263,6 +257,126 @@ fn hooks_survive_a_restart_as_configuration() {
         stream_entries(&mut con, "kept").len(),
         1,
         "the hook works after the restart"
+    );
+}
+
+/// Module arguments of `pg` without the password, which then comes from the environment
+/// (a rewritten redis.conf keeps module arguments as given).
+fn args_without_password(pg: &Pg) -> Vec<String> {
+    pg.module_args()
+        .chunks(2)
+        .filter(|pair| pair[0] != "pg_password")
+        .flatten()
+        .cloned()
+        .collect()
+}
+
+/// Hooks on tables whose names need quoting: a space, `;`, `"` and non-ASCII letters.
+const QUOTED_TABLES_SQL: &str = r#"
+    CREATE TABLE "my table" (id int PRIMARY KEY, name text);
+    CREATE SCHEMA "a;b";
+    CREATE TABLE "a;b"."c ""d""" (id int PRIMARY KEY);
+    CREATE TABLE "Ünï ✓" (id int PRIMARY KEY);
+"#;
+
+fn add_quoted_table_hooks(con: &mut redis::Connection) -> Vec<String> {
+    for args in [
+        &[
+            "ADD",
+            "h1",
+            "ON",
+            "write",
+            "TABLE",
+            r#""my table""#,
+            "PUBLISH",
+            "ch1",
+        ][..],
+        &[
+            "ADD",
+            "h2",
+            "ON",
+            "write,invalidate",
+            "TABLE",
+            r#""a;b"."c ""d""""#,
+            "XADD",
+            "s2",
+            "MAXLEN",
+            "~",
+            "5",
+        ],
+        &[
+            "ADD",
+            "h3",
+            "ON",
+            "miss",
+            "TABLE",
+            r#""Ünï ✓""#,
+            "XADD",
+            "s3",
+            "MAXLEN",
+            "7",
+        ],
+    ] {
+        hook(con, args).unwrap();
+    }
+    definitions(con)
+}
+
+#[test]
+fn hooks_on_quoted_table_names_survive_a_restart_from_the_configuration() {
+    let pg = Pg::start();
+    pg.execute(QUOTED_TABLES_SQL);
+    let mut redis = Redis::start_configured(
+        &args_without_password(&pg),
+        &[("PGCACHE_PG_PASSWORD", PG_PASSWORD)],
+    );
+    let before = add_quoted_table_hooks(&mut redis.connection());
+    assert_eq!(before[1], r#"h1 ON write TABLE "my table" PUBLISH ch1"#);
+
+    redis.restart();
+    let mut con = redis.connection();
+    assert_eq!(definitions(&mut con), before, "read back from redis.conf");
+    let mut sub = redis.connection();
+    let mut pubsub = subscribe(&mut sub, "ch1");
+    write(
+        &mut con,
+        r#""my table""#,
+        r#"{"id":1}"#,
+        r#"{"id":1,"name":"x"}"#,
+    )
+    .unwrap();
+    let payload: String = pubsub.get_message().unwrap().get_payload().unwrap();
+    let event: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(
+        event["table"], r#""my table""#,
+        "the hook works after the restart: {event}"
+    );
+}
+
+#[test]
+fn hooks_on_quoted_table_names_replay_from_the_aof_and_reach_replicas() {
+    let pg = Pg::start();
+    pg.execute(QUOTED_TABLES_SQL);
+    // No configuration file: after the restart the hooks can only come from the AOF.
+    let redis = Redis::start_with(
+        &pg.module_args(),
+        &["--appendonly", "yes", "--appendfsync", "always"],
+        &[],
+    )
+    .unwrap();
+    let mut stack = Stack { redis, pg };
+    let replica = stack.start_replica();
+    let before = add_quoted_table_hooks(&mut stack.con());
+    let mut rcon = replica.connection();
+    wait_for("the hooks on the replica", Duration::from_secs(10), || {
+        (definitions(&mut rcon) == before).then_some(())
+    });
+
+    stack.redis.restart();
+    assert_eq!(
+        definitions(&mut stack.con()),
+        before,
+        "replayed from the AOF"
     );
 }
 

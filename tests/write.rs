@@ -189,3 +189,167 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+const ORDERS_SQL: &str = "
+    CREATE TABLE orders (id integer PRIMARY KEY, total numeric NOT NULL);
+    INSERT INTO orders VALUES (1, 9.50);
+";
+
+fn flush(con: &mut redis::Connection, table: &str) -> redis::RedisResult<String> {
+    redis::cmd("PGCACHE.FLUSH").arg(table).query(con)
+}
+
+fn assert_noperm<T: std::fmt::Debug>(result: redis::RedisResult<T>, what: &str) {
+    let e = result.expect_err(what).to_string();
+    assert!(e.to_uppercase().contains("NOPERM"), "{what}: {e}");
+}
+
+fn raw_entry(con: &mut redis::Connection, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query(con).unwrap()
+}
+
+#[test]
+fn acl_key_patterns_apply_to_the_keys_write_invalidate_and_flush_change() {
+    let stack = Stack::start(&format!("{USERS_SQL} {ORDERS_SQL}"));
+    let mut admin = stack.con();
+    let order = r#"pg_cache:orders:{"id":1}"#;
+    let cached = read(&mut admin, "orders", r#"{"id":1}"#).unwrap().unwrap();
+    add_acl_user(&mut admin, "users_only", &["~pg_cache:users:*", "+@all"]);
+    add_acl_user(&mut admin, "reads_all", &["%R~pg_cache:*", "+@all"]);
+    add_acl_user(
+        &mut admin,
+        "one_key",
+        &[r#"~pg_cache:users:{"id":1}"#, "+@all"],
+    );
+    let port = stack.redis.port;
+
+    let mut users_only = connect_as(port, "users_only", "pw");
+    assert_eq!(
+        write(&mut users_only, "users", r#"{"id":1}"#, r#"{"id":1}"#).unwrap(),
+        "OK"
+    );
+    assert_eq!(
+        invalidate(&mut users_only, "users", r#"{"id":1}"#).unwrap(),
+        "OK"
+    );
+    assert_eq!(flush(&mut users_only, "users").unwrap(), "OK");
+    for pk in [r#"{"id":1}"#, r#"{ "id": "1" }"#] {
+        assert_noperm(
+            write(&mut users_only, "orders", pk, r#"{"id":1,"total":0}"#),
+            "WRITE of another table's key",
+        );
+        assert_noperm(invalidate(&mut users_only, "orders", pk), "INVALIDATE");
+    }
+    assert_noperm(flush(&mut users_only, "orders"), "FLUSH of another table");
+    // The first use of a table spelling is checked once a worker has read the schema.
+    assert_noperm(
+        write(
+            &mut users_only,
+            "public.orders",
+            r#"{"id":1}"#,
+            r#"{"id":1,"total":0}"#,
+        ),
+        "WRITE through a new spelling",
+    );
+    assert_eq!(
+        raw_entry(&mut admin, order).as_deref(),
+        Some(cached.as_str()),
+        "no forged row, nothing invalidated or flushed"
+    );
+
+    // Reading every key is not writing any.
+    let mut reads_all = connect_as(port, "reads_all", "pw");
+    assert!(
+        read(&mut reads_all, "orders", r#"{"id":1}"#)
+            .unwrap()
+            .is_some()
+    );
+    assert_noperm(
+        write(&mut reads_all, "orders", r#"{"id":1}"#, "{}"),
+        "WRITE",
+    );
+    assert_noperm(
+        invalidate(&mut reads_all, "orders", r#"{"id":1}"#),
+        "INVALIDATE",
+    );
+    assert_noperm(flush(&mut reads_all, "orders"), "FLUSH");
+
+    // One key of a table is not all of them.
+    let mut one_key = connect_as(port, "one_key", "pw");
+    assert_eq!(
+        write(&mut one_key, "users", r#"{"id":1}"#, r#"{"id":1}"#).unwrap(),
+        "OK"
+    );
+    assert_noperm(
+        write(&mut one_key, "users", r#"{"id":2}"#, r#"{"id":2}"#),
+        "WRITE",
+    );
+    assert_noperm(
+        flush(&mut one_key, "users"),
+        "FLUSH with one key's permission",
+    );
+    assert_eq!(
+        raw_entry(&mut admin, order).as_deref(),
+        Some(cached.as_str())
+    );
+
+    // As for Redis's own refusals, ACL LOG says who was refused which key.
+    let log: Vec<Vec<redis::Value>> = redis::cmd("ACL").arg("LOG").query(&mut admin).unwrap();
+    let logged = format!("{log:?}");
+    assert!(
+        logged.contains("users_only") && logged.contains("pg_cache:orders:"),
+        "{logged}"
+    );
+    assert_eq!(
+        stats_figure(&mut admin, "errors"),
+        0,
+        "refusals are not pgcache errors"
+    );
+}
+
+#[test]
+fn commands_refused_by_acl_rules_stay_refused_and_stats_reset_needs_admin_rights() {
+    let stack = Stack::start(USERS_SQL);
+    let mut admin = stack.con();
+    add_acl_user(
+        &mut admin,
+        "no_writes",
+        &["~*", "+@all", "-pgcache.write", "-pgcache.flush"],
+    );
+    add_acl_user(
+        &mut admin,
+        "watcher",
+        &["~*", "+pgcache.stats", "+pgcache.read"],
+    );
+    add_acl_user(
+        &mut admin,
+        "operator",
+        &["~*", "+pgcache.stats", "+config|resetstat"],
+    );
+    let port = stack.redis.port;
+
+    let mut no_writes = connect_as(port, "no_writes", "pw");
+    assert!(
+        read(&mut no_writes, "users", r#"{"id":1}"#)
+            .unwrap()
+            .is_some()
+    );
+    assert_noperm(write(&mut no_writes, "users", r#"{"id":1}"#, "{}"), "WRITE");
+    assert_noperm(flush(&mut no_writes, "users"), "FLUSH");
+
+    let mut watcher = connect_as(port, "watcher", "pw");
+    read(&mut watcher, "users", r#"{"id":2}"#).unwrap();
+    assert!(stats_figure(&mut watcher, "misses") > 0, "STATS reads");
+    let reset: redis::RedisResult<String> =
+        redis::cmd("PGCACHE.STATS").arg("RESET").query(&mut watcher);
+    assert_noperm(reset, "STATS RESET by a user who may only read them");
+    assert!(stats_figure(&mut admin, "misses") > 0, "nothing was reset");
+
+    let mut operator = connect_as(port, "operator", "pw");
+    let reset: String = redis::cmd("PGCACHE.STATS")
+        .arg("RESET")
+        .query(&mut operator)
+        .unwrap();
+    assert_eq!(reset, "OK");
+    assert_eq!(stats_figure(&mut admin, "misses"), 0);
+}

@@ -16,10 +16,13 @@ use crate::worker;
 use redis_module::Context;
 use std::time::Duration;
 
-pub fn stats(_ctx: &Context, args: &[&[u8]]) -> Reply {
+pub fn stats(ctx: &Context, args: &[&[u8]]) -> Reply {
     match args.len() {
         1 => Reply::Map(report()),
         2 if args[1].eq_ignore_ascii_case(b"RESET") => {
+            if let Err(refused) = crate::acl::may_reset_figures(ctx) {
+                return refused.into();
+            }
             stats::reset();
             Reply::Ok
         }

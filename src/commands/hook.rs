@@ -64,8 +64,9 @@ fn from_primary_or_aof(ctx: &Context) -> bool {
 /// ADD: the hook acts for the ACL user who adds it, and only if that user may write its
 /// stream (and trim it, with MAXLEN) or publish on its channel. It replicates with its
 /// owner spelled out (`BY <user>`), since replicas and the AOF run it without a user.
-fn add(ctx: &Context, words: &[&str]) -> Result<(), Error> {
-    let mut hook = Hook::parse(words)?;
+fn add(ctx: &Context, args: &[&str]) -> Result<(), Error> {
+    let words = hooks::definition::words_of_arguments(args)?;
+    let mut hook = Hook::parse(&words.iter().map(String::as_str).collect::<Vec<_>>())?;
     if !from_primary_or_aof(ctx)
         && let Some(user) = acl::current_user(ctx)
     {
@@ -85,7 +86,7 @@ fn add(ctx: &Context, words: &[&str]) -> Result<(), Error> {
             )
         })?;
     }
-    let definition = hook.render();
+    let definition = hook.words();
     changing_as(ctx, Some(&definition), || hooks::add(hook))
 }
 
@@ -95,11 +96,11 @@ fn changing(ctx: &Context, change: impl FnOnce() -> Result<(), Error>) -> Result
     changing_as(ctx, None, change)
 }
 
-/// `changing`, replicating `HOOK ADD <definition>` instead of the command as sent when a
-/// definition is given.
+/// `changing`, replicating `HOOK ADD <definition's words>` instead of the command as sent
+/// when a definition is given.
 fn changing_as(
     ctx: &Context,
-    definition: Option<&str>,
+    definition: Option<&[String]>,
     change: impl FnOnce() -> Result<(), Error>,
 ) -> Result<(), Error> {
     let flags = ctx.get_flags();
@@ -112,7 +113,7 @@ fn changing_as(
     match definition {
         Some(definition) => {
             let args: Vec<&str> = std::iter::once("ADD")
-                .chain(definition.split_whitespace())
+                .chain(definition.iter().map(String::as_str))
                 .collect();
             ctx.replicate("PGCACHE.HOOK", args.as_slice());
         }

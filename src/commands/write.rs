@@ -2,6 +2,7 @@
 //! and PGCACHE.FLUSH <table>:
 //! cache-only changes (PostgreSQL is not written), replicated like every cache write.
 
+use crate::acl::{self, Change};
 use crate::cache;
 use crate::cluster;
 use crate::commands::{ttl_arg, with_key, with_schema};
@@ -30,6 +31,10 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
     };
     with_key(ctx, args[1], args[2], move |ctx, schema, pk| {
         let key = schema.cache_key(&pk.json);
+        // As Redis orders its own checks: permissions, then the slot.
+        if let Err(refused) = acl::may_change(ctx, &key, Change::Set) {
+            return refused.into();
+        }
         if let Err(redirect) = cluster::check(ctx, &key) {
             return redirect.into();
         }
@@ -71,6 +76,9 @@ pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
     }
     with_key(ctx, args[1], args[2], move |ctx, schema, pk| {
         let key = schema.cache_key(&pk.json);
+        if let Err(refused) = acl::may_change(ctx, &key, Change::Delete) {
+            return refused.into();
+        }
         if let Err(redirect) = cluster::check(ctx, &key) {
             return redirect.into();
         }
@@ -88,6 +96,9 @@ pub fn flush(ctx: &Context, args: &[&[u8]]) -> Reply {
         return Reply::WrongArity;
     }
     with_schema(ctx, args[1], |ctx, schema| {
+        if let Err(refused) = acl::may_change_every_key(ctx, &schema.key_prefix) {
+            return refused.into();
+        }
         flush::start(ctx, &schema.key_prefix);
         Reply::Ok.described(&schema.stats, "", 0)
     })

@@ -103,9 +103,25 @@ fn checked_user(name: Option<&&str>) -> Result<String, Error> {
 }
 
 impl Hook {
+    /// Parses one definition written as text (an entry of the `pgcache.hooks` setting, or
+    /// HOOK ADD's arguments joined by spaces): words split at whitespace outside double
+    /// quotes, so a quoted table name such as `"my table"` or `"a;b"` is one word.
+    pub fn parse_text(text: &str) -> Result<Hook, Error> {
+        let words = words(text)?;
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        Hook::parse(&words)
+    }
+
     /// Parses `<name> ON <event>[,<event>...] [TABLE <table>] PUBLISH <channel> |
-    /// XADD <stream> [MAXLEN [~|=] <n>] [BY <user>]`, keywords in any case.
+    /// XADD <stream> [MAXLEN [~|=] <n>] [BY <user>]`, keywords in any case, one word per
+    /// element; refuses a definition that would not read back as itself once written.
     pub fn parse(words: &[&str]) -> Result<Hook, Error> {
+        let hook = Hook::parse_words(words)?;
+        hook.round_trips()?;
+        Ok(hook)
+    }
+
+    fn parse_words(words: &[&str]) -> Result<Hook, Error> {
         const USAGE: &str = "expected <name> ON <event>[,<event>...] [TABLE <table>] \
                              PUBLISH <channel> | XADD <stream> [MAXLEN ~ <n>] [BY <user>]";
         let name = checked_name(words.first().ok_or(USAGE)?)?;
@@ -179,20 +195,50 @@ impl Hook {
         })
     }
 
+    /// Refuses a definition whose written forms would not read back as itself: pgcache
+    /// writes hooks into redis.conf (one `;`-separated text) and into the AOF and the
+    /// replication stream (one argument per word); one that did not read back would stop the
+    /// next start or fail on the replica.
+    fn round_trips(&self) -> Result<(), Error> {
+        let text = self.render();
+        let from_text = split_definitions(&text).and_then(|definitions| match &definitions[..] {
+            [one] => {
+                let words = words(one)?;
+                Hook::parse_words(&words.iter().map(String::as_str).collect::<Vec<_>>())
+            }
+            _ => Err(Error::new("not one definition")),
+        });
+        let words = self.words();
+        let from_words = Hook::parse_words(&words.iter().map(String::as_str).collect::<Vec<_>>());
+        match (from_text, from_words) {
+            (Ok(a), Ok(b)) if a == *self && b == *self => Ok(()),
+            _ => Err(format!(
+                "hook {}: its definition {text:?} would not read back the same from redis.conf \
+                 or on a replica; choose other names",
+                self.name
+            )
+            .into()),
+        }
+    }
+
+    /// The definition as words, one per argument of HOOK ADD (what replicas and the AOF get).
+    pub fn words(&self) -> Vec<String> {
+        let mut words = vec![self.name.clone(), "ON".into(), self.events.render()];
+        if let Some(table) = &self.table {
+            words.push("TABLE".into());
+            words.push(table.clone());
+        }
+        words.extend(self.target.words());
+        if self.owner != acl::DEFAULT_USER {
+            words.push("BY".into());
+            words.push(self.owner.clone());
+        }
+        words
+    }
+
     /// The definition, as `pgcache.hooks` and HOOK LIST show it (parses back to the same).
     pub fn render(&self) -> String {
-        let mut text = format!("{} ON {}", self.name, self.events.render());
-        if let Some(table) = &self.table {
-            text.push_str(" TABLE ");
-            text.push_str(table);
-        }
-        text.push(' ');
-        text.push_str(&self.target.render());
-        if self.owner != acl::DEFAULT_USER {
-            text.push_str(" BY ");
-            text.push_str(&self.owner);
-        }
-        text
+        self.words().join(" ")
     }
 
     /// What delivering to the target does, for the ACL check.
@@ -212,24 +258,95 @@ impl Hook {
 }
 
 impl Target {
-    pub fn render(&self) -> String {
+    fn words(&self) -> Vec<String> {
         match self {
-            Target::Publish(channel) => format!("PUBLISH {channel}"),
-            Target::Xadd { stream, maxlen } => match maxlen {
-                None => format!("XADD {stream}"),
-                Some((true, n)) => format!("XADD {stream} MAXLEN ~ {n}"),
-                Some((false, n)) => format!("XADD {stream} MAXLEN = {n}"),
-            },
+            Target::Publish(channel) => vec!["PUBLISH".into(), channel.clone()],
+            Target::Xadd { stream, maxlen } => {
+                let mut words = vec!["XADD".into(), stream.clone()];
+                if let Some((approximate, n)) = maxlen {
+                    words.push("MAXLEN".into());
+                    words.push(if *approximate { "~" } else { "=" }.into());
+                    words.push(n.to_string());
+                }
+                words
+            }
         }
     }
 }
 
-/// Parses the `hooks` setting: definitions separated by ';'.
+/// HOOK ADD's arguments as words: one argument is one word, but an argument that opens a
+/// double quote it does not close is joined (with a space) to the arguments up to the one
+/// that closes it. Earlier versions replicated `TABLE "my table"` as two arguments, and
+/// AOFs still hold that.
+pub fn words_of_arguments(args: &[&str]) -> Result<Vec<String>, Error> {
+    let mut words = Vec::new();
+    let mut open: Option<String> = None;
+    for arg in args {
+        let word = match open.take() {
+            Some(mut joined) => {
+                joined.push(' ');
+                joined.push_str(arg);
+                joined
+            }
+            None => arg.to_string(),
+        };
+        if word.matches('"').count() % 2 == 1 {
+            open = Some(word);
+        } else {
+            words.push(word);
+        }
+    }
+    match open {
+        Some(word) => Err(format!("unterminated double quote in {word:?}").into()),
+        None => Ok(words),
+    }
+}
+
+/// Splits text into words at whitespace outside double quotes, keeping the quotes (a quoted
+/// identifier's `""` is two quotes in a row, so toggling at each quote keeps it whole).
+pub fn words(text: &str) -> Result<Vec<String>, Error> {
+    split_outside_quotes(text, char::is_whitespace)
+}
+
+/// Splits the `hooks` setting into definitions at `;` outside double quotes (a quoted table
+/// name may hold one), trimmed, empty ones dropped.
+fn split_definitions(text: &str) -> Result<Vec<String>, Error> {
+    split_outside_quotes(text, |c| c == ';')
+}
+
+fn split_outside_quotes(
+    text: &str,
+    is_separator: impl Fn(char) -> bool,
+) -> Result<Vec<String>, Error> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        if !quoted && is_separator(c) {
+            parts.push(std::mem::take(&mut current));
+        } else {
+            current.push(c);
+        }
+    }
+    if quoted {
+        return Err(format!("unterminated double quote in {text:?}").into());
+    }
+    parts.push(current);
+    Ok(parts
+        .into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect())
+}
+
+/// Parses the `hooks` setting: definitions separated by `;` (outside double quotes).
 pub fn parse_all(text: &str) -> Result<Vec<Hook>, Error> {
     let mut hooks: Vec<Hook> = Vec::new();
-    for definition in text.split(';').map(str::trim).filter(|d| !d.is_empty()) {
-        let words: Vec<&str> = definition.split_whitespace().collect();
-        let hook = Hook::parse(&words)?;
+    for definition in split_definitions(text)? {
+        let hook = Hook::parse_text(&definition)?;
         if hooks.iter().any(|h| h.name == hook.name) {
             return Err(format!("hook {} is defined twice", hook.name).into());
         }
@@ -250,11 +367,14 @@ pub fn render_all(hooks: &[Arc<Hook>]) -> String {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Hook, Error> {
-        Hook::parse(&text.split_whitespace().collect::<Vec<_>>())
+        Hook::parse_text(text)
     }
 
     #[test]
@@ -266,6 +386,9 @@ mod tests {
             "all ON hit,miss,write,invalidate,fill,expire,evict,error,slow XADD everything",
             "owned ON miss XADD s MAXLEN = 1 BY alice",
             "told ON miss PUBLISH c BY bob",
+            r#"spaced ON write TABLE "my table" PUBLISH ch1"#,
+            r#"semi ON write TABLE "a;b"."c ""d""" XADD s MAXLEN ~ 3"#,
+            r#"uni ON write TABLE "Ünï ✓" PUBLISH ch1"#,
         ] {
             let hook = parse(text).unwrap();
             assert_eq!(hook.render(), text);
@@ -286,6 +409,19 @@ mod tests {
             "h ON miss PUBLISH c",
             "BY default is implied"
         );
+    }
+
+    #[test]
+    fn arguments_split_inside_a_quoted_name_are_joined_again() {
+        let args = [
+            "h1", "ON", "write", "TABLE", "\"my", "table\"", "PUBLISH", "ch1",
+        ];
+        let words = words_of_arguments(&args).unwrap();
+        assert_eq!(words[4], "\"my table\"");
+        assert_eq!(words.len(), 7);
+        let words = words_of_arguments(&["bad name!", "ON"]).unwrap();
+        assert_eq!(words, ["bad name!", "ON"], "an argument stays one word");
+        assert!(words_of_arguments(&["h", "TABLE", "\"open"]).is_err());
     }
 
     #[test]
@@ -328,6 +464,10 @@ mod tests {
             ("h ON miss XADD s extra", "unexpected \"extra\""),
             ("h ON miss XADD s BY", "BY needs an ACL user name"),
             ("h ON miss XADD s BY a b", "unexpected \"b\""),
+            (
+                r#"h ON miss TABLE "open PUBLISH c"#,
+                "unterminated double quote",
+            ),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.message().contains(needle), "{text:?}: {e}");
@@ -350,5 +490,9 @@ mod tests {
                 .contains("twice")
         );
         assert_eq!(parse_all("").unwrap(), vec![]);
+        let quoted =
+            parse_all(r#"a ON write TABLE "x; y" PUBLISH c; b ON miss PUBLISH d"#).unwrap();
+        assert_eq!(quoted[0].table.as_deref(), Some(r#""x; y""#));
+        assert_eq!(quoted[1].name, "b");
     }
 }
