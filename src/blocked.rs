@@ -1,5 +1,12 @@
 //! Blocked clients: blocking one, answering it exactly once from any thread, and the
 //! callbacks Redis runs on the main thread (reply, timeout, free).
+//!
+//! Timeouts are pgcache's own, not Redis's: when a worker's `RedisModule_UnblockClient`
+//! and Redis's timeout of the same client meet in one event-loop turn, Redis 7.0 unblocks
+//! the client without calling either callback, and the client never gets a reply. So
+//! clients block without a Redis timeout; a timer on the main thread answers those whose
+//! deadline passed, and whichever of it and the worker comes first (one atomic swap) is the
+//! one that unblocks the client.
 
 use crate::error::{Error, ErrorKind};
 use crate::reply::{self, Reply};
@@ -10,7 +17,8 @@ use redis_module::{Context, raw};
 use std::any::Any;
 use std::os::raw::{c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Runs on the main thread with the blocked client's context and returns its reply.
@@ -24,10 +32,38 @@ pub fn in_flight() -> usize {
     IN_FLIGHT.load(Ordering::SeqCst)
 }
 
+/// What the worker and the deadline timer share of one blocked client: Redis's handle, and
+/// whether one of them has unblocked it.
+struct Ticket {
+    handle: *mut raw::RedisModuleBlockedClient,
+    unblocked: AtomicBool,
+    blocked_at: Instant,
+}
+// SAFETY: the handle is only passed to RedisModule_UnblockClient / AbortBlock, once, by
+// whoever wins `unblocked`.
+unsafe impl Send for Ticket {}
+unsafe impl Sync for Ticket {}
+
+impl Ticket {
+    /// Whether the caller is the one to unblock the client (and must).
+    fn claim(&self) -> bool {
+        !self.unblocked.swap(true, Ordering::SeqCst)
+    }
+
+    /// Unblocks the client with `answer`. Only after winning `claim`.
+    fn unblock(&self, answer: Answer) {
+        let privdata = Box::into_raw(Box::new(answer));
+        // SAFETY: claimed, so this client is unblocked exactly once.
+        unsafe {
+            raw::RedisModule_UnblockClient.unwrap()(self.handle, privdata.cast());
+        }
+    }
+}
+
 /// A blocked client's handle. Redis allows `UnblockClient` from any thread; `answer`
 /// consumes the handle, so each client is answered once.
 pub struct BlockedClient {
-    handle: *mut raw::RedisModuleBlockedClient,
+    ticket: Arc<Ticket>,
     /// When the client blocked: a call that waits is timed from here to its reply.
     blocked_at: Instant,
     /// When a worker took the job: splits the wait into queue and PostgreSQL time.
@@ -40,26 +76,32 @@ struct Answer {
     blocked_at: Instant,
     timing: Timing,
 }
-// SAFETY: the handle is only passed back to RedisModule_UnblockClient / AbortBlock.
-unsafe impl Send for BlockedClient {}
-
 impl BlockedClient {
     /// Blocks the client of `ctx` for at most `timeout_ms`. Main thread only.
     pub fn block(ctx: &Context, timeout_ms: u64) -> BlockedClient {
-        // SAFETY: main thread; the callbacks match what Redis passes them.
+        // SAFETY: main thread; the callbacks match what Redis passes them. No Redis timeout
+        // (0): the deadline is watched here (see the module's doc); the timeout callback
+        // still serves CLIENT UNBLOCK.
         let handle = unsafe {
             raw::RedisModule_BlockClient.unwrap()(
                 ctx.ctx,
                 Some(on_reply),
                 Some(on_timeout),
                 Some(free_completion),
-                timeout_ms as i64,
+                0,
             )
         };
         IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-        BlockedClient {
+        let blocked_at = Instant::now();
+        let ticket = Arc::new(Ticket {
             handle,
-            blocked_at: Instant::now(),
+            unblocked: AtomicBool::new(false),
+            blocked_at,
+        });
+        deadlines::watch(ctx, blocked_at + Duration::from_millis(timeout_ms), &ticket);
+        BlockedClient {
+            ticket,
+            blocked_at,
             picked: None,
         }
     }
@@ -69,18 +111,28 @@ impl BlockedClient {
         self.picked.get_or_insert_with(Instant::now);
     }
 
-    /// Undoes `block` for a client that never reached a worker. Main thread only.
+    /// Undoes `block` for a client that never reached a worker. Main thread only (so the
+    /// deadline timer, which runs there too, has not answered it).
     pub fn abort(self) {
+        if !self.ticket.claim() {
+            return;
+        }
         // SAFETY: blocked by `block` and never unblocked.
         unsafe {
-            raw::RedisModule_AbortBlock.unwrap()(self.handle);
+            raw::RedisModule_AbortBlock.unwrap()(self.ticket.handle);
         }
         IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Hands the completion to Redis, which runs it on the main thread (or frees it unrun
-    /// if the client timed out or left meanwhile).
+    /// if the client left meanwhile). A client already answered for its deadline gets
+    /// nothing more; the completion is then dropped on the main thread, where what it holds
+    /// (a fill's waiters) expects to be.
     pub fn answer(self, completion: Completion) {
+        if !self.ticket.claim() {
+            late::drop_on_main_thread(completion);
+            return;
+        }
         let now = Instant::now();
         let timing = match self.picked {
             Some(picked) => Timing {
@@ -92,15 +144,182 @@ impl BlockedClient {
                 postgres: Duration::ZERO,
             },
         };
-        let privdata = Box::into_raw(Box::new(Answer {
+        self.ticket.unblock(Answer {
             completion: Some(completion),
             blocked_at: self.blocked_at,
             timing,
-        }));
-        // SAFETY: `self` is consumed, so this client is unblocked exactly once.
-        unsafe {
-            raw::RedisModule_UnblockClient.unwrap()(self.handle, privdata.cast());
+        });
+    }
+}
+
+/// The timeout every client whose deadline passed gets.
+fn timeout_error() -> Error {
+    Error::of(
+        ErrorKind::Timeout,
+        format!(
+            "request timed out after {} ms waiting for PostgreSQL; check that it is \
+             reachable, or raise pgcache.request_timeout_ms",
+            tunables::request_timeout_ms()
+        ),
+    )
+}
+
+/// Answers blocked clients at their deadlines, from a timer on the main thread.
+mod deadlines {
+    use super::{Answer, IN_FLIGHT, Ticket, timeout_error};
+    use crate::requests::Timing;
+    use redis_module::{Context, RedisModuleTimerID};
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    /// A client's deadline; ordered by time, then by when it was watched.
+    struct Due {
+        at: Instant,
+        seq: u64,
+        ticket: Arc<Ticket>,
+    }
+    impl PartialEq for Due {
+        fn eq(&self, other: &Self) -> bool {
+            (self.at, self.seq) == (other.at, other.seq)
         }
+    }
+    impl Eq for Due {}
+    impl PartialOrd for Due {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Due {
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            (self.at, self.seq).cmp(&(other.at, other.seq))
+        }
+    }
+
+    #[derive(Default)]
+    struct Watch {
+        due: BinaryHeap<Reverse<Due>>,
+        seq: u64,
+        /// Our pending timers: (token, id, when it fires). Redis refuses MODULE UNLOAD while
+        /// a module's timer is pending, so they are stopped once no client waits.
+        timers: Vec<(u64, RedisModuleTimerID, Instant)>,
+    }
+
+    /// Touched on the main thread only; the mutex is never contended.
+    static WATCH: Mutex<Option<Watch>> = Mutex::new(None);
+
+    fn with<R>(f: impl FnOnce(&mut Watch) -> R) -> R {
+        let mut watch = WATCH.lock().unwrap_or_else(|e| e.into_inner());
+        f(watch.get_or_insert_with(Watch::default))
+    }
+
+    /// Answers `ticket` with a timeout at `at` unless a worker answers first. Main thread.
+    pub(super) fn watch(ctx: &Context, at: Instant, ticket: &Arc<Ticket>) {
+        with(|watch| {
+            // Answered clients leave the heap only when their deadline comes: drop them in
+            // one pass when they far outnumber the clients still waiting.
+            let waiting = IN_FLIGHT.load(Ordering::Relaxed);
+            if watch.due.len() > 1024 && watch.due.len() > 4 * waiting {
+                watch
+                    .due
+                    .retain(|Reverse(due)| !due.ticket.unblocked.load(Ordering::SeqCst));
+            }
+            watch.seq += 1;
+            let seq = watch.seq;
+            watch.due.push(Reverse(Due {
+                at,
+                seq,
+                ticket: ticket.clone(),
+            }));
+            arm(ctx, watch, at);
+        });
+    }
+
+    /// Makes sure a timer fires by `at`.
+    fn arm(ctx: &Context, watch: &mut Watch, at: Instant) {
+        if watch.timers.iter().any(|(_, _, fires)| *fires <= at) {
+            return;
+        }
+        watch.seq += 1;
+        let token = watch.seq;
+        // Rounded up: firing a moment early would find nothing due and re-arm.
+        let delay = at.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
+        let id = ctx.create_timer(delay, fire, token);
+        watch.timers.push((token, id, at));
+    }
+
+    fn fire(ctx: &Context, token: u64) {
+        crate::error::guard("answering timed-out requests", || {
+            let expired: Vec<Arc<Ticket>> = with(|watch| {
+                watch.timers.retain(|(t, _, _)| *t != token);
+                let now = Instant::now();
+                let mut expired = Vec::new();
+                while let Some(Reverse(due)) = watch.due.peek()
+                    && due.at <= now
+                {
+                    let Some(Reverse(due)) = watch.due.pop() else {
+                        break;
+                    };
+                    expired.push(due.ticket);
+                }
+                if let Some(next) = watch.due.peek().map(|Reverse(due)| due.at) {
+                    arm(ctx, watch, next);
+                }
+                expired
+            });
+            for ticket in expired {
+                if ticket.claim() {
+                    let error = timeout_error();
+                    ticket.unblock(Answer {
+                        completion: Some(Box::new(move |_| error.into())),
+                        blocked_at: ticket.blocked_at,
+                        timing: Timing {
+                            queued: ticket.blocked_at.elapsed(),
+                            postgres: Duration::ZERO,
+                        },
+                    });
+                }
+            }
+        });
+    }
+
+    /// No client waits any more: nothing is left to time out, so the timers go (MODULE
+    /// UNLOAD waits for none of them). Main thread.
+    pub(super) fn none_waiting(ctx: &Context) {
+        let timers = with(|watch| {
+            watch.due.clear();
+            std::mem::take(&mut watch.timers)
+        });
+        for (_, id, _) in timers {
+            let _ = ctx.stop_timer::<u64>(id);
+        }
+    }
+}
+
+/// Completions whose client was already answered for its deadline: dropped on the main
+/// thread, where dropping one may answer a fill's other waiters.
+mod late {
+    use super::Completion;
+    use crate::main_thread::Task;
+    use std::sync::Mutex;
+
+    static LATE: Mutex<Vec<Completion>> = Mutex::new(Vec::new());
+    static DROP: Task = Task::new("dropping a late reply", drop_all);
+
+    pub(super) fn drop_on_main_thread(completion: Completion) {
+        LATE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(completion);
+        DROP.request_from_thread();
+    }
+
+    fn drop_all(_: &redis_module::Context) -> bool {
+        drop(std::mem::take(
+            &mut *LATE.lock().unwrap_or_else(|e| e.into_inner()),
+        ));
+        false
     }
 }
 
@@ -200,14 +419,7 @@ unsafe extern "C" fn on_timeout(
 ) -> c_int {
     crate::error::guard("replying a timeout", || {
         let context = Context::new(ctx);
-        let error = Error::of(
-            ErrorKind::Timeout,
-            format!(
-                "request timed out after {} ms waiting for PostgreSQL; check that it is \
-                 reachable, or raise pgcache.request_timeout_ms",
-                tunables::request_timeout_ms()
-            ),
-        );
+        let error = timeout_error();
         send_once(&context, &Reply::Error(error.clone()));
         // SAFETY: Redis passes the blocked command's arguments.
         let args = unsafe { crate::args::borrow_head(argv, argc) };
@@ -220,13 +432,17 @@ unsafe extern "C" fn on_timeout(
     raw::REDISMODULE_OK as c_int
 }
 
-unsafe extern "C" fn free_completion(_ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
+unsafe extern "C" fn free_completion(ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
     if !privdata.is_null() {
-        // SAFETY: allocated by Box::into_raw in `answer`, freed only here.
+        // SAFETY: allocated by Box::into_raw in `Ticket::unblock`, freed only here.
         let answer = unsafe { Box::from_raw(privdata as *mut Answer) };
         // Dropping an unrun completion can run code of ours (a fill ticket answers its
         // waiters), which must not unwind into Redis.
         crate::error::guard("freeing a reply", || drop(answer));
-        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        if IN_FLIGHT.fetch_sub(1, Ordering::SeqCst) == 1 {
+            crate::error::guard("stopping deadline timers", || {
+                deadlines::none_waiting(&Context::new(ctx))
+            });
+        }
     }
 }

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// What went wrong, in the manner of `postgres::Error`: a kind (decided where the failure
+/// What went wrong, in the manner of `tokio_postgres::Error`: a kind (decided where the failure
 /// happens, and counted by kind when it is replied), a sentence for the client, and the
 /// error it came from, if any (kept for `source()`, never shown: a driver's message may
 /// hold connection details).

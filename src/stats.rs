@@ -169,6 +169,12 @@ pub static ERRORS_INTERNAL: Counter = Counter::new();
 pub static HOOK_ERRORS: Counter = Counter::new();
 /// READs answered by another READ's query (coalesced onto a fill in flight).
 pub static COALESCED: Counter = Counter::new();
+/// PostgreSQL connections given up because PostgreSQL stopped answering (a silent network).
+pub static PG_SILENT_CONNECTIONS: Counter = Counter::new();
+/// Reads run again on a new connection after the one lent out turned out dead.
+pub static PG_RETRIES: Counter = Counter::new();
+/// Times the invalidation listener lost its connection (and then resynchronised).
+pub static LISTENER_RECONNECTS: Counter = Counter::new();
 
 /// Counts an error reply, and its kind.
 pub fn count_error(kind: crate::error::ErrorKind) {
@@ -335,7 +341,7 @@ pub fn tables() -> Vec<Arc<TableStats>> {
 }
 
 /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them.
-static NAMED: [(&str, &Counter); 19] = [
+static NAMED: [(&str, &Counter); 22] = [
     ("hits", &HITS),
     ("negative_hits", &NEGATIVE_HITS),
     ("misses", &MISSES),
@@ -358,6 +364,9 @@ static NAMED: [(&str, &Counter); 19] = [
     ("errors_internal", &ERRORS_INTERNAL),
     ("hook_errors", &HOOK_ERRORS),
     ("coalesced", &COALESCED),
+    ("pg_silent_connections", &PG_SILENT_CONNECTIONS),
+    ("pg_retries", &PG_RETRIES),
+    ("listener_reconnects", &LISTENER_RECONNECTS),
 ];
 
 /// Every counter's value, in reporting order.

@@ -382,6 +382,73 @@ fn the_allowlist_restricts_tables_at_runtime() {
     );
 }
 
+/// `secrets` spelled `n` ways (case, schema, quotes): each spelling is resolved once.
+fn spellings_of_secrets(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let name: String = "secrets"
+                .chars()
+                .enumerate()
+                .map(|(at, c)| {
+                    if i >> at & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            if i >> 7 & 1 == 1 {
+                format!("public.{name}")
+            } else {
+                name
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn narrowing_the_allowlist_while_a_table_is_being_read_leaves_it_unreadable() {
+    let stack = Stack::start_with(
+        &format!(
+            "{USERS_SQL} CREATE TABLE secrets (id integer PRIMARY KEY); INSERT INTO secrets VALUES (1);"
+        ),
+        &["workers", "4"],
+    );
+    let mut con = stack.con();
+    let spellings = spellings_of_secrets(256);
+    for round in 0..20 {
+        config_set(&mut con, "pgcache.tables", "users,secrets").unwrap();
+        // Readers resolve new spellings of the table while the list narrows under them.
+        let readers: Vec<_> = spellings
+            .chunks(64)
+            .map(|chunk| {
+                let (port, chunk) = (stack.redis.port, chunk.to_vec());
+                std::thread::spawn(move || {
+                    let mut con = connect(port);
+                    for spelling in chunk {
+                        let _ = read(&mut con, &spelling, r#"{"id":1}"#);
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(round % 5));
+        config_set(&mut con, "pgcache.tables", "users").unwrap();
+        for reader in readers {
+            reader.join().unwrap();
+        }
+        for spelling in spellings
+            .iter()
+            .step_by(7)
+            .chain(["secrets".to_string()].iter())
+        {
+            let e = read(&mut con, spelling, r#"{"id":1}"#)
+                .expect_err("the table left the allowlist")
+                .to_string();
+            assert!(e.contains("allowlist"), "round {round}, {spelling}: {e}");
+        }
+    }
+}
+
 #[test]
 fn nul_bytes_are_refused_everywhere_and_config_stays_readable() {
     let stack = Stack::start_with(USERS_SQL, &[]);
@@ -587,4 +654,138 @@ fn a_drain_lets_module_unload_through_while_requests_keep_coming() {
     let _: String = load.query(&mut con).unwrap();
     // A new load starts without a drain.
     assert!(read(&mut con, "users", r#"{"id":4}"#).unwrap().is_some());
+}
+
+#[test]
+fn pool_connections_that_go_silent_are_given_up_and_replaced() {
+    let pg = Pg::start();
+    pg.execute(USERS_SQL);
+    let proxy = SilentProxy::start(pg.port);
+    let mut args = proxy.module_args(&pg);
+    args.extend(
+        [
+            "statement_timeout_ms",
+            "1000",
+            "request_timeout_ms",
+            "2000",
+            "listen",
+            "no",
+        ]
+        .map(String::from),
+    );
+    let redis = Redis::start(&args);
+    let mut con = redis.connection();
+    for id in 1..=4 {
+        read(&mut con, "users", &format!(r#"{{"id":{id}}}"#)).unwrap();
+    }
+    assert!(proxy.silence(Silence::All) >= 1);
+
+    // A request on a silent connection fails at its timeout; the connection is given up,
+    // and the next requests get new ones that answer.
+    let rows = wait_for("misses answered again", Duration::from_secs(20), || {
+        read(&mut con, "users", r#"{"id":10}"#).ok().flatten()
+    });
+    assert_eq!(json(&rows)["id"], 10);
+    for id in 11..=20 {
+        assert!(
+            read(&mut con, "users", &format!(r#"{{"id":{id}}}"#))
+                .unwrap()
+                .is_some()
+        );
+    }
+    assert!(stats_figure(&mut con, "pg_silent_connections") >= 1);
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn requests_answered_at_their_deadline_still_get_exactly_one_reply() {
+    let stack = Stack::start_with(
+        USERS_SQL,
+        &[
+            "debug_commands",
+            "yes",
+            "request_timeout_ms",
+            "300",
+            "workers",
+            "4",
+        ],
+    );
+    let mut con = stack.con();
+    let _: String = redis::cmd("PGCACHE.DEBUG")
+        .arg(&["FILLS", "HOLD"])
+        .query(&mut con)
+        .unwrap();
+    // Held fills are handed back at their request's deadline, the moment Redis would time
+    // the client out: the worker's answer and the timeout meet, round after round.
+    for round in 0..5 {
+        let clients: Vec<_> = (0..40)
+            .map(|i| {
+                let port = stack.redis.port;
+                std::thread::spawn(move || {
+                    let mut con = connect(port);
+                    con.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let id = round * 100 + i + 1;
+                    match read(&mut con, "users", &format!(r#"{{"id":{id}}}"#)) {
+                        Ok(_) => Ok(()),
+                        Err(e) if e.is_timeout() => Err(format!("no reply for id {id}")),
+                        Err(e) => {
+                            assert!(e.to_string().contains("timed out"), "{e}");
+                            Ok(())
+                        }
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().unwrap().unwrap();
+        }
+    }
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn after_postgres_restarts_reads_get_rows_not_errors() {
+    let mut stack = Stack::start_with(USERS_SQL, &["pool_size", "8", "workers", "8"]);
+    let read_concurrently = |port: u16, ids: std::ops::Range<i64>| -> Vec<String> {
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let ids = ids.clone();
+                std::thread::spawn(move || {
+                    let mut con = connect(port);
+                    ids.filter(|id| id % 8 == t)
+                        .filter_map(|id| {
+                            read(&mut con, "users", &format!(r#"{{"id":{id}}}"#))
+                                .err()
+                                .map(|e| format!("id {id}: {e}"))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    };
+    // Every pooled connection opened and idle.
+    assert_eq!(
+        read_concurrently(stack.redis.port, 1..400),
+        Vec::<String>::new()
+    );
+    let mut con = stack.con();
+    assert_eq!(stats_figure(&mut con, "pool_open"), 8);
+
+    // A fast restart terminates every backend (FATAL 57P01 on each idle connection).
+    stack.pg.stop();
+    stack.pg.restart();
+    let errors = read_concurrently(stack.redis.port, 1000..1400);
+    assert!(
+        errors.is_empty(),
+        "{} errors: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert_eq!(stats_figure(&mut con, "errors"), 0);
 }

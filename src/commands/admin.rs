@@ -236,6 +236,12 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     ];
     out.extend(postgres);
     out.push(("listener".to_string(), Reply::Bulk(listener.into())));
+    if let Some((ago, why)) = listener::last_loss() {
+        out.push((
+            "listener_last_loss".to_string(),
+            Reply::Bulk(format!("{} s ago: {why}", ago.as_secs())),
+        ));
+    }
     out.push(("queue_saturation".to_string(), Reply::Double(saturation)));
     out.push((
         "table_spellings".to_string(),

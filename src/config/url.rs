@@ -7,8 +7,8 @@ use crate::error::Error;
 /// Takes host, port, database, user, password, sslmode and connect_timeout from a libpq URL
 /// (`postgresql://user:pass@host:5432/db?sslmode=require`) or key=value conninfo.
 pub fn apply(s: &mut Settings, url: &str) -> Result<(), Error> {
-    use postgres::config::{Host, SslMode as PgSsl};
-    let config: postgres::Config = url
+    use tokio_postgres::config::{Host, SslMode as PgSsl};
+    let config: tokio_postgres::Config = url
         .parse()
         // The parser's message can quote the input, which may hold the password.
         .map_err(|_| "not a valid libpq URL or key=value connection string".to_string())?;

@@ -19,7 +19,7 @@ use crate::pg::errors::describe;
 use crate::pg::normalise;
 use crate::pg::pool::{Connection, Pool};
 use crate::pg::schema::{self, TableSchema};
-use postgres::fallible_iterator::FallibleIterator;
+use crate::pg::session::Failure;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -112,9 +112,18 @@ static CONNECTED: AtomicBool = AtomicBool::new(false);
 /// The first connection attempt since `start` has ended, one way or the other.
 static ATTEMPTED: AtomicBool = AtomicBool::new(false);
 static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
+/// Why the listener last lost its connection, and when.
+static LAST_LOSS: Mutex<Option<(std::time::SystemTime, String)>> = Mutex::new(None);
 
 pub fn connected() -> bool {
     CONNECTED.load(Ordering::SeqCst)
+}
+
+/// Why the listener last lost its connection and how long ago, if it ever did.
+pub fn last_loss() -> Option<(Duration, String)> {
+    let last = LAST_LOSS.lock().unwrap();
+    last.as_ref()
+        .map(|(at, why)| (at.elapsed().unwrap_or_default(), why.clone()))
 }
 
 /// Starts the listener thread on `channel`.
@@ -175,6 +184,9 @@ fn run(pool: &Pool, channel: &str) {
                 CONNECTED.store(false, Ordering::SeqCst);
                 apply::listener_disconnected();
                 if !stopping() {
+                    crate::stats::LISTENER_RECONNECTS.inc();
+                    *LAST_LOSS.lock().unwrap() =
+                        Some((std::time::SystemTime::now(), reason.clone()));
                     redis_module::logging::log_warning(format!(
                         "pgcache: invalidation listener lost its connection ({reason}); reconnecting"
                     ));
@@ -194,14 +206,20 @@ fn run(pool: &Pool, channel: &str) {
 
 fn listen(pool: &Pool, channel: &str) -> Result<Connection, Error> {
     let mut conn = pool.connect_dedicated(Duration::from_secs(5), "pgcache-listener")?;
-    conn.client()
-        .batch_execute(&format!("LISTEN {}", quote_ident(channel)))
+    conn.set_patience(LIVENESS_PATIENCE);
+    conn.batch_execute(&format!("LISTEN {}", quote_ident(channel)))
         .map_err(|e| Error::postgres(describe(&e)).caused_by(e))?;
     Ok(conn)
 }
 
-/// How often an idle listener checks that its connection is still alive.
+/// How often the listener checks that its connection is still alive, whether or not
+/// notifications arrive.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long the listener waits for PostgreSQL to answer before it takes the connection for
+/// dead: a network that drops packets without a reset is noticed within
+/// `LIVENESS_INTERVAL + LIVENESS_PATIENCE`, then the listener reconnects and resynchronises.
+const LIVENESS_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Most notifications taken as one batch.
 const BATCH_MAX: usize = 1000;
@@ -228,11 +246,11 @@ fn receive(conn: &mut Connection) -> String {
         if !payloads.is_empty() {
             handle(conn, &payloads);
         }
-        if conn.client().is_closed() {
+        if conn.is_closed() {
             return "connection closed".into();
         }
         if last_check.elapsed() >= LIVENESS_INTERVAL {
-            if let Err(e) = conn.client().batch_execute("SELECT 1") {
+            if let Err(e) = conn.batch_execute("SELECT 1") {
                 return describe(&e);
             }
             last_check = Instant::now();
@@ -246,12 +264,8 @@ fn receive(conn: &mut Connection) -> String {
 /// the client reads in pieces; after a full notification the batch also waits a little for
 /// the next, so the statement's keys meet in one batch and a table named by more than
 /// `apply::BULK_KEYS` of them is flushed instead of deleted key by key.
-fn take_batch(conn: &mut Connection) -> Result<Vec<String>, postgres::Error> {
-    let mut notifications = conn.client().notifications();
-    let Some(first) = notifications
-        .timeout_iter(Duration::from_millis(100))
-        .next()?
-    else {
+fn take_batch(conn: &mut Connection) -> Result<Vec<String>, Failure> {
+    let Some(first) = conn.next_notification(Duration::from_millis(100))? else {
         return Ok(Vec::new());
     };
     let waiting_ends = Instant::now() + BULK_WAIT_MAX;
@@ -259,12 +273,14 @@ fn take_batch(conn: &mut Connection) -> Result<Vec<String>, postgres::Error> {
     let mut payloads = vec![first.payload().to_string()];
     while payloads.len() < BATCH_MAX {
         let wait = waiting_ends.saturating_duration_since(Instant::now());
-        let next = if last_was_full && !wait.is_zero() {
-            notifications.timeout_iter(wait.min(BULK_GAP)).next()?
+        let wait = if last_was_full {
+            wait.min(BULK_GAP)
         } else {
-            notifications.iter().next()?
+            Duration::ZERO
         };
-        let Some(n) = next else { break };
+        let Some(n) = conn.next_notification(wait)? else {
+            break;
+        };
         last_was_full = n.payload().len() > FULL_PAYLOAD_BYTES;
         payloads.push(n.payload().to_string());
     }

@@ -1,19 +1,22 @@
-//! Turns PostgreSQL errors into replies that name the cause. `postgres::Error` displays as
+//! Turns PostgreSQL errors into replies that name the cause. The driver's error displays as
 //! "db error" for server errors, so the server's message and SQLSTATE are read explicitly.
 
 use crate::error::Error;
-use postgres::error::SqlState;
+use crate::pg::session::Failure;
+use tokio_postgres::error::SqlState;
 
-/// Describes a driver error: the server's message and code, or the connection problem.
-pub fn describe(e: &postgres::Error) -> String {
+/// Describes a failure: the server's message and code, or the connection problem.
+pub fn describe(e: &Failure) -> String {
     if let Some(db) = e.as_db_error() {
         return format!("{} (SQLSTATE {})", db.message(), db.code().code());
     }
-    if e.is_closed() {
-        return "connection to PostgreSQL was closed".into();
-    }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let driver = match e {
+        Failure::Driver(driver) if !driver.is_closed() => driver,
+        Failure::Driver(_) => return "connection to PostgreSQL was closed".into(),
+        other => return other.to_string(),
+    };
+    let mut text = driver.to_string();
+    let mut source = std::error::Error::source(driver);
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());
@@ -51,7 +54,7 @@ fn unavailable(code: &SqlState) -> bool {
 }
 
 /// The reply for an error of a row query on `table`.
-pub fn query_error(e: &postgres::Error, table: &str) -> Error {
+pub fn query_error(e: &Failure, table: &str) -> Error {
     let Some(db) = e.as_db_error() else {
         return Error::postgres(format!("PostgreSQL unavailable: {}", describe(e)));
     };
@@ -83,8 +86,22 @@ pub fn query_error(e: &postgres::Error, table: &str) -> Error {
     Error::postgres(reason)
 }
 
+/// The reply for an error of a catalog query about `table`: PostgreSQL unavailable only when
+/// it could not be reached; a refusal (permissions, a bad name) says what the server said.
+pub fn catalog_error(e: &Failure, table: &str) -> Error {
+    let reason = match e.as_db_error() {
+        Some(db) if !unavailable(db.code()) => format!(
+            "PostgreSQL refused reading the catalog for {table}: {} (SQLSTATE {})",
+            db.message(),
+            db.code().code()
+        ),
+        _ => format!("PostgreSQL unavailable: {}", describe(e)),
+    };
+    Error::postgres(reason)
+}
+
 /// Whether the error says our cached idea of the table is outdated.
-pub fn is_schema_change(e: &postgres::Error) -> bool {
+pub fn is_schema_change(e: &Failure) -> bool {
     e.as_db_error()
         .is_some_and(|db| SCHEMA_CHANGED.contains(db.code()))
 }

@@ -5,8 +5,9 @@ use crate::key::CanonicalPk;
 use crate::pg::errors::{is_schema_change, query_error};
 use crate::pg::pool::Connection;
 use crate::pg::schema::{self, TableSchema};
+use crate::pg::session::Failure;
 
-fn on_error(e: postgres::Error, table: &TableSchema) -> Error {
+fn on_error(e: Failure, table: &TableSchema) -> Error {
     if is_schema_change(&e) {
         schema::forget(&table.name);
     }
@@ -27,10 +28,10 @@ pub fn one(
     pk: &CanonicalPk,
 ) -> Result<Option<String>> {
     let sql = table.select_one_sql(&pk.columns);
-    let params: Vec<&(dyn postgres::types::ToSql + Sync)> = pk
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = pk
         .columns
         .iter()
-        .map(|(_, v)| v as &(dyn postgres::types::ToSql + Sync))
+        .map(|(_, v)| v as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect();
     let rows = client
         .query(&sql, &params)
@@ -73,9 +74,9 @@ pub fn many(
                     .collect()
             })
             .collect();
-        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = arrays
             .iter()
-            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+            .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
         for row in client
             .query(&sql, &params)

@@ -8,3 +8,4 @@ pub mod normalise;
 pub mod pool;
 pub mod query;
 pub mod schema;
+pub mod session;

@@ -35,9 +35,9 @@ pub fn confirm_all(
             .iter()
             .map(|name| members.iter().map(|&m| value_of(&keys[m], name)).collect())
             .collect();
-        let bound: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
+        let bound: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = arrays
             .iter()
-            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+            .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
         let rows = client
             .query(&query::spell_many(&params), &bound)

@@ -6,29 +6,52 @@
 use crate::config::{PgSettings, SslMode};
 use crate::error::Error;
 use crate::pg::errors::describe;
+use crate::pg::session::{Failure, Session};
+use crate::stats;
 use crate::tunables;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row, Statement};
 use postgres_openssl::MakeTlsConnector;
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Notification, Row, Statement};
 
-/// How long a failed connect makes later ones fail fast.
+/// How long a failed connect makes later ones fail fast, when it was slow to fail (a
+/// PostgreSQL that refuses connections says so at once: nothing to spare there).
 const CONNECT_BACKOFF: Duration = Duration::from_millis(250);
+/// A connect failure quicker than this is a refusal, not a timeout: no back-off.
+const SLOW_CONNECT_FAILURE: Duration = Duration::from_millis(100);
 
 /// Prepared statements kept per connection; past this the cache starts over (views queried
 /// by many different column sets could otherwise grow it without bound).
 const MAX_CACHED_STATEMENTS: usize = 256;
 
+/// How much longer than its statement_timeout a query may go unanswered before the
+/// connection is taken for silent (PostgreSQL itself answers a query at its timeout).
+const SILENCE_MARGIN: Duration = Duration::from_secs(2);
+
+/// What it takes to open a session: the settings and the TLS set-up, shared by the pool
+/// and its connections (a connection found dead on first use reconnects itself).
+struct Connector {
+    settings: PgSettings,
+    tls: Option<MakeTlsConnector>,
+}
+
 /// One PostgreSQL session with its prepared statements.
 pub struct Connection {
-    client: Client,
+    session: Session,
+    connector: Arc<Connector>,
+    application_name: String,
     statement_timeout_ms: u64,
     /// Statements by SQL text: a lookup is then one round trip instead of two.
     statements: HashMap<String, Statement>,
+    /// How long one exchange may go unanswered before the peer is taken for silent.
+    patience: Duration,
+    /// Lent out after idling in the pool and not used since: if it turns out dead (the
+    /// server restarted, a failover, an idle reset), it is replaced and the read retried.
+    idled: bool,
 }
 
 #[derive(Default)]
@@ -49,8 +72,7 @@ pub struct PoolStats {
 }
 
 pub struct Pool {
-    settings: PgSettings,
-    tls: Option<MakeTlsConnector>,
+    connector: Arc<Connector>,
     max: usize,
     state: Mutex<State>,
     freed: Condvar,
@@ -67,7 +89,7 @@ impl Drop for PooledClient<'_> {
         let conn = self.conn.take().expect("present until drop");
         let mut state = self.pool.state.lock().unwrap();
         state.in_use -= 1;
-        if conn.client.is_closed() {
+        if conn.session.is_closed() {
             state.open -= 1;
         } else {
             state.idle.push(conn);
@@ -107,8 +129,10 @@ fn tls_connector(settings: &PgSettings) -> Result<Option<MakeTlsConnector>, Erro
 impl Pool {
     pub fn new(settings: PgSettings, max: usize) -> Result<Pool, Error> {
         Ok(Pool {
-            tls: tls_connector(&settings)?,
-            settings,
+            connector: Arc::new(Connector {
+                tls: tls_connector(&settings)?,
+                settings,
+            }),
             max,
             state: Mutex::new(State::default()),
             freed: Condvar::new(),
@@ -130,7 +154,14 @@ impl Pool {
     pub fn get(&self, deadline: Instant) -> Result<PooledClient<'_>, Error> {
         let mut state = self.state.lock().unwrap();
         let conn = loop {
-            if let Some(conn) = state.idle.pop() {
+            if let Some(mut conn) = state.idle.pop() {
+                // What the server sent while it idled is read now: a connection the server
+                // closed (a restart) is dropped here instead of failing a request.
+                if !conn.session.still_open() {
+                    state.open -= 1;
+                    continue;
+                }
+                conn.idled = true;
                 state.in_use += 1;
                 break conn;
             }
@@ -143,7 +174,8 @@ impl Pool {
                 state.open += 1;
                 state.in_use += 1;
                 drop(state);
-                match self.connect(deadline, "pgcache") {
+                let started = Instant::now();
+                match self.connector.connect(deadline, "pgcache") {
                     Ok(conn) => {
                         self.state.lock().unwrap().last_connect_failure = None;
                         break conn;
@@ -152,7 +184,9 @@ impl Pool {
                         let mut state = self.state.lock().unwrap();
                         state.open -= 1;
                         state.in_use -= 1;
-                        state.last_connect_failure = Some((Instant::now(), reason.clone()));
+                        if started.elapsed() >= SLOW_CONNECT_FAILURE {
+                            state.last_connect_failure = Some((Instant::now(), reason.clone()));
+                        }
                         drop(state);
                         self.freed.notify_one();
                         return Err(reason);
@@ -173,6 +207,7 @@ impl Pool {
             pool: self,
             conn: Some(conn),
         };
+        client.patience = patience();
         client.apply_statement_timeout()?;
         Ok(client)
     }
@@ -184,10 +219,27 @@ impl Pool {
         timeout: Duration,
         application_name: &str,
     ) -> Result<Connection, Error> {
-        self.connect(Instant::now() + timeout, application_name)
+        self.connector
+            .connect(Instant::now() + timeout, application_name)
     }
+}
 
-    fn connect(&self, deadline: Instant, application_name: &str) -> Result<Connection, Error> {
+/// How long a pool query may go unanswered: PostgreSQL answers by its statement_timeout
+/// (with none, by the request's), so silence past that and a margin is a dead peer.
+fn patience() -> Duration {
+    let statement_timeout_ms = match tunables::statement_timeout_ms() {
+        0 => tunables::request_timeout_ms(),
+        ms => ms,
+    };
+    Duration::from_millis(statement_timeout_ms) + SILENCE_MARGIN
+}
+
+impl Connector {
+    fn connect(
+        self: &Arc<Self>,
+        deadline: Instant,
+        application_name: &str,
+    ) -> Result<Connection, Error> {
         let s = &self.settings;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let timeout = s
@@ -195,7 +247,7 @@ impl Pool {
             .min(remaining)
             .max(Duration::from_millis(10));
         let statement_timeout_ms = tunables::statement_timeout_ms();
-        let mut config = postgres::Config::new();
+        let mut config = tokio_postgres::Config::new();
         config
             .host(&s.host)
             .port(s.port)
@@ -203,26 +255,35 @@ impl Pool {
             .user(&s.user)
             .application_name(application_name)
             .connect_timeout(timeout)
+            // A peer that vanished (no reset) is noticed by the kernel within seconds, on
+            // idle connections (keepalives) and on ones with data in flight (user timeout).
             .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
-            .options(&format!("-c statement_timeout={statement_timeout_ms}"))
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(1))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(8))
+            .options(format!("-c statement_timeout={statement_timeout_ms}"))
             .ssl_mode(match s.sslmode {
-                SslMode::Disable => postgres::config::SslMode::Disable,
-                SslMode::Prefer => postgres::config::SslMode::Prefer,
-                _ => postgres::config::SslMode::Require,
+                SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+                _ => tokio_postgres::config::SslMode::Require,
             });
         if let Some(password) = s.password() {
             config.password(password);
         }
-        let result = match &self.tls {
-            None => config.connect(NoTls),
-            Some(tls) => config.connect(tls.clone()),
+        let session = match &self.tls {
+            None => Session::connect(&config, NoTls, timeout),
+            Some(tls) => Session::connect(&config, tls.clone(), timeout),
         };
-        result
-            .map(|client| Connection {
-                client,
+        session
+            .map(|session| Connection {
+                session,
+                connector: Arc::clone(self),
+                application_name: application_name.to_string(),
                 statement_timeout_ms,
                 statements: HashMap::new(),
+                patience: patience(),
+                idled: false,
             })
             .map_err(|e| {
                 let message = format!(
@@ -242,48 +303,103 @@ impl Connection {
         &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, postgres::Error> {
-        let conn = self;
-        let statement = match conn.statements.get(sql) {
+    ) -> Result<Vec<Row>, Failure> {
+        self.with_retry(|conn| conn.query_once(sql, params))
+    }
+
+    fn query_once(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Failure> {
+        let patience = self.patience;
+        let statement = match self.statements.get(sql) {
             Some(statement) => statement.clone(),
             None => {
-                let statement = conn.client.prepare(sql)?;
-                if conn.statements.len() >= MAX_CACHED_STATEMENTS {
-                    conn.statements.clear();
+                let statement = self.session.prepare(sql, patience)?;
+                if self.statements.len() >= MAX_CACHED_STATEMENTS {
+                    self.statements.clear();
                 }
-                conn.statements.insert(sql.to_string(), statement.clone());
+                self.statements.insert(sql.to_string(), statement.clone());
                 statement
             }
         };
-        let result = conn.client.query(&statement, params);
+        let result = self.session.query(&statement, params, patience);
         if result.is_err() {
             // The table may have changed under the statement; prepare afresh next time.
-            conn.statements.remove(sql);
+            self.statements.remove(sql);
         }
         result
+    }
+
+    /// Runs statements that return no rows (`LISTEN`, `SET`, `SELECT 1`).
+    pub fn batch_execute(&mut self, sql: &str) -> Result<(), Failure> {
+        let patience = self.patience;
+        self.with_retry(|conn| conn.session.batch_execute(sql, patience))
+    }
+
+    /// Runs `exchange`; on a connection lent out after idling that turns out dead on this
+    /// first use (PostgreSQL restarted, failed over, or reset idle connections), connects
+    /// again and runs it once more: pool work is reads, which may be repeated. A server
+    /// that refused the query itself is not retried, nor is any later use.
+    fn with_retry<R>(
+        &mut self,
+        mut exchange: impl FnMut(&mut Connection) -> Result<R, Failure>,
+    ) -> Result<R, Failure> {
+        let first_after_idling = std::mem::replace(&mut self.idled, false);
+        let result = exchange(self);
+        let failure = match self.counted(result) {
+            Err(failure) if first_after_idling && failure.session_lost() => failure,
+            result => return result,
+        };
+        let deadline = Instant::now() + self.connector.settings.connect_timeout;
+        match self.connector.connect(deadline, &self.application_name) {
+            Ok(fresh) => {
+                stats::PG_RETRIES.inc();
+                *self = fresh;
+                let result = exchange(self);
+                self.counted(result)
+            }
+            Err(_) => Err(failure),
+        }
+    }
+
+    /// Counts a connection given up for silence (STATS `pg_silent_connections`).
+    fn counted<R>(&self, result: Result<R, Failure>) -> Result<R, Failure> {
+        if let Err(failure) = &result
+            && failure.is_silent()
+        {
+            stats::PG_SILENT_CONNECTIONS.inc();
+        }
+        result
+    }
+
+    /// How long one exchange may go unanswered before the connection is given up.
+    pub fn set_patience(&mut self, patience: Duration) {
+        self.patience = patience;
+    }
+
+    /// The next notification (LISTEN), waiting at most `wait`; None when none came.
+    pub fn next_notification(&mut self, wait: Duration) -> Result<Option<Notification>, Failure> {
+        self.session.next_notification(wait)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.session.is_closed()
     }
 
     /// Brings the session's statement_timeout in line with the setting after CONFIG SET.
     fn apply_statement_timeout(&mut self) -> Result<(), Error> {
         let wanted = tunables::statement_timeout_ms();
-        let conn = self;
-        if conn.statement_timeout_ms != wanted {
-            conn.client
-                .batch_execute(&format!("SET statement_timeout = {wanted}"))
+        if self.statement_timeout_ms != wanted {
+            self.batch_execute(&format!("SET statement_timeout = {wanted}"))
                 .map_err(|e| {
                     let message = format!("PostgreSQL unavailable: {}", describe(&e));
                     Error::postgres(message).caused_by(e)
                 })?;
-            conn.statement_timeout_ms = wanted;
+            self.statement_timeout_ms = wanted;
         }
         Ok(())
-    }
-}
-
-impl Connection {
-    /// The driver's client, for what the pool does not wrap (LISTEN and notifications).
-    pub fn client(&mut self) -> &mut Client {
-        &mut self.client
     }
 }
 

@@ -5,9 +5,10 @@
 use crate::error::{Error, Result};
 use crate::ident::{QualifiedName, parse_table};
 use crate::key::{KeyColumns, KeyKind, Rendering, cache_key};
-use crate::pg::errors::describe;
+use crate::pg::errors::catalog_error;
 use crate::pg::pool::Connection;
 use crate::pg::query::{self, KeyParam};
+use crate::pg::session::Failure;
 use crate::tunables;
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -196,12 +197,16 @@ pub fn admit(table_arg: &str) -> Result<QualifiedName> {
         )));
     }
     if !tunables::table_allowed(&name) {
-        return Err(Error::new(format!(
-            "table {} is not in the pgcache.tables allowlist",
-            name.display()
-        )));
+        return Err(not_allowed(&name));
     }
     Ok(name)
+}
+
+fn not_allowed(name: &QualifiedName) -> Error {
+    Error::new(format!(
+        "table {} is not in the pgcache.tables allowlist",
+        name.display()
+    ))
 }
 
 /// Most table spellings remembered. Every spelling a client sends (`Users`, `public.users`,
@@ -370,14 +375,24 @@ fn known(name: &QualifiedName) -> Option<Arc<TableSchema>> {
         .cloned()
 }
 
-fn remember(table_arg: &str, schema: Arc<TableSchema>) {
+/// Remembers `schema` under `table_arg`, if the allowlist still admits it; whether it does.
+/// The check runs under the cache's lock: a CONFIG SET of `tables` installs the new list
+/// before it clears the cache, so a schema admitted under the old list and stored after the
+/// change would otherwise stay readable until the next clear.
+fn remember(table_arg: &str, schema: Arc<TableSchema>) -> bool {
+    let mut admitted = false;
     update(|spellings| {
+        admitted = tunables::table_allowed(&schema.name);
+        if !admitted {
+            return;
+        }
         if spellings.len() + 2 > MAX_SPELLINGS {
             spellings.retain(|spelling, schema| **spelling == *schema.display.as_bytes());
         }
         spellings.insert(table_arg.as_bytes().into(), schema.clone());
         spellings.insert(schema.display.as_bytes().into(), schema);
     });
+    admitted
 }
 
 /// How many spellings are remembered (bounded by MAX_SPELLINGS).
@@ -395,7 +410,9 @@ pub fn resolve(client: &mut Connection, table_arg: &str) -> Result<Arc<TableSche
         Some(schema) => schema,
         None => Arc::new(load(client, name)?),
     };
-    remember(table_arg, schema.clone());
+    if !remember(table_arg, schema.clone()) {
+        return Err(not_allowed(&schema.name));
+    }
     Ok(schema)
 }
 
@@ -468,18 +485,18 @@ const COLUMNS_SQL: &str = "SELECT a.attname::text, \
      ORDER BY a.attnum";
 
 fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
-    let catalog_error =
-        |e: postgres::Error| Error::postgres(format!("PostgreSQL unavailable: {}", describe(&e)));
+    let display = name.display();
+    let failed = |e: Failure| catalog_error(&e, &display);
     let rows = client
         .query(RELATION_SQL, &[&name.schema, &name.name])
-        .map_err(catalog_error)?;
+        .map_err(failed)?;
     let Some(row) = rows.first() else {
         return Err(Error::new(format!(
             "table {} does not exist",
             name.display()
         )));
     };
-    let oid: postgres::types::Oid = row.get(0);
+    let oid: tokio_postgres::types::Oid = row.get(0);
     let relkind: String = row.get(1);
     if !matches!(relkind.as_str(), "r" | "p" | "v" | "m" | "f") {
         return Err(Error::new(format!(
@@ -491,7 +508,7 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
     if !tunables::table_listed(&name)
         && let Some(row) = client
             .query(SYSTEM_READ_SQL, &[&oid])
-            .map_err(catalog_error)?
+            .map_err(failed)?
             .first()
     {
         let system_object: String = row.get(0);
@@ -504,7 +521,7 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
     }
     let mut columns = Vec::new();
     let mut primary_key = Vec::new();
-    for row in client.query(COLUMNS_SQL, &[&oid]).map_err(catalog_error)? {
+    for row in client.query(COLUMNS_SQL, &[&oid]).map_err(failed)? {
         let column: String = row.get(0);
         let type_name: String = row.get(2);
         if row.get::<_, bool>(3) {

@@ -222,7 +222,7 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
                 None => pool.get(job.deadline).and_then(|mut conn| {
                     conn.query("SELECT 1", &[])
                         .map(|_| started.elapsed())
-                        .map_err(|e| Error::new(crate::pg::errors::describe(&e)))
+                        .map_err(|e| Error::postgres(crate::pg::errors::describe(&e)).caused_by(e))
                 }),
             };
             client.answer(contained(|| Ok(then(rtt))));

@@ -8,12 +8,14 @@ mod cluster;
 mod commands;
 mod figures;
 mod pg;
+mod proxy;
 mod servers;
 
 pub use cluster::*;
 pub use commands::*;
 pub use figures::*;
 pub use pg::*;
+pub use proxy::*;
 pub use servers::*;
 
 use std::net::TcpListener;

@@ -1,0 +1,276 @@
+//! One PostgreSQL session, driven on the thread that uses it, where every exchange has a
+//! deadline. The blocking `postgres` crate waits as long as the kernel does: when a network
+//! drops packets without a reset (a host gone in a failover, a NAT that forgot the
+//! connection, a proxy that stops forwarding), a query or a liveness check hangs for the
+//! kernel's retransmission timeout, about 15 minutes. Here tokio-postgres runs on a
+//! current-thread runtime (no thread of its own, as with `postgres`), each exchange is
+//! bounded by a timeout, and a session whose peer stayed silent is given up.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, Client, Config, Notification, Row, Socket, Statement};
+
+/// Why an exchange with PostgreSQL failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The driver's error: the server refused, or the connection broke.
+    Driver(tokio_postgres::Error),
+    /// PostgreSQL did not answer within the deadline: the session is given up.
+    Silent(Duration),
+    /// The connection ended without an error of the driver's (the server closed it).
+    Closed,
+    /// The session could not be set up on this thread (no runtime).
+    Setup(std::io::Error),
+}
+
+impl Failure {
+    /// The server's error, if the server answered with one.
+    pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+        match self {
+            Failure::Driver(e) => e.as_db_error(),
+            _ => None,
+        }
+    }
+
+    /// Whether the session can no longer be used (as opposed to one query refused).
+    pub fn session_lost(&self) -> bool {
+        match self {
+            Failure::Driver(e) => {
+                e.is_closed()
+                    || e.as_db_error().is_none_or(|db| {
+                        let code = db.code().code();
+                        // Operator intervention (57P01 admin shutdown, 57P02 crash shutdown,
+                        // 57P03 cannot connect now) and connection exceptions (class 08).
+                        code.starts_with("57P") || code.starts_with("08")
+                    })
+            }
+            Failure::Silent(_) | Failure::Closed | Failure::Setup(_) => true,
+        }
+    }
+
+    /// Whether PostgreSQL stopped answering (rather than refusing or closing).
+    pub fn is_silent(&self) -> bool {
+        matches!(self, Failure::Silent(_))
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::Driver(e)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Driver(e) => write!(f, "{e}"),
+            Failure::Silent(waited) => write!(
+                f,
+                "PostgreSQL did not answer within {} ms (the network may be dropping packets); \
+                 the connection was given up",
+                waited.as_millis()
+            ),
+            Failure::Closed => f.write_str("connection to PostgreSQL was closed"),
+            Failure::Setup(e) => write!(f, "cannot set up a PostgreSQL session: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Failure::Driver(e) => Some(e),
+            Failure::Setup(e) => Some(e),
+            Failure::Silent(_) | Failure::Closed => None,
+        }
+    }
+}
+
+/// What the connection half of tokio-postgres yields: notifications, notices, its end.
+type Messages = Box<
+    dyn FnMut(&mut Context<'_>) -> Poll<Option<Result<AsyncMessage, tokio_postgres::Error>>> + Send,
+>;
+
+pub struct Session {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    messages: Messages,
+    notifications: VecDeque<Notification>,
+    /// The peer stayed silent past a deadline, or the connection ended.
+    lost: bool,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(Failure::Setup)
+}
+
+impl Session {
+    /// Connects, with the whole exchange (TCP, TLS, start-up, authentication) bounded by
+    /// `limit`.
+    pub fn connect<T>(config: &Config, tls: T, limit: Duration) -> Result<Session, Failure>
+    where
+        T: MakeTlsConnect<Socket> + Send + 'static,
+        T::Stream: Send + 'static,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let runtime = runtime()?;
+        let (client, mut connection) = runtime
+            .block_on(async { tokio::time::timeout(limit, config.connect(tls)).await })
+            .map_err(|_| Failure::Silent(limit))??;
+        Ok(Session {
+            runtime,
+            client,
+            messages: Box::new(move |cx| connection.poll_message(cx)),
+            notifications: VecDeque::new(),
+            lost: false,
+        })
+    }
+
+    /// Whether the session is gone: closed by either side, or given up.
+    pub fn is_closed(&self) -> bool {
+        self.lost || self.client.is_closed()
+    }
+
+    /// Reads whatever the server sent while the session was idle (a notification, the
+    /// FATAL of a server shutting down), without waiting; whether the session is still
+    /// usable. A pool checks this before lending a connection out.
+    pub fn still_open(&mut self) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let _guard = self.runtime.enter();
+        if drain(&mut self.messages, &mut self.notifications, &mut cx).is_err() {
+            self.lost = true;
+        }
+        !self.is_closed()
+    }
+
+    /// Runs `exchange` on the client, waiting at most `limit` for it to finish. A
+    /// connection that has ended fails the exchange at once (its requests would never be
+    /// answered).
+    fn drive<'a, F, R>(
+        &'a mut self,
+        limit: Duration,
+        exchange: impl FnOnce(&'a Client) -> F,
+    ) -> Result<R, Failure>
+    where
+        F: Future<Output = Result<R, tokio_postgres::Error>> + 'a,
+    {
+        if self.lost {
+            return Err(Failure::Closed);
+        }
+        let Session {
+            runtime,
+            client,
+            messages,
+            notifications,
+            lost,
+        } = self;
+        let mut exchange = pin!(exchange(client));
+        let finished = runtime.block_on(async {
+            tokio::time::timeout(
+                limit,
+                std::future::poll_fn(|cx| {
+                    let ended = drain(messages, notifications, cx).err();
+                    match exchange.as_mut().poll(cx) {
+                        Poll::Ready(result) => Poll::Ready(result.map_err(Failure::Driver)),
+                        Poll::Pending => ended.map_or(Poll::Pending, |e| Poll::Ready(Err(e))),
+                    }
+                }),
+            )
+            .await
+        });
+        match finished {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(failure)) => {
+                if failure.session_lost() {
+                    *lost = true;
+                }
+                Err(failure)
+            }
+            Err(_) => {
+                *lost = true;
+                Err(Failure::Silent(limit))
+            }
+        }
+    }
+
+    pub fn prepare(&mut self, sql: &str, limit: Duration) -> Result<Statement, Failure> {
+        self.drive(limit, |client| client.prepare(sql))
+    }
+
+    pub fn query(
+        &mut self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+        limit: Duration,
+    ) -> Result<Vec<Row>, Failure> {
+        self.drive(limit, |client| client.query(statement, params))
+    }
+
+    pub fn batch_execute(&mut self, sql: &str, limit: Duration) -> Result<(), Failure> {
+        self.drive(limit, |client| client.batch_execute(sql))
+    }
+
+    /// The next notification, waiting at most `wait` for one (None when none came). A
+    /// broken connection is an error; silence is not (nothing may have changed).
+    pub fn next_notification(&mut self, wait: Duration) -> Result<Option<Notification>, Failure> {
+        if let Some(n) = self.notifications.pop_front() {
+            return Ok(Some(n));
+        }
+        let Session {
+            runtime,
+            messages,
+            notifications,
+            lost,
+            ..
+        } = self;
+        let arrived = runtime.block_on(async {
+            tokio::time::timeout(
+                wait,
+                std::future::poll_fn(|cx| match drain(messages, notifications, cx) {
+                    Err(ended) => Poll::Ready(Err(ended)),
+                    Ok(()) if !notifications.is_empty() => Poll::Ready(Ok(())),
+                    Ok(()) => Poll::Pending,
+                }),
+            )
+            .await
+        });
+        match arrived {
+            Ok(Ok(())) | Err(_) => Ok(self.notifications.pop_front()),
+            Ok(Err(ended)) => {
+                *lost = true;
+                Err(ended)
+            }
+        }
+    }
+}
+
+/// Reads every message the connection has ready, queueing notifications; Err with why when
+/// the connection has ended.
+fn drain(
+    messages: &mut Messages,
+    notifications: &mut VecDeque<Notification>,
+    cx: &mut Context<'_>,
+) -> Result<(), Failure> {
+    loop {
+        match messages(cx) {
+            Poll::Ready(Some(Ok(AsyncMessage::Notification(n)))) => notifications.push_back(n),
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Ready(Some(Err(e))) => return Err(Failure::Driver(e)),
+            Poll::Ready(None) => return Err(Failure::Closed),
+            Poll::Pending => return Ok(()),
+        }
+    }
+}
