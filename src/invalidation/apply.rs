@@ -26,7 +26,6 @@ use crate::stats;
 use crate::tunables;
 use redis_module::{Context, ContextFlags};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -96,10 +95,56 @@ impl Changes {
     }
 }
 
-/// Changes handed over by the listener, oldest first; the front one may be partly applied.
-static MAILBOX: Mutex<VecDeque<Changes>> = Mutex::new(VecDeque::new());
-/// Deletions in the mailbox (changed under its lock).
-static BACKLOG_KEYS: AtomicUsize = AtomicUsize::new(0);
+/// Changes handed over by the listener, oldest first, and how many deletions they hold: one
+/// owner for both, so the count is always the queue's (the changes being applied have left
+/// it, and a partly applied remainder that goes back is counted again).
+struct Mailbox {
+    queue: VecDeque<Changes>,
+    keys: usize,
+}
+
+impl Mailbox {
+    const fn new() -> Mailbox {
+        Mailbox {
+            queue: VecDeque::new(),
+            keys: 0,
+        }
+    }
+
+    /// Queues `changes`; past `BACKLOG_MAX_KEYS` deletions, everything waiting becomes
+    /// flushes of its tables. Whether that happened.
+    fn push(&mut self, changes: Changes) -> bool {
+        self.keys += changes.deletes.len();
+        self.queue.push_back(changes);
+        if self.keys <= BACKLOG_MAX_KEYS {
+            return false;
+        }
+        let merged = into_flushes(self.queue.drain(..));
+        self.queue.push_back(merged);
+        self.keys = 0;
+        true
+    }
+
+    /// The oldest changes, out of the queue and its count.
+    fn pop(&mut self) -> Option<Changes> {
+        let changes = self.queue.pop_front()?;
+        self.keys -= changes.deletes.len();
+        Some(changes)
+    }
+
+    /// Puts a partly applied remainder back in front.
+    fn push_front(&mut self, changes: Changes) {
+        self.keys += changes.deletes.len();
+        self.queue.push_front(changes);
+    }
+
+    fn clear(&mut self) {
+        self.queue.clear();
+        self.keys = 0;
+    }
+}
+
+static MAILBOX: Mutex<Mailbox> = Mutex::new(Mailbox::new());
 /// Applies the mailbox on the main thread, a slice at a time.
 static APPLY: Task = Task::new("applying invalidations", apply_slice);
 
@@ -139,7 +184,6 @@ pub fn init(ctx: &Context, listening: bool) {
 /// At unload, after the listener has stopped: drops what is still queued.
 pub fn deinit() {
     MAILBOX.lock().unwrap().clear();
-    BACKLOG_KEYS.store(0, Ordering::SeqCst);
     bypass::release();
 }
 
@@ -203,20 +247,14 @@ pub fn submit(changes: Changes) {
     if changes.is_empty() {
         return;
     }
-    let mut mailbox = MAILBOX.lock().unwrap();
-    let backlog = BACKLOG_KEYS.fetch_add(changes.deletes.len(), Ordering::SeqCst);
-    mailbox.push_back(changes);
-    if backlog + mailbox.back().map_or(0, |c| c.deletes.len()) > BACKLOG_MAX_KEYS {
-        let merged = into_flushes(mailbox.drain(..));
-        mailbox.push_back(merged);
-        BACKLOG_KEYS.store(0, Ordering::SeqCst);
+    let overflowed = MAILBOX.lock().unwrap().push(changes);
+    if overflowed {
         stats::INVALIDATION_BACKLOG_FLUSHES.inc();
         redis_module::logging::log_warning(format!(
             "pgcache: more than {BACKLOG_MAX_KEYS} invalidated keys were waiting for the main \
              thread; flushing their tables instead"
         ));
     }
-    drop(mailbox);
     APPLY.request_from_thread();
 }
 
@@ -241,13 +279,12 @@ fn apply_slice(context: &Context) -> bool {
     let deadline = Instant::now() + SLICE;
     let mut dbs: Option<Vec<i32>> = None;
     loop {
-        let Some(mut changes) = MAILBOX.lock().unwrap().pop_front() else {
+        let Some(mut changes) = MAILBOX.lock().unwrap().pop() else {
             return false;
         };
         start_flushes(context, &mut changes);
         let dbs = dbs.get_or_insert_with(|| cache::dbs_with_keys(context));
         while let Some((schema, pk)) = changes.deletes.pop() {
-            BACKLOG_KEYS.fetch_sub(1, Ordering::SeqCst);
             cache::delete_in(context, &schema.cache_key(&pk.json), dbs);
             stats::INVALIDATIONS_BY_POSTGRES.inc();
             events::publish(context, EventKind::Invalidate, &schema.display, &pk.json);
@@ -260,7 +297,7 @@ fn apply_slice(context: &Context) -> bool {
             return true;
         }
         if Instant::now() >= deadline {
-            return !MAILBOX.lock().unwrap().is_empty();
+            return !MAILBOX.lock().unwrap().queue.is_empty();
         }
     }
 }
@@ -327,6 +364,39 @@ mod tests {
         assert!(Arc::ptr_eq(&changes.deletes[0].0, &small));
         assert_eq!(changes.flushes.len(), 1);
         assert_eq!(changes.keys_flushed, BULK_KEYS as u64 + 1);
+    }
+
+    fn deletions(n: usize) -> Changes {
+        let t = schema("t");
+        let mut changes = Changes::default();
+        for i in 0..n {
+            changes.delete(t.clone(), pk(i));
+        }
+        changes
+    }
+
+    #[test]
+    fn the_backlog_count_is_the_queue_s_whatever_is_being_applied() {
+        let mut mailbox = Mailbox::new();
+        assert!(!mailbox.push(deletions(60_000)));
+        // The main thread takes the oldest changes and applies part of them...
+        let mut taken = mailbox.pop().unwrap();
+        assert_eq!(mailbox.keys, 0);
+        // ...while the listener overflows the mailbox, which turns into flushes.
+        assert!(!mailbox.push(deletions(60_000)));
+        assert!(mailbox.push(deletions(50_000)));
+        assert_eq!(mailbox.keys, 0);
+        // The remainder goes back and is counted again; the count never went below zero
+        // (it used to be decremented for keys the overflow had already forgotten).
+        taken.deletes.truncate(10);
+        mailbox.push_front(taken);
+        assert_eq!(mailbox.keys, 10);
+        while mailbox.pop().is_some() {}
+        assert_eq!(mailbox.keys, 0);
+        assert!(
+            !mailbox.push(deletions(BACKLOG_MAX_KEYS)),
+            "no spurious flush after"
+        );
     }
 
     #[test]
