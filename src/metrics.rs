@@ -8,7 +8,7 @@ use crate::figures;
 use crate::stats::{self, Histogram};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -17,12 +17,17 @@ use std::time::{Duration, Instant};
 /// Histogram buckets: powers of two from 1 µs to 2^25 µs (about 34 s).
 const MAX_BUCKET_POWER: u32 = 25;
 /// The longest one scrape may take, request and response together: a client trickling
-/// bytes cannot hold the server (or MODULE UNLOAD, which joins it) for longer.
+/// bytes cannot hold the server for longer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the thread looks up from accepting or from a scrape to see whether MODULE
+/// UNLOAD, which joins it on the event loop, is waiting: the longest that join takes.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+/// How long the thread rests after accept fails for a reason other than "nothing to
+/// accept" (out of file descriptors, say): instead of spinning on the failure.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_REQUEST_BYTES: usize = 8192;
 
 struct Server {
-    address: SocketAddr,
     thread: JoinHandle<()>,
 }
 
@@ -32,58 +37,76 @@ static STOPPING: AtomicBool = AtomicBool::new(false);
 /// Starts serving on `bind:port`.
 pub fn start(bind: &str, port: u16) -> std::io::Result<()> {
     let listener = TcpListener::bind((bind, port))?;
-    let address = listener.local_addr()?;
     STOPPING.store(false, Ordering::SeqCst);
     let thread = std::thread::Builder::new()
         .name("pgcache-metrics".into())
         .spawn(move || serve(listener))?;
-    *SERVER.lock().unwrap() = Some(Server { address, thread });
+    *SERVER.lock().unwrap() = Some(Server { thread });
     Ok(())
 }
 
-/// Stops the server and joins its thread (at unload).
+/// Stops the server and joins its thread (at unload): within about `STOP_CHECK`, since
+/// the thread never blocks longer than that, in accept or in a scrape.
 pub fn stop() {
     let Some(server) = SERVER.lock().unwrap().take() else {
         return;
     };
     STOPPING.store(true, Ordering::SeqCst);
-    // Wakes the blocking accept; the thread sees STOPPING and returns.
-    let _ = TcpStream::connect_timeout(&server.address, CLIENT_TIMEOUT);
     let _ = server.thread.join();
 }
 
 fn serve(listener: TcpListener) {
-    for stream in listener.incoming() {
-        if STOPPING.load(Ordering::SeqCst) {
-            return;
-        }
-        if let Ok(stream) = stream {
-            // A broken scrape is the scraper's problem; the next one starts afresh.
-            let _ = std::panic::catch_unwind(|| answer(stream));
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    while !STOPPING.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                // A broken scrape is the scraper's problem; the next one starts afresh.
+                let _ = std::panic::catch_unwind(|| answer(stream));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(STOP_CHECK);
+            }
+            Err(_) => std::thread::sleep(ACCEPT_BACKOFF),
         }
     }
 }
 
-/// Sets the socket's timeouts to what is left until `deadline`; an error once it passed.
+/// Sets the socket's timeouts to what is left until `deadline`, at most `STOP_CHECK`; an
+/// error once it passed or the server is stopping.
 fn time_left(stream: &TcpStream, deadline: Instant) -> std::io::Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
+    if left.is_zero() || STOPPING.load(Ordering::SeqCst) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            "the scrape took too long",
+            "the scrape took too long, or pgcache is unloading",
         ));
     }
-    stream.set_read_timeout(Some(left))?;
-    stream.set_write_timeout(Some(left))
+    stream.set_read_timeout(Some(left.min(STOP_CHECK)))?;
+    stream.set_write_timeout(Some(left.min(STOP_CHECK)))
+}
+
+/// Whether an I/O error only says that a short timeout passed (then the caller checks the
+/// deadline and tries again).
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 fn answer(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
     let deadline = Instant::now() + CLIENT_TIMEOUT;
     let mut request = Vec::new();
     let mut buf = [0u8; 1024];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < MAX_REQUEST_BYTES {
         time_left(&stream, deadline)?;
-        let n = stream.read(&mut buf)?;
+        let n = match stream.read(&mut buf) {
+            Err(e) if timed_out(&e) => continue,
+            read => read?,
+        };
         if n == 0 {
             break;
         }
@@ -120,7 +143,10 @@ fn answer(mut stream: TcpStream) -> std::io::Result<()> {
     let mut unsent = response.as_bytes();
     while !unsent.is_empty() {
         time_left(&stream, deadline)?;
-        let n = stream.write(unsent)?;
+        let n = match stream.write(unsent) {
+            Err(e) if timed_out(&e) => continue,
+            written => written?,
+        };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

@@ -214,16 +214,81 @@ fn a_trickling_or_oversized_request_is_cut_off_and_never_holds_unload() {
     let mut con = stack.con();
     let (done, unloaded) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let started = std::time::Instant::now();
         let reply: redis::RedisResult<String> = redis::cmd("MODULE")
             .arg("UNLOAD")
             .arg("pgcache")
             .query(&mut con);
-        let _ = done.send(reply);
+        let _ = done.send((reply, started.elapsed()));
     });
-    let reply = unloaded
+    let (reply, took) = unloaded
         .recv_timeout(Duration::from_secs(15))
         .expect("MODULE UNLOAD returned");
     assert_eq!(reply.unwrap(), "OK");
+    // UNLOAD runs on the event loop: every client waits while it joins the thread.
+    assert!(
+        took < Duration::from_secs(1),
+        "MODULE UNLOAD held the event loop for {took:?}"
+    );
     assert!(listening_addresses(port).is_empty(), "the endpoint is gone");
     slow.join().unwrap();
+}
+
+/// CPU time (user + system, in clock ticks) a thread of `pid` named `name` has used.
+fn thread_cpu_ticks(pid: u32, name: &str) -> Option<u64> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // Fields after the parenthesised name: utime and stime are the 12th and 13th.
+            let fields: Vec<&str> = stat.rsplit(") ").next()?.split(' ').collect();
+            return Some(fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?);
+        }
+    }
+    None
+}
+
+#[test]
+fn accept_failures_do_not_spin_the_metrics_thread() {
+    let port = free_port();
+    let stack = Stack::start_with(USERS_SQL, &["metrics_port", &port.to_string()]);
+    assert!(!scrape(port).samples.is_empty());
+    let pid = stack.redis.pid();
+    // No descriptor left for the server to accept with: every accept fails (EMFILE) while a
+    // client waits in the backlog.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let limit = libc::rlimit {
+        rlim_cur: open,
+        rlim_max: open.max(4096),
+    };
+    // SAFETY: sets a limit of a process of ours; no pointer is kept.
+    let set = unsafe {
+        libc::prlimit(
+            pid as i32,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let _waiting = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let before = thread_cpu_ticks(pid, "pgcache-metrics").expect("the metrics thread");
+    // The measurement window, not a synchronisation: CPU spent over four seconds (a thread
+    // already waiting in accept gets the client, gives up on it after 2 s, and only then
+    // meets the failing accepts).
+    std::thread::sleep(Duration::from_secs(4));
+    let spent = thread_cpu_ticks(pid, "pgcache-metrics").unwrap() - before;
+    assert!(
+        spent < 40,
+        "the metrics thread used {spent} of ~400 ticks in four seconds retrying accept"
+    );
+    let pong: String = redis::cmd("PING")
+        .query(&mut stack.con())
+        .unwrap_or_default();
+    let _ = pong;
 }

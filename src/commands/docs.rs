@@ -104,14 +104,22 @@ fn c(text: &str) -> CString {
     CString::new(text).expect("static text without NUL")
 }
 
-fn zeroed<T>() -> T {
-    // SAFETY: used for the all-zero terminators of Redis's C arrays, plain-data structs.
+/// An all-zero key spec: the terminator of Redis's C array, and the start of each entry.
+fn zeroed_key_spec() -> raw::RedisModuleCommandKeySpec {
+    // SAFETY: a C struct of integers, unions of integers and pointers, all valid as zero.
+    unsafe { MaybeUninit::zeroed().assume_init() }
+}
+
+/// An all-zero command argument: the terminator of Redis's C array, and the start of each
+/// entry.
+fn zeroed_arg() -> raw::RedisModuleCommandArg {
+    // SAFETY: a C struct of integers and nullable pointers, all valid as zero.
     unsafe { MaybeUninit::zeroed().assume_init() }
 }
 
 /// A read-only key spec: keys from argument 1 to `last` (0: argument 1 only, -1: the last).
 fn key_spec(last: c_int) -> raw::RedisModuleCommandKeySpec {
-    let mut spec: raw::RedisModuleCommandKeySpec = zeroed();
+    let mut spec = zeroed_key_spec();
     spec.flags = u64::from(raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS);
     spec.begin_search_type = raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
     spec.bs.index.pos = 1;
@@ -169,7 +177,7 @@ pub fn set(ctx: &Context, name: &str, doc: &Doc) -> Result<(), String> {
         .iter()
         .zip(&texts)
         .map(|(arg, name)| {
-            let mut raw_arg: raw::RedisModuleCommandArg = zeroed();
+            let mut raw_arg = zeroed_arg();
             raw_arg.name = name.as_ptr();
             raw_arg.key_spec_index = -1;
             raw_arg.type_ = match arg.kind {
@@ -191,13 +199,13 @@ pub fn set(ctx: &Context, name: &str, doc: &Doc) -> Result<(), String> {
             raw_arg
         })
         .collect();
-    args.push(zeroed());
+    args.push(zeroed_arg());
     let mut key_specs = match doc.keys {
         Keys::None => vec![],
         Keys::One => vec![key_spec(0)],
         Keys::All => vec![key_spec(-1)],
     };
-    key_specs.push(zeroed());
+    key_specs.push(zeroed_key_spec());
     let (summary, since, complexity, tips) =
         (c(doc.summary), c(doc.since), c(doc.complexity), c(doc.tips));
     let info = raw::RedisModuleCommandInfo {
