@@ -24,3 +24,14 @@ INSERT INTO products VALUES
 ON CONFLICT DO NOTHING;
 
 CREATE OR REPLACE VIEW user_emails AS SELECT id, email FROM users;
+
+CREATE SCHEMA IF NOT EXISTS sales;
+CREATE TABLE IF NOT EXISTS sales.orders (
+    id        integer PRIMARY KEY,
+    user_id   integer NOT NULL,
+    total     numeric(10, 2) NOT NULL,
+    placed_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO sales.orders (id, user_id, total)
+SELECT g, 1 + g % 1000, (g * 7 % 500) + 0.99 FROM generate_series(1, 100) g
+ON CONFLICT DO NOTHING;

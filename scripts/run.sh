@@ -3,16 +3,18 @@
 # with pgcache loaded, both under .run/. `scripts/run.sh stop` stops them.
 # `make run-cluster` (`scripts/run.sh cluster`): the same PostgreSQL and a 3-primary Redis
 # Cluster on ports 7001-7003, each node with pgcache loaded.
+# RUN_DIR, PG_PORT, REDIS_PORT and CLUSTER_PORTS (space-separated) move it elsewhere (the
+# README test runs its own demo this way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN="$PWD/.run"
+RUN="${RUN_DIR:-$PWD/.run}"
 PG_PORT=${PG_PORT:-55432}
 REDIS_PORT=${REDIS_PORT:-6390}
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
-CLUSTER_PORTS=(7001 7002 7003)
+read -r -a CLUSTER_PORTS <<< "${CLUSTER_PORTS:-7001 7002 7003}"
 
 stop() {
   [ -f "$RUN/redis.pid" ] && kill "$(cat "$RUN/redis.pid")" 2>/dev/null || true
@@ -39,7 +41,7 @@ psql_run -d postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'app'" | gre
   || psql_run -d postgres -c "CREATE DATABASE app"
 psql_run -d app -f examples/demo.sql >/dev/null
 psql_run -d app -f examples/invalidation_trigger.sql >/dev/null
-psql_run -d app -c "SELECT pgcache_watch('users'), pgcache_watch('products')" >/dev/null 2>&1
+psql_run -d app -c "SELECT pgcache_watch('users'), pgcache_watch('products'), pgcache_watch('sales.orders')" >/dev/null 2>&1
 
 MODULE_ARGS=(pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable)
 
@@ -55,26 +57,37 @@ if [ "${1:-}" = "cluster" ]; then
     addresses+=("127.0.0.1:$port")
   done
   redis-cli --cluster create "${addresses[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
-  for _ in $(seq 100); do
-    redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | grep -q cluster_state:ok && break
-    sleep 0.1
-  done
+  # Ready when every node says the cluster is up and knows every other node: one node's
+  # word is not enough (the others answer CLUSTERDOWN until the configuration reaches them).
+  cluster_ready() {
+    for port in "${CLUSTER_PORTS[@]}"; do
+      info=$(redis-cli -p "$port" cluster info 2>/dev/null) || return 1
+      grep -q "cluster_state:ok" <<< "$info" || return 1
+      grep -q "cluster_known_nodes:${#CLUSTER_PORTS[@]}" <<< "$info" || return 1
+      grep -q "cluster_slots_ok:16384" <<< "$info" || return 1
+    done
+  }
+  for _ in $(seq 300); do cluster_ready && break; sleep 0.1; done
+  cluster_ready || { echo "the cluster did not come up; see $RUN/cluster/*/redis.log"; exit 1; }
+  first=${CLUSTER_PORTS[0]}
   cat <<TXT
 A 3-primary Redis Cluster with pgcache is running on ports ${CLUSTER_PORTS[*]}.
   PostgreSQL: psql -h 127.0.0.1 -p $PG_PORT -U postgres app
 Try (-c follows MOVED):
-  redis-cli -c -p 7001 PGCACHE.GET 'pg_cache:users:{"id":1}'
-  redis-cli -c -p 7001 PGCACHE.READ users '{"id":2}'
-  redis-cli -c -p 7001 PGCACHE.KEY users '{"id":"3"}'
-  redis-cli -p 7001 PGCACHE.HEALTH                 # cluster yes, and the slots this node serves
+  redis-cli -c -p $first PGCACHE.GET 'pg_cache:users:{"id":1}'
+  redis-cli -c -p $first PGCACHE.READ users '{"id":2}'
+  redis-cli -c -p $first PGCACHE.KEY users '{"id":"3"}'
+  redis-cli -p $first PGCACHE.HEALTH                 # cluster yes, and the slots this node serves
   psql -h 127.0.0.1 -p $PG_PORT -U postgres app -c "UPDATE users SET name = 'Ada' WHERE id = 1"
-  redis-cli -c -p 7001 PGCACHE.GET 'pg_cache:users:{"id":1}'   # the change, on whichever node
-Logs: .run/cluster/<port>/redis.log, .run/pg.log. Stop: scripts/run.sh stop
+  redis-cli -c -p $first PGCACHE.GET 'pg_cache:users:{"id":1}'   # the change, on whichever node
+Logs: $RUN/cluster/<port>/redis.log, $RUN/pg.log. Stop: scripts/run.sh stop
 TXT
   exit 0
 fi
 
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
+# MODULE LOAD/UNLOAD from this machine only (Debian's default refuses them): the README's
+# PGCACHE.DRAIN example ends with an unload.
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --enable-module-command local \
   --pidfile "$RUN/redis.pid" --logfile "$RUN/redis.log" --dir "$RUN" --save "" \
   --loadmodule "$PWD/target/release/libpgcache.so" "${MODULE_ARGS[@]}"
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
@@ -90,5 +103,5 @@ Try:
   redis-cli -p $REDIS_PORT PGCACHE.READ products '{"category":"electronics","product_id":456}'
   psql -h 127.0.0.1 -p $PG_PORT -U postgres app -c "UPDATE users SET name = 'Ada' WHERE id = 1"
   redis-cli -p $REDIS_PORT PGCACHE.READ users '{"id":1}'     # the change, not the old row
-Logs: .run/redis.log, .run/pg.log. Stop: scripts/run.sh stop
+Logs: $RUN/redis.log, $RUN/pg.log. Stop: scripts/run.sh stop
 TXT

@@ -1,0 +1,427 @@
+//! README's examples, run against the demos they describe (`make run`'s and
+//! `make run-cluster`'s, started by `scripts/run.sh` on ports of the test's own), so the front
+//! door cannot rot: every `redis>` line typed into redis-cli exactly as printed (its printed
+//! reply, where one is shown, is the kind of reply it gets), every Python snippet with the
+//! redis-py users install today, every SQL block with psql, every `psql` line of a shell
+//! block, and the lines `scripts/run.sh` itself suggests trying. Every code block says its
+//! language; `text` and `json` blocks are formats, not examples.
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const README: &str = include_str!("../README.md");
+/// The redis-py version setup.sh installs into .tools/venv (the newest on PyPI).
+const VENV_PYTHON: &str = ".tools/venv/bin/python";
+
+/// One fenced code block: its language, the `## ` section it is in, its text.
+struct Block {
+    language: String,
+    section: String,
+    line: usize,
+    text: String,
+}
+
+fn blocks() -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut section = String::new();
+    let mut open: Option<(String, usize, Vec<&str>)> = None;
+    for (n, line) in README.lines().enumerate() {
+        let fence = line.trim_start().strip_prefix("```");
+        match (&mut open, fence) {
+            (None, Some(language)) => open = Some((language.trim().to_string(), n + 1, Vec::new())),
+            (Some(_), Some(_)) => {
+                let (language, line, lines) = open.take().unwrap();
+                let indent = lines
+                    .iter()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| l.len() - l.trim_start().len())
+                    .min()
+                    .unwrap_or(0);
+                let text = lines
+                    .iter()
+                    .map(|l| l.get(indent..).unwrap_or("").to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                blocks.push(Block {
+                    language,
+                    section: section.clone(),
+                    line,
+                    text,
+                });
+            }
+            (Some((_, _, lines)), None) => lines.push(line),
+            (None, None) => {
+                if let Some(heading) = line.strip_prefix("## ") {
+                    section = heading.to_string();
+                }
+            }
+        }
+    }
+    assert!(open.is_none(), "README ends inside a code block");
+    blocks
+}
+
+/// A demo started by `scripts/run.sh` in a directory and on ports of its own; stopped (by the
+/// same script) when dropped.
+struct Demo {
+    env: Vec<(&'static str, String)>,
+    pg_port: u16,
+    redis_port: u16,
+    cluster_ports: Vec<u16>,
+    /// What run.sh printed: how to connect, and commands to try.
+    printed: String,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Demo {
+    fn start(cluster: bool) -> Demo {
+        let dir = std::env::temp_dir().join(format!(
+            "pgcache-readme-{}-{}",
+            std::process::id(),
+            if cluster { "cluster" } else { "single" }
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (pg_port, redis_port) = (free_port(), free_port());
+        let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ports: Vec<String> = cluster_ports.iter().map(u16::to_string).collect();
+        let env = vec![
+            ("RUN_DIR", dir.display().to_string()),
+            ("PG_PORT", pg_port.to_string()),
+            ("REDIS_PORT", redis_port.to_string()),
+            ("CLUSTER_PORTS", ports.join(" ")),
+        ];
+        let mut demo = Demo {
+            env,
+            pg_port,
+            redis_port,
+            cluster_ports,
+            printed: String::new(),
+            _dir: TempDir(dir),
+        };
+        let args: &[&str] = if cluster { &["cluster"] } else { &[] };
+        let output = demo.command("scripts/run.sh").args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "scripts/run.sh {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        demo.printed = String::from_utf8_lossy(&output.stdout).into_owned();
+        demo
+    }
+
+    /// A command run in the repository with the demo's environment, and psql's defaults
+    /// pointing at its PostgreSQL (as a user's `psql -d app` reaches theirs).
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command
+            .current_dir(repo())
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.pg_port.to_string())
+            .env("PGUSER", "postgres")
+            .stdin(Stdio::piped());
+        command
+    }
+
+    /// `text` with the documented ports (6390, 55432, 7001-7003) replaced by the demo's.
+    fn with_ports(&self, text: &str) -> String {
+        let mut text = text
+            .replace("6390", &self.redis_port.to_string())
+            .replace("55432", &self.pg_port.to_string());
+        for (documented, port) in ["7001", "7002", "7003"].iter().zip(&self.cluster_ports) {
+            text = text.replace(documented, &port.to_string());
+        }
+        text
+    }
+
+    /// Types `line` into redis-cli (connected to the first node), as printed; its output as
+    /// an interactive redis-cli shows it.
+    fn redis_cli(&self, line: &str) -> String {
+        let port = self.cluster_ports.first().filter(|_| self.is_cluster());
+        let port = port.copied().unwrap_or(self.redis_port);
+        let output = self.run_with_input(
+            self.command("redis-cli")
+                .args(["--no-raw", "-p", &port.to_string()])
+                .args(self.is_cluster().then_some("-c")),
+            line,
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_string()
+    }
+
+    fn is_cluster(&self) -> bool {
+        self.printed.contains("Redis Cluster")
+    }
+
+    fn run_with_input(&self, command: &mut Command, input: &str) -> Output {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    fn psql(&self, sql: &str) -> Output {
+        self.run_with_input(
+            self.command("psql")
+                .args(["-d", "app", "-v", "ON_ERROR_STOP=1", "-q"]),
+            sql,
+        )
+    }
+
+    fn shell(&self, line: &str) -> Output {
+        self.command("bash")
+            .args(["-c", line])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.command("scripts/run.sh").arg("stop").output();
+    }
+}
+
+/// A `redis>` line and the reply printed under it (empty: none shown).
+fn steps(block: &str) -> Vec<(String, Vec<String>)> {
+    let mut steps: Vec<(String, Vec<String>)> = Vec::new();
+    for line in block.lines() {
+        match line.strip_prefix("redis> ") {
+            Some(command) => steps.push((command.to_string(), Vec::new())),
+            None => steps
+                .last_mut()
+                .expect("a redis block starts with a `redis>` line")
+                .1
+                .push(line.to_string()),
+        }
+    }
+    steps
+}
+
+/// The top-level items of a printed array reply (`1) ...`, `2) ...`), or None for another
+/// kind of reply.
+fn items(reply: &[String]) -> Option<Vec<String>> {
+    let first = reply.first()?;
+    if !first.starts_with("1)") {
+        return None;
+    }
+    Some(
+        reply
+            .iter()
+            .filter(|l| {
+                l.split_once(')')
+                    .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            })
+            .map(|l| l.split_once(')').unwrap().1.trim().to_string())
+            .collect(),
+    )
+}
+
+/// The JSON object a printed bulk string holds, if it is one (and not elided with `...`).
+fn json_object(printed: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let inner: String = serde_json::from_str(printed).ok()?;
+    match serde_json::from_str(&inner).ok()? {
+        serde_json::Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// Whether `actual` (redis-cli's output) is the kind of reply `expected` shows: an error with
+/// the same text, OK, an integer, nil, a string (a JSON row with the same columns), or an
+/// array with as many items, nil where nil is shown.
+fn check_reply(at: &str, command: &str, expected: &[String], actual: &str) {
+    let context = format!("README line {at}: `redis> {command}` answered:\n{actual}");
+    assert!(!actual.contains("Invalid argument"), "{context}");
+    let Some(first) = expected.first() else {
+        assert!(!actual.starts_with("(error)"), "{context}");
+        return;
+    };
+    let actual_lines: Vec<String> = actual.lines().map(str::to_string).collect();
+    if first.starts_with("(error)") || first == "OK" || first == "(nil)" {
+        assert_eq!(actual, first, "{context}");
+    } else if first.starts_with("(integer)") {
+        assert!(actual.starts_with("(integer)"), "{context}");
+    } else if first.starts_with('"') {
+        assert!(actual.starts_with('"'), "{context}");
+        if let Some(columns) = json_object(first) {
+            let got = json_object(actual).unwrap_or_else(|| panic!("not a JSON row: {context}"));
+            assert_eq!(
+                columns.keys().collect::<Vec<_>>(),
+                got.keys().collect::<Vec<_>>(),
+                "{context}"
+            );
+        }
+    } else if let Some(expected_items) = items(expected) {
+        let got = items(&actual_lines).unwrap_or_else(|| panic!("not an array: {context}"));
+        assert_eq!(expected_items.len(), got.len(), "{context}");
+        for (e, g) in expected_items.iter().zip(&got) {
+            assert_eq!(e == "(nil)", g == "(nil)", "{context}");
+        }
+    } else {
+        panic!("README line {at}: a reply this test cannot read: {first:?}");
+    }
+}
+
+fn run_redis_block(demo: &Demo, block: &Block) {
+    for (command, expected) in steps(&block.text) {
+        let actual = demo.redis_cli(&command);
+        check_reply(&block.line.to_string(), &command, &expected, &actual);
+    }
+}
+
+fn run_python(demo: &Demo, block: &Block) {
+    let python = repo().join(VENV_PYTHON);
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh",
+        python.display()
+    );
+    let output = demo
+        .command(python.to_str().unwrap())
+        .args(["-c", &demo.with_ports(&block.text)])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "README line {}: the Python example failed:\n{}",
+        block.line,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn run_sql(demo: &Demo, block: &Block) {
+    let output = demo.psql(&block.text);
+    assert!(
+        output.status.success(),
+        "README line {}: the SQL failed:\n{}",
+        block.line,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The `psql` lines of a shell block. The others start servers (`make run`, `make test`,
+/// `redis-server --loadmodule ...`): the demo this test runs on is what they start.
+fn run_shell(demo: &Demo, block: &Block) {
+    for line in block.text.lines().filter(|l| l.starts_with("psql ")) {
+        let output = demo.shell(line);
+        assert!(
+            output.status.success(),
+            "README line {}: `{line}` failed:\n{}",
+            block.line,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// The lines run.sh prints under "Try": each runs, and none answers an error.
+fn run_suggestions(demo: &Demo) {
+    let suggestions: Vec<&str> = demo
+        .printed
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("redis-cli ") || l.starts_with("psql ") && l.contains(" -c "))
+        .collect();
+    assert!(suggestions.len() >= 5, "run.sh suggests:\n{}", demo.printed);
+    for line in suggestions {
+        let output = demo.shell(line);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success()
+                && !stdout.contains("ERR")
+                && !stdout.contains("CLUSTERDOWN")
+                && !stdout.contains("MOVED"),
+            "run.sh's suggestion `{line}` answered:\n{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+const CLUSTER_SECTION: &str = "Redis Cluster / Valkey cluster";
+
+#[test]
+fn every_code_block_says_what_it_is() {
+    for block in blocks() {
+        assert!(
+            ["redis", "python", "sql", "sh", "text", "json"].contains(&block.language.as_str()),
+            "README line {}: a code block without a known language ({:?}); runnable examples \
+             are redis, python, sql or sh, formats text or json",
+            block.line,
+            block.language
+        );
+    }
+}
+
+#[test]
+fn the_examples_work_on_the_demo() {
+    let demo = Demo::start(false);
+    run_suggestions(&demo);
+    let blocks: Vec<Block> = blocks()
+        .into_iter()
+        .filter(|b| b.section != CLUSTER_SECTION)
+        .collect();
+    // An example that ends with MODULE UNLOAD goes last.
+    let (unloading, others): (Vec<&Block>, Vec<&Block>) = blocks
+        .iter()
+        .partition(|b| b.text.contains("MODULE UNLOAD"));
+    for block in others.into_iter().chain(unloading) {
+        match block.language.as_str() {
+            "redis" => run_redis_block(&demo, block),
+            "python" => run_python(&demo, block),
+            "sql" => run_sql(&demo, block),
+            "sh" => run_shell(&demo, block),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn the_cluster_examples_work_on_the_cluster_demo() {
+    let demo = Demo::start(true);
+    // Every node answers at once: run.sh waits until all of them agree.
+    for port in &demo.cluster_ports {
+        let info = demo.shell(&format!("redis-cli -p {port} CLUSTER INFO"));
+        assert!(
+            String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok"),
+            "node {port} is not ready after run.sh returned"
+        );
+    }
+    run_suggestions(&demo);
+    let blocks: Vec<Block> = blocks()
+        .into_iter()
+        .filter(|b| b.section == CLUSTER_SECTION)
+        .collect();
+    assert!(blocks.iter().any(|b| b.language == "python"));
+    for block in &blocks {
+        match block.language.as_str() {
+            "redis" => run_redis_block(&demo, block),
+            "python" => run_python(&demo, block),
+            "sql" => run_sql(&demo, block),
+            "sh" => run_shell(&demo, block),
+            _ => {}
+        }
+    }
+}
