@@ -209,6 +209,11 @@ fn misses_past_the_queue_are_refused_and_leave_no_fill_behind() {
             (refused + waiting == 60 && waiting > 0).then_some(())
         },
     );
+    let refused = figure(&mut con, "errors_queue_full");
+    assert!(
+        refused > 0,
+        "60 misses, one held worker and a queue of 4: some must be refused"
+    );
     let in_flight = figure(&mut con, "fills_in_flight");
     assert_eq!(
         in_flight,
@@ -219,14 +224,19 @@ fn misses_past_the_queue_are_refused_and_leave_no_fill_behind() {
         .arg(&["FILLS", "RELEASE"])
         .query(&mut con)
         .unwrap();
-    let answered = readers
-        .into_iter()
-        .map(|r| r.join().unwrap())
-        .filter(|r| matches!(r, Ok(Some(_))))
-        .count();
+    let replies: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    let answered = replies.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
     assert_eq!(
         answered as i64, in_flight,
         "the waiting ones got their rows"
+    );
+    let refusals = replies
+        .iter()
+        .filter(|r| r.as_ref().is_err_and(|e| e.to_string().contains("queue")))
+        .count();
+    assert_eq!(
+        refusals as i64, refused,
+        "the others were told the queue is full"
     );
     wait_for("no fill left", Duration::from_secs(10), || {
         (figure(&mut con, "fills_in_flight") == 0).then_some(())
@@ -250,7 +260,7 @@ fn hooks_past_their_bound_are_refused() {
             .query::<String>(con)
     };
     let added = (0..100).take_while(|i| add(&mut con, *i).is_ok()).count();
-    assert!(added <= 64, "{added} hooks added");
+    assert_eq!(added, 64, "hooks added before the first refusal");
     let e = add(&mut con, added).unwrap_err().to_string();
     assert!(e.contains("at most 64 hooks"), "{e}");
     let _: String = redis::cmd("PGCACHE.HOOK")

@@ -17,9 +17,7 @@ fn committed_changes_remove_entries() {
     let stack = watched_users();
     let mut con = stack.con();
     for id in [7, 8, 9, 10] {
-        read(&mut con, "users", &format!(r#"{{"id":{id}}}"#))
-            .unwrap()
-            .unwrap();
+        read_until_cached(&mut con, "users", &format!(r#"{{"id":{id}}}"#));
     }
     stack
         .pg
@@ -35,7 +33,7 @@ fn committed_changes_remove_entries() {
     assert_eq!(read(&mut con, "users", r#"{"id":8}"#).unwrap(), None);
 
     // A key change invalidates the old and the new key.
-    read(&mut con, "users", r#"{"id":9}"#).unwrap().unwrap();
+    read_until_cached(&mut con, "users", r#"{"id":9}"#);
     stack.pg.execute("UPDATE users SET id = 5000 WHERE id = 9");
     wait_gone(&mut con, r#"pg_cache:users:{"id":9}"#);
 
@@ -100,9 +98,7 @@ fn composite_and_numeric_keys_and_wide_rows() {
          SELECT pgcache_watch('stock');"
     ));
     let mut con = stack.con();
-    read(&mut con, "stock", r#"{"sku":1.5,"region":"eu"}"#)
-        .unwrap()
-        .unwrap();
+    read_until_cached(&mut con, "stock", r#"{"region":"eu","sku":1.5}"#);
     let key = r#"pg_cache:stock:{"region":"eu","sku":1.5}"#;
     // A 100 kB row: the original row_to_json trigger would fail this transaction.
     stack
@@ -124,6 +120,7 @@ fn bulk_statements_split_into_small_notifications() {
     let stack = watched_users();
     let mut con = stack.con();
     multiread(&mut con, "users", &id_array(1..=200)).unwrap();
+    wait_keys_at_least(&mut con, "pg_cache:users:*", 200);
     stack.pg.execute("UPDATE users SET name = upper(name)");
     wait_for(
         "all 200 entries invalidated",
@@ -155,8 +152,8 @@ fn the_original_payload_shape_is_accepted() {
              FOR EACH ROW EXECUTE FUNCTION notify_cache_invalidation();"
     ));
     let mut con = stack.con();
-    read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap();
-    read(&mut con, "users", r#"{"id":3}"#).unwrap().unwrap();
+    read_until_cached(&mut con, "users", r#"{"id":7}"#);
+    read_until_cached(&mut con, "users", r#"{"id":3}"#);
     stack.pg.execute("UPDATE users SET name = 'x' WHERE id = 7");
     wait_gone(&mut con, KEY7);
     stack.pg.execute("UPDATE users SET id = 3000 WHERE id = 3");
@@ -171,8 +168,8 @@ fn truncate_and_tables_without_keys_flush_the_table() {
          SELECT pgcache_watch('users'); SELECT pgcache_watch('tags');"
     ));
     let mut con = stack.con();
-    read(&mut con, "tags", r#"{"tag":"a"}"#).unwrap().unwrap();
-    read(&mut con, "users", r#"{"id":1}"#).unwrap().unwrap();
+    read_until_cached(&mut con, "tags", r#"{"tag":"a"}"#);
+    read_until_cached(&mut con, "users", r#"{"id":1}"#);
     stack.pg.execute("UPDATE tags SET n = 10 WHERE tag = 'b'");
     wait_gone(&mut con, r#"pg_cache:tags:{"tag":"a"}"#);
     stack.pg.execute("TRUNCATE users");
@@ -186,7 +183,7 @@ fn invalidations_replicate_and_reach_every_filled_db() {
     let replica = stack.start_replica();
     let mut rcon = replica.connection();
     let mut con = stack.con();
-    read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap();
+    read_until_cached(&mut con, "users", r#"{"id":7}"#);
     let mut db2 = stack.con();
     let _: () = redis::cmd("SELECT").arg(2).query(&mut db2).unwrap();
     read(&mut db2, "users", r#"{"id":7}"#).unwrap().unwrap();
@@ -208,9 +205,7 @@ fn after_the_listener_reconnects_nothing_older_is_served() {
     let stack = watched_users();
     let mut con = stack.con();
     for id in 1..=50 {
-        read(&mut con, "users", &format!(r#"{{"id":{id}}}"#))
-            .unwrap()
-            .unwrap();
+        read_until_cached(&mut con, "users", &format!(r#"{{"id":{id}}}"#));
     }
     let first = wait_for("the listener", Duration::from_secs(10), || {
         listener_pid(&stack.pg)
@@ -259,7 +254,8 @@ fn flush_drops_a_table_and_serves_nothing_older_meanwhile() {
     ));
     let mut con = stack.con();
     multiread(&mut con, "users", &id_array(1..=200)).unwrap();
-    read(&mut con, "other", r#"{"id":1}"#).unwrap().unwrap();
+    wait_keys_at_least(&mut con, "pg_cache:users:*", 200);
+    read_until_cached(&mut con, "other", r#"{"id":1}"#);
     // No trigger here: the cache is stale until flushed.
     stack.pg.execute("UPDATE users SET name = 'fresh'");
     let ok: String = redis::cmd("PGCACHE.FLUSH")
@@ -297,7 +293,7 @@ fn notifications_for_tables_outside_the_allowlist_are_skipped_quietly() {
     wait_for("the listener", Duration::from_secs(10), || {
         listener_pid(&stack.pg)
     });
-    read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap();
+    read_until_cached(&mut con, "users", r#"{"id":7}"#);
     stack.pg.execute("INSERT INTO orders VALUES (1, 1)");
     // Notifications are handled in commit order: once this one is applied, so was the other.
     stack.pg.execute("UPDATE users SET name = 'x' WHERE id = 7");
@@ -326,6 +322,7 @@ fn a_bulk_update_flushes_the_table_in_slices_and_counts_every_key() {
     ));
     let mut con = stack.con();
     multiread(&mut con, "bulk", &id_array(1..=500)).unwrap();
+    wait_keys_at_least(&mut con, "pg_cache:bulk:*", 500);
     read_until_cached(&mut con, "other", r#"{"id":1}"#);
     let flushes = stats_figure(&mut con, "flushes");
 
@@ -537,7 +534,7 @@ fn a_listener_whose_network_goes_silent_reconnects_and_misses_no_change() {
     wait_for("the listener", Duration::from_secs(10), || {
         (stats_figure(&mut con, "listener_connected") == 1).then_some(())
     });
-    read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap();
+    read_until_cached(&mut con, "users", r#"{"id":7}"#);
     assert!(
         redis::cmd("EXISTS")
             .arg(KEY7)
@@ -571,7 +568,7 @@ fn a_listener_whose_network_goes_silent_reconnects_and_misses_no_change() {
     assert!(redis.log().contains("did not answer"));
 
     // And invalidation works on the new connection.
-    read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap();
+    read_until_cached(&mut con, "users", r#"{"id":7}"#);
     pg.execute("UPDATE users SET name = 'after' WHERE id = 7");
     wait_gone(&mut con, KEY7);
 }

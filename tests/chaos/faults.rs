@@ -3,7 +3,14 @@
 //! took to answer from PostgreSQL again.
 
 use crate::common::*;
+use crate::load::reconnect;
 use std::time::{Duration, Instant};
+
+/// A connection to the node on `port` with bounded waits (`load::reconnect`): a hung server
+/// fails the run instead of hanging it.
+fn timed(port: u16) -> redis::Connection {
+    reconnect(port).unwrap_or_else(|| panic!("the node on port {port} does not answer"))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fault {
@@ -55,8 +62,6 @@ pub struct World {
     pub redis: Redis,
     pub replica: Redis,
     pub module_args: Vec<String>,
-    /// The replica was promoted and has not been attached again.
-    pub replica_promoted: bool,
     /// How long faults that last (a freeze, a lock, a memory limit) are held.
     pub hold: Duration,
 }
@@ -68,6 +73,14 @@ pub struct Window {
     pub end: Instant,
     /// From PostgreSQL (or the server) being back to pgcache answering a miss again.
     pub recovery: Option<Duration>,
+}
+
+impl Window {
+    /// Whether a request sent at `sent` met this fault: sent while it lasted (until every
+    /// listener listened again), or shortly before it started, its reply still due.
+    pub fn covers(&self, sent: Instant) -> bool {
+        sent + Duration::from_secs(2) >= self.start && sent <= self.end
+    }
 }
 
 const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
@@ -121,6 +134,7 @@ impl World {
             Fault::PersistAndRestart => self.persist_and_restart(),
             Fault::ReplicaPromoted => {
                 let (promoted, answered) = self.promote_replica();
+                self.listeners_listen();
                 return Window {
                     fault,
                     start,
@@ -130,11 +144,28 @@ impl World {
             }
         };
         let recovery = self.answers_a_miss(self.redis.port).then(|| back.elapsed());
+        // The fault lasts until every listener listens again: until then, notify mode may
+        // serve rows whose change it missed (README), and flushes them once it listens.
+        self.listeners_listen();
         Window {
             fault,
             start,
             end: Instant::now(),
             recovery,
+        }
+    }
+
+    fn listeners_listen(&self) {
+        let deadline = Instant::now() + RECOVERY_LIMIT;
+        while ![self.redis.port, self.replica.port]
+            .into_iter()
+            .all(listener_connected)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "a listener did not reconnect within {RECOVERY_LIMIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -167,7 +198,7 @@ impl World {
 
     /// Every query of pgcache's times out while a lock holds the table.
     fn statement_timeouts(&mut self) -> Instant {
-        let mut con = self.redis.connection();
+        let mut con = timed(self.redis.port);
         let before = config_get(&mut con, "pgcache.statement_timeout_ms")[1].clone();
         config_set(&mut con, "pgcache.statement_timeout_ms", "100").unwrap();
         let mut locker = self.pg.superuser_of("app");
@@ -182,7 +213,7 @@ impl World {
 
     /// Redis's memory limit just above what it uses, with `policy`, for a while.
     fn memory_limit(&mut self, policy: &str) -> Instant {
-        let mut con = self.redis.connection();
+        let mut con = timed(self.redis.port);
         let used = info_int(&mut con, "memory", "used_memory");
         let _: () = redis::cmd("CONFIG")
             .arg(&["SET", "maxmemory-policy", policy])
@@ -207,7 +238,7 @@ impl World {
     /// PGCACHE.DRAIN until nothing waits for PostgreSQL, MODULE UNLOAD (Redis refuses it
     /// while a client waits on the module), then LOAD: what README tells operators to do.
     fn reload_module(&mut self) -> Instant {
-        let mut con = self.redis.connection();
+        let mut con = timed(self.redis.port);
         let mut refusals = std::collections::BTreeMap::<String, u64>::new();
         let deadline = Instant::now() + RECOVERY_LIMIT;
         loop {
@@ -237,7 +268,7 @@ impl World {
 
     /// BGSAVE and BGREWRITEAOF to their end, then a restart that loads the AOF.
     fn persist_and_restart(&mut self) -> Instant {
-        let mut con = self.redis.connection();
+        let mut con = timed(self.redis.port);
         for (command, running) in [
             ("BGSAVE", "rdb_bgsave_in_progress:0"),
             ("BGREWRITEAOF", "aof_rewrite_in_progress:0"),
@@ -257,29 +288,15 @@ impl World {
         Instant::now()
     }
 
-    /// Promotes the replica (attaching it again first if an earlier fault promoted it),
-    /// and reads through it while the writers change rows. Returns when it was promoted
-    /// and when it first answered a miss.
+    /// Promotes the replica and reads through it while the writers change rows, then makes
+    /// it its old primary's replica again (the run always keeps a replica that is one).
+    /// Returns when it was promoted and when it first answered a miss.
     fn promote_replica(&mut self) -> (Instant, Option<Instant>) {
-        let mut con = self.replica.connection();
-        if self.replica_promoted {
-            let _: () = redis::cmd("REPLICAOF")
-                .arg(&["127.0.0.1", &self.redis.port.to_string()])
-                .query(&mut con)
-                .unwrap();
-            wait_for("the replica to sync", RECOVERY_LIMIT, || {
-                let info: String = redis::cmd("INFO")
-                    .arg("replication")
-                    .query(&mut con)
-                    .unwrap();
-                info.contains("master_link_status:up").then_some(())
-            });
-        }
+        let mut con = timed(self.replica.port);
         let _: () = redis::cmd("REPLICAOF")
             .arg(&["NO", "ONE"])
             .query(&mut con)
             .unwrap();
-        self.replica_promoted = true;
         let promoted = Instant::now();
         let answered = self.answers_a_miss(self.replica.port).then(Instant::now);
         let until = promoted + self.hold;
@@ -288,6 +305,17 @@ impl World {
             id = (id + 7) % crate::load::ROWS;
             let _ = read(&mut con, "items", &format!(r#"{{"id":{id}}}"#));
         }
+        let _: () = redis::cmd("REPLICAOF")
+            .arg(&["127.0.0.1", &self.redis.port.to_string()])
+            .query(&mut con)
+            .unwrap();
+        wait_for("the replica to sync again", RECOVERY_LIMIT, || {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut con)
+                .unwrap();
+            info.contains("master_link_status:up").then_some(())
+        });
         (promoted, answered)
     }
 
@@ -296,9 +324,7 @@ impl World {
     fn answers_a_miss(&self, port: u16) -> bool {
         let deadline = Instant::now() + RECOVERY_LIMIT;
         while Instant::now() < deadline {
-            if let Ok(mut con) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
-            {
+            if let Some(mut con) = reconnect(port) {
                 let pk = r#"{"id":1}"#;
                 let dropped = invalidate(&mut con, "items", pk).is_ok();
                 if dropped && matches!(read(&mut con, "items", pk), Ok(Some(_))) {
@@ -313,9 +339,7 @@ impl World {
 
 /// Whether the node on `port` says its listener is connected.
 fn listener_connected(port: u16) -> bool {
-    let Ok(mut con) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
-    else {
+    let Some(mut con) = reconnect(port) else {
         return false;
     };
     info_value(&mut con, "pgcache", "pgcache_listener").as_deref() == Some("connected")

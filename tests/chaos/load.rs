@@ -2,6 +2,7 @@
 //! changing rows in PostgreSQL, and a pinger timing PING; each tallies what it saw.
 
 use crate::common::*;
+use crate::history::{History, Verdict};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,8 +38,12 @@ pub struct Tally {
     pub no_reply: AtomicU64,
     /// Replies that are neither a row, nil nor an error.
     pub malformed: AtomicU64,
-    /// A row of another key than the one asked for.
+    /// A row of another key than the one asked for, or one PostgreSQL never committed for it
+    /// (column for column).
     pub wrong_rows: AtomicU64,
+    /// When each request was sent that got a committed row older than the one committed a
+    /// second before: stale unless a fault's window explains it (the run decides after).
+    pub old_rows: Mutex<Vec<Instant>>,
     pub error_kinds: Mutex<BTreeMap<String, u64>>,
     /// The first few malformed replies and wrong rows, to show.
     pub examples: Mutex<Vec<String>>,
@@ -52,31 +57,49 @@ impl Tally {
         }
     }
 
-    /// Checks one row-or-nil reply for key `id`.
-    fn row(&self, id: i64, value: &redis::Value, sent: &str) {
-        match value {
+    /// Checks one row-or-nil reply for key `id`, asked for at `at`: a row of that key, and
+    /// a version of it PostgreSQL committed, not older than the one due.
+    fn row(&self, id: i64, value: &redis::Value, sent: &Sent) {
+        let served = match value {
             redis::Value::Nil => {
                 self.nils.fetch_add(1, Ordering::Relaxed);
+                None
             }
             redis::Value::BulkString(bytes) => {
                 match serde_json::from_slice::<serde_json::Value>(bytes) {
                     Ok(row) if row["id"] == id => {
                         self.rows.fetch_add(1, Ordering::Relaxed);
+                        Some(row)
                     }
                     Ok(row) => {
                         self.wrong_rows.fetch_add(1, Ordering::Relaxed);
-                        self.example(format!("{sent}: the row of another key: {row}"));
+                        self.example(format!("{}: the row of another key: {row}", sent.what));
+                        return;
                     }
                     Err(_) => {
                         self.malformed.fetch_add(1, Ordering::Relaxed);
-                        self.example(format!("{sent}: not JSON: {value:?}"));
+                        self.example(format!("{}: not JSON: {value:?}", sent.what));
+                        return;
                     }
                 }
             }
             other => {
                 self.malformed.fetch_add(1, Ordering::Relaxed);
                 self.example(format!(
-                    "{sent}: neither a row, nil nor an error: {other:?}"
+                    "{}: neither a row, nil nor an error: {other:?}",
+                    sent.what
+                ));
+                return;
+            }
+        };
+        match sent.history.judge(id, &served, sent.at, DUE_BEFORE) {
+            Verdict::Fresh => {}
+            Verdict::Old => self.old_rows.lock().unwrap().push(sent.at),
+            Verdict::Unknown => {
+                self.wrong_rows.fetch_add(1, Ordering::Relaxed);
+                self.example(format!(
+                    "{}: {served:?} is no version PostgreSQL committed for id {id}",
+                    sent.what
                 ));
             }
         }
@@ -89,7 +112,7 @@ impl Tally {
         ids: &[i64],
         many: bool,
         reply: redis::RedisResult<redis::Value>,
-        sent: &str,
+        sent: &Sent,
     ) -> bool {
         self.requests.fetch_add(1, Ordering::Relaxed);
         match reply {
@@ -106,14 +129,15 @@ impl Tally {
             Ok(value) => {
                 self.malformed.fetch_add(1, Ordering::Relaxed);
                 self.example(format!(
-                    "{sent}: not an array of {} rows: {value:?}",
+                    "{}: not an array of {} rows: {value:?}",
+                    sent.what,
                     ids.len()
                 ));
                 true
             }
             Err(e) if e.is_timeout() => {
                 self.no_reply.fetch_add(1, Ordering::Relaxed);
-                self.example(format!("{sent}: no reply: {e}"));
+                self.example(format!("{}: no reply: {e}", sent.what));
                 false
             }
             Err(e) => {
@@ -152,6 +176,17 @@ impl Tally {
         }
     }
 }
+
+/// A request as sent: what it was (for examples), when, and the history to judge rows by.
+struct Sent<'a> {
+    what: String,
+    at: Instant,
+    history: &'a History,
+}
+
+/// Outside a fault, a served row may not be older than the version committed this long
+/// before the request was sent (invalidation takes milliseconds).
+pub const DUE_BEFORE: Duration = Duration::from_secs(1);
 
 /// An error's kind for the report: its code and first words, numbers and names left out.
 pub fn kind_of(e: &redis::RedisError) -> String {
@@ -203,6 +238,7 @@ pub fn client(
     tally: Arc<Tally>,
     stop: Arc<AtomicBool>,
     rows: Arc<Vec<String>>,
+    history: Arc<History>,
 ) {
     let mut rng = Rng(seed);
     let mut con: Option<redis::Connection> = None;
@@ -222,30 +258,39 @@ pub fn client(
             let items: Vec<String> = ids.iter().map(|i| format!(r#"{{"id":{i}}}"#)).collect();
             format!("[{}]", items.join(","))
         };
+        let sent = |what: String| Sent {
+            what,
+            at: Instant::now(),
+            history: &history,
+        };
         let keep = match rng.below(100) {
             0..=39 => {
                 let pk = format!(r#"{{"id":{id}}}"#);
+                let s = sent(format!("READ items {pk}"));
                 let r = redis::cmd("PGCACHE.READ").arg("items").arg(&pk).query(c);
-                tally.reply(&[id], false, r, &format!("READ items {pk}"))
+                tally.reply(&[id], false, r, &s)
             }
             40..=51 => {
+                let s = sent(format!("MULTIREAD items {}", list(&ids)));
                 let r = redis::cmd("PGCACHE.MULTIREAD")
                     .arg("items")
                     .arg(list(&ids))
                     .query(c);
-                tally.reply(&ids, true, r, &format!("MULTIREAD items {}", list(&ids)))
+                tally.reply(&ids, true, r, &s)
             }
             52..=71 => {
+                let s = sent(format!("GET {}", key(id)));
                 let r = redis::cmd("PGCACHE.GET").arg(key(id)).query(c);
-                tally.reply(&[id], false, r, &format!("GET {}", key(id)))
+                tally.reply(&[id], false, r, &s)
             }
             72..=81 => {
+                let s = sent(format!("MGET {ids:?}"));
                 let mut cmd = redis::cmd("PGCACHE.MGET");
                 for i in &ids {
                     cmd.arg(key(*i));
                 }
                 let r = cmd.query(c);
-                tally.reply(&ids, true, r, &format!("MGET {ids:?}"))
+                tally.reply(&ids, true, r, &s)
             }
             82..=89 => {
                 let id = 1 + rng.below(STATIC_ROWS);
@@ -277,18 +322,51 @@ pub fn client(
     }
 }
 
-fn reconnect(port: u16) -> Option<redis::Connection> {
+/// A connection to the node on `port` whose every wait is bounded: a hung server fails the
+/// run instead of hanging it.
+pub fn reconnect(port: u16) -> Option<redis::Connection> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
     let con = client
         .get_connection_with_timeout(Duration::from_secs(2))
         .ok()?;
     con.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    con.set_write_timeout(Some(Duration::from_secs(30))).ok()?;
     Some(con)
 }
 
+/// Runs `statement` (which RETURNs `row_to_json(items)::text` of the row it wrote, or
+/// nothing) in a transaction on `c`, recording the version in `history` before COMMIT (so
+/// no client sees it first) and dating it when COMMIT returns. Whether it committed.
+pub fn write_recorded(
+    c: &mut postgres::Client,
+    history: &History,
+    id: i32,
+    statement: &str,
+) -> Result<bool, postgres::Error> {
+    let mut tx = c.transaction()?;
+    let written = tx.query(statement, &[&id])?;
+    let Some(first) = written.first() else {
+        tx.rollback()?;
+        return Ok(false);
+    };
+    let text: Option<String> = first.get(0);
+    let row = text.map(|t| serde_json::from_str(&t).unwrap());
+    // A DELETE returns the row it removed: what exists afterwards is no row.
+    let row = if statement.starts_with("DELETE") {
+        None
+    } else {
+        row
+    };
+    let at = history.pending(i64::from(id), row);
+    tx.commit()?;
+    history.committed(i64::from(id), at);
+    Ok(true)
+}
+
 /// A writer: UPDATEs, DELETEs and INSERTs of the rows above STATIC_ROWS until `stop`,
-/// reconnecting while PostgreSQL is away. Returns how many statements committed.
-pub fn writer(pg_port: u16, seed: u64, stop: Arc<AtomicBool>) -> u64 {
+/// reconnecting while PostgreSQL is away, each version recorded in `history`. Returns how
+/// many statements committed.
+pub fn writer(pg_port: u16, seed: u64, stop: Arc<AtomicBool>, history: Arc<History>) -> u64 {
     let mut rng = Rng(seed);
     let mut committed = 0;
     let mut client: Option<postgres::Client> = None;
@@ -309,19 +387,20 @@ pub fn writer(pg_port: u16, seed: u64, stop: Arc<AtomicBool>) -> u64 {
             continue;
         };
         let id = (STATIC_ROWS + 1 + rng.below(ROWS - STATIC_ROWS)) as i32;
-        let done = match rng.below(10) {
-            0 => c.execute("DELETE FROM items WHERE id = $1", &[&id]),
-            1 => c.execute(
-                "INSERT INTO items VALUES ($1, 0, 'back') ON CONFLICT (id) DO NOTHING",
-                &[&id],
-            ),
-            _ => c.execute(
-                "UPDATE items SET version = version + 1, note = md5(random()::text) WHERE id = $1",
-                &[&id],
-            ),
+        let statement = match rng.below(10) {
+            0 => "DELETE FROM items WHERE id = $1 RETURNING row_to_json(items)::text",
+            1 => {
+                "INSERT INTO items VALUES ($1, 0, 'back') ON CONFLICT (id) DO NOTHING \
+                 RETURNING row_to_json(items)::text"
+            }
+            _ => {
+                "UPDATE items SET version = version + 1, note = md5(random()::text) \
+                 WHERE id = $1 RETURNING row_to_json(items)::text"
+            }
         };
-        match done {
-            Ok(_) => committed += 1,
+        match write_recorded(c, &history, id, statement) {
+            Ok(true) => committed += 1,
+            Ok(false) => {}
             Err(_) => client = None,
         }
     }

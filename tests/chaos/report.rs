@@ -30,16 +30,32 @@ fn pings_between(pings: &Pings, from: Instant, to: Instant) -> (Vec<Duration>, u
     (answered, unanswered)
 }
 
+/// What a run found beyond the clients' tally.
+pub struct Findings {
+    pub crashes: u64,
+    /// Raw entries older than their row once notifications arrived, after recoveries.
+    pub stale: u64,
+    pub committed: u64,
+    /// Rows served older than due, and of those the ones no fault explains.
+    pub old: u64,
+    pub old_outside_faults: u64,
+}
+
 /// Prints the run's figures; `baseline` is the stretch before the first fault.
 pub fn print(
     tally: &Tally,
     windows: &[Window],
     pings: &Pings,
     baseline: (Instant, Instant),
-    crashes: u64,
-    stale: u64,
-    committed: u64,
+    findings: &Findings,
 ) {
+    let Findings {
+        crashes,
+        stale,
+        committed,
+        old,
+        old_outside_faults,
+    } = *findings;
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     println!("\n| figure | value |\n|---|---|");
     for (name, value) in [
@@ -55,8 +71,19 @@ pub fn print(
             "replies neither row, nil nor error",
             count(&tally.malformed),
         ),
-        ("wrong rows (another key's)", count(&tally.wrong_rows)),
-        ("stale rows after the drain", stale),
+        (
+            "wrong rows (another key's, or never committed)",
+            count(&tally.wrong_rows),
+        ),
+        (
+            "rows older than due, during faults",
+            old - old_outside_faults,
+        ),
+        ("rows older than due, outside faults", old_outside_faults),
+        (
+            "stale entries after a recovery (raw keys, both nodes)",
+            stale,
+        ),
     ] {
         println!("| {name} | {value} |");
     }

@@ -1,13 +1,110 @@
-//! The end of a chaos run: once the writers stopped and every notification was delivered,
-//! each node's answer for every row must be PostgreSQL's row.
+//! What each node's cache holds once pgcache recovered from a fault: the raw entries (read
+//! with GET, not through pgcache) on the primary and on a replica that is still a replica,
+//! each a version of its row PostgreSQL committed, none older than the row was when every
+//! notification sent until then had arrived. And the cache fills again: a module that
+//! stopped caching fails here.
 
 use crate::common::*;
-use crate::load::ROWS;
-use std::collections::HashMap;
-use std::time::Duration;
+use crate::history::{History, Verdict};
+use crate::load::{ROWS, key, reconnect, write_recorded};
+use std::time::{Duration, Instant};
 
-/// PostgreSQL's JSON of every row, by id.
-fn rows_in_postgres(pg: &Pg) -> HashMap<i64, serde_json::Value> {
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// The raw value of `id`'s entry on `con`'s node (nil: no entry).
+fn entry(con: &mut redis::Connection, id: i64) -> Option<String> {
+    redis::cmd("GET").arg(key(id)).query(con).unwrap()
+}
+
+fn connection(port: u16) -> redis::Connection {
+    reconnect(port).unwrap_or_else(|| panic!("the node on port {port} does not answer"))
+}
+
+/// Fills row 0's entry through the primary and waits for it on every node (it proves that
+/// fills resume after the fault, and replicate); then changes row 0 in PostgreSQL and waits
+/// until every node has dropped the entry. Notifications are applied in commit order, so by
+/// then every change committed before the returned instant (taken before the change) has
+/// been applied on every node.
+fn settle(pg: &Pg, primary: u16, nodes: &[u16], history: &History, after: &str) -> Instant {
+    let sentinel = r#"{"id":0}"#;
+    let mut con = connection(primary);
+    let filled = Instant::now() + SETTLE_LIMIT;
+    let mut cons: Vec<redis::Connection> = nodes.iter().map(|p| connection(*p)).collect();
+    let before = loop {
+        let _ = read(&mut con, "items", sentinel);
+        let entries: Vec<Option<String>> = cons.iter_mut().map(|c| entry(c, 0)).collect();
+        if let Some(Some(first)) = entries.first()
+            && entries.iter().all(|e| e.as_ref() == Some(first))
+        {
+            break first.clone();
+        }
+        assert!(
+            Instant::now() < filled,
+            "after {after}: pgcache does not cache again (a READ on the primary left no entry on \
+             every node: {entries:?})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut client = pg.superuser_of("app");
+    let statement = "UPDATE items SET version = version + 1 WHERE id = $1 \
+                     RETURNING row_to_json(items)::text";
+    // Taken before the sentinel's transaction begins: every commit that returned by then
+    // precedes the sentinel's in commit order, so its notification arrives first.
+    let settled = Instant::now();
+    assert!(write_recorded(&mut client, history, 0, statement).unwrap());
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    for (port, con) in nodes.iter().zip(&mut cons) {
+        while entry(con, 0).as_ref() == Some(&before) {
+            assert!(
+                Instant::now() < deadline,
+                "after {after}: the node on {port} still holds row 0 as it was before a change \
+                 committed {SETTLE_LIMIT:?} ago"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    settled
+}
+
+/// The entries on the nodes (`primary` first) that are no version of their row PostgreSQL
+/// committed, or older than the row when the nodes settled; with a few examples.
+pub fn stale_entries(
+    pg: &Pg,
+    primary: u16,
+    replica: Option<u16>,
+    history: &History,
+    after: &str,
+) -> (u64, Vec<String>) {
+    let nodes: Vec<u16> = std::iter::once(primary).chain(replica).collect();
+    let settled = settle(pg, primary, &nodes, history, after);
+    let mut stale = 0;
+    let mut examples = Vec::new();
+    for port in nodes {
+        let mut con = connection(port);
+        let mut pipe = redis::pipe();
+        for id in 0..=ROWS {
+            pipe.cmd("GET").arg(key(id));
+        }
+        let entries: Vec<Option<String>> = pipe.query(&mut con).unwrap();
+        for (id, entry) in (0..=ROWS).zip(entries) {
+            let Some(text) = entry else { continue };
+            let served: Option<serde_json::Value> = serde_json::from_str(&text).unwrap();
+            let verdict = history.judge(id, &served, settled, Duration::ZERO);
+            if verdict != Verdict::Fresh {
+                stale += 1;
+                if examples.len() < 5 {
+                    examples.push(format!(
+                        "after {after}, port {port}, id {id}: {verdict:?} entry {text}"
+                    ));
+                }
+            }
+        }
+    }
+    (stale, examples)
+}
+
+/// PostgreSQL's rows at the start, for the history.
+pub fn rows_in_postgres(pg: &Pg) -> Vec<(i64, Option<serde_json::Value>)> {
     pg.superuser_of("app")
         .query("SELECT id, row_to_json(items)::text FROM items", &[])
         .unwrap()
@@ -15,55 +112,7 @@ fn rows_in_postgres(pg: &Pg) -> HashMap<i64, serde_json::Value> {
         .map(|r| {
             let id: i32 = r.get(0);
             let text: String = r.get(1);
-            (i64::from(id), serde_json::from_str(&text).unwrap())
+            (i64::from(id), Some(serde_json::from_str(&text).unwrap()))
         })
         .collect()
-}
-
-/// Waits until the node's listener listens and has delivered every notification sent
-/// before now: a change of row 0, sent last, has reached it.
-fn drain(pg: &Pg, con: &mut redis::Connection) {
-    wait_for("the listener to listen", Duration::from_secs(60), || {
-        let health = map_reply(con, "PGCACHE.HEALTH");
-        (redis::from_redis_value::<String>(health["listener"].clone()).ok()? == "connected")
-            .then_some(())
-    });
-    let sentinel = r#"{"id":0}"#;
-    let _ = read(con, "items", sentinel);
-    pg.execute("UPDATE items SET version = version + 1 WHERE id = 0");
-    let version: i32 = pg
-        .superuser_of("app")
-        .query_one("SELECT version FROM items WHERE id = 0", &[])
-        .unwrap()
-        .get(0);
-    wait_for("the last notification", Duration::from_secs(60), || {
-        let row = read(con, "items", sentinel).ok()??;
-        (json(&row)["version"] == version).then_some(())
-    });
-}
-
-/// The rows `port`'s node answers that differ from PostgreSQL's, with a few examples.
-pub fn stale_rows(pg: &Pg, port: u16) -> (u64, Vec<String>) {
-    let mut con = connect(port);
-    drain(pg, &mut con);
-    let truth = rows_in_postgres(pg);
-    let mut stale = 0;
-    let mut examples = Vec::new();
-    for first in (0..=ROWS).step_by(100) {
-        let ids: Vec<i64> = (first..(first + 100).min(ROWS + 1)).collect();
-        let rows = multiread(&mut con, "items", &id_array(ids.iter().copied())).unwrap();
-        for (id, row) in ids.iter().zip(rows) {
-            let answered = row.map(|r| json(&r));
-            if answered.as_ref() != truth.get(id) {
-                stale += 1;
-                if examples.len() < 5 {
-                    examples.push(format!(
-                        "port {port}, id {id}: served {answered:?}, PostgreSQL has {:?}",
-                        truth.get(id)
-                    ));
-                }
-            }
-        }
-    }
-    (stale, examples)
 }

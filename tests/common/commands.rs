@@ -143,6 +143,18 @@ pub fn next_event(pubsub: &mut redis::PubSub) -> serde_json::Value {
     json(&msg.get_payload::<String>().unwrap())
 }
 
+/// Waits until at least `n` keys match `pattern` (fills are written: the cache is not held).
+pub fn wait_keys_at_least(con: &mut redis::Connection, pattern: &str, n: usize) {
+    wait_for(
+        &format!("at least {n} keys {pattern}"),
+        Duration::from_secs(10),
+        || {
+            let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(con).unwrap();
+            (keys.len() >= n).then_some(())
+        },
+    );
+}
+
 /// Waits until at most `n` keys match `pattern` (a flush finished).
 pub fn wait_keys_at_most(con: &mut redis::Connection, pattern: &str, n: usize) {
     wait_for(

@@ -31,17 +31,27 @@ impl Rng {
     }
 }
 
-/// What a reply must be.
+/// What a reply must be. Besides the value named, every command may answer a pgcache
+/// error (`ERR pgcache: ...`, or Redis's arity error), except where the input was fine and
+/// only a value is possible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
     /// The input is malformed: an error reply, never nil or a value.
     Error,
-    /// A row (a JSON object) or nil, or an error.
+    /// A row (a JSON object) or nil.
     Row,
-    /// An array of rows or nils, or an error.
+    /// An array of rows or nils.
     Rows,
-    /// Any well-formed reply.
-    Any,
+    /// A cache key: a bulk string under the cache prefix.
+    Key,
+    /// `OK`.
+    Done,
+    /// A map (STATS, HEALTH; name/value pairs in RESP2) or an array (SLOWLOG GET, HOOK LIST).
+    Listing,
+    /// An integer (SLOWLOG LEN).
+    Count,
+    /// CONFIG SET: `OK`, or Redis's refusal of the value.
+    Config,
 }
 
 /// One generated command.
@@ -361,16 +371,17 @@ fn arguments(rng: &mut Rng, name: &str) -> (Vec<Arg>, Expect) {
             }
             (args, Expect::Row)
         }
-        "PGCACHE.KEY" | "PGCACHE.INVALIDATE" => (vec![table(rng), pk(rng)], Expect::Any),
+        "PGCACHE.KEY" => (vec![table(rng), pk(rng)], Expect::Key),
+        "PGCACHE.INVALIDATE" => (vec![table(rng), pk(rng)], Expect::Done),
         "PGCACHE.MULTIREAD" => (vec![table(rng), pk_array(rng)], Expect::Rows),
         "PGCACHE.WRITE" => {
             let mut args = vec![table(rng), pk(rng), row_data(rng)];
             if rng.chance(30) {
                 args.push(ttl(rng));
             }
-            (args, Expect::Any)
+            (args, Expect::Done)
         }
-        "PGCACHE.FLUSH" => (vec![table(rng)], Expect::Any),
+        "PGCACHE.FLUSH" => (vec![table(rng)], Expect::Done),
         "PGCACHE.GET" => (vec![key(rng)], Expect::Row),
         "PGCACHE.MGET" => {
             // Keys of one slot: the same pk value (the hash tag) in each.
@@ -385,36 +396,41 @@ fn arguments(rng: &mut Rng, name: &str) -> (Vec<Arg>, Expect) {
                 .collect();
             (args, Expect::Rows)
         }
-        "PGCACHE.STATS" => {
-            let args = match rng.chance(50) {
-                true => vec![fine(rng.pick(&[&b"RESET"[..], b"reset", b"x", b""]))],
-                false => Vec::new(),
-            };
-            (args, Expect::Any)
-        }
-        "PGCACHE.HEALTH" => (Vec::new(), Expect::Any),
-        "PGCACHE.SLOWLOG" => {
-            let mut args = vec![fine(rng.pick(&[
-                &b"GET"[..],
-                b"LEN",
-                b"RESET",
-                b"get",
-                b"BOGUS",
-                b"",
-            ]))];
-            if rng.chance(40) {
-                args.push(fine(rng.pick(&[
-                    &b"0"[..],
-                    b"1",
-                    b"-1",
-                    b"100000000000",
-                    b"x",
-                ])));
-            }
-            (args, Expect::Any)
-        }
-        _ => (hook(rng).into_iter().map(fine).collect(), Expect::Any),
+        "PGCACHE.STATS" => match rng.below(4) {
+            0 => (
+                vec![fine(rng.pick(&[&b"RESET"[..], b"reset"]))],
+                Expect::Done,
+            ),
+            1 => (
+                vec![(rng.pick(&[&b"x"[..], b""]).to_vec(), true)],
+                Expect::Error,
+            ),
+            _ => (Vec::new(), Expect::Listing),
+        },
+        "PGCACHE.HEALTH" => (Vec::new(), Expect::Listing),
+        "PGCACHE.SLOWLOG" => slowlog(rng),
+        _ => hook(rng),
     }
+}
+
+/// PGCACHE.SLOWLOG GET [count] | LEN | RESET, and subcommands and counts it refuses.
+fn slowlog(rng: &mut Rng) -> (Vec<Arg>, Expect) {
+    let (sub, expect) = match rng.below(6) {
+        0 => ("GET", Expect::Listing),
+        1 => ("get", Expect::Listing),
+        2 => ("LEN", Expect::Count),
+        3 => ("RESET", Expect::Done),
+        4 => ("BOGUS", Expect::Error),
+        _ => ("", Expect::Error),
+    };
+    let mut args = vec![(sub.as_bytes().to_vec(), expect == Expect::Error)];
+    if rng.chance(40) {
+        let count = rng.pick(&["0", "1", "-1", "100000000000", "x"]);
+        // Only GET takes a count, a whole number of -1 or more.
+        let refused = expect != Expect::Listing || count == "x";
+        args.push((count.as_bytes().to_vec(), refused));
+    }
+    (args, expect)
 }
 
 /// One command; `settings` are the runtime settings' names (CONFIG SET targets).
@@ -424,8 +440,10 @@ pub fn command(rng: &mut Rng, settings: &[String]) -> Generated {
     }
     let (name, min, max) = rng.pick(ARITY);
     let (mut args, expect) = arguments(rng, name);
-    // Wrong arity now and then: too few or too many arguments.
-    if rng.chance(5) {
+    // Wrong arity now and then: too few or too many arguments. (STATS, SLOWLOG and HOOK
+    // answer differently by argument count; their generators make their own.)
+    let uniform = !matches!(name, "PGCACHE.STATS" | "PGCACHE.SLOWLOG" | "PGCACHE.HOOK");
+    if uniform && rng.chance(5) {
         if rng.chance(50) {
             args.truncate(rng.below(args.len() + 1));
         } else {
@@ -442,47 +460,67 @@ pub fn command(rng: &mut Rng, settings: &[String]) -> Generated {
 }
 
 /// PGCACHE.HOOK ADD / DEL / LIST with well-formed and broken definitions.
-fn hook(rng: &mut Rng) -> Vec<Vec<u8>> {
-    let words: Vec<&str> = match rng.below(6) {
-        0 => vec!["LIST"],
-        1 => vec!["DEL", rng.pick(&["h1", "h2", "nope", "", "default"])],
-        2 => vec![
-            "ADD",
-            rng.pick(&["h1", "h2"]),
-            "ON",
-            "write,invalidate",
-            "PUBLISH",
-            "fuzz-events",
-        ],
-        3 => vec![
-            "ADD",
-            "h2",
-            "ON",
-            rng.pick(&["all", "hit", "bogus", "", ",,"]),
-            "TABLE",
-            rng.pick(&["users", "userz", "\"x", ""]),
-            "XADD",
-            rng.pick(&["fuzz:stream", "pg_cache:x", "a b", ""]),
-            "MAXLEN",
-            rng.pick(&["~", "=", "x"]),
-            rng.pick(&["10", "-1", "0", "99999999999999999999"]),
-        ],
-        4 => vec![
-            "ADD",
-            "h3",
-            "ON",
-            "write",
-            "PUBLISH",
-            "c",
-            "BY",
-            rng.pick(&["default", "nobody", ""]),
-        ],
-        _ => vec![
-            rng.pick(&["ADD", "add", "SYNC", "BOGUS"]),
-            rng.pick(&["", "x;y", "h1 ON"]),
-        ],
+fn hook(rng: &mut Rng) -> (Vec<Arg>, Expect) {
+    let (words, expect): (Vec<&str>, Expect) = match rng.below(6) {
+        0 => (vec!["LIST"], Expect::Listing),
+        // DEL of a hook that may or may not exist: OK or an error.
+        1 => (
+            vec!["DEL", rng.pick(&["h1", "h2", "nope", "", "default"])],
+            Expect::Done,
+        ),
+        2 => (
+            vec![
+                "ADD",
+                rng.pick(&["h1", "h2"]),
+                "ON",
+                "write,invalidate",
+                "PUBLISH",
+                "fuzz-events",
+            ],
+            Expect::Done,
+        ),
+        3 => (
+            vec![
+                "ADD",
+                "h2",
+                "ON",
+                rng.pick(&["all", "hit", "bogus", "", ",,"]),
+                "TABLE",
+                rng.pick(&["users", "userz", "\"x", ""]),
+                "XADD",
+                rng.pick(&["fuzz:stream", "pg_cache:x", "a b", ""]),
+                "MAXLEN",
+                rng.pick(&["~", "=", "x"]),
+                rng.pick(&["10", "-1", "0", "99999999999999999999"]),
+            ],
+            Expect::Done,
+        ),
+        4 => (
+            vec![
+                "ADD",
+                "h3",
+                "ON",
+                "write",
+                "PUBLISH",
+                "c",
+                "BY",
+                rng.pick(&["default", "nobody", ""]),
+            ],
+            Expect::Done,
+        ),
+        _ => (
+            vec![
+                rng.pick(&["ADD", "add", "SYNC", "BOGUS"]),
+                rng.pick(&["", "x;y", "h1 ON"]),
+            ],
+            Expect::Error,
+        ),
     };
-    words.into_iter().map(|w| w.as_bytes().to_vec()).collect()
+    let args = words
+        .into_iter()
+        .map(|w| (w.as_bytes().to_vec(), expect == Expect::Error))
+        .collect();
+    (args, expect)
 }
 
 /// CONFIG SET of a pgcache setting, with a value often malformed.
@@ -517,6 +555,6 @@ fn config_set(rng: &mut Rng, settings: &[String]) -> Generated {
             name.into_bytes(),
             value,
         ],
-        expect: Expect::Any,
+        expect: Expect::Config,
     }
 }

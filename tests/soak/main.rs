@@ -53,11 +53,20 @@ fn next(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A reply missing this long is a hang: the run fails instead of waiting for it.
+const HANG: Duration = Duration::from_secs(10);
+
 /// One request of the mix; returns the command's STATS name and whether it was an error.
+/// Panics on a request that got no reply.
 fn one_request(con: &mut redis::Connection, rng: &mut u64) -> (&'static str, bool) {
     let id = (next(rng) % ROWS as u64) as i64;
     let pk = format!(r#"{{"id":{id}}}"#);
-    let failed = |r: redis::RedisResult<redis::Value>| r.is_err();
+    let failed = |r: redis::RedisResult<redis::Value>| match r {
+        Err(e) if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() => {
+            panic!("soak: a request got no reply: {e}")
+        }
+        r => r.is_err(),
+    };
     match next(rng) % 100 {
         0..=49 => (
             "read",
@@ -149,6 +158,8 @@ fn steady_load_keeps_memory_and_latency_flat_and_the_counters_exact() {
         let (port, stop, sent) = (stack.redis.port, stop.clone(), sent.clone());
         threads.push(std::thread::spawn(move || {
             let mut con = connect(port);
+            con.set_read_timeout(Some(HANG)).unwrap();
+            con.set_write_timeout(Some(HANG)).unwrap();
             let mut rng = i as u64 + 1;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
@@ -257,6 +268,7 @@ fn connect_pg(port: u16) -> postgres::Client {
         .user("app")
         .password(PG_PASSWORD)
         .dbname("app")
+        .connect_timeout(HANG)
         .connect(postgres::NoTls)
         .unwrap()
 }
