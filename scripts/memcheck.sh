@@ -18,16 +18,7 @@ if ! command -v valgrind >/dev/null; then
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get install -y -qq --no-install-recommends valgrind >/dev/null
 fi
-if [ ! -x "$dir/src/redis-server" ]; then
-  echo "memcheck: building Redis $version with libc malloc into $dir"
-  mkdir -p .tools
-  tarball=.tools/redis_$version.orig.tar.gz
-  curl -fsS -m 300 -o "$tarball" "http://deb.debian.org/debian/pool/main/r/redis/redis_$version.orig.tar.gz"
-  echo "$sha256  $tarball" | sha256sum -c --quiet
-  rm -rf "$dir" && mkdir -p "$dir"
-  tar -xzf "$tarball" -C "$dir" --strip-components=1
-  make -C "$dir" -j2 MALLOC=libc BUILD_TLS=no >/dev/null
-fi
+scripts/build-redis.sh "$version" "$sha256" "$dir" MALLOC=libc
 wrapper=.tools/valgrind-redis-server
 cat > "$wrapper" <<WRAPPER
 #!/bin/sh

@@ -53,17 +53,6 @@ if [ ! -x .tools/valkey8/usr/bin/valkey-server ]; then
 fi
 # Redis 8 (Debian's 8.0.2 source, built once into .tools/): `make test` runs the tests of
 # features Redis 7.0 lacks (module ACL categories, the key-prefix ACL check) on it.
-redis8_version=8.0.2
-redis8_sha256=caf3c0069f06fc84c5153bd2a348b204c578de80490c73857bee01d9b5d7401f
-redis8_dir=.tools/redis-$redis8_version
-if [ ! -x "$redis8_dir/src/redis-server" ]; then
-  echo "setup: building Redis $redis8_version into $redis8_dir (once, a few minutes)"
-  mkdir -p .tools
-  tarball=.tools/redis_$redis8_version.orig.tar.gz
-  curl -fsS -m 300 -o "$tarball" "http://deb.debian.org/debian/pool/main/r/redis/redis_$redis8_version.orig.tar.gz"
-  echo "$redis8_sha256  $tarball" | sha256sum -c --quiet
-  rm -rf "$redis8_dir" && mkdir -p "$redis8_dir"
-  tar -xzf "$tarball" -C "$redis8_dir" --strip-components=1
-  make -C "$redis8_dir" -j2 BUILD_TLS=no >/dev/null
-fi
+scripts/build-redis.sh 8.0.2 caf3c0069f06fc84c5153bd2a348b204c578de80490c73857bee01d9b5d7401f \
+  .tools/redis-8.0.2
 echo "setup: ok"

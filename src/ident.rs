@@ -150,7 +150,7 @@ fn parse_part(s: &str) -> Result<(String, &str), Error> {
 }
 
 #[cfg(test)]
-mod properties;
+pub(crate) mod properties;
 
 #[cfg(test)]
 mod tests {

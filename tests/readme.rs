@@ -305,19 +305,17 @@ fn run_python(demo: &Demo, block: &Block) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "README line {}: the Python example failed:\n{}",
-        block.line,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output, block, "the Python example");
 }
 
 fn run_sql(demo: &Demo, block: &Block) {
-    let output = demo.psql(&block.text);
+    succeeded(&demo.psql(&block.text), block, "the SQL");
+}
+
+fn succeeded(output: &Output, block: &Block, what: &str) {
     assert!(
         output.status.success(),
-        "README line {}: the SQL failed:\n{}",
+        "README line {}: {what} failed:\n{}",
         block.line,
         String::from_utf8_lossy(&output.stderr)
     );
@@ -362,6 +360,17 @@ fn run_suggestions(demo: &Demo) {
 
 const CLUSTER_SECTION: &str = "Redis Cluster / Valkey cluster";
 
+/// Runs one example by its language (`text` and `json` blocks are formats: nothing to run).
+fn run_block(demo: &Demo, block: &Block) {
+    match block.language.as_str() {
+        "redis" => run_redis_block(demo, block),
+        "python" => run_python(demo, block),
+        "sql" => run_sql(demo, block),
+        "sh" => run_shell(demo, block),
+        _ => {}
+    }
+}
+
 #[test]
 fn every_code_block_says_what_it_is() {
     for block in blocks() {
@@ -388,13 +397,7 @@ fn the_examples_work_on_the_demo() {
         .iter()
         .partition(|b| b.text.contains("MODULE UNLOAD"));
     for block in others.into_iter().chain(unloading) {
-        match block.language.as_str() {
-            "redis" => run_redis_block(&demo, block),
-            "python" => run_python(&demo, block),
-            "sql" => run_sql(&demo, block),
-            "sh" => run_shell(&demo, block),
-            _ => {}
-        }
+        run_block(&demo, block);
     }
 }
 
@@ -416,12 +419,6 @@ fn the_cluster_examples_work_on_the_cluster_demo() {
         .collect();
     assert!(blocks.iter().any(|b| b.language == "python"));
     for block in &blocks {
-        match block.language.as_str() {
-            "redis" => run_redis_block(&demo, block),
-            "python" => run_python(&demo, block),
-            "sql" => run_sql(&demo, block),
-            "sh" => run_shell(&demo, block),
-            _ => {}
-        }
+        run_block(&demo, block);
     }
 }

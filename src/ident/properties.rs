@@ -3,11 +3,12 @@
 use super::*;
 use proptest::prelude::*;
 
-/// A PostgreSQL identifier: up to 63 bytes of anything but NUL.
-fn identifier() -> impl Strategy<Value = String> {
+/// A PostgreSQL identifier: up to 63 bytes of anything but NUL (spaces, `;`, `"`, unicode
+/// included). Other modules' properties use it too.
+pub(crate) fn identifier() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z_][a-z0-9_$]{0,20}",
-        "[A-Za-z0-9_ .\"'{}:é✓-]{1,20}",
+        "[A-Za-z0-9_ ;.\"'{}:é✓\u{2003}-]{1,20}",
         "[^\u{0}]{1,20}",
     ]
     .prop_filter("63 bytes at most", |s| s.len() <= 63)

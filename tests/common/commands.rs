@@ -143,28 +143,31 @@ pub fn next_event(pubsub: &mut redis::PubSub) -> serde_json::Value {
     json(&msg.get_payload::<String>().unwrap())
 }
 
-/// Waits until at least `n` keys match `pattern` (fills are written: the cache is not held).
-pub fn wait_keys_at_least(con: &mut redis::Connection, pattern: &str, n: usize) {
+/// Waits until the number of keys matching `pattern` is `wanted` (described as `what`).
+fn wait_keys(
+    con: &mut redis::Connection,
+    pattern: &str,
+    what: &str,
+    wanted: impl Fn(usize) -> bool,
+) {
     wait_for(
-        &format!("at least {n} keys {pattern}"),
+        &format!("{what} keys {pattern}"),
         Duration::from_secs(10),
         || {
             let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(con).unwrap();
-            (keys.len() >= n).then_some(())
+            wanted(keys.len()).then_some(())
         },
     );
 }
 
+/// Waits until at least `n` keys match `pattern` (fills are written: the cache is not held).
+pub fn wait_keys_at_least(con: &mut redis::Connection, pattern: &str, n: usize) {
+    wait_keys(con, pattern, &format!("at least {n}"), |keys| keys >= n);
+}
+
 /// Waits until at most `n` keys match `pattern` (a flush finished).
 pub fn wait_keys_at_most(con: &mut redis::Connection, pattern: &str, n: usize) {
-    wait_for(
-        &format!("at most {n} keys {pattern}"),
-        Duration::from_secs(10),
-        || {
-            let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(con).unwrap();
-            (keys.len() <= n).then_some(())
-        },
-    );
+    wait_keys(con, pattern, &format!("at most {n}"), |keys| keys <= n);
 }
 
 pub const USERS_SQL: &str = "

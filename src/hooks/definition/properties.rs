@@ -5,17 +5,8 @@
 use super::*;
 use crate::event::EventKind;
 use crate::ident::QualifiedName;
+use crate::ident::properties::identifier;
 use proptest::prelude::*;
-
-/// A PostgreSQL identifier: plain, with spaces, `;`, `"`, unicode, or anything but NUL.
-fn identifier() -> impl Strategy<Value = String> {
-    prop_oneof![
-        "[a-z_][a-z0-9_$]{0,12}",
-        "[A-Za-z0-9_ ;.\"'{}:é✓\u{2003}-]{1,16}",
-        "[^\u{0}]{1,16}",
-    ]
-    .prop_filter("63 bytes at most", |s| s.len() <= 63)
-}
 
 /// A channel, stream or user name as ADD accepts it.
 fn target_name() -> impl Strategy<Value = String> {
