@@ -3,8 +3,9 @@
 # with pgcache loaded, both under .run/. `scripts/run.sh stop` stops them.
 # `make run-cluster` (`scripts/run.sh cluster`): the same PostgreSQL and a 3-primary Redis
 # Cluster on ports 7001-7003, each node with pgcache loaded.
-# RUN_DIR, PG_PORT, REDIS_PORT and CLUSTER_PORTS (space-separated) move it elsewhere (the
-# README test runs its own demo this way).
+# RUN_DIR, PG_PORT, REDIS_PORT, CLUSTER_PORTS and CLUSTER_BUS_PORTS (space-separated; the
+# bus ports default to each port + 10000, as in Redis) move it elsewhere (the README test
+# runs its own demo this way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${RUN_DIR:-$PWD/.run}"
@@ -15,6 +16,7 @@ PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 read -r -a CLUSTER_PORTS <<< "${CLUSTER_PORTS:-7001 7002 7003}"
+read -r -a CLUSTER_BUS_PORTS <<< "${CLUSTER_BUS_PORTS:-}"
 
 stop() {
   [ -f "$RUN/redis.pid" ] && kill "$(cat "$RUN/redis.pid")" 2>/dev/null || true
@@ -47,10 +49,12 @@ MODULE_ARGS=(pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgr
 
 if [ "${1:-}" = "cluster" ]; then
   addresses=()
-  for port in "${CLUSTER_PORTS[@]}"; do
+  for i in "${!CLUSTER_PORTS[@]}"; do
+    port=${CLUSTER_PORTS[$i]}
+    bus=${CLUSTER_BUS_PORTS[$i]:-$((port + 10000))}
     dir="$RUN/cluster/$port"
     mkdir -p "$dir"
-    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --cluster-enabled yes \
+    redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 --daemonize yes --cluster-enabled yes \
       --cluster-node-timeout 2000 --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
       --dir "$dir" --save "" --loadmodule "$PWD/target/release/libpgcache.so" "${MODULE_ARGS[@]}"
     for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done

@@ -96,12 +96,21 @@ impl Demo {
         std::fs::create_dir_all(&dir).unwrap();
         let (pg_port, redis_port) = (free_port(), free_port());
         let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let ports: Vec<String> = cluster_ports.iter().map(u16::to_string).collect();
+        let listed = |ports: &[u16]| {
+            ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        // Bus ports of the test's own too: port + 10000 may fall in the ephemeral range.
+        let bus_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let env = vec![
             ("RUN_DIR", dir.display().to_string()),
             ("PG_PORT", pg_port.to_string()),
             ("REDIS_PORT", redis_port.to_string()),
-            ("CLUSTER_PORTS", ports.join(" ")),
+            ("CLUSTER_PORTS", listed(&cluster_ports)),
+            ("CLUSTER_BUS_PORTS", listed(&bus_ports)),
         ];
         let mut demo = Demo {
             env,
