@@ -14,8 +14,8 @@ build: setup
 	$(CARGO) build --release
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 # Unit tests, then the integration suite against Redis 7.0 (Debian), Valkey 9 and Valkey 8,
 # and the tests of what Redis 7.0 lacks (ACL categories, key-prefix ACL checks) on Redis 8.
@@ -26,7 +26,7 @@ test: build lint
 	$(CARGO) test --release --tests
 	PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
 	PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$(CURDIR)/$(VALKEY8)" $(CARGO) test --release --test '*'
-	PGCACHE_TEST_SERVER="$(CURDIR)/$(REDIS8)" $(CARGO) test --release --test keys --test write --test hooks
+	PGCACHE_TEST_SERVER="$(CURDIR)/$(REDIS8)" $(CARGO) test --release --test integration -- keys:: write:: hooks::
 	scripts/memcheck.sh
 
 run: build

@@ -8,10 +8,7 @@
 //! 5. invalidation lag: from an UPDATE's commit to its cache entry being gone
 //! 6. coalescing: queries made for 1000 concurrent READs of one cold key
 //! 7. bulk invalidation: the longest PING while a 1M-row UPDATE's invalidations are applied
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-use common::*;
+use pgcache_testkit::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

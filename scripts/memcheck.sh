@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# valgrind memcheck over a short mixed workload (tests/memcheck.rs): hits, misses, errors,
+# valgrind memcheck over a short mixed workload (tests/memcheck/): hits, misses, errors,
 # timeouts, invalidations, hooks, an UNLOAD and LOAD. Redis's own allocator (jemalloc) hides
 # allocations from valgrind, so this builds Debian's Redis 7.0.15 source with libc malloc into
 # .tools/ first (once, about two minutes). Prints valgrind's leak summary; fails when any

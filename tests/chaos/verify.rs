@@ -4,9 +4,9 @@
 //! notification sent until then had arrived. And the cache fills again: a module that
 //! stopped caching fails here.
 
-use crate::common::*;
 use crate::history::{History, Verdict};
 use crate::load::{ROWS, key, reconnect, write_recorded};
+use pgcache_testkit::*;
 use std::time::{Duration, Instant};
 
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);

@@ -1,35 +1,7 @@
 //! Generated PGCACHE commands: random, mutated and boundary arguments, each with what its
 //! reply must be. A seed makes a run repeatable.
 
-/// splitmix64: small, fast and the same on every machine, so a seed names one run.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    /// True `percent` times in a hundred.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    pub fn pick<T: Clone>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())].clone()
-    }
-}
+pub use pgcache_testkit::Rng;
 
 /// What a reply must be. Besides the value named, every command may answer a pgcache
 /// error (`ERR pgcache: ...`, or Redis's arity error), except where the input was fine and

@@ -7,12 +7,10 @@
 //!
 //! `PGCACHE_FUZZ_COMMANDS` (default 100000) commands per run, `PGCACHE_FUZZ_SEED` to repeat
 //! a run (the seed is printed; a failure prints the command that caused it).
-#[path = "../common/mod.rs"]
-mod common;
 mod generate;
 
-use common::*;
 use generate::{Expect, Generated, Rng};
+use pgcache_testkit::*;
 use std::time::{Duration, Instant};
 
 const SCHEMA: &str = "

@@ -3,10 +3,8 @@
 //! default; `make soak` runs 30 minutes). Every interval prints the server's RSS and the
 //! requests' latency percentiles; afterwards RSS growth after the warm-up stays within a few
 //! percent, and PGCACHE.STATS counts exactly the calls and errors the clients saw.
-#[path = "../common/mod.rs"]
-mod common;
 
-use common::*;
+use pgcache_testkit::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,31 +33,13 @@ struct Sent {
     latencies: Vec<u64>,
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// splitmix64.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// A reply missing this long is a hang: the run fails instead of waiting for it.
 const HANG: Duration = Duration::from_secs(10);
 
 /// One request of the mix; returns the command's STATS name and whether it was an error.
 /// Panics on a request that got no reply.
-fn one_request(con: &mut redis::Connection, rng: &mut u64) -> (&'static str, bool) {
-    let id = (next(rng) % ROWS as u64) as i64;
+fn one_request(con: &mut redis::Connection, rng: &mut Rng) -> (&'static str, bool) {
+    let id = (rng.next_u64() % ROWS as u64) as i64;
     let pk = format!(r#"{{"id":{id}}}"#);
     let failed = |r: redis::RedisResult<redis::Value>| match r {
         Err(e) if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() => {
@@ -67,7 +47,7 @@ fn one_request(con: &mut redis::Connection, rng: &mut u64) -> (&'static str, boo
         }
         r => r.is_err(),
     };
-    match next(rng) % 100 {
+    match rng.next_u64() % 100 {
         0..=49 => (
             "read",
             failed(
@@ -160,7 +140,7 @@ fn steady_load_keeps_memory_and_latency_flat_and_the_counters_exact() {
             let mut con = connect(port);
             con.set_read_timeout(Some(HANG)).unwrap();
             con.set_write_timeout(Some(HANG)).unwrap();
-            let mut rng = i as u64 + 1;
+            let mut rng = Rng::new(i as u64 + 1);
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 let (command, failed) = one_request(&mut con, &mut rng);
@@ -176,10 +156,10 @@ fn steady_load_keeps_memory_and_latency_flat_and_the_counters_exact() {
         let (pg_port, stop) = (stack.pg.port, stop.clone());
         std::thread::spawn(move || {
             let mut pg = connect_pg(pg_port);
-            let mut rng = 99;
+            let mut rng = Rng::new(99);
             let mut updates = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let id = (next(&mut rng) % ROWS as u64) as i32;
+                let id = (rng.next_u64() % ROWS as u64) as i32;
                 pg.execute(
                     "UPDATE items SET version = version + 1 WHERE id = $1",
                     &[&id],

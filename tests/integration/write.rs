@@ -1,6 +1,5 @@
 //! PGCACHE.WRITE and INVALIDATE, events, replication and the AOF.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::time::Duration;
 
 #[test]

@@ -1,6 +1,5 @@
 //! PGCACHE.READ against a real PostgreSQL and a real server.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 
 #[test]
 fn miss_then_hit_returns_the_row_and_caches_it_with_the_ttl() {

@@ -1,26 +1,16 @@
 //! A randomized consistency run: writers change PostgreSQL while readers READ and MULTIREAD
 //! through the cache and the listener's connection is killed now and then. Once writers stop
 //! and the last invalidation is applied, every cached row must equal PostgreSQL's.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 const ROWS: i64 = 200;
 
-/// A small, seedable generator (xorshift), so a failing run can be repeated.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn id(&mut self) -> i64 {
-        (self.next() % ROWS as u64) as i64 + 1
-    }
+/// A row id, 1 to ROWS.
+fn id(rng: &mut Rng) -> i64 {
+    rng.below_i64(ROWS) + 1
 }
 
 fn postgres_rows(pg: &Pg) -> std::collections::HashMap<i64, String> {
@@ -53,10 +43,10 @@ fn cached_rows_converge_to_postgres_under_random_writes_reads_and_listener_kills
             let mut pg = stack.pg.client();
             let ops = ops.clone();
             std::thread::spawn(move || {
-                let mut rng = Rng(seed ^ ((w + 1) * 0x1234_5678));
+                let mut rng = Rng::new(seed ^ ((w + 1) * 0x1234_5678));
                 for _ in 0..600 {
-                    let id = rng.id();
-                    match rng.next() % 10 {
+                    let id = id(&mut rng);
+                    match rng.next_u64() % 10 {
                         0 => {
                             pg.execute("DELETE FROM accounts WHERE id = $1", &[&(id as i32)]).unwrap();
                         }
@@ -88,11 +78,11 @@ fn cached_rows_converge_to_postgres_under_random_writes_reads_and_listener_kills
             let ops = ops.clone();
             std::thread::spawn(move || {
                 let mut con = connect(port);
-                let mut rng = Rng(seed ^ ((r + 100) * 0x9876_5431));
+                let mut rng = Rng::new(seed ^ ((r + 100) * 0x9876_5431));
                 while !stop.load(Ordering::Relaxed) {
-                    if rng.next().is_multiple_of(4) {
+                    if rng.next_u64().is_multiple_of(4) {
                         let keys: Vec<String> = (0..10)
-                            .map(|_| format!(r#"{{"id":{}}}"#, rng.id()))
+                            .map(|_| format!(r#"{{"id":{}}}"#, id(&mut rng)))
                             .collect();
                         let _: Vec<Option<String>> = redis::cmd("PGCACHE.MULTIREAD")
                             .arg("accounts")
@@ -100,7 +90,12 @@ fn cached_rows_converge_to_postgres_under_random_writes_reads_and_listener_kills
                             .query(&mut con)
                             .unwrap();
                     } else {
-                        read(&mut con, "accounts", &format!(r#"{{"id":{}}}"#, rng.id())).unwrap();
+                        read(
+                            &mut con,
+                            "accounts",
+                            &format!(r#"{{"id":{}}}"#, id(&mut rng)),
+                        )
+                        .unwrap();
                     }
                     ops.fetch_add(1, Ordering::Relaxed);
                 }

@@ -1,7 +1,6 @@
 //! PGCACHE.HOOK: routing events to channels and streams, bad definitions, persistence
 //! across a restart (as configuration) and replication to replicas.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::collections::HashMap;
 use std::time::Duration;
 

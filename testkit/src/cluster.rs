@@ -2,7 +2,7 @@
 //! private PostgreSQL and N primaries with the module loaded, created with
 //! `redis-cli --cluster create`.
 
-use super::*;
+use crate::*;
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;

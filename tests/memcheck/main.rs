@@ -2,8 +2,7 @@
 //! invalidations, hooks, an UNLOAD and a LOAD, then SHUTDOWN. Run by `make memcheck`
 //! (scripts/memcheck.sh), which builds a Redis with libc malloc and names a valgrind wrapper
 //! in PGCACHE_TEST_SERVER: ignored by a plain `cargo test`.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::time::Duration;
 
 /// valgrind's loss records of definitely lost blocks: (bytes, whether a frame is pgcache's,

@@ -1,7 +1,6 @@
 //! The Prometheus endpoint: a scrape parsed as Prometheus text, its bind address, and the
 //! thread gone after MODULE UNLOAD.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;

@@ -1,14 +1,8 @@
 //! Every queue, map and list that input can grow has a bound; each test here pushes past
 //! one. (The schema cache's spellings and the slowlog have theirs tested in robustness.rs
 //! and slowlog.rs.)
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::time::Duration;
-
-/// The `pgcache_<name>` INFO figure.
-fn figure(con: &mut redis::Connection, name: &str) -> i64 {
-    info_int(con, "pgcache", &format!("pgcache_{name}"))
-}
 
 #[test]
 fn a_storm_of_flushes_runs_one_flush_per_table_that_still_drops_every_entry() {
@@ -47,8 +41,12 @@ fn a_storm_of_flushes_runs_one_flush_per_table_that_still_drops_every_entry() {
             .unwrap_or("")
     );
     wait_keys_at_most(&mut con, "pg_cache:users:*", 0);
-    assert_eq!(figure(&mut con, "flushes_running"), 0);
-    assert_eq!(figure(&mut con, "flushes"), 1000, "every FLUSH counted");
+    assert_eq!(stats_figure(&mut con, "flushes_running"), 0);
+    assert_eq!(
+        stats_figure(&mut con, "flushes"),
+        1000,
+        "every FLUSH counted"
+    );
 }
 
 /// Runs a Lua script that keeps the main thread busy for `seconds`, on its own connection,
@@ -110,7 +108,7 @@ fn an_invalidation_backlog_past_its_bound_becomes_flushes_of_its_tables() {
     wait_for(
         "the backlog to become flushes",
         Duration::from_secs(20),
-        || (figure(&mut con, "invalidation_backlog_flushes") == 1).then_some(()),
+        || (stats_figure(&mut con, "invalidation_backlog_flushes") == 1).then_some(()),
     );
     wait_keys_at_most(&mut con, "pg_cache:t*", 0);
     for t in 0..TABLES {
@@ -174,13 +172,16 @@ fn deliveries_raised_in_one_command_past_their_bound_are_dropped_and_counted() {
         assert!(
             std::time::Instant::now() < deadline,
             "{len} delivered, {} expirations, {} hook errors",
-            figure(&mut con, "expirations"),
-            figure(&mut con, "hook_errors")
+            stats_figure(&mut con, "expirations"),
+            stats_figure(&mut con, "hook_errors")
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(figure(&mut con, "expirations"), ROWS as i64);
-    assert_eq!(figure(&mut con, "hook_errors"), (ROWS - delivered) as i64);
+    assert_eq!(stats_figure(&mut con, "expirations"), ROWS as i64);
+    assert_eq!(
+        stats_figure(&mut con, "hook_errors"),
+        (ROWS - delivered) as i64
+    );
     assert!(redis.log().contains("deliveries raised in one command"));
 }
 
@@ -204,17 +205,17 @@ fn misses_past_the_queue_are_refused_and_leave_no_fill_behind() {
         "every miss answered or waiting",
         Duration::from_secs(10),
         || {
-            let refused = figure(&mut con, "errors_queue_full");
+            let refused = stats_figure(&mut con, "errors_queue_full");
             let waiting = blocked_clients(&mut con);
             (refused + waiting == 60 && waiting > 0).then_some(())
         },
     );
-    let refused = figure(&mut con, "errors_queue_full");
+    let refused = stats_figure(&mut con, "errors_queue_full");
     assert!(
         refused > 0,
         "60 misses, one held worker and a queue of 4: some must be refused"
     );
-    let in_flight = figure(&mut con, "fills_in_flight");
+    let in_flight = stats_figure(&mut con, "fills_in_flight");
     assert_eq!(
         in_flight,
         blocked_clients(&mut con),
@@ -239,7 +240,7 @@ fn misses_past_the_queue_are_refused_and_leave_no_fill_behind() {
         "the others were told the queue is full"
     );
     wait_for("no fill left", Duration::from_secs(10), || {
-        (figure(&mut con, "fills_in_flight") == 0).then_some(())
+        (stats_figure(&mut con, "fills_in_flight") == 0).then_some(())
     });
 }
 

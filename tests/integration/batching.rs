@@ -1,6 +1,5 @@
 //! Concurrent READ misses are fetched in batches; a batch never mixes up or loses results.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::time::Duration;
 
 #[test]

@@ -5,12 +5,11 @@
 //! redis-py users install today, every SQL block with psql, every `psql` line of a shell
 //! block, and the lines `scripts/run.sh` itself suggests trying. Every code block says its
 //! language; `text` and `json` blocks are formats, not examples.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const README: &str = include_str!("../README.md");
+const README: &str = include_str!("../../README.md");
 /// The redis-py version setup.sh installs into .tools/venv (the newest on PyPI).
 const VENV_PYTHON: &str = ".tools/venv/bin/python";
 

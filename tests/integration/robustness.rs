@@ -1,7 +1,6 @@
 //! Never stall, never crash, never leak: PostgreSQL outages, slow queries, full queues,
 //! timeouts, panics, unloading, and the password.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::time::Duration;
 
 const SLOW_SQL: &str = "
@@ -222,19 +221,6 @@ fn panics_become_error_replies() {
         e.to_string().to_lowercase().contains("unknown command"),
         "{e}"
     );
-}
-
-/// Threads of ours: the workers and the invalidation listener.
-fn pgcache_threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .unwrap_or_default()
-                .starts_with("pgcache-")
-        })
-        .count()
 }
 
 #[test]

@@ -1,6 +1,5 @@
 //! No stale fills, one query per key under load, and negative caching undone by INSERT.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::time::Duration;
 
 fn debug(con: &mut redis::Connection, what: &str, arg: &str) -> String {

@@ -1,8 +1,7 @@
 //! pgcache on a real 3-primary Redis Cluster (Valkey cluster with PGCACHE_TEST_SERVER): the
 //! commands that name cache keys are routed like any key command, and every primary
 //! invalidates what it holds.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::process::Command;
 use std::time::Duration;
 

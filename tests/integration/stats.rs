@@ -1,15 +1,10 @@
 //! PGCACHE.STATS and the pgcache INFO section (first part of the production-visibility work).
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::collections::HashMap;
 use std::time::Duration;
 
 fn stats(con: &mut redis::Connection) -> HashMap<String, redis::Value> {
     map_reply(con, "PGCACHE.STATS")
-}
-
-fn int(stats: &HashMap<String, redis::Value>, name: &str) -> i64 {
-    redis::from_redis_value(stats[name].clone()).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 #[test]
@@ -26,31 +21,34 @@ fn counters_histograms_info_and_reset() {
     multiread(&mut con, "users", &id_array([1, 3])).unwrap();
 
     let s = stats(&mut con);
-    assert_eq!(int(&s, "hits"), 2, "READ hit and MULTIREAD hit");
-    assert_eq!(int(&s, "negative_hits"), 1);
-    assert_eq!(int(&s, "misses"), 3);
-    assert_eq!(int(&s, "fills"), 3);
-    assert_eq!(int(&s, "writes"), 1);
-    assert_eq!(int(&s, "invalidations_by_command"), 1);
-    assert_eq!(int(&s, "errors"), 1);
+    assert_eq!(figure(&s, "hits"), 2, "READ hit and MULTIREAD hit");
+    assert_eq!(figure(&s, "negative_hits"), 1);
+    assert_eq!(figure(&s, "misses"), 3);
+    assert_eq!(figure(&s, "fills"), 3);
+    assert_eq!(figure(&s, "writes"), 1);
+    assert_eq!(figure(&s, "invalidations_by_command"), 1);
+    assert_eq!(figure(&s, "errors"), 1);
     wait_for("the listener", Duration::from_secs(10), || {
         let listener: String =
             redis::from_redis_value(stats(&mut con)["listener"].clone()).unwrap();
         (listener == "connected").then_some(())
     });
     // The stall probe: the misses' replies ran in callbacks on the event loop.
-    assert!(int(&s, "longest_callback_us") > 0, "{s:?}");
+    assert!(figure(&s, "longest_callback_us") > 0, "{s:?}");
     let read_figures = nested(&nested(&s["commands"])["read"]);
-    assert_eq!(int(&read_figures, "calls"), 5);
+    assert_eq!(figure(&read_figures, "calls"), 5);
 
     // Per table: 2 READ misses + 1 READ hit + 1 negative hit + WRITE + INVALIDATE + 1
     // MULTIREAD (one hit, one miss) = 7 calls; the 5 that waited or wrote are timed.
     let users = nested(&nested(&s["tables"])["users"]);
-    assert_eq!(int(&users, "calls"), 7, "{users:?}");
-    assert_eq!(int(&users, "hits"), 3, "{users:?}");
-    assert_eq!(int(&users, "misses"), 3, "{users:?}");
-    assert_eq!(int(&users, "timed_calls"), 5, "{users:?}");
-    assert!(int(&users, "p99_us") >= int(&users, "p50_us"), "{users:?}");
+    assert_eq!(figure(&users, "calls"), 7, "{users:?}");
+    assert_eq!(figure(&users, "hits"), 3, "{users:?}");
+    assert_eq!(figure(&users, "misses"), 3, "{users:?}");
+    assert_eq!(figure(&users, "timed_calls"), 5, "{users:?}");
+    assert!(
+        figure(&users, "p99_us") >= figure(&users, "p50_us"),
+        "{users:?}"
+    );
     assert!(
         !nested(&s["tables"]).contains_key("nosuch"),
         "unknown tables have no figures"
@@ -85,10 +83,14 @@ fn counters_histograms_info_and_reset() {
     assert_eq!(ok, "OK");
     let s = stats(&mut con);
     assert_eq!(
-        (int(&s, "hits"), int(&s, "misses"), int(&s, "errors")),
+        (
+            figure(&s, "hits"),
+            figure(&s, "misses"),
+            figure(&s, "errors")
+        ),
         (0, 0, 0)
     );
-    assert_eq!(int(&nested(&nested(&s["tables"])["users"]), "calls"), 0);
+    assert_eq!(figure(&nested(&nested(&s["tables"])["users"]), "calls"), 0);
 }
 
 fn count_of(entries: &[HashMap<String, String>], kind: &str) -> usize {
@@ -115,7 +117,7 @@ fn real_expirations_and_evictions_are_counted_and_reach_hooks() {
             .arg(r#"pg_cache:users:{"id":1}"#)
             .query(&mut con)
             .unwrap();
-        (int(&stats(&mut con), "expirations") == 1).then_some(())
+        (figure(&stats(&mut con), "expirations") == 1).then_some(())
     });
     // The hook's XADD runs from a timer after the notification (no writes inside one).
     let expired = wait_for("the expire event", Duration::from_secs(10), || {
@@ -138,7 +140,7 @@ fn real_expirations_and_evictions_are_counted_and_reach_hooks() {
         .unwrap();
     config_set(&mut con, "maxmemory", used + 20_000).unwrap();
     multiread(&mut con, "users", &id_array(1..=200)).unwrap();
-    let evicted = int(&stats(&mut con), "evictions");
+    let evicted = figure(&stats(&mut con), "evictions");
     assert!(
         evicted > 0,
         "filling past maxmemory evicts entries: {evicted}"
@@ -149,7 +151,7 @@ fn real_expirations_and_evictions_are_counted_and_reach_hooks() {
         Duration::from_secs(10),
         || {
             let entries = stream_entries(&mut con, "gone");
-            (count_of(&entries, "cache_evict") as i64 == int(&stats(&mut con), "evictions"))
+            (count_of(&entries, "cache_evict") as i64 == figure(&stats(&mut con), "evictions"))
                 .then_some(())
         },
     );
@@ -181,7 +183,7 @@ fn health_names_every_problem_and_hides_the_password() {
     let problems: Vec<String> = redis::from_redis_value(h["problems"].clone()).unwrap();
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(text(&h, "postgres"), "reachable");
-    assert!(int(&h, "postgres_rtt_us") > 0);
+    assert!(figure(&h, "postgres_rtt_us") > 0);
     assert_eq!(text(&h, "listener"), "connected");
     assert_eq!(text(&h, "cluster"), "no");
     let config = format!("{:?}", h["config"]);
@@ -218,5 +220,8 @@ fn health_names_every_problem_and_hides_the_password() {
     let e = read(&mut con, "users", r#"{"id":77}"#).unwrap_err();
     assert!(e.to_string().contains("PostgreSQL unavailable"), "{e}");
     let s = stats(&mut con);
-    assert_eq!((int(&s, "errors"), int(&s, "errors_postgres")), (1, 1));
+    assert_eq!(
+        (figure(&s, "errors"), figure(&s, "errors_postgres")),
+        (1, 1)
+    );
 }

@@ -1,7 +1,6 @@
 //! The commands that name cache keys: PGCACHE.GET, PGCACHE.MGET and PGCACHE.KEY, and what
 //! Redis knows of them (key positions, key specs, docs), on a single server.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 
 const ORDERS_SQL: &str = "
     CREATE TABLE orders (id integer PRIMARY KEY, total numeric NOT NULL);

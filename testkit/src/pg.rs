@@ -1,7 +1,7 @@
 //! A private PostgreSQL per test: copied from an initdb template, on its own port, run as
 //! the `postgres` user when the tests run as root, stopped by PID when dropped.
 
-use super::*;
+use crate::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -59,7 +59,9 @@ fn chown_for_pg(path: &Path) {
 fn template() -> &'static Path {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        // Where cargo puts its test runs' scratch files (CARGO_TARGET_TMPDIR of a test).
+        let root = repo_root().join("target/tmp");
+        std::fs::create_dir_all(&root).unwrap();
         let dir = root.join("pg-template");
         if dir.join("PG_VERSION").exists() {
             return dir;

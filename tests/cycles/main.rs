@@ -1,7 +1,6 @@
 //! A hundred MODULE UNLOAD / LOAD cycles under light load: once unloaded, the server has as
 //! many threads and file descriptors as before them, and as much memory.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,15 +14,6 @@ const RSS_SLACK: f64 = 0.05;
 
 fn count_entries(dir: String) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.count())
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// DRAIN until nothing waits, then UNLOAD.
@@ -48,19 +38,6 @@ fn load(con: &mut redis::Connection, args: &[String]) {
         .arg(args)
         .query(con)
         .unwrap();
-}
-
-/// pgcache's own threads (named `pgcache-*`) in the server `pid`.
-fn pgcache_threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .unwrap_or_default()
-                .starts_with("pgcache-")
-        })
-        .count()
 }
 
 /// Threads, file descriptors and RSS (KiB) of the server `pid` once pgcache's threads exited.

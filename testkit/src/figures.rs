@@ -1,26 +1,22 @@
 //! Reading figures: map replies (STATS, HEALTH) and INFO fields.
 
-use super::*;
+use crate::*;
 use std::collections::HashMap;
 use std::time::Duration;
 
 /// A command's map reply (flat name/value pairs in RESP2) as a map.
 pub fn map_reply(con: &mut redis::Connection, command: &str) -> HashMap<String, redis::Value> {
-    let flat: Vec<redis::Value> = redis::cmd(command).query(con).unwrap();
-    flat.chunks(2)
-        .map(|pair| {
-            (
-                redis::from_redis_value::<String>(pair[0].clone()).unwrap(),
-                pair[1].clone(),
-            )
-        })
-        .collect()
+    nested(&redis::cmd(command).query(con).unwrap())
+}
+
+/// The number a map reply gives as `name`.
+pub fn figure(map: &HashMap<String, redis::Value>, name: &str) -> i64 {
+    redis::from_redis_value(map[name].clone()).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// The number PGCACHE.STATS gives as `name`.
 pub fn stats_figure(con: &mut redis::Connection, name: &str) -> i64 {
-    redis::from_redis_value(map_reply(con, "PGCACHE.STATS")[name].clone())
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    figure(&map_reply(con, "PGCACHE.STATS"), name)
 }
 
 /// A nested map (flat name/value pairs in RESP2) as a map.

@@ -1,7 +1,7 @@
 //! A private redis-server (or valkey-server) with the built module loaded, and `Stack`: one
 //! PostgreSQL and one server connected to it.
 
-use super::*;
+use crate::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 pub fn module_path() -> PathBuf {
     let path = std::env::var("PGCACHE_MODULE")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/libpgcache.so")
-        });
+        .unwrap_or_else(|_| repo_root().join("target/release/libpgcache.so"));
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --release` first (make test does)",
@@ -20,7 +18,7 @@ pub fn module_path() -> PathBuf {
     if std::env::var("PGCACHE_MODULE").is_err() {
         // `cargo test` builds the rlib, not the cdylib: refuse to test a stale module.
         let built = std::fs::metadata(&path).unwrap().modified().unwrap();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let src = repo_root().join("src");
         if let Some(newer) = newest_file(&src).filter(|(t, _)| *t > built) {
             panic!(
                 "{} is older than {}: run `cargo build --release` first (make test does)",

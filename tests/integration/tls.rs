@@ -1,6 +1,5 @@
 //! TLS to PostgreSQL: encryption with sslmode=require, certificate checks with verify-full.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 
 const SSL_VIEW: &str =
     "CREATE VIEW my_session AS SELECT 1 AS id, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid();";

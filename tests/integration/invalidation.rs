@@ -1,7 +1,6 @@
 //! Invalidation driven by PostgreSQL: the shipped trigger, the original payload shape,
 //! replication, reconnects, and PGCACHE.FLUSH.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::time::Duration;
 
 fn watched_users() -> Stack {

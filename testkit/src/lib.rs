@@ -1,26 +1,35 @@
-//! Real servers for integration tests: a private PostgreSQL (copied from an initdb template,
-//! own port) and a private redis-server or valkey-server with the built module loaded. Each
-//! guard stops its process by PID and removes its directory when dropped.
-// Each test crate uses part of these helpers.
-#![allow(dead_code, unused_imports)]
+//! What pgcache's tests share: real servers (a private PostgreSQL copied from an initdb
+//! template, a private redis-server or valkey-server with the built module loaded, a Redis
+//! Cluster, a proxy that can go silent), each stopped by PID and its directory removed when
+//! its guard drops; the commands and figures tests read; a seeded generator; a process's
+//! threads and memory. The integration suite and the reliability runs use it alike.
 
 mod cluster;
 mod commands;
 mod figures;
 mod pg;
+mod process;
 mod proxy;
+mod rng;
 mod servers;
 
 pub use cluster::*;
 pub use commands::*;
 pub use figures::*;
 pub use pg::*;
+pub use process::*;
 pub use proxy::*;
+pub use rng::*;
 pub use servers::*;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The repository's root (this crate lives in its `testkit/`).
+pub fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
 
 pub const PG_PASSWORD: &str = "app-s3cret-pw";
 const SUPERUSER_PASSWORD: &str = "super-s3cret-pw";

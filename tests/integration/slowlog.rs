@@ -1,6 +1,5 @@
 //! PGCACHE.SLOWLOG: slow calls, with the part that was slow (PostgreSQL or the queue).
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::time::Duration;
 
 /// One slowlog entry: id, unix time, duration µs, command, table, key, rows, slow part,

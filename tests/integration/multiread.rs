@@ -1,6 +1,5 @@
 //! PGCACHE.MULTIREAD: order, nils, duplicates, one query for all misses.
-mod common;
-use common::*;
+use pgcache_testkit::*;
 
 fn field(row: &Option<String>, name: &str) -> serde_json::Value {
     json(row.as_deref().expect("a row"))[name].clone()

@@ -1,7 +1,7 @@
 //! pgcache's commands and CONFIG from a test, the SQL most tests start from, and waiting
 //! for what invalidation does.
 
-use super::*;
+use crate::*;
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -1,8 +1,7 @@
 //! What a restart, a reload or a promotion may serve: never a row changed in PostgreSQL while
 //! nothing listened, and a server restarts with the settings it had.
 
-mod common;
-use common::*;
+use pgcache_testkit::*;
 use std::time::Duration;
 
 fn watched_users() -> Stack {

@@ -1,0 +1,23 @@
+//! The integration suite: one binary, a module per concern, each test against a real
+//! PostgreSQL and a real redis-server (or valkey-server, `PGCACHE_TEST_SERVER`) with the
+//! built module loaded, started by the test on ports of its own (`pgcache-testkit`). The
+//! reliability runs (chaos, fuzz, soak, cycles, memcheck) are binaries of their own.
+
+mod batching;
+mod bounds;
+mod cluster;
+mod consistency;
+mod freshness;
+mod hooks;
+mod invalidation;
+mod keys;
+mod metrics;
+mod multiread;
+mod read;
+mod readme;
+mod restart;
+mod robustness;
+mod slowlog;
+mod stats;
+mod tls;
+mod write;
