@@ -18,7 +18,7 @@ use crate::pg::{normalise, schema};
 use crate::reply::Reply;
 use crate::stats;
 use crate::tunables;
-use crate::worker::{self, RowLookup, Step};
+use crate::worker::{self, KeyedFill, RowLookup};
 use redis_module::Context;
 use std::sync::Arc;
 
@@ -152,7 +152,7 @@ pub fn read_on_worker(
                     first_completion(outcome, schema, pk, ttl, ticket, derived)
                 })
             };
-            Ok(Step::Fill { schema, pk, then })
+            Ok(KeyedFill { schema, pk, then })
         }),
     )
 }

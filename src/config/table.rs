@@ -49,8 +49,21 @@ pub struct Setting {
 }
 
 impl Setting {
-    /// Checks `value` and stores it in `s`; the error says what is accepted.
+    /// Checks `value` and stores it in `s`; the error says what was wrong, then what the
+    /// setting is, what it accepts and its default (the README's line of it).
     pub fn apply(&self, s: &mut Settings, value: &str) -> Result<(), Error> {
+        self.store(s, value).map_err(|e| {
+            Error::new(format!(
+                "{e} ({}: {}; accepts {}; default {})",
+                self.name,
+                self.help,
+                self.accepted(),
+                self.default_shown()
+            ))
+        })
+    }
+
+    fn store(&self, s: &mut Settings, value: &str) -> Result<(), Error> {
         match &self.accepts {
             Accepts::Int {
                 min,
@@ -74,6 +87,15 @@ impl Setting {
                 Ok(())
             }
             Accepts::Text { store, .. } => store(s, value),
+        }
+    }
+
+    /// The default as the README shows it: the value, or what it is computed from.
+    fn default_shown(&self) -> String {
+        match self.initial {
+            Initial::Value("") => "none".into(),
+            Initial::Value(v) => format!("`{v}`"),
+            Initial::Described(d) => d.to_string(),
         }
     }
 
@@ -493,29 +515,6 @@ pub static SETTINGS: [Setting; 30] = [
     },
 ];
 
-/// The README's settings table, as generated from `SETTINGS`.
-pub fn readme_table() -> String {
-    let mut out = String::from(
-        "| setting | default | accepts | meaning | CONFIG SET |\n|---|---|---|---|---|\n",
-    );
-    for s in &SETTINGS {
-        let initial = match s.initial {
-            Initial::Value("") => String::new(),
-            Initial::Value(v) => format!("`{v}`"),
-            Initial::Described(d) => d.to_string(),
-        };
-        out.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} |\n",
-            s.name,
-            initial,
-            s.accepted(),
-            s.help,
-            yes_no(s.runtime)
-        ));
-    }
-    out
-}
-
 /// Sets `PGCONNECT_TIMEOUT`'s whole seconds (libpq's unit; at least one).
 pub fn apply_libpq_connect_timeout(s: &mut Settings, seconds: &str) -> Result<(), Error> {
     let secs: u64 = seconds
@@ -543,6 +542,28 @@ mod properties;
 
 #[cfg(test)]
 mod tests {
+    /// The README's settings table, as generated from `SETTINGS`.
+    fn readme_table() -> String {
+        let mut out = String::from(
+            "| setting | default | accepts | meaning | CONFIG SET |\n|---|---|---|---|---|\n",
+        );
+        for s in &SETTINGS {
+            let initial = match s.initial {
+                Initial::Value("") => String::new(),
+                _ => s.default_shown(),
+            };
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} | {} |\n",
+                s.name,
+                initial,
+                s.accepted(),
+                s.help,
+                yes_no(s.runtime)
+            ));
+        }
+        out
+    }
+
     use super::*;
 
     #[test]

@@ -29,19 +29,15 @@ pub struct RowLookup {
 
 /// A job that must ask PostgreSQL which key it reads before it can join a fill of that key
 /// in flight (the first READ of a table spelling, or a key only PostgreSQL can spell).
-pub type KeyedWork = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<Step, Error> + Send>;
+pub type KeyedWork = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<KeyedFill, Error> + Send>;
 
-/// What a `KeyedWork` found.
-pub enum Step {
-    /// The answer is known.
-    Done(Completion),
-    /// The row of `pk` is needed: wait for a fill of its key in flight, or lead one
-    /// (fetching on the same worker and connection), `then` making the completion.
-    Fill {
-        schema: Arc<TableSchema>,
-        pk: CanonicalPk,
-        then: Box<dyn FnOnce(crate::fill::Outcome, FillTicket) -> Completion + Send>,
-    },
+/// What a `KeyedWork` found: the row of `pk` is needed. The worker waits for a fill of its
+/// key in flight, or leads one (fetching on the same worker and connection), `then` making
+/// the completion.
+pub struct KeyedFill {
+    pub schema: Arc<TableSchema>,
+    pub pk: CanonicalPk,
+    pub then: Box<dyn FnOnce(crate::fill::Outcome, FillTicket) -> Completion + Send>,
 }
 
 /// Turns a PostgreSQL round trip's time (or why it failed) into the completion.

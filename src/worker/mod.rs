@@ -19,7 +19,7 @@ pub mod hold;
 mod jobs;
 mod lookups;
 
-pub use jobs::{Join, KeyedWork, Part, Probe, RowLookup, Rows, Step, Work};
+pub use jobs::{Join, KeyedFill, KeyedWork, Part, Probe, RowLookup, Work};
 
 use crate::blocked::{self, BlockedClient, contained, error_completion, panic_error};
 use crate::error::{Error, ErrorKind};
@@ -241,8 +241,7 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Inst
         .unwrap_or_else(|panic| Err(panic_error(panic)));
     match step {
         Err(e) => client.answer(error_completion(e)),
-        Ok(Step::Done(completion)) => client.answer(completion),
-        Ok(Step::Fill { schema, pk, then }) => {
+        Ok(KeyedFill { schema, pk, then }) => {
             let key = schema.cache_key(&pk.json);
             let Some((ticket, client)) =
                 crate::fill::lead_or_join(client, &key, &schema.stats, &pk.json)
