@@ -106,7 +106,7 @@ pub fn watch(ctx: &Context) {
 /// Runs before every command: notes ACL SETUSER, DELUSER and LOAD, which change users. A
 /// panic must not unwind into Redis; if one happened, the check is turned on to be safe.
 unsafe extern "C" fn on_command(filter: *mut raw::RedisModuleCommandFilterCtx) {
-    let noted = std::panic::catch_unwind(|| {
+    let noted = crate::error::panic::catch(|| {
         // SAFETY: forwarded unchanged from Redis.
         unsafe { note_acl_change(filter) }
     });
@@ -261,10 +261,9 @@ pub fn may_change(ctx: &Context, key: &str, change: Change) -> Result<(), Error>
         },
         (KEY_REFUSED, key),
         || {
-            Error::of(
-                crate::error::ErrorKind::Redirect,
-                format!("NOPERM this user has no permissions to write the key {key:?}"),
-            )
+            Error::redis_reply(format!(
+                "NOPERM this user has no permissions to write the key {key:?}"
+            ))
         },
     )
 }
@@ -277,13 +276,10 @@ pub fn may_change(ctx: &Context, key: &str, change: Change) -> Result<(), Error>
 pub fn may_change_every_key(ctx: &Context, prefix: &str) -> Result<(), Error> {
     let pattern = format!("{prefix}*");
     let refusal = || {
-        Error::of(
-            crate::error::ErrorKind::Redirect,
-            format!(
-                "NOPERM this user has no permissions to write every key of this table \
+        Error::redis_reply(format!(
+            "NOPERM this user has no permissions to write every key of this table \
                  ({pattern}); FLUSH needs a key pattern such as ~{pattern}"
-            ),
-        )
+        ))
     };
     let flags = raw::REDISMODULE_CMD_KEY_DELETE;
     let logged = (KEY_REFUSED, pattern.as_str());
@@ -410,8 +406,7 @@ pub fn may_reset_figures(ctx: &Context) -> Result<(), Error> {
             "pgcache.stats|reset",
         ),
         || {
-            Error::of(
-                crate::error::ErrorKind::Redirect,
+            Error::redis_reply(
                 "NOPERM this user has no permissions to reset pgcache's figures: STATS RESET \
                  needs the right to run CONFIG RESETSTAT (ACL SETUSER <user> +config|resetstat)",
             )
@@ -421,10 +416,9 @@ pub fn may_reset_figures(ctx: &Context) -> Result<(), Error> {
 
 /// The refusal of a derived key, worded as Redis words its own.
 pub fn no_read_permission(key: &str) -> Error {
-    Error::of(
-        crate::error::ErrorKind::Redirect,
-        format!("NOPERM this user has no permissions to read the key {key:?}"),
-    )
+    Error::redis_reply(format!(
+        "NOPERM this user has no permissions to read the key {key:?}"
+    ))
 }
 
 /// Whether `user` may do `access` to `target` (a stream key or a channel), with the reason
@@ -436,7 +430,7 @@ pub fn check(ctx: &Context, user: &str, target: &str, access: Access) -> Result<
     unsafe {
         let handle = raw::RedisModule_GetModuleUserFromUserName.unwrap()(user_name.inner);
         if handle.is_null() {
-            return Err(format!("ACL user {user:?} does not exist").into());
+            return Err(Error::invalid(format!("ACL user {user:?} does not exist")));
         }
         let status = match access {
             Access::Publish => {
@@ -457,14 +451,15 @@ pub fn check(ctx: &Context, user: &str, target: &str, access: Access) -> Result<
         }
     }
     Err(match access {
-        Access::Publish => {
-            format!("ACL user {user:?} may not publish on channel {target:?}").into()
-        }
-        Access::Append => format!("ACL user {user:?} may not write to stream {target:?}").into(),
-        Access::AppendAndTrim => {
-            format!("ACL user {user:?} may not write to (and trim, for MAXLEN) stream {target:?}")
-                .into()
-        }
+        Access::Publish => Error::invalid(format!(
+            "ACL user {user:?} may not publish on channel {target:?}"
+        )),
+        Access::Append => Error::invalid(format!(
+            "ACL user {user:?} may not write to stream {target:?}"
+        )),
+        Access::AppendAndTrim => Error::invalid(format!(
+            "ACL user {user:?} may not write to (and trim, for MAXLEN) stream {target:?}"
+        )),
     })
 }
 

@@ -8,15 +8,14 @@
 //! deadline passed, and whichever of it and the worker comes first (one atomic swap) is the
 //! one that unblocks the client.
 
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
+use crate::error::panic::{catch, catch_result};
 use crate::reply::{self, Reply};
 use crate::requests::{self, Timing};
 use crate::stats::Tracked;
 use crate::tunables;
 use redis_module::{Context, raw};
-use std::any::Any;
 use std::os::raw::{c_int, c_void};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -154,14 +153,11 @@ impl BlockedClient {
 
 /// The timeout every client whose deadline passed gets.
 fn timeout_error() -> Error {
-    Error::of(
-        ErrorKind::Timeout,
-        format!(
-            "request timed out after {} ms waiting for PostgreSQL; check that it is \
+    Error::timeout(format!(
+        "request timed out after {} ms waiting for PostgreSQL; check that it is \
              reachable, or raise pgcache.request_timeout_ms",
-            tunables::request_timeout_ms()
-        ),
-    )
+        tunables::request_timeout_ms()
+    ))
 }
 
 /// Answers blocked clients at their deadlines, from a timer on the main thread.
@@ -251,7 +247,7 @@ mod deadlines {
     }
 
     fn fire(ctx: &Context, token: u64) {
-        crate::error::guard("answering timed-out requests", || {
+        crate::error::panic::guard("answering timed-out requests", || {
             let expired: Vec<Arc<Ticket>> = with(|watch| {
                 watch.timers.retain(|(t, _, _)| *t != token);
                 let now = Instant::now();
@@ -327,25 +323,9 @@ pub fn error_completion(e: Error) -> Completion {
     Box::new(move |_| Reply::Error(e))
 }
 
-pub fn panic_error(panic: Box<dyn Any + Send>) -> Error {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
-    Error::of(
-        ErrorKind::Internal,
-        format!(
-            "internal error ({what}); the request was abandoned, Redis is unaffected; please report it"
-        ),
-    )
-}
-
 /// Runs `f`, turning an error or a panic into an error completion.
 pub fn contained(f: impl FnOnce() -> Result<Completion, Error>) -> Completion {
-    catch_unwind(AssertUnwindSafe(f))
-        .unwrap_or_else(|panic| Err(panic_error(panic)))
-        .unwrap_or_else(error_completion)
+    catch_result(f).unwrap_or_else(error_completion)
 }
 
 /// Redis calls this on the main thread after a worker unblocked the client. Exactly one
@@ -356,7 +336,7 @@ unsafe extern "C" fn on_reply(
     argc: c_int,
 ) -> c_int {
     let started = Instant::now();
-    crate::error::guard_since(started, "sending a reply", || {
+    crate::error::panic::guard_since(started, "sending a reply", || {
         // SAFETY: Redis passes the privdata given to UnblockClient and the blocked
         // command's arguments.
         unsafe { reply_unblocked(ctx, argv, argc, started) }
@@ -377,18 +357,18 @@ unsafe fn reply_unblocked(
     let answer = unsafe {
         &mut *(raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) as *mut Answer)
     };
-    let reply = catch_unwind(AssertUnwindSafe(|| match answer.completion.take() {
+    let reply = catch(|| match answer.completion.take() {
         Some(completion) => completion(&context),
-        None => Reply::Error(Error::new("internal error: reply already sent")),
-    }))
-    .unwrap_or_else(|panic| Reply::Error(panic_error(panic)));
+        None => Reply::Error(Error::internal("internal error: reply already sent")),
+    })
+    .unwrap_or_else(Reply::Error);
     send_once(&context, &reply);
     // SAFETY: Redis passes the blocked command's arguments.
     let args = unsafe { crate::args::borrow_head(argv, argc) };
     // The call is named by its own arguments, which Redis keeps with the blocked client.
     if let Some(command) = Tracked::of(&args) {
         let elapsed_us = now.saturating_duration_since(answer.blocked_at).as_micros() as u64;
-        crate::error::contain("recording a reply", || {
+        crate::error::panic::contain("recording a reply", || {
             requests::finished(
                 &context,
                 command,
@@ -409,7 +389,7 @@ unsafe fn reply_unblocked(
 /// Sends `reply`; should sending it panic part-way, nothing more is sent (a partial reply
 /// cannot be taken back, and a second one would desynchronise the client).
 fn send_once(ctx: &Context, reply: &Reply) {
-    crate::error::contain("sending a reply", || reply::send(ctx, reply));
+    crate::error::panic::contain("sending a reply", || reply::send(ctx, reply));
 }
 
 unsafe extern "C" fn on_timeout(
@@ -417,14 +397,14 @@ unsafe extern "C" fn on_timeout(
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
 ) -> c_int {
-    crate::error::guard("replying a timeout", || {
+    crate::error::panic::guard("replying a timeout", || {
         let context = Context::new(ctx);
         let error = timeout_error();
         send_once(&context, &Reply::Error(error.clone()));
         // SAFETY: Redis passes the blocked command's arguments.
         let args = unsafe { crate::args::borrow_head(argv, argc) };
         if let Some(command) = Tracked::of(&args) {
-            crate::error::contain("recording a timeout", || {
+            crate::error::panic::contain("recording a timeout", || {
                 requests::failed(&context, command, &args, &error)
             });
         }
@@ -438,9 +418,9 @@ unsafe extern "C" fn free_completion(ctx: *mut raw::RedisModuleCtx, privdata: *m
         let answer = unsafe { Box::from_raw(privdata as *mut Answer) };
         // Dropping an unrun completion can run code of ours (a fill ticket answers its
         // waiters), which must not unwind into Redis.
-        crate::error::guard("freeing a reply", || drop(answer));
+        crate::error::panic::guard("freeing a reply", || drop(answer));
         if IN_FLIGHT.fetch_sub(1, Ordering::SeqCst) == 1 {
-            crate::error::guard("stopping deadline timers", || {
+            crate::error::panic::guard("stopping deadline timers", || {
                 deadlines::none_waiting(&Context::new(ctx))
             });
         }

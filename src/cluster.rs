@@ -8,7 +8,7 @@
 //! this node serves it to this client (an ASKING client included); only when it is refused
 //! is CLUSTER NODES read, to say where the key is.
 
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use redis_module::{CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -46,7 +46,7 @@ pub fn check(ctx: &Context, key: &str) -> Result<(), Error> {
         return Ok(());
     }
     let slot = slot(key.as_bytes());
-    let redirect = |line: String| Error::of(ErrorKind::Redirect, line);
+    let redirect = |line: String| Error::redis_reply(line);
     match locate(ctx, slot) {
         Some(Location::Elsewhere(addr)) => Err(redirect(format!("MOVED {slot} {addr}"))),
         Some(Location::Migrating(addr)) => Err(redirect(format!("ASK {slot} {addr}"))),

@@ -44,7 +44,7 @@ pub fn remaining() -> Option<Duration> {
 /// The error for a request that would wait for PostgreSQL while the window is open.
 pub fn refusal() -> Option<Error> {
     let left = remaining()?;
-    Some(Error::new(format!(
+    Some(Error::invalid(format!(
         "draining for MODULE UNLOAD (PGCACHE.DRAIN): requests that need PostgreSQL are \
          refused for {:.0} more seconds; cached rows are still served. Retry then, or end \
          the drain with PGCACHE.DRAIN 0",

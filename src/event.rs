@@ -87,10 +87,12 @@ impl EventMask {
                         .iter()
                         .find(|k| k.name() == word || k.short_name() == word)
                         .ok_or_else(|| {
-                            format!(
-                                "unknown event {word:?}; use {}, all or none",
-                                EventKind::ALL.map(EventKind::short_name).join(", ")
-                            )
+                            Error::invalid({
+                                format!(
+                                    "unknown event {word:?}; use {}, all or none",
+                                    EventKind::ALL.map(EventKind::short_name).join(", ")
+                                )
+                            })
                         })?;
                     mask |= kind.bit();
                 }

@@ -51,7 +51,7 @@ fn deliver<'a>(
     keys: impl IntoIterator<Item = &'a str>,
     extra: &[(&str, Extra)],
 ) {
-    crate::error::contain("delivering an event", || {
+    crate::error::panic::contain("delivering an event", || {
         deliver_unguarded(ctx, kind, table, keys, extra)
     });
 }

@@ -289,7 +289,7 @@ impl Drop for FillTicket {
             let (_, waiters) = with_map(|map| self.unregister_in(map));
             answer_all(
                 waiters,
-                &Reply::Error(Error::new(
+                &Reply::Error(Error::invalid(
                     "the request fetching this key was abandoned (timed out or refused); retry",
                 )),
                 &self.key,

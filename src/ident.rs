@@ -68,25 +68,31 @@ fn display_part(part: &str) -> String {
 /// Parses `name`, `schema.name`, `"Name"`, `"my schema"."My.Table"`.
 pub fn parse_table(input: &str) -> Result<QualifiedName, Error> {
     if input.is_empty() {
-        return Err("table name is empty".into());
+        return Err(Error::invalid("table name is empty"));
     }
     if input.len() > MAX_TABLE_ARG_BYTES {
-        return Err(format!("table name is longer than {MAX_TABLE_ARG_BYTES} bytes").into());
+        return Err(Error::invalid(format!(
+            "table name is longer than {MAX_TABLE_ARG_BYTES} bytes"
+        )));
     }
     if input.contains('\0') {
-        return Err("table name contains a NUL byte, which PostgreSQL names cannot hold".into());
+        return Err(Error::invalid(
+            "table name contains a NUL byte, which PostgreSQL names cannot hold",
+        ));
     }
     let mut parts = Vec::new();
     let mut rest = input;
     loop {
-        let (part, after) =
-            parse_part(rest).map_err(|e| format!("invalid table name {input:?}: {e}"))?;
+        let (part, after) = parse_part(rest)
+            .map_err(|e| Error::invalid(format!("invalid table name {input:?}: {e}")))?;
         parts.push(part);
         match after.strip_prefix('.') {
             Some(next) => rest = next,
             None if after.is_empty() => break,
             None => {
-                return Err(format!("invalid table name {input:?}: unexpected {after:?}").into());
+                return Err(Error::invalid(format!(
+                    "invalid table name {input:?}: unexpected {after:?}"
+                )));
             }
         }
     }
@@ -102,7 +108,9 @@ pub fn parse_table(input: &str) -> Result<QualifiedName, Error> {
                 name,
             })
         }
-        _ => Err(format!("invalid table name {input:?}: expected name or schema.name").into()),
+        _ => Err(Error::invalid(format!(
+            "invalid table name {input:?}: expected name or schema.name"
+        ))),
     }
 }
 
@@ -117,7 +125,7 @@ fn parse_part(s: &str) -> Result<(String, &str), Error> {
                     chars.next();
                 } else {
                     if out.is_empty() {
-                        return Err("empty quoted identifier".into());
+                        return Err(Error::invalid("empty quoted identifier"));
                     }
                     return Ok((out, &quoted[i + 1..]));
                 }
@@ -125,12 +133,12 @@ fn parse_part(s: &str) -> Result<(String, &str), Error> {
                 out.push(c);
             }
         }
-        return Err("unterminated quoted identifier".into());
+        return Err(Error::invalid("unterminated quoted identifier"));
     }
     let end = s.find('.').unwrap_or(s.len());
     let part = &s[..end];
     if part.is_empty() {
-        return Err("empty identifier".into());
+        return Err(Error::invalid("empty identifier"));
     }
     let valid_start = part
         .chars()
@@ -141,10 +149,9 @@ fn parse_part(s: &str) -> Result<(String, &str), Error> {
             .chars()
             .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
     {
-        return Err(format!(
+        return Err(Error::invalid(format!(
             "{part:?} is not a plain identifier (double-quote names with other characters)"
-        )
-        .into());
+        )));
     }
     Ok((part.to_lowercase(), &s[end..]))
 }

@@ -16,7 +16,7 @@ pub fn register(ctx: &redis_module::Context) {
 /// The `pgcache` INFO section: the PGCACHE.STATS figures, nested ones flattened
 /// (`read_p99_us`), each shown by Redis as `pgcache_<name>`.
 extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: std::os::raw::c_int) {
-    error::guard("the INFO section", || info_section(ctx));
+    error::panic::guard("the INFO section", || info_section(ctx));
 }
 
 fn info_section(ctx: *mut raw::RedisModuleInfoCtx) {

@@ -20,7 +20,7 @@ use serde_json::Value;
 pub fn split_cache_key<'a>(prefix: &str, key: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), Error> {
     let shown = || String::from_utf8_lossy(key).into_owned();
     let Some(rest) = key.strip_prefix(prefix.as_bytes()) else {
-        return Err(Error::new(format!(
+        return Err(Error::invalid(format!(
             "{:?} is not a pgcache key: cache keys start with {prefix:?} (the cache_prefix \
              setting); PGCACHE.KEY <table> <pk_json> gives a row's key",
             shown()
@@ -28,7 +28,7 @@ pub fn split_cache_key<'a>(prefix: &str, key: &'a [u8]) -> Result<(&'a [u8], &'a
     };
     match rest.windows(2).position(|w| w == b":{") {
         Some(i) if i > 0 => Ok((&rest[..i], &rest[i + 1..])),
-        _ => Err(Error::new(format!(
+        _ => Err(Error::invalid(format!(
             "{:?} is not a pgcache key: expected {prefix}<table>:<pk JSON>, such as \
              {prefix}users:{{\"id\":7}}",
             shown()
@@ -40,7 +40,7 @@ pub fn split_cache_key<'a>(prefix: &str, key: &'a [u8]) -> Result<(&'a [u8], &'a
 /// hash tag off the pk.
 pub fn brace_free(what: &str, name: &str) -> Result<(), Error> {
     if name.contains(['{', '}']) {
-        return Err(Error::new(format!(
+        return Err(Error::invalid(format!(
             "{what} {name:?} holds a brace: cache keys hash by the braces of their pk JSON in \
              Redis Cluster, and a brace before it would change every key's slot"
         )));
@@ -110,7 +110,9 @@ impl CanonicalPk {
     /// This key with PostgreSQL's spellings of its `Rendered` values (`(column, JSON
     /// scalar)`): the canonical JSON. The query parameters stay as the client sent them.
     pub fn confirmed(mut self, rendered: &[(String, String)]) -> Result<CanonicalPk, Error> {
-        let not_json = |e: serde_json::Error| format!("PostgreSQL's spelling is not JSON ({e})");
+        let not_json = |e: serde_json::Error| {
+            Error::invalid(format!("PostgreSQL's spelling is not JSON ({e})"))
+        };
         // Columns sorted by name, values compact: re-serialising keeps the canonical form.
         let mut map: serde_json::Map<String, Value> =
             serde_json::from_str(&self.json).map_err(not_json)?;
@@ -139,17 +141,16 @@ pub fn cache_key(prefix: &str, table: &str, canonical_pk: &str) -> String {
 /// Parses `pk_json` and returns its canonical form, or an error that says what is wrong.
 pub fn canonicalise(pk_json: &[u8], table: &dyn KeyColumns) -> Result<CanonicalPk, Error> {
     if pk_json.len() > MAX_PK_JSON_BYTES {
-        return Err(format!(
+        return Err(Error::invalid(format!(
             "primary key JSON is {} bytes, more than the {MAX_PK_JSON_BYTES} allowed",
             pk_json.len()
-        )
-        .into());
+        )));
     }
     if let Some(pk) = already_canonical(pk_json, table) {
         return Ok(pk);
     }
     let value: Value = serde_json::from_slice(pk_json)
-        .map_err(|e| format!("primary key is not valid JSON ({e})"))?;
+        .map_err(|e| Error::invalid(format!("primary key is not valid JSON ({e})")))?;
     canonicalise_value(&value, table)
 }
 
@@ -228,14 +229,15 @@ fn plain_string(s: &str) -> Option<(&str, &str)> {
 /// Canonicalises an already-parsed key object (used by MULTIREAD and notifications).
 pub fn canonicalise_value(value: &Value, table: &dyn KeyColumns) -> Result<CanonicalPk, Error> {
     let Value::Object(map) = value else {
-        return Err(format!(
+        return Err(Error::invalid(format!(
             "primary key must be a JSON object such as {{\"id\":1}}, got {}",
             json_type_name(value)
-        )
-        .into());
+        )));
     };
     if map.is_empty() {
-        return Err("primary key object is empty: name the key columns".into());
+        return Err(Error::invalid(
+            "primary key object is empty: name the key columns",
+        ));
     }
     if let Some(required) = table.required() {
         let missing: Vec<&str> = required
@@ -260,7 +262,7 @@ pub fn canonicalise_value(value: &Value, table: &dyn KeyColumns) -> Result<Canon
             if !extra.is_empty() {
                 msg.push_str(&format!("; not key columns: {}", extra.join(", ")));
             }
-            return Err(msg.into());
+            return Err(Error::invalid(msg));
         }
     }
     // serde_json's map is ordered by key bytes, which is the canonical order.
@@ -268,12 +270,15 @@ pub fn canonicalise_value(value: &Value, table: &dyn KeyColumns) -> Result<Canon
     let mut columns = Vec::with_capacity(map.len());
     let mut unconfirmed = false;
     for (i, (column, value)) in map.iter().enumerate() {
-        let kind = table
-            .kind_of(column)
-            .ok_or_else(|| format!("column {column:?} does not exist in {}", table.table_name()))?;
+        let kind = table.kind_of(column).ok_or_else(|| {
+            Error::invalid(format!(
+                "column {column:?} does not exist in {}",
+                table.table_name()
+            ))
+        })?;
         unconfirmed |= matches!(kind, KeyKind::Rendered(_));
         let (text, as_json) = canonical_value(kind, value)
-            .map_err(|e| format!("bad value for column {column:?}: {e}"))?;
+            .map_err(|e| Error::invalid(format!("bad value for column {column:?}: {e}")))?;
         if i > 0 {
             json.push(',');
         }
@@ -307,8 +312,13 @@ fn canonical_value(kind: KeyKind, value: &Value) -> Result<(String, String), Err
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
-        Value::Null => return Err("null never matches a key".into()),
-        other => return Err(format!("expected a scalar, got {}", json_type_name(other)).into()),
+        Value::Null => return Err(Error::invalid("null never matches a key")),
+        other => {
+            return Err(Error::invalid(format!(
+                "expected a scalar, got {}",
+                json_type_name(other)
+            )));
+        }
     };
     match kind {
         KeyKind::Integer { min, max } => {
@@ -317,14 +327,16 @@ fn canonical_value(kind: KeyKind, value: &Value) -> Result<(String, String), Err
         }
         KeyKind::Decimal => {
             if matches!(value, Value::Bool(_)) {
-                return Err("expected a number, got a boolean".into());
+                return Err(Error::invalid("expected a number, got a boolean"));
             }
             let n = canonical_decimal(&scalar)?;
             Ok((n.clone(), n))
         }
         KeyKind::Bool => match scalar.as_str() {
             "true" | "false" if !matches!(value, Value::Number(_)) => Ok((scalar.clone(), scalar)),
-            _ => Err(format!("expected true or false, got {value}").into()),
+            _ => Err(Error::invalid(format!(
+                "expected true or false, got {value}"
+            ))),
         },
         KeyKind::Uuid => {
             let u = canonical_uuid(&scalar)?;
@@ -341,9 +353,11 @@ fn integer_in_range(scalar: &str, min: i128, max: i128) -> Result<String, Error>
     let n = canonical_integer(scalar)?;
     let parsed: i128 = n
         .parse()
-        .map_err(|_| format!("{scalar:?} is out of range"))?;
+        .map_err(|_| Error::invalid(format!("{scalar:?} is out of range")))?;
     if parsed < min || parsed > max {
-        return Err(format!("{scalar} is out of range for this column ({min}..{max})").into());
+        return Err(Error::invalid(format!(
+            "{scalar} is out of range for this column ({min}..{max})"
+        )));
     }
     Ok(n)
 }
@@ -354,14 +368,14 @@ fn canonical_integer(s: &str) -> Result<String, Error> {
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("expected an integer, got {s:?}").into());
+        return Err(Error::invalid(format!("expected an integer, got {s:?}")));
     }
     let trimmed = digits.trim_start_matches('0');
     if trimmed.is_empty() {
         return Ok("0".into());
     }
     if trimmed.len() > 30 {
-        return Err(format!("{s} is out of range").into());
+        return Err(Error::invalid(format!("{s} is out of range")));
     }
     Ok(if negative {
         format!("-{trimmed}")
@@ -376,7 +390,7 @@ const MAX_DECIMAL_EXPONENT: i64 = 1000;
 /// Plain decimal notation without exponent, leading zeros or trailing fractional zeros:
 /// `1.50`, `1.5e0` and `"01.5"` all become `1.5`; `-0.0` becomes `0`.
 fn canonical_decimal(s: &str) -> Result<String, Error> {
-    let bad = || format!("expected a decimal number, got {s:?}");
+    let bad = || Error::invalid(format!("expected a decimal number, got {s:?}"));
     let (negative, rest) = match s.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
@@ -389,7 +403,9 @@ fn canonical_decimal(s: &str) -> Result<String, Error> {
         None => (rest, 0),
     };
     if exponent.abs() > MAX_DECIMAL_EXPONENT {
-        return Err(format!("{s} has an exponent too large for a key").into());
+        return Err(Error::invalid(format!(
+            "{s} has an exponent too large for a key"
+        )));
     }
     let (int_part, frac_part) = match mantissa.split_once('.') {
         Some((i, f)) => (i, f),
@@ -399,7 +415,7 @@ fn canonical_decimal(s: &str) -> Result<String, Error> {
         || !int_part.bytes().all(|b| b.is_ascii_digit())
         || !frac_part.bytes().all(|b| b.is_ascii_digit())
     {
-        return Err(bad().into());
+        return Err(bad());
     }
     let digits: String = format!("{int_part}{frac_part}");
     // value = digits * 10^(point_pos - digits.len()), with point_pos digits before the point.
@@ -438,7 +454,7 @@ fn canonical_uuid(s: &str) -> Result<String, Error> {
         .unwrap_or(s);
     let hex: String = inner.chars().filter(|c| *c != '-').collect();
     if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("expected a uuid, got {s:?}").into());
+        return Err(Error::invalid(format!("expected a uuid, got {s:?}")));
     }
     let h = hex.to_ascii_lowercase();
     Ok(format!(
@@ -853,7 +869,7 @@ mod tests {
         let mut accepted = 0;
         for (table, input) in &inputs {
             let full = serde_json::from_str::<Value>(input)
-                .map_err(|e| Error::new(e.to_string()))
+                .map_err(|e| Error::invalid(e.to_string()))
                 .and_then(|v| canonicalise_value(&v, *table));
             if let Some(fast) = already_canonical(input.as_bytes(), *table) {
                 accepted += 1;

@@ -39,6 +39,7 @@ mod tunables;
 mod wake;
 mod worker;
 
+use error::Error;
 use redis_module::{Context, RedisString, Status, raw, redis_module};
 use std::ffi::CString;
 use std::time::Duration;
@@ -182,19 +183,19 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     }));
     match start(ctx, args) {
         Ok(()) => Status::Ok,
-        Err(message) => {
-            ctx.log_warning(&message);
+        Err(e) => {
+            ctx.log_warning(&format!("pgcache: {e}"));
             Status::Err
         }
     }
 }
 
 /// Loads the module, step by step; what failed, as the log should say it.
-fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
+fn start(ctx: &Context, args: &[RedisString]) -> Result<(), Error> {
     let settings = load_settings(args)?;
     let pool = pg::pool::Pool::new(settings.pg.clone(), settings.pool_size)
         .map(std::sync::Arc::new)
-        .map_err(|e| format!("pgcache: cannot set up TLS to PostgreSQL: {e}"))?;
+        .map_err(|e| Error::invalid(format!("cannot set up TLS to PostgreSQL: {e}")))?;
     register_commands(ctx, settings.debug_commands)?;
     // A drain ends with the unload it prepared; a library Redis kept mapped keeps statics.
     drain::open_for(0);
@@ -217,24 +218,23 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
 }
 
 /// Module arguments, then environment, checked and installed.
-fn load_settings(args: &[RedisString]) -> Result<config::Settings, String> {
+fn load_settings(args: &[RedisString]) -> Result<config::Settings, Error> {
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
-    let settings =
-        config::load(&args, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+    let settings = config::load(&args, &|name| std::env::var(name).ok())?;
     if settings.pg.password().is_some_and(config::is_masked) {
-        return Err(
-            "pgcache: setting pg_password: the value is the mask an earlier pgcache version \
-             left in the module arguments (CONFIG REWRITE saved it); put the real password \
-             back in the loadmodule line, or give it through PGPASSWORD, PGCACHE_PG_PASSWORD or a passfile"
-                .into(),
-        );
+        return Err(Error::setting(
+            "pg_password",
+            "the value is the mask an earlier pgcache version left in the module arguments \
+             (CONFIG REWRITE saved it); put the real password back in the loadmodule line, or \
+             give it through PGPASSWORD, PGCACHE_PG_PASSWORD or a passfile",
+        ));
     }
-    settings::init(&settings).map_err(|e| e.to_string())?;
+    settings::init(&settings)?;
     pg::schema::clear_cache();
     Ok(settings)
 }
 
-fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), String> {
+fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), Error> {
     let debug: Option<Command> = debug_commands.then(|| {
         (
             "pgcache.debug",
@@ -261,7 +261,7 @@ fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), String> 
             )
         };
         if status != raw::REDISMODULE_OK as i32 {
-            return Err(format!("pgcache: could not register {name}"));
+            return Err(Error::internal(format!("could not register {name}")));
         }
         commands::docs::set(ctx, name, doc)?;
         if categories {
@@ -277,24 +277,27 @@ fn start_threads(
     ctx: &Context,
     settings: &config::Settings,
     pool: std::sync::Arc<pg::pool::Pool>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     worker::start(settings.workers, settings.queue_size, pool.clone())
-        .map_err(|e| format!("pgcache: cannot start worker threads: {e}"))?;
+        .map_err(|e| Error::internal(format!("cannot start worker threads: {e}")))?;
     if settings.metrics_port != 0
         && let Err(e) = metrics::start(&settings.metrics_bind, settings.metrics_port)
     {
         let _ = worker::stop();
-        return Err(format!(
-            "pgcache: setting metrics_port: cannot listen on {}:{}: {e}",
-            settings.metrics_bind, settings.metrics_port
+        return Err(Error::setting(
+            "metrics_port",
+            format!(
+                "cannot listen on {}:{}: {e}",
+                settings.metrics_bind, settings.metrics_port
+            ),
         ));
     }
     if let Err(e) = main_thread::init(ctx) {
         metrics::stop();
         let _ = worker::stop();
-        return Err(format!(
-            "pgcache: cannot set up the hand-over to the main thread: {e}"
-        ));
+        return Err(Error::internal(format!(
+            "cannot set up the hand-over to the main thread: {e}"
+        )));
     }
     invalidation::init(ctx, settings.listen);
     if !settings.listen {
@@ -305,9 +308,9 @@ fn start_threads(
         main_thread::deinit();
         metrics::stop();
         let _ = worker::stop();
-        return Err(format!(
-            "pgcache: cannot start the invalidation listener: {e}"
-        ));
+        return Err(Error::internal(format!(
+            "cannot start the invalidation listener: {e}"
+        )));
     }
     invalidation::listener::wait_for_first_attempt(
         settings.pg.connect_timeout + Duration::from_millis(500),

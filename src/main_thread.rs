@@ -113,7 +113,7 @@ fn tick(ctx: &Context, _: ()) {
     let tasks = std::mem::take(&mut *QUEUE.lock().unwrap());
     for task in tasks {
         task.requested.store(false, Ordering::SeqCst);
-        if error::guard(task.name, || (task.run)(ctx)) {
+        if error::panic::guard(task.name, || (task.run)(ctx)) {
             task.enqueue();
         }
     }

@@ -63,7 +63,7 @@ fn serve(listener: TcpListener) {
         match listener.accept() {
             Ok((stream, _)) => {
                 // A broken scrape is the scraper's problem; the next one starts afresh.
-                let _ = std::panic::catch_unwind(|| answer(stream));
+                let _ = crate::error::panic::catch(|| answer(stream));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(STOP_CHECK);

@@ -5,7 +5,7 @@
 //! kept until the next get of the same parameter (or the unload) and freed then.
 
 use crate::config::{SETTINGS, Setting};
-use crate::error::{self, Error, ErrorKind};
+use crate::error::{self, Error};
 use crate::settings;
 use redis_module::{Context, raw};
 use std::ffi::{CString, c_char, c_int, c_void};
@@ -17,7 +17,7 @@ static SHOWN: [AtomicPtr<raw::RedisModuleString>; SETTINGS.len()] =
     [const { AtomicPtr::new(ptr::null_mut()) }; SETTINGS.len()];
 
 /// Registers every runtime setting as `pgcache.<name>`, then applies redis.conf's lines.
-pub fn register(ctx: &Context) -> Result<(), String> {
+pub fn register(ctx: &Context) -> Result<(), Error> {
     for setting in settings::runtime() {
         let name = CString::new(setting.name).expect("setting names hold no NUL");
         let current =
@@ -37,15 +37,17 @@ pub fn register(ctx: &Context) -> Result<(), String> {
             )
         };
         if status != raw::REDISMODULE_OK as c_int {
-            return Err(format!(
-                "pgcache: could not register the setting pgcache.{}",
+            return Err(Error::internal(format!(
+                "could not register the setting pgcache.{}",
                 setting.name
-            ));
+            )));
         }
     }
     // SAFETY: OnLoad context; applies `pgcache.*` lines of redis.conf, if any.
     if unsafe { raw::RedisModule_LoadConfigs.unwrap()(ctx.ctx) } != raw::REDISMODULE_OK as c_int {
-        return Err("pgcache: a pgcache.* setting in the Redis configuration is invalid".into());
+        return Err(Error::invalid(
+            "a pgcache.* setting in the Redis configuration is invalid",
+        ));
     }
     Ok(())
 }
@@ -72,7 +74,7 @@ fn setting_of(privdata: *mut c_void) -> &'static Setting {
 /// CONFIG GET. A panic must not unwind into Redis; a NUL byte still makes a valid string.
 extern "C" fn get(_name: *const c_char, privdata: *mut c_void) -> *mut raw::RedisModuleString {
     let setting = setting_of(privdata);
-    let value = error::guard("reading a setting", || settings::get(setting));
+    let value = error::panic::guard("reading a setting", || settings::get(setting));
     // SAFETY: main thread; a string without a context is freed by `free`.
     let string = unsafe {
         raw::RedisModule_CreateString.unwrap()(
@@ -104,16 +106,8 @@ extern "C" fn set(
         std::slice::from_raw_parts(text.cast::<u8>(), len)
     };
     let result = match std::str::from_utf8(bytes) {
-        Ok(text) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            settings::set(setting, text)
-        }))
-        .unwrap_or_else(|_| {
-            Err(Error::of(
-                ErrorKind::Internal,
-                "internal error; the setting was not changed",
-            ))
-        }),
-        Err(_) => Err(Error::new("the value is not valid UTF-8")),
+        Ok(text) => error::panic::catch_result(|| settings::set(setting, text)),
+        Err(_) => Err(Error::invalid("the value is not valid UTF-8")),
     };
     match result {
         Ok(()) => raw::REDISMODULE_OK as c_int,

@@ -53,7 +53,7 @@ impl PartialEq for Detail {
 impl Reply {
     /// Whether this is an error of pgcache's (not a cluster redirection).
     pub fn is_failure(&self) -> bool {
-        matches!(self.inner(), Reply::Error(e) if e.kind() != crate::error::ErrorKind::Redirect)
+        matches!(self.inner(), Reply::Error(e) if !e.is_redis_reply())
     }
 
     /// This reply, saying which table and key the call worked on and how many rows
@@ -98,9 +98,10 @@ impl From<Option<String>> for Reply {
 
 /// The wire text of an error: RESP errors are one line, so line breaks become spaces.
 pub fn error_line(e: &Error) -> CString {
-    let line = match e.kind() {
-        crate::error::ErrorKind::Redirect => e.message().to_string(),
-        _ => format!("ERR pgcache: {}", e.message()),
+    let line = if e.is_redis_reply() {
+        e.message().to_string()
+    } else {
+        format!("ERR pgcache: {}", e.message())
     };
     let line: String = line
         .chars()
@@ -157,7 +158,7 @@ pub fn send(ctx: &Context, reply: &Reply) {
                 }
             }
             Reply::Error(e) => {
-                crate::stats::count_error(e.kind());
+                crate::stats::count_error(e);
                 raw::RedisModule_ReplyWithError.unwrap()(ctx.ctx, error_line(e).as_ptr());
             }
             Reply::WrongArity => {
@@ -175,7 +176,7 @@ mod tests {
 
     #[test]
     fn errors_are_one_line_with_the_prefix() {
-        let line = error_line(&Error::new("bad\r\nthing"));
+        let line = error_line(&Error::invalid("bad\r\nthing"));
         assert_eq!(line.to_str().unwrap(), "ERR pgcache: bad  thing");
     }
 }

@@ -54,7 +54,7 @@ unsafe extern "C" fn on_loading(
     _data: *mut c_void,
 ) {
     if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
-        error::guard("the end of a load", || {
+        error::panic::guard("the end of a load", || {
             invalidation::apply::data_loaded(&Context::new(ctx))
         });
     }
@@ -67,7 +67,7 @@ unsafe extern "C" fn on_role_changed(
     _data: *mut c_void,
 ) {
     if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
-        error::guard("a promotion to primary", || {
+        error::panic::guard("a promotion to primary", || {
             invalidation::apply::promoted(&Context::new(ctx))
         });
     }
@@ -81,7 +81,7 @@ unsafe extern "C" fn on_keyspace_event(
     _event: *const std::os::raw::c_char,
     key: *mut raw::RedisModuleString,
 ) -> std::os::raw::c_int {
-    error::guard("a keyspace event", || keyspace_event(ctx, event_type, key));
+    error::panic::guard("a keyspace event", || keyspace_event(ctx, event_type, key));
     raw::REDISMODULE_OK as std::os::raw::c_int
 }
 
@@ -123,7 +123,7 @@ unsafe extern "C" fn on_replica_change(
     _data: *mut c_void,
 ) {
     if subevent == raw::REDISMODULE_SUBEVENT_REPLICA_CHANGE_ONLINE {
-        error::guard("a replica coming online", || {
+        error::panic::guard("a replica coming online", || {
             hooks::on_replica_online(&Context::new(ctx))
         });
     }

@@ -16,11 +16,8 @@ use std::sync::Mutex;
 static CURRENT: Mutex<Option<Settings>> = Mutex::new(None);
 
 /// Installs the load-time values of every setting.
-pub fn init(s: &Settings) -> Result<(), config::ConfigError> {
-    hooks::set_all(&s.hooks).map_err(|e| config::ConfigError {
-        setting: "hooks".into(),
-        message: e.to_string(),
-    })?;
+pub fn init(s: &Settings) -> Result<(), Error> {
+    hooks::set_all(&s.hooks).map_err(|e| Error::setting("hooks", e))?;
     install(s);
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The stall probe: how long pgcache's callbacks hold Redis's event loop. Every callback Redis
 //! makes into pgcache (a slice of invalidations or of a flush, a wake-up, a blocked client's
-//! reply, a timer) runs through `error::guard`, which reports its duration here; STATS, INFO
+//! reply, a timer) runs through `error::panic::guard`, which reports its duration here; STATS, INFO
 //! and the metrics endpoint show the longest since load or RESET, and what it was.
 
 use std::sync::Mutex;

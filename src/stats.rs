@@ -177,18 +177,19 @@ pub static PG_RETRIES: Counter = Counter::new();
 pub static LISTENER_RECONNECTS: Counter = Counter::new();
 
 /// Counts an error reply, and its kind.
-pub fn count_error(kind: crate::error::ErrorKind) {
-    use crate::error::ErrorKind;
-    if kind == ErrorKind::Redirect {
+pub fn count_error(e: &crate::error::Error) {
+    if e.is_redis_reply() {
         return;
     }
     ERRORS.inc();
-    match kind {
-        ErrorKind::Postgres => ERRORS_POSTGRES.inc(),
-        ErrorKind::Timeout => ERRORS_TIMEOUT.inc(),
-        ErrorKind::QueueFull => ERRORS_QUEUE_FULL.inc(),
-        ErrorKind::Internal => ERRORS_INTERNAL.inc(),
-        ErrorKind::Other | ErrorKind::Redirect => {}
+    if e.is_postgres() {
+        ERRORS_POSTGRES.inc();
+    } else if e.is_timeout() {
+        ERRORS_TIMEOUT.inc();
+    } else if e.is_queue_full() {
+        ERRORS_QUEUE_FULL.inc();
+    } else if e.is_internal() {
+        ERRORS_INTERNAL.inc();
     }
 }
 

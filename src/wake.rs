@@ -87,7 +87,7 @@ extern "C" fn on_readable(fd: c_int, _user_data: *mut c_void, _mask: c_int) {
     while unsafe { libc::read(fd, drain.as_mut_ptr().cast(), drain.len()) } > 0 {}
     let handler = READER.lock().unwrap().as_ref().map(|r| r.handler);
     if let Some(handler) = handler {
-        crate::error::guard("a main-thread wake-up", handler);
+        crate::error::panic::guard("a main-thread wake-up", handler);
     }
 }
 

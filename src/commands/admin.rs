@@ -26,7 +26,7 @@ pub fn stats(ctx: &Context, args: &[&[u8]]) -> Reply {
             stats::reset();
             Reply::Ok
         }
-        2 => Error::new("usage: PGCACHE.STATS [RESET]").into(),
+        2 => Error::invalid("usage: PGCACHE.STATS [RESET]").into(),
         _ => Reply::WrongArity,
     }
 }
@@ -149,7 +149,7 @@ pub fn drain(_ctx: &Context, args: &[&[u8]]) -> Reply {
         {
             Some(n) if n <= drain::MAX_SECONDS => n,
             _ => {
-                return Error::new(format!(
+                return Error::invalid(format!(
                     "PGCACHE.DRAIN takes a number of seconds from 0 (end the drain) to {}, got {:?}",
                     drain::MAX_SECONDS,
                     String::from_utf8_lossy(seconds)

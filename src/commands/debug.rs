@@ -17,7 +17,7 @@ const USAGE: &str = "usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY|TIMER | FILLS 
 
 pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
     if args.len() != 3 {
-        return Error::new(USAGE).into();
+        return Error::invalid(USAGE).into();
     }
     match args[1].to_ascii_uppercase().as_slice() {
         b"PANIC" => panic_in(ctx, args[2]),
@@ -31,9 +31,9 @@ pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
                 Reply::Ok
             }
             b"HELD" => Reply::Bulk(crate::worker::hold::held().to_string()),
-            _ => Error::new(USAGE).into(),
+            _ => Error::invalid(USAGE).into(),
         },
-        _ => Error::new(USAGE).into(),
+        _ => Error::invalid(USAGE).into(),
     }
 }
 
@@ -53,7 +53,7 @@ fn panic_in(ctx: &Context, place: &[u8]) -> Reply {
             PANICKING_TASK.request();
             Reply::Ok
         }
-        _ => Error::new(USAGE).into(),
+        _ => Error::invalid(USAGE).into(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! patterns apply to them) and command tips. Built into Redis's structures with
 //! `RedisModule_SetCommandInfo`, which copies what it is given.
 
+use crate::error::Error;
 use redis_module::{Context, raw};
 use std::ffi::CString;
 use std::mem::MaybeUninit;
@@ -162,7 +163,7 @@ pub fn set_category(ctx: &Context, name: &str) {
 
 /// Sets `name`'s COMMAND INFO / DOCS. A server without the API (before Redis 7) is left as
 /// it is: the key positions given to CreateCommand still route the commands.
-pub fn set(ctx: &Context, name: &str, doc: &Doc) -> Result<(), String> {
+pub fn set(ctx: &Context, name: &str, doc: &Doc) -> Result<(), Error> {
     let (Some(get_command), Some(set_info)) = (
         // SAFETY: reading function pointers Redis filled in at load.
         unsafe { raw::RedisModule_GetCommand },
@@ -228,12 +229,14 @@ pub fn set(ctx: &Context, name: &str, doc: &Doc) -> Result<(), String> {
     let status = unsafe {
         let command = get_command(ctx.ctx, c_name.as_ptr());
         if command.is_null() {
-            return Err(format!("pgcache: {name} was not registered"));
+            return Err(Error::internal(format!("{name} was not registered")));
         }
         set_info(command, &info)
     };
     if status != raw::REDISMODULE_OK as c_int {
-        return Err(format!("pgcache: Redis refused the command info of {name}"));
+        return Err(Error::internal(format!(
+            "Redis refused the command info of {name}"
+        )));
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use crate::cache;
 use crate::commands::read::{self, must_be_canonical};
 use crate::commands::{count_hit, dispatch, ttl_arg, with_key};
 use crate::commands::{mget, multiread};
+use crate::error::panic::catch;
 use crate::error::{Error, Result};
 use crate::key;
 use crate::pg::schema;
@@ -20,7 +21,6 @@ use crate::tunables;
 use redis_module::{Context, raw};
 use std::cell::Cell;
 use std::os::raw::c_int;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// The command function Redis calls for PGCACHE.GET: a hit is answered here, anything else
 /// goes through `dispatch` like every command.
@@ -38,10 +38,10 @@ pub unsafe extern "C" fn command(
         let name = unsafe { *argv.add(1) };
         // Set as soon as the reply is out: after a panic, whether `dispatch` must reply.
         let replied = Cell::new(false);
-        let _ = catch_unwind(AssertUnwindSafe(|| {
+        let _ = catch(|| {
             // SAFETY: `name` is the command's argument 1.
             unsafe { serve_hit(&context, name, &replied) }
-        }));
+        });
         if replied.get() {
             return raw::REDISMODULE_OK as c_int;
         }
@@ -123,7 +123,7 @@ pub fn mget(ctx: &Context, args: &[&[u8]]) -> Reply {
 fn read_named(ctx: &Context, named: &[&[u8]]) -> Result<Reply> {
     let max = tunables::multiread_max();
     if named.len() > max {
-        return Err(Error::new(format!(
+        return Err(Error::invalid(format!(
             "more than {max} keys in one MGET (pgcache.multiread_max); split the call"
         )));
     }

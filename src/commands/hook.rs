@@ -29,16 +29,16 @@ pub fn hook(ctx: &Context, args: &[&[u8]]) -> Reply {
             if hooks::remove(words[0]) {
                 Ok(())
             } else if words[0] == DEFAULT_HOOK {
-                Err(format!(
+                Err(Error::invalid(format!(
                     "{DEFAULT_HOOK:?} is the built-in hook: turn it off with CONFIG SET pgcache.events none"
-                ).into())
+                )))
             } else {
-                Err(format!("no hook named {:?}", words[0]).into())
+                Err(Error::invalid(format!("no hook named {:?}", words[0])))
             }
         }),
         b"SYNC" if words.len() <= 1 => {
             if !from_primary_or_aof(ctx) {
-                return Error::new(
+                return Error::invalid(
                     "HOOK SYNC is what a primary sends its replicas; to replace every hook, \
                      CONFIG SET pgcache.hooks",
                 )
@@ -46,7 +46,7 @@ pub fn hook(ctx: &Context, args: &[&[u8]]) -> Reply {
             }
             changing(ctx, || hooks::set_all(words.first().copied().unwrap_or("")))
         }
-        _ => Err(Error::new(USAGE)),
+        _ => Err(Error::invalid(USAGE)),
     };
     match result {
         Ok(()) => Reply::Ok,
@@ -71,20 +71,19 @@ fn add(ctx: &Context, args: &[&str]) -> Result<(), Error> {
         && let Some(user) = acl::current_user(ctx)
     {
         if hook.owner != acl::DEFAULT_USER && hook.owner != user {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "hook {}: BY {} names another user; a hook acts for the user who adds it \
                  (here {user:?})",
                 hook.name, hook.owner
-            )
-            .into());
+            )));
         }
         hook.owner = user;
-        hooks::owner_may_deliver(ctx, &hook).map_err(|refused| {
+        hooks::owner_may_deliver(ctx, &hook).map_err(|refused| Error::invalid({
             format!(
                 "hook {}: {refused}; a hook delivers with the ACL permissions of the user who adds it",
                 hook.name
             )
-        })?;
+        }))?;
     }
     let definition = hook.words();
     changing_as(ctx, Some(&definition), || hooks::add(hook))
@@ -105,9 +104,9 @@ fn changing_as(
 ) -> Result<(), Error> {
     let flags = ctx.get_flags();
     if flags.contains(ContextFlags::SLAVE) && !flags.contains(ContextFlags::REPLICATED) {
-        return Err(
-            "this server is a replica: change hooks on its primary, which passes them on".into(),
-        );
+        return Err(Error::invalid(
+            "this server is a replica: change hooks on its primary, which passes them on",
+        ));
     }
     change()?;
     match definition {

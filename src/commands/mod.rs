@@ -12,8 +12,9 @@ pub mod read;
 pub mod slowlog;
 pub mod write;
 
-use crate::blocked::{self, Completion};
+use crate::blocked::Completion;
 use crate::config;
+use crate::error::panic::catch;
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::events;
@@ -26,7 +27,6 @@ use crate::stats;
 use crate::worker;
 use redis_module::{Context, raw};
 use std::os::raw::c_int;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,14 +67,13 @@ pub unsafe fn dispatch(
         *slot = unsafe { crate::args::borrow_arg(*argv.add(i)) };
     }
     let args = &args[..argc];
-    let reply = catch_unwind(AssertUnwindSafe(|| handler(&context, args)))
-        .unwrap_or_else(|panic| Reply::Error(blocked::panic_error(panic)));
+    let reply = catch(|| handler(&context, args)).unwrap_or_else(Reply::Error);
     reply::send(&context, &reply);
     // A hit has nothing to record (it is counted, not timed), so it skips the guard too.
     let finished = started.filter(|_| !matches!(reply.inner(), Reply::Blocked));
     let failed = reply.is_failure();
     if let Some(command) = command.filter(|_| finished.is_some() || failed) {
-        crate::error::contain("recording a call", || {
+        crate::error::panic::contain("recording a call", || {
             if let Some(started) = finished {
                 let elapsed_us = started.elapsed().as_micros() as u64;
                 requests::finished(&context, command, args, elapsed_us, None, reply.detail());
@@ -128,7 +127,7 @@ pub fn count_hit(ctx: &Context, schema: &TableSchema, key: &[u8]) {
 }
 
 pub fn utf8<'a>(arg: &'a [u8], what: &str) -> Result<&'a str> {
-    std::str::from_utf8(arg).map_err(|_| Error::new(format!("{what} is not valid UTF-8")))
+    std::str::from_utf8(arg).map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
 }
 
 /// The optional TTL argument in seconds.

@@ -9,7 +9,7 @@ use crate::cache::{self, Cached};
 use crate::cluster;
 use crate::commands::read::{checked_table, must_be_canonical};
 use crate::commands::{count_hit, ttl_arg};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::events;
 use crate::fill::{self, FillTicket};
@@ -119,8 +119,7 @@ fn one_served_slot(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) ->
     let names: Vec<String> = keys.iter().map(|k| schema.cache_key(&k.json)).collect();
     let first = cluster::slot(names[0].as_bytes());
     if names.iter().any(|n| cluster::slot(n.as_bytes()) != first) {
-        return Err(Error::of(
-            ErrorKind::Redirect,
+        return Err(Error::redis_reply(
             "CROSSSLOT Keys in request don't hash to the same slot",
         ));
     }
@@ -245,24 +244,24 @@ fn parse_array(arg: &[u8]) -> Result<Vec<&RawValue>> {
         .saturating_mul(key::MAX_PK_JSON_BYTES + 1)
         .saturating_add(2);
     if arg.len() > longest {
-        return Err(Error::new(format!(
+        return Err(Error::invalid(format!(
             "keys argument is {} bytes, more than {max} keys (pgcache.multiread_max) of at most \
              {} bytes each can take; split the call",
             arg.len(),
             key::MAX_PK_JSON_BYTES
         )));
     }
-    let not_json = |e: serde_json::Error| Error::new(format!("keys are not valid JSON ({e})"));
+    let not_json = |e: serde_json::Error| Error::invalid(format!("keys are not valid JSON ({e})"));
     if !arg.trim_ascii_start().starts_with(b"[") {
         serde_json::from_slice::<&RawValue>(arg).map_err(not_json)?;
-        return Err(Error::new(
+        return Err(Error::invalid(
             "keys must be a JSON array of key objects, such as [{\"id\":1},{\"id\":2}]",
         ));
     }
     let mut reader = serde_json::Deserializer::from_slice(arg);
     let items = serde::de::DeserializeSeed::deserialize(AtMost(max), &mut reader).map_err(|e| {
         if e.to_string().starts_with(TOO_MANY) {
-            Error::new(format!(
+            Error::invalid(format!(
                 "more than {max} keys in one MULTIREAD (pgcache.multiread_max); split the call"
             ))
         } else {
@@ -320,7 +319,7 @@ pub(super) fn canonicalise_all<'a>(
         .enumerate()
         .map(|(i, item)| {
             key::canonicalise(item, schema)
-                .map_err(|e| Error::new(format!("key {} of the array: {e}", i + 1)))
+                .map_err(|e| Error::invalid(format!("key {} of the array: {e}", i + 1)))
         })
         .collect()
 }

@@ -210,7 +210,7 @@ pub fn must_be_canonical(
     if canonical.as_bytes() == named {
         return Ok(());
     }
-    Err(Error::new(format!(
+    Err(Error::invalid(format!(
         "{:?} is not a canonical cache key; this row's key is {canonical:?} (PGCACHE.KEY \
          gives it)",
         String::from_utf8_lossy(named)

@@ -22,14 +22,14 @@ pub fn slowlog(_ctx: &Context, args: &[&[u8]]) -> Reply {
         (b"GET", 3) => match utf8(args[2], "count").map(str::parse::<i64>) {
             Ok(Ok(n)) if n < 0 => get(usize::MAX),
             Ok(Ok(n)) => get(n as usize),
-            _ => Error::new("count must be an integer (-1: every entry)").into(),
+            _ => Error::invalid("count must be an integer (-1: every entry)").into(),
         },
         (b"LEN", 2) => Reply::Int(slowlog::len() as i64),
         (b"RESET", 2) => {
             slowlog::reset();
             Reply::Ok
         }
-        _ => Error::new(USAGE).into(),
+        _ => Error::invalid(USAGE).into(),
     }
 }
 

@@ -55,15 +55,15 @@ pub const MAX_ROW_BYTES: usize = 16 * 1024 * 1024;
 /// and an oversized argument refused before it is read.
 fn checked_row(arg: &[u8]) -> Result<String, Error> {
     if arg.len() > MAX_ROW_BYTES {
-        return Err(Error::new(format!(
+        return Err(Error::invalid(format!(
             "data is {} bytes, more than the {MAX_ROW_BYTES} a cached row may have",
             arg.len()
         )));
     }
     let raw: &RawValue = serde_json::from_slice(arg)
-        .map_err(|e| Error::new(format!("data is not valid JSON ({e})")))?;
+        .map_err(|e| Error::invalid(format!("data is not valid JSON ({e})")))?;
     if !raw.get().trim_start().starts_with('{') {
-        return Err(Error::new(
+        return Err(Error::invalid(
             "data must be a JSON object (the row), such as {\"id\":1,\"name\":\"x\"}",
         ));
     }

@@ -35,7 +35,9 @@ impl SslMode {
             "require" => Ok(Self::Require),
             "verify-ca" => Ok(Self::VerifyCa),
             "verify-full" => Ok(Self::VerifyFull),
-            _ => Err("expected disable, prefer, require, verify-ca or verify-full".into()),
+            _ => Err(Error::invalid(
+                "expected disable, prefer, require, verify-ca or verify-full",
+            )),
         }
     }
 
@@ -213,29 +215,12 @@ impl Default for Settings {
 }
 
 /// A setting that could not be used, with the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub setting: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pgcache: setting {}: {}", self.setting, self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-fn err(setting: &str, message: impl fmt::Display) -> ConfigError {
-    ConfigError {
-        setting: setting.to_string(),
-        message: message.to_string(),
-    }
+fn err(setting: &str, message: impl fmt::Display) -> Error {
+    Error::setting(setting, message)
 }
 
 /// Stores `value` in the setting `name` (any case), naming the setting in the error.
-pub fn apply(s: &mut Settings, name: &str, value: &str) -> Result<(), ConfigError> {
+pub fn apply(s: &mut Settings, name: &str, value: &str) -> Result<(), Error> {
     let Some(setting) = table::find(&name.to_lowercase()) else {
         let known: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
         return Err(err(
@@ -248,10 +233,7 @@ pub fn apply(s: &mut Settings, name: &str, value: &str) -> Result<(), ConfigErro
 
 /// Builds the settings from the environment (`env` looks a variable up) and module `args`
 /// (name, value, name, value ...).
-pub fn load(
-    args: &[String],
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Settings, ConfigError> {
+pub fn load(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Error> {
     let mut s = Settings::with_defaults();
     let mut password_given = false;
 
@@ -306,10 +288,12 @@ pub fn load(
 /// Redis's configuration file and in every C string it passes through).
 fn channel_name(value: &str) -> Result<String, Error> {
     if value.is_empty() {
-        return Err("must not be empty".into());
+        return Err(Error::invalid("must not be empty"));
     }
     if value.chars().any(char::is_control) {
-        return Err(format!("must not hold control characters, got {value:?}").into());
+        return Err(Error::invalid(format!(
+            "must not hold control characters, got {value:?}"
+        )));
     }
     Ok(value.to_string())
 }
@@ -318,10 +302,9 @@ fn channel_name(value: &str) -> Result<String, Error> {
 pub fn parse_ttl(value: &str) -> Result<u64, Error> {
     match value.parse::<u64>() {
         Ok(v) if (1..=MAX_TTL_SECONDS).contains(&v) => Ok(v),
-        _ => Err(format!(
+        _ => Err(Error::invalid(format!(
             "TTL must be a whole number of seconds from 1 to {MAX_TTL_SECONDS}, got {value:?}"
-        )
-        .into()),
+        ))),
     }
 }
 
@@ -346,7 +329,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn load_with(args: &[&str], env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    fn load_with(args: &[&str], env: &[(&str, &str)]) -> Result<Settings, Error> {
         let env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -428,8 +411,10 @@ mod tests {
             (vec!["pg_host"], "pg_host"),
         ] {
             let e = load_with(&args, &[]).unwrap_err();
-            assert_eq!(e.setting, setting, "{args:?}");
-            assert!(e.to_string().starts_with("pgcache: setting"));
+            assert!(
+                e.message().starts_with(&format!("setting {setting}: ")),
+                "{args:?}: {e}"
+            );
         }
     }
 
@@ -507,7 +492,7 @@ mod tests {
             ("slowlog_max_len", "100001"),
         ] {
             let e = load_with(&[name, bad], &[]).unwrap_err();
-            assert!(e.message.contains(bad), "{e}");
+            assert!(e.message().contains(bad), "{e}");
         }
     }
 

@@ -53,7 +53,7 @@ impl Setting {
     /// setting is, what it accepts and its default (the README's line of it).
     pub fn apply(&self, s: &mut Settings, value: &str) -> Result<(), Error> {
         self.store(s, value).map_err(|e| {
-            Error::new(format!(
+            Error::invalid(format!(
                 "{e} ({}: {}; accepts {}; default {})",
                 self.name,
                 self.help,
@@ -75,13 +75,15 @@ impl Setting {
                     store(s, v);
                     Ok(())
                 }
-                _ => Err(format!("expected {unit} from {min} to {max}, got {value:?}").into()),
+                _ => Err(Error::invalid(format!(
+                    "expected {unit} from {min} to {max}, got {value:?}"
+                ))),
             },
             Accepts::YesNo(store) => {
                 let yes = match value {
                     "yes" => true,
                     "no" => false,
-                    _ => return Err(format!("expected yes or no, got {value:?}").into()),
+                    _ => return Err(Error::invalid(format!("expected yes or no, got {value:?}"))),
                 };
                 store(s, yes);
                 Ok(())
@@ -163,7 +165,7 @@ pub static SETTINGS: [Setting; 30] = [
             form: "not empty",
             store: |s, v| {
                 if v.is_empty() {
-                    return Err("must not be empty".into());
+                    return Err(Error::invalid("must not be empty"));
                 }
                 s.pg.host = v.to_string();
                 Ok(())
@@ -428,9 +430,11 @@ pub static SETTINGS: [Setting; 30] = [
         libpq_env: None,
         initial: Initial::Value("10000"),
         accepts: text("an integer (µs)", |s, v| {
-            s.slowlog_threshold_us = v
-                .parse()
-                .map_err(|_| format!("expected a whole number of microseconds, got {v:?}"))?;
+            s.slowlog_threshold_us = v.parse().map_err(|_| {
+                Error::invalid(format!(
+                    "expected a whole number of microseconds, got {v:?}"
+                ))
+            })?;
             Ok(())
         }),
         runtime: true,
@@ -463,7 +467,7 @@ pub static SETTINGS: [Setting; 30] = [
         initial: Initial::Value("127.0.0.1"),
         accepts: text("an IP address", |s, v| {
             v.parse::<std::net::IpAddr>()
-                .map_err(|_| format!("expected an IP address, got {v:?}"))?;
+                .map_err(|_| Error::invalid(format!("expected an IP address, got {v:?}")))?;
             s.metrics_bind = v.to_string();
             Ok(())
         }),
@@ -519,7 +523,7 @@ pub static SETTINGS: [Setting; 30] = [
 pub fn apply_libpq_connect_timeout(s: &mut Settings, seconds: &str) -> Result<(), Error> {
     let secs: u64 = seconds
         .parse()
-        .map_err(|_| format!("expected whole seconds, got {seconds:?}"))?;
+        .map_err(|_| Error::invalid(format!("expected whole seconds, got {seconds:?}")))?;
     s.pg.connect_timeout = Duration::from_secs(secs.max(1));
     Ok(())
 }

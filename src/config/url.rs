@@ -11,7 +11,7 @@ pub fn apply(s: &mut Settings, url: &str) -> Result<(), Error> {
     let config: tokio_postgres::Config = url
         .parse()
         // The parser's message can quote the input, which may hold the password.
-        .map_err(|_| "not a valid libpq URL or key=value connection string".to_string())?;
+        .map_err(|_| Error::invalid("not a valid libpq URL or key=value connection string"))?;
     if let Some(host) = config.get_hosts().first() {
         s.pg.host = match host {
             Host::Tcp(h) => h.clone(),

@@ -49,24 +49,22 @@ fn checked_name(name: &str) -> Result<String, Error> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
     if !valid {
-        return Err(format!(
+        return Err(Error::invalid(format!(
             "hook name {name:?} must be 1 to {MAX_NAME_BYTES} letters, digits, '_', '-', '.' or ':'"
-        )
-        .into());
+        )));
     }
     if name.eq_ignore_ascii_case(DEFAULT_HOOK) {
-        return Err(format!(
+        return Err(Error::invalid(format!(
             "{DEFAULT_HOOK:?} is the built-in hook: change it with CONFIG SET pgcache.events \
              and pgcache.event_channel (events none turns it off)"
-        )
-        .into());
+        )));
     }
     Ok(name.to_string())
 }
 
 fn checked_target(what: &str, name: Option<&&str>) -> Result<String, Error> {
     let Some(name) = name else {
-        return Err(format!("{what} needs a name").into());
+        return Err(Error::invalid(format!("{what} needs a name")));
     };
     if name.is_empty()
         || name.len() > MAX_TARGET_BYTES
@@ -74,11 +72,10 @@ fn checked_target(what: &str, name: Option<&&str>) -> Result<String, Error> {
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == ';' || c == '"')
     {
-        return Err(format!(
+        return Err(Error::invalid(format!(
             "{what} name {name:?} must be 1 to {MAX_TARGET_BYTES} bytes without spaces, control \
              characters, ';' or '\"'"
-        )
-        .into());
+        )));
     }
     Ok(name.to_string())
 }
@@ -94,11 +91,10 @@ fn checked_user(name: Option<&&str>) -> Result<String, Error> {
         {
             Ok(name.to_string())
         }
-        _ => Err(format!(
+        _ => Err(Error::invalid(format!(
             "BY needs an ACL user name of 1 to {MAX_TARGET_BYTES} bytes without spaces, \
              control characters, ';' or '\"'"
-        )
-        .into()),
+        ))),
     }
 }
 
@@ -124,26 +120,28 @@ impl Hook {
     fn parse_words(words: &[&str]) -> Result<Hook, Error> {
         const USAGE: &str = "expected <name> ON <event>[,<event>...] [TABLE <table>] \
                              PUBLISH <channel> | XADD <stream> [MAXLEN ~ <n>] [BY <user>]";
-        let name = checked_name(words.first().ok_or(USAGE)?)?;
+        let name = checked_name(words.first().ok_or_else(|| Error::invalid(USAGE))?)?;
         if !keyword(words.get(1), "ON") {
-            return Err(format!("hook {name}: {USAGE}").into());
+            return Err(Error::invalid(format!("hook {name}: {USAGE}")));
         }
         let events = words
             .get(2)
-            .ok_or_else(|| format!("hook {name}: ON needs events"))
-            .and_then(|e| EventMask::parse(e).map_err(|e| format!("hook {name}: {e}")))?;
+            .ok_or_else(|| Error::invalid(format!("hook {name}: ON needs events")))
+            .and_then(|e| {
+                EventMask::parse(e).map_err(|e| Error::invalid(format!("hook {name}: {e}")))
+            })?;
         if events.0 == 0 {
-            return Err(format!("hook {name}: ON names no event").into());
+            return Err(Error::invalid(format!("hook {name}: ON names no event")));
         }
         let mut rest = &words[3..];
         let mut table = None;
         if keyword(rest.first(), "TABLE") {
             let t = rest
                 .get(1)
-                .ok_or_else(|| format!("hook {name}: TABLE needs a table name"))?;
+                .ok_or_else(|| Error::invalid(format!("hook {name}: TABLE needs a table name")))?;
             table = Some(
                 ident::parse_table(t)
-                    .map_err(|e| format!("hook {name}: {e}"))?
+                    .map_err(|e| Error::invalid(format!("hook {name}: {e}")))?
                     .display(),
             );
             rest = &rest[2..];
@@ -167,16 +165,17 @@ impl Hook {
                     .get(count_at)
                     .and_then(|n| n.parse::<u64>().ok())
                     .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("hook {name}: MAXLEN needs a positive integer"))?;
+                    .ok_or_else(|| {
+                        Error::invalid(format!("hook {name}: MAXLEN needs a positive integer"))
+                    })?;
                 rest = &rest[count_at + 1..];
                 maxlen = Some((approximate, n));
             }
             Target::Xadd { stream, maxlen }
         } else {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "hook {name}: expected PUBLISH <channel> or XADD <stream> after the events"
-            )
-            .into());
+            )));
         };
         let mut owner = acl::DEFAULT_USER.to_string();
         if keyword(rest.first(), "BY") {
@@ -184,7 +183,9 @@ impl Hook {
             rest = &rest[2..];
         }
         if let Some(extra) = rest.first() {
-            return Err(format!("hook {name}: unexpected {extra:?}; {USAGE}").into());
+            return Err(Error::invalid(format!(
+                "hook {name}: unexpected {extra:?}; {USAGE}"
+            )));
         }
         Ok(Hook {
             name,
@@ -206,18 +207,17 @@ impl Hook {
                 let words = words(one)?;
                 Hook::parse_words(&words.iter().map(String::as_str).collect::<Vec<_>>())
             }
-            _ => Err(Error::new("not one definition")),
+            _ => Err(Error::invalid("not one definition")),
         });
         let words = self.words();
         let from_words = Hook::parse_words(&words.iter().map(String::as_str).collect::<Vec<_>>());
         match (from_text, from_words) {
             (Ok(a), Ok(b)) if a == *self && b == *self => Ok(()),
-            _ => Err(format!(
+            _ => Err(Error::invalid(format!(
                 "hook {}: its definition {text:?} would not read back the same from redis.conf \
                  or on a replica; choose other names",
                 self.name
-            )
-            .into()),
+            ))),
         }
     }
 
@@ -297,7 +297,9 @@ pub fn words_of_arguments(args: &[&str]) -> Result<Vec<String>, Error> {
         }
     }
     match open {
-        Some(word) => Err(format!("unterminated double quote in {word:?}").into()),
+        Some(word) => Err(Error::invalid(format!(
+            "unterminated double quote in {word:?}"
+        ))),
         None => Ok(words),
     }
 }
@@ -332,7 +334,9 @@ fn split_outside_quotes(
         }
     }
     if quoted {
-        return Err(format!("unterminated double quote in {text:?}").into());
+        return Err(Error::invalid(format!(
+            "unterminated double quote in {text:?}"
+        )));
     }
     parts.push(current);
     Ok(parts
@@ -348,12 +352,18 @@ pub fn parse_all(text: &str) -> Result<Vec<Hook>, Error> {
     for definition in split_definitions(text)? {
         let hook = Hook::parse_text(&definition)?;
         if hooks.iter().any(|h| h.name == hook.name) {
-            return Err(format!("hook {} is defined twice", hook.name).into());
+            return Err(Error::invalid(format!(
+                "hook {} is defined twice",
+                hook.name
+            )));
         }
         hooks.push(hook);
     }
     if hooks.len() > MAX_HOOKS {
-        return Err(format!("{} hooks, more than {MAX_HOOKS}", hooks.len()).into());
+        return Err(Error::invalid(format!(
+            "{} hooks, more than {MAX_HOOKS}",
+            hooks.len()
+        )));
     }
     Ok(hooks)
 }

@@ -70,15 +70,16 @@ pub fn add(hook: Hook) -> Result<(), Error> {
         if **existing == hook {
             return Ok(());
         }
-        return Err(format!(
+        return Err(Error::invalid(format!(
             "hook {} exists ({}); DEL it first to redefine it",
             hook.name,
             existing.render()
-        )
-        .into());
+        )));
     }
     if hooks.len() >= MAX_HOOKS {
-        return Err(format!("at most {MAX_HOOKS} hooks; DEL one first").into());
+        return Err(Error::invalid(format!(
+            "at most {MAX_HOOKS} hooks; DEL one first"
+        )));
     }
     hooks.push(Arc::new(hook));
     install(hooks);
@@ -93,9 +94,9 @@ fn outside_the_cache(hook: &Hook) -> Result<(), Error> {
     };
     let prefix = tunables::cache_prefix();
     if !prefix.is_empty() && name.starts_with(&prefix) {
-        return Err(format!(
+        return Err(Error::invalid(format!(
             "{what} name {name:?} starts with the cache prefix {prefix:?}: pgcache would treat it as a cache entry"
-        ).into());
+        )));
     }
     Ok(())
 }

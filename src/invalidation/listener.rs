@@ -38,11 +38,12 @@ pub struct Payload {
 
 /// Parses a notification payload of either accepted shape.
 pub fn parse_payload(text: &str) -> Result<Payload, Error> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Error::invalid(format!("not JSON ({e})")))?;
     let table = value
         .get("table")
         .and_then(Value::as_str)
-        .ok_or("no \"table\" string")?
+        .ok_or_else(|| Error::invalid("no \"table\" string"))?
         .to_string();
     if value.get("flush") == Some(&Value::Bool(true)) {
         return Ok(Payload {
@@ -52,7 +53,9 @@ pub fn parse_payload(text: &str) -> Result<Payload, Error> {
         });
     }
     let rows: Vec<Value> = if let Some(keys) = value.get("keys") {
-        keys.as_array().ok_or("\"keys\" is not an array")?.clone()
+        keys.as_array()
+            .ok_or_else(|| Error::invalid("\"keys\" is not an array"))?
+            .clone()
     } else if value.get("old_data").is_some() || value.get("new_data").is_some() {
         ["old_data", "new_data"]
             .iter()
@@ -61,7 +64,9 @@ pub fn parse_payload(text: &str) -> Result<Payload, Error> {
             .cloned()
             .collect()
     } else {
-        return Err("neither \"keys\" nor \"old_data\"/\"new_data\"".into());
+        return Err(Error::invalid(
+            "neither \"keys\" nor \"old_data\"/\"new_data\"",
+        ));
     };
     Ok(Payload {
         table,
@@ -90,17 +95,17 @@ pub fn keys_of(payload: &Payload, schema: &TableSchema) -> (Vec<CanonicalPk>, Op
 
 fn key_of(row: &Value, schema: &TableSchema) -> Result<CanonicalPk, Error> {
     let Value::Object(fields) = row else {
-        return Err("a key is not a JSON object".into());
+        return Err(Error::invalid("a key is not a JSON object"));
     };
     let mut pk = serde_json::Map::new();
     for column in &schema.primary_key {
         let value = fields
             .get(column)
-            .ok_or_else(|| format!("no value for key column {column:?}"))?;
+            .ok_or_else(|| Error::invalid(format!("no value for key column {column:?}")))?;
         pk.insert(column.clone(), value.clone());
     }
     key::canonicalise_value(&Value::Object(pk), schema).map_err(|_| {
-        Error::new(format!(
+        Error::invalid(format!(
             "a value of the key columns {:?} is not valid for their type",
             schema.primary_key
         ))
@@ -340,7 +345,9 @@ fn handle(conn: &mut Connection, payloads: &[String]) {
             }
             // The server's message quotes the value (row data): keep it out of the log.
             Err(_) => {
-                unreadable = Some("PostgreSQL could not read its values as the key types".into())
+                unreadable = Some(Error::invalid(
+                    "PostgreSQL could not read its values as the key types",
+                ))
             }
         }
         if let Some(why) = unreadable {

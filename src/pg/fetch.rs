@@ -15,7 +15,7 @@ fn on_error(e: Failure, table: &TableSchema) -> Error {
 }
 
 fn too_many_rows(table: &TableSchema, pk: &str) -> Error {
-    Error::new(format!(
+    Error::invalid(format!(
         "key {pk} matches more than one row of {}; use columns that identify one row",
         table.display
     ))

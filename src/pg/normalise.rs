@@ -48,7 +48,7 @@ pub fn confirm_all(
             for (c, name) in names.iter().enumerate() {
                 let spelled: Option<String> = row.get(c + 1);
                 let spelled = spelled.ok_or_else(|| {
-                    Error::new(format!("null never matches a key (column {name:?})"))
+                    Error::invalid(format!("null never matches a key (column {name:?})"))
                 })?;
                 spellings[member].push((name.to_string(), spelled));
             }

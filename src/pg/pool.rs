@@ -104,14 +104,14 @@ fn tls_connector(settings: &PgSettings) -> Result<Option<MakeTlsConnector>, Erro
         return Ok(None);
     }
     let mut builder = SslConnector::builder(SslMethod::tls())
-        .map_err(|e| Error::new(e.to_string()).caused_by(e))?;
+        .map_err(|e| Error::invalid(e.to_string()).caused_by(e))?;
     match settings.sslmode {
         // libpq's prefer/require encrypt without checking who answers.
         SslMode::Prefer | SslMode::Require => builder.set_verify(SslVerifyMode::NONE),
         _ => {
             if let Some(ca) = &settings.sslrootcert {
                 builder.set_ca_file(ca).map_err(|e| {
-                    Error::new(format!("pg_sslrootcert {}: {e}", ca.display())).caused_by(e)
+                    Error::invalid(format!("pg_sslrootcert {}: {e}", ca.display())).caused_by(e)
                 })?;
             }
         }

@@ -191,7 +191,7 @@ pub fn admit(table_arg: &str) -> Result<QualifiedName> {
     let name = parse_table(table_arg)?;
     crate::key::brace_free("table", &name.display())?;
     if is_system_schema(&name.schema) {
-        return Err(Error::new(format!(
+        return Err(Error::invalid(format!(
             "{} is in a system schema; pgcache never reads pg_catalog or information_schema",
             name.display()
         )));
@@ -203,7 +203,7 @@ pub fn admit(table_arg: &str) -> Result<QualifiedName> {
 }
 
 fn not_allowed(name: &QualifiedName) -> Error {
-    Error::new(format!(
+    Error::invalid(format!(
         "table {} is not in the pgcache.tables allowlist",
         name.display()
     ))
@@ -491,7 +491,7 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
         .query(RELATION_SQL, &[&name.schema, &name.name])
         .map_err(failed)?;
     let Some(row) = rows.first() else {
-        return Err(Error::new(format!(
+        return Err(Error::invalid(format!(
             "table {} does not exist",
             name.display()
         )));
@@ -499,7 +499,7 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
     let oid: tokio_postgres::types::Oid = row.get(0);
     let relkind: String = row.get(1);
     if !matches!(relkind.as_str(), "r" | "p" | "v" | "m" | "f") {
-        return Err(Error::new(format!(
+        return Err(Error::invalid(format!(
             "{} is not a table or view",
             name.display()
         )));
@@ -512,7 +512,7 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
             .first()
     {
         let system_object: String = row.get(0);
-        return Err(Error::new(format!(
+        return Err(Error::invalid(format!(
             "{} reads the {system_object}; pgcache serves no system catalogs or extension \
              objects, not even through a view: cache a table or a view over your own tables, \
              or name this one in the pgcache.tables allowlist to serve it anyway",

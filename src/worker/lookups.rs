@@ -3,14 +3,14 @@
 //! one bad key (or one ambiguous view row) fails only its own request.
 
 use super::jobs::RowLookup;
-use crate::blocked::{BlockedClient, contained, panic_error};
+use crate::blocked::{BlockedClient, contained};
+use crate::error::panic::{catch, catch_result};
 use crate::fill::Outcome;
 use crate::key::CanonicalPk;
 use crate::pg::fetch;
 use crate::pg::pool::Pool;
 use crate::pg::schema::TableSchema;
 use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +26,7 @@ pub fn run(lookups: Vec<PendingLookup>, pool: &Pool) {
     }
     for (_, group) in by_table {
         let batched = if group.len() > 1 && group[0].2.schema.batchable {
-            catch_unwind(AssertUnwindSafe(|| fetch_group(&group, pool))).unwrap_or(None)
+            catch(|| fetch_group(&group, pool)).unwrap_or(None)
         } else {
             None
         };
@@ -47,11 +47,10 @@ pub fn run(lookups: Vec<PendingLookup>, pool: &Pool) {
 }
 
 fn fetch_alone(pool: &Pool, deadline: Instant, lookup: &RowLookup) -> Outcome {
-    catch_unwind(AssertUnwindSafe(|| {
+    catch_result(|| {
         let mut conn = pool.get(deadline)?;
         fetch::one(&mut conn, &lookup.schema, &lookup.pk)
-    }))
-    .unwrap_or_else(|panic| Err(panic_error(panic)))
+    })
 }
 
 /// One query for a group's distinct keys; the row for each lookup in order, or None if the

@@ -21,8 +21,9 @@ mod lookups;
 
 pub use jobs::{Join, KeyedFill, KeyedWork, Part, Probe, RowLookup, Work};
 
-use crate::blocked::{self, BlockedClient, contained, error_completion, panic_error};
-use crate::error::{Error, ErrorKind};
+use crate::blocked::{self, BlockedClient, contained, error_completion};
+use crate::error::Error;
+use crate::error::panic::catch_result;
 use crate::pg::pool::{Pool, PoolStats};
 use crate::reply::Reply;
 use crate::tunables;
@@ -118,10 +119,9 @@ pub fn count() -> usize {
 pub fn stop() -> Result<(), Error> {
     let in_flight = blocked::in_flight();
     if in_flight > 0 {
-        return Err(format!(
+        return Err(Error::invalid(format!(
             "{in_flight} requests are still waiting for PostgreSQL; retry when they are done"
-        )
-        .into());
+        )));
     }
     SHUTTING_DOWN.store(true, Ordering::SeqCst);
     let workers = WORKERS.lock().unwrap().take();
@@ -173,9 +173,9 @@ fn run(
 /// query would be wasted).
 fn refusal(deadline: Instant) -> Option<Error> {
     if SHUTTING_DOWN.load(Ordering::SeqCst) {
-        Some(Error::new("pgcache is shutting down"))
+        Some(Error::invalid("pgcache is shutting down"))
     } else if Instant::now() >= deadline {
-        Some(Error::new("request timed out in the queue"))
+        Some(Error::invalid("request timed out in the queue"))
     } else {
         None
     }
@@ -206,11 +206,10 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             gather.part_started();
             let result = match refused {
                 Some(e) => Err(e),
-                None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                None => catch_result(|| {
                     let mut conn = pool.get(job.deadline)?;
                     part(&mut conn)
-                }))
-                .unwrap_or_else(|panic| Err(panic_error(panic))),
+                }),
             };
             gather.deliver(index, result);
         }
@@ -237,8 +236,7 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Inst
         Ok(conn) => conn,
         Err(e) => return client.answer(error_completion(e)),
     };
-    let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut conn)))
-        .unwrap_or_else(|panic| Err(panic_error(panic)));
+    let step = catch_result(|| work(&mut conn));
     match step {
         Err(e) => client.answer(error_completion(e)),
         Ok(KeyedFill { schema, pk, then }) => {
@@ -248,10 +246,7 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Inst
             else {
                 return;
             };
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                crate::pg::fetch::one(&mut conn, &schema, &pk)
-            }))
-            .unwrap_or_else(|panic| Err(panic_error(panic)));
+            let outcome = catch_result(|| crate::pg::fetch::one(&mut conn, &schema, &pk));
             hold::hold_point(deadline);
             ticket.answer_waiters(&outcome);
             client.answer(contained(|| Ok(then(outcome, ticket))));
@@ -340,7 +335,7 @@ pub fn submit_parts(ctx: &Context, parts: Vec<Part>, join: Join) -> Reply {
         for (index, part) in parts.into_iter().enumerate() {
             let task = Queued::Part(gather.clone(), index, part);
             if queues.work.try_send(Job { deadline, task }).is_err() {
-                gather.deliver(index, Err(Error::new("the PostgreSQL queue is full")));
+                gather.deliver(index, Err(Error::invalid("the PostgreSQL queue is full")));
             }
         }
         Ok(())
@@ -356,7 +351,7 @@ pub fn may_wait(ctx: &Context) -> Result<(), Reply> {
     // SAFETY: main thread, command context.
     let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
     if flags & raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING != 0 {
-        return Err(Reply::Error(Error::new(
+        return Err(Reply::Error(Error::invalid(
             "this needs PostgreSQL, and a command inside MULTI/EXEC or a script cannot wait; \
              run it outside the transaction (cache hits work inside)",
         )));
@@ -376,17 +371,14 @@ fn enqueue(
     }
     let guard = WORKERS.lock().unwrap();
     let Some(workers) = guard.as_ref() else {
-        return Reply::Error(Error::new("pgcache is shutting down"));
+        return Reply::Error(Error::invalid("pgcache is shutting down"));
     };
     let queues = &workers.queues;
     let queue_full = || {
-        Reply::Error(Error::of(
-            ErrorKind::QueueFull,
-            format!(
-                "the PostgreSQL queue is full ({} requests waiting); retry later or raise queue_size/workers",
-                queues.work.len() + queues.lookups.len()
-            ),
-        ))
+        Reply::Error(Error::queue_full(format!(
+            "the PostgreSQL queue is full ({} requests waiting); retry later or raise queue_size/workers",
+            queues.work.len() + queues.lookups.len()
+        )))
     };
     let room = queues.work.capacity().unwrap_or(usize::MAX) - queues.work.len();
     if jobs > 1 && room < jobs {
