@@ -40,8 +40,7 @@ mod wake;
 mod worker;
 
 use error::Error;
-use redis_module::{Context, RedisString, Status, raw, redis_module};
-use std::ffi::CString;
+use redis_module::{Context, RedisString, Status, redis_module};
 use std::time::Duration;
 
 // Redis's allocator in the module; the system allocator in unit tests, which run without
@@ -70,112 +69,6 @@ const fn parse_version_part(s: &str) -> i32 {
 const MODULE_VERSION: i32 = parse_version_part(env!("CARGO_PKG_VERSION_MAJOR")) * 10000
     + parse_version_part(env!("CARGO_PKG_VERSION_MINOR")) * 100
     + parse_version_part(env!("CARGO_PKG_VERSION_PATCH"));
-
-/// A command as registered: name, handler (with what `stats` tracks it as, when its latency
-/// is tracked), Redis command flags, and what COMMAND INFO / DOCS say of it.
-type Command = (
-    &'static str,
-    raw::RedisModuleCmdFunc,
-    &'static str,
-    &'static commands::docs::Doc,
-);
-
-/// Every command but PGCACHE.DEBUG (registered only with `debug_commands yes`).
-const COMMANDS: [Command; 13] = [
-    (
-        "pgcache.read",
-        Some(command_fn!(
-            commands::read::read,
-            Some(stats::Tracked::Read)
-        )),
-        "readonly",
-        &commands::docs::READ,
-    ),
-    (
-        "pgcache.multiread",
-        Some(command_fn!(
-            commands::multiread::multiread,
-            Some(stats::Tracked::Multiread)
-        )),
-        "readonly",
-        &commands::docs::MULTIREAD,
-    ),
-    (
-        "pgcache.get",
-        Some(commands::get::command),
-        "readonly",
-        &commands::docs::GET,
-    ),
-    (
-        "pgcache.mget",
-        Some(command_fn!(commands::get::mget, Some(stats::Tracked::Mget))),
-        "readonly",
-        &commands::docs::MGET,
-    ),
-    (
-        "pgcache.key",
-        Some(command_fn!(commands::get::key)),
-        "readonly",
-        &commands::docs::KEY,
-    ),
-    (
-        "pgcache.write",
-        Some(command_fn!(
-            commands::write::write,
-            Some(stats::Tracked::Write)
-        )),
-        "write deny-oom",
-        &commands::docs::WRITE,
-    ),
-    (
-        "pgcache.invalidate",
-        Some(command_fn!(
-            commands::write::invalidate,
-            Some(stats::Tracked::Invalidate)
-        )),
-        "write",
-        &commands::docs::INVALIDATE,
-    ),
-    (
-        "pgcache.flush",
-        Some(command_fn!(
-            commands::write::flush,
-            Some(stats::Tracked::Flush)
-        )),
-        "write",
-        &commands::docs::FLUSH,
-    ),
-    (
-        "pgcache.stats",
-        Some(command_fn!(commands::admin::stats)),
-        "readonly fast",
-        &commands::docs::STATS,
-    ),
-    (
-        "pgcache.health",
-        Some(command_fn!(commands::admin::health)),
-        "readonly",
-        &commands::docs::HEALTH,
-    ),
-    (
-        "pgcache.drain",
-        Some(command_fn!(commands::admin::drain)),
-        "admin",
-        &commands::docs::DRAIN,
-    ),
-    (
-        "pgcache.slowlog",
-        Some(command_fn!(commands::slowlog::slowlog)),
-        "admin",
-        &commands::docs::SLOWLOG,
-    ),
-    (
-        "pgcache.hook",
-        Some(command_fn!(commands::hook::hook)),
-        "admin may-replicate",
-        &commands::docs::HOOK,
-    ),
-];
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
     std::panic::set_hook(Box::new(|info| {
@@ -234,38 +127,14 @@ fn load_settings(args: &[RedisString]) -> Result<config::Settings, Error> {
     Ok(settings)
 }
 
+/// Every command, as each describes itself; PGCACHE.DEBUG only with `debug_commands yes`.
 fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), Error> {
-    let debug: Option<Command> = debug_commands.then(|| {
-        (
-            "pgcache.debug",
-            Some(command_fn!(commands::debug::debug)),
-            "admin",
-            &commands::docs::DEBUG,
-        )
-    });
+    let debug = debug_commands.then_some(&commands::debug::DEBUG);
     let categories = commands::docs::add_category(ctx);
-    for (name, handler, flags, doc) in COMMANDS.into_iter().chain(debug) {
-        let (first_key, last_key, key_step) = doc.key_positions();
-        let c_name = CString::new(name).expect("no NUL");
-        let c_flags = CString::new(flags).expect("no NUL");
-        // SAFETY: called from OnLoad with its context.
-        let status = unsafe {
-            raw::RedisModule_CreateCommand.unwrap()(
-                ctx.ctx,
-                c_name.as_ptr(),
-                handler,
-                c_flags.as_ptr(),
-                first_key,
-                last_key,
-                key_step,
-            )
-        };
-        if status != raw::REDISMODULE_OK as i32 {
-            return Err(Error::internal(format!("could not register {name}")));
-        }
-        commands::docs::set(ctx, name, doc)?;
+    for command in commands::ALL.into_iter().chain(debug) {
+        commands::docs::register(ctx, command)?;
         if categories {
-            commands::docs::set_category(ctx, name);
+            commands::docs::set_category(ctx, command.name);
         }
     }
     Ok(())

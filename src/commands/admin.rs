@@ -4,6 +4,7 @@
 //! PGCACHE.DRAIN [seconds]: refuse what would wait for PostgreSQL, before MODULE UNLOAD.
 
 use crate::blocked;
+use crate::commands::docs::{Arg, Command, Keys};
 use crate::drain;
 use crate::error::Error;
 use crate::figures;
@@ -16,18 +17,60 @@ use crate::worker;
 use redis_module::Context;
 use std::time::Duration;
 
+pub static STATS: Command = Command {
+    name: "pgcache.stats",
+    entry: crate::command_fn!(STATS),
+    handler: stats,
+    tracked: None,
+    flags: "readonly fast",
+    summary: "Returns pgcache's counters, gauges and latencies on this node",
+    since: "0.1.0",
+    complexity: "O(T) for T tables",
+    keys: Keys::None,
+    tips: "nondeterministic_output",
+    args: &[Arg::text("RESET").optional()],
+};
+
+pub static HEALTH: Command = Command {
+    name: "pgcache.health",
+    entry: crate::command_fn!(HEALTH),
+    handler: health,
+    tracked: None,
+    flags: "readonly",
+    summary: "Tells whether pgcache can do its job on this node right now",
+    since: "0.1.0",
+    complexity: "One PostgreSQL round trip",
+    keys: Keys::None,
+    tips: "nondeterministic_output",
+    args: &[],
+};
+
+pub static DRAIN: Command = Command {
+    name: "pgcache.drain",
+    entry: crate::command_fn!(DRAIN),
+    handler: drain,
+    tracked: None,
+    flags: "admin",
+    summary: "Refuses requests that would wait for PostgreSQL for a while, so that MODULE UNLOAD \
+              finds none in flight",
+    since: "0.2.0",
+    complexity: "O(1)",
+    keys: Keys::None,
+    tips: "",
+    args: &[Arg::integer("seconds").optional()],
+};
+
 pub fn stats(ctx: &Context, args: &[&[u8]]) -> Reply {
-    match args.len() {
-        1 => Reply::Map(report()),
-        2 if args[1].eq_ignore_ascii_case(b"RESET") => {
+    match args {
+        [_] => Reply::Map(report()),
+        [_, sub] if sub.eq_ignore_ascii_case(b"RESET") => {
             if let Err(refused) = crate::acl::may_reset_figures(ctx) {
                 return refused.into();
             }
             stats::reset();
             Reply::Ok
         }
-        2 => Error::invalid("usage: PGCACHE.STATS [RESET]").into(),
-        _ => Reply::WrongArity,
+        _ => Error::invalid("usage: PGCACHE.STATS [RESET]").into(),
     }
 }
 
@@ -101,10 +144,7 @@ fn latency_figures(s: stats::Summary) -> Vec<(String, Reply)> {
 /// Work-queue fill above which HEALTH reports a problem.
 const QUEUE_SATURATION_PROBLEM: f64 = 0.8;
 
-pub fn health(ctx: &Context, args: &[&[u8]]) -> Reply {
-    if args.len() != 1 {
-        return Reply::WrongArity;
-    }
+pub fn health(ctx: &Context, _args: &[&[u8]]) -> Reply {
     if drain::remaining().is_some() {
         // A drain refuses the probe's wait too; answer with what is known without it.
         let mut report = health_report(None);
@@ -141,9 +181,9 @@ fn cluster_report(ctx: &Context) -> Vec<(String, Reply)> {
 /// would wait for PostgreSQL are refused; replies how many requests are still waiting, so an
 /// operator repeats it until 0 and then runs MODULE UNLOAD.
 pub fn drain(_ctx: &Context, args: &[&[u8]]) -> Reply {
-    let seconds = match args {
-        [_] => DEFAULT_DRAIN_SECONDS,
-        [_, seconds] => match std::str::from_utf8(seconds)
+    let seconds = match args.get(1) {
+        None => DEFAULT_DRAIN_SECONDS,
+        Some(seconds) => match std::str::from_utf8(seconds)
             .ok()
             .and_then(|s| s.parse().ok())
         {
@@ -157,7 +197,6 @@ pub fn drain(_ctx: &Context, args: &[&[u8]]) -> Reply {
                 .into();
             }
         },
-        _ => return Reply::WrongArity,
     };
     drain::open_for(seconds);
     Reply::Int(blocked::in_flight() as i64)

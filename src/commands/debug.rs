@@ -7,18 +7,30 @@
 //!   invalidation can be made to arrive while a fill is in flight.
 
 use crate::blocked::Completion;
+use crate::commands::docs::{Arg, Command, Keys};
 use crate::error::Error;
 use crate::main_thread::Task;
 use crate::reply::Reply;
 use crate::worker;
 use redis_module::Context;
 
+pub static DEBUG: Command = Command {
+    name: "pgcache.debug",
+    entry: crate::command_fn!(DEBUG),
+    handler: debug,
+    tracked: None,
+    flags: "admin",
+    summary: "Fault injection for tests (registered with debug_commands yes)",
+    since: "0.1.0",
+    complexity: "O(1)",
+    keys: Keys::None,
+    tips: "",
+    args: &[Arg::text("PANIC | FILLS"), Arg::text("where")],
+};
+
 const USAGE: &str = "usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY|TIMER | FILLS HOLD|RELEASE|HELD";
 
 pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
-    if args.len() != 3 {
-        return Error::invalid(USAGE).into();
-    }
     match args[1].to_ascii_uppercase().as_slice() {
         b"PANIC" => panic_in(ctx, args[2]),
         b"FILLS" => match args[2].to_ascii_uppercase().as_slice() {

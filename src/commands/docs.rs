@@ -1,9 +1,14 @@
-//! What COMMAND INFO and COMMAND DOCS say of each pgcache command: summary, since, arity,
-//! arguments, key specs (so cluster clients route the commands that name keys and ACL key
-//! patterns apply to them) and command tips. Built into Redis's structures with
-//! `RedisModule_SetCommandInfo`, which copies what it is given.
+//! How a command is described, once, beside its handler (`Command`): its name, the function
+//! Redis calls, its flags, and what COMMAND INFO and COMMAND DOCS say of it: summary, since,
+//! arguments (from which its arity follows), key specs (so cluster clients route the
+//! commands that name keys and ACL key patterns apply to them) and command tips. Registered
+//! with `RedisModule_CreateCommand` and `RedisModule_SetCommandInfo`, which copies what it
+//! is given.
 
+use crate::commands::Handler;
 use crate::error::Error;
+use crate::reply::Reply;
+use crate::stats::Tracked;
 use redis_module::{Context, raw};
 use std::ffi::CString;
 use std::mem::MaybeUninit;
@@ -50,12 +55,14 @@ impl Arg {
             ..Arg::text(name)
         }
     }
-    pub const fn ttl() -> Arg {
+    pub const fn integer(name: &'static str) -> Arg {
         Arg {
             kind: ArgKind::Integer,
-            optional: true,
-            ..Arg::text("ttl")
+            ..Arg::text(name)
         }
+    }
+    pub const fn ttl() -> Arg {
+        Arg::integer("ttl").optional()
     }
     pub const fn optional(self) -> Arg {
         Arg {
@@ -71,19 +78,98 @@ impl Arg {
     }
 }
 
-pub struct Doc {
+/// One command, described once: what registers it, what `dispatch` checks its calls
+/// against, what COMMAND INFO / DOCS say, and what README's heading for it shows.
+pub struct Command {
+    /// `pgcache.read`.
+    pub name: &'static str,
+    /// The function Redis calls (`command_fn!` of this description, or a faster path of its
+    /// own that falls back to `dispatch`).
+    pub entry: raw::RedisModuleCmdFunc,
+    pub handler: Handler,
+    /// What STATS counts and times its calls as, if it does.
+    pub tracked: Option<Tracked>,
+    /// Redis command flags (`readonly`, `write deny-oom`, `admin` ...).
+    pub flags: &'static str,
     pub summary: &'static str,
     pub since: &'static str,
     pub complexity: &'static str,
-    /// Redis's arity: exact when positive, a minimum when negative, the name included.
-    pub arity: i32,
     pub keys: Keys,
     /// Command tips (`request_policy:all_shards` ...), space separated; "" for none.
     pub tips: &'static str,
+    /// The arguments after the name; they decide the arity.
     pub args: &'static [Arg],
 }
 
-impl Doc {
+impl Command {
+    /// The fewest arguments a call has, the name included.
+    pub const fn min_args(&self) -> usize {
+        let mut n = 1;
+        let mut i = 0;
+        while i < self.args.len() {
+            if !self.args[i].optional {
+                n += 1;
+            }
+            i += 1;
+        }
+        n
+    }
+
+    /// The most arguments a call may have, the name included (None: no limit).
+    pub const fn max_args(&self) -> Option<usize> {
+        let mut i = 0;
+        while i < self.args.len() {
+            if self.args[i].multiple {
+                return None;
+            }
+            i += 1;
+        }
+        Some(1 + self.args.len())
+    }
+
+    /// Redis's arity: exact when positive, a minimum when negative, the name included.
+    pub const fn arity(&self) -> i32 {
+        match self.max_args() {
+            Some(max) if max == self.min_args() => max as i32,
+            _ => -(self.min_args() as i32),
+        }
+    }
+
+    /// Whether a call with `argc` arguments (the name included) has a count it accepts.
+    #[inline]
+    pub fn accepts(&self, argc: usize) -> Result<(), Reply> {
+        let within = argc >= self.min_args() && self.max_args().is_none_or(|max| argc <= max);
+        if within {
+            Ok(())
+        } else {
+            Err(Reply::WrongArity)
+        }
+    }
+
+    /// The arguments as README's heading shows them: `<table> <pk_json> [ttl]`, `<key>
+    /// [key ...]`, `GET | LEN | RESET [count]` (upper-case names are literal words).
+    #[cfg(test)]
+    pub fn usage(&self) -> String {
+        self.args
+            .iter()
+            .map(|arg| {
+                let literal = arg.name.chars().all(|c| !c.is_ascii_lowercase());
+                let shown = if literal {
+                    arg.name.to_string()
+                } else {
+                    format!("<{}>", arg.name)
+                };
+                match (arg.optional, arg.multiple) {
+                    (false, false) => shown,
+                    (false, true) => format!("{shown} [{} ...]", arg.name),
+                    (true, false) => format!("[{}]", shown.trim_matches(['<', '>'])),
+                    (true, true) => format!("[{} ...]", arg.name),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// The (first, last, step) key positions CreateCommand takes.
     pub fn key_positions(&self) -> (c_int, c_int, c_int) {
         match self.keys {
@@ -161,9 +247,35 @@ pub fn set_category(ctx: &Context, name: &str) {
     }
 }
 
-/// Sets `name`'s COMMAND INFO / DOCS. A server without the API (before Redis 7) is left as
-/// it is: the key positions given to CreateCommand still route the commands.
-pub fn set(ctx: &Context, name: &str, doc: &Doc) -> Result<(), Error> {
+/// Registers `command` (CreateCommand, then its COMMAND INFO / DOCS).
+pub fn register(ctx: &Context, command: &Command) -> Result<(), Error> {
+    let (first_key, last_key, key_step) = command.key_positions();
+    let (name, flags) = (c(command.name), c(command.flags));
+    // SAFETY: called from OnLoad with its context.
+    let status = unsafe {
+        raw::RedisModule_CreateCommand.unwrap()(
+            ctx.ctx,
+            name.as_ptr(),
+            command.entry,
+            flags.as_ptr(),
+            first_key,
+            last_key,
+            key_step,
+        )
+    };
+    if status != raw::REDISMODULE_OK as c_int {
+        return Err(Error::internal(format!(
+            "could not register {}",
+            command.name
+        )));
+    }
+    set(ctx, command)
+}
+
+/// Sets the command's COMMAND INFO / DOCS. A server without the API (before Redis 7) is left
+/// as it is: the key positions given to CreateCommand still route the commands.
+fn set(ctx: &Context, doc: &Command) -> Result<(), Error> {
+    let name = doc.name;
     let (Some(get_command), Some(set_info)) = (
         // SAFETY: reading function pointers Redis filled in at load.
         unsafe { raw::RedisModule_GetCommand },
@@ -220,7 +332,7 @@ pub fn set(ctx: &Context, name: &str, doc: &Doc) -> Result<(), Error> {
         } else {
             tips.as_ptr()
         },
-        arity: doc.arity,
+        arity: doc.arity(),
         key_specs: key_specs.as_mut_ptr(),
         args: args.as_mut_ptr(),
     };
@@ -241,156 +353,8 @@ pub fn set(ctx: &Context, name: &str, doc: &Doc) -> Result<(), Error> {
     Ok(())
 }
 
-const TABLE: Arg = Arg::text("table");
-const PK: Arg = Arg::text("pk_json");
-const ONE_ROW: &str = "O(1) on a hit; one PostgreSQL query on a miss";
-
-pub const READ: Doc = Doc {
-    summary: "Returns a PostgreSQL row as JSON, from the cache or, on a miss, from PostgreSQL",
-    since: "0.1.0",
-    complexity: ONE_ROW,
-    arity: -3,
-    keys: Keys::None,
-    tips: "",
-    args: &[TABLE, PK, Arg::ttl()],
-};
-
-pub const MULTIREAD: Doc = Doc {
-    summary: "Returns several rows of one table, missed ones fetched in one query",
-    since: "0.1.0",
-    complexity: "O(N) for N keys; one PostgreSQL query for the misses",
-    arity: -3,
-    keys: Keys::None,
-    tips: "",
-    args: &[TABLE, Arg::text("json_array_of_pks"), Arg::ttl()],
-};
-
-pub const WRITE: Doc = Doc {
-    summary: "Caches a row's JSON under its key (PostgreSQL is not written)",
-    since: "0.1.0",
-    complexity: "O(1)",
-    arity: -4,
-    keys: Keys::None,
-    tips: "",
-    args: &[TABLE, PK, Arg::text("data_json"), Arg::ttl()],
-};
-
-pub const INVALIDATE: Doc = Doc {
-    summary: "Removes a row's cache entry",
-    since: "0.1.0",
-    complexity: "O(1)",
-    arity: 3,
-    keys: Keys::None,
-    tips: "",
-    args: &[TABLE, PK],
-};
-
-pub const FLUSH: Doc = Doc {
-    summary: "Removes every cache entry of a table",
-    since: "0.1.0",
-    complexity: "O(N) for the N keys of the database, in slices",
-    arity: 2,
-    keys: Keys::None,
-    tips: "request_policy:all_shards response_policy:all_succeeded",
-    args: &[TABLE],
-};
-
-pub const STATS: Doc = Doc {
-    summary: "Returns pgcache's counters, gauges and latencies on this node",
-    since: "0.1.0",
-    complexity: "O(T) for T tables",
-    arity: -1,
-    keys: Keys::None,
-    tips: "nondeterministic_output",
-    args: &[Arg::text("RESET").optional()],
-};
-
-pub const HEALTH: Doc = Doc {
-    summary: "Tells whether pgcache can do its job on this node right now",
-    since: "0.1.0",
-    complexity: "One PostgreSQL round trip",
-    arity: 1,
-    keys: Keys::None,
-    tips: "nondeterministic_output",
-    args: &[],
-};
-
-pub const DRAIN: Doc = Doc {
-    summary: "Refuses requests that would wait for PostgreSQL for a while, so that MODULE UNLOAD finds none in flight",
-    since: "0.2.0",
-    complexity: "O(1)",
-    arity: -1,
-    keys: Keys::None,
-    tips: "",
-    args: &[Arg {
-        kind: ArgKind::Integer,
-        optional: true,
-        ..Arg::text("seconds")
-    }],
-};
-
-pub const SLOWLOG: Doc = Doc {
-    summary: "Lists the slowest pgcache calls on this node",
-    since: "0.1.0",
-    complexity: "O(N) for N entries returned",
-    arity: -2,
-    keys: Keys::None,
-    tips: "nondeterministic_output",
-    args: &[
-        Arg::text("GET | LEN | RESET"),
-        Arg::text("count").optional(),
-    ],
-};
-
-pub const HOOK: Doc = Doc {
-    summary: "Adds, removes or lists the hooks that deliver cache events",
-    since: "0.1.0",
-    complexity: "O(H) for H hooks",
-    arity: -2,
-    keys: Keys::None,
-    tips: "",
-    args: &[
-        Arg::text("ADD | DEL | LIST | SYNC"),
-        Arg::text("definition").optional().multiple(),
-    ],
-};
-
-pub const DEBUG: Doc = Doc {
-    summary: "Fault injection for tests (registered with debug_commands yes)",
-    since: "0.1.0",
-    complexity: "O(1)",
-    arity: 3,
-    keys: Keys::None,
-    tips: "",
-    args: &[Arg::text("PANIC | FILLS"), Arg::text("where")],
-};
-
-pub const GET: Doc = Doc {
-    summary: "Returns the row a cache key names, from the cache or, on a miss, from PostgreSQL",
-    since: "0.2.0",
-    complexity: ONE_ROW,
-    arity: -2,
-    keys: Keys::One,
-    tips: "",
-    args: &[Arg::key("key"), Arg::ttl()],
-};
-
-pub const MGET: Doc = Doc {
-    summary: "Returns the rows several cache keys name, missed ones fetched together",
-    since: "0.2.0",
-    complexity: "O(N) for N keys; one PostgreSQL query per table for the misses",
-    arity: -2,
-    keys: Keys::All,
-    tips: "",
-    args: &[Arg::key("key").multiple()],
-};
-
-pub const KEY: Doc = Doc {
-    summary: "Returns the canonical cache key of a row",
-    since: "0.2.0",
-    complexity: "O(1); one PostgreSQL query the first time a table is named",
-    arity: 3,
-    keys: Keys::None,
-    tips: "",
-    args: &[TABLE, PK],
-};
+/// The arguments most commands share.
+pub const TABLE: Arg = Arg::text("table");
+pub const PK: Arg = Arg::text("pk_json");
+/// The complexity of the commands that read one row.
+pub const ONE_ROW: &str = "O(1) on a hit; one PostgreSQL query on a miss";

@@ -8,6 +8,7 @@
 //! takes the key apart and reads the row exactly as READ does.
 
 use crate::cache;
+use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, TABLE};
 use crate::commands::read::{self, must_be_canonical};
 use crate::commands::{count_hit, dispatch, ttl_arg, with_key};
 use crate::commands::{mget, multiread};
@@ -21,6 +22,49 @@ use crate::tunables;
 use redis_module::{Context, raw};
 use std::cell::Cell;
 use std::os::raw::c_int;
+
+pub static GET: Command = Command {
+    name: "pgcache.get",
+    // The hit path answers in `command`; anything else goes through `dispatch`.
+    entry: Some(command),
+    handler: get,
+    tracked: Some(Tracked::Get),
+    flags: "readonly",
+    summary: "Returns the row a cache key names, from the cache or, on a miss, from PostgreSQL",
+    since: "0.2.0",
+    complexity: ONE_ROW,
+    keys: Keys::One,
+    tips: "",
+    args: &[Arg::key("key"), Arg::ttl()],
+};
+
+pub static MGET: Command = Command {
+    name: "pgcache.mget",
+    entry: crate::command_fn!(MGET),
+    handler: mget,
+    tracked: Some(Tracked::Mget),
+    flags: "readonly",
+    summary: "Returns the rows several cache keys name, missed ones fetched together",
+    since: "0.2.0",
+    complexity: "O(N) for N keys; one PostgreSQL query per table for the misses",
+    keys: Keys::All,
+    tips: "",
+    args: &[Arg::key("key").multiple()],
+};
+
+pub static KEY: Command = Command {
+    name: "pgcache.key",
+    entry: crate::command_fn!(KEY),
+    handler: key,
+    tracked: None,
+    flags: "readonly",
+    summary: "Returns the canonical cache key of a row",
+    since: "0.2.0",
+    complexity: "O(1); one PostgreSQL query the first time a table is named",
+    keys: Keys::None,
+    tips: "",
+    args: &[TABLE, PK],
+};
 
 /// The command function Redis calls for PGCACHE.GET: a hit is answered here, anything else
 /// goes through `dispatch` like every command.
@@ -47,7 +91,7 @@ pub unsafe extern "C" fn command(
         }
     }
     // SAFETY: forwarded unchanged from Redis.
-    unsafe { dispatch(ctx, argv, argc, get, Some(Tracked::Get)) }
+    unsafe { dispatch(ctx, argv, argc, &GET) }
 }
 
 /// Replies the cached entry at `name` when its table is known here (setting `replied`);
@@ -76,9 +120,6 @@ unsafe fn serve_hit(ctx: &Context, name: *mut raw::RedisModuleString, replied: &
 /// PGCACHE.GET when the hit path could not answer: the key taken apart, checked to be the
 /// row's canonical key, and read as READ reads it.
 pub fn get(ctx: &Context, args: &[&[u8]]) -> Reply {
-    if !(2..=3).contains(&args.len()) {
-        return Reply::WrongArity;
-    }
     match miss(ctx, args[1], args.get(2)) {
         Ok(reply) => reply,
         Err(e) => e.into(),
@@ -109,11 +150,8 @@ fn miss(ctx: &Context, named: &[u8], ttl: Option<&&[u8]>) -> Result<Reply> {
 }
 
 /// PGCACHE.MGET <key> [key ...]: the rows in the caller's order, nil where there is none;
-/// the misses fetched together, as MULTIREAD fetches them. Every key names the same table.
+/// the misses fetched together, as MULTIREAD fetches them (each table's keys in one query).
 pub fn mget(ctx: &Context, args: &[&[u8]]) -> Reply {
-    if args.len() < 2 {
-        return Reply::WrongArity;
-    }
     match read_named(ctx, &args[1..]) {
         Ok(reply) => reply,
         Err(e) => e.into(),
@@ -163,9 +201,6 @@ fn read_named(ctx: &Context, named: &[&[u8]]) -> Result<Reply> {
 
 /// PGCACHE.KEY <table> <pk_json>: the row's canonical cache key.
 pub fn key(ctx: &Context, args: &[&[u8]]) -> Reply {
-    if args.len() != 3 {
-        return Reply::WrongArity;
-    }
     if let Err(e) = read::checked_table(args[1]) {
         return e.into();
     }

@@ -4,6 +4,7 @@
 //! See the `hooks` module for how hooks persist and replicate.
 
 use crate::acl;
+use crate::commands::docs::{Arg, Command, Keys};
 use crate::commands::utf8;
 use crate::error::Error;
 use crate::hooks::{self, DEFAULT_HOOK, Hook, Target};
@@ -11,13 +12,28 @@ use crate::reply::Reply;
 use crate::tunables;
 use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags, raw};
 
+pub static HOOK: Command = Command {
+    name: "pgcache.hook",
+    entry: crate::command_fn!(HOOK),
+    handler: hook,
+    tracked: None,
+    flags: "admin may-replicate",
+    summary: "Adds, removes or lists the hooks that deliver cache events",
+    since: "0.1.0",
+    complexity: "O(H) for H hooks",
+    keys: Keys::None,
+    tips: "",
+    args: &[
+        Arg::text("ADD | DEL | LIST | SYNC"),
+        Arg::text("definition").optional().multiple(),
+    ],
+};
+
 const USAGE: &str = "usage: PGCACHE.HOOK ADD <name> ON <event>[,<event>...] [TABLE <table>] \
                      PUBLISH <channel> | XADD <stream> [MAXLEN ~ <n>] [BY <user>] | DEL <name> | LIST";
 
 pub fn hook(ctx: &Context, args: &[&[u8]]) -> Reply {
-    let Some(sub) = args.get(1) else {
-        return Reply::WrongArity;
-    };
+    let sub = args[1];
     let words: Vec<&str> = match args[2..].iter().map(|a| utf8(a, "argument")).collect() {
         Ok(w) => w,
         Err(e) => return e.into(),

@@ -35,8 +35,11 @@ const MAX_ARGS: usize = 16;
 
 pub type Handler = fn(&Context, &[&[u8]]) -> Reply;
 
-/// Runs `handler` for one command call: arguments as byte slices borrowed from Redis
-/// (no copies), panics contained, the reply sent.
+pub use docs::Command;
+
+/// Runs `described`'s handler for one call: the argument count checked against the
+/// description, arguments as byte slices borrowed from Redis (no copies), panics contained,
+/// the reply sent.
 ///
 /// # Safety
 /// `ctx`, `argv` and `argc` must be what Redis passed to the command function.
@@ -44,9 +47,9 @@ pub unsafe fn dispatch(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
-    handler: Handler,
-    command: Option<stats::Tracked>,
+    described: &Command,
 ) -> c_int {
+    let command = described.tracked;
     // Hits are counted, not timed: two clock reads would cost the hit path ~5 %. A call
     // that waits for PostgreSQL is timed from when it blocks to its reply (worker module).
     let started = command
@@ -57,10 +60,11 @@ pub unsafe fn dispatch(
     }
     let context = Context::new(ctx);
     let argc = argc.max(0) as usize;
-    if argc > MAX_ARGS {
+    if argc > MAX_ARGS || described.accepts(argc).is_err() {
         reply::send(&context, &Reply::WrongArity);
         return raw::REDISMODULE_OK as c_int;
     }
+    let handler = described.handler;
     let mut args: [&[u8]; MAX_ARGS] = [&[]; MAX_ARGS];
     for (i, slot) in args.iter_mut().enumerate().take(argc) {
         // SAFETY: argv has argc live strings for the duration of the call.
@@ -88,26 +92,40 @@ pub unsafe fn dispatch(
     raw::REDISMODULE_OK as c_int
 }
 
-/// Declares an `extern "C"` command function for a handler.
+/// The `extern "C"` function Redis calls for the command `$described` (a static
+/// `Command`): it hands the call to `dispatch` with that description.
 #[macro_export]
 macro_rules! command_fn {
-    ($handler:path) => {
-        $crate::command_fn!($handler, None)
-    };
-    ($handler:path, $command:expr) => {{
+    ($described:path) => {{
         unsafe extern "C" fn command(
             ctx: *mut redis_module::raw::RedisModuleCtx,
             argv: *mut *mut redis_module::raw::RedisModuleString,
             argc: std::os::raw::c_int,
         ) -> std::os::raw::c_int {
             // SAFETY: forwarded unchanged from Redis.
-            let handler: $crate::commands::Handler = $handler;
-            let command: Option<$crate::stats::Tracked> = $command;
-            unsafe { $crate::commands::dispatch(ctx, argv, argc, handler, command) }
+            unsafe { $crate::commands::dispatch(ctx, argv, argc, &$described) }
         }
-        command as unsafe extern "C" fn(_, _, _) -> _
+        Some(command as unsafe extern "C" fn(_, _, _) -> _)
     }};
 }
+
+/// Every command but PGCACHE.DEBUG (registered only with `debug_commands yes`), in the
+/// order README documents them.
+pub static ALL: [&Command; 13] = [
+    &read::READ,
+    &multiread::MULTIREAD,
+    &get::GET,
+    &get::MGET,
+    &get::KEY,
+    &write::WRITE,
+    &write::INVALIDATE,
+    &write::FLUSH,
+    &admin::STATS,
+    &slowlog::SLOWLOG,
+    &hook::HOOK,
+    &admin::HEALTH,
+    &admin::DRAIN,
+];
 
 /// Counts a hit of `schema`'s table and raises its `hit` event: every READ and MULTIREAD hit
 /// comes through here. (Redis-wide `hits` and `negative_hits` are counted by `cache` as it
@@ -193,4 +211,37 @@ where
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use super::*;
+
+    /// README's heading of each command shows the arguments its description declares.
+    #[test]
+    fn readme_headings_show_each_commands_arguments() {
+        let readme = include_str!("../../README.md");
+        for command in ALL.iter().copied().chain([&debug::DEBUG]) {
+            let usage = command.usage();
+            let heading = if usage.is_empty() {
+                format!("### {}\n", command.name.to_uppercase())
+            } else {
+                format!("### {} `{usage}`", command.name.to_uppercase())
+            };
+            assert!(
+                readme.contains(&heading),
+                "README has no heading {heading:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn arity_follows_the_arguments() {
+        assert_eq!(read::READ.arity(), -3);
+        assert_eq!((read::READ.min_args(), read::READ.max_args()), (3, Some(4)));
+        assert_eq!(write::INVALIDATE.arity(), 3);
+        assert_eq!(get::MGET.max_args(), None);
+        assert_eq!(admin::HEALTH.arity(), 1);
+        assert!(read::READ.accepts(5).is_err() && read::READ.accepts(2).is_err());
+        assert!(read::READ.accepts(4).is_ok());
+        assert_eq!(read::READ.usage(), "<table> <pk_json> [ttl]");
+        assert_eq!(get::MGET.usage(), "<key> [key ...]");
+    }
+}

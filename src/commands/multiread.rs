@@ -7,6 +7,7 @@ use crate::acl;
 use crate::blocked::Completion;
 use crate::cache::{self, Cached};
 use crate::cluster;
+use crate::commands::docs::{Arg, Command, Keys, TABLE};
 use crate::commands::read::{checked_table, must_be_canonical};
 use crate::commands::{count_hit, ttl_arg};
 use crate::error::{Error, Result};
@@ -19,6 +20,7 @@ use crate::pg::schema::{self, TableSchema};
 use crate::pg::{fetch, normalise};
 use crate::reply::Reply;
 use crate::stats;
+use crate::stats::Tracked;
 use crate::tunables;
 use crate::worker;
 use redis_module::Context;
@@ -27,10 +29,21 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
+pub static MULTIREAD: Command = Command {
+    name: "pgcache.multiread",
+    entry: crate::command_fn!(MULTIREAD),
+    handler: multiread,
+    tracked: Some(Tracked::Multiread),
+    flags: "readonly",
+    summary: "Returns several rows of one table, missed ones fetched in one query",
+    since: "0.1.0",
+    complexity: "O(N) for N keys; one PostgreSQL query for the misses",
+    keys: Keys::None,
+    tips: "",
+    args: &[TABLE, Arg::text("json_array_of_pks"), Arg::ttl()],
+};
+
 pub fn multiread(ctx: &Context, args: &[&[u8]]) -> Reply {
-    if !(3..=4).contains(&args.len()) {
-        return Reply::WrongArity;
-    }
     let prepared = ttl_arg(args.get(3)).and_then(|ttl| {
         let ttl = ttl.unwrap_or_else(tunables::default_ttl);
         let items = parse_array(args[2])?;

@@ -8,6 +8,7 @@ use crate::acl;
 use crate::blocked::Completion;
 use crate::cache::{self, Readable};
 use crate::cluster;
+use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, TABLE};
 use crate::commands::{count_hit, ttl_arg, utf8};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
@@ -17,15 +18,27 @@ use crate::key::{self, CanonicalPk};
 use crate::pg::{normalise, schema};
 use crate::reply::Reply;
 use crate::stats;
+use crate::stats::Tracked;
 use crate::tunables;
 use crate::worker::{self, KeyedFill, RowLookup};
 use redis_module::Context;
 use std::sync::Arc;
 
+pub static READ: Command = Command {
+    name: "pgcache.read",
+    entry: crate::command_fn!(READ),
+    handler: read,
+    tracked: Some(Tracked::Read),
+    flags: "readonly",
+    summary: "Returns a PostgreSQL row as JSON, from the cache or, on a miss, from PostgreSQL",
+    since: "0.1.0",
+    complexity: ONE_ROW,
+    keys: Keys::None,
+    tips: "",
+    args: &[TABLE, PK, Arg::ttl()],
+};
+
 pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
-    if !(3..=4).contains(&args.len()) {
-        return Reply::WrongArity;
-    }
     let (table_arg, pk_arg) = (args[1], args[2]);
     let ttl = match ttl_arg(args.get(3)) {
         Ok(t) => t.unwrap_or_else(tunables::default_ttl),

@@ -2,11 +2,29 @@
 //! id, unix time, duration µs, command, table, key (cut at 128 bytes), rows PostgreSQL
 //! returned, the slow part (`queue`, `postgres` or `redis`), queue µs, PostgreSQL µs.
 
+use crate::commands::docs::{Arg, Command, Keys};
 use crate::commands::utf8;
 use crate::error::Error;
 use crate::reply::Reply;
 use crate::slowlog;
 use redis_module::Context;
+
+pub static SLOWLOG: Command = Command {
+    name: "pgcache.slowlog",
+    entry: crate::command_fn!(SLOWLOG),
+    handler: slowlog,
+    tracked: None,
+    flags: "admin",
+    summary: "Lists the slowest pgcache calls on this node",
+    since: "0.1.0",
+    complexity: "O(N) for N entries returned",
+    keys: Keys::None,
+    tips: "nondeterministic_output",
+    args: &[
+        Arg::text("GET | LEN | RESET"),
+        Arg::integer("count").optional(),
+    ],
+};
 
 /// Entries GET returns without a count, as Redis's SLOWLOG GET.
 const DEFAULT_COUNT: usize = 10;
@@ -14,10 +32,7 @@ const DEFAULT_COUNT: usize = 10;
 const USAGE: &str = "usage: PGCACHE.SLOWLOG GET [count] | LEN | RESET";
 
 pub fn slowlog(_ctx: &Context, args: &[&[u8]]) -> Reply {
-    let Some(sub) = args.get(1) else {
-        return Reply::WrongArity;
-    };
-    match (sub.to_ascii_uppercase().as_slice(), args.len()) {
+    match (args[1].to_ascii_uppercase().as_slice(), args.len()) {
         (b"GET", 2) => get(DEFAULT_COUNT),
         (b"GET", 3) => match utf8(args[2], "count").map(str::parse::<i64>) {
             Ok(Ok(n)) if n < 0 => get(usize::MAX),

@@ -5,6 +5,7 @@
 use crate::acl::{self, Change};
 use crate::cache;
 use crate::cluster;
+use crate::commands::docs::{Arg, Command, Keys, PK, TABLE};
 use crate::commands::{ttl_arg, with_key, with_schema};
 use crate::error::Error;
 use crate::event::EventKind;
@@ -13,14 +14,54 @@ use crate::fill;
 use crate::flush;
 use crate::reply::Reply;
 use crate::stats;
+use crate::stats::Tracked;
 use crate::tunables;
 use redis_module::Context;
 use serde_json::value::RawValue;
 
+pub static WRITE: Command = Command {
+    name: "pgcache.write",
+    entry: crate::command_fn!(WRITE),
+    handler: write,
+    tracked: Some(Tracked::Write),
+    flags: "write deny-oom",
+    summary: "Caches a row's JSON under its key (PostgreSQL is not written)",
+    since: "0.1.0",
+    complexity: "O(1)",
+    keys: Keys::None,
+    tips: "",
+    args: &[TABLE, PK, Arg::text("data_json"), Arg::ttl()],
+};
+
+pub static INVALIDATE: Command = Command {
+    name: "pgcache.invalidate",
+    entry: crate::command_fn!(INVALIDATE),
+    handler: invalidate,
+    tracked: Some(Tracked::Invalidate),
+    flags: "write",
+    summary: "Removes a row's cache entry",
+    since: "0.1.0",
+    complexity: "O(1)",
+    keys: Keys::None,
+    tips: "",
+    args: &[TABLE, PK],
+};
+
+pub static FLUSH: Command = Command {
+    name: "pgcache.flush",
+    entry: crate::command_fn!(FLUSH),
+    handler: flush,
+    tracked: Some(Tracked::Flush),
+    flags: "write",
+    summary: "Removes every cache entry of a table",
+    since: "0.1.0",
+    complexity: "O(N) for the N keys of the database, in slices",
+    keys: Keys::None,
+    tips: "request_policy:all_shards response_policy:all_succeeded",
+    args: &[TABLE],
+};
+
 pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
-    if !(4..=5).contains(&args.len()) {
-        return Reply::WrongArity;
-    }
     let ttl = match ttl_arg(args.get(4)) {
         Ok(t) => t.unwrap_or_else(tunables::default_ttl),
         Err(e) => return e.into(),
@@ -71,9 +112,6 @@ fn checked_row(arg: &[u8]) -> Result<String, Error> {
 }
 
 pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
-    if args.len() != 3 {
-        return Reply::WrongArity;
-    }
     with_key(ctx, args[1], args[2], move |ctx, schema, pk| {
         let key = schema.cache_key(&pk.json);
         if let Err(refused) = acl::may_change(ctx, &key, Change::Delete) {
@@ -92,9 +130,6 @@ pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
 /// PGCACHE.FLUSH <table>: drops every cached row of the table, a slice at a time; from the
 /// reply on, none of them is served.
 pub fn flush(ctx: &Context, args: &[&[u8]]) -> Reply {
-    if args.len() != 2 {
-        return Reply::WrongArity;
-    }
     with_schema(ctx, args[1], |ctx, schema| {
         if let Err(refused) = acl::may_change_every_key(ctx, &schema.key_prefix) {
             return refused.into();
