@@ -114,13 +114,13 @@ impl Entry {
     }
 }
 
-/// Registers the fills of several keys (a MULTIREAD's misses) under one lock.
 /// Keys being fetched for the cache now. Bounded: each has a job in the bounded work queue
 /// or on a worker, or is being answered.
 pub fn in_flight() -> usize {
     with_map(|map| map.len())
 }
 
+/// Registers the fills of several keys (a MULTIREAD's misses) under one lock.
 pub fn register_fills(keys: Vec<String>) -> Vec<FillTicket> {
     with_map(|map| keys.into_iter().map(|key| register(map, key)).collect())
 }

@@ -1,7 +1,8 @@
 //! pgcache: a read-through cache for PostgreSQL rows inside Redis / Valkey.
 //!
-//! This file is the table of contents: the commands, the settings CONFIG can change, and
-//! what happens at load and unload. The work is in the modules below.
+//! This file is wiring: the modules, and what happens at load and unload, in named steps.
+//! Each command describes itself beside its handler (`commands`), each setting in one table
+//! (`config::table`); README's Layout section draws the layers the modules form.
 
 mod acl;
 mod args;
