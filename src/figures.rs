@@ -2,13 +2,13 @@
 //! INFO section) and the metrics endpoint both list them from here. The counters are
 //! `stats::counters()`; the per-command and per-table figures are `stats`' histograms.
 
-use crate::fill;
-use crate::flush;
+use crate::cache::fill;
+use crate::cache::flush;
+use crate::cache::worker;
 use crate::invalidation::listener;
 use crate::slowlog;
 use crate::stall;
 use crate::stats;
-use crate::worker;
 
 pub enum Value {
     Int(i64),

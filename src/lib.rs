@@ -7,18 +7,14 @@
 mod acl;
 mod args;
 mod blocked;
-mod bypass;
 mod cache;
 mod cluster;
 mod commands;
 mod config;
-mod drain;
 mod error;
 mod event;
 mod events;
 mod figures;
-mod fill;
-mod flush;
 mod hooks;
 mod ident;
 mod info;
@@ -38,7 +34,6 @@ mod stall;
 mod stats;
 mod tunables;
 mod wake;
-mod worker;
 
 use error::Error;
 use redis_module::{Context, RedisString, Status, redis_module};
@@ -92,7 +87,7 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), Error> {
         .map_err(|e| Error::invalid(format!("cannot set up TLS to PostgreSQL: {e}")))?;
     register_commands(ctx, settings.debug_commands)?;
     // A drain ends with the unload it prepared; a library Redis kept mapped keeps statics.
-    drain::open_for(0);
+    cache::drain::open_for(0);
     acl::watch(ctx);
     cluster::init(ctx);
     redis_config::register(ctx)?;
@@ -148,12 +143,12 @@ fn start_threads(
     settings: &config::Settings,
     pool: std::sync::Arc<pg::pool::Pool>,
 ) -> Result<(), Error> {
-    worker::start(settings.workers, settings.queue_size, pool.clone())
+    cache::worker::start(settings.workers, settings.queue_size, pool.clone())
         .map_err(|e| Error::internal(format!("cannot start worker threads: {e}")))?;
     if settings.metrics_port != 0
         && let Err(e) = metrics::start(&settings.metrics_bind, settings.metrics_port)
     {
-        let _ = worker::stop();
+        let _ = cache::worker::stop();
         return Err(Error::setting(
             "metrics_port",
             format!(
@@ -164,7 +159,7 @@ fn start_threads(
     }
     if let Err(e) = main_thread::init(ctx) {
         metrics::stop();
-        let _ = worker::stop();
+        let _ = cache::worker::stop();
         return Err(Error::internal(format!(
             "cannot set up the hand-over to the main thread: {e}"
         )));
@@ -177,7 +172,7 @@ fn start_threads(
         invalidation::deinit();
         main_thread::deinit();
         metrics::stop();
-        let _ = worker::stop();
+        let _ = cache::worker::stop();
         return Err(Error::internal(format!(
             "cannot start the invalidation listener: {e}"
         )));
@@ -196,7 +191,7 @@ fn deinit(ctx: &Context) -> Status {
         );
         return Status::Err;
     }
-    if let Err(e) = worker::stop() {
+    if let Err(e) = cache::worker::stop() {
         ctx.log_warning(&format!("pgcache: refusing to unload: {e}"));
         return Status::Err;
     }

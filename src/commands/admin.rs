@@ -4,8 +4,9 @@
 //! PGCACHE.DRAIN [seconds]: refuse what would wait for PostgreSQL, before MODULE UNLOAD.
 
 use crate::blocked;
+use crate::cache::drain;
+use crate::cache::worker;
 use crate::commands::docs::{Arg, Command, Keys};
-use crate::drain;
 use crate::error::Error;
 use crate::figures;
 use crate::invalidation::listener;
@@ -13,13 +14,12 @@ use crate::pg::schema;
 use crate::reply::Reply;
 use crate::stats;
 use crate::tunables;
-use crate::worker;
 use redis_module::Context;
 use std::time::Duration;
 
 pub static STATS: Command = Command {
     name: "pgcache.stats",
-    entry: crate::command_fn!(STATS),
+    entry: super::command_fn!(STATS),
     handler: stats,
     tracked: None,
     flags: "readonly fast",
@@ -33,7 +33,7 @@ pub static STATS: Command = Command {
 
 pub static HEALTH: Command = Command {
     name: "pgcache.health",
-    entry: crate::command_fn!(HEALTH),
+    entry: super::command_fn!(HEALTH),
     handler: health,
     tracked: None,
     flags: "readonly",
@@ -47,7 +47,7 @@ pub static HEALTH: Command = Command {
 
 pub static DRAIN: Command = Command {
     name: "pgcache.drain",
-    entry: crate::command_fn!(DRAIN),
+    entry: super::command_fn!(DRAIN),
     handler: drain,
     tracked: None,
     flags: "admin",

@@ -7,16 +7,16 @@
 //!   invalidation can be made to arrive while a fill is in flight.
 
 use crate::blocked::Completion;
+use crate::cache::worker;
 use crate::commands::docs::{Arg, Command, Keys};
 use crate::error::Error;
 use crate::main_thread::Task;
 use crate::reply::Reply;
-use crate::worker;
 use redis_module::Context;
 
 pub static DEBUG: Command = Command {
     name: "pgcache.debug",
-    entry: crate::command_fn!(DEBUG),
+    entry: super::command_fn!(DEBUG),
     handler: debug,
     tracked: None,
     flags: "admin",
@@ -35,14 +35,14 @@ pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
         b"PANIC" => panic_in(ctx, args[2]),
         b"FILLS" => match args[2].to_ascii_uppercase().as_slice() {
             b"HOLD" => {
-                crate::worker::hold::set_hold(true);
+                crate::cache::worker::hold::set_hold(true);
                 Reply::Ok
             }
             b"RELEASE" => {
-                crate::worker::hold::set_hold(false);
+                crate::cache::worker::hold::set_hold(false);
                 Reply::Ok
             }
-            b"HELD" => Reply::Bulk(crate::worker::hold::held().to_string()),
+            b"HELD" => Reply::Bulk(crate::cache::worker::hold::held().to_string()),
             _ => Error::invalid(USAGE).into(),
         },
         _ => Error::invalid(USAGE).into(),

@@ -40,7 +40,7 @@ pub static GET: Command = Command {
 
 pub static MGET: Command = Command {
     name: "pgcache.mget",
-    entry: crate::command_fn!(MGET),
+    entry: super::command_fn!(MGET),
     handler: mget,
     tracked: Some(Tracked::Mget),
     flags: "readonly",
@@ -54,7 +54,7 @@ pub static MGET: Command = Command {
 
 pub static KEY: Command = Command {
     name: "pgcache.key",
-    entry: crate::command_fn!(KEY),
+    entry: super::command_fn!(KEY),
     handler: key,
     tracked: None,
     flags: "readonly",

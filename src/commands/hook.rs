@@ -14,7 +14,7 @@ use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags, raw};
 
 pub static HOOK: Command = Command {
     name: "pgcache.hook",
-    entry: crate::command_fn!(HOOK),
+    entry: super::command_fn!(HOOK),
     handler: hook,
     tracked: None,
     flags: "admin may-replicate",

@@ -6,6 +6,7 @@
 
 use crate::blocked::Completion;
 use crate::cache::Cached;
+use crate::cache::worker;
 use crate::commands::multiread::{Batch, all_canonical, canonicalise_all, look_up};
 use crate::commands::read::checked_table;
 use crate::error::{Error, Result};
@@ -13,7 +14,6 @@ use crate::pg::normalise;
 use crate::pg::pool::PooledClient;
 use crate::pg::schema;
 use crate::reply::Reply;
-use crate::worker;
 use redis_module::Context;
 
 /// One table's keys in an MGET: where they sit in the call, their pk JSON and their names.

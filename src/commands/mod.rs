@@ -13,6 +13,7 @@ pub mod slowlog;
 pub mod write;
 
 use crate::blocked::Completion;
+use crate::cache::worker;
 use crate::config;
 use crate::error::panic::catch;
 use crate::error::{Error, Result};
@@ -24,7 +25,6 @@ use crate::pg::schema::{self, TableSchema};
 use crate::reply::{self, Reply};
 use crate::requests;
 use crate::stats;
-use crate::worker;
 use redis_module::{Context, raw};
 use std::os::raw::c_int;
 use std::sync::Arc;
@@ -94,7 +94,6 @@ pub unsafe fn dispatch(
 
 /// The `extern "C"` function Redis calls for the command `$described` (a static
 /// `Command`): it hands the call to `dispatch` with that description.
-#[macro_export]
 macro_rules! command_fn {
     ($described:path) => {{
         unsafe extern "C" fn command(
@@ -108,6 +107,7 @@ macro_rules! command_fn {
         Some(command as unsafe extern "C" fn(_, _, _) -> _)
     }};
 }
+use command_fn;
 
 /// Every command but PGCACHE.DEBUG (registered only with `debug_commands yes`), in the
 /// order README documents them.

@@ -5,6 +5,8 @@
 
 use crate::acl;
 use crate::blocked::Completion;
+use crate::cache::fill::{self, FillTicket};
+use crate::cache::worker;
 use crate::cache::{self, Cached};
 use crate::cluster;
 use crate::commands::docs::{Arg, Command, Keys, TABLE};
@@ -13,7 +15,6 @@ use crate::commands::{count_hit, ttl_arg};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::events;
-use crate::fill::{self, FillTicket};
 use crate::key::{self, CanonicalPk};
 use crate::pg::pool::PooledClient;
 use crate::pg::schema::{self, TableSchema};
@@ -22,7 +23,6 @@ use crate::reply::Reply;
 use crate::stats;
 use crate::stats::Tracked;
 use crate::tunables;
-use crate::worker;
 use redis_module::Context;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 pub static MULTIREAD: Command = Command {
     name: "pgcache.multiread",
-    entry: crate::command_fn!(MULTIREAD),
+    entry: super::command_fn!(MULTIREAD),
     handler: multiread,
     tracked: Some(Tracked::Multiread),
     flags: "readonly",
@@ -474,7 +474,7 @@ impl Batch {
                 .zip(&rows)
                 .zip(fill::finish_all(tickets, &rows))
             {
-                if fresh && cache::fill(ctx, admission, &name, row.as_deref(), ttl) {
+                if fresh && cache::write_fetched(ctx, admission, &name, row.as_deref(), ttl) {
                     filled.push(key.json.as_str());
                 }
             }

@@ -6,6 +6,8 @@
 
 use crate::acl;
 use crate::blocked::Completion;
+use crate::cache::fill::{self, FillTicket, Join, Outcome};
+use crate::cache::worker::{self, KeyedFill, RowLookup};
 use crate::cache::{self, Readable};
 use crate::cluster;
 use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, TABLE};
@@ -13,20 +15,18 @@ use crate::commands::{count_hit, ttl_arg, utf8};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::events;
-use crate::fill::{self, FillTicket, Join, Outcome};
 use crate::key::{self, CanonicalPk};
 use crate::pg::{normalise, schema};
 use crate::reply::Reply;
 use crate::stats;
 use crate::stats::Tracked;
 use crate::tunables;
-use crate::worker::{self, KeyedFill, RowLookup};
 use redis_module::Context;
 use std::sync::Arc;
 
 pub static READ: Command = Command {
     name: "pgcache.read",
-    entry: crate::command_fn!(READ),
+    entry: super::command_fn!(READ),
     handler: read,
     tracked: Some(Tracked::Read),
     flags: "readonly",
@@ -257,7 +257,7 @@ fn fill_completion(
         events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);
         if fresh {
             let key = schema.cache_key(&pk.json);
-            if cache::fill(ctx, cache::admission(ctx, &key), &key, row.as_deref(), ttl) {
+            if cache::write_fetched(ctx, cache::admission(ctx, &key), &key, row.as_deref(), ttl) {
                 events::publish(ctx, EventKind::Fill, &schema.display, &pk.json);
             }
         }

@@ -11,7 +11,7 @@ use redis_module::Context;
 
 pub static SLOWLOG: Command = Command {
     name: "pgcache.slowlog",
-    entry: crate::command_fn!(SLOWLOG),
+    entry: super::command_fn!(SLOWLOG),
     handler: slowlog,
     tracked: None,
     flags: "admin",

@@ -4,14 +4,14 @@
 
 use crate::acl::{self, Change};
 use crate::cache;
+use crate::cache::fill;
+use crate::cache::flush;
 use crate::cluster;
 use crate::commands::docs::{Arg, Command, Keys, PK, TABLE};
 use crate::commands::{ttl_arg, with_key, with_schema};
 use crate::error::Error;
 use crate::event::EventKind;
 use crate::events;
-use crate::fill;
-use crate::flush;
 use crate::reply::Reply;
 use crate::stats;
 use crate::stats::Tracked;
@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 
 pub static WRITE: Command = Command {
     name: "pgcache.write",
-    entry: crate::command_fn!(WRITE),
+    entry: super::command_fn!(WRITE),
     handler: write,
     tracked: Some(Tracked::Write),
     flags: "write deny-oom",
@@ -35,7 +35,7 @@ pub static WRITE: Command = Command {
 
 pub static INVALIDATE: Command = Command {
     name: "pgcache.invalidate",
-    entry: crate::command_fn!(INVALIDATE),
+    entry: super::command_fn!(INVALIDATE),
     handler: invalidate,
     tracked: Some(Tracked::Invalidate),
     flags: "write",
@@ -49,7 +49,7 @@ pub static INVALIDATE: Command = Command {
 
 pub static FLUSH: Command = Command {
     name: "pgcache.flush",
-    entry: crate::command_fn!(FLUSH),
+    entry: super::command_fn!(FLUSH),
     handler: flush,
     tracked: Some(Tracked::Flush),
     flags: "write",

@@ -13,12 +13,12 @@
 //! listener reconnect) are never served: the cache is held (`bypass::hold`) until the
 //! listener listens, and then they are flushed.
 
-use crate::bypass;
 use crate::cache;
+use crate::cache::bypass;
+use crate::cache::fill;
+use crate::cache::flush;
 use crate::event::EventKind;
 use crate::events;
-use crate::fill;
-use crate::flush;
 use crate::key::CanonicalPk;
 use crate::main_thread::Task;
 use crate::pg::schema::TableSchema;

@@ -4,8 +4,8 @@
 
 use super::jobs::RowLookup;
 use crate::blocked::{BlockedClient, contained};
+use crate::cache::fill::Outcome;
 use crate::error::panic::{catch, catch_result};
-use crate::fill::Outcome;
 use crate::key::CanonicalPk;
 use crate::pg::fetch;
 use crate::pg::pool::Pool;

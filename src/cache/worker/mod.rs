@@ -242,7 +242,7 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Inst
         Ok(KeyedFill { schema, pk, then }) => {
             let key = schema.cache_key(&pk.json);
             let Some((ticket, client)) =
-                crate::fill::lead_or_join(client, &key, &schema.stats, &pk.json)
+                crate::cache::fill::lead_or_join(client, &key, &schema.stats, &pk.json)
             else {
                 return;
             };
@@ -345,7 +345,7 @@ pub fn submit_parts(ctx: &Context, parts: Vec<Part>, join: Join) -> Reply {
 /// Whether the calling client may be blocked: no drain under way (`drain`), and not inside
 /// MULTI/EXEC or a script.
 pub fn may_wait(ctx: &Context) -> Result<(), Reply> {
-    if let Some(refusal) = crate::drain::refusal() {
+    if let Some(refusal) = crate::cache::drain::refusal() {
         return Err(Reply::Error(refusal));
     }
     // SAFETY: main thread, command context.

@@ -2,8 +2,8 @@
 //! gives back for the main thread.
 
 use crate::blocked::Completion;
+use crate::cache::fill::FillTicket;
 use crate::error::Error;
-use crate::fill::FillTicket;
 use crate::key::CanonicalPk;
 use crate::pg::pool::PooledClient;
 use crate::pg::schema::TableSchema;
@@ -24,7 +24,7 @@ pub type Join = Box<dyn FnOnce(Vec<Rows>) -> Completion + Send>;
 pub struct RowLookup {
     pub schema: Arc<TableSchema>,
     pub pk: CanonicalPk,
-    pub then: Box<dyn FnOnce(crate::fill::Outcome) -> Completion + Send>,
+    pub then: Box<dyn FnOnce(crate::cache::fill::Outcome) -> Completion + Send>,
 }
 
 /// A job that must ask PostgreSQL which key it reads before it can join a fill of that key
@@ -37,7 +37,7 @@ pub type KeyedWork = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<KeyedFill, 
 pub struct KeyedFill {
     pub schema: Arc<TableSchema>,
     pub pk: CanonicalPk,
-    pub then: Box<dyn FnOnce(crate::fill::Outcome, FillTicket) -> Completion + Send>,
+    pub then: Box<dyn FnOnce(crate::cache::fill::Outcome, FillTicket) -> Completion + Send>,
 }
 
 /// Turns a PostgreSQL round trip's time (or why it failed) into the completion.

@@ -10,9 +10,9 @@
 //!
 //! Both bypasses (a flush's prefix, and the whole cache while it is held) are `bypass`'s.
 
-use crate::bypass;
 use crate::cache;
-use crate::fill;
+use crate::cache::bypass;
+use crate::cache::fill;
 use crate::main_thread::Task;
 use crate::stats;
 use redis_module::{Context, raw};

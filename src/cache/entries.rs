@@ -1,8 +1,8 @@
 //! The cache entries in the Redis keyspace. Main thread only: every function here takes the
 //! command's (or reply callback's) context, whose client decides the selected DB.
 
-use crate::bypass;
-use crate::fill;
+use crate::cache::bypass;
+use crate::cache::fill;
 use crate::role::writable;
 use crate::stats;
 use crate::tunables;
@@ -309,7 +309,7 @@ pub fn admission(ctx: &Context, key: &str) -> Admission {
 /// Caches a fill's result: the row for `ttl_seconds`, or, when PostgreSQL has no such
 /// row, the absent marker for `negative_ttl` seconds (if negative caching is on). Returns
 /// whether it was admitted.
-pub fn fill(
+pub fn write_fetched(
     ctx: &Context,
     admission: Admission,
     key: &str,

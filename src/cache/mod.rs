@@ -1,0 +1,13 @@
+//! The cache: its entries in the Redis keyspace (`entries`, re-exported here), the fills in
+//! flight and their no-stale-fill rule (`fill`), the worker pool that runs what waits for
+//! PostgreSQL (`worker`), table flushes (`flush`), which entries must not be served now
+//! (`bypass`), and the window before an unload in which nothing may wait (`drain`).
+
+pub mod bypass;
+pub mod drain;
+mod entries;
+pub mod fill;
+pub mod flush;
+pub mod worker;
+
+pub use entries::*;
