@@ -178,11 +178,15 @@ impl Session {
             lost,
         } = self;
         let mut exchange = pin!(exchange(client));
+        // The connection half must not be polled again once it has ended (tokio-postgres's
+        // contract), even when the exchange completed in that same turn.
+        let mut ended_here = false;
         let finished = runtime.block_on(async {
             tokio::time::timeout(
                 limit,
                 std::future::poll_fn(|cx| {
                     let ended = drain(messages, notifications, cx).err();
+                    ended_here |= ended.is_some();
                     match exchange.as_mut().poll(cx) {
                         Poll::Ready(result) => Poll::Ready(result.map_err(Failure::Driver)),
                         Poll::Pending => ended.map_or(Poll::Pending, |e| Poll::Ready(Err(e))),
@@ -191,6 +195,9 @@ impl Session {
             )
             .await
         });
+        if ended_here {
+            *lost = true;
+        }
         match finished {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(failure)) => {
@@ -228,6 +235,9 @@ impl Session {
     pub fn next_notification(&mut self, wait: Duration) -> Result<Option<Notification>, Failure> {
         if let Some(n) = self.notifications.pop_front() {
             return Ok(Some(n));
+        }
+        if self.lost {
+            return Err(Failure::Closed);
         }
         let Session {
             runtime,

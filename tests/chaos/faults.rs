@@ -163,7 +163,12 @@ impl World {
         {
             assert!(
                 Instant::now() < deadline,
-                "a listener did not reconnect within {RECOVERY_LIMIT:?}"
+                "a listener did not reconnect within {RECOVERY_LIMIT:?}; the primary: {}\n{}\n\
+                 the replica: {}\n{}",
+                listener_state(self.redis.port),
+                tail(&self.redis.log()),
+                listener_state(self.replica.port),
+                tail(&self.replica.log())
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -335,6 +340,22 @@ impl World {
         }
         false
     }
+}
+
+/// What the node on `port` says of its listener.
+fn listener_state(port: u16) -> String {
+    let Some(mut con) = reconnect(port) else {
+        return "does not answer".into();
+    };
+    let health: redis::RedisResult<Vec<redis::Value>> =
+        redis::cmd("PGCACHE.HEALTH").query(&mut con);
+    format!("{health:?}")
+}
+
+/// The last lines of a server's log.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// Whether the node on `port` says its listener is connected.
