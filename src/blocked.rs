@@ -312,9 +312,10 @@ mod late {
     }
 
     fn drop_all(_: &redis_module::Context) -> bool {
-        drop(std::mem::take(
-            &mut *LATE.lock().unwrap_or_else(|e| e.into_inner()),
-        ));
+        // Taken out first, and the lock released, before any is dropped: dropping one may
+        // answer a fill's waiters whose deadline passed too, which come back here.
+        let late = std::mem::take(&mut *LATE.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(late);
         false
     }
 }

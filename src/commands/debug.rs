@@ -3,11 +3,14 @@
 //! otherwise a matter of timing:
 //! - `PANIC MAIN|WORKER|REPLY`: a panic anywhere becomes an error reply; `PANIC TIMER`: a
 //!   panic in a callback Redis makes (a timer) is logged, and the server carries on;
-//! - `FILLS HOLD|RELEASE|HELD`: hold fetched rows on the workers (HELD counts them), so an
-//!   invalidation can be made to arrive while a fill is in flight.
+//! - `FILLS HOLD|RELEASE|HELD`: hold fetched rows on the workers until RELEASE or their
+//!   request's deadline (HELD counts them), so an invalidation can be made to arrive while a
+//!   fill is in flight; `FILLS STALL` holds them, and every other answer a worker hands
+//!   back, past the deadline, until RELEASE, so a fill can be made to come back after its
+//!   clients timed out.
 
 use crate::blocked::Completion;
-use crate::cache::worker;
+use crate::cache::worker::{self, hold};
 use crate::commands::docs::{Arg, Command, Keys};
 use crate::error::Error;
 use crate::main_thread::Task;
@@ -28,21 +31,26 @@ pub static DEBUG: Command = Command {
     args: &[Arg::text("PANIC | FILLS"), Arg::text("where")],
 };
 
-const USAGE: &str = "usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY|TIMER | FILLS HOLD|RELEASE|HELD";
+const USAGE: &str =
+    "usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY|TIMER | FILLS HOLD|STALL|RELEASE|HELD";
 
 pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
     match args[1].to_ascii_uppercase().as_slice() {
         b"PANIC" => panic_in(ctx, args[2]),
         b"FILLS" => match args[2].to_ascii_uppercase().as_slice() {
             b"HOLD" => {
-                crate::cache::worker::hold::set_hold(true);
+                hold::hold();
+                Reply::Ok
+            }
+            b"STALL" => {
+                hold::stall();
                 Reply::Ok
             }
             b"RELEASE" => {
-                crate::cache::worker::hold::set_hold(false);
+                hold::release();
                 Reply::Ok
             }
-            b"HELD" => Reply::Bulk(crate::cache::worker::hold::held().to_string()),
+            b"HELD" => Reply::Bulk(hold::held().to_string()),
             _ => Error::invalid(USAGE).into(),
         },
         _ => Error::invalid(USAGE).into(),

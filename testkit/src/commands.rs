@@ -196,6 +196,15 @@ pub fn stream_entries(con: &mut redis::Connection, stream: &str) -> Vec<HashMap<
         .collect()
 }
 
+/// PGCACHE.DEBUG `what` `arg` (a stack started with `debug_commands yes`): its reply.
+pub fn debug(con: &mut redis::Connection, what: &str, arg: &str) -> String {
+    redis::cmd("PGCACHE.DEBUG")
+        .arg(what)
+        .arg(arg)
+        .query(con)
+        .unwrap()
+}
+
 /// A READ on a connection of its own, in a thread: for requests that must wait concurrently.
 pub fn spawn_read(
     port: u16,

@@ -193,10 +193,7 @@ fn misses_past_the_queue_are_refused_and_leave_no_fill_behind() {
     );
     let mut con = stack.con();
     read(&mut con, "users", r#"{"id":1}"#).unwrap();
-    let _: String = redis::cmd("PGCACHE.DEBUG")
-        .arg(&["FILLS", "HOLD"])
-        .query(&mut con)
-        .unwrap();
+    debug(&mut con, "FILLS", "HOLD");
     // 60 clients miss 60 different keys while the one worker holds what it fetched.
     let readers: Vec<_> = (2..62)
         .map(|id| spawn_read(stack.redis.port, "users", format!(r#"{{"id":{id}}}"#)))
@@ -221,10 +218,7 @@ fn misses_past_the_queue_are_refused_and_leave_no_fill_behind() {
         blocked_clients(&mut con),
         "one fill per waiting client, no fill for a refused one"
     );
-    let _: String = redis::cmd("PGCACHE.DEBUG")
-        .arg(&["FILLS", "RELEASE"])
-        .query(&mut con)
-        .unwrap();
+    debug(&mut con, "FILLS", "RELEASE");
     let replies: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
     let answered = replies.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
     assert_eq!(

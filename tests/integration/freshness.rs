@@ -2,14 +2,6 @@
 use pgcache_testkit::*;
 use std::time::Duration;
 
-fn debug(con: &mut redis::Connection, what: &str, arg: &str) -> String {
-    redis::cmd("PGCACHE.DEBUG")
-        .arg(what)
-        .arg(arg)
-        .query(con)
-        .unwrap()
-}
-
 fn held(con: &mut redis::Connection) -> usize {
     debug(con, "FILLS", "HELD").parse().unwrap()
 }

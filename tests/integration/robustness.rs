@@ -565,10 +565,7 @@ fn a_drain_lets_module_unload_through_while_requests_keep_coming() {
     let mut con = stack.con();
     read(&mut con, "users", r#"{"id":1}"#).unwrap();
     // A miss held on a worker: Redis refuses MODULE UNLOAD while a client waits on pgcache.
-    let _: String = redis::cmd("PGCACHE.DEBUG")
-        .arg(&["FILLS", "HOLD"])
-        .query(&mut con)
-        .unwrap();
+    debug(&mut con, "FILLS", "HOLD");
     let waiting = spawn_read(stack.redis.port, "users", r#"{"id":2}"#);
     wait_blocked(&mut con, 1);
     let unload = |con: &mut redis::Connection| {
@@ -604,10 +601,7 @@ fn a_drain_lets_module_unload_through_while_requests_keep_coming() {
     }
     // DRAIN 0 ends it: misses are fetched again.
     drain(&mut con, &["0"]).unwrap();
-    let _: String = redis::cmd("PGCACHE.DEBUG")
-        .arg(&["FILLS", "RELEASE"])
-        .query(&mut con)
-        .unwrap();
+    debug(&mut con, "FILLS", "RELEASE");
     assert!(waiting.join().unwrap().unwrap().is_some());
     assert!(read(&mut con, "users", r#"{"id":3}"#).unwrap().is_some());
 
@@ -698,10 +692,7 @@ fn requests_answered_at_their_deadline_still_get_exactly_one_reply() {
         ],
     );
     let mut con = stack.con();
-    let _: String = redis::cmd("PGCACHE.DEBUG")
-        .arg(&["FILLS", "HOLD"])
-        .query(&mut con)
-        .unwrap();
+    debug(&mut con, "FILLS", "HOLD");
     // Held fills are handed back at their request's deadline, the moment Redis would time
     // the client out: the worker's answer and the timeout meet, round after round.
     for round in 0..5 {
@@ -775,4 +766,68 @@ fn after_postgres_restarts_reads_get_rows_not_errors() {
         &errors[..errors.len().min(5)]
     );
     assert_eq!(stats_figure(&mut con, "errors"), 0);
+}
+
+#[test]
+fn fills_whose_leader_and_waiters_all_timed_out_are_let_go_without_stopping_the_server() {
+    let stack = Stack::start_with(
+        USERS_SQL,
+        &[
+            "debug_commands",
+            "yes",
+            "request_timeout_ms",
+            "300",
+            "workers",
+            "2",
+        ],
+    );
+    let mut con = stack.con();
+    con.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    read(&mut con, "users", r#"{"id":1000}"#).unwrap(); // schema known
+    let port = stack.redis.port;
+    for round in 0..3 {
+        debug(&mut con, "FILLS", "STALL");
+        // A MULTIREAD leads the fills of 40 keys; READs of the same keys join them as
+        // waiters. Every client times out while the rows are stalled; released, the
+        // leader's answer comes back late and is dropped, answering waiters that were
+        // answered already.
+        let ids: Vec<i64> = (1..=40).map(|i| round * 40 + i).collect();
+        let leader = {
+            let ids = ids.clone();
+            std::thread::spawn(move || multiread(&mut connect(port), "users", &id_array(ids)))
+        };
+        wait_for(
+            "the leader's rows to be stalled",
+            Duration::from_secs(5),
+            || (debug(&mut con, "FILLS", "HELD") == "1").then_some(()),
+        );
+        let waiters: Vec<_> = ids
+            .iter()
+            .map(|id| spawn_read(port, "users", format!(r#"{{"id":{id}}}"#)))
+            .collect();
+        for waiter in waiters {
+            let reply = waiter.join().unwrap();
+            assert!(
+                reply
+                    .as_ref()
+                    .is_err_and(|e| e.to_string().contains("timed out")),
+                "round {round}: a waiter's reply: {reply:?}"
+            );
+        }
+        let reply = leader.join().unwrap();
+        assert!(
+            reply
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("timed out")),
+            "round {round}: the leader's reply: {reply:?}"
+        );
+        debug(&mut con, "FILLS", "RELEASE");
+        wait_for(
+            "the stalled fills to be let go",
+            Duration::from_secs(5),
+            || (stats_figure(&mut con, "fills_in_flight") == 0).then_some(()),
+        );
+        let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+        assert_eq!(pong, "PONG", "round {round}: the server still answers");
+    }
 }

@@ -193,6 +193,7 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
                     work(&mut conn)
                 }),
             };
+            hold::stall_point(job.deadline);
             client.answer(completion);
         }
         Queued::Keyed(mut client, work) => {
