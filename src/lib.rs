@@ -4,36 +4,19 @@
 //! Each command describes itself beside its handler (`commands`), each setting in one table
 //! (`config::table`); README's Layout section draws the layers the modules form.
 
-mod acl;
-mod args;
-mod blocked;
 mod cache;
-mod cluster;
 mod commands;
 mod config;
 mod error;
-mod event;
 mod events;
-mod figures;
-mod hooks;
-mod ident;
-mod info;
 mod invalidation;
-mod key;
-mod main_thread;
-mod metrics;
+mod model;
+mod module;
 mod pg;
-mod redis_config;
-mod reply;
+mod redis;
+mod report;
 mod requests;
-mod role;
-mod server_events;
-mod settings;
-mod slowlog;
-mod stall;
 mod stats;
-mod tunables;
-mod wake;
 
 use error::Error;
 use redis_module::{Context, RedisString, Status, redis_module};
@@ -88,11 +71,11 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), Error> {
     register_commands(ctx, settings.debug_commands)?;
     // A drain ends with the unload it prepared; a library Redis kept mapped keeps statics.
     cache::drain::open_for(0);
-    acl::watch(ctx);
-    cluster::init(ctx);
-    redis_config::register(ctx)?;
-    info::register(ctx);
-    server_events::subscribe(ctx);
+    redis::acl::watch(ctx);
+    redis::cluster::init(ctx);
+    module::parameters::register(ctx)?;
+    report::info::register(ctx);
+    module::server_events::subscribe(ctx);
     start_threads(ctx, &settings, pool)?;
     ctx.log_notice(&format!(
         "pgcache {} loaded: PostgreSQL {}, {} workers, pool {}, queue {}, default TTL {} s",
@@ -118,7 +101,7 @@ fn load_settings(args: &[RedisString]) -> Result<config::Settings, Error> {
              give it through PGPASSWORD, PGCACHE_PG_PASSWORD or a passfile",
         ));
     }
-    settings::init(&settings)?;
+    module::parameters::init(&settings)?;
     pg::schema::clear_cache();
     Ok(settings)
 }
@@ -146,7 +129,7 @@ fn start_threads(
     cache::worker::start(settings.workers, settings.queue_size, pool.clone())
         .map_err(|e| Error::internal(format!("cannot start worker threads: {e}")))?;
     if settings.metrics_port != 0
-        && let Err(e) = metrics::start(&settings.metrics_bind, settings.metrics_port)
+        && let Err(e) = report::metrics::start(&settings.metrics_bind, settings.metrics_port)
     {
         let _ = cache::worker::stop();
         return Err(Error::setting(
@@ -157,8 +140,8 @@ fn start_threads(
             ),
         ));
     }
-    if let Err(e) = main_thread::init(ctx) {
-        metrics::stop();
+    if let Err(e) = redis::main_thread::init(ctx) {
+        report::metrics::stop();
         let _ = cache::worker::stop();
         return Err(Error::internal(format!(
             "cannot set up the hand-over to the main thread: {e}"
@@ -170,8 +153,8 @@ fn start_threads(
     }
     if let Err(e) = invalidation::listener::start(pool, settings.invalidation_channel.clone()) {
         invalidation::deinit();
-        main_thread::deinit();
-        metrics::stop();
+        redis::main_thread::deinit();
+        report::metrics::stop();
         let _ = cache::worker::stop();
         return Err(Error::internal(format!(
             "cannot start the invalidation listener: {e}"
@@ -184,7 +167,7 @@ fn start_threads(
 }
 
 fn deinit(ctx: &Context) -> Status {
-    if main_thread::pending() {
+    if redis::main_thread::pending() {
         ctx.log_warning(
             "pgcache: refusing to unload while work for the main thread is queued (a flush, \
              invalidations or hook deliveries); retry shortly",
@@ -196,13 +179,13 @@ fn deinit(ctx: &Context) -> Status {
         return Status::Err;
     }
     invalidation::listener::stop();
-    metrics::stop();
+    report::metrics::stop();
     invalidation::deinit();
-    main_thread::deinit();
+    redis::main_thread::deinit();
     pg::schema::clear_cache();
-    redis_config::deinit();
+    module::parameters::deinit();
     stats::forget();
-    slowlog::forget();
+    stats::slowlog::forget();
     Status::Ok
 }
 

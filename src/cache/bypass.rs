@@ -26,7 +26,7 @@ pub fn release() {
 }
 
 #[inline]
-pub fn held() -> bool {
+pub fn holding() -> bool {
     HELD.load(Ordering::Relaxed)
 }
 
@@ -49,7 +49,7 @@ pub fn end(prefix: &[u8]) {
 /// is under way. Main thread only.
 #[inline(always)]
 pub fn bypassed(key: &[u8]) -> bool {
-    held() || COUNT.load(Ordering::Relaxed) > 0 && under_a_flush(key)
+    holding() || COUNT.load(Ordering::Relaxed) > 0 && under_a_flush(key)
 }
 
 #[cold]

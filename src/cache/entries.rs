@@ -3,9 +3,9 @@
 
 use crate::cache::bypass;
 use crate::cache::fill;
-use crate::role::writable;
+use crate::config::current;
+use crate::redis::role::writable;
 use crate::stats;
-use crate::tunables;
 use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags, raw};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -118,7 +118,7 @@ pub fn reply_if_readable(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> Readabl
 
 /// Whether the client's ACL user may read the key `prefix + suffix`.
 pub fn readable(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
-    if !crate::acl::reads_may_be_refused(ctx) {
+    if !crate::redis::acl::reads_may_be_refused(ctx) {
         return true;
     }
     KEY_BUFFER.with_borrow_mut(|buf| {
@@ -129,7 +129,7 @@ pub fn readable(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
         unsafe {
             let name =
                 raw::RedisModule_CreateString.unwrap()(ctx.ctx, buf.as_ptr().cast(), buf.len());
-            let readable = crate::acl::may_read(ctx, name);
+            let readable = crate::redis::acl::may_read(ctx, name);
             raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
             readable
         }
@@ -208,7 +208,7 @@ fn read_in_place<R>(
         buf.clear();
         buf.extend_from_slice(prefix);
         buf.extend_from_slice(suffix);
-        let acl = acl && crate::acl::reads_may_be_refused(ctx);
+        let acl = acl && crate::redis::acl::reads_may_be_refused(ctx);
         if !acl && bypass::bypassed(buf) {
             return Ok(None);
         }
@@ -216,7 +216,7 @@ fn read_in_place<R>(
         unsafe {
             let name =
                 raw::RedisModule_CreateString.unwrap()(ctx.ctx, buf.as_ptr().cast(), buf.len());
-            let answer = if acl && !crate::acl::may_read(ctx, name) {
+            let answer = if acl && !crate::redis::acl::may_read(ctx, name) {
                 Err(Refused)
             } else if bypass::bypassed(buf) {
                 Ok(None)
@@ -291,7 +291,7 @@ pub enum Admission {
 /// MULTIREAD's are refused otherwise, MGET's by the server), so a cluster node asks Redis once
 /// whether it still serves them.
 pub fn admission(ctx: &Context, key: &str) -> Admission {
-    if bypass::held() {
+    if bypass::holding() {
         return Admission::NotHere;
     }
     let flags = ctx.get_flags();
@@ -299,7 +299,7 @@ pub fn admission(ctx: &Context, key: &str) -> Admission {
         Admission::NotHere
     } else if flags.contains(ContextFlags::OOM) && !flags.contains(ContextFlags::EVICTED) {
         Admission::OutOfMemory
-    } else if !crate::cluster::serves(ctx, key) {
+    } else if !crate::redis::cluster::serves(ctx, key) {
         Admission::NotHere
     } else {
         Admission::Write
@@ -328,7 +328,7 @@ pub fn write_fetched(
     match row {
         Some(row) => write(ctx, key, row, ttl_seconds),
         None => {
-            let negative_ttl = tunables::negative_ttl();
+            let negative_ttl = current::negative_ttl();
             if negative_ttl > 0 {
                 write(ctx, key, ABSENT, negative_ttl);
             }
@@ -363,7 +363,7 @@ pub fn store(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
 
 /// `store` for a caller that checked this server may write.
 fn write(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
-    let expires_at = crate::event::now_ms() + u128::from(ttl_seconds) * 1000;
+    let expires_at = crate::model::event::now_ms() + u128::from(ttl_seconds) * 1000;
     let name = ctx.create_string(key);
     // SAFETY: main thread with the caller's context; every handle is closed or freed here,
     // and the buffers outlive the calls that read them.

@@ -11,9 +11,9 @@
 //!   key's last invalidation can be shared: one that started before may have read the row
 //!   the invalidation replaced.
 
-use crate::blocked::{BlockedClient, Completion};
 use crate::error::Error;
-use crate::reply::Reply;
+use crate::requests::blocked::{BlockedClient, Completion};
+use crate::requests::reply::Reply;
 use crate::stats::{self, TableStats};
 use redis_module::Context;
 use std::collections::HashMap;
@@ -39,10 +39,10 @@ struct Entry {
 
 /// Keyed by cache key. Touched from the main thread, and from workers to answer waiters
 /// as soon as a row is known.
-static IN_FLIGHT: Mutex<Option<HashMap<String, Entry>>> = Mutex::new(None);
+static FILLS: Mutex<Option<HashMap<String, Entry>>> = Mutex::new(None);
 
 fn with_map<R>(f: impl FnOnce(&mut HashMap<String, Entry>) -> R) -> R {
-    let mut guard = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = FILLS.lock().unwrap_or_else(|p| p.into_inner());
     f(guard.get_or_insert_with(HashMap::new))
 }
 
@@ -55,7 +55,7 @@ pub struct FillTicket {
 }
 
 /// What a READ miss should do.
-pub enum Join {
+pub enum LeadOrWait {
     /// Query PostgreSQL, holding this ticket.
     Lead(FillTicket),
     /// Another request is fetching this key; this client waits for it (already blocked).
@@ -70,13 +70,13 @@ pub fn lead_or_wait(
     timeout_ms: u64,
     table: &Arc<TableStats>,
     pk: &str,
-) -> Join {
+) -> LeadOrWait {
     with_map(|map| {
         if let Some(entry) = shareable(map, key) {
             entry.add_waiter(BlockedClient::block(ctx, timeout_ms), table, pk);
-            return Join::Wait;
+            return LeadOrWait::Wait;
         }
-        Join::Lead(register(map, key.to_string()))
+        LeadOrWait::Lead(register(map, key.to_string()))
     })
 }
 
@@ -116,7 +116,7 @@ impl Entry {
 
 /// Keys being fetched for the cache now. Bounded: each has a job in the bounded work queue
 /// or on a worker, or is being answered.
-pub fn in_flight() -> usize {
+pub fn count() -> usize {
     with_map(|map| map.len())
 }
 
@@ -196,10 +196,10 @@ fn answer_all((waiters, asked): Waiting, reply: &Reply, key: &str) {
         let completion: Completion = Box::new(move |ctx| {
             let reply = match reply {
                 Reply::Bulk(_) | Reply::Nil
-                    if crate::acl::reads_may_be_refused(ctx)
-                        && !crate::acl::may_read_key(ctx, &key) =>
+                    if crate::redis::acl::reads_may_be_refused(ctx)
+                        && !crate::redis::acl::may_read_key(ctx, &key) =>
                 {
-                    crate::acl::no_read_permission(&key).into()
+                    crate::redis::acl::no_read_permission(&key).into()
                 }
                 reply => reply,
             };

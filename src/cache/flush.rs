@@ -13,7 +13,7 @@
 use crate::cache;
 use crate::cache::bypass;
 use crate::cache::fill;
-use crate::main_thread::Task;
+use crate::redis::main_thread::Task;
 use crate::stats;
 use redis_module::{Context, raw};
 use std::os::raw::c_void;

@@ -3,17 +3,17 @@
 //! PGCACHE.HEALTH: whether pgcache can do its job right now, with every problem named.
 //! PGCACHE.DRAIN [seconds]: refuse what would wait for PostgreSQL, before MODULE UNLOAD.
 
-use crate::blocked;
 use crate::cache::drain;
 use crate::cache::worker;
 use crate::commands::docs::{Arg, Command, Keys};
+use crate::config::current;
 use crate::error::Error;
-use crate::figures;
 use crate::invalidation::listener;
 use crate::pg::schema;
-use crate::reply::Reply;
+use crate::report::listing;
+use crate::requests::blocked;
+use crate::requests::reply::Reply;
 use crate::stats;
-use crate::tunables;
 use redis_module::Context;
 use std::time::Duration;
 
@@ -62,9 +62,9 @@ pub static DRAIN: Command = Command {
 
 pub fn stats(ctx: &Context, args: &[&[u8]]) -> Reply {
     match args {
-        [_] => Reply::Map(report()),
+        [_] => Reply::Map(listing::all()),
         [_, sub] if sub.eq_ignore_ascii_case(b"RESET") => {
-            if let Err(refused) = crate::acl::may_reset_figures(ctx) {
+            if let Err(refused) = crate::redis::acl::may_reset_figures(ctx) {
                 return refused.into();
             }
             stats::reset();
@@ -72,73 +72,6 @@ pub fn stats(ctx: &Context, args: &[&[u8]]) -> Reply {
         }
         _ => Error::invalid("usage: PGCACHE.STATS [RESET]").into(),
     }
-}
-
-/// The gauges (`figures`), as reply fields.
-fn gauges() -> impl Iterator<Item = (String, Reply)> {
-    figures::gauges().into_iter().map(|gauge| {
-        let value = match gauge.value {
-            figures::Value::Int(n) => Reply::Int(n),
-            figures::Value::Ratio(r) => Reply::Double(r),
-        };
-        (gauge.name.to_string(), value)
-    })
-}
-
-/// Every figure, in reporting order.
-pub fn report() -> Vec<(String, Reply)> {
-    let mut out: Vec<(String, Reply)> = stats::counters()
-        .into_iter()
-        .map(|(name, value)| (name.to_string(), Reply::Int(value as i64)))
-        .collect();
-    out.extend(gauges());
-    // Two figures STATS also spells out in words.
-    let listening = if listener::connected() {
-        "connected"
-    } else {
-        "disconnected"
-    };
-    out.push(("listener".into(), Reply::Bulk(listening.into())));
-    out.push((
-        "longest_callback".into(),
-        Reply::Bulk(crate::stall::longest().1.into()),
-    ));
-    let commands = stats::Tracked::ALL
-        .into_iter()
-        .map(|command| {
-            let mut figures = vec![(
-                "calls".to_string(),
-                Reply::Int(stats::command_calls(command) as i64),
-            )];
-            figures.extend(latency_figures(stats::command_summary(command)));
-            (command.name().to_string(), Reply::Map(figures))
-        })
-        .collect();
-    out.push(("commands".into(), Reply::Map(commands)));
-    let tables = stats::tables()
-        .iter()
-        .map(|t| {
-            let mut figures = vec![
-                ("calls".to_string(), Reply::Int(t.calls.get() as i64)),
-                ("hits".to_string(), Reply::Int(t.hits.get() as i64)),
-                ("misses".to_string(), Reply::Int(t.misses.get() as i64)),
-            ];
-            figures.extend(latency_figures(t.latency.summary()));
-            (t.name.clone(), Reply::Map(figures))
-        })
-        .collect();
-    out.push(("tables".into(), Reply::Map(tables)));
-    out
-}
-
-/// A histogram's figures: the calls it timed, their average, median and 99th percentile.
-fn latency_figures(s: stats::Summary) -> Vec<(String, Reply)> {
-    vec![
-        ("timed_calls".to_string(), Reply::Int(s.count as i64)),
-        ("avg_us".to_string(), Reply::Double(s.avg_us)),
-        ("p50_us".to_string(), Reply::Int(s.p50_us as i64)),
-        ("p99_us".to_string(), Reply::Int(s.p99_us as i64)),
-    ]
 }
 
 /// Work-queue fill above which HEALTH reports a problem.
@@ -168,7 +101,7 @@ pub fn health(ctx: &Context, _args: &[&[u8]]) -> Reply {
 
 /// Whether this node is part of a cluster, and how many slots it serves as a primary.
 fn cluster_report(ctx: &Context) -> Vec<(String, Reply)> {
-    match crate::cluster::served_slots(ctx) {
+    match crate::redis::cluster::served_slots(ctx) {
         None => vec![("cluster".to_string(), Reply::Bulk("no".into()))],
         Some(slots) => vec![
             ("cluster".to_string(), Reply::Bulk("yes".into())),
@@ -199,7 +132,7 @@ pub fn drain(_ctx: &Context, args: &[&[u8]]) -> Reply {
         },
     };
     drain::open_for(seconds);
-    Reply::Int(blocked::in_flight() as i64)
+    Reply::Int(blocked::waiting() as i64)
 }
 
 /// How long PGCACHE.DRAIN refuses misses when given no time.
@@ -231,7 +164,7 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
             postgres.push(("postgres".to_string(), Reply::Bulk("unreachable".into())));
         }
     }
-    let listener = if !tunables::listening() {
+    let listener = if !current::listening() {
         "off"
     } else if listener::connected() {
         "connected"
@@ -286,8 +219,8 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
         "table_spellings".to_string(),
         Reply::Int(schema::remembered() as i64),
     ));
-    out.extend(gauges());
-    let config = crate::settings::effective()
+    out.extend(listing::gauges());
+    let config = crate::module::parameters::effective()
         .into_iter()
         .map(|(k, v)| (k.to_string(), Reply::Bulk(v)))
         .collect();

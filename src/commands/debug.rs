@@ -9,12 +9,12 @@
 //!   back, past the deadline, until RELEASE, so a fill can be made to come back after its
 //!   clients timed out.
 
-use crate::blocked::Completion;
 use crate::cache::worker::{self, hold};
 use crate::commands::docs::{Arg, Command, Keys};
 use crate::error::Error;
-use crate::main_thread::Task;
-use crate::reply::Reply;
+use crate::redis::main_thread::Task;
+use crate::requests::blocked::Completion;
+use crate::requests::reply::Reply;
 use redis_module::Context;
 
 pub static DEBUG: Command = Command {

@@ -7,7 +7,7 @@
 
 use crate::commands::Handler;
 use crate::error::Error;
-use crate::reply::Reply;
+use crate::requests::reply::Reply;
 use crate::stats::Tracked;
 use redis_module::{Context, raw};
 use std::ffi::CString;

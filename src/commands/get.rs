@@ -12,13 +12,13 @@ use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, TABLE};
 use crate::commands::read::{self, must_be_canonical};
 use crate::commands::{count_hit, dispatch, ttl_arg, with_key};
 use crate::commands::{mget, multiread};
+use crate::config::current;
 use crate::error::panic::catch;
 use crate::error::{Error, Result};
-use crate::key;
+use crate::model::key;
 use crate::pg::schema;
-use crate::reply::Reply;
+use crate::requests::reply::Reply;
 use crate::stats::{self, Tracked};
-use crate::tunables;
 use redis_module::{Context, raw};
 use std::cell::Cell;
 use std::os::raw::c_int;
@@ -101,7 +101,7 @@ pub unsafe extern "C" fn command(
 /// `name` must be a live argument of the command's context.
 unsafe fn serve_hit(ctx: &Context, name: *mut raw::RedisModuleString, replied: &Cell<bool>) {
     // SAFETY: per the contract.
-    let key = unsafe { crate::args::borrow_arg(name) };
+    let key = unsafe { crate::redis::args::borrow_arg(name) };
     schema::with_key_owner(key, |schema| {
         let Some(schema) = schema else {
             return;
@@ -127,8 +127,8 @@ pub fn get(ctx: &Context, args: &[&[u8]]) -> Reply {
 }
 
 fn miss(ctx: &Context, named: &[u8], ttl: Option<&&[u8]>) -> Result<Reply> {
-    let ttl = ttl_arg(ttl)?.unwrap_or_else(tunables::default_ttl);
-    let prefix = tunables::cache_prefix();
+    let ttl = ttl_arg(ttl)?.unwrap_or_else(current::default_ttl);
+    let prefix = current::cache_prefix();
     let (table_arg, pk_arg) = key::split_cache_key(&prefix, named)?;
     // A table not seen yet, or a key only PostgreSQL can spell: a worker finds the key.
     let known = match schema::cached(table_arg) {
@@ -159,18 +159,18 @@ pub fn mget(ctx: &Context, args: &[&[u8]]) -> Reply {
 }
 
 fn read_named(ctx: &Context, named: &[&[u8]]) -> Result<Reply> {
-    let max = tunables::multiread_max();
+    let max = current::multiread_max();
     if named.len() > max {
         return Err(Error::invalid(format!(
             "more than {max} keys in one MGET (pgcache.multiread_max); split the call"
         )));
     }
-    let prefix = tunables::cache_prefix();
+    let prefix = current::cache_prefix();
     let split = named
         .iter()
         .map(|k| key::split_cache_key(&prefix, k))
         .collect::<Result<Vec<_>>>()?;
-    let ttl = tunables::default_ttl();
+    let ttl = current::default_ttl();
     let table = split[0].0;
     if split.iter().all(|(t, _)| *t == table) {
         let pks = split.iter().map(|(_, pk)| *pk).collect();

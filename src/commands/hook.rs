@@ -3,13 +3,13 @@
 //! <definitions> (what a primary sends its replicas: replaces every hook).
 //! See the `hooks` module for how hooks persist and replicate.
 
-use crate::acl;
 use crate::commands::docs::{Arg, Command, Keys};
 use crate::commands::utf8;
+use crate::config::current;
 use crate::error::Error;
-use crate::hooks::{self, DEFAULT_HOOK, Hook, Target};
-use crate::reply::Reply;
-use crate::tunables;
+use crate::events::hooks::{self, DEFAULT_HOOK, Hook, Target};
+use crate::redis::acl;
+use crate::requests::reply::Reply;
 use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags, raw};
 
 pub static HOOK: Command = Command {
@@ -159,9 +159,9 @@ fn save(ctx: &Context) {
 fn list() -> Reply {
     let default = Hook {
         name: DEFAULT_HOOK.into(),
-        events: tunables::events(),
+        events: current::events(),
         table: None,
-        target: Target::Publish(tunables::event_channel()),
+        target: Target::Publish(current::event_channel()),
         owner: acl::DEFAULT_USER.into(),
     };
     let mut entries = vec![describe(&default)];

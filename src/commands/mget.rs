@@ -4,7 +4,6 @@
 //! query); one worker job fetches every batch's misses, and the answers are put back in the
 //! caller's order.
 
-use crate::blocked::Completion;
 use crate::cache::Cached;
 use crate::cache::worker;
 use crate::commands::multiread::{Batch, all_canonical, canonicalise_all, look_up};
@@ -13,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::pg::normalise;
 use crate::pg::pool::PooledClient;
 use crate::pg::schema;
-use crate::reply::Reply;
+use crate::requests::blocked::Completion;
+use crate::requests::reply::Reply;
 use redis_module::Context;
 
 /// One table's keys in an MGET: where they sit in the call, their pk JSON and their names.

@@ -12,18 +12,18 @@ pub mod read;
 pub mod slowlog;
 pub mod write;
 
-use crate::blocked::Completion;
 use crate::cache::worker;
 use crate::config;
 use crate::error::panic::catch;
 use crate::error::{Error, Result};
-use crate::event::EventKind;
 use crate::events;
-use crate::key::{self, CanonicalPk};
+use crate::model::event::EventKind;
+use crate::model::key::{self, CanonicalPk};
 use crate::pg::normalise;
 use crate::pg::schema::{self, TableSchema};
-use crate::reply::{self, Reply};
-use crate::requests;
+use crate::requests::blocked::Completion;
+use crate::requests::reply::{self, Reply};
+use crate::requests::tracked;
 use crate::stats;
 use redis_module::{Context, raw};
 use std::os::raw::c_int;
@@ -68,7 +68,7 @@ pub unsafe fn dispatch(
     let mut args: [&[u8]; MAX_ARGS] = [&[]; MAX_ARGS];
     for (i, slot) in args.iter_mut().enumerate().take(argc) {
         // SAFETY: argv has argc live strings for the duration of the call.
-        *slot = unsafe { crate::args::borrow_arg(*argv.add(i)) };
+        *slot = unsafe { crate::redis::args::borrow_arg(*argv.add(i)) };
     }
     let args = &args[..argc];
     let reply = catch(|| handler(&context, args)).unwrap_or_else(Reply::Error);
@@ -80,12 +80,12 @@ pub unsafe fn dispatch(
         crate::error::panic::contain("recording a call", || {
             if let Some(started) = finished {
                 let elapsed_us = started.elapsed().as_micros() as u64;
-                requests::finished(&context, command, args, elapsed_us, None, reply.detail());
+                tracked::finished(&context, command, args, elapsed_us, None, reply.detail());
             }
             if let Reply::Error(e) = reply.inner()
                 && failed
             {
-                requests::failed(&context, command, args, e);
+                tracked::failed(&context, command, args, e);
             }
         });
     }

@@ -3,26 +3,26 @@
 //! Replies an array in the caller's order, nil where no row exists. Hits come from the
 //! cache; every miss of the call is fetched in ONE query, each distinct key once.
 
-use crate::acl;
-use crate::blocked::Completion;
 use crate::cache::fill::{self, FillTicket};
 use crate::cache::worker;
 use crate::cache::{self, Cached};
-use crate::cluster;
 use crate::commands::docs::{Arg, Command, Keys, TABLE};
 use crate::commands::read::{checked_table, must_be_canonical};
 use crate::commands::{count_hit, ttl_arg};
+use crate::config::current;
 use crate::error::{Error, Result};
-use crate::event::EventKind;
 use crate::events;
-use crate::key::{self, CanonicalPk};
+use crate::model::event::EventKind;
+use crate::model::key::{self, CanonicalPk};
 use crate::pg::pool::PooledClient;
 use crate::pg::schema::{self, TableSchema};
 use crate::pg::{fetch, normalise};
-use crate::reply::Reply;
+use crate::redis::acl;
+use crate::redis::cluster;
+use crate::requests::blocked::Completion;
+use crate::requests::reply::Reply;
 use crate::stats;
 use crate::stats::Tracked;
-use crate::tunables;
 use redis_module::Context;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -45,7 +45,7 @@ pub static MULTIREAD: Command = Command {
 
 pub fn multiread(ctx: &Context, args: &[&[u8]]) -> Reply {
     let prepared = ttl_arg(args.get(3)).and_then(|ttl| {
-        let ttl = ttl.unwrap_or_else(tunables::default_ttl);
+        let ttl = ttl.unwrap_or_else(current::default_ttl);
         let items = parse_array(args[2])?;
         let items = items.iter().map(|i| i.get().as_bytes()).collect();
         read_many(ctx, args[1], items, None, ttl)
@@ -252,7 +252,7 @@ fn split(keys: usize, workers: usize) -> Vec<Range<usize>> {
 /// `multiread_max` keys is refused before it is read, and reading stops at the first key
 /// past the limit: an oversized call costs neither time nor memory.
 fn parse_array(arg: &[u8]) -> Result<Vec<&RawValue>> {
-    let max = tunables::multiread_max();
+    let max = current::multiread_max();
     let longest = max
         .saturating_mul(key::MAX_PK_JSON_BYTES + 1)
         .saturating_add(2);

@@ -4,23 +4,23 @@
 //! build keys as documented always do), a hit is a hash lookup for the table, one key
 //! open and a reply straight from Redis's memory, with no JSON parsing.
 
-use crate::acl;
-use crate::blocked::Completion;
-use crate::cache::fill::{self, FillTicket, Join, Outcome};
+use crate::cache::fill::{self, FillTicket, LeadOrWait, Outcome};
 use crate::cache::worker::{self, KeyedFill, RowLookup};
 use crate::cache::{self, Readable};
-use crate::cluster;
 use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, TABLE};
 use crate::commands::{count_hit, ttl_arg, utf8};
+use crate::config::current;
 use crate::error::{Error, Result};
-use crate::event::EventKind;
 use crate::events;
-use crate::key::{self, CanonicalPk};
+use crate::model::event::EventKind;
+use crate::model::key::{self, CanonicalPk};
 use crate::pg::{normalise, schema};
-use crate::reply::Reply;
+use crate::redis::acl;
+use crate::redis::cluster;
+use crate::requests::blocked::Completion;
+use crate::requests::reply::Reply;
 use crate::stats;
 use crate::stats::Tracked;
-use crate::tunables;
 use redis_module::Context;
 use std::sync::Arc;
 
@@ -41,14 +41,14 @@ pub static READ: Command = Command {
 pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
     let (table_arg, pk_arg) = (args[1], args[2]);
     let ttl = match ttl_arg(args.get(3)) {
-        Ok(t) => t.unwrap_or_else(tunables::default_ttl),
+        Ok(t) => t.unwrap_or_else(current::default_ttl),
         Err(e) => return e.into(),
     };
     let (schema, refused_as_sent) = match lookup_canonical(ctx, table_arg, pk_arg) {
-        Lookup::UnknownTable => return read_on_worker(ctx, table_arg, pk_arg, ttl, None),
-        Lookup::Hit => return Reply::Sent,
-        Lookup::NotCachedAsSent(schema) => (schema, false),
-        Lookup::RefusedAsSent(schema) => (schema, true),
+        AsSent::UnknownTable => return read_on_worker(ctx, table_arg, pk_arg, ttl, None),
+        AsSent::Hit => return Reply::Sent,
+        AsSent::NotCached(schema) => (schema, false),
+        AsSent::Refused(schema) => (schema, true),
     };
     let pk = match key::canonicalise(pk_arg, &*schema) {
         Ok(pk) => pk,
@@ -88,10 +88,10 @@ pub fn fetch(ctx: &Context, schema: Arc<schema::TableSchema>, pk: CanonicalPk, t
     if let Err(refusal) = worker::may_wait(ctx) {
         return refusal;
     }
-    let timeout_ms = tunables::request_timeout_ms();
+    let timeout_ms = current::request_timeout_ms();
     let ticket = match fill::lead_or_wait(ctx, &key, timeout_ms, &schema.stats, &pk.json) {
-        Join::Wait => return Reply::Blocked,
-        Join::Lead(ticket) => ticket,
+        LeadOrWait::Wait => return Reply::Blocked,
+        LeadOrWait::Lead(ticket) => ticket,
     };
     let then = {
         let (schema, pk) = (schema.clone(), pk.clone());
@@ -103,31 +103,32 @@ pub fn fetch(ctx: &Context, schema: Arc<schema::TableSchema>, pk: CanonicalPk, t
     worker::submit_lookup(ctx, RowLookup { schema, pk, then })
 }
 
-enum Lookup {
+/// What the hit path found for the table and key as the client sent them.
+enum AsSent {
     UnknownTable,
     /// Replied from the cache.
     Hit,
     /// No entry under the key exactly as sent (it may still be a non-canonical spelling).
-    NotCachedAsSent(Arc<schema::TableSchema>),
+    NotCached(Arc<schema::TableSchema>),
     /// The client's ACL user may not read the key as sent (its canonical spelling decides).
-    RefusedAsSent(Arc<schema::TableSchema>),
+    Refused(Arc<schema::TableSchema>),
 }
 
 /// The hit path: no JSON parsing, no locks, no allocation of ours when the client sent the
 /// canonical key of a table seen before.
-fn lookup_canonical(ctx: &Context, table_arg: &[u8], pk_arg: &[u8]) -> Lookup {
+fn lookup_canonical(ctx: &Context, table_arg: &[u8], pk_arg: &[u8]) -> AsSent {
     schema::with_cached(table_arg, |schema| {
         let Some(schema) = schema else {
-            return Lookup::UnknownTable;
+            return AsSent::UnknownTable;
         };
         match cache::reply_if_readable(ctx, schema.key_prefix.as_bytes(), pk_arg) {
             Readable::Replied => {
                 schema.stats.calls.inc();
                 count_hit(ctx, schema, pk_arg);
-                Lookup::Hit
+                AsSent::Hit
             }
-            Readable::NotCached => Lookup::NotCachedAsSent(schema.clone()),
-            Readable::Refused => Lookup::RefusedAsSent(schema.clone()),
+            Readable::NotCached => AsSent::NotCached(schema.clone()),
+            Readable::Refused => AsSent::Refused(schema.clone()),
         }
     })
 }

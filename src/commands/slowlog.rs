@@ -5,8 +5,8 @@
 use crate::commands::docs::{Arg, Command, Keys};
 use crate::commands::utf8;
 use crate::error::Error;
-use crate::reply::Reply;
-use crate::slowlog;
+use crate::requests::reply::Reply;
+use crate::stats::slowlog;
 use redis_module::Context;
 
 pub static SLOWLOG: Command = Command {

@@ -2,20 +2,20 @@
 //! and PGCACHE.FLUSH <table>:
 //! cache-only changes (PostgreSQL is not written), replicated like every cache write.
 
-use crate::acl::{self, Change};
 use crate::cache;
 use crate::cache::fill;
 use crate::cache::flush;
-use crate::cluster;
 use crate::commands::docs::{Arg, Command, Keys, PK, TABLE};
 use crate::commands::{ttl_arg, with_key, with_schema};
+use crate::config::current;
 use crate::error::Error;
-use crate::event::EventKind;
 use crate::events;
-use crate::reply::Reply;
+use crate::model::event::EventKind;
+use crate::redis::acl::{self, Change};
+use crate::redis::cluster;
+use crate::requests::reply::Reply;
 use crate::stats;
 use crate::stats::Tracked;
-use crate::tunables;
 use redis_module::Context;
 use serde_json::value::RawValue;
 
@@ -63,7 +63,7 @@ pub static FLUSH: Command = Command {
 
 pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
     let ttl = match ttl_arg(args.get(4)) {
-        Ok(t) => t.unwrap_or_else(tunables::default_ttl),
+        Ok(t) => t.unwrap_or_else(current::default_ttl),
         Err(e) => return e.into(),
     };
     let data = match checked_row(args[3]) {

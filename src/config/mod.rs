@@ -4,13 +4,14 @@
 //! and an unknown or invalid setting stops the load with a message naming it. The password is
 //! held apart and never displayed.
 
+pub mod current;
 mod passfile;
 pub mod table;
 mod url;
 
 use crate::error::Error;
-use crate::event::EventMask;
-use crate::ident::{QualifiedName, parse_table};
+use crate::model::event::EventMask;
+use crate::model::ident::{QualifiedName, parse_table};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -128,7 +129,7 @@ pub struct Settings {
     /// Calls at least this slow go in PGCACHE.SLOWLOG (0: all, negative: none).
     pub slowlog_threshold_us: i64,
     pub slowlog_max_len: u64,
-    /// Hook definitions (`name ON ... ; ...`), see the `hooks` module; checked when installed.
+    /// Hook definitions (`name ON ... ; ...`), see `events::hooks`; checked when installed.
     pub hooks: String,
     /// Port of the Prometheus endpoint; 0: off.
     pub metrics_port: u16,

@@ -1,11 +1,11 @@
 //! The one table of settings: each setting's name, default, accepted values, where its value
 //! goes in `Settings`, whether CONFIG SET may change it, and its help line. Module arguments,
 //! the `PGCACHE_<NAME>` and libpq environment variables, CONFIG SET / GET and HEALTH (through
-//! `settings`) and the README's table are all read from here.
+//! `module::parameters`) and the README's table are all read from here.
 
 use super::{MAX_TTL_SECONDS, Settings, SslMode, channel_name, parse_tables, passfile};
 use crate::error::Error;
-use crate::event::EventMask;
+use crate::model::event::EventMask;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -305,7 +305,7 @@ pub static SETTINGS: [Setting; 30] = [
         libpq_env: None,
         initial: Initial::Value("pg_cache:"),
         accepts: text("text without `{` or `}`", |s, v| {
-            crate::key::brace_free("cache_prefix", v)?;
+            crate::model::key::brace_free("cache_prefix", v)?;
             s.cache_prefix = v.to_string();
             Ok(())
         }),
@@ -416,7 +416,7 @@ pub static SETTINGS: [Setting; 30] = [
         name: "hooks",
         libpq_env: None,
         initial: Initial::Described("none"),
-        // Checked when installed (`settings`), which fails the load or the CONFIG SET.
+        // Checked when installed (`module::parameters`), which fails the load or the CONFIG SET.
         accepts: text("`;`-separated definitions", |s, v| {
             s.hooks = v.to_string();
             Ok(())

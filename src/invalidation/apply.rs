@@ -17,13 +17,13 @@ use crate::cache;
 use crate::cache::bypass;
 use crate::cache::fill;
 use crate::cache::flush;
-use crate::event::EventKind;
+use crate::config::current;
 use crate::events;
-use crate::key::CanonicalPk;
-use crate::main_thread::Task;
+use crate::model::event::EventKind;
+use crate::model::key::CanonicalPk;
 use crate::pg::schema::TableSchema;
+use crate::redis::main_thread::Task;
 use crate::stats;
-use crate::tunables;
 use redis_module::{Context, ContextFlags};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -193,7 +193,7 @@ pub fn deinit() {
 pub fn listener_connected() {
     let mut coverage = COVERAGE.lock().unwrap();
     coverage.connected = true;
-    fill::invalidated_prefix(&tunables::cache_prefix());
+    fill::invalidated_prefix(&current::cache_prefix());
     if coverage.connected_before || coverage.untrusted_entries {
         coverage.untrusted_entries = false;
         submit(Changes::everything());
@@ -221,7 +221,7 @@ fn distrust(ctx: &Context, why: &str) {
         "pgcache: {why}: cached rows may have missed invalidations; dropping them"
     ));
     if coverage.connected {
-        flush::start(ctx, &tunables::cache_prefix());
+        flush::start(ctx, &current::cache_prefix());
     } else {
         coverage.untrusted_entries = true;
         bypass::hold();
@@ -314,7 +314,7 @@ fn start_flushes(ctx: &Context, changes: &mut Changes) {
                 "before the listener first connected"
             }
         ));
-        flush::start(ctx, &tunables::cache_prefix());
+        flush::start(ctx, &current::cache_prefix());
         bypass::release();
     }
     stats::INVALIDATIONS_BY_POSTGRES.add(std::mem::take(&mut changes.keys_flushed));
@@ -334,7 +334,7 @@ mod tests {
             vec![Column {
                 name: "id".into(),
                 cast_type: "integer".into(),
-                kind: crate::key::KeyKind::Integer {
+                kind: crate::model::key::KeyKind::Integer {
                     min: 0,
                     max: i64::MAX.into(),
                 },

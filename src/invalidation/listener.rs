@@ -13,8 +13,8 @@
 
 use super::apply;
 use crate::error::Error;
-use crate::ident::quote_ident;
-use crate::key::{self, CanonicalPk};
+use crate::model::ident::quote_ident;
+use crate::model::key::{self, CanonicalPk};
 use crate::pg::errors::describe;
 use crate::pg::normalise;
 use crate::pg::pool::{Connection, Pool};
@@ -310,8 +310,8 @@ fn handle(conn: &mut Connection, payloads: &[String]) {
         };
         // Triggers may watch more tables than the allowlist caches: nothing of those tables
         // is cached, so there is nothing to do (and nothing worth a warning).
-        if let Ok(name) = crate::ident::parse_table(&payload.table)
-            && !crate::tunables::table_allowed(&name)
+        if let Ok(name) = crate::model::ident::parse_table(&payload.table)
+            && !crate::config::current::table_allowed(&name)
         {
             redis_module::logging::log_verbose(format!(
                 "pgcache: ignoring a notification for {}, outside the tables allowlist",
@@ -370,7 +370,7 @@ mod properties;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::KeyKind;
+    use crate::model::key::KeyKind;
     use crate::pg::schema::Column;
 
     pub(super) fn users() -> TableSchema {

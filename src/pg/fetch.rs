@@ -1,7 +1,7 @@
 //! Row lookups on a worker's connection: one key, or many keys in one query.
 
 use crate::error::{Error, Result};
-use crate::key::CanonicalPk;
+use crate::model::key::CanonicalPk;
 use crate::pg::errors::{is_schema_change, query_error};
 use crate::pg::pool::Connection;
 use crate::pg::schema::{self, TableSchema};

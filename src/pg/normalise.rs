@@ -4,7 +4,7 @@
 //! client's `2024-01-01 10:00` and the trigger's `2024-01-01T10:00:00` meet on one entry.
 
 use crate::error::{Error, Result};
-use crate::key::{CanonicalPk, KeyKind};
+use crate::model::key::{CanonicalPk, KeyKind};
 use crate::pg::errors::query_error;
 use crate::pg::pool::Connection;
 use crate::pg::query::{self, SpelledParam};

@@ -3,12 +3,12 @@
 //! dropped when returned, and after a failed connect further attempts fail fast for a short
 //! back-off instead of each waiting for its own timeout while PostgreSQL is down.
 
+use crate::config::current;
 use crate::config::{PgSettings, SslMode};
 use crate::error::Error;
 use crate::pg::errors::describe;
 use crate::pg::session::{Failure, Session};
 use crate::stats;
-use crate::tunables;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use postgres_openssl::MakeTlsConnector;
 use std::collections::HashMap;
@@ -227,8 +227,8 @@ impl Pool {
 /// How long a pool query may go unanswered: PostgreSQL answers by its statement_timeout
 /// (with none, by the request's), so silence past that and a margin is a dead peer.
 fn patience() -> Duration {
-    let statement_timeout_ms = match tunables::statement_timeout_ms() {
-        0 => tunables::request_timeout_ms(),
+    let statement_timeout_ms = match current::statement_timeout_ms() {
+        0 => current::request_timeout_ms(),
         ms => ms,
     };
     Duration::from_millis(statement_timeout_ms) + SILENCE_MARGIN
@@ -246,7 +246,7 @@ impl Connector {
             .connect_timeout
             .min(remaining)
             .max(Duration::from_millis(10));
-        let statement_timeout_ms = tunables::statement_timeout_ms();
+        let statement_timeout_ms = current::statement_timeout_ms();
         let mut config = tokio_postgres::Config::new();
         config
             .host(&s.host)
@@ -390,7 +390,7 @@ impl Connection {
 
     /// Brings the session's statement_timeout in line with the setting after CONFIG SET.
     fn apply_statement_timeout(&mut self) -> Result<(), Error> {
-        let wanted = tunables::statement_timeout_ms();
+        let wanted = current::statement_timeout_ms();
         if self.statement_timeout_ms != wanted {
             self.batch_execute(&format!("SET statement_timeout = {wanted}"))
                 .map_err(|e| {

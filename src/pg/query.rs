@@ -2,8 +2,8 @@
 //! values are never spliced in: they are bound as `text` parameters and cast to the column's
 //! type inside PostgreSQL, which keeps the primary-key index usable.
 
-use crate::ident::quote_ident;
-use crate::key::Rendering;
+use crate::model::ident::quote_ident;
+use crate::model::key::Rendering;
 
 /// One key column as the query needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,14 +2,14 @@
 //! canonicalise keys without asking PostgreSQL. An entry is dropped when a query says the
 //! table changed, when the allowlist changes, and by PGCACHE.INVALIDATE of a whole table.
 
+use crate::config::current;
 use crate::error::{Error, Result};
-use crate::ident::{QualifiedName, parse_table};
-use crate::key::{KeyColumns, KeyKind, Rendering, cache_key};
+use crate::model::ident::{QualifiedName, parse_table};
+use crate::model::key::{KeyColumns, KeyKind, Rendering, cache_key};
 use crate::pg::errors::catalog_error;
 use crate::pg::pool::Connection;
 use crate::pg::query::{self, KeyParam};
 use crate::pg::session::Failure;
-use crate::tunables;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -189,14 +189,14 @@ pub fn is_system_schema(schema: &str) -> bool {
 /// Checks a table argument before asking the catalog: syntax, system schemas, allowlist.
 pub fn admit(table_arg: &str) -> Result<QualifiedName> {
     let name = parse_table(table_arg)?;
-    crate::key::brace_free("table", &name.display())?;
+    crate::model::key::brace_free("table", &name.display())?;
     if is_system_schema(&name.schema) {
         return Err(Error::invalid(format!(
             "{} is in a system schema; pgcache never reads pg_catalog or information_schema",
             name.display()
         )));
     }
-    if !tunables::table_allowed(&name) {
+    if !current::table_allowed(&name) {
         return Err(not_allowed(&name));
     }
     Ok(name)
@@ -382,7 +382,7 @@ fn known(name: &QualifiedName) -> Option<Arc<TableSchema>> {
 fn remember(table_arg: &str, schema: Arc<TableSchema>) -> bool {
     let mut admitted = false;
     update(|spellings| {
-        admitted = tunables::table_allowed(&schema.name);
+        admitted = current::table_allowed(&schema.name);
         if !admitted {
             return;
         }
@@ -505,7 +505,7 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
         )));
     }
     // Naming the relation in the allowlist is the administrator's explicit consent.
-    if !tunables::table_listed(&name)
+    if !current::table_listed(&name)
         && let Some(row) = client
             .query(SYSTEM_READ_SQL, &[&oid])
             .map_err(failed)?
@@ -538,7 +538,7 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
     let mut schema = TableSchema {
         stats: crate::stats::table(&display),
         sql_name: name.quoted(),
-        key_prefix: cache_key(&tunables::cache_prefix(), &display, ""),
+        key_prefix: cache_key(&current::cache_prefix(), &display, ""),
         display,
         name,
         columns,

@@ -1,9 +1,9 @@
 //! A request split into parts that run on several workers at once (a large MULTIREAD): each
 //! part delivers its rows, and the last one to finish answers the client.
 
-use super::jobs::{Join, Rows};
-use crate::blocked::{BlockedClient, contained, error_completion};
+use super::jobs::{Combine, Rows};
 use crate::error::Error;
+use crate::requests::blocked::{BlockedClient, contained, error_completion};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -15,11 +15,11 @@ pub struct Gather {
 struct State {
     client: Option<BlockedClient>,
     results: Vec<Option<Result<Rows, Error>>>,
-    join: Option<Join>,
+    join: Option<Combine>,
 }
 
 impl Gather {
-    pub fn new(client: BlockedClient, parts: usize, join: Join) -> Gather {
+    pub fn new(client: BlockedClient, parts: usize, join: Combine) -> Gather {
         Gather {
             remaining: AtomicUsize::new(parts),
             state: Mutex::new(State {

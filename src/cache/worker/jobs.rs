@@ -1,12 +1,12 @@
 //! What callers hand the worker pool: the closures and lookups a worker runs, and what each
 //! gives back for the main thread.
 
-use crate::blocked::Completion;
 use crate::cache::fill::FillTicket;
 use crate::error::Error;
-use crate::key::CanonicalPk;
+use crate::model::key::CanonicalPk;
 use crate::pg::pool::PooledClient;
 use crate::pg::schema::TableSchema;
+use crate::requests::blocked::Completion;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ pub type Rows = Vec<Option<String>>;
 /// One part of a split request.
 pub type Part = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<Rows, Error> + Send>;
 /// Builds the completion from every part's rows, in part order.
-pub type Join = Box<dyn FnOnce(Vec<Rows>) -> Completion + Send>;
+pub type Combine = Box<dyn FnOnce(Vec<Rows>) -> Completion + Send>;
 
 /// One row to fetch, and what to do with the result (None: no such row): called on the
 /// worker, it returns the completion for the main thread.

@@ -3,13 +3,13 @@
 //! one bad key (or one ambiguous view row) fails only its own request.
 
 use super::jobs::RowLookup;
-use crate::blocked::{BlockedClient, contained};
 use crate::cache::fill::Outcome;
 use crate::error::panic::{catch, catch_result};
-use crate::key::CanonicalPk;
+use crate::model::key::CanonicalPk;
 use crate::pg::fetch;
 use crate::pg::pool::Pool;
 use crate::pg::schema::TableSchema;
+use crate::requests::blocked::{BlockedClient, contained};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;

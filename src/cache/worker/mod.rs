@@ -19,14 +19,14 @@ pub mod hold;
 mod jobs;
 mod lookups;
 
-pub use jobs::{Join, KeyedFill, KeyedWork, Part, Probe, RowLookup, Work};
+pub use jobs::{Combine, KeyedFill, KeyedWork, Part, Probe, RowLookup, Work};
 
-use crate::blocked::{self, BlockedClient, contained, error_completion};
+use crate::config::current;
 use crate::error::Error;
 use crate::error::panic::catch_result;
 use crate::pg::pool::{Pool, PoolStats};
-use crate::reply::Reply;
-use crate::tunables;
+use crate::requests::blocked::{self, BlockedClient, contained, error_completion};
+use crate::requests::reply::Reply;
 use crossbeam_channel::{Receiver, Sender};
 use gather::Gather;
 use lookups::PendingLookup;
@@ -117,7 +117,7 @@ pub fn count() -> usize {
 /// Stops and joins every worker. Refuses while any client is still blocked by us, because
 /// Redis would later call back into this library's code.
 pub fn stop() -> Result<(), Error> {
-    let in_flight = blocked::in_flight();
+    let in_flight = blocked::waiting();
     if in_flight > 0 {
         return Err(Error::invalid(format!(
             "{in_flight} requests are still waiting for PostgreSQL; retry when they are done"
@@ -328,7 +328,7 @@ pub fn submit_lookup(ctx: &Context, lookup: RowLookup) -> Reply {
 
 /// Like `submit`, for a request split into `parts` that workers run at once; `join` builds
 /// the completion from all their rows.
-pub fn submit_parts(ctx: &Context, parts: Vec<Part>, join: Join) -> Reply {
+pub fn submit_parts(ctx: &Context, parts: Vec<Part>, join: Combine) -> Reply {
     let count = parts.len();
     enqueue(ctx, count, |queues, client, deadline| {
         // Only the main thread enqueues, so the room checked by `enqueue` is still there.
@@ -385,7 +385,7 @@ fn enqueue(
     if jobs > 1 && room < jobs {
         return queue_full();
     }
-    let timeout_ms = tunables::request_timeout_ms();
+    let timeout_ms = current::request_timeout_ms();
     let client = BlockedClient::block(ctx, timeout_ms);
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     match send(queues, client, deadline) {

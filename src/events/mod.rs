@@ -5,14 +5,15 @@
 //! (PGCACHE.HOOK, `hooks` module). Hit events are off by default because publishing on
 //! every hit costs the hit path (see BENCHMARKS.md).
 
-use crate::event::{Event, EventKind, Extra, now_ms, write_event_json};
-use crate::hooks;
-use crate::tunables;
+pub mod hooks;
+
+use crate::config::current;
+use crate::model::event::{Event, EventKind, Extra, now_ms, write_event_json};
 use redis_module::Context;
 
 /// Whether any hook (the default one included) takes events of this kind.
 pub fn wanted(kind: EventKind) -> bool {
-    tunables::events().union(hooks::mask()).contains(kind)
+    current::events().union(hooks::mask()).contains(kind)
 }
 
 /// Delivers one event to the hooks that take it. Main thread only.
@@ -63,7 +64,7 @@ fn deliver_unguarded<'a>(
     keys: impl IntoIterator<Item = &'a str>,
     extra: &[(&str, Extra)],
 ) {
-    let to_default = tunables::events().contains(kind);
+    let to_default = current::events().contains(kind);
     let hooks = hooks::mask()
         .contains(kind)
         .then(|| hooks::matching(kind, table))
@@ -71,7 +72,7 @@ fn deliver_unguarded<'a>(
     if !to_default && hooks.is_none() {
         return;
     }
-    let channel = to_default.then(|| ctx.create_string(tunables::event_channel()));
+    let channel = to_default.then(|| ctx.create_string(current::event_channel()));
     let timestamp = now_ms();
     let mut message = String::with_capacity(128);
     for key in keys {

@@ -3,7 +3,7 @@
 //! a client handed to a worker that will answer later.
 
 use crate::error::Error;
-use crate::stats::TableStats;
+use crate::stats::{self, TableStats};
 use redis_module::{Context, raw};
 use std::ffi::CString;
 use std::fmt;
@@ -158,7 +158,7 @@ pub fn send(ctx: &Context, reply: &Reply) {
                 }
             }
             Reply::Error(e) => {
-                crate::stats::count_error(e);
+                count_error(e);
                 raw::RedisModule_ReplyWithError.unwrap()(ctx.ctx, error_line(e).as_ptr());
             }
             Reply::WrongArity => {
@@ -167,6 +167,23 @@ pub fn send(ctx: &Context, reply: &Reply) {
             Reply::Sent | Reply::Blocked => {}
             Reply::Described(described) => send(ctx, &described.0),
         }
+    }
+}
+
+/// Counts an error reply, and its kind.
+fn count_error(e: &Error) {
+    if e.is_redis_reply() {
+        return;
+    }
+    stats::ERRORS.inc();
+    if e.is_postgres() {
+        stats::ERRORS_POSTGRES.inc();
+    } else if e.is_timeout() {
+        stats::ERRORS_TIMEOUT.inc();
+    } else if e.is_queue_full() {
+        stats::ERRORS_QUEUE_FULL.inc();
+    } else if e.is_internal() {
+        stats::ERRORS_INTERNAL.inc();
     }
 }
 

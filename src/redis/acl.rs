@@ -123,7 +123,7 @@ unsafe fn note_acl_change(filter: *mut raw::RedisModuleCommandFilterCtx) {
     // SAFETY: Redis passes a live filter context; arguments 0 and 1 are live if present.
     let argument = |i| unsafe {
         let arg = raw::RedisModule_CommandFilterArgGet.unwrap()(filter, i);
-        (!arg.is_null()).then(|| crate::args::borrow_arg(arg))
+        (!arg.is_null()).then(|| crate::redis::args::borrow_arg(arg))
     };
     if argument(0).is_some_and(|name| name.eq_ignore_ascii_case(b"acl"))
         && argument(1).is_some_and(|sub| {

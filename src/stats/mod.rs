@@ -2,6 +2,9 @@
 //! endpoint: counters and per-command and per-table latency histograms, all lock-free
 //! atomics (the hit path pays one relaxed increment per counter it touches).
 
+pub mod slowlog;
+pub mod stall;
+
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -175,23 +178,6 @@ pub static PG_SILENT_CONNECTIONS: Counter = Counter::new();
 pub static PG_RETRIES: Counter = Counter::new();
 /// Times the invalidation listener lost its connection (and then resynchronised).
 pub static LISTENER_RECONNECTS: Counter = Counter::new();
-
-/// Counts an error reply, and its kind.
-pub fn count_error(e: &crate::error::Error) {
-    if e.is_redis_reply() {
-        return;
-    }
-    ERRORS.inc();
-    if e.is_postgres() {
-        ERRORS_POSTGRES.inc();
-    } else if e.is_timeout() {
-        ERRORS_TIMEOUT.inc();
-    } else if e.is_queue_full() {
-        ERRORS_QUEUE_FULL.inc();
-    } else if e.is_internal() {
-        ERRORS_INTERNAL.inc();
-    }
-}
 
 /// The commands whose calls and latency are tracked, in reporting order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,7 +374,7 @@ pub fn hit_ratio() -> f64 {
 
 /// PGCACHE.STATS RESET.
 pub fn reset() {
-    crate::stall::reset();
+    crate::stats::stall::reset();
     for (_, counter) in &NAMED {
         counter.reset();
     }

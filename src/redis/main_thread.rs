@@ -10,7 +10,7 @@
 //! takes the wake-up pipe out of the event loop, so nothing queued runs after unload.
 
 use crate::error;
-use crate::wake;
+use crate::redis::wake;
 use redis_module::{Context, raw};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};

@@ -3,9 +3,9 @@
 //! replicates to replicas and the AOF), and any text is a definition or an error.
 
 use super::*;
-use crate::event::EventKind;
-use crate::ident::QualifiedName;
-use crate::ident::properties::identifier;
+use crate::model::event::EventKind;
+use crate::model::ident::QualifiedName;
+use crate::model::ident::properties::identifier;
 use proptest::prelude::*;
 
 /// A channel, stream or user name as ADD accepts it.

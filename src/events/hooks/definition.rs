@@ -3,10 +3,10 @@
 //! `pgcache.hooks` setting that holds several, `;`-separated. Pure: installing and firing
 //! hooks is the `hooks` module's job.
 
-use crate::acl::{self, Access};
 use crate::error::Error;
-use crate::event::EventMask;
-use crate::ident;
+use crate::model::event::EventMask;
+use crate::model::ident;
+use crate::redis::acl::{self, Access};
 use std::sync::Arc;
 
 /// The name the `events` / `event_channel` settings' hook is listed under.

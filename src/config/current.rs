@@ -1,11 +1,11 @@
 //! The current values of the settings the hit path, the workers and the commands read, held
 //! where they read them without locks (atomics), or behind a lock that only misses and events
-//! take. `settings` installs them at load and on every CONFIG SET; their defaults are the
+//! take. `module::parameters` installs them at load and on every CONFIG SET; their defaults are the
 //! table's (`config::table`), so the zeros here are never read.
 
 use crate::config::Settings;
-use crate::event::EventMask;
-use crate::ident::QualifiedName;
+use crate::model::event::EventMask;
+use crate::model::ident::QualifiedName;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 

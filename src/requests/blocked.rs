@@ -8,12 +8,12 @@
 //! deadline passed, and whichever of it and the worker comes first (one atomic swap) is the
 //! one that unblocks the client.
 
+use crate::config::current;
 use crate::error::Error;
 use crate::error::panic::{catch, catch_result};
-use crate::reply::{self, Reply};
-use crate::requests::{self, Timing};
+use crate::requests::reply::{self, Reply};
+use crate::requests::tracked::{self, Timing};
 use crate::stats::Tracked;
-use crate::tunables;
 use redis_module::{Context, raw};
 use std::os::raw::{c_int, c_void};
 use std::sync::Arc;
@@ -25,10 +25,10 @@ pub type Completion = Box<dyn FnOnce(&Context) -> Reply + Send>;
 
 /// Clients blocked by us and not yet released (aborted, or their completion freed by
 /// Redis). While any exist, Redis may still call into this library.
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static WAITING: AtomicUsize = AtomicUsize::new(0);
 
-pub fn in_flight() -> usize {
-    IN_FLIGHT.load(Ordering::SeqCst)
+pub fn waiting() -> usize {
+    WAITING.load(Ordering::SeqCst)
 }
 
 /// What the worker and the deadline timer share of one blocked client: Redis's handle, and
@@ -90,7 +90,7 @@ impl BlockedClient {
                 0,
             )
         };
-        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        WAITING.fetch_add(1, Ordering::SeqCst);
         let blocked_at = Instant::now();
         let ticket = Arc::new(Ticket {
             handle,
@@ -120,7 +120,7 @@ impl BlockedClient {
         unsafe {
             raw::RedisModule_AbortBlock.unwrap()(self.ticket.handle);
         }
-        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        WAITING.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Hands the completion to Redis, which runs it on the main thread (or frees it unrun
@@ -156,14 +156,14 @@ fn timeout_error() -> Error {
     Error::timeout(format!(
         "request timed out after {} ms waiting for PostgreSQL; check that it is \
              reachable, or raise pgcache.request_timeout_ms",
-        tunables::request_timeout_ms()
+        current::request_timeout_ms()
     ))
 }
 
 /// Answers blocked clients at their deadlines, from a timer on the main thread.
 mod deadlines {
-    use super::{Answer, IN_FLIGHT, Ticket, timeout_error};
-    use crate::requests::Timing;
+    use super::{Answer, Ticket, WAITING, timeout_error};
+    use crate::requests::tracked::Timing;
     use redis_module::{Context, RedisModuleTimerID};
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
@@ -216,7 +216,7 @@ mod deadlines {
         with(|watch| {
             // Answered clients leave the heap only when their deadline comes: drop them in
             // one pass when they far outnumber the clients still waiting.
-            let waiting = IN_FLIGHT.load(Ordering::Relaxed);
+            let waiting = WAITING.load(Ordering::Relaxed);
             if watch.due.len() > 1024 && watch.due.len() > 4 * waiting {
                 watch
                     .due
@@ -298,7 +298,7 @@ mod deadlines {
 /// thread, where dropping one may answer a fill's other waiters.
 mod late {
     use super::Completion;
-    use crate::main_thread::Task;
+    use crate::redis::main_thread::Task;
     use std::sync::Mutex;
 
     static LATE: Mutex<Vec<Completion>> = Mutex::new(Vec::new());
@@ -365,12 +365,12 @@ unsafe fn reply_unblocked(
     .unwrap_or_else(Reply::Error);
     send_once(&context, &reply);
     // SAFETY: Redis passes the blocked command's arguments.
-    let args = unsafe { crate::args::borrow_head(argv, argc) };
+    let args = unsafe { crate::redis::args::borrow_head(argv, argc) };
     // The call is named by its own arguments, which Redis keeps with the blocked client.
     if let Some(command) = Tracked::of(&args) {
         let elapsed_us = now.saturating_duration_since(answer.blocked_at).as_micros() as u64;
         crate::error::panic::contain("recording a reply", || {
-            requests::finished(
+            tracked::finished(
                 &context,
                 command,
                 &args,
@@ -381,7 +381,7 @@ unsafe fn reply_unblocked(
             if let Reply::Error(e) = reply.inner()
                 && reply.is_failure()
             {
-                requests::failed(&context, command, &args, e);
+                tracked::failed(&context, command, &args, e);
             }
         });
     }
@@ -403,10 +403,10 @@ unsafe extern "C" fn on_timeout(
         let error = timeout_error();
         send_once(&context, &Reply::Error(error.clone()));
         // SAFETY: Redis passes the blocked command's arguments.
-        let args = unsafe { crate::args::borrow_head(argv, argc) };
+        let args = unsafe { crate::redis::args::borrow_head(argv, argc) };
         if let Some(command) = Tracked::of(&args) {
             crate::error::panic::contain("recording a timeout", || {
-                requests::failed(&context, command, &args, &error)
+                tracked::failed(&context, command, &args, &error)
             });
         }
     });
@@ -420,7 +420,7 @@ unsafe extern "C" fn free_completion(ctx: *mut raw::RedisModuleCtx, privdata: *m
         // Dropping an unrun completion can run code of ours (a fill ticket answers its
         // waiters), which must not unwind into Redis.
         crate::error::panic::guard("freeing a reply", || drop(answer));
-        if IN_FLIGHT.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if WAITING.fetch_sub(1, Ordering::SeqCst) == 1 {
             crate::error::panic::guard("stopping deadline timers", || {
                 deadlines::none_waiting(&Context::new(ctx))
             });

@@ -5,10 +5,10 @@
 //! reply (`Reply::described`); all of this runs on the main thread.
 
 use crate::error::Error;
-use crate::event::{EventKind, Extra};
 use crate::events;
-use crate::reply::Detail;
-use crate::slowlog::{self, SlowPart};
+use crate::model::event::{EventKind, Extra};
+use crate::requests::reply::Detail;
+use crate::stats::slowlog::{self, SlowPart};
 use crate::stats::{self, Tracked};
 use redis_module::Context;
 use std::time::Duration;
@@ -103,8 +103,8 @@ fn as_sent(command: Tracked, args: &[&[u8]]) -> (String, String) {
     if !matches!(command, Tracked::Get | Tracked::Mget) {
         return (argument(args, 1), argument(args, 2));
     }
-    match crate::key::split_cache_key(
-        &crate::tunables::cache_prefix(),
+    match crate::model::key::split_cache_key(
+        &crate::config::current::cache_prefix(),
         args.get(1).unwrap_or(&&b""[..]),
     ) {
         Ok((table, pk)) => (argument(&[table], 0), argument(&[pk], 0)),

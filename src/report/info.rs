@@ -1,9 +1,9 @@
 //! The `pgcache` section of INFO: the PGCACHE.STATS figures, nested ones flattened
 //! (`read_p99_us`), each shown by Redis as `pgcache_<name>`, and one dict line per table.
 
-use crate::commands;
 use crate::error;
-use crate::reply::Reply;
+use crate::report::listing;
+use crate::requests::reply::Reply;
 use redis_module::raw;
 use std::ffi::CString;
 
@@ -50,7 +50,7 @@ fn info_section(ctx: *mut raw::RedisModuleInfoCtx) {
     }
     // SAFETY: Redis's info context for this call.
     unsafe { raw::RedisModule_InfoAddSection.unwrap()(ctx, std::ptr::null()) };
-    for (name, value) in commands::admin::report() {
+    for (name, value) in listing::all() {
         match &value {
             Reply::Map(tables) if name == "tables" => {
                 for (table, figures) in tables {

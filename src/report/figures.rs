@@ -6,9 +6,9 @@ use crate::cache::fill;
 use crate::cache::flush;
 use crate::cache::worker;
 use crate::invalidation::listener;
-use crate::slowlog;
-use crate::stall;
 use crate::stats;
+use crate::stats::slowlog;
+use crate::stats::stall;
 
 pub enum Value {
     Int(i64),
@@ -59,7 +59,7 @@ pub fn gauges() -> Vec<Gauge> {
         int(
             "fills_in_flight",
             "Keys being fetched from PostgreSQL for the cache, however many clients wait for each.",
-            fill::in_flight(),
+            fill::count(),
         ),
         int(
             "flushes_running",

@@ -4,13 +4,13 @@
 //! `invalidation::apply`).
 
 use crate::cache;
+use crate::config::current;
 use crate::error;
-use crate::event;
 use crate::events;
-use crate::hooks;
+use crate::events::hooks;
 use crate::invalidation;
+use crate::model::event;
 use crate::stats;
-use crate::tunables;
 use redis_module::{Context, raw};
 use std::os::raw::c_void;
 
@@ -96,7 +96,7 @@ fn keyspace_event(
         let ptr = raw::RedisModule_StringPtrLen.unwrap()(key, &mut len);
         std::slice::from_raw_parts(ptr.cast::<u8>(), len)
     };
-    let prefix = tunables::cache_prefix();
+    let prefix = current::cache_prefix();
     let Some(entry) = name.strip_prefix(prefix.as_bytes()) else {
         return;
     };

@@ -17,12 +17,12 @@ pub mod definition;
 
 pub use definition::{DEFAULT_HOOK, Hook, MAX_HOOKS, Target, parse_all, render_all};
 
-use crate::acl;
+use crate::config::current;
 use crate::error::Error;
-use crate::event::{self, Event, EventKind, EventMask, Extra};
-use crate::main_thread::Task;
+use crate::model::event::{self, Event, EventKind, EventMask, Extra};
+use crate::redis::acl;
+use crate::redis::main_thread::Task;
 use crate::stats;
-use crate::tunables;
 use redis_module::{CallOptionsBuilder, CallResult, Context, RedisString, raw};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -92,7 +92,7 @@ fn outside_the_cache(hook: &Hook) -> Result<(), Error> {
         Target::Publish(channel) => ("channel", channel),
         Target::Xadd { stream, .. } => ("stream", stream),
     };
-    let prefix = tunables::cache_prefix();
+    let prefix = current::cache_prefix();
     if !prefix.is_empty() && name.starts_with(&prefix) {
         return Err(Error::invalid(format!(
             "{what} name {name:?} starts with the cache prefix {prefix:?}: pgcache would treat it as a cache entry"
@@ -159,7 +159,7 @@ pub fn fire(ctx: &Context, hook: &Hook, event: &Event) {
             publish_message(ctx, &channel, event.json);
         }
         Target::Xadd { stream, maxlen } => {
-            if !crate::role::writable(ctx) || !permitted(ctx, hook) {
+            if !crate::redis::role::writable(ctx) || !permitted(ctx, hook) {
                 return;
             }
             let mut args: Vec<String> = vec![stream.clone()];
@@ -261,7 +261,7 @@ static SYNC: Task = Task::new("sending hooks to replicas", replicate_hooks);
 /// since an RDB transfer does not carry configuration. From the main thread's timer, whose
 /// context replicates. Main thread only.
 pub fn on_replica_online(ctx: &Context) {
-    if crate::role::writable(ctx) {
+    if crate::redis::role::writable(ctx) {
         SYNC.request();
     }
 }
@@ -298,7 +298,7 @@ fn defer(ctx: &Context, hook: String, args: Vec<String>) {
 
 fn deliver_deferred(ctx: &Context) -> bool {
     let deferred = std::mem::take(&mut *DEFERRED.lock().unwrap());
-    if crate::role::writable(ctx) {
+    if crate::redis::role::writable(ctx) {
         for (hook, args) in deferred {
             xadd(ctx, &hook, &args);
         }

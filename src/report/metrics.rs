@@ -4,7 +4,7 @@
 //! One module thread serves it; it reads the same lock-free figures as STATS and never
 //! touches Redis, so a scrape costs the event loop nothing.
 
-use crate::figures;
+use crate::report::figures;
 use crate::stats::{self, Histogram};
 use std::fmt::Write as _;
 use std::io::{Read, Write};

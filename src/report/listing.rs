@@ -1,0 +1,76 @@
+//! PGCACHE.STATS's listing: every figure, in reporting order, as reply fields (counters,
+//! `figures`' gauges, the listener's state, the longest callback, per-command and per-table
+//! calls and latency). The INFO section shows the same listing, flattened.
+
+use crate::invalidation::listener;
+use crate::report::figures;
+use crate::requests::reply::Reply;
+use crate::stats;
+use crate::stats::stall;
+
+/// The gauges (`figures`), as reply fields.
+pub fn gauges() -> impl Iterator<Item = (String, Reply)> {
+    figures::gauges().into_iter().map(|gauge| {
+        let value = match gauge.value {
+            figures::Value::Int(n) => Reply::Int(n),
+            figures::Value::Ratio(r) => Reply::Double(r),
+        };
+        (gauge.name.to_string(), value)
+    })
+}
+
+/// Every figure, in reporting order.
+pub fn all() -> Vec<(String, Reply)> {
+    let mut out: Vec<(String, Reply)> = stats::counters()
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), Reply::Int(value as i64)))
+        .collect();
+    out.extend(gauges());
+    // Two figures STATS also spells out in words.
+    let listening = if listener::connected() {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    out.push(("listener".into(), Reply::Bulk(listening.into())));
+    out.push((
+        "longest_callback".into(),
+        Reply::Bulk(stall::longest().1.into()),
+    ));
+    let commands = stats::Tracked::ALL
+        .into_iter()
+        .map(|command| {
+            let mut figures = vec![(
+                "calls".to_string(),
+                Reply::Int(stats::command_calls(command) as i64),
+            )];
+            figures.extend(latency_figures(stats::command_summary(command)));
+            (command.name().to_string(), Reply::Map(figures))
+        })
+        .collect();
+    out.push(("commands".into(), Reply::Map(commands)));
+    let tables = stats::tables()
+        .iter()
+        .map(|t| {
+            let mut figures = vec![
+                ("calls".to_string(), Reply::Int(t.calls.get() as i64)),
+                ("hits".to_string(), Reply::Int(t.hits.get() as i64)),
+                ("misses".to_string(), Reply::Int(t.misses.get() as i64)),
+            ];
+            figures.extend(latency_figures(t.latency.summary()));
+            (t.name.clone(), Reply::Map(figures))
+        })
+        .collect();
+    out.push(("tables".into(), Reply::Map(tables)));
+    out
+}
+
+/// A histogram's figures: the calls it timed, their average, median and 99th percentile.
+fn latency_figures(s: stats::Summary) -> Vec<(String, Reply)> {
+    vec![
+        ("timed_calls".to_string(), Reply::Int(s.count as i64)),
+        ("avg_us".to_string(), Reply::Double(s.avg_us)),
+        ("p50_us".to_string(), Reply::Int(s.p50_us as i64)),
+        ("p99_us".to_string(), Reply::Int(s.p99_us as i64)),
+    ]
+}
