@@ -45,7 +45,9 @@ MULTIREADS=100 READS=2000
 # handling of unblocked clients, and, in a second run, the part spent in pgcache's command
 # and reply callbacks (including the Redis API calls they make).
 REDIS_WORK=(--toggle-collect=processCommand --toggle-collect=moduleHandleBlockedClients)
-PGCACHE_WORK=(--toggle-collect='pgcache::commands::command'
+# (The older names let a run compare builds from before the layout of #22.)
+PGCACHE_WORK=(--toggle-collect='pgcache::commands::*command'
+  --toggle-collect='pgcache::requests::blocked::on_reply'
   --toggle-collect='pgcache::blocked::on_reply'
   --toggle-collect='pgcache::worker::blocked::on_reply')
 

@@ -354,8 +354,11 @@ fn call_replicated(ctx: &Context, command: &str, args: &[&str]) {
 /// Stores `value` at `key` for `ttl_seconds`, with an absolute expiry so replicas and the
 /// AOF agree on when it ends. Written through the key API rather than RM_Call (this runs
 /// once per miss on the main thread), so it does what SET does itself: replicate as
-/// `SET key value PXAT ms` and raise the `set` and `expire` keyspace events.
+/// `SET key value PXAT ms` and raise the `set` and `expire` keyspace events. Fills of it in
+/// flight will not cache their row.
 pub fn store(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
+    // A fill in flight must not overwrite what was stored.
+    fill::invalidated(key);
     if writable(ctx) {
         write(ctx, key, value, ttl_seconds);
     }

@@ -66,17 +66,17 @@ pub enum LeadOrWait {
 /// client wait for the one in flight. Main thread only.
 pub fn lead_or_wait(
     ctx: &Context,
-    key: &str,
+    key: String,
     timeout_ms: u64,
     table: &Arc<TableStats>,
     pk: &str,
 ) -> LeadOrWait {
     with_map(|map| {
-        if let Some(entry) = shareable(map, key) {
+        if let Some(entry) = shareable(map, &key) {
             entry.add_waiter(BlockedClient::block(ctx, timeout_ms), table, pk);
             return LeadOrWait::Wait;
         }
-        LeadOrWait::Lead(register(map, key.to_string()))
+        LeadOrWait::Lead(register(map, key))
     })
 }
 
@@ -244,15 +244,15 @@ impl FillTicket {
     }
 
     /// Ends the fill on the main thread, right before writing the cache: answers waiters
-    /// that joined meanwhile and says whether the row may be cached (no invalidation of
-    /// the key arrived since the fill registered).
-    pub fn finish(mut self, outcome: &Outcome) -> bool {
+    /// that joined meanwhile. Returns the key, and whether its row may be cached (no
+    /// invalidation of the key arrived since the fill registered).
+    pub fn finish(mut self, outcome: &Outcome) -> (String, bool) {
         self.done = true;
         let (fresh, waiters) = with_map(|map| self.unregister_in(map));
         if !waiters.0.is_empty() {
             answer_all(waiters, &outcome_reply(outcome), &self.key);
         }
-        fresh
+        (std::mem::take(&mut self.key), fresh)
     }
 
     /// Ends this fill in the map: whether no invalidation arrived since it registered, and

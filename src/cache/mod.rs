@@ -1,5 +1,6 @@
 //! The cache: its entries in the Redis keyspace (`entries`, re-exported here), the fills in
-//! flight and their no-stale-fill rule (`fill`), the worker pool that runs what waits for
+//! flight and their no-stale-fill rule (`fill`), the miss pipeline every read command uses
+//! (`miss`), the worker pool that runs what waits for
 //! PostgreSQL (`worker`), table flushes (`flush`), which entries must not be served now
 //! (`bypass`), and the window before an unload in which nothing may wait (`drain`).
 
@@ -8,6 +9,7 @@ pub mod drain;
 mod entries;
 pub mod fill;
 pub mod flush;
+pub mod miss;
 pub mod worker;
 
 pub use entries::*;

@@ -8,10 +8,9 @@
 //! takes the key apart and reads the row exactly as READ does.
 
 use crate::cache;
+use crate::cache::miss::{self, KeyFrom, count_hit, must_be_canonical};
 use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, TABLE};
-use crate::commands::read::{self, must_be_canonical};
-use crate::commands::{count_hit, dispatch, ttl_arg, with_key};
-use crate::commands::{mget, multiread};
+use crate::commands::{dispatch, ttl_arg, with_key};
 use crate::config::current;
 use crate::error::panic::catch;
 use crate::error::{Error, Result};
@@ -137,7 +136,7 @@ fn miss(ctx: &Context, named: &[u8], ttl: Option<&&[u8]>) -> Result<Reply> {
     };
     let Some((pk, schema)) = known.filter(|(pk, _)| !pk.unconfirmed) else {
         let named = Some(named.to_vec());
-        return Ok(read::read_on_worker(ctx, table_arg, pk_arg, ttl, named));
+        return Ok(miss::on_worker(ctx, table_arg, pk_arg, ttl, named));
     };
     must_be_canonical(named, &schema, &pk)?;
     // The hit path found nothing; a hit here means the table was learnt meanwhile.
@@ -146,7 +145,7 @@ fn miss(ctx: &Context, named: &[u8], ttl: Option<&&[u8]>) -> Result<Reply> {
         count_hit(ctx, &schema, pk.json.as_bytes());
         return Ok(Reply::Sent);
     }
-    Ok(read::fetch(ctx, schema, pk, ttl))
+    Ok(miss::one(ctx, schema, pk, ttl, KeyFrom::Named))
 }
 
 /// PGCACHE.MGET <key> [key ...]: the rows in the caller's order, nil where there is none;
@@ -170,38 +169,12 @@ fn read_named(ctx: &Context, named: &[&[u8]]) -> Result<Reply> {
         .iter()
         .map(|k| key::split_cache_key(&prefix, k))
         .collect::<Result<Vec<_>>>()?;
-    let ttl = current::default_ttl();
-    let table = split[0].0;
-    if split.iter().all(|(t, _)| *t == table) {
-        let pks = split.iter().map(|(_, pk)| *pk).collect();
-        let named = named.iter().map(|k| k.to_vec()).collect();
-        return multiread::read_many(ctx, table, pks, Some(named), ttl);
-    }
-    let mut groups: Vec<mget::Group> = Vec::new();
-    for (position, ((table, pk), name)) in split.iter().zip(named).enumerate() {
-        let index = match groups.iter().position(|g| g.table == *table) {
-            Some(index) => index,
-            None => {
-                groups.push(mget::Group {
-                    table: table.to_vec(),
-                    positions: Vec::new(),
-                    pks: Vec::new(),
-                    named: Vec::new(),
-                });
-                groups.len() - 1
-            }
-        };
-        let group = &mut groups[index];
-        group.positions.push(position);
-        group.pks.push(pk.to_vec());
-        group.named.push(name.to_vec());
-    }
-    mget::read_groups(ctx, groups, named.len(), ttl)
+    miss::many_named(ctx, named, split, current::default_ttl())
 }
 
 /// PGCACHE.KEY <table> <pk_json>: the row's canonical cache key.
 pub fn key(ctx: &Context, args: &[&[u8]]) -> Reply {
-    if let Err(e) = read::checked_table(args[1]) {
+    if let Err(e) = schema::admit_arg(args[1]) {
         return e.into();
     }
     with_key(ctx, args[1], args[2], |_, schema, pk| {

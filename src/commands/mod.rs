@@ -6,7 +6,6 @@ pub mod debug;
 pub mod docs;
 pub mod get;
 pub mod hook;
-pub mod mget;
 pub mod multiread;
 pub mod read;
 pub mod slowlog;
@@ -16,8 +15,6 @@ use crate::cache::worker;
 use crate::config;
 use crate::error::panic::catch;
 use crate::error::{Error, Result};
-use crate::events;
-use crate::model::event::EventKind;
 use crate::model::key::{self, CanonicalPk};
 use crate::pg::normalise;
 use crate::pg::schema::{self, TableSchema};
@@ -127,23 +124,6 @@ pub static ALL: [&Command; 13] = [
     &admin::DRAIN,
 ];
 
-/// Counts a hit of `schema`'s table and raises its `hit` event: every READ and MULTIREAD hit
-/// comes through here. (Redis-wide `hits` and `negative_hits` are counted by `cache` as it
-/// reads the entry.) `key` is the canonical key, as bytes so that the hit path converts
-/// nothing unless someone takes hit events.
-#[inline]
-pub fn count_hit(ctx: &Context, schema: &TableSchema, key: &[u8]) {
-    schema.stats.hits.inc();
-    if events::wanted(EventKind::Hit) {
-        events::publish(
-            ctx,
-            EventKind::Hit,
-            &schema.display,
-            &String::from_utf8_lossy(key),
-        );
-    }
-}
-
 pub fn utf8<'a>(arg: &'a [u8], what: &str) -> Result<&'a str> {
     std::str::from_utf8(arg).map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
 }
@@ -165,8 +145,8 @@ where
     if let Some(schema) = schema::cached(table_arg) {
         return then(ctx, schema);
     }
-    let table = match utf8(table_arg, "table name").and_then(|t| schema::admit(t).map(|_| t)) {
-        Ok(t) => t.to_string(),
+    let table = match schema::admit_arg(table_arg) {
+        Ok(t) => t,
         Err(e) => return e.into(),
     };
     worker::submit(
@@ -193,8 +173,8 @@ where
             Err(e) => return e.into(),
         }
     }
-    let table = match utf8(table_arg, "table name").and_then(|t| schema::admit(t).map(|_| t)) {
-        Ok(t) => t.to_string(),
+    let table = match schema::admit_arg(table_arg) {
+        Ok(t) => t,
         Err(e) => return e.into(),
     };
     let pk_arg = pk_arg.to_vec();

@@ -3,7 +3,6 @@
 //! cache-only changes (PostgreSQL is not written), replicated like every cache write.
 
 use crate::cache;
-use crate::cache::fill;
 use crate::cache::flush;
 use crate::commands::docs::{Arg, Command, Keys, PK, TABLE};
 use crate::commands::{ttl_arg, with_key, with_schema};
@@ -79,8 +78,6 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
         if let Err(redirect) = cluster::check(ctx, &key) {
             return redirect.into();
         }
-        // A fill in flight must not overwrite what the client wrote.
-        fill::invalidated(&key);
         cache::store(ctx, &key, &data, ttl);
         stats::WRITES.inc();
         events::publish(ctx, EventKind::Write, &schema.display, &pk.json);

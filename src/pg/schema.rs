@@ -187,6 +187,14 @@ pub fn is_system_schema(schema: &str) -> bool {
 }
 
 /// Checks a table argument before asking the catalog: syntax, system schemas, allowlist.
+/// The `<table>` argument as a client sent it, checked to be UTF-8 and admitted (`admit`).
+pub fn admit_arg(table_arg: &[u8]) -> Result<String> {
+    let table = std::str::from_utf8(table_arg)
+        .map_err(|_| Error::invalid("table name is not valid UTF-8"))?;
+    admit(table)?;
+    Ok(table.to_string())
+}
+
 pub fn admit(table_arg: &str) -> Result<QualifiedName> {
     let name = parse_table(table_arg)?;
     crate::model::key::brace_free("table", &name.display())?;

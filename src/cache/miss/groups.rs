@@ -1,13 +1,11 @@
-//! PGCACHE.MGET over several tables: the rows of one pk value share a hash slot across
-//! tables, so one call may name `pg_cache:users:{"id":7}` and `pg_cache:orders:{"id":7}`.
-//! Each table's keys form a MULTIREAD batch (its hits from the cache, its misses in one
-//! query); one worker job fetches every batch's misses, and the answers are put back in the
-//! caller's order.
+//! MGET over several tables: the rows of one pk value share a hash slot across tables, so
+//! one call may name `pg_cache:users:{"id":7}` and `pg_cache:orders:{"id":7}`. Each table's
+//! keys form a batch (its hits from the cache, its misses in one query); one worker job
+//! fetches every batch's misses, and the answers are put back in the caller's order.
 
+use super::batch::{Batch, all_canonical, canonicalise_all, look_up};
 use crate::cache::Cached;
 use crate::cache::worker;
-use crate::commands::multiread::{Batch, all_canonical, canonicalise_all, look_up};
-use crate::commands::read::checked_table;
 use crate::error::{Error, Result};
 use crate::pg::normalise;
 use crate::pg::pool::PooledClient;
@@ -16,12 +14,49 @@ use crate::requests::blocked::Completion;
 use crate::requests::reply::Reply;
 use redis_module::Context;
 
+/// The rows of the keys the client named (`named`, each split into its table and pk JSON in
+/// `split`): one table's keys as one batch, several tables' as a batch each, fetched by one
+/// worker job, with the answers put back in the caller's order.
+pub fn many_named(
+    ctx: &Context,
+    named: &[&[u8]],
+    split: Vec<(&[u8], &[u8])>,
+    ttl: u64,
+) -> Result<Reply> {
+    let table = split[0].0;
+    if split.iter().all(|(t, _)| *t == table) {
+        let pks = split.iter().map(|(_, pk)| *pk).collect();
+        let named = named.iter().map(|k| k.to_vec()).collect();
+        return super::many(ctx, table, pks, Some(named), ttl);
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    for (position, ((table, pk), name)) in split.iter().zip(named).enumerate() {
+        let index = match groups.iter().position(|g| g.table == *table) {
+            Some(index) => index,
+            None => {
+                groups.push(Group {
+                    table: table.to_vec(),
+                    positions: Vec::new(),
+                    pks: Vec::new(),
+                    named: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        let group = &mut groups[index];
+        group.positions.push(position);
+        group.pks.push(pk.to_vec());
+        group.named.push(name.to_vec());
+    }
+    read_groups(ctx, groups, named.len(), ttl)
+}
+
 /// One table's keys in an MGET: where they sit in the call, their pk JSON and their names.
-pub struct Group {
-    pub table: Vec<u8>,
-    pub positions: Vec<usize>,
-    pub pks: Vec<Vec<u8>>,
-    pub named: Vec<Vec<u8>>,
+struct Group {
+    table: Vec<u8>,
+    positions: Vec<usize>,
+    pks: Vec<Vec<u8>>,
+    named: Vec<Vec<u8>>,
 }
 
 /// A group ready for the worker: a batch built here (its hits already read), or a table
@@ -32,7 +67,7 @@ enum Pending {
 }
 
 /// Reads the rows of every group; `total` keys in all.
-pub fn read_groups(ctx: &Context, groups: Vec<Group>, total: usize, ttl: u64) -> Result<Reply> {
+fn read_groups(ctx: &Context, groups: Vec<Group>, total: usize, ttl: u64) -> Result<Reply> {
     let mut pending = Vec::with_capacity(groups.len());
     let mut positions = Vec::with_capacity(groups.len());
     for group in groups {
@@ -50,7 +85,7 @@ pub fn read_groups(ctx: &Context, groups: Vec<Group>, total: usize, ttl: u64) ->
                 let slots = look_up(ctx, &schema, &keys);
                 pending.push(Pending::Ready(Batch::new(schema, keys, slots, ttl, false)));
             }
-            None => pending.push(Pending::OnWorker(checked_table(&group.table)?, group)),
+            None => pending.push(Pending::OnWorker(schema::admit_arg(&group.table)?, group)),
         }
     }
     if pending

@@ -1,0 +1,440 @@
+//! Many keys of one table (MULTIREAD, and MGET of one table's keys): the hits from the cache,
+//! each distinct missed key fetched once, all in one query (or, when there are many, in
+//! parallel parts), and the answers in the caller's order.
+
+use super::{count_hit, must_be_canonical};
+use crate::cache::fill::{self, FillTicket};
+use crate::cache::worker;
+use crate::cache::{self, Cached};
+use crate::error::{Error, Result};
+use crate::events;
+use crate::model::event::EventKind;
+use crate::model::key::{self, CanonicalPk};
+use crate::pg::pool::PooledClient;
+use crate::pg::schema::{self, TableSchema};
+use crate::pg::{fetch, normalise};
+use crate::redis::acl;
+use crate::redis::cluster;
+use crate::requests::blocked::Completion;
+use crate::requests::reply::Reply;
+use crate::stats;
+use redis_module::Context;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Reads the rows of `items` (pk JSON as sent) in `table_arg`: hits from the cache, the
+/// misses fetched together. With `named`, the cache keys the client named (PGCACHE.MGET),
+/// each of which must be its row's canonical key.
+pub fn many(
+    ctx: &Context,
+    table_arg: &[u8],
+    items: Vec<&[u8]>,
+    named: Option<Vec<Vec<u8>>>,
+    ttl: u64,
+) -> Result<Reply> {
+    // A table not seen yet is resolved first, also for an empty array: a table that does
+    // not exist is an error whatever the array holds.
+    let Some(schema) = schema::cached(table_arg) else {
+        let table = schema::admit_arg(table_arg)?;
+        let items: Vec<Vec<u8>> = items.iter().map(|i| i.to_vec()).collect();
+        return Ok(all_on_a_worker(ctx, table, items, named, ttl));
+    };
+    if items.is_empty() {
+        return Ok(Reply::Array(Vec::new()));
+    }
+    let keys = canonicalise_all(items, &schema)?;
+    if let Some(named) = &named
+        && keys.iter().all(|k| !k.unconfirmed)
+    {
+        all_canonical(named, &schema, &keys)?;
+    }
+    let derived = named.is_none();
+    if derived && keys.iter().all(|k| !k.unconfirmed) {
+        // Keys PostgreSQL must spell are checked once it has (`Batch::complete`); keys the
+        // client named (MGET) were routed and checked by the server.
+        one_served_slot(ctx, &schema, &keys)?;
+    }
+    if derived {
+        all_readable(ctx, &schema, &keys)?;
+    }
+    let slots = look_up(ctx, &schema, &keys);
+    if slots.iter().all(|s| *s != Cached::Miss) {
+        schema.stats.calls.inc();
+        return Ok(Reply::Array(slots.into_iter().map(slot_reply).collect()));
+    }
+    if keys
+        .iter()
+        .zip(&slots)
+        .any(|(k, s)| k.unconfirmed && *s == Cached::Miss)
+    {
+        // Missed keys PostgreSQL must spell: confirm them, then register their fills and
+        // fetch, all on the worker (hits above proved their spellings canonical).
+        return Ok(worker::submit(
+            ctx,
+            Box::new(move |client| {
+                let keys = normalise::confirm_all(client, &schema, keys)?;
+                if let Some(named) = &named {
+                    all_canonical(named, &schema, &keys)?;
+                }
+                let batch = Batch::new(schema, keys, slots, ttl, derived);
+                let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
+                Ok(batch.complete(rows))
+            }),
+        ));
+    }
+    Ok(fetch_misses(
+        ctx,
+        Batch::new(schema, keys, slots, ttl, derived),
+    ))
+}
+
+/// In cluster mode, the keys must share one slot this node serves, as for any multi-key
+/// command: otherwise the reply is Redis's own CROSSSLOT or redirection, never a partial
+/// answer.
+fn one_served_slot(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) -> Result<()> {
+    if keys.is_empty() || !cluster::enabled() {
+        return Ok(());
+    }
+    let names: Vec<String> = keys.iter().map(|k| schema.cache_key(&k.json)).collect();
+    let first = cluster::slot(names[0].as_bytes());
+    if names.iter().any(|n| cluster::slot(n.as_bytes()) != first) {
+        return Err(Error::redis_reply(
+            "CROSSSLOT Keys in request don't hash to the same slot",
+        ));
+    }
+    cluster::check(ctx, &names[0])
+}
+
+/// Checks that the client's ACL user may read every key, as Redis checks the keys of a
+/// multi-key command of its own.
+fn all_readable(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) -> Result<()> {
+    let prefix = schema.key_prefix.as_bytes();
+    match keys
+        .iter()
+        .find(|k| !cache::readable(ctx, prefix, k.json.as_bytes()))
+    {
+        Some(refused) => Err(acl::no_read_permission(&schema.cache_key(&refused.json))),
+        None => Ok(()),
+    }
+}
+
+/// Checks that each named key is the canonical key of its row.
+pub fn all_canonical(named: &[Vec<u8>], schema: &TableSchema, keys: &[CanonicalPk]) -> Result<()> {
+    named
+        .iter()
+        .zip(keys)
+        .try_for_each(|(named, key)| must_be_canonical(named, schema, key))
+}
+
+/// A table not seen yet: its schema, the keys' spellings and the rows, all on one worker.
+fn all_on_a_worker(
+    ctx: &Context,
+    table: String,
+    items: Vec<Vec<u8>>,
+    named: Option<Vec<Vec<u8>>>,
+    ttl: u64,
+) -> Reply {
+    worker::submit(
+        ctx,
+        Box::new(move |client| {
+            let schema = schema::resolve(client, &table)?;
+            let keys = canonicalise_all(items.iter().map(Vec::as_slice), &schema)?;
+            let keys = normalise::confirm_all(client, &schema, keys)?;
+            if let Some(named) = &named {
+                all_canonical(named, &schema, &keys)?;
+            }
+            let derived = named.is_none();
+            let slots = vec![Cached::Miss; keys.len()];
+            let batch = Batch::new(schema, keys, slots, ttl, derived);
+            let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
+            Ok(batch.complete(rows))
+        }),
+    )
+}
+
+/// Each key's cache entry, if any; the hits are counted (`count_hit`).
+pub fn look_up(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) -> Vec<Cached> {
+    let prefix = schema.key_prefix.as_bytes();
+    let slots: Vec<Cached> = keys
+        .iter()
+        .map(|k| cache::get(ctx, prefix, k.json.as_bytes()))
+        .collect();
+    for (key, _) in keys.iter().zip(&slots).filter(|(_, s)| **s != Cached::Miss) {
+        count_hit(ctx, schema, key.json.as_bytes());
+    }
+    slots
+}
+
+/// Fetches the batch's misses: in one query, or, when there are many, in parallel parts,
+/// one query each, on several connections.
+fn fetch_misses(ctx: &Context, batch: Batch) -> Reply {
+    let ranges = split(batch.distinct.len(), worker::count());
+    if ranges.len() == 1 {
+        return worker::submit(
+            ctx,
+            Box::new(move |client| {
+                let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
+                Ok(batch.complete(rows))
+            }),
+        );
+    }
+    let parts: Vec<worker::Part> = ranges
+        .into_iter()
+        .map(|range| {
+            let (schema, distinct) = (batch.schema.clone(), batch.distinct.clone());
+            let part: worker::Part =
+                Box::new(move |client| fetch::many(client, &schema, &distinct[range]));
+            part
+        })
+        .collect();
+    worker::submit_parts(
+        ctx,
+        parts,
+        Box::new(move |rows| batch.complete(rows.concat())),
+    )
+}
+
+/// Fewest keys worth a part of their own: below this, a second round trip costs more than
+/// the parallel index lookups save.
+const MIN_KEYS_PER_PART: usize = 32;
+
+/// Splits `keys` positions into at most `workers` contiguous ranges of at least
+/// MIN_KEYS_PER_PART.
+fn split(keys: usize, workers: usize) -> Vec<Range<usize>> {
+    let parts = (keys / MIN_KEYS_PER_PART).clamp(1, workers.max(1));
+    let size = keys.div_ceil(parts).max(1);
+    (0..keys)
+        .step_by(size)
+        .map(|start| start..(start + size).min(keys))
+        .collect()
+}
+
+pub fn canonicalise_all<'a>(
+    items: impl IntoIterator<Item = &'a [u8]>,
+    schema: &TableSchema,
+) -> Result<Vec<CanonicalPk>> {
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            key::canonicalise(item, schema)
+                .map_err(|e| Error::invalid(format!("key {} of the array: {e}", i + 1)))
+        })
+        .collect()
+}
+
+/// The fetched keys as the slowlog shows them: a JSON array, cut short after a few hundred
+/// bytes (the slowlog cuts at 128).
+fn keys_summary(keys: &[CanonicalPk]) -> String {
+    let mut text = String::from("[");
+    for (i, key) in keys.iter().enumerate() {
+        if text.len() > 256 {
+            text.push_str(&format!("... {} more keys", keys.len() - i));
+            break;
+        }
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&key.json);
+    }
+    text.push(']');
+    text
+}
+
+fn slot_reply(slot: Cached) -> Reply {
+    match slot {
+        Cached::Row(row) => Reply::Bulk(row),
+        Cached::Absent | Cached::Miss => Reply::Nil,
+    }
+}
+
+/// Where the answer for one position of the caller's array comes from.
+enum Slot {
+    Cached(Cached),
+    /// The row fetched for `distinct[i]`.
+    Fetched(usize),
+}
+
+/// One MULTIREAD's keys: the slots already answered from the cache, and the distinct keys
+/// still to fetch, each with its registered fill.
+pub struct Batch {
+    schema: Arc<TableSchema>,
+    slots: Vec<Slot>,
+    /// Shared by the parts that fetch it.
+    distinct: Arc<[CanonicalPk]>,
+    tickets: Vec<FillTicket>,
+    ttl: u64,
+    /// Whether the keys were derived (MULTIREAD) rather than named (MGET, which the server
+    /// routed): derived keys are checked against the cluster's slots.
+    derived: bool,
+}
+
+impl Batch {
+    /// `cached[i]` is what the cache holds for `keys[i]`. Registers the fills, so call it
+    /// before the query.
+    pub fn new(
+        schema: Arc<TableSchema>,
+        keys: Vec<CanonicalPk>,
+        cached: Vec<Cached>,
+        ttl: u64,
+        derived: bool,
+    ) -> Batch {
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        let mut firsts = Vec::new();
+        let slots: Vec<Slot> = keys
+            .iter()
+            .zip(cached)
+            .enumerate()
+            .map(|(position, (key, cached))| match cached {
+                Cached::Miss => Slot::Fetched(*first_of.entry(&key.json).or_insert_with(|| {
+                    firsts.push(position);
+                    firsts.len() - 1
+                })),
+                hit => Slot::Cached(hit),
+            })
+            .collect();
+        drop(first_of);
+        let mut keys = keys;
+        let distinct: Arc<[CanonicalPk]> = firsts
+            .iter()
+            .map(|&position| std::mem::take(&mut keys[position]))
+            .collect();
+        let tickets =
+            fill::register_fills(distinct.iter().map(|k| schema.cache_key(&k.json)).collect());
+        Batch {
+            schema,
+            slots,
+            distinct,
+            tickets,
+            ttl,
+            derived,
+        }
+    }
+
+    /// Whether every key was answered from the cache.
+    pub fn all_cached(&self) -> bool {
+        self.distinct.is_empty()
+    }
+
+    /// The rows of the keys it still has to fetch, in one query (none when all hit).
+    pub fn fetch(&self, client: &mut PooledClient<'_>) -> Result<Vec<Option<String>>> {
+        if self.distinct.is_empty() {
+            return Ok(Vec::new());
+        }
+        fetch::many(client, &self.schema, &self.distinct)
+    }
+
+    /// The main-thread half, given the rows of `distinct` in order: caches what was found
+    /// (unless invalidated meanwhile) and replies every slot in the caller's order.
+    pub fn complete(self, rows: Vec<Option<String>>) -> Completion {
+        Box::new(move |ctx| {
+            let Batch {
+                schema,
+                slots,
+                distinct,
+                tickets,
+                ttl,
+                derived,
+            } = self;
+            // Keys first learnt on a worker are checked here, on the main thread.
+            let checked = || {
+                one_served_slot(ctx, &schema, &distinct)?;
+                all_readable(ctx, &schema, &distinct)
+            };
+            if derived && let Err(redirect) = checked() {
+                fill::finish_all(tickets, &rows);
+                return redirect.into();
+            }
+            let found = rows.iter().filter(|r| r.is_some()).count() as u64;
+            let summary = keys_summary(&distinct);
+            stats::MISSES.add(distinct.len() as u64);
+            schema.stats.misses.add(distinct.len() as u64);
+            let missed = distinct.iter().map(|k| k.json.as_str());
+            events::publish_each(ctx, EventKind::Miss, &schema.display, missed);
+            // `distinct` is never empty: a batch is built for the keys it fetches.
+            let first = distinct.first().map(|k| schema.cache_key(&k.json));
+            let admission = cache::admission(ctx, first.as_deref().unwrap_or_default());
+            let mut filled = Vec::new();
+            for ((key, row), (name, fresh)) in distinct
+                .iter()
+                .zip(&rows)
+                .zip(fill::finish_all(tickets, &rows))
+            {
+                if fresh && cache::write_fetched(ctx, admission, &name, row.as_deref(), ttl) {
+                    filled.push(key.json.as_str());
+                }
+            }
+            events::publish_each(ctx, EventKind::Fill, &schema.display, filled);
+            Reply::Array(answers(slots, rows)).described(&schema.stats, summary, found)
+        })
+    }
+}
+
+/// The reply's elements in the caller's order; a fetched row is moved into its last slot
+/// and copied only into earlier slots asking for the same key.
+fn answers(slots: Vec<Slot>, mut rows: Vec<Option<String>>) -> Vec<Reply> {
+    let mut uses = vec![0usize; rows.len()];
+    for slot in &slots {
+        if let Slot::Fetched(i) = slot {
+            uses[*i] += 1;
+        }
+    }
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Cached(cached) => slot_reply(cached),
+            Slot::Fetched(i) => {
+                uses[i] -= 1;
+                let row = if uses[i] == 0 {
+                    rows[i].take()
+                } else {
+                    rows[i].clone()
+                };
+                row.map_or(Reply::Nil, Reply::Bulk)
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitting_keeps_order_and_bounds_parts() {
+        let sizes = |n, w| split(n, w).iter().map(|r| r.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(10, 4), vec![10]);
+        assert_eq!(sizes(100, 1), vec![100]);
+        assert_eq!(sizes(100, 2), vec![50, 50]);
+        assert_eq!(sizes(100, 8), vec![34, 34, 32]);
+        assert_eq!(sizes(1000, 4), vec![250, 250, 250, 250]);
+        let covered: Vec<usize> = split(100, 3).into_iter().flatten().collect();
+        assert_eq!(covered, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn answers_follow_the_callers_order_with_repeats() {
+        let slots = vec![
+            Slot::Fetched(1),
+            Slot::Cached(Cached::Row("cached".into())),
+            Slot::Fetched(0),
+            Slot::Fetched(1),
+            Slot::Cached(Cached::Absent),
+            Slot::Fetched(2),
+        ];
+        let rows = vec![Some("a".to_string()), Some("b".to_string()), None];
+        let bulk = |s: &str| Reply::Bulk(s.to_string());
+        assert_eq!(
+            answers(slots, rows),
+            vec![
+                bulk("b"),
+                bulk("cached"),
+                bulk("a"),
+                bulk("b"),
+                Reply::Nil,
+                Reply::Nil
+            ]
+        );
+    }
+}
