@@ -4,68 +4,21 @@
 use crate::cache::bypass;
 use crate::cache::fill;
 use crate::config::current;
+use crate::redis::args::Arg;
+use crate::redis::keyspace::{self, Key};
+use crate::redis::reply;
 use crate::redis::role::writable;
 use crate::stats;
-use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags, raw};
+use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicI32, Ordering};
-
-/// How many DBs the server has (its `databases` setting, fixed for its lifetime), found
-/// once by probing `SelectDb`, which refuses an id out of range.
-static DB_COUNT: AtomicI32 = AtomicI32::new(0);
-
-fn db_count(ctx: &Context) -> i32 {
-    let known = DB_COUNT.load(Ordering::Relaxed);
-    if known > 0 {
-        return known;
-    }
-    // SAFETY: main thread with a live context; its selected DB is restored below.
-    let count = unsafe {
-        let select = raw::RedisModule_SelectDb.unwrap();
-        let original = raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx);
-        let mut n = 1;
-        while n < i32::MAX && select(ctx.ctx, n) == raw::REDISMODULE_OK as i32 {
-            n = n.saturating_mul(2);
-        }
-        // The count lies in [n/2, n]: the highest id SelectDb accepts, plus one.
-        let (mut low, mut high) = (n / 2, n);
-        while high - low > 1 {
-            let mid = low + (high - low) / 2;
-            if select(ctx.ctx, mid) == raw::REDISMODULE_OK as i32 {
-                low = mid;
-            } else {
-                high = mid;
-            }
-        }
-        select(ctx.ctx, original);
-        high
-    };
-    DB_COUNT.store(count, Ordering::Relaxed);
-    count
-}
-
-/// Runs `f` with `ctx` switched to each DB of `dbs` in turn, then switches back: in a
-/// command's context the selected DB is the client's own.
-fn in_each_db(ctx: &Context, dbs: impl IntoIterator<Item = i32>, mut f: impl FnMut(i32)) {
-    // SAFETY: main thread with a live context; every id passed is in range.
-    unsafe {
-        let original = raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx);
-        for db in dbs {
-            raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db);
-            f(db);
-        }
-        raw::RedisModule_SelectDb.unwrap()(ctx.ctx, original);
-    }
-}
 
 /// Every DB that holds at least one key: where invalidations and flushes must look, whoever
 /// wrote the entries (this process, a previous one whose RDB or AOF was loaded, or the
 /// primary of a promoted replica).
 pub fn dbs_with_keys(ctx: &Context) -> Vec<i32> {
     let mut dbs = Vec::new();
-    in_each_db(ctx, 0..db_count(ctx), |db| {
-        // SAFETY: main thread; `ctx` is on `db`.
-        if unsafe { raw::RedisModule_DbSize.unwrap()(ctx.ctx) } > 0 {
+    keyspace::in_each_db(ctx, 0..keyspace::db_count(ctx), |db| {
+        if keyspace::db_size(ctx) > 0 {
             dbs.push(db);
         }
     });
@@ -125,14 +78,7 @@ pub fn readable(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
         buf.clear();
         buf.extend_from_slice(prefix);
         buf.extend_from_slice(suffix);
-        // SAFETY: main thread; the key string is freed before returning.
-        unsafe {
-            let name =
-                raw::RedisModule_CreateString.unwrap()(ctx.ctx, buf.as_ptr().cast(), buf.len());
-            let readable = crate::redis::acl::may_read(ctx, name);
-            raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
-            readable
-        }
+        keyspace::with_name(ctx, buf, |key| crate::redis::acl::may_read(ctx, key))
     })
 }
 
@@ -140,40 +86,25 @@ pub fn readable(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refused;
 
-/// Like `reply_if_cached`, for a key the client named: `name` is its Redis string and
-/// `bytes` its text, so the key is opened without building its name again.
-///
-/// # Safety
-/// `name` must be a live string of the command's context whose text is `bytes`.
+/// Like `reply_if_cached`, for the key the client named in argument `name`: it is opened
+/// as Redis holds it, without building its name again.
 #[inline]
-pub unsafe fn reply_if_cached_named(
-    ctx: &Context,
-    name: *mut raw::RedisModuleString,
-    bytes: &[u8],
-) -> bool {
-    if bypass::bypassed(bytes) {
+pub fn reply_if_cached_named(ctx: &Context, name: Arg) -> bool {
+    if bypass::bypassed(name.bytes()) {
         return false;
     }
-    // SAFETY: per the contract.
-    unsafe { read_key(ctx, name, |value| reply_value(ctx, value)) }.is_some()
+    keyspace::read_string(ctx, Key::from_arg(name), |value| reply_value(ctx, value)).is_some()
 }
 
 /// Replies a cached value: the row, or nil for a remembered absence.
 #[inline]
 fn reply_value(ctx: &Context, value: &[u8]) {
-    // SAFETY: main thread, the command's context; Redis copies the buffer.
-    unsafe {
-        if value == ABSENT.as_bytes() {
-            stats::NEGATIVE_HITS.inc();
-            raw::RedisModule_ReplyWithNull.unwrap()(ctx.ctx);
-        } else {
-            stats::HITS.inc();
-            raw::RedisModule_ReplyWithStringBuffer.unwrap()(
-                ctx.ctx,
-                value.as_ptr().cast(),
-                value.len(),
-            );
-        }
+    if value == ABSENT.as_bytes() {
+        stats::NEGATIVE_HITS.inc();
+        reply::null(ctx);
+    } else {
+        stats::HITS.inc();
+        reply::bulk(ctx, value);
     }
 }
 
@@ -212,52 +143,16 @@ fn read_in_place<R>(
         if !acl && bypass::bypassed(buf) {
             return Ok(None);
         }
-        // SAFETY: main thread; the key string is freed after the key handle was closed.
-        unsafe {
-            let name =
-                raw::RedisModule_CreateString.unwrap()(ctx.ctx, buf.as_ptr().cast(), buf.len());
-            let answer = if acl && !crate::redis::acl::may_read(ctx, name) {
+        keyspace::with_name(ctx, buf, |key| {
+            if acl && !crate::redis::acl::may_read(ctx, key) {
                 Err(Refused)
             } else if bypass::bypassed(buf) {
                 Ok(None)
             } else {
-                Ok(read_key(ctx, name, f))
-            };
-            raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
-            answer
-        }
-    })
-}
-
-/// Opens the key `name` and hands its string value, read in place, to `f`; None when no
-/// string is stored there.
-///
-/// # Safety
-/// Main thread; `name` must be a live string. The key handle is closed before return, and
-/// the value is only read while it is open.
-#[inline]
-unsafe fn read_key<R>(
-    ctx: &Context,
-    name: *mut raw::RedisModuleString,
-    f: impl FnOnce(&[u8]) -> R,
-) -> Option<R> {
-    unsafe {
-        let key = raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name, raw::REDISMODULE_READ as i32);
-        if key.is_null() {
-            return None;
-        }
-        let mut answer = None;
-        if raw::RedisModule_KeyType.unwrap()(key) == raw::REDISMODULE_KEYTYPE_STRING as i32 {
-            let mut len = 0usize;
-            let ptr =
-                raw::RedisModule_StringDMA.unwrap()(key, &mut len, raw::REDISMODULE_READ as i32);
-            if !ptr.is_null() {
-                answer = Some(f(std::slice::from_raw_parts(ptr.cast::<u8>(), len)));
+                Ok(keyspace::read_string(ctx, key, f))
             }
-        }
-        raw::RedisModule_CloseKey.unwrap()(key);
-        answer
-    }
+        })
+    })
 }
 
 /// A cache entry's name without the prefix (`<table>:<canonical pk>`) split into the table
@@ -368,40 +263,7 @@ pub fn store(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
 fn write(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
     let expires_at = crate::model::event::now_ms() + u128::from(ttl_seconds) * 1000;
     let name = ctx.create_string(key);
-    // SAFETY: main thread with the caller's context; every handle is closed or freed here,
-    // and the buffers outlive the calls that read them.
-    unsafe {
-        let handle =
-            raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name.inner, raw::REDISMODULE_WRITE as i32);
-        let data =
-            raw::RedisModule_CreateString.unwrap()(ctx.ctx, value.as_ptr().cast(), value.len());
-        raw::RedisModule_StringSet.unwrap()(handle, data);
-        raw::RedisModule_SetAbsExpire.unwrap()(handle, expires_at as i64);
-        raw::RedisModule_CloseKey.unwrap()(handle);
-        raw::RedisModule_Replicate.unwrap()(
-            ctx.ctx,
-            c"SET".as_ptr(),
-            c"ssbl".as_ptr(),
-            name.inner,
-            data,
-            c"PXAT".as_ptr(),
-            4usize,
-            expires_at as std::os::raw::c_longlong,
-        );
-        raw::RedisModule_FreeString.unwrap()(ctx.ctx, data);
-        raw::RedisModule_NotifyKeyspaceEvent.unwrap()(
-            ctx.ctx,
-            raw::REDISMODULE_NOTIFY_STRING,
-            c"set".as_ptr(),
-            name.inner,
-        );
-        raw::RedisModule_NotifyKeyspaceEvent.unwrap()(
-            ctx.ctx,
-            raw::REDISMODULE_NOTIFY_GENERIC,
-            c"expire".as_ptr(),
-            name.inner,
-        );
-    }
+    keyspace::set_until(ctx, Key::from_string(&name), value, expires_at as i64);
 }
 
 /// Removes `key` from the context's DB; replicated. Fills of it in flight will not cache
@@ -424,23 +286,8 @@ pub fn delete_in(ctx: &Context, key: &str, dbs: &[i32]) -> usize {
     }
     let name = ctx.create_string(key);
     let mut removed = 0;
-    in_each_db(ctx, dbs.iter().copied(), |_| {
-        // SAFETY: main thread; the key handle is closed before the next call.
-        let present = unsafe {
-            let handle = raw::RedisModule_OpenKey.unwrap()(
-                ctx.ctx,
-                name.inner,
-                raw::REDISMODULE_READ as i32,
-            );
-            let present = !handle.is_null()
-                && raw::RedisModule_KeyType.unwrap()(handle)
-                    != raw::REDISMODULE_KEYTYPE_EMPTY as i32;
-            if !handle.is_null() {
-                raw::RedisModule_CloseKey.unwrap()(handle);
-            }
-            present
-        };
-        if present {
+    keyspace::in_each_db(ctx, dbs.iter().copied(), |_| {
+        if keyspace::exists(ctx, Key::from_string(&name)) {
             call_replicated(ctx, "DEL", &[key]);
             removed += 1;
         }

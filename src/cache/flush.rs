@@ -13,10 +13,10 @@
 use crate::cache;
 use crate::cache::bypass;
 use crate::cache::fill;
+use crate::redis::keyspace::ScanCursor;
 use crate::redis::main_thread::Task;
 use crate::stats;
-use redis_module::{Context, raw};
-use std::os::raw::c_void;
+use redis_module::Context;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -29,13 +29,9 @@ struct Flush {
     /// `pg_cache:users:` for one table).
     prefix: Vec<u8>,
     dbs: Vec<i32>,
-    cursor: Cursor,
+    cursor: ScanCursor,
     deleted: u64,
 }
-
-struct Cursor(*mut raw::RedisModuleScanCursor);
-// SAFETY: the cursor is only used on the main thread.
-unsafe impl Send for Cursor {}
 
 /// Flushes under way. Only touched on the main thread (no other thread takes Redis's lock:
 /// the listener hands its work over through `wake`), so the mutex is never contended.
@@ -60,13 +56,11 @@ pub fn start(ctx: &Context, prefix: &str) {
     let dbs = cache::dbs_with_keys(ctx);
     let mut active = ACTIVE.lock().unwrap();
     if let Some(running) = active.iter_mut().find(|f| f.prefix == prefix.as_bytes()) {
-        // SAFETY: the cursor was created in this function and is used on the main thread.
-        unsafe { raw::RedisModule_ScanCursorRestart.unwrap()(running.cursor.0) };
+        running.cursor.restart();
         running.dbs = dbs;
         return;
     }
-    // SAFETY: the cursor is freed when the flush ends.
-    let cursor = Cursor(unsafe { raw::RedisModule_ScanCursorCreate.unwrap()() });
+    let cursor = ScanCursor::new();
     bypass::begin(prefix.as_bytes());
     active.push(Flush {
         prefix: prefix.as_bytes().to_vec(),
@@ -93,8 +87,6 @@ fn flush_slice(context: &Context) -> bool {
         done
     };
     for flush in finished {
-        // SAFETY: created in `start`, used by no one else.
-        unsafe { raw::RedisModule_ScanCursorDestroy.unwrap()(flush.cursor.0) };
         context.log_notice(&format!(
             "pgcache: flush of {} done, {} entries dropped",
             String::from_utf8_lossy(&flush.prefix),
@@ -112,44 +104,20 @@ fn step(ctx: &Context, flush: &mut Flush) -> bool {
     let Some(&db) = flush.dbs.first() else {
         return false;
     };
-    let mut found: (Vec<u8>, Vec<Vec<u8>>) = (flush.prefix.clone(), Vec::new());
-    // SAFETY: main thread; the callback only reads the key name.
-    let more = unsafe {
-        raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db);
-        raw::RedisModule_Scan.unwrap()(
-            ctx.ctx,
-            flush.cursor.0,
-            Some(collect),
-            (&mut found as *mut (Vec<u8>, Vec<Vec<u8>>)).cast(),
-        )
-    };
-    for key in &found.1 {
+    let mut found: Vec<Vec<u8>> = Vec::new();
+    let prefix = &flush.prefix;
+    let more = flush.cursor.step(ctx, db, |name| {
+        if name.starts_with(prefix) {
+            found.push(name.to_vec());
+        }
+    });
+    for key in &found {
         cache::delete(ctx, &String::from_utf8_lossy(key));
         flush.deleted += 1;
     }
-    if more == 0 {
+    if !more {
         flush.dbs.remove(0);
-        // SAFETY: restarting our own cursor for the next DB.
-        unsafe { raw::RedisModule_ScanCursorRestart.unwrap()(flush.cursor.0) };
+        flush.cursor.restart();
     }
     true
-}
-
-extern "C" fn collect(
-    _ctx: *mut raw::RedisModuleCtx,
-    name: *mut raw::RedisModuleString,
-    _key: *mut raw::RedisModuleKey,
-    privdata: *mut c_void,
-) {
-    // SAFETY: privdata is the (prefix, found) pair passed by `step`, alive during the scan.
-    let (prefix, found) = unsafe { &mut *(privdata as *mut (Vec<u8>, Vec<Vec<u8>>)) };
-    let mut len = 0usize;
-    // SAFETY: Redis passes a live key name.
-    let bytes = unsafe {
-        let ptr = raw::RedisModule_StringPtrLen.unwrap()(name, &mut len);
-        std::slice::from_raw_parts(ptr.cast::<u8>(), len)
-    };
-    if bytes.starts_with(prefix) {
-        found.push(bytes.to_vec());
-    }
 }

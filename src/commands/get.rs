@@ -16,16 +16,16 @@ use crate::error::panic::catch;
 use crate::error::{Error, Result};
 use crate::model::key;
 use crate::pg::schema;
+use crate::redis::args::{Arg as Argument, Args};
 use crate::requests::reply::Reply;
 use crate::stats::{self, Tracked};
-use redis_module::{Context, raw};
+use redis_module::Context;
 use std::cell::Cell;
-use std::os::raw::c_int;
 
 pub static GET: Command = Command {
     name: "pgcache.get",
-    // The hit path answers in `command`; anything else goes through `dispatch`.
-    entry: Some(command),
+    // The hit path answers in `fast_path`; anything else goes through `dispatch`.
+    entry: crate::redis::command::entry!(fast_path),
     handler: get,
     tracked: Some(Tracked::Get),
     flags: "readonly",
@@ -65,48 +65,29 @@ pub static KEY: Command = Command {
     args: &[TABLE, PK],
 };
 
-/// The command function Redis calls for PGCACHE.GET: a hit is answered here, anything else
-/// goes through `dispatch` like every command.
-///
-/// # Safety
-/// Called by Redis with its own context and arguments.
-pub unsafe extern "C" fn command(
-    ctx: *mut raw::RedisModuleCtx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-) -> c_int {
-    if argc == 2 {
-        let context = Context::new(ctx);
-        // SAFETY: Redis passes argc live arguments.
-        let name = unsafe { *argv.add(1) };
+/// What Redis calls for PGCACHE.GET: a hit is answered here, anything else goes through
+/// `dispatch` like every command.
+fn fast_path(ctx: &Context, args: &Args) {
+    if args.len() == 2 {
         // Set as soon as the reply is out: after a panic, whether `dispatch` must reply.
         let replied = Cell::new(false);
-        let _ = catch(|| {
-            // SAFETY: `name` is the command's argument 1.
-            unsafe { serve_hit(&context, name, &replied) }
-        });
+        let _ = catch(|| serve_hit(ctx, args.get(1), &replied));
         if replied.get() {
-            return raw::REDISMODULE_OK as c_int;
+            return;
         }
     }
-    // SAFETY: forwarded unchanged from Redis.
-    unsafe { dispatch(ctx, argv, argc, &GET) }
+    dispatch(ctx, args, &GET)
 }
 
 /// Replies the cached entry at `name` when its table is known here (setting `replied`);
 /// otherwise replies nothing.
-///
-/// # Safety
-/// `name` must be a live argument of the command's context.
-unsafe fn serve_hit(ctx: &Context, name: *mut raw::RedisModuleString, replied: &Cell<bool>) {
-    // SAFETY: per the contract.
-    let key = unsafe { crate::redis::args::borrow_arg(name) };
+fn serve_hit(ctx: &Context, name: Argument, replied: &Cell<bool>) {
+    let key = name.bytes();
     schema::with_key_owner(key, |schema| {
         let Some(schema) = schema else {
             return;
         };
-        // SAFETY: per the contract; `key` is the text of `name`.
-        if !unsafe { cache::reply_if_cached_named(ctx, name, key) } {
+        if !cache::reply_if_cached_named(ctx, name) {
             return;
         }
         replied.set(true);
@@ -178,6 +159,6 @@ pub fn key(ctx: &Context, args: &[&[u8]]) -> Reply {
         return e.into();
     }
     with_key(ctx, args[1], args[2], |_, schema, pk| {
-        Reply::Bulk(schema.cache_key(&pk.json))
+        Reply::Bulk(pk.cache_key(&schema.key_prefix))
     })
 }

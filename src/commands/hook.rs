@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::events::hooks::{self, DEFAULT_HOOK, Hook, Target};
 use crate::redis::acl;
 use crate::requests::reply::Reply;
-use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags, raw};
+use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags};
 
 pub static HOOK: Command = Command {
     name: "pgcache.hook",
@@ -132,10 +132,7 @@ fn changing_as(
                 .collect();
             ctx.replicate("PGCACHE.HOOK", args.as_slice());
         }
-        // SAFETY: command context.
-        None => unsafe {
-            raw::RedisModule_ReplicateVerbatim.unwrap()(ctx.ctx);
-        },
+        None => ctx.replicate_verbatim(),
     }
     if !flags.contains(ContextFlags::LOADING) {
         save(ctx);

@@ -18,12 +18,12 @@ use crate::error::{Error, Result};
 use crate::model::key::{self, CanonicalPk};
 use crate::pg::normalise;
 use crate::pg::schema::{self, TableSchema};
+use crate::redis::args::Args;
 use crate::requests::blocked::Completion;
 use crate::requests::reply::{self, Reply};
 use crate::requests::tracked;
 use crate::stats;
-use redis_module::{Context, raw};
-use std::os::raw::c_int;
+use redis_module::Context;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,15 +37,7 @@ pub use docs::Command;
 /// Runs `described`'s handler for one call: the argument count checked against the
 /// description, arguments as byte slices borrowed from Redis (no copies), panics contained,
 /// the reply sent.
-///
-/// # Safety
-/// `ctx`, `argv` and `argc` must be what Redis passed to the command function.
-pub unsafe fn dispatch(
-    ctx: *mut raw::RedisModuleCtx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-    described: &Command,
-) -> c_int {
+pub fn dispatch(context: &Context, call: &Args, described: &Command) {
     let command = described.tracked;
     // Hits are counted, not timed: two clock reads would cost the hit path ~5 %. A call
     // that waits for PostgreSQL is timed from when it blocks to its reply (worker module).
@@ -55,21 +47,19 @@ pub unsafe fn dispatch(
     if let Some(command) = command {
         stats::count_call(command);
     }
-    let context = Context::new(ctx);
-    let argc = argc.max(0) as usize;
+    let argc = call.len();
     if argc > MAX_ARGS || described.accepts(argc).is_err() {
-        reply::send(&context, &Reply::WrongArity);
-        return raw::REDISMODULE_OK as c_int;
+        reply::send(context, &Reply::WrongArity);
+        return;
     }
     let handler = described.handler;
     let mut args: [&[u8]; MAX_ARGS] = [&[]; MAX_ARGS];
     for (i, slot) in args.iter_mut().enumerate().take(argc) {
-        // SAFETY: argv has argc live strings for the duration of the call.
-        *slot = unsafe { crate::redis::args::borrow_arg(*argv.add(i)) };
+        *slot = call.bytes(i);
     }
     let args = &args[..argc];
-    let reply = catch(|| handler(&context, args)).unwrap_or_else(Reply::Error);
-    reply::send(&context, &reply);
+    let reply = catch(|| handler(context, args)).unwrap_or_else(Reply::Error);
+    reply::send(context, &reply);
     // A hit has nothing to record (it is counted, not timed), so it skips the guard too.
     let finished = started.filter(|_| !matches!(reply.inner(), Reply::Blocked));
     let failed = reply.is_failure();
@@ -77,32 +67,27 @@ pub unsafe fn dispatch(
         crate::error::panic::contain("recording a call", || {
             if let Some(started) = finished {
                 let elapsed_us = started.elapsed().as_micros() as u64;
-                tracked::finished(&context, command, args, elapsed_us, None, reply.detail());
+                tracked::finished(context, command, args, elapsed_us, None, reply.detail());
             }
             if let Reply::Error(e) = reply.inner()
                 && failed
             {
-                tracked::failed(&context, command, args, e);
+                tracked::failed(context, command, args, e);
             }
         });
     }
-    raw::REDISMODULE_OK as c_int
 }
 
-/// The `extern "C"` function Redis calls for the command `$described` (a static
-/// `Command`): it hands the call to `dispatch` with that description.
+/// The function Redis calls for the command `$described` (a static `Command`): it hands
+/// the call to `dispatch` with that description.
 macro_rules! command_fn {
-    ($described:path) => {{
-        unsafe extern "C" fn command(
-            ctx: *mut redis_module::raw::RedisModuleCtx,
-            argv: *mut *mut redis_module::raw::RedisModuleString,
-            argc: std::os::raw::c_int,
-        ) -> std::os::raw::c_int {
-            // SAFETY: forwarded unchanged from Redis.
-            unsafe { $crate::commands::dispatch(ctx, argv, argc, &$described) }
-        }
-        Some(command as unsafe extern "C" fn(_, _, _) -> _)
-    }};
+    ($described:path) => {
+        $crate::redis::command::entry!(|ctx, args| $crate::commands::dispatch(
+            ctx,
+            args,
+            &$described
+        ))
+    };
 }
 use command_fn;
 

@@ -61,7 +61,7 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         }
     };
     if !canonical_readable {
-        return acl::no_read_permission(&schema.cache_key(&pk.json)).into();
+        return acl::no_read_permission(&pk.cache_key(&schema.key_prefix)).into();
     }
     if pk.unconfirmed {
         // Only PostgreSQL can tell which entry this spelling names (a hit above proved the

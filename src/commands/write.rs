@@ -70,7 +70,7 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
         Err(e) => return e.into(),
     };
     with_key(ctx, args[1], args[2], move |ctx, schema, pk| {
-        let key = schema.cache_key(&pk.json);
+        let key = pk.cache_key(&schema.key_prefix);
         // As Redis orders its own checks: permissions, then the slot.
         if let Err(refused) = acl::may_change(ctx, &key, Change::Set) {
             return refused.into();
@@ -110,7 +110,7 @@ fn checked_row(arg: &[u8]) -> Result<String, Error> {
 
 pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
     with_key(ctx, args[1], args[2], move |ctx, schema, pk| {
-        let key = schema.cache_key(&pk.json);
+        let key = pk.cache_key(&schema.key_prefix);
         if let Err(refused) = acl::may_change(ctx, &key, Change::Delete) {
             return refused.into();
         }

@@ -79,7 +79,7 @@ fn deliver_unguarded<'a>(
         message.clear();
         write_event_json(&mut message, kind, table, key, timestamp, extra);
         if let Some(channel) = &channel {
-            hooks::publish_message(ctx, channel, &message);
+            crate::redis::pubsub::publish(ctx, channel, &message);
         }
         let event = Event {
             kind,

@@ -285,7 +285,7 @@ fn apply_slice(context: &Context) -> bool {
         start_flushes(context, &mut changes);
         let dbs = dbs.get_or_insert_with(|| cache::dbs_with_keys(context));
         while let Some((schema, pk)) = changes.deletes.pop() {
-            cache::delete_in(context, &schema.cache_key(&pk.json), dbs);
+            cache::delete_in(context, &pk.cache_key(&schema.key_prefix), dbs);
             stats::INVALIDATIONS_BY_POSTGRES.inc();
             events::publish(context, EventKind::Invalidate, &schema.display, &pk.json);
             if Instant::now() >= deadline {

@@ -107,6 +107,15 @@ pub trait KeyColumns {
 }
 
 impl CanonicalPk {
+    /// The cache key of this row in the table whose keys start with `key_prefix`
+    /// (`<cache_prefix><table>:`).
+    pub fn cache_key(&self, key_prefix: &str) -> String {
+        let mut key = String::with_capacity(key_prefix.len() + self.json.len());
+        key.push_str(key_prefix);
+        key.push_str(&self.json);
+        key
+    }
+
     /// This key with PostgreSQL's spellings of its `Rendered` values (`(column, JSON
     /// scalar)`): the canonical JSON. The query parameters stay as the client sent them.
     pub fn confirmed(mut self, rendered: &[(String, String)]) -> Result<CanonicalPk, Error> {

@@ -47,14 +47,6 @@ pub struct TableSchema {
 }
 
 impl TableSchema {
-    /// The cache key of the row with this canonical pk.
-    pub fn cache_key(&self, canonical_pk: &str) -> String {
-        let mut key = String::with_capacity(self.key_prefix.len() + canonical_pk.len());
-        key.push_str(&self.key_prefix);
-        key.push_str(canonical_pk);
-        key
-    }
-
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
@@ -86,7 +78,8 @@ impl TableSchema {
         if self.is_primary_key(columns) {
             Cow::Borrowed(&self.primary_key_sql.0)
         } else {
-            Cow::Owned(query::select_one(&self.sql_name, &self.key_params(columns)))
+            let keys = self.key_params(columns);
+            Cow::Owned(query::select_one(&self.sql_name, &keys))
         }
     }
 
@@ -94,10 +87,8 @@ impl TableSchema {
         if self.is_primary_key(columns) {
             Cow::Borrowed(&self.primary_key_sql.1)
         } else {
-            Cow::Owned(query::select_many(
-                &self.sql_name,
-                &self.key_params(columns),
-            ))
+            let keys = self.key_params(columns);
+            Cow::Owned(query::select_many(&self.sql_name, &keys))
         }
     }
 }

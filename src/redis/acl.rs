@@ -5,6 +5,7 @@
 mod pattern;
 
 use crate::error::Error;
+use crate::redis::keyspace::Key;
 use redis_module::{CallOptionsBuilder, CallReply, CallResult, Context, raw};
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
@@ -43,13 +44,10 @@ pub fn current_user(ctx: &Context) -> Option<String> {
     }
 }
 
-/// Whether the user of the client running the current command may read the key `name`
-/// (true when no client user is attached: replication and the AOF run what was allowed).
-/// READ and MULTIREAD derive their keys, so Redis cannot check them itself.
-///
-/// # Safety
-/// Main thread; `name` must be a live string.
-pub unsafe fn may_read(ctx: &Context, name: *mut raw::RedisModuleString) -> bool {
+/// Whether the user of the client running the current command may read `key` (true when
+/// no client user is attached: replication and the AOF run what was allowed). READ and
+/// MULTIREAD derive their keys, so Redis cannot check them itself. Main thread.
+pub fn may_read(ctx: &Context, key: Key) -> bool {
     if !reads_may_be_refused(ctx) {
         return true;
     }
@@ -67,7 +65,7 @@ pub unsafe fn may_read(ctx: &Context, name: *mut raw::RedisModuleString) -> bool
         }
         let status = raw::RedisModule_ACLCheckKeyPermissions.unwrap()(
             user,
-            name,
+            key.as_ptr(),
             raw::REDISMODULE_CMD_KEY_ACCESS as c_int,
         );
         raw::RedisModule_FreeModuleUser.unwrap()(user);
@@ -123,7 +121,7 @@ unsafe fn note_acl_change(filter: *mut raw::RedisModuleCommandFilterCtx) {
     // SAFETY: Redis passes a live filter context; arguments 0 and 1 are live if present.
     let argument = |i| unsafe {
         let arg = raw::RedisModule_CommandFilterArgGet.unwrap()(filter, i);
-        (!arg.is_null()).then(|| crate::redis::args::borrow_arg(arg))
+        (!arg.is_null()).then(|| redis_module::RedisString::string_as_slice(arg))
     };
     if argument(0).is_some_and(|name| name.eq_ignore_ascii_case(b"acl"))
         && argument(1).is_some_and(|sub| {
@@ -194,8 +192,7 @@ fn reads_all_keys(rules: &str) -> bool {
 /// `may_read` for a key given by name.
 pub fn may_read_key(ctx: &Context, key: &str) -> bool {
     let name = ctx.create_string(key);
-    // SAFETY: main thread; `name` lives until the end of this function.
-    unsafe { may_read(ctx, name.inner) }
+    may_read(ctx, Key::from_string(&name))
 }
 
 /// What a command that changes the cache does to the key it derives.

@@ -11,13 +11,14 @@
 use crate::config::current;
 use crate::error::Error;
 use crate::error::panic::{catch, catch_result};
+use crate::redis::args::Args;
+use crate::redis::blocking::{self, Blocked, Unblocked};
 use crate::requests::reply::{self, Reply};
 use crate::requests::tracked::{self, Timing};
 use crate::stats::Tracked;
-use redis_module::{Context, raw};
-use std::os::raw::{c_int, c_void};
+use redis_module::Context;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Runs on the main thread with the blocked client's context and returns its reply.
@@ -31,32 +32,11 @@ pub fn waiting() -> usize {
     WAITING.load(Ordering::SeqCst)
 }
 
-/// What the worker and the deadline timer share of one blocked client: Redis's handle, and
-/// whether one of them has unblocked it.
+/// What the worker and the deadline timer share of one blocked client: Redis's handle,
+/// which whichever of them comes first unblocks.
 struct Ticket {
-    handle: *mut raw::RedisModuleBlockedClient,
-    unblocked: AtomicBool,
+    client: Blocked<Answer>,
     blocked_at: Instant,
-}
-// SAFETY: the handle is only passed to RedisModule_UnblockClient / AbortBlock, once, by
-// whoever wins `unblocked`.
-unsafe impl Send for Ticket {}
-unsafe impl Sync for Ticket {}
-
-impl Ticket {
-    /// Whether the caller is the one to unblock the client (and must).
-    fn claim(&self) -> bool {
-        !self.unblocked.swap(true, Ordering::SeqCst)
-    }
-
-    /// Unblocks the client with `answer`. Only after winning `claim`.
-    fn unblock(&self, answer: Answer) {
-        let privdata = Box::into_raw(Box::new(answer));
-        // SAFETY: claimed, so this client is unblocked exactly once.
-        unsafe {
-            raw::RedisModule_UnblockClient.unwrap()(self.handle, privdata.cast());
-        }
-    }
 }
 
 /// A blocked client's handle. Redis allows `UnblockClient` from any thread; `answer`
@@ -78,25 +58,11 @@ struct Answer {
 impl BlockedClient {
     /// Blocks the client of `ctx` for at most `timeout_ms`. Main thread only.
     pub fn block(ctx: &Context, timeout_ms: u64) -> BlockedClient {
-        // SAFETY: main thread; the callbacks match what Redis passes them. No Redis timeout
-        // (0): the deadline is watched here (see the module's doc); the timeout callback
-        // still serves CLIENT UNBLOCK.
-        let handle = unsafe {
-            raw::RedisModule_BlockClient.unwrap()(
-                ctx.ctx,
-                Some(on_reply),
-                Some(on_timeout),
-                Some(free_completion),
-                0,
-            )
-        };
+        // No Redis timeout: the deadline is watched here (see the module's doc).
+        let client = blocking::block(ctx);
         WAITING.fetch_add(1, Ordering::SeqCst);
         let blocked_at = Instant::now();
-        let ticket = Arc::new(Ticket {
-            handle,
-            unblocked: AtomicBool::new(false),
-            blocked_at,
-        });
+        let ticket = Arc::new(Ticket { client, blocked_at });
         deadlines::watch(ctx, blocked_at + Duration::from_millis(timeout_ms), &ticket);
         BlockedClient {
             ticket,
@@ -113,14 +79,9 @@ impl BlockedClient {
     /// Undoes `block` for a client that never reached a worker. Main thread only (so the
     /// deadline timer, which runs there too, has not answered it).
     pub fn abort(self) {
-        if !self.ticket.claim() {
-            return;
+        if self.ticket.client.abort() {
+            WAITING.fetch_sub(1, Ordering::SeqCst);
         }
-        // SAFETY: blocked by `block` and never unblocked.
-        unsafe {
-            raw::RedisModule_AbortBlock.unwrap()(self.ticket.handle);
-        }
-        WAITING.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Hands the completion to Redis, which runs it on the main thread (or frees it unrun
@@ -128,7 +89,7 @@ impl BlockedClient {
     /// nothing more; the completion is then dropped on the main thread, where what it holds
     /// (a fill's waiters) expects to be.
     pub fn answer(self, completion: Completion) {
-        if !self.ticket.claim() {
+        if self.ticket.client.is_done() {
             late::drop_on_main_thread(completion);
             return;
         }
@@ -143,11 +104,16 @@ impl BlockedClient {
                 postgres: Duration::ZERO,
             },
         };
-        self.ticket.unblock(Answer {
+        let answer = Answer {
             completion: Some(completion),
             blocked_at: self.blocked_at,
             timing,
-        });
+        };
+        if let Err(mut answer) = self.ticket.client.unblock(answer)
+            && let Some(completion) = answer.completion.take()
+        {
+            late::drop_on_main_thread(completion);
+        }
     }
 }
 
@@ -220,7 +186,7 @@ mod deadlines {
             if watch.due.len() > 1024 && watch.due.len() > 4 * waiting {
                 watch
                     .due
-                    .retain(|Reverse(due)| !due.ticket.unblocked.load(Ordering::SeqCst));
+                    .retain(|Reverse(due)| !due.ticket.client.is_done());
             }
             watch.seq += 1;
             let seq = watch.seq;
@@ -265,18 +231,17 @@ mod deadlines {
                 }
                 expired
             });
-            for ticket in expired {
-                if ticket.claim() {
-                    let error = timeout_error();
-                    ticket.unblock(Answer {
-                        completion: Some(Box::new(move |_| error.into())),
-                        blocked_at: ticket.blocked_at,
-                        timing: Timing {
-                            queued: ticket.blocked_at.elapsed(),
-                            postgres: Duration::ZERO,
-                        },
-                    });
-                }
+            for ticket in expired.into_iter().filter(|t| !t.client.is_done()) {
+                let error = timeout_error();
+                // A worker that answered meanwhile won: its answer stands.
+                let _ = ticket.client.unblock(Answer {
+                    completion: Some(Box::new(move |_| error.into())),
+                    blocked_at: ticket.blocked_at,
+                    timing: Timing {
+                        queued: ticket.blocked_at.elapsed(),
+                        postgres: Duration::ZERO,
+                    },
+                });
             }
         });
     }
@@ -329,61 +294,69 @@ pub fn contained(f: impl FnOnce() -> Result<Completion, Error>) -> Completion {
     catch_result(f).unwrap_or_else(error_completion)
 }
 
-/// Redis calls this on the main thread after a worker unblocked the client. Exactly one
-/// reply is sent, whatever panics.
-unsafe extern "C" fn on_reply(
-    ctx: *mut raw::RedisModuleCtx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-) -> c_int {
-    let started = Instant::now();
-    crate::error::panic::guard_since(started, "sending a reply", || {
-        // SAFETY: Redis passes the privdata given to UnblockClient and the blocked
-        // command's arguments.
-        unsafe { reply_unblocked(ctx, argv, argc, started) }
-    });
-    raw::REDISMODULE_OK as c_int
-}
+impl Unblocked for Answer {
+    /// After a worker (or the deadline) unblocked the client: exactly one reply is sent,
+    /// whatever panics.
+    fn reply(&mut self, ctx: &Context, args: &Args) {
+        let started = Instant::now();
+        crate::error::panic::guard_since(started, "sending a reply", || {
+            self.send(ctx, args, started)
+        });
+    }
 
-/// `on_reply`'s work, `now` being when it started: run the completion, send its reply,
-/// record the call.
-unsafe fn reply_unblocked(
-    ctx: *mut raw::RedisModuleCtx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-    now: Instant,
-) {
-    let context = Context::new(ctx);
-    // SAFETY: the privdata is the Box<Answer> passed to UnblockClient.
-    let answer = unsafe {
-        &mut *(raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) as *mut Answer)
-    };
-    let reply = catch(|| match answer.completion.take() {
-        Some(completion) => completion(&context),
-        None => Reply::Error(Error::internal("internal error: reply already sent")),
-    })
-    .unwrap_or_else(Reply::Error);
-    send_once(&context, &reply);
-    // SAFETY: Redis passes the blocked command's arguments.
-    let args = unsafe { crate::redis::args::borrow_head(argv, argc) };
-    // The call is named by its own arguments, which Redis keeps with the blocked client.
-    if let Some(command) = Tracked::of(&args) {
-        let elapsed_us = now.saturating_duration_since(answer.blocked_at).as_micros() as u64;
-        crate::error::panic::contain("recording a reply", || {
-            tracked::finished(
-                &context,
-                command,
-                &args,
-                elapsed_us,
-                Some(answer.timing),
-                reply.detail(),
-            );
-            if let Reply::Error(e) = reply.inner()
-                && reply.is_failure()
-            {
-                tracked::failed(&context, command, &args, e);
+    fn timeout(ctx: &Context, args: &Args) {
+        crate::error::panic::guard("replying a timeout", || {
+            let error = timeout_error();
+            send_once(ctx, &Reply::Error(error.clone()));
+            let args = args.head();
+            if let Some(command) = Tracked::of(&args) {
+                crate::error::panic::contain("recording a timeout", || {
+                    tracked::failed(ctx, command, &args, &error)
+                });
             }
         });
+    }
+
+    fn free(ctx: &Context, answer: Box<Answer>) {
+        // Dropping an unrun completion can run code of ours (a fill ticket answers its
+        // waiters), which must not unwind into Redis.
+        crate::error::panic::guard("freeing a reply", || drop(answer));
+        if WAITING.fetch_sub(1, Ordering::SeqCst) == 1 {
+            crate::error::panic::guard("stopping deadline timers", || deadlines::none_waiting(ctx));
+        }
+    }
+}
+
+impl Answer {
+    /// `reply`'s work, `now` being when it started: run the completion, send its reply,
+    /// record the call.
+    fn send(&mut self, ctx: &Context, args: &Args, now: Instant) {
+        let reply = catch(|| match self.completion.take() {
+            Some(completion) => completion(ctx),
+            None => Reply::Error(Error::internal("internal error: reply already sent")),
+        })
+        .unwrap_or_else(Reply::Error);
+        send_once(ctx, &reply);
+        // The call is named by its own arguments, which Redis keeps with the blocked client.
+        let args = args.head();
+        if let Some(command) = Tracked::of(&args) {
+            let elapsed_us = now.saturating_duration_since(self.blocked_at).as_micros() as u64;
+            crate::error::panic::contain("recording a reply", || {
+                tracked::finished(
+                    ctx,
+                    command,
+                    &args,
+                    elapsed_us,
+                    Some(self.timing),
+                    reply.detail(),
+                );
+                if let Reply::Error(e) = reply.inner()
+                    && reply.is_failure()
+                {
+                    tracked::failed(ctx, command, &args, e);
+                }
+            });
+        }
     }
 }
 
@@ -391,39 +364,4 @@ unsafe fn reply_unblocked(
 /// cannot be taken back, and a second one would desynchronise the client).
 fn send_once(ctx: &Context, reply: &Reply) {
     crate::error::panic::contain("sending a reply", || reply::send(ctx, reply));
-}
-
-unsafe extern "C" fn on_timeout(
-    ctx: *mut raw::RedisModuleCtx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-) -> c_int {
-    crate::error::panic::guard("replying a timeout", || {
-        let context = Context::new(ctx);
-        let error = timeout_error();
-        send_once(&context, &Reply::Error(error.clone()));
-        // SAFETY: Redis passes the blocked command's arguments.
-        let args = unsafe { crate::redis::args::borrow_head(argv, argc) };
-        if let Some(command) = Tracked::of(&args) {
-            crate::error::panic::contain("recording a timeout", || {
-                tracked::failed(&context, command, &args, &error)
-            });
-        }
-    });
-    raw::REDISMODULE_OK as c_int
-}
-
-unsafe extern "C" fn free_completion(ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
-    if !privdata.is_null() {
-        // SAFETY: allocated by Box::into_raw in `Ticket::unblock`, freed only here.
-        let answer = unsafe { Box::from_raw(privdata as *mut Answer) };
-        // Dropping an unrun completion can run code of ours (a fill ticket answers its
-        // waiters), which must not unwind into Redis.
-        crate::error::panic::guard("freeing a reply", || drop(answer));
-        if WAITING.fetch_sub(1, Ordering::SeqCst) == 1 {
-            crate::error::panic::guard("stopping deadline timers", || {
-                deadlines::none_waiting(&Context::new(ctx))
-            });
-        }
-    }
 }

@@ -3,8 +3,9 @@
 //! a client handed to a worker that will answer later.
 
 use crate::error::Error;
+use crate::redis;
 use crate::stats::{self, TableStats};
-use redis_module::{Context, raw};
+use redis_module::Context;
 use std::ffi::CString;
 use std::fmt;
 use std::sync::Arc;
@@ -118,55 +119,32 @@ pub fn error_line(e: &Error) -> CString {
 
 /// Writes `reply` to the client of `ctx`. Main thread only.
 pub fn send(ctx: &Context, reply: &Reply) {
-    // SAFETY: the reply functions are called on the main thread with the command's context.
-    unsafe {
-        match reply {
-            Reply::Ok => {
-                raw::RedisModule_ReplyWithSimpleString.unwrap()(ctx.ctx, c"OK".as_ptr());
+    match reply {
+        Reply::Ok => redis::reply::ok(ctx),
+        Reply::Nil => redis::reply::null(ctx),
+        Reply::Bulk(s) => redis::reply::bulk(ctx, s.as_bytes()),
+        Reply::Array(items) => {
+            redis::reply::array(ctx, items.len());
+            for item in items {
+                send(ctx, item);
             }
-            Reply::Nil => {
-                raw::RedisModule_ReplyWithNull.unwrap()(ctx.ctx);
-            }
-            Reply::Bulk(s) => {
-                raw::RedisModule_ReplyWithStringBuffer.unwrap()(
-                    ctx.ctx,
-                    s.as_ptr().cast(),
-                    s.len(),
-                );
-            }
-            Reply::Array(items) => {
-                raw::RedisModule_ReplyWithArray.unwrap()(ctx.ctx, items.len() as _);
-                for item in items {
-                    send(ctx, item);
-                }
-            }
-            Reply::Int(n) => {
-                raw::RedisModule_ReplyWithLongLong.unwrap()(ctx.ctx, *n);
-            }
-            Reply::Double(d) => {
-                raw::RedisModule_ReplyWithDouble.unwrap()(ctx.ctx, *d);
-            }
-            Reply::Map(entries) => {
-                raw::RedisModule_ReplyWithMap.unwrap()(ctx.ctx, entries.len() as _);
-                for (name, value) in entries {
-                    raw::RedisModule_ReplyWithStringBuffer.unwrap()(
-                        ctx.ctx,
-                        name.as_ptr().cast(),
-                        name.len(),
-                    );
-                    send(ctx, value);
-                }
-            }
-            Reply::Error(e) => {
-                count_error(e);
-                raw::RedisModule_ReplyWithError.unwrap()(ctx.ctx, error_line(e).as_ptr());
-            }
-            Reply::WrongArity => {
-                raw::RedisModule_WrongArity.unwrap()(ctx.ctx);
-            }
-            Reply::Sent | Reply::Blocked => {}
-            Reply::Described(described) => send(ctx, &described.0),
         }
+        Reply::Int(n) => redis::reply::int(ctx, *n),
+        Reply::Double(d) => redis::reply::double(ctx, *d),
+        Reply::Map(entries) => {
+            redis::reply::map(ctx, entries.len());
+            for (name, value) in entries {
+                redis::reply::bulk(ctx, name.as_bytes());
+                send(ctx, value);
+            }
+        }
+        Reply::Error(e) => {
+            count_error(e);
+            redis::reply::error(ctx, &error_line(e));
+        }
+        Reply::WrongArity => redis::reply::wrong_arity(ctx),
+        Reply::Sent | Reply::Blocked => {}
+        Reply::Described(described) => send(ctx, &described.0),
     }
 }
 

@@ -96,7 +96,10 @@ fn one_served_slot(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) ->
     if keys.is_empty() || !cluster::enabled() {
         return Ok(());
     }
-    let names: Vec<String> = keys.iter().map(|k| schema.cache_key(&k.json)).collect();
+    let names: Vec<String> = keys
+        .iter()
+        .map(|k| k.cache_key(&schema.key_prefix))
+        .collect();
     let first = cluster::slot(names[0].as_bytes());
     if names.iter().any(|n| cluster::slot(n.as_bytes()) != first) {
         return Err(Error::redis_reply(
@@ -114,7 +117,9 @@ fn all_readable(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) -> Re
         .iter()
         .find(|k| !cache::readable(ctx, prefix, k.json.as_bytes()))
     {
-        Some(refused) => Err(acl::no_read_permission(&schema.cache_key(&refused.json))),
+        Some(refused) => Err(acl::no_read_permission(
+            &refused.cache_key(&schema.key_prefix),
+        )),
         None => Ok(()),
     }
 }
@@ -300,8 +305,12 @@ impl Batch {
             .iter()
             .map(|&position| std::mem::take(&mut keys[position]))
             .collect();
-        let tickets =
-            fill::register_fills(distinct.iter().map(|k| schema.cache_key(&k.json)).collect());
+        let tickets = fill::register_fills(
+            distinct
+                .iter()
+                .map(|k| k.cache_key(&schema.key_prefix))
+                .collect(),
+        );
         Batch {
             schema,
             slots,
@@ -353,7 +362,7 @@ impl Batch {
             let missed = distinct.iter().map(|k| k.json.as_str());
             events::publish_each(ctx, EventKind::Miss, &schema.display, missed);
             // `distinct` is never empty: a batch is built for the keys it fetches.
-            let first = distinct.first().map(|k| schema.cache_key(&k.json));
+            let first = distinct.first().map(|k| k.cache_key(&schema.key_prefix));
             let admission = cache::admission(ctx, first.as_deref().unwrap_or_default());
             let mut filled = Vec::new();
             for ((key, row), (name, fresh)) in distinct

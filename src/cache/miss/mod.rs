@@ -63,7 +63,7 @@ pub fn one(
     ttl: u64,
     from: KeyFrom,
 ) -> Reply {
-    let key = schema.cache_key(&pk.json);
+    let key = pk.cache_key(&schema.key_prefix);
     if from == KeyFrom::Derived
         && let Err(redirect) = cluster::check(ctx, &key)
     {
@@ -99,20 +99,28 @@ fn fill_completion(
     Box::new(move |ctx| {
         let (key, fresh) = ticket.finish(&outcome);
         let rows = outcome.as_ref().map_or(0, |row| u64::from(row.is_some()));
-        let row = match outcome {
-            Ok(row) => row,
-            Err(e) => return Reply::Error(e).described(&schema.stats, pk.json.as_str(), rows),
+        let reply = match outcome {
+            Err(e) => Reply::Error(e),
+            Ok(row) => {
+                stats::MISSES.inc();
+                schema.stats.misses.inc();
+                events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);
+                if fresh
+                    && cache::write_fetched(
+                        ctx,
+                        cache::admission(ctx, &key),
+                        &key,
+                        row.as_deref(),
+                        ttl,
+                    )
+                {
+                    events::publish(ctx, EventKind::Fill, &schema.display, &pk.json);
+                }
+                Reply::from(row)
+            }
         };
-        stats::MISSES.inc();
-        schema.stats.misses.inc();
-        events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);
-        if fresh
-            && cache::write_fetched(ctx, cache::admission(ctx, &key), &key, row.as_deref(), ttl)
-        {
-            events::publish(ctx, EventKind::Fill, &schema.display, &pk.json);
-        }
         // The key moves into the reply's description: this runs once per miss.
-        Reply::from(row).described(&schema.stats, pk.json, rows)
+        reply.described(&schema.stats, pk.json, rows)
     })
 }
 
@@ -167,7 +175,7 @@ fn first_completion(
     derived: bool,
 ) -> Completion {
     Box::new(move |ctx| {
-        if derived && let Err(redirect) = cluster::check(ctx, &schema.cache_key(&pk.json)) {
+        if derived && let Err(redirect) = cluster::check(ctx, &pk.cache_key(&schema.key_prefix)) {
             ticket.finish(&outcome);
             return redirect.into();
         }
@@ -189,7 +197,7 @@ fn first_completion(
             }
             Readable::Refused => {
                 ticket.finish(&outcome);
-                return acl::no_read_permission(&schema.cache_key(&pk.json)).into();
+                return acl::no_read_permission(&pk.cache_key(&schema.key_prefix)).into();
             }
             Readable::NotCached => {}
         }
@@ -203,7 +211,7 @@ pub fn must_be_canonical(
     schema: &schema::TableSchema,
     pk: &CanonicalPk,
 ) -> Result<()> {
-    let canonical = schema.cache_key(&pk.json);
+    let canonical = pk.cache_key(&schema.key_prefix);
     if canonical.as_bytes() == named {
         return Ok(());
     }

@@ -30,7 +30,7 @@ use crate::requests::reply::Reply;
 use crossbeam_channel::{Receiver, Sender};
 use gather::Gather;
 use lookups::PendingLookup;
-use redis_module::{Context, raw};
+use redis_module::{Context, ContextFlags};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -241,7 +241,7 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Inst
     match step {
         Err(e) => client.answer(error_completion(e)),
         Ok(KeyedFill { schema, pk, then }) => {
-            let key = schema.cache_key(&pk.json);
+            let key = pk.cache_key(&schema.key_prefix);
             let Some((ticket, client)) =
                 crate::cache::fill::lead_or_join(client, &key, &schema.stats, &pk.json)
             else {
@@ -349,9 +349,7 @@ pub fn may_wait(ctx: &Context) -> Result<(), Reply> {
     if let Some(refusal) = crate::cache::drain::refusal() {
         return Err(Reply::Error(refusal));
     }
-    // SAFETY: main thread, command context.
-    let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) } as u32;
-    if flags & raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING != 0 {
+    if ctx.get_flags().contains(ContextFlags::DENY_BLOCKING) {
         return Err(Reply::Error(Error::invalid(
             "this needs PostgreSQL, and a command inside MULTI/EXEC or a script cannot wait; \
              run it outside the transaction (cache hits work inside)",

@@ -1,0 +1,286 @@
+//! Registering commands: CreateCommand with the function Redis calls, then what COMMAND INFO
+//! and COMMAND DOCS say (`RedisModule_SetCommandInfo`, which copies what it is given), and
+//! the `pgcache` ACL category; `entry!` makes the function Redis calls from a safe one.
+
+use redis_module::{Context, raw};
+use std::ffi::CString;
+use std::mem::MaybeUninit;
+use std::os::raw::c_int;
+use std::ptr;
+
+/// The function Redis calls for a command (`entry!` makes one).
+pub type Entry = raw::RedisModuleCmdFunc;
+
+/// The `extern "C"` function Redis calls for a command, made from `$run`, a
+/// `fn(&Context, &Args)` (or a closure of that shape): it borrows the arguments and always
+/// tells Redis the call was handled (errors are replies).
+macro_rules! entry {
+    ($run:expr) => {{
+        unsafe extern "C" fn entry(
+            ctx: *mut redis_module::raw::RedisModuleCtx,
+            argv: *mut *mut redis_module::raw::RedisModuleString,
+            argc: std::os::raw::c_int,
+        ) -> std::os::raw::c_int {
+            // SAFETY: Redis passes its context and `argc` live arguments for the call.
+            let args = unsafe { $crate::redis::args::Args::from_raw(argv, argc) };
+            let run: fn(&redis_module::Context, &$crate::redis::args::Args) = $run;
+            run(&redis_module::Context::new(ctx), &args);
+            redis_module::raw::REDISMODULE_OK as std::os::raw::c_int
+        }
+        Some(entry as unsafe extern "C" fn(_, _, _) -> _)
+    }};
+}
+pub(crate) use entry;
+
+/// What Redis is told of a command.
+pub struct Registration<'a> {
+    pub name: &'a str,
+    pub entry: Entry,
+    /// Redis command flags (`readonly`, `write deny-oom`, `admin` ...).
+    pub flags: &'a str,
+    pub summary: &'a str,
+    pub since: &'a str,
+    pub complexity: &'a str,
+    /// Command tips (`request_policy:all_shards` ...), space separated; "" for none.
+    pub tips: &'a str,
+    /// Exact when positive, a minimum when negative, the name included.
+    pub arity: i32,
+    pub keys: Keys,
+    /// The arguments after the name.
+    pub args: &'a [Arg],
+}
+
+/// The key arguments of a command: every one is a cache key it reads.
+#[derive(Clone, Copy)]
+pub enum Keys {
+    None,
+    /// Argument 1.
+    One,
+    /// Arguments 1 to the last.
+    All,
+}
+
+#[derive(Clone, Copy)]
+pub enum ArgKind {
+    Text,
+    Key,
+    Integer,
+}
+
+#[derive(Clone, Copy)]
+pub struct Arg {
+    pub name: &'static str,
+    pub kind: ArgKind,
+    pub optional: bool,
+    pub multiple: bool,
+}
+
+impl Arg {
+    pub const fn text(name: &'static str) -> Arg {
+        Arg {
+            name,
+            kind: ArgKind::Text,
+            optional: false,
+            multiple: false,
+        }
+    }
+    pub const fn key(name: &'static str) -> Arg {
+        Arg {
+            kind: ArgKind::Key,
+            ..Arg::text(name)
+        }
+    }
+    pub const fn integer(name: &'static str) -> Arg {
+        Arg {
+            kind: ArgKind::Integer,
+            ..Arg::text(name)
+        }
+    }
+    pub const fn ttl() -> Arg {
+        Arg::integer("ttl").optional()
+    }
+    pub const fn optional(self) -> Arg {
+        Arg {
+            optional: true,
+            ..self
+        }
+    }
+    pub const fn multiple(self) -> Arg {
+        Arg {
+            multiple: true,
+            ..self
+        }
+    }
+}
+
+const VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommandInfoVersion {
+    version: 1,
+    sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
+    sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
+    sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+};
+
+fn c(text: &str) -> CString {
+    CString::new(text).expect("static text without NUL")
+}
+
+/// An all-zero key spec: the terminator of Redis's C array, and the start of each entry.
+fn zeroed_key_spec() -> raw::RedisModuleCommandKeySpec {
+    // SAFETY: a C struct of integers, unions of integers and pointers, all valid as zero.
+    unsafe { MaybeUninit::zeroed().assume_init() }
+}
+
+/// An all-zero command argument: the terminator of Redis's C array, and the start of each
+/// entry.
+fn zeroed_arg() -> raw::RedisModuleCommandArg {
+    // SAFETY: a C struct of integers and nullable pointers, all valid as zero.
+    unsafe { MaybeUninit::zeroed().assume_init() }
+}
+
+/// A read-only key spec: keys from argument 1 to `last` (0: argument 1 only, -1: the last).
+fn key_spec(last: c_int) -> raw::RedisModuleCommandKeySpec {
+    let mut spec = zeroed_key_spec();
+    spec.flags = u64::from(raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS);
+    spec.begin_search_type = raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
+    spec.bs.index.pos = 1;
+    spec.find_keys_type = raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
+    spec.fk.range.lastkey = last;
+    spec.fk.range.keystep = 1;
+    spec.fk.range.limit = 0;
+    spec
+}
+
+/// Adds the `pgcache` ACL category (`+@pgcache`, `ACL CAT pgcache`) where the server lets
+/// modules add categories (Redis 7.4+, Valkey 8+); true when every command may be put in it.
+pub fn add_category(ctx: &Context) -> bool {
+    // SAFETY: reading function pointers Redis filled in at load.
+    let Some(add) = (unsafe { raw::RedisModule_AddACLCategory }) else {
+        return false;
+    };
+    // SAFETY: OnLoad context. A reload finds the category already there, which is fine.
+    unsafe { add(ctx.ctx, c"pgcache".as_ptr()) };
+    true
+}
+
+/// Puts `name` in the `pgcache` ACL category.
+pub fn set_category(ctx: &Context, name: &str) {
+    // SAFETY: reading function pointers Redis filled in at load.
+    let (Some(get_command), Some(set)) = (unsafe { raw::RedisModule_GetCommand }, unsafe {
+        raw::RedisModule_SetCommandACLCategories
+    }) else {
+        return;
+    };
+    let c_name = c(name);
+    // SAFETY: OnLoad context; the strings outlive the calls.
+    unsafe {
+        let command = get_command(ctx.ctx, c_name.as_ptr());
+        if !command.is_null() {
+            set(command, c"pgcache".as_ptr());
+        }
+    }
+}
+
+/// Registers `command` (CreateCommand, then its COMMAND INFO / DOCS).
+pub fn register(ctx: &Context, command: &Registration) -> Result<(), String> {
+    let (first_key, last_key, key_step) = match command.keys {
+        Keys::None => (0, 0, 0),
+        Keys::One => (1, 1, 1),
+        Keys::All => (1, -1, 1),
+    };
+    let (name, flags) = (c(command.name), c(command.flags));
+    // SAFETY: called from OnLoad with its context.
+    let status = unsafe {
+        raw::RedisModule_CreateCommand.unwrap()(
+            ctx.ctx,
+            name.as_ptr(),
+            command.entry,
+            flags.as_ptr(),
+            first_key,
+            last_key,
+            key_step,
+        )
+    };
+    if status != raw::REDISMODULE_OK as c_int {
+        return Err(format!("could not register {}", command.name));
+    }
+    set(ctx, command)
+}
+
+/// Sets the command's COMMAND INFO / DOCS. A server without the API (before Redis 7) is left
+/// as it is: the key positions given to CreateCommand still route the commands.
+fn set(ctx: &Context, doc: &Registration) -> Result<(), String> {
+    let name = doc.name;
+    let (Some(get_command), Some(set_info)) = (
+        // SAFETY: reading function pointers Redis filled in at load.
+        unsafe { raw::RedisModule_GetCommand },
+        unsafe { raw::RedisModule_SetCommandInfo },
+    ) else {
+        return Ok(());
+    };
+    // Every string lives until SetCommandInfo has copied it.
+    let texts: Vec<CString> = doc.args.iter().map(|a| c(a.name)).collect();
+    let mut args: Vec<raw::RedisModuleCommandArg> = doc
+        .args
+        .iter()
+        .zip(&texts)
+        .map(|(arg, name)| {
+            let mut raw_arg = zeroed_arg();
+            raw_arg.name = name.as_ptr();
+            raw_arg.key_spec_index = -1;
+            raw_arg.type_ = match arg.kind {
+                ArgKind::Text => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+                ArgKind::Integer => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+                ArgKind::Key => {
+                    raw_arg.key_spec_index = 0;
+                    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY
+                }
+            };
+            let mut flags = raw::REDISMODULE_CMD_ARG_NONE;
+            if arg.optional {
+                flags |= raw::REDISMODULE_CMD_ARG_OPTIONAL;
+            }
+            if arg.multiple {
+                flags |= raw::REDISMODULE_CMD_ARG_MULTIPLE;
+            }
+            raw_arg.flags = flags as c_int;
+            raw_arg
+        })
+        .collect();
+    args.push(zeroed_arg());
+    let mut key_specs = match doc.keys {
+        Keys::None => vec![],
+        Keys::One => vec![key_spec(0)],
+        Keys::All => vec![key_spec(-1)],
+    };
+    key_specs.push(zeroed_key_spec());
+    let (summary, since, complexity, tips) =
+        (c(doc.summary), c(doc.since), c(doc.complexity), c(doc.tips));
+    let info = raw::RedisModuleCommandInfo {
+        version: &VERSION,
+        summary: summary.as_ptr(),
+        complexity: complexity.as_ptr(),
+        since: since.as_ptr(),
+        history: ptr::null_mut(),
+        tips: if doc.tips.is_empty() {
+            ptr::null()
+        } else {
+            tips.as_ptr()
+        },
+        arity: doc.arity,
+        key_specs: key_specs.as_mut_ptr(),
+        args: args.as_mut_ptr(),
+    };
+    let c_name = c(name);
+    // SAFETY: OnLoad context; every pointer in `info` is live for the call, which copies.
+    let status = unsafe {
+        let command = get_command(ctx.ctx, c_name.as_ptr());
+        if command.is_null() {
+            return Err(format!("{name} was not registered"));
+        }
+        set_info(command, &info)
+    };
+    if status != raw::REDISMODULE_OK as c_int {
+        return Err(format!("Redis refused the command info of {name}"));
+    }
+    Ok(())
+}

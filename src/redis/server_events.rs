@@ -1,0 +1,99 @@
+//! Redis's own events a module can follow: keys expired or evicted, the end of a load from
+//! disk, a promotion to primary, a replica coming online. Redis calls the `ServerEvents`
+//! functions on the main thread.
+
+use redis_module::{Context, RedisString, raw};
+use std::os::raw::{c_char, c_int, c_void};
+
+/// What happens on each event. A panic must not unwind into Redis: each function contains
+/// its own.
+pub trait ServerEvents: 'static {
+    /// `key` expired, or was evicted (`evicted`).
+    fn key_removed(ctx: &Context, key: &[u8], evicted: bool);
+    /// A load from an RDB or AOF file ended.
+    fn loading_ended(ctx: &Context);
+    /// This server became a primary.
+    fn promoted(ctx: &Context);
+    /// A replica came online (after a full or partial sync).
+    fn replica_online(ctx: &Context);
+}
+
+/// Subscribes `E` to the events. At load.
+pub fn subscribe<E: ServerEvents>(ctx: &Context) {
+    type Callback =
+        unsafe extern "C" fn(*mut raw::RedisModuleCtx, raw::RedisModuleEvent, u64, *mut c_void);
+    // SAFETY: OnLoad context; the callbacks live as long as the module.
+    unsafe {
+        raw::RedisModule_SubscribeToKeyspaceEvents.unwrap()(
+            ctx.ctx,
+            raw::REDISMODULE_NOTIFY_EXPIRED | raw::REDISMODULE_NOTIFY_EVICTED,
+            Some(on_keyspace_event::<E>),
+        );
+        let subscribe = raw::RedisModule_SubscribeToServerEvent.unwrap();
+        for (id, callback) in [
+            (
+                raw::REDISMODULE_EVENT_REPLICA_CHANGE,
+                on_replica_change::<E> as Callback,
+            ),
+            (raw::REDISMODULE_EVENT_LOADING, on_loading::<E>),
+            (
+                raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+                on_role_changed::<E>,
+            ),
+        ] {
+            subscribe(
+                ctx.ctx,
+                raw::RedisModuleEvent { id, dataver: 1 },
+                Some(callback),
+            );
+        }
+    }
+}
+
+extern "C" fn on_keyspace_event<E: ServerEvents>(
+    ctx: *mut raw::RedisModuleCtx,
+    event_type: c_int,
+    _event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    let evicted = event_type & raw::REDISMODULE_NOTIFY_EVICTED as c_int != 0;
+    E::key_removed(
+        &Context::new(ctx),
+        RedisString::string_as_slice(key),
+        evicted,
+    );
+    raw::REDISMODULE_OK as c_int
+}
+
+extern "C" fn on_loading<E: ServerEvents>(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
+        E::loading_ended(&Context::new(ctx));
+    }
+}
+
+extern "C" fn on_role_changed<E: ServerEvents>(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
+        E::promoted(&Context::new(ctx));
+    }
+}
+
+extern "C" fn on_replica_change<E: ServerEvents>(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    if subevent == raw::REDISMODULE_SUBEVENT_REPLICA_CHANGE_ONLINE {
+        E::replica_online(&Context::new(ctx));
+    }
+}
