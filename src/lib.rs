@@ -119,19 +119,24 @@ fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Workers, the metrics endpoint, the main-thread hand-over and the invalidation listener;
-/// on a failure, what was started is stopped again.
+/// The deadline thread, workers, the metrics endpoint, the main-thread hand-over and the
+/// invalidation listener; on a failure, what was started is stopped again.
 fn start_threads(
     ctx: &Context,
     settings: &config::Settings,
     pool: std::sync::Arc<pg::pool::Pool>,
 ) -> Result<(), Error> {
-    cache::worker::start(settings.workers, settings.queue_size, pool.clone())
-        .map_err(|e| Error::internal(format!("cannot start worker threads: {e}")))?;
+    requests::blocked::start_deadlines()
+        .map_err(|e| Error::internal(format!("cannot start the deadline thread: {e}")))?;
+    if let Err(e) = cache::worker::start(settings.workers, settings.queue_size, pool.clone()) {
+        requests::blocked::stop_deadlines();
+        return Err(Error::internal(format!("cannot start worker threads: {e}")));
+    }
     if settings.metrics_port != 0
         && let Err(e) = report::metrics::start(&settings.metrics_bind, settings.metrics_port)
     {
         let _ = cache::worker::stop();
+        requests::blocked::stop_deadlines();
         return Err(Error::setting(
             "metrics_port",
             format!(
@@ -143,6 +148,7 @@ fn start_threads(
     if let Err(e) = redis::main_thread::init(ctx) {
         report::metrics::stop();
         let _ = cache::worker::stop();
+        requests::blocked::stop_deadlines();
         return Err(Error::internal(format!(
             "cannot set up the hand-over to the main thread: {e}"
         )));
@@ -156,6 +162,7 @@ fn start_threads(
         redis::main_thread::deinit();
         report::metrics::stop();
         let _ = cache::worker::stop();
+        requests::blocked::stop_deadlines();
         return Err(Error::internal(format!(
             "cannot start the invalidation listener: {e}"
         )));
@@ -178,6 +185,7 @@ fn deinit(ctx: &Context) -> Status {
         ctx.log_warning(&format!("pgcache: refusing to unload: {e}"));
         return Status::Err;
     }
+    requests::blocked::stop_deadlines();
     invalidation::listener::stop();
     report::metrics::stop();
     invalidation::deinit();

@@ -262,8 +262,9 @@ pub fn store(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
 /// `store` for a caller that checked this server may write.
 fn write(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
     let expires_at = crate::model::event::now_ms() + u128::from(ttl_seconds) * 1000;
-    let name = ctx.create_string(key);
-    keyspace::set_until(ctx, Key::from_string(&name), value, expires_at as i64);
+    keyspace::with_name(ctx, key.as_bytes(), |key| {
+        keyspace::set_until(ctx, key, value, expires_at as i64)
+    });
 }
 
 /// Removes `key` from the context's DB; replicated. Fills of it in flight will not cache

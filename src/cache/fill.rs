@@ -37,13 +37,18 @@ struct Entry {
     asked: Option<(Arc<TableStats>, String)>,
 }
 
-/// Keyed by cache key. Touched from the main thread, and from workers to answer waiters
-/// as soon as a row is known.
-static FILLS: Mutex<Option<HashMap<String, Entry>>> = Mutex::new(None);
+/// Fills by cache key. Hashed with foldhash (randomly seeded per process, so clients cannot
+/// choose colliding keys ahead), not SipHash: every miss hashes its key twice here on the
+/// main thread.
+type Fills = HashMap<String, Entry, foldhash::fast::RandomState>;
 
-fn with_map<R>(f: impl FnOnce(&mut HashMap<String, Entry>) -> R) -> R {
+/// Touched from the main thread, and from workers to answer waiters as soon as a row is
+/// known.
+static FILLS: Mutex<Option<Fills>> = Mutex::new(None);
+
+fn with_map<R>(f: impl FnOnce(&mut Fills) -> R) -> R {
     let mut guard = FILLS.lock().unwrap_or_else(|p| p.into_inner());
-    f(guard.get_or_insert_with(HashMap::new))
+    f(guard.get_or_insert_with(Fills::default))
 }
 
 /// A registered fill of one key. Dropping it unfinished (the request was refused, timed out
@@ -100,7 +105,7 @@ pub fn lead_or_join(
 
 /// The fill of `key` in flight a new client may share: one that started after the key's
 /// last invalidation.
-fn shareable<'a>(map: &'a mut HashMap<String, Entry>, key: &str) -> Option<&'a mut Entry> {
+fn shareable<'a>(map: &'a mut Fills, key: &str) -> Option<&'a mut Entry> {
     map.get_mut(key)
         .filter(|e| e.fills > 0 && e.newest_start == e.invalidations)
 }
@@ -125,7 +130,7 @@ pub fn register_fills(keys: Vec<String>) -> Vec<FillTicket> {
     with_map(|map| keys.into_iter().map(|key| register(map, key)).collect())
 }
 
-fn register(map: &mut HashMap<String, Entry>, key: String) -> FillTicket {
+fn register(map: &mut Fills, key: String) -> FillTicket {
     let entry = map.entry(key.clone()).or_default();
     entry.fills += 1;
     entry.newest_start = entry.invalidations;
@@ -257,7 +262,7 @@ impl FillTicket {
 
     /// Ends this fill in the map: whether no invalidation arrived since it registered, and
     /// the waiters to answer if it was the key's last fill.
-    fn unregister_in(&self, map: &mut HashMap<String, Entry>) -> (bool, Waiting) {
+    fn unregister_in(&self, map: &mut Fills) -> (bool, Waiting) {
         let Some(entry) = map.get_mut(&self.key) else {
             return (false, Waiting::default());
         };

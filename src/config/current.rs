@@ -59,7 +59,11 @@ pub fn events() -> EventMask {
     EventMask(EVENTS.load(Relaxed))
 }
 pub fn event_channel() -> String {
-    EVENT_CHANNEL.read().unwrap().clone()
+    with_event_channel(str::to_string)
+}
+/// `f` of the event channel's name, without copying it (every miss publishes on it).
+pub fn with_event_channel<R>(f: impl FnOnce(&str) -> R) -> R {
+    f(&EVENT_CHANNEL.read().unwrap())
 }
 pub fn cache_prefix() -> String {
     CACHE_PREFIX.read().unwrap().clone()

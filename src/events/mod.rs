@@ -9,6 +9,7 @@ pub mod hooks;
 
 use crate::config::current;
 use crate::model::event::{Event, EventKind, Extra, now_ms, write_event_json};
+use crate::redis::pubsub;
 use redis_module::Context;
 
 /// Whether any hook (the default one included) takes events of this kind.
@@ -43,6 +44,11 @@ pub fn publish_each<'a>(
     deliver(ctx, kind, table, keys, &[]);
 }
 
+thread_local! {
+    // The message buffer, reused: every miss publishes an event by default.
+    static MESSAGE: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
 /// Delivers the events; a failure here is logged, never turned into a second reply to a
 /// client already answered (a hit replies before its event is published).
 fn deliver<'a>(
@@ -72,14 +78,16 @@ fn deliver_unguarded<'a>(
     if !to_default && hooks.is_none() {
         return;
     }
-    let channel = to_default.then(|| ctx.create_string(current::event_channel()));
+    let channel =
+        to_default.then(|| current::with_event_channel(|name| pubsub::channel(ctx, name)));
     let timestamp = now_ms();
-    let mut message = String::with_capacity(128);
+    // Taken, not borrowed: a delivery can raise another event (an XADD that evicts).
+    let mut message = MESSAGE.take();
     for key in keys {
         message.clear();
         write_event_json(&mut message, kind, table, key, timestamp, extra);
         if let Some(channel) = &channel {
-            crate::redis::pubsub::publish(ctx, channel, &message);
+            pubsub::publish(ctx, channel, &message);
         }
         let event = Event {
             kind,
@@ -92,5 +100,10 @@ fn deliver_unguarded<'a>(
         for hook in hooks.iter().flatten() {
             hooks::fire(ctx, hook, &event);
         }
+    }
+    // A buffer grown by an outsized key is not kept.
+    if message.capacity() <= 16 * 1024 {
+        message.clear();
+        MESSAGE.set(message);
     }
 }

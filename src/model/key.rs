@@ -101,7 +101,7 @@ pub trait KeyColumns {
     fn kind_of(&self, column: &str) -> Option<KeyKind>;
     /// The exact column set a key must name (the primary key), or None when any non-empty
     /// set of existing columns is allowed (views, tables without a primary key).
-    fn required(&self) -> Option<Vec<&str>>;
+    fn required(&self) -> Option<&[String]>;
     /// The table's display name, for error messages.
     fn table_name(&self) -> &str;
 }
@@ -186,18 +186,25 @@ fn already_canonical(pk_json: &[u8], table: &dyn KeyColumns) -> Option<Canonical
             }
             _ => after.split_at(after.find([',', '}'])?),
         };
-        let (param, as_json) = match kind {
-            // The common key, read without building a JSON number: a bare integer token
-            // is exactly the scalar the full path would check.
+        let param = match kind {
+            // The common key, read without building a JSON number or a second string: a
+            // bare integer token is exactly the scalar the full path would check, and is
+            // canonical when it has no leading zero, is not `-0`, and is within range.
             KeyKind::Integer { min, max } if is_bare_integer(token) => {
-                let n = integer_in_range(token, min, max).ok()?;
-                (n.clone(), n)
+                let digits = token.strip_prefix('-').unwrap_or(token);
+                let canonical = !(digits.starts_with('0') && (digits.len() > 1 || digits != token));
+                let n: i128 = token.parse().ok()?;
+                (canonical && (min..=max).contains(&n)).then(|| token.to_string())?
             }
-            _ => canonical_value(kind, &serde_json::from_str(token).ok()?).ok()?,
+            _ => {
+                let (param, as_json) =
+                    canonical_value(kind, &serde_json::from_str(token).ok()?).ok()?;
+                if as_json != token {
+                    return None;
+                }
+                param
+            }
         };
-        if as_json != token {
-            return None;
-        }
         columns.push((column.to_string(), param));
         rest = match after.as_bytes().first()? {
             b',' => &after[1..],
@@ -206,7 +213,7 @@ fn already_canonical(pk_json: &[u8], table: &dyn KeyColumns) -> Option<Canonical
         };
     }
     if let Some(required) = table.required() {
-        let named = |c: &&str| columns.iter().any(|(n, _)| n == c);
+        let named = |c: &String| columns.iter().any(|(n, _)| n == c);
         if required.len() != columns.len() || !required.iter().all(named) {
             return None;
         }
@@ -251,13 +258,13 @@ pub fn canonicalise_value(value: &Value, table: &dyn KeyColumns) -> Result<Canon
     if let Some(required) = table.required() {
         let missing: Vec<&str> = required
             .iter()
-            .copied()
+            .map(String::as_str)
             .filter(|c| !map.contains_key(*c))
             .collect();
         let extra: Vec<&str> = map
             .keys()
             .map(String::as_str)
-            .filter(|k| !required.contains(k))
+            .filter(|k| !required.iter().any(|r| r == k))
             .collect();
         if !missing.is_empty() || !extra.is_empty() {
             let mut msg = format!(
@@ -484,7 +491,7 @@ mod tests {
     use super::*;
 
     struct Table {
-        pk: Option<Vec<&'static str>>,
+        pk: Option<Vec<String>>,
         cols: Vec<(&'static str, KeyKind)>,
     }
 
@@ -495,8 +502,8 @@ mod tests {
                 .find(|(c, _)| *c == column)
                 .map(|(_, k)| *k)
         }
-        fn required(&self) -> Option<Vec<&str>> {
-            self.pk.clone()
+        fn required(&self) -> Option<&[String]> {
+            self.pk.as_deref()
         }
         fn table_name(&self) -> &str {
             "t"
@@ -510,14 +517,14 @@ mod tests {
 
     fn users() -> Table {
         Table {
-            pk: Some(vec!["id"]),
+            pk: Some(vec!["id".into()]),
             cols: vec![("id", INT4), ("name", KeyKind::Text)],
         }
     }
 
     fn composite() -> Table {
         Table {
-            pk: Some(vec!["region", "id"]),
+            pk: Some(vec!["region".into(), "id".into()]),
             cols: vec![("region", KeyKind::Text), ("id", INT4)],
         }
     }
@@ -660,7 +667,7 @@ mod tests {
     #[test]
     fn keys_postgresql_spells_stay_unconfirmed_until_it_has() {
         let t = Table {
-            pk: Some(vec!["at", "id"]),
+            pk: Some(vec!["at".into(), "id".into()]),
             cols: vec![("at", KeyKind::Rendered(Rendering::Plain)), ("id", INT4)],
         };
         for spelling in [
@@ -686,7 +693,7 @@ mod tests {
     #[test]
     fn uuids_and_bools_and_text() {
         let t = Table {
-            pk: Some(vec!["u", "b", "s"]),
+            pk: Some(vec!["u".into(), "b".into(), "s".into()]),
             cols: vec![
                 ("u", KeyKind::Uuid),
                 ("b", KeyKind::Bool),
@@ -720,7 +727,7 @@ mod tests {
     #[test]
     fn text_keys_escape_like_json() {
         let t = Table {
-            pk: Some(vec!["s"]),
+            pk: Some(vec!["s".into()]),
             cols: vec![("s", KeyKind::Text)],
         };
         assert_eq!(
@@ -740,11 +747,11 @@ mod tests {
 
     fn spelling_tables() -> SpellingTables {
         let decimal = Table {
-            pk: Some(vec!["d"]),
+            pk: Some(vec!["d".into()]),
             cols: vec![("d", KeyKind::Decimal)],
         };
         let mixed = Table {
-            pk: Some(vec!["b", "s", "u"]),
+            pk: Some(vec!["b".into(), "s".into(), "u".into()]),
             cols: vec![
                 ("u", KeyKind::Uuid),
                 ("b", KeyKind::Bool),

@@ -124,12 +124,8 @@ impl KeyColumns for TableSchema {
     fn kind_of(&self, column: &str) -> Option<KeyKind> {
         self.column(column).map(|c| c.kind)
     }
-    fn required(&self) -> Option<Vec<&str>> {
-        if self.primary_key.is_empty() {
-            None
-        } else {
-            Some(self.primary_key.iter().map(String::as_str).collect())
-        }
+    fn required(&self) -> Option<&[String]> {
+        (!self.primary_key.is_empty()).then_some(self.primary_key.as_slice())
     }
     fn table_name(&self) -> &str {
         &self.display

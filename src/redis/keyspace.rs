@@ -102,11 +102,10 @@ pub fn set_until(ctx: &Context, key: Key, value: &str, expires_at_ms: i64) {
         raw::RedisModule_Replicate.unwrap()(
             ctx.ctx,
             c"SET".as_ptr(),
-            c"ssbl".as_ptr(),
+            c"sssl".as_ptr(),
             key.0,
             data,
-            c"PXAT".as_ptr(),
-            4usize,
+            pxat(),
             expires_at_ms as c_longlong,
         );
         raw::RedisModule_FreeString.unwrap()(ctx.ctx, data);
@@ -123,6 +122,23 @@ pub fn set_until(ctx: &Context, key: Key, value: &str, expires_at_ms: i64) {
             key.0,
         );
     }
+}
+
+/// The word `PXAT`, made once (each fill replicates it) and kept for the life of the
+/// process: Redis only takes references to it.
+fn pxat() -> *mut raw::RedisModuleString {
+    struct Word(*mut raw::RedisModuleString);
+    // SAFETY: created once, never freed or changed; Redis only reads it on the main thread.
+    unsafe impl Send for Word {}
+    unsafe impl Sync for Word {}
+    static PXAT: std::sync::OnceLock<Word> = std::sync::OnceLock::new();
+    PXAT.get_or_init(|| {
+        // SAFETY: a string without a context, never freed.
+        Word(unsafe {
+            raw::RedisModule_CreateString.unwrap()(std::ptr::null_mut(), c"PXAT".as_ptr(), 4)
+        })
+    })
+    .0
 }
 
 /// How many DBs the server has (its `databases` setting, fixed for its lifetime), found

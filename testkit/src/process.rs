@@ -10,7 +10,8 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// pgcache's own threads (named `pgcache-*`: workers, listener, metrics) in process `pid`.
+/// pgcache's own threads (named `pgcache-*`: workers, listener, deadlines, metrics) in process
+/// `pid`.
 pub fn pgcache_threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()

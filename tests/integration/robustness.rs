@@ -229,7 +229,8 @@ fn module_unload_leaves_no_thread_and_it_loads_again() {
     let mut con = stack.con();
     read(&mut con, "users", r#"{"id":1}"#).unwrap();
     let pid = stack.redis.pid();
-    assert_eq!(pgcache_threads(pid), 3 + 1);
+    // The workers, the listener and the deadline thread.
+    assert_eq!(pgcache_threads(pid), 3 + 1 + 1);
     let _: String = redis::cmd("MODULE")
         .arg("UNLOAD")
         .arg("pgcache")

@@ -285,7 +285,7 @@ impl Batch {
         ttl: u64,
         derived: bool,
     ) -> Batch {
-        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        let mut first_of: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
         let mut firsts = Vec::new();
         let slots: Vec<Slot> = keys
             .iter()

@@ -77,13 +77,10 @@ pub fn one(
         LeadOrWait::Wait => return Reply::Blocked,
         LeadOrWait::Lead(ticket) => ticket,
     };
-    let then = {
-        let (schema, pk) = (schema.clone(), pk.clone());
-        Box::new(move |outcome: Outcome| {
-            ticket.answer_waiters(&outcome);
-            fill_completion(outcome, schema, pk, ttl, ticket)
-        })
-    };
+    let then = Box::new(move |outcome: Outcome, schema, pk| {
+        ticket.answer_waiters(&outcome);
+        fill_completion(outcome, schema, pk, ttl, ticket)
+    });
     worker::submit_lookup(ctx, RowLookup { schema, pk, then })
 }
 
@@ -151,12 +148,9 @@ pub fn on_worker(
             }
             // A key the client named was routed by the server; a derived one is checked.
             let derived = named.is_none();
-            let then = {
-                let (schema, pk) = (schema.clone(), pk.clone());
-                Box::new(move |outcome, ticket| {
-                    first_completion(outcome, schema, pk, ttl, ticket, derived)
-                })
-            };
+            let then = Box::new(move |outcome, ticket, schema, pk| {
+                first_completion(outcome, schema, pk, ttl, ticket, derived)
+            });
             Ok(KeyedFill { schema, pk, then })
         }),
     )

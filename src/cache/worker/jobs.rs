@@ -1,7 +1,7 @@
 //! What callers hand the worker pool: the closures and lookups a worker runs, and what each
 //! gives back for the main thread.
 
-use crate::cache::fill::FillTicket;
+use crate::cache::fill::{FillTicket, Outcome};
 use crate::error::Error;
 use crate::model::key::CanonicalPk;
 use crate::pg::pool::PooledClient;
@@ -20,11 +20,12 @@ pub type Part = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<Rows, Error> + S
 pub type Combine = Box<dyn FnOnce(Vec<Rows>) -> Completion + Send>;
 
 /// One row to fetch, and what to do with the result (None: no such row): called on the
-/// worker, it returns the completion for the main thread.
+/// worker with the lookup's schema and pk (handed back, not cloned), it returns the
+/// completion for the main thread.
 pub struct RowLookup {
     pub schema: Arc<TableSchema>,
     pub pk: CanonicalPk,
-    pub then: Box<dyn FnOnce(crate::cache::fill::Outcome) -> Completion + Send>,
+    pub then: Box<dyn FnOnce(Outcome, Arc<TableSchema>, CanonicalPk) -> Completion + Send>,
 }
 
 /// A job that must ask PostgreSQL which key it reads before it can join a fill of that key
@@ -33,11 +34,12 @@ pub type KeyedWork = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<KeyedFill, 
 
 /// What a `KeyedWork` found: the row of `pk` is needed. The worker waits for a fill of its
 /// key in flight, or leads one (fetching on the same worker and connection), `then` making
-/// the completion.
+/// the completion from the outcome, the ticket, and the schema and pk handed back.
 pub struct KeyedFill {
     pub schema: Arc<TableSchema>,
     pub pk: CanonicalPk,
-    pub then: Box<dyn FnOnce(crate::cache::fill::Outcome, FillTicket) -> Completion + Send>,
+    pub then:
+        Box<dyn FnOnce(Outcome, FillTicket, Arc<TableSchema>, CanonicalPk) -> Completion + Send>,
 }
 
 /// Turns a PostgreSQL round trip's time (or why it failed) into the completion.

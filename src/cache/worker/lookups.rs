@@ -41,7 +41,8 @@ pub fn run(lookups: Vec<PendingLookup>, pool: &Pool) {
             super::hold::hold_point(deadline);
         }
         for ((client, _, lookup), outcome) in group.into_iter().zip(outcomes) {
-            client.answer(contained(|| Ok((lookup.then)(outcome))));
+            let RowLookup { schema, pk, then } = lookup;
+            client.answer(contained(|| Ok(then(outcome, schema, pk))));
         }
     }
 }

@@ -250,7 +250,7 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Inst
             let outcome = catch_result(|| crate::pg::fetch::one(&mut conn, &schema, &pk));
             hold::hold_point(deadline);
             ticket.answer_waiters(&outcome);
-            client.answer(contained(|| Ok(then(outcome, ticket))));
+            client.answer(contained(|| Ok(then(outcome, ticket, schema, pk))));
         }
     }
 }
@@ -310,8 +310,9 @@ pub fn submit_lookup(ctx: &Context, lookup: RowLookup) -> Reply {
         return submit(
             ctx,
             Box::new(move |conn| {
-                let row = crate::pg::fetch::one(conn, &lookup.schema, &lookup.pk);
-                Ok((lookup.then)(row))
+                let RowLookup { schema, pk, then } = lookup;
+                let row = crate::pg::fetch::one(conn, &schema, &pk);
+                Ok(then(row, schema, pk))
             }),
         );
     }
@@ -389,8 +390,12 @@ fn enqueue(
     match send(queues, client, deadline) {
         Ok(()) => Reply::Blocked,
         Err(client) => {
-            client.abort();
-            queue_full()
+            if client.abort() {
+                queue_full()
+            } else {
+                // Timed out already (a stalled event loop): the client has its reply.
+                Reply::Blocked
+            }
         }
     }
 }

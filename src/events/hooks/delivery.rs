@@ -7,6 +7,7 @@
 use super::{Hook, Target, owner_may_deliver};
 use crate::model::event::{self, Event, Extra};
 use crate::redis::main_thread::Task;
+use crate::redis::pubsub;
 use crate::stats;
 use redis_module::{CallOptionsBuilder, CallResult, Context};
 use std::cell::Cell;
@@ -39,8 +40,8 @@ pub fn fire(ctx: &Context, hook: &Hook, event: &Event) {
             if !permitted(ctx, hook) {
                 return;
             }
-            let channel = ctx.create_string(channel.as_str());
-            crate::redis::pubsub::publish(ctx, &channel, event.json);
+            let channel = pubsub::channel(ctx, channel);
+            pubsub::publish(ctx, &channel, event.json);
         }
         Target::Xadd { stream, maxlen } => {
             if !crate::redis::role::writable(ctx) || !permitted(ctx, hook) {

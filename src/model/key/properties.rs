@@ -8,7 +8,8 @@ use proptest::prelude::*;
 #[derive(Debug, Clone)]
 struct Table {
     columns: Vec<(String, KeyKind)>,
-    has_primary_key: bool,
+    /// Every column, when they form the primary key.
+    primary_key: Option<Vec<String>>,
 }
 
 impl KeyColumns for Table {
@@ -18,9 +19,8 @@ impl KeyColumns for Table {
             .find(|(c, _)| c == column)
             .map(|(_, k)| *k)
     }
-    fn required(&self) -> Option<Vec<&str>> {
-        self.has_primary_key
-            .then(|| self.columns.iter().map(|(c, _)| c.as_str()).collect())
+    fn required(&self) -> Option<&[String]> {
+        self.primary_key.as_deref()
     }
     fn table_name(&self) -> &str {
         "t"
@@ -62,9 +62,14 @@ fn table() -> impl Strategy<Value = Table> {
         proptest::collection::btree_map(column_name(), kind(), 1..4),
         any::<bool>(),
     )
-        .prop_map(|(columns, has_primary_key)| Table {
-            columns: columns.into_iter().collect(),
-            has_primary_key,
+        .prop_map(|(columns, has_primary_key)| {
+            let columns: Vec<(String, KeyKind)> = columns.into_iter().collect();
+            let primary_key =
+                has_primary_key.then(|| columns.iter().map(|(c, _)| c.clone()).collect());
+            Table {
+                columns,
+                primary_key,
+            }
         })
 }
 

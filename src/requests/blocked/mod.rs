@@ -4,9 +4,9 @@
 //! Timeouts are pgcache's own, not Redis's: when a worker's `RedisModule_UnblockClient`
 //! and Redis's timeout of the same client meet in one event-loop turn, Redis 7.0 unblocks
 //! the client without calling either callback, and the client never gets a reply. So
-//! clients block without a Redis timeout; a timer on the main thread answers those whose
-//! deadline passed, and whichever of it and the worker comes first (one atomic swap) is the
-//! one that unblocks the client.
+//! clients block without a Redis timeout; a thread of ours answers those whose deadline
+//! passed (`deadlines`), and whichever of it and the worker comes first (one atomic swap) is
+//! the one that unblocks the client.
 
 use crate::config::current;
 use crate::error::Error;
@@ -32,11 +32,12 @@ pub fn waiting() -> usize {
     WAITING.load(Ordering::SeqCst)
 }
 
-/// What the worker and the deadline timer share of one blocked client: Redis's handle,
-/// which whichever of them comes first unblocks.
+/// What the worker and the deadline thread share of one blocked client: Redis's handle,
+/// which whichever of them comes first unblocks, and the client's place among the deadlines.
 struct Ticket {
     client: Blocked<Answer>,
     blocked_at: Instant,
+    due: deadlines::Due,
 }
 
 /// A blocked client's handle. Redis allows `UnblockClient` from any thread; `answer`
@@ -62,8 +63,13 @@ impl BlockedClient {
         let client = blocking::block(ctx);
         WAITING.fetch_add(1, Ordering::SeqCst);
         let blocked_at = Instant::now();
-        let ticket = Arc::new(Ticket { client, blocked_at });
-        deadlines::watch(ctx, blocked_at + Duration::from_millis(timeout_ms), &ticket);
+        let due = deadlines::Due::at(blocked_at + Duration::from_millis(timeout_ms));
+        let ticket = Arc::new(Ticket {
+            client,
+            blocked_at,
+            due,
+        });
+        deadlines::watch(&ticket);
         BlockedClient {
             ticket,
             blocked_at,
@@ -76,12 +82,17 @@ impl BlockedClient {
         self.picked.get_or_insert_with(Instant::now);
     }
 
-    /// Undoes `block` for a client that never reached a worker. Main thread only (so the
-    /// deadline timer, which runs there too, has not answered it).
-    pub fn abort(self) {
-        if self.ticket.client.abort() {
+    /// Undoes `block` for a client that never reached a worker; false when the deadline
+    /// thread answered it first (then it has its reply, and must get no other). Main thread
+    /// only.
+    #[must_use]
+    pub fn abort(self) -> bool {
+        let undone = self.ticket.client.abort();
+        if undone {
+            deadlines::forget(&self.ticket);
             WAITING.fetch_sub(1, Ordering::SeqCst);
         }
+        undone
     }
 
     /// Hands the completion to Redis, which runs it on the main thread (or frees it unrun
@@ -109,10 +120,13 @@ impl BlockedClient {
             blocked_at: self.blocked_at,
             timing,
         };
-        if let Err(mut answer) = self.ticket.client.unblock(answer)
-            && let Some(completion) = answer.completion.take()
-        {
-            late::drop_on_main_thread(completion);
+        match self.ticket.client.unblock(answer) {
+            Ok(()) => deadlines::forget(&self.ticket),
+            Err(mut answer) => {
+                if let Some(completion) = answer.completion.take() {
+                    late::drop_on_main_thread(completion);
+                }
+            }
         }
     }
 }
@@ -126,138 +140,9 @@ fn timeout_error() -> Error {
     ))
 }
 
-/// Answers blocked clients at their deadlines, from a timer on the main thread.
-mod deadlines {
-    use super::{Answer, Ticket, WAITING, timeout_error};
-    use crate::requests::tracked::Timing;
-    use redis_module::{Context, RedisModuleTimerID};
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-    use std::sync::atomic::Ordering;
-    use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
+mod deadlines;
 
-    /// A client's deadline; ordered by time, then by when it was watched.
-    struct Due {
-        at: Instant,
-        seq: u64,
-        ticket: Arc<Ticket>,
-    }
-    impl PartialEq for Due {
-        fn eq(&self, other: &Self) -> bool {
-            (self.at, self.seq) == (other.at, other.seq)
-        }
-    }
-    impl Eq for Due {}
-    impl PartialOrd for Due {
-        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-            Some(self.cmp(other))
-        }
-    }
-    impl Ord for Due {
-        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-            (self.at, self.seq).cmp(&(other.at, other.seq))
-        }
-    }
-
-    #[derive(Default)]
-    struct Watch {
-        due: BinaryHeap<Reverse<Due>>,
-        seq: u64,
-        /// Our pending timers: (token, id, when it fires). Redis refuses MODULE UNLOAD while
-        /// a module's timer is pending, so they are stopped once no client waits.
-        timers: Vec<(u64, RedisModuleTimerID, Instant)>,
-    }
-
-    /// Touched on the main thread only; the mutex is never contended.
-    static WATCH: Mutex<Option<Watch>> = Mutex::new(None);
-
-    fn with<R>(f: impl FnOnce(&mut Watch) -> R) -> R {
-        let mut watch = WATCH.lock().unwrap_or_else(|e| e.into_inner());
-        f(watch.get_or_insert_with(Watch::default))
-    }
-
-    /// Answers `ticket` with a timeout at `at` unless a worker answers first. Main thread.
-    pub(super) fn watch(ctx: &Context, at: Instant, ticket: &Arc<Ticket>) {
-        with(|watch| {
-            // Answered clients leave the heap only when their deadline comes: drop them in
-            // one pass when they far outnumber the clients still waiting.
-            let waiting = WAITING.load(Ordering::Relaxed);
-            if watch.due.len() > 1024 && watch.due.len() > 4 * waiting {
-                watch
-                    .due
-                    .retain(|Reverse(due)| !due.ticket.client.is_done());
-            }
-            watch.seq += 1;
-            let seq = watch.seq;
-            watch.due.push(Reverse(Due {
-                at,
-                seq,
-                ticket: ticket.clone(),
-            }));
-            arm(ctx, watch, at);
-        });
-    }
-
-    /// Makes sure a timer fires by `at`.
-    fn arm(ctx: &Context, watch: &mut Watch, at: Instant) {
-        if watch.timers.iter().any(|(_, _, fires)| *fires <= at) {
-            return;
-        }
-        watch.seq += 1;
-        let token = watch.seq;
-        // Rounded up: firing a moment early would find nothing due and re-arm.
-        let delay = at.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
-        let id = ctx.create_timer(delay, fire, token);
-        watch.timers.push((token, id, at));
-    }
-
-    fn fire(ctx: &Context, token: u64) {
-        crate::error::panic::guard("answering timed-out requests", || {
-            let expired: Vec<Arc<Ticket>> = with(|watch| {
-                watch.timers.retain(|(t, _, _)| *t != token);
-                let now = Instant::now();
-                let mut expired = Vec::new();
-                while let Some(Reverse(due)) = watch.due.peek()
-                    && due.at <= now
-                {
-                    let Some(Reverse(due)) = watch.due.pop() else {
-                        break;
-                    };
-                    expired.push(due.ticket);
-                }
-                if let Some(next) = watch.due.peek().map(|Reverse(due)| due.at) {
-                    arm(ctx, watch, next);
-                }
-                expired
-            });
-            for ticket in expired.into_iter().filter(|t| !t.client.is_done()) {
-                let error = timeout_error();
-                // A worker that answered meanwhile won: its answer stands.
-                let _ = ticket.client.unblock(Answer {
-                    completion: Some(Box::new(move |_| error.into())),
-                    blocked_at: ticket.blocked_at,
-                    timing: Timing {
-                        queued: ticket.blocked_at.elapsed(),
-                        postgres: Duration::ZERO,
-                    },
-                });
-            }
-        });
-    }
-
-    /// No client waits any more: nothing is left to time out, so the timers go (MODULE
-    /// UNLOAD waits for none of them). Main thread.
-    pub(super) fn none_waiting(ctx: &Context) {
-        let timers = with(|watch| {
-            watch.due.clear();
-            std::mem::take(&mut watch.timers)
-        });
-        for (_, id, _) in timers {
-            let _ = ctx.stop_timer::<u64>(id);
-        }
-    }
-}
+pub use deadlines::{start as start_deadlines, stop as stop_deadlines};
 
 /// Completions whose client was already answered for its deadline: dropped on the main
 /// thread, where dropping one may answer a fill's other waiters.
@@ -317,13 +202,11 @@ impl Unblocked for Answer {
         });
     }
 
-    fn free(ctx: &Context, answer: Box<Answer>) {
+    fn free(_: &Context, answer: Box<Answer>) {
         // Dropping an unrun completion can run code of ours (a fill ticket answers its
         // waiters), which must not unwind into Redis.
         crate::error::panic::guard("freeing a reply", || drop(answer));
-        if WAITING.fetch_sub(1, Ordering::SeqCst) == 1 {
-            crate::error::panic::guard("stopping deadline timers", || deadlines::none_waiting(ctx));
-        }
+        WAITING.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
