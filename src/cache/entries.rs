@@ -61,6 +61,7 @@ pub enum Readable {
 
 /// `reply_if_cached` for a key the command derived (READ, MULTIREAD): the client's ACL user
 /// must be allowed to read it, as Redis checks the keys of its own commands.
+#[inline]
 pub fn reply_if_readable(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> Readable {
     match read_in_place(ctx, prefix, suffix, true, |value| reply_value(ctx, value)) {
         Ok(Some(())) => Readable::Replied,
@@ -86,11 +87,11 @@ pub fn readable(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refused;
 
-/// Like `reply_if_cached`, for the key the client named in argument `name`: it is opened
-/// as Redis holds it, without building its name again.
+/// Like `reply_if_cached`, for the key the client named in argument `name` (whose text is
+/// `bytes`): it is opened as Redis holds it, without building its name again.
 #[inline]
-pub fn reply_if_cached_named(ctx: &Context, name: Arg) -> bool {
-    if bypass::bypassed(name.bytes()) {
+pub fn reply_if_cached_named(ctx: &Context, name: Arg, bytes: &[u8]) -> bool {
+    if bypass::bypassed(bytes) {
         return false;
     }
     keyspace::read_string(ctx, Key::from_arg(name), |value| reply_value(ctx, value)).is_some()
@@ -128,6 +129,7 @@ pub fn get(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> Cached {
 /// string value, read in place, to `f`; None when no string is stored there, Refused when
 /// `acl` asks and the client's user may not read the key. The key name is built in a reused
 /// buffer, so a lookup allocates nothing of ours.
+#[inline(always)]
 fn read_in_place<R>(
     ctx: &Context,
     prefix: &[u8],

@@ -5,7 +5,7 @@
 
 use crate::cache::drain;
 use crate::cache::worker;
-use crate::commands::docs::{Arg, Command, Keys};
+use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::config::current;
 use crate::error::Error;
 use crate::invalidation::listener;
@@ -28,7 +28,7 @@ pub static STATS: Command = Command {
     complexity: "O(T) for T tables",
     keys: Keys::None,
     tips: "nondeterministic_output",
-    args: &[Arg::text("RESET").optional()],
+    args: Params::new(&[Arg::text("RESET").optional()]),
 };
 
 pub static HEALTH: Command = Command {
@@ -42,7 +42,7 @@ pub static HEALTH: Command = Command {
     complexity: "One PostgreSQL round trip",
     keys: Keys::None,
     tips: "nondeterministic_output",
-    args: &[],
+    args: Params::new(&[]),
 };
 
 pub static DRAIN: Command = Command {
@@ -57,7 +57,7 @@ pub static DRAIN: Command = Command {
     complexity: "O(1)",
     keys: Keys::None,
     tips: "",
-    args: &[Arg::integer("seconds").optional()],
+    args: Params::new(&[Arg::integer("seconds").optional()]),
 };
 
 pub fn stats(ctx: &Context, args: &[&[u8]]) -> Reply {

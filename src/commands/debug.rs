@@ -10,7 +10,7 @@
 //!   clients timed out.
 
 use crate::cache::worker::{self, hold};
-use crate::commands::docs::{Arg, Command, Keys};
+use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::error::Error;
 use crate::redis::main_thread::Task;
 use crate::requests::blocked::Completion;
@@ -28,7 +28,7 @@ pub static DEBUG: Command = Command {
     complexity: "O(1)",
     keys: Keys::None,
     tips: "",
-    args: &[Arg::text("PANIC | FILLS"), Arg::text("where")],
+    args: Params::new(&[Arg::text("PANIC | FILLS"), Arg::text("where")]),
 };
 
 const USAGE: &str =

@@ -33,33 +33,18 @@ pub struct Command {
     /// Command tips (`request_policy:all_shards` ...), space separated; "" for none.
     pub tips: &'static str,
     /// The arguments after the name; they decide the arity.
-    pub args: &'static [Arg],
+    pub args: Params,
 }
 
 impl Command {
     /// The fewest arguments a call has, the name included.
     pub const fn min_args(&self) -> usize {
-        let mut n = 1;
-        let mut i = 0;
-        while i < self.args.len() {
-            if !self.args[i].optional {
-                n += 1;
-            }
-            i += 1;
-        }
-        n
+        self.args.min
     }
 
     /// The most arguments a call may have, the name included (None: no limit).
     pub const fn max_args(&self) -> Option<usize> {
-        let mut i = 0;
-        while i < self.args.len() {
-            if self.args[i].multiple {
-                return None;
-            }
-            i += 1;
-        }
-        Some(1 + self.args.len())
+        self.args.max
     }
 
     /// Redis's arity: exact when positive, a minimum when negative, the name included.
@@ -73,7 +58,7 @@ impl Command {
     /// Whether a call with `argc` arguments (the name included) has a count it accepts.
     #[inline]
     pub fn accepts(&self, argc: usize) -> Result<(), Reply> {
-        let within = argc >= self.min_args() && self.max_args().is_none_or(|max| argc <= max);
+        let within = argc >= self.args.min && self.args.max.is_none_or(|max| argc <= max);
         if within {
             Ok(())
         } else {
@@ -86,6 +71,7 @@ impl Command {
     #[cfg(test)]
     pub fn usage(&self) -> String {
         self.args
+            .list
             .iter()
             .map(|arg| {
                 let literal = arg.name.chars().all(|c| !c.is_ascii_lowercase());
@@ -106,6 +92,33 @@ impl Command {
     }
 }
 
+/// A command's arguments after its name, and the argument counts (the name included) they
+/// allow, worked out when the description is compiled: `dispatch` checks every call against
+/// them, so they must not cost a loop per call.
+#[derive(Clone, Copy)]
+pub struct Params {
+    pub list: &'static [Arg],
+    min: usize,
+    /// None: no limit (an argument that repeats).
+    max: Option<usize>,
+}
+
+impl Params {
+    pub const fn new(list: &'static [Arg]) -> Params {
+        let (mut min, mut max, mut i) = (1, Some(1 + list.len()), 0);
+        while i < list.len() {
+            if !list[i].optional {
+                min += 1;
+            }
+            if list[i].multiple {
+                max = None;
+            }
+            i += 1;
+        }
+        Params { list, min, max }
+    }
+}
+
 /// Registers `command` with Redis, with its COMMAND INFO / DOCS.
 pub fn register(ctx: &Context, command: &Command) -> Result<(), Error> {
     redis::command::register(
@@ -120,7 +133,7 @@ pub fn register(ctx: &Context, command: &Command) -> Result<(), Error> {
             tips: command.tips,
             arity: command.arity(),
             keys: command.keys,
-            args: command.args,
+            args: command.args.list,
         },
     )
     .map_err(Error::internal)

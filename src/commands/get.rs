@@ -9,7 +9,7 @@
 
 use crate::cache;
 use crate::cache::miss::{self, KeyFrom, count_hit, must_be_canonical};
-use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, TABLE};
+use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, Params, TABLE};
 use crate::commands::{dispatch, ttl_arg, with_key};
 use crate::config::current;
 use crate::error::panic::catch;
@@ -34,7 +34,7 @@ pub static GET: Command = Command {
     complexity: ONE_ROW,
     keys: Keys::One,
     tips: "",
-    args: &[Arg::key("key"), Arg::ttl()],
+    args: Params::new(&[Arg::key("key"), Arg::ttl()]),
 };
 
 pub static MGET: Command = Command {
@@ -48,7 +48,7 @@ pub static MGET: Command = Command {
     complexity: "O(N) for N keys; one PostgreSQL query per table for the misses",
     keys: Keys::All,
     tips: "",
-    args: &[Arg::key("key").multiple()],
+    args: Params::new(&[Arg::key("key").multiple()]),
 };
 
 pub static KEY: Command = Command {
@@ -62,7 +62,7 @@ pub static KEY: Command = Command {
     complexity: "O(1); one PostgreSQL query the first time a table is named",
     keys: Keys::None,
     tips: "",
-    args: &[TABLE, PK],
+    args: Params::new(&[TABLE, PK]),
 };
 
 /// What Redis calls for PGCACHE.GET: a hit is answered here, anything else goes through
@@ -87,7 +87,7 @@ fn serve_hit(ctx: &Context, name: Argument, replied: &Cell<bool>) {
         let Some(schema) = schema else {
             return;
         };
-        if !cache::reply_if_cached_named(ctx, name) {
+        if !cache::reply_if_cached_named(ctx, name, key) {
             return;
         }
         replied.set(true);

@@ -3,7 +3,7 @@
 //! <definitions> (what a primary sends its replicas: replaces every hook).
 //! See the `hooks` module for how hooks persist and replicate.
 
-use crate::commands::docs::{Arg, Command, Keys};
+use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::commands::utf8;
 use crate::config::current;
 use crate::error::Error;
@@ -23,10 +23,10 @@ pub static HOOK: Command = Command {
     complexity: "O(H) for H hooks",
     keys: Keys::None,
     tips: "",
-    args: &[
+    args: Params::new(&[
         Arg::text("ADD | DEL | LIST | SYNC"),
         Arg::text("definition").optional().multiple(),
-    ],
+    ]),
 };
 
 const USAGE: &str = "usage: PGCACHE.HOOK ADD <name> ON <event>[,<event>...] [TABLE <table>] \

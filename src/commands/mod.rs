@@ -59,7 +59,10 @@ pub fn dispatch(context: &Context, call: &Args, described: &Command) {
     }
     let args = &args[..argc];
     let reply = catch(|| handler(context, args)).unwrap_or_else(Reply::Error);
-    reply::send(context, &reply);
+    // A hit has replied already: nothing to send, and no call into `send` for it.
+    if !matches!(reply, Reply::Sent | Reply::Blocked) {
+        reply::send(context, &reply);
+    }
     // A hit has nothing to record (it is counted, not timed), so it skips the guard too.
     let finished = started.filter(|_| !matches!(reply.inner(), Reply::Blocked));
     let failed = reply.is_failure();

@@ -4,7 +4,7 @@
 //! cache; every miss of the call is fetched in ONE query, each distinct key once.
 
 use crate::cache::miss;
-use crate::commands::docs::{Arg, Command, Keys, TABLE};
+use crate::commands::docs::{Arg, Command, Keys, Params, TABLE};
 use crate::commands::ttl_arg;
 use crate::config::current;
 use crate::error::{Error, Result};
@@ -25,7 +25,7 @@ pub static MULTIREAD: Command = Command {
     complexity: "O(N) for N keys; one PostgreSQL query for the misses",
     keys: Keys::None,
     tips: "",
-    args: &[TABLE, Arg::text("json_array_of_pks"), Arg::ttl()],
+    args: Params::new(&[TABLE, Arg::text("json_array_of_pks"), Arg::ttl()]),
 };
 
 pub fn multiread(ctx: &Context, args: &[&[u8]]) -> Reply {

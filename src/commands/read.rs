@@ -6,7 +6,7 @@
 
 use crate::cache::miss::{self, KeyFrom, count_hit};
 use crate::cache::{self, Readable};
-use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, TABLE};
+use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, Params, TABLE};
 use crate::commands::ttl_arg;
 use crate::config::current;
 use crate::model::key;
@@ -28,7 +28,7 @@ pub static READ: Command = Command {
     complexity: ONE_ROW,
     keys: Keys::None,
     tips: "",
-    args: &[TABLE, PK, Arg::ttl()],
+    args: Params::new(&[TABLE, PK, Arg::ttl()]),
 };
 
 pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {

@@ -2,7 +2,7 @@
 //! id, unix time, duration µs, command, table, key (cut at 128 bytes), rows PostgreSQL
 //! returned, the slow part (`queue`, `postgres` or `redis`), queue µs, PostgreSQL µs.
 
-use crate::commands::docs::{Arg, Command, Keys};
+use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::commands::utf8;
 use crate::error::Error;
 use crate::requests::reply::Reply;
@@ -20,10 +20,10 @@ pub static SLOWLOG: Command = Command {
     complexity: "O(N) for N entries returned",
     keys: Keys::None,
     tips: "nondeterministic_output",
-    args: &[
+    args: Params::new(&[
         Arg::text("GET | LEN | RESET"),
         Arg::integer("count").optional(),
-    ],
+    ]),
 };
 
 /// Entries GET returns without a count, as Redis's SLOWLOG GET.

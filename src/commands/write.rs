@@ -4,7 +4,7 @@
 
 use crate::cache;
 use crate::cache::flush;
-use crate::commands::docs::{Arg, Command, Keys, PK, TABLE};
+use crate::commands::docs::{Arg, Command, Keys, PK, Params, TABLE};
 use crate::commands::{ttl_arg, with_key, with_schema};
 use crate::config::current;
 use crate::error::Error;
@@ -29,7 +29,7 @@ pub static WRITE: Command = Command {
     complexity: "O(1)",
     keys: Keys::None,
     tips: "",
-    args: &[TABLE, PK, Arg::text("data_json"), Arg::ttl()],
+    args: Params::new(&[TABLE, PK, Arg::text("data_json"), Arg::ttl()]),
 };
 
 pub static INVALIDATE: Command = Command {
@@ -43,7 +43,7 @@ pub static INVALIDATE: Command = Command {
     complexity: "O(1)",
     keys: Keys::None,
     tips: "",
-    args: &[TABLE, PK],
+    args: Params::new(&[TABLE, PK]),
 };
 
 pub static FLUSH: Command = Command {
@@ -57,7 +57,7 @@ pub static FLUSH: Command = Command {
     complexity: "O(N) for the N keys of the database, in slices",
     keys: Keys::None,
     tips: "request_policy:all_shards response_policy:all_succeeded",
-    args: &[TABLE],
+    args: Params::new(&[TABLE]),
 };
 
 pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {

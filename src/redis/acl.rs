@@ -121,7 +121,7 @@ unsafe fn note_acl_change(filter: *mut raw::RedisModuleCommandFilterCtx) {
     // SAFETY: Redis passes a live filter context; arguments 0 and 1 are live if present.
     let argument = |i| unsafe {
         let arg = raw::RedisModule_CommandFilterArgGet.unwrap()(filter, i);
-        (!arg.is_null()).then(|| redis_module::RedisString::string_as_slice(arg))
+        (!arg.is_null()).then(|| crate::redis::args::string_bytes(arg))
     };
     if argument(0).is_some_and(|name| name.eq_ignore_ascii_case(b"acl"))
         && argument(1).is_some_and(|sub| {
@@ -140,30 +140,36 @@ pub fn reads_may_be_refused(ctx: &Context) -> bool {
     match USERS.load(Ordering::Relaxed) {
         ALL_READ_EVERYTHING => false,
         SOME_MAY_NOT => true,
-        _ => {
-            let options = CallOptionsBuilder::new().errors_as_replies().build();
-            let users: CallResult = ctx.call_ext("ACL", &options, &["LIST"]);
-            let every_user_reads_everything = match users {
-                Ok(CallReply::Array(lines)) => lines.iter().all(|line| match line {
-                    Ok(CallReply::String(s)) => s.to_string().is_some_and(|l| reads_all_keys(&l)),
-                    _ => false,
-                }),
-                _ => false,
-            };
-            let state = if every_user_reads_everything {
-                ALL_READ_EVERYTHING
-            } else {
-                SOME_MAY_NOT
-            };
-            // An ACL command seen meanwhile wins.
-            let _ = USERS.compare_exchange(UNKNOWN, state, Ordering::Relaxed, Ordering::Relaxed);
-            let refused = USERS.load(Ordering::Relaxed) != ALL_READ_EVERYTHING;
-            if refused {
-                stop_watching(ctx);
-            }
-            refused
-        }
+        _ => learn_whether_reads_may_be_refused(ctx),
     }
+}
+
+/// `reads_may_be_refused`'s first call: reads ACL LIST (out of line, so the check every
+/// READ makes stays a load and a compare).
+#[cold]
+#[inline(never)]
+fn learn_whether_reads_may_be_refused(ctx: &Context) -> bool {
+    let options = CallOptionsBuilder::new().errors_as_replies().build();
+    let users: CallResult = ctx.call_ext("ACL", &options, &["LIST"]);
+    let every_user_reads_everything = match users {
+        Ok(CallReply::Array(lines)) => lines.iter().all(|line| match line {
+            Ok(CallReply::String(s)) => s.to_string().is_some_and(|l| reads_all_keys(&l)),
+            _ => false,
+        }),
+        _ => false,
+    };
+    let state = if every_user_reads_everything {
+        ALL_READ_EVERYTHING
+    } else {
+        SOME_MAY_NOT
+    };
+    // An ACL command seen meanwhile wins.
+    let _ = USERS.compare_exchange(UNKNOWN, state, Ordering::Relaxed, Ordering::Relaxed);
+    let refused = USERS.load(Ordering::Relaxed) != ALL_READ_EVERYTHING;
+    if refused {
+        stop_watching(ctx);
+    }
+    refused
 }
 
 /// Once the check is on for good, nothing needs watching: the filter goes, and with it its

@@ -1,6 +1,6 @@
 //! A command's arguments, borrowed from Redis without copying.
 
-use redis_module::{RedisString, raw};
+use redis_module::raw;
 use std::marker::PhantomData;
 use std::os::raw::c_int;
 
@@ -59,13 +59,30 @@ impl<'a> Arg<'a> {
     /// The argument's bytes.
     #[inline]
     pub fn bytes(self) -> &'a [u8] {
-        RedisString::string_as_slice(self.0)
+        // SAFETY: a live argument of the call, for `'a`.
+        unsafe { string_bytes(self.0) }
     }
 
     /// Redis's own string, for the calls that take one.
     #[inline]
     pub(super) fn as_ptr(self) -> *mut raw::RedisModuleString {
         self.0
+    }
+}
+
+/// The bytes of a string Redis holds. Ours rather than the crate's `string_as_slice`,
+/// which is not inlined across crates: every argument of every call goes through here (and
+/// every command's through the ACL watch's filter).
+///
+/// # Safety
+/// `string` must be live, and stay so while the slice is used.
+#[inline]
+pub(super) unsafe fn string_bytes<'a>(string: *const raw::RedisModuleString) -> &'a [u8] {
+    let mut len = 0usize;
+    // SAFETY: per the contract.
+    unsafe {
+        let ptr = raw::RedisModule_StringPtrLen.unwrap()(string, &mut len);
+        std::slice::from_raw_parts(ptr.cast(), len)
     }
 }
 

@@ -23,14 +23,24 @@ macro_rules! entry {
         ) -> std::os::raw::c_int {
             // SAFETY: Redis passes its context and `argc` live arguments for the call.
             let args = unsafe { $crate::redis::args::Args::from_raw(argv, argc) };
-            let run: fn(&redis_module::Context, &$crate::redis::args::Args) = $run;
-            run(&redis_module::Context::new(ctx), &args);
+            $crate::redis::command::run(&redis_module::Context::new(ctx), &args, $run);
             redis_module::raw::REDISMODULE_OK as std::os::raw::c_int
         }
         Some(entry as unsafe extern "C" fn(_, _, _) -> _)
     }};
 }
 pub(crate) use entry;
+
+/// Calls `f` (statically: a closure given to `entry!` is inlined into the function Redis
+/// calls, not reached through a pointer).
+#[inline(always)]
+pub fn run<F: FnOnce(&Context, &crate::redis::args::Args)>(
+    ctx: &Context,
+    args: &crate::redis::args::Args,
+    f: F,
+) {
+    f(ctx, args)
+}
 
 /// What Redis is told of a command.
 pub struct Registration<'a> {

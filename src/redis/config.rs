@@ -6,7 +6,7 @@
 //! copies what a get returns; the string is kept until the next get of the same parameter
 //! (or `forget`, at unload) and freed then.
 
-use redis_module::{Context, RedisString, raw};
+use redis_module::{Context, raw};
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -106,7 +106,8 @@ extern "C" fn set<P: Parameters>(
     privdata: *mut c_void,
     err: *mut *mut raw::RedisModuleString,
 ) -> c_int {
-    let value = RedisString::string_as_slice(value);
+    // SAFETY: Redis passes a live string for the call.
+    let value = unsafe { crate::redis::args::string_bytes(value) };
     match P::set(privdata as usize, value) {
         Ok(()) => raw::REDISMODULE_OK as c_int,
         Err(message) => {

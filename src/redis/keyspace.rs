@@ -31,7 +31,7 @@ impl<'a> Key<'a> {
 }
 
 /// Runs `f` with `bytes` as a Redis key name, freed when `f` returns.
-#[inline]
+#[inline(always)]
 pub fn with_name<R>(ctx: &Context, bytes: &[u8], f: impl FnOnce(Key<'_>) -> R) -> R {
     // SAFETY: main thread; the string is freed below, after its last use through `Key`.
     let name = unsafe {
@@ -46,7 +46,7 @@ pub fn with_name<R>(ctx: &Context, bytes: &[u8], f: impl FnOnce(Key<'_>) -> R) -
 /// Opens `key` and hands its string value, read in place, to `f`; None when no string is
 /// stored there. The key handle is closed before return, and the value is only read while
 /// it is open.
-#[inline]
+#[inline(always)]
 pub fn read_string<R>(ctx: &Context, key: Key, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     // SAFETY: main thread; `key` is live; the handle is closed before returning.
     unsafe {
@@ -244,5 +244,6 @@ extern "C" fn visit_key(
 ) {
     // SAFETY: privdata is the visitor `ScanCursor::step` passed, alive during the scan.
     let visit = unsafe { &mut *(privdata as *mut &mut dyn FnMut(&[u8])) };
-    visit(redis_module::RedisString::string_as_slice(name));
+    // SAFETY: Redis passes a live key name for the call.
+    visit(unsafe { crate::redis::args::string_bytes(name) });
 }

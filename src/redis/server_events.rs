@@ -2,7 +2,7 @@
 //! disk, a promotion to primary, a replica coming online. Redis calls the `ServerEvents`
 //! functions on the main thread.
 
-use redis_module::{Context, RedisString, raw};
+use redis_module::{Context, raw};
 use std::os::raw::{c_char, c_int, c_void};
 
 /// What happens on each event. A panic must not unwind into Redis: each function contains
@@ -59,7 +59,8 @@ extern "C" fn on_keyspace_event<E: ServerEvents>(
     let evicted = event_type & raw::REDISMODULE_NOTIFY_EVICTED as c_int != 0;
     E::key_removed(
         &Context::new(ctx),
-        RedisString::string_as_slice(key),
+        // SAFETY: Redis passes a live key name for the call.
+        unsafe { crate::redis::args::string_bytes(key) },
         evicted,
     );
     raw::REDISMODULE_OK as c_int
