@@ -69,9 +69,10 @@ pub fn one(
     {
         return redirect.into();
     }
-    if let Err(refusal) = worker::may_wait(ctx) {
-        return refusal;
-    }
+    let checked = match worker::may_wait(ctx) {
+        Ok(checked) => checked,
+        Err(refusal) => return refusal,
+    };
     let timeout_ms = current::request_timeout_ms();
     let ticket = match fill::lead_or_wait(ctx, key, timeout_ms, &schema.stats, &pk.json) {
         LeadOrWait::Wait => return Reply::Blocked,
@@ -81,7 +82,7 @@ pub fn one(
         ticket.answer_waiters(&outcome);
         fill_completion(outcome, schema, pk, ttl, ticket)
     });
-    worker::submit_lookup(ctx, RowLookup { schema, pk, then })
+    worker::submit_lookup(ctx, checked, RowLookup { schema, pk, then })
 }
 
 /// The main-thread half of a miss: cache the row, or remember for `negative_ttl` that there

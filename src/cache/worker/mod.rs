@@ -305,7 +305,7 @@ fn send_work(queues: &Queues, deadline: Instant, task: Queued) -> Result<(), Blo
 /// Like `submit`, for one row lookup, which workers batch with others of the same table.
 /// A view's lookups are not batched (`TableSchema::batchable`) and go to the general queue,
 /// so that idle workers share them.
-pub fn submit_lookup(ctx: &Context, lookup: RowLookup) -> Reply {
+pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Reply {
     if !lookup.schema.batchable {
         return submit(
             ctx,
@@ -316,7 +316,7 @@ pub fn submit_lookup(ctx: &Context, lookup: RowLookup) -> Reply {
             }),
         );
     }
-    enqueue(ctx, 1, |queues, client, deadline| {
+    enqueue_checked(ctx, checked, 1, |queues, client, deadline| {
         queues
             .lookups
             .try_send(Job {
@@ -344,9 +344,13 @@ pub fn submit_parts(ctx: &Context, parts: Vec<Part>, join: Combine) -> Reply {
     })
 }
 
+/// Proof that the calling client may be blocked (`may_wait`), for a caller that checked
+/// before it decided to queue a job.
+pub struct MayWait(());
+
 /// Whether the calling client may be blocked: no drain under way (`drain`), and not inside
 /// MULTI/EXEC or a script.
-pub fn may_wait(ctx: &Context) -> Result<(), Reply> {
+pub fn may_wait(ctx: &Context) -> Result<MayWait, Reply> {
     if let Some(refusal) = crate::cache::drain::refusal() {
         return Err(Reply::Error(refusal));
     }
@@ -356,7 +360,7 @@ pub fn may_wait(ctx: &Context) -> Result<(), Reply> {
              run it outside the transaction (cache hits work inside)",
         )));
     }
-    Ok(())
+    Ok(MayWait(()))
 }
 
 /// Checks that the client may wait and that `jobs` fit in the queue, blocks the client and
@@ -366,9 +370,19 @@ fn enqueue(
     jobs: usize,
     send: impl FnOnce(&Queues, BlockedClient, Instant) -> Result<(), BlockedClient>,
 ) -> Reply {
-    if let Err(refusal) = may_wait(ctx) {
-        return refusal;
+    match may_wait(ctx) {
+        Ok(checked) => enqueue_checked(ctx, checked, jobs, send),
+        Err(refusal) => refusal,
     }
+}
+
+/// `enqueue` for a client already known to be one that may wait.
+fn enqueue_checked(
+    ctx: &Context,
+    _: MayWait,
+    jobs: usize,
+    send: impl FnOnce(&Queues, BlockedClient, Instant) -> Result<(), BlockedClient>,
+) -> Reply {
     let guard = WORKERS.lock().unwrap();
     let Some(workers) = guard.as_ref() else {
         return Reply::Error(Error::invalid("pgcache is shutting down"));

@@ -1,16 +1,18 @@
 //! Answers blocked clients at their deadlines, from a thread of its own. Redis lets any
 //! thread unblock a client, so the event loop keeps no timer for them: a client that blocks
-//! adds its deadline here (and a worker that answers it takes the deadline away again), and
-//! the thread sleeps until the earliest deadline, then answers each client still waiting
-//! with the timeout error.
+//! adds its deadline to a heap here, and the thread sleeps until the earliest deadline of a
+//! client still waiting, then answers each client still waiting with the timeout error.
 //!
-//! The event loop pays for an insertion into an ordered map; it wakes the thread only when
-//! the new deadline comes before the one the thread sleeps until, which with one timeout for
-//! every request happens only after the thread was idle.
+//! The event loop pays for a push onto the heap (no allocation once it has grown); it wakes
+//! the thread only when the new deadline comes before the one the thread sleeps until, which
+//! with one timeout for every request happens only after the thread was idle. Answered
+//! clients leave the heap when the thread reaches them, or in one pass when they far
+//! outnumber the clients still waiting.
 
 use super::{Answer, Ticket, timeout_error};
 use crate::requests::tracked::Timing;
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -37,8 +39,31 @@ impl Due {
 /// later than that needs no wake-up).
 const IDLE: Duration = Duration::from_secs(1);
 
+/// A deadline in the heap, ordered by its `Due` alone.
+struct Deadline(Due, Arc<Ticket>);
+
+impl PartialEq for Deadline {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Deadline {}
+impl PartialOrd for Deadline {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Deadline {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+/// How many deadlines the thread takes off the heap before it lets go of the lock.
+const POPS_PER_LOCK: usize = 256;
+
 struct Watch {
-    due: BTreeMap<Due, Arc<Ticket>>,
+    due: BinaryHeap<Reverse<Deadline>>,
     /// When the sleeping thread will look again; None while it is awake (it looks at the
     /// map before it sleeps).
     sleeping_until: Option<Instant>,
@@ -46,7 +71,7 @@ struct Watch {
 }
 
 static WATCH: Mutex<Watch> = Mutex::new(Watch {
-    due: BTreeMap::new(),
+    due: BinaryHeap::new(),
     sleeping_until: None,
     running: false,
 });
@@ -58,20 +83,22 @@ fn lock() -> MutexGuard<'static, Watch> {
 }
 
 /// Answers `ticket` with a timeout at its deadline unless a worker answers it first.
-pub(super) fn watch(ticket: &Arc<Ticket>) {
+pub(super) fn watch(ticket: &Arc<Ticket>, waiting: usize) {
     let mut watch = lock();
+    if watch.due.len() > 1024 && watch.due.len() > 4 * waiting {
+        watch
+            .due
+            .retain(|Reverse(Deadline(_, t))| !t.client.is_done());
+    }
     let at = ticket.due.at;
-    watch.due.insert(ticket.due, ticket.clone());
+    watch
+        .due
+        .push(Reverse(Deadline(ticket.due, ticket.clone())));
     let wake = watch.sleeping_until.is_some_and(|until| at < until);
     drop(watch);
     if wake {
         WAKE.notify_one();
     }
-}
-
-/// `ticket` was answered or its block undone: its deadline no longer matters.
-pub(super) fn forget(ticket: &Ticket) {
-    lock().due.remove(&ticket.due);
 }
 
 /// Starts the thread. At load.
@@ -106,29 +133,39 @@ fn run() {
     let mut watch = lock();
     while watch.running {
         let now = Instant::now();
-        match watch.due.first_key_value().map(|(due, _)| due.at) {
-            Some(at) if at <= now => {
-                let later = watch.due.split_off(&Due {
-                    at: now,
-                    seq: u64::MAX,
-                });
-                let expired = std::mem::replace(&mut watch.due, later);
-                drop(watch);
-                crate::error::panic::contain("answering timed-out requests", || {
-                    expired.into_values().for_each(|ticket| time_out(&ticket))
-                });
-                watch = lock();
+        let mut expired = Vec::new();
+        // Clients already answered leave from the top; the rest are due, or the next wait.
+        // A bounded number per hold of the lock, which the event loop takes for every miss.
+        let mut popped = 0;
+        while let Some(Reverse(Deadline(due, ticket))) = watch.due.peek()
+            && popped < POPS_PER_LOCK
+        {
+            if !ticket.client.is_done() && due.at > now {
+                break;
             }
-            next => {
-                let until = next.map_or(now + IDLE, |at| at.min(now + IDLE));
-                watch.sleeping_until = Some(until);
-                watch = WAKE
-                    .wait_timeout(watch, until - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-                watch.sleeping_until = None;
+            popped += 1;
+            if let Some(Reverse(Deadline(_, ticket))) = watch.due.pop()
+                && !ticket.client.is_done()
+            {
+                expired.push(ticket);
             }
         }
+        if popped == POPS_PER_LOCK || !expired.is_empty() {
+            drop(watch);
+            crate::error::panic::contain("answering timed-out requests", || {
+                expired.iter().for_each(|ticket| time_out(ticket))
+            });
+            watch = lock();
+            continue;
+        }
+        let next = watch.due.peek().map(|Reverse(Deadline(due, _))| due.at);
+        let until = next.map_or(now + IDLE, |at| at.min(now + IDLE));
+        watch.sleeping_until = Some(until);
+        watch = WAKE
+            .wait_timeout(watch, until.saturating_duration_since(now))
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        watch.sleeping_until = None;
     }
 }
 

@@ -61,7 +61,7 @@ impl BlockedClient {
     pub fn block(ctx: &Context, timeout_ms: u64) -> BlockedClient {
         // No Redis timeout: the deadline is watched here (see the module's doc).
         let client = blocking::block(ctx);
-        WAITING.fetch_add(1, Ordering::SeqCst);
+        let waiting = WAITING.fetch_add(1, Ordering::SeqCst) + 1;
         let blocked_at = Instant::now();
         let due = deadlines::Due::at(blocked_at + Duration::from_millis(timeout_ms));
         let ticket = Arc::new(Ticket {
@@ -69,7 +69,7 @@ impl BlockedClient {
             blocked_at,
             due,
         });
-        deadlines::watch(&ticket);
+        deadlines::watch(&ticket, waiting);
         BlockedClient {
             ticket,
             blocked_at,
@@ -89,7 +89,6 @@ impl BlockedClient {
     pub fn abort(self) -> bool {
         let undone = self.ticket.client.abort();
         if undone {
-            deadlines::forget(&self.ticket);
             WAITING.fetch_sub(1, Ordering::SeqCst);
         }
         undone
@@ -120,13 +119,10 @@ impl BlockedClient {
             blocked_at: self.blocked_at,
             timing,
         };
-        match self.ticket.client.unblock(answer) {
-            Ok(()) => deadlines::forget(&self.ticket),
-            Err(mut answer) => {
-                if let Some(completion) = answer.completion.take() {
-                    late::drop_on_main_thread(completion);
-                }
-            }
+        if let Err(mut answer) = self.ticket.client.unblock(answer)
+            && let Some(completion) = answer.completion.take()
+        {
+            late::drop_on_main_thread(completion);
         }
     }
 }
