@@ -5,7 +5,7 @@ use crate::cache::bypass;
 use crate::cache::fill;
 use crate::config::current;
 use crate::redis::args::Arg;
-use crate::redis::keyspace::{self, Key};
+use crate::redis::keyspace::{self, Key, Name};
 use crate::redis::reply;
 use crate::redis::role::writable;
 use crate::stats;
@@ -51,10 +51,10 @@ pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
 }
 
 /// What `reply_if_readable` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readable {
     Replied,
-    NotCached,
+    /// Not cached; the name the key was probed under, for storing the row once fetched.
+    NotCached(Name),
     /// The client's user may not read the key (nothing was replied).
     Refused,
 }
@@ -63,11 +63,23 @@ pub enum Readable {
 /// must be allowed to read it, as Redis checks the keys of its own commands.
 #[inline]
 pub fn reply_if_readable(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> Readable {
-    match read_in_place(ctx, prefix, suffix, true, |value| reply_value(ctx, value)) {
-        Ok(Some(())) => Readable::Replied,
-        Ok(None) => Readable::NotCached,
-        Err(Refused) => Readable::Refused,
-    }
+    KEY_BUFFER.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.extend_from_slice(prefix);
+        buf.extend_from_slice(suffix);
+        let name = Name::new(buf);
+        if crate::redis::acl::reads_may_be_refused(ctx)
+            && !crate::redis::acl::may_read(ctx, name.key())
+        {
+            Readable::Refused
+        } else if bypass::bypassed(buf)
+            || keyspace::read_string(ctx, name.key(), |value| reply_value(ctx, value)).is_none()
+        {
+            Readable::NotCached(name)
+        } else {
+            Readable::Replied
+        }
+    })
 }
 
 /// Whether the client's ACL user may read the key `prefix + suffix`.
@@ -109,20 +121,36 @@ fn reply_value(ctx: &Context, value: &[u8]) {
     }
 }
 
-/// The cached value at `prefix + suffix` (a copy; used where several values are gathered).
-pub fn get(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> Cached {
-    read_in_place(ctx, prefix, suffix, false, |value| {
-        if value == ABSENT.as_bytes() {
-            stats::NEGATIVE_HITS.inc();
-            Cached::Absent
+
+/// The cached value at `prefix + suffix` (a copy; used where several values are gathered),
+/// and on a miss the name the key was probed under (to store the row under once fetched).
+pub fn get_or_name(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> (Cached, Option<Name>) {
+    KEY_BUFFER.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.extend_from_slice(prefix);
+        buf.extend_from_slice(suffix);
+        let name = Name::new(buf);
+        let cached = if bypass::bypassed(buf) {
+            None
         } else {
-            stats::HITS.inc();
-            Cached::Row(String::from_utf8_lossy(value).into_owned())
+            keyspace::read_string(ctx, name.key(), cached_value)
+        };
+        match cached {
+            Some(cached) => (cached, None),
+            None => (Cached::Miss, Some(name)),
         }
     })
-    .ok()
-    .flatten()
-    .unwrap_or(Cached::Miss)
+}
+
+/// What a cached value says, counted as the hit it is.
+fn cached_value(value: &[u8]) -> Cached {
+    if value == ABSENT.as_bytes() {
+        stats::NEGATIVE_HITS.inc();
+        Cached::Absent
+    } else {
+        stats::HITS.inc();
+        Cached::Row(String::from_utf8_lossy(value).into_owned())
+    }
 }
 
 /// Opens the key `prefix + suffix` (unless a flush covering it is under way) and hands its
@@ -203,13 +231,14 @@ pub fn admission(ctx: &Context, key: &str) -> Admission {
     }
 }
 
-/// Caches a fill's result: the row for `ttl_seconds`, or, when PostgreSQL has no such
-/// row, the absent marker for `negative_ttl` seconds (if negative caching is on). Returns
-/// whether it was admitted.
+/// Caches a fill's result (under `name` when the miss kept the one it probed with): the row
+/// for `ttl_seconds`, or, when PostgreSQL has no such row, the absent marker for
+/// `negative_ttl` seconds (if negative caching is on). Returns whether it was admitted.
 pub fn write_fetched(
     ctx: &Context,
     admission: Admission,
     key: &str,
+    name: Option<&Name>,
     row: Option<&str>,
     ttl_seconds: u64,
 ) -> bool {
@@ -223,11 +252,11 @@ pub fn write_fetched(
     }
     stats::FILLS.inc();
     match row {
-        Some(row) => write(ctx, key, row, ttl_seconds),
+        Some(row) => write(ctx, key, name, row, ttl_seconds),
         None => {
             let negative_ttl = current::negative_ttl();
             if negative_ttl > 0 {
-                write(ctx, key, ABSENT, negative_ttl);
+                write(ctx, key, name, ABSENT, negative_ttl);
             }
         }
     }
@@ -257,16 +286,19 @@ pub fn store(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
     // A fill in flight must not overwrite what was stored.
     fill::invalidated(key);
     if writable(ctx) {
-        write(ctx, key, value, ttl_seconds);
+        write(ctx, key, None, value, ttl_seconds);
     }
 }
 
 /// `store` for a caller that checked this server may write.
-fn write(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
-    let expires_at = crate::model::event::now_ms() + u128::from(ttl_seconds) * 1000;
-    keyspace::with_name(ctx, key.as_bytes(), |key| {
-        keyspace::set_until(ctx, key, value, expires_at as i64)
-    });
+fn write(ctx: &Context, key: &str, name: Option<&Name>, value: &str, ttl_seconds: u64) {
+    let expires_at = (crate::model::event::now_ms() + u128::from(ttl_seconds) * 1000) as i64;
+    match name {
+        Some(name) => keyspace::set_until(ctx, name.key(), value, expires_at),
+        None => keyspace::with_name(ctx, key.as_bytes(), |key| {
+            keyspace::set_until(ctx, key, value, expires_at)
+        }),
+    }
 }
 
 /// Removes `key` from the context's DB; replicated. Fills of it in flight will not cache

@@ -12,6 +12,7 @@ use crate::config::current;
 use crate::model::key;
 use crate::pg::schema;
 use crate::redis::acl;
+use crate::redis::keyspace::Name;
 use crate::requests::reply::Reply;
 use crate::stats::Tracked;
 use redis_module::Context;
@@ -37,18 +38,19 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         Ok(t) => t.unwrap_or_else(current::default_ttl),
         Err(e) => return e.into(),
     };
-    let (schema, refused_as_sent) = match lookup_canonical(ctx, table_arg, pk_arg) {
+    let (schema, as_sent) = match lookup_canonical(ctx, table_arg, pk_arg) {
         AsSent::UnknownTable => return miss::on_worker(ctx, table_arg, pk_arg, ttl, None),
         AsSent::Hit => return Reply::Sent,
-        AsSent::NotCached(schema) => (schema, false),
-        AsSent::Refused(schema) => (schema, true),
+        AsSent::NotCached(schema, name) => (schema, Some(name)),
+        AsSent::Refused(schema) => (schema, None),
     };
     let pk = match key::canonicalise(pk_arg, &*schema) {
         Ok(pk) => pk,
         Err(e) => return Reply::Error(e),
     };
-    let canonical_readable = if pk.json.as_bytes() == pk_arg {
-        !refused_as_sent
+    // The name the canonical key was probed under (None: the client may not read it).
+    let canonical = if pk.json.as_bytes() == pk_arg {
+        as_sent
     } else {
         match cache::reply_if_readable(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
             Readable::Replied => {
@@ -56,20 +58,20 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
                 count_hit(ctx, &schema, pk.json.as_bytes());
                 return Reply::Sent;
             }
-            Readable::NotCached => true,
-            Readable::Refused => false,
+            Readable::NotCached(name) => Some(name),
+            Readable::Refused => None,
         }
     };
-    if !canonical_readable {
+    let Some(name) = canonical else {
         return acl::no_read_permission(&pk.cache_key(&schema.key_prefix)).into();
-    }
+    };
     if pk.unconfirmed {
         // Only PostgreSQL can tell which entry this spelling names (a hit above proved the
         // spelling canonical: entries are only ever written under confirmed keys).
         return miss::on_worker(ctx, table_arg, pk_arg, ttl, None);
     }
     // READ names no key, so the server could not redirect it (GET's key it did).
-    miss::one(ctx, schema, pk, ttl, KeyFrom::Derived)
+    miss::one(ctx, schema, pk, ttl, KeyFrom::Derived(name))
 }
 
 /// What the hit path found for the table and key as the client sent them.
@@ -77,8 +79,9 @@ enum AsSent {
     UnknownTable,
     /// Replied from the cache.
     Hit,
-    /// No entry under the key exactly as sent (it may still be a non-canonical spelling).
-    NotCached(Arc<schema::TableSchema>),
+    /// No entry under the key exactly as sent (it may still be a non-canonical spelling),
+    /// and the name it was probed under.
+    NotCached(Arc<schema::TableSchema>, Name),
     /// The client's ACL user may not read the key as sent (its canonical spelling decides).
     Refused(Arc<schema::TableSchema>),
 }
@@ -96,7 +99,7 @@ fn lookup_canonical(ctx: &Context, table_arg: &[u8], pk_arg: &[u8]) -> AsSent {
                 count_hit(ctx, schema, pk_arg);
                 AsSent::Hit
             }
-            Readable::NotCached => AsSent::NotCached(schema.clone()),
+            Readable::NotCached(name) => AsSent::NotCached(schema.clone(), name),
             Readable::Refused => AsSent::Refused(schema.clone()),
         }
     })

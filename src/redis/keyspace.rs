@@ -30,6 +30,41 @@ impl<'a> Key<'a> {
     }
 }
 
+/// A key name made here and owned by whoever holds it: a miss keeps the name it probed
+/// the cache with, to store the fetched row under it. Freed when dropped, from any thread:
+/// the string has no context and is never shared, so freeing it only returns memory to
+/// Redis's (thread-safe) allocator.
+pub struct Name(*mut raw::RedisModuleString);
+// SAFETY: used only on the main thread; see the type's doc for dropping elsewhere.
+unsafe impl Send for Name {}
+
+impl Name {
+    #[inline]
+    pub fn new(bytes: &[u8]) -> Name {
+        // SAFETY: a string without a context; freed on drop.
+        Name(unsafe {
+            raw::RedisModule_CreateString.unwrap()(
+                std::ptr::null_mut(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+            )
+        })
+    }
+
+    #[inline]
+    pub fn key(&self) -> Key<'_> {
+        Key(self.0, PhantomData)
+    }
+}
+
+impl Drop for Name {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: made in `new`, owned by this value alone.
+        unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), self.0) };
+    }
+}
+
 /// Runs `f` with `bytes` as a Redis key name, freed when `f` returns.
 #[inline(always)]
 pub fn with_name<R>(ctx: &Context, bytes: &[u8], f: impl FnOnce(Key<'_>) -> R) -> R {

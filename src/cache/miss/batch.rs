@@ -15,6 +15,7 @@ use crate::pg::schema::{self, TableSchema};
 use crate::pg::{fetch, normalise};
 use crate::redis::acl;
 use crate::redis::cluster;
+use crate::redis::keyspace::Name;
 use crate::requests::blocked::Completion;
 use crate::requests::reply::Reply;
 use crate::stats;
@@ -58,7 +59,7 @@ pub fn many(
     if derived {
         all_readable(ctx, &schema, &keys)?;
     }
-    let slots = look_up(ctx, &schema, &keys);
+    let (slots, names) = look_up(ctx, &schema, &keys);
     if slots.iter().all(|s| *s != Cached::Miss) {
         schema.stats.calls.inc();
         return Ok(Reply::Array(slots.into_iter().map(slot_reply).collect()));
@@ -77,7 +78,7 @@ pub fn many(
                 if let Some(named) = &named {
                     all_canonical(named, &schema, &keys)?;
                 }
-                let batch = Batch::new(schema, keys, slots, ttl, derived);
+                let batch = Batch::new(schema, keys, slots, Vec::new(), ttl, derived);
                 let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
                 Ok(batch.complete(rows))
             }),
@@ -85,7 +86,7 @@ pub fn many(
     }
     Ok(fetch_misses(
         ctx,
-        Batch::new(schema, keys, slots, ttl, derived),
+        Batch::new(schema, keys, slots, names, ttl, derived),
     ))
 }
 
@@ -151,7 +152,7 @@ fn all_on_a_worker(
             }
             let derived = named.is_none();
             let slots = vec![Cached::Miss; keys.len()];
-            let batch = Batch::new(schema, keys, slots, ttl, derived);
+            let batch = Batch::new(schema, keys, slots, Vec::new(), ttl, derived);
             let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
             Ok(batch.complete(rows))
         }),
@@ -159,16 +160,20 @@ fn all_on_a_worker(
 }
 
 /// Each key's cache entry, if any; the hits are counted (`count_hit`).
-pub fn look_up(ctx: &Context, schema: &TableSchema, keys: &[CanonicalPk]) -> Vec<Cached> {
+pub fn look_up(
+    ctx: &Context,
+    schema: &TableSchema,
+    keys: &[CanonicalPk],
+) -> (Vec<Cached>, Vec<Option<Name>>) {
     let prefix = schema.key_prefix.as_bytes();
-    let slots: Vec<Cached> = keys
+    let (slots, names): (Vec<Cached>, Vec<Option<Name>>) = keys
         .iter()
-        .map(|k| cache::get(ctx, prefix, k.json.as_bytes()))
-        .collect();
+        .map(|k| cache::get_or_name(ctx, prefix, k.json.as_bytes()))
+        .unzip();
     for (key, _) in keys.iter().zip(&slots).filter(|(_, s)| **s != Cached::Miss) {
         count_hit(ctx, schema, key.json.as_bytes());
     }
-    slots
+    (slots, names)
 }
 
 /// Fetches the batch's misses: in one query, or, when there are many, in parallel parts,
@@ -269,6 +274,9 @@ pub struct Batch {
     /// Shared by the parts that fetch it.
     distinct: Arc<[CanonicalPk]>,
     tickets: Vec<FillTicket>,
+    /// The names the distinct keys were probed under, where kept (the rows are stored
+    /// under them).
+    names: Vec<Option<Name>>,
     ttl: u64,
     /// Whether the keys were derived (MULTIREAD) rather than named (MGET, which the server
     /// routed): derived keys are checked against the cluster's slots.
@@ -276,12 +284,13 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// `cached[i]` is what the cache holds for `keys[i]`. Registers the fills, so call it
-    /// before the query.
+    /// `cached[i]` is what the cache holds for `keys[i]`, and `names[i]` (if given) the name
+    /// it was probed under. Registers the fills, so call it before the query.
     pub fn new(
         schema: Arc<TableSchema>,
         keys: Vec<CanonicalPk>,
         cached: Vec<Cached>,
+        mut names: Vec<Option<Name>>,
         ttl: u64,
         derived: bool,
     ) -> Batch {
@@ -305,6 +314,10 @@ impl Batch {
             .iter()
             .map(|&position| std::mem::take(&mut keys[position]))
             .collect();
+        let names = firsts
+            .iter()
+            .map(|&position| names.get_mut(position).and_then(Option::take))
+            .collect();
         let tickets = fill::register_fills(
             distinct
                 .iter()
@@ -316,6 +329,7 @@ impl Batch {
             slots,
             distinct,
             tickets,
+            names,
             ttl,
             derived,
         }
@@ -343,6 +357,7 @@ impl Batch {
                 slots,
                 distinct,
                 tickets,
+                names,
                 ttl,
                 derived,
             } = self;
@@ -365,12 +380,23 @@ impl Batch {
             let first = distinct.first().map(|k| k.cache_key(&schema.key_prefix));
             let admission = cache::admission(ctx, first.as_deref().unwrap_or_default());
             let mut filled = Vec::new();
-            for ((key, row), (name, fresh)) in distinct
+            let mut names = names.into_iter();
+            for ((key, row), (cache_key, fresh)) in distinct
                 .iter()
                 .zip(&rows)
                 .zip(fill::finish_all(tickets, &rows))
             {
-                if fresh && cache::write_fetched(ctx, admission, &name, row.as_deref(), ttl) {
+                let name = names.next().flatten();
+                if fresh
+                    && cache::write_fetched(
+                        ctx,
+                        admission,
+                        &cache_key,
+                        name.as_ref(),
+                        row.as_deref(),
+                        ttl,
+                    )
+                {
                     filled.push(key.json.as_str());
                 }
             }

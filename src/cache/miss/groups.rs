@@ -82,8 +82,10 @@ fn read_groups(ctx: &Context, groups: Vec<Group>, total: usize, ttl: u64) -> Res
         match known {
             Some((schema, keys)) => {
                 all_canonical(&group.named, &schema, &keys)?;
-                let slots = look_up(ctx, &schema, &keys);
-                pending.push(Pending::Ready(Batch::new(schema, keys, slots, ttl, false)));
+                let (slots, names) = look_up(ctx, &schema, &keys);
+                pending.push(Pending::Ready(Batch::new(
+                    schema, keys, slots, names, ttl, false,
+                )));
             }
             None => pending.push(Pending::OnWorker(schema::admit_arg(&group.table)?, group)),
         }
@@ -126,7 +128,7 @@ fn learn(client: &mut PooledClient<'_>, table: &str, group: Group, ttl: u64) -> 
     let keys = normalise::confirm_all(client, &schema, keys)?;
     all_canonical(&group.named, &schema, &keys)?;
     let slots = vec![Cached::Miss; keys.len()];
-    Ok(Batch::new(schema, keys, slots, ttl, false))
+    Ok(Batch::new(schema, keys, slots, Vec::new(), ttl, false))
 }
 
 /// Runs each group's completion (filling the cache) and puts its answers back where the

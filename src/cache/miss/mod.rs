@@ -23,6 +23,7 @@ use crate::pg::normalise;
 use crate::pg::schema::{self, TableSchema};
 use crate::redis::acl;
 use crate::redis::cluster;
+use crate::redis::keyspace::Name;
 use crate::requests::blocked::Completion;
 use crate::requests::reply::Reply;
 use crate::stats;
@@ -47,10 +48,10 @@ pub fn count_hit(ctx: &Context, schema: &TableSchema, key: &[u8]) {
 }
 
 /// Whose key a miss reads: one derived from the table and pk (READ's), which the server
-/// could not route, or one the client named (GET's), which it routed.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// could not route, with the name the cache was probed under (the row is stored under it);
+/// or one the client named (GET's), which it routed.
 pub enum KeyFrom {
-    Derived,
+    Derived(Name),
     Named,
 }
 
@@ -64,11 +65,15 @@ pub fn one(
     from: KeyFrom,
 ) -> Reply {
     let key = pk.cache_key(&schema.key_prefix);
-    if from == KeyFrom::Derived
-        && let Err(redirect) = cluster::check(ctx, &key)
-    {
-        return redirect.into();
-    }
+    let name = match from {
+        KeyFrom::Derived(name) => {
+            if let Err(redirect) = cluster::check(ctx, &key) {
+                return redirect.into();
+            }
+            Some(name)
+        }
+        KeyFrom::Named => None,
+    };
     let checked = match worker::may_wait(ctx) {
         Ok(checked) => checked,
         Err(refusal) => return refusal,
@@ -80,7 +85,7 @@ pub fn one(
     };
     let then = Box::new(move |outcome: Outcome, schema, pk| {
         ticket.answer_waiters(&outcome);
-        fill_completion(outcome, schema, pk, ttl, ticket)
+        fill_completion(outcome, schema, pk, ttl, ticket, name)
     });
     worker::submit_lookup(ctx, checked, RowLookup { schema, pk, then })
 }
@@ -93,6 +98,7 @@ fn fill_completion(
     pk: CanonicalPk,
     ttl: u64,
     ticket: FillTicket,
+    name: Option<Name>,
 ) -> Completion {
     Box::new(move |ctx| {
         let (key, fresh) = ticket.finish(&outcome);
@@ -108,6 +114,7 @@ fn fill_completion(
                         ctx,
                         cache::admission(ctx, &key),
                         &key,
+                        name.as_ref(),
                         row.as_deref(),
                         ttl,
                     )
@@ -182,21 +189,22 @@ fn first_completion(
         } else if cache::reply_if_cached(ctx, prefix, suffix) {
             Readable::Replied
         } else {
-            Readable::NotCached
+            Readable::NotCached(Name::new(&[prefix, suffix].concat()))
         };
         match cached {
             Readable::Replied => {
                 ticket.finish(&outcome);
                 count_hit(ctx, &schema, pk.json.as_bytes());
-                return Reply::Sent.described(&schema.stats, pk.json.as_str(), 0);
+                Reply::Sent.described(&schema.stats, pk.json.as_str(), 0)
             }
             Readable::Refused => {
                 ticket.finish(&outcome);
-                return acl::no_read_permission(&pk.cache_key(&schema.key_prefix)).into();
+                acl::no_read_permission(&pk.cache_key(&schema.key_prefix)).into()
             }
-            Readable::NotCached => {}
+            Readable::NotCached(name) => {
+                fill_completion(outcome, schema, pk, ttl, ticket, Some(name))(ctx)
+            }
         }
-        fill_completion(outcome, schema, pk, ttl, ticket)(ctx)
     })
 }
 
