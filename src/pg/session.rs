@@ -246,17 +246,26 @@ impl Session {
             lost,
             ..
         } = self;
-        let arrived = runtime.block_on(async {
-            tokio::time::timeout(
-                wait,
-                std::future::poll_fn(|cx| match drain(messages, notifications, cx) {
-                    Err(ended) => Poll::Ready(Err(ended)),
-                    Ok(()) if !notifications.is_empty() => Poll::Ready(Ok(())),
-                    Ok(()) => Poll::Pending,
-                }),
-            )
-            .await
-        });
+        let arrived = if wait.is_zero() {
+            // Only what has arrived: one read, no timer. (A zero timeout is not immediate:
+            // tokio's timer ticks in milliseconds, so each such wait cost the listener up to
+            // one, on every notification.)
+            Ok(runtime.block_on(std::future::poll_fn(|cx| {
+                Poll::Ready(drain(messages, notifications, cx))
+            })))
+        } else {
+            runtime.block_on(async {
+                tokio::time::timeout(
+                    wait,
+                    std::future::poll_fn(|cx| match drain(messages, notifications, cx) {
+                        Err(ended) => Poll::Ready(Err(ended)),
+                        Ok(()) if !notifications.is_empty() => Poll::Ready(Ok(())),
+                        Ok(()) => Poll::Pending,
+                    }),
+                )
+                .await
+            })
+        };
         match arrived {
             Ok(Ok(())) | Err(_) => Ok(self.notifications.pop_front()),
             Ok(Err(ended)) => {
