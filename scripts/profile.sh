@@ -46,7 +46,9 @@ MULTIREADS=100 READS=2000
 # and reply callbacks (including the Redis API calls they make).
 REDIS_WORK=(--toggle-collect=processCommand --toggle-collect=moduleHandleBlockedClients)
 # (The older names let a run compare builds from before the layout of #22.)
-PGCACHE_WORK=(--toggle-collect='pgcache::commands::*command'
+PGCACHE_WORK=(--toggle-collect='pgcache::commands::*::entry'
+  --toggle-collect='pgcache::redis::blocking::on_reply'
+  --toggle-collect='pgcache::commands::*command'
   --toggle-collect='pgcache::requests::blocked::on_reply'
   --toggle-collect='pgcache::blocked::on_reply'
   --toggle-collect='pgcache::worker::blocked::on_reply')
