@@ -121,7 +121,6 @@ fn reply_value(ctx: &Context, value: &[u8]) {
     }
 }
 
-
 /// The cached value at `prefix + suffix` (a copy; used where several values are gathered),
 /// and on a miss the name the key was probed under (to store the row under once fetched).
 pub fn get_or_name(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> (Cached, Option<Name>) {

@@ -40,7 +40,7 @@ struct Entry {
 /// Fills by cache key. Hashed with foldhash (randomly seeded per process, so clients cannot
 /// choose colliding keys ahead), not SipHash: every miss hashes its key twice here on the
 /// main thread.
-type Fills = HashMap<String, Entry, foldhash::fast::RandomState>;
+type Fills = HashMap<Arc<str>, Entry, foldhash::fast::RandomState>;
 
 /// Touched from the main thread, and from workers to answer waiters as soon as a row is
 /// known.
@@ -54,7 +54,8 @@ fn with_map<R>(f: impl FnOnce(&mut Fills) -> R) -> R {
 /// A registered fill of one key. Dropping it unfinished (the request was refused, timed out
 /// or failed) answers any waiters with an error and unregisters the fill.
 pub struct FillTicket {
-    key: String,
+    /// Shared with the map's entry: registering copies no key.
+    key: Arc<str>,
     invalidations_at_start: u64,
     done: bool,
 }
@@ -71,7 +72,7 @@ pub enum LeadOrWait {
 /// client wait for the one in flight. Main thread only.
 pub fn lead_or_wait(
     ctx: &Context,
-    key: String,
+    key: Arc<str>,
     timeout_ms: u64,
     table: &Arc<TableStats>,
     pk: &str,
@@ -90,7 +91,7 @@ pub fn lead_or_wait(
 /// ticket to lead one.
 pub fn lead_or_join(
     client: BlockedClient,
-    key: &str,
+    key: &Arc<str>,
     table: &Arc<TableStats>,
     pk: &str,
 ) -> Option<(FillTicket, BlockedClient)> {
@@ -99,7 +100,7 @@ pub fn lead_or_join(
             entry.add_waiter(client, table, pk);
             return None;
         }
-        Some((register(map, key.to_string()), client))
+        Some((register(map, key.clone()), client))
     })
 }
 
@@ -126,11 +127,11 @@ pub fn count() -> usize {
 }
 
 /// Registers the fills of several keys (a MULTIREAD's misses) under one lock.
-pub fn register_fills(keys: Vec<String>) -> Vec<FillTicket> {
+pub fn register_fills(keys: Vec<Arc<str>>) -> Vec<FillTicket> {
     with_map(|map| keys.into_iter().map(|key| register(map, key)).collect())
 }
 
-fn register(map: &mut Fills, key: String) -> FillTicket {
+fn register(map: &mut Fills, key: Arc<str>) -> FillTicket {
     let entry = map.entry(key.clone()).or_default();
     entry.fills += 1;
     entry.newest_start = entry.invalidations;
@@ -144,7 +145,7 @@ fn register(map: &mut Fills, key: String) -> FillTicket {
 /// Ends the fills of several keys on the main thread (under one lock), `rows[i]` being
 /// what ticket i fetched: answers the clients waiting on them and returns each ticket's
 /// key with whether its row may be cached (as `FillTicket::finish`).
-pub fn finish_all(tickets: Vec<FillTicket>, rows: &[Option<String>]) -> Vec<(String, bool)> {
+pub fn finish_all(tickets: Vec<FillTicket>, rows: &[Option<String>]) -> Vec<(Arc<str>, bool)> {
     let mut waiting = Vec::new();
     let finished = with_map(|map| {
         tickets
@@ -251,7 +252,7 @@ impl FillTicket {
     /// Ends the fill on the main thread, right before writing the cache: answers waiters
     /// that joined meanwhile. Returns the key, and whether its row may be cached (no
     /// invalidation of the key arrived since the fill registered).
-    pub fn finish(mut self, outcome: &Outcome) -> (String, bool) {
+    pub fn finish(mut self, outcome: &Outcome) -> (Arc<str>, bool) {
         self.done = true;
         let (fresh, waiters) = with_map(|map| self.unregister_in(map));
         if !waiters.0.is_empty() {

@@ -346,7 +346,7 @@ mod tests {
     fn pk(n: usize) -> CanonicalPk {
         CanonicalPk {
             json: format!("{{\"id\":{n}}}"),
-            columns: vec![("id".into(), n.to_string())],
+            columns: smallvec::smallvec![("id".into(), n.to_string())],
             unconfirmed: false,
         }
     }

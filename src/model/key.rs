@@ -13,6 +13,7 @@
 
 use crate::error::Error;
 use serde_json::Value;
+use smallvec::SmallVec;
 
 /// A cache key taken apart: `<prefix><table>:<pk JSON>`. The table ends at the first `:{`
 /// (a pk is a JSON object, and table names with braces are refused), so the pk's braces are
@@ -88,8 +89,9 @@ pub enum Rendering {
 pub struct CanonicalPk {
     /// The canonical JSON text (the cache-key suffix).
     pub json: String,
-    /// `(column, value as text)` sorted by column: the query parameters.
-    pub columns: Vec<(String, String)>,
+    /// `(column, value as text)` sorted by column: the query parameters. Inline for a
+    /// one-column key (most are), so a key costs no allocation for its list.
+    pub columns: SmallVec<[(String, String); 1]>,
     /// Some value is of a `Rendered` kind and still spelled as the client wrote it:
     /// `json` names no cache entry until PostgreSQL confirmed the spelling.
     pub unconfirmed: bool,
@@ -109,6 +111,20 @@ pub trait KeyColumns {
 impl CanonicalPk {
     /// The cache key of this row in the table whose keys start with `key_prefix`
     /// (`<cache_prefix><table>:`).
+    /// `cache_key`, shared (a fill's key is held by its ticket and the map of fills): made
+    /// in one allocation.
+    pub fn shared_cache_key(&self, key_prefix: &str) -> std::sync::Arc<str> {
+        thread_local! {
+            static BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        BUFFER.with_borrow_mut(|buffer| {
+            buffer.clear();
+            buffer.push_str(key_prefix);
+            buffer.push_str(&self.json);
+            std::sync::Arc::from(buffer.as_str())
+        })
+    }
+
     pub fn cache_key(&self, key_prefix: &str) -> String {
         let mut key = String::with_capacity(key_prefix.len() + self.json.len());
         key.push_str(key_prefix);
@@ -171,7 +187,7 @@ pub fn canonicalise(pk_json: &[u8], table: &dyn KeyColumns) -> Result<CanonicalP
 fn already_canonical(pk_json: &[u8], table: &dyn KeyColumns) -> Option<CanonicalPk> {
     let text = std::str::from_utf8(pk_json).ok()?;
     let mut rest = text.strip_prefix('{')?;
-    let mut columns: Vec<(String, String)> = Vec::with_capacity(1);
+    let mut columns: SmallVec<[(String, String); 1]> = SmallVec::new();
     loop {
         let (column, after) = plain_string(rest)?;
         if columns.last().is_some_and(|(c, _)| c.as_str() >= column) {
@@ -283,7 +299,7 @@ pub fn canonicalise_value(value: &Value, table: &dyn KeyColumns) -> Result<Canon
     }
     // serde_json's map is ordered by key bytes, which is the canonical order.
     let mut json = String::from("{");
-    let mut columns = Vec::with_capacity(map.len());
+    let mut columns = SmallVec::with_capacity(map.len());
     let mut unconfirmed = false;
     for (i, (column, value)) in map.iter().enumerate() {
         let kind = table.kind_of(column).ok_or_else(|| {
@@ -546,7 +562,7 @@ mod tests {
             assert_eq!(canon(&t, s), r#"{"id":7}"#, "{s}");
         }
         assert_eq!(
-            canonicalise(br#"{"id":7}"#, &t).unwrap().columns,
+            canonicalise(br#"{"id":7}"#, &t).unwrap().columns.to_vec(),
             vec![("id".to_string(), "7".to_string())]
         );
     }

@@ -321,7 +321,7 @@ impl Batch {
         let tickets = fill::register_fills(
             distinct
                 .iter()
-                .map(|k| k.cache_key(&schema.key_prefix))
+                .map(|k| k.shared_cache_key(&schema.key_prefix))
                 .collect(),
         );
         Batch {

@@ -64,7 +64,7 @@ pub fn one(
     ttl: u64,
     from: KeyFrom,
 ) -> Reply {
-    let key = pk.cache_key(&schema.key_prefix);
+    let key = pk.shared_cache_key(&schema.key_prefix);
     let name = match from {
         KeyFrom::Derived(name) => {
             if let Err(redirect) = cluster::check(ctx, &key) {

@@ -241,7 +241,7 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Inst
     match step {
         Err(e) => client.answer(error_completion(e)),
         Ok(KeyedFill { schema, pk, then }) => {
-            let key = pk.cache_key(&schema.key_prefix);
+            let key = pk.shared_cache_key(&schema.key_prefix);
             let Some((ticket, client)) =
                 crate::cache::fill::lead_or_join(client, &key, &schema.stats, &pk.json)
             else {
