@@ -6,8 +6,9 @@ fn held(con: &mut redis::Connection) -> usize {
     debug(con, "FILLS", "HELD").parse().unwrap()
 }
 
-#[test]
-fn an_invalidation_during_a_fill_keeps_the_old_row_out_of_the_cache() {
+/// A server over a watched `items` table (row 1 holds v1), its schema already known, with
+/// the debug commands and only `invalidate` events.
+fn items_stack() -> Stack {
     let stack = Stack::start_with(
         &format!(
             "{TRIGGER_SQL}
@@ -17,25 +18,41 @@ fn an_invalidation_during_a_fill_keeps_the_old_row_out_of_the_cache() {
         ),
         &["debug_commands", "yes", "events", "invalidate"],
     );
-    let mut con = stack.con();
-    read(&mut con, "items", r#"{"id":2}"#).unwrap(); // schema known
-    let mut sub = stack.redis.connection();
-    let mut events = subscribe(&mut sub, "pg_cache_events");
+    read(&mut stack.con(), "items", r#"{"id":2}"#).unwrap();
+    stack
+}
 
-    // 1. A miss reads v1, and its fill is held before it reaches the cache.
-    debug(&mut con, "FILLS", "HOLD");
+/// A READ of row 1 whose fill read v1 and is held; then v2 commits and its invalidation is
+/// applied while that fill is in flight. Returns the held READ.
+fn hold_a_fill_of_v1_then_commit_v2(
+    stack: &Stack,
+    con: &mut redis::Connection,
+    events: &mut redis::PubSub,
+) -> std::thread::JoinHandle<Option<String>> {
+    debug(con, "FILLS", "HOLD");
     let mut other = stack.redis.connection();
     let reader = std::thread::spawn(move || read(&mut other, "items", r#"{"id":1}"#).unwrap());
     wait_for("the fill to be held", Duration::from_secs(10), || {
-        (held(&mut con) == 1).then_some(())
+        (held(con) == 1).then_some(())
     });
-    // 2. v2 commits and its invalidation is applied while the fill is in flight.
     stack.pg.execute("UPDATE items SET v = 'v2' WHERE id = 1");
-    let event = next_event(&mut events);
+    let event = next_event(events);
     assert_eq!(
         (event["type"].as_str(), event["key"].as_str()),
         (Some("cache_invalidate"), Some(r#"{"id":1}"#))
     );
+    reader
+}
+
+#[test]
+fn an_invalidation_during_a_fill_keeps_the_old_row_out_of_the_cache() {
+    let stack = items_stack();
+    let mut con = stack.con();
+    let mut sub = stack.redis.connection();
+    let mut events = subscribe(&mut sub, "pg_cache_events");
+    // 1. A miss reads v1, and its fill is held before it reaches the cache; 2. v2 commits
+    //    and its invalidation is applied while the fill is in flight.
+    let reader = hold_a_fill_of_v1_then_commit_v2(&stack, &mut con, &mut events);
     // 3. The fill completes: its reader gets v1 (it asked before the commit), the cache
     //    must not keep it.
     debug(&mut con, "FILLS", "RELEASE");
@@ -141,29 +158,12 @@ fn an_insert_replaces_a_remembered_absence() {
 
 #[test]
 fn a_read_after_an_invalidation_does_not_share_a_fill_that_started_before_it() {
-    let stack = Stack::start_with(
-        &format!(
-            "{TRIGGER_SQL}
-             CREATE TABLE items (id integer PRIMARY KEY, v text);
-             INSERT INTO items VALUES (1, 'v1'), (2, 'other');
-             SELECT pgcache_watch('items');"
-        ),
-        &["debug_commands", "yes", "events", "invalidate"],
-    );
+    let stack = items_stack();
     let mut con = stack.con();
-    read(&mut con, "items", r#"{"id":2}"#).unwrap(); // schema known
     let mut sub = stack.redis.connection();
     let mut events = subscribe(&mut sub, "pg_cache_events");
-
     // A fill reads v1 and is held; then v2 commits and its invalidation is applied.
-    debug(&mut con, "FILLS", "HOLD");
-    let mut first = stack.redis.connection();
-    let early = std::thread::spawn(move || read(&mut first, "items", r#"{"id":1}"#).unwrap());
-    wait_for("the first fill to be held", Duration::from_secs(10), || {
-        (held(&mut con) == 1).then_some(())
-    });
-    stack.pg.execute("UPDATE items SET v = 'v2' WHERE id = 1");
-    assert_eq!(next_event(&mut events)["type"], "cache_invalidate");
+    let early = hold_a_fill_of_v1_then_commit_v2(&stack, &mut con, &mut events);
 
     // A read that starts now must not be handed the v1 the held fill read: it makes its
     // own query.
