@@ -47,7 +47,13 @@ pub enum Cached {
 /// Opens `prefix + suffix` and, if it holds a string, replies it to the client straight from
 /// Redis's memory (nil for an entry remembering an absent row). Returns whether it replied.
 pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
-    read_in_place(ctx, prefix, suffix, false, |value| reply_value(ctx, value)) == Ok(Some(()))
+    with_entry_name(prefix, suffix, |name| {
+        !bypass::bypassed(name)
+            && keyspace::with_name(ctx, name, |key| {
+                keyspace::read_string(ctx, key, |value| reply_value(ctx, value))
+            })
+            .is_some()
+    })
 }
 
 /// What `reply_if_readable` did.
@@ -63,10 +69,7 @@ pub enum Readable {
 /// must be allowed to read it, as Redis checks the keys of its own commands.
 #[inline]
 pub fn reply_if_readable(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> Readable {
-    KEY_BUFFER.with_borrow_mut(|buf| {
-        buf.clear();
-        buf.extend_from_slice(prefix);
-        buf.extend_from_slice(suffix);
+    with_entry_name(prefix, suffix, |buf| {
         let name = Name::new(buf);
         if crate::redis::acl::reads_may_be_refused(ctx)
             && !crate::redis::acl::may_read(ctx, name.key())
@@ -87,17 +90,10 @@ pub fn readable(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
     if !crate::redis::acl::reads_may_be_refused(ctx) {
         return true;
     }
-    KEY_BUFFER.with_borrow_mut(|buf| {
-        buf.clear();
-        buf.extend_from_slice(prefix);
-        buf.extend_from_slice(suffix);
-        keyspace::with_name(ctx, buf, |key| crate::redis::acl::may_read(ctx, key))
+    with_entry_name(prefix, suffix, |name| {
+        keyspace::with_name(ctx, name, |key| crate::redis::acl::may_read(ctx, key))
     })
 }
-
-/// The client's user may not read a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refused;
 
 /// Like `reply_if_cached`, for the key the client named in argument `name` (whose text is
 /// `bytes`): it is opened as Redis holds it, without building its name again.
@@ -124,10 +120,7 @@ fn reply_value(ctx: &Context, value: &[u8]) {
 /// The cached value at `prefix + suffix` (a copy; used where several values are gathered),
 /// and on a miss the name the key was probed under (to store the row under once fetched).
 pub fn get_or_name(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> (Cached, Option<Name>) {
-    KEY_BUFFER.with_borrow_mut(|buf| {
-        buf.clear();
-        buf.extend_from_slice(prefix);
-        buf.extend_from_slice(suffix);
+    with_entry_name(prefix, suffix, |buf| {
         let name = Name::new(buf);
         let cached = if bypass::bypassed(buf) {
             None
@@ -152,35 +145,15 @@ fn cached_value(value: &[u8]) -> Cached {
     }
 }
 
-/// Opens the key `prefix + suffix` (unless a flush covering it is under way) and hands its
-/// string value, read in place, to `f`; None when no string is stored there, Refused when
-/// `acl` asks and the client's user may not read the key. The key name is built in a reused
-/// buffer, so a lookup allocates nothing of ours.
+/// Runs `f` with the entry name `prefix + suffix`, built in a reused buffer, so a lookup
+/// allocates nothing of ours.
 #[inline(always)]
-fn read_in_place<R>(
-    ctx: &Context,
-    prefix: &[u8],
-    suffix: &[u8],
-    acl: bool,
-    f: impl FnOnce(&[u8]) -> R,
-) -> Result<Option<R>, Refused> {
+fn with_entry_name<R>(prefix: &[u8], suffix: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
     KEY_BUFFER.with_borrow_mut(|buf| {
         buf.clear();
         buf.extend_from_slice(prefix);
         buf.extend_from_slice(suffix);
-        let acl = acl && crate::redis::acl::reads_may_be_refused(ctx);
-        if !acl && bypass::bypassed(buf) {
-            return Ok(None);
-        }
-        keyspace::with_name(ctx, buf, |key| {
-            if acl && !crate::redis::acl::may_read(ctx, key) {
-                Err(Refused)
-            } else if bypass::bypassed(buf) {
-                Ok(None)
-            } else {
-                Ok(keyspace::read_string(ctx, key, f))
-            }
-        })
+        f(buf)
     })
 }
 

@@ -197,8 +197,7 @@ fn reads_all_keys(rules: &str) -> bool {
 
 /// `may_read` for a key given by name.
 pub fn may_read_key(ctx: &Context, key: &str) -> bool {
-    let name = ctx.create_string(key);
-    may_read(ctx, Key::from_string(&name))
+    crate::redis::keyspace::with_name(ctx, key.as_bytes(), |key| may_read(ctx, key))
 }
 
 /// What a command that changes the cache does to the key it derives.

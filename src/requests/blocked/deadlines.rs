@@ -106,7 +106,12 @@ pub fn start() -> std::io::Result<()> {
     lock().running = true;
     let thread = std::thread::Builder::new()
         .name("pgcache-deadlines".into())
-        .spawn(run);
+        .spawn(|| {
+            // A panic must not end the thread: clients would then wait past their deadline.
+            while lock().running {
+                crate::error::panic::contain("watching deadlines", run);
+            }
+        });
     match thread {
         Ok(thread) => {
             *THREAD.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
