@@ -24,17 +24,11 @@ impl Cluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .expect("redis-cli");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("redis-cli")
+                .args(["--cluster", "create"])
+                .args(&addresses)
+                .args(["--cluster-replicas", "0", "--cluster-yes"]),
         );
         let cluster = Cluster { pg, nodes };
         cluster.wait_ok();
@@ -79,17 +73,12 @@ impl Cluster {
             .arg("MYID")
             .query(&mut self.nodes[primary].connection())
             .unwrap();
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "add-node"])
-            .arg(format!("127.0.0.1:{}", replica.port))
-            .arg(format!("127.0.0.1:{primary_port}"))
-            .args(["--cluster-slave", "--cluster-master-id", &primary_id])
-            .output()
-            .expect("redis-cli");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster add-node failed: {}",
-            String::from_utf8_lossy(&out.stdout)
+        run_ok(
+            Command::new("redis-cli")
+                .args(["--cluster", "add-node"])
+                .arg(format!("127.0.0.1:{}", replica.port))
+                .arg(format!("127.0.0.1:{primary_port}"))
+                .args(["--cluster-slave", "--cluster-master-id", &primary_id]),
         );
         self.nodes.push(replica);
         self.wait_ok();

@@ -115,28 +115,23 @@ impl Pg {
     pub fn start_tls() -> (Pg, PathBuf) {
         let mut cert = PathBuf::new();
         let pg = Self::start_with(|data| {
-            let out = Command::new("openssl")
-                .args([
-                    "req",
-                    "-new",
-                    "-x509",
-                    "-days",
-                    "2",
-                    "-nodes",
-                    "-subj",
-                    "/CN=localhost",
-                ])
-                .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-                .arg("-keyout")
-                .arg(data.join("server.key"))
-                .arg("-out")
-                .arg(data.join("server.crt"))
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            run_ok(
+                Command::new("openssl")
+                    .args([
+                        "req",
+                        "-new",
+                        "-x509",
+                        "-days",
+                        "2",
+                        "-nodes",
+                        "-subj",
+                        "/CN=localhost",
+                    ])
+                    .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+                    .arg("-keyout")
+                    .arg(data.join("server.key"))
+                    .arg("-out")
+                    .arg(data.join("server.crt")),
             );
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(

@@ -1,4 +1,5 @@
-//! What a server process holds, read from /proc: its resident memory and its threads.
+//! Processes: what a server process holds, read from /proc (its resident memory, its
+//! threads), and running a tool to its end.
 
 /// The resident memory of process `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
@@ -22,4 +23,18 @@ pub fn pgcache_threads(pid: u32) -> usize {
                 .starts_with("pgcache-")
         })
         .count()
+}
+
+/// Runs `command` to its end, failing the test with what it printed unless it succeeded.
+pub fn run_ok(command: &mut std::process::Command) -> std::process::Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

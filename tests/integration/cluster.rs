@@ -147,19 +147,14 @@ fn flush_reaches_every_primary_from_a_cluster_client(
     cluster.wait_all_empty("every primary flushed by the routed FLUSH");
 
     fill(client);
-    let out = Command::new("redis-cli")
-        .args([
-            "--cluster",
-            "call",
-            &format!("127.0.0.1:{}", cluster.nodes[0].port),
-        ])
-        .args(["PGCACHE.FLUSH", "users", "--cluster-only-masters"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("redis-cli")
+            .args([
+                "--cluster",
+                "call",
+                &format!("127.0.0.1:{}", cluster.nodes[0].port),
+            ])
+            .args(["PGCACHE.FLUSH", "users", "--cluster-only-masters"]),
     );
     cluster.wait_all_empty("every primary flushed by redis-cli --cluster call");
 }
@@ -356,17 +351,12 @@ fn a_slot_resharded_under_load_leaves_no_key_astray() {
             })
         })
         .collect();
-    let out = Command::new("redis-cli")
-        .args(["--cluster", "reshard"])
-        .arg(format!("127.0.0.1:{}", ports[0]))
-        .args(["--cluster-from", &ids[0], "--cluster-to", &ids[1]])
-        .args(["--cluster-slots", "1000", "--cluster-yes"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "reshard failed: {}",
-        String::from_utf8_lossy(&out.stdout)
+    run_ok(
+        Command::new("redis-cli")
+            .args(["--cluster", "reshard"])
+            .arg(format!("127.0.0.1:{}", ports[0]))
+            .args(["--cluster-from", &ids[0], "--cluster-to", &ids[1]])
+            .args(["--cluster-slots", "1000", "--cluster-yes"]),
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for reader in load {

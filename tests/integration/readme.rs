@@ -120,13 +120,7 @@ impl Demo {
             _dir: TempDir(dir),
         };
         let args: &[&str] = if cluster { &["cluster"] } else { &[] };
-        let output = demo.command("scripts/run.sh").args(args).output().unwrap();
-        assert!(
-            output.status.success(),
-            "scripts/run.sh {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let output = run_ok(demo.command("scripts/run.sh").args(args));
         demo.printed = String::from_utf8_lossy(&output.stdout).into_owned();
         demo
     }
