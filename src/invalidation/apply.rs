@@ -345,8 +345,8 @@ mod tests {
 
     fn pk(n: usize) -> CanonicalPk {
         CanonicalPk {
-            json: format!("{{\"id\":{n}}}"),
-            columns: smallvec::smallvec![("id".into(), n.to_string())],
+            json: format!("{{\"id\":{n}}}").into(),
+            columns: smallvec::smallvec![("id".into(), n.to_string().into())],
             unconfirmed: false,
         }
     }

@@ -404,7 +404,7 @@ mod tests {
         let keys: Vec<String> = keys_of(&p, &users())
             .0
             .into_iter()
-            .map(|k| k.json)
+            .map(|k| k.json.into_string())
             .collect();
         assert_eq!(keys, vec![r#"{"id":1}"#, r#"{"id":2}"#]);
     }
@@ -418,7 +418,7 @@ mod tests {
         let keys: Vec<String> = keys_of(&p, &users())
             .0
             .into_iter()
-            .map(|k| k.json)
+            .map(|k| k.json.into_string())
             .collect();
         assert_eq!(keys, vec![r#"{"id":1}"#, r#"{"id":5}"#]);
         let insert = parse_payload(r#"{"table":"users","operation":"INSERT","old_data":null,"new_data":{"id":3,"name":"x"}}"#).unwrap();
@@ -472,7 +472,7 @@ mod tests {
             parse_payload(r#"{"table":"users","keys":[{"id":1},{"id":"secret-value"},{"id":3}]}"#)
                 .unwrap();
         let (keys, unreadable) = keys_of(&p, &users());
-        let keys: Vec<String> = keys.into_iter().map(|k| k.json).collect();
+        let keys: Vec<String> = keys.into_iter().map(|k| k.json.into_string()).collect();
         assert_eq!(keys, vec![r#"{"id":1}"#, r#"{"id":3}"#]);
         let why = unreadable.unwrap();
         assert!(!why.message().contains("secret-value"), "{why}");

@@ -12,6 +12,7 @@
 //! computed from a row PostgreSQL rendered (an invalidation) lands on the same entry.
 
 use crate::error::Error;
+use compact_str::CompactString;
 use serde_json::Value;
 use smallvec::SmallVec;
 
@@ -84,14 +85,19 @@ pub enum Rendering {
     Instant,
 }
 
+/// One key column of a canonical key: `(column, value as text)`.
+pub type KeyColumn = (CompactString, CompactString);
+
 /// A parsed, validated, canonical key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CanonicalPk {
-    /// The canonical JSON text (the cache-key suffix).
-    pub json: String,
+    /// The canonical JSON text (the cache-key suffix). Kept inline up to 24 bytes, as
+    /// are column names and values below: a typical key (`{"id":123}`) then costs no
+    /// allocation at all, and every cold read makes one.
+    pub json: CompactString,
     /// `(column, value as text)` sorted by column: the query parameters. Inline for a
     /// one-column key (most are), so a key costs no allocation for its list.
-    pub columns: SmallVec<[(String, String); 1]>,
+    pub columns: SmallVec<[KeyColumn; 1]>,
     /// Some value is of a `Rendered` kind and still spelled as the client wrote it:
     /// `json` names no cache entry until PostgreSQL confirmed the spelling.
     pub unconfirmed: bool,
@@ -147,7 +153,7 @@ impl CanonicalPk {
                 serde_json::from_str(spelled).map_err(not_json)?,
             );
         }
-        self.json = Value::Object(map).to_string();
+        self.json = Value::Object(map).to_string().into();
         self.unconfirmed = false;
         Ok(self)
     }
@@ -187,7 +193,7 @@ pub fn canonicalise(pk_json: &[u8], table: &dyn KeyColumns) -> Result<CanonicalP
 fn already_canonical(pk_json: &[u8], table: &dyn KeyColumns) -> Option<CanonicalPk> {
     let text = std::str::from_utf8(pk_json).ok()?;
     let mut rest = text.strip_prefix('{')?;
-    let mut columns: SmallVec<[(String, String); 1]> = SmallVec::new();
+    let mut columns: SmallVec<[KeyColumn; 1]> = SmallVec::new();
     loop {
         let (column, after) = plain_string(rest)?;
         if columns.last().is_some_and(|(c, _)| c.as_str() >= column) {
@@ -210,7 +216,7 @@ fn already_canonical(pk_json: &[u8], table: &dyn KeyColumns) -> Option<Canonical
                 let digits = token.strip_prefix('-').unwrap_or(token);
                 let canonical = !(digits.starts_with('0') && (digits.len() > 1 || digits != token));
                 let n: i128 = token.parse().ok()?;
-                (canonical && (min..=max).contains(&n)).then(|| token.to_string())?
+                (canonical && (min..=max).contains(&n)).then(|| token.into())?
             }
             _ => {
                 let (param, as_json) =
@@ -218,10 +224,10 @@ fn already_canonical(pk_json: &[u8], table: &dyn KeyColumns) -> Option<Canonical
                 if as_json != token {
                     return None;
                 }
-                param
+                param.into()
             }
         };
-        columns.push((column.to_string(), param));
+        columns.push((column.into(), param));
         rest = match after.as_bytes().first()? {
             b',' => &after[1..],
             b'}' if after.len() == 1 => break,
@@ -238,7 +244,7 @@ fn already_canonical(pk_json: &[u8], table: &dyn KeyColumns) -> Option<Canonical
         .iter()
         .any(|(c, _)| matches!(table.kind_of(c), Some(KeyKind::Rendered(_))));
     Some(CanonicalPk {
-        json: text.to_string(),
+        json: text.into(),
         columns,
         unconfirmed,
     })
@@ -317,11 +323,11 @@ pub fn canonicalise_value(value: &Value, table: &dyn KeyColumns) -> Result<Canon
         json.push_str(&Value::String(column.clone()).to_string());
         json.push(':');
         json.push_str(&as_json);
-        columns.push((column.clone(), text));
+        columns.push((column.as_str().into(), text.into()));
     }
     json.push('}');
     Ok(CanonicalPk {
-        json,
+        json: json.into(),
         columns,
         unconfirmed,
     })
@@ -546,7 +552,7 @@ mod tests {
     }
 
     fn canon(t: &Table, s: &str) -> String {
-        canonicalise(s.as_bytes(), t).unwrap().json
+        canonicalise(s.as_bytes(), t).unwrap().json.into_string()
     }
 
     #[test]
@@ -563,7 +569,7 @@ mod tests {
         }
         assert_eq!(
             canonicalise(br#"{"id":7}"#, &t).unwrap().columns.to_vec(),
-            vec![("id".to_string(), "7".to_string())]
+            vec![("id".into(), "7".into())]
         );
     }
 

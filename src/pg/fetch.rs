@@ -28,10 +28,10 @@ pub fn one(
     pk: &CanonicalPk,
 ) -> Result<Option<String>> {
     let sql = table.select_one_sql(&pk.columns);
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = pk
-        .columns
+    let values: Vec<&str> = pk.columns.iter().map(|(_, v)| v.as_str()).collect();
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
         .iter()
-        .map(|(_, v)| v as &(dyn tokio_postgres::types::ToSql + Sync))
+        .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect();
     let rows = client
         .query(&sql, &params)

@@ -5,7 +5,7 @@
 use crate::config::current;
 use crate::error::{Error, Result};
 use crate::model::ident::{QualifiedName, parse_table};
-use crate::model::key::{KeyColumns, KeyKind, Rendering, cache_key};
+use crate::model::key::{KeyColumn, KeyColumns, KeyKind, Rendering, cache_key};
 use crate::pg::errors::catalog_error;
 use crate::pg::pool::Connection;
 use crate::pg::query::{self, KeyParam};
@@ -52,7 +52,7 @@ impl TableSchema {
     }
 
     /// The key parameters for a canonical key's columns, in the same order.
-    pub fn key_params<'a>(&'a self, columns: &'a [(String, String)]) -> Vec<KeyParam<'a>> {
+    pub fn key_params<'a>(&'a self, columns: &'a [KeyColumn]) -> Vec<KeyParam<'a>> {
         columns
             .iter()
             .map(|(name, _)| KeyParam {
@@ -65,7 +65,7 @@ impl TableSchema {
             .collect()
     }
 
-    fn is_primary_key(&self, columns: &[(String, String)]) -> bool {
+    fn is_primary_key(&self, columns: &[KeyColumn]) -> bool {
         !self.primary_key.is_empty()
             && columns.len() == self.primary_key.len()
             && columns
@@ -74,7 +74,7 @@ impl TableSchema {
                 .all(|((c, _), p)| c == p)
     }
 
-    pub fn select_one_sql(&self, columns: &[(String, String)]) -> Cow<'_, str> {
+    pub fn select_one_sql(&self, columns: &[KeyColumn]) -> Cow<'_, str> {
         if self.is_primary_key(columns) {
             Cow::Borrowed(&self.primary_key_sql.0)
         } else {
@@ -83,7 +83,7 @@ impl TableSchema {
         }
     }
 
-    pub fn select_many_sql(&self, columns: &[(String, String)]) -> Cow<'_, str> {
+    pub fn select_many_sql(&self, columns: &[KeyColumn]) -> Cow<'_, str> {
         if self.is_primary_key(columns) {
             Cow::Borrowed(&self.primary_key_sql.1)
         } else {
@@ -542,10 +542,10 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
         batchable: relkind != "v",
     };
     if !schema.primary_key.is_empty() {
-        let pk: Vec<(String, String)> = schema
+        let pk: Vec<KeyColumn> = schema
             .primary_key
             .iter()
-            .map(|c| (c.clone(), String::new()))
+            .map(|c| (c.into(), Default::default()))
             .collect();
         let params = schema.key_params(&pk);
         schema.primary_key_sql = (

@@ -6,7 +6,7 @@
 use crate::redis::args::Arg;
 use redis_module::{Context, raw};
 use std::marker::PhantomData;
-use std::os::raw::{c_int, c_longlong};
+use std::os::raw::c_int;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// A key's name as Redis holds it, live while this is.
@@ -134,14 +134,19 @@ pub fn set_until(ctx: &Context, key: Key, value: &str, expires_at_ms: i64) {
         raw::RedisModule_StringSet.unwrap()(handle, data);
         raw::RedisModule_SetAbsExpire.unwrap()(handle, expires_at_ms);
         raw::RedisModule_CloseKey.unwrap()(handle);
+        // The time goes as text ('b'), not as a number ('l'): Redis would turn the number
+        // into text itself, in two allocations instead of one.
+        let mut digits = itoa::Buffer::new();
+        let expires_at = digits.format(expires_at_ms);
         raw::RedisModule_Replicate.unwrap()(
             ctx.ctx,
             c"SET".as_ptr(),
-            c"sssl".as_ptr(),
+            c"sssb".as_ptr(),
             key.0,
             data,
             pxat(),
-            expires_at_ms as c_longlong,
+            expires_at.as_ptr(),
+            expires_at.len(),
         );
         raw::RedisModule_FreeString.unwrap()(ctx.ctx, data);
         raw::RedisModule_NotifyKeyspaceEvent.unwrap()(
