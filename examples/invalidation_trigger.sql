@@ -1,11 +1,27 @@
--- pgcache invalidation triggers.
+-- pgcache's SQL: what pgcache_watch installs for a table, in either invalidation mode.
 --
 -- Install once per database:   psql -f examples/invalidation_trigger.sql
 -- Watch a table:               SELECT pgcache_watch('users');   -- or 'sales.orders'
 -- Stop watching:               SELECT pgcache_unwatch('users');
 --
--- After each INSERT, UPDATE, DELETE or TRUNCATE statement, PostgreSQL sends on the channel
--- `cache_invalidation` (change it with: ALTER DATABASE app SET pgcache.channel = 'other';
+-- Two ways to tell pgcache what changed (pgcache's `invalidation_source` setting):
+--
+-- * replication (recommended; needs wal_level = logical): pgcache_watch adds the table to
+--   the publication pgcache streams (`pgcache`, or the database's setting
+--   pgcache.publication), creating the publication if needed. No trigger: writers pay
+--   nothing, pgcache reads the changes from PostgreSQL's log. A table without a primary key
+--   gets REPLICA IDENTITY FULL (PostgreSQL refuses UPDATE and DELETE on a published table
+--   without a replica identity); pgcache drops all of its rows on any change, as below.
+-- * notify: statement triggers NOTIFY each change (details below). For servers without
+--   logical replication.
+--
+-- pgcache_watch(table) picks the mode from the database's setting pgcache.invalidation_source
+-- (ALTER DATABASE app SET pgcache.invalidation_source = 'notify'), else from wal_level
+-- (logical: replication). pgcache_watch(table, 'replication' | 'notify') picks it outright.
+-- Either way it removes what the other mode installed for the table.
+--
+-- Notify mode: after each INSERT, UPDATE, DELETE or TRUNCATE statement, PostgreSQL sends on
+-- the channel `cache_invalidation` (change it with: ALTER DATABASE app SET pgcache.channel = 'other';
 -- only that database-wide setting counts, not a role's or a session's)
 -- only the table and the primary-key values of the changed rows, for example
 --   {"table":"public.users","op":"UPDATE","keys":[{"id":7}]}
@@ -38,10 +54,14 @@ DECLARE
         'cache_invalidation');
     name text;
 BEGIN
-    SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) INTO name
+    SELECT format('%I.%I', n.nspname, c.relname) INTO name
       FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
      WHERE c.oid = tbl;
     PERFORM pg_notify(channel, json_build_object('table', name, 'op', 'FLUSH', 'flush', true)::text);
+    -- The replication source reads it from the log, at the transaction's commit.
+    IF current_setting('wal_level') = 'logical' THEN
+        PERFORM pg_logical_emit_message(true, 'pgcache.flush', name);
+    END IF;
 END
 $$;
 
@@ -93,18 +113,75 @@ BEGIN
 END;
 $$;
 
+-- The mode pgcache_watch installs when none is given: the database's own setting
+-- pgcache.invalidation_source (as for the channel, only the database-wide value counts),
+-- else replication where the log allows it.
+CREATE OR REPLACE FUNCTION pgcache_mode(requested text) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    mode text := lower(coalesce(nullif(requested, 'auto'),
+        (SELECT nullif(substr(setting, length('pgcache.invalidation_source=') + 1), '')
+           FROM pg_db_role_setting AS s, unnest(s.setconfig) AS setting
+          WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND s.setrole = 0
+            AND setting LIKE 'pgcache.invalidation_source=%'),
+        'auto'));
+BEGIN
+    IF mode = 'auto' THEN
+        mode := CASE WHEN current_setting('wal_level') = 'logical' THEN 'replication' ELSE 'notify' END;
+    END IF;
+    IF mode NOT IN ('replication', 'notify') THEN
+        RAISE EXCEPTION 'pgcache: invalidation mode must be replication, notify or auto, not %', mode;
+    END IF;
+    RETURN mode;
+END
+$$;
+
+-- The publication the replication source streams: the database's setting pgcache.publication,
+-- else pgcache.
+CREATE OR REPLACE FUNCTION pgcache_publication() RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(
+        (SELECT nullif(substr(setting, length('pgcache.publication=') + 1), '')
+           FROM pg_db_role_setting AS s, unnest(s.setconfig) AS setting
+          WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND s.setrole = 0
+            AND setting LIKE 'pgcache.publication=%'),
+        'pgcache')
+$$;
+
+-- Before a mode could be chosen, pgcache_watch took the table alone.
+DROP FUNCTION IF EXISTS pgcache_watch(regclass);
+
 -- Statement-level triggers cannot name a transition table that their event does not have,
 -- so each event gets its own trigger. The functions run with the search_path they were
 -- installed with (FROM CURRENT), so the triggers call the pgcache_notify installed beside them
 -- (named with its schema) whatever the caller's search_path is.
-CREATE OR REPLACE FUNCTION pgcache_watch(tbl regclass) RETURNS void
+CREATE OR REPLACE FUNCTION pgcache_watch(tbl regclass, mode text DEFAULT 'auto') RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
     key_columns text;
     notify text;
+    publication text := pgcache_publication();
 BEGIN
+    PERFORM pgcache_unwatch(tbl);
+    IF pgcache_mode(mode) = 'replication' THEN
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = publication) THEN
+            EXECUTE format('CREATE PUBLICATION %I', publication);
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index WHERE indrelid = tbl AND indisprimary)
+           AND (SELECT relreplident FROM pg_catalog.pg_class WHERE oid = tbl) = 'd' THEN
+            EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', tbl);
+        END IF;
+        EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', publication, tbl);
+        RETURN;
+    END IF;
     SELECT string_agg(quote_literal(a.attname), ', ' ORDER BY array_position(i.indkey, a.attnum))
       INTO key_columns
       FROM pg_catalog.pg_index i
@@ -114,7 +191,6 @@ BEGIN
     SELECT format('%I.%I', n.nspname, p.proname) INTO notify
       FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
      WHERE p.oid = 'pgcache_notify()'::pg_catalog.regprocedure;
-    PERFORM pgcache_unwatch(tbl);
     EXECUTE format('CREATE TRIGGER pgcache_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
                    'FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)', tbl, notify, key_columns);
     EXECUTE format('CREATE TRIGGER pgcache_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
@@ -130,10 +206,17 @@ CREATE OR REPLACE FUNCTION pgcache_unwatch(tbl regclass) RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
+DECLARE
+    publication text := pgcache_publication();
 BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS pgcache_insert ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS pgcache_update ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS pgcache_delete ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS pgcache_truncate ON %s', tbl);
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r
+                 JOIN pg_catalog.pg_publication p ON p.oid = r.prpubid
+                WHERE p.pubname = publication AND r.prrelid = tbl) THEN
+        EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', publication, tbl);
+    END IF;
 END;
 $$;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: a private PostgreSQL (port 55432) with demo tables and redis-server (port 6390)
+# `make run`: a private PostgreSQL (port 55432, wal_level = logical, so pgcache reads its
+# invalidations from the replication log) with demo tables and redis-server (port 6390)
 # with pgcache loaded, both under .run/. `scripts/run.sh stop` stops them.
 # `make run-cluster` (`scripts/run.sh cluster`): the same PostgreSQL and a 3-primary Redis
 # Cluster on ports 7001-7003, each node with pgcache loaded.
@@ -37,7 +38,7 @@ if [ ! -f "$RUN/pg/PG_VERSION" ]; then
   as_pg "$PG_BIN/initdb" -D "$RUN/pg" -U postgres --auth=trust -E UTF8 >/dev/null
 fi
 as_pg "$PG_BIN/pg_ctl" -D "$RUN/pg" -l "$RUN/pg.log" -w \
-  -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=''" start >/dev/null
+  -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c wal_level=logical" start >/dev/null
 psql_run() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -q "$@"; }
 psql_run -d postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'app'" | grep -q 1 \
   || psql_run -d postgres -c "CREATE DATABASE app"

@@ -157,7 +157,8 @@ fn start_threads(
     if !settings.listen {
         return Ok(());
     }
-    if let Err(e) = invalidation::listener::start(pool, settings.invalidation_channel.clone()) {
+    let first_attempt = settings.pg.connect_timeout + Duration::from_millis(500);
+    if let Err(e) = invalidation::start(ctx, pool, settings, first_attempt) {
         invalidation::deinit();
         redis::main_thread::deinit();
         report::metrics::stop();
@@ -167,9 +168,6 @@ fn start_threads(
             "cannot start the invalidation listener: {e}"
         )));
     }
-    invalidation::listener::wait_for_first_attempt(
-        settings.pg.connect_timeout + Duration::from_millis(500),
-    );
     Ok(())
 }
 
@@ -186,7 +184,7 @@ fn deinit(ctx: &Context) -> Status {
         return Status::Err;
     }
     requests::blocked::stop_deadlines();
-    invalidation::listener::stop();
+    invalidation::stop();
     report::metrics::stop();
     invalidation::deinit();
     redis::main_thread::deinit();

@@ -8,7 +8,7 @@ use crate::cache::worker;
 use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::config::current;
 use crate::error::Error;
-use crate::invalidation::listener;
+use crate::invalidation::{self, listener, position, replication};
 use crate::pg::schema;
 use crate::report::listing;
 use crate::requests::blocked;
@@ -166,7 +166,7 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     }
     let listener = if !current::listening() {
         "off"
-    } else if listener::connected() {
+    } else if invalidation::source_connected() {
         "connected"
     } else {
         problems.push(
@@ -176,6 +176,7 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
         );
         "disconnected"
     };
+    let source = current::listening().then(|| invalidation_source(&mut problems));
     let queued = worker::load().map_or(0, |(queued, _)| queued);
     let capacity = worker::queue_capacity().max(1);
     let saturation = queued as f64 / capacity as f64;
@@ -208,12 +209,13 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     ];
     out.extend(postgres);
     out.push(("listener".to_string(), Reply::Bulk(listener.into())));
-    if let Some((ago, why)) = listener::last_loss() {
+    if let Some((ago, why)) = invalidation::last_loss() {
         out.push((
             "listener_last_loss".to_string(),
             Reply::Bulk(format!("{} s ago: {why}", ago.as_secs())),
         ));
     }
+    out.extend(source.into_iter().flatten());
     out.push(("queue_saturation".to_string(), Reply::Double(saturation)));
     out.push((
         "table_spellings".to_string(),
@@ -225,5 +227,53 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
         .map(|(k, v)| (k.to_string(), Reply::Bulk(v)))
         .collect();
     out.push(("config".to_string(), Reply::Map(config)));
+    out
+}
+
+/// HEALTH's fields on where invalidations come from; what is wrong with it goes to `problems`.
+fn invalidation_source(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
+    let status = replication::status();
+    let mut out = Vec::new();
+    let source = if let Some(why) = &status.fell_back {
+        problems.push(format!(
+            "invalidation_source auto uses NOTIFY: {why}; every watched table's writes are \
+             serialised by NOTIFY"
+        ));
+        "notify"
+    } else if replication::active() {
+        "replication"
+    } else if listener::connected() || listener::last_loss().is_some() {
+        "notify"
+    } else {
+        "undecided"
+    };
+    out.push((
+        "invalidation_source".to_string(),
+        Reply::Bulk(source.into()),
+    ));
+    if source != "replication" {
+        return out;
+    }
+    if let Some(problem) = &status.problem {
+        problems.push(format!(
+            "the replication source is not streaming: {problem}"
+        ));
+    }
+    if let Some(applied) = position::applied() {
+        out.push((
+            "replication_slot".to_string(),
+            Reply::Bulk(applied.slot.clone()),
+        ));
+        out.push((
+            "replication_applied_lsn".to_string(),
+            Reply::Bulk(applied.lsn.to_string()),
+        ));
+    }
+    if let Some(confirmed) = status.confirmed {
+        out.push((
+            "replication_confirmed_lsn".to_string(),
+            Reply::Bulk(confirmed.to_string()),
+        ));
+    }
     out
 }

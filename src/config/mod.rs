@@ -124,6 +124,13 @@ pub struct Settings {
     pub invalidation_channel: String,
     /// Whether to run the invalidation listener at all.
     pub listen: bool,
+    /// Where invalidations come from: PostgreSQL's replication log, NOTIFY, or the first
+    /// the server allows.
+    pub invalidation_source: InvalidationSource,
+    /// The publication whose tables the replication source follows.
+    pub publication: String,
+    /// The logical replication slot the replication source consumes.
+    pub replication_slot: String,
     /// Registers PGCACHE.DEBUG (fault injection for tests), like Redis's enable-debug-command.
     pub debug_commands: bool,
     /// Calls at least this slow go in PGCACHE.SLOWLOG (0: all, negative: none).
@@ -159,6 +166,9 @@ impl Settings {
             multiread_max: 0,
             invalidation_channel: String::new(),
             listen: false,
+            invalidation_source: InvalidationSource::Auto,
+            publication: String::new(),
+            replication_slot: String::new(),
             debug_commands: false,
             slowlog_threshold_us: 0,
             slowlog_max_len: 0,
@@ -294,6 +304,55 @@ fn channel_name(value: &str) -> Result<String, Error> {
     if value.chars().any(char::is_control) {
         return Err(Error::invalid(format!(
             "must not hold control characters, got {value:?}"
+        )));
+    }
+    Ok(value.to_string())
+}
+
+/// Where invalidations come from (`invalidation_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidationSource {
+    /// A logical replication slot with the `pgoutput` plugin.
+    Replication,
+    /// Triggers that NOTIFY a channel the listener LISTENs on.
+    Notify,
+    /// Replication when the server has `wal_level = logical` and the role may replicate,
+    /// otherwise NOTIFY (with a warning).
+    Auto,
+}
+
+impl InvalidationSource {
+    pub fn parse(value: &str) -> Result<InvalidationSource, Error> {
+        match value.to_ascii_lowercase().as_str() {
+            "replication" => Ok(InvalidationSource::Replication),
+            "notify" => Ok(InvalidationSource::Notify),
+            "auto" => Ok(InvalidationSource::Auto),
+            _ => Err(Error::invalid(format!(
+                "must be replication, notify or auto, got {value:?}"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            InvalidationSource::Replication => "replication",
+            InvalidationSource::Notify => "notify",
+            InvalidationSource::Auto => "auto",
+        }
+    }
+}
+
+/// A replication slot's or publication's name: what PostgreSQL accepts for a slot (lower-case
+/// letters, digits and underscores, at most 63), so it needs no quoting anywhere.
+fn replication_name(value: &str) -> Result<String, Error> {
+    let valid = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !valid {
+        return Err(Error::invalid(format!(
+            "must be 1 to 63 lower-case letters, digits or underscores, got {value:?}"
         )));
     }
     Ok(value.to_string())

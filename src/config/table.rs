@@ -3,7 +3,10 @@
 //! the `PGCACHE_<NAME>` and libpq environment variables, CONFIG SET / GET and HEALTH (through
 //! `module::parameters`) and the README's table are all read from here.
 
-use super::{MAX_TTL_SECONDS, Settings, SslMode, channel_name, parse_tables, passfile};
+use super::{
+    InvalidationSource, MAX_TTL_SECONDS, Settings, SslMode, channel_name, parse_tables, passfile,
+    replication_name,
+};
 use crate::error::Error;
 use crate::model::event::EventMask;
 use std::path::PathBuf;
@@ -143,7 +146,7 @@ fn path(value: &Option<PathBuf>) -> String {
 const TTL: &str = "a TTL in whole seconds";
 
 /// Every setting, in the order the README and HEALTH list them.
-pub static SETTINGS: [Setting; 30] = [
+pub static SETTINGS: [Setting; 33] = [
     Setting {
         name: "pg_url",
         libpq_env: None,
@@ -504,8 +507,45 @@ pub static SETTINGS: [Setting; 30] = [
         initial: Initial::Value("yes"),
         accepts: Accepts::YesNo(|s, v| s.listen = v),
         runtime: false,
-        help: "run the invalidation listener",
+        help: "run the invalidation source (the replication stream or the listener)",
         show: Some(|s| yes_no(s.listen)),
+    },
+    Setting {
+        name: "invalidation_source",
+        libpq_env: None,
+        initial: Initial::Value("auto"),
+        accepts: text("`replication`, `notify`, `auto`", |s, v| {
+            s.invalidation_source = InvalidationSource::parse(v)?;
+            Ok(())
+        }),
+        runtime: false,
+        help: "where invalidations come from: `replication` (a logical replication slot), \
+               `notify` (triggers and LISTEN), or `auto` (replication when PostgreSQL allows it)",
+        show: Some(|s| s.invalidation_source.name().to_string()),
+    },
+    Setting {
+        name: "publication",
+        libpq_env: None,
+        initial: Initial::Value("pgcache"),
+        accepts: text("1 to 63 of `a-z`, `0-9`, `_`", |s, v| {
+            s.publication = replication_name(v)?;
+            Ok(())
+        }),
+        runtime: false,
+        help: "publication whose tables the replication source follows",
+        show: Some(|s| s.publication.clone()),
+    },
+    Setting {
+        name: "replication_slot",
+        libpq_env: None,
+        initial: Initial::Value("pgcache"),
+        accepts: text("1 to 63 of `a-z`, `0-9`, `_`", |s, v| {
+            s.replication_slot = replication_name(v)?;
+            Ok(())
+        }),
+        runtime: false,
+        help: "logical replication slot the replication source consumes (created if missing)",
+        show: Some(|s| s.replication_slot.clone()),
     },
     Setting {
         name: "debug_commands",

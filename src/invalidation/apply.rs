@@ -13,6 +13,7 @@
 //! listener reconnect) are never served: the cache is held (`bypass::hold`) until the
 //! listener listens, and then they are flushed.
 
+use super::{position, replication};
 use crate::cache;
 use crate::cache::bypass;
 use crate::cache::fill;
@@ -21,8 +22,10 @@ use crate::config::current;
 use crate::events;
 use crate::model::event::EventKind;
 use crate::model::key::CanonicalPk;
+use crate::model::lsn::Lsn;
 use crate::pg::schema::TableSchema;
 use crate::redis::main_thread::Task;
+use crate::redis::role::writable;
 use crate::stats;
 use redis_module::{Context, ContextFlags};
 use std::collections::VecDeque;
@@ -50,8 +53,13 @@ pub struct Changes {
     flushes: Vec<Arc<TableSchema>>,
     /// Nothing cached before now can be trusted: drop everything.
     resync: bool,
+    /// Why nothing cached can be trusted, when `resync` says so and the source knows.
+    why: Option<String>,
     /// Keys named by notifications and covered by a flush instead (for the statistics).
     keys_flushed: u64,
+    /// The position in PostgreSQL's log these changes bring the cache to (replication
+    /// source): applied once they are.
+    position: Option<Lsn>,
 }
 
 impl Changes {
@@ -73,6 +81,16 @@ impl Changes {
         }
     }
 
+    /// `keys` more keys were named and are covered by a flush.
+    pub fn count_flushed(&mut self, keys: u64) {
+        self.keys_flushed += keys;
+    }
+
+    /// Nothing cached before now can be trusted either.
+    pub fn drop_everything(&mut self) {
+        self.resync = true;
+    }
+
     /// Turns the deletions of every table named by more than `BULK_KEYS` keys into a flush
     /// of that table. Runs on the listener thread, so the keys are freed there.
     pub fn collapse_bulk(&mut self) {
@@ -90,8 +108,18 @@ impl Changes {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    /// These changes bring the cache to `lsn` in PostgreSQL's log.
+    pub fn reach(&mut self, lsn: Lsn) {
+        self.position = self.position.max(Some(lsn));
+    }
+
+    /// Only a position, nothing to delete.
+    fn only_position(&self) -> bool {
         self.deletes.is_empty() && self.flushes.is_empty() && !self.resync
+    }
+
+    fn is_empty(&self) -> bool {
+        self.only_position() && self.position.is_none()
     }
 }
 
@@ -114,6 +142,15 @@ impl Mailbox {
     /// Queues `changes`; past `BACKLOG_MAX_KEYS` deletions, everything waiting becomes
     /// flushes of its tables. Whether that happened.
     fn push(&mut self, changes: Changes) -> bool {
+        // A position alone joins a position alone waiting last: a quiet stream's keepalives
+        // queue one item, not one each.
+        if changes.only_position()
+            && let Some(last) = self.queue.back_mut()
+            && last.only_position()
+        {
+            last.position = last.position.max(changes.position);
+            return false;
+        }
         self.keys += changes.deletes.len();
         self.queue.push_back(changes);
         if self.keys <= BACKLOG_MAX_KEYS {
@@ -147,6 +184,13 @@ impl Mailbox {
 static MAILBOX: Mutex<Mailbox> = Mutex::new(Mailbox::new());
 /// Applies the mailbox on the main thread, a slice at a time.
 static APPLY: Task = Task::new("applying invalidations", apply_slice);
+/// Reads the position the keyspace holds after a load or a promotion, and has the
+/// replication source resume from it.
+static LOAD_POSITION: Task = Task::new("reading the replication position", |ctx| {
+    position::load(ctx);
+    replication::resume();
+    false
+});
 
 /// What the listener has covered, shared by the listener thread and the main thread.
 struct Coverage {
@@ -158,6 +202,9 @@ struct Coverage {
     connected_before: bool,
     /// Entries exist that the listener never covered: flush them when it connects.
     untrusted_entries: bool,
+    /// The replication source resumed for entries loaded with their position: they are
+    /// served once it has caught up.
+    catching_up: bool,
 }
 
 static COVERAGE: Mutex<Coverage> = Mutex::new(Coverage {
@@ -165,6 +212,7 @@ static COVERAGE: Mutex<Coverage> = Mutex::new(Coverage {
     connected: false,
     connected_before: false,
     untrusted_entries: false,
+    catching_up: false,
 });
 
 /// At load, with the load context. With `listening`, the cache is held until the listener
@@ -175,6 +223,7 @@ pub fn init(ctx: &Context, listening: bool) {
         connected: false,
         connected_before: false,
         untrusted_entries: listening && !cache::dbs_with_keys(ctx).is_empty(),
+        catching_up: false,
     };
     if listening {
         bypass::hold();
@@ -210,11 +259,68 @@ pub fn listener_disconnected() {
     COVERAGE.lock().unwrap().connected = false;
 }
 
+/// The replication source starts over: the cache's entries cannot be vouched for from the
+/// log (no position recorded, a new slot, a slot that lost changes), so they are dropped,
+/// fills in flight are not stored, and the cache is served again once the flush started.
+/// Called on the source's thread.
+pub fn source_reset(why: String) {
+    let mut coverage = COVERAGE.lock().unwrap();
+    coverage.connected = true;
+    coverage.connected_before = true;
+    coverage.untrusted_entries = false;
+    fill::invalidated_prefix(&current::cache_prefix());
+    let mut changes = Changes::everything();
+    changes.why = Some(why);
+    submit(changes);
+}
+
+/// The replication source resumed from the position the keyspace holds: the entries reflect
+/// every change before it and the stream brings every change after it, so nothing is
+/// dropped. A cache held (entries loaded from disk or a promotion) is served again once the
+/// source has caught up with PostgreSQL (`caught_up`). Called on the source's thread.
+pub fn source_resumed() {
+    let mut coverage = COVERAGE.lock().unwrap();
+    coverage.connected = true;
+    coverage.connected_before = true;
+    coverage.catching_up = std::mem::take(&mut coverage.untrusted_entries);
+    if !coverage.catching_up {
+        // No entry waits for the stream to catch up: fills from now on are covered.
+        bypass::release();
+    }
+}
+
+/// Whether the keyspace holds entries no source covered (present at load, loaded from disk
+/// or kept from a former primary) and nothing vouched for yet.
+pub fn untrusted_entries() -> bool {
+    COVERAGE.lock().unwrap().untrusted_entries
+}
+
+/// The replication source applied everything PostgreSQL had committed when it connected:
+/// entries are as fresh as the stream keeps them. Called on the source's thread.
+pub fn caught_up() {
+    let mut coverage = COVERAGE.lock().unwrap();
+    if std::mem::take(&mut coverage.catching_up) && !coverage.untrusted_entries {
+        bypass::release();
+    }
+}
+
 /// The keyspace now holds entries no listener covered (a load from disk, a promotion):
-/// flush them now if the listener listens, else hold the cache until it does. Main thread.
+/// flush them now if the listener listens, else hold the cache until it does. With the
+/// replication source, the entries came with the position they reflect: the cache is held
+/// while the source resumes from it (`source_resumed`, `caught_up`). Main thread.
 fn distrust(ctx: &Context, why: &str) {
     let mut coverage = COVERAGE.lock().unwrap();
     if !coverage.listening {
+        return;
+    }
+    if replication::active() {
+        ctx.log_notice(&format!(
+            "pgcache: {why}: resuming invalidations from the position it holds"
+        ));
+        coverage.untrusted_entries = !cache::dbs_with_keys(ctx).is_empty();
+        bypass::hold();
+        // Once the event is over: a promoted cluster node claims its slots after it.
+        LOAD_POSITION.request();
         return;
     }
     ctx.log_notice(&format!(
@@ -263,6 +369,8 @@ fn into_flushes(waiting: impl Iterator<Item = Changes>) -> Changes {
     let mut merged = Changes::default();
     for changes in waiting {
         merged.resync |= changes.resync;
+        merged.why = merged.why.or(changes.why);
+        merged.position = merged.position.max(changes.position);
         merged.keys_flushed += changes.keys_flushed + changes.deletes.len() as u64;
         for schema in changes.flushes {
             merged.flush(schema);
@@ -275,7 +383,16 @@ fn into_flushes(waiting: impl Iterator<Item = Changes>) -> Changes {
 }
 
 /// Applies queued changes for at most `SLICE`; true when some are left for another tick.
+/// Then writes the position reached into the keyspace (replication source).
 fn apply_slice(context: &Context) -> bool {
+    let more = apply_for_a_slice(context);
+    if writable(context) {
+        position::store(context);
+    }
+    more
+}
+
+fn apply_for_a_slice(context: &Context) -> bool {
     let deadline = Instant::now() + SLICE;
     let mut dbs: Option<Vec<i32>> = None;
     loop {
@@ -296,6 +413,9 @@ fn apply_slice(context: &Context) -> bool {
             MAILBOX.lock().unwrap().push_front(changes);
             return true;
         }
+        if let Some(lsn) = changes.position {
+            position::applied_up_to(lsn);
+        }
         if Instant::now() >= deadline {
             return !MAILBOX.lock().unwrap().queue.is_empty();
         }
@@ -306,13 +426,15 @@ fn apply_slice(context: &Context) -> bool {
 fn start_flushes(ctx: &Context, changes: &mut Changes) {
     if std::mem::take(&mut changes.resync) {
         let reconnect = COVERAGE.lock().unwrap().connected_before;
-        ctx.log_warning(&format!(
-            "pgcache: invalidations may have been missed {}; dropping every cached row",
+        let why = changes.why.take().unwrap_or_else(|| {
             if reconnect {
-                "while the listener was disconnected"
+                "while the listener was disconnected".into()
             } else {
-                "before the listener first connected"
+                "before the listener first connected".into()
             }
+        });
+        ctx.log_warning(&format!(
+            "pgcache: invalidations may have been missed {why}; dropping every cached row"
         ));
         flush::start(ctx, &current::cache_prefix());
         bypass::release();

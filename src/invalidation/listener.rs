@@ -12,29 +12,17 @@
 //!   primary key invalidates the old and the new key.
 
 use super::apply;
+use super::translate::{self, Payload};
 use crate::error::Error;
 use crate::model::ident::quote_ident;
-use crate::model::key::{self, CanonicalPk};
 use crate::pg::errors::describe;
-use crate::pg::normalise;
 use crate::pg::pool::{Connection, Pool};
-use crate::pg::schema::{self, TableSchema};
 use crate::pg::session::Failure;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// One notification, parsed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Payload {
-    pub table: String,
-    /// Objects holding (at least) the key columns: keys, or whole old/new rows.
-    pub rows: Vec<Value>,
-    /// Every entry of the table is to go.
-    pub flush: bool,
-}
 
 /// Parses a notification payload of either accepted shape.
 pub fn parse_payload(text: &str) -> Result<Payload, Error> {
@@ -50,6 +38,7 @@ pub fn parse_payload(text: &str) -> Result<Payload, Error> {
             table,
             rows: Vec::new(),
             flush: true,
+            flushed_keys: 0,
         });
     }
     let rows: Vec<Value> = if let Some(keys) = value.get("keys") {
@@ -72,43 +61,7 @@ pub fn parse_payload(text: &str) -> Result<Payload, Error> {
         table,
         rows,
         flush: false,
-    })
-}
-
-/// The canonical keys a payload names, given the table's schema, and why some key could not
-/// be read, if one could not (its value stays out of the reason: it is row data).
-pub fn keys_of(payload: &Payload, schema: &TableSchema) -> (Vec<CanonicalPk>, Option<Error>) {
-    let mut keys: Vec<CanonicalPk> = Vec::new();
-    let mut unreadable = None;
-    for row in &payload.rows {
-        match key_of(row, schema) {
-            Ok(canonical) => {
-                if !keys.contains(&canonical) {
-                    keys.push(canonical);
-                }
-            }
-            Err(why) => unreadable = Some(why),
-        }
-    }
-    (keys, unreadable)
-}
-
-fn key_of(row: &Value, schema: &TableSchema) -> Result<CanonicalPk, Error> {
-    let Value::Object(fields) = row else {
-        return Err(Error::invalid("a key is not a JSON object"));
-    };
-    let mut pk = serde_json::Map::new();
-    for column in &schema.primary_key {
-        let value = fields
-            .get(column)
-            .ok_or_else(|| Error::invalid(format!("no value for key column {column:?}")))?;
-        pk.insert(column.clone(), value.clone());
-    }
-    key::canonicalise_value(&Value::Object(pk), schema).map_err(|_| {
-        Error::invalid(format!(
-            "a value of the key columns {:?} is not valid for their type",
-            schema.primary_key
-        ))
+        flushed_keys: 0,
     })
 }
 
@@ -308,57 +261,7 @@ fn handle(conn: &mut Connection, payloads: &[String]) {
                 continue;
             }
         };
-        // Triggers may watch more tables than the allowlist caches: nothing of those tables
-        // is cached, so there is nothing to do (and nothing worth a warning).
-        if let Ok(name) = crate::model::ident::parse_table(&payload.table)
-            && !crate::config::current::table_allowed(&name)
-        {
-            redis_module::logging::log_verbose(format!(
-                "pgcache: ignoring a notification for {}, outside the tables allowlist",
-                name.display()
-            ));
-            continue;
-        }
-        let schema = match schema::resolve(conn, &payload.table) {
-            Ok(schema) => schema,
-            Err(e) => {
-                redis_module::logging::log_warning(format!(
-                    "pgcache: a notification names table {:?}, which cannot be resolved ({}); \
-                     dropping every cached row",
-                    payload.table,
-                    e.message()
-                ));
-                changes = apply::Changes::everything();
-                continue;
-            }
-        };
-        if payload.flush || schema.primary_key.is_empty() {
-            changes.flush(schema);
-            continue;
-        }
-        let (keys, mut unreadable) = keys_of(&payload, &schema);
-        match normalise::confirm_all(conn, &schema, keys) {
-            Ok(keys) => {
-                for key in keys {
-                    changes.delete(schema.clone(), key);
-                }
-            }
-            // The server's message quotes the value (row data): keep it out of the log.
-            Err(_) => {
-                unreadable = Some(Error::invalid(
-                    "PostgreSQL could not read its values as the key types",
-                ))
-            }
-        }
-        if let Some(why) = unreadable {
-            // The row it names cannot be found among the entries: drop the table's.
-            redis_module::logging::log_warning(format!(
-                "pgcache: a notification for {} names a key pgcache cannot read ({why}); \
-                 dropping the table's cached rows",
-                schema.display
-            ));
-            changes.flush(schema);
-        }
+        translate::add(conn, &mut changes, payload, "a notification");
     }
     changes.collapse_bulk();
     apply::submit(changes);
@@ -370,8 +273,10 @@ mod properties;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::invalidation::translate::keys_of;
     use crate::model::key::KeyKind;
     use crate::pg::schema::Column;
+    use crate::pg::schema::TableSchema;
 
     pub(super) fn users() -> TableSchema {
         TableSchema::for_tests(

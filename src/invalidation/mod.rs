@@ -1,8 +1,77 @@
-//! Invalidation driven by PostgreSQL. `listener` LISTENs on a PostgreSQL connection of its own
-//! and turns notifications into changes; `apply` applies them on the Redis main thread, and
-//! decides when cached entries can be trusted at all.
+//! Invalidation driven by PostgreSQL, from one of two sources: `replication` streams a logical
+//! replication slot (PostgreSQL's log; writers pay nothing), `listener` LISTENs for the
+//! triggers' notifications. Both say which rows changed; `translate` turns that into cache
+//! keys, `apply` applies them on the Redis main thread and decides when cached entries can be
+//! trusted at all, and `position` keeps how far the log has been applied, in the keyspace.
 
 pub mod apply;
 pub mod listener;
+pub mod position;
+pub mod replication;
+pub mod translate;
 
 pub use apply::{deinit, init};
+
+use crate::config::{InvalidationSource, Settings};
+use crate::pg::pool::Pool;
+use redis_module::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Starts the source the settings ask for, and waits (at most `limit`) for its first
+/// connection attempt. Main thread, at load.
+pub fn start(
+    ctx: &Context,
+    pool: Arc<Pool>,
+    settings: &Settings,
+    limit: Duration,
+) -> std::io::Result<()> {
+    let source = |fallback_channel| replication::Source {
+        base_slot: settings.replication_slot.clone(),
+        slot: settings.replication_slot.clone(),
+        publication: settings.publication.clone(),
+        fallback_channel,
+    };
+    match settings.invalidation_source {
+        InvalidationSource::Notify => {
+            listener::start(pool, settings.invalidation_channel.clone())?;
+            listener::wait_for_first_attempt(limit);
+        }
+        InvalidationSource::Replication => {
+            replication::start(ctx, pool, source(None))?;
+            replication::wait_for_first_attempt(limit);
+        }
+        InvalidationSource::Auto => {
+            replication::start(
+                ctx,
+                pool,
+                source(Some(settings.invalidation_channel.clone())),
+            )?;
+            replication::wait_for_first_attempt(limit);
+            if replication::status().fell_back.is_some() {
+                listener::wait_for_first_attempt(limit);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stops the source (and the listener `auto` may have started instead).
+pub fn stop() {
+    replication::stop();
+    listener::stop();
+}
+
+/// Whether invalidations arrive now: the listener listens, or the slot streams.
+pub fn source_connected() -> bool {
+    listener::connected() || replication::connected()
+}
+
+/// Why the source last lost its connection and how long ago, if it ever did.
+pub fn last_loss() -> Option<(std::time::Duration, String)> {
+    listener::last_loss().or_else(|| {
+        replication::status()
+            .last_loss
+            .map(|(at, why)| (at.elapsed().unwrap_or_default(), why))
+    })
+}

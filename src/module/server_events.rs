@@ -40,6 +40,10 @@ impl ServerEvents for Followed {
         });
     }
 
+    fn demoted(_ctx: &Context) {
+        error::panic::guard("a demotion to replica", invalidation::replication::demoted);
+    }
+
     /// Sends the hooks to replicas.
     fn replica_online(ctx: &Context) {
         error::panic::guard("a replica coming online", || hooks::on_replica_online(ctx));

@@ -1,4 +1,5 @@
-//! Everything that asks PostgreSQL: connections, row and catalog queries, key spellings.
+//! Everything that asks PostgreSQL: connections, row and catalog queries, key spellings, and
+//! the replication stream.
 //! Queries run on worker threads and the invalidation listener's thread, never on the Redis
 //! event loop, which only reads the in-memory schema cache.
 
@@ -7,5 +8,6 @@ pub mod fetch;
 pub mod normalise;
 pub mod pool;
 pub mod query;
+pub mod replication;
 pub mod schema;
 pub mod session;

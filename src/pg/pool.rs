@@ -7,6 +7,7 @@ use crate::config::current;
 use crate::config::{PgSettings, SslMode};
 use crate::error::Error;
 use crate::pg::errors::describe;
+use crate::pg::replication;
 use crate::pg::session::{Failure, Session};
 use crate::stats;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
@@ -221,6 +222,21 @@ impl Pool {
     ) -> Result<Connection, Error> {
         self.connector
             .connect(Instant::now() + timeout, application_name)
+    }
+
+    /// A replication connection (`replication=database`) with the pool's settings, TLS and
+    /// password, for the replication source.
+    pub fn connect_replication(
+        &self,
+        application_name: &str,
+    ) -> Result<replication::connection::Connection, replication::connection::Failure> {
+        let s = &self.connector.settings;
+        replication::connection::Connection::connect(
+            s,
+            self.connector.tls.as_ref(),
+            application_name,
+            s.connect_timeout,
+        )
     }
 }
 

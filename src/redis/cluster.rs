@@ -108,6 +108,37 @@ pub fn served_slots(ctx: &Context) -> Option<usize> {
     Some(cluster_nodes(ctx).map_or(0, |text| served_in(&text)))
 }
 
+/// The lowest slot this node serves as a primary; None outside cluster mode or when it
+/// serves none (a replica).
+pub fn lowest_served_slot(ctx: &Context) -> Option<u16> {
+    if !enabled() {
+        return None;
+    }
+    lowest_in(&cluster_nodes(ctx)?)
+}
+
+/// This node's id (CLUSTER MYID); None outside cluster mode.
+pub fn my_id(ctx: &Context) -> Option<String> {
+    if !enabled() {
+        return None;
+    }
+    let options = CallOptionsBuilder::new().errors_as_replies().build();
+    let answer: CallResult = ctx.call_ext("CLUSTER", &options, &["MYID"]);
+    match answer.ok()? {
+        CallReply::String(s) => s.to_string(),
+        CallReply::VerbatimString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// A hash tag whose keys hash to `slot`: the smallest decimal number that does.
+pub fn tag_for(slot: u16) -> String {
+    (0u32..)
+        .map(|n| n.to_string())
+        .find(|tag| crc16(tag.as_bytes()) & 16383 == slot)
+        .expect("every slot has a decimal tag")
+}
+
 /// CLUSTER NODES' text.
 fn cluster_nodes(ctx: &Context) -> Option<String> {
     let options = CallOptionsBuilder::new().errors_as_replies().build();
@@ -134,6 +165,17 @@ fn served_in(nodes: &str) -> usize {
                 })
                 .sum()
         })
+}
+
+/// The lowest slot on the `myself` line of CLUSTER NODES' text (migrations aside).
+fn lowest_in(nodes: &str) -> Option<u16> {
+    nodes
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() >= 8 && f[2].split(',').any(|flag| flag == "myself"))?[8..]
+        .iter()
+        .filter_map(|range| range.split('-').next()?.parse::<u16>().ok())
+        .min()
 }
 
 /// `locate` over CLUSTER NODES' text: lines of `id ip:port@bus[,host] flags master ping pong
@@ -191,6 +233,19 @@ a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460 [42->-b2]
 b2 127.0.0.1:7002@17002,host-b master - 0 1 2 connected 5461-10922
 c3 127.0.0.1:7003@17003 master - 0 1 3 connected 10923-16383
 ";
+
+    #[test]
+    fn a_node_knows_its_lowest_slot_and_a_tag_for_any_slot() {
+        assert_eq!(lowest_in(NODES), Some(0));
+        let replica = "a1 127.0.0.1:7001@17001 myself,slave b2 0 0 1 connected\n";
+        assert_eq!(lowest_in(replica), None);
+        let later = "a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 9000 5461-8000\n";
+        assert_eq!(lowest_in(later), Some(5461));
+        for wanted in [0, 1, 5461, 16383] {
+            let tag = tag_for(wanted);
+            assert_eq!(slot(format!("pos:{{{tag}}}").as_bytes()), wanted);
+        }
+    }
 
     #[test]
     fn cluster_nodes_say_where_a_slot_is() {

@@ -1,6 +1,6 @@
 //! Redis's own events a module can follow: keys expired or evicted, the end of a load from
-//! disk, a promotion to primary, a replica coming online. Redis calls the `ServerEvents`
-//! functions on the main thread.
+//! disk, a promotion to primary or a demotion to replica, a replica coming online. Redis
+//! calls the `ServerEvents` functions on the main thread.
 
 use redis_module::{Context, raw};
 use std::os::raw::{c_char, c_int, c_void};
@@ -14,6 +14,8 @@ pub trait ServerEvents: 'static {
     fn loading_ended(ctx: &Context);
     /// This server became a primary.
     fn promoted(ctx: &Context);
+    /// This server became a replica.
+    fn demoted(ctx: &Context);
     /// A replica came online (after a full or partial sync).
     fn replica_online(ctx: &Context);
 }
@@ -85,6 +87,8 @@ extern "C" fn on_role_changed<E: ServerEvents>(
 ) {
     if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
         E::promoted(&Context::new(ctx));
+    } else {
+        E::demoted(&Context::new(ctx));
     }
 }
 

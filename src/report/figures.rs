@@ -5,7 +5,7 @@
 use crate::cache::fill;
 use crate::cache::flush;
 use crate::cache::worker;
-use crate::invalidation::listener;
+use crate::invalidation;
 use crate::stats;
 use crate::stats::slowlog;
 use crate::stats::stall;
@@ -53,8 +53,8 @@ pub fn gauges() -> Vec<Gauge> {
         ),
         int(
             "listener_connected",
-            "1 when the invalidation listener is connected to PostgreSQL.",
-            u8::from(listener::connected()),
+            "1 when the invalidation source (the replication stream or the listener) is connected to PostgreSQL.",
+            u8::from(invalidation::source_connected()),
         ),
         int(
             "fills_in_flight",

@@ -2,7 +2,7 @@
 //! `figures`' gauges, the listener's state, the longest callback, per-command and per-table
 //! calls and latency). The INFO section shows the same listing, flattened.
 
-use crate::invalidation::listener;
+use crate::invalidation;
 use crate::report::figures;
 use crate::requests::reply::Reply;
 use crate::stats;
@@ -27,7 +27,7 @@ pub fn all() -> Vec<(String, Reply)> {
         .collect();
     out.extend(gauges());
     // Two figures STATS also spells out in words.
-    let listening = if listener::connected() {
+    let listening = if invalidation::source_connected() {
         "connected"
     } else {
         "disconnected"

@@ -114,11 +114,13 @@ pub fn wait_gone(con: &mut redis::Connection, key: &str) {
     );
 }
 
-/// The backend of the invalidation listener, if connected.
+/// The backend of the invalidation source (the listener's session, or the replication
+/// source's walsender), if connected.
 pub fn listener_pid(pg: &Pg) -> Option<i32> {
     pg.superuser()
         .query_opt(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgcache-listener'",
+            "SELECT pid FROM pg_stat_activity \
+             WHERE application_name IN ('pgcache-listener', 'pgcache-replication')",
             &[],
         )
         .unwrap()

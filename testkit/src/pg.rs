@@ -55,6 +55,16 @@ fn chown_for_pg(path: &Path) {
     }
 }
 
+/// The invalidation mode the tests run in: `PGCACHE_TEST_INVALIDATION_SOURCE` (`make test`
+/// runs the invalidation tests in both), notify by default. The app database's
+/// `pgcache.invalidation_source` says the same, so `pgcache_watch` installs what it needs.
+pub fn invalidation_source() -> &'static str {
+    static SOURCE: OnceLock<String> = OnceLock::new();
+    SOURCE.get_or_init(|| {
+        std::env::var("PGCACHE_TEST_INVALIDATION_SOURCE").unwrap_or_else(|_| "notify".into())
+    })
+}
+
 /// An initdb'd data directory, made once per test run and copied for each server.
 fn template() -> &'static Path {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
@@ -168,10 +178,18 @@ impl Pg {
         pg.launch();
         let mut admin = pg.superuser();
         admin
-            .batch_execute(&format!("CREATE ROLE app LOGIN PASSWORD '{PG_PASSWORD}'"))
+            .batch_execute(&format!(
+                "CREATE ROLE app LOGIN REPLICATION PASSWORD '{PG_PASSWORD}'"
+            ))
             .unwrap();
         admin
             .batch_execute("CREATE DATABASE app OWNER app")
+            .unwrap();
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE app SET pgcache.invalidation_source = '{}'",
+                invalidation_source()
+            ))
             .unwrap();
         pg
     }
@@ -198,6 +216,8 @@ impl Pg {
                 "full_page_writes=off",
             ])
             .args(["-c", "shared_buffers=128MB", "-c", "max_connections=150"])
+            // Both invalidation modes run on every server.
+            .args(["-c", "wal_level=logical"])
             .args(&self.server_args)
             .stdout(Stdio::null())
             .stderr(log)
@@ -302,6 +322,8 @@ impl Pg {
             PG_PASSWORD,
             "pg_sslmode",
             "disable",
+            "invalidation_source",
+            invalidation_source(),
         ]
         .iter()
         .map(|s| s.to_string())

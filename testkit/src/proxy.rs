@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// One proxied connection: whether it is the listener's (its start-up message names the
-/// `pgcache-listener` application) and whether it went silent.
+/// `pgcache-listener` or `pgcache-replication` application: the invalidation source) and
+/// whether it went silent.
 struct Link {
     listener: bool,
     silent: AtomicBool,
@@ -103,9 +104,9 @@ fn forward(
     let n = (&client).read(&mut first).unwrap_or(0);
     let startup = &first[..n];
     let link = Arc::new(Link {
-        listener: startup
-            .windows(b"pgcache-listener".len())
-            .any(|w| w == b"pgcache-listener"),
+        listener: [&b"pgcache-listener\0"[..], b"pgcache-replication\0"]
+            .iter()
+            .any(|name| startup.windows(name.len()).any(|w| w == *name)),
         silent: AtomicBool::new(false),
     });
     if (&upstream).write_all(startup).is_err() {

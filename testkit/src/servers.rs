@@ -289,7 +289,16 @@ impl Stack {
         let mut args = pg.module_args();
         args.extend(extra.iter().map(|s| s.to_string()));
         let redis = Redis::start(&args);
-        Stack { redis, pg }
+        let stack = Stack { redis, pg };
+        // The module waits for its first connection attempt while it loads; a slow one is
+        // waited for here (STATS, unlike HEALTH, does not touch PostgreSQL's pool).
+        if !extra.windows(2).any(|w| w == ["listen", "no"]) {
+            let mut con = stack.con();
+            wait_for("the invalidation source", Duration::from_secs(10), || {
+                (stats_figure(&mut con, "listener_connected") == 1).then_some(())
+            });
+        }
+        stack
     }
 
     pub fn con(&self) -> redis::Connection {

@@ -134,11 +134,15 @@ fn bulk_statements_split_into_small_notifications() {
     );
 }
 
+/// NOTIFY's own payloads: notify mode in both runs.
+const NOTIFY_MODE: [&str; 2] = ["invalidation_source", "notify"];
+
 #[test]
 fn the_original_payload_shape_is_accepted() {
     // The trigger from the original module's README.
-    let stack = Stack::start(&format!(
-        "{USERS_SQL}
+    let stack = Stack::start_with(
+        &format!(
+            "{USERS_SQL}
          CREATE OR REPLACE FUNCTION notify_cache_invalidation() RETURNS trigger AS $$
          BEGIN
              PERFORM pg_notify('cache_invalidation', json_build_object(
@@ -149,7 +153,9 @@ fn the_original_payload_shape_is_accepted() {
          $$ LANGUAGE plpgsql;
          CREATE TRIGGER users_cache_trigger AFTER INSERT OR UPDATE OR DELETE ON users
              FOR EACH ROW EXECUTE FUNCTION notify_cache_invalidation();"
-    ));
+        ),
+        &NOTIFY_MODE,
+    );
     let mut con = stack.con();
     read_until_cached(&mut con, "users", r#"{"id":7}"#);
     read_until_cached(&mut con, "users", r#"{"id":3}"#);
@@ -201,7 +207,8 @@ fn invalidations_replicate_and_reach_every_filled_db() {
 
 #[test]
 fn after_the_listener_reconnects_nothing_older_is_served() {
-    let stack = watched_users();
+    let stack = Stack::start_with(&format!("{USERS_SQL} {TRIGGER_SQL}"), &NOTIFY_MODE);
+    stack.pg.execute("SELECT pgcache_watch('users', 'notify')");
     let mut con = stack.con();
     for id in 1..=50 {
         read_until_cached(&mut con, "users", &format!(r#"{{"id":{id}}}"#));
@@ -244,6 +251,49 @@ fn after_the_listener_reconnects_nothing_older_is_served() {
     );
     // The reconnect dropped every entry, without blocking the server.
     wait_keys_at_most(&mut con, "pg_cache:users:*", 1);
+}
+
+#[test]
+fn after_the_replication_stream_reconnects_only_the_changed_rows_go() {
+    let stack = Stack::start_with(
+        &format!("{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users', 'replication');"),
+        &["invalidation_source", "replication"],
+    );
+    let mut con = stack.con();
+    for id in 1..=50 {
+        read_until_cached(&mut con, "users", &format!(r#"{{"id":{id}}}"#));
+    }
+    let first = wait_for("the walsender", Duration::from_secs(10), || {
+        listener_pid(&stack.pg)
+    });
+    let flushes_before = stats_figure(&mut con, "flushes");
+    // Terminate the walsender and change rows at once: the slot keeps the changes.
+    let mut admin = stack.pg.superuser();
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&first])
+        .unwrap();
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'changed while away' WHERE id IN (7, 8)");
+    wait_gone(&mut con, KEY7);
+    wait_gone(&mut con, r#"pg_cache:users:{"id":8}"#);
+    assert_ne!(listener_pid(&stack.pg), Some(first), "a new walsender");
+    assert_eq!(
+        json(&read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap())["name"],
+        "changed while away"
+    );
+    // Nothing else went: no flush, the other 48 entries are still served from the cache.
+    assert_eq!(stats_figure(&mut con, "flushes"), flushes_before);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("pg_cache:users:*")
+        .query(&mut con)
+        .unwrap();
+    assert!(keys.len() >= 48, "{} entries left", keys.len());
+    assert!(
+        !stack.redis.log().contains("may have been missed"),
+        "{}",
+        stack.redis.log()
+    );
 }
 
 #[test]
@@ -351,9 +401,12 @@ fn notify(stack: &Stack, payload: &str) {
 
 #[test]
 fn an_unreadable_key_flushes_its_table_and_the_other_keys_still_go() {
-    let stack = Stack::start(&format!(
-        "{USERS_SQL} CREATE TABLE other (id integer PRIMARY KEY); INSERT INTO other VALUES (1);"
-    ));
+    let stack = Stack::start_with(
+        &format!(
+            "{USERS_SQL} CREATE TABLE other (id integer PRIMARY KEY); INSERT INTO other VALUES (1);"
+        ),
+        &NOTIFY_MODE,
+    );
     let mut con = stack.con();
     for id in [1, 2, 3] {
         read_until_cached(&mut con, "users", &format!(r#"{{"id":{id}}}"#));

@@ -2,6 +2,7 @@
 //! never a panic, and the keys of a payload pgcache's trigger writes are read back.
 
 use super::*;
+use crate::invalidation::translate::keys_of;
 use proptest::prelude::*;
 
 /// JSON values of every shape, nested a few levels.

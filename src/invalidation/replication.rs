@@ -1,0 +1,757 @@
+//! The replication source: invalidations from PostgreSQL's own log. A thread of its own holds
+//! a replication connection, streams a logical slot with the built-in `pgoutput` plugin from
+//! the publication's tables, gathers each transaction's changed keys until its commit and hands
+//! them, in commit order and tagged with the commit's position, to `apply` (the same step the
+//! NOTIFY listener feeds). Writers pay nothing: no trigger, no NOTIFY.
+//!
+//! Nothing is lost while nobody consumes: the slot keeps every change after the position it
+//! was confirmed to, and that is never past the position the keyspace holds (`position`), so
+//! after a reconnect, a PostgreSQL restart, a redis-server restart or a promotion the stream
+//! resumes where the data's position says and no entry is dropped. Only a slot that is gone or
+//! lost, or a position of another server, starts over with a flush.
+//!
+//! The slot keeps the log while pgcache is away; pgcache confirms its position also while
+//! only other tables change (keepalives), so an idle pgcache holds back nothing. The thread
+//! consumes only on a primary; a replica's entries are kept by its primary's deletions.
+
+mod transaction;
+
+use super::{apply, listener, position, translate};
+use crate::model::lsn::Lsn;
+use crate::pg::pool::{Connection as Catalog, Pool};
+use crate::pg::replication::connection::{Connection, Failure};
+use crate::pg::replication::pgoutput::{self, Message, Relation};
+use crate::pg::replication::wire::CopyData;
+use crate::redis::role::writable;
+use position::Record;
+use redis_module::Context;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+use transaction::Transaction;
+
+/// What the source consumes.
+#[derive(Clone)]
+pub struct Source {
+    /// The `replication_slot` setting; on a cluster node, the slot is named after it and
+    /// the node (`slot`).
+    pub base_slot: String,
+    pub slot: String,
+    pub publication: String,
+    /// `invalidation_source auto`: the channel to LISTEN on instead when PostgreSQL does not
+    /// allow logical replication.
+    pub fallback_channel: Option<String>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+/// The replication source is the one in use (decided; with `auto`, once PostgreSQL said).
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// This server is a primary: only a primary consumes the slot.
+static PRIMARY: AtomicBool = AtomicBool::new(false);
+/// The first session since `start` has started streaming, or failed.
+static ATTEMPTED: AtomicBool = AtomicBool::new(false);
+/// Start the session again from the position the keyspace holds now (after a load).
+static RESUME: AtomicBool = AtomicBool::new(false);
+static CONNECTED: AtomicBool = AtomicBool::new(false);
+static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
+static STATUS: Mutex<Status> = Mutex::new(Status::new());
+
+/// What HEALTH and INFO say about the source.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// Why the source is not streaming, if it is not (and was asked to).
+    pub problem: Option<String>,
+    /// `auto` chose NOTIFY, and why.
+    pub fell_back: Option<String>,
+    /// Why the connection was last lost, and when.
+    pub last_loss: Option<(SystemTime, String)>,
+    /// The last position confirmed to PostgreSQL.
+    pub confirmed: Option<Lsn>,
+}
+
+impl Status {
+    const fn new() -> Status {
+        Status {
+            problem: None,
+            fell_back: None,
+            last_loss: None,
+            confirmed: None,
+        }
+    }
+}
+
+/// How often an unchanged position is confirmed again, and how soon a new one is.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+const STATUS_SOON: Duration = Duration::from_millis(20);
+/// After this long without a message, PostgreSQL is asked to answer at once...
+const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
+/// ... and a connection that stays silent this long after the question is given up (a
+/// network that drops packets without a reset), then resumed from the position stored.
+const LIVENESS_PATIENCE: Duration = Duration::from_secs(3);
+/// While catching up after a (re)connect, PostgreSQL is asked this often how far it is.
+const CATCH_UP_PING: Duration = Duration::from_millis(100);
+/// Longest wait for one message before the loop looks at its flags again.
+const RECEIVE_WAIT: Duration = Duration::from_millis(50);
+const EXCHANGE_LIMIT: Duration = Duration::from_secs(10);
+const APPLICATION_NAME: &str = "pgcache-replication";
+const CATALOG_APPLICATION_NAME: &str = "pgcache-replication-catalog";
+
+/// Starts the source's thread. Main thread, at load: the position the keyspace holds now is
+/// read first (a load from disk that follows reads it again, see `apply::data_loaded`).
+pub fn start(ctx: &Context, pool: Arc<Pool>, source: Source) -> std::io::Result<()> {
+    STOP.store(false, Ordering::SeqCst);
+    ATTEMPTED.store(false, Ordering::SeqCst);
+    RESUME.store(false, Ordering::SeqCst);
+    position::load(ctx);
+    PRIMARY.store(writable(ctx), Ordering::SeqCst);
+    let mut source = source;
+    if let Some(id) = crate::redis::cluster::my_id(ctx) {
+        // One slot per shard: named after the node that made it, and kept by the replica
+        // that replaces it (the position key names the slot it is a position of).
+        source.slot = format!("{}_{}", source.base_slot, &id[..id.len().min(12)]);
+    }
+    ACTIVE.store(source.fallback_channel.is_none(), Ordering::SeqCst);
+    *STATUS.lock().unwrap() = Status::new();
+    let handle = std::thread::Builder::new()
+        .name("pgcache-replication".into())
+        .spawn(move || run(pool, source))?;
+    *THREAD.lock().unwrap() = Some(handle);
+    Ok(())
+}
+
+/// Waits (at most `limit`) for the first session to start streaming or fail, so that a
+/// server starting with PostgreSQL up caches from its first request on.
+pub fn wait_for_first_attempt(limit: Duration) {
+    let until = Instant::now() + limit;
+    while !ATTEMPTED.load(Ordering::SeqCst) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Stops the thread and waits for it (and for the listener it started instead, if any).
+pub fn stop() {
+    STOP.store(true, Ordering::SeqCst);
+    if let Some(handle) = THREAD.lock().unwrap().take() {
+        let _ = handle.join();
+    }
+    ACTIVE.store(false, Ordering::SeqCst);
+    CONNECTED.store(false, Ordering::SeqCst);
+    position::forget();
+}
+
+/// Whether the replication source is the one in use.
+pub fn active() -> bool {
+    ACTIVE.load(Ordering::SeqCst)
+}
+
+pub fn connected() -> bool {
+    CONNECTED.load(Ordering::SeqCst)
+}
+
+pub fn status() -> Status {
+    STATUS.lock().unwrap().clone()
+}
+
+/// The keyspace was loaded again (its position read by the caller): stream from there.
+pub fn resume() {
+    PRIMARY.store(true, Ordering::SeqCst);
+    RESUME.store(true, Ordering::SeqCst);
+}
+
+/// This server became a replica: its primary consumes the slot now.
+pub fn demoted() {
+    PRIMARY.store(false, Ordering::SeqCst);
+}
+
+fn stopping() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Sleeps up to `total`, waking early when asked to stop or to resume.
+fn pause(total: Duration) {
+    let until = Instant::now() + total;
+    while !stopping() && !RESUME.load(Ordering::SeqCst) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How a session ended.
+enum Ended {
+    Stopped,
+    /// Start again at once (a load moved the position, or this server stopped being a
+    /// primary).
+    Again,
+    /// `auto`: PostgreSQL does not allow logical replication; NOTIFY it is.
+    UseNotify(String),
+    Lost(String),
+}
+
+fn run(pool: Arc<Pool>, source: Source) {
+    let mut backoff = Duration::from_millis(100);
+    while !stopping() {
+        if !PRIMARY.load(Ordering::SeqCst) {
+            ATTEMPTED.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        RESUME.store(false, Ordering::SeqCst);
+        let ended = session(&pool, &source);
+        CONNECTED.store(false, Ordering::SeqCst);
+        apply::listener_disconnected();
+        match ended {
+            Ended::Stopped => break,
+            Ended::Again => {}
+            Ended::UseNotify(why) => {
+                redis_module::logging::log_warning(format!(
+                    "pgcache: {why}; invalidation_source auto uses NOTIFY instead (install the \
+                     triggers with pgcache_watch); set wal_level = logical for the replication \
+                     source, which costs writers nothing"
+                ));
+                STATUS.lock().unwrap().fell_back = Some(why);
+                let channel = source.fallback_channel.clone().unwrap_or_default();
+                if let Err(e) = listener::start(pool.clone(), channel) {
+                    redis_module::logging::log_warning(format!(
+                        "pgcache: cannot start the invalidation listener: {e}"
+                    ));
+                }
+                ATTEMPTED.store(true, Ordering::SeqCst);
+                return;
+            }
+            Ended::Lost(why) => {
+                ATTEMPTED.store(true, Ordering::SeqCst);
+                let streamed = STATUS.lock().unwrap().problem.is_none();
+                if streamed {
+                    backoff = Duration::from_millis(100);
+                    crate::stats::LISTENER_RECONNECTS.inc();
+                }
+                redis_module::logging::log_warning(format!(
+                    "pgcache: replication source: {why}; retrying in {} ms",
+                    backoff.as_millis()
+                ));
+                let mut status = STATUS.lock().unwrap();
+                status.last_loss = Some((SystemTime::now(), why.clone()));
+                status.problem = Some(why);
+                drop(status);
+                pause(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Connects, finds or makes the publication and slot, decides where to start, and streams.
+fn session(pool: &Arc<Pool>, source: &Source) -> Ended {
+    let mut replication = match pool.connect_replication(APPLICATION_NAME) {
+        Ok(connection) => connection,
+        // 42501: the role may not replicate; 28000: pg_hba.conf has no entry for it.
+        Err(e)
+            if source.fallback_channel.is_some() && matches!(e.code(), Some("42501" | "28000")) =>
+        {
+            return Ended::UseNotify(format!("PostgreSQL refuses a replication connection ({e})"));
+        }
+        Err(e) => return Ended::Lost(format!("cannot connect: {e}")),
+    };
+    let slot = slot_name(source);
+    let prepared = match prepare(&mut replication, source, &slot) {
+        Ok(prepared) => prepared,
+        Err(Prepare::UseNotify(why)) if source.fallback_channel.is_some() => {
+            return Ended::UseNotify(why);
+        }
+        Err(Prepare::UseNotify(why) | Prepare::Failed(why)) => return Ended::Lost(why),
+    };
+    ACTIVE.store(true, Ordering::SeqCst);
+    let command = format!(
+        "START_REPLICATION SLOT {slot} LOGICAL {} (proto_version '1', publication_names \
+         '{}', messages 'true')",
+        prepared.start, source.publication
+    );
+    if let Err(e) = replication.start_streaming(&command, EXCHANGE_LIMIT) {
+        return Ended::Lost(format!("cannot stream slot {slot}: {e}"));
+    }
+    CONNECTED.store(true, Ordering::SeqCst);
+    STATUS.lock().unwrap().problem = None;
+    match &prepared.reset {
+        Some(why) => apply::source_reset(why.clone()),
+        None => apply::source_resumed(),
+    }
+    ATTEMPTED.store(true, Ordering::SeqCst);
+    redis_module::logging::log_notice(format!(
+        "pgcache: streaming invalidations from slot {} (publication {}) at {}",
+        source.slot, source.publication, prepared.start
+    ));
+    Stream::new(pool, replication, prepared).run()
+}
+
+/// Where a session starts.
+struct Prepared {
+    start: Lsn,
+    record: Record,
+    /// Why the entries cannot be vouched for (a flush), if they cannot.
+    reset: Option<String>,
+    /// PostgreSQL's log end when the session started: caught up once applied to there.
+    target: Lsn,
+}
+
+enum Prepare {
+    UseNotify(String),
+    Failed(String),
+}
+
+fn query(replication: &mut Connection, sql: &str) -> Result<Vec<Vec<Option<String>>>, Prepare> {
+    replication
+        .query(sql, EXCHANGE_LIMIT)
+        .map_err(|e| Prepare::Failed(format!("{sql:?} failed: {e}")))
+}
+
+fn single(rows: &[Vec<Option<String>>], column: usize) -> Option<&str> {
+    rows.first()?.get(column)?.as_deref()
+}
+
+fn lsn_of(text: Option<&str>, what: &str) -> Result<Lsn, Prepare> {
+    text.and_then(|t| Lsn::parse(t).ok())
+        .ok_or_else(|| Prepare::Failed(format!("PostgreSQL sent no valid {what}")))
+}
+
+/// The slot to consume: the one the position the keyspace holds names (a promoted replica
+/// continues its primary's), else this node's own.
+fn slot_name(source: &Source) -> String {
+    match position::stored() {
+        Some(r)
+            if r.slot == source.base_slot
+                || r.slot.starts_with(&format!("{}_", source.base_slot)) =>
+        {
+            r.slot
+        }
+        _ => source.slot.clone(),
+    }
+}
+
+fn prepare(
+    replication: &mut Connection,
+    source: &Source,
+    slot_name: &str,
+) -> Result<Prepared, Prepare> {
+    let rows = query(replication, "SHOW wal_level")?;
+    let wal_level = single(&rows, 0).unwrap_or_default().to_string();
+    if wal_level != "logical" {
+        return Err(Prepare::UseNotify(format!(
+            "PostgreSQL's wal_level is {wal_level}, not logical (set wal_level = logical and \
+             restart PostgreSQL; on managed services see README)"
+        )));
+    }
+    let identity = query(replication, "IDENTIFY_SYSTEM")?;
+    let system = single(&identity, 0).unwrap_or_default().to_string();
+    let target = lsn_of(single(&identity, 2), "log position")?;
+    let publication_exists = !query(
+        replication,
+        &format!(
+            "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = '{}'",
+            source.publication
+        ),
+    )?
+    .is_empty();
+    if !publication_exists {
+        // An empty publication: pgcache_watch() adds tables to it.
+        query(
+            replication,
+            &format!("CREATE PUBLICATION {}", source.publication),
+        )
+        .map_err(|_| {
+            Prepare::Failed(format!(
+                "publication {} does not exist and this role may not create it: create it \
+                 (CREATE PUBLICATION {}) or run pgcache_watch('<table>') as its owner",
+                source.publication, source.publication
+            ))
+        })?;
+    }
+    let slot_sql = format!(
+        "SELECT confirmed_flush_lsn, wal_status, plugin, database = current_database(), \
+         active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = '{}'",
+        slot_name
+    );
+    let mut slot = query(replication, &slot_sql)?;
+    if let Some(pid) = slot.first().and_then(|row| row.get(4)).cloned().flatten() {
+        slot = take_over(replication, &slot_sql, &pid)?;
+    }
+    let stored = position::stored();
+    // Entries no position vouches for (present at load, or loaded without a position).
+    let unvouched = || {
+        apply::untrusted_entries()
+            .then(|| "because the cached rows came without a position to resume from".to_string())
+    };
+    let mut reset = None;
+    let start = match slot.first() {
+        Some(row)
+            if row.get(2).and_then(Option::as_deref) != Some("pgoutput")
+                || row.get(3).and_then(Option::as_deref) != Some("t") =>
+        {
+            return Err(Prepare::Failed(format!(
+                "replication slot {} exists but is not a pgoutput slot of this database: \
+                 choose another replication_slot",
+                slot_name
+            )));
+        }
+        Some(row) if row.get(1).and_then(Option::as_deref) == Some("lost") => {
+            query(replication, &format!("DROP_REPLICATION_SLOT {}", slot_name))?;
+            reset = Some(format!(
+                "because replication slot {} lost log it still needed (max_slot_wal_keep_size)",
+                slot_name
+            ));
+            create_slot(replication, slot_name)?
+        }
+        Some(row) => {
+            let confirmed = lsn_of(row.first().and_then(Option::as_deref), "slot position")?;
+            match &stored {
+                Some(r) if r.system != system || r.slot != slot_name => {
+                    reset = Some(
+                        "because the position this server holds is of another PostgreSQL or \
+                         slot"
+                            .into(),
+                    );
+                    confirmed
+                }
+                Some(r) if r.lsn < confirmed => {
+                    reset = Some(format!(
+                        "because slot {} was confirmed past the position this server's data \
+                         reflects ({} < {confirmed})",
+                        slot_name, r.lsn
+                    ));
+                    confirmed
+                }
+                Some(r) => r.lsn,
+                None => {
+                    reset = unvouched();
+                    confirmed
+                }
+            }
+        }
+        None => {
+            reset = match &stored {
+                Some(_) => Some(format!(
+                    "because replication slot {} is gone (dropped, or PostgreSQL failed over)",
+                    slot_name
+                )),
+                None => unvouched(),
+            };
+            create_slot(replication, slot_name)?
+        }
+    };
+    let record = Record {
+        lsn: start,
+        system,
+        slot: slot_name.to_string(),
+    };
+    if stored.as_ref() != Some(&record) {
+        position::restart_at(record.clone());
+    }
+    Ok(Prepared {
+        start,
+        record,
+        reset,
+        target,
+    })
+}
+
+/// The slot is still streamed by another session: this server's own, which a silent network
+/// cut off without PostgreSQL noticing yet (it would wait `wal_sender_timeout`), or the one
+/// of the primary this server replaced. The slot is this server's now: that session is
+/// ended, and the slot read again once it is free.
+fn take_over(
+    replication: &mut Connection,
+    slot_sql: &str,
+    pid: &str,
+) -> Result<Vec<Vec<Option<String>>>, Prepare> {
+    let pid: i32 = pid
+        .parse()
+        .map_err(|_| Prepare::Failed(format!("PostgreSQL sent an invalid process id {pid:?}")))?;
+    redis_module::logging::log_notice(format!(
+        "pgcache: replication slot is in use by process {pid}; ending that session to take \
+         the slot over"
+    ));
+    query(
+        replication,
+        &format!("SELECT pg_catalog.pg_terminate_backend({pid})"),
+    )?;
+    let deadline = Instant::now() + EXCHANGE_LIMIT;
+    loop {
+        let slot = query(replication, slot_sql)?;
+        if slot
+            .first()
+            .and_then(|row| row.get(4))
+            .cloned()
+            .flatten()
+            .is_none()
+        {
+            return Ok(slot);
+        }
+        if Instant::now() >= deadline {
+            return Err(Prepare::Failed(format!(
+                "replication slot is still in use by process {pid}, which could not be ended"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn create_slot(replication: &mut Connection, slot: &str) -> Result<Lsn, Prepare> {
+    let rows = query(
+        replication,
+        &format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput NOEXPORT_SNAPSHOT"),
+    )?;
+    lsn_of(single(&rows, 1), "slot position")
+}
+
+/// One streaming session.
+struct Stream<'a> {
+    pool: &'a Arc<Pool>,
+    replication: Connection,
+    /// A regular connection, for the catalog (tables' keys) and spelling key values.
+    catalog: Option<Catalog>,
+    record: Record,
+    target: Lsn,
+    caught_up: bool,
+    relations: HashMap<u32, Relation>,
+    open: Option<Transaction>,
+    /// The highest position handed to `apply`.
+    submitted: Lsn,
+    last_received: Instant,
+    asked: Option<Instant>,
+    confirmed: Option<Lsn>,
+    last_status: Instant,
+}
+
+impl<'a> Stream<'a> {
+    fn new(pool: &'a Arc<Pool>, replication: Connection, prepared: Prepared) -> Stream<'a> {
+        Stream {
+            pool,
+            replication,
+            catalog: None,
+            submitted: prepared.start,
+            record: prepared.record,
+            target: prepared.target,
+            caught_up: false,
+            relations: HashMap::new(),
+            open: None,
+            last_received: Instant::now(),
+            asked: None,
+            confirmed: None,
+            last_status: Instant::now(),
+        }
+    }
+
+    fn run(mut self) -> Ended {
+        loop {
+            if stopping() {
+                return Ended::Stopped;
+            }
+            if RESUME.load(Ordering::SeqCst) || !PRIMARY.load(Ordering::SeqCst) {
+                return Ended::Again;
+            }
+            if let Err(why) = self.step() {
+                return Ended::Lost(why);
+            }
+        }
+    }
+
+    fn step(&mut self) -> Result<(), String> {
+        self.check_caught_up();
+        self.report()?;
+        let Some(message) = self
+            .replication
+            .receive(RECEIVE_WAIT)
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        self.last_received = Instant::now();
+        self.asked = None;
+        match message {
+            CopyData::XLogData { data, .. } => {
+                let message = pgoutput::decode(&data).map_err(|e| e.to_string())?;
+                self.handle(message)
+            }
+            CopyData::Keepalive {
+                wal_end,
+                reply_requested,
+            } => {
+                // Everything before `wal_end` has been sent: between transactions, the
+                // position moves there even when no change concerned a published table.
+                if self.open.is_none() && wal_end > self.submitted {
+                    let mut changes = apply::Changes::default();
+                    changes.reach(wal_end);
+                    apply::submit(changes);
+                    self.submitted = wal_end;
+                }
+                if reply_requested {
+                    self.send_status(false)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn check_caught_up(&mut self) {
+        if self.caught_up {
+            return;
+        }
+        if position::applied().is_some_and(|applied| applied.lsn >= self.target) {
+            self.caught_up = true;
+            apply::caught_up();
+        }
+    }
+
+    /// Confirms the stored position when it moved (and every `STATUS_INTERVAL`), and asks
+    /// a silent server to answer; a server silent past `LIVENESS_PATIENCE` is given up.
+    fn report(&mut self) -> Result<(), String> {
+        let confirmable = self.confirmable();
+        let since = self.last_status.elapsed();
+        if (Some(confirmable) != self.confirmed && since >= STATUS_SOON) || since >= STATUS_INTERVAL
+        {
+            self.send_status(false)?;
+        }
+        let ping_every = if self.caught_up {
+            LIVENESS_INTERVAL
+        } else {
+            CATCH_UP_PING
+        };
+        match self.asked {
+            Some(at) if at.elapsed() >= LIVENESS_PATIENCE => {
+                crate::stats::PG_SILENT_CONNECTIONS.inc();
+                Err(format!(
+                    "PostgreSQL did not answer within {} ms (the network may be dropping \
+                     packets); the connection was given up",
+                    LIVENESS_PATIENCE.as_millis()
+                ))
+            }
+            None if self.last_received.elapsed() >= ping_every => {
+                self.send_status(true)?;
+                self.asked = Some(Instant::now());
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The position the slot may be confirmed to: the one the keyspace holds.
+    fn confirmable(&self) -> Lsn {
+        match position::stored() {
+            Some(stored)
+                if stored.system == self.record.system && stored.slot == self.record.slot =>
+            {
+                stored.lsn.max(self.record.lsn)
+            }
+            _ => self.record.lsn,
+        }
+    }
+
+    fn send_status(&mut self, reply: bool) -> Result<(), String> {
+        let confirmable = self.confirmable();
+        self.replication
+            .send_status(confirmable, reply, EXCHANGE_LIMIT)
+            .map_err(|e: Failure| e.to_string())?;
+        self.confirmed = Some(confirmable);
+        self.last_status = Instant::now();
+        STATUS.lock().unwrap().confirmed = Some(confirmable);
+        Ok(())
+    }
+
+    fn handle(&mut self, message: Message) -> Result<(), String> {
+        match message {
+            Message::Begin { .. } => self.open = Some(Transaction::default()),
+            Message::Relation(relation) => {
+                self.relations.insert(relation.id, relation);
+            }
+            Message::Insert { relation, new } => {
+                let relation = self.relation(relation)?;
+                self.transaction().changed(&relation, &[&new]);
+            }
+            Message::Update { relation, old, new } => {
+                let relation = self.relation(relation)?;
+                let rows: Vec<_> = old.iter().chain([&new]).collect();
+                self.transaction().changed(&relation, &rows);
+            }
+            Message::Delete { relation, old } => {
+                let relation = self.relation(relation)?;
+                self.transaction().changed(&relation, &[&old]);
+            }
+            Message::Truncate { relations } => {
+                for id in relations {
+                    let relation = self.relation(id)?;
+                    self.transaction().flush(&relation);
+                }
+            }
+            Message::Logical {
+                transactional,
+                prefix,
+                content,
+                ..
+            } if prefix == FLUSH_PREFIX => {
+                let table = String::from_utf8_lossy(&content).into_owned();
+                if transactional {
+                    self.transaction().flush_named(table);
+                } else {
+                    let mut flush = Transaction::default();
+                    flush.flush_named(table);
+                    self.submit(flush, None)?;
+                }
+            }
+            Message::Commit { end_lsn, .. } => {
+                let transaction = self.open.take().unwrap_or_default();
+                self.submit(transaction, Some(end_lsn))?;
+            }
+            Message::Logical { .. } | Message::Other(_) => {}
+        }
+        Ok(())
+    }
+
+    fn relation(&self, id: u32) -> Result<Relation, String> {
+        self.relations
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| format!("PostgreSQL sent a change of relation {id} it never described"))
+    }
+
+    fn transaction(&mut self) -> &mut Transaction {
+        self.open.get_or_insert_with(Transaction::default)
+    }
+
+    /// Hands a transaction's changes to the main thread, with the position they bring the
+    /// cache to.
+    fn submit(&mut self, transaction: Transaction, reached: Option<Lsn>) -> Result<(), String> {
+        let mut changes = apply::Changes::default();
+        let payloads = transaction.into_payloads();
+        if !payloads.is_empty() {
+            let catalog = self.catalog()?;
+            for payload in payloads {
+                translate::add(catalog, &mut changes, payload, "a replicated change");
+            }
+            if catalog.is_closed() {
+                self.catalog = None;
+                return Err("the catalog connection broke".into());
+            }
+        }
+        changes.collapse_bulk();
+        if let Some(lsn) = reached {
+            changes.reach(lsn);
+            self.submitted = self.submitted.max(lsn);
+        }
+        apply::submit(changes);
+        Ok(())
+    }
+
+    fn catalog(&mut self) -> Result<&mut Catalog, String> {
+        if self.catalog.is_none() {
+            let connection = self
+                .pool
+                .connect_dedicated(EXCHANGE_LIMIT, CATALOG_APPLICATION_NAME)
+                .map_err(|e| e.message().to_string())?;
+            self.catalog = Some(connection);
+        }
+        Ok(self.catalog.as_mut().expect("just connected"))
+    }
+}
+
+/// The prefix of the logical message `pgcache_flush()` writes (its content: the table).
+const FLUSH_PREFIX: &str = "pgcache.flush";

@@ -1,0 +1,270 @@
+//! One replicated transaction's changes, gathered from its pgoutput messages until its
+//! commit: per table, the key values of every row it inserted, updated (old and new key) or
+//! deleted, or that the whole table is to be flushed (TRUNCATE, a statement of more than
+//! `apply::BULK_KEYS` rows, a key value the stream did not carry). The result is the
+//! payloads `translate` turns into deletions, as it does a notification's.
+
+use super::super::apply::BULK_KEYS;
+use super::super::translate::Payload;
+use crate::model::ident::QualifiedName;
+use crate::pg::replication::pgoutput::{Relation, Tuple, Value};
+use serde_json::{Map, Value as Json};
+use std::collections::{HashMap, HashSet};
+
+/// Type OIDs whose text form is a JSON number: int2, int4, int8, oid, float4, float8,
+/// numeric (a NaN or an infinity is not, and stays text, as `to_jsonb` writes it).
+const NUMBER_TYPES: [u32; 7] = [21, 23, 20, 26, 700, 701, 1700];
+const BOOL_TYPE: u32 = 16;
+
+#[derive(Default)]
+pub struct Transaction {
+    tables: HashMap<u32, TableChanges>,
+    /// Tables named by `pgcache_flush()` in this transaction.
+    flushed_by_name: Vec<String>,
+}
+
+struct TableChanges {
+    table: String,
+    rows: Vec<Json>,
+    /// The rows' text, to name each key once.
+    seen: HashSet<String>,
+    flush: bool,
+    /// Keys named while the table is to be flushed anyway.
+    flushed_keys: u64,
+}
+
+impl TableChanges {
+    fn new(relation: &Relation) -> TableChanges {
+        TableChanges {
+            table: table_name(relation),
+            rows: Vec::new(),
+            seen: HashSet::new(),
+            flush: false,
+            flushed_keys: 0,
+        }
+    }
+
+    fn flush(&mut self) {
+        self.flush = true;
+        self.flushed_keys += self.rows.len() as u64;
+        self.rows = Vec::new();
+        self.seen = HashSet::new();
+    }
+}
+
+impl Transaction {
+    /// A row of `relation` changed: `rows` are its old and/or new values.
+    pub fn changed(&mut self, relation: &Relation, rows: &[&Tuple]) {
+        let changes = self
+            .tables
+            .entry(relation.id)
+            .or_insert_with(|| TableChanges::new(relation));
+        if changes.flush {
+            changes.flushed_keys += rows.len() as u64;
+            return;
+        }
+        for row in rows {
+            let Some(key) = key_values(relation, row) else {
+                changes.flush();
+                return;
+            };
+            if changes.seen.insert(key.to_string()) {
+                changes.rows.push(key);
+            }
+        }
+        if changes.rows.len() > BULK_KEYS {
+            changes.flush();
+        }
+    }
+
+    /// Every row of `relation` may have changed.
+    pub fn flush(&mut self, relation: &Relation) {
+        self.tables
+            .entry(relation.id)
+            .or_insert_with(|| TableChanges::new(relation))
+            .flush();
+    }
+
+    /// `pgcache_flush(table)` ran in this transaction: `table` is its quoted name.
+    pub fn flush_named(&mut self, table: String) {
+        self.flushed_by_name.push(table);
+    }
+
+    /// What the transaction asks of the cache.
+    pub fn into_payloads(self) -> Vec<Payload> {
+        let named = self.flushed_by_name.into_iter().map(|table| Payload {
+            table,
+            rows: Vec::new(),
+            flush: true,
+            flushed_keys: 0,
+        });
+        self.tables
+            .into_values()
+            .map(|changes| Payload {
+                table: changes.table,
+                rows: changes.rows,
+                flush: changes.flush,
+                flushed_keys: changes.flushed_keys,
+            })
+            .chain(named)
+            .collect()
+    }
+}
+
+/// `"schema"."table"`: the table a notification would name.
+fn table_name(relation: &Relation) -> String {
+    let schema = if relation.namespace.is_empty() {
+        "pg_catalog"
+    } else {
+        &relation.namespace
+    };
+    QualifiedName {
+        schema: schema.to_string(),
+        name: relation.name.clone(),
+    }
+    .quoted()
+}
+
+/// The values of `row`'s replica identity columns (the primary key, or every column with
+/// REPLICA IDENTITY FULL) as a JSON object, each as `to_jsonb` would write it where the text
+/// form allows; None when a key value was not sent (an unchanged TOASTed value).
+fn key_values(relation: &Relation, row: &Tuple) -> Option<Json> {
+    let mut key = Map::new();
+    for (column, value) in relation.columns.iter().zip(row) {
+        if !column.key {
+            continue;
+        }
+        let json = match value {
+            Value::Null => Json::Null,
+            Value::Text(bytes) => {
+                let text = String::from_utf8_lossy(bytes);
+                if NUMBER_TYPES.contains(&column.type_oid) {
+                    serde_json::from_str::<serde_json::Number>(&text)
+                        .map(Json::Number)
+                        .unwrap_or_else(|_| Json::String(text.into_owned()))
+                } else if column.type_oid == BOOL_TYPE {
+                    Json::Bool(text == "t")
+                } else {
+                    Json::String(text.into_owned())
+                }
+            }
+            Value::Unchanged | Value::Binary(_) => return None,
+        };
+        key.insert(column.name.clone(), json);
+    }
+    Some(Json::Object(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::replication::pgoutput::RelationColumn;
+    use serde_json::json;
+
+    fn users() -> Relation {
+        Relation {
+            id: 5,
+            namespace: "public".into(),
+            name: "users".into(),
+            columns: vec![
+                RelationColumn {
+                    key: true,
+                    name: "id".into(),
+                    type_oid: 23,
+                },
+                RelationColumn {
+                    key: false,
+                    name: "name".into(),
+                    type_oid: 25,
+                },
+            ],
+        }
+    }
+
+    fn text(s: &str) -> Value {
+        Value::Text(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn changed_rows_name_their_keys_once() {
+        let users = users();
+        let mut t = Transaction::default();
+        let (a, b) = (vec![text("7"), text("x")], vec![text("8"), Value::Null]);
+        t.changed(&users, &[&a]);
+        t.changed(&users, &[&a, &b]);
+        let payloads = t.into_payloads();
+        assert_eq!(payloads.len(), 1);
+        assert_eq!(payloads[0].table, r#""public"."users""#);
+        assert_eq!(payloads[0].rows, vec![json!({"id": 7}), json!({"id": 8})]);
+        assert!(!payloads[0].flush);
+    }
+
+    #[test]
+    fn values_are_written_as_to_jsonb_writes_them() {
+        let relation = Relation {
+            id: 1,
+            namespace: "".into(),
+            name: "Odd Name".into(),
+            columns: [(23, "i"), (1700, "n"), (16, "b"), (1082, "d"), (701, "f")]
+                .into_iter()
+                .map(|(type_oid, name)| RelationColumn {
+                    key: true,
+                    name: name.into(),
+                    type_oid,
+                })
+                .collect(),
+        };
+        let mut t = Transaction::default();
+        let row = vec![
+            text("-3"),
+            text("1.50"),
+            text("t"),
+            text("2024-01-02"),
+            text("NaN"),
+        ];
+        t.changed(&relation, &[&row]);
+        let payloads = t.into_payloads();
+        assert_eq!(payloads[0].table, r#""pg_catalog"."Odd Name""#);
+        assert_eq!(
+            serde_json::to_string(&payloads[0].rows[0]).unwrap(),
+            r#"{"b":true,"d":"2024-01-02","f":"NaN","i":-3,"n":1.50}"#
+        );
+    }
+
+    #[test]
+    fn unsent_keys_truncates_and_bulk_statements_flush_the_table() {
+        let users = users();
+        let mut t = Transaction::default();
+        t.changed(&users, &[&vec![Value::Unchanged, text("x")]]);
+        t.changed(&users, &[&vec![text("1"), text("x")]]);
+        let payloads = t.into_payloads();
+        assert!(payloads[0].flush && payloads[0].rows.is_empty());
+
+        let mut t = Transaction::default();
+        t.changed(&users, &[&vec![text("1"), text("x")]]);
+        t.flush(&users);
+        assert!(t.into_payloads()[0].flush);
+
+        let mut t = Transaction::default();
+        for id in 0..=BULK_KEYS {
+            t.changed(&users, &[&vec![text(&id.to_string()), Value::Null]]);
+        }
+        let payloads = t.into_payloads();
+        assert!(payloads[0].flush && payloads[0].rows.is_empty());
+        assert_eq!(
+            payloads[0].flushed_keys,
+            BULK_KEYS as u64 + 1,
+            "every key counted"
+        );
+    }
+
+    #[test]
+    fn named_flushes_are_kept() {
+        let mut t = Transaction::default();
+        t.flush_named("public.users".into());
+        let payloads = t.into_payloads();
+        assert_eq!(payloads.len(), 1);
+        assert!(payloads[0].flush);
+        assert_eq!(payloads[0].table, "public.users");
+    }
+}

@@ -1,0 +1,117 @@
+//! From "these rows of this table changed" (a notification's payload, or the changes of a
+//! replicated transaction) to the cache keys to delete or the tables to flush: the schema
+//! resolved, the key values canonicalised (PostgreSQL asked to spell the types only it can),
+//! and whatever cannot be read turned into a flush of its table, never ignored.
+
+use super::apply::Changes;
+use crate::error::Error;
+use crate::model::key::{self, CanonicalPk};
+use crate::pg::normalise;
+use crate::pg::pool::Connection;
+use crate::pg::schema::{self, TableSchema};
+use serde_json::Value;
+
+/// One notification, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload {
+    pub table: String,
+    /// Objects holding (at least) the key columns: keys, or whole old/new rows.
+    pub rows: Vec<Value>,
+    /// Every entry of the table is to go.
+    pub flush: bool,
+    /// Keys the changes named that a flush covers instead (for the statistics).
+    pub flushed_keys: u64,
+}
+
+/// The canonical keys a payload names, given the table's schema, and why some key could not
+/// be read, if one could not (its value stays out of the reason: it is row data).
+pub fn keys_of(payload: &Payload, schema: &TableSchema) -> (Vec<CanonicalPk>, Option<Error>) {
+    let mut keys: Vec<CanonicalPk> = Vec::new();
+    let mut unreadable = None;
+    for row in &payload.rows {
+        match key_of(row, schema) {
+            Ok(canonical) => {
+                if !keys.contains(&canonical) {
+                    keys.push(canonical);
+                }
+            }
+            Err(why) => unreadable = Some(why),
+        }
+    }
+    (keys, unreadable)
+}
+
+fn key_of(row: &Value, schema: &TableSchema) -> Result<CanonicalPk, Error> {
+    let Value::Object(fields) = row else {
+        return Err(Error::invalid("a key is not a JSON object"));
+    };
+    let mut pk = serde_json::Map::new();
+    for column in &schema.primary_key {
+        let value = fields
+            .get(column)
+            .ok_or_else(|| Error::invalid(format!("no value for key column {column:?}")))?;
+        pk.insert(column.clone(), value.clone());
+    }
+    key::canonicalise_value(&Value::Object(pk), schema).map_err(|_| {
+        Error::invalid(format!(
+            "a value of the key columns {:?} is not valid for their type",
+            schema.primary_key
+        ))
+    })
+}
+
+/// Adds what `payload` asks to `changes`; `source` names where it came from, for the log.
+pub fn add(conn: &mut Connection, changes: &mut Changes, payload: Payload, source: &str) {
+    // Triggers may watch more tables than the allowlist caches: nothing of those tables
+    // is cached, so there is nothing to do (and nothing worth a warning).
+    if let Ok(name) = crate::model::ident::parse_table(&payload.table)
+        && !crate::config::current::table_allowed(&name)
+    {
+        redis_module::logging::log_verbose(format!(
+            "pgcache: ignoring {source} for {}, outside the tables allowlist",
+            name.display()
+        ));
+        return;
+    }
+    let schema = match schema::resolve(conn, &payload.table) {
+        Ok(schema) => schema,
+        Err(e) => {
+            redis_module::logging::log_warning(format!(
+                "pgcache: {source} names table {:?}, which cannot be resolved ({}); dropping \
+                 every cached row",
+                payload.table,
+                e.message()
+            ));
+            changes.drop_everything();
+            return;
+        }
+    };
+    if payload.flush || schema.primary_key.is_empty() {
+        changes.flush(schema);
+        changes.count_flushed(payload.flushed_keys);
+        return;
+    }
+    let (keys, mut unreadable) = keys_of(&payload, &schema);
+    match normalise::confirm_all(conn, &schema, keys) {
+        Ok(keys) => {
+            for key in keys {
+                changes.delete(schema.clone(), key);
+            }
+        }
+        // The server's message quotes the value (row data): keep it out of the log.
+        Err(_) => {
+            unreadable = Some(Error::invalid(
+                "PostgreSQL could not read its values as the key types",
+            ))
+        }
+    }
+    if let Some(why) = unreadable {
+        // The row it names cannot be found among the entries: drop the table's.
+        redis_module::logging::log_warning(format!(
+            "pgcache: {source} for {} names a key pgcache cannot read ({why}); dropping \
+             the table's cached rows",
+            schema.display
+        ));
+        changes.flush(schema);
+    }
+}
