@@ -176,7 +176,8 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
         );
         "disconnected"
     };
-    let source = current::listening().then(|| invalidation_source(&mut problems));
+    let mut warnings = Vec::new();
+    let source = current::listening().then(|| invalidation_source(&mut problems, &mut warnings));
     let queued = worker::load().map_or(0, |(queued, _)| queued);
     let capacity = worker::queue_capacity().max(1);
     let saturation = queued as f64 / capacity as f64;
@@ -201,6 +202,10 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
         (
             "problems".to_string(),
             Reply::Array(problems.into_iter().map(Reply::Bulk).collect()),
+        ),
+        (
+            "warnings".to_string(),
+            Reply::Array(warnings.into_iter().map(Reply::Bulk).collect()),
         ),
         (
             "version".to_string(),
@@ -230,12 +235,16 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     out
 }
 
-/// HEALTH's fields on where invalidations come from; what is wrong with it goes to `problems`.
-fn invalidation_source(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
+/// HEALTH's fields on where invalidations come from; what is wrong with it goes to `problems`,
+/// what works but should not be left so to `warnings`.
+fn invalidation_source(
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Vec<(String, Reply)> {
     let status = replication::status();
     let mut out = Vec::new();
     let source = if let Some(why) = &status.fell_back {
-        problems.push(format!(
+        warnings.push(format!(
             "invalidation_source auto uses NOTIFY: {why}; every watched table's writes are \
              serialised by NOTIFY"
         ));

@@ -276,6 +276,12 @@ fn session(pool: &Arc<Pool>, source: &Source) -> Ended {
         Some(why) => apply::source_reset(why.clone()),
         None => apply::source_resumed(),
     }
+    if position::stored().as_ref() != Some(&prepared.record) {
+        // A new starting point is written at once, not at the first change after it.
+        let mut start = apply::Changes::default();
+        start.reach(prepared.start);
+        apply::submit(start);
+    }
     ATTEMPTED.store(true, Ordering::SeqCst);
     redis_module::logging::log_notice(format!(
         "pgcache: streaming invalidations from slot {} (publication {}) at {}",

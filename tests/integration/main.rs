@@ -15,6 +15,7 @@ mod metrics;
 mod multiread;
 mod read;
 mod readme;
+mod replication;
 mod restart;
 mod robustness;
 mod slowlog;

@@ -1,0 +1,243 @@
+//! The replication source's own promises, whatever mode the suite runs in: no flush after a
+//! gap it can cover (PostgreSQL restarted, redis-server restarted from RDB or AOF), a flush
+//! that says why when it cannot (the slot dropped), a slot that keeps no log while only other
+//! tables change, and `auto`'s choice.
+
+use pgcache_testkit::*;
+use std::time::Duration;
+
+const REPLICATION: [&str; 2] = ["invalidation_source", "replication"];
+
+/// PostgreSQL with `users` published, and pgcache streaming it (`server_args` for Redis).
+fn streaming(server_args: &[&str]) -> (Pg, Redis) {
+    let pg = Pg::start();
+    pg.execute(&format!(
+        "{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users', 'replication');"
+    ));
+    let mut args = pg.module_args();
+    args.extend(REPLICATION.map(String::from));
+    let redis = Redis::start_with(&args, server_args, &[]).unwrap();
+    wait_streaming(&mut redis.connection());
+    (pg, redis)
+}
+
+fn wait_streaming(con: &mut redis::Connection) {
+    wait_for("the replication stream", Duration::from_secs(20), || {
+        (stats_figure(con, "listener_connected") == 1).then_some(())
+    });
+}
+
+fn key(id: i32) -> String {
+    format!(r#"pg_cache:users:{{"id":{id}}}"#)
+}
+
+fn cache_users(con: &mut redis::Connection, ids: std::ops::RangeInclusive<i32>) {
+    for id in ids {
+        read_until_cached(con, "users", &format!(r#"{{"id":{id}}}"#));
+    }
+}
+
+fn exists(con: &mut redis::Connection, key: &str) -> bool {
+    redis::cmd("EXISTS").arg(key).query(con).unwrap()
+}
+
+fn health_text(con: &mut redis::Connection, field: &str) -> String {
+    let health = map_reply(con, "PGCACHE.HEALTH");
+    redis::from_redis_value(health[field].clone()).unwrap()
+}
+
+/// Waits until the keyspace holds the position of every change committed so far.
+fn wait_position_stored(pg: &Pg, con: &mut redis::Connection) {
+    let wal: String = pg
+        .superuser()
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    let target = lsn(&wal);
+    wait_for("the position stored", Duration::from_secs(20), || {
+        let stored: Option<String> = redis::cmd("GET")
+            .arg("pgcache:replication:position")
+            .query(con)
+            .unwrap();
+        let stored = lsn(stored?.split(' ').next()?);
+        (stored >= target).then_some(())
+    });
+}
+
+fn lsn(text: &str) -> u64 {
+    let (high, low) = text.split_once('/').unwrap();
+    (u64::from_str_radix(high, 16).unwrap() << 32) | u64::from_str_radix(low, 16).unwrap()
+}
+
+/// Rows 1..=20 cached, the server stopped, rows 5 and 6 changed, the server started again:
+/// only those two entries go, and nothing is flushed.
+fn restart_keeps_unchanged_rows(persistence: &[&str], save: bool) {
+    let (pg, mut redis) = streaming(persistence);
+    let mut con = redis.connection();
+    cache_users(&mut con, 1..=20);
+    wait_position_stored(&pg, &mut con);
+    if save {
+        let _: () = redis::cmd("SAVE").query(&mut con).unwrap();
+    }
+    redis.shutdown();
+    pg.execute("UPDATE users SET name = 'changed-while-down' WHERE id IN (5, 6)");
+    redis.start_again();
+    let mut con = redis.connection();
+    wait_gone(&mut con, &key(5));
+    wait_gone(&mut con, &key(6));
+    for id in (1..=4).chain(7..=20) {
+        assert!(
+            exists(&mut con, &key(id)),
+            "entry {id} survives the restart"
+        );
+    }
+    let row = read(&mut con, "users", r#"{"id":5}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["name"], "changed-while-down");
+    assert_eq!(stats_figure(&mut con, "flushes"), 0);
+    let log = redis.log();
+    assert!(!log.contains("dropping every cached row"), "{log}");
+    assert!(
+        log.contains("resuming invalidations from the position"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_restart_from_an_rdb_drops_only_the_rows_changed_while_the_server_was_down() {
+    restart_keeps_unchanged_rows(&[], true);
+}
+
+#[test]
+fn a_restart_from_an_aof_drops_only_the_rows_changed_while_the_server_was_down() {
+    restart_keeps_unchanged_rows(&["--appendonly", "yes", "--appendfsync", "always"], false);
+}
+
+#[test]
+fn a_postgresql_restart_keeps_the_entries_of_unchanged_rows() {
+    let (mut pg, redis) = streaming(&[]);
+    let mut con = redis.connection();
+    cache_users(&mut con, 1..=20);
+    pg.stop();
+    pg.restart();
+    pg.execute("UPDATE users SET name = 'after the restart' WHERE id = 7");
+    wait_gone(&mut con, &key(7));
+    for id in (1..=6).chain(8..=20) {
+        assert!(exists(&mut con, &key(id)), "entry {id} survives");
+    }
+    assert_eq!(stats_figure(&mut con, "flushes"), 0);
+    assert!(stats_figure(&mut con, "listener_reconnects") >= 1);
+    let row = read(&mut con, "users", r#"{"id":7}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["name"], "after the restart");
+}
+
+#[test]
+fn a_slot_dropped_behind_its_back_starts_over_with_a_flush_that_says_why() {
+    let (pg, redis) = streaming(&[]);
+    let mut con = redis.connection();
+    cache_users(&mut con, 1..=5);
+    let mut admin = pg.superuser();
+    // pgcache takes its slot back within milliseconds: end its session and drop the slot
+    // until the drop wins.
+    wait_for("the slot dropped", Duration::from_secs(20), || {
+        admin
+            .batch_execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+                 WHERE slot_name = 'pgcache' AND active_pid IS NOT NULL",
+            )
+            .unwrap();
+        admin
+            .batch_execute("SELECT pg_drop_replication_slot('pgcache')")
+            .ok()
+    });
+    wait_keys_at_most(&mut con, "pg_cache:users:*", 0);
+    let log = redis.log();
+    assert!(
+        log.contains("replication slot pgcache is gone")
+            && log.contains("dropping every cached row"),
+        "{log}"
+    );
+    wait_streaming(&mut con);
+    cache_users(&mut con, 1..=1);
+    pg.execute("UPDATE users SET name = 'x' WHERE id = 1");
+    wait_gone(&mut con, &key(1));
+}
+
+#[test]
+fn while_only_other_tables_change_the_slot_keeps_no_log() {
+    let (pg, redis) = streaming(&[]);
+    pg.execute("CREATE TABLE other (id serial PRIMARY KEY, v text)");
+    let mut con = redis.connection();
+    cache_users(&mut con, 1..=3);
+    let mut client = pg.client();
+    for i in 0..200 {
+        client
+            .execute("INSERT INTO other (v) VALUES ($1)", &[&i.to_string()])
+            .unwrap();
+    }
+    let mut admin = pg.superuser();
+    let written: String = admin
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    wait_for(
+        "the slot confirmed past the writes",
+        Duration::from_secs(20),
+        || {
+            let confirmed: String = admin
+                .query_one(
+                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots \
+                 WHERE slot_name = 'pgcache'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            (lsn(&confirmed) >= lsn(&written)).then_some(())
+        },
+    );
+    for id in 1..=3 {
+        assert!(exists(&mut con, &key(id)), "entry {id} untouched");
+    }
+}
+
+#[test]
+fn auto_streams_where_postgresql_allows_it() {
+    let stack = Stack::start_with(
+        &format!("{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users', 'replication');"),
+        &["invalidation_source", "auto"],
+    );
+    let mut con = stack.con();
+    assert_eq!(health_text(&mut con, "invalidation_source"), "replication");
+    let health = map_reply(&mut con, "PGCACHE.HEALTH");
+    assert_eq!(health["warnings"], redis::Value::Array(vec![]));
+    read_until_cached(&mut con, "users", r#"{"id":2}"#);
+    stack.pg.execute("UPDATE users SET name = 'x' WHERE id = 2");
+    wait_gone(&mut con, &key(2));
+}
+
+#[test]
+fn auto_uses_notify_with_a_warning_when_the_role_may_not_replicate() {
+    let pg = Pg::start();
+    pg.execute(&format!(
+        "{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users', 'notify');"
+    ));
+    pg.superuser()
+        .batch_execute("ALTER ROLE app NOREPLICATION")
+        .unwrap();
+    let mut args = pg.module_args();
+    args.extend(["invalidation_source", "auto"].map(String::from));
+    let redis = Redis::start(&args);
+    let mut con = redis.connection();
+    wait_streaming(&mut con);
+    assert_eq!(health_text(&mut con, "invalidation_source"), "notify");
+    let health = map_reply(&mut con, "PGCACHE.HEALTH");
+    let warnings: Vec<String> = redis::from_redis_value(health["warnings"].clone()).unwrap();
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("auto uses NOTIFY"),
+        "{warnings:?}"
+    );
+    assert_eq!(health_text(&mut con, "status"), "ok");
+    assert!(redis.log().contains("invalidation_source auto uses NOTIFY"));
+    read_until_cached(&mut con, "users", r#"{"id":3}"#);
+    pg.execute("UPDATE users SET name = 'x' WHERE id = 3");
+    wait_gone(&mut con, &key(3));
+}
