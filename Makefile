@@ -19,7 +19,8 @@ lint:
 
 # Unit tests, then the integration suite against Redis 7.0 (Debian), Valkey 9 and Valkey 8,
 # and the tests of what Redis 7.0 lacks (ACL categories, key-prefix ACL checks) on Redis 8.
-# The suite runs in notify mode, then again in replication mode on Redis 7.0 and Valkey 9.
+# The suite runs in notify mode, then again in replication mode on Redis 7.0 and Valkey 9;
+# the tests that take the machine's cores (`#[ignore]`) run alone after it.
 # The suite holds short runs of the chaos, fuzz and soak runs below (the soak: 60 s on Redis,
 # 20 s on each Valkey), and ends with the valgrind run.
 test: build lint
@@ -30,6 +31,7 @@ test: build lint
 	PGCACHE_TEST_SERVER="$(CURDIR)/$(REDIS8)" $(CARGO) test --release --test integration -- keys:: write:: hooks::
 	PGCACHE_TEST_INVALIDATION_SOURCE=replication $(CARGO) test --release --test integration
 	PGCACHE_TEST_INVALIDATION_SOURCE=replication PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test integration
+	$(CARGO) test --release --test integration -- --ignored
 	scripts/memcheck.sh
 
 run: build

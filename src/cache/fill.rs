@@ -104,6 +104,12 @@ pub fn lead_or_join(
     })
 }
 
+/// Registers a fill of `key` that joins none in flight: its query starts after the client's
+/// request, so its row is at least as fresh as the client's own committed writes.
+pub fn lead(key: Arc<str>) -> FillTicket {
+    with_map(|map| register(map, key))
+}
+
 /// The fill of `key` in flight a new client may share: one that started after the key's
 /// last invalidation.
 fn shareable<'a>(map: &'a mut Fills, key: &str) -> Option<&'a mut Entry> {

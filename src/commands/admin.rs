@@ -284,5 +284,45 @@ fn invalidation_source(
             Reply::Bulk(confirmed.to_string()),
         ));
     }
+    if let Some(slot) = &status.slot {
+        let applied = position::applied_lsn();
+        out.extend([
+            (
+                "replication_server_lsn".to_string(),
+                Reply::Bulk(slot.server_lsn.to_string()),
+            ),
+            (
+                "replication_lag_bytes".to_string(),
+                Reply::Int(slot.server_lsn.0.saturating_sub(applied.0) as i64),
+            ),
+            (
+                "replication_retained_bytes".to_string(),
+                Reply::Int(slot.retained_bytes as i64),
+            ),
+            (
+                "replication_wal_status".to_string(),
+                Reply::Bulk(slot.wal_status.clone()),
+            ),
+        ]);
+        if matches!(slot.wal_status.as_str(), "unreserved" | "lost") {
+            problems.push(format!(
+                "replication slot's log is {}: PostgreSQL may give the slot up (see \
+                 max_slot_wal_keep_size), and pgcache would start over with a flush",
+                slot.wal_status
+            ));
+        }
+        if !slot.unpublished.is_empty() {
+            let names: Vec<String> = slot.unpublished.iter().map(|t| t.display()).collect();
+            warnings.push(format!(
+                "tables served that the publication does not cover, refreshed only by their \
+                 TTL: {} (run pgcache_watch)",
+                names.join(", ")
+            ));
+        }
+    }
+    out.push((
+        "replication_lag_ms".to_string(),
+        Reply::Double(position::last_lag().as_secs_f64() * 1000.0),
+    ));
     out
 }

@@ -75,14 +75,17 @@ impl Command {
             .iter()
             .map(|arg| {
                 let literal = arg.name.chars().all(|c| !c.is_ascii_lowercase());
-                let shown = if literal {
-                    arg.name.to_string()
-                } else {
-                    format!("<{}>", arg.name)
+                let shown = match arg.token {
+                    Some(token) => format!("{token} <{}>", arg.name),
+                    None if literal => arg.name.to_string(),
+                    None => format!("<{}>", arg.name),
                 };
                 match (arg.optional, arg.multiple) {
                     (false, false) => shown,
                     (false, true) => format!("{shown} [{} ...]", arg.name),
+                    (true, false) if arg.token.is_some() => {
+                        format!("[{}]", shown.replace(['<', '>'], ""))
+                    }
                     (true, false) => format!("[{}]", shown.trim_matches(['<', '>'])),
                     (true, true) => format!("[{} ...]", arg.name),
                 }
@@ -107,11 +110,15 @@ impl Params {
     pub const fn new(list: &'static [Arg]) -> Params {
         let (mut min, mut max, mut i) = (1, Some(1 + list.len()), 0);
         while i < list.len() {
+            // A token and its value are two arguments.
+            let width = if list[i].token.is_some() { 2 } else { 1 };
             if !list[i].optional {
-                min += 1;
+                min += width;
             }
             if list[i].multiple {
                 max = None;
+            } else if let Some(m) = max {
+                max = Some(m + width - 1);
             }
             i += 1;
         }

@@ -1,4 +1,4 @@
-//! PGCACHE.GET <key> [ttl], PGCACHE.MGET <key> [key ...] and PGCACHE.KEY <table> <pk_json>:
+//! PGCACHE.GET <key> [ttl] [AFTER <lsn>], PGCACHE.MGET <key> [key ...] and PGCACHE.KEY <table> <pk_json>:
 //! the commands that name the cache key itself, so that Redis Cluster routes them, ACL key patterns apply and CLIENT
 //! TRACKING tracks them.
 //!
@@ -8,9 +8,9 @@
 //! takes the key apart and reads the row exactly as READ does.
 
 use crate::cache;
-use crate::cache::miss::{self, KeyFrom, count_hit, must_be_canonical};
+use crate::cache::miss::{self, KeyFrom, Read, count_hit, must_be_canonical};
 use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, Params, TABLE};
-use crate::commands::{dispatch, ttl_arg, with_key};
+use crate::commands::{ReadOptions, dispatch, with_key};
 use crate::config::current;
 use crate::error::panic::catch;
 use crate::error::{Error, Result};
@@ -34,7 +34,7 @@ pub static GET: Command = Command {
     complexity: ONE_ROW,
     keys: Keys::One,
     tips: "",
-    args: Params::new(&[Arg::key("key"), Arg::ttl()]),
+    args: Params::new(&[Arg::key("key"), Arg::ttl(), Arg::after()]),
 };
 
 pub static MGET: Command = Command {
@@ -100,16 +100,28 @@ fn serve_hit(ctx: &Context, name: Argument, replied: &Cell<bool>) {
 /// PGCACHE.GET when the hit path could not answer: the key taken apart, checked to be the
 /// row's canonical key, and read as READ reads it.
 pub fn get(ctx: &Context, args: &[&[u8]]) -> Reply {
-    match miss(ctx, args[1], args.get(2)) {
+    match miss(ctx, args[1], &args[2..]) {
         Ok(reply) => reply,
         Err(e) => e.into(),
     }
 }
 
-fn miss(ctx: &Context, named: &[u8], ttl: Option<&&[u8]>) -> Result<Reply> {
-    let ttl = ttl_arg(ttl)?.unwrap_or_else(current::default_ttl);
+fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
+    let options = ReadOptions::parse(rest)?;
+    let ttl = options.ttl.unwrap_or_else(current::default_ttl);
     let prefix = current::cache_prefix();
     let (table_arg, pk_arg) = key::split_cache_key(&prefix, named)?;
+    if options.read() == Read::FromPostgres {
+        let named = Some(named.to_vec());
+        return Ok(miss::on_worker(
+            ctx,
+            table_arg,
+            pk_arg,
+            ttl,
+            named,
+            Read::FromPostgres,
+        ));
+    }
     // A table not seen yet, or a key only PostgreSQL can spell: a worker finds the key.
     let known = match schema::cached(table_arg) {
         Some(schema) => Some((key::canonicalise(pk_arg, &*schema)?, schema)),
@@ -117,7 +129,14 @@ fn miss(ctx: &Context, named: &[u8], ttl: Option<&&[u8]>) -> Result<Reply> {
     };
     let Some((pk, schema)) = known.filter(|(pk, _)| !pk.unconfirmed) else {
         let named = Some(named.to_vec());
-        return Ok(miss::on_worker(ctx, table_arg, pk_arg, ttl, named));
+        return Ok(miss::on_worker(
+            ctx,
+            table_arg,
+            pk_arg,
+            ttl,
+            named,
+            Read::Cached,
+        ));
     };
     must_be_canonical(named, &schema, &pk)?;
     // The hit path found nothing; a hit here means the table was learnt meanwhile.

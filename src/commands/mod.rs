@@ -11,11 +11,14 @@ pub mod read;
 pub mod slowlog;
 pub mod write;
 
+use crate::cache::miss::Read;
 use crate::cache::worker;
 use crate::config;
 use crate::error::panic::catch;
 use crate::error::{Error, Result};
+use crate::invalidation;
 use crate::model::key::{self, CanonicalPk};
+use crate::model::lsn::Lsn;
 use crate::pg::normalise;
 use crate::pg::schema::{self, TableSchema};
 use crate::redis::args::Args;
@@ -116,6 +119,47 @@ pub fn utf8<'a>(arg: &'a [u8], what: &str) -> Result<&'a str> {
     std::str::from_utf8(arg).map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
 }
 
+/// A read's optional arguments after its key: `[ttl] [AFTER <lsn>]`, in either order.
+pub struct ReadOptions {
+    pub ttl: Option<u64>,
+    pub after: Option<Lsn>,
+}
+
+impl ReadOptions {
+    pub fn parse(rest: &[&[u8]]) -> Result<ReadOptions> {
+        let mut options = ReadOptions {
+            ttl: None,
+            after: None,
+        };
+        let mut args = rest.iter();
+        while let Some(arg) = args.next() {
+            if arg.eq_ignore_ascii_case(b"AFTER") && options.after.is_none() {
+                let lsn = args.next().ok_or_else(|| {
+                    Error::invalid("AFTER needs a WAL position, such as AFTER 0/16B3748")
+                })?;
+                options.after = Some(Lsn::parse(utf8(lsn, "AFTER's position")?)?);
+            } else if options.ttl.is_none() {
+                options.ttl = ttl_arg(Some(arg))?;
+            } else {
+                return Err(Error::invalid(format!(
+                    "unexpected argument {:?}: after the key come [ttl] and [AFTER <lsn>]",
+                    String::from_utf8_lossy(arg)
+                )));
+            }
+        }
+        Ok(options)
+    }
+
+    /// Where the read may take its row: with `AFTER`, the cache only once it reflects that
+    /// position (the replication source applied it), PostgreSQL until then.
+    pub fn read(&self) -> Read {
+        match self.after {
+            Some(lsn) if !invalidation::applied_through(lsn) => Read::FromPostgres,
+            _ => Read::Cached,
+        }
+    }
+}
+
 /// The optional TTL argument in seconds.
 pub fn ttl_arg(arg: Option<&&[u8]>) -> Result<Option<u64>> {
     match arg {
@@ -201,15 +245,45 @@ mod tests {
     }
 
     #[test]
+    fn read_options_come_in_either_order() {
+        let parse = |args: &[&str]| {
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            ReadOptions::parse(&args).map(|o| (o.ttl, o.after))
+        };
+        let lsn = Some(Lsn(0x16B3748));
+        assert_eq!(parse(&[]).unwrap(), (None, None));
+        assert_eq!(parse(&["60"]).unwrap(), (Some(60), None));
+        assert_eq!(parse(&["AFTER", "0/16B3748"]).unwrap(), (None, lsn));
+        assert_eq!(
+            parse(&["60", "after", "0/16B3748"]).unwrap(),
+            (Some(60), lsn)
+        );
+        assert_eq!(
+            parse(&["AFTER", "0/16B3748", "60"]).unwrap(),
+            (Some(60), lsn)
+        );
+        for bad in [
+            &["AFTER"][..],
+            &["AFTER", "x"],
+            &["60", "60"],
+            &["0"],
+            &["AFTER", "0/1", "AFTER", "0/2"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn arity_follows_the_arguments() {
         assert_eq!(read::READ.arity(), -3);
-        assert_eq!((read::READ.min_args(), read::READ.max_args()), (3, Some(4)));
+        // [ttl] is one argument, [AFTER <lsn>] two.
+        assert_eq!((read::READ.min_args(), read::READ.max_args()), (3, Some(6)));
         assert_eq!(write::INVALIDATE.arity(), 3);
         assert_eq!(get::MGET.max_args(), None);
         assert_eq!(admin::HEALTH.arity(), 1);
-        assert!(read::READ.accepts(5).is_err() && read::READ.accepts(2).is_err());
-        assert!(read::READ.accepts(4).is_ok());
-        assert_eq!(read::READ.usage(), "<table> <pk_json> [ttl]");
+        assert!(read::READ.accepts(7).is_err() && read::READ.accepts(2).is_err());
+        assert!(read::READ.accepts(6).is_ok());
+        assert_eq!(read::READ.usage(), "<table> <pk_json> [ttl] [AFTER lsn]");
         assert_eq!(get::MGET.usage(), "<key> [key ...]");
     }
 }

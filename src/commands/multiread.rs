@@ -1,11 +1,12 @@
-//! PGCACHE.MULTIREAD <table> <json_array_of_pks> [ttl]
+//! PGCACHE.MULTIREAD <table> <json_array_of_pks> [ttl] [AFTER <lsn>]
 //!
 //! Replies an array in the caller's order, nil where no row exists. Hits come from the
-//! cache; every miss of the call is fetched in ONE query, each distinct key once.
+//! cache; every miss of the call is fetched in ONE query, each distinct key once (every key,
+//! `AFTER` a position the cache does not reflect yet).
 
 use crate::cache::miss;
+use crate::commands::ReadOptions;
 use crate::commands::docs::{Arg, Command, Keys, Params, TABLE};
-use crate::commands::ttl_arg;
 use crate::config::current;
 use crate::error::{Error, Result};
 use crate::model::key;
@@ -25,15 +26,20 @@ pub static MULTIREAD: Command = Command {
     complexity: "O(N) for N keys; one PostgreSQL query for the misses",
     keys: Keys::None,
     tips: "",
-    args: Params::new(&[TABLE, Arg::text("json_array_of_pks"), Arg::ttl()]),
+    args: Params::new(&[
+        TABLE,
+        Arg::text("json_array_of_pks"),
+        Arg::ttl(),
+        Arg::after(),
+    ]),
 };
 
 pub fn multiread(ctx: &Context, args: &[&[u8]]) -> Reply {
-    let prepared = ttl_arg(args.get(3)).and_then(|ttl| {
-        let ttl = ttl.unwrap_or_else(current::default_ttl);
+    let prepared = ReadOptions::parse(&args[3..]).and_then(|options| {
+        let ttl = options.ttl.unwrap_or_else(current::default_ttl);
         let items = parse_array(args[2])?;
         let items = items.iter().map(|i| i.get().as_bytes()).collect();
-        miss::many(ctx, args[1], items, None, ttl)
+        miss::many(ctx, args[1], items, None, ttl, options.read())
     });
     match prepared {
         Ok(reply) => reply,

@@ -1,13 +1,14 @@
-//! PGCACHE.READ <table> <pk_json> [ttl]
+//! PGCACHE.READ <table> <pk_json> [ttl] [AFTER <lsn>]
 //!
 //! The hit path is the product: when the client sent the canonical key (clients that
 //! build keys as documented always do), a hit is a hash lookup for the table, one key
-//! open and a reply straight from Redis's memory, with no JSON parsing.
+//! open and a reply straight from Redis's memory, with no JSON parsing. `AFTER` a position
+//! the cache does not reflect yet reads PostgreSQL instead.
 
-use crate::cache::miss::{self, KeyFrom, count_hit};
+use crate::cache::miss::{self, KeyFrom, Read, count_hit};
 use crate::cache::{self, Readable};
+use crate::commands::ReadOptions;
 use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, Params, TABLE};
-use crate::commands::ttl_arg;
 use crate::config::current;
 use crate::model::key;
 use crate::pg::schema;
@@ -29,17 +30,23 @@ pub static READ: Command = Command {
     complexity: ONE_ROW,
     keys: Keys::None,
     tips: "",
-    args: Params::new(&[TABLE, PK, Arg::ttl()]),
+    args: Params::new(&[TABLE, PK, Arg::ttl(), Arg::after()]),
 };
 
 pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
     let (table_arg, pk_arg) = (args[1], args[2]);
-    let ttl = match ttl_arg(args.get(3)) {
-        Ok(t) => t.unwrap_or_else(current::default_ttl),
+    let options = match ReadOptions::parse(&args[3..]) {
+        Ok(options) => options,
         Err(e) => return e.into(),
     };
+    let ttl = options.ttl.unwrap_or_else(current::default_ttl);
+    if options.read() == Read::FromPostgres {
+        return miss::on_worker(ctx, table_arg, pk_arg, ttl, None, Read::FromPostgres);
+    }
     let (schema, as_sent) = match lookup_canonical(ctx, table_arg, pk_arg) {
-        AsSent::UnknownTable => return miss::on_worker(ctx, table_arg, pk_arg, ttl, None),
+        AsSent::UnknownTable => {
+            return miss::on_worker(ctx, table_arg, pk_arg, ttl, None, Read::Cached);
+        }
         AsSent::Hit => return Reply::Sent,
         AsSent::NotCached(schema, name) => (schema, Some(name)),
         AsSent::Refused(schema) => (schema, None),
@@ -68,7 +75,7 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
     if pk.unconfirmed {
         // Only PostgreSQL can tell which entry this spelling names (a hit above proved the
         // spelling canonical: entries are only ever written under confirmed keys).
-        return miss::on_worker(ctx, table_arg, pk_arg, ttl, None);
+        return miss::on_worker(ctx, table_arg, pk_arg, ttl, None, Read::Cached);
     }
     // READ names no key, so the server could not redirect it (GET's key it did).
     miss::one(ctx, schema, pk, ttl, KeyFrom::Derived(name))

@@ -30,7 +30,7 @@ use crate::stats;
 use redis_module::{Context, ContextFlags};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A table named by more keys than this in one batch of notifications is flushed instead:
 /// one scan of the keyspace (in slices) is then cheaper than deleting key by key, and the
@@ -60,6 +60,8 @@ pub struct Changes {
     /// The position in PostgreSQL's log these changes bring the cache to (replication
     /// source): applied once they are.
     position: Option<Lsn>,
+    /// When the transaction that made them committed, for the apply lag.
+    committed: Option<SystemTime>,
 }
 
 impl Changes {
@@ -111,6 +113,11 @@ impl Changes {
     /// These changes bring the cache to `lsn` in PostgreSQL's log.
     pub fn reach(&mut self, lsn: Lsn) {
         self.position = self.position.max(Some(lsn));
+    }
+
+    /// The transaction these changes come from committed at `at`.
+    pub fn committed_at(&mut self, at: SystemTime) {
+        self.committed = Some(at);
     }
 
     /// Only a position, nothing to delete.
@@ -415,6 +422,9 @@ fn apply_for_a_slice(context: &Context) -> bool {
         }
         if let Some(lsn) = changes.position {
             position::applied_up_to(lsn);
+        }
+        if let Some(committed) = changes.committed {
+            position::record_lag(committed.elapsed().unwrap_or_default());
         }
         if Instant::now() >= deadline {
             return !MAILBOX.lock().unwrap().queue.is_empty();

@@ -75,3 +75,11 @@ pub fn last_loss() -> Option<(std::time::Duration, String)> {
             .map(|(at, why)| (at.elapsed().unwrap_or_default(), why))
     })
 }
+
+/// Whether the cache reflects every transaction committed up to `lsn` (`AFTER <lsn>`): the
+/// replication source has applied that far. Never in notify mode, where nothing says how far
+/// the notifications reached.
+#[inline]
+pub fn applied_through(lsn: crate::model::lsn::Lsn) -> bool {
+    replication::active() && position::applied_lsn() >= lsn
+}

@@ -12,6 +12,7 @@ use crate::model::lsn::Lsn;
 use crate::redis::{cluster, keyspace};
 use redis_module::{CallOptionsBuilder, CallResult, Context};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where the position lives (in DB 0). Not under the cache prefix, so flushes pass it by. On
 /// a cluster node, in a slot the node serves: the key is tagged for its lowest slot, which a
@@ -68,6 +69,30 @@ static STATE: Mutex<State> = Mutex::new(State {
     applied: None,
     stored: None,
 });
+/// `STATE.applied`'s position, for `AFTER` checks on the hit path without a lock.
+static APPLIED_LSN: AtomicU64 = AtomicU64::new(0);
+
+fn publish(applied: &Option<Record>) {
+    APPLIED_LSN.store(applied.as_ref().map_or(0, |r| r.lsn.0), Ordering::Release);
+}
+
+/// How long the last transaction applied took from its commit in PostgreSQL to its
+/// invalidations applied here, in microseconds.
+static LAST_LAG_US: AtomicU64 = AtomicU64::new(0);
+
+pub fn record_lag(lag: std::time::Duration) {
+    LAST_LAG_US.store(lag.as_micros() as u64, Ordering::Relaxed);
+}
+
+pub fn last_lag() -> std::time::Duration {
+    std::time::Duration::from_micros(LAST_LAG_US.load(Ordering::Relaxed))
+}
+
+/// The position applied (0/0 when none): every change committed up to it is applied.
+#[inline]
+pub fn applied_lsn() -> Lsn {
+    Lsn(APPLIED_LSN.load(Ordering::Acquire))
+}
 
 /// Reads the position key (after a load from disk, at start, after a promotion). Main thread.
 pub fn load(ctx: &Context) -> Option<Record> {
@@ -85,13 +110,16 @@ pub fn load(ctx: &Context) -> Option<Record> {
     let mut state = STATE.lock().unwrap();
     state.applied = record.clone();
     state.stored = record.clone();
+    publish(&state.applied);
     record
 }
 
 /// The source starts consuming `record`'s slot at its position (a new slot's first position,
 /// or the slot's own after a gap nothing could cover). Any thread.
 pub fn restart_at(record: Record) {
-    STATE.lock().unwrap().applied = Some(record);
+    let mut state = STATE.lock().unwrap();
+    state.applied = Some(record);
+    publish(&state.applied);
 }
 
 /// Everything committed up to `lsn` is applied. Main thread.
@@ -101,6 +129,7 @@ pub fn applied_up_to(lsn: Lsn) {
         && lsn > applied.lsn
     {
         applied.lsn = lsn;
+        publish(&state.applied);
     }
 }
 
@@ -154,6 +183,7 @@ pub fn forget() {
     let mut state = STATE.lock().unwrap();
     state.applied = None;
     state.stored = None;
+    publish(&None);
 }
 
 #[cfg(test)]

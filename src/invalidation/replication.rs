@@ -21,11 +21,12 @@ use crate::model::lsn::Lsn;
 use crate::pg::pool::{Connection as Catalog, Pool};
 use crate::pg::replication::connection::{Connection, Failure};
 use crate::pg::replication::pgoutput::{self, Message, Relation};
+use crate::pg::replication::slot::{self, SlotState};
 use crate::pg::replication::wire::CopyData;
 use crate::redis::role::writable;
 use position::Record;
 use redis_module::Context;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -57,6 +58,8 @@ static RESUME: AtomicBool = AtomicBool::new(false);
 static CONNECTED: AtomicBool = AtomicBool::new(false);
 static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
 static STATUS: Mutex<Status> = Mutex::new(Status::new());
+/// Tables already logged as served but not published: each is named once.
+static UNPUBLISHED_WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// What HEALTH and INFO say about the source.
 #[derive(Clone, Debug)]
@@ -69,6 +72,8 @@ pub struct Status {
     pub last_loss: Option<(SystemTime, String)>,
     /// The last position confirmed to PostgreSQL.
     pub confirmed: Option<Lsn>,
+    /// What PostgreSQL last said about the slot (every `SLOT_CHECK_INTERVAL`).
+    pub slot: Option<SlotState>,
 }
 
 impl Status {
@@ -78,6 +83,7 @@ impl Status {
             fell_back: None,
             last_loss: None,
             confirmed: None,
+            slot: None,
         }
     }
 }
@@ -95,6 +101,9 @@ const CATCH_UP_PING: Duration = Duration::from_millis(100);
 /// Longest wait for one message before the loop looks at its flags again.
 const RECEIVE_WAIT: Duration = Duration::from_millis(50);
 const EXCHANGE_LIMIT: Duration = Duration::from_secs(10);
+/// How often PostgreSQL is asked about the slot (log kept, `wal_status`) and the tables the
+/// publication covers.
+const SLOT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 const APPLICATION_NAME: &str = "pgcache-replication";
 const CATALOG_APPLICATION_NAME: &str = "pgcache-replication-catalog";
 
@@ -287,7 +296,7 @@ fn session(pool: &Arc<Pool>, source: &Source) -> Ended {
         "pgcache: streaming invalidations from slot {} (publication {}) at {}",
         source.slot, source.publication, prepared.start
     ));
-    Stream::new(pool, replication, prepared).run()
+    Stream::new(pool, &source.publication, replication, prepared).run()
 }
 
 /// Where a session starts.
@@ -296,7 +305,7 @@ struct Prepared {
     record: Record,
     /// Why the entries cannot be vouched for (a flush), if they cannot.
     reset: Option<String>,
-    /// PostgreSQL's log end when the session started: caught up once applied to there.
+    /// Where PostgreSQL's log ended when the session started: caught up once applied to there.
     target: Lsn,
 }
 
@@ -349,7 +358,14 @@ fn prepare(
     }
     let identity = query(replication, "IDENTIFY_SYSTEM")?;
     let system = single(&identity, 0).unwrap_or_default().to_string();
-    let target = lsn_of(single(&identity, 2), "log position")?;
+    // Where the log's inserts are now, not where it is flushed (IDENTIFY_SYSTEM's): with
+    // synchronous_commit off a commit may be inserted and not yet flushed, and caught up
+    // means past it.
+    let inserted = query(
+        replication,
+        "SELECT pg_catalog.pg_current_wal_insert_lsn()::text",
+    )?;
+    let target = lsn_of(single(&inserted, 0), "log position")?;
     let publication_exists = !query(
         replication,
         &format!(
@@ -512,6 +528,7 @@ fn create_slot(replication: &mut Connection, slot: &str) -> Result<Lsn, Prepare>
 /// One streaming session.
 struct Stream<'a> {
     pool: &'a Arc<Pool>,
+    publication: String,
     replication: Connection,
     /// A regular connection, for the catalog (tables' keys) and spelling key values.
     catalog: Option<Catalog>,
@@ -526,12 +543,20 @@ struct Stream<'a> {
     asked: Option<Instant>,
     confirmed: Option<Lsn>,
     last_status: Instant,
+    /// None: not yet checked in this session.
+    last_slot_check: Option<Instant>,
 }
 
 impl<'a> Stream<'a> {
-    fn new(pool: &'a Arc<Pool>, replication: Connection, prepared: Prepared) -> Stream<'a> {
+    fn new(
+        pool: &'a Arc<Pool>,
+        publication: &str,
+        replication: Connection,
+        prepared: Prepared,
+    ) -> Stream<'a> {
         Stream {
             pool,
+            publication: publication.to_string(),
             replication,
             catalog: None,
             submitted: prepared.start,
@@ -544,6 +569,7 @@ impl<'a> Stream<'a> {
             asked: None,
             confirmed: None,
             last_status: Instant::now(),
+            last_slot_check: None,
         }
     }
 
@@ -564,6 +590,12 @@ impl<'a> Stream<'a> {
     fn step(&mut self) -> Result<(), String> {
         self.check_caught_up();
         self.report()?;
+        if self
+            .last_slot_check
+            .is_none_or(|at| at.elapsed() >= SLOT_CHECK_INTERVAL)
+        {
+            self.check_slot()?;
+        }
         let Some(message) = self
             .replication
             .receive(RECEIVE_WAIT)
@@ -596,6 +628,48 @@ impl<'a> Stream<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// Asks PostgreSQL about the slot and the publication's tables; warns (once) when the
+    /// slot's log is no longer guaranteed, and names each served table the publication does
+    /// not cover.
+    fn check_slot(&mut self) -> Result<(), String> {
+        self.last_slot_check = Some(Instant::now());
+        let served = crate::pg::schema::served_tables();
+        let (slot, publication) = (self.record.slot.clone(), self.publication.clone());
+        let catalog = self.catalog()?;
+        let state = match slot::inspect(catalog, &slot, &publication, &served) {
+            Ok(state) => state,
+            Err(e) => {
+                self.catalog = None;
+                return Err(format!("cannot read the slot's state: {e}"));
+            }
+        };
+        let mut status = STATUS.lock().unwrap();
+        let was = status.slot.as_ref().map(|s| s.wal_status.clone());
+        if let Some(state) = &state {
+            if state.wal_status == "unreserved" && was.as_deref() != Some("unreserved") {
+                redis_module::logging::log_warning(format!(
+                    "pgcache: replication slot {slot} keeps more log than max_wal_size and \
+                     max_slot_wal_keep_size guarantee (wal_status unreserved): PostgreSQL may \
+                     give it up, and pgcache would then start over with a flush"
+                ));
+            }
+            let mut warned = UNPUBLISHED_WARNED.lock().unwrap();
+            for table in &state.unpublished {
+                if warned.insert(table.display()) {
+                    redis_module::logging::log_warning(format!(
+                        "pgcache: table {} is served but publication {publication} does not \
+                         cover it: nothing invalidates its entries but their TTL (run SELECT \
+                         pgcache_watch('{}'))",
+                        table.display(),
+                        table.display()
+                    ));
+                }
+            }
+        }
+        status.slot = state;
+        Ok(())
     }
 
     fn check_caught_up(&mut self) {
@@ -703,9 +777,13 @@ impl<'a> Stream<'a> {
                     self.submit(flush, None)?;
                 }
             }
-            Message::Commit { end_lsn, .. } => {
+            Message::Commit {
+                end_lsn,
+                commit_time_us,
+                ..
+            } => {
                 let transaction = self.open.take().unwrap_or_default();
-                self.submit(transaction, Some(end_lsn))?;
+                self.submit(transaction, Some((end_lsn, postgres_time(commit_time_us))))?;
             }
             Message::Logical { .. } | Message::Other(_) => {}
         }
@@ -725,7 +803,11 @@ impl<'a> Stream<'a> {
 
     /// Hands a transaction's changes to the main thread, with the position they bring the
     /// cache to.
-    fn submit(&mut self, transaction: Transaction, reached: Option<Lsn>) -> Result<(), String> {
+    fn submit(
+        &mut self,
+        transaction: Transaction,
+        committed: Option<(Lsn, SystemTime)>,
+    ) -> Result<(), String> {
         let mut changes = apply::Changes::default();
         let payloads = transaction.into_payloads();
         if !payloads.is_empty() {
@@ -739,8 +821,9 @@ impl<'a> Stream<'a> {
             }
         }
         changes.collapse_bulk();
-        if let Some(lsn) = reached {
+        if let Some((lsn, at)) = committed {
             changes.reach(lsn);
+            changes.committed_at(at);
             self.submitted = self.submitted.max(lsn);
         }
         apply::submit(changes);
@@ -756,6 +839,17 @@ impl<'a> Stream<'a> {
             self.catalog = Some(connection);
         }
         Ok(self.catalog.as_mut().expect("just connected"))
+    }
+}
+
+/// A time PostgreSQL sends: microseconds since 2000-01-01.
+fn postgres_time(us: i64) -> SystemTime {
+    const POSTGRES_EPOCH_UNIX_SECONDS: u64 = 946_684_800;
+    let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(POSTGRES_EPOCH_UNIX_SECONDS);
+    if us >= 0 {
+        epoch + Duration::from_micros(us as u64)
+    } else {
+        epoch - Duration::from_micros(us.unsigned_abs())
     }
 }
 

@@ -390,6 +390,20 @@ fn remember(table_arg: &str, schema: Arc<TableSchema>) -> bool {
     admitted
 }
 
+/// The tables (not views) whose schemas are cached: the ones pgcache serves.
+pub fn served_tables() -> Vec<QualifiedName> {
+    let guard = CACHE.read().unwrap();
+    let mut names: Vec<QualifiedName> = guard
+        .iter()
+        .flat_map(|spellings| spellings.values())
+        .filter(|schema| schema.batchable)
+        .map(|schema| schema.name.clone())
+        .collect();
+    names.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+    names.dedup();
+    names
+}
+
 /// How many spellings are remembered (bounded by MAX_SPELLINGS).
 pub fn remembered() -> usize {
     CACHE.read().unwrap().as_ref().map_or(0, |s| s.len())

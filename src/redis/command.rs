@@ -83,6 +83,8 @@ pub struct Arg {
     pub kind: ArgKind,
     pub optional: bool,
     pub multiple: bool,
+    /// The literal word before the value (`AFTER <lsn>`): two arguments of a call.
+    pub token: Option<&'static str>,
 }
 
 impl Arg {
@@ -92,6 +94,7 @@ impl Arg {
             kind: ArgKind::Text,
             optional: false,
             multiple: false,
+            token: None,
         }
     }
     pub const fn key(name: &'static str) -> Arg {
@@ -108,6 +111,13 @@ impl Arg {
     }
     pub const fn ttl() -> Arg {
         Arg::integer("ttl").optional()
+    }
+    /// `[AFTER <lsn>]`: the reply reflects every transaction committed up to that position.
+    pub const fn after() -> Arg {
+        Arg {
+            token: Some("AFTER"),
+            ..Arg::text("lsn").optional()
+        }
     }
     pub const fn optional(self) -> Arg {
         Arg {
@@ -229,13 +239,16 @@ fn set(ctx: &Context, doc: &Registration) -> Result<(), String> {
     };
     // Every string lives until SetCommandInfo has copied it.
     let texts: Vec<CString> = doc.args.iter().map(|a| c(a.name)).collect();
+    let tokens: Vec<Option<CString>> = doc.args.iter().map(|a| a.token.map(c)).collect();
     let mut args: Vec<raw::RedisModuleCommandArg> = doc
         .args
         .iter()
         .zip(&texts)
-        .map(|(arg, name)| {
+        .zip(&tokens)
+        .map(|((arg, name), token)| {
             let mut raw_arg = zeroed_arg();
             raw_arg.name = name.as_ptr();
+            raw_arg.token = token.as_ref().map_or(ptr::null(), |t| t.as_ptr());
             raw_arg.key_spec_index = -1;
             raw_arg.type_ = match arg.kind {
                 ArgKind::Text => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,

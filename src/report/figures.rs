@@ -77,5 +77,25 @@ pub fn gauges() -> Vec<Gauge> {
             slowlog::len(),
         ),
     ]);
+    if let Some(slot) = invalidation::replication::status().slot {
+        let applied = invalidation::position::applied_lsn();
+        all.extend([
+            int(
+                "replication_lag_bytes",
+                "Bytes of PostgreSQL's log written and not yet applied to the cache.",
+                slot.server_lsn.0.saturating_sub(applied.0),
+            ),
+            int(
+                "replication_retained_bytes",
+                "Bytes of log PostgreSQL keeps for pgcache's replication slot.",
+                slot.retained_bytes,
+            ),
+            int(
+                "replication_apply_lag_us",
+                "From the last applied transaction's commit in PostgreSQL to its invalidations applied, in microseconds.",
+                invalidation::position::last_lag().as_micros(),
+            ),
+        ]);
+    }
     all
 }

@@ -114,6 +114,16 @@ pub fn wait_gone(con: &mut redis::Connection, key: &str) {
     );
 }
 
+/// How many cache entries the connection's DB holds (`DBSIZE` also counts the replication
+/// source's position key).
+pub fn cache_entries(con: &mut redis::Connection) -> usize {
+    redis::cmd("KEYS")
+        .arg("pg_cache:*")
+        .query::<Vec<String>>(con)
+        .unwrap()
+        .len()
+}
+
 /// The backend of the invalidation source (the listener's session, or the replication
 /// source's walsender), if connected.
 pub fn listener_pid(pg: &Pg) -> Option<i32> {

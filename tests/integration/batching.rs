@@ -75,6 +75,6 @@ fn many_concurrent_misses_all_get_their_own_rows() {
     for t in threads {
         t.join().unwrap();
     }
-    let filled: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    let filled = cache_entries(&mut con);
     assert_eq!(filled, 1 + 8 * 24);
 }

@@ -27,7 +27,7 @@ fn get_and_mget_are_routed_by_their_keys_and_every_primary_invalidates_its_rows(
     // The rows landed on their slots' primaries, all three of them, and nowhere else.
     assert_eq!(cluster.assert_keys_in_own_slots(), 30);
     for node in &cluster.nodes {
-        let held: i64 = redis::cmd("DBSIZE").query(&mut node.connection()).unwrap();
+        let held = cache_entries(&mut node.connection());
         assert!(held > 0, "node {} holds none of the 30 rows", node.port);
     }
 

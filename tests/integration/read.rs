@@ -377,6 +377,18 @@ fn bad_input_gets_clear_errors_never_nil() {
         (vec!["users"], "wrong number of arguments"),
         (
             vec!["users", r#"{"id":1}"#, "10", "extra"],
+            "unexpected argument \"extra\"",
+        ),
+        (
+            vec!["users", r#"{"id":1}"#, "AFTER"],
+            "AFTER needs a WAL position",
+        ),
+        (
+            vec!["users", r#"{"id":1}"#, "AFTER", "7"],
+            "not a WAL position",
+        ),
+        (
+            vec!["users", r#"{"id":1}"#, "10", "AFTER", "0/1", "extra"],
             "wrong number of arguments",
         ),
     ];
@@ -423,9 +435,9 @@ fn entries_land_in_the_callers_selected_db() {
     let mut con = stack.con();
     let _: () = redis::cmd("SELECT").arg(3).query(&mut con).unwrap();
     assert!(read(&mut con, "users", r#"{"id":5}"#).unwrap().is_some());
-    let in_3: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    let in_3 = cache_entries(&mut con);
     let _: () = redis::cmd("SELECT").arg(0).query(&mut con).unwrap();
-    let in_0: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    let in_0 = cache_entries(&mut con);
     assert_eq!((in_3, in_0), (1, 0));
 }
 

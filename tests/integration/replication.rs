@@ -50,7 +50,7 @@ fn health_text(con: &mut redis::Connection, field: &str) -> String {
 fn wait_position_stored(pg: &Pg, con: &mut redis::Connection) {
     let wal: String = pg
         .superuser()
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .unwrap()
         .get(0);
     let target = lsn(&wal);
@@ -176,7 +176,7 @@ fn while_only_other_tables_change_the_slot_keeps_no_log() {
     }
     let mut admin = pg.superuser();
     let written: String = admin
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .unwrap()
         .get(0);
     wait_for(
@@ -240,4 +240,158 @@ fn auto_uses_notify_with_a_warning_when_the_role_may_not_replicate() {
     read_until_cached(&mut con, "users", r#"{"id":3}"#);
     pg.execute("UPDATE users SET name = 'x' WHERE id = 3");
     wait_gone(&mut con, &key(3));
+}
+
+/// The position PostgreSQL's log has reached, as an application takes it after its commit
+/// (the tests' PostgreSQL runs with synchronous_commit off: the insert position, see README).
+fn current_lsn(client: &mut postgres::Client) -> String {
+    client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn after_a_write_to_another_table_the_cached_row_is_served_once_applied() {
+    let (pg, redis) = streaming(&[]);
+    pg.execute("CREATE TABLE other (id serial PRIMARY KEY, v text)");
+    let mut con = redis.connection();
+    cache_users(&mut con, 7..=7);
+    let mut client = pg.client();
+    client
+        .execute("INSERT INTO other (v) VALUES ('x')", &[])
+        .unwrap();
+    let written = current_lsn(&mut client);
+    wait_for("the position applied", Duration::from_secs(20), || {
+        let applied = health_text(&mut con, "replication_applied_lsn");
+        (lsn(&applied) >= lsn(&written)).then_some(())
+    });
+    let hits = stats_figure(&mut con, "hits");
+    let row: Option<String> = redis::cmd("PGCACHE.READ")
+        .arg("users")
+        .arg(r#"{"id":7}"#)
+        .arg("AFTER")
+        .arg(&written)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(json(&row.unwrap())["id"], 7);
+    assert_eq!(
+        stats_figure(&mut con, "hits"),
+        hits + 1,
+        "served from the cache"
+    );
+}
+
+/// 32 writers take the machine's cores: `make test` runs this alone, after the suite
+/// (`cargo test --test integration -- --ignored`).
+#[test]
+#[ignore]
+fn after_its_own_write_a_client_never_reads_the_old_row_under_32_writers() {
+    const TRIES: usize = 10_000;
+    const CHECKERS: usize = 4;
+    let (pg, redis) = streaming(&[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // 32 clients keep writing rows 100..=200 (and so the log), none of the checked rows.
+    let writers: Vec<_> = (0..32)
+        .map(|w| {
+            let mut client = pg.client();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(w as u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = 100 + (rng.next_u64() % 101) as i32;
+                    client
+                        .execute("UPDATE users SET email = email WHERE id = $1", &[&id])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let checkers: Vec<_> = (0..CHECKERS)
+        .map(|c| {
+            let mut client = pg.client();
+            let mut con = redis.connection();
+            std::thread::spawn(move || {
+                let id = 1 + c as i32;
+                for version in 0..TRIES / CHECKERS {
+                    let name = format!("v{version}");
+                    client
+                        .execute("UPDATE users SET name = $1 WHERE id = $2", &[&name, &id])
+                        .unwrap();
+                    let written = current_lsn(&mut client);
+                    let pk = format!(r#"{{"id":{id}}}"#);
+                    // READ, and every few tries GET and MULTIREAD, AFTER the write.
+                    let mut read = match version % 3 {
+                        0 => {
+                            let mut read = redis::cmd("PGCACHE.READ");
+                            read.arg("users").arg(&pk);
+                            read
+                        }
+                        1 => {
+                            let mut read = redis::cmd("PGCACHE.GET");
+                            read.arg(key(id));
+                            read
+                        }
+                        _ => {
+                            let mut read = redis::cmd("PGCACHE.MULTIREAD");
+                            read.arg("users").arg(format!("[{pk}]"));
+                            read
+                        }
+                    };
+                    read.arg("AFTER").arg(&written);
+                    let row: String = match read.query::<redis::Value>(&mut con).unwrap() {
+                        redis::Value::Array(mut rows) => redis::from_redis_value(rows.remove(0)),
+                        v => redis::from_redis_value(v),
+                    }
+                    .unwrap();
+                    assert_eq!(
+                        json(&row)["name"],
+                        name.as_str(),
+                        "try {version} of row {id}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for checker in checkers {
+        checker.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+}
+
+#[test]
+fn health_shows_the_slot_and_names_a_served_table_no_publication_covers() {
+    let (pg, redis) = streaming(&[]);
+    pg.execute(
+        "CREATE TABLE loose (id integer PRIMARY KEY, v text); INSERT INTO loose VALUES (1, 'a');",
+    );
+    let mut con = redis.connection();
+    cache_users(&mut con, 1..=1);
+    read_until_cached(&mut con, "loose", r#"{"id":1}"#);
+    let warnings = wait_for(
+        "the unpublished table named",
+        Duration::from_secs(20),
+        || {
+            let health = map_reply(&mut con, "PGCACHE.HEALTH");
+            let warnings: Vec<String> = redis::from_redis_value(health["warnings"].clone()).ok()?;
+            (!warnings.is_empty()).then_some(warnings)
+        },
+    );
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("loose") && !warnings[0].contains("users"),
+        "{warnings:?}"
+    );
+    assert_eq!(health_text(&mut con, "status"), "ok");
+    assert_eq!(health_text(&mut con, "replication_wal_status"), "reserved");
+    let health = map_reply(&mut con, "PGCACHE.HEALTH");
+    let retained: i64 =
+        redis::from_redis_value(health["replication_retained_bytes"].clone()).unwrap();
+    assert!((0..64 << 20).contains(&retained), "{retained}");
+    let log = redis.log();
+    assert_eq!(log.matches("table loose is served but").count(), 1, "{log}");
+    let info: String = redis::cmd("INFO").arg("pgcache").query(&mut con).unwrap();
+    assert!(info.contains("replication_retained_bytes:"), "{info}");
 }

@@ -67,7 +67,7 @@ fn invalidations_reach_entries_in_every_db_even_those_another_process_filled() {
             "the loaded entries to be dropped",
             Duration::from_secs(10),
             || {
-                let n: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+                let n = cache_entries(&mut con);
                 (n == 0).then_some(())
             },
         );

@@ -2,7 +2,7 @@
 //! each distinct missed key fetched once, all in one query (or, when there are many, in
 //! parallel parts), and the answers in the caller's order.
 
-use super::{count_hit, must_be_canonical};
+use super::{Read, count_hit, must_be_canonical};
 use crate::cache::fill::{self, FillTicket};
 use crate::cache::worker;
 use crate::cache::{self, Cached};
@@ -25,18 +25,21 @@ use std::ops::Range;
 use std::sync::Arc;
 
 /// Reads the rows of `items` (pk JSON as sent) in `table_arg`: hits from the cache, the
-/// misses fetched together. With `named`, the cache keys the client named (PGCACHE.MGET),
-/// each of which must be its row's canonical key.
+/// misses fetched together; with `Read::FromPostgres`, every row fetched. With `named`, the
+/// cache keys the client named (PGCACHE.MGET), each of which must be its row's canonical key.
 pub fn many(
     ctx: &Context,
     table_arg: &[u8],
     items: Vec<&[u8]>,
     named: Option<Vec<Vec<u8>>>,
     ttl: u64,
+    read: Read,
 ) -> Result<Reply> {
     // A table not seen yet is resolved first, also for an empty array: a table that does
-    // not exist is an error whatever the array holds.
-    let Some(schema) = schema::cached(table_arg) else {
+    // not exist is an error whatever the array holds. A read that must not trust the cache
+    // fetches every key, on a worker, as for a table not seen yet.
+    let schema = schema::cached(table_arg).filter(|_| read == Read::Cached);
+    let Some(schema) = schema else {
         let table = schema::admit_arg(table_arg)?;
         let items: Vec<Vec<u8>> = items.iter().map(|i| i.to_vec()).collect();
         return Ok(all_on_a_worker(ctx, table, items, named, ttl));

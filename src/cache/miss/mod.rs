@@ -47,6 +47,14 @@ pub fn count_hit(ctx: &Context, schema: &TableSchema, key: &[u8]) {
     }
 }
 
+/// Where a read may take its row: the cache (and any fill in flight), or, for a client that
+/// asked for its own writes (`AFTER`) before the cache reflects them, PostgreSQL alone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    Cached,
+    FromPostgres,
+}
+
 /// Whose key a miss reads: one derived from the table and pk (READ's), which the server
 /// could not route, with the name the cache was probed under (the row is stored under it);
 /// or one the client named (GET's), which it routed.
@@ -140,6 +148,7 @@ pub fn on_worker(
     pk_arg: &[u8],
     ttl: u64,
     named: Option<Vec<u8>>,
+    read: Read,
 ) -> Reply {
     let table = match schema::admit_arg(table_arg) {
         Ok(t) => t,
@@ -156,10 +165,16 @@ pub fn on_worker(
             }
             // A key the client named was routed by the server; a derived one is checked.
             let derived = named.is_none();
+            let fresh = read == Read::FromPostgres;
             let then = Box::new(move |outcome, ticket, schema, pk| {
-                first_completion(outcome, schema, pk, ttl, ticket, derived)
+                first_completion(outcome, schema, pk, ttl, ticket, derived, read)
             });
-            Ok(KeyedFill { schema, pk, then })
+            Ok(KeyedFill {
+                schema,
+                pk,
+                fresh,
+                then,
+            })
         }),
     )
 }
@@ -175,6 +190,7 @@ fn first_completion(
     ttl: u64,
     ticket: FillTicket,
     derived: bool,
+    read: Read,
 ) -> Completion {
     Box::new(move |ctx| {
         if derived && let Err(redirect) = cluster::check(ctx, &pk.cache_key(&schema.key_prefix)) {
@@ -184,7 +200,14 @@ fn first_completion(
         // A derived key's read permission is checked here, where it is first known (GET's
         // key the server checked).
         let (prefix, suffix) = (schema.key_prefix.as_bytes(), pk.json.as_bytes());
-        let cached = if derived {
+        let cached = if read == Read::FromPostgres {
+            // The entry may predate the client's write: the row fetched is the answer.
+            if derived && !cache::readable(ctx, prefix, suffix) {
+                Readable::Refused
+            } else {
+                Readable::NotCached(Name::new(&[prefix, suffix].concat()))
+            }
+        } else if derived {
             cache::reply_if_readable(ctx, prefix, suffix)
         } else if cache::reply_if_cached(ctx, prefix, suffix) {
             Readable::Replied

@@ -38,6 +38,9 @@ pub type KeyedWork = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<KeyedFill, 
 pub struct KeyedFill {
     pub schema: Arc<TableSchema>,
     pub pk: CanonicalPk,
+    /// Lead a fill of its own, never join one in flight (which may have started before the
+    /// client's own write: `AFTER`).
+    pub fresh: bool,
     pub then:
         Box<dyn FnOnce(Outcome, FillTicket, Arc<TableSchema>, CanonicalPk) -> Completion + Send>,
 }

@@ -240,11 +240,19 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Inst
     let step = catch_result(|| work(&mut conn));
     match step {
         Err(e) => client.answer(error_completion(e)),
-        Ok(KeyedFill { schema, pk, then }) => {
+        Ok(KeyedFill {
+            schema,
+            pk,
+            fresh,
+            then,
+        }) => {
             let key = pk.shared_cache_key(&schema.key_prefix);
-            let Some((ticket, client)) =
+            let led = if fresh {
+                Some((crate::cache::fill::lead(key), client))
+            } else {
                 crate::cache::fill::lead_or_join(client, &key, &schema.stats, &pk.json)
-            else {
+            };
+            let Some((ticket, client)) = led else {
                 return;
             };
             let outcome = catch_result(|| crate::pg::fetch::one(&mut conn, &schema, &pk));

@@ -1,6 +1,8 @@
 //! PostgreSQL's logical replication: a replication connection (`connection`, over the framing
-//! of `wire`) and the `pgoutput` plugin's messages (`pgoutput`).
+//! of `wire`), the `pgoutput` plugin's messages (`pgoutput`), and what PostgreSQL says about
+//! the slot and the publication (`slot`).
 
 pub mod connection;
 pub mod pgoutput;
+pub mod slot;
 pub mod wire;

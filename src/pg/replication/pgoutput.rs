@@ -16,6 +16,8 @@ pub enum Message {
         /// The end of the commit record: the position a consumer has applied once it applied
         /// this transaction.
         end_lsn: Lsn,
+        /// When it committed: microseconds since 2000-01-01 (PostgreSQL's epoch).
+        commit_time_us: i64,
     },
     /// Describes a table before the first change of it in a session (and again after it
     /// changed); changes name it by `id`.
@@ -106,10 +108,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             r.u8()?; // flags, unused
             let commit_lsn = Lsn(r.u64()?);
             let end_lsn = Lsn(r.u64()?);
-            r.u64()?; // commit timestamp
             Message::Commit {
                 commit_lsn,
                 end_lsn,
+                commit_time_us: r.u64()? as i64,
             }
         }
         b'R' => {
@@ -343,7 +345,8 @@ mod tests {
             decode(&commit.0).unwrap(),
             Message::Commit {
                 commit_lsn: Lsn(0x100),
-                end_lsn: Lsn(0x130)
+                end_lsn: Lsn(0x130),
+                commit_time_us: 7
             }
         );
     }
