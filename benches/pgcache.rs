@@ -5,7 +5,11 @@
 //! 2. one MULTIREAD of 100 cold keys vs 100 READs of cold keys
 //! 3. all-miss READ throughput vs the same query run by pgbench at the same concurrency
 //! 4. PING p50/p99 idle and while 20 clients each wait on a 200 ms query
-//! 5. invalidation lag: from an UPDATE's commit to its cache entry being gone
+//! 5. invalidation lag: from an UPDATE's commit to its cache entry being gone, in notify and
+//!    in replication mode
+//! 8. writers: UPDATE throughput on a watched table against an identical unwatched one, 1, 8
+//!    and 32 clients, in notify and in replication mode, on a PostgreSQL with its default
+//!    durability (fsync and synchronous_commit on)
 //! 6. coalescing: queries made for 1000 concurrent READs of one cold key
 //! 7. bulk invalidation: the longest PING while a 1M-row UPDATE's invalidations are applied
 use pgcache_testkit::*;
@@ -345,43 +349,121 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn invalidation_lag(pg: &Pg) {
     println!("\n## 5. Invalidation lag: UPDATE commit -> cache entry gone\n");
     pg.execute(include_str!("../examples/invalidation_trigger.sql"));
-    pg.execute("SELECT pgcache_watch('users')");
-    let redis = Redis::start(&pg.module_args());
-    let mut con = redis.connection();
-    let mut writer = pg.client();
-    let mut lags = Vec::new();
-    for id in 1..=300i32 {
-        let key = format!(r#"pg_cache:users:{{"id":{id}}}"#);
-        read(&mut con, "users", &format!(r#"{{"id":{id}}}"#))
-            .unwrap()
-            .unwrap();
-        writer
-            .execute("UPDATE users SET name = name || '.' WHERE id = $1", &[&id])
-            .unwrap();
-        let committed = Instant::now();
-        // Polled back to back (each check is one round trip), for a fine-grained lag.
-        while redis::cmd("EXISTS")
-            .arg(&key)
-            .query::<bool>(&mut con)
-            .unwrap()
-        {
-            assert!(
-                committed.elapsed() < Duration::from_secs(10),
-                "invalidation never arrived"
+    println!("| mode | updates | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|");
+    for mode in ["notify", "replication"] {
+        pg.execute(&format!("SELECT pgcache_watch('users', '{mode}')"));
+        let mut args = pg.module_args();
+        args.extend(["invalidation_source".to_string(), mode.to_string()]);
+        let redis = Redis::start(&args);
+        let mut con = redis.connection();
+        wait_for("the invalidation source", Duration::from_secs(20), || {
+            (stats_figure(&mut con, "listener_connected") == 1).then_some(())
+        });
+        let mut writer = pg.client();
+        let mut lags = Vec::new();
+        for id in 1..=300i32 {
+            let key = format!(r#"pg_cache:users:{{"id":{id}}}"#);
+            read_until_cached(&mut con, "users", &format!(r#"{{"id":{id}}}"#));
+            writer
+                .execute("UPDATE users SET name = name || '.' WHERE id = $1", &[&id])
+                .unwrap();
+            let committed = Instant::now();
+            // Polled back to back (each check is one round trip), for a fine-grained lag.
+            while redis::cmd("EXISTS")
+                .arg(&key)
+                .query::<bool>(&mut con)
+                .unwrap()
+            {
+                assert!(
+                    committed.elapsed() < Duration::from_secs(10),
+                    "invalidation never arrived"
+                );
+            }
+            lags.push(committed.elapsed().as_secs_f64() * 1000.0);
+        }
+        lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "| {mode} | {} | {:.3} | {:.3} | {:.3} |",
+            lags.len(),
+            percentile(&lags, 0.5),
+            percentile(&lags, 0.99),
+            lags[lags.len() - 1]
+        );
+    }
+    pg.execute("SELECT pgcache_unwatch('users')");
+}
+
+/// UPDATEs by primary key from `clients` connections for `seconds`: transactions per second.
+fn update_tps(pg: &Pg, table: &str, clients: usize, seconds: u64) -> f64 {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let mut client = pg.superuser_of("app");
+            let (stop, done) = (stop.clone(), done.clone());
+            let sql = format!("UPDATE {table} SET n = n + 1 WHERE id = $1");
+            std::thread::spawn(move || {
+                let statement = client.prepare(&sql).unwrap();
+                let mut rng = Rng::new(c as u64 + 1);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = 1 + (rng.next_u64() % 100_000) as i32;
+                    client.execute(&statement, &[&id]).unwrap();
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    for t in threads {
+        t.join().unwrap();
+    }
+    done.load(std::sync::atomic::Ordering::Relaxed) as f64 / elapsed
+}
+
+fn writers() {
+    const SECONDS: u64 = 5;
+    println!(
+        "\n## 8. Writers: UPDATE throughput on a watched table / an unwatched one ({SECONDS} s each, fsync on)\n"
+    );
+    let pg = Pg::start_with(|_| {
+        ["fsync=on", "synchronous_commit=on", "full_page_writes=on"]
+            .iter()
+            .flat_map(|setting| ["-c".to_string(), setting.to_string()])
+            .collect()
+    });
+    pg.execute(include_str!("../examples/invalidation_trigger.sql"));
+    pg.execute(
+        "CREATE TABLE unwatched (id integer PRIMARY KEY, n integer NOT NULL DEFAULT 0);
+         INSERT INTO unwatched (id) SELECT generate_series(1, 100000);
+         CREATE TABLE watched (LIKE unwatched INCLUDING ALL);
+         INSERT INTO watched SELECT * FROM unwatched;
+         VACUUM ANALYZE;",
+    );
+    println!("| mode | clients | unwatched tps | watched tps | watched / unwatched |");
+    println!("|---|---|---|---|---|");
+    for mode in ["notify", "replication"] {
+        pg.execute(&format!("SELECT pgcache_watch('watched', '{mode}')"));
+        let mut args = pg.module_args();
+        args.extend(["invalidation_source".to_string(), mode.to_string()]);
+        let redis = Redis::start(&args);
+        let mut con = redis.connection();
+        wait_for("the invalidation source", Duration::from_secs(20), || {
+            (stats_figure(&mut con, "listener_connected") == 1).then_some(())
+        });
+        for clients in [1, 8, 32] {
+            let unwatched = update_tps(&pg, "unwatched", clients, SECONDS);
+            let watched = update_tps(&pg, "watched", clients, SECONDS);
+            println!(
+                "| {mode} | {clients} | {unwatched:.0} | {watched:.0} | {:.2} |",
+                watched / unwatched
             );
         }
-        lags.push(committed.elapsed().as_secs_f64() * 1000.0);
+        pg.execute("SELECT pgcache_unwatch('watched')");
     }
-    lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!("| updates | p50 ms | p99 ms | max ms |");
-    println!("|---|---|---|---|");
-    println!(
-        "| {} | {:.3} | {:.3} | {:.3} |",
-        lags.len(),
-        percentile(&lags, 0.5),
-        percentile(&lags, 0.99),
-        lags[lags.len() - 1]
-    );
 }
 
 fn coalescing(pg: &Pg) {
@@ -526,7 +608,7 @@ fn main() {
          CREATE VIEW slow_users AS SELECT id, name FROM users WHERE pg_sleep(0.2) IS NOT NULL;"
     ));
     pg.execute("VACUUM ANALYZE users");
-    // PGCACHE_BENCH_ONLY=hits|multiread|misses|ping|lag|coalescing|bulk runs one section.
+    // PGCACHE_BENCH_ONLY=hits|multiread|misses|ping|lag|coalescing|bulk|writers runs one section.
     let only = std::env::var("PGCACHE_BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let bare = bare_module();
@@ -555,5 +637,8 @@ fn main() {
     }
     if wanted("bulk") {
         bulk_invalidation(&pg);
+    }
+    if wanted("writers") {
+        writers();
     }
 }

@@ -13,7 +13,7 @@
 //! listener reconnect) are never served: the cache is held (`bypass::hold`) until the
 //! listener listens, and then they are flushed.
 
-use super::{position, replication};
+use super::position;
 use crate::cache;
 use crate::cache::bypass;
 use crate::cache::fill;
@@ -27,7 +27,7 @@ use crate::pg::schema::TableSchema;
 use crate::redis::main_thread::Task;
 use crate::redis::role::writable;
 use crate::stats;
-use redis_module::{Context, ContextFlags};
+use redis_module::Context;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -191,13 +191,6 @@ impl Mailbox {
 static MAILBOX: Mutex<Mailbox> = Mutex::new(Mailbox::new());
 /// Applies the mailbox on the main thread, a slice at a time.
 static APPLY: Task = Task::new("applying invalidations", apply_slice);
-/// Reads the position the keyspace holds after a load or a promotion, and has the
-/// replication source resume from it.
-static LOAD_POSITION: Task = Task::new("reading the replication position", |ctx| {
-    position::load(ctx);
-    replication::resume();
-    false
-});
 
 /// What the listener has covered, shared by the listener thread and the main thread.
 struct Coverage {
@@ -312,22 +305,10 @@ pub fn caught_up() {
 }
 
 /// The keyspace now holds entries no listener covered (a load from disk, a promotion):
-/// flush them now if the listener listens, else hold the cache until it does. With the
-/// replication source, the entries came with the position they reflect: the cache is held
-/// while the source resumes from it (`source_resumed`, `caught_up`). Main thread.
-fn distrust(ctx: &Context, why: &str) {
+/// flush them now if the listener listens, else hold the cache until it does. Main thread.
+pub fn distrust(ctx: &Context, why: &str) {
     let mut coverage = COVERAGE.lock().unwrap();
     if !coverage.listening {
-        return;
-    }
-    if replication::active() {
-        ctx.log_notice(&format!(
-            "pgcache: {why}: resuming invalidations from the position it holds"
-        ));
-        coverage.untrusted_entries = !cache::dbs_with_keys(ctx).is_empty();
-        bypass::hold();
-        // Once the event is over: a promoted cluster node claims its slots after it.
-        LOAD_POSITION.request();
         return;
     }
     ctx.log_notice(&format!(
@@ -341,18 +322,20 @@ fn distrust(ctx: &Context, why: &str) {
     }
 }
 
-/// Redis finished loading an RDB or AOF (`server_events`). A replica's dataset is its
-/// primary's, kept fresh by the primary's deletions; anywhere else the loaded entries were
-/// covered by no listener of this process.
-pub fn data_loaded(ctx: &Context) {
-    if !ctx.get_flags().contains(ContextFlags::SLAVE) {
-        distrust(ctx, "data was loaded from disk");
+/// Like `distrust`, for the replication source: the entries came with the position they
+/// reflect, so the cache is held while the source resumes from it (`source_resumed`,
+/// `caught_up`) instead of being flushed. Whether the cache is held. Main thread.
+pub fn hold_until_resumed(ctx: &Context, why: &str) -> bool {
+    let mut coverage = COVERAGE.lock().unwrap();
+    if !coverage.listening {
+        return false;
     }
-}
-
-/// This replica became a primary (`server_events`): its entries came from the old primary.
-pub fn promoted(ctx: &Context) {
-    distrust(ctx, "this replica became a primary");
+    ctx.log_notice(&format!(
+        "pgcache: {why}: resuming invalidations from the position it holds"
+    ));
+    coverage.untrusted_entries = !cache::dbs_with_keys(ctx).is_empty();
+    bypass::hold();
+    true
 }
 
 /// Queues changes for the main thread. Called by the listener thread.

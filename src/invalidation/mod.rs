@@ -14,7 +14,7 @@ pub use apply::{deinit, init};
 
 use crate::config::{InvalidationSource, Settings};
 use crate::pg::pool::Pool;
-use redis_module::Context;
+use redis_module::{Context, ContextFlags};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,15 +56,42 @@ pub fn start(
     Ok(())
 }
 
+/// Redis finished loading an RDB or AOF (`server_events`). A replica's dataset is its
+/// primary's, kept fresh by the primary's deletions; anywhere else the loaded entries were
+/// covered by no source of this process.
+pub fn data_loaded(ctx: &Context) {
+    if !ctx.get_flags().contains(ContextFlags::SLAVE) {
+        distrust(ctx, "data was loaded from disk");
+    }
+}
+
+/// This replica became a primary (`server_events`): its entries came from the old primary.
+pub fn promoted(ctx: &Context) {
+    distrust(ctx, "this replica became a primary");
+}
+
+/// Entries no source of this process covered: the replication source resumes from the
+/// position they came with; the listener flushes them.
+fn distrust(ctx: &Context, why: &str) {
+    if replication::running() {
+        if apply::hold_until_resumed(ctx, why) {
+            replication::load_position_soon();
+        }
+    } else {
+        apply::distrust(ctx, why);
+    }
+}
+
 /// Stops the source (and the listener `auto` may have started instead).
 pub fn stop() {
     replication::stop();
     listener::stop();
 }
 
-/// Whether invalidations arrive now: the listener listens, or the slot streams.
+/// Whether invalidations arrive now: the listener listens, the slot streams, or (a replica
+/// in replication mode) the primary's deletions do.
 pub fn source_connected() -> bool {
-    listener::connected() || replication::connected()
+    listener::connected() || replication::connected() || replication::standing_by()
 }
 
 /// Why the source last lost its connection and how long ago, if it ever did.

@@ -23,6 +23,7 @@ use crate::pg::replication::connection::{Connection, Failure};
 use crate::pg::replication::pgoutput::{self, Message, Relation};
 use crate::pg::replication::slot::{self, SlotState};
 use crate::pg::replication::wire::CopyData;
+use crate::redis::main_thread::Task;
 use crate::redis::role::writable;
 use position::Record;
 use redis_module::Context;
@@ -49,6 +50,8 @@ pub struct Source {
 static STOP: AtomicBool = AtomicBool::new(false);
 /// The replication source is the one in use (decided; with `auto`, once PostgreSQL said).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The source runs (started, and `auto` has not chosen NOTIFY): on a replica, standing by.
+static RUNNING: AtomicBool = AtomicBool::new(false);
 /// This server is a primary: only a primary consumes the slot.
 static PRIMARY: AtomicBool = AtomicBool::new(false);
 /// The first session since `start` has started streaming, or failed.
@@ -122,6 +125,7 @@ pub fn start(ctx: &Context, pool: Arc<Pool>, source: Source) -> std::io::Result<
         source.slot = format!("{}_{}", source.base_slot, &id[..id.len().min(12)]);
     }
     ACTIVE.store(source.fallback_channel.is_none(), Ordering::SeqCst);
+    RUNNING.store(true, Ordering::SeqCst);
     *STATUS.lock().unwrap() = Status::new();
     let handle = std::thread::Builder::new()
         .name("pgcache-replication".into())
@@ -146,6 +150,7 @@ pub fn stop() {
         let _ = handle.join();
     }
     ACTIVE.store(false, Ordering::SeqCst);
+    RUNNING.store(false, Ordering::SeqCst);
     CONNECTED.store(false, Ordering::SeqCst);
     position::forget();
 }
@@ -155,18 +160,44 @@ pub fn active() -> bool {
     ACTIVE.load(Ordering::SeqCst)
 }
 
+/// Whether the source runs, whether or not it has connected yet (`auto` included, until it
+/// chooses NOTIFY).
+pub fn running() -> bool {
+    RUNNING.load(Ordering::SeqCst)
+}
+
 pub fn connected() -> bool {
     CONNECTED.load(Ordering::SeqCst)
+}
+
+/// A replica's source stands by: its primary consumes the slot, and the primary's deletions
+/// reach this server's entries through Redis replication.
+pub fn standing_by() -> bool {
+    running() && !PRIMARY.load(Ordering::SeqCst)
 }
 
 pub fn status() -> Status {
     STATUS.lock().unwrap().clone()
 }
 
-/// The keyspace was loaded again (its position read by the caller): stream from there.
-pub fn resume() {
-    PRIMARY.store(true, Ordering::SeqCst);
+/// The keyspace was loaded again or this server promoted (the position read by the caller):
+/// stream from there if this server is a primary.
+fn resume(primary: bool) {
+    PRIMARY.store(primary, Ordering::SeqCst);
     RESUME.store(true, Ordering::SeqCst);
+}
+
+/// Reads the position the keyspace holds after a load or a promotion, and resumes from it.
+static LOAD_POSITION: Task = Task::new("reading the replication position", |ctx| {
+    position::load(ctx);
+    resume(writable(ctx));
+    false
+});
+
+/// Reads the position once the event under way is over (a promoted cluster node claims its
+/// slots after the promotion's event) and resumes from it. Main thread.
+pub fn load_position_soon() {
+    LOAD_POSITION.request();
 }
 
 /// This server became a replica: its primary consumes the slot now.
@@ -219,6 +250,7 @@ fn run(pool: Arc<Pool>, source: Source) {
                      source, which costs writers nothing"
                 ));
                 STATUS.lock().unwrap().fell_back = Some(why);
+                RUNNING.store(false, Ordering::SeqCst);
                 let channel = source.fallback_channel.clone().unwrap_or_default();
                 if let Err(e) = listener::start(pool.clone(), channel) {
                     redis_module::logging::log_warning(format!(

@@ -29,15 +29,11 @@ impl ServerEvents for Followed {
     }
 
     fn loading_ended(ctx: &Context) {
-        error::panic::guard("the end of a load", || {
-            invalidation::apply::data_loaded(ctx)
-        });
+        error::panic::guard("the end of a load", || invalidation::data_loaded(ctx));
     }
 
     fn promoted(ctx: &Context) {
-        error::panic::guard("a promotion to primary", || {
-            invalidation::apply::promoted(ctx)
-        });
+        error::panic::guard("a promotion to primary", || invalidation::promoted(ctx));
     }
 
     fn demoted(_ctx: &Context) {

@@ -395,3 +395,62 @@ fn health_shows_the_slot_and_names_a_served_table_no_publication_covers() {
     let info: String = redis::cmd("INFO").arg("pgcache").query(&mut con).unwrap();
     assert!(info.contains("replication_retained_bytes:"), "{info}");
 }
+
+#[test]
+fn a_promoted_replica_continues_its_primarys_slot_and_keeps_unchanged_rows() {
+    let (pg, mut primary) = streaming(&[]);
+    // The replica leaves the choice to `auto`: it stands by until it is promoted.
+    let mut args = pg.module_args();
+    args.extend(["invalidation_source", "auto"].map(String::from));
+    let port = primary.port.to_string();
+    let replica = Redis::start_with(&args, &["--replicaof", "127.0.0.1", &port], &[]).unwrap();
+    let mut con = primary.connection();
+    cache_users(&mut con, 1..=10);
+    wait_position_stored(&pg, &mut con);
+    let position: String = redis::cmd("GET")
+        .arg("pgcache:replication:position")
+        .query(&mut con)
+        .unwrap();
+    let mut rcon = replica.connection();
+    wait_for(
+        "the entries and the position on the replica",
+        Duration::from_secs(20),
+        || {
+            let copied: Option<String> = redis::cmd("GET")
+                .arg("pgcache:replication:position")
+                .query(&mut rcon)
+                .unwrap();
+            (copied.as_deref() == Some(position.as_str()) && cache_entries(&mut rcon) == 10)
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        stats_figure(&mut rcon, "listener_connected"),
+        1,
+        "standing by"
+    );
+    primary.shutdown();
+    pg.execute("UPDATE users SET name = 'changed-after-failover' WHERE id = 4");
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut rcon)
+        .unwrap();
+    wait_gone(&mut rcon, &key(4));
+    for id in (1..=3).chain(5..=10) {
+        assert!(
+            exists(&mut rcon, &key(id)),
+            "entry {id} survives the failover"
+        );
+    }
+    assert_eq!(stats_figure(&mut rcon, "flushes"), 0);
+    let row = read(&mut rcon, "users", r#"{"id":4}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["name"], "changed-after-failover");
+    assert!(
+        replica
+            .log()
+            .contains("streaming invalidations from slot pgcache "),
+        "{}",
+        replica.log()
+    );
+}
