@@ -454,3 +454,46 @@ fn a_promoted_replica_continues_its_primarys_slot_and_keeps_unchanged_rows() {
         replica.log()
     );
 }
+
+#[test]
+fn a_slot_postgresql_gave_up_while_pgcache_was_away_starts_over_with_a_flush() {
+    let (pg, mut redis) = streaming(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut con = redis.connection();
+    cache_users(&mut con, 1..=3);
+    wait_position_stored(&pg, &mut con);
+    redis.shutdown();
+    let mut admin = pg.superuser();
+    admin
+        .batch_execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+        .unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    pg.execute("UPDATE users SET name = 'changed while the slot was lost' WHERE id = 2");
+    // More log than the slot may keep, then checkpoints until PostgreSQL gives it up.
+    pg.execute(
+        "CREATE TABLE filler AS SELECT g, repeat('x', 500) AS v FROM generate_series(1, 100000) g",
+    );
+    wait_for("the slot lost", Duration::from_secs(60), || {
+        admin.batch_execute("SELECT pg_switch_wal()").unwrap();
+        admin.batch_execute("CHECKPOINT").unwrap();
+        let status: Option<String> = admin
+            .query_one(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'pgcache'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (status.as_deref() == Some("lost")).then_some(())
+    });
+    redis.start_again();
+    let mut con = redis.connection();
+    wait_streaming(&mut con);
+    wait_keys_at_most(&mut con, "pg_cache:users:*", 0);
+    let row = read(&mut con, "users", r#"{"id":2}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["name"], "changed while the slot was lost");
+    let log = redis.log();
+    assert!(
+        log.contains("lost log it still needed") && log.contains("dropping every cached row"),
+        "{log}"
+    );
+    assert_eq!(health_text(&mut con, "replication_wal_status"), "reserved");
+}
