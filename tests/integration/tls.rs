@@ -1,5 +1,6 @@
 //! TLS to PostgreSQL: encryption with sslmode=require, certificate checks with verify-full.
 use pgcache_testkit::*;
+use std::time::Duration;
 
 const SSL_VIEW: &str =
     "CREATE VIEW my_session AS SELECT 1 AS id, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid();";
@@ -65,4 +66,67 @@ fn require_encrypts_and_verify_full_checks_the_certificate() {
         e.contains("PostgreSQL unavailable") && e.contains("certificate"),
         "{e}"
     );
+}
+
+/// The replication source's connection, made by pgcache's own protocol client, takes the
+/// same TLS settings as the pool's and is refused the same way.
+#[test]
+fn the_replication_connection_checks_the_certificate_as_the_pool_does() {
+    let (pg, cert) = Pg::start_tls();
+    pg.execute(&format!(
+        "{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users', 'replication');"
+    ));
+    let replicating = |root: &str| {
+        let mut args: Vec<String> = pg
+            .module_args()
+            .chunks(2)
+            .filter(|pair| pair[0] != "pg_sslmode")
+            .flat_map(|pair| pair.to_vec())
+            .collect();
+        args.extend(
+            [
+                "pg_sslmode",
+                "verify-full",
+                "pg_sslrootcert",
+                root,
+                "pg_host",
+                "localhost",
+                "invalidation_source",
+                "replication",
+            ]
+            .map(String::from),
+        );
+        Redis::start(&args)
+    };
+    let redis = replicating(cert.to_str().unwrap());
+    let mut con = redis.connection();
+    wait_for("the replication stream", Duration::from_secs(20), || {
+        (stats_figure(&mut con, "listener_connected") == 1).then_some(())
+    });
+    let encrypted: bool = pg
+        .superuser()
+        .query_one(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'pgcache-replication'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(encrypted, "the walsender's session is encrypted");
+    read_until_cached(&mut con, "users", r#"{"id":7}"#);
+    pg.execute("UPDATE users SET name = 'x' WHERE id = 7");
+    wait_gone(&mut con, r#"pg_cache:users:{"id":7}"#);
+
+    // A certificate from another CA is refused, and HEALTH says so.
+    let (_other, other_cert) = Pg::start_tls();
+    let refused = replicating(other_cert.to_str().unwrap());
+    let mut con = refused.connection();
+    let problem = wait_for("the refusal in HEALTH", Duration::from_secs(20), || {
+        let health = map_reply(&mut con, "PGCACHE.HEALTH");
+        let problems: Vec<String> = redis::from_redis_value(health["problems"].clone()).ok()?;
+        problems
+            .into_iter()
+            .find(|p| p.contains("replication source is not streaming"))
+    });
+    assert!(problem.contains("certificate"), "{problem}");
 }
