@@ -9,8 +9,12 @@ const CYCLES: usize = 100;
 /// Cycles before the baseline: the C library and the allocator keep caches (freed thread
 /// stacks, arenas) that grow over the first few dozen loads and then stay flat.
 const WARM_UP: usize = 30;
-/// RSS may differ from the baseline by this fraction (the allocator's caches breathe).
-const RSS_SLACK: f64 = 0.05;
+/// RSS may differ from the baseline by this fraction (the allocator's caches breathe: runs of
+/// one build on Redis 7.0 measured from -7 % to +6.5 %, on Valkey within 0.3 %). A leak of a
+/// thread stack's worth per cycle still grows it by far more over the 100 cycles. (Purging
+/// the allocator's cache before each sample, MEMORY PURGE, steadied Redis 7.0 but made
+/// Valkey 9 jump by 12 % in one run of two.)
+const RSS_SLACK: f64 = 0.10;
 
 fn count_entries(dir: String) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.count())
@@ -41,13 +45,10 @@ fn load(con: &mut redis::Connection, args: &[String]) {
 }
 
 /// Threads, file descriptors and RSS (KiB) of the server `pid` once pgcache's threads exited.
-fn unloaded_figures(pid: u32, con: &mut redis::Connection) -> (usize, usize, u64) {
+fn unloaded_figures(pid: u32) -> (usize, usize, u64) {
     wait_for("pgcache's threads to exit", Duration::from_secs(20), || {
         (pgcache_threads(pid) == 0).then_some(())
     });
-    // The allocator returns the pages it keeps for reuse first: RSS then measures what is
-    // held, not how much of its cache the last cycle happened to leave.
-    let _: () = redis::cmd("MEMORY").arg("PURGE").query(con).unwrap();
     (
         count_entries(format!("/proc/{pid}/task")),
         count_entries(format!("/proc/{pid}/fd")),
@@ -106,7 +107,7 @@ fn a_hundred_unload_load_cycles_leave_threads_descriptors_and_memory_as_they_wer
     for n in 0..WARM_UP {
         cycle(&mut con, n);
     }
-    let first = unloaded_figures(pid, &mut con);
+    let first = unloaded_figures(pid);
     let used_before = info_int(&mut con, "memory", "used_memory");
     let mut used_halfway = 0;
     for cycle in 0..CYCLES {
@@ -124,11 +125,11 @@ fn a_hundred_unload_load_cycles_leave_threads_descriptors_and_memory_as_they_wer
         let _ = invalidate(&mut con, "users", &pk);
         unload(&mut con);
         if cycle == CYCLES / 2 - 1 {
-            let _ = unloaded_figures(pid, &mut con);
+            let _ = unloaded_figures(pid);
             used_halfway = info_int(&mut con, "memory", "used_memory");
         }
     }
-    let last = unloaded_figures(pid, &mut con);
+    let last = unloaded_figures(pid);
     let used_after = info_int(&mut con, "memory", "used_memory");
     stop.store(true, Ordering::Relaxed);
     let answered = reader.join().unwrap();
