@@ -111,9 +111,43 @@ extern "C" fn set<P: Parameters>(
     match P::set(privdata as usize, value) {
         Ok(()) => raw::REDISMODULE_OK as c_int,
         Err(message) => {
+            let message = message.replace('\0', "\\0");
             // SAFETY: Redis passes where to put the error string, and frees it.
-            unsafe { *err = detached_string(&message.replace('\0', "\\0")) };
+            unsafe { *err = detached_string(&fitted(&message)) };
             raw::REDISMODULE_ERR as c_int
+        }
+    }
+}
+
+/// Redis copies a CONFIG SET error into a buffer of 256 bytes (CONFIG_ERR_SIZE), cutting a
+/// longer one wherever the 256th byte falls, inside a UTF-8 character too, and the reply is
+/// then not text a client can read. A longer message is cut here, at a character.
+const CONFIG_ERROR_MAX: usize = 240;
+
+fn fitted(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= CONFIG_ERROR_MAX {
+        return message.into();
+    }
+    let mut end = CONFIG_ERROR_MAX - "...".len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end]).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_errors_are_cut_at_a_character_within_redis_buffer() {
+        assert_eq!(fitted("short"), "short");
+        for filler in ["x", "é", "日"] {
+            let message = format!("got {:?}", filler.repeat(300));
+            let fitted = fitted(&message);
+            assert!(fitted.len() <= CONFIG_ERROR_MAX, "{}", fitted.len());
+            assert!(fitted.ends_with("..."));
+            assert!(message.starts_with(fitted.trim_end_matches("...")));
         }
     }
 }
