@@ -839,7 +839,7 @@ fn fills_whose_leader_and_waiters_all_timed_out_are_let_go_without_stopping_the_
 fn a_long_bad_setting_gets_a_readable_error() {
     let stack = Stack::start(USERS_SQL);
     let mut con = stack.con();
-    let e = config_set(&mut con, "pgcache.slowlog_threshold_us", &"é".repeat(300))
+    let e = config_set(&mut con, "pgcache.slowlog_threshold_us", "é".repeat(300))
         .unwrap_err()
         .to_string();
     assert!(e.contains("expected a whole number of microseconds"), "{e}");
