@@ -1,4 +1,5 @@
-//! PGCACHE.GET <key> [ttl] [AFTER <lsn>], PGCACHE.MGET <key> [key ...] and PGCACHE.KEY <table> <pk_json>:
+//! PGCACHE.GET <key> [ttl] [AFTER <lsn>], PGCACHE.MGET <key> [key ...] [AFTER <lsn>] and
+//! PGCACHE.KEY <table> <pk_json>:
 //! the commands that name the cache key itself, so that Redis Cluster routes them, ACL key patterns apply and CLIENT
 //! TRACKING tracks them.
 //!
@@ -17,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::model::key;
 use crate::pg::schema;
 use crate::redis::args::{Arg as Argument, Args};
+use crate::redis::command;
 use crate::requests::reply::Reply;
 use crate::stats::{self, Tracked};
 use redis_module::Context;
@@ -39,16 +41,17 @@ pub static GET: Command = Command {
 
 pub static MGET: Command = Command {
     name: "pgcache.mget",
-    entry: super::command_fn!(MGET),
+    // Redis asks MGET where its keys are (a trailing `AFTER <lsn>` is not two keys).
+    entry: crate::redis::command::entry!(mget_or_its_keys),
     handler: mget,
     tracked: Some(Tracked::Mget),
     flags: "readonly",
     summary: "Returns the rows several cache keys name, missed ones fetched together",
     since: "0.2.0",
     complexity: "O(N) for N keys; one PostgreSQL query per table for the misses",
-    keys: Keys::All,
+    keys: Keys::AllBeforeAfter,
     tips: "",
-    args: Params::new(&[Arg::key("key").multiple()]),
+    args: Params::new(&[Arg::key("key").multiple(), Arg::after()]),
 };
 
 pub static KEY: Command = Command {
@@ -148,16 +151,32 @@ fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
     Ok(miss::one(ctx, schema, pk, ttl, KeyFrom::Named))
 }
 
-/// PGCACHE.MGET <key> [key ...]: the rows in the caller's order, nil where there is none;
-/// the misses fetched together, as MULTIREAD fetches them (each table's keys in one query).
+/// What Redis calls for PGCACHE.MGET: a call, or Redis asking where its keys are (for
+/// routing, ACL key checks and CLIENT TRACKING).
+fn mget_or_its_keys(ctx: &Context, args: &Args) {
+    if !command::is_keys_position_request(ctx) {
+        return dispatch(ctx, args, &MGET);
+    }
+    let argc = args.len();
+    let second_last = if argc >= 2 { args.bytes(argc - 2) } else { &[] };
+    for position in command::keys_before_after(argc, second_last) {
+        command::report_read_key(ctx, position);
+    }
+}
+
+/// PGCACHE.MGET <key> [key ...] [AFTER <lsn>]: the rows in the caller's order, nil where
+/// there is none; the misses fetched together, as MULTIREAD fetches them (each table's
+/// keys in one query).
 pub fn mget(ctx: &Context, args: &[&[u8]]) -> Reply {
-    match read_named(ctx, &args[1..]) {
+    let keys = command::keys_before_after(args.len(), args[args.len() - 2]);
+    let after = ReadOptions::parse(&args[keys.end..]);
+    match after.and_then(|options| read_named(ctx, &args[keys], options.read())) {
         Ok(reply) => reply,
         Err(e) => e.into(),
     }
 }
 
-fn read_named(ctx: &Context, named: &[&[u8]]) -> Result<Reply> {
+fn read_named(ctx: &Context, named: &[&[u8]], read: Read) -> Result<Reply> {
     let max = current::multiread_max();
     if named.len() > max {
         return Err(Error::invalid(format!(
@@ -169,7 +188,7 @@ fn read_named(ctx: &Context, named: &[&[u8]]) -> Result<Reply> {
         .iter()
         .map(|k| key::split_cache_key(&prefix, k))
         .collect::<Result<Vec<_>>>()?;
-    miss::many_named(ctx, named, split, current::default_ttl())
+    miss::many_named(ctx, named, split, current::default_ttl(), read)
 }
 
 /// PGCACHE.KEY <table> <pk_json>: the row's canonical cache key.

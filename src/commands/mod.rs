@@ -284,6 +284,6 @@ mod tests {
         assert!(read::READ.accepts(7).is_err() && read::READ.accepts(2).is_err());
         assert!(read::READ.accepts(6).is_ok());
         assert_eq!(read::READ.usage(), "<table> <pk_json> [ttl] [AFTER lsn]");
-        assert_eq!(get::MGET.usage(), "<key> [key ...]");
+        assert_eq!(get::MGET.usage(), "<key> [key ...] [AFTER lsn]");
     }
 }

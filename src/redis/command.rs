@@ -66,8 +66,45 @@ pub enum Keys {
     None,
     /// Argument 1.
     One,
-    /// Arguments 1 to the last.
-    All,
+    /// Arguments 1 to the last, or to the one before a trailing `AFTER <lsn>`: no key spec
+    /// can say that, so the spec is marked incomplete and the command tells Redis the
+    /// positions when asked (`getkeys-api`, `keys_before_after`).
+    AllBeforeAfter,
+}
+
+/// The positions of the keys in a call of a `Keys::AllBeforeAfter` command of `argc`
+/// arguments whose last but one is `second_last`. A cache key is never the bare word
+/// AFTER (it starts with the cache prefix and has a `:`), so the word ends the keys.
+pub fn keys_before_after(argc: usize, second_last: &[u8]) -> std::ops::Range<usize> {
+    if argc >= 4 && second_last.eq_ignore_ascii_case(b"AFTER") {
+        1..argc - 2
+    } else {
+        1..argc
+    }
+}
+
+/// True when Redis calls a `getkeys-api` command only to learn where its keys are (for
+/// cluster routing, ACL key checks and CLIENT TRACKING), not to run it.
+pub fn is_keys_position_request(ctx: &Context) -> bool {
+    ctx.is_keys_position_request()
+}
+
+/// Tells Redis, during a keys position request, that argument `position` is a key the
+/// command reads.
+pub fn report_read_key(ctx: &Context, position: usize) {
+    let Ok(position) = c_int::try_from(position) else {
+        return;
+    };
+    // SAFETY: reading function pointers Redis filled in at load; the context is the one
+    // Redis passed for this position request, and `position` is an argument of the call.
+    unsafe {
+        if let Some(with_flags) = raw::RedisModule_KeyAtPosWithFlags {
+            let flags = raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS;
+            with_flags(ctx.ctx, position, flags as c_int);
+        } else if let Some(at) = raw::RedisModule_KeyAtPos {
+            at(ctx.ctx, position);
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -205,9 +242,13 @@ pub fn register(ctx: &Context, command: &Registration) -> Result<(), String> {
     let (first_key, last_key, key_step) = match command.keys {
         Keys::None => (0, 0, 0),
         Keys::One => (1, 1, 1),
-        Keys::All => (1, -1, 1),
+        Keys::AllBeforeAfter => (1, -1, 1),
     };
-    let (name, flags) = (c(command.name), c(command.flags));
+    let flags = match command.keys {
+        Keys::AllBeforeAfter => format!("{} getkeys-api", command.flags),
+        _ => command.flags.to_string(),
+    };
+    let (name, flags) = (c(command.name), c(&flags));
     // SAFETY: called from OnLoad with its context.
     let status = unsafe {
         raw::RedisModule_CreateCommand.unwrap()(
@@ -273,7 +314,11 @@ fn set(ctx: &Context, doc: &Registration) -> Result<(), String> {
     let mut key_specs = match doc.keys {
         Keys::None => vec![],
         Keys::One => vec![key_spec(0)],
-        Keys::All => vec![key_spec(-1)],
+        Keys::AllBeforeAfter => {
+            let mut spec = key_spec(-1);
+            spec.flags |= u64::from(raw::REDISMODULE_CMD_KEY_INCOMPLETE);
+            vec![spec]
+        }
     };
     key_specs.push(zeroed_key_spec());
     let (summary, since, complexity, tips) =
@@ -306,4 +351,19 @@ fn set(ctx: &Context, doc: &Registration) -> Result<(), String> {
         return Err(format!("Redis refused the command info of {name}"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keys_before_after;
+
+    #[test]
+    fn a_trailing_after_and_its_position_are_not_keys() {
+        assert_eq!(keys_before_after(5, b"AFTER"), 1..3);
+        assert_eq!(keys_before_after(4, b"after"), 1..2);
+        assert_eq!(keys_before_after(3, b"a"), 1..3);
+        // Too short to hold a key before AFTER: every argument is taken as a key.
+        assert_eq!(keys_before_after(3, b"AFTER"), 1..3);
+        assert_eq!(keys_before_after(5, b"AFTERS"), 1..5);
+    }
 }

@@ -54,6 +54,15 @@ fn get_and_mget_are_routed_by_their_keys_and_every_primary_invalidates_its_rows(
         .query(&mut client)
         .unwrap();
     assert_eq!(rows.len(), 2);
+    // `AFTER <lsn>` is no key: MGET of one slot with it is not CROSSSLOT.
+    let rows: Vec<Option<String>> = redis::cmd("PGCACHE.MGET")
+        .arg(&a)
+        .arg(&a)
+        .arg("AFTER")
+        .arg("0/0")
+        .query(&mut cluster.owner_of(&a))
+        .unwrap();
+    assert_eq!(rows.len(), 2);
 
     // redis-cli -c follows the redirection.
     let node = &cluster.nodes[0];

@@ -3,6 +3,7 @@
 //! built module loaded, started by the test on ports of its own (`pgcache-testkit`). The
 //! reliability runs (chaos, fuzz, soak, cycles, memcheck) are binaries of their own.
 
+mod after;
 mod batching;
 mod bounds;
 mod cluster;

@@ -320,8 +320,8 @@ fn after_its_own_write_a_client_never_reads_the_old_row_under_32_writers() {
                         .unwrap();
                     let written = current_lsn(&mut client);
                     let pk = format!(r#"{{"id":{id}}}"#);
-                    // READ, and every few tries GET and MULTIREAD, AFTER the write.
-                    let mut read = match version % 3 {
+                    // READ, GET, MGET and MULTIREAD in turn, AFTER the write.
+                    let mut read = match version % 4 {
                         0 => {
                             let mut read = redis::cmd("PGCACHE.READ");
                             read.arg("users").arg(&pk);
@@ -329,6 +329,11 @@ fn after_its_own_write_a_client_never_reads_the_old_row_under_32_writers() {
                         }
                         1 => {
                             let mut read = redis::cmd("PGCACHE.GET");
+                            read.arg(key(id));
+                            read
+                        }
+                        2 => {
+                            let mut read = redis::cmd("PGCACHE.MGET");
                             read.arg(key(id));
                             read
                         }

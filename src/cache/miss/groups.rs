@@ -22,12 +22,13 @@ pub fn many_named(
     named: &[&[u8]],
     split: Vec<(&[u8], &[u8])>,
     ttl: u64,
+    read: super::Read,
 ) -> Result<Reply> {
     let table = split[0].0;
     if split.iter().all(|(t, _)| *t == table) {
         let pks = split.iter().map(|(_, pk)| *pk).collect();
         let named = named.iter().map(|k| k.to_vec()).collect();
-        return super::many(ctx, table, pks, Some(named), ttl, super::Read::Cached);
+        return super::many(ctx, table, pks, Some(named), ttl, read);
     }
     let mut groups: Vec<Group> = Vec::new();
     for (position, ((table, pk), name)) in split.iter().zip(named).enumerate() {
@@ -48,7 +49,7 @@ pub fn many_named(
         group.pks.push(pk.to_vec());
         group.named.push(name.to_vec());
     }
-    read_groups(ctx, groups, named.len(), ttl)
+    read_groups(ctx, groups, named.len(), ttl, read)
 }
 
 /// One table's keys in an MGET: where they sit in the call, their pk JSON and their names.
@@ -66,13 +67,21 @@ enum Pending {
     OnWorker(String, Group),
 }
 
-/// Reads the rows of every group; `total` keys in all.
-fn read_groups(ctx: &Context, groups: Vec<Group>, total: usize, ttl: u64) -> Result<Reply> {
+/// Reads the rows of every group; `total` keys in all. A read that must not trust the
+/// cache fetches every group's keys on a worker.
+fn read_groups(
+    ctx: &Context,
+    groups: Vec<Group>,
+    total: usize,
+    ttl: u64,
+    read: super::Read,
+) -> Result<Reply> {
     let mut pending = Vec::with_capacity(groups.len());
     let mut positions = Vec::with_capacity(groups.len());
     for group in groups {
         positions.push(group.positions.clone());
         let known = schema::cached(&group.table)
+            .filter(|_| read == super::Read::Cached)
             .map(|schema| {
                 let keys = canonicalise_all(group.pks.iter().map(Vec::as_slice), &schema)?;
                 Ok::<_, Error>((schema, keys))
