@@ -5,6 +5,7 @@
 //! trusted at all, and `position` keeps how far the log has been applied, in the keyspace.
 
 pub mod apply;
+mod durability;
 pub mod listener;
 pub mod position;
 pub mod replication;

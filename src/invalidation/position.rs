@@ -6,7 +6,8 @@
 //! vouches for, so a restarted server or a promoted replica knows exactly which changes its
 //! entries reflect and resumes the slot from there. A module data type could put it in the
 //! RDB's aux fields, but would make every RDB need pgcache to load (see DESIGN.md §3). The
-//! slot is confirmed only up to the position written (`stored`), never to one merely applied.
+//! slot is confirmed only up to a position written (`stored`), never to one merely applied,
+//! and only once the server would keep it through a crash or a failover (`durability`).
 
 use crate::model::lsn::Lsn;
 use crate::redis::{cluster, keyspace};

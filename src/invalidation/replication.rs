@@ -16,7 +16,7 @@
 
 mod transaction;
 
-use super::{apply, listener, position, translate};
+use super::{apply, durability, listener, position, translate};
 use crate::model::lsn::Lsn;
 use crate::pg::pool::{Connection as Catalog, Pool};
 use crate::pg::replication::connection::{Connection, Failure};
@@ -116,7 +116,7 @@ pub fn start(ctx: &Context, pool: Arc<Pool>, source: Source) -> std::io::Result<
     STOP.store(false, Ordering::SeqCst);
     ATTEMPTED.store(false, Ordering::SeqCst);
     RESUME.store(false, Ordering::SeqCst);
-    position::load(ctx);
+    load_position(ctx);
     PRIMARY.store(writable(ctx), Ordering::SeqCst);
     let mut source = source;
     if let Some(id) = crate::redis::cluster::my_id(ctx) {
@@ -153,6 +153,7 @@ pub fn stop() {
     RUNNING.store(false, Ordering::SeqCst);
     CONNECTED.store(false, Ordering::SeqCst);
     position::forget();
+    durability::loaded(None);
 }
 
 /// Whether the replication source is the one in use.
@@ -189,10 +190,16 @@ fn resume(primary: bool) {
 
 /// Reads the position the keyspace holds after a load or a promotion, and resumes from it.
 static LOAD_POSITION: Task = Task::new("reading the replication position", |ctx| {
-    position::load(ctx);
+    load_position(ctx);
     resume(writable(ctx));
     false
 });
+
+/// Reads the position the keyspace holds: what the data loaded vouches for, and so what
+/// survives this server until it has kept more (`durability`). Main thread.
+fn load_position(ctx: &Context) {
+    durability::loaded(position::load(ctx));
+}
 
 /// Reads the position once the event under way is over (a promoted cluster node claims its
 /// slots after the promotion's event) and resumes from it. Main thread.
@@ -575,6 +582,8 @@ struct Stream<'a> {
     asked: Option<Instant>,
     confirmed: Option<Lsn>,
     last_status: Instant,
+    /// When the main thread was last asked to look at what the server keeps.
+    last_observed: Option<Instant>,
     /// None: not yet checked in this session.
     last_slot_check: Option<Instant>,
 }
@@ -601,6 +610,7 @@ impl<'a> Stream<'a> {
             asked: None,
             confirmed: None,
             last_status: Instant::now(),
+            last_observed: None,
             last_slot_check: None,
         }
     }
@@ -717,6 +727,13 @@ impl<'a> Stream<'a> {
     /// Confirms the stored position when it moved (and every `STATUS_INTERVAL`), and asks
     /// a silent server to answer; a server silent past `LIVENESS_PATIENCE` is given up.
     fn report(&mut self) -> Result<(), String> {
+        if self
+            .last_observed
+            .is_none_or(|at| at.elapsed() >= durability::OBSERVE_EVERY)
+        {
+            durability::request();
+            self.last_observed = Some(Instant::now());
+        }
         let confirmable = self.confirmable();
         let since = self.last_status.elapsed();
         if (Some(confirmable) != self.confirmed && since >= STATUS_SOON) || since >= STATUS_INTERVAL
@@ -746,13 +763,14 @@ impl<'a> Stream<'a> {
         }
     }
 
-    /// The position the slot may be confirmed to: the one the keyspace holds.
+    /// The position the slot may be confirmed to: the one the keyspace holds, once a
+    /// restart or a failover of this server would still find it there (`durability`).
     fn confirmable(&self) -> Lsn {
-        match position::stored() {
-            Some(stored)
-                if stored.system == self.record.system && stored.slot == self.record.slot =>
+        match durability::durable() {
+            Some(durable)
+                if durable.system == self.record.system && durable.slot == self.record.slot =>
             {
-                stored.lsn.max(self.record.lsn)
+                durable.lsn.max(self.record.lsn)
             }
             _ => self.record.lsn,
         }

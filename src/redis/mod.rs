@@ -19,6 +19,7 @@ pub mod config;
 pub mod info;
 pub mod keyspace;
 pub mod main_thread;
+pub mod persistence;
 pub mod pubsub;
 pub mod reply;
 pub mod role;

@@ -102,6 +102,77 @@ fn restart_keeps_unchanged_rows(persistence: &[&str], save: bool) {
     );
 }
 
+/// The slot's confirmed position, as PostgreSQL holds it.
+fn slot_confirmed(pg: &Pg) -> u64 {
+    let confirmed: String = pg
+        .superuser()
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'pgcache'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    lsn(&confirmed)
+}
+
+/// Waits until pgcache has sent PostgreSQL a status update after this call: whatever it
+/// confirms now has reached the slot.
+fn wait_next_status(pg: &Pg) {
+    let mut pg = pg.superuser();
+    let asked: std::time::SystemTime = pg.query_one("SELECT now()", &[]).unwrap().get(0);
+    wait_for("a status update", Duration::from_secs(20), || {
+        let replied: Option<std::time::SystemTime> = pg
+            .query_one(
+                "SELECT max(reply_time) FROM pg_stat_replication \
+                 WHERE application_name = 'pgcache-replication'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        replied.filter(|r| *r > asked).map(|_| ())
+    });
+}
+
+/// A server with RDB snapshots (save points set) and no AOF is killed after its last
+/// snapshot, while the log moved on: the slot was confirmed no further than the snapshot
+/// holds, so the restart resumes from it, and only the rows changed since go.
+#[test]
+fn a_crash_after_a_snapshot_resumes_from_the_snapshot_without_a_flush() {
+    let (pg, mut redis) = streaming(&["--save", "3600 1"]);
+    pg.execute("CREATE TABLE other (id serial PRIMARY KEY, v text)");
+    let mut con = redis.connection();
+    cache_users(&mut con, 1..=20);
+    wait_position_stored(&pg, &mut con);
+    let _: () = redis::cmd("SAVE").query(&mut con).unwrap();
+    let saved: String = redis::cmd("GET")
+        .arg("pgcache:replication:position")
+        .query(&mut con)
+        .unwrap();
+    let saved = lsn(saved.split(' ').next().unwrap());
+    // The log moves on past the snapshot (a table pgcache does not serve), pgcache stores
+    // the new position and reports to PostgreSQL.
+    pg.execute("INSERT INTO other (v) SELECT 'x' FROM generate_series(1, 100)");
+    wait_position_stored(&pg, &mut con);
+    wait_next_status(&pg);
+    let confirmed = slot_confirmed(&pg);
+    assert!(
+        confirmed <= saved,
+        "confirmed {confirmed:X} past the snapshot's {saved:X}"
+    );
+    redis.stop();
+    pg.execute("UPDATE users SET name = 'changed-while-down' WHERE id IN (5, 6)");
+    redis.start_again();
+    let mut con = redis.connection();
+    wait_gone(&mut con, &key(5));
+    wait_gone(&mut con, &key(6));
+    for id in (1..=4).chain(7..=20) {
+        assert!(exists(&mut con, &key(id)), "entry {id} survives the crash");
+    }
+    assert_eq!(stats_figure(&mut con, "flushes"), 0);
+    let log = redis.log();
+    assert!(!log.contains("dropping every cached row"), "{log}");
+}
+
 #[test]
 fn a_restart_from_an_rdb_drops_only_the_rows_changed_while_the_server_was_down() {
     restart_keeps_unchanged_rows(&[], true);
