@@ -19,7 +19,8 @@ lint:
 
 # Unit tests, then the integration suite against Redis 7.0 (Debian), Valkey 9 and Valkey 8,
 # and the tests of what Redis 7.0 lacks (ACL categories, key-prefix ACL checks) on Redis 8.
-# The suite runs in notify mode, then again in replication mode on Redis 7.0 and Valkey 9;
+# The suite runs in notify mode, then again in replication mode on Redis 7.0 (with the short
+# chaos run) and Valkey 9;
 # the tests that take the machine's cores (`#[ignore]`) run alone after it.
 # The suite holds short runs of the chaos, fuzz and soak runs below (the soak: 60 s on Redis,
 # 20 s on each Valkey), and ends with the valgrind run.
@@ -29,7 +30,7 @@ test: build lint
 	PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
 	PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$(CURDIR)/$(VALKEY8)" $(CARGO) test --release --test '*'
 	PGCACHE_TEST_SERVER="$(CURDIR)/$(REDIS8)" $(CARGO) test --release --test integration -- keys:: write:: hooks::
-	PGCACHE_TEST_INVALIDATION_SOURCE=replication $(CARGO) test --release --test integration
+	PGCACHE_TEST_INVALIDATION_SOURCE=replication $(CARGO) test --release --test integration --test chaos
 	PGCACHE_TEST_INVALIDATION_SOURCE=replication PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test integration
 	$(CARGO) test --release --test integration -- --ignored
 	scripts/memcheck.sh
@@ -58,12 +59,18 @@ fuzz: build
 	PGCACHE_FUZZ_COMMANDS=$(FUZZ_COMMANDS) $(if $(FUZZ_SEED),PGCACHE_FUZZ_SEED=$(FUZZ_SEED)) \
 		$(CARGO) test --release --test fuzz -- --nocapture
 
-# Faults injected under load for CHAOS_SECONDS, on Redis and then on Valkey 9 (RELIABILITY.md).
+# Faults injected under load for CHAOS_SECONDS, on Redis and then on Valkey 9, with each
+# invalidation source of CHAOS_SOURCES in turn (RELIABILITY.md).
 CHAOS_SECONDS ?= 600
+CHAOS_SOURCES ?= replication notify
 chaos: build
-	PGCACHE_CHAOS_SECONDS=$(CHAOS_SECONDS) $(CARGO) test --release --test chaos -- --nocapture
-	PGCACHE_CHAOS_SECONDS=$(CHAOS_SECONDS) PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" \
-		$(CARGO) test --release --test chaos -- --nocapture
+	for source in $(CHAOS_SOURCES); do \
+		PGCACHE_TEST_INVALIDATION_SOURCE=$$source PGCACHE_CHAOS_SECONDS=$(CHAOS_SECONDS) \
+			$(CARGO) test --release --test chaos -- --nocapture || exit 1; \
+		PGCACHE_TEST_INVALIDATION_SOURCE=$$source PGCACHE_CHAOS_SECONDS=$(CHAOS_SECONDS) \
+			PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" \
+			$(CARGO) test --release --test chaos -- --nocapture || exit 1; \
+	done
 
 # Steady load for SOAK_SECONDS, then 100 MODULE UNLOAD/LOAD cycles (RELIABILITY.md).
 SOAK_SECONDS ?= 1800

@@ -12,6 +12,10 @@
 //!    durability (fsync and synchronous_commit on)
 //! 6. coalescing: queries made for 1000 concurrent READs of one cold key
 //! 7. bulk invalidation: the longest PING while a 1M-row UPDATE's invalidations are applied
+//! 9. invalidation lag while writers keep 1,000 and 10,000 UPDATEs/s going, in notify and in
+//!    replication mode
+//! 10. a PostgreSQL restart with 10,000 rows cached: entries kept and misses in the next
+//!     10 s, in notify and in replication mode
 use pgcache_testkit::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -346,6 +350,23 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// A server with pgcache in `mode` (`notify` or `replication`) over `pg`, its invalidation
+/// source connected, and a connection to it.
+fn server_in_mode(pg: &Pg, mode: &str) -> (Redis, redis::Connection) {
+    let mut args = pg.module_args();
+    args.extend(["invalidation_source".to_string(), mode.to_string()]);
+    let redis = Redis::start(&args);
+    let mut con = redis.connection();
+    wait_source(&mut con);
+    (redis, con)
+}
+
+fn wait_source(con: &mut redis::Connection) {
+    wait_for("the invalidation source", Duration::from_secs(30), || {
+        (stats_figure(con, "listener_connected") == 1).then_some(())
+    });
+}
+
 fn invalidation_lag(pg: &Pg) {
     println!("\n## 5. Invalidation lag: UPDATE commit -> cache entry gone\n");
     pg.execute(include_str!("../examples/invalidation_trigger.sql"));
@@ -353,13 +374,7 @@ fn invalidation_lag(pg: &Pg) {
     println!("|---|---|---|---|---|");
     for mode in ["notify", "replication"] {
         pg.execute(&format!("SELECT pgcache_watch('users', '{mode}')"));
-        let mut args = pg.module_args();
-        args.extend(["invalidation_source".to_string(), mode.to_string()]);
-        let redis = Redis::start(&args);
-        let mut con = redis.connection();
-        wait_for("the invalidation source", Duration::from_secs(20), || {
-            (stats_figure(&mut con, "listener_connected") == 1).then_some(())
-        });
+        let (_redis, mut con) = server_in_mode(pg, mode);
         let mut writer = pg.client();
         // PostgreSQL's default: the commit is flushed before it returns. (The suite's server
         // runs with it off; the log then reaches the replication source only when the WAL
@@ -429,9 +444,10 @@ fn update_tps(pg: &Pg, table: &str, clients: usize, seconds: u64) -> f64 {
 }
 
 fn writers() {
-    const SECONDS: u64 = 5;
+    const SECONDS: u64 = 4;
+    const ROUNDS: usize = 3;
     println!(
-        "\n## 8. Writers: UPDATE throughput on a watched table / an unwatched one ({SECONDS} s each, fsync on)\n"
+        "\n## 8. Writers: UPDATE throughput on a watched table / an unwatched one ({ROUNDS} rounds of {SECONDS} s each, fsync on; medians)\n"
     );
     let pg = Pg::start_with(|_| {
         ["fsync=on", "synchronous_commit=on", "full_page_writes=on"]
@@ -447,26 +463,215 @@ fn writers() {
          INSERT INTO watched SELECT * FROM unwatched;",
     );
     pg.execute("VACUUM ANALYZE");
-    println!("| mode | clients | unwatched tps | watched tps | watched / unwatched |");
+    println!(
+        "| mode | clients | unwatched tps | watched tps | watched / unwatched (median of the rounds) |"
+    );
     println!("|---|---|---|---|---|");
     for mode in ["notify", "replication"] {
         pg.execute(&format!("SELECT pgcache_watch('watched', '{mode}')"));
-        let mut args = pg.module_args();
-        args.extend(["invalidation_source".to_string(), mode.to_string()]);
-        let redis = Redis::start(&args);
-        let mut con = redis.connection();
-        wait_for("the invalidation source", Duration::from_secs(20), || {
-            (stats_figure(&mut con, "listener_connected") == 1).then_some(())
-        });
+        let _server = server_in_mode(&pg, mode);
         for clients in [1, 8, 32] {
-            let unwatched = update_tps(&pg, "unwatched", clients, SECONDS);
-            let watched = update_tps(&pg, "watched", clients, SECONDS);
+            // Rounds alternate the two tables, so that a checkpoint or an autovacuum falls
+            // on either: the medians are compared.
+            let (mut unwatched, mut watched, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                let u = update_tps(&pg, "unwatched", clients, SECONDS);
+                let w = update_tps(&pg, "watched", clients, SECONDS);
+                unwatched.push(u);
+                watched.push(w);
+                ratios.push(w / u);
+            }
             println!(
-                "| {mode} | {clients} | {unwatched:.0} | {watched:.0} | {:.2} |",
-                watched / unwatched
+                "| {mode} | {clients} | {:.0} | {:.0} | {:.2} |",
+                median(unwatched),
+                median(watched),
+                median(ratios)
             );
         }
         pg.execute("SELECT pgcache_unwatch('watched')");
+    }
+}
+
+/// Writers that keep `rate` UPDATEs/s (by primary key, rows `rows`) going from 16
+/// connections with synchronous_commit on, until `stop`. Returns their threads, each
+/// yielding how many it committed.
+fn paced_writers(
+    pg: &Pg,
+    rate: u64,
+    rows: std::ops::Range<i32>,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<u64>> {
+    const WRITERS: u64 = 16;
+    let interval = Duration::from_secs_f64(WRITERS as f64 / rate as f64);
+    (0..WRITERS)
+        .map(|w| {
+            let mut client = pg.superuser_of("app");
+            let (stop, rows) = (stop.clone(), rows.clone());
+            std::thread::spawn(move || {
+                client.batch_execute("SET synchronous_commit = on").unwrap();
+                let statement = client
+                    .prepare("UPDATE users SET name = name WHERE id = $1")
+                    .unwrap();
+                let mut rng = Rng::new(w + 7);
+                let mut next = Instant::now();
+                let mut done = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = rows.start + rng.below((rows.end - rows.start) as usize) as i32;
+                    client.execute(&statement, &[&id]).unwrap();
+                    done += 1;
+                    next += interval;
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                done
+            })
+        })
+        .collect()
+}
+
+/// Section 9: commit -> entry gone while writers keep a steady rate of UPDATEs on other rows
+/// of the same table: one row at a time is cached, updated and polled until its entry is gone.
+fn lag_under_load(pg: &Pg) {
+    const SECONDS: u64 = 10;
+    println!(
+        "\n## 9. Invalidation lag at a steady write rate ({SECONDS} s each, synchronous_commit on)\n"
+    );
+    pg.execute(include_str!("../examples/invalidation_trigger.sql"));
+    println!("| mode | UPDATE/s asked | UPDATE/s made | sampled | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|---|---|");
+    for mode in ["notify", "replication"] {
+        pg.execute(&format!("SELECT pgcache_watch('users', '{mode}')"));
+        let (_redis, mut con) = server_in_mode(pg, mode);
+        for rate in [1_000u64, 10_000] {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let writers = paced_writers(pg, rate, 1_000..ROWS as i32, &stop);
+            let mut prober = pg.client();
+            prober.batch_execute("SET synchronous_commit = on").unwrap();
+            let started = Instant::now();
+            let mut lags = Vec::new();
+            let mut id = 0;
+            while started.elapsed() < Duration::from_secs(SECONDS) {
+                id = id % 999 + 1;
+                let key = format!(r#"pg_cache:users:{{"id":{id}}}"#);
+                read_until_cached(&mut con, "users", &format!(r#"{{"id":{id}}}"#));
+                prober
+                    .execute("UPDATE users SET name = name || '.' WHERE id = $1", &[&id])
+                    .unwrap();
+                let committed = Instant::now();
+                while redis::cmd("EXISTS")
+                    .arg(&key)
+                    .query::<bool>(&mut con)
+                    .unwrap()
+                {
+                    assert!(
+                        committed.elapsed() < Duration::from_secs(10),
+                        "invalidation never arrived"
+                    );
+                }
+                lags.push(committed.elapsed().as_secs_f64() * 1000.0);
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let elapsed = started.elapsed().as_secs_f64();
+            let made: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+            lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!(
+                "| {mode} | {rate} | {:.0} | {} | {:.3} | {:.3} | {:.3} |",
+                (made + lags.len() as u64) as f64 / elapsed,
+                lags.len(),
+                percentile(&lags, 0.5),
+                percentile(&lags, 0.99),
+                lags[lags.len() - 1]
+            );
+        }
+    }
+    pg.execute("SELECT pgcache_unwatch('users')");
+}
+
+/// Caches rows 1..=`count` of `users` (MULTIREADs of 1,000).
+fn cache_rows(con: &mut redis::Connection, count: i64) {
+    for first in (1..=count).step_by(1000) {
+        let keys: Vec<String> = (first..(first + 1000).min(count + 1))
+            .map(|id| format!(r#"{{"id":{id}}}"#))
+            .collect();
+        let _: redis::Value = redis::cmd("PGCACHE.MULTIREAD")
+            .arg("users")
+            .arg(format!("[{}]", keys.join(",")))
+            .query(con)
+            .unwrap();
+    }
+}
+
+/// Section 10: a PostgreSQL restart with 10,000 rows cached: how many entries the cache keeps once
+/// its source is back, and what 8 clients reading those rows for the next 10 s get.
+fn cache_after_postgres_restart() {
+    const CACHED: i64 = 10_000;
+    const SECONDS: u64 = 10;
+    println!(
+        "\n## 10. After a PostgreSQL restart ({CACHED} rows cached, fast shutdown, no row changed)\n"
+    );
+    println!(
+        "| mode | entries kept once the source is back | READs in the first {SECONDS} s | misses | hit share |"
+    );
+    println!("|---|---|---|---|---|");
+    for mode in ["notify", "replication"] {
+        let mut pg = Pg::start();
+        pg.execute(&format!(
+            "CREATE TABLE users (id integer PRIMARY KEY, name text NOT NULL);
+             INSERT INTO users SELECT g, 'user' || g FROM generate_series(1, {CACHED}) g;
+             {}
+             SELECT pgcache_watch('users', '{mode}');",
+            include_str!("../examples/invalidation_trigger.sql")
+        ));
+        let (redis, mut con) = server_in_mode(&pg, mode);
+        // Entries kept: restarted with nobody reading, counted once the source is back.
+        cache_rows(&mut con, CACHED);
+        let reconnects = stat(&mut con, "listener_reconnects");
+        pg.stop();
+        pg.restart();
+        wait_for("the source to reconnect", Duration::from_secs(30), || {
+            (stat(&mut con, "listener_reconnects") > reconnects).then_some(())
+        });
+        wait_source(&mut con);
+        std::thread::sleep(Duration::from_secs(1));
+        let kept = cache_entries(&mut con);
+        // Reads: cached again, restarted, 8 clients read the rows from the moment
+        // PostgreSQL accepts connections again.
+        cache_rows(&mut con, CACHED);
+        let (hits, misses) = (stat(&mut con, "hits"), stat(&mut con, "misses"));
+        pg.stop();
+        pg.restart();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..8)
+            .map(|r| {
+                let mut con = redis.connection();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut rng = Rng::new(r + 1);
+                    let mut reads = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let id = 1 + rng.below(CACHED as usize);
+                        let _: redis::RedisResult<Option<String>> = redis::cmd("PGCACHE.READ")
+                            .arg("users")
+                            .arg(format!(r#"{{"id":{id}}}"#))
+                            .query(&mut con);
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(SECONDS));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        let (hits, misses) = (
+            stat(&mut con, "hits") - hits,
+            stat(&mut con, "misses") - misses,
+        );
+        println!(
+            "| {mode} | {kept} of {CACHED} | {reads} | {misses} | {:.3} |",
+            hits as f64 / (hits + misses).max(1) as f64
+        );
     }
 }
 
@@ -612,7 +817,8 @@ fn main() {
          CREATE VIEW slow_users AS SELECT id, name FROM users WHERE pg_sleep(0.2) IS NOT NULL;"
     ));
     pg.execute("VACUUM ANALYZE users");
-    // PGCACHE_BENCH_ONLY=hits|multiread|misses|ping|lag|coalescing|bulk|writers runs one section.
+    // PGCACHE_BENCH_ONLY=hits|multiread|misses|ping|lag|coalescing|bulk|writers|load-lag|pg-restart
+    // runs one section.
     let only = std::env::var("PGCACHE_BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let bare = bare_module();
@@ -644,5 +850,11 @@ fn main() {
     }
     if wanted("writers") {
         writers();
+    }
+    if wanted("load-lag") {
+        lag_under_load(&pg);
+    }
+    if wanted("pg-restart") {
+        cache_after_postgres_restart();
     }
 }

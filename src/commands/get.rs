@@ -114,32 +114,16 @@ fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
     let ttl = options.ttl.unwrap_or_else(current::default_ttl);
     let prefix = current::cache_prefix();
     let (table_arg, pk_arg) = key::split_cache_key(&prefix, named)?;
-    if options.read() == Read::FromPostgres {
-        let named = Some(named.to_vec());
-        return Ok(miss::on_worker(
-            ctx,
-            table_arg,
-            pk_arg,
-            ttl,
-            named,
-            Read::FromPostgres,
-        ));
-    }
-    // A table not seen yet, or a key only PostgreSQL can spell: a worker finds the key.
-    let known = match schema::cached(table_arg) {
+    let read = options.read();
+    // A table not seen yet, a key only PostgreSQL can spell, or a read the cache may not
+    // answer yet (`AFTER`): a worker finds the key and reads the row.
+    let known = match schema::cached(table_arg).filter(|_| read == Read::Cached) {
         Some(schema) => Some((key::canonicalise(pk_arg, &*schema)?, schema)),
         None => None,
     };
     let Some((pk, schema)) = known.filter(|(pk, _)| !pk.unconfirmed) else {
         let named = Some(named.to_vec());
-        return Ok(miss::on_worker(
-            ctx,
-            table_arg,
-            pk_arg,
-            ttl,
-            named,
-            Read::Cached,
-        ));
+        return Ok(miss::on_worker(ctx, table_arg, pk_arg, ttl, named, read));
     };
     must_be_canonical(named, &schema, &pk)?;
     // The hit path found nothing; a hit here means the table was learnt meanwhile.

@@ -102,9 +102,10 @@ impl World {
                 Instant::now()
             }
             Fault::ListenerKilled => {
-                // Every node's listener (the primary's and the replica's).
+                // Every node's listener (the primary's and the replica's; in replication
+                // mode the primary's stream, the replica stands by).
                 let before = self.listener_pids();
-                self.terminate("application_name = 'pgcache-listener'");
+                self.terminate(&format!("application_name = '{}'", source_application()));
                 let back = Instant::now();
                 let deadline = back + RECOVERY_LIMIT;
                 loop {
@@ -178,8 +179,8 @@ impl World {
         self.pg
             .superuser()
             .query(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgcache-listener'",
-                &[],
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                &[&source_application()],
             )
             .unwrap()
             .iter()
@@ -339,6 +340,15 @@ impl World {
             std::thread::sleep(Duration::from_millis(10));
         }
         false
+    }
+}
+
+/// The application name of the invalidation source's session in the mode the run uses.
+fn source_application() -> &'static str {
+    if invalidation_source() == "replication" {
+        "pgcache-replication"
+    } else {
+        "pgcache-listener"
     }
 }
 

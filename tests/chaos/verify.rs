@@ -53,6 +53,28 @@ fn settle(pg: &Pg, primary: u16, nodes: &[u16], history: &History, after: &str) 
     let settled = Instant::now();
     assert!(write_recorded(&mut client, history, 0, statement).unwrap());
     let deadline = Instant::now() + SETTLE_LIMIT;
+    if invalidation_source() == "replication" {
+        // Row 0's entry may go for other reasons (a client's INVALIDATE or FLUSH, an
+        // eviction) before the sentinel's change is applied, which the log brings up to
+        // `wal_writer_delay` after its commit: wait for the position instead, applied on the
+        // primary and replicated (it is written after the deletions it covers).
+        let written: String = client
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .unwrap()
+            .get(0);
+        let target = lsn(&written);
+        for (port, con) in nodes.iter().zip(&mut cons) {
+            while position(con) < target {
+                assert!(
+                    Instant::now() < deadline,
+                    "after {after}: the node on {port} has not applied the log up to \
+                     {written} within {SETTLE_LIMIT:?}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        return settled;
+    }
     for (port, con) in nodes.iter().zip(&mut cons) {
         while entry(con, 0).as_ref() == Some(&before) {
             assert!(
@@ -64,6 +86,20 @@ fn settle(pg: &Pg, primary: u16, nodes: &[u16], history: &History, after: &str) 
         }
     }
     settled
+}
+
+/// The position of PostgreSQL's log the node's keyspace reflects (0 without one).
+fn position(con: &mut redis::Connection) -> u64 {
+    let record: Option<String> = redis::cmd("GET")
+        .arg("pgcache:replication:position")
+        .query(con)
+        .unwrap();
+    record.map_or(0, |r| lsn(r.split(' ').next().unwrap_or("0/0")))
+}
+
+fn lsn(text: &str) -> u64 {
+    let (high, low) = text.split_once('/').unwrap_or(("0", "0"));
+    (u64::from_str_radix(high, 16).unwrap_or(0) << 32) | u64::from_str_radix(low, 16).unwrap_or(0)
 }
 
 /// The entries on the nodes (`primary` first) that are no version of their row PostgreSQL

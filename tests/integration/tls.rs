@@ -5,15 +5,23 @@ use std::time::Duration;
 const SSL_VIEW: &str =
     "CREATE VIEW my_session AS SELECT 1 AS id, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid();";
 
-fn args(pg: &Pg, extra: &[&str]) -> Vec<String> {
+/// The module's arguments for `pg` without its `pg_sslmode` (and without the settings
+/// `extra` gives again), then `extra`.
+fn tls_args(pg: &Pg, extra: &[&str]) -> Vec<String> {
+    let given: Vec<&str> = extra.chunks(2).map(|pair| pair[0]).collect();
     let mut args: Vec<String> = pg
         .module_args()
         .chunks(2)
-        .filter(|pair| pair[0] != "pg_sslmode")
+        .filter(|pair| pair[0] != "pg_sslmode" && !given.contains(&pair[0].as_str()))
         .flat_map(|pair| pair.to_vec())
         .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn args(pg: &Pg, extra: &[&str]) -> Vec<String> {
     // The view reads pg_stat_ssl, a system view: served only when the allowlist names it.
-    args.extend(["tables".to_string(), "my_session".to_string()]);
+    let mut args = tls_args(pg, &["tables", "my_session"]);
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
@@ -77,14 +85,9 @@ fn the_replication_connection_checks_the_certificate_as_the_pool_does() {
         "{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users', 'replication');"
     ));
     let replicating = |root: &str| {
-        let mut args: Vec<String> = pg
-            .module_args()
-            .chunks(2)
-            .filter(|pair| pair[0] != "pg_sslmode")
-            .flat_map(|pair| pair.to_vec())
-            .collect();
-        args.extend(
-            [
+        Redis::start(&tls_args(
+            &pg,
+            &[
                 "pg_sslmode",
                 "verify-full",
                 "pg_sslrootcert",
@@ -93,10 +96,8 @@ fn the_replication_connection_checks_the_certificate_as_the_pool_does() {
                 "localhost",
                 "invalidation_source",
                 "replication",
-            ]
-            .map(String::from),
-        );
-        Redis::start(&args)
+            ],
+        ))
     };
     let redis = replicating(cert.to_str().unwrap());
     let mut con = redis.connection();
