@@ -120,6 +120,25 @@ impl Changes {
         self.committed = Some(at);
     }
 
+    /// Adds the changes of a later transaction: applied together, `later`'s position and
+    /// commit time stand for both.
+    pub fn absorb(&mut self, later: Changes) {
+        self.deletes.extend(later.deletes);
+        for schema in later.flushes {
+            self.flush(schema);
+        }
+        self.resync |= later.resync;
+        self.why = self.why.take().or(later.why);
+        self.keys_flushed += later.keys_flushed;
+        self.position = self.position.max(later.position);
+        self.committed = later.committed.or(self.committed);
+    }
+
+    /// How many keys these changes delete one by one.
+    pub fn deletions(&self) -> usize {
+        self.deletes.len()
+    }
+
     /// Only a position, nothing to delete.
     fn only_position(&self) -> bool {
         self.deletes.is_empty() && self.flushes.is_empty() && !self.resync
@@ -479,6 +498,32 @@ mod tests {
         assert!(Arc::ptr_eq(&changes.deletes[0].0, &small));
         assert_eq!(changes.flushes.len(), 1);
         assert_eq!(changes.keys_flushed, BULK_KEYS as u64 + 1);
+    }
+
+    #[test]
+    fn absorbed_changes_keep_every_deletion_flush_and_the_later_position() {
+        let (t, u) = (schema("t"), schema("u"));
+        let mut first = Changes::default();
+        first.delete(t.clone(), pk(1));
+        first.reach(Lsn(10));
+        first.committed_at(SystemTime::UNIX_EPOCH);
+        let mut later = Changes::default();
+        later.delete(t.clone(), pk(2));
+        later.flush(u.clone());
+        later.count_flushed(3);
+        later.reach(Lsn(20));
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+        later.committed_at(at);
+        first.absorb(later);
+        assert_eq!(first.deletions(), 2);
+        assert_eq!(first.flushes.len(), 1);
+        assert_eq!(first.keys_flushed, 3);
+        assert_eq!(first.position, Some(Lsn(20)));
+        assert_eq!(first.committed, Some(at));
+        assert!(!first.resync);
+        first.absorb(Changes::everything());
+        assert!(first.resync);
+        assert_eq!(first.position, Some(Lsn(20)));
     }
 
     fn deletions(n: usize) -> Changes {

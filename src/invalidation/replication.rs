@@ -14,6 +14,7 @@
 //! only other tables change (keepalives), so an idle pgcache holds back nothing. The thread
 //! consumes only on a primary; a replica's entries are kept by its primary's deletions.
 
+mod pace;
 mod transaction;
 
 use super::{apply, durability, listener, position, translate};
@@ -25,6 +26,7 @@ use crate::pg::replication::slot::{self, SlotState};
 use crate::pg::replication::wire::CopyData;
 use crate::redis::main_thread::Task;
 use crate::redis::role::writable;
+use pace::Pace;
 use position::Record;
 use redis_module::Context;
 use std::collections::{BTreeSet, HashMap};
@@ -107,6 +109,8 @@ const EXCHANGE_LIMIT: Duration = Duration::from_secs(10);
 /// How often PostgreSQL is asked about the slot (log kept, `wal_status`) and the tables the
 /// publication covers.
 const SLOT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Most deletions gathered from several transactions before they are handed over.
+const HAND_OVER_KEYS: usize = 1_000;
 const APPLICATION_NAME: &str = "pgcache-replication";
 const CATALOG_APPLICATION_NAME: &str = "pgcache-replication-catalog";
 
@@ -576,8 +580,12 @@ struct Stream<'a> {
     caught_up: bool,
     relations: HashMap<u32, Relation>,
     open: Option<Transaction>,
-    /// The highest position handed to `apply`.
+    /// The highest position handed to `apply` (or gathered in `pending` for it).
     submitted: Lsn,
+    /// Committed transactions read in one go, handed to `apply` together once no whole
+    /// message is left to read (one wake-up of the main thread for many commits).
+    pending: Option<apply::Changes>,
+    pace: Pace,
     last_received: Instant,
     asked: Option<Instant>,
     confirmed: Option<Lsn>,
@@ -601,6 +609,8 @@ impl<'a> Stream<'a> {
             replication,
             catalog: None,
             submitted: prepared.start,
+            pending: None,
+            pace: Pace::default(),
             record: prepared.record,
             target: prepared.target,
             caught_up: false,
@@ -630,20 +640,33 @@ impl<'a> Stream<'a> {
     }
 
     fn step(&mut self) -> Result<(), String> {
-        self.check_caught_up();
-        self.report()?;
-        if self
-            .last_slot_check
-            .is_none_or(|at| at.elapsed() >= SLOT_CHECK_INTERVAL)
-        {
-            self.check_slot()?;
-        }
-        let Some(message) = self
-            .replication
-            .receive(RECEIVE_WAIT)
-            .map_err(|e| e.to_string())?
-        else {
-            return Ok(());
+        // Messages already read are handled back to back; the rest waits until none is.
+        let buffered = self.replication.buffered().map_err(|e| e.to_string())?;
+        let message = match buffered {
+            Some(message) => message,
+            None => {
+                if self.hand_over() && self.pace.busy() {
+                    // A steady stream of small transactions: waking for each costs more
+                    // than handling it, so a few are let arrive before the next read.
+                    std::thread::sleep(pace::COALESCE);
+                }
+                self.check_caught_up();
+                self.report()?;
+                if self
+                    .last_slot_check
+                    .is_none_or(|at| at.elapsed() >= SLOT_CHECK_INTERVAL)
+                {
+                    self.check_slot()?;
+                }
+                let waiting = Instant::now();
+                let received = self.replication.receive(RECEIVE_WAIT);
+                let Some(message) = received.map_err(|e| e.to_string())? else {
+                    self.pace.waited(RECEIVE_WAIT);
+                    return Ok(());
+                };
+                self.pace.waited(waiting.elapsed());
+                message
+            }
         };
         self.last_received = Instant::now();
         self.asked = None;
@@ -661,7 +684,7 @@ impl<'a> Stream<'a> {
                 if self.open.is_none() && wal_end > self.submitted {
                     let mut changes = apply::Changes::default();
                     changes.reach(wal_end);
-                    apply::submit(changes);
+                    self.gather(changes);
                     self.submitted = wal_end;
                 }
                 if reply_requested {
@@ -876,8 +899,35 @@ impl<'a> Stream<'a> {
             changes.committed_at(at);
             self.submitted = self.submitted.max(lsn);
         }
-        apply::submit(changes);
+        self.gather(changes);
         Ok(())
+    }
+
+    /// Adds a transaction's changes (or a position) to those handed over next; hands them
+    /// over at once past `HAND_OVER_KEYS` deletions.
+    fn gather(&mut self, changes: apply::Changes) {
+        let pending = match self.pending.take() {
+            Some(mut pending) => {
+                pending.absorb(changes);
+                pending
+            }
+            None => changes,
+        };
+        let full = pending.deletions() >= HAND_OVER_KEYS;
+        self.pending = Some(pending);
+        if full {
+            self.hand_over();
+        }
+    }
+
+    /// Hands the gathered changes to the main thread, in commit order; whether there were
+    /// any.
+    fn hand_over(&mut self) -> bool {
+        let Some(pending) = self.pending.take() else {
+            return false;
+        };
+        apply::submit(pending);
+        true
     }
 
     fn catalog(&mut self) -> Result<&mut Catalog, String> {

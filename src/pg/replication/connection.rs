@@ -146,10 +146,15 @@ impl Connection {
         self.bounded(limit, move |s| Box::pin(s.start_streaming(command)))
     }
 
+    /// The next message already read, if a whole one is: never waits.
+    pub fn buffered(&mut self) -> Result<Option<CopyData>, Failure> {
+        self.stream.take_copy_data()
+    }
+
     /// The next message of the stream, waiting at most `wait` for one (None: none came).
     pub fn receive(&mut self, wait: Duration) -> Result<Option<CopyData>, Failure> {
         // Whole messages already read are taken without a wait.
-        if let Some(message) = self.stream.take_copy_data()? {
+        if let Some(message) = self.buffered()? {
             return Ok(Some(message));
         }
         match self.bounded(wait, |s| Box::pin(s.fill())) {
