@@ -658,13 +658,10 @@ impl<'a> Stream<'a> {
                 {
                     self.check_slot()?;
                 }
-                let waiting = Instant::now();
                 let received = self.replication.receive(RECEIVE_WAIT);
                 let Some(message) = received.map_err(|e| e.to_string())? else {
-                    self.pace.waited(RECEIVE_WAIT);
                     return Ok(());
                 };
-                self.pace.waited(waiting.elapsed());
                 message
             }
         };
@@ -856,6 +853,7 @@ impl<'a> Stream<'a> {
                 ..
             } => {
                 let transaction = self.open.take().unwrap_or_default();
+                self.pace.committed(commit_time_us);
                 self.submit(transaction, Some((end_lsn, postgres_time(commit_time_us))))?;
             }
             Message::Logical { .. } | Message::Other(_) => {}

@@ -2,32 +2,42 @@
 //! the thread (and then the main thread) for each one costs more than handling it, so a busy
 //! stream lets a few gather before the next read (measured: at 10,000 UPDATEs/s the commit to
 //! entry gone p99 went from 9 to 3 ms on the project's 2-core VM, BENCHMARKS.md).
+//!
+//! Busy is judged from the commit times PostgreSQL sends, not from how long reads wait: those
+//! waits shrink once the thread pauses, which would keep a stream that slowed down "busy".
 
 use std::time::Duration;
 
 /// How long a busy stream lets transactions gather after handing some over.
 pub const COALESCE: Duration = Duration::from_micros(1000);
 
-/// A stream is busy while the next message arrives within this, on average, of a read.
-const BUSY_WAIT: Duration = Duration::from_micros(300);
+/// A stream is busy while its transactions commit this close together, on average (more
+/// than about 6,500 a second).
+const BUSY_INTERVAL_US: i64 = 150;
 
-/// How long reads have waited for the stream's next message, on average (recent ones weigh
-/// most): short waits mean a steady stream, whose messages are worth gathering; a quiet one
-/// is read at once.
+/// How far apart the stream's transactions committed, on average (recent ones weigh most).
 #[derive(Default)]
 pub struct Pace {
-    average_wait_us: u64,
+    last_commit_us: Option<i64>,
+    average_interval_us: Option<i64>,
 }
 
 impl Pace {
-    /// A read waited `wait` for its message (or for nothing, that long).
-    pub fn waited(&mut self, wait: Duration) {
-        let wait_us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
-        self.average_wait_us = (self.average_wait_us * 7 + wait_us.min(1_000_000)) / 8;
+    /// A transaction committed at `commit_time_us` (PostgreSQL's clock, microseconds).
+    pub fn committed(&mut self, commit_time_us: i64) {
+        if let Some(last) = self.last_commit_us {
+            let interval = (commit_time_us - last).clamp(0, 1_000_000);
+            self.average_interval_us = Some(match self.average_interval_us {
+                Some(average) => (average * 7 + interval) / 8,
+                None => interval,
+            });
+        }
+        self.last_commit_us = Some(commit_time_us);
     }
 
     pub fn busy(&self) -> bool {
-        u128::from(self.average_wait_us) < BUSY_WAIT.as_micros()
+        self.average_interval_us
+            .is_some_and(|average| average < BUSY_INTERVAL_US)
     }
 }
 
@@ -35,21 +45,24 @@ impl Pace {
 mod tests {
     use super::*;
 
+    fn commits(pace: &mut Pace, from: i64, every_us: i64, count: i64) -> i64 {
+        for n in 0..count {
+            pace.committed(from + n * every_us);
+        }
+        from + count * every_us
+    }
+
     #[test]
-    fn a_stream_is_busy_while_messages_keep_arriving_at_once() {
+    fn a_stream_is_busy_while_its_transactions_commit_close_together() {
         let mut pace = Pace::default();
-        for _ in 0..20 {
-            pace.waited(Duration::from_micros(50));
-        }
-        assert!(pace.busy());
-        // A quiet stream (a message every few milliseconds) is read at once again.
-        for _ in 0..5 {
-            pace.waited(Duration::from_millis(5));
-        }
         assert!(!pace.busy());
-        // A read that found nothing counts as a long wait.
+        let at = commits(&mut pace, 0, 100, 50);
+        assert!(pace.busy(), "10,000 commits a second");
+        // Slower again (one writer committing every 300 us): read at once.
+        commits(&mut pace, at, 300, 20);
+        assert!(!pace.busy());
         let mut pace = Pace::default();
-        pace.waited(Duration::from_millis(50));
-        assert!(!pace.busy());
+        commits(&mut pace, 0, 300, 50);
+        assert!(!pace.busy(), "3,300 commits a second");
     }
 }
