@@ -132,6 +132,23 @@ for module in "$@"; do
     "$(per_call "$module" "$(hits_of "PGCACHE.READ profile_users '{\"id\":1}'")" "$HITS" "$base" "${HIT_WORK[@]}")"
 done
 
+# READ ... AFTER <position> on a hit, beside the plain READ hit: the server runs in `auto`
+# mode, which streams from `make run`'s PostgreSQL (wal_level = logical), so every position
+# PostgreSQL printed before the run is applied. A build without AFTER shows n/a.
+after_position=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atq app -c "SELECT pg_current_wal_insert_lsn()")
+echo
+echo "Instructions per call in \`processCommand\`, READ hit with and without AFTER:"
+echo
+echo "| build | PGCACHE.READ hit | PGCACHE.READ hit AFTER $after_position |"
+echo "|---|---|---|"
+for module in "$@"; do
+  base=$(count "$module" "$OUT/warmup" "${HIT_WORK[@]}")
+  plain=$(per_call "$module" "$(hits_of "PGCACHE.READ profile_users '{\"id\":1}'")" "$HITS" "$base" "${HIT_WORK[@]}")
+  after=$( (per_call "$module" "$(hits_of "PGCACHE.READ profile_users '{\"id\":1}' AFTER $after_position")" \
+    "$HITS" "$base" "${HIT_WORK[@]}") 2>/dev/null || echo n/a)
+  printf '| %s | %s | %s |\n' "$module" "$plain" "$after"
+done
+
 # The same hits as redis-benchmark sends them (50 clients, pipeline 16), counting all of the
 # main thread's work per request (reading and parsing requests, writing replies) over a run
 # that sends no requests.

@@ -4,6 +4,7 @@
 //! PostgreSQL (`worker`), table flushes (`flush`), which entries must not be served now
 //! (`bypass`), and the window before an unload in which nothing may wait (`drain`).
 
+pub mod applied;
 pub mod bypass;
 pub mod drain;
 mod entries;

@@ -151,10 +151,17 @@ impl ReadOptions {
     }
 
     /// Where the read may take its row: with `AFTER`, the cache only once it reflects that
-    /// position (the replication source applied it), PostgreSQL until then.
+    /// position (the replication source applied it); before that, the cache if the source,
+    /// streaming, applies it within a few milliseconds, else PostgreSQL.
     pub fn read(&self) -> Read {
         match self.after {
-            Some(lsn) if !invalidation::applied_through(lsn) => Read::FromPostgres,
+            Some(lsn) if !invalidation::applied_through(lsn) => {
+                if invalidation::streaming() {
+                    Read::After(lsn)
+                } else {
+                    Read::FromPostgres
+                }
+            }
             _ => Read::Cached,
         }
     }

@@ -40,8 +40,9 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         Err(e) => return e.into(),
     };
     let ttl = options.ttl.unwrap_or_else(current::default_ttl);
-    if options.read() == Read::FromPostgres {
-        return miss::on_worker(ctx, table_arg, pk_arg, ttl, None, Read::FromPostgres);
+    let read = options.read();
+    if read != Read::Cached {
+        return miss::on_worker(ctx, table_arg, pk_arg, ttl, None, read);
     }
     let (schema, as_sent) = match lookup_canonical(ctx, table_arg, pk_arg) {
         AsSent::UnknownTable => {

@@ -14,6 +14,7 @@ static NEGATIVE_TTL: AtomicU64 = AtomicU64::new(0);
 static REQUEST_TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
 static STATEMENT_TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
 static MULTIREAD_MAX: AtomicU64 = AtomicU64::new(0);
+static AFTER_WAIT_MS: AtomicU64 = AtomicU64::new(0);
 static EVENTS: AtomicU32 = AtomicU32::new(0);
 static EVENT_CHANNEL: RwLock<String> = RwLock::new(String::new());
 static TABLES: RwLock<Vec<QualifiedName>> = RwLock::new(Vec::new());
@@ -27,6 +28,7 @@ pub fn init(s: &Settings) {
     REQUEST_TIMEOUT_MS.store(s.request_timeout_ms, Relaxed);
     STATEMENT_TIMEOUT_MS.store(s.statement_timeout_ms, Relaxed);
     MULTIREAD_MAX.store(s.multiread_max as u64, Relaxed);
+    AFTER_WAIT_MS.store(s.after_wait_ms, Relaxed);
     EVENTS.store(s.events.0, Relaxed);
     *EVENT_CHANNEL.write().unwrap() = s.event_channel.clone();
     *TABLES.write().unwrap() = s.tables.clone();
@@ -51,6 +53,10 @@ pub fn request_timeout_ms() -> u64 {
 }
 pub fn statement_timeout_ms() -> u64 {
     STATEMENT_TIMEOUT_MS.load(Relaxed)
+}
+/// How long a read AFTER a position not applied yet waits for it.
+pub fn after_wait() -> std::time::Duration {
+    std::time::Duration::from_millis(AFTER_WAIT_MS.load(Relaxed))
 }
 pub fn multiread_max() -> usize {
     MULTIREAD_MAX.load(Relaxed) as usize

@@ -131,6 +131,8 @@ pub struct Settings {
     pub publication: String,
     /// The logical replication slot the replication source consumes.
     pub replication_slot: String,
+    /// How long a read AFTER a position not applied yet waits for it, in milliseconds.
+    pub after_wait_ms: u64,
     /// Registers PGCACHE.DEBUG (fault injection for tests), like Redis's enable-debug-command.
     pub debug_commands: bool,
     /// Calls at least this slow go in PGCACHE.SLOWLOG (0: all, negative: none).
@@ -169,6 +171,7 @@ impl Settings {
             invalidation_source: InvalidationSource::Auto,
             publication: String::new(),
             replication_slot: String::new(),
+            after_wait_ms: 0,
             debug_commands: false,
             slowlog_threshold_us: 0,
             slowlog_max_len: 0,

@@ -146,7 +146,7 @@ fn path(value: &Option<PathBuf>) -> String {
 const TTL: &str = "a TTL in whole seconds";
 
 /// Every setting, in the order the README and HEALTH list them.
-pub static SETTINGS: [Setting; 33] = [
+pub static SETTINGS: [Setting; 34] = [
     Setting {
         name: "pg_url",
         libpq_env: None,
@@ -546,6 +546,15 @@ pub static SETTINGS: [Setting; 33] = [
         runtime: false,
         help: "logical replication slot the replication source consumes (created if missing)",
         show: Some(|s| s.replication_slot.clone()),
+    },
+    Setting {
+        name: "after_wait_ms",
+        libpq_env: None,
+        initial: Initial::Value("3"),
+        accepts: int(0, 1_000, "milliseconds", |s, v| s.after_wait_ms = v as u64),
+        runtime: true,
+        help: "how long a READ or GET AFTER a position not applied yet waits for it (replication mode) before it reads PostgreSQL",
+        show: Some(|s| s.after_wait_ms.to_string()),
     },
     Setting {
         name: "debug_commands",

@@ -111,3 +111,8 @@ pub fn last_loss() -> Option<(std::time::Duration, String)> {
 pub fn applied_through(lsn: crate::model::lsn::Lsn) -> bool {
     replication::active() && position::applied_lsn() >= lsn
 }
+
+/// Whether the replication source streams now: the position applied keeps moving.
+pub fn streaming() -> bool {
+    replication::active() && replication::connected()
+}

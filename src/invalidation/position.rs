@@ -9,6 +9,7 @@
 //! slot is confirmed only up to a position written (`stored`), never to one merely applied,
 //! and only once the server would keep it through a crash or a failover (`durability`).
 
+use crate::cache;
 use crate::model::lsn::Lsn;
 use crate::redis::{cluster, keyspace};
 use redis_module::{CallOptionsBuilder, CallResult, Context};
@@ -70,11 +71,9 @@ static STATE: Mutex<State> = Mutex::new(State {
     applied: None,
     stored: None,
 });
-/// `STATE.applied`'s position, for `AFTER` checks on the hit path without a lock.
-static APPLIED_LSN: AtomicU64 = AtomicU64::new(0);
-
+/// Tells the cache how far it reflects the log (`cache::applied`, which `AFTER` reads).
 fn publish(applied: &Option<Record>) {
-    APPLIED_LSN.store(applied.as_ref().map_or(0, |r| r.lsn.0), Ordering::Release);
+    cache::applied::set(applied.as_ref().map_or(Lsn(0), |r| r.lsn));
 }
 
 /// How long the last transaction applied took from its commit in PostgreSQL to its
@@ -92,7 +91,7 @@ pub fn last_lag() -> std::time::Duration {
 /// The position applied (0/0 when none): every change committed up to it is applied.
 #[inline]
 pub fn applied_lsn() -> Lsn {
-    Lsn(APPLIED_LSN.load(Ordering::Acquire))
+    cache::applied::get()
 }
 
 /// Reads the position key (after a load from disk, at start, after a promotion). Main thread.

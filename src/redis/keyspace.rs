@@ -215,6 +215,12 @@ pub fn db_count(ctx: &Context) -> i32 {
     count
 }
 
+/// The DB the context has selected (a command's: its client's).
+pub fn selected_db(ctx: &Context) -> i32 {
+    // SAFETY: main thread with a live context.
+    unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }
+}
+
 /// Runs `f` with `ctx` switched to each DB of `dbs` in turn, then switches back: in a
 /// command's context the selected DB is the client's own.
 pub fn in_each_db(ctx: &Context, dbs: impl IntoIterator<Item = i32>, mut f: impl FnMut(i32)) {

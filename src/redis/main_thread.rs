@@ -58,6 +58,36 @@ impl Task {
     }
 }
 
+/// Something another thread asked the main thread to run (`ask`), with where its answer
+/// goes.
+type Question = Box<dyn FnOnce(&Context) + Send>;
+
+static QUESTIONS: Mutex<Vec<Question>> = Mutex::new(Vec::new());
+
+static ANSWER: Task = Task::new("answering another thread", |ctx| {
+    let questions = std::mem::take(&mut *QUESTIONS.lock().unwrap());
+    for question in questions {
+        question(ctx);
+    }
+    false
+});
+
+/// Runs `f` on the main thread on the next turn of the event loop and returns what it
+/// returned, or None when it did not run within `limit` (a busy or stopping server: the
+/// caller goes on without the answer, and `f` may still run later). Never from the main
+/// thread, which would wait for itself.
+pub fn ask<R: Send + 'static>(
+    f: impl FnOnce(&Context) -> R + Send + 'static,
+    limit: Duration,
+) -> Option<R> {
+    let (answer, answered) = crossbeam_channel::bounded(1);
+    QUESTIONS.lock().unwrap().push(Box::new(move |ctx| {
+        let _ = answer.send(f(ctx));
+    }));
+    ANSWER.request_from_thread();
+    answered.recv_timeout(limit).ok()
+}
+
 /// The tasks that asked to run, in the order they asked.
 static QUEUE: Mutex<Vec<&'static Task>> = Mutex::new(Vec::new());
 /// Our timer is pending.
@@ -87,6 +117,8 @@ pub fn deinit() {
     for task in std::mem::take(&mut *QUEUE.lock().unwrap()) {
         task.requested.store(false, Ordering::SeqCst);
     }
+    // Unanswered: their askers gave up or see the channel closed.
+    QUESTIONS.lock().unwrap().clear();
     let ctx = MODULE_CTX.swap(std::ptr::null_mut(), Ordering::SeqCst);
     if !ctx.is_null() {
         // SAFETY: made by `init`, no longer used by anyone.

@@ -353,6 +353,63 @@ fn after_a_write_to_another_table_the_cached_row_is_served_once_applied() {
     );
 }
 
+/// A read AFTER a position the cache has not reached waits (`after_wait_ms`) on a worker,
+/// not on the event loop, and once the stream applies that position it is answered from
+/// the cache: here the cache holds a row PostgreSQL does not (PGCACHE.WRITE), so the reply
+/// shows where it came from. READ, GET, MGET and MULTIREAD in turn.
+#[test]
+fn a_read_after_a_position_about_to_be_applied_waits_for_it_and_is_served_from_the_cache() {
+    let pg = Pg::start();
+    pg.execute(&format!(
+        "{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users', 'replication');"
+    ));
+    let mut args = pg.module_args();
+    args.extend(["after_wait_ms", "1000"].map(String::from));
+    args.extend(REPLICATION.map(String::from));
+    let redis = Redis::start_with(&args, &[], &[]).unwrap();
+    let mut con = redis.connection();
+    wait_streaming(&mut con);
+    let mut writer = pg.client();
+    writer.batch_execute("SET synchronous_commit = on").unwrap();
+    for command in [
+        "PGCACHE.READ",
+        "PGCACHE.GET",
+        "PGCACHE.MGET",
+        "PGCACHE.MULTIREAD",
+    ] {
+        let data = r#"{"id":7,"name":"cached"}"#;
+        write(&mut con, "users", r#"{"id":7}"#, data).unwrap();
+        // Just past the log's end: no change applied yet reaches it.
+        let end = lsn(&current_lsn(&mut writer)) + 1;
+        let next = format!("{:X}/{:X}", end >> 32, end & 0xFFFF_FFFF);
+        let mut read = redis::cmd(command);
+        match command {
+            "PGCACHE.READ" => read.arg("users").arg(r#"{"id":7}"#),
+            "PGCACHE.MULTIREAD" => read.arg("users").arg(r#"[{"id":7}]"#),
+            _ => read.arg(key(7)),
+        };
+        read.arg("AFTER").arg(&next);
+        let port = redis.port;
+        let reader = std::thread::spawn(move || read.query::<redis::Value>(&mut connect(port)));
+        wait_blocked(&mut con, 1);
+        assert_eq!(
+            redis::cmd("PING").query::<String>(&mut con).unwrap(),
+            "PONG"
+        );
+        let hits = stats_figure(&mut con, "hits");
+        writer
+            .execute("UPDATE users SET email = email WHERE id = 8", &[])
+            .unwrap();
+        let row: String = match reader.join().unwrap().unwrap() {
+            redis::Value::Array(mut rows) => redis::from_redis_value(rows.remove(0)),
+            row => redis::from_redis_value(row),
+        }
+        .unwrap();
+        assert_eq!(json(&row)["name"], "cached", "{command}: {row}");
+        assert_eq!(stats_figure(&mut con, "hits"), hits + 1, "{command}");
+    }
+}
+
 /// 32 writers take the machine's cores: `make test` runs this alone, after the suite
 /// (`cargo test --test integration -- --ignored`).
 #[test]
@@ -381,6 +438,9 @@ fn after_its_own_write_a_client_never_reads_the_old_row_under_32_writers() {
     let checkers: Vec<_> = (0..CHECKERS)
         .map(|c| {
             let mut client = pg.client();
+            // Flushed at commit, so the stream usually applies a write within the read's
+            // wait (`after_wait_ms`), and the read then looks in the cache first.
+            client.batch_execute("SET synchronous_commit = on").unwrap();
             let mut con = redis.connection();
             std::thread::spawn(move || {
                 let id = 1 + c as i32;

@@ -15,7 +15,7 @@ use crate::pg::schema::{self, TableSchema};
 use crate::pg::{fetch, normalise};
 use crate::redis::acl;
 use crate::redis::cluster;
-use crate::redis::keyspace::Name;
+use crate::redis::keyspace::{self, Name};
 use crate::requests::blocked::Completion;
 use crate::requests::reply::Reply;
 use crate::stats;
@@ -42,7 +42,7 @@ pub fn many(
     let Some(schema) = schema else {
         let table = schema::admit_arg(table_arg)?;
         let items: Vec<Vec<u8>> = items.iter().map(|i| i.to_vec()).collect();
-        return Ok(all_on_a_worker(ctx, table, items, named, ttl));
+        return Ok(all_on_a_worker(ctx, table, items, named, ttl, read));
     };
     if items.is_empty() {
         return Ok(Reply::Array(Vec::new()));
@@ -143,7 +143,9 @@ fn all_on_a_worker(
     items: Vec<Vec<u8>>,
     named: Option<Vec<Vec<u8>>>,
     ttl: u64,
+    read: Read,
 ) -> Reply {
+    let db = keyspace::selected_db(ctx);
     worker::submit(
         ctx,
         Box::new(move |client| {
@@ -154,12 +156,28 @@ fn all_on_a_worker(
                 all_canonical(named, &schema, &keys)?;
             }
             let derived = named.is_none();
-            let slots = vec![Cached::Miss; keys.len()];
+            let slots = slots_for(read, db, &schema, &keys);
             let batch = Batch::new(schema, keys, slots, Vec::new(), ttl, derived);
             let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
             Ok(batch.complete(rows))
         }),
     )
+}
+
+/// On a worker, what a read may take from the cache before it fetches: for a read `AFTER`
+/// a position, what the cache holds once it reflects it (if it does in time); otherwise
+/// nothing, every key is fetched.
+pub fn slots_for(
+    read: Read,
+    db: i32,
+    schema: &Arc<TableSchema>,
+    keys: &[CanonicalPk],
+) -> Vec<Cached> {
+    match read {
+        Read::After(lsn) => super::looked_up_once_applied(lsn, db, schema, keys),
+        Read::Cached | Read::FromPostgres => None,
+    }
+    .unwrap_or_else(|| vec![Cached::Miss; keys.len()])
 }
 
 /// Each key's cache entry, if any; the hits are counted (`count_hit`).

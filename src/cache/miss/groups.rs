@@ -3,13 +3,13 @@
 //! keys form a batch (its hits from the cache, its misses in one query); one worker job
 //! fetches every batch's misses, and the answers are put back in the caller's order.
 
-use super::batch::{Batch, all_canonical, canonicalise_all, look_up};
-use crate::cache::Cached;
+use super::batch::{Batch, all_canonical, canonicalise_all, look_up, slots_for};
 use crate::cache::worker;
 use crate::error::{Error, Result};
 use crate::pg::normalise;
 use crate::pg::pool::PooledClient;
 use crate::pg::schema;
+use crate::redis::keyspace;
 use crate::requests::blocked::Completion;
 use crate::requests::reply::Reply;
 use redis_module::Context;
@@ -76,6 +76,7 @@ fn read_groups(
     ttl: u64,
     read: super::Read,
 ) -> Result<Reply> {
+    let db = keyspace::selected_db(ctx);
     let mut pending = Vec::with_capacity(groups.len());
     let mut positions = Vec::with_capacity(groups.len());
     for group in groups {
@@ -119,7 +120,7 @@ fn read_groups(
             for group in pending {
                 let batch = match group {
                     Pending::Ready(batch) => batch,
-                    Pending::OnWorker(table, group) => learn(client, &table, group, ttl)?,
+                    Pending::OnWorker(table, group) => learn(client, &table, group, ttl, read, db)?,
                 };
                 let rows = batch.fetch(client)?;
                 completions.push(batch.complete(rows));
@@ -131,12 +132,19 @@ fn read_groups(
 
 /// A group of a table not seen yet, or of keys PostgreSQL must spell: a batch with every
 /// key to fetch.
-fn learn(client: &mut PooledClient<'_>, table: &str, group: Group, ttl: u64) -> Result<Batch> {
+fn learn(
+    client: &mut PooledClient<'_>,
+    table: &str,
+    group: Group,
+    ttl: u64,
+    read: super::Read,
+    db: i32,
+) -> Result<Batch> {
     let schema = schema::resolve(client, table)?;
     let keys = canonicalise_all(group.pks.iter().map(Vec::as_slice), &schema)?;
     let keys = normalise::confirm_all(client, &schema, keys)?;
     all_canonical(&group.named, &schema, &keys)?;
-    let slots = vec![Cached::Miss; keys.len()];
+    let slots = slots_for(read, db, &schema, &keys);
     Ok(Batch::new(schema, keys, slots, Vec::new(), ttl, false))
 }
 

@@ -12,23 +12,26 @@ pub use batch::many;
 pub use groups::many_named;
 
 use crate::cache::fill::{self, FillTicket, LeadOrWait, Outcome};
-use crate::cache::worker::{self, KeyedFill, RowLookup};
-use crate::cache::{self, Readable};
+use crate::cache::worker::{self, Keyed, KeyedFill, RowLookup};
+use crate::cache::{self, Cached, Readable, applied};
 use crate::config::current;
 use crate::error::{Error, Result};
 use crate::events;
 use crate::model::event::EventKind;
 use crate::model::key::{self, CanonicalPk};
+use crate::model::lsn::Lsn;
 use crate::pg::normalise;
 use crate::pg::schema::{self, TableSchema};
 use crate::redis::acl;
 use crate::redis::cluster;
-use crate::redis::keyspace::Name;
+use crate::redis::keyspace::{self, Name};
+use crate::redis::main_thread;
 use crate::requests::blocked::Completion;
 use crate::requests::reply::Reply;
 use crate::stats;
 use redis_module::Context;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Counts a hit of `schema`'s table and raises its `hit` event: every READ and MULTIREAD hit
 /// comes through here. (Redis-wide `hits` and `negative_hits` are counted by `cache` as it
@@ -48,12 +51,18 @@ pub fn count_hit(ctx: &Context, schema: &TableSchema, key: &[u8]) {
 }
 
 /// Where a read may take its row: the cache (and any fill in flight), or, for a client that
-/// asked for its own writes (`AFTER`) before the cache reflects them, PostgreSQL alone.
+/// asked for its own writes (`AFTER`) before the cache reflects them, PostgreSQL alone; or,
+/// while the replication source streams, the cache once it reaches that position, if it does
+/// within `after_wait_ms`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Read {
     Cached,
     FromPostgres,
+    After(Lsn),
 }
+
+/// How long a worker waits for the main thread to look a key up.
+const LOOKUP_LIMIT: Duration = Duration::from_millis(100);
 
 /// Whose key a miss reads: one derived from the table and pk (READ's), which the server
 /// could not route, with the name the cache was probed under (the row is stored under it);
@@ -155,6 +164,7 @@ pub fn on_worker(
         Err(e) => return e.into(),
     };
     let pk_arg = pk_arg.to_vec();
+    let db = keyspace::selected_db(ctx);
     worker::submit_keyed(
         ctx,
         Box::new(move |client| {
@@ -165,18 +175,82 @@ pub fn on_worker(
             }
             // A key the client named was routed by the server; a derived one is checked.
             let derived = named.is_none();
-            let fresh = read == Read::FromPostgres;
+            if let Read::After(lsn) = read
+                && let Some(answer) = cached_once_applied(lsn, db, &schema, &pk, derived)
+            {
+                return Ok(Keyed::Answer(answer));
+            }
+            let fresh = read != Read::Cached;
             let then = Box::new(move |outcome, ticket, schema, pk| {
                 first_completion(outcome, schema, pk, ttl, ticket, derived, read)
             });
-            Ok(KeyedFill {
+            Ok(Keyed::Fill(KeyedFill {
                 schema,
                 pk,
                 fresh,
                 then,
-            })
+            }))
         }),
     )
+}
+
+/// For a read `AFTER lsn`, on a worker: waits up to `after_wait_ms` for the cache to reach
+/// `lsn`, then has the main thread look `keys` up in the client's DB `db` (hits counted as
+/// any read's). None when the cache did not reach `lsn` in time, or the main thread did not
+/// answer: the keys are then read from PostgreSQL.
+pub fn looked_up_once_applied(
+    lsn: Lsn,
+    db: i32,
+    schema: &Arc<TableSchema>,
+    keys: &[CanonicalPk],
+) -> Option<Vec<Cached>> {
+    if !applied::wait_for(lsn, current::after_wait()) {
+        return None;
+    }
+    let (schema, keys) = (schema.clone(), keys.to_vec());
+    main_thread::ask(
+        move |ctx| {
+            let mut slots = Vec::new();
+            keyspace::in_each_db(ctx, [db], |_| {
+                slots = batch::look_up(ctx, &schema, &keys).0;
+            });
+            slots
+        },
+        LOOKUP_LIMIT,
+    )
+}
+
+/// `looked_up_once_applied` for one key (READ, GET): the completion answering from the
+/// cache when it holds the key, checking a `derived` key's slot and read permission as a hit
+/// does.
+fn cached_once_applied(
+    lsn: Lsn,
+    db: i32,
+    schema: &Arc<TableSchema>,
+    pk: &CanonicalPk,
+    derived: bool,
+) -> Option<Completion> {
+    let slots = looked_up_once_applied(lsn, db, schema, std::slice::from_ref(pk))?;
+    let row = match slots.into_iter().next()? {
+        Cached::Miss => return None,
+        Cached::Absent => None,
+        Cached::Row(row) => Some(row),
+    };
+    let (schema, pk) = (schema.clone(), pk.clone());
+    Some(Box::new(move |ctx| {
+        if derived {
+            let key = pk.cache_key(&schema.key_prefix);
+            if let Err(redirect) = cluster::check(ctx, &key) {
+                return redirect.into();
+            }
+            if !cache::readable(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
+                return acl::no_read_permission(&key).into();
+            }
+        }
+        // The row as the cache held it once it reflected the client's position: a later
+        // change may have dropped the entry since, never one the client must see.
+        Reply::from(row).described(&schema.stats, pk.json.as_str(), 0)
+    }))
 }
 
 /// The main-thread half of `on_worker`'s miss. A `derived` key (READ's) is redirected
@@ -200,7 +274,7 @@ fn first_completion(
         // A derived key's read permission is checked here, where it is first known (GET's
         // key the server checked).
         let (prefix, suffix) = (schema.key_prefix.as_bytes(), pk.json.as_bytes());
-        let cached = if read == Read::FromPostgres {
+        let cached = if read != Read::Cached {
             // The entry may predate the client's write: the row fetched is the answer.
             if derived && !cache::readable(ctx, prefix, suffix) {
                 Readable::Refused

@@ -30,7 +30,15 @@ pub struct RowLookup {
 
 /// A job that must ask PostgreSQL which key it reads before it can join a fill of that key
 /// in flight (the first READ of a table spelling, or a key only PostgreSQL can spell).
-pub type KeyedWork = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<KeyedFill, Error> + Send>;
+pub type KeyedWork = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<Keyed, Error> + Send>;
+
+/// What a `KeyedWork` found.
+pub enum Keyed {
+    /// The row must be fetched.
+    Fill(KeyedFill),
+    /// The answer is known without PostgreSQL (the cache had it).
+    Answer(Completion),
+}
 
 /// What a `KeyedWork` found: the row of `pk` is needed. The worker waits for a fill of its
 /// key in flight, or leads one (fetching on the same worker and connection), `then` making

@@ -19,7 +19,7 @@ pub mod hold;
 mod jobs;
 mod lookups;
 
-pub use jobs::{Combine, KeyedFill, KeyedWork, Part, Probe, RowLookup, Work};
+pub use jobs::{Combine, Keyed, KeyedFill, KeyedWork, Part, Probe, RowLookup, Work};
 
 use crate::config::current;
 use crate::error::Error;
@@ -230,8 +230,9 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
     }
 }
 
-/// Runs a `KeyedWork`: finds the key, then joins a fill of it in flight (its leader answers
-/// this client) or fetches the row itself, leading a fill that later READs of the key join.
+/// Runs a `KeyedWork`: finds the key (and maybe the answer), then joins a fill of it in
+/// flight (its leader answers this client) or fetches the row itself, leading a fill that
+/// later READs of the key join.
 fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Instant) {
     let mut conn = match pool.get(deadline) {
         Ok(conn) => conn,
@@ -240,12 +241,13 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Inst
     let step = catch_result(|| work(&mut conn));
     match step {
         Err(e) => client.answer(error_completion(e)),
-        Ok(KeyedFill {
+        Ok(Keyed::Answer(completion)) => client.answer(contained(|| Ok(completion))),
+        Ok(Keyed::Fill(KeyedFill {
             schema,
             pk,
             fresh,
             then,
-        }) => {
+        })) => {
             let key = pk.shared_cache_key(&schema.key_prefix);
             let led = if fresh {
                 Some((crate::cache::fill::lead(key), client))
