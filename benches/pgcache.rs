@@ -479,13 +479,7 @@ fn writers() {
     println!(
         "\n## 8. Writers: UPDATE throughput on a watched table / an unwatched one ({ROUNDS} rounds of {SECONDS} s each, fsync on; medians)\n"
     );
-    let pg = Pg::start_with(|_| {
-        ["fsync=on", "synchronous_commit=on", "full_page_writes=on"]
-            .iter()
-            .flat_map(|setting| ["-c".to_string(), setting.to_string()])
-            .collect()
-    });
-    pg.execute(include_str!("../examples/invalidation_trigger.sql"));
+    let pg = durable_postgres();
     println!(
         "| mode | clients | unwatched tps | watched tps | watched / unwatched (median of the rounds) |"
     );
@@ -525,9 +519,9 @@ fn writers() {
     }
 }
 
-/// A PostgreSQL with its default durability (fsync and synchronous_commit on), pgcache's SQL
-/// installed, and `users` of `rows` rows.
-fn durable_postgres(rows: i64) -> Pg {
+/// A PostgreSQL with its default durability (fsync and synchronous_commit on, which the
+/// suite's server turns off) and pgcache's SQL installed.
+fn durable_postgres() -> Pg {
     let pg = Pg::start_with(|_| {
         ["fsync=on", "synchronous_commit=on", "full_page_writes=on"]
             .iter()
@@ -535,6 +529,12 @@ fn durable_postgres(rows: i64) -> Pg {
             .collect()
     });
     pg.execute(include_str!("../examples/invalidation_trigger.sql"));
+    pg
+}
+
+/// `durable_postgres` with a `users` table of `rows` rows.
+fn durable_users(rows: i64) -> Pg {
+    let pg = durable_postgres();
     pg.execute(&format!(
         "CREATE TABLE users (id integer PRIMARY KEY, name text NOT NULL);
          INSERT INTO users SELECT g, 'user' || g FROM generate_series(1, {rows}) g;"
@@ -588,7 +588,7 @@ fn lag_under_load() {
     println!(
         "\n## 9. Invalidation lag at a steady write rate ({SECONDS} s each, fsync and synchronous_commit on)\n"
     );
-    let pg = durable_postgres(100_000);
+    let pg = durable_users(100_000);
     println!("| mode | UPDATE/s asked | UPDATE/s made | sampled | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|---|---|");
     for mode in ["notify", "replication"] {
@@ -658,7 +658,7 @@ fn cache_after_postgres_restart() {
     );
     println!("|---|---|---|---|---|");
     for mode in ["notify", "replication"] {
-        let mut pg = durable_postgres(CACHED);
+        let mut pg = durable_users(CACHED);
         pg.execute(&format!("SELECT pgcache_watch('users', '{mode}')"));
         let (redis, mut con) = server_in_mode(&pg, mode);
         // Entries kept: restarted with nobody reading, counted once the source is back.

@@ -553,7 +553,7 @@ pub static SETTINGS: [Setting; 34] = [
         initial: Initial::Value("3"),
         accepts: int(0, 1_000, "milliseconds", |s, v| s.after_wait_ms = v as u64),
         runtime: true,
-        help: "how long a READ or GET AFTER a position not applied yet waits for it (replication mode) before it reads PostgreSQL",
+        help: "how long a read AFTER a position not applied yet waits for it (replication mode) before it reads PostgreSQL",
         show: Some(|s| s.after_wait_ms.to_string()),
     },
     Setting {

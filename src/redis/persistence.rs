@@ -38,13 +38,7 @@ pub enum Disk {
 
 /// Reads it. Main thread.
 pub fn read(ctx: &Context) -> Persistence {
-    let persistence = ctx.server_info("persistence");
-    let field = |name: &str| {
-        persistence
-            .field(name)
-            .map(|v| v.to_string_lossy())
-            .unwrap_or_default()
-    };
+    let field = info_section(ctx, "persistence");
     let disk = if field("aof_enabled") == "1" {
         Disk::Aof {
             sync_delay: sync_delay(&config(ctx, "appendfsync")),
@@ -58,14 +52,8 @@ pub fn read(ctx: &Context) -> Persistence {
     } else {
         Disk::Nothing
     };
-    drop(persistence);
-    let replication = ctx.server_info("replication");
-    let field = |name: &str| {
-        replication
-            .field(name)
-            .map(|v| v.to_string_lossy())
-            .unwrap_or_default()
-    };
+    drop(field);
+    let field = info_section(ctx, "replication");
     let replicas: usize = field("connected_slaves").parse().unwrap_or(0);
     let replicas_acked = (0..replicas)
         .filter_map(|i| online_offset(&field(&format!("slave{i}"))))
@@ -74,6 +62,16 @@ pub fn read(ctx: &Context) -> Persistence {
         disk,
         stream_offset: field("master_repl_offset").parse().unwrap_or(0),
         replicas_acked,
+    }
+}
+
+/// The fields of one INFO section, read by name ("" for a field it does not have).
+fn info_section(ctx: &Context, section: &str) -> impl Fn(&str) -> String {
+    let info = ctx.server_info(section);
+    move |name| {
+        info.field(name)
+            .map(|v| v.to_string_lossy())
+            .unwrap_or_default()
     }
 }
 

@@ -65,6 +65,14 @@ pub fn invalidation_source() -> &'static str {
     })
 }
 
+/// A log position as PostgreSQL prints it (`0/16B3748`), as a number.
+pub fn lsn(text: &str) -> u64 {
+    let (high, low) = text
+        .split_once('/')
+        .unwrap_or_else(|| panic!("{text:?} is no log position"));
+    (u64::from_str_radix(high, 16).unwrap() << 32) | u64::from_str_radix(low, 16).unwrap()
+}
+
 /// An initdb'd data directory, made once per test run and copied for each server.
 fn template() -> &'static Path {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();

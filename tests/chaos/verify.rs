@@ -97,11 +97,6 @@ fn position(con: &mut redis::Connection) -> u64 {
     record.map_or(0, |r| lsn(r.split(' ').next().unwrap_or("0/0")))
 }
 
-fn lsn(text: &str) -> u64 {
-    let (high, low) = text.split_once('/').unwrap_or(("0", "0"));
-    (u64::from_str_radix(high, 16).unwrap_or(0) << 32) | u64::from_str_radix(low, 16).unwrap_or(0)
-}
-
 /// The entries on the nodes (`primary` first) that are no version of their row PostgreSQL
 /// committed, or older than the row when the nodes settled; with a few examples.
 pub fn stale_entries(

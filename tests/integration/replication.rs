@@ -64,11 +64,6 @@ fn wait_position_stored(pg: &Pg, con: &mut redis::Connection) {
     });
 }
 
-fn lsn(text: &str) -> u64 {
-    let (high, low) = text.split_once('/').unwrap();
-    (u64::from_str_radix(high, 16).unwrap() << 32) | u64::from_str_radix(low, 16).unwrap()
-}
-
 /// Rows 1..=20 cached, the server stopped, rows 5 and 6 changed, the server started again:
 /// only those two entries go, and nothing is flushed.
 fn restart_keeps_unchanged_rows(persistence: &[&str], save: bool) {
@@ -80,6 +75,19 @@ fn restart_keeps_unchanged_rows(persistence: &[&str], save: bool) {
         let _: () = redis::cmd("SAVE").query(&mut con).unwrap();
     }
     redis.shutdown();
+    let mut con = change_rows_5_and_6_and_start_again(&pg, &mut redis);
+    let row = read(&mut con, "users", r#"{"id":5}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["name"], "changed-while-down");
+    let log = redis.log();
+    assert!(
+        log.contains("resuming invalidations from the position"),
+        "{log}"
+    );
+}
+
+/// With the server (rows 1..=20 cached) stopped: changes rows 5 and 6, starts the server
+/// again, and checks that exactly those two entries go, with no flush.
+fn change_rows_5_and_6_and_start_again(pg: &Pg, redis: &mut Redis) -> redis::Connection {
     pg.execute("UPDATE users SET name = 'changed-while-down' WHERE id IN (5, 6)");
     redis.start_again();
     let mut con = redis.connection();
@@ -91,15 +99,10 @@ fn restart_keeps_unchanged_rows(persistence: &[&str], save: bool) {
             "entry {id} survives the restart"
         );
     }
-    let row = read(&mut con, "users", r#"{"id":5}"#).unwrap().unwrap();
-    assert_eq!(json(&row)["name"], "changed-while-down");
     assert_eq!(stats_figure(&mut con, "flushes"), 0);
     let log = redis.log();
     assert!(!log.contains("dropping every cached row"), "{log}");
-    assert!(
-        log.contains("resuming invalidations from the position"),
-        "{log}"
-    );
+    con
 }
 
 /// The slot's confirmed position, as PostgreSQL holds it.
@@ -160,17 +163,7 @@ fn a_crash_after_a_snapshot_resumes_from_the_snapshot_without_a_flush() {
         "confirmed {confirmed:X} past the snapshot's {saved:X}"
     );
     redis.stop();
-    pg.execute("UPDATE users SET name = 'changed-while-down' WHERE id IN (5, 6)");
-    redis.start_again();
-    let mut con = redis.connection();
-    wait_gone(&mut con, &key(5));
-    wait_gone(&mut con, &key(6));
-    for id in (1..=4).chain(7..=20) {
-        assert!(exists(&mut con, &key(id)), "entry {id} survives the crash");
-    }
-    assert_eq!(stats_figure(&mut con, "flushes"), 0);
-    let log = redis.log();
-    assert!(!log.contains("dropping every cached row"), "{log}");
+    change_rows_5_and_6_and_start_again(&pg, &mut redis);
 }
 
 #[test]
