@@ -62,6 +62,10 @@ pub struct Changes {
     position: Option<Lsn>,
     /// When the transaction that made them committed, for the apply lag.
     committed: Option<SystemTime>,
+    /// When the oldest of them reached pgcache (a notification read, a replicated
+    /// transaction's commit read from the stream): pgcache's own part of the invalidation
+    /// lag runs from there to their deletions applied.
+    arrived: Option<Instant>,
 }
 
 impl Changes {
@@ -120,6 +124,11 @@ impl Changes {
         self.committed = Some(at);
     }
 
+    /// These changes reached pgcache at `at`.
+    pub fn arrived_at(&mut self, at: Instant) {
+        self.arrived = Some(at);
+    }
+
     /// Adds the changes of a later transaction: applied together, `later`'s position and
     /// commit time stand for both.
     pub fn absorb(&mut self, later: Changes) {
@@ -132,6 +141,7 @@ impl Changes {
         self.keys_flushed += later.keys_flushed;
         self.position = self.position.max(later.position);
         self.committed = later.committed.or(self.committed);
+        self.arrived = self.arrived.or(later.arrived);
     }
 
     /// How many keys these changes delete one by one.
@@ -380,6 +390,7 @@ fn into_flushes(waiting: impl Iterator<Item = Changes>) -> Changes {
         merged.resync |= changes.resync;
         merged.why = merged.why.or(changes.why);
         merged.position = merged.position.max(changes.position);
+        merged.arrived = merged.arrived.or(changes.arrived);
         merged.keys_flushed += changes.keys_flushed + changes.deletes.len() as u64;
         for schema in changes.flushes {
             merged.flush(schema);
@@ -427,6 +438,9 @@ fn apply_for_a_slice(context: &Context) -> bool {
         }
         if let Some(committed) = changes.committed {
             position::record_lag(committed.elapsed().unwrap_or_default());
+        }
+        if let Some(arrived) = changes.arrived {
+            stats::INVALIDATION_APPLY.record(arrived.elapsed().as_micros() as u64);
         }
         if Instant::now() >= deadline {
             return !MAILBOX.lock().unwrap().queue.is_empty();

@@ -197,12 +197,10 @@ const BULK_WAIT_MAX: Duration = Duration::from_millis(200);
 fn receive(conn: &mut Connection) -> String {
     let mut last_check = Instant::now();
     while !stopping() {
-        let payloads = match take_batch(conn) {
-            Ok(payloads) => payloads,
+        match take_batch(conn) {
+            Ok(Some((arrived, payloads))) => handle(conn, &payloads, arrived),
+            Ok(None) => {}
             Err(e) => return describe(&e),
-        };
-        if !payloads.is_empty() {
-            handle(conn, &payloads);
         }
         if conn.is_closed() {
             return "connection closed".into();
@@ -222,10 +220,11 @@ fn receive(conn: &mut Connection) -> String {
 /// the client reads in pieces; after a full notification the batch also waits a little for
 /// the next, so the statement's keys meet in one batch and a table named by more than
 /// `apply::BULK_KEYS` of them is flushed instead of deleted key by key.
-fn take_batch(conn: &mut Connection) -> Result<Vec<String>, Failure> {
+fn take_batch(conn: &mut Connection) -> Result<Option<(Instant, Vec<String>)>, Failure> {
     let Some(first) = conn.next_notification(Duration::from_millis(100))? else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
+    let arrived = Instant::now();
     let waiting_ends = Instant::now() + BULK_WAIT_MAX;
     let mut last_was_full = first.payload().len() > FULL_PAYLOAD_BYTES;
     let mut payloads = vec![first.payload().to_string()];
@@ -242,10 +241,11 @@ fn take_batch(conn: &mut Connection) -> Result<Vec<String>, Failure> {
         last_was_full = n.payload().len() > FULL_PAYLOAD_BYTES;
         payloads.push(n.payload().to_string());
     }
-    Ok(payloads)
+    Ok(Some((arrived, payloads)))
 }
 
-fn handle(conn: &mut Connection, payloads: &[String]) {
+/// Hands what the notifications that began arriving at `arrived` ask to the main thread.
+fn handle(conn: &mut Connection, payloads: &[String], arrived: Instant) {
     let mut changes = apply::Changes::default();
     for text in payloads {
         let payload = match parse_payload(text) {
@@ -264,6 +264,7 @@ fn handle(conn: &mut Connection, payloads: &[String]) {
         translate::add(conn, &mut changes, payload, "a notification");
     }
     changes.collapse_bulk();
+    changes.arrived_at(arrived);
     apply::submit(changes);
 }
 

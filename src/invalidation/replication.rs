@@ -882,6 +882,7 @@ impl<'a> Stream<'a> {
         let mut changes = apply::Changes::default();
         let payloads = transaction.into_payloads();
         if !payloads.is_empty() {
+            changes.arrived_at(Instant::now());
             let catalog = self.catalog()?;
             for payload in payloads {
                 translate::add(catalog, &mut changes, payload, "a replicated change");

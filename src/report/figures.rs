@@ -31,6 +31,7 @@ fn int(name: &'static str, help: &'static str, value: impl TryInto<i64>) -> Gaug
 
 /// Every gauge, in reporting order.
 pub fn gauges() -> Vec<Gauge> {
+    let invalidation_apply = stats::INVALIDATION_APPLY.summary();
     let mut all = vec![Gauge {
         name: "hit_ratio",
         help: "Hits (negative ones included) over lookups since the last reset.",
@@ -55,6 +56,16 @@ pub fn gauges() -> Vec<Gauge> {
             "listener_connected",
             "1 when the invalidation source (the replication stream or the listener) is connected to PostgreSQL.",
             u8::from(invalidation::source_connected()),
+        ),
+        int(
+            "invalidation_apply_p50_us",
+            "pgcache's own part of the invalidation lag, median since the last reset: from a change reaching pgcache (a notification, a replicated commit) to its entries deleted, in microseconds.",
+            invalidation_apply.p50_us,
+        ),
+        int(
+            "invalidation_apply_p99_us",
+            "pgcache's own part of the invalidation lag, 99th percentile since the last reset, in microseconds.",
+            invalidation_apply.p99_us,
         ),
         int(
             "fills_in_flight",

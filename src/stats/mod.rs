@@ -179,6 +179,12 @@ pub static PG_RETRIES: Counter = Counter::new();
 /// Times the invalidation listener lost its connection (and then resynchronised).
 pub static LISTENER_RECONNECTS: Counter = Counter::new();
 
+/// pgcache's own part of the invalidation lag: from a change reaching pgcache (a
+/// notification, or a replicated transaction's commit, read) to its deletions applied, for
+/// the oldest change of each set applied together. The rest of the lag, from the commit to
+/// the change reaching pgcache, is PostgreSQL's and the network's.
+pub static INVALIDATION_APPLY: Histogram = Histogram::new();
+
 /// The commands whose calls and latency are tracked, in reporting order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tracked {
@@ -381,6 +387,7 @@ pub fn reset() {
     for h in &COMMAND_LATENCY {
         h.reset();
     }
+    INVALIDATION_APPLY.reset();
     for c in &COMMAND_CALLS {
         c.reset();
     }

@@ -54,6 +54,34 @@ fn committed_changes_remove_entries() {
 }
 
 #[test]
+fn pgcache_s_own_part_of_the_invalidation_lag_is_reported() {
+    let stack = watched_users();
+    let mut con = stack.con();
+    read_until_cached(&mut con, "users", r#"{"id":7}"#);
+    let started = std::time::Instant::now();
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'seven' WHERE id = 7");
+    wait_gone(&mut con, KEY7);
+    let waited_us = started.elapsed().as_micros() as i64;
+    let (p50, p99) = (
+        stats_figure(&mut con, "invalidation_apply_p50_us"),
+        stats_figure(&mut con, "invalidation_apply_p99_us"),
+    );
+    // Handed from the source's thread to the main thread: never free, and no longer than
+    // the whole wait from the commit's start to the entry gone.
+    assert!(
+        p50 > 0 && p50 <= p99 && p99 <= waited_us,
+        "{p50} {p99} {waited_us}"
+    );
+    let _: String = redis::cmd("PGCACHE.STATS")
+        .arg("RESET")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(stats_figure(&mut con, "invalidation_apply_p99_us"), 0);
+}
+
+#[test]
 fn a_writing_session_cannot_turn_its_own_invalidations_off() {
     let stack = Stack::start_with(
         &format!("{USERS_SQL} {TRIGGER_SQL}"),
