@@ -155,60 +155,78 @@ fn hits(port: u16, con: &mut redis::Connection) {
     println!("\nEach ratio: the median over rounds of (rate / the GET rate of the same round).");
 }
 
-fn pgbench(pg: &Pg, clients: usize, seconds: u64) -> f64 {
-    let script = std::env::temp_dir().join(format!("pgcache-bench-{}.sql", std::process::id()));
-    std::fs::write(
-        &script,
-        format!(
-            "\\set id random(1, {ROWS})\n\
-             SELECT row_to_json(t)::text FROM \"public\".\"users\" AS t WHERE t.\"id\" = (:id::text)::integer LIMIT 2;\n"
-        ),
-    )
-    .unwrap();
-    let bin = std::fs::read_dir("/usr/lib/postgresql")
+/// A PostgreSQL client program of the installed PostgreSQL (`pgbench`, `pg_recvlogical`).
+fn pg_tool(name: &str) -> std::path::PathBuf {
+    std::fs::read_dir("/usr/lib/postgresql")
         .unwrap()
         .flatten()
-        .map(|e| e.path().join("bin/pgbench"))
+        .map(|e| e.path().join("bin").join(name))
         .find(|p| p.exists())
-        .expect("pgbench (postgresql-contrib)");
-    let out = Command::new(bin)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            "app",
-            "-n",
-            "-M",
-            "prepared",
-        ])
-        .args([
-            "-c",
-            &clients.to_string(),
-            "-j",
-            "2",
-            "-T",
-            &seconds.to_string(),
-        ])
-        .arg("-f")
-        .arg(&script)
-        .arg("app")
-        .env("PGPASSWORD", PG_PASSWORD)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(script);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find(|l| l.starts_with("tps = "))
-        .and_then(|l| l["tps = ".len()..].split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "pgbench failed: {text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
+        .unwrap_or_else(|| panic!("{name} (PostgreSQL's client programs)"))
+}
+
+/// A pgbench run in the background.
+struct Pgbench {
+    child: Child,
+    script: std::path::PathBuf,
+}
+
+static SCRIPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Pgbench {
+    /// pgbench running `script` from `clients` connections for `seconds` (with `extra`
+    /// options, such as `-R rate`), as the app user.
+    fn start(pg: &Pg, script: &str, clients: usize, seconds: u64, extra: &[&str]) -> Pgbench {
+        let file = std::env::temp_dir().join(format!(
+            "pgcache-bench-{}-{}.sql",
+            std::process::id(),
+            SCRIPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(&file, script).unwrap();
+        let child = Command::new(pg_tool("pgbench"))
+            .args(["-h", "127.0.0.1", "-p", &pg.port.to_string()])
+            .args(["-U", "app", "-n", "-M", "prepared"])
+            .args(["-j", &clients.min(2).to_string()])
+            .args(["-c", &clients.to_string(), "-T", &seconds.to_string()])
+            .args(extra)
+            .arg("-f")
+            .arg(&file)
+            .arg("app")
+            .env("PGPASSWORD", PG_PASSWORD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Pgbench {
+            child,
+            script: file,
+        }
+    }
+
+    /// Waits for the run to end: the transactions per second it reports.
+    fn tps(self) -> f64 {
+        let out = self.child.wait_with_output().unwrap();
+        let _ = std::fs::remove_file(&self.script);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find(|l| l.starts_with("tps = "))
+            .and_then(|l| l["tps = ".len()..].split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "pgbench failed: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+    }
+}
+
+fn pgbench(pg: &Pg, clients: usize, seconds: u64) -> f64 {
+    let script = format!(
+        "\\set id random(1, {ROWS})\n\
+         SELECT row_to_json(t)::text FROM \"public\".\"users\" AS t WHERE t.\"id\" = (:id::text)::integer LIMIT 2;\n"
+    );
+    Pgbench::start(pg, &script, clients, seconds, &[]).tps()
 }
 
 fn misses(pg: &Pg) {
@@ -443,49 +461,173 @@ fn invalidation_lag(pg: &Pg) {
     pg.execute("SELECT pgcache_unwatch('users')");
 }
 
-/// UPDATEs by primary key from `clients` connections for `seconds`: transactions per second.
+/// pgbench's UPDATEs by primary key from `clients` connections for `seconds`: transactions
+/// per second.
 fn update_tps(pg: &Pg, table: &str, clients: usize, seconds: u64) -> f64 {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let threads: Vec<_> = (0..clients)
-        .map(|c| {
-            let mut client = pg.superuser_of("app");
-            let (stop, done) = (stop.clone(), done.clone());
-            let sql = format!("UPDATE {table} SET n = n + 1 WHERE id = $1");
-            std::thread::spawn(move || {
-                let statement = client.prepare(&sql).unwrap();
-                let mut rng = Rng::new(c as u64 + 1);
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let id = 1 + (rng.next_u64() % 100_000) as i32;
-                    client.execute(&statement, &[&id]).unwrap();
-                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    let start = Instant::now();
-    std::thread::sleep(Duration::from_secs(seconds));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    for t in threads {
-        t.join().unwrap();
+    let script =
+        format!("\\set id random(1, 100000)\nUPDATE {table} SET n = n + 1 WHERE id = :id;\n");
+    Pgbench::start(pg, &script, clients, seconds, &[]).tps()
+}
+
+/// PostgreSQL's own consumer of its log, `pg_recvlogical`, on a slot of its own: the
+/// baseline pgcache's replication source is measured against. What any consumer of the log
+/// costs the database and how late it learns of a commit on this machine.
+struct LogConsumer {
+    child: Child,
+    /// Updates of the rows below `PROBED_ROWS` and when they arrived (`with_probed_rows`).
+    seen: Option<std::sync::mpsc::Receiver<(i32, Instant)>>,
+}
+
+/// Rows the probes update (the writers update the others).
+const PROBED_ROWS: i32 = 1_000;
+const CONSUMER_SLOT: &str = "pgcache_bench_log_consumer";
+
+impl LogConsumer {
+    /// With the `pgoutput` plugin pgcache uses, for the tables of `publication`, its output
+    /// thrown away: the least a consumer of those changes can do.
+    fn pgoutput(pg: &Pg, publication: &str) -> LogConsumer {
+        let publications = format!("publication_names={publication}");
+        let mut child = Self::spawn(
+            pg,
+            &[
+                "pgoutput",
+                "-f",
+                "/dev/null",
+                "-o",
+                "proto_version=1",
+                "-o",
+                &publications,
+            ],
+        );
+        drop(child.stdout.take());
+        Self::wait_streaming(pg);
+        LogConsumer { child, seen: None }
     }
-    done.load(std::sync::atomic::Ordering::Relaxed) as f64 / elapsed
+
+    /// With the `test_decoding` plugin (changes as text), reading each UPDATE of `users`
+    /// of a row below `PROBED_ROWS` as it comes.
+    fn with_probed_rows(pg: &Pg) -> LogConsumer {
+        let mut child = Self::spawn(
+            pg,
+            &[
+                "test_decoding",
+                "-f",
+                "-",
+                "-o",
+                "skip-empty-xacts=1",
+                "-o",
+                "include-xids=0",
+            ],
+        );
+        let stdout = child.stdout.take().unwrap();
+        let (tell, seen) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            const UPDATE: &str = "table public.users: UPDATE: id[integer]:";
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let id = line
+                    .strip_prefix(UPDATE)
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|id| id.parse::<i32>().ok());
+                if let Some(id) = id.filter(|id| *id < PROBED_ROWS)
+                    && tell.send((id, Instant::now())).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Self::wait_streaming(pg);
+        LogConsumer {
+            child,
+            seen: Some(seen),
+        }
+    }
+
+    /// `pg_recvlogical` creating and streaming the slot with `plugin_and_output` (the
+    /// plugin, then its output options).
+    fn spawn(pg: &Pg, plugin_and_output: &[&str]) -> Child {
+        Command::new(pg_tool("pg_recvlogical"))
+            .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "app"])
+            .args(["-d", "app", "--slot", CONSUMER_SLOT, "--create-slot"])
+            .args(["--if-not-exists", "--start", "--plugin"])
+            .args(plugin_and_output)
+            .env("PGPASSWORD", PG_PASSWORD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_streaming(pg: &Pg) {
+        let mut admin = pg.superuser_of("app");
+        wait_for("the consumer to stream", Duration::from_secs(10), || {
+            let row = admin
+                .query_opt(
+                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                    &[&CONSUMER_SLOT],
+                )
+                .unwrap();
+            row.map(|_| ())
+        });
+    }
+
+    /// Commits an UPDATE of row `id` with `writer` and returns the ms from the commit's
+    /// return to the change reaching the consumer.
+    fn commit_to_seen(&self, writer: &mut postgres::Client, id: i32) -> f64 {
+        writer
+            .execute("UPDATE users SET name = name || '.' WHERE id = $1", &[&id])
+            .unwrap();
+        let committed = Instant::now();
+        let seen = self
+            .seen
+            .as_ref()
+            .expect("a consumer reading the probed rows");
+        loop {
+            let (row, at) = seen
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the change within 10 s");
+            if row == id {
+                return at.saturating_duration_since(committed).as_secs_f64() * 1000.0;
+            }
+        }
+    }
+
+    /// Stops the consumer and drops its slot.
+    fn stop(mut self, pg: &Pg) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let mut admin = pg.superuser_of("app");
+        wait_for(
+            "the consumer's slot to be released",
+            Duration::from_secs(10),
+            || {
+                admin
+                    .execute(
+                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                     WHERE slot_name = $1 AND NOT active",
+                        &[&CONSUMER_SLOT],
+                    )
+                    .ok()
+                    .filter(|dropped| *dropped == 1)
+            },
+        );
+    }
 }
 
 fn writers() {
     const SECONDS: u64 = 4;
     const ROUNDS: usize = 3;
     println!(
-        "\n## 8. Writers: UPDATE throughput on a watched table / an unwatched one ({ROUNDS} rounds of {SECONDS} s each, fsync on; medians)\n"
+        "\n## 8. Writers: pgbench UPDATE throughput on a watched table / an unwatched one ({ROUNDS} rounds of {SECONDS} s each, fsync on; medians)\n"
     );
     let pg = durable_postgres();
     println!(
-        "| mode | clients | unwatched tps | watched tps | watched / unwatched (median of the rounds) |"
+        "| consumer | clients | unwatched tps | watched tps | watched / unwatched (median of the rounds) |"
     );
     println!("|---|---|---|---|---|");
-    for mode in ["notify", "replication"] {
-        // Fresh tables for each mode: the other mode's updates leave them unequally bloated.
+    for consumer in ["pg_recvlogical", "notify", "replication"] {
+        // Fresh tables for each consumer: the other's updates leave them unequally bloated.
         pg.execute(
             "DROP TABLE IF EXISTS unwatched, watched;
              CREATE TABLE unwatched (id integer PRIMARY KEY, n integer NOT NULL DEFAULT 0);
@@ -495,8 +637,19 @@ fn writers() {
         );
         pg.execute("VACUUM ANALYZE");
         pg.superuser().batch_execute("CHECKPOINT").unwrap();
+        // pg_recvlogical: PostgreSQL's own consumer of the changes pgcache's replication
+        // source is sent (pgoutput, the same publication), doing nothing with them.
+        let mode = if consumer == "notify" {
+            "notify"
+        } else {
+            "replication"
+        };
         pg.execute(&format!("SELECT pgcache_watch('watched', '{mode}')"));
-        let _server = server_in_mode(&pg, mode);
+        let (server, log_consumer) = if consumer == "pg_recvlogical" {
+            (None, Some(LogConsumer::pgoutput(&pg, "pgcache")))
+        } else {
+            (Some(server_in_mode(&pg, mode)), None)
+        };
         for clients in [1, 8, 32] {
             // Rounds alternate the two tables, so that a checkpoint or an autovacuum falls
             // on either: the medians are compared.
@@ -509,11 +662,15 @@ fn writers() {
                 ratios.push(w / u);
             }
             println!(
-                "| {mode} | {clients} | {:.0} | {:.0} | {:.2} |",
+                "| {consumer} | {clients} | {:.0} | {:.0} | {:.2} |",
                 median(unwatched),
                 median(watched),
                 median(ratios)
             );
+        }
+        drop(server);
+        if let Some(log_consumer) = log_consumer {
+            log_consumer.stop(&pg);
         }
         pg.execute("SELECT pgcache_unwatch('watched')");
     }
@@ -543,88 +700,103 @@ fn durable_users(rows: i64) -> Pg {
     pg
 }
 
-/// Writers that keep `rate` UPDATEs/s (by primary key, rows `rows`) going from 16
-/// connections, until `stop`. Returns their threads, each yielding how many it committed.
-fn paced_writers(
-    pg: &Pg,
-    rate: u64,
-    rows: std::ops::Range<i32>,
-    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<std::thread::JoinHandle<u64>> {
-    const WRITERS: u64 = 16;
-    let interval = Duration::from_secs_f64(WRITERS as f64 / rate as f64);
-    (0..WRITERS)
-        .map(|w| {
-            let mut client = pg.superuser_of("app");
-            let (stop, rows) = (stop.clone(), rows.clone());
-            std::thread::spawn(move || {
-                let statement = client
-                    .prepare("UPDATE users SET name = name WHERE id = $1")
-                    .unwrap();
-                let mut rng = Rng::new(w + 7);
-                let mut next = Instant::now();
-                let mut done = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let id = rows.start + rng.below((rows.end - rows.start) as usize) as i32;
-                    client.execute(&statement, &[&id]).unwrap();
-                    done += 1;
-                    next += interval;
-                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                }
-                done
-            })
-        })
-        .collect()
+/// pgbench keeping `rate` UPDATEs/s (by primary key, rows `rows`, Poisson arrivals) going
+/// from 16 connections for `seconds`: a load generator in C, so that the cores it takes are
+/// few and the same for both modes.
+fn paced_writers(pg: &Pg, rate: u64, rows: std::ops::Range<i32>, seconds: u64) -> Pgbench {
+    let script = format!(
+        "\\set id random({}, {})\nUPDATE users SET name = name WHERE id = :id;\n",
+        rows.start,
+        rows.end - 1
+    );
+    Pgbench::start(pg, &script, 16, seconds, &["-R", &rate.to_string()])
 }
 
-/// Section 9: commit -> entry gone while writers keep a steady rate of UPDATEs on other rows
-/// of the same table: every 5 ms one row is cached, updated and polled until its entry is
-/// gone (those UPDATEs are part of the rate).
+/// Section 9: commit -> entry gone while writers (pgbench) keep a steady rate of UPDATEs on
+/// other rows of the same table: every 5 ms one row is cached, updated and timed until its
+/// entry is gone (those UPDATEs are part of the rate). First, the same load with no pgcache
+/// and a log consumer of PostgreSQL's own instead: the floor of any consumer of the log.
 fn lag_under_load() {
     const SECONDS: u64 = 10;
     const PROBE_EVERY: Duration = Duration::from_millis(5);
+    const RATES: [u64; 2] = [1_000, 10_000];
     println!(
         "\n## 9. Invalidation lag at a steady write rate ({SECONDS} s each, fsync and synchronous_commit on)\n"
     );
     let pg = durable_users(100_000);
-    println!("| mode | UPDATE/s asked | UPDATE/s made | sampled | p50 ms | p99 ms | max ms |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| consumer | UPDATE/s asked | UPDATE/s made | sampled | p50 ms | p99 ms | max ms | pgcache's own part (arrival to deleted) p50 / p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    // Probes every PROBE_EVERY for SECONDS beside pgbench's writers; one table row, which
+    // ends with what `own_part` says.
+    let under_load = |who: &str,
+                      rate: u64,
+                      probe: &mut dyn FnMut(i32) -> f64,
+                      own_part: &mut dyn FnMut() -> String| {
+        let probes_per_second =
+            (Duration::from_secs(1).as_micros() / PROBE_EVERY.as_micros()) as u64;
+        let writers = paced_writers(
+            &pg,
+            rate - probes_per_second,
+            PROBED_ROWS..100_000,
+            SECONDS + 1,
+        );
+        let started = Instant::now();
+        let mut lags = Vec::new();
+        let mut id = 0;
+        let mut next = Instant::now();
+        while started.elapsed() < Duration::from_secs(SECONDS) {
+            id = id % (PROBED_ROWS - 1) + 1;
+            lags.push(probe(id));
+            next += PROBE_EVERY;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let probed = lags.len() as f64 / started.elapsed().as_secs_f64();
+        let made = writers.tps() + probed;
+        lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "| {who} | {rate} | {made:.0} | {} | {:.3} | {:.3} | {:.3} | {} |",
+            lags.len(),
+            percentile(&lags, 0.5),
+            percentile(&lags, 0.99),
+            lags[lags.len() - 1],
+            own_part()
+        );
+    };
+    let consumer = LogConsumer::with_probed_rows(&pg);
+    let mut prober = pg.client();
+    for rate in RATES {
+        under_load(
+            "pg_recvlogical",
+            rate,
+            &mut |id| consumer.commit_to_seen(&mut prober, id),
+            &mut || "-".into(),
+        );
+    }
+    consumer.stop(&pg);
     for mode in ["notify", "replication"] {
         pg.execute(&format!("SELECT pgcache_watch('users', '{mode}')"));
         let (redis, _) = server_in_mode(&pg, mode);
         let (mut con, mut sub) = deletions(&redis);
         let mut pubsub = subscribed(&mut sub);
-        for rate in [1_000u64, 10_000] {
-            let probes_per_second =
-                (Duration::from_secs(1).as_micros() / PROBE_EVERY.as_micros()) as u64;
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let writers = paced_writers(&pg, rate - probes_per_second, 1_000..100_000, &stop);
-            let mut prober = pg.client();
-            let started = Instant::now();
-            let mut lags = Vec::new();
-            let mut id = 0;
-            let mut next = Instant::now();
-            while started.elapsed() < Duration::from_secs(SECONDS) {
-                id = id % 999 + 1;
-                lags.push(commit_to_gone(&mut con, &mut pubsub, &mut prober, id));
-                next += PROBE_EVERY;
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-            }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let elapsed = started.elapsed().as_secs_f64();
-            let made: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
-            lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            println!(
-                "| {mode} | {rate} | {:.0} | {} | {:.3} | {:.3} | {:.3} |",
-                (made + lags.len() as u64) as f64 / elapsed,
-                lags.len(),
-                percentile(&lags, 0.5),
-                percentile(&lags, 0.99),
-                lags[lags.len() - 1]
+        let mut figures = redis.connection();
+        for rate in RATES {
+            cmd(&mut figures, &["PGCACHE.STATS", "RESET"]);
+            under_load(
+                &format!("pgcache, {mode} mode"),
+                rate,
+                &mut |id| commit_to_gone(&mut con, &mut pubsub, &mut prober, id),
+                &mut || {
+                    let mut ms = |name| stat(&mut figures, name) as f64 / 1000.0;
+                    format!(
+                        "{:.3} / {:.3}",
+                        ms("invalidation_apply_p50_us"),
+                        ms("invalidation_apply_p99_us")
+                    )
+                },
             );
         }
         pg.execute("SELECT pgcache_unwatch('users')");
