@@ -11,6 +11,7 @@
 use super::position::{self, Record};
 use crate::redis::main_thread::Task;
 use crate::redis::persistence::{self, Disk, Persistence};
+use crate::redis::role::writable;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -137,6 +138,9 @@ fn lower(a: Option<Record>, b: Option<Record>) -> Option<Record> {
 static DURABILITY: Mutex<Durability> = Mutex::new(Durability::new());
 
 static OBSERVE: Task = Task::new("observing what the server keeps", |ctx| {
+    if writable(ctx) {
+        position::store_now(ctx);
+    }
     let server = persistence::read(ctx);
     let stored = position::stored();
     DURABILITY

@@ -8,6 +8,12 @@
 //! RDB's aux fields, but would make every RDB need pgcache to load (see DESIGN.md §3). The
 //! slot is confirmed only up to a position written (`stored`), never to one merely applied,
 //! and only once the server would keep it through a crash or a failover (`durability`).
+//!
+//! A position that only moved on is written at most every `WRITE_EVERY`: PostgreSQL's
+//! keepalives move it up to thousands of times a second while other tables change, and each
+//! write is a SET in the AOF and to every replica. A copy older than what is applied is always
+//! safe (a server that resumes from it deletes a few entries a second time); what is written
+//! never runs ahead of the deletions it covers.
 
 use crate::cache;
 use crate::model::lsn::Lsn;
@@ -15,6 +21,11 @@ use crate::redis::{cluster, keyspace};
 use redis_module::{CallOptionsBuilder, CallResult, Context};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How often a position that only moved on is written (the slot's confirmation follows it,
+/// within `durability::OBSERVE_EVERY` of a look at the server).
+const WRITE_EVERY: Duration = Duration::from_millis(100);
 
 /// Where the position lives (in DB 0). Not under the cache prefix, so flushes pass it by. On
 /// a cluster node, in a slot the node serves: the key is tagged for its lowest slot, which a
@@ -65,11 +76,34 @@ struct State {
     applied: Option<Record>,
     /// What the position key holds.
     stored: Option<Record>,
+    /// When it was last written.
+    written_at: Option<Instant>,
+}
+
+impl State {
+    /// The position to write now, if any: the applied one when it differs from the copy in
+    /// the keyspace and the copy is of another log or slot (a new starting point is written
+    /// at once), or `WRITE_EVERY` has passed since the last write, or `at_once` says so.
+    fn due(&self, now: Instant, at_once: bool) -> Option<Record> {
+        let applied = self.applied.as_ref()?;
+        if self.stored.as_ref() == Some(applied) {
+            return None;
+        }
+        let same_log = self
+            .stored
+            .as_ref()
+            .is_some_and(|s| s.system == applied.system && s.slot == applied.slot);
+        let recent = self
+            .written_at
+            .is_some_and(|at| now.duration_since(at) < WRITE_EVERY);
+        (at_once || !same_log || !recent).then(|| applied.clone())
+    }
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
     applied: None,
     stored: None,
+    written_at: None,
 });
 /// Tells the cache how far it reflects the log (`cache::applied`, which `AFTER` reads).
 fn publish(applied: &Option<Record>) {
@@ -119,6 +153,8 @@ pub fn load(ctx: &Context) -> Option<Record> {
 pub fn restart_at(record: Record) {
     let mut state = STATE.lock().unwrap();
     state.applied = Some(record);
+    // A starting point is written at once, whatever was written lately.
+    state.written_at = None;
     publish(&state.applied);
 }
 
@@ -133,15 +169,23 @@ pub fn applied_up_to(lsn: Lsn) {
     }
 }
 
-/// Writes the applied position into the keyspace if it moved (replicated like any write).
-/// Main thread, on a primary.
+/// Writes the applied position into the keyspace (replicated like any write) if it moved
+/// and is due (see the module's doc). Main thread, on a primary.
 pub fn store(ctx: &Context) {
-    let record = {
-        let state = STATE.lock().unwrap();
-        match &state.applied {
-            Some(applied) if state.stored.as_ref() != Some(applied) => applied.clone(),
-            _ => return,
-        }
+    write(ctx, false);
+}
+
+/// Writes the applied position into the keyspace if it moved, due or not: the look at the
+/// server that tells how far the slot may be confirmed (`durability`) starts with it.
+/// Main thread, on a primary.
+pub fn store_now(ctx: &Context) {
+    write(ctx, true);
+}
+
+fn write(ctx: &Context, at_once: bool) {
+    let now = Instant::now();
+    let Some(record) = STATE.lock().unwrap().due(now, at_once) else {
+        return;
     };
     let options = CallOptionsBuilder::new()
         .replicate()
@@ -164,7 +208,9 @@ pub fn store(ctx: &Context) {
         }
     });
     if written {
-        STATE.lock().unwrap().stored = Some(record);
+        let mut state = STATE.lock().unwrap();
+        state.stored = Some(record);
+        state.written_at = Some(now);
     }
 }
 
@@ -183,6 +229,7 @@ pub fn forget() {
     let mut state = STATE.lock().unwrap();
     state.applied = None;
     state.stored = None;
+    state.written_at = None;
     publish(&None);
 }
 
@@ -199,6 +246,47 @@ mod tests {
         };
         assert_eq!(record.to_text(), "1/16B3 7301234567890123456 pgcache");
         assert_eq!(Record::parse(&record.to_text()), Some(record));
+    }
+
+    fn record(lsn: u64, slot: &str) -> Record {
+        Record {
+            lsn: Lsn(lsn),
+            system: "7301234567890123456".into(),
+            slot: slot.into(),
+        }
+    }
+
+    #[test]
+    fn a_position_that_only_moved_on_is_written_every_so_often_a_new_one_at_once() {
+        let t0 = Instant::now();
+        let mut state = State {
+            applied: Some(record(10, "pgcache")),
+            stored: None,
+            written_at: None,
+        };
+        assert_eq!(state.due(t0, false), Some(record(10, "pgcache")), "first");
+        state.stored = Some(record(10, "pgcache"));
+        state.written_at = Some(t0);
+        assert_eq!(state.due(t0, false), None, "unmoved");
+        state.applied = Some(record(20, "pgcache"));
+        let soon = t0 + WRITE_EVERY / 2;
+        assert_eq!(state.due(soon, false), None, "moved on, written lately");
+        assert_eq!(
+            state.due(soon, true),
+            Some(record(20, "pgcache")),
+            "asked at once"
+        );
+        assert_eq!(
+            state.due(t0 + WRITE_EVERY, false),
+            Some(record(20, "pgcache")),
+            "due again"
+        );
+        state.applied = Some(record(5, "pgcache_other"));
+        assert_eq!(
+            state.due(soon, false),
+            Some(record(5, "pgcache_other")),
+            "another slot's starting point"
+        );
     }
 
     #[test]
