@@ -147,17 +147,22 @@ pub fn subscribe<'a>(con: &'a mut redis::Connection, channel: &str) -> redis::Pu
     pubsub
 }
 
-/// The next message on a subscribed channel, parsed as JSON. A wait interrupted without a
-/// message (EINTR: Linux ends a socket read that has a timeout so when the process is stopped
-/// and continued, signal handler or not) waits again.
-pub fn next_event(pubsub: &mut redis::PubSub) -> serde_json::Value {
+/// The next message on a subscribed channel. A wait interrupted without a message (EINTR:
+/// Linux ends a socket read that has a timeout so when the process is stopped and continued,
+/// signal handler or not) waits again.
+pub fn next_message(pubsub: &mut redis::PubSub) -> redis::Msg {
     loop {
         match pubsub.get_message() {
-            Ok(msg) => return json(&msg.get_payload::<String>().unwrap()),
+            Ok(msg) => return msg,
             Err(e) if e.is_io_error() && e.to_string().contains("(os error 4)") => continue,
-            Err(e) => panic!("an event before the read timeout: {e}"),
+            Err(e) => panic!("a message before the read timeout: {e}"),
         }
     }
+}
+
+/// The next message on a subscribed channel, parsed as JSON.
+pub fn next_event(pubsub: &mut redis::PubSub) -> serde_json::Value {
+    json(&next_message(pubsub).get_payload::<String>().unwrap())
 }
 
 /// Waits until the number of keys matching `pattern` is `wanted` (described as `what`).

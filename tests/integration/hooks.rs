@@ -344,7 +344,7 @@ fn hooks_on_quoted_table_names_survive_a_restart_from_the_configuration() {
         r#"{"id":1,"name":"x"}"#,
     )
     .unwrap();
-    let payload: String = pubsub.get_message().unwrap().get_payload().unwrap();
+    let payload: String = next_message(&mut pubsub).get_payload().unwrap();
     let event: serde_json::Value = serde_json::from_str(&payload).unwrap();
     assert_eq!(
         event["table"], r#""my table""#,

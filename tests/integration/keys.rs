@@ -304,9 +304,7 @@ fn client_tracking_tracks_the_rows_get_returned() {
     let key = r#"pg_cache:users:{"id":4}"#;
     assert!(get(&mut con, key).unwrap().is_some());
     invalidate(&mut stack.con(), "users", r#"{"id":4}"#).unwrap();
-    let message = invalidations
-        .get_message()
-        .expect("an invalidation message");
+    let message = next_message(&mut invalidations);
     let keys: Vec<String> = message.get_payload().unwrap();
     assert_eq!(keys, vec![key.to_string()]);
 }

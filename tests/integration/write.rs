@@ -102,7 +102,7 @@ fn events_are_published_and_hit_events_are_opt_in() {
     config_set(&mut con, "pgcache.event_channel", "other").unwrap();
     pubsub.subscribe("other").unwrap();
     read(&mut con, "users", r#"{"id":8}"#).unwrap();
-    let msg = pubsub.get_message().unwrap();
+    let msg = next_message(&mut pubsub);
     assert_eq!(msg.get_channel_name(), "other");
 }
 
