@@ -368,6 +368,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Lags in ms as table columns: how many, p50, p99, max.
+fn lag_columns(mut lags: Vec<f64>) -> String {
+    lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    format!(
+        "{} | {:.3} | {:.3} | {:.3}",
+        lags.len(),
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        lags[lags.len() - 1]
+    )
+}
+
 /// A server with pgcache in `mode` (`notify` or `replication`) over `pg`, its invalidation
 /// source connected, and a connection to it.
 fn server_in_mode(pg: &Pg, mode: &str) -> (Redis, redis::Connection) {
@@ -445,18 +457,10 @@ fn invalidation_lag(pg: &Pg) {
         // runs with it off; the log then reaches the replication source only when the WAL
         // writer flushes, every wal_writer_delay.)
         writer.batch_execute("SET synchronous_commit = on").unwrap();
-        let lags: Vec<f64> = (1..=300i32)
+        let lags = (1..=300i32)
             .map(|id| commit_to_gone(&mut con, &mut pubsub, &mut writer, id))
             .collect();
-        let mut lags = lags;
-        lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        println!(
-            "| {mode} | {} | {:.3} | {:.3} | {:.3} |",
-            lags.len(),
-            percentile(&lags, 0.5),
-            percentile(&lags, 0.99),
-            lags[lags.len() - 1]
-        );
+        println!("| {mode} | {} |", lag_columns(lags));
     }
     pg.execute("SELECT pgcache_unwatch('users')");
 }
@@ -756,13 +760,9 @@ fn lag_under_load() {
         }
         let probed = lags.len() as f64 / started.elapsed().as_secs_f64();
         let made = writers.tps() + probed;
-        lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
         println!(
-            "| {who} | {rate} | {made:.0} | {} | {:.3} | {:.3} | {:.3} | {} |",
-            lags.len(),
-            percentile(&lags, 0.5),
-            percentile(&lags, 0.99),
-            lags[lags.len() - 1],
+            "| {who} | {rate} | {made:.0} | {} | {} |",
+            lag_columns(lags),
             own_part()
         );
     };
