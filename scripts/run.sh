@@ -37,9 +37,19 @@ mkdir -p "$RUN"
 if [ ! -f "$RUN/pg/PG_VERSION" ]; then
   as_pg "$PG_BIN/initdb" -D "$RUN/pg" -U postgres --auth=trust -E UTF8 >/dev/null
 fi
-as_pg "$PG_BIN/pg_ctl" -D "$RUN/pg" -l "$RUN/pg.log" -w \
-  -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c wal_level=logical" start >/dev/null
-psql_run() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -q "$@"; }
+# The demo's settings live in its own configuration (postgresql.auto.conf, as ALTER SYSTEM
+# writes it), so `pg_ctl -D .run/pg start` by hand brings it back as it was: with
+# wal_level reverted to replica, PostgreSQL would refuse to start while pgcache's slot exists.
+as_pg tee "$RUN/pg/postgresql.auto.conf" >/dev/null <<CONF
+# Written by scripts/run.sh (make run).
+port = $PG_PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = ''
+wal_level = logical
+CONF
+as_pg "$PG_BIN/pg_ctl" -D "$RUN/pg" -l "$RUN/pg.log" -w start >/dev/null
+# Only warnings and errors: the demo's idempotent set-up says NOTICE for what exists already.
+psql_run() { PGOPTIONS='-c client_min_messages=warning' psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -q "$@"; }
 psql_run -d postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'app'" | grep -q 1 \
   || psql_run -d postgres -c "CREATE DATABASE app"
 psql_run -d app -f examples/demo.sql >/dev/null

@@ -3,6 +3,7 @@
 
 use crate::cache::bypass;
 use crate::cache::fill;
+use crate::cache::freshness;
 use crate::config::current;
 use crate::redis::args::Arg;
 use crate::redis::keyspace::{self, Key, Name};
@@ -172,7 +173,8 @@ pub fn split_entry_name(entry: &str) -> (&str, &str) {
 pub enum Admission {
     Write,
     /// Not here: the cache is held (until the invalidation listener is known to listen, a
-    /// row read now could change unnoticed), this server is a replica (its dataset is its
+    /// row read now could change unnoticed) or the change feed has not vouched for it within
+    /// `max_staleness_ms`, this server is a replica (its dataset is its
     /// primary's to write), or, on a cluster, the keys' slot is no longer served here (it may
     /// have moved while the rows were fetched, and no key is ever written into a slot served
     /// elsewhere).
@@ -188,7 +190,9 @@ pub enum Admission {
 /// MULTIREAD's are refused otherwise, MGET's by the server), so a cluster node asks Redis once
 /// whether it still serves them.
 pub fn admission(ctx: &Context, key: &str) -> Admission {
-    if bypass::holding() {
+    // Nothing is filled while the change feed cannot vouch for the cache: a change it has
+    // not applied yet could be missed by the fill's no-stale-fill check.
+    if bypass::holding() || !freshness::vouched(current::max_staleness_ms()) {
         return Admission::NotHere;
     }
     let flags = ctx.get_flags();

@@ -10,6 +10,7 @@ pub mod drain;
 mod entries;
 pub mod fill;
 pub mod flush;
+pub mod freshness;
 pub mod miss;
 pub mod worker;
 

@@ -4,6 +4,7 @@
 //! PGCACHE.DRAIN [seconds]: refuse what would wait for PostgreSQL, before MODULE UNLOAD.
 
 use crate::cache::drain;
+use crate::cache::freshness;
 use crate::cache::worker;
 use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::config::current;
@@ -78,6 +79,13 @@ pub fn stats(ctx: &Context, args: &[&[u8]]) -> Reply {
 const QUEUE_SATURATION_PROBLEM: f64 = 0.8;
 
 pub fn health(ctx: &Context, _args: &[&[u8]]) -> Reply {
+    if let Some(refusal) = crate::pg::circuit::refusal() {
+        // A known outage: the prober checks PostgreSQL; nobody else waits for it.
+        let mut report = health_report(Some(Err(Error::postgres(refusal))));
+        let at = report.len() - 1;
+        report.splice(at..at, cluster_report(ctx));
+        return Reply::Map(report);
+    }
     if drain::remaining().is_some() {
         // A drain refuses the probe's wait too; answer with what is known without it.
         let mut report = health_report(None);
@@ -176,6 +184,7 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
         );
         "disconnected"
     };
+    let freshness = freshness_report(&mut problems);
     let mut warnings = Vec::new();
     let source = current::listening().then(|| invalidation_source(&mut problems, &mut warnings));
     let queued = worker::load().map_or(0, |(queued, _)| queued);
@@ -213,6 +222,10 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
         ),
     ];
     out.extend(postgres);
+    out.push((
+        "postgres_circuit".to_string(),
+        Reply::Bulk(circuit_report().into()),
+    ));
     out.push(("listener".to_string(), Reply::Bulk(listener.into())));
     if let Some((ago, why)) = invalidation::last_loss() {
         out.push((
@@ -220,6 +233,7 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
             Reply::Bulk(format!("{} s ago: {why}", ago.as_secs())),
         ));
     }
+    out.extend(freshness);
     out.extend(source.into_iter().flatten());
     out.push(("queue_saturation".to_string(), Reply::Double(saturation)));
     out.push((
@@ -278,12 +292,15 @@ fn invalidation_source(
             Reply::Bulk(applied.lsn.to_string()),
         ));
     }
-    if let Some(confirmed) = status.confirmed {
-        out.push((
-            "replication_confirmed_lsn".to_string(),
-            Reply::Bulk(confirmed.to_string()),
-        ));
-    }
+    // Before the first confirmation too: an operator compares it with the applied one.
+    out.push((
+        "replication_confirmed_lsn".to_string(),
+        Reply::Bulk(
+            status
+                .confirmed
+                .map_or_else(|| "none yet".to_string(), |lsn| lsn.to_string()),
+        ),
+    ));
     if let Some(slot) = &status.slot {
         let applied = position::applied_lsn();
         out.extend([
@@ -320,9 +337,80 @@ fn invalidation_source(
             ));
         }
     }
+    // The horizon's age: how far behind PostgreSQL's commits the cache may be, which grows
+    // while the stream is silent (the last applied transaction's lag would not).
     out.push((
         "replication_lag_ms".to_string(),
-        Reply::Double(position::last_lag().as_secs_f64() * 1000.0),
+        Reply::Double(horizon_age_ms()),
     ));
     out
+}
+
+/// The circuit to PostgreSQL: closed, or open since when and why.
+fn circuit_report() -> String {
+    match crate::pg::circuit::outage() {
+        None => "closed".to_string(),
+        Some(outage) => format!(
+            "open for {:.1} s: {}",
+            outage.since.elapsed().unwrap_or_default().as_secs_f64(),
+            outage.reason
+        ),
+    }
+}
+
+/// The freshness horizon's age in milliseconds; -1 when no probe has come back yet.
+fn horizon_age_ms() -> f64 {
+    freshness::age().map_or(-1.0, |age| age.as_secs_f64() * 1000.0)
+}
+
+/// HEALTH's fields on how fresh hits are: the horizon's age, the bound, and whether hits are
+/// answered from the cache now; a bound passed is a problem that says what reads do.
+fn freshness_report(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
+    if !freshness::tracked() {
+        return vec![(
+            "hits".to_string(),
+            Reply::Bulk("served (no change feed bounds their age on this node)".into()),
+        )];
+    }
+    let bound = current::max_staleness_ms();
+    let served = freshness::vouched_now(bound);
+    let stale_served = !served
+        && crate::pg::circuit::open()
+        && freshness::vouched_now(current::stale_if_error_ms());
+    if stale_served {
+        problems.push(format!(
+            "PostgreSQL cannot be reached: hits are served past max_staleness_ms ({bound}) for \
+             as long as the cache is at most stale_if_error_ms ({}) behind",
+            current::stale_if_error_ms()
+        ));
+    } else if !served {
+        let since = match freshness::age() {
+            Some(age) => format!("for {} ms", age.as_millis()),
+            None => "since pgcache started".to_string(),
+        };
+        problems.push(format!(
+            "the change feed has not vouched for the cache {since} (max_staleness_ms \
+             {bound}): reads are answered from PostgreSQL, and nothing is cached, until it does"
+        ));
+    }
+    vec![
+        (
+            "hits".to_string(),
+            Reply::Bulk(
+                if served {
+                    "served"
+                } else if stale_served {
+                    "served stale"
+                } else {
+                    "bypassed"
+                }
+                .into(),
+            ),
+        ),
+        (
+            "freshness_age_ms".to_string(),
+            Reply::Double(horizon_age_ms()),
+        ),
+        ("max_staleness_ms".to_string(), Reply::Int(bound)),
+    ]
 }

@@ -1,4 +1,5 @@
-//! PGCACHE.GET <key> [ttl] [AFTER <lsn>], PGCACHE.MGET <key> [key ...] [AFTER <lsn>] and
+//! PGCACHE.GET <key> [ttl] [AFTER <lsn>] [MAXSTALE <ms>], PGCACHE.MGET <key> [key ...]
+//! [AFTER <lsn>] [MAXSTALE <ms>] and
 //! PGCACHE.KEY <table> <pk_json>:
 //! the commands that name the cache key itself, so that Redis Cluster routes them, ACL key patterns apply and CLIENT
 //! TRACKING tracks them.
@@ -9,6 +10,7 @@
 //! takes the key apart and reads the row exactly as READ does.
 
 use crate::cache;
+use crate::cache::freshness;
 use crate::cache::miss::{self, KeyFrom, Read, count_hit, must_be_canonical};
 use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, Params, TABLE};
 use crate::commands::{ReadOptions, dispatch, with_key};
@@ -36,7 +38,7 @@ pub static GET: Command = Command {
     complexity: ONE_ROW,
     keys: Keys::One,
     tips: "",
-    args: Params::new(&[Arg::key("key"), Arg::ttl(), Arg::after()]),
+    args: Params::new(&[Arg::key("key"), Arg::ttl(), Arg::after(), Arg::max_stale()]),
 };
 
 pub static MGET: Command = Command {
@@ -51,7 +53,7 @@ pub static MGET: Command = Command {
     complexity: "O(N) for N keys; one PostgreSQL query per table for the misses",
     keys: Keys::AllBeforeAfter,
     tips: "",
-    args: Params::new(&[Arg::key("key").multiple(), Arg::after()]),
+    args: Params::new(&[Arg::key("key").multiple(), Arg::after(), Arg::max_stale()]),
 };
 
 pub static KEY: Command = Command {
@@ -90,7 +92,10 @@ fn serve_hit(ctx: &Context, name: Argument, replied: &Cell<bool>) {
         let Some(schema) = schema else {
             return;
         };
-        if !cache::reply_if_cached_named(ctx, name, key) {
+        // Past the freshness bound, `get` reads PostgreSQL (and counts it).
+        if !freshness::vouched(current::max_staleness_ms())
+            || !cache::reply_if_cached_named(ctx, name, key)
+        {
             return;
         }
         replied.set(true);
@@ -114,7 +119,7 @@ fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
     let ttl = options.ttl.unwrap_or_else(current::default_ttl);
     let prefix = current::cache_prefix();
     let (table_arg, pk_arg) = key::split_cache_key(&prefix, named)?;
-    let read = options.read();
+    let read = options.read()?;
     // A table not seen yet, a key only PostgreSQL can spell, or a read the cache may not
     // answer yet (`AFTER`): a worker finds the key and reads the row.
     let known = match schema::cached(table_arg).filter(|_| read == Read::Cached) {
@@ -141,9 +146,7 @@ fn mget_or_its_keys(ctx: &Context, args: &Args) {
     if !command::is_keys_position_request(ctx) {
         return dispatch(ctx, args, &MGET);
     }
-    let argc = args.len();
-    let second_last = if argc >= 2 { args.bytes(argc - 2) } else { &[] };
-    for position in command::keys_before_after(argc, second_last) {
+    for position in command::keys_before_after(args.len(), |i| args.bytes(i)) {
         command::report_read_key(ctx, position);
     }
 }
@@ -152,9 +155,9 @@ fn mget_or_its_keys(ctx: &Context, args: &Args) {
 /// there is none; the misses fetched together, as MULTIREAD fetches them (each table's
 /// keys in one query).
 pub fn mget(ctx: &Context, args: &[&[u8]]) -> Reply {
-    let keys = command::keys_before_after(args.len(), args[args.len() - 2]);
+    let keys = command::keys_before_after(args.len(), |i| args[i]);
     let after = ReadOptions::parse(&args[keys.end..]);
-    match after.and_then(|options| read_named(ctx, &args[keys], options.read())) {
+    match after.and_then(|options| read_named(ctx, &args[keys], options.read()?)) {
         Ok(reply) => reply,
         Err(e) => e.into(),
     }

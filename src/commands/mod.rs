@@ -11,6 +11,7 @@ pub mod read;
 pub mod slowlog;
 pub mod write;
 
+use crate::cache::freshness;
 use crate::cache::miss::Read;
 use crate::cache::worker;
 use crate::config;
@@ -19,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::invalidation;
 use crate::model::key::{self, CanonicalPk};
 use crate::model::lsn::Lsn;
+use crate::pg::circuit;
 use crate::pg::normalise;
 use crate::pg::schema::{self, TableSchema};
 use crate::redis::args::Args;
@@ -119,10 +121,13 @@ pub fn utf8<'a>(arg: &'a [u8], what: &str) -> Result<&'a str> {
     std::str::from_utf8(arg).map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
 }
 
-/// A read's optional arguments after its key: `[ttl] [AFTER <lsn>]`, in either order.
+/// A read's optional arguments after its key: `[ttl] [AFTER <lsn>] [MAXSTALE <ms>]`, in any
+/// order.
 pub struct ReadOptions {
     pub ttl: Option<u64>,
     pub after: Option<Lsn>,
+    /// The call's own freshness bound, in milliseconds (`max_staleness_ms` otherwise).
+    pub max_stale: Option<i64>,
 }
 
 impl ReadOptions {
@@ -130,6 +135,7 @@ impl ReadOptions {
         let mut options = ReadOptions {
             ttl: None,
             after: None,
+            max_stale: None,
         };
         let mut args = rest.iter();
         while let Some(arg) = args.next() {
@@ -138,11 +144,14 @@ impl ReadOptions {
                     Error::invalid("AFTER needs a WAL position, such as AFTER 0/16B3748")
                 })?;
                 options.after = Some(Lsn::parse(utf8(lsn, "AFTER's position")?)?);
+            } else if arg.eq_ignore_ascii_case(b"MAXSTALE") && options.max_stale.is_none() {
+                options.max_stale = Some(max_stale_arg(args.next())?);
             } else if options.ttl.is_none() {
                 options.ttl = ttl_arg(Some(arg))?;
             } else {
                 return Err(Error::invalid(format!(
-                    "unexpected argument {:?}: after the key come [ttl] and [AFTER <lsn>]",
+                    "unexpected argument {:?}: after the key come [ttl], [AFTER <lsn>] and \
+                     [MAXSTALE <ms>]",
                     String::from_utf8_lossy(arg)
                 )));
             }
@@ -150,11 +159,24 @@ impl ReadOptions {
         Ok(options)
     }
 
-    /// Where the read may take its row: with `AFTER`, the cache only once it reflects that
-    /// position (the replication source applied it); before that, the cache if the source,
-    /// streaming, applies it within a few milliseconds, else PostgreSQL.
-    pub fn read(&self) -> Read {
-        match self.after {
+    /// Where the read may take its row: the cache, while the change feed has vouched for it
+    /// within the call's bound (`MAXSTALE`, else `max_staleness_ms`), else PostgreSQL. With
+    /// `AFTER`, the cache only once it reflects that position (the replication source
+    /// applied it); before that, the cache if the source, streaming, applies it within a
+    /// few milliseconds, else PostgreSQL.
+    ///
+    /// While PostgreSQL is known to be unreachable (`circuit`), a read past its bound is
+    /// answered from the cache as long as the horizon is younger than `stale_if_error_ms`
+    /// (a call's own `MAXSTALE` is a cap too); past that, it is an error that says so.
+    #[inline]
+    pub fn read(&self) -> Result<Read> {
+        let bound = self
+            .max_stale
+            .unwrap_or_else(config::current::max_staleness_ms);
+        if !freshness::vouched(bound) {
+            return self.unvouched(bound);
+        }
+        Ok(match self.after {
             Some(lsn) if !invalidation::applied_through(lsn) => {
                 if invalidation::streaming() {
                     Read::After(lsn)
@@ -163,7 +185,51 @@ impl ReadOptions {
                 }
             }
             _ => Read::Cached,
+        })
+    }
+
+    /// `read` past the freshness bound `bound`.
+    #[cold]
+    fn unvouched(&self, bound: i64) -> Result<Read> {
+        if !circuit::open() {
+            stats::BYPASSED_STALE.inc();
+            return Ok(Read::Unvouched);
         }
+        let cap = match self.max_stale {
+            Some(_) => bound,
+            None => config::current::stale_if_error_ms(),
+        };
+        if freshness::vouched(cap) {
+            stats::SERVED_STALE.inc();
+            return Ok(Read::Cached);
+        }
+        let age = freshness::age().map_or_else(
+            || "no change feed has vouched for the cache yet".to_string(),
+            |age| format!("the cache may be {} ms behind", age.as_millis()),
+        );
+        let why = circuit::refusal().unwrap_or_else(|| "PostgreSQL unavailable".into());
+        Err(Error::postgres(format!(
+            "{why}; {age}, more than {} allows ({cap} ms), so no cached row is served",
+            if self.max_stale.is_some() {
+                "MAXSTALE"
+            } else {
+                "stale_if_error_ms"
+            }
+        )))
+    }
+}
+
+/// `MAXSTALE`'s value: milliseconds, `-1` for unbounded.
+fn max_stale_arg(arg: Option<&&[u8]>) -> Result<i64> {
+    let arg = arg.ok_or_else(|| {
+        Error::invalid("MAXSTALE needs a number of milliseconds, such as MAXSTALE 500")
+    })?;
+    match utf8(arg, "MAXSTALE's value")?.parse::<i64>() {
+        Ok(ms) if ms >= -1 => Ok(ms),
+        _ => Err(Error::invalid(format!(
+            "MAXSTALE takes milliseconds from 0 (or -1: unbounded), got {:?}",
+            String::from_utf8_lossy(arg)
+        ))),
     }
 }
 
@@ -257,6 +323,18 @@ mod tests {
             let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
             ReadOptions::parse(&args).map(|o| (o.ttl, o.after))
         };
+        let bound = |args: &[&str]| {
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            ReadOptions::parse(&args).map(|o| o.max_stale)
+        };
+        assert_eq!(bound(&["MAXSTALE", "250"]).unwrap(), Some(250));
+        assert_eq!(
+            bound(&["maxstale", "-1", "60", "AFTER", "0/1"]).unwrap(),
+            Some(-1)
+        );
+        for bad in [&["MAXSTALE"][..], &["MAXSTALE", "-2"], &["MAXSTALE", "x"]] {
+            assert!(bound(bad).is_err(), "{bad:?}");
+        }
         let lsn = Some(Lsn(0x16B3748));
         assert_eq!(parse(&[]).unwrap(), (None, None));
         assert_eq!(parse(&["60"]).unwrap(), (Some(60), None));
@@ -284,13 +362,19 @@ mod tests {
     fn arity_follows_the_arguments() {
         assert_eq!(read::READ.arity(), -3);
         // [ttl] is one argument, [AFTER <lsn>] two.
-        assert_eq!((read::READ.min_args(), read::READ.max_args()), (3, Some(6)));
+        assert_eq!((read::READ.min_args(), read::READ.max_args()), (3, Some(8)));
         assert_eq!(write::INVALIDATE.arity(), 3);
         assert_eq!(get::MGET.max_args(), None);
         assert_eq!(admin::HEALTH.arity(), 1);
-        assert!(read::READ.accepts(7).is_err() && read::READ.accepts(2).is_err());
-        assert!(read::READ.accepts(6).is_ok());
-        assert_eq!(read::READ.usage(), "<table> <pk_json> [ttl] [AFTER lsn]");
-        assert_eq!(get::MGET.usage(), "<key> [key ...] [AFTER lsn]");
+        assert!(read::READ.accepts(9).is_err() && read::READ.accepts(2).is_err());
+        assert!(read::READ.accepts(8).is_ok());
+        assert_eq!(
+            read::READ.usage(),
+            "<table> <pk_json> [ttl] [AFTER lsn] [MAXSTALE ms]"
+        );
+        assert_eq!(
+            get::MGET.usage(),
+            "<key> [key ...] [AFTER lsn] [MAXSTALE ms]"
+        );
     }
 }

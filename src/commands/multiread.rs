@@ -1,4 +1,4 @@
-//! PGCACHE.MULTIREAD <table> <json_array_of_pks> [ttl] [AFTER <lsn>]
+//! PGCACHE.MULTIREAD <table> <json_array_of_pks> [ttl] [AFTER <lsn>] [MAXSTALE <ms>]
 //!
 //! Replies an array in the caller's order, nil where no row exists. Hits come from the
 //! cache; every miss of the call is fetched in ONE query, each distinct key once (every key,
@@ -31,6 +31,7 @@ pub static MULTIREAD: Command = Command {
         Arg::text("json_array_of_pks"),
         Arg::ttl(),
         Arg::after(),
+        Arg::max_stale(),
     ]),
 };
 
@@ -39,7 +40,7 @@ pub fn multiread(ctx: &Context, args: &[&[u8]]) -> Reply {
         let ttl = options.ttl.unwrap_or_else(current::default_ttl);
         let items = parse_array(args[2])?;
         let items = items.iter().map(|i| i.get().as_bytes()).collect();
-        miss::many(ctx, args[1], items, None, ttl, options.read())
+        miss::many(ctx, args[1], items, None, ttl, options.read()?)
     });
     match prepared {
         Ok(reply) => reply,

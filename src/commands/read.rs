@@ -1,9 +1,10 @@
-//! PGCACHE.READ <table> <pk_json> [ttl] [AFTER <lsn>]
+//! PGCACHE.READ <table> <pk_json> [ttl] [AFTER <lsn>] [MAXSTALE <ms>]
 //!
 //! The hit path is the product: when the client sent the canonical key (clients that
 //! build keys as documented always do), a hit is a hash lookup for the table, one key
 //! open and a reply straight from Redis's memory, with no JSON parsing. `AFTER` a position
-//! the cache does not reflect yet reads PostgreSQL instead.
+//! the cache does not reflect yet, or a cache the change feed has not vouched for within the
+//! freshness bound, reads PostgreSQL instead.
 
 use crate::cache::miss::{self, KeyFrom, Read, count_hit};
 use crate::cache::{self, Readable};
@@ -30,7 +31,7 @@ pub static READ: Command = Command {
     complexity: ONE_ROW,
     keys: Keys::None,
     tips: "",
-    args: Params::new(&[TABLE, PK, Arg::ttl(), Arg::after()]),
+    args: Params::new(&[TABLE, PK, Arg::ttl(), Arg::after(), Arg::max_stale()]),
 };
 
 pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
@@ -40,7 +41,10 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         Err(e) => return e.into(),
     };
     let ttl = options.ttl.unwrap_or_else(current::default_ttl);
-    let read = options.read();
+    let read = match options.read() {
+        Ok(read) => read,
+        Err(e) => return e.into(),
+    };
     if read != Read::Cached {
         return miss::on_worker(ctx, table_arg, pk_arg, ttl, None, read);
     }

@@ -7,7 +7,7 @@ use crate::config::Settings;
 use crate::model::event::EventMask;
 use crate::model::ident::QualifiedName;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 static DEFAULT_TTL: AtomicU64 = AtomicU64::new(0);
 static NEGATIVE_TTL: AtomicU64 = AtomicU64::new(0);
@@ -15,6 +15,8 @@ static REQUEST_TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
 static STATEMENT_TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
 static MULTIREAD_MAX: AtomicU64 = AtomicU64::new(0);
 static AFTER_WAIT_MS: AtomicU64 = AtomicU64::new(0);
+static MAX_STALENESS_MS: AtomicI64 = AtomicI64::new(0);
+static STALE_IF_ERROR_MS: AtomicI64 = AtomicI64::new(0);
 static EVENTS: AtomicU32 = AtomicU32::new(0);
 static EVENT_CHANNEL: RwLock<String> = RwLock::new(String::new());
 static TABLES: RwLock<Vec<QualifiedName>> = RwLock::new(Vec::new());
@@ -29,6 +31,8 @@ pub fn init(s: &Settings) {
     STATEMENT_TIMEOUT_MS.store(s.statement_timeout_ms, Relaxed);
     MULTIREAD_MAX.store(s.multiread_max as u64, Relaxed);
     AFTER_WAIT_MS.store(s.after_wait_ms, Relaxed);
+    MAX_STALENESS_MS.store(s.max_staleness_ms, Relaxed);
+    STALE_IF_ERROR_MS.store(s.stale_if_error_ms, Relaxed);
     EVENTS.store(s.events.0, Relaxed);
     *EVENT_CHANNEL.write().unwrap() = s.event_channel.clone();
     *TABLES.write().unwrap() = s.tables.clone();
@@ -57,6 +61,15 @@ pub fn statement_timeout_ms() -> u64 {
 /// How long a read AFTER a position not applied yet waits for it.
 pub fn after_wait() -> std::time::Duration {
     std::time::Duration::from_millis(AFTER_WAIT_MS.load(Relaxed))
+}
+/// Longest a hit may lag PostgreSQL's commits, in milliseconds; negative: unbounded.
+#[inline]
+pub fn max_staleness_ms() -> i64 {
+    MAX_STALENESS_MS.load(Relaxed)
+}
+/// How stale a hit may be while PostgreSQL cannot be reached; negative: unbounded.
+pub fn stale_if_error_ms() -> i64 {
+    STALE_IF_ERROR_MS.load(Relaxed)
 }
 pub fn multiread_max() -> usize {
     MULTIREAD_MAX.load(Relaxed) as usize

@@ -133,6 +133,11 @@ pub struct Settings {
     pub replication_slot: String,
     /// How long a read AFTER a position not applied yet waits for it, in milliseconds.
     pub after_wait_ms: u64,
+    /// Longest a hit may lag PostgreSQL's commits, in milliseconds (-1: unbounded).
+    pub max_staleness_ms: i64,
+    /// How stale a hit may be while PostgreSQL cannot be reached, in milliseconds (-1:
+    /// unbounded).
+    pub stale_if_error_ms: i64,
     /// Registers PGCACHE.DEBUG (fault injection for tests), like Redis's enable-debug-command.
     pub debug_commands: bool,
     /// Calls at least this slow go in PGCACHE.SLOWLOG (0: all, negative: none).
@@ -172,6 +177,8 @@ impl Settings {
             publication: String::new(),
             replication_slot: String::new(),
             after_wait_ms: 0,
+            max_staleness_ms: 0,
+            stale_if_error_ms: 0,
             debug_commands: false,
             slowlog_threshold_us: 0,
             slowlog_max_len: 0,

@@ -146,7 +146,7 @@ fn path(value: &Option<PathBuf>) -> String {
 const TTL: &str = "a TTL in whole seconds";
 
 /// Every setting, in the order the README and HEALTH list them.
-pub static SETTINGS: [Setting; 34] = [
+pub static SETTINGS: [Setting; 36] = [
     Setting {
         name: "pg_url",
         libpq_env: None,
@@ -555,6 +555,28 @@ pub static SETTINGS: [Setting; 34] = [
         runtime: true,
         help: "how long a read AFTER a position not applied yet waits for it (replication mode) before it reads PostgreSQL",
         show: Some(|s| s.after_wait_ms.to_string()),
+    },
+    Setting {
+        name: "max_staleness_ms",
+        libpq_env: None,
+        initial: Initial::Value("1000"),
+        accepts: int(-1, 86_400_000, "milliseconds", |s, v| {
+            s.max_staleness_ms = v
+        }),
+        runtime: true,
+        help: "longest a hit may lag PostgreSQL's commits: while the change feed has not vouched for the cache this recently, reads are answered from PostgreSQL (`-1`: unbounded)",
+        show: Some(|s| s.max_staleness_ms.to_string()),
+    },
+    Setting {
+        name: "stale_if_error_ms",
+        libpq_env: None,
+        initial: Initial::Value("300000"),
+        accepts: int(-1, 86_400_000, "milliseconds", |s, v| {
+            s.stale_if_error_ms = v
+        }),
+        runtime: true,
+        help: "while PostgreSQL cannot be reached, hits are still served if the change feed vouched for the cache at most this long ago (`0`: never past max_staleness_ms, `-1`: unbounded)",
+        show: Some(|s| s.stale_if_error_ms.to_string()),
     },
     Setting {
         name: "debug_commands",

@@ -18,6 +18,7 @@ use crate::cache;
 use crate::cache::bypass;
 use crate::cache::fill;
 use crate::cache::flush;
+use crate::cache::freshness::{self, Mark};
 use crate::config::current;
 use crate::events;
 use crate::model::event::EventKind;
@@ -66,6 +67,9 @@ pub struct Changes {
     /// transaction's commit read from the stream): pgcache's own part of the invalidation
     /// lag runs from there to their deletions applied.
     arrived: Option<Instant>,
+    /// The freshness prober's heartbeat that came with them (notify mode): once they are
+    /// applied, so is every notification sent before it.
+    heartbeat: Option<u64>,
 }
 
 impl Changes {
@@ -119,6 +123,11 @@ impl Changes {
         self.position = self.position.max(Some(lsn));
     }
 
+    /// The prober's heartbeat `number` came with these changes (after them).
+    pub fn heartbeat(&mut self, number: u64) {
+        self.heartbeat = self.heartbeat.max(Some(number));
+    }
+
     /// The transaction these changes come from committed at `at`.
     pub fn committed_at(&mut self, at: SystemTime) {
         self.committed = Some(at);
@@ -142,6 +151,7 @@ impl Changes {
         self.position = self.position.max(later.position);
         self.committed = later.committed.or(self.committed);
         self.arrived = self.arrived.or(later.arrived);
+        self.heartbeat = self.heartbeat.max(later.heartbeat);
     }
 
     /// How many keys these changes delete one by one.
@@ -155,7 +165,7 @@ impl Changes {
     }
 
     fn is_empty(&self) -> bool {
-        self.only_position() && self.position.is_none()
+        self.only_position() && self.position.is_none() && self.heartbeat.is_none()
     }
 }
 
@@ -185,6 +195,7 @@ impl Mailbox {
             && last.only_position()
         {
             last.position = last.position.max(changes.position);
+            last.heartbeat = last.heartbeat.max(changes.heartbeat);
             return false;
         }
         self.keys += changes.deletes.len();
@@ -391,6 +402,7 @@ fn into_flushes(waiting: impl Iterator<Item = Changes>) -> Changes {
         merged.why = merged.why.or(changes.why);
         merged.position = merged.position.max(changes.position);
         merged.arrived = merged.arrived.or(changes.arrived);
+        merged.heartbeat = merged.heartbeat.max(changes.heartbeat);
         merged.keys_flushed += changes.keys_flushed + changes.deletes.len() as u64;
         for schema in changes.flushes {
             merged.flush(schema);
@@ -435,6 +447,10 @@ fn apply_for_a_slice(context: &Context) -> bool {
         }
         if let Some(lsn) = changes.position {
             position::applied_up_to(lsn);
+            freshness::applied(Mark::Lsn(lsn));
+        }
+        if let Some(number) = changes.heartbeat {
+            freshness::applied(Mark::Heartbeat(number));
         }
         if let Some(committed) = changes.committed {
             position::record_lag(committed.elapsed().unwrap_or_default());

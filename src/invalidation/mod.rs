@@ -2,10 +2,12 @@
 //! replication slot (PostgreSQL's log; writers pay nothing), `listener` LISTENs for the
 //! triggers' notifications. Both say which rows changed; `translate` turns that into cache
 //! keys, `apply` applies them on the Redis main thread and decides when cached entries can be
-//! trusted at all, and `position` keeps how far the log has been applied, in the keyspace.
+//! trusted at all, `position` keeps how far the log has been applied, in the keyspace, and
+//! `horizon` probes how recently the feed vouched for the cache.
 
 pub mod apply;
 mod durability;
+pub mod horizon;
 pub mod listener;
 pub mod position;
 pub mod replication;
@@ -35,17 +37,17 @@ pub fn start(
     };
     match settings.invalidation_source {
         InvalidationSource::Notify => {
-            listener::start(pool, settings.invalidation_channel.clone())?;
+            listener::start(pool.clone(), settings.invalidation_channel.clone())?;
             listener::wait_for_first_attempt(limit);
         }
         InvalidationSource::Replication => {
-            replication::start(ctx, pool, source(None))?;
+            replication::start(ctx, pool.clone(), source(None))?;
             replication::wait_for_first_attempt(limit);
         }
         InvalidationSource::Auto => {
             replication::start(
                 ctx,
-                pool,
+                pool.clone(),
                 source(Some(settings.invalidation_channel.clone())),
             )?;
             replication::wait_for_first_attempt(limit);
@@ -85,6 +87,7 @@ fn distrust(ctx: &Context, why: &str) {
 
 /// Stops the source (and the listener `auto` may have started instead).
 pub fn stop() {
+    horizon::stop();
     replication::stop();
     listener::stop();
 }

@@ -3,6 +3,7 @@
 //! Queries run on worker threads and the invalidation listener's thread, never on the Redis
 //! event loop, which only reads the in-memory schema cache.
 
+pub mod circuit;
 pub mod errors;
 pub mod fetch;
 pub mod normalise;

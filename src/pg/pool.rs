@@ -6,6 +6,7 @@
 use crate::config::current;
 use crate::config::{PgSettings, SslMode};
 use crate::error::Error;
+use crate::pg::circuit;
 use crate::pg::errors::describe;
 use crate::pg::replication;
 use crate::pg::session::{Failure, Session};
@@ -53,6 +54,9 @@ pub struct Connection {
     /// Lent out after idling in the pool and not used since: if it turns out dead (the
     /// server restarted, a failover, an idle reset), it is replaced and the read retried.
     idled: bool,
+    /// `circuit::outages()` when it was opened: one opened before an outage is dropped
+    /// instead of lent out (it may be silent, and would cost a request its timeout).
+    outages: u64,
 }
 
 #[derive(Default)]
@@ -158,7 +162,7 @@ impl Pool {
             if let Some(mut conn) = state.idle.pop() {
                 // What the server sent while it idled is read now: a connection the server
                 // closed (a restart) is dropped here instead of failing a request.
-                if !conn.session.still_open() {
+                if conn.outages != circuit::outages() || !conn.session.still_open() {
                     state.open -= 1;
                     continue;
                 }
@@ -291,7 +295,12 @@ impl Connector {
             None => Session::connect(&config, NoTls, timeout),
             Some(tls) => Session::connect(&config, tls.clone(), timeout),
         };
+        let outages = circuit::outages();
         session
+            .map(|session| {
+                circuit::succeeded();
+                session
+            })
             .map(|session| Connection {
                 session,
                 connector: Arc::clone(self),
@@ -300,6 +309,7 @@ impl Connector {
                 statements: HashMap::new(),
                 patience: patience(),
                 idled: false,
+                outages,
             })
             .map_err(|e| {
                 let message = format!(
@@ -308,6 +318,7 @@ impl Connector {
                     s.port,
                     describe(&e)
                 );
+                circuit::failed(&message);
                 Error::postgres(message).caused_by(e)
             })
     }
@@ -386,6 +397,7 @@ impl Connection {
             && failure.is_silent()
         {
             stats::PG_SILENT_CONNECTIONS.inc();
+            circuit::failed(&format!("PostgreSQL stopped answering: {failure}"));
         }
         result
     }

@@ -73,15 +73,26 @@ pub enum Keys {
 }
 
 /// The positions of the keys in a call of a `Keys::AllBeforeAfter` command of `argc`
-/// arguments whose last but one is `second_last`. A cache key is never the bare word
-/// AFTER (it starts with the cache prefix and has a `:`), so the word ends the keys.
-pub fn keys_before_after(argc: usize, second_last: &[u8]) -> std::ops::Range<usize> {
-    if argc >= 4 && second_last.eq_ignore_ascii_case(b"AFTER") {
-        1..argc - 2
-    } else {
-        1..argc
+/// arguments (`arg(i)` is argument `i`): they end before its trailing options, each a word
+/// of `OPTION_WORDS` and a value. A cache key is never such a bare word (it starts with the
+/// cache prefix and has a `:`), so the words end the keys.
+pub fn keys_before_after<'a>(
+    argc: usize,
+    arg: impl Fn(usize) -> &'a [u8],
+) -> std::ops::Range<usize> {
+    let mut end = argc;
+    for _ in OPTION_WORDS {
+        let word = if end >= 4 { arg(end - 2) } else { &[] };
+        if !OPTION_WORDS.iter().any(|w| word.eq_ignore_ascii_case(w)) {
+            break;
+        }
+        end -= 2;
     }
+    1..end
 }
+
+/// The words of the options that may follow MGET's keys.
+const OPTION_WORDS: [&[u8]; 2] = [b"AFTER", b"MAXSTALE"];
 
 /// True when Redis calls a `getkeys-api` command only to learn where its keys are (for
 /// cluster routing, ACL key checks and CLIENT TRACKING), not to run it.
@@ -154,6 +165,13 @@ impl Arg {
         Arg {
             token: Some("AFTER"),
             ..Arg::text("lsn").optional()
+        }
+    }
+    /// `[MAXSTALE <ms>]`: the call's own bound on how old its answer may be.
+    pub const fn max_stale() -> Arg {
+        Arg {
+            token: Some("MAXSTALE"),
+            ..Arg::integer("ms").optional()
         }
     }
     pub const fn optional(self) -> Arg {
@@ -358,12 +376,21 @@ mod tests {
     use super::keys_before_after;
 
     #[test]
-    fn a_trailing_after_and_its_position_are_not_keys() {
-        assert_eq!(keys_before_after(5, b"AFTER"), 1..3);
-        assert_eq!(keys_before_after(4, b"after"), 1..2);
-        assert_eq!(keys_before_after(3, b"a"), 1..3);
+    fn trailing_options_and_their_values_are_not_keys() {
+        let keys = |args: &[&str]| {
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            keys_before_after(args.len(), |i| args[i])
+        };
+        assert_eq!(keys(&["MGET", "k", "l", "AFTER", "0/1"]), 1..3);
+        assert_eq!(keys(&["MGET", "k", "after", "0/1"]), 1..2);
+        assert_eq!(keys(&["MGET", "k", "a"]), 1..3);
+        assert_eq!(keys(&["MGET", "k", "MAXSTALE", "5", "AFTER", "0/1"]), 1..2);
+        assert_eq!(
+            keys(&["MGET", "k", "l", "AFTER", "0/1", "maxstale", "5"]),
+            1..3
+        );
         // Too short to hold a key before AFTER: every argument is taken as a key.
-        assert_eq!(keys_before_after(3, b"AFTER"), 1..3);
-        assert_eq!(keys_before_after(5, b"AFTERS"), 1..5);
+        assert_eq!(keys(&["MGET", "AFTER", "0/1"]), 1..3);
+        assert_eq!(keys(&["MGET", "k", "l", "AFTERS", "0/1"]), 1..5);
     }
 }

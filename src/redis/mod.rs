@@ -13,6 +13,7 @@
 pub mod acl;
 pub mod args;
 pub mod blocking;
+pub mod clock;
 pub mod cluster;
 pub mod command;
 pub mod config;

@@ -4,7 +4,9 @@
 
 use crate::cache::fill;
 use crate::cache::flush;
+use crate::cache::freshness;
 use crate::cache::worker;
+use crate::config::current;
 use crate::invalidation;
 use crate::stats;
 use crate::stats::slowlog;
@@ -86,6 +88,23 @@ pub fn gauges() -> Vec<Gauge> {
             "slowlog_length",
             "Entries in PGCACHE.SLOWLOG.",
             slowlog::len(),
+        ),
+    ]);
+    all.extend([
+        int(
+            "freshness_age_ms",
+            "Age of the freshness horizon: every change PostgreSQL committed before it has been applied to the cache, so no hit is staler than this (-1: no change feed vouches for this node, or none has yet).",
+            freshness::age().map_or(-1, |age| age.as_millis() as i64),
+        ),
+        int(
+            "postgres_circuit_open",
+            "1 while PostgreSQL is known to be unreachable: requests that need it fail at once, and one probe at a time checks it.",
+            u8::from(crate::pg::circuit::open()),
+        ),
+        int(
+            "hits_served",
+            "1 while hits are answered from the cache, 0 while the change feed has not vouched for it within max_staleness_ms and reads go to PostgreSQL.",
+            u8::from(freshness::vouched_now(current::max_staleness_ms())),
         ),
     ]);
     if let Some(slot) = invalidation::replication::status().slot {

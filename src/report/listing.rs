@@ -33,6 +33,19 @@ pub fn all() -> Vec<(String, Reply)> {
         "disconnected"
     };
     out.push(("listener".into(), Reply::Bulk(listening.into())));
+    if invalidation::replication::active() {
+        // Positions are text (`0/16B3748`), as PostgreSQL writes them.
+        let status = invalidation::replication::status();
+        let applied = invalidation::position::applied_lsn();
+        out.push((
+            "replication_applied_lsn".into(),
+            Reply::Bulk(applied.to_string()),
+        ));
+        let confirmed = status
+            .confirmed
+            .map_or_else(|| "none".to_string(), |lsn| lsn.to_string());
+        out.push(("replication_confirmed_lsn".into(), Reply::Bulk(confirmed)));
+    }
     out.push((
         "longest_callback".into(),
         Reply::Bulk(stall::longest().1.into()),

@@ -178,6 +178,14 @@ pub static PG_SILENT_CONNECTIONS: Counter = Counter::new();
 pub static PG_RETRIES: Counter = Counter::new();
 /// Times the invalidation listener lost its connection (and then resynchronised).
 pub static LISTENER_RECONNECTS: Counter = Counter::new();
+/// Reads answered from PostgreSQL because the change feed had not vouched for the cache
+/// within their freshness bound (`max_staleness_ms` or `MAXSTALE`).
+pub static BYPASSED_STALE: Counter = Counter::new();
+/// Reads answered from the cache past their freshness bound, within `stale_if_error_ms`,
+/// because PostgreSQL could not be reached.
+pub static SERVED_STALE: Counter = Counter::new();
+/// Requests that needed PostgreSQL refused at once during a known outage (circuit open).
+pub static MISSES_REFUSED_OUTAGE: Counter = Counter::new();
 
 /// pgcache's own part of the invalidation lag: from a change reaching pgcache (a
 /// notification, or a replicated transaction's commit, read) to its deletions applied, for
@@ -334,7 +342,7 @@ pub fn tables() -> Vec<Arc<TableStats>> {
 }
 
 /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them.
-static NAMED: [(&str, &Counter); 22] = [
+static NAMED: [(&str, &Counter); 25] = [
     ("hits", &HITS),
     ("negative_hits", &NEGATIVE_HITS),
     ("misses", &MISSES),
@@ -360,6 +368,9 @@ static NAMED: [(&str, &Counter); 22] = [
     ("pg_silent_connections", &PG_SILENT_CONNECTIONS),
     ("pg_retries", &PG_RETRIES),
     ("listener_reconnects", &LISTENER_RECONNECTS),
+    ("bypassed_stale", &BYPASSED_STALE),
+    ("served_stale", &SERVED_STALE),
+    ("refused_outage", &MISSES_REFUSED_OUTAGE),
 ];
 
 /// Every counter's value, in reporting order.

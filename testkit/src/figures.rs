@@ -61,3 +61,22 @@ pub fn wait_blocked(con: &mut redis::Connection, n: i64) {
         || (blocked_clients(con) == n).then_some(()),
     );
 }
+
+/// Waits until the change feed vouches for the cache (STATS `hits_served`): until then
+/// reads go to PostgreSQL and nothing is cached.
+pub fn wait_hits_served(con: &mut redis::Connection) {
+    crate::wait_for(
+        "the change feed to vouch for the cache",
+        std::time::Duration::from_secs(10),
+        || (stats_figure(con, "hits_served") == 1).then_some(()),
+    );
+}
+
+/// Waits until PostgreSQL is known to be reachable again (STATS `postgres_circuit_open`).
+pub fn wait_circuit_closed(con: &mut redis::Connection) {
+    crate::wait_for(
+        "pgcache to find PostgreSQL reachable",
+        std::time::Duration::from_secs(20),
+        || (stats_figure(con, "postgres_circuit_open") == 0).then_some(()),
+    );
+}

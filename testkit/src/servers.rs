@@ -297,6 +297,7 @@ impl Stack {
             wait_for("the invalidation source", Duration::from_secs(10), || {
                 (stats_figure(&mut con, "listener_connected") == 1).then_some(())
             });
+            wait_hits_served(&mut con);
         }
         stack
     }

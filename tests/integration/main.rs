@@ -20,6 +20,7 @@ mod replication;
 mod restart;
 mod robustness;
 mod slowlog;
+mod staleness;
 mod stats;
 mod tls;
 mod write;

@@ -389,6 +389,23 @@ fn bad_input_gets_clear_errors_never_nil() {
         ),
         (
             vec!["users", r#"{"id":1}"#, "10", "AFTER", "0/1", "extra"],
+            "unexpected argument \"extra\"",
+        ),
+        (
+            vec!["users", r#"{"id":1}"#, "MAXSTALE", "soon"],
+            "MAXSTALE takes milliseconds",
+        ),
+        (
+            vec![
+                "users",
+                r#"{"id":1}"#,
+                "10",
+                "AFTER",
+                "0/1",
+                "MAXSTALE",
+                "5",
+                "extra",
+            ],
             "wrong number of arguments",
         ),
     ];

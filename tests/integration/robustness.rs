@@ -229,8 +229,8 @@ fn module_unload_leaves_no_thread_and_it_loads_again() {
     let mut con = stack.con();
     read(&mut con, "users", r#"{"id":1}"#).unwrap();
     let pid = stack.redis.pid();
-    // The workers, the listener and the deadline thread.
-    assert_eq!(pgcache_threads(pid), 3 + 1 + 1);
+    // The workers, the listener, the deadline thread and the freshness prober.
+    assert_eq!(pgcache_threads(pid), 3 + 1 + 1 + 1);
     let _: String = redis::cmd("MODULE")
         .arg("UNLOAD")
         .arg("pgcache")
@@ -759,6 +759,9 @@ fn after_postgres_restarts_reads_get_rows_not_errors() {
     // A fast restart terminates every backend (FATAL 57P01 on each idle connection).
     stack.pg.stop();
     stack.pg.restart();
+    // Misses fail at once while pgcache knows PostgreSQL is down; it finds it back within
+    // a second, and from then on nothing a restart left behind makes a read fail.
+    wait_circuit_closed(&mut con);
     let errors = read_concurrently(stack.redis.port, 1000..1400);
     assert!(
         errors.is_empty(),

@@ -175,7 +175,7 @@ pub fn slots_for(
 ) -> Vec<Cached> {
     match read {
         Read::After(lsn) => super::looked_up_once_applied(lsn, db, schema, keys),
-        Read::Cached | Read::FromPostgres => None,
+        Read::Cached | Read::FromPostgres | Read::Unvouched => None,
     }
     .unwrap_or_else(|| vec![Cached::Miss; keys.len()])
 }

@@ -59,6 +59,9 @@ pub enum Read {
     Cached,
     FromPostgres,
     After(Lsn),
+    /// The change feed has not vouched for the cache within the read's freshness bound:
+    /// PostgreSQL answers, and nothing is filled while the feed cannot vouch for it.
+    Unvouched,
 }
 
 /// How long a worker waits for the main thread to look a key up.

@@ -364,6 +364,11 @@ pub fn may_wait(ctx: &Context) -> Result<MayWait, Reply> {
     if let Some(refusal) = crate::cache::drain::refusal() {
         return Err(Reply::Error(refusal));
     }
+    // A known outage: no client waits for PostgreSQL's timeout.
+    if let Some(refusal) = crate::pg::circuit::refusal() {
+        crate::stats::MISSES_REFUSED_OUTAGE.inc();
+        return Err(Reply::Error(Error::postgres(refusal)));
+    }
     if ctx.get_flags().contains(ContextFlags::DENY_BLOCKING) {
         return Err(Reply::Error(Error::invalid(
             "this needs PostgreSQL, and a command inside MULTI/EXEC or a script cannot wait; \

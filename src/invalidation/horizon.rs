@@ -1,0 +1,320 @@
+//! The freshness prober: a thread that moves the cache's freshness horizon
+//! (`cache::freshness`) by asking PostgreSQL, every `PROBE_EVERY`, for a mark the change feed
+//! must carry past, at a known moment:
+//! - replication: the log's insert position, read on a connection of its own. Once the
+//!   stream has applied the log through it, every transaction committed before the moment
+//!   of the read has been applied. (A logical walsender's keepalive reports what it has
+//!   *sent*, not the server's end of log: a stuck decoder would look caught up, so the mark
+//!   must come from the server itself.) The insert position, not the flushed one: with
+//!   `synchronous_commit = off` a commit is acknowledged before it is flushed.
+//! - notify: a heartbeat notification on the invalidation channel. PostgreSQL delivers
+//!   notifications in commit order, so once the listener's heartbeat has been applied, every
+//!   notification of a transaction committed before it was sent has been too.
+//!
+//! A feed that stalls (a stopped walsender, a silenced listener, a decoder busy with a huge
+//! transaction, PostgreSQL unreachable) reaches no mark: the horizon ages, and reads bounded
+//! by `max_staleness_ms` are answered from PostgreSQL until it moves again.
+
+use super::{listener, position, replication};
+use crate::cache::freshness::{self, Mark};
+use crate::config::current;
+use crate::model::lsn::Lsn;
+use crate::pg::circuit;
+use crate::pg::pool::{Connection, Pool};
+use crate::redis::clock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often a mark is taken: a healthy feed keeps the horizon at most about this old (plus
+/// the feed's lag), far below the default `max_staleness_ms`.
+pub const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// A probe unanswered this long gives its connection up (PostgreSQL frozen or cut off); the
+/// horizon ages meanwhile, as it must.
+const PATIENCE: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const APPLICATION_NAME: &str = "pgcache-horizon";
+/// What starts a heartbeat payload; no trigger payload (JSON) starts so.
+const HEARTBEAT_PREFIX: &str = "pgcache:heartbeat ";
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
+/// This process's heartbeats carry this number: several servers may listen on one channel,
+/// and each counts only its own.
+static NONCE: AtomicU64 = AtomicU64::new(0);
+
+/// Starts the prober; heartbeats (notify mode) go to `channel`.
+pub fn start(pool: Arc<Pool>, channel: String) -> std::io::Result<()> {
+    STOP.store(false, Ordering::SeqCst);
+    NONCE.store(
+        clock::now_us() ^ u64::from(std::process::id()),
+        Ordering::SeqCst,
+    );
+    let handle = std::thread::Builder::new()
+        .name("pgcache-horizon".into())
+        .spawn(move || run(&pool, &channel))?;
+    *THREAD.lock().unwrap() = Some(handle);
+    Ok(())
+}
+
+/// Stops the prober and waits for it; nothing vouches for the cache afterwards, and no
+/// outage is known (a module loaded again starts afresh).
+pub fn stop() {
+    STOP.store(true, Ordering::SeqCst);
+    if let Some(handle) = THREAD.lock().unwrap().take() {
+        let _ = handle.join();
+    }
+    freshness::untrack();
+    circuit::succeeded();
+}
+
+/// The number of a heartbeat of this process's in a notification's payload, if it is one;
+/// `Some(None)` for another server's heartbeat (to be ignored), `None` for any other payload.
+pub fn heartbeat_of(payload: &str) -> Option<Option<u64>> {
+    let rest = payload.strip_prefix(HEARTBEAT_PREFIX)?;
+    let mut parts = rest.split(' ');
+    let nonce: Option<u64> = parts.next().and_then(|n| n.parse().ok());
+    let number: Option<u64> = parts.next().and_then(|n| n.parse().ok());
+    Some(number.filter(|_| nonce == Some(NONCE.load(Ordering::Relaxed))))
+}
+
+fn heartbeat_payload(number: u64) -> String {
+    format!(
+        "{HEARTBEAT_PREFIX}{} {number}",
+        NONCE.load(Ordering::Relaxed)
+    )
+}
+
+/// What a probe can take a mark from now.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    Log,
+    Notifications,
+    /// A replica in replication mode: its primary applies the log and its deletions reach
+    /// this server through Redis replication; this node does not bound its hits.
+    Primary,
+    /// Invalidation is off (`listen no`): entries live by their TTL alone.
+    Off,
+    /// Nothing connected yet, or a feed that cannot be probed: the horizon ages.
+    Stalled,
+}
+
+fn feed() -> Feed {
+    if !current::listening() {
+        Feed::Off
+    } else if replication::standing_by() {
+        Feed::Primary
+    } else if replication::active() {
+        if replication::connected() {
+            Feed::Log
+        } else {
+            Feed::Stalled
+        }
+    } else if listener::connected() {
+        Feed::Notifications
+    } else {
+        Feed::Stalled
+    }
+}
+
+fn run(pool: &Pool, channel: &str) {
+    let mut connection: Option<Connection> = None;
+    let mut heartbeat = 0u64;
+    let mut failures = 0u32;
+    while !STOP.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        let feed = feed();
+        if matches!(feed, Feed::Primary | Feed::Off) {
+            freshness::untrack();
+        } else {
+            freshness::track();
+        }
+        let probed = match feed {
+            Feed::Log => with_connection(pool, &mut connection, probe_log),
+            Feed::Notifications => {
+                heartbeat += 1;
+                with_connection(pool, &mut connection, |c| {
+                    probe_notifications(c, channel, heartbeat)
+                })
+            }
+            // Without a feed to probe, PostgreSQL is still checked during an outage: only
+            // a probe closes the circuit.
+            Feed::Primary | Feed::Off | Feed::Stalled if circuit::open() => {
+                with_connection(pool, &mut connection, |c| {
+                    c.batch_execute("SELECT 1").map_err(|e| e.to_string())
+                })
+            }
+            Feed::Primary | Feed::Off | Feed::Stalled => Ok(()),
+        };
+        match probed {
+            Ok(()) => {
+                failures = 0;
+                circuit::succeeded();
+            }
+            Err(why) => {
+                failures = failures.saturating_add(1);
+                circuit::failed(&why);
+                log_failure(&why);
+            }
+        }
+        pause_until(started + interval(failures), feed);
+    }
+    freshness::untrack();
+}
+
+/// How long after a probe the next one starts: `PROBE_EVERY`, and during an outage twice as
+/// long after each failure up to `OUTAGE_PROBE_MAX`, less a random part of up to a fifth, so
+/// that servers sharing one PostgreSQL do not probe it in step.
+fn interval(failures: u32) -> Duration {
+    if failures == 0 {
+        return PROBE_EVERY;
+    }
+    let backoff = PROBE_EVERY
+        .saturating_mul(1 << failures.min(8))
+        .min(OUTAGE_PROBE_MAX);
+    let jitter = clock::now_us() % (backoff.as_micros() as u64 / 5 + 1);
+    backoff - Duration::from_micros(jitter)
+}
+
+/// The longest pause between two probes of an unreachable PostgreSQL.
+const OUTAGE_PROBE_MAX: Duration = Duration::from_secs(1);
+
+/// The last failure logged, so a long outage logs once, not ten times a second.
+static LAST_FAILURE: Mutex<Option<String>> = Mutex::new(None);
+
+fn log_failure(why: &str) {
+    let mut last = LAST_FAILURE.lock().unwrap();
+    if last.as_deref() != Some(why) {
+        redis_module::logging::log_warning(format!(
+            "pgcache: freshness probe failed ({why}); reads bounded by max_staleness_ms go to \
+             PostgreSQL until the change feed vouches for the cache again"
+        ));
+        *last = Some(why.to_string());
+    }
+}
+
+/// Runs `probe` on the prober's connection, connecting first if it has none; a connection
+/// that fails is dropped and the probe tried once on a new one (PostgreSQL restarted: its
+/// old sessions are gone, and that alone is no outage).
+fn with_connection(
+    pool: &Pool,
+    connection: &mut Option<Connection>,
+    mut probe: impl FnMut(&mut Connection) -> Result<(), String>,
+) -> Result<(), String> {
+    let had_one = connection.is_some();
+    let result = try_on(pool, connection, &mut probe);
+    if result.is_err() && had_one {
+        return try_on(pool, connection, &mut probe);
+    }
+    result
+}
+
+fn try_on(
+    pool: &Pool,
+    connection: &mut Option<Connection>,
+    probe: &mut impl FnMut(&mut Connection) -> Result<(), String>,
+) -> Result<(), String> {
+    if connection.is_none() {
+        let mut fresh = pool
+            .connect_dedicated(CONNECT_TIMEOUT, APPLICATION_NAME)
+            .map_err(|e| e.message().to_string())?;
+        fresh.set_patience(PATIENCE);
+        *connection = Some(fresh);
+    }
+    let conn = connection.as_mut().expect("just connected");
+    let result = probe(conn);
+    if result.is_err() || conn.is_closed() {
+        *connection = None;
+    } else {
+        *LAST_FAILURE.lock().unwrap() = None;
+    }
+    result
+}
+
+/// Takes the log's insert position as a mark; reached at once when the stream already
+/// applied it (an idle database).
+fn probe_log(connection: &mut Connection) -> Result<(), String> {
+    let at_us = clock::now_us();
+    let rows = connection
+        .query("SELECT pg_catalog.pg_current_wal_insert_lsn()::text", &[])
+        .map_err(|e| e.to_string())?;
+    let text: Option<String> = rows.first().and_then(|row| row.get(0));
+    let lsn = text
+        .as_deref()
+        .and_then(|t| Lsn::parse(t).ok())
+        .ok_or("PostgreSQL sent no log position")?;
+    freshness::probe_sent(Mark::Lsn(record_end(lsn)), at_us);
+    freshness::applied(Mark::Lsn(position::applied_lsn()));
+    Ok(())
+}
+
+/// The WAL page size PostgreSQL is built with almost always, and the sizes of a page's
+/// header (the first page of a segment has the long one).
+const WAL_PAGE: u64 = 8192;
+const LONG_PAGE_HEADER: u64 = 40;
+
+/// Where the last record ends, given the insert position: past a page boundary the insert
+/// position points after the new page's header, while the stream's positions (a record's
+/// end) stop at the boundary itself. No record ends inside a page header.
+fn record_end(insert: Lsn) -> Lsn {
+    let offset = insert.0 % WAL_PAGE;
+    if offset > 0 && offset <= LONG_PAGE_HEADER {
+        Lsn(insert.0 - offset)
+    } else {
+        insert
+    }
+}
+
+/// Sends heartbeat `number` on the invalidation channel; reached when the listener's apply
+/// of it comes through (`apply`). Registered before it is sent, since it may arrive first.
+fn probe_notifications(
+    connection: &mut Connection,
+    channel: &str,
+    number: u64,
+) -> Result<(), String> {
+    freshness::probe_sent(Mark::Heartbeat(number), clock::now_us());
+    let payload = heartbeat_payload(number);
+    connection
+        .query("SELECT pg_catalog.pg_notify($1, $2)", &[&channel, &payload])
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Waits until `until`, or until the feed probed last (`was`) changes: a feed that
+/// connects is probed at once, so the cache is vouched for as soon as it can be.
+fn pause_until(until: Instant, was: Feed) {
+    while !STOP.load(Ordering::SeqCst) && feed() == was {
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(5)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_just_past_a_page_header_is_the_end_of_the_record_before_it() {
+        assert_eq!(record_end(Lsn(0x1_6B37_48)), Lsn(0x1_6B37_48));
+        assert_eq!(record_end(Lsn(3 * WAL_PAGE + 24)), Lsn(3 * WAL_PAGE));
+        assert_eq!(
+            record_end(Lsn(16 * 1024 * 1024 + 40)),
+            Lsn(16 * 1024 * 1024)
+        );
+        assert_eq!(record_end(Lsn(3 * WAL_PAGE)), Lsn(3 * WAL_PAGE));
+        assert_eq!(record_end(Lsn(3 * WAL_PAGE + 41)), Lsn(3 * WAL_PAGE + 41));
+    }
+
+    #[test]
+    fn only_this_process_s_heartbeats_count() {
+        NONCE.store(42, Ordering::SeqCst);
+        assert_eq!(heartbeat_of(&heartbeat_payload(7)), Some(Some(7)));
+        assert_eq!(heartbeat_of("pgcache:heartbeat 41 7"), Some(None));
+        assert_eq!(heartbeat_of("pgcache:heartbeat x"), Some(None));
+        assert_eq!(heartbeat_of(r#"{"table":"users","keys":[]}"#), None);
+    }
+}

@@ -1,0 +1,137 @@
+//! The circuit to PostgreSQL: once a connect fails or PostgreSQL stops answering, it is
+//! *open* and requests that need PostgreSQL fail at once, saying since when and why, instead
+//! of each waiting for its own timeout; meanwhile the freshness prober alone checks
+//! PostgreSQL (`invalidation::horizon`, one probe at a time, backing off up to a second with
+//! jitter), and its first success (or any new session's) closes the circuit. While it is open, hits may be served
+//! past `max_staleness_ms` within `stale_if_error_ms` (`cache::freshness`): PostgreSQL cannot
+//! answer them anyway.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::SystemTime;
+
+static OPEN: AtomicBool = AtomicBool::new(false);
+static OUTAGE: Mutex<Option<Outage>> = Mutex::new(None);
+/// How many outages there have been: a session opened before the last one began may be
+/// dead or silent, and is not lent out again (`pool`).
+static OUTAGES: AtomicU64 = AtomicU64::new(0);
+
+/// What is known of an outage under way.
+#[derive(Debug, Clone)]
+pub struct Outage {
+    /// When the first failure of this outage happened.
+    pub since: SystemTime,
+    /// When the last one did, and what it was.
+    pub last_failure: SystemTime,
+    pub reason: String,
+}
+
+/// Whether PostgreSQL is known to be unreachable now.
+#[inline]
+pub fn open() -> bool {
+    OPEN.load(Ordering::Relaxed)
+}
+
+/// The outage under way, if any.
+pub fn outage() -> Option<Outage> {
+    OUTAGE.lock().unwrap().clone()
+}
+
+/// PostgreSQL could not be reached (`reason`: a refused or timed-out connect, a silent
+/// connection): the circuit opens (logged), or stays open with the new failure. Whether it
+/// opened now.
+pub fn failed(reason: &str) -> bool {
+    let opened = open_with(reason);
+    if opened {
+        redis_module::logging::log_warning(format!(
+            "pgcache: PostgreSQL cannot be reached ({reason}): requests that need it fail at \
+             once until it answers again, and hits are served within stale_if_error_ms"
+        ));
+    }
+    opened
+}
+
+fn open_with(reason: &str) -> bool {
+    let now = SystemTime::now();
+    let mut outage = OUTAGE.lock().unwrap();
+    let opened = outage.is_none();
+    let since = outage.as_ref().map_or(now, |o| o.since);
+    *outage = Some(Outage {
+        since,
+        last_failure: now,
+        reason: reason.to_string(),
+    });
+    if opened {
+        OUTAGES.fetch_add(1, Ordering::SeqCst);
+    }
+    OPEN.store(true, Ordering::SeqCst);
+    opened
+}
+
+/// The number of outages so far (see `OUTAGES`).
+pub fn outages() -> u64 {
+    OUTAGES.load(Ordering::SeqCst)
+}
+
+/// PostgreSQL answered (a probe, or any new session): the circuit closes (logged). Whether
+/// it was open.
+pub fn succeeded() -> bool {
+    match close() {
+        Some(outage) => {
+            redis_module::logging::log_notice(format!(
+                "pgcache: PostgreSQL answers again after {:.1} s; misses go to it again",
+                outage.since.elapsed().unwrap_or_default().as_secs_f64()
+            ));
+            true
+        }
+        None => false,
+    }
+}
+
+/// Closes the circuit; the outage it ends, if it was open.
+fn close() -> Option<Outage> {
+    if !open() {
+        return None;
+    }
+    let ended = OUTAGE.lock().unwrap().take();
+    OPEN.store(false, Ordering::SeqCst);
+    ended
+}
+
+/// The error a request that needs PostgreSQL gets while the circuit is open.
+pub fn refusal() -> Option<String> {
+    if !open() {
+        return None;
+    }
+    let outage = outage()?;
+    let ago = |at: SystemTime| at.elapsed().unwrap_or_default().as_secs_f64();
+    Some(format!(
+        "PostgreSQL unavailable for {:.1} s (last failure {:.1} s ago: {}); pgcache checks it \
+         again at least every second and answers misses once it does",
+        ago(outage.since),
+        ago(outage.last_failure),
+        outage.reason
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_failure_opens_the_circuit_and_a_success_closes_it() {
+        close();
+        assert!(refusal().is_none());
+        let before = outages();
+        assert!(open_with("connection refused"));
+        assert!(!open_with("timed out"), "already open");
+        assert_eq!(outages(), before + 1, "one outage");
+        let refusal = refusal().unwrap();
+        assert!(
+            refusal.contains("PostgreSQL unavailable") && refusal.contains("timed out"),
+            "{refusal}"
+        );
+        assert!(close().is_some());
+        assert!(!open() && outage().is_none() && close().is_none());
+    }
+}

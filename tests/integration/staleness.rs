@@ -1,0 +1,240 @@
+//! Bounded staleness (#31): a hit is served only while the change feed vouched for the
+//! cache within `max_staleness_ms` (or the call's `MAXSTALE`); past that, reads go to
+//! PostgreSQL, and while PostgreSQL cannot be reached the cache answers within
+//! `stale_if_error_ms`. Runs in the suite's invalidation mode (the feed is the walsender in
+//! replication mode, the listener's session in notify mode).
+
+use pgcache_testkit::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const BOUND_MS: u64 = 500;
+
+fn watched_users(extra: &[&str]) -> Stack {
+    let mut args = vec!["max_staleness_ms", "500"];
+    args.extend_from_slice(extra);
+    Stack::start_with(
+        &format!("{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users');"),
+        &args,
+    )
+}
+
+fn pk(id: i32) -> String {
+    format!(r#"{{"id":{id}}}"#)
+}
+
+fn cached(con: &mut redis::Connection, id: i32) -> bool {
+    redis::cmd("EXISTS")
+        .arg(format!("pg_cache:users:{}", pk(id)))
+        .query(con)
+        .unwrap()
+}
+
+fn name_of(con: &mut redis::Connection, id: i32, options: &[&str]) -> redis::RedisResult<String> {
+    let row: Option<String> = redis::cmd("PGCACHE.READ")
+        .arg("users")
+        .arg(pk(id))
+        .arg(options)
+        .query(con)?;
+    Ok(json(&row.expect("a row"))["name"]
+        .as_str()
+        .unwrap()
+        .to_string())
+}
+
+fn health(con: &mut redis::Connection) -> HashMap<String, redis::Value> {
+    map_reply(con, "PGCACHE.HEALTH")
+}
+
+fn text(map: &HashMap<String, redis::Value>, field: &str) -> String {
+    redis::from_redis_value(map[field].clone()).unwrap()
+}
+
+/// Stops (SIGSTOP) or resumes (SIGCONT) the PostgreSQL backend that feeds pgcache its
+/// changes: the walsender of its slot, or the listener's session.
+fn signal_feed(pg: &Pg, signal: i32) {
+    let pid = listener_pid(pg).expect("the feed's backend");
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+#[test]
+fn a_stalled_feed_bounds_every_hit_and_reads_go_to_postgres_until_it_resumes() {
+    let stack = watched_users(&[]);
+    let mut con = stack.con();
+    for id in 1..=20 {
+        read_until_cached(&mut con, "users", &pk(id));
+    }
+    signal_feed(&stack.pg, libc::SIGSTOP);
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'changed in the stall' WHERE id = 5");
+    let committed = Instant::now();
+    // One probe interval (100 ms) past the bound, and a margin for this machine.
+    let bound = Duration::from_millis(BOUND_MS + 100 + 150);
+    let mut stale_after_the_bound = 0;
+    let mut reads = 0;
+    while committed.elapsed() < Duration::from_millis(2 * BOUND_MS + 500) {
+        let asked = committed.elapsed();
+        let name = name_of(&mut con, 5, &[]).unwrap();
+        reads += 1;
+        if asked > bound && name != "changed in the stall" {
+            stale_after_the_bound += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        stale_after_the_bound, 0,
+        "{stale_after_the_bound} of {reads} reads served the old row past the bound"
+    );
+    // The cache still holds the old row: only the bound keeps it from being served. A call
+    // may loosen the bound (MAXSTALE -1) or tighten it.
+    assert!(cached(&mut con, 5), "the stalled feed deleted nothing");
+    assert_eq!(
+        name_of(&mut con, 5, &["MAXSTALE", "-1"]).unwrap(),
+        "user5",
+        "MAXSTALE -1 reads the cache whatever its age"
+    );
+    assert_eq!(
+        name_of(&mut con, 5, &["MAXSTALE", "0"]).unwrap(),
+        "changed in the stall"
+    );
+    let row: Option<String> = redis::cmd("PGCACHE.GET")
+        .arg(format!("pg_cache:users:{}", pk(5)))
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(json(&row.unwrap())["name"], "changed in the stall");
+    let mget: Vec<Option<String>> = redis::cmd("PGCACHE.MGET")
+        .arg(format!("pg_cache:users:{}", pk(5)))
+        .arg("MAXSTALE")
+        .arg("100")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        json(mget[0].as_ref().unwrap())["name"],
+        "changed in the stall"
+    );
+    let rows: Vec<Option<String>> = redis::cmd("PGCACHE.MULTIREAD")
+        .arg("users")
+        .arg(id_array([5, 6]))
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        json(rows[0].as_ref().unwrap())["name"],
+        "changed in the stall"
+    );
+    // Nothing is filled while the feed cannot vouch for the cache.
+    assert!(!cached(&mut con, 150));
+    read(&mut con, "users", &pk(150)).unwrap();
+    assert!(
+        !cached(&mut con, 150),
+        "a read past the bound filled the cache"
+    );
+    assert!(stats_figure(&mut con, "bypassed_stale") >= 1);
+    assert_eq!(stats_figure(&mut con, "hits_served"), 0);
+    let h = health(&mut con);
+    assert_eq!(text(&h, "hits"), "bypassed");
+    assert_eq!(text(&h, "status"), "degraded");
+    let problems: Vec<String> = redis::from_redis_value(h["problems"].clone()).unwrap();
+    assert!(
+        problems.iter().any(|p| p.contains("has not vouched")),
+        "{problems:?}"
+    );
+    let age: f64 = redis::from_redis_value(h["freshness_age_ms"].clone()).unwrap();
+    assert!(age > BOUND_MS as f64, "the horizon's age grows: {age}");
+    if invalidation_source() == "replication" {
+        let lag: f64 = redis::from_redis_value(h["replication_lag_ms"].clone()).unwrap();
+        assert!(
+            lag > BOUND_MS as f64,
+            "replication_lag_ms is the horizon's age: {lag}"
+        );
+    }
+
+    signal_feed(&stack.pg, libc::SIGCONT);
+    let resumed = Instant::now();
+    wait_hits_served(&mut con);
+    let back = resumed.elapsed();
+    assert!(back < Duration::from_secs(1), "hits again after {back:?}");
+    assert_eq!(name_of(&mut con, 5, &[]).unwrap(), "changed in the stall");
+    // Unchanged rows kept their entries through the stall, and hits are hits again.
+    let hits = stats_figure(&mut con, "hits");
+    for id in (1..=4).chain(7..=20) {
+        assert!(cached(&mut con, id), "entry {id} kept");
+        assert_eq!(name_of(&mut con, id, &[]).unwrap(), format!("user{id}"));
+    }
+    assert_eq!(stats_figure(&mut con, "hits"), hits + 18);
+}
+
+#[test]
+fn through_a_postgresql_outage_cached_rows_answer_within_stale_if_error_ms_and_misses_fail_fast() {
+    let mut stack = watched_users(&["stale_if_error_ms", "3000"]);
+    let mut con = stack.con();
+    for id in 1..=5 {
+        read_until_cached(&mut con, "users", &pk(id));
+    }
+    stack.pg.stop();
+    let stopped = Instant::now();
+    // Past the freshness bound, the cached rows still answer: PostgreSQL cannot.
+    wait_for("the circuit to open", Duration::from_secs(10), || {
+        (stats_figure(&mut con, "postgres_circuit_open") == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(BOUND_MS + 100));
+    for id in 1..=5 {
+        assert_eq!(name_of(&mut con, id, &[]).unwrap(), format!("user{id}"));
+    }
+    assert!(stats_figure(&mut con, "served_stale") >= 5);
+    let h = health(&mut con);
+    assert_eq!(text(&h, "hits"), "served stale");
+    assert!(text(&h, "postgres_circuit").starts_with("open"));
+    // A call's own bound caps it: no row older than MAXSTALE.
+    let e = name_of(&mut con, 1, &["MAXSTALE", "100"]).unwrap_err();
+    assert!(e.to_string().contains("MAXSTALE"), "{e}");
+    // Misses fail at once, saying why and since when.
+    let asked = Instant::now();
+    let e = read(&mut con, "users", &pk(50)).unwrap_err().to_string();
+    assert!(asked.elapsed() < Duration::from_millis(500));
+    assert!(e.contains("PostgreSQL unavailable for"), "{e}");
+    assert!(stats_figure(&mut con, "refused_outage") >= 1);
+    // Past stale_if_error_ms, the cache no longer answers either.
+    wait_for("stale_if_error_ms to pass", Duration::from_secs(10), || {
+        name_of(&mut con, 1, &[]).err()
+    });
+    assert!(stopped.elapsed() >= Duration::from_millis(2500));
+    let e = name_of(&mut con, 1, &[]).unwrap_err().to_string();
+    assert!(e.contains("stale_if_error_ms"), "{e}");
+
+    stack.pg.restart();
+    wait_circuit_closed(&mut con);
+    wait_hits_served(&mut con);
+    assert_eq!(read(&mut con, "users", &pk(50)).unwrap().is_some(), true);
+    assert_eq!(text(&health(&mut con), "postgres_circuit"), "closed");
+}
+
+#[test]
+fn maxstale_is_checked_and_ends_mget_s_keys() {
+    let stack = watched_users(&[]);
+    let mut con = stack.con();
+    for bad in [
+        &["MAXSTALE"][..],
+        &["MAXSTALE", "-2"],
+        &["MAXSTALE", "soon"],
+    ] {
+        let e = name_of(&mut con, 1, bad).unwrap_err().to_string();
+        assert!(e.contains("MAXSTALE"), "{e}");
+    }
+    let keys: Vec<String> = redis::cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("PGCACHE.MGET")
+        .arg("a")
+        .arg("b")
+        .arg("MAXSTALE")
+        .arg("10")
+        .arg("after")
+        .arg("0/1")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(keys, ["a", "b"]);
+    assert_eq!(
+        name_of(&mut con, 1, &["MAXSTALE", "60000"]).unwrap(),
+        "user1"
+    );
+}
