@@ -17,13 +17,16 @@ use crate::cache::worker;
 use crate::config;
 use crate::error::panic::catch;
 use crate::error::{Error, Result};
+use crate::events;
 use crate::invalidation;
+use crate::model::event::{EventKind, Extra};
 use crate::model::key::{self, CanonicalPk};
 use crate::model::lsn::Lsn;
 use crate::pg::circuit;
 use crate::pg::normalise;
 use crate::pg::schema::{self, TableSchema};
 use crate::redis::args::Args;
+use crate::redis::main_thread::Task;
 use crate::requests::blocked::Completion;
 use crate::requests::reply::{self, Reply};
 use crate::requests::tracked;
@@ -201,6 +204,9 @@ impl ReadOptions {
         };
         if freshness::vouched(cap) {
             stats::SERVED_STALE.inc();
+            if circuit::first_stale_hit() {
+                ANNOUNCE_STALE.request();
+            }
             return Ok(Read::Cached);
         }
         let age = freshness::age().map_or_else(
@@ -218,6 +224,28 @@ impl ReadOptions {
         )))
     }
 }
+
+/// Announces on the event channel, once per outage, that hits are served past
+/// `max_staleness_ms` (run after the command: the event is not the reply's business).
+static ANNOUNCE_STALE: Task = Task::new("announcing stale hits", |ctx| {
+    let reason = circuit::outage().map(|o| o.reason).unwrap_or_default();
+    let age_ms = freshness::age().map_or(0, |age| age.as_millis() as u64);
+    ctx.log_warning(&format!(
+        "pgcache: PostgreSQL cannot be reached ({reason}); hits are served up to \
+         stale_if_error_ms behind its commits (the cache is {age_ms} ms behind now)"
+    ));
+    events::publish_with(
+        ctx,
+        EventKind::Stale,
+        "",
+        "",
+        &[
+            ("reason", Extra::Text(&reason)),
+            ("age_ms", Extra::Int(age_ms)),
+        ],
+    );
+    false
+});
 
 /// `MAXSTALE`'s value: milliseconds, `-1` for unbounded.
 fn max_stale_arg(arg: Option<&&[u8]>) -> Result<i64> {

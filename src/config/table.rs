@@ -403,7 +403,7 @@ pub static SETTINGS: [Setting; 36] = [
     Setting {
         name: "events",
         libpq_env: None,
-        initial: Initial::Value("miss,write,invalidate"),
+        initial: Initial::Value("miss,write,invalidate,stale"),
         accepts: text(
             "any of `hit,miss,fill,write,invalidate,expire,evict,error,slow`, `all`, `none`",
             |s, v| {

@@ -138,9 +138,12 @@ fn run(pool: &Pool, channel: &str) {
                     probe_notifications(c, channel, heartbeat)
                 })
             }
-            // Without a feed to probe, PostgreSQL is still checked during an outage: only
-            // a probe closes the circuit.
-            Feed::Primary | Feed::Off | Feed::Stalled if circuit::open() => {
+            // Without a feed to probe, PostgreSQL is still checked while the feed is down
+            // (the first sign of an outage) and during an outage (only a probe closes the
+            // circuit).
+            Feed::Primary | Feed::Off | Feed::Stalled
+                if feed == Feed::Stalled || circuit::open() =>
+            {
                 with_connection(pool, &mut connection, |c| {
                     c.batch_execute("SELECT 1").map_err(|e| e.to_string())
                 })

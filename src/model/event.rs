@@ -16,10 +16,13 @@ pub enum EventKind {
     Evict,
     Error,
     Slow,
+    /// PostgreSQL cannot be reached and hits are served past `max_staleness_ms`: raised once
+    /// per outage.
+    Stale,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         Self::Hit,
         Self::Miss,
         Self::Write,
@@ -29,6 +32,7 @@ impl EventKind {
         Self::Evict,
         Self::Error,
         Self::Slow,
+        Self::Stale,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +46,7 @@ impl EventKind {
             Self::Evict => "cache_evict",
             Self::Error => "cache_error",
             Self::Slow => "cache_slow",
+            Self::Stale => "cache_stale",
         }
     }
 
@@ -60,7 +65,12 @@ pub struct EventMask(pub u32);
 
 impl Default for EventMask {
     fn default() -> Self {
-        EventMask(EventKind::Miss.bit() | EventKind::Write.bit() | EventKind::Invalidate.bit())
+        EventMask(
+            EventKind::Miss.bit()
+                | EventKind::Write.bit()
+                | EventKind::Invalidate.bit()
+                | EventKind::Stale.bit(),
+        )
     }
 }
 
@@ -74,7 +84,7 @@ impl EventMask {
     }
 
     /// Comma-separated kinds (`hit`, `miss`, `fill`, `write`, `invalidate`, `expire`,
-    /// `evict`, `error`, `slow`, with or without the `cache_` prefix), `all` or `none`.
+    /// `evict`, `error`, `slow`, `stale`, with or without the `cache_` prefix), `all` or `none`.
     pub fn parse(value: &str) -> Result<EventMask, Error> {
         let mut mask = 0;
         for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -215,14 +225,14 @@ mod tests {
         );
         assert_eq!(
             EventMask::parse("all").unwrap().render(),
-            "hit,miss,write,invalidate,fill,expire,evict,error,slow"
+            "hit,miss,write,invalidate,fill,expire,evict,error,slow,stale"
         );
         assert_eq!(
             EventMask::parse("SLOW,Evict").unwrap().render(),
             "evict,slow"
         );
         assert_eq!(EventMask::parse("none").unwrap().render(), "none");
-        assert_eq!(EventMask::default().render(), "miss,write,invalidate");
+        assert_eq!(EventMask::default().render(), "miss,write,invalidate,stale");
         assert!(
             EventMask::parse("hot")
                 .unwrap_err()

@@ -15,6 +15,8 @@ static OUTAGE: Mutex<Option<Outage>> = Mutex::new(None);
 /// How many outages there have been: a session opened before the last one began may be
 /// dead or silent, and is not lent out again (`pool`).
 static OUTAGES: AtomicU64 = AtomicU64::new(0);
+/// Stale hits were announced in this outage (`first_stale_hit`).
+static STALE_ANNOUNCED: AtomicBool = AtomicBool::new(false);
 
 /// What is known of an outage under way.
 #[derive(Debug, Clone)]
@@ -63,6 +65,7 @@ fn open_with(reason: &str) -> bool {
     });
     if opened {
         OUTAGES.fetch_add(1, Ordering::SeqCst);
+        STALE_ANNOUNCED.store(false, Ordering::SeqCst);
     }
     OPEN.store(true, Ordering::SeqCst);
     opened
@@ -98,6 +101,12 @@ fn close() -> Option<Outage> {
     ended
 }
 
+/// Whether a hit served past its freshness bound is the first of this outage (to be
+/// announced once).
+pub fn first_stale_hit() -> bool {
+    !STALE_ANNOUNCED.swap(true, Ordering::SeqCst)
+}
+
 /// The error a request that needs PostgreSQL gets while the circuit is open.
 pub fn refusal() -> Option<String> {
     if !open() {
@@ -126,6 +135,7 @@ mod tests {
         assert!(open_with("connection refused"));
         assert!(!open_with("timed out"), "already open");
         assert_eq!(outages(), before + 1, "one outage");
+        assert!(first_stale_hit() && !first_stale_hit(), "announced once");
         let refusal = refusal().unwrap();
         assert!(
             refusal.contains("PostgreSQL unavailable") && refusal.contains("timed out"),

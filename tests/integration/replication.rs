@@ -25,6 +25,7 @@ fn wait_streaming(con: &mut redis::Connection) {
     wait_for("the replication stream", Duration::from_secs(20), || {
         (stats_figure(con, "listener_connected") == 1).then_some(())
     });
+    wait_hits_served(con);
 }
 
 fn key(id: i32) -> String {

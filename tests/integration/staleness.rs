@@ -171,6 +171,8 @@ fn through_a_postgresql_outage_cached_rows_answer_within_stale_if_error_ms_and_m
     for id in 1..=5 {
         read_until_cached(&mut con, "users", &pk(id));
     }
+    let mut sub = stack.redis.connection();
+    let mut events = subscribe(&mut sub, "pg_cache_events");
     stack.pg.stop();
     let stopped = Instant::now();
     // Past the freshness bound, the cached rows still answer: PostgreSQL cannot.
@@ -182,6 +184,16 @@ fn through_a_postgresql_outage_cached_rows_answer_within_stale_if_error_ms_and_m
         assert_eq!(name_of(&mut con, id, &[]).unwrap(), format!("user{id}"));
     }
     assert!(stats_figure(&mut con, "served_stale") >= 5);
+    // Announced once, on the event channel.
+    let announced = wait_for("the cache_stale event", Duration::from_secs(10), || {
+        let event = next_event(&mut events);
+        (event["type"] == "cache_stale").then_some(event)
+    });
+    assert!(
+        announced["age_ms"].as_u64().unwrap() > BOUND_MS,
+        "{announced}"
+    );
+    assert!(!announced["reason"].as_str().unwrap().is_empty());
     let h = health(&mut con);
     assert_eq!(text(&h, "hits"), "served stale");
     assert!(text(&h, "postgres_circuit").starts_with("open"));

@@ -164,6 +164,7 @@ fn fills_reach_the_aof_with_pxat() {
     )
     .unwrap();
     let mut con = redis.connection();
+    wait_hits_served(&mut con);
     read(&mut con, "users", r#"{"id":21}"#).unwrap().unwrap();
     let aof: String = wait_for("the fill in the AOF", Duration::from_secs(10), || {
         let text: String = walk(&redis.dir)

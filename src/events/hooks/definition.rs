@@ -393,7 +393,7 @@ mod tests {
             "audit ON write,invalidate TABLE users XADD audit:users MAXLEN ~ 1000",
             "misses ON miss PUBLISH misses",
             "exact ON error,slow XADD ops MAXLEN = 50",
-            "all ON hit,miss,write,invalidate,fill,expire,evict,error,slow XADD everything",
+            "all ON hit,miss,write,invalidate,fill,expire,evict,error,slow,stale XADD everything",
             "owned ON miss XADD s MAXLEN = 1 BY alice",
             "told ON miss PUBLISH c BY bob",
             r#"spaced ON write TABLE "my table" PUBLISH ch1"#,
