@@ -85,6 +85,17 @@ pub fn age() -> Option<std::time::Duration> {
     }
 }
 
+/// The horizon's age in whole milliseconds, rounded up, as a reply tells it; -1 when nothing
+/// bounds it (no feed vouches for this node, or none has yet). Main thread.
+pub fn age_ms() -> i64 {
+    match HORIZON_US.load(Relaxed) {
+        UNTRACKED | 0 => -1,
+        horizon => clock::cached_now_us()
+            .saturating_sub(horizon)
+            .div_ceil(1000) as i64,
+    }
+}
+
 /// Whether a feed vouches for the cache here (a probe runs).
 pub fn tracked() -> bool {
     HORIZON_US.load(Relaxed) != UNTRACKED

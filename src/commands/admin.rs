@@ -224,7 +224,7 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     out.extend(postgres);
     out.push((
         "postgres_circuit".to_string(),
-        Reply::Bulk(circuit_report().into()),
+        Reply::Bulk(circuit_report()),
     ));
     out.push(("listener".to_string(), Reply::Bulk(listener.into())));
     if let Some((ago, why)) = invalidation::last_loss() {

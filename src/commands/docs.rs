@@ -76,6 +76,7 @@ impl Command {
             .map(|arg| {
                 let literal = arg.name.chars().all(|c| !c.is_ascii_lowercase());
                 let shown = match arg.token {
+                    Some(token) if arg.kind.is_pure_token() => token.to_string(),
                     Some(token) => format!("{token} <{}>", arg.name),
                     None if literal => arg.name.to_string(),
                     None => format!("<{}>", arg.name),
@@ -110,8 +111,12 @@ impl Params {
     pub const fn new(list: &'static [Arg]) -> Params {
         let (mut min, mut max, mut i) = (1, Some(1 + list.len()), 0);
         while i < list.len() {
-            // A token and its value are two arguments.
-            let width = if list[i].token.is_some() { 2 } else { 1 };
+            // A token and its value are two arguments; a word alone is one.
+            let width = if list[i].token.is_some() && !list[i].kind.is_pure_token() {
+                2
+            } else {
+                1
+            };
             if !list[i].optional {
                 min += width;
             }

@@ -1,4 +1,4 @@
-//! PGCACHE.GET <key> [ttl] [AFTER <lsn>] [MAXSTALE <ms>], PGCACHE.MGET <key> [key ...]
+//! PGCACHE.GET <key> [ttl] [AFTER <lsn>] [MAXSTALE <ms>] [WITHAGE], PGCACHE.MGET <key> [key ...]
 //! [AFTER <lsn>] [MAXSTALE <ms>] and
 //! PGCACHE.KEY <table> <pk_json>:
 //! the commands that name the cache key itself, so that Redis Cluster routes them, ACL key patterns apply and CLIENT
@@ -13,7 +13,7 @@ use crate::cache;
 use crate::cache::freshness;
 use crate::cache::miss::{self, KeyFrom, Read, count_hit, must_be_canonical};
 use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, Params, TABLE};
-use crate::commands::{ReadOptions, dispatch, with_key};
+use crate::commands::{ReadOptions, dispatch, with_age, with_key};
 use crate::config::current;
 use crate::error::panic::catch;
 use crate::error::{Error, Result};
@@ -38,7 +38,13 @@ pub static GET: Command = Command {
     complexity: ONE_ROW,
     keys: Keys::One,
     tips: "",
-    args: Params::new(&[Arg::key("key"), Arg::ttl(), Arg::after(), Arg::max_stale()]),
+    args: Params::new(&[
+        Arg::key("key"),
+        Arg::ttl(),
+        Arg::after(),
+        Arg::max_stale(),
+        Arg::with_age(),
+    ]),
 };
 
 pub static MGET: Command = Command {
@@ -119,6 +125,9 @@ fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
     let ttl = options.ttl.unwrap_or_else(current::default_ttl);
     let prefix = current::cache_prefix();
     let (table_arg, pk_arg) = key::split_cache_key(&prefix, named)?;
+    if options.with_age {
+        return with_age::read(ctx, table_arg, pk_arg, Some(named), &options);
+    }
     let read = options.read()?;
     // A table not seen yet, a key only PostgreSQL can spell, or a read the cache may not
     // answer yet (`AFTER`): a worker finds the key and reads the row.
@@ -156,7 +165,7 @@ fn mget_or_its_keys(ctx: &Context, args: &Args) {
 /// keys in one query).
 pub fn mget(ctx: &Context, args: &[&[u8]]) -> Reply {
     let keys = command::keys_before_after(args.len(), |i| args[i]);
-    let after = ReadOptions::parse(&args[keys.end..]);
+    let after = ReadOptions::parse_many(&args[keys.end..]);
     match after.and_then(|options| read_named(ctx, &args[keys], options.read()?)) {
         Ok(reply) => reply,
         Err(e) => e.into(),

@@ -9,6 +9,7 @@ pub mod hook;
 pub mod multiread;
 pub mod read;
 pub mod slowlog;
+mod with_age;
 pub mod write;
 
 use crate::cache::freshness;
@@ -124,13 +125,15 @@ pub fn utf8<'a>(arg: &'a [u8], what: &str) -> Result<&'a str> {
     std::str::from_utf8(arg).map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
 }
 
-/// A read's optional arguments after its key: `[ttl] [AFTER <lsn>] [MAXSTALE <ms>]`, in any
-/// order.
+/// A read's optional arguments after its key: `[ttl] [AFTER <lsn>] [MAXSTALE <ms>]` and, on
+/// READ and GET, `[WITHAGE]`, in any order.
 pub struct ReadOptions {
     pub ttl: Option<u64>,
     pub after: Option<Lsn>,
     /// The call's own freshness bound, in milliseconds (`max_staleness_ms` otherwise).
     pub max_stale: Option<i64>,
+    /// `WITHAGE`: reply `[answer, age_ms]` (READ and GET; see `with_age`).
+    pub with_age: bool,
 }
 
 impl ReadOptions {
@@ -139,6 +142,7 @@ impl ReadOptions {
             ttl: None,
             after: None,
             max_stale: None,
+            with_age: false,
         };
         let mut args = rest.iter();
         while let Some(arg) = args.next() {
@@ -149,15 +153,29 @@ impl ReadOptions {
                 options.after = Some(Lsn::parse(utf8(lsn, "AFTER's position")?)?);
             } else if arg.eq_ignore_ascii_case(b"MAXSTALE") && options.max_stale.is_none() {
                 options.max_stale = Some(max_stale_arg(args.next())?);
+            } else if arg.eq_ignore_ascii_case(b"WITHAGE") && !options.with_age {
+                options.with_age = true;
             } else if options.ttl.is_none() {
                 options.ttl = ttl_arg(Some(arg))?;
             } else {
                 return Err(Error::invalid(format!(
-                    "unexpected argument {:?}: after the key come [ttl], [AFTER <lsn>] and \
-                     [MAXSTALE <ms>]",
+                    "unexpected argument {:?}: after the key come [ttl], [AFTER <lsn>], \
+                     [MAXSTALE <ms>] and [WITHAGE]",
                     String::from_utf8_lossy(arg)
                 )));
             }
+        }
+        Ok(options)
+    }
+
+    /// The options of a read of many rows (MGET, MULTIREAD): WITHAGE is READ's and GET's, as
+    /// a multi-row answer has no single age.
+    pub fn parse_many(rest: &[&[u8]]) -> Result<ReadOptions> {
+        let options = ReadOptions::parse(rest)?;
+        if options.with_age {
+            return Err(Error::invalid(
+                "WITHAGE is an option of PGCACHE.READ and PGCACHE.GET (one row, one age)",
+            ));
         }
         Ok(options)
     }
@@ -390,15 +408,16 @@ mod tests {
     fn arity_follows_the_arguments() {
         assert_eq!(read::READ.arity(), -3);
         // [ttl] is one argument, [AFTER <lsn>] two.
-        assert_eq!((read::READ.min_args(), read::READ.max_args()), (3, Some(8)));
+        // WITHAGE is one argument.
+        assert_eq!((read::READ.min_args(), read::READ.max_args()), (3, Some(9)));
         assert_eq!(write::INVALIDATE.arity(), 3);
         assert_eq!(get::MGET.max_args(), None);
         assert_eq!(admin::HEALTH.arity(), 1);
-        assert!(read::READ.accepts(9).is_err() && read::READ.accepts(2).is_err());
-        assert!(read::READ.accepts(8).is_ok());
+        assert!(read::READ.accepts(10).is_err() && read::READ.accepts(2).is_err());
+        assert!(read::READ.accepts(9).is_ok());
         assert_eq!(
             read::READ.usage(),
-            "<table> <pk_json> [ttl] [AFTER lsn] [MAXSTALE ms]"
+            "<table> <pk_json> [ttl] [AFTER lsn] [MAXSTALE ms] [WITHAGE]"
         );
         assert_eq!(
             get::MGET.usage(),

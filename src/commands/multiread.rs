@@ -36,7 +36,7 @@ pub static MULTIREAD: Command = Command {
 };
 
 pub fn multiread(ctx: &Context, args: &[&[u8]]) -> Reply {
-    let prepared = ReadOptions::parse(&args[3..]).and_then(|options| {
+    let prepared = ReadOptions::parse_many(&args[3..]).and_then(|options| {
         let ttl = options.ttl.unwrap_or_else(current::default_ttl);
         let items = parse_array(args[2])?;
         let items = items.iter().map(|i| i.get().as_bytes()).collect();

@@ -1,4 +1,4 @@
-//! PGCACHE.READ <table> <pk_json> [ttl] [AFTER <lsn>] [MAXSTALE <ms>]
+//! PGCACHE.READ <table> <pk_json> [ttl] [AFTER <lsn>] [MAXSTALE <ms>] [WITHAGE]
 //!
 //! The hit path is the product: when the client sent the canonical key (clients that
 //! build keys as documented always do), a hit is a hash lookup for the table, one key
@@ -8,8 +8,8 @@
 
 use crate::cache::miss::{self, KeyFrom, Read, count_hit};
 use crate::cache::{self, Readable};
-use crate::commands::ReadOptions;
 use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, Params, TABLE};
+use crate::commands::{ReadOptions, with_age};
 use crate::config::current;
 use crate::model::key;
 use crate::pg::schema;
@@ -31,7 +31,14 @@ pub static READ: Command = Command {
     complexity: ONE_ROW,
     keys: Keys::None,
     tips: "",
-    args: Params::new(&[TABLE, PK, Arg::ttl(), Arg::after(), Arg::max_stale()]),
+    args: Params::new(&[
+        TABLE,
+        PK,
+        Arg::ttl(),
+        Arg::after(),
+        Arg::max_stale(),
+        Arg::with_age(),
+    ]),
 };
 
 pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
@@ -40,6 +47,9 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
         Ok(options) => options,
         Err(e) => return e.into(),
     };
+    if options.with_age {
+        return with_age::read(ctx, table_arg, pk_arg, None, &options).unwrap_or_else(Reply::from);
+    }
     let ttl = options.ttl.unwrap_or_else(current::default_ttl);
     let read = match options.read() {
         Ok(read) => read,

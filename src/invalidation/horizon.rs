@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn a_position_just_past_a_page_header_is_the_end_of_the_record_before_it() {
-        assert_eq!(record_end(Lsn(0x1_6B37_48)), Lsn(0x1_6B37_48));
+        assert_eq!(record_end(Lsn(0x016B_3748)), Lsn(0x016B_3748));
         assert_eq!(record_end(Lsn(3 * WAL_PAGE + 24)), Lsn(3 * WAL_PAGE));
         assert_eq!(
             record_end(Lsn(16 * 1024 * 1024 + 40)),

@@ -297,9 +297,8 @@ impl Connector {
         };
         let outages = circuit::outages();
         session
-            .map(|session| {
+            .inspect(|_| {
                 circuit::succeeded();
-                session
             })
             .map(|session| Connection {
                 session,

@@ -123,6 +123,8 @@ pub enum ArgKind {
     Text,
     Key,
     Integer,
+    /// A word alone (`WITHAGE`): its token is the whole argument.
+    PureToken,
 }
 
 #[derive(Clone, Copy)]
@@ -133,6 +135,12 @@ pub struct Arg {
     pub multiple: bool,
     /// The literal word before the value (`AFTER <lsn>`): two arguments of a call.
     pub token: Option<&'static str>,
+}
+
+impl ArgKind {
+    pub const fn is_pure_token(self) -> bool {
+        matches!(self, ArgKind::PureToken)
+    }
 }
 
 impl Arg {
@@ -165,6 +173,14 @@ impl Arg {
         Arg {
             token: Some("AFTER"),
             ..Arg::text("lsn").optional()
+        }
+    }
+    /// `[WITHAGE]`: the reply comes with how far behind PostgreSQL it may be.
+    pub const fn with_age() -> Arg {
+        Arg {
+            kind: ArgKind::PureToken,
+            token: Some("WITHAGE"),
+            ..Arg::text("withage").optional()
         }
     }
     /// `[MAXSTALE <ms>]`: the call's own bound on how old its answer may be.
@@ -311,6 +327,9 @@ fn set(ctx: &Context, doc: &Registration) -> Result<(), String> {
             raw_arg.key_spec_index = -1;
             raw_arg.type_ = match arg.kind {
                 ArgKind::Text => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+                ArgKind::PureToken => {
+                    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN
+                }
                 ArgKind::Integer => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
                 ArgKind::Key => {
                     raw_arg.key_spec_index = 0;

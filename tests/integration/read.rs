@@ -404,6 +404,7 @@ fn bad_input_gets_clear_errors_never_nil() {
                 "0/1",
                 "MAXSTALE",
                 "5",
+                "WITHAGE",
                 "extra",
             ],
             "wrong number of arguments",

@@ -42,6 +42,16 @@ fn name_of(con: &mut redis::Connection, id: i32, options: &[&str]) -> redis::Red
         .to_string())
 }
 
+/// READ of row 5 with `options` (WITHAGE among them): the row and its age.
+fn with_age(con: &mut redis::Connection, options: &[&str]) -> (String, i64) {
+    redis::cmd("PGCACHE.READ")
+        .arg("users")
+        .arg(pk(5))
+        .arg(options)
+        .query(con)
+        .unwrap()
+}
+
 fn health(con: &mut redis::Connection) -> HashMap<String, redis::Value> {
     map_reply(con, "PGCACHE.HEALTH")
 }
@@ -98,6 +108,15 @@ fn a_stalled_feed_bounds_every_hit_and_reads_go_to_postgres_until_it_resumes() {
         name_of(&mut con, 5, &["MAXSTALE", "0"]).unwrap(),
         "changed in the stall"
     );
+    // WITHAGE says where each answer came from: PostgreSQL now (0), the cache at its age.
+    let (row, age) = with_age(&mut con, &["WITHAGE"]);
+    assert_eq!(
+        (json(&row)["name"].as_str(), age),
+        (Some("changed in the stall"), 0)
+    );
+    let (row, age) = with_age(&mut con, &["MAXSTALE", "-1", "WITHAGE"]);
+    assert_eq!(json(&row)["name"], "user5");
+    assert!(age > BOUND_MS as i64, "{age}");
     let row: Option<String> = redis::cmd("PGCACHE.GET")
         .arg(format!("pg_cache:users:{}", pk(5)))
         .query(&mut con)
@@ -217,7 +236,7 @@ fn through_a_postgresql_outage_cached_rows_answer_within_stale_if_error_ms_and_m
     stack.pg.restart();
     wait_circuit_closed(&mut con);
     wait_hits_served(&mut con);
-    assert_eq!(read(&mut con, "users", &pk(50)).unwrap().is_some(), true);
+    assert!(read(&mut con, "users", &pk(50)).unwrap().is_some());
     assert_eq!(text(&health(&mut con), "postgres_circuit"), "closed");
 }
 
@@ -249,4 +268,67 @@ fn maxstale_is_checked_and_ends_mget_s_keys() {
         name_of(&mut con, 1, &["MAXSTALE", "60000"]).unwrap(),
         "user1"
     );
+}
+
+#[test]
+fn withage_replies_the_answer_and_how_far_behind_postgresql_it_may_be() {
+    let stack = watched_users(&[]);
+    let mut con = stack.con();
+    let key = |id: i32| format!("pg_cache:users:{}", pk(id));
+    // A miss is PostgreSQL's answer of now; once cached, a hit is at most the bound behind.
+    let (row, age) = with_age(&mut con, &["WITHAGE"]);
+    assert_eq!((json(&row)["id"].as_i64(), age), (Some(5), 0));
+    assert!(cached(&mut con, 5), "a WITHAGE miss fills the cache");
+    let (_, age) = with_age(&mut con, &["withage"]);
+    assert!((0..=BOUND_MS as i64).contains(&age), "{age}");
+    let reply: (Option<String>, i64) = redis::cmd("PGCACHE.GET")
+        .arg(key(6))
+        .arg("WITHAGE")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(reply.1, 0);
+    let reply: (Option<String>, i64) = redis::cmd("PGCACHE.GET")
+        .arg(key(6))
+        .arg("WITHAGE")
+        .query(&mut con)
+        .unwrap();
+    assert!(reply.0.is_some() && (0..=BOUND_MS as i64).contains(&reply.1));
+    // No row: nil beside its age. The plain reply is unchanged.
+    let reply: (Option<String>, i64) = redis::cmd("PGCACHE.READ")
+        .arg("users")
+        .arg(pk(9999))
+        .arg("WITHAGE")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(reply, (None, 0));
+    assert!(read(&mut con, "users", &pk(5)).unwrap().is_some());
+    // A multi-row read has no single age.
+    for cmd in [
+        redis::cmd("PGCACHE.MULTIREAD")
+            .arg("users")
+            .arg(id_array([5]))
+            .arg("WITHAGE")
+            .clone(),
+        redis::cmd("PGCACHE.MGET")
+            .arg(key(5))
+            .arg("WITHAGE")
+            .clone(),
+    ] {
+        let e = cmd.query::<redis::Value>(&mut con).unwrap_err().to_string();
+        assert!(
+            e.contains("WITHAGE") || e.contains("not a pgcache key"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn without_a_change_feed_a_hit_has_no_bound() {
+    let stack = Stack::start_with(USERS_SQL, &["listen", "no"]);
+    let mut con = stack.con();
+    read(&mut con, "users", &pk(5)).unwrap();
+    let (_, age) = with_age(&mut con, &["WITHAGE"]);
+    assert_eq!(age, -1);
+    assert_eq!(stats_figure(&mut con, "freshness_age_ms"), -1);
+    assert_eq!(stats_figure(&mut con, "hits_served"), 1);
 }

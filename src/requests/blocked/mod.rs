@@ -215,7 +215,15 @@ impl Answer {
             None => Reply::Error(Error::internal("internal error: reply already sent")),
         })
         .unwrap_or_else(Reply::Error);
-        send_once(ctx, &reply);
+        if asked_for_age(args) && !matches!(reply.inner(), Reply::Error(_) | Reply::Sent) {
+            // WITHAGE: an answer given after a wait came from PostgreSQL in this call.
+            send_once(
+                ctx,
+                &Reply::Array(vec![reply.inner().clone(), Reply::Int(0)]),
+            );
+        } else {
+            send_once(ctx, &reply);
+        }
         // The call is named by its own arguments, which Redis keeps with the blocked client.
         let args = args.head();
         if let Some(command) = Tracked::of(&args) {
@@ -237,6 +245,15 @@ impl Answer {
             });
         }
     }
+}
+
+/// Whether the call is a READ or GET with `WITHAGE` among its options (after the table or key
+/// and the pk, none of which can be the bare word).
+fn asked_for_age(args: &Args) -> bool {
+    matches!(
+        Tracked::of(&args.head()),
+        Some(Tracked::Read | Tracked::Get)
+    ) && (2..args.len()).any(|i| args.bytes(i).eq_ignore_ascii_case(b"WITHAGE"))
 }
 
 /// Sends `reply`; should sending it panic part-way, nothing more is sent (a partial reply
