@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// The horizon, in microseconds since the Unix epoch, or `UNTRACKED`.
 static HORIZON_US: AtomicU64 = AtomicU64::new(UNTRACKED);
-/// No feed vouches for the cache here (invalidation off, or a node whose entries another
-/// node keeps): its freshness is its TTL's, as before pgcache had a horizon.
+/// No feed vouches for the cache here (invalidation off): its freshness is its TTL's, as
+/// before pgcache had a horizon.
 const UNTRACKED: u64 = u64::MAX;
 
 /// What the feed must carry past for a probe to be reached.

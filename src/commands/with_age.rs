@@ -1,7 +1,7 @@
 //! `WITHAGE` on READ and GET: the reply is `[answer, age_ms]`, the answer as the plain call
 //! gives it and how far behind PostgreSQL's commits it may be at most: the freshness
 //! horizon's age for a row from the cache (-1 where no change feed bounds it: invalidation
-//! off, a replica in replication mode), 0 for a row PostgreSQL answered in this call. So that
+//! off), 0 for a row PostgreSQL answered in this call. So that
 //! every answer is one or the other, a call that does not hit reads PostgreSQL (and fills the
 //! cache as any miss does) instead of joining what the cache may learn meanwhile.
 //!

@@ -344,6 +344,17 @@ pub fn caught_up() {
     }
 }
 
+/// A replica in replication mode: its primary's replicated position has vouched for the
+/// cache (`horizon`), so the entries its primary keeps fresh may be served. Not while the
+/// entries wait for a source of this server's own (a promotion under way, or entries no
+/// primary covered). Called on the prober's thread.
+pub fn vouched_by_primary() {
+    let coverage = COVERAGE.lock().unwrap();
+    if coverage.listening && !coverage.untrusted_entries && !coverage.catching_up {
+        bypass::release();
+    }
+}
+
 /// The keyspace now holds entries no listener covered (a load from disk, a promotion):
 /// flush them now if the listener listens, else hold the cache until it does. Main thread.
 pub fn distrust(ctx: &Context, why: &str) {

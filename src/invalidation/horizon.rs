@@ -15,13 +15,13 @@
 //! transaction, PostgreSQL unreachable) reaches no mark: the horizon ages, and reads bounded
 //! by `max_staleness_ms` are answered from PostgreSQL until it moves again.
 
-use super::{listener, position, replication};
+use super::{apply, listener, position, replication};
 use crate::cache::freshness::{self, Mark};
 use crate::config::current;
 use crate::model::lsn::Lsn;
 use crate::pg::circuit;
 use crate::pg::pool::{Connection, Pool};
-use crate::redis::clock;
+use crate::redis::{clock, main_thread};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -91,8 +91,9 @@ fn heartbeat_payload(number: u64) -> String {
 enum Feed {
     Log,
     Notifications,
-    /// A replica in replication mode: its primary applies the log and its deletions reach
-    /// this server through Redis replication; this node does not bound its hits.
+    /// A replica in replication mode: its primary applies the log, and its deletions reach
+    /// this server through Redis replication, followed by the position key that covers
+    /// them: a mark is reached once the replicated position passes it.
     Primary,
     /// Invalidation is off (`listen no`): entries live by their TTL alone.
     Off,
@@ -125,13 +126,14 @@ fn run(pool: &Pool, channel: &str) {
     while !STOP.load(Ordering::SeqCst) {
         let started = Instant::now();
         let feed = feed();
-        if matches!(feed, Feed::Primary | Feed::Off) {
+        if feed == Feed::Off {
             freshness::untrack();
         } else {
             freshness::track();
         }
         let probed = match feed {
             Feed::Log => with_connection(pool, &mut connection, probe_log),
+            Feed::Primary => with_connection(pool, &mut connection, probe_replicated),
             Feed::Notifications => {
                 heartbeat += 1;
                 with_connection(pool, &mut connection, |c| {
@@ -141,14 +143,12 @@ fn run(pool: &Pool, channel: &str) {
             // Without a feed to probe, PostgreSQL is still checked while the feed is down
             // (the first sign of an outage) and during an outage (only a probe closes the
             // circuit).
-            Feed::Primary | Feed::Off | Feed::Stalled
-                if feed == Feed::Stalled || circuit::open() =>
-            {
+            Feed::Off | Feed::Stalled if feed == Feed::Stalled || circuit::open() => {
                 with_connection(pool, &mut connection, |c| {
                     c.batch_execute("SELECT 1").map_err(|e| e.to_string())
                 })
             }
-            Feed::Primary | Feed::Off | Feed::Stalled => Ok(()),
+            Feed::Off | Feed::Stalled => Ok(()),
         };
         match probed {
             Ok(()) => {
@@ -238,6 +238,31 @@ fn try_on(
 /// Takes the log's insert position as a mark; reached at once when the stream already
 /// applied it (an idle database).
 fn probe_log(connection: &mut Connection) -> Result<(), String> {
+    take_log_mark(connection)?;
+    freshness::applied(Mark::Lsn(position::applied_lsn()));
+    Ok(())
+}
+
+/// On a replica: takes the log's insert position as a mark, and looks at the position its
+/// primary's replicated key holds (the primary writes it after the deletions it covers, at
+/// least every 100 ms while it moves), which reaches the marks taken before.
+fn probe_replicated(connection: &mut Connection) -> Result<(), String> {
+    take_log_mark(connection)?;
+    let held = main_thread::ask(position::held, REPLICA_LOOK_LIMIT);
+    if let Some(Some(record)) = held {
+        freshness::applied(Mark::Lsn(record.lsn));
+        if freshness::vouched_now(current::max_staleness_ms()) && replication::standing_by() {
+            apply::vouched_by_primary();
+        }
+    }
+    Ok(())
+}
+
+/// How long a replica's probe waits for the main thread to read the position key.
+const REPLICA_LOOK_LIMIT: Duration = Duration::from_millis(100);
+
+/// Reads the log's insert position and registers it as a probe's mark, taken now.
+fn take_log_mark(connection: &mut Connection) -> Result<(), String> {
     let at_us = clock::now_us();
     let rows = connection
         .query("SELECT pg_catalog.pg_current_wal_insert_lsn()::text", &[])
@@ -248,7 +273,6 @@ fn probe_log(connection: &mut Connection) -> Result<(), String> {
         .and_then(|t| Lsn::parse(t).ok())
         .ok_or("PostgreSQL sent no log position")?;
     freshness::probe_sent(Mark::Lsn(record_end(lsn)), at_us);
-    freshness::applied(Mark::Lsn(position::applied_lsn()));
     Ok(())
 }
 

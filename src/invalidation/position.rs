@@ -130,6 +130,17 @@ pub fn applied_lsn() -> Lsn {
 
 /// Reads the position key (after a load from disk, at start, after a promotion). Main thread.
 pub fn load(ctx: &Context) -> Option<Record> {
+    let record = held(ctx);
+    let mut state = STATE.lock().unwrap();
+    state.applied = record.clone();
+    state.stored = record.clone();
+    publish(&state.applied);
+    record
+}
+
+/// What the position key holds, read without taking it as this server's (a replica follows
+/// its primary's). Main thread.
+pub fn held(ctx: &Context) -> Option<Record> {
     let mut record = None;
     let name = key_name(ctx);
     keyspace::in_each_db(ctx, [0], |_| {
@@ -141,10 +152,6 @@ pub fn load(ctx: &Context) -> Option<Record> {
         })
         .flatten();
     });
-    let mut state = STATE.lock().unwrap();
-    state.applied = record.clone();
-    state.stored = record.clone();
-    publish(&state.applied);
     record
 }
 
