@@ -16,6 +16,7 @@ fn timed(port: u16) -> redis::Connection {
 pub enum Fault {
     PgRestart,
     PgFrozen,
+    FeedStalled,
     ListenerKilled,
     PoolKilled,
     StatementTimeouts,
@@ -26,9 +27,10 @@ pub enum Fault {
     ReplicaPromoted,
 }
 
-pub const ALL: [Fault; 10] = [
+pub const ALL: [Fault; 11] = [
     Fault::PgRestart,
     Fault::PgFrozen,
+    Fault::FeedStalled,
     Fault::ListenerKilled,
     Fault::PoolKilled,
     Fault::StatementTimeouts,
@@ -40,10 +42,25 @@ pub const ALL: [Fault; 10] = [
 ];
 
 impl Fault {
+    /// Whether rows older than the freshness bound may be served while it lasts: PostgreSQL
+    /// cannot be reached (hits are served within `stale_if_error_ms` then), or the node the
+    /// clients read is restarted, reloaded or replaced. Every other fault keeps the bound.
+    pub fn excuses_old_rows(self) -> bool {
+        matches!(
+            self,
+            Fault::PgRestart
+                | Fault::PgFrozen
+                | Fault::ModuleReload
+                | Fault::PersistAndRestart
+                | Fault::ReplicaPromoted
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Fault::PgRestart => "PostgreSQL fast restart",
             Fault::PgFrozen => "PostgreSQL frozen (SIGSTOP)",
+            Fault::FeedStalled => "change feed stalled (its backend SIGSTOPped), writes go on",
             Fault::ListenerKilled => "listener backend terminated",
             Fault::PoolKilled => "pool connections terminated",
             Fault::StatementTimeouts => "statement timeouts",
@@ -96,6 +113,15 @@ impl World {
             }
             Fault::PgFrozen => {
                 let pids = self.pg.pids();
+                signal(&pids, libc::SIGSTOP);
+                std::thread::sleep(self.hold);
+                signal(&pids, libc::SIGCONT);
+                Instant::now()
+            }
+            Fault::FeedStalled => {
+                // The walsender (replication) or the listeners' sessions (notify) stop while
+                // the writers go on: PostgreSQL answers, the feed says nothing.
+                let pids = self.listener_pids();
                 signal(&pids, libc::SIGSTOP);
                 std::thread::sleep(self.hold);
                 signal(&pids, libc::SIGCONT);

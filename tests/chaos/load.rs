@@ -184,9 +184,11 @@ struct Sent<'a> {
     history: &'a History,
 }
 
-/// Outside a fault, a served row may not be older than the version committed this long
-/// before the request was sent (invalidation takes milliseconds).
-pub const DUE_BEFORE: Duration = Duration::from_secs(1);
+/// A served row may not be older than the version committed this long before the request
+/// was sent: the freshness bound (`max_staleness_ms`, 1000 by default), one probe interval
+/// (100 ms) and a margin. A healthy feed invalidates within milliseconds; a stalled one is
+/// caught by the bound.
+pub const DUE_BEFORE: Duration = Duration::from_millis(1000 + 100 + 400);
 
 /// An error's kind for the report: its code and first words, numbers and names left out.
 pub fn kind_of(e: &redis::RedisError) -> String {

@@ -76,10 +76,10 @@ pub fn print(
             count(&tally.wrong_rows),
         ),
         (
-            "rows older than due, during faults",
+            "rows older than the bound, during an outage or a restart",
             old - old_outside_faults,
         ),
-        ("rows older than due, outside faults", old_outside_faults),
+        ("rows older than the bound, otherwise", old_outside_faults),
         (
             "stale entries after a recovery (raw keys, both nodes)",
             stale,
