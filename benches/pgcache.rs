@@ -884,6 +884,176 @@ fn cache_after_postgres_restart() {
     }
 }
 
+/// What 16 clients reading cached rows saw in one phase of section 11.
+struct Phase {
+    reads: u64,
+    errors: u64,
+    latencies_us: Vec<f64>,
+    failed_misses_us: Vec<f64>,
+}
+
+/// 16 clients for `seconds`: each READs random rows of the first `cached` (cached), and one
+/// read in 20 a row that is not cached (ids above `cached`).
+fn sixteen_readers(redis: &Redis, cached: i64, seconds: u64) -> Phase {
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let clients: Vec<_> = (0..16)
+        .map(|c| {
+            let mut con = redis.connection();
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(c + 7);
+                let mut phase = Phase {
+                    reads: 0,
+                    errors: 0,
+                    latencies_us: Vec::new(),
+                    failed_misses_us: Vec::new(),
+                };
+                while Instant::now() < until {
+                    let miss = rng.chance(5);
+                    let id = if miss {
+                        cached + 1 + rng.below_i64(cached)
+                    } else {
+                        1 + rng.below_i64(cached)
+                    };
+                    let asked = Instant::now();
+                    let reply: redis::RedisResult<Option<String>> = redis::cmd("PGCACHE.READ")
+                        .arg("users")
+                        .arg(format!(r#"{{"id":{id}}}"#))
+                        .query(&mut con);
+                    let us = asked.elapsed().as_secs_f64() * 1e6;
+                    phase.reads += 1;
+                    if reply.is_err() {
+                        phase.errors += 1;
+                        if miss {
+                            phase.failed_misses_us.push(us);
+                        }
+                    }
+                    if !miss {
+                        phase.latencies_us.push(us);
+                    }
+                }
+                phase
+            })
+        })
+        .collect();
+    let mut all = Phase {
+        reads: 0,
+        errors: 0,
+        latencies_us: Vec::new(),
+        failed_misses_us: Vec::new(),
+    };
+    for client in clients {
+        let phase = client.join().unwrap();
+        all.reads += phase.reads;
+        all.errors += phase.errors;
+        all.latencies_us.extend(phase.latencies_us);
+        all.failed_misses_us.extend(phase.failed_misses_us);
+    }
+    all
+}
+
+/// Transactions PostgreSQL has committed in the app database so far.
+fn pg_transactions(pg: &Pg) -> i64 {
+    pg.superuser()
+        .query_one(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = 'app'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// Section 11: 16 clients reading cached rows (and one read in 20 a row not cached) while the
+/// change feed is healthy, then stalled (its backend SIGSTOPped: the cache cannot be vouched
+/// for, reads past max_staleness_ms go to PostgreSQL), then while PostgreSQL is stopped
+/// (hits are served within stale_if_error_ms, misses fail at once).
+fn trouble() {
+    const CACHED: i64 = 10_000;
+    const SECONDS: u64 = 5;
+    println!(
+        "\n## 11. Feed stall and PostgreSQL outage ({CACHED} rows cached, 16 clients, 1 read in 20 \
+         of an uncached row, {SECONDS} s a phase, max_staleness_ms 1000)\n"
+    );
+    println!(
+        "| mode | phase | reads/s | bypassed | served stale | errors | hit p50 / p99 µs | \
+         PostgreSQL xact/s | failed miss p50 / p99 µs |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for mode in ["replication", "notify"] {
+        let mut pg = Pg::start();
+        pg.execute(&format!(
+            "{} CREATE TABLE users (id integer PRIMARY KEY, name text NOT NULL);
+             INSERT INTO users SELECT g, 'user' || g FROM generate_series(1, {}) g;
+             SELECT pgcache_watch('users', '{mode}');",
+            include_str!("../examples/invalidation_trigger.sql"),
+            2 * CACHED
+        ));
+        let (redis, mut con) = server_in_mode(&pg, mode);
+        wait_hits_served(&mut con);
+        cache_rows(&mut con, CACHED);
+        let feed: Vec<i32> = pg
+            .superuser()
+            .query(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE application_name IN ('pgcache-replication', 'pgcache-listener')",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for phase in ["healthy", "feed stalled", "PostgreSQL stopped"] {
+            match phase {
+                "feed stalled" => feed.iter().for_each(|pid| unsafe {
+                    libc::kill(*pid, libc::SIGSTOP);
+                }),
+                "PostgreSQL stopped" => {
+                    feed.iter().for_each(|pid| unsafe {
+                        libc::kill(*pid, libc::SIGCONT);
+                    });
+                    wait_hits_served(&mut con);
+                    pg.stop();
+                }
+                _ => {}
+            }
+            let xacts = (phase != "PostgreSQL stopped").then(|| pg_transactions(&pg));
+            let (bypassed, stale) = (
+                stat(&mut con, "bypassed_stale"),
+                stat(&mut con, "served_stale"),
+            );
+            let mut seen = sixteen_readers(&redis, CACHED, SECONDS);
+            let xact_rate = xacts.map_or("-".to_string(), |before| {
+                format!(
+                    "{:.0}",
+                    (pg_transactions(&pg) - before) as f64 / SECONDS as f64
+                )
+            });
+            seen.latencies_us.sort_by(f64::total_cmp);
+            seen.failed_misses_us.sort_by(f64::total_cmp);
+            let share = |n: i64| n as f64 / seen.reads.max(1) as f64;
+            let failed = if seen.failed_misses_us.is_empty() {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:.0} / {:.0}",
+                    percentile(&seen.failed_misses_us, 0.5),
+                    percentile(&seen.failed_misses_us, 0.99)
+                )
+            };
+            println!(
+                "| {mode} | {phase} | {:.0} | {:.3} | {:.3} | {} | {:.0} / {:.0} | {xact_rate} | {failed} |",
+                seen.reads as f64 / SECONDS as f64,
+                share(stat(&mut con, "bypassed_stale") - bypassed),
+                share(stat(&mut con, "served_stale") - stale),
+                seen.errors,
+                percentile(&seen.latencies_us, 0.5),
+                percentile(&seen.latencies_us, 0.99),
+            );
+        }
+        pg.restart();
+        drop(redis);
+    }
+}
+
 fn coalescing(pg: &Pg) {
     println!("\n## 6. Coalescing: 1000 concurrent READs of one cold key\n");
     pg.log_app_statements();
@@ -1026,8 +1196,8 @@ fn main() {
          CREATE VIEW slow_users AS SELECT id, name FROM users WHERE pg_sleep(0.2) IS NOT NULL;"
     ));
     pg.execute("VACUUM ANALYZE users");
-    // PGCACHE_BENCH_ONLY=hits|multiread|misses|ping|lag|coalescing|bulk|writers|load-lag|pg-restart
-    // runs one section.
+    // PGCACHE_BENCH_ONLY=hits|multiread|misses|ping|lag|coalescing|bulk|writers|load-lag|pg-restart|
+    // trouble runs one section.
     let only = std::env::var("PGCACHE_BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let bare = bare_module();
@@ -1065,5 +1235,8 @@ fn main() {
     }
     if wanted("pg-restart") {
         cache_after_postgres_restart();
+    }
+    if wanted("trouble") {
+        trouble();
     }
 }
