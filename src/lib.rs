@@ -154,33 +154,26 @@ fn start_threads(
         )));
     }
     invalidation::init(ctx, settings.listen);
-    // The freshness prober also closes the circuit after an outage, with invalidation off.
-    if let Err(e) =
-        invalidation::horizon::start(pool.clone(), settings.invalidation_channel.clone())
-    {
-        invalidation::deinit();
-        redis::main_thread::deinit();
-        report::metrics::stop();
-        let _ = cache::worker::stop();
-        requests::blocked::stop_deadlines();
-        return Err(Error::internal(format!(
-            "cannot start the freshness prober: {e}"
-        )));
-    }
-    if !settings.listen {
-        return Ok(());
-    }
+    // The freshness prober runs with invalidation off too: it closes the circuit after an
+    // outage.
     let first_attempt = settings.pg.connect_timeout + Duration::from_millis(500);
-    if let Err(e) = invalidation::start(ctx, pool, settings, first_attempt) {
+    let started = invalidation::horizon::start(pool.clone(), settings.invalidation_channel.clone())
+        .map_err(|e| format!("cannot start the freshness prober: {e}"))
+        .and_then(|()| {
+            if !settings.listen {
+                return Ok(());
+            }
+            invalidation::start(ctx, pool, settings, first_attempt)
+                .map_err(|e| format!("cannot start the invalidation listener: {e}"))
+        });
+    if let Err(why) = started {
         invalidation::stop();
         invalidation::deinit();
         redis::main_thread::deinit();
         report::metrics::stop();
         let _ = cache::worker::stop();
         requests::blocked::stop_deadlines();
-        return Err(Error::internal(format!(
-            "cannot start the invalidation listener: {e}"
-        )));
+        return Err(Error::internal(why));
     }
     Ok(())
 }

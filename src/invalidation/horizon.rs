@@ -15,14 +15,14 @@
 //! transaction, PostgreSQL unreachable) reaches no mark: the horizon ages, and reads bounded
 //! by `max_staleness_ms` are answered from PostgreSQL until it moves again.
 
-use super::{apply, listener, position, replication};
+use super::{apply, heartbeat, listener, position, replication};
 use crate::cache::freshness::{self, Mark};
 use crate::config::current;
 use crate::model::lsn::Lsn;
 use crate::pg::circuit;
 use crate::pg::pool::{Connection, Pool};
 use crate::redis::{clock, main_thread};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,22 +35,14 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(100);
 const PATIENCE: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const APPLICATION_NAME: &str = "pgcache-horizon";
-/// What starts a heartbeat payload; no trigger payload (JSON) starts so.
-const HEARTBEAT_PREFIX: &str = "pgcache:heartbeat ";
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
-/// This process's heartbeats carry this number: several servers may listen on one channel,
-/// and each counts only its own.
-static NONCE: AtomicU64 = AtomicU64::new(0);
 
 /// Starts the prober; heartbeats (notify mode) go to `channel`.
 pub fn start(pool: Arc<Pool>, channel: String) -> std::io::Result<()> {
     STOP.store(false, Ordering::SeqCst);
-    NONCE.store(
-        clock::now_us() ^ u64::from(std::process::id()),
-        Ordering::SeqCst,
-    );
+    heartbeat::draw(clock::now_us());
     let handle = std::thread::Builder::new()
         .name("pgcache-horizon".into())
         .spawn(move || run(&pool, &channel))?;
@@ -66,24 +58,7 @@ pub fn stop() {
         let _ = handle.join();
     }
     freshness::untrack();
-    circuit::succeeded();
-}
-
-/// The number of a heartbeat of this process's in a notification's payload, if it is one;
-/// `Some(None)` for another server's heartbeat (to be ignored), `None` for any other payload.
-pub fn heartbeat_of(payload: &str) -> Option<Option<u64>> {
-    let rest = payload.strip_prefix(HEARTBEAT_PREFIX)?;
-    let mut parts = rest.split(' ');
-    let nonce: Option<u64> = parts.next().and_then(|n| n.parse().ok());
-    let number: Option<u64> = parts.next().and_then(|n| n.parse().ok());
-    Some(number.filter(|_| nonce == Some(NONCE.load(Ordering::Relaxed))))
-}
-
-fn heartbeat_payload(number: u64) -> String {
-    format!(
-        "{HEARTBEAT_PREFIX}{} {number}",
-        NONCE.load(Ordering::Relaxed)
-    )
+    circuit::reset();
 }
 
 /// What a probe can take a mark from now.
@@ -301,7 +276,7 @@ fn probe_notifications(
     number: u64,
 ) -> Result<(), String> {
     freshness::probe_sent(Mark::Heartbeat(number), clock::now_us());
-    let payload = heartbeat_payload(number);
+    let payload = heartbeat::payload(number);
     connection
         .query("SELECT pg_catalog.pg_notify($1, $2)", &[&channel, &payload])
         .map(|_| ())
@@ -334,14 +309,5 @@ mod tests {
         );
         assert_eq!(record_end(Lsn(3 * WAL_PAGE)), Lsn(3 * WAL_PAGE));
         assert_eq!(record_end(Lsn(3 * WAL_PAGE + 41)), Lsn(3 * WAL_PAGE + 41));
-    }
-
-    #[test]
-    fn only_this_process_s_heartbeats_count() {
-        NONCE.store(42, Ordering::SeqCst);
-        assert_eq!(heartbeat_of(&heartbeat_payload(7)), Some(Some(7)));
-        assert_eq!(heartbeat_of("pgcache:heartbeat 41 7"), Some(None));
-        assert_eq!(heartbeat_of("pgcache:heartbeat x"), Some(None));
-        assert_eq!(heartbeat_of(r#"{"table":"users","keys":[]}"#), None);
     }
 }

@@ -248,7 +248,7 @@ fn take_batch(conn: &mut Connection) -> Result<Option<(Instant, Vec<String>)>, F
 fn handle(conn: &mut Connection, payloads: &[String], arrived: Instant) {
     let mut changes = apply::Changes::default();
     for text in payloads {
-        if let Some(heartbeat) = super::horizon::heartbeat_of(text) {
+        if let Some(heartbeat) = super::heartbeat::of(text) {
             if let Some(number) = heartbeat {
                 changes.heartbeat(number);
             }

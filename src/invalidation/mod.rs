@@ -7,6 +7,7 @@
 
 pub mod apply;
 mod durability;
+mod heartbeat;
 pub mod horizon;
 pub mod listener;
 pub mod position;

@@ -91,6 +91,11 @@ pub fn succeeded() -> bool {
     }
 }
 
+/// Forgets any outage (at unload: a module loaded again starts afresh).
+pub fn reset() {
+    close();
+}
+
 /// Closes the circuit; the outage it ends, if it was open.
 fn close() -> Option<Outage> {
     if !open() {

@@ -42,6 +42,20 @@ fn name_of(con: &mut redis::Connection, id: i32, options: &[&str]) -> redis::Red
         .to_string())
 }
 
+/// A PostgreSQL with `users` (and what `more_sql` makes) published, and the module
+/// arguments of a server that streams it with a bound of `BOUND_MS`, whatever mode the suite
+/// runs in.
+fn streaming_users(more_sql: &str) -> (Pg, Vec<String>) {
+    let pg = Pg::start();
+    pg.execute(&format!(
+        "{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users', 'replication'); {more_sql}"
+    ));
+    let mut args = pg.module_args();
+    args.extend(["invalidation_source", "replication", "max_staleness_ms"].map(String::from));
+    args.push(BOUND_MS.to_string());
+    (pg, args)
+}
+
 /// READ of row 5 with `options` (WITHAGE among them): the row and its age.
 fn with_age(con: &mut redis::Connection, options: &[&str]) -> (String, i64) {
     redis::cmd("PGCACHE.READ")
@@ -335,20 +349,7 @@ fn without_a_change_feed_a_hit_has_no_bound() {
 
 #[test]
 fn a_replica_bounds_its_hits_by_the_position_its_primary_replicates() {
-    let pg = Pg::start();
-    pg.execute(&format!(
-        "{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users', 'replication');"
-    ));
-    let mut args = pg.module_args();
-    args.extend(
-        [
-            "invalidation_source",
-            "replication",
-            "max_staleness_ms",
-            "500",
-        ]
-        .map(String::from),
-    );
+    let (pg, args) = streaming_users("");
     let primary = Redis::start_with(&args, &[], &[]).unwrap();
     let mut con = primary.connection();
     wait_hits_served(&mut con);
@@ -557,23 +558,11 @@ fn single_row_commits_behind_a_huge_transaction_are_never_served_past_the_bound(
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
-    let pg = Pg::start();
-    pg.execute(&format!(
-        "{USERS_SQL} {TRIGGER_SQL}
-         CREATE TABLE bulk (id integer PRIMARY KEY, v integer NOT NULL);
+    let (pg, args) = streaming_users(&format!(
+        "CREATE TABLE bulk (id integer PRIMARY KEY, v integer NOT NULL);
          INSERT INTO bulk SELECT g, 0 FROM generate_series(1, {rows}) g;
-         SELECT pgcache_watch('users', 'replication'), pgcache_watch('bulk', 'replication');"
+         SELECT pgcache_watch('bulk', 'replication');"
     ));
-    let mut args = pg.module_args();
-    args.extend(
-        [
-            "invalidation_source",
-            "replication",
-            "max_staleness_ms",
-            "500",
-        ]
-        .map(String::from),
-    );
     let redis = Redis::start_with(&args, &[], &[]).unwrap();
     let mut con = redis.connection();
     wait_hits_served(&mut con);
