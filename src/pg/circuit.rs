@@ -6,9 +6,9 @@
 //! past `max_staleness_ms` within `stale_if_error_ms` (`cache::freshness`): PostgreSQL cannot
 //! answer them anyway.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 static OPEN: AtomicBool = AtomicBool::new(false);
 static OUTAGE: Mutex<Option<Outage>> = Mutex::new(None);
@@ -69,6 +69,34 @@ fn open_with(reason: &str) -> bool {
     }
     OPEN.store(true, Ordering::SeqCst);
     opened
+}
+
+/// When PostgreSQL last answered anything on any connection, in microseconds since `EPOCH`:
+/// a connection that goes silent while others are answered is a slow or stuck session, not
+/// an outage (a busy server may keep one query waiting; a frozen one answers nobody).
+static LAST_ANSWER_US: AtomicU64 = AtomicU64::new(0);
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+fn since_epoch_us() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// PostgreSQL answered an exchange (a row, an error of its own, a notification, a message
+/// of the replication stream). Any thread.
+#[inline]
+pub fn answered() {
+    LAST_ANSWER_US.store(since_epoch_us(), Ordering::Relaxed);
+}
+
+/// A connection got no answer for `limit`: the circuit opens only when no connection got
+/// one for as long (see `LAST_ANSWER_US`). Whether it opened now.
+pub fn went_silent(reason: &str, limit: Duration) -> bool {
+    nothing_answered_for(limit) && failed(reason)
+}
+
+fn nothing_answered_for(limit: Duration) -> bool {
+    let silent_us = since_epoch_us().saturating_sub(LAST_ANSWER_US.load(Ordering::Relaxed));
+    silent_us >= limit.as_micros() as u64
 }
 
 /// The number of outages so far (see `OUTAGES`).
@@ -148,5 +176,13 @@ mod tests {
         );
         assert!(close().is_some());
         assert!(!open() && outage().is_none() && close().is_none());
+    }
+
+    #[test]
+    fn a_silent_connection_is_an_outage_only_when_nothing_else_was_answered() {
+        answered();
+        assert!(!nothing_answered_for(Duration::from_secs(3600)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(nothing_answered_for(Duration::from_millis(1)));
     }
 }

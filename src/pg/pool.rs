@@ -396,7 +396,9 @@ impl Connection {
             && failure.is_silent()
         {
             stats::PG_SILENT_CONNECTIONS.inc();
-            circuit::failed(&format!("PostgreSQL stopped answering: {failure}"));
+            if let Failure::Silent(limit) = failure {
+                circuit::went_silent(&format!("PostgreSQL stopped answering: {failure}"), *limit);
+            }
         }
         result
     }

@@ -6,6 +6,7 @@
 //! current-thread runtime (no thread of its own, as with `postgres`), each exchange is
 //! bounded by a timeout, and a session whose peer stayed silent is given up.
 
+use crate::pg::circuit;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::pin;
@@ -199,8 +200,14 @@ impl Session {
             *lost = true;
         }
         match finished {
-            Ok(Ok(result)) => Ok(result),
+            Ok(Ok(result)) => {
+                circuit::answered();
+                Ok(result)
+            }
             Ok(Err(failure)) => {
+                if failure.as_db_error().is_some() {
+                    circuit::answered();
+                }
                 if failure.session_lost() {
                     *lost = true;
                 }
@@ -267,7 +274,13 @@ impl Session {
             })
         };
         match arrived {
-            Ok(Ok(())) | Err(_) => Ok(self.notifications.pop_front()),
+            Ok(Ok(())) | Err(_) => {
+                let next = self.notifications.pop_front();
+                if next.is_some() {
+                    circuit::answered();
+                }
+                Ok(next)
+            }
             Ok(Err(ended)) => {
                 *lost = true;
                 Err(ended)

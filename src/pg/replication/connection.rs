@@ -158,7 +158,10 @@ impl Connection {
             return Ok(Some(message));
         }
         match self.bounded(wait, |s| Box::pin(s.fill())) {
-            Ok(()) => self.stream.take_copy_data(),
+            Ok(()) => {
+                crate::pg::circuit::answered();
+                self.stream.take_copy_data()
+            }
             Err(Failure::Silent(_)) => Ok(None),
             Err(e) => Err(e),
         }
