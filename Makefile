@@ -21,7 +21,7 @@ lint:
 # and the tests of what Redis 7.0 lacks (ACL categories, key-prefix ACL checks) on Redis 8.
 # The suite runs in notify mode, then again in replication mode on Redis 7.0 (with the short
 # chaos run) and Valkey 9;
-# the tests that take the machine's cores (`#[ignore]`) run alone after it.
+# the tests that take the machine's cores (`#[ignore]`) run after it, one at a time.
 # The suite holds short runs of the chaos, fuzz and soak runs below (the soak: 60 s on Redis,
 # 20 s on each Valkey), and ends with the valgrind run.
 test: build lint
@@ -32,7 +32,7 @@ test: build lint
 	PGCACHE_TEST_SERVER="$(CURDIR)/$(REDIS8)" $(CARGO) test --release --test integration -- keys:: write:: hooks::
 	PGCACHE_TEST_INVALIDATION_SOURCE=replication $(CARGO) test --release --test integration --test chaos
 	PGCACHE_TEST_INVALIDATION_SOURCE=replication PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test integration
-	$(CARGO) test --release --test integration -- --ignored
+	$(CARGO) test --release --test integration -- --ignored --test-threads=1
 	scripts/memcheck.sh
 
 run: build

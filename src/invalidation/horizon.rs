@@ -33,7 +33,8 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// A probe unanswered this long gives its connection up (PostgreSQL frozen or cut off); the
 /// horizon ages meanwhile, as it must.
 const PATIENCE: Duration = Duration::from_secs(1);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Not longer than the pool's own connect timeout is ever waited (`pg_connect_timeout_ms`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const APPLICATION_NAME: &str = "pgcache-horizon";
 
 static STOP: AtomicBool = AtomicBool::new(false);

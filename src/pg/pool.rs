@@ -317,7 +317,13 @@ impl Connector {
                     s.port,
                     describe(&e)
                 );
-                circuit::failed(&message);
+                // Refused: PostgreSQL is down. Timed out: it may only be busy, unless no
+                // connection got an answer for as long either.
+                if e.timed_out() {
+                    circuit::went_silent(&message, timeout);
+                } else {
+                    circuit::failed(&message);
+                }
                 Error::postgres(message).caused_by(e)
             })
     }

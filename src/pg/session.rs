@@ -58,6 +58,24 @@ impl Failure {
     pub fn is_silent(&self) -> bool {
         matches!(self, Failure::Silent(_))
     }
+
+    /// Whether a connect failed for want of an answer in time (ours or the driver's
+    /// connect timeout), rather than a refusal: a busy server may be that slow.
+    pub fn timed_out(&self) -> bool {
+        let Failure::Driver(driver) = self else {
+            return self.is_silent();
+        };
+        let mut source = std::error::Error::source(driver);
+        while let Some(s) = source {
+            if s.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            {
+                return true;
+            }
+            source = s.source();
+        }
+        false
+    }
 }
 
 impl From<tokio_postgres::Error> for Failure {

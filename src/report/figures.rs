@@ -93,8 +93,8 @@ pub fn gauges() -> Vec<Gauge> {
     all.extend([
         int(
             "freshness_age_ms",
-            "Age of the freshness horizon: every change PostgreSQL committed before it has been applied to the cache, so no hit is staler than this (-1: no change feed vouches for this node, or none has yet).",
-            freshness::age().map_or(-1, |age| age.as_millis() as i64),
+            "Age of the freshness horizon in milliseconds, rounded up: every change PostgreSQL committed before it has been applied to the cache, so no hit is staler than this (-1: no change feed vouches for this node, or none has yet).",
+            freshness::age().map_or(-1, |age| age.as_micros().div_ceil(1000) as i64),
         ),
         int(
             "postgres_circuit_open",
