@@ -73,6 +73,7 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), Error> {
     cache::drain::open_for(0);
     redis::acl::watch(ctx);
     redis::cluster::init(ctx);
+    redis::clock::init(ctx);
     module::parameters::register(ctx)?;
     report::info::register(ctx);
     module::server_events::subscribe(ctx);
