@@ -893,7 +893,7 @@ struct Phase {
 }
 
 /// 16 clients for `seconds`: each READs random rows of the first `cached` (cached), and one
-/// read in 20 a row that is not cached (ids above `cached`).
+/// read in 20 a row that does not exist.
 fn sixteen_readers(redis: &Redis, cached: i64, seconds: u64) -> Phase {
     let until = Instant::now() + Duration::from_secs(seconds);
     let clients: Vec<_> = (0..16)
@@ -908,9 +908,11 @@ fn sixteen_readers(redis: &Redis, cached: i64, seconds: u64) -> Phase {
                     failed_misses_us: Vec::new(),
                 };
                 while Instant::now() < until {
+                    // A miss: a row that does not exist (negative caching is off), so that
+                    // every one asks PostgreSQL.
                     let miss = rng.chance(5);
                     let id = if miss {
-                        cached + 1 + rng.below_i64(cached)
+                        10 * cached + rng.below_i64(cached)
                     } else {
                         1 + rng.below_i64(cached)
                     };
@@ -971,7 +973,8 @@ fn trouble() {
     const SECONDS: u64 = 5;
     println!(
         "\n## 11. Feed stall and PostgreSQL outage ({CACHED} rows cached, 16 clients, 1 read in 20 \
-         of an uncached row, {SECONDS} s a phase, max_staleness_ms 1000)\n"
+         of a row that does not exist, a writer updating other rows every 2 ms until the outage, \
+         {SECONDS} s a phase, max_staleness_ms 1000)\n"
     );
     println!(
         "| mode | phase | reads/s | bypassed | served stale | errors | hit p50 / p99 µs | \
@@ -987,9 +990,25 @@ fn trouble() {
             include_str!("../examples/invalidation_trigger.sql"),
             2 * CACHED
         ));
-        let (redis, mut con) = server_in_mode(&pg, mode);
+        let mut args = pg.module_args();
+        args.extend(["invalidation_source", mode, "negative_ttl", "0"].map(String::from));
+        let redis = Redis::start(&args);
+        let mut con = redis.connection();
         wait_hits_served(&mut con);
         cache_rows(&mut con, CACHED);
+        // A writer keeps PostgreSQL taking writes (rows nobody reads) until the outage.
+        let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let mut writer = Some({
+            let (mut client, writing) = (pg.client(), writing.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(99);
+                while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = (CACHED + 1 + rng.below_i64(CACHED)) as i32;
+                    let _ = client.execute("UPDATE users SET name = name WHERE id = $1", &[&id]);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        });
         let feed: Vec<i32> = pg
             .superuser()
             .query(
@@ -1011,6 +1030,10 @@ fn trouble() {
                         libc::kill(*pid, libc::SIGCONT);
                     });
                     wait_hits_served(&mut con);
+                    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(writer) = writer.take() {
+                        writer.join().unwrap();
+                    }
                     pg.stop();
                 }
                 _ => {}
