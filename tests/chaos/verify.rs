@@ -22,9 +22,9 @@ fn connection(port: u16) -> redis::Connection {
 
 /// Fills row 0's entry through the primary and waits for it on every node (it proves that
 /// fills resume after the fault, and replicate); then changes row 0 in PostgreSQL and waits
-/// until every node has dropped the entry. Notifications are applied in commit order, so by
-/// then every change committed before the returned instant (taken before the change) has
-/// been applied on every node.
+/// until every node has dropped the entry, the primary's freshness horizon has passed the
+/// change, and the replica has every write: by then every change committed before the
+/// returned instant (taken before the change) has been applied on every node.
 fn settle(pg: &Pg, primary: u16, nodes: &[u16], history: &History, after: &str) -> Instant {
     let sentinel = r#"{"id":0}"#;
     let mut con = connection(primary);
@@ -85,7 +85,37 @@ fn settle(pg: &Pg, primary: u16, nodes: &[u16], history: &History, after: &str) 
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+    // Row 0's entry may go for other reasons (a client's INVALIDATE or FLUSH, an eviction)
+    // before the sentinel's notification is applied: wait, too, until the primary's freshness
+    // horizon (its heartbeat applied after every notification sent before it) passes the
+    // sentinel's commit, and until the replica has acknowledged every write of the primary.
+    let mut on_primary = connection(primary);
+    while settled.elapsed() <= horizon_age(&mut on_primary).saturating_add(Duration::from_millis(1))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "after {after}: the primary's freshness horizon did not pass the sentinel's \
+             commit within {SETTLE_LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if nodes.len() > 1 {
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(SETTLE_LIMIT.as_millis() as u64)
+            .query(&mut on_primary)
+            .unwrap();
+        assert_eq!(acked, 1, "after {after}: the replica did not acknowledge");
+    }
     settled
+}
+
+/// How old the node's freshness horizon is (infinitely, while it has none).
+fn horizon_age(con: &mut redis::Connection) -> Duration {
+    match stats_figure(con, "freshness_age_ms") {
+        age if age >= 0 => Duration::from_millis(age as u64),
+        _ => Duration::MAX,
+    }
 }
 
 /// The position of PostgreSQL's log the node's keyspace reflects (0 without one).
