@@ -13,6 +13,7 @@ mod invalidation;
 mod model;
 mod module;
 mod pg;
+mod query;
 mod redis;
 mod report;
 mod requests;

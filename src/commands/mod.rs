@@ -7,6 +7,7 @@ pub mod docs;
 pub mod get;
 pub mod hook;
 pub mod multiread;
+pub mod query;
 pub mod read;
 pub mod slowlog;
 mod with_age;
@@ -36,8 +37,13 @@ use redis_module::Context;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// No command of ours takes more arguments; more is an arity error, not an allocation.
-const MAX_ARGS: usize = 16;
+/// Arguments held without an allocation: every command's but a PGCACHE.QUERY with many
+/// parameters.
+const INLINE_ARGS: usize = 16;
+
+/// No command of ours takes more arguments (PGCACHE.QUERY's most parameters and its
+/// options); more is an arity error, not an allocation.
+const MAX_ARGS: usize = crate::query::placeholders::MAX_PARAMS + 16;
 
 pub type Handler = fn(&Context, &[&[u8]]) -> Reply;
 
@@ -62,11 +68,8 @@ pub fn dispatch(context: &Context, call: &Args, described: &Command) {
         return;
     }
     let handler = described.handler;
-    let mut args: [&[u8]; MAX_ARGS] = [&[]; MAX_ARGS];
-    for (i, slot) in args.iter_mut().enumerate().take(argc) {
-        *slot = call.bytes(i);
-    }
-    let args = &args[..argc];
+    let args: smallvec::SmallVec<[&[u8]; INLINE_ARGS]> = (0..argc).map(|i| call.bytes(i)).collect();
+    let args = &args[..];
     let reply = catch(|| handler(context, args)).unwrap_or_else(Reply::Error);
     // A hit has replied already: nothing to send, and no call into `send` for it.
     if !matches!(reply, Reply::Sent | Reply::Blocked) {
@@ -105,9 +108,10 @@ use command_fn;
 
 /// Every command but PGCACHE.DEBUG (registered only with `debug_commands yes`), in the
 /// order README documents them.
-pub static ALL: [&Command; 13] = [
+pub static ALL: [&Command; 14] = [
     &read::READ,
     &multiread::MULTIREAD,
+    &query::QUERY,
     &get::GET,
     &get::MGET,
     &get::KEY,

@@ -17,6 +17,9 @@ static MULTIREAD_MAX: AtomicU64 = AtomicU64::new(0);
 static AFTER_WAIT_MS: AtomicU64 = AtomicU64::new(0);
 static MAX_STALENESS_MS: AtomicI64 = AtomicI64::new(0);
 static STALE_IF_ERROR_MS: AtomicI64 = AtomicI64::new(0);
+static QUERY_MAX_ROWS: AtomicU64 = AtomicU64::new(0);
+static QUERY_MAX_BYTES: AtomicU64 = AtomicU64::new(0);
+static QUERY_MAX_STATEMENTS: AtomicU64 = AtomicU64::new(0);
 static EVENTS: AtomicU32 = AtomicU32::new(0);
 static EVENT_CHANNEL: RwLock<String> = RwLock::new(String::new());
 static TABLES: RwLock<Vec<QualifiedName>> = RwLock::new(Vec::new());
@@ -33,6 +36,9 @@ pub fn init(s: &Settings) {
     AFTER_WAIT_MS.store(s.after_wait_ms, Relaxed);
     MAX_STALENESS_MS.store(s.max_staleness_ms, Relaxed);
     STALE_IF_ERROR_MS.store(s.stale_if_error_ms, Relaxed);
+    QUERY_MAX_ROWS.store(s.query_max_rows, Relaxed);
+    QUERY_MAX_BYTES.store(s.query_max_bytes, Relaxed);
+    QUERY_MAX_STATEMENTS.store(s.query_max_statements, Relaxed);
     EVENTS.store(s.events.0, Relaxed);
     *EVENT_CHANNEL.write().unwrap() = s.event_channel.clone();
     *TABLES.write().unwrap() = s.tables.clone();
@@ -70,6 +76,18 @@ pub fn max_staleness_ms() -> i64 {
 /// How stale a hit may be while PostgreSQL cannot be reached; negative: unbounded.
 pub fn stale_if_error_ms() -> i64 {
     STALE_IF_ERROR_MS.load(Relaxed)
+}
+/// Most rows a PGCACHE.QUERY result may have to be cached.
+pub fn query_max_rows() -> u64 {
+    QUERY_MAX_ROWS.load(Relaxed)
+}
+/// Most bytes a PGCACHE.QUERY result may have to be cached.
+pub fn query_max_bytes() -> u64 {
+    QUERY_MAX_BYTES.load(Relaxed)
+}
+/// Most statement spellings PGCACHE.QUERY remembers.
+pub fn query_max_statements() -> usize {
+    QUERY_MAX_STATEMENTS.load(Relaxed) as usize
 }
 pub fn multiread_max() -> usize {
     MULTIREAD_MAX.load(Relaxed) as usize

@@ -138,6 +138,12 @@ pub struct Settings {
     /// How stale a hit may be while PostgreSQL cannot be reached, in milliseconds (-1:
     /// unbounded).
     pub stale_if_error_ms: i64,
+    /// Most rows a PGCACHE.QUERY result may have to be cached.
+    pub query_max_rows: u64,
+    /// Most bytes (of its JSON) a PGCACHE.QUERY result may have to be cached.
+    pub query_max_bytes: u64,
+    /// Most statement spellings PGCACHE.QUERY remembers.
+    pub query_max_statements: u64,
     /// Registers PGCACHE.DEBUG (fault injection for tests), like Redis's enable-debug-command.
     pub debug_commands: bool,
     /// Calls at least this slow go in PGCACHE.SLOWLOG (0: all, negative: none).
@@ -179,6 +185,9 @@ impl Settings {
             after_wait_ms: 0,
             max_staleness_ms: 0,
             stale_if_error_ms: 0,
+            query_max_rows: 0,
+            query_max_bytes: 0,
+            query_max_statements: 0,
             debug_commands: false,
             slowlog_threshold_us: 0,
             slowlog_max_len: 0,

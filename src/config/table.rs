@@ -146,7 +146,7 @@ fn path(value: &Option<PathBuf>) -> String {
 const TTL: &str = "a TTL in whole seconds";
 
 /// Every setting, in the order the README and HEALTH list them.
-pub static SETTINGS: [Setting; 36] = [
+pub static SETTINGS: [Setting; 39] = [
     Setting {
         name: "pg_url",
         libpq_env: None,
@@ -577,6 +577,37 @@ pub static SETTINGS: [Setting; 36] = [
         runtime: true,
         help: "while PostgreSQL cannot be reached, hits are still served if the change feed vouched for the cache at most this long ago (`0`: never past max_staleness_ms, `-1`: unbounded)",
         show: Some(|s| s.stale_if_error_ms.to_string()),
+    },
+    Setting {
+        name: "query_max_rows",
+        libpq_env: None,
+        initial: Initial::Value("10000"),
+        accepts: int(0, 100_000_000, "rows", |s, v| s.query_max_rows = v as u64),
+        runtime: true,
+        help: "a PGCACHE.QUERY result with more rows is answered but not cached",
+        show: Some(|s| s.query_max_rows.to_string()),
+    },
+    Setting {
+        name: "query_max_bytes",
+        libpq_env: None,
+        initial: Initial::Value("1048576"),
+        accepts: int(0, 512 * 1024 * 1024, "bytes", |s, v| {
+            s.query_max_bytes = v as u64
+        }),
+        runtime: true,
+        help: "a PGCACHE.QUERY result whose JSON is longer is answered but not cached",
+        show: Some(|s| s.query_max_bytes.to_string()),
+    },
+    Setting {
+        name: "query_max_statements",
+        libpq_env: None,
+        initial: Initial::Value("10000"),
+        accepts: int(1, 1_000_000, "statements", |s, v| {
+            s.query_max_statements = v as u64
+        }),
+        runtime: true,
+        help: "most statement spellings PGCACHE.QUERY remembers (parsed and learned from the catalog once each); past it the least recently used is forgotten",
+        show: Some(|s| s.query_max_statements.to_string()),
     },
     Setting {
         name: "debug_commands",

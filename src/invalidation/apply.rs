@@ -25,6 +25,7 @@ use crate::model::event::EventKind;
 use crate::model::key::CanonicalPk;
 use crate::model::lsn::Lsn;
 use crate::pg::schema::TableSchema;
+use crate::query::generations;
 use crate::redis::main_thread::Task;
 use crate::redis::role::writable;
 use crate::stats;
@@ -444,6 +445,7 @@ fn apply_for_a_slice(context: &Context) -> bool {
         };
         start_flushes(context, &mut changes);
         let dbs = dbs.get_or_insert_with(|| cache::dbs_with_keys(context));
+        end_generations(context, &changes, dbs);
         while let Some((schema, pk)) = changes.deletes.pop() {
             cache::delete_in(context, &pk.cache_key(&schema.key_prefix), dbs);
             stats::INVALIDATIONS_BY_POSTGRES.inc();
@@ -471,6 +473,19 @@ fn apply_for_a_slice(context: &Context) -> bool {
         }
         if Instant::now() >= deadline {
             return !MAILBOX.lock().unwrap().queue.is_empty();
+        }
+    }
+}
+
+/// Ends the generation of every table `changes` deletes rows of: the query results that
+/// read those tables are not served again (`query::generations`). Once per table; a
+/// remainder applied in a later slice ends them again, which costs nothing.
+fn end_generations(ctx: &Context, changes: &Changes, dbs: &[i32]) {
+    let mut ended: Vec<&str> = Vec::new();
+    for (schema, _) in &changes.deletes {
+        if !ended.contains(&schema.key_prefix.as_str()) {
+            ended.push(&schema.key_prefix);
+            generations::end(ctx, &schema.key_prefix, dbs);
         }
     }
 }

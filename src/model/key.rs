@@ -386,6 +386,23 @@ fn canonical_value(kind: KeyKind, value: &Value) -> Result<(String, String), Err
     }
 }
 
+/// The canonical spelling of a query parameter of a column type's `kind` (PGCACHE.QUERY):
+/// integers and uuids as keys spell them, booleans as `true`/`false`; every other type as
+/// sent, since only PostgreSQL knows which of its spellings are one value (`1.50` and `1.5`
+/// are equal numerics that display differently), and distinct spellings only cost a miss.
+pub fn canonical_param(kind: KeyKind, text: &str) -> Result<String, Error> {
+    match kind {
+        KeyKind::Integer { min, max } => integer_in_range(text.trim(), min, max),
+        KeyKind::Uuid => canonical_uuid(text.trim()),
+        KeyKind::Bool => Ok(match text.trim().to_ascii_lowercase().as_str() {
+            "t" | "true" | "y" | "yes" | "on" | "1" => "true".into(),
+            "f" | "false" | "n" | "no" | "off" | "0" => "false".into(),
+            _ => text.to_string(),
+        }),
+        KeyKind::Decimal | KeyKind::Text | KeyKind::Rendered(_) => Ok(text.to_string()),
+    }
+}
+
 /// The canonical text of the integer `scalar`, checked against the column's range.
 fn integer_in_range(scalar: &str, min: i128, max: i128) -> Result<String, Error> {
     let n = canonical_integer(scalar)?;

@@ -105,3 +105,31 @@ pub fn is_schema_change(e: &Failure) -> bool {
     e.as_db_error()
         .is_some_and(|db| SCHEMA_CHANGED.contains(db.code()))
 }
+
+/// The reply for an error of a statement PGCACHE.QUERY ran or prepared: what PostgreSQL
+/// said of it, or that PostgreSQL could not be reached.
+pub fn statement_error(e: &Failure) -> Error {
+    let Some(db) = e.as_db_error() else {
+        return Error::postgres(format!("PostgreSQL unavailable: {}", describe(e)));
+    };
+    let code = db.code();
+    let reason = if unavailable(code) {
+        format!(
+            "PostgreSQL unavailable: {} (SQLSTATE {})",
+            db.message(),
+            code.code()
+        )
+    } else if *code == SqlState::QUERY_CANCELED {
+        format!(
+            "the statement was canceled: it ran longer than pgcache.statement_timeout_ms ({})",
+            db.message()
+        )
+    } else {
+        format!(
+            "PostgreSQL refused the statement: {} (SQLSTATE {})",
+            db.message(),
+            code.code()
+        )
+    };
+    Error::postgres(reason)
+}

@@ -364,6 +364,13 @@ impl Connection {
         result
     }
 
+    /// Prepares `sql` without running it: what PostgreSQL makes of its parameters and
+    /// columns (PGCACHE.QUERY learns a statement's parameter types this way).
+    pub fn prepare(&mut self, sql: &str) -> Result<tokio_postgres::Statement, Failure> {
+        let patience = self.patience;
+        self.with_retry(|conn| conn.session.prepare(sql, patience))
+    }
+
     /// Runs statements that return no rows (`LISTEN`, `SET`, `SELECT 1`).
     pub fn batch_execute(&mut self, sql: &str) -> Result<(), Failure> {
         let patience = self.patience;

@@ -168,6 +168,14 @@ impl Arg {
     pub const fn ttl() -> Arg {
         Arg::integer("ttl").optional()
     }
+    /// `[TTL <seconds>]`: how long a result is cached (PGCACHE.QUERY, whose parameters
+    /// come before it).
+    pub const fn ttl_seconds() -> Arg {
+        Arg {
+            token: Some("TTL"),
+            ..Arg::integer("seconds").optional()
+        }
+    }
     /// `[AFTER <lsn>]`: the reply reflects every transaction committed up to that position.
     pub const fn after() -> Arg {
         Arg {

@@ -186,6 +186,14 @@ pub static BYPASSED_STALE: Counter = Counter::new();
 pub static SERVED_STALE: Counter = Counter::new();
 /// Requests that needed PostgreSQL refused at once during a known outage (circuit open).
 pub static MISSES_REFUSED_OUTAGE: Counter = Counter::new();
+/// PGCACHE.QUERY results answered from the cache.
+pub static QUERY_HITS: Counter = Counter::new();
+/// PGCACHE.QUERY results run on PostgreSQL.
+pub static QUERY_MISSES: Counter = Counter::new();
+/// PGCACHE.QUERY results answered but not cached: over `query_max_rows` or `query_max_bytes`.
+pub static QUERY_TOO_BIG: Counter = Counter::new();
+/// Statement spellings forgotten to keep the statement table within `query_max_statements`.
+pub static QUERY_STATEMENTS_EVICTED: Counter = Counter::new();
 
 /// pgcache's own part of the invalidation lag: from a change reaching pgcache (a
 /// notification, or a replicated transaction's commit, read) to its deletions applied, for
@@ -342,7 +350,7 @@ pub fn tables() -> Vec<Arc<TableStats>> {
 }
 
 /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them.
-static NAMED: [(&str, &Counter); 25] = [
+static NAMED: [(&str, &Counter); 29] = [
     ("hits", &HITS),
     ("negative_hits", &NEGATIVE_HITS),
     ("misses", &MISSES),
@@ -371,6 +379,10 @@ static NAMED: [(&str, &Counter); 25] = [
     ("bypassed_stale", &BYPASSED_STALE),
     ("served_stale", &SERVED_STALE),
     ("refused_outage", &MISSES_REFUSED_OUTAGE),
+    ("query_hits", &QUERY_HITS),
+    ("query_misses", &QUERY_MISSES),
+    ("query_results_too_big", &QUERY_TOO_BIG),
+    ("query_statements_evicted", &QUERY_STATEMENTS_EVICTED),
 ];
 
 /// Every counter's value, in reporting order.

@@ -14,6 +14,7 @@ mod invalidation;
 mod keys;
 mod metrics;
 mod multiread;
+mod query;
 mod read;
 mod readme;
 mod replication;

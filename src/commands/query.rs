@@ -1,0 +1,378 @@
+//! PGCACHE.QUERY <sql> <nparams> [param ...] [TTL seconds] [AFTER lsn] [MAXSTALE ms]
+//!
+//! The result of a parameterised SELECT as one JSON array of row objects. A hit is a lookup
+//! of the statement's text in the statement table, the parameters canonicalised, the
+//! generations of its tables read, one hash and one key opened: no SQL is parsed. A miss runs
+//! the statement on a worker in a READ ONLY transaction and caches its result under the key
+//! built before it ran (`query::generations` says why that is never stale). A statement seen
+//! for the first time is parsed and learned from the catalog on the worker first.
+
+use crate::cache;
+use crate::cache::bypass;
+use crate::cache::fill::{self, FillTicket, LeadOrWait, Outcome};
+use crate::cache::miss::Read;
+use crate::cache::worker;
+use crate::commands::docs::{Arg, Command, Keys, Params};
+use crate::commands::{ReadOptions, ttl_arg, utf8};
+use crate::config::current;
+use crate::error::{Error, Result};
+use crate::pg::errors::statement_error;
+use crate::pg::pool::Connection;
+use crate::query::key::{canonical_params, result_key};
+use crate::query::statement;
+use crate::query::{Statement, catalog, generations, statements};
+use crate::redis::acl;
+use crate::redis::cluster;
+use crate::redis::keyspace;
+use crate::redis::main_thread;
+use crate::redis::reply;
+use crate::requests::blocked::Completion;
+use crate::requests::reply::Reply;
+use crate::stats;
+use redis_module::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub static QUERY: Command = Command {
+    name: "pgcache.query",
+    entry: super::command_fn!(QUERY),
+    handler: query,
+    tracked: None,
+    flags: "readonly",
+    summary: "Returns a SELECT's result as a JSON array of rows, from the cache or, on a miss, \
+              from PostgreSQL",
+    since: "0.3.0",
+    complexity: "O(parameters) on a hit; one PostgreSQL query on a miss",
+    keys: Keys::None,
+    tips: "",
+    args: Params::new(&[
+        Arg::text("sql"),
+        Arg::integer("nparams"),
+        Arg::text("param").optional().multiple(),
+        Arg::ttl_seconds(),
+        Arg::after(),
+        Arg::max_stale(),
+    ]),
+};
+
+/// How long a worker waits for the main thread to read a new statement's generations.
+const GENERATIONS_LIMIT: Duration = Duration::from_millis(100);
+
+/// A call's arguments.
+struct Call<'a> {
+    sql: &'a [u8],
+    params: &'a [&'a [u8]],
+    ttl: u64,
+    options: ReadOptions,
+}
+
+fn parse_call<'a>(args: &'a [&'a [u8]]) -> Result<Call<'a>> {
+    let nparams: usize = utf8(args[2], "nparams")?.parse().map_err(|_| {
+        Error::invalid(format!(
+            "nparams must be the number of parameters that follow the statement, got {:?}",
+            String::from_utf8_lossy(args[2])
+        ))
+    })?;
+    let given = args.len() - 3;
+    if nparams > given {
+        return Err(Error::invalid(format!(
+            "nparams is {nparams} but only {given} arguments follow it"
+        )));
+    }
+    let (params, rest) = args[3..].split_at(nparams);
+    let mut ttl = None;
+    let mut others: Vec<&[u8]> = Vec::new();
+    let mut rest = rest.iter();
+    while let Some(arg) = rest.next() {
+        if arg.eq_ignore_ascii_case(b"TTL") && ttl.is_none() {
+            ttl = ttl_arg(Some(rest.next().ok_or_else(|| {
+                Error::invalid("TTL needs a number of seconds, such as TTL 60")
+            })?))?;
+        } else {
+            others.push(arg);
+        }
+    }
+    let options = ReadOptions::parse_many(&others)?;
+    if options.ttl.is_some() {
+        return Err(Error::invalid(
+            "after the parameters come [TTL <seconds>], [AFTER <lsn>] and [MAXSTALE <ms>]; \
+             is nparams right?",
+        ));
+    }
+    Ok(Call {
+        sql: args[1],
+        params,
+        ttl: ttl.unwrap_or_else(current::default_ttl),
+        options,
+    })
+}
+
+pub fn query(ctx: &Context, args: &[&[u8]]) -> Reply {
+    let call = match parse_call(args) {
+        Ok(call) => call,
+        Err(e) => return e.into(),
+    };
+    let read = match call.options.read() {
+        Ok(read) => read,
+        Err(e) => return e.into(),
+    };
+    match statements::get(call.sql) {
+        Some(statement) => known(ctx, statement, &call, read).unwrap_or_else(Reply::from),
+        None => first_sight(ctx, &call, read),
+    }
+}
+
+/// A statement learned before: the hit path, or a miss run on a worker.
+fn known(ctx: &Context, statement: Arc<Statement>, call: &Call, read: Read) -> Result<Reply> {
+    takes(&statement, call.params.len())?;
+    let params = canonical_params(&statement, call.params)?;
+    may_read_tables(ctx, &statement)?;
+    let Some(key) = key_now(ctx, &statement, &params) else {
+        return Ok(run(ctx, statement, params, None));
+    };
+    if read == Read::Cached {
+        if !bypass::bypassed(key.as_bytes()) && reply_if_cached(ctx, &key) {
+            statement.stats.hits.inc();
+            stats::QUERY_HITS.inc();
+            return Ok(Reply::Sent);
+        }
+        let timeout_ms = current::request_timeout_ms();
+        let key: Arc<str> = key.into();
+        return Ok(
+            match fill::lead_or_wait(ctx, key, timeout_ms, &statement.stats, "") {
+                LeadOrWait::Wait => Reply::Blocked,
+                LeadOrWait::Lead(ticket) => run(ctx, statement, params, Some((ticket, call.ttl))),
+            },
+        );
+    }
+    // The client's own write may be newer than the cache, or the feed cannot vouch for it:
+    // PostgreSQL answers, and its answer may be cached (taken after the key's generations).
+    let ticket = fill::lead(key.into());
+    Ok(run(ctx, statement, params, Some((ticket, call.ttl))))
+}
+
+/// Refuses a call whose parameter count is not the statement's.
+fn takes(statement: &Statement, given: usize) -> Result<()> {
+    if statement.params.len() == given {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "the statement takes {} parameters ($1..${}), got nparams {given}",
+        statement.params.len(),
+        statement.params.len()
+    )))
+}
+
+/// The client's ACL user must be allowed to read every table the statement reads, as READ
+/// checks the row's key: the generation key stands for the table's keys.
+fn may_read_tables(ctx: &Context, statement: &Statement) -> Result<()> {
+    for table in &statement.tables {
+        if !cache::readable(ctx, table.key_prefix.as_bytes(), b"~gen") {
+            return Err(acl::no_read_permission(&generations::key_name(
+                &table.key_prefix,
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The result's key under the current generations, in the context's DB; None where results
+/// are not cached (a cluster node, for now; a replica before its primary made the
+/// generations).
+fn key_now(ctx: &Context, statement: &Statement, params: &[String]) -> Option<String> {
+    if cluster::enabled() {
+        return None;
+    }
+    let prefix = current::cache_prefix();
+    let generations = generations::current(ctx, &prefix, &statement.tables)?;
+    Some(result_key(&prefix, statement, params, &generations))
+}
+
+fn reply_if_cached(ctx: &Context, key: &str) -> bool {
+    keyspace::with_name(ctx, key.as_bytes(), |k| {
+        keyspace::read_string(ctx, k, |value| reply::bulk(ctx, value))
+    })
+    .is_some()
+}
+
+/// Runs the statement on a worker; with a ticket, its result is cached for `ttl` seconds
+/// under the ticket's key.
+fn run(
+    ctx: &Context,
+    statement: Arc<Statement>,
+    params: Vec<String>,
+    fill: Option<(FillTicket, u64)>,
+) -> Reply {
+    worker::submit(
+        ctx,
+        Box::new(move |conn| {
+            let outcome = execute(conn, &statement, &params);
+            Ok(completion(statement, outcome, fill))
+        }),
+    )
+}
+
+/// A statement not in the statement table: parsed on a worker (and learned from the
+/// catalog unless another spelling of it was), then answered from the cache if it holds the
+/// result, else run, the result cached under the key of the generations the main thread
+/// read before it ran.
+fn first_sight(ctx: &Context, call: &Call, read: Read) -> Reply {
+    let sql = call.sql.to_vec();
+    let params: Vec<Vec<u8>> = call.params.iter().map(|p| p.to_vec()).collect();
+    let ttl = call.ttl;
+    let db = keyspace::selected_db(ctx);
+    worker::submit(
+        ctx,
+        Box::new(move |conn| {
+            let statement = learn(conn, &sql)?;
+            takes(&statement, params.len())?;
+            let refs: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
+            let params = canonical_params(&statement, &refs)?;
+            let Some((key, cached)) = look_up_from_worker(db, &statement, &params, read) else {
+                let outcome = execute(conn, &statement, &params);
+                return Ok(completion(statement, outcome, None));
+            };
+            if let Some(result) = cached {
+                return Ok(cached_completion(statement, result));
+            }
+            let fill = Some((fill::lead(key.into()), ttl));
+            let outcome = execute(conn, &statement, &params);
+            Ok(completion(statement, outcome, fill))
+        }),
+    )
+}
+
+/// The statement `sql` spells: parsed, and learned from the catalog unless another
+/// spelling of it was; remembered under this spelling.
+fn learn(conn: &mut Connection, sql: &[u8]) -> Result<Arc<Statement>> {
+    let text =
+        std::str::from_utf8(sql).map_err(|_| Error::invalid("the statement is not valid UTF-8"))?;
+    let parsed = statement::parse(text)?;
+    let statement = match statements::with_canonical(&parsed.canonical) {
+        Some(statement) => statement,
+        None => {
+            let learned = catalog::learn(conn, &parsed)?;
+            let run_sql = catalog::run_sql(&parsed, &learned.params)?;
+            Arc::new(Statement::new(
+                parsed.canonical,
+                learned.params,
+                learned.tables,
+                run_sql,
+            ))
+        }
+    };
+    statements::remember(sql, statement.clone());
+    Ok(statement)
+}
+
+/// From a worker: the result's key under the generations of the client's DB `db`, and the
+/// result if the cache holds it and the read may take it from there (None: results are not
+/// cached here now, or the main thread did not answer in time).
+fn look_up_from_worker(
+    db: i32,
+    statement: &Arc<Statement>,
+    params: &[String],
+    read: Read,
+) -> Option<(String, Option<String>)> {
+    if read == Read::Unvouched {
+        return None;
+    }
+    let (statement, params) = (statement.clone(), params.to_vec());
+    main_thread::ask(
+        move |ctx| {
+            let mut found = None;
+            keyspace::in_each_db(ctx, [db], |_| {
+                found = key_now(ctx, &statement, &params).map(|key| {
+                    let cached = (read == Read::Cached && !bypass::bypassed(key.as_bytes()))
+                        .then(|| cached_value(ctx, &key))
+                        .flatten();
+                    (key, cached)
+                });
+            });
+            found
+        },
+        GENERATIONS_LIMIT,
+    )
+    .flatten()
+}
+
+fn cached_value(ctx: &Context, key: &str) -> Option<String> {
+    keyspace::with_name(ctx, key.as_bytes(), |k| {
+        keyspace::read_string(ctx, k, |value| String::from_utf8_lossy(value).into_owned())
+    })
+}
+
+/// Answers a new spelling's call from the cache (the result was cached under another).
+fn cached_completion(statement: Arc<Statement>, result: String) -> Completion {
+    Box::new(move |ctx| {
+        if let Err(e) = may_read_tables(ctx, &statement) {
+            return Reply::Error(e);
+        }
+        statement.stats.hits.inc();
+        stats::QUERY_HITS.inc();
+        Reply::Bulk(result)
+    })
+}
+
+/// What a run found: the result as JSON and its row count.
+type Run = Result<(String, u64)>;
+
+/// Runs the statement in a READ ONLY transaction (under the session's statement_timeout).
+fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) -> Run {
+    conn.batch_execute("BEGIN READ ONLY")
+        .map_err(|e| statement_error(&e))?;
+    let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let rows = conn.query(&statement.run_sql, &values);
+    let end = conn.batch_execute(if rows.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    let rows = rows.map_err(|e| statement_error(&e))?;
+    end.map_err(|e| statement_error(&e))?;
+    let row = rows
+        .first()
+        .ok_or_else(|| Error::internal("the statement's result came back without its row"))?;
+    let count: i64 = row.get(1);
+    Ok((row.get(0), count as u64))
+}
+
+/// The main-thread half of a run: cache the result when a ticket came with it, it is not
+/// too big, and the cache admits it; then reply.
+fn completion(
+    statement: Arc<Statement>,
+    outcome: Run,
+    fill: Option<(FillTicket, u64)>,
+) -> Completion {
+    Box::new(move |ctx| {
+        // A statement seen for the first time had its tables' permissions unchecked so far.
+        if let Err(e) = may_read_tables(ctx, &statement) {
+            return Reply::Error(e);
+        }
+        statement.stats.misses.inc();
+        stats::QUERY_MISSES.inc();
+        let shared: Outcome = match &outcome {
+            Ok((json, _)) => Ok(Some(json.clone())),
+            Err(e) => Err(e.clone()),
+        };
+        if let Some((ticket, ttl)) = fill {
+            ticket.answer_waiters(&shared);
+            let (key, fresh) = ticket.finish(&shared);
+            if let Ok((json, rows)) = &outcome
+                && fresh
+            {
+                if *rows > current::query_max_rows()
+                    || json.len() as u64 > current::query_max_bytes()
+                {
+                    stats::QUERY_TOO_BIG.inc();
+                } else {
+                    let admission = cache::admission(ctx, &key);
+                    cache::write_fetched(ctx, admission, &key, None, Some(json), ttl);
+                }
+            }
+        }
+        match outcome {
+            Ok((json, _)) => Reply::Bulk(json),
+            Err(e) => Reply::Error(e),
+        }
+    })
+}

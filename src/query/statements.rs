@@ -1,0 +1,79 @@
+//! The statement table: a statement's text as clients send it → what was learned of it, so a
+//! hit finds its statement with one hash lookup and never parses SQL. Every spelling has its
+//! own entry (all of a statement's spellings share the learned `Statement` they map to by
+//! its canonical text). Bounded by `query_max_statements`: past it, the least recently used
+//! spelling is forgotten (learned again, one catalog round, when it comes back).
+
+use crate::config::current;
+use crate::query::Statement;
+use crate::stats;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+struct Entry {
+    statement: Arc<Statement>,
+    /// `Table::clock` at its last use.
+    used: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    by_text: HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
+    clock: u64,
+}
+
+/// Touched by the main thread (lookups) and workers (statements learned).
+static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+
+fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
+    let mut guard = TABLE.lock().unwrap_or_else(|p| p.into_inner());
+    f(guard.get_or_insert_with(Table::default))
+}
+
+/// The statement `text` names, if it was learned and not forgotten since.
+pub fn get(text: &[u8]) -> Option<Arc<Statement>> {
+    with_table(|table| {
+        table.clock += 1;
+        let clock = table.clock;
+        let entry = table.by_text.get_mut(text)?;
+        entry.used = clock;
+        Some(entry.statement.clone())
+    })
+}
+
+/// The statement learned under another spelling with this canonical text, if any: a new
+/// spelling of it needs no catalog round.
+pub fn with_canonical(canonical: &str) -> Option<Arc<Statement>> {
+    with_table(|table| {
+        table
+            .by_text
+            .values()
+            .find(|e| e.statement.canonical == canonical)
+            .map(|e| e.statement.clone())
+    })
+}
+
+/// Remembers `statement` under the spelling `text`.
+pub fn remember(text: &[u8], statement: Arc<Statement>) {
+    let limit = current::query_max_statements().max(1);
+    with_table(|table| {
+        table.clock += 1;
+        let used = table.clock;
+        while table.by_text.len() >= limit && !table.by_text.contains_key(text) {
+            evict_least_recently_used(table);
+        }
+        table.by_text.insert(text.into(), Entry { statement, used });
+    })
+}
+
+fn evict_least_recently_used(table: &mut Table) {
+    let oldest = table
+        .by_text
+        .iter()
+        .min_by_key(|(_, e)| e.used)
+        .map(|(text, _)| text.clone());
+    if let Some(text) = oldest {
+        table.by_text.remove(&text);
+        stats::QUERY_STATEMENTS_EVICTED.inc();
+    }
+}

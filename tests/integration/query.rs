@@ -1,0 +1,274 @@
+//! PGCACHE.QUERY: SELECT results cached and dropped when a table they read changes.
+use pgcache_testkit::*;
+use std::time::Duration;
+
+const ORDERS_SQL: &str = "
+    CREATE TABLE orders (id integer PRIMARY KEY, user_id integer NOT NULL, total numeric NOT NULL,
+                         placed timestamptz NOT NULL DEFAULT '2024-05-01T10:00:00Z');
+    INSERT INTO orders SELECT g, 1 + g % 5, g * 1.10, '2024-05-01T10:00:00Z'::timestamptz + g * interval '1 hour'
+      FROM generate_series(1, 50) g;
+";
+
+fn watched() -> Stack {
+    let stack = Stack::start(&format!("{USERS_SQL} {ORDERS_SQL} {TRIGGER_SQL}"));
+    stack.pg.execute("SELECT pgcache_watch('users')");
+    stack.pg.execute("SELECT pgcache_watch('orders')");
+    stack
+}
+
+fn query(con: &mut redis::Connection, sql: &str, params: &[&str]) -> redis::RedisResult<String> {
+    redis::cmd("PGCACHE.QUERY")
+        .arg(sql)
+        .arg(params.len())
+        .arg(params)
+        .query(con)
+}
+
+/// PostgreSQL's own answer to `sql` (integer parameters given as text), as JSON.
+fn postgres_answer(stack: &Stack, sql: &str, params: &[&str]) -> serde_json::Value {
+    use postgres::types::{ToSql, Type};
+    let mut pg = stack.pg.client();
+    let wrapped = format!("SELECT COALESCE(json_agg(q), '[]')::text FROM ({sql}) q");
+    let statement = pg.prepare(&wrapped).unwrap();
+    let typed: Vec<Box<dyn ToSql + Sync>> = statement
+        .params()
+        .iter()
+        .zip(params)
+        .map(|(t, v)| -> Box<dyn ToSql + Sync> {
+            match *t {
+                Type::INT4 => Box::new(v.parse::<i32>().unwrap()),
+                Type::INT8 => Box::new(v.parse::<i64>().unwrap()),
+                _ => Box::new(v.to_string()),
+            }
+        })
+        .collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = typed.iter().map(|b| b.as_ref()).collect();
+    let text: String = pg.query_one(&statement, &refs).unwrap().get(0);
+    json(&text)
+}
+
+/// Queries until the answer comes from the cache (a start's first reads are answered but
+/// not cached until the change feed listens), and returns it.
+fn query_until_cached(con: &mut redis::Connection, sql: &str, params: &[&str]) -> String {
+    wait_for(
+        &format!("{sql} to be cached"),
+        Duration::from_secs(10),
+        || {
+            let hits = stats_figure(con, "query_hits");
+            let answer = query(con, sql, params).unwrap();
+            (stats_figure(con, "query_hits") > hits).then_some(answer)
+        },
+    )
+}
+
+#[test]
+fn a_result_is_a_json_array_of_rows_typed_like_read_and_cached() {
+    let stack = watched();
+    let mut con = stack.con();
+    let sql = "SELECT id, total, placed FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT 3";
+    let answer = query_until_cached(&mut con, sql, &["2"]);
+    assert_eq!(json(&answer), postgres_answer(&stack, sql, &["2"]));
+    let rows = json(&answer);
+    assert_eq!(rows.as_array().unwrap().len(), 3);
+    assert_eq!(rows[0]["id"], 46);
+    assert!(
+        rows[0]["total"].is_number(),
+        "numeric stays a number: {answer}"
+    );
+    assert_eq!(
+        rows[0]["total"].to_string(),
+        "50.60",
+        "numeric keeps its digits"
+    );
+    assert!(
+        answer.starts_with(r#"[{"id":46,"total":50.60,"placed":"#),
+        "column order: {answer}"
+    );
+
+    // Other spellings of the statement and of its parameter share the entry.
+    let hits = stats_figure(&mut con, "query_hits");
+    let spelled = "select ID, TOTAL, placed\n from ORDERS /* mine */ where user_id = ? order by id desc limit 3";
+    assert_eq!(query(&mut con, spelled, &["0002"]).unwrap(), answer);
+    assert_eq!(query(&mut con, sql, &["+2"]).unwrap(), answer);
+    assert_eq!(stats_figure(&mut con, "query_hits"), hits + 2);
+
+    // No rows: an empty array.
+    assert_eq!(query_until_cached(&mut con, sql, &["999"]), "[]");
+}
+
+#[test]
+fn a_committed_change_drops_the_results_of_the_tables_it_changed_and_keeps_the_rest() {
+    let stack = watched();
+    let mut con = stack.con();
+    let by_user = "SELECT id, total FROM orders WHERE user_id = $1 ORDER BY id";
+    let counted =
+        "SELECT count(*) AS n FROM orders o JOIN users u ON u.id = o.user_id WHERE u.name = $1";
+    let user = "SELECT name FROM users WHERE id = $1";
+    let before = query_until_cached(&mut con, by_user, &["3"]);
+    query_until_cached(&mut con, counted, &["user3"]);
+    query_until_cached(&mut con, user, &["4"]);
+
+    stack
+        .pg
+        .execute("INSERT INTO orders (id, user_id, total) VALUES (1000, 3, 9.99)");
+    // Served again only once the change is applied, and then never the old answer.
+    let after = wait_for(
+        "the new order in the result",
+        Duration::from_secs(10),
+        || {
+            let answer = query(&mut con, by_user, &["3"]).unwrap();
+            (answer != before).then_some(answer)
+        },
+    );
+    assert_eq!(json(&after), postgres_answer(&stack, by_user, &["3"]));
+    assert_eq!(
+        json(&query(&mut con, counted, &["user3"]).unwrap()),
+        postgres_answer(&stack, counted, &["user3"])
+    );
+    // The users result read no orders: still a hit.
+    let hits = stats_figure(&mut con, "query_hits");
+    query(&mut con, user, &["4"]).unwrap();
+    assert_eq!(stats_figure(&mut con, "query_hits"), hits + 1);
+
+    // TRUNCATE drops every result over the table.
+    let cached = query_until_cached(&mut con, by_user, &["3"]);
+    stack.pg.execute("TRUNCATE orders");
+    wait_for("the truncated result", Duration::from_secs(10), || {
+        (query(&mut con, by_user, &["3"]).unwrap() != cached).then_some(())
+    });
+    assert_eq!(query(&mut con, by_user, &["3"]).unwrap(), "[]");
+}
+
+#[test]
+fn statements_that_cannot_be_cached_are_refused_with_the_reason() {
+    let stack = watched();
+    stack.pg.log_app_statements();
+    let mut con = stack.con();
+    for (sql, reason) in [
+        ("UPDATE users SET name = 'x'", "SELECT statements only"),
+        ("SELECT 1; SELECT 2", "exactly one statement"),
+        ("SELECT * INTO copy FROM users", "SELECT INTO"),
+        ("SELECT * FROM users FOR UPDATE", "FOR UPDATE"),
+        (
+            "WITH gone AS (DELETE FROM users RETURNING *) SELECT * FROM gone",
+            "data-modifying",
+        ),
+        (
+            "SELECT * FROM users WHERE id < now()::text::int",
+            "now() is STABLE",
+        ),
+        ("SELECT random() FROM users", "random() is VOLATILE"),
+        ("SELECT nextval('s')", "does not exist"),
+        ("SELECT current_user", "STABLE"),
+        ("SELECT * FROM pg_class", "system catalogs"),
+        ("SELECT * FROM information_schema.tables", "system catalogs"),
+        ("SELEC * FROM users", "does not parse"),
+        ("SELECT * FROM userz", "does not exist"),
+    ] {
+        let e = query(&mut con, sql, &[]).unwrap_err().to_string();
+        assert!(e.contains(reason), "{sql}: {e}");
+    }
+    // Nothing ran: PostgreSQL saw no statement of the users' and no row changed.
+    assert_eq!(stack.pg.logged_statements("DELETE FROM users"), 0);
+    let count: i64 = stack
+        .pg
+        .client()
+        .query_one("SELECT count(*) FROM users", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 200);
+    assert_eq!(cache_entries(&mut con), 0, "nothing cached");
+}
+
+#[test]
+fn bad_calls_get_clear_errors() {
+    let stack = watched();
+    let mut con = stack.con();
+    let sql = "SELECT name FROM users WHERE id = $1";
+    let e = |r: redis::RedisResult<String>| r.unwrap_err().to_string();
+    assert!(e(query(&mut con, sql, &[])).contains("takes 1 parameters"));
+    let wrong_count: redis::RedisResult<String> = redis::cmd("PGCACHE.QUERY")
+        .arg(sql)
+        .arg(3)
+        .arg("1")
+        .query(&mut con);
+    assert!(e(wrong_count).contains("nparams is 3"));
+    // Learned now; the parameter is checked against its type before PostgreSQL sees it.
+    query(&mut con, sql, &["1"]).unwrap();
+    assert!(e(query(&mut con, sql, &["abc"])).contains("parameter $1 (integer)"));
+    // A ? inside a literal or comment is no placeholder.
+    let answer = query(
+        &mut con,
+        "SELECT name, '?' AS mark FROM users WHERE id = ? -- is it ?",
+        &["5"],
+    )
+    .unwrap();
+    assert_eq!(
+        json(&answer),
+        serde_json::json!([{"name": "user5", "mark": "?"}])
+    );
+    let options: redis::RedisResult<String> = redis::cmd("PGCACHE.QUERY")
+        .arg(sql)
+        .arg(1)
+        .arg("1")
+        .arg("TTL")
+        .arg("60")
+        .arg("60")
+        .query(&mut con);
+    assert!(e(options).contains("is nparams right?"));
+    // A 1 MB statement is answered with an error, and the server stays up.
+    let huge = format!("SELECT 1 /* {} */ FROM", "x".repeat(1 << 20));
+    assert!(e(query(&mut con, &huge, &[])).contains("does not parse"));
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn results_over_the_limits_are_answered_but_not_cached() {
+    let stack = watched();
+    let mut con = stack.con();
+    config_set(&mut con, "pgcache.query_max_rows", "2").unwrap();
+    let sql = "SELECT id FROM orders WHERE user_id = $1";
+    let before = stats_figure(&mut con, "query_results_too_big");
+    wait_for("a result too big", Duration::from_secs(10), || {
+        let answer = query(&mut con, sql, &["1"]).unwrap();
+        assert_eq!(json(&answer).as_array().unwrap().len(), 10);
+        (stats_figure(&mut con, "query_results_too_big") > before).then_some(())
+    });
+    let hits = stats_figure(&mut con, "query_hits");
+    query(&mut con, sql, &["1"]).unwrap();
+    assert_eq!(stats_figure(&mut con, "query_hits"), hits);
+}
+
+#[test]
+fn a_user_reads_through_query_only_the_tables_read_would_let_it() {
+    let stack = watched();
+    let mut admin = stack.con();
+    add_acl_user(&mut admin, "orders_only", &["~pg_cache:orders:*", "+@all"]);
+    let mut con = connect_as(stack.redis.port, "orders_only", "pw");
+    query(&mut con, "SELECT count(*) FROM orders", &[]).unwrap();
+    let e = query(
+        &mut con,
+        "SELECT o.id FROM orders o JOIN users u ON u.id = o.user_id",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("pg_cache:users:"), "{e}");
+}
+
+#[test]
+fn the_statement_table_stays_bounded() {
+    let stack = watched();
+    let mut con = stack.con();
+    config_set(&mut con, "pgcache.query_max_statements", "10").unwrap();
+    for n in 0..40 {
+        query(
+            &mut con,
+            &format!("SELECT {n} AS n FROM users WHERE id = $1"),
+            &["1"],
+        )
+        .unwrap();
+    }
+    assert!(stats_figure(&mut con, "query_statements_evicted") >= 30);
+}
