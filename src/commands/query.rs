@@ -28,7 +28,8 @@ use crate::redis::main_thread;
 use crate::redis::reply;
 use crate::requests::blocked::Completion;
 use crate::requests::reply::Reply;
-use crate::stats;
+use crate::stats::slowlog::truncate_key;
+use crate::stats::{self, Tracked};
 use redis_module::Context;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub static QUERY: Command = Command {
     name: "pgcache.query",
     entry: super::command_fn!(QUERY),
     handler: query,
-    tracked: None,
+    tracked: Some(Tracked::Query),
     flags: "readonly",
     summary: "Returns a SELECT's result as a JSON array of rows, from the cache or, on a miss, \
               from PostgreSQL",
@@ -310,7 +311,7 @@ fn cached_completion(statement: Arc<Statement>, result: String) -> Completion {
         }
         statement.stats.hits.inc();
         stats::QUERY_HITS.inc();
-        Reply::Bulk(result)
+        described(Reply::Bulk(result), &statement, 0)
     })
 }
 
@@ -371,8 +372,13 @@ fn completion(
             }
         }
         match outcome {
-            Ok((json, _)) => Reply::Bulk(json),
-            Err(e) => Reply::Error(e),
+            Ok((json, rows)) => described(Reply::Bulk(json), &statement, rows),
+            Err(e) => described(Reply::Error(e), &statement, 0),
         }
     })
+}
+
+/// The reply, described for the slowlog and hooks by the statement it ran.
+fn described(reply: Reply, statement: &Statement, rows: u64) -> Reply {
+    reply.described(&statement.stats, truncate_key(&statement.canonical), rows)
 }

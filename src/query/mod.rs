@@ -36,7 +36,7 @@ pub struct Statement {
     pub tables: Vec<Arc<TableSchema>>,
     /// What a miss runs (`catalog::run_sql`).
     pub run_sql: String,
-    /// Its figures (slowlog descriptions and waiters of a fill report them).
+    /// Its figures (its calls' slowlog entries and latency, hits and misses).
     pub stats: Arc<TableStats>,
 }
 
@@ -49,7 +49,7 @@ impl Statement {
     ) -> Statement {
         let digest = openssl::sha::sha256(canonical.as_bytes());
         let stats = Arc::new(TableStats {
-            name: "(query)".into(),
+            name: crate::requests::tracked::QUERY_TABLE.into(),
             calls: Counter::new(),
             hits: Counter::new(),
             misses: Counter::new(),

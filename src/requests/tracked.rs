@@ -13,6 +13,10 @@ use crate::stats::{self, Tracked};
 use redis_module::Context;
 use std::time::Duration;
 
+/// What the slowlog and events show as the table of a PGCACHE.QUERY call (a statement may
+/// read several).
+pub const QUERY_TABLE: &str = "(query)";
+
 /// Where a call that waited for PostgreSQL spent its time before the reply callback.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timing {
@@ -98,8 +102,12 @@ pub fn failed(ctx: &Context, command: Tracked, args: &[&[u8]], error: &Error) {
 }
 
 /// The table and key a call named, as sent: arguments 1 and 2, or, for the commands that
-/// name a cache key, that key's parts (the whole key when it cannot be taken apart).
+/// name a cache key, that key's parts (the whole key when it cannot be taken apart); for
+/// QUERY, `(query)` and its statement.
 fn as_sent(command: Tracked, args: &[&[u8]]) -> (String, String) {
+    if command == Tracked::Query {
+        return (QUERY_TABLE.to_string(), argument(args, 1));
+    }
     if !matches!(command, Tracked::Get | Tracked::Mget) {
         return (argument(args, 1), argument(args, 2));
     }

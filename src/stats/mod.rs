@@ -211,10 +211,11 @@ pub enum Tracked {
     Flush,
     Get,
     Mget,
+    Query,
 }
 
 impl Tracked {
-    pub const ALL: [Tracked; 7] = [
+    pub const ALL: [Tracked; 8] = [
         Tracked::Read,
         Tracked::Multiread,
         Tracked::Write,
@@ -222,6 +223,7 @@ impl Tracked {
         Tracked::Flush,
         Tracked::Get,
         Tracked::Mget,
+        Tracked::Query,
     ];
 
     /// As STATS, INFO and the metrics name it (the command without `pgcache.`).
@@ -234,6 +236,7 @@ impl Tracked {
             Tracked::Flush => "flush",
             Tracked::Get => "get",
             Tracked::Mget => "mget",
+            Tracked::Query => "query",
         }
     }
 
@@ -243,7 +246,7 @@ impl Tracked {
     pub const fn timed_when_blocked(self) -> bool {
         matches!(
             self,
-            Tracked::Read | Tracked::Multiread | Tracked::Get | Tracked::Mget
+            Tracked::Read | Tracked::Multiread | Tracked::Get | Tracked::Mget | Tracked::Query
         )
     }
 
@@ -262,6 +265,7 @@ impl Tracked {
             (13, b'f') => Some(Tracked::Flush),
             (11, b'g') => Some(Tracked::Get),
             (12, b'm') => Some(Tracked::Mget),
+            (13, b'q') => Some(Tracked::Query),
             _ => None,
         }
     }

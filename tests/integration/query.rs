@@ -272,3 +272,83 @@ fn the_statement_table_stays_bounded() {
     }
     assert!(stats_figure(&mut con, "query_statements_evicted") >= 30);
 }
+
+/// Commits `sql` and returns the position a client would carry for AFTER.
+fn commit_and_position(stack: &Stack, sql: &str) -> String {
+    let mut pg = stack.pg.client();
+    pg.batch_execute(sql).unwrap();
+    pg.query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn after_its_own_write_a_client_never_gets_the_old_result() {
+    let stack = watched();
+    let mut con = stack.con();
+    let sql = "SELECT id, total FROM orders WHERE user_id = $1 ORDER BY id";
+    query_until_cached(&mut con, sql, &["4"]);
+    for n in 1..=30 {
+        let lsn = commit_and_position(
+            &stack,
+            &format!("UPDATE orders SET total = {n} WHERE id = 3"),
+        );
+        let answer: String = redis::cmd("PGCACHE.QUERY")
+            .arg(sql)
+            .arg(1)
+            .arg("4")
+            .arg("AFTER")
+            .arg(&lsn)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(
+            json(&answer)[0],
+            serde_json::json!({"id": 3, "total": n}),
+            "write {n}"
+        );
+    }
+}
+
+#[test]
+fn a_replica_serves_its_primary_s_results_and_drops_them_with_it() {
+    let stack = watched();
+    let replica = stack.start_replica();
+    let (mut primary, mut con) = (stack.con(), replica.connection());
+    let sql = "SELECT name FROM users WHERE id = $1";
+    query_until_cached(&mut primary, sql, &["9"]);
+    let answer = query_until_cached(&mut con, sql, &["9"]);
+    assert_eq!(json(&answer), serde_json::json!([{"name": "user9"}]));
+
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'nine' WHERE id = 9");
+    wait_for("the replica's new answer", Duration::from_secs(10), || {
+        (query(&mut con, sql, &["9"]).unwrap() == r#"[{"name":"nine"}]"#).then_some(())
+    });
+}
+
+#[test]
+fn slowlog_and_statistics_see_query_calls() {
+    let stack = watched();
+    let mut con = stack.con();
+    config_set(&mut con, "pgcache.slowlog_threshold_us", "0").unwrap();
+    let _: () = redis::cmd("PGCACHE.SLOWLOG")
+        .arg("RESET")
+        .query(&mut con)
+        .unwrap();
+    query(&mut con, "select name from USERS where id = ?", &["3"]).unwrap();
+    let entries: Vec<Vec<redis::Value>> = redis::cmd("PGCACHE.SLOWLOG")
+        .arg("GET")
+        .arg(10)
+        .query(&mut con)
+        .unwrap();
+    let text = |v: &redis::Value| redis::from_redis_value::<String>(v.clone()).unwrap();
+    let entry = entries
+        .iter()
+        .find(|e| text(&e[3]) == "query")
+        .expect("a slowlog entry for the QUERY miss");
+    assert_eq!(text(&entry[4]), "(query)");
+    assert_eq!(text(&entry[5]), "SELECT name FROM users WHERE id = $1");
+    assert_eq!(redis::from_redis_value::<i64>(entry[6].clone()).unwrap(), 1);
+    assert!(stats_figure(&mut con, "query_misses") >= 1);
+}
