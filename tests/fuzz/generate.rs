@@ -24,6 +24,8 @@ pub enum Expect {
     Count,
     /// CONFIG SET: `OK`, or Redis's refusal of the value.
     Config,
+    /// A query result: a JSON array of row objects.
+    Result,
 }
 
 /// One generated command.
@@ -289,6 +291,7 @@ const ARITY: &[(&str, usize, usize)] = &[
     ("PGCACHE.HEALTH", 0, 0),
     ("PGCACHE.SLOWLOG", 1, 2),
     ("PGCACHE.HOOK", 1, usize::MAX),
+    ("PGCACHE.QUERY", 2, usize::MAX),
 ];
 
 /// An argument, and whether it alone makes the command malformed.
@@ -381,8 +384,43 @@ fn arguments(rng: &mut Rng, name: &str) -> (Vec<Arg>, Expect) {
         },
         "PGCACHE.HEALTH" => (Vec::new(), Expect::Listing),
         "PGCACHE.SLOWLOG" => slowlog(rng),
+        "PGCACHE.QUERY" => query(rng),
         _ => hook(rng),
     }
+}
+
+/// Statements of the fuzz schema, with how many parameters they take (PGCACHE.QUERY may
+/// refuse some: a STABLE function, a system catalog).
+const STATEMENTS: &[(&str, usize)] = &[
+    ("SELECT id, name FROM users WHERE id = $1", 1),
+    ("select ID, name from USERS where id = ?", 1),
+    ("SELECT count(*) FROM users WHERE name = ? AND id > ?", 2),
+    ("SELECT * FROM v_users ORDER BY id LIMIT $1", 1),
+    ("SELECT u.id FROM users u JOIN things t ON t.code = u.name WHERE u.id IN ($1, $2)", 2),
+    ("SELECT * FROM events WHERE at < now()", 0),
+    ("SELECT * FROM pg_class", 0),
+    ("SELECT '?' AS q, $1::text AS p", 1),
+];
+
+/// PGCACHE.QUERY with statements of the schema, mutated or broken ones, and parameters of
+/// the right and wrong types and counts.
+fn query(rng: &mut Rng) -> (Vec<Arg>, Expect) {
+    let (sql, takes) = rng.pick(STATEMENTS);
+    let (sql, nparams, bad) = match rng.below(8) {
+        0 => (mutate(rng, sql.as_bytes().to_vec()), takes, false),
+        1 => (malformed(rng), takes, false),
+        2 => (sql.as_bytes().to_vec(), takes + 1, true),
+        _ => (sql.as_bytes().to_vec(), takes, false),
+    };
+    let mut args = vec![fine(sql), (nparams.to_string().into_bytes(), bad)];
+    for _ in 0..nparams.min(takes) {
+        args.push(fine(rng.pick(&["1", "007", "x", "", "-1", "99999999999"]).as_bytes()));
+    }
+    if rng.chance(20) {
+        args.push(fine(&b"TTL"[..]));
+        args.push(ttl(rng));
+    }
+    (args, Expect::Result)
 }
 
 /// PGCACHE.SLOWLOG GET [count] | LEN | RESET, and subcommands and counts it refuses.

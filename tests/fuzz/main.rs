@@ -87,6 +87,9 @@ fn check(sent: &Generated, reply: &redis::RedisResult<redis::Value>) -> Result<(
         Expect::Done | Expect::Config => ok(value),
         Expect::Listing => matches!(value, redis::Value::Array(_) | redis::Value::Map(_)),
         Expect::Count => matches!(value, redis::Value::Int(n) if *n >= 0),
+        Expect::Result => matches!(value, redis::Value::BulkString(bytes)
+            if matches!(serde_json::from_slice(bytes), Ok(serde_json::Value::Array(rows))
+                if rows.iter().all(serde_json::Value::is_object))),
     };
     if fits {
         Ok(())
