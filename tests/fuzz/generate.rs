@@ -396,7 +396,10 @@ const STATEMENTS: &[(&str, usize)] = &[
     ("select ID, name from USERS where id = ?", 1),
     ("SELECT count(*) FROM users WHERE name = ? AND id > ?", 2),
     ("SELECT * FROM v_users ORDER BY id LIMIT $1", 1),
-    ("SELECT u.id FROM users u JOIN things t ON t.code = u.name WHERE u.id IN ($1, $2)", 2),
+    (
+        "SELECT u.id FROM users u JOIN things t ON t.code = u.name WHERE u.id IN ($1, $2)",
+        2,
+    ),
     ("SELECT * FROM events WHERE at < now()", 0),
     ("SELECT * FROM pg_class", 0),
     ("SELECT '?' AS q, $1::text AS p", 1),
@@ -414,7 +417,10 @@ fn query(rng: &mut Rng) -> (Vec<Arg>, Expect) {
     };
     let mut args = vec![fine(sql), (nparams.to_string().into_bytes(), bad)];
     for _ in 0..nparams.min(takes) {
-        args.push(fine(rng.pick(&["1", "007", "x", "", "-1", "99999999999"]).as_bytes()));
+        args.push(fine(
+            rng.pick(&["1", "007", "x", "", "-1", "99999999999"])
+                .as_bytes(),
+        ));
     }
     if rng.chance(20) {
         args.push(fine(&b"TTL"[..]));

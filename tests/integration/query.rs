@@ -352,3 +352,99 @@ fn slowlog_and_statistics_see_query_calls() {
     assert_eq!(redis::from_redis_value::<i64>(entry[6].clone()).unwrap(), 1);
     assert!(stats_figure(&mut con, "query_misses") >= 1);
 }
+
+/// Statements of the model test over users and orders, with a parameter maker each.
+const MODEL_STATEMENTS: &[&str] = &[
+    "SELECT id, name FROM users WHERE name = $1 ORDER BY id",
+    "SELECT id, total FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT 3",
+    "SELECT count(*) AS n, sum(total) AS s FROM orders WHERE user_id IN ($1, $2)",
+    "SELECT u.name, o.id FROM users u JOIN orders o ON o.user_id = u.id WHERE u.id = $1 ORDER BY o.id",
+    "SELECT email FROM users WHERE id = ?",
+    "SELECT user_id, count(*) AS n FROM orders GROUP BY user_id HAVING count(*) > $1 ORDER BY user_id",
+];
+
+fn model_params(rng: &mut Rng, statement: usize) -> Vec<String> {
+    let small = |rng: &mut Rng| (1 + rng.below(6)).to_string();
+    match statement {
+        0 => vec![format!("user{}", 1 + rng.below(6))],
+        2 => vec![small(rng), small(rng)],
+        5 => vec![rng.below(12).to_string()],
+        _ => vec![small(rng)],
+    }
+}
+
+fn model_write(rng: &mut Rng) -> String {
+    let (a, b, c) = (1 + rng.below(6), 1 + rng.below(60), rng.below(1000));
+    match rng.below(7) {
+        0 => format!(
+            "UPDATE users SET name = 'user{a}' WHERE id = {}",
+            1 + rng.below(6)
+        ),
+        1 => format!("UPDATE users SET email = 'e{c}@x' WHERE id = {a}"),
+        2 => format!("UPDATE orders SET user_id = {a} WHERE id = {b}"),
+        3 => format!("UPDATE orders SET total = {c}.5 WHERE id = {b}"),
+        4 => format!(
+            "INSERT INTO orders (id, user_id, total) VALUES ({b}, {a}, {c}) ON CONFLICT (id) DO UPDATE SET total = {c}"
+        ),
+        5 => format!("DELETE FROM orders WHERE id = {b}"),
+        _ if rng.chance(10) => "TRUNCATE orders".to_string(),
+        _ => format!("UPDATE users SET name = name WHERE id = {a}"),
+    }
+}
+
+/// Random statements, random writes from another connection, and after each write every
+/// statement read: in replication mode AFTER the write's position, always PostgreSQL's own
+/// answer at once; in notify mode (which has no positions) PostgreSQL's answer once the
+/// write's notification is applied. `PGCACHE_QUERY_MODEL_STEPS` sets the number of writes
+/// (default 300).
+#[test]
+fn a_random_model_of_writes_and_queries_never_sees_a_stale_result() {
+    let steps: usize = std::env::var("PGCACHE_QUERY_MODEL_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let positions = invalidation_source() == "replication";
+    let stack = watched();
+    let mut con = stack.con();
+    let mut rng = Rng::new(0x5eed_0032);
+    for (i, sql) in MODEL_STATEMENTS.iter().enumerate() {
+        let params = model_params(&mut rng, i);
+        let refs: Vec<&str> = params.iter().map(String::as_str).collect();
+        query_until_cached(&mut con, sql, &refs);
+    }
+    let hits_before = stats_figure(&mut con, "query_hits");
+    for step in 0..steps {
+        let write = model_write(&mut rng);
+        let lsn = commit_and_position(&stack, &write);
+        for (i, sql) in MODEL_STATEMENTS.iter().enumerate() {
+            let params = model_params(&mut rng, i);
+            let refs: Vec<&str> = params.iter().map(String::as_str).collect();
+            let expected = postgres_answer(&stack, &sql.replace('?', "$1"), &refs);
+            let read = |con: &mut redis::Connection| -> serde_json::Value {
+                let mut call = redis::cmd("PGCACHE.QUERY");
+                call.arg(*sql).arg(refs.len()).arg(&refs);
+                if positions {
+                    call.arg("AFTER").arg(&lsn);
+                }
+                json(&call.query::<String>(con).unwrap())
+            };
+            if positions {
+                assert_eq!(
+                    read(&mut con),
+                    expected,
+                    "step {step}, after `{write}`: {sql} {refs:?}"
+                );
+            } else {
+                wait_for(
+                    &format!("step {step}, after `{write}`: {sql} {refs:?} to answer {expected}"),
+                    Duration::from_secs(10),
+                    || (read(&mut con) == expected).then_some(()),
+                );
+            }
+        }
+    }
+    assert!(
+        stats_figure(&mut con, "query_hits") > hits_before,
+        "the model read some results from the cache"
+    );
+}
