@@ -448,3 +448,30 @@ fn a_random_model_of_writes_and_queries_never_sees_a_stale_result() {
         "the model read some results from the cache"
     );
 }
+
+#[test]
+fn a_restart_serves_no_result_a_change_made_meanwhile_outdated() {
+    let mut stack = watched();
+    let mut con = stack.con();
+    let by_user = "SELECT id, total FROM orders WHERE user_id = $1 ORDER BY id";
+    let name = "SELECT name FROM users WHERE id = $1";
+    let before = query_until_cached(&mut con, by_user, &["2"]);
+    query_until_cached(&mut con, name, &["2"]);
+    let _: () = redis::cmd("SAVE").query(&mut con).unwrap();
+    stack.redis.shutdown();
+    stack
+        .pg
+        .execute("UPDATE orders SET total = 777 WHERE id = 1");
+    stack.redis.start_again();
+    let mut con = stack.redis.connection();
+    let after = query(&mut con, by_user, &["2"]).unwrap();
+    assert_ne!(
+        after, before,
+        "the first answer after the restart is already the new one"
+    );
+    assert_eq!(json(&after), postgres_answer(&stack, by_user, &["2"]));
+    assert_eq!(
+        json(&query_until_cached(&mut con, name, &["2"])),
+        serde_json::json!([{"name": "user2"}])
+    );
+}
