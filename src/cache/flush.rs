@@ -13,7 +13,7 @@
 use crate::cache;
 use crate::cache::bypass;
 use crate::cache::fill;
-use crate::query::generations;
+use crate::query::dropped;
 use crate::redis::keyspace::ScanCursor;
 use crate::redis::main_thread::Task;
 use crate::stats;
@@ -57,7 +57,7 @@ pub fn start(ctx: &Context, prefix: &str) {
     let dbs = cache::dbs_with_keys(ctx);
     // The query results over these entries' tables go at once, not when the scan reaches
     // their generation key.
-    generations::end(ctx, prefix, &dbs);
+    dropped::table_changed(ctx, prefix, &dbs);
     let mut active = ACTIVE.lock().unwrap();
     if let Some(running) = active.iter_mut().find(|f| f.prefix == prefix.as_bytes()) {
         running.cursor.restart();

@@ -7,6 +7,7 @@ pub mod docs;
 pub mod get;
 pub mod hook;
 pub mod multiread;
+pub mod queries;
 pub mod query;
 pub mod read;
 pub mod slowlog;
@@ -108,10 +109,12 @@ use command_fn;
 
 /// Every command but PGCACHE.DEBUG (registered only with `debug_commands yes`), in the
 /// order README documents them.
-pub static ALL: [&Command; 14] = [
+pub static ALL: [&Command; 16] = [
     &read::READ,
     &multiread::MULTIREAD,
     &query::QUERY,
+    &queries::QUERIES,
+    &queries::EXPLAIN,
     &get::GET,
     &get::MGET,
     &get::KEY,

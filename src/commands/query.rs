@@ -133,6 +133,7 @@ fn known(ctx: &Context, statement: Arc<Statement>, call: &Call, read: Read) -> R
     };
     if read == Read::Cached {
         if !bypass::bypassed(key.as_bytes()) && reply_if_cached(ctx, &key) {
+            statement.stats.calls.inc();
             statement.stats.hits.inc();
             stats::QUERY_HITS.inc();
             return Ok(Reply::Sent);
@@ -245,7 +246,7 @@ fn first_sight(ctx: &Context, call: &Call, read: Read) -> Reply {
 
 /// The statement `sql` spells: parsed, and learned from the catalog unless another
 /// spelling of it was; remembered under this spelling.
-fn learn(conn: &mut Connection, sql: &[u8]) -> Result<Arc<Statement>> {
+pub fn learn(conn: &mut Connection, sql: &[u8]) -> Result<Arc<Statement>> {
     let text =
         std::str::from_utf8(sql).map_err(|_| Error::invalid("the statement is not valid UTF-8"))?;
     let parsed = statement::parse(text)?;
@@ -351,6 +352,9 @@ fn completion(
         }
         statement.stats.misses.inc();
         stats::QUERY_MISSES.inc();
+        if let Ok((json, _)) = &outcome {
+            statement.figures.result_bytes.add(json.len() as u64);
+        }
         let shared: Outcome = match &outcome {
             Ok((json, _)) => Ok(Some(json.clone())),
             Err(e) => Err(e.clone()),
@@ -365,9 +369,16 @@ fn completion(
                     || json.len() as u64 > current::query_max_bytes()
                 {
                     stats::QUERY_TOO_BIG.inc();
-                } else {
-                    let admission = cache::admission(ctx, &key);
-                    cache::write_fetched(ctx, admission, &key, None, Some(json), ttl);
+                    statement.figures.too_big.inc();
+                } else if cache::write_fetched(
+                    ctx,
+                    cache::admission(ctx, &key),
+                    &key,
+                    None,
+                    Some(json),
+                    ttl,
+                ) {
+                    statement.figures.filled();
                 }
             }
         }

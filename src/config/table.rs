@@ -403,9 +403,9 @@ pub static SETTINGS: [Setting; 39] = [
     Setting {
         name: "events",
         libpq_env: None,
-        initial: Initial::Value("miss,write,invalidate,stale"),
+        initial: Initial::Value("miss,write,invalidate,stale,query_invalidated"),
         accepts: text(
-            "any of `hit,miss,fill,write,invalidate,expire,evict,error,slow`, `all`, `none`",
+            "any of `hit,miss,fill,write,invalidate,expire,evict,error,slow,stale,query_invalidated`, `all`, `none`",
             |s, v| {
                 s.events = EventMask::parse(v)?;
                 Ok(())

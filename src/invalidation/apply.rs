@@ -25,7 +25,7 @@ use crate::model::event::EventKind;
 use crate::model::key::CanonicalPk;
 use crate::model::lsn::Lsn;
 use crate::pg::schema::TableSchema;
-use crate::query::generations;
+use crate::query::dropped;
 use crate::redis::main_thread::Task;
 use crate::redis::role::writable;
 use crate::stats;
@@ -477,15 +477,15 @@ fn apply_for_a_slice(context: &Context) -> bool {
     }
 }
 
-/// Ends the generation of every table `changes` deletes rows of: the query results that
-/// read those tables are not served again (`query::generations`). Once per table; a
-/// remainder applied in a later slice ends them again, which costs nothing.
+/// Every table `changes` deletes rows of changed for the query results too: their results
+/// are not served again (`query::dropped`). Once per table; a remainder applied in a later
+/// slice does it again, which drops nothing more.
 fn end_generations(ctx: &Context, changes: &Changes, dbs: &[i32]) {
     let mut ended: Vec<&str> = Vec::new();
     for (schema, _) in &changes.deletes {
         if !ended.contains(&schema.key_prefix.as_str()) {
             ended.push(&schema.key_prefix);
-            generations::end(ctx, &schema.key_prefix, dbs);
+            dropped::table_changed(ctx, &schema.key_prefix, dbs);
         }
     }
 }

@@ -19,10 +19,12 @@ pub enum EventKind {
     /// PostgreSQL cannot be reached and hits are served past `max_staleness_ms`: raised once
     /// per outage.
     Stale,
+    /// A change to a table dropped query results (one event per statement).
+    QueryInvalidated,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         Self::Hit,
         Self::Miss,
         Self::Write,
@@ -33,6 +35,7 @@ impl EventKind {
         Self::Error,
         Self::Slow,
         Self::Stale,
+        Self::QueryInvalidated,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,11 +50,13 @@ impl EventKind {
             Self::Error => "cache_error",
             Self::Slow => "cache_slow",
             Self::Stale => "cache_stale",
+            Self::QueryInvalidated => "query_invalidated",
         }
     }
 
     pub fn short_name(self) -> &'static str {
-        &self.name()["cache_".len()..]
+        let name = self.name();
+        name.strip_prefix("cache_").unwrap_or(name)
     }
 
     fn bit(self) -> u32 {
@@ -69,7 +74,8 @@ impl Default for EventMask {
             EventKind::Miss.bit()
                 | EventKind::Write.bit()
                 | EventKind::Invalidate.bit()
-                | EventKind::Stale.bit(),
+                | EventKind::Stale.bit()
+                | EventKind::QueryInvalidated.bit(),
         )
     }
 }
@@ -225,14 +231,17 @@ mod tests {
         );
         assert_eq!(
             EventMask::parse("all").unwrap().render(),
-            "hit,miss,write,invalidate,fill,expire,evict,error,slow,stale"
+            "hit,miss,write,invalidate,fill,expire,evict,error,slow,stale,query_invalidated"
         );
         assert_eq!(
             EventMask::parse("SLOW,Evict").unwrap().render(),
             "evict,slow"
         );
         assert_eq!(EventMask::parse("none").unwrap().render(), "none");
-        assert_eq!(EventMask::default().render(), "miss,write,invalidate,stale");
+        assert_eq!(
+            EventMask::default().render(),
+            "miss,write,invalidate,stale,query_invalidated"
+        );
         assert!(
             EventMask::parse("hot")
                 .unwrap_err()

@@ -11,8 +11,11 @@
 //!   generations of its tables.
 //! - `generations`: one key per table whose value changes whenever the table does; results
 //!   are stored under keys built from it, so a change leaves every older result unreachable.
+//! - `dropped`: what a table's change does to query results: ends its generation, counts
+//!   and announces the results it dropped.
 
 pub mod catalog;
+pub mod dropped;
 pub mod generations;
 pub mod key;
 pub mod placeholders;
@@ -23,6 +26,7 @@ use crate::pg::schema::TableSchema;
 use crate::stats::{Counter, Histogram, TableStats};
 use catalog::ParamType;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What is known of one statement: enough to build a result's key on the hit path and to
 /// run it on a miss.
@@ -38,6 +42,49 @@ pub struct Statement {
     pub run_sql: String,
     /// Its figures (its calls' slowlog entries and latency, hits and misses).
     pub stats: Arc<TableStats>,
+    /// What PGCACHE.QUERIES shows beside them.
+    pub figures: Figures,
+}
+
+/// A statement's figures besides its calls, hits, misses and miss latency.
+#[derive(Default)]
+pub struct Figures {
+    /// Results written to the cache.
+    pub fills: Counter,
+    /// Results answered but not cached: over `query_max_rows` or `query_max_bytes`.
+    pub too_big: Counter,
+    /// Results dropped by changes to the tables they read.
+    pub dropped: Counter,
+    /// Bytes of the results its misses fetched.
+    pub result_bytes: Counter,
+    /// Results filled since a table it reads last changed: what the next change drops.
+    pub live: AtomicU64,
+}
+
+impl Figures {
+    /// A result was written to the cache.
+    pub fn filled(&self) {
+        self.fills.inc();
+        self.live.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A table it reads changed: its live results are dropped. How many.
+    pub fn drop_live(&self) -> u64 {
+        let live = self.live.swap(0, Ordering::Relaxed);
+        self.dropped.add(live);
+        live
+    }
+
+    pub fn reset(&self) {
+        for counter in [
+            &self.fills,
+            &self.too_big,
+            &self.dropped,
+            &self.result_bytes,
+        ] {
+            counter.reset();
+        }
+    }
 }
 
 impl Statement {
@@ -62,6 +109,7 @@ impl Statement {
             tables,
             run_sql,
             stats,
+            figures: Figures::default(),
         }
     }
 }

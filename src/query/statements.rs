@@ -77,3 +77,18 @@ fn evict_least_recently_used(table: &mut Table) {
         stats::QUERY_STATEMENTS_EVICTED.inc();
     }
 }
+
+/// Every statement remembered, once each however many spellings it has, in the order
+/// their canonical texts sort.
+pub fn all() -> Vec<Arc<Statement>> {
+    let mut statements: Vec<Arc<Statement>> = with_table(|table| {
+        table
+            .by_text
+            .values()
+            .map(|e| e.statement.clone())
+            .collect()
+    });
+    statements.sort_by(|a, b| a.canonical.cmp(&b.canonical));
+    statements.dedup_by(|a, b| Arc::ptr_eq(a, b));
+    statements
+}

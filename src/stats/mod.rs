@@ -24,7 +24,7 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
-    fn reset(&self) {
+    pub fn reset(&self) {
         self.0.store(0, Relaxed);
     }
 }
@@ -134,7 +134,7 @@ impl Histogram {
         }
     }
 
-    fn reset(&self) {
+    pub fn reset(&self) {
         for b in &self.buckets {
             b.store(0, Relaxed);
         }
@@ -192,6 +192,8 @@ pub static QUERY_HITS: Counter = Counter::new();
 pub static QUERY_MISSES: Counter = Counter::new();
 /// PGCACHE.QUERY results answered but not cached: over `query_max_rows` or `query_max_bytes`.
 pub static QUERY_TOO_BIG: Counter = Counter::new();
+/// PGCACHE.QUERY results dropped by changes to the tables they read.
+pub static QUERY_INVALIDATIONS: Counter = Counter::new();
 /// Statement spellings forgotten to keep the statement table within `query_max_statements`.
 pub static QUERY_STATEMENTS_EVICTED: Counter = Counter::new();
 
@@ -354,7 +356,7 @@ pub fn tables() -> Vec<Arc<TableStats>> {
 }
 
 /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them.
-static NAMED: [(&str, &Counter); 29] = [
+static NAMED: [(&str, &Counter); 30] = [
     ("hits", &HITS),
     ("negative_hits", &NEGATIVE_HITS),
     ("misses", &MISSES),
@@ -386,6 +388,7 @@ static NAMED: [(&str, &Counter); 29] = [
     ("query_hits", &QUERY_HITS),
     ("query_misses", &QUERY_MISSES),
     ("query_results_too_big", &QUERY_TOO_BIG),
+    ("query_invalidations", &QUERY_INVALIDATIONS),
     ("query_statements_evicted", &QUERY_STATEMENTS_EVICTED),
 ];
 

@@ -475,3 +475,89 @@ fn a_restart_serves_no_result_a_change_made_meanwhile_outdated() {
         serde_json::json!([{"name": "user2"}])
     );
 }
+
+#[test]
+fn queries_lists_each_statement_with_its_figures_and_explain_tells_without_running() {
+    let stack = watched();
+    let mut con = stack.con();
+    let sql = "SELECT id FROM orders WHERE user_id = $1 ORDER BY id";
+    query_until_cached(&mut con, sql, &["1"]);
+    query(
+        &mut con,
+        "select ID from ORDERS where USER_ID = ? order by ID",
+        &["1"],
+    )
+    .unwrap();
+    let mut events = stack.redis.connection();
+    let mut pubsub = subscribe(&mut events, "pg_cache_events");
+    stack.pg.execute("UPDATE orders SET total = 1 WHERE id = 5");
+    let event = wait_for("a query_invalidated event", Duration::from_secs(10), || {
+        let event = next_event(&mut pubsub);
+        (event["type"] == "query_invalidated").then_some(event)
+    });
+    assert_eq!(event["table"], "orders");
+    assert_eq!(
+        event["key"],
+        "SELECT id FROM orders WHERE user_id = $1 ORDER BY id"
+    );
+    assert_eq!(event["count"], 1);
+
+    let listed: Vec<redis::Value> = redis::cmd("PGCACHE.QUERIES").query(&mut con).unwrap();
+    let line = listed
+        .iter()
+        .map(nested)
+        .find(|m| {
+            redis::from_redis_value::<String>(m["statement"].clone()).unwrap()
+                == "SELECT id FROM orders WHERE user_id = $1 ORDER BY id"
+        })
+        .expect("the statement is listed once for both spellings");
+    let int = |name: &str| redis::from_redis_value::<i64>(line[name].clone()).unwrap();
+    assert!(int("hits") >= 2, "{line:?}");
+    assert!(int("misses") >= 1 && int("fills") >= 1, "{line:?}");
+    assert_eq!(int("dropped"), 1);
+    assert!(int("mean_result_bytes") > 0);
+    assert_eq!(
+        redis::from_redis_value::<Vec<String>>(line["tables"].clone()).unwrap(),
+        ["orders"]
+    );
+    assert_eq!(
+        redis::from_redis_value::<String>(line["precision"].clone()).unwrap(),
+        "table"
+    );
+    assert!(stats_figure(&mut con, "query_invalidations") >= 1);
+
+    let explained = |con: &mut redis::Connection, sql: &str| {
+        let reply: redis::Value = redis::cmd("PGCACHE.EXPLAIN").arg(sql).query(con).unwrap();
+        nested(&reply)
+    };
+    let good = explained(
+        &mut con,
+        "SELECT u.name FROM users u JOIN orders o ON o.user_id = u.id WHERE o.id = ?",
+    );
+    assert_eq!(
+        redis::from_redis_value::<i64>(good["cacheable"].clone()).unwrap(),
+        1
+    );
+    assert_eq!(
+        redis::from_redis_value::<Vec<String>>(good["tables"].clone()).unwrap(),
+        ["orders", "users"]
+    );
+    assert_eq!(
+        redis::from_redis_value::<Vec<String>>(good["parameters"].clone()).unwrap(),
+        ["integer"]
+    );
+    let bad = explained(&mut con, "SELECT * FROM orders WHERE placed < now()");
+    assert_eq!(
+        redis::from_redis_value::<i64>(bad["cacheable"].clone()).unwrap(),
+        0
+    );
+    assert!(
+        redis::from_redis_value::<String>(bad["reason"].clone())
+            .unwrap()
+            .contains("now() is STABLE")
+    );
+    let _: () = redis::cmd("PGCACHE.QUERIES")
+        .arg("RESET")
+        .query(&mut con)
+        .unwrap();
+}

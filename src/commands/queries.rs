@@ -1,0 +1,133 @@
+//! PGCACHE.QUERIES [RESET] and PGCACHE.EXPLAIN <sql>: what QUERY caches, statement by
+//! statement, in the manner of pg_stat_statements; and what it would make of a statement,
+//! without running it.
+
+use crate::cache::worker;
+use crate::commands::docs::{Arg, Command, Keys, Params};
+use crate::error::Error;
+use crate::query::{Statement, statements};
+use crate::requests::reply::Reply;
+use redis_module::Context;
+
+pub static QUERIES: Command = Command {
+    name: "pgcache.queries",
+    entry: super::command_fn!(QUERIES),
+    handler: queries,
+    tracked: None,
+    flags: "readonly fast",
+    summary: "Lists the statements PGCACHE.QUERY has seen, with their figures",
+    since: "0.3.0",
+    complexity: "O(S) for S statements",
+    keys: Keys::None,
+    tips: "nondeterministic_output",
+    args: Params::new(&[Arg::text("RESET").optional()]),
+};
+
+pub static EXPLAIN: Command = Command {
+    name: "pgcache.explain",
+    entry: super::command_fn!(EXPLAIN),
+    handler: explain,
+    tracked: None,
+    flags: "readonly",
+    summary: "Tells whether PGCACHE.QUERY can cache a statement, and how, without running it",
+    since: "0.3.0",
+    complexity: "O(1); a few catalog queries the first time a statement is seen",
+    keys: Keys::None,
+    tips: "",
+    args: Params::new(&[Arg::text("sql")]),
+};
+
+/// How precisely a statement's results are invalidated (every statement today: any change
+/// to a table it reads drops them).
+const PRECISION: &str = "table";
+
+pub fn queries(ctx: &Context, args: &[&[u8]]) -> Reply {
+    match args {
+        [_] => Reply::Array(statements::all().iter().map(|s| listed(s)).collect()),
+        [_, sub] if sub.eq_ignore_ascii_case(b"RESET") => {
+            if let Err(refused) = crate::redis::acl::may_reset_figures(ctx) {
+                return refused.into();
+            }
+            for statement in statements::all() {
+                statement.stats.calls.reset();
+                statement.stats.hits.reset();
+                statement.stats.misses.reset();
+                statement.stats.latency.reset();
+                statement.figures.reset();
+            }
+            Reply::Ok
+        }
+        _ => Error::invalid("usage: PGCACHE.QUERIES [RESET]").into(),
+    }
+}
+
+fn tables(statement: &Statement) -> Reply {
+    Reply::Array(
+        statement
+            .tables
+            .iter()
+            .map(|t| Reply::Bulk(t.display.clone()))
+            .collect(),
+    )
+}
+
+/// One statement's line of PGCACHE.QUERIES.
+fn listed(statement: &Statement) -> Reply {
+    let misses = statement.stats.misses.get();
+    let latency = statement.stats.latency.summary();
+    let count = |n: u64| Reply::Int(n as i64);
+    Reply::Map(vec![
+        ("statement".into(), Reply::Bulk(statement.canonical.clone())),
+        ("tables".into(), tables(statement)),
+        ("precision".into(), Reply::Bulk(PRECISION.into())),
+        ("calls".into(), count(statement.stats.calls.get())),
+        ("hits".into(), count(statement.stats.hits.get())),
+        ("misses".into(), count(misses)),
+        ("fills".into(), count(statement.figures.fills.get())),
+        ("not_cached".into(), count(statement.figures.too_big.get())),
+        ("dropped".into(), count(statement.figures.dropped.get())),
+        ("mean_miss_us".into(), Reply::Double(latency.avg_us)),
+        ("p99_miss_us".into(), count(latency.p99_us)),
+        (
+            "mean_result_bytes".into(),
+            count(statement.figures.result_bytes.get() / misses.max(1)),
+        ),
+    ])
+}
+
+pub fn explain(ctx: &Context, args: &[&[u8]]) -> Reply {
+    let sql = args[1].to_vec();
+    worker::submit(
+        ctx,
+        Box::new(move |conn| {
+            let explained = match super::query::learn(conn, &sql) {
+                Ok(statement) => vec![
+                    ("cacheable".into(), Reply::Int(1)),
+                    ("statement".into(), Reply::Bulk(statement.canonical.clone())),
+                    ("tables".into(), tables(&statement)),
+                    ("precision".into(), Reply::Bulk(PRECISION.into())),
+                    ("exact_on".into(), Reply::Array(Vec::new())),
+                    (
+                        "parameters".into(),
+                        Reply::Array(
+                            statement
+                                .params
+                                .iter()
+                                .map(|p| Reply::Bulk(p.cast.clone()))
+                                .collect(),
+                        ),
+                    ),
+                ],
+                // PostgreSQL out of reach says nothing about the statement.
+                Err(e) if e.is_postgres() && e.message().starts_with("PostgreSQL unavailable") => {
+                    return Err(e);
+                }
+                Err(e) => vec![
+                    ("cacheable".into(), Reply::Int(0)),
+                    ("reason".into(), Reply::Bulk(e.message().to_string())),
+                ],
+            };
+            Ok(Box::new(move |_: &Context| Reply::Map(explained)))
+        }),
+    )
+}
