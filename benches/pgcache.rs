@@ -1189,6 +1189,67 @@ fn bulk_invalidation(pg: &Pg) {
     );
 }
 
+/// PGCACHE.QUERY's hit of a cached 1-row result beside GET of the same bytes under a plain
+/// key, 16 clients (issue #32's target: at least 0.8x GET). Rates are divided by the GET
+/// rate of their own round and the median ratio reported, as in section 1.
+fn query_hits(port: u16, con: &mut redis::Connection) {
+    println!("\n## 12. PGCACHE.QUERY hit vs GET of the same bytes (16 clients)\n");
+    let sql = "SELECT id, name, email FROM users WHERE id = $1";
+    let query = ["PGCACHE.QUERY", sql, "1", "1"];
+    let result = wait_until_cached(con, &query);
+    let plain = "bench:query-result";
+    let _: () = redis::cmd("SET")
+        .arg(plain)
+        .arg(&result)
+        .query(con)
+        .unwrap();
+    println!("| pipeline | GET rps | QUERY hit rps | ratio | QUERY hit p99 ms | GET p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    for (pipeline, n) in [(1, "200000"), (16, "2000000")] {
+        let p = pipeline.to_string();
+        let args = ["-c", "16", "-n", n, "-P", &p];
+        let (mut get, mut hit, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..5 {
+            let g = redis_benchmark(port, &args, &["GET", plain]);
+            let q = redis_benchmark(port, &args, &query);
+            ratios.push(q.rps / g.rps);
+            get.push(g);
+            hit.push(q);
+        }
+        let rps = |v: &[Csv]| median(v.iter().map(|c| c.rps).collect());
+        let p99 = |v: &[Csv]| median(v.iter().map(|c| c.p99).collect());
+        println!(
+            "| {pipeline} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} |",
+            rps(&get),
+            rps(&hit),
+            median(ratios),
+            p99(&hit),
+            p99(&get)
+        );
+    }
+    let hits = stat(con, "query_hits");
+    let misses = stat(con, "query_misses");
+    println!("\n(QUERY answers during the runs: {hits} hits, {misses} misses)");
+}
+
+/// Sends `command` until PGCACHE.QUERY answers it from the cache; its answer.
+fn wait_until_cached(con: &mut redis::Connection, command: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let hits = stat(con, "query_hits");
+        let mut c = redis::cmd(command[0]);
+        for a in &command[1..] {
+            c.arg(*a);
+        }
+        let answer: String = c.query(con).unwrap();
+        if stat(con, "query_hits") > hits {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "{command:?} was never cached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn stat_value(con: &mut redis::Connection, name: &str) -> redis::Value {
     let flat: Vec<redis::Value> = redis::cmd("PGCACHE.STATS").query(con).unwrap();
     let at = flat
@@ -1219,8 +1280,8 @@ fn main() {
          CREATE VIEW slow_users AS SELECT id, name FROM users WHERE pg_sleep(0.2) IS NOT NULL;"
     ));
     pg.execute("VACUUM ANALYZE users");
-    // PGCACHE_BENCH_ONLY=hits|multiread|misses|ping|lag|coalescing|bulk|writers|load-lag|pg-restart|
-    // trouble runs one section.
+    // PGCACHE_BENCH_ONLY=hits|multiread|query-hits|misses|ping|lag|coalescing|bulk|writers|
+    // load-lag|pg-restart|trouble runs one section.
     let only = std::env::var("PGCACHE_BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let bare = bare_module();
@@ -1232,6 +1293,9 @@ fn main() {
     }
     if wanted("multiread") {
         multiread_vs_reads(&mut con);
+    }
+    if wanted("query-hits") {
+        query_hits(redis.port, &mut con);
     }
     drop(con);
     drop(redis);

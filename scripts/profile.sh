@@ -4,6 +4,7 @@
 # so two builds can be compared exactly.
 #
 #   scripts/profile.sh [module.so ...]     (default: target/release/libpgcache.so)
+#   PGCACHE_PROFILE_ONLY=cold|hits|after|requests|query scripts/profile.sh   (one section)
 #
 # Also counts what a READ hit costs next to GET and next to the cheapest module command that
 # replies a key's value (examples/bare_get.rs, built by `make profile`).
@@ -93,6 +94,9 @@ per_call() { # per_call <module> <commands> <calls> <baseline> <toggle options..
   shift 4
   echo $((($(count "$module" "$commands" "$@") - baseline) / calls))
 }
+wanted() { [ -z "${PGCACHE_PROFILE_ONLY:-}" ] || [ "$PGCACHE_PROFILE_ONLY" = "$1" ]; }
+
+if wanted cold; then
 echo "Main-thread instructions per cold call (Redis's command processing and reply handling):"
 echo
 echo "| build | MULTIREAD of 100 keys | of which in pgcache's callbacks | READ | of which in pgcache's callbacks |"
@@ -106,6 +110,7 @@ for module in "$@"; do
     "$(per_call "$module" "$OUT/reads" "$READS" "$redis_base" "${REDIS_WORK[@]}")" \
     "$(per_call "$module" "$OUT/reads" "$READS" "$pgcache_base" "${PGCACHE_WORK[@]}")"
 done
+fi
 
 # Hits: the warm-up READ caches the row; each run then repeats one command on its entry.
 HITS=5000
@@ -118,6 +123,7 @@ hits_of() { # hits_of <command>: a commands file of the warm-up and HITS calls o
   } >"$OUT/hits"
   echo "$OUT/hits"
 }
+if wanted hits; then
 echo
 echo "Instructions per call in \`processCommand\` (a hit of one 50-byte row):"
 echo
@@ -131,10 +137,12 @@ for module in "$@"; do
     "$(per_call "$module" "$(hits_of "PGCACHE.GET $entry")" "$HITS" "$base" "${HIT_WORK[@]}")" \
     "$(per_call "$module" "$(hits_of "PGCACHE.READ profile_users '{\"id\":1}'")" "$HITS" "$base" "${HIT_WORK[@]}")"
 done
+fi
 
 # READ ... AFTER <position> on a hit, beside the plain READ hit: the server runs in `auto`
 # mode, which streams from `make run`'s PostgreSQL (wal_level = logical), so every position
 # PostgreSQL printed before the run is applied. A build without AFTER shows n/a.
+if wanted after; then
 after_position=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atq app -c "SELECT pg_current_wal_insert_lsn()")
 echo
 echo "Instructions per call in \`processCommand\`, READ hit with and without AFTER:"
@@ -148,6 +156,7 @@ for module in "$@"; do
     "$HITS" "$base" "${HIT_WORK[@]}") 2>/dev/null || echo n/a)
   printf '| %s | %s | %s |\n' "$module" "$plain" "$after"
 done
+fi
 
 # The same hits as redis-benchmark sends them (50 clients, pipeline 16), counting all of the
 # main thread's work per request (reading and parsing requests, writing replies) over a run
@@ -164,6 +173,7 @@ per_request() { # per_request <module> <baseline> <command...>
   stop_server >"$OUT/total" # not in $(...): its `wait` must run in this shell
   echo $((($(cat "$OUT/total") - baseline) / REQUESTS))
 }
+if wanted requests; then
 echo
 echo "Main-thread instructions per request, redis-benchmark -c 50 -P 16 (timer work varies with"
 echo "the run's length, so these move by up to 5 % between runs; compare within a row):"
@@ -178,4 +188,33 @@ for module in "$@"; do
     "$(per_request "$module" "$idle" BARE.GET "$name")" \
     "$(per_request "$module" "$idle" PGCACHE.GET "$name")" \
     "$(per_request "$module" "$idle" PGCACHE.READ profile_users '{"id":1}')"
+done
+fi
+
+# PGCACHE.QUERY's hit (a cached 1-row result) beside READ's hit of the same row: the first
+# calls learn the statement and fill its result, and are part of the baseline.
+query="PGCACHE.QUERY \"SELECT id, name, email FROM profile_users WHERE id = \$1\" 1 1"
+{
+  head -n 1 "$OUT/commands"
+  for _ in 1 2 3; do echo "$query"; done
+} >"$OUT/query_warmup"
+query_hits() {
+  {
+    cat "$OUT/query_warmup"
+    for _ in $(seq "$HITS"); do echo "$query"; done
+  } >"$OUT/query_hits"
+  echo "$OUT/query_hits"
+}
+wanted query || exit 0
+echo
+echo "Instructions per call in \`processCommand\`, a hit of the same row by READ and by QUERY:"
+echo
+echo "| build | PGCACHE.READ hit | PGCACHE.QUERY hit (\`WHERE id = \$1\`, one row) |"
+echo "|---|---|---|"
+for module in "$@"; do
+  base=$(count "$module" "$OUT/warmup" "${HIT_WORK[@]}")
+  query_base=$(count "$module" "$OUT/query_warmup" "${HIT_WORK[@]}")
+  printf '| %s | %d | %d |\n' "$module" \
+    "$(per_call "$module" "$(hits_of "PGCACHE.READ profile_users '{\"id\":1}'")" "$HITS" "$base" "${HIT_WORK[@]}")" \
+    "$(per_call "$module" "$(query_hits)" "$HITS" "$query_base" "${HIT_WORK[@]}")"
 done

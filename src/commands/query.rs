@@ -18,7 +18,7 @@ use crate::config::current;
 use crate::error::{Error, Result};
 use crate::pg::errors::statement_error;
 use crate::pg::pool::Connection;
-use crate::query::key::{canonical_params, result_key};
+use crate::query::key::{canonical_params, finish_result_key};
 use crate::query::statement;
 use crate::query::{Statement, catalog, generations, statements};
 use crate::redis::acl;
@@ -185,9 +185,13 @@ fn key_now(ctx: &Context, statement: &Statement, params: &[String]) -> Option<St
     if cluster::enabled() {
         return None;
     }
-    let prefix = current::cache_prefix();
-    let generations = generations::current(ctx, &prefix, &statement.tables)?;
-    Some(result_key(&prefix, statement, params, &generations))
+    let mut key = String::with_capacity(statement.key_head.len() + 64);
+    key.push_str(&statement.key_head);
+    if !generations::append_current(ctx, &statement.generation_keys, &mut key) {
+        return None;
+    }
+    finish_result_key(&mut key, params);
+    Some(key)
 }
 
 fn reply_if_cached(ctx: &Context, key: &str) -> bool {
@@ -256,6 +260,7 @@ pub fn learn(conn: &mut Connection, sql: &[u8]) -> Result<Arc<Statement>> {
             let learned = catalog::learn(conn, &parsed)?;
             let run_sql = catalog::run_sql(&parsed, &learned.params)?;
             Arc::new(Statement::new(
+                &current::cache_prefix(),
                 parsed.canonical,
                 learned.params,
                 learned.tables,

@@ -13,9 +13,13 @@ use redis_module::Context;
 /// The table whose keys start with `prefix` (or, for the cache prefix itself, every table)
 /// changed, in each of `dbs`. Main thread.
 pub fn table_changed(ctx: &Context, prefix: &str, dbs: &[i32]) {
-    generations::end(ctx, prefix, dbs);
     let cache_prefix = current::cache_prefix();
+    // A flush of everything ends every generation as its scan deletes their keys, and no
+    // result is served until it has (`generations`).
     let everything = prefix == cache_prefix;
+    if !everything {
+        generations::end(ctx, prefix, dbs);
+    }
     let table = prefix
         .strip_prefix(cache_prefix.as_str())
         .and_then(|t| t.strip_suffix(':'))

@@ -1,9 +1,10 @@
-//! Generations: one key per table (`<table's key prefix>~gen`, beside its rows' entries) and
-//! one for the whole cache (`<cache_prefix>~gen`), each holding a random 128-bit value.
-//! Every result key is built from the generations of the cache and of each table its
-//! statement reads (`key`), taken on the main thread before the statement runs. When the
-//! change feed applies a change to a table, or a flush starts, the generation key is
-//! deleted; the next read creates a new random one. Results built under the old value are
+//! Generations: one key per table (`<table's key prefix>~gen`, beside its rows' entries),
+//! holding a random 64-bit value. Every result key is built from the generations of the
+//! tables its statement reads (`key`), taken on the main thread before the statement runs.
+//! When the change feed applies a change to a table, or a flush of the table starts, its
+//! generation key is deleted; the next read creates a new random one. (A flush of the whole
+//! cache needs no generation of its own: until its scan has deleted every generation key
+//! present when it started, results are not served, as no entry under its prefix is.) Results built under the old value are
 //! never looked up again (they expire with their TTL): no result can be served after a
 //! change to a table it read was applied, and a fill whose statement ran across a change
 //! lands under a key nobody builds any more. The keys are ordinary keys, so the RDB, the
@@ -11,13 +12,14 @@
 
 use crate::cache;
 use crate::config::MAX_TTL_SECONDS;
-use crate::pg::schema::TableSchema;
+use crate::query::hex;
 use crate::redis::keyspace;
 use crate::redis::role::writable;
 use redis_module::Context;
-use std::sync::Arc;
 
-/// A generation's value.
+/// A generation's value as its key holds it: 16 lowercase hex digits (64 random bits: no
+/// client chooses them, and a table would need billions of changes before one came back),
+/// copied into result keys as they are.
 pub type Generation = [u8; 16];
 
 /// What follows a table's (or the cache's) key prefix in its generation key's name.
@@ -28,21 +30,22 @@ pub fn key_name(prefix: &str) -> String {
     format!("{prefix}{SUFFIX}")
 }
 
-/// The current generations of the cache and of each of `tables`, in that order. A missing
-/// one is created when this server may write (a primary); None when one is missing and
-/// cannot be (a replica whose primary has not created it: nothing cached can match).
-pub fn current(
-    ctx: &Context,
-    cache_prefix: &str,
-    tables: &[Arc<TableSchema>],
-) -> Option<Vec<Generation>> {
-    let prefixes =
-        std::iter::once(cache_prefix).chain(tables.iter().map(|t| t.key_prefix.as_str()));
-    prefixes.map(|prefix| of(ctx, prefix)).collect()
+/// Appends `:` and the current generation under each of `names` (generation keys) to
+/// `key`, in that order. A missing one is created when this server may write (a primary);
+/// false when one is missing and cannot be (a replica whose primary has not created it:
+/// nothing cached can match).
+pub fn append_current(ctx: &Context, names: &[String], key: &mut String) -> bool {
+    for name in names {
+        let Some(generation) = of(ctx, name) else {
+            return false;
+        };
+        key.push(':');
+        key.push_str(std::str::from_utf8(&generation).unwrap_or_default());
+    }
+    true
 }
 
-fn of(ctx: &Context, prefix: &str) -> Option<Generation> {
-    let name = key_name(prefix);
+fn of(ctx: &Context, name: &str) -> Option<Generation> {
     let found = keyspace::with_name(ctx, name.as_bytes(), |key| {
         keyspace::read_string(ctx, key, parse)
     });
@@ -52,29 +55,24 @@ fn of(ctx: &Context, prefix: &str) -> Option<Generation> {
     if !writable(ctx) {
         return None;
     }
-    let mut generation = [0u8; 16];
-    openssl::rand::rand_bytes(&mut generation).ok()?;
+    let mut random = [0u8; 8];
+    openssl::rand::rand_bytes(&mut random).ok()?;
+    let generation = hex::encode(&random);
     let expires_at = (crate::model::event::now_ms() + u128::from(MAX_TTL_SECONDS) * 1000) as i64;
+    let text = std::str::from_utf8(&generation).ok()?;
     keyspace::with_name(ctx, name.as_bytes(), |key| {
-        keyspace::set_until(ctx, key, &hex(&generation), expires_at)
+        keyspace::set_until(ctx, key, text, expires_at)
     });
     Some(generation)
 }
 
+/// A generation key's value, if it is one (anything else, written by hand, is none).
 fn parse(value: &[u8]) -> Option<Generation> {
-    if value.len() != 32 {
-        return None;
-    }
-    let mut generation = [0u8; 16];
-    for (i, pair) in value.chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).ok()?;
-        generation[i] = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(generation)
-}
-
-fn hex(generation: &Generation) -> String {
-    generation.iter().map(|b| format!("{b:02x}")).collect()
+    let generation: Generation = value.try_into().ok()?;
+    generation
+        .iter()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        .then_some(generation)
 }
 
 /// Ends the generation of the table (or cache) whose keys start with `prefix`, in each of
@@ -89,9 +87,10 @@ mod tests {
 
     #[test]
     fn a_generation_reads_back_as_written() {
-        let generation = [0xab, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0xff];
-        assert_eq!(parse(hex(&generation).as_bytes()), Some(generation));
+        let generation = hex::encode(&[0xab, 1, 2, 3, 4, 5, 6, 0xff]);
+        assert_eq!(parse(&generation), Some(generation));
         assert_eq!(parse(b"not a generation"), None);
+        assert_eq!(parse(b"0123456789ABCDEF"), None);
         assert_eq!(key_name("pg_cache:users:"), "pg_cache:users:~gen");
     }
 }

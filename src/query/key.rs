@@ -1,18 +1,24 @@
-//! A query result's cache key: `<cache_prefix>~q:<32 hex digits>`, the first 128 bits of
-//! SHA-256 over the statement's canonical text (its digest), each parameter canonicalised
-//! by its type (as primary-key values are: `0123` for an integer is `123`), and the current
-//! generation of the cache and of every table the statement reads (`generations`). A
-//! cryptographic hash, so no client can make two results share a key. A table's change
-//! replaces its generation: the keys of its older results are never built again.
+//! A query result's cache key:
+//! `<cache_prefix>~q:<statement>:<generation>...:<parameters>`, where `<statement>` is the
+//! first 128 bits of SHA-256 over the statement's canonical text (32 hex digits, worked out
+//! once per statement), then the current generation of the cache and of every table the
+//! statement reads (`generations`; 32 hex digits each), then the parameters canonicalised by
+//! their types (as primary-key values are: `0123` for an integer is `123`), each as
+//! `<length>:<text>`; parameters longer than `INLINE_PARAMS` bytes in all are replaced by
+//! `#` and the first 128 bits of their SHA-256. Every part has a fixed width or says its
+//! length, so two different results never share a key, and a hit hashes nothing but short
+//! parameters, which it copies. A table's change replaces its generation: the keys of its
+//! older results are never built again.
 
 use crate::error::{Error, Result};
 use crate::model::key::canonical_param;
-use crate::query::Statement;
-use crate::query::generations::Generation;
-use std::fmt::Write;
+use crate::query::{Statement, hex};
 
 /// What follows the cache prefix in every result key.
 pub const RESULT_TAG: &str = "~q:";
+
+/// Parameters whose encoding is longer than this are hashed into the key rather than copied.
+const INLINE_PARAMS: usize = 128;
 
 /// The parameters' canonical spellings (what is bound, and hashed into the key), or which
 /// one is not a value of its type.
@@ -36,31 +42,31 @@ pub fn canonical_params(statement: &Statement, params: &[&[u8]]) -> Result<Vec<S
         .collect()
 }
 
-/// The key of `statement`'s result for `params` (canonical) under `generations` (the
-/// cache's, then each table's in the statement's order).
-pub fn result_key(
-    cache_prefix: &str,
-    statement: &Statement,
-    params: &[String],
-    generations: &[Generation],
-) -> String {
-    let mut hasher = openssl::sha::Sha256::new();
-    hasher.update(&statement.digest);
+/// The key of `statement`'s result for `params` (canonical), built in `key`, which holds
+/// `key_head` and the generations of its tables (`generations::append_current`).
+pub fn finish_result_key(key: &mut String, params: &[String]) {
+    key.push(':');
+    let encoded: usize = params
+        .iter()
+        .map(|p| p.len() + 1 + itoa::Buffer::new().format(p.len()).len())
+        .sum();
+    if encoded <= INLINE_PARAMS {
+        push_params(key, params);
+    } else {
+        let mut all = String::with_capacity(encoded);
+        push_params(&mut all, params);
+        key.push('#');
+        hex::push(key, &openssl::sha::sha256(all.as_bytes())[..16]);
+    }
+}
+
+/// Each parameter as `<length>:<text>`.
+fn push_params(out: &mut String, params: &[String]) {
     for param in params {
-        hasher.update(&(param.len() as u64).to_le_bytes());
-        hasher.update(param.as_bytes());
+        out.push_str(itoa::Buffer::new().format(param.len()));
+        out.push(':');
+        out.push_str(param);
     }
-    for generation in generations {
-        hasher.update(generation);
-    }
-    let digest = hasher.finish();
-    let mut key = String::with_capacity(cache_prefix.len() + RESULT_TAG.len() + 32);
-    key.push_str(cache_prefix);
-    key.push_str(RESULT_TAG);
-    for byte in &digest[..16] {
-        let _ = write!(key, "{byte:02x}");
-    }
-    key
 }
 
 #[cfg(test)]
@@ -77,7 +83,23 @@ mod tests {
                 kind,
             })
             .collect();
-        Statement::new(canonical.into(), params, Vec::new(), String::new())
+        Statement::new(
+            "pg_cache:",
+            canonical.into(),
+            params,
+            Vec::new(),
+            String::new(),
+        )
+    }
+
+    fn result_key(statement: &Statement, params: &[String], generations: &[&str]) -> String {
+        let mut key = statement.key_head.clone();
+        for generation in generations {
+            key.push(':');
+            key.push_str(generation);
+        }
+        finish_result_key(&mut key, params);
+        key
     }
 
     const INT: KeyKind = KeyKind::Integer {
@@ -90,13 +112,17 @@ mod tests {
         let s = statement("SELECT * FROM t WHERE id = $1", &[INT]);
         let key = |p: &[u8]| {
             let params = canonical_params(&s, &[p]).unwrap();
-            result_key("pg_cache:", &s, &params, &[[7; 16]])
+            result_key(&s, &params, &["7777777777777777"])
         };
         assert_eq!(key(b"123"), key(b"0123"));
         assert_eq!(key(b"123"), key(b"+123"));
         assert_ne!(key(b"123"), key(b"124"));
         assert!(key(b"1").starts_with("pg_cache:~q:"));
-        assert_eq!(key(b"1").len(), "pg_cache:~q:".len() + 32);
+        assert!(
+            key(b"1").ends_with(&format!(":{}:1:1", "7".repeat(16))),
+            "{}",
+            key(b"1")
+        );
     }
 
     #[test]
@@ -104,17 +130,29 @@ mod tests {
         let s = statement("SELECT * FROM t WHERE id = $1", &[INT]);
         let other = statement("SELECT id FROM t WHERE id = $1", &[INT]);
         let params = vec!["1".to_string()];
-        let key = result_key("p:", &s, &params, &[[1; 16]]);
-        assert_ne!(key, result_key("p:", &s, &params, &[[2; 16]]));
-        assert_ne!(key, result_key("p:", &other, &params, &[[1; 16]]));
+        let key = result_key(&s, &params, &["1111111111111111"]);
+        assert_ne!(key, result_key(&s, &params, &["2222222222222222"]));
+        assert_ne!(key, result_key(&other, &params, &["1111111111111111"]));
     }
 
     #[test]
     fn parameters_cannot_run_into_each_other() {
         let s = statement("SELECT $1 || $2", &[KeyKind::Text, KeyKind::Text]);
-        let a = result_key("p:", &s, &["ab".into(), "c".into()], &[]);
-        let b = result_key("p:", &s, &["a".into(), "bc".into()], &[]);
+        let a = result_key(&s, &["ab".into(), "c".into()], &[]);
+        let b = result_key(&s, &["a".into(), "bc".into()], &[]);
         assert_ne!(a, b);
+        assert_ne!(a, result_key(&s, &["ab:c".into(), "".into()], &[]));
+    }
+
+    #[test]
+    fn long_parameters_are_hashed_into_a_short_key() {
+        let s = statement("SELECT $1", &[KeyKind::Text]);
+        let long = "x".repeat(1000);
+        let key = result_key(&s, &[long.clone()], &[]);
+        assert!(key.len() < 100, "{key}");
+        assert!(key.contains(":#"));
+        assert_ne!(key, result_key(&s, &[format!("{long}y")], &[]));
+        assert_ne!(key, result_key(&s, &["x".repeat(1001)], &[]));
     }
 
     #[test]

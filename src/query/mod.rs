@@ -17,6 +17,7 @@
 pub mod catalog;
 pub mod dropped;
 pub mod generations;
+mod hex;
 pub mod key;
 pub mod placeholders;
 pub mod statement;
@@ -33,8 +34,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Statement {
     /// The statement as the parser spells it.
     pub canonical: String,
-    /// SHA-256 of `canonical`: the part of every result key that names the statement.
-    pub digest: [u8; 32],
+    /// What every result key starts with: `<cache_prefix>~q:` and the first 128 bits of
+    /// SHA-256 of `canonical`, which name the statement (`key`).
+    pub key_head: String,
+    /// The generation keys its results' keys are built from, one per table it reads.
+    pub generation_keys: Vec<String>,
     pub params: Vec<ParamType>,
     /// The tables whose changes drop its results, ordered by key prefix.
     pub tables: Vec<Arc<TableSchema>>,
@@ -89,12 +93,21 @@ impl Figures {
 
 impl Statement {
     pub fn new(
+        cache_prefix: &str,
         canonical: String,
         params: Vec<ParamType>,
         tables: Vec<Arc<TableSchema>>,
         run_sql: String,
     ) -> Statement {
-        let digest = openssl::sha::sha256(canonical.as_bytes());
+        let mut key_head = format!("{cache_prefix}{}", key::RESULT_TAG);
+        hex::push(
+            &mut key_head,
+            &openssl::sha::sha256(canonical.as_bytes())[..16],
+        );
+        let generation_keys = tables
+            .iter()
+            .map(|t| generations::key_name(&t.key_prefix))
+            .collect();
         let stats = Arc::new(TableStats {
             name: crate::requests::tracked::QUERY_TABLE.into(),
             calls: Counter::new(),
@@ -104,7 +117,8 @@ impl Statement {
         });
         Statement {
             canonical,
-            digest,
+            key_head,
+            generation_keys,
             params,
             tables,
             run_sql,
