@@ -18,7 +18,7 @@ use crate::config::current;
 use crate::error::{Error, Result};
 use crate::pg::errors::statement_error;
 use crate::pg::pool::Connection;
-use crate::query::key::{canonical_params, finish_result_key};
+use crate::query::key::{canonical_params, finish_result_key, route_key};
 use crate::query::statement;
 use crate::query::{Statement, catalog, generations, statements};
 use crate::redis::acl;
@@ -128,6 +128,12 @@ fn known(ctx: &Context, statement: Arc<Statement>, call: &Call, read: Read) -> R
     takes(&statement, call.params.len())?;
     let params = canonical_params(&statement, call.params)?;
     may_read_tables(ctx, &statement)?;
+    if cluster::enabled() {
+        // The node serving the result's slot answers (from PostgreSQL, for now); others
+        // redirect, as for READ.
+        cluster::check(ctx, &route_key(&statement, &params))?;
+        return Ok(run(ctx, statement, params, None));
+    }
     let Some(key) = key_now(ctx, &statement, &params) else {
         return Ok(run(ctx, statement, params, None));
     };
@@ -179,12 +185,8 @@ fn may_read_tables(ctx: &Context, statement: &Statement) -> Result<()> {
 }
 
 /// The result's key under the current generations, in the context's DB; None where results
-/// are not cached (a cluster node, for now; a replica before its primary made the
-/// generations).
+/// are not cached (a replica before its primary made the generations).
 fn key_now(ctx: &Context, statement: &Statement, params: &[String]) -> Option<String> {
-    if cluster::enabled() {
-        return None;
-    }
     let mut key = String::with_capacity(statement.key_head.len() + 64);
     key.push_str(&statement.key_head);
     if !generations::append_current(ctx, &statement.generation_keys, &mut key) {
@@ -234,6 +236,15 @@ fn first_sight(ctx: &Context, call: &Call, read: Read) -> Reply {
             takes(&statement, params.len())?;
             let refs: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
             let params = canonical_params(&statement, &refs)?;
+            if cluster::enabled() {
+                let route = route_key(&statement, &params);
+                let outcome = execute(conn, &statement, &params);
+                let answer = completion(statement, outcome, None);
+                return Ok(Box::new(move |ctx| match cluster::check(ctx, &route) {
+                    Ok(()) => answer(ctx),
+                    Err(redirect) => redirect.into(),
+                }));
+            }
             let Some((key, cached)) = look_up_from_worker(db, &statement, &params, read) else {
                 let outcome = execute(conn, &statement, &params);
                 return Ok(completion(statement, outcome, None));

@@ -60,6 +60,14 @@ pub fn finish_result_key(key: &mut String, params: &[String]) {
     }
 }
 
+/// The name that decides which cluster node answers `statement` with `params`: the result's
+/// key without its generations (a result lives on the node that serves that name's slot).
+pub fn route_key(statement: &Statement, params: &[String]) -> String {
+    let mut key = statement.key_head.clone();
+    finish_result_key(&mut key, params);
+    key
+}
+
 /// Each parameter as `<length>:<text>`.
 fn push_params(out: &mut String, params: &[String]) {
     for param in params {

@@ -390,3 +390,40 @@ fn a_slot_resharded_under_load_leaves_no_key_astray() {
     );
     assert!(cluster.assert_keys_in_own_slots() > 0);
 }
+
+/// PGCACHE.QUERY on a cluster: one node answers each statement and parameters (the one
+/// serving its result's slot), the others redirect to it, and a cluster client follows.
+#[test]
+fn query_is_answered_by_one_node_and_redirected_by_the_others() {
+    let cluster = Cluster::start(&users_and_trigger(), 3);
+    let sql = "SELECT name FROM users WHERE id = $1";
+    for id in ["1", "2", "3"] {
+        let answers: Vec<redis::RedisResult<String>> = cluster
+            .nodes
+            .iter()
+            .map(|node| {
+                redis::cmd("PGCACHE.QUERY")
+                    .arg(sql)
+                    .arg(1)
+                    .arg(id)
+                    .query(&mut node.connection())
+            })
+            .collect();
+        let answered: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+        assert_eq!(answered.len(), 1, "{answers:?}");
+        assert_eq!(
+            json(answered[0]),
+            serde_json::json!([{"name": format!("user{id}")}])
+        );
+        for e in answers.iter().filter_map(|a| a.as_ref().err()) {
+            assert!(format!("{e:?}").to_uppercase().contains("MOVED"), "{e:?}");
+        }
+    }
+    let answer: String = redis::cmd("PGCACHE.QUERY")
+        .arg(sql)
+        .arg(1)
+        .arg("7")
+        .query(&mut cluster.client())
+        .unwrap();
+    assert_eq!(json(&answer), serde_json::json!([{"name": "user7"}]));
+}
