@@ -92,3 +92,8 @@ pub fn all() -> Vec<Arc<Statement>> {
     statements.dedup_by(|a, b| Arc::ptr_eq(a, b));
     statements
 }
+
+/// How many spellings are remembered.
+pub fn count() -> usize {
+    with_table(|table| table.by_text.len())
+}

@@ -89,6 +89,11 @@ pub fn gauges() -> Vec<Gauge> {
             "Entries in PGCACHE.SLOWLOG.",
             slowlog::len(),
         ),
+        int(
+            "query_statements",
+            "Statement spellings PGCACHE.QUERY remembers (at most query_max_statements).",
+            crate::query::statements::count(),
+        ),
     ]);
     all.extend([
         int(

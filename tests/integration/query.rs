@@ -561,3 +561,49 @@ fn queries_lists_each_statement_with_its_figures_and_explain_tells_without_runni
         .query(&mut con)
         .unwrap();
 }
+
+/// Misses of one statement racing commits to the row it reads: a result read before a
+/// commit must never be stored as current (no stale fill), so once the writes stop the
+/// cached answer is the last committed one and stays so.
+#[test]
+fn writes_racing_misses_of_one_statement_never_leave_a_stale_result() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stack = watched();
+    let sql = "SELECT total FROM orders WHERE id = $1";
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (mut con, stop) = (stack.con(), stop.clone());
+            std::thread::spawn(move || {
+                let mut calls = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    query(&mut con, sql, &["7"]).unwrap();
+                    calls += 1;
+                }
+                calls
+            })
+        })
+        .collect();
+    let mut pg = stack.pg.client();
+    for n in 1..=300 {
+        pg.batch_execute(&format!("UPDATE orders SET total = {n} WHERE id = 7"))
+            .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let calls: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(calls > 100, "the readers raced the writer ({calls} calls)");
+    let mut con = stack.con();
+    let last = serde_json::json!([{"total": 300}]);
+    wait_for("the last committed total", Duration::from_secs(10), || {
+        (json(&query(&mut con, sql, &["7"]).unwrap()) == last).then_some(())
+    });
+    let hits = stats_figure(&mut con, "query_hits");
+    for _ in 0..20 {
+        assert_eq!(json(&query(&mut con, sql, &["7"]).unwrap()), last);
+    }
+    assert!(
+        stats_figure(&mut con, "query_hits") > hits,
+        "answered from the cache"
+    );
+}
