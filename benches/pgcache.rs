@@ -276,6 +276,46 @@ fn misses(pg: &Pg) {
     }
 }
 
+/// Distinct-parameter QUERYs (every call a miss) vs pgbench running the same SELECT at the
+/// same concurrency (issue #32's target: at least 0.9x).
+fn query_misses(pg: &Pg) {
+    println!(
+        "\n## 13. Miss path: distinct-parameter PGCACHE.QUERY vs the same SELECT through pgbench (50 clients)\n"
+    );
+    println!(
+        "| QUERY miss rps | pgbench tps (prepared, 50 clients) | ratio (median of 5 rounds) |"
+    );
+    println!("|---|---|---|");
+    let redis = Redis::start(&pg.module_args());
+    let mut con = redis.connection();
+    let sql = "SELECT id, name, email FROM users WHERE id = $1";
+    cmd(&mut con, &["PGCACHE.QUERY", sql, "1", "1"]); // statement learned
+    let script = format!(
+        "\\set id random(1, {ROWS})\n\
+         SELECT id, name, email FROM users WHERE id = :id;\n"
+    );
+    let (mut rates, mut tpss, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        cmd(&mut con, &["FLUSHALL"]);
+        let rps = redis_benchmark(
+            redis.port,
+            &["-c", "50", "-n", "60000", "-r", &ROWS.to_string()],
+            &["PGCACHE.QUERY", sql, "1", "__rand_int__"],
+        )
+        .rps;
+        let tps = Pgbench::start(pg, &script, 50, 3, &[]).tps();
+        rates.push(rps);
+        tpss.push(tps);
+        ratios.push(rps / tps);
+    }
+    println!(
+        "| {:.0} | {:.0} | {:.2} |",
+        median(rates),
+        median(tpss),
+        median(ratios)
+    );
+}
+
 fn ping_under_slow_misses(pg: &Pg) {
     println!("\n## 4. PING latency while 20 clients each wait on a 200 ms query\n");
     let mut args = pg.module_args();
@@ -1280,8 +1320,8 @@ fn main() {
          CREATE VIEW slow_users AS SELECT id, name FROM users WHERE pg_sleep(0.2) IS NOT NULL;"
     ));
     pg.execute("VACUUM ANALYZE users");
-    // PGCACHE_BENCH_ONLY=hits|multiread|query-hits|misses|ping|lag|coalescing|bulk|writers|
-    // load-lag|pg-restart|trouble runs one section.
+    // PGCACHE_BENCH_ONLY=hits|multiread|query-hits|misses|query-misses|ping|lag|coalescing|bulk|
+    // writers|load-lag|pg-restart|trouble runs one section.
     let only = std::env::var("PGCACHE_BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let bare = bare_module();
@@ -1301,6 +1341,9 @@ fn main() {
     drop(redis);
     if wanted("misses") {
         misses(&pg);
+    }
+    if wanted("query-misses") {
+        query_misses(&pg);
     }
     if wanted("ping") {
         ping_under_slow_misses(&pg);

@@ -337,16 +337,13 @@ type Run = Result<(String, u64)>;
 
 /// Runs the statement in a READ ONLY transaction (under the session's statement_timeout).
 fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) -> Run {
-    conn.batch_execute("BEGIN READ ONLY")
-        .map_err(|e| statement_error(&e))?;
     let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
         .iter()
         .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect();
-    let rows = conn.query(&statement.run_sql, &values);
-    let end = conn.batch_execute(if rows.is_ok() { "COMMIT" } else { "ROLLBACK" });
-    let rows = rows.map_err(|e| statement_error(&e))?;
-    end.map_err(|e| statement_error(&e))?;
+    let rows = conn
+        .query_read_only(&statement.run_sql, &values)
+        .map_err(|e| statement_error(&e))?;
     let row = rows
         .first()
         .ok_or_else(|| Error::internal("the statement's result came back without its row"))?;

@@ -339,24 +339,45 @@ impl Connection {
         self.with_retry(|conn| conn.query_once(sql, params))
     }
 
+    /// Runs `sql` as a prepared statement in a READ ONLY transaction of its own, begun and
+    /// committed in the same round trip (PGCACHE.QUERY's statements).
+    pub fn query_read_only(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Failure> {
+        self.with_retry(|conn| {
+            let statement = conn.prepared(sql)?;
+            let patience = conn.patience;
+            let result = conn.session.query_read_only(&statement, params, patience);
+            if result.is_err() {
+                // The tables may have changed under the statement; prepare afresh next time.
+                conn.statements.remove(sql);
+            }
+            result
+        })
+    }
+
+    /// `sql` prepared on this connection, once.
+    fn prepared(&mut self, sql: &str) -> Result<tokio_postgres::Statement, Failure> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.session.prepare(sql, self.patience)?;
+        if self.statements.len() >= MAX_CACHED_STATEMENTS {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+
     fn query_once(
         &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Failure> {
-        let patience = self.patience;
-        let statement = match self.statements.get(sql) {
-            Some(statement) => statement.clone(),
-            None => {
-                let statement = self.session.prepare(sql, patience)?;
-                if self.statements.len() >= MAX_CACHED_STATEMENTS {
-                    self.statements.clear();
-                }
-                self.statements.insert(sql.to_string(), statement.clone());
-                statement
-            }
-        };
-        let result = self.session.query(&statement, params, patience);
+        let statement = self.prepared(sql)?;
+        let result = self.session.query(&statement, params, self.patience);
         if result.is_err() {
             // The table may have changed under the statement; prepare afresh next time.
             self.statements.remove(sql);

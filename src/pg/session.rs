@@ -251,6 +251,28 @@ impl Session {
         self.drive(limit, |client| client.query(statement, params))
     }
 
+    /// Runs `statement` inside `BEGIN READ ONLY` ... `COMMIT`, the three sent at once (one
+    /// round trip): a statement that failed leaves the transaction aborted, and the COMMIT
+    /// then ends it.
+    pub fn query_read_only(
+        &mut self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+        limit: Duration,
+    ) -> Result<Vec<Row>, Failure> {
+        self.drive(limit, |client| async move {
+            let (begun, rows, committed) = tokio::join!(
+                client.batch_execute("BEGIN READ ONLY"),
+                client.query(statement, params),
+                client.batch_execute("COMMIT"),
+            );
+            begun?;
+            let rows = rows?;
+            committed?;
+            Ok(rows)
+        })
+    }
+
     pub fn batch_execute(&mut self, sql: &str, limit: Duration) -> Result<(), Failure> {
         self.drive(limit, |client| client.batch_execute(sql))
     }
