@@ -10,12 +10,11 @@
 //! lands under a key nobody builds any more. The keys are ordinary keys, so the RDB, the
 //! AOF and the replicas carry them with the results they vouch for.
 
-use crate::cache;
 use crate::config::MAX_TTL_SECONDS;
 use crate::query::hex;
 use crate::redis::keyspace;
 use crate::redis::role::writable;
-use redis_module::Context;
+use redis_module::{CallOptionsBuilder, CallResult, Context};
 
 /// A generation's value as its key holds it: 16 lowercase hex digits (64 random bits: no
 /// client chooses them, and a table would need billions of changes before one came back),
@@ -76,9 +75,27 @@ fn parse(value: &[u8]) -> Option<Generation> {
 }
 
 /// Ends the generation of the table (or cache) whose keys start with `prefix`, in each of
-/// `dbs`: every result that read it becomes unreachable. Replicated.
+/// `dbs`: every result that read it becomes unreachable. Replicated, as DEL.
 pub fn end(ctx: &Context, prefix: &str, dbs: &[i32]) {
-    cache::delete_in(ctx, &key_name(prefix), dbs);
+    if !writable(ctx) {
+        return;
+    }
+    let name = key_name(prefix);
+    let options = CallOptionsBuilder::new()
+        .replicate()
+        .errors_as_replies()
+        .build();
+    keyspace::in_each_db(ctx, dbs.iter().copied(), |_| {
+        if keyspace::with_name(ctx, name.as_bytes(), |key| keyspace::exists(ctx, key)) {
+            let deleted: CallResult = ctx.call_ext("DEL", &options, &[name.as_str()]);
+            if let Err(e) = deleted {
+                ctx.log_warning(&format!(
+                    "pgcache: DEL of {name} failed: {}",
+                    e.to_utf8_string().unwrap_or_default()
+                ));
+            }
+        }
+    });
 }
 
 #[cfg(test)]
