@@ -607,3 +607,37 @@ fn writes_racing_misses_of_one_statement_never_leave_a_stale_result() {
         "answered from the cache"
     );
 }
+
+#[test]
+fn invalidating_a_row_drops_the_results_of_its_table() {
+    let stack = Stack::start(&format!("{USERS_SQL} {ORDERS_SQL}"));
+    let mut con = stack.con();
+    let sql = "SELECT name FROM users WHERE id = $1";
+    let orders = "SELECT count(*) AS n FROM orders";
+    query_until_cached(&mut con, sql, &["3"]);
+    query_until_cached(&mut con, orders, &[]);
+    // An unwatched table: only a client's INVALIDATE tells pgcache the row changed.
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'three' WHERE id = 3");
+    assert_eq!(
+        query(&mut con, sql, &["3"]).unwrap(),
+        r#"[{"name":"user3"}]"#
+    );
+    let _: () = redis::cmd("PGCACHE.INVALIDATE")
+        .arg("users")
+        .arg(r#"{"id":3}"#)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        query(&mut con, sql, &["3"]).unwrap(),
+        r#"[{"name":"three"}]"#
+    );
+    let hits = stats_figure(&mut con, "query_hits");
+    query(&mut con, orders, &[]).unwrap();
+    assert_eq!(
+        stats_figure(&mut con, "query_hits"),
+        hits + 1,
+        "other tables' results stay"
+    );
+}
