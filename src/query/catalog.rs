@@ -209,3 +209,35 @@ pub fn run_sql(parsed: &Parsed, params: &[ParamType]) -> Result<String> {
          '[]'), pg_catalog.count(*) FROM ({body}) AS q"
     ))
 }
+
+/// The statement PGCACHE.QUERY runs for several parameter sets of `parsed` at once (misses
+/// queued together): one row per set, in order, each the result and row count `run_sql`
+/// gives for that set. The sets arrive as one text array per parameter; each set is joined
+/// LATERALly to the statement. None for a statement without parameters (its misses are one
+/// result, coalesced).
+pub fn batch_sql(parsed: &Parsed, params: &[ParamType]) -> Result<Option<String>> {
+    if params.is_empty() {
+        return Ok(None);
+    }
+    let body = placeholders::replace_numbered(&parsed.canonical, |n| {
+        format!(
+            "(pgcache_params.pgcache_v{n}::text::{})",
+            params[n - 1].cast
+        )
+    })?;
+    let arrays: Vec<String> = (1..=params.len())
+        .map(|n| format!("${n}::text[]"))
+        .collect();
+    let columns: Vec<String> = (1..=params.len())
+        .map(|n| format!("pgcache_v{n}"))
+        .collect();
+    Ok(Some(format!(
+        "SELECT pgcache_results.json, pgcache_results.n \
+         FROM pg_catalog.unnest({}) WITH ORDINALITY AS pgcache_params({}, pgcache_i), \
+         LATERAL (SELECT COALESCE('[' || pg_catalog.string_agg(pg_catalog.row_to_json(q)::text, ',') || ']', '[]') AS json, \
+                         pg_catalog.count(*) AS n FROM ({body}) AS q) AS pgcache_results \
+         ORDER BY pgcache_params.pgcache_i",
+        arrays.join(", "),
+        columns.join(", ")
+    )))
+}

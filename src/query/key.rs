@@ -97,6 +97,7 @@ mod tests {
             params,
             Vec::new(),
             String::new(),
+            None,
         )
     }
 

@@ -44,6 +44,9 @@ pub struct Statement {
     pub tables: Vec<Arc<TableSchema>>,
     /// What a miss runs (`catalog::run_sql`).
     pub run_sql: String,
+    /// What misses queued together run (`catalog::batch_sql`), if PostgreSQL accepts it for
+    /// this statement (not where a parameter sits in LIMIT, say).
+    pub batch_sql: Option<String>,
     /// Its figures (its calls' slowlog entries and latency, hits and misses).
     pub stats: Arc<TableStats>,
     /// What PGCACHE.QUERIES shows beside them.
@@ -98,6 +101,7 @@ impl Statement {
         params: Vec<ParamType>,
         tables: Vec<Arc<TableSchema>>,
         run_sql: String,
+        batch_sql: Option<String>,
     ) -> Statement {
         let mut key_head = format!("{cache_prefix}{}", key::RESULT_TAG);
         hex::push(
@@ -122,6 +126,7 @@ impl Statement {
             params,
             tables,
             run_sql,
+            batch_sql,
             stats,
             figures: Figures::default(),
         }

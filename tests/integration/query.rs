@@ -641,3 +641,53 @@ fn invalidating_a_row_drops_the_results_of_its_table() {
         "other tables' results stay"
     );
 }
+
+/// Misses of one statement queued together run as one batch (one worker here, so they
+/// queue): each caller gets its own parameters' answer, and a value PostgreSQL refuses fails
+/// only its own call.
+#[test]
+fn misses_queued_together_run_as_one_batch_and_fail_alone() {
+    let stack = Stack::start_with(
+        &format!("{USERS_SQL} {ORDERS_SQL} {TRIGGER_SQL}"),
+        &["workers", "1"],
+    );
+    stack.pg.execute("SELECT pgcache_watch('orders')");
+    stack.pg.log_app_statements();
+    let sql = "SELECT id FROM orders WHERE placed > $1 ORDER BY id LIMIT 1";
+    query(&mut stack.con(), sql, &["2024-05-01T10:00:00Z"]).unwrap();
+    let callers: Vec<_> = (0..6)
+        .map(|t| {
+            let mut con = stack.con();
+            std::thread::spawn(move || {
+                for i in 0..30usize {
+                    let hour = (t * 30 + i) % 48;
+                    if i % 10 == 9 {
+                        let e = query(&mut con, sql, &["not a time"])
+                            .unwrap_err()
+                            .to_string();
+                        assert!(e.contains("not a time"), "{e}");
+                        continue;
+                    }
+                    let at = format!("2024-05-01T{:02}:30:00Z", hour % 24);
+                    let at = if hour >= 24 {
+                        at.replace("05-01", "05-02")
+                    } else {
+                        at
+                    };
+                    let answer = query(&mut con, sql, &[&at]).unwrap();
+                    let first: serde_json::Value = json(&answer)[0]["id"].clone();
+                    // placed = 10:00 + id hours: the first order after hh:30 is the next hour's.
+                    let next_hour = if hour < 10 { 1 } else { hour - 9 };
+                    assert_eq!(first, serde_json::json!(next_hour), "{at}: {answer}");
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.join().unwrap();
+    }
+    assert!(
+        stack.pg.logged_statements("pgcache_params") > 0,
+        "some misses ran as a batch"
+    );
+}

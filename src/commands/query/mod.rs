@@ -7,6 +7,8 @@
 //! built before it ran (`query::generations` says why that is never stale). A statement seen
 //! for the first time is parsed and learned from the catalog on the worker first.
 
+mod batch;
+
 use crate::cache;
 use crate::cache::bypass;
 use crate::cache::fill::{self, FillTicket, LeadOrWait, Outcome};
@@ -132,10 +134,10 @@ fn known(ctx: &Context, statement: Arc<Statement>, call: &Call, read: Read) -> R
         // The node serving the result's slot answers (from PostgreSQL, for now); others
         // redirect, as for READ.
         cluster::check(ctx, &route_key(&statement, &params))?;
-        return Ok(run(ctx, statement, params, None));
+        return Ok(batch::run(ctx, statement, params, None));
     }
     let Some(key) = key_now(ctx, &statement, &params) else {
-        return Ok(run(ctx, statement, params, None));
+        return Ok(batch::run(ctx, statement, params, None));
     };
     if read == Read::Cached {
         if !bypass::bypassed(key.as_bytes()) && reply_if_cached(ctx, &key) {
@@ -149,14 +151,16 @@ fn known(ctx: &Context, statement: Arc<Statement>, call: &Call, read: Read) -> R
         return Ok(
             match fill::lead_or_wait(ctx, key, timeout_ms, &statement.stats, "") {
                 LeadOrWait::Wait => Reply::Blocked,
-                LeadOrWait::Lead(ticket) => run(ctx, statement, params, Some((ticket, call.ttl))),
+                LeadOrWait::Lead(ticket) => {
+                    batch::run(ctx, statement, params, Some((ticket, call.ttl)))
+                }
             },
         );
     }
     // The client's own write may be newer than the cache, or the feed cannot vouch for it:
     // PostgreSQL answers, and its answer may be cached (taken after the key's generations).
     let ticket = fill::lead(key.into());
-    Ok(run(ctx, statement, params, Some((ticket, call.ttl))))
+    Ok(batch::run(ctx, statement, params, Some((ticket, call.ttl))))
 }
 
 /// Refuses a call whose parameter count is not the statement's.
@@ -201,23 +205,6 @@ fn reply_if_cached(ctx: &Context, key: &str) -> bool {
         keyspace::read_string(ctx, k, |value| reply::bulk(ctx, value))
     })
     .is_some()
-}
-
-/// Runs the statement on a worker; with a ticket, its result is cached for `ttl` seconds
-/// under the ticket's key.
-fn run(
-    ctx: &Context,
-    statement: Arc<Statement>,
-    params: Vec<String>,
-    fill: Option<(FillTicket, u64)>,
-) -> Reply {
-    worker::submit(
-        ctx,
-        Box::new(move |conn| {
-            let outcome = execute(conn, &statement, &params);
-            Ok(completion(statement, outcome, fill))
-        }),
-    )
 }
 
 /// A statement not in the statement table: parsed on a worker (and learned from the
@@ -270,12 +257,17 @@ pub fn learn(conn: &mut Connection, sql: &[u8]) -> Result<Arc<Statement>> {
         None => {
             let learned = catalog::learn(conn, &parsed)?;
             let run_sql = catalog::run_sql(&parsed, &learned.params)?;
+            // A batch PostgreSQL refuses (a parameter in LIMIT may not come from a LATERAL
+            // join) leaves the statement's misses to run one by one.
+            let batch_sql = catalog::batch_sql(&parsed, &learned.params)?
+                .filter(|sql| conn.prepare(sql).is_ok());
             Arc::new(Statement::new(
                 &current::cache_prefix(),
                 parsed.canonical,
                 learned.params,
                 learned.tables,
                 run_sql,
+                batch_sql,
             ))
         }
     };
@@ -333,10 +325,10 @@ fn cached_completion(statement: Arc<Statement>, result: String) -> Completion {
 }
 
 /// What a run found: the result as JSON and its row count.
-type Run = Result<(String, u64)>;
+pub type Run = Result<(String, u64)>;
 
 /// Runs the statement in a READ ONLY transaction (under the session's statement_timeout).
-fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) -> Run {
+pub fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) -> Run {
     let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
         .iter()
         .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
@@ -353,7 +345,7 @@ fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) -> R
 
 /// The main-thread half of a run: cache the result when a ticket came with it, it is not
 /// too big, and the cache admits it; then reply.
-fn completion(
+pub fn completion(
     statement: Arc<Statement>,
     outcome: Run,
     fill: Option<(FillTicket, u64)>,

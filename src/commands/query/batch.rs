@@ -1,0 +1,155 @@
+//! QUERY misses of one statement run together: while a worker job for a statement waits in
+//! the queue, further misses of it (other parameters) join that job instead of queueing
+//! their own, and the worker runs them all in one statement (`Statement::batch_sql`: the
+//! parameter sets joined LATERALly), one round trip and one snapshot for all. If the batch
+//! fails, each runs alone, so one bad parameter fails only its own call.
+
+use super::{Run, completion, execute};
+use crate::cache::fill::FillTicket;
+use crate::cache::worker;
+use crate::config::current;
+use crate::error::Error;
+use crate::pg::errors::statement_error;
+use crate::pg::pool::Connection;
+use crate::pg::session::Failure;
+use crate::query::Statement;
+use crate::requests::blocked::BlockedClient;
+use crate::requests::reply::Reply;
+use redis_module::Context;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio_postgres::error::SqlState;
+
+/// Most parameter sets one statement runs with at once.
+const MAX_BATCH: usize = 128;
+
+/// A miss that joined a queued job of its statement.
+struct Joined {
+    client: BlockedClient,
+    params: Vec<String>,
+    fill: Option<(FillTicket, u64)>,
+}
+
+/// The misses waiting for each statement's queued job, by the statement's address (its
+/// `Arc` is held by the job, so the address is not reused while the entry exists).
+static WAITING: Mutex<Option<HashMap<usize, Vec<Joined>>>> = Mutex::new(None);
+
+fn with_waiting<R>(f: impl FnOnce(&mut HashMap<usize, Vec<Joined>>) -> R) -> R {
+    let mut guard = WAITING.lock().unwrap_or_else(|p| p.into_inner());
+    f(guard.get_or_insert_with(HashMap::new))
+}
+
+/// Runs `statement` with `params` on a worker, joining a job of the same statement already
+/// queued when there is one; with a ticket, the result is cached for `ttl` seconds under its
+/// key. Main thread.
+pub fn run(
+    ctx: &Context,
+    statement: Arc<Statement>,
+    params: Vec<String>,
+    fill: Option<(FillTicket, u64)>,
+) -> Reply {
+    let id = Arc::as_ptr(&statement) as usize;
+    if statement.batch_sql.is_some() && with_waiting(|w| w.contains_key(&id)) {
+        if let Err(refusal) = worker::may_wait(ctx) {
+            return refusal;
+        }
+        let client = BlockedClient::block(ctx, current::request_timeout_ms());
+        with_waiting(|w| {
+            if let Some(joined) = w.get_mut(&id) {
+                joined.push(Joined {
+                    client,
+                    params,
+                    fill,
+                });
+            }
+        });
+        return Reply::Blocked;
+    }
+    if statement.batch_sql.is_some() {
+        with_waiting(|w| w.insert(id, Vec::new()));
+    }
+    let job_statement = statement.clone();
+    let reply = worker::submit(
+        ctx,
+        Box::new(move |conn| {
+            let statement = job_statement;
+            let mut joined = with_waiting(|w| w.remove(&id)).unwrap_or_default();
+            for j in &mut joined {
+                j.client.picked();
+            }
+            let mut sets = vec![params];
+            sets.extend(joined.iter_mut().map(|j| std::mem::take(&mut j.params)));
+            let mut outcomes = execute_all(conn, &statement, &sets).into_iter();
+            let own = outcomes.next().unwrap_or_else(|| Err(lost()));
+            for (j, outcome) in joined.into_iter().zip(outcomes) {
+                j.client
+                    .answer(completion(statement.clone(), outcome, j.fill));
+            }
+            Ok(completion(statement, own, fill))
+        }),
+    );
+    if !matches!(reply, Reply::Blocked) {
+        // Refused (a full queue, an outage): no job will take the entry; nothing joined it,
+        // as only the main thread joins.
+        with_waiting(|w| w.remove(&id));
+    }
+    reply
+}
+
+fn lost() -> Error {
+    Error::internal("a batched statement's result went missing")
+}
+
+/// The result for each parameter set, in order: batched where the statement allows it,
+/// MAX_BATCH sets at a time, each set alone where a batch failed.
+fn execute_all(conn: &mut Connection, statement: &Statement, sets: &[Vec<String>]) -> Vec<Run> {
+    let Some(batch_sql) = statement.batch_sql.as_deref().filter(|_| sets.len() > 1) else {
+        return sets.iter().map(|p| execute(conn, statement, p)).collect();
+    };
+    sets.chunks(MAX_BATCH)
+        .flat_map(|chunk| match execute_batch(conn, batch_sql, chunk) {
+            Ok(runs) => runs,
+            // PostgreSQL refused the batch (one set's value is not of its type, say): each
+            // set alone finds which.
+            Err(failure) if refused_one(&failure) => {
+                chunk.iter().map(|p| execute(conn, statement, p)).collect()
+            }
+            // Out of time or out of reach: every set would be too.
+            Err(failure) => vec![Err(statement_error(&failure)); chunk.len()],
+        })
+        .collect()
+}
+
+/// Whether PostgreSQL itself refused the statement for what it was given (not a cancel
+/// for statement_timeout, not a lost connection).
+fn refused_one(failure: &Failure) -> bool {
+    failure
+        .as_db_error()
+        .is_some_and(|db| *db.code() != SqlState::QUERY_CANCELED && !failure.session_lost())
+}
+
+/// One statement for `sets`: one text array per parameter.
+fn execute_batch(
+    conn: &mut Connection,
+    batch_sql: &str,
+    sets: &[Vec<String>],
+) -> Result<Vec<Run>, Failure> {
+    let width = sets[0].len();
+    let arrays: Vec<Vec<&str>> = (0..width)
+        .map(|i| sets.iter().map(|set| set[i].as_str()).collect())
+        .collect();
+    let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = arrays
+        .iter()
+        .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let rows = conn.query_read_only(batch_sql, &values)?;
+    let mut runs: Vec<Run> = rows
+        .iter()
+        .map(|row| {
+            let count: i64 = row.get(1);
+            Ok((row.get(0), count as u64))
+        })
+        .collect();
+    runs.resize_with(sets.len(), || Err(lost()));
+    Ok(runs)
+}
