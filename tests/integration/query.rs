@@ -691,3 +691,29 @@ fn misses_queued_together_run_as_one_batch_and_fail_alone() {
         "some misses ran as a batch"
     );
 }
+
+/// Many clients missing one statement at once, two workers taking their jobs: every call is
+/// answered, with its own parameters' result (a miss that joined a job as the worker took
+/// it was once left unanswered until its timeout).
+#[test]
+fn concurrent_misses_of_one_statement_are_all_answered() {
+    let stack = watched();
+    let sql = "SELECT name FROM users WHERE id = $1";
+    query(&mut stack.con(), sql, &["1"]).unwrap();
+    let callers: Vec<_> = (0..8u64)
+        .map(|t| {
+            let mut con = stack.con();
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(t + 1);
+                for _ in 0..300 {
+                    let id = 1 + rng.below(200);
+                    let answer = query(&mut con, sql, &[&id.to_string()]).unwrap();
+                    assert_eq!(answer, format!(r#"[{{"name":"user{id}"}}]"#));
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.join().unwrap();
+    }
+}

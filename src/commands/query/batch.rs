@@ -49,25 +49,33 @@ pub fn run(
     fill: Option<(FillTicket, u64)>,
 ) -> Reply {
     let id = Arc::as_ptr(&statement) as usize;
-    if statement.batch_sql.is_some() && with_waiting(|w| w.contains_key(&id)) {
+    let (params, fill) = if statement.batch_sql.is_some() {
         if let Err(refusal) = worker::may_wait(ctx) {
             return refusal;
         }
-        let client = BlockedClient::block(ctx, current::request_timeout_ms());
-        with_waiting(|w| {
-            if let Some(joined) = w.get_mut(&id) {
+        // Joining and the worker's taking of the joined happen under one lock: a miss joins a
+        // job that has not started yet, or queues its own.
+        let own = with_waiting(|w| match w.get_mut(&id) {
+            Some(joined) => {
                 joined.push(Joined {
-                    client,
+                    client: BlockedClient::block(ctx, current::request_timeout_ms()),
                     params,
                     fill,
                 });
+                None
+            }
+            None => {
+                w.insert(id, Vec::new());
+                Some((params, fill))
             }
         });
-        return Reply::Blocked;
-    }
-    if statement.batch_sql.is_some() {
-        with_waiting(|w| w.insert(id, Vec::new()));
-    }
+        match own {
+            Some(own) => own,
+            None => return Reply::Blocked,
+        }
+    } else {
+        (params, fill)
+    };
     let job_statement = statement.clone();
     let reply = worker::submit(
         ctx,
