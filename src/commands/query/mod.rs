@@ -58,6 +58,10 @@ pub static QUERY: Command = Command {
     ]),
 };
 
+/// Longest statement text accepted: each remembered spelling is kept in memory
+/// (`query_max_statements` of them), so their size is bounded too.
+const MAX_STATEMENT_BYTES: usize = 64 * 1024;
+
 /// How long a worker waits for the main thread to read a new statement's generations.
 const GENERATIONS_LIMIT: Duration = Duration::from_millis(100);
 
@@ -121,6 +125,12 @@ pub fn query(ctx: &Context, args: &[&[u8]]) -> Reply {
     };
     match statements::get(call.sql) {
         Some(statement) => known(ctx, statement, &call, read).unwrap_or_else(Reply::from),
+        None if call.sql.len() > MAX_STATEMENT_BYTES => Error::invalid(format!(
+            "the statement is {} bytes; PGCACHE.QUERY takes statements of up to \
+             {MAX_STATEMENT_BYTES} bytes (pass long lists as parameters, such as = ANY($1))",
+            call.sql.len()
+        ))
+        .into(),
         None => first_sight(ctx, &call, read),
     }
 }
