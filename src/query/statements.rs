@@ -97,3 +97,13 @@ pub fn all() -> Vec<Arc<Statement>> {
 pub fn count() -> usize {
     with_table(|table| table.by_text.len())
 }
+
+/// Forgets every spelling of the statement spelled `canonical` (a table it reads changed
+/// under it): the next call learns it again from the catalog.
+pub fn forget(canonical: &str) {
+    with_table(|table| {
+        table
+            .by_text
+            .retain(|_, e| e.statement.canonical != canonical)
+    });
+}

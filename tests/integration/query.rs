@@ -717,3 +717,34 @@ fn concurrent_misses_of_one_statement_are_all_answered() {
         caller.join().unwrap();
     }
 }
+
+#[test]
+fn a_statement_whose_table_changed_under_it_is_learned_again() {
+    let stack = watched();
+    let mut con = stack.con();
+    let sql = "SELECT id FROM orders WHERE user_id = $1 ORDER BY id LIMIT 2";
+    assert_eq!(
+        query_until_cached(&mut con, sql, &["3"]),
+        r#"[{"id":2},{"id":7}]"#
+    );
+    stack
+        .pg
+        .execute("ALTER TABLE orders ALTER COLUMN user_id TYPE text USING 'u' || user_id");
+    // DDL is no change either feed reports: README asks for a FLUSH of the table after it.
+    let _: () = redis::cmd("PGCACHE.FLUSH")
+        .arg("orders")
+        .query(&mut con)
+        .unwrap();
+    // The statement learned for an integer fails on the text column; it is then learned
+    // again (its parameter is text now), not refused for ever.
+    let answer = wait_for(
+        "the statement learned again",
+        Duration::from_secs(10),
+        || query(&mut con, sql, &["3"]).ok(),
+    );
+    assert_eq!(answer, "[]");
+    assert_eq!(
+        query(&mut con, sql, &["u3"]).unwrap(),
+        r#"[{"id":2},{"id":7}]"#
+    );
+}

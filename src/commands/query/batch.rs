@@ -4,12 +4,11 @@
 //! parameter sets joined LATERALly), one round trip and one snapshot for all. If the batch
 //! fails, each runs alone, so one bad parameter fails only its own call.
 
-use super::{Run, completion, execute};
+use super::{Run, completion, execute, failed};
 use crate::cache::fill::FillTicket;
 use crate::cache::worker;
 use crate::config::current;
 use crate::error::Error;
-use crate::pg::errors::statement_error;
 use crate::pg::pool::Connection;
 use crate::pg::session::Failure;
 use crate::query::Statement;
@@ -123,7 +122,7 @@ fn execute_all(conn: &mut Connection, statement: &Statement, sets: &[Vec<String>
                 chunk.iter().map(|p| execute(conn, statement, p)).collect()
             }
             // Out of time or out of reach: every set would be too.
-            Err(failure) => vec![Err(statement_error(&failure)); chunk.len()],
+            Err(failure) => vec![Err(failed(statement, &failure)); chunk.len()],
         })
         .collect()
 }

@@ -18,8 +18,9 @@ use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::commands::{ReadOptions, ttl_arg, utf8};
 use crate::config::current;
 use crate::error::{Error, Result};
-use crate::pg::errors::statement_error;
+use crate::pg::errors::{is_schema_change, statement_error};
 use crate::pg::pool::Connection;
+use crate::pg::session::Failure;
 use crate::query::key::{canonical_params, finish_result_key, route_key};
 use crate::query::statement;
 use crate::query::{Statement, catalog, generations, statements};
@@ -345,12 +346,21 @@ pub fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) 
         .collect();
     let rows = conn
         .query_read_only(&statement.run_sql, &values)
-        .map_err(|e| statement_error(&e))?;
+        .map_err(|e| failed(statement, &e))?;
     let row = rows
         .first()
         .ok_or_else(|| Error::internal("the statement's result came back without its row"))?;
     let count: i64 = row.get(1);
     Ok((row.get(0), count as u64))
+}
+
+/// The error of a statement that failed; one whose tables changed under it (a column or
+/// table gone, a type changed) is forgotten, to be learned afresh by the next call.
+pub fn failed(statement: &Statement, failure: &Failure) -> Error {
+    if is_schema_change(failure) {
+        statements::forget(&statement.canonical);
+    }
+    statement_error(failure)
 }
 
 /// The main-thread half of a run: cache the result when a ticket came with it, it is not
