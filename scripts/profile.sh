@@ -116,9 +116,9 @@ fi
 HITS=5000
 HIT_WORK=(--toggle-collect=processCommand)
 entry="'pg_cache:profile_users:{\"id\":1}'"
-hits_of() { # hits_of <command>: a commands file of the warm-up and HITS calls of <command>
+hits_of() { # hits_of <command> [warm-up file]: a commands file of the warm-up and HITS calls
   {
-    head -n 1 "$OUT/commands"
+    if [ -n "${2:-}" ]; then cat "$2"; else head -n 1 "$OUT/commands"; fi
     for _ in $(seq "$HITS"); do echo "$1"; done
   } >"$OUT/hits"
   echo "$OUT/hits"
@@ -198,13 +198,6 @@ query="PGCACHE.QUERY \"SELECT id, name, email FROM profile_users WHERE id = \$1\
   head -n 1 "$OUT/commands"
   for _ in 1 2 3; do echo "$query"; done
 } >"$OUT/query_warmup"
-query_hits() {
-  {
-    cat "$OUT/query_warmup"
-    for _ in $(seq "$HITS"); do echo "$query"; done
-  } >"$OUT/query_hits"
-  echo "$OUT/query_hits"
-}
 wanted query || exit 0
 echo
 echo "Instructions per call in \`processCommand\`, a hit of the same row by READ and by QUERY:"
@@ -216,5 +209,5 @@ for module in "$@"; do
   query_base=$(count "$module" "$OUT/query_warmup" "${HIT_WORK[@]}")
   printf '| %s | %d | %d |\n' "$module" \
     "$(per_call "$module" "$(hits_of "PGCACHE.READ profile_users '{\"id\":1}'")" "$HITS" "$base" "${HIT_WORK[@]}")" \
-    "$(per_call "$module" "$(query_hits)" "$HITS" "$query_base" "${HIT_WORK[@]}")"
+    "$(per_call "$module" "$(hits_of "$query" "$OUT/query_warmup")" "$HITS" "$query_base" "${HIT_WORK[@]}")"
 done

@@ -24,10 +24,7 @@ pub fn table_changed(ctx: &Context, prefix: &str, dbs: &[i32]) {
         .strip_prefix(cache_prefix.as_str())
         .and_then(|t| t.strip_suffix(':'))
         .unwrap_or("");
-    for statement in statements::all() {
-        if !everything && !statement.tables.iter().any(|t| t.key_prefix == prefix) {
-            continue;
-        }
+    for statement in statements::with_live_results((!everything).then_some(prefix)) {
         let results = statement.figures.drop_live();
         if results == 0 {
             continue;

@@ -75,6 +75,11 @@ impl Figures {
         self.live.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether results were filled since a table it reads last changed.
+    pub fn has_live(&self) -> bool {
+        self.live.load(Ordering::Relaxed) > 0
+    }
+
     /// A table it reads changed: its live results are dropped. How many.
     pub fn drop_live(&self) -> u64 {
         let live = self.live.swap(0, Ordering::Relaxed);

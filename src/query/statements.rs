@@ -107,3 +107,23 @@ pub fn forget(canonical: &str) {
             .retain(|_, e| e.statement.canonical != canonical)
     });
 }
+
+/// The statements (each once) holding results filled since one of their tables last
+/// changed, among those that read the table whose keys start with `prefix` (None: every
+/// statement). One pass over the table and an atomic load per spelling: this runs on the
+/// event loop for every table a batch of changes touches.
+pub fn with_live_results(prefix: Option<&str>) -> Vec<Arc<Statement>> {
+    with_table(|table| {
+        let mut found: Vec<Arc<Statement>> = Vec::new();
+        for entry in table.by_text.values() {
+            let statement = &entry.statement;
+            if statement.figures.has_live()
+                && prefix.is_none_or(|p| statement.tables.iter().any(|t| t.key_prefix == p))
+                && !found.iter().any(|f| Arc::ptr_eq(f, statement))
+            {
+                found.push(statement.clone());
+            }
+        }
+        found
+    })
+}

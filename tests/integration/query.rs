@@ -748,3 +748,55 @@ fn a_statement_whose_table_changed_under_it_is_learned_again() {
         r#"[{"id":2},{"id":7}]"#
     );
 }
+
+/// A transaction that changes more rows of a table than are deleted key by key becomes a
+/// flush of the table (replication mode): its query results go too.
+#[test]
+fn a_bulk_change_flushed_as_a_whole_table_drops_its_results() {
+    let stack = watched();
+    let mut con = stack.con();
+    stack
+        .pg
+        .execute("INSERT INTO users SELECT g, 'user' || g, NULL FROM generate_series(201, 6200) g");
+    let sql = "SELECT name FROM users WHERE id = $1";
+    query_until_cached(&mut con, sql, &["5"]);
+    stack.pg.execute("UPDATE users SET name = name || '!'");
+    // Replication mode gets the transaction whole and flushes the table; notify mode may get
+    // it in notifications of fewer keys each, deleted key by key. Either way the result goes.
+    wait_for("the bulk change applied", Duration::from_secs(20), || {
+        (query(&mut con, sql, &["5"]).unwrap() == r#"[{"name":"user5!"}]"#).then_some(())
+    });
+}
+
+/// Notify mode: notifications sent while the listener was away are lost, so its reconnect
+/// drops everything; no query result from before is served after that.
+#[test]
+fn after_the_listener_reconnects_no_older_result_is_served() {
+    let stack = Stack::start_with(
+        &format!("{USERS_SQL} {TRIGGER_SQL}"),
+        &["invalidation_source", "notify"],
+    );
+    stack.pg.execute("SELECT pgcache_watch('users', 'notify')");
+    let mut con = stack.con();
+    let sql = "SELECT name FROM users WHERE id = $1";
+    query_until_cached(&mut con, sql, &["7"]);
+    let first = wait_for("the listener", Duration::from_secs(10), || {
+        listener_pid(&stack.pg)
+    });
+    let flushes = stats_figure(&mut con, "flushes");
+    stack
+        .pg
+        .superuser()
+        .execute("SELECT pg_terminate_backend($1)", &[&first])
+        .unwrap();
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'changed while away' WHERE id = 7");
+    wait_for("the reconnect's resync", Duration::from_secs(20), || {
+        (stats_figure(&mut con, "flushes") > flushes).then_some(())
+    });
+    assert_eq!(
+        query(&mut con, sql, &["7"]).unwrap(),
+        r#"[{"name":"changed while away"}]"#
+    );
+}

@@ -9,6 +9,7 @@ use crate::cache::fill::FillTicket;
 use crate::cache::worker;
 use crate::config::current;
 use crate::error::Error;
+use crate::error::panic::catch;
 use crate::pg::pool::Connection;
 use crate::pg::session::Failure;
 use crate::query::Statement;
@@ -86,7 +87,11 @@ pub fn run(
             }
             let mut sets = vec![params];
             sets.extend(joined.iter_mut().map(|j| std::mem::take(&mut j.params)));
-            let mut outcomes = execute_all(conn, &statement, &sets).into_iter();
+            // Every joined client gets its answer, even from a panic (else it would wait for
+            // its deadline).
+            let outcomes = catch(|| execute_all(conn, &statement, &sets))
+                .unwrap_or_else(|e| vec![Err(e); sets.len()]);
+            let mut outcomes = outcomes.into_iter();
             let own = outcomes.next().unwrap_or_else(|| Err(lost()));
             for (j, outcome) in joined.into_iter().zip(outcomes) {
                 j.client
