@@ -2,6 +2,7 @@
 //! for what invalidation does.
 
 use crate::*;
+use redis::ConnectionLike;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -10,7 +11,28 @@ pub fn read(
     table: &str,
     pk: &str,
 ) -> redis::RedisResult<Option<String>> {
-    redis::cmd("PGCACHE.READ").arg(table).arg(pk).query(con)
+    query_through_interrupts(redis::cmd("PGCACHE.READ").arg(table).arg(pk), con)
+}
+
+/// Whether `e` is a read that a signal interrupted before any reply came (EINTR).
+fn interrupted(e: &redis::RedisError) -> bool {
+    e.is_io_error() && e.to_string().contains("(os error 4)")
+}
+
+/// `cmd`'s reply, waiting again when a signal interrupts the wait (EINTR: Linux ends a socket
+/// read that has a timeout so when the process is stopped and continued): the command was
+/// sent, its reply is still coming on the same connection.
+pub fn query_through_interrupts<T: redis::FromRedisValue>(
+    cmd: &redis::Cmd,
+    con: &mut redis::Connection,
+) -> redis::RedisResult<T> {
+    let mut reply = con.req_command(cmd);
+    while let Err(e) = &reply
+        && interrupted(e)
+    {
+        reply = con.recv_response();
+    }
+    Ok(redis::from_redis_value(reply?.extract_error()?)?)
 }
 
 /// PGCACHE.WRITE of `data` as the row of `pk`.
@@ -65,10 +87,7 @@ pub fn multiread(
     table: &str,
     keys: &str,
 ) -> redis::RedisResult<Vec<Option<String>>> {
-    redis::cmd("PGCACHE.MULTIREAD")
-        .arg(table)
-        .arg(keys)
-        .query(con)
+    query_through_interrupts(redis::cmd("PGCACHE.MULTIREAD").arg(table).arg(keys), con)
 }
 
 /// `[{"id":1},{"id":2},...]` for these ids.
@@ -154,7 +173,7 @@ pub fn next_message(pubsub: &mut redis::PubSub) -> redis::Msg {
     loop {
         match pubsub.get_message() {
             Ok(msg) => return msg,
-            Err(e) if e.is_io_error() && e.to_string().contains("(os error 4)") => continue,
+            Err(e) if interrupted(&e) => continue,
             Err(e) => panic!("a message before the read timeout: {e}"),
         }
     }
@@ -220,11 +239,7 @@ pub fn stream_entries(con: &mut redis::Connection, stream: &str) -> Vec<HashMap<
 
 /// PGCACHE.DEBUG `what` `arg` (a stack started with `debug_commands yes`): its reply.
 pub fn debug(con: &mut redis::Connection, what: &str, arg: &str) -> String {
-    redis::cmd("PGCACHE.DEBUG")
-        .arg(what)
-        .arg(arg)
-        .query(con)
-        .unwrap()
+    query_through_interrupts(redis::cmd("PGCACHE.DEBUG").arg(what).arg(arg), con).unwrap()
 }
 
 /// A READ on a connection of its own, in a thread: for requests that must wait concurrently.
@@ -238,4 +253,17 @@ pub fn spawn_read(
         let mut con = connect(port);
         read(&mut con, table, &pk)
     })
+}
+
+/// MODULE UNLOAD of pgcache, again while Redis refuses it: pgcache refuses to unload while
+/// work for the main thread is queued (a freshness probe, invalidations) and Redis while a
+/// timer of ours is pending, both for moments. Panics when it is still refused after 20 s.
+pub fn unload(con: &mut redis::Connection) {
+    wait_for("the unload", Duration::from_secs(20), || {
+        redis::cmd("MODULE")
+            .arg("UNLOAD")
+            .arg("pgcache")
+            .query::<String>(con)
+            .ok()
+    });
 }

@@ -491,14 +491,7 @@ fn unloading_right_after_a_burst_of_changes_and_hook_deliveries_keeps_the_server
                 (delivered > 0).then_some(())
             });
         }
-        // Redis refuses the unload while a timer of ours is pending; retry until it is done.
-        wait_for("the unload", Duration::from_secs(20), || {
-            redis::cmd("MODULE")
-                .arg("UNLOAD")
-                .arg("pgcache")
-                .query::<String>(&mut con)
-                .ok()
-        });
+        unload(&mut con);
         // Notifications the unloaded module never applied must not bring the server down.
         let pong: String = redis::cmd("PING").query(&mut con).unwrap();
         assert_eq!(pong, "PONG");
