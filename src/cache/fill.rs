@@ -193,6 +193,17 @@ pub fn invalidated_prefix(prefix: &str) {
     });
 }
 
+/// Every fill in flight whose key contains `part` (a generation) will not be stored.
+pub fn invalidated_containing(part: &str) {
+    with_map(|map| {
+        for (key, entry) in map.iter_mut() {
+            if key.contains(part) {
+                entry.invalidations += 1;
+            }
+        }
+    });
+}
+
 /// Clients waiting for a fill, and what they asked for.
 type Waiting = (Vec<BlockedClient>, Option<(Arc<TableStats>, String)>);
 

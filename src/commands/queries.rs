@@ -5,6 +5,7 @@
 use crate::cache::worker;
 use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::error::Error;
+use crate::query::precision::Precision;
 use crate::query::{Statement, statements};
 use crate::requests::reply::Reply;
 use redis_module::Context;
@@ -37,10 +38,6 @@ pub static EXPLAIN: Command = Command {
     args: Params::new(&[Arg::text("sql")]),
 };
 
-/// How precisely a statement's results are invalidated (every statement today: any change
-/// to a table it reads drops them).
-const PRECISION: &str = "table";
-
 pub fn queries(ctx: &Context, args: &[&[u8]]) -> Reply {
     match args {
         [_] => Reply::Array(statements::all().iter().map(|s| listed(s)).collect()),
@@ -71,6 +68,24 @@ fn tables(statement: &Statement) -> Reply {
     )
 }
 
+/// The columns a row-precise statement's results are matched on exactly.
+fn exact_on(statement: &Statement) -> Reply {
+    let columns = statement
+        .precision
+        .row()
+        .map(|m| m.exact_on())
+        .unwrap_or_default();
+    Reply::Array(columns.into_iter().map(Reply::Bulk).collect())
+}
+
+/// Why a statement's results are dropped per table (nil when they are not).
+fn precision_reason(statement: &Statement) -> Reply {
+    match statement.precision {
+        Precision::Table(why) => Reply::Bulk(why.into()),
+        Precision::Row(_) => Reply::Nil,
+    }
+}
+
 /// One statement's line of PGCACHE.QUERIES.
 fn listed(statement: &Statement) -> Reply {
     let misses = statement.stats.misses.get();
@@ -79,7 +94,10 @@ fn listed(statement: &Statement) -> Reply {
     Reply::Map(vec![
         ("statement".into(), Reply::Bulk(statement.canonical.clone())),
         ("tables".into(), tables(statement)),
-        ("precision".into(), Reply::Bulk(PRECISION.into())),
+        (
+            "precision".into(),
+            Reply::Bulk(statement.precision.name().into()),
+        ),
         ("calls".into(), count(statement.stats.calls.get())),
         ("hits".into(), count(statement.stats.hits.get())),
         ("misses".into(), count(misses)),
@@ -105,8 +123,12 @@ pub fn explain(ctx: &Context, args: &[&[u8]]) -> Reply {
                     ("cacheable".into(), Reply::Int(1)),
                     ("statement".into(), Reply::Bulk(statement.canonical.clone())),
                     ("tables".into(), tables(&statement)),
-                    ("precision".into(), Reply::Bulk(PRECISION.into())),
-                    ("exact_on".into(), Reply::Array(Vec::new())),
+                    (
+                        "precision".into(),
+                        Reply::Bulk(statement.precision.name().into()),
+                    ),
+                    ("exact_on".into(), exact_on(&statement)),
+                    ("precision_reason".into(), precision_reason(&statement)),
                     (
                         "parameters".into(),
                         Reply::Array(

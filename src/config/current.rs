@@ -20,6 +20,9 @@ static STALE_IF_ERROR_MS: AtomicI64 = AtomicI64::new(0);
 static QUERY_MAX_ROWS: AtomicU64 = AtomicU64::new(0);
 static QUERY_MAX_BYTES: AtomicU64 = AtomicU64::new(0);
 static QUERY_MAX_STATEMENTS: AtomicU64 = AtomicU64::new(0);
+static QUERY_ROW_PRECISION: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+static QUERY_INDEX_MAX_BYTES: AtomicU64 = AtomicU64::new(0);
 static EVENTS: AtomicU32 = AtomicU32::new(0);
 static EVENT_CHANNEL: RwLock<String> = RwLock::new(String::new());
 static TABLES: RwLock<Vec<QualifiedName>> = RwLock::new(Vec::new());
@@ -39,6 +42,12 @@ pub fn init(s: &Settings) {
     QUERY_MAX_ROWS.store(s.query_max_rows, Relaxed);
     QUERY_MAX_BYTES.store(s.query_max_bytes, Relaxed);
     QUERY_MAX_STATEMENTS.store(s.query_max_statements, Relaxed);
+    // Notifications name keys, never new values: per table is all they allow.
+    QUERY_ROW_PRECISION.store(
+        s.query_row_precision && s.invalidation_source != crate::config::InvalidationSource::Notify,
+        Relaxed,
+    );
+    QUERY_INDEX_MAX_BYTES.store(s.query_index_max_bytes, Relaxed);
     EVENTS.store(s.events.0, Relaxed);
     *EVENT_CHANNEL.write().unwrap() = s.event_channel.clone();
     *TABLES.write().unwrap() = s.tables.clone();
@@ -88,6 +97,14 @@ pub fn query_max_bytes() -> u64 {
 /// Most statement spellings PGCACHE.QUERY remembers.
 pub fn query_max_statements() -> usize {
     QUERY_MAX_STATEMENTS.load(Relaxed) as usize
+}
+/// Whether statements learned now are dropped row by row where their shape allows.
+pub fn query_row_precision() -> bool {
+    QUERY_ROW_PRECISION.load(Relaxed)
+}
+/// Most bytes the row-precision index may take.
+pub fn query_index_max_bytes() -> u64 {
+    QUERY_INDEX_MAX_BYTES.load(Relaxed)
 }
 pub fn multiread_max() -> usize {
     MULTIREAD_MAX.load(Relaxed) as usize

@@ -144,6 +144,10 @@ pub struct Settings {
     pub query_max_bytes: u64,
     /// Most statement spellings PGCACHE.QUERY remembers.
     pub query_max_statements: u64,
+    /// Whether results of row-shaped statements are dropped row by row (else per table).
+    pub query_row_precision: bool,
+    /// Most bytes the row-precision index of query results may take.
+    pub query_index_max_bytes: u64,
     /// Registers PGCACHE.DEBUG (fault injection for tests), like Redis's enable-debug-command.
     pub debug_commands: bool,
     /// Calls at least this slow go in PGCACHE.SLOWLOG (0: all, negative: none).
@@ -188,6 +192,8 @@ impl Settings {
             query_max_rows: 0,
             query_max_bytes: 0,
             query_max_statements: 0,
+            query_row_precision: true,
+            query_index_max_bytes: 0,
             debug_commands: false,
             slowlog_threshold_us: 0,
             slowlog_max_len: 0,

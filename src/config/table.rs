@@ -146,7 +146,7 @@ fn path(value: &Option<PathBuf>) -> String {
 const TTL: &str = "a TTL in whole seconds";
 
 /// Every setting, in the order the README and HEALTH list them.
-pub static SETTINGS: [Setting; 39] = [
+pub static SETTINGS: [Setting; 41] = [
     Setting {
         name: "pg_url",
         libpq_env: None,
@@ -608,6 +608,44 @@ pub static SETTINGS: [Setting; 39] = [
         runtime: true,
         help: "most statement spellings PGCACHE.QUERY remembers (parsed and learned from the catalog once each); past it the least recently used is forgotten",
         show: Some(|s| s.query_max_statements.to_string()),
+    },
+    Setting {
+        name: "query_precision",
+        libpq_env: None,
+        initial: Initial::Value("row"),
+        accepts: text("`row`, `table`", |s, v| {
+            s.query_row_precision = match v.to_ascii_lowercase().as_str() {
+                "row" => true,
+                "table" => false,
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "query_precision is `row` or `table`, got {v:?}"
+                    )));
+                }
+            };
+            Ok(())
+        }),
+        runtime: true,
+        help: "`row`: in replication mode, results of single-table statements whose WHERE is a conjunction of `column = value` and `column IN (...)` are dropped only by changes to rows they hold or rows entering them; `table`: any change to a table drops every result that read it (statements learned after a change follow the new value)",
+        show: Some(|s| {
+            if s.query_row_precision {
+                "row"
+            } else {
+                "table"
+            }
+            .to_string()
+        }),
+    },
+    Setting {
+        name: "query_index_max_bytes",
+        libpq_env: None,
+        initial: Initial::Value("67108864"),
+        accepts: int(0, 1 << 40, "bytes", |s, v| {
+            s.query_index_max_bytes = v as u64
+        }),
+        runtime: true,
+        help: "most memory the index of row-precise query results may take (the rows each was built from and the values it admits); past it, such results are answered but not cached until some expire or are dropped",
+        show: Some(|s| s.query_index_max_bytes.to_string()),
     },
     Setting {
         name: "debug_commands",

@@ -25,10 +25,12 @@ use crate::model::event::EventKind;
 use crate::model::key::CanonicalPk;
 use crate::model::lsn::Lsn;
 use crate::pg::schema::TableSchema;
-use crate::query::dropped;
+use crate::query::precision::EnteringRow;
+use crate::query::{dropped, generations};
 use crate::redis::main_thread::Task;
 use crate::redis::role::writable;
 use crate::stats;
+use compact_str::CompactString;
 use redis_module::Context;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -52,6 +54,9 @@ const SLICE: Duration = Duration::from_millis(2);
 #[derive(Default)]
 pub struct Changes {
     deletes: Vec<(Arc<TableSchema>, CanonicalPk)>,
+    /// Per table whose rows changed, the rows written (None: unknown), for row-precise
+    /// query results; taken when first applied.
+    written: Vec<(Arc<TableSchema>, Option<Vec<EnteringRow>>)>,
     flushes: Vec<Arc<TableSchema>>,
     /// Nothing cached before now can be trusted: drop everything.
     resync: bool,
@@ -81,6 +86,17 @@ impl Changes {
     pub fn flush(&mut self, schema: Arc<TableSchema>) {
         if !self.flushes.iter().any(|s| s.name == schema.name) {
             self.flushes.push(schema);
+        }
+    }
+
+    /// Rows of `schema` changed, and these were written (None: the source does not say).
+    pub fn rows_written(&mut self, schema: Arc<TableSchema>, rows: Option<Vec<EnteringRow>>) {
+        match self.written.iter_mut().find(|(s, _)| s.name == schema.name) {
+            Some((_, known)) => match (known.as_mut(), rows) {
+                (Some(known), Some(rows)) => known.extend(rows),
+                (_, _) => *known = None,
+            },
+            None => self.written.push((schema, rows)),
         }
     }
 
@@ -143,6 +159,9 @@ impl Changes {
     /// commit time stand for both.
     pub fn absorb(&mut self, later: Changes) {
         self.deletes.extend(later.deletes);
+        for (schema, rows) in later.written {
+            self.rows_written(schema, rows);
+        }
         for schema in later.flushes {
             self.flush(schema);
         }
@@ -446,6 +465,7 @@ fn apply_for_a_slice(context: &Context) -> bool {
         start_flushes(context, &mut changes);
         let dbs = dbs.get_or_insert_with(|| cache::dbs_with_keys(context));
         end_generations(context, &changes, dbs);
+        drop_row_results(context, &mut changes);
         while let Some((schema, pk)) = changes.deletes.pop() {
             cache::delete_in(context, &pk.cache_key(&schema.key_prefix), dbs);
             stats::INVALIDATIONS_BY_POSTGRES.inc();
@@ -485,8 +505,29 @@ fn end_generations(ctx: &Context, changes: &Changes, dbs: &[i32]) {
     for (schema, _) in &changes.deletes {
         if !ended.contains(&schema.key_prefix.as_str()) {
             ended.push(&schema.key_prefix);
-            dropped::table_changed(ctx, &schema.key_prefix, dbs);
+            dropped::table_rows_changed(ctx, &schema.key_prefix, dbs);
         }
+    }
+}
+
+/// Drops the row-precise query results the changed rows can affect (`query::dropped`),
+/// and lets no such result filled across the change be stored. Once per set of changes:
+/// the written rows are taken, and a remainder applied in a later slice does nothing here.
+fn drop_row_results(ctx: &Context, changes: &mut Changes) {
+    for (schema, written) in std::mem::take(&mut changes.written) {
+        // A fill in flight was built before this change was applied, from rows whose
+        // membership it does not know yet: it is not stored.
+        for generation in generations::mine_for(&schema.key_prefix) {
+            let generation = std::str::from_utf8(&generation).unwrap_or_default();
+            fill::invalidated_containing(&format!(":{generation}:"));
+        }
+        let members: Vec<CompactString> = changes
+            .deletes
+            .iter()
+            .filter(|(s, _)| Arc::ptr_eq(s, &schema) || s.name == schema.name)
+            .map(|(_, pk)| pk.json.clone())
+            .collect();
+        dropped::rows_changed(ctx, &schema.key_prefix, &members, written.as_deref());
     }
 }
 

@@ -37,6 +37,7 @@ pub fn parse_payload(text: &str) -> Result<Payload, Error> {
         return Ok(Payload {
             table,
             rows: Vec::new(),
+            entering: None,
             flush: true,
             flushed_keys: 0,
         });
@@ -60,6 +61,7 @@ pub fn parse_payload(text: &str) -> Result<Payload, Error> {
     Ok(Payload {
         table,
         rows,
+        entering: None,
         flush: false,
         flushed_keys: 0,
     })

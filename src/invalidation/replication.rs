@@ -816,11 +816,13 @@ impl<'a> Stream<'a> {
             Message::Insert { relation, new } => {
                 let relation = self.relation(relation)?;
                 self.transaction().changed(&relation, &[&new]);
+                self.transaction().written(&relation, &new);
             }
             Message::Update { relation, old, new } => {
                 let relation = self.relation(relation)?;
                 let rows: Vec<_> = old.iter().chain([&new]).collect();
                 self.transaction().changed(&relation, &rows);
+                self.transaction().written(&relation, &new);
             }
             Message::Delete { relation, old } => {
                 let relation = self.relation(relation)?;

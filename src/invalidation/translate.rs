@@ -9,6 +9,7 @@ use crate::model::key::{self, CanonicalPk};
 use crate::pg::normalise;
 use crate::pg::pool::Connection;
 use crate::pg::schema::{self, TableSchema};
+use crate::query::precision::EnteringRow;
 use serde_json::Value;
 
 /// One notification, parsed.
@@ -17,6 +18,9 @@ pub struct Payload {
     pub table: String,
     /// Objects holding (at least) the key columns: keys, or whole old/new rows.
     pub rows: Vec<Value>,
+    /// The rows the changes wrote, by the columns row-precise query results match on
+    /// (replication); None where the source does not say (notifications).
+    pub entering: Option<Vec<EnteringRow>>,
     /// Every entry of the table is to go.
     pub flush: bool,
     /// Keys the changes named that a flush covers instead (for the statistics).
@@ -92,6 +96,7 @@ pub fn add(conn: &mut Connection, changes: &mut Changes, payload: Payload, sourc
         return;
     }
     let (keys, mut unreadable) = keys_of(&payload, &schema);
+    changes.rows_written(schema.clone(), payload.entering);
     match normalise::confirm_all(conn, &schema, keys) {
         Ok(keys) => {
             for key in keys {

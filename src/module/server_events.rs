@@ -37,7 +37,12 @@ impl ServerEvents for Followed {
     }
 
     fn demoted(_ctx: &Context) {
-        error::panic::guard("a demotion to replica", invalidation::replication::demoted);
+        error::panic::guard("a demotion to replica", || {
+            invalidation::replication::demoted();
+            // Its primary drops the results it serves now; its own index covers nothing.
+            crate::query::membership::drop_table(None);
+            crate::query::generations::forget_row_generations();
+        });
     }
 
     /// Sends the hooks to replicas.
@@ -51,6 +56,12 @@ fn key_removed(ctx: &Context, name: &[u8], evicted: bool) {
     let Some(entry) = name.strip_prefix(prefix.as_bytes()) else {
         return;
     };
+    if entry.starts_with(crate::query::key::RESULT_TAG.as_bytes())
+        && let Ok(key) = std::str::from_utf8(name)
+    {
+        let db = crate::redis::keyspace::selected_db(ctx);
+        crate::query::membership::remove(&(db, key.into()));
+    }
     let kind = if evicted {
         stats::EVICTIONS.inc();
         event::EventKind::Evict

@@ -18,6 +18,7 @@ use crate::pg::errors::statement_error;
 use crate::pg::pool::Connection;
 use crate::pg::schema::{self, TableSchema};
 use crate::query::placeholders;
+use crate::query::precision::MAX_MEMBERS;
 use crate::query::statement::Parsed;
 use std::sync::Arc;
 
@@ -34,6 +35,9 @@ pub struct Learned {
     pub params: Vec<ParamType>,
     /// The tables whose changes can change its result, by name.
     pub tables: Vec<Arc<TableSchema>>,
+    /// It reads plain tables only, as written (no view, partition or inheritance child),
+    /// and calls no aggregate or window function: rows reach its result one for one.
+    pub plain: bool,
 }
 
 const PARAM_TYPES_SQL: &str = "SELECT \
@@ -60,8 +64,9 @@ const READS_SQL: &str = "WITH RECURSIVE reads(relid) AS ( \
            UNION ALL \
              SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = r.relid \
          ) AS s(relid) \
-     ), calls(funcid) AS ( \
-         SELECT DISTINCT m[2]::pg_catalog.oid FROM reads r \
+     ), calls(what, funcid) AS ( \
+         SELECT DISTINCT CASE WHEN m[1] = 'funcid' OR m[1] = 'opfuncid' THEN 'function' \
+                         ELSE 'aggregate' END, m[2]::pg_catalog.oid FROM reads r \
          JOIN pg_catalog.pg_rewrite w ON w.ev_class = r.relid, \
          LATERAL pg_catalog.regexp_matches(w.ev_action::text, \
                  ':(funcid|opfuncid|aggfnoid|winfnoid) ([0-9]+)', 'g') AS m \
@@ -71,7 +76,7 @@ const READS_SQL: &str = "WITH RECURSIVE reads(relid) AS ( \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.oid <> 'pg_temp.pgcache_admission'::pg_catalog.regclass \
    UNION ALL \
-     SELECT 'function', n.nspname::text, p.proname::text, p.provolatile::text \
+     SELECT f.what, n.nspname::text, p.proname::text, p.provolatile::text \
      FROM calls f JOIN pg_catalog.pg_proc p ON p.oid = f.funcid \
      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
      ORDER BY 1 DESC, 2, 3";
@@ -81,12 +86,17 @@ pub fn learn(client: &mut Connection, parsed: &Parsed) -> Result<Learned> {
     let params = param_types(client, parsed)?;
     let reads = reads(client, parsed, &params)?;
     let mut tables: Vec<Arc<TableSchema>> = Vec::new();
+    let mut plain = true;
+    let mut relations = 0;
     for (what, schema_name, name, detail) in reads {
         let qualified = format!("{}.{}", quote_ident(&schema_name), quote_ident(&name));
-        if what == "function" {
+        if what == "function" || what == "aggregate" {
             refuse_unless_immutable(&schema_name, &name, &detail)?;
+            plain &= what == "function";
             continue;
         }
+        relations += 1;
+        plain &= detail == "r";
         if schema::is_system_schema(&schema_name) {
             return Err(Error::invalid(format!(
                 "the statement reads {qualified}; pgcache serves no system catalogs"
@@ -122,7 +132,11 @@ pub fn learn(client: &mut Connection, parsed: &Parsed) -> Result<Learned> {
         }
     }
     tables.sort_by(|a, b| a.key_prefix.cmp(&b.key_prefix));
-    Ok(Learned { params, tables })
+    Ok(Learned {
+        params,
+        plain: plain && relations == tables.len(),
+        tables,
+    })
 }
 
 fn refuse_unless_immutable(schema_name: &str, name: &str, volatility: &str) -> Result<()> {
@@ -200,14 +214,47 @@ fn reads(
 /// The statement PGCACHE.QUERY runs for `parsed`: its result as one JSON array of row
 /// objects (typed as `row_to_json` types them, columns in the SELECT list's order) and its
 /// row count. Parameters arrive as text and are cast to the types PostgreSQL inferred.
-pub fn run_sql(parsed: &Parsed, params: &[ParamType]) -> Result<String> {
-    let body = placeholders::replace_numbered(&parsed.canonical, |n| {
-        format!("(${n}::text::{})", params[n - 1].cast)
-    })?;
+pub fn run_sql(parsed: &Parsed, params: &[ParamType], members: Option<&Members>) -> Result<String> {
+    let bind = |n: usize| format!("(${n}::text::{})", params[n - 1].cast);
+    let body = placeholders::replace_numbered(&parsed.canonical, bind)?;
     Ok(format!(
         "SELECT COALESCE('[' || pg_catalog.string_agg(pg_catalog.row_to_json(q)::text, ',') || ']', \
-         '[]'), pg_catalog.count(*) FROM ({body}) AS q"
+         '[]'), pg_catalog.count(*){} FROM ({body}) AS q",
+        members_column(members, bind)?
     ))
+}
+
+/// How a row-precise statement's members are fetched with its result: the rows its WHERE
+/// admits (`Shape::candidates_sql`), by primary key.
+pub struct Members<'a> {
+    pub candidates_sql: &'a str,
+    pub table: &'a TableSchema,
+}
+
+/// `, (<the members' keys as a JSON array of objects>)`, at most `MAX_MEMBERS` + 1 of them
+/// (one more says there are too many), or nothing without `members`. In the same statement
+/// as the result: one snapshot for both.
+fn members_column(members: Option<&Members>, bind: impl Fn(usize) -> String) -> Result<String> {
+    let Some(members) = members else {
+        return Ok(String::new());
+    };
+    let body = placeholders::replace_numbered(members.candidates_sql, bind)?;
+    let key: Vec<String> = members
+        .table
+        .primary_key
+        .iter()
+        .map(|c| format!("{}, m.{}", quote_literal(c), quote_ident(c)))
+        .collect();
+    Ok(format!(
+        ", (SELECT pg_catalog.json_agg(pg_catalog.json_build_object({}))::text FROM ({body} LIMIT {}) AS m)",
+        key.join(", "),
+        MAX_MEMBERS + 1
+    ))
+}
+
+/// `'text'` as an SQL string literal.
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// The statement PGCACHE.QUERY runs for several parameter sets of `parsed` at once (misses
@@ -215,16 +262,22 @@ pub fn run_sql(parsed: &Parsed, params: &[ParamType]) -> Result<String> {
 /// gives for that set. The sets arrive as one text array per parameter; each set is joined
 /// LATERALly to the statement. None for a statement without parameters (its misses are one
 /// result, coalesced).
-pub fn batch_sql(parsed: &Parsed, params: &[ParamType]) -> Result<Option<String>> {
+pub fn batch_sql(
+    parsed: &Parsed,
+    params: &[ParamType],
+    members: Option<&Members>,
+) -> Result<Option<String>> {
     if params.is_empty() {
         return Ok(None);
     }
-    let body = placeholders::replace_numbered(&parsed.canonical, |n| {
+    let bind = |n: usize| {
         format!(
             "(pgcache_params.pgcache_v{n}::text::{})",
             params[n - 1].cast
         )
-    })?;
+    };
+    let body = placeholders::replace_numbered(&parsed.canonical, bind)?;
+    let members = members_column(members, bind)?;
     let arrays: Vec<String> = (1..=params.len())
         .map(|n| format!("${n}::text[]"))
         .collect();
@@ -232,10 +285,10 @@ pub fn batch_sql(parsed: &Parsed, params: &[ParamType]) -> Result<Option<String>
         .map(|n| format!("pgcache_v{n}"))
         .collect();
     Ok(Some(format!(
-        "SELECT pgcache_results.json, pgcache_results.n \
+        "SELECT pgcache_results.* \
          FROM pg_catalog.unnest({}) WITH ORDINALITY AS pgcache_params({}, pgcache_i), \
          LATERAL (SELECT COALESCE('[' || pg_catalog.string_agg(pg_catalog.row_to_json(q)::text, ',') || ']', '[]') AS json, \
-                         pg_catalog.count(*) AS n FROM ({body}) AS q) AS pgcache_results \
+                         pg_catalog.count(*) AS n{members} FROM ({body}) AS q) AS pgcache_results \
          ORDER BY pgcache_params.pgcache_i",
         arrays.join(", "),
         columns.join(", ")

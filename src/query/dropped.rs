@@ -1,41 +1,102 @@
-//! What a change to a table does to query results: its generation ends (no result that read
-//! it is served again), and the results filled since one of their tables last changed are
-//! counted as dropped, per statement (PGCACHE.QUERIES) and in all (`query_invalidations`),
-//! and announced on the event channel (`query_invalidated`, with the statement and count).
+//! What a change to a table does to query results. Per table: its generations end (no
+//! result that read it is served again), and the results filled since one of their tables
+//! last changed are counted as dropped. Per row (row-precise statements): the index
+//! (`membership`) names the results the changed rows can affect, and exactly those are
+//! deleted. Either way the drops are counted per statement (PGCACHE.QUERIES) and in all
+//! (`query_invalidations`), and announced on the event channel (`query_invalidated`, with
+//! the statement and count).
 
 use crate::config::current;
 use crate::events;
 use crate::model::event::{EventKind, Extra};
-use crate::query::{generations, statements};
+use crate::query::precision::EnteringRow;
+use crate::query::{Statement, generations, membership, statements};
 use crate::stats;
+use compact_str::CompactString;
 use redis_module::Context;
+use std::sync::Arc;
 
 /// The table whose keys start with `prefix` (or, for the cache prefix itself, every table)
-/// changed, in each of `dbs`. Main thread.
+/// changed as a whole, in each of `dbs`. Main thread.
 pub fn table_changed(ctx: &Context, prefix: &str, dbs: &[i32]) {
     let cache_prefix = current::cache_prefix();
     // A flush of everything ends every generation as its scan deletes their keys, and no
     // result is served until it has (`generations`).
     let everything = prefix == cache_prefix;
-    if !everything {
+    if everything {
+        generations::forget_row_generations();
+    } else {
         generations::end(ctx, prefix, dbs);
     }
-    let table = prefix
-        .strip_prefix(cache_prefix.as_str())
-        .and_then(|t| t.strip_suffix(':'))
-        .unwrap_or("");
+    let table = table_name(prefix, &cache_prefix);
     for statement in statements::with_live_results((!everything).then_some(prefix)) {
-        let results = statement.figures.drop_live();
-        if results == 0 {
-            continue;
-        }
-        stats::QUERY_INVALIDATIONS.add(results);
-        events::publish_with(
-            ctx,
-            EventKind::QueryInvalidated,
-            table,
-            &statement.canonical,
-            &[("count", Extra::Int(results))],
-        );
+        announce(ctx, table, &statement, statement.figures.drop_live());
     }
+    for (statement, count) in membership::drop_table((!everything).then_some(prefix)) {
+        statement.figures.dropped.add(count);
+        announce(ctx, table, &statement, count);
+    }
+}
+
+/// Rows of the table whose keys start with `prefix` changed, in each of `dbs`: every
+/// result dropped per table that read it is (its generation ends); row-precise results are
+/// left to `rows_changed`. Main thread.
+pub fn table_rows_changed(ctx: &Context, prefix: &str, dbs: &[i32]) {
+    generations::end_per_table(ctx, prefix, dbs);
+    let cache_prefix = current::cache_prefix();
+    let table = table_name(prefix, &cache_prefix);
+    for statement in statements::with_live_results(Some(prefix)) {
+        announce(ctx, table, &statement, statement.figures.drop_live());
+    }
+}
+
+/// Rows of the table whose keys start with `prefix` changed: `members` are their primary
+/// keys, `entering` the new values they were written with (None: unknown). Deletes every
+/// row-precise result they can affect. Main thread.
+pub fn rows_changed(
+    ctx: &Context,
+    prefix: &str,
+    members: &[CompactString],
+    entering: Option<&[EnteringRow]>,
+) {
+    let dropped = membership::changed(prefix, members, entering);
+    if dropped.is_empty() {
+        return;
+    }
+    let mut counts: Vec<(Arc<Statement>, u64)> = Vec::new();
+    for ((db, key), statement) in dropped {
+        generations::delete(ctx, &key, &[db]);
+        match counts.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &statement)) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((statement, 1)),
+        }
+    }
+    let cache_prefix = current::cache_prefix();
+    let table = table_name(prefix, &cache_prefix);
+    for (statement, count) in counts {
+        statement.figures.dropped.add(count);
+        announce(ctx, table, &statement, count);
+    }
+}
+
+/// The table's name as events give it, from its key prefix (`` for the whole cache).
+fn table_name<'a>(prefix: &'a str, cache_prefix: &str) -> &'a str {
+    prefix
+        .strip_prefix(cache_prefix)
+        .and_then(|t| t.strip_suffix(':'))
+        .unwrap_or("")
+}
+
+fn announce(ctx: &Context, table: &str, statement: &Statement, results: u64) {
+    if results == 0 {
+        return;
+    }
+    stats::QUERY_INVALIDATIONS.add(results);
+    events::publish_with(
+        ctx,
+        EventKind::QueryInvalidated,
+        table,
+        &statement.canonical,
+        &[("count", Extra::Int(results))],
+    );
 }

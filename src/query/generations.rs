@@ -9,12 +9,22 @@
 //! change to a table it read was applied, and a fill whose statement ran across a change
 //! lands under a key nobody builds any more. The keys are ordinary keys, so the RDB, the
 //! AOF and the replicas carry them with the results they vouch for.
+//!
+//! Row-precise statements (`precision`) build their keys from their table's row generation
+//! (`~rgen`) instead, which changes only when the table changes as a whole (a flush, a
+//! TRUNCATE): their results are dropped one by one through the index (`membership`). That
+//! index lives in this process's memory, so a row generation is valid only on the primary
+//! that made it: a primary takes a row generation it finds in the keyspace only if it made
+//! it itself (after a restart, a load from disk or a promotion it makes a new one, and every
+//! result no index of its covers becomes unreachable); a replica takes its primary's.
 
 use crate::config::MAX_TTL_SECONDS;
 use crate::query::hex;
 use crate::redis::keyspace;
 use crate::redis::role::writable;
 use redis_module::{CallOptionsBuilder, CallResult, Context};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// A generation's value as its key holds it: 16 lowercase hex digits (64 random bits: no
 /// client chooses them, and a table would need billions of changes before one came back),
@@ -23,10 +33,46 @@ pub type Generation = [u8; 16];
 
 /// What follows a table's (or the cache's) key prefix in its generation key's name.
 const SUFFIX: &str = "~gen";
+/// The same, for its row generation.
+const ROW_SUFFIX: &str = "~rgen";
 
 /// The generation key of the table (or cache) whose keys start with `prefix`.
 pub fn key_name(prefix: &str) -> String {
     format!("{prefix}{SUFFIX}")
+}
+
+/// The row generation key of the table whose keys start with `prefix`.
+pub fn row_key_name(prefix: &str) -> String {
+    format!("{prefix}{ROW_SUFFIX}")
+}
+
+/// The row generations this process made, by DB and key name: the ones its index covers.
+/// Main thread.
+static MINE: Mutex<Option<Made>> = Mutex::new(None);
+
+/// Row generation key name → the generation made under it in each DB.
+type Made = HashMap<String, Vec<(i32, Generation)>>;
+
+fn with_mine<R>(f: impl FnOnce(&mut Made) -> R) -> R {
+    let mut guard = MINE.lock().unwrap_or_else(|p| p.into_inner());
+    f(guard.get_or_insert_with(HashMap::new))
+}
+
+/// The row generations this process made for the table whose keys start with `prefix`,
+/// one per DB: a fill whose key holds one was built under the index's cover.
+pub fn mine_for(prefix: &str) -> Vec<Generation> {
+    let name = row_key_name(prefix);
+    with_mine(|mine| {
+        mine.get(&name)
+            .map(|all| all.iter().map(|(_, g)| *g).collect())
+            .unwrap_or_default()
+    })
+}
+
+/// Forgets every row generation this process made: the index is gone (this server became a
+/// replica, or every cached result was dropped).
+pub fn forget_row_generations() {
+    with_mine(|mine| mine.clear());
 }
 
 /// Appends `:` and the current generation under each of `names` (generation keys) to
@@ -47,13 +93,34 @@ pub fn append_current(ctx: &Context, names: &[String], key: &mut String) -> bool
 fn of(ctx: &Context, name: &str) -> Option<Generation> {
     let found = keyspace::with_name(ctx, name.as_bytes(), |key| {
         keyspace::read_string(ctx, key, parse)
+    })
+    .flatten();
+    let writable = writable(ctx);
+    if !name.ends_with(ROW_SUFFIX) || !writable {
+        if found.is_some() || !writable {
+            return found;
+        }
+        return create(ctx, name);
+    }
+    let db = keyspace::selected_db(ctx);
+    let mine = with_mine(|mine| {
+        mine.get(name)
+            .and_then(|all| all.iter().find(|(d, _)| *d == db).map(|(_, g)| *g))
     });
-    if let Some(Some(generation)) = found {
-        return Some(generation);
+    if found.is_some() && found == mine {
+        return found;
     }
-    if !writable(ctx) {
-        return None;
-    }
+    let made = create(ctx, name)?;
+    with_mine(|mine| {
+        let all = mine.entry(name.to_string()).or_default();
+        all.retain(|(d, _)| *d != db);
+        all.push((db, made));
+    });
+    Some(made)
+}
+
+/// A new random generation under `name`, replicated.
+fn create(ctx: &Context, name: &str) -> Option<Generation> {
     let mut random = [0u8; 8];
     openssl::rand::rand_bytes(&mut random).ok()?;
     let generation = hex::encode(&random);
@@ -74,20 +141,37 @@ fn parse(value: &[u8]) -> Option<Generation> {
         .then_some(generation)
 }
 
-/// Ends the generation of the table (or cache) whose keys start with `prefix`, in each of
-/// `dbs`: every result that read it becomes unreachable. Replicated, as DEL.
+/// Ends the generation and the row generation of the table (or cache) whose keys start
+/// with `prefix`, in each of `dbs`: every result that read it becomes unreachable.
+/// Replicated, as DEL.
 pub fn end(ctx: &Context, prefix: &str, dbs: &[i32]) {
     if !writable(ctx) {
         return;
     }
-    let name = key_name(prefix);
+    let row = row_key_name(prefix);
+    with_mine(|mine| mine.remove(&row));
+    delete(ctx, &key_name(prefix), dbs);
+    delete(ctx, &row, dbs);
+}
+
+/// Ends the generation of the table whose keys start with `prefix` (not its row
+/// generation: rows of it changed, and the index drops the row-precise results they
+/// affect), in each of `dbs`.
+pub fn end_per_table(ctx: &Context, prefix: &str, dbs: &[i32]) {
+    if writable(ctx) {
+        delete(ctx, &key_name(prefix), dbs);
+    }
+}
+
+/// Deletes the key `name` in each of `dbs` where it exists. Replicated, as DEL.
+pub fn delete(ctx: &Context, name: &str, dbs: &[i32]) {
     let options = CallOptionsBuilder::new()
         .replicate()
         .errors_as_replies()
         .build();
     keyspace::in_each_db(ctx, dbs.iter().copied(), |_| {
         if keyspace::with_name(ctx, name.as_bytes(), |key| keyspace::exists(ctx, key)) {
-            let deleted: CallResult = ctx.call_ext("DEL", &options, &[name.as_str()]);
+            let deleted: CallResult = ctx.call_ext("DEL", &options, &[name]);
             if let Err(e) = deleted {
                 ctx.log_warning(&format!(
                     "pgcache: DEL of {name} failed: {}",

@@ -96,6 +96,8 @@ mod tests {
             canonical.into(),
             params,
             Vec::new(),
+            crate::query::precision::Precision::Table("a test"),
+            false,
             String::new(),
             None,
         )

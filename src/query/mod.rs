@@ -19,13 +19,17 @@ pub mod dropped;
 pub mod generations;
 mod hex;
 pub mod key;
+pub mod membership;
 pub mod placeholders;
+pub mod precision;
+pub mod shape;
 pub mod statement;
 pub mod statements;
 
 use crate::pg::schema::TableSchema;
 use crate::stats::{Counter, Histogram, TableStats};
 use catalog::ParamType;
+use precision::Precision;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,8 +41,14 @@ pub struct Statement {
     /// What every result key starts with: `<cache_prefix>~q:` and the first 128 bits of
     /// SHA-256 of `canonical`, which name the statement (`key`).
     pub key_head: String,
-    /// The generation keys its results' keys are built from, one per table it reads.
+    /// The generation keys its results' keys are built from, one per table it reads (a
+    /// row-precise statement's: its table's row generation, `generations`).
     pub generation_keys: Vec<String>,
+    /// How precisely its results are dropped.
+    pub precision: Precision,
+    /// `query_precision` as it was when it was learned: a statement learned under another
+    /// value is learned again.
+    pub row_wanted: bool,
     pub params: Vec<ParamType>,
     /// The tables whose changes drop its results, ordered by key prefix.
     pub tables: Vec<Arc<TableSchema>>,
@@ -69,10 +79,13 @@ pub struct Figures {
 }
 
 impl Figures {
-    /// A result was written to the cache.
-    pub fn filled(&self) {
+    /// A result was written to the cache; `whole_table`: any change to its tables drops it
+    /// (row-precise results are counted by the index that drops them, `membership`).
+    pub fn filled(&self, whole_table: bool) {
         self.fills.inc();
-        self.live.fetch_add(1, Ordering::Relaxed);
+        if whole_table {
+            self.live.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Whether results were filled since a table it reads last changed.
@@ -100,11 +113,14 @@ impl Figures {
 }
 
 impl Statement {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cache_prefix: &str,
         canonical: String,
         params: Vec<ParamType>,
         tables: Vec<Arc<TableSchema>>,
+        precision: Precision,
+        row_wanted: bool,
         run_sql: String,
         batch_sql: Option<String>,
     ) -> Statement {
@@ -113,10 +129,13 @@ impl Statement {
             &mut key_head,
             &openssl::sha::sha256(canonical.as_bytes())[..16],
         );
-        let generation_keys = tables
-            .iter()
-            .map(|t| generations::key_name(&t.key_prefix))
-            .collect();
+        let generation_keys = match &precision {
+            Precision::Row(m) => vec![generations::row_key_name(&m.table.key_prefix)],
+            Precision::Table(_) => tables
+                .iter()
+                .map(|t| generations::key_name(&t.key_prefix))
+                .collect(),
+        };
         let stats = Arc::new(TableStats {
             name: crate::requests::tracked::QUERY_TABLE.into(),
             calls: Counter::new(),
@@ -128,6 +147,8 @@ impl Statement {
             canonical,
             key_head,
             generation_keys,
+            precision,
+            row_wanted,
             params,
             tables,
             run_sql,

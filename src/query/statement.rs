@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::query::placeholders;
+use crate::query::shape::{self, Shape};
 use pg_query::NodeEnum;
 use pg_query::protobuf::SqlValueFunctionOp;
 use serde_json::Value;
@@ -18,6 +19,8 @@ pub struct Parsed {
     pub canonical: String,
     /// How many parameters it takes (`$1..$params`).
     pub params: usize,
+    /// Its row shape, if the grammar shows one (`shape`).
+    pub shape: Option<Shape>,
 }
 
 /// Parses `sql` (with `?` or `$n` placeholders) and admits it, or says why not.
@@ -53,7 +56,12 @@ pub fn parse(sql: &str) -> Result<Parsed> {
         .protobuf
         .deparse()
         .map_err(|e| Error::internal(format!("spelling the statement: {e}")))?;
-    Ok(Parsed { canonical, params })
+    let shape = shape::of(&tree.protobuf)?;
+    Ok(Parsed {
+        canonical,
+        params,
+        shape,
+    })
 }
 
 /// libpg_query's message, without its `Error parsing query: ` style prefixes.

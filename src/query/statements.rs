@@ -30,25 +30,28 @@ fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
     f(guard.get_or_insert_with(Table::default))
 }
 
-/// The statement `text` names, if it was learned and not forgotten since.
+/// The statement `text` names, if it was learned, under the `query_precision` in effect,
+/// and not forgotten since.
 pub fn get(text: &[u8]) -> Option<Arc<Statement>> {
+    let row_wanted = current::query_row_precision();
     with_table(|table| {
         table.clock += 1;
         let clock = table.clock;
         let entry = table.by_text.get_mut(text)?;
         entry.used = clock;
-        Some(entry.statement.clone())
+        (entry.statement.row_wanted == row_wanted).then(|| entry.statement.clone())
     })
 }
 
 /// The statement learned under another spelling with this canonical text, if any: a new
 /// spelling of it needs no catalog round.
 pub fn with_canonical(canonical: &str) -> Option<Arc<Statement>> {
+    let row_wanted = current::query_row_precision();
     with_table(|table| {
         table
             .by_text
             .values()
-            .find(|e| e.statement.canonical == canonical)
+            .find(|e| e.statement.canonical == canonical && e.statement.row_wanted == row_wanted)
             .map(|e| e.statement.clone())
     })
 }

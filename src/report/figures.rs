@@ -94,6 +94,16 @@ pub fn gauges() -> Vec<Gauge> {
             "Statement spellings PGCACHE.QUERY remembers (at most query_max_statements).",
             crate::query::statements::count(),
         ),
+        int(
+            "query_index_results",
+            "Row-precise PGCACHE.QUERY results in the index that drops them row by row.",
+            crate::query::membership::results(),
+        ),
+        int(
+            "query_index_bytes",
+            "Memory the index of row-precise results takes, in bytes (an estimate; at most query_index_max_bytes).",
+            crate::query::membership::bytes(),
+        ),
     ]);
     all.extend([
         int(

@@ -196,6 +196,9 @@ pub static QUERY_TOO_BIG: Counter = Counter::new();
 pub static QUERY_INVALIDATIONS: Counter = Counter::new();
 /// Statement spellings forgotten to keep the statement table within `query_max_statements`.
 pub static QUERY_STATEMENTS_EVICTED: Counter = Counter::new();
+/// Row-precise PGCACHE.QUERY results answered but not cached: the index was full
+/// (`query_index_max_bytes`).
+pub static QUERY_INDEX_FULL: Counter = Counter::new();
 
 /// pgcache's own part of the invalidation lag: from a change reaching pgcache (a
 /// notification, or a replicated transaction's commit, read) to its deletions applied, for
@@ -356,7 +359,7 @@ pub fn tables() -> Vec<Arc<TableStats>> {
 }
 
 /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them.
-static NAMED: [(&str, &Counter); 30] = [
+static NAMED: [(&str, &Counter); 31] = [
     ("hits", &HITS),
     ("negative_hits", &NEGATIVE_HITS),
     ("misses", &MISSES),
@@ -390,6 +393,7 @@ static NAMED: [(&str, &Counter); 30] = [
     ("query_results_too_big", &QUERY_TOO_BIG),
     ("query_invalidations", &QUERY_INVALIDATIONS),
     ("query_statements_evicted", &QUERY_STATEMENTS_EVICTED),
+    ("query_index_full", &QUERY_INDEX_FULL),
 ];
 
 /// Every counter's value, in reporting order.

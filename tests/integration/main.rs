@@ -15,6 +15,7 @@ mod keys;
 mod metrics;
 mod multiread;
 mod query;
+mod query_rows;
 mod read;
 mod readme;
 mod replication;

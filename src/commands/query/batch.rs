@@ -4,8 +4,7 @@
 //! parameter sets joined LATERALly), one round trip and one snapshot for all. If the batch
 //! fails, each runs alone, so one bad parameter fails only its own call.
 
-use super::{Run, completion, execute, failed};
-use crate::cache::fill::FillTicket;
+use super::{Fill, Run, completion, execute, failed, ran};
 use crate::cache::worker;
 use crate::config::current;
 use crate::error::Error;
@@ -27,7 +26,7 @@ const MAX_BATCH: usize = 128;
 struct Joined {
     client: BlockedClient,
     params: Vec<String>,
-    fill: Option<(FillTicket, u64)>,
+    fill: Option<Fill>,
 }
 
 /// The misses waiting for each statement's queued job, by the statement's address (its
@@ -46,7 +45,7 @@ pub fn run(
     ctx: &Context,
     statement: Arc<Statement>,
     params: Vec<String>,
-    fill: Option<(FillTicket, u64)>,
+    fill: Option<Fill>,
 ) -> Reply {
     let id = Arc::as_ptr(&statement) as usize;
     let (params, fill) = if statement.batch_sql.is_some() {
@@ -119,16 +118,18 @@ fn execute_all(conn: &mut Connection, statement: &Statement, sets: &[Vec<String>
         return sets.iter().map(|p| execute(conn, statement, p)).collect();
     };
     sets.chunks(MAX_BATCH)
-        .flat_map(|chunk| match execute_batch(conn, batch_sql, chunk) {
-            Ok(runs) => runs,
-            // PostgreSQL refused the batch (one set's value is not of its type, say): each
-            // set alone finds which.
-            Err(failure) if refused_one(&failure) => {
-                chunk.iter().map(|p| execute(conn, statement, p)).collect()
-            }
-            // Out of time or out of reach: every set would be too.
-            Err(failure) => vec![Err(failed(statement, &failure)); chunk.len()],
-        })
+        .flat_map(
+            |chunk| match execute_batch(conn, statement, batch_sql, chunk) {
+                Ok(runs) => runs,
+                // PostgreSQL refused the batch (one set's value is not of its type, say): each
+                // set alone finds which.
+                Err(failure) if refused_one(&failure) => {
+                    chunk.iter().map(|p| execute(conn, statement, p)).collect()
+                }
+                // Out of time or out of reach: every set would be too.
+                Err(failure) => vec![Err(failed(statement, &failure)); chunk.len()],
+            },
+        )
         .collect()
 }
 
@@ -143,6 +144,7 @@ fn refused_one(failure: &Failure) -> bool {
 /// One statement for `sets`: one text array per parameter.
 fn execute_batch(
     conn: &mut Connection,
+    statement: &Statement,
     batch_sql: &str,
     sets: &[Vec<String>],
 ) -> Result<Vec<Run>, Failure> {
@@ -155,13 +157,7 @@ fn execute_batch(
         .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect();
     let rows = conn.query_read_only(batch_sql, &values)?;
-    let mut runs: Vec<Run> = rows
-        .iter()
-        .map(|row| {
-            let count: i64 = row.get(1);
-            Ok((row.get(0), count as u64))
-        })
-        .collect();
+    let mut runs: Vec<Run> = rows.iter().map(|row| ran(statement, row)).collect();
     runs.resize_with(sets.len(), || Err(lost()));
     Ok(runs)
 }

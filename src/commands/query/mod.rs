@@ -10,6 +10,7 @@
 mod batch;
 
 use crate::cache;
+use crate::cache::applied;
 use crate::cache::bypass;
 use crate::cache::fill::{self, FillTicket, LeadOrWait, Outcome};
 use crate::cache::miss::Read;
@@ -18,12 +19,16 @@ use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::commands::{ReadOptions, ttl_arg, utf8};
 use crate::config::current;
 use crate::error::{Error, Result};
+use crate::model::key::canonicalise_value;
+use crate::model::lsn::Lsn;
 use crate::pg::errors::{is_schema_change, statement_error};
 use crate::pg::pool::Connection;
+use crate::pg::schema::TableSchema;
 use crate::pg::session::Failure;
 use crate::query::key::{canonical_params, finish_result_key, route_key};
+use crate::query::precision::{self, Precision};
 use crate::query::statement;
-use crate::query::{Statement, catalog, generations, statements};
+use crate::query::{Statement, catalog, generations, membership, statements};
 use crate::redis::acl;
 use crate::redis::cluster;
 use crate::redis::keyspace;
@@ -33,6 +38,7 @@ use crate::requests::blocked::Completion;
 use crate::requests::reply::Reply;
 use crate::stats::slowlog::truncate_key;
 use crate::stats::{self, Tracked};
+use compact_str::CompactString;
 use redis_module::Context;
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,15 +169,51 @@ fn known(ctx: &Context, statement: Arc<Statement>, call: &Call, read: Read) -> R
             match fill::lead_or_wait(ctx, key, timeout_ms, &statement.stats, "") {
                 LeadOrWait::Wait => Reply::Blocked,
                 LeadOrWait::Lead(ticket) => {
-                    batch::run(ctx, statement, params, Some((ticket, call.ttl)))
+                    let fill = Fill::new(ticket, call.ttl, &params);
+                    batch::run(ctx, statement, params, Some(fill))
                 }
             },
         );
     }
-    // The client's own write may be newer than the cache, or the feed cannot vouch for it:
-    // PostgreSQL answers, and its answer may be cached (taken after the key's generations).
+    if let Read::After(lsn) = read {
+        return Ok(once_applied(ctx, statement, params, call.ttl, lsn));
+    }
+    // The feed cannot vouch for the cache: PostgreSQL answers, and its answer may be cached
+    // (taken after the key's generations).
     let ticket = fill::lead(key.into());
-    Ok(batch::run(ctx, statement, params, Some((ticket, call.ttl))))
+    let fill = Fill::new(ticket, call.ttl, &params);
+    Ok(batch::run(ctx, statement, params, Some(fill)))
+}
+
+/// `AFTER <lsn>` ahead of what the feed applied: a worker waits (at most `after_wait_ms`)
+/// for the feed to apply it, then the result is answered from the cache if it holds it, as
+/// READ does; else (or when the wait ran out) PostgreSQL answers, its answer cached under
+/// the generations read after the client's commit.
+fn once_applied(
+    ctx: &Context,
+    statement: Arc<Statement>,
+    params: Vec<String>,
+    ttl: u64,
+    lsn: Lsn,
+) -> Reply {
+    let db = keyspace::selected_db(ctx);
+    worker::submit(
+        ctx,
+        Box::new(move |conn| {
+            let read = if applied::wait_for(lsn, current::after_wait()) {
+                Read::Cached
+            } else {
+                Read::FromPostgres
+            };
+            let fill = match look_up_from_worker(db, &statement, &params, read) {
+                Some(Looked::Cached(result)) => return Ok(cached_completion(statement, result)),
+                Some(Looked::Lead(ticket)) => Some(Fill::new(ticket, ttl, &params)),
+                None => None,
+            };
+            let outcome = execute(conn, &statement, &params);
+            Ok(completion(statement, outcome, fill))
+        }),
+    )
 }
 
 /// Refuses a call whose parameter count is not the statement's.
@@ -243,14 +285,15 @@ fn first_sight(ctx: &Context, call: &Call, read: Read) -> Reply {
                     Err(redirect) => redirect.into(),
                 }));
             }
-            let Some((key, cached)) = look_up_from_worker(db, &statement, &params, read) else {
-                let outcome = execute(conn, &statement, &params);
-                return Ok(completion(statement, outcome, None));
+            let ticket = match look_up_from_worker(db, &statement, &params, read) {
+                Some(Looked::Cached(result)) => return Ok(cached_completion(statement, result)),
+                Some(Looked::Lead(ticket)) => ticket,
+                None => {
+                    let outcome = execute(conn, &statement, &params);
+                    return Ok(completion(statement, outcome, None));
+                }
             };
-            if let Some(result) = cached {
-                return Ok(cached_completion(statement, result));
-            }
-            let fill = Some((fill::lead(key.into()), ttl));
+            let fill = Some(Fill::new(ticket, ttl, &params));
             let outcome = execute(conn, &statement, &params);
             Ok(completion(statement, outcome, fill))
         }),
@@ -266,17 +309,34 @@ pub fn learn(conn: &mut Connection, sql: &[u8]) -> Result<Arc<Statement>> {
     let statement = match statements::with_canonical(&parsed.canonical) {
         Some(statement) => statement,
         None => {
+            let row_wanted = current::query_row_precision();
             let learned = catalog::learn(conn, &parsed)?;
-            let run_sql = catalog::run_sql(&parsed, &learned.params)?;
+            let precision = precision::decide(
+                conn,
+                parsed.shape.as_ref(),
+                &learned.tables,
+                learned.plain,
+                &learned.params,
+            )?;
+            let members = match (&precision, &parsed.shape) {
+                (Precision::Row(m), Some(shape)) => Some(catalog::Members {
+                    candidates_sql: &shape.candidates_sql,
+                    table: &m.table,
+                }),
+                _ => None,
+            };
+            let run_sql = catalog::run_sql(&parsed, &learned.params, members.as_ref())?;
             // A batch PostgreSQL refuses (a parameter in LIMIT may not come from a LATERAL
             // join) leaves the statement's misses to run one by one.
-            let batch_sql = catalog::batch_sql(&parsed, &learned.params)?
+            let batch_sql = catalog::batch_sql(&parsed, &learned.params, members.as_ref())?
                 .filter(|sql| conn.prepare(sql).is_ok());
             Arc::new(Statement::new(
                 &current::cache_prefix(),
                 parsed.canonical,
                 learned.params,
                 learned.tables,
+                precision,
+                row_wanted,
                 run_sql,
                 batch_sql,
             ))
@@ -286,15 +346,24 @@ pub fn learn(conn: &mut Connection, sql: &[u8]) -> Result<Arc<Statement>> {
     Ok(statement)
 }
 
-/// From a worker: the result's key under the generations of the client's DB `db`, and the
-/// result if the cache holds it and the read may take it from there (None: results are not
-/// cached here now, or the main thread did not answer in time).
+/// What the main thread found for a worker's new statement.
+enum Looked {
+    /// The result, cached (under another spelling).
+    Cached(String),
+    /// Not cached: the ticket of its fill, registered on the main thread with the key's
+    /// generations read, so no change applied after them goes unseen by the fill.
+    Lead(FillTicket),
+}
+
+/// From a worker: the result if the cache holds it and the read may take it from there,
+/// else the ticket to fill it under the generations of the client's DB `db` (None: results
+/// are not cached here now, or the main thread did not answer in time).
 fn look_up_from_worker(
     db: i32,
     statement: &Arc<Statement>,
     params: &[String],
     read: Read,
-) -> Option<(String, Option<String>)> {
+) -> Option<Looked> {
     if read == Read::Unvouched {
         return None;
     }
@@ -307,7 +376,10 @@ fn look_up_from_worker(
                     let cached = (read == Read::Cached && !bypass::bypassed(key.as_bytes()))
                         .then(|| cached_value(ctx, &key))
                         .flatten();
-                    (key, cached)
+                    match cached {
+                        Some(result) => Looked::Cached(result),
+                        None => Looked::Lead(fill::lead(key.into())),
+                    }
                 });
             });
             found
@@ -335,8 +407,37 @@ fn cached_completion(statement: Arc<Statement>, result: String) -> Completion {
     })
 }
 
-/// What a run found: the result as JSON and its row count.
-pub type Run = Result<(String, u64)>;
+/// A miss whose result is to be cached: its key's ticket, for `ttl` seconds; the
+/// parameters (canonical) say which values a row-precise result admits.
+pub struct Fill {
+    pub ticket: FillTicket,
+    pub ttl: u64,
+    pub params: Vec<String>,
+}
+
+impl Fill {
+    pub fn new(ticket: FillTicket, ttl: u64, params: &[String]) -> Fill {
+        Fill {
+            ticket,
+            ttl,
+            params: params.to_vec(),
+        }
+    }
+}
+
+/// What a run found.
+#[derive(Clone)]
+pub struct Ran {
+    /// The result as one JSON array.
+    pub json: String,
+    pub rows: u64,
+    /// A row-precise statement's members: the primary keys (canonical) of every row its
+    /// WHERE admitted; None when there were more than `precision::MAX_MEMBERS` (the result
+    /// is then not cached).
+    pub members: Option<Vec<CompactString>>,
+}
+
+pub type Run = Result<Ran>;
 
 /// Runs the statement in a READ ONLY transaction (under the session's statement_timeout).
 pub fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) -> Run {
@@ -350,8 +451,44 @@ pub fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) 
     let row = rows
         .first()
         .ok_or_else(|| Error::internal("the statement's result came back without its row"))?;
+    ran(statement, row)
+}
+
+/// A run's row: the result, its row count and (row-precise statements) its members.
+pub fn ran(statement: &Statement, row: &tokio_postgres::Row) -> Run {
     let count: i64 = row.get(1);
-    Ok((row.get(0), count as u64))
+    let members = match statement.precision.row() {
+        Some(m) => {
+            let keys: Option<String> = row.get(2);
+            members_of(&m.table, keys.as_deref())
+        }
+        None => None,
+    };
+    Ok(Ran {
+        json: row.get(0),
+        rows: count as u64,
+        members,
+    })
+}
+
+/// The canonical primary keys of the members' JSON (an array of key objects; NULL for
+/// none); None past `MAX_MEMBERS` or for a key that does not read as the table's.
+fn members_of(table: &TableSchema, keys: Option<&str>) -> Option<Vec<CompactString>> {
+    let Some(keys) = keys else {
+        return Some(Vec::new());
+    };
+    let keys: Vec<serde_json::Value> = serde_json::from_str(keys).ok()?;
+    if keys.len() > precision::MAX_MEMBERS {
+        return None;
+    }
+    keys.iter()
+        .map(|key| {
+            canonicalise_value(key, table)
+                .ok()
+                .filter(|k| !k.unconfirmed)
+                .map(|k| k.json)
+        })
+        .collect()
 }
 
 /// The error of a statement that failed; one whose tables changed under it (a column or
@@ -365,11 +502,7 @@ pub fn failed(statement: &Statement, failure: &Failure) -> Error {
 
 /// The main-thread half of a run: cache the result when a ticket came with it, it is not
 /// too big, and the cache admits it; then reply.
-pub fn completion(
-    statement: Arc<Statement>,
-    outcome: Run,
-    fill: Option<(FillTicket, u64)>,
-) -> Completion {
+pub fn completion(statement: Arc<Statement>, outcome: Run, fill: Option<Fill>) -> Completion {
     Box::new(move |ctx| {
         // A statement seen for the first time had its tables' permissions unchecked so far.
         if let Err(e) = may_read_tables(ctx, &statement) {
@@ -377,41 +510,81 @@ pub fn completion(
         }
         statement.stats.misses.inc();
         stats::QUERY_MISSES.inc();
-        if let Ok((json, _)) = &outcome {
-            statement.figures.result_bytes.add(json.len() as u64);
+        if let Ok(ran) = &outcome {
+            statement.figures.result_bytes.add(ran.json.len() as u64);
         }
         let shared: Outcome = match &outcome {
-            Ok((json, _)) => Ok(Some(json.clone())),
+            Ok(ran) => Ok(Some(ran.json.clone())),
             Err(e) => Err(e.clone()),
         };
-        if let Some((ticket, ttl)) = fill {
+        if let Some(Fill {
+            ticket,
+            ttl,
+            params,
+        }) = fill
+        {
             ticket.answer_waiters(&shared);
             let (key, fresh) = ticket.finish(&shared);
-            if let Ok((json, rows)) = &outcome
+            if let Ok(ran) = &outcome
                 && fresh
             {
-                if *rows > current::query_max_rows()
-                    || json.len() as u64 > current::query_max_bytes()
-                {
-                    stats::QUERY_TOO_BIG.inc();
-                    statement.figures.too_big.inc();
-                } else if cache::write_fetched(
-                    ctx,
-                    cache::admission(ctx, &key),
-                    &key,
-                    None,
-                    Some(json),
-                    ttl,
-                ) {
-                    statement.figures.filled();
-                }
+                cache_result(ctx, &statement, &key, ran, ttl, &params);
             }
         }
         match outcome {
-            Ok((json, rows)) => described(Reply::Bulk(json), &statement, rows),
+            Ok(ran) => described(Reply::Bulk(ran.json), &statement, ran.rows),
             Err(e) => described(Reply::Error(e), &statement, 0),
         }
     })
+}
+
+/// Caches a fresh result under `key` unless it is too big (or, row-precise, built from too
+/// many rows, or past the index's room); a row-precise one is indexed as it is written.
+fn cache_result(
+    ctx: &Context,
+    statement: &Arc<Statement>,
+    key: &Arc<str>,
+    ran: &Ran,
+    ttl: u64,
+    params: &[String],
+) {
+    let too_big = |why: &str| {
+        stats::QUERY_TOO_BIG.inc();
+        statement.figures.too_big.inc();
+        ctx.log_debug(&format!("pgcache: a QUERY result is not cached: {why}"));
+    };
+    if ran.rows > current::query_max_rows() || ran.json.len() as u64 > current::query_max_bytes() {
+        return too_big("over query_max_rows or query_max_bytes");
+    }
+    let indexed = match statement.precision.row() {
+        Some(m) => {
+            let Some(members) = &ran.members else {
+                return too_big("its WHERE admits more rows than the index keeps for one result");
+            };
+            let bound = m.bound(params);
+            if !membership::has_room(membership::cost(key, &bound, members)) {
+                stats::QUERY_INDEX_FULL.inc();
+                return;
+            }
+            Some((bound, members.clone()))
+        }
+        None => None,
+    };
+    if !cache::write_fetched(
+        ctx,
+        cache::admission(ctx, key),
+        key,
+        None,
+        Some(&ran.json),
+        ttl,
+    ) {
+        return;
+    }
+    statement.figures.filled(indexed.is_none());
+    if let Some((bound, members)) = indexed {
+        let id = (keyspace::selected_db(ctx), key.clone());
+        membership::add(id, statement.clone(), bound, members);
+    }
 }
 
 /// The reply, described for the slowlog and hooks by the statement it ran.

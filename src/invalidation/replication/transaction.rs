@@ -8,6 +8,7 @@ use super::super::apply::BULK_KEYS;
 use super::super::translate::Payload;
 use crate::model::ident::QualifiedName;
 use crate::pg::replication::pgoutput::{Relation, Tuple, Value};
+use crate::query::precision::{self, EnteringRow, NewValue};
 use serde_json::{Map, Value as Json};
 use std::collections::{HashMap, HashSet};
 
@@ -15,6 +16,9 @@ use std::collections::{HashMap, HashSet};
 /// numeric (a NaN or an infinity is not, and stays text, as `to_jsonb` writes it).
 const NUMBER_TYPES: [u32; 7] = [21, 23, 20, 26, 700, 701, 1700];
 const BOOL_TYPE: u32 = 16;
+/// Longest new value kept for matching query results (longer ones match every result):
+/// the values wait in memory until applied.
+const LONGEST_WATCHED: usize = 1024;
 
 #[derive(Default)]
 pub struct Transaction {
@@ -26,6 +30,8 @@ pub struct Transaction {
 struct TableChanges {
     table: String,
     rows: Vec<Json>,
+    /// The rows written (inserted, updated to), by the watched columns.
+    entering: Vec<EnteringRow>,
     /// The rows' text, to name each key once.
     seen: HashSet<String>,
     flush: bool,
@@ -38,6 +44,7 @@ impl TableChanges {
         TableChanges {
             table: table_name(relation),
             rows: Vec::new(),
+            entering: Vec::new(),
             seen: HashSet::new(),
             flush: false,
             flushed_keys: 0,
@@ -49,6 +56,7 @@ impl TableChanges {
         self.flushed_keys += self.rows.len() as u64;
         self.rows = Vec::new();
         self.seen = HashSet::new();
+        self.entering = Vec::new();
     }
 }
 
@@ -77,6 +85,45 @@ impl Transaction {
         }
     }
 
+    /// A row of `relation` was written with the values `new` (inserted, or updated to):
+    /// kept by the columns row-precise query results match on (`precision::with_watched`).
+    /// A value not sent (an unchanged TOASTed one) or longer than `LONGEST_WATCHED` is left
+    /// out: unknown, it matches every result.
+    pub fn written(&mut self, relation: &Relation, new: &Tuple) {
+        let changes = self
+            .tables
+            .entry(relation.id)
+            .or_insert_with(|| TableChanges::new(relation));
+        if changes.flush {
+            return;
+        }
+        let row = precision::with_watched(&changes.table, |watched| {
+            relation
+                .columns
+                .iter()
+                .zip(new)
+                .filter(|(column, _)| watched.contains(&column.name))
+                .filter_map(|(column, value)| {
+                    let value = match value {
+                        Value::Null => NewValue::Null,
+                        Value::Text(bytes) if bytes.len() <= LONGEST_WATCHED => {
+                            let text = String::from_utf8_lossy(bytes);
+                            NewValue::Text(if column.type_oid == BOOL_TYPE {
+                                (text == "t").to_string()
+                            } else {
+                                text.into_owned()
+                            })
+                        }
+                        _ => return None,
+                    };
+                    Some((column.name.clone(), value))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+        changes.entering.push(row);
+    }
+
     /// Every row of `relation` may have changed.
     pub fn flush(&mut self, relation: &Relation) {
         self.tables
@@ -95,6 +142,7 @@ impl Transaction {
         let named = self.flushed_by_name.into_iter().map(|table| Payload {
             table,
             rows: Vec::new(),
+            entering: None,
             flush: true,
             flushed_keys: 0,
         });
@@ -103,6 +151,7 @@ impl Transaction {
             .map(|changes| Payload {
                 table: changes.table,
                 rows: changes.rows,
+                entering: Some(changes.entering),
                 flush: changes.flush,
                 flushed_keys: changes.flushed_keys,
             })

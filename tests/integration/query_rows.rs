@@ -1,0 +1,196 @@
+//! PGCACHE.QUERY's row precision: in replication mode a change drops only the results of a
+//! single-table statement it can affect (rows entering by their new values, members leaving
+//! or changing), and keeps the others; in notify mode every result over the table goes.
+
+use crate::query::{commit_and_position, postgres_answer, query, query_until_cached, watched};
+use pgcache_testkit::*;
+use std::time::Duration;
+
+const BY_USER: &str = "SELECT id, total FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT 3";
+
+fn row_precision() -> bool {
+    invalidation_source() == "replication"
+}
+
+/// A stack whose reads AFTER a position wait for the feed to apply it (long enough for
+/// this machine), so they are answered from the cache when it holds the result.
+fn stack() -> (Stack, redis::Connection) {
+    let stack = watched();
+    let mut con = stack.con();
+    config_set(&mut con, "pgcache.after_wait_ms", "1000").unwrap();
+    (stack, con)
+}
+
+/// QUERY of `sql` AFTER `lsn`: whether the answer came from the cache, and the answer.
+fn read_after(
+    con: &mut redis::Connection,
+    sql: &str,
+    params: &[&str],
+    lsn: &str,
+) -> (bool, String) {
+    let hits = stats_figure(con, "query_hits");
+    let answer: String = redis::cmd("PGCACHE.QUERY")
+        .arg(sql)
+        .arg(params.len())
+        .arg(params)
+        .arg("AFTER")
+        .arg(lsn)
+        .query(con)
+        .unwrap();
+    (stats_figure(con, "query_hits") > hits, answer)
+}
+
+/// Caches BY_USER for users 1..=5, commits `write`, and returns which users' results were
+/// dropped by it (each checked against PostgreSQL's own answer).
+fn dropped_by(stack: &Stack, con: &mut redis::Connection, write: &str) -> Vec<u32> {
+    for user in 1..=5 {
+        query_until_cached(con, BY_USER, &[&user.to_string()]);
+    }
+    let lsn = commit_and_position(stack, write);
+    let mut dropped = Vec::new();
+    for user in 1..=5u32 {
+        let param = user.to_string();
+        let (hit, answer) = read_after(con, BY_USER, &[&param], &lsn);
+        assert_eq!(
+            json(&answer),
+            postgres_answer(stack, BY_USER, &[&param]),
+            "after `{write}`: user {user}"
+        );
+        if !hit {
+            dropped.push(user);
+        }
+    }
+    dropped
+}
+
+#[test]
+fn a_change_drops_only_the_results_it_can_affect() {
+    let (stack, mut con) = stack();
+    let every = vec![1, 2, 3, 4, 5];
+    // Order n belongs to user 1 + n % 5: user 4's newest three are 48, 43, 38.
+    let cases = [
+        ("UPDATE orders SET total = 1 WHERE id = 48", vec![4]),
+        // An older order of user 3, outside its newest three: its result is dropped all the
+        // same (the rows a result is built from are those its WHERE admits, LIMIT aside).
+        ("UPDATE orders SET total = 2 WHERE id = 2", vec![3]),
+        // A row enters user 2's result.
+        (
+            "INSERT INTO orders (id, user_id, total) VALUES (2001, 2, 5)",
+            vec![2],
+        ),
+        // A row leaves user 5's result and enters user 1's.
+        ("UPDATE orders SET user_id = 1 WHERE id = 49", vec![1, 5]),
+        // A row is deleted from user 2's.
+        ("DELETE FROM orders WHERE id = 2001", vec![2]),
+        // A row of no user cached.
+        (
+            "INSERT INTO orders (id, user_id, total) VALUES (2002, 99, 5)",
+            vec![],
+        ),
+        // A change to another table.
+        ("UPDATE users SET name = 'x' WHERE id = 1", vec![]),
+    ];
+    for (write, expected) in cases {
+        let dropped = dropped_by(&stack, &mut con, write);
+        if row_precision() {
+            assert_eq!(dropped, expected, "`{write}`");
+        } else if write.contains("orders") {
+            assert_eq!(dropped, every, "`{write}`: notify mode drops per table");
+        }
+    }
+    // TRUNCATE drops every result over the table.
+    let dropped = dropped_by(&stack, &mut con, "TRUNCATE orders");
+    assert_eq!(dropped, every);
+    if row_precision() {
+        assert!(stats_figure(&mut con, "query_index_results") >= 1);
+        assert!(stats_figure(&mut con, "query_index_bytes") > 0);
+    }
+}
+
+#[test]
+fn an_unchanged_toasted_value_counts_as_a_match() {
+    let (stack, mut con) = stack();
+    stack.pg.execute(
+        "CREATE TABLE docs (id integer PRIMARY KEY, tag text NOT NULL, hits integer NOT NULL);
+         ALTER TABLE docs ALTER COLUMN tag SET STORAGE EXTERNAL;
+         INSERT INTO docs VALUES (1, 'short', 0),
+           (2, (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 200) g), 0);
+         SELECT pgcache_watch('docs');",
+    );
+    let sql = "SELECT id, hits FROM docs WHERE tag = $1";
+    query_until_cached(&mut con, sql, &["short"]);
+    // Row 2's tag is stored out of line and unchanged: the change does not carry it, so
+    // it may be `short` for all pgcache knows.
+    let lsn = commit_and_position(&stack, "UPDATE docs SET hits = 1 WHERE id = 2");
+    let (hit, answer) = read_after(&mut con, sql, &["short"], &lsn);
+    assert!(!hit, "dropped");
+    assert_eq!(json(&answer), serde_json::json!([{"id": 1, "hits": 0}]));
+}
+
+#[test]
+fn expired_results_leave_the_index_and_a_full_index_caches_nothing_more() {
+    if !row_precision() {
+        return;
+    }
+    let stack = watched();
+    let mut con = stack.con();
+    for user in 1..=3 {
+        let _: String = redis::cmd("PGCACHE.QUERY")
+            .arg(BY_USER)
+            .arg(1)
+            .arg(user)
+            .arg("TTL")
+            .arg(1)
+            .query(&mut con)
+            .unwrap();
+    }
+    wait_for("results indexed", Duration::from_secs(10), || {
+        (stats_figure(&mut con, "query_index_results") >= 1).then_some(())
+    });
+    wait_for(
+        "expired results gone from the index",
+        Duration::from_secs(10),
+        || {
+            // Expired keys are removed when touched or by Redis's active expiry.
+            let _: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+            (stats_figure(&mut con, "query_index_results") == 0
+                && stats_figure(&mut con, "query_index_bytes") == 0)
+                .then_some(())
+        },
+    );
+    config_set(&mut con, "pgcache.query_index_max_bytes", "0").unwrap();
+    let full = stats_figure(&mut con, "query_index_full");
+    for _ in 0..3 {
+        let answer = query(&mut con, BY_USER, &["2"]).unwrap();
+        assert_eq!(json(&answer), postgres_answer(&stack, BY_USER, &["2"]));
+    }
+    assert!(stats_figure(&mut con, "query_index_full") > full);
+    assert_eq!(stats_figure(&mut con, "query_index_results"), 0);
+}
+
+#[test]
+fn query_precision_table_drops_per_table_and_explain_says_why() {
+    let (stack, mut con) = stack();
+    config_set(&mut con, "pgcache.query_precision", "table").unwrap();
+    assert!(config_set(&mut con, "pgcache.query_precision", "rows").is_err());
+    let explained: redis::Value = redis::cmd("PGCACHE.EXPLAIN")
+        .arg(BY_USER)
+        .query(&mut con)
+        .unwrap();
+    let explained = nested(&explained);
+    assert_eq!(
+        redis::from_redis_value::<String>(explained["precision"].clone()).unwrap(),
+        "table"
+    );
+    assert!(
+        redis::from_redis_value::<String>(explained["precision_reason"].clone())
+            .unwrap()
+            .contains("query_precision")
+    );
+    let dropped = dropped_by(
+        &stack,
+        &mut con,
+        "UPDATE orders SET total = 1 WHERE id = 48",
+    );
+    assert_eq!(dropped, vec![1, 2, 3, 4, 5]);
+}
