@@ -19,7 +19,7 @@
 //! result no index of its covers becomes unreachable); a replica takes its primary's.
 
 use crate::config::MAX_TTL_SECONDS;
-use crate::query::hex;
+use crate::query::{hex, membership};
 use crate::redis::keyspace;
 use crate::redis::role::writable;
 use redis_module::{CallOptionsBuilder, CallResult, Context};
@@ -116,6 +116,11 @@ fn of(ctx: &Context, name: &str) -> Option<Generation> {
         all.retain(|(d, _)| *d != db);
         all.push((db, made));
     });
+    // Its key was deleted or evicted (FLUSHDB, maxmemory): the results under the one this
+    // process made before are unreachable now, and leave the index.
+    if let Some(before) = mine {
+        membership::drop_generation(db, std::str::from_utf8(&before).unwrap_or_default());
+    }
     Some(made)
 }
 

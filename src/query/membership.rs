@@ -257,6 +257,23 @@ fn entered(index: &Index, s: &StatementResults, row: &EnteringRow, hit: &mut Has
     }
 }
 
+/// The results of DB `db` whose keys hold the row generation `generation` leave the index:
+/// nobody builds their keys any more.
+pub fn drop_generation(db: i32, generation: &str) {
+    let part = format!(":{generation}:");
+    with_index(|index| {
+        let ids: Vec<ResultId> = index
+            .entries
+            .keys()
+            .filter(|(d, key)| *d == db && key.contains(&part))
+            .cloned()
+            .collect();
+        for id in ids {
+            remove_entry(index, &id);
+        }
+    });
+}
+
 /// Every result of the table whose keys start with `table` (every table: None) leaves the
 /// index (the table changed as a whole); the number dropped of each statement.
 pub fn drop_table(table: Option<&str>) -> Vec<(Arc<Statement>, u64)> {
