@@ -378,7 +378,7 @@ fn model_params(rng: &mut Rng, statement: usize) -> Vec<String> {
         0 => vec![format!("user{}", 1 + rng.below(6))],
         2 => vec![small(rng), small(rng)],
         5 => vec![rng.below(12).to_string()],
-        6 => vec![["a", "b"][rng.below(2) as usize].to_string(), small(rng)],
+        6 => vec![["a", "b"][rng.below(2)].to_string(), small(rng)],
         _ => vec![small(rng)],
     }
 }
@@ -409,7 +409,7 @@ fn model_write(rng: &mut Rng) -> String {
                 "'a'",
                 "'b'",
                 "(SELECT string_agg(md5(g::text), '') FROM generate_series(1, 200) g)"
-            ][rng.below(3) as usize]
+            ][rng.below(3)]
         ),
         8 => format!("UPDATE orders SET user_id = {a}, total = {c} WHERE id = {b}"),
         _ if rng.chance(10) => "TRUNCATE orders".to_string(),
