@@ -16,6 +16,12 @@
 //!    replication mode
 //! 10. a PostgreSQL restart with 10,000 rows cached: entries kept and misses in the next
 //!     10 s, in notify and in replication mode
+//! 14. QUERY row precision vs table precision: hit ratios of a zipf mix with 5 % writes,
+//!     writers with and without results cached, the index's memory per result
+//! 15. the longest PING while a 1M-row UPDATE drops 10,000 row-precise results
+#[path = "pgcache/precision.rs"]
+mod precision;
+
 use pgcache_testkit::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -1321,7 +1327,7 @@ fn main() {
     ));
     pg.execute("VACUUM ANALYZE users");
     // PGCACHE_BENCH_ONLY=hits|multiread|query-hits|misses|query-misses|ping|lag|coalescing|bulk|
-    // writers|load-lag|pg-restart|trouble runs one section.
+    // writers|load-lag|pg-restart|trouble|query-precision|query-bulk runs one section.
     let only = std::env::var("PGCACHE_BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let bare = bare_module();
@@ -1368,5 +1374,11 @@ fn main() {
     }
     if wanted("trouble") {
         trouble();
+    }
+    if wanted("query-precision") {
+        precision::precision();
+    }
+    if wanted("query-bulk") {
+        precision::bulk(&pg);
     }
 }

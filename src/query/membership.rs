@@ -27,7 +27,6 @@ struct Entry {
     statement: Arc<Statement>,
     bound: Vec<Vec<String>>,
     members: Vec<CompactString>,
-    table: String,
     bytes: usize,
 }
 
@@ -39,19 +38,18 @@ struct StatementResults {
     all: HashSet<ResultId>,
 }
 
+/// One table's part: dropped whole when the table changes as a whole.
 #[derive(Default)]
 struct TableIndex {
+    entries: HashMap<ResultId, Entry>,
     by_member: HashMap<CompactString, Vec<ResultId>>,
     /// By the statement's key head.
     by_statement: HashMap<Arc<str>, StatementResults>,
+    bytes: usize,
 }
 
-#[derive(Default)]
-struct Index {
-    entries: HashMap<ResultId, Entry>,
-    /// By table key prefix.
-    tables: HashMap<String, TableIndex>,
-}
+/// By table key prefix.
+type Index = HashMap<String, TableIndex>;
 
 static INDEX: Mutex<Option<Index>> = Mutex::new(None);
 static BYTES: AtomicU64 = AtomicU64::new(0);
@@ -61,7 +59,14 @@ fn with_index<R>(f: impl FnOnce(&mut Index) -> R) -> R {
     let mut guard = INDEX.lock().unwrap_or_else(|p| p.into_inner());
     let index = guard.get_or_insert_with(Index::default);
     let r = f(index);
-    RESULTS.store(index.entries.len() as u64, Ordering::Relaxed);
+    RESULTS.store(
+        index.values().map(|t| t.entries.len() as u64).sum(),
+        Ordering::Relaxed,
+    );
+    BYTES.store(
+        index.values().map(|t| t.bytes as u64).sum(),
+        Ordering::Relaxed,
+    );
     r
 }
 
@@ -110,8 +115,8 @@ pub fn add(
     let head: Arc<str> = statement.key_head.as_str().into();
     let bytes = cost(&id.1, &bound, &members);
     with_index(|index| {
-        remove_entry(index, &id);
-        let t = index.tables.entry(table.clone()).or_default();
+        let t = index.entry(table).or_default();
+        t.remove(&id);
         for member in &members {
             t.by_member
                 .entry(member.clone())
@@ -128,41 +133,45 @@ pub fn add(
             }
         }
         s.all.insert(id.clone());
-        BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
-        index.entries.insert(
+        t.bytes += bytes;
+        t.entries.insert(
             id,
             Entry {
                 statement,
                 bound,
                 members,
-                table,
                 bytes,
             },
         );
     });
 }
 
-/// The result `id` is gone (expired, evicted, deleted): its entries go too.
+/// The result `id` is gone (expired, evicted): its entries go too.
 pub fn remove(id: &ResultId) {
     with_index(|index| {
-        remove_entry(index, id);
+        for t in index.values_mut() {
+            if t.remove(id).is_some() {
+                break;
+            }
+        }
+        index.retain(|_, t| !t.entries.is_empty());
     });
 }
 
-fn remove_entry(index: &mut Index, id: &ResultId) -> Option<Entry> {
-    let entry = index.entries.remove(id)?;
-    BYTES.fetch_sub(entry.bytes as u64, Ordering::Relaxed);
-    if let Some(t) = index.tables.get_mut(&entry.table) {
+impl TableIndex {
+    fn remove(&mut self, id: &ResultId) -> Option<Entry> {
+        let entry = self.entries.remove(id)?;
+        self.bytes -= entry.bytes;
         for member in &entry.members {
-            if let Some(ids) = t.by_member.get_mut(member) {
+            if let Some(ids) = self.by_member.get_mut(member) {
                 ids.retain(|i| i != id);
                 if ids.is_empty() {
-                    t.by_member.remove(member);
+                    self.by_member.remove(member);
                 }
             }
         }
         let head = entry.statement.key_head.as_str();
-        if let Some(s) = t.by_statement.get_mut(head) {
+        if let Some(s) = self.by_statement.get_mut(head) {
             s.all.remove(id);
             if let Some(first) = entry.bound.first() {
                 for value in first {
@@ -175,14 +184,47 @@ fn remove_entry(index: &mut Index, id: &ResultId) -> Option<Entry> {
                 }
             }
             if s.all.is_empty() {
-                t.by_statement.remove(head);
+                self.by_statement.remove(head);
             }
         }
-        if t.by_member.is_empty() && t.by_statement.is_empty() {
-            index.tables.remove(&entry.table);
+        Some(entry)
+    }
+
+    /// Adds to `hit` the results of `s` that `row` enters.
+    fn entered(&self, s: &StatementResults, row: &EnteringRow, hit: &mut HashSet<ResultId>) {
+        let Some(any) = s.all.iter().next() else {
+            return;
+        };
+        let Some(m) = self
+            .entries
+            .get(any)
+            .and_then(|e| e.statement.precision.row())
+        else {
+            return;
+        };
+        let first = m
+            .exact
+            .first()
+            .and_then(|c| row.iter().find(|(column, _)| *column == c.column));
+        let candidates: Box<dyn Iterator<Item = &ResultId>> = match first {
+            Some((_, NewValue::Null)) => return,
+            Some((_, NewValue::Text(value))) => match s.by_first.get(value) {
+                Some(ids) => Box::new(ids.iter()),
+                None => return,
+            },
+            None => Box::new(s.all.iter()),
+        };
+        for id in candidates {
+            if !hit.contains(id)
+                && self
+                    .entries
+                    .get(id)
+                    .is_some_and(|e| m.admits(&e.bound, row))
+            {
+                hit.insert(id.clone());
+            }
         }
     }
-    Some(entry)
 }
 
 /// What a change dropped: each result, with its statement.
@@ -197,7 +239,7 @@ pub fn changed(
     entering: Option<&[EnteringRow]>,
 ) -> Dropped {
     with_index(|index| {
-        let Some(t) = index.tables.get(table) else {
+        let Some(t) = index.get_mut(table) else {
             return Vec::new();
         };
         let mut hit: HashSet<ResultId> = HashSet::new();
@@ -212,49 +254,18 @@ pub fn changed(
                 continue;
             };
             for row in rows {
-                entered(index, s, row, &mut hit);
+                t.entered(s, row, &mut hit);
             }
         }
-        hit.into_iter()
-            .filter_map(|id| remove_entry(index, &id).map(|e| (id, e.statement)))
-            .collect()
-    })
-}
-
-/// Adds to `hit` the results of `s` that `row` enters.
-fn entered(index: &Index, s: &StatementResults, row: &EnteringRow, hit: &mut HashSet<ResultId>) {
-    let Some(any) = s.all.iter().next() else {
-        return;
-    };
-    let Some(m) = index
-        .entries
-        .get(any)
-        .and_then(|e| e.statement.precision.row())
-    else {
-        return;
-    };
-    let first = m
-        .exact
-        .first()
-        .and_then(|c| row.iter().find(|(column, _)| *column == c.column));
-    let candidates: Box<dyn Iterator<Item = &ResultId>> = match first {
-        Some((_, NewValue::Null)) => return,
-        Some((_, NewValue::Text(value))) => match s.by_first.get(value) {
-            Some(ids) => Box::new(ids.iter()),
-            None => return,
-        },
-        None => Box::new(s.all.iter()),
-    };
-    for id in candidates {
-        if !hit.contains(id)
-            && index
-                .entries
-                .get(id)
-                .is_some_and(|e| m.admits(&e.bound, row))
-        {
-            hit.insert(id.clone());
+        let dropped: Dropped = hit
+            .into_iter()
+            .filter_map(|id| t.remove(&id).map(|e| (id, e.statement)))
+            .collect();
+        if t.entries.is_empty() {
+            index.remove(table);
         }
-    }
+        dropped
+    })
 }
 
 /// The results of DB `db` whose keys hold the row generation `generation` leave the index:
@@ -262,40 +273,141 @@ fn entered(index: &Index, s: &StatementResults, row: &EnteringRow, hit: &mut Has
 pub fn drop_generation(db: i32, generation: &str) {
     let part = format!(":{generation}:");
     with_index(|index| {
-        let ids: Vec<ResultId> = index
-            .entries
-            .keys()
-            .filter(|(d, key)| *d == db && key.contains(&part))
-            .cloned()
-            .collect();
-        for id in ids {
-            remove_entry(index, &id);
+        for t in index.values_mut() {
+            let ids: Vec<ResultId> = t
+                .entries
+                .keys()
+                .filter(|(d, key)| *d == db && key.contains(&part))
+                .cloned()
+                .collect();
+            for id in ids {
+                t.remove(&id);
+            }
         }
+        index.retain(|_, t| !t.entries.is_empty());
     });
 }
 
 /// Every result of the table whose keys start with `table` (every table: None) leaves the
-/// index (the table changed as a whole); the number dropped of each statement.
+/// index (the table changed as a whole); the number dropped of each statement. The parts
+/// dropped are freed on a thread of their own: a table's may hold many results, and the
+/// event loop only detaches it.
 pub fn drop_table(table: Option<&str>) -> Vec<(Arc<Statement>, u64)> {
-    with_index(|index| {
-        let ids: Vec<ResultId> = index
-            .entries
-            .iter()
-            .filter(|(_, e)| table.is_none_or(|t| e.table == t))
-            .map(|(id, _)| id.clone())
-            .collect();
-        let mut counts: Vec<(Arc<Statement>, u64)> = Vec::new();
-        for id in ids {
-            if let Some(e) = remove_entry(index, &id) {
-                match counts
-                    .iter_mut()
-                    .find(|(s, _)| Arc::ptr_eq(s, &e.statement))
-                {
-                    Some((_, n)) => *n += 1,
-                    None => counts.push((e.statement, 1)),
-                }
-            }
+    let detached: Vec<TableIndex> = with_index(|index| match table {
+        Some(table) => index.remove(table).into_iter().collect(),
+        None => index.drain().map(|(_, t)| t).collect(),
+    });
+    let mut counts: Vec<(Arc<Statement>, u64)> = Vec::new();
+    for t in &detached {
+        for s in t.by_statement.values() {
+            let Some(statement) = s.all.iter().next().and_then(|id| t.entries.get(id)) else {
+                continue;
+            };
+            counts.push((statement.statement.clone(), s.all.len() as u64));
         }
-        counts
-    })
+    }
+    if !detached.is_empty() {
+        let freed = std::thread::Builder::new()
+            .name("pgcache-free".into())
+            .spawn(move || drop(detached));
+        // Without a thread, the event loop frees it: slower, never wrong.
+        drop(freed);
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::schema::TableSchema;
+    use crate::query::precision::{Bound, Exact, Precision, RowMatch};
+
+    /// A row-precise statement over `table`, exact on customer_id = $1.
+    fn statement(table: &str) -> Arc<Statement> {
+        let schema = Arc::new(TableSchema::for_tests(table, Vec::new(), vec!["id".into()]));
+        Arc::new(Statement::new(
+            "pg_cache:",
+            format!("SELECT * FROM {table} WHERE customer_id = $1"),
+            Vec::new(),
+            vec![schema.clone()],
+            Precision::Row(RowMatch {
+                table: schema,
+                exact: vec![Exact {
+                    column: "customer_id".into(),
+                    values: vec![Bound::Param(0)],
+                }],
+            }),
+            true,
+            String::new(),
+            None,
+        ))
+    }
+
+    fn id(key: &str) -> ResultId {
+        (0, key.into())
+    }
+
+    fn member(n: u32) -> CompactString {
+        format!("{{\"id\":{n}}}").into()
+    }
+
+    fn row(customer: &str) -> EnteringRow {
+        vec![("customer_id".into(), NewValue::Text(customer.into()))]
+    }
+
+    fn keys(dropped: Dropped) -> Vec<String> {
+        let mut keys: Vec<String> = dropped
+            .into_iter()
+            .map(|(id, _)| id.1.to_string())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn a_change_takes_the_results_it_enters_or_was_built_from() {
+        let s = statement("membership_a");
+        let table = s.precision.row().unwrap().table.key_prefix.clone();
+        add(
+            id("r7"),
+            s.clone(),
+            vec![vec!["7".into()]],
+            vec![member(1), member(2)],
+        );
+        add(id("r8"), s.clone(), vec![vec!["8".into()]], vec![member(3)]);
+        add(id("r9"), s.clone(), vec![vec!["9".into()]], vec![]);
+        // Row 3 (customer 8's) moves to customer 9: it leaves r8 and enters r9.
+        assert_eq!(
+            keys(changed(&table, &[member(3)], Some(&[row("9")]))),
+            ["r8", "r9"]
+        );
+        // Another customer's new row: nothing.
+        assert!(changed(&table, &[member(50)], Some(&[row("5")])).is_empty());
+        // A NULL enters nothing; a value the change did not carry enters everything.
+        let null: EnteringRow = vec![("customer_id".into(), NewValue::Null)];
+        assert!(changed(&table, &[member(51)], Some(&[null])).is_empty());
+        add(id("r8"), s.clone(), vec![vec!["8".into()]], vec![member(3)]);
+        assert_eq!(
+            keys(changed(&table, &[member(52)], Some(&[Vec::new()]))),
+            ["r7", "r8"]
+        );
+        // Unknown new values (a notification): every result of the table.
+        add(id("r7"), s.clone(), vec![vec!["7".into()]], vec![member(1)]);
+        assert_eq!(keys(changed(&table, &[], None)), ["r7"]);
+    }
+
+    #[test]
+    fn removed_and_dropped_results_leave_nothing_behind() {
+        let s = statement("membership_b");
+        let table = s.precision.row().unwrap().table.key_prefix.clone();
+        add(id("b1"), s.clone(), vec![vec!["1".into()]], vec![member(1)]);
+        add(id("b2"), s.clone(), vec![vec!["2".into()]], vec![member(2)]);
+        remove(&id("b1"));
+        assert!(changed(&table, &[member(1)], Some(&[])).is_empty());
+        let counts = drop_table(Some(&table));
+        assert_eq!(counts.len(), 1);
+        assert_eq!(counts[0].1, 1);
+        assert!(changed(&table, &[member(2)], None).is_empty());
+        with_index(|index| assert!(!index.contains_key(&table)));
+    }
 }
