@@ -14,9 +14,10 @@
 //! (`~rgen`) instead, which changes only when the table changes as a whole (a flush, a
 //! TRUNCATE): their results are dropped one by one through the index (`membership`). That
 //! index lives in this process's memory, so a row generation is valid only on the primary
-//! that made it: a primary takes a row generation it finds in the keyspace only if it made
-//! it itself (after a restart, a load from disk or a promotion it makes a new one, and every
-//! result no index of its covers becomes unreachable); a replica takes its primary's.
+//! that made it: it starts with the process's random epoch, and a primary takes a row
+//! generation it finds in the keyspace only if it bears its epoch (after a restart, a load
+//! from disk or a promotion it makes a new one, and every result no index of its covers
+//! becomes unreachable); a replica takes its primary's.
 
 use crate::config::MAX_TTL_SECONDS;
 use crate::query::{hex, membership};
@@ -46,8 +47,8 @@ pub fn row_key_name(prefix: &str) -> String {
     format!("{prefix}{ROW_SUFFIX}")
 }
 
-/// The row generations this process made, by DB and key name: the ones its index covers.
-/// Main thread.
+/// The row generations this process made, by key name and DB: the ones its index covers
+/// (for the fills in flight under them; the hit path checks the epoch). Main thread.
 static MINE: Mutex<Option<Made>> = Mutex::new(None);
 
 /// Row generation key name → the generation made under it in each DB.
@@ -73,6 +74,7 @@ pub fn mine_for(prefix: &str) -> Vec<Generation> {
 /// replica, or every cached result was dropped).
 pub fn forget_row_generations() {
     with_mine(|mine| mine.clear());
+    new_epoch();
 }
 
 /// Appends `:` and the current generation under each of `names` (generation keys) to
@@ -100,35 +102,67 @@ fn of(ctx: &Context, name: &str) -> Option<Generation> {
         if found.is_some() || !writable {
             return found;
         }
-        return create(ctx, name);
+        return create(ctx, name, None);
+    }
+    let epoch = epoch();
+    if let Some(found) = found
+        && found[..8] == epoch
+    {
+        return Some(found);
     }
     let db = keyspace::selected_db(ctx);
-    let mine = with_mine(|mine| {
-        mine.get(name)
-            .and_then(|all| all.iter().find(|(d, _)| *d == db).map(|(_, g)| *g))
-    });
-    if found.is_some() && found == mine {
-        return found;
-    }
-    let made = create(ctx, name)?;
-    with_mine(|mine| {
+    let made = create(ctx, name, Some(epoch))?;
+    let before = with_mine(|mine| {
         let all = mine.entry(name.to_string()).or_default();
+        let before = all.iter().find(|(d, _)| *d == db).map(|(_, g)| *g);
         all.retain(|(d, _)| *d != db);
         all.push((db, made));
+        before
     });
     // Its key was deleted or evicted (FLUSHDB, maxmemory): the results under the one this
     // process made before are unreachable now, and leave the index.
-    if let Some(before) = mine {
+    if let Some(before) = before {
         membership::drop_generation(db, std::str::from_utf8(&before).unwrap_or_default());
     }
     Some(made)
 }
 
-/// A new random generation under `name`, replicated.
-fn create(ctx: &Context, name: &str) -> Option<Generation> {
+/// This process's row-generation epoch as 8 hex digits: the first half of every row
+/// generation it makes, so the hit path tells its own from others' by comparing 8 bytes.
+/// Random, made anew when the index is forgotten (a demotion, a flush of everything).
+static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn epoch() -> [u8; 8] {
+    let mut current = EPOCH.load(std::sync::atomic::Ordering::Relaxed);
+    if current == 0 {
+        current = new_epoch();
+    }
+    hex::encode(&(current as u32).to_be_bytes())
+}
+
+/// Chooses a new epoch (never 0, never the one before).
+fn new_epoch() -> u64 {
+    let before = EPOCH.load(std::sync::atomic::Ordering::Relaxed);
+    loop {
+        let mut random = [0u8; 4];
+        let _ = openssl::rand::rand_bytes(&mut random);
+        let epoch = u64::from(u32::from_be_bytes(random));
+        if epoch != 0 && epoch != before {
+            EPOCH.store(epoch, std::sync::atomic::Ordering::Relaxed);
+            return epoch;
+        }
+    }
+}
+
+/// A new random generation under `name`, replicated; a row generation starts with
+/// `epoch`.
+fn create(ctx: &Context, name: &str, epoch: Option<[u8; 8]>) -> Option<Generation> {
     let mut random = [0u8; 8];
     openssl::rand::rand_bytes(&mut random).ok()?;
-    let generation = hex::encode(&random);
+    let mut generation = hex::encode(&random);
+    if let Some(epoch) = epoch {
+        generation[..8].copy_from_slice(&epoch);
+    }
     let expires_at = (crate::model::event::now_ms() + u128::from(MAX_TTL_SECONDS) * 1000) as i64;
     let text = std::str::from_utf8(&generation).ok()?;
     keyspace::with_name(ctx, name.as_bytes(), |key| {

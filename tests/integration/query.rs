@@ -496,16 +496,19 @@ fn a_restart_serves_no_result_a_change_made_meanwhile_outdated() {
         .execute("UPDATE orders SET total = 777 WHERE id = 1");
     stack.redis.start_again();
     let mut con = stack.redis.connection();
-    let after = query(&mut con, by_user, &["2"]).unwrap();
-    assert_ne!(
-        after, before,
-        "the first answer after the restart is already the new one"
-    );
-    assert_eq!(json(&after), postgres_answer(&stack, by_user, &["2"]));
+    // Once the cache serves again (in replication mode, the feed resumed from the saved
+    // position and caught up: the change came through it after the restart, when no index
+    // of this process covered the result saved before), the old answer is not among it.
     assert_eq!(
         json(&query_until_cached(&mut con, name, &["2"])),
         serde_json::json!([{"name": "user2"}])
     );
+    let after = query(&mut con, by_user, &["2"]).unwrap();
+    assert_ne!(
+        after, before,
+        "the first answer after the restart is the new one"
+    );
+    assert_eq!(json(&after), postgres_answer(&stack, by_user, &["2"]));
 }
 
 #[test]

@@ -194,3 +194,51 @@ fn query_precision_table_drops_per_table_and_explain_says_why() {
     );
     assert_eq!(dropped, vec![1, 2, 3, 4, 5]);
 }
+
+#[test]
+fn a_promoted_replica_serves_no_result_its_old_primary_could_not_drop() {
+    let mut stack = watched();
+    let replica = stack.start_replica();
+    let mut con = stack.con();
+    let mut on_replica = replica.connection();
+    for user in 1..=5 {
+        let user = user.to_string();
+        query_until_cached(&mut con, BY_USER, &[&user]);
+        query_until_cached(&mut on_replica, BY_USER, &[&user]);
+    }
+    stack.redis.shutdown();
+    // Changed while no primary applies the feed: user 4's cached result is outdated.
+    stack
+        .pg
+        .execute("UPDATE orders SET total = 4444 WHERE id = 48");
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut on_replica)
+        .unwrap();
+    // Once it serves from its cache again (the feed caught up), no result cached under the
+    // old primary's index is served: user 4's would be stale.
+    query_until_cached(&mut on_replica, BY_USER, &["1"]);
+    for user in 1..=5 {
+        let user = user.to_string();
+        assert_eq!(
+            json(&query(&mut on_replica, BY_USER, &[&user]).unwrap()),
+            postgres_answer(&stack, BY_USER, &[&user]),
+            "user {user}: an answer of the promoted replica"
+        );
+    }
+    // It caches and drops results as a primary now.
+    query_until_cached(&mut on_replica, BY_USER, &["4"]);
+    stack
+        .pg
+        .execute("UPDATE orders SET total = 4445 WHERE id = 48");
+    wait_for(
+        "the promoted replica's new answer",
+        Duration::from_secs(20),
+        || {
+            (json(&query(&mut on_replica, BY_USER, &["4"]).unwrap())
+                == postgres_answer(&stack, BY_USER, &["4"]))
+            .then_some(())
+        },
+    );
+}
