@@ -87,7 +87,16 @@ fn single_table(select: &SelectStmt) -> Option<&protobuf::RangeVar> {
         return None;
     }
     match select.from_clause[0].node.as_ref()? {
-        NodeEnum::RangeVar(relation) if relation.inh => Some(relation),
+        // Columns renamed by the alias would not be found by their names.
+        NodeEnum::RangeVar(relation)
+            if relation.inh
+                && relation
+                    .alias
+                    .as_ref()
+                    .is_none_or(|a| a.colnames.is_empty()) =>
+        {
+            Some(relation)
+        }
         _ => None,
     }
 }
@@ -287,6 +296,7 @@ mod tests {
             "SELECT * FROM orders o JOIN users u ON u.id = o.user_id WHERE o.id = $1",
             "SELECT * FROM orders, users WHERE orders.id = $1",
             "SELECT * FROM ONLY orders WHERE id = $1",
+            "SELECT * FROM orders AS o (a, b) WHERE a = $1",
             "SELECT * FROM (SELECT * FROM orders) s WHERE id = $1",
             "SELECT status, count(*) FROM orders WHERE customer_id = $1 GROUP BY status",
             "SELECT * FROM orders WHERE id = $1 UNION SELECT * FROM orders WHERE id = $2",

@@ -786,8 +786,11 @@ fn fills_whose_leader_and_waiters_all_timed_out_are_let_go_without_stopping_the_
         ],
     );
     let mut con = stack.con();
-    con.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    read(&mut con, "users", r#"{"id":1000}"#).unwrap(); // schema known
+    con.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // The table's schema known (a first miss may time out under the suite's load: 300 ms).
+    wait_for("a first read", Duration::from_secs(30), || {
+        read(&mut con, "users", r#"{"id":1000}"#).ok()
+    });
     let port = stack.redis.port;
     for round in 0..3 {
         debug(&mut con, "FILLS", "STALL");
