@@ -13,7 +13,6 @@ use crate::model::event::EventKind;
 use crate::query::dropped;
 use crate::redis::acl::{self, Change};
 use crate::redis::cluster;
-use crate::redis::keyspace;
 use crate::requests::reply::Reply;
 use crate::stats;
 use crate::stats::Tracked;
@@ -121,7 +120,8 @@ pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
         }
         cache::delete(ctx, &key);
         // The row may be in cached query results too (PGCACHE.QUERY): those of its table go.
-        dropped::table_changed(ctx, &schema.key_prefix, &[keyspace::selected_db(ctx)]);
+        // In every DB: the index it drops covers them all.
+        dropped::table_changed(ctx, &schema.key_prefix, &cache::dbs_with_keys(ctx));
         stats::INVALIDATIONS_BY_COMMAND.inc();
         events::publish(ctx, EventKind::Invalidate, &schema.display, &pk.json);
         Reply::Ok.described(&schema.stats, pk.json.as_str(), 0)

@@ -9,7 +9,7 @@ use crate::model::key::{self, CanonicalPk};
 use crate::pg::normalise;
 use crate::pg::pool::Connection;
 use crate::pg::schema::{self, TableSchema};
-use crate::query::precision::EnteringRow;
+use crate::query::precision::{EnteringRow, NewValue};
 use serde_json::Value;
 
 /// One notification, parsed.
@@ -64,6 +64,28 @@ fn key_of(row: &Value, schema: &TableSchema) -> Result<CanonicalPk, Error> {
     })
 }
 
+/// The rows written with each value spelled as a query parameter of its column's kind is
+/// (`model::key::canonical_param`: a boolean, even of a domain, as `true`/`false`); a value
+/// that does not read as its kind is left out: unknown, it matches every result.
+fn canonical_rows(schema: &TableSchema, rows: Vec<EnteringRow>) -> Vec<EnteringRow> {
+    rows.into_iter()
+        .map(|row| {
+            row.into_iter()
+                .filter_map(|(column, value)| {
+                    let kind = schema.column(&column)?.kind;
+                    let value = match value {
+                        NewValue::Text(text) => {
+                            NewValue::Text(key::canonical_param(kind, &text).ok()?)
+                        }
+                        NewValue::Null => NewValue::Null,
+                    };
+                    Some((column, value))
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Adds what `payload` asks to `changes`; `source` names where it came from, for the log.
 pub fn add(conn: &mut Connection, changes: &mut Changes, payload: Payload, source: &str) {
     // Triggers may watch more tables than the allowlist caches: nothing of those tables
@@ -96,7 +118,8 @@ pub fn add(conn: &mut Connection, changes: &mut Changes, payload: Payload, sourc
         return;
     }
     let (keys, mut unreadable) = keys_of(&payload, &schema);
-    changes.rows_written(schema.clone(), payload.entering);
+    let entering = payload.entering.map(|rows| canonical_rows(&schema, rows));
+    changes.rows_written(schema.clone(), entering);
     match normalise::confirm_all(conn, &schema, keys) {
         Ok(keys) => {
             for key in keys {

@@ -394,12 +394,28 @@ pub fn canonical_param(kind: KeyKind, text: &str) -> Result<String, Error> {
     match kind {
         KeyKind::Integer { min, max } => integer_in_range(text.trim(), min, max),
         KeyKind::Uuid => canonical_uuid(text.trim()),
-        KeyKind::Bool => Ok(match text.trim().to_ascii_lowercase().as_str() {
-            "t" | "true" | "y" | "yes" | "on" | "1" => "true".into(),
-            "f" | "false" | "n" | "no" | "off" | "0" => "false".into(),
-            _ => text.to_string(),
+        KeyKind::Bool => Ok(match boolean(text) {
+            Some(b) => b.to_string(),
+            None => text.to_string(),
         }),
         KeyKind::Decimal | KeyKind::Text | KeyKind::Rendered(_) => Ok(text.to_string()),
+    }
+}
+
+/// A boolean's value as PostgreSQL's `boolin` reads it: `true`, `yes`, `on`, `1` and their
+/// unambiguous prefixes (`t`, `tr`, `ye`), and the same for false (`of` is `off`; `o` alone
+/// is neither), whatever the case, around blanks.
+fn boolean(text: &str) -> Option<bool> {
+    let word = text.trim().to_ascii_lowercase();
+    let prefix_of = |full: &str| !word.is_empty() && full.starts_with(word.as_str());
+    match word.as_str() {
+        "1" => Some(true),
+        "0" => Some(false),
+        "on" => Some(true),
+        "of" | "off" => Some(false),
+        _ if prefix_of("true") || prefix_of("yes") => Some(true),
+        _ if prefix_of("false") || prefix_of("no") => Some(false),
+        _ => None,
     }
 }
 
@@ -524,6 +540,24 @@ fn canonical_uuid(s: &str) -> Result<String, Error> {
 
 #[cfg(test)]
 mod properties;
+
+#[cfg(test)]
+mod boolean_tests {
+    use super::boolean;
+
+    #[test]
+    fn booleans_read_as_postgresql_reads_them() {
+        for t in ["t", "TR", " tru ", "true", "y", "ye", "yes", "on", "1"] {
+            assert_eq!(boolean(t), Some(true), "{t}");
+        }
+        for f in ["f", "fa", "fals", "FALSE", "n", "no", "of", "off", "0"] {
+            assert_eq!(boolean(f), Some(false), "{f}");
+        }
+        for neither in ["", "o", "truth", "2", "yess"] {
+            assert_eq!(boolean(neither), None, "{neither}");
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@ use crate::events;
 use crate::events::hooks;
 use crate::invalidation;
 use crate::model::event;
+use crate::query::dropped;
 use crate::redis::server_events::{self, ServerEvents};
 use crate::stats;
 use redis_module::Context;
@@ -29,19 +30,30 @@ impl ServerEvents for Followed {
     }
 
     fn loading_ended(ctx: &Context) {
-        error::panic::guard("the end of a load", || invalidation::data_loaded(ctx));
+        error::panic::guard("the end of a load", || {
+            dropped::index_lost(ctx, &cache::dbs_with_keys(ctx));
+            invalidation::data_loaded(ctx)
+        });
     }
 
     fn promoted(ctx: &Context) {
-        error::panic::guard("a promotion to primary", || invalidation::promoted(ctx));
+        error::panic::guard("a promotion to primary", || {
+            dropped::index_lost(ctx, &cache::dbs_with_keys(ctx));
+            invalidation::promoted(ctx)
+        });
     }
 
-    fn demoted(_ctx: &Context) {
+    fn demoted(ctx: &Context) {
         error::panic::guard("a demotion to replica", || {
             invalidation::replication::demoted();
             // Its primary drops the results it serves now; its own index covers nothing.
-            crate::query::membership::drop_table(None);
-            crate::query::generations::forget_row_generations();
+            dropped::index_lost(ctx, &[]);
+        });
+    }
+
+    fn dbs_changed(ctx: &Context) {
+        error::panic::guard("a FLUSHDB or SWAPDB", || {
+            dropped::index_lost(ctx, &cache::dbs_with_keys(ctx))
         });
     }
 

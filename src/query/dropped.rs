@@ -24,7 +24,7 @@ pub fn table_changed(ctx: &Context, prefix: &str, dbs: &[i32]) {
     // result is served until it has (`generations`).
     let everything = prefix == cache_prefix;
     if everything {
-        generations::forget_row_generations();
+        generations::forget_row_generations(ctx, dbs);
     } else {
         generations::end(ctx, prefix, dbs);
     }
@@ -77,6 +77,14 @@ pub fn rows_changed(
         statement.figures.dropped.add(count);
         announce(ctx, table, &statement, count);
     }
+}
+
+/// The row-precise index is gone or no longer true (data loaded from disk, a promotion, a
+/// demotion, a DB flushed or swapped): its results leave it, and no result a row generation
+/// of this process's made reachable is served again, here or on its replicas. Main thread.
+pub fn index_lost(ctx: &Context, dbs: &[i32]) {
+    membership::drop_table(None);
+    generations::forget_row_generations(ctx, dbs);
 }
 
 /// The table's name as events give it, from its key prefix (`` for the whole cache).

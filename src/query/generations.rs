@@ -17,7 +17,9 @@
 //! that made it: it starts with the process's random epoch, and a primary takes a row
 //! generation it finds in the keyspace only if it bears its epoch (after a restart, a load
 //! from disk or a promotion it makes a new one, and every result no index of its covers
-//! becomes unreachable); a replica takes its primary's.
+//! becomes unreachable); a replica takes its primary's, when it bears the epoch its primary
+//! published last (`<cache_prefix>~epoch`), so a primary that restarted or a replica
+//! promoted disowns, on every replica too, what the old index covered.
 
 use crate::config::MAX_TTL_SECONDS;
 use crate::query::{hex, membership};
@@ -70,11 +72,22 @@ pub fn mine_for(prefix: &str) -> Vec<Generation> {
     })
 }
 
-/// Forgets every row generation this process made: the index is gone (this server became a
-/// replica, or every cached result was dropped).
-pub fn forget_row_generations() {
+/// Forgets every row generation this process made: the index is gone (every cached result
+/// was dropped, this server became a replica, loaded data, was promoted, or a DB was
+/// flushed or swapped). A primary publishes its new epoch in each of `dbs`.
+pub fn forget_row_generations(ctx: &Context, dbs: &[i32]) {
     with_mine(|mine| mine.clear());
     new_epoch();
+    publish_epoch(ctx, dbs);
+}
+
+/// Whether `key` (a row-precise result's) was built under a row generation this process
+/// made and has not ended: a fill under an ended one lands where nobody looks.
+pub fn current_row_key(prefix: &str, key: &str) -> bool {
+    mine_for(prefix).iter().any(|g| {
+        let g = std::str::from_utf8(g).unwrap_or_default();
+        key.contains(&format!(":{g}:"))
+    })
 }
 
 /// Appends `:` and the current generation under each of `names` (generation keys) to
@@ -98,11 +111,16 @@ fn of(ctx: &Context, name: &str) -> Option<Generation> {
     })
     .flatten();
     let writable = writable(ctx);
-    if !name.ends_with(ROW_SUFFIX) || !writable {
+    if !name.ends_with(ROW_SUFFIX) {
         if found.is_some() || !writable {
             return found;
         }
         return create(ctx, name, None);
+    }
+    if !writable {
+        // A replica takes a row generation of its primary's current epoch only: one its
+        // primary's index covers.
+        return found.filter(|g| published_epoch(ctx).is_some_and(|e| g[..8] == e));
     }
     let epoch = epoch();
     if let Some(found) = found
@@ -111,6 +129,9 @@ fn of(ctx: &Context, name: &str) -> Option<Generation> {
         return Some(found);
     }
     let db = keyspace::selected_db(ctx);
+    if published_epoch(ctx) != Some(epoch) {
+        publish_epoch(ctx, &[db]);
+    }
     let made = create(ctx, name, Some(epoch))?;
     let before = with_mine(|mine| {
         let all = mine.entry(name.to_string()).or_default();
@@ -138,6 +159,37 @@ fn epoch() -> [u8; 8] {
         current = new_epoch();
     }
     hex::encode(&(current as u32).to_be_bytes())
+}
+
+/// The key holding the epoch of the primary's row generations, for its replicas (in each DB
+/// that has row generations).
+fn epoch_key() -> String {
+    format!("{}~epoch", crate::config::current::cache_prefix())
+}
+
+/// The epoch the keyspace holds (the primary's), in the context's DB.
+fn published_epoch(ctx: &Context) -> Option<[u8; 8]> {
+    keyspace::with_name(ctx, epoch_key().as_bytes(), |key| {
+        keyspace::read_string(ctx, key, |value| <[u8; 8]>::try_from(value).ok())
+    })
+    .flatten()
+}
+
+/// Writes this process's epoch to the keyspace of each of `dbs` (a primary only;
+/// replicated): its replicas take row generations of this epoch only.
+pub fn publish_epoch(ctx: &Context, dbs: &[i32]) {
+    if !writable(ctx) {
+        return;
+    }
+    let epoch = epoch();
+    let text = std::str::from_utf8(&epoch).unwrap_or_default();
+    let expires_at = (crate::model::event::now_ms() + u128::from(MAX_TTL_SECONDS) * 1000) as i64;
+    let name = epoch_key();
+    keyspace::in_each_db(ctx, dbs.iter().copied(), |_| {
+        keyspace::with_name(ctx, name.as_bytes(), |key| {
+            keyspace::set_until(ctx, key, text, expires_at)
+        });
+    });
 }
 
 /// Chooses a new epoch (never 0, never the one before).

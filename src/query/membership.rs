@@ -43,8 +43,10 @@ struct StatementResults {
 struct TableIndex {
     entries: HashMap<ResultId, Entry>,
     by_member: HashMap<CompactString, Vec<ResultId>>,
-    /// By the statement's key head.
-    by_statement: HashMap<Arc<str>, StatementResults>,
+    /// By the statement's address (its results hold it, so it is not reused meanwhile): a
+    /// statement learned again (its table altered) may match on other columns, and its
+    /// results are kept apart from the former's.
+    by_statement: HashMap<usize, StatementResults>,
     bytes: usize,
 }
 
@@ -112,7 +114,7 @@ pub fn add(
         return;
     };
     let table = row.table.key_prefix.clone();
-    let head: Arc<str> = statement.key_head.as_str().into();
+    let head = Arc::as_ptr(&statement) as usize;
     let bytes = cost(&id.1, &bound, &members);
     with_index(|index| {
         let t = index.entry(table).or_default();
@@ -170,8 +172,8 @@ impl TableIndex {
                 }
             }
         }
-        let head = entry.statement.key_head.as_str();
-        if let Some(s) = self.by_statement.get_mut(head) {
+        let head = Arc::as_ptr(&entry.statement) as usize;
+        if let Some(s) = self.by_statement.get_mut(&head) {
             s.all.remove(id);
             if let Some(first) = entry.bound.first() {
                 for value in first {
@@ -184,44 +186,48 @@ impl TableIndex {
                 }
             }
             if s.all.is_empty() {
-                self.by_statement.remove(head);
+                self.by_statement.remove(&head);
             }
         }
         Some(entry)
     }
 
-    /// Adds to `hit` the results of `s` that `row` enters.
-    fn entered(&self, s: &StatementResults, row: &EnteringRow, hit: &mut HashSet<ResultId>) {
-        let Some(any) = s.all.iter().next() else {
-            return;
-        };
-        let Some(m) = self
-            .entries
-            .get(any)
+    /// Adds to `hit` the results of `s` that `rows` enter: by the value of the first exact
+    /// condition, then the others; every result when a row's value of it is unknown (one
+    /// pass, however many rows).
+    fn entered(&self, s: &StatementResults, rows: &[EnteringRow], hit: &mut HashSet<ResultId>) {
+        let Some(m) = s
+            .all
+            .iter()
+            .next()
+            .and_then(|any| self.entries.get(any))
             .and_then(|e| e.statement.precision.row())
         else {
             return;
         };
-        let first = m
-            .exact
-            .first()
-            .and_then(|c| row.iter().find(|(column, _)| *column == c.column));
-        let candidates: Box<dyn Iterator<Item = &ResultId>> = match first {
-            Some((_, NewValue::Null)) => return,
-            Some((_, NewValue::Text(value))) => match s.by_first.get(value) {
-                Some(ids) => Box::new(ids.iter()),
-                None => return,
-            },
-            None => Box::new(s.all.iter()),
+        let first = |row: &'_ EnteringRow| {
+            m.exact
+                .first()
+                .and_then(|c| row.iter().find(|(column, _)| *column == c.column))
+                .map(|(_, value)| value.clone())
         };
-        for id in candidates {
-            if !hit.contains(id)
-                && self
-                    .entries
-                    .get(id)
-                    .is_some_and(|e| m.admits(&e.bound, row))
-            {
-                hit.insert(id.clone());
+        if rows.iter().any(|row| first(row).is_none()) {
+            hit.extend(s.all.iter().cloned());
+            return;
+        }
+        for row in rows {
+            let Some(NewValue::Text(value)) = first(row) else {
+                continue;
+            };
+            for id in s.by_first.get(&value).into_iter().flatten() {
+                if !hit.contains(id)
+                    && self
+                        .entries
+                        .get(id)
+                        .is_some_and(|e| m.admits(&e.bound, row))
+                {
+                    hit.insert(id.clone());
+                }
             }
         }
     }
@@ -249,12 +255,9 @@ pub fn changed(
             }
         }
         for s in t.by_statement.values() {
-            let Some(rows) = entering else {
-                hit.extend(s.all.iter().cloned());
-                continue;
-            };
-            for row in rows {
-                t.entered(s, row, &mut hit);
+            match entering {
+                Some(rows) => t.entered(s, rows, &mut hit),
+                None => hit.extend(s.all.iter().cloned()),
             }
         }
         let dropped: Dropped = hit

@@ -178,7 +178,11 @@ pub fn decide(
         .iter()
         .filter_map(|condition| {
             let column = table.column(&condition.column)?;
-            if !exact_kind(column.kind) || inexact.contains(&column.name) {
+            // `name` input is cut at 63 bytes: a longer parameter equals a shorter value.
+            if !exact_kind(column.kind)
+                || inexact.contains(&column.name)
+                || column.cast_type == "name"
+            {
                 return None;
             }
             let values = condition

@@ -156,10 +156,18 @@ fn condition(node: &Node, relname: &str, alias: Option<&str>) -> Option<Conditio
     None
 }
 
-/// An operator's name, unqualified (`=`, and `pg_catalog.=` is the same).
+/// An operator's name: unqualified, or in `pg_catalog` (`OPERATOR(pg_catalog.=)`); one of
+/// another schema may be any function.
 fn operator(name: &[Node]) -> Option<&str> {
-    match name.last()?.node.as_ref()? {
-        NodeEnum::String(s) => Some(&s.sval),
+    fn text(node: &Node) -> Option<&str> {
+        match node.node.as_ref()? {
+            NodeEnum::String(s) => Some(s.sval.as_str()),
+            _ => None,
+        }
+    }
+    match name {
+        [op] => text(op),
+        [schema, op] if text(schema)? == "pg_catalog" => text(op),
         _ => None,
     }
 }
@@ -297,6 +305,7 @@ mod tests {
             "SELECT * FROM orders, users WHERE orders.id = $1",
             "SELECT * FROM ONLY orders WHERE id = $1",
             "SELECT * FROM orders AS o (a, b) WHERE a = $1",
+            "SELECT * FROM orders WHERE id OPERATOR(public.=) $1",
             "SELECT * FROM (SELECT * FROM orders) s WHERE id = $1",
             "SELECT status, count(*) FROM orders WHERE customer_id = $1 GROUP BY status",
             "SELECT * FROM orders WHERE id = $1 UNION SELECT * FROM orders WHERE id = $2",

@@ -18,6 +18,8 @@ pub trait ServerEvents: 'static {
     fn demoted(ctx: &Context);
     /// A replica came online (after a full or partial sync).
     fn replica_online(ctx: &Context);
+    /// A DB was flushed (FLUSHDB, FLUSHALL) or two were swapped (SWAPDB).
+    fn dbs_changed(ctx: &Context);
 }
 
 /// Subscribes `E` to the events. At load.
@@ -42,6 +44,8 @@ pub fn subscribe<E: ServerEvents>(ctx: &Context) {
                 raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
                 on_role_changed::<E>,
             ),
+            (raw::REDISMODULE_EVENT_FLUSHDB, on_flush::<E>),
+            (raw::REDISMODULE_EVENT_SWAPDB, on_swap::<E>),
         ] {
             subscribe(
                 ctx.ctx,
@@ -90,6 +94,26 @@ extern "C" fn on_role_changed<E: ServerEvents>(
     } else {
         E::demoted(&Context::new(ctx));
     }
+}
+
+extern "C" fn on_flush<E: ServerEvents>(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    if subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_END {
+        E::dbs_changed(&Context::new(ctx));
+    }
+}
+
+extern "C" fn on_swap<E: ServerEvents>(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    _subevent: u64,
+    _data: *mut c_void,
+) {
+    E::dbs_changed(&Context::new(ctx));
 }
 
 extern "C" fn on_replica_change<E: ServerEvents>(

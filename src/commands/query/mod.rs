@@ -558,6 +558,11 @@ fn cache_result(
     }
     let indexed = match statement.precision.row() {
         Some(m) => {
+            // Under a row generation that ended while it ran (a flush, a TRUNCATE), the
+            // result lands where nobody looks: neither cached nor indexed.
+            if !generations::current_row_key(&m.table.key_prefix, key) {
+                return;
+            }
             let Some(members) = &ran.members else {
                 return too_big("its WHERE admits more rows than the index keeps for one result");
             };

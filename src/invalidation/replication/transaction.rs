@@ -122,6 +122,10 @@ impl Transaction {
         })
         .unwrap_or_default();
         changes.entering.push(row);
+        // Rows named once each but written many times: as many writes as a bulk statement.
+        if changes.entering.len() > BULK_KEYS {
+            changes.flush();
+        }
     }
 
     /// Every row of `relation` may have changed.
