@@ -18,7 +18,6 @@ use crate::pg::errors::statement_error;
 use crate::pg::pool::Connection;
 use crate::pg::schema::{self, TableSchema};
 use crate::query::placeholders;
-use crate::query::precision::MAX_MEMBERS;
 use crate::query::statement::Parsed;
 use std::sync::Arc;
 
@@ -223,6 +222,10 @@ pub fn run_sql(parsed: &Parsed, params: &[ParamType], members: Option<&Members>)
         members_column(members, bind)?
     ))
 }
+
+/// Most members (rows the WHERE admits) a row-precise result may be built from and still be
+/// cached.
+pub const MAX_MEMBERS: usize = 10_000;
 
 /// How a row-precise statement's members are fetched with its result: the rows its WHERE
 /// admits (`Shape::candidates_sql`), by primary key.

@@ -20,9 +20,6 @@ use crate::query::shape::{Operand, Shape};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-/// Most members (rows the WHERE admits) a result may be built from and still be cached.
-pub const MAX_MEMBERS: usize = 10_000;
-
 pub enum Precision {
     /// Why not row by row.
     Table(&'static str),

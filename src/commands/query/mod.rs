@@ -432,7 +432,7 @@ pub struct Ran {
     pub json: String,
     pub rows: u64,
     /// A row-precise statement's members: the primary keys (canonical) of every row its
-    /// WHERE admitted; None when there were more than `precision::MAX_MEMBERS` (the result
+    /// WHERE admitted; None when there were more than `catalog::MAX_MEMBERS` (the result
     /// is then not cached).
     pub members: Option<Vec<CompactString>>,
 }
@@ -478,7 +478,7 @@ fn members_of(table: &TableSchema, keys: Option<&str>) -> Option<Vec<CompactStri
         return Some(Vec::new());
     };
     let keys: Vec<serde_json::Value> = serde_json::from_str(keys).ok()?;
-    if keys.len() > precision::MAX_MEMBERS {
+    if keys.len() > catalog::MAX_MEMBERS {
         return None;
     }
     keys.iter()
