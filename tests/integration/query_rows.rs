@@ -285,3 +285,28 @@ fn replicas_serve_no_result_their_restarted_primary_s_index_does_not_cover() {
         "the replica's answer"
     );
 }
+
+#[test]
+fn booleans_of_a_domain_and_their_prefixes_match_as_postgresql_compares_them() {
+    let (stack, mut con) = stack();
+    stack.pg.execute(
+        "CREATE DOMAIN flag AS boolean;
+         CREATE TABLE flags (id integer PRIMARY KEY, active flag NOT NULL);
+         INSERT INTO flags VALUES (1, true), (2, false);
+         SELECT pgcache_watch('flags');",
+    );
+    let sql = "SELECT id FROM flags WHERE active = $1 ORDER BY id";
+    query_until_cached(&mut con, sql, &["tr"]);
+    query_until_cached(&mut con, sql, &["f"]);
+    let lsn = commit_and_position(&stack, "INSERT INTO flags VALUES (3, true)");
+    let (hit, answer) = read_after(&mut con, sql, &["tr"], &lsn);
+    assert!(!hit, "a row entered the result of `tr`");
+    assert_eq!(json(&answer), serde_json::json!([{"id": 1}, {"id": 3}]));
+    let (hit, answer) = read_after(&mut con, sql, &["f"], &lsn);
+    assert_eq!(
+        hit,
+        row_precision(),
+        "the result of `f` is kept in replication mode"
+    );
+    assert_eq!(json(&answer), serde_json::json!([{"id": 2}]));
+}
