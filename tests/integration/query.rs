@@ -1,6 +1,6 @@
 //! PGCACHE.QUERY: SELECT results cached and dropped when a table they read changes.
 use pgcache_testkit::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const ORDERS_SQL: &str = "
     CREATE TABLE orders (id integer PRIMARY KEY, user_id integer NOT NULL, total numeric NOT NULL,
@@ -625,33 +625,37 @@ fn queries_lists_each_statement_with_its_figures_and_explain_tells_without_runni
 #[test]
 fn writes_racing_misses_of_one_statement_never_leave_a_stale_result() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let stack = watched();
     let sql = "SELECT total FROM orders WHERE id = $1";
     let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
     let readers: Vec<_> = (0..4)
         .map(|_| {
-            let (mut con, stop) = (stack.con(), stop.clone());
+            let (mut con, stop, calls) = (stack.con(), stop.clone(), calls.clone());
             std::thread::spawn(move || {
-                let mut calls = 0;
                 while !stop.load(Ordering::Relaxed) {
                     query(&mut con, sql, &["7"]).unwrap();
-                    calls += 1;
+                    calls.fetch_add(1, Ordering::Relaxed);
                 }
-                calls
             })
         })
         .collect();
+    // Writes go on until the readers have raced them enough, however loaded the machine.
     let mut pg = stack.pg.client();
-    for n in 1..=300 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut n = 0;
+    while n < 300 || (calls.load(Ordering::Relaxed) < 200 && Instant::now() < deadline) {
+        n += 1;
         pg.batch_execute(&format!("UPDATE orders SET total = {n} WHERE id = 7"))
             .unwrap();
     }
     stop.store(true, Ordering::Relaxed);
-    let calls: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    readers.into_iter().for_each(|r| r.join().unwrap());
+    let calls = calls.load(Ordering::Relaxed);
     assert!(calls > 100, "the readers raced the writer ({calls} calls)");
     let mut con = stack.con();
-    let last = serde_json::json!([{"total": 300}]);
+    let last = serde_json::json!([{"total": n}]);
     wait_for("the last committed total", Duration::from_secs(10), || {
         (json(&query(&mut con, sql, &["7"]).unwrap()) == last).then_some(())
     });
