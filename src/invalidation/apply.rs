@@ -519,7 +519,7 @@ fn drop_row_results(ctx: &Context, changes: &mut Changes) {
         // membership it does not know yet: it is not stored.
         for generation in generations::mine_for(&schema.key_prefix) {
             let generation = std::str::from_utf8(&generation).unwrap_or_default();
-            fill::invalidated_containing(&format!(":{generation}:"));
+            fill::invalidated_containing(&format!(":{generation}"));
         }
         let members: Vec<CompactString> = changes
             .deletes

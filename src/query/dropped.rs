@@ -11,6 +11,7 @@ use crate::events;
 use crate::model::event::{EventKind, Extra};
 use crate::query::precision::EnteringRow;
 use crate::query::{Statement, generations, membership, statements};
+use crate::redis::cluster;
 use crate::stats;
 use compact_str::CompactString;
 use redis_module::Context;
@@ -64,8 +65,13 @@ pub fn rows_changed(
         return;
     }
     let mut counts: Vec<(Arc<Statement>, u64)> = Vec::new();
+    let mut moved_away = false;
     for ((db, key), statement) in dropped {
-        generations::delete(ctx, &key, &[db]);
+        if cluster::serves(ctx, &key) {
+            generations::delete(ctx, &key, &[db]);
+        } else {
+            moved_away = true;
+        }
         match counts.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &statement)) {
             Some((_, n)) => *n += 1,
             None => counts.push((statement, 1)),
@@ -76,6 +82,12 @@ pub fn rows_changed(
     for (statement, count) in counts {
         statement.figures.dropped.add(count);
         announce(ctx, table, &statement, count);
+    }
+    if moved_away {
+        // A resharding took a result's slot, and the result with it, to another node (a
+        // cluster has DB 0 only); it may come back while the row generation still stands:
+        // the table's results go.
+        table_changed(ctx, prefix, &[0]);
     }
 }
 

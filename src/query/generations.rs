@@ -20,11 +20,18 @@
 //! becomes unreachable); a replica takes its primary's, when it bears the epoch its primary
 //! published last (`<cache_prefix>~epoch`), so a primary that restarted or a replica
 //! promoted disowns, on every replica too, what the old index covered.
+//!
+//! On a cluster node the generations live in the process instead (`LOCAL`): a key would have
+//! to sit in a slot the node serves, and resharding moves slots, with their keys, between
+//! nodes whose feeds have applied different changes. A node builds keys only from
+//! generations it made itself, so a result that arrives with a slot (or comes back with one)
+//! is never built again, and its replicas, a restart and a promotion start without cached
+//! results (replicas answer from PostgreSQL).
 
 use crate::config::MAX_TTL_SECONDS;
 use crate::query::{hex, membership};
-use crate::redis::keyspace;
 use crate::redis::role::writable;
+use crate::redis::{cluster, keyspace};
 use redis_module::{CallOptionsBuilder, CallResult, Context};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -77,6 +84,9 @@ pub fn mine_for(prefix: &str) -> Vec<Generation> {
 /// flushed or swapped). A primary publishes its new epoch in each of `dbs`.
 pub fn forget_row_generations(ctx: &Context, dbs: &[i32]) {
     with_mine(|mine| mine.clear());
+    // A cluster node's flush of everything, load or promotion ends its table generations
+    // too: no scan deletes them.
+    with_local(|local| local.clear());
     new_epoch();
     publish_epoch(ctx, dbs);
 }
@@ -84,10 +94,11 @@ pub fn forget_row_generations(ctx: &Context, dbs: &[i32]) {
 /// Whether `key` (a row-precise result's) was built under a row generation this process
 /// made and has not ended: a fill under an ended one lands where nobody looks.
 pub fn current_row_key(prefix: &str, key: &str) -> bool {
-    mine_for(prefix).iter().any(|g| {
-        let g = std::str::from_utf8(g).unwrap_or_default();
-        key.contains(&format!(":{g}:"))
-    })
+    // A row-precise key ends with its one generation.
+    let Some(generation) = key.len().checked_sub(16).and_then(|at| key.get(at..)) else {
+        return false;
+    };
+    mine_for(prefix).iter().any(|g| g == generation.as_bytes())
 }
 
 /// Appends `:` and the current generation under each of `names` (generation keys) to
@@ -106,11 +117,18 @@ pub fn append_current(ctx: &Context, names: &[String], key: &mut String) -> bool
 }
 
 fn of(ctx: &Context, name: &str) -> Option<Generation> {
-    let found = keyspace::with_name(ctx, name.as_bytes(), |key| {
-        keyspace::read_string(ctx, key, parse)
-    })
-    .flatten();
     let writable = writable(ctx);
+    let found = if cluster::enabled() {
+        if !writable {
+            return None;
+        }
+        with_local(|local| local.get(name).copied())
+    } else {
+        keyspace::with_name(ctx, name.as_bytes(), |key| {
+            keyspace::read_string(ctx, key, parse)
+        })
+        .flatten()
+    };
     if !name.ends_with(ROW_SUFFIX) {
         if found.is_some() || !writable {
             return found;
@@ -129,7 +147,7 @@ fn of(ctx: &Context, name: &str) -> Option<Generation> {
         return Some(found);
     }
     let db = keyspace::selected_db(ctx);
-    if published_epoch(ctx) != Some(epoch) {
+    if !cluster::enabled() && published_epoch(ctx) != Some(epoch) {
         publish_epoch(ctx, &[db]);
     }
     let made = create(ctx, name, Some(epoch))?;
@@ -215,12 +233,25 @@ fn create(ctx: &Context, name: &str, epoch: Option<[u8; 8]>) -> Option<Generatio
     if let Some(epoch) = epoch {
         generation[..8].copy_from_slice(&epoch);
     }
+    if cluster::enabled() {
+        with_local(|local| local.insert(name.to_string(), generation));
+        return Some(generation);
+    }
     let expires_at = (crate::model::event::now_ms() + u128::from(MAX_TTL_SECONDS) * 1000) as i64;
     let text = std::str::from_utf8(&generation).ok()?;
     keyspace::with_name(ctx, name.as_bytes(), |key| {
         keyspace::set_until(ctx, key, text, expires_at)
     });
     Some(generation)
+}
+
+/// A cluster node's generations, by generation key name (a cluster has DB 0 only). Main
+/// thread.
+static LOCAL: Mutex<Option<HashMap<String, Generation>>> = Mutex::new(None);
+
+fn with_local<R>(f: impl FnOnce(&mut HashMap<String, Generation>) -> R) -> R {
+    let mut guard = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
+    f(guard.get_or_insert_with(HashMap::new))
 }
 
 /// A generation key's value, if it is one (anything else, written by hand, is none).
@@ -241,8 +272,8 @@ pub fn end(ctx: &Context, prefix: &str, dbs: &[i32]) {
     }
     let row = row_key_name(prefix);
     with_mine(|mine| mine.remove(&row));
-    delete(ctx, &key_name(prefix), dbs);
-    delete(ctx, &row, dbs);
+    end_one(ctx, &key_name(prefix), dbs);
+    end_one(ctx, &row, dbs);
 }
 
 /// Ends the generation of the table whose keys start with `prefix` (not its row
@@ -250,7 +281,16 @@ pub fn end(ctx: &Context, prefix: &str, dbs: &[i32]) {
 /// affect), in each of `dbs`.
 pub fn end_per_table(ctx: &Context, prefix: &str, dbs: &[i32]) {
     if writable(ctx) {
-        delete(ctx, &key_name(prefix), dbs);
+        end_one(ctx, &key_name(prefix), dbs);
+    }
+}
+
+/// Ends the generation under `name`: its key goes, or on a cluster node its entry.
+fn end_one(ctx: &Context, name: &str, dbs: &[i32]) {
+    if cluster::enabled() {
+        with_local(|local| local.remove(name));
+    } else {
+        delete(ctx, name, dbs);
     }
 }
 

@@ -1,14 +1,17 @@
 //! A query result's cache key:
-//! `<cache_prefix>~q:<statement>:<generation>...:<parameters>`, where `<statement>` is the
+//! `<cache_prefix>~q:{<statement>:<parameters>}:<generation>...`, where `<statement>` is the
 //! first 128 bits of SHA-256 over the statement's canonical text (32 hex digits, worked out
-//! once per statement), then the current generation of the cache and of every table the
-//! statement reads (`generations`; 32 hex digits each), then the parameters canonicalised by
-//! their types (as primary-key values are: `0123` for an integer is `123`), each as
-//! `<length>:<text>`; parameters longer than `INLINE_PARAMS` bytes in all are replaced by
-//! `#` and the first 128 bits of their SHA-256. Every part has a fixed width or says its
-//! length, so two different results never share a key, and a hit hashes nothing but short
-//! parameters, which it copies. A table's change replaces its generation: the keys of its
-//! older results are never built again.
+//! once per statement), then the parameters canonicalised by their types (as primary-key
+//! values are: `0123` for an integer is `123`), each as `<length>:<text>`; parameters longer
+//! than `INLINE_PARAMS` bytes in all are replaced by `#` and the first 128 bits of their
+//! SHA-256; then the current generation of every table the statement reads (`generations`;
+//! 16 hex digits each). Every part has a fixed width or says its length, so two different
+//! results never share a key, and a hit hashes nothing but short parameters, which it
+//! copies. A table's change replaces its generation: the keys of its older results are never
+//! built again. The braces are a Redis Cluster hash tag: a result's slot depends on its
+//! statement and parameters only (its route, `route_key`), never on the generations, so it
+//! stays on one node while they change. (A parameter holding `}` ends the tag early, for the
+//! route and the key alike.)
 
 use crate::error::{Error, Result};
 use crate::model::key::canonical_param;
@@ -42,9 +45,10 @@ pub fn canonical_params(statement: &Statement, params: &[&[u8]]) -> Result<Vec<S
         .collect()
 }
 
-/// The key of `statement`'s result for `params` (canonical), built in `key`, which holds
-/// `key_head` and the generations of its tables (`generations::append_current`).
-pub fn finish_result_key(key: &mut String, params: &[String]) {
+/// Appends the route's tail to `key`, which holds `key_head`: `:`, the parameters
+/// (canonical) and the hash tag's closing brace. The result key goes on with the generations
+/// of its tables (`generations::append_current`).
+pub fn push_route(key: &mut String, params: &[String]) {
     key.push(':');
     let encoded: usize = params
         .iter()
@@ -58,13 +62,15 @@ pub fn finish_result_key(key: &mut String, params: &[String]) {
         key.push('#');
         hex::push(key, &openssl::sha::sha256(all.as_bytes())[..16]);
     }
+    key.push('}');
 }
 
 /// The name that decides which cluster node answers `statement` with `params`: the result's
-/// key without its generations (a result lives on the node that serves that name's slot).
+/// key without its generations, whose hash tag it shares (a result lives on the node that
+/// serves that name's slot).
 pub fn route_key(statement: &Statement, params: &[String]) -> String {
     let mut key = statement.key_head.clone();
-    finish_result_key(&mut key, params);
+    push_route(&mut key, params);
     key
 }
 
@@ -104,12 +110,11 @@ mod tests {
     }
 
     fn result_key(statement: &Statement, params: &[String], generations: &[&str]) -> String {
-        let mut key = statement.key_head.clone();
+        let mut key = route_key(statement, params);
         for generation in generations {
             key.push(':');
             key.push_str(generation);
         }
-        finish_result_key(&mut key, params);
         key
     }
 
@@ -128,9 +133,9 @@ mod tests {
         assert_eq!(key(b"123"), key(b"0123"));
         assert_eq!(key(b"123"), key(b"+123"));
         assert_ne!(key(b"123"), key(b"124"));
-        assert!(key(b"1").starts_with("pg_cache:~q:"));
+        assert!(key(b"1").starts_with("pg_cache:~q:{"));
         assert!(
-            key(b"1").ends_with(&format!(":{}:1:1", "7".repeat(16))),
+            key(b"1").ends_with(&format!(":1:1}}:{}", "7".repeat(16))),
             "{}",
             key(b"1")
         );
@@ -162,8 +167,44 @@ mod tests {
         let key = result_key(&s, std::slice::from_ref(&long), &[]);
         assert!(key.len() < 100, "{key}");
         assert!(key.contains(":#"));
+        assert!(key.ends_with('}'));
         assert_ne!(key, result_key(&s, &[format!("{long}y")], &[]));
         assert_ne!(key, result_key(&s, &["x".repeat(1001)], &[]));
+    }
+
+    #[test]
+    fn a_result_shares_its_routes_slot_whatever_its_generations() {
+        use crate::redis::cluster::slot;
+        let s = statement("SELECT $1", &[KeyKind::Text]);
+        for param in ["7", "a}b", "{x}", "", &"y".repeat(500)] {
+            let params = [param.to_string()];
+            let route = slot(route_key(&s, &params).as_bytes());
+            for generations in [
+                &["1111111111111111"][..],
+                &["2222222222222222", "3333333333333333"],
+            ] {
+                assert_eq!(
+                    slot(result_key(&s, &params, generations).as_bytes()),
+                    route,
+                    "{param}"
+                );
+            }
+        }
+        let other = statement("SELECT $1 || 'x'", &[KeyKind::Text]);
+        let spread: std::collections::HashSet<u16> = (0..50)
+            .flat_map(|n| {
+                [
+                    route_key(&s, &[n.to_string()]),
+                    route_key(&other, &[n.to_string()]),
+                ]
+            })
+            .map(|k| slot(k.as_bytes()))
+            .collect();
+        assert!(
+            spread.len() > 80,
+            "results spread over the slots: {}",
+            spread.len()
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Statement {
     /// The statement as the parser spells it.
     pub canonical: String,
-    /// What every result key starts with: `<cache_prefix>~q:` and the first 128 bits of
+    /// What every result key starts with: `<cache_prefix>~q:{` and the first 128 bits of
     /// SHA-256 of `canonical`, which name the statement (`key`).
     pub key_head: String,
     /// The generation keys its results' keys are built from, one per table it reads (a
@@ -124,7 +124,7 @@ impl Statement {
         run_sql: String,
         batch_sql: Option<String>,
     ) -> Statement {
-        let mut key_head = format!("{cache_prefix}{}", key::RESULT_TAG);
+        let mut key_head = format!("{cache_prefix}{}{{", key::RESULT_TAG);
         hex::push(
             &mut key_head,
             &openssl::sha::sha256(canonical.as_bytes())[..16],

@@ -427,3 +427,186 @@ fn query_is_answered_by_one_node_and_redirected_by_the_others() {
         .unwrap();
     assert_eq!(json(&answer), serde_json::json!([{"name": "user7"}]));
 }
+
+/// The QUERY hits of every node.
+fn cluster_query_hits(cluster: &Cluster) -> i64 {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| stats_figure(&mut n.connection(), "query_hits"))
+        .sum()
+}
+
+fn cluster_query(client: &mut redis::cluster::ClusterConnection, sql: &str, id: i64) -> String {
+    redis::cmd("PGCACHE.QUERY")
+        .arg(sql)
+        .arg(1)
+        .arg(id)
+        .query(client)
+        .unwrap()
+}
+
+/// Results live on the node serving their slot, every key in a slot its node serves; a
+/// write drops them on the node that holds them (in replication mode only the results its
+/// rows are in), and a slot moved away and back brings no result of before the write back.
+#[test]
+fn query_results_are_cached_on_their_node_and_dropped_there() {
+    let cluster = Cluster::start(&users_and_trigger(), 3);
+    let mut client = cluster.client();
+    let sql = "SELECT name FROM users WHERE id = $1";
+    let ids = 1..=12i64;
+    wait_for("every result cached", Duration::from_secs(20), || {
+        for id in ids.clone() {
+            cluster_query(&mut client, sql, id);
+        }
+        let hits = cluster_query_hits(&cluster);
+        for id in ids.clone() {
+            cluster_query(&mut client, sql, id);
+        }
+        (cluster_query_hits(&cluster) - hits == 12).then_some(())
+    });
+    cluster.assert_keys_in_own_slots();
+    let holders = cluster
+        .nodes
+        .iter()
+        .filter(|n| {
+            !redis::cmd("KEYS")
+                .arg("pg_cache:~q:*")
+                .query::<Vec<String>>(&mut n.connection())
+                .unwrap()
+                .is_empty()
+        })
+        .count();
+    assert!(holders > 1, "results spread over the nodes ({holders})");
+
+    cluster
+        .pg
+        .execute("UPDATE users SET name = 'renamed' WHERE id = 3");
+    wait_for("the new name", Duration::from_secs(10), || {
+        (json(&cluster_query(&mut client, sql, 3)) == serde_json::json!([{"name": "renamed"}]))
+            .then_some(())
+    });
+    if invalidation_source() == "replication" {
+        let hits = cluster_query_hits(&cluster);
+        for id in ids.clone().filter(|&id| id != 3) {
+            assert_eq!(
+                json(&cluster_query(&mut client, sql, id)),
+                serde_json::json!([{"name": format!("user{id}")}])
+            );
+        }
+        assert_eq!(
+            cluster_query_hits(&cluster) - hits,
+            11,
+            "other rows' results kept"
+        );
+    }
+
+    // Move the slot of id 5's result away (the result goes with it), change the row, and
+    // move the slot back: the result from before the change is never answered.
+    wait_for("id 5 cached", Duration::from_secs(10), || {
+        let hits = cluster_query_hits(&cluster);
+        cluster_query(&mut client, sql, 5);
+        (cluster_query_hits(&cluster) > hits).then_some(())
+    });
+    let mut holder = None;
+    for node in &cluster.nodes {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("pg_cache:~q:*")
+            .query(&mut node.connection())
+            .unwrap();
+        for key in keys {
+            let mut con = node.connection();
+            let value: Option<String> = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
+            if value.is_some_and(|v| json(&v) == serde_json::json!([{"name": "user5"}])) {
+                holder = Some((node.port, key));
+            }
+        }
+    }
+    let (from, key) = holder.expect("id 5's result is cached on some node");
+    let slot = cluster.slot_of(&key);
+    let to = cluster
+        .nodes
+        .iter()
+        .map(|n| n.port)
+        .find(|&p| p != from)
+        .unwrap();
+    move_slot(&cluster, slot, from, to);
+    let mut old_holder = connect(from);
+    let dropped = stats_figure(&mut old_holder, "query_invalidations");
+    cluster
+        .pg
+        .execute("UPDATE users SET name = 'moved' WHERE id = 5");
+    wait_for(
+        "the old holder to apply the change",
+        Duration::from_secs(10),
+        || (stats_figure(&mut old_holder, "query_invalidations") > dropped).then_some(()),
+    );
+    move_slot(&cluster, slot, to, from);
+    for _ in 0..3 {
+        assert_eq!(
+            json(&cluster_query(&mut client, sql, 5)),
+            serde_json::json!([{"name": "moved"}])
+        );
+    }
+    cluster.assert_keys_in_own_slots();
+}
+
+/// Moves `slot`'s keys from the node on port `from` to the one on `to`, and the slot with
+/// them (CLUSTER SETSLOT and MIGRATE, as redis-cli --cluster reshard does).
+fn move_slot(cluster: &Cluster, slot: u16, from: u16, to: u16) {
+    let node = |port: u16| cluster.nodes.iter().find(|n| n.port == port).unwrap();
+    let id = |port: u16| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut node(port).connection())
+            .unwrap()
+    };
+    let (from_id, to_id) = (id(from), id(to));
+    let mut source = node(from).connection();
+    let mut target = node(to).connection();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&from_id)
+        .query(&mut target)
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(&to_id)
+        .query(&mut source)
+        .unwrap();
+    loop {
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(100)
+            .query(&mut source)
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        let _: () = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(to)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query(&mut source)
+            .unwrap();
+    }
+    for port in cluster.nodes.iter().map(|n| n.port) {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&to_id)
+            .query(&mut node(port).connection())
+            .unwrap();
+    }
+    cluster.wait_ok();
+}

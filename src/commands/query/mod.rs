@@ -25,7 +25,7 @@ use crate::pg::errors::{is_schema_change, statement_error};
 use crate::pg::pool::Connection;
 use crate::pg::schema::TableSchema;
 use crate::pg::session::Failure;
-use crate::query::key::{canonical_params, finish_result_key, route_key};
+use crate::query::key::{canonical_params, push_route, route_key};
 use crate::query::precision::{self, Precision};
 use crate::query::statement;
 use crate::query::{Statement, catalog, generations, membership, statements};
@@ -147,22 +147,22 @@ fn known(ctx: &Context, statement: Arc<Statement>, call: &Call, read: Read) -> R
     takes(&statement, call.params.len())?;
     let params = canonical_params(&statement, call.params)?;
     may_read_tables(ctx, &statement)?;
-    if cluster::enabled() {
-        // The node serving the result's slot answers (from PostgreSQL, for now); others
-        // redirect, as for READ.
-        cluster::check(ctx, &route_key(&statement, &params))?;
-        return Ok(batch::run(ctx, statement, params, None));
-    }
     let Some(key) = key_now(ctx, &statement, &params) else {
+        if cluster::enabled() {
+            cluster::check(ctx, &route_key(&statement, &params))?;
+        }
         return Ok(batch::run(ctx, statement, params, None));
     };
+    if read == Read::Cached && !bypass::bypassed(key.as_bytes()) && reply_if_cached(ctx, &key) {
+        statement.stats.calls.inc();
+        statement.stats.hits.inc();
+        stats::QUERY_HITS.inc();
+        return Ok(Reply::Sent);
+    }
+    // On a cluster, the node serving the result's slot (the route's: they share the hash
+    // tag) runs a miss; others redirect, as for READ.
+    cluster::check(ctx, &key)?;
     if read == Read::Cached {
-        if !bypass::bypassed(key.as_bytes()) && reply_if_cached(ctx, &key) {
-            statement.stats.calls.inc();
-            statement.stats.hits.inc();
-            stats::QUERY_HITS.inc();
-            return Ok(Reply::Sent);
-        }
         let timeout_ms = current::request_timeout_ms();
         let key: Arc<str> = key.into();
         return Ok(
@@ -205,7 +205,7 @@ fn once_applied(
             } else {
                 Read::FromPostgres
             };
-            let fill = match look_up_from_worker(db, &statement, &params, read) {
+            let fill = match look_up_from_worker(db, &statement, &params, read)? {
                 Some(Looked::Cached(result)) => return Ok(cached_completion(statement, result)),
                 Some(Looked::Lead(ticket)) => Some(Fill::new(ticket, ttl, &params)),
                 None => None,
@@ -246,11 +246,8 @@ fn may_read_tables(ctx: &Context, statement: &Statement) -> Result<()> {
 fn key_now(ctx: &Context, statement: &Statement, params: &[String]) -> Option<String> {
     let mut key = String::with_capacity(statement.key_head.len() + 64);
     key.push_str(&statement.key_head);
-    if !generations::append_current(ctx, &statement.generation_keys, &mut key) {
-        return None;
-    }
-    finish_result_key(&mut key, params);
-    Some(key)
+    push_route(&mut key, params);
+    generations::append_current(ctx, &statement.generation_keys, &mut key).then_some(key)
 }
 
 fn reply_if_cached(ctx: &Context, key: &str) -> bool {
@@ -276,16 +273,7 @@ fn first_sight(ctx: &Context, call: &Call, read: Read) -> Reply {
             takes(&statement, params.len())?;
             let refs: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
             let params = canonical_params(&statement, &refs)?;
-            if cluster::enabled() {
-                let route = route_key(&statement, &params);
-                let outcome = execute(conn, &statement, &params);
-                let answer = completion(statement, outcome, None);
-                return Ok(Box::new(move |ctx| match cluster::check(ctx, &route) {
-                    Ok(()) => answer(ctx),
-                    Err(redirect) => redirect.into(),
-                }));
-            }
-            let ticket = match look_up_from_worker(db, &statement, &params, read) {
+            let ticket = match look_up_from_worker(db, &statement, &params, read)? {
                 Some(Looked::Cached(result)) => return Ok(cached_completion(statement, result)),
                 Some(Looked::Lead(ticket)) => ticket,
                 None => {
@@ -357,19 +345,26 @@ enum Looked {
 
 /// From a worker: the result if the cache holds it and the read may take it from there,
 /// else the ticket to fill it under the generations of the client's DB `db` (None: results
-/// are not cached here now, or the main thread did not answer in time).
+/// are not cached here now, or the main thread did not answer in time); on a cluster node
+/// that does not serve the result's slot, the redirection.
 fn look_up_from_worker(
     db: i32,
     statement: &Arc<Statement>,
     params: &[String],
     read: Read,
-) -> Option<Looked> {
-    if read == Read::Unvouched {
-        return None;
+) -> Result<Option<Looked>> {
+    if read == Read::Unvouched && !cluster::enabled() {
+        return Ok(None);
     }
     let (statement, params) = (statement.clone(), params.to_vec());
     main_thread::ask(
         move |ctx| {
+            if cluster::enabled() {
+                cluster::check(ctx, &route_key(&statement, &params))?;
+            }
+            if read == Read::Unvouched {
+                return Ok(None);
+            }
             let mut found = None;
             keyspace::in_each_db(ctx, [db], |_| {
                 found = key_now(ctx, &statement, &params).map(|key| {
@@ -382,11 +377,11 @@ fn look_up_from_worker(
                     }
                 });
             });
-            found
+            Ok(found)
         },
         GENERATIONS_LIMIT,
     )
-    .flatten()
+    .unwrap_or(Ok(None))
 }
 
 fn cached_value(ctx: &Context, key: &str) -> Option<String> {
