@@ -410,6 +410,19 @@ fn multiread_vs_reads(con: &mut redis::Connection) {
     println!("| {r:.2} | {m:.2} | {:.1}x |", median(ratios));
 }
 
+/// PINGs sent back to back on `con` until `done` says so: each one's round trip in ms,
+/// sorted (the gaps a client saw in the event loop).
+fn pings_until(con: &mut redis::Connection, mut done: impl FnMut() -> bool) -> Vec<f64> {
+    let mut gaps = Vec::new();
+    while !done() {
+        let sent = Instant::now();
+        let _: String = redis::cmd("PING").query(con).unwrap();
+        gaps.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+    gaps.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    gaps
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -1168,21 +1181,8 @@ fn bulk_invalidation(pg: &Pg) {
     for first in (1..=CACHED).step_by(1_000) {
         multiread(&mut con, "users", &id_array(first..first + 1_000)).unwrap();
     }
-    let pings = |con: &mut redis::Connection,
-                 until: &mut dyn FnMut(&mut redis::Connection) -> bool| {
-        let mut gaps = Vec::new();
-        while !until(con) {
-            let sent = Instant::now();
-            let _: String = redis::cmd("PING").query(con).unwrap();
-            gaps.push(sent.elapsed().as_secs_f64() * 1000.0);
-        }
-        gaps.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        gaps
-    };
     let started = Instant::now();
-    let idle = pings(&mut con, &mut |_| {
-        started.elapsed() > Duration::from_secs(2)
-    });
+    let idle = pings_until(&mut con, || started.elapsed() > Duration::from_secs(2));
     let longest_idle_us = longest_callback_us(&mut con);
     let _: () = redis::cmd("PGCACHE.STATS")
         .arg("RESET")
@@ -1200,7 +1200,7 @@ fn bulk_invalidation(pg: &Pg) {
     // Done when the statement committed, no entry is left (DBSIZE: O(1), unlike KEYS, which
     // would itself stall the loop being measured) and every changed row's key was counted.
     let give_up = Instant::now() + Duration::from_secs(300);
-    let busy = pings(&mut con, &mut |_| {
+    let busy = pings_until(&mut con, || {
         let left: i64 = redis::cmd("DBSIZE").query(&mut observer).unwrap();
         let done = statement.is_finished()
             && left == 0

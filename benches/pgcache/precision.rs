@@ -252,17 +252,12 @@ pub fn bulk(pg: &Pg) {
             .unwrap();
     });
     let mut observer = redis.connection();
-    let mut gaps = Vec::new();
     let give_up = Instant::now() + Duration::from_secs(300);
-    while !(statement.is_finished() && stats_figure(&mut observer, "query_index_results") == 0)
-        && Instant::now() < give_up
-    {
-        let sent = Instant::now();
-        let _: String = redis::cmd("PING").query(&mut con).unwrap();
-        gaps.push(sent.elapsed().as_secs_f64() * 1000.0);
-    }
+    let gaps = pings_until(&mut con, || {
+        (statement.is_finished() && stats_figure(&mut observer, "query_index_results") == 0)
+            || Instant::now() > give_up
+    });
     statement.join().unwrap();
-    gaps.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(
         "| results indexed | pings | p50 ms | p99 ms | max ms | longest pgcache callback ms |"
     );
