@@ -198,6 +198,7 @@ fn deinit(ctx: &Context) -> Status {
     invalidation::deinit();
     redis::main_thread::deinit();
     pg::schema::clear_cache();
+    query::dropped::unloaded(ctx, &cache::dbs_with_keys(ctx));
     module::parameters::deinit();
     stats::forget();
     stats::slowlog::forget();

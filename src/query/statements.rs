@@ -111,6 +111,12 @@ pub fn forget(canonical: &str) {
     });
 }
 
+/// Forgets every statement (MODULE UNLOAD: the settings they were learned under, the cache
+/// prefix among them, may differ at the next load).
+pub fn forget_all() {
+    with_table(|table| *table = Table::default());
+}
+
 /// The statements (each once) holding results filled since one of their tables last
 /// changed, among those that read the table whose keys start with `prefix` (None: every
 /// statement). One pass over the table and an atomic load per spelling: this runs on the

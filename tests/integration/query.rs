@@ -861,3 +861,34 @@ fn after_the_listener_reconnects_no_older_result_is_served() {
         r#"[{"name":"changed while away"}]"#
     );
 }
+
+/// MODULE UNLOAD forgets what pgcache learned of statements: loaded again under another
+/// cache_prefix, it caches results under the new prefix only.
+#[test]
+fn a_module_loaded_again_learns_its_statements_afresh() {
+    let stack = watched();
+    let mut con = stack.con();
+    let sql = "SELECT name FROM users WHERE id = $1";
+    query_until_cached(&mut con, sql, &["2"]);
+    unload(&mut con);
+    let mut load = redis::cmd("MODULE");
+    load.arg("LOAD").arg(module_path().to_str().unwrap());
+    for a in stack.pg.module_args() {
+        load.arg(a);
+    }
+    load.arg("cache_prefix").arg("other:");
+    let _: String = load.query(&mut con).unwrap();
+    query_until_cached(&mut con, sql, &["3"]);
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*~q:*").query(&mut con).unwrap();
+    assert!(
+        keys.iter().any(|k| k.starts_with("other:~q:")),
+        "a result under the new prefix: {keys:?}"
+    );
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.starts_with("pg_cache:~q:"))
+            .count(),
+        1,
+        "only the result from before the unload is under the old prefix: {keys:?}"
+    );
+}

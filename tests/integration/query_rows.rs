@@ -283,7 +283,12 @@ fn replicas_serve_no_result_their_restarted_primary_s_index_does_not_cover() {
     // is not PostgreSQL's merely because hits are bypassed.
     wait_for("the replica to serve hits", Duration::from_secs(30), || {
         let hits = stats_figure(&mut on_replica, "query_hits");
-        query(&mut on_replica, "SELECT name FROM users WHERE id = $1", &["1"]).ok()?;
+        query(
+            &mut on_replica,
+            "SELECT name FROM users WHERE id = $1",
+            &["1"],
+        )
+        .ok()?;
         (stats_figure(&mut on_replica, "query_hits") > hits).then_some(())
     });
     assert_eq!(
