@@ -21,15 +21,23 @@
 //! published last (`<cache_prefix>~epoch`), so a primary that restarted or a replica
 //! promoted disowns, on every replica too, what the old index covered.
 //!
-//! On a cluster node the generations live in the process instead (`LOCAL`): a key would have
-//! to sit in a slot the node serves, and resharding moves slots, with their keys, between
-//! nodes whose feeds have applied different changes. A node builds keys only from
+//!
+//! A primary also keeps the generations it read or made in memory (`KNOWN`), so a hit reads
+//! no generation key: only this process ends them (`end`), and whatever else can make the
+//! keys untrue (a flush of everything, FLUSHDB, SWAPDB, a load, a role change) forgets them
+//! all. A key deleted or evicted behind its back leaves the primary's generation standing,
+//! which its own index and feed still cover; its replicas then find no generation and serve
+//! no result of it.
+//!
+//! On a cluster node the generations live in the process only (`KNOWN`, no keys): a key
+//! would have to sit in a slot the node serves, and resharding moves slots, with their keys,
+//! between nodes whose feeds have applied different changes. A node builds keys only from
 //! generations it made itself, so a result that arrives with a slot (or comes back with one)
-//! is never built again, and its replicas, a restart and a promotion start without cached
-//! results (replicas answer from PostgreSQL).
+//! is never built again, and a restart or a promotion starts without cached results, and a
+//! replica holds none.
 
 use crate::config::MAX_TTL_SECONDS;
-use crate::query::{hex, membership};
+use crate::query::hex;
 use crate::redis::role::writable;
 use crate::redis::{cluster, keyspace};
 use redis_module::{CallOptionsBuilder, CallResult, Context};
@@ -56,24 +64,18 @@ pub fn row_key_name(prefix: &str) -> String {
     format!("{prefix}{ROW_SUFFIX}")
 }
 
-/// The row generations this process made, by key name and DB: the ones its index covers
-/// (for the fills in flight under them; the hit path checks the epoch). Main thread.
-static MINE: Mutex<Option<Made>> = Mutex::new(None);
-
-/// Row generation key name → the generation made under it in each DB.
+/// Generation key name → the generation read or made under it in each DB.
 type Made = HashMap<String, Vec<(i32, Generation)>>;
 
-fn with_mine<R>(f: impl FnOnce(&mut Made) -> R) -> R {
-    let mut guard = MINE.lock().unwrap_or_else(|p| p.into_inner());
-    f(guard.get_or_insert_with(HashMap::new))
-}
-
 /// The row generations this process made for the table whose keys start with `prefix`,
-/// one per DB: a fill whose key holds one was built under the index's cover.
+/// one per DB: a fill whose key holds one was built under the index's cover. (A row
+/// generation `KNOWN` holds bears this process's epoch, which changes whenever `KNOWN` is
+/// forgotten: this process made it.)
 pub fn mine_for(prefix: &str) -> Vec<Generation> {
     let name = row_key_name(prefix);
-    with_mine(|mine| {
-        mine.get(&name)
+    with_known(|known| {
+        known
+            .get(&name)
             .map(|all| all.iter().map(|(_, g)| *g).collect())
             .unwrap_or_default()
     })
@@ -83,10 +85,9 @@ pub fn mine_for(prefix: &str) -> Vec<Generation> {
 /// was dropped, this server became a replica, loaded data, was promoted, or a DB was
 /// flushed or swapped). A primary publishes its new epoch in each of `dbs`.
 pub fn forget_row_generations(ctx: &Context, dbs: &[i32]) {
-    with_mine(|mine| mine.clear());
-    // A cluster node's flush of everything, load or promotion ends its table generations
-    // too: no scan deletes them.
-    with_local(|local| local.clear());
+    // The keys may no longer say what was known of them (and a cluster node's flush of
+    // everything has no keys to scan): they are read or made afresh, table generations too.
+    with_known(|known| known.clear());
     new_epoch();
     publish_epoch(ctx, dbs);
 }
@@ -116,24 +117,33 @@ pub fn append_current(ctx: &Context, names: &[String], key: &mut String) -> bool
     true
 }
 
+/// The generation under `name` in the context's DB. A hit finds it in `KNOWN` (on a
+/// primary); otherwise a table generation found in the keyspace is taken on any server, and
+/// a row generation of this process's epoch too (a demotion changes the epoch).
 fn of(ctx: &Context, name: &str) -> Option<Generation> {
-    let writable = writable(ctx);
+    let db = keyspace::selected_db(ctx);
+    if let Some(known) = known(name, db) {
+        return Some(known);
+    }
     let found = if cluster::enabled() {
-        if !writable {
-            return None;
-        }
-        with_local(|local| local.get(name).copied())
+        None
     } else {
         keyspace::with_name(ctx, name.as_bytes(), |key| {
             keyspace::read_string(ctx, key, parse)
         })
         .flatten()
     };
+    let writable = writable(ctx);
     if !name.ends_with(ROW_SUFFIX) {
-        if found.is_some() || !writable {
+        if !writable {
             return found;
         }
-        return create(ctx, name, None);
+        let generation = match found {
+            Some(found) => found,
+            None => create(ctx, name, None)?,
+        };
+        remember(name, db, generation);
+        return Some(generation);
     }
     if !writable {
         // A replica takes a row generation of its primary's current epoch only: one its
@@ -141,29 +151,17 @@ fn of(ctx: &Context, name: &str) -> Option<Generation> {
         return found.filter(|g| published_epoch(ctx).is_some_and(|e| g[..8] == e));
     }
     let epoch = epoch();
-    if let Some(found) = found
-        && found[..8] == epoch
-    {
-        return Some(found);
-    }
-    let db = keyspace::selected_db(ctx);
-    if !cluster::enabled() && published_epoch(ctx) != Some(epoch) {
-        publish_epoch(ctx, &[db]);
-    }
-    let made = create(ctx, name, Some(epoch))?;
-    let before = with_mine(|mine| {
-        let all = mine.entry(name.to_string()).or_default();
-        let before = all.iter().find(|(d, _)| *d == db).map(|(_, g)| *g);
-        all.retain(|(d, _)| *d != db);
-        all.push((db, made));
-        before
-    });
-    // Its key was deleted or evicted (FLUSHDB, maxmemory): the results under the one this
-    // process made before are unreachable now, and leave the index.
-    if let Some(before) = before {
-        membership::drop_generation(db, std::str::from_utf8(&before).unwrap_or_default());
-    }
-    Some(made)
+    let generation = match found {
+        Some(found) if found[..8] == epoch => found,
+        _ => {
+            if !cluster::enabled() && published_epoch(ctx) != Some(epoch) {
+                publish_epoch(ctx, &[db]);
+            }
+            create(ctx, name, Some(epoch))?
+        }
+    };
+    remember(name, db, generation);
+    Some(generation)
 }
 
 /// This process's row-generation epoch as 8 hex digits: the first half of every row
@@ -234,7 +232,6 @@ fn create(ctx: &Context, name: &str, epoch: Option<[u8; 8]>) -> Option<Generatio
         generation[..8].copy_from_slice(&epoch);
     }
     if cluster::enabled() {
-        with_local(|local| local.insert(name.to_string(), generation));
         return Some(generation);
     }
     let expires_at = (crate::model::event::now_ms() + u128::from(MAX_TTL_SECONDS) * 1000) as i64;
@@ -245,13 +242,31 @@ fn create(ctx: &Context, name: &str, epoch: Option<[u8; 8]>) -> Option<Generatio
     Some(generation)
 }
 
-/// A cluster node's generations, by generation key name (a cluster has DB 0 only). Main
-/// thread.
-static LOCAL: Mutex<Option<HashMap<String, Generation>>> = Mutex::new(None);
+/// The generations a primary (or cluster node) read or made, by generation key name and
+/// DB, true until this process ends them or forgets them all. Main thread.
+static KNOWN: Mutex<Option<Made>> = Mutex::new(None);
 
-fn with_local<R>(f: impl FnOnce(&mut HashMap<String, Generation>) -> R) -> R {
-    let mut guard = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
+fn with_known<R>(f: impl FnOnce(&mut Made) -> R) -> R {
+    let mut guard = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
     f(guard.get_or_insert_with(HashMap::new))
+}
+
+fn known(name: &str, db: i32) -> Option<Generation> {
+    with_known(|known| {
+        known
+            .get(name)?
+            .iter()
+            .find(|(d, _)| *d == db)
+            .map(|(_, g)| *g)
+    })
+}
+
+fn remember(name: &str, db: i32, generation: Generation) {
+    with_known(|known| {
+        let all = known.entry(name.to_string()).or_default();
+        all.retain(|(d, _)| *d != db);
+        all.push((db, generation));
+    });
 }
 
 /// A generation key's value, if it is one (anything else, written by hand, is none).
@@ -270,10 +285,8 @@ pub fn end(ctx: &Context, prefix: &str, dbs: &[i32]) {
     if !writable(ctx) {
         return;
     }
-    let row = row_key_name(prefix);
-    with_mine(|mine| mine.remove(&row));
     end_one(ctx, &key_name(prefix), dbs);
-    end_one(ctx, &row, dbs);
+    end_one(ctx, &row_key_name(prefix), dbs);
 }
 
 /// Ends the generation of the table whose keys start with `prefix` (not its row
@@ -287,9 +300,9 @@ pub fn end_per_table(ctx: &Context, prefix: &str, dbs: &[i32]) {
 
 /// Ends the generation under `name`: its key goes, or on a cluster node its entry.
 fn end_one(ctx: &Context, name: &str, dbs: &[i32]) {
-    if cluster::enabled() {
-        with_local(|local| local.remove(name));
-    } else {
+    // In every DB: a DB without keys now may still have a fill in flight under it.
+    with_known(|known| known.remove(name));
+    if !cluster::enabled() {
         delete(ctx, name, dbs);
     }
 }

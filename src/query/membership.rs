@@ -271,27 +271,6 @@ pub fn changed(
     })
 }
 
-/// The results of DB `db` whose keys hold the row generation `generation` leave the index:
-/// nobody builds their keys any more.
-pub fn drop_generation(db: i32, generation: &str) {
-    // A row-precise result's key ends with its one generation (`key`).
-    let tail = format!(":{generation}");
-    with_index(|index| {
-        for t in index.values_mut() {
-            let ids: Vec<ResultId> = t
-                .entries
-                .keys()
-                .filter(|(d, key)| *d == db && key.ends_with(&tail))
-                .cloned()
-                .collect();
-            for id in ids {
-                t.remove(&id);
-            }
-        }
-        index.retain(|_, t| !t.entries.is_empty());
-    });
-}
-
 /// Every result of the table whose keys start with `table` (every table: None) leaves the
 /// index (the table changed as a whole); the number dropped of each statement. The parts
 /// dropped are freed on a thread of their own: a table's may hold many results, and the
@@ -418,37 +397,5 @@ mod tests {
         assert_eq!(counts[0].1, 1);
         assert!(changed(&table, &[member(2)], None).is_empty());
         with_index(|index| assert!(!index.contains_key(&table)));
-    }
-
-    #[test]
-    fn results_under_an_ended_row_generation_leave_the_index() {
-        let s = statement("membership_c");
-        let table = s.precision.row().unwrap().table.key_prefix.clone();
-        let key = |params: &[String], generation: &str| {
-            let mut key = crate::query::key::route_key(&s, params);
-            key.push(':');
-            key.push_str(generation);
-            key
-        };
-        let (old, new) = ("00000001aaaaaaaa", "00000001bbbbbbbb");
-        // A parameter that spells the old generation is not taken for it.
-        let tricky = [format!(":{old}")];
-        for (k, n) in [(key(&["7".into()], old), 1), (key(&tricky, new), 2)] {
-            add(id(&k), s.clone(), vec![vec!["7".into()]], vec![member(n)]);
-        }
-        add(
-            (1, key(&["7".into()], old).into()),
-            s.clone(),
-            vec![],
-            vec![member(3)],
-        );
-        drop_generation(0, old);
-        let mut left: Vec<(i32, String)> =
-            changed(&table, &[member(1), member(2), member(3)], None)
-                .into_iter()
-                .map(|((db, key), _)| (db, key.to_string()))
-                .collect();
-        left.sort();
-        assert_eq!(left, [(0, key(&tricky, new)), (1, key(&["7".into()], old))]);
     }
 }
