@@ -13,7 +13,7 @@
 use crate::cache;
 use crate::cache::bypass;
 use crate::cache::fill;
-use crate::query::dropped;
+use crate::query::{dropped, generations};
 use crate::redis::keyspace::ScanCursor;
 use crate::redis::main_thread::Task;
 use crate::stats;
@@ -97,6 +97,8 @@ fn flush_slice(context: &Context) -> bool {
             flush.deleted
         ));
         bypass::end(&flush.prefix);
+        let prefix = String::from_utf8_lossy(&flush.prefix);
+        generations::flush_ended(context, &prefix, &cache::dbs_with_keys(context));
         RUNNING.fetch_sub(1, Ordering::SeqCst);
     }
     RUNNING.load(Ordering::SeqCst) > 0

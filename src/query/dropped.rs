@@ -21,11 +21,11 @@ use std::sync::Arc;
 /// changed as a whole, in each of `dbs`. Main thread.
 pub fn table_changed(ctx: &Context, prefix: &str, dbs: &[i32]) {
     let cache_prefix = current::cache_prefix();
-    // A flush of everything ends every generation as its scan deletes their keys, and no
-    // result is served until it has (`generations`).
+    // A flush of everything serves no result until its scan has deleted every entry present
+    // now, and every generation this process knows is forgotten (`generations`).
     let everything = prefix == cache_prefix;
     if everything {
-        generations::forget_row_generations(ctx, dbs);
+        generations::forget_all(ctx, dbs);
     } else {
         generations::end(ctx, prefix, dbs);
     }
@@ -96,7 +96,7 @@ pub fn rows_changed(
 /// of this process's made reachable is served again, here or on its replicas. Main thread.
 pub fn index_lost(ctx: &Context, dbs: &[i32]) {
     membership::drop_table(None);
-    generations::forget_row_generations(ctx, dbs);
+    generations::forget_all(ctx, dbs);
 }
 
 /// MODULE UNLOAD: what was learned of statements goes (the next load's settings, the cache
@@ -104,7 +104,7 @@ pub fn index_lost(ctx: &Context, dbs: &[i32]) {
 /// the module is out: a new epoch, published, disowns the results it covered. Main thread.
 pub fn unloaded(ctx: &Context, dbs: &[i32]) {
     membership::forget_all();
-    generations::forget_row_generations(ctx, dbs);
+    generations::forget_all(ctx, dbs);
     statements::forget_all();
 }
 

@@ -2,13 +2,14 @@
 //! holding a random 64-bit value. Every result key is built from the generations of the
 //! tables its statement reads (`key`), taken on the main thread before the statement runs.
 //! When the change feed applies a change to a table, or a flush of the table starts, its
-//! generation key is deleted; the next read creates a new random one. (A flush of the whole
-//! cache needs no generation of its own: until its scan has deleted every generation key
-//! present when it started, results are not served, as no entry under its prefix is.) Results built under the old value are
-//! never looked up again (they expire with their TTL): no result can be served after a
-//! change to a table it read was applied, and a fill whose statement ran across a change
-//! lands under a key nobody builds any more. The keys are ordinary keys, so the RDB, the
-//! AOF and the replicas carry them with the results they vouch for.
+//! generation ends (its key is deleted); the next read creates a new random one. A flush of
+//! the whole cache forgets every generation this process knows when it starts, serves no
+//! result until its scan has deleted every entry present then, and forgets them again when
+//! it ends (the scan deleted their keys). Results built under an ended value are never
+//! looked up again (they expire with their TTL): no result can be served after a change to a
+//! table it read was applied, and a fill whose statement ran across a change lands under a
+//! key nobody builds any more. The keys are ordinary keys, so the RDB, the AOF and the
+//! replicas carry them with the results they vouch for.
 //!
 //! Row-precise statements (`precision`) build their keys from their table's row generation
 //! (`~rgen`) instead, which changes only when the table changes as a whole (a flush, a
@@ -21,11 +22,10 @@
 //! published last (`<cache_prefix>~epoch`), so a primary that restarted or a replica
 //! promoted disowns, on every replica too, what the old index covered.
 //!
-//!
 //! A primary also keeps the generations it read or made in memory (`KNOWN`), so a hit reads
 //! no generation key: only this process ends them (`end`), and whatever else can make the
-//! keys untrue (a flush of everything, FLUSHDB, SWAPDB, a load, a role change) forgets them
-//! all. A key deleted or evicted behind its back leaves the primary's generation standing,
+//! keys untrue (a flush of everything, its end, the end of a table's flush, FLUSHDB, SWAPDB, a
+//! load, a role change, MODULE UNLOAD) forgets them. A key deleted or evicted behind its back leaves the primary's generation standing,
 //! which its own index and feed still cover; its replicas then find no generation and serve
 //! no result of it.
 //!
@@ -54,7 +54,7 @@ const SUFFIX: &str = "~gen";
 /// The same, for its row generation.
 const ROW_SUFFIX: &str = "~rgen";
 
-/// The generation key of the table (or cache) whose keys start with `prefix`.
+/// The generation key of the table whose keys start with `prefix`.
 pub fn key_name(prefix: &str) -> String {
     format!("{prefix}{SUFFIX}")
 }
@@ -81,15 +81,26 @@ pub fn mine_for(prefix: &str) -> Vec<Generation> {
     })
 }
 
-/// Forgets every row generation this process made: the index is gone (every cached result
-/// was dropped, this server became a replica, loaded data, was promoted, or a DB was
-/// flushed or swapped). A primary publishes its new epoch in each of `dbs`.
-pub fn forget_row_generations(ctx: &Context, dbs: &[i32]) {
-    // The keys may no longer say what was known of them (and a cluster node's flush of
-    // everything has no keys to scan): they are read or made afresh, table generations too.
+/// Forgets every generation this process knows, and takes a new epoch: the index is gone
+/// (every cached result was dropped, this server became a replica, loaded data, was
+/// promoted, a DB was flushed or swapped, the module unloads). The keys may no longer say
+/// what was known of them (and a cluster node's flush of everything has no keys to scan):
+/// generations are read or made afresh. A primary publishes its new epoch in each of `dbs`.
+pub fn forget_all(ctx: &Context, dbs: &[i32]) {
     with_known(|known| known.clear());
     new_epoch();
     publish_epoch(ctx, dbs);
+}
+
+/// A flush of the keys under `prefix` (a table's, or the whole cache's) ended: its scan
+/// deleted the generation keys it met, some made while it ran. What this process knows of
+/// them is forgotten, so they are made again and reach the replicas; the epoch, deleted by a
+/// flush of everything, is published again in each of `dbs`.
+pub fn flush_ended(ctx: &Context, prefix: &str, dbs: &[i32]) {
+    with_known(|known| known.retain(|name, _| !name.starts_with(prefix)));
+    if prefix == crate::config::current::cache_prefix() {
+        publish_epoch(ctx, dbs);
+    }
 }
 
 /// Whether `key` (a row-precise result's) was built under a row generation this process
@@ -154,7 +165,7 @@ fn of(ctx: &Context, name: &str) -> Option<Generation> {
     let generation = match found {
         Some(found) if found[..8] == epoch => found,
         _ => {
-            if !cluster::enabled() && published_epoch(ctx) != Some(epoch) {
+            if published_epoch(ctx) != Some(epoch) {
                 publish_epoch(ctx, &[db]);
             }
             create(ctx, name, Some(epoch))?
@@ -194,7 +205,8 @@ fn published_epoch(ctx: &Context) -> Option<[u8; 8]> {
 /// Writes this process's epoch to the keyspace of each of `dbs` (a primary only;
 /// replicated): its replicas take row generations of this epoch only.
 pub fn publish_epoch(ctx: &Context, dbs: &[i32]) {
-    if !writable(ctx) {
+    // A cluster node's replicas take no generation (it keeps no keys of them).
+    if cluster::enabled() || !writable(ctx) {
         return;
     }
     let epoch = epoch();
@@ -278,8 +290,7 @@ fn parse(value: &[u8]) -> Option<Generation> {
         .then_some(generation)
 }
 
-/// Ends the generation and the row generation of the table (or cache) whose keys start
-/// with `prefix`, in each of `dbs`: every result that read it becomes unreachable.
+/// Ends the generation and the row generation of the table whose keys start with `prefix`, in each of `dbs`: every result that read it becomes unreachable.
 /// Replicated, as DEL.
 pub fn end(ctx: &Context, prefix: &str, dbs: &[i32]) {
     if !writable(ctx) {
