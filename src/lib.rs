@@ -198,7 +198,11 @@ fn deinit(ctx: &Context) -> Status {
     invalidation::deinit();
     redis::main_thread::deinit();
     pg::schema::clear_cache();
-    query::dropped::unloaded(ctx, &cache::dbs_with_keys(ctx));
+    // Loaded again, the module learns its statements afresh, under that load's settings (the
+    // cache prefix among them). The index and the generations it knows stay with the
+    // library's memory, true as the feed resumes. Nothing is written here: a key written
+    // during MODULE UNLOAD would make Redis replicate the UNLOAD itself to the replicas.
+    query::statements::forget_all();
     module::parameters::deinit();
     stats::forget();
     stats::slowlog::forget();

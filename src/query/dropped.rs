@@ -99,15 +99,6 @@ pub fn index_lost(ctx: &Context, dbs: &[i32]) {
     generations::forget_all(ctx, dbs);
 }
 
-/// MODULE UNLOAD: what was learned of statements goes (the next load's settings, the cache
-/// prefix among them, may differ), and so does the index, which no change reaches while
-/// the module is out: a new epoch, published, disowns the results it covered. Main thread.
-pub fn unloaded(ctx: &Context, dbs: &[i32]) {
-    membership::forget_all();
-    generations::forget_all(ctx, dbs);
-    statements::forget_all();
-}
-
 /// The table's name as events give it, from its key prefix (`` for the whole cache).
 fn table_name<'a>(prefix: &'a str, cache_prefix: &str) -> &'a str {
     prefix

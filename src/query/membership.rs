@@ -299,11 +299,6 @@ pub fn drop_table(table: Option<&str>) -> Vec<(Arc<Statement>, u64)> {
     counts
 }
 
-/// Forgets the whole index here and now (MODULE UNLOAD: no thread may outlive it).
-pub fn forget_all() {
-    with_index(|index| index.clear());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
