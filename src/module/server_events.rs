@@ -84,6 +84,6 @@ fn key_removed(ctx: &Context, name: &[u8], evicted: bool) {
     if events::wanted(kind) {
         let entry = String::from_utf8_lossy(entry);
         let (table, key) = cache::split_entry_name(&entry);
-        hooks::in_notification(|| events::publish(ctx, kind, table, key));
+        events::publish(ctx, kind, table, key);
     }
 }

@@ -38,6 +38,7 @@
 
 use crate::config::MAX_TTL_SECONDS;
 use crate::query::hex;
+use crate::redis::main_thread::{self, Task};
 use crate::redis::role::writable;
 use crate::redis::{cluster, keyspace};
 use redis_module::{CallOptionsBuilder, CallResult, Context};
@@ -209,6 +210,11 @@ pub fn publish_epoch(ctx: &Context, dbs: &[i32]) {
     if cluster::enabled() || !writable(ctx) {
         return;
     }
+    if main_thread::writes_wait() {
+        EPOCH_WAITS_IN.lock().unwrap().extend_from_slice(dbs);
+        PUBLISH_EPOCH.request();
+        return;
+    }
     let epoch = epoch();
     let text = std::str::from_utf8(&epoch).unwrap_or_default();
     let expires_at = (crate::model::event::now_ms() + u128::from(MAX_TTL_SECONDS) * 1000) as i64;
@@ -219,6 +225,16 @@ pub fn publish_epoch(ctx: &Context, dbs: &[i32]) {
         });
     });
 }
+
+/// The DBs whose epoch key waits for `PUBLISH_EPOCH` (`publish_epoch` where writes wait).
+static EPOCH_WAITS_IN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+static PUBLISH_EPOCH: Task = Task::new("publishing the index epoch", |ctx| {
+    let mut dbs = std::mem::take(&mut *EPOCH_WAITS_IN.lock().unwrap());
+    dbs.sort_unstable();
+    dbs.dedup();
+    publish_epoch(ctx, &dbs);
+    false
+});
 
 /// Chooses a new epoch (never 0, never the one before).
 fn new_epoch() -> u64 {

@@ -6,12 +6,20 @@
 //! Work runs from a timer because a timer's context replicates what it writes (deletions,
 //! XADDs), which the event loop's own callbacks do not.
 //!
+//! Writes that must wait: inside a keyspace notification Redis forbids them, and inside a
+//! server event raised by a core command (REPLICAOF NO ONE promoting a replica, FLUSHDB,
+//! SWAPDB, DEBUG RELOAD) a replicated write dirties the dataset, so Redis propagates that
+//! command itself to the replicas and the AOF (a chained replica would obey the REPLICAOF
+//! NO ONE and leave its new primary). Such callbacks run under `writes_waiting`, and what
+//! they would write (`writes_wait`) goes to a task instead.
+//!
 //! Unloading: Redis refuses MODULE UNLOAD while one of our timers is pending, and `deinit`
 //! takes the wake-up pipe out of the event loop, so nothing queued runs after unload.
 
 use crate::error;
 use crate::redis::wake;
 use redis_module::{Context, raw};
+use std::cell::Cell;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::time::Duration;
@@ -56,6 +64,29 @@ impl Task {
         QUEUE.lock().unwrap().push(self);
         true
     }
+}
+
+thread_local! {
+    // Set while a callback whose writes must wait runs.
+    static WRITES_WAIT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, a callback of Redis's where pgcache must not write, with `writes_wait` set.
+pub fn writes_waiting<R>(f: impl FnOnce() -> R) -> R {
+    // Cleared on the way out even if `f` panics (the caller contains the panic).
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            WRITES_WAIT.set(self.0);
+        }
+    }
+    let _reset = Reset(WRITES_WAIT.replace(true));
+    f()
+}
+
+/// Whether a write now must go to a task (`writes_waiting`).
+pub fn writes_wait() -> bool {
+    WRITES_WAIT.get()
 }
 
 /// Something another thread asked the main thread to run (`ask`), with where its answer

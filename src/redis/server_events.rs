@@ -1,7 +1,10 @@
 //! Redis's own events a module can follow: keys expired or evicted, the end of a load from
 //! disk, a promotion to primary or a demotion to replica, a replica coming online. Redis
-//! calls the `ServerEvents` functions on the main thread.
+//! calls the `ServerEvents` functions on the main thread, often inside a command (REPLICAOF,
+//! FLUSHDB, an expiring read), so they run with pgcache's writes waiting for a task
+//! (`main_thread::writes_waiting`).
 
+use crate::redis::main_thread::writes_waiting;
 use redis_module::{Context, raw};
 use std::os::raw::{c_char, c_int, c_void};
 
@@ -63,12 +66,9 @@ extern "C" fn on_keyspace_event<E: ServerEvents>(
     key: *mut raw::RedisModuleString,
 ) -> c_int {
     let evicted = event_type & raw::REDISMODULE_NOTIFY_EVICTED as c_int != 0;
-    E::key_removed(
-        &Context::new(ctx),
-        // SAFETY: Redis passes a live key name for the call.
-        unsafe { crate::redis::args::string_bytes(key) },
-        evicted,
-    );
+    // SAFETY: Redis passes a live key name for the call.
+    let key = unsafe { crate::redis::args::string_bytes(key) };
+    writes_waiting(|| E::key_removed(&Context::new(ctx), key, evicted));
     raw::REDISMODULE_OK as c_int
 }
 
@@ -79,7 +79,7 @@ extern "C" fn on_loading<E: ServerEvents>(
     _data: *mut c_void,
 ) {
     if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
-        E::loading_ended(&Context::new(ctx));
+        writes_waiting(|| E::loading_ended(&Context::new(ctx)));
     }
 }
 
@@ -90,9 +90,9 @@ extern "C" fn on_role_changed<E: ServerEvents>(
     _data: *mut c_void,
 ) {
     if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
-        E::promoted(&Context::new(ctx));
+        writes_waiting(|| E::promoted(&Context::new(ctx)));
     } else {
-        E::demoted(&Context::new(ctx));
+        writes_waiting(|| E::demoted(&Context::new(ctx)));
     }
 }
 
@@ -103,7 +103,7 @@ extern "C" fn on_flush<E: ServerEvents>(
     _data: *mut c_void,
 ) {
     if subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_END {
-        E::dbs_changed(&Context::new(ctx));
+        writes_waiting(|| E::dbs_changed(&Context::new(ctx)));
     }
 }
 
@@ -113,7 +113,7 @@ extern "C" fn on_swap<E: ServerEvents>(
     _subevent: u64,
     _data: *mut c_void,
 ) {
-    E::dbs_changed(&Context::new(ctx));
+    writes_waiting(|| E::dbs_changed(&Context::new(ctx)));
 }
 
 extern "C" fn on_replica_change<E: ServerEvents>(
@@ -123,6 +123,6 @@ extern "C" fn on_replica_change<E: ServerEvents>(
     _data: *mut c_void,
 ) {
     if subevent == raw::REDISMODULE_SUBEVENT_REPLICA_CHANGE_ONLINE {
-        E::replica_online(&Context::new(ctx));
+        writes_waiting(|| E::replica_online(&Context::new(ctx)));
     }
 }

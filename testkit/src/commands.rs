@@ -106,6 +106,11 @@ pub fn json(s: &str) -> serde_json::Value {
 /// The shipped trigger SQL, installed by tests that need invalidation from PostgreSQL.
 pub const TRIGGER_SQL: &str = include_str!("../../examples/invalidation_trigger.sql");
 
+/// Whether `key` exists.
+pub fn exists(con: &mut redis::Connection, key: &str) -> bool {
+    redis::cmd("EXISTS").arg(key).query(con).unwrap()
+}
+
 /// Reads `pk` until its row is cached (the first reads after a start are answered but not
 /// cached until the invalidation listener listens), and returns the row.
 pub fn read_until_cached(con: &mut redis::Connection, table: &str, pk: &str) -> String {

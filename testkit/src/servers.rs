@@ -309,9 +309,15 @@ impl Stack {
     /// Starts a replica of this stack's server (module loaded, same PostgreSQL) and waits
     /// until its replication link is up.
     pub fn start_replica(&self) -> Redis {
+        self.start_replica_of(&self.redis)
+    }
+
+    /// Starts a replica of `primary` (this stack's server or one of its replicas) and waits
+    /// until its replication link is up.
+    pub fn start_replica_of(&self, primary: &Redis) -> Redis {
         let replica = Redis::start_with(
             &self.pg.module_args(),
-            &["--replicaof", "127.0.0.1", &self.redis.port.to_string()],
+            &["--replicaof", "127.0.0.1", &primary.port.to_string()],
             &[],
         )
         .unwrap();

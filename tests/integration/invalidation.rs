@@ -382,10 +382,6 @@ fn notifications_for_tables_outside_the_allowlist_are_skipped_quietly() {
     );
 }
 
-fn exists(con: &mut redis::Connection, key: &str) -> bool {
-    redis::cmd("EXISTS").arg(key).query(con).unwrap()
-}
-
 #[test]
 fn a_bulk_update_flushes_the_table_in_slices_and_counts_every_key() {
     const ROWS: i64 = 20_000;

@@ -244,6 +244,73 @@ fn a_promoted_replica_serves_no_result_its_old_primary_could_not_drop() {
 }
 
 #[test]
+fn a_promoted_replica_keeps_its_own_replicas() {
+    let mut stack = watched();
+    let replica = stack.start_replica();
+    let chained = stack.start_replica_of(&replica);
+    let mut con = stack.con();
+    query_until_cached(&mut con, BY_USER, &["4"]);
+    read_until_cached(&mut con, "users", r#"{"id":4}"#);
+    let mut on_replica = replica.connection();
+    let mut on_chained = chained.connection();
+    wait_for(
+        "the entry on the chained replica",
+        Duration::from_secs(20),
+        || exists(&mut on_chained, r#"pg_cache:users:{"id":4}"#).then_some(()),
+    );
+    stack.redis.shutdown();
+    // What pgcache writes as the replica takes over (its new index epoch, the entries it
+    // drops) must not carry the REPLICAOF NO ONE with it: the chained replica would obey it
+    // and leave its new primary.
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut on_replica)
+        .unwrap();
+    query_until_cached(&mut on_replica, BY_USER, &["4"]);
+    let _: () = redis::cmd("SET")
+        .arg("written-after-the-promotion")
+        .arg("1")
+        .query(&mut on_replica)
+        .unwrap();
+    wait_for(
+        "a write of the promoted replica on its own replica",
+        Duration::from_secs(20),
+        || exists(&mut on_chained, "written-after-the-promotion").then_some(()),
+    );
+    let role: redis::Value = redis::cmd("ROLE").query(&mut on_chained).unwrap();
+    let role: Vec<redis::Value> = redis::from_redis_value(role).unwrap();
+    assert_eq!(
+        redis::from_redis_value::<String>(role[0].clone()).unwrap(),
+        "slave"
+    );
+    assert_eq!(
+        redis::from_redis_value::<u16>(role[2].clone()).unwrap(),
+        replica.port
+    );
+}
+
+#[test]
+fn replicas_serve_cached_results_again_after_a_flushdb_or_swapdb() {
+    let stack = watched();
+    let replica = stack.start_replica();
+    let mut con = stack.con();
+    let mut on_replica = replica.connection();
+    for change in [&["FLUSHDB"][..], &["SWAPDB", "0", "1"], &["FLUSHALL"]] {
+        query_until_cached(&mut con, BY_USER, &["4"]);
+        query_until_cached(&mut on_replica, BY_USER, &["4"]);
+        let _: () = redis::cmd(change[0])
+            .arg(&change[1..])
+            .query(&mut con)
+            .unwrap();
+        // What the primary writes of its index afterwards reaches the replica after the
+        // change, not before it (where the change would delete it on the replica only).
+        query_until_cached(&mut con, BY_USER, &["4"]);
+        query_until_cached(&mut on_replica, BY_USER, &["4"]);
+    }
+}
+
+#[test]
 fn replicas_serve_no_result_their_restarted_primary_s_index_does_not_cover() {
     let mut stack = watched();
     let replica = stack.start_replica();

@@ -38,10 +38,6 @@ fn cache_users(con: &mut redis::Connection, ids: std::ops::RangeInclusive<i32>) 
     }
 }
 
-fn exists(con: &mut redis::Connection, key: &str) -> bool {
-    redis::cmd("EXISTS").arg(key).query(con).unwrap()
-}
-
 fn health_text(con: &mut redis::Connection, field: &str) -> String {
     let health = map_reply(con, "PGCACHE.HEALTH");
     redis::from_redis_value(health[field].clone()).unwrap()

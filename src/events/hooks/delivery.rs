@@ -1,37 +1,17 @@
 //! Delivering one event to one hook, on the main thread: PUBLISH through the module API, or
-//! XADD (replicated), deferred to a zero-delay timer when raised inside a keyspace
-//! notification, where Redis forbids writes. A hook whose owner may no longer reach its
-//! target, or whose XADD fails, drops the event, counted in `hook_errors` and logged at most
-//! every ten seconds.
+//! XADD (replicated), deferred to a zero-delay timer when raised where pgcache's writes wait
+//! (`main_thread::writes_waiting`: a keyspace notification, a server event). A hook whose
+//! owner may no longer reach its target, or whose XADD fails, drops the event, counted in
+//! `hook_errors` and logged at most every ten seconds.
 
 use super::{Hook, Target, owner_may_deliver};
 use crate::model::event::{self, Event, Extra};
-use crate::redis::main_thread::Task;
+use crate::redis::main_thread::{self, Task};
 use crate::redis::pubsub;
 use crate::stats;
 use redis_module::{CallOptionsBuilder, CallResult, Context};
-use std::cell::Cell;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-thread_local! {
-    // Set while Redis runs our keyspace-notification callback, where writes are forbidden.
-    static IN_NOTIFICATION: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f` (which may raise events) inside a keyspace notification.
-pub fn in_notification<R>(f: impl FnOnce() -> R) -> R {
-    // Cleared on the way out even if `f` panics (the caller contains the panic).
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            IN_NOTIFICATION.set(false);
-        }
-    }
-    IN_NOTIFICATION.set(true);
-    let _reset = Reset;
-    f()
-}
 
 /// Sends one event to one hook, if its owner may. Main thread only.
 pub fn fire(ctx: &Context, hook: &Hook, event: &Event) {
@@ -70,7 +50,7 @@ pub fn fire(ctx: &Context, hook: &Hook, event: &Event) {
                     Extra::Int(n) => n.to_string(),
                 });
             }
-            if IN_NOTIFICATION.get() {
+            if main_thread::writes_wait() {
                 defer(ctx, hook.name.clone(), args);
             } else {
                 xadd(ctx, &hook.name, &args);
@@ -125,7 +105,7 @@ fn log_failure(ctx: &Context, message: &str) {
     }
 }
 
-/// XADDs raised inside a keyspace notification, delivered by `DELIVER` right after.
+/// XADDs raised where writes wait, delivered by `DELIVER` right after.
 static DEFERRED: Mutex<Vec<(String, Vec<String>)>> = Mutex::new(Vec::new());
 static DELIVER: Task = Task::new("a hook delivery", deliver_deferred);
 /// Deliveries that may wait for the next event-loop turn. One command can raise an event per

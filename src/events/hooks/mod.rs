@@ -10,14 +10,14 @@
 //! whole set from its primary (`PGCACHE.HOOK SYNC`, sent when a replica comes online).
 //!
 //! Delivery happens on the main thread. A replica publishes its own events but never
-//! XADDs: its streams are its primary's. Events raised inside a keyspace notification
-//! (expire, evict) are XADDed from a zero-delay timer, since Redis forbids writes there.
+//! XADDs: its streams are its primary's. Events raised where pgcache's writes wait (a
+//! keyspace notification: expire, evict; a server event) are XADDed from a zero-delay timer.
 
 pub mod definition;
 mod delivery;
 
 pub use definition::{DEFAULT_HOOK, Hook, MAX_HOOKS, Target, parse_all, render_all};
-pub use delivery::{fire, in_notification};
+pub use delivery::fire;
 
 use crate::config::current;
 use crate::error::Error;
