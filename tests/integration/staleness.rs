@@ -197,6 +197,63 @@ fn a_stalled_feed_bounds_every_hit_and_reads_go_to_postgres_until_it_resumes() {
     assert_eq!(stats_figure(&mut con, "hits"), hits + 18);
 }
 
+/// PGCACHE.QUERY's name of user 5 with `options`, and whether it was a hit.
+fn query_name(con: &mut redis::Connection, options: &[&str]) -> (String, bool) {
+    let hits = stats_figure(con, "query_hits");
+    let answer: String = redis::cmd("PGCACHE.QUERY")
+        .arg("SELECT name FROM users WHERE id = $1")
+        .arg(1)
+        .arg(5)
+        .arg(options)
+        .query(con)
+        .unwrap();
+    let name = json(&answer)[0]["name"].as_str().unwrap().to_string();
+    (name, stats_figure(con, "query_hits") > hits)
+}
+
+#[test]
+fn query_hits_obey_the_bound_while_the_feed_stalls() {
+    let stack = watched_users(&[]);
+    let mut con = stack.con();
+    wait_for("the result cached", Duration::from_secs(10), || {
+        query_name(&mut con, &[]).1.then_some(())
+    });
+    signal_feed(&stack.pg, libc::SIGSTOP);
+    stack
+        .pg
+        .execute("UPDATE users SET name = 'changed in the stall' WHERE id = 5");
+    let committed = Instant::now();
+    let bound = Duration::from_millis(BOUND_MS + 100 + 150);
+    let mut stale_after_the_bound = 0;
+    while committed.elapsed() < Duration::from_millis(2 * BOUND_MS + 500) {
+        let asked = committed.elapsed();
+        let (name, _) = query_name(&mut con, &[]);
+        if asked > bound && name != "changed in the stall" {
+            stale_after_the_bound += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        stale_after_the_bound, 0,
+        "old results served past the bound"
+    );
+    // The old result is still cached: only the bound keeps it from being served.
+    assert_eq!(
+        query_name(&mut con, &["MAXSTALE", "-1"]),
+        ("user5".to_string(), true)
+    );
+    assert_eq!(
+        query_name(&mut con, &["MAXSTALE", "0"]),
+        ("changed in the stall".to_string(), false)
+    );
+    signal_feed(&stack.pg, libc::SIGCONT);
+    wait_for("the change applied", Duration::from_secs(10), || {
+        let (name, hit) = query_name(&mut con, &[]);
+        assert_eq!(name, "changed in the stall", "after the feed resumed");
+        hit.then_some(())
+    });
+}
+
 #[test]
 fn through_a_postgresql_outage_cached_rows_answer_within_stale_if_error_ms_and_misses_fail_fast() {
     let mut stack = watched_users(&["stale_if_error_ms", "3000"]);
