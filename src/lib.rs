@@ -184,7 +184,7 @@ fn deinit(ctx: &Context) -> Status {
     if redis::main_thread::pending() {
         ctx.log_warning(
             "pgcache: refusing to unload while work for the main thread is queued (a flush, \
-             invalidations or hook deliveries); retry shortly",
+             invalidations, hook deliveries or the index epoch); retry shortly",
         );
         return Status::Err;
     }

@@ -20,7 +20,11 @@
 //! from disk or a promotion it makes a new one, and every result no index of its covers
 //! becomes unreachable); a replica takes its primary's, when it bears the epoch its primary
 //! published last (`<cache_prefix>~epoch`), so a primary that restarted or a replica
-//! promoted disowns, on every replica too, what the old index covered.
+//! promoted disowns, on every replica too, what the old index covered. An epoch taken in a
+//! server event (a promotion, a load, FLUSHDB, SWAPDB) is published by a task on the next
+//! turn of the event loop (`main_thread::writes_waiting`), in the same timer callback as any
+//! invalidation applied then, or before it (replicas get one callback's writes together); a
+//! command that makes a row generation before then publishes the epoch itself.
 //!
 //! A primary also keeps the generations it read or made in memory (`KNOWN`), so a hit reads
 //! no generation key: only this process ends them (`end`), and whatever else can make the
