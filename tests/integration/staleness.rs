@@ -81,6 +81,29 @@ fn signal_feed(pg: &Pg, signal: i32) {
     assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 }
 
+/// Reads user 5's name (`name`) for twice the bound after its change to "changed in the
+/// stall" was committed while the feed stalls: no read past the bound may answer another.
+fn assert_nothing_stale_past_the_bound(mut name: impl FnMut() -> String) {
+    let committed = Instant::now();
+    // One probe interval (100 ms) past the bound, and a margin for this machine.
+    let bound = Duration::from_millis(BOUND_MS + 100 + 150);
+    let mut stale_after_the_bound = 0;
+    let mut reads = 0;
+    while committed.elapsed() < Duration::from_millis(2 * BOUND_MS + 500) {
+        let asked = committed.elapsed();
+        let answer = name();
+        reads += 1;
+        if asked > bound && answer != "changed in the stall" {
+            stale_after_the_bound += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        stale_after_the_bound, 0,
+        "{stale_after_the_bound} of {reads} reads served the old value past the bound"
+    );
+}
+
 #[test]
 fn a_stalled_feed_bounds_every_hit_and_reads_go_to_postgres_until_it_resumes() {
     let stack = watched_users(&[]);
@@ -92,24 +115,7 @@ fn a_stalled_feed_bounds_every_hit_and_reads_go_to_postgres_until_it_resumes() {
     stack
         .pg
         .execute("UPDATE users SET name = 'changed in the stall' WHERE id = 5");
-    let committed = Instant::now();
-    // One probe interval (100 ms) past the bound, and a margin for this machine.
-    let bound = Duration::from_millis(BOUND_MS + 100 + 150);
-    let mut stale_after_the_bound = 0;
-    let mut reads = 0;
-    while committed.elapsed() < Duration::from_millis(2 * BOUND_MS + 500) {
-        let asked = committed.elapsed();
-        let name = name_of(&mut con, 5, &[]).unwrap();
-        reads += 1;
-        if asked > bound && name != "changed in the stall" {
-            stale_after_the_bound += 1;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        stale_after_the_bound, 0,
-        "{stale_after_the_bound} of {reads} reads served the old row past the bound"
-    );
+    assert_nothing_stale_past_the_bound(|| name_of(&mut con, 5, &[]).unwrap());
     // The cache still holds the old row: only the bound keeps it from being served. A call
     // may loosen the bound (MAXSTALE -1) or tighten it.
     assert!(cached(&mut con, 5), "the stalled feed deleted nothing");
@@ -222,21 +228,7 @@ fn query_hits_obey_the_bound_while_the_feed_stalls() {
     stack
         .pg
         .execute("UPDATE users SET name = 'changed in the stall' WHERE id = 5");
-    let committed = Instant::now();
-    let bound = Duration::from_millis(BOUND_MS + 100 + 150);
-    let mut stale_after_the_bound = 0;
-    while committed.elapsed() < Duration::from_millis(2 * BOUND_MS + 500) {
-        let asked = committed.elapsed();
-        let (name, _) = query_name(&mut con, &[]);
-        if asked > bound && name != "changed in the stall" {
-            stale_after_the_bound += 1;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        stale_after_the_bound, 0,
-        "old results served past the bound"
-    );
+    assert_nothing_stale_past_the_bound(|| query_name(&mut con, &[]).0);
     // The old result is still cached: only the bound keeps it from being served.
     assert_eq!(
         query_name(&mut con, &["MAXSTALE", "-1"]),
