@@ -2,7 +2,9 @@
 //! inside a string literal (`'...'`, `E'...'`, `$tag$...$tag$`), a quoted identifier or a
 //! comment. `?` placeholders (the JDBC spelling the original module's examples use) become
 //! `$1..$n` left to right, `??` stands for a literal `?` (the jsonb operator), as pgjdbc
-//! reads it; `$n` placeholders can be rewritten (`replace_numbered`).
+//! reads it. In a statement with `$n` placeholders (what psycopg, asyncpg, Django and
+//! SQLAlchemy send) `?`, `?|` and `?&` are the jsonb operators, as PostgreSQL reads them.
+//! `$n` placeholders can be rewritten (`replace_numbered`).
 
 use crate::error::{Error, Result};
 
@@ -157,7 +159,8 @@ fn end_of_dollar_quoted(sql: &str, i: usize) -> usize {
 
 /// The statement with `$1..$n` placeholders, and how many parameters it takes (its highest
 /// `$n`). `?` placeholders are numbered left to right and `??` becomes `?`, when the
-/// statement has no `$n`; a statement mixing both is refused.
+/// statement has no `$n`; with `$n`, every `?` is PostgreSQL's operator and the text is
+/// left as it is.
 pub fn numbered(sql: &str) -> Result<(String, usize)> {
     let pieces = pieces(sql)?;
     let highest = pieces
@@ -167,14 +170,7 @@ pub fn numbered(sql: &str) -> Result<(String, usize)> {
             _ => None,
         })
         .max();
-    let questions = pieces.iter().any(|(p, _, _)| *p == Piece::Question);
     if let Some(highest) = highest {
-        if questions {
-            return Err(Error::invalid(
-                "the statement mixes ? and $n placeholders; use one kind (write ?? for the \
-                 jsonb ? operator)",
-            ));
-        }
         return Ok((sql.to_string(), highest));
     }
     let mut out = String::with_capacity(sql.len() + 8);
@@ -245,9 +241,21 @@ mod tests {
             numbered("SELECT $2, $1, $2 FROM t").unwrap(),
             ("SELECT $2, $1, $2 FROM t".into(), 2)
         );
-        assert!(numbered("SELECT $1 WHERE a = ?").is_err());
         assert!(numbered("SELECT $0").is_err());
         assert!(numbered("SELECT $1001").is_err());
+    }
+
+    #[test]
+    fn beside_numbered_placeholders_question_marks_are_jsonb_operators() {
+        for sql in [
+            "SELECT * FROM t WHERE attrs ? $1",
+            "SELECT * FROM t WHERE attrs ?| $1 AND attrs ?& $2",
+            "SELECT * FROM t WHERE id = $1 AND attrs ? 'k'",
+        ] {
+            let (out, _) = numbered(sql).unwrap();
+            assert_eq!(out, sql);
+        }
+        assert_eq!(numbered("SELECT * FROM t WHERE a ?| $2").unwrap().1, 2);
     }
 
     #[test]
