@@ -33,8 +33,29 @@ struct Entry {
     /// Clients waiting for a fill, each with `invalidations` when it joined: it shares the
     /// fill that registered at that count.
     waiters: Vec<(BlockedClient, u64)>,
-    /// The table and canonical pk the waiters asked for, for their statistics.
-    asked: Option<(Arc<TableStats>, String)>,
+    /// What the waiters asked for.
+    asked: Option<Asked>,
+}
+
+/// What the clients waiting for a key asked for: the table and canonical pk, for their
+/// statistics, and the keys whose read permission stands for the key's (a QUERY result's:
+/// its tables' generation keys; None: the key itself).
+#[derive(Clone)]
+pub struct Asked {
+    pub table: Arc<TableStats>,
+    pub pk: String,
+    pub readable_as: Option<Arc<[String]>>,
+}
+
+impl Asked {
+    /// A row read by `table` and `pk`, whose own key is checked.
+    pub fn row(table: &Arc<TableStats>, pk: &str) -> Asked {
+        Asked {
+            table: table.clone(),
+            pk: pk.to_string(),
+            readable_as: None,
+        }
+    }
 }
 
 /// Fills by cache key. Hashed with foldhash (randomly seeded per process, so clients cannot
@@ -70,16 +91,10 @@ pub enum LeadOrWait {
 
 /// Registers a fill of `key` (the row of `pk` in `table`) for a READ miss, or makes the
 /// client wait for the one in flight. Main thread only.
-pub fn lead_or_wait(
-    ctx: &Context,
-    key: Arc<str>,
-    timeout_ms: u64,
-    table: &Arc<TableStats>,
-    pk: &str,
-) -> LeadOrWait {
+pub fn lead_or_wait(ctx: &Context, key: Arc<str>, timeout_ms: u64, asked: Asked) -> LeadOrWait {
     with_map(|map| {
         if let Some(entry) = shareable(map, &key) {
-            entry.add_waiter(BlockedClient::block(ctx, timeout_ms), table, pk);
+            entry.add_waiter(BlockedClient::block(ctx, timeout_ms), asked);
             return LeadOrWait::Wait;
         }
         LeadOrWait::Lead(register(map, key))
@@ -97,7 +112,7 @@ pub fn lead_or_join(
 ) -> Option<(FillTicket, BlockedClient)> {
     with_map(|map| {
         if let Some(entry) = shareable(map, key) {
-            entry.add_waiter(client, table, pk);
+            entry.add_waiter(client, Asked::row(table, pk));
             return None;
         }
         Some((register(map, key.clone()), client))
@@ -118,10 +133,9 @@ fn shareable<'a>(map: &'a mut Fills, key: &str) -> Option<&'a mut Entry> {
 }
 
 impl Entry {
-    fn add_waiter(&mut self, client: BlockedClient, table: &Arc<TableStats>, pk: &str) {
+    fn add_waiter(&mut self, client: BlockedClient, asked: Asked) {
         self.waiters.push((client, self.invalidations));
-        self.asked
-            .get_or_insert_with(|| (table.clone(), pk.to_string()));
+        self.asked.get_or_insert(asked);
         stats::COALESCED.inc();
     }
 }
@@ -205,11 +219,12 @@ pub fn invalidated_containing(part: &str) {
 }
 
 /// Clients waiting for a fill, and what they asked for.
-type Waiting = (Vec<BlockedClient>, Option<(Arc<TableStats>, String)>);
+type Waiting = (Vec<BlockedClient>, Option<Asked>);
 
 /// Answers the clients waiting on the fill of `key` with `reply`. A waiter may have joined
 /// before its own read permission on the key was checked (a READ whose key only a worker
-/// could tell), so a row is given only to a client whose ACL user may read the key.
+/// could tell), so a row is given only to a client whose ACL user may read the key (or the
+/// keys that stand for it: a QUERY result's tables).
 fn answer_all((waiters, asked): Waiting, reply: &Reply, key: &str) {
     let rows = u64::from(matches!(reply, Reply::Bulk(_)));
     for waiter in waiters {
@@ -218,16 +233,21 @@ fn answer_all((waiters, asked): Waiting, reply: &Reply, key: &str) {
         let key = key.to_string();
         let completion: Completion = Box::new(move |ctx| {
             let reply = match reply {
-                Reply::Bulk(_) | Reply::Nil
-                    if crate::redis::acl::reads_may_be_refused(ctx)
-                        && !crate::redis::acl::may_read_key(ctx, &key) =>
-                {
-                    crate::redis::acl::no_read_permission(&key).into()
+                Reply::Bulk(_) | Reply::Nil if crate::redis::acl::reads_may_be_refused(ctx) => {
+                    let guards = asked.as_ref().and_then(|a| a.readable_as.clone());
+                    let guards = guards.as_deref().unwrap_or(std::slice::from_ref(&key));
+                    match guards
+                        .iter()
+                        .find(|k| !crate::redis::acl::may_read_key(ctx, k))
+                    {
+                        Some(refused) => crate::redis::acl::no_read_permission(refused).into(),
+                        None => reply,
+                    }
                 }
                 reply => reply,
             };
             match asked {
-                Some((table, pk)) => reply.described(&table, pk, rows),
+                Some(Asked { table, pk, .. }) => reply.described(&table, pk, rows),
                 None => reply,
             }
         });

@@ -28,6 +28,11 @@ static EVENT_CHANNEL: RwLock<String> = RwLock::new(String::new());
 static TABLES: RwLock<Vec<QualifiedName>> = RwLock::new(Vec::new());
 static CACHE_PREFIX: RwLock<String> = RwLock::new(String::new());
 static LISTEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+static SOURCE: RwLock<crate::config::InvalidationSource> =
+    RwLock::new(crate::config::InvalidationSource::Auto);
+/// Bumped whenever the `tables` allowlist is installed, so what was checked against it can
+/// tell it is current with one load.
+static TABLES_VERSION: AtomicU64 = AtomicU64::new(1);
 
 /// Installs the values of `s`.
 pub fn init(s: &Settings) {
@@ -51,8 +56,20 @@ pub fn init(s: &Settings) {
     EVENTS.store(s.events.0, Relaxed);
     *EVENT_CHANNEL.write().unwrap() = s.event_channel.clone();
     *TABLES.write().unwrap() = s.tables.clone();
+    TABLES_VERSION.fetch_add(1, Relaxed);
+    *SOURCE.write().unwrap() = s.invalidation_source;
     *CACHE_PREFIX.write().unwrap() = s.cache_prefix.clone();
     LISTEN.store(s.listen, Relaxed);
+}
+
+/// The invalidation source the settings ask for.
+pub fn invalidation_source() -> crate::config::InvalidationSource {
+    *SOURCE.read().unwrap()
+}
+
+/// The allowlist's version: it changes whenever the allowlist may have.
+pub fn tables_version() -> u64 {
+    TABLES_VERSION.load(Relaxed)
 }
 
 /// Whether the invalidation listener was asked for.

@@ -88,18 +88,10 @@ fn canonical_rows(schema: &TableSchema, rows: Vec<EnteringRow>) -> Vec<EnteringR
 
 /// Adds what `payload` asks to `changes`; `source` names where it came from, for the log.
 pub fn add(conn: &mut Connection, changes: &mut Changes, payload: Payload, source: &str) {
-    // Triggers may watch more tables than the allowlist caches: nothing of those tables
-    // is cached, so there is nothing to do (and nothing worth a warning).
-    if let Ok(name) = crate::model::ident::parse_table(&payload.table)
-        && !crate::config::current::table_allowed(&name)
-    {
-        redis_module::logging::log_verbose(format!(
-            "pgcache: ignoring {source} for {}, outside the tables allowlist",
-            name.display()
-        ));
-        return;
-    }
-    let schema = match schema::resolve(conn, &payload.table) {
+    // A table outside the `tables` allowlist is followed too: its rows and results cached
+    // before it left the list (or by a QUERY that reads it only through a partition or a
+    // policy) must not outlive its changes when it comes back.
+    let schema = match schema::resolve_any(conn, &payload.table) {
         Ok(schema) => schema,
         Err(e) => {
             redis_module::logging::log_warning(format!(

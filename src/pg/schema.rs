@@ -351,12 +351,17 @@ fn update(change: impl FnOnce(&mut Spellings)) {
 }
 
 pub fn clear_cache() {
+    UNLISTED.lock().unwrap().clear();
     *CACHE.write().unwrap() = None;
     GENERATION.fetch_add(1, Ordering::Release);
 }
 
 /// Forgets one table, under every spelling it was cached as.
 pub fn forget(name: &QualifiedName) {
+    UNLISTED
+        .lock()
+        .unwrap()
+        .retain(|schema| schema.name != *name);
     update(|spellings| spellings.retain(|_, schema| schema.name != *name));
 }
 
@@ -422,6 +427,42 @@ pub fn resolve(client: &mut Connection, table_arg: &str) -> Result<Arc<TableSche
     if !remember(table_arg, schema.clone()) {
         return Err(not_allowed(&schema.name));
     }
+    Ok(schema)
+}
+
+/// Schemas of tables outside the allowlist, which the change feed and the tables a QUERY
+/// reads only for their changes (partitions, tables a policy reads) still need: never
+/// consulted by a read of a table. Bounded like the spellings; cleared with them.
+static UNLISTED: std::sync::Mutex<Vec<Arc<TableSchema>>> = std::sync::Mutex::new(Vec::new());
+
+/// The schema of `table_arg` whatever the allowlist says (system schemas aside): what
+/// following its changes needs. Worker threads only.
+pub fn resolve_any(client: &mut Connection, table_arg: &str) -> Result<Arc<TableSchema>> {
+    if let Some(schema) = cached(table_arg.as_bytes()) {
+        return Ok(schema);
+    }
+    let name = parse_table(table_arg)?;
+    if current::table_allowed(&name) {
+        return resolve(client, table_arg);
+    }
+    if is_system_schema(&name.schema) {
+        return admit(table_arg).map(|_| unreachable!("system schemas are never admitted"));
+    }
+    if let Some(schema) = UNLISTED
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.name == name)
+        .cloned()
+    {
+        return Ok(schema);
+    }
+    let schema = Arc::new(load(client, name)?);
+    let mut unlisted = UNLISTED.lock().unwrap();
+    if unlisted.len() >= MAX_SPELLINGS {
+        unlisted.clear();
+    }
+    unlisted.push(schema.clone());
     Ok(schema)
 }
 

@@ -1,24 +1,29 @@
 //! What only the catalog can tell of an admitted statement, learned once per statement on a
-//! worker's connection: its parameters' types, the tables it reads (through views, and the
-//! partitions and children of those tables), and that every function and operator it calls
-//! is IMMUTABLE (`now()` is STABLE: its result changes without any write, so no change feed
-//! could ever drop a result that used it).
+//! worker's connection: its parameters' types, the tables it reads, and that nothing it
+//! uses makes its result change without a write to them (`reads` finds what it reads and
+//! calls, through views, partitions, row-level security policies and SQL function bodies):
+//! every function and operator IMMUTABLE (`now()` is STABLE: its result changes without
+//! any write, so no change feed could ever drop a result that used it), no SQL value
+//! function (`CURRENT_TIMESTAMP`, `CURRENT_USER`), no sample, no system column that moves
+//! on its own (`ctid`), no text read as a date at run time (`'now'`), no unlogged table
+//! where the feed is PostgreSQL's log.
 //!
 //! The statement is analysed by PostgreSQL itself: it becomes a temporary view (parameters
 //! stood in by typed NULLs) inside a transaction that is rolled back, and the view's stored
-//! query tree names every relation (`:relid`) and function (`:funcid`, `:opfuncid`,
-//! `:aggfnoid`, `:winfnoid`) the statement resolved to, exactly as it would run. pg_depend
-//! cannot be used for this: it records nothing about the objects initdb created (`now`,
-//! `int4eq`).
+//! query tree is what the statement resolved to, exactly as it would run. pg_depend cannot
+//! be used for this: it records nothing about the objects initdb created (`now`, `int4eq`).
 
+use crate::config::{InvalidationSource, current};
 use crate::error::{Error, Result};
-use crate::model::ident::quote_ident;
+use crate::model::ident::{QualifiedName, quote_ident};
 use crate::model::key::KeyKind;
 use crate::pg::errors::statement_error;
 use crate::pg::pool::Connection;
 use crate::pg::schema::{self, TableSchema};
-use crate::query::placeholders;
+use crate::query::node_tree::{self, Found};
+use crate::query::reads::{self, Reads, Relation, Start, Via};
 use crate::query::statement::Parsed;
+use crate::query::{clock, placeholders};
 use std::sync::Arc;
 
 /// A parameter's type: how its text is cast, and how its value is canonicalised for the key.
@@ -27,6 +32,9 @@ pub struct ParamType {
     /// The type as SQL spells it (`integer`, `public.mood`).
     pub cast: String,
     pub kind: KeyKind,
+    /// Its input reads `now`, `today`, ... as the clock (`clock`): a value spelled so is
+    /// refused.
+    pub reads_clock: bool,
 }
 
 /// What the catalog says of a statement.
@@ -34,9 +42,13 @@ pub struct Learned {
     pub params: Vec<ParamType>,
     /// The tables whose changes can change its result, by name.
     pub tables: Vec<Arc<TableSchema>>,
-    /// It reads plain tables only, as written (no view, partition or inheritance child),
-    /// and calls no aggregate or window function: rows reach its result one for one.
+    /// It reads plain tables only, as written (no view, partition or inheritance child, no
+    /// row-level security), and calls no aggregate or window function: rows reach its
+    /// result one for one.
     pub plain: bool,
+    /// The relations the `tables` allowlist must admit for it to be answered: every one it
+    /// reads but the partitions and children of those and the tables their policies read.
+    pub listed: Vec<QualifiedName>,
 }
 
 const PARAM_TYPES_SQL: &str = "SELECT \
@@ -50,117 +62,203 @@ const PARAM_TYPES_SQL: &str = "SELECT \
 
 const PROBE_VIEW: &str = "pg_temp.pgcache_admission";
 
-/// The relations the probe view reads (through views' rules, and the children and
-/// partitions of every relation), and the functions its tree and theirs call, with their
-/// volatility.
-const READS_SQL: &str = "WITH RECURSIVE reads(relid) AS ( \
-         SELECT 'pg_temp.pgcache_admission'::pg_catalog.regclass::pg_catalog.oid \
-       UNION \
-         SELECT s.relid FROM reads r, LATERAL ( \
-             SELECT m[1]::pg_catalog.oid FROM pg_catalog.pg_rewrite w, \
-             LATERAL pg_catalog.regexp_matches(w.ev_action::text, ':relid ([0-9]+)', 'g') AS m \
-             WHERE w.ev_class = r.relid \
-           UNION ALL \
-             SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = r.relid \
-         ) AS s(relid) \
-     ), calls(what, funcid) AS ( \
-         SELECT DISTINCT CASE WHEN m[1] = 'funcid' OR m[1] = 'opfuncid' THEN 'function' \
-                         ELSE 'aggregate' END, m[2]::pg_catalog.oid FROM reads r \
-         JOIN pg_catalog.pg_rewrite w ON w.ev_class = r.relid, \
-         LATERAL pg_catalog.regexp_matches(w.ev_action::text, \
-                 ':(funcid|opfuncid|aggfnoid|winfnoid) ([0-9]+)', 'g') AS m \
-     ) \
-     SELECT 'relation', n.nspname::text, c.relname::text, c.relkind::text \
-     FROM reads r JOIN pg_catalog.pg_class c ON c.oid = r.relid \
-     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-     WHERE c.oid <> 'pg_temp.pgcache_admission'::pg_catalog.regclass \
-   UNION ALL \
-     SELECT f.what, n.nspname::text, p.proname::text, p.provolatile::text \
-     FROM calls f JOIN pg_catalog.pg_proc p ON p.oid = f.funcid \
-     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-     ORDER BY 1 DESC, 2, 3";
-
 /// Learns `parsed` from the catalog, or says why it cannot be cached.
 pub fn learn(client: &mut Connection, parsed: &Parsed) -> Result<Learned> {
     let params = param_types(client, parsed)?;
-    let reads = reads(client, parsed, &params)?;
+    refuse_clock_constants(client, parsed)?;
+    let reads = analysed(client, parsed, &params)?;
+    judge(&reads)?;
     let mut tables: Vec<Arc<TableSchema>> = Vec::new();
-    let mut plain = true;
-    let mut relations = 0;
-    for (what, schema_name, name, detail) in reads {
-        let qualified = format!("{}.{}", quote_ident(&schema_name), quote_ident(&name));
-        if what == "function" || what == "aggregate" {
-            refuse_unless_immutable(&schema_name, &name, &detail)?;
-            plain &= what == "function";
-            continue;
-        }
-        relations += 1;
-        plain &= detail == "r";
-        if schema::is_system_schema(&schema_name) {
-            return Err(Error::invalid(format!(
-                "the statement reads {qualified}; pgcache serves no system catalogs"
-            )));
-        }
-        match detail.as_str() {
-            "r" | "p" => {
-                let table = schema::resolve(client, &qualified)?;
-                if !tables.iter().any(|t| t.name == table.name) {
-                    tables.push(table);
-                }
-            }
-            "v" => {
-                schema::admit(&qualified)?;
-            }
-            "m" => {
-                return Err(Error::invalid(format!(
-                    "the statement reads the materialized view {qualified}, which REFRESH \
-                     changes without any change the feed reports; query its tables instead"
-                )));
-            }
-            "f" => {
-                return Err(Error::invalid(format!(
-                    "the statement reads the foreign table {qualified}, whose changes no \
-                     change feed of this database reports"
-                )));
-            }
-            _ => {
-                return Err(Error::invalid(format!(
-                    "the statement reads {qualified}, which is not a table or view"
-                )));
-            }
+    for relation in reads.relations.iter().filter(|r| is_table(r)) {
+        // Tables read only for what they do to the rows of others need no place in the
+        // allowlist: their changes are followed, nothing of them is served.
+        let table = match relation.via {
+            Via::Child | Via::Policy => schema::resolve_any(client, &relation.quoted())?,
+            _ => schema::resolve(client, &relation.quoted())?,
+        };
+        if !tables.iter().any(|t| t.name == table.name) {
+            tables.push(table);
         }
     }
     tables.sort_by(|a, b| a.key_prefix.cmp(&b.key_prefix));
+    let plain = !reads.aggregates
+        && reads
+            .relations
+            .iter()
+            .all(|r| r.via == Via::Named && r.relkind == "r" && !r.row_security);
+    let mut listed: Vec<QualifiedName> = reads
+        .relations
+        .iter()
+        .filter(|r| !matches!(r.via, Via::Child | Via::Policy))
+        .map(|r| QualifiedName {
+            schema: r.schema.clone(),
+            name: r.name.clone(),
+        })
+        .collect();
+    listed.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+    listed.dedup();
     Ok(Learned {
         params,
-        plain: plain && relations == tables.len(),
         tables,
+        plain,
+        listed,
     })
 }
 
-fn refuse_unless_immutable(schema_name: &str, name: &str, volatility: &str) -> Result<()> {
-    let kind = match volatility {
-        "i" => return Ok(()),
+fn is_table(relation: &Relation) -> bool {
+    matches!(relation.relkind.as_str(), "r" | "p")
+}
+
+/// Refuses what `reads` holds that a result cannot depend on and stay exact: anything but
+/// tables and views outside the system schemas, an unlogged table where the feed is the
+/// log, a function or operator that is not IMMUTABLE (or one whose body cannot be read),
+/// an SQL value function, a sample, a system column that moves on its own, text read as a
+/// date at run time.
+fn judge(reads: &Reads) -> Result<()> {
+    for relation in &reads.relations {
+        judge_relation(relation)?;
+    }
+    for (origin, found) in &reads.trees {
+        judge_tree(origin, found)?;
+    }
+    if let Some((origin, type_name)) = reads.clock_casts.first() {
+        return Err(Error::invalid(format!(
+            "{} converts text to {type_name} when it runs, and PostgreSQL reads 'now', \
+             'today', 'tomorrow' and 'yesterday' there as the current time: a cached answer \
+             would outlive it; compare with a parameter of that type instead",
+            capitalised(origin)
+        )));
+    }
+    if let Some((origin, word)) = reads.clock_literals.first() {
+        return Err(Error::invalid(format!(
+            "{origin} holds the constant '{word}', which PostgreSQL reads as the current time \
+             at each call: its result changes without a write; pass the time as an argument"
+        )));
+    }
+    for function in &reads.functions {
+        refuse_unless_immutable(function)?;
+    }
+    Ok(())
+}
+
+/// `the statement ...` as the start of a sentence.
+fn capitalised(origin: &str) -> String {
+    let mut chars = origin.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// ` (in view "public"."v")`, or nothing for the statement itself.
+fn where_found(origin: &str) -> String {
+    if origin == "the statement" {
+        String::new()
+    } else {
+        format!(" (in {origin})")
+    }
+}
+
+fn judge_tree(origin: &str, found: &Found) -> Result<()> {
+    if let Some(&op) = found.value_functions.iter().next() {
+        return Err(Error::invalid(format!(
+            "{} is STABLE{}: its result changes without a write; pass the value as a \
+             parameter",
+            node_tree::value_function_name(op),
+            where_found(origin)
+        )));
+    }
+    if let Some(&attno) = found
+        .system_columns
+        .iter()
+        .find(|&&a| !node_tree::system_column_follows_changes(a))
+    {
+        return Err(Error::invalid(format!(
+            "the system column {}{} changes without a change the feed reports (VACUUM FULL, \
+             CLUSTER and row locks move it); read the primary key instead",
+            node_tree::system_column_name(attno),
+            where_found(origin)
+        )));
+    }
+    if found.table_sample {
+        return Err(Error::invalid(format!(
+            "TABLESAMPLE{} picks rows by where they are stored, which VACUUM FULL and CLUSTER \
+             change without a change the feed reports, REPEATABLE or not",
+            where_found(origin)
+        )));
+    }
+    if let Some(label) = found.other.iter().next() {
+        return Err(Error::invalid(format!(
+            "{label}{} reads something other than rows",
+            where_found(origin)
+        )));
+    }
+    Ok(())
+}
+
+fn judge_relation(relation: &Relation) -> Result<()> {
+    let qualified = relation.quoted();
+    if schema::is_system_schema(&relation.schema) {
+        return Err(Error::invalid(format!(
+            "the statement reads {qualified}; pgcache serves no system catalogs"
+        )));
+    }
+    match relation.relkind.as_str() {
+        "r" | "p" => {
+            if relation.unlogged && current::invalidation_source() != InvalidationSource::Notify {
+                return Err(Error::invalid(format!(
+                    "the statement reads the unlogged table {qualified}, whose changes \
+                     PostgreSQL does not write to its log: the replication feed never sees \
+                     them (make it a logged table, ALTER TABLE ... SET LOGGED, or use notify \
+                     mode)"
+                )));
+            }
+            Ok(())
+        }
+        "v" => Ok(()),
+        "m" => Err(Error::invalid(format!(
+            "the statement reads the materialized view {qualified}, which REFRESH \
+             changes without any change the feed reports; query its tables instead"
+        ))),
+        "f" => Err(Error::invalid(format!(
+            "the statement reads the foreign table {qualified}, whose changes no \
+             change feed of this database reports"
+        ))),
+        "S" => Err(Error::invalid(format!(
+            "the statement reads the sequence {qualified}, which nextval() moves without a \
+             change the feed reports"
+        ))),
+        _ => Err(Error::invalid(format!(
+            "the statement reads {qualified}, which is not a table or view"
+        ))),
+    }
+}
+
+fn refuse_unless_immutable(function: &reads::Function) -> Result<()> {
+    let shown = function.shown();
+    let kind = match function.volatility.as_str() {
+        "i" => {
+            return match &function.unread {
+                None => Ok(()),
+                Some(why) => Err(Error::invalid(format!(
+                    "{shown} is an IMMUTABLE SQL function whose body pgcache cannot read to \
+                     see what it reads and calls ({why}); its result may change without a \
+                     write to the statement's tables"
+                ))),
+            };
+        }
         "s" => "STABLE",
         _ => "VOLATILE",
     };
-    let shown = if schema_name == "pg_catalog" {
-        name.to_string()
-    } else {
-        format!("{}.{}", quote_ident(schema_name), quote_ident(name))
-    };
     Err(Error::invalid(format!(
-        "{shown}() is {kind}: its result changes without a write; pass the value as a \
+        "{shown} is {kind}: its result changes without a write; pass the value as a \
          parameter (only IMMUTABLE functions and operators can be cached)"
     )))
 }
 
 /// The parameters' types, as PostgreSQL infers them from the statement.
 fn param_types(client: &mut Connection, parsed: &Parsed) -> Result<Vec<ParamType>> {
-    let prepared = client
-        .prepare(&parsed.canonical)
-        .map_err(|e| statement_error(&e))?;
-    let oids: Vec<u32> = prepared.params().iter().map(|t| t.oid()).collect();
+    let oids = prepared_param_types(client, &parsed.canonical)?;
     if oids.len() != parsed.params {
         return Err(Error::invalid(format!(
             "the statement takes {} parameters but PostgreSQL sees {}",
@@ -171,25 +269,83 @@ fn param_types(client: &mut Connection, parsed: &Parsed) -> Result<Vec<ParamType
     let rows = client
         .query(PARAM_TYPES_SQL, &[&oids])
         .map_err(|e| statement_error(&e))?;
+    let clocked = reads::clock_types(client, &oids)?;
     Ok(rows
         .iter()
-        .map(|row| {
+        .zip(&oids)
+        .map(|(row, oid)| {
             let type_name: String = row.get(1);
             ParamType {
                 cast: row.get(0),
                 kind: schema::column_kind(&type_name, row.get(2)),
+                reads_clock: clocked.iter().any(|(t, _)| t == oid),
             }
         })
         .collect())
 }
 
-/// `(what, schema, name, detail)` of every relation (detail: its relkind) and function
-/// (detail: its volatility) the statement reads or calls.
-fn reads(
-    client: &mut Connection,
-    parsed: &Parsed,
-    params: &[ParamType],
-) -> Result<Vec<(String, String, String, String)>> {
+/// The types PostgreSQL infers for the parameters of `sql`.
+fn prepared_param_types(client: &mut Connection, sql: &str) -> Result<Vec<u32>> {
+    let prepared = client.prepare(sql).map_err(|e| statement_error(&e))?;
+    Ok(prepared.params().iter().map(|t| t.oid()).collect())
+}
+
+/// Refuses a statement whose string constants PostgreSQL reads as the clock: each constant
+/// holding a clock word stands in as a parameter, and the type PostgreSQL infers for it
+/// says whether its input reads the word as the time (`'now'::timestamptz`, `at > 'today'`)
+/// or as text (`note = 'today'`). A constant whose parameter gets no type (alone in a
+/// SELECT list, say) is text if a text parameter may stand there.
+fn refuse_clock_constants(client: &mut Connection, parsed: &Parsed) -> Result<()> {
+    let Some(constants) = &parsed.clock_literals else {
+        return Ok(());
+    };
+    let (canonical, params) = (&parsed.canonical, parsed.params);
+    let all: Vec<usize> = (0..constants.spans.len()).collect();
+    let typed: Vec<(usize, u32)> = match prepared_param_types(
+        client,
+        &constants.with_parameters(canonical, params, &all, ""),
+    ) {
+        Ok(oids) => all
+            .iter()
+            .zip(oids.get(params..).unwrap_or_default())
+            .map(|(&i, &oid)| (i, oid))
+            .collect(),
+        Err(_) => {
+            let mut typed = Vec::new();
+            for i in all {
+                let alone = constants.with_parameters(canonical, params, &[i], "");
+                if let Ok(oids) = prepared_param_types(client, &alone) {
+                    typed.extend(oids.get(params).map(|&oid| (i, oid)));
+                    continue;
+                }
+                let as_text = constants.with_parameters(canonical, params, &[i], "::text");
+                if prepared_param_types(client, &as_text).is_err() {
+                    return Err(Error::invalid(clock::refusal(
+                        &format!("the statement's constant '{}'", constants.spans[i].2),
+                        constants.spans[i].2,
+                    )));
+                }
+            }
+            typed
+        }
+    };
+    let oids: Vec<u32> = typed.iter().map(|(_, oid)| *oid).collect();
+    let clocked = reads::clock_types(client, &oids)?;
+    for (i, oid) in typed {
+        if let Some((_, type_name)) = clocked.iter().find(|(t, _)| *t == oid) {
+            let word = constants.spans[i].2;
+            return Err(Error::invalid(clock::refusal(
+                &format!("the statement's constant '{word}' (a {type_name})"),
+                word,
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What the statement reads and calls, as PostgreSQL resolved it: from a probe view of it
+/// (parameters stood in by typed NULLs) in a transaction rolled back.
+fn analysed(client: &mut Connection, parsed: &Parsed, params: &[ParamType]) -> Result<Reads> {
     let body = placeholders::replace_numbered(&parsed.canonical, |n| {
         format!("(NULL::{})", params[n - 1].cast)
     })?;
@@ -199,14 +355,67 @@ fn reads(
         .map_err(|e| statement_error(&e))?;
     let found = client
         .batch_execute(&create)
-        .and_then(|()| client.query(READS_SQL, &[]));
+        .map_err(|e| statement_error(&e))
+        .and_then(|()| {
+            let probe: u32 = client
+                .query(
+                    &format!("SELECT '{PROBE_VIEW}'::pg_catalog.regclass::pg_catalog.oid"),
+                    &[],
+                )
+                .map_err(|e| statement_error(&e))?
+                .first()
+                .map(|r| r.get(0))
+                .ok_or_else(|| Error::internal("the probe view has no oid"))?;
+            reads::walk(
+                client,
+                Start {
+                    relations: Vec::new(),
+                    probe: Some(probe),
+                    functions: true,
+                },
+            )
+        });
     // Nothing of the probe outlives it, whatever happened.
     let rolled_back = client.batch_execute("ROLLBACK");
-    let rows = found.map_err(|e| statement_error(&e))?;
+    let reads = found?;
     rolled_back.map_err(|e| statement_error(&e))?;
-    Ok(rows
+    Ok(reads)
+}
+
+/// The tables behind the relations `parsed` names (through views, partitions and
+/// policies), without analysing it: what a user's permissions are checked against before
+/// anything else is asked of PostgreSQL. Names that resolve to nothing are left out (the
+/// statement's analysis says what is wrong with them).
+pub fn named_tables(client: &mut Connection, parsed: &Parsed) -> Result<Vec<QualifiedName>> {
+    if parsed.named.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "SELECT pg_catalog.to_regclass(n)::pg_catalog.oid FROM pg_catalog.unnest($1::text[]) AS n",
+            &[&parsed.named],
+        )
+        .map_err(|e| statement_error(&e))?;
+    let oids: Vec<u32> = rows
         .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .filter_map(|r| r.get::<_, Option<u32>>(0))
+        .collect();
+    let reads = reads::walk(
+        client,
+        Start {
+            relations: oids,
+            probe: None,
+            functions: false,
+        },
+    )?;
+    Ok(reads
+        .relations
+        .iter()
+        .filter(|r| is_table(r) && !schema::is_system_schema(&r.schema))
+        .map(|r| QualifiedName {
+            schema: r.schema.clone(),
+            name: r.name.clone(),
+        })
         .collect())
 }
 
@@ -255,6 +464,22 @@ fn members_column(members: Option<&Members>, bind: impl Fn(usize) -> String) -> 
     ))
 }
 
+/// `base`, or `base` with a number after it, such that it occurs nowhere in `text` (in any
+/// case): no identifier of `text` can be it.
+fn unused_name(text: &str, base: &str) -> String {
+    let lower = text.to_lowercase();
+    (0..)
+        .map(|n| {
+            if n == 0 {
+                base.to_string()
+            } else {
+                format!("{base}_{n}")
+            }
+        })
+        .find(|name| !lower.contains(name.as_str()))
+        .expect("a text holds finitely many names")
+}
+
 /// `'text'` as an SQL string literal.
 fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -273,12 +498,11 @@ pub fn batch_sql(
     if params.is_empty() {
         return Ok(None);
     }
-    let bind = |n: usize| {
-        format!(
-            "(pgcache_params.pgcache_v{n}::text::{})",
-            params[n - 1].cast
-        )
-    };
+    // The statement sits inside the LATERAL subquery, where a name of its own would capture
+    // a reference to the parameter sets (`... AS pgcache_params`): their alias is one that
+    // appears nowhere in its text.
+    let sets = unused_name(&parsed.canonical, "pgcache_params");
+    let bind = |n: usize| format!("({sets}.pgcache_v{n}::text::{})", params[n - 1].cast);
     let body = placeholders::replace_numbered(&parsed.canonical, bind)?;
     let members = members_column(members, bind)?;
     let arrays: Vec<String> = (1..=params.len())
@@ -289,11 +513,48 @@ pub fn batch_sql(
         .collect();
     Ok(Some(format!(
         "SELECT pgcache_results.* \
-         FROM pg_catalog.unnest({}) WITH ORDINALITY AS pgcache_params({}, pgcache_i), \
+         FROM pg_catalog.unnest({}) WITH ORDINALITY AS {sets}({}, pgcache_i), \
          LATERAL (SELECT COALESCE('[' || pg_catalog.string_agg(pg_catalog.row_to_json(q)::text, ',') || ']', '[]') AS json, \
                          pg_catalog.count(*) AS n{members} FROM ({body}) AS q) AS pgcache_results \
-         ORDER BY pgcache_params.pgcache_i",
+         ORDER BY {sets}.pgcache_i",
         arrays.join(", "),
         columns.join(", ")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::statement::parse;
+
+    #[test]
+    fn the_parameter_sets_take_a_name_the_statement_does_not_use() {
+        assert_eq!(unused_name("SELECT 1", "pgcache_params"), "pgcache_params");
+        assert_eq!(
+            unused_name("SELECT * FROM t AS PGCACHE_PARAMS", "pgcache_params"),
+            "pgcache_params_1"
+        );
+        let parsed = parse(
+            "SELECT pgcache_v1 AS v, id FROM (SELECT 1 AS pgcache_v1, id FROM users) \
+             AS pgcache_params WHERE id = $1",
+        )
+        .unwrap();
+        let params = [ParamType {
+            cast: "integer".into(),
+            kind: KeyKind::Integer {
+                min: i32::MIN.into(),
+                max: i32::MAX.into(),
+            },
+            reads_clock: false,
+        }];
+        let sql = batch_sql(&parsed, &params, None).unwrap().unwrap();
+        assert!(
+            sql.contains("AS pgcache_params_1(pgcache_v1, pgcache_i)"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("(pgcache_params_1.pgcache_v1::text::integer)"),
+            "{sql}"
+        );
+    }
 }

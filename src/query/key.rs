@@ -15,7 +15,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::key::canonical_param;
-use crate::query::{Statement, hex};
+use crate::query::{Statement, clock, hex};
 
 /// What follows the cache prefix in every result key.
 pub const RESULT_TAG: &str = "~q:";
@@ -33,6 +33,14 @@ pub fn canonical_params(statement: &Statement, params: &[&[u8]]) -> Result<Vec<S
         .map(|(i, (value, param))| {
             let text = std::str::from_utf8(value)
                 .map_err(|_| Error::invalid(format!("parameter ${} is not valid UTF-8", i + 1)))?;
+            if param.reads_clock
+                && let Some(word) = clock::clock_word(text)
+            {
+                return Err(Error::invalid(clock::refusal(
+                    &format!("parameter ${} ({})", i + 1, param.cast),
+                    word,
+                )));
+            }
             canonical_param(param.kind, text).map_err(|e| {
                 Error::invalid(format!(
                     "parameter ${} ({}): {}",
@@ -95,12 +103,14 @@ mod tests {
             .map(|&kind| ParamType {
                 cast: "integer".into(),
                 kind,
+                reads_clock: kind == KeyKind::Rendered(crate::model::key::Rendering::Instant),
             })
             .collect();
         Statement::new(
             "pg_cache:",
             canonical.into(),
             params,
+            Vec::new(),
             Vec::new(),
             crate::query::precision::Precision::Table("a test"),
             false,
@@ -122,6 +132,23 @@ mod tests {
         min: i32::MIN as i128,
         max: i32::MAX as i128,
     };
+
+    #[test]
+    fn a_time_parameter_spelled_as_the_clock_is_refused() {
+        let instant = KeyKind::Rendered(crate::model::key::Rendering::Instant);
+        let s = statement(
+            "SELECT * FROM t WHERE at > $1 AND note = $2",
+            &[instant, KeyKind::Text],
+        );
+        for now in ["now", " Now", "tomorrow 10:00", "TODAY"] {
+            let e = canonical_params(&s, &[now.as_bytes(), b"x"]).unwrap_err();
+            assert!(
+                e.message().contains("reads as the current time"),
+                "{now}: {e}"
+            );
+        }
+        assert!(canonical_params(&s, &[b"2024-05-01T10:00:00Z", b"now"]).is_ok());
+    }
 
     #[test]
     fn spellings_of_one_value_share_a_key_and_values_do_not() {

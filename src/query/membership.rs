@@ -313,6 +313,7 @@ mod tests {
             format!("SELECT * FROM {table} WHERE customer_id = $1"),
             Vec::new(),
             vec![schema.clone()],
+            Vec::new(),
             Precision::Row(RowMatch {
                 table: schema,
                 exact: vec![Exact {

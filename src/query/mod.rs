@@ -15,17 +15,21 @@
 //!   and announces the results it dropped.
 
 pub mod catalog;
+pub mod clock;
 pub mod dropped;
 pub mod generations;
 mod hex;
 pub mod key;
 pub mod membership;
+pub mod node_tree;
 pub mod placeholders;
 pub mod precision;
+pub mod reads;
 pub mod shape;
 pub mod statement;
 pub mod statements;
 
+use crate::model::ident::QualifiedName;
 use crate::pg::schema::TableSchema;
 use crate::stats::{Counter, Histogram, TableStats};
 use catalog::ParamType;
@@ -52,6 +56,14 @@ pub struct Statement {
     pub params: Vec<ParamType>,
     /// The tables whose changes drop its results, ordered by key prefix.
     pub tables: Vec<Arc<TableSchema>>,
+    /// The keys whose read permission a client needs to read its results: its tables'
+    /// generation keys (`~pg_cache:users:*` covers them as it covers the rows).
+    pub readable_as: Arc<[String]>,
+    /// The relations the `tables` allowlist must admit for it to be answered.
+    pub listed: Vec<QualifiedName>,
+    /// The allowlist version (`current::tables_version`) that last admitted every one of
+    /// them: a call under the same version checks nothing again.
+    pub admitted_at: AtomicU64,
     /// What a miss runs (`catalog::run_sql`).
     pub run_sql: String,
     /// What misses queued together run (`catalog::batch_sql`), if PostgreSQL accepts it for
@@ -113,12 +125,33 @@ impl Figures {
 }
 
 impl Statement {
+    /// Whether the `tables` allowlist admits every relation it reads, or which it does not.
+    pub fn admitted(&self) -> crate::error::Result<()> {
+        let version = crate::config::current::tables_version();
+        if self.admitted_at.load(Ordering::Relaxed) == version {
+            return Ok(());
+        }
+        if let Some(name) = self
+            .listed
+            .iter()
+            .find(|name| !crate::config::current::table_allowed(name))
+        {
+            return Err(crate::error::Error::invalid(format!(
+                "the statement reads {}, which is not in the pgcache.tables allowlist",
+                name.display()
+            )));
+        }
+        self.admitted_at.store(version, Ordering::Relaxed);
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cache_prefix: &str,
         canonical: String,
         params: Vec<ParamType>,
         tables: Vec<Arc<TableSchema>>,
+        listed: Vec<QualifiedName>,
         precision: Precision,
         row_wanted: bool,
         run_sql: String,
@@ -143,6 +176,10 @@ impl Statement {
             misses: Counter::new(),
             latency: Histogram::new(),
         });
+        let readable_as = tables
+            .iter()
+            .map(|t| generations::key_name(&t.key_prefix))
+            .collect();
         Statement {
             canonical,
             key_head,
@@ -151,6 +188,9 @@ impl Statement {
             row_wanted,
             params,
             tables,
+            readable_as,
+            listed,
+            admitted_at: AtomicU64::new(0),
             run_sql,
             batch_sql,
             stats,

@@ -5,10 +5,11 @@
 //! once per statement (`catalog`).
 
 use crate::error::{Error, Result};
-use crate::query::placeholders;
+use crate::model::ident::quote_ident;
 use crate::query::shape::{self, Shape};
-use pg_query::NodeEnum;
-use pg_query::protobuf::SqlValueFunctionOp;
+use crate::query::{clock, placeholders};
+use pg_query::protobuf::{SqlValueFunctionOp, Token, a_const};
+use pg_query::{NodeEnum, NodeRef};
 use serde_json::Value;
 
 /// A statement the grammar admits.
@@ -21,6 +22,45 @@ pub struct Parsed {
     pub params: usize,
     /// Its row shape, if the grammar shows one (`shape`).
     pub shape: Option<Shape>,
+    /// The relations its text names (CTEs aside), quoted for `to_regclass`: what a user's
+    /// permissions are checked against before the catalog is asked anything of it.
+    pub named: Vec<String>,
+    /// Its string constants that a date/time input would read as the clock (`'now'`), if
+    /// it has any: whether they are read so depends on the types PostgreSQL gives them
+    /// (`ClockLiterals`).
+    pub clock_literals: Option<ClockLiterals>,
+}
+
+/// A statement's string constants holding a clock word (`clock`): whether PostgreSQL reads
+/// each as the clock depends on the type it gives it, which preparing the statement with
+/// the constant stood in by a parameter tells (`with_parameters`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockLiterals {
+    /// Each constant's span in the canonical text, and its clock word.
+    pub spans: Vec<(usize, usize, &'static str)>,
+}
+
+impl ClockLiterals {
+    /// `canonical` with the constants of `which` (indexes into `spans`) stood in by
+    /// parameters after its own `params`, in order, each followed by `cast`.
+    pub fn with_parameters(
+        &self,
+        canonical: &str,
+        params: usize,
+        which: &[usize],
+        cast: &str,
+    ) -> String {
+        let mut text = String::with_capacity(canonical.len());
+        let mut copied = 0;
+        for (n, &i) in which.iter().enumerate() {
+            let (start, end, _) = self.spans[i];
+            text.push_str(&canonical[copied..start]);
+            text.push_str(&format!("${}{cast}", params + n + 1));
+            copied = end;
+        }
+        text.push_str(&canonical[copied..]);
+        text
+    }
 }
 
 /// Parses `sql` (with `?` or `$n` placeholders) and admits it, or says why not.
@@ -57,11 +97,105 @@ pub fn parse(sql: &str) -> Result<Parsed> {
         .deparse()
         .map_err(|e| Error::internal(format!("spelling the statement: {e}")))?;
     let shape = shape::of(&tree.protobuf)?;
+    let named = named_relations(&tree.protobuf);
+    let clock_literals = clock_literals(&canonical)?;
     Ok(Parsed {
         canonical,
         params,
         shape,
+        named,
+        clock_literals,
     })
+}
+
+/// The relations the statement's text names, but a CTE's name written alone.
+fn named_relations(tree: &pg_query::protobuf::ParseResult) -> Vec<String> {
+    let nodes = tree.nodes();
+    let ctes: Vec<&str> = nodes
+        .iter()
+        .filter_map(|(node, ..)| match node {
+            NodeRef::CommonTableExpr(cte) => Some(cte.ctename.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut named: Vec<String> = nodes
+        .iter()
+        .filter_map(|(node, ..)| match node {
+            NodeRef::RangeVar(v)
+                if v.schemaname.is_empty() && ctes.contains(&v.relname.as_str()) =>
+            {
+                None
+            }
+            NodeRef::RangeVar(v) if v.schemaname.is_empty() => Some(quote_ident(&v.relname)),
+            NodeRef::RangeVar(v) => Some(format!(
+                "{}.{}",
+                quote_ident(&v.schemaname),
+                quote_ident(&v.relname)
+            )),
+            _ => None,
+        })
+        .collect();
+    named.sort();
+    named.dedup();
+    named
+}
+
+/// The clock words (`clock`) of the string constants of `sql`, one SQL statement.
+pub fn clock_words_in(sql: &str) -> Result<Vec<&'static str>> {
+    Ok(clock_constants(sql)?.into_iter().map(|(_, w)| w).collect())
+}
+
+/// The string constants of `sql` holding a clock word: where each starts, and the word.
+fn clock_constants(sql: &str) -> Result<Vec<(i32, &'static str)>> {
+    let tree = pg_query::parse(sql).map_err(|e| {
+        Error::invalid(format!(
+            "the statement does not parse: {}",
+            parse_message(e)
+        ))
+    })?;
+    let mut found: Vec<(i32, &'static str)> = tree
+        .protobuf
+        .nodes()
+        .into_iter()
+        .filter_map(|(node, ..)| match node {
+            NodeRef::AConst(c) => match &c.val {
+                Some(a_const::Val::Sval(s)) => clock::clock_word(&s.sval).map(|w| (c.location, w)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// The string constants of `canonical` holding a clock word.
+fn clock_literals(canonical: &str) -> Result<Option<ClockLiterals>> {
+    let found = clock_constants(canonical)?;
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let tokens = pg_query::scan(canonical)
+        .map_err(|e| Error::internal(format!("reading the statement's tokens: {e}")))?
+        .tokens;
+    let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
+    for (location, word) in found {
+        let Some(token) = tokens.iter().find(|t| {
+            (t.token == Token::Sconst as i32 || t.token == Token::Usconst as i32)
+                && t.start <= location
+                && location < t.end
+        }) else {
+            continue;
+        };
+        let (start, end) = (token.start as usize, token.end as usize);
+        if spans
+            .last()
+            .is_none_or(|&(_, last_end, _)| last_end <= start)
+        {
+            spans.push((start, end, word));
+        }
+    }
+    Ok((!spans.is_empty()).then_some(ClockLiterals { spans }))
 }
 
 /// libpg_query's message, without its `Error parsing query: ` style prefixes.
@@ -195,6 +329,40 @@ mod tests {
         ] {
             parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
+    }
+
+    #[test]
+    fn the_relations_a_statement_names_are_listed_without_its_ctes() {
+        let parsed = parse(
+            "WITH recent AS (SELECT * FROM sales.orders) SELECT * FROM recent r \
+             JOIN \"Users\" u ON u.id = r.user_id WHERE EXISTS (SELECT 1 FROM users)",
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.named,
+            ["\"Users\"", "\"sales\".\"orders\"", "\"users\""]
+        );
+    }
+
+    #[test]
+    fn constants_holding_a_clock_word_stand_in_as_parameters() {
+        let parsed = parse(
+            "SELECT * FROM t WHERE at > 'now'::timestamptz AND d = $1 AND note = 'snow' \
+                   AND day < timestamptz ' Tomorrow 10:00' AND e = E'today\\n'",
+        )
+        .unwrap();
+        let clock = parsed.clock_literals.clone().unwrap();
+        let words: Vec<_> = clock.spans.iter().map(|s| s.2).collect();
+        assert_eq!(words, ["now", "tomorrow", "today"]);
+        let all = clock.with_parameters(&parsed.canonical, 1, &[0, 1, 2], "");
+        assert!(all.contains("at > $2::timestamptz"), "{all}");
+        assert!(all.contains("note = 'snow'"), "{all}");
+        assert!(all.contains("day < $3::timestamptz"), "{all}");
+        assert!(all.contains("e = $4"), "{all}");
+        let one = clock.with_parameters(&parsed.canonical, 1, &[1], "::text");
+        assert!(one.contains("at > 'now'::timestamptz"), "{one}");
+        assert!(one.contains("day < $2::text::timestamptz"), "{one}");
+        assert!(parse("SELECT 'nowhere'").unwrap().clock_literals.is_none());
     }
 
     #[test]

@@ -195,6 +195,28 @@ fn reads_all_keys(rules: &str) -> bool {
         .any(|rule| matches!(rule, "~*" | "allkeys" | "%R~*" | "%RW~*"))
 }
 
+/// Whether the ACL user named `user` may read the key `key` (false for a user gone). For
+/// work a client asked for and a worker does: the client's context is not at hand there.
+/// Main thread.
+pub fn user_may_read(ctx: &Context, user: &str, key: &str) -> bool {
+    let user_name = ctx.create_string(user);
+    let key_name = ctx.create_string(key);
+    // SAFETY: main thread; the user handle is freed before returning.
+    unsafe {
+        let handle = raw::RedisModule_GetModuleUserFromUserName.unwrap()(user_name.inner);
+        if handle.is_null() {
+            return false;
+        }
+        let status = raw::RedisModule_ACLCheckKeyPermissions.unwrap()(
+            handle,
+            key_name.inner,
+            raw::REDISMODULE_CMD_KEY_ACCESS as c_int,
+        );
+        raw::RedisModule_FreeModuleUser.unwrap()(handle);
+        status == raw::REDISMODULE_OK as c_int
+    }
+}
+
 /// `may_read` for a key given by name.
 pub fn may_read_key(ctx: &Context, key: &str) -> bool {
     crate::redis::keyspace::with_name(ctx, key.as_bytes(), |key| may_read(ctx, key))

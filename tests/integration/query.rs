@@ -42,6 +42,12 @@ pub(crate) fn postgres_answer(stack: &Stack, sql: &str, params: &[&str]) -> serd
             match *t {
                 Type::INT4 => Box::new(v.parse::<i32>().unwrap()),
                 Type::INT8 => Box::new(v.parse::<i64>().unwrap()),
+                Type::TEXT_ARRAY => Box::new(
+                    v.trim_matches(|c| c == '{' || c == '}')
+                        .split(',')
+                        .map(str::to_string)
+                        .collect::<Vec<String>>(),
+                ),
                 _ => Box::new(v.to_string()),
             }
         })

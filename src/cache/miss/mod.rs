@@ -99,7 +99,12 @@ pub fn one(
         Err(refusal) => return refusal,
     };
     let timeout_ms = current::request_timeout_ms();
-    let ticket = match fill::lead_or_wait(ctx, key, timeout_ms, &schema.stats, &pk.json) {
+    let ticket = match fill::lead_or_wait(
+        ctx,
+        key,
+        timeout_ms,
+        fill::Asked::row(&schema.stats, &pk.json),
+    ) {
         LeadOrWait::Wait => return Reply::Blocked,
         LeadOrWait::Lead(ticket) => ticket,
     };

@@ -12,7 +12,7 @@ mod batch;
 use crate::cache;
 use crate::cache::applied;
 use crate::cache::bypass;
-use crate::cache::fill::{self, FillTicket, LeadOrWait, Outcome};
+use crate::cache::fill::{self, Asked, FillTicket, LeadOrWait, Outcome};
 use crate::cache::miss::Read;
 use crate::cache::worker;
 use crate::commands::docs::{Arg, Command, Keys, Params};
@@ -144,9 +144,10 @@ pub fn query(ctx: &Context, args: &[&[u8]]) -> Reply {
 
 /// A statement learned before: the hit path, or a miss run on a worker.
 fn known(ctx: &Context, statement: Arc<Statement>, call: &Call, read: Read) -> Result<Reply> {
+    may_read_tables(ctx, &statement)?;
+    statement.admitted()?;
     takes(&statement, call.params.len())?;
     let params = canonical_params(&statement, call.params)?;
-    may_read_tables(ctx, &statement)?;
     let Some(key) = key_now(ctx, &statement, &params) else {
         if cluster::enabled() {
             cluster::check(ctx, &route_key(&statement, &params))?;
@@ -165,15 +166,18 @@ fn known(ctx: &Context, statement: Arc<Statement>, call: &Call, read: Read) -> R
     if read == Read::Cached {
         let timeout_ms = current::request_timeout_ms();
         let key: Arc<str> = key.into();
-        return Ok(
-            match fill::lead_or_wait(ctx, key, timeout_ms, &statement.stats, "") {
-                LeadOrWait::Wait => Reply::Blocked,
-                LeadOrWait::Lead(ticket) => {
-                    let fill = Fill::new(ticket, call.ttl, &params);
-                    batch::run(ctx, statement, params, Some(fill))
-                }
-            },
-        );
+        let asked = Asked {
+            table: statement.stats.clone(),
+            pk: String::new(),
+            readable_as: Some(statement.readable_as.clone()),
+        };
+        return Ok(match fill::lead_or_wait(ctx, key, timeout_ms, asked) {
+            LeadOrWait::Wait => Reply::Blocked,
+            LeadOrWait::Lead(ticket) => {
+                let fill = Fill::new(ticket, call.ttl, &params);
+                batch::run(ctx, statement, params, Some(fill))
+            }
+        });
     }
     if let Read::After(lsn) = read {
         return Ok(once_applied(ctx, statement, params, call.ttl, lsn));
@@ -266,10 +270,16 @@ fn first_sight(ctx: &Context, call: &Call, read: Read) -> Reply {
     let params: Vec<Vec<u8>> = call.params.iter().map(|p| p.to_vec()).collect();
     let ttl = call.ttl;
     let db = keyspace::selected_db(ctx);
+    // Whose read permissions the worker checks before anything runs (None: every user
+    // reads every key).
+    let user = acl::reads_may_be_refused(ctx)
+        .then(|| acl::current_user(ctx))
+        .flatten();
     worker::submit(
         ctx,
         Box::new(move |conn| {
-            let statement = learn(conn, &sql)?;
+            let statement = learn_as(conn, &sql, user.as_deref())?;
+            statement.admitted()?;
             takes(&statement, params.len())?;
             let refs: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
             let params = canonical_params(&statement, &refs)?;
@@ -291,14 +301,70 @@ fn first_sight(ctx: &Context, call: &Call, read: Read) -> Reply {
 /// The statement `sql` spells: parsed, and learned from the catalog unless another
 /// spelling of it was; remembered under this spelling.
 pub fn learn(conn: &mut Connection, sql: &[u8]) -> Result<Arc<Statement>> {
+    learn_as(conn, sql, None)
+}
+
+/// `learn`, for the ACL user `user` (None: one who may read every key): the tables behind
+/// the relations the statement names are checked against its read permissions before the
+/// catalog is asked anything of the statement, and the tables it reads once it is learned,
+/// so a user who may not read them learns nothing from an answer, an error or how long
+/// either took.
+fn learn_as(conn: &mut Connection, sql: &[u8], user: Option<&str>) -> Result<Arc<Statement>> {
     let text =
         std::str::from_utf8(sql).map_err(|_| Error::invalid("the statement is not valid UTF-8"))?;
     let parsed = statement::parse(text)?;
-    let statement = match statements::with_canonical(&parsed.canonical) {
+    if let Some(user) = user {
+        let named = catalog::named_tables(conn, &parsed)?;
+        let keys: Vec<String> = named
+            .iter()
+            .map(|name| {
+                generations::key_name(&crate::model::key::cache_key(
+                    &current::cache_prefix(),
+                    &name.display(),
+                    "",
+                ))
+            })
+            .collect();
+        user_may_read(user, keys)?;
+    }
+    let statement = learned(conn, &parsed)?;
+    if let Some(user) = user {
+        user_may_read(user, statement.readable_as.to_vec())?;
+    }
+    statements::remember(sql, statement.clone());
+    Ok(statement)
+}
+
+/// Refuses (NOPERM) unless the ACL user `user` may read every key of `keys`, asked on the
+/// main thread from a worker.
+fn user_may_read(user: &str, keys: Vec<String>) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let user = user.to_string();
+    let refused = main_thread::ask(
+        move |ctx| {
+            keys.into_iter()
+                .find(|key| !acl::user_may_read(ctx, &user, key))
+        },
+        GENERATIONS_LIMIT,
+    )
+    .ok_or_else(|| {
+        Error::internal("the main thread did not answer the permission check in time")
+    })?;
+    match refused {
+        Some(key) => Err(acl::no_read_permission(&key)),
+        None => Ok(()),
+    }
+}
+
+/// What `parsed` is: the statement learned under another spelling, or learned now.
+fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Statement>> {
+    Ok(match statements::with_canonical(&parsed.canonical) {
         Some(statement) => statement,
         None => {
             let row_wanted = current::query_row_precision();
-            let learned = catalog::learn(conn, &parsed)?;
+            let learned = catalog::learn(conn, parsed)?;
             let precision = precision::decide(
                 conn,
                 parsed.shape.as_ref(),
@@ -313,25 +379,24 @@ pub fn learn(conn: &mut Connection, sql: &[u8]) -> Result<Arc<Statement>> {
                 }),
                 _ => None,
             };
-            let run_sql = catalog::run_sql(&parsed, &learned.params, members.as_ref())?;
+            let run_sql = catalog::run_sql(parsed, &learned.params, members.as_ref())?;
             // A batch PostgreSQL refuses (a parameter in LIMIT may not come from a LATERAL
             // join) leaves the statement's misses to run one by one.
-            let batch_sql = catalog::batch_sql(&parsed, &learned.params, members.as_ref())?
+            let batch_sql = catalog::batch_sql(parsed, &learned.params, members.as_ref())?
                 .filter(|sql| conn.prepare(sql).is_ok());
             Arc::new(Statement::new(
                 &current::cache_prefix(),
-                parsed.canonical,
+                parsed.canonical.clone(),
                 learned.params,
                 learned.tables,
+                learned.listed,
                 precision,
                 row_wanted,
                 run_sql,
                 batch_sql,
             ))
         }
-    };
-    statements::remember(sql, statement.clone());
-    Ok(statement)
+    })
 }
 
 /// What the main thread found for a worker's new statement.
