@@ -10,16 +10,138 @@ use crate::stats;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-struct Entry {
+/// One remembered spelling, in the recency list (`prev` more recent, `next` less).
+struct Node {
+    text: Box<[u8]>,
     statement: Arc<Statement>,
-    /// `Table::clock` at its last use.
-    used: u64,
+    prev: Option<usize>,
+    next: Option<usize>,
 }
 
+/// The spellings, least recently used last, with every operation the hit path or a
+/// learning worker takes the lock for in constant time (a hit never waits on a scan): a
+/// map to slots of a list linked through their indexes, and each canonical text's
+/// spellings, so a new spelling finds its statement and a statement is forgotten without
+/// visiting the others.
 #[derive(Default)]
 struct Table {
-    by_text: HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
-    clock: u64,
+    by_text: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
+    by_canonical: HashMap<String, Vec<Box<[u8]>>, foldhash::fast::RandomState>,
+    slots: Vec<Option<Node>>,
+    free: Vec<usize>,
+    most_recent: Option<usize>,
+    least_recent: Option<usize>,
+}
+
+impl Table {
+    fn node(&self, slot: usize) -> &Node {
+        self.slots[slot]
+            .as_ref()
+            .expect("a linked slot holds a node")
+    }
+
+    fn node_mut(&mut self, slot: usize) -> &mut Node {
+        self.slots[slot]
+            .as_mut()
+            .expect("a linked slot holds a node")
+    }
+
+    fn unlink(&mut self, slot: usize) {
+        let (prev, next) = {
+            let node = self.node(slot);
+            (node.prev, node.next)
+        };
+        match prev {
+            Some(p) => self.node_mut(p).next = next,
+            None => self.most_recent = next,
+        }
+        match next {
+            Some(n) => self.node_mut(n).prev = prev,
+            None => self.least_recent = prev,
+        }
+    }
+
+    fn link_first(&mut self, slot: usize) {
+        let first = self.most_recent;
+        {
+            let node = self.node_mut(slot);
+            node.prev = None;
+            node.next = first;
+        }
+        match first {
+            Some(f) => self.node_mut(f).prev = Some(slot),
+            None => self.least_recent = Some(slot),
+        }
+        self.most_recent = Some(slot);
+    }
+
+    /// The statement `text` names, now the most recently used.
+    fn touch(&mut self, text: &[u8]) -> Option<Arc<Statement>> {
+        let slot = *self.by_text.get(text)?;
+        self.unlink(slot);
+        self.link_first(slot);
+        Some(self.node(slot).statement.clone())
+    }
+
+    fn insert(&mut self, text: &[u8], statement: Arc<Statement>) {
+        if self.by_text.contains_key(text) {
+            self.remove(text);
+        }
+        let canonical = statement.canonical.clone();
+        let node = Node {
+            text: text.into(),
+            statement,
+            prev: None,
+            next: None,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(node);
+                slot
+            }
+            None => {
+                self.slots.push(Some(node));
+                self.slots.len() - 1
+            }
+        };
+        self.link_first(slot);
+        self.by_text.insert(text.into(), slot);
+        self.by_canonical
+            .entry(canonical)
+            .or_default()
+            .push(text.into());
+    }
+
+    fn remove(&mut self, text: &[u8]) -> Option<Arc<Statement>> {
+        let slot = self.by_text.remove(text)?;
+        self.unlink(slot);
+        let node = self.slots[slot].take().expect("a mapped slot holds a node");
+        self.free.push(slot);
+        if let Some(texts) = self.by_canonical.get_mut(&node.statement.canonical) {
+            texts.retain(|t| **t != *text);
+            if texts.is_empty() {
+                self.by_canonical.remove(&node.statement.canonical);
+            }
+        }
+        Some(node.statement)
+    }
+
+    fn evict_least_recently_used(&mut self) {
+        if let Some(slot) = self.least_recent {
+            let text = self.node(slot).text.clone();
+            self.remove(&text);
+            stats::QUERY_STATEMENTS_EVICTED.inc();
+        }
+    }
+
+    /// Each statement once, with one of its spellings' statements (all share it).
+    fn statements(&self) -> impl Iterator<Item = &Arc<Statement>> {
+        self.by_canonical
+            .values()
+            .filter_map(|texts| texts.first())
+            .filter_map(|text| self.by_text.get(text))
+            .map(|&slot| &self.node(slot).statement)
+    }
 }
 
 /// Touched by the main thread (lookups) and workers (statements learned).
@@ -34,13 +156,7 @@ fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
 /// and not forgotten since.
 pub fn get(text: &[u8]) -> Option<Arc<Statement>> {
     let row_wanted = current::query_row_precision();
-    with_table(|table| {
-        table.clock += 1;
-        let clock = table.clock;
-        let entry = table.by_text.get_mut(text)?;
-        entry.used = clock;
-        (entry.statement.row_wanted == row_wanted).then(|| entry.statement.clone())
-    })
+    with_table(|table| table.touch(text)).filter(|s| s.row_wanted == row_wanted)
 }
 
 /// The statement learned under another spelling with this canonical text, if any: a new
@@ -48,51 +164,30 @@ pub fn get(text: &[u8]) -> Option<Arc<Statement>> {
 pub fn with_canonical(canonical: &str) -> Option<Arc<Statement>> {
     let row_wanted = current::query_row_precision();
     with_table(|table| {
-        table
-            .by_text
-            .values()
-            .find(|e| e.statement.canonical == canonical && e.statement.row_wanted == row_wanted)
-            .map(|e| e.statement.clone())
+        let text = table.by_canonical.get(canonical)?.first()?.clone();
+        let slot = *table.by_text.get(&text)?;
+        Some(table.node(slot).statement.clone())
     })
+    .filter(|s| s.row_wanted == row_wanted)
 }
 
 /// Remembers `statement` under the spelling `text`.
 pub fn remember(text: &[u8], statement: Arc<Statement>) {
     let limit = current::query_max_statements().max(1);
     with_table(|table| {
-        table.clock += 1;
-        let used = table.clock;
         while table.by_text.len() >= limit && !table.by_text.contains_key(text) {
-            evict_least_recently_used(table);
+            table.evict_least_recently_used();
         }
-        table.by_text.insert(text.into(), Entry { statement, used });
+        table.insert(text, statement);
     })
-}
-
-fn evict_least_recently_used(table: &mut Table) {
-    let oldest = table
-        .by_text
-        .iter()
-        .min_by_key(|(_, e)| e.used)
-        .map(|(text, _)| text.clone());
-    if let Some(text) = oldest {
-        table.by_text.remove(&text);
-        stats::QUERY_STATEMENTS_EVICTED.inc();
-    }
 }
 
 /// Every statement remembered, once each however many spellings it has, in the order
 /// their canonical texts sort.
 pub fn all() -> Vec<Arc<Statement>> {
-    let mut statements: Vec<Arc<Statement>> = with_table(|table| {
-        table
-            .by_text
-            .values()
-            .map(|e| e.statement.clone())
-            .collect()
-    });
+    let mut statements: Vec<Arc<Statement>> =
+        with_table(|table| table.statements().cloned().collect());
     statements.sort_by(|a, b| a.canonical.cmp(&b.canonical));
-    statements.dedup_by(|a, b| Arc::ptr_eq(a, b));
     statements
 }
 
@@ -105,14 +200,19 @@ pub fn count() -> usize {
 /// under it): the next call learns it again from the catalog.
 pub fn forget(canonical: &str) {
     with_table(|table| {
-        table
-            .by_text
-            .retain(|_, e| e.statement.canonical != canonical)
+        for text in table
+            .by_canonical
+            .get(canonical)
+            .cloned()
+            .unwrap_or_default()
+        {
+            table.remove(&text);
+        }
     });
 }
 
 /// Forgets every statement (MODULE UNLOAD: the settings they were learned under, the cache
-/// prefix among them, may differ at the next load).
+/// prefix among them, may differ at the next load; DDL: what they read may have changed).
 pub fn forget_all() {
     with_table(|table| *table = Table::default());
 }
@@ -123,16 +223,65 @@ pub fn forget_all() {
 /// event loop for every table a batch of changes touches.
 pub fn with_live_results(prefix: Option<&str>) -> Vec<Arc<Statement>> {
     with_table(|table| {
-        let mut found: Vec<Arc<Statement>> = Vec::new();
-        for entry in table.by_text.values() {
-            let statement = &entry.statement;
-            if statement.figures.has_live()
-                && prefix.is_none_or(|p| statement.tables.iter().any(|t| t.key_prefix == p))
-                && !found.iter().any(|f| Arc::ptr_eq(f, statement))
-            {
-                found.push(statement.clone());
-            }
-        }
-        found
+        table
+            .statements()
+            .filter(|statement| {
+                statement.figures.has_live()
+                    && prefix.is_none_or(|p| statement.tables.iter().any(|t| t.key_prefix == p))
+            })
+            .cloned()
+            .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::precision::Precision;
+
+    fn statement(canonical: &str) -> Arc<Statement> {
+        Arc::new(Statement::new(
+            "pg_cache:",
+            canonical.into(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Precision::Table("a test"),
+            false,
+            String::new(),
+            None,
+        ))
+    }
+
+    #[test]
+    fn the_least_recently_used_spelling_goes_first_and_spellings_share_their_statement() {
+        let mut table = Table::default();
+        let (a, b) = (statement("SELECT 1"), statement("SELECT 2"));
+        table.insert(b"select 1", a.clone());
+        table.insert(b"SELECT 1", a.clone());
+        table.insert(b"select 2", b.clone());
+        assert!(table.touch(b"select 1").is_some());
+        table.evict_least_recently_used();
+        assert!(table.touch(b"SELECT 1").is_none(), "the least recent went");
+        assert!(table.touch(b"select 1").is_some());
+        assert_eq!(table.statements().count(), 2);
+        // A spelling learned again replaces itself; forgetting a statement takes every
+        // spelling of it and nothing else.
+        table.insert(b"select 1", a.clone());
+        assert_eq!(table.by_text.len(), 2);
+        for text in table.by_canonical.get("SELECT 1").cloned().unwrap() {
+            table.remove(&text);
+        }
+        assert!(table.touch(b"select 1").is_none());
+        assert!(Arc::ptr_eq(&table.touch(b"select 2").unwrap(), &b));
+        table.evict_least_recently_used();
+        table.evict_least_recently_used();
+        assert_eq!(table.by_text.len(), 0);
+        assert!(table.by_canonical.is_empty());
+        assert_eq!(table.most_recent, None);
+        assert_eq!(table.least_recent, None);
+        // Freed slots are used again.
+        table.insert(b"x", a);
+        assert_eq!(table.slots.len(), 3);
+    }
 }
