@@ -403,6 +403,20 @@ const STATEMENTS: &[(&str, usize)] = &[
     ("SELECT * FROM events WHERE at < now()", 0),
     ("SELECT * FROM pg_class", 0),
     ("SELECT '?' AS q, $1::text AS p", 1),
+    ("SELECT id FROM users TABLESAMPLE BERNOULLI ($1)", 1),
+    (
+        "SELECT id FROM users TABLESAMPLE SYSTEM (50) REPEATABLE ($1)",
+        1,
+    ),
+    ("SELECT id FROM users WHERE (born, id) < ($1::date, 3)", 1),
+    (
+        "SELECT ctid, xmin, xmax, cmin, cmax, tableoid, id FROM users WHERE id = $1",
+        1,
+    ),
+    ("SELECT * FROM events WHERE at > 'now'::timestamp", 0),
+    ("SELECT * FROM events WHERE at > ' Tomorrow 10:00'", 0),
+    ("SELECT * FROM events WHERE at < $1", 1),
+    ("SELECT * FROM users WHERE born = $1 OR name = 'today'", 1),
 ];
 
 /// PGCACHE.QUERY with statements of the schema, mutated or broken ones, and parameters of
@@ -418,8 +432,19 @@ fn query(rng: &mut Rng) -> (Vec<Arg>, Expect) {
     let mut args = vec![fine(sql), (nparams.to_string().into_bytes(), bad)];
     for _ in 0..nparams.min(takes) {
         args.push(fine(
-            rng.pick(&["1", "007", "x", "", "-1", "99999999999"])
-                .as_bytes(),
+            rng.pick(&[
+                "1",
+                "007",
+                "x",
+                "",
+                "-1",
+                "99999999999",
+                "now",
+                "today",
+                "YESTERDAY",
+                "2024-05-01",
+            ])
+            .as_bytes(),
         ));
     }
     if rng.chance(20) {
