@@ -169,9 +169,14 @@ DECLARE
     key_columns text;
     notify text;
     publication text := pgcache_publication();
+    part regclass;
 BEGIN
     PERFORM pgcache_unwatch(tbl);
     IF pgcache_mode(mode) = 'replication' THEN
+        IF (SELECT relpersistence FROM pg_catalog.pg_class WHERE oid = tbl) = 'u' THEN
+            RAISE EXCEPTION 'pgcache: table % is UNLOGGED: PostgreSQL writes none of its changes to the log, so replication mode never sees them', tbl
+                USING HINT = format('Make it logged (ALTER TABLE %s SET LOGGED), or watch it with pgcache_watch(%L, ''notify'') and run pgcache in notify mode.', tbl, tbl::text);
+        END IF;
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = publication) THEN
             EXECUTE format('CREATE PUBLICATION %I', publication);
         END IF;
@@ -199,6 +204,12 @@ BEGIN
                    'FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)', tbl, notify, key_columns);
     EXECUTE format('CREATE TRIGGER pgcache_truncate AFTER TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION %s()', tbl, notify);
+    -- A statement trigger fires only for the table a statement names: a write to a
+    -- partition or an inheritance child directly needs triggers of its own (each names its
+    -- own table; pgcache applies a child's changes to its ancestors too).
+    FOR part IN SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = tbl LOOP
+        PERFORM pgcache_watch(part, 'notify');
+    END LOOP;
 END;
 $$;
 
@@ -208,7 +219,11 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     publication text := pgcache_publication();
+    part regclass;
 BEGIN
+    FOR part IN SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = tbl LOOP
+        PERFORM pgcache_unwatch(part);
+    END LOOP;
     EXECUTE format('DROP TRIGGER IF EXISTS pgcache_insert ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS pgcache_update ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS pgcache_delete ON %s', tbl);
@@ -219,4 +234,129 @@ BEGIN
         EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', publication, tbl);
     END IF;
 END;
+$$;
+
+-- DDL: what a statement reads, and what a row looks like, change without any row change (a
+-- partition created or attached, a view replaced, a column added or retyped, a policy or a
+-- function changed). This event trigger tells pgcache, through the same feed as the rows'
+-- changes and at the same point in commit order (a logical message in replication mode, a
+-- notification in notify mode): pgcache then learns its QUERY statements again and drops the
+-- rows and results of the relations the DDL touched and of their ancestors (every QUERY
+-- result when a function, type or domain changed). A new partition or inheritance child of
+-- a table watched with triggers gets triggers of its own. Event triggers need a superuser:
+-- without one this part is skipped with a NOTICE, and DDL then needs PGCACHE.FLUSH of the
+-- tables it changed.
+CREATE OR REPLACE FUNCTION pgcache_ddl() RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- As in pgcache_notify: only the database's own setting names the channel.
+    channel text := coalesce(
+        (SELECT nullif(substr(setting, length('pgcache.channel=') + 1), '')
+           FROM pg_db_role_setting AS s, unnest(s.setconfig) AS setting
+          WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND s.setrole = 0
+            AND setting LIKE 'pgcache.channel=%'),
+        'cache_invalidation');
+    relids oid[] := '{}';
+    relations text[] := '{}';
+    results boolean := false;
+    child regclass;
+    watch text;
+    payload text;
+BEGIN
+    IF TG_EVENT = 'sql_drop' THEN
+        -- The dropped objects are gone from the catalog: named as they were.
+        SELECT coalesce(array_agg(DISTINCT CASE
+                   WHEN d.object_type IN ('policy', 'rule')
+                       THEN substr(d.object_identity, strpos(d.object_identity, ' on ') + 4)
+                   ELSE d.object_identity END)
+                 FILTER (WHERE d.object_type IN ('table', 'view', 'materialized view',
+                                                 'foreign table', 'policy', 'rule')), '{}'),
+               coalesce(bool_or(d.object_type IN ('function', 'type', 'domain', 'table', 'view')
+                                AND d.original), false)
+          INTO relations, results
+          FROM pg_event_trigger_dropped_objects() AS d
+         WHERE NOT d.is_temporary;
+    ELSE
+        WITH RECURSIVE touched(relid, other) AS (
+            SELECT CASE
+                       WHEN c.classid = 'pg_catalog.pg_class'::regclass THEN c.objid
+                       WHEN c.classid = 'pg_catalog.pg_policy'::regclass
+                           THEN (SELECT p.polrelid FROM pg_catalog.pg_policy p WHERE p.oid = c.objid)
+                       WHEN c.classid = 'pg_catalog.pg_rewrite'::regclass
+                           THEN (SELECT w.ev_class FROM pg_catalog.pg_rewrite w WHERE w.oid = c.objid)
+                   END,
+                   c.classid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_type'::regclass)
+              FROM pg_event_trigger_ddl_commands() AS c
+             WHERE NOT c.in_extension
+               AND c.command_tag NOT IN ('COMMENT', 'CREATE INDEX', 'ALTER INDEX', 'CREATE TRIGGER',
+                                         'ALTER TRIGGER', 'CREATE STATISTICS', 'ALTER STATISTICS',
+                                         'SECURITY LABEL', 'CREATE PUBLICATION', 'ALTER PUBLICATION',
+                                         'CREATE SEQUENCE', 'ALTER SEQUENCE', 'GRANT', 'REVOKE')
+               AND coalesce(c.object_type, '') NOT IN ('index', 'sequence', 'trigger', 'toast table')
+               AND coalesce(c.schema_name, '') NOT LIKE 'pg\_temp%'
+          UNION
+            -- A partition's or child's rows are its ancestors' too.
+            SELECT i.inhparent, false FROM touched t
+              JOIN pg_catalog.pg_inherits i ON i.inhrelid = t.relid
+        ), below(relid) AS (
+            -- ALTER TABLE of a parent changes its partitions and children too.
+            SELECT i.inhrelid FROM pg_event_trigger_ddl_commands() AS c
+              JOIN pg_catalog.pg_inherits i ON i.inhparent = c.objid
+             WHERE c.classid = 'pg_catalog.pg_class'::regclass AND c.command_tag = 'ALTER TABLE'
+          UNION
+            SELECT i.inhrelid FROM below b JOIN pg_catalog.pg_inherits i ON i.inhparent = b.relid
+        ), every(relid, other) AS (
+            SELECT relid, other FROM touched UNION SELECT relid, false FROM below
+        )
+        -- A view changed: the QUERY results that read it are not told apart from the
+        -- others (they are stored under its tables' generations), so all of them go.
+        SELECT coalesce(array_agg(DISTINCT t.relid) FILTER (WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                                                              AND c.relpersistence <> 't'), '{}'),
+               coalesce(bool_or(t.other OR c.relkind = 'v'), false)
+          INTO relids, results
+          FROM every t LEFT JOIN pg_catalog.pg_class c ON c.oid = t.relid;
+        SELECT coalesce(array_agg(format('%I.%I', n.nspname, c.relname)), '{}') INTO relations
+          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = ANY (relids);
+        -- A partition or child, new or attached, of a table pgcache's triggers watch.
+        SELECT format('%I.%I', n.nspname, p.proname) INTO watch
+          FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+         WHERE p.proname = 'pgcache_watch' ORDER BY n.nspname = 'public' DESC LIMIT 1;
+        FOR child IN
+            SELECT DISTINCT i.inhrelid::regclass FROM pg_catalog.pg_inherits i
+             WHERE i.inhparent = ANY (relids)
+               AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                            WHERE t.tgrelid = i.inhparent AND t.tgname = 'pgcache_update')
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                                WHERE t.tgrelid = i.inhrelid AND t.tgname = 'pgcache_update')
+        LOOP
+            EXECUTE format('SELECT %s(%L::regclass, %L)', watch, child, 'notify');
+        END LOOP;
+    END IF;
+    IF cardinality(relations) = 0 AND NOT results THEN
+        RETURN;
+    END IF;
+    payload := json_build_object('ddl', TG_TAG, 'relations', to_json(relations),
+                                 'results', results)::text;
+    PERFORM pg_notify(channel, payload);
+    IF current_setting('wal_level') = 'logical' THEN
+        PERFORM pg_logical_emit_message(true, 'pgcache.ddl', payload);
+    END IF;
+END
+$$;
+
+DO $$
+BEGIN
+    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        RAISE NOTICE 'pgcache: DDL is not followed: its event trigger needs a superuser to install (run this file as one); until then, run PGCACHE.FLUSH <table> after DDL that changes a table''s rows or what a statement reads';
+        RETURN;
+    END IF;
+    DROP EVENT TRIGGER IF EXISTS pgcache_ddl;
+    DROP EVENT TRIGGER IF EXISTS pgcache_ddl_drop;
+    CREATE EVENT TRIGGER pgcache_ddl ON ddl_command_end EXECUTE FUNCTION pgcache_ddl();
+    CREATE EVENT TRIGGER pgcache_ddl_drop ON sql_drop EXECUTE FUNCTION pgcache_ddl();
+END
 $$;

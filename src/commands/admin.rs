@@ -328,14 +328,29 @@ fn invalidation_source(
                 slot.wal_status
             ));
         }
-        if !slot.unpublished.is_empty() {
-            let names: Vec<String> = slot.unpublished.iter().map(|t| t.display()).collect();
+        let (unlogged, unpublished): (Vec<_>, Vec<_>) =
+            slot.unpublished.iter().partition(|(_, unlogged)| *unlogged);
+        if !unpublished.is_empty() {
+            let names: Vec<String> = unpublished.iter().map(|(t, _)| t.display()).collect();
             warnings.push(format!(
-                "tables served that the publication does not cover, refreshed only by their \
-                 TTL: {} (run pgcache_watch)",
+                "tables served that the publication does not cover (or not every partition \
+                 or child of), refreshed only by their TTL: {} (run pgcache_watch)",
                 names.join(", ")
             ));
         }
+        if !unlogged.is_empty() {
+            let names: Vec<String> = unlogged.iter().map(|(t, _)| t.display()).collect();
+            warnings.push(format!(
+                "tables served whose rows are (partly) UNLOGGED, which PostgreSQL's log never \
+                 holds: {} (ALTER TABLE ... SET LOGGED, or notify mode)",
+                names.join(", ")
+            ));
+        }
+        warnings.extend(slot.publication_gaps.iter().cloned());
+        out.push((
+            "ddl_followed".to_string(),
+            Reply::Bulk(if slot.ddl_followed { "yes" } else { "no" }.into()),
+        ));
     }
     // The horizon's age: how far behind PostgreSQL's commits the cache may be, which grows
     // while the stream is silent (the last applied transaction's lag would not).

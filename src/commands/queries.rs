@@ -92,7 +92,7 @@ fn listed(statement: &Statement) -> Reply {
     let latency = statement.stats.latency.summary();
     let count = |n: u64| Reply::Int(n as i64);
     Reply::Map(vec![
-        ("statement".into(), Reply::Bulk(statement.canonical.clone())),
+        ("statement".into(), Reply::Bulk(statement.shown.clone())),
         ("tables".into(), tables(statement)),
         (
             "precision".into(),

@@ -26,7 +26,7 @@ use crate::model::key::CanonicalPk;
 use crate::model::lsn::Lsn;
 use crate::pg::schema::TableSchema;
 use crate::query::precision::EnteringRow;
-use crate::query::{dropped, generations};
+use crate::query::{self, dropped, generations, statements};
 use crate::redis::main_thread::Task;
 use crate::redis::role::writable;
 use crate::stats;
@@ -57,7 +57,13 @@ pub struct Changes {
     /// Per table whose rows changed, the rows written (None: unknown), for row-precise
     /// query results; taken when first applied.
     written: Vec<(Arc<TableSchema>, Option<Vec<EnteringRow>>)>,
-    flushes: Vec<Arc<TableSchema>>,
+    /// The key prefixes of the tables (and views) whose entries all go.
+    flushes: Vec<String>,
+    /// DDL arrived (`ddl`): the statements QUERY learned may no longer read what they did.
+    statements_outdated: bool,
+    /// DDL changed something every QUERY result may depend on (a function, a type, a
+    /// view): they all go.
+    results_outdated: bool,
     /// Nothing cached before now can be trusted: drop everything.
     resync: bool,
     /// Why nothing cached can be trusted, when `resync` says so and the source knows.
@@ -84,9 +90,21 @@ impl Changes {
     }
 
     pub fn flush(&mut self, schema: Arc<TableSchema>) {
-        if !self.flushes.iter().any(|s| s.name == schema.name) {
-            self.flushes.push(schema);
+        self.flush_prefix(&schema.key_prefix);
+    }
+
+    /// Every entry whose key starts with `prefix` (a table's or a view's) goes.
+    pub fn flush_prefix(&mut self, prefix: &str) {
+        if !self.flushes.iter().any(|p| p == prefix) {
+            self.flushes.push(prefix.to_string());
         }
+    }
+
+    /// DDL arrived: QUERY's statements are learned again; with `results`, every QUERY
+    /// result goes too.
+    pub fn ddl(&mut self, results: bool) {
+        self.statements_outdated = true;
+        self.results_outdated |= results;
     }
 
     /// Rows of `schema` changed, and these were written (None: the source does not say).
@@ -162,9 +180,11 @@ impl Changes {
         for (schema, rows) in later.written {
             self.rows_written(schema, rows);
         }
-        for schema in later.flushes {
-            self.flush(schema);
+        for prefix in later.flushes {
+            self.flush_prefix(&prefix);
         }
+        self.statements_outdated |= later.statements_outdated;
+        self.results_outdated |= later.results_outdated;
         self.resync |= later.resync;
         self.why = self.why.take().or(later.why);
         self.keys_flushed += later.keys_flushed;
@@ -181,7 +201,10 @@ impl Changes {
 
     /// Only a position, nothing to delete.
     fn only_position(&self) -> bool {
-        self.deletes.is_empty() && self.flushes.is_empty() && !self.resync
+        self.deletes.is_empty()
+            && self.flushes.is_empty()
+            && !self.resync
+            && !self.statements_outdated
     }
 
     fn is_empty(&self) -> bool {
@@ -435,8 +458,10 @@ fn into_flushes(waiting: impl Iterator<Item = Changes>) -> Changes {
         merged.arrived = merged.arrived.or(changes.arrived);
         merged.heartbeat = merged.heartbeat.max(changes.heartbeat);
         merged.keys_flushed += changes.keys_flushed + changes.deletes.len() as u64;
-        for schema in changes.flushes {
-            merged.flush(schema);
+        merged.statements_outdated |= changes.statements_outdated;
+        merged.results_outdated |= changes.results_outdated;
+        for prefix in changes.flushes {
+            merged.flush_prefix(&prefix);
         }
         for (schema, _) in changes.deletes {
             merged.flush(schema);
@@ -549,8 +574,18 @@ fn start_flushes(ctx: &Context, changes: &mut Changes) {
         bypass::release();
     }
     stats::INVALIDATIONS_BY_POSTGRES.add(std::mem::take(&mut changes.keys_flushed));
-    for schema in std::mem::take(&mut changes.flushes) {
-        flush::start(ctx, &schema.key_prefix);
+    if std::mem::take(&mut changes.statements_outdated) {
+        // What the statements read is learned again; results stored under generations of
+        // tables a statement no longer reads are never looked up.
+        statements::forget_all();
+    }
+    if std::mem::take(&mut changes.results_outdated) {
+        let prefix = format!("{}{}", current::cache_prefix(), query::key::RESULT_TAG);
+        flush::start(ctx, &prefix);
+        dropped::index_emptied();
+    }
+    for prefix in std::mem::take(&mut changes.flushes) {
+        flush::start(ctx, &prefix);
     }
 }
 

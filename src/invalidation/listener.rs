@@ -256,6 +256,13 @@ fn handle(conn: &mut Connection, payloads: &[String], arrived: Instant) {
             }
             continue;
         }
+        if let Some(ddl) = super::ddl::of(text) {
+            match ddl {
+                Ok(ddl) => super::ddl::add(&mut changes, ddl),
+                Err(e) => super::ddl::unreadable(&mut changes, &e),
+            }
+            continue;
+        }
         let payload = match parse_payload(text) {
             Ok(p) => p,
             Err(e) => {

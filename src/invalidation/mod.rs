@@ -6,10 +6,12 @@
 //! `horizon` probes how recently the feed vouched for the cache.
 
 pub mod apply;
+mod ddl;
 mod durability;
 mod heartbeat;
 pub mod horizon;
 pub mod listener;
+mod policies;
 pub mod position;
 pub mod replication;
 pub mod translate;

@@ -17,7 +17,7 @@
 mod pace;
 mod transaction;
 
-use super::{apply, durability, listener, position, translate};
+use super::{apply, ddl, durability, listener, position, translate};
 use crate::model::lsn::Lsn;
 use crate::pg::pool::{Connection as Catalog, Pool};
 use crate::pg::replication::connection::{Connection, Failure};
@@ -65,6 +65,8 @@ static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
 static STATUS: Mutex<Status> = Mutex::new(Status::new());
 /// Tables already logged as served but not published: each is named once.
 static UNPUBLISHED_WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// The log said once that DDL is not followed.
+static DDL_ADVISED: AtomicBool = AtomicBool::new(false);
 
 /// What HEALTH and INFO say about the source.
 #[derive(Clone, Debug)]
@@ -704,7 +706,10 @@ impl<'a> Stream<'a> {
             Ok(state) => state,
             Err(e) => {
                 self.catalog = None;
-                return Err(format!("cannot read the slot's state: {e}"));
+                return Err(format!(
+                    "cannot read the slot's state: {}",
+                    crate::pg::errors::describe(&e)
+                ));
             }
         };
         let mut status = STATUS.lock().unwrap();
@@ -717,8 +722,16 @@ impl<'a> Stream<'a> {
                      give it up, and pgcache would then start over with a flush"
                 ));
             }
+            if !state.ddl_followed && !DDL_ADVISED.swap(true, Ordering::Relaxed) {
+                redis_module::logging::log_notice(
+                    "pgcache: DDL is not followed: pgcache's event trigger (pgcache_ddl) is not \
+                     installed; run examples/invalidation_trigger.sql as a superuser, or run \
+                     PGCACHE.FLUSH <table> after DDL that changes a table's rows or what a \
+                     QUERY statement reads",
+                );
+            }
             let mut warned = UNPUBLISHED_WARNED.lock().unwrap();
-            for table in &state.unpublished {
+            for (table, _) in &state.unpublished {
                 if warned.insert(table.display()) {
                     redis_module::logging::log_warning(format!(
                         "pgcache: table {} is served but publication {publication} does not \
@@ -839,6 +852,21 @@ impl<'a> Stream<'a> {
                 prefix,
                 content,
                 ..
+            } if prefix == ddl::MESSAGE_PREFIX => {
+                let text = String::from_utf8_lossy(&content).into_owned();
+                if transactional {
+                    self.transaction().ddl.push(text);
+                } else {
+                    let mut alone = Transaction::default();
+                    alone.ddl.push(text);
+                    self.submit(alone, None)?;
+                }
+            }
+            Message::Logical {
+                transactional,
+                prefix,
+                content,
+                ..
             } if prefix == FLUSH_PREFIX => {
                 let table = String::from_utf8_lossy(&content).into_owned();
                 if transactional {
@@ -878,10 +906,20 @@ impl<'a> Stream<'a> {
     /// cache to.
     fn submit(
         &mut self,
-        transaction: Transaction,
+        mut transaction: Transaction,
         committed: Option<(Lsn, SystemTime)>,
     ) -> Result<(), String> {
         let mut changes = apply::Changes::default();
+        for text in std::mem::take(&mut transaction.ddl) {
+            match ddl::of(&text) {
+                Some(Ok(ddl)) => ddl::add(&mut changes, ddl),
+                Some(Err(e)) => ddl::unreadable(&mut changes, &e),
+                None => ddl::unreadable(
+                    &mut changes,
+                    &crate::error::Error::invalid("not a DDL report"),
+                ),
+            }
+        }
         let payloads = transaction.into_payloads();
         if !payloads.is_empty() {
             changes.arrived_at(Instant::now());

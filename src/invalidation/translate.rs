@@ -91,26 +91,64 @@ pub fn add(conn: &mut Connection, changes: &mut Changes, payload: Payload, sourc
     // A table outside the `tables` allowlist is followed too: its rows and results cached
     // before it left the list (or by a QUERY that reads it only through a partition or a
     // policy) must not outlive its changes when it comes back.
-    let schema = match schema::resolve_any(conn, &payload.table) {
-        Ok(schema) => schema,
+    let Some(schema) = resolved(conn, changes, &payload.table, source) else {
+        return;
+    };
+    // Rows of tables whose row-level security policies read this one may have appeared or
+    // gone for pgcache's role.
+    for prefix in super::policies::tables_whose_policies_read(conn, &schema.name) {
+        changes.flush_prefix(&prefix);
+    }
+    // A partition's rows are its ancestors' too (and a partitioned root's are its
+    // partitions'): the same keys and values change there.
+    for related in &schema.related {
+        if let Some(related) = resolved(conn, changes, related, source) {
+            apply(conn, changes, &payload, related, source);
+        }
+    }
+    apply(conn, changes, &payload, schema, source);
+}
+
+/// The schema of the table a payload names, whatever the allowlist says; None when it
+/// cannot be resolved, after dropping every entry (its rows cannot be found otherwise).
+fn resolved(
+    conn: &mut Connection,
+    changes: &mut Changes,
+    table: &str,
+    source: &str,
+) -> Option<std::sync::Arc<TableSchema>> {
+    match schema::resolve_any(conn, table) {
+        Ok(schema) => Some(schema),
         Err(e) => {
             redis_module::logging::log_warning(format!(
-                "pgcache: {source} names table {:?}, which cannot be resolved ({}); dropping \
-                 every cached row",
-                payload.table,
+                "pgcache: {source} names table {table:?}, which cannot be resolved ({}); \
+                 dropping every cached row",
                 e.message()
             ));
             changes.drop_everything();
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Adds what `payload` asks of the table `schema` to `changes`.
+fn apply(
+    conn: &mut Connection,
+    changes: &mut Changes,
+    payload: &Payload,
+    schema: std::sync::Arc<TableSchema>,
+    source: &str,
+) {
     if payload.flush || schema.primary_key.is_empty() {
         changes.flush(schema);
         changes.count_flushed(payload.flushed_keys);
         return;
     }
-    let (keys, mut unreadable) = keys_of(&payload, &schema);
-    let entering = payload.entering.map(|rows| canonical_rows(&schema, rows));
+    let (keys, mut unreadable) = keys_of(payload, &schema);
+    let entering = payload
+        .entering
+        .clone()
+        .map(|rows| canonical_rows(&schema, rows));
     changes.rows_written(schema.clone(), entering);
     match normalise::confirm_all(conn, &schema, keys) {
         Ok(keys) => {

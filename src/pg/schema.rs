@@ -2,7 +2,7 @@
 //! canonicalise keys without asking PostgreSQL. An entry is dropped when a query says the
 //! table changed, when the allowlist changes, and by PGCACHE.INVALIDATE of a whole table.
 
-use crate::config::current;
+use crate::config::{InvalidationSource, current};
 use crate::error::{Error, Result};
 use crate::model::ident::{QualifiedName, parse_table};
 use crate::model::key::{KeyColumn, KeyColumns, KeyKind, Rendering, cache_key};
@@ -44,6 +44,18 @@ pub struct TableSchema {
     primary_key_sql: (String, String),
     /// The table's figures for PGCACHE.STATS, shared by every schema of the table.
     pub stats: Arc<crate::stats::TableStats>,
+    /// The tables whose rows a change to this one changes as well, quoted: its partition
+    /// and inheritance ancestors (a read of a parent reads its children's rows), and, for
+    /// a partitioned table, every partition below it (a change reported under the root,
+    /// `publish_via_partition_root`, is a change of one of them).
+    pub related: Vec<String>,
+    /// UNLOGGED: PostgreSQL's log never holds its changes.
+    pub unlogged: bool,
+    /// Its oid when it was read.
+    pub oid: u32,
+    /// Row-level security applies to pgcache's role on it: what a read returns depends on
+    /// its policies, and on whatever they read.
+    pub row_security: bool,
 }
 
 impl TableSchema {
@@ -116,6 +128,10 @@ impl TableSchema {
             primary_key,
             primary_key_sql: (String::new(), String::new()),
             batchable: true,
+            related: Vec::new(),
+            unlogged: false,
+            oid: 0,
+            row_security: false,
         }
     }
 }
@@ -195,6 +211,15 @@ pub fn admit(table_arg: &str) -> Result<QualifiedName> {
         return Err(not_allowed(&name));
     }
     Ok(name)
+}
+
+/// Why an unlogged table is not served in replication mode.
+pub fn unlogged(display: &str) -> Error {
+    Error::invalid(format!(
+        "table {display} is UNLOGGED: PostgreSQL writes none of its changes to the log, so \
+         the replication feed never sees them; make it logged (ALTER TABLE ... SET LOGGED) \
+         or run pgcache with invalidation_source notify"
+    ))
 }
 
 fn not_allowed(name: &QualifiedName) -> Error {
@@ -395,12 +420,50 @@ fn remember(table_arg: &str, schema: Arc<TableSchema>) -> bool {
     admitted
 }
 
-/// The tables (not views) whose schemas are cached: the ones pgcache serves.
+/// The key prefixes of the cached tables whose related tables (`TableSchema::related`)
+/// include `quoted`.
+pub fn prefixes_related_to(quoted: &str) -> Vec<String> {
+    let guard = CACHE.read().unwrap();
+    let unlisted = UNLISTED.lock().unwrap();
+    let mut prefixes: Vec<String> = guard
+        .iter()
+        .flat_map(|spellings| spellings.values())
+        .chain(unlisted.iter())
+        .filter(|schema| schema.related.iter().any(|r| r == quoted))
+        .map(|schema| schema.key_prefix.clone())
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    prefixes
+}
+
+/// The cached tables that row-level security applies to.
+pub fn with_row_security() -> Vec<Arc<TableSchema>> {
+    let guard = CACHE.read().unwrap();
+    let unlisted = UNLISTED.lock().unwrap();
+    let mut found: Vec<Arc<TableSchema>> = Vec::new();
+    for schema in guard
+        .iter()
+        .flat_map(|spellings| spellings.values())
+        .chain(unlisted.iter())
+    {
+        if schema.row_security && !found.iter().any(|f| f.name == schema.name) {
+            found.push(schema.clone());
+        }
+    }
+    found
+}
+
+/// The tables (not views) whose schemas are cached: the ones pgcache serves or follows.
 pub fn served_tables() -> Vec<QualifiedName> {
     let guard = CACHE.read().unwrap();
+    let unlisted = UNLISTED.lock().unwrap();
     let mut names: Vec<QualifiedName> = guard
         .iter()
         .flat_map(|spellings| spellings.values())
+        // Tables read only for their changes (a QUERY's partitions, the tables policies
+        // read) need the feed as much.
+        .chain(unlisted.iter())
         .filter(|schema| schema.batchable)
         .map(|schema| schema.name.clone())
         .collect();
@@ -424,6 +487,9 @@ pub fn resolve(client: &mut Connection, table_arg: &str) -> Result<Arc<TableSche
         Some(schema) => schema,
         None => Arc::new(load(client, name)?),
     };
+    if schema.unlogged && current::invalidation_source() != InvalidationSource::Notify {
+        return Err(unlogged(&schema.display));
+    }
     if !remember(table_arg, schema.clone()) {
         return Err(not_allowed(&schema.name));
     }
@@ -466,9 +532,29 @@ pub fn resolve_any(client: &mut Connection, table_arg: &str) -> Result<Arc<Table
     Ok(schema)
 }
 
-const RELATION_SQL: &str = "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_class c \
+const RELATION_SQL: &str = "SELECT c.oid, c.relkind::text, c.relpersistence = 'u', \
+       c.relrowsecurity AND pg_catalog.row_security_active(c.oid) \
+     FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = $1 AND c.relname = $2";
+
+/// A table's ancestors through pg_inherits (partitions and inheritance alike), and, for a
+/// partitioned table, every partition below it, quoted.
+const RELATED_SQL: &str = "WITH RECURSIVE up(oid) AS ( \
+         SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = $1 \
+       UNION \
+         SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.oid \
+     ), down(oid) AS ( \
+         SELECT i.inhrelid FROM pg_catalog.pg_inherits i \
+         JOIN pg_catalog.pg_class p ON p.oid = i.inhparent \
+         WHERE i.inhparent = $1 AND p.relkind = 'p' \
+       UNION \
+         SELECT i.inhrelid FROM down JOIN pg_catalog.pg_inherits i ON i.inhparent = down.oid \
+     ) \
+     SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
+     FROM (SELECT oid FROM up UNION SELECT oid FROM down) AS r \
+     JOIN pg_catalog.pg_class c ON c.oid = r.oid \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ORDER BY 1";
 
 /// The first system object `$1` reads, if any: following views (and materialized views)
 /// through their rewrite rules, every relation and function their definitions use, and the
@@ -548,6 +634,8 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
     };
     let oid: tokio_postgres::types::Oid = row.get(0);
     let relkind: String = row.get(1);
+    let unlogged: bool = row.get(2);
+    let row_security: bool = row.get(3);
     if !matches!(relkind.as_str(), "r" | "p" | "v" | "m" | "f") {
         return Err(Error::invalid(format!(
             "{} is not a table or view",
@@ -584,6 +672,12 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
         });
     }
     primary_key.sort();
+    let related = client
+        .query(RELATED_SQL, &[&oid])
+        .map_err(failed)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let display = name.display();
     let mut schema = TableSchema {
         stats: crate::stats::table(&display),
@@ -595,6 +689,10 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
         primary_key,
         primary_key_sql: (String::new(), String::new()),
         batchable: relkind != "v",
+        related,
+        unlogged,
+        oid,
+        row_security,
     };
     if !schema.primary_key.is_empty() {
         let pk: Vec<KeyColumn> = schema

@@ -42,6 +42,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Statement {
     /// The statement as the parser spells it.
     pub canonical: String,
+    /// The statement as PGCACHE.QUERIES, the slowlog and events show it to anyone allowed
+    /// those: its constants replaced by `$n`, as `pg_stat_statements` shows statements (a
+    /// constant may be a secret another user's statement holds).
+    pub shown: String,
     /// What every result key starts with: `<cache_prefix>~q:{` and the first 128 bits of
     /// SHA-256 of `canonical`, which name the statement (`key`).
     pub key_head: String,
@@ -180,7 +184,9 @@ impl Statement {
             .iter()
             .map(|t| generations::key_name(&t.key_prefix))
             .collect();
+        let shown = pg_query::normalize(&canonical).unwrap_or_else(|_| canonical.clone());
         Statement {
+            shown,
             canonical,
             key_head,
             generation_keys,

@@ -272,3 +272,9 @@ pub fn unload(con: &mut redis::Connection) {
             .ok()
     });
 }
+
+/// Installs pgcache's SQL again as a superuser, as README asks for DDL to be followed: its
+/// event trigger (`pgcache_ddl`) then reports DDL through the feed.
+pub fn follow_ddl(pg: &Pg) {
+    pg.superuser_of("app").batch_execute(TRIGGER_SQL).unwrap();
+}

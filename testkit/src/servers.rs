@@ -239,7 +239,10 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // PGCACHE_TEST_KEEP=1 keeps the server's directory (its log) for a look afterwards.
+        if std::env::var_os("PGCACHE_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -376,7 +376,24 @@ const MODEL_STATEMENTS: &[&str] = &[
     "SELECT email FROM users WHERE id = ?",
     "SELECT user_id, count(*) AS n FROM orders GROUP BY user_id HAVING count(*) > $1 ORDER BY user_id",
     "SELECT id FROM orders WHERE memo = $1 AND user_id IN ($2, 3) ORDER BY id",
+    "SELECT count(*) AS n, sum(v) AS s FROM meas WHERE region = $1",
+    "SELECT id, region, v FROM meas WHERE id = $1 ORDER BY region",
+    "SELECT count(*) AS n FROM chosen WHERE id <= $1",
 ];
+
+/// The model's partitioned table (a partition attached and detached as it runs) and view
+/// (replaced as it runs).
+const MODEL_SQL: &str = "
+    CREATE TABLE meas (id integer NOT NULL, region text NOT NULL, v integer NOT NULL,
+                       PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+    CREATE TABLE meas_eu PARTITION OF meas FOR VALUES IN ('eu');
+    CREATE TABLE meas_us PARTITION OF meas FOR VALUES IN ('us');
+    CREATE TABLE meas_asia (LIKE meas INCLUDING ALL, CHECK (region = 'asia'));
+    INSERT INTO meas SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 12) g;
+    INSERT INTO meas_asia SELECT g, 'asia', g * 100 FROM generate_series(1, 6) g;
+    CREATE VIEW chosen AS SELECT id FROM users WHERE id % 2 = 0;
+    SELECT pgcache_watch('meas');
+";
 
 fn model_params(rng: &mut Rng, statement: usize) -> Vec<String> {
     let small = |rng: &mut Rng| (1 + rng.below(6)).to_string();
@@ -385,13 +402,44 @@ fn model_params(rng: &mut Rng, statement: usize) -> Vec<String> {
         2 => vec![small(rng), small(rng)],
         5 => vec![rng.below(12).to_string()],
         6 => vec![["a", "b"][rng.below(2)].to_string(), small(rng)],
+        7 => vec![["eu", "us", "asia"][rng.below(3)].to_string()],
+        9 => vec![(1 + rng.below(12)).to_string()],
         _ => vec![small(rng)],
     }
 }
 
-fn model_write(rng: &mut Rng) -> String {
+fn model_write(rng: &mut Rng, attached: &mut bool) -> String {
     let (a, b, c) = (1 + rng.below(6), 1 + rng.below(60), rng.below(1000));
-    match rng.below(10) {
+    let region = ["eu", "us"][rng.below(2)];
+    match rng.below(16) {
+        10 => format!("UPDATE meas SET v = {c} WHERE id = {a}"),
+        // A row moving to the other partition.
+        11 => format!(
+            "UPDATE meas SET region = CASE region WHEN 'eu' THEN 'us' ELSE 'eu' END \
+             WHERE id = {a} AND region <> 'asia' AND NOT EXISTS (SELECT 1 FROM meas m \
+             WHERE m.id = {a} AND m.region = CASE meas.region WHEN 'eu' THEN 'us' ELSE 'eu' END)"
+        ),
+        12 => format!(
+            "INSERT INTO meas VALUES ({a}, '{region}', {c}) ON CONFLICT (id, region) DO UPDATE SET v = {c}"
+        ),
+        13 => format!("UPDATE meas_asia SET v = {c} WHERE id = {a}"),
+        // DDL: a partition attached or detached, a view replaced.
+        14 => {
+            *attached = !*attached;
+            if *attached {
+                "ALTER TABLE meas ATTACH PARTITION meas_asia FOR VALUES IN ('asia')".into()
+            } else {
+                "ALTER TABLE meas DETACH PARTITION meas_asia".into()
+            }
+        }
+        15 => format!(
+            "CREATE OR REPLACE VIEW chosen AS {}",
+            [
+                format!("SELECT id FROM users WHERE id % {a} = 0"),
+                format!("SELECT id FROM orders WHERE user_id = {a}"),
+                "SELECT id FROM meas".to_string(),
+            ][rng.below(3)]
+        ),
         0 => format!(
             "UPDATE users SET name = 'user{a}' WHERE id = {}",
             1 + rng.below(6)
@@ -423,8 +471,9 @@ fn model_write(rng: &mut Rng) -> String {
     }
 }
 
-/// Random statements, random writes from another connection, and after each write every
-/// statement read: in replication mode AFTER the write's position, always PostgreSQL's own
+/// Random statements (over plain tables, a partitioned table and a view), random writes
+/// from another connection (DDL among them: a partition attached and detached, the view
+/// replaced), and after each write every statement read: in replication mode AFTER the write's position, always PostgreSQL's own
 /// answer at once; in notify mode (which has no positions) PostgreSQL's answer once the
 /// write's notification is applied. `PGCACHE_QUERY_MODEL_STEPS` sets the number of writes
 /// (default 300).
@@ -436,11 +485,14 @@ fn a_random_model_of_writes_and_queries_never_sees_a_stale_result() {
         .unwrap_or(300);
     let positions = invalidation_source() == "replication";
     let stack = watched();
-    stack.pg.execute(
+    stack.pg.execute(&format!(
         "ALTER TABLE orders ADD COLUMN memo text;
          ALTER TABLE orders ALTER COLUMN memo SET STORAGE EXTERNAL;
-         UPDATE orders SET memo = CASE WHEN id % 3 = 0 THEN 'a' WHEN id % 3 = 1 THEN 'b' END",
-    );
+         UPDATE orders SET memo = CASE WHEN id % 3 = 0 THEN 'a' WHEN id % 3 = 1 THEN 'b' END;
+         {MODEL_SQL}"
+    ));
+    follow_ddl(&stack.pg);
+    let mut attached = false;
     let mut con = stack.con();
     // Reads AFTER a write wait for it to be applied, and are answered from the cache.
     config_set(&mut con, "pgcache.after_wait_ms", "1000").unwrap();
@@ -452,7 +504,7 @@ fn a_random_model_of_writes_and_queries_never_sees_a_stale_result() {
     }
     let hits_before = stats_figure(&mut con, "query_hits");
     for step in 0..steps {
-        let write = model_write(&mut rng);
+        let write = model_write(&mut rng, &mut attached);
         let lsn = commit_and_position(&stack, &write);
         for (i, sql) in MODEL_STATEMENTS.iter().enumerate() {
             let params = model_params(&mut rng, i);

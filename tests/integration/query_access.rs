@@ -140,3 +140,117 @@ fn the_tables_allowlist_holds_for_query_and_nothing_changed_outside_it_is_served
     assert_ne!(now, row);
     assert!(now.contains("777"), "{now}");
 }
+
+/// pgcache connected as a least-privilege role (README's), to which `docs`' row-level
+/// security policy applies; the policy reads another table.
+fn behind_a_policy() -> Stack {
+    let pg = Pg::start();
+    pg.execute(&format!(
+        "CREATE TABLE docs (id integer PRIMARY KEY, team text NOT NULL, body text NOT NULL);
+         CREATE TABLE team_visible (team text PRIMARY KEY);
+         INSERT INTO docs VALUES (1, 'red', 'a'), (2, 'blue', 'b'), (3, 'red', 'c');
+         INSERT INTO team_visible VALUES ('red');
+         ALTER TABLE docs ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY visible ON docs USING (team IN (SELECT team FROM team_visible));
+         {TRIGGER_SQL}
+         SELECT pgcache_watch('docs'), pgcache_watch('team_visible');"
+    ));
+    pg.superuser_of("app")
+        .batch_execute(
+            "CREATE ROLE reader LOGIN REPLICATION PASSWORD 'reader-pw';
+             GRANT SELECT ON docs, team_visible TO reader;",
+        )
+        .unwrap();
+    let mut args = pg.module_args();
+    for (name, value) in [("pg_user", "reader"), ("pg_password", "reader-pw")] {
+        let at = args.iter().position(|a| a == name).unwrap();
+        args[at + 1] = value.into();
+    }
+    let redis = Redis::start(&args);
+    Stack { redis, pg }
+}
+
+#[test]
+fn rows_behind_a_policy_that_reads_another_table_follow_that_table() {
+    let stack = behind_a_policy();
+    let mut con = stack.con();
+    let all = "SELECT id, body FROM docs ORDER BY id";
+    assert_eq!(
+        query_until_cached(&mut con, all, &[]),
+        r#"[{"id":1,"body":"a"},{"id":3,"body":"c"}]"#
+    );
+    let by_team = "SELECT count(*) AS n FROM docs WHERE team = $1";
+    assert_eq!(
+        query_until_cached(&mut con, by_team, &["blue"]),
+        r#"[{"n":0}]"#
+    );
+    read_until_cached(&mut con, "docs", r#"{"id":1}"#);
+    // pgcache's role cannot see row 2: remembered as absent.
+    wait_for("the absence cached", Duration::from_secs(10), || {
+        read(&mut con, "docs", r#"{"id":2}"#).unwrap();
+        exists(&mut con, r#"pg_cache:docs:{"id":2}"#).then_some(())
+    });
+    assert_eq!(read(&mut con, "docs", r#"{"id":2}"#).unwrap(), None);
+
+    // The policy's table changes: what pgcache's role sees of docs changes with it.
+    stack.pg.execute("INSERT INTO team_visible VALUES ('blue')");
+    wait_for("row 2 to be seen", Duration::from_secs(10), || {
+        (read(&mut con, "docs", r#"{"id":2}"#).unwrap().as_deref()
+            == Some(r#"{"id":2,"team":"blue","body":"b"}"#))
+        .then_some(())
+    });
+    wait_for("the results to follow", Duration::from_secs(10), || {
+        (query(&mut con, all, &[]).unwrap()
+            == r#"[{"id":1,"body":"a"},{"id":2,"body":"b"},{"id":3,"body":"c"}]"#
+            && query(&mut con, by_team, &["blue"]).unwrap() == r#"[{"n":1}]"#)
+            .then_some(())
+    });
+    read_until_cached(&mut con, "docs", r#"{"id":1}"#);
+    stack
+        .pg
+        .execute("DELETE FROM team_visible WHERE team = 'red'");
+    wait_for("row 1 to be hidden", Duration::from_secs(10), || {
+        read(&mut con, "docs", r#"{"id":1}"#)
+            .unwrap()
+            .is_none()
+            .then_some(())
+    });
+    wait_for("the result to follow", Duration::from_secs(10), || {
+        (query(&mut con, all, &[]).unwrap() == r#"[{"id":2,"body":"b"}]"#).then_some(())
+    });
+}
+
+/// A constant in a statement may be someone's secret: QUERIES, the slowlog and the
+/// `query_invalidated` events show statements as `pg_stat_statements` does, constants as
+/// `$n`.
+#[test]
+fn statements_are_shown_to_others_without_their_constants() {
+    let stack = watched();
+    let mut con = stack.con();
+    config_set(&mut con, "pgcache.slowlog_threshold_us", "0").unwrap();
+    let sql = "SELECT name FROM users WHERE email = 'user7@example.com' AND id = $1";
+    query_until_cached(&mut con, sql, &["7"]);
+    let shown = "SELECT name FROM users WHERE email = $2 AND id = $1";
+    let listed: Vec<redis::Value> = redis::cmd("PGCACHE.QUERIES").query(&mut con).unwrap();
+    let statements: Vec<String> = listed
+        .iter()
+        .map(|line| redis::from_redis_value(nested(line)["statement"].clone()).unwrap())
+        .collect();
+    assert_eq!(statements, [shown]);
+    let log: String = redis::cmd("PGCACHE.SLOWLOG")
+        .arg("GET")
+        .arg(100)
+        .query::<redis::Value>(&mut con)
+        .map(|v| format!("{v:?}"))
+        .unwrap();
+    assert!(!log.contains("user7@example.com"), "{log}");
+    assert!(log.contains("email = $2"), "{log}");
+    let mut events = stack.redis.connection();
+    let mut pubsub = subscribe(&mut events, "pg_cache_events");
+    stack.pg.execute("UPDATE users SET name = 'x' WHERE id = 7");
+    let event = wait_for("a query_invalidated event", Duration::from_secs(10), || {
+        let event = next_event(&mut pubsub);
+        (event["type"] == "query_invalidated").then_some(event)
+    });
+    assert_eq!(event["key"], shown);
+}

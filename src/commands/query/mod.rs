@@ -654,5 +654,5 @@ fn cache_result(
 
 /// The reply, described for the slowlog and hooks by the statement it ran.
 fn described(reply: Reply, statement: &Statement, rows: u64) -> Reply {
-    reply.described(&statement.stats, truncate_key(&statement.canonical), rows)
+    reply.described(&statement.stats, truncate_key(&statement.shown), rows)
 }

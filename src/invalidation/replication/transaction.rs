@@ -25,6 +25,8 @@ pub struct Transaction {
     tables: HashMap<u32, TableChanges>,
     /// Tables named by `pgcache_flush()` in this transaction.
     flushed_by_name: Vec<String>,
+    /// The DDL reports (`ddl`) of this transaction, as sent.
+    pub ddl: Vec<String>,
 }
 
 struct TableChanges {
