@@ -220,14 +220,20 @@ AS $$
 DECLARE
     publication text := pgcache_publication();
     part regclass;
+    trigger_name name;
 BEGIN
     FOR part IN SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = tbl LOOP
         PERFORM pgcache_unwatch(part);
     END LOOP;
-    EXECUTE format('DROP TRIGGER IF EXISTS pgcache_insert ON %s', tbl);
-    EXECUTE format('DROP TRIGGER IF EXISTS pgcache_update ON %s', tbl);
-    EXECUTE format('DROP TRIGGER IF EXISTS pgcache_delete ON %s', tbl);
-    EXECUTE format('DROP TRIGGER IF EXISTS pgcache_truncate ON %s', tbl);
+    -- Only the triggers that exist: DROP TRIGGER IF EXISTS would NOTICE each missing one to
+    -- whoever runs the DDL that watches a new partition.
+    FOR trigger_name IN
+        SELECT tgname FROM pg_catalog.pg_trigger
+         WHERE tgrelid = tbl
+           AND tgname IN ('pgcache_insert', 'pgcache_update', 'pgcache_delete', 'pgcache_truncate')
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', trigger_name, tbl);
+    END LOOP;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r
                  JOIN pg_catalog.pg_publication p ON p.oid = r.prpubid
                 WHERE p.pubname = publication AND r.prrelid = tbl) THEN
