@@ -118,7 +118,9 @@ pub fn explain(ctx: &Context, args: &[&[u8]]) -> Reply {
     worker::submit(
         ctx,
         Box::new(move |conn| {
-            let explained = match super::query::learn(conn, &sql) {
+            let learned = super::query::learn(conn, &sql)
+                .and_then(|statement| statement.admitted().map(|()| statement));
+            let explained = match learned {
                 Ok(statement) => vec![
                     ("cacheable".into(), Reply::Int(1)),
                     ("statement".into(), Reply::Bulk(statement.canonical.clone())),

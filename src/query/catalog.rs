@@ -412,6 +412,7 @@ pub fn named_tables(client: &mut Connection, parsed: &Parsed) -> Result<Vec<Qual
         .relations
         .iter()
         .filter(|r| is_table(r) && !schema::is_system_schema(&r.schema))
+        .filter(|r| !matches!(r.via, Via::Child | Via::Policy))
         .map(|r| QualifiedName {
             schema: r.schema.clone(),
             name: r.name.clone(),

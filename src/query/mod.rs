@@ -60,8 +60,11 @@ pub struct Statement {
     pub params: Vec<ParamType>,
     /// The tables whose changes drop its results, ordered by key prefix.
     pub tables: Vec<Arc<TableSchema>>,
-    /// The keys whose read permission a client needs to read its results: its tables'
-    /// generation keys (`~pg_cache:users:*` covers them as it covers the rows).
+    /// Those it reads as data (`listed`), whose read permission a client needs.
+    pub data_tables: Vec<Arc<TableSchema>>,
+    /// The keys whose read permission a client needs to read its results: the generation
+    /// keys of the tables it reads as data (`~pg_cache:users:*` covers them as it covers
+    /// the rows), partitions, children and the tables policies read aside.
     pub readable_as: Arc<[String]>,
     /// The relations the `tables` allowlist must admit for it to be answered.
     pub listed: Vec<QualifiedName>,
@@ -180,7 +183,14 @@ impl Statement {
             misses: Counter::new(),
             latency: Histogram::new(),
         });
-        let readable_as = tables
+        // The tables it reads as data: not the partitions and children of those (a user
+        // who may read a parent reads it whole) nor the tables their policies read.
+        let data_tables: Vec<Arc<TableSchema>> = tables
+            .iter()
+            .filter(|t| listed.contains(&t.name))
+            .cloned()
+            .collect();
+        let readable_as = data_tables
             .iter()
             .map(|t| generations::key_name(&t.key_prefix))
             .collect();
@@ -194,6 +204,7 @@ impl Statement {
             row_wanted,
             params,
             tables,
+            data_tables,
             readable_as,
             listed,
             admitted_at: AtomicU64::new(0),

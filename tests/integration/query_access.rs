@@ -119,6 +119,15 @@ fn the_tables_allowlist_holds_for_query_and_nothing_changed_outside_it_is_served
         .unwrap_err()
         .to_string();
     assert!(e.contains("allowlist"), "{e}");
+    let explained = nested(
+        &redis::cmd("PGCACHE.EXPLAIN")
+            .arg("SELECT id FROM orders WHERE id = $1")
+            .query(&mut con)
+            .unwrap(),
+    );
+    assert_eq!(figure(&explained, "cacheable"), 0);
+    let reason: String = redis::from_redis_value(explained["reason"].clone()).unwrap();
+    assert!(reason.contains("allowlist"), "{reason}");
     let users = "SELECT name FROM users WHERE id = $1";
     assert_eq!(
         query(&mut con, users, &["2"]).unwrap(),
@@ -183,6 +192,13 @@ fn rows_behind_a_policy_that_reads_another_table_follow_that_table() {
     assert_eq!(
         query_until_cached(&mut con, by_team, &["blue"]),
         r#"[{"n":0}]"#
+    );
+    // A user who may read docs reads them, whatever tables their policy reads.
+    add_acl_user(&mut con, "docs_only", &["~pg_cache:docs:*", "+@all"]);
+    let mut docs_only = connect_as(stack.redis.port, "docs_only", "pw");
+    assert_eq!(
+        query(&mut docs_only, by_team, &["red"]).unwrap(),
+        r#"[{"n":2}]"#
     );
     read_until_cached(&mut con, "docs", r#"{"id":1}"#);
     // pgcache's role cannot see row 2: remembered as absent.

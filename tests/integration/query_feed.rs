@@ -96,6 +96,13 @@ fn partitioned_tables_and_inheritance_children_follow_every_change() {
     for (sql, params) in statements {
         query_until_cached(&mut con, sql, params);
     }
+    // A user who may read the parent reads it whole, partitions included.
+    add_acl_user(&mut con, "meas_only", &["~pg_cache:meas:*", "+@all"]);
+    let mut meas_only = connect_as(stack.redis.port, "meas_only", "pw");
+    assert_eq!(
+        query(&mut meas_only, statements[0].0, statements[0].1).unwrap(),
+        r#"[{"v":20}]"#
+    );
 
     // Through the parent, and straight into a partition.
     stack.pg.execute("UPDATE meas SET v = 11 WHERE id = 2");

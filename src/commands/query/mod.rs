@@ -232,10 +232,10 @@ fn takes(statement: &Statement, given: usize) -> Result<()> {
     )))
 }
 
-/// The client's ACL user must be allowed to read every table the statement reads, as READ
-/// checks the row's key: the generation key stands for the table's keys.
+/// The client's ACL user must be allowed to read every table the statement reads as data,
+/// as READ checks the row's key: the generation key stands for the table's keys.
 fn may_read_tables(ctx: &Context, statement: &Statement) -> Result<()> {
-    for table in &statement.tables {
+    for table in &statement.data_tables {
         if !cache::readable(ctx, table.key_prefix.as_bytes(), b"~gen") {
             return Err(acl::no_read_permission(&generations::key_name(
                 &table.key_prefix,
