@@ -294,7 +294,11 @@ BEGIN
                        WHEN c.classid = 'pg_catalog.pg_rewrite'::regclass
                            THEN (SELECT w.ev_class FROM pg_catalog.pg_rewrite w WHERE w.oid = c.objid)
                    END,
-                   c.classid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_type'::regclass)
+                   -- Functions, types, operators, casts and text search: anything a
+                   -- result may be computed with.
+                   c.classid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_type'::regclass,
+                                 'pg_catalog.pg_operator'::regclass, 'pg_catalog.pg_cast'::regclass,
+                                 'pg_catalog.pg_ts_config'::regclass, 'pg_catalog.pg_ts_dict'::regclass)
               FROM pg_event_trigger_ddl_commands() AS c
              WHERE NOT c.in_extension
                AND c.command_tag NOT IN ('COMMENT', 'CREATE INDEX', 'ALTER INDEX', 'CREATE TRIGGER',
@@ -307,6 +311,14 @@ BEGIN
             -- A partition's or child's rows are its ancestors' too.
             SELECT i.inhparent, false FROM touched t
               JOIN pg_catalog.pg_inherits i ON i.inhrelid = t.relid
+        ), typed(relid) AS (
+            -- A type changed (an enum value renamed, say): the rows of the tables with a
+            -- column of it (or of an array of it) read differently.
+            SELECT a.attrelid FROM pg_event_trigger_ddl_commands() AS c
+              JOIN pg_catalog.pg_type t ON t.oid = c.objid
+              JOIN pg_catalog.pg_attribute a ON a.atttypid IN (t.oid, t.typarray)
+             WHERE c.classid = 'pg_catalog.pg_type'::regclass AND a.attnum > 0
+               AND NOT a.attisdropped
         ), below(relid) AS (
             -- ALTER TABLE of a parent changes its partitions and children too.
             SELECT i.inhrelid FROM pg_event_trigger_ddl_commands() AS c
@@ -316,6 +328,7 @@ BEGIN
             SELECT i.inhrelid FROM below b JOIN pg_catalog.pg_inherits i ON i.inhparent = b.relid
         ), every(relid, other) AS (
             SELECT relid, other FROM touched UNION SELECT relid, false FROM below
+          UNION SELECT relid, false FROM typed
         )
         -- A view changed: the QUERY results that read it are not told apart from the
         -- others (they are stored under its tables' generations), so all of them go.
@@ -328,9 +341,13 @@ BEGIN
           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE c.oid = ANY (relids);
         -- A partition or child, new or attached, of a table pgcache's triggers watch.
-        SELECT format('%I.%I', n.nspname, p.proname) INTO watch
-          FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-         WHERE p.proname = 'pgcache_watch' ORDER BY n.nspname = 'public' DESC LIMIT 1;
+        -- pgcache_watch of the schema this trigger's function was installed in, nobody
+        -- else's: it runs as whoever ran the DDL.
+        SELECT format('%I.%I', n.nspname, 'pgcache_watch') INTO watch
+          FROM pg_catalog.pg_event_trigger e
+          JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+         WHERE e.evtname = 'pgcache_ddl';
         FOR child IN
             SELECT DISTINCT i.inhrelid::regclass FROM pg_catalog.pg_inherits i
              WHERE i.inhparent = ANY (relids)
@@ -347,7 +364,11 @@ BEGIN
     END IF;
     payload := json_build_object('ddl', TG_TAG, 'relations', to_json(relations),
                                  'results', results)::text;
-    PERFORM pg_notify(channel, payload);
+    -- NOTIFY takes at most 8000 bytes (and failing would abort the DDL): a longer list of
+    -- relations (hundreds of partitions) becomes "everything".
+    PERFORM pg_notify(channel, CASE WHEN octet_length(payload) <= 6000 THEN payload
+        ELSE json_build_object('ddl', TG_TAG, 'relations', '[]'::json, 'results', true,
+                               'everything', true)::text END);
     IF current_setting('wal_level') = 'logical' THEN
         PERFORM pg_logical_emit_message(true, 'pgcache.ddl', payload);
     END IF;

@@ -195,6 +195,11 @@ pub fn admission(ctx: &Context, key: &str) -> Admission {
     if bypass::holding() || !freshness::vouched(current::max_staleness_ms()) {
         return Admission::NotHere;
     }
+    // Nothing is added under a prefix being flushed: the scan under way then visits every
+    // entry there is, however many more changes ask for the same flush (`flush::start`).
+    if bypass::bypassed(key.as_bytes()) {
+        return Admission::NotHere;
+    }
     let flags = ctx.get_flags();
     if flags.contains(ContextFlags::SLAVE) {
         Admission::NotHere

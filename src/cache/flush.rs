@@ -5,8 +5,8 @@
 //! A flush deletes its keys a slice at a time from a Redis timer, in every DB that holds
 //! keys. From the moment it starts until it ends, hits under its key prefix are treated as
 //! misses, so no entry cached before the flush is served while the deletion is under way.
-//! Entries filled during the flush may be deleted again by it; that costs a miss, never
-//! staleness.
+//! No fill is stored under its prefix meanwhile (answered, not cached), so when it ends
+//! no entry from before it is left, however many changes arrived while it ran.
 //!
 //! Both bypasses (a flush's prefix, and the whole cache while it is held) are `bypass`'s.
 
@@ -48,9 +48,11 @@ pub fn running() -> usize {
 
 /// Starts dropping every key under `prefix`. Main thread only.
 ///
-/// One flush runs per prefix, however many FLUSH commands and notifications ask for it: a
-/// flush of a prefix already under way starts that flush's scan over, so every entry present
-/// now is still visited, and the list of flushes is bounded by the number of prefixes.
+/// One flush runs per prefix, however many FLUSH commands and notifications ask for it: no
+/// fill is stored under a prefix while it is flushed (`cache::admission`), so the scan under
+/// way visits every entry present now, and goes on rather than starting over (steady changes
+/// to a table would otherwise keep its flush, and its entries' bypass, from ever ending).
+/// The list of flushes is bounded by the number of prefixes.
 pub fn start(ctx: &Context, prefix: &str) {
     stats::FLUSHES.inc();
     fill::invalidated_prefix(prefix);
@@ -59,9 +61,7 @@ pub fn start(ctx: &Context, prefix: &str) {
     // their generation key.
     dropped::table_changed(ctx, prefix, &dbs);
     let mut active = ACTIVE.lock().unwrap();
-    if let Some(running) = active.iter_mut().find(|f| f.prefix == prefix.as_bytes()) {
-        running.cursor.restart();
-        running.dbs = dbs;
+    if active.iter().any(|f| f.prefix == prefix.as_bytes()) {
         return;
     }
     let cursor = ScanCursor::new();

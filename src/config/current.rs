@@ -62,9 +62,23 @@ pub fn init(s: &Settings) {
     LISTEN.store(s.listen, Relaxed);
 }
 
-/// The invalidation source the settings ask for.
-pub fn invalidation_source() -> crate::config::InvalidationSource {
-    *SOURCE.read().unwrap()
+/// `invalidation_source auto` uses NOTIFY (PostgreSQL cannot stream to pgcache).
+static FELL_BACK_TO_NOTIFY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Says whether `auto` fell back to NOTIFY (the replication source decides, at its start).
+pub fn fell_back_to_notify(yes: bool) {
+    FELL_BACK_TO_NOTIFY.store(yes, Relaxed);
+}
+
+/// Whether the change feed in use is NOTIFY: notify mode, or `auto` fallen back to it.
+/// (Until `auto` has decided, the log is assumed.)
+pub fn feed_is_notify() -> bool {
+    match *SOURCE.read().unwrap() {
+        crate::config::InvalidationSource::Notify => true,
+        crate::config::InvalidationSource::Replication => false,
+        crate::config::InvalidationSource::Auto => FELL_BACK_TO_NOTIFY.load(Relaxed),
+    }
 }
 
 /// The allowlist's version: it changes whenever the allowlist may have.

@@ -491,6 +491,7 @@ fn apply_for_a_slice(context: &Context) -> bool {
         let dbs = dbs.get_or_insert_with(|| cache::dbs_with_keys(context));
         end_generations(context, &changes, dbs);
         drop_row_results(context, &mut changes);
+        forget_outdated_statements(&mut changes);
         while let Some((schema, pk)) = changes.deletes.pop() {
             cache::delete_in(context, &pk.cache_key(&schema.key_prefix), dbs);
             stats::INVALIDATIONS_BY_POSTGRES.inc();
@@ -574,18 +575,41 @@ fn start_flushes(ctx: &Context, changes: &mut Changes) {
         bypass::release();
     }
     stats::INVALIDATIONS_BY_POSTGRES.add(std::mem::take(&mut changes.keys_flushed));
-    if std::mem::take(&mut changes.statements_outdated) {
-        // What the statements read is learned again; results stored under generations of
-        // tables a statement no longer reads are never looked up.
-        statements::forget_all();
-    }
     if std::mem::take(&mut changes.results_outdated) {
-        let prefix = format!("{}{}", current::cache_prefix(), query::key::RESULT_TAG);
-        flush::start(ctx, &prefix);
-        dropped::index_emptied();
+        drop_every_result(ctx);
     }
     for prefix in std::mem::take(&mut changes.flushes) {
         flush::start(ctx, &prefix);
+    }
+}
+
+/// DDL changed something any QUERY result may have been computed with (a view, a
+/// function, a type): every result goes. The generations of every table a remembered
+/// statement reads end, and the row generations' epoch with the index (so no result is
+/// built again from them, on the replicas either, without waiting for the scan), and a
+/// flush deletes the results, which none is served from meanwhile.
+fn drop_every_result(ctx: &Context) {
+    let dbs = cache::dbs_with_keys(ctx);
+    let mut prefixes: Vec<String> = statements::all()
+        .iter()
+        .flat_map(|s| s.tables.iter().map(|t| t.key_prefix.clone()))
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    for prefix in prefixes {
+        generations::end_per_table(ctx, &prefix, &dbs);
+    }
+    dropped::index_lost(ctx, &dbs);
+    let prefix = format!("{}{}", current::cache_prefix(), query::key::RESULT_TAG);
+    flush::start(ctx, &prefix);
+}
+
+/// DDL arrived: what the statements read is learned again (after the changes that came
+/// with it were counted against them); results stored under the generations of tables a
+/// statement no longer reads are never looked up.
+fn forget_outdated_statements(changes: &mut Changes) {
+    if std::mem::take(&mut changes.statements_outdated) {
+        statements::forget_all();
     }
 }
 

@@ -25,6 +25,10 @@ use serde_json::Value;
 /// The logical message's prefix (replication mode).
 pub const MESSAGE_PREFIX: &str = "pgcache.ddl";
 
+/// Past this many relations in one report, everything is flushed in one scan instead of one
+/// scan per relation (a DDL reaching hundreds of partitions).
+const MOST_RELATIONS: usize = 16;
+
 /// What a DDL payload says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ddl {
@@ -32,6 +36,8 @@ pub struct Ddl {
     pub relations: Vec<String>,
     /// Every QUERY result may be outdated.
     pub results: bool,
+    /// Too many relations to name in a notification (NOTIFY's 8000 bytes): every entry.
+    pub everything: bool,
 }
 
 /// The DDL a notification or message reports; None for any other payload.
@@ -59,6 +65,7 @@ fn parse(text: &str) -> Result<Ddl, Error> {
     Ok(Ddl {
         relations,
         results: value.get("results") == Some(&Value::Bool(true)),
+        everything: value.get("everything") == Some(&Value::Bool(true)),
     })
 }
 
@@ -80,17 +87,24 @@ pub fn add(changes: &mut Changes, ddl: Ddl) {
         }
     ));
     let cache_prefix = current::cache_prefix();
-    for relation in &ddl.relations {
-        match parse_table(relation) {
-            Ok(name) => {
-                changes.flush_prefix(&cache_key(&cache_prefix, &name.display(), ""));
-                // A dropped partition's rows were its parent's: a parent whose description
-                // names it goes too.
-                for prefix in schema::prefixes_related_to(relation) {
-                    changes.flush_prefix(&prefix);
+    if ddl.everything || ddl.relations.len() > MOST_RELATIONS {
+        // One scan of everything rather than one per relation.
+        changes.flush_prefix(&cache_prefix);
+    } else {
+        for relation in &ddl.relations {
+            match parse_table(relation) {
+                Ok(name) => {
+                    changes.flush_prefix(&cache_key(&cache_prefix, &name.display(), ""));
+                    // A dropped partition's rows were its ancestors' (which the catalog no
+                    // longer names): those pgcache has seen it under go too.
+                    for ancestor in schema::ancestors_seen(relation) {
+                        if let Ok(name) = parse_table(&ancestor) {
+                            changes.flush_prefix(&cache_key(&cache_prefix, &name.display(), ""));
+                        }
+                    }
                 }
+                Err(_) => changes.flush_prefix(&cache_prefix),
             }
-            Err(_) => changes.drop_everything(),
         }
     }
     schema::clear_cache();
@@ -122,5 +136,10 @@ mod tests {
         assert!(!ddl.results);
         assert!(of(r#"{"table":"public.users","op":"UPDATE","keys":[]}"#).is_none());
         assert!(of(r#"{"ddl":"x","relations":"nope"}"#).unwrap().is_err());
+        let everything =
+            of(r#"{"ddl":"ALTER TABLE","relations":[],"results":true,"everything":true}"#)
+                .unwrap()
+                .unwrap();
+        assert!(everything.everything && everything.results);
     }
 }

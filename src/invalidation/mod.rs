@@ -38,6 +38,7 @@ pub fn start(
         publication: settings.publication.clone(),
         fallback_channel,
     };
+    crate::config::current::fell_back_to_notify(false);
     match settings.invalidation_source {
         InvalidationSource::Notify => {
             listener::start(pool.clone(), settings.invalidation_channel.clone())?;

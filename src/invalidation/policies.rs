@@ -1,11 +1,11 @@
 //! Row-level security, for READ and MULTIREAD: a table whose policies apply to pgcache's
 //! role returns the rows those policies let it see, and a policy may read other tables
-//! (`USING (team IN (SELECT team FROM team_visible))`). A change to such a table changes
-//! which rows the first one shows without any change to it: every cached row (and
+//! (`USING (team IN (SELECT team FROM team_visible))`), or its own. A change to such a table
+//! changes which rows the first one shows without any change to them: every cached row (and
 //! remembered absence) of the first table goes. What each table's policies read is learned
-//! from the catalog once (`query::reads`, the policies' stored trees, through views) and
-//! forgotten with the tables' descriptions (DDL, CONFIG SET tables). QUERY counts those
-//! tables as read by its statements instead (`query::catalog`).
+//! from the catalog once (`query::reads`: the policies' stored trees, through views and SQL
+//! function bodies) and forgotten on DDL. QUERY counts those tables as read by its
+//! statements instead (`query::catalog`).
 
 use crate::model::ident::QualifiedName;
 use crate::pg::pool::Connection;
@@ -27,9 +27,6 @@ pub fn forget() {
 pub fn tables_whose_policies_read(conn: &mut Connection, changed: &QualifiedName) -> Vec<String> {
     let mut prefixes = Vec::new();
     for table in schema::with_row_security() {
-        if table.name == *changed {
-            continue;
-        }
         let known = READ_BY_POLICIES
             .lock()
             .unwrap()
@@ -51,20 +48,32 @@ pub fn tables_whose_policies_read(conn: &mut Connection, changed: &QualifiedName
     prefixes
 }
 
-/// The relations the policies of the table `oid` read, through views; None when the
-/// catalog cannot say.
+/// The relations the policies of the table `oid` read, through views and SQL functions;
+/// None when the catalog cannot say. (In a transaction rolled back: a function body is
+/// compiled in one.)
 fn read_by_policies(conn: &mut Connection, oid: u32) -> Option<Vec<QualifiedName>> {
     let start = Start {
         relations: vec![oid],
         probe: None,
-        functions: false,
+        functions: true,
     };
-    let found = reads::walk(conn, start).ok()?;
+    conn.batch_execute("BEGIN").ok()?;
+    let found = reads::walk(conn, start);
+    conn.batch_execute("ROLLBACK").ok()?;
+    let found = found.ok()?;
+    // A policy reading its own table (a row visible through another row) makes the table
+    // depend on itself; the table itself counts as reached by name.
+    let reads_itself = found.trees.iter().any(|(origin, tree)| {
+        origin.starts_with(reads::POLICY_ORIGIN) && tree.relations.contains(&oid)
+    });
     Some(
         found
             .relations
             .into_iter()
-            .filter(|r| r.via == Via::Policy)
+            .filter(|r| {
+                matches!(r.via, Via::Policy | Via::Function)
+                    || (reads_itself && r.via == Via::Named)
+            })
             .map(|r| QualifiedName {
                 schema: r.schema,
                 name: r.name,

@@ -263,6 +263,7 @@ fn run(pool: Arc<Pool>, source: Source) {
                      source, which costs writers nothing"
                 ));
                 STATUS.lock().unwrap().fell_back = Some(why);
+                crate::config::current::fell_back_to_notify(true);
                 RUNNING.store(false, Ordering::SeqCst);
                 let channel = source.fallback_channel.clone().unwrap_or_default();
                 if let Err(e) = listener::start(pool.clone(), channel) {

@@ -120,12 +120,25 @@ fn resolved(
     match schema::resolve_any(conn, table) {
         Ok(schema) => Some(schema),
         Err(e) => {
+            // Its entries, if any, are under its name's prefix (a table dropped since the
+            // change, say); a name that does not even read as one could be anything's.
+            let prefix = crate::model::ident::parse_table(table).ok().map(|name| {
+                key::cache_key(&crate::config::current::cache_prefix(), &name.display(), "")
+            });
             redis_module::logging::log_warning(format!(
                 "pgcache: {source} names table {table:?}, which cannot be resolved ({}); \
-                 dropping every cached row",
-                e.message()
+                 dropping {}",
+                e.message(),
+                prefix
+                    .as_deref()
+                    .map_or("every cached row".to_string(), |p| format!(
+                        "every entry under {p}"
+                    ))
             ));
-            changes.drop_everything();
+            match prefix {
+                Some(prefix) => changes.flush_prefix(&prefix),
+                None => changes.drop_everything(),
+            }
             None
         }
     }

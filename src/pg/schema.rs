@@ -2,7 +2,7 @@
 //! canonicalise keys without asking PostgreSQL. An entry is dropped when a query says the
 //! table changed, when the allowlist changes, and by PGCACHE.INVALIDATE of a whole table.
 
-use crate::config::{InvalidationSource, current};
+use crate::config::current;
 use crate::error::{Error, Result};
 use crate::model::ident::{QualifiedName, parse_table};
 use crate::model::key::{KeyColumn, KeyColumns, KeyKind, Rendering, cache_key};
@@ -376,17 +376,26 @@ fn update(change: impl FnOnce(&mut Spellings)) {
 }
 
 pub fn clear_cache() {
-    UNLISTED.lock().unwrap().clear();
-    *CACHE.write().unwrap() = None;
+    let mut cache = CACHE.write().unwrap();
+    let mut unlisted = UNLISTED.lock().unwrap();
+    *cache = None;
+    unlisted.clear();
+    CLEARS.fetch_add(1, Ordering::SeqCst);
+    drop(unlisted);
+    drop(cache);
     GENERATION.fetch_add(1, Ordering::Release);
 }
 
+/// Bumped (under the cache's locks) whenever descriptions are dropped: one read from the
+/// catalog before then is not kept (`remember`).
+static CLEARS: AtomicU64 = AtomicU64::new(0);
+
 /// Forgets one table, under every spelling it was cached as.
 pub fn forget(name: &QualifiedName) {
-    UNLISTED
-        .lock()
-        .unwrap()
-        .retain(|schema| schema.name != *name);
+    let mut unlisted = UNLISTED.lock().unwrap();
+    unlisted.retain(|schema| schema.name != *name);
+    CLEARS.fetch_add(1, Ordering::SeqCst);
+    drop(unlisted);
     update(|spellings| spellings.retain(|_, schema| schema.name != *name));
 }
 
@@ -404,11 +413,13 @@ fn known(name: &QualifiedName) -> Option<Arc<TableSchema>> {
 /// The check runs under the cache's lock: a CONFIG SET of `tables` installs the new list
 /// before it clears the cache, so a schema admitted under the old list and stored after the
 /// change would otherwise stay readable until the next clear.
-fn remember(table_arg: &str, schema: Arc<TableSchema>) -> bool {
+/// A schema read before the descriptions were last cleared (DDL) is not kept: it may
+/// describe the table as it was (`clears`: `CLEARS` when it was read).
+fn remember(table_arg: &str, schema: Arc<TableSchema>, clears: u64) -> bool {
     let mut admitted = false;
     update(|spellings| {
         admitted = current::table_allowed(&schema.name);
-        if !admitted {
+        if !admitted || CLEARS.load(Ordering::SeqCst) != clears {
             return;
         }
         if spellings.len() + 2 > MAX_SPELLINGS {
@@ -420,21 +431,45 @@ fn remember(table_arg: &str, schema: Arc<TableSchema>) -> bool {
     admitted
 }
 
-/// The key prefixes of the cached tables whose related tables (`TableSchema::related`)
-/// include `quoted`.
-pub fn prefixes_related_to(quoted: &str) -> Vec<String> {
-    let guard = CACHE.read().unwrap();
-    let unlisted = UNLISTED.lock().unwrap();
-    let mut prefixes: Vec<String> = guard
-        .iter()
-        .flat_map(|spellings| spellings.values())
-        .chain(unlisted.iter())
-        .filter(|schema| schema.related.iter().any(|r| r == quoted))
-        .map(|schema| schema.key_prefix.clone())
-        .collect();
-    prefixes.sort();
-    prefixes.dedup();
-    prefixes
+/// The ancestors (partitioned parents, inheritance parents) every table was seen with, by
+/// the table as PostgreSQL's `quote_ident` spells it (`public.meas_2024`). Kept through
+/// clears of the descriptions: a dropped partition is reported after the catalog forgot its
+/// parent, whose rows were its own. Bounded: past `MOST_ANCESTRIES` tables it starts over.
+static ANCESTORS: std::sync::Mutex<Option<HashMap<String, Vec<String>>>> =
+    std::sync::Mutex::new(None);
+const MOST_ANCESTRIES: usize = 100_000;
+
+/// Notes the ancestors of `table`, and that its descendants have it and them as theirs.
+fn remember_ancestors(table: &str, ancestors: &[String], descendants: &[String]) {
+    let mut guard = ANCESTORS.lock().unwrap();
+    let map = guard.get_or_insert_with(HashMap::new);
+    if map.len() > MOST_ANCESTRIES {
+        map.clear();
+    }
+    let mut add = |child: &str, parents: &mut dyn Iterator<Item = &String>| {
+        let known = map.entry(child.to_string()).or_default();
+        for parent in parents {
+            if !known.contains(parent) {
+                known.push(parent.clone());
+            }
+        }
+    };
+    add(table, &mut ancestors.iter());
+    let mut with_table = ancestors.to_vec();
+    with_table.push(table.to_string());
+    for descendant in descendants {
+        add(descendant, &mut with_table.iter());
+    }
+}
+
+/// The ancestors `quoted` (as `quote_ident` spells it) was ever seen with.
+pub fn ancestors_seen(quoted: &str) -> Vec<String> {
+    ANCESTORS
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|map| map.get(quoted).cloned())
+        .unwrap_or_default()
 }
 
 /// The cached tables that row-level security applies to.
@@ -483,14 +518,15 @@ pub fn resolve(client: &mut Connection, table_arg: &str) -> Result<Arc<TableSche
         return Ok(schema);
     }
     let name = admit(table_arg)?;
+    let clears = CLEARS.load(Ordering::SeqCst);
     let schema = match known(&name) {
         Some(schema) => schema,
         None => Arc::new(load(client, name)?),
     };
-    if schema.unlogged && current::invalidation_source() != InvalidationSource::Notify {
+    if schema.unlogged && !current::feed_is_notify() {
         return Err(unlogged(&schema.display));
     }
-    if !remember(table_arg, schema.clone()) {
+    if !remember(table_arg, schema.clone(), clears) {
         return Err(not_allowed(&schema.name));
     }
     Ok(schema)
@@ -512,8 +548,12 @@ pub fn resolve_any(client: &mut Connection, table_arg: &str) -> Result<Arc<Table
         return resolve(client, table_arg);
     }
     if is_system_schema(&name.schema) {
-        return admit(table_arg).map(|_| unreachable!("system schemas are never admitted"));
+        return Err(Error::invalid(format!(
+            "{} is in a system schema; pgcache never reads pg_catalog or information_schema",
+            name.display()
+        )));
     }
+    let clears = CLEARS.load(Ordering::SeqCst);
     if let Some(schema) = UNLISTED
         .lock()
         .unwrap()
@@ -528,18 +568,22 @@ pub fn resolve_any(client: &mut Connection, table_arg: &str) -> Result<Arc<Table
     if unlisted.len() >= MAX_SPELLINGS {
         unlisted.clear();
     }
-    unlisted.push(schema.clone());
+    if CLEARS.load(Ordering::SeqCst) == clears {
+        unlisted.push(schema.clone());
+    }
     Ok(schema)
 }
 
 const RELATION_SQL: &str = "SELECT c.oid, c.relkind::text, c.relpersistence = 'u', \
-       c.relrowsecurity AND pg_catalog.row_security_active(c.oid) \
+       c.relrowsecurity AND pg_catalog.row_security_active(c.oid), \
+       pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
      FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = $1 AND c.relname = $2";
 
 /// A table's ancestors through pg_inherits (partitions and inheritance alike), and, for a
-/// partitioned table, every partition below it, quoted.
+/// partitioned table, every partition below it, quoted, each saying whether it is an
+/// ancestor.
 const RELATED_SQL: &str = "WITH RECURSIVE up(oid) AS ( \
          SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = $1 \
        UNION \
@@ -551,8 +595,9 @@ const RELATED_SQL: &str = "WITH RECURSIVE up(oid) AS ( \
        UNION \
          SELECT i.inhrelid FROM down JOIN pg_catalog.pg_inherits i ON i.inhparent = down.oid \
      ) \
-     SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
-     FROM (SELECT oid FROM up UNION SELECT oid FROM down) AS r \
+     SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname), \
+            r.up \
+     FROM (SELECT oid, true AS up FROM up UNION SELECT oid, false FROM down) AS r \
      JOIN pg_catalog.pg_class c ON c.oid = r.oid \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ORDER BY 1";
 
@@ -636,6 +681,7 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
     let relkind: String = row.get(1);
     let unlogged: bool = row.get(2);
     let row_security: bool = row.get(3);
+    let quoted: String = row.get(4);
     if !matches!(relkind.as_str(), "r" | "p" | "v" | "m" | "f") {
         return Err(Error::invalid(format!(
             "{} is not a table or view",
@@ -672,12 +718,19 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
         });
     }
     primary_key.sort();
-    let related = client
-        .query(RELATED_SQL, &[&oid])
-        .map_err(failed)?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let mut related: Vec<String> = Vec::new();
+    let mut ancestors: Vec<String> = Vec::new();
+    let mut descendants: Vec<String> = Vec::new();
+    for row in client.query(RELATED_SQL, &[&oid]).map_err(failed)? {
+        let quoted: String = row.get(0);
+        if row.get::<_, bool>(1) {
+            ancestors.push(quoted.clone());
+        } else {
+            descendants.push(quoted.clone());
+        }
+        related.push(quoted);
+    }
+    remember_ancestors(&quoted, &ancestors, &descendants);
     let display = name.display();
     let mut schema = TableSchema {
         stats: crate::stats::table(&display),

@@ -13,7 +13,7 @@
 //! query tree is what the statement resolved to, exactly as it would run. pg_depend cannot
 //! be used for this: it records nothing about the objects initdb created (`now`, `int4eq`).
 
-use crate::config::{InvalidationSource, current};
+use crate::config::current;
 use crate::error::{Error, Result};
 use crate::model::ident::{QualifiedName, quote_ident};
 use crate::model::key::KeyKind;
@@ -205,7 +205,7 @@ fn judge_relation(relation: &Relation) -> Result<()> {
     }
     match relation.relkind.as_str() {
         "r" | "p" => {
-            if relation.unlogged && current::invalidation_source() != InvalidationSource::Notify {
+            if relation.unlogged && !current::feed_is_notify() {
                 return Err(Error::invalid(format!(
                     "the statement reads the unlogged table {qualified}, whose changes \
                      PostgreSQL does not write to its log: the replication feed never sees \
@@ -503,21 +503,20 @@ pub fn batch_sql(
     // a reference to the parameter sets (`... AS pgcache_params`): their alias is one that
     // appears nowhere in its text.
     let sets = unused_name(&parsed.canonical, "pgcache_params");
-    let bind = |n: usize| format!("({sets}.pgcache_v{n}::text::{})", params[n - 1].cast);
+    // Its columns too: a bare column name is looked up in every enclosing query.
+    let bind = |n: usize| format!("({sets}.{sets}_v{n}::text::{})", params[n - 1].cast);
     let body = placeholders::replace_numbered(&parsed.canonical, bind)?;
     let members = members_column(members, bind)?;
     let arrays: Vec<String> = (1..=params.len())
         .map(|n| format!("${n}::text[]"))
         .collect();
-    let columns: Vec<String> = (1..=params.len())
-        .map(|n| format!("pgcache_v{n}"))
-        .collect();
+    let columns: Vec<String> = (1..=params.len()).map(|n| format!("{sets}_v{n}")).collect();
     Ok(Some(format!(
         "SELECT pgcache_results.* \
-         FROM pg_catalog.unnest({}) WITH ORDINALITY AS {sets}({}, pgcache_i), \
+         FROM pg_catalog.unnest({}) WITH ORDINALITY AS {sets}({}, {sets}_i), \
          LATERAL (SELECT COALESCE('[' || pg_catalog.string_agg(pg_catalog.row_to_json(q)::text, ',') || ']', '[]') AS json, \
                          pg_catalog.count(*) AS n{members} FROM ({body}) AS q) AS pgcache_results \
-         ORDER BY {sets}.pgcache_i",
+         ORDER BY {sets}.{sets}_i",
         arrays.join(", "),
         columns.join(", ")
     )))
@@ -550,12 +549,15 @@ mod tests {
         }];
         let sql = batch_sql(&parsed, &params, None).unwrap().unwrap();
         assert!(
-            sql.contains("AS pgcache_params_1(pgcache_v1, pgcache_i)"),
+            sql.contains("AS pgcache_params_1(pgcache_params_1_v1, pgcache_params_1_i)"),
             "{sql}"
         );
         assert!(
-            sql.contains("(pgcache_params_1.pgcache_v1::text::integer)"),
+            sql.contains("(pgcache_params_1.pgcache_params_1_v1::text::integer)"),
             "{sql}"
         );
+        let parsed = parse("SELECT pgcache_i FROM users AS pgcache_i WHERE id = $1").unwrap();
+        let sql = batch_sql(&parsed, &params, None).unwrap().unwrap();
+        assert!(sql.contains("pgcache_params_i)"), "{sql}");
     }
 }

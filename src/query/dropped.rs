@@ -91,14 +91,6 @@ pub fn rows_changed(
     }
 }
 
-/// Every QUERY result is being dropped (a flush of their key prefix): the row-precise
-/// index entries go with them, counted. Main thread.
-pub fn index_emptied() {
-    for (statement, count) in membership::drop_table(None) {
-        statement.figures.dropped.add(count);
-    }
-}
-
 /// The row-precise index is gone or no longer true (data loaded from disk, a promotion, a
 /// demotion, a DB flushed or swapped): its results leave it, and no result a row generation
 /// of this process's made reachable is served again, here or on its replicas. Main thread.

@@ -27,8 +27,9 @@ pub struct Found {
     /// Operators named without their function (a row comparison's `:opnos`, a sort's
     /// `:sortop` and `:eqop`, ...): their functions are looked up in `pg_operator`.
     pub operators: BTreeSet<u32>,
-    /// Types a value is converted to through its text form (`COERCEVIAIO :resulttype`): the
-    /// type's input function runs when the statement does (`'now'` read as a timestamp).
+    /// Types a value is converted to through its text form (`COERCEVIAIO :resulttype`, an
+    /// XMLTABLE's columns): the type's input function runs when the statement does (`'now'`
+    /// read as a timestamp).
     pub text_input_types: BTreeSet<u32>,
     /// Domains a value is checked against (`COERCETODOMAIN :resulttype`): their CHECK
     /// constraints run when the statement does.
@@ -193,6 +194,8 @@ fn note(found: &mut Found, node: &mut Node, name: &str, value: &str) {
             }
         }
         ("COERCEVIAIO", "resulttype") => found.text_input_types.extend(oid()),
+        // XMLTABLE (and JSON_TABLE) read each column's text with its type's input function.
+        ("TABLEFUNC", "coltypes") => found.text_input_types.extend(oid()),
         ("COERCETODOMAIN", "resulttype") => found.domains.extend(oid()),
         (_, "aggfnoid") => found.aggregates.extend(oid()),
         (_, "winfnoid") => found.windows.extend(oid()),
@@ -316,6 +319,16 @@ mod tests {
         assert_eq!(found.windows, BTreeSet::from([3100]));
         assert_eq!(found.functions, BTreeSet::from([4133]));
         assert_eq!(found.operators, BTreeSet::from([85]));
+    }
+
+    #[test]
+    fn an_xmltable_s_columns_are_read_from_text() {
+        let found = scan(
+            "({QUERY :rtable ({RANGETBLENTRY :rtekind 4 :tablefunc {TABLEFUNC :ns_uris <> \
+             :colnames (\"at\") :coltypes (o 1184) :coltypmods (i -1) :colcollations (o 0)} \
+             :coltypes (o 25)})})",
+        );
+        assert_eq!(found.text_input_types, BTreeSet::from([1184]));
     }
 
     #[test]

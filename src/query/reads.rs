@@ -31,9 +31,25 @@ pub enum Via {
     Function,
 }
 
+impl Via {
+    /// How strongly the statement depends on a relation reached this way: a relation
+    /// reached several ways counts as reached the strongest (a table a policy reads that the
+    /// statement also reads through a view is read as data: the allowlist and permissions
+    /// hold for it).
+    fn rank(self) -> u8 {
+        match self {
+            Via::Named => 4,
+            Via::View | Via::Function => 3,
+            Via::Child => 1,
+            Via::Policy => 0,
+        }
+    }
+}
+
 /// A relation read.
 #[derive(Debug, Clone)]
 pub struct Relation {
+    oid: u32,
     pub schema: String,
     pub name: String,
     /// `pg_class.relkind`.
@@ -95,6 +111,10 @@ pub struct Reads {
     pub clock_literals: Vec<(String, &'static str)>,
 }
 
+/// What the findings of a row-level security policy's tree are said to be in, before its
+/// table's name.
+pub const POLICY_ORIGIN: &str = "a row-level security policy of ";
+
 /// Most relations and functions one statement may bring in.
 const MAX_OBJECTS: usize = 2_000;
 
@@ -114,7 +134,10 @@ const RELATIONS_SQL: &str = "SELECT c.oid, n.nspname::text, c.relname::text, c.r
        (SELECT pg_catalog.string_agg(w.ev_action::text, ' ') FROM pg_catalog.pg_rewrite w \
          WHERE w.ev_class = c.oid AND w.ev_type = '1'), \
        (SELECT pg_catalog.string_agg(p.polqual::text, ' ') FROM pg_catalog.pg_policy p \
-         WHERE p.polrelid = c.oid AND p.polcmd IN ('r', '*') AND p.polqual IS NOT NULL), \
+         WHERE p.polrelid = c.oid AND p.polcmd IN ('r', '*') AND p.polqual IS NOT NULL \
+           AND c.relrowsecurity AND pg_catalog.row_security_active(c.oid) \
+           AND EXISTS (SELECT 1 FROM pg_catalog.unnest(p.polroles) AS r(oid) \
+                        WHERE r.oid = 0 OR pg_catalog.pg_has_role(r.oid, 'MEMBER'))), \
        ARRAY(SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid) \
      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.oid = ANY($1::pg_catalog.oid[])";
@@ -123,7 +146,10 @@ const FUNCTIONS_SQL: &str = "SELECT p.oid, n.nspname::text, p.proname::text, \
        p.provolatile::text, l.lanname::text, pg_catalog.to_jsonb(p) ->> 'prosqlbody', p.prosrc, \
        (SELECT pg_catalog.substr(s, 13) FROM pg_catalog.unnest(p.proconfig) AS s \
          WHERE s LIKE 'search\\_path=%'), \
-       pg_catalog.pg_get_function_arguments(p.oid), pg_catalog.pg_get_function_result(p.oid), \
+       p.prokind = 'a' AND n.nspname NOT IN ('pg_catalog', 'information_schema'), \
+       (SELECT ARRAY[a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn, \
+               a.aggdeserialfn, a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn]::pg_catalog.oid[] \
+          FROM pg_catalog.pg_aggregate a WHERE a.aggfnoid = p.oid), \
        p.proargdefaults::text \
      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
      JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
@@ -197,6 +223,7 @@ pub fn walk(client: &mut Connection, start: Start) -> Result<Reads> {
         reads: Reads::default(),
         seen: BTreeSet::new(),
         queue: Queue::default(),
+        best: HashMap::new(),
         follow_functions: start.functions,
         text_inputs: Vec::new(),
     };
@@ -233,6 +260,8 @@ struct Walk {
     /// Objects met, by kind and oid.
     seen: BTreeSet<(u8, u32)>,
     queue: Queue,
+    /// The strongest way each relation met was reached.
+    best: HashMap<u32, Via>,
     follow_functions: bool,
     /// Types text is converted to at run time, by where.
     text_inputs: Vec<(String, u32)>,
@@ -248,9 +277,7 @@ impl Walk {
     fn tree(&mut self, origin: String, text: &str, via: Via) {
         let found = node_tree::scan(text);
         for &oid in &found.relations {
-            if !self.seen.contains(&(RELATION, oid)) {
-                self.queue.relations.push((oid, via));
-            }
+            self.queue.relations.push((oid, via));
         }
         if self.follow_functions {
             self.reads.aggregates |= !found.aggregates.is_empty() || !found.windows.is_empty();
@@ -285,11 +312,26 @@ impl Walk {
         queue: Vec<(u32, Via)>,
         probe: Option<u32>,
     ) -> Result<()> {
+        // Each relation once per way of reaching it, the strongest way first; one met
+        // before is read again only when reached a stronger way (what it reads is then
+        // reached that way too).
         let mut via_of: HashMap<u32, Via> = HashMap::new();
         for (oid, via) in queue {
-            via_of.entry(oid).or_insert(via);
+            let best = via_of.entry(oid).or_insert(via);
+            if via.rank() > best.rank() {
+                *best = via;
+            }
         }
-        let oids = self.fresh(RELATION, via_of.keys().copied());
+        via_of.retain(|oid, via| {
+            self.best
+                .get(oid)
+                .is_none_or(|known| via.rank() > known.rank())
+        });
+        for (oid, via) in &via_of {
+            self.best.insert(*oid, *via);
+            self.seen.insert((RELATION, *oid));
+        }
+        let oids: Vec<u32> = via_of.keys().copied().collect();
         if oids.is_empty() {
             return Ok(());
         }
@@ -301,6 +343,7 @@ impl Walk {
             let is_probe = Some(oid) == probe;
             let via = via_of.get(&oid).copied().unwrap_or(Via::Named);
             let relation = Relation {
+                oid,
                 schema: row.get(1),
                 name: row.get(2),
                 relkind: row.get(3),
@@ -328,20 +371,18 @@ impl Walk {
                 } else {
                     Via::Policy
                 };
-                self.tree(
-                    format!("a row-level security policy of {name}"),
-                    &policies,
-                    through,
-                );
+                self.tree(format!("{POLICY_ORIGIN}{name}"), &policies, through);
             }
             let children: Vec<u32> = row.get(8);
             for child in children {
-                if !self.seen.contains(&(RELATION, child)) {
-                    self.queue.relations.push((child, onward(Via::Child)));
-                }
+                self.queue.relations.push((child, onward(Via::Child)));
             }
-            if !is_probe {
-                self.reads.relations.push(relation);
+            if is_probe {
+                continue;
+            }
+            match self.reads.relations.iter_mut().find(|r| r.oid == oid) {
+                Some(known) => known.via = via,
+                None => self.reads.relations.push(relation),
             }
         }
         Ok(())
@@ -397,6 +438,14 @@ impl Walk {
                 unread: None,
             };
             let shown = function.shown();
+            // PostgreSQL stores every aggregate as IMMUTABLE: one of yours is what its
+            // support functions are.
+            if row.get::<_, bool>(8) {
+                let support: Vec<u32> = row.get::<_, Option<Vec<u32>>>(9).unwrap_or_default();
+                self.queue
+                    .functions
+                    .extend(support.into_iter().filter(|&oid| oid != 0));
+            }
             if let Some(defaults) = row.get::<_, Option<String>>(10) {
                 self.tree(
                     format!("the argument defaults of {shown}"),
@@ -420,13 +469,7 @@ impl Walk {
                 }
                 let body = match row.get::<_, Option<String>>(5) {
                     Some(body) => Ok(body),
-                    None => compile(
-                        client,
-                        &source,
-                        row.get(7),
-                        &row.get::<_, String>(8),
-                        &row.get::<_, String>(9),
-                    ),
+                    None => compile(client, row.get(0), &source, row.get(7)),
                 };
                 match body {
                     Ok(body) => self.tree(origin, &body, Via::Function),
@@ -456,13 +499,15 @@ fn clock_words_in_body(source: &str) -> Vec<&'static str> {
 /// A SQL function's string body as PostgreSQL compiles it (a stored tree): a temporary
 /// `BEGIN ATOMIC` copy with the same arguments and result, compiled under the function's
 /// own search_path where it sets one, in a savepoint rolled back at once. Why not, when
-/// PostgreSQL refuses the copy (a polymorphic argument, say).
+/// PostgreSQL refuses the copy (a polymorphic argument, say) or the body is not statements
+/// a function body holds. The copy is checked to be exactly one CREATE FUNCTION and runs as
+/// one statement of the extended protocol: a body holding `END; <anything>` cannot run
+/// anything of its own as pgcache's role.
 fn compile(
     client: &mut Connection,
+    oid: u32,
     source: &str,
     search_path: Option<String>,
-    arguments: &str,
-    result: &str,
 ) -> std::result::Result<String, String> {
     let statements = pg_query::split_with_parser(source).map_err(|e| e.to_string())?;
     let body: String = statements
@@ -470,35 +515,93 @@ fn compile(
         .filter(|s| !s.trim().is_empty())
         .map(|s| format!("{};\n", s.trim()))
         .collect();
-    let create = format!(
-        "CREATE FUNCTION pg_temp.pgcache_body({arguments}) RETURNS {result} LANGUAGE sql \
-         BEGIN ATOMIC\n{body}END"
-    );
     client
         .batch_execute("SAVEPOINT pgcache_body")
         .map_err(|e| e.to_string())?;
-    let compiled = (|| {
-        if let Some(path) = &search_path {
-            client.query(
+    let compiled = (|| -> std::result::Result<Option<String>, String> {
+        let failed = |e: crate::pg::session::Failure| {
+            e.as_db_error()
+                .map(|db| db.message().to_string())
+                .unwrap_or_else(|| e.to_string())
+        };
+        // The arguments' and result's types spelled with their schemas (an empty
+        // search_path), so the function's own search_path resolves them the same.
+        let rows = client
+            .query(
+                "SELECT pg_catalog.current_setting('search_path'), \
+                        pg_catalog.set_config('search_path', '', true)",
+                &[],
+            )
+            .map_err(failed)?;
+        let callers_path: String = rows.first().map(|r| r.get(0)).unwrap_or_default();
+        let rows = client
+            .query(
+                "SELECT pg_catalog.pg_get_function_arguments($1), \
+                        pg_catalog.pg_get_function_result($1)",
+                &[&oid],
+            )
+            .map_err(failed)?;
+        let Some(row) = rows.first() else {
+            return Err("it is gone".into());
+        };
+        let (arguments, result): (String, String) = (row.get(0), row.get(1));
+        client
+            .query(
                 "SELECT pg_catalog.set_config('search_path', $1, true)",
-                &[path],
-            )?;
+                &[&search_path.unwrap_or(callers_path)],
+            )
+            .map_err(failed)?;
+        let create = format!(
+            "CREATE FUNCTION pg_temp.pgcache_body({arguments}) RETURNS {result} LANGUAGE sql \
+             BEGIN ATOMIC\n{body}END"
+        );
+        if !one_create_function(&create) {
+            return Err("its body is not statements a function body holds".into());
         }
-        client.batch_execute(&create)?;
-        let rows = client.query(
-            "SELECT pg_catalog.to_jsonb(p) ->> 'prosqlbody' FROM pg_catalog.pg_proc p \
-             WHERE p.pronamespace = pg_catalog.pg_my_temp_schema() \
-               AND p.proname = 'pgcache_body'",
-            &[],
-        )?;
+        client.query(&create, &[]).map_err(failed)?;
+        let rows = client
+            .query(
+                "SELECT pg_catalog.to_jsonb(p) ->> 'prosqlbody' FROM pg_catalog.pg_proc p \
+                 WHERE p.pronamespace = pg_catalog.pg_my_temp_schema() \
+                   AND p.proname = 'pgcache_body'",
+                &[],
+            )
+            .map_err(failed)?;
         Ok(rows.first().and_then(|r| r.get::<_, Option<String>>(0)))
     })();
     let rolled_back = client.batch_execute("ROLLBACK TO SAVEPOINT pgcache_body");
-    let compiled: Option<String> = compiled.map_err(|e: crate::pg::session::Failure| {
-        e.as_db_error()
-            .map(|db| db.message().to_string())
-            .unwrap_or_else(|| e.to_string())
-    })?;
+    let compiled = compiled?;
     rolled_back.map_err(|e| e.to_string())?;
     compiled.ok_or_else(|| "its body did not compile".to_string())
+}
+
+/// Whether `sql` is exactly one statement, a CREATE FUNCTION.
+fn one_create_function(sql: &str) -> bool {
+    pg_query::parse(sql).is_ok_and(|tree| {
+        tree.protobuf.stmts.len() == 1
+            && matches!(
+                tree.protobuf.stmts[0]
+                    .stmt
+                    .as_ref()
+                    .and_then(|n| n.node.as_ref()),
+                Some(pg_query::NodeEnum::CreateFunctionStmt(_))
+            )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_that_ends_its_block_is_not_one_function() {
+        assert!(one_create_function(
+            "CREATE FUNCTION pg_temp.f(x integer) RETURNS integer LANGUAGE sql \
+             BEGIN ATOMIC\nSELECT x + 1;\nEND"
+        ));
+        assert!(!one_create_function(
+            "CREATE FUNCTION pg_temp.f() RETURNS integer LANGUAGE sql \
+             BEGIN ATOMIC\nSELECT 1;\nEND; INSERT INTO loot SELECT 1; SELECT 1;\nEND"
+        ));
+    }
 }

@@ -7,8 +7,12 @@
 use crate::config::current;
 use crate::query::Statement;
 use crate::stats;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// A statement's spellings.
+type Spellings = HashSet<Box<[u8]>, foldhash::fast::RandomState>;
 
 /// One remembered spelling, in the recency list (`prev` more recent, `next` less).
 struct Node {
@@ -26,7 +30,7 @@ struct Node {
 #[derive(Default)]
 struct Table {
     by_text: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
-    by_canonical: HashMap<String, Vec<Box<[u8]>>, foldhash::fast::RandomState>,
+    by_canonical: HashMap<String, Spellings, foldhash::fast::RandomState>,
     slots: Vec<Option<Node>>,
     free: Vec<usize>,
     most_recent: Option<usize>,
@@ -109,7 +113,7 @@ impl Table {
         self.by_canonical
             .entry(canonical)
             .or_default()
-            .push(text.into());
+            .insert(text.into());
     }
 
     fn remove(&mut self, text: &[u8]) -> Option<Arc<Statement>> {
@@ -118,7 +122,7 @@ impl Table {
         let node = self.slots[slot].take().expect("a mapped slot holds a node");
         self.free.push(slot);
         if let Some(texts) = self.by_canonical.get_mut(&node.statement.canonical) {
-            texts.retain(|t| **t != *text);
+            texts.remove(text);
             if texts.is_empty() {
                 self.by_canonical.remove(&node.statement.canonical);
             }
@@ -138,7 +142,7 @@ impl Table {
     fn statements(&self) -> impl Iterator<Item = &Arc<Statement>> {
         self.by_canonical
             .values()
-            .filter_map(|texts| texts.first())
+            .filter_map(|texts| texts.iter().next())
             .filter_map(|text| self.by_text.get(text))
             .map(|&slot| &self.node(slot).statement)
     }
@@ -146,6 +150,9 @@ impl Table {
 
 /// Touched by the main thread (lookups) and workers (statements learned).
 static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+/// Bumped (under the table's lock) whenever every statement is forgotten: a statement
+/// learned from the catalog before then may read what the catalog no longer says.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
 
 fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
     let mut guard = TABLE.lock().unwrap_or_else(|p| p.into_inner());
@@ -164,21 +171,32 @@ pub fn get(text: &[u8]) -> Option<Arc<Statement>> {
 pub fn with_canonical(canonical: &str) -> Option<Arc<Statement>> {
     let row_wanted = current::query_row_precision();
     with_table(|table| {
-        let text = table.by_canonical.get(canonical)?.first()?.clone();
+        let text = table.by_canonical.get(canonical)?.iter().next()?.clone();
         let slot = *table.by_text.get(&text)?;
         Some(table.node(slot).statement.clone())
     })
     .filter(|s| s.row_wanted == row_wanted)
 }
 
-/// Remembers `statement` under the spelling `text`.
-pub fn remember(text: &[u8], statement: Arc<Statement>) {
+/// The epoch to learn a statement under (`remember`).
+pub fn epoch() -> u64 {
+    EPOCH.load(Ordering::SeqCst)
+}
+
+/// Remembers `statement`, learned from the catalog in `epoch`, under the spelling `text`;
+/// false (and nothing remembered) when every statement was forgotten since (DDL): the
+/// catalog may say otherwise now.
+pub fn remember(epoch: u64, text: &[u8], statement: Arc<Statement>) -> bool {
     let limit = current::query_max_statements().max(1);
     with_table(|table| {
+        if EPOCH.load(Ordering::SeqCst) != epoch {
+            return false;
+        }
         while table.by_text.len() >= limit && !table.by_text.contains_key(text) {
             table.evict_least_recently_used();
         }
         table.insert(text, statement);
+        true
     })
 }
 
@@ -200,12 +218,7 @@ pub fn count() -> usize {
 /// under it): the next call learns it again from the catalog.
 pub fn forget(canonical: &str) {
     with_table(|table| {
-        for text in table
-            .by_canonical
-            .get(canonical)
-            .cloned()
-            .unwrap_or_default()
-        {
+        for text in table.by_canonical.remove(canonical).unwrap_or_default() {
             table.remove(&text);
         }
     });
@@ -214,7 +227,10 @@ pub fn forget(canonical: &str) {
 /// Forgets every statement (MODULE UNLOAD: the settings they were learned under, the cache
 /// prefix among them, may differ at the next load; DDL: what they read may have changed).
 pub fn forget_all() {
-    with_table(|table| *table = Table::default());
+    with_table(|table| {
+        *table = Table::default();
+        EPOCH.fetch_add(1, Ordering::SeqCst);
+    });
 }
 
 /// The statements (each once) holding results filled since one of their tables last

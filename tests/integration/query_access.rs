@@ -161,13 +161,16 @@ fn behind_a_policy() -> Stack {
          INSERT INTO team_visible VALUES ('red');
          ALTER TABLE docs ENABLE ROW LEVEL SECURITY;
          CREATE POLICY visible ON docs USING (team IN (SELECT team FROM team_visible));
+         CREATE VIEW teams AS SELECT team FROM team_visible;
+         -- A policy for another role: it never applies to pgcache's, and is not judged.
+         CREATE POLICY theirs ON docs TO app USING (body = current_user);
          {TRIGGER_SQL}
          SELECT pgcache_watch('docs'), pgcache_watch('team_visible');"
     ));
     pg.superuser_of("app")
         .batch_execute(
             "CREATE ROLE reader LOGIN REPLICATION PASSWORD 'reader-pw';
-             GRANT SELECT ON docs, team_visible TO reader;",
+             GRANT SELECT ON docs, team_visible, teams TO reader;",
         )
         .unwrap();
     let mut args = pg.module_args();
@@ -200,6 +203,15 @@ fn rows_behind_a_policy_that_reads_another_table_follow_that_table() {
         query(&mut docs_only, by_team, &["red"]).unwrap(),
         r#"[{"n":2}]"#
     );
+    // The policy's table read as data (through a view) needs its own permission.
+    let e = query(
+        &mut docs_only,
+        "SELECT d.id, t.team FROM docs d JOIN teams t ON t.team = d.team WHERE d.id = $1",
+        &["1"],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("pg_cache:team_visible:"), "{e}");
     read_until_cached(&mut con, "docs", r#"{"id":1}"#);
     // pgcache's role cannot see row 2: remembered as absent.
     wait_for("the absence cached", Duration::from_secs(10), || {

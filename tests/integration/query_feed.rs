@@ -189,6 +189,30 @@ fn ddl_reaches_the_cache_through_the_feed() {
     until_postgres_answers(&stack, &mut con, chosen, &[]);
     assert_eq!(query(&mut con, chosen, &[]).unwrap(), r#"[{"n":3}]"#);
 
+    // DDL reaching more partitions than one notification can name: still followed (and
+    // the DDL itself still succeeds).
+    stack.pg.execute(
+        "CREATE TABLE wide (id integer NOT NULL, k integer NOT NULL, PRIMARY KEY (id, k))
+           PARTITION BY LIST (k);
+         SELECT pgcache_watch('wide');
+         DO $$ BEGIN FOR i IN 1..80 LOOP
+           EXECUTE format('CREATE TABLE wide_partition_with_a_long_name_%s PARTITION OF wide
+                           FOR VALUES IN (%s)', i, i);
+         END LOOP; END $$;
+         INSERT INTO wide VALUES (1, 7);",
+    );
+    let part = "wide_partition_with_a_long_name_7";
+    read_until_cached(&mut con, part, r#"{"id":1,"k":7}"#);
+    stack
+        .pg
+        .execute("ALTER TABLE wide ADD COLUMN note text NOT NULL DEFAULT 'new'");
+    until_read(
+        &mut con,
+        part,
+        r#"{"id":1,"k":7}"#,
+        Some(r#"{"id":1,"k":7,"note":"new"}"#),
+    );
+
     // A column added with a default, a column's values rewritten: READ's rows follow.
     stack
         .pg

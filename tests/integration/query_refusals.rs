@@ -207,6 +207,33 @@ fn function_bodies_and_defaults_are_read_for_the_clock_and_the_tables_they_read(
     });
 }
 
+/// A function's body is read by compiling a copy of it, which must never run anything of
+/// the body's own: a body that closes the copy's block early (`END;`) is refused, and what
+/// follows it never runs.
+#[test]
+fn a_function_body_cannot_run_anything_as_pgcache() {
+    let stack = events();
+    stack.pg.execute(
+        "CREATE TABLE loot (n integer);
+         CREATE FUNCTION sneaky() RETURNS integer LANGUAGE sql IMMUTABLE
+           AS 'SELECT 1; END; INSERT INTO loot VALUES (1); SELECT 1';",
+    );
+    let mut con = stack.con();
+    refused(
+        &mut con,
+        "SELECT sneaky() AS n FROM events WHERE id = $1",
+        &["1"],
+        "cannot read",
+    );
+    let looted: i64 = stack
+        .pg
+        .client()
+        .query_one("SELECT count(*) FROM loot", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(looted, 0);
+}
+
 #[test]
 fn samples_system_columns_sequences_and_stable_operators_anywhere_are_refused() {
     let stack = events();

@@ -327,13 +327,27 @@ fn learn_as(conn: &mut Connection, sql: &[u8], user: Option<&str>) -> Result<Arc
             .collect();
         user_may_read(user, keys)?;
     }
-    let statement = learned(conn, &parsed)?;
-    if let Some(user) = user {
-        user_may_read(user, statement.readable_as.to_vec())?;
+    // What the catalog said is kept only if no DDL made pgcache forget its statements
+    // meanwhile (a view replaced while its statement was learned would leave it reading
+    // the old view's tables): learned again then.
+    for _ in 0..LEARNING_ATTEMPTS {
+        let epoch = statements::epoch();
+        let statement = learned(conn, &parsed)?;
+        if let Some(user) = user {
+            user_may_read(user, statement.readable_as.to_vec())?;
+        }
+        if statements::remember(epoch, sql, statement.clone()) {
+            return Ok(statement);
+        }
     }
-    statements::remember(sql, statement.clone());
-    Ok(statement)
+    Err(Error::postgres(
+        "the tables and views the statement reads kept changing (DDL) while it was learned; \
+         try again",
+    ))
 }
+
+/// How many times a statement is learned while DDL keeps changing what it reads.
+const LEARNING_ATTEMPTS: usize = 3;
 
 /// Refuses (NOPERM) unless the ACL user `user` may read every key of `keys`, asked on the
 /// main thread from a worker.
