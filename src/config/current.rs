@@ -56,7 +56,7 @@ pub fn init(s: &Settings) {
     EVENTS.store(s.events.0, Relaxed);
     *EVENT_CHANNEL.write().unwrap() = s.event_channel.clone();
     *TABLES.write().unwrap() = s.tables.clone();
-    TABLES_VERSION.fetch_add(1, Relaxed);
+    TABLES_VERSION.fetch_add(1, std::sync::atomic::Ordering::Release);
     *SOURCE.write().unwrap() = s.invalidation_source;
     *CACHE_PREFIX.write().unwrap() = s.cache_prefix.clone();
     LISTEN.store(s.listen, Relaxed);
@@ -83,7 +83,7 @@ pub fn feed_is_notify() -> bool {
 
 /// The allowlist's version: it changes whenever the allowlist may have.
 pub fn tables_version() -> u64 {
-    TABLES_VERSION.load(Relaxed)
+    TABLES_VERSION.load(std::sync::atomic::Ordering::Acquire)
 }
 
 /// Whether the invalidation listener was asked for.

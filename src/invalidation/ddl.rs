@@ -118,6 +118,7 @@ pub fn unreadable(changes: &mut Changes, why: &Error) {
         "pgcache: a DDL report could not be read ({why}); dropping every cached row"
     ));
     schema::clear_cache();
+    super::policies::forget();
     changes.ddl(true);
     changes.drop_everything();
 }

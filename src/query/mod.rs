@@ -135,7 +135,7 @@ impl Statement {
     /// Whether the `tables` allowlist admits every relation it reads, or which it does not.
     pub fn admitted(&self) -> crate::error::Result<()> {
         let version = crate::config::current::tables_version();
-        if self.admitted_at.load(Ordering::Relaxed) == version {
+        if self.admitted_at.load(Ordering::Acquire) == version {
             return Ok(());
         }
         if let Some(name) = self
@@ -148,7 +148,7 @@ impl Statement {
                 name.display()
             )));
         }
-        self.admitted_at.store(version, Ordering::Relaxed);
+        self.admitted_at.store(version, Ordering::Release);
         Ok(())
     }
 

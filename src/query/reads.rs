@@ -116,7 +116,7 @@ pub struct Reads {
 pub const POLICY_ORIGIN: &str = "a row-level security policy of ";
 
 /// Most relations and functions one statement may bring in.
-const MAX_OBJECTS: usize = 2_000;
+const MAX_OBJECTS: usize = 20_000;
 
 /// What to start from.
 pub struct Start {
@@ -373,9 +373,16 @@ impl Walk {
                 };
                 self.tree(format!("{POLICY_ORIGIN}{name}"), &policies, through);
             }
+            // A parent's partitions and children are read with it, however the parent was
+            // reached (but for a policy's table, which is not read as data).
+            let as_child = if via == Via::Policy {
+                Via::Policy
+            } else {
+                Via::Child
+            };
             let children: Vec<u32> = row.get(8);
             for child in children {
-                self.queue.relations.push((child, onward(Via::Child)));
+                self.queue.relations.push((child, as_child));
             }
             if is_probe {
                 continue;

@@ -63,7 +63,8 @@ const PUBLICATION_SQL: &str = "SELECT \
              CASE WHEN NOT p.pubupdate THEN 'update' END, \
              CASE WHEN NOT p.pubdelete THEN 'delete' END, \
              CASE WHEN NOT p.pubtruncate THEN 'truncate' END], NULL), \
-       (SELECT pg_catalog.array_agg(pg_catalog.format('%I.%I', n.nspname, c.relname) ORDER BY 1) \
+       (SELECT pg_catalog.array_agg(pg_catalog.format('%I.%I', n.nspname, c.relname) \
+               ORDER BY n.nspname, c.relname) \
           FROM pg_catalog.pg_publication_rel r \
           JOIN pg_catalog.pg_class c ON c.oid = r.prrelid \
           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
