@@ -1,9 +1,11 @@
 //! Invalidation driven by PostgreSQL, from one of two sources: `replication` streams a logical
 //! replication slot (PostgreSQL's log; writers pay nothing), `listener` LISTENs for the
 //! triggers' notifications. Both say which rows changed; `translate` turns that into cache
-//! keys, `apply` applies them on the Redis main thread and decides when cached entries can be
-//! trusted at all, `position` keeps how far the log has been applied, in the keyspace, and
-//! `horizon` probes how recently the feed vouched for the cache.
+//! keys (a partition's changes its ancestors' too, a policy's table's the rows of the tables
+//! it guards, `policies`), `ddl` what DDL reported through the same feed asks, `apply`
+//! applies them on the Redis main thread and decides when cached entries can be trusted at
+//! all, `position` keeps how far the log has been applied, in the keyspace, and `horizon`
+//! probes how recently the feed vouched for the cache.
 
 pub mod apply;
 mod ddl;

@@ -4,7 +4,11 @@
 //! - `placeholders`: `?` and `$n` in a statement's text, outside literals and comments.
 //! - `statement`: the grammar's verdict (pg_query): one plain SELECT, spelled one way.
 //! - `catalog`: the catalog's (once per statement, on a worker): parameter types, the tables
-//!   read through views, IMMUTABLE functions only.
+//!   read, and whether anything but their rows decides the result (refused then).
+//! - `reads`: what a statement reads and calls, through views, partitions, row-level
+//!   security policies, argument defaults, domains and SQL function bodies.
+//! - `node_tree`: PostgreSQL's stored query trees, read for what they use (pure).
+//! - `clock`: the date/time inputs PostgreSQL reads as the clock (pure).
 //! - `statements`: the bounded table from a statement's text to what was learned of it, so
 //!   a hit never parses SQL.
 //! - `key`: a result's cache key, from the statement, its canonical parameters and the
