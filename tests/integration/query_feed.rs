@@ -234,3 +234,74 @@ fn ddl_reaches_the_cache_through_the_feed() {
         Some(r#"{"id":1,"name":"USER1","email":"user1@example.com","age":42}"#),
     );
 }
+
+/// An unlogged table's changes are in no log: replication mode refuses it (pgcache_watch,
+/// READ, QUERY) with the reason; notify mode's triggers see its changes and serve it.
+#[test]
+fn unlogged_tables_are_served_only_where_the_feed_sees_them() {
+    let stack = Stack::start(&format!(
+        "CREATE UNLOGGED TABLE sessions (id integer PRIMARY KEY, who text NOT NULL);
+         INSERT INTO sessions VALUES (1, 'ada');
+         {TRIGGER_SQL}"
+    ));
+    let mut con = stack.con();
+    let sql = "SELECT who FROM sessions WHERE id = $1";
+    if invalidation_source() == "replication" {
+        let e = stack
+            .pg
+            .client()
+            .batch_execute("SELECT pgcache_watch('sessions')")
+            .unwrap_err();
+        let e = e.as_db_error().unwrap().message().to_string();
+        assert!(e.contains("UNLOGGED"), "{e}");
+        let e = read(&mut con, "sessions", r#"{"id":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("UNLOGGED"), "{e}");
+        let e = query(&mut con, sql, &["1"]).unwrap_err().to_string();
+        assert!(e.contains("unlogged"), "{e}");
+        return;
+    }
+    stack.pg.execute("SELECT pgcache_watch('sessions')");
+    read_until_cached(&mut con, "sessions", r#"{"id":1}"#);
+    query_until_cached(&mut con, sql, &["1"]);
+    stack
+        .pg
+        .execute("UPDATE sessions SET who = 'grace' WHERE id = 1");
+    until_read(
+        &mut con,
+        "sessions",
+        r#"{"id":1}"#,
+        Some(r#"{"id":1,"who":"grace"}"#),
+    );
+    until_postgres_answers(&stack, &mut con, sql, &["1"]);
+}
+
+/// HEALTH says when the publication leaves out what pgcache needs.
+#[test]
+fn health_names_what_the_publication_leaves_out() {
+    if invalidation_source() != "replication" {
+        return;
+    }
+    let stack = watched();
+    let mut con = stack.con();
+    read_until_cached(&mut con, "users", r#"{"id":1}"#);
+    stack
+        .pg
+        .superuser_of("app")
+        .batch_execute("ALTER PUBLICATION pgcache SET (publish = 'insert, update')")
+        .unwrap();
+    let warnings = wait_for(
+        "the publication's gap named",
+        Duration::from_secs(20),
+        || {
+            let health = map_reply(&mut con, "PGCACHE.HEALTH");
+            let warnings: Vec<String> = redis::from_redis_value(health["warnings"].clone()).ok()?;
+            warnings
+                .iter()
+                .any(|w| w.contains("does not publish delete, truncate"))
+                .then_some(warnings)
+        },
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+}
