@@ -54,6 +54,7 @@ psql_run -d postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'app'" | gre
   || psql_run -d postgres -c "CREATE DATABASE app"
 psql_run -d app -f examples/demo.sql >/dev/null
 psql_run -d app -f examples/invalidation_trigger.sql >/dev/null
+psql_run -d app -f examples/ddl_trigger.sql >/dev/null
 psql_run -d app -c "SELECT pgcache_watch('users'), pgcache_watch('products'), pgcache_watch('sales.orders')" >/dev/null 2>&1
 
 MODULE_ARGS=(pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable)

@@ -1,5 +1,5 @@
-//! DDL, as pgcache's event trigger reports it (`pgcache_ddl` in
-//! examples/invalidation_trigger.sql), through the same feed as row changes and in commit
+//! DDL, as pgcache's event trigger reports it (`pgcache_ddl`, examples/ddl_trigger.sql),
+//! through the same feed as row changes and in commit
 //! order: a notification in notify mode, a logical message (`pgcache.ddl`) in replication
 //! mode. Its payload names the relations the DDL touched (with their ancestors, and the
 //! partitions and children an ALTER TABLE reached) and whether it changed something any

@@ -726,7 +726,7 @@ impl<'a> Stream<'a> {
             if !state.ddl_followed && !DDL_ADVISED.swap(true, Ordering::Relaxed) {
                 redis_module::logging::log_notice(
                     "pgcache: DDL is not followed: pgcache's event trigger (pgcache_ddl) is not \
-                     installed; run examples/invalidation_trigger.sql as a superuser, or run \
+                     installed; run examples/ddl_trigger.sql as a superuser, or run \
                      PGCACHE.FLUSH <table> after DDL that changes a table's rows or what a \
                      QUERY statement reads",
                 );

@@ -106,6 +106,10 @@ pub fn json(s: &str) -> serde_json::Value {
 /// The shipped trigger SQL, installed by tests that need invalidation from PostgreSQL.
 pub const TRIGGER_SQL: &str = include_str!("../../examples/invalidation_trigger.sql");
 
+/// The shipped DDL event trigger, which every test database has (`Pg::start`), installed by
+/// a superuser as README asks.
+pub const DDL_TRIGGER_SQL: &str = include_str!("../../examples/ddl_trigger.sql");
+
 /// Whether `key` exists.
 pub fn exists(con: &mut redis::Connection, key: &str) -> bool {
     redis::cmd("EXISTS").arg(key).query(con).unwrap()
@@ -271,10 +275,4 @@ pub fn unload(con: &mut redis::Connection) {
             .query::<String>(con)
             .ok()
     });
-}
-
-/// Installs pgcache's SQL again as a superuser, as README asks for DDL to be followed: its
-/// event trigger (`pgcache_ddl`) then reports DDL through the feed.
-pub fn follow_ddl(pg: &Pg) {
-    pg.superuser_of("app").batch_execute(TRIGGER_SQL).unwrap();
 }

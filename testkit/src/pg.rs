@@ -199,6 +199,10 @@ impl Pg {
                 invalidation_source()
             ))
             .unwrap();
+        // As a deployment that follows README does: DDL reaches pgcache through its feed.
+        pg.superuser_of("app")
+            .batch_execute(DDL_TRIGGER_SQL)
+            .unwrap();
         pg
     }
 

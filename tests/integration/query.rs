@@ -491,7 +491,6 @@ fn a_random_model_of_writes_and_queries_never_sees_a_stale_result() {
          UPDATE orders SET memo = CASE WHEN id % 3 = 0 THEN 'a' WHEN id % 3 = 1 THEN 'b' END;
          {MODEL_SQL}"
     ));
-    follow_ddl(&stack.pg);
     let mut attached = false;
     let mut con = stack.con();
     // Reads AFTER a write wait for it to be applied, and are answered from the cache.

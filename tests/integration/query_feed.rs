@@ -151,7 +151,6 @@ fn partitioned_tables_and_inheritance_children_follow_every_change() {
 #[test]
 fn ddl_reaches_the_cache_through_the_feed() {
     let stack = measured();
-    follow_ddl(&stack.pg);
     let mut con = stack.con();
     let count = "SELECT count(*) AS n FROM meas";
     query_until_cached(&mut con, count, &[]);
