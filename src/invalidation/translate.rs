@@ -110,7 +110,8 @@ pub fn add(conn: &mut Connection, changes: &mut Changes, payload: Payload, sourc
 }
 
 /// The schema of the table a payload names, whatever the allowlist says; None when it
-/// cannot be resolved, after dropping every entry (its rows cannot be found otherwise).
+/// cannot be resolved, after dropping the entries under its name's prefix, or every entry
+/// when the name does not read as one (its rows cannot be found otherwise).
 fn resolved(
     conn: &mut Connection,
     changes: &mut Changes,
