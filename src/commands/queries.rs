@@ -80,8 +80,8 @@ fn exact_on(statement: &Statement) -> Reply {
 
 /// Why a statement's results are dropped per table (nil when they are not).
 fn precision_reason(statement: &Statement) -> Reply {
-    match statement.precision {
-        Precision::Table(why) => Reply::Bulk(why.into()),
+    match &statement.precision {
+        Precision::Table(why) => Reply::Bulk(why.clone()),
         Precision::Row(_) => Reply::Nil,
     }
 }
@@ -98,6 +98,7 @@ fn listed(statement: &Statement) -> Reply {
             "precision".into(),
             Reply::Bulk(statement.precision.name().into()),
         ),
+        ("precision_reason".into(), precision_reason(statement)),
         ("calls".into(), count(statement.stats.calls.get())),
         ("hits".into(), count(statement.stats.hits.get())),
         ("misses".into(), count(misses)),

@@ -626,7 +626,7 @@ pub static SETTINGS: [Setting; 41] = [
             Ok(())
         }),
         runtime: true,
-        help: "`row`: in replication mode, results of single-table statements whose WHERE is a conjunction of `column = value` and `column IN (...)` are dropped only by changes to rows they hold or rows entering them; `table`: any change to a table drops every result that read it (statements learned after a change follow the new value)",
+        help: "`row`: in replication mode, results of single-table statements with a WHERE are dropped only by changes to rows they hold or rows their WHERE may admit (see Invalidation: row precision); `table`: any change to a table drops every result that read it (statements learned after a change follow the new value)",
         show: Some(|s| {
             if s.query_row_precision {
                 "row"
@@ -644,7 +644,7 @@ pub static SETTINGS: [Setting; 41] = [
             s.query_index_max_bytes = v as u64
         }),
         runtime: true,
-        help: "most memory the index of row-precise query results may take (the rows each was built from and the values it admits); past it, such results are answered but not cached until some expire or are dropped",
+        help: "most memory the index of row-precise query results may take (the rows each was built from and its parameters); past it, such results are answered but not cached until some expire or are dropped",
         show: Some(|s| s.query_index_max_bytes.to_string()),
     },
     Setting {

@@ -405,7 +405,7 @@ pub fn canonical_param(kind: KeyKind, text: &str) -> Result<String, Error> {
 /// A boolean's value as PostgreSQL's `boolin` reads it: `true`, `yes`, `on`, `1` and their
 /// unambiguous prefixes (`t`, `tr`, `ye`), and the same for false (`of` is `off`; `o` alone
 /// is neither), whatever the case, around blanks.
-fn boolean(text: &str) -> Option<bool> {
+pub(crate) fn boolean(text: &str) -> Option<bool> {
     let word = text.trim().to_ascii_lowercase();
     let prefix_of = |full: &str| !word.is_empty() && full.starts_with(word.as_str());
     match word.as_str() {
@@ -518,7 +518,7 @@ fn canonical_decimal(s: &str) -> Result<String, Error> {
     Ok(out)
 }
 
-fn canonical_uuid(s: &str) -> Result<String, Error> {
+pub(crate) fn canonical_uuid(s: &str) -> Result<String, Error> {
     let inner = s
         .strip_prefix('{')
         .and_then(|r| r.strip_suffix('}'))

@@ -46,6 +46,9 @@ pub struct Learned {
     /// row-level security), and calls no aggregate or window function: rows reach its
     /// result one for one.
     pub plain: bool,
+    /// The functions it calls (through operators too) that are not PostgreSQL's own, shown:
+    /// one may stand behind an operator or a function name its WHERE uses.
+    pub own_functions: Vec<String>,
     /// The relations the `tables` allowlist must admit for it to be answered: every one it
     /// reads but the partitions and children of those and the tables their policies read.
     pub listed: Vec<QualifiedName>,
@@ -97,10 +100,17 @@ pub fn learn(client: &mut Connection, parsed: &Parsed) -> Result<Learned> {
         .collect();
     listed.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
     listed.dedup();
+    let own_functions = reads
+        .functions
+        .iter()
+        .filter(|f| f.schema != "pg_catalog")
+        .map(|f| f.shown())
+        .collect();
     Ok(Learned {
         params,
         tables,
         plain,
+        own_functions,
         listed,
     })
 }

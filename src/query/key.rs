@@ -112,7 +112,7 @@ mod tests {
             params,
             Vec::new(),
             Vec::new(),
-            crate::query::precision::Precision::Table("a test"),
+            crate::query::precision::Precision::Table("a test".into()),
             false,
             String::new(),
             None,

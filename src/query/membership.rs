@@ -1,15 +1,15 @@
-//! The index of row-precise results (`precision`): for each cached result, the values its
-//! conditions admit and the primary keys of the rows it was built from (its members), so
-//! that a change finds the results it can affect: those built from the changed row, and
-//! those its new values enter. Per table: results by member, and per statement by the
-//! value its first exact condition admits. Main thread only (fills land and changes are
+//! The index of row-precise results (`precision`): for each cached result, its parameters
+//! and the primary keys of the rows it was built from (its members), so that a change
+//! finds the results it can affect: those built from the changed row, and those its new
+//! values may enter. Per table: results by member, and per statement by the values its
+//! WHERE pins a column to (`Pred::pinned`), so a row is weighed only against the results
+//! of its own value; a statement with no such column weighs it against each result. Main thread only (fills land and changes are
 //! applied there). Its memory is counted and bounded (`query_index_max_bytes`); a result
 //! leaves it when it is dropped, expires or is evicted.
 
 use crate::config::current;
 use crate::query::Statement;
 use crate::query::precision::EnteringRow;
-use crate::query::precision::NewValue;
 use compact_str::CompactString;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,15 +25,21 @@ const MEMBER_OVERHEAD: usize = 48;
 
 struct Entry {
     statement: Arc<Statement>,
-    bound: Vec<Vec<String>>,
+    /// Its parameters, canonical.
+    params: Vec<String>,
+    /// The keys of the values its WHERE pins a column to (None: not pinned, or a value not
+    /// read).
+    keys: Option<Vec<String>>,
     members: Vec<CompactString>,
     bytes: usize,
 }
 
 #[derive(Default)]
 struct StatementResults {
-    /// By the value the first exact condition admits (every result, when it has one).
-    by_first: HashMap<String, Vec<ResultId>>,
+    /// By the key of a value the statement's pinned column holds in them.
+    by_key: HashMap<String, Vec<ResultId>>,
+    /// Those with no keys: weighed against every row.
+    unkeyed: HashSet<ResultId>,
     /// Every result of the statement.
     all: HashSet<ResultId>,
 }
@@ -82,16 +88,12 @@ pub fn bytes() -> u64 {
     BYTES.load(Ordering::Relaxed)
 }
 
-/// A result built from `members` and admitting `bound` (`RowMatch::bound`), the cost it
-/// would add to the index.
-pub fn cost(key: &str, bound: &[Vec<String>], members: &[CompactString]) -> usize {
+/// A result of `params` built from `members`, the cost it would add to the index: its
+/// parameters once, and the keys they pin twice (in the entry and the lookup).
+pub fn cost(key: &str, params: &[String], members: &[CompactString]) -> usize {
     ENTRY_OVERHEAD
         + 3 * key.len()
-        + bound
-            .iter()
-            .flatten()
-            .map(|v| 2 * v.len() + 32)
-            .sum::<usize>()
+        + params.iter().map(|v| 3 * v.len() + 32).sum::<usize>()
         + members
             .iter()
             .map(|m| 2 * m.len() + MEMBER_OVERHEAD)
@@ -107,7 +109,7 @@ pub fn has_room(cost: usize) -> bool {
 pub fn add(
     id: ResultId,
     statement: Arc<Statement>,
-    bound: Vec<Vec<String>>,
+    params: Vec<String>,
     members: Vec<CompactString>,
 ) {
     let Some(row) = statement.precision.row() else {
@@ -115,7 +117,8 @@ pub fn add(
     };
     let table = row.table.key_prefix.clone();
     let head = Arc::as_ptr(&statement) as usize;
-    let bytes = cost(&id.1, &bound, &members);
+    let keys = row.pinned.as_ref().and_then(|p| p.keys(&params));
+    let bytes = cost(&id.1, &params, &members);
     with_index(|index| {
         let t = index.entry(table).or_default();
         t.remove(&id);
@@ -126,12 +129,14 @@ pub fn add(
                 .push(id.clone());
         }
         let s = t.by_statement.entry(head).or_default();
-        if let Some(first) = bound.first() {
-            for value in first {
-                s.by_first
-                    .entry(value.clone())
-                    .or_default()
-                    .push(id.clone());
+        match &keys {
+            Some(keys) => {
+                for key in keys {
+                    s.by_key.entry(key.clone()).or_default().push(id.clone());
+                }
+            }
+            None => {
+                s.unkeyed.insert(id.clone());
             }
         }
         s.all.insert(id.clone());
@@ -140,7 +145,8 @@ pub fn add(
             id,
             Entry {
                 statement,
-                bound,
+                params,
+                keys,
                 members,
                 bytes,
             },
@@ -175,13 +181,12 @@ impl TableIndex {
         let head = Arc::as_ptr(&entry.statement) as usize;
         if let Some(s) = self.by_statement.get_mut(&head) {
             s.all.remove(id);
-            if let Some(first) = entry.bound.first() {
-                for value in first {
-                    if let Some(ids) = s.by_first.get_mut(value) {
-                        ids.retain(|i| i != id);
-                        if ids.is_empty() {
-                            s.by_first.remove(value);
-                        }
+            s.unkeyed.remove(id);
+            for key in entry.keys.iter().flatten() {
+                if let Some(ids) = s.by_key.get_mut(key) {
+                    ids.retain(|i| i != id);
+                    if ids.is_empty() {
+                        s.by_key.remove(key);
                     }
                 }
             }
@@ -192,9 +197,8 @@ impl TableIndex {
         Some(entry)
     }
 
-    /// Adds to `hit` the results of `s` that `rows` enter: by the value of the first exact
-    /// condition, then the others; every result when a row's value of it is unknown (one
-    /// pass, however many rows).
+    /// Adds to `hit` the results of `s` that `rows` may enter: those of a row's value of
+    /// the pinned column and the unkeyed ones; every result when the value is not known.
     fn entered(&self, s: &StatementResults, rows: &[EnteringRow], hit: &mut HashSet<ResultId>) {
         let Some(m) = s
             .all
@@ -205,28 +209,32 @@ impl TableIndex {
         else {
             return;
         };
-        let first = |row: &'_ EnteringRow| {
-            m.exact
-                .first()
-                .and_then(|c| row.iter().find(|(column, _)| *column == c.column))
-                .map(|(_, value)| value.clone())
+        let mut weigh = |id: &ResultId, row: &EnteringRow| {
+            if !hit.contains(id)
+                && self
+                    .entries
+                    .get(id)
+                    .is_some_and(|e| m.admits(&e.params, row))
+            {
+                hit.insert(id.clone());
+            }
         };
-        if rows.iter().any(|row| first(row).is_none()) {
-            hit.extend(s.all.iter().cloned());
-            return;
-        }
         for row in rows {
-            let Some(NewValue::Text(value)) = first(row) else {
-                continue;
-            };
-            for id in s.by_first.get(&value).into_iter().flatten() {
-                if !hit.contains(id)
-                    && self
-                        .entries
-                        .get(id)
-                        .is_some_and(|e| m.admits(&e.bound, row))
-                {
-                    hit.insert(id.clone());
+            match m.pinned.as_ref().map(|p| p.row_key(row)) {
+                // NULL equals nothing: no result's pinned condition holds.
+                Some(Ok(None)) => {}
+                Some(Ok(Some(key))) => {
+                    for id in s.by_key.get(&key).into_iter().flatten() {
+                        weigh(id, row);
+                    }
+                    for id in &s.unkeyed {
+                        weigh(id, row);
+                    }
+                }
+                None | Some(Err(())) => {
+                    for id in &s.all {
+                        weigh(id, row);
+                    }
                 }
             }
         }
@@ -303,11 +311,18 @@ pub fn drop_table(table: Option<&str>) -> Vec<(Arc<Statement>, u64)> {
 mod tests {
     use super::*;
     use crate::pg::schema::TableSchema;
-    use crate::query::precision::{Bound, Exact, Precision, RowMatch};
+    use crate::query::precision::{NewValue, Precision, RowMatch};
+    use crate::query::predicate::{Cmp, Expr, Pred, SqlType};
 
     /// A row-precise statement over `table`, exact on customer_id = $1.
     fn statement(table: &str) -> Arc<Statement> {
         let schema = Arc::new(TableSchema::for_tests(table, Vec::new(), vec!["id".into()]));
+        let filter = Pred::Compare {
+            op: Cmp::Eq,
+            left: Expr::Column("customer_id".into()),
+            right: Expr::Param(1),
+            ty: SqlType::Number,
+        };
         Arc::new(Statement::new(
             "pg_cache:",
             format!("SELECT * FROM {table} WHERE customer_id = $1"),
@@ -316,10 +331,8 @@ mod tests {
             Vec::new(),
             Precision::Row(RowMatch {
                 table: schema,
-                exact: vec![Exact {
-                    column: "customer_id".into(),
-                    values: vec![Bound::Param(0)],
-                }],
+                pinned: filter.pinned(),
+                filter,
             }),
             true,
             String::new(),
@@ -355,11 +368,11 @@ mod tests {
         add(
             id("r7"),
             s.clone(),
-            vec![vec!["7".into()]],
+            vec!["7".into()],
             vec![member(1), member(2)],
         );
-        add(id("r8"), s.clone(), vec![vec!["8".into()]], vec![member(3)]);
-        add(id("r9"), s.clone(), vec![vec!["9".into()]], vec![]);
+        add(id("r8"), s.clone(), vec!["8".into()], vec![member(3)]);
+        add(id("r9"), s.clone(), vec!["9".into()], vec![]);
         // Row 3 (customer 8's) moves to customer 9: it leaves r8 and enters r9.
         assert_eq!(
             keys(changed(&table, &[member(3)], Some(&[row("9")]))),
@@ -370,13 +383,13 @@ mod tests {
         // A NULL enters nothing; a value the change did not carry enters everything.
         let null: EnteringRow = vec![("customer_id".into(), NewValue::Null)];
         assert!(changed(&table, &[member(51)], Some(&[null])).is_empty());
-        add(id("r8"), s.clone(), vec![vec!["8".into()]], vec![member(3)]);
+        add(id("r8"), s.clone(), vec!["8".into()], vec![member(3)]);
         assert_eq!(
             keys(changed(&table, &[member(52)], Some(&[Vec::new()]))),
             ["r7", "r8"]
         );
         // Unknown new values (a notification): every result of the table.
-        add(id("r7"), s.clone(), vec![vec!["7".into()]], vec![member(1)]);
+        add(id("r7"), s.clone(), vec!["7".into()], vec![member(1)]);
         assert_eq!(keys(changed(&table, &[], None)), ["r7"]);
     }
 
@@ -384,8 +397,8 @@ mod tests {
     fn removed_and_dropped_results_leave_nothing_behind() {
         let s = statement("membership_b");
         let table = s.precision.row().unwrap().table.key_prefix.clone();
-        add(id("b1"), s.clone(), vec![vec!["1".into()]], vec![member(1)]);
-        add(id("b2"), s.clone(), vec![vec!["2".into()]], vec![member(2)]);
+        add(id("b1"), s.clone(), vec!["1".into()], vec![member(1)]);
+        add(id("b2"), s.clone(), vec!["2".into()], vec![member(2)]);
         remove(&id("b1"));
         assert!(changed(&table, &[member(1)], Some(&[])).is_empty());
         let counts = drop_table(Some(&table));

@@ -9,6 +9,7 @@
 //!   security policies, argument defaults, domains and SQL function bodies.
 //! - `node_tree`: PostgreSQL's stored query trees, read for what they use (pure).
 //! - `clock`: the date/time inputs PostgreSQL reads as the clock (pure).
+//! - `predicate`: a WHERE over one table, weighed on a changed row's new values (pure).
 //! - `statements`: the bounded table from a statement's text to what was learned of it, so
 //!   a hit never parses SQL.
 //! - `key`: a result's cache key, from the statement, its canonical parameters and the
@@ -28,6 +29,7 @@ pub mod membership;
 pub mod node_tree;
 pub mod placeholders;
 pub mod precision;
+pub mod predicate;
 pub mod reads;
 pub mod shape;
 pub mod statement;

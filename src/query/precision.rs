@@ -1,28 +1,29 @@
 //! How precisely a statement's results are dropped. `Table`: any change to a table it reads
-//! drops every result (joins, aggregates, ranges, subqueries, notify mode). `Row`: the
-//! statement has a row shape (`shape`) over one plain table with a primary key, and a change
-//! drops only the results it can affect: those whose bound values its new values match (a
-//! row entering) and those built from the changed row (a member: leaving, or changing
-//! inside). A condition matches a new value by its text, so only on columns whose equality
-//! is equality of their text (integers, uuids, booleans, text under a deterministic
-//! collation, enums); a condition on any other column matches every value (`exact` holds
-//! the others). A value the change did not carry (an unchanged TOASTed value, a column
-//! nobody watched when it was read, a notification) matches too: never fewer drops.
+//! drops every result (joins, aggregates, subqueries, notify mode). `Row`: the statement
+//! has a row shape (`shape`) over one plain table with a primary key, and a change drops
+//! only the results it can affect: those its new values may enter (the WHERE, bound to the
+//! result's parameters, may be TRUE on them: `predicate`) and those built from the changed
+//! row (a member: leaving, or changing inside). A value the change did not carry (an
+//! unchanged TOASTed value, a column nobody watched when it was read) and a piece of the
+//! WHERE not decided here may match: never fewer drops.
 
 use crate::config::current;
 use crate::error::Result;
-use crate::model::key::{KeyKind, canonical_param};
+use crate::model::key::KeyKind;
 use crate::pg::errors::statement_error;
 use crate::pg::pool::Connection;
 use crate::pg::schema::TableSchema;
-use crate::query::catalog::ParamType;
-use crate::query::shape::{Operand, Shape};
+use crate::query::catalog::{Learned, ParamType};
+use crate::query::predicate::{Collation, Pinned, Pred, Scope, SqlType};
+use crate::query::shape::Shape;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+pub use crate::query::predicate::{EnteringRow, NewValue};
+
 pub enum Precision {
     /// Why not row by row.
-    Table(&'static str),
+    Table(String),
     Row(RowMatch),
 }
 
@@ -46,172 +47,190 @@ impl Precision {
 pub struct RowMatch {
     /// The one table it reads.
     pub table: Arc<TableSchema>,
-    /// Its conditions on columns compared exactly, in the WHERE's order.
-    pub exact: Vec<Exact>,
+    /// Its WHERE, bound to the table's column types.
+    pub filter: Pred,
+    /// A column its WHERE pins to values, to find a row's results by its value.
+    pub pinned: Option<Pinned>,
 }
-
-/// `column = any of values`, on a column compared exactly.
-pub struct Exact {
-    pub column: String,
-    pub values: Vec<Bound>,
-}
-
-pub enum Bound {
-    /// The parameter at this index (0-based), canonical as the key has it.
-    Param(usize),
-    /// A constant of the statement, canonical.
-    Const(String),
-}
-
-/// A changed row's new value of a column, as the change carried it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NewValue {
-    Null,
-    /// Canonical text (booleans as `true`/`false`).
-    Text(String),
-}
-
-/// A row a change wrote (inserted, or updated to), by the columns some row-precise
-/// statement matches on; a column not here is unknown, and matches.
-pub type EnteringRow = Vec<(String, NewValue)>;
 
 impl RowMatch {
-    /// The values each exact condition admits, for a result of `params` (canonical).
-    pub fn bound(&self, params: &[String]) -> Vec<Vec<String>> {
-        self.exact
-            .iter()
-            .map(|c| {
-                let mut values: Vec<String> = c
-                    .values
-                    .iter()
-                    .filter_map(|v| match v {
-                        Bound::Param(i) => params.get(*i).cloned(),
-                        Bound::Const(text) => Some(text.clone()),
-                    })
-                    .collect();
-                values.sort();
-                values.dedup();
-                values
-            })
-            .collect()
+    /// Whether `row` may enter a result of `params` (canonical).
+    pub fn admits(&self, params: &[String], row: &EnteringRow) -> bool {
+        self.filter.eval(row, params).may_be_true()
     }
 
-    /// Whether `row` may enter a result whose conditions admit `bound`.
-    pub fn admits(&self, bound: &[Vec<String>], row: &EnteringRow) -> bool {
-        self.exact.iter().zip(bound).all(|(condition, values)| {
-            match row.iter().find(|(column, _)| *column == condition.column) {
-                None => true,
-                Some((_, NewValue::Null)) => false,
-                Some((_, NewValue::Text(text))) => values.contains(text),
-            }
-        })
-    }
-
-    /// The columns it is exact on.
+    /// The columns its WHERE decides on.
     pub fn exact_on(&self) -> Vec<String> {
-        self.exact.iter().map(|c| c.column.clone()).collect()
+        self.filter.columns()
     }
 }
 
-/// Which kinds compare exactly by their canonical text.
-fn exact_kind(kind: KeyKind) -> bool {
-    matches!(
-        kind,
-        KeyKind::Integer { .. } | KeyKind::Text | KeyKind::Uuid | KeyKind::Bool
-    )
+/// The collation of each text column, and the database's default. The default collation
+/// is the database's, whose provider is ICU on PostgreSQL 15+ when `datlocprovider` says
+/// so (read through to_jsonb: older servers have no such column).
+pub(crate) const COLLATIONS_SQL: &str = "WITH db AS (SELECT d.datcollate::text AS collate, \
+       d.datctype::text AS ctype, \
+       coalesce(pg_catalog.to_jsonb(d) ->> 'datlocprovider', 'c') AS provider \
+     FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()) \
+   SELECT a.attname::text, c.collisdeterministic, \
+       CASE WHEN c.collprovider = 'd' THEN db.provider ELSE c.collprovider::text END, \
+       CASE WHEN c.collprovider = 'd' THEN db.collate ELSE c.collcollate::text END, \
+       CASE WHEN c.collprovider = 'd' THEN db.ctype ELSE c.collctype::text END \
+   FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation \
+   CROSS JOIN db WHERE a.attrelid = $1::text::pg_catalog.regclass AND a.attnum > 0 \
+     AND NOT a.attisdropped \
+   UNION ALL SELECT NULL, true, db.provider, db.collate, db.ctype FROM db";
+
+/// What a collation decides as pgcache computes it: bytes order only under libc's "C" and
+/// "POSIX"; ASCII folds as ASCII under those, `C.*` and English locales (not under a
+/// Turkic one, nor ICU, which are not checked here).
+pub(crate) fn collation(
+    deterministic: bool,
+    provider: &str,
+    collate: &str,
+    ctype: &str,
+) -> Collation {
+    let libc = provider == "c";
+    let plain = |name: &str| name == "C" || name == "POSIX";
+    Collation {
+        deterministic,
+        bytewise: libc && plain(collate),
+        ascii_folding: libc
+            && (plain(ctype) || ctype.starts_with("C.") || ctype.starts_with("en_")),
+    }
 }
 
-/// Deterministic collations only: under a nondeterministic one, `'a' = 'A'` may hold.
-const NONDETERMINISTIC_SQL: &str = "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
-     JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation \
-     WHERE a.attrelid = $1::text::pg_catalog.regclass AND a.attnum > 0 \
-     AND NOT c.collisdeterministic";
+/// The type a value of type `name` compares as: its own, or for a domain over a boolean,
+/// an integer or a uuid (compared by its base type's operators), that base type.
+fn base_type(name: &str, kind: KeyKind) -> String {
+    let base = match kind {
+        KeyKind::Bool => "boolean",
+        KeyKind::Integer { .. } => "bigint",
+        KeyKind::Uuid => "uuid",
+        _ => return name.to_string(),
+    };
+    match SqlType::named(name, Collation::UNKNOWN) {
+        SqlType::Unresolved => base.to_string(),
+        _ => name.to_string(),
+    }
+}
 
-/// The precision of a statement whose shape is `shape` (if the grammar saw one), that
-/// reads `tables` and only them as plain tables (`plain`: no view, partition, child or
-/// aggregate), with parameters `params`. Worker.
+/// The table's columns and the statement's parameters, as binding reads them.
+struct Bindings<'a> {
+    table: &'a TableSchema,
+    collations: HashMap<String, Collation>,
+    default: Collation,
+    params: &'a [ParamType],
+}
+
+impl Scope for Bindings<'_> {
+    fn column(&self, name: &str) -> Option<(String, Collation)> {
+        // A `name` column is not one of the types read (`value`): its input is cut at 63
+        // bytes, so a longer parameter equals a shorter value.
+        let column = self.table.column(name)?;
+        let collation = self
+            .collations
+            .get(&column.name)
+            .copied()
+            .unwrap_or(Collation::UNKNOWN);
+        Some((base_type(&column.cast_type, column.kind), collation))
+    }
+
+    fn param(&self, n: usize) -> Option<String> {
+        let param = self.params.get(n.checked_sub(1)?)?;
+        Some(base_type(&param.cast, param.kind))
+    }
+
+    fn default_collation(&self) -> Collation {
+        self.default
+    }
+}
+
+/// The precision of a statement whose shape is `shape` (if the grammar saw one), of which
+/// the catalog `learned` what it reads and calls. Worker.
 pub fn decide(
     client: &mut Connection,
     shape: Option<&Shape>,
-    tables: &[Arc<TableSchema>],
-    plain: bool,
-    params: &[ParamType],
+    learned: &Learned,
 ) -> Result<Precision> {
+    let (tables, plain, params) = (&learned.tables, learned.plain, &learned.params);
     if !current::query_row_precision() {
         return Ok(Precision::Table(
             "query_precision is table, or invalidations come from notifications, which carry no \
-             new values",
+             new values"
+                .into(),
         ));
     }
     let Some(shape) = shape else {
         return Ok(Precision::Table(
-            "not one table filtered by a conjunction of column = value and column IN (...)",
+            "it has no WHERE, or it reads more than one table: a join, a subquery, a set \
+             operation, a CTE, GROUP BY or a window"
+                .into(),
         ));
     };
-    let ([table], true) = (tables, plain) else {
+    if let Some(function) = learned.own_functions.first() {
+        return Ok(Precision::Table(format!(
+            "it calls {function}, which is not PostgreSQL's own: an operator or a function of \
+             its WHERE may be it, and pgcache evaluates only PostgreSQL's"
+        )));
+    }
+    let ([table], true) = (tables.as_slice(), plain) else {
         return Ok(Precision::Table(
             "it reads a view, a partitioned table or inheritance children, or calls an \
-             aggregate or window function",
+             aggregate or window function"
+                .into(),
         ));
     };
     let keys_exact = !table.primary_key.is_empty()
-        && table
-            .primary_key
-            .iter()
-            .all(|name| table.column(name).is_some_and(|c| exact_kind(c.kind)));
+        && table.primary_key.iter().all(|name| {
+            table.column(name).is_some_and(|c| {
+                matches!(
+                    c.kind,
+                    KeyKind::Integer { .. } | KeyKind::Text | KeyKind::Uuid | KeyKind::Bool
+                )
+            })
+        });
     if !keys_exact {
         return Ok(Precision::Table(
-            "the table has no primary key, or one of a type compared by more than its text",
+            "the table has no primary key, or one of a type compared by more than its text".into(),
         ));
     }
-    let inexact: Vec<String> = client
-        .query(NONDETERMINISTIC_SQL, &[&table.sql_name])
+    let mut collations = HashMap::new();
+    let mut default = Collation::UNKNOWN;
+    for row in client
+        .query(COLLATIONS_SQL, &[&table.sql_name])
         .map_err(|e| statement_error(&e))?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let exact = shape
-        .conditions
-        .iter()
-        .filter_map(|condition| {
-            let column = table.column(&condition.column)?;
-            // `name` input is cut at 63 bytes: a longer parameter equals a shorter value.
-            if !exact_kind(column.kind)
-                || inexact.contains(&column.name)
-                || column.cast_type == "name"
-            {
-                return None;
+    {
+        let found = collation(
+            row.get(1),
+            row.get::<_, Option<String>>(2).as_deref().unwrap_or(""),
+            row.get::<_, Option<String>>(3).as_deref().unwrap_or(""),
+            row.get::<_, Option<String>>(4).as_deref().unwrap_or(""),
+        );
+        match row.get::<_, Option<String>>(0) {
+            Some(column) => {
+                collations.insert(column, found);
             }
-            let values = condition
-                .operands
-                .iter()
-                .map(|operand| match operand {
-                    Operand::Param(n) => {
-                        let param = params.get(n.checked_sub(1)?)?;
-                        (param.kind == column.kind).then_some(Bound::Param(n - 1))
-                    }
-                    Operand::Const(text) => {
-                        canonical_param(column.kind, text).ok().map(Bound::Const)
-                    }
-                })
-                .collect::<Option<Vec<Bound>>>()?;
-            Some(Exact {
-                column: column.name.clone(),
-                values,
-            })
-        })
-        .collect();
-    watch(
+            None => default = found,
+        }
+    }
+    let bindings = Bindings {
         table,
-        &shape
-            .conditions
-            .iter()
-            .map(|c| c.column.clone())
-            .collect::<Vec<_>>(),
-    );
+        collations,
+        default,
+        params,
+    };
+    let filter = shape.filter.clone().bind(&bindings);
+    if let Some(why) = filter.undecided() {
+        return Ok(Precision::Table(format!(
+            "pgcache cannot tell which rows its WHERE admits: {why}"
+        )));
+    }
+    watch(table, &filter.columns());
     Ok(Precision::Row(RowMatch {
         table: table.clone(),
-        exact,
+        pinned: filter.pinned(),
+        filter,
     }))
 }
 
@@ -242,53 +261,16 @@ pub fn with_watched<R>(table: &str, f: impl FnOnce(&[String]) -> R) -> Option<R>
 mod tests {
     use super::*;
 
-    fn orders() -> Arc<TableSchema> {
-        Arc::new(TableSchema::for_tests(
-            "orders",
-            Vec::new(),
-            vec!["id".into()],
-        ))
-    }
-
-    fn row_match() -> RowMatch {
-        RowMatch {
-            table: orders(),
-            exact: vec![
-                Exact {
-                    column: "customer_id".into(),
-                    values: vec![Bound::Param(0)],
-                },
-                Exact {
-                    column: "status".into(),
-                    values: vec![Bound::Const("open".into()), Bound::Param(1)],
-                },
-            ],
-        }
-    }
-
-    fn text(s: &str) -> NewValue {
-        NewValue::Text(s.into())
-    }
-
     #[test]
-    fn a_row_enters_where_every_exact_condition_admits_its_value() {
-        let m = row_match();
-        let bound = m.bound(&["7".into(), "paid".into()]);
-        assert_eq!(
-            bound,
-            vec![vec!["7".to_string()], vec!["open".into(), "paid".into()]]
-        );
-        let row = |c: &str, s: NewValue| -> EnteringRow {
-            vec![("customer_id".into(), text(c)), ("status".into(), s)]
-        };
-        assert!(m.admits(&bound, &row("7", text("open"))));
-        assert!(m.admits(&bound, &row("7", text("paid"))));
-        assert!(!m.admits(&bound, &row("8", text("open"))));
-        assert!(!m.admits(&bound, &row("7", text("void"))));
-        assert!(!m.admits(&bound, &row("7", NewValue::Null)));
-        // What the change did not carry matches.
-        assert!(m.admits(&bound, &vec![("customer_id".into(), text("7"))]));
-        assert!(m.admits(&bound, &Vec::new()));
-        assert_eq!(m.exact_on(), vec!["customer_id", "status"]);
+    fn collations_decide_order_and_case_folding() {
+        let c = collation(true, "c", "C", "C");
+        assert!(c.deterministic && c.bytewise && c.ascii_folding);
+        let en = collation(true, "c", "en_US.UTF-8", "en_US.UTF-8");
+        assert!(!en.bytewise && en.ascii_folding);
+        let tr = collation(true, "c", "tr_TR.UTF-8", "tr_TR.UTF-8");
+        assert!(!tr.bytewise && !tr.ascii_folding);
+        let icu = collation(true, "i", "C", "C");
+        assert!(!icu.bytewise && !icu.ascii_folding);
+        assert!(!collation(false, "i", "", "").deterministic);
     }
 }

@@ -1,44 +1,33 @@
 //! Whether a statement's results can be dropped row by row, from the grammar alone: one
 //! table in FROM (no join, no subquery, no set operation, no CTE, no GROUP BY, HAVING or
-//! window), and a WHERE that is a conjunction of `column = $n | constant` and
-//! `column IN ($n | constant, ...)`. Projection, DISTINCT, ORDER BY and LIMIT are free: the
-//! rows such a result is built from are exactly the table's rows the WHERE admits, so a
-//! change can affect the result only if the changed row matches the WHERE now (its new
-//! values: a row entering) or matched it when the result was built (a member: a row
-//! leaving or changing inside it). What the grammar cannot tell (that the relation is a
-//! plain table with a primary key, that no aggregate hides behind a function name, which
-//! column types compare exactly by their text) the catalog tells (`precision`).
+//! window) and a WHERE, read as a condition on that table's row (`predicate`). Projection,
+//! DISTINCT, ORDER BY and LIMIT are free: the rows such a result is built from are exactly
+//! the table's rows the WHERE admits, so a change can affect the result only if the
+//! changed row may satisfy the WHERE now (its new values: a row entering) or did when the
+//! result was built (a member: a row leaving or changing inside it). A piece of the WHERE
+//! not read here is a condition any row may satisfy. What the grammar cannot tell (that
+//! the relation is a plain table with a primary key, that no aggregate hides behind a
+//! function name, the columns' types and collations) the catalog tells (`precision`).
 
 use crate::error::{Error, Result};
+use crate::query::predicate::{BoolTest, Cmp, Expr, Keys, Literal, Pred};
 use pg_query::NodeEnum;
-use pg_query::protobuf::{self, AExprKind, BoolExprType, Node, SelectStmt, SetOperation, a_const};
+use pg_query::protobuf::{
+    self, AExprKind, BoolExprType, BoolTestType, Node, NullTestType, SelectStmt, SetOperation,
+    a_const,
+};
 use serde_json::Value;
 
 /// A statement's row shape.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Shape {
     /// The relation in FROM, as written: `(schema, name)`, the schema empty when unwritten.
     pub relation: (String, String),
-    /// The WHERE's conditions, one per conjunct.
-    pub conditions: Vec<Condition>,
+    /// The WHERE, as a condition on the relation's row (unbound: types come later).
+    pub filter: Pred,
     /// `SELECT * FROM <the FROM> WHERE <the WHERE>`, with the statement's `$n`: the rows its
     /// result is built from, whatever its projection, order and limit.
     pub candidates_sql: String,
-}
-
-/// `column = operand` or `column IN (operand, ...)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Condition {
-    pub column: String,
-    pub operands: Vec<Operand>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Operand {
-    /// `$n`.
-    Param(usize),
-    /// A constant, as its text.
-    Const(String),
 }
 
 /// The row shape of `tree` (one SELECT), if it has one.
@@ -58,17 +47,14 @@ pub fn of(tree: &protobuf::ParseResult) -> Result<Option<Shape>> {
         // Every row of the table is a member: per table is as exact, and cheaper.
         return Ok(None);
     };
-    let alias = relation.alias.as_ref().map(|a| a.aliasname.as_str());
-    let mut conditions = Vec::new();
-    for conjunct in conjuncts(where_clause) {
-        match condition(conjunct, &relation.relname, alias) {
-            Some(c) => conditions.push(c),
-            None => return Ok(None),
-        }
-    }
+    let names = Names {
+        schema: &relation.schemaname,
+        relation: &relation.relname,
+        alias: relation.alias.as_ref().map(|a| a.aliasname.as_str()),
+    };
     Ok(Some(Shape {
         relation: (relation.schemaname.clone(), relation.relname.clone()),
-        conditions,
+        filter: names.condition(where_clause),
         candidates_sql: candidates_sql(tree, select)?,
     }))
 }
@@ -115,45 +101,342 @@ fn has_sublink_or_window(select: &SelectStmt) -> bool {
     serde_json::to_value(select).map_or(true, |tree| walk(&tree))
 }
 
-/// The conjuncts of an AND (nested ANDs flattened), or the expression itself.
-fn conjuncts(node: &Node) -> Vec<&Node> {
-    match node.node.as_ref() {
-        Some(NodeEnum::BoolExpr(b)) if b.boolop == BoolExprType::AndExpr as i32 => {
-            b.args.iter().flat_map(conjuncts).collect()
+/// How the one relation is named, to read its columns however they are qualified.
+struct Names<'a> {
+    schema: &'a str,
+    relation: &'a str,
+    alias: Option<&'a str>,
+}
+
+fn unknown(why: impl Into<String>) -> Pred {
+    Pred::Unknown(why.into())
+}
+
+impl Names<'_> {
+    /// A boolean expression as a condition.
+    fn condition(&self, node: &Node) -> Pred {
+        let Some(inner) = node.node.as_ref() else {
+            return unknown("an empty expression");
+        };
+        match inner {
+            NodeEnum::BoolExpr(b) => {
+                let args: Vec<Pred> = b.args.iter().map(|a| self.condition(a)).collect();
+                match BoolExprType::try_from(b.boolop) {
+                    Ok(BoolExprType::AndExpr) => Pred::And(args),
+                    Ok(BoolExprType::OrExpr) => Pred::Or(args),
+                    Ok(BoolExprType::NotExpr) if args.len() == 1 => Pred::Not(Box::new(
+                        args.into_iter().next().unwrap_or(Pred::And(vec![])),
+                    )),
+                    _ => unknown("a boolean expression"),
+                }
+            }
+            NodeEnum::AExpr(expr) => self.operation(expr),
+            NodeEnum::NullTest(test) => {
+                let Some(arg) = test.arg.as_deref().and_then(|a| self.expr(a)) else {
+                    return unknown("IS NULL of an expression pgcache does not read");
+                };
+                match NullTestType::try_from(test.nulltesttype) {
+                    Ok(NullTestType::IsNull) => Pred::IsNull(arg),
+                    Ok(NullTestType::IsNotNull) => Pred::Not(Box::new(Pred::IsNull(arg))),
+                    _ => unknown("a null test"),
+                }
+            }
+            NodeEnum::BooleanTest(test) => {
+                let Some(arg) = test.arg.as_deref() else {
+                    return unknown("a boolean test");
+                };
+                let kind = match BoolTestType::try_from(test.booltesttype) {
+                    Ok(BoolTestType::IsTrue) => BoolTest::True,
+                    Ok(BoolTestType::IsNotTrue) => BoolTest::NotTrue,
+                    Ok(BoolTestType::IsFalse) => BoolTest::False,
+                    Ok(BoolTestType::IsNotFalse) => BoolTest::NotFalse,
+                    Ok(BoolTestType::IsUnknown) => BoolTest::Unknown,
+                    Ok(BoolTestType::IsNotUnknown) => BoolTest::NotUnknown,
+                    _ => return unknown("a boolean test"),
+                };
+                Pred::Test(Box::new(self.condition(arg)), kind)
+            }
+            NodeEnum::ColumnRef(_) => match self.expr(node) {
+                Some(column) => Pred::Boolean(column),
+                None => unknown("a reference pgcache does not read as a column"),
+            },
+            NodeEnum::CollateClause(_) => unknown("a COLLATE clause"),
+            NodeEnum::FuncCall(f) => unknown(format!("a call of {}", dotted(&f.funcname))),
+            _ => unknown("an expression pgcache does not evaluate"),
         }
-        _ => vec![node],
+    }
+
+    fn operation(&self, expr: &protobuf::AExpr) -> Pred {
+        let Some(op) = operator(&expr.name) else {
+            return unknown(format!("the operator {}", dotted(&expr.name)));
+        };
+        let kind = AExprKind::try_from(expr.kind).unwrap_or(AExprKind::Undefined);
+        let (Some(left), Some(right)) = (expr.lexpr.as_deref(), expr.rexpr.as_deref()) else {
+            return unknown(format!("the prefix operator {op}"));
+        };
+        match kind {
+            AExprKind::AexprOp | AExprKind::AexprLike | AExprKind::AexprIlike => {
+                self.binary(op, left, right)
+            }
+            AExprKind::AexprOpAny | AExprKind::AexprOpAll => {
+                let (Some(cmp), Some(left), Some(array)) =
+                    (Cmp::named(op), self.expr(left), self.expr(right))
+                else {
+                    return unknown(format!("{op} ANY/ALL of what pgcache does not read"));
+                };
+                Pred::Quantified {
+                    op: cmp,
+                    left,
+                    array,
+                    all: kind == AExprKind::AexprOpAll,
+                    ty: crate::query::predicate::SqlType::Unresolved,
+                }
+            }
+            AExprKind::AexprIn => {
+                let Some(NodeEnum::List(list)) = right.node.as_ref() else {
+                    return unknown("IN of what pgcache does not read");
+                };
+                let any = Pred::Or(
+                    list.items
+                        .iter()
+                        .map(|item| self.binary("=", left, item))
+                        .collect(),
+                );
+                if op == "=" {
+                    any
+                } else {
+                    Pred::Not(Box::new(any))
+                }
+            }
+            AExprKind::AexprBetween
+            | AExprKind::AexprNotBetween
+            | AExprKind::AexprBetweenSym
+            | AExprKind::AexprNotBetweenSym => {
+                let Some(NodeEnum::List(list)) = right.node.as_ref() else {
+                    return unknown("BETWEEN of what pgcache does not read");
+                };
+                let [low, high] = list.items.as_slice() else {
+                    return unknown("BETWEEN of what pgcache does not read");
+                };
+                let between = |low: &Node, high: &Node| {
+                    Pred::And(vec![
+                        self.binary(">=", left, low),
+                        self.binary("<=", left, high),
+                    ])
+                };
+                let symmetric = matches!(
+                    kind,
+                    AExprKind::AexprBetweenSym | AExprKind::AexprNotBetweenSym
+                );
+                let holds = if symmetric {
+                    Pred::Or(vec![between(low, high), between(high, low)])
+                } else {
+                    between(low, high)
+                };
+                if matches!(
+                    kind,
+                    AExprKind::AexprNotBetween | AExprKind::AexprNotBetweenSym
+                ) {
+                    Pred::Not(Box::new(holds))
+                } else {
+                    holds
+                }
+            }
+            AExprKind::AexprDistinct | AExprKind::AexprNotDistinct => {
+                unknown("IS [NOT] DISTINCT FROM")
+            }
+            AExprKind::AexprSimilar => unknown("SIMILAR TO"),
+            _ => unknown(format!("the operator {op}")),
+        }
+    }
+
+    /// `left op right` for a binary operator.
+    fn binary(&self, op: &str, left: &Node, right: &Node) -> Pred {
+        let (l, r) = match (self.expr(left), self.expr(right)) {
+            (Some(l), Some(r)) => (l, r),
+            (None, _) => return unknown(format!("{op} on {}", unread(left))),
+            (_, None) => return unknown(format!("{op} on {}", unread(right))),
+        };
+        let like = |fold: bool, negated: bool| {
+            let like = Pred::Like {
+                text: l.clone(),
+                pattern: r.clone(),
+                fold,
+                ty: crate::query::predicate::SqlType::Unresolved,
+            };
+            if negated {
+                Pred::Not(Box::new(like))
+            } else {
+                like
+            }
+        };
+        if let Some(cmp) = Cmp::named(op) {
+            return Pred::Compare {
+                op: cmp,
+                left: l,
+                right: r,
+                ty: crate::query::predicate::SqlType::Unresolved,
+            };
+        }
+        match op {
+            "~~" => like(false, false),
+            "!~~" => like(false, true),
+            "~~*" => like(true, false),
+            "!~~*" => like(true, true),
+            "?" => Pred::JsonKeys {
+                doc: l,
+                keys: r,
+                how: Keys::One,
+            },
+            "?|" => Pred::JsonKeys {
+                doc: l,
+                keys: r,
+                how: Keys::Any,
+            },
+            "?&" => Pred::JsonKeys {
+                doc: l,
+                keys: r,
+                how: Keys::All,
+            },
+            "@>" => Pred::JsonContains { doc: l, part: r },
+            "<@" => Pred::JsonContains { doc: r, part: l },
+            "~" | "~*" | "!~" | "!~*" => unknown(format!(
+                "a regular expression ({op}), which pgcache does not evaluate"
+            )),
+            _ => unknown(format!("the operator {op}")),
+        }
+    }
+
+    /// A value: a column of the relation, `$n`, a constant, or upper/lower/||/a cast of
+    /// them (None: anything else).
+    fn expr(&self, node: &Node) -> Option<Expr> {
+        Some(match node.node.as_ref()? {
+            NodeEnum::ColumnRef(column) => Expr::Column(self.column(column)?),
+            NodeEnum::ParamRef(p) => Expr::Param(usize::try_from(p.number).ok()?),
+            NodeEnum::AConst(c) if c.isnull => Expr::Const(None, Literal::Untyped),
+            NodeEnum::AConst(c) => match c.val.as_ref()? {
+                a_const::Val::Ival(i) => Expr::Const(Some(i.ival.to_string()), Literal::Number),
+                a_const::Val::Fval(f) => Expr::Const(Some(f.fval.clone()), Literal::Number),
+                a_const::Val::Boolval(b) => Expr::Const(Some(b.boolval.to_string()), Literal::Bool),
+                a_const::Val::Sval(s) => Expr::Const(Some(s.sval.clone()), Literal::Untyped),
+                a_const::Val::Bsval(_) => return None,
+            },
+            NodeEnum::FuncCall(f) => {
+                let plain = f.agg_order.is_empty()
+                    && f.agg_filter.is_none()
+                    && f.over.is_none()
+                    && !f.agg_star
+                    && !f.agg_distinct
+                    && !f.func_variadic
+                    && f.args.len() == 1;
+                let upper = match operator(&f.funcname)? {
+                    "upper" => true,
+                    "lower" => false,
+                    _ => return None,
+                };
+                if !plain {
+                    return None;
+                }
+                Expr::Fold {
+                    upper,
+                    arg: Box::new(self.expr(&f.args[0])?),
+                    collation: crate::query::predicate::Collation::UNKNOWN,
+                }
+            }
+            NodeEnum::AExpr(e)
+                if e.kind == AExprKind::AexprOp as i32 && operator(&e.name)? == "||" =>
+            {
+                Expr::Concat(
+                    Box::new(self.expr(e.lexpr.as_deref()?)?),
+                    Box::new(self.expr(e.rexpr.as_deref()?)?),
+                )
+            }
+            NodeEnum::TypeCast(cast) => {
+                let to = type_name(cast.type_name.as_ref()?)?;
+                Expr::Cast(Box::new(self.expr(cast.arg.as_deref()?)?), to)
+            }
+            _ => return None,
+        })
+    }
+
+    /// The column a reference names: `c`, `t.c` (`t` the relation or its alias),
+    /// `s.t.c`. With one relation in FROM and no subquery, nothing else is in scope.
+    fn column(&self, column: &protobuf::ColumnRef) -> Option<String> {
+        let names: Vec<&str> = column
+            .fields
+            .iter()
+            .map(|f| match f.node.as_ref() {
+                Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        let table = self.alias.unwrap_or(self.relation);
+        match names.as_slice() {
+            [name] => Some(name.to_string()),
+            [qualifier, name] if *qualifier == table => Some(name.to_string()),
+            [schema, relation, name]
+                if self.alias.is_none()
+                    && *relation == self.relation
+                    && (self.schema.is_empty() || *schema == self.schema) =>
+            {
+                Some(name.to_string())
+            }
+            _ => None,
+        }
     }
 }
 
-/// `column = operand`, `operand = column` or `column IN (operands)` of the relation.
-fn condition(node: &Node, relname: &str, alias: Option<&str>) -> Option<Condition> {
-    let Some(NodeEnum::AExpr(expr)) = node.node.as_ref() else {
+/// A type's name as `format_type` spells it, when the cast keeps a value's spelling: no
+/// type modifier (`varchar(3)` would cut it), no schema but pg_catalog.
+fn type_name(t: &protobuf::TypeName) -> Option<String> {
+    if !t.typmods.is_empty() || t.setof || t.pct_type {
         return None;
+    }
+    let base = match operator(&t.names)? {
+        "int2" | "smallint" => "smallint",
+        "int4" | "int" | "integer" => "integer",
+        "int8" | "bigint" => "bigint",
+        "numeric" | "decimal" => "numeric",
+        "float4" | "real" => "real",
+        "float8" => "double precision",
+        "bool" | "boolean" => "boolean",
+        "text" => "text",
+        "varchar" => "character varying",
+        "uuid" => "uuid",
+        "date" => "date",
+        "timestamp" => "timestamp without time zone",
+        "timestamptz" => "timestamp with time zone",
+        "jsonb" => "jsonb",
+        _ => return None,
     };
-    if operator(&expr.name)? != "=" {
-        return None;
+    Some(match t.array_bounds.len() {
+        0 => base.to_string(),
+        1 => format!("{base}[]"),
+        _ => return None,
+    })
+}
+
+/// What an operand pgcache does not read is, for a reason.
+fn unread(node: &Node) -> String {
+    match node.node.as_ref() {
+        Some(NodeEnum::FuncCall(f)) => format!("a call of {}", dotted(&f.funcname)),
+        Some(NodeEnum::TypeCast(_)) => "a cast pgcache does not read".into(),
+        Some(NodeEnum::CollateClause(_)) => "a COLLATE clause".into(),
+        Some(NodeEnum::ColumnRef(_)) => "a reference pgcache does not read as a column".into(),
+        Some(NodeEnum::AExpr(e)) => format!("the operator {}", dotted(&e.name)),
+        _ => "an expression pgcache does not evaluate".into(),
     }
-    let (left, right) = (expr.lexpr.as_deref()?, expr.rexpr.as_deref()?);
-    if expr.kind == AExprKind::AexprOp as i32 {
-        let (column, other) = match column_of(left, relname, alias) {
-            Some(column) => (column, right),
-            None => (column_of(right, relname, alias)?, left),
-        };
-        return Some(Condition {
-            column,
-            operands: vec![operand(other)?],
-        });
-    }
-    if expr.kind == AExprKind::AexprIn as i32 {
-        let Some(NodeEnum::List(list)) = right.node.as_ref() else {
-            return None;
-        };
-        return Some(Condition {
-            column: column_of(left, relname, alias)?,
-            operands: list.items.iter().map(operand).collect::<Option<_>>()?,
-        });
-    }
-    None
+}
+
+/// A dotted name, for a reason.
+fn dotted(name: &[Node]) -> String {
+    name.iter()
+        .filter_map(|n| match n.node.as_ref()? {
+            NodeEnum::String(s) => Some(s.sval.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// An operator's name: unqualified, or in `pg_catalog` (`OPERATOR(pg_catalog.=)`); one of
@@ -168,40 +451,6 @@ fn operator(name: &[Node]) -> Option<&str> {
     match name {
         [op] => text(op),
         [schema, op] if text(schema)? == "pg_catalog" => text(op),
-        _ => None,
-    }
-}
-
-/// The column a reference names, if it is a column of the relation (`c`, `t.c`, `alias.c`).
-fn column_of(node: &Node, relname: &str, alias: Option<&str>) -> Option<String> {
-    let Some(NodeEnum::ColumnRef(column)) = node.node.as_ref() else {
-        return None;
-    };
-    let names: Vec<&str> = column
-        .fields
-        .iter()
-        .map(|f| match f.node.as_ref() {
-            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
-            _ => None,
-        })
-        .collect::<Option<_>>()?;
-    match names.as_slice() {
-        [name] => Some(name.to_string()),
-        [qualifier, name] if Some(*qualifier) == alias.or(Some(relname)) => Some(name.to_string()),
-        _ => None,
-    }
-}
-
-fn operand(node: &Node) -> Option<Operand> {
-    match node.node.as_ref()? {
-        NodeEnum::ParamRef(p) => Some(Operand::Param(usize::try_from(p.number).ok()?)),
-        NodeEnum::AConst(c) if !c.isnull => Some(Operand::Const(match c.val.as_ref()? {
-            a_const::Val::Ival(i) => i.ival.to_string(),
-            a_const::Val::Fval(f) => f.fval.clone(),
-            a_const::Val::Boolval(b) => b.boolval.to_string(),
-            a_const::Val::Sval(s) => s.sval.clone(),
-            a_const::Val::Bsval(_) => return None,
-        })),
         _ => None,
     }
 }
@@ -235,21 +484,31 @@ fn candidates_sql(tree: &protobuf::ParseResult, select: &SelectStmt) -> Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::query::predicate::SqlType;
 
     fn shape(sql: &str) -> Option<Shape> {
         of(&pg_query::parse(sql).unwrap().protobuf).unwrap()
     }
 
-    fn param(n: usize) -> Operand {
-        Operand::Param(n)
+    fn filter(sql: &str) -> Pred {
+        shape(sql).unwrap().filter
     }
 
-    fn constant(s: &str) -> Operand {
-        Operand::Const(s.into())
+    fn column(c: &str) -> Expr {
+        Expr::Column(c.into())
+    }
+
+    fn compare(op: Cmp, left: Expr, right: Expr) -> Pred {
+        Pred::Compare {
+            op,
+            left,
+            right,
+            ty: SqlType::Unresolved,
+        }
     }
 
     #[test]
-    fn equalities_and_in_lists_of_one_table_have_a_row_shape() {
+    fn a_where_over_one_table_is_read_as_a_condition_on_its_row() {
         let s = shape(
             "SELECT id, total FROM orders o WHERE o.customer_id = $1 AND 'open' = status \
              AND region IN ($2, 3) ORDER BY created_at DESC LIMIT 20",
@@ -257,21 +516,23 @@ mod tests {
         .unwrap();
         assert_eq!(s.relation, (String::new(), "orders".into()));
         assert_eq!(
-            s.conditions,
-            vec![
-                Condition {
-                    column: "customer_id".into(),
-                    operands: vec![param(1)]
-                },
-                Condition {
-                    column: "status".into(),
-                    operands: vec![constant("open")]
-                },
-                Condition {
-                    column: "region".into(),
-                    operands: vec![param(2), constant("3")]
-                },
-            ]
+            s.filter,
+            Pred::And(vec![
+                compare(Cmp::Eq, column("customer_id"), Expr::Param(1)),
+                compare(
+                    Cmp::Eq,
+                    Expr::Const(Some("open".into()), Literal::Untyped),
+                    column("status")
+                ),
+                Pred::Or(vec![
+                    compare(Cmp::Eq, column("region"), Expr::Param(2)),
+                    compare(
+                        Cmp::Eq,
+                        column("region"),
+                        Expr::Const(Some("3".into()), Literal::Number)
+                    ),
+                ]),
+            ])
         );
         assert_eq!(
             s.candidates_sql,
@@ -284,28 +545,99 @@ mod tests {
             s.candidates_sql,
             "SELECT * FROM public.users WHERE users.id = $1"
         );
+        // However the column is qualified.
+        assert_eq!(
+            filter("SELECT * FROM shop.users WHERE shop.users.id > $1"),
+            compare(Cmp::Gt, column("id"), Expr::Param(1))
+        );
+        assert!(matches!(
+            filter("SELECT * FROM users u WHERE users.id = $1"),
+            Pred::Unknown(_)
+        ));
     }
 
     #[test]
-    fn every_other_shape_has_none() {
+    fn ranges_patterns_nulls_and_negations_are_read() {
+        assert_eq!(
+            filter("SELECT * FROM t WHERE a BETWEEN $1 AND 5"),
+            Pred::And(vec![
+                compare(Cmp::Ge, column("a"), Expr::Param(1)),
+                compare(
+                    Cmp::Le,
+                    column("a"),
+                    Expr::Const(Some("5".into()), Literal::Number)
+                ),
+            ])
+        );
+        assert!(matches!(
+            filter("SELECT * FROM t WHERE a NOT IN (1, 2)"),
+            Pred::Not(inner) if matches!(*inner, Pred::Or(ref items) if items.len() == 2)
+        ));
+        assert_eq!(
+            filter("SELECT * FROM t WHERE a IS NOT NULL"),
+            Pred::Not(Box::new(Pred::IsNull(column("a"))))
+        );
+        assert_eq!(
+            filter("SELECT * FROM t WHERE NOT active"),
+            Pred::Not(Box::new(Pred::Boolean(column("active"))))
+        );
+        assert_eq!(
+            filter("SELECT * FROM t WHERE a = ANY($1)"),
+            Pred::Quantified {
+                op: Cmp::Eq,
+                left: column("a"),
+                array: Expr::Param(1),
+                all: false,
+                ty: SqlType::Unresolved,
+            }
+        );
+        assert_eq!(
+            filter(r#"SELECT * FROM t WHERE UPPER("t"."name"::text) LIKE UPPER($1)"#),
+            Pred::Like {
+                text: Expr::Fold {
+                    upper: true,
+                    arg: Box::new(Expr::Cast(Box::new(column("name")), "text".into())),
+                    collation: crate::query::predicate::Collation::UNKNOWN,
+                },
+                pattern: Expr::Fold {
+                    upper: true,
+                    arg: Box::new(Expr::Param(1)),
+                    collation: crate::query::predicate::Collation::UNKNOWN,
+                },
+                fold: false,
+                ty: SqlType::Unresolved,
+            }
+        );
+        assert!(matches!(
+            filter("SELECT * FROM t WHERE name ILIKE '%' || $1 || '%'"),
+            Pred::Like { fold: true, .. }
+        ));
+        assert!(matches!(
+            filter("SELECT * FROM t WHERE doc @> $1 AND doc ? 'k'"),
+            Pred::And(items) if matches!(items[1], Pred::JsonKeys { how: Keys::One, .. })
+        ));
+        for (sql, why) in [
+            ("SELECT * FROM t WHERE a ~ $1", "regular expression"),
+            ("SELECT * FROM t WHERE a IS DISTINCT FROM $1", "DISTINCT"),
+            ("SELECT * FROM t WHERE length(a) = 3", "length"),
+            ("SELECT * FROM t WHERE a OPERATOR(public.=) $1", "public.="),
+            ("SELECT * FROM t WHERE a::varchar(3) = $1", "cast"),
+        ] {
+            let Pred::Unknown(reason) = filter(sql) else {
+                panic!("{sql}");
+            };
+            assert!(reason.contains(why), "{sql}: {reason}");
+        }
+    }
+
+    #[test]
+    fn every_statement_that_mixes_rows_has_no_shape() {
         for sql in [
             "SELECT * FROM orders",
-            "SELECT * FROM orders WHERE customer_id > $1",
-            "SELECT * FROM orders WHERE customer_id = $1 OR status = $2",
-            "SELECT * FROM orders WHERE NOT customer_id = $1",
-            "SELECT * FROM orders WHERE customer_id <> $1",
-            "SELECT * FROM orders WHERE customer_id NOT IN ($1)",
-            "SELECT * FROM orders WHERE customer_id = $1::int",
-            "SELECT * FROM orders WHERE customer_id = ANY($1)",
-            "SELECT * FROM orders WHERE customer_id = total",
-            "SELECT * FROM orders WHERE customer_id = NULL",
-            "SELECT * FROM orders WHERE lower(status) = $1",
-            "SELECT * FROM orders WHERE other.customer_id = $1",
             "SELECT * FROM orders o JOIN users u ON u.id = o.user_id WHERE o.id = $1",
             "SELECT * FROM orders, users WHERE orders.id = $1",
             "SELECT * FROM ONLY orders WHERE id = $1",
             "SELECT * FROM orders AS o (a, b) WHERE a = $1",
-            "SELECT * FROM orders WHERE id OPERATOR(public.=) $1",
             "SELECT * FROM (SELECT * FROM orders) s WHERE id = $1",
             "SELECT status, count(*) FROM orders WHERE customer_id = $1 GROUP BY status",
             "SELECT * FROM orders WHERE id = $1 UNION SELECT * FROM orders WHERE id = $2",

@@ -13,7 +13,7 @@ use pg_query::{NodeEnum, NodeRef};
 use serde_json::Value;
 
 /// A statement the grammar admits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
     /// The statement as the parser reads it, spelled one way (deparsed: one case, one
     /// spacing, no comments, `$n` placeholders): every spelling of one statement has it.

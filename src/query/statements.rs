@@ -262,7 +262,7 @@ mod tests {
             Vec::new(),
             Vec::new(),
             Vec::new(),
-            Precision::Table("a test"),
+            Precision::Table("a test".into()),
             false,
             String::new(),
             None,

@@ -107,6 +107,188 @@ fn a_change_drops_only_the_results_it_can_affect() {
     }
 }
 
+/// Caches `sql` for each parameter set of `sets`, commits `write`, and returns which sets'
+/// results were dropped by it (each checked against PostgreSQL's own answer).
+fn dropped_among(
+    stack: &Stack,
+    con: &mut redis::Connection,
+    sql: &str,
+    sets: &[&[&str]],
+    write: &str,
+) -> Vec<usize> {
+    for params in sets {
+        query_until_cached(con, sql, params);
+    }
+    let lsn = commit_and_position(stack, write);
+    let mut dropped = Vec::new();
+    for (n, params) in sets.iter().enumerate() {
+        let (hit, answer) = read_after(con, sql, params, &lsn);
+        assert_eq!(
+            json(&answer),
+            postgres_answer(stack, sql, params),
+            "`{sql}` with {params:?} after `{write}`"
+        );
+        if !hit {
+            dropped.push(n);
+        }
+    }
+    dropped
+}
+
+/// A statement, its parameter sets, and writes with the sets each drops.
+type Case<'a> = (&'a str, Vec<&'a [&'a str]>, Vec<(&'a str, Vec<usize>)>);
+
+#[test]
+fn ranges_patterns_nulls_and_or_keep_what_no_change_can_affect() {
+    let (stack, mut con) = stack();
+    // (statement, parameter sets, [(write, the sets it drops)]). Order n has total n × 1.10,
+    // user 1 + n % 5 and was placed n hours after 2024-05-01 10:00 UTC.
+    let between = "SELECT id FROM orders WHERE total BETWEEN $1 AND $2 ORDER BY id";
+    let since = "SELECT id FROM orders WHERE placed >= $1 AND NOT user_id IN (3, 4) \
+                 ORDER BY placed DESC LIMIT 3";
+    let either = "SELECT id FROM orders WHERE user_id = ANY($1) OR total > $2 ORDER BY id";
+    let named = "SELECT id FROM users WHERE name LIKE $1 OR email IS NULL ORDER BY id";
+    let upper = r#"SELECT id FROM users WHERE UPPER("users"."name"::text) LIKE UPPER($1)"#;
+    let cases: Vec<Case> = vec![
+        (
+            between,
+            vec![&["0", "5"], &["40", "45"]],
+            vec![
+                ("UPDATE orders SET user_id = 2 WHERE id = 20", vec![]),
+                (
+                    "INSERT INTO orders (id, user_id, total) VALUES (3001, 1, 4.9)",
+                    vec![0],
+                ),
+                ("UPDATE orders SET total = 41 WHERE id = 25", vec![1]),
+                ("UPDATE orders SET total = 100 WHERE id = 2", vec![0]),
+            ],
+        ),
+        (
+            since,
+            vec![&["2024-05-03T00:00:00Z"], &["2024-05-03T00:00:00+02:00"]],
+            vec![
+                // Placed before either bound.
+                (
+                    "INSERT INTO orders (id, user_id, total) VALUES (3002, 1, 1)",
+                    vec![],
+                ),
+                // Between the two bounds: only the earlier bound's result.
+                (
+                    "INSERT INTO orders (id, user_id, total, placed) \
+                     VALUES (3003, 1, 1, '2024-05-02T23:00:00Z')",
+                    vec![1],
+                ),
+                // After both, but of user 3.
+                (
+                    "INSERT INTO orders (id, user_id, total, placed) \
+                     VALUES (3004, 3, 1, '2024-06-01T00:00:00Z')",
+                    vec![],
+                ),
+            ],
+        ),
+        (
+            either,
+            vec![&["{1,2}", "1000"], &["{4}", "50"]],
+            vec![
+                (
+                    "INSERT INTO orders (id, user_id, total) VALUES (3005, 3, 10)",
+                    vec![],
+                ),
+                (
+                    "INSERT INTO orders (id, user_id, total) VALUES (3006, 2, 10)",
+                    vec![0],
+                ),
+                (
+                    "INSERT INTO orders (id, user_id, total) VALUES (3007, 3, 60)",
+                    vec![1],
+                ),
+            ],
+        ),
+        (
+            named,
+            vec![&["user1%"], &["user2%"]],
+            vec![
+                ("UPDATE users SET name = 'user150x' WHERE id = 150", vec![0]),
+                ("INSERT INTO users VALUES (500, 'user25', 'x@y')", vec![1]),
+                ("INSERT INTO users VALUES (501, 'zed', NULL)", vec![0, 1]),
+                ("INSERT INTO users VALUES (502, 'zed', 'z@z')", vec![]),
+            ],
+        ),
+        (
+            upper,
+            vec![&["%R3%"], &["%9"]],
+            vec![
+                ("INSERT INTO users VALUES (503, 'USER3000', NULL)", vec![0]),
+                ("INSERT INTO users VALUES (504, 'nobody', NULL)", vec![]),
+            ],
+        ),
+    ];
+    for (sql, sets, writes) in cases {
+        for (write, expected) in writes {
+            let dropped = dropped_among(&stack, &mut con, sql, &sets, write);
+            if row_precision() {
+                assert_eq!(dropped, expected, "`{sql}` after `{write}`");
+            } else {
+                assert_eq!(dropped.len(), sets.len(), "notify mode drops per table");
+            }
+        }
+        let explained: redis::Value = redis::cmd("PGCACHE.EXPLAIN")
+            .arg(sql)
+            .query(&mut con)
+            .unwrap();
+        let precision = nested(&explained)["precision"].clone();
+        assert_eq!(
+            redis::from_redis_value::<String>(precision).unwrap(),
+            if row_precision() { "row" } else { "table" },
+            "{sql}"
+        );
+    }
+}
+
+#[test]
+fn explain_names_the_piece_that_keeps_a_statement_per_table() {
+    let (stack, mut con) = stack();
+    stack.pg.execute(
+        "CREATE FUNCTION twice(integer) RETURNS integer IMMUTABLE LANGUAGE sql \
+         AS 'SELECT $1 * 2'",
+    );
+    for (sql, why) in [
+        // An operator of its own could stand behind any symbol of the WHERE.
+        (
+            "SELECT twice(id) FROM users WHERE id = $1",
+            "not PostgreSQL's own",
+        ),
+        (
+            "SELECT id FROM users WHERE name ~ $1",
+            "regular expression (~)",
+        ),
+        (
+            "SELECT id FROM users WHERE id = 1 OR length(name) = $1",
+            "a call of length",
+        ),
+        (
+            "SELECT u.id FROM users u JOIN orders o ON o.user_id = u.id WHERE o.id = $1",
+            "more than one table",
+        ),
+    ] {
+        let explained: redis::Value = redis::cmd("PGCACHE.EXPLAIN")
+            .arg(sql)
+            .query(&mut con)
+            .unwrap();
+        let explained = nested(&explained);
+        assert_eq!(
+            redis::from_redis_value::<String>(explained["precision"].clone()).unwrap(),
+            "table",
+            "{sql}"
+        );
+        if row_precision() {
+            let reason: String =
+                redis::from_redis_value(explained["precision_reason"].clone()).unwrap();
+            assert!(reason.contains(why), "{sql}: {reason}");
+        }
+    }
+}
+
 #[test]
 fn an_unchanged_toasted_value_counts_as_a_match() {
     let (stack, mut con) = stack();

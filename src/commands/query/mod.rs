@@ -379,13 +379,7 @@ fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Stat
         None => {
             let row_wanted = current::query_row_precision();
             let learned = catalog::learn(conn, parsed)?;
-            let precision = precision::decide(
-                conn,
-                parsed.shape.as_ref(),
-                &learned.tables,
-                learned.plain,
-                &learned.params,
-            )?;
+            let precision = precision::decide(conn, parsed.shape.as_ref(), &learned)?;
             let members = match (&precision, &parsed.shape) {
                 (Precision::Row(m), Some(shape)) => Some(catalog::Members {
                     candidates_sql: &shape.candidates_sql,
@@ -640,12 +634,11 @@ fn cache_result(
             let Some(members) = &ran.members else {
                 return too_big("its WHERE admits more rows than the index keeps for one result");
             };
-            let bound = m.bound(params);
-            if !membership::has_room(membership::cost(key, &bound, members)) {
+            if !membership::has_room(membership::cost(key, params, members)) {
                 stats::QUERY_INDEX_FULL.inc();
                 return;
             }
-            Some((bound, members.clone()))
+            Some((params.to_vec(), members.clone()))
         }
         None => None,
     };
@@ -660,9 +653,9 @@ fn cache_result(
         return;
     }
     statement.figures.filled(indexed.is_none());
-    if let Some((bound, members)) = indexed {
+    if let Some((params, members)) = indexed {
         let id = (keyspace::selected_db(ctx), key.clone());
-        membership::add(id, statement.clone(), bound, members);
+        membership::add(id, statement.clone(), params, members);
     }
 }
 

@@ -1,0 +1,323 @@
+//! A WHERE over one table, read for what a changed row's new values make of it: whether
+//! the row may satisfy it. Pure: no Redis, no PostgreSQL.
+//!
+//! A condition's value is the set of truth values it may take (`Truth`): TRUE, FALSE,
+//! NULL, or any mix of them when a piece is not decided here (an operator not read, a
+//! value the change did not carry, a collation whose order is a locale's). AND, OR and
+//! NOT combine the sets by SQL's three-valued logic, so the verdict "may be TRUE" is never
+//! "no" where PostgreSQL would say "yes".
+//!
+//! - `bind`: types a condition's operands by the table's columns and the parameters.
+//! - `eval`: weighs a bound condition on a row. `pinned`: a column pinned to values, for
+//!   an index by value.
+//! - `value`: the one table of the types compared exactly, and how they are read.
+//! - `pattern`: LIKE and ILIKE. `json`: jsonb's `?`, `?|`, `?&`, `@>`.
+//! - `array`: array literals (`= ANY($1)`). `time`: ISO dates and timestamps.
+
+mod array;
+mod bind;
+mod eval;
+mod json;
+mod pattern;
+mod pinned;
+mod time;
+mod value;
+
+pub use pinned::Pinned;
+pub use value::{Collation, SqlType};
+
+/// A changed row's new value of a column, as the change carried it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewValue {
+    Null,
+    /// Canonical text (booleans as `true`/`false`).
+    Text(String),
+}
+
+/// A row a change wrote (inserted, or updated to), by the columns some statement reads in
+/// its WHERE; a column not here is unknown, and may match anything.
+pub type EnteringRow = Vec<(String, NewValue)>;
+
+/// The truth values a condition may take, as a set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truth(u8);
+
+impl Truth {
+    pub const TRUE: Truth = Truth(1);
+    pub const FALSE: Truth = Truth(2);
+    pub const NULL: Truth = Truth(4);
+    pub const ANY: Truth = Truth(7);
+    const EMPTY: Truth = Truth(0);
+
+    fn of(b: bool) -> Truth {
+        if b { Truth::TRUE } else { Truth::FALSE }
+    }
+
+    pub fn may_be_true(self) -> bool {
+        self.0 & 1 != 0
+    }
+
+    fn union(self, other: Truth) -> Truth {
+        Truth(self.0 | other.0)
+    }
+
+    fn each(self) -> impl Iterator<Item = Truth> {
+        [Truth::TRUE, Truth::FALSE, Truth::NULL]
+            .into_iter()
+            .filter(move |t| self.0 & t.0 != 0)
+    }
+
+    fn pairwise(self, other: Truth, f: impl Fn(Truth, Truth) -> Truth) -> Truth {
+        self.each().fold(Truth::EMPTY, |acc, a| {
+            other.each().fold(acc, |acc, b| acc.union(f(a, b)))
+        })
+    }
+
+    fn and(self, other: Truth) -> Truth {
+        self.pairwise(other, |a, b| {
+            if a == Truth::FALSE || b == Truth::FALSE {
+                Truth::FALSE
+            } else if a == Truth::NULL || b == Truth::NULL {
+                Truth::NULL
+            } else {
+                Truth::TRUE
+            }
+        })
+    }
+
+    fn or(self, other: Truth) -> Truth {
+        self.pairwise(other, |a, b| {
+            if a == Truth::TRUE || b == Truth::TRUE {
+                Truth::TRUE
+            } else if a == Truth::NULL || b == Truth::NULL {
+                Truth::NULL
+            } else {
+                Truth::FALSE
+            }
+        })
+    }
+
+    fn not(self) -> Truth {
+        self.each().fold(Truth::EMPTY, |acc, t| {
+            acc.union(match t {
+                Truth::TRUE => Truth::FALSE,
+                Truth::FALSE => Truth::TRUE,
+                _ => Truth::NULL,
+            })
+        })
+    }
+}
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Cmp {
+    pub fn named(op: &str) -> Option<Cmp> {
+        Some(match op {
+            "=" => Cmp::Eq,
+            "<>" | "!=" => Cmp::Ne,
+            "<" => Cmp::Lt,
+            "<=" => Cmp::Le,
+            ">" => Cmp::Gt,
+            ">=" => Cmp::Ge,
+            _ => return None,
+        })
+    }
+}
+
+/// `IS [NOT] TRUE | FALSE | UNKNOWN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoolTest {
+    True,
+    NotTrue,
+    False,
+    NotFalse,
+    Unknown,
+    NotUnknown,
+}
+
+/// jsonb's key operators: `?`, `?|`, `?&`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    One,
+    Any,
+    All,
+}
+
+/// A constant's type as the grammar gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Literal {
+    Number,
+    Bool,
+    /// A quoted string or NULL: its type is the other operand's.
+    Untyped,
+}
+
+/// A value in a condition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    Column(String),
+    /// `$n` (1-based).
+    Param(usize),
+    /// A constant's text (None: NULL).
+    Const(Option<String>, Literal),
+    /// `upper(arg)` / `lower(arg)`, folding by `collation` (set when bound).
+    Fold {
+        upper: bool,
+        arg: Box<Expr>,
+        collation: Collation,
+    },
+    /// `a || b`, of text.
+    Concat(Box<Expr>, Box<Expr>),
+    /// `arg::to`, `to` as `format_type` spells it.
+    Cast(Box<Expr>, String),
+}
+
+/// A condition. `ty` fields are the type the operands compare as, set when bound.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pred {
+    /// Not decided here, and why.
+    Unknown(String),
+    And(Vec<Pred>),
+    Or(Vec<Pred>),
+    Not(Box<Pred>),
+    Compare {
+        op: Cmp,
+        left: Expr,
+        right: Expr,
+        ty: SqlType,
+    },
+    /// `left op ANY(array)` / `left op ALL(array)`.
+    Quantified {
+        op: Cmp,
+        left: Expr,
+        array: Expr,
+        all: bool,
+        ty: SqlType,
+    },
+    IsNull(Expr),
+    Test(Box<Pred>, BoolTest),
+    /// A boolean value as a condition (`WHERE active`).
+    Boolean(Expr),
+    Like {
+        text: Expr,
+        pattern: Expr,
+        fold: bool,
+        ty: SqlType,
+    },
+    JsonKeys {
+        doc: Expr,
+        keys: Expr,
+        how: Keys,
+    },
+    /// `doc @> part`.
+    JsonContains {
+        doc: Expr,
+        part: Expr,
+    },
+}
+
+/// What binding needs to know: the table's columns and the statement's parameters.
+pub trait Scope {
+    /// The column's type as `format_type` spells it, and its collation.
+    fn column(&self, name: &str) -> Option<(String, Collation)>;
+    /// `$n`'s type as `format_type` spells it.
+    fn param(&self, n: usize) -> Option<String>;
+    /// The database's default collation (parameters' and constants').
+    fn default_collation(&self) -> Collation;
+}
+
+impl Pred {
+    /// Why the condition is never decided here (every row may satisfy it whatever its
+    /// values), if it is not.
+    pub fn undecided(&self) -> Option<String> {
+        match self {
+            Pred::Unknown(why) => Some(why.clone()),
+            Pred::And(items) => {
+                let reasons: Vec<String> =
+                    items.iter().map(Pred::undecided).collect::<Option<_>>()?;
+                Some(
+                    reasons
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| "an empty AND".into()),
+                )
+            }
+            Pred::Or(items) => items.iter().find_map(Pred::undecided),
+            Pred::Not(inner) | Pred::Test(inner, _) => inner.undecided(),
+            _ => None,
+        }
+    }
+
+    /// The columns it reads.
+    pub fn columns(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.visit_exprs(&mut |e| e.columns(&mut out));
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn visit_exprs(&self, f: &mut dyn FnMut(&Expr)) {
+        match self {
+            Pred::Unknown(_) => {}
+            Pred::And(items) | Pred::Or(items) => items.iter().for_each(|p| p.visit_exprs(f)),
+            Pred::Not(inner) | Pred::Test(inner, _) => inner.visit_exprs(f),
+            Pred::Compare { left, right, .. } => {
+                f(left);
+                f(right);
+            }
+            Pred::Quantified { left, array, .. } => {
+                f(left);
+                f(array);
+            }
+            Pred::IsNull(e) | Pred::Boolean(e) => f(e),
+            Pred::Like { text, pattern, .. } => {
+                f(text);
+                f(pattern);
+            }
+            Pred::JsonKeys { doc, keys, .. } => {
+                f(doc);
+                f(keys);
+            }
+            Pred::JsonContains { doc, part } => {
+                f(doc);
+                f(part);
+            }
+        }
+    }
+}
+
+impl Expr {
+    fn columns(&self, out: &mut Vec<String>) {
+        match self {
+            Expr::Column(c) => out.push(c.clone()),
+            Expr::Fold { arg, .. } | Expr::Cast(arg, _) => arg.columns(out),
+            Expr::Concat(a, b) => {
+                a.columns(out);
+                b.columns(out);
+            }
+            Expr::Param(_) | Expr::Const(..) => {}
+        }
+    }
+
+    /// Whether its value depends on the parameters and constants only.
+    fn is_bound_value(&self) -> bool {
+        let mut columns = Vec::new();
+        self.columns(&mut columns);
+        columns.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod properties;
+#[cfg(test)]
+mod tests;
