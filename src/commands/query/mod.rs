@@ -361,10 +361,11 @@ fn user_may_read(user: &str, keys: Vec<String>) -> Result<()> {
             keys.into_iter()
                 .find(|key| !acl::user_may_read(ctx, &user, key))
         },
-        GENERATIONS_LIMIT,
+        Duration::from_millis(current::request_timeout_ms()),
     )
     .ok_or_else(|| {
-        Error::internal("the main thread did not answer the permission check in time")
+        // A busy event loop, not a fault: the caller may try again.
+        Error::timeout("the permission check waited too long for the event loop; try again")
     })?;
     match refused {
         Some(key) => Err(acl::no_read_permission(&key)),
