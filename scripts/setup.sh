@@ -51,6 +51,11 @@ if ! .tools/venv/bin/python -c 'import psycopg, sys; sys.exit(psycopg.__version_
   echo "setup: installing psycopg 3.3.9 into .tools/venv"
   .tools/venv/bin/pip install -q "psycopg[binary]==3.3.9"
 fi
+# The ORM corpus test generates its statements with Django and SQLAlchemy (tests/orm).
+if ! .tools/venv/bin/python -c 'import django, sqlalchemy, sys; sys.exit(django.__version__ != "5.2.19" or sqlalchemy.__version__ != "2.1.9")' 2>/dev/null; then
+  echo "setup: installing Django 5.2.19 and SQLAlchemy 2.1.9 into .tools/venv"
+  .tools/venv/bin/pip install -q "django==5.2.19" "sqlalchemy==2.1.9"
+fi
 if [ ! -x .tools/valkey8/usr/bin/valkey-server ]; then
   echo "setup: unpacking Valkey 8 from bookworm-backports into .tools/valkey8"
   scripts/fetch-valkey8.py .tools/valkey8

@@ -14,6 +14,7 @@ mod invalidation;
 mod keys;
 mod metrics;
 mod multiread;
+mod orm_corpus;
 mod query;
 mod query_access;
 mod query_feed;
