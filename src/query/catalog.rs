@@ -22,6 +22,7 @@ use crate::pg::pool::Connection;
 use crate::pg::schema::{self, TableSchema};
 use crate::query::node_tree::{self, Found};
 use crate::query::reads::{self, Reads, Relation, Start, Via};
+use crate::query::shape::{Count, Page};
 use crate::query::statement::Parsed;
 use crate::query::{clock, placeholders};
 use std::sync::Arc;
@@ -43,9 +44,10 @@ pub struct Learned {
     /// The tables whose changes can change its result, by name.
     pub tables: Vec<Arc<TableSchema>>,
     /// It reads plain tables only, as written (no view, partition or inheritance child, no
-    /// row-level security), and calls no aggregate or window function: rows reach its
-    /// result one for one.
+    /// row-level security): the rows its WHERE admits are the table's own.
     pub plain: bool,
+    /// It calls aggregate or window functions: its rows are not a page of a table's.
+    pub aggregates: bool,
     /// The functions it calls (through operators too) that are not PostgreSQL's own, shown:
     /// one may stand behind an operator or a function name its WHERE uses.
     pub own_functions: Vec<String>,
@@ -84,11 +86,10 @@ pub fn learn(client: &mut Connection, parsed: &Parsed) -> Result<Learned> {
         }
     }
     tables.sort_by(|a, b| a.key_prefix.cmp(&b.key_prefix));
-    let plain = !reads.aggregates
-        && reads
-            .relations
-            .iter()
-            .all(|r| r.via == Via::Named && r.relkind == "r" && !r.row_security);
+    let plain = reads
+        .relations
+        .iter()
+        .all(|r| r.via == Via::Named && r.relkind == "r" && !r.row_security);
     let mut listed: Vec<QualifiedName> = reads
         .relations
         .iter()
@@ -110,6 +111,7 @@ pub fn learn(client: &mut Connection, parsed: &Parsed) -> Result<Learned> {
         params,
         tables,
         plain,
+        aggregates: reads.aggregates,
         own_functions,
         listed,
     })
@@ -448,31 +450,67 @@ pub fn run_sql(parsed: &Parsed, params: &[ParamType], members: Option<&Members>)
 pub const MAX_MEMBERS: usize = 10_000;
 
 /// How a row-precise statement's members are fetched with its result: the rows its WHERE
-/// admits (`Shape::candidates_sql`), by primary key.
+/// admits (`Shape::candidates_sql`), by primary key; for a page, the first `offset + limit`
+/// of them in its order, each with its sort key.
 pub struct Members<'a> {
     pub candidates_sql: &'a str,
     pub table: &'a TableSchema,
+    pub page: Option<&'a Page>,
 }
 
 /// `, (<the members' keys as a JSON array of objects>)`, at most `MAX_MEMBERS` + 1 of them
-/// (one more says there are too many), or nothing without `members`. In the same statement
+/// (one more says there are too many), or nothing without `members`; for a page, a JSON
+/// array of `[key, [sort key values as text]]` in the page's order. In the same statement
 /// as the result: one snapshot for both.
 fn members_column(members: Option<&Members>, bind: impl Fn(usize) -> String) -> Result<String> {
     let Some(members) = members else {
         return Ok(String::new());
     };
-    let body = placeholders::replace_numbered(members.candidates_sql, bind)?;
     let key: Vec<String> = members
         .table
         .primary_key
         .iter()
         .map(|c| format!("{}, m.{}", quote_literal(c), quote_ident(c)))
         .collect();
-    Ok(format!(
-        ", (SELECT pg_catalog.json_agg(pg_catalog.json_build_object({}))::text FROM ({body} LIMIT {}) AS m)",
-        key.join(", "),
-        MAX_MEMBERS + 1
-    ))
+    let key = format!("pg_catalog.json_build_object({})", key.join(", "));
+    let most = MAX_MEMBERS + 1;
+    let column = match members.page {
+        None => format!(
+            ", (SELECT pg_catalog.json_agg({key})::text FROM ({} LIMIT {most}) AS m)",
+            members.candidates_sql
+        ),
+        Some(page) => {
+            let column = |c: &str| format!("m.{}", quote_ident(c));
+            let values: Vec<String> = page
+                .keys
+                .iter()
+                .map(|(c, ..)| format!("{}::text", column(c)))
+                .collect();
+            let order: Vec<String> = page
+                .keys
+                .iter()
+                .map(|(c, descending, nulls_first)| {
+                    format!(
+                        "{} {} NULLS {}",
+                        column(c),
+                        if *descending { "DESC" } else { "ASC" },
+                        if *nulls_first { "FIRST" } else { "LAST" }
+                    )
+                })
+                .collect();
+            let offset = page.offset.as_ref().map_or("0".to_string(), Count::sql);
+            format!(
+                ", (SELECT pg_catalog.json_agg(pg_catalog.json_build_array({key}, \
+                 pg_catalog.json_build_array({})) ORDER BY {})::text \
+                 FROM ({} LIMIT LEAST(COALESCE({offset}, 0) + COALESCE({}, {most}), {most})) AS m)",
+                values.join(", "),
+                order.join(", "),
+                page.ordered_sql,
+                page.limit.sql(),
+            )
+        }
+    };
+    placeholders::replace_numbered(&column, bind)
 }
 
 /// `base`, or `base` with a number after it, such that it occurs nowhere in `text` (in any

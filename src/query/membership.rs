@@ -31,6 +31,8 @@ struct Entry {
     /// read).
     keys: Option<Vec<String>>,
     members: Vec<CompactString>,
+    /// A full page's last row's sort key (values as text, None for NULL).
+    boundary: Option<Vec<Option<String>>>,
     bytes: usize,
 }
 
@@ -111,6 +113,7 @@ pub fn add(
     statement: Arc<Statement>,
     params: Vec<String>,
     members: Vec<CompactString>,
+    boundary: Option<Vec<Option<String>>>,
 ) {
     let Some(row) = statement.precision.row() else {
         return;
@@ -118,7 +121,12 @@ pub fn add(
     let table = row.table.key_prefix.clone();
     let head = Arc::as_ptr(&statement) as usize;
     let keys = row.pinned.as_ref().and_then(|p| p.keys(&params));
-    let bytes = cost(&id.1, &params, &members);
+    let bytes = cost(&id.1, &params, &members)
+        + boundary
+            .iter()
+            .flatten()
+            .map(|v| v.as_ref().map_or(0, String::len) + 24)
+            .sum::<usize>();
     with_index(|index| {
         let t = index.entry(table).or_default();
         t.remove(&id);
@@ -148,6 +156,7 @@ pub fn add(
                 params,
                 keys,
                 members,
+                boundary,
                 bytes,
             },
         );
@@ -214,7 +223,7 @@ impl TableIndex {
                 && self
                     .entries
                     .get(id)
-                    .is_some_and(|e| m.admits(&e.params, row))
+                    .is_some_and(|e| m.admits(&e.params, e.boundary.as_deref(), row))
             {
                 hit.insert(id.clone());
             }
@@ -332,6 +341,7 @@ mod tests {
             Precision::Row(RowMatch {
                 table: schema,
                 pinned: filter.pinned(),
+                page: None,
                 filter,
             }),
             true,
@@ -370,9 +380,10 @@ mod tests {
             s.clone(),
             vec!["7".into()],
             vec![member(1), member(2)],
+            None,
         );
-        add(id("r8"), s.clone(), vec!["8".into()], vec![member(3)]);
-        add(id("r9"), s.clone(), vec!["9".into()], vec![]);
+        add(id("r8"), s.clone(), vec!["8".into()], vec![member(3)], None);
+        add(id("r9"), s.clone(), vec!["9".into()], vec![], None);
         // Row 3 (customer 8's) moves to customer 9: it leaves r8 and enters r9.
         assert_eq!(
             keys(changed(&table, &[member(3)], Some(&[row("9")]))),
@@ -383,13 +394,13 @@ mod tests {
         // A NULL enters nothing; a value the change did not carry enters everything.
         let null: EnteringRow = vec![("customer_id".into(), NewValue::Null)];
         assert!(changed(&table, &[member(51)], Some(&[null])).is_empty());
-        add(id("r8"), s.clone(), vec!["8".into()], vec![member(3)]);
+        add(id("r8"), s.clone(), vec!["8".into()], vec![member(3)], None);
         assert_eq!(
             keys(changed(&table, &[member(52)], Some(&[Vec::new()]))),
             ["r7", "r8"]
         );
         // Unknown new values (a notification): every result of the table.
-        add(id("r7"), s.clone(), vec!["7".into()], vec![member(1)]);
+        add(id("r7"), s.clone(), vec!["7".into()], vec![member(1)], None);
         assert_eq!(keys(changed(&table, &[], None)), ["r7"]);
     }
 
@@ -397,8 +408,8 @@ mod tests {
     fn removed_and_dropped_results_leave_nothing_behind() {
         let s = statement("membership_b");
         let table = s.precision.row().unwrap().table.key_prefix.clone();
-        add(id("b1"), s.clone(), vec!["1".into()], vec![member(1)]);
-        add(id("b2"), s.clone(), vec!["2".into()], vec![member(2)]);
+        add(id("b1"), s.clone(), vec!["1".into()], vec![member(1)], None);
+        add(id("b2"), s.clone(), vec!["2".into()], vec![member(2)], None);
         remove(&id("b1"));
         assert!(changed(&table, &[member(1)], Some(&[])).is_empty());
         let counts = drop_table(Some(&table));

@@ -1,5 +1,5 @@
 //! How precisely a statement's results are dropped. `Table`: any change to a table it reads
-//! drops every result (joins, aggregates, subqueries, notify mode). `Row`: the statement
+//! drops every result (joins, subqueries, notify mode). `Row`: the statement
 //! has a row shape (`shape`) over one plain table with a primary key, and a change drops
 //! only the results it can affect: those its new values may enter (the WHERE, bound to the
 //! result's parameters, may be TRUE on them: `predicate`) and those built from the changed
@@ -14,8 +14,9 @@ use crate::pg::errors::statement_error;
 use crate::pg::pool::Connection;
 use crate::pg::schema::TableSchema;
 use crate::query::catalog::{Learned, ParamType};
+use crate::query::predicate::order::{self, SortKey};
 use crate::query::predicate::{Collation, Pinned, Pred, Scope, SqlType};
-use crate::query::shape::Shape;
+use crate::query::shape::{Count, Page, Shape};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -51,12 +52,42 @@ pub struct RowMatch {
     pub filter: Pred,
     /// A column its WHERE pins to values, to find a row's results by its value.
     pub pinned: Option<Pinned>,
+    /// Its ORDER BY ... LIMIT, when its results are pages of the table's rows.
+    pub page: Option<PageMatch>,
+}
+
+/// A page: its sort keys, typed, and its LIMIT and OFFSET.
+pub struct PageMatch {
+    pub keys: Vec<SortKey>,
+    pub limit: Count,
+    pub offset: Option<Count>,
+}
+
+impl PageMatch {
+    /// How many rows a full page of `params` is built from (`offset + limit`).
+    pub fn rows(&self, params: &[String]) -> Option<u64> {
+        let offset = match &self.offset {
+            Some(offset) => offset.value(params)?,
+            None => 0,
+        };
+        offset.checked_add(self.limit.value(params)?)
+    }
 }
 
 impl RowMatch {
-    /// Whether `row` may enter a result of `params` (canonical).
-    pub fn admits(&self, params: &[String], row: &EnteringRow) -> bool {
-        self.filter.eval(row, params).may_be_true()
+    /// Whether `row` may enter a result of `params` (canonical) that, if it is a full page,
+    /// ends at `boundary`.
+    pub fn admits(
+        &self,
+        params: &[String],
+        boundary: Option<&[Option<String>]>,
+        row: &EnteringRow,
+    ) -> bool {
+        let after = match (&self.page, boundary) {
+            (Some(page), Some(last)) => order::sorts_after(&page.keys, last, row),
+            _ => false,
+        };
+        !after && self.filter.eval(row, params).may_be_true()
     }
 
     /// The columns its WHERE decides on.
@@ -164,7 +195,7 @@ pub fn decide(
     let Some(shape) = shape else {
         return Ok(Precision::Table(
             "it has no WHERE, or it reads more than one table: a join, a subquery, a set \
-             operation, a CTE, GROUP BY or a window"
+             operation or a CTE"
                 .into(),
         ));
     };
@@ -176,8 +207,8 @@ pub fn decide(
     }
     let ([table], true) = (tables.as_slice(), plain) else {
         return Ok(Precision::Table(
-            "it reads a view, a partitioned table or inheritance children, or calls an \
-             aggregate or window function"
+            "it reads a view, a partitioned table, inheritance children or a table under \
+             row-level security"
                 .into(),
         ));
     };
@@ -221,17 +252,60 @@ pub fn decide(
         params,
     };
     let filter = shape.filter.clone().bind(&bindings);
-    if let Some(why) = filter.undecided() {
-        return Ok(Precision::Table(format!(
-            "pgcache cannot tell which rows its WHERE admits: {why}"
-        )));
+    let page = match &shape.page {
+        Some(page) if !learned.aggregates => page_match(page, &bindings),
+        _ => None,
+    };
+    if page.is_none() {
+        if let Some(why) = filter.undecided() {
+            return Ok(Precision::Table(format!(
+                "pgcache cannot tell which rows its WHERE admits: {why}"
+            )));
+        }
+        if shape.filter == Pred::And(Vec::new()) {
+            return Ok(Precision::Table(
+                "it has no WHERE and is not a page of the table's rows (ORDER BY columns with \
+                 a LIMIT): any change may change it"
+                    .into(),
+            ));
+        }
     }
-    watch(table, &filter.columns());
+    let mut columns = filter.columns();
+    columns.extend(
+        page.iter()
+            .flat_map(|p| p.keys.iter().map(|k| k.column.clone())),
+    );
+    watch(table, &columns);
     Ok(Precision::Row(RowMatch {
         table: table.clone(),
         pinned: filter.pinned(),
         filter,
+        page,
     }))
+}
+
+/// A page whose every sort key compares exactly, typed; None otherwise (its results are
+/// then dropped by every row their WHERE may admit).
+fn page_match(page: &Page, scope: &Bindings) -> Option<PageMatch> {
+    let keys = page
+        .keys
+        .iter()
+        .map(|(column, descending, nulls_first)| {
+            let (type_name, collation) = scope.column(column)?;
+            let ty = SqlType::named(&type_name, collation);
+            order::orderable(ty).then(|| SortKey {
+                column: column.clone(),
+                ty,
+                descending: *descending,
+                nulls_first: *nulls_first,
+            })
+        })
+        .collect::<Option<Vec<SortKey>>>()?;
+    Some(PageMatch {
+        keys,
+        limit: page.limit.clone(),
+        offset: page.offset.clone(),
+    })
 }
 
 /// The columns whose new values the change feed carries, by table (`"schema"."name"`):

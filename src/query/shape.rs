@@ -1,20 +1,20 @@
 //! Whether a statement's results can be dropped row by row, from the grammar alone: one
-//! table in FROM (no join, no subquery, no set operation, no CTE, no GROUP BY, HAVING or
-//! window) and a WHERE, read as a condition on that table's row (`predicate`). Projection,
-//! DISTINCT, ORDER BY and LIMIT are free: the rows such a result is built from are exactly
-//! the table's rows the WHERE admits, so a change can affect the result only if the
-//! changed row may satisfy the WHERE now (its new values: a row entering) or did when the
-//! result was built (a member: a row leaving or changing inside it). A piece of the WHERE
-//! not read here is a condition any row may satisfy. What the grammar cannot tell (that
-//! the relation is a plain table with a primary key, that no aggregate hides behind a
-//! function name, the columns' types and collations) the catalog tells (`precision`).
+//! table in FROM (no join, no subquery, no set operation, no CTE) and a WHERE, read as a
+//! condition on that table's row (`predicate`). Projection, aggregates, GROUP BY, HAVING,
+//! windows, DISTINCT, ORDER BY and LIMIT are free: the rows such a result is computed from
+//! are exactly the table's rows the WHERE admits, so a change can affect the result only if
+//! the changed row may satisfy the WHERE now (its new values: a row entering) or did when
+//! the result was built (a member: a row leaving or changing inside it). A piece of the
+//! WHERE not read here is a condition any row may satisfy. What the grammar cannot tell
+//! (that the relation is a plain table with a primary key, that the functions called are
+//! PostgreSQL's own, the columns' types and collations) the catalog tells (`precision`).
 
 use crate::error::{Error, Result};
 use crate::query::predicate::{BoolTest, Cmp, Expr, Keys, Literal, Pred};
 use pg_query::NodeEnum;
 use pg_query::protobuf::{
-    self, AExprKind, BoolExprType, BoolTestType, Node, NullTestType, SelectStmt, SetOperation,
-    a_const,
+    self, AExprKind, BoolExprType, BoolTestType, LimitOption, Node, NullTestType, SelectStmt,
+    SetOperation, SortByDir, SortByNulls, a_const,
 };
 use serde_json::Value;
 
@@ -28,6 +28,47 @@ pub struct Shape {
     /// `SELECT * FROM <the FROM> WHERE <the WHERE>`, with the statement's `$n`: the rows its
     /// result is built from, whatever its projection, order and limit.
     pub candidates_sql: String,
+    /// Its ORDER BY ... LIMIT, when it is a page of the table's rows.
+    pub page: Option<Page>,
+}
+
+/// A page of a table's rows: `ORDER BY` columns, `LIMIT` and `OFFSET` of a constant or a
+/// parameter, with no DISTINCT, grouping or window (and, as the catalog tells, no
+/// aggregate): its rows are the first `offset + limit` the WHERE admits, in that order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// `(column, DESC, NULLS FIRST)`, in order.
+    pub keys: Vec<(String, bool, bool)>,
+    pub limit: Count,
+    pub offset: Option<Count>,
+    /// `candidates_sql` with the statement's ORDER BY.
+    pub ordered_sql: String,
+}
+
+/// A LIMIT or OFFSET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Count {
+    /// `$n`.
+    Param(usize),
+    Const(i64),
+}
+
+impl Count {
+    /// Its value for parameters `params` (None: not a count, as `LIMIT NULL`).
+    pub fn value(&self, params: &[String]) -> Option<u64> {
+        match self {
+            Count::Const(n) => u64::try_from(*n).ok(),
+            Count::Param(n) => params.get(n.checked_sub(1)?)?.trim().parse().ok(),
+        }
+    }
+
+    /// As SQL, with `$n` for a parameter.
+    pub fn sql(&self) -> String {
+        match self {
+            Count::Const(n) => n.to_string(),
+            Count::Param(n) => format!("${n}"),
+        }
+    }
 }
 
 /// The row shape of `tree` (one SELECT), if it has one.
@@ -43,33 +84,43 @@ pub fn of(tree: &protobuf::ParseResult) -> Result<Option<Shape>> {
     let Some(relation) = single_table(select) else {
         return Ok(None);
     };
-    let Some(where_clause) = select.where_clause.as_deref() else {
-        // Every row of the table is a member: per table is as exact, and cheaper.
-        return Ok(None);
-    };
     let names = Names {
         schema: &relation.schemaname,
         relation: &relation.relname,
         alias: relation.alias.as_ref().map(|a| a.aliasname.as_str()),
     };
+    let page = names.page(select);
+    let filter = match select.where_clause.as_deref() {
+        Some(where_clause) => names.condition(where_clause),
+        // A page of the whole table: rows after its last one cannot enter it.
+        None if page.is_some() => Pred::And(Vec::new()),
+        // Every row of the table is a member: per table is as exact, and cheaper.
+        None => return Ok(None),
+    };
     Ok(Some(Shape {
         relation: (relation.schemaname.clone(), relation.relname.clone()),
-        filter: names.condition(where_clause),
-        candidates_sql: candidates_sql(tree, select)?,
+        filter,
+        candidates_sql: rows_sql(tree, select, false)?,
+        page: match page {
+            Some((keys, limit, offset)) => Some(Page {
+                keys,
+                limit,
+                offset,
+                ordered_sql: rows_sql(tree, select, true)?,
+            }),
+            None => None,
+        },
     }))
 }
 
-/// The FROM's one plain relation, when the statement has nothing that mixes rows: no
-/// join, subquery, set operation, CTE, grouping or window.
+/// The FROM's one plain relation, when the statement reads no other rows: no join,
+/// subquery, set operation or CTE.
 fn single_table(select: &SelectStmt) -> Option<&protobuf::RangeVar> {
     let plain = select.op == SetOperation::SetopNone as i32
         && select.with_clause.is_none()
-        && select.group_clause.is_empty()
-        && select.having_clause.is_none()
-        && select.window_clause.is_empty()
         && select.values_lists.is_empty()
         && select.from_clause.len() == 1;
-    if !plain || has_sublink_or_window(select) {
+    if !plain || has_sublink(select) {
         return None;
     }
     match select.from_clause[0].node.as_ref()? {
@@ -87,13 +138,13 @@ fn single_table(select: &SelectStmt) -> Option<&protobuf::RangeVar> {
     }
 }
 
-/// Whether a subquery or a window function sits anywhere in the statement.
-fn has_sublink_or_window(select: &SelectStmt) -> bool {
+/// Whether a subquery sits anywhere in the statement.
+fn has_sublink(select: &SelectStmt) -> bool {
     fn walk(value: &Value) -> bool {
         match value {
-            Value::Object(fields) => fields.iter().any(|(name, inner)| {
-                name == "SubLink" || (name == "over" && !inner.is_null()) || walk(inner)
-            }),
+            Value::Object(fields) => fields
+                .iter()
+                .any(|(name, inner)| name == "SubLink" || walk(inner)),
             Value::Array(items) => items.iter().any(walk),
             _ => false,
         }
@@ -112,7 +163,71 @@ fn unknown(why: impl Into<String>) -> Pred {
     Pred::Unknown(why.into())
 }
 
+/// A page's sort keys, LIMIT and OFFSET.
+type PageParts = (Vec<(String, bool, bool)>, Count, Option<Count>);
+
 impl Names<'_> {
+    /// The statement's ORDER BY, LIMIT and OFFSET, when its rows are a page of the table's.
+    fn page(&self, select: &SelectStmt) -> Option<PageParts> {
+        let plain = select.distinct_clause.is_empty()
+            && select.group_clause.is_empty()
+            && select.having_clause.is_none()
+            && select.window_clause.is_empty()
+            && !select.sort_clause.is_empty()
+            && select.limit_option != LimitOption::WithTies as i32;
+        if !plain {
+            return None;
+        }
+        fn count(node: &Node) -> Option<Count> {
+            match node.node.as_ref()? {
+                NodeEnum::ParamRef(p) => Some(Count::Param(usize::try_from(p.number).ok()?)),
+                NodeEnum::AConst(c) if !c.isnull => match c.val.as_ref()? {
+                    a_const::Val::Ival(i) => Some(Count::Const(i.ival.into())),
+                    _ => None,
+                },
+                // `$1::INTEGER`, as SQLAlchemy binds a LIMIT.
+                NodeEnum::TypeCast(cast)
+                    if type_name(cast.type_name.as_ref()?).is_some_and(|t| {
+                        matches!(t.as_str(), "smallint" | "integer" | "bigint")
+                    }) =>
+                {
+                    count(cast.arg.as_deref()?)
+                }
+                _ => None,
+            }
+        }
+        let limit = count(select.limit_count.as_deref()?)?;
+        let offset = match select.limit_offset.as_deref() {
+            Some(node) => Some(count(node)?),
+            None => None,
+        };
+        let keys = select
+            .sort_clause
+            .iter()
+            .map(|node| {
+                let Some(NodeEnum::SortBy(by)) = node.node.as_ref() else {
+                    return None;
+                };
+                let Some(NodeEnum::ColumnRef(column)) = by.node.as_deref()?.node.as_ref() else {
+                    return None;
+                };
+                let descending = match SortByDir::try_from(by.sortby_dir).ok()? {
+                    SortByDir::SortbyDefault | SortByDir::SortbyAsc => false,
+                    SortByDir::SortbyDesc => true,
+                    _ => return None,
+                };
+                let nulls_first = match SortByNulls::try_from(by.sortby_nulls).ok()? {
+                    SortByNulls::SortbyNullsDefault => descending,
+                    SortByNulls::SortbyNullsFirst => true,
+                    SortByNulls::SortbyNullsLast => false,
+                    SortByNulls::Undefined => return None,
+                };
+                Some((self.column(column)?, descending, nulls_first))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some((keys, limit, offset))
+    }
+
     /// A boolean expression as a condition.
     fn condition(&self, node: &Node) -> Pred {
         let Some(inner) = node.node.as_ref() else {
@@ -177,6 +292,26 @@ impl Names<'_> {
         match kind {
             AExprKind::AexprOp | AExprKind::AexprLike | AExprKind::AexprIlike => {
                 self.binary(op, left, right)
+            }
+            // `x op ANY(ARRAY[a, b])` is `x op a OR x op b` (AND for ALL), NULLs alike.
+            AExprKind::AexprOpAny | AExprKind::AexprOpAll
+                if matches!(right.node.as_ref(), Some(NodeEnum::AArrayExpr(_))) =>
+            {
+                let Some(NodeEnum::AArrayExpr(array)) = right.node.as_ref() else {
+                    return unknown("ANY/ALL of an array");
+                };
+                let each: Vec<Pred> = array
+                    .elements
+                    .iter()
+                    .map(|element| self.binary(op, left, element))
+                    .collect();
+                if each.is_empty() {
+                    unknown("ANY/ALL of an empty array")
+                } else if kind == AExprKind::AexprOpAll {
+                    Pred::And(each)
+                } else {
+                    Pred::Or(each)
+                }
             }
             AExprKind::AexprOpAny | AExprKind::AexprOpAll => {
                 let (Some(cmp), Some(left), Some(array)) =
@@ -344,6 +479,17 @@ impl Names<'_> {
                 }
             }
             NodeEnum::AExpr(e)
+                if e.kind == AExprKind::AexprOp as i32
+                    && matches!(operator(&e.name)?, "->" | "->>") =>
+            {
+                Expr::JsonField {
+                    doc: Box::new(self.expr(e.lexpr.as_deref()?)?),
+                    key: Box::new(self.expr(e.rexpr.as_deref()?)?),
+                    as_text: operator(&e.name)? == "->>",
+                    index: false,
+                }
+            }
+            NodeEnum::AExpr(e)
                 if e.kind == AExprKind::AexprOp as i32 && operator(&e.name)? == "||" =>
             {
                 Expr::Concat(
@@ -455,8 +601,9 @@ fn operator(name: &[Node]) -> Option<&str> {
     }
 }
 
-/// The statement with its projection made `*` and its DISTINCT, ORDER BY and LIMIT gone.
-fn candidates_sql(tree: &protobuf::ParseResult, select: &SelectStmt) -> Result<String> {
+/// The statement with its projection made `*` and its grouping, windows, DISTINCT, LIMIT
+/// and (unless `ordered`) ORDER BY gone: the rows its result is computed from.
+fn rows_sql(tree: &protobuf::ParseResult, select: &SelectStmt, ordered: bool) -> Result<String> {
     let star = pg_query::parse("SELECT * FROM t")
         .ok()
         .and_then(
@@ -469,7 +616,13 @@ fn candidates_sql(tree: &protobuf::ParseResult, select: &SelectStmt) -> Result<S
     let mut candidates = select.clone();
     candidates.target_list = star;
     candidates.distinct_clause.clear();
-    candidates.sort_clause.clear();
+    candidates.group_clause.clear();
+    candidates.group_distinct = false;
+    candidates.having_clause = None;
+    candidates.window_clause.clear();
+    if !ordered {
+        candidates.sort_clause.clear();
+    }
     candidates.limit_count = None;
     candidates.limit_offset = None;
     let mut tree = tree.clone();
@@ -631,7 +784,60 @@ mod tests {
     }
 
     #[test]
-    fn every_statement_that_mixes_rows_has_no_shape() {
+    fn an_order_by_columns_with_a_limit_is_a_page() {
+        let page = shape(
+            "SELECT id FROM orders o WHERE o.user_id = $1 \
+             ORDER BY o.placed DESC, id NULLS FIRST LIMIT $2 OFFSET 20",
+        )
+        .unwrap()
+        .page
+        .unwrap();
+        assert_eq!(
+            page.keys,
+            [
+                ("placed".to_string(), true, true),
+                ("id".into(), false, true)
+            ]
+        );
+        assert_eq!(page.limit, Count::Param(2));
+        assert_eq!(page.offset, Some(Count::Const(20)));
+        assert_eq!(
+            page.ordered_sql,
+            "SELECT * FROM orders o WHERE o.user_id = $1 ORDER BY o.placed DESC, id NULLS FIRST"
+        );
+        assert_eq!(page.limit.value(&["7".into(), "10".into()]), Some(10));
+        for sql in [
+            "SELECT id FROM t WHERE a = 1 ORDER BY id",
+            "SELECT id FROM t WHERE a = 1 ORDER BY lower(name) LIMIT 5",
+            "SELECT DISTINCT id FROM t WHERE a = 1 ORDER BY id LIMIT 5",
+            "SELECT id FROM t WHERE a = 1 ORDER BY id FETCH FIRST 5 ROWS WITH TIES",
+            "SELECT id FROM t WHERE a = 1 ORDER BY id LIMIT ALL",
+            "SELECT a, count(*) FROM t WHERE a = 1 GROUP BY a ORDER BY a LIMIT 5",
+        ] {
+            assert_eq!(shape(sql).unwrap().page, None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn aggregates_groups_and_windows_are_computed_from_the_rows_the_where_admits() {
+        let s = shape(
+            "SELECT status, count(*) FROM orders WHERE customer_id = $1 GROUP BY status \
+             HAVING count(*) > 1 ORDER BY 2 DESC LIMIT 3",
+        )
+        .unwrap();
+        assert_eq!(
+            s.candidates_sql,
+            "SELECT * FROM orders WHERE customer_id = $1"
+        );
+        let s = shape(
+            "SELECT id, rank() OVER w FROM orders WHERE total > 5 WINDOW w AS (ORDER BY total)",
+        )
+        .unwrap();
+        assert_eq!(s.candidates_sql, "SELECT * FROM orders WHERE total > 5");
+    }
+
+    #[test]
+    fn every_statement_that_reads_other_rows_has_no_shape() {
         for sql in [
             "SELECT * FROM orders",
             "SELECT * FROM orders o JOIN users u ON u.id = o.user_id WHERE o.id = $1",
@@ -639,12 +845,10 @@ mod tests {
             "SELECT * FROM ONLY orders WHERE id = $1",
             "SELECT * FROM orders AS o (a, b) WHERE a = $1",
             "SELECT * FROM (SELECT * FROM orders) s WHERE id = $1",
-            "SELECT status, count(*) FROM orders WHERE customer_id = $1 GROUP BY status",
             "SELECT * FROM orders WHERE id = $1 UNION SELECT * FROM orders WHERE id = $2",
             "WITH o AS (SELECT * FROM orders) SELECT * FROM o WHERE id = $1",
             "SELECT *, (SELECT 1) FROM orders WHERE id = $1",
             "SELECT * FROM orders WHERE id = $1 AND EXISTS (SELECT 1 FROM users)",
-            "SELECT id, rank() OVER (ORDER BY total) FROM orders WHERE customer_id = $1",
             "SELECT 1",
         ] {
             assert_eq!(shape(sql), None, "{sql}");

@@ -70,9 +70,9 @@ fn a_change_drops_only_the_results_it_can_affect() {
     // Order n belongs to user 1 + n % 5: user 4's newest three are 48, 43, 38.
     let cases = [
         ("UPDATE orders SET total = 1 WHERE id = 48", vec![4]),
-        // An older order of user 3, outside its newest three: its result is dropped all the
-        // same (the rows a result is built from are those its WHERE admits, LIMIT aside).
-        ("UPDATE orders SET total = 2 WHERE id = 2", vec![3]),
+        // An older order of user 3, outside its full page of the newest three, and still
+        // sorting after its last row: nothing.
+        ("UPDATE orders SET total = 2 WHERE id = 2", vec![]),
         // A row enters user 2's result.
         (
             "INSERT INTO orders (id, user_id, total) VALUES (2001, 2, 5)",
@@ -139,16 +139,20 @@ fn dropped_among(
 type Case<'a> = (&'a str, Vec<&'a [&'a str]>, Vec<(&'a str, Vec<usize>)>);
 
 #[test]
-fn ranges_patterns_nulls_and_or_keep_what_no_change_can_affect() {
+fn ranges_patterns_nulls_or_and_aggregates_keep_what_no_change_can_affect() {
     let (stack, mut con) = stack();
     // (statement, parameter sets, [(write, the sets it drops)]). Order n has total n × 1.10,
     // user 1 + n % 5 and was placed n hours after 2024-05-01 10:00 UTC.
     let between = "SELECT id FROM orders WHERE total BETWEEN $1 AND $2 ORDER BY id";
     let since = "SELECT id FROM orders WHERE placed >= $1 AND NOT user_id IN (3, 4) \
-                 ORDER BY placed DESC LIMIT 3";
+                 ORDER BY placed DESC";
     let either = "SELECT id FROM orders WHERE user_id = ANY($1) OR total > $2 ORDER BY id";
     let named = "SELECT id FROM users WHERE name LIKE $1 OR email IS NULL ORDER BY id";
     let upper = r#"SELECT id FROM users WHERE UPPER("users"."name"::text) LIKE UPPER($1)"#;
+    let counts = "SELECT user_id, count(*) AS n, sum(total) AS s FROM orders \
+                  WHERE user_id IN ($1, $2) GROUP BY user_id HAVING count(*) > 0 ORDER BY user_id";
+    let ranked = "SELECT id, rank() OVER (ORDER BY total DESC) AS r FROM orders \
+                  WHERE user_id = $1 ORDER BY id";
     let cases: Vec<Case> = vec![
         (
             between,
@@ -215,6 +219,29 @@ fn ranges_patterns_nulls_and_or_keep_what_no_change_can_affect() {
             ],
         ),
         (
+            counts,
+            vec![&["1", "2"], &["3", "4"]],
+            vec![
+                ("UPDATE orders SET total = total + 1 WHERE id = 5", vec![0]),
+                (
+                    "INSERT INTO orders (id, user_id, total) VALUES (3010, 4, 1)",
+                    vec![1],
+                ),
+                (
+                    "INSERT INTO orders (id, user_id, total) VALUES (3011, 5, 1)",
+                    vec![],
+                ),
+            ],
+        ),
+        (
+            ranked,
+            vec![&["2"], &["3"]],
+            vec![
+                ("UPDATE orders SET total = 0 WHERE id = 7", vec![1]),
+                ("DELETE FROM orders WHERE id = 3011", vec![]),
+            ],
+        ),
+        (
             upper,
             vec![&["%R3%"], &["%9"]],
             vec![
@@ -242,6 +269,46 @@ fn ranges_patterns_nulls_and_or_keep_what_no_change_can_affect() {
             if row_precision() { "row" } else { "table" },
             "{sql}"
         );
+    }
+}
+
+#[test]
+fn a_full_page_keeps_the_rows_that_sort_after_its_last() {
+    let (stack, mut con) = stack();
+    let top = "SELECT id, total FROM orders WHERE total > $1 ORDER BY total DESC, id LIMIT $2";
+    // The first set's page is full (3 of 50 rows); the second's is not.
+    let sets: Vec<&[&str]> = vec![&["0", "3"], &["0", "200"]];
+    let cases = [
+        // Sorts after the first page's last row: only the page that is not full goes.
+        (
+            "INSERT INTO orders (id, user_id, total) VALUES (4001, 1, 1)",
+            vec![1],
+        ),
+        // Sorts before it.
+        (
+            "INSERT INTO orders (id, user_id, total) VALUES (4002, 1, 1000)",
+            vec![0, 1],
+        ),
+        // A row off the first page changes and stays after it.
+        ("UPDATE orders SET total = 2 WHERE id = 10", vec![1]),
+        // A row of the first page leaves it.
+        ("UPDATE orders SET total = 0.5 WHERE id = 50", vec![0, 1]),
+        // The last row's total (52.8, order 48's), a smaller id: it sorts before, and is
+        // the last row now.
+        ("UPDATE orders SET total = 52.8 WHERE id = 5", vec![0, 1]),
+        // The same total, a larger id: after.
+        (
+            "INSERT INTO orders (id, user_id, total) VALUES (4003, 1, 52.80)",
+            vec![1],
+        ),
+    ];
+    for (write, expected) in cases {
+        let dropped = dropped_among(&stack, &mut con, top, &sets, write);
+        if row_precision() {
+            assert_eq!(dropped, expected, "`{write}`");
+        } else {
+            assert_eq!(dropped, [0, 1], "notify mode drops per table");
+        }
     }
 }
 

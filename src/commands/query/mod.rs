@@ -385,6 +385,7 @@ fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Stat
                 (Precision::Row(m), Some(shape)) => Some(catalog::Members {
                     candidates_sql: &shape.candidates_sql,
                     table: &m.table,
+                    page: m.page.as_ref().and(shape.page.as_ref()),
                 }),
                 _ => None,
             };
@@ -504,6 +505,8 @@ pub struct Ran {
     /// WHERE admitted; None when there were more than `catalog::MAX_MEMBERS` (the result
     /// is then not cached).
     pub members: Option<Vec<CompactString>>,
+    /// A page's last member's sort key (values as text, None for NULL).
+    pub last: Option<Vec<Option<String>>>,
 }
 
 pub type Run = Result<Ran>;
@@ -526,38 +529,58 @@ pub fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) 
 /// A run's row: the result, its row count and (row-precise statements) its members.
 pub fn ran(statement: &Statement, row: &tokio_postgres::Row) -> Run {
     let count: i64 = row.get(1);
-    let members = match statement.precision.row() {
+    let (members, last) = match statement.precision.row() {
         Some(m) => {
             let keys: Option<String> = row.get(2);
-            members_of(&m.table, keys.as_deref())
+            members_of(&m.table, keys.as_deref(), m.page.is_some())
         }
-        None => None,
+        None => (None, None),
     };
     Ok(Ran {
         json: row.get(0),
         rows: count as u64,
         members,
+        last,
     })
 }
 
-/// The canonical primary keys of the members' JSON (an array of key objects; NULL for
-/// none); None past `MAX_MEMBERS` or for a key that does not read as the table's.
-fn members_of(table: &TableSchema, keys: Option<&str>) -> Option<Vec<CompactString>> {
+/// The canonical primary keys of the members' JSON (an array of key objects, or for a
+/// page of `[key, [sort key values]]`; NULL for none), and a page's last sort key; no keys
+/// past `MAX_MEMBERS` or for a key that does not read as the table's.
+fn members_of(
+    table: &TableSchema,
+    keys: Option<&str>,
+    page: bool,
+) -> (Option<Vec<CompactString>>, Option<Vec<Option<String>>>) {
     let Some(keys) = keys else {
-        return Some(Vec::new());
+        return (Some(Vec::new()), None);
     };
-    let keys: Vec<serde_json::Value> = serde_json::from_str(keys).ok()?;
+    let Ok(keys) = serde_json::from_str::<Vec<serde_json::Value>>(keys) else {
+        return (None, None);
+    };
     if keys.len() > catalog::MAX_MEMBERS {
-        return None;
+        return (None, None);
     }
-    keys.iter()
-        .map(|key| {
+    let members = keys
+        .iter()
+        .map(|member| {
+            let key = if page { member.get(0)? } else { member };
             canonicalise_value(key, table)
                 .ok()
                 .filter(|k| !k.unconfirmed)
                 .map(|k| k.json)
         })
-        .collect()
+        .collect();
+    let last = page
+        .then(|| keys.last()?.get(1)?.as_array().cloned())
+        .flatten()
+        .map(|values| {
+            values
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect()
+        });
+    (members, last)
 }
 
 /// The error of a statement that failed; one whose tables changed under it (a column or
@@ -639,7 +662,12 @@ fn cache_result(
                 stats::QUERY_INDEX_FULL.inc();
                 return;
             }
-            Some((params.to_vec(), members.clone()))
+            // A full page ends at its last member: rows sorting after it cannot enter.
+            let boundary = match &m.page {
+                Some(page) if page.rows(params) == Some(members.len() as u64) => ran.last.clone(),
+                _ => None,
+            };
+            Some((params.to_vec(), members.clone(), boundary))
         }
         None => None,
     };
@@ -654,9 +682,9 @@ fn cache_result(
         return;
     }
     statement.figures.filled(indexed.is_none());
-    if let Some((params, members)) = indexed {
+    if let Some((params, members, boundary)) = indexed {
         let id = (keyspace::selected_db(ctx), key.clone());
-        membership::add(id, statement.clone(), params, members);
+        membership::add(id, statement.clone(), params, members, boundary);
     }
 }
 

@@ -233,6 +233,33 @@ fn bind_expr(expr: Expr, scope: &dyn Scope) -> Result<(Expr, Typing), String> {
                 },
             )
         }
+        Expr::JsonField {
+            doc, key, as_text, ..
+        } => {
+            let (doc, dt) = bind_expr(*doc, scope)?;
+            let (key, kt) = bind_expr(*key, scope)?;
+            let keyed = matches!(kt.ty, None | Some(SqlType::Text(_)) | Some(SqlType::Number));
+            if dt.ty != Some(SqlType::Jsonb) || !keyed {
+                return Err("-> or ->> on what is not jsonb by a key or an index".into());
+            }
+            let ty = if as_text {
+                SqlType::Text(default)
+            } else {
+                SqlType::Jsonb
+            };
+            (
+                Expr::JsonField {
+                    doc: Box::new(doc),
+                    key: Box::new(key),
+                    as_text,
+                    index: kt.ty == Some(SqlType::Number),
+                },
+                Typing {
+                    ty: Some(ty),
+                    from_column: false,
+                },
+            )
+        }
         Expr::Cast(arg, to) => {
             let target = typed(&to, default).map_err(|_| format!("a cast to {to}"))?;
             let (arg, t) = bind_expr(*arg, scope)?;
@@ -294,6 +321,7 @@ fn check_comparison(op: Cmp, ty: SqlType) -> Result<(), String> {
              locale's)"
                 .into(),
         ),
+        SqlType::Jsonb if matches!(op, Cmp::Eq | Cmp::Ne) => Ok(()),
         SqlType::Jsonb | SqlType::TextArray => Err(format!("{op:?} on {ty:?}")),
         _ => Ok(()),
     }

@@ -46,7 +46,47 @@ impl Expr {
                 _ => Val::Unknown,
             },
             Expr::Cast(arg, _) => arg.eval(row, params),
+            Expr::JsonField {
+                doc,
+                key,
+                as_text,
+                index,
+            } => match (doc.eval(row, params), key.eval(row, params)) {
+                (Val::Null, _) | (_, Val::Null) => Val::Null,
+                (Val::Text(d), Val::Text(k)) => match json::read(&d) {
+                    Some(d) => field(&d, &k, *as_text, *index),
+                    None => Val::Unknown,
+                },
+                _ => Val::Unknown,
+            },
         }
+    }
+}
+
+/// `doc -> key` (an object's field by a text key, an array's element by an integer index,
+/// from the end when negative; else NULL) as jsonb text, or `->>` as text: a string's own text, NULL for JSON null. A
+/// number's or container's text under `->>` is jsonb's spelling, not kept here: unknown.
+fn field<'a>(doc: &json::Json, key: &str, as_text: bool, index: bool) -> Val<'a> {
+    let found = match doc {
+        json::Json::Object(fields) if !index => {
+            fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        }
+        json::Json::Array(items) if index => match key.trim().parse::<i64>() {
+            Ok(i) if i >= 0 => items.get(i as usize),
+            Ok(i) => usize::try_from(-i)
+                .ok()
+                .and_then(|back| items.len().checked_sub(back))
+                .and_then(|at| items.get(at)),
+            Err(_) => return Val::Unknown,
+        },
+        _ => None,
+    };
+    match (found, as_text) {
+        (None, _) | (Some(json::Json::Null), true) => Val::Null,
+        (Some(json::Json::String(s)), true) => Val::Text(Cow::Owned(s.clone())),
+        (Some(json::Json::Bool(b)), true) => Val::Text(Cow::Owned(b.to_string())),
+        (Some(_), true) => Val::Unknown,
+        (Some(v), false) => Val::Text(Cow::Owned(json::write(v))),
     }
 }
 

@@ -56,6 +56,28 @@ pub fn contains(doc: &Json, part: &Json) -> bool {
     }
 }
 
+/// A value as JSON text (read back by `read` to an equal value; not jsonb's own spelling).
+pub fn write(v: &Json) -> String {
+    match v {
+        Json::Null => "null".into(),
+        Json::Bool(b) => b.to_string(),
+        Json::Number(d) => d.to_string(),
+        Json::String(s) => serde_json::Value::String(s.clone()).to_string(),
+        Json::Array(items) => format!(
+            "[{}]",
+            items.iter().map(write).collect::<Vec<_>>().join(",")
+        ),
+        Json::Object(fields) => format!(
+            "{{{}}}",
+            fields
+                .iter()
+                .map(|(k, v)| format!("{}:{}", serde_json::Value::String(k.clone()), write(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    }
+}
+
 fn is_container(v: &Json) -> bool {
     matches!(v, Json::Array(_) | Json::Object(_))
 }

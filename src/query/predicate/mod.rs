@@ -7,6 +7,7 @@
 //! NOT combine the sets by SQL's three-valued logic, so the verdict "may be TRUE" is never
 //! "no" where PostgreSQL would say "yes".
 //!
+//! - `order`: where a row sorts against a full page's last row (`ORDER BY ... LIMIT`).
 //! - `bind`: types a condition's operands by the table's columns and the parameters.
 //! - `eval`: weighs a bound condition on a row. `pinned`: a column pinned to values, for
 //!   an index by value.
@@ -18,6 +19,7 @@ mod array;
 mod bind;
 mod eval;
 mod json;
+pub mod order;
 mod pattern;
 mod pinned;
 mod time;
@@ -177,6 +179,14 @@ pub enum Expr {
     },
     /// `a || b`, of text.
     Concat(Box<Expr>, Box<Expr>),
+    /// jsonb `doc -> key` (`as_text`: `->>`): a text key names an object's field, an
+    /// integer one (`index`, set when bound) an array's element.
+    JsonField {
+        doc: Box<Expr>,
+        key: Box<Expr>,
+        as_text: bool,
+        index: bool,
+    },
     /// `arg::to`, `to` as `format_type` spells it.
     Cast(Box<Expr>, String),
 }
@@ -241,15 +251,11 @@ impl Pred {
     pub fn undecided(&self) -> Option<String> {
         match self {
             Pred::Unknown(why) => Some(why.clone()),
+            // TRUE (no condition) is decided: every row satisfies it.
             Pred::And(items) => {
                 let reasons: Vec<String> =
                     items.iter().map(Pred::undecided).collect::<Option<_>>()?;
-                Some(
-                    reasons
-                        .into_iter()
-                        .next()
-                        .unwrap_or_else(|| "an empty AND".into()),
-                )
+                reasons.into_iter().next()
             }
             Pred::Or(items) => items.iter().find_map(Pred::undecided),
             Pred::Not(inner) | Pred::Test(inner, _) => inner.undecided(),
@@ -301,7 +307,7 @@ impl Expr {
         match self {
             Expr::Column(c) => out.push(c.clone()),
             Expr::Fold { arg, .. } | Expr::Cast(arg, _) => arg.columns(out),
-            Expr::Concat(a, b) => {
+            Expr::Concat(a, b) | Expr::JsonField { doc: a, key: b, .. } => {
                 a.columns(out);
                 b.columns(out);
             }

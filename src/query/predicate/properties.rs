@@ -134,6 +134,22 @@ fn atom(rng: &mut Rng) -> Built {
                 }
             }
         }
+        ("doc", 3) => {
+            params.push(
+                rng.pick(&["1", "1.0", "null", r#""a""#, r#"{"b": 1}"#, "[1, 2]"])
+                    .into(),
+            );
+            format!(
+                "doc -> {} = $?",
+                quoted(rng.pick(&["a", "b", "c", "0", "-1"]))
+            )
+        }
+        ("doc", 4) => format!(
+            "doc ->> {} {} {}",
+            quoted(rng.pick(&["a", "b", "c"])),
+            rng.pick(&["=", "<>"]),
+            quoted(rng.pick(&["a", "1", "true", ""]))
+        ),
         ("doc", _) => format!("doc IS {}NULL", rng.pick(&["", "NOT "])),
         ("name" | "code", 0..=2) => {
             let patterns = ["a%", "%b%", "_", "%", "A\\_c", "%c", "ab", "é%", "b\\%"];
@@ -188,7 +204,16 @@ fn atom(rng: &mut Rng) -> Built {
             };
             format!("{column} {op} {quantifier}($?)")
         }
-        (_, 4) => format!("{column} ~ 'a'"),
+        (_, 4) if rng.chance(50) => format!("{column} ~ 'a'"),
+        (_, 4) => {
+            let (a, b) = (value(rng, &mut params), value(rng, &mut params));
+            let (quantifier, op) = if rng.chance(50) {
+                ("ANY", "=")
+            } else {
+                ("ALL", "<>")
+            };
+            format!("{column} {op} {quantifier}(ARRAY[{a}, {b}])")
+        }
         _ => format!("{column} {op} {}", value(rng, &mut params)),
     };
     Built { sql, params }

@@ -89,6 +89,8 @@ pub enum Typed<'a> {
     Date(i64),
     /// Microseconds since 2000-01-01 (UTC for timestamptz), ±infinity as the extremes.
     Time(i128),
+    /// jsonb: equal as jsonb compares (numbers by value, keys in any order).
+    Json(super::json::Json),
 }
 
 /// Reads `text` as a value of `ty` (None: not read here, or not a value of it).
@@ -103,7 +105,8 @@ pub fn read(ty: SqlType, text: &str) -> Option<Typed<'_>> {
         SqlType::Date => Typed::Date(super::time::date(text)?),
         SqlType::Timestamp => Typed::Time(super::time::timestamp(text, false)?),
         SqlType::TimestampTz => Typed::Time(super::time::timestamp(text, true)?),
-        SqlType::Jsonb | SqlType::TextArray | SqlType::Unresolved => return None,
+        SqlType::Jsonb => Typed::Json(super::json::read(text)?),
+        SqlType::TextArray | SqlType::Unresolved => return None,
     })
 }
 
@@ -132,6 +135,7 @@ pub fn equal(ty: SqlType, a: &Typed, b: &Typed) -> Option<bool> {
             SqlType::Text(c) if c.deterministic => Some(a == b),
             _ => None,
         },
+        (Typed::Json(a), Typed::Json(b)) => Some(a == b),
         _ => compare(ty, a, b).map(|o| o == Ordering::Equal),
     }
 }
@@ -150,6 +154,7 @@ pub fn key(ty: SqlType, text: &str) -> Option<String> {
         Typed::Uuid(u) => u,
         Typed::Date(d) => d.to_string(),
         Typed::Time(t) => t.to_string(),
+        Typed::Json(_) => return None,
     })
 }
 
