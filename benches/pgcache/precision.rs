@@ -4,7 +4,9 @@
 //! the watched table with results cached (the index busy dropping them) and without any,
 //! beside an identical unwatched table and beside pg_recvlogical consuming the same
 //! publication. The index's memory per cached result. The longest event-loop pause while a
-//! 1M-row UPDATE drops row-precise results.
+//! 1M-row UPDATE drops row-precise results. And an ORM-shaped mix (#38): a customer's newest
+//! orders, orders by status, a price range, counts per status, pagination, a search by note
+//! prefix, each at row and at table precision.
 
 use super::*;
 
@@ -48,11 +50,15 @@ fn orders_tables(pg: &Pg) {
         "DROP TABLE IF EXISTS orders, orders_unwatched;
          CREATE TABLE orders (id integer PRIMARY KEY, customer_id integer NOT NULL,
                               total numeric NOT NULL, n integer NOT NULL DEFAULT 0,
-                              created_at timestamptz NOT NULL);
+                              created_at timestamptz NOT NULL,
+                              status text NOT NULL DEFAULT 'new', note text);
          INSERT INTO orders SELECT g, 1 + g % {CUSTOMERS}, g, 0,
-                '2026-01-01T00:00:00Z'::timestamptz + g * interval '1 minute'
+                '2026-01-01T00:00:00Z'::timestamptz + g * interval '1 minute',
+                (ARRAY['new', 'paid', 'shipped', 'returned'])[1 + g % 4], 'note ' || g % 977
            FROM generate_series(1, {ORDERS}) g;
          CREATE INDEX ON orders (customer_id, created_at DESC);
+         CREATE INDEX ON orders (status, created_at DESC);
+         CREATE INDEX ON orders (total);
          CREATE TABLE orders_unwatched (LIKE orders INCLUDING ALL);
          INSERT INTO orders_unwatched SELECT * FROM orders;"
     ));
@@ -60,8 +66,47 @@ fn orders_tables(pg: &Pg) {
     pg.execute("SELECT pgcache_watch('orders', 'replication')");
 }
 
-/// The read mix for `MIX_SECONDS`: QUERY hits ratio, reads/s and writes/s.
-fn mix(port: u16, pg: &Pg) -> (f64, f64, f64) {
+/// The ORM-shaped reads: a statement and its parameters for a zipf-drawn customer.
+fn orm_read(customer: i32, rng: &mut Rng) -> (&'static str, Vec<String>) {
+    match rng.below(6) {
+        0 => (NEWEST, vec![customer.to_string()]),
+        1 => (
+            "SELECT id, total FROM orders WHERE status = $1 ORDER BY created_at DESC LIMIT 20",
+            vec![["new", "paid", "shipped", "returned"][customer as usize % 4].into()],
+        ),
+        2 => (
+            "SELECT id, total FROM orders WHERE total BETWEEN $1 AND $2 AND status = 'paid' \
+             ORDER BY total LIMIT 20",
+            vec![
+                (customer * 10).to_string(),
+                (customer * 10 + 500).to_string(),
+            ],
+        ),
+        3 => (
+            "SELECT status, count(*) AS n, sum(total) AS s FROM orders WHERE customer_id = $1 \
+             GROUP BY status ORDER BY status",
+            vec![customer.to_string()],
+        ),
+        4 => (
+            "SELECT id, total FROM orders ORDER BY id LIMIT 20 OFFSET $1",
+            vec![(customer * 20).to_string()],
+        ),
+        _ => (
+            "SELECT id FROM orders WHERE customer_id = $1 AND note LIKE $2 ORDER BY id",
+            vec![customer.to_string(), format!("note {}%", customer % 10)],
+        ),
+    }
+}
+
+/// The newest-orders read alone.
+fn newest_read(customer: i32, _: &mut Rng) -> (&'static str, Vec<String>) {
+    (NEWEST, vec![customer.to_string()])
+}
+
+type Read = fn(i32, &mut Rng) -> (&'static str, Vec<String>);
+
+/// The read mix of `read` for `MIX_SECONDS`: QUERY hits ratio, reads/s and writes/s.
+fn mix(port: u16, pg: &Pg, read: Read) -> (f64, f64, f64) {
     let zipf = std::sync::Arc::new(Zipf::new(CUSTOMERS));
     let mut con = connect(port);
     let (hits, misses) = (
@@ -85,7 +130,8 @@ fn mix(port: u16, pg: &Pg) -> (f64, f64, f64) {
                                 NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as i32;
                             writer
                                 .execute(
-                                    "INSERT INTO orders VALUES ($1, $2, 1, 0, now())",
+                                    "INSERT INTO orders (id, customer_id, total, created_at) \
+                                     VALUES ($1, $2, 1, now())",
                                     &[&id, &customer],
                                 )
                                 .unwrap();
@@ -101,10 +147,11 @@ fn mix(port: u16, pg: &Pg) -> (f64, f64, f64) {
                         }
                         writes += 1;
                     } else {
+                        let (sql, params) = read(customer, &mut rng);
                         let _: String = redis::cmd("PGCACHE.QUERY")
-                            .arg(NEWEST)
-                            .arg(1)
-                            .arg(customer)
+                            .arg(sql)
+                            .arg(params.len())
+                            .arg(&params)
                             .query(&mut con)
                             .unwrap();
                         reads += 1;
@@ -154,22 +201,27 @@ pub fn precision() {
     let pg = durable_postgres();
     orders_tables(&pg);
     let (redis, mut con) = server_in_mode(&pg, "replication");
-    println!("| precision | hit ratio | reads/s | writes/s |");
-    println!("|---|---|---|---|");
-    let mut ratios = Vec::new();
-    for precision in ["row", "table"] {
-        cmd(
-            &mut con,
-            &["CONFIG", "SET", "pgcache.query_precision", precision],
+    println!("| reads | precision | hit ratio | reads/s | writes/s |");
+    println!("|---|---|---|---|---|");
+    for (name, read) in [
+        ("newest orders", newest_read as Read),
+        ("ORM mix", orm_read),
+    ] {
+        let mut ratios = Vec::new();
+        for precision in ["row", "table"] {
+            cmd(
+                &mut con,
+                &["CONFIG", "SET", "pgcache.query_precision", precision],
+            );
+            let (ratio, reads, writes) = mix(redis.port, &pg, read);
+            ratios.push(ratio);
+            println!("| {name} | {precision} | {ratio:.3} | {reads:.0} | {writes:.0} |");
+        }
+        println!(
+            "\n{name}: row precision's hit ratio / table precision's: {:.2}x\n",
+            ratios[0] / ratios[1].max(1e-9)
         );
-        let (ratio, reads, writes) = mix(redis.port, &pg);
-        ratios.push(ratio);
-        println!("| {precision} | {ratio:.3} | {reads:.0} | {writes:.0} |");
     }
-    println!(
-        "\nrow precision's hit ratio / table precision's: {:.2}x",
-        ratios[0] / ratios[1].max(1e-9)
-    );
 
     cmd(
         &mut con,
