@@ -10,8 +10,9 @@
 use crate::config::current;
 use crate::query::Statement;
 use crate::query::precision::EnteringRow;
+use crate::query::predicate::OrdKey;
 use compact_str::CompactString;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +31,8 @@ struct Entry {
     /// The keys of the values its WHERE pins a column to (None: not pinned, or a value not
     /// read).
     keys: Option<Vec<String>>,
+    /// Else the bound of the column its WHERE bounds on one side, if read.
+    bound: Option<OrdKey>,
     members: Vec<CompactString>,
     /// A full page's last row's sort key (values as text, None for NULL).
     boundary: Option<Vec<Option<String>>>,
@@ -40,7 +43,9 @@ struct Entry {
 struct StatementResults {
     /// By the key of a value the statement's pinned column holds in them.
     by_key: HashMap<String, Vec<ResultId>>,
-    /// Those with no keys: weighed against every row.
+    /// By the bound of the statement's ranged column in them.
+    by_bound: BTreeMap<OrdKey, Vec<ResultId>>,
+    /// Those with neither: weighed against every row.
     unkeyed: HashSet<ResultId>,
     /// Every result of the statement.
     all: HashSet<ResultId>,
@@ -121,6 +126,7 @@ pub fn add(
     let table = row.table.key_prefix.clone();
     let head = Arc::as_ptr(&statement) as usize;
     let keys = row.pinned.as_ref().and_then(|p| p.keys(&params));
+    let bound = row.ranged.as_ref().and_then(|r| r.key(&params));
     let bytes = cost(&id.1, &params, &members)
         + boundary
             .iter()
@@ -137,13 +143,18 @@ pub fn add(
                 .push(id.clone());
         }
         let s = t.by_statement.entry(head).or_default();
-        match &keys {
-            Some(keys) => {
+        match (&keys, &bound) {
+            (Some(keys), _) => {
                 for key in keys {
                     s.by_key.entry(key.clone()).or_default().push(id.clone());
                 }
             }
-            None => {
+            (None, Some(bound)) => s
+                .by_bound
+                .entry(bound.clone())
+                .or_default()
+                .push(id.clone()),
+            (None, None) => {
                 s.unkeyed.insert(id.clone());
             }
         }
@@ -155,6 +166,7 @@ pub fn add(
                 statement,
                 params,
                 keys,
+                bound,
                 members,
                 boundary,
                 bytes,
@@ -199,6 +211,14 @@ impl TableIndex {
                     }
                 }
             }
+            if let Some(bound) = &entry.bound
+                && let Some(ids) = s.by_bound.get_mut(bound)
+            {
+                ids.retain(|i| i != id);
+                if ids.is_empty() {
+                    s.by_bound.remove(bound);
+                }
+            }
             if s.all.is_empty() {
                 self.by_statement.remove(&head);
             }
@@ -208,6 +228,8 @@ impl TableIndex {
 
     /// Adds to `hit` the results of `s` that `rows` may enter: those of a row's value of
     /// the pinned column and the unkeyed ones; every result when the value is not known.
+    /// Past `WEIGH_BUDGET` weighings in one change it stops weighing and takes every
+    /// result of the statement: more drops, but a bounded turn of the event loop.
     fn entered(&self, s: &StatementResults, rows: &[EnteringRow], hit: &mut HashSet<ResultId>) {
         let Some(m) = s
             .all
@@ -218,37 +240,58 @@ impl TableIndex {
         else {
             return;
         };
-        let mut weigh = |id: &ResultId, row: &EnteringRow| {
-            if !hit.contains(id)
-                && self
-                    .entries
-                    .get(id)
-                    .is_some_and(|e| m.admits(&e.params, e.boundary.as_deref(), row))
-            {
-                hit.insert(id.clone());
-            }
-        };
+        let mut weighed = 0usize;
         for row in rows {
-            match m.pinned.as_ref().map(|p| p.row_key(row)) {
-                // NULL equals nothing: no result's pinned condition holds.
-                Some(Ok(None)) => {}
-                Some(Ok(Some(key))) => {
-                    for id in s.by_key.get(&key).into_iter().flatten() {
-                        weigh(id, row);
-                    }
-                    for id in &s.unkeyed {
-                        weigh(id, row);
-                    }
+            let candidates: Box<dyn Iterator<Item = &ResultId>> = if let Some(p) = &m.pinned {
+                match p.row_key(row) {
+                    // NULL equals nothing: no result's pinned condition holds.
+                    Ok(None) => continue,
+                    Ok(Some(key)) => Box::new(
+                        s.by_key
+                            .get(&key)
+                            .into_iter()
+                            .flatten()
+                            .chain(s.unkeyed.iter()),
+                    ),
+                    Err(()) => Box::new(s.all.iter()),
                 }
-                None | Some(Err(())) => {
-                    for id in &s.all {
-                        weigh(id, row);
-                    }
+            } else if let Some(r) = &m.ranged {
+                match r.range(row) {
+                    // NULL passes no bound.
+                    Ok(None) => continue,
+                    Ok(Some(range)) => Box::new(
+                        s.by_bound
+                            .range(range)
+                            .flat_map(|(_, ids)| ids)
+                            .chain(s.unkeyed.iter()),
+                    ),
+                    Err(()) => Box::new(s.all.iter()),
                 }
+            } else {
+                Box::new(s.all.iter())
+            };
+            for id in candidates {
+                weighed += 1;
+                if !hit.contains(id)
+                    && self
+                        .entries
+                        .get(id)
+                        .is_some_and(|e| m.admits(&e.params, e.boundary.as_deref(), row))
+                {
+                    hit.insert(id.clone());
+                }
+            }
+            if weighed > WEIGH_BUDGET {
+                hit.extend(s.all.iter().cloned());
+                return;
             }
         }
     }
 }
+
+/// Most results one change weighs a statement's WHERE against, row by row, before it
+/// drops all of that statement's results instead (about a millisecond of the event loop).
+const WEIGH_BUDGET: usize = 20_000;
 
 /// What a change dropped: each result, with its statement.
 pub type Dropped = Vec<(ResultId, Arc<Statement>)>;
@@ -325,9 +368,14 @@ mod tests {
 
     /// A row-precise statement over `table`, exact on customer_id = $1.
     fn statement(table: &str) -> Arc<Statement> {
+        statement_on(table, Cmp::Eq)
+    }
+
+    /// A row-precise statement over `table` whose WHERE is `customer_id <op> $1`.
+    fn statement_on(table: &str, op: Cmp) -> Arc<Statement> {
         let schema = Arc::new(TableSchema::for_tests(table, Vec::new(), vec!["id".into()]));
         let filter = Pred::Compare {
-            op: Cmp::Eq,
+            op,
             left: Expr::Column("customer_id".into()),
             right: Expr::Param(1),
             ty: SqlType::Number,
@@ -338,12 +386,13 @@ mod tests {
             Vec::new(),
             vec![schema.clone()],
             Vec::new(),
-            Precision::Row(RowMatch {
+            Precision::Row(Box::new(RowMatch {
                 table: schema,
+                ranged: filter.ranged(),
                 pinned: filter.pinned(),
                 page: None,
                 filter,
-            }),
+            })),
             true,
             String::new(),
             None,
@@ -402,6 +451,40 @@ mod tests {
         // Unknown new values (a notification): every result of the table.
         add(id("r7"), s.clone(), vec!["7".into()], vec![member(1)], None);
         assert_eq!(keys(changed(&table, &[], None)), ["r7"]);
+    }
+
+    #[test]
+    fn a_change_too_big_to_weigh_takes_every_result_of_the_statement() {
+        let bounds = |s: &Arc<Statement>| {
+            for n in 1..=3 {
+                let bound = (100 * n).to_string();
+                add(id(&format!("c{n}")), s.clone(), vec![bound], vec![], None);
+            }
+        };
+        // customer_id <> $1 neither pins nor bounds: a row is weighed against each result.
+        let s = statement_on("membership_c", Cmp::Ne);
+        let table = s.precision.row().unwrap().table.key_prefix.clone();
+        bounds(&s);
+        let rows: Vec<EnteringRow> = vec![row("100"); 10];
+        assert_eq!(keys(changed(&table, &[], Some(&rows))), ["c2", "c3"]);
+        // As many rows as take the budget: every result of the statement goes, unweighed.
+        bounds(&s);
+        let rows: Vec<EnteringRow> = vec![row("100"); WEIGH_BUDGET / 3 + 1];
+        assert_eq!(keys(changed(&table, &[], Some(&rows))), ["c1", "c2", "c3"]);
+        // customer_id > $1: ordered by bound, a row is weighed against the results whose
+        // bound it passes, and only those.
+        let s = statement_on("membership_d", Cmp::Gt);
+        let table = s.precision.row().unwrap().table.key_prefix.clone();
+        bounds(&s);
+        assert_eq!(
+            keys(changed(&table, &[], Some(&[row("250")]))),
+            ["c1", "c2"]
+        );
+        bounds(&s);
+        assert!(changed(&table, &[], Some(&[row("100")])).is_empty());
+        assert_eq!(keys(changed(&table, &[], Some(&[row("101")]))), ["c1"]);
+        let rows: Vec<EnteringRow> = vec![row("1"); WEIGH_BUDGET + 1];
+        assert!(changed(&table, &[], Some(&rows)).is_empty(), "none weighed");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::pg::pool::Connection;
 use crate::pg::schema::TableSchema;
 use crate::query::catalog::{Learned, ParamType};
 use crate::query::predicate::order::{self, SortKey};
-use crate::query::predicate::{Collation, Pinned, Pred, Scope, SqlType};
+use crate::query::predicate::{Collation, Pinned, Pred, Ranged, Scope, SqlType};
 use crate::query::shape::{Count, Page, Shape};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -25,7 +25,7 @@ pub use crate::query::predicate::{EnteringRow, NewValue};
 pub enum Precision {
     /// Why not row by row.
     Table(String),
-    Row(RowMatch),
+    Row(Box<RowMatch>),
 }
 
 impl Precision {
@@ -52,6 +52,8 @@ pub struct RowMatch {
     pub filter: Pred,
     /// A column its WHERE pins to values, to find a row's results by its value.
     pub pinned: Option<Pinned>,
+    /// Else a column its WHERE bounds on one side, to find them by an ordered range.
+    pub ranged: Option<Ranged>,
     /// Its ORDER BY ... LIMIT, when its results are pages of the table's rows.
     pub page: Option<PageMatch>,
 }
@@ -276,12 +278,14 @@ pub fn decide(
             .flat_map(|p| p.keys.iter().map(|k| k.column.clone())),
     );
     watch(table, &columns);
-    Ok(Precision::Row(RowMatch {
+    let pinned = filter.pinned();
+    Ok(Precision::Row(Box::new(RowMatch {
         table: table.clone(),
-        pinned: filter.pinned(),
+        ranged: pinned.is_none().then(|| filter.ranged()).flatten(),
+        pinned,
         filter,
         page,
-    }))
+    })))
 }
 
 /// A page whose every sort key compares exactly, typed; None otherwise (its results are

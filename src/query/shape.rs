@@ -138,6 +138,22 @@ fn single_table(select: &SelectStmt) -> Option<&protobuf::RangeVar> {
     }
 }
 
+/// Whether a function is called anywhere in `nodes`.
+fn calls_a_function(nodes: &[Node]) -> bool {
+    fn walk(value: &Value) -> bool {
+        match value {
+            Value::Object(fields) => fields
+                .iter()
+                .any(|(name, inner)| name == "FuncCall" || walk(inner)),
+            Value::Array(items) => items.iter().any(walk),
+            _ => false,
+        }
+    }
+    nodes
+        .iter()
+        .any(|node| serde_json::to_value(node).map_or(true, |tree| walk(&tree)))
+}
+
 /// Whether a subquery sits anywhere in the statement.
 fn has_sublink(select: &SelectStmt) -> bool {
     fn walk(value: &Value) -> bool {
@@ -174,7 +190,10 @@ impl Names<'_> {
             && select.having_clause.is_none()
             && select.window_clause.is_empty()
             && !select.sort_clause.is_empty()
-            && select.limit_option != LimitOption::WithTies as i32;
+            && select.limit_option != LimitOption::WithTies as i32
+            // A set-returning function in the projection could make a row yield no output
+            // row, moving the page's rows past `offset + limit` of the table's.
+            && !calls_a_function(&select.target_list);
         if !plain {
             return None;
         }
@@ -225,6 +244,21 @@ impl Names<'_> {
                 Some((self.column(column)?, descending, nulls_first))
             })
             .collect::<Option<Vec<_>>>()?;
+        // ORDER BY a name sorts by the output column of that name first: one renamed to a
+        // sort key's name (`SELECT total AS id ... ORDER BY id`) is not the table's column.
+        let renamed_over_a_key = select.target_list.iter().any(|target| {
+            let Some(NodeEnum::ResTarget(t)) = target.node.as_ref() else {
+                return true;
+            };
+            let same_column = || match t.val.as_deref().and_then(|v| v.node.as_ref()) {
+                Some(NodeEnum::ColumnRef(c)) => self.column(c).as_deref() == Some(t.name.as_str()),
+                _ => false,
+            };
+            !t.name.is_empty() && keys.iter().any(|(k, ..)| *k == t.name) && !same_column()
+        });
+        if renamed_over_a_key {
+            return None;
+        }
         Some((keys, limit, offset))
     }
 
@@ -435,9 +469,18 @@ impl Names<'_> {
             },
             "@>" => Pred::JsonContains { doc: l, part: r },
             "<@" => Pred::JsonContains { doc: r, part: l },
-            "~" | "~*" | "!~" | "!~*" => unknown(format!(
-                "a regular expression ({op}), which pgcache does not evaluate"
-            )),
+            "~" | "~*" | "!~" | "!~*" => {
+                let regex = Pred::Regex {
+                    text: l,
+                    pattern: r,
+                    fold: op.ends_with('*'),
+                };
+                if op.starts_with('!') {
+                    Pred::Not(Box::new(regex))
+                } else {
+                    regex
+                }
+            }
             _ => unknown(format!("the operator {op}")),
         }
     }
@@ -770,7 +813,7 @@ mod tests {
             Pred::And(items) if matches!(items[1], Pred::JsonKeys { how: Keys::One, .. })
         ));
         for (sql, why) in [
-            ("SELECT * FROM t WHERE a ~ $1", "regular expression"),
+            ("SELECT * FROM t WHERE a SIMILAR TO $1", "SIMILAR TO"),
             ("SELECT * FROM t WHERE a IS DISTINCT FROM $1", "DISTINCT"),
             ("SELECT * FROM t WHERE length(a) = 3", "length"),
             ("SELECT * FROM t WHERE a OPERATOR(public.=) $1", "public.="),
@@ -806,6 +849,12 @@ mod tests {
             "SELECT * FROM orders o WHERE o.user_id = $1 ORDER BY o.placed DESC, id NULLS FIRST"
         );
         assert_eq!(page.limit.value(&["7".into(), "10".into()]), Some(10));
+        assert!(
+            shape("SELECT id AS id, total FROM t WHERE a = 1 ORDER BY id LIMIT 5")
+                .unwrap()
+                .page
+                .is_some()
+        );
         for sql in [
             "SELECT id FROM t WHERE a = 1 ORDER BY id",
             "SELECT id FROM t WHERE a = 1 ORDER BY lower(name) LIMIT 5",
@@ -813,6 +862,8 @@ mod tests {
             "SELECT id FROM t WHERE a = 1 ORDER BY id FETCH FIRST 5 ROWS WITH TIES",
             "SELECT id FROM t WHERE a = 1 ORDER BY id LIMIT ALL",
             "SELECT a, count(*) FROM t WHERE a = 1 GROUP BY a ORDER BY a LIMIT 5",
+            "SELECT id, unnest(tags) FROM t WHERE a = 1 ORDER BY id LIMIT 5",
+            "SELECT total AS id FROM t WHERE a = 1 ORDER BY id LIMIT 5",
         ] {
             assert_eq!(shape(sql).unwrap().page, None, "{sql}");
         }

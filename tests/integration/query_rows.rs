@@ -148,6 +148,7 @@ fn ranges_patterns_nulls_or_and_aggregates_keep_what_no_change_can_affect() {
                  ORDER BY placed DESC";
     let either = "SELECT id FROM orders WHERE user_id = ANY($1) OR total > $2 ORDER BY id";
     let named = "SELECT id FROM users WHERE name LIKE $1 OR email IS NULL ORDER BY id";
+    let pattern = "SELECT id FROM users WHERE name ~ $1 ORDER BY id";
     let upper = r#"SELECT id FROM users WHERE UPPER("users"."name"::text) LIKE UPPER($1)"#;
     let counts = "SELECT user_id, count(*) AS n, sum(total) AS s FROM orders \
                   WHERE user_id IN ($1, $2) GROUP BY user_id HAVING count(*) > 0 ORDER BY user_id";
@@ -216,6 +217,15 @@ fn ranges_patterns_nulls_or_and_aggregates_keep_what_no_change_can_affect() {
                 ("INSERT INTO users VALUES (500, 'user25', 'x@y')", vec![1]),
                 ("INSERT INTO users VALUES (501, 'zed', NULL)", vec![0, 1]),
                 ("INSERT INTO users VALUES (502, 'zed', 'z@z')", vec![]),
+            ],
+        ),
+        (
+            pattern,
+            vec![&["^user1[0-9]$"], &["7$"]],
+            vec![
+                ("INSERT INTO users VALUES (505, 'user17x', NULL)", vec![]),
+                ("INSERT INTO users VALUES (506, 'user19', NULL)", vec![0]),
+                ("INSERT INTO users VALUES (507, 'zzz7', NULL)", vec![1]),
             ],
         ),
         (
@@ -326,8 +336,8 @@ fn explain_names_the_piece_that_keeps_a_statement_per_table() {
             "not PostgreSQL's own",
         ),
         (
-            "SELECT id FROM users WHERE name ~ $1",
-            "regular expression (~)",
+            "SELECT id FROM users WHERE name SIMILAR TO $1",
+            "SIMILAR TO",
         ),
         (
             "SELECT id FROM users WHERE id = 1 OR length(name) = $1",

@@ -119,6 +119,27 @@ impl Pred {
                     ty,
                 }
             }
+            Pred::Regex {
+                text,
+                pattern,
+                fold,
+            } => {
+                let (text, tt) = bind_expr(text, scope)?;
+                let (pattern, pt) = bind_expr(pattern, scope)?;
+                let SqlType::Text(collation) = common_type(tt, pt)? else {
+                    return Err("a regular expression on a value that is not text".into());
+                };
+                if !collation.deterministic || (fold && !collation.ascii_folding) {
+                    return Err(
+                        "a regular expression under a collation pgcache does not compute".into(),
+                    );
+                }
+                Pred::Regex {
+                    text,
+                    pattern,
+                    fold,
+                }
+            }
             Pred::JsonKeys { doc, keys, how } => {
                 let (doc, dt) = bind_expr(doc, scope)?;
                 let (keys, kt) = bind_expr(keys, scope)?;

@@ -144,6 +144,17 @@ impl Pred {
                 }
                 _ => Truth::ANY,
             },
+            Pred::Regex {
+                text,
+                pattern,
+                fold,
+            } => match (text.eval(row, params), pattern.eval(row, params)) {
+                (Val::Null, _) | (_, Val::Null) => Truth::NULL,
+                (Val::Text(t), Val::Text(p)) => {
+                    pattern::regex(&t, &p, *fold).map_or(Truth::ANY, Truth::of)
+                }
+                _ => Truth::ANY,
+            },
             Pred::JsonKeys { doc, keys, how } => {
                 json_keys(&doc.eval(row, params), &keys.eval(row, params), *how)
             }

@@ -11,6 +11,7 @@
 //! - `bind`: types a condition's operands by the table's columns and the parameters.
 //! - `eval`: weighs a bound condition on a row. `pinned`: a column pinned to values, for
 //!   an index by value.
+//! - `ranged`: a column bounded on one side, for an index ordered by the bound.
 //! - `value`: the one table of the types compared exactly, and how they are read.
 //! - `pattern`: LIKE and ILIKE. `json`: jsonb's `?`, `?|`, `?&`, `@>`.
 //! - `array`: array literals (`= ANY($1)`). `time`: ISO dates and timestamps.
@@ -22,10 +23,12 @@ mod json;
 pub mod order;
 mod pattern;
 mod pinned;
+mod ranged;
 mod time;
 mod value;
 
 pub use pinned::Pinned;
+pub use ranged::{OrdKey, Ranged};
 pub use value::{Collation, SqlType};
 
 /// A changed row's new value of a column, as the change carried it.
@@ -223,6 +226,12 @@ pub enum Pred {
         fold: bool,
         ty: SqlType,
     },
+    /// `text ~ pattern` (`~*` when `fold`).
+    Regex {
+        text: Expr,
+        pattern: Expr,
+        fold: bool,
+    },
     JsonKeys {
         doc: Expr,
         keys: Expr,
@@ -263,6 +272,14 @@ impl Pred {
         }
     }
 
+    /// Its top-level conjuncts, nested ANDs (a BETWEEN's) flattened.
+    fn conjuncts(&self) -> Vec<&Pred> {
+        match self {
+            Pred::And(items) => items.iter().flat_map(Pred::conjuncts).collect(),
+            other => vec![other],
+        }
+    }
+
     /// The columns it reads.
     pub fn columns(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -286,7 +303,7 @@ impl Pred {
                 f(array);
             }
             Pred::IsNull(e) | Pred::Boolean(e) => f(e),
-            Pred::Like { text, pattern, .. } => {
+            Pred::Like { text, pattern, .. } | Pred::Regex { text, pattern, .. } => {
                 f(text);
                 f(pattern);
             }

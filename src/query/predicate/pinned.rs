@@ -9,11 +9,7 @@ impl Pred {
     /// `col = ANY($n)`) on a type whose equal values share a key (`value::key`): a
     /// change's row needs to be weighed only against results whose values hold its own.
     pub fn pinned(&self) -> Option<Pinned> {
-        let conjuncts: Vec<&Pred> = match self {
-            Pred::And(items) => items.iter().collect(),
-            other => vec![other],
-        };
-        conjuncts.into_iter().find_map(Pred::pins)
+        self.conjuncts().into_iter().find_map(Pred::pins)
     }
 
     fn pins(&self) -> Option<Pinned> {

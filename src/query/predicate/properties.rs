@@ -204,7 +204,19 @@ fn atom(rng: &mut Rng) -> Built {
             };
             format!("{column} {op} {quantifier}($?)")
         }
-        (_, 4) if rng.chance(50) => format!("{column} ~ 'a'"),
+        ("name" | "code", 4) => {
+            let patterns = [
+                "^a", "b$", "^(a|b)", "a.c", "[A-Z]", "^[a-c]+$", "b{1,2}", "%", "\\d", "é",
+            ];
+            let op = rng.pick(&["~", "~*", "!~", "!~*"]);
+            if rng.chance(50) {
+                params.push(rng.pick(&patterns).into());
+                format!("{column} {op} $?")
+            } else {
+                format!("{column} {op} {}", quoted(rng.pick(&patterns)))
+            }
+        }
+        (_, 4) if rng.chance(50) => format!("{column} SIMILAR TO 'a'"),
         (_, 4) => {
             let (a, b) = (value(rng, &mut params), value(rng, &mut params));
             let (quantifier, op) = if rng.chance(50) {

@@ -211,15 +211,15 @@ fn conditions_are_decided_on_new_values() {
         Truth::FALSE
     );
     assert_eq!(
-        truth("id = 1 OR name ~ 'x'", &[], &[("id", Some("1"))]),
+        truth("id = 1 OR name SIMILAR TO 'x'", &[], &[("id", Some("1"))]),
         Truth::TRUE
     );
     assert_eq!(
-        truth("id = 1 OR name ~ 'x'", &[], &[("id", Some("2"))]),
+        truth("id = 1 OR name SIMILAR TO 'x'", &[], &[("id", Some("2"))]),
         Truth::ANY
     );
     assert_eq!(
-        truth("id = 1 AND name ~ 'x'", &[], &[("id", Some("2"))]),
+        truth("id = 1 AND name SIMILAR TO 'x'", &[], &[("id", Some("2"))]),
         Truth::FALSE
     );
 }
@@ -229,14 +229,15 @@ fn what_is_not_decided_here_says_why() {
     let scope = table(vec!["text"]);
     let undecided = |w: &str| pred(w, &scope).undecided();
     assert!(
-        undecided("name ~ $1")
+        undecided("name SIMILAR TO $1")
             .unwrap()
-            .contains("regular expression")
+            .contains("SIMILAR TO")
     );
     assert!(undecided("shape IS NULL OR id = 1").is_none());
     assert!(undecided("shape ~= point(1,1)").is_some());
-    assert!(undecided("id = 1 AND name ~ $1").is_none());
-    assert!(undecided("id = 1 OR name ~ $1").is_some());
+    assert!(undecided("id = 1 AND name SIMILAR TO $1").is_none());
+    assert!(undecided("id = 1 OR name SIMILAR TO $1").is_some());
+    assert!(undecided("name ~ $1").is_none());
     let linguistic = Table {
         collation: Collation {
             deterministic: true,
@@ -280,4 +281,31 @@ fn a_pinned_column_keys_results_and_rows_alike() {
     assert_eq!(p.keys(&["".into(), "{3,NULL}".into()]).unwrap().len(), 3);
     assert!(pred("id > 1", &scope).pinned().is_none());
     assert!(pred("id = 1 OR name = 'x'", &scope).pinned().is_none());
+}
+
+#[test]
+fn a_bounded_column_orders_results_by_their_bound() {
+    use std::ops::Bound;
+    let scope = table(vec!["numeric", "numeric"]);
+    let r = pred("price BETWEEN $1 AND $2 AND name LIKE 'a%'", &scope)
+        .ranged()
+        .unwrap();
+    assert_eq!(r.column, "price");
+    let bound = r.key(&["1.50".into(), "9".into()]).unwrap();
+    assert_eq!(bound, r.key(&["1.5".into(), "0".into()]).unwrap());
+    // price >= bound: results whose bound is at most the row's value.
+    let Ok(Some((low, high))) = r.range(&row(&[("price", Some("2"))])) else {
+        panic!("a range");
+    };
+    assert_eq!(low, Bound::Unbounded);
+    assert!(matches!(high, Bound::Included(ref v) if *v == r.key(&["2.0".into()]).unwrap()));
+    assert_eq!(r.range(&row(&[("price", None)])), Ok(None));
+    assert_eq!(r.range(&row(&[])), Err(()));
+    // A constant on the left: 5 < id is id > 5.
+    let r = pred("5 < id", &scope).ranged().unwrap();
+    let Ok(Some((_, high))) = r.range(&row(&[("id", Some("7"))])) else {
+        panic!("a range");
+    };
+    assert!(matches!(high, Bound::Excluded(_)));
+    assert!(pred("id > price", &scope).ranged().is_none());
 }
