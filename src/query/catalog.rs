@@ -449,6 +449,10 @@ pub fn run_sql(parsed: &Parsed, params: &[ParamType], members: Option<&Members>)
 /// cached.
 pub const MAX_MEMBERS: usize = 10_000;
 
+/// Most rows (`offset + limit`) a page may be built from and be cached: reading them all
+/// with each miss of a deep page would cost more than the cache saves.
+pub const MAX_PAGE_ROWS: usize = 1_000;
+
 /// How a row-precise statement's members are fetched with its result: the rows its WHERE
 /// admits (`Shape::candidates_sql`), by primary key; for a page, the first `offset + limit`
 /// of them in its order, each with its sort key.
@@ -499,14 +503,21 @@ fn members_column(members: Option<&Members>, bind: impl Fn(usize) -> String) -> 
                 })
                 .collect();
             let offset = page.offset.as_ref().map_or("0".to_string(), Count::sql);
+            let rows = format!(
+                "COALESCE({offset}, 0) + COALESCE({}, {most})",
+                page.limit.sql()
+            );
+            // A page deeper than `MAX_PAGE_ROWS` is not cached: its members (every row up
+            // to its end) are not read (a JSON string, not an array, says so), so its miss
+            // costs what the page does.
             format!(
-                ", (SELECT pg_catalog.json_agg(pg_catalog.json_build_array({key}, \
+                ", (SELECT CASE WHEN {rows} > {MAX_PAGE_ROWS} THEN '\"too many\"' ELSE \
+                 (SELECT pg_catalog.json_agg(pg_catalog.json_build_array({key}, \
                  pg_catalog.json_build_array({})) ORDER BY {})::text \
-                 FROM ({} LIMIT LEAST(COALESCE({offset}, 0) + COALESCE({}, {most}), {most})) AS m)",
+                 FROM ({} LIMIT {rows}) AS m) END)",
                 values.join(", "),
                 order.join(", "),
                 page.ordered_sql,
-                page.limit.sql(),
             )
         }
     };

@@ -319,6 +319,19 @@ fn a_full_page_keeps_the_rows_that_sort_after_its_last() {
         } else {
             assert_eq!(dropped, [0, 1], "notify mode drops per table");
         }
+    } // A page deeper than 1,000 rows is answered, never cached at row precision.
+    if row_precision() {
+        let deep = ["0", "1001"];
+        for _ in 0..2 {
+            let hits = stats_figure(&mut con, "query_hits");
+            let answer = query(&mut con, top, &deep).unwrap();
+            assert_eq!(json(&answer), postgres_answer(&stack, top, &deep));
+            assert_eq!(
+                stats_figure(&mut con, "query_hits"),
+                hits,
+                "a deep page is not cached"
+            );
+        }
     }
 }
 
