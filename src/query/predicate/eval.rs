@@ -137,38 +137,39 @@ impl Pred {
                 pattern,
                 fold,
                 ..
-            } => match (text.eval(row, params), pattern.eval(row, params)) {
-                (Val::Null, _) | (_, Val::Null) => Truth::NULL,
-                (Val::Text(t), Val::Text(p)) => {
-                    pattern::like(&t, &p, *fold).map_or(Truth::ANY, Truth::of)
-                }
-                _ => Truth::ANY,
-            },
+            } => strict(
+                &text.eval(row, params),
+                &pattern.eval(row, params),
+                |t, p| pattern::like(t, p, *fold),
+            ),
             Pred::Regex {
                 text,
                 pattern,
                 fold,
-            } => match (text.eval(row, params), pattern.eval(row, params)) {
-                (Val::Null, _) | (_, Val::Null) => Truth::NULL,
-                (Val::Text(t), Val::Text(p)) => {
-                    pattern::regex(&t, &p, *fold).map_or(Truth::ANY, Truth::of)
-                }
-                _ => Truth::ANY,
-            },
+            } => strict(
+                &text.eval(row, params),
+                &pattern.eval(row, params),
+                |t, p| pattern::regex(t, p, *fold),
+            ),
             Pred::JsonKeys { doc, keys, how } => {
                 json_keys(&doc.eval(row, params), &keys.eval(row, params), *how)
             }
             Pred::JsonContains { doc, part } => {
-                match (doc.eval(row, params), part.eval(row, params)) {
-                    (Val::Null, _) | (_, Val::Null) => Truth::NULL,
-                    (Val::Text(d), Val::Text(p)) => match (json::read(&d), json::read(&p)) {
-                        (Some(d), Some(p)) => Truth::of(json::contains(&d, &p)),
-                        _ => Truth::ANY,
-                    },
-                    _ => Truth::ANY,
-                }
+                strict(&doc.eval(row, params), &part.eval(row, params), |d, p| {
+                    Some(json::contains(&json::read(d)?, &json::read(p)?))
+                })
             }
         }
+    }
+}
+
+/// A strict operator on two operands: NULL when either is NULL, `decide` on two texts
+/// (None: not decided here), and unknown when either is.
+fn strict(a: &Val, b: &Val, decide: impl Fn(&str, &str) -> Option<bool>) -> Truth {
+    match (a, b) {
+        (Val::Null, _) | (_, Val::Null) => Truth::NULL,
+        (Val::Text(a), Val::Text(b)) => decide(a, b).map_or(Truth::ANY, Truth::of),
+        _ => Truth::ANY,
     }
 }
 

@@ -3,7 +3,7 @@
 //! are unique (the last one written wins), and at the top level an array contains a scalar
 //! it holds.
 
-use super::value::Decimal;
+use super::decimal::Decimal;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json {

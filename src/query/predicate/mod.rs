@@ -18,6 +18,7 @@
 
 mod array;
 mod bind;
+mod decimal;
 mod eval;
 mod json;
 pub mod order;
