@@ -234,6 +234,19 @@ impl ReadOptions {
             stats::BYPASSED_STALE.inc();
             return Ok(Read::Unvouched);
         }
+        // AFTER asks for a reply that reflects its position: a stale hit is no such reply,
+        // outage or not. Only PostgreSQL could give it, and it cannot be reached.
+        if let Some(lsn) = self
+            .after
+            .filter(|&lsn| !invalidation::applied_through(lsn))
+        {
+            let why = circuit::refusal().unwrap_or_else(|| "PostgreSQL unavailable".into());
+            return Err(Error::postgres(format!(
+                "{why}; the cache has not applied the log through AFTER's position {lsn}, so \
+                 no cached row is served (without AFTER, hits are served within \
+                 stale_if_error_ms)"
+            )));
+        }
         let cap = match self.max_stale {
             Some(_) => bound,
             None => config::current::stale_if_error_ms(),

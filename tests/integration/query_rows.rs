@@ -29,15 +29,24 @@ fn read_after(
     lsn: &str,
 ) -> (bool, String) {
     let hits = stats_figure(con, "query_hits");
-    let answer: String = redis::cmd("PGCACHE.QUERY")
+    let answer = query_after(con, sql, params, lsn).unwrap();
+    (stats_figure(con, "query_hits") > hits, answer)
+}
+
+/// QUERY of `sql` AFTER `lsn`.
+fn query_after(
+    con: &mut redis::Connection,
+    sql: &str,
+    params: &[&str],
+    lsn: &str,
+) -> redis::RedisResult<String> {
+    redis::cmd("PGCACHE.QUERY")
         .arg(sql)
         .arg(params.len())
         .arg(params)
         .arg("AFTER")
         .arg(lsn)
         .query(con)
-        .unwrap();
-    (stats_figure(con, "query_hits") > hits, answer)
 }
 
 /// Caches BY_USER for users 1..=5, commits `write`, and returns which users' results were
@@ -598,9 +607,12 @@ fn a_postgresql_restart_drops_what_changed_and_keeps_the_rest() {
     let lsn = commit_and_position(&stack, "UPDATE orders SET total = 3333 WHERE id = 2");
     for user in 1..=5 {
         let user = user.to_string();
-        // A miss fails at once until pgcache has seen PostgreSQL back (at most a second).
+        // Read AFTER that write, which is past the one made before the stop: without it, a
+        // hit may be up to max_staleness_ms behind the commits, or stale_if_error_ms while
+        // pgcache has not seen PostgreSQL back. With it, a read fails at once until pgcache
+        // has seen PostgreSQL back (at most a second).
         let answer = wait_for("an answer", Duration::from_secs(10), || {
-            match query(&mut con, BY_USER, &[&user]) {
+            match query_after(&mut con, BY_USER, &[&user], &lsn) {
                 Ok(answer) => Some(answer),
                 Err(e) if e.to_string().contains("PostgreSQL unavailable") => None,
                 Err(e) => panic!("user {user}: {e}"),

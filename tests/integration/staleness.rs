@@ -282,6 +282,10 @@ fn through_a_postgresql_outage_cached_rows_answer_within_stale_if_error_ms_and_m
     // A call's own bound caps it: no row older than MAXSTALE.
     let e = name_of(&mut con, 1, &["MAXSTALE", "100"]).unwrap_err();
     assert!(e.to_string().contains("MAXSTALE"), "{e}");
+    // A read AFTER a position the cache has not applied asks for that position: no stale
+    // hit is one, and PostgreSQL cannot answer.
+    let e = name_of(&mut con, 1, &["AFTER", "FFFF/0"]).unwrap_err();
+    assert!(e.to_string().contains("AFTER's position FFFF/0"), "{e}");
     // Misses fail at once, saying why and since when.
     let asked = Instant::now();
     let e = read(&mut con, "users", &pk(50)).unwrap_err().to_string();
