@@ -78,6 +78,23 @@ fn exact_on(statement: &Statement) -> Reply {
     Reply::Array(columns.into_iter().map(Reply::Bulk).collect())
 }
 
+/// The tables (as the statement names them) whose rows enter a row-precise join's results
+/// only through another's foreign key: a change to one drops only the results holding it.
+fn members_only(statement: &Statement) -> Reply {
+    let sides = statement
+        .precision
+        .row()
+        .map(|m| {
+            m.sides
+                .iter()
+                .filter(|s| !s.enters)
+                .map(|s| Reply::Bulk(s.reference.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Reply::Array(sides)
+}
+
 /// Why a statement's results are dropped per table (nil when they are not).
 fn precision_reason(statement: &Statement) -> Reply {
     match &statement.precision {
@@ -131,6 +148,7 @@ pub fn explain(ctx: &Context, args: &[&[u8]]) -> Reply {
                         Reply::Bulk(statement.precision.name().into()),
                     ),
                     ("exact_on".into(), exact_on(&statement)),
+                    ("members_only".into(), members_only(&statement)),
                     ("precision_reason".into(), precision_reason(&statement)),
                     (
                         "parameters".into(),

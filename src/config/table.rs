@@ -626,7 +626,7 @@ pub static SETTINGS: [Setting; 41] = [
             Ok(())
         }),
         runtime: true,
-        help: "`row`: in replication mode, results of single-table statements with a WHERE are dropped only by changes to rows they hold or rows their WHERE may admit (see Invalidation: row precision); `table`: any change to a table drops every result that read it (statements learned after a change follow the new value)",
+        help: "`row`: in replication mode, results of statements over plain tables (one, or a join) are dropped only by changes to rows they hold or rows their conditions may admit (see Invalidation: row precision); `table`: any change to a table drops every result that read it (statements learned after a change follow the new value)",
         show: Some(|s| {
             if s.query_row_precision {
                 "row"

@@ -455,30 +455,40 @@ pub const MAX_PAGE_ROWS: usize = 1_000;
 
 /// How a row-precise statement's members are fetched with its result: the rows its WHERE
 /// admits (`Shape::candidates_sql`), by primary key; for a page, the first `offset + limit`
-/// of them in its order, each with its sort key.
+/// of them in its order, each with its sort key; for a join, each side's rows in them.
 pub struct Members<'a> {
     pub candidates_sql: &'a str,
-    pub table: &'a TableSchema,
+    /// Each side: how the statement refers to it, and its table.
+    pub sides: Vec<(&'a str, &'a TableSchema)>,
     pub page: Option<&'a Page>,
 }
 
 /// `, (<the members' keys as a JSON array of objects>)`, at most `MAX_MEMBERS` + 1 of them
 /// (one more says there are too many), or nothing without `members`; for a page, a JSON
-/// array of `[key, [sort key values as text]]` in the page's order. In the same statement
-/// as the result: one snapshot for both.
+/// array of `[key, [sort key values as text]]` in the page's order; for a join, one array
+/// of keys per side, or the JSON string `"too many"`. In the same statement as the
+/// result: one snapshot for both.
 fn members_column(members: Option<&Members>, bind: impl Fn(usize) -> String) -> Result<String> {
     let Some(members) = members else {
         return Ok(String::new());
     };
-    let key: Vec<String> = members
-        .table
+    let column = match members.sides.as_slice() {
+        [(_, table)] => one_table_members(members, table),
+        sides => joined_members(members.candidates_sql, sides)?,
+    };
+    placeholders::replace_numbered(&column, bind)
+}
+
+/// The members column of a statement over one table.
+fn one_table_members(members: &Members, table: &TableSchema) -> String {
+    let key: Vec<String> = table
         .primary_key
         .iter()
         .map(|c| format!("{}, m.{}", quote_literal(c), quote_ident(c)))
         .collect();
     let key = format!("pg_catalog.json_build_object({})", key.join(", "));
     let most = MAX_MEMBERS + 1;
-    let column = match members.page {
+    match members.page {
         None => format!(
             ", (SELECT pg_catalog.json_agg({key})::text FROM ({} LIMIT {most}) AS m)",
             members.candidates_sql
@@ -520,8 +530,42 @@ fn members_column(members: Option<&Members>, bind: impl Fn(usize) -> String) -> 
                 page.ordered_sql,
             )
         }
-    };
-    placeholders::replace_numbered(&column, bind)
+    }
+}
+
+/// The members column of a join: the join's rows (at most `MAX_MEMBERS` of them) with
+/// each side's primary key, and each side's distinct keys (none where a left join found no
+/// row: its key is NULL, as a primary key's never is).
+fn joined_members(candidates_sql: &str, sides: &[(&str, &TableSchema)]) -> Result<String> {
+    let from = candidates_sql
+        .strip_prefix("SELECT *")
+        .ok_or_else(|| Error::internal("the join's rows are not spelled SELECT * ..."))?;
+    let mut targets = Vec::new();
+    let mut keys = Vec::new();
+    for (i, (reference, table)) in sides.iter().enumerate() {
+        let mut pairs = Vec::new();
+        for (j, c) in table.primary_key.iter().enumerate() {
+            targets.push(format!(
+                "{}.{} AS pgcache_m{i}_{j}",
+                quote_ident(reference),
+                quote_ident(c)
+            ));
+            pairs.push(format!("{}, m.pgcache_m{i}_{j}", quote_literal(c)));
+        }
+        keys.push(format!(
+            "COALESCE(pg_catalog.jsonb_agg(DISTINCT pg_catalog.jsonb_build_object({})) \
+             FILTER (WHERE m.pgcache_m{i}_0 IS NOT NULL), '[]')",
+            pairs.join(", ")
+        ));
+    }
+    Ok(format!(
+        ", (SELECT CASE WHEN pg_catalog.count(*) > {MAX_MEMBERS} THEN '\"too many\"' ELSE \
+         pg_catalog.json_build_array({})::text END \
+         FROM (SELECT {}{from} LIMIT {}) AS m)",
+        keys.join(", "),
+        targets.join(", "),
+        MAX_MEMBERS + 1
+    ))
 }
 
 /// `base`, or `base` with a number after it, such that it occurs nowhere in `text` (in any

@@ -41,12 +41,14 @@
 //! replica holds none.
 
 use crate::config::MAX_TTL_SECONDS;
+use crate::pg::schema::TableSchema;
 use crate::query::hex;
 use crate::redis::main_thread::{self, Task};
 use crate::redis::role::writable;
 use crate::redis::{cluster, keyspace};
 use redis_module::{CallOptionsBuilder, CallResult, Context};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// A generation's value as its key holds it: 16 lowercase hex digits (64 random bits: no
@@ -108,14 +110,22 @@ pub fn flush_ended(ctx: &Context, prefix: &str, dbs: &[i32]) {
     }
 }
 
-/// Whether `key` (a row-precise result's) was built under a row generation this process
-/// made and has not ended: a fill under an ended one lands where nobody looks.
-pub fn current_row_key(prefix: &str, key: &str) -> bool {
-    // A row-precise key ends with its one generation.
-    let Some(generation) = key.len().checked_sub(16).and_then(|at| key.get(at..)) else {
+/// Whether `key` (a row-precise result's, of `tables`) was built under row generations
+/// this process made and has not ended: a fill under an ended one lands where nobody
+/// looks.
+pub fn current_row_key(tables: &[&Arc<TableSchema>], key: &str) -> bool {
+    // A row-precise key ends with `:<generation>` of each table, in order.
+    let Some(tail) = key
+        .len()
+        .checked_sub(17 * tables.len())
+        .and_then(|at| key.get(at..))
+    else {
         return false;
     };
-    mine_for(prefix).iter().any(|g| g == generation.as_bytes())
+    tables.iter().enumerate().all(|(n, table)| {
+        let generation = &tail.as_bytes()[17 * n + 1..17 * (n + 1)];
+        mine_for(&table.key_prefix).iter().any(|g| g == generation)
+    })
 }
 
 /// Appends `:` and the current generation under each of `names` (generation keys) to

@@ -1,11 +1,15 @@
 //! The index of row-precise results (`precision`): for each cached result, its parameters
 //! and the primary keys of the rows it was built from (its members), so that a change
 //! finds the results it can affect: those built from the changed row, and those its new
-//! values may enter. Per table: results by member, and per statement by the values its
-//! WHERE pins a column to (`Pred::pinned`), so a row is weighed only against the results
-//! of its own value; a statement with no such column weighs it against each result. Main thread only (fills land and changes are
-//! applied there). Its memory is counted and bounded (`query_index_max_bytes`); a result
-//! leaves it when it is dropped, expires or is evicted.
+//! values may enter. Per table: results by member, and per statement and side (a join
+//! reads several tables, a self-join one table twice) by the values its conditions pin a
+//! column to (`Pred::pinned`) or the bound they put on one (`Pred::ranged`), so a row is
+//! weighed only against the results of its own value; a side with neither weighs it
+//! against each result, and a side whose rows enter only with a member's foreign key
+//! (`SideMatch::enters`) against none. A join's result is indexed under each table it
+//! reads, and leaves every one of them when a change to any drops it. Main thread only
+//! (fills land and changes are applied there). Its memory is counted and bounded
+//! (`query_index_max_bytes`); a result leaves it when it is dropped, expires or is evicted.
 
 use crate::config::current;
 use crate::query::Statement;
@@ -24,26 +28,35 @@ pub type ResultId = (i32, Arc<str>);
 const ENTRY_OVERHEAD: usize = 160;
 const MEMBER_OVERHEAD: usize = 48;
 
+/// A result's part under one table.
 struct Entry {
     statement: Arc<Statement>,
     /// Its parameters, canonical.
     params: Vec<String>,
-    /// The keys of the values its WHERE pins a column to (None: not pinned, or a value not
-    /// read).
-    keys: Option<Vec<String>>,
-    /// Else the bound of the column its WHERE bounds on one side, if read.
-    bound: Option<OrdKey>,
+    /// The statement's sides on this table, and where each files the result.
+    sides: Vec<Filed>,
+    /// The table's rows it was built from.
     members: Vec<CompactString>,
     /// A full page's last row's sort key (values as text, None for NULL).
     boundary: Option<Vec<Option<String>>>,
     bytes: usize,
+    /// This is the first table the statement reads (where the result is counted).
+    first: bool,
+}
+
+/// Where a side files a result: by the keys of the values its conditions pin a column to
+/// (None: not pinned, or a value not read), else by the bound they put on a column.
+struct Filed {
+    side: usize,
+    keys: Option<Vec<String>>,
+    bound: Option<OrdKey>,
 }
 
 #[derive(Default)]
-struct StatementResults {
-    /// By the key of a value the statement's pinned column holds in them.
+struct SideResults {
+    /// By the key of a value the side's pinned column holds in them.
     by_key: HashMap<String, Vec<ResultId>>,
-    /// By the bound of the statement's ranged column in them.
+    /// By the bound of the side's ranged column in them.
     by_bound: BTreeMap<OrdKey, Vec<ResultId>>,
     /// Those with neither: weighed against every row.
     unkeyed: HashSet<ResultId>,
@@ -51,16 +64,20 @@ struct StatementResults {
     all: HashSet<ResultId>,
 }
 
+/// A statement's side: the statement's address (its results hold it, so it is not reused
+/// meanwhile: a statement learned again, its table altered, may match on other columns,
+/// and its results are kept apart from the former's) and the side's position.
+type SideId = (usize, usize);
+
 /// One table's part: dropped whole when the table changes as a whole.
 #[derive(Default)]
 struct TableIndex {
     entries: HashMap<ResultId, Entry>,
     by_member: HashMap<CompactString, Vec<ResultId>>,
-    /// By the statement's address (its results hold it, so it is not reused meanwhile): a
-    /// statement learned again (its table altered) may match on other columns, and its
-    /// results are kept apart from the former's.
-    by_statement: HashMap<usize, StatementResults>,
+    by_side: HashMap<SideId, SideResults>,
     bytes: usize,
+    /// Results whose first table this is (each result is counted once).
+    results: usize,
 }
 
 /// By table key prefix.
@@ -75,7 +92,7 @@ fn with_index<R>(f: impl FnOnce(&mut Index) -> R) -> R {
     let index = guard.get_or_insert_with(Index::default);
     let r = f(index);
     RESULTS.store(
-        index.values().map(|t| t.entries.len() as u64).sum(),
+        index.values().map(|t| t.results as u64).sum(),
         Ordering::Relaxed,
     );
     BYTES.store(
@@ -95,9 +112,10 @@ pub fn bytes() -> u64 {
     BYTES.load(Ordering::Relaxed)
 }
 
-/// A result of `params` built from `members`, the cost it would add to the index: its
-/// parameters once, and the keys they pin twice (in the entry and the lookup).
-pub fn cost(key: &str, params: &[String], members: &[CompactString]) -> usize {
+/// The cost of one table's part of a result of `params` built from `members` (that
+/// table's): its parameters once, and the keys they pin twice (in the entry and the
+/// lookup).
+fn part_cost(key: &str, params: &[String], members: &[CompactString]) -> usize {
     ENTRY_OVERHEAD
         + 3 * key.len()
         + params.iter().map(|v| 3 * v.len() + 32).sum::<usize>()
@@ -107,81 +125,109 @@ pub fn cost(key: &str, params: &[String], members: &[CompactString]) -> usize {
             .sum::<usize>()
 }
 
+/// A result of `params` built from `members` (each side's), the cost it would add to the
+/// index.
+pub fn cost(key: &str, params: &[String], members: &[Vec<CompactString>]) -> usize {
+    members.iter().map(|m| part_cost(key, params, m)).sum()
+}
+
 /// Whether a result costing `cost` fits under `query_index_max_bytes`.
 pub fn has_room(cost: usize) -> bool {
     bytes() + cost as u64 <= current::query_index_max_bytes()
 }
 
-/// Indexes the result `id` of `statement` (row-precise), cached just now.
+/// Indexes the result `id` of `statement` (row-precise), cached just now, built from
+/// `members` (each side's rows).
 pub fn add(
     id: ResultId,
     statement: Arc<Statement>,
     params: Vec<String>,
-    members: Vec<CompactString>,
+    members: Vec<Vec<CompactString>>,
     boundary: Option<Vec<Option<String>>>,
 ) {
-    let Some(row) = statement.precision.row() else {
+    let Some(m) = statement.precision.row() else {
         return;
     };
-    let table = row.table.key_prefix.clone();
     let head = Arc::as_ptr(&statement) as usize;
-    let keys = row.pinned.as_ref().and_then(|p| p.keys(&params));
-    let bound = row.ranged.as_ref().and_then(|r| r.key(&params));
-    let bytes = cost(&id.1, &params, &members)
-        + boundary
-            .iter()
-            .flatten()
-            .map(|v| v.as_ref().map_or(0, String::len) + 24)
-            .sum::<usize>();
-    with_index(|index| {
-        let t = index.entry(table).or_default();
-        t.remove(&id);
-        for member in &members {
-            t.by_member
-                .entry(member.clone())
-                .or_default()
-                .push(id.clone());
-        }
-        let s = t.by_statement.entry(head).or_default();
-        match (&keys, &bound) {
-            (Some(keys), _) => {
-                for key in keys {
-                    s.by_key.entry(key.clone()).or_default().push(id.clone());
+    let mut parts = Vec::new();
+    for table in m.tables() {
+        let mut sides = Vec::new();
+        let mut rows: Vec<CompactString> = Vec::new();
+        for (n, side) in m.sides.iter().enumerate() {
+            if side.table.key_prefix != table.key_prefix {
+                continue;
+            }
+            sides.push(Filed {
+                side: n,
+                keys: side.pinned.as_ref().and_then(|p| p.keys(&params)),
+                bound: side.ranged.as_ref().and_then(|r| r.key(&params)),
+            });
+            for member in members.get(n).into_iter().flatten() {
+                if !rows.contains(member) {
+                    rows.push(member.clone());
                 }
             }
-            (None, Some(bound)) => s
-                .by_bound
-                .entry(bound.clone())
-                .or_default()
-                .push(id.clone()),
-            (None, None) => {
-                s.unkeyed.insert(id.clone());
-            }
         }
-        s.all.insert(id.clone());
-        t.bytes += bytes;
-        t.entries.insert(
-            id,
-            Entry {
-                statement,
-                params,
-                keys,
-                bound,
-                members,
-                boundary,
-                bytes,
-            },
-        );
+        let bytes = part_cost(&id.1, &params, &rows)
+            + boundary
+                .iter()
+                .flatten()
+                .map(|v| v.as_ref().map_or(0, String::len) + 24)
+                .sum::<usize>();
+        parts.push((table.key_prefix.clone(), sides, rows, bytes));
+    }
+    with_index(|index| {
+        for (n, (table, sides, rows, bytes)) in parts.into_iter().enumerate() {
+            let t = index.entry(table).or_default();
+            t.remove(&id);
+            for member in &rows {
+                t.by_member
+                    .entry(member.clone())
+                    .or_default()
+                    .push(id.clone());
+            }
+            for filed in &sides {
+                let s = t.by_side.entry((head, filed.side)).or_default();
+                match (&filed.keys, &filed.bound) {
+                    (Some(keys), _) => {
+                        for key in keys {
+                            s.by_key.entry(key.clone()).or_default().push(id.clone());
+                        }
+                    }
+                    (None, Some(bound)) => s
+                        .by_bound
+                        .entry(bound.clone())
+                        .or_default()
+                        .push(id.clone()),
+                    (None, None) => {
+                        s.unkeyed.insert(id.clone());
+                    }
+                }
+                s.all.insert(id.clone());
+            }
+            t.bytes += bytes;
+            t.results += usize::from(n == 0);
+            t.entries.insert(
+                id.clone(),
+                Entry {
+                    statement: statement.clone(),
+                    params: params.clone(),
+                    sides,
+                    members: rows,
+                    boundary: boundary.clone(),
+                    bytes,
+                    first: n == 0,
+                },
+            );
+        }
     });
 }
 
-/// The result `id` is gone (expired, evicted): its entries go too.
+/// The result `id` is gone (expired, evicted): its entries go too, under every table.
 pub fn remove(id: &ResultId) {
     with_index(|index| {
         for t in index.values_mut() {
-            if t.remove(id).is_some() {
-                break;
-            }
+            t.remove(id);
         }
         index.retain(|_, t| !t.entries.is_empty());
     });
@@ -191,6 +237,7 @@ impl TableIndex {
     fn remove(&mut self, id: &ResultId) -> Option<Entry> {
         let entry = self.entries.remove(id)?;
         self.bytes -= entry.bytes;
+        self.results -= usize::from(entry.first);
         for member in &entry.members {
             if let Some(ids) = self.by_member.get_mut(member) {
                 ids.retain(|i| i != id);
@@ -200,10 +247,14 @@ impl TableIndex {
             }
         }
         let head = Arc::as_ptr(&entry.statement) as usize;
-        if let Some(s) = self.by_statement.get_mut(&head) {
+        for filed in &entry.sides {
+            let side = (head, filed.side);
+            let Some(s) = self.by_side.get_mut(&side) else {
+                continue;
+            };
             s.all.remove(id);
             s.unkeyed.remove(id);
-            for key in entry.keys.iter().flatten() {
+            for key in filed.keys.iter().flatten() {
                 if let Some(ids) = s.by_key.get_mut(key) {
                     ids.retain(|i| i != id);
                     if ids.is_empty() {
@@ -211,7 +262,7 @@ impl TableIndex {
                     }
                 }
             }
-            if let Some(bound) = &entry.bound
+            if let Some(bound) = &filed.bound
                 && let Some(ids) = s.by_bound.get_mut(bound)
             {
                 ids.retain(|i| i != id);
@@ -220,17 +271,25 @@ impl TableIndex {
                 }
             }
             if s.all.is_empty() {
-                self.by_statement.remove(&head);
+                self.by_side.remove(&side);
             }
         }
         Some(entry)
     }
 
-    /// Adds to `hit` the results of `s` that `rows` may enter: those of a row's value of
-    /// the pinned column and the unkeyed ones; every result when the value is not known.
-    /// Past `WEIGH_BUDGET` weighings in one change it stops weighing and takes every
-    /// result of the statement: more drops, but a bounded turn of the event loop.
-    fn entered(&self, s: &StatementResults, rows: &[EnteringRow], hit: &mut HashSet<ResultId>) {
+    /// Adds to `hit` the results of side `side` that `rows` may enter: those of a row's
+    /// value of the pinned column (or whose bound it passes) and the unkeyed ones; every
+    /// result when the value is not known; none when the side's rows enter only with a
+    /// member's foreign key. Past `WEIGH_BUDGET` weighings in one change it stops weighing
+    /// and takes every result of the side: more drops, but a bounded turn of the event
+    /// loop.
+    fn entered(
+        &self,
+        side: usize,
+        s: &SideResults,
+        rows: &[EnteringRow],
+        hit: &mut HashSet<ResultId>,
+    ) {
         let Some(m) = s
             .all
             .iter()
@@ -240,9 +299,13 @@ impl TableIndex {
         else {
             return;
         };
+        let matched = &m.sides[side];
+        if !matched.enters {
+            return;
+        }
         let mut weighed = 0usize;
         for row in rows {
-            let candidates: Box<dyn Iterator<Item = &ResultId>> = if let Some(p) = &m.pinned {
+            let candidates: Box<dyn Iterator<Item = &ResultId>> = if let Some(p) = &matched.pinned {
                 match p.row_key(row) {
                     // NULL equals nothing: no result's pinned condition holds.
                     Ok(None) => continue,
@@ -255,7 +318,7 @@ impl TableIndex {
                     ),
                     Err(()) => Box::new(s.all.iter()),
                 }
-            } else if let Some(r) = &m.ranged {
+            } else if let Some(r) = &matched.ranged {
                 match r.range(row) {
                     // NULL passes no bound.
                     Ok(None) => continue,
@@ -276,7 +339,7 @@ impl TableIndex {
                     && self
                         .entries
                         .get(id)
-                        .is_some_and(|e| m.admits(&e.params, e.boundary.as_deref(), row))
+                        .is_some_and(|e| m.admits(side, &e.params, e.boundary.as_deref(), row))
                 {
                     hit.insert(id.clone());
                 }
@@ -289,8 +352,8 @@ impl TableIndex {
     }
 }
 
-/// Most results one change weighs a statement's WHERE against, row by row, before it
-/// drops all of that statement's results instead (about a millisecond of the event loop).
+/// Most results one change weighs a side's conditions against, row by row, before it
+/// drops all of that side's results instead (about a millisecond of the event loop).
 const WEIGH_BUDGET: usize = 20_000;
 
 /// What a change dropped: each result, with its statement.
@@ -314,9 +377,9 @@ pub fn changed(
                 hit.extend(ids.iter().cloned());
             }
         }
-        for s in t.by_statement.values() {
+        for (&(_, side), s) in &t.by_side {
             match entering {
-                Some(rows) => t.entered(s, rows, &mut hit),
+                Some(rows) => t.entered(side, s, rows, &mut hit),
                 None => hit.extend(s.all.iter().cloned()),
             }
         }
@@ -327,26 +390,80 @@ pub fn changed(
         if t.entries.is_empty() {
             index.remove(table);
         }
+        leave_other_tables(index, table, dropped.iter().map(|(id, s)| (id, s)));
         dropped
     })
+}
+
+/// Results of joins dropped under `table` leave the index under the other tables they
+/// read too.
+fn leave_other_tables<'a>(
+    index: &mut Index,
+    table: &str,
+    dropped: impl Iterator<Item = (&'a ResultId, &'a Arc<Statement>)>,
+) {
+    for (id, statement) in dropped {
+        let Some(m) = statement.precision.row() else {
+            continue;
+        };
+        for other in m.tables() {
+            if other.key_prefix == table {
+                continue;
+            }
+            if let Some(t) = index.get_mut(&other.key_prefix) {
+                t.remove(id);
+                if t.entries.is_empty() {
+                    index.remove(&other.key_prefix);
+                }
+            }
+        }
+    }
 }
 
 /// Every result of the table whose keys start with `table` (every table: None) leaves the
 /// index (the table changed as a whole); the number dropped of each statement. The parts
 /// dropped are freed on a thread of their own: a table's may hold many results, and the
-/// event loop only detaches it.
+/// event loop only detaches it (and takes the joins' results out of the other tables they
+/// read).
 pub fn drop_table(table: Option<&str>) -> Vec<(Arc<Statement>, u64)> {
-    let detached: Vec<TableIndex> = with_index(|index| match table {
-        Some(table) => index.remove(table).into_iter().collect(),
-        None => index.drain().map(|(_, t)| t).collect(),
+    let detached: Vec<(String, TableIndex)> = with_index(|index| {
+        let detached: Vec<(String, TableIndex)> = match table {
+            Some(table) => index.remove_entry(table).into_iter().collect(),
+            None => index.drain().collect(),
+        };
+        for (table, t) in &detached {
+            let joins = t.by_side.values().filter(|s| {
+                s.all
+                    .iter()
+                    .next()
+                    .and_then(|id| t.entries.get(id))
+                    .and_then(|e| e.statement.precision.row())
+                    .is_some_and(|m| m.tables().len() > 1)
+            });
+            let ids: Vec<&ResultId> = joins.flat_map(|s| s.all.iter()).collect();
+            leave_other_tables(
+                index,
+                table,
+                ids.into_iter()
+                    .filter_map(|id| t.entries.get(id).map(|e| (id, &e.statement))),
+            );
+        }
+        detached
     });
     let mut counts: Vec<(Arc<Statement>, u64)> = Vec::new();
-    for t in &detached {
-        for s in t.by_statement.values() {
-            let Some(statement) = s.all.iter().next().and_then(|id| t.entries.get(id)) else {
+    for (_, t) in &detached {
+        for (&(head, _), s) in &t.by_side {
+            let Some(entry) = s.all.iter().next().and_then(|id| t.entries.get(id)) else {
                 continue;
             };
-            counts.push((statement.statement.clone(), s.all.len() as u64));
+            match counts
+                .iter_mut()
+                .find(|(c, _)| Arc::as_ptr(c) as usize == head)
+            {
+                // A self-join files each result under two sides.
+                Some((_, n)) => *n = (*n).max(s.all.len() as u64),
+                None => counts.push((entry.statement.clone(), s.all.len() as u64)),
+            }
         }
     }
     if !detached.is_empty() {
@@ -363,7 +480,7 @@ pub fn drop_table(table: Option<&str>) -> Vec<(Arc<Statement>, u64)> {
 mod tests {
     use super::*;
     use crate::pg::schema::TableSchema;
-    use crate::query::precision::{NewValue, Precision, RowMatch};
+    use crate::query::precision::{NewValue, Precision, RowMatch, SideMatch};
     use crate::query::predicate::{Cmp, Expr, Pred, SqlType};
 
     /// A row-precise statement over `table`, exact on customer_id = $1.
@@ -373,30 +490,53 @@ mod tests {
 
     /// A row-precise statement over `table` whose WHERE is `customer_id <op> $1`.
     fn statement_on(table: &str, op: Cmp) -> Arc<Statement> {
-        let schema = Arc::new(TableSchema::for_tests(table, Vec::new(), vec!["id".into()]));
         let filter = Pred::Compare {
             op,
             left: Expr::Column("customer_id".into()),
             right: Expr::Param(1),
             ty: SqlType::Number,
         };
-        Arc::new(Statement::new(
-            "pg_cache:",
-            format!("SELECT * FROM {table} WHERE customer_id = $1"),
-            Vec::new(),
-            vec![schema.clone()],
-            Vec::new(),
-            Precision::Row(Box::new(RowMatch {
-                table: schema,
+        joined(&[(table, filter, true)])
+    }
+
+    /// A row-precise statement over `sides`: each a table, its condition, and whether a
+    /// row that is no member may enter.
+    fn joined(sides: &[(&str, Pred, bool)]) -> Arc<Statement> {
+        let sides: Vec<SideMatch> = sides
+            .iter()
+            .map(|(table, filter, enters)| SideMatch {
+                table: Arc::new(TableSchema::for_tests(table, Vec::new(), vec!["id".into()])),
+                reference: table.to_string(),
                 ranged: filter.ranged(),
                 pinned: filter.pinned(),
-                page: None,
-                filter,
-            })),
+                filter: filter.clone(),
+                enters: *enters,
+            })
+            .collect();
+        let mut tables: Vec<Arc<TableSchema>> = Vec::new();
+        for side in &sides {
+            if !tables.iter().any(|t| t.key_prefix == side.table.key_prefix) {
+                tables.push(side.table.clone());
+            }
+        }
+        Arc::new(Statement::new(
+            "pg_cache:",
+            format!("SELECT * FROM {}", tables[0].display),
+            Vec::new(),
+            tables,
+            Vec::new(),
+            Precision::Row(Box::new(RowMatch { sides, page: None })),
             true,
             String::new(),
             None,
         ))
+    }
+
+    fn prefix(s: &Statement, side: usize) -> String {
+        s.precision.row().unwrap().sides[side]
+            .table
+            .key_prefix
+            .clone()
     }
 
     fn id(key: &str) -> ResultId {
@@ -423,16 +563,22 @@ mod tests {
     #[test]
     fn a_change_takes_the_results_it_enters_or_was_built_from() {
         let s = statement("membership_a");
-        let table = s.precision.row().unwrap().table.key_prefix.clone();
+        let table = prefix(&s, 0);
         add(
             id("r7"),
             s.clone(),
             vec!["7".into()],
-            vec![member(1), member(2)],
+            vec![vec![member(1), member(2)]],
             None,
         );
-        add(id("r8"), s.clone(), vec!["8".into()], vec![member(3)], None);
-        add(id("r9"), s.clone(), vec!["9".into()], vec![], None);
+        add(
+            id("r8"),
+            s.clone(),
+            vec!["8".into()],
+            vec![vec![member(3)]],
+            None,
+        );
+        add(id("r9"), s.clone(), vec!["9".into()], vec![vec![]], None);
         // Row 3 (customer 8's) moves to customer 9: it leaves r8 and enters r9.
         assert_eq!(
             keys(changed(&table, &[member(3)], Some(&[row("9")]))),
@@ -443,13 +589,25 @@ mod tests {
         // A NULL enters nothing; a value the change did not carry enters everything.
         let null: EnteringRow = vec![("customer_id".into(), NewValue::Null)];
         assert!(changed(&table, &[member(51)], Some(&[null])).is_empty());
-        add(id("r8"), s.clone(), vec!["8".into()], vec![member(3)], None);
+        add(
+            id("r8"),
+            s.clone(),
+            vec!["8".into()],
+            vec![vec![member(3)]],
+            None,
+        );
         assert_eq!(
             keys(changed(&table, &[member(52)], Some(&[Vec::new()]))),
             ["r7", "r8"]
         );
         // Unknown new values (a notification): every result of the table.
-        add(id("r7"), s.clone(), vec!["7".into()], vec![member(1)], None);
+        add(
+            id("r7"),
+            s.clone(),
+            vec!["7".into()],
+            vec![vec![member(1)]],
+            None,
+        );
         assert_eq!(keys(changed(&table, &[], None)), ["r7"]);
     }
 
@@ -458,12 +616,18 @@ mod tests {
         let bounds = |s: &Arc<Statement>| {
             for n in 1..=3 {
                 let bound = (100 * n).to_string();
-                add(id(&format!("c{n}")), s.clone(), vec![bound], vec![], None);
+                add(
+                    id(&format!("c{n}")),
+                    s.clone(),
+                    vec![bound],
+                    vec![vec![]],
+                    None,
+                );
             }
         };
         // customer_id <> $1 neither pins nor bounds: a row is weighed against each result.
         let s = statement_on("membership_c", Cmp::Ne);
-        let table = s.precision.row().unwrap().table.key_prefix.clone();
+        let table = prefix(&s, 0);
         bounds(&s);
         let rows: Vec<EnteringRow> = vec![row("100"); 10];
         assert_eq!(keys(changed(&table, &[], Some(&rows))), ["c2", "c3"]);
@@ -474,7 +638,7 @@ mod tests {
         // customer_id > $1: ordered by bound, a row is weighed against the results whose
         // bound it passes, and only those.
         let s = statement_on("membership_d", Cmp::Gt);
-        let table = s.precision.row().unwrap().table.key_prefix.clone();
+        let table = prefix(&s, 0);
         bounds(&s);
         assert_eq!(
             keys(changed(&table, &[], Some(&[row("250")]))),
@@ -490,9 +654,21 @@ mod tests {
     #[test]
     fn removed_and_dropped_results_leave_nothing_behind() {
         let s = statement("membership_b");
-        let table = s.precision.row().unwrap().table.key_prefix.clone();
-        add(id("b1"), s.clone(), vec!["1".into()], vec![member(1)], None);
-        add(id("b2"), s.clone(), vec!["2".into()], vec![member(2)], None);
+        let table = prefix(&s, 0);
+        add(
+            id("b1"),
+            s.clone(),
+            vec!["1".into()],
+            vec![vec![member(1)]],
+            None,
+        );
+        add(
+            id("b2"),
+            s.clone(),
+            vec!["2".into()],
+            vec![vec![member(2)]],
+            None,
+        );
         remove(&id("b1"));
         assert!(changed(&table, &[member(1)], Some(&[])).is_empty());
         let counts = drop_table(Some(&table));
@@ -500,5 +676,60 @@ mod tests {
         assert_eq!(counts[0].1, 1);
         assert!(changed(&table, &[member(2)], None).is_empty());
         with_index(|index| assert!(!index.contains_key(&table)));
+    }
+
+    #[test]
+    fn a_join_result_is_dropped_through_any_of_its_tables_and_leaves_them_all() {
+        // orders (customer_id = $1) joined to customers, which only orders' foreign key
+        // brings in, and to regions, which enter on their own (no condition).
+        let s = joined(&[
+            (
+                "membership_orders",
+                Pred::Compare {
+                    op: Cmp::Eq,
+                    left: Expr::Column("customer_id".into()),
+                    right: Expr::Param(1),
+                    ty: SqlType::Number,
+                },
+                true,
+            ),
+            ("membership_customers", Pred::And(vec![]), false),
+            ("membership_regions", Pred::And(vec![]), true),
+        ]);
+        let (orders, customers, regions) = (prefix(&s, 0), prefix(&s, 1), prefix(&s, 2));
+        let members = || vec![vec![member(1)], vec![member(7)], vec![member(3)]];
+        add(id("j7"), s.clone(), vec!["7".into()], members(), None);
+        add(
+            id("j8"),
+            s.clone(),
+            vec!["8".into()],
+            vec![vec![], vec![], vec![]],
+            None,
+        );
+        // A customer no result holds enters none; one a result holds drops it.
+        assert!(changed(&customers, &[member(8)], Some(&[Vec::new()])).is_empty());
+        assert_eq!(
+            keys(changed(&customers, &[member(7)], Some(&[Vec::new()]))),
+            ["j7"]
+        );
+        // Gone under every table: an order of customer 7 finds nothing more to drop.
+        assert!(changed(&orders, &[member(50)], Some(&[row("7")])).is_empty());
+        // Any region may enter any result.
+        add(id("j7"), s.clone(), vec!["7".into()], members(), None);
+        assert_eq!(
+            keys(changed(&regions, &[member(9)], Some(&[Vec::new()]))),
+            ["j7", "j8"]
+        );
+        with_index(|index| {
+            for table in [&orders, &customers, &regions] {
+                assert!(!index.contains_key(table.as_str()), "{table}");
+            }
+        });
+        // A table that changes as a whole takes the join's results out of the others.
+        add(id("j7"), s.clone(), vec!["7".into()], members(), None);
+        let counts = drop_table(Some(&customers));
+        assert_eq!(counts.len(), 1);
+        assert_eq!(counts[0].1, 1);
+        with_index(|index| assert!(!index.contains_key(orders.as_str())));
     }
 }

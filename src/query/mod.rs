@@ -176,7 +176,11 @@ impl Statement {
             &openssl::sha::sha256(canonical.as_bytes())[..16],
         );
         let generation_keys = match &precision {
-            Precision::Row(m) => vec![generations::row_key_name(&m.table.key_prefix)],
+            Precision::Row(m) => m
+                .tables()
+                .iter()
+                .map(|t| generations::row_key_name(&t.key_prefix))
+                .collect(),
             Precision::Table(_) => tables
                 .iter()
                 .map(|t| generations::key_name(&t.key_prefix))

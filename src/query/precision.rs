@@ -16,7 +16,7 @@ use crate::pg::schema::TableSchema;
 use crate::query::catalog::{Learned, ParamType};
 use crate::query::predicate::order::{self, SortKey};
 use crate::query::predicate::{Collation, Pinned, Pred, Ranged, Scope, SqlType};
-use crate::query::shape::{Count, Page, Shape};
+use crate::query::shape::{Count, Join, Page, Shape, Shaped};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -46,16 +46,28 @@ impl Precision {
 
 /// What a row-precise statement's results are matched on.
 pub struct RowMatch {
-    /// The one table it reads.
-    pub table: Arc<TableSchema>,
-    /// Its WHERE, bound to the table's column types.
-    pub filter: Pred,
-    /// A column its WHERE pins to values, to find a row's results by its value.
-    pub pinned: Option<Pinned>,
-    /// Else a column its WHERE bounds on one side, to find them by an ordered range.
-    pub ranged: Option<Ranged>,
-    /// Its ORDER BY ... LIMIT, when its results are pages of the table's rows.
+    /// The tables it reads, one side each, in FROM's order (a table joined to itself is
+    /// two sides).
+    pub sides: Vec<SideMatch>,
+    /// Its ORDER BY ... LIMIT, when its results are pages of its one table's rows.
     pub page: Option<PageMatch>,
+}
+
+/// One table a row-precise statement reads, and what its rows are matched on.
+pub struct SideMatch {
+    pub table: Arc<TableSchema>,
+    /// How the statement refers to it (its alias, else its name).
+    pub reference: String,
+    /// The conditions each of its rows in a result passed, bound to its column types.
+    pub filter: Pred,
+    /// A column its conditions pin to values, to find a row's results by its value.
+    pub pinned: Option<Pinned>,
+    /// Else a column they bound on one side, to find them by an ordered range.
+    pub ranged: Option<Ranged>,
+    /// Whether a row that is none of a result's members may enter it. Not for a side whose
+    /// rows come into the join only through another side's foreign key to them, and that no
+    /// other condition names: a row the result did not hold no member referenced.
+    pub enters: bool,
 }
 
 /// A page: its sort keys, typed, and its LIMIT and OFFSET.
@@ -77,10 +89,11 @@ impl PageMatch {
 }
 
 impl RowMatch {
-    /// Whether `row` may enter a result of `params` (canonical) that, if it is a full page,
-    /// ends at `boundary`.
+    /// Whether `row`, of side `side`'s table, may enter a result of `params` (canonical)
+    /// that, if it is a full page, ends at `boundary`.
     pub fn admits(
         &self,
+        side: usize,
         params: &[String],
         boundary: Option<&[Option<String>]>,
         row: &EnteringRow,
@@ -89,12 +102,34 @@ impl RowMatch {
             (Some(page), Some(last)) => order::sorts_after(&page.keys, last, row),
             _ => false,
         };
-        !after && self.filter.eval(row, params).may_be_true()
+        !after && self.sides[side].filter.eval(row, params).may_be_true()
     }
 
-    /// The columns its WHERE decides on.
+    /// The columns its conditions decide on (`reference.column` in a join).
     pub fn exact_on(&self) -> Vec<String> {
-        self.filter.columns()
+        match self.sides.as_slice() {
+            [side] => side.filter.columns(),
+            sides => sides
+                .iter()
+                .flat_map(|s| {
+                    s.filter
+                        .columns()
+                        .into_iter()
+                        .map(|c| format!("{}.{c}", s.reference))
+                })
+                .collect(),
+        }
+    }
+
+    /// The tables it reads, each once, in FROM's order.
+    pub fn tables(&self) -> Vec<&Arc<TableSchema>> {
+        let mut tables: Vec<&Arc<TableSchema>> = Vec::new();
+        for side in &self.sides {
+            if !tables.iter().any(|t| t.key_prefix == side.table.key_prefix) {
+                tables.push(&side.table);
+            }
+        }
+        tables
     }
 }
 
@@ -150,7 +185,7 @@ fn base_type(name: &str, kind: KeyKind) -> String {
 
 /// The table's columns and the statement's parameters, as binding reads them.
 struct Bindings<'a> {
-    table: &'a TableSchema,
+    table: Arc<TableSchema>,
     collations: HashMap<String, Collation>,
     default: Collation,
     params: &'a [ParamType],
@@ -179,14 +214,9 @@ impl Scope for Bindings<'_> {
     }
 }
 
-/// The precision of a statement whose shape is `shape` (if the grammar saw one), of which
-/// the catalog `learned` what it reads and calls. Worker.
-pub fn decide(
-    client: &mut Connection,
-    shape: Option<&Shape>,
-    learned: &Learned,
-) -> Result<Precision> {
-    let (tables, plain, params) = (&learned.tables, learned.plain, &learned.params);
+/// The precision of a statement of shape `shape` (or of none, for a reason), of which the
+/// catalog `learned` what it reads and calls. Worker.
+pub fn decide(client: &mut Connection, shape: &Shaped, learned: &Learned) -> Result<Precision> {
     if !current::query_row_precision() {
         return Ok(Precision::Table(
             "query_precision is table, or invalidations come from notifications, which carry no \
@@ -194,12 +224,9 @@ pub fn decide(
                 .into(),
         ));
     }
-    let Some(shape) = shape else {
-        return Ok(Precision::Table(
-            "it has no WHERE, or it reads more than one table: a join, a subquery, a set \
-             operation or a CTE"
-                .into(),
-        ));
+    let shape = match shape {
+        Ok(shape) => shape,
+        Err(why) => return Ok(Precision::Table(why.clone())),
     };
     if let Some(function) = learned.own_functions.first() {
         return Ok(Precision::Table(format!(
@@ -207,14 +234,132 @@ pub fn decide(
              its WHERE may be it, and pgcache evaluates only PostgreSQL's"
         )));
     }
-    let ([table], true) = (tables.as_slice(), plain) else {
+    if !learned.plain {
         return Ok(Precision::Table(
             "it reads a view, a partitioned table, inheritance children or a table under \
              row-level security"
                 .into(),
         ));
+    }
+    let mut tables = Vec::with_capacity(shape.sides.len());
+    for side in &shape.sides {
+        let Some(table) = table_named(&learned.tables, &side.relation) else {
+            return Ok(Precision::Table(format!(
+                "pgcache could not tell which table {} is",
+                side.relation.1
+            )));
+        };
+        if !keys_exact(table) {
+            return Ok(Precision::Table(format!(
+                "the table {} has no primary key, or one of a type compared by more than its \
+                 text",
+                table.display
+            )));
+        }
+        tables.push(table.clone());
+    }
+    let mut collations: HashMap<String, (HashMap<String, Collation>, Collation)> = HashMap::new();
+    for table in &tables {
+        if !collations.contains_key(&table.key_prefix) {
+            collations.insert(table.key_prefix.clone(), collations_of(client, table)?);
+        }
+    }
+    let bindings = |table: &Arc<TableSchema>| {
+        let (columns, default) = &collations[&table.key_prefix];
+        Bindings {
+            table: table.clone(),
+            collations: columns.clone(),
+            default: *default,
+            params: &learned.params,
+        }
     };
-    let keys_exact = !table.primary_key.is_empty()
+    // The side each side's rows enter only with (by its foreign key to them).
+    let mut through = Vec::with_capacity(tables.len());
+    for (n, table) in tables.iter().enumerate() {
+        through.push(match referenced_through(shape, n) {
+            Some((other, pairs)) if foreign_key(client, &tables[other], table, &pairs)? => {
+                Some(other)
+            }
+            _ => None,
+        });
+    }
+    let mut sides = Vec::with_capacity(tables.len());
+    for (n, (side, table)) in shape.sides.iter().zip(&tables).enumerate() {
+        let filter = side.filter.clone().bind(&bindings(table));
+        // Two sides that reference each other (foreign keys both ways, checked at the end
+        // of a statement or a transaction) may gain two new rows together, neither a
+        // member: both enter.
+        let enters = match through[n] {
+            Some(other) => through[other] == Some(n),
+            None => true,
+        };
+        let pinned = filter.pinned();
+        sides.push(SideMatch {
+            table: table.clone(),
+            reference: side.reference.clone(),
+            ranged: pinned.is_none().then(|| filter.ranged()).flatten(),
+            pinned,
+            filter,
+            enters,
+        });
+    }
+    let page = match (&shape.page, sides.as_slice()) {
+        (Some(page), [side]) if !learned.aggregates => page_match(page, &bindings(&side.table)),
+        _ => None,
+    };
+    if page.is_none()
+        && let Some(why) = unbound(&sides)
+    {
+        return Ok(Precision::Table(why));
+    }
+    for side in &sides {
+        let mut columns = side.filter.columns();
+        columns.extend(
+            page.iter()
+                .flat_map(|p| p.keys.iter().map(|k| k.column.clone())),
+        );
+        watch(&side.table, &columns);
+    }
+    Ok(Precision::Row(Box::new(RowMatch { sides, page })))
+}
+
+/// Why no side binds which of its rows may enter a result, if none does: every change to
+/// any table it reads may then change any result (per table is as exact, and cheaper).
+fn unbound(sides: &[SideMatch]) -> Option<String> {
+    let binds =
+        |s: &SideMatch| !s.enters || (s.filter.undecided().is_none() && !s.filter.is_true());
+    if sides.iter().any(binds) {
+        return None;
+    }
+    let undecided = sides.iter().find_map(|s| s.filter.undecided());
+    Some(match (undecided, sides.len()) {
+        (Some(why), _) => format!("pgcache cannot tell which rows its WHERE admits: {why}"),
+        (None, 1) => "it has no WHERE and is not a page of the table's rows (ORDER BY columns \
+                      with a LIMIT): any change may change it"
+            .into(),
+        (None, _) => "no condition binds the rows of one of its tables alone (a column written \
+                      without its table is not placed), and no foreign key brings one in"
+            .into(),
+    })
+}
+
+/// The table of `tables` that `(schema, name)` names as FROM wrote it.
+fn table_named<'a>(
+    tables: &'a [Arc<TableSchema>],
+    (schema, name): &(String, String),
+) -> Option<&'a Arc<TableSchema>> {
+    let mut found = tables
+        .iter()
+        .filter(|t| t.name.name == *name && (schema.is_empty() || t.name.schema == *schema));
+    match (found.next(), found.next()) {
+        (Some(table), None) => Some(table),
+        _ => None,
+    }
+}
+
+/// Whether a table's primary key reads exactly as its text (members are kept by it).
+fn keys_exact(table: &TableSchema) -> bool {
+    !table.primary_key.is_empty()
         && table.primary_key.iter().all(|name| {
             table.column(name).is_some_and(|c| {
                 matches!(
@@ -222,12 +367,14 @@ pub fn decide(
                     KeyKind::Integer { .. } | KeyKind::Text | KeyKind::Uuid | KeyKind::Bool
                 )
             })
-        });
-    if !keys_exact {
-        return Ok(Precision::Table(
-            "the table has no primary key, or one of a type compared by more than its text".into(),
-        ));
-    }
+        })
+}
+
+/// A table's columns' collations, and the database's default.
+fn collations_of(
+    client: &mut Connection,
+    table: &TableSchema,
+) -> Result<(HashMap<String, Collation>, Collation)> {
     let mut collations = HashMap::new();
     let mut default = Collation::UNKNOWN;
     for row in client
@@ -247,46 +394,84 @@ pub fn decide(
             None => default = found,
         }
     }
-    let bindings = Bindings {
-        table,
-        collations,
-        default,
-        params,
-    };
-    let filter = shape.filter.clone().bind(&bindings);
-    let page = match &shape.page {
-        Some(page) if !learned.aggregates => page_match(page, &bindings),
-        _ => None,
-    };
-    if page.is_none() {
-        if let Some(why) = filter.undecided() {
-            return Ok(Precision::Table(format!(
-                "pgcache cannot tell which rows its WHERE admits: {why}"
-            )));
-        }
-        if shape.filter == Pred::And(Vec::new()) {
-            return Ok(Precision::Table(
-                "it has no WHERE and is not a page of the table's rows (ORDER BY columns with \
-                 a LIMIT): any change may change it"
-                    .into(),
-            ));
-        }
-    }
-    let mut columns = filter.columns();
-    columns.extend(
-        page.iter()
-            .flat_map(|p| p.keys.iter().map(|k| k.column.clone())),
-    );
-    watch(table, &columns);
-    let pinned = filter.pinned();
-    Ok(Precision::Row(Box::new(RowMatch {
-        table: table.clone(),
-        ranged: pinned.is_none().then(|| filter.ranged()).flatten(),
-        pinned,
-        filter,
-        page,
-    })))
+    Ok((collations, default))
 }
+
+/// The side whose rows side `n`'s rows enter a result with, and the column pairs
+/// (theirs, `n`'s) they are joined on, when that is the only way they do: `n` is named by
+/// nothing but equalities with that one side's columns, and every result row that holds a
+/// row of `n` holds a row of the other that those equalities matched: the later of the two
+/// comes in by an inner join, or `n` by a left join whose ON holds them.
+fn referenced_through(shape: &Shape, n: usize) -> Option<(usize, Vec<(String, String)>)> {
+    let side = &shape.sides[n];
+    if shape.unplaced || side.mentioned {
+        return None;
+    }
+    let mut other = None;
+    let mut pairs = Vec::new();
+    let mut on_all = true;
+    for edge in &shape.edges {
+        let (theirs, mine) = if edge.left.0 == n {
+            (&edge.right, &edge.left)
+        } else if edge.right.0 == n {
+            (&edge.left, &edge.right)
+        } else {
+            continue;
+        };
+        if *other.get_or_insert(theirs.0) != theirs.0 {
+            return None;
+        }
+        on_all &= edge.on == Some(side.step);
+        pairs.push((theirs.1.clone(), mine.1.clone()));
+    }
+    let other = other?;
+    let later = &shape.sides[side.step.max(shape.sides[other].step)];
+    let through = match later.join {
+        Join::Inner => true,
+        Join::Left => later.step == side.step && on_all,
+        Join::Base => false,
+    };
+    through.then_some((other, pairs))
+}
+
+/// Whether a validated foreign key of `referencing` to `referenced` is exactly `pairs`
+/// (referencing column, referenced column): every row of the one then has its row in the
+/// other, and a row of the other that no member referenced is referenced by no row that
+/// could be one.
+fn foreign_key(
+    client: &mut Connection,
+    referencing: &TableSchema,
+    referenced: &TableSchema,
+    pairs: &[(String, String)],
+) -> Result<bool> {
+    let rows = client
+        .query(
+            FOREIGN_KEYS_SQL,
+            &[&referencing.sql_name, &referenced.sql_name],
+        )
+        .map_err(|e| statement_error(&e))?;
+    Ok(rows.iter().any(|row| {
+        let from: Vec<String> = row.get(0);
+        let to: Vec<String> = row.get(1);
+        let key: Vec<(String, String)> = from.into_iter().zip(to).collect();
+        key.len() == pairs.len()
+            && key.iter().all(|p| pairs.contains(p))
+            && pairs.iter().all(|p| key.contains(p))
+    }))
+}
+
+/// A table's validated foreign keys to another: their columns, paired in order.
+const FOREIGN_KEYS_SQL: &str = "SELECT \
+       ARRAY(SELECT a.attname::text FROM pg_catalog.unnest(c.conkey) WITH ORDINALITY AS k(n, i) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n \
+             ORDER BY k.i), \
+       ARRAY(SELECT a.attname::text FROM pg_catalog.unnest(c.confkey) WITH ORDINALITY AS k(n, i) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n \
+             ORDER BY k.i) \
+     FROM pg_catalog.pg_constraint c \
+     WHERE c.contype = 'f' AND c.convalidated \
+       AND c.conrelid = $1::text::pg_catalog.regclass \
+       AND c.confrelid = $2::text::pg_catalog.regclass";
 
 /// A page whose every sort key compares exactly, typed; None otherwise (its results are
 /// then dropped by every row their WHERE may admit).

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::ident::quote_ident;
-use crate::query::shape::{self, Shape};
+use crate::query::shape::{self, Shaped};
 use crate::query::{clock, placeholders};
 use pg_query::protobuf::{SqlValueFunctionOp, Token, a_const};
 use pg_query::{NodeEnum, NodeRef};
@@ -20,8 +20,8 @@ pub struct Parsed {
     pub canonical: String,
     /// How many parameters it takes (`$1..$params`).
     pub params: usize,
-    /// Its row shape, if the grammar shows one (`shape`).
-    pub shape: Option<Shape>,
+    /// Its row shape, or why the grammar shows none (`shape`).
+    pub shape: Shaped,
     /// The relations its text names (CTEs aside), quoted for `to_regclass`: what a user's
     /// permissions are checked against before the catalog is asked anything of it.
     pub named: Vec<String>,

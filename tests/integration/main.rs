@@ -18,6 +18,7 @@ mod orm_corpus;
 mod query;
 mod query_access;
 mod query_feed;
+mod query_joins;
 mod query_refusals;
 mod query_rows;
 mod read;

@@ -173,6 +173,11 @@ fn orm_statements_keep_their_precision_and_never_answer_stale() {
         let cacheable: i64 = redis::from_redis_value(explained["cacheable"].clone()).unwrap();
         let verdict = if cacheable == 1 {
             cached.push(s);
+            if let Ok(why) =
+                redis::from_redis_value::<String>(explained["precision_reason"].clone())
+            {
+                eprintln!("orm corpus: {}/{} per table: {why}", s.orm, s.name);
+            }
             redis::from_redis_value::<String>(explained["precision"].clone()).unwrap()
         } else {
             "refused".to_string()

@@ -385,6 +385,16 @@ const MODEL_STATEMENTS: &[&str] = &[
     "SELECT id, email FROM users WHERE email IS NULL OR NOT (id > $1) ORDER BY id",
     "SELECT id FROM orders WHERE user_id = ANY($1) AND total >= $2 ORDER BY id",
     "SELECT id FROM users WHERE UPPER(name) LIKE UPPER($1) AND id < 50 ORDER BY id",
+    // Joins: three tables by foreign keys, a left join with aggregates, a condition on the
+    // referenced side, a table joined to itself.
+    "SELECT o.id, u.name, p.name AS product FROM orders o JOIN users u ON u.id = o.user_id \
+     JOIN products p ON p.id = o.product_id WHERE o.user_id = $1 ORDER BY o.id",
+    "SELECT p.name, count(o.id) AS n FROM products p LEFT JOIN orders o \
+     ON o.product_id = p.id AND o.total > $1 WHERE p.price < $2 GROUP BY p.name ORDER BY p.name",
+    "SELECT o.id, p.price FROM orders o JOIN products p ON p.id = o.product_id \
+     WHERE p.price BETWEEN $1 AND $2 ORDER BY o.id LIMIT 5",
+    "SELECT a.id, b.id AS other FROM orders a JOIN orders b ON b.user_id = a.user_id \
+     AND b.id <> a.id WHERE a.id = $1 ORDER BY b.id",
 ];
 
 /// The model's partitioned table (a partition attached and detached as it runs) and view
@@ -399,6 +409,12 @@ const MODEL_SQL: &str = "
     INSERT INTO meas_asia SELECT g, 'asia', g * 100 FROM generate_series(1, 6) g;
     CREATE VIEW chosen AS SELECT id FROM users WHERE id % 2 = 0;
     SELECT pgcache_watch('meas');
+    ALTER TABLE orders ADD FOREIGN KEY (user_id) REFERENCES users (id);
+    CREATE TABLE products (id integer PRIMARY KEY, name text NOT NULL, price integer NOT NULL);
+    INSERT INTO products SELECT g, 'p' || g, g * 10 FROM generate_series(1, 8) g;
+    ALTER TABLE orders ADD COLUMN product_id integer REFERENCES products (id);
+    UPDATE orders SET product_id = 1 + id % 8;
+    SELECT pgcache_watch('products');
 ";
 
 fn model_params(rng: &mut Rng, statement: usize) -> Vec<String> {
@@ -420,6 +436,12 @@ fn model_params(rng: &mut Rng, statement: usize) -> Vec<String> {
             rng.below(1000).to_string(),
         ],
         14 => vec![["%R1%", "user2", "%3", "U%"][rng.below(4)].to_string()],
+        16 => vec![rng.below(1000).to_string(), rng.below(100).to_string()],
+        17 => {
+            let low = rng.below(100);
+            vec![low.to_string(), (low + rng.below(50)).to_string()]
+        }
+        18 => vec![(1 + rng.below(60)).to_string()],
         _ => vec![small(rng)],
     }
 }
@@ -427,7 +449,22 @@ fn model_params(rng: &mut Rng, statement: usize) -> Vec<String> {
 fn model_write(rng: &mut Rng, attached: &mut bool) -> String {
     let (a, b, c) = (1 + rng.below(6), 1 + rng.below(60), rng.below(1000));
     let region = ["eu", "us"][rng.below(2)];
-    match rng.below(16) {
+    match rng.below(22) {
+        16 => format!(
+            "UPDATE products SET price = {} WHERE id = {}",
+            c % 100,
+            1 + a % 8
+        ),
+        17 => format!(
+            "UPDATE orders SET product_id = {} WHERE id = {b}",
+            1 + rng.below(8)
+        ),
+        18 => format!(
+            "INSERT INTO products VALUES ({}, 'new', {}) ON CONFLICT (id) DO UPDATE SET name = 'renamed'",
+            9 + rng.below(4),
+            c % 100
+        ),
+        19 => format!("UPDATE products SET name = 'p{c}' WHERE id = {a}"),
         10 => format!("UPDATE meas SET v = {c} WHERE id = {a}"),
         // A row moving to the other partition.
         11 => format!(
@@ -664,9 +701,15 @@ fn queries_lists_each_statement_with_its_figures_and_explain_tells_without_runni
     );
     assert_eq!(
         redis::from_redis_value::<String>(good["precision"].clone()).unwrap(),
-        "table",
-        "a join is dropped per table"
+        if row_precision { "row" } else { "table" },
+        "a join is row-precise in replication mode"
     );
+    if row_precision {
+        assert_eq!(
+            redis::from_redis_value::<Vec<String>>(good["exact_on"].clone()).unwrap(),
+            ["o.id"]
+        );
+    }
     let single = explained(
         &mut con,
         "SELECT id FROM orders WHERE user_id = $1 AND total IN (1, $2) ORDER BY id LIMIT 5",

@@ -26,7 +26,7 @@ use crate::pg::pool::Connection;
 use crate::pg::schema::TableSchema;
 use crate::pg::session::Failure;
 use crate::query::key::{canonical_params, push_route, route_key};
-use crate::query::precision::{self, Precision};
+use crate::query::precision::{self, Precision, SideMatch};
 use crate::query::statement;
 use crate::query::{Statement, catalog, generations, membership, statements};
 use crate::redis::acl;
@@ -380,11 +380,15 @@ fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Stat
         None => {
             let row_wanted = current::query_row_precision();
             let learned = catalog::learn(conn, parsed)?;
-            let precision = precision::decide(conn, parsed.shape.as_ref(), &learned)?;
+            let precision = precision::decide(conn, &parsed.shape, &learned)?;
             let members = match (&precision, &parsed.shape) {
-                (Precision::Row(m), Some(shape)) => Some(catalog::Members {
+                (Precision::Row(m), Ok(shape)) => Some(catalog::Members {
                     candidates_sql: &shape.candidates_sql,
-                    table: &m.table,
+                    sides: m
+                        .sides
+                        .iter()
+                        .map(|s| (s.reference.as_str(), &*s.table))
+                        .collect(),
                     page: m.page.as_ref().and(shape.page.as_ref()),
                 }),
                 _ => None,
@@ -501,10 +505,10 @@ pub struct Ran {
     /// The result as one JSON array.
     pub json: String,
     pub rows: u64,
-    /// A row-precise statement's members: the primary keys (canonical) of every row its
-    /// WHERE admitted; None when there were more than `catalog::MAX_MEMBERS` (the result
-    /// is then not cached).
-    pub members: Option<Vec<CompactString>>,
+    /// A row-precise statement's members, per side: the primary keys (canonical) of every
+    /// row its WHERE admitted; None when there were more than `catalog::MAX_MEMBERS` (the
+    /// result is then not cached).
+    pub members: Option<Vec<Vec<CompactString>>>,
     /// A page's last member's sort key (values as text, None for NULL).
     pub last: Option<Vec<Option<String>>>,
 }
@@ -532,7 +536,14 @@ pub fn ran(statement: &Statement, row: &tokio_postgres::Row) -> Run {
     let (members, last) = match statement.precision.row() {
         Some(m) => {
             let keys: Option<String> = row.get(2);
-            members_of(&m.table, keys.as_deref(), m.page.is_some())
+            match m.sides.as_slice() {
+                [side] => {
+                    let (members, last) =
+                        members_of(&side.table, keys.as_deref(), m.page.is_some());
+                    (members.map(|members| vec![members]), last)
+                }
+                sides => (joined_members_of(sides, keys.as_deref()), None),
+            }
         }
         None => (None, None),
     };
@@ -563,13 +574,7 @@ fn members_of(
     }
     let members = keys
         .iter()
-        .map(|member| {
-            let key = if page { member.get(0)? } else { member };
-            canonicalise_value(key, table)
-                .ok()
-                .filter(|k| !k.unconfirmed)
-                .map(|k| k.json)
-        })
+        .map(|member| canonical_key(if page { member.get(0)? } else { member }, table))
         .collect();
     let last = page
         .then(|| keys.last()?.get(1)?.as_array().cloned())
@@ -581,6 +586,33 @@ fn members_of(
                 .collect()
         });
     (members, last)
+}
+
+/// A join's members, side by side, from one array of key objects per side; None past
+/// `MAX_MEMBERS` rows (a JSON string says so) or for a key that does not read as its
+/// table's.
+fn joined_members_of(sides: &[SideMatch], keys: Option<&str>) -> Option<Vec<Vec<CompactString>>> {
+    let keys = serde_json::from_str::<Vec<Vec<serde_json::Value>>>(keys?).ok()?;
+    if keys.len() != sides.len() {
+        return None;
+    }
+    sides
+        .iter()
+        .zip(&keys)
+        .map(|(side, keys)| {
+            keys.iter()
+                .map(|key| canonical_key(key, &side.table))
+                .collect()
+        })
+        .collect()
+}
+
+/// A member's primary key object, canonical (None: it does not read as the table's).
+fn canonical_key(key: &serde_json::Value, table: &TableSchema) -> Option<CompactString> {
+    canonicalise_value(key, table)
+        .ok()
+        .filter(|k| !k.unconfirmed)
+        .map(|k| k.json)
 }
 
 /// The error of a statement that failed; one whose tables changed under it (a column or
@@ -652,7 +684,7 @@ fn cache_result(
         Some(m) => {
             // Under a row generation that ended while it ran (a flush, a TRUNCATE), the
             // result lands where nobody looks: neither cached nor indexed.
-            if !generations::current_row_key(&m.table.key_prefix, key) {
+            if !generations::current_row_key(&m.tables(), key) {
                 return;
             }
             let Some(members) = &ran.members else {
@@ -664,7 +696,9 @@ fn cache_result(
             }
             // A full page ends at its last member: rows sorting after it cannot enter.
             let boundary = match &m.page {
-                Some(page) if page.rows(params) == Some(members.len() as u64) => ran.last.clone(),
+                Some(page) if page.rows(params) == Some(members[0].len() as u64) => {
+                    ran.last.clone()
+                }
                 _ => None,
             };
             Some((params.to_vec(), members.clone(), boundary))

@@ -273,6 +273,11 @@ impl Pred {
         }
     }
 
+    /// Whether it is no condition at all (an empty AND, or ANDs of those).
+    pub fn is_true(&self) -> bool {
+        matches!(self, Pred::And(items) if items.iter().all(Pred::is_true))
+    }
+
     /// Its top-level conjuncts, nested ANDs (a BETWEEN's) flattened.
     fn conjuncts(&self) -> Vec<&Pred> {
         match self {

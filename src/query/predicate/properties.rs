@@ -431,6 +431,8 @@ fn properties_where_verdicts_agree_with_postgresql() {
         let pred = crate::query::shape::of(&tree.protobuf)
             .unwrap()
             .unwrap()
+            .sides
+            .remove(0)
             .filter
             .bind(&scope);
         for (row, answer) in rows.iter().zip(&answers) {

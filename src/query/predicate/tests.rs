@@ -49,6 +49,8 @@ fn pred(sql_where: &str, scope: &Table) -> Pred {
     crate::query::shape::of(&tree.protobuf)
         .unwrap()
         .unwrap()
+        .sides
+        .remove(0)
         .filter
         .bind(scope)
 }

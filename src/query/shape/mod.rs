@@ -1,6 +1,6 @@
 //! Whether a statement's results can be dropped row by row, from the grammar alone: one
-//! table in FROM (no join, no subquery, no set operation, no CTE) and a WHERE, read as a
-//! condition on that table's row (`predicate`). Projection, aggregates, GROUP BY, HAVING,
+//! table in FROM, or a join of tables (`joins`), with no subquery, set operation or CTE,
+//! and a WHERE, read as a condition on each table's row (`predicate`). Projection, aggregates, GROUP BY, HAVING,
 //! windows, DISTINCT, ORDER BY and LIMIT are free: the rows such a result is computed from
 //! are exactly the table's rows the WHERE admits, so a change can affect the result only if
 //! the changed row may satisfy the WHERE now (its new values: a row entering) or did when
@@ -18,19 +18,29 @@ use pg_query::protobuf::{
 };
 use serde_json::Value;
 
+mod joins;
+
+pub use joins::{Edge, Join, Side};
+
 /// A statement's row shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shape {
-    /// The relation in FROM, as written: `(schema, name)`, the schema empty when unwritten.
-    pub relation: (String, String),
-    /// The WHERE, as a condition on the relation's row (unbound: types come later).
-    pub filter: Pred,
+    /// The relations it reads, in FROM's order, each with the conditions that bind its
+    /// rows (one for a statement over one table, its WHERE).
+    pub sides: Vec<Side>,
+    /// A join's equalities of two sides' columns.
+    pub edges: Vec<Edge>,
+    /// A join's condition names a column pgcache could not place on a side.
+    pub unplaced: bool,
     /// `SELECT * FROM <the FROM> WHERE <the WHERE>`, with the statement's `$n`: the rows its
     /// result is built from, whatever its projection, order and limit.
     pub candidates_sql: String,
-    /// Its ORDER BY ... LIMIT, when it is a page of the table's rows.
+    /// Its ORDER BY ... LIMIT, when it is a page of one table's rows.
     pub page: Option<Page>,
 }
+
+/// A statement's shape, or why it has none.
+pub type Shaped = std::result::Result<Shape, String>;
 
 /// A page of a table's rows: `ORDER BY` columns, `LIMIT` and `OFFSET` of a constant or a
 /// parameter, with no DISTINCT, grouping or window (and, as the catalog tells, no
@@ -71,35 +81,61 @@ impl Count {
     }
 }
 
-/// The row shape of `tree` (one SELECT), if it has one.
-pub fn of(tree: &protobuf::ParseResult) -> Result<Option<Shape>> {
+/// The row shape of `tree` (one SELECT), or why it has none.
+pub fn of(tree: &protobuf::ParseResult) -> Result<Shaped> {
     let Some(NodeEnum::SelectStmt(select)) = tree
         .stmts
         .first()
         .and_then(|s| s.stmt.as_ref())
         .and_then(|n| n.node.as_ref())
     else {
-        return Ok(None);
+        return Ok(Err("it is not a SELECT".into()));
     };
-    let Some(relation) = single_table(select) else {
-        return Ok(None);
+    if let Some(why) = not_plain(select) {
+        return Ok(Err(why.into()));
+    }
+    let (sides, edges, unplaced, page) = match one_table(select) {
+        Some(relation) => {
+            let names = Names {
+                schema: &relation.schemaname,
+                relation: &relation.relname,
+                alias: relation.alias.as_ref().map(|a| a.aliasname.as_str()),
+                alone: true,
+            };
+            let page = names.page(select);
+            let filter = match select.where_clause.as_deref() {
+                Some(where_clause) => names.condition(where_clause),
+                // A page of the whole table: rows after its last one cannot enter it.
+                None if page.is_some() => Pred::And(Vec::new()),
+                // Every row of the table is a member: per table is as exact, and cheaper.
+                None => {
+                    return Ok(Err(
+                        "it has no WHERE and is not a page of the table's rows \
+                                   (ORDER BY columns with a LIMIT): any change may change it"
+                            .into(),
+                    ));
+                }
+            };
+            let side = Side {
+                relation: (relation.schemaname.clone(), relation.relname.clone()),
+                reference: names.alias.unwrap_or(names.relation).to_string(),
+                mentioned: filter != Pred::And(Vec::new()),
+                filter,
+                step: 0,
+                join: Join::Base,
+            };
+            (vec![side], Vec::new(), false, page)
+        }
+        None if select.from_clause.is_empty() => return Ok(Err("it reads no table".into())),
+        None => match joins::read(&select.from_clause, select.where_clause.as_deref()) {
+            Ok(read) => (read.sides, read.edges, read.unplaced, None),
+            Err(why) => return Ok(Err(format!("it reads {why}"))),
+        },
     };
-    let names = Names {
-        schema: &relation.schemaname,
-        relation: &relation.relname,
-        alias: relation.alias.as_ref().map(|a| a.aliasname.as_str()),
-    };
-    let page = names.page(select);
-    let filter = match select.where_clause.as_deref() {
-        Some(where_clause) => names.condition(where_clause),
-        // A page of the whole table: rows after its last one cannot enter it.
-        None if page.is_some() => Pred::And(Vec::new()),
-        // Every row of the table is a member: per table is as exact, and cheaper.
-        None => return Ok(None),
-    };
-    Ok(Some(Shape {
-        relation: (relation.schemaname.clone(), relation.relname.clone()),
-        filter,
+    Ok(Ok(Shape {
+        sides,
+        edges,
+        unplaced,
         candidates_sql: rows_sql(tree, select, false)?,
         page: match page {
             Some((keys, limit, offset)) => Some(Page {
@@ -113,17 +149,28 @@ pub fn of(tree: &protobuf::ParseResult) -> Result<Option<Shape>> {
     }))
 }
 
-/// The FROM's one plain relation, when the statement reads no other rows: no join,
-/// subquery, set operation or CTE.
-fn single_table(select: &SelectStmt) -> Option<&protobuf::RangeVar> {
-    let plain = select.op == SetOperation::SetopNone as i32
-        && select.with_clause.is_none()
-        && select.values_lists.is_empty()
-        && select.from_clause.len() == 1;
-    if !plain || has_sublink(select) {
-        return None;
+/// Why the statement reads more than its FROM's rows (None: it does not): a set operation,
+/// a CTE, VALUES or a subquery.
+fn not_plain(select: &SelectStmt) -> Option<&'static str> {
+    if select.op != SetOperation::SetopNone as i32 {
+        Some("it is a set operation (UNION, INTERSECT or EXCEPT)")
+    } else if select.with_clause.is_some() {
+        Some("it has a WITH query")
+    } else if !select.values_lists.is_empty() {
+        Some("it is a VALUES list")
+    } else if has_sublink(select) {
+        Some("it has a subquery")
+    } else {
+        None
     }
-    match select.from_clause[0].node.as_ref()? {
+}
+
+/// The FROM's one plain relation, when it has no other.
+fn one_table(select: &SelectStmt) -> Option<&protobuf::RangeVar> {
+    let [only] = select.from_clause.as_slice() else {
+        return None;
+    };
+    match only.node.as_ref()? {
         // Columns renamed by the alias would not be found by their names.
         NodeEnum::RangeVar(relation)
             if relation.inh
@@ -173,6 +220,8 @@ struct Names<'a> {
     schema: &'a str,
     relation: &'a str,
     alias: Option<&'a str>,
+    /// The only relation in scope: a column written without its relation is its.
+    alone: bool,
 }
 
 fn unknown(why: impl Into<String>) -> Pred {
@@ -561,7 +610,7 @@ impl Names<'_> {
             .collect::<Option<_>>()?;
         let table = self.alias.unwrap_or(self.relation);
         match names.as_slice() {
-            [name] => Some(name.to_string()),
+            [name] if self.alone => Some(name.to_string()),
             [qualifier, name] if *qualifier == table => Some(name.to_string()),
             [schema, relation, name]
                 if self.alias.is_none()
@@ -683,11 +732,11 @@ mod tests {
     use crate::query::predicate::SqlType;
 
     fn shape(sql: &str) -> Option<Shape> {
-        of(&pg_query::parse(sql).unwrap().protobuf).unwrap()
+        of(&pg_query::parse(sql).unwrap().protobuf).unwrap().ok()
     }
 
     fn filter(sql: &str) -> Pred {
-        shape(sql).unwrap().filter
+        shape(sql).unwrap().sides.remove(0).filter
     }
 
     fn column(c: &str) -> Expr {
@@ -710,9 +759,9 @@ mod tests {
              AND region IN ($2, 3) ORDER BY created_at DESC LIMIT 20",
         )
         .unwrap();
-        assert_eq!(s.relation, (String::new(), "orders".into()));
+        assert_eq!(s.sides[0].relation, (String::new(), "orders".into()));
         assert_eq!(
-            s.filter,
+            s.sides[0].filter,
             Pred::And(vec![
                 compare(Cmp::Eq, column("customer_id"), Expr::Param(1)),
                 compare(
@@ -736,7 +785,7 @@ mod tests {
              AND region IN ($2, 3)"
         );
         let s = shape("SELECT DISTINCT email FROM public.users WHERE users.id = $1").unwrap();
-        assert_eq!(s.relation, ("public".into(), "users".into()));
+        assert_eq!(s.sides[0].relation, ("public".into(), "users".into()));
         assert_eq!(
             s.candidates_sql,
             "SELECT * FROM public.users WHERE users.id = $1"
@@ -888,21 +937,59 @@ mod tests {
     }
 
     #[test]
-    fn every_statement_that_reads_other_rows_has_no_shape() {
-        for sql in [
-            "SELECT * FROM orders",
-            "SELECT * FROM orders o JOIN users u ON u.id = o.user_id WHERE o.id = $1",
-            "SELECT * FROM orders, users WHERE orders.id = $1",
-            "SELECT * FROM ONLY orders WHERE id = $1",
-            "SELECT * FROM orders AS o (a, b) WHERE a = $1",
-            "SELECT * FROM (SELECT * FROM orders) s WHERE id = $1",
-            "SELECT * FROM orders WHERE id = $1 UNION SELECT * FROM orders WHERE id = $2",
-            "WITH o AS (SELECT * FROM orders) SELECT * FROM o WHERE id = $1",
-            "SELECT *, (SELECT 1) FROM orders WHERE id = $1",
-            "SELECT * FROM orders WHERE id = $1 AND EXISTS (SELECT 1 FROM users)",
-            "SELECT 1",
+    fn every_statement_that_reads_other_rows_has_no_shape_and_says_why() {
+        for (sql, why) in [
+            ("SELECT * FROM orders", "no WHERE"),
+            ("SELECT * FROM ONLY orders WHERE id = $1", "ONLY"),
+            (
+                "SELECT * FROM orders AS o (a, b) WHERE a = $1",
+                "renames columns",
+            ),
+            (
+                "SELECT * FROM (SELECT * FROM orders) s WHERE id = $1",
+                "subquery",
+            ),
+            (
+                "SELECT * FROM orders WHERE id = $1 UNION SELECT * FROM orders WHERE id = $2",
+                "set operation",
+            ),
+            (
+                "WITH o AS (SELECT * FROM orders) SELECT * FROM o WHERE id = $1",
+                "WITH",
+            ),
+            ("SELECT *, (SELECT 1) FROM orders WHERE id = $1", "subquery"),
+            (
+                "SELECT * FROM orders WHERE id = $1 AND EXISTS (SELECT 1 FROM users)",
+                "subquery",
+            ),
+            ("SELECT 1", "no table"),
+            (
+                "SELECT * FROM orders o FULL JOIN users u ON u.id = o.user_id",
+                "FULL",
+            ),
         ] {
-            assert_eq!(shape(sql), None, "{sql}");
+            let shaped = of(&pg_query::parse(sql).unwrap().protobuf).unwrap();
+            let e = shaped.err().unwrap_or_default();
+            assert!(e.contains(why), "{sql}: {e}");
         }
+    }
+
+    #[test]
+    fn a_join_has_a_side_per_table_and_its_rows_as_candidates() {
+        let s = shape(
+            "SELECT o.id, u.name FROM orders o JOIN users u ON u.id = o.user_id \
+             WHERE o.id = $1 ORDER BY o.id LIMIT 5",
+        )
+        .unwrap();
+        assert_eq!(s.sides.len(), 2);
+        assert_eq!(s.edges.len(), 1);
+        assert_eq!(s.page, None, "pages are one table's");
+        assert_eq!(
+            s.candidates_sql,
+            "SELECT * FROM orders o JOIN users u ON u.id = o.user_id WHERE o.id = $1"
+        );
+        let s = shape("SELECT * FROM orders, users WHERE orders.id = $1").unwrap();
+        assert_eq!(s.sides[1].join, Join::Inner);
+        assert!(!s.sides[1].mentioned);
     }
 }

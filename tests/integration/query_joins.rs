@@ -1,0 +1,219 @@
+//! PGCACHE.QUERY's row precision over joins: a change to any table a join reads drops the
+//! results that hold the changed row, and those its new values may enter (they pass the
+//! conditions on its table alone); a table whose rows come in only through another's
+//! foreign key to them enters none. Notify mode drops per table.
+
+use crate::query::{commit_and_position, watched};
+use crate::query_rows::{Case, dropped_among, row_precision, stack};
+use pgcache_testkit::*;
+use std::time::Duration;
+
+/// Products, and orders that reference them; categories in a tree (a table that
+/// references itself).
+const MORE_TABLES: &str = "
+    ALTER TABLE orders ADD FOREIGN KEY (user_id) REFERENCES users (id);
+    CREATE TABLE products (id integer PRIMARY KEY, name text NOT NULL, price numeric NOT NULL);
+    INSERT INTO products SELECT g, 'product' || g, g * 2 FROM generate_series(1, 10) g;
+    ALTER TABLE orders ADD COLUMN product_id integer REFERENCES products (id);
+    UPDATE orders SET product_id = 1 + id % 10;
+    CREATE TABLE categories (id integer PRIMARY KEY, parent_id integer REFERENCES categories (id),
+                             name text NOT NULL);
+    INSERT INTO categories VALUES (1, NULL, 'root'), (2, 1, 'books'), (3, 1, 'games'),
+                                  (4, 2, 'novels'), (5, 3, 'puzzles');
+    SELECT pgcache_watch('products');
+    SELECT pgcache_watch('categories');
+";
+
+/// In replication mode, waits until the feed applied the log through `position`: a
+/// set-up's DDL and rows applied after a result was cached would drop it.
+fn wait_applied(con: &mut redis::Connection, position: &str) {
+    if !row_precision() {
+        return;
+    }
+    wait_for("the set-up applied", Duration::from_secs(20), || {
+        let health = map_reply(con, "PGCACHE.HEALTH");
+        let applied: String =
+            redis::from_redis_value(health["replication_applied_lsn"].clone()).unwrap();
+        (lsn(&applied) >= lsn(position)).then_some(())
+    });
+}
+
+fn explained_precision(con: &mut redis::Connection, sql: &str) -> (String, Option<String>) {
+    let explained: redis::Value = redis::cmd("PGCACHE.EXPLAIN").arg(sql).query(con).unwrap();
+    let explained = nested(&explained);
+    (
+        redis::from_redis_value(explained["precision"].clone()).unwrap(),
+        redis::from_redis_value(explained["precision_reason"].clone()).unwrap(),
+    )
+}
+
+#[test]
+fn a_join_is_dropped_only_by_the_rows_it_holds_or_may_gain() {
+    let (stack, mut con) = stack();
+    let set_up = commit_and_position(&stack, MORE_TABLES);
+    wait_applied(&mut con, &set_up);
+    // Order n belongs to user 1 + n % 5 and product 1 + n % 10, and totals n × 1.10.
+    // Django's select_related: a user's orders with their user's and product's names.
+    let related = "SELECT o.id, o.total, u.name, p.name AS product FROM orders o \
+                   INNER JOIN users u ON o.user_id = u.id \
+                   INNER JOIN products p ON o.product_id = p.id \
+                   WHERE o.user_id = $1 ORDER BY o.id";
+    // Users named like a pattern, with how many of their orders total more than $2.
+    let counted = "SELECT u.id, count(o.id) AS n FROM users u \
+                   LEFT OUTER JOIN orders o ON o.user_id = u.id AND o.total > $2 \
+                   WHERE u.name LIKE $1 GROUP BY u.id ORDER BY u.id";
+    // A category with its parent's name: the table joined to itself.
+    let parent = "SELECT c.name, parent.name AS parent FROM categories c \
+                  LEFT JOIN categories parent ON c.parent_id = parent.id WHERE c.id = $1";
+    // Orders of the products priced under $1: a condition on the referenced side.
+    let cheap = "SELECT o.id FROM orders o JOIN products p ON p.id = o.product_id \
+                 WHERE p.price < $1 ORDER BY o.id";
+    let cases: Vec<Case> = vec![
+        (
+            related,
+            vec![&["1"], &["2"]],
+            vec![
+                // A user a result holds.
+                ("UPDATE users SET name = 'one' WHERE id = 1", vec![0]),
+                // A user no result holds: no order of theirs can be in one without them.
+                ("UPDATE users SET name = 'seven' WHERE id = 7", vec![]),
+                ("INSERT INTO users VALUES (500, 'new', NULL)", vec![]),
+                ("INSERT INTO products VALUES (50, 'new', 1)", vec![]),
+                // A product only user 2's orders hold (orders 1, 6, 11...: products 2 and 7).
+                ("UPDATE products SET name = 'seven' WHERE id = 7", vec![1]),
+                // An order entering user 2's result, then one moving from user 1's to 2's.
+                (
+                    "INSERT INTO orders (id, user_id, total, product_id) VALUES (4001, 2, 1, 1)",
+                    vec![1],
+                ),
+                ("UPDATE orders SET user_id = 2 WHERE id = 5", vec![0, 1]),
+                // Another user's order.
+                ("UPDATE orders SET total = 7 WHERE id = 3", vec![]),
+                ("DELETE FROM orders WHERE id = 4001", vec![1]),
+            ],
+        ),
+        (
+            counted,
+            vec![&["user1%", "10"], &["user3", "0"]],
+            vec![
+                // A user a result holds, and one entering the other.
+                ("UPDATE users SET email = NULL WHERE id = 3", vec![1]),
+                ("UPDATE users SET name = 'user1x' WHERE id = 50", vec![0]),
+                ("UPDATE users SET name = 'zed' WHERE id = 60", vec![]),
+                // An order passes the ON's condition of one result only.
+                (
+                    "INSERT INTO orders (id, user_id, total, product_id) \
+                     VALUES (4002, 3, 0.5, 1)",
+                    vec![1],
+                ),
+                (
+                    "INSERT INTO orders (id, user_id, total, product_id) \
+                     VALUES (4003, 150, 50, 1)",
+                    vec![0, 1],
+                ),
+            ],
+        ),
+        (
+            parent,
+            vec![&["4"], &["5"]],
+            vec![
+                // The parent of category 4.
+                ("UPDATE categories SET name = 'BOOKS' WHERE id = 2", vec![0]),
+                // A new category: no result's parent, and no category asked for.
+                ("INSERT INTO categories VALUES (6, 5, 'jigsaws')", vec![]),
+                ("UPDATE categories SET parent_id = 1 WHERE id = 5", vec![1]),
+            ],
+        ),
+        (
+            cheap,
+            vec![&["5"], &["15"]],
+            vec![
+                // Product 1 (price 2) is in both; product 5 (price 10) only under 15.
+                ("UPDATE products SET name = 'one' WHERE id = 1", vec![0, 1]),
+                ("UPDATE products SET name = 'five' WHERE id = 5", vec![1]),
+                // A product entering under 15 only.
+                ("UPDATE products SET price = 12 WHERE id = 9", vec![1]),
+                ("INSERT INTO products VALUES (51, 'x', 100)", vec![]),
+                // An order of any product may enter any result.
+                (
+                    "INSERT INTO orders (id, user_id, total, product_id) VALUES (4004, 1, 1, 10)",
+                    vec![0, 1],
+                ),
+            ],
+        ),
+    ];
+    for (sql, sets, writes) in cases {
+        for (write, expected) in writes {
+            let dropped = dropped_among(&stack, &mut con, sql, &sets, write);
+            if row_precision() {
+                assert_eq!(dropped, expected, "`{sql}` after `{write}`");
+            } else if !expected.is_empty() {
+                assert_eq!(dropped.len(), sets.len(), "notify mode drops per table");
+            }
+        }
+        let (precision, why) = explained_precision(&mut con, sql);
+        let wanted = if row_precision() { "row" } else { "table" };
+        assert_eq!(precision, wanted, "{sql}: {why:?}");
+    }
+}
+
+#[test]
+fn explain_names_what_keeps_a_join_per_table() {
+    let stack = watched();
+    let mut con = stack.con();
+    if !row_precision() {
+        return;
+    }
+    for (sql, why) in [
+        (
+            "SELECT u.id FROM users u RIGHT JOIN orders o ON o.user_id = u.id WHERE o.id = $1",
+            "RIGHT or FULL",
+        ),
+        (
+            "SELECT id FROM users JOIN orders USING (id) WHERE total > $1",
+            "USING",
+        ),
+        (
+            "SELECT u.id FROM users u JOIN orders o ON o.user_id = u.id WHERE name = $1 \
+             AND total > $2",
+            "without its table",
+        ),
+        (
+            "SELECT u.id FROM users u, LATERAL (SELECT * FROM orders o WHERE o.user_id = u.id) o \
+             WHERE u.id = $1",
+            "subquery",
+        ),
+    ] {
+        let (precision, reason) = explained_precision(&mut con, sql);
+        assert_eq!(precision, "table", "{sql}");
+        let reason = reason.unwrap_or_default();
+        assert!(reason.contains(why), "{sql}: {reason}");
+    }
+}
+
+#[test]
+fn tables_that_reference_each_other_may_gain_rows_together() {
+    let (stack, mut con) = stack();
+    let set_up = commit_and_position(
+        &stack,
+        "CREATE TABLE pa (id integer PRIMARY KEY); CREATE TABLE pb (id integer PRIMARY KEY);
+         CREATE TABLE q (id integer PRIMARY KEY, k integer NOT NULL);
+         ALTER TABLE pa ADD FOREIGN KEY (id) REFERENCES pb (id) DEFERRABLE INITIALLY DEFERRED;
+         ALTER TABLE pb ADD FOREIGN KEY (id) REFERENCES pa (id) DEFERRABLE INITIALLY DEFERRED;
+         BEGIN; INSERT INTO pa VALUES (1); INSERT INTO pb VALUES (1); COMMIT;
+         INSERT INTO q VALUES (1, 1), (2, 2);
+         SELECT pgcache_watch('pa'); SELECT pgcache_watch('pb'); SELECT pgcache_watch('q');",
+    );
+    wait_applied(&mut con, &set_up);
+    let sql = "SELECT count(*) AS n FROM pa JOIN pb ON pa.id = pb.id, q WHERE q.k = $1";
+    // Two rows that reference each other arrive in one transaction, neither a member: the
+    // join gains a row, and the result goes.
+    let dropped = dropped_among(
+        &stack,
+        &mut con,
+        sql,
+        &[&["1"]],
+        "BEGIN; INSERT INTO pa VALUES (2); INSERT INTO pb VALUES (2); COMMIT",
+    );
+    assert_eq!(dropped, [0]);
+}
