@@ -28,7 +28,7 @@ CREATE OR REPLACE VIEW user_emails AS SELECT id, email FROM users;
 CREATE SCHEMA IF NOT EXISTS sales;
 CREATE TABLE IF NOT EXISTS sales.orders (
     id        integer PRIMARY KEY,
-    user_id   integer NOT NULL,
+    user_id   integer NOT NULL REFERENCES users (id),
     total     numeric(10, 2) NOT NULL,
     placed_at timestamptz NOT NULL DEFAULT now()
 );
