@@ -458,9 +458,16 @@ pub const MAX_PAGE_ROWS: usize = 1_000;
 /// of them in its order, each with its sort key; for a join, each side's rows in them.
 pub struct Members<'a> {
     pub candidates_sql: &'a str,
-    /// Each side: how the statement refers to it, and its table.
-    pub sides: Vec<(&'a str, &'a TableSchema)>,
+    pub sides: Vec<MemberSide<'a>>,
     pub page: Option<&'a Page>,
+}
+
+/// A side's members: how the statement refers to its table, the table, and for a
+/// subquery's side the rows its WHERE admits (`Side::own_rows`).
+pub struct MemberSide<'a> {
+    pub reference: &'a str,
+    pub table: &'a TableSchema,
+    pub own_rows: Option<&'a str>,
 }
 
 /// `, (<the members' keys as a JSON array of objects>)`, at most `MAX_MEMBERS` + 1 of them
@@ -473,7 +480,7 @@ fn members_column(members: Option<&Members>, bind: impl Fn(usize) -> String) -> 
         return Ok(String::new());
     };
     let column = match members.sides.as_slice() {
-        [(_, table)] => one_table_members(members, table),
+        [side] => one_table_members(members, side.table),
         sides => joined_members(members.candidates_sql, sides)?,
     };
     placeholders::replace_numbered(&column, bind)
@@ -533,38 +540,65 @@ fn one_table_members(members: &Members, table: &TableSchema) -> String {
     }
 }
 
-/// The members column of a join: the join's rows (at most `MAX_MEMBERS` of them) with
-/// each side's primary key, and each side's distinct keys (none where a left join found no
-/// row: its key is NULL, as a primary key's never is).
-fn joined_members(candidates_sql: &str, sides: &[(&str, &TableSchema)]) -> Result<String> {
+/// The members column of a join (or of a statement with subqueries): the join's rows (at
+/// most `MAX_MEMBERS` of them) with each side's primary key, and each side's distinct keys
+/// (none where a left join found no row: its key is NULL, as a primary key's never is); a
+/// subquery's side's keys are read from its own rows (NULL past `MAX_MEMBERS`, which makes
+/// the whole too many).
+fn joined_members(candidates_sql: &str, sides: &[MemberSide]) -> Result<String> {
     let from = candidates_sql
         .strip_prefix("SELECT *")
         .ok_or_else(|| Error::internal("the join's rows are not spelled SELECT * ..."))?;
+    let most = MAX_MEMBERS + 1;
     let mut targets = Vec::new();
     let mut keys = Vec::new();
-    for (i, (reference, table)) in sides.iter().enumerate() {
-        let mut pairs = Vec::new();
-        for (j, c) in table.primary_key.iter().enumerate() {
-            targets.push(format!(
-                "{}.{} AS pgcache_m{i}_{j}",
-                quote_ident(reference),
-                quote_ident(c)
-            ));
-            pairs.push(format!("{}, m.pgcache_m{i}_{j}", quote_literal(c)));
+    for (i, side) in sides.iter().enumerate() {
+        let pairs: Vec<String> = side
+            .table
+            .primary_key
+            .iter()
+            .enumerate()
+            .map(|(j, c)| format!("{}, m.pgcache_m{i}_{j}", quote_literal(c)))
+            .collect();
+        let key = format!("pg_catalog.jsonb_build_object({})", pairs.join(", "));
+        let columns = side.table.primary_key.iter().enumerate();
+        match side.own_rows {
+            None => {
+                for (j, c) in columns {
+                    targets.push(format!(
+                        "{}.{} AS pgcache_m{i}_{j}",
+                        quote_ident(side.reference),
+                        quote_ident(c)
+                    ));
+                }
+                keys.push(format!(
+                    "COALESCE(pg_catalog.jsonb_agg(DISTINCT {key}) \
+                     FILTER (WHERE m.pgcache_m{i}_0 IS NOT NULL), '[]')"
+                ));
+            }
+            Some(rows) => {
+                let own: Vec<String> = columns
+                    .map(|(j, c)| format!("s.{} AS pgcache_m{i}_{j}", quote_ident(c)))
+                    .collect();
+                keys.push(format!(
+                    "(SELECT CASE WHEN pg_catalog.count(*) > {MAX_MEMBERS} THEN NULL ELSE \
+                     COALESCE(pg_catalog.jsonb_agg(DISTINCT {key}), '[]') END \
+                     FROM (SELECT {} FROM ({rows}) AS s LIMIT {most}) AS m)",
+                    own.join(", ")
+                ));
+            }
         }
-        keys.push(format!(
-            "COALESCE(pg_catalog.jsonb_agg(DISTINCT pg_catalog.jsonb_build_object({})) \
-             FILTER (WHERE m.pgcache_m{i}_0 IS NOT NULL), '[]')",
-            pairs.join(", ")
-        ));
+    }
+    // A statement whose only table outside its subqueries has its rows counted by them.
+    if targets.is_empty() {
+        targets.push("1 AS pgcache_row".into());
     }
     Ok(format!(
         ", (SELECT CASE WHEN pg_catalog.count(*) > {MAX_MEMBERS} THEN '\"too many\"' ELSE \
          pg_catalog.json_build_array({})::text END \
-         FROM (SELECT {}{from} LIMIT {}) AS m)",
+         FROM (SELECT {}{from} LIMIT {most}) AS m)",
         keys.join(", "),
         targets.join(", "),
-        MAX_MEMBERS + 1
     ))
 }
 

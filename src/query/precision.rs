@@ -249,6 +249,12 @@ pub fn decide(client: &mut Connection, shape: &Shaped, learned: &Learned) -> Res
                 side.relation.1
             )));
         };
+        // A subquery's column its table does not have is the outer query's.
+        if side.unqualified.iter().any(|c| table.column(c).is_none()) {
+            return Ok(Precision::Table(
+                "it has a correlated subquery (it names the outer query's columns)".into(),
+            ));
+        }
         if !keys_exact(table) {
             return Ok(Precision::Table(format!(
                 "the table {} has no primary key, or one of a type compared by more than its \
@@ -429,7 +435,7 @@ fn referenced_through(shape: &Shape, n: usize) -> Option<(usize, Vec<(String, St
     let through = match later.join {
         Join::Inner => true,
         Join::Left => later.step == side.step && on_all,
-        Join::Base => false,
+        Join::Base | Join::Semi => false,
     };
     through.then_some((other, pairs))
 }

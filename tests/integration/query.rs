@@ -395,6 +395,9 @@ const MODEL_STATEMENTS: &[&str] = &[
      WHERE p.price BETWEEN $1 AND $2 ORDER BY o.id LIMIT 5",
     "SELECT a.id, b.id AS other FROM orders a JOIN orders b ON b.user_id = a.user_id \
      AND b.id <> a.id WHERE a.id = $1 ORDER BY b.id",
+    // A subquery's table, bound by its WHERE.
+    "SELECT o.id FROM orders o WHERE o.product_id IN \
+     (SELECT id FROM products WHERE price < $1) ORDER BY o.id",
 ];
 
 /// The model's partitioned table (a partition attached and detached as it runs) and view
@@ -442,6 +445,7 @@ fn model_params(rng: &mut Rng, statement: usize) -> Vec<String> {
             vec![low.to_string(), (low + rng.below(50)).to_string()]
         }
         18 => vec![(1 + rng.below(60)).to_string()],
+        19 => vec![rng.below(100).to_string()],
         _ => vec![small(rng)],
     }
 }

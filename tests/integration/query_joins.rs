@@ -1,7 +1,8 @@
-//! PGCACHE.QUERY's row precision over joins: a change to any table a join reads drops the
-//! results that hold the changed row, and those its new values may enter (they pass the
-//! conditions on its table alone); a table whose rows come in only through another's
-//! foreign key to them enters none. Notify mode drops per table.
+//! PGCACHE.QUERY's row precision over joins and subqueries: a change to any table a join
+//! reads drops the results that hold the changed row, and those its new values may enter
+//! (they pass the conditions on its table alone); a table whose rows come in only through
+//! another's foreign key to them enters none; a subquery's table is bound by the
+//! subquery's WHERE. Notify mode drops per table.
 
 use crate::query::{commit_and_position, watched};
 use crate::query_rows::{Case, dropped_among, row_precision, stack};
@@ -216,4 +217,70 @@ fn tables_that_reference_each_other_may_gain_rows_together() {
         "BEGIN; INSERT INTO pa VALUES (2); INSERT INTO pb VALUES (2); COMMIT",
     );
     assert_eq!(dropped, [0]);
+}
+
+#[test]
+fn a_subquery_s_table_drops_only_the_results_its_rows_may_change() {
+    let (stack, mut con) = stack();
+    let set_up = commit_and_position(&stack, MORE_TABLES);
+    wait_applied(&mut con, &set_up);
+    // Django's `__in=Subquery(...)`: orders of the products priced under $1.
+    let cheap = "SELECT o.id FROM orders o WHERE o.product_id IN \
+                 (SELECT U0.id FROM products U0 WHERE U0.price < $1) ORDER BY o.id";
+    // NOT EXISTS and a scalar subquery: users of $1 with no product named 'gone', and
+    // the count of products.
+    let counted = "SELECT u.id, (SELECT count(*) FROM products) AS n FROM users u \
+                   WHERE u.id = $1 AND NOT EXISTS (SELECT 1 FROM products WHERE name = 'gone')";
+    let cases: Vec<Case> = vec![
+        (
+            cheap,
+            vec![&["5"], &["15"]],
+            vec![
+                // Product 1 (price 2) is in both sets; product 5 (price 10) under 15 only.
+                ("UPDATE products SET name = 'one' WHERE id = 1", vec![0, 1]),
+                ("UPDATE products SET name = 'five' WHERE id = 5", vec![1]),
+                // A product entering under 15 only, and one entering neither.
+                ("UPDATE products SET price = 12 WHERE id = 9", vec![1]),
+                ("INSERT INTO products VALUES (52, 'x', 100)", vec![]),
+                // An order of any product may enter any result.
+                (
+                    "INSERT INTO orders (id, user_id, total, product_id) VALUES (4005, 1, 1, 10)",
+                    vec![0, 1],
+                ),
+            ],
+        ),
+        (
+            counted,
+            vec![&["1"], &["2"]],
+            vec![
+                ("UPDATE users SET name = 'x' WHERE id = 2", vec![1]),
+                ("UPDATE users SET name = 'y' WHERE id = 3", vec![]),
+                // Every product is counted.
+                ("INSERT INTO products VALUES (53, 'y', 1)", vec![0, 1]),
+            ],
+        ),
+    ];
+    for (sql, sets, writes) in cases {
+        for (write, expected) in writes {
+            let dropped = dropped_among(&stack, &mut con, sql, &sets, write);
+            if row_precision() {
+                assert_eq!(dropped, expected, "`{sql}` after `{write}`");
+            } else if !expected.is_empty() {
+                assert_eq!(dropped.len(), sets.len(), "notify mode drops per table");
+            }
+        }
+        let (precision, why) = explained_precision(&mut con, sql);
+        let wanted = if row_precision() { "row" } else { "table" };
+        assert_eq!(precision, wanted, "{sql}: {why:?}");
+    }
+    if row_precision() {
+        // A subquery that names the outer query's columns stays per table.
+        let (precision, why) = explained_precision(
+            &mut con,
+            "SELECT o.id FROM orders o WHERE EXISTS \
+             (SELECT 1 FROM products p WHERE p.id = o.product_id AND p.price > $1)",
+        );
+        assert_eq!(precision, "table");
+        assert!(why.unwrap_or_default().contains("correlated"));
+    }
 }

@@ -366,8 +366,9 @@ fn explain_names_the_piece_that_keeps_a_statement_per_table() {
             "a call of length",
         ),
         (
-            "SELECT id FROM users WHERE id IN (SELECT user_id FROM orders WHERE total > $1)",
-            "subquery",
+            "SELECT id FROM users u WHERE EXISTS \
+             (SELECT 1 FROM orders o WHERE o.user_id = u.id AND o.total > $1)",
+            "correlated subquery",
         ),
     ] {
         let explained: redis::Value = redis::cmd("PGCACHE.EXPLAIN")

@@ -387,7 +387,12 @@ fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Stat
                     sides: m
                         .sides
                         .iter()
-                        .map(|s| (s.reference.as_str(), &*s.table))
+                        .zip(&shape.sides)
+                        .map(|(matched, side)| catalog::MemberSide {
+                            reference: &side.reference,
+                            table: &matched.table,
+                            own_rows: side.own_rows.as_deref(),
+                        })
                         .collect(),
                     page: m.page.as_ref().and(shape.page.as_ref()),
                 }),

@@ -25,6 +25,9 @@ pub enum Join {
     Inner,
     /// The right side of a LEFT JOIN: NULL-extended where nothing matches.
     Left,
+    /// The table of a subquery (`shape::subqueries`): its rows decide the result without
+    /// being joined to it.
+    Semi,
 }
 
 /// One relation a join reads.
@@ -42,6 +45,11 @@ pub struct Side {
     /// A condition other than an edge names it: its rows may matter for more than
     /// the edges' keys.
     pub mentioned: bool,
+    /// A subquery's side: `SELECT * FROM <its table> WHERE <its WHERE>`, its members.
+    pub own_rows: Option<String>,
+    /// A subquery's columns written without their table: its table's, unless it has no
+    /// such column (then the outer query's: the catalog tells).
+    pub unqualified: Vec<String>,
 }
 
 /// `a.x = b.y` of two sides' columns, in the WHERE or in the ON of join step `on`.
@@ -102,6 +110,8 @@ pub fn read(from: &[Node], where_clause: Option<&Node>) -> Result<Read, String> 
                 step,
                 join: item.join,
                 mentioned: false,
+                own_rows: None,
+                unqualified: Vec::new(),
             })
             .collect(),
         edges: Vec::new(),
@@ -235,17 +245,23 @@ fn sides_named(node: &Node, names: &[Names]) -> Option<Vec<usize>> {
     Some(sides)
 }
 
-/// The fields of every column reference in a serialized tree (None: a field that is
-/// neither a name nor `*`).
-fn column_refs(tree: &Value) -> Vec<Option<Vec<String>>> {
+/// The fields of every column reference in a serialized tree, outside its subqueries
+/// (None: a field that is neither a name nor `*`).
+pub(super) fn column_refs(tree: &Value) -> Vec<Option<Vec<String>>> {
     fn walk(value: &Value, out: &mut Vec<Option<Vec<String>>>) {
         match value {
             Value::Object(fields) => {
                 for (name, inner) in fields {
-                    if name == "ColumnRef" {
-                        out.push(column_fields(inner));
-                    } else {
-                        walk(inner, out);
+                    match name.as_str() {
+                        "ColumnRef" => out.push(column_fields(inner)),
+                        // A subquery's columns are its own (`subqueries` refuses one that
+                        // names the outer query's); what it is compared with is not.
+                        "SubLink" => {
+                            if let Some(test) = inner.get("testexpr") {
+                                walk(test, out);
+                            }
+                        }
+                        _ => walk(inner, out),
                     }
                 }
             }

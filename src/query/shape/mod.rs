@@ -19,6 +19,7 @@ use pg_query::protobuf::{
 use serde_json::Value;
 
 mod joins;
+mod subqueries;
 
 pub use joins::{Edge, Join, Side};
 
@@ -123,6 +124,8 @@ pub fn of(tree: &protobuf::ParseResult) -> Result<Shaped> {
                 filter,
                 step: 0,
                 join: Join::Base,
+                own_rows: None,
+                unqualified: Vec::new(),
             };
             (vec![side], Vec::new(), false, page)
         }
@@ -132,6 +135,11 @@ pub fn of(tree: &protobuf::ParseResult) -> Result<Shaped> {
             Err(why) => return Ok(Err(format!("it reads {why}"))),
         },
     };
+    let mut sides = sides;
+    match subqueries::sides(tree, select, sides.len())? {
+        Ok(more) => sides.extend(more),
+        Err(why) => return Ok(Err(format!("it has {why}"))),
+    }
     Ok(Ok(Shape {
         sides,
         edges,
@@ -149,8 +157,8 @@ pub fn of(tree: &protobuf::ParseResult) -> Result<Shaped> {
     }))
 }
 
-/// Why the statement reads more than its FROM's rows (None: it does not): a set operation,
-/// a CTE, VALUES or a subquery.
+/// Why the statement reads more than its FROM's rows and its subqueries' (None: it does
+/// not): a set operation, a CTE or VALUES.
 fn not_plain(select: &SelectStmt) -> Option<&'static str> {
     if select.op != SetOperation::SetopNone as i32 {
         Some("it is a set operation (UNION, INTERSECT or EXCEPT)")
@@ -158,8 +166,6 @@ fn not_plain(select: &SelectStmt) -> Option<&'static str> {
         Some("it has a WITH query")
     } else if !select.values_lists.is_empty() {
         Some("it is a VALUES list")
-    } else if has_sublink(select) {
-        Some("it has a subquery")
     } else {
         None
     }
@@ -959,8 +965,9 @@ mod tests {
             ),
             ("SELECT *, (SELECT 1) FROM orders WHERE id = $1", "subquery"),
             (
-                "SELECT * FROM orders WHERE id = $1 AND EXISTS (SELECT 1 FROM users)",
-                "subquery",
+                "SELECT * FROM orders WHERE id = $1 AND EXISTS \
+                 (SELECT 1 FROM users WHERE users.id = orders.user_id)",
+                "correlated subquery",
             ),
             ("SELECT 1", "no table"),
             (
