@@ -398,6 +398,9 @@ const MODEL_STATEMENTS: &[&str] = &[
     // A subquery's table, bound by its WHERE.
     "SELECT o.id FROM orders o WHERE o.product_id IN \
      (SELECT id FROM products WHERE price < $1) ORDER BY o.id",
+    // A correlated one, asked of the rows the rest of the WHERE admits.
+    "SELECT u.id FROM users u WHERE u.id <= $1 AND EXISTS \
+     (SELECT 1 FROM orders o WHERE o.user_id = u.id AND o.total > 500) ORDER BY u.id",
 ];
 
 /// The model's partitioned table (a partition attached and detached as it runs) and view

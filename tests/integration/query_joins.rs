@@ -273,12 +273,38 @@ fn a_subquery_s_table_drops_only_the_results_its_rows_may_change() {
         let wanted = if row_precision() { "row" } else { "table" };
         assert_eq!(precision, wanted, "{sql}: {why:?}");
     }
+    // Django's Exists(OuterRef(...)): a correlated subquery, its rows those of the outer
+    // rows the rest of the WHERE admits. User 1's orders are of products 1 and 6, user
+    // 2's of 2 and 7; product n is priced 2n.
+    let pricey = "SELECT o.id FROM orders o WHERE o.user_id = $1 AND EXISTS \
+                  (SELECT 1 AS a FROM products p WHERE p.id = o.product_id AND p.price > $2 \
+                  LIMIT 1) ORDER BY o.id";
+    let writes: Vec<(&str, Vec<usize>)> = vec![
+        // Priced under the bound: in no set, and entering none.
+        ("UPDATE products SET name = 'cheap' WHERE id = 2", vec![]),
+        ("UPDATE orders SET total = 1 WHERE id = 3", vec![]),
+        ("UPDATE orders SET product_id = 3 WHERE id = 10", vec![0]),
+        // Over it: may enter either (its condition on the outer row is not weighed).
+        ("UPDATE products SET price = 20 WHERE id = 2", vec![0, 1]),
+    ];
+    for (write, expected) in writes {
+        let dropped = dropped_among(
+            &stack,
+            &mut con,
+            pricey,
+            &[&["1", "10"], &["2", "10"]],
+            write,
+        );
+        if row_precision() {
+            assert_eq!(dropped, expected, "`{pricey}` after `{write}`");
+        }
+    }
     if row_precision() {
-        // A subquery that names the outer query's columns stays per table.
+        // One in the projection stays per table.
         let (precision, why) = explained_precision(
             &mut con,
-            "SELECT o.id FROM orders o WHERE EXISTS \
-             (SELECT 1 FROM products p WHERE p.id = o.product_id AND p.price > $1)",
+            "SELECT o.id, (SELECT p.name FROM products p WHERE p.id = o.product_id) \
+             FROM orders o WHERE o.user_id = $1",
         );
         assert_eq!(precision, "table");
         assert!(why.unwrap_or_default().contains("correlated"));

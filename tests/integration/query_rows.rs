@@ -366,8 +366,8 @@ fn explain_names_the_piece_that_keeps_a_statement_per_table() {
             "a call of length",
         ),
         (
-            "SELECT id FROM users u WHERE EXISTS \
-             (SELECT 1 FROM orders o WHERE o.user_id = u.id AND o.total > $1)",
+            "SELECT u.id, (SELECT max(o.total) FROM orders o WHERE o.user_id = u.id) \
+             FROM users u WHERE u.id = $1",
             "correlated subquery",
         ),
     ] {

@@ -119,6 +119,10 @@ pub fn read(from: &[Node], where_clause: Option<&Node>) -> Result<Read, String> 
     };
     let mut parts: Vec<Vec<Pred>> = vec![Vec::new(); items.len()];
     let mut place = |conjunct: &Node, on: Option<usize>| {
+        // A correlated subquery names outer sides too: their rows may change its answer.
+        for side in sides_in_subqueries(conjunct, &names) {
+            read.sides[side].mentioned = true;
+        }
         let Some(sides) = sides_named(conjunct, &names) else {
             read.unplaced = true;
             return;
@@ -243,6 +247,34 @@ fn sides_named(node: &Node, names: &[Names]) -> Option<Vec<usize>> {
         }
     }
     Some(sides)
+}
+
+/// The sides whose columns the subqueries in `node` name (their own tables' columns name
+/// none).
+fn sides_in_subqueries(node: &Node, names: &[Names]) -> Vec<usize> {
+    fn walk(value: &Value, inside: bool, out: &mut Vec<Vec<String>>) {
+        match value {
+            Value::Object(fields) => {
+                for (name, inner) in fields {
+                    match name.as_str() {
+                        "ColumnRef" if inside => out.extend(column_fields(inner)),
+                        "SubLink" => walk(inner, true, out),
+                        _ => walk(inner, inside, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, inside, out)),
+            _ => {}
+        }
+    }
+    let mut fields = Vec::new();
+    if let Ok(tree) = serde_json::to_value(node) {
+        walk(&tree, false, &mut fields);
+    }
+    let mut sides: Vec<usize> = fields.iter().filter_map(|f| side_of(f, names)).collect();
+    sides.sort_unstable();
+    sides.dedup();
+    sides
 }
 
 /// The fields of every column reference in a serialized tree, outside its subqueries

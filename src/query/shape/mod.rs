@@ -702,6 +702,12 @@ fn operator(name: &[Node]) -> Option<&str> {
 /// The statement with its projection made `*` and its grouping, windows, DISTINCT, LIMIT
 /// and (unless `ordered`) ORDER BY gone: the rows its result is computed from.
 fn rows_sql(tree: &protobuf::ParseResult, select: &SelectStmt, ordered: bool) -> Result<String> {
+    spelled(tree, rows_of(select, ordered)?)
+}
+
+/// `select` with its projection made `*` and its grouping, windows, DISTINCT, LIMIT and
+/// (unless `ordered`) ORDER BY gone.
+fn rows_of(select: &SelectStmt, ordered: bool) -> Result<SelectStmt> {
     let star = pg_query::parse("SELECT * FROM t")
         .ok()
         .and_then(
@@ -723,10 +729,15 @@ fn rows_sql(tree: &protobuf::ParseResult, select: &SelectStmt, ordered: bool) ->
     }
     candidates.limit_count = None;
     candidates.limit_offset = None;
+    Ok(candidates)
+}
+
+/// `select` as text, in the tree `tree` came with.
+fn spelled(tree: &protobuf::ParseResult, select: SelectStmt) -> Result<String> {
     let mut tree = tree.clone();
     tree.stmts.truncate(1);
     if let Some(stmt) = tree.stmts[0].stmt.as_mut() {
-        stmt.node = Some(NodeEnum::SelectStmt(Box::new(candidates)));
+        stmt.node = Some(NodeEnum::SelectStmt(Box::new(select)));
     }
     tree.deparse()
         .map_err(|e| Error::internal(format!("spelling the statement's rows: {e}")))
@@ -965,8 +976,8 @@ mod tests {
             ),
             ("SELECT *, (SELECT 1) FROM orders WHERE id = $1", "subquery"),
             (
-                "SELECT * FROM orders WHERE id = $1 AND EXISTS \
-                 (SELECT 1 FROM users WHERE users.id = orders.user_id)",
+                "SELECT *, (SELECT name FROM users WHERE users.id = orders.user_id) \
+                 FROM orders WHERE id = $1",
                 "correlated subquery",
             ),
             ("SELECT 1", "no table"),

@@ -1,15 +1,21 @@
-//! A statement's subqueries (`IN (SELECT ...)`, `EXISTS (...)`, a scalar subquery, in the
-//! WHERE or anywhere else), each over one plain table and naming none of the outer query's
-//! columns, read as sides of their own (`Join::Semi`). A subquery's answer is computed from
-//! the rows of its table its WHERE admits, whatever its projection, grouping, order or
-//! limit: a change to that table can change the statement's result only if the changed row
-//! is one of those rows (a member) or its new values may enter them (the subquery's WHERE
-//! on them). The outer condition that holds a subquery binds no outer row: pgcache does not
-//! weigh it.
+//! A statement's subqueries (`IN (SELECT ...)`, `EXISTS (...)`, a scalar subquery), each
+//! over one plain table, read as sides of their own (`Join::Semi`). A subquery's answer is
+//! computed from the rows of its table its WHERE admits, whatever its projection, grouping,
+//! order or limit: a change to that table can change the statement's result only if the
+//! changed row is one of those rows (a member) or its new values may enter them (the
+//! subquery's WHERE on them; a condition naming the outer query's columns may hold). The
+//! outer condition that holds a subquery binds no outer row: pgcache does not weigh it.
+//!
+//! A subquery that names none of the outer query's columns may sit anywhere; its members are
+//! the rows its WHERE admits. A correlated one (`EXISTS (SELECT 1 FROM lines l WHERE
+//! l.order_id = o.id)`) only in the WHERE, where it is asked of the outer rows the rest of the
+//! WHERE admits: its members are the rows it admits for any of those (read with the subquery
+//! joined LATERALly to the outer rows), so a row of its table that no such outer row could
+//! see is none.
 
 use super::joins::{Join, Side, column_refs};
-use super::{Names, has_sublink, not_plain, one_table, rows_sql};
-use crate::error::Result;
+use super::{Names, has_sublink, not_plain, one_table, rows_of, rows_sql, spelled};
+use crate::error::{Error, Result};
 use crate::query::predicate::Pred;
 use pg_query::protobuf::{self, SelectStmt};
 use pg_query::{NodeEnum, NodeRef};
@@ -29,8 +35,36 @@ pub fn sides(
         return Ok(Ok(Vec::new()));
     }
     let whole = NodeEnum::SelectStmt(Box::new(select.clone()));
-    let found: Vec<&SelectStmt> = whole
-        .nodes()
+    let found = subselects(&whole);
+    // The walk that finds them must have found every one the tree holds.
+    if found.len() != expected {
+        return Ok(Err("a subquery where pgcache does not look for one".into()));
+    }
+    let NodeEnum::SelectStmt(cloned) = &whole else {
+        return Ok(Err("a subquery pgcache cannot read".into()));
+    };
+    let in_where: Vec<*const SelectStmt> = cloned
+        .where_clause
+        .as_deref()
+        .and_then(|w| w.node.as_ref())
+        .map(|w| subselects(w).into_iter().map(|s| s as *const _).collect())
+        .unwrap_or_default();
+    let mut sides = Vec::with_capacity(found.len());
+    for (n, sub) in found.into_iter().enumerate() {
+        let outer = in_where
+            .contains(&(sub as *const _))
+            .then_some((tree, select));
+        match side(tree, sub, outer, first + n)? {
+            Ok(side) => sides.push(side),
+            Err(why) => return Ok(Err(why)),
+        }
+    }
+    Ok(Ok(sides))
+}
+
+/// The subqueries' SELECTs under `node`, at any depth.
+fn subselects(node: &NodeEnum) -> Vec<&SelectStmt> {
+    node.nodes()
         .into_iter()
         .filter_map(|(node, ..)| match node {
             NodeRef::SubLink(link) => match link.subselect.as_deref()?.node.as_ref()? {
@@ -39,25 +73,18 @@ pub fn sides(
             },
             _ => None,
         })
-        .collect();
-    // The walk that finds them must have found every one the tree holds.
-    if found.len() != expected {
-        return Ok(Err("a subquery where pgcache does not look for one".into()));
-    }
-    let mut sides = Vec::with_capacity(found.len());
-    for (n, sub) in found.into_iter().enumerate() {
-        match side(tree, sub, first + n)? {
-            Ok(side) => sides.push(side),
-            Err(why) => return Ok(Err(why)),
-        }
-    }
-    Ok(Ok(sides))
+        .collect()
 }
 
-/// One subquery's side.
+/// The outer statement a subquery of its WHERE is asked of.
+type Outer<'a> = (&'a protobuf::ParseResult, &'a SelectStmt);
+
+/// One subquery's side; `outer` when it sits in the outer statement's WHERE (where it may
+/// name the outer query's columns).
 fn side(
     tree: &protobuf::ParseResult,
     sub: &SelectStmt,
+    outer: Option<Outer>,
     step: usize,
 ) -> Result<std::result::Result<Side, String>> {
     if has_sublink(sub) {
@@ -79,6 +106,7 @@ fn side(
     };
     let reference = names.alias.unwrap_or(names.relation);
     let mut unqualified = Vec::new();
+    let mut correlated = false;
     let Ok(serialized) = serde_json::to_value(sub) else {
         return Ok(Err("a subquery pgcache cannot read".into()));
     };
@@ -98,12 +126,20 @@ fn side(
             }
             _ => false,
         };
+        // A qualified column of another relation is the outer query's.
         if !own {
-            return Ok(Err(
-                "a correlated subquery (it names the outer query's columns)".into(),
-            ));
+            if outer.is_none() || fields.is_none() {
+                return Ok(Err("a correlated subquery (it names the outer query's \
+                               columns) outside the WHERE"
+                    .into()));
+            }
+            correlated = true;
         }
     }
+    let own_rows = match outer {
+        Some(outer) if correlated => lateral_rows(outer, sub)?,
+        _ => rows_sql(tree, sub, false)?,
+    };
     let filter = match sub.where_clause.as_deref() {
         Some(where_clause) => names.condition(where_clause),
         None => Pred::And(Vec::new()),
@@ -115,9 +151,67 @@ fn side(
         step,
         join: Join::Semi,
         mentioned: true,
-        own_rows: Some(rows_sql(tree, sub, false)?),
+        own_rows: Some(own_rows),
         unqualified,
     }))
+}
+
+/// The rows of a correlated subquery's table it admits for any outer row the rest of the
+/// outer WHERE admits: `SELECT <name>.* FROM <outer FROM>, LATERAL (SELECT * FROM <its
+/// table> WHERE <its WHERE>) AS <name> WHERE <the outer WHERE's conjuncts without a
+/// subquery>`, `<name>` one the statement does not use.
+fn lateral_rows((tree, select): Outer, sub: &SelectStmt) -> Result<String> {
+    let text = serde_json::to_string(select)
+        .unwrap_or_default()
+        .to_lowercase();
+    let name = (0..)
+        .map(|n| format!("pgcache_sub{n}"))
+        .find(|name| !text.contains(name.as_str()))
+        .unwrap_or_default();
+    let spelling = |e: String| Error::internal(format!("spelling a subquery's rows: {e}"));
+    let template = pg_query::parse(&format!(
+        "SELECT {name}.* FROM t, LATERAL (SELECT 1) AS {name}"
+    ))
+    .map_err(|e| spelling(e.to_string()))?;
+    let Some(NodeEnum::SelectStmt(template)) = template.protobuf.stmts[0]
+        .stmt
+        .as_ref()
+        .and_then(|s| s.node.clone())
+    else {
+        return Err(spelling("no SELECT".into()));
+    };
+    let mut lateral = template.from_clause[1].clone();
+    if let Some(NodeEnum::RangeSubselect(range)) = lateral.node.as_mut() {
+        range.subquery = Some(Box::new(protobuf::Node {
+            node: Some(NodeEnum::SelectStmt(Box::new(rows_of(sub, false)?))),
+        }));
+    }
+    let mut rows = rows_of(select, false)?;
+    rows.target_list = template.target_list.clone();
+    rows.from_clause.push(lateral);
+    rows.where_clause = select.where_clause.as_deref().and_then(without_subqueries);
+    spelled(tree, rows)
+}
+
+/// A condition's conjuncts that hold no subquery, ANDed (None: none is left).
+fn without_subqueries(condition: &protobuf::Node) -> Option<Box<protobuf::Node>> {
+    let plain = |node: &protobuf::Node| {
+        serde_json::to_value(node).is_ok_and(|tree| count_sublinks(&tree) == 0)
+    };
+    match condition.node.as_ref()? {
+        NodeEnum::BoolExpr(b) if b.boolop == protobuf::BoolExprType::AndExpr as i32 => {
+            let mut kept = (**b).clone();
+            kept.args.retain(plain);
+            match kept.args.len() {
+                0 => None,
+                1 => kept.args.pop().map(Box::new),
+                _ => Some(Box::new(protobuf::Node {
+                    node: Some(NodeEnum::BoolExpr(Box::new(kept))),
+                })),
+            }
+        }
+        _ => plain(condition).then(|| Box::new(condition.clone())),
+    }
 }
 
 /// How many subqueries a serialized tree holds, at any depth.
@@ -180,12 +274,38 @@ mod tests {
     }
 
     #[test]
+    fn a_correlated_subquery_of_the_where_reads_its_rows_for_the_outer_rows() {
+        let s = shaped(
+            "SELECT * FROM orders o WHERE o.customer_id = $1 AND EXISTS \
+             (SELECT 1 AS a FROM lines l WHERE l.order_id = o.id AND l.qty > $2 LIMIT 1)",
+        )
+        .unwrap();
+        assert_eq!(
+            s.sides[1].own_rows.as_deref(),
+            Some(
+                "SELECT pgcache_sub0.* FROM orders o, LATERAL (SELECT * FROM lines l \
+                 WHERE l.order_id = o.id AND l.qty > $2) pgcache_sub0 WHERE o.customer_id = $1"
+            )
+        );
+        // Its condition on the outer row may hold; its own binds.
+        assert!(matches!(&s.sides[1].filter, Pred::And(parts)
+            if matches!(parts[0], Pred::Unknown(_)) && !matches!(parts[1], Pred::Unknown(_))));
+        // An outer side it names is named: no foreign key keeps that side's rows out.
+        let s = shaped(
+            "SELECT o.id FROM orders o JOIN users u ON u.id = o.user_id WHERE EXISTS \
+             (SELECT 1 FROM lines l WHERE l.note = u.name)",
+        )
+        .unwrap();
+        assert!(s.sides[1].mentioned);
+    }
+
+    #[test]
     fn correlated_and_nested_subqueries_are_said() {
         for (sql, why) in [
             (
-                "SELECT * FROM orders o WHERE EXISTS \
-                 (SELECT 1 FROM lines l WHERE l.order_id = o.id)",
-                "correlated",
+                "SELECT o.id, (SELECT count(*) FROM lines l WHERE l.order_id = o.id) \
+                 FROM orders o WHERE o.id = $1",
+                "outside the WHERE",
             ),
             (
                 "SELECT * FROM orders WHERE id IN (SELECT order_id FROM lines \
