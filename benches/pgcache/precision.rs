@@ -5,13 +5,15 @@
 //! beside an identical unwatched table and beside pg_recvlogical consuming the same
 //! publication. The index's memory per cached result. The longest event-loop pause while a
 //! 1M-row UPDATE drops row-precise results. And an ORM-shaped mix (#38): a customer's newest
-//! orders, orders by status, a price range, counts per status, pagination, a search by note
-//! prefix, each at row and at table precision.
+//! orders, the same with their products (a join), orders by status, a price range, counts
+//! per status, pagination, a search by note prefix, each at row and at table precision and
+//! straight from PostgreSQL.
 
 use super::*;
 
 const CUSTOMERS: usize = 1_000;
 const ORDERS: i64 = 30_000;
+const PRODUCTS: usize = 1_000;
 const NEWEST: &str = "SELECT id, total, created_at FROM orders WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 20";
 const MIX_SECONDS: u64 = 10;
 const MIX_CLIENTS: usize = 8;
@@ -47,14 +49,18 @@ impl Zipf {
 
 fn orders_tables(pg: &Pg) {
     pg.execute(&format!(
-        "DROP TABLE IF EXISTS orders, orders_unwatched;
+        "DROP TABLE IF EXISTS orders, orders_unwatched, products;
+         CREATE TABLE products (id integer PRIMARY KEY, name text NOT NULL, price numeric NOT NULL);
+         INSERT INTO products SELECT g, 'product ' || g, g FROM generate_series(1, {PRODUCTS}) g;
          CREATE TABLE orders (id integer PRIMARY KEY, customer_id integer NOT NULL,
                               total numeric NOT NULL, n integer NOT NULL DEFAULT 0,
                               created_at timestamptz NOT NULL,
-                              status text NOT NULL DEFAULT 'new', note text);
+                              status text NOT NULL DEFAULT 'new', note text,
+                              product_id integer REFERENCES products (id));
          INSERT INTO orders SELECT g, 1 + g % {CUSTOMERS}, g, 0,
                 '2026-01-01T00:00:00Z'::timestamptz + g * interval '1 minute',
-                (ARRAY['new', 'paid', 'shipped', 'returned'])[1 + g % 4], 'note ' || g % 977
+                (ARRAY['new', 'paid', 'shipped', 'returned'])[1 + g % 4], 'note ' || g % 977,
+                1 + g % {PRODUCTS}
            FROM generate_series(1, {ORDERS}) g;
          CREATE INDEX ON orders (customer_id, created_at DESC);
          CREATE INDEX ON orders (status, created_at DESC);
@@ -64,12 +70,18 @@ fn orders_tables(pg: &Pg) {
     ));
     pg.execute("VACUUM ANALYZE");
     pg.execute("SELECT pgcache_watch('orders', 'replication')");
+    pg.execute("SELECT pgcache_watch('products', 'replication')");
 }
 
 /// The ORM-shaped reads: a statement and its parameters for a zipf-drawn customer.
 fn orm_read(customer: i32, rng: &mut Rng) -> (&'static str, Vec<String>) {
-    match rng.below(6) {
+    match rng.below(7) {
         0 => (NEWEST, vec![customer.to_string()]),
+        6 => (
+            "SELECT o.id, o.total, p.name FROM orders o JOIN products p ON p.id = o.product_id \
+             WHERE o.customer_id = $1 ORDER BY o.created_at DESC LIMIT 20",
+            vec![customer.to_string()],
+        ),
         1 => (
             "SELECT id, total FROM orders WHERE status = $1 ORDER BY created_at DESC LIMIT 20",
             vec![["new", "paid", "shipped", "returned"][customer as usize % 4].into()],
@@ -105,8 +117,19 @@ fn newest_read(customer: i32, _: &mut Rng) -> (&'static str, Vec<String>) {
 
 type Read = fn(i32, &mut Rng) -> (&'static str, Vec<String>);
 
-/// The read mix of `read` for `MIX_SECONDS`: QUERY hits ratio, reads/s and writes/s.
-fn mix(port: u16, pg: &Pg, read: Read) -> (f64, f64, f64) {
+/// `sql` with its `$n` replaced by the parameters as quoted constants (ours: no quote in
+/// them), as an application that does not prepare its statements sends it.
+fn inlined(sql: &str, params: &[String]) -> String {
+    let mut text = sql.to_string();
+    for (n, value) in params.iter().enumerate().rev() {
+        text = text.replace(&format!("${}", n + 1), &format!("'{value}'"));
+    }
+    text
+}
+
+/// The read mix of `read` for `MIX_SECONDS`, through pgcache (or, `direct`, straight from
+/// PostgreSQL): QUERY hits ratio, reads/s and writes/s.
+fn mix(port: u16, pg: &Pg, read: Read, direct: bool) -> (f64, f64, f64) {
     let zipf = std::sync::Arc::new(Zipf::new(CUSTOMERS));
     let mut con = connect(port);
     let (hits, misses) = (
@@ -118,6 +141,7 @@ fn mix(port: u16, pg: &Pg, read: Read) -> (f64, f64, f64) {
         .map(|t| {
             let zipf = zipf.clone();
             let mut writer = pg.client();
+            let mut reader = pg.client();
             std::thread::spawn(move || {
                 let mut rng = Rng::new(0x0032_0000 + t as u64);
                 let mut con = connect(port);
@@ -125,7 +149,15 @@ fn mix(port: u16, pg: &Pg, read: Read) -> (f64, f64, f64) {
                 while Instant::now() < until {
                     let customer = zipf.sample(&mut rng) as i32;
                     if rng.chance(WRITE_PERCENT) {
-                        if rng.chance(20) {
+                        if rng.chance(10) {
+                            let id = 1 + rng.below(PRODUCTS) as i32;
+                            writer
+                                .execute(
+                                    "UPDATE products SET price = price + 1 WHERE id = $1",
+                                    &[&id],
+                                )
+                                .unwrap();
+                        } else if rng.chance(20) {
                             let id =
                                 NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as i32;
                             writer
@@ -148,12 +180,16 @@ fn mix(port: u16, pg: &Pg, read: Read) -> (f64, f64, f64) {
                         writes += 1;
                     } else {
                         let (sql, params) = read(customer, &mut rng);
-                        let _: String = redis::cmd("PGCACHE.QUERY")
-                            .arg(sql)
-                            .arg(params.len())
-                            .arg(&params)
-                            .query(&mut con)
-                            .unwrap();
+                        if direct {
+                            reader.query(inlined(sql, &params).as_str(), &[]).unwrap();
+                        } else {
+                            let _: String = redis::cmd("PGCACHE.QUERY")
+                                .arg(sql)
+                                .arg(params.len())
+                                .arg(&params)
+                                .query(&mut con)
+                                .unwrap();
+                        }
                         reads += 1;
                     }
                 }
@@ -213,10 +249,12 @@ pub fn precision() {
                 &mut con,
                 &["CONFIG", "SET", "pgcache.query_precision", precision],
             );
-            let (ratio, reads, writes) = mix(redis.port, &pg, read);
+            let (ratio, reads, writes) = mix(redis.port, &pg, read, false);
             ratios.push(ratio);
             println!("| {name} | {precision} | {ratio:.3} | {reads:.0} | {writes:.0} |");
         }
+        let (_, reads, writes) = mix(redis.port, &pg, read, true);
+        println!("| {name} | PostgreSQL directly (unprepared) | - | {reads:.0} | {writes:.0} |");
         println!(
             "\n{name}: row precision's hit ratio / table precision's: {:.2}x\n",
             ratios[0] / ratios[1].max(1e-9)
