@@ -546,9 +546,6 @@ fn one_table_members(members: &Members, table: &TableSchema) -> String {
 /// subquery's side's keys are read from its own rows (NULL past `MAX_MEMBERS`, which makes
 /// the whole too many).
 fn joined_members(candidates_sql: &str, sides: &[MemberSide]) -> Result<String> {
-    let from = candidates_sql
-        .strip_prefix("SELECT *")
-        .ok_or_else(|| Error::internal("the join's rows are not spelled SELECT * ..."))?;
     let most = MAX_MEMBERS + 1;
     let mut targets = Vec::new();
     let mut keys = Vec::new();
@@ -589,10 +586,16 @@ fn joined_members(candidates_sql: &str, sides: &[MemberSide]) -> Result<String> 
             }
         }
     }
-    // A statement whose only table outside its subqueries has its rows counted by them.
-    if targets.is_empty() {
-        targets.push("1 AS pgcache_row".into());
+    // A set operation: every side is a branch, read on its own.
+    if sides.iter().all(|side| side.own_rows.is_some()) {
+        return Ok(format!(
+            ", (SELECT pg_catalog.json_build_array({})::text)",
+            keys.join(", ")
+        ));
     }
+    let from = candidates_sql
+        .strip_prefix("SELECT *")
+        .ok_or_else(|| Error::internal("the join's rows are not spelled SELECT * ..."))?;
     Ok(format!(
         ", (SELECT CASE WHEN pg_catalog.count(*) > {MAX_MEMBERS} THEN '\"too many\"' ELSE \
          pg_catalog.json_build_array({})::text END \

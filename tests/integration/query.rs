@@ -401,6 +401,9 @@ const MODEL_STATEMENTS: &[&str] = &[
     // A correlated one, asked of the rows the rest of the WHERE admits.
     "SELECT u.id FROM users u WHERE u.id <= $1 AND EXISTS \
      (SELECT 1 FROM orders o WHERE o.user_id = u.id AND o.total > 500) ORDER BY u.id",
+    // A set operation, a side per branch.
+    "SELECT id FROM orders WHERE user_id = $1 UNION ALL \
+     SELECT id FROM products WHERE price < $2 ORDER BY id",
 ];
 
 /// The model's partitioned table (a partition attached and detached as it runs) and view
@@ -449,6 +452,7 @@ fn model_params(rng: &mut Rng, statement: usize) -> Vec<String> {
         }
         18 => vec![(1 + rng.below(60)).to_string()],
         19 => vec![rng.below(100).to_string()],
+        21 => vec![small(rng), rng.below(100).to_string()],
         _ => vec![small(rng)],
     }
 }

@@ -310,3 +310,33 @@ fn a_subquery_s_table_drops_only_the_results_its_rows_may_change() {
         assert!(why.unwrap_or_default().contains("correlated"));
     }
 }
+
+#[test]
+fn a_set_operation_is_dropped_only_through_its_branches() {
+    let (stack, mut con) = stack();
+    // Order n belongs to user 1 + n % 5.
+    let sql = "SELECT id FROM orders WHERE user_id = $1 \
+               UNION ALL SELECT id FROM users WHERE name = $2 ORDER BY id";
+    let writes: Vec<(&str, Vec<usize>)> = vec![
+        ("UPDATE orders SET total = 1 WHERE id = 5", vec![0]),
+        ("UPDATE users SET email = NULL WHERE id = 4", vec![1]),
+        ("INSERT INTO users VALUES (600, 'user3', NULL)", vec![0]),
+        ("UPDATE orders SET total = 2 WHERE id = 3", vec![]),
+        ("UPDATE users SET name = 'x' WHERE id = 7", vec![]),
+    ];
+    for (write, expected) in writes {
+        let dropped = dropped_among(
+            &stack,
+            &mut con,
+            sql,
+            &[&["1", "user3"], &["2", "user4"]],
+            write,
+        );
+        if row_precision() {
+            assert_eq!(dropped, expected, "`{sql}` after `{write}`");
+        }
+    }
+    let (precision, why) = explained_precision(&mut con, sql);
+    let wanted = if row_precision() { "row" } else { "table" };
+    assert_eq!(precision, wanted, "{sql}: {why:?}");
+}

@@ -92,6 +92,15 @@ pub fn of(tree: &protobuf::ParseResult) -> Result<Shaped> {
     else {
         return Ok(Err("it is not a SELECT".into()));
     };
+    if select.op != SetOperation::SetopNone as i32 && select.with_clause.is_none() {
+        return Ok(subqueries::set_operation(tree, select)?.map(|sides| Shape {
+            sides,
+            edges: Vec::new(),
+            unplaced: false,
+            candidates_sql: String::new(),
+            page: None,
+        }));
+    }
     if let Some(why) = not_plain(select) {
         return Ok(Err(why.into()));
     }
@@ -967,8 +976,8 @@ mod tests {
                 "subquery",
             ),
             (
-                "SELECT * FROM orders WHERE id = $1 UNION SELECT * FROM orders WHERE id = $2",
-                "set operation",
+                "SELECT id FROM orders WHERE id = $1 UNION SELECT a.id FROM a JOIN b ON a.id = b.id",
+                "set operation whose branch",
             ),
             (
                 "WITH o AS (SELECT * FROM orders) SELECT * FROM o WHERE id = $1",

@@ -214,6 +214,66 @@ fn without_subqueries(condition: &protobuf::Node) -> Option<Box<protobuf::Node>>
     }
 }
 
+/// The sides of a set operation (UNION [ALL], INTERSECT, EXCEPT, nested): one per branch,
+/// each a SELECT over one plain table with no subquery, its members the rows its WHERE
+/// admits (what a set operation answers is computed from those alone), or why not.
+pub fn set_operation(
+    tree: &protobuf::ParseResult,
+    select: &SelectStmt,
+) -> Result<std::result::Result<Vec<Side>, String>> {
+    fn branches<'a>(select: &'a SelectStmt, out: &mut Vec<&'a SelectStmt>) -> bool {
+        if select.op == protobuf::SetOperation::SetopNone as i32 {
+            out.push(select);
+            return true;
+        }
+        match (select.larg.as_deref(), select.rarg.as_deref()) {
+            (Some(l), Some(r)) => {
+                select.with_clause.is_none() && branches(l, out) && branches(r, out)
+            }
+            _ => false,
+        }
+    }
+    let mut found = Vec::new();
+    if !branches(select, &mut found) {
+        return Ok(Err("a set operation pgcache does not read".into()));
+    }
+    let mut sides = Vec::with_capacity(found.len());
+    for (step, branch) in found.into_iter().enumerate() {
+        if has_sublink(branch) || not_plain(branch).is_some() {
+            return Ok(Err(
+                "a set operation whose branch has a subquery, a WITH query \
+                           or VALUES"
+                    .into(),
+            ));
+        }
+        let Some(relation) = one_table(branch) else {
+            return Ok(Err(
+                "a set operation whose branch reads no table or a join".into()
+            ));
+        };
+        let names = Names {
+            schema: &relation.schemaname,
+            relation: &relation.relname,
+            alias: relation.alias.as_ref().map(|a| a.aliasname.as_str()),
+            alone: true,
+        };
+        sides.push(Side {
+            relation: (relation.schemaname.clone(), relation.relname.clone()),
+            reference: names.alias.unwrap_or(names.relation).to_string(),
+            filter: match branch.where_clause.as_deref() {
+                Some(where_clause) => names.condition(where_clause),
+                None => Pred::And(Vec::new()),
+            },
+            step,
+            join: Join::Semi,
+            mentioned: true,
+            own_rows: Some(rows_sql(tree, branch, false)?),
+            unqualified: Vec::new(),
+        });
+    }
+    Ok(Ok(sides))
+}
+
 /// How many subqueries a serialized tree holds, at any depth.
 fn count_sublinks(value: &Value) -> usize {
     match value {
@@ -297,6 +357,25 @@ mod tests {
         )
         .unwrap();
         assert!(s.sides[1].mentioned);
+    }
+
+    #[test]
+    fn a_set_operation_has_a_side_per_branch() {
+        let s = shaped(
+            "SELECT id FROM posts WHERE author_id = $1 UNION ALL \
+             SELECT id FROM posts WHERE author_id = $2 UNION SELECT id FROM drafts \
+             ORDER BY id LIMIT 10",
+        )
+        .unwrap();
+        assert_eq!(s.sides.len(), 3);
+        assert!(s.sides.iter().all(|side| side.join == Join::Semi));
+        assert_eq!(s.sides[2].own_rows.as_deref(), Some("SELECT * FROM drafts"));
+        for sql in [
+            "SELECT id FROM posts UNION SELECT post_id FROM a JOIN b ON a.id = b.id",
+            "SELECT id FROM posts UNION SELECT id FROM drafts WHERE id IN (SELECT 1 FROM x)",
+        ] {
+            assert!(shaped(sql).is_err(), "{sql}");
+        }
     }
 
     #[test]
