@@ -427,6 +427,13 @@ fn referenced_through(shape: &Shape, n: usize) -> Option<(usize, Vec<(String, St
         if *other.get_or_insert(theirs.0) != theirs.0 {
             return None;
         }
+        // An equality in another left join's ON filters nothing.
+        if let Some(step) = edge.on
+            && shape.sides[step].join == Join::Left
+            && step != side.step
+        {
+            return None;
+        }
         on_all &= edge.on == Some(side.step);
         pairs.push((theirs.1.clone(), mine.1.clone()));
     }
@@ -466,7 +473,10 @@ fn foreign_key(
     }))
 }
 
-/// A table's validated foreign keys to another: their columns, paired in order.
+/// A table's validated foreign keys to another, their columns paired in order; none whose
+/// triggers (which enforce it) are disabled, and none in a database that subscribes to a
+/// publication (its apply workers write as `session_replication_role = replica`, which
+/// fires no such trigger).
 const FOREIGN_KEYS_SQL: &str = "SELECT \
        ARRAY(SELECT a.attname::text FROM pg_catalog.unnest(c.conkey) WITH ORDINALITY AS k(n, i) \
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n \
@@ -477,7 +487,12 @@ const FOREIGN_KEYS_SQL: &str = "SELECT \
      FROM pg_catalog.pg_constraint c \
      WHERE c.contype = 'f' AND c.convalidated \
        AND c.conrelid = $1::text::pg_catalog.regclass \
-       AND c.confrelid = $2::text::pg_catalog.regclass";
+       AND c.confrelid = $2::text::pg_catalog.regclass \
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t \
+                       WHERE t.tgconstraint = c.oid AND t.tgenabled = 'D') \
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s \
+                       JOIN pg_catalog.pg_database d ON d.oid = s.subdbid \
+                       WHERE d.datname = pg_catalog.current_database())";
 
 /// A page whose every sort key compares exactly, typed; None otherwise (its results are
 /// then dropped by every row their WHERE may admit).
@@ -529,6 +544,38 @@ pub fn with_watched<R>(table: &str, f: impl FnOnce(&[String]) -> R) -> Option<R>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shaped(sql: &str) -> Shape {
+        crate::query::shape::of(&pg_query::parse(sql).unwrap().protobuf)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_side_enters_only_through_the_side_whose_key_references_it() {
+        let s = shaped(
+            "SELECT o.id FROM orders o JOIN users u ON o.user_id = u.id \
+             LEFT JOIN products p ON p.id = o.product_id WHERE o.status = $1",
+        );
+        assert_eq!(
+            referenced_through(&s, 1),
+            Some((0, vec![("user_id".into(), "id".into())]))
+        );
+        assert_eq!(
+            referenced_through(&s, 2),
+            Some((0, vec![("product_id".into(), "id".into())]))
+        );
+        assert_eq!(referenced_through(&s, 0), None, "named by the WHERE");
+        // The preserved side of a left join gains rows whatever the other side holds.
+        let s = shaped("SELECT u.id FROM users u LEFT JOIN orders o ON o.user_id = u.id");
+        assert_eq!(referenced_through(&s, 0), None);
+        // An equality in a third table's LEFT JOIN ON filters nothing.
+        let s = shaped(
+            "SELECT count(*) FROM users u CROSS JOIN orders o \
+             LEFT JOIN extras x ON x.id = o.extra_id AND o.user_id = u.id WHERE o.status = $1",
+        );
+        assert_eq!(referenced_through(&s, 0), None);
+    }
 
     #[test]
     fn collations_decide_order_and_case_folding() {

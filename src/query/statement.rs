@@ -202,6 +202,12 @@ fn clock_literals(canonical: &str) -> Result<Option<ClockLiterals>> {
 fn parse_message(e: pg_query::Error) -> String {
     match e {
         pg_query::Error::Parse(message) => message,
+        // The tree's decoder stops at 100 levels, and names every one it went through.
+        other if other.to_string().contains("recursion limit reached") => {
+            "it is nested too deeply (pgcache reads up to 100 levels of expressions): \
+             write a long sum or list as one parameter, such as = ANY($1)"
+                .into()
+        }
         other => other.to_string(),
     }
 }

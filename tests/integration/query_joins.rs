@@ -174,6 +174,12 @@ fn explain_names_what_keeps_a_join_per_table() {
             "SELECT id FROM users JOIN orders USING (id) WHERE total > $1",
             "USING",
         ),
+        // Users with no order over $1: an order leaving brings a user back.
+        (
+            "SELECT u.id FROM users u LEFT JOIN orders o ON o.user_id = u.id AND o.total > $1 \
+             WHERE o.id IS NULL",
+            "outside its ON",
+        ),
         (
             "SELECT u.id FROM users u JOIN orders o ON o.user_id = u.id WHERE name = $1 \
              AND total > $2",

@@ -369,3 +369,24 @@ fn misses_batched_together_answer_each_its_own_even_when_the_statement_names_the
         "some misses ran as a batch"
     );
 }
+
+#[test]
+fn a_statement_nested_too_deep_to_parse_is_an_error_not_a_crash() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    // About 60 KB, under the statement limit: PostgreSQL's parser writes its tree out
+    // recursively, as deep as the sum is long.
+    let sum = vec!["1"; 30_000].join("+");
+    let sql = format!("SELECT id FROM users WHERE id = {sum}");
+    let e = query(&mut con, &sql, &[]).unwrap_err().to_string();
+    assert!(e.contains("nested too deeply"), "{e}");
+    let explained: redis::Value = redis::cmd("PGCACHE.EXPLAIN")
+        .arg(&sql)
+        .query(&mut con)
+        .unwrap();
+    let explained = nested(&explained);
+    let reason: String = redis::from_redis_value(explained["reason"].clone()).unwrap();
+    assert!(reason.contains("nested too deeply"), "{reason}");
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+}

@@ -68,6 +68,12 @@ static WORKERS: Mutex<Option<Workers>> = Mutex::new(None);
 static WORKER_COUNT: AtomicUsize = AtomicUsize::new(1);
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 
+/// A worker's stack. Workers parse statements (`pg_query`, PostgreSQL's own parser, whose
+/// tree is written out recursively): a statement of `1+1+...+1` nested 6,000 deep overflowed
+/// the 2 MiB a thread gets by default and aborted the server. Reserved, not resident: a
+/// page is taken only when used.
+pub const STACK_BYTES: usize = 256 * 1024 * 1024;
+
 /// Starts `count` workers sharing `pool`, with queues of `queue_size` jobs.
 pub fn start(count: usize, queue_size: usize, pool: Arc<Pool>) -> std::io::Result<()> {
     let (work, work_receiver) = crossbeam_channel::bounded(queue_size);
@@ -81,6 +87,7 @@ pub fn start(count: usize, queue_size: usize, pool: Arc<Pool>) -> std::io::Resul
         threads.push(
             std::thread::Builder::new()
                 .name(format!("pgcache-worker-{i}"))
+                .stack_size(STACK_BYTES)
                 .spawn(move || run(receivers.0, receivers.1, pool))?,
         );
     }

@@ -273,6 +273,33 @@ impl Pred {
         }
     }
 
+    /// Whether it is never TRUE on a row whose every column is NULL (a left join's
+    /// NULL-extended row): its operators return NULL for a NULL operand, as PostgreSQL's
+    /// comparisons, patterns and jsonb operators do, or it is `IS NOT NULL`. Unknown
+    /// pieces, `IS NULL` and the boolean tests are not.
+    pub fn rejects_null_rows(&self) -> bool {
+        match self {
+            Pred::Compare { .. }
+            | Pred::Quantified { .. }
+            | Pred::Boolean(_)
+            | Pred::Like { .. }
+            | Pred::Regex { .. }
+            | Pred::JsonKeys { .. }
+            | Pred::JsonContains { .. } => !self.columns().is_empty(),
+            Pred::And(items) => items.iter().any(Pred::rejects_null_rows),
+            Pred::Or(items) => !items.is_empty() && items.iter().all(Pred::rejects_null_rows),
+            Pred::Not(inner) => match &**inner {
+                Pred::IsNull(expr) => {
+                    let mut columns = Vec::new();
+                    expr.columns(&mut columns);
+                    !columns.is_empty()
+                }
+                inner => inner.rejects_null_rows(),
+            },
+            Pred::Unknown(_) | Pred::IsNull(_) | Pred::Test(..) => false,
+        }
+    }
+
     /// Whether it is no condition at all (an empty AND, or ANDs of those).
     pub fn is_true(&self) -> bool {
         matches!(self, Pred::And(items) if items.iter().all(Pred::is_true))

@@ -117,22 +117,50 @@ pub fn read(from: &[Node], where_clause: Option<&Node>) -> Result<Read, String> 
         edges: Vec::new(),
         unplaced: false,
     };
+    if let Some((_, name)) = names.iter().enumerate().find(|(n, a)| {
+        names[..*n]
+            .iter()
+            .any(|b| b.alias.unwrap_or(b.relation) == a.alias.unwrap_or(a.relation))
+    }) {
+        return Err(format!(
+            "two tables named {} without an alias",
+            name.alias.unwrap_or(name.relation)
+        ));
+    }
     let mut parts: Vec<Vec<Pred>> = vec![Vec::new(); items.len()];
+    // A left join's right side named by a condition outside its ON: a row of it that the
+    // ON matched but that condition filtered out is no member, yet leaving would bring a
+    // NULL-extended row back (`WHERE o.id IS NULL`).
+    let mut tested_outside: Option<usize> = None;
     let mut place = |conjunct: &Node, on: Option<usize>| {
         // A correlated subquery names outer sides too: their rows may change its answer.
-        for side in sides_in_subqueries(conjunct, &names) {
-            read.sides[side].mentioned = true;
-        }
+        let in_subqueries = sides_in_subqueries(conjunct, &names);
         let Some(sides) = sides_named(conjunct, &names) else {
             read.unplaced = true;
+            for (side, item) in items.iter().enumerate() {
+                if item.join == Join::Left && on != Some(side) {
+                    tested_outside.get_or_insert(side);
+                }
+            }
             return;
         };
-        if let Some(edge) = edge(conjunct, &names, on) {
+        if in_subqueries.is_empty()
+            && let Some(edge) = edge(conjunct, &names, on)
+        {
             read.edges.push(edge);
             return;
         }
-        for &side in &sides {
+        // A condition of its side alone that no NULL-extended row passes is no test of
+        // one (`WHERE o.total > 5`).
+        let null_rejected = match (sides.as_slice(), in_subqueries.is_empty()) {
+            ([side], true) => names[*side].condition(conjunct).rejects_null_rows(),
+            _ => false,
+        };
+        for &side in sides.iter().chain(&in_subqueries) {
             read.sides[side].mentioned = true;
+            if items[side].join == Join::Left && on != Some(side) && !null_rejected {
+                tested_outside.get_or_insert(side);
+            }
         }
         let [side] = sides.as_slice() else {
             return;
@@ -158,6 +186,13 @@ pub fn read(from: &[Node], where_clause: Option<&Node>) -> Result<Read, String> 
         for conjunct in conjuncts(where_clause) {
             place(conjunct, None);
         }
+    }
+    if let Some(side) = tested_outside {
+        return Err(format!(
+            "a condition on {}, the right side of a LEFT JOIN, outside its ON (as \
+             `WHERE {0}.id IS NULL`)",
+            read.sides[side].reference
+        ));
     }
     for (side, parts) in read.sides.iter_mut().zip(parts) {
         side.filter = Pred::And(parts);
@@ -439,6 +474,23 @@ mod tests {
         assert_eq!(r.sides[2].join, Join::Inner);
         assert_eq!(r.edges.len(), 2);
         assert_eq!(r.edges[1].on, None);
+        // The WHERE may test a left join's right side with what no NULL passes.
+        for condition in [
+            "b.total > 5",
+            "b.x IS NOT NULL",
+            "b.k IN (1, 2) AND a.k = 3",
+        ] {
+            let sql = format!("SELECT * FROM a LEFT JOIN b ON b.a_id = a.id WHERE {condition}");
+            assert!(read_sql(&sql).is_ok(), "{sql}");
+        }
+        for condition in [
+            "b.x IS NOT TRUE",
+            "b.x IS NULL OR b.y = 1",
+            "coalesce(b.x, 0) = 0",
+        ] {
+            let sql = format!("SELECT * FROM a LEFT JOIN b ON b.a_id = a.id WHERE {condition}");
+            assert!(read_sql(&sql).is_err(), "{sql}");
+        }
     }
 
     #[test]
@@ -455,6 +507,23 @@ mod tests {
             ),
             ("SELECT * FROM a, (SELECT 1) s", "subquery"),
             ("SELECT * FROM a JOIN ONLY b ON a.id = b.id", "ONLY"),
+            (
+                "SELECT * FROM s1.t JOIN s2.t ON s2.t.r = s1.t.id",
+                "without an alias",
+            ),
+            (
+                "SELECT * FROM a LEFT JOIN b ON b.a_id = a.id WHERE b.id IS NULL",
+                "outside its ON",
+            ),
+            (
+                "SELECT * FROM a LEFT JOIN b ON b.a_id = a.id JOIN c ON c.k = a.k OR b.k = 1",
+                "outside its ON",
+            ),
+            (
+                "SELECT * FROM a LEFT JOIN b ON b.a_id = a.id \
+                 WHERE EXISTS (SELECT 1 FROM c WHERE c.k = b.k)",
+                "outside its ON",
+            ),
         ] {
             let e = read_sql(sql).err().unwrap();
             assert!(e.contains(why), "{sql}: {e}");
