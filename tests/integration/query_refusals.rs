@@ -380,6 +380,9 @@ fn a_statement_nested_too_deep_to_parse_is_an_error_not_a_crash() {
     let sql = format!("SELECT id FROM users WHERE id = {sum}");
     let e = query(&mut con, &sql, &[]).unwrap_err().to_string();
     assert!(e.contains("nested too deeply"), "{e}");
+    // As deep as the statement limit lets a statement be: one operator per two bytes.
+    let deepest = format!("SELECT id FROM users WHERE id = {}1", "- ".repeat(32_000));
+    assert!(query(&mut con, &deepest, &[]).is_err());
     let explained: redis::Value = redis::cmd("PGCACHE.EXPLAIN")
         .arg(&sql)
         .query(&mut con)

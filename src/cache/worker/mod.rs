@@ -72,7 +72,7 @@ static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 /// tree is written out recursively): a statement of `1+1+...+1` nested 6,000 deep overflowed
 /// the 2 MiB a thread gets by default and aborted the server. Reserved, not resident: a
 /// page is taken only when used.
-pub const STACK_BYTES: usize = 256 * 1024 * 1024;
+pub const STACK_BYTES: usize = 64 * 1024 * 1024;
 
 /// Starts `count` workers sharing `pool`, with queues of `queue_size` jobs.
 pub fn start(count: usize, queue_size: usize, pool: Arc<Pool>) -> std::io::Result<()> {
