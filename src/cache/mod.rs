@@ -1,6 +1,6 @@
 //! The cache: its entries in the Redis keyspace (`entries`, re-exported here), the fills in
-//! flight and their no-stale-fill rule (`fill`), the miss pipeline every read command uses
-//! (`miss`), the worker pool that runs what waits for
+//! flight and their no-stale-fill rule (`fill`), the miss pipeline of the row commands
+//! (`miss`) and QUERY's (`query`), the worker pool that runs what waits for
 //! PostgreSQL (`worker`), table flushes (`flush`), which entries must not be served now
 //! (`bypass`), and the window before an unload in which nothing may wait (`drain`).
 
@@ -12,6 +12,7 @@ pub mod fill;
 pub mod flush;
 pub mod freshness;
 pub mod miss;
+pub mod query;
 pub mod worker;
 
 pub use entries::*;

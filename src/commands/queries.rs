@@ -136,7 +136,7 @@ pub fn explain(ctx: &Context, args: &[&[u8]]) -> Reply {
     worker::submit(
         ctx,
         Box::new(move |conn| {
-            let learned = super::query::learn(conn, &sql)
+            let learned = crate::cache::query::learn(conn, &sql)
                 .and_then(|statement| statement.admitted().map(|()| statement));
             let explained = match learned {
                 Ok(statement) => vec![

@@ -24,8 +24,16 @@ pub const RESULT_TAG: &str = "~q:";
 const INLINE_PARAMS: usize = 128;
 
 /// The parameters' canonical spellings (what is bound, and hashed into the key), or which
-/// one is not a value of its type.
+/// one is not a value of its type, or that the call gave another number of them.
 pub fn canonical_params(statement: &Statement, params: &[&[u8]]) -> Result<Vec<String>> {
+    if statement.params.len() != params.len() {
+        return Err(Error::invalid(format!(
+            "the statement takes {} parameters ($1..${}), got nparams {}",
+            statement.params.len(),
+            statement.params.len(),
+            params.len()
+        )));
+    }
     params
         .iter()
         .zip(&statement.params)
@@ -232,6 +240,15 @@ mod tests {
             "results spread over the slots: {}",
             spread.len()
         );
+    }
+
+    #[test]
+    fn a_call_with_another_number_of_parameters_is_refused() {
+        let s = statement("SELECT * FROM t WHERE id = $1", &[INT]);
+        for given in [&[][..], &[&b"1"[..], &b"2"[..]][..]] {
+            let e = canonical_params(&s, given).unwrap_err().to_string();
+            assert!(e.contains("takes 1 parameters"), "{e}");
+        }
     }
 
     #[test]

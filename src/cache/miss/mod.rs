@@ -7,6 +7,7 @@
 
 mod batch;
 mod groups;
+pub mod read;
 
 pub use batch::many;
 pub use groups::many_named;

@@ -1,10 +1,13 @@
-//! QUERY misses of one statement run together: while a worker job for a statement waits in
-//! the queue, further misses of it (other parameters) join that job instead of queueing
-//! their own, and the worker runs them all in one statement (`Statement::batch_sql`: the
-//! parameter sets joined LATERALly), one round trip and one snapshot for all. If the batch
-//! fails, each runs alone, so one bad parameter fails only its own call.
+//! Where QUERY's misses reach the workers. Misses of one statement run together: while a
+//! worker job for a statement waits in the queue, further misses of it (other parameters)
+//! join that job instead of queueing their own, and the worker runs them all in one
+//! statement (`Statement::batch_sql`: the parameter sets joined LATERALly), one round trip
+//! and one snapshot for all. If the batch fails, each runs alone, so one bad parameter fails
+//! only its own call.
 
-use super::{Fill, Run, completion, execute, failed, ran};
+use super::complete::{Fill, completion};
+use super::job::{Job, Ready};
+use super::run::{Run, execute, failed, ran};
 use crate::cache::worker;
 use crate::config::current;
 use crate::error::Error;
@@ -38,42 +41,55 @@ fn with_waiting<R>(f: impl FnOnce(&mut HashMap<usize, Vec<Joined>>) -> R) -> R {
     f(guard.get_or_insert_with(HashMap::new))
 }
 
-/// Runs `statement` with `params` on a worker, joining a job of the same statement already
-/// queued when there is one; with a ticket, the result is cached for `ttl` seconds under its
-/// key. Main thread.
-pub fn run(
-    ctx: &Context,
-    statement: Arc<Statement>,
-    params: Vec<String>,
-    fill: Option<Fill>,
-) -> Reply {
+/// Hands `job` to a worker: a known statement's run joins a queued job of the same
+/// statement when there is one. Main thread.
+pub(super) fn submit(ctx: &Context, job: Job) -> Reply {
+    match job {
+        Job::Run {
+            statement,
+            params,
+            fill,
+        } if statement.batch_sql.is_some() => run(ctx, statement, params, fill),
+        job => worker::submit(
+            ctx,
+            Box::new(move |conn| {
+                let (statement, params, fill) = match job.ready(conn)? {
+                    Ready::Run(statement, params, fill) => (statement, params, fill),
+                    Ready::Answered(completion) => return Ok(completion),
+                };
+                let outcome = execute(conn, &statement, &params);
+                Ok(completion(statement, outcome, fill))
+            }),
+        ),
+    }
+}
+
+/// Runs `statement` (one that batches) with `params` on a worker, joining a job of the same
+/// statement already queued when there is one; with a ticket, the result is cached for
+/// `ttl` seconds under its key.
+fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Option<Fill>) -> Reply {
     let id = Arc::as_ptr(&statement) as usize;
-    let (params, fill) = if statement.batch_sql.is_some() {
-        if let Err(refusal) = worker::may_wait(ctx) {
-            return refusal;
+    if let Err(refusal) = worker::may_wait(ctx) {
+        return refusal;
+    }
+    // Joining and the worker's taking of the joined happen under one lock: a miss joins a
+    // job that has not started yet, or queues its own.
+    let own = with_waiting(|w| match w.get_mut(&id) {
+        Some(joined) => {
+            joined.push(Joined {
+                client: BlockedClient::block(ctx, current::request_timeout_ms()),
+                params,
+                fill,
+            });
+            None
         }
-        // Joining and the worker's taking of the joined happen under one lock: a miss joins a
-        // job that has not started yet, or queues its own.
-        let own = with_waiting(|w| match w.get_mut(&id) {
-            Some(joined) => {
-                joined.push(Joined {
-                    client: BlockedClient::block(ctx, current::request_timeout_ms()),
-                    params,
-                    fill,
-                });
-                None
-            }
-            None => {
-                w.insert(id, Vec::new());
-                Some((params, fill))
-            }
-        });
-        match own {
-            Some(own) => own,
-            None => return Reply::Blocked,
+        None => {
+            w.insert(id, Vec::new());
+            Some((params, fill))
         }
-    } else {
-        (params, fill)
+    });
+    let Some((params, fill)) = own else {
+        return Reply::Blocked;
     };
     let job_statement = statement.clone();
     let reply = worker::submit(

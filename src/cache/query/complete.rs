@@ -1,0 +1,163 @@
+//! The main-thread half of a miss: the permission check a statement seen for the first time
+//! still owes, the fill of the result under the key read before it ran, and the reply.
+
+use super::run::{Ran, Run};
+use crate::cache;
+use crate::cache::fill::{FillTicket, Outcome};
+use crate::config::current;
+use crate::error::Result;
+use crate::query::{Statement, generations, membership};
+use crate::redis::acl;
+use crate::redis::keyspace;
+use crate::requests::blocked::Completion;
+use crate::requests::reply::Reply;
+use crate::stats;
+use crate::stats::slowlog::truncate_key;
+use redis_module::Context;
+use std::sync::Arc;
+
+/// The client's ACL user must be allowed to read every table the statement reads as data,
+/// as READ checks the row's key: the generation key stands for the table's keys.
+pub(super) fn may_read_tables(ctx: &Context, statement: &Statement) -> Result<()> {
+    for table in &statement.data_tables {
+        if !cache::readable(ctx, table.key_prefix.as_bytes(), b"~gen") {
+            return Err(acl::no_read_permission(&generations::key_name(
+                &table.key_prefix,
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A miss whose result is to be cached: its key's ticket, for `ttl` seconds; the
+/// parameters (canonical) say which values a row-precise result admits.
+pub struct Fill {
+    pub ticket: FillTicket,
+    pub ttl: u64,
+    pub params: Vec<String>,
+}
+
+impl Fill {
+    pub fn new(ticket: FillTicket, ttl: u64, params: &[String]) -> Fill {
+        Fill {
+            ticket,
+            ttl,
+            params: params.to_vec(),
+        }
+    }
+}
+
+/// Answers a new spelling's call from the cache (the result was cached under another).
+pub(super) fn cached_completion(statement: Arc<Statement>, result: String) -> Completion {
+    Box::new(move |ctx| {
+        if let Err(e) = may_read_tables(ctx, &statement) {
+            return Reply::Error(e);
+        }
+        statement.stats.hits.inc();
+        stats::QUERY_HITS.inc();
+        described(Reply::Bulk(result), &statement, 0)
+    })
+}
+
+/// The main-thread half of a run: cache the result when a ticket came with it, it is not
+/// too big, and the cache admits it; then reply.
+pub fn completion(statement: Arc<Statement>, outcome: Run, fill: Option<Fill>) -> Completion {
+    Box::new(move |ctx| {
+        // A statement seen for the first time had its tables' permissions unchecked so far.
+        if let Err(e) = may_read_tables(ctx, &statement) {
+            return Reply::Error(e);
+        }
+        statement.stats.misses.inc();
+        stats::QUERY_MISSES.inc();
+        if let Ok(ran) = &outcome {
+            statement.figures.result_bytes.add(ran.json.len() as u64);
+        }
+        let shared: Outcome = match &outcome {
+            Ok(ran) => Ok(Some(ran.json.clone())),
+            Err(e) => Err(e.clone()),
+        };
+        if let Some(Fill {
+            ticket,
+            ttl,
+            params,
+        }) = fill
+        {
+            ticket.answer_waiters(&shared);
+            let (key, fresh) = ticket.finish(&shared);
+            if let Ok(ran) = &outcome
+                && fresh
+            {
+                cache_result(ctx, &statement, &key, ran, ttl, &params);
+            }
+        }
+        match outcome {
+            Ok(ran) => described(Reply::Bulk(ran.json), &statement, ran.rows),
+            Err(e) => described(Reply::Error(e), &statement, 0),
+        }
+    })
+}
+
+/// Caches a fresh result under `key` unless it is too big (or, row-precise, built from too
+/// many rows, or past the index's room); a row-precise one is indexed as it is written.
+fn cache_result(
+    ctx: &Context,
+    statement: &Arc<Statement>,
+    key: &Arc<str>,
+    ran: &Ran,
+    ttl: u64,
+    params: &[String],
+) {
+    let too_big = |why: &str| {
+        stats::QUERY_TOO_BIG.inc();
+        statement.figures.too_big.inc();
+        ctx.log_debug(&format!("pgcache: a QUERY result is not cached: {why}"));
+    };
+    if ran.rows > current::query_max_rows() || ran.json.len() as u64 > current::query_max_bytes() {
+        return too_big("over query_max_rows or query_max_bytes");
+    }
+    let indexed = match statement.precision.row() {
+        Some(m) => {
+            // Under a row generation that ended while it ran (a flush, a TRUNCATE), the
+            // result lands where nobody looks: neither cached nor indexed.
+            if !generations::current_row_key(&m.tables(), key) {
+                return;
+            }
+            let Some(members) = &ran.members else {
+                return too_big("its WHERE admits more rows than the index keeps for one result");
+            };
+            if !membership::has_room(membership::cost(key, params, members)) {
+                stats::QUERY_INDEX_FULL.inc();
+                return;
+            }
+            // A full page ends at its last member: rows sorting after it cannot enter.
+            let boundary = match &m.page {
+                Some(page) if page.rows(params) == Some(members[0].len() as u64) => {
+                    ran.last.clone()
+                }
+                _ => None,
+            };
+            Some((params.to_vec(), members.clone(), boundary))
+        }
+        None => None,
+    };
+    if !cache::write_fetched(
+        ctx,
+        cache::admission(ctx, key),
+        key,
+        None,
+        Some(&ran.json),
+        ttl,
+    ) {
+        return;
+    }
+    statement.figures.filled(indexed.is_none());
+    if let Some((params, members, boundary)) = indexed {
+        let id = (keyspace::selected_db(ctx), key.clone());
+        membership::add(id, statement.clone(), params, members, boundary);
+    }
+}
+
+/// The reply, described for the slowlog and hooks by the statement it ran.
+fn described(reply: Reply, statement: &Statement, rows: u64) -> Reply {
+    reply.described(&statement.stats, truncate_key(&statement.shown), rows)
+}

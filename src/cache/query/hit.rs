@@ -1,0 +1,94 @@
+//! A known statement's call on the main thread: the hit path, or the job its miss leaves a
+//! worker.
+
+use super::Call;
+use super::complete::{Fill, may_read_tables};
+use super::job::Job;
+use super::key::key_now;
+use crate::cache::bypass;
+use crate::cache::fill::{self, Asked, LeadOrWait};
+use crate::cache::miss::Read;
+use crate::config::current;
+use crate::error::Result;
+use crate::query::Statement;
+use crate::query::key::{canonical_params, route_key};
+use crate::redis::cluster;
+use crate::redis::keyspace;
+use crate::redis::reply;
+use crate::requests::reply::Reply;
+use crate::stats;
+use redis_module::Context;
+use std::sync::Arc;
+
+/// What a known statement's call came to on the main thread.
+pub(super) enum Known {
+    /// Replied (a hit), or waiting for a fill in flight of the same result.
+    Answered(Reply),
+    /// A miss: the worker's job.
+    Missed(Job),
+}
+
+/// A statement learned before: the hit path, or the job of its miss.
+pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Result<Known> {
+    may_read_tables(ctx, &statement)?;
+    statement.admitted()?;
+    let params = canonical_params(&statement, call.params)?;
+    let Some(key) = key_now(ctx, &statement, &params) else {
+        if cluster::enabled() {
+            cluster::check(ctx, &route_key(&statement, &params))?;
+        }
+        return Ok(Known::Missed(Job::Run {
+            statement,
+            params,
+            fill: None,
+        }));
+    };
+    if call.read == Read::Cached && !bypass::bypassed(key.as_bytes()) && reply_if_cached(ctx, &key)
+    {
+        statement.stats.calls.inc();
+        statement.stats.hits.inc();
+        stats::QUERY_HITS.inc();
+        return Ok(Known::Answered(Reply::Sent));
+    }
+    // On a cluster, the node serving the result's slot (the route's: they share the hash
+    // tag) runs a miss; others redirect, as for READ.
+    cluster::check(ctx, &key)?;
+    let ticket = match call.read {
+        Read::Cached => {
+            let asked = Asked {
+                table: statement.stats.clone(),
+                pk: String::new(),
+                readable_as: Some(statement.readable_as.clone()),
+            };
+            match fill::lead_or_wait(ctx, key.into(), current::request_timeout_ms(), asked) {
+                LeadOrWait::Wait => return Ok(Known::Answered(Reply::Blocked)),
+                LeadOrWait::Lead(ticket) => ticket,
+            }
+        }
+        Read::After(lsn) => {
+            return Ok(Known::Missed(Job::AfterApplied {
+                statement,
+                params,
+                ttl: call.ttl,
+                lsn,
+                db: keyspace::selected_db(ctx),
+            }));
+        }
+        // The feed cannot vouch for the cache: PostgreSQL answers, and its answer may be
+        // cached (taken after the key's generations).
+        Read::FromPostgres | Read::Unvouched => fill::lead(key.into()),
+    };
+    let fill = Fill::new(ticket, call.ttl, &params);
+    Ok(Known::Missed(Job::Run {
+        statement,
+        params,
+        fill: Some(fill),
+    }))
+}
+
+fn reply_if_cached(ctx: &Context, key: &str) -> bool {
+    keyspace::with_name(ctx, key.as_bytes(), |k| {
+        keyspace::read_string(ctx, k, |value| reply::bulk(ctx, value))
+    })
+    .is_some()
+}

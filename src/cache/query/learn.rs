@@ -1,0 +1,137 @@
+//! A statement's first sight: parsed, its tables checked against the caller's read
+//! permissions, learned from the catalog (its precision, the SQL it runs) and remembered.
+
+use crate::config::current;
+use crate::error::{Error, Result};
+use crate::pg::pool::Connection;
+use crate::query::precision::{self, Precision};
+use crate::query::statement;
+use crate::query::{Statement, catalog, generations, statements};
+use crate::redis::acl;
+use crate::redis::main_thread;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The statement `sql` spells: parsed, and learned from the catalog unless another
+/// spelling of it was; remembered under this spelling.
+pub fn learn(conn: &mut Connection, sql: &[u8]) -> Result<Arc<Statement>> {
+    learn_as(conn, sql, None)
+}
+
+/// `learn`, for the ACL user `user` (None: one who may read every key): the tables behind
+/// the relations the statement names are checked against its read permissions before the
+/// catalog is asked anything of the statement, and the tables it reads once it is learned,
+/// so a user who may not read them learns nothing from an answer, an error or how long
+/// either took.
+pub(super) fn learn_as(
+    conn: &mut Connection,
+    sql: &[u8],
+    user: Option<&str>,
+) -> Result<Arc<Statement>> {
+    let text =
+        std::str::from_utf8(sql).map_err(|_| Error::invalid("the statement is not valid UTF-8"))?;
+    let parsed = statement::parse(text)?;
+    if let Some(user) = user {
+        let named = catalog::named_tables(conn, &parsed)?;
+        let keys: Vec<String> = named
+            .iter()
+            .map(|name| {
+                generations::key_name(&crate::model::key::cache_key(
+                    &current::cache_prefix(),
+                    &name.display(),
+                    "",
+                ))
+            })
+            .collect();
+        user_may_read(user, keys)?;
+    }
+    // What the catalog said is kept only if no DDL made pgcache forget its statements
+    // meanwhile (a view replaced while its statement was learned would leave it reading
+    // the old view's tables): learned again then.
+    for _ in 0..LEARNING_ATTEMPTS {
+        let epoch = statements::epoch();
+        let statement = learned(conn, &parsed)?;
+        if let Some(user) = user {
+            user_may_read(user, statement.readable_as.to_vec())?;
+        }
+        if statements::remember(epoch, sql, statement.clone()) {
+            return Ok(statement);
+        }
+    }
+    Err(Error::postgres(
+        "the tables and views the statement reads kept changing (DDL) while it was learned; \
+         try again",
+    ))
+}
+
+/// How many times a statement is learned while DDL keeps changing what it reads.
+const LEARNING_ATTEMPTS: usize = 3;
+
+/// Refuses (NOPERM) unless the ACL user `user` may read every key of `keys`, asked on the
+/// main thread from a worker.
+fn user_may_read(user: &str, keys: Vec<String>) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let user = user.to_string();
+    let refused = main_thread::ask(
+        move |ctx| {
+            keys.into_iter()
+                .find(|key| !acl::user_may_read(ctx, &user, key))
+        },
+        Duration::from_millis(current::request_timeout_ms()),
+    )
+    .ok_or_else(|| {
+        // A busy event loop, not a fault: the caller may try again.
+        Error::timeout("the permission check waited too long for the event loop; try again")
+    })?;
+    match refused {
+        Some(key) => Err(acl::no_read_permission(&key)),
+        None => Ok(()),
+    }
+}
+
+/// What `parsed` is: the statement learned under another spelling, or learned now.
+fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Statement>> {
+    Ok(match statements::with_canonical(&parsed.canonical) {
+        Some(statement) => statement,
+        None => {
+            let row_wanted = current::query_row_precision();
+            let learned = catalog::learn(conn, parsed)?;
+            let precision = precision::decide(conn, &parsed.shape, &learned)?;
+            let members = match (&precision, &parsed.shape) {
+                (Precision::Row(m), Ok(shape)) => Some(catalog::Members {
+                    candidates_sql: &shape.candidates_sql,
+                    sides: m
+                        .sides
+                        .iter()
+                        .zip(&shape.sides)
+                        .map(|(matched, side)| catalog::MemberSide {
+                            reference: &side.reference,
+                            table: &matched.table,
+                            own_rows: side.own_rows.as_deref(),
+                        })
+                        .collect(),
+                    page: m.page.as_ref().and(shape.page.as_ref()),
+                }),
+                _ => None,
+            };
+            let run_sql = catalog::run_sql(parsed, &learned.params, members.as_ref())?;
+            // A batch PostgreSQL refuses (a parameter in LIMIT may not come from a LATERAL
+            // join) leaves the statement's misses to run one by one.
+            let batch_sql = catalog::batch_sql(parsed, &learned.params, members.as_ref())?
+                .filter(|sql| conn.prepare(sql).is_ok());
+            Arc::new(Statement::new(
+                &current::cache_prefix(),
+                parsed.canonical.clone(),
+                learned.params,
+                learned.tables,
+                learned.listed,
+                precision,
+                row_wanted,
+                run_sql,
+                batch_sql,
+            ))
+        }
+    })
+}

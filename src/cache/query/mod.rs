@@ -1,0 +1,48 @@
+//! QUERY's pipeline below the command: the hit path, and a miss's way to PostgreSQL and back.
+//!
+//! A hit is a lookup of the statement's text in the statement table, the parameters
+//! canonicalised, the generations of its tables read, one hash and one key opened: no SQL is
+//! parsed (`hit`). A miss leaves a worker a job (`job`): waiting for the feed to apply an
+//! `AFTER` position, or learning a statement seen for the first time (`learn`), comes first.
+//! The worker runs the statement in a READ ONLY transaction (`run`), several misses of one
+//! statement in one round trip (`batch`), and the main thread caches the result under the
+//! key built before it ran (`complete`; `query::generations` says why that is never stale).
+
+mod batch;
+mod complete;
+mod hit;
+mod job;
+mod key;
+mod learn;
+mod run;
+
+pub use learn::learn;
+
+use crate::cache::miss::Read;
+use crate::query::statements;
+use crate::requests::reply::Reply;
+use hit::Known;
+use job::Job;
+use redis_module::Context;
+
+/// A QUERY call: the statement as the client spelled it, its parameters as sent, how long
+/// its result is kept (seconds) and how it may be read.
+pub struct Call<'a> {
+    pub sql: &'a [u8],
+    pub params: &'a [&'a [u8]],
+    pub ttl: u64,
+    pub read: Read,
+}
+
+/// Answers a call: from the cache when it holds the result, else by a worker's job.
+pub fn call(ctx: &Context, call: &Call) -> Reply {
+    let job = match statements::get(call.sql) {
+        Some(statement) => match hit::known(ctx, statement, call) {
+            Ok(Known::Answered(reply)) => return reply,
+            Ok(Known::Missed(job)) => job,
+            Err(e) => return e.into(),
+        },
+        None => Job::first_sight(ctx, call),
+    };
+    batch::submit(ctx, job)
+}

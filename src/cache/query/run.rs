@@ -1,0 +1,138 @@
+//! A statement's run on PostgreSQL, and what came back: the result and, for a row-precise
+//! statement, its members.
+
+use crate::error::{Error, Result};
+use crate::model::key::canonicalise_value;
+use crate::pg::errors::{is_schema_change, statement_error};
+use crate::pg::pool::Connection;
+use crate::pg::schema::TableSchema;
+use crate::pg::session::Failure;
+use crate::query::catalog;
+use crate::query::precision::SideMatch;
+use crate::query::{Statement, statements};
+use compact_str::CompactString;
+
+/// What a run found.
+#[derive(Clone)]
+pub struct Ran {
+    /// The result as one JSON array.
+    pub json: String,
+    pub rows: u64,
+    /// A row-precise statement's members, per side: the primary keys (canonical) of every
+    /// row its WHERE admitted; None when there were more than `catalog::MAX_MEMBERS` (the
+    /// result is then not cached).
+    pub members: Option<Vec<Vec<CompactString>>>,
+    /// A page's last member's sort key (values as text, None for NULL).
+    pub last: Option<Vec<Option<String>>>,
+}
+
+pub type Run = Result<Ran>;
+
+/// Runs the statement in a READ ONLY transaction (under the session's statement_timeout).
+pub fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) -> Run {
+    let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let rows = conn
+        .query_read_only(&statement.run_sql, &values)
+        .map_err(|e| failed(statement, &e))?;
+    let row = rows
+        .first()
+        .ok_or_else(|| Error::internal("the statement's result came back without its row"))?;
+    ran(statement, row)
+}
+
+/// A run's row: the result, its row count and (row-precise statements) its members.
+pub fn ran(statement: &Statement, row: &tokio_postgres::Row) -> Run {
+    let count: i64 = row.get(1);
+    let (members, last) = match statement.precision.row() {
+        Some(m) => {
+            let keys: Option<String> = row.get(2);
+            match m.sides.as_slice() {
+                [side] => {
+                    let (members, last) =
+                        members_of(&side.table, keys.as_deref(), m.page.is_some());
+                    (members.map(|members| vec![members]), last)
+                }
+                sides => (joined_members_of(sides, keys.as_deref()), None),
+            }
+        }
+        None => (None, None),
+    };
+    Ok(Ran {
+        json: row.get(0),
+        rows: count as u64,
+        members,
+        last,
+    })
+}
+
+/// The canonical primary keys of the members' JSON (an array of key objects, or for a
+/// page of `[key, [sort key values]]`; NULL for none), and a page's last sort key; no keys
+/// past `MAX_MEMBERS` or for a key that does not read as the table's.
+fn members_of(
+    table: &TableSchema,
+    keys: Option<&str>,
+    page: bool,
+) -> (Option<Vec<CompactString>>, Option<Vec<Option<String>>>) {
+    let Some(keys) = keys else {
+        return (Some(Vec::new()), None);
+    };
+    let Ok(keys) = serde_json::from_str::<Vec<serde_json::Value>>(keys) else {
+        return (None, None);
+    };
+    if keys.len() > catalog::MAX_MEMBERS {
+        return (None, None);
+    }
+    let members = keys
+        .iter()
+        .map(|member| canonical_key(if page { member.get(0)? } else { member }, table))
+        .collect();
+    let last = page
+        .then(|| keys.last()?.get(1)?.as_array().cloned())
+        .flatten()
+        .map(|values| {
+            values
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect()
+        });
+    (members, last)
+}
+
+/// A join's members, side by side, from one array of key objects per side; None past
+/// `MAX_MEMBERS` rows (a JSON string says so) or for a key that does not read as its
+/// table's.
+fn joined_members_of(sides: &[SideMatch], keys: Option<&str>) -> Option<Vec<Vec<CompactString>>> {
+    let keys = serde_json::from_str::<Vec<Vec<serde_json::Value>>>(keys?).ok()?;
+    if keys.len() != sides.len() {
+        return None;
+    }
+    sides
+        .iter()
+        .zip(&keys)
+        .map(|(side, keys)| {
+            keys.iter()
+                .map(|key| canonical_key(key, &side.table))
+                .collect()
+        })
+        .collect()
+}
+
+/// A member's primary key object, canonical (None: it does not read as the table's).
+fn canonical_key(key: &serde_json::Value, table: &TableSchema) -> Option<CompactString> {
+    canonicalise_value(key, table)
+        .ok()
+        .filter(|k| !k.unconfirmed)
+        .map(|k| k.json)
+}
+
+/// The error of a statement that failed; one whose tables changed under it (a column or
+/// table gone, a type changed) is forgotten, to be learned afresh by the next call.
+pub fn failed(statement: &Statement, failure: &Failure) -> Error {
+    if is_schema_change(failure) {
+        statements::forget(&statement.canonical);
+    }
+    statement_error(failure)
+}
