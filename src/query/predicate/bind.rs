@@ -281,9 +281,79 @@ fn bind_expr(expr: Expr, scope: &dyn Scope) -> Result<(Expr, Typing), String> {
                 },
             )
         }
+        Expr::Trunc { unit, arg } => {
+            let (unit, ut) = bind_expr(*unit, scope)?;
+            let (arg, t) = bind_expr(*arg, scope)?;
+            if !matches!(ut.ty, None | Some(SqlType::Text(_))) || t.ty != Some(SqlType::Timestamp) {
+                return Err(
+                    "date_trunc of what is not a timestamp without time zone (with one, the \
+                     session's time zone decides it)"
+                        .into(),
+                );
+            }
+            (
+                Expr::Trunc {
+                    unit: Box::new(unit),
+                    arg: Box::new(arg),
+                },
+                Typing {
+                    ty: Some(SqlType::Timestamp),
+                    from_column: t.from_column,
+                },
+            )
+        }
+        Expr::AtZone { zone, arg, .. } => {
+            let (zone, zt) = bind_expr(*zone, scope)?;
+            let (arg, t) = bind_expr(*arg, scope)?;
+            let (to_zoned, ty) = match (zt.ty, t.ty) {
+                (None | Some(SqlType::Text(_)), Some(SqlType::Timestamp)) => {
+                    (true, SqlType::TimestampTz)
+                }
+                (None | Some(SqlType::Text(_)), Some(SqlType::TimestampTz)) => {
+                    (false, SqlType::Timestamp)
+                }
+                _ => {
+                    return Err("AT TIME ZONE of what is not a timestamp, or by an interval".into());
+                }
+            };
+            (
+                Expr::AtZone {
+                    zone: Box::new(zone),
+                    arg: Box::new(arg),
+                    to_zoned,
+                },
+                Typing {
+                    ty: Some(ty),
+                    from_column: t.from_column,
+                },
+            )
+        }
+        Expr::DateOf(arg) => {
+            let (arg, t) = bind_expr(*arg, scope)?;
+            (
+                Expr::DateOf(Box::new(arg)),
+                Typing {
+                    ty: Some(SqlType::Date),
+                    ..t
+                },
+            )
+        }
         Expr::Cast(arg, to) => {
             let target = typed(&to, default).map_err(|_| format!("a cast to {to}"))?;
             let (arg, t) = bind_expr(*arg, scope)?;
+            // A timestamp's date: its day, whatever the session's time zone.
+            if t.ty == Some(SqlType::Timestamp)
+                && target == SqlType::Date
+                && !matches!(arg, Expr::Param(_))
+            {
+                return Ok((
+                    Expr::DateOf(Box::new(arg)),
+                    Typing {
+                        ty: Some(SqlType::Date),
+                        from_column: t.from_column,
+                    },
+                ));
+            }
             let ty = match (t.ty, target) {
                 // A constant or parameter is read by the target type's input.
                 (None, target) => target,

@@ -46,6 +46,26 @@ impl Expr {
                 _ => Val::Unknown,
             },
             Expr::Cast(arg, _) => arg.eval(row, params),
+            Expr::Trunc { unit, arg } => match (unit.eval(row, params), arg.eval(row, params)) {
+                (Val::Null, _) | (_, Val::Null) => Val::Null,
+                (Val::Text(u), Val::Text(t)) => time::truncate(&u, &t).map_or(Val::Unknown, owned),
+                _ => Val::Unknown,
+            },
+            Expr::AtZone {
+                zone,
+                arg,
+                to_zoned,
+            } => match (zone.eval(row, params), arg.eval(row, params)) {
+                (Val::Null, _) | (_, Val::Null) => Val::Null,
+                (Val::Text(z), Val::Text(t)) if time::is_utc(&z) => {
+                    time::at_utc(&t, *to_zoned).map_or(Val::Unknown, owned)
+                }
+                _ => Val::Unknown,
+            },
+            Expr::DateOf(arg) => match arg.eval(row, params) {
+                Val::Text(t) => time::date_of(&t).map_or(Val::Unknown, owned),
+                other => other,
+            },
             Expr::JsonField {
                 doc,
                 key,
@@ -61,6 +81,10 @@ impl Expr {
             },
         }
     }
+}
+
+fn owned<'a>(text: String) -> Val<'a> {
+    Val::Text(Cow::Owned(text))
 }
 
 /// `doc -> key` (an object's field by a text key, an array's element by an integer index,

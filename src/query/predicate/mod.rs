@@ -193,6 +193,20 @@ pub enum Expr {
     },
     /// `arg::to`, `to` as `format_type` spells it.
     Cast(Box<Expr>, String),
+    /// `date_trunc(unit, arg)` of a timestamp without time zone.
+    Trunc {
+        unit: Box<Expr>,
+        arg: Box<Expr>,
+    },
+    /// `arg AT TIME ZONE zone` (`timezone(zone, arg)`): a timestamptz as the zone's wall
+    /// clock, or (`to_zoned`, set when bound) a timestamp read as the zone's wall clock.
+    AtZone {
+        zone: Box<Expr>,
+        arg: Box<Expr>,
+        to_zoned: bool,
+    },
+    /// A timestamp's date: binding makes it of `arg::date`.
+    DateOf(Box<Expr>),
 }
 
 /// A condition. `ty` fields are the type the operands compare as, set when bound.
@@ -356,8 +370,13 @@ impl Expr {
     fn columns(&self, out: &mut Vec<String>) {
         match self {
             Expr::Column(c) => out.push(c.clone()),
-            Expr::Fold { arg, .. } | Expr::Cast(arg, _) => arg.columns(out),
-            Expr::Concat(a, b) | Expr::JsonField { doc: a, key: b, .. } => {
+            Expr::Fold { arg, .. } | Expr::Cast(arg, _) | Expr::DateOf(arg) => arg.columns(out),
+            Expr::Concat(a, b)
+            | Expr::JsonField { doc: a, key: b, .. }
+            | Expr::Trunc { unit: a, arg: b }
+            | Expr::AtZone {
+                zone: a, arg: b, ..
+            } => {
                 a.columns(out);
                 b.columns(out);
             }

@@ -64,6 +64,10 @@ fn values(column: &str) -> &'static [&'static str] {
             "2024-01-01 00:00:00",
             "2024-01-01 10:00:00.25",
             "2023-12-31 23:59:59",
+            "2021-01-01 10:00:00",
+            "2024-05-15 13:45:30.123456",
+            "0044-03-15 12:00:00 BC",
+            "infinity",
         ],
         "f" => &["0", "-0", "1.5", "NaN", "Infinity", "1e-300", "-2"],
         "u" => &[
@@ -214,6 +218,58 @@ fn atom(rng: &mut Rng) -> Built {
                 format!("{column} {op} $?")
             } else {
                 format!("{column} {op} {}", quoted(rng.pick(&patterns)))
+            }
+        }
+        ("seen", 5) => {
+            let unit = rng.pick(&[
+                "microseconds",
+                "ms",
+                "second",
+                "minute",
+                "Hour",
+                "day",
+                "week",
+                "month",
+                "quarter",
+                "year",
+                "decade",
+                "days",
+            ]);
+            let unit = if rng.chance(30) {
+                params.push(unit.to_string());
+                "$?".to_string()
+            } else {
+                quoted(unit)
+            };
+            format!("date_trunc({unit}, seen) {op} {}", value(rng, &mut params))
+        }
+        ("seen" | "at", 6) => {
+            let zone = rng.pick(&[
+                "UTC",
+                "utc",
+                "Etc/UTC",
+                "GMT",
+                "Europe/Paris",
+                "Asia/Kolkata",
+            ]);
+            let zone = if rng.chance(50) {
+                params.push(zone.to_string());
+                "$?".to_string()
+            } else {
+                quoted(zone)
+            };
+            let other = if column == "seen" { "at" } else { "seen" };
+            format!(
+                "({column} AT TIME ZONE {zone}) {op} {}",
+                quoted(rng.pick(values(other)))
+            )
+        }
+        ("seen" | "at", 7) => {
+            let day = quoted(rng.pick(values("day")));
+            if column == "seen" {
+                format!("seen::date {op} {day}")
+            } else {
+                format!("(at AT TIME ZONE 'UTC')::date {op} {day}")
             }
         }
         (_, 4) if rng.chance(50) => format!("{column} SIMILAR TO 'a'"),

@@ -37,6 +37,7 @@ fn table(params: Vec<&'static str>) -> Table {
             ("active", "boolean"),
             ("doc", "jsonb"),
             ("at", "timestamp with time zone"),
+            ("seen", "timestamp without time zone"),
             ("shape", "point"),
         ],
         params,
@@ -310,4 +311,61 @@ fn a_bounded_column_orders_results_by_their_bound() {
     };
     assert!(matches!(high, Bound::Excluded(_)));
     assert!(pred("id > price", &scope).ranged().is_none());
+}
+
+#[test]
+fn dates_of_timestamps_are_decided_where_no_time_zone_decides_them() {
+    let seen = |v| [("seen", Some(v))];
+    let at = |v| [("at", Some(v))];
+    let may = Truth::ANY;
+    // Django's `__date` and `__trunc`, SQLAlchemy's `func.date_trunc`.
+    assert_eq!(
+        truth(
+            "(at AT TIME ZONE $1)::date = $2",
+            &[("text", "UTC"), ("date", "2024-04-30")],
+            &at("2024-05-01 01:30:00+05:30")
+        ),
+        Truth::TRUE
+    );
+    assert_eq!(
+        truth(
+            "(at AT TIME ZONE $1)::date = $2",
+            &[("text", "Europe/Paris"), ("date", "2024-04-30")],
+            &at("2024-05-01 01:30:00+05:30")
+        ),
+        may
+    );
+    assert_eq!(
+        truth(
+            "date_trunc('month', seen) = $1",
+            &[("timestamp without time zone", "2024-05-01 00:00:00")],
+            &seen("2024-05-31 23:59:59.999999")
+        ),
+        Truth::TRUE
+    );
+    assert_eq!(
+        truth(
+            "seen::date > '2024-05-01'",
+            &[],
+            &seen("2024-05-01 23:00:00")
+        ),
+        Truth::FALSE
+    );
+    // A timestamptz's date, or its truncation, is the session's time zone's.
+    assert_eq!(
+        truth(
+            "at::date = '2024-05-01'",
+            &[],
+            &at("2024-05-01 01:30:00+00")
+        ),
+        may
+    );
+    assert_eq!(
+        truth(
+            "date_trunc('day', at) = '2024-05-01'",
+            &[],
+            &at("2024-05-01 01:30:00+00")
+        ),
+        may
+    );
 }

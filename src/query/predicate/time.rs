@@ -150,6 +150,172 @@ fn zone_offset(offset: &str) -> Option<i64> {
     Some(sign * (hours * 3600 + minutes * 60 + seconds))
 }
 
+/// A unit `date_trunc` truncates a timestamp to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Microsecond,
+    Millisecond,
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+/// The unit `date_trunc` reads `name` as (ASCII case ignored, as PostgreSQL downcases it);
+/// None for the coarser ones (decade, century, millennium, with their own rules for years
+/// BC) and for spellings not read here.
+fn unit(name: &str) -> Option<Unit> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "microseconds" | "microsecond" | "us" => Unit::Microsecond,
+        "milliseconds" | "millisecond" | "ms" => Unit::Millisecond,
+        "second" | "seconds" => Unit::Second,
+        "minute" | "minutes" => Unit::Minute,
+        "hour" | "hours" => Unit::Hour,
+        "day" | "days" => Unit::Day,
+        "week" | "weeks" => Unit::Week,
+        "month" | "months" => Unit::Month,
+        "quarter" => Unit::Quarter,
+        "year" | "years" => Unit::Year,
+        _ => return None,
+    })
+}
+
+const MICROS_PER_DAY: i128 = 86_400_000_000;
+
+/// `date_trunc(unit, timestamp)` of a timestamp without time zone, spelled as PostgreSQL
+/// reads it back; None for a unit or a spelling not read here.
+pub fn truncate(unit_name: &str, text: &str) -> Option<String> {
+    let unit = unit(unit_name)?;
+    let micros = timestamp(text, false)?;
+    if let Some(extreme) = extreme(micros) {
+        return Some(extreme.into());
+    }
+    let (days, in_day) = (
+        micros.div_euclid(MICROS_PER_DAY),
+        micros.rem_euclid(MICROS_PER_DAY),
+    );
+    let step: i128 = match unit {
+        Unit::Microsecond => 1,
+        Unit::Millisecond => 1_000,
+        Unit::Second => 1_000_000,
+        Unit::Minute => 60_000_000,
+        Unit::Hour => 3_600_000_000,
+        _ => MICROS_PER_DAY,
+    };
+    let days = i64::try_from(days).ok()?;
+    let days = match unit {
+        // The Monday of the ISO week (2000-01-01 was a Saturday).
+        Unit::Week => days - (days + 5).rem_euclid(7),
+        Unit::Month | Unit::Quarter | Unit::Year => {
+            let (year, month, _) = civil_from_days(days + EPOCH_DAYS);
+            let month = match unit {
+                Unit::Month => month,
+                Unit::Quarter => (month - 1) / 3 * 3 + 1,
+                _ => 1,
+            };
+            days_from_civil(year, month, 1) - EPOCH_DAYS
+        }
+        _ => days,
+    };
+    Some(spelled(
+        i128::from(days) * MICROS_PER_DAY + in_day - in_day.rem_euclid(step),
+        false,
+    ))
+}
+
+/// Whether PostgreSQL reads `zone` as UTC whatever its time zone data says (the names are
+/// case-insensitive).
+pub fn is_utc(zone: &str) -> bool {
+    ["UTC", "Etc/UTC", "GMT", "Etc/GMT"]
+        .iter()
+        .any(|z| z.eq_ignore_ascii_case(zone.trim()))
+}
+
+/// `text AT TIME ZONE 'UTC'`: a timestamptz as UTC's wall clock (a timestamp), or with
+/// `to_zoned` a timestamp read as UTC's wall clock (a timestamptz).
+pub fn at_utc(text: &str, to_zoned: bool) -> Option<String> {
+    let micros = timestamp(text, !to_zoned)?;
+    Some(match extreme(micros) {
+        Some(extreme) => extreme.into(),
+        None => spelled(micros, to_zoned),
+    })
+}
+
+/// A timestamp's date (`::date`).
+pub fn date_of(text: &str) -> Option<String> {
+    let micros = timestamp(text, false)?;
+    if let Some(extreme) = extreme(micros) {
+        return Some(extreme.into());
+    }
+    let days = i64::try_from(micros.div_euclid(MICROS_PER_DAY)).ok()?;
+    let (year, month, day) = civil_from_days(days + EPOCH_DAYS);
+    Some(format!("{}{}", day_text(year, month, day), era_text(year)))
+}
+
+/// Days from 1970-01-01 to 2000-01-01.
+const EPOCH_DAYS: i64 = 10_957;
+
+fn extreme(micros: i128) -> Option<&'static str> {
+    match micros {
+        i128::MAX => Some("infinity"),
+        i128::MIN => Some("-infinity"),
+        _ => None,
+    }
+}
+
+/// Microseconds since 2000-01-01 00:00 in ISO 8601, with `+00` when `zoned`.
+fn spelled(micros: i128, zoned: bool) -> String {
+    let days = micros.div_euclid(MICROS_PER_DAY) as i64;
+    let in_day = micros.rem_euclid(MICROS_PER_DAY);
+    let (year, month, day) = civil_from_days(days + EPOCH_DAYS);
+    let seconds = in_day / 1_000_000;
+    let fraction = in_day % 1_000_000;
+    let mut out = format!(
+        "{} {:02}:{:02}:{:02}",
+        day_text(year, month, day),
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    );
+    if fraction != 0 {
+        out.push('.');
+        out.push_str(format!("{fraction:06}").trim_end_matches('0'));
+    }
+    if zoned {
+        out.push_str("+00");
+    }
+    out.push_str(era_text(year));
+    out
+}
+
+/// `YYYY-MM-DD` of a proleptic Gregorian date, years BC counted back from 1 BC (year 0).
+fn day_text(year: i64, month: i64, day: i64) -> String {
+    let shown = if year <= 0 { 1 - year } else { year };
+    format!("{shown:04}-{month:02}-{day:02}")
+}
+
+fn era_text(year: i64) -> &'static str {
+    if year <= 0 { " BC" } else { "" }
+}
+
+/// The proleptic Gregorian date of a day since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +344,54 @@ mod tests {
         );
         assert_eq!(timestamp("2024-05-01 10:00:00.1234567", false), None);
         assert_eq!(timestamp("2024-05-01 24:00:00", false), None);
+    }
+
+    #[test]
+    fn timestamps_truncate_shift_and_lose_their_time_as_postgresql_does() {
+        let t = "2024-05-15 13:45:30.123456";
+        assert_eq!(
+            truncate("ms", t).as_deref(),
+            Some("2024-05-15 13:45:30.123")
+        );
+        assert_eq!(
+            truncate("second", t).as_deref(),
+            Some("2024-05-15 13:45:30")
+        );
+        assert_eq!(truncate("Hour", t).as_deref(), Some("2024-05-15 13:00:00"));
+        assert_eq!(truncate("day", t).as_deref(), Some("2024-05-15 00:00:00"));
+        // 2024-05-15 was a Wednesday; 2021-01-01 (a Friday) is in 2020's last ISO week.
+        assert_eq!(truncate("week", t).as_deref(), Some("2024-05-13 00:00:00"));
+        assert_eq!(
+            truncate("week", "2021-01-01 10:00:00").as_deref(),
+            Some("2020-12-28 00:00:00")
+        );
+        assert_eq!(
+            truncate("quarter", t).as_deref(),
+            Some("2024-04-01 00:00:00")
+        );
+        assert_eq!(truncate("year", t).as_deref(), Some("2024-01-01 00:00:00"));
+        assert_eq!(
+            truncate("month", "0044-03-15 12:00:00 BC").as_deref(),
+            Some("0044-03-01 00:00:00 BC")
+        );
+        assert_eq!(truncate("decade", t), None);
+        assert_eq!(truncate("day", "infinity").as_deref(), Some("infinity"));
+        assert_eq!(
+            date_of("1999-12-31 23:59:59.999").as_deref(),
+            Some("1999-12-31")
+        );
+        assert_eq!(
+            at_utc("2024-05-01 01:30:00+05:30", false).as_deref(),
+            Some("2024-04-30 20:00:00")
+        );
+        assert_eq!(
+            at_utc("2024-05-01 01:30:00", true).as_deref(),
+            Some("2024-05-01 01:30:00+00")
+        );
+        assert!(is_utc("utc") && is_utc("Etc/UTC") && !is_utc("Europe/Paris"));
+        for days in [-800_000, -1, 0, 59, 60, 365, 10_957, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{days}");
+        }
     }
 }

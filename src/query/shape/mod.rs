@@ -569,20 +569,29 @@ impl Names<'_> {
                     && f.over.is_none()
                     && !f.agg_star
                     && !f.agg_distinct
-                    && !f.func_variadic
-                    && f.args.len() == 1;
-                let upper = match operator(&f.funcname)? {
-                    "upper" => true,
-                    "lower" => false,
-                    _ => return None,
-                };
+                    && !f.func_variadic;
                 if !plain {
                     return None;
                 }
-                Expr::Fold {
-                    upper,
-                    arg: Box::new(self.expr(&f.args[0])?),
-                    collation: crate::query::predicate::Collation::UNKNOWN,
+                let mut args = f.args.iter().map(|a| self.expr(a).map(Box::new));
+                let name = operator(&f.funcname)?;
+                match (name, f.args.len()) {
+                    ("upper" | "lower", 1) => Expr::Fold {
+                        upper: name == "upper",
+                        arg: args.next()??,
+                        collation: crate::query::predicate::Collation::UNKNOWN,
+                    },
+                    ("date_trunc", 2) => Expr::Trunc {
+                        unit: args.next()??,
+                        arg: args.next()??,
+                    },
+                    // `arg AT TIME ZONE zone` is read as `timezone(zone, arg)`.
+                    ("timezone", 2) => Expr::AtZone {
+                        zone: args.next()??,
+                        arg: args.next()??,
+                        to_zoned: false,
+                    },
+                    _ => return None,
                 }
             }
             NodeEnum::AExpr(e)
