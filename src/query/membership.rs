@@ -15,10 +15,13 @@ use crate::config::current;
 use crate::query::Statement;
 use crate::query::precision::EnteringRow;
 use crate::query::predicate::OrdKey;
+use crate::redis::main_thread::Task;
 use compact_str::CompactString;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use redis_module::Context;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// A result: the DB it lives in and its key.
 pub type ResultId = (i32, Arc<str>);
@@ -42,6 +45,8 @@ struct Entry {
     bytes: usize,
     /// This is the first table the statement reads (where the result is counted).
     first: bool,
+    /// Which indexing of the result this is (every table's part of one bears the same).
+    serial: u64,
 }
 
 /// Where a side files a result: by the keys of the values its conditions pin a column to
@@ -86,6 +91,24 @@ type Index = HashMap<String, TableIndex>;
 static INDEX: Mutex<Option<Index>> = Mutex::new(None);
 static BYTES: AtomicU64 = AtomicU64::new(0);
 static RESULTS: AtomicU64 = AtomicU64::new(0);
+static SERIAL: AtomicU64 = AtomicU64::new(0);
+
+/// A join's result dropped with a table that changed as a whole, still filed under the
+/// other tables it read.
+struct Orphan {
+    others: Arc<[String]>,
+    id: ResultId,
+    serial: u64,
+}
+
+/// Orphans wait here to leave the other tables a slice at a time (`SWEEP`), so a TRUNCATE
+/// under many joins' results does not hold the event loop for the lot. Meanwhile they are
+/// unreachable (the table's row generation ended with the change), and a change that meets
+/// one drops a key that is gone already.
+static ORPHANS: Mutex<VecDeque<Orphan>> = Mutex::new(VecDeque::new());
+static SWEEP: Task = Task::new("taking dropped join results out of the index", sweep);
+/// How long one turn of the event loop sweeps orphans for.
+const SWEEP_SLICE: Duration = Duration::from_millis(2);
 
 fn with_index<R>(f: impl FnOnce(&mut Index) -> R) -> R {
     let mut guard = INDEX.lock().unwrap_or_else(|p| p.into_inner());
@@ -149,6 +172,7 @@ pub fn add(
         return;
     };
     let head = Arc::as_ptr(&statement) as usize;
+    let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
     let mut parts = Vec::new();
     for table in m.tables() {
         let mut sides = Vec::new();
@@ -217,6 +241,7 @@ pub fn add(
                     boundary: boundary.clone(),
                     bytes,
                     first: n == 0,
+                    serial,
                 },
             );
         }
@@ -395,6 +420,79 @@ pub fn changed(
     })
 }
 
+/// The joins' results of `part`, dropped with `table`, as orphans of the other tables they
+/// read.
+fn orphans<'a>(table: &'a str, part: &'a TableIndex) -> impl Iterator<Item = Orphan> + 'a {
+    part.by_side.values().flat_map(move |side| {
+        let statement = side
+            .all
+            .iter()
+            .next()
+            .and_then(|id| part.entries.get(id))
+            .map(|e| &e.statement);
+        let others: Arc<[String]> = statement
+            .and_then(|s| s.precision.row())
+            .map(|m| {
+                m.tables()
+                    .iter()
+                    .filter(|other| other.key_prefix != table)
+                    .map(|other| other.key_prefix.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ids = if others.is_empty() {
+            None
+        } else {
+            Some(&side.all)
+        };
+        ids.into_iter().flatten().filter_map(move |id| {
+            Some(Orphan {
+                others: others.clone(),
+                id: id.clone(),
+                serial: part.entries.get(id)?.serial,
+            })
+        })
+    })
+}
+
+fn lock_orphans() -> std::sync::MutexGuard<'static, VecDeque<Orphan>> {
+    ORPHANS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Takes orphans out of the tables they are still filed under, for one slice; whether some
+/// are left.
+fn sweep(_ctx: &Context) -> bool {
+    sweep_until(Instant::now() + SWEEP_SLICE)
+}
+
+fn sweep_until(deadline: Instant) -> bool {
+    with_index(|index| {
+        let mut orphans = lock_orphans();
+        let mut swept = 0usize;
+        while let Some(orphan) = orphans.pop_front() {
+            // Only the part filed by the indexing that was dropped: the same key filed again
+            // since (never, but for 64 random bits of generation repeating) stays.
+            for table in orphan.others.iter() {
+                if let Some(t) = index.get_mut(table)
+                    && t.entries
+                        .get(&orphan.id)
+                        .is_some_and(|e| e.serial == orphan.serial)
+                {
+                    t.remove(&orphan.id);
+                    if t.entries.is_empty() {
+                        index.remove(table);
+                    }
+                }
+            }
+            swept += 1;
+            if swept.is_multiple_of(64) && Instant::now() >= deadline {
+                break;
+            }
+        }
+        !orphans.is_empty()
+    })
+}
+
 /// Results of joins dropped under `table` leave the index under the other tables they
 /// read too.
 fn leave_other_tables<'a>(
@@ -423,33 +521,25 @@ fn leave_other_tables<'a>(
 /// Every result of the table whose keys start with `table` (every table: None) leaves the
 /// index (the table changed as a whole); the number dropped of each statement. The parts
 /// dropped are freed on a thread of their own: a table's may hold many results, and the
-/// event loop only detaches it (and takes the joins' results out of the other tables they
-/// read).
+/// event loop only detaches it; the joins' results leave the other tables they read a
+/// slice at a time (`sweep`). Main thread.
 pub fn drop_table(table: Option<&str>) -> Vec<(Arc<Statement>, u64)> {
-    let detached: Vec<(String, TableIndex)> = with_index(|index| {
-        let detached: Vec<(String, TableIndex)> = match table {
-            Some(table) => index.remove_entry(table).into_iter().collect(),
-            None => index.drain().collect(),
-        };
-        for (table, t) in &detached {
-            let joins = t.by_side.values().filter(|s| {
-                s.all
-                    .iter()
-                    .next()
-                    .and_then(|id| t.entries.get(id))
-                    .and_then(|e| e.statement.precision.row())
-                    .is_some_and(|m| m.tables().len() > 1)
-            });
-            let ids: Vec<&ResultId> = joins.flat_map(|s| s.all.iter()).collect();
-            leave_other_tables(
-                index,
-                table,
-                ids.into_iter()
-                    .filter_map(|id| t.entries.get(id).map(|e| (id, &e.statement))),
-            );
-        }
-        detached
+    let detached: Vec<(String, TableIndex)> = with_index(|index| match table {
+        Some(table) => index.remove_entry(table).into_iter().collect(),
+        None => index.drain().collect(),
     });
+    // With every table dropped, no other is left to sweep.
+    let orphans: Vec<Orphan> = match table {
+        Some(_) => detached
+            .iter()
+            .flat_map(|(t, part)| orphans(t, part))
+            .collect(),
+        None => Vec::new(),
+    };
+    if !orphans.is_empty() {
+        lock_orphans().extend(orphans);
+        SWEEP.request();
+    }
     let mut counts: Vec<(Arc<Statement>, u64)> = Vec::new();
     for (_, t) in &detached {
         for (&(head, _), s) in &t.by_side {
@@ -730,6 +820,13 @@ mod tests {
         let counts = drop_table(Some(&customers));
         assert_eq!(counts.len(), 1);
         assert_eq!(counts[0].1, 1);
+        assert!(!sweep_until(Instant::now() + Duration::from_secs(60)));
         with_index(|index| assert!(!index.contains_key(orders.as_str())));
+        // What was filed again since the drop is not swept.
+        add(id("j7"), s.clone(), vec!["7".into()], members(), None);
+        drop_table(Some(&customers));
+        add(id("j7"), s.clone(), vec!["7".into()], members(), None);
+        assert!(!sweep_until(Instant::now() + Duration::from_secs(60)));
+        with_index(|index| assert!(index[orders.as_str()].entries.contains_key(&id("j7"))));
     }
 }
