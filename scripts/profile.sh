@@ -28,6 +28,12 @@ psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -q app <<'SQL'
 CREATE TABLE IF NOT EXISTS profile_users (id integer PRIMARY KEY, name text NOT NULL, email text);
 INSERT INTO profile_users SELECT g, 'user' || g, 'user' || g || '@example.com'
 FROM generate_series(1, 100000) g ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS profile_orders (id integer PRIMARY KEY,
+  user_id integer NOT NULL REFERENCES profile_users, total numeric NOT NULL);
+INSERT INTO profile_orders VALUES (1, 1, 9.50) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS profile_lines (id integer PRIMARY KEY,
+  order_id integer NOT NULL REFERENCES profile_orders, quantity integer NOT NULL);
+INSERT INTO profile_lines VALUES (1, 1, 2) ON CONFLICT DO NOTHING;
 SQL
 
 # 100 MULTIREADs of 100 distinct cold keys, then 2000 cold READs; keys in canonical form.
@@ -191,23 +197,33 @@ for module in "$@"; do
 done
 fi
 
-# PGCACHE.QUERY's hit (a cached 1-row result) beside READ's hit of the same row: the first
-# calls learn the statement and fill its result, and are part of the baseline.
+# PGCACHE.QUERY's hits (cached 1-row results: one table, a join of two and of three by
+# foreign keys) beside READ's hit of the same row: the first calls learn each statement and
+# fill its result, and are part of the baseline.
 query="PGCACHE.QUERY \"SELECT id, name, email FROM profile_users WHERE id = \$1\" 1 1"
-{
-  head -n 1 "$OUT/commands"
-  for _ in 1 2 3; do echo "$query"; done
-} >"$OUT/query_warmup"
+join2="PGCACHE.QUERY \"SELECT o.id, o.total, u.name FROM profile_orders o JOIN profile_users u ON u.id = o.user_id WHERE o.user_id = \$1\" 1 1"
+join3="PGCACHE.QUERY \"SELECT l.quantity, o.total, u.name FROM profile_lines l JOIN profile_orders o ON o.id = l.order_id JOIN profile_users u ON u.id = o.user_id WHERE o.user_id = \$1\" 1 1"
+warmup_of() { # warmup_of <command>: the warm-up READ, then the command three times
+  {
+    head -n 1 "$OUT/commands"
+    for _ in 1 2 3; do echo "$1"; done
+  } >"$OUT/query_warmup"
+  echo "$OUT/query_warmup"
+}
+query_hit() { # query_hit <module> <command>: main-thread instructions per hit of it
+  local warmup
+  warmup=$(warmup_of "$2")
+  per_call "$1" "$(hits_of "$2" "$warmup")" "$HITS" "$(count "$1" "$warmup" "${HIT_WORK[@]}")" "${HIT_WORK[@]}"
+}
 wanted query || exit 0
 echo
 echo "Instructions per call in \`processCommand\`, a hit of the same row by READ and by QUERY:"
 echo
-echo "| build | PGCACHE.READ hit | PGCACHE.QUERY hit (\`WHERE id = \$1\`, one row) |"
-echo "|---|---|---|"
+echo "| build | PGCACHE.READ hit | PGCACHE.QUERY hit (\`WHERE id = \$1\`, one row) | a join of two tables | of three |"
+echo "|---|---|---|---|---|"
 for module in "$@"; do
   base=$(count "$module" "$OUT/warmup" "${HIT_WORK[@]}")
-  query_base=$(count "$module" "$OUT/query_warmup" "${HIT_WORK[@]}")
-  printf '| %s | %d | %d |\n' "$module" \
+  printf '| %s | %d | %d | %d | %d |\n' "$module" \
     "$(per_call "$module" "$(hits_of "PGCACHE.READ profile_users '{\"id\":1}'")" "$HITS" "$base" "${HIT_WORK[@]}")" \
-    "$(per_call "$module" "$(hits_of "$query" "$OUT/query_warmup")" "$HITS" "$query_base" "${HIT_WORK[@]}")"
+    "$(query_hit "$module" "$query")" "$(query_hit "$module" "$join2")" "$(query_hit "$module" "$join3")"
 done
