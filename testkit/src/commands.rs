@@ -142,6 +142,17 @@ pub fn wait_gone(con: &mut redis::Connection, key: &str) {
     );
 }
 
+/// Waits until the replication feed applied the log through `position` (PGCACHE.HEALTH's
+/// `replication_applied_lsn`).
+pub fn wait_applied(con: &mut redis::Connection, position: &str) {
+    wait_for("the log applied", Duration::from_secs(20), || {
+        let health = map_reply(con, "PGCACHE.HEALTH");
+        let applied: String =
+            redis::from_redis_value(health.get("replication_applied_lsn")?.clone()).ok()?;
+        (lsn(&applied) >= lsn(position)).then_some(())
+    });
+}
+
 /// How many cache entries the connection's DB holds (`DBSIZE` also counts the replication
 /// source's position key).
 pub fn cache_entries(con: &mut redis::Connection) -> usize {

@@ -7,7 +7,6 @@
 use crate::query::{commit_and_position, watched};
 use crate::query_rows::{Case, dropped_among, row_precision, stack};
 use pgcache_testkit::*;
-use std::time::Duration;
 
 /// Products, and orders that reference them; categories in a tree (a table that
 /// references itself).
@@ -25,18 +24,30 @@ const MORE_TABLES: &str = "
     SELECT pgcache_watch('categories');
 ";
 
-/// In replication mode, waits until the feed applied the log through `position`: a
-/// set-up's DDL and rows applied after a result was cached would drop it.
-fn wait_applied(con: &mut redis::Connection, position: &str) {
-    if !row_precision() {
-        return;
+/// In replication mode, waits until the feed applied the set-up committed at `position`:
+/// its DDL and rows applied after a result was cached would drop it.
+fn set_up_applied(con: &mut redis::Connection, position: &str) {
+    if row_precision() {
+        wait_applied(con, position);
     }
-    wait_for("the set-up applied", Duration::from_secs(20), || {
-        let health = map_reply(con, "PGCACHE.HEALTH");
-        let applied: String =
-            redis::from_redis_value(health["replication_applied_lsn"].clone()).unwrap();
-        (lsn(&applied) >= lsn(position)).then_some(())
-    });
+}
+
+/// Each statement's results for `sets` of parameters, after each write: the sets it drops
+/// (row precision; notify mode drops them all), and the precision EXPLAIN gives it.
+fn check_cases(stack: &Stack, con: &mut redis::Connection, cases: &[Case]) {
+    for (sql, sets, writes) in cases {
+        for (write, expected) in writes {
+            let dropped = dropped_among(stack, con, sql, sets, write);
+            if row_precision() {
+                assert_eq!(&dropped, expected, "`{sql}` after `{write}`");
+            } else if !expected.is_empty() {
+                assert_eq!(dropped.len(), sets.len(), "notify mode drops per table");
+            }
+        }
+        let (precision, why) = explained_precision(con, sql);
+        let wanted = if row_precision() { "row" } else { "table" };
+        assert_eq!(precision, wanted, "{sql}: {why:?}");
+    }
 }
 
 fn explained_precision(con: &mut redis::Connection, sql: &str) -> (String, Option<String>) {
@@ -52,7 +63,7 @@ fn explained_precision(con: &mut redis::Connection, sql: &str) -> (String, Optio
 fn a_join_is_dropped_only_by_the_rows_it_holds_or_may_gain() {
     let (stack, mut con) = stack();
     let set_up = commit_and_position(&stack, MORE_TABLES);
-    wait_applied(&mut con, &set_up);
+    set_up_applied(&mut con, &set_up);
     // Order n belongs to user 1 + n % 5 and product 1 + n % 10, and totals n × 1.10.
     // Django's select_related: a user's orders with their user's and product's names.
     let related = "SELECT o.id, o.total, u.name, p.name AS product FROM orders o \
@@ -143,19 +154,7 @@ fn a_join_is_dropped_only_by_the_rows_it_holds_or_may_gain() {
             ],
         ),
     ];
-    for (sql, sets, writes) in cases {
-        for (write, expected) in writes {
-            let dropped = dropped_among(&stack, &mut con, sql, &sets, write);
-            if row_precision() {
-                assert_eq!(dropped, expected, "`{sql}` after `{write}`");
-            } else if !expected.is_empty() {
-                assert_eq!(dropped.len(), sets.len(), "notify mode drops per table");
-            }
-        }
-        let (precision, why) = explained_precision(&mut con, sql);
-        let wanted = if row_precision() { "row" } else { "table" };
-        assert_eq!(precision, wanted, "{sql}: {why:?}");
-    }
+    check_cases(&stack, &mut con, &cases);
 }
 
 #[test]
@@ -211,7 +210,7 @@ fn tables_that_reference_each_other_may_gain_rows_together() {
          INSERT INTO q VALUES (1, 1), (2, 2);
          SELECT pgcache_watch('pa'); SELECT pgcache_watch('pb'); SELECT pgcache_watch('q');",
     );
-    wait_applied(&mut con, &set_up);
+    set_up_applied(&mut con, &set_up);
     let sql = "SELECT count(*) AS n FROM pa JOIN pb ON pa.id = pb.id, q WHERE q.k = $1";
     // Two rows that reference each other arrive in one transaction, neither a member: the
     // join gains a row, and the result goes.
@@ -229,7 +228,7 @@ fn tables_that_reference_each_other_may_gain_rows_together() {
 fn a_subquery_s_table_drops_only_the_results_its_rows_may_change() {
     let (stack, mut con) = stack();
     let set_up = commit_and_position(&stack, MORE_TABLES);
-    wait_applied(&mut con, &set_up);
+    set_up_applied(&mut con, &set_up);
     // Django's `__in=Subquery(...)`: orders of the products priced under $1.
     let cheap = "SELECT o.id FROM orders o WHERE o.product_id IN \
                  (SELECT U0.id FROM products U0 WHERE U0.price < $1) ORDER BY o.id";
@@ -266,19 +265,7 @@ fn a_subquery_s_table_drops_only_the_results_its_rows_may_change() {
             ],
         ),
     ];
-    for (sql, sets, writes) in cases {
-        for (write, expected) in writes {
-            let dropped = dropped_among(&stack, &mut con, sql, &sets, write);
-            if row_precision() {
-                assert_eq!(dropped, expected, "`{sql}` after `{write}`");
-            } else if !expected.is_empty() {
-                assert_eq!(dropped.len(), sets.len(), "notify mode drops per table");
-            }
-        }
-        let (precision, why) = explained_precision(&mut con, sql);
-        let wanted = if row_precision() { "row" } else { "table" };
-        assert_eq!(precision, wanted, "{sql}: {why:?}");
-    }
+    check_cases(&stack, &mut con, &cases);
     // Django's Exists(OuterRef(...)): a correlated subquery, its rows those of the outer
     // rows the rest of the WHERE admits. User 1's orders are of products 1 and 6, user
     // 2's of 2 and 7; product n is priced 2n.

@@ -341,10 +341,7 @@ fn after_a_write_to_another_table_the_cached_row_is_served_once_applied() {
         .execute("INSERT INTO other (v) VALUES ('x')", &[])
         .unwrap();
     let written = current_lsn(&mut client);
-    wait_for("the position applied", Duration::from_secs(20), || {
-        let applied = health_text(&mut con, "replication_applied_lsn");
-        (lsn(&applied) >= lsn(&written)).then_some(())
-    });
+    wait_applied(&mut con, &written);
     let hits = stats_figure(&mut con, "hits");
     let row: Option<String> = redis::cmd("PGCACHE.READ")
         .arg("users")

@@ -358,17 +358,12 @@ fn column_fields(column_ref: &Value) -> Option<Vec<String>> {
 
 /// The side a column reference's fields name: `t.c` or `s.t.c` (`t.*` too); an
 /// unqualified column could be any side's.
-fn side_of(fields: &[String], names: &[Names]) -> Option<usize> {
-    let named = |n: &Names| match fields {
-        [qualifier, _] => n.alias.unwrap_or(n.relation) == qualifier,
-        [schema, relation, _] => {
-            n.alias.is_none()
-                && n.relation == relation
-                && (n.schema.is_empty() || n.schema == schema)
-        }
-        _ => false,
-    };
-    let mut found = names.iter().enumerate().filter(|(_, n)| named(n));
+fn side_of<S: AsRef<str>>(fields: &[S], names: &[Names]) -> Option<usize> {
+    let qualifiers = fields.split_last()?.1;
+    let mut found = names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.named_by(qualifiers));
     match (found.next(), found.next()) {
         (Some((side, _)), None) => Some(side),
         _ => None,
@@ -387,16 +382,9 @@ fn edge(node: &Node, names: &[Names], on: Option<usize>) -> Option<Edge> {
         let Some(NodeEnum::ColumnRef(c)) = node.node.as_ref() else {
             return None;
         };
-        let fields: Vec<String> = c
-            .fields
-            .iter()
-            .map(|f| match f.node.as_ref() {
-                Some(NodeEnum::String(s)) => Some(s.sval.clone()),
-                _ => None,
-            })
-            .collect::<Option<_>>()?;
+        let fields = super::fields_of(c)?;
         let side = side_of(&fields, names)?;
-        Some((side, fields.last()?.clone()))
+        Some((side, fields.last()?.to_string()))
     };
     let left = column(expr.lexpr.as_deref()?)?;
     let right = column(expr.rexpr.as_deref()?)?;

@@ -202,32 +202,27 @@ fn one_table(select: &SelectStmt) -> Option<&protobuf::RangeVar> {
 
 /// Whether a function is called anywhere in `nodes`.
 fn calls_a_function(nodes: &[Node]) -> bool {
-    fn walk(value: &Value) -> bool {
-        match value {
-            Value::Object(fields) => fields
-                .iter()
-                .any(|(name, inner)| name == "FuncCall" || walk(inner)),
-            Value::Array(items) => items.iter().any(walk),
-            _ => false,
-        }
-    }
-    nodes
-        .iter()
-        .any(|node| serde_json::to_value(node).map_or(true, |tree| walk(&tree)))
+    nodes.iter().any(|node| {
+        serde_json::to_value(node).map_or(true, |tree| count_nodes(&tree, "FuncCall") > 0)
+    })
 }
 
 /// Whether a subquery sits anywhere in the statement.
 fn has_sublink(select: &SelectStmt) -> bool {
-    fn walk(value: &Value) -> bool {
-        match value {
-            Value::Object(fields) => fields
-                .iter()
-                .any(|(name, inner)| name == "SubLink" || walk(inner)),
-            Value::Array(items) => items.iter().any(walk),
-            _ => false,
-        }
+    serde_json::to_value(select).map_or(true, |tree| count_nodes(&tree, "SubLink") > 0)
+}
+
+/// How many nodes of type `name` (`SubLink`, `FuncCall`) a serialized tree holds, at any
+/// depth.
+fn count_nodes(value: &Value, name: &str) -> usize {
+    match value {
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(field, inner)| usize::from(field == name) + count_nodes(inner, name))
+            .sum(),
+        Value::Array(items) => items.iter().map(|item| count_nodes(item, name)).sum(),
+        _ => 0,
     }
-    serde_json::to_value(select).map_or(true, |tree| walk(&tree))
 }
 
 /// How the one relation is named, to read its columns however they are qualified.
@@ -624,28 +619,41 @@ impl Names<'_> {
     /// The column a reference names: `c`, `t.c` (`t` the relation or its alias),
     /// `s.t.c`. With one relation in FROM and no subquery, nothing else is in scope.
     fn column(&self, column: &protobuf::ColumnRef) -> Option<String> {
-        let names: Vec<&str> = column
-            .fields
-            .iter()
-            .map(|f| match f.node.as_ref() {
-                Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
-                _ => None,
-            })
-            .collect::<Option<_>>()?;
-        let table = self.alias.unwrap_or(self.relation);
-        match names.as_slice() {
-            [name] if self.alone => Some(name.to_string()),
-            [qualifier, name] if *qualifier == table => Some(name.to_string()),
-            [schema, relation, name]
-                if self.alias.is_none()
-                    && *relation == self.relation
-                    && (self.schema.is_empty() || *schema == self.schema) =>
-            {
-                Some(name.to_string())
+        let fields = fields_of(column)?;
+        let (name, qualifiers) = fields.split_last()?;
+        let ours = if qualifiers.is_empty() {
+            self.alone
+        } else {
+            self.named_by(qualifiers)
+        };
+        ours.then(|| name.to_string())
+    }
+
+    /// Whether a column reference's fields before the column's own name (`t` of `t.c`, or
+    /// `s`, `t` of `s.t.c`) name this relation.
+    fn named_by<S: AsRef<str>>(&self, qualifiers: &[S]) -> bool {
+        match qualifiers {
+            [qualifier] => self.alias.unwrap_or(self.relation) == qualifier.as_ref(),
+            [schema, relation] => {
+                self.alias.is_none()
+                    && self.relation == relation.as_ref()
+                    && (self.schema.is_empty() || self.schema == schema.as_ref())
             }
-            _ => None,
+            _ => false,
         }
     }
+}
+
+/// The names a column reference is written with (`c`, `t.c`, `s.t.c`); None for `t.*`.
+fn fields_of(column: &protobuf::ColumnRef) -> Option<Vec<&str>> {
+    column
+        .fields
+        .iter()
+        .map(|f| match f.node.as_ref() {
+            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A type's name as `format_type` spells it, when the cast keeps a value's spelling: no

@@ -14,12 +14,11 @@
 //! see is none.
 
 use super::joins::{Join, Side, column_refs};
-use super::{Names, has_sublink, not_plain, one_table, rows_of, rows_sql, spelled};
+use super::{Names, count_nodes, has_sublink, not_plain, one_table, rows_of, rows_sql, spelled};
 use crate::error::{Error, Result};
 use crate::query::predicate::Pred;
 use pg_query::protobuf::{self, SelectStmt};
 use pg_query::{NodeEnum, NodeRef};
-use serde_json::Value;
 
 /// The sides of `select`'s subqueries, numbered from `first`, or why they are not read.
 pub fn sides(
@@ -30,7 +29,7 @@ pub fn sides(
     let Ok(serialized) = serde_json::to_value(select) else {
         return Ok(Err("a subquery pgcache cannot read".into()));
     };
-    let expected = count_sublinks(&serialized);
+    let expected = count_nodes(&serialized, "SubLink");
     if expected == 0 {
         return Ok(Ok(Vec::new()));
     }
@@ -196,7 +195,7 @@ fn lateral_rows((tree, select): Outer, sub: &SelectStmt) -> Result<String> {
 /// A condition's conjuncts that hold no subquery, ANDed (None: none is left).
 fn without_subqueries(condition: &protobuf::Node) -> Option<Box<protobuf::Node>> {
     let plain = |node: &protobuf::Node| {
-        serde_json::to_value(node).is_ok_and(|tree| count_sublinks(&tree) == 0)
+        serde_json::to_value(node).is_ok_and(|tree| count_nodes(&tree, "SubLink") == 0)
     };
     match condition.node.as_ref()? {
         NodeEnum::BoolExpr(b) if b.boolop == protobuf::BoolExprType::AndExpr as i32 => {
@@ -272,18 +271,6 @@ pub fn set_operation(
         });
     }
     Ok(Ok(sides))
-}
-
-/// How many subqueries a serialized tree holds, at any depth.
-fn count_sublinks(value: &Value) -> usize {
-    match value {
-        Value::Object(fields) => fields
-            .iter()
-            .map(|(name, inner)| usize::from(name == "SubLink") + count_sublinks(inner))
-            .sum(),
-        Value::Array(items) => items.iter().map(count_sublinks).sum(),
-        _ => 0,
-    }
 }
 
 #[cfg(test)]
