@@ -11,6 +11,7 @@ use crate::invalidation;
 use crate::stats;
 use crate::stats::slowlog;
 use crate::stats::stall;
+use std::borrow::Cow;
 
 pub enum Value {
     Int(i64),
@@ -19,14 +20,14 @@ pub enum Value {
 
 pub struct Gauge {
     pub name: &'static str,
-    pub help: &'static str,
+    pub help: Cow<'static, str>,
     pub value: Value,
 }
 
-fn int(name: &'static str, help: &'static str, value: impl TryInto<i64>) -> Gauge {
+fn int(name: &'static str, help: impl Into<Cow<'static, str>>, value: impl TryInto<i64>) -> Gauge {
     Gauge {
         name,
-        help,
+        help: help.into(),
         value: Value::Int(value.try_into().unwrap_or(i64::MAX)),
     }
 }
@@ -36,7 +37,7 @@ pub fn gauges() -> Vec<Gauge> {
     let invalidation_apply = stats::INVALIDATION_APPLY.summary();
     let mut all = vec![Gauge {
         name: "hit_ratio",
-        help: "Hits (negative ones included) over lookups since the last reset.",
+        help: "Hits (negative ones included) over lookups since the last reset.".into(),
         value: Value::Ratio(stats::hit_ratio()),
     }];
     if let Some((queued, pool)) = worker::load() {
@@ -105,6 +106,35 @@ pub fn gauges() -> Vec<Gauge> {
             crate::query::membership::bytes(),
         ),
     ]);
+    for named in &stats::stages::STAGES {
+        let summary = stats::stages::histogram(named.stage).summary();
+        all.extend([
+            int(
+                named.p50,
+                format!(
+                    "Misses' median time since the last reset, in microseconds, {}.",
+                    named.help
+                ),
+                summary.p50_us,
+            ),
+            int(
+                named.p99,
+                format!(
+                    "Misses' 99th percentile since the last reset, in microseconds, {}.",
+                    named.help
+                ),
+                summary.p99_us,
+            ),
+            int(
+                named.avg,
+                format!(
+                    "Misses' average since the last reset, in microseconds, {}.",
+                    named.help
+                ),
+                summary.avg_us.round() as u64,
+            ),
+        ]);
+    }
     all.extend([
         int(
             "freshness_age_ms",

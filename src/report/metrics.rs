@@ -203,7 +203,7 @@ fn write_counters(out: &mut String) {
 fn write_gauges(out: &mut String) {
     for gauge in figures::gauges() {
         let name = format!("pgcache_{}", gauge.name);
-        header(out, &name, "gauge", gauge.help);
+        header(out, &name, "gauge", &gauge.help);
         let _ = match gauge.value {
             figures::Value::Int(n) => writeln!(out, "{name} {n}"),
             figures::Value::Ratio(r) => writeln!(out, "{name} {r}"),
@@ -239,6 +239,20 @@ fn write_commands(out: &mut String) {
             "pgcache_command_duration_seconds",
             &format!("command=\"{}\"", command.name()),
             stats::command_histogram(command),
+        );
+    }
+    header(
+        out,
+        "pgcache_miss_stage_duration_seconds",
+        "histogram",
+        "Where misses (calls that waited for a worker) spent their time, per stage: queue, postgres, wakeup, fill, reply, and the total.",
+    );
+    for named in &stats::stages::STAGES {
+        histogram(
+            out,
+            "pgcache_miss_stage_duration_seconds",
+            &format!("stage=\"{}\"", named.label),
+            stats::stages::histogram(named.stage),
         );
     }
 }

@@ -3,6 +3,7 @@
 //! atomics (the hit path pays one relaxed increment per counter it touches).
 
 pub mod slowlog;
+pub mod stages;
 pub mod stall;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -422,6 +423,7 @@ pub fn reset() {
         h.reset();
     }
     INVALIDATION_APPLY.reset();
+    stages::reset();
     for c in &COMMAND_CALLS {
         c.reset();
     }

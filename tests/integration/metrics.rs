@@ -95,6 +95,8 @@ fn a_scrape_is_prometheus_text_with_counters_gauges_and_histograms() {
     for (metric, label) in [
         ("pgcache_command_duration_seconds", ("command", "read")),
         ("pgcache_table_duration_seconds", ("table", "users")),
+        ("pgcache_miss_stage_duration_seconds", ("stage", "postgres")),
+        ("pgcache_miss_stage_duration_seconds", ("stage", "total")),
     ] {
         let prometheus_parse::Value::Histogram(buckets) =
             &sample(&scrape, metric, Some(label)).value

@@ -225,3 +225,52 @@ fn health_names_every_problem_and_hides_the_password() {
         (1, 1)
     );
 }
+
+/// The stages a miss goes through follow one another: their averages add up to the whole
+/// miss's.
+#[test]
+fn a_miss_is_timed_stage_by_stage_and_the_stages_add_up() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    for id in 1..=40 {
+        read(&mut con, "users", &format!(r#"{{"id":{id}}}"#)).unwrap();
+    }
+    for id in 1..=20 {
+        let _: String = redis::cmd("PGCACHE.QUERY")
+            .arg("SELECT id, name FROM users WHERE id = $1")
+            .arg(1)
+            .arg(id)
+            .query(&mut con)
+            .unwrap();
+    }
+    let s = stats(&mut con);
+    let stages = ["queue", "postgres", "wakeup", "fill", "reply"];
+    for stage in stages.iter().chain(&["total"]) {
+        let (p50, p99) = (
+            figure(&s, &format!("miss_{stage}_p50_us")),
+            figure(&s, &format!("miss_{stage}_p99_us")),
+        );
+        assert!(p99 >= p50, "{stage}: {s:?}");
+    }
+    assert!(figure(&s, "miss_postgres_avg_us") > 0, "{s:?}");
+    let total = figure(&s, "miss_total_avg_us");
+    let parts: i64 = stages
+        .iter()
+        .map(|stage| figure(&s, &format!("miss_{stage}_avg_us")))
+        .sum();
+    // Each stage ends where the next starts: only truncation to whole microseconds (five
+    // stages, one total) and each average's rounding part them.
+    assert!(
+        (total - parts).abs() <= 8,
+        "stages {parts} µs, whole miss {total} µs: {s:?}"
+    );
+    assert!(
+        info_value(&mut con, "pgcache", "pgcache_miss_total_p50_us").is_some(),
+        "INFO has the stages"
+    );
+    let _: () = redis::cmd("PGCACHE.STATS")
+        .arg("RESET")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(figure(&stats(&mut con), "miss_total_avg_us"), 0);
+}

@@ -188,5 +188,6 @@ fn time_out(ticket: &Ticket) {
             queued: ticket.blocked_at.elapsed(),
             postgres: Duration::ZERO,
         },
+        handed: None,
     });
 }

@@ -16,6 +16,7 @@ use crate::redis::blocking::{self, Blocked, Unblocked};
 use crate::requests::reply::{self, Reply};
 use crate::requests::tracked::{self, Timing};
 use crate::stats::Tracked;
+use crate::stats::stages::{self, Stage};
 use redis_module::Context;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,6 +56,8 @@ struct Answer {
     completion: Option<Completion>,
     blocked_at: Instant,
     timing: Timing,
+    /// When the worker handed the answer to Redis (None: a timeout, which times no stage).
+    handed: Option<Instant>,
 }
 impl BlockedClient {
     /// Blocks the client of `ctx` for at most `timeout_ms`. Main thread only.
@@ -118,6 +121,7 @@ impl BlockedClient {
             completion: Some(completion),
             blocked_at: self.blocked_at,
             timing,
+            handed: Some(now),
         };
         if let Err(mut answer) = self.ticket.client.unblock(answer)
             && let Some(completion) = answer.completion.take()
@@ -215,6 +219,7 @@ impl Answer {
             None => Reply::Error(Error::internal("internal error: reply already sent")),
         })
         .unwrap_or_else(Reply::Error);
+        let filled = Instant::now();
         if asked_for_age(args) && !matches!(reply.inner(), Reply::Error(_) | Reply::Sent) {
             // WITHAGE: an answer given after a wait came from PostgreSQL in this call.
             send_once(
@@ -224,6 +229,7 @@ impl Answer {
         } else {
             send_once(ctx, &reply);
         }
+        self.record_stages(now, filled, Instant::now());
         // The call is named by its own arguments, which Redis keeps with the blocked client.
         let args = args.head();
         if let Some(command) = Tracked::of(&args) {
@@ -243,6 +249,27 @@ impl Answer {
                     tracked::failed(ctx, command, &args, e);
                 }
             });
+        }
+    }
+}
+
+impl Answer {
+    /// Where the miss spent its time: the reply callback started at `woken`, the completion
+    /// ran until `filled`, the reply was written by `replied`.
+    fn record_stages(&self, woken: Instant, filled: Instant, replied: Instant) {
+        let Some(handed) = self.handed else {
+            return;
+        };
+        let us = |from: Instant, to: Instant| to.saturating_duration_since(from).as_micros() as u64;
+        for (stage, took) in [
+            (Stage::Queue, self.timing.queued.as_micros() as u64),
+            (Stage::Postgres, self.timing.postgres.as_micros() as u64),
+            (Stage::Wakeup, us(handed, woken)),
+            (Stage::Fill, us(woken, filled)),
+            (Stage::Reply, us(filled, replied)),
+            (Stage::Total, us(self.blocked_at, replied)),
+        ] {
+            stages::record(stage, took);
         }
     }
 }
