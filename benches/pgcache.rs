@@ -18,7 +18,11 @@
 //!     10 s, in notify and in replication mode
 //! 14. QUERY row precision vs table precision: hit ratios of a zipf mix with 5 % writes,
 //!     writers with and without results cached, the index's memory per result
-//! 15. the longest PING while a 1M-row UPDATE drops 10,000 row-precise results
+//! 15. the longest PING while a 1M-row UPDATE drops 10,000 row-precise results, and a
+//!     TRUNCATE under cached join results
+//! 16. reads through pgcache and straight to PostgreSQL beside pgbench's tpcb-like writes
+#[path = "pgcache/oltp.rs"]
+mod oltp;
 #[path = "pgcache/precision.rs"]
 mod precision;
 
@@ -1382,7 +1386,7 @@ fn main() {
     ));
     pg.execute("VACUUM ANALYZE users");
     // PGCACHE_BENCH_ONLY=hits|multiread|query-hits|misses|query-misses|ping|lag|coalescing|bulk|
-    // writers|load-lag|pg-restart|trouble|query-precision|query-bulk runs one section.
+    // writers|load-lag|pg-restart|trouble|query-precision|query-bulk|oltp runs one section.
     let only = std::env::var("PGCACHE_BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let bare = bare_module();
@@ -1435,5 +1439,8 @@ fn main() {
     }
     if wanted("query-bulk") {
         precision::bulk(&pg);
+    }
+    if wanted("oltp") {
+        oltp::oltp();
     }
 }

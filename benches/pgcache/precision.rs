@@ -22,13 +22,13 @@ const WRITE_PERCENT: u64 = 5;
 /// The id of the next order the mix inserts (across runs).
 static NEXT_ID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(ORDERS + 1);
 
-/// Customers drawn with probability proportional to 1 / rank (zipf, s = 1).
-struct Zipf {
+/// Ids drawn with probability proportional to 1 / rank (zipf, s = 1).
+pub(crate) struct Zipf {
     cumulative: Vec<f64>,
 }
 
 impl Zipf {
-    fn new(n: usize) -> Zipf {
+    pub(crate) fn new(n: usize) -> Zipf {
         let mut total = 0.0;
         let cumulative = (1..=n)
             .map(|rank| {
@@ -40,7 +40,7 @@ impl Zipf {
     }
 
     /// A customer id, 1-based.
-    fn sample(&self, rng: &mut Rng) -> usize {
+    pub(crate) fn sample(&self, rng: &mut Rng) -> usize {
         let total = self.cumulative[self.cumulative.len() - 1];
         let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
         self.cumulative.partition_point(|c| *c < u) + 1
