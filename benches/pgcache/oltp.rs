@@ -175,7 +175,11 @@ fn segment(pg: &Pg, port: u16, through_pgcache: bool, accounts: &Arc<Zipf>) -> S
             .into_iter()
             .map(|mut l| {
                 l.sort_by(|a, b| a.partial_cmp(b).unwrap());
-                if l.is_empty() { 0.0 } else { percentile(&l, 0.5) }
+                if l.is_empty() {
+                    0.0
+                } else {
+                    percentile(&l, 0.5)
+                }
             })
             .collect(),
         hit_ratio: through_pgcache.then(|| hits as f64 / (hits + misses).max(1) as f64),
@@ -190,7 +194,16 @@ pub fn oltp() {
     let pg = Pg::start();
     pg.execute(include_str!("../../examples/invalidation_trigger.sql"));
     schema(&pg);
-    let (redis, _con) = server_in_mode(&pg, "replication");
+    // PGCACHE_BENCH_ARGS adds settings (`workers 8`) to compare against the defaults.
+    let mut args = pg.module_args();
+    args.extend(["invalidation_source".to_string(), "replication".to_string()]);
+    let extra = std::env::var("PGCACHE_BENCH_ARGS").unwrap_or_default();
+    args.extend(extra.split_whitespace().map(str::to_string));
+    if !extra.is_empty() {
+        println!("settings added: {extra}\n");
+    }
+    let redis = Redis::start(&args);
+    wait_source(&mut redis.connection());
     let accounts = Arc::new(Zipf::new(ACCOUNTS));
     let writers = Pgbench::start(
         &pg,
