@@ -100,6 +100,14 @@ impl PgSettings {
     }
 }
 
+/// Workers (and connections) when neither `workers` nor `pool_size` is set. A miss waits on
+/// PostgreSQL, so the Redis host's cores do not bound how many are useful: on the #39
+/// benchmark (pgbench's tpcb-like writes, 4 readers, a 2-core VM) 2 workers read at 0.08x
+/// PostgreSQL's direct rate, 4 to 12 at 0.35x to 0.66x (BENCHMARKS.md). Eight keep a few
+/// concurrent misses going per Redis node without crowding PostgreSQL's max_connections
+/// (100 by default) across a cluster's nodes.
+pub const DEFAULT_WORKERS: usize = 8;
+
 /// Every setting's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -108,8 +116,7 @@ pub struct Settings {
     /// Seconds an absent row is remembered (0: negative caching off).
     pub negative_ttl: u64,
     pub cache_prefix: String,
-    /// Worker threads. Default: one per CPU core (2 to 16) — misses are batched per table,
-    /// so more threads mostly add context switches unless queries are slow.
+    /// Worker threads. Default: `DEFAULT_WORKERS`, or `pool_size` when that is set.
     pub workers: usize,
     /// Connections at most; default: as many as workers.
     pub pool_size: usize,
@@ -203,14 +210,16 @@ impl Settings {
         }
     }
 
-    /// Fills in what the defaults leave to be computed: `workers` one per CPU core (2 to 16;
-    /// misses are batched per table, so more threads mostly add context switches unless
-    /// queries are slow), `pool_size` as many as workers.
+    /// Fills in what the defaults leave to be computed: `workers` as many as the
+    /// connections when `pool_size` is set (a worker holds one connection while it works, so
+    /// fewer would leave connections idle while misses wait for a worker), else
+    /// `DEFAULT_WORKERS`; `pool_size` as many as workers.
     fn complete(&mut self) {
         if self.workers == 0 {
-            self.workers = std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .clamp(2, 16);
+            self.workers = match self.pool_size {
+                0 => DEFAULT_WORKERS,
+                connections => connections,
+            };
         }
         if self.pool_size == 0 {
             self.pool_size = self.workers;
@@ -433,10 +442,13 @@ mod tests {
         assert_eq!(s.pg.password(), None);
         assert_eq!(s.default_ttl, 3600);
         assert_eq!(s.cache_prefix, "pg_cache:");
-        assert_eq!(s.workers, Settings::default().workers);
-        assert_eq!(s.pool_size, s.workers);
+        // Misses wait on PostgreSQL, not on this host's cores: the default is the same on
+        // every host.
+        assert_eq!((s.workers, s.pool_size), (DEFAULT_WORKERS, DEFAULT_WORKERS));
         let s = load_with(&["workers", "3"], &[]).unwrap();
         assert_eq!((s.workers, s.pool_size), (3, 3));
+        let s = load_with(&["pool_size", "12"], &[]).unwrap();
+        assert_eq!((s.workers, s.pool_size), (12, 12));
         let s = load_with(&["workers", "3", "pool_size", "5"], &[]).unwrap();
         assert_eq!((s.workers, s.pool_size), (3, 5));
     }

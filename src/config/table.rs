@@ -319,11 +319,11 @@ pub static SETTINGS: [Setting; 41] = [
     Setting {
         name: "workers",
         libpq_env: None,
-        initial: Initial::Described("CPU cores (2..16)"),
+        initial: Initial::Described("8, or `pool_size` when that is set"),
         accepts: int(1, 256, "a thread count", |s, v| s.workers = v as usize),
         runtime: false,
-        help: "worker threads running PostgreSQL queries; misses of one table are batched into \
-               one query, so more workers help mainly when queries are slow",
+        help: "worker threads running PostgreSQL queries, each on a pooled connection while it \
+               works: how many misses go to PostgreSQL at once (see Sizing the workers)",
         show: Some(|s| s.workers.to_string()),
     },
     Setting {
