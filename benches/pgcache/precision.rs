@@ -318,67 +318,48 @@ pub fn bulk(pg: &Pg) {
     );
     pg.execute(include_str!("../../examples/invalidation_trigger.sql"));
     pg.execute("SELECT pgcache_watch('users', 'replication')");
-    let (redis, mut con) = server_in_mode(pg, "replication");
-    for id in 1..=RESULTS {
-        cmd(
-            &mut con,
-            &[
-                "PGCACHE.QUERY",
-                "SELECT id, name FROM users WHERE id = $1",
-                "1",
-                &id.to_string(),
-            ],
-        );
-    }
-    let indexed = stats_figure(&mut con, "query_index_results");
-    let _: () = redis::cmd("PGCACHE.STATS")
-        .arg("RESET")
-        .query(&mut con)
-        .unwrap();
-    let mut writer = pg.client();
-    let statement = std::thread::spawn(move || {
-        writer
-            .batch_execute("UPDATE users SET name = name || '.'")
-            .unwrap();
-    });
-    let mut observer = redis.connection();
-    let give_up = Instant::now() + Duration::from_secs(300);
-    let gaps = pings_until(&mut con, || {
-        (statement.is_finished() && stats_figure(&mut observer, "query_index_results") == 0)
-            || Instant::now() > give_up
-    });
-    statement.join().unwrap();
     println!(
         "| results indexed | pings | p50 ms | p99 ms | max ms | longest pgcache callback ms |"
     );
     println!("|---|---|---|---|---|---|");
-    println!(
-        "| {indexed} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
-        gaps.len(),
-        percentile(&gaps, 0.5),
-        percentile(&gaps, 0.99),
-        gaps[gaps.len() - 1],
-        longest_callback_us(&mut con) as f64 / 1000.0
+    pings_while_dropped(
+        pg,
+        "SELECT id, name FROM users WHERE id = $1",
+        RESULTS,
+        "UPDATE users SET name = name || '.'",
     );
     // A TRUNCATE of a table whose results are joins takes each one out of the other
-    // table's index too, on the event loop.
+    // table's index too.
     pg.execute(&format!(
         "CREATE TABLE bench_orders (id integer PRIMARY KEY, user_id integer NOT NULL REFERENCES users, note text);
          INSERT INTO bench_orders SELECT g, g, 'n' FROM generate_series(1, {RESULTS}) g;
          SELECT pgcache_watch('bench_orders', 'replication');"
     ));
+    println!(
+        "\nThen a TRUNCATE of the orders table under cached join results (orders JOIN users):\n"
+    );
+    println!(
+        "| join results indexed | pings | p50 ms | p99 ms | max ms | longest pgcache callback ms |"
+    );
+    println!("|---|---|---|---|---|---|");
+    pings_while_dropped(
+        pg,
+        "SELECT o.id, o.note, u.name FROM bench_orders o JOIN users u ON u.id = o.user_id \
+         WHERE o.id = $1",
+        RESULTS,
+        "TRUNCATE bench_orders",
+    );
+    pg.execute("SELECT pgcache_unwatch('bench_orders'); DROP TABLE bench_orders");
+    pg.execute("SELECT pgcache_unwatch('users')");
+}
+
+/// Caches `sql`'s results for ids 1 to `results` on a fresh server, then PINGs it until
+/// `write` committed and every result left the index: one table row of the results
+/// indexed, the PINGs' latencies and the longest pgcache callback meanwhile.
+fn pings_while_dropped(pg: &Pg, sql: &str, results: i64, write: &'static str) {
     let (redis, mut con) = server_in_mode(pg, "replication");
-    for id in 1..=RESULTS {
-        cmd(
-            &mut con,
-            &[
-                "PGCACHE.QUERY",
-                "SELECT o.id, o.note, u.name FROM bench_orders o JOIN users u ON u.id = o.user_id \
-                 WHERE o.id = $1",
-                "1",
-                &id.to_string(),
-            ],
-        );
+    for id in 1..=results {
+        cmd(&mut con, &["PGCACHE.QUERY", sql, "1", &id.to_string()]);
     }
     let indexed = stats_figure(&mut con, "query_index_results");
     let _: () = redis::cmd("PGCACHE.STATS")
@@ -386,9 +367,7 @@ pub fn bulk(pg: &Pg) {
         .query(&mut con)
         .unwrap();
     let mut writer = pg.client();
-    let statement = std::thread::spawn(move || {
-        writer.batch_execute("TRUNCATE bench_orders").unwrap();
-    });
+    let statement = std::thread::spawn(move || writer.batch_execute(write).unwrap());
     let mut observer = redis.connection();
     let give_up = Instant::now() + Duration::from_secs(300);
     let gaps = pings_until(&mut con, || {
@@ -397,13 +376,6 @@ pub fn bulk(pg: &Pg) {
     });
     statement.join().unwrap();
     println!(
-        "\nThen a TRUNCATE of the orders table under {indexed} cached join results (orders JOIN users):\n"
-    );
-    println!(
-        "| join results indexed | pings | p50 ms | p99 ms | max ms | longest pgcache callback ms |"
-    );
-    println!("|---|---|---|---|---|---|");
-    println!(
         "| {indexed} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
         gaps.len(),
         percentile(&gaps, 0.5),
@@ -411,7 +383,4 @@ pub fn bulk(pg: &Pg) {
         gaps[gaps.len() - 1],
         longest_callback_us(&mut con) as f64 / 1000.0
     );
-    drop(redis);
-    pg.execute("SELECT pgcache_unwatch('bench_orders'); DROP TABLE bench_orders");
-    pg.execute("SELECT pgcache_unwatch('users')");
 }
