@@ -2,6 +2,7 @@
 //! command's (or reply callback's) context, whose client decides the selected DB.
 
 use crate::cache::bypass;
+use crate::cache::emptied;
 use crate::cache::fill;
 use crate::cache::freshness;
 use crate::config::current;
@@ -273,6 +274,7 @@ pub fn store(ctx: &Context, key: &str, value: &str, ttl_seconds: u64) {
 
 /// `store` for a caller that checked this server may write.
 fn write(ctx: &Context, key: &str, name: Option<&Name>, value: &str, ttl_seconds: u64) {
+    emptied::stored(key.as_bytes());
     let expires_at = (crate::model::event::now_ms() + u128::from(ttl_seconds) * 1000) as i64;
     match name {
         Some(name) => keyspace::set_until(ctx, name.key(), value, expires_at),

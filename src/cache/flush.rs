@@ -12,10 +12,15 @@
 
 use crate::cache;
 use crate::cache::bypass;
+use crate::cache::emptied;
 use crate::cache::fill;
+use crate::config::current;
+use crate::query::key::RESULT_TAG;
 use crate::query::{dropped, generations};
+use crate::redis::cluster;
 use crate::redis::keyspace::ScanCursor;
 use crate::redis::main_thread::Task;
+use crate::redis::role::writable;
 use crate::stats;
 use redis_module::Context;
 use std::sync::Mutex;
@@ -60,6 +65,11 @@ pub fn start(ctx: &Context, prefix: &str) {
     // The query results over these entries' tables go at once, not when the scan reaches
     // their generation key.
     dropped::table_changed(ctx, prefix, &dbs);
+    if keeps_record(ctx, prefix) && emptied::is_empty(prefix.as_bytes()) {
+        // Nothing to delete: the generations and the fills in flight are ended above.
+        stats::FLUSHES_WITHOUT_SCAN.inc();
+        return;
+    }
     let mut active = ACTIVE.lock().unwrap();
     if active.iter().any(|f| f.prefix == prefix.as_bytes()) {
         return;
@@ -75,6 +85,17 @@ pub fn start(ctx: &Context, prefix: &str) {
     drop(active);
     RUNNING.fetch_add(1, Ordering::SeqCst);
     FLUSH.request();
+}
+
+/// Whether `prefix` is a table's on a server that knows every entry stored under it
+/// (`emptied`): a primary outside a cluster. The whole cache's and the query results' hold
+/// keys that are not entries (the position, the epoch) or are flushed for other reasons.
+fn keeps_record(ctx: &Context, prefix: &str) -> bool {
+    let cache_prefix = current::cache_prefix();
+    writable(ctx)
+        && !cluster::enabled()
+        && prefix != cache_prefix
+        && prefix.strip_prefix(cache_prefix.as_str()) != Some(RESULT_TAG)
 }
 
 /// Deletes for at most `SLICE`; whether flushes are left for the next turn.
@@ -98,6 +119,9 @@ fn flush_slice(context: &Context) -> bool {
         ));
         bypass::end(&flush.prefix);
         let prefix = String::from_utf8_lossy(&flush.prefix);
+        if keeps_record(context, &prefix) {
+            emptied::recorded(&flush.prefix);
+        }
         generations::flush_ended(context, &prefix, &cache::dbs_with_keys(context));
         RUNNING.fetch_sub(1, Ordering::SeqCst);
     }

@@ -1,12 +1,13 @@
 //! The cache: its entries in the Redis keyspace (`entries`, re-exported here), the fills in
 //! flight and their no-stale-fill rule (`fill`), the miss pipeline of the row commands
 //! (`miss`) and QUERY's (`query`), the worker pool that runs what waits for
-//! PostgreSQL (`worker`), table flushes (`flush`), which entries must not be served now
+//! PostgreSQL (`worker`), table flushes (`flush`) and the tables known to need none (`emptied`), which entries must not be served now
 //! (`bypass`), and the window before an unload in which nothing may wait (`drain`).
 
 pub mod applied;
 pub mod bypass;
 pub mod drain;
+pub mod emptied;
 mod entries;
 pub mod fill;
 pub mod flush;

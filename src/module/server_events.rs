@@ -4,6 +4,7 @@
 //! `invalidation::apply`).
 
 use crate::cache;
+use crate::cache::emptied;
 use crate::config::current;
 use crate::error;
 use crate::events;
@@ -31,6 +32,7 @@ impl ServerEvents for Followed {
 
     fn loading_ended(ctx: &Context) {
         error::panic::guard("the end of a load", || {
+            emptied::forget_all();
             dropped::index_lost(ctx, &cache::dbs_with_keys(ctx));
             invalidation::data_loaded(ctx)
         });
@@ -38,6 +40,7 @@ impl ServerEvents for Followed {
 
     fn promoted(ctx: &Context) {
         error::panic::guard("a promotion to primary", || {
+            emptied::forget_all();
             dropped::index_lost(ctx, &cache::dbs_with_keys(ctx));
             invalidation::promoted(ctx)
         });
@@ -45,6 +48,7 @@ impl ServerEvents for Followed {
 
     fn demoted(ctx: &Context) {
         error::panic::guard("a demotion to replica", || {
+            emptied::forget_all();
             invalidation::replication::demoted();
             // Its primary drops the results it serves now; its own index covers nothing.
             dropped::index_lost(ctx, &[]);

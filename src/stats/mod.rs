@@ -162,6 +162,7 @@ pub static INVALIDATIONS_BY_POSTGRES: Counter = Counter::new();
 /// Times the invalidation backlog passed its bound and became flushes of its tables.
 pub static INVALIDATION_BACKLOG_FLUSHES: Counter = Counter::new();
 pub static FLUSHES: Counter = Counter::new();
+pub static FLUSHES_WITHOUT_SCAN: Counter = Counter::new();
 pub static EXPIRATIONS: Counter = Counter::new();
 pub static EVICTIONS: Counter = Counter::new();
 pub static ERRORS: Counter = Counter::new();
@@ -360,7 +361,7 @@ pub fn tables() -> Vec<Arc<TableStats>> {
 }
 
 /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them.
-static NAMED: [(&str, &Counter); 31] = [
+static NAMED: [(&str, &Counter); 32] = [
     ("hits", &HITS),
     ("negative_hits", &NEGATIVE_HITS),
     ("misses", &MISSES),
@@ -374,6 +375,7 @@ static NAMED: [(&str, &Counter); 31] = [
         &INVALIDATION_BACKLOG_FLUSHES,
     ),
     ("flushes", &FLUSHES),
+    ("flushes_without_scan", &FLUSHES_WITHOUT_SCAN),
     ("expirations", &EXPIRATIONS),
     ("evictions", &EVICTIONS),
     ("errors", &ERRORS),

@@ -211,6 +211,56 @@ fn truncate_and_tables_without_keys_flush_the_table() {
 }
 
 #[test]
+fn a_table_whose_flush_left_nothing_is_flushed_again_without_a_scan() {
+    // `tags` has no primary key: every change to it flushes it.
+    let stack = Stack::start(&format!(
+        "{USERS_SQL} {TRIGGER_SQL}
+         CREATE TABLE tags (tag text, n integer); INSERT INTO tags VALUES ('a', 1), ('b', 2);
+         SELECT pgcache_watch('users'); SELECT pgcache_watch('tags');"
+    ));
+    let mut con = stack.con();
+    read_until_cached(&mut con, "users", r#"{"id":1}"#);
+    let count = |con: &mut redis::Connection| -> i64 {
+        let result: String = redis::cmd("PGCACHE.QUERY")
+            .arg("SELECT count(*) AS n FROM tags")
+            .arg(0)
+            .query(con)
+            .unwrap();
+        json(&result)[0]["n"].as_i64().unwrap()
+    };
+    assert_eq!(count(&mut con), 2);
+    // The first flush scans: nothing is known of the table yet.
+    stack.pg.execute("INSERT INTO tags VALUES ('c', 3)");
+    wait_for("the first flush to end", Duration::from_secs(20), || {
+        (stats_figure(&mut con, "flushes") >= 1 && stats_figure(&mut con, "flushes_running") == 0)
+            .then_some(())
+    });
+    assert_eq!(stats_figure(&mut con, "flushes_without_scan"), 0);
+    // It left no entry: the next changes have nothing to scan for, and still end the
+    // table's query results.
+    assert_eq!(count(&mut con), 3);
+    stack.pg.execute("INSERT INTO tags VALUES ('d', 4)");
+    wait_for("a flush without a scan", Duration::from_secs(20), || {
+        (stats_figure(&mut con, "flushes_without_scan") >= 1).then_some(())
+    });
+    wait_for(
+        "the result after the change",
+        Duration::from_secs(20),
+        || (count(&mut con) == 4).then_some(()),
+    );
+    // A row of it cached: the next change scans for it again.
+    read_until_cached(&mut con, "tags", r#"{"tag":"a"}"#);
+    let without_scan = stats_figure(&mut con, "flushes_without_scan");
+    stack.pg.execute("UPDATE tags SET n = 10 WHERE tag = 'b'");
+    wait_gone(&mut con, r#"pg_cache:tags:{"tag":"a"}"#);
+    assert_eq!(stats_figure(&mut con, "flushes_without_scan"), without_scan);
+    assert!(
+        exists(&mut con, r#"pg_cache:users:{"id":1}"#),
+        "other tables keep theirs"
+    );
+}
+
+#[test]
 fn invalidations_replicate_and_reach_every_filled_db() {
     let stack = watched_users();
     let replica = stack.start_replica();
