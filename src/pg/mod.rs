@@ -8,6 +8,7 @@ pub mod errors;
 pub mod fetch;
 pub mod normalise;
 pub mod pool;
+pub mod prepared;
 pub mod query;
 pub mod replication;
 pub mod schema;

@@ -8,12 +8,12 @@ use crate::config::{PgSettings, SslMode};
 use crate::error::Error;
 use crate::pg::circuit;
 use crate::pg::errors::describe;
+use crate::pg::prepared::Prepared;
 use crate::pg::replication;
 use crate::pg::session::{Failure, Session};
 use crate::stats;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use postgres_openssl::MakeTlsConnector;
-use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -25,10 +25,6 @@ use tokio_postgres::{NoTls, Notification, Row, Statement};
 const CONNECT_BACKOFF: Duration = Duration::from_millis(250);
 /// A connect failure quicker than this is a refusal, not a timeout: no back-off.
 const SLOW_CONNECT_FAILURE: Duration = Duration::from_millis(100);
-
-/// Prepared statements kept per connection; past this the cache starts over (views queried
-/// by many different column sets could otherwise grow it without bound).
-const MAX_CACHED_STATEMENTS: usize = 256;
 
 /// How much longer than its statement_timeout a query may go unanswered before the
 /// connection is taken for silent (PostgreSQL itself answers a query at its timeout).
@@ -48,7 +44,7 @@ pub struct Connection {
     application_name: String,
     statement_timeout_ms: u64,
     /// Statements by SQL text: a lookup is then one round trip instead of two.
-    statements: HashMap<String, Statement>,
+    statements: Prepared<Statement>,
     /// How long one exchange may go unanswered before the peer is taken for silent.
     patience: Duration,
     /// Lent out after idling in the pool and not used since: if it turns out dead (the
@@ -305,7 +301,7 @@ impl Connector {
                 connector: Arc::clone(self),
                 application_name: application_name.to_string(),
                 statement_timeout_ms,
-                statements: HashMap::new(),
+                statements: Prepared::new(),
                 patience: patience(),
                 idled: false,
                 outages,
@@ -352,7 +348,7 @@ impl Connection {
             let result = conn.session.query_read_only(&statement, params, patience);
             if result.is_err() {
                 // The tables may have changed under the statement; prepare afresh next time.
-                conn.statements.remove(sql);
+                conn.statements.forget(sql);
             }
             result
         })
@@ -360,14 +356,11 @@ impl Connection {
 
     /// `sql` prepared on this connection, once.
     fn prepared(&mut self, sql: &str) -> Result<tokio_postgres::Statement, Failure> {
-        if let Some(statement) = self.statements.get(sql) {
-            return Ok(statement.clone());
+        if let Some(statement) = self.statements.fresh(sql, Instant::now()) {
+            return Ok(statement);
         }
         let statement = self.session.prepare(sql, self.patience)?;
-        if self.statements.len() >= MAX_CACHED_STATEMENTS {
-            self.statements.clear();
-        }
-        self.statements.insert(sql.to_string(), statement.clone());
+        self.statements.keep(sql, statement.clone(), Instant::now());
         Ok(statement)
     }
 
@@ -380,7 +373,7 @@ impl Connection {
         let result = self.session.query(&statement, params, self.patience);
         if result.is_err() {
             // The table may have changed under the statement; prepare afresh next time.
-            self.statements.remove(sql);
+            self.statements.forget(sql);
         }
         result
     }
