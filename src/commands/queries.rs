@@ -4,6 +4,7 @@
 
 use crate::cache::worker;
 use crate::commands::docs::{Arg, Command, Keys, Params};
+use crate::config::current;
 use crate::error::Error;
 use crate::query::precision::Precision;
 use crate::query::{Statement, statements};
@@ -51,6 +52,7 @@ pub fn queries(ctx: &Context, args: &[&[u8]]) -> Reply {
                 statement.stats.misses.reset();
                 statement.stats.latency.reset();
                 statement.figures.reset();
+                statement.pass_through.reset();
             }
             Reply::Ok
         }
@@ -103,6 +105,18 @@ fn precision_reason(statement: &Statement) -> Reply {
     }
 }
 
+/// The window of calls that decided whether the statement passes through: its hit ratio
+/// and hits per result filled (nil before enough calls were judged).
+fn judged(statement: &Statement) -> Reply {
+    match statement.pass_through.judged() {
+        Some((hit_ratio, hits_per_fill)) => Reply::Map(vec![
+            ("hit_ratio".into(), Reply::Double(hit_ratio)),
+            ("hits_per_fill".into(), Reply::Double(hits_per_fill)),
+        ]),
+        None => Reply::Nil,
+    }
+}
+
 /// One statement's line of PGCACHE.QUERIES.
 fn listed(statement: &Statement) -> Reply {
     let misses = statement.stats.misses.get();
@@ -122,6 +136,19 @@ fn listed(statement: &Statement) -> Reply {
         ("fills".into(), count(statement.figures.fills.get())),
         ("not_cached".into(), count(statement.figures.too_big.get())),
         ("dropped".into(), count(statement.figures.dropped.get())),
+        (
+            "pass_through".into(),
+            count(u64::from(
+                statement
+                    .pass_through
+                    .is_passing(current::query_pass_through()),
+            )),
+        ),
+        (
+            "passed_through".into(),
+            count(statement.pass_through.passed()),
+        ),
+        ("pass_through_judged_on".into(), judged(statement)),
         ("mean_miss_us".into(), Reply::Double(latency.avg_us)),
         ("p99_miss_us".into(), count(latency.p99_us)),
         (

@@ -146,7 +146,7 @@ fn path(value: &Option<PathBuf>) -> String {
 const TTL: &str = "a TTL in whole seconds";
 
 /// Every setting, in the order the README and HEALTH list them.
-pub static SETTINGS: [Setting; 41] = [
+pub static SETTINGS: [Setting; 42] = [
     Setting {
         name: "pg_url",
         libpq_env: None,
@@ -635,6 +635,18 @@ pub static SETTINGS: [Setting; 41] = [
             }
             .to_string()
         }),
+    },
+    Setting {
+        name: "query_pass_through",
+        libpq_env: None,
+        initial: Initial::Value("auto"),
+        accepts: text("`auto`, `always`, `never`", |s, v| {
+            s.query_pass_through = crate::config::PassThrough::parse(v)?;
+            Ok(())
+        }),
+        runtime: true,
+        help: "`auto`: a statement whose cached results are dropped before they are hit (fewer than one hit in 20 results filled) answers its misses from PostgreSQL without caching them, filling one miss in 16 to find out when its results live again (see Pass-through); `always`: every statement does; `never`: none does",
+        show: Some(|s| s.query_pass_through.name().to_string()),
     },
     Setting {
         name: "query_index_max_bytes",

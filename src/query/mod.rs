@@ -27,6 +27,7 @@ mod hex;
 pub mod key;
 pub mod membership;
 pub mod node_tree;
+pub mod pass_through;
 pub mod placeholders;
 pub mod precision;
 pub mod predicate;
@@ -86,6 +87,8 @@ pub struct Statement {
     pub stats: Arc<TableStats>,
     /// What PGCACHE.QUERIES shows beside them.
     pub figures: Figures,
+    /// Whether its misses pass through, uncached (`pass_through`).
+    pub pass_through: pass_through::PassThrough,
 }
 
 /// A statement's figures besides its calls, hits, misses and miss latency.
@@ -222,6 +225,7 @@ impl Statement {
             batch_sql,
             stats,
             figures: Figures::default(),
+            pass_through: pass_through::PassThrough::default(),
         }
     }
 }

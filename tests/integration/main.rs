@@ -15,6 +15,7 @@ mod keys;
 mod metrics;
 mod multiread;
 mod orm_corpus;
+mod pass_through;
 mod query;
 mod query_access;
 mod query_feed;

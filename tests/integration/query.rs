@@ -540,8 +540,8 @@ fn model_write(rng: &mut Rng, attached: &mut bool) -> String {
 /// from another connection (DDL among them: a partition attached and detached, the view
 /// replaced), and after each write every statement read: in replication mode AFTER the write's position, always PostgreSQL's own
 /// answer at once; in notify mode (which has no positions) PostgreSQL's answer once the
-/// write's notification is applied. `PGCACHE_QUERY_MODEL_STEPS` sets the number of writes
-/// (default 300).
+/// write's notification is applied; with pass-through forced on and off in turn, 25 writes
+/// each. `PGCACHE_QUERY_MODEL_STEPS` sets the number of writes (default 300).
 #[test]
 fn a_random_model_of_writes_and_queries_never_sees_a_stale_result() {
     let steps: usize = std::env::var("PGCACHE_QUERY_MODEL_STEPS")
@@ -568,6 +568,11 @@ fn a_random_model_of_writes_and_queries_never_sees_a_stale_result() {
     }
     let hits_before = stats_figure(&mut con, "query_hits");
     for step in 0..steps {
+        // Pass-through forced on and off in turn: answers are the same either way.
+        if step % 25 == 0 {
+            let policy = if step % 50 == 0 { "always" } else { "never" };
+            config_set(&mut con, "pgcache.query_pass_through", policy).unwrap();
+        }
         let write = model_write(&mut rng, &mut attached);
         let lsn = commit_and_position(&stack, &write);
         for (i, sql) in MODEL_STATEMENTS.iter().enumerate() {

@@ -151,6 +151,7 @@ fn cache_result(
         return;
     }
     statement.figures.filled(indexed.is_none());
+    statement.pass_through.filled();
     if let Some((params, members, boundary)) = indexed {
         let id = (keyspace::selected_db(ctx), key.clone());
         membership::add(id, statement.clone(), params, members, boundary);

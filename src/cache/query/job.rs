@@ -178,13 +178,20 @@ fn look_up_from_worker(
             }
             let mut found = None;
             keyspace::in_each_db(ctx, [db], |_| {
-                found = key_now(ctx, &statement, &params).map(|key| {
+                found = key_now(ctx, &statement, &params).and_then(|key| {
                     let cached = (read == Read::Cached && !bypass::bypassed(key.as_bytes()))
                         .then(|| cached_value(ctx, &key))
                         .flatten();
                     match cached {
-                        Some(result) => Looked::Cached(result),
-                        None => Looked::Lead(fill::lead(key.into())),
+                        Some(result) => Some(Looked::Cached(result)),
+                        // Its results die unread: answered, not cached.
+                        None if !statement
+                            .pass_through
+                            .fill_this_miss(current::query_pass_through()) =>
+                        {
+                            None
+                        }
+                        None => Some(Looked::Lead(fill::lead(key.into()))),
                     }
                 });
             });
