@@ -20,7 +20,8 @@
 //!     writers with and without results cached, the index's memory per result
 //! 15. the longest PING while a 1M-row UPDATE drops 10,000 row-precise results, and a
 //!     TRUNCATE under cached join results
-//! 16. reads through pgcache and straight to PostgreSQL beside pgbench's tpcb-like writes
+//! 16. reads through pgcache, straight to PostgreSQL and through a cache-aside by hand beside
+//!     pgbench's tpcb-like writes (PGCACHE_BENCH_OLTP_RATE paces the writers)
 #[path = "pgcache/oltp.rs"]
 mod oltp;
 #[path = "pgcache/precision.rs"]

@@ -4,8 +4,10 @@
 //! account, a teller and a branch and inserts a history row), while 4 readers send a zipf
 //! mix: an account by id, a branch row, a branch's tellers joined with their branch, an
 //! account's last history rows. The readers alternate between PGCACHE.QUERY and the same
-//! statements prepared on PostgreSQL directly, segment by segment, in one run: reads/s,
-//! hit ratio and p50 per read, and the writers' transactions/s in each segment.
+//! statements prepared on PostgreSQL directly, and the peer an application writes by hand
+//! (cache-aside: GET, else SELECT and SET with a TTL), segment by segment, in one run:
+//! reads/s, hit ratio, mean latency and p50 / p99 per read, and the writers'
+//! transactions/s in each segment.
 
 use super::precision::Zipf;
 use super::*;
@@ -17,7 +19,7 @@ const BRANCHES: usize = SCALE;
 const READERS: usize = 4;
 const WRITERS: usize = 4;
 const SEGMENT_SECONDS: u64 = 10;
-/// Segments per mode, alternating pgcache, PostgreSQL, pgcache, ...
+/// Segments per mode, alternating pgcache, PostgreSQL, cache-aside, pgcache, ...
 const ROUNDS: usize = 2;
 
 /// pgbench's built-in `tpcb-like` script, at this scale.
@@ -62,8 +64,11 @@ const READS: [(&str, &str, u64); 4] = [
 /// One segment's figures.
 struct Segment {
     reads_per_s: f64,
-    /// Each read's median latency, in ms, in `READS`' order.
+    /// Each read's median and 99th percentile latency, in ms, in `READS`' order.
     p50_ms: Vec<f64>,
+    p99_ms: Vec<f64>,
+    /// Every read's mean latency, in ms.
+    mean_ms: f64,
     hit_ratio: Option<f64>,
     writer_tps: f64,
 }
@@ -118,8 +123,58 @@ fn history_rows(pg: &Pg) -> i64 {
         .get(0)
 }
 
-/// `READERS` readers for a segment, through pgcache (`port`) or straight to PostgreSQL.
-fn segment(pg: &Pg, port: u16, through_pgcache: bool, accounts: &Arc<Zipf>) -> Segment {
+/// How a segment's readers read.
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    Pgcache,
+    Postgres,
+    /// The peer: what an application writes by hand in front of PostgreSQL, a GET, and on a
+    /// miss the SELECT and a SET with a TTL of `ASIDE_TTL_SECONDS` (nothing invalidates it:
+    /// its answers may be that much older than the database's).
+    CacheAside,
+}
+
+const ASIDE_TTL_SECONDS: u64 = 1;
+
+/// A row as the cache-aside reader stores it: its columns' values, in order.
+fn row_text(row: &postgres::Row) -> String {
+    let values: Vec<String> = (0..row.len())
+        .map(|i| match row.try_get::<_, Option<i32>>(i) {
+            Ok(value) => format!("{value:?}"),
+            Err(_) => format!("{:?}", row.get::<_, Option<std::time::SystemTime>>(i)),
+        })
+        .collect();
+    values.join(",")
+}
+
+/// One read the cache-aside way: from Redis, else from PostgreSQL, then stored.
+fn read_aside(
+    con: &mut redis::Connection,
+    client: &mut postgres::Client,
+    statement: &postgres::Statement,
+    n: usize,
+    value: i32,
+) -> bool {
+    let key = format!("aside:{n}:{value}");
+    let cached: Option<String> = redis::cmd("GET").arg(&key).query(con).unwrap();
+    if cached.is_some() {
+        return true;
+    }
+    let rows = client.query(statement, &[&value]).unwrap();
+    let text: Vec<String> = rows.iter().map(row_text).collect();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(text.join("\n"))
+        .arg("EX")
+        .arg(ASIDE_TTL_SECONDS)
+        .query(con)
+        .unwrap();
+    false
+}
+
+/// `READERS` readers for a segment, through pgcache (`port`), straight to PostgreSQL, or
+/// the cache-aside way (Redis on `port` too).
+fn segment(pg: &Pg, port: u16, via: Via, accounts: &Arc<Zipf>) -> Segment {
     let mut con = connect(port);
     let hits_before = stats_figure(&mut con, "query_hits");
     let misses_before = stats_figure(&mut con, "query_misses");
@@ -138,29 +193,40 @@ fn segment(pg: &Pg, port: u16, through_pgcache: bool, accounts: &Arc<Zipf>) -> S
                     .map(|(_, sql, _)| client.prepare(sql).unwrap())
                     .collect();
                 let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); READS.len()];
+                let mut aside_hits = 0u64;
                 while Instant::now() < until {
                     let n = pick(&mut rng);
                     let value = parameter(n, &accounts, &mut rng);
                     let sent = Instant::now();
-                    if through_pgcache {
-                        let _: String = redis::cmd("PGCACHE.QUERY")
-                            .arg(READS[n].1)
-                            .arg(1)
-                            .arg(value)
-                            .query(&mut con)
-                            .unwrap();
-                    } else {
-                        client.query(&prepared[n], &[&value]).unwrap();
+                    match via {
+                        Via::Pgcache => {
+                            let _: String = redis::cmd("PGCACHE.QUERY")
+                                .arg(READS[n].1)
+                                .arg(1)
+                                .arg(value)
+                                .query(&mut con)
+                                .unwrap();
+                        }
+                        Via::Postgres => {
+                            client.query(&prepared[n], &[&value]).unwrap();
+                        }
+                        Via::CacheAside => {
+                            let hit = read_aside(&mut con, &mut client, &prepared[n], n, value);
+                            aside_hits += u64::from(hit);
+                        }
                     }
                     latencies[n].push(sent.elapsed().as_secs_f64() * 1000.0);
                 }
-                latencies
+                (latencies, aside_hits)
             })
         })
         .collect();
     let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); READS.len()];
+    let mut aside_hits = 0;
     for reader in readers {
-        for (all, mine) in latencies.iter_mut().zip(reader.join().unwrap()) {
+        let (mine, hits) = reader.join().unwrap();
+        aside_hits += hits;
+        for (all, mine) in latencies.iter_mut().zip(mine) {
             all.extend(mine);
         }
     }
@@ -169,20 +235,26 @@ fn segment(pg: &Pg, port: u16, through_pgcache: bool, accounts: &Arc<Zipf>) -> S
     let hits = stats_figure(&mut con, "query_hits") - hits_before;
     let misses = stats_figure(&mut con, "query_misses") - misses_before;
     let reads: usize = latencies.iter().map(Vec::len).sum();
+    let mean_ms = latencies.iter().flatten().sum::<f64>() / reads.max(1) as f64;
+    for l in &mut latencies {
+        l.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    }
+    let at = |p: f64| -> Vec<f64> {
+        latencies
+            .iter()
+            .map(|l| if l.is_empty() { 0.0 } else { percentile(l, p) })
+            .collect()
+    };
     Segment {
         reads_per_s: reads as f64 / seconds,
-        p50_ms: latencies
-            .into_iter()
-            .map(|mut l| {
-                l.sort_by(|a, b| a.partial_cmp(b).unwrap());
-                if l.is_empty() {
-                    0.0
-                } else {
-                    percentile(&l, 0.5)
-                }
-            })
-            .collect(),
-        hit_ratio: through_pgcache.then(|| hits as f64 / (hits + misses).max(1) as f64),
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        mean_ms,
+        hit_ratio: match via {
+            Via::Pgcache => Some(hits as f64 / (hits + misses).max(1) as f64),
+            Via::Postgres => None,
+            Via::CacheAside => Some(aside_hits as f64 / reads.max(1) as f64),
+        },
         writer_tps,
     }
 }
@@ -205,37 +277,58 @@ pub fn oltp() {
     let redis = Redis::start(&args);
     wait_source(&mut redis.connection());
     let accounts = Arc::new(Zipf::new(ACCOUNTS));
+    // Unthrottled, the writers speed up while the reads spare PostgreSQL and take the
+    // shared cores from the readers; PGCACHE_BENCH_OLTP_RATE paces them (`pgbench -R`, the
+    // issue's 1,300 tps) so both modes read beside the same writes.
+    let rate = std::env::var("PGCACHE_BENCH_OLTP_RATE").unwrap_or_default();
+    let paced = ["-R", rate.as_str()];
+    if !rate.is_empty() {
+        println!("writers paced at {rate} transactions/s\n");
+    }
     let writers = Pgbench::start(
         &pg,
         TPCB_LIKE,
         WRITERS,
-        SEGMENT_SECONDS * (2 * ROUNDS as u64 + 1),
-        &[],
+        SEGMENT_SECONDS * (3 * ROUNDS as u64 + 1),
+        if rate.is_empty() { &[] } else { &paced },
     );
     // The first segment only warms both up.
-    segment(&pg, redis.port, true, &accounts);
+    segment(&pg, redis.port, Via::Pgcache, &accounts);
     let mut pgcache = Vec::new();
     let mut postgres = Vec::new();
+    let mut aside = Vec::new();
     for _ in 0..ROUNDS {
-        pgcache.push(segment(&pg, redis.port, true, &accounts));
-        postgres.push(segment(&pg, redis.port, false, &accounts));
+        pgcache.push(segment(&pg, redis.port, Via::Pgcache, &accounts));
+        postgres.push(segment(&pg, redis.port, Via::Postgres, &accounts));
+        aside.push(segment(&pg, redis.port, Via::CacheAside, &accounts));
     }
     let writers_tps = writers.tps();
     let names: Vec<&str> = READS.iter().map(|(name, _, _)| *name).collect();
     println!(
-        "| segment | reads/s | hit ratio | p50 ms: {} | writers' tps |",
-        names.join(" / ")
+        "| segment | reads/s | hit ratio | mean ms | p50 ms: {names} | p99 ms: {names} | writers' tps |",
+        names = names.join(" / ")
     );
-    println!("|---|---|---|---|---|");
-    for (round, (through, direct)) in pgcache.iter().zip(&postgres).enumerate() {
-        for (name, s) in [("pgcache", through), ("PostgreSQL", direct)] {
-            let p50: Vec<String> = s.p50_ms.iter().map(|ms| format!("{ms:.2}")).collect();
+    println!("|---|---|---|---|---|---|---|");
+    for (round, ((through, direct), by_hand)) in
+        pgcache.iter().zip(&postgres).zip(&aside).enumerate()
+    {
+        for (name, s) in [
+            ("pgcache", through),
+            ("PostgreSQL", direct),
+            ("cache-aside", by_hand),
+        ] {
+            let ms = |all: &[f64]| -> String {
+                let all: Vec<String> = all.iter().map(|ms| format!("{ms:.2}")).collect();
+                all.join(" / ")
+            };
             println!(
-                "| {name} {} | {:.0} | {} | {} | {:.0} |",
+                "| {name} {} | {:.0} | {} | {:.3} | {} | {} | {:.0} |",
                 round + 1,
                 s.reads_per_s,
                 s.hit_ratio.map_or("-".into(), |r| format!("{r:.2}")),
-                p50.join(" / "),
+                s.mean_ms,
+                ms(&s.p50_ms),
+                ms(&s.p99_ms),
                 s.writer_tps
             );
         }
@@ -252,7 +345,40 @@ pub fn oltp() {
         mean(&pgcache, |s| s.writer_tps),
         mean(&postgres, |s| s.writer_tps),
     );
+    println!(
+        "the peer, cache-aside by hand (GET, else SELECT and SET with a {ASIDE_TTL_SECONDS} s TTL, not invalidated) / straight to PostgreSQL: {:.2}x ({:.0} reads/s); pgcache / cache-aside: {:.2}x",
+        mean(&aside, |s| s.reads_per_s) / mean(&postgres, |s| s.reads_per_s),
+        mean(&aside, |s| s.reads_per_s),
+        mean(&pgcache, |s| s.reads_per_s) / mean(&aside, |s| s.reads_per_s),
+    );
     let mut con = redis.connection();
+    let listed: Vec<redis::Value> = redis::cmd("PGCACHE.QUERIES").query(&mut con).unwrap();
+    let lines: Vec<_> = listed.iter().map(nested).collect();
+    let per_read: Vec<String> = READS
+        .iter()
+        .map(|(name, sql, _)| {
+            let line = lines.iter().find(|l| {
+                redis::from_redis_value::<String>(l["statement"].clone())
+                    .is_ok_and(|s| s[..30] == sql[..30])
+            });
+            let figure = |name: &str| {
+                line.and_then(|l| redis::from_redis_value::<i64>(l[name].clone()).ok())
+                    .unwrap_or(-1)
+            };
+            format!(
+                "{name}: {} hits, {} misses, {} passed through{}",
+                figure("hits"),
+                figure("misses"),
+                figure("passed_through"),
+                if figure("pass_through") == 1 {
+                    " (passing through)"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    println!("per statement: {}", per_read.join("; "));
     let stages: Vec<String> = ["queue", "postgres", "wakeup", "fill", "reply", "total"]
         .iter()
         .map(|stage| {
@@ -264,7 +390,9 @@ pub fn oltp() {
         })
         .collect();
     println!(
-        "misses' stages over the run, p50 / p99 µs: {}",
-        stages.join(", ")
+        "misses' stages over the run, p50 / p99 µs: {}; table flushes {} ({} without a scan)",
+        stages.join(", "),
+        stats_figure(&mut con, "flushes"),
+        stats_figure(&mut con, "flushes_without_scan")
     );
 }

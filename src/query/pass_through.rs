@@ -48,6 +48,7 @@ pub struct PassThrough {
 
 impl PassThrough {
     /// A call, answered from the cache (`hit`) or not. Judges the window it completes.
+    #[inline]
     pub fn called(&self, hit: bool) {
         let calls = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         if hit {
@@ -110,6 +111,8 @@ impl PassThrough {
 
     /// Judges a window of `calls` calls once it holds enough fills (or lets it go, when too
     /// many calls brought too few); whatever the policy, so `auto` finds it judged.
+    #[cold]
+    #[inline(never)]
     fn judge(&self, calls: u32) {
         let fills = self.fills.load(Ordering::Relaxed);
         if fills < WINDOW_FILLS && calls < WINDOW_MOST_CALLS {
