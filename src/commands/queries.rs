@@ -52,7 +52,7 @@ pub fn queries(ctx: &Context, args: &[&[u8]]) -> Reply {
                 statement.stats.misses.reset();
                 statement.stats.latency.reset();
                 statement.figures.reset();
-                statement.pass_through.reset();
+                statement.stats.pass_through.reset();
             }
             Reply::Ok
         }
@@ -108,7 +108,7 @@ fn precision_reason(statement: &Statement) -> Reply {
 /// The window of calls that decided whether the statement passes through: its hit ratio
 /// and hits per result filled (nil before enough calls were judged).
 fn judged(statement: &Statement) -> Reply {
-    match statement.pass_through.judged() {
+    match statement.stats.pass_through.judged() {
         Some((hit_ratio, hits_per_fill)) => Reply::Map(vec![
             ("hit_ratio".into(), Reply::Double(hit_ratio)),
             ("hits_per_fill".into(), Reply::Double(hits_per_fill)),
@@ -140,13 +140,14 @@ fn listed(statement: &Statement) -> Reply {
             "pass_through".into(),
             count(u64::from(
                 statement
+                    .stats
                     .pass_through
-                    .is_passing(current::query_pass_through()),
+                    .is_passing(current::pass_through()),
             )),
         ),
         (
             "passed_through".into(),
-            count(statement.pass_through.passed()),
+            count(statement.stats.pass_through.passed()),
         ),
         ("pass_through_judged_on".into(), judged(statement)),
         ("mean_miss_us".into(), Reply::Double(latency.avg_us)),

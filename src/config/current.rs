@@ -6,6 +6,7 @@
 use crate::config::Settings;
 use crate::model::event::EventMask;
 use crate::model::ident::QualifiedName;
+use crate::model::pass_through::Policy;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 
@@ -20,7 +21,7 @@ static STALE_IF_ERROR_MS: AtomicI64 = AtomicI64::new(0);
 static QUERY_MAX_ROWS: AtomicU64 = AtomicU64::new(0);
 static QUERY_MAX_BYTES: AtomicU64 = AtomicU64::new(0);
 static QUERY_MAX_STATEMENTS: AtomicU64 = AtomicU64::new(0);
-static QUERY_PASS_THROUGH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+static PASS_THROUGH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 static QUERY_ROW_PRECISION: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 static QUERY_INDEX_MAX_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -54,7 +55,7 @@ pub fn init(s: &Settings) {
         Relaxed,
     );
     QUERY_INDEX_MAX_BYTES.store(s.query_index_max_bytes, Relaxed);
-    QUERY_PASS_THROUGH.store(s.query_pass_through as u8, Relaxed);
+    PASS_THROUGH.store(s.pass_through as u8, Relaxed);
     EVENTS.store(s.events.0, Relaxed);
     *EVENT_CHANNEL.write().unwrap() = s.event_channel.clone();
     *TABLES.write().unwrap() = s.tables.clone();
@@ -139,13 +140,12 @@ pub fn query_row_precision() -> bool {
 pub fn query_index_max_bytes() -> u64 {
     QUERY_INDEX_MAX_BYTES.load(Relaxed)
 }
-/// Whether statements may pass their misses through.
-pub fn query_pass_through() -> crate::config::PassThrough {
-    use crate::config::PassThrough;
-    match QUERY_PASS_THROUGH.load(Relaxed) {
-        x if x == PassThrough::Always as u8 => PassThrough::Always,
-        x if x == PassThrough::Never as u8 => PassThrough::Never,
-        _ => PassThrough::Auto,
+/// Whether statements and tables may pass their misses through.
+pub fn pass_through() -> Policy {
+    match PASS_THROUGH.load(Relaxed) {
+        x if x == Policy::Always as u8 => Policy::Always,
+        x if x == Policy::Never as u8 => Policy::Never,
+        _ => Policy::Auto,
     }
 }
 pub fn multiread_max() -> usize {

@@ -12,6 +12,7 @@ mod url;
 use crate::error::Error;
 use crate::model::event::EventMask;
 use crate::model::ident::{QualifiedName, parse_table};
+use crate::model::pass_through::Policy;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -155,8 +156,8 @@ pub struct Settings {
     pub query_row_precision: bool,
     /// Most bytes the row-precision index of query results may take.
     pub query_index_max_bytes: u64,
-    /// Whether statements whose results die unread pass their misses through.
-    pub query_pass_through: PassThrough,
+    /// Whether statements and tables whose entries die unread pass their misses through.
+    pub pass_through: Policy,
     /// Registers PGCACHE.DEBUG (fault injection for tests), like Redis's enable-debug-command.
     pub debug_commands: bool,
     /// Calls at least this slow go in PGCACHE.SLOWLOG (0: all, negative: none).
@@ -203,7 +204,7 @@ impl Settings {
             query_max_statements: 0,
             query_row_precision: true,
             query_index_max_bytes: 0,
-            query_pass_through: PassThrough::Auto,
+            pass_through: Policy::Auto,
             debug_commands: false,
             slowlog_threshold_us: 0,
             slowlog_max_len: 0,
@@ -344,38 +345,6 @@ fn channel_name(value: &str) -> Result<String, Error> {
         )));
     }
     Ok(value.to_string())
-}
-
-/// Whether QUERY statements may pass their misses through, uncached (`query_pass_through`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PassThrough {
-    /// As each statement's hits per fill say (`query::pass_through`).
-    Auto,
-    /// Every statement passes through (one miss in 16 still filled).
-    Always,
-    /// No statement does.
-    Never,
-}
-
-impl PassThrough {
-    pub fn parse(value: &str) -> Result<PassThrough, Error> {
-        match value.to_ascii_lowercase().as_str() {
-            "auto" => Ok(PassThrough::Auto),
-            "always" => Ok(PassThrough::Always),
-            "never" => Ok(PassThrough::Never),
-            _ => Err(Error::invalid(format!(
-                "query_pass_through is `auto`, `always` or `never`, got {value:?}"
-            ))),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            PassThrough::Auto => "auto",
-            PassThrough::Always => "always",
-            PassThrough::Never => "never",
-        }
-    }
 }
 
 /// Where invalidations come from (`invalidation_source`).

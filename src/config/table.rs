@@ -637,16 +637,20 @@ pub static SETTINGS: [Setting; 42] = [
         }),
     },
     Setting {
-        name: "query_pass_through",
+        name: "pass_through",
         libpq_env: None,
         initial: Initial::Value("auto"),
         accepts: text("`auto`, `always`, `never`", |s, v| {
-            s.query_pass_through = crate::config::PassThrough::parse(v)?;
+            s.pass_through = crate::model::pass_through::Policy::parse(v).ok_or_else(|| {
+                Error::invalid(format!(
+                    "pass_through is `auto`, `always` or `never`, got {v:?}"
+                ))
+            })?;
             Ok(())
         }),
         runtime: true,
-        help: "`auto`: a statement whose cached results are dropped before they are hit (fewer than one hit in 20 results filled) answers its misses from PostgreSQL without caching them, filling one miss in 16 to find out when its results live again (see Pass-through); `always`: every statement does; `never`: none does",
-        show: Some(|s| s.query_pass_through.name().to_string()),
+        help: "`auto`: a QUERY statement whose cached results, or a table whose rows READ caches, are dropped before they are hit (fewer than one hit in 20 entries filled) answers its misses from PostgreSQL without caching them, filling one miss in 16 to find out when its entries live again (see Pass-through); `always`: every statement and table does; `never`: none does",
+        show: Some(|s| s.pass_through.name().to_string()),
     },
     Setting {
         name: "query_index_max_bytes",

@@ -27,7 +27,6 @@ mod hex;
 pub mod key;
 pub mod membership;
 pub mod node_tree;
-pub mod pass_through;
 pub mod placeholders;
 pub mod precision;
 pub mod predicate;
@@ -83,12 +82,11 @@ pub struct Statement {
     /// What misses queued together run (`catalog::batch_sql`), if PostgreSQL accepts it for
     /// this statement (not where a parameter sits in LIMIT, say).
     pub batch_sql: Option<String>,
-    /// Its figures (its calls' slowlog entries and latency, hits and misses).
+    /// Its figures (its calls' slowlog entries and latency, hits and misses, whether its
+    /// misses pass through).
     pub stats: Arc<TableStats>,
     /// What PGCACHE.QUERIES shows beside them.
     pub figures: Figures,
-    /// Whether its misses pass through, uncached (`pass_through`).
-    pub pass_through: pass_through::PassThrough,
 }
 
 /// A statement's figures besides its calls, hits, misses and miss latency.
@@ -195,6 +193,7 @@ impl Statement {
             hits: Counter::new(),
             misses: Counter::new(),
             latency: Histogram::new(),
+            pass_through: Default::default(),
         });
         // The tables it reads as data: not the partitions and children of those (a user
         // who may read a parent reads it whole) nor the tables their policies read.
@@ -225,7 +224,6 @@ impl Statement {
             batch_sql,
             stats,
             figures: Figures::default(),
-            pass_through: pass_through::PassThrough::default(),
         }
     }
 }

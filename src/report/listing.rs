@@ -2,6 +2,7 @@
 //! `figures`' gauges, the listener's state, the longest callback, per-command and per-table
 //! calls and latency). The INFO section shows the same listing, flattened.
 
+use crate::config::current;
 use crate::invalidation;
 use crate::report::figures;
 use crate::requests::reply::Reply;
@@ -69,6 +70,16 @@ pub fn all() -> Vec<(String, Reply)> {
                 ("calls".to_string(), Reply::Int(t.calls.get() as i64)),
                 ("hits".to_string(), Reply::Int(t.hits.get() as i64)),
                 ("misses".to_string(), Reply::Int(t.misses.get() as i64)),
+                (
+                    "pass_through".to_string(),
+                    Reply::Int(i64::from(
+                        t.pass_through.is_passing(current::pass_through()),
+                    )),
+                ),
+                (
+                    "passed_through".to_string(),
+                    Reply::Int(t.pass_through.passed() as i64),
+                ),
             ];
             figures.extend(latency_figures(t.latency.summary()));
             (t.name.clone(), Reply::Map(figures))

@@ -276,6 +276,11 @@ fn write_tables(out: &mut String) {
             "Keys fetched from PostgreSQL, per table.",
             |t| t.misses.get(),
         ),
+        (
+            "pgcache_table_passed_through_total",
+            "Keys fetched from PostgreSQL and not cached, their table's rows dying unread, per table.",
+            |t| t.pass_through.passed(),
+        ),
     ] {
         header(out, metric, "counter", help);
         for t in &tables {

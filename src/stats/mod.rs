@@ -6,6 +6,7 @@ pub mod slowlog;
 pub mod stages;
 pub mod stall;
 
+use crate::model::pass_through::PassThrough;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -317,6 +318,8 @@ pub struct TableStats {
     pub misses: Counter,
     /// Calls that waited for PostgreSQL or changed the cache, from call to reply.
     pub latency: Histogram,
+    /// Whether its misses pass through, uncached (`model::pass_through`).
+    pub pass_through: PassThrough,
 }
 
 // Schemas compare and print by what they describe; the figures are the same table's.
@@ -349,6 +352,7 @@ pub fn table(name: &str) -> Arc<TableStats> {
         hits: Counter::new(),
         misses: Counter::new(),
         latency: Histogram::new(),
+        pass_through: PassThrough::default(),
     });
     tables.push(t.clone());
     tables.sort_by(|a, b| a.name.cmp(&b.name));

@@ -1,6 +1,6 @@
-//! Pass-through: a statement whose cached results are dropped before anyone reads them
-//! answers its misses from PostgreSQL without caching them, and is filled again once its
-//! results live.
+//! Pass-through: a QUERY statement whose cached results, or a table whose READ rows, are
+//! dropped before anyone reads them answers its misses from PostgreSQL without caching them,
+//! and is filled again once its entries live.
 use crate::query::{postgres_answer, query, query_until_cached};
 use pgcache_testkit::*;
 use std::collections::HashMap;
@@ -11,6 +11,18 @@ const COUNTERS_SQL: &str = "
     INSERT INTO counters SELECT g, 0 FROM generate_series(1, 50) g;
 ";
 const BY_ID: &str = "SELECT n FROM counters WHERE id = $1";
+
+fn counters() -> Stack {
+    let stack = Stack::start(&format!(
+        "{COUNTERS_SQL} {TRIGGER_SQL}
+         CREATE TABLE marker (id integer PRIMARY KEY, v integer NOT NULL);
+         INSERT INTO marker VALUES (1, 0);"
+    ));
+    stack
+        .pg
+        .execute("SELECT pgcache_watch('counters'); SELECT pgcache_watch('marker')");
+    stack
+}
 
 /// The statement's line of PGCACHE.QUERIES.
 fn line(con: &mut redis::Connection) -> HashMap<String, redis::Value> {
@@ -26,30 +38,51 @@ fn int(line: &HashMap<String, redis::Value>, name: &str) -> i64 {
     redis::from_redis_value(line[name].clone()).unwrap()
 }
 
-fn random_id(rng: &mut Rng) -> String {
-    (1 + rng.below(50)).to_string()
+/// The counters table's figure `name` in PGCACHE.STATS.
+fn table_figure(con: &mut redis::Connection, name: &str) -> i64 {
+    let stats = map_reply(con, "PGCACHE.STATS");
+    figure(&nested(&nested(&stats["tables"])["counters"]), name)
+}
+
+/// Every row changes, and once the change feed applied that (a marker row changed in the
+/// same transaction left the cache), each is read once: nothing cached lives to be hit. (A
+/// feed running behind would leave results of the reads before to be hit.)
+fn read_behind_changes(stack: &Stack, con: &mut redis::Connection, read: &mut impl FnMut(i32)) {
+    const MARKER: &str = r#"pg_cache:marker:{"id":1}"#;
+    read_until_cached(con, "marker", r#"{"id":1}"#);
+    stack
+        .pg
+        .execute("BEGIN; UPDATE counters SET n = n + 1; UPDATE marker SET v = v + 1; COMMIT");
+    wait_gone(con, MARKER);
+    for id in 1..=50 {
+        read(id);
+    }
+}
+
+/// Reads of random rows while the table stands still.
+fn read_still(rng: &mut Rng, read: &mut impl FnMut(i32)) {
+    for _ in 0..100 {
+        read(1 + rng.below(50) as i32);
+    }
 }
 
 #[test]
 fn a_statement_whose_results_die_unread_passes_through_until_its_table_stops_changing() {
-    let stack = Stack::start(&format!("{COUNTERS_SQL} {TRIGGER_SQL}"));
-    stack.pg.execute("SELECT pgcache_watch('counters')");
+    let stack = counters();
     let mut con = stack.con();
-    let mut pg = stack.pg.client();
-    let mut rng = Rng::new(0x39_0003);
+    let mut reader = stack.con();
+    let mut read = |id: i32| {
+        query(&mut reader, BY_ID, &[&id.to_string()]).unwrap();
+    };
     query_until_cached(&mut con, BY_ID, &["1"]);
     assert_eq!(int(&line(&mut con), "pass_through"), 0);
     assert_eq!(line(&mut con)["pass_through_judged_on"], redis::Value::Nil);
 
-    // Every row changes before each read: no result lives to be hit.
     wait_for(
         "the statement to pass through",
         Duration::from_secs(60),
         || {
-            for _ in 0..50 {
-                pg.batch_execute("UPDATE counters SET n = n + 1").unwrap();
-                query(&mut con, BY_ID, &[&random_id(&mut rng)]).unwrap();
-            }
+            read_behind_changes(&stack, &mut con, &mut read);
             (int(&line(&mut con), "pass_through") == 1).then_some(())
         },
     );
@@ -57,9 +90,10 @@ fn a_statement_whose_results_die_unread_passes_through_until_its_table_stops_cha
     let hits_per_fill: f64 = redis::from_redis_value(judged["hits_per_fill"].clone()).unwrap();
     let hit_ratio: f64 = redis::from_redis_value(judged["hit_ratio"].clone()).unwrap();
     assert!(hits_per_fill < 0.05 && hit_ratio < 0.05, "{judged:?}");
-
-    // Its answers are PostgreSQL's, passed through.
     let passed = int(&line(&mut con), "passed_through");
+    read_behind_changes(&stack, &mut con, &mut read);
+    assert!(int(&line(&mut con), "passed_through") > passed);
+    // Its answers are PostgreSQL's.
     for id in 1..=50 {
         let id = id.to_string();
         let expected = postgres_answer(&stack, BY_ID, &[&id]);
@@ -69,17 +103,15 @@ fn a_statement_whose_results_die_unread_passes_through_until_its_table_stops_cha
             || (json(&query(&mut con, BY_ID, &[&id]).unwrap()) == expected).then_some(()),
         );
     }
-    assert!(int(&line(&mut con), "passed_through") > passed);
 
     // The table stopped changing: the results filled now and then live to be hit, and the
     // statement is filled again.
+    let mut rng = Rng::new(0x39_0003);
     wait_for(
         "the statement to be filled again",
         Duration::from_secs(60),
         || {
-            for _ in 0..100 {
-                query(&mut con, BY_ID, &[&random_id(&mut rng)]).unwrap();
-            }
+            read_still(&mut rng, &mut read);
             (int(&line(&mut con), "pass_through") == 0).then_some(())
         },
     );
@@ -93,8 +125,59 @@ fn a_statement_whose_results_die_unread_passes_through_until_its_table_stops_cha
     assert_eq!(int(&line(&mut con), "passed_through"), passed);
 
     // The setting overrides the judgement.
-    config_set(&mut con, "pgcache.query_pass_through", "always").unwrap();
+    config_set(&mut con, "pgcache.pass_through", "always").unwrap();
     assert_eq!(int(&line(&mut con), "pass_through"), 1);
-    config_set(&mut con, "pgcache.query_pass_through", "never").unwrap();
+    config_set(&mut con, "pgcache.pass_through", "never").unwrap();
     assert_eq!(int(&line(&mut con), "pass_through"), 0);
+}
+
+#[test]
+fn a_table_whose_rows_change_faster_than_they_are_read_passes_read_misses_through() {
+    let stack = counters();
+    let mut con = stack.con();
+    let mut reader = stack.con();
+    let pk = |id: i32| format!(r#"{{"id":{id}}}"#);
+    let mut read_row = |id: i32| {
+        read(&mut reader, "counters", &pk(id)).unwrap();
+    };
+    read_until_cached(&mut con, "counters", &pk(1));
+    assert_eq!(table_figure(&mut con, "pass_through"), 0);
+
+    wait_for("the table to pass through", Duration::from_secs(60), || {
+        read_behind_changes(&stack, &mut con, &mut read_row);
+        (table_figure(&mut con, "pass_through") == 1).then_some(())
+    });
+    let passed = table_figure(&mut con, "passed_through");
+    read_behind_changes(&stack, &mut con, &mut read_row);
+    assert!(table_figure(&mut con, "passed_through") > passed);
+    // Its rows are PostgreSQL's.
+    let mut pg = stack.pg.client();
+    for id in 1..=50 {
+        let expected: i32 = pg
+            .query_one("SELECT n FROM counters WHERE id = $1", &[&id])
+            .unwrap()
+            .get(0);
+        wait_for(&format!("row {id}"), Duration::from_secs(10), || {
+            let row = read(&mut con, "counters", &pk(id)).unwrap();
+            (json(&row.unwrap())["n"] == expected).then_some(())
+        });
+    }
+
+    // The table stopped changing: the rows filled now and then live to be hit, and READ
+    // caches them again.
+    let mut rng = Rng::new(0x39_0004);
+    wait_for(
+        "the table to be filled again",
+        Duration::from_secs(60),
+        || {
+            read_still(&mut rng, &mut read_row);
+            (table_figure(&mut con, "pass_through") == 0).then_some(())
+        },
+    );
+    let passed = table_figure(&mut con, "passed_through");
+    for id in 1..=50 {
+        read_until_cached(&mut con, "counters", &pk(id));
+    }
+    assert_eq!(table_figure(&mut con, "passed_through"), passed);
+    assert!(exists(&mut con, r#"pg_cache:counters:{"id":50}"#));
 }

@@ -571,7 +571,7 @@ fn a_random_model_of_writes_and_queries_never_sees_a_stale_result() {
         // Pass-through forced on and off in turn: answers are the same either way.
         if step % 25 == 0 {
             let policy = if step % 50 == 0 { "always" } else { "never" };
-            config_set(&mut con, "pgcache.query_pass_through", policy).unwrap();
+            config_set(&mut con, "pgcache.pass_through", policy).unwrap();
         }
         let write = model_write(&mut rng, &mut attached);
         let lsn = commit_and_position(&stack, &write);

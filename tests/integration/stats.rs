@@ -67,7 +67,9 @@ fn counters_histograms_info_and_reset() {
     assert!(info_value(&mut con, "pgcache", "pgcache_longest_callback_us").is_some());
     let table_line = info_value(&mut con, "pgcache", "pgcache_table_users").unwrap();
     assert!(
-        table_line.starts_with("calls=7,hits=3,misses=3,timed_calls=5,avg_us="),
+        table_line.starts_with(
+            "calls=7,hits=3,misses=3,pass_through=0,passed_through=0,timed_calls=5,avg_us="
+        ),
         "{table_line}"
     );
     let everything: String = redis::cmd("INFO")

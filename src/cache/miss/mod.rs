@@ -99,6 +99,15 @@ pub fn one(
         Ok(checked) => checked,
         Err(refusal) => return refusal,
     };
+    // The table's rows die unread: PostgreSQL's answer goes back uncached.
+    if !schema
+        .stats
+        .pass_through
+        .fill_this_miss(current::pass_through())
+    {
+        let then = Box::new(passed_completion);
+        return worker::submit_lookup(ctx, checked, RowLookup { schema, pk, then });
+    }
     let timeout_ms = current::request_timeout_ms();
     let ticket = match fill::lead_or_wait(
         ctx,
@@ -132,9 +141,9 @@ fn fill_completion(
         let reply = match outcome {
             Err(e) => Reply::Error(e),
             Ok(row) => {
-                stats::MISSES.inc();
-                schema.stats.misses.inc();
-                events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);
+                counted_miss(ctx, &schema, &pk);
+                // Stored or not: a row a change dropped before it could be stored died unread.
+                schema.stats.pass_through.filled(1);
                 if fresh
                     && cache::write_fetched(
                         ctx,
@@ -153,6 +162,29 @@ fn fill_completion(
         // The key moves into the reply's description: this runs once per miss.
         reply.described(&schema.stats, pk.json, rows)
     })
+}
+
+/// The main-thread half of a miss passed through: the reply, nothing cached.
+fn passed_completion(outcome: Outcome, schema: Arc<TableSchema>, pk: CanonicalPk) -> Completion {
+    Box::new(move |ctx| {
+        let rows = outcome.as_ref().map_or(0, |row| u64::from(row.is_some()));
+        let reply = match outcome {
+            Err(e) => Reply::Error(e),
+            Ok(row) => {
+                counted_miss(ctx, &schema, &pk);
+                Reply::from(row)
+            }
+        };
+        reply.described(&schema.stats, pk.json, rows)
+    })
+}
+
+/// Counts a key fetched from PostgreSQL and raises its `miss` event.
+fn counted_miss(ctx: &Context, schema: &TableSchema, pk: &CanonicalPk) {
+    stats::MISSES.inc();
+    schema.stats.misses.inc();
+    schema.stats.pass_through.missed(1, schema.stats.hits.get());
+    events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);
 }
 
 /// A read whose cache key only PostgreSQL can tell: the first use of a table spelling (the

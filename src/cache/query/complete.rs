@@ -69,6 +69,10 @@ pub fn completion(statement: Arc<Statement>, outcome: Run, fill: Option<Fill>) -
         }
         statement.stats.misses.inc();
         stats::QUERY_MISSES.inc();
+        statement
+            .stats
+            .pass_through
+            .missed(1, statement.stats.hits.get());
         if let Ok(ran) = &outcome {
             statement.figures.result_bytes.add(ran.json.len() as u64);
         }
@@ -84,10 +88,12 @@ pub fn completion(statement: Arc<Statement>, outcome: Run, fill: Option<Fill>) -
         {
             ticket.answer_waiters(&shared);
             let (key, fresh) = ticket.finish(&shared);
-            if let Ok(ran) = &outcome
-                && fresh
-            {
-                cache_result(ctx, &statement, &key, ran, ttl, &params);
+            if let Ok(ran) = &outcome {
+                // Stored or not: one a change dropped before it could be stored died unread.
+                statement.stats.pass_through.filled(1);
+                if fresh {
+                    cache_result(ctx, &statement, &key, ran, ttl, &params);
+                }
             }
         }
         match outcome {
@@ -151,7 +157,6 @@ fn cache_result(
         return;
     }
     statement.figures.filled(indexed.is_none());
-    statement.pass_through.filled();
     if let Some((params, members, boundary)) = indexed {
         let id = (keyspace::selected_db(ctx), key.clone());
         membership::add(id, statement.clone(), params, members, boundary);

@@ -43,15 +43,12 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
             fill: None,
         }));
     };
-    if call.read == Read::Cached {
-        let hit = !bypass::bypassed(key.as_bytes()) && reply_if_cached(ctx, &key);
-        statement.pass_through.called(hit);
-        if hit {
-            statement.stats.calls.inc();
-            statement.stats.hits.inc();
-            stats::QUERY_HITS.inc();
-            return Ok(Known::Answered(Reply::Sent));
-        }
+    if call.read == Read::Cached && !bypass::bypassed(key.as_bytes()) && reply_if_cached(ctx, &key)
+    {
+        statement.stats.calls.inc();
+        statement.stats.hits.inc();
+        stats::QUERY_HITS.inc();
+        return Ok(Known::Answered(Reply::Sent));
     }
     // On a cluster, the node serving the result's slot (the route's: they share the hash
     // tag) runs a miss; others redirect, as for READ.
@@ -60,8 +57,9 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
         Read::Cached => {
             // Its results die unread: PostgreSQL's answer goes back uncached.
             if !statement
+                .stats
                 .pass_through
-                .fill_this_miss(current::query_pass_through())
+                .fill_this_miss(current::pass_through())
             {
                 return Ok(Known::Missed(Job::Run {
                     statement,

@@ -186,8 +186,9 @@ fn look_up_from_worker(
                         Some(result) => Some(Looked::Cached(result)),
                         // Its results die unread: answered, not cached.
                         None if !statement
+                            .stats
                             .pass_through
-                            .fill_this_miss(current::query_pass_through()) =>
+                            .fill_this_miss(current::pass_through()) =>
                         {
                             None
                         }
