@@ -198,6 +198,8 @@ fn deinit(ctx: &Context) -> Status {
     invalidation::deinit();
     redis::main_thread::deinit();
     pg::schema::clear_cache();
+    // Loaded again, the module may find entries stored while it was away.
+    cache::emptied::forget_all();
     // Loaded again, the module learns its statements afresh, under that load's settings (the
     // cache prefix among them). The index and the generations it knows stay with the
     // library's memory, true as the feed resumes. Nothing is written here: a key written

@@ -135,6 +135,8 @@ fn shareable<'a>(map: &'a mut Fills, key: &str) -> Option<&'a mut Entry> {
 impl Entry {
     fn add_waiter(&mut self, client: BlockedClient, asked: Asked) {
         self.waiters.push((client, self.invalidations));
+        // The fill answers it: a hit of what the miss fetches (`pass_through`).
+        asked.table.pass_through.joined();
         self.asked.get_or_insert(asked);
         stats::COALESCED.inc();
     }

@@ -37,6 +37,9 @@ struct Flush {
     dbs: Vec<i32>,
     cursor: ScanCursor,
     deleted: u64,
+    /// What `emptied` gave a table's flush at its start, to record the table empty at its
+    /// end (None: the whole cache's, the results', or on a server keeping no record).
+    epoch: Option<u64>,
 }
 
 /// Flushes under way. Only touched on the main thread (no other thread takes Redis's lock:
@@ -81,6 +84,7 @@ pub fn start(ctx: &Context, prefix: &str) {
         dbs,
         cursor,
         deleted: 0,
+        epoch: keeps_record(ctx, prefix).then(|| emptied::flush_began(prefix.as_bytes())),
     });
     drop(active);
     RUNNING.fetch_add(1, Ordering::SeqCst);
@@ -119,8 +123,8 @@ fn flush_slice(context: &Context) -> bool {
         ));
         bypass::end(&flush.prefix);
         let prefix = String::from_utf8_lossy(&flush.prefix);
-        if keeps_record(context, &prefix) {
-            emptied::recorded(&flush.prefix);
+        if let Some(epoch) = flush.epoch {
+            emptied::flush_ended(&flush.prefix, epoch, keeps_record(context, &prefix));
         }
         generations::flush_ended(context, &prefix, &cache::dbs_with_keys(context));
         RUNNING.fetch_sub(1, Ordering::SeqCst);

@@ -109,9 +109,9 @@ fn precision_reason(statement: &Statement) -> Reply {
 /// and hits per result filled (nil before enough calls were judged).
 fn judged(statement: &Statement) -> Reply {
     match statement.stats.pass_through.judged() {
-        Some((hit_ratio, hits_per_fill)) => Reply::Map(vec![
+        Some((hit_ratio, hits_per_miss)) => Reply::Map(vec![
             ("hit_ratio".into(), Reply::Double(hit_ratio)),
-            ("hits_per_fill".into(), Reply::Double(hits_per_fill)),
+            ("hits_per_miss".into(), Reply::Double(hits_per_miss)),
         ]),
         None => Reply::Nil,
     }

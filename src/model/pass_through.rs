@@ -4,11 +4,17 @@
 //! A result (or row) that changes dropped before anyone read it again cost its fill (the
 //! write, a result's generations, a row-precise one's place in the index) and saved nothing.
 //! A statement or table whose entries die that way passes its misses through: PostgreSQL's
-//! answer goes straight back to the client, nothing cached. It is judged window by window, on the hits per
-//! result filled: below `ENTER_BELOW` (not one hit in 20 fills) it starts passing through.
-//! While it does, one miss in `SAMPLE` is still filled, so its results keep being tried: at
-//! `LEAVE_AT` hits per sampled fill (its table changes less, its readers read more) it is
-//! filled again. The two thresholds apart keep a statement near one from flapping.
+//! answer goes straight back to the client, nothing cached.
+//!
+//! It is judged window by window on its hits per miss: what each miss's fill came to, had
+//! every miss been filled (clients that joined a fill in flight count as hits: the fill
+//! answered them). Below `ENTER_BELOW` (not one hit in 20 misses) it starts passing through.
+//! While it does, one miss in `SAMPLE` is still filled, and the entries cached before still
+//! answer: the hits per miss then say how long entries live now, and at `LEAVE_AT` (its
+//! tables change less, its readers read more) it is filled again. Hits per miss, not per
+//! fill: passing through fills 16 times fewer, and entries of the same life would then seem
+//! to be hit 16 times more, leaving pass-through as soon as it began. The two thresholds
+//! apart keep one near either from flapping.
 //!
 //! The figures are atomics: they are shared between threads, though only the main thread
 //! counts. Pure logic: no Redis, no PostgreSQL.
@@ -17,14 +23,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Calls a window holds before it is judged.
 pub const WINDOW_CALLS: u32 = 256;
-/// Fills a window needs to be judged: hits per fill over fewer says little.
-pub const WINDOW_FILLS: u32 = 8;
-/// A window with this many calls and too few fills (results too big to cache, a feed that
-/// cannot vouch for the cache) is let go unjudged.
+/// Misses a window needs to be judged, unless it holds `WINDOW_MOST_CALLS` calls: hits per
+/// miss over fewer says little.
+pub const WINDOW_MISSES: u32 = 8;
+/// Calls after which a window is judged however few its misses (nearly all hits: its entries
+/// live).
 const WINDOW_MOST_CALLS: u32 = WINDOW_CALLS * 16;
-/// Hits per fill below which a filled statement starts passing through.
+/// Hits per miss below which a filled statement or table starts passing through.
 pub const ENTER_BELOW: f64 = 0.05;
-/// Hits per sampled fill at which a passing statement is filled again.
+/// Hits per miss at which a passing one is filled again.
 pub const LEAVE_AT: f64 = 0.25;
 /// While passing through, one miss in this many is filled.
 pub const SAMPLE: u32 = 16;
@@ -32,7 +39,7 @@ pub const SAMPLE: u32 = 16;
 /// `pass_through`: whether statements and tables may pass their misses through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
-    /// As each one's hits per fill say.
+    /// As each one's hits per miss say.
     Auto,
     /// Every one passes through (one miss in `SAMPLE` still filled).
     Always,
@@ -62,20 +69,20 @@ impl Policy {
 #[derive(Default)]
 pub struct PassThrough {
     passing: AtomicBool,
-    /// The window: the misses in it, the fills, and the owner's hit count when it began.
-    /// Hits are read from the owner's own counter as misses come (`missed`), so a hit costs
-    /// nothing here.
+    /// The window: the misses in it, the clients that joined a fill in flight, and the
+    /// owner's hit count when it began. Hits are read from the owner's own counter as misses
+    /// come (`missed`), so a hit costs nothing here.
     window_misses: AtomicU32,
-    fills: AtomicU32,
+    joined: AtomicU32,
     hits_before: AtomicU64,
     /// Counts misses while passing, to fill one in `SAMPLE`.
     sampled: AtomicU32,
     /// Misses answered without being cached because it was passing through.
     passed: AtomicU64,
-    /// Whether a window was judged yet, and its hit ratio and hits per fill (thousandths).
+    /// Whether a window was judged yet, and its hit ratio and hits per miss (thousandths).
     judged: AtomicBool,
     judged_hit_ratio: AtomicU32,
-    judged_hits_per_fill: AtomicU32,
+    judged_hits_per_miss: AtomicU32,
 }
 
 impl PassThrough {
@@ -94,17 +101,18 @@ impl PassThrough {
             self.hits_before.store(hits, Ordering::Relaxed);
             return;
         }
-        let window_hits = u32::try_from(hits - before).unwrap_or(u32::MAX);
+        let window_hits = u32::try_from(hits - before)
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.joined.load(Ordering::Relaxed));
         let calls = misses.saturating_add(window_hits);
-        if calls >= WINDOW_CALLS {
-            self.judge(calls, window_hits, hits);
+        if calls >= WINDOW_CALLS && (misses >= WINDOW_MISSES || calls >= WINDOW_MOST_CALLS) {
+            self.judge(calls, misses, window_hits, hits);
         }
     }
 
-    /// A result (a row) was fetched to be cached: stored, or not because a change dropped it
-    /// first (it died unread too) or the cache refused it.
-    pub fn filled(&self, n: u32) {
-        self.fills.fetch_add(n, Ordering::Relaxed);
+    /// A client joined a fill in flight instead of asking PostgreSQL itself.
+    pub fn joined(&self) {
+        self.joined.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether a miss's result is to be cached; false: pass it through (counted).
@@ -137,12 +145,12 @@ impl PassThrough {
         self.passed.load(Ordering::Relaxed)
     }
 
-    /// The hit ratio and hits per fill of the window judged last (None before the first).
+    /// The hit ratio and hits per miss of the window judged last (None before the first).
     pub fn judged(&self) -> Option<(f64, f64)> {
         self.judged.load(Ordering::Relaxed).then(|| {
             (
                 f64::from(self.judged_hit_ratio.load(Ordering::Relaxed)) / 1000.0,
-                f64::from(self.judged_hits_per_fill.load(Ordering::Relaxed)) / 1000.0,
+                f64::from(self.judged_hits_per_miss.load(Ordering::Relaxed)) / 1000.0,
             )
         })
     }
@@ -152,33 +160,25 @@ impl PassThrough {
         self.passed.store(0, Ordering::Relaxed);
     }
 
-    /// Judges a window of `calls` calls (`hits` of them hits; the owner's count `total`)
-    /// once it holds enough fills, or lets it go when too many calls brought too few;
-    /// whatever the policy, so `auto` finds it judged.
-    fn judge(&self, calls: u32, hits: u32, total: u64) {
-        let fills = self.fills.load(Ordering::Relaxed);
-        if fills < WINDOW_FILLS && calls < WINDOW_MOST_CALLS {
-            return;
-        }
+    /// Judges a window of `calls` calls, `misses` of them misses and `hits` hits (the
+    /// owner's count `total` at its end); whatever the policy, so `auto` finds it judged.
+    fn judge(&self, calls: u32, misses: u32, hits: u32, total: u64) {
         self.window_misses.store(0, Ordering::Relaxed);
-        self.fills.store(0, Ordering::Relaxed);
+        self.joined.store(0, Ordering::Relaxed);
         self.hits_before.store(total, Ordering::Relaxed);
-        if fills < WINDOW_FILLS {
-            return;
-        }
-        let hits_per_fill = f64::from(hits) / f64::from(fills);
+        let hits_per_miss = f64::from(hits) / f64::from(misses.max(1));
         let thousandths = |x: f64| (x * 1000.0).round().min(f64::from(u32::MAX)) as u32;
         self.judged_hit_ratio.store(
             thousandths(f64::from(hits) / f64::from(calls)),
             Ordering::Relaxed,
         );
-        self.judged_hits_per_fill
-            .store(thousandths(hits_per_fill), Ordering::Relaxed);
+        self.judged_hits_per_miss
+            .store(thousandths(hits_per_miss), Ordering::Relaxed);
         self.judged.store(true, Ordering::Relaxed);
         let passing = if self.passing.load(Ordering::Relaxed) {
-            hits_per_fill < LEAVE_AT
+            hits_per_miss < LEAVE_AT
         } else {
-            hits_per_fill < ENTER_BELOW
+            hits_per_miss < ENTER_BELOW
         };
         self.passing.store(passing, Ordering::Relaxed);
     }
@@ -205,14 +205,11 @@ mod tests {
             self.p.missed(1, self.hits);
         }
 
-        /// `windows` windows of calls: each miss filled when the policy says so, and each
-        /// filled result then hit `hits_per_fill` times.
+        /// `windows` windows of misses, each filled when the policy says so and each filled
+        /// entry then hit `hits_per_fill` times.
         fn run(&mut self, windows: u32, hits_per_fill: u32, policy: Policy) {
             for _ in 0..windows * WINDOW_CALLS {
                 let fill = self.p.fill_this_miss(policy);
-                if fill {
-                    self.p.filled(1);
-                }
                 self.miss();
                 if fill {
                     for _ in 0..hits_per_fill {
@@ -224,7 +221,7 @@ mod tests {
     }
 
     #[test]
-    fn results_never_hit_pass_through_and_come_back_once_they_are_hit() {
+    fn entries_never_hit_pass_through_and_come_back_once_they_are_hit() {
         let mut o = Owner::default();
         assert!(!o.p.is_passing(Policy::Auto));
         assert_eq!(o.p.judged(), None);
@@ -239,11 +236,47 @@ mod tests {
             .count();
         assert_eq!(filled, 4);
         assert_eq!(o.p.passed(), passed + u64::from(SAMPLE * 4 - 4));
-        // Its results live now: each sampled fill is hit.
-        o.run(40, 1, Policy::Auto);
+        // Its entries live now: each sampled fill is hit often.
+        o.run(4, 8, Policy::Auto);
         assert!(!o.p.is_passing(Policy::Auto));
-        let (ratio, per_fill) = o.p.judged().unwrap();
-        assert!(per_fill >= LEAVE_AT && ratio > 0.0, "{ratio} {per_fill}");
+        let (ratio, per_miss) = o.p.judged().unwrap();
+        assert!(per_miss >= LEAVE_AT && ratio > 0.0, "{ratio} {per_miss}");
+    }
+
+    #[test]
+    fn entries_hit_a_little_neither_enter_nor_flap() {
+        // One hit for 30 misses: under the entry threshold. Counted per sampled fill once
+        // passing, the same hits would seem 16 times more and leave at once.
+        let mut o = Owner::default();
+        for _ in 0..20 {
+            for _ in 0..WINDOW_CALLS {
+                o.miss();
+            }
+            for _ in 0..WINDOW_CALLS / 30 {
+                o.hit();
+            }
+        }
+        assert!(o.p.is_passing(Policy::Auto));
+        for _ in 0..20 {
+            for _ in 0..WINDOW_CALLS {
+                o.miss();
+            }
+            for _ in 0..WINDOW_CALLS / 30 {
+                o.hit();
+            }
+            assert!(o.p.is_passing(Policy::Auto), "stays passing");
+        }
+    }
+
+    #[test]
+    fn clients_that_joined_a_fill_count_as_its_hits() {
+        let mut o = Owner::default();
+        for _ in 0..WINDOW_CALLS / 2 {
+            o.p.joined();
+            o.miss();
+        }
+        assert_eq!(o.p.judged().map(|(_, per_miss)| per_miss), Some(1.0));
+        assert!(!o.p.is_passing(Policy::Auto));
     }
 
     #[test]
@@ -275,19 +308,21 @@ mod tests {
     #[test]
     fn misses_counted_together_are_judged_as_one_by_one() {
         let p = PassThrough::default();
-        p.filled(WINDOW_FILLS);
         p.missed(WINDOW_CALLS, 0);
         assert_eq!(p.judged(), Some((0.0, 0.0)));
         assert!(p.is_passing(Policy::Auto));
     }
 
     #[test]
-    fn a_window_without_enough_fills_is_not_judged() {
+    fn a_passing_one_nearly_all_hits_is_filled_again() {
         let mut o = Owner::default();
-        for _ in 0..WINDOW_MOST_CALLS * 2 {
-            o.miss();
+        o.run(2, 0, Policy::Auto);
+        assert!(o.p.is_passing(Policy::Auto));
+        // Too few misses for a window of 256 calls, but 4,096 calls say enough.
+        for _ in 0..WINDOW_MOST_CALLS {
+            o.hit();
         }
-        assert_eq!(o.p.judged(), None);
+        o.miss();
         assert!(!o.p.is_passing(Policy::Auto));
     }
 
@@ -300,7 +335,6 @@ mod tests {
         o.miss();
         // The owner's figures reset: its count starts again under the window's start.
         o.hits = 0;
-        o.p.filled(WINDOW_FILLS);
         for _ in 0..WINDOW_CALLS {
             o.miss();
         }
@@ -308,24 +342,24 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the hits per fill, a statement passes through only below the entry
-        /// threshold, and one passing comes back at or above the exit threshold.
+        /// Whatever the hits per miss, one passes through only below the entry threshold,
+        /// and one passing comes back at or above the exit threshold.
         #[test]
-        fn the_thresholds_decide(hits in 0u32..6, fills in 8u32..64, passing in any::<bool>()) {
+        fn the_thresholds_decide(hits in 0u32..200, passing in any::<bool>()) {
             let mut o = Owner::default();
             o.p.passing.store(passing, Ordering::Relaxed);
-            o.p.filled(fills);
             for _ in 0..hits {
                 o.hit();
             }
-            for _ in hits..WINDOW_CALLS {
+            let misses = WINDOW_CALLS - hits;
+            for _ in 0..misses {
                 o.miss();
             }
-            let per_fill = f64::from(hits) / f64::from(fills);
-            let expected = if passing { per_fill < LEAVE_AT } else { per_fill < ENTER_BELOW };
+            let per_miss = f64::from(hits) / f64::from(misses);
+            let expected = if passing { per_miss < LEAVE_AT } else { per_miss < ENTER_BELOW };
             prop_assert_eq!(o.p.is_passing(Policy::Auto), expected);
-            prop_assert_eq!(o.p.judged().map(|(_, f)| (f * 1000.0).round() as u32),
-                Some((per_fill * 1000.0).round() as u32));
+            prop_assert_eq!(o.p.judged().map(|(_, m)| (m * 1000.0).round() as u32),
+                Some((per_miss * 1000.0).round() as u32));
         }
     }
 }

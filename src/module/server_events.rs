@@ -57,6 +57,8 @@ impl ServerEvents for Followed {
 
     fn dbs_changed(ctx: &Context) {
         error::panic::guard("a FLUSHDB or SWAPDB", || {
+            // A swap may bring entries where a flush under way has scanned already.
+            emptied::forget_all();
             dropped::index_lost(ctx, &cache::dbs_with_keys(ctx))
         });
     }

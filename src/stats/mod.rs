@@ -438,6 +438,7 @@ pub fn reset() {
         t.hits.reset();
         t.misses.reset();
         t.latency.reset();
+        t.pass_through.reset();
     }
 }
 

@@ -87,9 +87,9 @@ fn a_statement_whose_results_die_unread_passes_through_until_its_table_stops_cha
         },
     );
     let judged = nested(&line(&mut con)["pass_through_judged_on"]);
-    let hits_per_fill: f64 = redis::from_redis_value(judged["hits_per_fill"].clone()).unwrap();
+    let hits_per_miss: f64 = redis::from_redis_value(judged["hits_per_miss"].clone()).unwrap();
     let hit_ratio: f64 = redis::from_redis_value(judged["hit_ratio"].clone()).unwrap();
-    assert!(hits_per_fill < 0.05 && hit_ratio < 0.05, "{judged:?}");
+    assert!(hits_per_miss < 0.05 && hit_ratio < 0.05, "{judged:?}");
     let passed = int(&line(&mut con), "passed_through");
     read_behind_changes(&stack, &mut con, &mut read);
     assert!(int(&line(&mut con), "passed_through") > passed);
@@ -116,8 +116,8 @@ fn a_statement_whose_results_die_unread_passes_through_until_its_table_stops_cha
         },
     );
     let judged = nested(&line(&mut con)["pass_through_judged_on"]);
-    let hits_per_fill: f64 = redis::from_redis_value(judged["hits_per_fill"].clone()).unwrap();
-    assert!(hits_per_fill >= 0.25, "{judged:?}");
+    let hits_per_miss: f64 = redis::from_redis_value(judged["hits_per_miss"].clone()).unwrap();
+    assert!(hits_per_miss >= 0.25, "{judged:?}");
     let passed = int(&line(&mut con), "passed_through");
     for id in 1..=50 {
         query_until_cached(&mut con, BY_ID, &[&id.to_string()]);

@@ -395,13 +395,11 @@ impl Batch {
             let summary = keys_summary(&distinct);
             stats::MISSES.add(distinct.len() as u64);
             schema.stats.misses.add(distinct.len() as u64);
-            // Each key fetched to be cached, stored or not (`pass_through`).
             let fetched = u32::try_from(distinct.len()).unwrap_or(u32::MAX);
             schema
                 .stats
                 .pass_through
                 .missed(fetched, schema.stats.hits.get());
-            schema.stats.pass_through.filled(fetched);
             let missed = distinct.iter().map(|k| k.json.as_str());
             events::publish_each(ctx, EventKind::Miss, &schema.display, missed);
             // `distinct` is never empty: a batch is built for the keys it fetches.

@@ -142,8 +142,6 @@ fn fill_completion(
             Err(e) => Reply::Error(e),
             Ok(row) => {
                 counted_miss(ctx, &schema, &pk);
-                // Stored or not: a row a change dropped before it could be stored died unread.
-                schema.stats.pass_through.filled(1);
                 if fresh
                     && cache::write_fetched(
                         ctx,

@@ -88,12 +88,10 @@ pub fn completion(statement: Arc<Statement>, outcome: Run, fill: Option<Fill>) -
         {
             ticket.answer_waiters(&shared);
             let (key, fresh) = ticket.finish(&shared);
-            if let Ok(ran) = &outcome {
-                // Stored or not: one a change dropped before it could be stored died unread.
-                statement.stats.pass_through.filled(1);
-                if fresh {
-                    cache_result(ctx, &statement, &key, ran, ttl, &params);
-                }
+            if let Ok(ran) = &outcome
+                && fresh
+            {
+                cache_result(ctx, &statement, &key, ran, ttl, &params);
             }
         }
         match outcome {

@@ -185,10 +185,11 @@ fn look_up_from_worker(
                     match cached {
                         Some(result) => Some(Looked::Cached(result)),
                         // Its results die unread: answered, not cached.
-                        None if !statement
-                            .stats
-                            .pass_through
-                            .fill_this_miss(current::pass_through()) =>
+                        None if read == Read::Cached
+                            && !statement
+                                .stats
+                                .pass_through
+                                .fill_this_miss(current::pass_through()) =>
                         {
                             None
                         }
