@@ -55,6 +55,22 @@ pub struct Connection {
     outages: u64,
 }
 
+/// One statement of a pipeline (`Connection::query_read_only_pipelined`) and its
+/// parameters.
+pub struct ReadOnlyRun {
+    pub sql: String,
+    pub params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl ReadOnlyRun {
+    fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
 #[derive(Default)]
 struct State {
     idle: Vec<Connection>,
@@ -351,6 +367,45 @@ impl Connection {
                 conn.statements.forget(sql);
             }
             result
+        })
+    }
+
+    /// Runs each of `runs` as `query_read_only` does, all sent in one round trip
+    /// (`Session::query_read_only_pipelined`): each its rows or its own failure, in order.
+    /// A statement that cannot be prepared fails alone; a lost session fails them all.
+    pub fn query_read_only_pipelined(
+        &mut self,
+        runs: &[ReadOnlyRun],
+    ) -> Result<Vec<Result<Vec<Row>, Failure>>, Failure> {
+        self.with_retry(|conn| {
+            let mut results: Vec<Option<Result<Vec<Row>, Failure>>> =
+                runs.iter().map(|_| None).collect();
+            let mut ready = Vec::with_capacity(runs.len());
+            for (i, run) in runs.iter().enumerate() {
+                match conn.prepared(&run.sql) {
+                    Ok(statement) => ready.push((i, statement)),
+                    Err(failure) if failure.session_lost() => return Err(failure),
+                    Err(failure) => results[i] = Some(Err(failure)),
+                }
+            }
+            let items: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> = ready
+                .iter()
+                .map(|(i, statement)| (statement, runs[*i].values()))
+                .collect();
+            // PostgreSQL runs them one after another: each may take its statement_timeout.
+            let patience = conn.patience * items.len().max(1) as u32;
+            let ran = conn.session.query_read_only_pipelined(&items, patience)?;
+            for ((i, _), result) in ready.iter().zip(ran) {
+                if result.is_err() {
+                    // The tables may have changed under the statement; prepare afresh.
+                    conn.statements.forget(&runs[*i].sql);
+                }
+                results[*i] = Some(result);
+            }
+            Ok(results
+                .into_iter()
+                .map(|r| r.expect("every run has its result"))
+                .collect())
         })
     }
 

@@ -251,26 +251,48 @@ impl Session {
         self.drive(limit, |client| client.query(statement, params))
     }
 
-    /// Runs `statement` inside `BEGIN READ ONLY` ... `COMMIT`, the three sent at once (one
-    /// round trip): a statement that failed leaves the transaction aborted, and the COMMIT
-    /// then ends it.
+    /// Runs `statement` in a READ ONLY transaction of its own, inside `BEGIN READ ONLY` ...
+    /// `COMMIT`, the three sent at once (one round trip).
     pub fn query_read_only(
         &mut self,
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
         limit: Duration,
     ) -> Result<Vec<Row>, Failure> {
-        self.drive(limit, |client| async move {
-            let (begun, rows, committed) = tokio::join!(
-                client.batch_execute("BEGIN READ ONLY"),
-                client.query(statement, params),
-                client.batch_execute("COMMIT"),
-            );
-            begun?;
-            let rows = rows?;
-            committed?;
-            Ok(rows)
+        self.drive(limit, |client| {
+            inside_begin_read_only(client, statement, params)
         })
+    }
+
+    /// Runs each statement with its parameters in a READ ONLY transaction of its own, all of
+    /// them sent at once (one round trip for all: PostgreSQL runs them one after another,
+    /// each under its own snapshot). A statement that fails fails alone. A lost session
+    /// fails them all.
+    pub fn query_read_only_pipelined(
+        &mut self,
+        items: &[(&Statement, Vec<&(dyn ToSql + Sync)>)],
+        limit: Duration,
+    ) -> Result<Vec<Result<Vec<Row>, Failure>>, Failure> {
+        let results = self.drive(limit, |client| async move {
+            let runs = items
+                .iter()
+                .map(|(statement, params)| inside_begin_read_only(client, statement, params));
+            Ok(futures_util::future::join_all(runs).await)
+        })?;
+        let mut results: Vec<Result<Vec<Row>, Failure>> = results
+            .into_iter()
+            .map(|r| r.map_err(Failure::Driver))
+            .collect();
+        // The session went with one of them: the others' answers are not to be trusted
+        // apart from it, and the caller may retry on a fresh session.
+        if let Some(lost) = results
+            .iter()
+            .position(|r| r.as_ref().is_err_and(Failure::session_lost))
+        {
+            self.lost = true;
+            return Err(results.swap_remove(lost).expect_err("a lost session"));
+        }
+        Ok(results)
     }
 
     pub fn batch_execute(&mut self, sql: &str, limit: Duration) -> Result<(), Failure> {
@@ -327,6 +349,24 @@ impl Session {
             }
         }
     }
+}
+
+/// Runs `statement` inside `BEGIN READ ONLY` ... `COMMIT`, the three sent at once: a
+/// statement that failed leaves the transaction aborted, and the COMMIT then ends it.
+async fn inside_begin_read_only(
+    client: &Client,
+    statement: &Statement,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let (begun, rows, committed) = tokio::join!(
+        client.batch_execute("BEGIN READ ONLY"),
+        client.query(statement, params),
+        client.batch_execute("COMMIT"),
+    );
+    begun?;
+    let rows = rows?;
+    committed?;
+    Ok(rows)
 }
 
 /// Reads every message the connection has ready, queueing notifications; Err with why when

@@ -37,11 +37,12 @@ pub mod statements;
 
 use crate::model::ident::QualifiedName;
 use crate::pg::schema::TableSchema;
-use crate::stats::{Counter, Histogram, TableStats};
+use crate::stats::{Counter, TableStats};
 use catalog::ParamType;
 use precision::Precision;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// What is known of one statement: enough to build a result's key on the hit path and to
 /// run it on a miss.
@@ -102,7 +103,14 @@ pub struct Figures {
     pub result_bytes: Counter,
     /// Results filled since a table it reads last changed: what the next change drops.
     pub live: AtomicU64,
+    /// Microseconds its runs took on a worker, a moving average (an upper bound: a run sent
+    /// with others counts their time too); 0 before the first.
+    pub run_us: AtomicU64,
 }
+
+/// A statement whose runs take longer than this on average is sent alone: in a pipeline it
+/// would hold up the statements sent behind it.
+const PIPELINE_MOST_US: u64 = 2_000;
 
 impl Figures {
     /// A result was written to the cache; `whole_table`: any change to its tables drops it
@@ -112,6 +120,23 @@ impl Figures {
         if whole_table {
             self.live.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Notes how long a run of it took on a worker.
+    pub fn ran_for(&self, took: Duration) {
+        let us = took.as_micros().min(u64::MAX as u128) as u64;
+        let before = self.run_us.load(Ordering::Relaxed);
+        let average = if before == 0 {
+            us.max(1)
+        } else {
+            (before * 7 + us) / 8
+        };
+        self.run_us.store(average, Ordering::Relaxed);
+    }
+
+    /// Whether its runs may share a round trip with other statements' (`worker::pipeline`).
+    pub fn pipelines(&self) -> bool {
+        self.run_us.load(Ordering::Relaxed) <= PIPELINE_MOST_US
     }
 
     /// Whether results were filled since a table it reads last changed.
@@ -187,14 +212,7 @@ impl Statement {
                 .map(|t| generations::key_name(&t.key_prefix))
                 .collect(),
         };
-        let stats = Arc::new(TableStats {
-            name: crate::requests::tracked::QUERY_TABLE.into(),
-            calls: Counter::new(),
-            hits: Counter::new(),
-            misses: Counter::new(),
-            latency: Histogram::new(),
-            pass_through: Default::default(),
-        });
+        let stats = Arc::new(TableStats::named(crate::requests::tracked::QUERY_TABLE));
         // The tables it reads as data: not the partitions and children of those (a user
         // who may read a parent reads it whole) nor the tables their policies read.
         let data_tables: Vec<Arc<TableSchema>> = tables

@@ -202,6 +202,8 @@ pub static QUERY_STATEMENTS_EVICTED: Counter = Counter::new();
 /// Row-precise PGCACHE.QUERY results answered but not cached: the index was full
 /// (`query_index_max_bytes`).
 pub static QUERY_INDEX_FULL: Counter = Counter::new();
+/// QUERY jobs sent to PostgreSQL in one round trip with other statements' jobs.
+pub static QUERY_PIPELINED: Counter = Counter::new();
 
 /// pgcache's own part of the invalidation lag: from a change reaching pgcache (a
 /// notification, or a replicated transaction's commit, read) to its deletions applied, for
@@ -322,6 +324,21 @@ pub struct TableStats {
     pub pass_through: PassThrough,
 }
 
+impl TableStats {
+    /// Figures of their own, all zero, under `name` (not listed among the tables': a
+    /// statement's figures, say).
+    pub fn named(name: &str) -> TableStats {
+        TableStats {
+            name: name.to_string(),
+            calls: Counter::new(),
+            hits: Counter::new(),
+            misses: Counter::new(),
+            latency: Histogram::new(),
+            pass_through: PassThrough::default(),
+        }
+    }
+}
+
 // Schemas compare and print by what they describe; the figures are the same table's.
 impl std::fmt::Debug for TableStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -346,14 +363,7 @@ pub fn table(name: &str) -> Arc<TableStats> {
     if let Some(t) = tables.iter().find(|t| t.name == name) {
         return t.clone();
     }
-    let t = Arc::new(TableStats {
-        name: name.to_string(),
-        calls: Counter::new(),
-        hits: Counter::new(),
-        misses: Counter::new(),
-        latency: Histogram::new(),
-        pass_through: PassThrough::default(),
-    });
+    let t = Arc::new(TableStats::named(name));
     tables.push(t.clone());
     tables.sort_by(|a, b| a.name.cmp(&b.name));
     t
@@ -365,7 +375,7 @@ pub fn tables() -> Vec<Arc<TableStats>> {
 }
 
 /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them.
-static NAMED: [(&str, &Counter); 32] = [
+static NAMED: [(&str, &Counter); 33] = [
     ("hits", &HITS),
     ("negative_hits", &NEGATIVE_HITS),
     ("misses", &MISSES),
@@ -401,6 +411,7 @@ static NAMED: [(&str, &Counter); 32] = [
     ("query_invalidations", &QUERY_INVALIDATIONS),
     ("query_statements_evicted", &QUERY_STATEMENTS_EVICTED),
     ("query_index_full", &QUERY_INDEX_FULL),
+    ("query_pipelined", &QUERY_PIPELINED),
 ];
 
 /// Every counter's value, in reporting order.

@@ -78,3 +78,109 @@ fn many_concurrent_misses_all_get_their_own_rows() {
     let filled = cache_entries(&mut con);
     assert_eq!(filled, 1 + 8 * 24);
 }
+
+#[test]
+fn queued_query_misses_of_different_statements_share_one_round_trip_and_fail_alone() {
+    let stack = Stack::start_with(
+        "CREATE TABLE a (id integer PRIMARY KEY, v text);
+         CREATE TABLE b (id integer PRIMARY KEY, v text);
+         INSERT INTO a VALUES (1, 'a1'), (2, 'a2'), (3, 'a3');
+         INSERT INTO b VALUES (1, 'b1'), (2, 'b2'), (3, 'b3');
+         CREATE TABLE events (kind text, n integer);
+         INSERT INTO events VALUES ('a', 1);
+         CREATE VIEW slow_events AS SELECT kind, n, pg_sleep(1.5) IS NULL AS slept FROM events;",
+        &["workers", "1", "pool_size", "1"],
+    );
+    const OF_A: &str = "SELECT v FROM a WHERE id = $1";
+    const OF_B: &str = "SELECT v FROM b WHERE id = $1";
+    const RATIO: &str = "SELECT v, 10 / $1::integer AS tenth FROM a WHERE id = 1";
+    let mut con = stack.con();
+    // Learn every statement (a statement seen for the first time is learned alone), then
+    // occupy the only worker with a slow lookup.
+    for (sql, param) in [(OF_A, "1"), (OF_B, "1"), (RATIO, "5")] {
+        crate::query::query(&mut con, sql, &[param]).unwrap();
+    }
+    read(&mut con, "slow_events", r#"{"kind":"zzz"}"#).unwrap();
+    let before = stats_figure(&mut con, "query_pipelined");
+    let port = stack.redis.port;
+    let slow = spawn_read(port, "slow_events", r#"{"kind":"a"}"#);
+    wait_blocked(&mut con, 1);
+    let spawn_query = |sql: &'static str, param: &'static str| {
+        std::thread::spawn(move || crate::query::query(&mut connect(port), sql, &[param]))
+    };
+    let queued = [
+        spawn_query(OF_A, "2"),
+        spawn_query(OF_B, "3"),
+        spawn_query(RATIO, "0"),
+        spawn_query(OF_A, "3"),
+        spawn_query(RATIO, "2"),
+    ];
+    wait_blocked(&mut con, 6);
+    slow.join().unwrap().unwrap();
+    let answers: Vec<Result<String, String>> = queued
+        .into_iter()
+        .map(|t| t.join().unwrap().map_err(|e| e.to_string()))
+        .collect();
+    let answer = |i: usize| json(answers[i].as_ref().unwrap());
+    assert_eq!(answer(0), serde_json::json!([{"v": "a2"}]));
+    assert_eq!(answer(1), serde_json::json!([{"v": "b3"}]));
+    assert!(
+        answers[2]
+            .as_ref()
+            .unwrap_err()
+            .contains("division by zero"),
+        "{answers:?}"
+    );
+    assert_eq!(answer(3), serde_json::json!([{"v": "a3"}]));
+    assert_eq!(answer(4), serde_json::json!([{"v": "a1", "tenth": 5}]));
+    // The three statements' jobs (the second miss of each joined its statement's) went to
+    // PostgreSQL in one round trip, and the one that failed failed alone.
+    assert_eq!(stats_figure(&mut con, "query_pipelined") - before, 3);
+}
+
+#[test]
+fn a_statement_whose_queued_miss_timed_out_is_answered_afterwards() {
+    let stack = Stack::start_with(
+        "CREATE TABLE a (id integer PRIMARY KEY, v text);
+         INSERT INTO a VALUES (1, 'a1'), (2, 'a2'), (3, 'a3');
+         CREATE TABLE events (kind text, n integer);
+         INSERT INTO events VALUES ('a', 1);
+         CREATE VIEW slow_events AS SELECT kind, n, pg_sleep(1.5) IS NULL AS slept FROM events;",
+        &[
+            "workers",
+            "1",
+            "pool_size",
+            "1",
+            "request_timeout_ms",
+            "600",
+        ],
+    );
+    const OF_A: &str = "SELECT v FROM a WHERE id = $1";
+    let mut con = stack.con();
+    crate::query::query(&mut con, OF_A, &["1"]).unwrap();
+    read(&mut con, "slow_events", r#"{"kind":"zzz"}"#).unwrap();
+    // A miss, and one that joins it, time out in the queue behind a slow lookup.
+    let port = stack.redis.port;
+    let slow = spawn_read(port, "slow_events", r#"{"kind":"a"}"#);
+    wait_blocked(&mut con, 1);
+    let spawn_query = |param: &'static str| {
+        std::thread::spawn(move || crate::query::query(&mut connect(port), OF_A, &[param]))
+    };
+    let queued = [spawn_query("2"), spawn_query("3")];
+    for miss in queued {
+        let e = miss.join().unwrap().unwrap_err().to_string();
+        assert!(e.contains("timed out"), "{e}");
+    }
+    assert!(
+        slow.join().unwrap().is_err(),
+        "the slow lookup timed out too"
+    );
+    // Once the worker is free, the statement's misses are answered again.
+    wait_for("a miss answered", Duration::from_secs(10), || {
+        crate::query::query(&mut con, OF_A, &["2"]).ok()
+    });
+    assert_eq!(
+        json(&crate::query::query(&mut con, OF_A, &["3"]).unwrap()),
+        serde_json::json!([{"v": "a3"}])
+    );
+}

@@ -1,25 +1,26 @@
 //! Where QUERY's misses reach the workers. Misses of one statement run together: while a
 //! worker job for a statement waits in the queue, further misses of it (other parameters)
 //! join that job instead of queueing their own, and the worker runs them all in one
-//! statement (`Statement::batch_sql`: the parameter sets joined LATERALly), one round trip
-//! and one snapshot for all. If the batch fails, each runs alone, so one bad parameter fails
-//! only its own call.
+//! statement where the statement allows it (`Statement::batch_sql`: the parameter sets
+//! joined LATERALly), one snapshot for all. A worker also takes the jobs of other
+//! statements queued with it and sends them all in one round trip (`worker::pipeline`). If a
+//! batch fails, each set runs alone, so one bad parameter fails only its own call.
 
 use super::complete::{Fill, completion};
 use super::job::{Job, Ready};
 use super::run::{Run, execute, failed, ran};
-use crate::cache::worker;
+use crate::cache::worker::{self, Pipelined, Sent};
 use crate::config::current;
 use crate::error::Error;
-use crate::error::panic::catch;
-use crate::pg::pool::Connection;
+use crate::pg::pool::{Connection, ReadOnlyRun};
 use crate::pg::session::Failure;
 use crate::query::Statement;
-use crate::requests::blocked::BlockedClient;
+use crate::requests::blocked::{BlockedClient, Completion, error_completion};
 use crate::requests::reply::Reply;
 use redis_module::Context;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 /// Most parameter sets one statement runs with at once.
@@ -49,7 +50,7 @@ pub(super) fn submit(ctx: &Context, job: Job) -> Reply {
             statement,
             params,
             fill,
-        } if statement.batch_sql.is_some() => run(ctx, statement, params, fill),
+        } => run(ctx, statement, params, fill),
         job => worker::submit(
             ctx,
             Box::new(move |conn| {
@@ -64,14 +65,14 @@ pub(super) fn submit(ctx: &Context, job: Job) -> Reply {
     }
 }
 
-/// Runs `statement` (one that batches) with `params` on a worker, joining a job of the same
-/// statement already queued when there is one; with a ticket, the result is cached for
-/// `ttl` seconds under its key.
+/// Runs `statement` with `params` on a worker, joining a job of the same statement already
+/// queued when there is one; with a ticket, the result is cached under its key.
 fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Option<Fill>) -> Reply {
     let id = Arc::as_ptr(&statement) as usize;
-    if let Err(refusal) = worker::may_wait(ctx) {
-        return refusal;
-    }
+    let checked = match worker::may_wait(ctx) {
+        Ok(checked) => checked,
+        Err(refusal) => return refusal,
+    };
     // Joining and the worker's taking of the joined happen under one lock: a miss joins a
     // job that has not started yet, or queues its own.
     let own = with_waiting(|w| match w.get_mut(&id) {
@@ -91,62 +92,181 @@ fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Opti
     let Some((params, fill)) = own else {
         return Reply::Blocked;
     };
-    let job_statement = statement.clone();
-    let reply = worker::submit(
-        ctx,
-        Box::new(move |conn| {
-            let statement = job_statement;
-            let mut joined = with_waiting(|w| w.remove(&id)).unwrap_or_default();
-            for j in &mut joined {
-                j.client.picked();
-            }
-            let mut sets = vec![params];
-            sets.extend(joined.iter_mut().map(|j| std::mem::take(&mut j.params)));
-            // Every joined client gets its answer, even from a panic (else it would wait for
-            // its deadline).
-            let outcomes = catch(|| execute_all(conn, &statement, &sets))
-                .unwrap_or_else(|e| vec![Err(e); sets.len()]);
-            let mut outcomes = outcomes.into_iter();
-            let own = outcomes.next().unwrap_or_else(|| Err(lost()));
-            for (j, outcome) in joined.into_iter().zip(outcomes) {
-                j.client
-                    .answer(completion(statement.clone(), outcome, j.fill));
-            }
-            Ok(completion(statement, own, fill))
-        }),
-    );
-    if !matches!(reply, Reply::Blocked) {
-        // Refused (a full queue, an outage): no job will take the entry; nothing joined it,
-        // as only the main thread joins.
-        with_waiting(|w| w.remove(&id));
+    let pipelines = statement.figures.pipelines();
+    let job = StatementRun {
+        id,
+        statement,
+        sets: vec![params],
+        fill,
+        joined: Vec::new(),
+        taken: false,
+        batched: false,
+    };
+    // Refused (a full queue), the job is dropped, and its entry with it (`Drop`).
+    worker::submit_run(ctx, checked, Box::new(job), pipelines)
+}
+
+/// A statement's queued run: its own miss's parameters, then those of the misses that
+/// joined it.
+struct StatementRun {
+    id: usize,
+    statement: Arc<Statement>,
+    /// Every parameter set to run: the job's own first.
+    sets: Vec<Vec<String>>,
+    fill: Option<Fill>,
+    /// The misses that joined, once taken from `WAITING`.
+    joined: Vec<Joined>,
+    /// Whether they were taken (from then on no more can join, and a new miss of the
+    /// statement queues a job of its own, under the same `id`).
+    taken: bool,
+    /// Whether the sets were sent as batches of `batch_sql`.
+    batched: bool,
+}
+
+impl StatementRun {
+    /// Takes the misses that joined (once): from here on, misses queue a job of their own.
+    fn take_joined(&mut self) {
+        if std::mem::replace(&mut self.taken, true) {
+            return;
+        }
+        let mut joined = with_waiting(|w| w.remove(&self.id)).unwrap_or_default();
+        for j in &mut joined {
+            j.client.picked();
+            self.sets.push(std::mem::take(&mut j.params));
+        }
+        self.joined = joined;
     }
-    reply
+
+    /// Answers the joined misses in order, and makes the job's own completion.
+    fn answer(mut self, outcomes: Vec<Run>) -> Completion {
+        let mut outcomes = outcomes.into_iter();
+        let own = outcomes.next().unwrap_or_else(|| Err(lost()));
+        for j in std::mem::take(&mut self.joined) {
+            let outcome = outcomes.next().unwrap_or_else(|| Err(lost()));
+            j.client
+                .answer(completion(self.statement.clone(), outcome, j.fill));
+        }
+        completion(self.statement.clone(), own, self.fill.take())
+    }
+
+    /// The result of each set from what its runs came to.
+    fn outcomes(&self, results: Vec<Result<Vec<Row>, Failure>>, conn: &mut Connection) -> Vec<Run> {
+        let statement = &self.statement;
+        if !self.batched {
+            return results
+                .into_iter()
+                .map(|rows| match rows {
+                    Ok(rows) => rows
+                        .first()
+                        .ok_or_else(|| {
+                            Error::internal("the statement's result came back without its row")
+                        })
+                        .and_then(|row| ran(statement, row)),
+                    Err(failure) => Err(failed(statement, &failure)),
+                })
+                .collect();
+        }
+        self.sets
+            .chunks(MAX_BATCH)
+            .zip(results)
+            .flat_map(|(chunk, rows)| match rows {
+                Ok(rows) => {
+                    let mut runs: Vec<Run> = rows.iter().map(|row| ran(statement, row)).collect();
+                    runs.resize_with(chunk.len(), || Err(lost()));
+                    runs
+                }
+                // PostgreSQL refused the batch (one set's value is not of its type, say):
+                // each set alone finds which.
+                Err(failure) if refused_one(&failure) => {
+                    chunk.iter().map(|p| execute(conn, statement, p)).collect()
+                }
+                // Out of time or out of reach: every set would be too.
+                Err(failure) => vec![Err(failed(statement, &failure)); chunk.len()],
+            })
+            .collect()
+    }
+}
+
+impl Pipelined for StatementRun {
+    fn runs(&mut self) -> Vec<ReadOnlyRun> {
+        self.take_joined();
+        let statement = &self.statement;
+        match statement.batch_sql.as_deref() {
+            Some(batch_sql) if self.sets.len() > 1 => {
+                self.batched = true;
+                self.sets
+                    .chunks(MAX_BATCH)
+                    .map(|chunk| batch_run(batch_sql, chunk))
+                    .collect()
+            }
+            _ => self
+                .sets
+                .iter()
+                .map(|set| ReadOnlyRun {
+                    sql: statement.run_sql.clone(),
+                    params: set.iter().map(|p| Box::new(p.clone()) as Box<_>).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn finish(mut self: Box<Self>, sent: Sent<'_>) -> Completion {
+        self.take_joined();
+        let outcomes = match sent {
+            Sent::Ran {
+                results,
+                took,
+                conn,
+            } => {
+                self.statement.figures.ran_for(took);
+                let expected = if self.batched {
+                    self.sets.len().div_ceil(MAX_BATCH)
+                } else {
+                    self.sets.len()
+                };
+                if results.len() == expected {
+                    self.outcomes(results, conn)
+                } else {
+                    vec![Err(lost()); self.sets.len()]
+                }
+            }
+            Sent::Failed(e) => vec![Err(e); self.sets.len()],
+        };
+        self.answer(outcomes)
+    }
+}
+
+// A job dropped unrun (refused by the queue, or by a worker's panic) must not leave the
+// misses that joined it waiting, nor its entry for later misses to join.
+impl Drop for StatementRun {
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        if let Some(joined) = with_waiting(|w| w.remove(&self.id)) {
+            for j in joined {
+                j.client.answer(error_completion(lost()));
+            }
+        }
+    }
 }
 
 fn lost() -> Error {
     Error::internal("a batched statement's result went missing")
 }
 
-/// The result for each parameter set, in order: batched where the statement allows it,
-/// MAX_BATCH sets at a time, each set alone where a batch failed.
-fn execute_all(conn: &mut Connection, statement: &Statement, sets: &[Vec<String>]) -> Vec<Run> {
-    let Some(batch_sql) = statement.batch_sql.as_deref().filter(|_| sets.len() > 1) else {
-        return sets.iter().map(|p| execute(conn, statement, p)).collect();
-    };
-    sets.chunks(MAX_BATCH)
-        .flat_map(
-            |chunk| match execute_batch(conn, statement, batch_sql, chunk) {
-                Ok(runs) => runs,
-                // PostgreSQL refused the batch (one set's value is not of its type, say): each
-                // set alone finds which.
-                Err(failure) if refused_one(&failure) => {
-                    chunk.iter().map(|p| execute(conn, statement, p)).collect()
-                }
-                // Out of time or out of reach: every set would be too.
-                Err(failure) => vec![Err(failed(statement, &failure)); chunk.len()],
-            },
-        )
-        .collect()
+/// One run of `batch_sql` for `sets`: one text array per parameter.
+fn batch_run(batch_sql: &str, sets: &[Vec<String>]) -> ReadOnlyRun {
+    let width = sets[0].len();
+    ReadOnlyRun {
+        sql: batch_sql.to_string(),
+        params: (0..width)
+            .map(|i| {
+                let column: Vec<String> = sets.iter().map(|set| set[i].clone()).collect();
+                Box::new(column) as Box<_>
+            })
+            .collect(),
+    }
 }
 
 /// Whether PostgreSQL itself refused the statement for what it was given (not a cancel
@@ -155,25 +275,4 @@ fn refused_one(failure: &Failure) -> bool {
     failure
         .as_db_error()
         .is_some_and(|db| *db.code() != SqlState::QUERY_CANCELED && !failure.session_lost())
-}
-
-/// One statement for `sets`: one text array per parameter.
-fn execute_batch(
-    conn: &mut Connection,
-    statement: &Statement,
-    batch_sql: &str,
-    sets: &[Vec<String>],
-) -> Result<Vec<Run>, Failure> {
-    let width = sets[0].len();
-    let arrays: Vec<Vec<&str>> = (0..width)
-        .map(|i| sets.iter().map(|set| set[i].as_str()).collect())
-        .collect();
-    let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = arrays
-        .iter()
-        .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
-    let rows = conn.query_read_only(batch_sql, &values)?;
-    let mut runs: Vec<Run> = rows.iter().map(|row| ran(statement, row)).collect();
-    runs.resize_with(sets.len(), || Err(lost()));
-    Ok(runs)
 }

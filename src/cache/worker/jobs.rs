@@ -4,11 +4,13 @@
 use crate::cache::fill::{FillTicket, Outcome};
 use crate::error::Error;
 use crate::model::key::CanonicalPk;
-use crate::pg::pool::PooledClient;
+use crate::pg::pool::{Connection, PooledClient, ReadOnlyRun};
 use crate::pg::schema::TableSchema;
+use crate::pg::session::Failure;
 use crate::requests::blocked::Completion;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_postgres::Row;
 
 /// Runs on a worker with a pooled connection.
 pub type Work = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<Completion, Error> + Send>;
@@ -51,6 +53,29 @@ pub struct KeyedFill {
     pub fresh: bool,
     pub then:
         Box<dyn FnOnce(Outcome, FillTicket, Arc<TableSchema>, CanonicalPk) -> Completion + Send>,
+}
+
+/// A job whose statements a worker may send in one round trip with other such jobs' (a
+/// QUERY miss: `worker::submit_run`).
+pub trait Pipelined: Send {
+    /// What to send: statements each run in a READ ONLY transaction of its own. Called once,
+    /// when a worker takes the job up.
+    fn runs(&mut self) -> Vec<ReadOnlyRun>;
+    /// The completion for the job's client, from what its runs came to.
+    fn finish(self: Box<Self>, sent: Sent<'_>) -> Completion;
+}
+
+/// What a pipelined job's runs came to.
+pub enum Sent<'a> {
+    /// Each run's rows or failure, in order; `took`: the whole round trip (an upper bound
+    /// on each statement's time); `conn`: for a run to be tried again alone.
+    Ran {
+        results: Vec<Result<Vec<Row>, Failure>>,
+        took: Duration,
+        conn: &'a mut Connection,
+    },
+    /// Nothing ran: no connection, a lost session, or the job refused in the queue.
+    Failed(Error),
 }
 
 /// Turns a PostgreSQL round trip's time (or why it failed) into the completion.

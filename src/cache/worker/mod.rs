@@ -12,14 +12,19 @@
 //! - work: any closure on a connection (schema reads, small MULTIREADs, WRITE of a new table);
 //! - lookups (the READ miss): a worker takes every lookup already queued and fetches each
 //!   table's keys in ONE query, so under load misses cost a round trip per batch;
-//! - parts of a split request (a large MULTIREAD), run by several workers at once.
+//! - parts of a split request (a large MULTIREAD), run by several workers at once;
+//! - runs (the QUERY miss): a worker takes the runs already queued and sends them all in one
+//!   round trip (`pipeline`).
 
 mod gather;
 pub mod hold;
 mod jobs;
 mod lookups;
+mod pipeline;
 
-pub use jobs::{Combine, Keyed, KeyedFill, KeyedWork, Part, Probe, RowLookup, Work};
+pub use jobs::{
+    Combine, Keyed, KeyedFill, KeyedWork, Part, Pipelined, Probe, RowLookup, Sent, Work,
+};
 
 use crate::config::current;
 use crate::error::Error;
@@ -30,6 +35,7 @@ use crate::requests::reply::Reply;
 use crossbeam_channel::{Receiver, Sender};
 use gather::Gather;
 use lookups::PendingLookup;
+use pipeline::PendingRun;
 use redis_module::{Context, ContextFlags};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +47,8 @@ enum Queued {
     Keyed(BlockedClient, KeyedWork),
     Part(Arc<Gather>, usize, Part),
     Probe(BlockedClient, Probe),
+    /// A run sent alone (its statement is slow: `Figures::pipelines`).
+    Run(BlockedClient, Box<dyn Pipelined>),
 }
 
 struct Job<T> {
@@ -51,11 +59,22 @@ struct Job<T> {
 /// Most lookups one worker takes at once; also the most keys in one batched query.
 const MAX_BATCH: usize = 128;
 
-/// Lookups have their own queue, so a worker can take all queued lookups at once without
-/// taking other work away from idle workers.
+/// Most runs one worker sends in one round trip: PostgreSQL runs them one after another, so
+/// the last waits for all before it.
+const MAX_PIPELINE: usize = 16;
+
+/// Lookups and runs have queues of their own, so a worker can take all queued lookups (or
+/// runs) at once without taking other work away from idle workers.
 struct Queues {
     work: Sender<Job<Queued>>,
     lookups: Sender<Job<(BlockedClient, RowLookup)>>,
+    runs: Sender<Job<(BlockedClient, Box<dyn Pipelined>)>>,
+}
+
+struct Receivers {
+    work: Receiver<Job<Queued>>,
+    lookups: Receiver<Job<(BlockedClient, RowLookup)>>,
+    runs: Receiver<Job<(BlockedClient, Box<dyn Pipelined>)>>,
 }
 
 struct Workers {
@@ -78,21 +97,30 @@ pub const STACK_BYTES: usize = 64 * 1024 * 1024;
 pub fn start(count: usize, queue_size: usize, pool: Arc<Pool>) -> std::io::Result<()> {
     let (work, work_receiver) = crossbeam_channel::bounded(queue_size);
     let (lookups, lookup_receiver) = crossbeam_channel::bounded(queue_size);
+    let (runs, run_receiver) = crossbeam_channel::bounded(queue_size);
     SHUTTING_DOWN.store(false, Ordering::SeqCst);
     WORKER_COUNT.store(count, Ordering::SeqCst);
     let mut threads = Vec::with_capacity(count);
     for i in 0..count {
-        let receivers = (work_receiver.clone(), lookup_receiver.clone());
+        let receivers = Receivers {
+            work: work_receiver.clone(),
+            lookups: lookup_receiver.clone(),
+            runs: run_receiver.clone(),
+        };
         let pool = pool.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("pgcache-worker-{i}"))
                 .stack_size(STACK_BYTES)
-                .spawn(move || run(receivers.0, receivers.1, pool))?,
+                .spawn(move || run(receivers, pool))?,
         );
     }
     *WORKERS.lock().unwrap() = Some(Workers {
-        queues: Queues { work, lookups },
+        queues: Queues {
+            work,
+            lookups,
+            runs,
+        },
         threads,
         pool,
     });
@@ -103,7 +131,7 @@ pub fn start(count: usize, queue_size: usize, pool: Arc<Pool>) -> std::io::Resul
 pub fn load() -> Option<(usize, PoolStats)> {
     let guard = WORKERS.lock().unwrap();
     let workers = guard.as_ref()?;
-    let queued = workers.queues.work.len() + workers.queues.lookups.len();
+    let queued = workers.queues.waiting();
     Some((queued, workers.pool.stats()))
 }
 
@@ -141,11 +169,19 @@ pub fn stop() -> Result<(), Error> {
     Ok(())
 }
 
-fn run(
-    work: Receiver<Job<Queued>>,
-    lookups: Receiver<Job<(BlockedClient, RowLookup)>>,
-    pool: Arc<Pool>,
-) {
+impl Queues {
+    /// Jobs waiting for a worker.
+    fn waiting(&self) -> usize {
+        self.work.len() + self.lookups.len() + self.runs.len()
+    }
+}
+
+fn run(receivers: Receivers, pool: Arc<Pool>) {
+    let Receivers {
+        work,
+        lookups,
+        runs,
+    } = receivers;
     loop {
         crossbeam_channel::select! {
             recv(work) -> job => match job {
@@ -169,6 +205,20 @@ fn run(
                         }
                     }
                     lookups::run(batch, &pool);
+                }
+                Err(_) => return,
+            },
+            recv(runs) -> job => match job {
+                Ok(first) => {
+                    // Only runs already queued: each would otherwise wait for a worker.
+                    let mut taken: Vec<PendingRun> = admit_run(first).into_iter().collect();
+                    while taken.len() < MAX_PIPELINE {
+                        match runs.try_recv() {
+                            Ok(job) => taken.extend(admit_run(job)),
+                            Err(_) => break,
+                        }
+                    }
+                    pipeline::run(taken, &pool);
                 }
                 Err(_) => return,
             },
@@ -221,6 +271,13 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             };
             gather.deliver(index, result);
         }
+        Queued::Run(mut client, run) => {
+            client.picked();
+            match refused {
+                Some(e) => client.answer(contained(|| Ok(run.finish(Sent::Failed(e))))),
+                None => pipeline::run(vec![(client, job.deadline, run)], pool),
+            }
+        }
         Queued::Probe(mut client, then) => {
             client.picked();
             let started = Instant::now();
@@ -272,6 +329,18 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Inst
     }
 }
 
+fn admit_run(job: Job<(BlockedClient, Box<dyn Pipelined>)>) -> Option<PendingRun> {
+    let (mut client, run) = job.task;
+    client.picked();
+    match refusal(job.deadline) {
+        Some(e) => {
+            client.answer(contained(|| Ok(run.finish(Sent::Failed(e)))));
+            None
+        }
+        None => Some((client, job.deadline, run)),
+    }
+}
+
 fn admit_lookup(job: Job<(BlockedClient, RowLookup)>) -> Option<PendingLookup> {
     let (mut client, lookup) = job.task;
     client.picked();
@@ -314,7 +383,10 @@ fn send_work(queues: &Queues, deadline: Instant, task: Queued) -> Result<(), Blo
         .work
         .try_send(Job { deadline, task })
         .map_err(|e| match e.into_inner().task {
-            Queued::Work(client, _) | Queued::Keyed(client, _) | Queued::Probe(client, _) => client,
+            Queued::Work(client, _)
+            | Queued::Keyed(client, _)
+            | Queued::Probe(client, _)
+            | Queued::Run(client, _) => client,
             Queued::Part(..) => unreachable!("parts are queued by submit_parts"),
         })
 }
@@ -339,6 +411,28 @@ pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Repl
             .try_send(Job {
                 deadline,
                 task: (client, lookup),
+            })
+            .map_err(|e| e.into_inner().task.0)
+    })
+}
+
+/// Like `submit`, for a statement's run, which a worker sends in one round trip with the
+/// other runs queued with it (`pipeline`) unless it is to run alone (`pipelines` false).
+pub fn submit_run(
+    ctx: &Context,
+    checked: MayWait,
+    run: Box<dyn Pipelined>,
+    pipelines: bool,
+) -> Reply {
+    enqueue_checked(ctx, checked, 1, |queues, client, deadline| {
+        if !pipelines {
+            return send_work(queues, deadline, Queued::Run(client, run));
+        }
+        queues
+            .runs
+            .try_send(Job {
+                deadline,
+                task: (client, run),
             })
             .map_err(|e| e.into_inner().task.0)
     })
@@ -413,7 +507,7 @@ fn enqueue_checked(
     let queue_full = || {
         Reply::Error(Error::queue_full(format!(
             "the PostgreSQL queue is full ({} requests waiting); retry later or raise queue_size/workers",
-            queues.work.len() + queues.lookups.len()
+            queues.waiting()
         )))
     };
     let room = queues.work.capacity().unwrap_or(usize::MAX) - queues.work.len();

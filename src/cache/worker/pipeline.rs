@@ -1,0 +1,69 @@
+//! Pipelined runs: the QUERY misses of different statements that a worker took at once are
+//! sent to PostgreSQL in one round trip on one connection, each in a READ ONLY transaction
+//! of its own (`Connection::query_read_only_pipelined`), so that under load misses cost a
+//! round trip per batch, not one each, whatever statements they are of.
+
+use super::hold;
+use super::jobs::{Pipelined, Sent};
+use crate::error::Error;
+use crate::error::panic::catch;
+use crate::pg::errors::statement_error;
+use crate::pg::pool::{Pool, ReadOnlyRun};
+use crate::requests::blocked::{BlockedClient, contained};
+use crate::stats;
+use std::time::Instant;
+
+pub type PendingRun = (BlockedClient, Instant, Box<dyn Pipelined>);
+
+/// Sends every job's runs in one round trip and answers each job's client.
+pub fn run(jobs: Vec<PendingRun>, pool: &Pool) {
+    if jobs.len() > 1 {
+        stats::QUERY_PIPELINED.add(jobs.len() as u64);
+    }
+    let Some(deadline) = jobs.iter().map(|(_, d, _)| *d).min() else {
+        return;
+    };
+    let mut answers: Vec<(BlockedClient, Box<dyn Pipelined>)> = Vec::with_capacity(jobs.len());
+    let mut runs: Vec<ReadOnlyRun> = Vec::new();
+    let mut ends: Vec<usize> = Vec::with_capacity(jobs.len());
+    for (client, _, mut job) in jobs {
+        // A job that cannot say what to run runs nothing; `finish` reports it.
+        runs.extend(catch(|| job.runs()).unwrap_or_default());
+        ends.push(runs.len());
+        answers.push((client, job));
+    }
+    let started = Instant::now();
+    let conn = pool.get(deadline);
+    let results = conn.and_then(|mut conn| {
+        let results = conn
+            .query_read_only_pipelined(&runs)
+            .map_err(|failure| statement_error(&failure))?;
+        Ok((results, conn))
+    });
+    let took = started.elapsed();
+    hold::stall_point(deadline);
+    match results {
+        Ok((results, mut conn)) => {
+            let mut results = results.into_iter();
+            let mut start = 0;
+            for ((client, job), end) in answers.into_iter().zip(ends) {
+                let own: Vec<_> = results.by_ref().take(end - start).collect();
+                start = end;
+                let sent = Sent::Ran {
+                    results: own,
+                    took,
+                    conn: &mut conn,
+                };
+                client.answer(contained(|| Ok(job.finish(sent))));
+            }
+        }
+        Err(e) => answer_all_failed(answers, e),
+    }
+}
+
+fn answer_all_failed(answers: Vec<(BlockedClient, Box<dyn Pipelined>)>, e: Error) {
+    for (client, job) in answers {
+        let failed = Sent::Failed(e.clone());
+        client.answer(contained(|| Ok(job.finish(failed))));
+    }
+}
