@@ -57,7 +57,8 @@ fn read_by_policies(conn: &mut Connection, oid: u32) -> Option<Vec<QualifiedName
         probe: None,
         functions: true,
     };
-    conn.batch_execute("BEGIN").ok()?;
+    // Read-write, for the compiled function bodies (sessions are read-only by default).
+    conn.batch_execute("BEGIN READ WRITE").ok()?;
     let found = reads::walk(conn, start);
     conn.batch_execute("ROLLBACK").ok()?;
     let found = found.ok()?;

@@ -294,7 +294,12 @@ impl Connector {
             .keepalives_interval(Duration::from_secs(1))
             .keepalives_retries(3)
             .tcp_user_timeout(Duration::from_secs(8))
-            .options(format!("-c statement_timeout={statement_timeout_ms}"))
+            // Every transaction pgcache does not begin READ WRITE itself is READ ONLY: a
+            // QUERY's statement then runs as one statement, in a READ ONLY transaction of its
+            // own, without a BEGIN and a COMMIT around it (`Session::query_read_only`).
+            .options(format!(
+                "-c statement_timeout={statement_timeout_ms} -c default_transaction_read_only=on"
+            ))
             .ssl_mode(match s.sslmode {
                 SslMode::Disable => tokio_postgres::config::SslMode::Disable,
                 SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,

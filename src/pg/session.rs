@@ -110,15 +110,37 @@ impl std::error::Error for Failure {
     }
 }
 
-/// What the connection half of tokio-postgres yields: notifications, notices, its end.
-type Messages = Box<
-    dyn FnMut(&mut Context<'_>) -> Poll<Option<Result<AsyncMessage, tokio_postgres::Error>>> + Send,
->;
+/// The connection half of tokio-postgres, whatever its stream (TLS or not): what it
+/// yields (notifications, notices, its end) and the settings the server reported.
+trait Messages: Send {
+    fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<AsyncMessage, tokio_postgres::Error>>>;
+    fn parameter(&self, name: &str) -> Option<&str>;
+}
+
+impl<S, T> Messages for tokio_postgres::Connection<S, T>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<AsyncMessage, tokio_postgres::Error>>> {
+        tokio_postgres::Connection::poll_message(self, cx)
+    }
+
+    fn parameter(&self, name: &str) -> Option<&str> {
+        tokio_postgres::Connection::parameter(self, name)
+    }
+}
 
 pub struct Session {
     runtime: tokio::runtime::Runtime,
     client: Client,
-    messages: Messages,
+    messages: Box<dyn Messages>,
     notifications: VecDeque<Notification>,
     /// The peer stayed silent past a deadline, or the connection ended.
     lost: bool,
@@ -142,13 +164,13 @@ impl Session {
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
         let runtime = runtime()?;
-        let (client, mut connection) = runtime
+        let (client, connection) = runtime
             .block_on(async { tokio::time::timeout(limit, config.connect(tls)).await })
             .map_err(|_| Failure::Silent(limit))??;
         Ok(Session {
             runtime,
             client,
-            messages: Box::new(move |cx| connection.poll_message(cx)),
+            messages: Box::new(connection),
             notifications: VecDeque::new(),
             lost: false,
         })
@@ -251,14 +273,28 @@ impl Session {
         self.drive(limit, |client| client.query(statement, params))
     }
 
-    /// Runs `statement` in a READ ONLY transaction of its own, inside `BEGIN READ ONLY` ...
-    /// `COMMIT`, the three sent at once (one round trip).
+    /// Whether a statement sent alone runs in a READ ONLY transaction: the session's
+    /// `default_transaction_read_only` is on, as PostgreSQL reports it (from version 14 on,
+    /// with every change: one made by a function a statement called is known before the
+    /// next statement is sent).
+    fn reads_only_by_default(&self) -> bool {
+        self.messages.parameter("default_transaction_read_only") == Some("on")
+    }
+
+    /// Runs `statement` in a READ ONLY transaction of its own: alone, where the session is
+    /// read-only by default; else inside `BEGIN READ ONLY` ... `COMMIT`, the three sent at
+    /// once (one round trip: a statement that failed leaves the transaction aborted, and
+    /// the COMMIT then ends it). Alone, PostgreSQL has one statement to run instead of three
+    /// and answers in one message instead of three.
     pub fn query_read_only(
         &mut self,
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
         limit: Duration,
     ) -> Result<Vec<Row>, Failure> {
+        if self.reads_only_by_default() {
+            return self.drive(limit, |client| client.query(statement, params));
+        }
         self.drive(limit, |client| {
             inside_begin_read_only(client, statement, params)
         })
@@ -267,16 +303,26 @@ impl Session {
     /// Runs each statement with its parameters in a READ ONLY transaction of its own, all of
     /// them sent at once (one round trip for all: PostgreSQL runs them one after another,
     /// each under its own snapshot). A statement that fails fails alone. A lost session
-    /// fails them all.
+    /// fails them all. Only the first may go alone (`query_read_only`): a function it calls
+    /// could turn the session's default off before the next runs, so they are each inside
+    /// `BEGIN READ ONLY` ... `COMMIT`.
     pub fn query_read_only_pipelined(
         &mut self,
         items: &[(&Statement, Vec<&(dyn ToSql + Sync)>)],
         limit: Duration,
     ) -> Result<Vec<Result<Vec<Row>, Failure>>, Failure> {
+        let alone = self.reads_only_by_default();
         let results = self.drive(limit, |client| async move {
             let runs = items
                 .iter()
-                .map(|(statement, params)| inside_begin_read_only(client, statement, params));
+                .enumerate()
+                .map(|(i, (statement, params))| async move {
+                    if alone && i == 0 {
+                        client.query(*statement, params).await
+                    } else {
+                        inside_begin_read_only(client, statement, params).await
+                    }
+                });
             Ok(futures_util::future::join_all(runs).await)
         })?;
         let mut results: Vec<Result<Vec<Row>, Failure>> = results
@@ -372,12 +418,12 @@ async fn inside_begin_read_only(
 /// Reads every message the connection has ready, queueing notifications; Err with why when
 /// the connection has ended.
 fn drain(
-    messages: &mut Messages,
+    messages: &mut Box<dyn Messages>,
     notifications: &mut VecDeque<Notification>,
     cx: &mut Context<'_>,
 ) -> Result<(), Failure> {
     loop {
-        match messages(cx) {
+        match messages.poll_message(cx) {
             Poll::Ready(Some(Ok(AsyncMessage::Notification(n)))) => notifications.push_back(n),
             Poll::Ready(Some(Ok(_))) => {}
             Poll::Ready(Some(Err(e))) => return Err(Failure::Driver(e)),

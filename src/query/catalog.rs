@@ -363,7 +363,8 @@ fn analysed(client: &mut Connection, parsed: &Parsed, params: &[ParamType]) -> R
     })?;
     let create = format!("CREATE TEMPORARY VIEW {PROBE_VIEW} AS SELECT 1 FROM ({body}) AS q");
     client
-        .batch_execute("BEGIN")
+        // Read-write, for the probe view (sessions are read-only by default); rolled back.
+        .batch_execute("BEGIN READ WRITE")
         .map_err(|e| statement_error(&e))?;
     let found = client
         .batch_execute(&create)

@@ -393,3 +393,40 @@ fn a_statement_nested_too_deep_to_parse_is_an_error_not_a_crash() {
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG");
 }
+
+/// Every statement runs in a READ ONLY transaction, also after a function it called turned
+/// the session's default (what pgcache relies on to run a statement without a BEGIN) off.
+#[test]
+fn statements_run_read_only_even_after_a_function_turned_the_session_default_off() {
+    let stack = Stack::start_with(
+        &format!("{EVENTS_SQL} {TRIGGER_SQL}"),
+        &["workers", "1", "pool_size", "1"],
+    );
+    stack.pg.execute(
+        "SELECT pgcache_watch('events');
+         CREATE FUNCTION read_write_from_now_on(n integer) RETURNS integer LANGUAGE plpgsql
+           IMMUTABLE AS $$ BEGIN
+             PERFORM set_config('default_transaction_read_only', 'off', false);
+             RETURN n;
+           END $$;
+         CREATE FUNCTION read_only_now(n integer) RETURNS text LANGUAGE plpgsql IMMUTABLE
+           AS $$ BEGIN RETURN current_setting('transaction_read_only'); END $$;",
+    );
+    let mut con = stack.con();
+    const READ_ONLY: &str = "SELECT read_only_now(id) AS ro FROM events WHERE id = $1";
+    assert_eq!(
+        json(&query(&mut con, READ_ONLY, &["1"]).unwrap()),
+        serde_json::json!([{"ro": "on"}])
+    );
+    query(
+        &mut con,
+        "SELECT read_write_from_now_on(id) AS n FROM events WHERE id = $1",
+        &["1"],
+    )
+    .unwrap();
+    // The same (only) connection, its default now off: the next miss still runs read-only.
+    assert_eq!(
+        json(&query(&mut con, READ_ONLY, &["2"]).unwrap()),
+        serde_json::json!([{"ro": "on"}])
+    );
+}
