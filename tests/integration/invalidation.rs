@@ -193,13 +193,18 @@ fn the_original_payload_shape_is_accepted() {
     wait_gone(&mut con, r#"pg_cache:users:{"id":3}"#);
 }
 
-#[test]
-fn truncate_and_tables_without_keys_flush_the_table() {
-    let stack = Stack::start(&format!(
+/// `users`, and `tags`: a table without a primary key, which every change flushes.
+fn users_and_tags() -> Stack {
+    Stack::start(&format!(
         "{USERS_SQL} {TRIGGER_SQL}
          CREATE TABLE tags (tag text, n integer); INSERT INTO tags VALUES ('a', 1), ('b', 2);
          SELECT pgcache_watch('users'); SELECT pgcache_watch('tags');"
-    ));
+    ))
+}
+
+#[test]
+fn truncate_and_tables_without_keys_flush_the_table() {
+    let stack = users_and_tags();
     let mut con = stack.con();
     read_until_cached(&mut con, "tags", r#"{"tag":"a"}"#);
     read_until_cached(&mut con, "users", r#"{"id":1}"#);
@@ -212,12 +217,7 @@ fn truncate_and_tables_without_keys_flush_the_table() {
 
 #[test]
 fn a_table_whose_flush_left_nothing_is_flushed_again_without_a_scan() {
-    // `tags` has no primary key: every change to it flushes it.
-    let stack = Stack::start(&format!(
-        "{USERS_SQL} {TRIGGER_SQL}
-         CREATE TABLE tags (tag text, n integer); INSERT INTO tags VALUES ('a', 1), ('b', 2);
-         SELECT pgcache_watch('users'); SELECT pgcache_watch('tags');"
-    ));
+    let stack = users_and_tags();
     let mut con = stack.con();
     read_until_cached(&mut con, "users", r#"{"id":1}"#);
     let count = |con: &mut redis::Connection| -> i64 {

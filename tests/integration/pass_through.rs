@@ -66,6 +66,22 @@ fn read_still(rng: &mut Rng, read: &mut impl FnMut(i32)) {
     }
 }
 
+/// Each of the 50 rows is answered as PostgreSQL answers (`postgres`), once the change
+/// feed has applied what came before.
+fn answers_are_postgres_s(
+    mut postgres: impl FnMut(i32) -> serde_json::Value,
+    mut answered: impl FnMut(i32) -> serde_json::Value,
+) {
+    for id in 1..=50 {
+        let expected = postgres(id);
+        wait_for(
+            &format!("id {id}'s answer"),
+            Duration::from_secs(10),
+            || (answered(id) == expected).then_some(()),
+        );
+    }
+}
+
 #[test]
 fn a_statement_whose_results_die_unread_passes_through_until_its_table_stops_changing() {
     let stack = counters();
@@ -93,16 +109,10 @@ fn a_statement_whose_results_die_unread_passes_through_until_its_table_stops_cha
     let passed = int(&line(&mut con), "passed_through");
     read_behind_changes(&stack, &mut con, &mut read);
     assert!(int(&line(&mut con), "passed_through") > passed);
-    // Its answers are PostgreSQL's.
-    for id in 1..=50 {
-        let id = id.to_string();
-        let expected = postgres_answer(&stack, BY_ID, &[&id]);
-        wait_for(
-            &format!("id {id}'s answer"),
-            Duration::from_secs(10),
-            || (json(&query(&mut con, BY_ID, &[&id]).unwrap()) == expected).then_some(()),
-        );
-    }
+    answers_are_postgres_s(
+        |id| postgres_answer(&stack, BY_ID, &[&id.to_string()]),
+        |id| json(&query(&mut con, BY_ID, &[&id.to_string()]).unwrap()),
+    );
 
     // The table stopped changing: the results filled now and then live to be hit, and the
     // statement is filled again.
@@ -150,18 +160,17 @@ fn a_table_whose_rows_change_faster_than_they_are_read_passes_read_misses_throug
     let passed = table_figure(&mut con, "passed_through");
     read_behind_changes(&stack, &mut con, &mut read_row);
     assert!(table_figure(&mut con, "passed_through") > passed);
-    // Its rows are PostgreSQL's.
     let mut pg = stack.pg.client();
-    for id in 1..=50 {
-        let expected: i32 = pg
-            .query_one("SELECT n FROM counters WHERE id = $1", &[&id])
-            .unwrap()
-            .get(0);
-        wait_for(&format!("row {id}"), Duration::from_secs(10), || {
-            let row = read(&mut con, "counters", &pk(id)).unwrap();
-            (json(&row.unwrap())["n"] == expected).then_some(())
-        });
-    }
+    answers_are_postgres_s(
+        |id| {
+            let n: i32 = pg
+                .query_one("SELECT n FROM counters WHERE id = $1", &[&id])
+                .unwrap()
+                .get(0);
+            serde_json::json!(n)
+        },
+        |id| json(&read(&mut con, "counters", &pk(id)).unwrap().unwrap())["n"].clone(),
+    );
 
     // The table stopped changing: the rows filled now and then live to be hit, and READ
     // caches them again.
