@@ -55,6 +55,9 @@ pub struct Connection {
     outages: u64,
 }
 
+/// What one statement of a pipeline came to: its rows, or why it failed.
+pub type RunResult = Result<Vec<Row>, Failure>;
+
 /// One statement of a pipeline (`Connection::query_read_only_pipelined`) and its
 /// parameters.
 pub struct ReadOnlyRun {
@@ -106,7 +109,9 @@ impl Drop for PooledClient<'_> {
         let conn = self.conn.take().expect("present until drop");
         let mut state = self.pool.state.lock().unwrap();
         state.in_use -= 1;
-        if conn.session.is_closed() {
+        // A panic may have left the session inside a transaction it began (READ WRITE, to
+        // compile a function body): the next statement sent alone would run in it.
+        if conn.session.is_closed() || std::thread::panicking() {
             state.open -= 1;
         } else {
             state.idle.push(conn);
@@ -356,8 +361,8 @@ impl Connection {
         self.with_retry(|conn| conn.query_once(sql, params))
     }
 
-    /// Runs `sql` as a prepared statement in a READ ONLY transaction of its own, begun and
-    /// committed in the same round trip (PGCACHE.QUERY's statements).
+    /// Runs `sql` as a prepared statement in a READ ONLY transaction of its own, in one
+    /// round trip (PGCACHE.QUERY's statements; `Session::query_read_only`).
     pub fn query_read_only(
         &mut self,
         sql: &str,
@@ -375,16 +380,16 @@ impl Connection {
         })
     }
 
-    /// Runs each of `runs` as `query_read_only` does, all sent in one round trip
-    /// (`Session::query_read_only_pipelined`): each its rows or its own failure, in order.
-    /// A statement that cannot be prepared fails alone; a lost session fails them all.
+    /// Runs each of `runs` in a READ ONLY transaction of its own, all sent in one round trip
+    /// (`Session::query_read_only_pipelined`): each its rows or its own failure, in order,
+    /// and how long PostgreSQL took for them (the round trip, prepares aside). A statement
+    /// that cannot be prepared fails alone; a lost session fails them all.
     pub fn query_read_only_pipelined(
         &mut self,
         runs: &[ReadOnlyRun],
-    ) -> Result<Vec<Result<Vec<Row>, Failure>>, Failure> {
+    ) -> Result<(Vec<RunResult>, Duration), Failure> {
         self.with_retry(|conn| {
-            let mut results: Vec<Option<Result<Vec<Row>, Failure>>> =
-                runs.iter().map(|_| None).collect();
+            let mut results: Vec<Option<RunResult>> = runs.iter().map(|_| None).collect();
             let mut ready = Vec::with_capacity(runs.len());
             for (i, run) in runs.iter().enumerate() {
                 match conn.prepared(&run.sql) {
@@ -399,7 +404,9 @@ impl Connection {
                 .collect();
             // PostgreSQL runs them one after another: each may take its statement_timeout.
             let patience = conn.patience * items.len().max(1) as u32;
+            let sent = Instant::now();
             let ran = conn.session.query_read_only_pipelined(&items, patience)?;
+            let took = sent.elapsed();
             for ((i, _), result) in ready.iter().zip(ran) {
                 if result.is_err() {
                     // The tables may have changed under the statement; prepare afresh.
@@ -407,10 +414,11 @@ impl Connection {
                 }
                 results[*i] = Some(result);
             }
-            Ok(results
+            let results = results
                 .into_iter()
                 .map(|r| r.expect("every run has its result"))
-                .collect())
+                .collect();
+            Ok((results, took))
         })
     }
 

@@ -103,8 +103,8 @@ pub struct Figures {
     pub result_bytes: Counter,
     /// Results filled since a table it reads last changed: what the next change drops.
     pub live: AtomicU64,
-    /// Microseconds its runs took on a worker, a moving average (an upper bound: a run sent
-    /// with others counts their time too); 0 before the first.
+    /// Microseconds its runs took in PostgreSQL, a moving average (a round trip shared by
+    /// several statements is shared out evenly among them); 0 before the first.
     pub run_us: AtomicU64,
 }
 

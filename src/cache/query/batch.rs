@@ -1,8 +1,9 @@
 //! Where QUERY's misses reach the workers. Misses of one statement run together: while a
 //! worker job for a statement waits in the queue, further misses of it (other parameters)
 //! join that job instead of queueing their own, and the worker runs them all in one
-//! statement where the statement allows it (`Statement::batch_sql`: the parameter sets
-//! joined LATERALly), one snapshot for all. A worker also takes the jobs of other
+//! statement (`Statement::batch_sql`: the parameter sets joined LATERALly), one snapshot
+//! for all. (A statement without a batch form queues a job per miss: one after another on
+//! one connection, its misses would wait for each other while other workers idle.) A worker also takes the jobs of other
 //! statements queued with it and sends them all in one round trip (`worker::pipeline`). If a
 //! batch fails, each set runs alone, so one bad parameter fails only its own call.
 
@@ -20,6 +21,7 @@ use crate::requests::reply::Reply;
 use redis_module::Context;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
@@ -58,7 +60,10 @@ pub(super) fn submit(ctx: &Context, job: Job) -> Reply {
                     Ready::Run(statement, params, fill) => (statement, params, fill),
                     Ready::Answered(completion) => return Ok(completion),
                 };
+                let started = Instant::now();
                 let outcome = execute(conn, &statement, &params);
+                // The first run's time says whether the next ones may share a round trip.
+                statement.figures.ran_for(started.elapsed());
                 Ok(completion(statement, outcome, fill))
             }),
         ),
@@ -73,9 +78,10 @@ fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Opti
         Ok(checked) => checked,
         Err(refusal) => return refusal,
     };
+    let joins = statement.batch_sql.is_some();
     // Joining and the worker's taking of the joined happen under one lock: a miss joins a
     // job that has not started yet, or queues its own.
-    let own = with_waiting(|w| match w.get_mut(&id) {
+    let own = with_waiting(|w| match w.get_mut(&id).filter(|_| joins) {
         Some(joined) => {
             joined.push(Joined {
                 client: BlockedClient::block(ctx, current::request_timeout_ms()),
@@ -85,7 +91,9 @@ fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Opti
             None
         }
         None => {
-            w.insert(id, Vec::new());
+            if joins {
+                w.insert(id, Vec::new());
+            }
             Some((params, fill))
         }
     });
@@ -99,7 +107,7 @@ fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Opti
         sets: vec![params],
         fill,
         joined: Vec::new(),
-        taken: false,
+        taken: !joins,
         batched: false,
     };
     // Refused (a full queue), the job is dropped, and its entry with it (`Drop`).
@@ -117,7 +125,8 @@ struct StatementRun {
     /// The misses that joined, once taken from `WAITING`.
     joined: Vec<Joined>,
     /// Whether they were taken (from then on no more can join, and a new miss of the
-    /// statement queues a job of its own, under the same `id`).
+    /// statement queues a job of its own, under the same `id`); from the start for a
+    /// statement whose misses do not join.
     taken: bool,
     /// Whether the sets were sent as batches of `batch_sql`.
     batched: bool,
@@ -218,7 +227,9 @@ impl Pipelined for StatementRun {
                 took,
                 conn,
             } => {
-                self.statement.figures.ran_for(took);
+                self.statement
+                    .figures
+                    .ran_for(took * results.len().max(1) as u32);
                 let expected = if self.batched {
                     self.sets.len().div_ceil(MAX_BATCH)
                 } else {
@@ -236,17 +247,15 @@ impl Pipelined for StatementRun {
     }
 }
 
-// A job dropped unrun (refused by the queue, or by a worker's panic) must not leave the
-// misses that joined it waiting, nor its entry for later misses to join.
+// A job dropped unrun (refused by the queue, or by a worker's panic, even in `finish`)
+// must not leave the misses that joined it waiting, nor its entry for later misses to join.
 impl Drop for StatementRun {
     fn drop(&mut self) {
-        if self.taken {
-            return;
+        if !self.taken {
+            self.joined = with_waiting(|w| w.remove(&self.id)).unwrap_or_default();
         }
-        if let Some(joined) = with_waiting(|w| w.remove(&self.id)) {
-            for j in joined {
-                j.client.answer(error_completion(lost()));
-            }
+        for j in self.joined.drain(..) {
+            j.client.answer(error_completion(lost()));
         }
     }
 }

@@ -5,8 +5,9 @@
 //! parsed (`hit`). A miss leaves a worker a job (`job`): waiting for the feed to apply an
 //! `AFTER` position, or learning a statement seen for the first time (`learn`), comes first.
 //! The worker runs the statement in a READ ONLY transaction (`run`), several misses of one
-//! statement in one round trip (`batch`), and the main thread caches the result under the
-//! key built before it ran (`complete`; `query::generations` says why that is never stale).
+//! statement as one statement, and the misses of other statements queued with them in the
+//! same round trip (`batch`, `worker::pipeline`), and the main thread caches the result under
+//! the key built before it ran (`complete`; `query::generations` says why that is never stale).
 
 mod batch;
 mod complete;

@@ -67,8 +67,9 @@ pub trait Pipelined: Send {
 
 /// What a pipelined job's runs came to.
 pub enum Sent<'a> {
-    /// Each run's rows or failure, in order; `took`: the whole round trip (an upper bound
-    /// on each statement's time); `conn`: for a run to be tried again alone.
+    /// Each run's rows or failure, in order; `took`: PostgreSQL's time per run, the round
+    /// trip shared out among every job's runs (an upper bound on a fast statement's time
+    /// where a slow one shared it); `conn`: for a run to be tried again alone.
     Ran {
         results: Vec<Result<Vec<Row>, Failure>>,
         took: Duration,

@@ -6,7 +6,7 @@
 use super::hold;
 use super::jobs::{Pipelined, Sent};
 use crate::error::Error;
-use crate::error::panic::catch;
+use crate::error::panic::{catch, catch_result};
 use crate::pg::errors::statement_error;
 use crate::pg::pool::{Pool, ReadOnlyRun};
 use crate::requests::blocked::{BlockedClient, contained};
@@ -17,10 +17,9 @@ pub type PendingRun = (BlockedClient, Instant, Box<dyn Pipelined>);
 
 /// Sends every job's runs in one round trip and answers each job's client.
 pub fn run(jobs: Vec<PendingRun>, pool: &Pool) {
-    if jobs.len() > 1 {
-        stats::QUERY_PIPELINED.add(jobs.len() as u64);
-    }
-    let Some(deadline) = jobs.iter().map(|(_, d, _)| *d).min() else {
+    // The latest deadline: a connection that frees up after an earlier one still serves
+    // the others (a client past its deadline has had its timeout reply).
+    let Some(deadline) = jobs.iter().map(|(_, d, _)| *d).max() else {
         return;
     };
     let mut answers: Vec<(BlockedClient, Box<dyn Pipelined>)> = Vec::with_capacity(jobs.len());
@@ -32,32 +31,34 @@ pub fn run(jobs: Vec<PendingRun>, pool: &Pool) {
         ends.push(runs.len());
         answers.push((client, job));
     }
-    let started = Instant::now();
-    let conn = pool.get(deadline);
-    let results = conn.and_then(|mut conn| {
-        let results = conn
+    // A panic here must not end the worker thread, nor leave any client unanswered.
+    let sent = catch_result(|| {
+        let mut conn = pool.get(deadline)?;
+        let (results, took) = conn
             .query_read_only_pipelined(&runs)
             .map_err(|failure| statement_error(&failure))?;
-        Ok((results, conn))
+        Ok((results, took, conn))
     });
-    let took = started.elapsed();
     hold::stall_point(deadline);
-    match results {
-        Ok((results, mut conn)) => {
-            let mut results = results.into_iter();
-            let mut start = 0;
-            for ((client, job), end) in answers.into_iter().zip(ends) {
-                let own: Vec<_> = results.by_ref().take(end - start).collect();
-                start = end;
-                let sent = Sent::Ran {
-                    results: own,
-                    took,
-                    conn: &mut conn,
-                };
-                client.answer(contained(|| Ok(job.finish(sent))));
-            }
-        }
-        Err(e) => answer_all_failed(answers, e),
+    let (results, took, mut conn) = match sent {
+        Ok(sent) => sent,
+        Err(e) => return answer_all_failed(answers, e),
+    };
+    if answers.len() > 1 {
+        stats::QUERY_PIPELINED.add(answers.len() as u64);
+    }
+    let took = took / runs.len().max(1) as u32;
+    let mut results = results.into_iter();
+    let mut start = 0;
+    for ((client, job), end) in answers.into_iter().zip(ends) {
+        let own: Vec<_> = results.by_ref().take(end - start).collect();
+        start = end;
+        let sent = Sent::Ran {
+            results: own,
+            took,
+            conn: &mut conn,
+        };
+        client.answer(contained(|| Ok(job.finish(sent))));
     }
 }
 
