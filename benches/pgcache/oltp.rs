@@ -36,30 +36,53 @@ INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :a
 END;
 ";
 
-/// The reads, in the order the table prints them, with their share of the mix (percent).
-const READS: [(&str, &str, u64); 4] = [
+/// One read of a mix: its name, its statement, its share of the mix (percent), and what
+/// its parameter is.
+type Read = (&'static str, &'static str, u64, Drawn);
+
+/// What a read's parameter is, drawn at random.
+#[derive(Clone, Copy)]
+enum Drawn {
+    /// A branch, uniformly.
+    Branch,
+    /// An account, zipf-distributed.
+    Account,
+    /// An account, uniformly: one read again only after about a million others.
+    AnyAccount,
+}
+
+/// The reads, in the order the table prints them.
+const READS: [Read; 4] = [
     (
         "account",
         "SELECT aid, bid, abalance FROM pgbench_accounts WHERE aid = $1",
         70,
+        Drawn::Account,
     ),
-    (
-        "branch",
-        "SELECT bid, bbalance FROM pgbench_branches WHERE bid = $1",
-        10,
-    ),
+    BRANCH,
     (
         "tellers of a branch",
         "SELECT t.tid, t.tbalance, b.bbalance FROM pgbench_tellers t \
          JOIN pgbench_branches b ON b.bid = t.bid WHERE t.bid = $1 ORDER BY t.tid",
         10,
+        Drawn::Branch,
     ),
     (
         "an account's last history",
         "SELECT tid, delta, mtime FROM pgbench_history WHERE aid = $1 ORDER BY mtime DESC LIMIT 5",
         10,
+        Drawn::Account,
     ),
 ];
+
+/// A branch's row: the writers change each of the 10 about 130 times a second at 1,300
+/// transactions/s, so nearly every result is dropped before it is read again.
+const BRANCH: Read = (
+    "branch",
+    "SELECT bid, bbalance FROM pgbench_branches WHERE bid = $1",
+    10,
+    Drawn::Branch,
+);
 
 /// One segment's figures.
 struct Segment {
@@ -97,17 +120,20 @@ fn schema(pg: &Pg) {
     );
 }
 
-/// The parameter of read `n`, zipf-drawn.
-fn parameter(n: usize, accounts: &Zipf, rng: &mut Rng) -> i32 {
-    match n {
-        1 | 2 => 1 + rng.below(BRANCHES) as i32,
-        _ => accounts.sample(rng) as i32,
+/// A parameter drawn as `drawn` says.
+fn parameter(drawn: Drawn, accounts: &Zipf, rng: &mut Rng) -> i32 {
+    match drawn {
+        Drawn::Branch => 1 + rng.below(BRANCHES) as i32,
+        Drawn::Account => accounts.sample(rng) as i32,
+        Drawn::AnyAccount => 1 + rng.below(ACCOUNTS) as i32,
     }
 }
 
-fn pick(rng: &mut Rng) -> usize {
-    let mut roll = rng.below(100) as u64;
-    for (n, (_, _, share)) in READS.iter().enumerate() {
+/// A read of `mix`, drawn by the shares (a mix of one is always its read).
+fn pick(mix: &[Read], rng: &mut Rng) -> usize {
+    let total: u64 = mix.iter().map(|r| r.2).sum();
+    let mut roll = rng.below(total as usize) as u64;
+    for (n, (_, _, share, _)) in mix.iter().enumerate() {
         if roll < *share {
             return n;
         }
@@ -172,36 +198,42 @@ fn read_aside(
     false
 }
 
-/// `READERS` readers for a segment, through pgcache (`port`), straight to PostgreSQL, or
-/// the cache-aside way (Redis on `port` too).
-fn segment(pg: &Pg, port: u16, via: Via, accounts: &Arc<Zipf>) -> Segment {
+/// `readers` readers of `mix` for a segment of `seconds`, through pgcache (`port`),
+/// straight to PostgreSQL, or the cache-aside way (Redis on `port` too).
+fn segment(
+    pg: &Pg,
+    port: u16,
+    via: Via,
+    accounts: &Arc<Zipf>,
+    (mix, readers, seconds): (&'static [Read], usize, u64),
+) -> Segment {
     let mut con = connect(port);
     let hits_before = stats_figure(&mut con, "query_hits");
     let misses_before = stats_figure(&mut con, "query_misses");
     let history_before = history_rows(pg);
     let started = Instant::now();
-    let until = started + Duration::from_secs(SEGMENT_SECONDS);
-    let readers: Vec<_> = (0..READERS)
+    let until = started + Duration::from_secs(seconds);
+    let readers: Vec<_> = (0..readers)
         .map(|r| {
             let accounts = accounts.clone();
             let mut client = pg.client();
             std::thread::spawn(move || {
                 let mut rng = Rng::new(0x0039_0000 + r as u64);
                 let mut con = connect(port);
-                let prepared: Vec<_> = READS
+                let prepared: Vec<_> = mix
                     .iter()
-                    .map(|(_, sql, _)| client.prepare(sql).unwrap())
+                    .map(|(_, sql, _, _)| client.prepare(sql).unwrap())
                     .collect();
-                let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); READS.len()];
+                let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); mix.len()];
                 let mut aside_hits = 0u64;
                 while Instant::now() < until {
-                    let n = pick(&mut rng);
-                    let value = parameter(n, &accounts, &mut rng);
+                    let n = pick(mix, &mut rng);
+                    let value = parameter(mix[n].3, &accounts, &mut rng);
                     let sent = Instant::now();
                     match via {
                         Via::Pgcache => {
                             let _: String = redis::cmd("PGCACHE.QUERY")
-                                .arg(READS[n].1)
+                                .arg(mix[n].1)
                                 .arg(1)
                                 .arg(value)
                                 .query(&mut con)
@@ -221,7 +253,7 @@ fn segment(pg: &Pg, port: u16, via: Via, accounts: &Arc<Zipf>) -> Segment {
             })
         })
         .collect();
-    let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); READS.len()];
+    let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); mix.len()];
     let mut aside_hits = 0;
     for reader in readers {
         let (mine, hits) = reader.join().unwrap();
@@ -259,10 +291,9 @@ fn segment(pg: &Pg, port: u16, via: Via, accounts: &Arc<Zipf>) -> Segment {
     }
 }
 
-pub fn oltp() {
-    println!(
-        "\n## 16. Reads beside pgbench's tpcb-like writes (scale {SCALE}, {WRITERS} writers), {READERS} readers of a zipf mix, through PGCACHE.QUERY and straight to PostgreSQL (prepared) in alternating {SEGMENT_SECONDS} s segments (replication mode, default settings)\n"
-    );
+/// PostgreSQL with pgbench's schema and pgcache in front (replication mode, the defaults
+/// plus PGCACHE_BENCH_ARGS), and pgbench's writers running for `seconds`.
+fn start(seconds: u64) -> (Pg, Redis, Pgbench) {
     let pg = Pg::start();
     pg.execute(include_str!("../../examples/invalidation_trigger.sql"));
     schema(&pg);
@@ -276,7 +307,6 @@ pub fn oltp() {
     }
     let redis = Redis::start(&args);
     wait_source(&mut redis.connection());
-    let accounts = Arc::new(Zipf::new(ACCOUNTS));
     // Unthrottled, the writers speed up while the reads spare PostgreSQL and take the
     // shared cores from the readers; PGCACHE_BENCH_OLTP_RATE paces them (`pgbench -R`, the
     // issue's 1,300 tps) so both modes read beside the same writes.
@@ -289,21 +319,31 @@ pub fn oltp() {
         &pg,
         TPCB_LIKE,
         WRITERS,
-        SEGMENT_SECONDS * (3 * ROUNDS as u64 + 1),
+        seconds,
         if rate.is_empty() { &[] } else { &paced },
     );
+    (pg, redis, writers)
+}
+
+pub fn oltp() {
+    println!(
+        "\n## 16. Reads beside pgbench's tpcb-like writes (scale {SCALE}, {WRITERS} writers), {READERS} readers of a zipf mix, through PGCACHE.QUERY and straight to PostgreSQL (prepared) in alternating {SEGMENT_SECONDS} s segments (replication mode, default settings)\n"
+    );
+    let (pg, redis, writers) = start(SEGMENT_SECONDS * (3 * ROUNDS as u64 + 1));
+    let accounts = Arc::new(Zipf::new(ACCOUNTS));
+    let mix = (&READS[..], READERS, SEGMENT_SECONDS);
     // The first segment only warms both up.
-    segment(&pg, redis.port, Via::Pgcache, &accounts);
+    segment(&pg, redis.port, Via::Pgcache, &accounts, mix);
     let mut pgcache = Vec::new();
     let mut postgres = Vec::new();
     let mut aside = Vec::new();
     for _ in 0..ROUNDS {
-        pgcache.push(segment(&pg, redis.port, Via::Pgcache, &accounts));
-        postgres.push(segment(&pg, redis.port, Via::Postgres, &accounts));
-        aside.push(segment(&pg, redis.port, Via::CacheAside, &accounts));
+        pgcache.push(segment(&pg, redis.port, Via::Pgcache, &accounts, mix));
+        postgres.push(segment(&pg, redis.port, Via::Postgres, &accounts, mix));
+        aside.push(segment(&pg, redis.port, Via::CacheAside, &accounts, mix));
     }
     let writers_tps = writers.tps();
-    let names: Vec<&str> = READS.iter().map(|(name, _, _)| *name).collect();
+    let names: Vec<&str> = READS.iter().map(|(name, _, _, _)| *name).collect();
     println!(
         "| segment | reads/s | hit ratio | mean ms | p50 ms: {names} | p99 ms: {names} | writers' tps |",
         names = names.join(" / ")
@@ -356,7 +396,7 @@ pub fn oltp() {
     let lines: Vec<_> = listed.iter().map(nested).collect();
     let per_read: Vec<String> = READS
         .iter()
-        .map(|(name, sql, _)| {
+        .map(|(name, sql, _, _)| {
             let line = lines.iter().find(|l| {
                 redis::from_redis_value::<String>(l["statement"].clone())
                     .is_ok_and(|s| s[..30] == sql[..30])
@@ -379,20 +419,118 @@ pub fn oltp() {
         })
         .collect();
     println!("per statement: {}", per_read.join("; "));
+    println!(
+        "misses' stages over the run, p50 / p99 µs: {}; table flushes {} ({} without a scan)",
+        miss_stages(&mut con),
+        stats_figure(&mut con, "flushes"),
+        stats_figure(&mut con, "flushes_without_scan")
+    );
+}
+
+/// Readers of each dropped statement, per run.
+const INVALIDATED_READERS: [usize; 3] = [4, 16, 64];
+const INVALIDATED_SECONDS: u64 = 5;
+
+/// The statements of section 17, each read alone.
+const DROPPED: [[Read; 1]; 2] = [
+    [BRANCH],
+    // pgbench_history has no primary key, so each transaction's insert drops every result
+    // of it; the account is drawn uniformly, so a result would be read again only after
+    // about a million others: none is ever hit.
+    [(
+        "any account's last history",
+        "SELECT tid, delta, mtime FROM pgbench_history WHERE aid = $1 ORDER BY mtime DESC LIMIT 5",
+        100,
+        Drawn::AnyAccount,
+    )],
+];
+
+/// Section 17 (#39): statements whose results the writes drop before they are read again,
+/// each beside the same writes at 4, 16 and 64 concurrent readers, through PGCACHE.QUERY,
+/// straight to PostgreSQL and through the peer (cache-aside by hand) in alternating
+/// segments. The branch row is the issue's
+/// example, though at these read rates most of its reads come between two changes of the
+/// row; the history of a uniformly drawn account is never read twice between two changes.
+pub fn invalidated() {
+    println!(
+        "\n## 17. Statements whose results the writes drop before they are read again, beside pgbench's tpcb-like writes, at {INVALIDATED_READERS:?} readers, through PGCACHE.QUERY, straight to PostgreSQL and the peer (cache-aside by hand: GET, else SELECT and SET with a 1 s TTL) in alternating {INVALIDATED_SECONDS} s segments\n"
+    );
+    let segments = (DROPPED.len() * INVALIDATED_READERS.len()) as u64 * (3 * ROUNDS as u64 + 1);
+    let (pg, redis, writers) = start(INVALIDATED_SECONDS * segments + 5);
+    let accounts = Arc::new(Zipf::new(ACCOUNTS));
+    println!(
+        "| read | readers | pgcache reads/s | PostgreSQL reads/s | ratio | pgcache p50 ms | PostgreSQL p50 ms | difference ms | pgcache p99 ms | PostgreSQL p99 ms | hit ratio | peer reads/s | peer ratio | peer p50 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut stages = Vec::new();
+    for (mix, readers) in DROPPED
+        .iter()
+        .flat_map(|mix| INVALIDATED_READERS.map(|readers| (mix, readers)))
+    {
+        let mix = (&mix[..], readers, INVALIDATED_SECONDS);
+        segment(&pg, redis.port, Via::Pgcache, &accounts, mix);
+        let _: () = redis::cmd("PGCACHE.STATS")
+            .arg("RESET")
+            .query(&mut redis.connection())
+            .unwrap();
+        let mut pgcache = Vec::new();
+        let mut postgres = Vec::new();
+        let mut aside = Vec::new();
+        for _ in 0..ROUNDS {
+            pgcache.push(segment(&pg, redis.port, Via::Pgcache, &accounts, mix));
+            postgres.push(segment(&pg, redis.port, Via::Postgres, &accounts, mix));
+            aside.push(segment(&pg, redis.port, Via::CacheAside, &accounts, mix));
+        }
+        let mean = |segments: &[Segment], f: fn(&Segment) -> f64| {
+            segments.iter().map(f).sum::<f64>() / segments.len() as f64
+        };
+        let (through, direct) = (
+            mean(&pgcache, |s| s.reads_per_s),
+            mean(&postgres, |s| s.reads_per_s),
+        );
+        let (p50_through, p50_direct) = (
+            mean(&pgcache, |s| s.p50_ms[0]),
+            mean(&postgres, |s| s.p50_ms[0]),
+        );
+        println!(
+            "| {} | {readers} | {through:.0} | {direct:.0} | {:.2}x | {p50_through:.3} | {p50_direct:.3} | {:+.3} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}x | {:.3} |",
+            mix.0[0].0,
+            through / direct,
+            p50_through - p50_direct,
+            mean(&pgcache, |s| s.p99_ms[0]),
+            mean(&postgres, |s| s.p99_ms[0]),
+            mean(&pgcache, |s| s.hit_ratio.unwrap_or(0.0)),
+            mean(&aside, |s| s.reads_per_s),
+            mean(&aside, |s| s.reads_per_s) / direct,
+            mean(&aside, |s| s.p50_ms[0]),
+        );
+        stages.push(format!(
+            "{} at {readers}: {}",
+            mix.0[0].0,
+            miss_stages(&mut redis.connection())
+        ));
+    }
+    println!("\nmisses' stages, p50 / p99 µs:");
+    for line in stages {
+        println!("- {line}");
+    }
+    println!(
+        "\nwriters: {:.0} transactions/s over the whole run",
+        writers.tps()
+    );
+}
+
+/// Where misses spent their time since STATS was last reset: each stage's p50 / p99 in µs.
+fn miss_stages(con: &mut redis::Connection) -> String {
     let stages: Vec<String> = ["queue", "postgres", "wakeup", "fill", "reply", "total"]
         .iter()
         .map(|stage| {
             format!(
                 "{stage} {} / {}",
-                stats_figure(&mut con, &format!("miss_{stage}_p50_us")),
-                stats_figure(&mut con, &format!("miss_{stage}_p99_us"))
+                stats_figure(con, &format!("miss_{stage}_p50_us")),
+                stats_figure(con, &format!("miss_{stage}_p99_us"))
             )
         })
         .collect();
-    println!(
-        "misses' stages over the run, p50 / p99 µs: {}; table flushes {} ({} without a scan)",
-        stages.join(", "),
-        stats_figure(&mut con, "flushes"),
-        stats_figure(&mut con, "flushes_without_scan")
-    );
+    stages.join(", ")
 }
