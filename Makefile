@@ -17,24 +17,21 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
-# Unit tests, then the integration suite against Redis 7.0 (Debian), Valkey 9 and Valkey 8
-# (there without the QUERY and cluster tests, which Redis 7.0 and Valkey 9 run in both modes,
-# and with the chaos run but not the fuzz, soak and cycle runs, keeping the suite under 25 min),
-# and the tests of what Redis 7.0 lacks (ACL categories, key-prefix ACL checks) on Redis 8.
-# The suite runs in notify mode, then again in replication mode on Redis 7.0 (with the short
-# chaos run) and Valkey 9;
-# the tests that take the machine's cores (`#[ignore]`) run after it, one at a time.
-# The suite holds short runs of the chaos, fuzz and soak runs below (the soak: 60 s on Redis,
-# 20 s on Valkey 9), and ends with the valgrind run.
+# Unit tests, then every server's suite once: Redis 7.0 (Debian) in notify mode, Valkey 9 in
+# replication mode, each with the short chaos, fuzz, soak and UNLOAD/LOAD cycle runs; on Redis
+# 7.0 again in replication mode, the tests of what the change feed decides and the chaos run;
+# Valkey 8 without the QUERY and cluster tests; and on Redis 8 the tests of what Redis 7.0 lacks
+# (ACL categories, key-prefix ACL checks). It ends with the valgrind run. The tests that take
+# the machine's cores (`#[ignore]`) run in `make soak`, one at a time.
+FEED_TESTS := after:: consistency:: freshness:: invalidation:: pass_through:: query_feed:: query_joins:: replication:: restart:: staleness::
 test: build lint
 	PROPTEST_CASES=5000 $(CARGO) test --release --lib
-	$(CARGO) test --release --tests
-	PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
+	PGCACHE_SOAK_SECONDS=20 $(CARGO) test --release --tests
+	PGCACHE_TEST_INVALIDATION_SOURCE=replication PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
+	PGCACHE_TEST_INVALIDATION_SOURCE=replication $(CARGO) test --release --test chaos
+	PGCACHE_TEST_INVALIDATION_SOURCE=replication $(CARGO) test --release --test integration -- $(FEED_TESTS)
 	PGCACHE_TEST_SERVER="$(CURDIR)/$(VALKEY8)" $(CARGO) test --release --test integration --test chaos -- --skip query:: --skip query_rows:: --skip query_refusals:: --skip query_access:: --skip query_feed:: --skip query_joins:: --skip orm_corpus:: --skip cluster::
 	PGCACHE_TEST_SERVER="$(CURDIR)/$(REDIS8)" $(CARGO) test --release --test integration -- keys:: write:: hooks::
-	PGCACHE_TEST_INVALIDATION_SOURCE=replication $(CARGO) test --release --test integration --test chaos
-	PGCACHE_TEST_INVALIDATION_SOURCE=replication PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test integration
-	$(CARGO) test --release --test integration -- --ignored --test-threads=1
 	scripts/memcheck.sh
 
 run: build
@@ -74,11 +71,13 @@ chaos: build
 			$(CARGO) test --release --test chaos -- --nocapture || exit 1; \
 	done
 
-# Steady load for SOAK_SECONDS, then 100 MODULE UNLOAD/LOAD cycles (RELIABILITY.md).
+# Steady load for SOAK_SECONDS, then 100 MODULE UNLOAD/LOAD cycles, then the integration tests
+# that take the machine's cores, one at a time (RELIABILITY.md).
 SOAK_SECONDS ?= 1800
 soak: build
 	PGCACHE_SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --release --test soak -- --nocapture
 	$(CARGO) test --release --test cycles -- --nocapture
+	$(CARGO) test --release --test integration -- --ignored --test-threads=1
 
 # valgrind memcheck over a mixed workload, on a Redis built with libc malloc (RELIABILITY.md).
 memcheck: build

@@ -524,7 +524,7 @@ fn a_frozen_postgresql_opens_the_circuit_after_at_most_the_first_miss_and_closes
 /// 16 clients read cached rows and a few uncached ones while PostgreSQL is stopped for
 /// `PGCACHE_OUTAGE_SECONDS` (30): every cached row is answered, every miss fails without
 /// waiting; once PostgreSQL is back, misses are answered again. Takes the machine's cores:
-/// `make test` runs it alone, after the suite.
+/// `make soak` runs it alone.
 #[test]
 #[ignore]
 fn sixteen_clients_through_a_postgresql_outage_get_every_cached_row() {
