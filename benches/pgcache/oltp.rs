@@ -198,6 +198,9 @@ fn read_aside(
     false
 }
 
+/// What a segment reads: the statements, how many readers send them, for how many seconds.
+type Mix = (&'static [Read], usize, u64);
+
 /// `readers` readers of `mix` for a segment of `seconds`, through pgcache (`port`),
 /// straight to PostgreSQL, or the cache-aside way (Redis on `port` too).
 fn segment(
@@ -205,7 +208,7 @@ fn segment(
     port: u16,
     via: Via,
     accounts: &Arc<Zipf>,
-    (mix, readers, seconds): (&'static [Read], usize, u64),
+    (mix, readers, seconds): Mix,
 ) -> Segment {
     let mut con = connect(port);
     let hits_before = stats_figure(&mut con, "query_hits");
@@ -325,6 +328,26 @@ fn start(seconds: u64) -> (Pg, Redis, Pgbench) {
     (pg, redis, writers)
 }
 
+/// `ROUNDS` rounds of one segment per way of reading, in turn (so each sits beside the same
+/// writes): through pgcache, straight to PostgreSQL, and through the peer.
+fn rounds(pg: &Pg, port: u16, accounts: &Arc<Zipf>, mix: Mix) -> [Vec<Segment>; 3] {
+    let mut ways: [Vec<Segment>; 3] = Default::default();
+    for _ in 0..ROUNDS {
+        for (via, segments) in [Via::Pgcache, Via::Postgres, Via::CacheAside]
+            .into_iter()
+            .zip(&mut ways)
+        {
+            segments.push(segment(pg, port, via, accounts, mix));
+        }
+    }
+    ways
+}
+
+/// The mean of one figure over segments.
+fn mean(segments: &[Segment], figure: fn(&Segment) -> f64) -> f64 {
+    segments.iter().map(figure).sum::<f64>() / segments.len() as f64
+}
+
 pub fn oltp() {
     println!(
         "\n## 16. Reads beside pgbench's tpcb-like writes (scale {SCALE}, {WRITERS} writers), {READERS} readers of a zipf mix, through PGCACHE.QUERY and straight to PostgreSQL (prepared) in alternating {SEGMENT_SECONDS} s segments (replication mode, default settings)\n"
@@ -334,14 +357,7 @@ pub fn oltp() {
     let mix = (&READS[..], READERS, SEGMENT_SECONDS);
     // The first segment only warms both up.
     segment(&pg, redis.port, Via::Pgcache, &accounts, mix);
-    let mut pgcache = Vec::new();
-    let mut postgres = Vec::new();
-    let mut aside = Vec::new();
-    for _ in 0..ROUNDS {
-        pgcache.push(segment(&pg, redis.port, Via::Pgcache, &accounts, mix));
-        postgres.push(segment(&pg, redis.port, Via::Postgres, &accounts, mix));
-        aside.push(segment(&pg, redis.port, Via::CacheAside, &accounts, mix));
-    }
+    let [pgcache, postgres, aside] = rounds(&pg, redis.port, &accounts, mix);
     let writers_tps = writers.tps();
     let names: Vec<&str> = READS.iter().map(|(name, _, _, _)| *name).collect();
     println!(
@@ -373,9 +389,6 @@ pub fn oltp() {
             );
         }
     }
-    let mean = |segments: &[Segment], f: fn(&Segment) -> f64| {
-        segments.iter().map(f).sum::<f64>() / segments.len() as f64
-    };
     println!(
         "\nreads through pgcache / straight to PostgreSQL: {:.2}x ({:.0} vs {:.0} reads/s); writers' tps with the reads through pgcache / direct: {:.2}x ({:.0} vs {:.0}; {writers_tps:.0} over the whole run)",
         mean(&pgcache, |s| s.reads_per_s) / mean(&postgres, |s| s.reads_per_s),
@@ -473,17 +486,7 @@ pub fn invalidated() {
             .arg("RESET")
             .query(&mut redis.connection())
             .unwrap();
-        let mut pgcache = Vec::new();
-        let mut postgres = Vec::new();
-        let mut aside = Vec::new();
-        for _ in 0..ROUNDS {
-            pgcache.push(segment(&pg, redis.port, Via::Pgcache, &accounts, mix));
-            postgres.push(segment(&pg, redis.port, Via::Postgres, &accounts, mix));
-            aside.push(segment(&pg, redis.port, Via::CacheAside, &accounts, mix));
-        }
-        let mean = |segments: &[Segment], f: fn(&Segment) -> f64| {
-            segments.iter().map(f).sum::<f64>() / segments.len() as f64
-        };
+        let [pgcache, postgres, aside] = rounds(&pg, redis.port, &accounts, mix);
         let (through, direct) = (
             mean(&pgcache, |s| s.reads_per_s),
             mean(&postgres, |s| s.reads_per_s),
