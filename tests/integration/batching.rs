@@ -184,3 +184,51 @@ fn a_statement_whose_queued_miss_timed_out_is_answered_afterwards() {
         serde_json::json!([{"v": "a3"}])
     );
 }
+
+#[test]
+fn a_miss_that_joined_a_queued_miss_which_timed_out_is_still_answered() {
+    let stack = Stack::start_with(
+        "CREATE TABLE a (id integer PRIMARY KEY, v text);
+         INSERT INTO a VALUES (1, 'a1'), (2, 'a2'), (3, 'a3');
+         CREATE TABLE gate (kind text PRIMARY KEY, n integer);
+         INSERT INTO gate VALUES ('open', 1);",
+        &[
+            "workers",
+            "1",
+            "pool_size",
+            "1",
+            "request_timeout_ms",
+            "1000",
+            "statement_timeout_ms",
+            "30000",
+        ],
+    );
+    const OF_A: &str = "SELECT v FROM a WHERE id = $1";
+    let mut con = stack.con();
+    crate::query::query(&mut con, OF_A, &["1"]).unwrap();
+    read(&mut con, "gate", r#"{"kind":"zzz"}"#).unwrap();
+    // The only worker waits on a lock the test holds, until the test lets it go.
+    let mut locker = stack.pg.client();
+    let mut lock = locker.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE gate IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let port = stack.redis.port;
+    let held = spawn_read(port, "gate", r#"{"kind":"open"}"#);
+    wait_blocked(&mut con, 1);
+    let spawn_query = |param: &'static str| {
+        std::thread::spawn(move || crate::query::query(&mut connect(port), OF_A, &[param]))
+    };
+    // A miss queues a job of the statement and times out in the queue...
+    let first = spawn_query("2").join().unwrap().unwrap_err().to_string();
+    assert!(first.contains("timed out"), "{first}");
+    assert!(held.join().unwrap().is_err(), "the held lookup timed out");
+    // ... and a miss that joins the job afterwards, with time left, is answered once the
+    // worker takes the job.
+    let joined = spawn_query("3");
+    wait_blocked(&mut con, 1);
+    lock.rollback().unwrap();
+    assert_eq!(
+        json(&joined.join().unwrap().unwrap()),
+        serde_json::json!([{"v": "a3"}])
+    );
+}

@@ -108,7 +108,6 @@ fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Opti
         fill,
         joined: Vec::new(),
         taken: !joins,
-        batched: false,
     };
     // Refused (a full queue), the job is dropped, and its entry with it (`Drop`).
     worker::submit_run(ctx, checked, Box::new(job), pipelines)
@@ -128,11 +127,15 @@ struct StatementRun {
     /// statement queues a job of its own, under the same `id`); from the start for a
     /// statement whose misses do not join.
     taken: bool,
-    /// Whether the sets were sent as batches of `batch_sql`.
-    batched: bool,
 }
 
 impl StatementRun {
+    /// Whether its sets go as batches of `batch_sql`: several, of a statement that has one.
+    /// Decided once the joined misses were taken (`runs`), after which the sets stay put.
+    fn batched(&self) -> bool {
+        self.statement.batch_sql.is_some() && self.sets.len() > 1
+    }
+
     /// Takes the misses that joined (once): from here on, misses queue a job of their own.
     fn take_joined(&mut self) {
         if std::mem::replace(&mut self.taken, true) {
@@ -161,7 +164,7 @@ impl StatementRun {
     /// The result of each set from what its runs came to.
     fn outcomes(&self, results: Vec<Result<Vec<Row>, Failure>>, conn: &mut Connection) -> Vec<Run> {
         let statement = &self.statement;
-        if !self.batched {
+        if !self.batched() {
             return results
                 .into_iter()
                 .map(|rows| match rows {
@@ -201,13 +204,11 @@ impl Pipelined for StatementRun {
         self.take_joined();
         let statement = &self.statement;
         match statement.batch_sql.as_deref() {
-            Some(batch_sql) if self.sets.len() > 1 => {
-                self.batched = true;
-                self.sets
-                    .chunks(MAX_BATCH)
-                    .map(|chunk| batch_run(batch_sql, chunk))
-                    .collect()
-            }
+            Some(batch_sql) if self.batched() => self
+                .sets
+                .chunks(MAX_BATCH)
+                .map(|chunk| batch_run(batch_sql, chunk))
+                .collect(),
             _ => self
                 .sets
                 .iter()
@@ -219,18 +220,25 @@ impl Pipelined for StatementRun {
         }
     }
 
+    fn awaited_until(&self) -> Option<Instant> {
+        let joined = |j: &Vec<Joined>| j.iter().map(|j| j.client.deadline()).max();
+        if self.taken {
+            joined(&self.joined)
+        } else {
+            with_waiting(|w| w.get(&self.id).and_then(joined))
+        }
+    }
+
     fn finish(mut self: Box<Self>, sent: Sent<'_>) -> Completion {
         self.take_joined();
         let outcomes = match sent {
             Sent::Ran {
                 results,
-                took,
+                share,
                 conn,
             } => {
-                self.statement
-                    .figures
-                    .ran_for(took * results.len().max(1) as u32);
-                let expected = if self.batched {
+                self.statement.figures.ran_for(share);
+                let expected = if self.batched() {
                     self.sets.len().div_ceil(MAX_BATCH)
                 } else {
                     self.sets.len()

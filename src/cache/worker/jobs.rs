@@ -9,7 +9,7 @@ use crate::pg::schema::TableSchema;
 use crate::pg::session::Failure;
 use crate::requests::blocked::Completion;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_postgres::Row;
 
 /// Runs on a worker with a pooled connection.
@@ -61,18 +61,22 @@ pub trait Pipelined: Send {
     /// What to send: statements each run in a READ ONLY transaction of its own. Called once,
     /// when a worker takes the job up.
     fn runs(&mut self) -> Vec<ReadOnlyRun>;
+    /// The latest deadline of other clients the job answers too (misses that joined it),
+    /// if any: a job whose own client timed out in the queue still runs for them.
+    fn awaited_until(&self) -> Option<Instant>;
     /// The completion for the job's client, from what its runs came to.
     fn finish(self: Box<Self>, sent: Sent<'_>) -> Completion;
 }
 
 /// What a pipelined job's runs came to.
 pub enum Sent<'a> {
-    /// Each run's rows or failure, in order; `took`: PostgreSQL's time per run, the round
-    /// trip shared out among every job's runs (an upper bound on a fast statement's time
-    /// where a slow one shared it); `conn`: for a run to be tried again alone.
+    /// Each run's rows or failure, in order; `share`: PostgreSQL's time for the job's runs,
+    /// the round trip shared out among every job's by their count of runs (an upper bound on
+    /// a fast statement's time where a slow one shared it); `conn`: for a run to be tried
+    /// again alone.
     Ran {
         results: Vec<Result<Vec<Row>, Failure>>,
-        took: Duration,
+        share: Duration,
         conn: &'a mut Connection,
     },
     /// Nothing ran: no connection, a lost session, or the job refused in the queue.

@@ -28,7 +28,7 @@ pub use jobs::{
 
 use crate::config::current;
 use crate::error::Error;
-use crate::error::panic::catch_result;
+use crate::error::panic::{catch, catch_result};
 use crate::pg::pool::{Pool, PoolStats};
 use crate::requests::blocked::{self, BlockedClient, contained, error_completion};
 use crate::requests::reply::Reply;
@@ -271,11 +271,13 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             };
             gather.deliver(index, result);
         }
-        Queued::Run(mut client, run) => {
-            client.picked();
-            match refused {
-                Some(e) => client.answer(contained(|| Ok(run.finish(Sent::Failed(e))))),
-                None => pipeline::run(vec![(client, job.deadline, run)], pool),
+        Queued::Run(client, run) => {
+            let job = Job {
+                deadline: job.deadline,
+                task: (client, run),
+            };
+            if let Some(run) = admit_run(job) {
+                pipeline::run(vec![run], pool);
             }
         }
         Queued::Probe(mut client, then) => {
@@ -332,13 +334,21 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Inst
 fn admit_run(job: Job<(BlockedClient, Box<dyn Pipelined>)>) -> Option<PendingRun> {
     let (mut client, run) = job.task;
     client.picked();
-    match refusal(job.deadline) {
+    let deadline = run_deadline(job.deadline, run.as_ref());
+    match refusal(deadline) {
         Some(e) => {
             client.answer(contained(|| Ok(run.finish(Sent::Failed(e)))));
             None
         }
-        None => Some((client, job.deadline, run)),
+        None => Some((client, deadline, run)),
     }
+}
+
+/// Until when a run is awaited: by its own client, or later by misses that joined it (they
+/// have their own time left when the job's client timed out in the queue).
+fn run_deadline(deadline: Instant, run: &dyn Pipelined) -> Instant {
+    let joined = catch(|| run.awaited_until()).ok().flatten();
+    joined.map_or(deadline, |joined| joined.max(deadline))
 }
 
 fn admit_lookup(job: Job<(BlockedClient, RowLookup)>) -> Option<PendingLookup> {
@@ -406,13 +416,7 @@ pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Repl
         );
     }
     enqueue_checked(ctx, checked, 1, |queues, client, deadline| {
-        queues
-            .lookups
-            .try_send(Job {
-                deadline,
-                task: (client, lookup),
-            })
-            .map_err(|e| e.into_inner().task.0)
+        send_to(&queues.lookups, deadline, client, lookup)
     })
 }
 
@@ -428,14 +432,24 @@ pub fn submit_run(
         if !pipelines {
             return send_work(queues, deadline, Queued::Run(client, run));
         }
-        queues
-            .runs
-            .try_send(Job {
-                deadline,
-                task: (client, run),
-            })
-            .map_err(|e| e.into_inner().task.0)
+        send_to(&queues.runs, deadline, client, run)
     })
+}
+
+/// Queues a job for one client on a queue of its own kind (`lookups`, `runs`); hands the
+/// client back if the queue refused it.
+fn send_to<T>(
+    queue: &Sender<Job<(BlockedClient, T)>>,
+    deadline: Instant,
+    client: BlockedClient,
+    task: T,
+) -> Result<(), BlockedClient> {
+    queue
+        .try_send(Job {
+            deadline,
+            task: (client, task),
+        })
+        .map_err(|e| e.into_inner().task.0)
 }
 
 /// Like `submit`, for a request split into `parts` that workers run at once; `join` builds

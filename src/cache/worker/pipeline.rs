@@ -47,15 +47,15 @@ pub fn run(jobs: Vec<PendingRun>, pool: &Pool) {
     if answers.len() > 1 {
         stats::QUERY_PIPELINED.add(answers.len() as u64);
     }
-    let took = took / runs.len().max(1) as u32;
+    let all_runs = runs.len().max(1) as u32;
     let mut results = results.into_iter();
     let mut start = 0;
     for ((client, job), end) in answers.into_iter().zip(ends) {
         let own: Vec<_> = results.by_ref().take(end - start).collect();
         start = end;
         let sent = Sent::Ran {
+            share: took * own.len() as u32 / all_runs,
             results: own,
-            took,
             conn: &mut conn,
         };
         client.answer(contained(|| Ok(job.finish(sent))));

@@ -33,6 +33,10 @@ impl Due {
             seq: NEXT.fetch_add(1, Ordering::Relaxed),
         }
     }
+
+    pub fn instant(&self) -> Instant {
+        self.at
+    }
 }
 
 /// How long the thread sleeps with no client waiting before it looks again (a deadline set

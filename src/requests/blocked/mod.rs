@@ -80,6 +80,11 @@ impl BlockedClient {
         }
     }
 
+    /// When the client gets its timeout reply if no answer came first.
+    pub fn deadline(&self) -> Instant {
+        self.ticket.due.instant()
+    }
+
     /// Notes that a worker started on this client's job (the first call counts).
     pub fn picked(&mut self) {
         self.picked.get_or_insert_with(Instant::now);
