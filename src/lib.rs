@@ -17,6 +17,7 @@ mod query;
 mod redis;
 mod report;
 mod requests;
+mod stall;
 mod stats;
 
 use error::Error;

@@ -41,7 +41,7 @@ pub fn guard_since<R: Default>(
     f: impl FnOnce() -> R,
 ) -> R {
     let result = contain(what, f);
-    crate::stats::stall::callback_took(what, started.elapsed());
+    crate::stall::callback_took(what, started.elapsed());
     result
 }
 

@@ -8,9 +8,9 @@ use crate::cache::freshness;
 use crate::cache::worker;
 use crate::config::current;
 use crate::invalidation;
+use crate::stall;
 use crate::stats;
 use crate::stats::slowlog;
-use crate::stats::stall;
 use std::borrow::Cow;
 
 pub enum Value {

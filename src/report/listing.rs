@@ -6,8 +6,8 @@ use crate::config::current;
 use crate::invalidation;
 use crate::report::figures;
 use crate::requests::reply::Reply;
+use crate::stall;
 use crate::stats;
-use crate::stats::stall;
 
 /// The gauges (`figures`), as reply fields.
 pub fn gauges() -> impl Iterator<Item = (String, Reply)> {

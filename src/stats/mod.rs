@@ -4,7 +4,6 @@
 
 pub mod slowlog;
 pub mod stages;
-pub mod stall;
 
 use crate::model::pass_through::PassThrough;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -432,7 +431,7 @@ pub fn hit_ratio() -> f64 {
 
 /// PGCACHE.STATS RESET.
 pub fn reset() {
-    crate::stats::stall::reset();
+    crate::stall::reset();
     for (_, counter) in &NAMED {
         counter.reset();
     }
