@@ -197,7 +197,23 @@ impl Pool {
                 state.in_use += 1;
                 drop(state);
                 let started = Instant::now();
-                match self.connector.connect(deadline, "pgcache") {
+                // A connect may take its whole pg_connect_timeout_ms, past the request's
+                // deadline: cut short at each request's, it would never open where opening
+                // takes longer than request_timeout_ms (TLS and authentication far away).
+                let connect_by = deadline.max(started + self.connector.settings.connect_timeout);
+                match self.connector.connect(connect_by, "pgcache") {
+                    Ok(conn) if Instant::now() >= deadline => {
+                        self.state.lock().unwrap().last_connect_failure = None;
+                        // Back to the pool, as a loan that ended.
+                        drop(PooledClient {
+                            pool: self,
+                            conn: Some(conn),
+                        });
+                        return Err(Error::postgres(
+                            "connecting to PostgreSQL took longer than the request could wait; \
+                             the connection is kept for the next request",
+                        ));
+                    }
                     Ok(conn) => {
                         self.state.lock().unwrap().last_connect_failure = None;
                         break conn;

@@ -1,11 +1,12 @@
 //! A TCP proxy between pgcache and PostgreSQL that can go silent: the connections it holds
 //! stop forwarding without being closed, as when a host vanishes in a failover or a NAT or
 //! firewall forgets a connection. New connections still pass, as they would to the host
-//! that took over.
+//! that took over. It can also be slow to let new connections through, as a distant host
+//! is to connect to.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ pub struct SilentProxy {
     pub port: u16,
     links: Arc<Mutex<Vec<Arc<Link>>>>,
     stop: Arc<AtomicBool>,
+    /// How long a new connection's start-up message is held before it is passed on (ms).
+    connect_delay_ms: Arc<AtomicU64>,
 }
 
 /// Which of the connections open now go silent.
@@ -40,13 +43,18 @@ impl SilentProxy {
         server.set_nonblocking(true).unwrap();
         let links: Arc<Mutex<Vec<Arc<Link>>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (accepted, stopping) = (links.clone(), stop.clone());
+        let connect_delay_ms = Arc::new(AtomicU64::new(0));
+        let (accepted, stopping, delay) = (links.clone(), stop.clone(), connect_delay_ms.clone());
         std::thread::spawn(move || {
             while !stopping.load(Ordering::SeqCst) {
                 match server.accept() {
                     Ok((client, _)) => {
                         if let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) {
-                            forward(client, upstream, &accepted, &stopping);
+                            let (links, stop) = (accepted.clone(), stopping.clone());
+                            let delay = Duration::from_millis(delay.load(Ordering::SeqCst));
+                            std::thread::spawn(move || {
+                                forward(client, upstream, delay, &links, &stop)
+                            });
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -56,7 +64,18 @@ impl SilentProxy {
                 }
             }
         });
-        SilentProxy { port, links, stop }
+        SilentProxy {
+            port,
+            links,
+            stop,
+            connect_delay_ms,
+        }
+    }
+
+    /// Holds each connection opened from now on for `delay` before PostgreSQL hears of it.
+    pub fn delay_new_connections(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.connect_delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Stops forwarding on the connections open now that `which` names, without closing
@@ -88,12 +107,13 @@ impl Drop for SilentProxy {
     }
 }
 
-/// Pumps both ways between `client` and `upstream` on two threads until either side closes,
-/// the proxy stops, or the link goes silent (then it holds both sockets open, forwarding
-/// nothing, until the proxy stops).
+/// Pumps both ways between `client` and `upstream` on two threads, once `delay` has passed,
+/// until either side closes, the proxy stops, or the link goes silent (then it holds both
+/// sockets open, forwarding nothing, until the proxy stops).
 fn forward(
     client: TcpStream,
     upstream: TcpStream,
+    delay: Duration,
     links: &Arc<Mutex<Vec<Arc<Link>>>>,
     stop: &Arc<AtomicBool>,
 ) {
@@ -103,6 +123,7 @@ fn forward(
         .unwrap();
     let n = (&client).read(&mut first).unwrap_or(0);
     let startup = &first[..n];
+    std::thread::sleep(delay);
     let link = Arc::new(Link {
         listener: [&b"pgcache-listener\0"[..], b"pgcache-replication\0"]
             .iter()

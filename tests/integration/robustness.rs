@@ -680,6 +680,51 @@ fn pool_connections_that_go_silent_are_given_up_and_replaced() {
 }
 
 #[test]
+fn a_connection_slower_to_open_than_requests_wait_is_kept_and_postgres_not_called_down() {
+    let pg = Pg::start();
+    pg.execute(USERS_SQL);
+    // Opening a connection takes longer than a request waits (TLS and authentication far
+    // away, say).
+    let proxy = SilentProxy::start(pg.port);
+    proxy.delay_new_connections(Duration::from_millis(1500));
+    let mut args = proxy.module_args(&pg);
+    args.extend(
+        [
+            "request_timeout_ms",
+            "200",
+            "pg_connect_timeout_ms",
+            "5000",
+            "listen",
+            "no",
+        ]
+        .map(String::from),
+    );
+    let redis = Redis::start(&args);
+    let mut con = redis.connection();
+    // The requests that come while it opens time out, but PostgreSQL is not taken for
+    // unreachable: the connection is kept for the next ones.
+    let mut failures = Vec::new();
+    let row = wait_for("a miss answered", Duration::from_secs(20), || {
+        match read(&mut con, "users", r#"{"id":3}"#) {
+            Ok(row) => row,
+            Err(e) => {
+                failures.push(e.to_string());
+                None
+            }
+        }
+    });
+    assert_eq!(json(&row)["id"], 3);
+    assert!(
+        !failures.is_empty(),
+        "the first request waited for the connection"
+    );
+    assert!(
+        failures.iter().all(|e| !e.contains("unavailable")),
+        "{failures:#?}"
+    );
+}
+
+#[test]
 fn requests_answered_at_their_deadline_still_get_exactly_one_reply() {
     let stack = Stack::start_with(
         USERS_SQL,
