@@ -159,6 +159,22 @@ fn listed(statement: &Statement) -> Reply {
     ])
 }
 
+/// Each result column as `[name, type]`, in the result's order.
+fn columns(statement: &Statement) -> Reply {
+    Reply::Array(
+        statement
+            .columns
+            .iter()
+            .map(|c| {
+                Reply::Array(vec![
+                    Reply::Bulk(c.name.clone()),
+                    Reply::Bulk(c.type_name.clone()),
+                ])
+            })
+            .collect(),
+    )
+}
+
 pub fn explain(ctx: &Context, args: &[&[u8]]) -> Reply {
     let sql = args[1].to_vec();
     worker::submit(
@@ -188,6 +204,7 @@ pub fn explain(ctx: &Context, args: &[&[u8]]) -> Reply {
                                 .collect(),
                         ),
                     ),
+                    ("columns".into(), columns(&statement)),
                 ],
                 // PostgreSQL out of reach says nothing about the statement.
                 Err(e) if e.is_postgres() && e.message().starts_with("PostgreSQL unavailable") => {

@@ -120,6 +120,7 @@ mod tests {
             params,
             Vec::new(),
             Vec::new(),
+            Vec::new(),
             crate::query::precision::Precision::Table("a test".into()),
             false,
             String::new(),

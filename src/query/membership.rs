@@ -613,6 +613,7 @@ mod tests {
             "pg_cache:",
             format!("SELECT * FROM {}", tables[0].display),
             Vec::new(),
+            Vec::new(),
             tables,
             Vec::new(),
             Precision::Row(Box::new(RowMatch { sides, page: None })),

@@ -21,6 +21,7 @@
 
 pub mod catalog;
 pub mod clock;
+pub mod columns;
 pub mod dropped;
 pub mod generations;
 mod hex;
@@ -65,6 +66,8 @@ pub struct Statement {
     /// value is learned again.
     pub row_wanted: bool,
     pub params: Vec<ParamType>,
+    /// Its result's columns and their types (EXPLAIN's `columns`).
+    pub columns: Vec<columns::ResultColumn>,
     /// The tables whose changes drop its results, ordered by key prefix.
     pub tables: Vec<Arc<TableSchema>>,
     /// Those it reads as data (`listed`), whose read permission a client needs.
@@ -189,6 +192,7 @@ impl Statement {
         cache_prefix: &str,
         canonical: String,
         params: Vec<ParamType>,
+        columns: Vec<columns::ResultColumn>,
         tables: Vec<Arc<TableSchema>>,
         listed: Vec<QualifiedName>,
         precision: Precision,
@@ -233,6 +237,7 @@ impl Statement {
             precision,
             row_wanted,
             params,
+            columns,
             tables,
             data_tables,
             readable_as,

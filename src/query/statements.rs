@@ -262,6 +262,7 @@ mod tests {
             Vec::new(),
             Vec::new(),
             Vec::new(),
+            Vec::new(),
             Precision::Table("a test".into()),
             false,
             String::new(),

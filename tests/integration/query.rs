@@ -1030,3 +1030,60 @@ fn a_module_loaded_again_learns_its_statements_afresh() {
         "only the result from before the unload is under the old prefix: {keys:?}"
     );
 }
+
+#[test]
+fn explain_names_each_result_column_with_the_type_a_client_decodes() {
+    let stack = Stack::start_with(
+        "CREATE DOMAIN positive AS integer CHECK (VALUE > 0);
+         CREATE DOMAIN small_positive AS positive CHECK (VALUE < 100);
+         CREATE DOMAIN labels AS text[];
+         CREATE TYPE mood AS ENUM ('sad', 'happy');
+         CREATE TYPE address AS (street text, zip text);
+         CREATE TABLE typed (
+             id integer PRIMARY KEY, n numeric(10, 2), f double precision, b boolean,
+             t text, v varchar(10), c char(3), ts timestamptz, d date, tm time, iv interval,
+             u uuid, by bytea, j jsonb, arr integer[], m mood, ms mood[], a address,
+             p small_positive, ps positive[], l labels, r int4range
+         );",
+        &[],
+    );
+    let mut con = stack.con();
+    let reply: redis::Value = redis::cmd("PGCACHE.EXPLAIN")
+        .arg("SELECT *, id, id + 1 AS next, 'x' AS literal FROM typed WHERE id = $1")
+        .query(&mut con)
+        .unwrap();
+    let columns: Vec<(String, String)> =
+        redis::from_redis_value(nested(&reply)["columns"].clone()).unwrap();
+    let expected = [
+        ("id", "int4"),
+        ("n", "numeric"),
+        ("f", "float8"),
+        ("b", "bool"),
+        ("t", "text"),
+        ("v", "varchar"),
+        ("c", "bpchar"),
+        ("ts", "timestamptz"),
+        ("d", "date"),
+        ("tm", "time"),
+        ("iv", "interval"),
+        ("u", "uuid"),
+        ("by", "bytea"),
+        ("j", "jsonb"),
+        ("arr", "int4[]"),
+        ("m", "enum"),
+        ("ms", "enum[]"),
+        ("a", "record"),
+        ("p", "int4"),
+        ("ps", "int4[]"),
+        ("l", "text[]"),
+        ("r", "int4range"),
+        ("id", "int4"),
+        ("next", "int4"),
+        ("literal", "text"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    assert_eq!(columns, expected);
+}

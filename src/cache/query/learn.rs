@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::pg::pool::Connection;
 use crate::query::precision::{self, Precision};
 use crate::query::statement;
-use crate::query::{Statement, catalog, generations, statements};
+use crate::query::{Statement, catalog, columns, generations, statements};
 use crate::redis::acl;
 use crate::redis::main_thread;
 use std::sync::Arc;
@@ -121,10 +121,12 @@ fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Stat
             // join) leaves the statement's misses to run one by one.
             let batch_sql = catalog::batch_sql(parsed, &learned.params, members.as_ref())?
                 .filter(|sql| conn.prepare(sql).is_ok());
+            let columns = columns::learn(conn, &parsed.canonical)?;
             Arc::new(Statement::new(
                 &current::cache_prefix(),
                 parsed.canonical.clone(),
                 learned.params,
+                columns,
                 learned.tables,
                 learned.listed,
                 precision,
