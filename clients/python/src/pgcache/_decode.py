@@ -1,0 +1,261 @@
+"""QUERY's JSON rows as Python values of each column's PostgreSQL type.
+
+PGCACHE.EXPLAIN names each result column with the type its JSON value is decoded as
+(``int4``, ``numeric``, ``timestamptz``, ``enum``, ``record``, ``int4[]`` ...); a
+``Decoder`` is made once per statement from those and turns each answer's rows into
+values as psycopg would return them: ``int``, ``Decimal`` (every digit), ``float``,
+``bool``, ``str``, ``None``, timezone-aware ``datetime``, ``date``, ``time``,
+``timedelta``, ``UUID``, ``bytes``, ``dict``/``list`` for json and jsonb (numbers exact:
+``int`` or ``Decimal``), lists for arrays, enums as ``str``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Callable
+
+from .rows import RowFactory
+
+Converter = Callable[[Any], Any]
+
+
+class _Pairs(list):  # type: ignore[type-arg]
+    """A JSON object as its (key, value) pairs: a row may hold two columns of one name."""
+
+    __slots__ = ()
+
+
+def loads(text: str) -> Any:
+    """JSON with objects as ``_Pairs`` and every non-integer number a ``Decimal``."""
+    return json.loads(text, object_pairs_hook=_Pairs, parse_float=Decimal)
+
+
+def plain(value: Any) -> Any:
+    """A decoded JSON value with its objects as dicts (the last of duplicate keys wins,
+    as ``json.loads`` has it)."""
+    if isinstance(value, _Pairs):
+        return {key: plain(item) for key, item in value}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
+
+
+def _numeric(value: Any) -> Decimal:
+    # An integer, a Decimal, or the JSON string PostgreSQL writes for NaN and infinities.
+    return value if isinstance(value, Decimal) else Decimal(value)
+
+
+def _float(value: Any) -> float:
+    # PostgreSQL writes the shortest text that reads back as the same double, so the
+    # Decimal the JSON parser made converts to exactly that double; NaN and the infinities
+    # come as strings.
+    return float(value)
+
+
+_FRACTION = r"(?:\.(\d{1,6}))?"
+_OFFSET = r"([+-])(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?"
+_TIME_RE = re.compile(r"(\d{2}):(\d{2}):(\d{2})" + _FRACTION + r"(?:" + _OFFSET + r")?$")
+_DATE_RE = re.compile(r"(\d{4,})-(\d{2})-(\d{2})$")
+
+
+def _micros(fraction: str | None) -> int:
+    return int(fraction.ljust(6, "0")) if fraction else 0
+
+
+def _offset(
+    sign: str | None, hours: str, minutes: str | None, seconds: str | None
+) -> timezone | None:
+    if sign is None:
+        return None
+    delta = timedelta(hours=int(hours), minutes=int(minutes or 0), seconds=int(seconds or 0))
+    return timezone(-delta if sign == "-" else delta)
+
+
+def _date(value: str) -> date:
+    if value == "infinity":
+        return date.max
+    if value == "-infinity":
+        return date.min
+    match = _DATE_RE.match(value)
+    try:
+        if match is None:
+            raise ValueError(value)
+        return date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        raise ValueError(
+            f"pgcache: date {value!r} is outside Python's range (years 1 to 9999)"
+        ) from None
+
+
+def _time(value: str) -> time:
+    match = _TIME_RE.match(value)
+    if match is None:
+        raise ValueError(f"pgcache: cannot read {value!r} as a time")
+    hour = int(match[1])
+    tzinfo = _offset(match[5], match[6] or "0", match[7], match[8])
+    if hour == 24:  # PostgreSQL's 24:00:00, the end of the day: Python has none.
+        return time(23, 59, 59, 999999, tzinfo=tzinfo)
+    return time(hour, int(match[2]), int(match[3]), _micros(match[4]), tzinfo=tzinfo)
+
+
+def _timestamp(value: str) -> datetime:
+    if value in ("infinity", "-infinity"):
+        # As psycopg would be configured to: the furthest datetimes Python has.
+        moment = datetime.max if value == "infinity" else datetime.min
+        return moment
+    day, _, clock = value.partition("T")
+    when = _time(clock)
+    on = _date(day)
+    return datetime(
+        on.year,
+        on.month,
+        on.day,
+        when.hour,
+        when.minute,
+        when.second,
+        when.microsecond,
+        tzinfo=when.tzinfo,
+    )
+
+
+def _timestamptz(value: str) -> datetime:
+    moment = _timestamp(value)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+_INTERVAL_RE = re.compile(
+    r"(?:([+-]?\d+) years? ?)?(?:([+-]?\d+) mons? ?)?(?:([+-]?\d+) days? ?)?"
+    r"(?:([+-])?(\d+):(\d{2}):(\d{2})" + _FRACTION + r")?$"
+)
+
+
+def _interval(value: str) -> timedelta:
+    # IntervalStyle postgres, PostgreSQL's default; a year counts 365 days and a month 30,
+    # as psycopg counts them.
+    match = _INTERVAL_RE.match(value)
+    if match is None:
+        raise ValueError(
+            f"pgcache: cannot read interval {value!r}: set IntervalStyle to postgres "
+            "for pgcache's PostgreSQL role"
+        )
+    years, months, days = (int(group or 0) for group in match.groups()[:3])
+    delta = timedelta(days=365 * years + 30 * months + days)
+    if match[5] is not None:
+        clock = timedelta(
+            hours=int(match[5]),
+            minutes=int(match[6]),
+            seconds=int(match[7]),
+            microseconds=_micros(match[8]),
+        )
+        delta += -clock if match[4] == "-" else clock
+    return delta
+
+
+def _bytea(value: str) -> bytes:
+    if not value.startswith("\\x"):
+        raise ValueError("pgcache: bytea arrived in the escape format; set bytea_output to hex")
+    return bytes.fromhex(value[2:])
+
+
+def _inet(value: str) -> Any:
+    return ipaddress.ip_interface(value) if "/" in value else ipaddress.ip_address(value)
+
+
+_BASE: dict[str, Converter] = {
+    "numeric": _numeric,
+    "float4": _float,
+    "float8": _float,
+    "date": _date,
+    "time": _time,
+    "timetz": _time,
+    "timestamp": _timestamp,
+    "timestamptz": _timestamptz,
+    "interval": _interval,
+    "uuid": uuid.UUID,
+    "bytea": _bytea,
+    "json": plain,
+    "jsonb": plain,
+    "record": plain,
+    "inet": _inet,
+    "cidr": ipaddress.ip_network,
+}
+
+
+def _nullable(convert: Converter) -> Converter:
+    return lambda value: None if value is None else convert(value)
+
+
+def _array_of(convert: Converter | None) -> Converter:
+    # Nested lists for several dimensions; `convert` lets NULL elements through.
+    def array(value: Any) -> Any:
+        if isinstance(value, list):
+            return [array(item) for item in value]
+        return value if convert is None else convert(value)
+
+    return array
+
+
+def converter(type_name: str) -> Converter | None:
+    """How a column of ``type_name`` (as EXPLAIN names it) is decoded; None: as parsed."""
+    if type_name.endswith("[]"):
+        return _array_of(converter(type_name[:-2]))
+    convert = _BASE.get(type_name)
+    return None if convert is None else _nullable(convert)
+
+
+class Decoder:
+    """Turns one statement's answers into rows: made once from its columns."""
+
+    def __init__(self, columns: Sequence[tuple[str, str]], row_factory: RowFactory) -> None:
+        self.names: list[str] = [name for name, _ in columns]
+        self.types: list[str] = [type_name for _, type_name in columns]
+        self._converters = [converter(type_name) for type_name in self.types]
+        self._make_row = row_factory(self.names)
+
+    def rows(self, text: str) -> list[Any]:
+        """The rows of one answer (QUERY's JSON array of row objects)."""
+        decoded = loads(text)
+        converters = self._converters
+        make_row = self._make_row
+        rows = []
+        for row in decoded:
+            if len(row) != len(converters):
+                raise ValueError(
+                    f"pgcache: a row has {len(row)} columns where the statement has "
+                    f"{len(converters)}; the statement changed (DDL): ask EXPLAIN again"
+                )
+            rows.append(
+                make_row(
+                    [
+                        value if convert is None else convert(value)
+                        for (_, value), convert in zip(row, converters)
+                    ]
+                )
+            )
+        return rows
+
+
+class TableDecoder:
+    """Turns a table's rows (READ's JSON objects) into dicts, each known column by its type
+    (a column the table gained since is left as parsed)."""
+
+    def __init__(self, columns: Sequence[tuple[str, str]]) -> None:
+        self._converters: dict[str, Converter] = {
+            name: converter(type_name) or plain for name, type_name in columns
+        }
+
+    def row(self, text: str) -> dict[str, Any] | None:
+        """The row of one READ answer (``null``: a row remembered absent)."""
+        pairs = loads(text)
+        if pairs is None:
+            return None
+        converters = self._converters
+        return {name: converters.get(name, plain)(value) for name, value in pairs}

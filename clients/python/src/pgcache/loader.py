@@ -1,0 +1,119 @@
+"""``load_pgcache_module``: loads pgcache into a running Redis or Valkey (MODULE LOAD)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Union
+
+from .client import plain, text
+
+PgConfig = Union[Mapping[str, Any], str]
+
+# The keys of a psycopg-style config dict, by the pgcache setting each is.
+_ALIASES = {
+    "host": "pg_host",
+    "port": "pg_port",
+    "database": "pg_database",
+    "dbname": "pg_database",
+    "user": "pg_user",
+    "password": "pg_password",
+    "sslmode": "pg_sslmode",
+    "sslrootcert": "pg_sslrootcert",
+    "passfile": "pg_passfile",
+    "url": "pg_url",
+}
+
+# Settings whose values an error must not show.
+_SECRET = {"pg_password", "pg_url"}
+
+
+class ModuleLoadError(Exception):
+    """The server refused to load pgcache, or it is loaded with other settings."""
+
+
+def settings(pg_config: PgConfig) -> dict[str, str]:
+    """pgcache's settings from ``pg_config``: a dict with ``host``, ``port``,
+    ``database`` (or ``dbname``), ``user``, ``password`` and any pgcache setting by its
+    name, or a libpq URL / conninfo string."""
+    if isinstance(pg_config, str):
+        return {"pg_url": pg_config}
+    out: dict[str, str] = {}
+    for key, value in pg_config.items():
+        if value is None:
+            continue
+        name = _ALIASES.get(key, key)
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
+        out[name] = str(value)
+    return out
+
+
+def load_pgcache_module(
+    redis_client: Any, pg_config: PgConfig, module_path: str | None = None
+) -> bool:
+    """Loads pgcache into the server ``redis_client`` talks to with the settings of
+    ``pg_config``; the library is at ``module_path``, else at ``$PGCACHE_MODULE``. Returns
+    False when pgcache was already loaded with the same settings (nothing done), True when
+    it was loaded now."""
+    wanted = settings(pg_config)
+    loaded_with = _loaded_args(redis_client)
+    if loaded_with is not None:
+        differing = _differing(redis_client, loaded_with, wanted)
+        if differing:
+            raise ModuleLoadError(
+                "pgcache: already loaded with other settings ("
+                + "; ".join(differing)
+                + "): MODULE UNLOAD pgcache first, or CONFIG SET what may change at run time"
+            )
+        return False
+    path = module_path or os.environ.get("PGCACHE_MODULE")
+    if not path:
+        raise ModuleLoadError(
+            "pgcache: no module path: pass module_path or set PGCACHE_MODULE to the path of "
+            "libpgcache.so"
+        )
+    args: list[str] = []
+    for name, value in wanted.items():
+        args += [name, value]
+    try:
+        redis_client.execute_command("MODULE", "LOAD", path, *args)
+    except Exception as error:  # redis-py raises ResponseError; clusters may wrap it.
+        message = str(error)
+        for secret in (wanted.get("pg_password"), wanted.get("pg_url")):
+            if secret:
+                message = message.replace(secret, "***")
+        raise ModuleLoadError(
+            f"pgcache: the server refused MODULE LOAD {path}: {message} (the server's log "
+            "says why; the server must allow MODULE LOAD: enable-module-command yes)"
+        ) from None
+    return True
+
+
+def _loaded_args(redis_client: Any) -> dict[str, str] | None:
+    """The arguments pgcache was loaded with (MODULE LIST), or None when it is not loaded."""
+    for module in redis_client.execute_command("MODULE", "LIST"):
+        entry = plain(module if isinstance(module, dict) else dict(zip(module[::2], module[1::2])))
+        entry = {text(k): v for k, v in entry.items()}
+        if entry.get("name") == "pgcache":
+            args = [str(a) for a in entry.get("args") or []]
+            return dict(zip(args[::2], args[1::2]))
+    return None
+
+
+def _differing(
+    redis_client: Any, loaded_with: Mapping[str, str], wanted: Mapping[str, str]
+) -> list[str]:
+    differing = []
+    for name, value in wanted.items():
+        current = loaded_with.get(name)
+        if current is None:
+            # Not among the load arguments: a setting that may change at run time has its
+            # value in CONFIG GET.
+            reply = plain(redis_client.execute_command("CONFIG", "GET", f"pgcache.{name}"))
+            pairs = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2]))
+            current = pairs.get(f"pgcache.{name}")
+        if current != value:
+            shown = "***" if name in _SECRET else repr(current)
+            differing.append(f"{name} is {shown}" + ("" if name in _SECRET else f", not {value!r}"))
+    return differing
