@@ -7,16 +7,22 @@ runs inside Redis or Valkey, through redis-py.
     result = cache.get("SELECT * FROM users WHERE id = ?", [user_id])
 """
 
-from .client import Explained, PGCacheManager
+from ._flows import Explained
+from .aio import AsyncPGCacheManager
+from .client import PGCacheManager
+from .events import Event, events
 from .loader import ModuleLoadError, load_pgcache_module
 from .rows import class_row, dict_row, namedtuple_row, tuple_row
 
 __all__ = [
+    "AsyncPGCacheManager",
+    "Event",
     "Explained",
     "ModuleLoadError",
     "PGCacheManager",
     "class_row",
     "dict_row",
+    "events",
     "load_pgcache_module",
     "namedtuple_row",
     "tuple_row",

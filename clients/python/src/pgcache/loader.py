@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import Any, Union
 
-from .client import plain, text
+from ._flows import Flow, run
+from ._replies import plain, text
 
 PgConfig = Union[Mapping[str, Any], str]
 
@@ -55,11 +56,15 @@ def load_pgcache_module(
     """Loads pgcache into the server ``redis_client`` talks to with the settings of
     ``pg_config``; the library is at ``module_path``, else at ``$PGCACHE_MODULE``. Returns
     False when pgcache was already loaded with the same settings (nothing done), True when
-    it was loaded now."""
+    it was loaded now. ``aio.load_pgcache_module`` is the same for ``redis.asyncio``."""
+    return run(redis_client, load_flow(pg_config, module_path))
+
+
+def load_flow(pg_config: PgConfig, module_path: str | None) -> Flow[bool]:
     wanted = settings(pg_config)
-    loaded_with = _loaded_args(redis_client)
+    loaded_with = yield from _loaded_args()
     if loaded_with is not None:
-        differing = _differing(redis_client, loaded_with, wanted)
+        differing = yield from _differing(loaded_with, wanted)
         if differing:
             raise ModuleLoadError(
                 "pgcache: already loaded with other settings ("
@@ -77,7 +82,7 @@ def load_pgcache_module(
     for name, value in wanted.items():
         args += [name, value]
     try:
-        redis_client.execute_command("MODULE", "LOAD", path, *args)
+        yield ("MODULE", "LOAD", path, *args)
     except Exception as error:  # redis-py raises ResponseError; clusters may wrap it.
         message = str(error)
         for secret in (wanted.get("pg_password"), wanted.get("pg_url")):
@@ -90,9 +95,9 @@ def load_pgcache_module(
     return True
 
 
-def _loaded_args(redis_client: Any) -> dict[str, str] | None:
+def _loaded_args() -> Flow[dict[str, str] | None]:
     """The arguments pgcache was loaded with (MODULE LIST), or None when it is not loaded."""
-    for module in redis_client.execute_command("MODULE", "LIST"):
+    for module in (yield ("MODULE", "LIST")):
         entry = plain(module if isinstance(module, dict) else dict(zip(module[::2], module[1::2])))
         entry = {text(k): v for k, v in entry.items()}
         if entry.get("name") == "pgcache":
@@ -101,19 +106,19 @@ def _loaded_args(redis_client: Any) -> dict[str, str] | None:
     return None
 
 
-def _differing(
-    redis_client: Any, loaded_with: Mapping[str, str], wanted: Mapping[str, str]
-) -> list[str]:
+def _differing(loaded_with: Mapping[str, str], wanted: Mapping[str, str]) -> Flow[list[str]]:
     differing = []
     for name, value in wanted.items():
         current = loaded_with.get(name)
         if current is None:
             # Not among the load arguments: a setting that may change at run time has its
             # value in CONFIG GET.
-            reply = plain(redis_client.execute_command("CONFIG", "GET", f"pgcache.{name}"))
+            reply = plain((yield ("CONFIG", "GET", f"pgcache.{name}")))
             pairs = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2]))
             current = pairs.get(f"pgcache.{name}")
         if current != value:
-            shown = "***" if name in _SECRET else repr(current)
-            differing.append(f"{name} is {shown}" + ("" if name in _SECRET else f", not {value!r}"))
+            if name in _SECRET:
+                differing.append(f"{name} differs")
+            else:
+                differing.append(f"{name} is {current!r}, not {value!r}")
     return differing

@@ -1,0 +1,192 @@
+"""Each call of pgcache's client as a flow of commands, written once for the sync and the
+asyncio client: a flow is a generator that yields each command (a tuple of arguments) and is
+sent its reply; ``run`` and ``run_async`` drive it on a redis-py client."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from . import _decode
+from ._params import param_text, pk_json
+from ._replies import mapping, text
+from .rows import RowFactory
+
+T = TypeVar("T")
+Flow = Generator[tuple, Any, T]
+
+# Statements (and tables) whose columns a client keeps; past this it starts over.
+_MOST_DECODERS = 10_000
+
+
+def run(client: Any, flow: Flow[T]) -> T:
+    """Runs ``flow`` on a sync redis-py client; an error reply is raised inside the flow."""
+    try:
+        command = next(flow)
+        while True:
+            try:
+                reply = client.execute_command(*command)
+            except Exception as error:  # redis-py's errors, raised where the flow sent it
+                command = flow.throw(error)
+            else:
+                command = flow.send(reply)
+    except StopIteration as done:
+        return done.value
+
+
+async def run_async(client: Any, flow: Flow[T]) -> T:
+    """Runs ``flow`` on a ``redis.asyncio`` client; as ``run``."""
+    try:
+        command = next(flow)
+        while True:
+            try:
+                reply = await client.execute_command(*command)
+            except Exception as error:
+                command = flow.throw(error)
+            else:
+                command = flow.send(reply)
+    except StopIteration as done:
+        return done.value
+
+
+class Explained:
+    """What PGCACHE.EXPLAIN says of a statement."""
+
+    def __init__(self, reply: Mapping[str, Any]) -> None:
+        self.cacheable: bool = bool(reply.get("cacheable"))
+        self.reason: str | None = reply.get("reason")
+        self.statement: str | None = reply.get("statement")
+        self.tables: list[str] = list(reply.get("tables") or [])
+        self.precision: str | None = reply.get("precision")
+        self.parameters: list[str] = list(reply.get("parameters") or [])
+        self.columns: list[tuple[str, str]] = [
+            (name, type_name) for name, type_name in reply.get("columns") or []
+        ]
+        self.raw: dict[str, Any] = dict(reply)
+
+    def __repr__(self) -> str:
+        if self.cacheable:
+            return f"Explained(cacheable, columns={self.columns!r})"
+        return f"Explained(not cacheable: {self.reason})"
+
+
+def options(
+    *, ttl: int | None = None, after: str | None = None, maxstale: int | None = None
+) -> list[Any]:
+    """QUERY's and READ's trailing options."""
+    out: list[Any] = []
+    if ttl is not None:
+        out += ["TTL", ttl]
+    if after is not None:
+        out += ["AFTER", after]
+    if maxstale is not None:
+        out += ["MAXSTALE", maxstale]
+    return out
+
+
+class Flows:
+    """What a client keeps (each statement's and table's columns) and its calls as flows."""
+
+    def __init__(self, row_factory: RowFactory) -> None:
+        self.row_factory = row_factory
+        self._decoders: dict[tuple[str, Any], _decode.Decoder] = {}
+        self._tables: dict[str, _decode.TableDecoder] = {}
+        self._lock = threading.Lock()
+
+    def forget(self, sql: str | None = None) -> None:
+        """Forgets the columns learned of ``sql`` (of every statement and table with None):
+        after DDL changed what a statement returns."""
+        with self._lock:
+            if sql is None:
+                self._decoders.clear()
+                self._tables.clear()
+            else:
+                for key in [k for k in self._decoders if k[0] == sql]:
+                    del self._decoders[key]
+
+    def _keep(self, kept: dict, key: Any, value: Any) -> None:
+        with self._lock:
+            if len(kept) >= _MOST_DECODERS:
+                kept.clear()
+            kept[key] = value
+
+    def explain_flow(self, sql: str) -> Flow[Explained]:
+        return Explained(mapping((yield ("PGCACHE.EXPLAIN", sql))))
+
+    @staticmethod
+    def query_command(
+        sql: str,
+        params: Sequence[Any],
+        ttl: int | None,
+        after: str | None,
+        maxstale: int | None,
+    ) -> tuple:
+        """PGCACHE.QUERY's arguments; a parameter that cannot be sent raises here, before
+        anything is sent."""
+        args = [sql, len(params), *(param_text(p) for p in params)]
+        return ("PGCACHE.QUERY", *args, *options(ttl=ttl, after=after, maxstale=maxstale))
+
+    def get_flow(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        ttl: int | None,
+        after: str | None,
+        maxstale: int | None,
+        row_factory: RowFactory | None,
+    ) -> Flow[list[Any]]:
+        factory = row_factory or self.row_factory
+        command = self.query_command(sql, params, ttl, after, maxstale)
+        decoder = self._decoders.get((sql, factory))
+        if decoder is None:
+            explained = yield from self.explain_flow(sql)
+            decoder = _decode.Decoder(explained.columns, factory)
+            self._keep(self._decoders, (sql, factory), decoder)
+        return decoder.rows(text((yield command)))
+
+    def read_flow(
+        self,
+        command: str,
+        table: str,
+        keys: str,
+        ttl: int | None,
+        after: str | None,
+        maxstale: int | None,
+    ) -> Flow[Any]:
+        decoder = self._tables.get(table)
+        if decoder is None:
+            # A row is what `SELECT * FROM <table>` returns: its columns are the table's.
+            explained = yield from self.explain_flow(f"SELECT * FROM {table}")
+            decoder = _decode.TableDecoder(explained.columns)
+            self._keep(self._tables, table, decoder)
+        args: list[Any] = [table, keys]
+        if ttl is not None:
+            args.append(ttl)
+        args += options(after=after, maxstale=maxstale)
+        reply = yield (command, *args)
+        if command == "PGCACHE.MULTIREAD":
+            return [None if r is None else decoder.row(text(r)) for r in reply]
+        return None if reply is None else decoder.row(text(reply))
+
+    @staticmethod
+    def pk(pk: Mapping[str, Any]) -> str:
+        return pk_json(pk)
+
+    @staticmethod
+    def pks(pks: Sequence[Mapping[str, Any]]) -> str:
+        return "[" + ",".join(pk_json(pk) for pk in pks) + "]"
+
+    @staticmethod
+    def write_args(
+        table: str, pk: Mapping[str, Any], row: Mapping[str, Any], ttl: int | None
+    ) -> tuple:
+        args: list[Any] = ["PGCACHE.WRITE", table, pk_json(pk), json.dumps(row, default=str)]
+        if ttl is not None:
+            args.append(ttl)
+        return tuple(args)
+
+    @staticmethod
+    def queries_of(reply: Any) -> list[dict[str, Any]]:
+        return [mapping(line) for line in reply]

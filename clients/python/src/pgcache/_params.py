@@ -1,0 +1,65 @@
+"""Python values as pgcache takes them: QUERY parameters as the text PostgreSQL's input of
+the parameter's type reads, primary keys as JSON objects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+
+def param_text(value: Any) -> str:
+    """How a Python value is sent as a QUERY parameter: the text PostgreSQL's input of the
+    parameter's type reads."""
+    if value is None:
+        raise TypeError(
+            "pgcache: a QUERY parameter cannot be None; write IS NULL in the statement instead"
+        )
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, Decimal, UUID, str)):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return f"{value.days} days {value.seconds} seconds {value.microseconds} microseconds"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, (dict, list, tuple)):
+        if isinstance(value, (list, tuple)) and not any(
+            isinstance(v, (dict, list, tuple)) for v in value
+        ):
+            return _array_text(value)
+        return json.dumps(value, default=str)
+    raise TypeError(f"pgcache: cannot send a {type(value).__name__} as a QUERY parameter")
+
+
+def _array_text(values: Sequence[Any]) -> str:
+    items = []
+    for value in values:
+        if value is None:
+            items.append("NULL")
+        else:
+            item = param_text(value).replace("\\", "\\\\").replace('"', '\\"')
+            items.append(f'"{item}"')
+    return "{" + ",".join(items) + "}"
+
+
+def pk_json(pk: Mapping[str, Any]) -> str:
+    """A primary key (a dict of its columns) as READ takes it."""
+    if not isinstance(pk, Mapping):
+        raise TypeError("pgcache: a primary key is a dict of its columns, such as {'id': 7}")
+    return json.dumps({k: _json_value(v) for k, v in pk.items()}, separators=(",", ":"))
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else str(value)
+    return param_text(value)

@@ -1,0 +1,147 @@
+"""pgcache on ``redis.asyncio``: ``AsyncPGCacheManager``, ``load_pgcache_module`` and
+``events``, the same calls as the sync client's, awaited."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from ._flows import Explained, Flows, run_async
+from ._replies import mapping, plain, text
+from .events import DEFAULT_CHANNEL, Event, parse_event
+from .loader import PgConfig, load_flow
+from .rows import RowFactory, dict_row
+
+
+async def load_pgcache_module(
+    redis_client: Any, pg_config: PgConfig, module_path: str | None = None
+) -> bool:
+    """``pgcache.load_pgcache_module`` on a ``redis.asyncio`` client."""
+    return await run_async(redis_client, load_flow(pg_config, module_path))
+
+
+class AsyncPGCacheManager(Flows):
+    """``PGCacheManager`` on a ``redis.asyncio`` client: every call is awaited. With
+    ``pg_config``, await ``load()`` (or ``load_pgcache_module``) before the first call."""
+
+    def __init__(
+        self,
+        redis_client: Any,
+        pg_config: PgConfig | None = None,
+        *,
+        row_factory: RowFactory = dict_row,
+        module_path: str | None = None,
+    ) -> None:
+        super().__init__(row_factory)
+        self.redis = redis_client
+        self._pg_config = pg_config
+        self._module_path = module_path
+
+    async def load(self) -> bool:
+        """Loads pgcache with the ``pg_config`` given, where it is not loaded."""
+        if self._pg_config is None:
+            raise ValueError("pgcache: no pg_config to load pgcache with")
+        return await load_pgcache_module(self.redis, self._pg_config, self._module_path)
+
+    async def get(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        ttl: int | None = None,
+        after: str | None = None,
+        maxstale: int | None = None,
+        row_factory: RowFactory | None = None,
+    ) -> list[Any]:
+        """The rows of ``sql`` with ``params`` (see ``PGCacheManager.get``)."""
+        flow = self.get_flow(sql, params, ttl, after, maxstale, row_factory)
+        return await run_async(self.redis, flow)
+
+    async def query_json(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        ttl: int | None = None,
+        after: str | None = None,
+        maxstale: int | None = None,
+    ) -> str:
+        command = self.query_command(sql, params, ttl, after, maxstale)
+        return text(await self.redis.execute_command(*command))
+
+    async def explain(self, sql: str) -> Explained:
+        return await run_async(self.redis, self.explain_flow(sql))
+
+    async def read(
+        self,
+        table: str,
+        pk: Mapping[str, Any],
+        *,
+        ttl: int | None = None,
+        after: str | None = None,
+        maxstale: int | None = None,
+    ) -> dict[str, Any] | None:
+        flow = self.read_flow("PGCACHE.READ", table, self.pk(pk), ttl, after, maxstale)
+        return await run_async(self.redis, flow)
+
+    async def multiread(
+        self,
+        table: str,
+        pks: Sequence[Mapping[str, Any]],
+        *,
+        ttl: int | None = None,
+        after: str | None = None,
+        maxstale: int | None = None,
+    ) -> list[dict[str, Any] | None]:
+        flow = self.read_flow("PGCACHE.MULTIREAD", table, self.pks(pks), ttl, after, maxstale)
+        return await run_async(self.redis, flow)
+
+    async def write(
+        self, table: str, pk: Mapping[str, Any], row: Mapping[str, Any], ttl: int | None = None
+    ) -> None:
+        await self.redis.execute_command(*self.write_args(table, pk, row, ttl))
+
+    async def invalidate(self, table: str, pk: Mapping[str, Any]) -> None:
+        await self.redis.execute_command("PGCACHE.INVALIDATE", table, self.pk(pk))
+
+    async def flush(self, table: str) -> None:
+        await self.redis.execute_command("PGCACHE.FLUSH", table)
+
+    async def key(self, table: str, pk: Mapping[str, Any]) -> str:
+        return text(await self.redis.execute_command("PGCACHE.KEY", table, self.pk(pk)))
+
+    async def stats(self) -> dict[str, Any]:
+        return mapping(await self.redis.execute_command("PGCACHE.STATS"))
+
+    async def reset_stats(self) -> None:
+        await self.redis.execute_command("PGCACHE.STATS", "RESET")
+
+    async def health(self) -> dict[str, Any]:
+        return mapping(await self.redis.execute_command("PGCACHE.HEALTH"))
+
+    async def queries(self) -> list[dict[str, Any]]:
+        return self.queries_of(await self.redis.execute_command("PGCACHE.QUERIES"))
+
+    async def hooks(self) -> list[Any]:
+        return plain(await self.redis.execute_command("PGCACHE.HOOK", "LIST"))
+
+    async def add_hook(self, *definition: str) -> None:
+        await self.redis.execute_command("PGCACHE.HOOK", "ADD", *definition)
+
+    async def delete_hook(self, name: str) -> None:
+        await self.redis.execute_command("PGCACHE.HOOK", "DEL", name)
+
+
+async def events(
+    redis_client: Any, channel: str = DEFAULT_CHANNEL, *, poll_seconds: float = 1.0
+) -> AsyncIterator[Event]:
+    """``pgcache.events.events`` on a ``redis.asyncio`` client: ``async for event in ...``."""
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(channel)
+    try:
+        while True:
+            message = await pubsub.get_message(timeout=poll_seconds)
+            if message is not None and message.get("type") == "message":
+                yield parse_event(message["data"])
+    finally:
+        await pubsub.aclose()
