@@ -63,6 +63,10 @@ if ! .tools/venv/bin/python -c 'import pytest, sys; sys.exit(pytest.__version__ 
   echo "setup: installing pytest 9.0.1 and ruff 0.14.6 into .tools/venv"
   .tools/venv/bin/pip install -q "pytest==9.0.1" "ruff==0.14.6"
 fi
+if ! .tools/venv/bin/python -c 'import psycopg2, sys; sys.exit(not psycopg2.__version__.startswith("2.9.11"))' 2>/dev/null; then
+  echo "setup: installing psycopg2 2.9.11 into .tools/venv"
+  .tools/venv/bin/pip install -q "psycopg2-binary==2.9.11"
+fi
 if ! .tools/venv/bin/python -c 'import pgcache' 2>/dev/null; then
   echo "setup: installing the Python client (clients/python) into .tools/venv"
   .tools/venv/bin/pip install -q -e clients/python

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from servers import Postgres, Server, pgcache_server
+from servers import ROOT, Postgres, Server, pgcache_server
 
 from pgcache import PGCacheManager
 
@@ -14,6 +14,8 @@ from pgcache import PGCacheManager
 @pytest.fixture(scope="session")
 def pg() -> Iterator[Postgres]:
     postgres = Postgres()
+    # pgcache's SQL, so that tests can have their tables' changes followed (pgcache_watch).
+    postgres.execute((ROOT / "examples/invalidation_trigger.sql").read_text())
     yield postgres
     postgres.stop()
 

@@ -29,7 +29,8 @@ def module_path() -> str:
     path = os.environ.get("PGCACHE_MODULE") or str(ROOT / "target/release/libpgcache.so")
     if not Path(path).exists():
         raise RuntimeError(f"{path} does not exist: run cargo build --release (make test does)")
-    return path
+    # Absolute: the server changes into its own directory before it loads modules.
+    return str(Path(path).resolve())
 
 
 def server_binary() -> str:

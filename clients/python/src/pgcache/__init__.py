@@ -13,6 +13,7 @@ from .client import PGCacheManager
 from .events import Event, events
 from .loader import ModuleLoadError, load_pgcache_module
 from .rows import class_row, dict_row, namedtuple_row, tuple_row
+from .writes import ReadYourWrites
 
 __all__ = [
     "AsyncPGCacheManager",
@@ -20,6 +21,7 @@ __all__ = [
     "Explained",
     "ModuleLoadError",
     "PGCacheManager",
+    "ReadYourWrites",
     "class_row",
     "dict_row",
     "events",

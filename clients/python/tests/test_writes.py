@@ -1,0 +1,77 @@
+"""Read your writes: 1,000 rounds of a commit on a tied connection and a cached read
+through the tie, with psycopg 3 and with psycopg2; not one read answers from before its
+round's commit, and most are answered from the cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+import psycopg2
+import pytest
+from servers import Postgres, Server, wait_for
+
+from pgcache import PGCacheManager, ReadYourWrites
+
+ROUNDS = 1_000
+BY_ID = "SELECT v FROM ryw_items WHERE id = $1"
+
+
+@pytest.fixture(scope="module")
+def items(pg: Postgres, server: Server) -> Postgres:
+    cache = PGCacheManager(server.client())
+    pg.execute(
+        "CREATE TABLE ryw_items (id integer PRIMARY KEY, v integer NOT NULL);"
+        "INSERT INTO ryw_items SELECT g, 0 FROM generate_series(1, 10) g;"
+        "SELECT pgcache_watch('ryw_items');"
+    )
+    wait_for(
+        "the change feed to serve hits",
+        lambda: cache.health().get("invalidation_source") == "replication" or None,
+    )
+    return pg
+
+
+def rounds(tie: ReadYourWrites, write: Callable[[int, int], None], offset: int) -> None:
+    """ROUNDS commits of a new value (from ``offset`` on), each read back through ``tie``
+    at once and again."""
+    hits_before = tie.cache.stats()["query_hits"]
+    stale = []
+    for n in range(offset + 1, offset + ROUNDS + 1):
+        item = n % 10 + 1
+        write(item, n)
+        for _ in range(2):  # the second read is answered from the cache once it holds it
+            (row,) = tie.get(BY_ID, [item])
+            if row["v"] != n:
+                stale.append((n, item, row["v"]))
+    assert stale == []
+    assert tie.cache.stats()["query_hits"] - hits_before > ROUNDS // 2
+
+
+def test_psycopg_commits_are_read_back(items: Postgres, cache: PGCacheManager) -> None:
+    with psycopg.connect(items.conninfo) as conn:
+        tie = ReadYourWrites(cache, conn)
+
+        def write(item: int, n: int) -> None:
+            with tie.transaction():
+                conn.execute("UPDATE ryw_items SET v = %s WHERE id = %s", (n, item))
+
+        rounds(tie, write, offset=0)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_psycopg2_commits_are_read_back(items: Postgres, cache: PGCacheManager) -> None:
+    conn = psycopg2.connect(items.conninfo)
+    try:
+        tie = ReadYourWrites(cache, conn)
+
+        def write(item: int, n: int) -> None:
+            with conn.cursor() as cursor:
+                cursor.execute("UPDATE ryw_items SET v = %s WHERE id = %s", (n, item))
+            conn.commit()
+            tie.committed()
+
+        rounds(tie, write, offset=1_000_000)
+        assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    finally:
+        conn.close()
