@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from . import _decode
 from ._params import param_text, pk_json
 from ._replies import mapping, text
-from .rows import RowFactory
+from .rows import RowFactory, tuple_row
 
 T = TypeVar("T")
 Flow = Generator[tuple, Any, T]
@@ -145,6 +145,23 @@ class Flows:
             decoder = _decode.Decoder(explained.columns, factory)
             self._keep(self._decoders, (sql, factory), decoder)
         return decoder.rows(text((yield command)))
+
+    def query_flow(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        ttl: int | None,
+        after: str | None,
+        maxstale: int | None,
+    ) -> Flow[tuple[list[tuple[str, str]], list[tuple[Any, ...]]]]:
+        command = self.query_command(sql, params, ttl, after, maxstale)
+        decoder = self._decoders.get((sql, tuple_row))
+        if decoder is None:
+            explained = yield from self.explain_flow(sql)
+            decoder = _decode.Decoder(explained.columns, tuple_row)
+            self._keep(self._decoders, (sql, tuple_row), decoder)
+        rows = decoder.rows(text((yield command)))
+        return list(zip(decoder.names, decoder.types)), rows
 
     def read_flow(
         self,

@@ -48,6 +48,20 @@ class PGCacheManager(Flows):
         flow = self.get_flow(sql, params, ttl, after, maxstale, row_factory)
         return run(self.redis, flow)
 
+    def query(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        ttl: int | None = None,
+        after: str | None = None,
+        maxstale: int | None = None,
+    ) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
+        """The columns of ``sql`` (name and type) and its rows as tuples: what a driver's
+        cursor holds after running it."""
+        flow = self.query_flow(sql, params, ttl, after, maxstale)
+        return run(self.redis, flow)
+
     def query_json(
         self,
         sql: str,

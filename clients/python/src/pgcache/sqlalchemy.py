@@ -1,0 +1,224 @@
+"""SQLAlchemy 2.x: statements executed with the execution option ``pgcache=True`` are
+answered by PGCACHE.QUERY, and everything SQLAlchemy and its ORM do with a result (entities,
+``scalars()``, ``mappings()``, eager loads, identity map) happens as without the cache.
+
+    from pgcache.sqlalchemy import use_pgcache
+    use_pgcache(engine, PGCacheManager(redis.Redis()))
+    session.scalars(select(User).where(User.id == 7).execution_options(pgcache=True))
+
+The statement SQLAlchemy compiled for PostgreSQL (psycopg or psycopg2) is sent with its
+bound parameters where the driver would have run it, and the rows come back in the driver's
+cursor's place, typed as the driver types them. A statement pgcache refuses, or a Redis out of
+reach, runs on PostgreSQL as usual: counted, and logged once per statement with the reason.
+After a commit in a thread, that thread's cached reads pass ``AFTER`` the commit's position
+(asked on the connection on the next cached read): a thread reads its own writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from .client import PGCacheManager
+
+log = logging.getLogger("pgcache.sqlalchemy")
+
+OPTION = "pgcache"
+
+# psycopg's and psycopg2's placeholders: `%(name)s` (pyformat), `%s` (format), `%%`.
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
+_POSITION_SQL = "SELECT pg_catalog.pg_current_wal_insert_lsn()::text"
+# Refused statements remembered (to run them on PostgreSQL without asking again).
+_MOST_REFUSED = 10_000
+
+
+# The type oids a cursor's description gives (SQLAlchemy picks some result processors by
+# them, numeric's among them), by the type names EXPLAIN gives; arrays and other types: none.
+TYPE_OIDS = {
+    "bool": 16,
+    "bytea": 17,
+    "name": 19,
+    "int8": 20,
+    "int2": 21,
+    "int4": 23,
+    "text": 25,
+    "oid": 26,
+    "json": 114,
+    "float4": 700,
+    "float8": 701,
+    "bpchar": 1042,
+    "varchar": 1043,
+    "date": 1082,
+    "time": 1083,
+    "timestamp": 1114,
+    "timestamptz": 1184,
+    "interval": 1186,
+    "timetz": 1266,
+    "numeric": 1700,
+    "uuid": 2950,
+    "jsonb": 3802,
+}
+
+
+class CachedCursor:
+    """The rows pgcache answered, where SQLAlchemy reads a driver's cursor."""
+
+    arraysize = 1
+
+    def __init__(
+        self, columns: Sequence[tuple[str, str]], rows: list[tuple[Any, ...]], connection: Any
+    ) -> None:
+        # The driver's connection, which dialects look at after a statement (psycopg2's
+        # notices).
+        self.connection = connection
+        self.description = [
+            (name, TYPE_OIDS.get(type_name), None, None, None, None, None)
+            for name, type_name in columns
+        ]
+        self.rowcount = len(rows)
+        self._rows = rows
+        self._at = 0
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        if self._at >= len(self._rows):
+            return None
+        self._at += 1
+        return self._rows[self._at - 1]
+
+    def fetchmany(self, size: int | None = None) -> list[tuple[Any, ...]]:
+        size = size or self.arraysize
+        rows = self._rows[self._at : self._at + size]
+        self._at += len(rows)
+        return rows
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        rows = self._rows[self._at :]
+        self._at = len(self._rows)
+        return rows
+
+    def close(self) -> None:
+        self._rows = []
+
+
+def numbered(statement: str, parameters: Any) -> tuple[str, list[Any]]:
+    """``statement`` with the driver's placeholders as ``$1..$n``, and the values in order."""
+    values: list[Any] = []
+    positional = iter(parameters) if isinstance(parameters, Sequence) else None
+
+    def replace(match: re.Match) -> str:
+        if match.group(0) == "%%":
+            return "%"
+        if match.group(1) is not None:
+            values.append(parameters[match.group(1)])
+        else:
+            if positional is None:
+                raise ValueError("positional placeholder without positional parameters")
+            values.append(next(positional))
+        return f"${len(values)}"
+
+    return _PLACEHOLDER.sub(replace, statement), values
+
+
+class Integration:
+    """What ``use_pgcache`` installed on an engine: its counters, and ``remove()``."""
+
+    def __init__(self, engine: Any, cache: PGCacheManager) -> None:
+        self.engine = engine
+        self.cache = cache
+        self.answered = 0
+        self.fell_back = 0
+        self._refused: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._thread = threading.local()
+        event.listen(engine, "do_execute", self._do_execute)
+        event.listen(engine, "do_execute_no_params", self._do_execute_no_params)
+        event.listen(engine, "commit", self._committed)
+        event.listen(Session, "after_commit", self._session_committed)
+
+    def remove(self) -> None:
+        event.remove(self.engine, "do_execute", self._do_execute)
+        event.remove(self.engine, "do_execute_no_params", self._do_execute_no_params)
+        event.remove(self.engine, "commit", self._committed)
+        event.remove(Session, "after_commit", self._session_committed)
+
+    def refused(self) -> Mapping[str, str]:
+        """The statements pgcache refused, each with the reason."""
+        with self._lock:
+            return dict(self._refused)
+
+    def _committed(self, conn: Any) -> None:
+        self._thread.wrote = True
+
+    def _session_committed(self, session: Any) -> None:
+        self._thread.wrote = True
+
+    def _do_execute_no_params(self, cursor: Any, statement: str, context: Any) -> bool:
+        return self._do_execute(cursor, statement, {}, context)
+
+    def _do_execute(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        if not context.execution_options.get(OPTION) or not _is_select(context):
+            return False
+        if statement in self._refused:
+            self.fell_back += 1
+            return False
+        sql, values = numbered(statement, parameters)
+        after = self._position(cursor)
+        try:
+            columns, rows = self.cache.query(sql, values, after=after)
+        except redis.ResponseError as refusal:
+            self._fall_back(statement, str(refusal))
+            return False
+        except redis.RedisError as unreachable:
+            self.fell_back += 1
+            log.warning("pgcache unreachable, statement run on PostgreSQL: %s", unreachable)
+            return False
+        context.cursor = CachedCursor(columns, rows, cursor.connection)
+        cursor.close()
+        self.answered += 1
+        return True
+
+    def _position(self, cursor: Any) -> str | None:
+        """After this thread committed: the position of PostgreSQL's log now (asked on the
+        connection about to be read), else the one asked last."""
+        if getattr(self._thread, "wrote", False):
+            self._thread.wrote = False
+            cursor.execute(_POSITION_SQL)
+            self._thread.position = cursor.fetchone()[0]
+        return getattr(self._thread, "position", None)
+
+    def _fall_back(self, statement: str, reason: str) -> None:
+        self.fell_back += 1
+        with self._lock:
+            if len(self._refused) >= _MOST_REFUSED:
+                self._refused.clear()
+            first = statement not in self._refused
+            self._refused[statement] = reason
+        if first:
+            log.info(
+                "pgcache refused a statement, which runs on PostgreSQL: %s (%s)", reason, statement
+            )
+
+
+def _is_select(context: Any) -> bool:
+    """Whether SQLAlchemy compiled a SELECT (not DML, DDL or a text() statement)."""
+    compiled = context.compiled
+    return (
+        compiled is not None
+        and not context.is_crud
+        and not context.isddl
+        and not context.is_text
+        and getattr(compiled.statement, "is_select", False)
+    )
+
+
+def use_pgcache(engine: Any, cache: PGCacheManager) -> Integration:
+    """Answers the statements ``engine`` executes with ``execution_options(pgcache=True)``
+    through ``cache`` (a sync ``PGCacheManager``)."""
+    return Integration(engine, cache)
