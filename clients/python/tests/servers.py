@@ -9,6 +9,7 @@ import os
 import pwd
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -159,7 +160,8 @@ class Postgres:
             conn.execute(sql)
 
     def stop(self) -> None:
-        self.process.terminate()
+        # Fast shutdown: clients still connected (a Django connection) are ended.
+        self.process.send_signal(signal.SIGINT)
         self.process.wait(timeout=30)
         shutil.rmtree(self.dir, ignore_errors=True)
 

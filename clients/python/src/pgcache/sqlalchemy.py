@@ -17,7 +17,6 @@ After a commit in a thread, that thread's cached reads pass ``AFTER`` the commit
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,14 +25,13 @@ import redis
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from ._placeholders import numbered
 from .client import PGCacheManager
 
 log = logging.getLogger("pgcache.sqlalchemy")
 
 OPTION = "pgcache"
 
-# psycopg's and psycopg2's placeholders: `%(name)s` (pyformat), `%s` (format), `%%`.
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
 _POSITION_SQL = "SELECT pg_catalog.pg_current_wal_insert_lsn()::text"
 # Refused statements remembered (to run them on PostgreSQL without asking again).
 _MOST_REFUSED = 10_000
@@ -105,25 +103,6 @@ class CachedCursor:
 
     def close(self) -> None:
         self._rows = []
-
-
-def numbered(statement: str, parameters: Any) -> tuple[str, list[Any]]:
-    """``statement`` with the driver's placeholders as ``$1..$n``, and the values in order."""
-    values: list[Any] = []
-    positional = iter(parameters) if isinstance(parameters, Sequence) else None
-
-    def replace(match: re.Match) -> str:
-        if match.group(0) == "%%":
-            return "%"
-        if match.group(1) is not None:
-            values.append(parameters[match.group(1)])
-        else:
-            if positional is None:
-                raise ValueError("positional placeholder without positional parameters")
-            values.append(next(positional))
-        return f"${len(values)}"
-
-    return _PLACEHOLDER.sub(replace, statement), values
 
 
 class Integration:

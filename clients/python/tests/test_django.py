@@ -1,0 +1,143 @@
+"""Django: a small app whose QuerySets, read with ``.cached()``, return the same objects as
+without it, before and after writes; queries pgcache refuses, and reads inside
+``transaction.atomic()``, go to the database."""
+
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+
+import django
+import pytest
+from django.conf import settings
+from servers import Postgres, Server, wait_for
+
+from pgcache import PGCacheManager
+
+
+@pytest.fixture(scope="module")
+def shop(pg: Postgres, server: Server):
+    settings.configure(
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.postgresql",
+                "HOST": "127.0.0.1",
+                "PORT": pg.port,
+                "NAME": "postgres",
+                "USER": "postgres",
+            }
+        },
+        INSTALLED_APPS=["djangoapp"],
+        USE_TZ=True,
+        DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+    )
+    django.setup()
+    from django.db import connection
+    from djangoapp.models import Author, Book, Tag
+
+    from pgcache import django as pgcache_django
+
+    with connection.schema_editor() as editor:
+        for model in (Author, Tag, Book):
+            editor.create_model(model)
+    tags = [Tag.objects.create(name=f"tag{i}") for i in range(3)]
+    for a in range(3):
+        author = Author.objects.create(name=f"author{a}")
+        for b in range(4):
+            book = Book.objects.create(
+                title=f"book{a}{b}",
+                price=Decimal(f"{a}{b}.99"),
+                published=datetime.datetime(2020, 1, b + 1, 12, tzinfo=datetime.timezone.utc),
+                author=author,
+            )
+            book.tags.set(tags[: b % 4])
+    for table in ("author", "book", "tag", "book_tags"):
+        pg.execute(f"SELECT pgcache_watch('djangoapp_{table}')")
+    cache = PGCacheManager(server.client())
+    wait_for(
+        "replication", lambda: cache.health().get("invalidation_source") == "replication" or None
+    )
+    pgcache_django.use_pgcache(cache)
+    return Author, Book, Tag, pgcache_django.state
+
+
+def fields(value):
+    if isinstance(value, list):
+        return [fields(v) for v in value]
+    if hasattr(value, "_meta"):
+        out = {f.attname: getattr(value, f.attname) for f in value._meta.concrete_fields}
+        cache = value._state.fields_cache
+        for name, related in cache.items():
+            out[name] = fields(related)
+        return out
+    return value
+
+
+QUERIES = {
+    "filter": lambda A, B, T: B.objects.filter(author__name="author1"),
+    "select_related": lambda A, B, T: B.objects.select_related("author").filter(price__gt=10),
+    "values": lambda A, B, T: B.objects.filter(tags__name="tag1").values("id", "title"),
+    "values_list": lambda A, B, T: B.objects.values_list("title", "author__name").order_by("-id"),
+    "slice": lambda A, B, T: B.objects.all()[3:6],
+    "m2m": lambda A, B, T: T.objects.filter(books__author__name="author2")
+    .distinct()
+    .order_by("id"),
+}
+
+
+def listed(qs):
+    return fields(list(qs))
+
+
+@pytest.mark.parametrize("name", list(QUERIES))
+def test_cached_querysets_return_what_uncached_ones_do(shop, name: str) -> None:
+    Author, Book, Tag, state = shop
+    before = state.answered
+    expected = listed(QUERIES[name](Author, Book, Tag))
+    assert listed(QUERIES[name](Author, Book, Tag).cached()) == expected
+    assert listed(QUERIES[name](Author, Book, Tag).cached()) == expected
+    assert state.answered == before + 2
+
+
+def test_count_exists_and_get(shop) -> None:
+    Author, Book, Tag, state = shop
+    before = state.answered
+    assert (
+        Book.objects.filter(price__gt=10).cached().count()
+        == Book.objects.filter(price__gt=10).count()
+    )
+    assert Book.objects.filter(title="book21").cached().exists()
+    assert not Book.objects.filter(title="none").cached().exists()
+    assert fields(Book.objects.cached().get(title="book21")) == fields(
+        Book.objects.get(title="book21")
+    )
+    with pytest.raises(Book.DoesNotExist):
+        Book.objects.cached().get(title="none")
+    assert state.answered >= before + 5
+
+
+def test_a_write_is_read_back_by_its_thread(shop) -> None:
+    Author, Book, Tag, state = shop
+    book = Book.objects.get(title="book00")
+    for n in range(20):
+        book.price = Decimal(f"{n}.50")
+        book.save()
+        assert Book.objects.filter(id=book.id).cached().get().price == Decimal(f"{n}.50")
+
+
+def test_refused_queries_and_transactions_go_to_the_database(shop) -> None:
+    from django.db import transaction
+    from django.db.models.functions import Now
+
+    Author, Book, Tag, state = shop
+    fell_back = state.fell_back
+    answered = state.answered
+    recent = Book.objects.filter(published__lt=Now())
+    assert listed(recent.cached()) == listed(recent)
+    assert state.fell_back == fell_back + 1
+    assert any("STABLE" in reason for reason in state.refused.values())
+    with transaction.atomic():
+        Book.objects.filter(title="book11").update(title="inside")
+        assert Book.objects.filter(title="inside").cached().count() == 1
+        transaction.set_rollback(True)
+    assert state.answered == answered
