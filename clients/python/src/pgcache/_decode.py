@@ -78,6 +78,13 @@ def _offset(
 
 
 def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return _date_slowly(value)
+
+
+def _date_slowly(value: str) -> date:
     if value == "infinity":
         return date.max
     if value == "-infinity":
@@ -94,6 +101,14 @@ def _date(value: str) -> date:
 
 
 def _time(value: str) -> time:
+    try:
+        return time.fromisoformat(value)
+    except ValueError:
+        return _time_slowly(value)
+
+
+def _time_slowly(value: str) -> time:
+    # PostgreSQL's 24:00:00, and fractions older Pythons' fromisoformat does not read.
     match = _TIME_RE.match(value)
     if match is None:
         raise ValueError(f"pgcache: cannot read {value!r} as a time")
@@ -105,13 +120,20 @@ def _time(value: str) -> time:
 
 
 def _timestamp(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return _timestamp_slowly(value)
+
+
+def _timestamp_slowly(value: str) -> datetime:
     if value in ("infinity", "-infinity"):
         # As psycopg would be configured to: the furthest datetimes Python has.
         moment = datetime.max if value == "infinity" else datetime.min
         return moment
     day, _, clock = value.partition("T")
-    when = _time(clock)
-    on = _date(day)
+    when = _time_slowly(clock)
+    on = _date_slowly(day)
     return datetime(
         on.year,
         on.month,
@@ -218,29 +240,51 @@ class Decoder:
         self.names: list[str] = [name for name, _ in columns]
         self.types: list[str] = [type_name for _, type_name in columns]
         self._converters = [converter(type_name) for type_name in self.types]
+        # Columns of distinct names: each row is a plain JSON object, parsed by the json
+        # module's C code, its values in the columns' order; json, jsonb and records are
+        # then already dicts and lists.
+        self._unique = len(set(self.names)) == len(self.names)
+        self._fast_converters = [
+            None if type_name in _ALREADY_PLAIN else convert
+            for type_name, convert in zip(self.types, self._converters)
+        ]
         self._make_row = row_factory(self.names)
 
     def rows(self, text: str) -> list[Any]:
         """The rows of one answer (QUERY's JSON array of row objects)."""
-        decoded = loads(text)
-        converters = self._converters
+        if self._unique:
+            decoded = [row.values() for row in json.loads(text, parse_float=Decimal)]
+            converters = self._fast_converters
+        else:
+            decoded = [[value for _, value in row] for row in loads(text)]
+            converters = self._converters
         make_row = self._make_row
-        rows = []
-        for row in decoded:
-            if len(row) != len(converters):
-                raise ValueError(
-                    f"pgcache: a row has {len(row)} columns where the statement has "
-                    f"{len(converters)}; the statement changed (DDL): ask EXPLAIN again"
-                )
-            rows.append(
-                make_row(
-                    [
-                        value if convert is None else convert(value)
-                        for (_, value), convert in zip(row, converters)
-                    ]
-                )
+        width = len(converters)
+        if not any(converters):
+            return [make_row(list(values)) for values in decoded if _fits(values, width)]
+        return [
+            make_row(
+                [
+                    value if convert is None else convert(value)
+                    for value, convert in zip(values, converters)
+                ]
             )
-        return rows
+            for values in decoded
+            if _fits(values, width)
+        ]
+
+
+# What the json module parses as the column's value already (a dict or list, not pairs).
+_ALREADY_PLAIN = {"json", "jsonb", "record", "json[]", "jsonb[]", "record[]"}
+
+
+def _fits(values: Any, width: int) -> bool:
+    if len(values) != width:
+        raise ValueError(
+            f"pgcache: a row has {len(values)} columns where the statement has {width}; the "
+            "statement changed (DDL): ask EXPLAIN again"
+        )
+    return True
 
 
 class TableDecoder:
