@@ -160,3 +160,15 @@ def test_load_pgcache_module_says_why_the_server_refused(
             load_pgcache_module(bare.client(), pg.config)
     finally:
         bare.stop()
+
+
+def test_a_statement_refused_then_admitted_is_decoded(shop: Postgres, server: Server) -> None:
+    cache = PGCacheManager(server.client())
+    sql = "SELECT name FROM shop_users WHERE id = $1 AND name <> ''"
+    server.client().config_set("pgcache.tables", "shop_orders")
+    try:
+        with pytest.raises(redis.ResponseError, match="allow"):
+            cache.get(sql, [1])
+    finally:
+        server.client().config_set("pgcache.tables", "")
+    assert cache.get(sql, [1]) == [{"name": "ann"}]

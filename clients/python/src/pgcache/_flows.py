@@ -143,7 +143,9 @@ class Flows:
         if decoder is None:
             explained = yield from self.explain_flow(sql)
             decoder = _decode.Decoder(explained.columns, factory)
-            self._keep(self._decoders, (sql, factory), decoder)
+            # A statement refused now may be admitted later (the allowlist): not kept.
+            if explained.cacheable:
+                self._keep(self._decoders, (sql, factory), decoder)
         return decoder.rows(text((yield command)))
 
     def query_flow(
@@ -159,7 +161,8 @@ class Flows:
         if decoder is None:
             explained = yield from self.explain_flow(sql)
             decoder = _decode.Decoder(explained.columns, tuple_row)
-            self._keep(self._decoders, (sql, tuple_row), decoder)
+            if explained.cacheable:
+                self._keep(self._decoders, (sql, tuple_row), decoder)
         rows = decoder.rows(text((yield command)))
         return list(zip(decoder.names, decoder.types)), rows
 
@@ -176,6 +179,8 @@ class Flows:
         if decoder is None:
             # A row is what `SELECT * FROM <table>` returns: its columns are the table's.
             explained = yield from self.explain_flow(f"SELECT * FROM {table}")
+            # Kept even where QUERY refuses `SELECT *` of the table (its rows then come as
+            # parsed): READ may still serve it, and must not ask again at each call.
             decoder = _decode.TableDecoder(explained.columns)
             self._keep(self._tables, table, decoder)
         args: list[Any] = [table, keys]
