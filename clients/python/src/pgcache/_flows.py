@@ -115,6 +115,18 @@ class Flows:
     def explain_flow(self, sql: str) -> Flow[Explained]:
         return Explained(mapping((yield ("PGCACHE.EXPLAIN", sql))))
 
+    def decoder_flow(self, sql: str, factory: RowFactory) -> Flow[_decode.Decoder]:
+        """The decoder of ``sql``'s answers into ``factory``'s rows: kept, else made from
+        what EXPLAIN says of its columns."""
+        decoder = self._decoders.get((sql, factory))
+        if decoder is None:
+            explained = yield from self.explain_flow(sql)
+            decoder = _decode.Decoder(explained.columns, factory)
+            # A statement refused now may be admitted later (the allowlist): not kept.
+            if explained.cacheable:
+                self._keep(self._decoders, (sql, factory), decoder)
+        return decoder
+
     @staticmethod
     def query_command(
         sql: str,
@@ -137,15 +149,8 @@ class Flows:
         maxstale: int | None,
         row_factory: RowFactory | None,
     ) -> Flow[list[Any]]:
-        factory = row_factory or self.row_factory
         command = self.query_command(sql, params, ttl, after, maxstale)
-        decoder = self._decoders.get((sql, factory))
-        if decoder is None:
-            explained = yield from self.explain_flow(sql)
-            decoder = _decode.Decoder(explained.columns, factory)
-            # A statement refused now may be admitted later (the allowlist): not kept.
-            if explained.cacheable:
-                self._keep(self._decoders, (sql, factory), decoder)
+        decoder = yield from self.decoder_flow(sql, row_factory or self.row_factory)
         return decoder.rows(text((yield command)))
 
     def query_flow(
@@ -157,12 +162,7 @@ class Flows:
         maxstale: int | None,
     ) -> Flow[tuple[list[tuple[str, str]], list[tuple[Any, ...]]]]:
         command = self.query_command(sql, params, ttl, after, maxstale)
-        decoder = self._decoders.get((sql, tuple_row))
-        if decoder is None:
-            explained = yield from self.explain_flow(sql)
-            decoder = _decode.Decoder(explained.columns, tuple_row)
-            if explained.cacheable:
-                self._keep(self._decoders, (sql, tuple_row), decoder)
+        decoder = yield from self.decoder_flow(sql, tuple_row)
         rows = decoder.rows(text((yield command)))
         return list(zip(decoder.names, decoder.types)), rows
 

@@ -34,24 +34,22 @@ from django.db.models import Manager, QuerySet
 from django.db.models.sql.compiler import MULTI, SINGLE
 from django.db.models.sql.query import Query
 
+from ._fallback import Fallbacks
 from ._placeholders import numbered
 from .client import PGCacheManager
 
 log = logging.getLogger("pgcache.django")
 
 _POSITION_SQL = "SELECT pg_catalog.pg_current_wal_insert_lsn()::text"
-_MOST_REFUSED = 10_000
 
 
-class _State:
-    """The cache in use, the counters, and each thread's writes."""
+class _State(Fallbacks):
+    """The cache in use, the counters (``answered``, ``fell_back``, ``refused()``), and each
+    thread's writes."""
 
     def __init__(self) -> None:
+        super().__init__(log, "the database")
         self.cache: PGCacheManager | None = None
-        self.answered = 0
-        self.fell_back = 0
-        self.refused: dict[str, str] = {}
-        self.lock = threading.Lock()
         self.thread = threading.local()
 
 
@@ -117,18 +115,16 @@ class _CachedCompiler:
                 raise EmptyResultSet
         except EmptyResultSet:
             return iter([]) if result_type == MULTI else None
-        if sql in state.refused:
-            state.fell_back += 1
+        if state.known_refused(sql):
             return plain(result_type, chunked_fetch, chunk_size)
         statement, values = numbered(sql, params)
         try:
             _, rows = cache.query(statement, values, after=self._position())
         except redis.ResponseError as refusal:
-            _fall_back(sql, str(refusal))
+            state.refusal(sql, str(refusal))
             return plain(result_type, chunked_fetch, chunk_size)
         except redis.RedisError as unreachable:
-            state.fell_back += 1
-            log.warning("pgcache unreachable, query run on the database: %s", unreachable)
+            state.unreachable(unreachable)
             return plain(result_type, chunked_fetch, chunk_size)
         state.answered += 1
         if result_type == SINGLE:
@@ -144,17 +140,6 @@ class _CachedCompiler:
                 cursor.execute(_POSITION_SQL)
                 state.thread.position = cursor.fetchone()[0]
         return getattr(state.thread, "position", None)
-
-
-def _fall_back(sql: str, reason: str) -> None:
-    state.fell_back += 1
-    with state.lock:
-        if len(state.refused) >= _MOST_REFUSED:
-            state.refused.clear()
-        first = sql not in state.refused
-        state.refused[sql] = reason
-    if first:
-        log.info("pgcache refused a query, which runs on the database: %s (%s)", reason, sql)
 
 
 class CachedQuerySet(QuerySet):

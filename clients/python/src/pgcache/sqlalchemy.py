@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from ._fallback import Fallbacks
 from ._placeholders import numbered
 from .client import PGCacheManager
 
@@ -33,8 +34,6 @@ log = logging.getLogger("pgcache.sqlalchemy")
 OPTION = "pgcache"
 
 _POSITION_SQL = "SELECT pg_catalog.pg_current_wal_insert_lsn()::text"
-# Refused statements remembered (to run them on PostgreSQL without asking again).
-_MOST_REFUSED = 10_000
 
 
 # The type oids a cursor's description gives (SQLAlchemy picks some result processors by
@@ -105,16 +104,14 @@ class CachedCursor:
         self._rows = []
 
 
-class Integration:
-    """What ``use_pgcache`` installed on an engine: its counters, and ``remove()``."""
+class Integration(Fallbacks):
+    """What ``use_pgcache`` installed on an engine: its counters (``answered``,
+    ``fell_back``, ``refused()``), and ``remove()``."""
 
     def __init__(self, engine: Any, cache: PGCacheManager) -> None:
+        super().__init__(log, "PostgreSQL")
         self.engine = engine
         self.cache = cache
-        self.answered = 0
-        self.fell_back = 0
-        self._refused: dict[str, str] = {}
-        self._lock = threading.Lock()
         self._thread = threading.local()
         event.listen(engine, "do_execute", self._do_execute)
         event.listen(engine, "do_execute_no_params", self._do_execute_no_params)
@@ -126,11 +123,6 @@ class Integration:
         event.remove(self.engine, "do_execute_no_params", self._do_execute_no_params)
         event.remove(self.engine, "commit", self._committed)
         event.remove(Session, "after_commit", self._session_committed)
-
-    def refused(self) -> Mapping[str, str]:
-        """The statements pgcache refused, each with the reason."""
-        with self._lock:
-            return dict(self._refused)
 
     def _committed(self, conn: Any) -> None:
         self._thread.wrote = True
@@ -144,19 +136,17 @@ class Integration:
     def _do_execute(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
         if not context.execution_options.get(OPTION) or not _is_select(context):
             return False
-        if statement in self._refused:
-            self.fell_back += 1
+        if self.known_refused(statement):
             return False
         sql, values = numbered(statement, parameters)
         after = self._position(cursor)
         try:
             columns, rows = self.cache.query(sql, values, after=after)
         except redis.ResponseError as refusal:
-            self._fall_back(statement, str(refusal))
+            self.refusal(statement, str(refusal))
             return False
         except redis.RedisError as unreachable:
-            self.fell_back += 1
-            log.warning("pgcache unreachable, statement run on PostgreSQL: %s", unreachable)
+            self.unreachable(unreachable)
             return False
         context.cursor = CachedCursor(columns, rows, cursor.connection)
         cursor.close()
@@ -171,18 +161,6 @@ class Integration:
             cursor.execute(_POSITION_SQL)
             self._thread.position = cursor.fetchone()[0]
         return getattr(self._thread, "position", None)
-
-    def _fall_back(self, statement: str, reason: str) -> None:
-        self.fell_back += 1
-        with self._lock:
-            if len(self._refused) >= _MOST_REFUSED:
-                self._refused.clear()
-            first = statement not in self._refused
-            self._refused[statement] = reason
-        if first:
-            log.info(
-                "pgcache refused a statement, which runs on PostgreSQL: %s (%s)", reason, statement
-            )
 
 
 def _is_select(context: Any) -> bool:
