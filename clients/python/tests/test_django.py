@@ -125,6 +125,21 @@ def test_a_write_is_read_back_by_its_thread(shop) -> None:
         assert Book.objects.filter(id=book.id).cached().get().price == Decimal(f"{n}.50")
 
 
+def test_a_write_through_a_writable_cte_is_read_back_by_its_thread(shop) -> None:
+    from django.db import connection
+
+    Author, Book, Tag, state = shop
+    book = Book.objects.get(title="book01")
+    for n in range(200):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "WITH changed AS (UPDATE djangoapp_book SET price = %s WHERE id = %s"
+                " RETURNING id) SELECT count(*) FROM changed",
+                [Decimal(f"{n}.25"), book.id],
+            )
+        assert Book.objects.filter(id=book.id).cached().get().price == Decimal(f"{n}.25")
+
+
 def test_refused_queries_and_transactions_go_to_the_database(shop) -> None:
     from django.db import transaction
     from django.db.models.functions import Now

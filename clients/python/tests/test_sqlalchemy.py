@@ -9,7 +9,17 @@ from decimal import Decimal
 
 import pytest
 from servers import Postgres, Server, wait_for
-from sqlalchemy import Column, ForeignKey, Numeric, String, Table, create_engine, func, select
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Numeric,
+    String,
+    Table,
+    create_engine,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -158,6 +168,17 @@ def test_a_write_is_read_back_by_its_thread(app) -> None:
             session.commit()
         assert run(engine, by_id, True, "scalars")[0]["title"] == f"retitled {n}"
     assert integration.fell_back == 0 or integration.refused()
+
+
+def test_a_write_on_an_autocommit_connection_is_read_back_by_its_thread(app) -> None:
+    engine, integration = app
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    by_id = lambda: select(Book).where(Book.id == 13)  # noqa: E731
+    for n in range(200):
+        # Committed as it runs: SQLAlchemy sees no commit.
+        with autocommit.connect() as conn:
+            conn.execute(update(Book).where(Book.id == 13).values(title=f"autocommitted {n}"))
+        assert run(engine, by_id, True, "scalars")[0]["title"] == f"autocommitted {n}"
 
 
 def test_a_statement_pgcache_refuses_runs_on_postgresql(app) -> None:

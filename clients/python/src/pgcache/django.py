@@ -36,6 +36,7 @@ from django.db.models.sql.query import Query
 
 from ._fallback import Fallbacks
 from ._placeholders import numbered
+from ._statements import may_write
 from .client import PGCacheManager
 
 log = logging.getLogger("pgcache.django")
@@ -70,7 +71,7 @@ def _watch_writes(sender: Any, connection: Any, **kwargs: Any) -> None:
 
 
 def _note_writes(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-    if not sql.lstrip()[:6].upper().startswith(("SELECT", "WITH")):
+    if may_write(sql):
         state.thread.wrote = True
     return execute(sql, params, many, context)
 

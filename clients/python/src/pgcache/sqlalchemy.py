@@ -10,8 +10,9 @@ The statement SQLAlchemy compiled for PostgreSQL (psycopg or psycopg2) is sent w
 bound parameters where the driver would have run it, and the rows come back in the driver's
 cursor's place, typed as the driver types them. A statement pgcache refuses, or a Redis out of
 reach, runs on PostgreSQL as usual: counted, and logged once per statement with the reason.
-After a commit in a thread, that thread's cached reads pass ``AFTER`` the commit's position
-(asked on the connection on the next cached read): a thread reads its own writes.
+After a commit in a thread (or a write on an AUTOCOMMIT connection), that thread's cached
+reads pass ``AFTER`` the commit's position (asked on the connection on the next cached read):
+a thread reads its own writes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from ._fallback import Fallbacks
 from ._placeholders import numbered
+from ._statements import may_write
 from .client import PGCacheManager
 
 log = logging.getLogger("pgcache.sqlalchemy")
@@ -115,14 +117,23 @@ class Integration(Fallbacks):
         self._thread = threading.local()
         event.listen(engine, "do_execute", self._do_execute)
         event.listen(engine, "do_execute_no_params", self._do_execute_no_params)
+        event.listen(engine, "after_cursor_execute", self._executed)
         event.listen(engine, "commit", self._committed)
         event.listen(Session, "after_commit", self._session_committed)
 
     def remove(self) -> None:
         event.remove(self.engine, "do_execute", self._do_execute)
         event.remove(self.engine, "do_execute_no_params", self._do_execute_no_params)
+        event.remove(self.engine, "after_cursor_execute", self._executed)
         event.remove(self.engine, "commit", self._committed)
         event.remove(Session, "after_commit", self._session_committed)
+
+    def _executed(
+        self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
+        # On an AUTOCOMMIT connection a write commits as it runs, with no commit event.
+        if may_write(statement):
+            self._thread.wrote = True
 
     def _committed(self, conn: Any) -> None:
         self._thread.wrote = True
