@@ -75,3 +75,19 @@ def test_psycopg2_commits_are_read_back(items: Postgres, cache: PGCacheManager) 
         assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
     finally:
         conn.close()
+
+
+def test_a_position_given_to_a_read_through_the_tie_is_kept_if_later(
+    items: Postgres, cache: PGCacheManager
+) -> None:
+    with psycopg.connect(items.conninfo, autocommit=True) as conn:
+        tie = ReadYourWrites(cache, conn)
+        (noted,) = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+        tie.position = noted
+        conn.execute("UPDATE ryw_items SET v = -1 WHERE id = 1")
+        (later,) = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+        # The later of the two positions is what the read waits for: the write is read back.
+        assert tie.get(BY_ID, [1], after=later) == [{"v": -1}]
+        assert tie.read("ryw_items", {"id": 1}, after=later) == {"id": 1, "v": -1}
+        assert tie.multiread("ryw_items", [{"id": 1}], after=noted) == [{"id": 1, "v": -1}]
+        assert tie.position == noted

@@ -20,6 +20,13 @@ def lsn_value(lsn: str) -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
+def later(a: str | None, b: str | None) -> str | None:
+    """The later of two log positions, either of which may be missing."""
+    if a is None or (b is not None and lsn_value(b) > lsn_value(a)):
+        return b
+    return a
+
+
 class ReadYourWrites:
     """Ties ``connection`` (psycopg 3 or psycopg2) to ``cache``: after each commit made
     through ``transaction()`` (or announced with ``committed()``), ``get``, ``read`` and
@@ -48,9 +55,9 @@ class ReadYourWrites:
         finally:
             if switched:
                 conn.autocommit = False
-        if self.position is None or lsn_value(position) > lsn_value(self.position):
-            self.position = position
-        return self.position
+        latest = later(self.position, position) or position
+        self.position = latest
+        return latest
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -65,19 +72,28 @@ class ReadYourWrites:
                 yield conn
         self.committed()
 
-    def get(self, sql: str, params: Sequence[Any] = (), **options: Any) -> list[Any]:
-        """``PGCacheManager.get``, AFTER the last commit noted."""
-        return self.cache.get(sql, params, after=self.position, **options)
+    def get(
+        self, sql: str, params: Sequence[Any] = (), after: str | None = None, **options: Any
+    ) -> list[Any]:
+        """``PGCacheManager.get``, AFTER the last commit noted (or ``after``, if later)."""
+        return self.cache.get(sql, params, after=later(self.position, after), **options)
 
-    def read(self, table: str, pk: Mapping[str, Any], **options: Any) -> dict[str, Any] | None:
-        """``PGCacheManager.read``, AFTER the last commit noted."""
-        return self.cache.read(table, pk, after=self.position, **options)
+    def read(
+        self, table: str, pk: Mapping[str, Any], after: str | None = None, **options: Any
+    ) -> dict[str, Any] | None:
+        """``PGCacheManager.read``, AFTER the last commit noted (or ``after``, if later)."""
+        return self.cache.read(table, pk, after=later(self.position, after), **options)
 
     def multiread(
-        self, table: str, pks: Sequence[Mapping[str, Any]], **options: Any
+        self,
+        table: str,
+        pks: Sequence[Mapping[str, Any]],
+        after: str | None = None,
+        **options: Any,
     ) -> list[dict[str, Any] | None]:
-        """``PGCacheManager.multiread``, AFTER the last commit noted."""
-        return self.cache.multiread(table, pks, after=self.position, **options)
+        """``PGCacheManager.multiread``, AFTER the last commit noted (or ``after``, if
+        later)."""
+        return self.cache.multiread(table, pks, after=later(self.position, after), **options)
 
 
 def _transaction_status(conn: Any) -> int:
