@@ -80,6 +80,10 @@ struct State {
     open: usize,
     in_use: usize,
     last_connect_failure: Option<(Instant, Error)>,
+    /// A connect is running past the deadline of the request that started it. One at a
+    /// time: each holds a worker up to pg_connect_timeout_ms, and a PostgreSQL that accepts
+    /// slowly (or not at all) must not hold them all, nor an unload, that long.
+    connecting_past_deadline: bool,
 }
 
 /// Connection counts, for monitoring.
@@ -118,6 +122,24 @@ impl Drop for PooledClient<'_> {
         }
         drop(state);
         self.pool.freed.notify_one();
+    }
+}
+
+/// The pool's one connect allowed past its request's deadline, released when dropped.
+struct PastDeadline<'a>(&'a Pool);
+
+impl<'a> PastDeadline<'a> {
+    fn claim(pool: &'a Pool, state: &mut State) -> PastDeadline<'a> {
+        state.connecting_past_deadline = true;
+        PastDeadline(pool)
+    }
+}
+
+impl Drop for PastDeadline<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap().connecting_past_deadline = false;
+        // Requests waiting for it may open connections of their own now.
+        self.0.freed.notify_all();
     }
 }
 
@@ -187,7 +209,14 @@ impl Pool {
                 state.in_use += 1;
                 break conn;
             }
-            if state.open < self.max {
+            // A connect that needs longer than the request has left may run to
+            // pg_connect_timeout_ms (cut short at each request's deadline, none would open
+            // where opening takes longer than request_timeout_ms: TLS and authentication far
+            // away), but one at a time: a PostgreSQL that accepts slowly, or not at all, must
+            // not hold every worker (nor an unload) that long. While one runs, requests that
+            // would need another wait for it, or for a connection returned.
+            let needs_longer = Instant::now() + self.connector.settings.connect_timeout > deadline;
+            if state.open < self.max && !(needs_longer && state.connecting_past_deadline) {
                 if let Some((at, reason)) = &state.last_connect_failure
                     && at.elapsed() < CONNECT_BACKOFF
                 {
@@ -195,49 +224,23 @@ impl Pool {
                 }
                 state.open += 1;
                 state.in_use += 1;
+                let past_deadline = needs_longer.then(|| PastDeadline::claim(self, &mut state));
                 drop(state);
-                let started = Instant::now();
-                // A connect may take its whole pg_connect_timeout_ms, past the request's
-                // deadline: cut short at each request's, it would never open where opening
-                // takes longer than request_timeout_ms (TLS and authentication far away).
-                let connect_by = deadline.max(started + self.connector.settings.connect_timeout);
-                match self.connector.connect(connect_by, "pgcache") {
-                    Ok(conn) if Instant::now() >= deadline => {
-                        self.state.lock().unwrap().last_connect_failure = None;
-                        // Back to the pool, as a loan that ended.
-                        drop(PooledClient {
-                            pool: self,
-                            conn: Some(conn),
-                        });
-                        return Err(Error::postgres(
-                            "connecting to PostgreSQL took longer than the request could wait; \
-                             the connection is kept for the next request",
-                        ));
-                    }
-                    Ok(conn) => {
-                        self.state.lock().unwrap().last_connect_failure = None;
-                        break conn;
-                    }
-                    Err(reason) => {
-                        let mut state = self.state.lock().unwrap();
-                        state.open -= 1;
-                        state.in_use -= 1;
-                        if started.elapsed() >= SLOW_CONNECT_FAILURE {
-                            state.last_connect_failure = Some((Instant::now(), reason.clone()));
-                        }
-                        drop(state);
-                        self.freed.notify_one();
-                        return Err(reason);
-                    }
-                }
+                break self.open(deadline, past_deadline)?;
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::postgres(format!(
-                    "all {} PostgreSQL connections stayed busy until the request timed out; \
-                     raise pool_size or check for slow queries",
-                    self.max
-                )));
+                return Err(Error::postgres(if state.connecting_past_deadline {
+                    "a connection to PostgreSQL is still being opened (it takes longer than \
+                     request_timeout_ms); it serves the next requests once open"
+                        .to_string()
+                } else {
+                    format!(
+                        "all {} PostgreSQL connections stayed busy until the request timed \
+                         out; raise pool_size or check for slow queries",
+                        self.max
+                    )
+                }));
             }
             state = self.freed.wait_timeout(state, deadline - now).unwrap().0;
         };
@@ -248,6 +251,51 @@ impl Pool {
         client.patience = patience();
         client.apply_statement_timeout()?;
         Ok(client)
+    }
+
+    /// Opens a connection counted as open and in use. With `past_deadline` it may take its
+    /// whole pg_connect_timeout_ms; opened after the request's deadline, it goes to the pool
+    /// for the next request.
+    fn open(
+        &self,
+        deadline: Instant,
+        past_deadline: Option<PastDeadline>,
+    ) -> Result<Connection, Error> {
+        let started = Instant::now();
+        let connect_by = match past_deadline {
+            Some(_) => started + self.connector.settings.connect_timeout,
+            None => deadline,
+        };
+        match self.connector.connect(connect_by, "pgcache") {
+            Ok(conn) if Instant::now() >= deadline => {
+                self.state.lock().unwrap().last_connect_failure = None;
+                // Back to the pool, as a loan that ended (before the claim is released, so
+                // that the requests it wakes find it).
+                drop(PooledClient {
+                    pool: self,
+                    conn: Some(conn),
+                });
+                Err(Error::postgres(
+                    "connecting to PostgreSQL took longer than the request could wait; \
+                     the connection is kept for the next request",
+                ))
+            }
+            Ok(conn) => {
+                self.state.lock().unwrap().last_connect_failure = None;
+                Ok(conn)
+            }
+            Err(reason) => {
+                let mut state = self.state.lock().unwrap();
+                state.open -= 1;
+                state.in_use -= 1;
+                if started.elapsed() >= SLOW_CONNECT_FAILURE {
+                    state.last_connect_failure = Some((Instant::now(), reason.clone()));
+                }
+                drop(state);
+                self.freed.notify_one();
+                Err(reason)
+            }
+        }
     }
 
     /// A connection outside the pool's count, for a long-lived user (the listener), shown

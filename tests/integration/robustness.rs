@@ -725,6 +725,43 @@ fn a_connection_slower_to_open_than_requests_wait_is_kept_and_postgres_not_calle
 }
 
 #[test]
+fn only_one_connection_is_opened_past_its_requests_deadline_at_a_time() {
+    let pg = Pg::start();
+    pg.execute(USERS_SQL);
+    // PostgreSQL accepts so slowly that every connect outlives the request that started it.
+    let proxy = SilentProxy::start(pg.port);
+    proxy.delay_new_connections(Duration::from_millis(5000));
+    let mut args = proxy.module_args(&pg);
+    args.extend(
+        [
+            "request_timeout_ms",
+            "200",
+            "pg_connect_timeout_ms",
+            "60000",
+            "workers",
+            "4",
+            "listen",
+            "no",
+        ]
+        .map(String::from),
+    );
+    let redis = Redis::start(&args);
+    let mut con = redis.connection();
+    // Misses of different rows, one after another, each timing out: one connect runs on to
+    // its pg_connect_timeout_ms, the others wait for it instead of each holding a worker.
+    for id in 1..=6 {
+        assert!(read(&mut con, "users", &format!(r#"{{"id":{id}}}"#)).is_err());
+    }
+    assert_eq!(stats_figure(&mut con, "pool_in_use"), 1);
+    assert_eq!(stats_figure(&mut con, "pool_open"), 1);
+    // The one connection, once open, serves the next requests.
+    let row = wait_for("a miss answered", Duration::from_secs(30), || {
+        read(&mut con, "users", r#"{"id":3}"#).ok().flatten()
+    });
+    assert_eq!(json(&row)["id"], 3);
+}
+
+#[test]
 fn requests_answered_at_their_deadline_still_get_exactly_one_reply() {
     let stack = Stack::start_with(
         USERS_SQL,
