@@ -212,8 +212,8 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def pgcache_server(pg: Postgres, *settings: str) -> Server:
-    """A server with pgcache loaded, reading ``pg``."""
+def pgcache_server(pg: Postgres, *settings: str, server_args: tuple[str, ...] = ()) -> Server:
+    """A server with pgcache loaded, reading ``pg``; ``server_args`` are the server's own."""
     return Server(
         [
             "--loadmodule",
@@ -227,5 +227,67 @@ def pgcache_server(pg: Postgres, *settings: str) -> Server:
             "pg_user",
             "postgres",
             *settings,
+            *server_args,
         ]
     )
+
+
+def replica_of(pg: Postgres, primary: Server) -> Server:
+    """A replica of ``primary`` with pgcache loaded alike, once it has synchronised."""
+    replica = pgcache_server(pg, server_args=("--replicaof", "127.0.0.1", str(primary.port)))
+    wait_for(
+        "the replica to synchronise",
+        lambda: replica.client().info("replication").get("master_link_status") == "up" or None,
+    )
+    return replica
+
+
+class Cluster:
+    """A Redis Cluster (or Valkey cluster) of ``size`` primaries with pgcache loaded, the
+    slots shared out evenly."""
+
+    def __init__(self, pg: Postgres, size: int = 3) -> None:
+        buses = [free_port() for _ in range(size)]
+        self.nodes = [
+            pgcache_server(
+                pg,
+                server_args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    str(bus),
+                    "--cluster-node-timeout",
+                    "2000",
+                ),
+            )
+            for bus in buses
+        ]
+        step = 16384 // size
+        for i, node in enumerate(self.nodes):
+            last = 16383 if i == size - 1 else (i + 1) * step - 1
+            node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
+        for node, bus in zip(self.nodes[1:], buses[1:]):
+            self.nodes[0].client().execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
+        for node in self.nodes:
+            wait_for(
+                "the cluster to be ok",
+                lambda node=node: (
+                    "cluster_state:ok" in (info := self._cluster_info(node))
+                    and f"cluster_known_nodes:{size}" in info
+                )
+                or None,
+                timeout=60,
+            )
+
+    @staticmethod
+    def _cluster_info(node: Server) -> str:
+        return redis.Redis(port=node.port, decode_responses=True).execute_command("CLUSTER", "INFO")
+
+    @property
+    def port(self) -> int:
+        """A node to start from."""
+        return self.nodes[0].port
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

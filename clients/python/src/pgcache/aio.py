@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from ._cluster import AsyncClusterClient, is_cluster, per_node
 from ._flows import Explained, Flows, run_async
 from ._replies import mapping, plain, text
 from .events import DEFAULT_CHANNEL, Event, parse_event
@@ -16,7 +17,13 @@ from .rows import RowFactory, dict_row
 async def load_pgcache_module(
     redis_client: Any, pg_config: PgConfig, module_path: str | None = None
 ) -> bool:
-    """``pgcache.load_pgcache_module`` on a ``redis.asyncio`` client."""
+    """``pgcache.load_pgcache_module`` on a ``redis.asyncio`` client (or cluster)."""
+    if is_cluster(redis_client):
+        loaded = [
+            await run_async(node, load_flow(pg_config, module_path))
+            for node in await AsyncClusterClient(redis_client).nodes()
+        ]
+        return any(loaded)
     return await run_async(redis_client, load_flow(pg_config, module_path))
 
 
@@ -33,7 +40,8 @@ class AsyncPGCacheManager(Flows):
         module_path: str | None = None,
     ) -> None:
         super().__init__(row_factory)
-        self.redis = redis_client
+        self.cluster = is_cluster(redis_client)
+        self.redis = AsyncClusterClient(redis_client) if self.cluster else redis_client
         self._pg_config = pg_config
         self._module_path = module_path
 
@@ -110,20 +118,24 @@ class AsyncPGCacheManager(Flows):
     async def key(self, table: str, pk: Mapping[str, Any]) -> str:
         return text(await self.redis.execute_command("PGCACHE.KEY", table, self.pk(pk)))
 
+    async def _each_node(self, parse: Any, *command: Any) -> Any:
+        reply = await self.redis.execute_command(*command)
+        return per_node(reply, parse) if self.cluster else parse(reply)
+
     async def stats(self) -> dict[str, Any]:
-        return mapping(await self.redis.execute_command("PGCACHE.STATS"))
+        return await self._each_node(mapping, "PGCACHE.STATS")
 
     async def reset_stats(self) -> None:
         await self.redis.execute_command("PGCACHE.STATS", "RESET")
 
     async def health(self) -> dict[str, Any]:
-        return mapping(await self.redis.execute_command("PGCACHE.HEALTH"))
+        return await self._each_node(mapping, "PGCACHE.HEALTH")
 
-    async def queries(self) -> list[dict[str, Any]]:
-        return self.queries_of(await self.redis.execute_command("PGCACHE.QUERIES"))
+    async def queries(self) -> list[dict[str, Any]] | dict[str, list[dict[str, Any]]]:
+        return await self._each_node(self.queries_of, "PGCACHE.QUERIES")
 
-    async def hooks(self) -> list[Any]:
-        return plain(await self.redis.execute_command("PGCACHE.HOOK", "LIST"))
+    async def hooks(self) -> list[Any] | dict[str, list[Any]]:
+        return await self._each_node(plain, "PGCACHE.HOOK", "LIST")
 
     async def add_hook(self, *definition: str) -> None:
         await self.redis.execute_command("PGCACHE.HOOK", "ADD", *definition)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ._cluster import ClusterClient, is_cluster, per_node
 from ._flows import Explained, Flows, run
 from ._replies import mapping, plain, text
 from .loader import PgConfig, load_pgcache_module
@@ -18,6 +19,10 @@ class PGCacheManager(Flows):
     ``get`` answers a SELECT with typed rows; ``read``/``multiread`` answer rows by primary
     key. Each statement's columns are learned once (PGCACHE.EXPLAIN) and kept. With
     ``pg_config``, pgcache is loaded first where it is not (``load_pgcache_module``).
+
+    ``redis_client`` is a ``redis.Redis`` (a primary, or a replica for reads) or a
+    ``redis.cluster.RedisCluster``: each call then goes to the node that answers it, and
+    ``stats``, ``health``, ``queries`` and ``hooks`` answer for each primary, by node name.
     """
 
     def __init__(
@@ -29,7 +34,8 @@ class PGCacheManager(Flows):
         module_path: str | None = None,
     ) -> None:
         super().__init__(row_factory)
-        self.redis = redis_client
+        self.cluster = is_cluster(redis_client)
+        self.redis = ClusterClient(redis_client) if self.cluster else redis_client
         if pg_config is not None:
             load_pgcache_module(redis_client, pg_config, module_path)
 
@@ -124,24 +130,30 @@ class PGCacheManager(Flows):
         """The cache key of a row (what PGCACHE.GET takes)."""
         return text(self.redis.execute_command("PGCACHE.KEY", table, self.pk(pk)))
 
+    def _each_node(self, parse: Any, *command: Any) -> Any:
+        """A call that reports on one node: its reply, parsed; on a cluster, each primary's,
+        by node name."""
+        reply = self.redis.execute_command(*command)
+        return per_node(reply, parse) if self.cluster else parse(reply)
+
     def stats(self) -> dict[str, Any]:
         """PGCACHE.STATS: counters and latencies."""
-        return mapping(self.redis.execute_command("PGCACHE.STATS"))
+        return self._each_node(mapping, "PGCACHE.STATS")
 
     def reset_stats(self) -> None:
         self.redis.execute_command("PGCACHE.STATS", "RESET")
 
     def health(self) -> dict[str, Any]:
         """PGCACHE.HEALTH: ``status``, the problems and warnings, the change feed's state."""
-        return mapping(self.redis.execute_command("PGCACHE.HEALTH"))
+        return self._each_node(mapping, "PGCACHE.HEALTH")
 
-    def queries(self) -> list[dict[str, Any]]:
+    def queries(self) -> list[dict[str, Any]] | dict[str, list[dict[str, Any]]]:
         """PGCACHE.QUERIES: each statement seen, with its figures."""
-        return self.queries_of(self.redis.execute_command("PGCACHE.QUERIES"))
+        return self._each_node(self.queries_of, "PGCACHE.QUERIES")
 
-    def hooks(self) -> list[Any]:
+    def hooks(self) -> list[Any] | dict[str, list[Any]]:
         """PGCACHE.HOOK LIST: the hooks defined."""
-        return plain(self.redis.execute_command("PGCACHE.HOOK", "LIST"))
+        return self._each_node(plain, "PGCACHE.HOOK", "LIST")
 
     def add_hook(self, *definition: str) -> None:
         self.redis.execute_command("PGCACHE.HOOK", "ADD", *definition)

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Union
 
+from ._cluster import ClusterClient, is_cluster
 from ._flows import Flow, run
 from ._replies import plain, text
 
@@ -56,7 +57,11 @@ def load_pgcache_module(
     """Loads pgcache into the server ``redis_client`` talks to with the settings of
     ``pg_config``; the library is at ``module_path``, else at ``$PGCACHE_MODULE``. Returns
     False when pgcache was already loaded with the same settings (nothing done), True when
-    it was loaded now. ``aio.load_pgcache_module`` is the same for ``redis.asyncio``."""
+    it was loaded now. On a ``RedisCluster``, every node (True when loaded on any).
+    ``aio.load_pgcache_module`` is the same for ``redis.asyncio``."""
+    if is_cluster(redis_client):
+        nodes = ClusterClient(redis_client).nodes()
+        return any([run(node, load_flow(pg_config, module_path)) for node in nodes])
     return run(redis_client, load_flow(pg_config, module_path))
 
 
