@@ -67,6 +67,11 @@ if ! .tools/venv/bin/python -c 'import psycopg2, sys; sys.exit(not psycopg2.__ve
   echo "setup: installing psycopg2 2.9.11 into .tools/venv"
   .tools/venv/bin/pip install -q "psycopg2-binary==2.9.11"
 fi
+# SQLAlchemy's asyncio engine (the client's tests run it) needs greenlet.
+if ! .tools/venv/bin/python -c 'import greenlet, sys; sys.exit(greenlet.__version__ != "3.5.6")' 2>/dev/null; then
+  echo "setup: installing greenlet 3.5.6 into .tools/venv"
+  .tools/venv/bin/pip install -q "greenlet==3.5.6"
+fi
 if ! .tools/venv/bin/python -c 'import pgcache' 2>/dev/null; then
   echo "setup: installing the Python client (clients/python) into .tools/venv"
   .tools/venv/bin/pip install -q -e clients/python

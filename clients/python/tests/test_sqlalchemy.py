@@ -4,6 +4,7 @@ before and after writes; statements pgcache refuses run on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from decimal import Decimal
 
@@ -199,3 +200,32 @@ def test_only_selects_marked_for_the_cache_go_to_it(app) -> None:
         session.execute(select(Author).where(Author.id == 1)).scalars().all()
     assert integration.answered == before
     assert isinstance(integration, Integration)
+
+
+def test_an_asyncio_engine_reads_through_pgcache(app, pg: Postgres, server: Server) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    async def scenario() -> None:
+        engine = create_async_engine(f"postgresql+psycopg://postgres@127.0.0.1:{pg.port}/postgres")
+        integration = use_pgcache(engine.sync_engine, PGCacheManager(server.client()))
+
+        async def read(query, cached: bool):
+            async with AsyncSession(engine) as session:
+                result = await session.execute(query().execution_options(pgcache=cached))
+                return shown(result.unique().scalars().all())
+
+        try:
+            for name in ("books of an author", "joined eager load", "a page", "many-to-many"):
+                assert await read(QUERIES[name], True) == await read(QUERIES[name], False)
+            by_id = lambda: select(Book).where(Book.id == 31)  # noqa: E731
+            for n in range(20):
+                async with AsyncSession(engine) as session:
+                    (await session.get(Book, 31)).title = f"awaited {n}"
+                    await session.commit()
+                assert (await read(by_id, True))[0]["title"] == f"awaited {n}"
+            assert integration.answered >= 24
+        finally:
+            integration.remove()
+            await engine.dispose()
+
+    asyncio.run(scenario())

@@ -105,6 +105,10 @@ class CachedCursor:
     def close(self) -> None:
         self._rows = []
 
+    async def _async_soft_close(self) -> None:
+        """What an asyncio engine's result awaits of its cursor once read: the rows are all
+        here already."""
+
 
 class Integration(Fallbacks):
     """What ``use_pgcache`` installed on an engine: its counters (``answered``,
@@ -159,7 +163,8 @@ class Integration(Fallbacks):
         except redis.RedisError as unreachable:
             self.unreachable(unreachable)
             return False
-        context.cursor = CachedCursor(columns, rows, cursor.connection)
+        # An asyncio engine's adapted cursor keeps no public connection.
+        context.cursor = CachedCursor(columns, rows, getattr(cursor, "connection", None))
         cursor.close()
         self.answered += 1
         return True
