@@ -1,4 +1,4 @@
-//! PGCACHE.QUERY <sql> <nparams> [param ...] [TTL seconds] [AFTER lsn] [MAXSTALE ms]
+//! PGCACHE.QUERY <sql> <nparams> [param ...] [TTL seconds] [AFTER lsn] [MAXSTALE ms] [WITHKEY]
 //!
 //! The result of a parameterised SELECT as one JSON array of row objects: the arguments are
 //! read here, and the cache's QUERY pipeline (`cache::query`) answers them, from the cache
@@ -32,6 +32,7 @@ pub static QUERY: Command = Command {
         Arg::ttl_seconds(),
         Arg::after(),
         Arg::max_stale(),
+        Arg::with_key(),
     ]),
 };
 
@@ -55,6 +56,7 @@ fn parse_call<'a>(args: &'a [&'a [u8]]) -> Result<Call<'a>> {
     }
     let (params, rest) = args[3..].split_at(nparams);
     let mut ttl = None;
+    let mut with_key = false;
     let mut others: Vec<&[u8]> = Vec::new();
     let mut rest = rest.iter();
     while let Some(arg) = rest.next() {
@@ -62,6 +64,8 @@ fn parse_call<'a>(args: &'a [&'a [u8]]) -> Result<Call<'a>> {
             ttl = ttl_arg(Some(rest.next().ok_or_else(|| {
                 Error::invalid("TTL needs a number of seconds, such as TTL 60")
             })?))?;
+        } else if arg.eq_ignore_ascii_case(b"WITHKEY") && !with_key {
+            with_key = true;
         } else {
             others.push(arg);
         }
@@ -69,8 +73,8 @@ fn parse_call<'a>(args: &'a [&'a [u8]]) -> Result<Call<'a>> {
     let options = ReadOptions::parse_many(&others)?;
     if options.ttl.is_some() {
         return Err(Error::invalid(
-            "after the parameters come [TTL <seconds>], [AFTER <lsn>] and [MAXSTALE <ms>]; \
-             is nparams right?",
+            "after the parameters come [TTL <seconds>], [AFTER <lsn>], [MAXSTALE <ms>] and \
+             [WITHKEY]; is nparams right?",
         ));
     }
     let sql = args[1];
@@ -86,6 +90,7 @@ fn parse_call<'a>(args: &'a [&'a [u8]]) -> Result<Call<'a>> {
         params,
         ttl: ttl.unwrap_or_else(current::default_ttl),
         read: options.read()?,
+        with_key,
     })
 }
 

@@ -191,6 +191,14 @@ impl Arg {
             ..Arg::text("withage").optional()
         }
     }
+    /// `[WITHKEY]`: the reply comes with the key that holds the result.
+    pub const fn with_key() -> Arg {
+        Arg {
+            kind: ArgKind::PureToken,
+            token: Some("WITHKEY"),
+            ..Arg::text("withkey").optional()
+        }
+    }
     /// `[MAXSTALE <ms>]`: the call's own bound on how old its answer may be.
     pub const fn max_stale() -> Arg {
         Arg {

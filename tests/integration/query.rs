@@ -110,6 +110,57 @@ fn a_result_is_a_json_array_of_rows_typed_like_read_and_cached() {
     assert_eq!(query_until_cached(&mut con, sql, &["999"]), "[]");
 }
 
+/// PGCACHE.QUERY ... WITHKEY: the result and the key that holds it, or nil.
+fn query_with_key(
+    con: &mut redis::Connection,
+    sql: &str,
+    params: &[&str],
+) -> (String, Option<String>) {
+    redis::cmd("PGCACHE.QUERY")
+        .arg(sql)
+        .arg(params.len())
+        .arg(params)
+        .arg("WITHKEY")
+        .query(con)
+        .unwrap()
+}
+
+#[test]
+fn withkey_names_the_key_that_holds_the_result_and_nil_where_none_does() {
+    let stack = watched();
+    let mut con = stack.con();
+    let sql = "SELECT id, total FROM orders WHERE user_id = $1 ORDER BY id";
+    let expected = postgres_answer(&stack, sql, &["3"]);
+    // Held once the cache serves the result: a hit names its key, which GET reads.
+    let (answer, key) = wait_for("a hit", Duration::from_secs(10), || {
+        match query_with_key(&mut con, sql, &["3"]) {
+            (answer, Some(key)) => Some((answer, key)),
+            (answer, None) => {
+                assert_eq!(json(&answer), expected);
+                None
+            }
+        }
+    });
+    assert_eq!(json(&answer), expected);
+    assert!(key.starts_with("pg_cache:~q:{"), "{key}");
+    let held: String = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
+    assert_eq!(held, answer);
+    // A miss whose fill caches the result names the key it wrote.
+    let (answer, key) = query_with_key(&mut con, sql, &["4"]);
+    assert_eq!(json(&answer), postgres_answer(&stack, sql, &["4"]));
+    let held: String = redis::cmd("GET").arg(key.unwrap()).query(&mut con).unwrap();
+    assert_eq!(held, answer);
+    // A result too big to cache: no key holds it.
+    config_set(&mut con, "pgcache.query_max_rows", "1").unwrap();
+    let (answer, key) = query_with_key(&mut con, sql, &["5"]);
+    assert_eq!(json(&answer), postgres_answer(&stack, sql, &["5"]));
+    assert_eq!(key, None);
+    // A parameter that spells the option is a parameter: the plain reply.
+    let by_name = "SELECT id FROM users WHERE name = $1";
+    assert_eq!(query(&mut con, by_name, &["WITHKEY"]).unwrap(), "[]");
+    assert_eq!(query_with_key(&mut con, by_name, &["WITHKEY"]).0, "[]");
+}
+
 #[test]
 fn a_committed_change_drops_the_results_of_the_tables_it_changed_and_keeps_the_rest() {
     let stack = watched();

@@ -35,14 +35,17 @@ pub struct Fill {
     pub ticket: FillTicket,
     pub ttl: u64,
     pub params: Vec<String>,
+    /// The call asked `WITHKEY`: its reply names the key the result was cached under.
+    pub with_key: bool,
 }
 
 impl Fill {
-    pub fn new(ticket: FillTicket, ttl: u64, params: &[String]) -> Fill {
+    pub fn new(ticket: FillTicket, ttl: u64, params: &[String], with_key: bool) -> Fill {
         Fill {
             ticket,
             ttl,
             params: params.to_vec(),
+            with_key,
         }
     }
 }
@@ -80,29 +83,39 @@ pub fn completion(statement: Arc<Statement>, outcome: Run, fill: Option<Fill>) -
             Ok(ran) => Ok(Some(ran.json.clone())),
             Err(e) => Err(e.clone()),
         };
+        let mut held = None;
         if let Some(Fill {
             ticket,
             ttl,
             params,
+            with_key,
         }) = fill
         {
             ticket.answer_waiters(&shared);
             let (key, fresh) = ticket.finish(&shared);
             if let Ok(ran) = &outcome
                 && fresh
+                && cache_result(ctx, &statement, &key, ran, ttl, &params)
+                && with_key
             {
-                cache_result(ctx, &statement, &key, ran, ttl, &params);
+                held = Some(key);
             }
         }
-        match outcome {
-            Ok(ran) => described(Reply::Bulk(ran.json), &statement, ran.rows),
-            Err(e) => described(Reply::Error(e), &statement, 0),
+        match (outcome, held) {
+            (Ok(ran), Some(key)) => described(
+                Reply::Array(vec![Reply::Bulk(ran.json), Reply::Bulk(key.to_string())]),
+                &statement,
+                ran.rows,
+            ),
+            (Ok(ran), None) => described(Reply::Bulk(ran.json), &statement, ran.rows),
+            (Err(e), _) => described(Reply::Error(e), &statement, 0),
         }
     })
 }
 
 /// Caches a fresh result under `key` unless it is too big (or, row-precise, built from too
 /// many rows, or past the index's room); a row-precise one is indexed as it is written.
+/// Whether it was cached.
 fn cache_result(
     ctx: &Context,
     statement: &Arc<Statement>,
@@ -110,11 +123,12 @@ fn cache_result(
     ran: &Ran,
     ttl: u64,
     params: &[String],
-) {
+) -> bool {
     let too_big = |why: &str| {
         stats::QUERY_TOO_BIG.inc();
         statement.figures.too_big.inc();
         ctx.log_debug(&format!("pgcache: a QUERY result is not cached: {why}"));
+        false
     };
     if ran.rows > current::query_max_rows() || ran.json.len() as u64 > current::query_max_bytes() {
         return too_big("over query_max_rows or query_max_bytes");
@@ -124,14 +138,14 @@ fn cache_result(
             // Under a row generation that ended while it ran (a flush, a TRUNCATE), the
             // result lands where nobody looks: neither cached nor indexed.
             if !generations::current_row_key(&m.tables(), key) {
-                return;
+                return false;
             }
             let Some(members) = &ran.members else {
                 return too_big("its WHERE admits more rows than the index keeps for one result");
             };
             if !membership::has_room(membership::cost(key, params, members)) {
                 stats::QUERY_INDEX_FULL.inc();
-                return;
+                return false;
             }
             // A full page ends at its last member: rows sorting after it cannot enter.
             let boundary = match &m.page {
@@ -152,13 +166,14 @@ fn cache_result(
         Some(&ran.json),
         ttl,
     ) {
-        return;
+        return false;
     }
     statement.figures.filled(indexed.is_none());
     if let Some((params, members, boundary)) = indexed {
         let id = (keyspace::selected_db(ctx), key.clone());
         membership::add(id, statement.clone(), params, members, boundary);
     }
+    true
 }
 
 /// The reply, described for the slowlog and hooks by the statement it ran.

@@ -43,7 +43,9 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
             fill: None,
         }));
     };
-    if call.read == Read::Cached && !bypass::bypassed(key.as_bytes()) && reply_if_cached(ctx, &key)
+    if call.read == Read::Cached
+        && !bypass::bypassed(key.as_bytes())
+        && reply_if_cached(ctx, &key, call.with_key)
     {
         statement.stats.calls.inc();
         statement.stats.hits.inc();
@@ -90,7 +92,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
         // cached (taken after the key's generations).
         Read::FromPostgres | Read::Unvouched => fill::lead(key.into()),
     };
-    let fill = Fill::new(ticket, call.ttl, &params);
+    let fill = Fill::new(ticket, call.ttl, &params, call.with_key);
     Ok(Known::Missed(Job::Run {
         statement,
         params,
@@ -98,9 +100,18 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
     }))
 }
 
-fn reply_if_cached(ctx: &Context, key: &str) -> bool {
+/// Replies with the result `key` holds, if it holds one (`with_key`: `[result, key]`).
+fn reply_if_cached(ctx: &Context, key: &str, with_key: bool) -> bool {
     keyspace::with_name(ctx, key.as_bytes(), |k| {
-        keyspace::read_string(ctx, k, |value| reply::bulk(ctx, value))
+        keyspace::read_string(ctx, k, |value| {
+            if with_key {
+                reply::array(ctx, 2);
+                reply::bulk(ctx, value);
+                reply::bulk(ctx, key.as_bytes());
+            } else {
+                reply::bulk(ctx, value);
+            }
+        })
     })
     .is_some()
 }

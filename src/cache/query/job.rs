@@ -138,7 +138,8 @@ fn looked_up(
     Ok(match look_up_from_worker(db, &statement, &params, read)? {
         Some(Looked::Cached(result)) => Ready::Answered(cached_completion(statement, result)),
         Some(Looked::Lead(ticket)) => {
-            let fill = Fill::new(ticket, ttl, &params);
+            // A statement's first call: its reply names no key (WITHKEY gets nil).
+            let fill = Fill::new(ticket, ttl, &params, false);
             Ready::Run(statement, params, Some(fill))
         }
         None => Ready::Run(statement, params, None),

@@ -33,6 +33,9 @@ pub struct Call<'a> {
     pub params: &'a [&'a [u8]],
     pub ttl: u64,
     pub read: Read,
+    /// `WITHKEY`: the reply is `[result, key]`, the key the result is held under (nil where
+    /// no key holds it: passed through, too big, joined a fill, a replica's miss).
+    pub with_key: bool,
 }
 
 /// Answers a call: from the cache when it holds the result, else by a worker's job.

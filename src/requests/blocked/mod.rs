@@ -231,6 +231,9 @@ impl Answer {
                 ctx,
                 &Reply::Array(vec![reply.inner().clone(), Reply::Int(0)]),
             );
+        } else if matches!(reply.inner(), Reply::Bulk(_)) && asked_for_key(args) {
+            // WITHKEY: an answer no key holds (the fill that cached it names its own).
+            send_once(ctx, &Reply::Array(vec![reply.inner().clone(), Reply::Nil]));
         } else {
             send_once(ctx, &reply);
         }
@@ -286,6 +289,21 @@ fn asked_for_age(args: &Args) -> bool {
         Tracked::of(&args.head()),
         Some(Tracked::Read | Tracked::Get)
     ) && (2..args.len()).any(|i| args.bytes(i).eq_ignore_ascii_case(b"WITHAGE"))
+}
+
+/// Whether the call is a QUERY with `WITHKEY` among its options (after its parameters,
+/// which may be the bare word).
+fn asked_for_key(args: &Args) -> bool {
+    if !matches!(Tracked::of(&args.head()), Some(Tracked::Query)) || args.len() < 3 {
+        return false;
+    }
+    let Some(nparams) = std::str::from_utf8(args.bytes(2))
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return false;
+    };
+    (3 + nparams..args.len()).any(|i| args.bytes(i).eq_ignore_ascii_case(b"WITHKEY"))
 }
 
 /// Sends `reply`; should sending it panic part-way, nothing more is sent (a partial reply
