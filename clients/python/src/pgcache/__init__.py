@@ -8,6 +8,7 @@ runs inside Redis or Valkey, through redis-py.
 """
 
 from ._flows import Explained
+from ._local import LocalCache
 from .aio import AsyncPGCacheManager
 from .client import PGCacheManager
 from .events import Event, events
@@ -19,6 +20,7 @@ __all__ = [
     "AsyncPGCacheManager",
     "Event",
     "Explained",
+    "LocalCache",
     "ModuleLoadError",
     "PGCacheManager",
     "ReadYourWrites",

@@ -11,6 +11,7 @@ values as psycopg would return them: ``int``, ``Decimal`` (every digit), ``float
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
 import re
@@ -249,28 +250,53 @@ class Decoder:
             for type_name, convert in zip(self.types, self._converters)
         ]
         self._make_row = row_factory(self.names)
+        # What PGCACHE.EXPLAIN said of the statement (set by the client that asked).
+        self.explained: Any = None
+        # Columns whose values are lists or dicts a caller may change in place.
+        self._mutable = {
+            i for i, t in enumerate(self.types) if t.endswith("[]") or t in _ALREADY_PLAIN
+        }
 
     def rows(self, text: str) -> list[Any]:
         """The rows of one answer (QUERY's JSON array of row objects)."""
+        return self.rows_of(self.values(text))
+
+    def rows_of(self, values: list[list[Any]]) -> list[Any]:
+        """Rows made from one answer's values (``values``), this caller's alone."""
+        make_row = self._make_row
+        return [make_row(row) for row in values]
+
+    def values(self, text: str) -> list[list[Any]]:
+        """Each row of one answer as its columns' values, typed."""
         if self._unique:
             decoded = [row.values() for row in json.loads(text, parse_float=Decimal)]
             converters = self._fast_converters
         else:
             decoded = [[value for _, value in row] for row in loads(text)]
             converters = self._converters
-        make_row = self._make_row
         width = len(converters)
         if not any(converters):
-            return [make_row(list(values)) for values in decoded if _fits(values, width)]
+            return [list(values) for values in decoded if _fits(values, width)]
         return [
-            make_row(
-                [
-                    value if convert is None else convert(value)
-                    for value, convert in zip(values, converters)
-                ]
-            )
+            [
+                value if convert is None else convert(value)
+                for value, convert in zip(values, converters)
+            ]
             for values in decoded
             if _fits(values, width)
+        ]
+
+    def made(self, rows: list[tuple[Any, ...]]) -> list[Any]:
+        """Rows made from values kept for several callers (a tuple per row, which no row
+        factory can change): each caller's own, down to the values a caller could change
+        (json, jsonb, records, arrays)."""
+        make_row = self._make_row
+        if not self._mutable:
+            return [make_row(values) for values in rows]
+        mutable = self._mutable
+        return [
+            make_row([copy.deepcopy(v) if i in mutable else v for i, v in enumerate(values)])
+            for values in rows
         ]
 
 

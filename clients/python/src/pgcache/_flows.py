@@ -10,6 +10,7 @@ from collections.abc import Generator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from . import _decode
+from ._local import LocalCache
 from ._params import param_text, pk_json
 from ._replies import mapping, text
 from .rows import RowFactory, tuple_row
@@ -91,6 +92,8 @@ class Flows:
 
     def __init__(self, row_factory: RowFactory) -> None:
         self.row_factory = row_factory
+        # Results kept in this process (``local_cache=``), if any.
+        self.local: LocalCache | None = None
         self._decoders: dict[tuple[str, Any], _decode.Decoder] = {}
         self._tables: dict[str, _decode.TableDecoder] = {}
         self._lock = threading.Lock()
@@ -122,6 +125,7 @@ class Flows:
         if decoder is None:
             explained = yield from self.explain_flow(sql)
             decoder = _decode.Decoder(explained.columns, factory)
+            decoder.explained = explained
             # A statement refused now may be admitted later (the allowlist): not kept.
             if explained.cacheable:
                 self._keep(self._decoders, (sql, factory), decoder)
@@ -151,7 +155,37 @@ class Flows:
     ) -> Flow[list[Any]]:
         command = self.query_command(sql, params, ttl, after, maxstale)
         decoder = yield from self.decoder_flow(sql, row_factory or self.row_factory)
-        return decoder.rows(text((yield command)))
+        return (yield from self._answer(decoder, command, len(params)))
+
+    def kept(self, sql: str, params: Sequence[Any], factory: RowFactory) -> list[Any] | None:
+        """The rows the local cache keeps for ``sql`` with ``params``, made by ``factory``;
+        None where it keeps none (the call then goes to pgcache, as a flow)."""
+        decoder = self._decoders.get((sql, factory))
+        if decoder is None or self.local is None:
+            return None
+        kept = self.local.get((sql, len(params), *(param_text(p) for p in params)))
+        return None if kept is None else decoder.made(kept)
+
+    def _answer(self, decoder: _decode.Decoder, command: tuple, nparams: int) -> Flow[list[Any]]:
+        """The rows of ``command`` (a QUERY): from the process where its local cache keeps
+        them (plain calls only: an AFTER, a TTL or a MAXSTALE goes to pgcache), else asked."""
+        local = self.local
+        explained = decoder.explained
+        if local is None or explained is None or len(command) != 3 + nparams:
+            return decoder.rows(text((yield command)))
+        key = command[1:]
+        kept = local.get(key)
+        if kept is not None:
+            return decoder.made(kept)
+        plan = local.plan(explained)
+        if plan is None:
+            return decoder.rows(text((yield command)))
+        answer, held_by = yield (*command, "WITHKEY")
+        values = decoder.values(text(answer))
+        if held_by is None:
+            return decoder.rows_of(values)
+        local.keep(key, plan, text(held_by), values)
+        return decoder.rows_of(values)
 
     def query_flow(
         self,
@@ -163,7 +197,7 @@ class Flows:
     ) -> Flow[tuple[list[tuple[str, str]], list[tuple[Any, ...]]]]:
         command = self.query_command(sql, params, ttl, after, maxstale)
         decoder = yield from self.decoder_flow(sql, tuple_row)
-        rows = decoder.rows(text((yield command)))
+        rows = yield from self._answer(decoder, command, len(params))
         return list(zip(decoder.names, decoder.types)), rows
 
     def read_flow(

@@ -8,6 +8,7 @@ from typing import Any
 
 from ._cluster import AsyncClusterClient, is_cluster, per_node
 from ._flows import Explained, Flows, run_async
+from ._local import LocalCache, attached
 from ._replies import mapping, plain, text
 from .events import DEFAULT_CHANNEL, Event, parse_event
 from .loader import PgConfig, load_flow
@@ -38,10 +39,12 @@ class AsyncPGCacheManager(Flows):
         *,
         row_factory: RowFactory = dict_row,
         module_path: str | None = None,
+        local_cache: LocalCache | bool = False,
     ) -> None:
         super().__init__(row_factory)
         self.cluster = is_cluster(redis_client)
         self.redis = AsyncClusterClient(redis_client) if self.cluster else redis_client
+        self.local = attached(local_cache, redis_client, self.cluster)
         self._pg_config = pg_config
         self._module_path = module_path
 
@@ -62,6 +65,10 @@ class AsyncPGCacheManager(Flows):
         row_factory: RowFactory | None = None,
     ) -> list[Any]:
         """The rows of ``sql`` with ``params`` (see ``PGCacheManager.get``)."""
+        if self.local is not None and ttl is None and after is None and maxstale is None:
+            kept = self.kept(sql, params, row_factory or self.row_factory)
+            if kept is not None:
+                return kept
         flow = self.get_flow(sql, params, ttl, after, maxstale, row_factory)
         return await run_async(self.redis, flow)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ._cluster import ClusterClient, is_cluster, per_node
 from ._flows import Explained, Flows, run
+from ._local import LocalCache, attached
 from ._replies import mapping, plain, text
 from .loader import PgConfig, load_pgcache_module
 from .rows import RowFactory, dict_row
@@ -32,12 +33,14 @@ class PGCacheManager(Flows):
         *,
         row_factory: RowFactory = dict_row,
         module_path: str | None = None,
+        local_cache: LocalCache | bool = False,
     ) -> None:
         super().__init__(row_factory)
         self.cluster = is_cluster(redis_client)
         self.redis = ClusterClient(redis_client) if self.cluster else redis_client
         if pg_config is not None:
             load_pgcache_module(redis_client, pg_config, module_path)
+        self.local = attached(local_cache, redis_client, self.cluster)
 
     def get(
         self,
@@ -51,6 +54,10 @@ class PGCacheManager(Flows):
     ) -> list[Any]:
         """The rows of ``sql`` (``$n`` or ``?`` placeholders) with ``params``: from the cache
         on a hit, from PostgreSQL on a miss."""
+        if self.local is not None and ttl is None and after is None and maxstale is None:
+            kept = self.kept(sql, params, row_factory or self.row_factory)
+            if kept is not None:
+                return kept
         flow = self.get_flow(sql, params, ttl, after, maxstale, row_factory)
         return run(self.redis, flow)
 

@@ -1,0 +1,148 @@
+"""The local cache (``local_cache=True``): results kept in the process answer without a round
+trip, equal to pgcache's, and leave when a change reaches pgcache (a row-precise delete, a
+per-table generation, a FLUSHALL, the tracking connection lost); answers no key holds are
+not kept."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis.asyncio
+from servers import Postgres, Server, pgcache_server, wait_for
+
+from pgcache import AsyncPGCacheManager, PGCacheManager
+
+BY_ID = "SELECT id, name, tags FROM lc_items WHERE id = $1"
+COUNT = "SELECT count(*) AS n FROM lc_items"
+
+
+@pytest.fixture(scope="module")
+def items(pg: Postgres) -> Postgres:
+    pg.execute(
+        """
+        CREATE TABLE lc_items (id integer PRIMARY KEY, name text NOT NULL, tags jsonb);
+        INSERT INTO lc_items SELECT g, 'item' || g, '{"a": [1]}' FROM generate_series(1, 20) g;
+        SELECT pgcache_watch('lc_items');
+        """
+    )
+    return pg
+
+
+@pytest.fixture
+def local(items: Postgres, server: Server) -> Iterator[PGCacheManager]:
+    cache = PGCacheManager(server.client(), local_cache=True)
+    wait_for(
+        "the change feed",
+        lambda: cache.health().get("invalidation_source") == "replication" or None,
+    )
+    yield cache
+    cache.local.close()
+
+
+def postgres_row(pg: Postgres, ident: int) -> dict:
+    with psycopg.connect(pg.conninfo) as conn:
+        name, tags = conn.execute(
+            "SELECT name, tags FROM lc_items WHERE id = %s", (ident,)
+        ).fetchone()
+    return {"id": ident, "name": name, "tags": tags}
+
+
+def served_locally(cache: PGCacheManager, sql: str, params: list) -> list:
+    """Reads until the answer comes from the process (kept, and pgcache vouched for)."""
+
+    def attempt() -> list | None:
+        hits = cache.local.hits
+        rows = cache.get(sql, params)
+        return rows if cache.local.hits > hits else None
+
+    return wait_for("a local hit", attempt)
+
+
+def test_local_hits_answer_what_pgcache_does_without_asking_it(
+    items: Postgres, local: PGCacheManager
+) -> None:
+    rows = served_locally(local, BY_ID, [1])
+    assert rows == [postgres_row(items, 1)]
+    server_hits = local.stats()["query_hits"]
+    for _ in range(50):
+        assert local.get(BY_ID, [1]) == rows
+    assert local.stats()["query_hits"] == server_hits  # none reached pgcache
+    # A caller that changes its rows changes its own copy.
+    rows[0]["tags"]["a"].append(2)
+    assert local.get(BY_ID, [1])[0]["tags"] == {"a": [1]}
+    # Tuples (the ORMs' path) from the same values.
+    assert local.query(BY_ID, [1])[1] == [(1, "item1", {"a": [1]})]
+
+
+def test_a_change_drops_the_kept_result(items: Postgres, local: PGCacheManager) -> None:
+    served_locally(local, BY_ID, [2])
+    served_locally(local, COUNT, [])
+    for n in range(20):
+        items.execute(f"UPDATE lc_items SET name = 'renamed {n}' WHERE id = 2")
+        wait_for(
+            "the change to be read",
+            lambda n=n: local.get(BY_ID, [2])[0]["name"] == f"renamed {n}" or None,
+        )
+    # A per-table result (no WHERE): an insert changes its table's generation.
+    items.execute("INSERT INTO lc_items VALUES (100, 'new', NULL)")
+    wait_for("the count to follow", lambda: local.get(COUNT, [])[0]["n"] == 21 or None)
+    items.execute("DELETE FROM lc_items WHERE id = 100")
+    wait_for("the count to follow", lambda: local.get(COUNT, [])[0]["n"] == 20 or None)
+
+
+def test_what_no_key_holds_is_not_kept(items: Postgres, local: PGCacheManager, server) -> None:
+    admin = server.client()
+    admin.config_set("pgcache.query_max_rows", 1)
+    try:
+        many = "SELECT id FROM lc_items WHERE id < $1 ORDER BY id"
+        for _ in range(5):
+            assert local.get(many, [4]) == [{"id": 1}, {"id": 2}, {"id": 3}]
+        assert all(key[0] != many for key in local.local._entries)
+    finally:
+        admin.config_set("pgcache.query_max_rows", 10000)
+
+
+def test_flushall_and_a_lost_connection_drop_everything(items: Postgres) -> None:
+    # A server of its own: FLUSHALL would empty the other tests' cache.
+    server = pgcache_server(items)
+    local = PGCacheManager(server.client(), local_cache=True)
+    try:
+        flushed_and_killed(items, server, local)
+    finally:
+        local.local.close()
+        server.stop()
+
+
+def flushed_and_killed(items: Postgres, server: Server, local: PGCacheManager) -> None:
+    served_locally(local, BY_ID, [3])
+    assert len(local.local) > 0
+    server.client().flushall()
+    wait_for("the flush to reach the process", lambda: len(local.local) == 0 or None)
+    served_locally(local, BY_ID, [3])
+    admin = server.client()
+    for client in admin.client_list():
+        if client.get("name") == "pgcache-local-cache":
+            admin.execute_command("CLIENT", "KILL", "ID", client["id"])
+    wait_for("the loss to empty the process's cache", lambda: len(local.local) == 0 or None)
+    # Connected again, it keeps and serves once more.
+    assert served_locally(local, BY_ID, [3]) == [postgres_row(items, 3)]
+
+
+def test_asyncio_manager_keeps_results_too(items: Postgres, server: Server) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis(port=server.port)
+        cache = AsyncPGCacheManager(client, local_cache=True)
+        try:
+            deadline = asyncio.get_running_loop().time() + 20
+            while cache.local.hits == 0:
+                assert asyncio.get_running_loop().time() < deadline, "no local hit"
+                assert await cache.get(BY_ID, [4]) == [postgres_row(items, 4)]
+                await asyncio.sleep(0.01)
+        finally:
+            cache.local.close()
+            await client.aclose()
+
+    asyncio.run(scenario())
