@@ -47,11 +47,14 @@ def tag(key: str) -> str:
 class Plan:
     """What a result to keep depends on: its statement (hash) and its tables."""
 
-    __slots__ = ("statement", "tables", "seen")
+    __slots__ = ("statement", "tables", "connection", "seen")
 
-    def __init__(self, statement: str, tables: Sequence[str]) -> None:
+    def __init__(self, statement: str, tables: Sequence[str], connection: int) -> None:
         self.statement = statement
         self.tables = tuple(tables)
+        # Which of the tracker's connections follows its keys: changes made while another
+        # one was being opened were seen by none.
+        self.connection = connection
         self.seen: tuple[int, ...] = ()
 
 
@@ -121,9 +124,10 @@ class LocalCache:
         prefixes = [f"{self._prefix}~epoch", f"{self._prefix}~q:{{{statement}"] + [
             f"{self._prefix}{table}:~" for table in explained.tables
         ]
-        if not tracker.follow(prefixes):
+        connection = tracker.connections
+        if not tracker.follow(prefixes) or tracker.connections != connection:
             return None
-        plan = Plan(statement, explained.tables)
+        plan = Plan(statement, explained.tables, connection)
         plan.seen = self._seen(plan)
         return plan
 
@@ -141,8 +145,14 @@ class LocalCache:
         route_tag = tag(held_by)
         if not route_tag.startswith("{" + plan.statement + ":"):
             return  # not the statement the plan follows
+        tracker = self._tracker
         with self._lock:
-            if self._seen(plan) != plan.seen:
+            if (
+                self._seen(plan) != plan.seen
+                or tracker is None
+                or tracker.connections != plan.connection
+                or not tracker.connected()
+            ):
                 return
             if key in self._entries:
                 self._drop(key)
@@ -242,11 +252,15 @@ class _Tracker:
         self._kwargs = dict(pool.connection_kwargs)
         self._tls = "SSL" in pool.connection_class.__name__
         self._write = threading.Lock()
+        # One registration at a time: Redis refuses a prefix registered twice.
+        self._following = threading.Lock()
         self._waiting: deque[Callable[[Any], None]] = deque()
         self._followed: set[str] = set()
         self._closed = threading.Event()
         self._connected = threading.Event()
         self._sock: socket.socket | None = None
+        # Connections opened so far: each follows only the prefixes registered on it.
+        self.connections = 0
         self._connect()
         threading.Thread(target=self._read_loop, name="pgcache-local", daemon=True).start()
         threading.Thread(target=self._probe_loop, name="pgcache-probe", daemon=True).start()
@@ -299,11 +313,20 @@ class _Tracker:
             self.cache._prefix = next(iter(prefix.values())).decode()
         self._sock, self._stream = sock, stream
         self._followed = set()
+        self.connections += 1
         self._connected.set()
+
+    def connected(self) -> bool:
+        return self._connected.is_set()
 
     def follow(self, prefixes: Sequence[str]) -> bool:
         """Has Redis broadcast changes to keys starting with ``prefixes`` from now on."""
-        new = [p for p in dict.fromkeys(prefixes) if p not in self._followed]
+        if all(p in self._followed for p in prefixes):
+            return self._connected.is_set()
+        with self._following:
+            return self._register([p for p in dict.fromkeys(prefixes) if p not in self._followed])
+
+    def _register(self, new: list[str]) -> bool:
         if not new:
             return self._connected.is_set()
         args: list[Any] = ["CLIENT", "TRACKING", "ON", "BCAST"]
