@@ -342,10 +342,28 @@ pub fn end_per_table(ctx: &Context, prefix: &str, dbs: &[i32]) {
 /// Ends the generation under `name`: its key goes, or on a cluster node its entry.
 fn end_one(ctx: &Context, name: &str, dbs: &[i32]) {
     // In every DB: a DB without keys now may still have a fill in flight under it.
-    with_known(|known| known.remove(name));
+    let known = with_known(|known| known.remove(name)).is_some();
     if !cluster::enabled() {
+        if known {
+            // Its key may be gone (evicted, deleted by hand) while hits still used the
+            // generation: the change is signalled all the same, so that a client keeping
+            // results itself (CLIENT TRACKING on the generation key) drops them. Where the
+            // key is there, its DEL signals it.
+            signal_ended(ctx, name, dbs);
+        }
         delete(ctx, name, dbs);
     }
+}
+
+/// Signals a change to the generation key `name` in each of `dbs` where it is gone.
+fn signal_ended(ctx: &Context, name: &str, dbs: &[i32]) {
+    keyspace::in_each_db(ctx, dbs.iter().copied(), |_| {
+        keyspace::with_name(ctx, name.as_bytes(), |key| {
+            if !keyspace::exists(ctx, key) {
+                keyspace::signal_modified(ctx, key);
+            }
+        });
+    });
 }
 
 /// Deletes the key `name` in each of `dbs` where it exists. Replicated, as DEL.

@@ -104,6 +104,15 @@ pub fn read_string<R>(ctx: &Context, key: Key, f: impl FnOnce(&[u8]) -> R) -> Op
     }
 }
 
+/// Tells Redis that `key` changed (in the context's DB) without writing it: clients
+/// tracking it (CLIENT TRACKING, WATCH) learn of the change.
+pub fn signal_modified(ctx: &Context, key: Key) {
+    // SAFETY: main thread; `key` is live for the call.
+    unsafe {
+        raw::RedisModule_SignalModifiedKey.unwrap()(ctx.ctx, key.0);
+    }
+}
+
 /// Whether anything is stored at `key` in the context's DB.
 pub fn exists(ctx: &Context, key: Key) -> bool {
     // SAFETY: main thread; `key` is live; the handle is closed before returning.

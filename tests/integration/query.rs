@@ -110,19 +110,30 @@ fn a_result_is_a_json_array_of_rows_typed_like_read_and_cached() {
     assert_eq!(query_until_cached(&mut con, sql, &["999"]), "[]");
 }
 
-/// PGCACHE.QUERY ... WITHKEY: the result and the key that holds it, or nil.
+/// PGCACHE.QUERY ... WITHKEY: the result and the key that holds it (or nil), with the
+/// generation keys in it.
 fn query_with_key(
     con: &mut redis::Connection,
     sql: &str,
     params: &[&str],
 ) -> (String, Option<String>) {
-    redis::cmd("PGCACHE.QUERY")
-        .arg(sql)
-        .arg(params.len())
-        .arg(params)
-        .arg("WITHKEY")
-        .query(con)
-        .unwrap()
+    let (answer, key, generations): (String, Option<String>, Vec<String>) =
+        redis::cmd("PGCACHE.QUERY")
+            .arg(sql)
+            .arg(params.len())
+            .arg(params)
+            .arg("WITHKEY")
+            .query(con)
+            .unwrap();
+    match &key {
+        // Row-precise in replication mode, per table in notify mode.
+        Some(_) => assert!(
+            generations == ["pg_cache:orders:~rgen"] || generations == ["pg_cache:orders:~gen"],
+            "{sql}: {generations:?}"
+        ),
+        None => assert!(generations.is_empty()),
+    }
+    (answer, key)
 }
 
 #[test]
@@ -156,9 +167,42 @@ fn withkey_names_the_key_that_holds_the_result_and_nil_where_none_does() {
     assert_eq!(json(&answer), postgres_answer(&stack, sql, &["5"]));
     assert_eq!(key, None);
     // A parameter that spells the option is a parameter: the plain reply.
-    let by_name = "SELECT id FROM users WHERE name = $1";
-    assert_eq!(query(&mut con, by_name, &["WITHKEY"]).unwrap(), "[]");
-    assert_eq!(query_with_key(&mut con, by_name, &["WITHKEY"]).0, "[]");
+    let by_orders = "SELECT id FROM orders WHERE user_id::text = $1";
+    assert_eq!(query(&mut con, by_orders, &["WITHKEY"]).unwrap(), "[]");
+    assert_eq!(query_with_key(&mut con, by_orders, &["WITHKEY"]).0, "[]");
+}
+
+#[test]
+fn a_generation_whose_key_is_gone_is_still_signalled_when_it_ends() {
+    let stack = watched();
+    let mut con = stack.con();
+    // No WHERE: per table, under the table's generation key.
+    query_until_cached(&mut con, "SELECT count(*) AS n FROM orders", &[]);
+    // A client following the table's generation keys (RESP2: its invalidations go to a
+    // subscriber), as a client keeping results itself does.
+    let mut sub = stack.con();
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut sub).unwrap();
+    let mut pubsub = subscribe(&mut sub, "__redis__:invalidate");
+    let mut tracking = stack.con();
+    redis::cmd("CLIENT")
+        .arg(&["TRACKING", "ON", "REDIRECT"])
+        .arg(id)
+        .arg(&["BCAST", "PREFIX", "pg_cache:orders:~"])
+        .query::<()>(&mut tracking)
+        .unwrap();
+    // The key goes (evicted, say) while hits still use the generation it held.
+    let _: i64 = redis::cmd("DEL")
+        .arg("pg_cache:orders:~gen")
+        .query(&mut con)
+        .unwrap();
+    let keys: Vec<String> = next_message(&mut pubsub).get_payload().unwrap();
+    assert_eq!(keys, ["pg_cache:orders:~gen"]);
+    // A change ends the generation: no key to delete, and the end is signalled all the same.
+    stack
+        .pg
+        .execute("UPDATE orders SET total = total + 1 WHERE id = 1");
+    let keys: Vec<String> = next_message(&mut pubsub).get_payload().unwrap();
+    assert!(keys.iter().any(|k| k == "pg_cache:orders:~gen"), "{keys:?}");
 }
 
 #[test]

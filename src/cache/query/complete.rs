@@ -103,7 +103,17 @@ pub fn completion(statement: Arc<Statement>, outcome: Run, fill: Option<Fill>) -
         }
         match (outcome, held) {
             (Ok(ran), Some(key)) => described(
-                Reply::Array(vec![Reply::Bulk(ran.json), Reply::Bulk(key.to_string())]),
+                Reply::Array(vec![
+                    Reply::Bulk(ran.json),
+                    Reply::Bulk(key.to_string()),
+                    Reply::Array(
+                        statement
+                            .generation_keys
+                            .iter()
+                            .map(|name| Reply::Bulk(name.clone()))
+                            .collect(),
+                    ),
+                ]),
                 &statement,
                 ran.rows,
             ),

@@ -45,7 +45,11 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
     };
     if call.read == Read::Cached
         && !bypass::bypassed(key.as_bytes())
-        && reply_if_cached(ctx, &key, call.with_key)
+        && reply_if_cached(
+            ctx,
+            &key,
+            call.with_key.then_some(&statement.generation_keys),
+        )
     {
         statement.stats.calls.inc();
         statement.stats.hits.inc();
@@ -100,14 +104,19 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
     }))
 }
 
-/// Replies with the result `key` holds, if it holds one (`with_key`: `[result, key]`).
-fn reply_if_cached(ctx: &Context, key: &str, with_key: bool) -> bool {
+/// Replies with the result `key` holds, if it holds one (`WITHKEY`, the statement's
+/// generation keys given: `[result, key, [generation key, ...]]`).
+fn reply_if_cached(ctx: &Context, key: &str, with_key: Option<&Vec<String>>) -> bool {
     keyspace::with_name(ctx, key.as_bytes(), |k| {
         keyspace::read_string(ctx, k, |value| {
-            if with_key {
-                reply::array(ctx, 2);
+            if let Some(generations) = with_key {
+                reply::array(ctx, 3);
                 reply::bulk(ctx, value);
                 reply::bulk(ctx, key.as_bytes());
+                reply::array(ctx, generations.len());
+                for name in generations {
+                    reply::bulk(ctx, name.as_bytes());
+                }
             } else {
                 reply::bulk(ctx, value);
             }

@@ -138,7 +138,8 @@ fn looked_up(
     Ok(match look_up_from_worker(db, &statement, &params, read)? {
         Some(Looked::Cached(result)) => Ready::Answered(cached_completion(statement, result)),
         Some(Looked::Lead(ticket)) => {
-            // A statement's first call: its reply names no key (WITHKEY gets nil).
+            // A statement's first call, or a read AFTER a position: its reply names no key
+            // (WITHKEY gets nil), though the fill may cache the result.
             let fill = Fill::new(ticket, ttl, &params, false);
             Ready::Run(statement, params, Some(fill))
         }

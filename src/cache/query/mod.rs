@@ -33,8 +33,9 @@ pub struct Call<'a> {
     pub params: &'a [&'a [u8]],
     pub ttl: u64,
     pub read: Read,
-    /// `WITHKEY`: the reply is `[result, key]`, the key the result is held under (nil where
-    /// no key holds it: passed through, too big, joined a fill, a replica's miss).
+    /// `WITHKEY`: the reply is `[result, key, [generation key, ...]]`: the key the result
+    /// is held under and the generation keys in it (nil and none where the call cannot
+    /// name one: passed through, too big, joined a fill, a replica's miss).
     pub with_key: bool,
 }
 

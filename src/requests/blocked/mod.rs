@@ -233,7 +233,14 @@ impl Answer {
             );
         } else if matches!(reply.inner(), Reply::Bulk(_)) && asked_for_key(args) {
             // WITHKEY: an answer no key holds (the fill that cached it names its own).
-            send_once(ctx, &Reply::Array(vec![reply.inner().clone(), Reply::Nil]));
+            send_once(
+                ctx,
+                &Reply::Array(vec![
+                    reply.inner().clone(),
+                    Reply::Nil,
+                    Reply::Array(vec![]),
+                ]),
+            );
         } else {
             send_once(ctx, &reply);
         }
