@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 import redis.asyncio
-from servers import Postgres, Server, pgcache_server, wait_for
+from servers import ROOT, Postgres, Server, pgcache_server, wait_for
 
 from pgcache import AsyncPGCacheManager, PGCacheManager
 
@@ -146,3 +146,70 @@ def test_asyncio_manager_keeps_results_too(items: Postgres, server: Server) -> N
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_change_is_followed_when_the_generation_key_was_evicted(
+    items: Postgres, local: PGCacheManager, server: Server
+) -> None:
+    before = served_locally(local, COUNT, [])[0]["n"]
+    # Gone (evicted, say) while pgcache still serves results under the generation it held.
+    server.client().delete("pg_cache:lc_items:~gen")
+    assert served_locally(local, COUNT, [])[0]["n"] == before
+    items.execute("INSERT INTO lc_items VALUES (200, 'new', NULL)")
+    try:
+        wait_for("the count to follow", lambda: local.get(COUNT, [])[0]["n"] == before + 1 or None)
+    finally:
+        items.execute("DELETE FROM lc_items WHERE id = 200")
+
+
+def test_the_first_answer_kept_is_the_callers_own(local: PGCacheManager) -> None:
+    def attempt() -> bool | None:
+        hits = local.local.hits
+        rows = local.get(BY_ID, [7])
+        rows[0]["tags"]["a"].append(99)  # each caller changes its own answer
+        return (local.local.hits > hits) or None
+
+    wait_for("a local hit", attempt)
+    assert local.get(BY_ID, [7])[0]["tags"] == {"a": [1]}
+
+
+def test_a_server_with_its_own_cache_prefix(items: Postgres) -> None:
+    server = pgcache_server(items, "cache_prefix", "app:")
+    local = PGCacheManager(server.client(), local_cache=True)
+    try:
+        before = served_locally(local, COUNT, [])[0]["n"]
+        items.execute("INSERT INTO lc_items VALUES (201, 'new', NULL)")
+        wait_for("the count to follow", lambda: local.get(COUNT, [])[0]["n"] == before + 1 or None)
+    finally:
+        items.execute("DELETE FROM lc_items WHERE id = 201")
+        local.local.close()
+        server.stop()
+
+
+def test_a_statement_whose_tables_change_with_ddl() -> None:
+    # A PostgreSQL of its own: the DDL trigger would follow every other test's DDL too.
+    pg = Postgres()
+    pg.execute((ROOT / "examples/invalidation_trigger.sql").read_text())
+    pg.execute((ROOT / "examples/ddl_trigger.sql").read_text())
+    pg.execute(
+        """
+        CREATE TABLE lc_a (id integer PRIMARY KEY); INSERT INTO lc_a SELECT generate_series(1, 5);
+        CREATE TABLE lc_b (id integer PRIMARY KEY); INSERT INTO lc_b SELECT generate_series(1, 7);
+        SELECT pgcache_watch('lc_a'); SELECT pgcache_watch('lc_b');
+        CREATE VIEW lc_v AS SELECT id FROM lc_a;
+        """
+    )
+    server = pgcache_server(pg)
+    local = PGCacheManager(server.client(), local_cache=True)
+    view = "SELECT count(*) AS n FROM lc_v"
+    try:
+        assert served_locally(local, view, [])[0]["n"] == 5
+        pg.execute("CREATE OR REPLACE VIEW lc_v AS SELECT id FROM lc_b")
+        wait_for("the view's new table", lambda: local.get(view, [])[0]["n"] == 7 or None)
+        assert served_locally(local, view, [])[0]["n"] == 7
+        pg.execute("INSERT INTO lc_b VALUES (100)")
+        wait_for("a change to the new table", lambda: local.get(view, [])[0]["n"] == 8 or None)
+    finally:
+        local.local.close()
+        server.stop()
+        pg.stop()

@@ -177,14 +177,19 @@ class Flows:
         kept = local.get(key)
         if kept is not None:
             return decoder.made(kept)
-        plan = local.plan(explained)
-        if plan is None:
-            return decoder.rows(text((yield command)))
-        answer, held_by = yield (*command, "WITHKEY")
+        plan = local.plan(explained.statement) if explained.statement else None
+        # WITHKEY: under which key pgcache holds the answer, over which generations.
+        answer, held_by, generations = yield (*command, "WITHKEY")
         values = decoder.values(text(answer))
         if held_by is None:
             return decoder.rows_of(values)
-        local.keep(key, plan, text(held_by), values)
+        held_by, generations = text(held_by), [text(g) for g in generations]
+        if plan is not None:
+            kept = local.keep(key, plan, held_by, generations, values)
+            if kept is not None:
+                local.learn(held_by, generations)
+                return decoder.made(kept)
+        local.learn(held_by, generations)
         return decoder.rows_of(values)
 
     def query_flow(

@@ -1,20 +1,24 @@
 """Query results kept in the process, decoded (``PGCacheManager(..., local_cache=True)``):
 a hit costs no round trip, and a result leaves as soon as Redis says one of the keys it
-came from changed.
+depends on changed.
 
-How it stays exact. One connection of its own asks Redis to broadcast every change to the
-keys the kept results depend on (``CLIENT TRACKING ON BCAST``, RESP3 pushes): for each
-statement, its results' keys (``<prefix>~q:{<statement hash>``), and for each table it
-reads, the table's generation keys (``<prefix><table>:~``), registered before the statement is
-first asked with ``WITHKEY``, which says under which key pgcache holds each answer (nil
-where none holds it: passed through, too big, a replica's miss: those are not kept, as no
-change to them would be pushed). A result key's change (a fill, a delete by the change feed, an
-expiry, an eviction) drops the kept result of the same statement and parameters; a
-generation's change (a per-table invalidation, DDL, a flush) drops every result over that
-table; a FLUSHALL, or the connection lost, drops everything. A result fetched while one of
-its statement's or tables' keys changed is not kept. The same connection asks PGCACHE.HEALTH
-every ``probe_interval`` seconds: while pgcache does not serve hits (its change feed has not
-vouched for the cache within ``max_staleness_ms``), nothing is answered locally.
+How it stays exact. Only answers pgcache holds under a key are kept: ``PGCACHE.QUERY ...
+WITHKEY`` names that key and the generation keys of the tables the result depends on (nil
+where no key holds the answer: passed through, too big, a replica's miss; no change to those
+would be signalled). One connection of the cache's own has Redis broadcast every change to
+the keys kept results depend on (``CLIENT TRACKING ON BCAST``, RESP3 pushes): the
+statement's result keys (``<prefix>~q:{<statement hash>``), its tables' generation keys
+(``<prefix><table>:~``, as the last WITHKEY reply of the statement named them: DDL may change
+them), and the epoch (``<prefix>~epoch``), all registered before the call whose answer is
+kept. A result key's change (a fill, a delete by the change feed, an expiry, an eviction)
+drops the kept answer of the same statement and parameters; a generation's end (a per-table
+invalidation, DDL, a flush; signalled by pgcache even where the key was evicted) drops every
+answer over that table; an epoch's change, a FLUSHALL, or the connection lost, drops
+everything. An answer fetched while one of those keys changed, or on another connection than
+the one following them, is not kept. The same connection asks PGCACHE.STATS every
+``probe_interval`` seconds: while pgcache does not serve hits (``hits_served``: its change
+feed has not vouched for the cache within ``max_staleness_ms``), nothing is answered locally,
+and an answer a second overdue ends the connection (it is opened again).
 
 What it costs in exactness: a local hit may lag pgcache by the time a change's push takes to
 reach the process (well under a millisecond here), and its answer was pgcache's for this
@@ -37,21 +41,28 @@ from . import _resp
 from ._cluster import statement_hash
 
 
-def tag(key: str) -> str:
+def tag(key: str) -> str | None:
     """A result key's hash tag, its statement and parameters: from its first ``{`` to the
-    first ``}`` after it (a parameter holding one ends it early)."""
-    start = key.index("{")
-    return key[start : key.index("}", start) + 1]
+    first ``}`` after it (a parameter holding one ends it early); None for another key."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return None if start < 0 or end < 0 else key[start : end + 1]
+
+
+def generation_prefix(key: str) -> str:
+    """What a generation key (``<prefix><table>:~gen``, ``~rgen``) shares with every
+    generation key of its table: ``<prefix><table>:~``."""
+    return key[: key.rindex(":~") + 2]
 
 
 class Plan:
-    """What a result to keep depends on: its statement (hash) and its tables."""
+    """What a result to keep depends on, followed on one of the tracker's connections."""
 
-    __slots__ = ("statement", "tables", "connection", "seen")
+    __slots__ = ("statement", "prefixes", "connection", "seen")
 
-    def __init__(self, statement: str, tables: Sequence[str], connection: int) -> None:
+    def __init__(self, statement: str, prefixes: frozenset[str], connection: int) -> None:
         self.statement = statement
-        self.tables = tuple(tables)
+        self.prefixes = prefixes
         # Which of the tracker's connections follows its keys: changes made while another
         # one was being opened were seen by none.
         self.connection = connection
@@ -61,7 +72,7 @@ class Plan:
 class LocalCache:
     """Results kept in this process (see the module's description). ``max_entries``
     results at most (least recently used first out), each for ``max_age`` seconds at most;
-    pgcache's HEALTH asked every ``probe_interval`` seconds."""
+    pgcache asked whether it serves hits every ``probe_interval`` seconds."""
 
     def __init__(
         self, *, max_entries: int = 10_000, max_age: float = 60.0, probe_interval: float = 0.1
@@ -71,16 +82,23 @@ class LocalCache:
         self.probe_interval = probe_interval
         self.hits = 0
         self.kept = 0
-        self._entries: OrderedDict[tuple, tuple[list[list[Any]], float, str, tuple]] = OrderedDict()
+        # Key -> (rows as tuples, when kept, result tag, generation prefixes).
+        self._entries: OrderedDict[tuple, tuple[list[tuple[Any, ...]], float, str, frozenset]] = (
+            OrderedDict()
+        )
         self._by_tag: dict[str, set[tuple]] = {}
-        self._by_table: dict[str, set[tuple]] = {}
-        # Changes seen, by statement hash and by table; `_epoch` counts the times all went.
+        self._by_generation: dict[str, set[tuple]] = {}
+        # Changes seen, by statement hash and by generation prefix; `_epoch` counts the
+        # times everything went.
         self._changes: dict[str, int] = {}
         self._epoch = 0
         self._fresh_until = 0.0
         self._lock = threading.Lock()
         self._tracker: _Tracker | None = None
-        self._prefix = "pg_cache:"
+        # The server's cache_prefix and each statement's generation prefixes, as its
+        # WITHKEY replies name them (a statement's tables change with DDL: the reply says).
+        self._prefix: str | None = None
+        self._generations: dict[str, frozenset[str]] = {}
 
     def attach(self, redis_client: Any) -> None:
         """Starts following changes on the server ``redis_client`` (a ``redis.Redis`` or a
@@ -96,7 +114,7 @@ class LocalCache:
 
     # The cache itself.
 
-    def get(self, key: tuple) -> list[list[Any]] | None:
+    def get(self, key: tuple) -> list[tuple[Any, ...]] | None:
         """The rows kept for ``key``, while pgcache vouches for its cache. No lock: each
         dict operation is atomic, and an entry dropped meanwhile was current when read."""
         now = time.monotonic()
@@ -112,39 +130,68 @@ class LocalCache:
         self.hits += 1  # a statistic: threads may count over one another
         return entry[0]
 
-    def plan(self, explained: Any) -> Plan | None:
-        """What keeping a result of the statement ``explained`` depends on, with the keys it
-        depends on followed from now on; None where it cannot be kept."""
+    def _prefixes(self, statement: str, generations: frozenset[str]) -> frozenset[str]:
+        prefix = self._prefix
+        # The epoch too: a server that takes a new one (a promotion, a load, a FLUSHDB)
+        # serves none of the results it held before, nor deletes them on a change.
+        return frozenset({f"{prefix}~epoch", f"{prefix}~q:{{{statement}", *generations})
+
+    def plan(self, canonical: str) -> Plan | None:
+        """What keeping a result of the statement whose canonical text is ``canonical``
+        depends on, followed from now on; None until a WITHKEY reply of it said which
+        generations it reads (``learn``)."""
         tracker = self._tracker
-        if tracker is None or not explained.statement:
+        statement = statement_hash(canonical)
+        generations = self._generations.get(statement)
+        if tracker is None or generations is None or self._prefix is None:
             return None
-        statement = statement_hash(explained.statement)
-        # The epoch too: a server that takes a new one (a promotion, a load) serves none of
-        # the results it held before, nor deletes them on a change.
-        prefixes = [f"{self._prefix}~epoch", f"{self._prefix}~q:{{{statement}"] + [
-            f"{self._prefix}{table}:~" for table in explained.tables
-        ]
+        prefixes = self._prefixes(statement, generations)
         connection = tracker.connections
         if not tracker.follow(prefixes) or tracker.connections != connection:
             return None
-        plan = Plan(statement, explained.tables, connection)
+        plan = Plan(statement, prefixes, connection)
         plan.seen = self._seen(plan)
         return plan
+
+    def learn(self, held_by: str, generations: Sequence[str]) -> None:
+        """What a WITHKEY reply says: the server's prefix, and the generation keys the
+        statement's results depend on now; followed for the next calls."""
+        route_tag = tag(held_by)
+        marker = held_by.find("~q:{")
+        if route_tag is None or marker < 0:
+            return
+        self._prefix = held_by[:marker]
+        statement = route_tag[1:].split(":", 1)[0]
+        learned = frozenset(generation_prefix(name) for name in generations if ":~" in name)
+        if self._generations.get(statement) != learned:
+            if len(self._generations) >= 10_000:
+                self._generations.clear()
+            self._generations[statement] = learned
 
     def _seen(self, plan: Plan) -> tuple[int, ...]:
         changes = self._changes
         return (
             self._epoch,
             changes.get(plan.statement, 0),
-            *(changes.get(table, 0) for table in plan.tables),
+            *(changes.get(prefix, 0) for prefix in sorted(plan.prefixes)),
         )
 
-    def keep(self, key: tuple, plan: Plan, held_by: str, rows: list[list[Any]]) -> None:
-        """Keeps ``rows``, which pgcache holds under the key ``held_by``, unless a key they
-        depend on changed since ``plan`` was made."""
+    def keep(
+        self, key: tuple, plan: Plan, held_by: str, generations: Sequence[str], rows: list
+    ) -> list[tuple[Any, ...]] | None:
+        """Keeps ``rows`` (as tuples, returned), which pgcache holds under the key
+        ``held_by`` over ``generations``, unless the plan does not follow all it depends
+        on or one of those keys changed since the plan was made."""
         route_tag = tag(held_by)
-        if not route_tag.startswith("{" + plan.statement + ":"):
-            return  # not the statement the plan follows
+        if (
+            route_tag is None
+            or not held_by.startswith(f"{self._prefix}~q:{{{plan.statement}:")
+            or not self._prefixes(
+                plan.statement, frozenset(generation_prefix(g) for g in generations)
+            )
+            <= plan.prefixes
+        ):
+            return None
         tracker = self._tracker
         with self._lock:
             if (
@@ -153,23 +200,25 @@ class LocalCache:
                 or tracker.connections != plan.connection
                 or not tracker.connected()
             ):
-                return
+                return None
             if key in self._entries:
                 self._drop(key)
             kept = [tuple(values) for values in rows]
-            self._entries[key] = (kept, time.monotonic(), route_tag, plan.tables)
+            depends = frozenset(p for p in plan.prefixes if p.endswith(":~"))
+            self._entries[key] = (kept, time.monotonic(), route_tag, depends)
             self._by_tag.setdefault(route_tag, set()).add(key)
-            for table in plan.tables:
-                self._by_table.setdefault(table, set()).add(key)
+            for prefix in depends:
+                self._by_generation.setdefault(prefix, set()).add(key)
             self.kept += 1
             while len(self._entries) > self.max_entries:
                 self._drop(next(iter(self._entries)))
+            return kept
 
     def _drop(self, key: tuple) -> None:
-        _, _, route_tag, tables = self._entries.pop(key)
+        _, _, route_tag, depends = self._entries.pop(key)
         self._unindex(self._by_tag, route_tag, key)
-        for table in tables:
-            self._unindex(self._by_table, table, key)
+        for prefix in depends:
+            self._unindex(self._by_generation, prefix, key)
 
     @staticmethod
     def _unindex(index: dict[str, set[tuple]], name: str, key: tuple) -> None:
@@ -182,9 +231,10 @@ class LocalCache:
     def clear(self) -> None:
         with self._lock:
             self._epoch += 1
+            self._changes.clear()
             self._entries.clear()
             self._by_tag.clear()
-            self._by_table.clear()
+            self._by_generation.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -193,27 +243,29 @@ class LocalCache:
 
     def changed(self, keys: list[bytes] | None) -> None:
         """Keys changed on the server (None: all of them)."""
-        if keys is None:
+        prefix = self._prefix
+        if keys is None or prefix is None:
             self.clear()
             return
-        results = f"{self._prefix}~q:{{"
-        epoch = f"{self._prefix}~epoch"
-        if any(raw.decode(errors="replace") == epoch for raw in keys):
+        names = [raw.decode(errors="replace") for raw in keys]
+        if f"{prefix}~epoch" in names:
             self.clear()
             return
+        results = f"{prefix}~q:{{"
         with self._lock:
-            for raw in keys:
-                key = raw.decode(errors="replace")
-                if key.startswith(results) and "}" in key:
-                    route_tag = tag(key)
+            for name in names:
+                if name.startswith(results):
+                    route_tag = tag(name)
+                    if route_tag is None:
+                        continue
                     statement = route_tag[1:].split(":", 1)[0]
                     self._changes[statement] = self._changes.get(statement, 0) + 1
                     for entry in list(self._by_tag.get(route_tag, ())):
                         self._drop(entry)
-                elif key.startswith(self._prefix) and ":~" in key:
-                    table = key[len(self._prefix) : key.rindex(":~")]
-                    self._changes[table] = self._changes.get(table, 0) + 1
-                    for entry in list(self._by_table.get(table, ())):
+                elif name.startswith(prefix) and ":~" in name:
+                    generation = generation_prefix(name)
+                    self._changes[generation] = self._changes.get(generation, 0) + 1
+                    for entry in list(self._by_generation.get(generation, ())):
                         self._drop(entry)
 
     def serving(self, until: float) -> None:
@@ -259,6 +311,8 @@ class _Tracker:
         self._closed = threading.Event()
         self._connected = threading.Event()
         self._sock: socket.socket | None = None
+        # When the probe's question now unanswered was sent (0: none is).
+        self._probe_sent = 0.0
         # Connections opened so far: each follows only the prefixes registered on it.
         self.connections = 0
         self._connect()
@@ -277,6 +331,7 @@ class _Tracker:
                 (kw.get("host", "localhost"), kw.get("port", 6379)), timeout
             )
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if self._tls:
             context = ssl.create_default_context(cafile=kw.get("ssl_ca_certs"))
             if kw.get("ssl_certfile"):
@@ -307,11 +362,8 @@ class _Tracker:
         if isinstance(reply, _resp.ErrorReply):
             sock.close()
             raise ConnectionError(f"pgcache: the local cache's connection was refused: {reply}")
-        sock.sendall(_resp.command("CONFIG", "GET", "pgcache.cache_prefix"))
-        prefix = _resp.read(stream)
-        if isinstance(prefix, dict) and prefix:
-            self.cache._prefix = next(iter(prefix.values())).decode()
         self._sock, self._stream = sock, stream
+        self._probe_sent = 0.0
         self._followed = set()
         self.connections += 1
         self._connected.set()
@@ -333,18 +385,18 @@ class _Tracker:
         for prefix in new:
             args += ["PREFIX", prefix]
         done = threading.Event()
-        answer: list[Any] = []
+        # The set of the connection the prefixes are sent on: a reconnect meanwhile starts
+        # a set of its own, which these never reach.
+        followed = self._followed
 
         def answered(reply: Any) -> None:
-            answer.append(reply)
+            if not isinstance(reply, (_resp.ErrorReply, ConnectionError)):
+                followed.update(new)
             done.set()
 
         if not self._send(args, answered) or not done.wait(5):
             return False
-        if isinstance(answer[0], (_resp.ErrorReply, ConnectionError)):
-            return False
-        self._followed.update(new)
-        return True
+        return all(p in followed for p in new) and followed is self._followed
 
     def _send(self, args: Sequence[Any], on_reply: Callable[[Any], None]) -> bool:
         with self._write:
@@ -379,6 +431,7 @@ class _Tracker:
         with self._write:
             waiting, self._waiting = list(self._waiting), deque()
             if self._sock is not None:
+                self._stream.close()
                 self._sock.close()
                 self._sock = None
         for on_reply in waiting:
@@ -393,21 +446,42 @@ class _Tracker:
                 pause = min(pause * 2, 1.0)
 
     def _probe_loop(self) -> None:
+        """Asks pgcache whether it serves hits (STATS' ``hits_served``: its change feed
+        vouched for the cache within ``max_staleness_ms``; answered on its event loop,
+        without PostgreSQL), one question at a time. An answer overdue by a second means a
+        connection gone silent: it is dropped, and opened again."""
         interval = self.cache.probe_interval
         while not self._closed.wait(interval):
+            sent = self._probe_sent
+            if sent:
+                if time.monotonic() - sent > max(1.0, 10 * interval):
+                    self._silent()
+                continue
             asked_at = time.monotonic()
 
             def answered(reply: Any, asked_at: float = asked_at) -> None:
-                health = reply if isinstance(reply, dict) else {}
-                hits = health.get(b"hits", health.get("hits"))
-                if hits in (b"served", "served"):
+                self._probe_sent = 0.0
+                stats = reply if isinstance(reply, dict) else {}
+                if stats.get(b"hits_served", stats.get("hits_served")) == 1:
                     # Vouched for as of the question: good until the next answer is due.
                     self.cache.serving(asked_at + 2 * interval)
                 else:
                     self.cache.not_serving()
 
-            if not self._send(["PGCACHE.HEALTH"], answered):
+            self._probe_sent = asked_at
+            if not self._send(["PGCACHE.STATS"], answered):
+                self._probe_sent = 0.0
                 self.cache.not_serving()
+
+    def _silent(self) -> None:
+        """Ends a connection that stopped answering: the reader then opens another."""
+        self.cache.not_serving()
+        with self._write:
+            if self._sock is not None:
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def close(self) -> None:
         self._closed.set()
