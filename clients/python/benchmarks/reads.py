@@ -1,7 +1,8 @@
 """Cached reads through the Python client beside the same reads through psycopg on
 PostgreSQL: rows per second in one process, 1 and 16 threads, a 20-row result; the client's
-decoding cost per row; and an ORM query (SQLAlchemy) cached and uncached. Segments of each
-way alternate; a private PostgreSQL and a server with pgcache (the tests' own).
+decoding cost per row; and an ORM query (SQLAlchemy's and Django's) cached, through pgcache
+and through its local cache, and uncached. Segments of each way alternate; a private
+PostgreSQL and a server with pgcache (the tests' own).
 
     cd clients/python && PGCACHE_MODULE=../../target/release/libpgcache.so \\
         ../../.tools/venv/bin/python benchmarks/reads.py
@@ -154,12 +155,17 @@ def run(pg: Postgres, server) -> None:
         f"psycopg's whole read of a row (the round trip shared by {ROWS}): {psycopg_call:.1f} µs"
     )
 
-    engine = create_engine(
-        f"postgresql+psycopg://postgres@127.0.0.1:{pg.port}/postgres", pool_size=16
-    )
-    use_pgcache(engine, cache)
+    with_local = PGCacheManager(server.client(), local_cache=True)
+    engines = {}
+    for name, manager in (("pgcache", cache), ("local", with_local)):
+        engines[name] = create_engine(
+            f"postgresql+psycopg://postgres@127.0.0.1:{pg.port}/postgres", pool_size=16
+        )
+        use_pgcache(engines[name], manager)
 
-    def orm(cached: bool):
+    def orm(way: str):
+        engine = engines["local" if way == "local" else "pgcache"]
+
         def read(arg):
             if arg is None:
                 return None
@@ -167,17 +173,97 @@ def run(pg: Postgres, server) -> None:
             statement = select(Order).where(Order.customer_id == customer)
             # A session per read, as a web request has: its connection goes back at once.
             with Session(engine) as session:
-                return session.scalars(statement.execution_options(pgcache=cached)).all()
+                cached = statement.execution_options(pgcache=way != "uncached")
+                return session.scalars(cached).all()
 
         return read
 
-    print("\n| SQLAlchemy ORM, threads | cached rows/s | uncached rows/s | ratio |")
-    print("|---|---|---|---|")
+    orm_table("SQLAlchemy", orm)
+    for engine in engines.values():
+        engine.dispose()
+
+    django_orm = django_reads(pg, cache, with_local)
+    orm_table("Django", django_orm)
+    with_local.local.close()
+
+
+def orm_table(name: str, way) -> None:
+    """An ORM's reads through pgcache, through its local cache, and straight to PostgreSQL
+    (each way warmed first)."""
+    print(
+        f"\n| {name} ORM, threads | cached rows/s | cached, local cache rows/s | uncached rows/s "
+        "| ratio | ratio, local cache |"
+    )
+    print("|---|---|---|---|---|---|")
+    for ways in ("pgcache", "local"):
+        read = way(ways)
+        for customer in range(1, CUSTOMERS + 1):
+            for _ in range(3):  # learned, its keys known, kept
+                read((read(None), customer))
+    time.sleep(0.5)
     for threads in (1, 16):
-        ours = [segment(threads, orm(True)) for _ in range(2)]
-        theirs = [segment(threads, orm(False)) for _ in range(2)]
-        print(row(threads, max(ours), max(theirs)))
-    engine.dispose()
+        ours = max(segment(threads, way("pgcache")) for _ in range(2))
+        local = max(segment(threads, way("local")) for _ in range(2))
+        theirs = max(segment(threads, way("uncached")) for _ in range(2))
+        print(
+            f"| {threads} | {ours:,.0f} | {local:,.0f} | {theirs:,.0f} | {ours / theirs:.1f}x "
+            f"| {local / theirs:.1f}x |"
+        )
+
+
+def django_reads(pg: Postgres, cache: PGCacheManager, with_local: PGCacheManager):
+    """The same reads as Django's ``BenchOrder.objects.filter(customer_id=c)``, with
+    ``.cached()`` through ``cache`` or ``with_local``, or not."""
+    import django
+    from django.conf import settings
+    from django.db import models
+
+    from pgcache import django as pgcache_django
+
+    settings.configure(
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.postgresql",
+                "HOST": "127.0.0.1",
+                "PORT": pg.port,
+                "NAME": "postgres",
+                "USER": "postgres",
+            }
+        },
+        USE_TZ=True,
+        DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+    )
+    django.setup()
+
+    class BenchOrder(models.Model):
+        customer_id = models.IntegerField()
+        total = models.DecimalField(max_digits=12, decimal_places=2)
+        created = models.DateTimeField()
+        note = models.TextField()
+        objects = pgcache_django.CachedManager()
+
+        class Meta:
+            app_label = "bench"
+            db_table = "bench_orders"
+            managed = False
+
+    pgcache_django.use_pgcache(cache)
+
+    def way(name: str):
+        # One way per segment: the threads' reads all go the same way.
+        pgcache_django.state.cache = with_local if name == "local" else cache
+
+        def read(arg):
+            if arg is None:
+                return None
+            _, customer = arg
+            # Each thread keeps its database connection (persistent connections).
+            query = BenchOrder.objects.filter(customer_id=customer)
+            return list(query if name == "uncached" else query.cached())
+
+        return read
+
+    return way
 
 
 if __name__ == "__main__":
