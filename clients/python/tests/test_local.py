@@ -6,6 +6,7 @@ not kept."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 
 import psycopg
@@ -213,3 +214,48 @@ def test_a_statement_whose_tables_change_with_ddl() -> None:
         local.local.close()
         server.stop()
         pg.stop()
+
+
+def test_callers_in_threads_over_a_full_cache(items: Postgres, server: Server) -> None:
+    from pgcache import LocalCache
+
+    cache = PGCacheManager(server.client(), local_cache=LocalCache(max_entries=5))
+    expected = {i: [postgres_row(items, i)] for i in range(1, 21)}
+    failures: list[BaseException] = []
+
+    def reader(seed: int) -> None:
+        try:
+            for n in range(600):
+                ident = (n * 7 + seed) % 20 + 1
+                assert cache.get(BY_ID, [ident]) == expected[ident]
+        except BaseException as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=reader, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    cache.local.close()
+    assert failures == []
+    assert cache.local.kept > 5  # the cache was full and turned over
+
+
+def test_a_value_a_caller_can_change_is_its_own_whatever_its_type(
+    pg: Postgres, server: Server
+) -> None:
+    pg.execute(
+        "CREATE EXTENSION IF NOT EXISTS hstore;"
+        "CREATE TABLE lc_attrs (id integer PRIMARY KEY, attrs hstore);"
+        "INSERT INTO lc_attrs VALUES (1, 'a => 1');"
+        "SELECT pgcache_watch('lc_attrs');"
+    )
+    local = PGCacheManager(server.client(), local_cache=True)
+    sql = "SELECT id, attrs FROM lc_attrs WHERE id = $1"
+    try:
+        rows = served_locally(local, sql, [1])
+        assert rows == [{"id": 1, "attrs": {"a": "1"}}]  # hstore comes as a JSON object
+        rows[0]["attrs"]["a"] = "changed by a caller"
+        assert served_locally(local, sql, [1]) == [{"id": 1, "attrs": {"a": "1"}}]
+    finally:
+        local.local.close()

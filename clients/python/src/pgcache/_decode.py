@@ -252,10 +252,7 @@ class Decoder:
         self._make_row = row_factory(self.names)
         # What PGCACHE.EXPLAIN said of the statement (set by the client that asked).
         self.explained: Any = None
-        # Columns whose values are lists or dicts a caller may change in place.
-        self._mutable = {
-            i for i, t in enumerate(self.types) if t.endswith("[]") or t in _ALREADY_PLAIN
-        }
+        self._names = tuple(self.names)
 
     def rows(self, text: str) -> list[Any]:
         """The rows of one answer (QUERY's JSON array of row objects)."""
@@ -286,17 +283,20 @@ class Decoder:
             if _fits(values, width)
         ]
 
-    def made(self, rows: list[tuple[Any, ...]]) -> list[Any]:
-        """Rows made from values kept for several callers (a tuple per row, which no row
-        factory can change): each caller's own, down to the values a caller could change
-        (json, jsonb, records, arrays)."""
+    def made(self, kept: Any) -> list[Any] | None:
+        """Rows made from an answer kept for several callers (``_local.Kept``: a tuple per
+        row, which no row factory can change): each caller's own, down to the values a
+        caller could change (dicts and lists, whatever the column's type). None where the
+        answer was kept with other columns than this decoder's (DDL between the two)."""
+        if kept.names != self._names:
+            return None
         make_row = self._make_row
-        if not self._mutable:
-            return [make_row(values) for values in rows]
-        mutable = self._mutable
+        mutable = kept.mutable
+        if not mutable:
+            return [make_row(values) for values in kept.rows]
         return [
-            make_row([copy.deepcopy(v) if i in mutable else v for i, v in enumerate(values)])
-            for values in rows
+            make_row(tuple(copy.deepcopy(v) if i in mutable else v for i, v in enumerate(values)))
+            for values in kept.rows
         ]
 
 

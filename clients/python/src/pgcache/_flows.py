@@ -175,8 +175,9 @@ class Flows:
             return decoder.rows(text((yield command)))
         key = command[1:]
         kept = local.get(key)
-        if kept is not None:
-            return decoder.made(kept)
+        made = None if kept is None else decoder.made(kept)
+        if made is not None:
+            return made
         plan = local.plan(explained.statement) if explained.statement else None
         # WITHKEY: under which key pgcache holds the answer, over which generations.
         answer, held_by, generations = yield (*command, "WITHKEY")
@@ -185,10 +186,10 @@ class Flows:
             return decoder.rows_of(values)
         held_by, generations = text(held_by), [text(g) for g in generations]
         if plan is not None:
-            kept = local.keep(key, plan, held_by, generations, values)
+            kept = local.keep(key, plan, held_by, generations, values, decoder.names)
             if kept is not None:
                 local.learn(held_by, generations)
-                return decoder.made(kept)
+                return decoder.made(kept) or []
         local.learn(held_by, generations)
         return decoder.rows_of(values)
 

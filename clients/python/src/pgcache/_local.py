@@ -29,6 +29,7 @@ keys.
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import threading
@@ -39,6 +40,8 @@ from typing import Any, Callable
 
 from . import _resp
 from ._cluster import statement_hash
+
+log = logging.getLogger("pgcache.local")
 
 
 def tag(key: str) -> str | None:
@@ -53,6 +56,20 @@ def generation_prefix(key: str) -> str:
     """What a generation key (``<prefix><table>:~gen``, ``~rgen``) shares with every
     generation key of its table: ``<prefix><table>:~``."""
     return key[: key.rindex(":~") + 2]
+
+
+class Kept:
+    """An answer kept for several callers: its rows as tuples, its columns' names, and which
+    columns hold values a caller could change (dicts and lists, copied for each caller)."""
+
+    __slots__ = ("rows", "names", "mutable")
+
+    def __init__(self, rows: Sequence[Sequence[Any]], names: Sequence[str]) -> None:
+        self.rows = [tuple(values) for values in rows]
+        self.names = tuple(names)
+        self.mutable = frozenset(
+            i for row in self.rows for i, v in enumerate(row) if isinstance(v, (dict, list))
+        )
 
 
 class Plan:
@@ -82,10 +99,8 @@ class LocalCache:
         self.probe_interval = probe_interval
         self.hits = 0
         self.kept = 0
-        # Key -> (rows as tuples, when kept, result tag, generation prefixes).
-        self._entries: OrderedDict[tuple, tuple[list[tuple[Any, ...]], float, str, frozenset]] = (
-            OrderedDict()
-        )
+        # Key -> (the answer, when kept, result tag, generation prefixes).
+        self._entries: OrderedDict[tuple, tuple[Kept, float, str, frozenset]] = OrderedDict()
         self._by_tag: dict[str, set[tuple]] = {}
         self._by_generation: dict[str, set[tuple]] = {}
         # Changes seen, by statement hash and by generation prefix; `_epoch` counts the
@@ -114,7 +129,7 @@ class LocalCache:
 
     # The cache itself.
 
-    def get(self, key: tuple) -> list[tuple[Any, ...]] | None:
+    def get(self, key: tuple) -> Kept | None:
         """The rows kept for ``key``, while pgcache vouches for its cache. No lock: each
         dict operation is atomic, and an entry dropped meanwhile was current when read."""
         now = time.monotonic()
@@ -177,11 +192,17 @@ class LocalCache:
         )
 
     def keep(
-        self, key: tuple, plan: Plan, held_by: str, generations: Sequence[str], rows: list
-    ) -> list[tuple[Any, ...]] | None:
-        """Keeps ``rows`` (as tuples, returned), which pgcache holds under the key
-        ``held_by`` over ``generations``, unless the plan does not follow all it depends
-        on or one of those keys changed since the plan was made."""
+        self,
+        key: tuple,
+        plan: Plan,
+        held_by: str,
+        generations: Sequence[str],
+        rows: list,
+        names: Sequence[str],
+    ) -> Kept | None:
+        """Keeps ``rows`` (of the columns ``names``; returned as kept), which pgcache holds
+        under the key ``held_by`` over ``generations``, unless the plan does not follow all
+        it depends on or one of those keys changed since the plan was made."""
         route_tag = tag(held_by)
         if (
             route_tag is None
@@ -203,7 +224,7 @@ class LocalCache:
                 return None
             if key in self._entries:
                 self._drop(key)
-            kept = [tuple(values) for values in rows]
+            kept = Kept(rows, names)
             depends = frozenset(p for p in plan.prefixes if p.endswith(":~"))
             self._entries[key] = (kept, time.monotonic(), route_tag, depends)
             self._by_tag.setdefault(route_tag, set()).add(key)
@@ -211,11 +232,16 @@ class LocalCache:
                 self._by_generation.setdefault(prefix, set()).add(key)
             self.kept += 1
             while len(self._entries) > self.max_entries:
-                self._drop(next(iter(self._entries)))
+                # One call (a lock-free `get` may move entries meanwhile).
+                oldest, entry = self._entries.popitem(last=False)
+                self._unindexed(oldest, entry)
             return kept
 
     def _drop(self, key: tuple) -> None:
-        _, _, route_tag, depends = self._entries.pop(key)
+        self._unindexed(key, self._entries.pop(key))
+
+    def _unindexed(self, key: tuple, entry: tuple[Kept, float, str, frozenset]) -> None:
+        _, _, route_tag, depends = entry
         self._unindex(self._by_tag, route_tag, key)
         for prefix in depends:
             self._unindex(self._by_generation, prefix, key)
@@ -345,6 +371,13 @@ class _Tracker:
 
     def _connect(self) -> None:
         sock = self._open_socket()
+        try:
+            self._hello(sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _hello(self, sock: socket.socket) -> None:
         stream = sock.makefile("rb")
         username, password = self._kwargs.get("username"), self._kwargs.get("password")
         provider = self._kwargs.get("credential_provider")
@@ -360,7 +393,6 @@ class _Tracker:
         sock.sendall(_resp.command(*hello))
         reply = _resp.read(stream)
         if isinstance(reply, _resp.ErrorReply):
-            sock.close()
             raise ConnectionError(f"pgcache: the local cache's connection was refused: {reply}")
         self._sock, self._stream = sock, stream
         self._probe_sent = 0.0
@@ -414,15 +446,15 @@ class _Tracker:
         while not self._closed.is_set():
             try:
                 item = _resp.read(self._stream)
-            except (OSError, ValueError, ConnectionError):
+                if isinstance(item, _resp.Push):
+                    if item and item[0] in (b"invalidate", "invalidate"):
+                        self.cache.changed(item[1] if len(item) > 1 else None)
+                elif self._waiting:
+                    self._waiting.popleft()(item)
+            except Exception as error:  # whatever it was, what is kept can't be vouched for
+                if not self._closed.is_set():
+                    log.warning("pgcache: the local cache's connection failed: %s", error)
                 self._lost()
-                continue
-            if isinstance(item, _resp.Push):
-                if item and item[0] in (b"invalidate", "invalidate"):
-                    self.cache.changed(item[1] if len(item) > 1 else None)
-                continue
-            if self._waiting:
-                self._waiting.popleft()(item)
 
     def _lost(self) -> None:
         """The connection broke: nothing kept can be vouched for; connect again."""
@@ -441,7 +473,7 @@ class _Tracker:
             try:
                 self._connect()
                 return
-            except OSError:
+            except Exception:  # refused, unreachable, credentials: tried again
                 self._closed.wait(pause)
                 pause = min(pause * 2, 1.0)
 
