@@ -17,8 +17,10 @@ answer over that table; an epoch's change, a FLUSHALL, or the connection lost, d
 everything. An answer fetched while one of those keys changed, or on another connection than
 the one following them, is not kept. The same connection asks PGCACHE.STATS every
 ``probe_interval`` seconds: while pgcache does not serve hits (``hits_served``: its change
-feed has not vouched for the cache within ``max_staleness_ms``), nothing is answered locally,
-and an answer a second overdue ends the connection (it is opened again).
+feed has not vouched for the cache within ``max_staleness_ms``), nothing is answered locally;
+after an answer, local hits go on no longer than pgcache's would if its feed stalled then
+(``max_staleness_ms`` less the horizon's age); an answer a second overdue ends the connection
+(it is opened again).
 
 What it costs in exactness: a local hit may lag pgcache by the time a change's push takes to
 reach the process (well under a millisecond here), and its answer was pgcache's for this
@@ -339,6 +341,8 @@ class _Tracker:
         self._sock: socket.socket | None = None
         # When the probe's question now unanswered was sent (0: none is).
         self._probe_sent = 0.0
+        # pgcache's max_staleness_ms as the probe last read it.
+        self._bound_ms: int | None = None
         # Connections opened so far: each follows only the prefixes registered on it.
         self.connections = 0
         self._connect()
@@ -491,17 +495,30 @@ class _Tracker:
                 continue
             asked_at = time.monotonic()
 
+            def bound(reply: Any) -> None:
+                # pgcache's max_staleness_ms (None where CONFIG is not allowed: ACL).
+                value = reply.get(b"pgcache.max_staleness_ms") if isinstance(reply, dict) else None
+                self._bound_ms = None if value is None else int(value)
+
             def answered(reply: Any, asked_at: float = asked_at) -> None:
                 self._probe_sent = 0.0
                 stats = reply if isinstance(reply, dict) else {}
-                if stats.get(b"hits_served", stats.get("hits_served")) == 1:
-                    # Vouched for as of the question: good until the next answer is due.
-                    self.cache.serving(asked_at + 2 * interval)
-                else:
+                if stats.get(b"hits_served", stats.get("hits_served")) != 1:
                     self.cache.not_serving()
+                    return
+                # Vouched for as of the question: good until the next answer is due, and no
+                # longer than pgcache itself would serve hits if its feed stalled now.
+                until = asked_at + 2 * interval
+                age = stats.get(b"freshness_age_ms", stats.get("freshness_age_ms"))
+                if self._bound_ms is not None and self._bound_ms >= 0 and age is not None:
+                    until = min(until, asked_at + max(0, self._bound_ms - int(age)) / 1000)
+                self.cache.serving(until)
 
             self._probe_sent = asked_at
-            if not self._send(["PGCACHE.STATS"], answered):
+            if not (
+                self._send(["CONFIG", "GET", "pgcache.max_staleness_ms"], bound)
+                and self._send(["PGCACHE.STATS"], answered)
+            ):
                 self._probe_sent = 0.0
                 self.cache.not_serving()
 
