@@ -526,19 +526,20 @@ class _Tracker:
         """Ends a connection that stopped answering: the reader then opens another."""
         self.cache.not_serving()
         with self._write:
-            if self._sock is not None:
-                try:
-                    self._sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            self._shutdown()
 
     def close(self) -> None:
         self._closed.set()
         with self._write:
+            self._shutdown()
             if self._sock is not None:
-                try:
-                    self._sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 self._sock.close()
                 self._sock = None
+
+    def _shutdown(self) -> None:
+        """Shuts the socket both ways, waking a reader blocked on it. The caller holds `_write`."""
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
