@@ -6,6 +6,7 @@ not kept."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ import redis.asyncio
 from servers import ROOT, Postgres, Server, pgcache_server, wait_for
 
 from pgcache import AsyncPGCacheManager, PGCacheManager
+from pgcache._local import tag
 
 BY_ID = "SELECT id, name, tags FROM lc_items WHERE id = $1"
 COUNT = "SELECT count(*) AS n FROM lc_items"
@@ -92,6 +94,47 @@ def test_a_change_drops_the_kept_result(items: Postgres, local: PGCacheManager) 
     wait_for("the count to follow", lambda: local.get(COUNT, [])[0]["n"] == 21 or None)
     items.execute("DELETE FROM lc_items WHERE id = 100")
     wait_for("the count to follow", lambda: local.get(COUNT, [])[0]["n"] == 20 or None)
+
+
+def test_an_answer_is_kept_unless_its_own_result_changed_while_it_was_fetched(
+    items: Postgres, local: PGCacheManager, server: Server
+) -> None:
+    """Keeping an answer is refused when a key of its result changed after the call was
+    planned (the answer may predate the change), not when another parameter's did."""
+    served_locally(local, BY_ID, [3])  # the statement's prefix and generations learned
+    cache, admin = local.local, server.client()
+    canonical = local.explain(BY_ID).statement
+
+    def fetched(ident: int) -> tuple:
+        answer, held_by, generations = local.redis.execute_command(
+            "PGCACHE.QUERY", BY_ID, 1, ident, "WITHKEY"
+        )
+        rows = [[r["id"], r["name"], r["tags"]] for r in json.loads(answer)]
+        return held_by.decode(), [g.decode() for g in generations], rows
+
+    def fill(ident: int) -> None:
+        """Fills the result of ``ident`` afresh (a miss, whose fill sets its key) and waits
+        for the local cache to follow that change, and so every change before it."""
+        admin.delete(fetched(ident)[0])
+        before = cache._sequence
+        held_by = fetched(ident)[0]
+        wait_for(
+            "the fill to be followed",
+            lambda: cache._tag_changed.get(tag(held_by), 0) > before or None,
+        )
+
+    def keep_after(change: int, ident: int) -> bool:
+        key = (BY_ID, 1, str(ident))
+        fill(ident)
+        fill(6)  # ident's own fill followed before the plan is made
+        plan = cache.plan(canonical)
+        assert plan is not None
+        fill(change)
+        held_by, generations, rows = fetched(ident)  # a hit
+        return cache.keep(key, plan, held_by, generations, rows, ["id", "name", "tags"]) is not None
+
+    assert keep_after(4, 5)  # another parameter's result filled meanwhile
+    assert not keep_after(5, 5)  # its own
 
 
 def test_what_no_key_holds_is_not_kept(items: Postgres, local: PGCacheManager, server) -> None:

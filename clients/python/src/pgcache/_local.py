@@ -45,6 +45,9 @@ from ._cluster import statement_hash
 
 log = logging.getLogger("pgcache.local")
 
+# How many results' last changes a local cache tells apart (see `LocalCache._tag_changed`).
+_TAGS_REMEMBERED = 100_000
+
 
 def tag(key: str) -> str | None:
     """A result key's hash tag, its statement and parameters: from its first ``{`` to the
@@ -77,7 +80,7 @@ class Kept:
 class Plan:
     """What a result to keep depends on, followed on one of the tracker's connections."""
 
-    __slots__ = ("statement", "prefixes", "connection", "seen")
+    __slots__ = ("statement", "prefixes", "connection", "seen", "sequence")
 
     def __init__(self, statement: str, prefixes: frozenset[str], connection: int) -> None:
         self.statement = statement
@@ -86,6 +89,8 @@ class Plan:
         # one was being opened were seen by none.
         self.connection = connection
         self.seen: tuple[int, ...] = ()
+        # The last result key's change seen when the plan was made.
+        self.sequence = 0
 
 
 class LocalCache:
@@ -105,10 +110,16 @@ class LocalCache:
         self._entries: OrderedDict[tuple, tuple[Kept, float, str, frozenset]] = OrderedDict()
         self._by_tag: dict[str, set[tuple]] = {}
         self._by_generation: dict[str, set[tuple]] = {}
-        # Changes seen, by statement hash and by generation prefix; `_epoch` counts the
-        # times everything went.
+        # Changes seen by generation prefix; `_epoch` counts the times everything went.
         self._changes: dict[str, int] = {}
         self._epoch = 0
+        # Result keys' changes, numbered: the last one's number by the key's tag (its
+        # statement and parameters), so that a fill of one parameter's result does not
+        # stop the answer for another, fetched meanwhile, from being kept. Forgotten in
+        # bulk past `_TAGS_REMEMBERED` (every plan made before is then refused).
+        self._sequence = 0
+        self._tag_changed: dict[str, int] = {}
+        self._tags_forgotten_at = 0
         self._fresh_until = 0.0
         self._lock = threading.Lock()
         self._tracker: _Tracker | None = None
@@ -167,7 +178,9 @@ class LocalCache:
         if not tracker.follow(prefixes) or tracker.connections != connection:
             return None
         plan = Plan(statement, prefixes, connection)
-        plan.seen = self._seen(plan)
+        with self._lock:
+            plan.seen = self._seen(plan)
+            plan.sequence = self._sequence
         return plan
 
     def learn(self, held_by: str, generations: Sequence[str]) -> None:
@@ -187,10 +200,14 @@ class LocalCache:
 
     def _seen(self, plan: Plan) -> tuple[int, ...]:
         changes = self._changes
+        return (self._epoch, *(changes.get(prefix, 0) for prefix in sorted(plan.prefixes)))
+
+    def _result_changed_since(self, route_tag: str, plan: Plan) -> bool:
+        """Whether a key of the result ``route_tag`` names changed after ``plan`` was made
+        (or may have: changes from before `_tags_forgotten_at` are no longer told apart)."""
         return (
-            self._epoch,
-            changes.get(plan.statement, 0),
-            *(changes.get(prefix, 0) for prefix in sorted(plan.prefixes)),
+            plan.sequence < self._tags_forgotten_at
+            or self._tag_changed.get(route_tag, 0) > plan.sequence
         )
 
     def keep(
@@ -219,6 +236,7 @@ class LocalCache:
         with self._lock:
             if (
                 self._seen(plan) != plan.seen
+                or self._result_changed_since(route_tag, plan)
                 or tracker is None
                 or tracker.connections != plan.connection
                 or not tracker.connected()
@@ -260,6 +278,7 @@ class LocalCache:
         with self._lock:
             self._epoch += 1
             self._changes.clear()
+            self._tag_changed.clear()
             self._entries.clear()
             self._by_tag.clear()
             self._by_generation.clear()
@@ -286,8 +305,7 @@ class LocalCache:
                     route_tag = tag(name)
                     if route_tag is None:
                         continue
-                    statement = route_tag[1:].split(":", 1)[0]
-                    self._changes[statement] = self._changes.get(statement, 0) + 1
+                    self._result_changed(route_tag)
                     for entry in list(self._by_tag.get(route_tag, ())):
                         self._drop(entry)
                 elif name.startswith(prefix) and ":~" in name:
@@ -295,6 +313,15 @@ class LocalCache:
                     self._changes[generation] = self._changes.get(generation, 0) + 1
                     for entry in list(self._by_generation.get(generation, ())):
                         self._drop(entry)
+
+    def _result_changed(self, route_tag: str) -> None:
+        """Numbers a change of a key of the result ``route_tag`` names. The caller holds
+        ``_lock``."""
+        self._sequence += 1
+        if len(self._tag_changed) >= _TAGS_REMEMBERED:
+            self._tag_changed.clear()
+            self._tags_forgotten_at = self._sequence
+        self._tag_changed[route_tag] = self._sequence
 
     def serving(self, until: float) -> None:
         """pgcache serves hits: local hits may be answered until ``until``."""
