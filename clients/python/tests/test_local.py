@@ -137,6 +137,19 @@ def test_an_answer_is_kept_unless_its_own_result_changed_while_it_was_fetched(
     assert not keep_after(5, 5)  # its own
 
 
+def test_a_registration_is_asked_for_without_waiting_for_its_answer(
+    local: PGCacheManager, server: Server
+) -> None:
+    """No caller, nor an asyncio event loop, waits for Redis to register a statement's keys:
+    the first call that needs them asks and goes on; a later one finds them followed."""
+    tracker, admin = local.local._tracker, server.client()
+    prefix = "pg_cache:~q:{registration-test"
+    admin.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+    assert tracker.follow([prefix]) is False  # returned with Redis paused
+    assert prefix in tracker._asked
+    wait_for("the registration to be answered", lambda: tracker.follow([prefix]) or None)
+
+
 def test_what_no_key_holds_is_not_kept(items: Postgres, local: PGCacheManager, server) -> None:
     admin = server.client()
     admin.config_set("pgcache.query_max_rows", 1)

@@ -197,6 +197,10 @@ class LocalCache:
             if len(self._generations) >= 10_000:
                 self._generations.clear()
             self._generations[statement] = learned
+        tracker = self._tracker
+        if tracker is not None:
+            # Asked for now, so that the statement's next call finds its keys followed.
+            tracker.follow(self._prefixes(statement, learned))
 
     def _seen(self, plan: Plan) -> tuple[int, ...]:
         changes = self._changes
@@ -350,7 +354,7 @@ def attached(local_cache: LocalCache | bool, redis_client: Any, cluster: bool) -
 
 class _Tracker:
     """The connection that follows changes for a ``LocalCache``: a reader thread takes its
-    pushes and replies as they come, a prober asks PGCACHE.HEALTH; lost, it reconnects, and
+    pushes and replies as they come, a prober asks PGCACHE.STATS; lost, it reconnects, and
     everything kept goes (changes made meanwhile were not seen)."""
 
     def __init__(self, cache: LocalCache, redis_client: Any) -> None:
@@ -363,6 +367,8 @@ class _Tracker:
         self._following = threading.Lock()
         self._waiting: deque[Callable[[Any], None]] = deque()
         self._followed: set[str] = set()
+        # Prefixes whose registration was sent and not yet answered.
+        self._asked: set[str] = set()
         self._closed = threading.Event()
         self._connected = threading.Event()
         self._sock: socket.socket | None = None
@@ -425,41 +431,49 @@ class _Tracker:
         reply = _resp.read(stream)
         if isinstance(reply, _resp.ErrorReply):
             raise ConnectionError(f"pgcache: the local cache's connection was refused: {reply}")
-        self._sock, self._stream = sock, stream
-        self._probe_sent = 0.0
-        self._followed = set()
-        self.connections += 1
+        # Under `_following`: a registration is sent on the connection whose sets it updates.
+        with self._following:
+            self._followed, self._asked = set(), set()
+            self._sock, self._stream = sock, stream
+            self._probe_sent = 0.0
+            self.connections += 1
         self._connected.set()
 
     def connected(self) -> bool:
         return self._connected.is_set()
 
     def follow(self, prefixes: Sequence[str]) -> bool:
-        """Has Redis broadcast changes to keys starting with ``prefixes`` from now on."""
-        if all(p in self._followed for p in prefixes):
+        """Whether Redis broadcasts changes to keys starting with ``prefixes`` on this
+        connection. Those not followed yet are asked for, without waiting for the answer
+        (no caller, nor an event loop, waits a round trip): until it comes, no."""
+        followed = self._followed
+        if all(p in followed for p in prefixes):
             return self._connected.is_set()
         with self._following:
-            return self._register([p for p in dict.fromkeys(prefixes) if p not in self._followed])
+            # The sets of the connection the prefixes are sent on: a reconnect meanwhile
+            # starts sets of its own, which these never reach.
+            followed, asked = self._followed, self._asked
+            new = [p for p in dict.fromkeys(prefixes) if p not in followed and p not in asked]
+            if new:
+                self._ask(new, followed, asked)
+        return False
 
-    def _register(self, new: list[str]) -> bool:
-        if not new:
-            return self._connected.is_set()
+    def _ask(self, new: list[str], followed: set[str], asked: set[str]) -> None:
+        """Sends the registration of ``new``: each prefix once (Redis refuses one
+        registered twice), followed once Redis says so. The caller holds `_following`."""
         args: list[Any] = ["CLIENT", "TRACKING", "ON", "BCAST"]
         for prefix in new:
             args += ["PREFIX", prefix]
-        done = threading.Event()
-        # The set of the connection the prefixes are sent on: a reconnect meanwhile starts
-        # a set of its own, which these never reach.
-        followed = self._followed
 
         def answered(reply: Any) -> None:
-            if not isinstance(reply, (_resp.ErrorReply, ConnectionError)):
-                followed.update(new)
-            done.set()
+            with self._following:
+                asked.difference_update(new)
+                if not isinstance(reply, (_resp.ErrorReply, ConnectionError)):
+                    followed.update(new)
 
-        if not self._send(args, answered) or not done.wait(5):
-            return False
-        return all(p in followed for p in new) and followed is self._followed
+        asked.update(new)
+        if not self._send(args, answered):
+            asked.difference_update(new)
 
     def _send(self, args: Sequence[Any], on_reply: Callable[[Any], None]) -> bool:
         with self._write:
