@@ -102,6 +102,7 @@ def test_an_answer_is_kept_unless_its_own_result_changed_while_it_was_fetched(
     """Keeping an answer is refused when a key of its result changed after the call was
     planned (the answer may predate the change), not when another parameter's did."""
     served_locally(local, BY_ID, [3])  # the statement's prefix and generations learned
+    names = ["id", "name", "tags"]
     cache, admin = local.local, server.client()
     canonical = local.explain(BY_ID).statement
 
@@ -114,27 +115,36 @@ def test_an_answer_is_kept_unless_its_own_result_changed_while_it_was_fetched(
 
     def fill(ident: int) -> None:
         """Fills the result of ``ident`` afresh (a miss, whose fill sets its key) and waits
-        for the local cache to follow that change, and so every change before it."""
-        admin.delete(fetched(ident)[0])
+        for the local cache to follow a change of it made after every earlier one."""
         before = cache._sequence
+        admin.delete(fetched(ident)[0])
         held_by = fetched(ident)[0]
         wait_for(
             "the fill to be followed",
             lambda: cache._tag_changed.get(tag(held_by), 0) > before or None,
         )
 
-    def keep_after(change: int, ident: int) -> bool:
-        key = (BY_ID, 1, str(ident))
+    def refused_after(change: int, ident: int) -> bool | None:
+        """Whether the answer for ``ident`` is refused for a change of its own result,
+        after ``change``'s result was filled; None when the probe or a reconnect emptied the
+        cache meanwhile (tried again)."""
+        epoch, connection = cache._epoch, cache._tracker.connections
         fill(ident)
         fill(6)  # ident's own fill followed before the plan is made
         plan = cache.plan(canonical)
-        assert plan is not None
+        if plan is None:
+            return None
         fill(change)
         held_by, generations, rows = fetched(ident)  # a hit
-        return cache.keep(key, plan, held_by, generations, rows, ["id", "name", "tags"]) is not None
+        refused = cache._result_changed_since(tag(held_by), plan)
+        kept = cache.keep((BY_ID, 1, str(ident)), plan, held_by, generations, rows, names)
+        if (cache._epoch, cache._tracker.connections) != (epoch, connection):
+            return None
+        assert (kept is None) == refused
+        return refused
 
-    assert keep_after(4, 5)  # another parameter's result filled meanwhile
-    assert not keep_after(5, 5)  # its own
+    assert wait_for("another's fill", lambda: refused_after(4, 5) is False or None)
+    assert wait_for("its own fill", lambda: refused_after(5, 5))
 
 
 def test_a_registration_is_asked_for_without_waiting_for_its_answer(

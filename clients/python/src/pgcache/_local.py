@@ -46,7 +46,7 @@ from ._cluster import statement_hash
 log = logging.getLogger("pgcache.local")
 
 # How many results' last changes a local cache tells apart (see `LocalCache._tag_changed`).
-_TAGS_REMEMBERED = 100_000
+_TAGS_REMEMBERED = 10_000
 
 
 def tag(key: str) -> str | None:
