@@ -13,3 +13,4 @@ pub mod query;
 pub mod replication;
 pub mod schema;
 pub mod session;
+pub mod settings;

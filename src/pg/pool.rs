@@ -366,8 +366,10 @@ impl Connector {
             // Every transaction pgcache does not begin READ WRITE itself is READ ONLY: a
             // QUERY's statement then runs as one statement, in a READ ONLY transaction of its
             // own, without a BEGIN and a COMMIT around it (`Session::query_read_only`).
+            // Values are spelled one way whatever the server sets (`settings`).
             .options(format!(
-                "-c statement_timeout={statement_timeout_ms} -c default_transaction_read_only=on"
+                "-c statement_timeout={statement_timeout_ms} -c default_transaction_read_only=on {}",
+                super::settings::as_options()
             ))
             .ssl_mode(match s.sslmode {
                 SslMode::Disable => tokio_postgres::config::SslMode::Disable,

@@ -191,17 +191,19 @@ impl Drop for Connection {
 
 impl Stream {
     async fn start_up(&mut self, settings: StartUp) -> Result<(), Failure> {
+        // Changes' values arrive as text, spelled by this session's settings: the ones the
+        // pool's sessions have, whatever the server sets (`pg::settings`).
+        let parameters = [
+            ("user", settings.user.as_str()),
+            ("database", settings.database.as_str()),
+            ("replication", "database"),
+            ("application_name", settings.application_name.as_str()),
+            ("client_encoding", "UTF8"),
+        ];
         frontend::startup_message(
-            [
-                ("user", settings.user.as_str()),
-                ("database", settings.database.as_str()),
-                ("replication", "database"),
-                ("application_name", settings.application_name.as_str()),
-                ("client_encoding", "UTF8"),
-                // Values of key columns arrive in their text form: one date style, as the
-                // pool's sessions have, so keys of dates read the same.
-                ("DateStyle", "ISO, MDY"),
-            ],
+            parameters
+                .into_iter()
+                .chain(crate::pg::settings::VALUE_SETTINGS.iter().copied()),
             &mut self.output,
         )?;
         self.flush().await?;
