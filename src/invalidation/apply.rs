@@ -628,6 +628,7 @@ mod tests {
                     min: 0,
                     max: i64::MAX.into(),
                 },
+                row_valued: false,
             }],
             vec!["id".into()],
         ))

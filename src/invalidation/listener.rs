@@ -305,11 +305,13 @@ mod tests {
                         min: i32::MIN.into(),
                         max: i32::MAX.into(),
                     },
+                    row_valued: false,
                 },
                 Column {
                     name: "name".into(),
                     cast_type: "text".into(),
                     kind: KeyKind::Text,
+                    row_valued: false,
                 },
             ],
             vec!["id".into()],

@@ -22,6 +22,9 @@ pub struct Column {
     /// The type a text parameter is cast to when comparing with this column.
     pub cast_type: String,
     pub kind: KeyKind,
+    /// Its values are rows (a composite type, or a domain that may be over one): `IS NULL`
+    /// is TRUE of one whose every field is NULL too.
+    pub row_valued: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -657,7 +660,8 @@ const COLUMNS_SQL: &str = "SELECT a.attname::text, \
        CASE WHEN t.typname = 'bpchar' THEN 'bpchar' ELSE format_type(a.atttypid, NULL) END, \
        CASE WHEN t.typtype = 'd' THEN bt.typname::text ELSE t.typname::text END, \
        COALESCE(a.attnum = ANY(i.indkey), false), \
-       (CASE WHEN t.typtype = 'd' THEN bt.typtype ELSE t.typtype END) = 'e' \
+       (CASE WHEN t.typtype = 'd' THEN bt.typtype ELSE t.typtype END) = 'e', \
+       (CASE WHEN t.typtype = 'd' THEN bt.typtype ELSE t.typtype END) IN ('c', 'd') \
      FROM pg_catalog.pg_attribute a \
      JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
      LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype \
@@ -715,6 +719,8 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
             name: column,
             cast_type: row.get(1),
             kind: column_kind(&type_name, row.get(4)),
+            // A domain over a domain is taken for one over a composite: not looked into.
+            row_valued: row.get(5),
         });
     }
     primary_key.sort();

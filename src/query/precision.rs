@@ -169,11 +169,13 @@ pub(crate) fn collation(
 }
 
 /// The type a value of type `name` compares as: its own, or for a domain over a boolean,
-/// an integer or a uuid (compared by its base type's operators), that base type.
-fn base_type(name: &str, kind: KeyKind) -> String {
+/// a signed integer or a uuid (compared by its base type's operators), that base type. An
+/// oid is unsigned and reads a negative number as one above 2^31 (`o < -1` is
+/// `o < 4294967295`): not compared here.
+pub(crate) fn base_type(name: &str, kind: KeyKind) -> String {
     let base = match kind {
         KeyKind::Bool => "boolean",
-        KeyKind::Integer { .. } => "bigint",
+        KeyKind::Integer { min, .. } if min < 0 => "bigint",
         KeyKind::Uuid => "uuid",
         _ => return name.to_string(),
     };
@@ -202,6 +204,10 @@ impl Scope for Bindings<'_> {
             .copied()
             .unwrap_or(Collation::UNKNOWN);
         Some((base_type(&column.cast_type, column.kind), collation))
+    }
+
+    fn row_valued(&self, name: &str) -> bool {
+        self.table.column(name).is_none_or(|c| c.row_valued)
     }
 
     fn param(&self, n: usize) -> Option<String> {

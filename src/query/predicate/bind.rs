@@ -76,11 +76,17 @@ impl Pred {
                     ty,
                 }
             }
-            // Whether a column is NULL is known of every type the change carries.
+            // Whether a column is NULL is known of every type the change carries, but a
+            // row's: `(,)` is NULL too (every field is), and pgcache does not read rows.
             Pred::IsNull(Expr::Column(name)) => {
                 scope
                     .column(&name)
                     .ok_or_else(|| format!("column {name:?}, which the table does not have"))?;
+                if scope.row_valued(&name) {
+                    return Err(format!(
+                        "IS NULL of a composite column ({name}), TRUE when all its fields are NULL"
+                    ));
+                }
                 Pred::IsNull(Expr::Column(name))
             }
             Pred::IsNull(arg) => Pred::IsNull(bind_expr(arg, scope)?.0),
@@ -368,7 +374,9 @@ fn bind_expr(expr: Expr, scope: &dyn Scope) -> Result<(Expr, Typing), String> {
                 (Some(SqlType::Text(c)), SqlType::Text(d)) => {
                     SqlType::Text(if c == d { c } else { Collation::UNKNOWN })
                 }
-                // An integer or numeric read as numeric keeps its value.
+                // An integer or numeric read as numeric keeps its value; read as an
+                // integer type, it is rounded (`eval`). Floats are refused above: float to
+                // integer rounds half to even, and float to numeric prints the float.
                 (Some(SqlType::Number), SqlType::Number) if to == "numeric" => target,
                 (Some(from), _) if from == target => target,
                 _ => return Err(format!("a cast to {to}")),

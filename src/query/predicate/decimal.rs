@@ -82,6 +82,40 @@ impl Decimal {
         })
     }
 
+    /// The integer numeric's rounding makes of it (half away from zero, as a cast to an
+    /// integer type rounds): None for NaN, the infinities and values past i128 (a cast
+    /// refuses those, or they are past every integer type).
+    pub fn rounded(&self) -> Option<i128> {
+        let Decimal::Finite {
+            negative,
+            digits,
+            exponent,
+        } = self
+        else {
+            return None;
+        };
+        // 0.d1d2... × 10^exponent: the first `exponent` digits are the integer part, the
+        // next one decides the rounding.
+        let whole_len = usize::try_from(*exponent).unwrap_or(0);
+        if whole_len > 38 {
+            return None;
+        }
+        let mut magnitude: i128 = 0;
+        for i in 0..whole_len {
+            let digit = digits.as_bytes().get(i).map_or(0, |b| b - b'0');
+            magnitude = magnitude * 10 + i128::from(digit);
+        }
+        let next = if *exponent < 0 {
+            0
+        } else {
+            digits.as_bytes().get(whole_len).map_or(0, |b| b - b'0')
+        };
+        if next >= 5 {
+            magnitude += 1;
+        }
+        Some(if *negative { -magnitude } else { magnitude })
+    }
+
     fn rank(&self) -> u8 {
         match self {
             Decimal::NegInfinity => 0,
@@ -178,5 +212,26 @@ mod tests {
             assert_eq!(Decimal::read(bad), None, "{bad}");
         }
         assert_eq!(d("1.50").to_string(), d("1.5e0").to_string());
+    }
+
+    #[test]
+    fn rounding_to_an_integer_goes_half_away_from_zero_as_numeric_casts_do() {
+        for (text, rounded) in [
+            ("1.5", Some(2)),
+            ("1.49999", Some(1)),
+            ("-2.5", Some(-3)),
+            ("-0.4", Some(0)),
+            ("0.5", Some(1)),
+            ("0.05", Some(0)),
+            ("123", Some(123)),
+            ("1e3", Some(1000)),
+            ("0", Some(0)),
+            ("9.5e-1", Some(1)),
+            ("NaN", None),
+            ("Infinity", None),
+            ("1e40", None),
+        ] {
+            assert_eq!(d(text).rounded(), rounded, "{text}");
+        }
     }
 }

@@ -45,7 +45,10 @@ impl Expr {
                 (Val::Text(a), Val::Text(b)) => Val::Text(Cow::Owned(format!("{a}{b}"))),
                 _ => Val::Unknown,
             },
-            Expr::Cast(arg, _) => arg.eval(row, params),
+            Expr::Cast(arg, to) => match (integer_range(to), arg.eval(row, params)) {
+                (Some(range), Val::Text(t)) => to_integer(&t, range).map_or(Val::Unknown, owned),
+                (_, value) => value,
+            },
             Expr::Trunc { unit, arg } => match (unit.eval(row, params), arg.eval(row, params)) {
                 (Val::Null, _) | (_, Val::Null) => Val::Null,
                 (Val::Text(u), Val::Text(t)) => time::truncate(&u, &t).map_or(Val::Unknown, owned),
@@ -81,6 +84,24 @@ impl Expr {
             },
         }
     }
+}
+
+/// The values an integer type holds, by its name as `format_type` spells it.
+fn integer_range(type_name: &str) -> Option<(i128, i128)> {
+    Some(match type_name {
+        "smallint" => (i16::MIN.into(), i16::MAX.into()),
+        "integer" => (i32::MIN.into(), i32::MAX.into()),
+        "bigint" => (i64::MIN.into(), i64::MAX.into()),
+        _ => return None,
+    })
+}
+
+/// A number cast to an integer type, as PostgreSQL casts it: rounded half away from zero
+/// (numeric's rounding; binding admits no float here), None where the cast fails (out of
+/// the type's range, NaN, infinities): the statement would fail, not weighed here.
+fn to_integer(text: &str, (min, max): (i128, i128)) -> Option<String> {
+    let n = super::decimal::Decimal::read(text)?.rounded()?;
+    (min..=max).contains(&n).then(|| n.to_string())
 }
 
 fn owned<'a>(text: String) -> Val<'a> {

@@ -263,6 +263,9 @@ pub enum Pred {
 pub trait Scope {
     /// The column's type as `format_type` spells it, and its collation.
     fn column(&self, name: &str) -> Option<(String, Collation)>;
+    /// Whether the column's values are rows (a composite type): `IS NULL` is TRUE of a row
+    /// whose every field is NULL, and `IS NOT NULL` is not its negation.
+    fn row_valued(&self, name: &str) -> bool;
     /// `$n`'s type as `format_type` spells it.
     fn param(&self, n: usize) -> Option<String>;
     /// The database's default collation (parameters' and constants').

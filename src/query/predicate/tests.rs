@@ -20,6 +20,11 @@ impl Scope for Table {
             .find(|(c, _)| *c == name)
             .map(|(_, t)| (t.to_string(), self.collation))
     }
+    fn row_valued(&self, name: &str) -> bool {
+        self.columns
+            .iter()
+            .any(|(c, t)| *c == name && t.starts_with("pair"))
+    }
     fn param(&self, n: usize) -> Option<String> {
         self.params.get(n - 1).map(|p| p.to_string())
     }
