@@ -433,12 +433,13 @@ pub fn named_tables(client: &mut Connection, parsed: &Parsed) -> Result<Vec<Qual
         .collect())
 }
 
-/// The statement PGCACHE.QUERY runs for `parsed`: its result as one JSON array of row
-/// objects (typed as `row_to_json` types them, columns in the SELECT list's order) and its
-/// row count. Parameters arrive as text and are cast to the types PostgreSQL inferred.
-pub fn run_sql(parsed: &Parsed, params: &[ParamType], members: Option<&Members>) -> Result<String> {
+/// The statement PGCACHE.QUERY runs for `statement` (a canonical one, or a page's with its
+/// ties broken, `shape::tie_broken`): its result as one JSON array of row objects (typed as
+/// `row_to_json` types them, columns in the SELECT list's order) and its row count.
+/// Parameters arrive as text and are cast to the types PostgreSQL inferred.
+pub fn run_sql(statement: &str, params: &[ParamType], members: Option<&Members>) -> Result<String> {
     let bind = |n: usize| format!("(${n}::text::{})", params[n - 1].cast);
-    let body = placeholders::replace_numbered(&parsed.canonical, bind)?;
+    let body = placeholders::replace_numbered(statement, bind)?;
     Ok(format!(
         "SELECT COALESCE('[' || pg_catalog.string_agg(pg_catalog.row_to_json(q)::text, ',') || ']', \
          '[]'), pg_catalog.count(*){} FROM ({body}) AS q",
@@ -633,7 +634,7 @@ fn quote_literal(text: &str) -> String {
 /// LATERALly to the statement. None for a statement without parameters (its misses are one
 /// result, coalesced).
 pub fn batch_sql(
-    parsed: &Parsed,
+    statement: &str,
     params: &[ParamType],
     members: Option<&Members>,
 ) -> Result<Option<String>> {
@@ -643,10 +644,10 @@ pub fn batch_sql(
     // The statement sits inside the LATERAL subquery, where a name of its own would capture
     // a reference to the parameter sets (`... AS pgcache_params`): their alias is one that
     // appears nowhere in its text.
-    let sets = unused_name(&parsed.canonical, "pgcache_params");
+    let sets = unused_name(statement, "pgcache_params");
     // Its columns too: a bare column name is looked up in every enclosing query.
     let bind = |n: usize| format!("({sets}.{sets}_v{n}::text::{})", params[n - 1].cast);
-    let body = placeholders::replace_numbered(&parsed.canonical, bind)?;
+    let body = placeholders::replace_numbered(statement, bind)?;
     let members = members_column(members, bind)?;
     let arrays: Vec<String> = (1..=params.len())
         .map(|n| format!("${n}::text[]"))
@@ -688,7 +689,9 @@ mod tests {
             },
             reads_clock: false,
         }];
-        let sql = batch_sql(&parsed, &params, None).unwrap().unwrap();
+        let sql = batch_sql(&parsed.canonical, &params, None)
+            .unwrap()
+            .unwrap();
         assert!(
             sql.contains("AS pgcache_params_1(pgcache_params_1_v1, pgcache_params_1_i)"),
             "{sql}"
@@ -698,7 +701,9 @@ mod tests {
             "{sql}"
         );
         let parsed = parse("SELECT pgcache_i FROM users AS pgcache_i WHERE id = $1").unwrap();
-        let sql = batch_sql(&parsed, &params, None).unwrap().unwrap();
+        let sql = batch_sql(&parsed.canonical, &params, None)
+            .unwrap()
+            .unwrap();
         assert!(sql.contains("pgcache_params_i)"), "{sql}");
     }
 }

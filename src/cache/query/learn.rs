@@ -5,6 +5,7 @@ use crate::config::current;
 use crate::error::{Error, Result};
 use crate::pg::pool::Connection;
 use crate::query::precision::{self, Precision};
+use crate::query::shape::{self, Page};
 use crate::query::statement;
 use crate::query::{Statement, catalog, columns, generations, statements};
 use crate::redis::acl;
@@ -99,6 +100,28 @@ fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Stat
             let row_wanted = current::query_row_precision();
             let learned = catalog::learn(conn, parsed)?;
             let precision = precision::decide(conn, &parsed.shape, &learned)?;
+            // A page is run ordered down to its table's primary key, so that the rows read
+            // beside it for its members are its own, ties included (`shape::tie_broken`).
+            let page = match (&precision, &parsed.shape) {
+                (Precision::Row(m), Ok(shape)) => match (&m.page, &shape.page, &m.sides[..]) {
+                    (Some(_), Some(page), [side]) => {
+                        let (statement, ordered_sql) = shape::tie_broken(
+                            &parsed.canonical,
+                            &shape.sides[0].reference,
+                            &side.table.primary_key,
+                        )?;
+                        Some((
+                            statement,
+                            Page {
+                                ordered_sql,
+                                ..page.clone()
+                            },
+                        ))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
             let members = match (&precision, &parsed.shape) {
                 (Precision::Row(m), Ok(shape)) => Some(catalog::Members {
                     candidates_sql: &shape.candidates_sql,
@@ -112,14 +135,15 @@ fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Stat
                             own_rows: side.own_rows.as_deref(),
                         })
                         .collect(),
-                    page: m.page.as_ref().and(shape.page.as_ref()),
+                    page: page.as_ref().map(|(_, page)| page),
                 }),
                 _ => None,
             };
-            let run_sql = catalog::run_sql(parsed, &learned.params, members.as_ref())?;
+            let statement = page.as_ref().map_or(&parsed.canonical, |(s, _)| s);
+            let run_sql = catalog::run_sql(statement, &learned.params, members.as_ref())?;
             // A batch PostgreSQL refuses (a parameter in LIMIT may not come from a LATERAL
             // join) leaves the statement's misses to run one by one.
-            let batch_sql = catalog::batch_sql(parsed, &learned.params, members.as_ref())?
+            let batch_sql = catalog::batch_sql(statement, &learned.params, members.as_ref())?
                 .filter(|sql| conn.prepare(sql).is_ok());
             let columns = columns::learn(conn, &parsed.canonical)?;
             Arc::new(Statement::new(

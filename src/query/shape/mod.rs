@@ -10,6 +10,7 @@
 //! PostgreSQL's own, the columns' types and collations) the catalog tells (`precision`).
 
 use crate::error::{Error, Result};
+use crate::model::ident::quote_ident;
 use crate::query::predicate::{BoolTest, Cmp, Expr, Keys, Literal, Pred};
 use pg_query::NodeEnum;
 use pg_query::protobuf::{
@@ -758,6 +759,41 @@ fn rows_of(select: &SelectStmt, ordered: bool) -> Result<SelectStmt> {
     Ok(candidates)
 }
 
+/// A page's statement, and its rows in its order (`Page::ordered_sql`), each with `key` (the
+/// table's primary key, columns of `reference`) appended to its ORDER BY.
+///
+/// PostgreSQL orders ties as it finds them: the page it answers and the rows read beside it
+/// for the page's members (a second scan of the table, which a synchronized scan or a
+/// parallel plan starts elsewhere) may hold different tied rows, and a member missed is a
+/// deleted row served. Ordered down to the primary key, both hold the same rows: one of the
+/// answers PostgreSQL may give the statement.
+pub fn tie_broken(canonical: &str, reference: &str, key: &[String]) -> Result<(String, String)> {
+    let tree = pg_query::parse(canonical)
+        .map_err(|e| Error::internal(format!("parsing a canonical statement again: {e}")))?
+        .protobuf;
+    let tail: Vec<String> = key
+        .iter()
+        .map(|c| format!("{}.{}", quote_ident(reference), quote_ident(c)))
+        .collect();
+    let order = pg_query::parse(&format!("SELECT 1 ORDER BY {}", tail.join(", ")))
+        .map_err(|e| Error::internal(format!("spelling a page's tie-break: {e}")))?
+        .protobuf;
+    let (Some(NodeEnum::SelectStmt(select)), Some(NodeEnum::SelectStmt(order))) =
+        (top_node(&tree), top_node(&order))
+    else {
+        return Err(Error::internal("a page that is not a SELECT"));
+    };
+    let mut select = (**select).clone();
+    select.sort_clause.extend(order.sort_clause.iter().cloned());
+    let ordered = rows_sql(&tree, &select, true)?;
+    Ok((spelled(&tree, select)?, ordered))
+}
+
+/// The first statement's node.
+fn top_node(tree: &protobuf::ParseResult) -> Option<&NodeEnum> {
+    tree.stmts.first()?.stmt.as_ref()?.node.as_ref()
+}
+
 /// `select` as text, in the tree `tree` came with.
 fn spelled(tree: &protobuf::ParseResult, select: SelectStmt) -> Result<String> {
     let mut tree = tree.clone();
@@ -959,6 +995,25 @@ mod tests {
         ] {
             assert_eq!(shape(sql).unwrap().page, None, "{sql}");
         }
+    }
+
+    #[test]
+    fn a_page_is_ordered_down_to_its_primary_key() {
+        let (statement, ordered) = tie_broken(
+            "SELECT id, score FROM public.t \"T\" WHERE score > $1 ORDER BY score DESC LIMIT $2",
+            "T",
+            &["id".into(), "Kind".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            statement,
+            "SELECT id, score FROM public.t \"T\" WHERE score > $1 \
+             ORDER BY score DESC, \"T\".id, \"T\".\"Kind\" LIMIT $2"
+        );
+        assert_eq!(
+            ordered,
+            "SELECT * FROM public.t \"T\" WHERE score > $1 ORDER BY score DESC, \"T\".id, \"T\".\"Kind\""
+        );
     }
 
     #[test]
