@@ -18,6 +18,7 @@ mod orm_corpus;
 mod pass_through;
 mod query;
 mod query_access;
+mod query_edges;
 mod query_feed;
 mod query_joins;
 mod query_refusals;

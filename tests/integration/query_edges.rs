@@ -1,0 +1,235 @@
+//! Row precision at its edges (issue 50): a change's new values weighed against a statement's
+//! WHERE exactly as PostgreSQL weighs them (casts that round, composite NULLs, oid's unsigned
+//! order, the text the feed spells values in under any session settings), and a page's
+//! members exactly the rows of the answer it stores, ties included. Each test caches a
+//! result, commits a write that changes PostgreSQL's answer, and reads the result after the
+//! write's position (replication mode; in notify mode, results are dropped per table and the
+//! read waits for the write to be applied).
+use crate::query::{commit_and_position, postgres_answer, query, query_until_cached};
+use pgcache_testkit::*;
+use std::time::Duration;
+
+/// PGCACHE.QUERY's answer to `sql` once the write committed at `lsn` is applied: AFTER it
+/// in replication mode; in notify mode, which has no positions, once the answer is
+/// PostgreSQL's (`expected`), failing after a deadline.
+fn answer_after(
+    con: &mut redis::Connection,
+    sql: &str,
+    params: &[&str],
+    lsn: &str,
+    expected: &serde_json::Value,
+) -> serde_json::Value {
+    if invalidation_source() == "replication" {
+        let text: String = redis::cmd("PGCACHE.QUERY")
+            .arg(sql)
+            .arg(params.len())
+            .arg(params)
+            .arg("AFTER")
+            .arg(lsn)
+            .query(con)
+            .unwrap();
+        json(&text)
+    } else {
+        wait_for(
+            &format!("{sql} {params:?} to answer {expected}"),
+            Duration::from_secs(10),
+            || {
+                let answer = json(&query(con, sql, params).unwrap());
+                (answer == *expected).then_some(answer)
+            },
+        )
+    }
+}
+
+/// Caches `sql`'s result, commits `write`, and asserts the result read after it is
+/// PostgreSQL's answer; returns it.
+fn stays_exact_through(
+    stack: &Stack,
+    con: &mut redis::Connection,
+    sql: &str,
+    params: &[&str],
+    write: &str,
+) -> serde_json::Value {
+    // A read AFTER a position not applied yet waits for it, and is answered from the cache.
+    config_set(con, "pgcache.after_wait_ms", "1000").unwrap();
+    let before = json(&query_until_cached(con, sql, params));
+    let lsn = commit_and_position(stack, write);
+    let expected = postgres_answer(stack, sql, params);
+    assert_ne!(
+        before, expected,
+        "the write `{write}` must change PostgreSQL's answer, or the test proves nothing"
+    );
+    let answer = answer_after(con, sql, params, &lsn, &expected);
+    assert_eq!(answer, expected, "{sql} {params:?} after `{write}`");
+    answer
+}
+
+#[test]
+fn a_cast_that_rounds_is_weighed_as_postgresql_rounds() {
+    let stack = Stack::start(&format!(
+        "CREATE TABLE pay (id integer PRIMARY KEY, amount numeric NOT NULL, f double precision);
+         INSERT INTO pay VALUES (1, 2.0, 2), (2, 3.4, 3.4);
+         {TRIGGER_SQL} SELECT pgcache_watch('pay');"
+    ));
+    let mut con = stack.con();
+    // numeric -> integer rounds half away from zero: 1.50 is 2.
+    let by_amount = "SELECT id FROM pay WHERE amount::integer = $1 ORDER BY id";
+    stays_exact_through(
+        &stack,
+        &mut con,
+        by_amount,
+        &["2"],
+        "INSERT INTO pay VALUES (10, 1.50, 0)",
+    );
+    stays_exact_through(
+        &stack,
+        &mut con,
+        by_amount,
+        &["-3"],
+        "INSERT INTO pay VALUES (11, -2.5, 0)",
+    );
+    // A numeric parameter cast to an integer type rounds too.
+    let by_param = "SELECT id FROM pay WHERE amount = $1::numeric::smallint ORDER BY id";
+    stays_exact_through(
+        &stack,
+        &mut con,
+        by_param,
+        &["6.5"],
+        "INSERT INTO pay VALUES (12, 7, 0)",
+    );
+    // A cast whose value pgcache does not compute (float -> integer rounds half to even)
+    // leaves the row free to enter.
+    let by_float = "SELECT id FROM pay WHERE f::integer = $1 ORDER BY id";
+    stays_exact_through(
+        &stack,
+        &mut con,
+        by_float,
+        &["2"],
+        "INSERT INTO pay VALUES (13, 0, 2.5)",
+    );
+}
+
+#[test]
+fn a_composite_whose_fields_are_all_null_is_null() {
+    let stack = Stack::start(&format!(
+        "CREATE TYPE pair AS (a integer, b integer);
+         CREATE DOMAIN pair_d AS pair;
+         CREATE TABLE comp (id integer PRIMARY KEY, p pair, q pair_d);
+         INSERT INTO comp VALUES (1, NULL, NULL), (2, ROW(1, 2), ROW(1, 2));
+         {TRIGGER_SQL} SELECT pgcache_watch('comp');"
+    ));
+    let mut con = stack.con();
+    stays_exact_through(
+        &stack,
+        &mut con,
+        "SELECT id FROM comp WHERE p IS NULL AND id > $1 ORDER BY id",
+        &["0"],
+        "INSERT INTO comp VALUES (3, ROW(NULL, NULL), NULL)",
+    );
+    stays_exact_through(
+        &stack,
+        &mut con,
+        "SELECT id FROM comp WHERE q IS NULL AND id > $1 ORDER BY id",
+        &["0"],
+        "INSERT INTO comp VALUES (4, ROW(1, 1), ROW(NULL, NULL))",
+    );
+}
+
+#[test]
+fn oids_compare_unsigned() {
+    let stack = Stack::start(&format!(
+        "CREATE TABLE objs (id integer PRIMARY KEY, o oid NOT NULL);
+         INSERT INTO objs VALUES (1, 4294967295);
+         {TRIGGER_SQL} SELECT pgcache_watch('objs');"
+    ));
+    let mut con = stack.con();
+    // -1 reads as the oid 4294967295, above every other.
+    stays_exact_through(
+        &stack,
+        &mut con,
+        "SELECT id FROM objs WHERE o < -1 AND id > $1 ORDER BY id",
+        &["0"],
+        "INSERT INTO objs VALUES (2, 5)",
+    );
+}
+
+#[test]
+fn the_feed_spells_values_exactly_whatever_the_server_sets() {
+    // Every session of the database (the feed's too, unless it sets its own) rounds floats
+    // to 15 digits and spells dates day first.
+    let stack = Stack::start(&format!(
+        "ALTER DATABASE app SET extra_float_digits = 0;
+         ALTER DATABASE app SET DateStyle = 'SQL, DMY';
+         CREATE TABLE m (id integer PRIMARY KEY, d double precision NOT NULL, day date NOT NULL);
+         INSERT INTO m VALUES (1, 0.5, '2024-01-02');
+         {TRIGGER_SQL} SELECT pgcache_watch('m');"
+    ));
+    let mut con = stack.con();
+    // 0.1 + 0.2 is 0.30000000000000004: above 0.3, though it prints as 0.3 with 15 digits.
+    stays_exact_through(
+        &stack,
+        &mut con,
+        "SELECT id FROM m WHERE d > $1 ORDER BY id",
+        &["0.3"],
+        "INSERT INTO m VALUES (2, 0.1::float8 + 0.2::float8, '2024-01-02')",
+    );
+    // 2024-03-02 printed as 02/03/2024 must not be read as February the 3rd.
+    stays_exact_through(
+        &stack,
+        &mut con,
+        "SELECT id FROM m WHERE day > $1 ORDER BY id",
+        &["2024-02-15"],
+        "INSERT INTO m VALUES (3, 0, '2024-03-02')",
+    );
+    // A row's JSON holds the float itself, not its 15-digit rounding.
+    let row = json(&query(&mut con, "SELECT d FROM m WHERE id = $1", &["2"]).unwrap());
+    assert_eq!(row[0]["d"].to_string(), "0.30000000000000004");
+}
+
+/// The ids of a JSON array of rows.
+fn ids(rows: &serde_json::Value) -> Vec<i64> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_page_with_ties_never_serves_a_deleted_row() {
+    let stack = Stack::start(&format!(
+        "CREATE TABLE t (id integer PRIMARY KEY, score integer NOT NULL, pad text NOT NULL);
+         INSERT INTO t SELECT g, g % 4, repeat('x', 300 + g % 7) FROM generate_series(1, 120000) g;
+         ANALYZE t;
+         {TRIGGER_SQL} SELECT pgcache_watch('t');"
+    ));
+    let mut con = stack.con();
+    let page = "SELECT id, score, pad FROM t ORDER BY score DESC LIMIT $1";
+    config_set(&mut con, "pgcache.after_wait_ms", "1000").unwrap();
+    for round in 0..10 {
+        let cached = json(&query_until_cached(&mut con, page, &["600"]));
+        // Two rows of the page PostgreSQL could have left out (ties at its last score).
+        let page_ids = ids(&cached);
+        let gone = [page_ids[page_ids.len() - 1], page_ids[page_ids.len() - 2]];
+        let lsn = commit_and_position(
+            &stack,
+            &format!("DELETE FROM t WHERE id IN ({}, {})", gone[0], gone[1]),
+        );
+        let expected = postgres_answer(&stack, page, &["600"]);
+        let answer = answer_after(&mut con, page, &["600"], &lsn, &expected);
+        let answer_ids = ids(&answer);
+        assert!(
+            !answer_ids.contains(&gone[0]) && !answer_ids.contains(&gone[1]),
+            "round {round}: the page still holds deleted rows {gone:?}"
+        );
+        // Any choice among ties is PostgreSQL's to make; the scores are not.
+        let scores = |rows: &serde_json::Value| -> Vec<i64> {
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["score"].as_i64().unwrap())
+                .collect()
+        };
+        assert_eq!(scores(&answer), scores(&expected), "round {round}");
+    }
+}
