@@ -38,6 +38,9 @@ DECLARE
     results boolean := false;
     child regclass;
     watch text;
+    publish text;
+    before text;
+    shadows boolean := false;
     payload text;
 BEGIN
     IF TG_EVENT = 'sql_drop' THEN
@@ -123,6 +126,28 @@ BEGIN
                                                     'ALTER SEQUENCE', 'COMMENT')) THEN
             relations := '{}';
         END IF;
+        -- But a new relation named as one in another schema may now be what a statement's
+        -- unqualified name resolves to (an earlier schema on the search_path): pgcache then
+        -- learns its statements again.
+        shadows := EXISTS (
+            SELECT 1 FROM pg_event_trigger_ddl_commands() AS c
+              JOIN pg_catalog.pg_class r ON r.oid = c.objid
+              JOIN pg_catalog.pg_class o ON o.relname = r.relname AND o.relnamespace <> r.relnamespace
+             WHERE c.classid = 'pg_catalog.pg_class'::regclass AND c.command_tag LIKE 'CREATE %'
+               AND r.relkind IN ('r', 'p', 'v', 'm', 'f') AND o.relkind IN ('r', 'p', 'v', 'm', 'f'));
+        -- A relation renamed, or moved to another schema (itself or its schema): its rows
+        -- and results were cached under its old name, which pgcache_ddl_start noted.
+        before := nullif(current_setting('pgcache.names_before', true), '');
+        IF before IS NOT NULL THEN
+            PERFORM set_config('pgcache.names_before', '', true);
+            relations := relations || coalesce((
+                SELECT array_agg(DISTINCT name)
+                  FROM json_each_text(before::json) AS b
+                  JOIN pg_catalog.pg_class c ON c.oid = b.key::oid
+                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
+                       LATERAL (VALUES (b.value), (format('%I.%I', n.nspname, c.relname))) AS v(name)
+                 WHERE format('%I.%I', n.nspname, c.relname) <> b.value), '{}');
+        END IF;
         -- A partition or child, new or attached, of a table pgcache's triggers watch.
         -- pgcache_watch of the schema this trigger's function was installed in, nobody
         -- else's: it runs as whoever ran the DDL.
@@ -146,8 +171,23 @@ BEGIN
                 EXECUTE format('SELECT %s(%L::regclass, %L)', watch, child, 'notify');
             END IF;
         END LOOP;
+        -- A partition or child, new or attached, of a table pgcache's publication covers:
+        -- a replica identity if it has no key (or PostgreSQL refuses its UPDATEs and
+        -- DELETEs), and published if an inheritance child (pgcache_publish_below, beside
+        -- pgcache_watch).
+        IF watch IS NOT NULL THEN
+            publish := pg_catalog.replace(watch, 'pgcache_watch', 'pgcache_publish_below');
+            IF pg_catalog.to_regproc(publish) IS NOT NULL THEN
+                FOR child IN
+                    SELECT DISTINCT i.inhrelid::regclass FROM pg_catalog.pg_inherits i
+                     WHERE i.inhparent = ANY (relids)
+                LOOP
+                    EXECUTE format('SELECT %s(%L::regclass)', publish, child);
+                END LOOP;
+            END IF;
+        END IF;
     END IF;
-    IF cardinality(relations) = 0 AND NOT results THEN
+    IF cardinality(relations) = 0 AND NOT results AND NOT shadows THEN
         RETURN;
     END IF;
     payload := json_build_object('ddl', TG_TAG, 'relations', to_json(relations),
@@ -163,9 +203,32 @@ BEGIN
 END
 $body$
 $function$;
+    -- Before a relation or a schema can be renamed: every relation's name by its oid, for
+    -- pgcache_ddl to report the old names of those whose name the DDL changed. For this
+    -- transaction only.
+    EXECUTE $function$
+CREATE OR REPLACE FUNCTION pgcache_ddl_start() RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $body$
+BEGIN
+    PERFORM set_config('pgcache.names_before', coalesce((
+        SELECT json_object_agg(c.oid, format('%I.%I', n.nspname, c.relname))
+          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'), '{}')::text, true);
+END
+$body$
+$function$;
     DROP EVENT TRIGGER IF EXISTS pgcache_ddl;
     DROP EVENT TRIGGER IF EXISTS pgcache_ddl_drop;
+    DROP EVENT TRIGGER IF EXISTS pgcache_ddl_start;
     CREATE EVENT TRIGGER pgcache_ddl ON ddl_command_end EXECUTE FUNCTION pgcache_ddl();
     CREATE EVENT TRIGGER pgcache_ddl_drop ON sql_drop EXECUTE FUNCTION pgcache_ddl();
+    CREATE EVENT TRIGGER pgcache_ddl_start ON ddl_command_start
+        WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
+                     'ALTER SCHEMA')
+        EXECUTE FUNCTION pgcache_ddl_start();
 END
 $install$;

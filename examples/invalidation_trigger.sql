@@ -66,9 +66,14 @@ BEGIN
 END
 $$;
 
+-- The keys' values are spelled by the settings below whatever the writing session set (a
+-- float key rounded by extra_float_digits = 0 would name another row).
 CREATE OR REPLACE FUNCTION pgcache_notify() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 3
+SET IntervalStyle = postgres
+SET bytea_output = hex
 AS $$
 DECLARE
     channel text := coalesce(
@@ -155,6 +160,76 @@ AS $$
         'pgcache')
 $$;
 
+-- Whether pgcache's publication covers `tbl`: it or one of its ancestors was added to it (a
+-- partitioned table's partitions are published with it, later ones too), or it publishes
+-- every table.
+CREATE OR REPLACE FUNCTION pgcache_published(tbl regclass) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT
+AS $$
+    WITH RECURSIVE up(relid) AS (
+        SELECT tbl::oid
+      UNION
+        SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.relid
+    )
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication p
+                    WHERE p.pubname = pgcache_publication()
+                      AND (p.puballtables
+                           OR EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r
+                                       WHERE r.prpubid = p.oid
+                                         AND r.prrelid IN (SELECT relid FROM up))))
+$$;
+
+-- What a table pgcache's publication covers needs so that it never makes PostgreSQL refuse
+-- the application's writes, nor hides its changes: PostgreSQL refuses UPDATE and DELETE on a
+-- published table without a replica identity, so every keyless one below `tbl` (its
+-- partitions and inheritance children, at any depth) gets REPLICA IDENTITY FULL; and an
+-- inheritance child is published only if added itself (a partition is with its root), so
+-- children the publication misses are added. Runs for pgcache_watch and, through the DDL
+-- event trigger, for a partition or child created or attached later: SECURITY DEFINER, as
+-- whoever runs that DDL may not own the publication; it acts only on what the publication
+-- covers already.
+CREATE OR REPLACE FUNCTION pgcache_publish_below(tbl regclass) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    publication text := pgcache_publication();
+    rel regclass;
+BEGIN
+    IF NOT pgcache_published(tbl) THEN
+        RETURN;
+    END IF;
+    FOR rel IN
+        WITH RECURSIVE down(relid) AS (
+            SELECT tbl::oid
+          UNION
+            SELECT i.inhrelid FROM down JOIN pg_catalog.pg_inherits i ON i.inhparent = down.relid
+        )
+        SELECT c.oid::regclass FROM down JOIN pg_catalog.pg_class c ON c.oid = down.relid
+         WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p' AND c.relreplident = 'd'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index x WHERE x.indrelid = c.oid AND x.indisprimary)
+    LOOP
+        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', rel);
+    END LOOP;
+    FOR rel IN
+        WITH RECURSIVE down(relid) AS (
+            SELECT tbl::oid
+          UNION
+            SELECT i.inhrelid FROM down JOIN pg_catalog.pg_inherits i ON i.inhparent = down.relid
+        )
+        SELECT c.oid::regclass FROM down JOIN pg_catalog.pg_class c ON c.oid = down.relid
+         WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relpersistence = 'p'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r
+                             JOIN pg_catalog.pg_publication p ON p.oid = r.prpubid
+                            WHERE p.pubname = publication AND r.prrelid = c.oid)
+           AND NOT (SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = publication)
+    LOOP
+        EXECUTE format('ALTER PUBLICATION %I ADD TABLE ONLY %s', publication, rel);
+    END LOOP;
+END
+$$;
+
 -- Before a mode could be chosen, pgcache_watch took the table alone.
 DROP FUNCTION IF EXISTS pgcache_watch(regclass);
 
@@ -181,11 +256,20 @@ BEGIN
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = publication) THEN
             EXECUTE format('CREATE PUBLICATION %I', publication);
         END IF;
-        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index WHERE indrelid = tbl AND indisprimary)
-           AND (SELECT relreplident FROM pg_catalog.pg_class WHERE oid = tbl) = 'd' THEN
-            EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', tbl);
+        -- A keyless partitioned table's partitions created later have no key either: without
+        -- the DDL event trigger to give them a replica identity, PostgreSQL would refuse
+        -- their UPDATEs and DELETEs once published.
+        IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = tbl) = 'p'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index WHERE indrelid = tbl AND indisprimary)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger
+                            WHERE evtname = 'pgcache_ddl' AND evtenabled <> 'D') THEN
+            RAISE EXCEPTION 'pgcache: table % is partitioned and has no primary key: a partition created later would have no replica identity, and PostgreSQL would refuse its UPDATEs and DELETEs once published', tbl
+                USING HINT = format('Install pgcache''s DDL event trigger first (run examples/ddl_trigger.sql as a superuser: it gives new partitions a replica identity), give %s a primary key, or watch it with pgcache_watch(%L, ''notify'').', tbl, tbl::text);
         END IF;
         EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', publication, tbl);
+        -- Keyless tables, and inheritance children (which do not inherit their parent's
+        -- primary key), get a replica identity, before any write can find them without.
+        PERFORM pgcache_publish_below(tbl);
         RETURN;
     END IF;
     SELECT string_agg(quote_literal(a.attname), ', ' ORDER BY array_position(i.indkey, a.attnum))

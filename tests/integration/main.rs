@@ -8,6 +8,7 @@ mod batching;
 mod bounds;
 mod cluster;
 mod consistency;
+mod ddl_edges;
 mod freshness;
 mod hooks;
 mod invalidation;

@@ -1,0 +1,227 @@
+//! DDL at the edges (issue 50): what pgcache_watch and the DDL event trigger do for
+//! partitions and inheritance children (never make PostgreSQL refuse a write, never miss a
+//! child's rows), and relations renamed away and replaced, schemas renamed, and a table
+//! that comes to shadow another on the search path (never serve the old relation's rows).
+use crate::query::{postgres_answer, query, query_until_cached};
+use pgcache_testkit::*;
+use std::time::Duration;
+
+/// Waits until `sql` answers as PostgreSQL does, failing after a deadline.
+fn until_postgres_answers(stack: &Stack, con: &mut redis::Connection, sql: &str) {
+    let expected = postgres_answer(stack, sql, &[]);
+    wait_for(
+        &format!("{sql} to answer {expected}"),
+        Duration::from_secs(10),
+        || (json(&query(con, sql, &[]).unwrap()) == expected).then_some(()),
+    );
+}
+
+/// Waits until READ of `table` `pk` gives `expected`.
+fn until_read(con: &mut redis::Connection, table: &str, pk: &str, expected: Option<&str>) {
+    wait_for(
+        &format!("READ {table} {pk} to be {expected:?}"),
+        Duration::from_secs(10),
+        || (read(con, table, pk).unwrap().as_deref() == expected).then_some(()),
+    );
+}
+
+const KEYLESS_SQL: &str = "
+    CREATE TABLE meas (region text NOT NULL, v integer NOT NULL) PARTITION BY LIST (region);
+    CREATE TABLE meas_eu PARTITION OF meas FOR VALUES IN ('eu');
+    INSERT INTO meas VALUES ('eu', 1);
+    CREATE TABLE person (name text NOT NULL, v integer NOT NULL);
+    CREATE TABLE student (school text) INHERITS (person);
+    INSERT INTO student VALUES ('ann', 1, 'x');
+    CREATE TABLE base (id integer PRIMARY KEY, v integer NOT NULL);
+    CREATE TABLE base_child (extra text) INHERITS (base);
+    INSERT INTO base_child VALUES (1, 1, 'x');
+";
+
+/// Updates and deletes a row of each of `tables` (a `v` column each): PostgreSQL must
+/// accept them.
+fn writes_are_accepted(stack: &Stack, tables: &[&str]) {
+    let mut pg = stack.pg.client();
+    for table in tables {
+        for write in [
+            format!("UPDATE {table} SET v = v + 1"),
+            format!("DELETE FROM {table} WHERE v < 0"),
+        ] {
+            if let Err(e) = pg.batch_execute(&write) {
+                panic!("PostgreSQL refused `{write}` after pgcache_watch: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn watching_a_parent_never_makes_postgresql_refuse_writes_to_its_partitions_or_children() {
+    let stack = Stack::start(&format!("{KEYLESS_SQL} {TRIGGER_SQL}"));
+    stack.pg.execute(
+        "SELECT pgcache_watch('meas', 'replication'), pgcache_watch('person', 'replication'),
+                pgcache_watch('base', 'replication')",
+    );
+    writes_are_accepted(&stack, &["meas_eu", "student", "base_child"]);
+    // Partitions and children created or attached later (the DDL event trigger).
+    stack.pg.execute(
+        "CREATE TABLE meas_us PARTITION OF meas FOR VALUES IN ('us');
+         INSERT INTO meas VALUES ('us', 1);
+         CREATE TABLE meas_asia (region text NOT NULL, v integer NOT NULL);
+         INSERT INTO meas_asia VALUES ('asia', 1);
+         ALTER TABLE meas ATTACH PARTITION meas_asia FOR VALUES IN ('asia');
+         CREATE TABLE teacher () INHERITS (person);
+         INSERT INTO teacher VALUES ('bob', 1);
+         CREATE TABLE base_kid () INHERITS (base);
+         INSERT INTO base_kid VALUES (2, 1);
+         CREATE TABLE grandkid () INHERITS (base_kid);
+         INSERT INTO grandkid VALUES (3, 1);",
+    );
+    writes_are_accepted(
+        &stack,
+        &["meas_us", "meas_asia", "teacher", "base_kid", "grandkid"],
+    );
+}
+
+#[test]
+fn a_keyless_partitioned_table_is_not_watched_where_its_new_partitions_would_refuse_writes() {
+    let stack = Stack::start(&format!("{KEYLESS_SQL} {TRIGGER_SQL}"));
+    stack
+        .pg
+        .superuser_of("app")
+        .batch_execute("ALTER EVENT TRIGGER pgcache_ddl DISABLE")
+        .unwrap();
+    let refused = stack
+        .pg
+        .client()
+        .batch_execute("SELECT pgcache_watch('meas', 'replication')")
+        .expect_err("watched without the DDL trigger");
+    let message = refused.as_db_error().unwrap().message().to_string();
+    assert!(
+        message.contains("partitioned and has no primary key"),
+        "{message}"
+    );
+    // Nothing was published: the partition's writes go on.
+    writes_are_accepted(&stack, &["meas_eu"]);
+}
+
+#[test]
+fn an_inheritance_child_created_later_is_followed() {
+    let stack = Stack::start(&format!("{KEYLESS_SQL} {TRIGGER_SQL}"));
+    stack.pg.execute("SELECT pgcache_watch('base')");
+    let mut con = stack.con();
+    let sum = "SELECT count(*) AS n, sum(v) AS s FROM base";
+    query_until_cached(&mut con, sum, &[]);
+    stack.pg.execute(
+        "CREATE TABLE base_kid () INHERITS (base);
+         INSERT INTO base_kid VALUES (2, 5);",
+    );
+    until_postgres_answers(&stack, &mut con, sum);
+    query_until_cached(&mut con, sum, &[]);
+    // Its later writes too.
+    stack.pg.execute("UPDATE base_kid SET v = 50 WHERE id = 2");
+    until_postgres_answers(&stack, &mut con, sum);
+    assert_eq!(
+        json(&query(&mut con, sum, &[]).unwrap()),
+        json(r#"[{"n":2,"s":51}]"#)
+    );
+}
+
+const ITEMS_SQL: &str = "
+    CREATE TABLE items (id integer PRIMARY KEY, v integer NOT NULL);
+    INSERT INTO items SELECT g, g FROM generate_series(1, 3) g;
+    CREATE VIEW items_v AS SELECT id, v FROM items;
+    CREATE SCHEMA s;
+    CREATE TABLE s.items (id integer PRIMARY KEY, v integer NOT NULL);
+    INSERT INTO s.items SELECT g, g FROM generate_series(1, 3) g;
+";
+
+/// Caches READ, MULTIREAD and QUERY of `table`'s row 1 and count.
+fn cache_all_of(con: &mut redis::Connection, table: &str) -> String {
+    // Its rows may have been written just now: the cache may still hold their absence.
+    until_read(con, table, r#"{"id":1}"#, Some(r#"{"id":1,"v":1}"#));
+    read_until_cached(con, table, r#"{"id":1}"#);
+    multiread(con, table, r#"[{"id":1},{"id":2}]"#).unwrap();
+    let count = format!("SELECT count(*) AS n FROM {table}");
+    query_until_cached(con, &count, &[]);
+    count
+}
+
+#[test]
+fn a_table_renamed_away_and_replaced_serves_none_of_its_old_rows() {
+    let stack = Stack::start(&format!("{ITEMS_SQL} {TRIGGER_SQL}"));
+    stack
+        .pg
+        .execute("SELECT pgcache_watch('items'), pgcache_watch('s.items')");
+    let mut con = stack.con();
+    for (table, replace) in [
+        (
+            "items",
+            "ALTER TABLE items RENAME TO items_2025;
+             CREATE TABLE items (LIKE items_2025 INCLUDING ALL);
+             SELECT pgcache_watch('items');",
+        ),
+        // Moved to another schema, and replaced.
+        (
+            "items",
+            "CREATE SCHEMA archive;
+             ALTER TABLE items SET SCHEMA archive;
+             CREATE TABLE items (LIKE archive.items INCLUDING ALL);
+             INSERT INTO items VALUES (7, 7);
+             SELECT pgcache_watch('items');",
+        ),
+        (
+            "items_v",
+            "ALTER VIEW items_v RENAME TO items_v_2025;
+             CREATE VIEW items_v AS SELECT id, v FROM items WHERE id > 5;",
+        ),
+    ] {
+        // Each round replaces the table the last one made, empty: it gets rows to cache.
+        stack.pg.execute(
+            "INSERT INTO items SELECT g, g FROM generate_series(1, 3) g ON CONFLICT DO NOTHING",
+        );
+        let count = cache_all_of(&mut con, table);
+        stack.pg.execute(replace);
+        until_postgres_answers(&stack, &mut con, &count);
+        until_read(&mut con, table, r#"{"id":1}"#, None);
+        let rows = multiread(&mut con, table, r#"[{"id":1},{"id":2}]"#).unwrap();
+        assert_eq!(rows, [None, None], "MULTIREAD {table} after `{replace}`");
+    }
+}
+
+#[test]
+fn a_schema_renamed_away_and_replaced_serves_none_of_its_old_rows() {
+    let stack = Stack::start(&format!("{ITEMS_SQL} {TRIGGER_SQL}"));
+    stack.pg.execute("SELECT pgcache_watch('s.items')");
+    let mut con = stack.con();
+    let count = cache_all_of(&mut con, "s.items");
+    stack.pg.execute(
+        "ALTER SCHEMA s RENAME TO s_2025;
+         CREATE SCHEMA s;
+         CREATE TABLE s.items (id integer PRIMARY KEY, v integer NOT NULL);
+         SELECT pgcache_watch('s.items');",
+    );
+    until_postgres_answers(&stack, &mut con, &count);
+    until_read(&mut con, "s.items", r#"{"id":1}"#, None);
+    let rows = multiread(&mut con, "s.items", r#"[{"id":1},{"id":2}]"#).unwrap();
+    assert_eq!(rows, [None, None]);
+}
+
+#[test]
+fn a_table_that_comes_first_on_the_search_path_is_what_a_statement_reads() {
+    let stack = Stack::start(&format!("{ITEMS_SQL} {TRIGGER_SQL}"));
+    stack.pg.execute("SELECT pgcache_watch('items')");
+    let mut con = stack.con();
+    // pgcache's role is `app`: "$user" puts schema app before public.
+    let count = "SELECT count(*) AS n FROM items";
+    assert_eq!(query_until_cached(&mut con, count, &[]), r#"[{"n":3}]"#);
+    stack.pg.execute(
+        "CREATE SCHEMA app;
+         CREATE TABLE app.items (id integer PRIMARY KEY, v integer NOT NULL);
+         SELECT pgcache_watch('app.items');",
+    );
+    until_postgres_answers(&stack, &mut con, count);
+    assert_eq!(
+        query(&mut con, count, &[]).unwrap(),
+        r#"[{"n":0}]"#,
+        "the statement reads app.items now"
+    );
+}
