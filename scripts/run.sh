@@ -114,10 +114,12 @@ pgcache is running.
   Redis:      redis-cli -p $REDIS_PORT
   PostgreSQL: psql -h 127.0.0.1 -p $PG_PORT -U postgres app
 Try:
+  redis-cli -p $REDIS_PORT PGCACHE.QUERY 'SELECT id, name FROM users WHERE id <= \$1 ORDER BY id' 1 3
   redis-cli -p $REDIS_PORT PGCACHE.READ users '{"id":1}'
   redis-cli -p $REDIS_PORT PGCACHE.MULTIREAD users '[{"id":1},{"id":2},{"id":99999}]'
   redis-cli -p $REDIS_PORT PGCACHE.READ products '{"category":"electronics","product_id":456}'
   psql -h 127.0.0.1 -p $PG_PORT -U postgres app -c "UPDATE users SET name = 'Ada' WHERE id = 1"
   redis-cli -p $REDIS_PORT PGCACHE.READ users '{"id":1}'     # the change, not the old row
+  redis-cli -p $REDIS_PORT PGCACHE.QUERY 'SELECT id, name FROM users WHERE id <= \$1 ORDER BY id' 1 3
 Logs: $RUN/redis.log, $RUN/pg.log. Stop: scripts/run.sh stop
 TXT

@@ -356,7 +356,7 @@ fn invalidation_source(
     // while the stream is silent (the last applied transaction's lag would not).
     out.push((
         "replication_lag_ms".to_string(),
-        Reply::Double(horizon_age_ms()),
+        Reply::Int(freshness::age_ms()),
     ));
     out
 }
@@ -374,10 +374,6 @@ fn circuit_report() -> String {
 }
 
 /// The freshness horizon's age in milliseconds; -1 when no probe has come back yet.
-fn horizon_age_ms() -> f64 {
-    freshness::age().map_or(-1.0, |age| age.as_secs_f64() * 1000.0)
-}
-
 /// HEALTH's fields on how fresh hits are: the horizon's age, the bound, and whether hits are
 /// answered from the cache now; a bound passed is a problem that says what reads do.
 fn freshness_report(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
@@ -423,8 +419,10 @@ fn freshness_report(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
             ),
         ),
         (
+            // Whole milliseconds rounded up, as STATS tells it (134.68799999999999 was
+            // a float's noise, not precision).
             "freshness_age_ms".to_string(),
-            Reply::Double(horizon_age_ms()),
+            Reply::Int(freshness::age_ms()),
         ),
         ("max_staleness_ms".to_string(), Reply::Int(bound)),
     ]
