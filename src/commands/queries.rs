@@ -195,6 +195,13 @@ pub fn explain(ctx: &Context, args: &[&[u8]]) -> Reply {
                     ("members_only".into(), members_only(&statement)),
                     ("precision_reason".into(), precision_reason(&statement)),
                     (
+                        "uncached_reason".into(),
+                        statement
+                            .uncached
+                            .as_ref()
+                            .map_or(Reply::Nil, |why| Reply::Bulk(why.clone())),
+                    ),
+                    (
                         "parameters".into(),
                         Reply::Array(
                             statement

@@ -185,6 +185,11 @@ pub fn column_kind(type_name: &str, is_enum: bool) -> KeyKind {
     }
 }
 
+/// Whether pgcache's DDL event trigger (examples/ddl_trigger.sql) is installed and enabled:
+/// DDL reaches the cache through its feed, in commit order.
+pub const DDL_FOLLOWED_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger \
+     WHERE evtname = 'pgcache_ddl' AND evtenabled <> 'D')";
+
 /// Schemas pgcache never reads, whatever the allowlist says.
 pub fn is_system_schema(schema: &str) -> bool {
     matches!(schema, "pg_catalog" | "information_schema" | "pg_toast")

@@ -54,6 +54,8 @@ pub struct Learned {
     /// The relations the `tables` allowlist must admit for it to be answered: every one it
     /// reads but the partitions and children of those and the tables their policies read.
     pub listed: Vec<QualifiedName>,
+    /// DDL reaches the cache (pgcache's event trigger is installed and enabled).
+    pub ddl_followed: bool,
 }
 
 const PARAM_TYPES_SQL: &str = "SELECT \
@@ -114,6 +116,11 @@ pub fn learn(client: &mut Connection, parsed: &Parsed) -> Result<Learned> {
         aggregates: reads.aggregates,
         own_functions,
         listed,
+        ddl_followed: client
+            .query(schema::DDL_FOLLOWED_SQL, &[])
+            .map_err(|e| statement_error(&e))?
+            .first()
+            .is_some_and(|r| r.get(0)),
     })
 }
 

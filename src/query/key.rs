@@ -123,6 +123,7 @@ mod tests {
             Vec::new(),
             crate::query::precision::Precision::Table("a test".into()),
             false,
+            None,
             String::new(),
             None,
         )

@@ -618,6 +618,7 @@ mod tests {
             Vec::new(),
             Precision::Row(Box::new(RowMatch { sides, page: None })),
             true,
+            None,
             String::new(),
             None,
         ))

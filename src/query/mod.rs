@@ -66,6 +66,10 @@ pub struct Statement {
     /// value is learned again.
     pub row_wanted: bool,
     pub params: Vec<ParamType>,
+    /// Why its results are never cached, if they are not: it reads what DDL could change
+    /// unseen (a view, a function of the database's, partitions, children or policies) and
+    /// DDL is not followed. Its calls are answered by PostgreSQL.
+    pub uncached: Option<String>,
     /// Its result's columns and their types (EXPLAIN's `columns`).
     pub columns: Vec<columns::ResultColumn>,
     /// The tables whose changes drop its results, ordered by key prefix.
@@ -197,6 +201,7 @@ impl Statement {
         listed: Vec<QualifiedName>,
         precision: Precision,
         row_wanted: bool,
+        uncached: Option<String>,
         run_sql: String,
         batch_sql: Option<String>,
     ) -> Statement {
@@ -236,6 +241,7 @@ impl Statement {
             generation_keys,
             precision,
             row_wanted,
+            uncached,
             params,
             columns,
             tables,

@@ -558,6 +558,22 @@ mod tests {
     }
 
     #[test]
+    fn domains_compare_as_their_signed_base_and_oids_not_at_all() {
+        let int4 = KeyKind::Integer {
+            min: i32::MIN.into(),
+            max: i32::MAX.into(),
+        };
+        assert_eq!(base_type("positive", int4), "bigint");
+        assert_eq!(base_type("integer", int4), "integer");
+        let oid = crate::pg::schema::column_kind("oid", false);
+        assert_eq!(base_type("oid", oid), "oid");
+        assert_eq!(
+            SqlType::named(&base_type("oid", oid), Collation::UNKNOWN),
+            SqlType::Unresolved
+        );
+    }
+
+    #[test]
     fn a_side_enters_only_through_the_side_whose_key_references_it() {
         let s = shaped(
             "SELECT o.id FROM orders o JOIN users u ON o.user_id = u.id \

@@ -265,6 +265,7 @@ mod tests {
             Vec::new(),
             Precision::Table("a test".into()),
             false,
+            None,
             String::new(),
             None,
         ))

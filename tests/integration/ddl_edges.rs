@@ -225,3 +225,46 @@ fn a_table_that_comes_first_on_the_search_path_is_what_a_statement_reads() {
         "the statement reads app.items now"
     );
 }
+
+#[test]
+fn without_the_ddl_trigger_what_ddl_could_change_unseen_is_answered_by_postgresql() {
+    let stack = Stack::start(&format!(
+        "{ITEMS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('items');
+         CREATE FUNCTION doubled(integer) RETURNS integer LANGUAGE sql IMMUTABLE AS 'SELECT $1 * 2';"
+    ));
+    stack
+        .pg
+        .superuser_of("app")
+        .batch_execute("ALTER EVENT TRIGGER pgcache_ddl DISABLE")
+        .unwrap();
+    let mut con = stack.con();
+    let over_view = "SELECT count(*) AS n FROM items_v";
+    let calling = "SELECT doubled(v) AS d FROM items WHERE id = $1";
+    // A plain table's statement is cached as ever.
+    query_until_cached(&mut con, "SELECT v FROM items WHERE id = $1", &["1"]);
+    let hits = stats_figure(&mut con, "query_hits");
+    for _ in 0..3 {
+        assert_eq!(query(&mut con, over_view, &[]).unwrap(), r#"[{"n":3}]"#);
+        assert_eq!(query(&mut con, calling, &["2"]).unwrap(), r#"[{"d":4}]"#);
+    }
+    assert_eq!(
+        stats_figure(&mut con, "query_hits"),
+        hits,
+        "nothing was cached"
+    );
+    // DDL nobody reports: the next answer is PostgreSQL's.
+    stack.pg.execute(
+        "CREATE OR REPLACE VIEW items_v AS SELECT id, v FROM items WHERE id > 1;
+         CREATE OR REPLACE FUNCTION doubled(integer) RETURNS integer LANGUAGE sql IMMUTABLE
+           AS 'SELECT $1 * 3';",
+    );
+    assert_eq!(query(&mut con, over_view, &[]).unwrap(), r#"[{"n":2}]"#);
+    assert_eq!(query(&mut con, calling, &["2"]).unwrap(), r#"[{"d":6}]"#);
+    // EXPLAIN says why.
+    let explained: std::collections::HashMap<String, redis::Value> = redis::cmd("PGCACHE.EXPLAIN")
+        .arg(over_view)
+        .query(&mut con)
+        .unwrap();
+    let reason: String = redis::from_redis_value(explained["uncached_reason"].clone()).unwrap();
+    assert!(reason.contains("DDL is not followed"), "{reason}");
+}

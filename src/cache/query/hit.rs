@@ -33,7 +33,11 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
     may_read_tables(ctx, &statement)?;
     statement.admitted()?;
     let params = canonical_params(&statement, call.params)?;
-    let Some(key) = key_now(ctx, &statement, &params) else {
+    let key = match &statement.uncached {
+        Some(_) => None,
+        None => key_now(ctx, &statement, &params),
+    };
+    let Some(key) = key else {
         if cluster::enabled() {
             cluster::check(ctx, &route_key(&statement, &params))?;
         }

@@ -65,6 +65,30 @@ pub(super) fn learn_as(
     ))
 }
 
+/// Why a statement's results may not be cached (None: they may): DDL could change them
+/// unseen. Without pgcache's event trigger, nothing tells the cache that a view was replaced,
+/// a function redefined, a partition or child created or a policy changed; a plain table's
+/// rows reach it through the feed either way.
+fn unfollowed(learned: &catalog::Learned) -> Option<String> {
+    if learned.ddl_followed {
+        return None;
+    }
+    let what = if !learned.own_functions.is_empty() {
+        format!("calls {}", learned.own_functions.join(", "))
+    } else if !learned.plain {
+        "reads a view, a partitioned table, inheritance children or a table under row-level \
+         security"
+            .to_string()
+    } else {
+        return None;
+    };
+    Some(format!(
+        "it {what}, which DDL could change unseen: DDL is not followed (pgcache's event \
+         trigger is not installed; run examples/ddl_trigger.sql as a superuser), so its calls \
+         are answered by PostgreSQL and never cached"
+    ))
+}
+
 /// How many times a statement is learned while DDL keeps changing what it reads.
 const LEARNING_ATTEMPTS: usize = 3;
 
@@ -146,6 +170,7 @@ fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Stat
             let batch_sql = catalog::batch_sql(statement, &learned.params, members.as_ref())?
                 .filter(|sql| conn.prepare(sql).is_ok());
             let columns = columns::learn(conn, &parsed.canonical)?;
+            let uncached = unfollowed(&learned);
             Arc::new(Statement::new(
                 &current::cache_prefix(),
                 parsed.canonical.clone(),
@@ -155,6 +180,7 @@ fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Stat
                 learned.listed,
                 precision,
                 row_wanted,
+                uncached,
                 run_sql,
                 batch_sql,
             ))

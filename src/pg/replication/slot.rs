@@ -73,10 +73,6 @@ const PUBLICATION_SQL: &str = "SELECT \
                 OR pg_catalog.to_jsonb(r) ->> 'prattrs' IS NOT NULL)) \
      FROM pg_catalog.pg_publication p WHERE p.pubname = $1";
 
-/// Whether pgcache's DDL event trigger is installed and enabled.
-const DDL_TRIGGER_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger \
-     WHERE evtname = 'pgcache_ddl' AND evtenabled <> 'D')";
-
 /// The slot's state; None when the slot does not exist.
 pub fn inspect(
     conn: &mut Connection,
@@ -124,7 +120,7 @@ pub fn inspect(
         }
     }
     let ddl_followed = conn
-        .query(DDL_TRIGGER_SQL, &[])?
+        .query(crate::pg::schema::DDL_FOLLOWED_SQL, &[])?
         .first()
         .is_some_and(|r| r.get(0));
     Ok(Some(SlotState {
