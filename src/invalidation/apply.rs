@@ -25,7 +25,7 @@ use crate::model::event::EventKind;
 use crate::model::key::CanonicalPk;
 use crate::model::lsn::Lsn;
 use crate::pg::schema::TableSchema;
-use crate::query::precision::EnteringRow;
+use crate::query::precision::Written;
 use crate::query::{self, dropped, generations, statements};
 use crate::redis::main_thread::Task;
 use crate::redis::role::writable;
@@ -56,7 +56,7 @@ pub struct Changes {
     deletes: Vec<(Arc<TableSchema>, CanonicalPk)>,
     /// Per table whose rows changed, the rows written (None: unknown), for row-precise
     /// query results; taken when first applied.
-    written: Vec<(Arc<TableSchema>, Option<Vec<EnteringRow>>)>,
+    written: Vec<(Arc<TableSchema>, Option<Vec<Written>>)>,
     /// The key prefixes of the tables (and views) whose entries all go.
     flushes: Vec<String>,
     /// DDL arrived (`ddl`): the statements QUERY learned may no longer read what they did.
@@ -108,7 +108,7 @@ impl Changes {
     }
 
     /// Rows of `schema` changed, and these were written (None: the source does not say).
-    pub fn rows_written(&mut self, schema: Arc<TableSchema>, rows: Option<Vec<EnteringRow>>) {
+    pub fn rows_written(&mut self, schema: Arc<TableSchema>, rows: Option<Vec<Written>>) {
         match self.written.iter_mut().find(|(s, _)| s.name == schema.name) {
             Some((_, known)) => match (known.as_mut(), rows) {
                 (Some(known), Some(rows)) => known.extend(rows),

@@ -830,13 +830,15 @@ impl<'a> Stream<'a> {
             Message::Insert { relation, new } => {
                 let relation = self.relation(relation)?;
                 self.transaction().changed(&relation, &[&new]);
-                self.transaction().written(&relation, &new);
+                self.transaction()
+                    .written(&relation, transaction::How::Inserted, &new);
             }
             Message::Update { relation, old, new } => {
                 let relation = self.relation(relation)?;
                 let rows: Vec<_> = old.iter().chain([&new]).collect();
                 self.transaction().changed(&relation, &rows);
-                self.transaction().written(&relation, &new);
+                let how = transaction::How::Updated { old: old.as_ref() };
+                self.transaction().written(&relation, how, &new);
             }
             Message::Delete { relation, old } => {
                 let relation = self.relation(relation)?;

@@ -9,7 +9,7 @@ use crate::model::key::{self, CanonicalPk};
 use crate::pg::normalise;
 use crate::pg::pool::Connection;
 use crate::pg::schema::{self, TableSchema};
-use crate::query::precision::{EnteringRow, NewValue};
+use crate::query::precision::{NewValue, Written};
 use serde_json::Value;
 
 /// One notification, parsed.
@@ -20,7 +20,7 @@ pub struct Payload {
     pub rows: Vec<Value>,
     /// The rows the changes wrote, by the columns row-precise query results match on
     /// (replication); None where the source does not say (notifications).
-    pub entering: Option<Vec<EnteringRow>>,
+    pub entering: Option<Vec<Written>>,
     /// Every entry of the table is to go.
     pub flush: bool,
     /// Keys the changes named that a flush covers instead (for the statistics).
@@ -67,10 +67,13 @@ fn key_of(row: &Value, schema: &TableSchema) -> Result<CanonicalPk, Error> {
 /// The rows written with each value spelled as a query parameter of its column's kind is
 /// (`model::key::canonical_param`: a boolean, even of a domain, as `true`/`false`); a value
 /// that does not read as its kind is left out: unknown, it matches every result.
-fn canonical_rows(schema: &TableSchema, rows: Vec<EnteringRow>) -> Vec<EnteringRow> {
+fn canonical_rows(schema: &TableSchema, rows: Vec<Written>) -> Vec<Written> {
     rows.into_iter()
-        .map(|row| {
-            row.into_iter()
+        .map(|row| Written {
+            new_key: row.new_key,
+            values: row
+                .values
+                .into_iter()
                 .filter_map(|(column, value)| {
                     let kind = schema.column(&column)?.kind;
                     let value = match value {
@@ -81,7 +84,7 @@ fn canonical_rows(schema: &TableSchema, rows: Vec<EnteringRow>) -> Vec<EnteringR
                     };
                     Some((column, value))
                 })
-                .collect()
+                .collect(),
         })
         .collect()
 }

@@ -9,7 +9,7 @@
 use crate::config::current;
 use crate::events;
 use crate::model::event::{EventKind, Extra};
-use crate::query::precision::EnteringRow;
+use crate::query::precision::Written;
 use crate::query::{Statement, generations, membership, statements};
 use crate::redis::cluster;
 use crate::stats;
@@ -58,7 +58,7 @@ pub fn rows_changed(
     ctx: &Context,
     prefix: &str,
     members: &[CompactString],
-    entering: Option<&[EnteringRow]>,
+    entering: Option<&[Written]>,
 ) {
     let dropped = membership::changed(prefix, members, entering);
     if dropped.is_empty() {

@@ -13,7 +13,7 @@
 
 use crate::config::current;
 use crate::query::Statement;
-use crate::query::precision::EnteringRow;
+use crate::query::precision::Written;
 use crate::query::predicate::OrdKey;
 use crate::redis::main_thread::Task;
 use compact_str::CompactString;
@@ -308,13 +308,7 @@ impl TableIndex {
     /// member's foreign key. Past `WEIGH_BUDGET` weighings in one change it stops weighing
     /// and takes every result of the side: more drops, but a bounded turn of the event
     /// loop.
-    fn entered(
-        &self,
-        side: usize,
-        s: &SideResults,
-        rows: &[EnteringRow],
-        hit: &mut HashSet<ResultId>,
-    ) {
+    fn entered(&self, side: usize, s: &SideResults, rows: &[Written], hit: &mut HashSet<ResultId>) {
         let Some(m) = s
             .all
             .iter()
@@ -325,11 +319,22 @@ impl TableIndex {
             return;
         };
         let matched = &m.sides[side];
-        if !matched.enters {
-            return;
-        }
         let mut weighed = 0usize;
-        for row in rows {
+        for written in rows {
+            // A side whose rows enter only with a member's foreign key: a row no member
+            // references stays out, unless its key is new, which a reference written
+            // without the key's check (`session_replication_role = replica`) may name.
+            if !matched.enters && !written.new_key {
+                continue;
+            }
+            let row = &written.values;
+            let admitted = |e: &Entry| {
+                if matched.enters {
+                    m.admits(side, &e.params, e.boundary.as_deref(), row)
+                } else {
+                    m.may_be_referenced(side, &e.params, row)
+                }
+            };
             let candidates: Box<dyn Iterator<Item = &ResultId>> = if let Some(p) = &matched.pinned {
                 match p.row_key(row) {
                     // NULL equals nothing: no result's pinned condition holds.
@@ -360,12 +365,7 @@ impl TableIndex {
             };
             for id in candidates {
                 weighed += 1;
-                if !hit.contains(id)
-                    && self
-                        .entries
-                        .get(id)
-                        .is_some_and(|e| m.admits(side, &e.params, e.boundary.as_deref(), row))
-                {
+                if !hit.contains(id) && self.entries.get(id).is_some_and(admitted) {
                     hit.insert(id.clone());
                 }
             }
@@ -387,11 +387,7 @@ pub type Dropped = Vec<(ResultId, Arc<Statement>)>;
 /// Rows of the table whose keys start with `table` changed: `members` are their primary
 /// keys (old and new), `entering` their new values (None: not known, as from a
 /// notification). Takes out of the index, and returns, every result they can affect.
-pub fn changed(
-    table: &str,
-    members: &[CompactString],
-    entering: Option<&[EnteringRow]>,
-) -> Dropped {
+pub fn changed(table: &str, members: &[CompactString], entering: Option<&[Written]>) -> Dropped {
     with_index(|index| {
         let Some(t) = index.get_mut(table) else {
             return Vec::new();
@@ -570,7 +566,7 @@ pub fn drop_table(table: Option<&str>) -> Vec<(Arc<Statement>, u64)> {
 mod tests {
     use super::*;
     use crate::pg::schema::TableSchema;
-    use crate::query::precision::{NewValue, Precision, RowMatch, SideMatch};
+    use crate::query::precision::{EnteringRow, NewValue, Precision, RowMatch, SideMatch, Through};
     use crate::query::predicate::{Cmp, Expr, Pred, SqlType};
 
     /// A row-precise statement over `table`, exact on customer_id = $1.
@@ -601,6 +597,12 @@ mod tests {
                 pinned: filter.pinned(),
                 filter: filter.clone(),
                 enters: *enters,
+                // A side that does not enter comes in through the first side's foreign
+                // key `customer_id` to its `id`.
+                through: (!*enters).then(|| Through {
+                    side: 0,
+                    pairs: vec![("customer_id".into(), "id".into())],
+                }),
             })
             .collect();
         let mut tables: Vec<Arc<TableSchema>> = Vec::new();
@@ -639,8 +641,18 @@ mod tests {
         format!("{{\"id\":{n}}}").into()
     }
 
-    fn row(customer: &str) -> EnteringRow {
-        vec![("customer_id".into(), NewValue::Text(customer.into()))]
+    fn row(customer: &str) -> Written {
+        written(vec![(
+            "customer_id".into(),
+            NewValue::Text(customer.into()),
+        )])
+    }
+
+    fn written(values: EnteringRow) -> Written {
+        Written {
+            values,
+            new_key: false,
+        }
     }
 
     fn keys(dropped: Dropped) -> Vec<String> {
@@ -679,7 +691,7 @@ mod tests {
         // Another customer's new row: nothing.
         assert!(changed(&table, &[member(50)], Some(&[row("5")])).is_empty());
         // A NULL enters nothing; a value the change did not carry enters everything.
-        let null: EnteringRow = vec![("customer_id".into(), NewValue::Null)];
+        let null = written(vec![("customer_id".into(), NewValue::Null)]);
         assert!(changed(&table, &[member(51)], Some(&[null])).is_empty());
         add(
             id("r8"),
@@ -689,7 +701,7 @@ mod tests {
             None,
         );
         assert_eq!(
-            keys(changed(&table, &[member(52)], Some(&[Vec::new()]))),
+            keys(changed(&table, &[member(52)], Some(&[written(Vec::new())]))),
             ["r7", "r8"]
         );
         // Unknown new values (a notification): every result of the table.
@@ -721,11 +733,11 @@ mod tests {
         let s = statement_on("membership_c", Cmp::Ne);
         let table = prefix(&s, 0);
         bounds(&s);
-        let rows: Vec<EnteringRow> = vec![row("100"); 10];
+        let rows: Vec<Written> = vec![row("100"); 10];
         assert_eq!(keys(changed(&table, &[], Some(&rows))), ["c2", "c3"]);
         // As many rows as take the budget: every result of the statement goes, unweighed.
         bounds(&s);
-        let rows: Vec<EnteringRow> = vec![row("100"); WEIGH_BUDGET / 3 + 1];
+        let rows: Vec<Written> = vec![row("100"); WEIGH_BUDGET / 3 + 1];
         assert_eq!(keys(changed(&table, &[], Some(&rows))), ["c1", "c2", "c3"]);
         // customer_id > $1: ordered by bound, a row is weighed against the results whose
         // bound it passes, and only those.
@@ -739,7 +751,7 @@ mod tests {
         bounds(&s);
         assert!(changed(&table, &[], Some(&[row("100")])).is_empty());
         assert_eq!(keys(changed(&table, &[], Some(&[row("101")]))), ["c1"]);
-        let rows: Vec<EnteringRow> = vec![row("1"); WEIGH_BUDGET + 1];
+        let rows: Vec<Written> = vec![row("1"); WEIGH_BUDGET + 1];
         assert!(changed(&table, &[], Some(&rows)).is_empty(), "none weighed");
     }
 
@@ -799,17 +811,65 @@ mod tests {
             None,
         );
         // A customer no result holds enters none; one a result holds drops it.
-        assert!(changed(&customers, &[member(8)], Some(&[Vec::new()])).is_empty());
+        assert!(changed(&customers, &[member(8)], Some(&[written(Vec::new())])).is_empty());
         assert_eq!(
-            keys(changed(&customers, &[member(7)], Some(&[Vec::new()]))),
+            keys(changed(
+                &customers,
+                &[member(7)],
+                Some(&[written(Vec::new())])
+            )),
             ["j7"]
+        );
+        // A customer whose key is new (an insert) enters the results whose orders' condition
+        // its key may pass: one an order loaded without the key's check may reference.
+        add(id("j7"), s.clone(), vec!["7".into()], members(), None);
+        add(
+            id("j8"),
+            s.clone(),
+            vec!["8".into()],
+            vec![vec![], vec![], vec![]],
+            None,
+        );
+        let new_customer = |id: Option<&str>| Written {
+            values: id
+                .map(|id| vec![("id".to_string(), NewValue::Text(id.into()))])
+                .unwrap_or_default(),
+            new_key: true,
+        };
+        assert!(changed(&customers, &[member(9)], Some(&[new_customer(Some("9"))])).is_empty());
+        assert_eq!(
+            keys(changed(
+                &customers,
+                &[member(8)],
+                Some(&[new_customer(Some("8"))])
+            )),
+            ["j8"]
+        );
+        assert_eq!(
+            keys(changed(
+                &customers,
+                &[member(10)],
+                Some(&[new_customer(None)])
+            )),
+            ["j7"]
+        );
+        add(
+            id("j8"),
+            s.clone(),
+            vec!["8".into()],
+            vec![vec![], vec![], vec![]],
+            None,
         );
         // Gone under every table: an order of customer 7 finds nothing more to drop.
         assert!(changed(&orders, &[member(50)], Some(&[row("7")])).is_empty());
         // Any region may enter any result.
         add(id("j7"), s.clone(), vec!["7".into()], members(), None);
         assert_eq!(
-            keys(changed(&regions, &[member(9)], Some(&[Vec::new()]))),
+            keys(changed(
+                &regions,
+                &[member(9)],
+                Some(&[written(Vec::new())])
+            )),
             ["j7", "j8"]
         );
         with_index(|index| {

@@ -22,6 +22,16 @@ use std::sync::{Arc, RwLock};
 
 pub use crate::query::predicate::{EnteringRow, NewValue};
 
+/// A row a change wrote (inserted, or updated to), by the columns row-precise results match
+/// on, and whether its key is new to its table (an insert, or an update that changed the
+/// key): only such a row can complete a join row whose foreign key named no row before (a
+/// reference written without the key's check, under `session_replication_role = replica`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub values: EnteringRow,
+    pub new_key: bool,
+}
+
 pub enum Precision {
     /// Why not row by row.
     Table(String),
@@ -68,6 +78,16 @@ pub struct SideMatch {
     /// rows come into the join only through another side's foreign key to them, and that no
     /// other condition names: a row the result did not hold no member referenced.
     pub enters: bool,
+    /// For a side that does not enter: the side whose foreign key brings its rows in, and
+    /// the column pairs (that side's, this side's) the key joins on.
+    pub through: Option<Through>,
+}
+
+/// How a side's rows come into a join only through another side's foreign key.
+pub struct Through {
+    pub side: usize,
+    /// `(referencing column, referenced column)`.
+    pub pairs: Vec<(String, String)>,
 }
 
 /// A page: its sort keys, typed, and its LIMIT and OFFSET.
@@ -103,6 +123,30 @@ impl RowMatch {
             _ => false,
         };
         !after && self.sides[side].filter.eval(row, params).may_be_true()
+    }
+
+    /// Whether `row`, of side `side`'s table, which enters results only through another
+    /// side's foreign key, and whose key is new to its table, may enter a result of
+    /// `params`: a row of the referencing side may reference it (a reference written
+    /// without the key's check, as under `session_replication_role = replica`, may have
+    /// named it before it was there). That side's conditions are weighed on its foreign key
+    /// holding the new key: `o.user_id = $1` admits user 500 only into the results of 500.
+    pub fn may_be_referenced(&self, side: usize, params: &[String], row: &EnteringRow) -> bool {
+        let Some(through) = &self.sides[side].through else {
+            return true;
+        };
+        let referencing: EnteringRow = through
+            .pairs
+            .iter()
+            .filter_map(|(theirs, mine)| {
+                let (_, value) = row.iter().find(|(c, _)| c == mine)?;
+                Some((theirs.clone(), value.clone()))
+            })
+            .collect();
+        self.sides[through.side]
+            .filter
+            .eval(&referencing, params)
+            .may_be_true()
     }
 
     /// The columns its conditions decide on (`reference.column` in a join).
@@ -290,7 +334,7 @@ pub fn decide(client: &mut Connection, shape: &Shaped, learned: &Learned) -> Res
     for (n, table) in tables.iter().enumerate() {
         through.push(match referenced_through(shape, n) {
             Some((other, pairs)) if foreign_key(client, &tables[other], table, &pairs)? => {
-                Some(other)
+                Some(Through { side: other, pairs })
             }
             _ => None,
         });
@@ -301,8 +345,8 @@ pub fn decide(client: &mut Connection, shape: &Shaped, learned: &Learned) -> Res
         // Two sides that reference each other (foreign keys both ways, checked at the end
         // of a statement or a transaction) may gain two new rows together, neither a
         // member: both enter.
-        let enters = match through[n] {
-            Some(other) => through[other] == Some(n),
+        let enters = match &through[n] {
+            Some(t) => through[t.side].as_ref().is_some_and(|back| back.side == n),
             None => true,
         };
         let pinned = filter.pinned();
@@ -313,7 +357,13 @@ pub fn decide(client: &mut Connection, shape: &Shaped, learned: &Learned) -> Res
             pinned,
             filter,
             enters,
+            through: None,
         });
+    }
+    for (side, through) in sides.iter_mut().zip(through) {
+        if !side.enters {
+            side.through = through;
+        }
     }
     let page = match (&shape.page, sides.as_slice()) {
         (Some(page), [side]) if !learned.aggregates => page_match(page, &bindings(&side.table)),
@@ -329,6 +379,12 @@ pub fn decide(client: &mut Connection, shape: &Shaped, learned: &Learned) -> Res
         columns.extend(
             page.iter()
                 .flat_map(|p| p.keys.iter().map(|k| k.column.clone())),
+        );
+        // A new row of a side that enters through a foreign key is weighed by its key.
+        columns.extend(
+            side.through
+                .iter()
+                .flat_map(|t| t.pairs.iter().map(|(_, mine)| mine.clone())),
         );
         watch(&side.table, &columns);
     }

@@ -1,7 +1,8 @@
 //! PGCACHE.QUERY's row precision over joins and subqueries: a change to any table a join
 //! reads drops the results that hold the changed row, and those its new values may enter
 //! (they pass the conditions on its table alone); a table whose rows come in only through
-//! another's foreign key to them enters none; a subquery's table is bound by the
+//! another's foreign key to them enters none but by a new key the referencing side's
+//! conditions may hold; a subquery's table is bound by the
 //! subquery's WHERE. Notify mode drops per table.
 
 use crate::query::{commit_and_position, watched};
@@ -89,8 +90,12 @@ fn a_join_is_dropped_only_by_the_rows_it_holds_or_may_gain() {
                 ("UPDATE users SET name = 'one' WHERE id = 1", vec![0]),
                 // A user no result holds: no order of theirs can be in one without them.
                 ("UPDATE users SET name = 'seven' WHERE id = 7", vec![]),
+                // A new user: only an order of user 500 (loaded without the foreign key's
+                // check) could reference it, and no result is user 500's.
                 ("INSERT INTO users VALUES (500, 'new', NULL)", vec![]),
-                ("INSERT INTO products VALUES (50, 'new', 1)", vec![]),
+                // A new product: nothing pins an order's product, so any result may hold
+                // an order loaded without the check that references it.
+                ("INSERT INTO products VALUES (50, 'new', 1)", vec![0, 1]),
                 // A product only user 2's orders hold (orders 1, 6, 11...: products 2 and 7).
                 ("UPDATE products SET name = 'seven' WHERE id = 7", vec![1]),
                 // An order entering user 2's result, then one moving from user 1's to 2's.
@@ -131,8 +136,13 @@ fn a_join_is_dropped_only_by_the_rows_it_holds_or_may_gain() {
             vec![
                 // The parent of category 4.
                 ("UPDATE categories SET name = 'BOOKS' WHERE id = 2", vec![0]),
-                // A new category: no result's parent, and no category asked for.
-                ("INSERT INTO categories VALUES (6, 5, 'jigsaws')", vec![]),
+                // A new category: no category asked for, but the parent a category's
+                // reference written without its key's check may name (c's condition does
+                // not say which parent): every result.
+                (
+                    "INSERT INTO categories VALUES (6, 5, 'jigsaws')",
+                    vec![0, 1],
+                ),
                 ("UPDATE categories SET parent_id = 1 WHERE id = 5", vec![1]),
             ],
         ),

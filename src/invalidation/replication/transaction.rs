@@ -8,7 +8,7 @@ use super::super::apply::BULK_KEYS;
 use super::super::translate::Payload;
 use crate::model::ident::QualifiedName;
 use crate::pg::replication::pgoutput::{Relation, Tuple, Value};
-use crate::query::precision::{self, EnteringRow, NewValue};
+use crate::query::precision::{self, NewValue, Written};
 use serde_json::{Map, Value as Json};
 use std::collections::{HashMap, HashSet};
 
@@ -19,6 +19,16 @@ const BOOL_TYPE: u32 = 16;
 /// Longest new value kept for matching query results (longer ones match every result):
 /// the values wait in memory until applied.
 const LONGEST_WATCHED: usize = 1024;
+
+/// How a row was written.
+pub enum How<'a> {
+    Inserted,
+    /// `old`: its old values, where the change sent them (an update of its key, or any
+    /// update under REPLICA IDENTITY FULL).
+    Updated {
+        old: Option<&'a Tuple>,
+    },
+}
 
 #[derive(Default)]
 pub struct Transaction {
@@ -33,7 +43,7 @@ struct TableChanges {
     table: String,
     rows: Vec<Json>,
     /// The rows written (inserted, updated to), by the watched columns.
-    entering: Vec<EnteringRow>,
+    entering: Vec<Written>,
     /// The rows' text, to name each key once.
     seen: HashSet<String>,
     flush: bool,
@@ -91,7 +101,14 @@ impl Transaction {
     /// kept by the columns row-precise query results match on (`precision::with_watched`).
     /// A value not sent (an unchanged TOASTed one) or longer than `LONGEST_WATCHED` is left
     /// out: unknown, it matches every result.
-    pub fn written(&mut self, relation: &Relation, new: &Tuple) {
+    pub fn written(&mut self, relation: &Relation, how: How, new: &Tuple) {
+        let new_key = match how {
+            How::Inserted => true,
+            How::Updated { old: None } => false,
+            How::Updated { old: Some(old) } => {
+                key_values(relation, old) != key_values(relation, new)
+            }
+        };
         let changes = self
             .tables
             .entry(relation.id)
@@ -123,7 +140,10 @@ impl Transaction {
                 .collect()
         })
         .unwrap_or_default();
-        changes.entering.push(row);
+        changes.entering.push(Written {
+            values: row,
+            new_key,
+        });
         // Rows named once each but written many times: as many writes as a bulk statement.
         if changes.entering.len() > BULK_KEYS {
             changes.flush();
