@@ -7,7 +7,13 @@
 //!   request's deadline (HELD counts them), so an invalidation can be made to arrive while a
 //!   fill is in flight; `FILLS STALL` holds them, and every other answer a worker hands
 //!   back, past the deadline, until RELEASE, so a fill can be made to come back after its
-//!   clients timed out.
+//!   clients timed out;
+//! - `PIPELINE ALWAYS|MEASURED`: every QUERY statement's runs may share a round trip, or (the
+//!   default) only those of statements measured fast, so a test of pipelining does not
+//!   depend on how fast a loaded machine ran the statements before;
+//! - `INVALIDATIONS HOLD|RELEASE`: the main thread applies no invalidation until RELEASE,
+//!   and what the change feed hands over waits, as it does behind a main thread that fell
+//!   behind (a long script), so the backlog's bound can be passed on any machine.
 
 use crate::cache::worker::{self, hold};
 use crate::commands::docs::{Arg, Command, Keys, Params};
@@ -28,11 +34,15 @@ pub static DEBUG: Command = Command {
     complexity: "O(1)",
     keys: Keys::None,
     tips: "",
-    args: Params::new(&[Arg::text("PANIC | FILLS"), Arg::text("where")]),
+    args: Params::new(&[
+        Arg::text("PANIC | FILLS | PIPELINE | INVALIDATIONS"),
+        Arg::text("where"),
+    ]),
 };
 
-const USAGE: &str =
-    "usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY|TIMER | FILLS HOLD|STALL|RELEASE|HELD";
+const USAGE: &str = "usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY|TIMER | \
+                     FILLS HOLD|STALL|RELEASE|HELD | PIPELINE ALWAYS|MEASURED | \
+                     INVALIDATIONS HOLD|RELEASE";
 
 pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
     match args[1].to_ascii_uppercase().as_slice() {
@@ -51,6 +61,28 @@ pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
                 Reply::Ok
             }
             b"HELD" => Reply::Bulk(hold::held().to_string()),
+            _ => Error::invalid(USAGE).into(),
+        },
+        b"PIPELINE" => match args[2].to_ascii_uppercase().as_slice() {
+            b"ALWAYS" => {
+                crate::query::pipeline_always(true);
+                Reply::Ok
+            }
+            b"MEASURED" => {
+                crate::query::pipeline_always(false);
+                Reply::Ok
+            }
+            _ => Error::invalid(USAGE).into(),
+        },
+        b"INVALIDATIONS" => match args[2].to_ascii_uppercase().as_slice() {
+            b"HOLD" => {
+                crate::invalidation::apply::hold(true);
+                Reply::Ok
+            }
+            b"RELEASE" => {
+                crate::invalidation::apply::hold(false);
+                Reply::Ok
+            }
             _ => Error::invalid(USAGE).into(),
         },
         _ => Error::invalid(USAGE).into(),

@@ -33,6 +33,7 @@ use crate::stats;
 use compact_str::CompactString;
 use redis_module::Context;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -275,6 +276,19 @@ static MAILBOX: Mutex<Mailbox> = Mutex::new(Mailbox::new());
 /// Applies the mailbox on the main thread, a slice at a time.
 static APPLY: Task = Task::new("applying invalidations", apply_slice);
 
+/// `PGCACHE.DEBUG INVALIDATIONS HOLD`: the main thread applies nothing, and what the source
+/// hands over waits in the mailbox as behind a main thread that fell behind, until RELEASE.
+static HELD: AtomicBool = AtomicBool::new(false);
+
+/// Holds (or, with `false`, releases) the main thread's applying of invalidations
+/// (`PGCACHE.DEBUG INVALIDATIONS`, for tests). Main thread.
+pub fn hold(held: bool) {
+    HELD.store(held, Ordering::SeqCst);
+    if !held {
+        APPLY.request();
+    }
+}
+
 /// What the listener has covered, shared by the listener thread and the main thread.
 struct Coverage {
     /// Whether invalidation runs at all (the `listen` setting).
@@ -481,6 +495,10 @@ fn apply_slice(context: &Context) -> bool {
 }
 
 fn apply_for_a_slice(context: &Context) -> bool {
+    if HELD.load(Ordering::SeqCst) {
+        // Not asked again until RELEASE, which asks.
+        return false;
+    }
     let deadline = Instant::now() + SLICE;
     let mut dbs: Option<Vec<i32>> = None;
     loop {

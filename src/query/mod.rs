@@ -42,7 +42,7 @@ use crate::stats::{Counter, TableStats};
 use catalog::ParamType;
 use precision::Precision;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// What is known of one statement: enough to build a result's key on the hit path and to
@@ -119,6 +119,17 @@ pub struct Figures {
 /// would hold up the statements sent behind it.
 const PIPELINE_MOST_US: u64 = 2_000;
 
+/// Every statement pipelines, whatever its runs took (`PGCACHE.DEBUG PIPELINE ALWAYS`, for
+/// tests: on a loaded machine a one-row lookup's run is timed at milliseconds, and its
+/// statement would be sent alone).
+static PIPELINE_ALWAYS: AtomicBool = AtomicBool::new(false);
+
+/// `PGCACHE.DEBUG PIPELINE`: with `always`, every statement's runs may share a round trip;
+/// without, as their measured time decides.
+pub fn pipeline_always(always: bool) {
+    PIPELINE_ALWAYS.store(always, Ordering::Relaxed);
+}
+
 impl Figures {
     /// A result was written to the cache; `whole_table`: any change to its tables drops it
     /// (row-precise results are counted by the index that drops them, `membership`).
@@ -144,6 +155,7 @@ impl Figures {
     /// Whether its runs may share a round trip with other statements' (`worker::pipeline`).
     pub fn pipelines(&self) -> bool {
         self.run_us.load(Ordering::Relaxed) <= PIPELINE_MOST_US
+            || PIPELINE_ALWAYS.load(Ordering::Relaxed)
     }
 
     /// Whether results were filled since a table it reads last changed.

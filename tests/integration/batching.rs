@@ -1,39 +1,99 @@
 //! Concurrent READ misses are fetched in batches; a batch never mixes up or loses results.
+//!
+//! A test that needs misses queued behind a busy worker holds the only worker on a lock
+//! (`Gate`) until every miss is seen waiting: the order is forced, whatever the machine's load
+//! (a `pg_sleep` of a second or two let the worker go before the misses, spawned under load,
+//! had all arrived).
 use pgcache_testkit::*;
 use std::time::Duration;
+
+/// A table whose row lookups wait while the test holds it locked, and the settings that let
+/// a client wait on it for as long as the test takes under load.
+const GATE_SQL: &str = "CREATE TABLE gate (kind text PRIMARY KEY, n integer);
+                        INSERT INTO gate VALUES ('open', 1);";
+const ONE_WORKER_HELD: [&str; 8] = [
+    "workers",
+    "1",
+    "pool_size",
+    "1",
+    "request_timeout_ms",
+    "60000",
+    "statement_timeout_ms",
+    "60000",
+];
+
+/// `gate` locked by the test (ACCESS EXCLUSIVE, in an open transaction): a worker reading
+/// its row waits until `open`.
+struct Gate(postgres::Client);
+
+impl Gate {
+    /// Locks `gate` (whose schema must be known already, or learning it would wait too).
+    fn close(pg: &Pg) -> Gate {
+        let mut locker = pg.client();
+        locker
+            .batch_execute("BEGIN; LOCK TABLE gate IN ACCESS EXCLUSIVE MODE")
+            .unwrap();
+        Gate(locker)
+    }
+
+    fn open(mut self) {
+        self.0.batch_execute("ROLLBACK").unwrap();
+    }
+}
+
+/// Occupies the only worker: a READ of `gate`'s row, waiting in PostgreSQL for the closed
+/// `gate` (seen there, so whether its client has timed out meanwhile does not matter).
+fn hold_the_worker(
+    stack: &Stack,
+) -> (
+    Gate,
+    std::thread::JoinHandle<redis::RedisResult<Option<String>>>,
+) {
+    let gate = Gate::close(&stack.pg);
+    let held = spawn_read(stack.redis.port, "gate", r#"{"kind":"open"}"#);
+    let mut watcher = stack.pg.client();
+    wait_for(
+        "the worker to wait for the gate",
+        Duration::from_secs(30),
+        || {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            (waiting == 1).then_some(())
+        },
+    );
+    (gate, held)
+}
 
 #[test]
 fn queued_misses_share_one_query_and_a_bad_key_fails_only_its_own_request() {
     let stack = Stack::start_with(
-        "CREATE TABLE events (kind text, n integer);
-         INSERT INTO events VALUES ('a', 1), ('b', 2), ('b', 3), ('c', 4);
-         CREATE VIEW slow_events AS SELECT kind, n, pg_sleep(1.5) IS NULL AS slept FROM events;",
-        &["workers", "1", "pool_size", "1"],
+        &format!(
+            "CREATE TABLE events (kind text, n integer);
+             INSERT INTO events VALUES ('a', 1), ('b', 2), ('b', 3), ('c', 4); {GATE_SQL}"
+        ),
+        &ONE_WORKER_HELD,
     );
     stack.pg.log_app_statements();
     let mut con = stack.con();
-    // Learn both schemas, then occupy the only worker with a slow lookup.
+    // Learn both schemas, then occupy the only worker with a held lookup.
     read(&mut con, "events", r#"{"kind":"c"}"#).unwrap();
-    read(&mut con, "slow_events", r#"{"kind":"zzz"}"#).unwrap();
+    read(&mut con, "gate", r#"{"kind":"zzz"}"#).unwrap();
     let port = stack.redis.port;
-    let slow = spawn_read(port, "slow_events", r#"{"kind":"a"}"#);
-    wait_for(
-        "the slow lookup to hold the worker",
-        Duration::from_secs(10),
-        || (blocked_clients(&mut con) == 1).then_some(()),
-    );
+    let (gate, held) = hold_the_worker(&stack);
     let queued = [
         spawn_read(port, "events", r#"{"kind":"a"}"#),
         spawn_read(port, "events", r#"{"kind":"b"}"#),
         spawn_read(port, "events", r#"{"kind":"zzz"}"#),
         spawn_read(port, "events", r#"{"kind":"a"}"#),
     ];
-    wait_for(
-        "four lookups queued behind it",
-        Duration::from_secs(10),
-        || (blocked_clients(&mut con) == 5).then_some(()),
-    );
-    assert!(slow.join().unwrap().unwrap().is_some());
+    wait_blocked(&mut con, 5);
+    gate.open();
+    assert!(held.join().unwrap().unwrap().is_some());
     let results: Vec<Result<Option<String>, String>> = queued
         .into_iter()
         .map(|t| t.join().unwrap().map_err(|e| e.to_string()))
@@ -82,29 +142,31 @@ fn many_concurrent_misses_all_get_their_own_rows() {
 #[test]
 fn queued_query_misses_of_different_statements_share_one_round_trip_and_fail_alone() {
     let stack = Stack::start_with(
-        "CREATE TABLE a (id integer PRIMARY KEY, v text);
+        &format!(
+            "CREATE TABLE a (id integer PRIMARY KEY, v text);
          CREATE TABLE b (id integer PRIMARY KEY, v text);
          INSERT INTO a VALUES (1, 'a1'), (2, 'a2'), (3, 'a3');
          INSERT INTO b VALUES (1, 'b1'), (2, 'b2'), (3, 'b3');
-         CREATE TABLE events (kind text, n integer);
-         INSERT INTO events VALUES ('a', 1);
-         CREATE VIEW slow_events AS SELECT kind, n, pg_sleep(1.5) IS NULL AS slept FROM events;",
-        &["workers", "1", "pool_size", "1"],
+         {GATE_SQL}"
+        ),
+        &[&ONE_WORKER_HELD[..], &["debug_commands", "yes"]].concat(),
     );
     const OF_A: &str = "SELECT v FROM a WHERE id = $1";
     const OF_B: &str = "SELECT v FROM b WHERE id = $1";
     const RATIO: &str = "SELECT v, 10 / $1::integer AS tenth FROM a WHERE id = 1";
     let mut con = stack.con();
+    // Each statement's runs may share a round trip however long the machine's load made
+    // them take so far (measured slow, a statement is sent alone).
+    debug(&mut con, "PIPELINE", "ALWAYS");
     // Learn every statement (a statement seen for the first time is learned alone), then
-    // occupy the only worker with a slow lookup.
+    // occupy the only worker with a held lookup.
     for (sql, param) in [(OF_A, "1"), (OF_B, "1"), (RATIO, "5")] {
         crate::query::query(&mut con, sql, &[param]).unwrap();
     }
-    read(&mut con, "slow_events", r#"{"kind":"zzz"}"#).unwrap();
+    read(&mut con, "gate", r#"{"kind":"zzz"}"#).unwrap();
     let before = stats_figure(&mut con, "query_pipelined");
     let port = stack.redis.port;
-    let slow = spawn_read(port, "slow_events", r#"{"kind":"a"}"#);
-    wait_blocked(&mut con, 1);
+    let (gate, held) = hold_the_worker(&stack);
     let spawn_query = |sql: &'static str, param: &'static str| {
         std::thread::spawn(move || crate::query::query(&mut connect(port), sql, &[param]))
     };
@@ -115,8 +177,11 @@ fn queued_query_misses_of_different_statements_share_one_round_trip_and_fail_alo
         spawn_query(OF_A, "3"),
         spawn_query(RATIO, "2"),
     ];
+    // Every miss queued (and the second of each statement joined its first) before the
+    // worker is let go.
     wait_blocked(&mut con, 6);
-    slow.join().unwrap().unwrap();
+    gate.open();
+    held.join().unwrap().unwrap();
     let answers: Vec<Result<String, String>> = queued
         .into_iter()
         .map(|t| t.join().unwrap().map_err(|e| e.to_string()))
@@ -141,28 +206,20 @@ fn queued_query_misses_of_different_statements_share_one_round_trip_and_fail_alo
 #[test]
 fn a_statement_whose_queued_miss_timed_out_is_answered_afterwards() {
     let stack = Stack::start_with(
-        "CREATE TABLE a (id integer PRIMARY KEY, v text);
-         INSERT INTO a VALUES (1, 'a1'), (2, 'a2'), (3, 'a3');
-         CREATE TABLE events (kind text, n integer);
-         INSERT INTO events VALUES ('a', 1);
-         CREATE VIEW slow_events AS SELECT kind, n, pg_sleep(1.5) IS NULL AS slept FROM events;",
-        &[
-            "workers",
-            "1",
-            "pool_size",
-            "1",
-            "request_timeout_ms",
-            "600",
-        ],
+        &format!(
+            "CREATE TABLE a (id integer PRIMARY KEY, v text);
+             INSERT INTO a VALUES (1, 'a1'), (2, 'a2'), (3, 'a3'); {GATE_SQL}"
+        ),
+        &ONE_WORKER_HELD,
     );
     const OF_A: &str = "SELECT v FROM a WHERE id = $1";
     let mut con = stack.con();
     crate::query::query(&mut con, OF_A, &["1"]).unwrap();
-    read(&mut con, "slow_events", r#"{"kind":"zzz"}"#).unwrap();
-    // A miss, and one that joins it, time out in the queue behind a slow lookup.
+    read(&mut con, "gate", r#"{"kind":"zzz"}"#).unwrap();
+    // A miss, and one that joins it, time out in the queue behind a held lookup.
     let port = stack.redis.port;
-    let slow = spawn_read(port, "slow_events", r#"{"kind":"a"}"#);
-    wait_blocked(&mut con, 1);
+    let (gate, held) = hold_the_worker(&stack);
+    config_set(&mut con, "pgcache.request_timeout_ms", "600").unwrap();
     let spawn_query = |param: &'static str| {
         std::thread::spawn(move || crate::query::query(&mut connect(port), OF_A, &[param]))
     };
@@ -171,62 +228,57 @@ fn a_statement_whose_queued_miss_timed_out_is_answered_afterwards() {
         let e = miss.join().unwrap().unwrap_err().to_string();
         assert!(e.contains("timed out"), "{e}");
     }
-    assert!(
-        slow.join().unwrap().is_err(),
-        "the slow lookup timed out too"
-    );
     // Once the worker is free, the statement's misses are answered again.
-    wait_for("a miss answered", Duration::from_secs(10), || {
-        crate::query::query(&mut con, OF_A, &["2"]).ok()
-    });
-    assert_eq!(
-        json(&crate::query::query(&mut con, OF_A, &["3"]).unwrap()),
-        serde_json::json!([{"v": "a3"}])
-    );
+    config_set(&mut con, "pgcache.request_timeout_ms", "60000").unwrap();
+    gate.open();
+    assert!(held.join().unwrap().unwrap().is_some(), "the held lookup");
+    // A miss of a key whose timed-out job is still queued joins that job's fill, and is
+    // told to retry when the worker drops the job; a retry is answered.
+    for (param, v) in [("2", "a2"), ("3", "a3")] {
+        let answer =
+            wait_for(
+                "a miss answered",
+                Duration::from_secs(30),
+                || match crate::query::query(&mut con, OF_A, &[param]) {
+                    Ok(answer) => Some(answer),
+                    Err(e) if e.to_string().contains("abandoned") => None,
+                    Err(e) => panic!("{e}"),
+                },
+            );
+        assert_eq!(json(&answer), serde_json::json!([{ "v": v }]));
+    }
 }
 
 #[test]
 fn a_miss_that_joined_a_queued_miss_which_timed_out_is_still_answered() {
     let stack = Stack::start_with(
-        "CREATE TABLE a (id integer PRIMARY KEY, v text);
-         INSERT INTO a VALUES (1, 'a1'), (2, 'a2'), (3, 'a3');
-         CREATE TABLE gate (kind text PRIMARY KEY, n integer);
-         INSERT INTO gate VALUES ('open', 1);",
-        &[
-            "workers",
-            "1",
-            "pool_size",
-            "1",
-            "request_timeout_ms",
-            "1000",
-            "statement_timeout_ms",
-            "30000",
-        ],
+        &format!(
+            "CREATE TABLE a (id integer PRIMARY KEY, v text);
+             INSERT INTO a VALUES (1, 'a1'), (2, 'a2'), (3, 'a3'); {GATE_SQL}"
+        ),
+        &ONE_WORKER_HELD,
     );
     const OF_A: &str = "SELECT v FROM a WHERE id = $1";
     let mut con = stack.con();
     crate::query::query(&mut con, OF_A, &["1"]).unwrap();
     read(&mut con, "gate", r#"{"kind":"zzz"}"#).unwrap();
     // The only worker waits on a lock the test holds, until the test lets it go.
-    let mut locker = stack.pg.client();
-    let mut lock = locker.transaction().unwrap();
-    lock.batch_execute("LOCK TABLE gate IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
     let port = stack.redis.port;
-    let held = spawn_read(port, "gate", r#"{"kind":"open"}"#);
-    wait_blocked(&mut con, 1);
+    let (gate, held) = hold_the_worker(&stack);
     let spawn_query = |param: &'static str| {
         std::thread::spawn(move || crate::query::query(&mut connect(port), OF_A, &[param]))
     };
     // A miss queues a job of the statement and times out in the queue...
+    config_set(&mut con, "pgcache.request_timeout_ms", "1000").unwrap();
     let first = spawn_query("2").join().unwrap().unwrap_err().to_string();
     assert!(first.contains("timed out"), "{first}");
-    assert!(held.join().unwrap().is_err(), "the held lookup timed out");
-    // ... and a miss that joins the job afterwards, with time left, is answered once the
-    // worker takes the job.
+    // ... and a miss that joins the job afterwards, with time left (all the time the test
+    // needs under load), is answered once the worker takes the job.
+    config_set(&mut con, "pgcache.request_timeout_ms", "60000").unwrap();
     let joined = spawn_query("3");
-    wait_blocked(&mut con, 1);
-    lock.rollback().unwrap();
+    wait_blocked(&mut con, 2);
+    gate.open();
+    assert!(held.join().unwrap().unwrap().is_some(), "the held lookup");
     assert_eq!(
         json(&joined.join().unwrap().unwrap()),
         serde_json::json!([{"v": "a3"}])
