@@ -59,6 +59,10 @@ pub struct TableSchema {
     /// Row-level security applies to pgcache's role on it: what a read returns depends on
     /// its policies, and on whatever they read.
     pub row_security: bool,
+    /// Why its rows are never cached, if they are not: DDL that no change reports could
+    /// change them (a view replaced, a partition or child created) and DDL is not followed
+    /// (`DDL_FOLLOWED_SQL`, when the table was read). Its reads are answered by PostgreSQL.
+    pub uncached: Option<String>,
 }
 
 impl TableSchema {
@@ -135,6 +139,7 @@ impl TableSchema {
             unlogged: false,
             oid: 0,
             row_security: false,
+            uncached: None,
         }
     }
 }
@@ -742,6 +747,24 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
         related.push(quoted);
     }
     remember_ancestors(&quoted, &ancestors, &descendants);
+    // What DDL alone changes: a view's or a materialized view's rows (replaced, refreshed),
+    // a partitioned table's or a parent's (a partition or child created).
+    let ddl_shaped = matches!(relkind.as_str(), "v" | "m" | "p") || !descendants.is_empty();
+    let uncached = if ddl_shaped
+        && !client
+            .query(DDL_FOLLOWED_SQL, &[])
+            .map_err(failed)?
+            .first()
+            .is_some_and(|r| r.get(0))
+    {
+        Some(format!(
+            "{} is a view, a partitioned table or a parent, whose rows DDL could change \
+             unseen, and DDL is not followed (run examples/ddl_trigger.sql as a superuser)",
+            name.display()
+        ))
+    } else {
+        None
+    };
     let display = name.display();
     let mut schema = TableSchema {
         stats: crate::stats::table(&display),
@@ -757,6 +780,7 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
         unlogged,
         oid,
         row_security,
+        uncached,
     };
     if !schema.primary_key.is_empty() {
         let pk: Vec<KeyColumn> = schema

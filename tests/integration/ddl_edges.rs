@@ -246,7 +246,15 @@ fn without_the_ddl_trigger_what_ddl_could_change_unseen_is_answered_by_postgresq
     for _ in 0..3 {
         assert_eq!(query(&mut con, over_view, &[]).unwrap(), r#"[{"n":3}]"#);
         assert_eq!(query(&mut con, calling, &["2"]).unwrap(), r#"[{"d":4}]"#);
+        assert_eq!(
+            read(&mut con, "items_v", r#"{"id":1}"#).unwrap().as_deref(),
+            Some(r#"{"id":1,"v":1}"#)
+        );
     }
+    assert!(
+        !exists(&mut con, r#"pg_cache:items_v:{"id":1}"#),
+        "a view's row is not kept"
+    );
     assert_eq!(
         stats_figure(&mut con, "query_hits"),
         hits,
@@ -260,6 +268,7 @@ fn without_the_ddl_trigger_what_ddl_could_change_unseen_is_answered_by_postgresq
     );
     assert_eq!(query(&mut con, over_view, &[]).unwrap(), r#"[{"n":2}]"#);
     assert_eq!(query(&mut con, calling, &["2"]).unwrap(), r#"[{"d":6}]"#);
+    assert_eq!(read(&mut con, "items_v", r#"{"id":1}"#).unwrap(), None);
     // EXPLAIN says why.
     let explained: std::collections::HashMap<String, redis::Value> = redis::cmd("PGCACHE.EXPLAIN")
         .arg(over_view)

@@ -413,7 +413,9 @@ impl Batch {
                 .zip(fill::finish_all(tickets, &rows))
             {
                 let name = names.next().flatten();
+                // Rows DDL could change unseen are answered, not kept (`TableSchema::uncached`).
                 if fresh
+                    && schema.uncached.is_none()
                     && cache::write_fetched(
                         ctx,
                         admission,

@@ -99,11 +99,13 @@ pub fn one(
         Ok(checked) => checked,
         Err(refusal) => return refusal,
     };
-    // The table's rows die unread: PostgreSQL's answer goes back uncached.
-    if !schema
-        .stats
-        .pass_through
-        .fill_this_miss(current::pass_through())
+    // The table's rows die unread, or DDL could change them unseen: PostgreSQL's answer
+    // goes back uncached.
+    if schema.uncached.is_some()
+        || !schema
+            .stats
+            .pass_through
+            .fill_this_miss(current::pass_through())
     {
         let then = Box::new(passed_completion);
         return worker::submit_lookup(ctx, checked, RowLookup { schema, pk, then });
@@ -142,7 +144,9 @@ fn fill_completion(
             Err(e) => Reply::Error(e),
             Ok(row) => {
                 counted_miss(ctx, &schema, &pk);
+                // Rows DDL could change unseen are answered, not kept (`TableSchema::uncached`).
                 if fresh
+                    && schema.uncached.is_none()
                     && cache::write_fetched(
                         ctx,
                         cache::admission(ctx, &key),
