@@ -726,9 +726,10 @@ impl<'a> Stream<'a> {
             if !state.ddl_followed && !DDL_ADVISED.swap(true, Ordering::Relaxed) {
                 redis_module::logging::log_notice(
                     "pgcache: DDL is not followed: pgcache's event trigger (pgcache_ddl) is not \
-                     installed; run examples/ddl_trigger.sql as a superuser, or run \
-                     PGCACHE.FLUSH <table> after DDL that changes a table's rows or what a \
-                     QUERY statement reads",
+                     installed; run examples/ddl_trigger.sql as a superuser. Until then views, \
+                     functions, partitioned tables and parents are answered by PostgreSQL, \
+                     uncached, and PGCACHE.FLUSH <table> is needed after DDL that changes a \
+                     plain table's rows",
                 );
             }
             let mut warned = UNPUBLISHED_WARNED.lock().unwrap();
