@@ -664,10 +664,27 @@ const SYSTEM_READ_SQL: &str = "WITH RECURSIVE reads(relid) AS ( \
                    WHERE e.classid = named.classid AND e.objid = named.objid AND e.deptype = 'e')) \
      ORDER BY what DESC, schema, name LIMIT 1";
 
-// bpchar's format_type without typmod is character(1), which would truncate a cast
-// parameter; cast to the unbounded bpchar instead.
-const COLUMNS_SQL: &str = "SELECT a.attname::text, \
-       CASE WHEN t.typname = 'bpchar' THEN 'bpchar' ELSE format_type(a.atttypid, NULL) END, \
+/// SQL for the type a text parameter is cast to, for the type `$oid` of `pg_type` row `$t`:
+/// its `format_type`, but for bpchar and its array, whose `format_type` without a typmod is
+/// character(1) (`{"ab"}::character[]` is `{a}`): the unbounded `bpchar`, `bpchar[]`.
+macro_rules! cast_type_sql {
+    ($t:literal, $oid:literal) => {
+        concat!(
+            "CASE ",
+            $t,
+            ".typname WHEN 'bpchar' THEN 'bpchar' WHEN '_bpchar' THEN 'bpchar[]' \
+             ELSE pg_catalog.format_type(",
+            $oid,
+            ", NULL) END"
+        )
+    };
+}
+pub(crate) use cast_type_sql;
+
+const COLUMNS_SQL: &str = concat!(
+    "SELECT a.attname::text, ",
+    cast_type_sql!("t", "a.atttypid"),
+    ", \
        CASE WHEN t.typtype = 'd' THEN bt.typname::text ELSE t.typname::text END, \
        COALESCE(a.attnum = ANY(i.indkey), false), \
        (CASE WHEN t.typtype = 'd' THEN bt.typtype ELSE t.typtype END) = 'e', \
@@ -677,7 +694,8 @@ const COLUMNS_SQL: &str = "SELECT a.attname::text, \
      LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype \
      LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
-     ORDER BY a.attnum";
+     ORDER BY a.attnum"
+);
 
 fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
     let display = name.display();

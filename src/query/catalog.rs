@@ -58,14 +58,17 @@ pub struct Learned {
     pub ddl_followed: bool,
 }
 
-const PARAM_TYPES_SQL: &str = "SELECT \
-       CASE WHEN t.typname = 'bpchar' THEN 'bpchar' ELSE pg_catalog.format_type(t.oid, NULL) END, \
+const PARAM_TYPES_SQL: &str = concat!(
+    "SELECT ",
+    schema::cast_type_sql!("t", "t.oid"),
+    ", \
        CASE WHEN t.typtype = 'd' THEN bt.typname::text ELSE t.typname::text END, \
        (CASE WHEN t.typtype = 'd' THEN bt.typtype ELSE t.typtype END) = 'e' \
      FROM pg_catalog.unnest($1::pg_catalog.oid[]) WITH ORDINALITY AS p(oid, n) \
      JOIN pg_catalog.pg_type t ON t.oid = p.oid \
      LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype \
-     ORDER BY p.n";
+     ORDER BY p.n"
+);
 
 const PROBE_VIEW: &str = "pg_temp.pgcache_admission";
 

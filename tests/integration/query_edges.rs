@@ -287,3 +287,37 @@ fn a_join_trusts_no_foreign_key_a_bulk_load_did_not_check() {
         "INSERT INTO users VALUES (99, 'bob')",
     );
 }
+
+#[test]
+fn a_char_array_parameter_keeps_its_values_whole() {
+    let stack = Stack::start(&format!(
+        "CREATE TABLE codes (id integer PRIMARY KEY, ch char(3) NOT NULL);
+         INSERT INTO codes VALUES (1, 'a'), (2, 'ab'), (3, 'abc');
+         {TRIGGER_SQL} SELECT pgcache_watch('codes');"
+    ));
+    let mut con = stack.con();
+    // `{"ab"}` as character[] would be char(1)[], `{a}`: the row of 'a', not of 'ab'.
+    for (sql, param) in [
+        (
+            "SELECT id FROM codes WHERE ch = ANY($1) ORDER BY id",
+            r#"{"ab"}"#,
+        ),
+        (
+            "SELECT id FROM codes WHERE ch <> ALL($1) ORDER BY id",
+            r#"{"ab","abc"}"#,
+        ),
+    ] {
+        assert_eq!(
+            json(&query(&mut con, sql, &[param]).unwrap()),
+            postgres_answer(&stack, sql, &[param]),
+            "{sql} {param}"
+        );
+    }
+    stays_exact_through(
+        &stack,
+        &mut con,
+        "SELECT id FROM codes WHERE ch = ANY($1) ORDER BY id",
+        &[r#"{"ab"}"#],
+        "INSERT INTO codes VALUES (4, 'ab')",
+    );
+}
