@@ -132,8 +132,17 @@ mod tests {
         assert!(compare(&keys, &stale, &page, &full).is_err());
         let wrong_order = json!([{"s":1,"id":2},{"s":2,"id":1}]);
         assert!(compare(&keys, &wrong_order, &page, &full).is_err());
-        // 1.5 and 1.50 tie.
-        let numeric = json!([{"s":1.50}]);
-        assert!(compare(&keys, &numeric, &json!([{"s":1.5}]), &json!([{"s":1.50}])).is_ok());
+        // 1.5 and 1.50 tie (numeric keeps its digits), and -0 and 0.
+        let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+        let (got, pg) = (parse(r#"[{"s":1.50}]"#), parse(r#"[{"s":1.5}]"#));
+        assert!(compare(&keys, &got, &pg, &got).is_ok());
+        let (got, pg) = (parse(r#"[{"s":-0}]"#), parse(r#"[{"s":0}]"#));
+        assert!(compare(&keys, &got, &pg, &got).is_ok());
+        // Integers past a double's precision stay apart.
+        let (got, pg) = (
+            parse(r#"[{"s":9007199254740993}]"#),
+            parse(r#"[{"s":9007199254740992}]"#),
+        );
+        assert!(compare(&keys, &got, &pg, &pg).is_err());
     }
 }

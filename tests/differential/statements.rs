@@ -194,7 +194,9 @@ impl StmtGen<'_> {
                 nodes.push(sql(")"));
                 atom(nodes)
             }
-            6 if !matches!(ty, Ty::Jsonb | Ty::TextArr | Ty::IntArr | Ty::Pair) => {
+            6 if !matches!(ty, Ty::Jsonb | Ty::TextArr | Ty::IntArr | Ty::Pair)
+                && (ty != Ty::Char || self.g.feature(Feature::CharArrayParam)) =>
+            {
                 let c2 = c.clone();
                 let p = self.param_of(|g| {
                     let n = 1 + g.rng.below(3);

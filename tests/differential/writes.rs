@@ -84,7 +84,7 @@ impl<'a> Live<'a> {
         let parent_rows = lt
             .table
             .parent
-            .map_or(1, |p| self.tables[p].max_id as usize);
+            .map_or(1, |p| self.tables[p].table.rows.len());
         let n = 1 + g.rng.below(3);
         let mut rows = Vec::new();
         let cols = lt.table.all_columns();
@@ -148,6 +148,12 @@ impl<'a> Live<'a> {
                 let mut sets = Vec::new();
                 for _ in 0..1 + g.rng.below(2) {
                     let c = g.rng.pick(&t.columns);
+                    if sets
+                        .iter()
+                        .any(|s: &String| s.starts_with(&format!("{} =", c.name)))
+                    {
+                        continue;
+                    }
                     let v = schema::column_value(g, &c);
                     sets.push(format!("{} = {}", c.name, Self::literal(c.ty.sql(), &v)));
                 }
