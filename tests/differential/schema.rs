@@ -346,6 +346,9 @@ pub struct Schema {
     /// `ALTER ROLE app SET extra_float_digits = 0`: the writer's and the walsender's
     /// sessions print floats rounded (item 5).
     pub rounded_floats: bool,
+    /// Another setting for the app role's sessions (the walsender's among them in
+    /// replication mode): values reach pgcache's feed printed under it.
+    pub role_setting: Option<&'static str>,
 }
 
 pub fn generate(g: &mut Gen) -> Schema {
@@ -443,11 +446,21 @@ pub fn generate(g: &mut Gen) -> Schema {
     }
     let no_ddl_trigger = g.rng.chance(10) && g.feature(Feature::NoDdlTrigger);
     let rounded_floats = g.rng.chance(15) && g.feature(Feature::FloatDigits);
+    let role_setting = g.rng.chance(20).then(|| {
+        g.rng.pick(&[
+            "TimeZone = 'Asia/Kolkata'",
+            "TimeZone = 'America/St_Johns'",
+            "IntervalStyle = 'iso_8601'",
+            "DateStyle = 'SQL, DMY'",
+            "lc_monetary = 'C'",
+        ])
+    });
     Schema {
         tables,
         views,
         no_ddl_trigger,
         rounded_floats,
+        role_setting,
     }
 }
 
@@ -478,6 +491,15 @@ pub fn column_value(g: &mut Gen, c: &Column) -> Option<String> {
     }
     if c.name == "score" {
         return Some(g.rng.below(4).to_string());
+    }
+    if matches!(c.ty, Ty::Text | Ty::TextC) && g.rng.chance(4) {
+        // A value stored out of line: an UPDATE of another column does not carry it in the
+        // change feed (an unchanged TOASTed value), so pgcache must not take it as known.
+        let mut long = String::from(g.rng.pick(&["a", "b", "Z"]));
+        while long.len() < 8000 {
+            long.push_str(&format!("{:016x}", g.rng.next_u64()));
+        }
+        return Some(long);
     }
     Some(g.rng.pick(c.ty.pool()).to_string())
 }
@@ -510,6 +532,9 @@ impl Schema {
         }
         if self.rounded_floats {
             sql.push_str("ALTER ROLE app SET extra_float_digits = 0;\n");
+        }
+        if let Some(setting) = self.role_setting {
+            sql.push_str(&format!("ALTER ROLE app SET {setting};\n"));
         }
         sql
     }

@@ -135,6 +135,27 @@ impl StmtGen<'_> {
             });
         }
         let v = self.value(c);
+        // Constants of another type: the comparison is then across types (a real widened
+        // to double precision, a timestamp against a date), as PostgreSQL resolves it.
+        if c.ty.fractional() && self.g.rng.chance(25) {
+            return sql(self
+                .g
+                .rng
+                .pick(&["0.1", "2.5", "1.5", "3.3", "0.30000000000000004"]));
+        }
+        if matches!(c.ty, Ty::Timestamp | Ty::Timestamptz) && self.g.rng.chance(25) {
+            return sql(format!(
+                "'{}'::date",
+                self.g.rng.pick(&["2024-01-01", "2024-06-01"])
+            ));
+        }
+        if c.ty == Ty::Date && self.g.rng.chance(25) {
+            return sql(self.g.rng.pick(&[
+                "'2024-01-01 12:00'::timestamp",
+                "'2024-01-01 00:00:00+05'::timestamptz",
+                "'2024-02-28 23:00:00-02'::timestamptz",
+            ]));
+        }
         if c.ty.integral() && self.g.rng.chance(20) {
             // A numeric constant against an integer column: compared as numeric.
             return sql(self.g.rng.pick(&["2.5", "1.0", "-0.5"]));

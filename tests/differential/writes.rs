@@ -5,7 +5,7 @@
 //! and DDL: a table renamed away and replaced, a schema renamed and recreated, a table moved
 //! with SET SCHEMA and replaced, a new inheritance child, a new partition, a view replaced,
 //! a table created where the search_path finds it before the one a statement names, a new
-//! function overload.
+//! function overload, a column added, retyped or dropped.
 //!
 //! The generator keeps a model of what exists now (`Live`) so most writes are valid; a
 //! write PostgreSQL refuses (a key taken, a foreign key missing, no partition for a value)
@@ -94,11 +94,26 @@ impl<'a> Live<'a> {
             if !lt.parts.is_empty() {
                 values[1] = Some(g.rng.pick(&lt.parts).to_string());
             }
-            if orphan && lt.table.parent.is_some() {
+            let mut row = None;
+            if let Some(p) = lt.table.parent {
                 let at = cols.iter().position(|(n, _)| n == "ref").unwrap();
-                values[at] = Some((9000 + g.rng.below(10)).to_string());
+                if orphan {
+                    values[at] = Some((9000 + g.rng.below(10)).to_string());
+                } else if values[at].is_some() {
+                    // A parent row that exists now (rows come and go), or NULL when there
+                    // are too few.
+                    values[at] = Some("__ref__".into());
+                    row = Some(schema::row_sql(&lt.table, &values).replace(
+                        "'__ref__'::integer",
+                        &format!(
+                            "(SELECT id FROM {} ORDER BY id LIMIT 1 OFFSET {})",
+                            self.tables[p].table.name,
+                            g.rng.below(4)
+                        ),
+                    ));
+                }
             }
-            rows.push(schema::row_sql(&lt.table, &values));
+            rows.push(row.unwrap_or_else(|| schema::row_sql(&lt.table, &values)));
         }
         let max = self.tables[ti].max_id + 5;
         self.tables[ti].max_id = self.tables[ti].max_id.max(max);
@@ -232,7 +247,25 @@ impl<'a> Live<'a> {
             }
         }
         let n = 1 + g.rng.below(4);
-        let statements: Vec<String> = (0..n).map(|_| self.dml(g, superuser)).collect();
+        let mut statements: Vec<String> = (0..n).map(|_| self.dml(g, superuser)).collect();
+        if g.rng.chance(10) {
+            // Changes rolled back to a savepoint never reach the feed as committed.
+            let at = g.rng.below(statements.len() + 1);
+            let undone = self.dml(g, superuser);
+            statements.insert(
+                at,
+                format!("SAVEPOINT sp; {undone}; ROLLBACK TO SAVEPOINT sp"),
+            );
+        }
+        if g.rng.chance(3) {
+            // A TRUNCATE amid a transaction's other changes.
+            let ti = g.rng.below(self.tables.len());
+            let at = g.rng.below(statements.len() + 1);
+            statements.insert(
+                at,
+                format!("TRUNCATE {} CASCADE", self.tables[ti].table.name),
+            );
+        }
         let end = if g.rng.chance(10) {
             "ROLLBACK"
         } else {
@@ -263,7 +296,7 @@ impl<'a> Live<'a> {
             lt.parts.clear();
             lt.kids.clear();
         };
-        match g.rng.below(8) {
+        match g.rng.below(11) {
             0 if g.feature(Feature::RenameReplace) => {
                 replace(&mut self.tables[ti]);
                 Some(format!(
@@ -348,6 +381,32 @@ impl<'a> Live<'a> {
                     "BEGIN; CREATE FUNCTION public.{f}({arg}) RETURNS text LANGUAGE sql IMMUTABLE \
                      AS $$ SELECT 'f:' || $1::text $$; COMMIT;"
                 ))
+            }
+            8 => Some(format!(
+                "BEGIN; ALTER TABLE {name} ADD COLUMN added{k} integer DEFAULT {k}; COMMIT;"
+            )),
+            9 | 10 => {
+                // A column retyped (its values rewritten, JSON numbers become strings) or
+                // dropped: `SELECT *` and the rows' shape change with no row written.
+                let columns = &self.tables[ti].table.columns;
+                // Keep one column to write (and the views' columns: PostgreSQL refuses
+                // those changes, and the write only rolls back).
+                if columns.len() < 2 {
+                    return None;
+                }
+                let at = g.rng.below(columns.len());
+                let column = columns[at].name.clone();
+                if g.rng.chance(50) {
+                    self.tables[ti].table.columns[at].ty = crate::schema::Ty::Text;
+                    Some(format!(
+                        "BEGIN; ALTER TABLE {name} ALTER COLUMN {column} TYPE text USING {column}::text; COMMIT;"
+                    ))
+                } else {
+                    self.tables[ti].table.columns.remove(at);
+                    Some(format!(
+                        "BEGIN; ALTER TABLE {name} DROP COLUMN {column}; COMMIT;"
+                    ))
+                }
             }
             _ => None,
         }
