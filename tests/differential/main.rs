@@ -14,6 +14,8 @@
 //! - `PGCACHE_DIFF_KNOWN_OPEN=skip`: leave out the generator features that find the defects
 //!   still open (`KNOWN_OPEN`); `make test`'s fixed-seed pass sets it, `make fuzz` does not.
 //! - `PGCACHE_DIFF_SHRINK_RUNS` (default 40): how many fresh-server runs the shrinker may make.
+//! - `PGCACHE_DIFF_EXAMPLES=<checkout>/examples` with `PGCACHE_MODULE=<its module>`: fuzz
+//!   another build with the watch and DDL trigger SQL it ships.
 mod compare;
 mod schema;
 mod shrink;
@@ -276,10 +278,30 @@ fn oracle(
 fn start(case: &Case) -> Result<Stack, String> {
     let pg = Pg::start();
     let su = case.schema.superuser_sql();
+    // PGCACHE_DIFF_EXAMPLES names another checkout's examples/ (with PGCACHE_MODULE naming
+    // its module): its watch and DDL trigger SQL replace this checkout's, so a build being
+    // fixed elsewhere is fuzzed with the SQL it ships.
+    match std::env::var("PGCACHE_DIFF_EXAMPLES") {
+        Ok(dir) => {
+            let file = |name: &str| {
+                std::fs::read_to_string(std::path::Path::new(&dir).join(name))
+                    .unwrap_or_else(|e| panic!("{dir}/{name}: {e}"))
+            };
+            let mut admin = pg.superuser_of("app");
+            admin
+                .batch_execute(
+                    "DROP EVENT TRIGGER pgcache_ddl; DROP EVENT TRIGGER pgcache_ddl_drop",
+                )
+                .unwrap();
+            admin.batch_execute(&file("ddl_trigger.sql")).unwrap();
+            pg.execute(&file("invalidation_trigger.sql"));
+        }
+        Err(_) => pg.execute(TRIGGER_SQL),
+    }
     if !su.is_empty() {
+        // After the DDL trigger's (re)installation: the case may drop it.
         pg.superuser_of("app").batch_execute(&su).unwrap();
     }
-    pg.execute(TRIGGER_SQL);
     pg.client()
         .batch_execute(&case.schema.setup_sql())
         .map_err(|e| {

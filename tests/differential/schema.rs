@@ -293,11 +293,6 @@ impl Table {
         self.name.starts_with("s.")
     }
 
-    /// The columns statements compare (not id, part, ref).
-    pub fn data_columns(&self) -> &[Column] {
-        &self.columns
-    }
-
     /// The partition key's values (LIST: text, RANGE: integer), the last one with no
     /// partition until a write creates it.
     pub fn part_values(&self) -> &'static [&'static str] {

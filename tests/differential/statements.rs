@@ -176,7 +176,7 @@ impl StmtGen<'_> {
         let ty = c.ty;
         let atom = |nodes: Vec<Node>| Cond::Atom(nodes);
         match self.g.rng.below(12) {
-            0 | 1 | 2 => {
+            0..=2 => {
                 if ty == Ty::Oid && !self.g.feature(Feature::OidOrder) {
                     let o = self.operand(c);
                     return atom(vec![sql(format!("{e} = ")), o]);
