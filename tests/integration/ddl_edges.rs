@@ -2,7 +2,7 @@
 //! partitions and inheritance children (never make PostgreSQL refuse a write, never miss a
 //! child's rows), and relations renamed away and replaced, schemas renamed, and a table
 //! that comes to shadow another on the search path (never serve the old relation's rows).
-use crate::query::{postgres_answer, query, query_until_cached};
+use crate::query::{commit_and_position, postgres_answer, query, query_until_cached};
 use pgcache_testkit::*;
 use std::time::Duration;
 
@@ -213,15 +213,33 @@ fn a_table_that_comes_first_on_the_search_path_is_what_a_statement_reads() {
     // pgcache's role is `app`: "$user" puts schema app before public.
     let count = "SELECT count(*) AS n FROM items";
     assert_eq!(query_until_cached(&mut con, count, &[]), r#"[{"n":3}]"#);
-    stack.pg.execute(
-        "CREATE SCHEMA app;
-         CREATE TABLE app.items (id integer PRIMARY KEY, v integer NOT NULL);
-         SELECT pgcache_watch('app.items');",
+    // In one transaction with rows of its own (the feed brings the report and the rows
+    // together).
+    let position = commit_and_position(
+        &stack,
+        "BEGIN;
+         CREATE SCHEMA app;
+         CREATE TABLE app.items (LIKE public.items INCLUDING ALL);
+         INSERT INTO app.items SELECT * FROM public.items WHERE id = 3;
+         SELECT pgcache_watch('app.items');
+         COMMIT;",
     );
+    if invalidation_source() == "replication" {
+        // Read after the DDL's position: the statement known before it is learned again.
+        config_set(&mut con, "pgcache.after_wait_ms", "1000").unwrap();
+        let after: String = redis::cmd("PGCACHE.QUERY")
+            .arg(count)
+            .arg(0)
+            .arg("AFTER")
+            .arg(&position)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(after, r#"[{"n":1}]"#, "read AFTER the DDL");
+    }
     until_postgres_answers(&stack, &mut con, count);
     assert_eq!(
         query(&mut con, count, &[]).unwrap(),
-        r#"[{"n":0}]"#,
+        r#"[{"n":1}]"#,
         "the statement reads app.items now"
     );
 }

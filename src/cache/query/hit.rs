@@ -94,6 +94,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
                 ttl: call.ttl,
                 lsn,
                 db: keyspace::selected_db(ctx),
+                user: super::job::reading_user(ctx),
             }));
         }
         // The feed cannot vouch for the cache: PostgreSQL answers, and its answer may be

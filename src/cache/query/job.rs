@@ -16,6 +16,7 @@ use crate::model::lsn::Lsn;
 use crate::pg::pool::Connection;
 use crate::query::Statement;
 use crate::query::key::{canonical_params, route_key};
+use crate::query::statements;
 use crate::redis::acl;
 use crate::redis::cluster;
 use crate::redis::keyspace;
@@ -45,6 +46,9 @@ pub(super) enum Job {
         ttl: u64,
         lsn: Lsn,
         db: i32,
+        /// Whose read permissions are checked if the statement is learned again (None:
+        /// every user reads every key).
+        user: Option<String>,
     },
     /// A statement not in the statement table: parsed on the worker (and learned from the
     /// catalog unless another spelling of it was), then answered from the cache if it holds
@@ -60,6 +64,14 @@ pub(super) enum Job {
         /// user reads every key).
         user: Option<String>,
     },
+}
+
+/// Whose read permissions a worker checks for the calling client before anything of a
+/// statement it learns runs (None: every user reads every key). Main thread.
+pub(super) fn reading_user(ctx: &Context) -> Option<String> {
+    acl::reads_may_be_refused(ctx)
+        .then(|| acl::current_user(ctx))
+        .flatten()
 }
 
 /// What a job comes to on the worker before anything runs.
@@ -80,9 +92,7 @@ impl Job {
             ttl: call.ttl,
             read: call.read,
             db: keyspace::selected_db(ctx),
-            user: acl::reads_may_be_refused(ctx)
-                .then(|| acl::current_user(ctx))
-                .flatten(),
+            user: reading_user(ctx),
         }
     }
 
@@ -100,11 +110,28 @@ impl Job {
                 ttl,
                 lsn,
                 db,
+                user,
             } => {
                 let read = if applied::wait_for(lsn, current::after_wait()) {
                     Read::Cached
                 } else {
                     Read::FromPostgres
+                };
+                // DDL applied while it waited (a table created earlier on the search path,
+                // one renamed away) made pgcache forget what the statement reads: learned
+                // again, or the old statement's results would answer.
+                let current = statements::with_canonical(&statement.canonical)
+                    .filter(|known| Arc::ptr_eq(known, &statement));
+                let (statement, params) = match current {
+                    Some(statement) => (statement, params),
+                    None => {
+                        let again =
+                            learn_as(conn, statement.canonical.as_bytes(), user.as_deref())?;
+                        again.admitted()?;
+                        let refs: Vec<&[u8]> = params.iter().map(|p| p.as_bytes()).collect();
+                        let params = canonical_params(&again, &refs)?;
+                        (again, params)
+                    }
                 };
                 looked_up(statement, params, ttl, read, db)
             }
