@@ -53,28 +53,6 @@ fn rows(v: &Value) -> Result<&Vec<Value>, String> {
     v.as_array().ok_or_else(|| format!("not an array: {v}"))
 }
 
-/// Floats to 15 significant digits, in place: under `extra_float_digits = 0` (a role's
-/// setting) PostgreSQL prints `0.3` for the double 0.30000000000000004 and pgcache may
-/// print every digit; the value is the same. No two values of a pool differ only past the
-/// 15th digit, so no stale value hides behind this.
-pub fn soften_floats(v: &mut Value) {
-    match v {
-        Value::Number(n) => {
-            let text = n.to_string();
-            if text.contains(['.', 'e', 'E'])
-                && let Ok(f) = text.parse::<f64>()
-                && f.is_finite()
-            {
-                let rounded: f64 = format!("{f:.14e}").parse().unwrap();
-                *v = serde_json::from_str(&format!("{rounded:e}")).unwrap();
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(soften_floats),
-        Value::Object(map) => map.values_mut().for_each(soften_floats),
-        _ => {}
-    }
-}
-
 /// `got` (pgcache) against `page` (PostgreSQL's answer to the same statement) and `full`
 /// (PostgreSQL's answer without LIMIT/OFFSET; `page` itself when there is none).
 pub fn compare(
