@@ -33,7 +33,7 @@ python-test: build
 # the machine's cores (`#[ignore]`) run in `make soak`, one at a time.
 FEED_TESTS := after:: consistency:: freshness:: invalidation:: pass_through:: query_feed:: query_joins:: replication:: restart:: staleness::
 test: build lint python-test
-	PROPTEST_CASES=5000 $(CARGO) test --release --lib
+	PROPTEST_CASES=5000 $(CARGO) test --release --workspace --lib
 	PGCACHE_SOAK_SECONDS=20 $(CARGO) test --release --tests
 	PGCACHE_TEST_INVALIDATION_SOURCE=replication PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
 	PGCACHE_TEST_INVALIDATION_SOURCE=replication $(CARGO) test --release --test chaos
@@ -62,7 +62,7 @@ profile: build
 FUZZ_CASES ?= 1000000
 FUZZ_COMMANDS ?= 1000000
 fuzz: build
-	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --lib properties
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --workspace --lib properties
 	PGCACHE_FUZZ_COMMANDS=$(FUZZ_COMMANDS) $(if $(FUZZ_SEED),PGCACHE_FUZZ_SEED=$(FUZZ_SEED)) \
 		$(CARGO) test --release --test fuzz -- --nocapture
 

@@ -25,6 +25,7 @@ use crate::query::reads::{self, Reads, Relation, Start, Via};
 use crate::query::shape::{Count, Page};
 use crate::query::statement::Parsed;
 use crate::query::{clock, placeholders};
+use pgcache_rules::kind::column_kind;
 use std::sync::Arc;
 
 /// A parameter's type: how its text is cast, and how its value is canonicalised for the key.
@@ -296,7 +297,7 @@ fn param_types(client: &mut Connection, parsed: &Parsed) -> Result<Vec<ParamType
             let type_name: String = row.get(1);
             ParamType {
                 cast: row.get(0),
-                kind: schema::column_kind(&type_name, row.get(2)),
+                kind: column_kind(&type_name, row.get(2)),
                 reads_clock: clocked.iter().any(|(t, _)| t == oid),
             }
         })

@@ -14,7 +14,7 @@
 use crate::config::current;
 use crate::query::Statement;
 use crate::query::precision::Written;
-use crate::query::predicate::OrdKey;
+use crate::query::predicate::{Lookup, OrdKey};
 use crate::redis::main_thread::Task;
 use compact_str::CompactString;
 use redis_module::Context;
@@ -335,33 +335,30 @@ impl TableIndex {
                     m.may_be_referenced(side, &e.params, row)
                 }
             };
-            let candidates: Box<dyn Iterator<Item = &ResultId>> = if let Some(p) = &matched.pinned {
-                match p.row_key(row) {
-                    // NULL equals nothing: no result's pinned condition holds.
-                    Ok(None) => continue,
-                    Ok(Some(key)) => Box::new(
-                        s.by_key
-                            .get(&key)
-                            .into_iter()
-                            .flatten()
-                            .chain(s.unkeyed.iter()),
-                    ),
-                    Err(()) => Box::new(s.all.iter()),
-                }
+            let lookup = if let Some(p) = &matched.pinned {
+                p.row_key(row)
             } else if let Some(r) = &matched.ranged {
-                match r.range(row) {
-                    // NULL passes no bound.
-                    Ok(None) => continue,
-                    Ok(Some(range)) => Box::new(
-                        s.by_bound
-                            .range(range)
-                            .flat_map(|(_, ids)| ids)
-                            .chain(s.unkeyed.iter()),
-                    ),
-                    Err(()) => Box::new(s.all.iter()),
-                }
+                r.range(row)
             } else {
-                Box::new(s.all.iter())
+                Lookup::Everywhere
+            };
+            let candidates: Box<dyn Iterator<Item = &ResultId>> = match lookup {
+                // NULL equals nothing and passes no bound: no result's condition holds.
+                Lookup::Nowhere => continue,
+                Lookup::Key(key) => Box::new(
+                    s.by_key
+                        .get(&key)
+                        .into_iter()
+                        .flatten()
+                        .chain(s.unkeyed.iter()),
+                ),
+                Lookup::Range(range) => Box::new(
+                    s.by_bound
+                        .range(range)
+                        .flat_map(|(_, ids)| ids)
+                        .chain(s.unkeyed.iter()),
+                ),
+                Lookup::Everywhere => Box::new(s.all.iter()),
             };
             for id in candidates {
                 weighed += 1;

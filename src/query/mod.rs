@@ -9,7 +9,9 @@
 //!   security policies, argument defaults, domains and SQL function bodies.
 //! - `node_tree`: PostgreSQL's stored query trees, read for what they use (pure).
 //! - `clock`: the date/time inputs PostgreSQL reads as the clock (pure).
-//! - `predicate`: a WHERE over one table, weighed on a changed row's new values (pure).
+//! - `predicate` and `shape` are the rules' (`rules/`, the `pgcache-rules` crate: no Redis,
+//!   no PostgreSQL), re-exported here: a WHERE over one table weighed on a changed row's new
+//!   values, and whether a statement's results can be dropped row by row, from the grammar.
 //! - `statements`: the bounded table from a statement's text to what was learned of it, so
 //!   a hit never parses SQL.
 //! - `key`: a result's cache key, from the statement, its canonical parameters and the
@@ -30,11 +32,11 @@ pub mod membership;
 pub mod node_tree;
 pub mod placeholders;
 pub mod precision;
-pub mod predicate;
 pub mod reads;
-pub mod shape;
 pub mod statement;
 pub mod statements;
+
+pub use pgcache_rules::{predicate, shape};
 
 use crate::model::ident::QualifiedName;
 use crate::pg::schema::TableSchema;

@@ -371,8 +371,8 @@ impl Scope for Oracle {
             .copied()
             .unwrap_or(Collation::UNKNOWN);
         // As the catalog's columns are read (`precision::Bindings`): oid by its key kind.
-        let kind = crate::pg::schema::column_kind(if *ty == "oid" { "oid" } else { ty }, false);
-        Some((crate::query::precision::base_type(ty, kind), collation))
+        let kind = crate::kind::column_kind(if *ty == "oid" { "oid" } else { ty }, false);
+        Some((crate::precision::base_type(ty, kind), collation))
     }
     fn row_valued(&self, name: &str) -> bool {
         name == "p"
@@ -453,10 +453,10 @@ fn properties_where_verdicts_agree_with_postgresql() {
     let mut collations = HashMap::new();
     let mut default = Collation::UNKNOWN;
     for r in client
-        .query(crate::query::precision::COLLATIONS_SQL, &[&"public.t"])
+        .query(crate::precision::COLLATIONS_SQL, &[&"public.t"])
         .unwrap()
     {
-        let c = crate::query::precision::collation(
+        let c = crate::precision::collation(
             r.get(1),
             r.get::<_, Option<String>>(2).as_deref().unwrap_or(""),
             r.get::<_, Option<String>>(3).as_deref().unwrap_or(""),
@@ -517,7 +517,7 @@ fn properties_where_verdicts_agree_with_postgresql() {
             params: types,
         };
         let tree = pg_query::parse(&format!("SELECT * FROM t WHERE {sql}")).unwrap();
-        let pred = crate::query::shape::of(&tree.protobuf)
+        let pred = crate::shape::of(&tree.protobuf)
             .unwrap()
             .unwrap()
             .sides
