@@ -11,22 +11,12 @@ use crate::pg::pool::Connection;
 use crate::pg::query::{self, KeyParam};
 use crate::pg::session::Failure;
 use pgcache_rules::kind::column_kind;
+pub use pgcache_rules::precision::Column;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Column {
-    pub name: String,
-    /// The type a text parameter is cast to when comparing with this column.
-    pub cast_type: String,
-    pub kind: KeyKind,
-    /// Its values are rows (a composite type, or a domain that may be over one): `IS NULL`
-    /// is TRUE of one whose every field is NULL too.
-    pub row_valued: bool,
-}
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct TableSchema {

@@ -35,6 +35,7 @@ pub mod precision;
 pub mod reads;
 pub mod statement;
 pub mod statements;
+pub mod watched;
 
 pub use pgcache_rules::{predicate, shape};
 

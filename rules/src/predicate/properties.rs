@@ -450,25 +450,20 @@ fn properties_where_verdicts_agree_with_postgresql() {
                 .collect()
         })
         .collect();
-    let mut collations = HashMap::new();
-    let mut default = Collation::UNKNOWN;
+    let mut read = crate::precision::Collations::default();
     for r in client
         .query(crate::precision::COLLATIONS_SQL, &[&"public.t"])
         .unwrap()
     {
-        let c = crate::precision::collation(
+        read.add(
+            r.get(0),
             r.get(1),
             r.get::<_, Option<String>>(2).as_deref().unwrap_or(""),
             r.get::<_, Option<String>>(3).as_deref().unwrap_or(""),
             r.get::<_, Option<String>>(4).as_deref().unwrap_or(""),
         );
-        match r.get::<_, Option<String>>(0) {
-            Some(column) => {
-                collations.insert(column, c);
-            }
-            None => default = c,
-        }
     }
+    let (collations, default) = (read.columns, read.default);
     assert!(collations["name"].bytewise);
     let cases: usize = std::env::var("PROPTEST_CASES")
         .ok()
