@@ -25,7 +25,8 @@ python-test: build
 	cd clients/python && PGCACHE_MODULE=$(CURDIR)/$(MODULE) $(PY)/python -m pytest -q
 	cd clients/python && PGCACHE_MODULE=$(CURDIR)/$(MODULE) PGCACHE_TEST_SERVER="$$(ls $(CURDIR)/$(VALKEY_GLOB) | head -1)" $(PY)/python -m pytest -q
 
-# The Python client's tests, the unit tests, then every server's suite once: Redis 7.0 (Debian) in notify mode, Valkey 9 in
+# The Python client's tests, the unit tests (pgcache's and its rules' crate, rules/, with the
+# property tests: against PostgreSQL, and the rules' laws alone), then every server's suite once: Redis 7.0 (Debian) in notify mode, Valkey 9 in
 # replication mode, each with the short chaos, fuzz, soak and UNLOAD/LOAD cycle runs; on Redis
 # 7.0 again in replication mode, the tests of what the change feed decides and the chaos run;
 # Valkey 8 without the QUERY and cluster tests; and on Redis 8 the tests of what Redis 7.0 lacks
@@ -57,7 +58,8 @@ profile: build
 	cargo build --release --example bare_get
 	scripts/profile.sh
 
-# Property tests with FUZZ_CASES cases each, then the protocol fuzzer with FUZZ_COMMANDS
+# Property tests with FUZZ_CASES cases each (the rules' laws run some 2,000 a second, the
+# PostgreSQL oracle's fewer), then the protocol fuzzer with FUZZ_COMMANDS
 # generated commands (`make test` runs 5000 and 100000); FUZZ_SEED=n repeats a fuzzer run.
 FUZZ_CASES ?= 1000000
 FUZZ_COMMANDS ?= 1000000

@@ -116,16 +116,23 @@ impl Default for Collations {
 }
 
 impl Collations {
-    /// A row of `COLLATIONS_SQL`: a column's collation (`column` None: the default's).
+    /// A row of `COLLATIONS_SQL`: a column's collation (`column` None: the default's), its
+    /// provider, LC_COLLATE and LC_CTYPE (None: not said).
     pub fn add(
         &mut self,
         column: Option<String>,
         deterministic: bool,
-        provider: &str,
-        collate: &str,
-        ctype: &str,
+        provider: Option<String>,
+        collate: Option<String>,
+        ctype: Option<String>,
     ) {
-        let found = collation(deterministic, provider, collate, ctype);
+        let said = |s: &Option<String>| s.as_deref().unwrap_or("").to_string();
+        let found = collation(
+            deterministic,
+            &said(&provider),
+            &said(&collate),
+            &said(&ctype),
+        );
         match column {
             Some(column) => {
                 self.columns.insert(column, found);

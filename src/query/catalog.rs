@@ -687,13 +687,7 @@ pub fn precision_facts(
             .query(COLLATIONS_SQL, &[&table.sql_name])
             .map_err(|e| statement_error(&e))?
         {
-            collations.add(
-                row.get(0),
-                row.get(1),
-                row.get::<_, Option<String>>(2).as_deref().unwrap_or(""),
-                row.get::<_, Option<String>>(3).as_deref().unwrap_or(""),
-                row.get::<_, Option<String>>(4).as_deref().unwrap_or(""),
-            );
+            collations.add(row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
         }
         facts
             .collations
