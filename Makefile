@@ -25,7 +25,8 @@ python-test: build
 	cd clients/python && PGCACHE_MODULE=$(CURDIR)/$(MODULE) $(PY)/python -m pytest -q
 	cd clients/python && PGCACHE_MODULE=$(CURDIR)/$(MODULE) PGCACHE_TEST_SERVER="$$(ls $(CURDIR)/$(VALKEY_GLOB) | head -1)" $(PY)/python -m pytest -q
 
-# The Python client's tests, the unit tests, then every server's suite once: Redis 7.0 (Debian) in notify mode, Valkey 9 in
+# The Python client's tests, the unit tests (pgcache's and its rules' crate, rules/, with the
+# property tests: against PostgreSQL, and the rules' laws alone), then every server's suite once: Redis 7.0 (Debian) in notify mode, Valkey 9 in
 # replication mode, each with the short chaos, fuzz, soak and UNLOAD/LOAD cycle runs; on Redis
 # 7.0 again in replication mode, the tests of what the change feed decides and the chaos run;
 # Valkey 8 without the QUERY and cluster tests; and on Redis 8 the tests of what Redis 7.0 lacks
@@ -36,7 +37,7 @@ python-test: build
 DIFF_TEST := PGCACHE_DIFF_SEED=5000 PGCACHE_DIFF_CHECKS=4000 PGCACHE_DIFF_KNOWN_OPEN=skip
 FEED_TESTS := after:: consistency:: freshness:: invalidation:: pass_through:: query_feed:: query_joins:: replication:: restart:: staleness::
 test: build lint python-test
-	PROPTEST_CASES=5000 $(CARGO) test --release --lib
+	PROPTEST_CASES=5000 $(CARGO) test --release --workspace --lib
 	$(DIFF_TEST) PGCACHE_SOAK_SECONDS=20 $(CARGO) test --release --tests
 	$(DIFF_TEST) PGCACHE_TEST_INVALIDATION_SOURCE=replication PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
 	PGCACHE_TEST_INVALIDATION_SOURCE=replication $(CARGO) test --release --test chaos
@@ -60,7 +61,8 @@ profile: build
 	cargo build --release --example bare_get
 	scripts/profile.sh
 
-# Property tests with FUZZ_CASES cases each, then the protocol fuzzer with FUZZ_COMMANDS
+# Property tests with FUZZ_CASES cases each (the rules' laws run some 2,000 a second, the
+# PostgreSQL oracle's fewer), then the protocol fuzzer with FUZZ_COMMANDS
 # generated commands (`make test` runs 5000 and 100000); FUZZ_SEED=n repeats a fuzzer run.
 # Then the differential fuzzer with DIFF_CHECKS answers compared with PostgreSQL's, every
 # generator feature drawn (DIFF_SKIP_KNOWN=1 leaves out those of defects still open, as
@@ -72,7 +74,7 @@ DIFF_CHECKS ?= 100000
 DIFF_ENV = PGCACHE_DIFF_CHECKS=$(DIFF_CHECKS) $(if $(DIFF_SEED),PGCACHE_DIFF_SEED=$(DIFF_SEED)) \
 	$(if $(DIFF_SKIP_KNOWN),PGCACHE_DIFF_KNOWN_OPEN=skip)
 fuzz: build
-	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --lib properties
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --workspace --lib properties
 	PGCACHE_FUZZ_COMMANDS=$(FUZZ_COMMANDS) $(if $(FUZZ_SEED),PGCACHE_FUZZ_SEED=$(FUZZ_SEED)) \
 		$(CARGO) test --release --test fuzz -- --nocapture
 	$(DIFF_ENV) PGCACHE_TEST_INVALIDATION_SOURCE=replication \

@@ -145,6 +145,16 @@ impl std::error::Error for Error {
     }
 }
 
+/// The rules' errors (`pgcache_rules`), kind for kind.
+impl From<pgcache_rules::Error> for Error {
+    fn from(e: pgcache_rules::Error) -> Error {
+        match e.kind() {
+            pgcache_rules::error::Kind::Invalid => Error::invalid(e.message()),
+            pgcache_rules::error::Kind::Internal => Error::internal(e.message()),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! cache namespace.
 
 use crate::error::Error;
+pub use pgcache_rules::quote_ident;
 use std::fmt;
 
 /// Longest `<table>` argument accepted: two 63-byte identifiers, quotes and a dot, with room.
@@ -44,11 +45,6 @@ impl fmt::Display for QualifiedName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.display())
     }
-}
-
-/// Always double-quotes, doubling embedded quotes: the one way identifiers enter SQL text.
-pub fn quote_ident(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
 fn is_plain(part: &str) -> bool {

@@ -13,6 +13,8 @@
 
 use crate::error::Error;
 use compact_str::CompactString;
+pub use pgcache_rules::kind::{KeyKind, Rendering};
+use pgcache_rules::kind::{boolean, canonical_uuid};
 use serde_json::Value;
 use smallvec::SmallVec;
 
@@ -52,38 +54,6 @@ pub fn brace_free(what: &str, name: &str) -> Result<(), Error> {
 
 /// Largest pk JSON accepted; a key is a few columns, not a document.
 pub const MAX_PK_JSON_BYTES: usize = 8 * 1024;
-
-/// How a key column's values are written canonically.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
-    /// int2 / int4 / int8 / oid: an integer within the inclusive range.
-    Integer {
-        min: i128,
-        max: i128,
-    },
-    /// numeric, float4, float8: a decimal number.
-    Decimal,
-    Bool,
-    Uuid,
-    /// text, varchar, name and enums: the value is its own canonical spelling.
-    Text,
-    /// Any other type: many client spellings name one value (`2024-01-01 10:00` and
-    /// `2024-01-01T10:00:00` for a timestamp), so PostgreSQL spells it canonically.
-    Rendered(Rendering),
-}
-
-/// How PostgreSQL's canonical spelling of a `Rendered` value is made (`pg::normalise`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rendering {
-    /// The type's JSON rendering.
-    Plain,
-    /// char(n): without the padding, which equality ignores.
-    BlankPadded,
-    /// citext: lower-cased, as its equality compares.
-    CaseInsensitive,
-    /// timestamptz: in UTC, whatever the session's time zone.
-    Instant,
-}
 
 /// One key column of a canonical key: `(column, value as text)`.
 pub type KeyColumn = (CompactString, CompactString);
@@ -393,29 +363,12 @@ fn canonical_value(kind: KeyKind, value: &Value) -> Result<(String, String), Err
 pub fn canonical_param(kind: KeyKind, text: &str) -> Result<String, Error> {
     match kind {
         KeyKind::Integer { min, max } => integer_in_range(text.trim(), min, max),
-        KeyKind::Uuid => canonical_uuid(text.trim()),
+        KeyKind::Uuid => Ok(canonical_uuid(text.trim())?),
         KeyKind::Bool => Ok(match boolean(text) {
             Some(b) => b.to_string(),
             None => text.to_string(),
         }),
         KeyKind::Decimal | KeyKind::Text | KeyKind::Rendered(_) => Ok(text.to_string()),
-    }
-}
-
-/// A boolean's value as PostgreSQL's `boolin` reads it: `true`, `yes`, `on`, `1` and their
-/// unambiguous prefixes (`t`, `tr`, `ye`), and the same for false (`of` is `off`; `o` alone
-/// is neither), whatever the case, around blanks.
-pub(crate) fn boolean(text: &str) -> Option<bool> {
-    let word = text.trim().to_ascii_lowercase();
-    let prefix_of = |full: &str| !word.is_empty() && full.starts_with(word.as_str());
-    match word.as_str() {
-        "1" => Some(true),
-        "0" => Some(false),
-        "on" => Some(true),
-        "of" | "off" => Some(false),
-        _ if prefix_of("true") || prefix_of("yes") => Some(true),
-        _ if prefix_of("false") || prefix_of("no") => Some(false),
-        _ => None,
     }
 }
 
@@ -518,46 +471,8 @@ fn canonical_decimal(s: &str) -> Result<String, Error> {
     Ok(out)
 }
 
-pub(crate) fn canonical_uuid(s: &str) -> Result<String, Error> {
-    let inner = s
-        .strip_prefix('{')
-        .and_then(|r| r.strip_suffix('}'))
-        .unwrap_or(s);
-    let hex: String = inner.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Error::invalid(format!("expected a uuid, got {s:?}")));
-    }
-    let h = hex.to_ascii_lowercase();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
-}
-
 #[cfg(test)]
 mod properties;
-
-#[cfg(test)]
-mod boolean_tests {
-    use super::boolean;
-
-    #[test]
-    fn booleans_read_as_postgresql_reads_them() {
-        for t in ["t", "TR", " tru ", "true", "y", "ye", "yes", "on", "1"] {
-            assert_eq!(boolean(t), Some(true), "{t}");
-        }
-        for f in ["f", "fa", "fals", "FALSE", "n", "no", "of", "off", "0"] {
-            assert_eq!(boolean(f), Some(false), "{f}");
-        }
-        for neither in ["", "o", "truth", "2", "yess"] {
-            assert_eq!(boolean(neither), None, "{neither}");
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

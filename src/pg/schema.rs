@@ -5,27 +5,18 @@
 use crate::config::current;
 use crate::error::{Error, Result};
 use crate::model::ident::{QualifiedName, parse_table};
-use crate::model::key::{KeyColumn, KeyColumns, KeyKind, Rendering, cache_key};
+use crate::model::key::{KeyColumn, KeyColumns, KeyKind, cache_key};
 use crate::pg::errors::catalog_error;
 use crate::pg::pool::Connection;
 use crate::pg::query::{self, KeyParam};
 use crate::pg::session::Failure;
+use pgcache_rules::kind::column_kind;
+pub use pgcache_rules::precision::Column;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Column {
-    pub name: String,
-    /// The type a text parameter is cast to when comparing with this column.
-    pub cast_type: String,
-    pub kind: KeyKind,
-    /// Its values are rows (a composite type, or a domain that may be over one): `IS NULL`
-    /// is TRUE of one whose every field is NULL too.
-    pub row_valued: bool,
-}
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct TableSchema {
@@ -153,40 +144,6 @@ impl KeyColumns for TableSchema {
     }
     fn table_name(&self) -> &str {
         &self.display
-    }
-}
-
-/// Maps a catalog type (for a domain: its base type) to the way its key values are
-/// canonicalised. `is_enum`: an enum type, whose labels spell themselves.
-pub fn column_kind(type_name: &str, is_enum: bool) -> KeyKind {
-    if is_enum {
-        return KeyKind::Text;
-    }
-    match type_name {
-        "int2" => KeyKind::Integer {
-            min: i16::MIN.into(),
-            max: i16::MAX.into(),
-        },
-        "int4" => KeyKind::Integer {
-            min: i32::MIN.into(),
-            max: i32::MAX.into(),
-        },
-        "int8" => KeyKind::Integer {
-            min: i64::MIN.into(),
-            max: i64::MAX.into(),
-        },
-        "oid" => KeyKind::Integer {
-            min: 0,
-            max: u32::MAX.into(),
-        },
-        "numeric" | "float4" | "float8" => KeyKind::Decimal,
-        "bool" => KeyKind::Bool,
-        "uuid" => KeyKind::Uuid,
-        "text" | "varchar" | "name" => KeyKind::Text,
-        "bpchar" => KeyKind::Rendered(Rendering::BlankPadded),
-        "citext" => KeyKind::Rendered(Rendering::CaseInsensitive),
-        "timestamptz" => KeyKind::Rendered(Rendering::Instant),
-        _ => KeyKind::Rendered(Rendering::Plain),
     }
 }
 
@@ -832,39 +789,5 @@ mod tests {
                 .contains("system schema")
         );
         assert!(admit("information_schema.tables").is_err());
-    }
-
-    #[test]
-    fn integer_kinds_carry_their_range() {
-        assert_eq!(
-            column_kind("int2", false),
-            KeyKind::Integer {
-                min: -32768,
-                max: 32767
-            }
-        );
-        assert_eq!(column_kind("varchar", false), KeyKind::Text);
-        assert_eq!(column_kind("numeric", false), KeyKind::Decimal);
-    }
-
-    #[test]
-    fn only_postgresql_spells_dates_padded_and_case_insensitive_text() {
-        assert_eq!(column_kind("mood", true), KeyKind::Text);
-        assert_eq!(
-            column_kind("timestamp", false),
-            KeyKind::Rendered(Rendering::Plain)
-        );
-        assert_eq!(
-            column_kind("timestamptz", false),
-            KeyKind::Rendered(Rendering::Instant)
-        );
-        assert_eq!(
-            column_kind("bpchar", false),
-            KeyKind::Rendered(Rendering::BlankPadded)
-        );
-        assert_eq!(
-            column_kind("citext", false),
-            KeyKind::Rendered(Rendering::CaseInsensitive)
-        );
     }
 }

@@ -25,6 +25,8 @@ use crate::query::reads::{self, Reads, Relation, Start, Via};
 use crate::query::shape::{Count, Page};
 use crate::query::statement::Parsed;
 use crate::query::{clock, placeholders};
+use pgcache_rules::kind::column_kind;
+use pgcache_rules::precision::{COLLATIONS_SQL, Collations, Facts, ForeignKey, Needs};
 use std::sync::Arc;
 
 /// A parameter's type: how its text is cast, and how its value is canonicalised for the key.
@@ -299,7 +301,7 @@ fn param_types(client: &mut Connection, parsed: &Parsed) -> Result<Vec<ParamType
             let type_name: String = row.get(1);
             ParamType {
                 cast: row.get(0),
-                kind: schema::column_kind(&type_name, row.get(2)),
+                kind: column_kind(&type_name, row.get(2)),
                 reads_clock: clocked.iter().any(|(t, _)| t == oid),
             }
         })
@@ -673,6 +675,67 @@ pub fn batch_sql(
         columns.join(", ")
     )))
 }
+
+/// What the rules need the catalog to tell of a statement's tables before they decide its
+/// precision (`pgcache_rules::precision::needs`): each table's columns' collations, and the
+/// validated foreign keys between the pairs of tables that may bring each other's rows in.
+pub fn precision_facts(
+    client: &mut Connection,
+    needs: &Needs<'_, Arc<TableSchema>>,
+) -> Result<Facts> {
+    let mut facts = Facts::default();
+    for table in &needs.tables {
+        let mut collations = Collations::default();
+        for row in client
+            .query(COLLATIONS_SQL, &[&table.sql_name])
+            .map_err(|e| statement_error(&e))?
+        {
+            collations.add(row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        }
+        facts
+            .collations
+            .insert(table.key_prefix.clone(), collations);
+    }
+    for (referencing, referenced) in &needs.foreign_keys {
+        let rows = client
+            .query(
+                FOREIGN_KEYS_SQL,
+                &[&referencing.sql_name, &referenced.sql_name],
+            )
+            .map_err(|e| statement_error(&e))?;
+        for row in rows {
+            let from: Vec<String> = row.get(0);
+            let to: Vec<String> = row.get(1);
+            facts.foreign_keys.push(ForeignKey {
+                referencing: referencing.key_prefix.clone(),
+                referenced: referenced.key_prefix.clone(),
+                pairs: from.into_iter().zip(to).collect(),
+            });
+        }
+    }
+    Ok(facts)
+}
+
+/// A table's validated foreign keys to another, their columns paired in order; none whose
+/// triggers (which enforce it) are disabled, and none in a database that subscribes to a
+/// publication (its apply workers write as `session_replication_role = replica`, which
+/// fires no such trigger).
+const FOREIGN_KEYS_SQL: &str = "SELECT \
+       ARRAY(SELECT a.attname::text FROM pg_catalog.unnest(c.conkey) WITH ORDINALITY AS k(n, i) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n \
+             ORDER BY k.i), \
+       ARRAY(SELECT a.attname::text FROM pg_catalog.unnest(c.confkey) WITH ORDINALITY AS k(n, i) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n \
+             ORDER BY k.i) \
+     FROM pg_catalog.pg_constraint c \
+     WHERE c.contype = 'f' AND c.convalidated \
+       AND c.conrelid = $1::text::pg_catalog.regclass \
+       AND c.confrelid = $2::text::pg_catalog.regclass \
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t \
+                       WHERE t.tgconstraint = c.oid AND t.tgenabled = 'D') \
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s \
+                       JOIN pg_catalog.pg_database d ON d.oid = s.subdbid \
+                       WHERE d.datname = pg_catalog.current_database())";
 
 #[cfg(test)]
 mod tests {

@@ -10,11 +10,14 @@
 //! reads, and leaves every one of them when a change to any drops it. Main thread only
 //! (fills land and changes are applied there). Its memory is counted and bounded
 //! (`query_index_max_bytes`); a result leaves it when it is dropped, expires or is evicted.
+//! Which results a row may enter, and where they are filed, is the rules' (`pgcache_rules::
+//! precision`: `SideMatch::keys`, `bound` and `lookup`, `RowMatch::admits`); the index holds
+//! them, on the main thread.
 
 use crate::config::current;
 use crate::query::Statement;
 use crate::query::precision::Written;
-use crate::query::predicate::OrdKey;
+use crate::query::predicate::{Lookup, OrdKey};
 use crate::redis::main_thread::Task;
 use compact_str::CompactString;
 use redis_module::Context;
@@ -183,8 +186,8 @@ pub fn add(
             }
             sides.push(Filed {
                 side: n,
-                keys: side.pinned.as_ref().and_then(|p| p.keys(&params)),
-                bound: side.ranged.as_ref().and_then(|r| r.key(&params)),
+                keys: side.keys(&params),
+                bound: side.bound(&params),
             });
             for member in members.get(n).into_iter().flatten() {
                 if !rows.contains(member) {
@@ -335,33 +338,23 @@ impl TableIndex {
                     m.may_be_referenced(side, &e.params, row)
                 }
             };
-            let candidates: Box<dyn Iterator<Item = &ResultId>> = if let Some(p) = &matched.pinned {
-                match p.row_key(row) {
-                    // NULL equals nothing: no result's pinned condition holds.
-                    Ok(None) => continue,
-                    Ok(Some(key)) => Box::new(
-                        s.by_key
-                            .get(&key)
-                            .into_iter()
-                            .flatten()
-                            .chain(s.unkeyed.iter()),
-                    ),
-                    Err(()) => Box::new(s.all.iter()),
-                }
-            } else if let Some(r) = &matched.ranged {
-                match r.range(row) {
-                    // NULL passes no bound.
-                    Ok(None) => continue,
-                    Ok(Some(range)) => Box::new(
-                        s.by_bound
-                            .range(range)
-                            .flat_map(|(_, ids)| ids)
-                            .chain(s.unkeyed.iter()),
-                    ),
-                    Err(()) => Box::new(s.all.iter()),
-                }
-            } else {
-                Box::new(s.all.iter())
+            let candidates: Box<dyn Iterator<Item = &ResultId>> = match matched.lookup(row) {
+                // NULL equals nothing and passes no bound: no result's condition holds.
+                Lookup::Nowhere => continue,
+                Lookup::Key(key) => Box::new(
+                    s.by_key
+                        .get(&key)
+                        .into_iter()
+                        .flatten()
+                        .chain(s.unkeyed.iter()),
+                ),
+                Lookup::Range(range) => Box::new(
+                    s.by_bound
+                        .range(range)
+                        .flat_map(|(_, ids)| ids)
+                        .chain(s.unkeyed.iter()),
+                ),
+                Lookup::Everywhere => Box::new(s.all.iter()),
             };
             for id in candidates {
                 weighed += 1;
@@ -566,8 +559,9 @@ pub fn drop_table(table: Option<&str>) -> Vec<(Arc<Statement>, u64)> {
 mod tests {
     use super::*;
     use crate::pg::schema::TableSchema;
-    use crate::query::precision::{EnteringRow, NewValue, Precision, RowMatch, SideMatch, Through};
+    use crate::query::precision::{NewValue, Precision, SideMatch};
     use crate::query::predicate::{Cmp, Expr, Pred, SqlType};
+    use pgcache_rules::precision::{EnteringRow, RowMatch, Through};
 
     /// A row-precise statement over `table`, exact on customer_id = $1.
     fn statement(table: &str) -> Arc<Statement> {

@@ -4,12 +4,23 @@
 //! - `placeholders`: `?` and `$n` in a statement's text, outside literals and comments.
 //! - `statement`: the grammar's verdict (pg_query): one plain SELECT, spelled one way.
 //! - `catalog`: the catalog's (once per statement, on a worker): parameter types, the tables
-//!   read, and whether anything but their rows decides the result (refused then).
+//!   read, whether anything but their rows decides the result (refused then), and the facts
+//!   row precision needs of the tables (`precision_facts`: collations, foreign keys).
 //! - `reads`: what a statement reads and calls, through views, partitions, row-level
 //!   security policies, argument defaults, domains and SQL function bodies.
 //! - `node_tree`: PostgreSQL's stored query trees, read for what they use (pure).
 //! - `clock`: the date/time inputs PostgreSQL reads as the clock (pure).
-//! - `predicate`: a WHERE over one table, weighed on a changed row's new values (pure).
+//! - The rules live in their own crate, `pgcache-rules` (`rules/`: neither Redis nor
+//!   PostgreSQL, tested alone): `predicate` (a WHERE over one table weighed on a changed
+//!   row's new values) and `shape` (whether a statement's results can be dropped row by row,
+//!   from the grammar) are re-exported here, and its `precision` decides how precisely.
+//! - `precision`: the rules' decision applied on a worker: the catalog asked what they need,
+//!   their verdict, the columns it matches on watched; `Precision`, `RowMatch` and `SideMatch`
+//!   over pgcache's tables.
+//! - `watched`: the columns whose new values the change feed carries, by table.
+//! - `columns`: a result's columns and their types.
+//! - `membership`: the index of row-precise results (main thread): a change finds the results
+//!   it can affect by the rules' lookups.
 //! - `statements`: the bounded table from a statement's text to what was learned of it, so
 //!   a hit never parses SQL.
 //! - `key`: a result's cache key, from the statement, its canonical parameters and the
@@ -30,11 +41,12 @@ pub mod membership;
 pub mod node_tree;
 pub mod placeholders;
 pub mod precision;
-pub mod predicate;
 pub mod reads;
-pub mod shape;
 pub mod statement;
 pub mod statements;
+pub mod watched;
+
+pub use pgcache_rules::{predicate, shape};
 
 use crate::model::ident::QualifiedName;
 use crate::pg::schema::TableSchema;

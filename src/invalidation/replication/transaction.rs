@@ -8,7 +8,8 @@ use super::super::apply::BULK_KEYS;
 use super::super::translate::Payload;
 use crate::model::ident::QualifiedName;
 use crate::pg::replication::pgoutput::{Relation, Tuple, Value};
-use crate::query::precision::{self, NewValue, Written};
+use crate::query::precision::{NewValue, Written};
+use crate::query::watched;
 use serde_json::{Map, Value as Json};
 use std::collections::{HashMap, HashSet};
 
@@ -98,7 +99,7 @@ impl Transaction {
     }
 
     /// A row of `relation` was written with the values `new` (inserted, or updated to):
-    /// kept by the columns row-precise query results match on (`precision::with_watched`).
+    /// kept by the columns row-precise query results match on (`watched::with_watched`).
     /// A value not sent (an unchanged TOASTed one) or longer than `LONGEST_WATCHED` is left
     /// out: unknown, it matches every result.
     pub fn written(&mut self, relation: &Relation, how: How, new: &Tuple) {
@@ -116,7 +117,7 @@ impl Transaction {
         if changes.flush {
             return;
         }
-        let row = precision::with_watched(&changes.table, |watched| {
+        let row = watched::with_watched(&changes.table, |watched| {
             relation
                 .columns
                 .iter()

@@ -29,8 +29,23 @@ mod time;
 mod value;
 
 pub use pinned::Pinned;
-pub use ranged::{OrdKey, Ranged};
+pub use ranged::{KeyRange, OrdKey, Ranged};
 pub use value::{Collation, SqlType};
+
+/// Where an index finds the results a row may enter, by its value of a pinned column
+/// (`Pinned::row_key`) or a bounded one (`Ranged::range`), beside the results filed under
+/// no key and no bound, which it weighs against every row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// None: the row's value is NULL, which equals nothing and passes no bound.
+    Nowhere,
+    /// Those filed under this key of the pinned column's value (`Pinned::keys`).
+    Key(String),
+    /// Those whose bound lies in this range (`Ranged::key`).
+    Range(KeyRange),
+    /// Every result: the value is not known, or not read here.
+    Everywhere,
+}
 
 /// A changed row's new value of a column, as the change carried it.
 #[derive(Debug, Clone, PartialEq, Eq)]

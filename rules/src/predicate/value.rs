@@ -5,7 +5,7 @@
 //! linguistic collation, case folded outside ASCII) is unknown too.
 
 pub use super::decimal::Decimal;
-use crate::model::key::{boolean, canonical_uuid};
+use crate::kind::{boolean, canonical_uuid};
 use std::cmp::Ordering;
 
 /// How text compares under a collation.

@@ -1,15 +1,13 @@
-//! PostgreSQL is the oracle: random WHEREs over a table of random rows, each row's verdict
-//! asked of PostgreSQL and weighed here on the row's values as the change feed spells them.
-//! Where PostgreSQL says TRUE, pgcache never says "not TRUE"; where pgcache decides one
-//! value (TRUE, FALSE or NULL), it is PostgreSQL's. `PROPTEST_CASES` sets how many WHEREs
-//! (`make fuzz` runs many); `PGCACHE_ORACLE_SEED` repeats a run.
+//! The generator both property tests share: WHEREs over one table `t` of many types, built
+//! from atoms (comparisons, patterns, jsonb operators, casts, time zones, quantifiers, ...)
+//! under NOT, IS NOT TRUE, AND and OR, with their parameters' values and types.
 
-use super::*;
-use pgcache_testkit::{Pg, Rng};
+use super::super::*;
+use pgcache_testkit::Rng;
 use std::collections::HashMap;
 
 /// The table's columns and how a value of each is spelled in SQL.
-const COLUMNS: &[(&str, &str)] = &[
+pub(super) const COLUMNS: &[(&str, &str)] = &[
     ("id", "integer"),
     ("big", "bigint"),
     ("price", "numeric"),
@@ -27,9 +25,9 @@ const COLUMNS: &[(&str, &str)] = &[
 ];
 
 /// The statement's set-up: the composite type `pair` of column `p`.
-const TYPES_SQL: &str = "CREATE TYPE pair AS (a integer, b integer);";
+pub(super) const TYPES_SQL: &str = "CREATE TYPE pair AS (a integer, b integer);";
 
-fn values(column: &str) -> &'static [&'static str] {
+pub(super) fn values(column: &str) -> &'static [&'static str] {
     match column {
         "id" | "big" => &["-3", "0", "1", "2", "3", "7", "2147483647"],
         "price" => &[
@@ -94,23 +92,41 @@ fn values(column: &str) -> &'static [&'static str] {
     }
 }
 
-fn quoted(text: &str) -> String {
+pub(super) fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// A WHERE being built: its text, with `$?` for each parameter, and their values in order.
-struct Built {
-    sql: String,
-    params: Vec<String>,
+/// A WHERE being built: its text, with `$?` for each parameter, their values in order, and
+/// their types as PostgreSQL would infer them (`format_type`'s spelling; the oracle asks
+/// PostgreSQL instead).
+#[derive(Clone)]
+pub(super) struct Built {
+    pub sql: String,
+    pub params: Vec<String>,
+    pub types: Vec<String>,
+}
+
+/// Parameters being generated: values and their types.
+#[derive(Default)]
+struct Params {
+    values: Vec<String>,
+    types: Vec<String>,
+}
+
+impl Params {
+    fn push(&mut self, value: impl Into<String>, ty: &str) {
+        self.values.push(value.into());
+        self.types.push(ty.to_string());
+    }
 }
 
 fn atom(rng: &mut Rng) -> Built {
-    let (column, _) = rng.pick(COLUMNS);
-    let mut params = Vec::new();
-    let value = |rng: &mut Rng, params: &mut Vec<String>| -> String {
+    let (column, column_type) = rng.pick(COLUMNS);
+    let mut params = Params::default();
+    let value = |rng: &mut Rng, params: &mut Params| -> String {
         let v = rng.pick(values(column)).to_string();
         if rng.chance(50) {
-            params.push(v);
+            params.push(v, column_type);
             "$?".into()
         } else if matches!(column, "id" | "big") && !rng.chance(20) {
             v
@@ -139,24 +155,27 @@ fn atom(rng: &mut Rng) -> Built {
             let keys = ["a", "b", "c", "x"];
             match rng.below(4) {
                 0 => {
-                    params.push(rng.pick(&keys).into());
+                    params.push(rng.pick(&keys), "text");
                     "doc ? $?".into()
                 }
                 1 => format!("doc ? {}", quoted(rng.pick(&keys))),
                 2 => {
-                    params.push(format!("{{{},{}}}", rng.pick(&keys), rng.pick(&keys)));
+                    params.push(
+                        format!("{{{},{}}}", rng.pick(&keys), rng.pick(&keys)),
+                        "text[]",
+                    );
                     format!("doc {} $?", rng.pick(&["?|", "?&"]))
                 }
                 _ => {
-                    params.push(rng.pick(values("doc")).into());
+                    params.push(rng.pick(values("doc")), "jsonb");
                     format!("doc {} $?", rng.pick(&["@>", "<@"]))
                 }
             }
         }
         ("doc", 3) => {
             params.push(
-                rng.pick(&["1", "1.0", "null", r#""a""#, r#"{"b": 1}"#, "[1, 2]"])
-                    .into(),
+                rng.pick(&["1", "1.0", "null", r#""a""#, r#"{"b": 1}"#, "[1, 2]"]),
+                "jsonb",
             );
             format!(
                 "doc -> {} = $?",
@@ -176,7 +195,7 @@ fn atom(rng: &mut Rng) -> Built {
         ("price" | "f" | "id" | "big", 8) => {
             let to = rng.pick(&["integer", "smallint", "bigint", "numeric"]);
             let v = if rng.chance(50) {
-                params.push(rng.pick(&["-3", "0", "2", "1.5", "-2.5"]).into());
+                params.push(rng.pick(&["-3", "0", "2", "1.5", "-2.5"]), to);
                 "$?".to_string()
             } else {
                 rng.pick(&["-3", "0", "2", "10", "2147483647"]).to_string()
@@ -190,15 +209,15 @@ fn atom(rng: &mut Rng) -> Built {
             match rng.below(4) {
                 0 => format!("{column} {like} {}", quoted(&pattern)),
                 1 => {
-                    params.push(pattern);
+                    params.push(pattern, "text");
                     format!("{column} {like} $?")
                 }
                 2 => {
-                    params.push(rng.pick(&["a", "B", "c", "é"]).into());
+                    params.push(rng.pick(&["a", "B", "c", "é"]), "text");
                     format!("{column} {like} '%' || $? || '%'")
                 }
                 _ => {
-                    params.push(pattern);
+                    params.push(pattern, "text");
                     format!("UPPER({column}::text) LIKE UPPER($?)")
                 }
             }
@@ -228,7 +247,10 @@ fn atom(rng: &mut Rng) -> Built {
                     }
                 })
                 .collect();
-            params.push(format!("{{{}}}", items.join(",")));
+            params.push(
+                format!("{{{}}}", items.join(",")),
+                &format!("{column_type}[]"),
+            );
             let (quantifier, op) = if rng.chance(50) {
                 ("ANY", rng.pick(&["=", "<", ">="]))
             } else {
@@ -242,7 +264,7 @@ fn atom(rng: &mut Rng) -> Built {
             ];
             let op = rng.pick(&["~", "~*", "!~", "!~*"]);
             if rng.chance(50) {
-                params.push(rng.pick(&patterns).into());
+                params.push(rng.pick(&patterns), "text");
                 format!("{column} {op} $?")
             } else {
                 format!("{column} {op} {}", quoted(rng.pick(&patterns)))
@@ -264,7 +286,7 @@ fn atom(rng: &mut Rng) -> Built {
                 "days",
             ]);
             let unit = if rng.chance(30) {
-                params.push(unit.to_string());
+                params.push(unit, "text");
                 "$?".to_string()
             } else {
                 quoted(unit)
@@ -281,7 +303,7 @@ fn atom(rng: &mut Rng) -> Built {
                 "Asia/Kolkata",
             ]);
             let zone = if rng.chance(50) {
-                params.push(zone.to_string());
+                params.push(zone, "text");
                 "$?".to_string()
             } else {
                 quoted(zone)
@@ -312,10 +334,15 @@ fn atom(rng: &mut Rng) -> Built {
         }
         _ => format!("{column} {op} {}", value(rng, &mut params)),
     };
-    Built { sql, params }
+    Built {
+        sql,
+        params: params.values,
+        types: params.types,
+    }
 }
 
-fn condition(rng: &mut Rng, depth: usize) -> Built {
+/// A condition of atoms under NOT, IS NOT TRUE, AND and OR, `depth` deep at most.
+pub(super) fn condition(rng: &mut Rng, depth: usize) -> Built {
     if depth == 0 || rng.chance(35) {
         return atom(rng);
     }
@@ -324,28 +351,25 @@ fn condition(rng: &mut Rng, depth: usize) -> Built {
             let inner = condition(rng, depth - 1);
             Built {
                 sql: format!("NOT ({})", inner.sql),
-                params: inner.params,
+                ..inner
             }
         }
         1 => {
             let inner = condition(rng, depth - 1);
             Built {
                 sql: format!("({}) IS NOT TRUE", inner.sql),
-                params: inner.params,
+                ..inner
             }
         }
         n => {
             let (a, b) = (condition(rng, depth - 1), condition(rng, depth - 1));
-            let joiner = if n == 2 { "AND" } else { "OR" };
-            Built {
-                sql: format!("({}) {joiner} ({})", a.sql, b.sql),
-                params: [a.params, b.params].concat(),
-            }
+            a.joined(if n == 2 { "AND" } else { "OR" }, b)
         }
     }
 }
 
-fn numbered(sql: &str) -> String {
+/// `sql` with its `$?` numbered `$1`, `$2`, ...
+pub(super) fn numbered(sql: &str) -> String {
     let mut out = String::new();
     for (n, piece) in sql.split("$?").enumerate() {
         if n > 0 {
@@ -356,13 +380,15 @@ fn numbered(sql: &str) -> String {
     out
 }
 
-struct Oracle {
-    columns: HashMap<String, Collation>,
-    default: Collation,
-    params: Vec<String>,
+/// The table's columns with their collations, and a statement's parameters' types, as
+/// binding reads them.
+pub(super) struct Columns {
+    pub columns: HashMap<String, Collation>,
+    pub default: Collation,
+    pub params: Vec<String>,
 }
 
-impl Scope for Oracle {
+impl Scope for Columns {
     fn column(&self, name: &str) -> Option<(String, Collation)> {
         let (_, ty) = COLUMNS.iter().find(|(c, _)| *c == name)?;
         let collation = self
@@ -371,8 +397,8 @@ impl Scope for Oracle {
             .copied()
             .unwrap_or(Collation::UNKNOWN);
         // As the catalog's columns are read (`precision::Bindings`): oid by its key kind.
-        let kind = crate::pg::schema::column_kind(if *ty == "oid" { "oid" } else { ty }, false);
-        Some((crate::query::precision::base_type(ty, kind), collation))
+        let kind = crate::kind::column_kind(if *ty == "oid" { "oid" } else { ty }, false);
+        Some((crate::precision::base_type(ty, kind), collation))
     }
     fn row_valued(&self, name: &str) -> bool {
         name == "p"
@@ -385,167 +411,35 @@ impl Scope for Oracle {
     }
 }
 
-#[test]
-fn properties_where_verdicts_agree_with_postgresql() {
-    let pg = Pg::start();
-    let mut client = pg.client();
-    let columns: Vec<String> = COLUMNS
-        .iter()
-        .map(|(c, t)| match *c {
-            "name" => format!("{c} {t} COLLATE \"C\""),
-            _ => format!("{c} {t}"),
-        })
-        .collect();
-    client
-        .batch_execute(&format!(
-            "SET TimeZone = 'Asia/Kolkata'; SET DateStyle = 'ISO, MDY'; {TYPES_SQL} \
-             CREATE TABLE t (rid int PRIMARY KEY, {})",
-            columns.join(", ")
-        ))
-        .unwrap();
-    let seed: u64 = std::env::var("PGCACHE_ORACLE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::process::id().into());
-    let mut rng = Rng::new(seed);
-    for rid in 0..40 {
-        let vals: Vec<String> = COLUMNS
-            .iter()
-            .map(|(c, t)| {
-                if rng.chance(12) {
-                    "NULL".into()
-                } else {
-                    format!("{}::{t}", quoted(rng.pick(values(c))))
-                }
-            })
-            .collect();
-        client
-            .batch_execute(&format!(
-                "INSERT INTO t VALUES ({rid}, {})",
-                vals.join(", ")
-            ))
-            .unwrap();
-    }
-    // The rows as the change feed spells them (booleans as true/false).
-    let texts: Vec<String> = COLUMNS.iter().map(|(c, _)| format!("{c}::text")).collect();
-    let rows: Vec<EnteringRow> = client
-        .query(
-            &format!("SELECT {} FROM t ORDER BY rid", texts.join(", ")),
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| {
-            COLUMNS
-                .iter()
-                .enumerate()
-                .map(|(i, (c, _))| {
-                    let v = match r.get::<_, Option<String>>(i) {
-                        None => NewValue::Null,
-                        Some(t) if *c == "active" => NewValue::Text((t == "true").to_string()),
-                        Some(t) => NewValue::Text(t),
-                    };
-                    (c.to_string(), v)
-                })
-                .collect()
-        })
-        .collect();
-    let mut collations = HashMap::new();
-    let mut default = Collation::UNKNOWN;
-    for r in client
-        .query(crate::query::precision::COLLATIONS_SQL, &[&"public.t"])
-        .unwrap()
-    {
-        let c = crate::query::precision::collation(
-            r.get(1),
-            r.get::<_, Option<String>>(2).as_deref().unwrap_or(""),
-            r.get::<_, Option<String>>(3).as_deref().unwrap_or(""),
-            r.get::<_, Option<String>>(4).as_deref().unwrap_or(""),
-        );
-        match r.get::<_, Option<String>>(0) {
-            Some(column) => {
-                collations.insert(column, c);
-            }
-            None => default = c,
+impl Built {
+    /// `(self) joiner (other)`.
+    pub fn joined(self, joiner: &str, other: Built) -> Built {
+        Built {
+            sql: format!("({}) {joiner} ({})", self.sql, other.sql),
+            params: [self.params, other.params].concat(),
+            types: [self.types, other.types].concat(),
         }
     }
-    assert!(collations["name"].bytewise);
-    let cases: usize = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
-    let (mut judged, mut decided) = (0usize, 0usize);
-    for _ in 0..cases {
-        let built = condition(&mut rng, 3);
-        let sql = numbered(&built.sql);
-        // What PostgreSQL refuses (a type it cannot infer, a value its type refuses) is
-        // no case.
-        if client
-            .batch_execute(&format!(
-                "DEALLOCATE ALL; PREPARE q AS SELECT ({sql}) FROM t ORDER BY rid"
-            ))
-            .is_err()
-        {
-            continue;
-        }
-        let types: Vec<String> = client
-            .query_one(
-                "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = 'q'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        let args: Vec<String> = built.params.iter().map(|p| quoted(p)).collect();
-        let execute = if args.is_empty() {
-            "EXECUTE q".to_string()
-        } else {
-            format!("EXECUTE q({})", args.join(", "))
-        };
-        let Ok(messages) = client.simple_query(&execute) else {
-            continue;
-        };
-        let answers: Vec<Option<bool>> = messages
-            .iter()
-            .filter_map(|m| match m {
-                postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(|v| v == "t")),
-                _ => None,
-            })
-            .collect();
-        let scope = Oracle {
-            columns: collations.clone(),
-            default,
-            params: types,
-        };
-        let tree = pg_query::parse(&format!("SELECT * FROM t WHERE {sql}")).unwrap();
-        let pred = crate::query::shape::of(&tree.protobuf)
-            .unwrap()
-            .unwrap()
-            .sides
-            .remove(0)
-            .filter
-            .bind(&scope);
-        for (row, answer) in rows.iter().zip(&answers) {
-            let verdict = pred.eval(row, &built.params);
-            judged += 1;
-            let exact = match answer {
-                Some(true) => Truth::TRUE,
-                Some(false) => Truth::FALSE,
-                None => Truth::NULL,
-            };
-            assert!(
-                verdict.0 & exact.0 != 0,
-                "seed {seed}: WHERE {sql} with {:?} on {row:?}: PostgreSQL says {answer:?}, \
-                 pgcache {verdict:?}\n{pred:#?}",
-                built.params
-            );
-            if verdict.each().count() == 1 {
-                decided += 1;
-            }
+
+    /// `NOT (self)`.
+    pub fn negated(&self) -> Built {
+        Built {
+            sql: format!("NOT ({})", self.sql),
+            params: self.params.clone(),
+            types: self.types.clone(),
         }
     }
-    eprintln!("oracle: {judged} verdicts, {decided} decided exactly (seed {seed})");
-    assert!(
-        decided * 2 > judged,
-        "seed {seed}: too few verdicts decided ({decided} of {judged}): the test weighs little"
-    );
+
+    /// `SELECT * FROM t WHERE <self>`, shaped (None: the parser refused it).
+    pub fn shaped(&self) -> Option<crate::shape::Shaped> {
+        let sql = format!("SELECT * FROM t WHERE {}", numbered(&self.sql));
+        crate::shape::of(&pg_query::parse(&sql).ok()?.protobuf).ok()
+    }
+
+    /// The WHERE of `SELECT * FROM t`, shaped and bound by `scope`; None where it has no
+    /// shape.
+    pub fn filter(&self, scope: &Columns) -> Option<Pred> {
+        let mut shape = self.shaped()?.ok()?;
+        Some(shape.sides.remove(0).filter.bind(scope))
+    }
 }

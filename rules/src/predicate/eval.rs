@@ -175,7 +175,7 @@ impl Pred {
             Pred::Boolean(e) => match e.eval(row, params) {
                 Val::Unknown => Truth::ANY,
                 Val::Null => Truth::NULL,
-                Val::Text(t) => crate::model::key::boolean(&t).map_or(Truth::ANY, Truth::of),
+                Val::Text(t) => crate::kind::boolean(&t).map_or(Truth::ANY, Truth::of),
             },
             Pred::Like {
                 text,

@@ -11,7 +11,7 @@
 //! relation) binds nothing, and may name any side.
 
 use super::Names;
-use crate::query::predicate::Pred;
+use crate::predicate::Pred;
 use pg_query::NodeEnum;
 use pg_query::protobuf::{self, AExprKind, BoolExprType, JoinType, Node};
 use serde_json::Value;
@@ -394,7 +394,7 @@ fn edge(node: &Node, names: &[Names], on: Option<usize>) -> Option<Edge> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::predicate::{Cmp, Expr};
+    use crate::predicate::{Cmp, Expr};
 
     fn read_sql(sql: &str) -> Result<Read, String> {
         let tree = pg_query::parse(sql).unwrap().protobuf;
@@ -410,7 +410,7 @@ mod tests {
             op: Cmp::Eq,
             left: Expr::Column(column.into()),
             right: Expr::Param(n),
-            ty: crate::query::predicate::SqlType::Unresolved,
+            ty: crate::predicate::SqlType::Unresolved,
         }
     }
 

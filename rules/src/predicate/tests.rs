@@ -52,7 +52,7 @@ fn table(params: Vec<&'static str>) -> Table {
 
 fn pred(sql_where: &str, scope: &Table) -> Pred {
     let tree = pg_query::parse(&format!("SELECT * FROM t WHERE {sql_where}")).unwrap();
-    crate::query::shape::of(&tree.protobuf)
+    crate::shape::of(&tree.protobuf)
         .unwrap()
         .unwrap()
         .sides
@@ -278,11 +278,11 @@ fn a_pinned_column_keys_results_and_rows_alike() {
     assert_eq!(p.column, "price");
     let keys = p.keys(&["1.50".into()]).unwrap();
     assert_eq!(
-        Ok(Some(keys[0].clone())),
+        Lookup::Key(keys[0].clone()),
         p.row_key(&row(&[("price", Some("1.5"))]))
     );
-    assert_eq!(Ok(None), p.row_key(&row(&[("price", None)])));
-    assert_eq!(Err(()), p.row_key(&row(&[])));
+    assert_eq!(Lookup::Nowhere, p.row_key(&row(&[("price", None)])));
+    assert_eq!(Lookup::Everywhere, p.row_key(&row(&[])));
     let p = pred("id IN (1, 2) OR id = ANY($2)", &scope)
         .pinned()
         .unwrap();
@@ -302,16 +302,16 @@ fn a_bounded_column_orders_results_by_their_bound() {
     let bound = r.key(&["1.50".into(), "9".into()]).unwrap();
     assert_eq!(bound, r.key(&["1.5".into(), "0".into()]).unwrap());
     // price >= bound: results whose bound is at most the row's value.
-    let Ok(Some((low, high))) = r.range(&row(&[("price", Some("2"))])) else {
+    let Lookup::Range((low, high)) = r.range(&row(&[("price", Some("2"))])) else {
         panic!("a range");
     };
     assert_eq!(low, Bound::Unbounded);
     assert!(matches!(high, Bound::Included(ref v) if *v == r.key(&["2.0".into()]).unwrap()));
-    assert_eq!(r.range(&row(&[("price", None)])), Ok(None));
-    assert_eq!(r.range(&row(&[])), Err(()));
+    assert_eq!(r.range(&row(&[("price", None)])), Lookup::Nowhere);
+    assert_eq!(r.range(&row(&[])), Lookup::Everywhere);
     // A constant on the left: 5 < id is id > 5.
     let r = pred("5 < id", &scope).ranged().unwrap();
-    let Ok(Some((_, high))) = r.range(&row(&[("id", Some("7"))])) else {
+    let Lookup::Range((_, high)) = r.range(&row(&[("id", Some("7"))])) else {
         panic!("a range");
     };
     assert!(matches!(high, Bound::Excluded(_)));

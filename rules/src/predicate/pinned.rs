@@ -112,13 +112,15 @@ impl Pinned {
         Some(keys)
     }
 
-    /// The key of `row`'s value of the column: `Ok(None)` when it is NULL (it equals
-    /// nothing), `Err` when not known or not read here.
-    pub fn row_key(&self, row: &EnteringRow) -> Result<Option<String>, ()> {
+    /// The key of `row`'s value of the column: `Nowhere` when it is NULL (it equals
+    /// nothing), `Everywhere` when not known or not read here.
+    pub fn row_key(&self, row: &EnteringRow) -> Lookup {
         match row.iter().find(|(c, _)| *c == self.column) {
-            None => Err(()),
-            Some((_, NewValue::Null)) => Ok(None),
-            Some((_, NewValue::Text(t))) => value::key(self.ty, t).map(Some).ok_or(()),
+            None => Lookup::Everywhere,
+            Some((_, NewValue::Null)) => Lookup::Nowhere,
+            Some((_, NewValue::Text(t))) => {
+                value::key(self.ty, t).map_or(Lookup::Everywhere, Lookup::Key)
+            }
         }
     }
 }

@@ -150,23 +150,25 @@ impl Ranged {
         }
     }
 
-    /// The bounds a result's key must lie within for `row` to pass the conjunct: `Ok(None)`
-    /// when the row's value is NULL (it passes none), `Err` when it is not known.
-    pub fn range(&self, row: &EnteringRow) -> Result<Option<KeyRange>, ()> {
+    /// The bounds a result's key must lie within for `row` to pass the conjunct:
+    /// `Nowhere` when the row's value is NULL (it passes none), `Everywhere` when it is not
+    /// known.
+    pub fn range(&self, row: &EnteringRow) -> Lookup {
         let value = match row.iter().find(|(c, _)| *c == self.column) {
-            None => return Err(()),
-            Some((_, NewValue::Null)) => return Ok(None),
-            Some((_, NewValue::Text(t))) => {
-                OrdKey::of(value::read(self.ty, t).ok_or(())?).ok_or(())?
-            }
+            None => return Lookup::Everywhere,
+            Some((_, NewValue::Null)) => return Lookup::Nowhere,
+            Some((_, NewValue::Text(t))) => match value::read(self.ty, t).and_then(OrdKey::of) {
+                Some(value) => value,
+                None => return Lookup::Everywhere,
+            },
         };
-        Ok(Some(match self.op {
+        Lookup::Range(match self.op {
             // col > bound: bound < value.
             Cmp::Gt => (Bound::Unbounded, Bound::Excluded(value)),
             Cmp::Ge => (Bound::Unbounded, Bound::Included(value)),
             // col < bound: bound > value.
             Cmp::Lt => (Bound::Excluded(value), Bound::Unbounded),
             _ => (Bound::Included(value), Bound::Unbounded),
-        }))
+        })
     }
 }

@@ -15,8 +15,8 @@
 
 use super::joins::{Join, Side, column_refs};
 use super::{Names, count_nodes, has_sublink, not_plain, one_table, rows_of, rows_sql, spelled};
-use crate::error::{Error, Result};
-use crate::query::predicate::Pred;
+use crate::predicate::Pred;
+use crate::{Error, Result};
 use pg_query::protobuf::{self, SelectStmt};
 use pg_query::{NodeEnum, NodeRef};
 
@@ -275,10 +275,10 @@ pub fn set_operation(
 
 #[cfg(test)]
 mod tests {
-    use crate::query::predicate::{Cmp, Expr, Literal, Pred, SqlType};
-    use crate::query::shape::{Join, of};
+    use crate::predicate::{Cmp, Expr, Literal, Pred, SqlType};
+    use crate::shape::{Join, of};
 
-    fn shaped(sql: &str) -> std::result::Result<crate::query::shape::Shape, String> {
+    fn shaped(sql: &str) -> std::result::Result<crate::shape::Shape, String> {
         of(&pg_query::parse(sql).unwrap().protobuf).unwrap()
     }
 

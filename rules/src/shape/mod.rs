@@ -9,9 +9,9 @@
 //! (that the relation is a plain table with a primary key, that the functions called are
 //! PostgreSQL's own, the columns' types and collations) the catalog tells (`precision`).
 
-use crate::error::{Error, Result};
-use crate::model::ident::quote_ident;
-use crate::query::predicate::{BoolTest, Cmp, Expr, Keys, Literal, Pred};
+use crate::predicate::{BoolTest, Cmp, Expr, Keys, Literal, Pred};
+use crate::quote_ident;
+use crate::{Error, Result};
 use pg_query::NodeEnum;
 use pg_query::protobuf::{
     self, AExprKind, BoolExprType, BoolTestType, LimitOption, Node, NullTestType, SelectStmt,
@@ -418,7 +418,7 @@ impl Names<'_> {
                     left,
                     array,
                     all: kind == AExprKind::AexprOpAll,
-                    ty: crate::query::predicate::SqlType::Unresolved,
+                    ty: crate::predicate::SqlType::Unresolved,
                 }
             }
             AExprKind::AexprIn => {
@@ -491,7 +491,7 @@ impl Names<'_> {
                 text: l.clone(),
                 pattern: r.clone(),
                 fold,
-                ty: crate::query::predicate::SqlType::Unresolved,
+                ty: crate::predicate::SqlType::Unresolved,
             };
             if negated {
                 Pred::Not(Box::new(like))
@@ -504,7 +504,7 @@ impl Names<'_> {
                 op: cmp,
                 left: l,
                 right: r,
-                ty: crate::query::predicate::SqlType::Unresolved,
+                ty: crate::predicate::SqlType::Unresolved,
             };
         }
         match op {
@@ -575,7 +575,7 @@ impl Names<'_> {
                     ("upper" | "lower", 1) => Expr::Fold {
                         upper: name == "upper",
                         arg: args.next()??,
-                        collation: crate::query::predicate::Collation::UNKNOWN,
+                        collation: crate::predicate::Collation::UNKNOWN,
                     },
                     ("date_trunc", 2) => Expr::Trunc {
                         unit: args.next()??,
@@ -808,7 +808,7 @@ fn spelled(tree: &protobuf::ParseResult, select: SelectStmt) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::predicate::SqlType;
+    use crate::predicate::SqlType;
 
     fn shape(sql: &str) -> Option<Shape> {
         of(&pg_query::parse(sql).unwrap().protobuf).unwrap().ok()
@@ -921,12 +921,12 @@ mod tests {
                 text: Expr::Fold {
                     upper: true,
                     arg: Box::new(Expr::Cast(Box::new(column("name")), "text".into())),
-                    collation: crate::query::predicate::Collation::UNKNOWN,
+                    collation: crate::predicate::Collation::UNKNOWN,
                 },
                 pattern: Expr::Fold {
                     upper: true,
                     arg: Box::new(Expr::Param(1)),
-                    collation: crate::query::predicate::Collation::UNKNOWN,
+                    collation: crate::predicate::Collation::UNKNOWN,
                 },
                 fold: false,
                 ty: SqlType::Unresolved,
