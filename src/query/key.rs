@@ -126,6 +126,7 @@ mod tests {
             None,
             String::new(),
             None,
+            None,
         )
     }
 

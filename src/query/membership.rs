@@ -617,6 +617,7 @@ mod tests {
             None,
             String::new(),
             None,
+            None,
         ))
     }
 

@@ -102,6 +102,12 @@ pub struct Statement {
     /// What misses queued together run (`catalog::batch_sql`), if PostgreSQL accepts it for
     /// this statement (not where a parameter sits in LIMIT, say).
     pub batch_sql: Option<String>,
+    /// The statement's result alone, without its members (`run_sql` of no members), for a
+    /// statement whose `run_sql` reads members: where PostgreSQL refuses the run with
+    /// members but answers the statement (the members' own read of a subquery's rows met a
+    /// value its cast refuses, which the statement's plan never evaluated), the statement
+    /// is answered, and not cached, as PostgreSQL would answer it.
+    pub plain_sql: Option<String>,
     /// Its figures (its calls' slowlog entries and latency, hits and misses, whether its
     /// misses pass through).
     pub stats: Arc<TableStats>,
@@ -228,6 +234,7 @@ impl Statement {
         uncached: Option<String>,
         run_sql: String,
         batch_sql: Option<String>,
+        plain_sql: Option<String>,
     ) -> Statement {
         let mut key_head = format!("{cache_prefix}{}{{", key::RESULT_TAG);
         hex::push(
@@ -275,6 +282,7 @@ impl Statement {
             admitted_at: AtomicU64::new(0),
             run_sql,
             batch_sql,
+            plain_sql,
             stats,
             figures: Figures::default(),
         }

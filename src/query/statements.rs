@@ -268,6 +268,7 @@ mod tests {
             None,
             String::new(),
             None,
+            None,
         ))
     }
 

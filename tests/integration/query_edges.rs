@@ -321,3 +321,35 @@ fn a_char_array_parameter_keeps_its_values_whole() {
         "INSERT INTO codes VALUES (4, 'ab')",
     );
 }
+
+/// Found by the differential fuzzer (seed 7024). The members pgcache reads beside a
+/// row-precise result are its own reading: a subquery's rows read whole, where the
+/// statement's plan looks up only the rows its outer side names, may meet a value the
+/// subquery's cast refuses (`'NaN'::numeric::integer`). PostgreSQL answers the statement;
+/// so must pgcache.
+#[test]
+fn a_value_only_the_members_read_would_refuse_does_not_fail_the_statement() {
+    let stack = Stack::start(&format!(
+        "CREATE TABLE box (id integer PRIMARY KEY);
+         CREATE TABLE item (id integer PRIMARY KEY, amount numeric);
+         INSERT INTO box VALUES (2);
+         INSERT INTO item SELECT n, n FROM generate_series(2, 5000) AS n;
+         INSERT INTO item VALUES (1, 'NaN');
+         ANALYZE box; ANALYZE item;
+         {TRIGGER_SQL} SELECT pgcache_watch('box'); SELECT pgcache_watch('item');"
+    ));
+    let mut con = stack.con();
+    let sql = "SELECT b.id FROM box b \
+               WHERE b.id IN (SELECT i.id FROM item i WHERE i.amount::integer = $1)";
+    assert_eq!(
+        postgres_answer(&stack, sql, &["2"]),
+        serde_json::json!([{"id": 2}])
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            query(&mut con, sql, &["2"]).map(|a| json(&a)),
+            Ok(serde_json::json!([{"id": 2}])),
+            "{sql}"
+        );
+    }
+}

@@ -9,7 +9,7 @@
 
 use super::complete::{Fill, completion};
 use super::job::{Job, Ready};
-use super::run::{Run, execute, failed, ran};
+use super::run::{Run, execute, failed, ran, refused, refused_for_what_it_read};
 use crate::cache::worker::{self, Pipelined, Sent};
 use crate::config::current;
 use crate::error::Error;
@@ -23,7 +23,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio_postgres::Row;
-use tokio_postgres::error::SqlState;
 
 /// Most parameter sets one statement runs with at once.
 const MAX_BATCH: usize = 128;
@@ -167,14 +166,15 @@ impl StatementRun {
         if !self.batched() {
             return results
                 .into_iter()
-                .map(|rows| match rows {
+                .zip(&self.sets)
+                .map(|(rows, params)| match rows {
                     Ok(rows) => rows
                         .first()
                         .ok_or_else(|| {
                             Error::internal("the statement's result came back without its row")
                         })
                         .and_then(|row| ran(statement, row)),
-                    Err(failure) => Err(failed(statement, &failure)),
+                    Err(failure) => refused(conn, statement, params, &failure),
                 })
                 .collect();
         }
@@ -189,7 +189,7 @@ impl StatementRun {
                 }
                 // PostgreSQL refused the batch (one set's value is not of its type, say):
                 // each set alone finds which.
-                Err(failure) if refused_one(&failure) => {
+                Err(failure) if refused_for_what_it_read(&failure) => {
                     chunk.iter().map(|p| execute(conn, statement, p)).collect()
                 }
                 // Out of time or out of reach: every set would be too.
@@ -284,12 +284,4 @@ fn batch_run(batch_sql: &str, sets: &[Vec<String>]) -> ReadOnlyRun {
             })
             .collect(),
     }
-}
-
-/// Whether PostgreSQL itself refused the statement for what it was given (not a cancel
-/// for statement_timeout, not a lost connection).
-fn refused_one(failure: &Failure) -> bool {
-    failure
-        .as_db_error()
-        .is_some_and(|db| *db.code() != SqlState::QUERY_CANCELED && !failure.session_lost())
 }

@@ -150,6 +150,13 @@ fn cache_result(
             if !generations::current_row_key(&m.tables(), key) {
                 return false;
             }
+            if ran.alone {
+                ctx.log_debug(
+                    "pgcache: a QUERY result is not cached: PostgreSQL refused reading its members, \
+                     and answered the statement alone",
+                );
+                return false;
+            }
             let Some(members) = &ran.members else {
                 return too_big("its WHERE admits more rows than the index keeps for one result");
             };

@@ -169,6 +169,10 @@ fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Stat
             // join) leaves the statement's misses to run one by one.
             let batch_sql = catalog::batch_sql(statement, &learned.params, members.as_ref())?
                 .filter(|sql| conn.prepare(sql).is_ok());
+            let plain_sql = match members {
+                Some(_) => Some(catalog::run_sql(statement, &learned.params, None)?),
+                None => None,
+            };
             let columns = columns::learn(conn, &parsed.canonical)?;
             let uncached = unfollowed(&learned);
             Arc::new(Statement::new(
@@ -183,6 +187,7 @@ fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Stat
                 uncached,
                 run_sql,
                 batch_sql,
+                plain_sql,
             ))
         }
     })

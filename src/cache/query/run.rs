@@ -11,6 +11,7 @@ use crate::query::catalog;
 use crate::query::precision::SideMatch;
 use crate::query::{Statement, statements};
 use compact_str::CompactString;
+use tokio_postgres::error::SqlState;
 
 /// What a run found.
 #[derive(Clone)]
@@ -24,23 +25,72 @@ pub struct Ran {
     pub members: Option<Vec<Vec<CompactString>>>,
     /// A page's last member's sort key (values as text, None for NULL).
     pub last: Option<Vec<Option<String>>>,
+    /// Answered by the statement alone (`Statement::plain_sql`): PostgreSQL refused the
+    /// run that read its members too. Not cached.
+    pub alone: bool,
 }
 
 pub type Run = Result<Ran>;
 
 /// Runs the statement in a READ ONLY transaction (under the session's statement_timeout).
 pub fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) -> Run {
-    let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+    match conn.query_read_only(&statement.run_sql, &values(params)) {
+        Ok(rows) => first(&rows).and_then(|row| ran(statement, row)),
+        Err(failure) => refused(conn, statement, params, &failure),
+    }
+}
+
+fn values(params: &[String]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params
         .iter()
         .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
+        .collect()
+}
+
+fn first(rows: &[tokio_postgres::Row]) -> Result<&tokio_postgres::Row> {
+    rows.first()
+        .ok_or_else(|| Error::internal("the statement's result came back without its row"))
+}
+
+/// What a run PostgreSQL refused comes to. The members a row-precise run reads beside the
+/// result are pgcache's own reading, which PostgreSQL may plan to evaluate where the
+/// statement's plan never does (a subquery's rows read whole, where the statement's join
+/// stopped at an empty outer side): a cast of one of those rows that fails (`NaN::integer`)
+/// must not fail a statement PostgreSQL answers. So the statement runs alone, and its
+/// answer is served, not cached; a refusal of the statement itself is the statement's error.
+pub fn refused(
+    conn: &mut Connection,
+    statement: &Statement,
+    params: &[String],
+    failure: &Failure,
+) -> Run {
+    let Some(plain_sql) = statement.plain_sql.as_deref() else {
+        return Err(failed(statement, failure));
+    };
+    if !refused_for_what_it_read(failure) {
+        return Err(failed(statement, failure));
+    }
     let rows = conn
-        .query_read_only(&statement.run_sql, &values)
+        .query_read_only(plain_sql, &values(params))
         .map_err(|e| failed(statement, &e))?;
-    let row = rows
-        .first()
-        .ok_or_else(|| Error::internal("the statement's result came back without its row"))?;
-    ran(statement, row)
+    let row = first(&rows)?;
+    let count: i64 = row.get(1);
+    Ok(Ran {
+        json: row.get(0),
+        rows: count as u64,
+        members: None,
+        last: None,
+        alone: true,
+    })
+}
+
+/// Whether PostgreSQL itself refused the statement for what it read or was given: not a
+/// cancel for statement_timeout, not a lost connection, not tables changed under it.
+pub fn refused_for_what_it_read(failure: &Failure) -> bool {
+    failure
+        .as_db_error()
+        .is_some_and(|db| *db.code() != SqlState::QUERY_CANCELED && !failure.session_lost())
+        && !is_schema_change(failure)
 }
 
 /// A run's row: the result, its row count and (row-precise statements) its members.
@@ -65,6 +115,7 @@ pub fn ran(statement: &Statement, row: &tokio_postgres::Row) -> Run {
         rows: count as u64,
         members,
         last,
+        alone: false,
     })
 }
 
