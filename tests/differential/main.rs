@@ -441,7 +441,7 @@ fn run_on(
                 let judge = |reply: Result<String, String>| -> Result<(), String> {
                     let got = reply.map_err(|e| format!("pgcache's error: {e}"))?;
                     let answer = json(&got);
-                    compare::compare(&s.order_keys, &answer, &page, &full)
+                    compare::compare(&s.order_keys, &s.any_of_equals, &answer, &page, &full)
                         .map_err(|e| format!("{e}\n  pgcache:    {got}\n  PostgreSQL: {page}"))
                 };
                 let verdict = if positions || lsn.is_none() {

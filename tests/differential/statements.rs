@@ -36,6 +36,9 @@ pub struct Stmt {
     pub tail: Vec<Node>,
     /// The output columns of its ORDER BY, in order (none: the answer is a multiset).
     pub order_keys: Vec<String>,
+    /// The output columns whose value PostgreSQL takes from any one of the equal values it
+    /// met (a GROUP BY key, min, max): `1.5` or `1.50`, `-0` or `0`, as its plan meets them.
+    pub any_of_equals: Vec<String>,
     pub variants: usize,
     /// The schema's tables (and views, after them) it names, for the shrinker.
     pub tables: Vec<usize>,
@@ -453,6 +456,7 @@ impl StmtGen<'_> {
             body,
             tail: Vec::new(),
             order_keys: Vec::new(),
+            any_of_equals: Vec::new(),
             variants: 0,
             tables,
             features: Vec::new(),
@@ -558,9 +562,11 @@ impl StmtGen<'_> {
         let grouped = !group.is_empty() && self.g.rng.chance(70);
         let mut by = String::new();
         let mut order_keys = Vec::new();
+        let mut any_of_equals = Vec::new();
         if grouped {
             let (e, _) = self.g.rng.pick(&group);
             items.push(format!("{e} AS g"));
+            any_of_equals.push("g".to_string());
             by = e;
         }
         items.push("count(*) AS n".into());
@@ -572,6 +578,7 @@ impl StmtGen<'_> {
         if !ordered.is_empty() && self.g.rng.chance(60) {
             let (e, _) = self.g.rng.pick(&ordered);
             items.push(format!("min({e}) AS mn, max({e}) AS mx"));
+            any_of_equals.extend(["mn".to_string(), "mx".to_string()]);
         }
         let mut body = vec![sql(format!("SELECT {} FROM {}", items.join(", "), t.name))];
         body.extend(self.where_of(&cols));
@@ -588,6 +595,7 @@ impl StmtGen<'_> {
         }
         let mut stmt = Self::new_stmt(body, vec![ti]);
         stmt.order_keys = order_keys;
+        stmt.any_of_equals = any_of_equals;
         stmt
     }
 
