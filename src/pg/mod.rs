@@ -14,3 +14,4 @@ pub mod replication;
 pub mod schema;
 pub mod session;
 pub mod settings;
+pub mod text_value;

@@ -17,7 +17,7 @@ use postgres_openssl::MakeTlsConnector;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{Kind, ToSql, Type};
 use tokio_postgres::{NoTls, Notification, Row, Statement};
 
 /// How long a failed connect makes later ones fail fast, when it was slow to fail (a
@@ -62,6 +62,8 @@ pub type RunResult = Result<Vec<Row>, Failure>;
 /// parameters.
 pub struct ReadOnlyRun {
     pub sql: String,
+    /// Its parameters' types (`Connection::query_read_only`); none: as PostgreSQL infers.
+    pub types: Vec<u32>,
     pub params: Vec<Box<dyn ToSql + Sync + Send>>,
 }
 
@@ -366,9 +368,15 @@ impl Connector {
             // Every transaction pgcache does not begin READ WRITE itself is READ ONLY: a
             // QUERY's statement then runs as one statement, in a READ ONLY transaction of its
             // own, without a BEGIN and a COMMIT around it (`Session::query_read_only`).
-            // Values are spelled one way whatever the server sets (`settings`).
+            // Values are spelled one way whatever the server sets (`settings`). Every
+            // run of a prepared statement is planned for its values, as the SQL an ORM
+            // sends with its values in it is: a generic plan, chosen after five runs, may
+            // evaluate a WHERE's conditions in another order, and fail on a row whose
+            // value a cast refuses (`'NaN'::numeric::integer`) where the application's
+            // own read answers.
             .options(format!(
-                "-c statement_timeout={statement_timeout_ms} -c default_transaction_read_only=on {}",
+                "-c statement_timeout={statement_timeout_ms} -c default_transaction_read_only=on \
+                 -c plan_cache_mode=force_custom_plan {}",
                 super::settings::as_options()
             ))
             .ssl_mode(match s.sslmode {
@@ -428,19 +436,23 @@ impl Connection {
     }
 
     /// Runs `sql` as a prepared statement in a READ ONLY transaction of its own, in one
-    /// round trip (PGCACHE.QUERY's statements; `Session::query_read_only`).
+    /// round trip (PGCACHE.QUERY's statements; `Session::query_read_only`), its parameters
+    /// of the `types` (oids) it was learned with: a table changed since (a column retyped)
+    /// fails it (`text = integer`), where parameters typed afresh would bind values
+    /// canonicalised for the old types. Prepared once per connection and types.
     pub fn query_read_only(
         &mut self,
         sql: &str,
+        types: &[u32],
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Failure> {
         self.with_retry(|conn| {
-            let statement = conn.prepared(sql)?;
+            let statement = conn.prepared_as(sql, types)?;
             let patience = conn.patience;
             let result = conn.session.query_read_only(&statement, params, patience);
             if result.is_err() {
                 // The tables may have changed under the statement; prepare afresh next time.
-                conn.statements.forget(sql);
+                conn.statements.forget(&prepared_key(sql, types));
             }
             result
         })
@@ -458,7 +470,7 @@ impl Connection {
             let mut results: Vec<Option<RunResult>> = runs.iter().map(|_| None).collect();
             let mut ready = Vec::with_capacity(runs.len());
             for (i, run) in runs.iter().enumerate() {
-                match conn.prepared(&run.sql) {
+                match conn.prepared_as(&run.sql, &run.types) {
                     Ok(statement) => ready.push((i, statement)),
                     Err(failure) if failure.session_lost() => return Err(failure),
                     Err(failure) => results[i] = Some(Err(failure)),
@@ -476,7 +488,8 @@ impl Connection {
             for ((i, _), result) in ready.iter().zip(ran) {
                 if result.is_err() {
                     // The tables may have changed under the statement; prepare afresh.
-                    conn.statements.forget(&runs[*i].sql);
+                    conn.statements
+                        .forget(&prepared_key(&runs[*i].sql, &runs[*i].types));
                 }
                 results[*i] = Some(result);
             }
@@ -490,11 +503,24 @@ impl Connection {
 
     /// `sql` prepared on this connection, once.
     fn prepared(&mut self, sql: &str) -> Result<tokio_postgres::Statement, Failure> {
-        if let Some(statement) = self.statements.fresh(sql, Instant::now()) {
+        self.prepared_as(sql, &[])
+    }
+
+    /// `sql` prepared on this connection with parameters of the `types` (oids; none: as
+    /// PostgreSQL infers them), once per text and types.
+    fn prepared_as(
+        &mut self,
+        sql: &str,
+        types: &[u32],
+    ) -> Result<tokio_postgres::Statement, Failure> {
+        let key = prepared_key(sql, types);
+        if let Some(statement) = self.statements.fresh(&key, Instant::now()) {
             return Ok(statement);
         }
-        let statement = self.session.prepare(sql, self.patience)?;
-        self.statements.keep(sql, statement.clone(), Instant::now());
+        let types: Vec<Type> = types.iter().map(|oid| type_of_oid(*oid)).collect();
+        let statement = self.session.prepare_typed(sql, &types, self.patience)?;
+        self.statements
+            .keep(&key, statement.clone(), Instant::now());
         Ok(statement)
     }
 
@@ -604,4 +630,21 @@ impl DerefMut for PooledClient<'_> {
     fn deref_mut(&mut self) -> &mut Connection {
         self.conn.as_mut().expect("present until drop")
     }
+}
+
+/// The key a statement prepared with parameters of `types` is kept under: a statement
+/// learned again with other types is prepared again.
+fn prepared_key(sql: &str, types: &[u32]) -> String {
+    if types.is_empty() {
+        return sql.to_string();
+    }
+    let types: Vec<String> = types.iter().map(u32::to_string).collect();
+    format!("{sql}\0{}", types.join(","))
+}
+
+/// The type of `oid` as the driver names it: built in, or one only its oid says (the
+/// driver sends the oid alone, and learns the rest from the server).
+fn type_of_oid(oid: u32) -> Type {
+    Type::from_oid(oid)
+        .unwrap_or_else(|| Type::new(oid.to_string(), oid, Kind::Pseudo, String::new()))
 }

@@ -264,6 +264,16 @@ impl Session {
         self.drive(limit, |client| client.prepare(sql))
     }
 
+    /// `sql` prepared with parameters of `types` (those left out: as PostgreSQL infers).
+    pub fn prepare_typed(
+        &mut self,
+        sql: &str,
+        types: &[tokio_postgres::types::Type],
+        limit: Duration,
+    ) -> Result<Statement, Failure> {
+        self.drive(limit, |client| client.prepare_typed(sql, types))
+    }
+
     pub fn query(
         &mut self,
         statement: &Statement,

@@ -34,6 +34,8 @@ use std::sync::Arc;
 pub struct ParamType {
     /// The type as SQL spells it (`integer`, `public.mood`).
     pub cast: String,
+    /// Its oid: runs prepare the statement with the types it was learned with.
+    pub oid: u32,
     pub kind: KeyKind,
     /// Its input reads `now`, `today`, ... as the clock (`clock`): a value spelled so is
     /// refused.
@@ -301,6 +303,7 @@ fn param_types(client: &mut Connection, parsed: &Parsed) -> Result<Vec<ParamType
             let type_name: String = row.get(1);
             ParamType {
                 cast: row.get(0),
+                oid: *oid,
                 kind: column_kind(&type_name, row.get(2)),
                 reads_clock: clocked.iter().any(|(t, _)| t == oid),
             }
@@ -448,14 +451,14 @@ pub fn named_tables(client: &mut Connection, parsed: &Parsed) -> Result<Vec<Qual
 /// The statement PGCACHE.QUERY runs for `statement` (a canonical one, or a page's with its
 /// ties broken, `shape::tie_broken`): its result as one JSON array of row objects (typed as
 /// `row_to_json` types them, columns in the SELECT list's order) and its row count.
-/// Parameters arrive as text and are cast to the types PostgreSQL inferred.
-pub fn run_sql(statement: &str, params: &[ParamType], members: Option<&Members>) -> Result<String> {
-    let bind = |n: usize| format!("(${n}::text::{})", params[n - 1].cast);
-    let body = placeholders::replace_numbered(statement, bind)?;
+/// Its parameters stay `$n`, prepared with the types the statement was learned with
+/// (`Statement::param_oids`) and sent as text (`pg::text_value`): the planner sees their
+/// values, as it sees a driver's.
+pub fn run_sql(statement: &str, members: Option<&Members>) -> Result<String> {
     Ok(format!(
         "SELECT COALESCE('[' || pg_catalog.string_agg(pg_catalog.row_to_json(q)::text, ',') || ']', \
-         '[]'), pg_catalog.count(*){} FROM ({body}) AS q",
-        members_column(members, bind)?
+         '[]'), pg_catalog.count(*){} FROM ({statement}) AS q",
+        members_column(members, |n| format!("${n}"))?
     ))
 }
 
@@ -756,6 +759,7 @@ mod tests {
         .unwrap();
         let params = [ParamType {
             cast: "integer".into(),
+            oid: 23,
             kind: KeyKind::Integer {
                 min: i32::MIN.into(),
                 max: i32::MAX.into(),

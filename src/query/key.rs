@@ -110,6 +110,7 @@ mod tests {
             .iter()
             .map(|&kind| ParamType {
                 cast: "integer".into(),
+                oid: 23,
                 kind,
                 reads_clock: kind == KeyKind::Rendered(crate::model::key::Rendering::Instant),
             })

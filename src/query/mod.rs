@@ -201,6 +201,11 @@ impl Figures {
 }
 
 impl Statement {
+    /// Its parameters' types (oids), as it was learned: what its runs are prepared with.
+    pub fn param_oids(&self) -> Vec<u32> {
+        self.params.iter().map(|p| p.oid).collect()
+    }
+
     /// Whether the `tables` allowlist admits every relation it reads, or which it does not.
     pub fn admitted(&self) -> crate::error::Result<()> {
         let version = crate::config::current::tables_version();

@@ -295,3 +295,48 @@ fn without_the_ddl_trigger_what_ddl_could_change_unseen_is_answered_by_postgresq
     let reason: String = redis::from_redis_value(explained["uncached_reason"].clone()).unwrap();
     assert!(reason.contains("DDL is not followed"), "{reason}");
 }
+
+/// Found by the differential fuzzer (seed 7024). A statement learned again after its
+/// column was retyped (its parameter is text now) must not run as the statement the pool's
+/// connections prepared before, whose parameter was an integer (`text = integer`): once it
+/// is answered, every miss is answered as PostgreSQL answers it.
+#[test]
+fn a_column_retyped_under_a_prepared_statement_is_answered_as_postgresql_answers() {
+    let stack = Stack::start(&format!(
+        "CREATE TABLE scored (id integer PRIMARY KEY, score integer);
+         INSERT INTO scored SELECT g, g FROM generate_series(1, 40) g;
+         {TRIGGER_SQL} SELECT pgcache_watch('scored');"
+    ));
+    let mut con = stack.con();
+    let sql = "SELECT id FROM scored WHERE score = $1";
+    // Misses enough for every connection of the pool to prepare it.
+    for score in 1..=20 {
+        query(&mut con, sql, &[&score.to_string()]).unwrap();
+    }
+    stack
+        .pg
+        .execute("ALTER TABLE scored ALTER COLUMN score TYPE text USING score::text");
+    // The DDL applied, the statement is learned again (EXPLAIN learns it), and not run.
+    wait_for(
+        "the statement learned again with a text parameter",
+        Duration::from_secs(10),
+        || {
+            let explained: std::collections::HashMap<String, redis::Value> =
+                redis::cmd("PGCACHE.EXPLAIN")
+                    .arg(sql)
+                    .query(&mut con)
+                    .ok()?;
+            let params: Vec<String> =
+                redis::from_redis_value(explained.get("parameters")?.clone()).ok()?;
+            (params == ["text"]).then_some(())
+        },
+    );
+    for score in 21..=40 {
+        let score = score.to_string();
+        assert_eq!(
+            query(&mut con, sql, &[&score]).map(|a| json(&a)),
+            Ok(postgres_answer(&stack, sql, &[&score])),
+            "{sql} {score} after the column became text"
+        );
+    }
+}

@@ -353,3 +353,31 @@ fn a_value_only_the_members_read_would_refuse_does_not_fail_the_statement() {
         );
     }
 }
+
+/// Found by the differential fuzzer (seed 9003). PostgreSQL evaluates a WHERE's conditions
+/// in the order its planner costs them, and the cost of `bi3 = ANY($1)` depends on whether
+/// the planner sees the array: bound as an expression it cannot see into, or planned
+/// generically after a prepared statement's fifth run, it is evaluated after the cast, and
+/// the cast refuses a row the application's own read never casts.
+#[test]
+fn parameters_are_planned_as_the_values_an_application_sends() {
+    let stack = Stack::start(&format!(
+        "CREATE TABLE reading (id integer PRIMARY KEY, num numeric, batch bigint);
+         INSERT INTO reading VALUES (1, 'NaN', 5), (2, 0.5, 1), (3, 2, 1), (4, 7, 2);
+         {TRIGGER_SQL} SELECT pgcache_watch('reading');"
+    ));
+    let mut con = stack.con();
+    let sql = "SELECT id FROM reading WHERE batch = ANY($1) AND num::integer < $2 ORDER BY id";
+    // Eight misses: past the fifth run of a prepared statement, where PostgreSQL may plan
+    // it generically.
+    for most in 1..=8 {
+        let most = most.to_string();
+        let params = ["{1,2}", most.as_str()];
+        let expected = postgres_answer(&stack, sql, &params);
+        assert_eq!(
+            query(&mut con, sql, &params).map(|a| json(&a)),
+            Ok(expected),
+            "{sql} {params:?}"
+        );
+    }
+}

@@ -15,6 +15,7 @@ use crate::config::current;
 use crate::error::Error;
 use crate::pg::pool::{Connection, ReadOnlyRun};
 use crate::pg::session::Failure;
+use crate::pg::text_value::TextValue;
 use crate::query::Statement;
 use crate::requests::blocked::{BlockedClient, Completion, error_completion};
 use crate::requests::reply::Reply;
@@ -214,7 +215,11 @@ impl Pipelined for StatementRun {
                 .iter()
                 .map(|set| ReadOnlyRun {
                     sql: statement.run_sql.clone(),
-                    params: set.iter().map(|p| Box::new(p.clone()) as Box<_>).collect(),
+                    types: statement.param_oids(),
+                    params: set
+                        .iter()
+                        .map(|p| Box::new(TextValue(p.clone())) as Box<_>)
+                        .collect(),
                 })
                 .collect(),
         }
@@ -277,6 +282,7 @@ fn batch_run(batch_sql: &str, sets: &[Vec<String>]) -> ReadOnlyRun {
     let width = sets[0].len();
     ReadOnlyRun {
         sql: batch_sql.to_string(),
+        types: Vec::new(),
         params: (0..width)
             .map(|i| {
                 let column: Vec<String> = sets.iter().map(|set| set[i].clone()).collect();

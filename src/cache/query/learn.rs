@@ -164,13 +164,13 @@ fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Stat
                 _ => None,
             };
             let statement = page.as_ref().map_or(&parsed.canonical, |(s, _)| s);
-            let run_sql = catalog::run_sql(statement, &learned.params, members.as_ref())?;
+            let run_sql = catalog::run_sql(statement, members.as_ref())?;
             // A batch PostgreSQL refuses (a parameter in LIMIT may not come from a LATERAL
             // join) leaves the statement's misses to run one by one.
             let batch_sql = catalog::batch_sql(statement, &learned.params, members.as_ref())?
                 .filter(|sql| conn.prepare(sql).is_ok());
             let plain_sql = match members {
-                Some(_) => Some(catalog::run_sql(statement, &learned.params, None)?),
+                Some(_) => Some(catalog::run_sql(statement, None)?),
                 None => None,
             };
             let columns = columns::learn(conn, &parsed.canonical)?;

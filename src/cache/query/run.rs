@@ -7,6 +7,7 @@ use crate::pg::errors::{is_schema_change, statement_error};
 use crate::pg::pool::Connection;
 use crate::pg::schema::TableSchema;
 use crate::pg::session::Failure;
+use crate::pg::text_value::{TextValue, text_values};
 use crate::query::catalog;
 use crate::query::precision::SideMatch;
 use crate::query::{Statement, statements};
@@ -34,13 +35,17 @@ pub type Run = Result<Ran>;
 
 /// Runs the statement in a READ ONLY transaction (under the session's statement_timeout).
 pub fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) -> Run {
-    match conn.query_read_only(&statement.run_sql, &values(params)) {
+    match conn.query_read_only(
+        &statement.run_sql,
+        &statement.param_oids(),
+        &values(&text_values(params)),
+    ) {
         Ok(rows) => first(&rows).and_then(|row| ran(statement, row)),
         Err(failure) => refused(conn, statement, params, &failure),
     }
 }
 
-fn values(params: &[String]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+fn values(params: &[TextValue]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
     params
         .iter()
         .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
@@ -71,7 +76,11 @@ pub fn refused(
         return Err(failed(statement, failure));
     }
     let rows = conn
-        .query_read_only(plain_sql, &values(params))
+        .query_read_only(
+            plain_sql,
+            &statement.param_oids(),
+            &values(&text_values(params)),
+        )
         .map_err(|e| failed(statement, &e))?;
     let row = first(&rows)?;
     let count: i64 = row.get(1);
