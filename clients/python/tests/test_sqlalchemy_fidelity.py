@@ -9,7 +9,7 @@ import ipaddress
 from typing import Any
 
 import pytest
-from servers import Postgres, Server
+from servers import Postgres, Server, wait_for
 from sqlalchemy import create_engine, func, select, update
 from sqlalchemy.dialects.postgresql import INET, INT4RANGE, JSONB, Range
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -148,3 +148,25 @@ def test_a_fallback_after_a_commit_with_yield_per(items) -> None:
         statement = select(Item.name).where(func.random() >= 0)
         rows = session.scalars(cached(statement).execution_options(yield_per=10)).all()
     assert rows == ["committed"]
+
+
+def test_a_repeatable_read_transaction_reads_its_snapshot(
+    items, pg: Postgres, server: Server
+) -> None:
+    """A clean REPEATABLE READ transaction reads the snapshot of its first statement: a
+    cached answer newer than that snapshot is not what PostgreSQL would give it."""
+    engine, integration, Item = items
+    table = Item.__tablename__
+    pg.execute(f"SELECT pgcache_watch('{table}')")
+    plain = PGCacheManager(server.client())
+    statement = f"SELECT name FROM {table} WHERE id = $1"
+    with Session(engine.execution_options(isolation_level="REPEATABLE READ")) as session:
+        read = cached(select(Item.name).where(Item.id == 1))
+        assert session.scalars(read).all() == ["one"]
+        pg.execute(f"UPDATE {table} SET name = 'changed' WHERE id = 1")
+        # The change applied to the cache (read outside the transaction).
+        wait_for(
+            "the change applied",
+            lambda: plain.query(statement, [1])[1] == [("changed",)] or None,
+        )
+        assert session.scalars(read).all() == ["one"]

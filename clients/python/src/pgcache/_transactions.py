@@ -1,8 +1,8 @@
 """Whether a read may use the cache (issue #51, rule A), decided here for every integration.
 
 A read may be answered by pgcache only where PostgreSQL would give the application what
-pgcache gives: on a connection with no transaction open, or in one known to have written
-nothing (the integration saw every statement it ran). Anywhere else (a transaction that
+pgcache gives: on a connection with no transaction open, or in a READ COMMITTED one known to
+have written nothing (the integration saw every statement it ran). Anywhere else (a transaction that
 wrote, or may have, or failed) the read goes to the connection, uncached. A position for
 ``AFTER`` is taken only outside a transaction, after a commit: inside one it would count
 writes nobody has committed, and AFTER would wait for them.
@@ -142,6 +142,11 @@ class Transactions:
 def route(freshness: Freshness, conn: Any, clean: bool) -> CachedRead | None:
     """Where a read on ``conn`` goes (see ``Transactions.route``); ``clean``: an open
     transaction on it is known to have written nothing."""
+    # Outside autocommit a read opens a transaction (the driver's BEGIN) if none is open: a
+    # REPEATABLE READ or SERIALIZABLE one reads the snapshot of its first statement, which
+    # no cached answer is, even the first.
+    if not reads_latest(conn):
+        return None
     status = transaction_status(conn)
     if status == IDLE:
         return CachedRead(freshness, conn, idle=True)
@@ -150,6 +155,29 @@ def route(freshness: Freshness, conn: Any, clean: bool) -> CachedRead | None:
     if status == IN_TRANSACTION and clean and not freshness.pending:
         return CachedRead(freshness, conn, idle=False)
     return None
+
+
+# psycopg2's isolation levels whose statements each read the latest commits (autocommit,
+# READ COMMITTED, READ UNCOMMITTED), as its ``extensions.ISOLATION_LEVEL_*`` number them.
+_PSYCOPG2_READS_LATEST = (0, 1, 4)
+
+
+def reads_latest(conn: Any) -> bool:
+    """Whether each statement of a transaction on ``conn`` reads what was committed before
+    it (READ COMMITTED, PostgreSQL's default), as the cache's answers do. A REPEATABLE READ or
+    SERIALIZABLE transaction reads the snapshot it took at its first statement, which a
+    cached answer may be newer than. The level is the driver's (as SQLAlchemy's and Django's
+    ``isolation_level`` set it); None is the server's default, taken as READ COMMITTED (a
+    server or role whose ``default_transaction_isolation`` is higher is a limit the README
+    names)."""
+    conn = getattr(conn, "driver_connection", conn)
+    level = getattr(conn, "isolation_level", None)
+    if level is None or getattr(conn, "autocommit", False):
+        return True
+    name = getattr(level, "name", None)  # psycopg 3's IsolationLevel
+    if name is not None:
+        return name in ("READ_COMMITTED", "READ_UNCOMMITTED")
+    return int(level) in _PSYCOPG2_READS_LATEST
 
 
 def _key(conn: Any) -> Any:
