@@ -17,16 +17,18 @@ from pgcache import PGCacheManager
 
 @pytest.fixture(scope="module")
 def shop(pg: Postgres, server: Server):
+    pg.execute("DROP DATABASE IF EXISTS django_other")
+    pg.execute("CREATE DATABASE django_other")
+    default = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": "127.0.0.1",
+        "PORT": pg.port,
+        "NAME": "postgres",
+        "USER": "postgres",
+    }
     settings.configure(
-        DATABASES={
-            "default": {
-                "ENGINE": "django.db.backends.postgresql",
-                "HOST": "127.0.0.1",
-                "PORT": pg.port,
-                "NAME": "postgres",
-                "USER": "postgres",
-            }
-        },
+        # "other": a database pgcache does not serve, on the same server.
+        DATABASES={"default": default, "other": {**default, "NAME": "django_other"}},
         INSTALLED_APPS=["djangoapp"],
         USE_TZ=True,
         DEFAULT_AUTO_FIELD="django.db.models.AutoField",
@@ -156,3 +158,67 @@ def test_refused_queries_and_transactions_go_to_the_database(shop) -> None:
         assert Book.objects.filter(title="inside").cached().count() == 1
         transaction.set_rollback(True)
     assert state.answered == answered
+
+
+@pytest.fixture(scope="module")
+def docs(shop):
+    """Documents (a JSONField, a GenericIPAddressField): one in the default database, another
+    in "other"."""
+    from django.db import connections
+    from djangoapp.models import Doc
+
+    for alias, pk, ip in (("default", 1, "10.0.0.1"), ("other", 7, "10.0.0.2")):
+        with connections[alias].schema_editor() as editor:
+            editor.create_model(Doc)
+        Doc.objects.using(alias).create(id=pk, doc={"p": 1, "r": 1.5, "q": [1, {"s": None}]}, ip=ip)
+    return Doc, shop[3]
+
+
+def test_a_write_with_autocommit_off_is_read_by_its_connection(shop) -> None:
+    """#51 item 2."""
+    from django.db import transaction
+
+    Author, Book, Tag, state = shop
+    title = Book.objects.filter(id=Book.objects.get(title="book12").id)
+    assert title.cached().get().title == "book12"
+    transaction.set_autocommit(False)
+    try:
+        Book.objects.filter(title="book12").update(title="uncommitted")
+        assert Book.objects.filter(title="uncommitted").cached().count() == 1
+        assert title.cached().get().title == "uncommitted"
+        transaction.rollback()
+    finally:
+        transaction.set_autocommit(True)
+    assert title.cached().get().title == "book12"
+
+
+def test_json_fields_read_as_django_reads_them(docs) -> None:
+    """#51 item 8: model instances, values() and iterator()."""
+    Doc, state = docs
+    answered = state.answered
+    assert fields(list(Doc.objects.cached())) == fields(list(Doc.objects.all()))
+    assert list(Doc.objects.values("doc", "ip").cached()) == list(Doc.objects.values("doc", "ip"))
+    assert fields(list(Doc.objects.cached().iterator())) == fields(list(Doc.objects.all()))
+    assert state.answered == answered + 3, state.refused()
+
+
+def test_json_and_ip_lookups_are_answered(docs) -> None:
+    """#51 items 9 and 10."""
+    Doc, state = docs
+    for lookup in ({"doc__p": 1}, {"doc__contains": {"p": 1}}, {"ip": "10.0.0.1"}):
+        answered = state.answered
+        assert fields(list(Doc.objects.filter(**lookup).cached())) == fields(
+            list(Doc.objects.filter(**lookup))
+        )
+        assert state.answered == answered + 1, (lookup, state.refused())
+
+
+def test_another_database_is_never_answered_by_pgcache(docs) -> None:
+    """#51 item 11: ``using()`` (a router's choice is the same alias)."""
+    Doc, state = docs
+    ids = Doc.objects.values_list("id", flat=True)
+    assert list(ids.cached()) == [1]
+    fell_back = state.fell_back
+    assert list(ids.using("other").cached()) == [7]
+    assert list(ids.cached().using("other")) == [7]
+    assert state.fell_back == fell_back + 2

@@ -91,3 +91,60 @@ def test_a_position_given_to_a_read_through_the_tie_is_kept_if_later(
         assert tie.read("ryw_items", {"id": 1}, after=later) == {"id": 1, "v": -1}
         assert tie.multiread("ryw_items", [{"id": 1}], after=noted) == [{"id": 1, "v": -1}]
         assert tie.position == noted
+
+
+def own_table(pg: Postgres, cache: PGCacheManager, name: str) -> None:
+    """A table of one row (id 1, v 0) whose changes pgcache follows."""
+    pg.execute(
+        f"DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (id integer PRIMARY KEY, v integer);"
+        f"INSERT INTO {name} VALUES (1, 0); SELECT pgcache_watch('{name}')"
+    )
+    wait_for(
+        "the change feed to serve hits",
+        lambda: cache.health().get("invalidation_source") == "replication" or None,
+    )
+
+
+def test_psycopg_a_transaction_opened_by_a_statement_is_read_through_the_tie(
+    pg: Postgres, cache: PGCacheManager
+) -> None:
+    """#51 item 3: after a statement psycopg has a transaction open, and ``transaction()``
+    is a savepoint in it: nothing is committed, and the tie reads what the connection
+    sees."""
+    own_table(pg, cache, "ryw_psycopg_open")
+    sql = "SELECT v FROM ryw_psycopg_open WHERE id = $1"
+    with psycopg.connect(pg.conninfo) as conn:
+        tie = ReadYourWrites(cache, conn)
+        assert tie.get(sql, [1]) == [{"v": 0}]
+        conn.execute("SELECT 1")
+        with tie.transaction():
+            conn.execute("UPDATE ryw_psycopg_open SET v = 1 WHERE id = 1")
+        assert tie.position is None
+        assert tie.get(sql, [1]) == [{"v": 1}]
+        assert tie.read("ryw_psycopg_open", {"id": 1}) == {"id": 1, "v": 1}
+        assert tie.multiread("ryw_psycopg_open", [{"id": 1}, {"id": 2}]) == [
+            {"id": 1, "v": 1},
+            None,
+        ]
+        conn.commit()
+        assert tie.get(sql, [1]) == [{"v": 1}]
+        assert tie.position is not None
+
+
+def test_psycopg2_a_read_inside_the_tie_s_transaction_sees_its_write(
+    pg: Postgres, cache: PGCacheManager
+) -> None:
+    """#51 item 3, psycopg2."""
+    own_table(pg, cache, "ryw_psycopg2_inside")
+    sql = "SELECT v FROM ryw_psycopg2_inside WHERE id = ?"
+    conn = psycopg2.connect(pg.conninfo)
+    try:
+        tie = ReadYourWrites(cache, conn)
+        assert tie.get(sql, [1]) == [{"v": 0}]
+        with tie.transaction():
+            with conn.cursor() as cursor:
+                cursor.execute("UPDATE ryw_psycopg2_inside SET v = 2 WHERE id = 1")
+            assert tie.get(sql, [1]) == [{"v": 2}]
+        assert tie.get(sql, [1]) == [{"v": 2}]
+    finally:
+        conn.close()

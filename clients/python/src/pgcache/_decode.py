@@ -226,27 +226,58 @@ def _array_of(convert: Converter | None) -> Converter:
     return array
 
 
-def converter(type_name: str) -> Converter | None:
-    """How a column of ``type_name`` (as EXPLAIN names it) is decoded; None: as parsed."""
+def json_text(value: Any) -> str:
+    """A parsed JSON value as JSON text again, every number as its digits came (a
+    ``Decimal`` is written as is, never through a float)."""
+    if isinstance(value, dict):
+        items = (json.dumps(key) + ": " + json_text(item) for key, item in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, _Pairs):
+        return "{" + ", ".join(json.dumps(k) + ": " + json_text(v) for k, v in value) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(json_text(item) for item in value) + "]"
+    if isinstance(value, Decimal):
+        return str(value)
+    return json.dumps(value)
+
+
+# A column asked for as text (``as_text``): json and jsonb arrive embedded in the answer
+# and are written out again; the other types arrive as PostgreSQL's text already.
+_AS_TEXT: dict[str, Converter] = {"json": json_text, "jsonb": json_text}
+
+
+def converter(type_name: str, as_text: frozenset[str] = frozenset()) -> Converter | None:
+    """How a column of ``type_name`` (as EXPLAIN names it) is decoded; None: as parsed.
+    The types in ``as_text`` come as PostgreSQL's text of them."""
     if type_name.endswith("[]"):
-        return _array_of(converter(type_name[:-2]))
-    convert = _BASE.get(type_name)
+        return _array_of(converter(type_name[:-2], as_text))
+    if type_name in as_text:
+        convert = _AS_TEXT.get(type_name)
+    else:
+        convert = _BASE.get(type_name)
     return None if convert is None else _nullable(convert)
 
 
 class Decoder:
     """Turns one statement's answers into rows: made once from its columns."""
 
-    def __init__(self, columns: Sequence[tuple[str, str]], row_factory: RowFactory) -> None:
+    def __init__(
+        self,
+        columns: Sequence[tuple[str, str]],
+        row_factory: RowFactory,
+        as_text: frozenset[str] = frozenset(),
+    ) -> None:
         self.names: list[str] = [name for name, _ in columns]
         self.types: list[str] = [type_name for _, type_name in columns]
-        self._converters = [converter(type_name) for type_name in self.types]
+        self._converters = [converter(type_name, as_text) for type_name in self.types]
         # Columns of distinct names: each row is a plain JSON object, parsed by the json
         # module's C code, its values in the columns' order; json, jsonb and records are
         # then already dicts and lists.
         self._unique = len(set(self.names)) == len(self.names)
         self._fast_converters = [
-            None if type_name in _ALREADY_PLAIN else convert
+            None
+            if type_name in _ALREADY_PLAIN and type_name.rstrip("[]") not in as_text
+            else convert
             for type_name, convert in zip(self.types, self._converters)
         ]
         self._make_row = row_factory(self.names)

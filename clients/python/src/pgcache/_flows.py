@@ -118,17 +118,20 @@ class Flows:
     def explain_flow(self, sql: str) -> Flow[Explained]:
         return Explained(mapping((yield ("PGCACHE.EXPLAIN", sql))))
 
-    def decoder_flow(self, sql: str, factory: RowFactory) -> Flow[_decode.Decoder]:
-        """The decoder of ``sql``'s answers into ``factory``'s rows: kept, else made from
-        what EXPLAIN says of its columns."""
-        decoder = self._decoders.get((sql, factory))
+    def decoder_flow(
+        self, sql: str, factory: RowFactory, as_text: frozenset[str] = frozenset()
+    ) -> Flow[_decode.Decoder]:
+        """The decoder of ``sql``'s answers into ``factory``'s rows (the types in
+        ``as_text`` as text): kept, else made from what EXPLAIN says of its columns."""
+        key = (sql, factory) if not as_text else (sql, factory, as_text)
+        decoder = self._decoders.get(key)
         if decoder is None:
             explained = yield from self.explain_flow(sql)
-            decoder = _decode.Decoder(explained.columns, factory)
+            decoder = _decode.Decoder(explained.columns, factory, as_text)
             decoder.explained = explained
             # A statement refused now may be admitted later (the allowlist): not kept.
             if explained.cacheable:
-                self._keep(self._decoders, (sql, factory), decoder)
+                self._keep(self._decoders, key, decoder)
         return decoder
 
     @staticmethod
@@ -200,9 +203,10 @@ class Flows:
         ttl: int | None,
         after: str | None,
         maxstale: int | None,
+        as_text: frozenset[str] = frozenset(),
     ) -> Flow[tuple[list[tuple[str, str]], list[tuple[Any, ...]]]]:
         command = self.query_command(sql, params, ttl, after, maxstale)
-        decoder = yield from self.decoder_flow(sql, tuple_row)
+        decoder = yield from self.decoder_flow(sql, tuple_row, as_text)
         rows = yield from self._answer(decoder, command, len(params))
         return list(zip(decoder.names, decoder.types)), rows
 

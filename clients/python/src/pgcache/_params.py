@@ -3,6 +3,7 @@ the parameter's type reads, primary keys as JSON objects."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta
@@ -30,13 +31,49 @@ def param_text(value: Any) -> str:
         return f"{value.days} days {value.seconds} seconds {value.microseconds} microseconds"
     if isinstance(value, (bytes, bytearray, memoryview)):
         return "\\x" + bytes(value).hex()
+    if isinstance(value, _IP_TYPES):
+        return str(value)
     if isinstance(value, (dict, list, tuple)):
         if isinstance(value, (list, tuple)) and not any(
             isinstance(v, (dict, list, tuple)) for v in value
         ):
             return _array_text(value)
         return json.dumps(value, default=str)
-    raise TypeError(f"pgcache: cannot send a {type(value).__name__} as a QUERY parameter")
+    wrapped = _driver_json(value)
+    if wrapped is not None:
+        return wrapped
+    raise TypeError(
+        f"pgcache: cannot send a {type(value).__name__} as a QUERY parameter; pass the text "
+        "PostgreSQL's input of the parameter's type reads"
+    )
+
+
+_IP_TYPES = (
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Interface,
+    ipaddress.IPv6Interface,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+)
+
+
+def _driver_json(value: Any) -> str | None:
+    """The JSON text of a driver's JSON wrapper (psycopg's ``Json``/``Jsonb``: ``obj`` and
+    its ``dumps``; psycopg2's ``Json``: ``adapted`` and ``dumps``), dumped as the driver
+    would; None for anything else. Told apart by module, so neither driver is imported."""
+    module = type(value).__module__
+    if module == "psycopg.types.json":
+        dumps = value.dumps or json.dumps
+        return _text(dumps(value.obj))
+    if module == "psycopg2._json":
+        return _text(value.dumps(value.adapted))
+    return None
+
+
+def _text(dumped: str | bytes) -> str:
+    # psycopg's dumps may return bytes (orjson's, say).
+    return dumped.decode() if isinstance(dumped, bytes) else dumped
 
 
 def _array_text(values: Sequence[Any]) -> str:

@@ -27,3 +27,39 @@ def numbered(statement: str, parameters: Any) -> tuple[str, list[Any]]:
         return f"${len(values)}"
 
     return _PLACEHOLDER.sub(replace, statement), values
+
+
+# What a placeholder may not be found in: literals (standard, escape, dollar-quoted),
+# quoted identifiers and comments; then the placeholders and percent signs.
+_PGCACHE_TOKEN = re.compile(
+    r"""(?P<skip>'(?:[^']|'')*'|[eE]'(?:[^'\\]|\\.|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/"""
+    r"""|(?P<tag>\$\w*\$).*?(?P=tag))|\$(?P<number>\d+)|(?P<double>\?\?)|(?P<mark>\?)"""
+    r"""|(?P<percent>%)""",
+    re.DOTALL,
+)
+
+
+def driver_style(sql: str, params: Sequence[Any]) -> tuple[str, list[Any]]:
+    """A statement with pgcache's placeholders (``$n``, or ``?`` where it has no ``$n``:
+    ``??`` is the jsonb ``?``) in psycopg's and psycopg2's style (``%s``, the values in
+    order, a percent sign doubled), to run it on the application's connection."""
+    numbers = any(m.group("number") for m in _PGCACHE_TOKEN.finditer(sql))
+    values: list[Any] = []
+    marks = iter(params)
+
+    def replace(match: re.Match) -> str:
+        if match.group("skip") is not None:
+            return match.group(0).replace("%", "%%")
+        if match.group("percent") is not None:
+            return "%%"
+        if match.group("number") is not None:
+            values.append(params[int(match.group("number")) - 1])
+            return "%s"
+        if numbers:
+            return match.group(0)
+        if match.group("double") is not None:
+            return "?"
+        values.append(next(marks))
+        return "%s"
+
+    return _PGCACHE_TOKEN.sub(replace, sql), values

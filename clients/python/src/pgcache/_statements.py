@@ -1,7 +1,9 @@
-"""Which statements an ORM runs may have written, so that its thread's next cached read
-waits for the log position after them."""
+"""What the integrations ask PostgreSQL, and which of an ORM's statements may have written."""
 
 from __future__ import annotations
+
+# A position in PostgreSQL's log that every commit made before it is at or before.
+POSITION_SQL = "SELECT pg_catalog.pg_current_wal_insert_lsn()::text"
 
 
 def may_write(sql: str) -> bool:

@@ -69,10 +69,12 @@ class PGCacheManager(Flows):
         ttl: int | None = None,
         after: str | None = None,
         maxstale: int | None = None,
+        as_text: frozenset[str] = frozenset(),
     ) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
         """The columns of ``sql`` (name and type) and its rows as tuples: what a driver's
-        cursor holds after running it."""
-        flow = self.query_flow(sql, params, ttl, after, maxstale)
+        cursor holds after running it. The columns of the types in ``as_text`` (``jsonb``,
+        ``inet``, ...) come as PostgreSQL's text, as from a driver told not to parse them."""
+        flow = self.query_flow(sql, params, ttl, after, maxstale, as_text)
         return run(self.redis, flow)
 
     def query_json(

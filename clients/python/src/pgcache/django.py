@@ -13,20 +13,19 @@ A cached QuerySet compiles its SQL with Django's own compiler, sends it through 
 and hands the rows to Django where the database cursor's would have gone, typed as psycopg
 types them: model instances (``Model.from_db``), ``values()``, ``values_list()``,
 ``count()``, ``exists()``, ``get()``, slicing and ``select_related`` come back as without the
-cache. Inside ``transaction.atomic()`` reads go to the database (a transaction sees its own
-writes), as do statements pgcache refuses (counted, logged once per statement with the
-reason) and every read while Redis is out of reach. After a thread wrote through Django, its
-next cached read passes ``AFTER`` the log position it asks PostgreSQL for then: a thread
-reads its own writes.
+cache. In a transaction that wrote (``atomic()`` or autocommit off) reads go to the
+database, as do reads of a database other than pgcache's (``using()``, a router), statements
+pgcache refuses, and any the client cannot answer as Django would read them (counted,
+logged once per statement with the reason). After a thread wrote through Django, its next
+cached read passes ``AFTER`` the log position it asks PostgreSQL for then (outside any
+transaction): a thread reads its own writes.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
-import redis
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.backends.signals import connection_created
@@ -34,32 +33,39 @@ from django.db.models import Manager, QuerySet
 from django.db.models.sql.compiler import MULTI, SINGLE
 from django.db.models.sql.query import Query
 
+from ._database import ServedDatabase, target
+from ._driver_types import check_typed
 from ._fallback import Fallbacks
 from ._placeholders import numbered
-from ._statements import may_write
+from ._transactions import Transactions
 from .client import PGCacheManager
 
 log = logging.getLogger("pgcache.django")
 
-_POSITION_SQL = "SELECT pg_catalog.pg_current_wal_insert_lsn()::text"
+# What Django has psycopg (and psycopg2) leave as text: its JSONField and
+# GenericIPAddressField read text.
+_AS_TEXT = frozenset({"jsonb", "inet", "cidr"})
 
 
 class _State(Fallbacks):
-    """The cache in use, the counters (``answered``, ``fell_back``, ``refused()``), and each
-    thread's writes."""
+    """The cache in use, the counters (``answered``, ``fell_back``, ``refused()``), and the
+    transactions that wrote."""
 
     def __init__(self) -> None:
         super().__init__(log, "the database")
         self.cache: PGCacheManager | None = None
-        self.thread = threading.local()
+        self.served: ServedDatabase | None = None
+        self.transactions = Transactions()
 
 
 state = _State()
 
 
 def use_pgcache(cache: PGCacheManager) -> None:
-    """Reads ``.cached()`` QuerySets through ``cache`` from now on."""
+    """Reads ``.cached()`` QuerySets through ``cache`` from now on, those of the database
+    pgcache serves (the others go to their database)."""
     state.cache = cache
+    state.served = ServedDatabase(cache)
     connection_created.connect(_watch_writes, dispatch_uid="pgcache")
     for connection in connections.all(initialized_only=True):
         _watch_writes(None, connection)
@@ -71,9 +77,9 @@ def _watch_writes(sender: Any, connection: Any, **kwargs: Any) -> None:
 
 
 def _note_writes(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-    if may_write(sql):
-        state.thread.wrote = True
-    return execute(sql, params, many, context)
+    result = execute(sql, params, many, context)
+    state.transactions.executed(context["connection"].connection, sql)
+    return result
 
 
 class CachedQuery(Query):
@@ -101,11 +107,11 @@ class _CachedCompiler:
         self, result_type: Any = MULTI, chunked_fetch: bool = False, chunk_size: int = 100
     ):
         plain = super().execute_sql  # type: ignore[misc]
-        cache = state.cache
+        cache, served = state.cache, state.served
         if (
             cache is None
+            or served is None
             or result_type not in (MULTI, SINGLE)
-            or self.connection.in_atomic_block
             or self.connection.vendor != "postgresql"
             or type(self).__name__ != "CachedSQLCompiler"
         ):
@@ -118,29 +124,27 @@ class _CachedCompiler:
             return iter([]) if result_type == MULTI else None
         if state.known_refused(sql):
             return plain(result_type, chunked_fetch, chunk_size)
-        statement, values = numbered(sql, params)
-        try:
-            _, rows = cache.query(statement, values, after=self._position())
-        except redis.ResponseError as refusal:
-            state.refusal(sql, str(refusal))
+        self.connection.ensure_connection()
+        read = state.transactions.route(self.connection.connection)
+        if read is None:
             return plain(result_type, chunked_fetch, chunk_size)
-        except redis.RedisError as unreachable:
-            state.unreachable(unreachable)
+
+        def answer() -> list[tuple[Any, ...]]:
+            settings = self.connection.settings_dict
+            served.check(target(settings["HOST"], settings["PORT"], settings["NAME"]))
+            statement, values = numbered(sql, params)
+            columns, rows = cache.query(statement, values, after=read.after(), as_text=_AS_TEXT)
+            check_typed(columns, _AS_TEXT)
+            return rows
+
+        rows = state.attempt(sql, answer)
+        if rows is None:
             return plain(result_type, chunked_fetch, chunk_size)
-        state.answered += 1
         if result_type == SINGLE:
             return rows[0][0 : self.col_count] if rows else None
         if self.has_extra_select:
             rows = [row[: self.col_count] for row in rows]
         return [rows] if rows else []
-
-    def _position(self) -> str | None:
-        if getattr(state.thread, "wrote", False):
-            state.thread.wrote = False
-            with self.connection.cursor() as cursor:
-                cursor.execute(_POSITION_SQL)
-                state.thread.position = cursor.fetchone()[0]
-        return getattr(state.thread, "position", None)
 
 
 class CachedQuerySet(QuerySet):

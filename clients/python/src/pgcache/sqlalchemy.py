@@ -8,34 +8,39 @@ answered by PGCACHE.QUERY, and everything SQLAlchemy and its ORM do with a resul
 
 The statement SQLAlchemy compiled for PostgreSQL (psycopg or psycopg2) is sent with its
 bound parameters where the driver would have run it, and the rows come back in the driver's
-cursor's place, typed as the driver types them. A statement pgcache refuses, or a Redis out of
-reach, runs on PostgreSQL as usual: counted, and logged once per statement with the reason.
-After a commit in a thread (or a write on an AUTOCOMMIT connection), that thread's cached
-reads pass ``AFTER`` the commit's position (asked on the connection on the next cached read):
-a thread reads its own writes.
+cursor's place, typed as the driver types them. A statement pgcache refuses, a Redis out of
+reach, or anything else the client cannot do (a parameter it cannot send, a column it cannot
+type as the driver) runs on PostgreSQL as usual: counted, and logged once per statement with
+the reason. A read in a transaction that wrote (a flush) goes to its connection, as does a
+read of another database than pgcache's. After a commit in a thread (or a write on an
+AUTOCOMMIT connection), that thread's cached reads pass ``AFTER`` the commit's position
+(asked outside any transaction on the next cached read): a thread reads its own writes.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from typing import Any
 
-import redis
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from ._database import ServedDatabase, target
+from ._driver_types import TYPED, check_typed
 from ._fallback import Fallbacks
 from ._placeholders import numbered
-from ._statements import may_write
+from ._transactions import Transactions
 from .client import PGCacheManager
 
 log = logging.getLogger("pgcache.sqlalchemy")
 
 OPTION = "pgcache"
 
-_POSITION_SQL = "SELECT pg_catalog.pg_current_wal_insert_lsn()::text"
+# The types each driver reads as the client does: psycopg2 reads inet and cidr as text, or
+# as ipaddress objects once an application registered them (psycopg2.extras): they run on
+# PostgreSQL.
+_TYPED = {"psycopg2": TYPED - {"inet", "cidr"}}
 
 
 # The type oids a cursor's description gives (SQLAlchemy picks some result processors by
@@ -118,7 +123,11 @@ class Integration(Fallbacks):
         super().__init__(log, "PostgreSQL")
         self.engine = engine
         self.cache = cache
-        self._thread = threading.local()
+        self._transactions = Transactions()
+        self._served = ServedDatabase(cache)
+        url = engine.url
+        self._target = target(url.host, url.port, url.database)
+        self._typed = _TYPED.get(engine.dialect.driver, TYPED)
         event.listen(engine, "do_execute", self._do_execute)
         event.listen(engine, "do_execute_no_params", self._do_execute_no_params)
         event.listen(engine, "after_cursor_execute", self._executed)
@@ -135,15 +144,14 @@ class Integration(Fallbacks):
     def _executed(
         self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
     ) -> None:
-        # On an AUTOCOMMIT connection a write commits as it runs, with no commit event.
-        if may_write(statement):
-            self._thread.wrote = True
+        self._transactions.executed(conn.connection.dbapi_connection, statement)
 
     def _committed(self, conn: Any) -> None:
-        self._thread.wrote = True
+        # Announced before the commit is made: its position is taken at the next read.
+        self._transactions.freshness().pending = True
 
     def _session_committed(self, session: Any) -> None:
-        self._thread.wrote = True
+        self._transactions.freshness().pending = True
 
     def _do_execute_no_params(self, cursor: Any, statement: str, context: Any) -> bool:
         return self._do_execute(cursor, statement, {}, context)
@@ -153,30 +161,25 @@ class Integration(Fallbacks):
             return False
         if self.known_refused(statement):
             return False
-        sql, values = numbered(statement, parameters)
-        after = self._position(cursor)
-        try:
-            columns, rows = self.cache.query(sql, values, after=after)
-        except redis.ResponseError as refusal:
-            self.refusal(statement, str(refusal))
+        dbapi_connection = context.root_connection.connection.dbapi_connection
+        read = self._transactions.route(dbapi_connection)
+        if read is None:
             return False
-        except redis.RedisError as unreachable:
-            self.unreachable(unreachable)
-            return False
-        # An asyncio engine's adapted cursor keeps no public connection.
-        context.cursor = CachedCursor(columns, rows, getattr(cursor, "connection", None))
-        cursor.close()
-        self.answered += 1
-        return True
 
-    def _position(self, cursor: Any) -> str | None:
-        """After this thread committed: the position of PostgreSQL's log now (asked on the
-        connection about to be read), else the one asked last."""
-        if getattr(self._thread, "wrote", False):
-            self._thread.wrote = False
-            cursor.execute(_POSITION_SQL)
-            self._thread.position = cursor.fetchone()[0]
-        return getattr(self._thread, "position", None)
+        def answer() -> CachedCursor:
+            self._served.check(self._target)
+            sql, values = numbered(statement, parameters)
+            columns, rows = self.cache.query(sql, values, after=read.after())
+            check_typed(columns, typed=self._typed)
+            # An asyncio engine's adapted cursor keeps no public connection.
+            return CachedCursor(columns, rows, getattr(cursor, "connection", None))
+
+        cached = self.attempt(statement, answer)
+        if cached is None:
+            return False
+        context.cursor = cached
+        cursor.close()
+        return True
 
 
 def _is_select(context: Any) -> bool:

@@ -30,3 +30,15 @@ class Book(models.Model):
     class Meta:
         app_label = "djangoapp"
         ordering = ["id"]
+
+
+class Doc(models.Model):
+    """A JSONField and a GenericIPAddressField (issue #51), in two databases."""
+
+    doc = models.JSONField()
+    ip = models.GenericIPAddressField()
+    objects = CachedManager()
+
+    class Meta:
+        app_label = "djangoapp"
+        ordering = ["id"]
