@@ -176,7 +176,7 @@ pub enum Admission {
     /// Not here: the cache is held (until the invalidation listener is known to listen, a
     /// row read now could change unnoticed) or the change feed has not vouched for it within
     /// `max_staleness_ms`, this server is a replica (its dataset is its
-    /// primary's to write), or, on a cluster, the keys' slot is no longer served here (it may
+    /// primary's to write), clients are paused (`redis::paused`), or, on a cluster, the keys' slot is no longer served here (it may
     /// have moved while the rows were fetched, and no key is ever written into a slot served
     /// elsewhere).
     NotHere,
@@ -202,7 +202,7 @@ pub fn admission(ctx: &Context, key: &str) -> Admission {
         return Admission::NotHere;
     }
     let flags = ctx.get_flags();
-    if flags.contains(ContextFlags::SLAVE) {
+    if flags.contains(ContextFlags::SLAVE) || crate::redis::paused::writes_paused() {
         Admission::NotHere
     } else if flags.contains(ContextFlags::OOM) && !flags.contains(ContextFlags::EVICTED) {
         Admission::OutOfMemory

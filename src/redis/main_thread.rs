@@ -17,7 +17,7 @@
 //! takes the wake-up pipe out of the event loop, so nothing queued runs after unload.
 
 use crate::error;
-use crate::redis::wake;
+use crate::redis::{paused, wake};
 use redis_module::{Context, raw};
 use std::cell::Cell;
 use std::sync::Mutex;
@@ -157,8 +157,15 @@ pub fn deinit() {
     }
 }
 
+/// How often work waiting for a pause of clients to end looks again (`paused`).
+const WHILE_PAUSED: Duration = Duration::from_millis(10);
+
 /// Creates the timer, unless it is pending or nothing is queued. Main thread only.
 fn arm() {
+    arm_in(Duration::ZERO);
+}
+
+fn arm_in(delay: Duration) {
     if QUEUE.lock().unwrap().is_empty() || ARMED.swap(true, Ordering::SeqCst) {
         return;
     }
@@ -167,12 +174,18 @@ fn arm() {
         ARMED.store(false, Ordering::SeqCst);
         return;
     }
-    Context::new(ctx).create_timer(Duration::ZERO, tick, ());
+    Context::new(ctx).create_timer(delay, tick, ());
 }
 
 /// Runs every queued task once; those with more to do are queued again for the next turn.
+/// While clients are paused nothing runs (tasks write: invalidations, flushes, events), and
+/// the queue is looked at again shortly.
 fn tick(ctx: &Context, _: ()) {
     ARMED.store(false, Ordering::SeqCst);
+    if paused::writes_paused() {
+        arm_in(WHILE_PAUSED);
+        return;
+    }
     let tasks = std::mem::take(&mut *QUEUE.lock().unwrap());
     for task in tasks {
         task.requested.store(false, Ordering::SeqCst);

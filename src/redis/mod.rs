@@ -20,6 +20,7 @@ pub mod config;
 pub mod info;
 pub mod keyspace;
 pub mod main_thread;
+pub mod paused;
 pub mod persistence;
 pub mod pubsub;
 pub mod reply;

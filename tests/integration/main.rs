@@ -17,6 +17,7 @@ mod metrics;
 mod multiread;
 mod orm_corpus;
 mod pass_through;
+mod pause;
 mod query;
 mod query_access;
 mod query_edges;
