@@ -64,14 +64,15 @@ def generation_prefix(key: str) -> str:
 
 
 class Kept:
-    """An answer kept for several callers: its rows as tuples, its columns' names, and which
-    columns hold values a caller could change (dicts and lists, copied for each caller)."""
+    """An answer kept for several callers: its rows as tuples, how they were decoded
+    (``Decoder.shape``), and which columns hold values a caller could change (dicts and
+    lists, copied for each caller)."""
 
-    __slots__ = ("rows", "names", "mutable")
+    __slots__ = ("rows", "shape", "mutable")
 
-    def __init__(self, rows: Sequence[Sequence[Any]], names: Sequence[str]) -> None:
+    def __init__(self, rows: Sequence[Sequence[Any]], shape: tuple) -> None:
         self.rows = [tuple(values) for values in rows]
-        self.names = tuple(names)
+        self.shape = shape
         self.mutable = frozenset(
             i for row in self.rows for i, v in enumerate(row) if isinstance(v, (dict, list))
         )
@@ -221,9 +222,9 @@ class LocalCache:
         held_by: str,
         generations: Sequence[str],
         rows: list,
-        names: Sequence[str],
+        shape: tuple,
     ) -> Kept | None:
-        """Keeps ``rows`` (of the columns ``names``; returned as kept), which pgcache holds
+        """Keeps ``rows`` (decoded as ``shape`` says; returned as kept), which pgcache holds
         under the key ``held_by`` over ``generations``, unless the plan does not follow all
         it depends on or one of those keys changed since the plan was made."""
         route_tag = tag(held_by)
@@ -248,7 +249,7 @@ class LocalCache:
                 return None
             if key in self._entries:
                 self._drop(key)
-            kept = Kept(rows, names)
+            kept = Kept(rows, shape)
             depends = frozenset(p for p in plan.prefixes if p.endswith(":~"))
             self._entries[key] = (kept, time.monotonic(), route_tag, depends)
             self._by_tag.setdefault(route_tag, set()).add(key)
