@@ -14,7 +14,18 @@ from typing import Any
 import pytest
 from fidelity import COLUMNS, create_sql, differences, outcome
 from servers import Postgres, Server
-from sqlalchemy import Column, DateTime, Integer, MetaData, Table, create_engine, func, select
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    Table,
+    bindparam,
+    create_engine,
+    func,
+    select,
+)
 from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.orm import Session
 
@@ -35,10 +46,11 @@ def driver(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def engine_of(pg: Postgres, driver: str, time_zone: str | None = None) -> Any:
-    options = {"options": f"-c TimeZone={time_zone}"} if time_zone else {}
+def engine_of(pg: Postgres, driver: str, options: str) -> Any:
+    """An engine whose connections' sessions start with ``options`` (libpq's)."""
     return create_engine(
-        f"postgresql+{driver}://postgres@127.0.0.1:{pg.port}/postgres", connect_args=options
+        f"postgresql+{driver}://postgres@127.0.0.1:{pg.port}/postgres",
+        connect_args={"options": options},
     )
 
 
@@ -48,7 +60,7 @@ def typed(request: pytest.FixtureRequest, driver: str, pg: Postgres, server: Ser
     connections are in another TimeZone than pgcache's, and the integration."""
     table = f"sat51_{request.node.name.split('[')[0][5:30]}_{driver}"
     pg.execute(create_sql(table))
-    engine = engine_of(pg, driver, "America/Chicago")
+    engine = engine_of(pg, driver, "-c TimeZone=America/Chicago")
     integration = use_pgcache(engine, PGCacheManager(server.client()))
     yield engine, integration, Table(table, MetaData(), autoload_with=engine)
     integration.remove()
@@ -110,7 +122,7 @@ def test_a_naive_datetime_is_read_in_the_connections_time_zone(
         Column("at", DateTime(timezone=True)),
         Column("doc", JSON),
     )
-    engine = engine_of(pg, driver, "America/Chicago")
+    engine = engine_of(pg, driver, "-c TimeZone=America/Chicago")
     table.drop(engine, checkfirst=True)
     table.create(engine)
     noon = datetime.datetime(2024, 1, 15, 12)
@@ -137,6 +149,49 @@ def test_a_naive_datetime_is_read_in_the_connections_time_zone(
         with Session(engine) as session:
             assert session.scalars(skipped.execution_options(pgcache=True)).all() == [1]
         assert integration.fell_back == fell_back + 1
+        # Not remembered: the statement with another parameter is answered.
+        other = select(table.c.id).where(table.c.at != datetime.datetime(2024, 3, 10, 4))
+        answered = integration.answered
+        with Session(engine) as session:
+            assert session.scalars(other.execution_options(pgcache=True)).all() == [1]
+        assert integration.answered == answered + 1
+    finally:
+        integration.remove()
+        table.drop(engine)
+        engine.dispose()
+
+
+def test_a_string_date_under_another_date_style_runs_on_postgresql(
+    driver: str, pg: Postgres, server: Server
+) -> None:
+    """The session-settings rule for DateStyle: '02/01/2024' is 2 January to a DMY session
+    and 1 February to pgcache's (MDY), so it runs on PostgreSQL; a ``date`` parameter (sent
+    as ISO 8601, read alike by both) is answered."""
+    table = Table(
+        f"sads51_{driver}",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("d", Date),
+    )
+    engine = engine_of(pg, driver, "-c DateStyle=ISO,\\ DMY")
+    table.drop(engine, checkfirst=True)
+    table.create(engine)
+    with engine.begin() as conn:
+        conn.execute(table.insert().values(id=1, d=datetime.date(2024, 1, 2)))
+    integration = use_pgcache(engine, PGCacheManager(server.client()))
+    try:
+        fell_back = integration.fell_back
+        with Session(engine) as session:
+            by_text = select(table.c.id).where(
+                table.c.d == bindparam("day", "02/01/2024", type_=Date)
+            )
+            assert session.scalars(by_text.execution_options(pgcache=True)).all() == [1]
+        assert integration.fell_back == fell_back + 1
+        answered = integration.answered
+        with Session(engine) as session:
+            by_date = select(table.c.id).where(table.c.d == datetime.date(2024, 1, 2))
+            assert session.scalars(by_date.execution_options(pgcache=True)).all() == [1]
+        assert integration.answered == answered + 1, integration.refused()
     finally:
         integration.remove()
         table.drop(engine)

@@ -34,7 +34,7 @@ from django.db.models import Manager, QuerySet
 from django.db.models.sql.compiler import MULTI, SINGLE
 from django.db.models.sql.query import Query
 
-from . import _timezone
+from . import _session
 from ._database import ServedDatabase, target
 from ._driver_types import check_typed, retyped
 from ._fallback import Fallbacks
@@ -137,14 +137,15 @@ class _CachedCompiler:
             settings = self.connection.settings_dict
             served.check(target(settings["HOST"], settings["PORT"], settings["NAME"]))
             statement, values = numbered(sql, params)
-            where = _timezone.zone(self.connection.connection)
+            _session.check_styles(self.connection.connection, values)
+            where = _session.zone(self.connection.connection)
             columns, rows = cache.query(
-                statement, _timezone.localized(values, where), after=read.after(), as_text=_AS_TEXT
+                statement, _session.localized(values, where), after=read.after(), as_text=_AS_TEXT
             )
             check_typed(columns, _AS_TEXT)
             # A timestamptz as Django's loader makes it: in the connection's zone, labelled
             # with Django's (naive with USE_TZ off).
-            shown = _timezone.wall_clock_in(where, self.connection.timezone)
+            shown = _session.wall_clock_in(where, self.connection.timezone)
             return retyped(columns, rows, {"json": json.loads, "timestamptz": shown})
 
         rows = state.attempt(sql, answer)

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from . import _timezone
+from . import _session
 from ._database import ServedDatabase, target
 from ._driver_types import TYPED, check_typed, retyped
 from ._fallback import Fallbacks
@@ -50,7 +50,7 @@ _AS_TEXT = frozenset({"json", "jsonb"})
 
 # How each driver shows a timestamptz: psycopg 3 in the connection's zone, psycopg2 at that
 # zone's offset then.
-_SHOWN = {"psycopg2": _timezone.fixed_offset_in}
+_SHOWN = {"psycopg2": _session.fixed_offset_in}
 
 
 # The type oids a cursor's description gives (SQLAlchemy picks some result processors by
@@ -139,7 +139,7 @@ class Integration(Fallbacks):
         self._target = target(url.host, url.port, url.database)
         self._typed = _TYPED.get(engine.dialect.driver, TYPED)
         self._loads: Callable[[str], Any] = engine.dialect._json_deserializer or json.loads
-        self._shown = _SHOWN.get(engine.dialect.driver, _timezone.shown_in)
+        self._shown = _SHOWN.get(engine.dialect.driver, _session.shown_in)
         event.listen(engine, "do_execute", self._do_execute)
         event.listen(engine, "do_execute_no_params", self._do_execute_no_params)
         event.listen(engine, "after_cursor_execute", self._executed)
@@ -181,9 +181,10 @@ class Integration(Fallbacks):
         def answer() -> CachedCursor:
             self._served.check(self._target)
             sql, values = numbered(statement, parameters)
-            where = _timezone.zone(dbapi_connection)
+            _session.check_styles(dbapi_connection, values)
+            where = _session.zone(dbapi_connection)
             columns, rows = self.cache.query(
-                sql, _timezone.localized(values, where), after=read.after(), as_text=_AS_TEXT
+                sql, _session.localized(values, where), after=read.after(), as_text=_AS_TEXT
             )
             check_typed(columns, _AS_TEXT, typed=self._typed)
             by_type = {"json": self._loads, "jsonb": self._loads, "timestamptz": self._shown(where)}
