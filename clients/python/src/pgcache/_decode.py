@@ -434,11 +434,23 @@ class TableDecoder:
         self._converters: dict[str, Converter] = {
             name: converter(type_name) or plain for name, type_name in columns
         }
+        self._floats = any(t.rstrip("[]") in _FLOATS for _, t in columns)
+        # As `Decoder`'s: a -0 kept as -0.0 for the float columns only.
+        self._zero_converters: dict[str, Converter] = {
+            name: convert if type_name.rstrip("[]") in _FLOATS else _restoring_zero(convert)
+            for (name, type_name), convert in zip(columns, self._converters.values())
+        }
 
     def row(self, text: str) -> dict[str, Any] | None:
         """The row of one READ answer (``null``: a row remembered absent)."""
-        pairs = loads(text)
+        if self._floats and _NEGATIVE_ZERO.search(text):
+            pairs = loads(text, _int_or_negative_zero)
+            converters = self._zero_converters
+            unknown = _restoring_zero(plain)
+        else:
+            pairs = loads(text)
+            converters = self._converters
+            unknown = plain
         if pairs is None:
             return None
-        converters = self._converters
-        return {name: converters.get(name, plain)(value) for name, value in pairs}
+        return {name: converters.get(name, unknown)(value) for name, value in pairs}
