@@ -10,6 +10,7 @@ from decimal import Decimal
 import django
 import pytest
 from django.conf import settings
+from fidelity import COLUMNS, create_sql, differences, outcome
 from servers import Postgres, Server, wait_for
 
 from pgcache import PGCacheManager
@@ -222,3 +223,75 @@ def test_another_database_is_never_answered_by_pgcache(docs) -> None:
     assert list(ids.using("other").cached()) == [7]
     assert list(ids.cached().using("other")) == [7]
     assert state.fell_back == fell_back + 2
+
+
+@pytest.fixture(scope="module")
+def everything(shop, pg: Postgres):
+    """A model of every type the client types (``fidelity.COLUMNS``), each column a plain
+    ``Field`` (its values are what the driver gives Django, unconverted) but jsonb's, a
+    ``JSONField`` (pgcache writes a jsonb null and SQL NULL alike: both read None)."""
+    from django.db import models
+
+    from pgcache.django import CachedManager
+
+    table = "dj51_everything"
+    pg.execute(create_sql(table))
+    meta = type("Meta", (), {"app_label": "djangoapp", "db_table": table, "managed": False})
+    attrs = {name: models.Field(null=True) for name in COLUMNS}
+    attrs["jb"] = models.JSONField(null=True)
+    model = type(
+        "Everything",
+        (models.Model,),
+        {
+            "__module__": "djangoapp.models",
+            "Meta": meta,
+            "id": models.IntegerField(primary_key=True),
+            "objects": CachedManager(),
+            **attrs,
+        },
+    )
+    return model, shop[3]
+
+
+@pytest.mark.parametrize("use_tz", [True, False])
+def test_every_type_reads_as_django_reads_it(everything, use_tz: bool) -> None:
+    """Value by value and type by type, with USE_TZ on (UTC) and off (America/Chicago, not
+    pgcache's zone): #51 items 12, 13, 16 and 17."""
+    from django.test import override_settings
+
+    Everything, state = everything
+    wrong, fell_back = {}, set()
+    with override_settings(USE_TZ=use_tz, TIME_ZONE="America/Chicago"):
+        for name in COLUMNS:
+            query = Everything.objects.order_by("id").values_list("id", name)
+            plain = outcome(query.all)
+            before = state.fell_back
+            cached = outcome(query.cached)
+            if state.fell_back > before:
+                fell_back.add(name)
+            if differences(cached, plain):
+                wrong[name] = differences(cached, plain)
+    assert wrong == {}
+    # Arrays of the types Django has psycopg leave as text (jsonb, inet; enums, unregistered),
+    # a time of 24:00:00 (psycopg raises).
+    assert fell_back == {"jb_a", "ip_a", "e_a", "tm"}, state.refused()
+
+
+def test_without_use_tz_datetimes_are_naive_and_filters_read_local_time(shop) -> None:
+    """#51 items 13 and 14: with USE_TZ off, a DateTimeField reads the connection's
+    wall-clock time, naive, and a naive datetime filter means that time (here
+    America/Chicago, where pgcache's sessions run in UTC)."""
+    from django.test import override_settings
+
+    Author, Book, Tag, state = shop
+    with override_settings(USE_TZ=False, TIME_ZONE="America/Chicago"):
+        published = Book.objects.filter(title="book20").values_list("published", flat=True)
+        expected = list(published)
+        answered = state.answered
+        assert differences(list(published.cached()), expected) == []
+        assert expected[0].tzinfo is None
+        # 12:00 UTC on 1 January 2020: 06:00 in Chicago.
+        morning = Book.objects.filter(published=datetime.datetime(2020, 1, 1, 6))
+        assert morning.count() == 3
+        assert morning.cached().count() == 3
+        assert state.answered == answered + 2, state.refused()

@@ -325,3 +325,62 @@ def test_a_value_a_caller_can_change_is_its_own_whatever_its_type(
         assert served_locally(local, sql, [1]) == [{"id": 1, "attrs": {"a": "1"}}]
     finally:
         local.local.close()
+
+
+FORK_BY_ID = "SELECT id, name FROM lc_fork WHERE id = $1"
+
+
+def _child_reads(cache: PGCacheManager, conninfo: str, report: object) -> None:
+    """In a forked child: reads answered by the child's local cache, then dropped by a
+    change to the row; what failed, if anything, is reported."""
+    try:
+        assert len(cache.local) == 0  # the parent's answers are not the child's
+        assert served_locally(cache, FORK_BY_ID, [1]) == [{"id": 1, "name": "one"}]
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute("UPDATE lc_fork SET name = 'changed in the child' WHERE id = 1")
+        wait_for(
+            "the change in the child",
+            lambda: cache.get(FORK_BY_ID, [1])[0]["name"] == "changed in the child" or None,
+        )
+        assert served_locally(cache, FORK_BY_ID, [1])[0]["name"] == "changed in the child"
+        report.put("ok")  # type: ignore[attr-defined]
+    except BaseException as error:
+        report.put(repr(error))  # type: ignore[attr-defined]
+
+
+def test_a_forked_child_starts_afresh(items: Postgres, local: PGCacheManager) -> None:
+    """gunicorn --preload: a child forked from a process with a local cache has its own, kept
+    and invalidated as the parent's; the parent's goes on."""
+    import multiprocessing
+
+    items.execute(
+        """
+        DROP TABLE IF EXISTS lc_fork;
+        CREATE TABLE lc_fork (id integer PRIMARY KEY, name text NOT NULL);
+        INSERT INTO lc_fork VALUES (1, 'one'), (2, 'two');
+        SELECT pgcache_watch('lc_fork');
+        """
+    )
+    assert served_locally(local, FORK_BY_ID, [1]) == [{"id": 1, "name": "one"}]
+    connections = local.local._tracker.connections
+    context = multiprocessing.get_context("fork")
+    report = context.Queue()
+    child = context.Process(target=_child_reads, args=(local, items.conninfo, report))
+    child.start()
+    try:
+        assert report.get(timeout=60) == "ok"
+    finally:
+        child.join(10)
+    assert child.exitcode == 0
+    # The parent's connection is its own still, and still follows changes.
+    assert local.local._tracker.connections == connections
+    wait_for(
+        "the child's change in the parent",
+        lambda: local.get(FORK_BY_ID, [1])[0]["name"] == "changed in the child" or None,
+    )
+    assert served_locally(local, FORK_BY_ID, [2]) == [{"id": 2, "name": "two"}]
+    items.execute("UPDATE lc_fork SET name = 'changed in the parent' WHERE id = 2")
+    wait_for(
+        "the change in the parent",
+        lambda: local.get(FORK_BY_ID, [2])[0]["name"] == "changed in the parent" or None,
+    )

@@ -4,6 +4,7 @@ compared field by field with what psycopg returns for the same SELECT."""
 from __future__ import annotations
 
 import json
+import math
 from decimal import Decimal
 from functools import partial
 
@@ -90,3 +91,21 @@ def test_a_hit_decodes_as_the_miss_did(typed: Postgres, cache: PGCacheManager) -
     first = cache.get(sql, [1])
     again = cache.get(sql, [1])
     assert first == again
+
+
+def test_negative_zero_and_oid_read_as_psycopg_reads_them(
+    pg: Postgres, cache: PGCacheManager
+) -> None:
+    """#51 items 16 and 17, through ``get`` and ``read``: a float's -0 keeps its sign (a json
+    value's -0 stays the integer 0, as the json module reads it), an oid is an int."""
+    pg.execute(
+        "DROP TABLE IF EXISTS typed_zero;"
+        " CREATE TABLE typed_zero (id integer PRIMARY KEY, f8 float8, f4s real[], o oid, j json);"
+        " INSERT INTO typed_zero VALUES (1, '-0', '{-0,1}', 4294967295, '{\"a\": -0}')"
+    )
+    (theirs,) = psycopg_rows(pg, "SELECT * FROM typed_zero WHERE id = %s", (1,))
+    by_query = cache.get("SELECT * FROM typed_zero WHERE id = $1", [1])[0]
+    for ours in (by_query, cache.read("typed_zero", {"id": 1})):
+        assert ours == theirs
+        assert [math.copysign(1, v) for v in (ours["f8"], *ours["f4s"])] == [-1, -1, 1]
+        assert type(ours["o"]) is int and type(ours["j"]["a"]) is int

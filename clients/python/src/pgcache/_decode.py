@@ -32,9 +32,31 @@ class _Pairs(list):  # type: ignore[type-arg]
     __slots__ = ()
 
 
-def loads(text: str) -> Any:
+def loads(text: str, parse_int: Callable[[str], Any] = int) -> Any:
     """JSON with objects as ``_Pairs`` and every non-integer number a ``Decimal``."""
-    return json.loads(text, object_pairs_hook=_Pairs, parse_float=Decimal)
+    return json.loads(text, object_pairs_hook=_Pairs, parse_float=Decimal, parse_int=parse_int)
+
+
+# PostgreSQL writes a float's negative zero as the JSON number -0, which the json module
+# reads as the integer 0, its sign lost. An answer where -0 may stand as a number (inside a
+# string too: then it only costs the slower parse) is parsed keeping it as -0.0.
+_NEGATIVE_ZERO = re.compile(r"[\[:,]\s*-0\s*[,\]}]")
+
+
+def _int_or_negative_zero(digits: str) -> Any:
+    return -0.0 if digits == "-0" else int(digits)
+
+
+def _without_negative_zero(value: Any) -> Any:
+    """A value parsed by ``_int_or_negative_zero`` as the json module would have parsed it:
+    its only floats are the -0 it made (other non-integers are ``Decimal``)."""
+    if isinstance(value, float):
+        return 0
+    if isinstance(value, list):
+        return type(value)(_without_negative_zero(item) for item in value)
+    if isinstance(value, tuple):
+        return tuple(_without_negative_zero(item) for item in value)
+    return value
 
 
 def plain(value: Any) -> Any:
@@ -203,6 +225,8 @@ _BASE: dict[str, Converter] = {
     "timestamptz": _timestamptz,
     "interval": _interval,
     "uuid": uuid.UUID,
+    # PostgreSQL's JSON writes an oid as a string; drivers read it as a number.
+    "oid": int,
     "bytea": _bytea,
     "json": plain,
     "jsonb": plain,
@@ -246,13 +270,47 @@ def json_text(value: Any) -> str:
 _AS_TEXT: dict[str, Converter] = {"json": json_text, "jsonb": json_text}
 
 
-def converter(type_name: str, as_text: frozenset[str] = frozenset()) -> Converter | None:
+def _only_held(convert: Converter, cannot: Callable[[str], bool]) -> Converter:
+    def exactly(value: str) -> Any:
+        if cannot(value):
+            raise ValueError(f"pgcache: {value!r} has no exact Python value")
+        return convert(value)
+
+    return exactly
+
+
+def _infinite(value: str) -> bool:
+    return value.endswith("infinity")
+
+
+def _end_of_day(value: str) -> bool:
+    return value.startswith("24:")
+
+
+# Where a driver raises (values Python cannot hold), so does an exact decoder, instead of
+# giving the nearest value.
+_EXACT: dict[str, Converter] = {
+    "date": _only_held(_date, _infinite),
+    "timestamp": _only_held(_timestamp, _infinite),
+    "timestamptz": _only_held(_timestamptz, _infinite),
+    "time": _only_held(_time, _end_of_day),
+    "timetz": _only_held(_time, _end_of_day),
+}
+
+
+def converter(
+    type_name: str, as_text: frozenset[str] = frozenset(), exact: bool = False
+) -> Converter | None:
     """How a column of ``type_name`` (as EXPLAIN names it) is decoded; None: as parsed.
-    The types in ``as_text`` come as PostgreSQL's text of them."""
+    The types in ``as_text`` come as PostgreSQL's text of them. ``exact``: a value Python
+    cannot hold (24:00:00, an infinite date) raises ``ValueError`` rather than becoming the
+    nearest one Python has."""
     if type_name.endswith("[]"):
-        return _array_of(converter(type_name[:-2], as_text))
+        return _array_of(converter(type_name[:-2], as_text, exact))
     if type_name in as_text:
         convert = _AS_TEXT.get(type_name)
+    elif exact and type_name in _EXACT:
+        convert = _EXACT[type_name]
     else:
         convert = _BASE.get(type_name)
     return None if convert is None else _nullable(convert)
@@ -266,10 +324,11 @@ class Decoder:
         columns: Sequence[tuple[str, str]],
         row_factory: RowFactory,
         as_text: frozenset[str] = frozenset(),
+        exact: bool = False,
     ) -> None:
         self.names: list[str] = [name for name, _ in columns]
         self.types: list[str] = [type_name for _, type_name in columns]
-        self._converters = [converter(type_name, as_text) for type_name in self.types]
+        self._converters = [converter(type_name, as_text, exact) for type_name in self.types]
         # Columns of distinct names: each row is a plain JSON object, parsed by the json
         # module's C code, its values in the columns' order; json, jsonb and records are
         # then already dicts and lists.
@@ -280,10 +339,18 @@ class Decoder:
             else convert
             for type_name, convert in zip(self.types, self._converters)
         ]
+        # Every column but the floats' has a -0 read back as the json module reads it.
+        self._floats = any(t.rstrip("[]") in _FLOATS for t in self.types)
+        self._zero_converters = [
+            convert if type_name.rstrip("[]") in _FLOATS else _restoring_zero(convert)
+            for type_name, convert in zip(self.types, self._converters)
+        ]
         self._make_row = row_factory(self.names)
         # What PGCACHE.EXPLAIN said of the statement (set by the client that asked).
         self.explained: Any = None
-        self._names = tuple(self.names)
+        # What an answer kept for several callers was decoded as: the columns, and the types
+        # made text or exact (a ``get`` and a ``query`` of one statement share its answers).
+        self.shape = (tuple(self.names), as_text, exact)
 
     def rows(self, text: str) -> list[Any]:
         """The rows of one answer (QUERY's JSON array of row objects)."""
@@ -296,7 +363,10 @@ class Decoder:
 
     def values(self, text: str) -> list[list[Any]]:
         """Each row of one answer as its columns' values, typed."""
-        if self._unique:
+        if self._floats and _NEGATIVE_ZERO.search(text):
+            decoded = [[value for _, value in row] for row in loads(text, _int_or_negative_zero)]
+            converters = self._zero_converters
+        elif self._unique:
             decoded = [row.values() for row in json.loads(text, parse_float=Decimal)]
             converters = self._fast_converters
         else:
@@ -318,8 +388,9 @@ class Decoder:
         """Rows made from an answer kept for several callers (``_local.Kept``: a tuple per
         row, which no row factory can change): each caller's own, down to the values a
         caller could change (dicts and lists, whatever the column's type). None where the
-        answer was kept with other columns than this decoder's (DDL between the two)."""
-        if kept.names != self._names:
+        answer was kept decoded otherwise than this decoder decodes (other columns: DDL between
+        the two; other types as text, or exact)."""
+        if kept.shape != self.shape:
             return None
         make_row = self._make_row
         mutable = kept.mutable
@@ -329,6 +400,17 @@ class Decoder:
             make_row(tuple(copy.deepcopy(v) if i in mutable else v for i, v in enumerate(values)))
             for values in kept.rows
         ]
+
+
+_FLOATS = {"float4", "float8"}
+
+
+def _restoring_zero(convert: Converter | None) -> Converter:
+    def restored(value: Any) -> Any:
+        value = _without_negative_zero(value)
+        return value if convert is None else convert(value)
+
+    return restored
 
 
 # What the json module parses as the column's value already (a dict or list, not pairs).
@@ -352,11 +434,23 @@ class TableDecoder:
         self._converters: dict[str, Converter] = {
             name: converter(type_name) or plain for name, type_name in columns
         }
+        self._floats = any(t.rstrip("[]") in _FLOATS for _, t in columns)
+        # As `Decoder`'s: a -0 kept as -0.0 for the float columns only.
+        self._zero_converters: dict[str, Converter] = {
+            name: convert if type_name.rstrip("[]") in _FLOATS else _restoring_zero(convert)
+            for (name, type_name), convert in zip(columns, self._converters.values())
+        }
 
     def row(self, text: str) -> dict[str, Any] | None:
         """The row of one READ answer (``null``: a row remembered absent)."""
-        pairs = loads(text)
+        if self._floats and _NEGATIVE_ZERO.search(text):
+            pairs = loads(text, _int_or_negative_zero)
+            converters = self._zero_converters
+            unknown = _restoring_zero(plain)
+        else:
+            pairs = loads(text)
+            converters = self._converters
+            unknown = plain
         if pairs is None:
             return None
-        converters = self._converters
-        return {name: converters.get(name, plain)(value) for name, value in pairs}
+        return {name: converters.get(name, unknown)(value) for name, value in pairs}

@@ -3,7 +3,8 @@ column runs on the database (issue #51, rule B), where the driver types it."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Callable
 
 from ._fallback import Refusal
 
@@ -33,3 +34,38 @@ def check_typed(
                 f"column {name!r} is of type {type_name}, which the client does not type as "
                 "the driver does"
             )
+
+
+def retyped(
+    columns: Sequence[tuple[str, str]],
+    rows: list[tuple[Any, ...]],
+    by_type: Mapping[str, Callable[[Any], Any]],
+) -> list[tuple[Any, ...]]:
+    """``rows`` with the values of each column whose type (or array's element type) is in
+    ``by_type`` made as that function makes them, as the driver in use would have."""
+    changes = [
+        (i, _each(by_type[type_name.removesuffix("[]")]))
+        for i, (_, type_name) in enumerate(columns)
+        if type_name.removesuffix("[]") in by_type
+    ]
+    if not changes or not rows:
+        return rows
+    out = []
+    for row in rows:
+        values = list(row)
+        for i, change in changes:
+            values[i] = change(values[i])
+        out.append(tuple(values))
+    return out
+
+
+def _each(change: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    # Through an array's nested lists; NULL stays None.
+    def each(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, list):
+            return [each(item) for item in value]
+        return change(value)
+
+    return each

@@ -94,7 +94,7 @@ class Flows:
         self.row_factory = row_factory
         # Results kept in this process (``local_cache=``), if any.
         self.local: LocalCache | None = None
-        self._decoders: dict[tuple[str, Any], _decode.Decoder] = {}
+        self._decoders: dict[tuple[Any, ...], _decode.Decoder] = {}
         self._tables: dict[str, _decode.TableDecoder] = {}
         self._lock = threading.Lock()
 
@@ -119,15 +119,20 @@ class Flows:
         return Explained(mapping((yield ("PGCACHE.EXPLAIN", sql))))
 
     def decoder_flow(
-        self, sql: str, factory: RowFactory, as_text: frozenset[str] = frozenset()
+        self,
+        sql: str,
+        factory: RowFactory,
+        as_text: frozenset[str] = frozenset(),
+        exact: bool = False,
     ) -> Flow[_decode.Decoder]:
         """The decoder of ``sql``'s answers into ``factory``'s rows (the types in
-        ``as_text`` as text): kept, else made from what EXPLAIN says of its columns."""
-        key = (sql, factory) if not as_text else (sql, factory, as_text)
+        ``as_text`` as text; ``exact``: see ``_decode.converter``): kept, else made from what
+        EXPLAIN says of its columns."""
+        key = (sql, factory) if not as_text and not exact else (sql, factory, as_text, exact)
         decoder = self._decoders.get(key)
         if decoder is None:
             explained = yield from self.explain_flow(sql)
-            decoder = _decode.Decoder(explained.columns, factory, as_text)
+            decoder = _decode.Decoder(explained.columns, factory, as_text, exact)
             decoder.explained = explained
             # A statement refused now may be admitted later (the allowlist): not kept.
             if explained.cacheable:
@@ -189,7 +194,7 @@ class Flows:
             return decoder.rows_of(values)
         held_by, generations = text(held_by), [text(g) for g in generations]
         if plan is not None:
-            kept = local.keep(key, plan, held_by, generations, values, decoder.names)
+            kept = local.keep(key, plan, held_by, generations, values, decoder.shape)
             if kept is not None:
                 local.learn(held_by, generations)
                 return decoder.made(kept) or []
@@ -206,7 +211,7 @@ class Flows:
         as_text: frozenset[str] = frozenset(),
     ) -> Flow[tuple[list[tuple[str, str]], list[tuple[Any, ...]]]]:
         command = self.query_command(sql, params, ttl, after, maxstale)
-        decoder = yield from self.decoder_flow(sql, tuple_row, as_text)
+        decoder = yield from self.decoder_flow(sql, tuple_row, as_text, exact=True)
         rows = yield from self._answer(decoder, command, len(params))
         return list(zip(decoder.names, decoder.types)), rows
 

@@ -32,10 +32,12 @@ keys.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -64,14 +66,15 @@ def generation_prefix(key: str) -> str:
 
 
 class Kept:
-    """An answer kept for several callers: its rows as tuples, its columns' names, and which
-    columns hold values a caller could change (dicts and lists, copied for each caller)."""
+    """An answer kept for several callers: its rows as tuples, how they were decoded
+    (``Decoder.shape``), and which columns hold values a caller could change (dicts and
+    lists, copied for each caller)."""
 
-    __slots__ = ("rows", "names", "mutable")
+    __slots__ = ("rows", "shape", "mutable")
 
-    def __init__(self, rows: Sequence[Sequence[Any]], names: Sequence[str]) -> None:
+    def __init__(self, rows: Sequence[Sequence[Any]], shape: tuple) -> None:
         self.rows = [tuple(values) for values in rows]
-        self.names = tuple(names)
+        self.shape = shape
         self.mutable = frozenset(
             i for row in self.rows for i, v in enumerate(row) if isinstance(v, (dict, list))
         )
@@ -127,13 +130,33 @@ class LocalCache:
         # WITHKEY replies name them (a statement's tables change with DDL: the reply says).
         self._prefix: str | None = None
         self._generations: dict[str, frozenset[str]] = {}
+        self._client: Any = None
+        # A forked child (gunicorn --preload, multiprocessing) has none of the parent's
+        # threads, shares its tracking socket, and may hold a lock a vanished thread held:
+        # it starts afresh. A weak reference: the hook outlives the cache.
+        mine = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _restart_in_child(mine))
 
     def attach(self, redis_client: Any) -> None:
         """Starts following changes on the server ``redis_client`` (a ``redis.Redis`` or a
         ``redis.asyncio.Redis``) talks to."""
         if self._tracker is not None:
             raise ValueError("pgcache: this local cache already serves a client")
+        self._client = redis_client
         self._tracker = _Tracker(self, redis_client)
+
+    def _forked(self) -> None:
+        """In a forked child: nothing kept (the parent's changes from now on are not seen
+        here), new locks, and a connection of the child's own, opened by its reader thread
+        (a fork hook must not block on the network)."""
+        self._lock = threading.Lock()
+        self._fresh_until = 0.0
+        self.hits = self.kept = 0
+        self.clear()
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            tracker.abandon()
+            self._tracker = _Tracker(self, self._client, connect_now=False)
 
     def close(self) -> None:
         if self._tracker is not None:
@@ -221,9 +244,9 @@ class LocalCache:
         held_by: str,
         generations: Sequence[str],
         rows: list,
-        names: Sequence[str],
+        shape: tuple,
     ) -> Kept | None:
-        """Keeps ``rows`` (of the columns ``names``; returned as kept), which pgcache holds
+        """Keeps ``rows`` (decoded as ``shape`` says; returned as kept), which pgcache holds
         under the key ``held_by`` over ``generations``, unless the plan does not follow all
         it depends on or one of those keys changed since the plan was made."""
         route_tag = tag(held_by)
@@ -248,7 +271,7 @@ class LocalCache:
                 return None
             if key in self._entries:
                 self._drop(key)
-            kept = Kept(rows, names)
+            kept = Kept(rows, shape)
             depends = frozenset(p for p in plan.prefixes if p.endswith(":~"))
             self._entries[key] = (kept, time.monotonic(), route_tag, depends)
             self._by_tag.setdefault(route_tag, set()).add(key)
@@ -337,6 +360,12 @@ class LocalCache:
         self.clear()
 
 
+def _restart_in_child(cache: weakref.ref[LocalCache]) -> None:
+    alive = cache()
+    if alive is not None:
+        alive._forked()
+
+
 def attached(local_cache: LocalCache | bool, redis_client: Any, cluster: bool) -> LocalCache | None:
     """The local cache a manager was given (``True``: one with the defaults), following the
     server ``redis_client`` talks to; None for none."""
@@ -357,7 +386,7 @@ class _Tracker:
     pushes and replies as they come, a prober asks PGCACHE.STATS; lost, it reconnects, and
     everything kept goes (changes made meanwhile were not seen)."""
 
-    def __init__(self, cache: LocalCache, redis_client: Any) -> None:
+    def __init__(self, cache: LocalCache, redis_client: Any, *, connect_now: bool = True) -> None:
         self.cache = cache
         pool = redis_client.connection_pool
         self._kwargs = dict(pool.connection_kwargs)
@@ -378,7 +407,8 @@ class _Tracker:
         self._bound_ms: int | None = None
         # Connections opened so far: each follows only the prefixes registered on it.
         self.connections = 0
-        self._connect()
+        if connect_now:
+            self._connect()
         threading.Thread(target=self._read_loop, name="pgcache-local", daemon=True).start()
         threading.Thread(target=self._probe_loop, name="pgcache-probe", daemon=True).start()
 
@@ -488,6 +518,8 @@ class _Tracker:
         return True
 
     def _read_loop(self) -> None:
+        if not self._connected.is_set():
+            self._reconnect()
         while not self._closed.is_set():
             try:
                 item = _resp.read(self._stream)
@@ -513,6 +545,9 @@ class _Tracker:
                 self._sock = None
         for on_reply in waiting:
             on_reply(ConnectionError("pgcache: the local cache's connection was lost"))
+        self._reconnect()
+
+    def _reconnect(self) -> None:
         pause = 0.05
         while not self._closed.is_set():
             try:
@@ -568,6 +603,17 @@ class _Tracker:
         self.cache.not_serving()
         with self._write:
             self._shutdown()
+
+    def abandon(self) -> None:
+        """In a forked child: stops using the parent's connection without touching it (no
+        shutdown, which would end it for the parent too; the child's copy of it closed)."""
+        self._closed.set()
+        self._connected.clear()
+        if self._sock is not None:
+            # The file descriptor alone: the stream's lock may be held by the parent's
+            # reader thread, which the child does not have.
+            os.close(self._sock.detach())
+            self._sock = None
 
     def close(self) -> None:
         self._closed.set()

@@ -73,7 +73,9 @@ class PGCacheManager(Flows):
     ) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
         """The columns of ``sql`` (name and type) and its rows as tuples: what a driver's
         cursor holds after running it. The columns of the types in ``as_text`` (``jsonb``,
-        ``inet``, ...) come as PostgreSQL's text, as from a driver told not to parse them."""
+        ``inet``, ...) come as PostgreSQL's text, as from a driver told not to parse them. A
+        value Python cannot hold (a time of 24:00:00, an infinite date or timestamp) raises
+        ``ValueError``, as psycopg's loaders raise, where ``get`` gives the nearest."""
         flow = self.query_flow(sql, params, ttl, after, maxstale, as_text)
         return run(self.redis, flow)
 

@@ -23,6 +23,7 @@ transaction): a thread reads its own writes.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -33,8 +34,9 @@ from django.db.models import Manager, QuerySet
 from django.db.models.sql.compiler import MULTI, SINGLE
 from django.db.models.sql.query import Query
 
+from . import _session
 from ._database import ServedDatabase, target
-from ._driver_types import check_typed
+from ._driver_types import check_typed, retyped
 from ._fallback import Fallbacks
 from ._placeholders import numbered
 from ._transactions import Transactions
@@ -43,8 +45,10 @@ from .client import PGCacheManager
 log = logging.getLogger("pgcache.django")
 
 # What Django has psycopg (and psycopg2) leave as text: its JSONField and
-# GenericIPAddressField read text.
-_AS_TEXT = frozenset({"jsonb", "inet", "cidr"})
+# GenericIPAddressField read text; an enum psycopg reads as its label, and an array of one,
+# unregistered, as text (such arrays, of a type asked for as text, run on the database).
+# json comes as text too, parsed as the driver parses it (numbers ``float``).
+_AS_TEXT = frozenset({"json", "jsonb", "inet", "cidr", "enum"})
 
 
 class _State(Fallbacks):
@@ -133,9 +137,16 @@ class _CachedCompiler:
             settings = self.connection.settings_dict
             served.check(target(settings["HOST"], settings["PORT"], settings["NAME"]))
             statement, values = numbered(sql, params)
-            columns, rows = cache.query(statement, values, after=read.after(), as_text=_AS_TEXT)
+            _session.check_styles(self.connection.connection, values)
+            where = _session.zone(self.connection.connection)
+            columns, rows = cache.query(
+                statement, _session.localized(values, where), after=read.after(), as_text=_AS_TEXT
+            )
             check_typed(columns, _AS_TEXT)
-            return rows
+            # A timestamptz as Django's loader makes it: in the connection's zone, labelled
+            # with Django's (naive with USE_TZ off).
+            shown = _session.wall_clock_in(where, self.connection.timezone)
+            return retyped(columns, rows, {"json": json.loads, "timestamptz": shown})
 
         rows = state.attempt(sql, answer)
         if rows is None:

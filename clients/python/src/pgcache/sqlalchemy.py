@@ -19,15 +19,17 @@ AUTOCOMMIT connection), that thread's cached reads pass ``AFTER`` the commit's p
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from . import _session
 from ._database import ServedDatabase, target
-from ._driver_types import TYPED, check_typed
+from ._driver_types import TYPED, check_typed, retyped
 from ._fallback import Fallbacks
 from ._placeholders import numbered
 from ._transactions import Transactions
@@ -41,6 +43,14 @@ OPTION = "pgcache"
 # as ipaddress objects once an application registered them (psycopg2.extras): they run on
 # PostgreSQL.
 _TYPED = {"psycopg2": TYPED - {"inet", "cidr"}}
+
+# json and jsonb come as text, parsed by the dialect's deserializer (``json_deserializer``,
+# else json.loads) as the driver parses them: numbers ``float``, not the client's ``Decimal``.
+_AS_TEXT = frozenset({"json", "jsonb"})
+
+# How each driver shows a timestamptz: psycopg 3 in the connection's zone, psycopg2 at that
+# zone's offset then.
+_SHOWN = {"psycopg2": _session.fixed_offset_in}
 
 
 # The type oids a cursor's description gives (SQLAlchemy picks some result processors by
@@ -128,6 +138,8 @@ class Integration(Fallbacks):
         url = engine.url
         self._target = target(url.host, url.port, url.database)
         self._typed = _TYPED.get(engine.dialect.driver, TYPED)
+        self._loads: Callable[[str], Any] = engine.dialect._json_deserializer or json.loads
+        self._shown = _SHOWN.get(engine.dialect.driver, _session.shown_in)
         event.listen(engine, "do_execute", self._do_execute)
         event.listen(engine, "do_execute_no_params", self._do_execute_no_params)
         event.listen(engine, "after_cursor_execute", self._executed)
@@ -169,8 +181,14 @@ class Integration(Fallbacks):
         def answer() -> CachedCursor:
             self._served.check(self._target)
             sql, values = numbered(statement, parameters)
-            columns, rows = self.cache.query(sql, values, after=read.after())
-            check_typed(columns, typed=self._typed)
+            _session.check_styles(dbapi_connection, values)
+            where = _session.zone(dbapi_connection)
+            columns, rows = self.cache.query(
+                sql, _session.localized(values, where), after=read.after(), as_text=_AS_TEXT
+            )
+            check_typed(columns, _AS_TEXT, typed=self._typed)
+            by_type = {"json": self._loads, "jsonb": self._loads, "timestamptz": self._shown(where)}
+            rows = retyped(columns, rows, by_type)
             # An asyncio engine's adapted cursor keeps no public connection.
             return CachedCursor(columns, rows, getattr(cursor, "connection", None))
 
