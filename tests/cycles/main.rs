@@ -16,6 +16,10 @@ const WARM_UP: usize = 30;
 /// Valkey 9 jump by 12 % in one run of two.)
 const RSS_SLACK: f64 = 0.10;
 
+/// Growth of used_memory over a third of the cycles that is not yet a leak: under it in
+/// either later third, no cycle leaves as much as 4 KB / 33 = 124 bytes behind.
+const STEADY_GROWTH: i64 = 4096;
+
 fn count_entries(dir: String) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.count())
 }
@@ -109,7 +113,8 @@ fn a_hundred_unload_load_cycles_leave_threads_descriptors_and_memory_as_they_wer
     }
     let first = unloaded_figures(pid);
     let used_before = info_int(&mut con, "memory", "used_memory");
-    let mut used_halfway = 0;
+    // used_memory a third and two thirds of the way.
+    let mut used_between = [0i64; 2];
     for cycle in 0..CYCLES {
         load(&mut con, &args);
         // Every loaded instance answers a miss from PostgreSQL before it goes again.
@@ -124,9 +129,11 @@ fn a_hundred_unload_load_cycles_leave_threads_descriptors_and_memory_as_they_wer
         // The row leaves the keyspace again: memory is measured with the keyspace as it was.
         let _ = invalidate(&mut con, "users", &pk);
         unload(&mut con);
-        if cycle == CYCLES / 2 - 1 {
-            let _ = unloaded_figures(pid);
-            used_halfway = info_int(&mut con, "memory", "used_memory");
+        for (third, used) in used_between.iter_mut().enumerate() {
+            if cycle == CYCLES * (third + 1) / 3 - 1 {
+                let _ = unloaded_figures(pid);
+                *used = info_int(&mut con, "memory", "used_memory");
+            }
         }
     }
     let last = unloaded_figures(pid);
@@ -139,8 +146,8 @@ fn a_hundred_unload_load_cycles_leave_threads_descriptors_and_memory_as_they_wer
     );
     println!(
         "cycles: {CYCLES} unloads after {WARM_UP}: threads {} -> {}, descriptors {} -> {}, \
-         RSS {} -> {} KiB, used_memory {used_before} -> {used_halfway} -> {used_after} bytes",
-        first.0, last.0, first.1, last.1, first.2, last.2
+         RSS {} -> {} KiB, used_memory {used_before} -> {} -> {} -> {used_after} bytes",
+        first.0, last.0, first.1, last.1, first.2, last.2, used_between[0], used_between[1]
     );
     assert_eq!(
         (last.0, last.1),
@@ -155,13 +162,17 @@ fn a_hundred_unload_load_cycles_leave_threads_descriptors_and_memory_as_they_wer
     );
     // What Redis's allocator holds for live allocations, the module's included. Redis 7.0's
     // grows by some 30 KB once in the first cycles after the baseline, wherever the baseline
-    // is taken, and then not at all: growth per cycle is what must be nil.
+    // is taken, and then not at all; a loaded machine has shown a growth of 21 KB once in a
+    // later stretch (Valkey 9: the server's own, as its timing met the light load's). A leak
+    // grows with every cycle, so in both later thirds: growth per cycle is what must be nil.
     assert!(
         used_after as f64 <= used_before as f64 * 1.05,
         "used_memory grew from {used_before} to {used_after} bytes"
     );
+    let [third, two_thirds] = used_between;
     assert!(
-        used_after as f64 <= used_halfway as f64 * 1.01,
-        "used_memory still grows: {used_halfway} bytes halfway, {used_after} at the end"
+        two_thirds - third <= STEADY_GROWTH || used_after - two_thirds <= STEADY_GROWTH,
+        "used_memory still grows with every cycle: {third} bytes a third of the way, \
+         {two_thirds} two thirds, {used_after} at the end"
     );
 }
