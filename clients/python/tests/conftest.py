@@ -30,3 +30,16 @@ def server(pg: Postgres) -> Iterator[Server]:
 @pytest.fixture
 def cache(server: Server) -> PGCacheManager:
     return PGCacheManager(server.client())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test says whether a server it used went away, with the tail of its log: a
+    connection refused alone cannot tell a crash from a test's own mistake."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for server in Server.running:
+            gone = server.gone()
+            if gone is not None:
+                report.sections.append(("pgcache test server went away", gone))

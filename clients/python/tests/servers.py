@@ -169,6 +169,10 @@ class Postgres:
 class Server:
     """A redis-server (or valkey-server) on a free port, with ``args`` after its own."""
 
+    # Every server started and not stopped: a failed test reports any that went away
+    # (conftest's ``pytest_runtest_makereport``).
+    running: list[Server] = []
+
     def __init__(self, args: list[str]) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="pgcache-py-redis-"))
@@ -193,7 +197,19 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        Server.running.append(self)
         wait_for("the server to answer PING", self._pings)
+
+    def gone(self, lines: int = 60) -> str | None:
+        """If the server exited by itself (a crash, an assertion): its exit status and the
+        tail of its log, which is kept (its directory is not removed by ``stop``)."""
+        if self.process.poll() is None:
+            return None
+        tail = self.log.read_text(errors="replace").splitlines()[-lines:]
+        return (
+            f"the server on port {self.port} exited with status {self.process.returncode}; "
+            f"its log ({self.log}) ends:\n" + "\n".join(tail)
+        )
 
     def _pings(self) -> bool | None:
         if self.process.poll() is not None:
@@ -207,6 +223,10 @@ class Server:
         return redis.Redis(port=self.port, **options)
 
     def stop(self) -> None:
+        if self in Server.running:
+            Server.running.remove(self)
+        if self.process.poll() is not None:
+            return  # went away by itself: its log stays for whoever reads the failure
         self.process.terminate()
         self.process.wait(timeout=30)
         shutil.rmtree(self.dir, ignore_errors=True)
