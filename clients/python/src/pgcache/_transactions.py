@@ -168,7 +168,7 @@ def reads_latest(conn: Any) -> bool:
     SERIALIZABLE transaction reads the snapshot it took at its first statement, which a
     cached answer may be newer than. The level is the driver's (as SQLAlchemy's and Django's
     ``isolation_level`` set it); None is the server's default, taken as READ COMMITTED (a
-    server or role whose ``default_transaction_isolation`` is higher is a limit the README
+    server or role whose ``default_transaction_isolation`` is higher is a limit the client's README
     names)."""
     conn = getattr(conn, "driver_connection", conn)
     level = getattr(conn, "isolation_level", None)
