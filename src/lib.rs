@@ -2,7 +2,7 @@
 //!
 //! This file is wiring: the modules, and what happens at load and unload, in named steps.
 //! Each command describes itself beside its handler (`commands`), each setting in one table
-//! (`config::table`); README's Layout section draws the layers the modules form. The rules
+//! (`config::table`); the Layout section of docs/how-it-works.md draws the layers the modules form. The rules
 //! (what a statement is and what a change does to its results: `predicate`, `shape`,
 //! `precision`) are a crate of their own, `pgcache-rules` in `rules/`, with neither Redis nor
 //! PostgreSQL; `query` re-exports and applies them.

@@ -14,7 +14,7 @@ use redis_module::Context;
 pub use crate::redis::command::{Arg, Entry, Keys, add_category, set_category};
 
 /// One command, described once: what registers it, what `dispatch` checks its calls
-/// against, what COMMAND INFO / DOCS say, and what README's heading for it shows.
+/// against, what COMMAND INFO / DOCS say, and what its heading in docs/commands.md shows.
 pub struct Command {
     /// `pgcache.read`.
     pub name: &'static str,
@@ -66,7 +66,7 @@ impl Command {
         }
     }
 
-    /// The arguments as README's heading shows them: `<table> <pk_json> [ttl]`, `<key>
+    /// The arguments as docs/commands.md's heading shows them: `<table> <pk_json> [ttl]`, `<key>
     /// [key ...]`, `GET | LEN | RESET [count]` (upper-case names are literal words).
     #[cfg(test)]
     pub fn usage(&self) -> String {

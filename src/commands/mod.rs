@@ -119,7 +119,7 @@ macro_rules! command_fn {
 use command_fn;
 
 /// Every command but PGCACHE.DEBUG (registered only with `debug_commands yes`), in the
-/// order README documents them.
+/// order docs/commands.md documents them.
 pub static ALL: [&Command; 16] = [
     &read::READ,
     &multiread::MULTIREAD,
@@ -376,20 +376,21 @@ where
 mod tests {
     use super::*;
 
-    /// README's heading of each command shows the arguments its description declares.
+    /// docs/commands.md's heading of each command shows the arguments its description
+    /// declares.
     #[test]
-    fn readme_headings_show_each_commands_arguments() {
-        let readme = include_str!("../../README.md");
+    fn docs_headings_show_each_commands_arguments() {
+        let page = include_str!("../../docs/commands.md");
         for command in ALL.iter().copied().chain([&debug::DEBUG]) {
             let usage = command.usage();
             let heading = if usage.is_empty() {
-                format!("### {}\n", command.name.to_uppercase())
+                format!("## {}\n", command.name.to_uppercase())
             } else {
-                format!("### {} `{usage}`", command.name.to_uppercase())
+                format!("## {} `{usage}`", command.name.to_uppercase())
             };
             assert!(
-                readme.contains(&heading),
-                "README has no heading {heading:?}"
+                page.contains(&heading),
+                "docs/commands.md has no heading {heading:?}"
             );
         }
     }

@@ -1,7 +1,7 @@
 //! The one table of settings: each setting's name, default, accepted values, where its value
 //! goes in `Settings`, whether CONFIG SET may change it, and its help line. Module arguments,
 //! the `PGCACHE_<NAME>` and libpq environment variables, CONFIG SET / GET and HEALTH (through
-//! `module::parameters`) and the README's table are all read from here.
+//! `module::parameters`) and the table in docs/configuration.md are all read from here.
 
 use super::{
     InvalidationSource, MAX_TTL_SECONDS, Settings, SslMode, channel_name, parse_tables, passfile,
@@ -30,7 +30,7 @@ pub enum Accepts {
         store: fn(&mut Settings, i64),
     },
     YesNo(fn(&mut Settings, bool)),
-    /// Text its own parser checks; `form` describes it for the README.
+    /// Text its own parser checks; `form` describes it for the documentation.
     Text {
         form: &'static str,
         store: fn(&mut Settings, &str) -> Result<(), Error>,
@@ -53,7 +53,7 @@ pub struct Setting {
 
 impl Setting {
     /// Checks `value` and stores it in `s`; the error says what was wrong, then what the
-    /// setting is, what it accepts and its default (the README's line of it).
+    /// setting is, what it accepts and its default (its line in docs/configuration.md).
     pub fn apply(&self, s: &mut Settings, value: &str) -> Result<(), Error> {
         self.store(s, value).map_err(|e| {
             Error::invalid(format!(
@@ -95,7 +95,7 @@ impl Setting {
         }
     }
 
-    /// The default as the README shows it: the value, or what it is computed from.
+    /// The default as docs/configuration.md shows it: the value, or what it is computed from.
     fn default_shown(&self) -> String {
         match self.initial {
             Initial::Value("") => "none".into(),
@@ -104,7 +104,7 @@ impl Setting {
         }
     }
 
-    /// The accepted values as the README words them.
+    /// The accepted values as docs/configuration.md words them.
     pub fn accepted(&self) -> String {
         match &self.accepts {
             Accepts::Int { min, max, .. } => format!("{min} .. {max}"),
@@ -145,7 +145,7 @@ fn path(value: &Option<PathBuf>) -> String {
 // The casts in the `store` functions cannot truncate: each range fits the field's type.
 const TTL: &str = "a TTL in whole seconds";
 
-/// Every setting, in the order the README and HEALTH list them.
+/// Every setting, in the order docs/configuration.md and HEALTH list them.
 pub static SETTINGS: [Setting; 42] = [
     Setting {
         name: "pg_url",
@@ -702,7 +702,7 @@ mod properties;
 
 #[cfg(test)]
 mod tests {
-    /// The README's settings table, as generated from `SETTINGS`.
+    /// docs/configuration.md's settings table, as generated from `SETTINGS`.
     fn readme_table() -> String {
         let mut out = String::from(
             "| setting | default | accepts | meaning | CONFIG SET |\n|---|---|---|---|---|\n",
@@ -742,15 +742,15 @@ mod tests {
         }
     }
 
-    /// The README's table is this table: regenerate it with
+    /// docs/configuration.md's table is this table: regenerate it with
     /// `PGCACHE_WRITE_README=1 cargo test readme`.
     #[test]
     fn the_readme_lists_every_setting() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
         let readme = std::fs::read_to_string(path).unwrap();
         let start = readme
             .find("| setting | default |")
-            .expect("README has the settings table");
+            .expect("docs/configuration.md has the settings table");
         let end = start
             + readme[start..]
                 .find("\n\n")
@@ -764,7 +764,7 @@ mod tests {
             assert_eq!(
                 readme[start..end],
                 table,
-                "README's settings table is stale: run PGCACHE_WRITE_README=1 cargo test readme"
+                "docs/configuration.md's settings table is stale: run PGCACHE_WRITE_README=1 cargo test readme"
             );
         }
     }

@@ -1,31 +1,86 @@
-//! README's examples, run against the demos they describe (`make run`'s and
-//! `make run-cluster`'s, started by `scripts/run.sh` on ports of the test's own), so the front
-//! door cannot rot: every `redis>` line typed into redis-cli exactly as printed (its printed
-//! reply, where one is shown, is the kind of reply it gets), every Python snippet with the
-//! redis-py users install today, every SQL block with psql, every `psql` line of a shell
+//! The documentation's examples (README.md, every page of docs/, the Python client's
+//! README), run against the demos they describe (`make run`'s and `make run-cluster`'s,
+//! started by `scripts/run.sh` on ports of the test's own), so the front door and the
+//! reference cannot rot: every `redis>` line typed into redis-cli exactly as printed (its
+//! printed reply, where one is shown, is the kind of reply it gets), every Python snippet with
+//! the redis-py users install today, every SQL block with psql, every `psql` line of a shell
 //! block, and the lines `scripts/run.sh` itself suggests trying. Every code block says its
 //! language; `text` and `json` blocks are formats, not examples.
 use pgcache_testkit::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const README: &str = include_str!("../../README.md");
+/// A markdown file by its path in the repository, and its text.
+macro_rules! page {
+    ($path:literal) => {
+        ($path, include_str!(concat!("../../", $path)))
+    };
+}
+
+/// Every markdown file with examples.
+const FILES: &[(&str, &str)] = &[
+    page!("README.md"),
+    page!("docs/README.md"),
+    page!("docs/setup.md"),
+    page!("docs/commands.md"),
+    page!("docs/queries.md"),
+    page!("docs/invalidation.md"),
+    page!("docs/configuration.md"),
+    page!("docs/cluster.md"),
+    page!("docs/operations.md"),
+    page!("docs/security.md"),
+    page!("docs/limits.md"),
+    page!("docs/how-it-works.md"),
+    page!("docs/migrating.md"),
+    page!("clients/python/README.md"),
+];
+
+/// Where the examples run on the cluster demo: a whole file, or one `## ` section of one.
+const ON_CLUSTER: &[(&str, Option<&str>)] = &[
+    ("docs/cluster.md", None),
+    (
+        "clients/python/README.md",
+        Some("Redis Cluster and replicas"),
+    ),
+];
+
 /// The redis-py version setup.sh installs into .tools/venv (the newest on PyPI).
 const VENV_PYTHON: &str = ".tools/venv/bin/python";
 
-/// One fenced code block: its language, the `## ` section it is in, its text.
+/// One fenced code block: its file, its language, the `## ` section it is in, its text.
 struct Block {
+    file: &'static str,
     language: String,
     section: String,
     line: usize,
     text: String,
 }
 
+impl Block {
+    /// Where it is: `docs/commands.md line 12`.
+    fn at(&self) -> String {
+        format!("{} line {}", self.file, self.line)
+    }
+
+    fn on_cluster(&self) -> bool {
+        ON_CLUSTER
+            .iter()
+            .any(|(file, section)| *file == self.file && section.is_none_or(|s| s == self.section))
+    }
+}
+
 fn blocks() -> Vec<Block> {
+    FILES
+        .iter()
+        .flat_map(|(file, text)| blocks_of(file, text))
+        .collect()
+}
+
+fn blocks_of(file: &'static str, markdown: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut section = String::new();
     let mut open: Option<(String, usize, Vec<&str>)> = None;
-    for (n, line) in README.lines().enumerate() {
+    for (n, line) in markdown.lines().enumerate() {
         let fence = line.trim_start().strip_prefix("```");
         match (&mut open, fence) {
             (None, Some(language)) => open = Some((language.trim().to_string(), n + 1, Vec::new())),
@@ -43,6 +98,7 @@ fn blocks() -> Vec<Block> {
                     .collect::<Vec<_>>()
                     .join("\n");
                 blocks.push(Block {
+                    file,
                     language,
                     section: section.clone(),
                     line,
@@ -57,7 +113,7 @@ fn blocks() -> Vec<Block> {
             }
         }
     }
-    assert!(open.is_none(), "README ends inside a code block");
+    assert!(open.is_none(), "{file} ends inside a code block");
     blocks
 }
 
@@ -255,7 +311,7 @@ fn json_object(printed: &str) -> Option<serde_json::Map<String, serde_json::Valu
 /// the same text, OK, an integer, nil, a string (a JSON row with the same columns), or an
 /// array with as many items, nil where nil is shown.
 fn check_reply(at: &str, command: &str, expected: &[String], actual: &str) {
-    let context = format!("README line {at}: `redis> {command}` answered:\n{actual}");
+    let context = format!("{at}: `redis> {command}` answered:\n{actual}");
     assert!(!actual.contains("Invalid argument"), "{context}");
     let Some(first) = expected.first() else {
         assert!(!actual.starts_with("(error)"), "{context}");
@@ -283,14 +339,14 @@ fn check_reply(at: &str, command: &str, expected: &[String], actual: &str) {
             assert_eq!(e == "(nil)", g == "(nil)", "{context}");
         }
     } else {
-        panic!("README line {at}: a reply this test cannot read: {first:?}");
+        panic!("{at}: a reply this test cannot read: {first:?}");
     }
 }
 
 fn run_redis_block(demo: &Demo, block: &Block) {
     for (command, expected) in steps(&block.text) {
         let actual = demo.redis_cli(&command);
-        check_reply(&block.line.to_string(), &command, &expected, &actual);
+        check_reply(&block.at(), &command, &expected, &actual);
     }
 }
 
@@ -317,21 +373,22 @@ fn run_sql(demo: &Demo, block: &Block) {
 fn succeeded(output: &Output, block: &Block, what: &str) {
     assert!(
         output.status.success(),
-        "README line {}: {what} failed:\n{}",
-        block.line,
+        "{}: {what} failed:\n{}",
+        block.at(),
         String::from_utf8_lossy(&output.stderr)
     );
 }
 
-/// The `psql` lines of a shell block. The others start servers (`make run`, `make test`,
-/// `redis-server --loadmodule ...`): the demo this test runs on is what they start.
+/// The `psql` lines of a shell block, on the demo's ports. The others start servers (`make
+/// run`, `make test`, `redis-server --loadmodule ...`) or install (`pip install`): the demo
+/// this test runs on is what they start.
 fn run_shell(demo: &Demo, block: &Block) {
     for line in block.text.lines().filter(|l| l.starts_with("psql ")) {
-        let output = demo.shell(line);
+        let output = demo.shell(&demo.with_ports(line));
         assert!(
             output.status.success(),
-            "README line {}: `{line}` failed:\n{}",
-            block.line,
+            "{}: `{line}` failed:\n{}",
+            block.at(),
             String::from_utf8_lossy(&output.stderr)
         );
     }
@@ -360,8 +417,6 @@ fn run_suggestions(demo: &Demo) {
     }
 }
 
-const CLUSTER_SECTION: &str = "Redis Cluster / Valkey cluster";
-
 /// Runs one example by its language (`text` and `json` blocks are formats: nothing to run).
 fn run_block(demo: &Demo, block: &Block) {
     match block.language.as_str() {
@@ -378,10 +433,36 @@ fn every_code_block_says_what_it_is() {
     for block in blocks() {
         assert!(
             ["redis", "python", "sql", "sh", "text", "json"].contains(&block.language.as_str()),
-            "README line {}: a code block without a known language ({:?}); runnable examples \
+            "{}: a code block without a known language ({:?}); runnable examples \
              are redis, python, sql or sh, formats text or json",
-            block.line,
+            block.at(),
             block.language
+        );
+    }
+}
+
+/// Every markdown page of docs/ is in FILES (so its examples run), and every file there has
+/// its examples where it says.
+#[test]
+fn every_page_is_tested() {
+    let listed: Vec<&str> = FILES.iter().map(|(file, _)| *file).collect();
+    for entry in std::fs::read_dir(repo().join("docs")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".md") {
+            let file = format!("docs/{name}");
+            assert!(
+                listed.contains(&file.as_str()),
+                "{file} is not in readme.rs's FILES"
+            );
+        }
+    }
+    for (file, section) in ON_CLUSTER {
+        let on = blocks()
+            .into_iter()
+            .filter(|b| b.file == *file && b.on_cluster());
+        assert!(
+            on.count() > 0,
+            "{file} {section:?}: no cluster example there"
         );
     }
 }
@@ -390,10 +471,7 @@ fn every_code_block_says_what_it_is() {
 fn the_examples_work_on_the_demo() {
     let demo = Demo::start(false);
     run_suggestions(&demo);
-    let blocks: Vec<Block> = blocks()
-        .into_iter()
-        .filter(|b| b.section != CLUSTER_SECTION)
-        .collect();
+    let blocks: Vec<Block> = blocks().into_iter().filter(|b| !b.on_cluster()).collect();
     // An example that ends with MODULE UNLOAD goes last.
     let (unloading, others): (Vec<&Block>, Vec<&Block>) = blocks
         .iter()
@@ -415,11 +493,9 @@ fn the_cluster_examples_work_on_the_cluster_demo() {
         );
     }
     run_suggestions(&demo);
-    let blocks: Vec<Block> = blocks()
-        .into_iter()
-        .filter(|b| b.section == CLUSTER_SECTION)
-        .collect();
+    let blocks: Vec<Block> = blocks().into_iter().filter(|b| b.on_cluster()).collect();
     assert!(blocks.iter().any(|b| b.language == "python"));
+    assert!(blocks.iter().any(|b| b.file == "clients/python/README.md"));
     for block in &blocks {
         run_block(&demo, block);
     }
