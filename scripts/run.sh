@@ -5,8 +5,8 @@
 # `make run-cluster` (`scripts/run.sh cluster`): the same PostgreSQL and a 3-primary Redis
 # Cluster on ports 7001-7003, each node with pgcache loaded.
 # RUN_DIR, PG_PORT, REDIS_PORT, CLUSTER_PORTS and CLUSTER_BUS_PORTS (space-separated; the
-# bus ports default to each port + 10000, as in Redis) move it elsewhere (the README test
-# runs its own demo this way).
+# bus ports default to each port + 10000, as in Redis) move it elsewhere (the documentation's
+# test, tests/integration/readme.rs, runs its own demo this way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${RUN_DIR:-$PWD/.run}"
@@ -101,8 +101,8 @@ TXT
   exit 0
 fi
 
-# MODULE LOAD/UNLOAD from this machine only (Debian's default refuses them): the README's
-# PGCACHE.DRAIN example ends with an unload.
+# MODULE LOAD/UNLOAD from this machine only (Debian's default refuses them): the
+# PGCACHE.DRAIN example of docs/commands.md ends with an unload.
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --enable-module-command local \
   --pidfile "$RUN/redis.pid" --logfile "$RUN/redis.log" --dir "$RUN" --save "" \
   --loadmodule "$PWD/target/release/libpgcache.so" "${MODULE_ARGS[@]}"

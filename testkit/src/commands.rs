@@ -107,7 +107,7 @@ pub fn json(s: &str) -> serde_json::Value {
 pub const TRIGGER_SQL: &str = include_str!("../../examples/invalidation_trigger.sql");
 
 /// The shipped DDL event trigger, which every test database has (`Pg::start`), installed by
-/// a superuser as README asks.
+/// a superuser as docs/setup.md asks.
 pub const DDL_TRIGGER_SQL: &str = include_str!("../../examples/ddl_trigger.sql");
 
 /// Whether `key` exists.

@@ -199,7 +199,7 @@ impl Pg {
                 invalidation_source()
             ))
             .unwrap();
-        // As a deployment that follows README does: DDL reaches pgcache through its feed.
+        // As a deployment that follows docs/setup.md does: DDL reaches pgcache through its feed.
         pg.superuser_of("app")
             .batch_execute(DDL_TRIGGER_SQL)
             .unwrap();

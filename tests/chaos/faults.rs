@@ -172,7 +172,7 @@ impl World {
         };
         let recovery = self.answers_a_miss(self.redis.port).then(|| back.elapsed());
         // The fault lasts until every listener listens again: until then, notify mode may
-        // serve rows whose change it missed (README), and flushes them once it listens.
+        // serve rows whose change it missed (docs/invalidation.md, Notify mode), and flushes them once it listens.
         self.listeners_listen();
         Window {
             fault,
@@ -268,7 +268,7 @@ impl World {
     }
 
     /// PGCACHE.DRAIN until nothing waits for PostgreSQL, MODULE UNLOAD (Redis refuses it
-    /// while a client waits on the module), then LOAD: what README tells operators to do.
+    /// while a client waits on the module), then LOAD: what docs/commands.md (PGCACHE.DRAIN) tells operators to do.
     fn reload_module(&mut self) -> Instant {
         let mut con = timed(self.redis.port);
         let mut refusals = std::collections::BTreeMap::<String, u64>::new();

@@ -225,7 +225,7 @@ fn query_reply(
 }
 
 /// The session PostgreSQL's answers come from: the app role's, with the settings that
-/// spell values as pgcache's own sessions fix them (README, Rows: `extra_float_digits = 3`,
+/// spell values as pgcache's own sessions fix them (docs/commands.md, Rows: `extra_float_digits = 3`,
 /// ISO dates, postgres intervals, hex bytea), whatever the role sets; its time zone is the
 /// role's, as pgcache's is.
 fn oracle_session(stack: &Stack) -> postgres::Client {

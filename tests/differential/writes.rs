@@ -297,7 +297,7 @@ impl<'a> Live<'a> {
             lt.kids.clear();
         };
         let op = g.rng.below(11);
-        // Without the DDL trigger, README asks for PGCACHE.FLUSH after DDL that changes a
+        // Without the DDL trigger, docs/limits.md asks for PGCACHE.FLUSH after DDL that changes a
         // plain table's rows or shape (and pgcache answers views and functions, which such
         // DDL changes unseen, from PostgreSQL): only DDL of views and functions is drawn.
         if self.schema.no_ddl_trigger && !matches!(op, 5 | 7) {

@@ -1024,7 +1024,7 @@ fn a_statement_whose_table_changed_under_it_is_learned_again() {
     stack
         .pg
         .execute("ALTER TABLE orders ALTER COLUMN user_id TYPE text USING 'u' || user_id");
-    // DDL is no change either feed reports: README asks for a FLUSH of the table after it.
+    // DDL is no change either feed reports: docs/limits.md asks for a FLUSH of the table after it.
     let _: () = redis::cmd("PGCACHE.FLUSH")
         .arg("orders")
         .query(&mut con)

@@ -150,7 +150,7 @@ fn the_tables_allowlist_holds_for_query_and_nothing_changed_outside_it_is_served
     assert!(now.contains("777"), "{now}");
 }
 
-/// pgcache connected as a least-privilege role (README's), to which `docs`' row-level
+/// pgcache connected as a least-privilege role (docs/security.md's), to which `docs`' row-level
 /// security policy applies; the policy reads another table.
 fn behind_a_policy() -> Stack {
     let pg = Pg::start();

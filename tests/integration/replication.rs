@@ -335,7 +335,7 @@ fn auto_uses_notify_with_a_warning_when_the_role_may_not_replicate() {
 }
 
 /// The position PostgreSQL's log has reached, as an application takes it after its commit
-/// (the tests' PostgreSQL runs with synchronous_commit off: the insert position, see README).
+/// (the tests' PostgreSQL runs with synchronous_commit off: the insert position, see docs/invalidation.md, Read your writes).
 fn current_lsn(client: &mut postgres::Client) -> String {
     client
         .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
