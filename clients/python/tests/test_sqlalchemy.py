@@ -16,8 +16,10 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    bindparam,
     create_engine,
     func,
+    or_,
     select,
     update,
 )
@@ -191,6 +193,28 @@ def test_a_statement_pgcache_refuses_runs_on_postgresql(app) -> None:
     assert run(engine, recent, True, "scalars") == expected
     assert integration.fell_back == before + 2
     assert any("STABLE" in reason for reason in integration.refused().values())
+
+
+def test_a_none_parameter_is_answered_by_pgcache(app) -> None:
+    engine, integration = app
+    statement = (
+        select(Book.id)
+        .where(func.coalesce(Book.price, bindparam("floor", type_=Numeric)) > 20)
+        .where(or_(Book.title == bindparam("title"), Book.author_id > 0))
+        .order_by(Book.id)
+    )
+    values = {"floor": None, "title": None}
+
+    def ids(cached: bool) -> list[int]:
+        with Session(engine) as session:
+            return session.scalars(statement.execution_options(pgcache=cached), values).all()
+
+    expected = ids(False)
+    assert expected
+    before = (integration.answered, integration.fell_back)
+    assert ids(True) == expected
+    assert ids(True) == expected
+    assert (integration.answered, integration.fell_back) == (before[0] + 2, before[1])
 
 
 def test_only_selects_marked_for_the_cache_go_to_it(app) -> None:

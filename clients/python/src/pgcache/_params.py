@@ -14,11 +14,7 @@ from uuid import UUID
 
 def param_text(value: Any) -> str:
     """How a Python value is sent as a QUERY parameter: the text PostgreSQL's input of the
-    parameter's type reads."""
-    if value is None:
-        raise TypeError(
-            "pgcache: a QUERY parameter cannot be None; write IS NULL in the statement instead"
-        )
+    parameter's type reads (a None is written into the statement instead: ``nulls_written``)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, Decimal, UUID, str)):
