@@ -27,6 +27,32 @@ def server(pg: Postgres) -> Iterator[Server]:
     started.stop()
 
 
+@pytest.fixture(scope="session")
+def django_configured(pg: Postgres) -> None:
+    """Django, set up once for the run (a process configures its settings once): "default"
+    is the database pgcache serves, "other" one it does not, on the same server. The app
+    ``djangoapp`` (tests/djangoapp) holds the models; each test module creates its tables."""
+    import django
+    from django.conf import settings
+
+    pg.execute("DROP DATABASE IF EXISTS django_other")
+    pg.execute("CREATE DATABASE django_other")
+    default = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": "127.0.0.1",
+        "PORT": pg.port,
+        "NAME": "postgres",
+        "USER": "postgres",
+    }
+    settings.configure(
+        DATABASES={"default": default, "other": {**default, "NAME": "django_other"}},
+        INSTALLED_APPS=["djangoapp"],
+        USE_TZ=True,
+        DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+    )
+    django.setup()
+
+
 @pytest.fixture
 def cache(server: Server) -> PGCacheManager:
     return PGCacheManager(server.client())

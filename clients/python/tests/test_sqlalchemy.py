@@ -9,6 +9,7 @@ import datetime
 from decimal import Decimal
 
 import pytest
+import redis.asyncio
 from servers import Postgres, Server, wait_for
 from sqlalchemy import (
     Column,
@@ -33,7 +34,7 @@ from sqlalchemy.orm import (
     selectinload,
 )
 
-from pgcache import PGCacheManager
+from pgcache import AsyncPGCacheManager, PGCacheManager
 from pgcache.sqlalchemy import Integration, use_pgcache
 
 
@@ -231,7 +232,8 @@ def test_an_asyncio_engine_reads_through_pgcache(app, pg: Postgres, server: Serv
 
     async def scenario() -> None:
         engine = create_async_engine(f"postgresql+psycopg://postgres@127.0.0.1:{pg.port}/postgres")
-        integration = use_pgcache(engine.sync_engine, PGCacheManager(server.client()))
+        client = redis.asyncio.Redis(port=server.port)
+        integration = use_pgcache(engine, AsyncPGCacheManager(client))
 
         async def read(query, cached: bool):
             async with AsyncSession(engine) as session:
@@ -251,5 +253,6 @@ def test_an_asyncio_engine_reads_through_pgcache(app, pg: Postgres, server: Serv
         finally:
             integration.remove()
             await engine.dispose()
+            await client.aclose()
 
     asyncio.run(scenario())
