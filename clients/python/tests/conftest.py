@@ -3,6 +3,8 @@ tables (named after it) so that tests stay apart."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -35,6 +37,10 @@ def django_configured(pg: Postgres) -> None:
     import django
     from django.conf import settings
 
+    if os.environ.get("PGCACHE_DJANGO_DRIVER") == "psycopg2":
+        # Django takes psycopg 3 where it can import it: hidden, Django takes psycopg2 (run
+        # the Django tests alone this way: other tests need psycopg 3).
+        sys.modules["psycopg"] = None  # type: ignore[assignment]
     pg.execute("DROP DATABASE IF EXISTS django_other")
     pg.execute("CREATE DATABASE django_other")
     default = {
@@ -51,6 +57,9 @@ def django_configured(pg: Postgres) -> None:
         DEFAULT_AUTO_FIELD="django.db.models.AutoField",
     )
     django.setup()
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    assert is_psycopg3 == (os.environ.get("PGCACHE_DJANGO_DRIVER") != "psycopg2")
 
 
 @pytest.fixture
