@@ -20,9 +20,11 @@ lint: setup
 	$(PY)/ruff format --check clients/python
 	$(PY)/ruff check clients/python
 
-# The Python client's tests (clients/python), on Redis 7.0 and on Valkey 9.
+# The Python client's tests (clients/python), on Redis 7.0 and on Valkey 9; Django's again
+# on psycopg2 (Django takes psycopg 3 wherever it can import it).
 python-test: build
 	cd clients/python && PGCACHE_MODULE=$(CURDIR)/$(MODULE) $(PY)/python -m pytest -q
+	cd clients/python && PGCACHE_MODULE=$(CURDIR)/$(MODULE) PGCACHE_DJANGO_DRIVER=psycopg2 $(PY)/python -m pytest -q -k django tests/test_django.py tests/test_orm_random.py
 	cd clients/python && PGCACHE_MODULE=$(CURDIR)/$(MODULE) PGCACHE_TEST_SERVER="$$(ls $(CURDIR)/$(VALKEY_GLOB) | head -1)" $(PY)/python -m pytest -q
 
 # The Python client's tests, the unit tests (pgcache's and its rules' crate, rules/, with the

@@ -85,6 +85,16 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def shown(value: Any) -> str:
+    """``value`` described, a memoryview by its bytes (psycopg2's bytea)."""
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(shown(v) for v in value)
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    if isinstance(value, memoryview):
+        return f"memoryview({bytes(value)!r})"
+    return repr(value)
+
+
 def outcome(read: Callable[[], Iterable[Any]]) -> list[tuple[Any, ...]] | type:
     """``read()``'s rows as tuples, or the class of what it raised (a driver raises for a
     value Python cannot hold)."""
@@ -102,7 +112,7 @@ def differences(cached: Any, plain: Any) -> list[str]:
     if len(cached) != len(plain):
         return [f"{len(cached)} rows where the database gives {len(plain)}"]
     return [
-        f"row {i}: {ours!r} != {theirs!r}"
+        f"row {i}: {shown(ours)} != {shown(theirs)}"
         for i, (ours, theirs) in enumerate(zip(cached, plain))
         if not same(ours, theirs)
     ]

@@ -7,9 +7,7 @@ from __future__ import annotations
 import datetime
 from decimal import Decimal
 
-import django
 import pytest
-from django.conf import settings
 from fidelity import COLUMNS, create_sql, differences, outcome
 from servers import Postgres, Server, wait_for
 
@@ -17,24 +15,7 @@ from pgcache import PGCacheManager
 
 
 @pytest.fixture(scope="module")
-def shop(pg: Postgres, server: Server):
-    pg.execute("DROP DATABASE IF EXISTS django_other")
-    pg.execute("CREATE DATABASE django_other")
-    default = {
-        "ENGINE": "django.db.backends.postgresql",
-        "HOST": "127.0.0.1",
-        "PORT": pg.port,
-        "NAME": "postgres",
-        "USER": "postgres",
-    }
-    settings.configure(
-        # "other": a database pgcache does not serve, on the same server.
-        DATABASES={"default": default, "other": {**default, "NAME": "django_other"}},
-        INSTALLED_APPS=["djangoapp"],
-        USE_TZ=True,
-        DEFAULT_AUTO_FIELD="django.db.models.AutoField",
-    )
-    django.setup()
+def shop(pg: Postgres, server: Server, django_configured: None):
     from django.db import connection
     from djangoapp.models import Author, Book, Tag
 

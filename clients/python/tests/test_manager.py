@@ -84,8 +84,16 @@ def test_a_refused_statement_is_an_error_that_says_why(
 ) -> None:
     with pytest.raises(redis.ResponseError, match="STABLE"):
         cache.get("SELECT id FROM shop_users WHERE id = $1 AND now() > now()", [1])
-    with pytest.raises(TypeError, match="None"):
-        cache.get("SELECT id FROM shop_users WHERE id = $1", [None])
+
+
+def test_a_none_parameter_is_read_as_null(shop: Postgres, cache: PGCacheManager) -> None:
+    assert cache.get("SELECT id FROM shop_users WHERE id = $1", [None]) == []
+    by_name = "SELECT id FROM shop_users WHERE name IS NOT DISTINCT FROM $1 OR id = $2"
+    assert cache.get(by_name, [None, 2]) == [{"id": 2}]
+    assert cache.get(by_name, ["ann", None]) == [{"id": 1}]
+    assert cache.get("SELECT count(*) FROM shop_users WHERE coalesce(?, id) = ?", [None, 1]) == [
+        {"count": 1}
+    ]
 
 
 def test_read_multiread_write_invalidate_and_flush(shop: Postgres, cache: PGCacheManager) -> None:

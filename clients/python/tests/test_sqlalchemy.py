@@ -9,6 +9,7 @@ import datetime
 from decimal import Decimal
 
 import pytest
+import redis.asyncio
 from servers import Postgres, Server, wait_for
 from sqlalchemy import (
     Column,
@@ -16,8 +17,10 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    bindparam,
     create_engine,
     func,
+    or_,
     select,
     update,
 )
@@ -31,7 +34,7 @@ from sqlalchemy.orm import (
     selectinload,
 )
 
-from pgcache import PGCacheManager
+from pgcache import AsyncPGCacheManager, PGCacheManager
 from pgcache.sqlalchemy import Integration, use_pgcache
 
 
@@ -193,6 +196,28 @@ def test_a_statement_pgcache_refuses_runs_on_postgresql(app) -> None:
     assert any("STABLE" in reason for reason in integration.refused().values())
 
 
+def test_a_none_parameter_is_answered_by_pgcache(app) -> None:
+    engine, integration = app
+    statement = (
+        select(Book.id)
+        .where(func.coalesce(Book.price, bindparam("floor", type_=Numeric)) > 20)
+        .where(or_(Book.title == bindparam("title"), Book.author_id > 0))
+        .order_by(Book.id)
+    )
+    values = {"floor": None, "title": None}
+
+    def ids(cached: bool) -> list[int]:
+        with Session(engine) as session:
+            return session.scalars(statement.execution_options(pgcache=cached), values).all()
+
+    expected = ids(False)
+    assert expected
+    before = (integration.answered, integration.fell_back)
+    assert ids(True) == expected
+    assert ids(True) == expected
+    assert (integration.answered, integration.fell_back) == (before[0] + 2, before[1])
+
+
 def test_only_selects_marked_for_the_cache_go_to_it(app) -> None:
     engine, integration = app
     before = integration.answered
@@ -207,7 +232,8 @@ def test_an_asyncio_engine_reads_through_pgcache(app, pg: Postgres, server: Serv
 
     async def scenario() -> None:
         engine = create_async_engine(f"postgresql+psycopg://postgres@127.0.0.1:{pg.port}/postgres")
-        integration = use_pgcache(engine.sync_engine, PGCacheManager(server.client()))
+        client = redis.asyncio.Redis(port=server.port)
+        integration = use_pgcache(engine, AsyncPGCacheManager(client))
 
         async def read(query, cached: bool):
             async with AsyncSession(engine) as session:
@@ -227,5 +253,6 @@ def test_an_asyncio_engine_reads_through_pgcache(app, pg: Postgres, server: Serv
         finally:
             integration.remove()
             await engine.dispose()
+            await client.aclose()
 
     asyncio.run(scenario())

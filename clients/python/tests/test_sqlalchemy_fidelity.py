@@ -9,12 +9,13 @@ import ipaddress
 from typing import Any
 
 import pytest
+import redis.asyncio
 from servers import Postgres, Server, wait_for
 from sqlalchemy import create_engine, func, select, update
 from sqlalchemy.dialects.postgresql import INET, INT4RANGE, JSONB, Range
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from pgcache import PGCacheManager
+from pgcache import AsyncPGCacheManager, PGCacheManager
 from pgcache.sqlalchemy import use_pgcache
 
 
@@ -85,7 +86,7 @@ def test_a_flushed_insert_and_update_are_read_by_their_session(items) -> None:
     assert integration.answered == answered + 1
 
 
-def test_an_async_session_reads_its_flushed_writes(items, pg: Postgres) -> None:
+def test_an_async_session_reads_its_flushed_writes(items, pg: Postgres, server: Server) -> None:
     """#51 item 1, on an asyncio engine."""
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
@@ -95,7 +96,8 @@ def test_an_async_session_reads_its_flushed_writes(items, pg: Postgres) -> None:
 
     async def scenario() -> None:
         aengine = create_async_engine(f"postgresql+psycopg://postgres@127.0.0.1:{pg.port}/postgres")
-        aintegration = use_pgcache(aengine.sync_engine, integration.cache)
+        client = redis.asyncio.Redis(port=server.port)
+        aintegration = use_pgcache(aengine, AsyncPGCacheManager(client))
         try:
             async with AsyncSession(aengine) as session:
                 assert (await session.scalars(cached(select(Item.id)))).all() == [1]
@@ -107,6 +109,7 @@ def test_an_async_session_reads_its_flushed_writes(items, pg: Postgres) -> None:
         finally:
             aintegration.remove()
             await aengine.dispose()
+            await client.aclose()
 
     asyncio.run(scenario())
 

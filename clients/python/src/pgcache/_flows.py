@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from . import _decode
 from ._local import LocalCache
 from ._params import param_text, pk_json
+from ._placeholders import nulls_written
 from ._replies import mapping, text
 from .rows import RowFactory, tuple_row
 
@@ -147,8 +148,10 @@ class Flows:
         after: str | None,
         maxstale: int | None,
     ) -> tuple:
-        """PGCACHE.QUERY's arguments; a parameter that cannot be sent raises here, before
-        anything is sent."""
+        """PGCACHE.QUERY's arguments, a None parameter written into the statement as
+        ``NULL`` (``nulls_written``: the statement sent is ``command[1]``); a parameter that
+        cannot be sent raises here, before anything is sent."""
+        sql, params = nulls_written(sql, params)
         args = [sql, len(params), *(param_text(p) for p in params)]
         return ("PGCACHE.QUERY", *args, *options(ttl=ttl, after=after, maxstale=maxstale))
 
@@ -162,12 +165,13 @@ class Flows:
         row_factory: RowFactory | None,
     ) -> Flow[list[Any]]:
         command = self.query_command(sql, params, ttl, after, maxstale)
-        decoder = yield from self.decoder_flow(sql, row_factory or self.row_factory)
-        return (yield from self._answer(decoder, command, len(params)))
+        decoder = yield from self.decoder_flow(command[1], row_factory or self.row_factory)
+        return (yield from self._answer(decoder, command, command[2]))
 
     def kept(self, sql: str, params: Sequence[Any], factory: RowFactory) -> list[Any] | None:
         """The rows the local cache keeps for ``sql`` with ``params``, made by ``factory``;
         None where it keeps none (the call then goes to pgcache, as a flow)."""
+        sql, params = nulls_written(sql, params)
         decoder = self._decoders.get((sql, factory))
         if decoder is None or self.local is None:
             return None
@@ -211,8 +215,8 @@ class Flows:
         as_text: frozenset[str] = frozenset(),
     ) -> Flow[tuple[list[tuple[str, str]], list[tuple[Any, ...]]]]:
         command = self.query_command(sql, params, ttl, after, maxstale)
-        decoder = yield from self.decoder_flow(sql, tuple_row, as_text, exact=True)
-        rows = yield from self._answer(decoder, command, len(params))
+        decoder = yield from self.decoder_flow(command[1], tuple_row, as_text, exact=True)
+        rows = yield from self._answer(decoder, command, command[2])
         return list(zip(decoder.names, decoder.types)), rows
 
     def read_flow(

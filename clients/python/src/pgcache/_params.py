@@ -14,11 +14,7 @@ from uuid import UUID
 
 def param_text(value: Any) -> str:
     """How a Python value is sent as a QUERY parameter: the text PostgreSQL's input of the
-    parameter's type reads."""
-    if value is None:
-        raise TypeError(
-            "pgcache: a QUERY parameter cannot be None; write IS NULL in the statement instead"
-        )
+    parameter's type reads (a None is written into the statement instead: ``nulls_written``)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, Decimal, UUID, str)):
@@ -59,15 +55,18 @@ _IP_TYPES = (
 
 
 def _driver_json(value: Any) -> str | None:
-    """The JSON text of a driver's JSON wrapper (psycopg's ``Json``/``Jsonb``: ``obj`` and
-    its ``dumps``; psycopg2's ``Json``: ``adapted`` and ``dumps``), dumped as the driver
-    would; None for anything else. Told apart by module, so neither driver is imported."""
-    module = type(value).__module__
-    if module == "psycopg.types.json":
-        dumps = value.dumps or json.dumps
-        return _text(dumps(value.obj))
-    if module == "psycopg2._json":
-        return _text(value.dumps(value.adapted))
+    """The text of a driver's parameter wrapper, as the driver would send it: psycopg's
+    ``Json``/``Jsonb`` (``obj`` and its ``dumps``), psycopg2's ``Json`` (``adapted`` and
+    ``dumps``) and ``Inet`` (``addr``), and their subclasses (Django's psycopg2 ``Jsonb``);
+    None for anything else. Told apart by module, so neither driver is imported."""
+    for kind in type(value).__mro__:
+        if kind.__module__ == "psycopg.types.json":
+            dumps = value.dumps or json.dumps
+            return _text(dumps(value.obj))
+        if kind.__module__ == "psycopg2._json":
+            return _text(value.dumps(value.adapted))
+        if (kind.__module__, kind.__name__) == ("psycopg2.extras", "Inet"):
+            return str(value.addr)
     return None
 
 

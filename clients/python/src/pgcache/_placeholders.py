@@ -63,3 +63,35 @@ def driver_style(sql: str, params: Sequence[Any]) -> tuple[str, list[Any]]:
         return "%s"
 
     return _PGCACHE_TOKEN.sub(replace, sql), values
+
+
+def nulls_written(sql: str, params: Sequence[Any]) -> tuple[str, list[Any]]:
+    """``sql`` with each placeholder of a ``None`` parameter written as ``NULL``, as psycopg2
+    writes a None into a statement, and the others numbered again ``$1..$n``: QUERY binds
+    text, and no text is NULL. PostgreSQL reads the literal as it reads an untyped NULL
+    parameter (its type taken from where it stands: ``x = NULL``, ``$1::int`` becomes
+    ``NULL::int``); a statement with no None is returned as it is."""
+    if not any(p is None for p in params):
+        return sql, list(params)
+    numbers = any(m.group("number") for m in _PGCACHE_TOKEN.finditer(sql))
+    renumbered: dict[int, int] = {}
+    values: list[Any] = []
+    for old, value in enumerate(params, start=1):
+        if value is not None:
+            values.append(value)
+            renumbered[old] = len(values)
+    marks = iter(params)
+
+    def replace(match: re.Match) -> str:
+        if match.group("number") is not None:
+            old = int(match.group("number"))
+            if old > len(params):
+                # Left for pgcache to refuse with its own reason (nparams too small).
+                return match.group(0)
+            new = renumbered.get(old)
+            return "NULL" if new is None else f"${new}"
+        if match.group("mark") is not None and not numbers:
+            return "NULL" if next(marks, "") is None else "?"
+        return match.group(0)
+
+    return _PGCACHE_TOKEN.sub(replace, sql), values

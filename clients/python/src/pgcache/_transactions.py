@@ -10,6 +10,7 @@ writes nobody has committed, and AFTER would wait for them.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import weakref
 from typing import Any
@@ -95,15 +96,30 @@ class CachedRead:
 
 class Transactions:
     """The open transactions an integration saw write, by connection; and each thread's
-    ``Freshness``."""
+    (under asyncio, each task's) ``Freshness``."""
 
     def __init__(self) -> None:
         self._wrote: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._thread = threading.local()
+        self._tasks: weakref.WeakKeyDictionary[asyncio.Task[Any], Freshness] = (
+            weakref.WeakKeyDictionary()
+        )
+        # Apart from ``_lock``, under which ``_dirty`` asks for a freshness.
+        self._tasks_lock = threading.Lock()
 
     def freshness(self) -> Freshness:
-        """This thread's."""
+        """This thread's; under asyncio, this task's. Tasks interleave on one thread: a
+        Connection's commit is announced before it is made (SQLAlchemy's ``commit`` event),
+        and while it is awaited another task's read would take a position short of it and
+        clear what the committing task waits for."""
+        task = _current_task()
+        if task is not None:
+            with self._tasks_lock:
+                mine = self._tasks.get(task)
+                if mine is None:
+                    mine = self._tasks[task] = Freshness()
+            return mine
         mine = getattr(self._thread, "freshness", None)
         if mine is None:
             mine = self._thread.freshness = Freshness()
@@ -137,6 +153,14 @@ class Transactions:
                 self.freshness().pending = True
                 return False
         return wrote
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    """The asyncio task running (SQLAlchemy's greenlets run inside it), if any."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no event loop runs in this thread
+        return None
 
 
 def route(freshness: Freshness, conn: Any, clean: bool) -> CachedRead | None:

@@ -72,6 +72,21 @@ class AsyncPGCacheManager(Flows):
         flow = self.get_flow(sql, params, ttl, after, maxstale, row_factory)
         return await run_async(self.redis, flow)
 
+    async def query(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        ttl: int | None = None,
+        after: str | None = None,
+        maxstale: int | None = None,
+        as_text: frozenset[str] = frozenset(),
+    ) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
+        """The columns of ``sql`` and its rows as tuples (see ``PGCacheManager.query``): what
+        the SQLAlchemy integration awaits on an asyncio engine."""
+        flow = self.query_flow(sql, params, ttl, after, maxstale, as_text)
+        return await run_async(self.redis, flow)
+
     async def query_json(
         self,
         sql: str,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
@@ -145,8 +145,11 @@ class _CachedCompiler:
             check_typed(columns, _AS_TEXT)
             # A timestamptz as Django's loader makes it: in the connection's zone, labelled
             # with Django's (naive with USE_TZ off).
-            shown = _session.wall_clock_in(where, self.connection.timezone)
-            return retyped(columns, rows, {"json": json.loads, "timestamptz": shown})
+            label = self.connection.timezone
+            by_type = {"json": json.loads, "timestamptz": _session.wall_clock_in(where, label)}
+            if _is_psycopg2(self.connection.connection):
+                by_type.update(_PSYCOPG2_TYPES, timetz=lambda t: t.replace(tzinfo=label))
+            return retyped(columns, rows, by_type)
 
         rows = state.attempt(sql, answer)
         if rows is None:
@@ -156,6 +159,19 @@ class _CachedCompiler:
         if self.has_extra_select:
             rows = [row[: self.col_count] for row in rows]
         return [rows] if rows else []
+
+
+# What Django on psycopg2 gives that it does not on psycopg 3: bytea as the memoryview
+# psycopg2 makes (of single bytes, format "c"); and (above) a timetz at its own wall-clock
+# time, labelled with the zone Django's ``tzinfo_factory`` answers for every offset (naive
+# with USE_TZ off).
+_PSYCOPG2_TYPES: dict[str, Callable[[Any], Any]] = {
+    "bytea": lambda data: memoryview(data).cast("c")
+}
+
+
+def _is_psycopg2(dbapi_connection: Any) -> bool:
+    return type(dbapi_connection).__module__.startswith("psycopg2")
 
 
 class CachedQuerySet(QuerySet):

@@ -15,6 +15,19 @@ the reason. A read in a transaction that wrote (a flush) goes to its connection,
 read of another database than pgcache's. After a commit in a thread (or a write on an
 AUTOCOMMIT connection), that thread's cached reads pass ``AFTER`` the commit's position
 (asked outside any transaction on the next cached read): a thread reads its own writes.
+
+On an asyncio engine (``create_async_engine("postgresql+psycopg://...")``), give an
+``AsyncPGCacheManager`` on a ``redis.asyncio`` client:
+
+    use_pgcache(async_engine, AsyncPGCacheManager(redis.asyncio.Redis()))
+    await session.scalars(select(User).where(User.id == 7).execution_options(pgcache=True))
+
+SQLAlchemy runs the driver's calls in a greenlet of the awaiting task, and the integration
+awaits each of its Redis calls there (``await_only``): while pgcache answers, the event loop
+runs other tasks. Everything else is as on a sync engine, with "task" for "thread": a task
+reads its own writes. A sync ``PGCacheManager`` given to an asyncio engine (its round trips
+would stop the loop), or an ``AsyncPGCacheManager`` to a sync engine (nothing there could
+await it), is a ``TypeError`` at ``use_pgcache``.
 """
 
 from __future__ import annotations
@@ -22,10 +35,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
+from sqlalchemy.util import await_only
 
 from . import _session
 from ._database import ServedDatabase, target
@@ -33,7 +47,12 @@ from ._driver_types import TYPED, check_typed, retyped
 from ._fallback import Fallbacks
 from ._placeholders import numbered
 from ._transactions import Transactions
+from .aio import AsyncPGCacheManager
 from .client import PGCacheManager
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("pgcache.sqlalchemy")
 
@@ -125,16 +144,72 @@ class CachedCursor:
         here already."""
 
 
+class _Calls(Protocol):
+    """The manager's calls the integration makes, each returning its answer."""
+
+    cluster: bool
+
+    def query(
+        self, sql: str, params: Sequence[Any], *, after: str | None, as_text: frozenset[str]
+    ) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
+class _Awaited:
+    """An ``AsyncPGCacheManager``'s calls made from the greenlet SQLAlchemy runs an asyncio
+    engine's events in: each is awaited there (``await_only``), which hands the event loop
+    to other tasks until Redis answers. The one place the sync and the asyncio integration
+    differ: a ``PGCacheManager`` makes the same calls itself."""
+
+    def __init__(self, cache: AsyncPGCacheManager) -> None:
+        self._cache = cache
+        self.cluster = cache.cluster
+
+    def query(
+        self, sql: str, params: Sequence[Any], *, after: str | None, as_text: frozenset[str]
+    ) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
+        return await_only(self._cache.query(sql, params, after=after, as_text=as_text))
+
+    def health(self) -> dict[str, Any]:
+        return await_only(self._cache.health())
+
+
+def _calls(engine: Engine, cache: PGCacheManager | AsyncPGCacheManager) -> _Calls:
+    """How the integration calls ``cache`` on ``engine``: awaited where the engine is an
+    asyncio one, else directly; a manager of the other kind is refused."""
+    if engine.dialect.is_async:
+        if not isinstance(cache, AsyncPGCacheManager):
+            raise TypeError(
+                "pgcache: an asyncio engine takes an AsyncPGCacheManager (on a redis.asyncio "
+                f"client), not a {type(cache).__name__}: its Redis round trips would stop the "
+                "event loop"
+            )
+        return _Awaited(cache)
+    if isinstance(cache, AsyncPGCacheManager):
+        raise TypeError(
+            "pgcache: a sync engine takes a PGCacheManager (on a redis.Redis client), not an "
+            "AsyncPGCacheManager: nothing there could await its calls (an asyncio engine, "
+            "create_async_engine, can)"
+        )
+    return cache
+
+
 class Integration(Fallbacks):
     """What ``use_pgcache`` installed on an engine: its counters (``answered``,
     ``fell_back``, ``refused()``), and ``remove()``."""
 
-    def __init__(self, engine: Any, cache: PGCacheManager) -> None:
+    def __init__(
+        self, engine: Engine | AsyncEngine, cache: PGCacheManager | AsyncPGCacheManager
+    ) -> None:
         super().__init__(log, "PostgreSQL")
+        # An AsyncEngine's events are its sync engine's.
+        engine = getattr(engine, "sync_engine", engine)
+        self._calls = _calls(engine, cache)
         self.engine = engine
         self.cache = cache
         self._transactions = Transactions()
-        self._served = ServedDatabase(cache)
+        self._served = ServedDatabase(self._calls)
         url = engine.url
         self._target = target(url.host, url.port, url.database)
         self._typed = _TYPED.get(engine.dialect.driver, TYPED)
@@ -183,7 +258,7 @@ class Integration(Fallbacks):
             sql, values = numbered(statement, parameters)
             _session.check_styles(dbapi_connection, values)
             where = _session.zone(dbapi_connection)
-            columns, rows = self.cache.query(
+            columns, rows = self._calls.query(
                 sql, _session.localized(values, where), after=read.after(), as_text=_AS_TEXT
             )
             check_typed(columns, _AS_TEXT, typed=self._typed)
@@ -212,7 +287,10 @@ def _is_select(context: Any) -> bool:
     )
 
 
-def use_pgcache(engine: Any, cache: PGCacheManager) -> Integration:
+def use_pgcache(
+    engine: Engine | AsyncEngine, cache: PGCacheManager | AsyncPGCacheManager
+) -> Integration:
     """Answers the statements ``engine`` executes with ``execution_options(pgcache=True)``
-    through ``cache`` (a sync ``PGCacheManager``)."""
+    through ``cache``: a ``PGCacheManager`` for a sync engine, an ``AsyncPGCacheManager``
+    for an asyncio one (an ``AsyncEngine`` or its ``sync_engine``)."""
     return Integration(engine, cache)
