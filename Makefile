@@ -30,7 +30,8 @@ python-test: build
 # The Python client's tests, the unit tests (pgcache's and its rules' crate, rules/, with the
 # property tests: against PostgreSQL, and the rules' laws alone), then every server's suite once: Redis 7.0 (Debian) in notify mode, Valkey 9 in
 # replication mode, each with the short chaos, fuzz, soak and UNLOAD/LOAD cycle runs; on Redis
-# 7.0 again in replication mode, the tests of what the change feed decides and the chaos run;
+# 7.0 again in replication mode, the tests of what the change feed decides, the chaos run and
+# the UNLOAD/LOAD cycles (memory the replication source holds shows there);
 # Valkey 8 without the QUERY and cluster tests; and on Redis 8 the tests of what Redis 7.0 lacks
 # (ACL categories, key-prefix ACL checks). It ends with the valgrind run. The tests that take
 # the machine's cores (`#[ignore]`) run in `make soak`, one at a time.
