@@ -65,3 +65,35 @@ fn a_miss_answered_while_writes_are_paused_is_not_cached_then() {
     // Once the pause ends, misses are cached again.
     read_until_cached(&mut con, "users", r#"{"id":8}"#);
 }
+
+#[test]
+fn a_read_after_a_change_made_while_clients_are_paused_never_answers_from_before_it() {
+    let (stack, mut admin) = paused_stack();
+    let mut con = stack.con();
+    read_until_cached(&mut con, "users", r#"{"id":5}"#);
+    // WRITE pauses writes only: reads, AFTER's among them, still run.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query(&mut admin)
+        .unwrap();
+    let mut pg = stack.pg.client();
+    pg.batch_execute("UPDATE users SET name = 'five' WHERE id = 5")
+        .unwrap();
+    let position: String = pg
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    // The change is not applied before the pause ends: the read goes to PostgreSQL, or
+    // waits for it to be applied; either way it answers the new row, never the cached one.
+    let row: String = redis::cmd("PGCACHE.READ")
+        .arg("users")
+        .arg(r#"{"id":5}"#)
+        .arg("AFTER")
+        .arg(&position)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(json(&row)["name"], "five", "{row}");
+    alive(&mut con);
+}
