@@ -14,6 +14,16 @@ fn paused_stack() -> (Stack, redis::Connection) {
     (stack, admin)
 }
 
+/// CLIENT PAUSE for 1.5 s, of `mode` (`ALL` or `WRITE`).
+fn pause(admin: &mut redis::Connection, mode: &str) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg(mode)
+        .query(admin)
+        .unwrap();
+}
+
 fn alive(con: &mut redis::Connection) {
     let pong: String = redis::cmd("PING").query(con).unwrap();
     assert_eq!(pong, "PONG", "the server must still answer");
@@ -24,12 +34,7 @@ fn a_change_applied_while_clients_are_paused_waits_for_the_pause_to_end() {
     let (stack, mut admin) = paused_stack();
     let mut con = stack.con();
     read_until_cached(&mut con, "users", r#"{"id":7}"#);
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(1500)
-        .arg("ALL")
-        .query(&mut admin)
-        .unwrap();
+    pause(&mut admin, "ALL");
     stack
         .pg
         .execute("UPDATE users SET name = 'seven' WHERE id = 7");
@@ -45,12 +50,7 @@ fn a_change_applied_while_clients_are_paused_waits_for_the_pause_to_end() {
 #[test]
 fn a_miss_answered_while_writes_are_paused_is_not_cached_then() {
     let (stack, mut admin) = paused_stack();
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(1500)
-        .arg("WRITE")
-        .query(&mut admin)
-        .unwrap();
+    pause(&mut admin, "WRITE");
     let mut con = stack.con();
     let row = read(&mut con, "users", r#"{"id":8}"#).unwrap().unwrap();
     assert_eq!(json(&row)["id"], 8);
@@ -72,12 +72,7 @@ fn a_read_after_a_change_made_while_clients_are_paused_never_answers_from_before
     let mut con = stack.con();
     read_until_cached(&mut con, "users", r#"{"id":5}"#);
     // WRITE pauses writes only: reads, AFTER's among them, still run.
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(1500)
-        .arg("WRITE")
-        .query(&mut admin)
-        .unwrap();
+    pause(&mut admin, "WRITE");
     let mut pg = stack.pg.client();
     pg.batch_execute("UPDATE users SET name = 'five' WHERE id = 5")
         .unwrap();

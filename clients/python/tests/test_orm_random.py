@@ -243,6 +243,15 @@ def sa_read(walk: Walk, P: Any, C: Any) -> tuple[str, Any, bool, bool]:
     return rng.choice(reads)
 
 
+def take_steps(walk: Walk, read: Callable[[], None], change: Callable[[], None]) -> None:
+    """``STEPS`` steps of a walk, each a read or a change, even odds."""
+    for _ in range(STEPS):
+        if walk.rng.random() < 0.5:
+            read()
+        else:
+            change()
+
+
 class SaWalk:
     """The walk on SQLAlchemy: a Session (autocommit off, savepoints by ``begin_nested``)
     or an AUTOCOMMIT connection (on)."""
@@ -255,11 +264,7 @@ class SaWalk:
 
     def run(self) -> None:
         try:
-            for _ in range(STEPS):
-                if self.walk.rng.random() < 0.5:
-                    self.read()
-                else:
-                    self.change()
+            take_steps(self.walk, self.read, self.change)
         finally:
             if self.session is not None:
                 self.session.close()
@@ -522,11 +527,7 @@ class DjangoWalk:
         from django.db import transaction
 
         try:
-            for _ in range(STEPS):
-                if self.walk.rng.random() < 0.5:
-                    self.read()
-                else:
-                    self.change()
+            take_steps(self.walk, self.read, self.change)
         finally:
             while self.atomics:
                 self.leave(rollback=True)
