@@ -23,7 +23,7 @@ use crate::pg::pool::{Connection as Catalog, Pool};
 use crate::pg::replication::connection::{Connection, Failure};
 use crate::pg::replication::pgoutput::{self, Message, Relation};
 use crate::pg::replication::slot::{self, SlotState};
-use crate::pg::replication::wire::CopyData;
+use crate::pg::replication::stream::CopyData;
 use crate::redis::main_thread::Task;
 use crate::redis::role::writable;
 use pace::Pace;

@@ -1,5 +1,5 @@
 //! Everything that asks PostgreSQL: connections, row and catalog queries, key spellings, and
-//! the replication stream.
+//! the replication stream, and the protocol itself without IO (`wire`).
 //! Queries run on worker threads and the invalidation listener's thread, never on the Redis
 //! event loop, which only reads the in-memory schema cache.
 
@@ -15,3 +15,7 @@ pub mod schema;
 pub mod session;
 pub mod settings;
 pub mod text_value;
+// Parts are used by cache/onloop (issue #52); until then only the replication connection
+// uses the framing and the start-up.
+#[allow(dead_code)] // used by cache/onloop (issue #52)
+pub mod wire;

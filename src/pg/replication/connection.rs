@@ -6,12 +6,13 @@
 //! connector, socket options and password as the pool's connections. Like `session`, it runs
 //! on a current-thread runtime on the thread that uses it, and every exchange has a deadline.
 
-use super::wire::{self, Backend, CopyData, ServerError};
+use super::stream::{self, CopyData};
 use crate::config::{PgSettings, SslMode};
 use crate::model::lsn::Lsn;
+use crate::pg::wire::auth::{AuthError, Startup, Step};
+use crate::pg::wire::backend::{self as wire, Backend, ServerError};
 use bytes::BytesMut;
 use postgres_openssl::MakeTlsConnector;
-use postgres_protocol::authentication::sasl::{self, ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -52,6 +53,15 @@ impl std::fmt::Display for Failure {
                 waited.as_millis()
             ),
             Failure::Protocol(what) => f.write_str(what),
+        }
+    }
+}
+
+impl From<AuthError> for Failure {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Server(e) => Failure::Server(e),
+            AuthError::Protocol(what) => Failure::Protocol(what),
         }
     }
 }
@@ -175,7 +185,7 @@ impl Connection {
         reply: bool,
         limit: Duration,
     ) -> Result<(), Failure> {
-        let update = wire::status_update(applied, postgres_time_us(), reply);
+        let update = stream::status_update(applied, postgres_time_us(), reply);
         frontend::CopyData::new(&update[..])?.write(&mut self.stream.output);
         self.bounded(limit, |s| Box::pin(s.flush()))
     }
@@ -190,80 +200,33 @@ impl Drop for Connection {
 }
 
 impl Stream {
+    /// Writes what the start-up state machine (`pg::wire::auth`) asks for and feeds it each
+    /// message read, until the session is ready.
     async fn start_up(&mut self, settings: StartUp) -> Result<(), Failure> {
         // Changes' values arrive as text, spelled by this session's settings: the ones the
         // pool's sessions have, whatever the server sets (`pg::settings`).
-        let parameters = [
-            ("user", settings.user.as_str()),
+        let parameters: Vec<(&str, &str)> = [
             ("database", settings.database.as_str()),
             ("replication", "database"),
             ("application_name", settings.application_name.as_str()),
             ("client_encoding", "UTF8"),
-        ];
-        frontend::startup_message(
-            parameters
-                .into_iter()
-                .chain(crate::pg::settings::VALUE_SETTINGS.iter().copied()),
-            &mut self.output,
-        )?;
+        ]
+        .into_iter()
+        .chain(crate::pg::settings::VALUE_SETTINGS.iter().copied())
+        .collect();
+        let (mut startup, first) = Startup::new(&parameters, &settings.user, settings.password)?;
+        self.output.extend_from_slice(&first);
         self.flush().await?;
         loop {
-            match self.read().await? {
-                Backend::AuthenticationOk => {}
-                Backend::AuthenticationCleartext => {
-                    let password = password_of(&settings)?;
-                    frontend::password_message(password.as_bytes(), &mut self.output)?;
+            let message = self.read().await?;
+            match startup.step(message)? {
+                Step::Send(bytes) => {
+                    self.output.extend_from_slice(&bytes);
                     self.flush().await?;
                 }
-                Backend::AuthenticationMd5(salt) => {
-                    let password = password_of(&settings)?;
-                    let hash = postgres_protocol::authentication::md5_hash(
-                        settings.user.as_bytes(),
-                        password.as_bytes(),
-                        salt,
-                    );
-                    frontend::password_message(hash.as_bytes(), &mut self.output)?;
-                    self.flush().await?;
-                }
-                Backend::AuthenticationSasl(mechanisms) => {
-                    if !mechanisms.iter().any(|m| m == sasl::SCRAM_SHA_256) {
-                        return Err(Failure::Protocol(format!(
-                            "PostgreSQL offers no authentication pgcache supports ({})",
-                            mechanisms.join(", ")
-                        )));
-                    }
-                    self.scram(password_of(&settings)?).await?;
-                }
-                Backend::AuthenticationOther(code) => {
-                    return Err(Failure::Protocol(format!(
-                        "PostgreSQL asks for an authentication method pgcache does not support \
-                         (code {code}); use scram-sha-256, md5 or password in pg_hba.conf"
-                    )));
-                }
-                Backend::Error(e) => return Err(Failure::Server(e)),
-                Backend::ReadyForQuery => return Ok(()),
-                _ => {}
+                Step::Wait => {}
+                Step::Ready { .. } => return Ok(()),
             }
-        }
-    }
-
-    async fn scram(&mut self, password: &str) -> Result<(), Failure> {
-        // No channel binding: the TLS connector does not expose the server certificate's
-        // hash (libpq's channel_binding=disable).
-        let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-        frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), &mut self.output)?;
-        self.flush().await?;
-        match self.read().await? {
-            Backend::AuthenticationSaslContinue(data) => scram.update(&data)?,
-            Backend::Error(e) => return Err(Failure::Server(e)),
-            other => return Err(unexpected("SCRAM's first answer", &other)),
-        }
-        frontend::sasl_response(scram.message(), &mut self.output)?;
-        self.flush().await?;
-        match self.read().await? {
-            Backend::AuthenticationSaslFinal(data) => Ok(scram.finish(&data)?),
-            Backend::Error(e) => Err(Failure::Server(e)),
-            other => Err(unexpected("SCRAM's final answer", &other)),
         }
     }
 
@@ -274,9 +237,9 @@ impl Stream {
         let mut error = None;
         loop {
             match self.read().await? {
-                Backend::DataRow(row) => rows.push(row),
+                Backend::DataRow(row) => rows.push(row.to_strings()),
                 Backend::Error(e) => error = Some(e),
-                Backend::ReadyForQuery => break,
+                Backend::ReadyForQuery(_) => break,
                 _ => {}
             }
         }
@@ -302,7 +265,9 @@ impl Stream {
         while let Some(message) = wire::take_message(&mut self.input).map_err(Failure::Protocol)? {
             match message {
                 Backend::CopyData(data) => {
-                    return wire::copy_data(&data).map(Some).map_err(Failure::Protocol);
+                    return stream::copy_data(&data)
+                        .map(Some)
+                        .map_err(Failure::Protocol);
                 }
                 Backend::Error(e) => return Err(Failure::Server(e)),
                 Backend::CopyDone => {
@@ -343,26 +308,12 @@ impl Stream {
     }
 }
 
-fn unexpected(when: &str, message: &Backend) -> Failure {
-    Failure::Protocol(format!("PostgreSQL sent {message:?} in answer to {when}"))
-}
-
 /// What the start-up exchange sends, owned by the exchange.
 struct StartUp {
     user: String,
     database: String,
     password: Option<String>,
     application_name: String,
-}
-
-fn password_of(settings: &StartUp) -> Result<&str, Failure> {
-    settings.password.as_deref().ok_or_else(|| {
-        Failure::Protocol(
-            "PostgreSQL asks for a password and none is set (pg_password, PGPASSWORD or a \
-             passfile)"
-                .into(),
-        )
-    })
 }
 
 /// Microseconds since 2000-01-01, PostgreSQL's epoch.
