@@ -7,8 +7,8 @@ use tokio_postgres::error::SqlState;
 
 /// Describes a failure: the server's message and code, or the connection problem.
 pub fn describe(e: &Failure) -> String {
-    if let Some(db) = e.as_db_error() {
-        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    if let Some(said) = e.server() {
+        return format!("{} (SQLSTATE {})", said.message, said.code.code());
     }
     let driver = match e {
         Failure::Driver(driver) if !driver.is_closed() => driver,
@@ -55,11 +55,11 @@ fn unavailable(code: &SqlState) -> bool {
 
 /// The reply for an error of a row query on `table`.
 pub fn query_error(e: &Failure, table: &str) -> Error {
-    let Some(db) = e.as_db_error() else {
+    let Some(said) = e.server() else {
         return Error::postgres(format!("PostgreSQL unavailable: {}", describe(e)));
     };
-    let message = db.message();
-    let code = db.code();
+    let message = said.message;
+    let code = &said.code;
     let reason = if *code == SqlState::UNDEFINED_TABLE {
         format!("table {table} does not exist ({message})")
     } else if *code == SqlState::UNDEFINED_COLUMN {
@@ -89,11 +89,11 @@ pub fn query_error(e: &Failure, table: &str) -> Error {
 /// The reply for an error of a catalog query about `table`: PostgreSQL unavailable only when
 /// it could not be reached; a refusal (permissions, a bad name) says what the server said.
 pub fn catalog_error(e: &Failure, table: &str) -> Error {
-    let reason = match e.as_db_error() {
-        Some(db) if !unavailable(db.code()) => format!(
+    let reason = match e.server() {
+        Some(said) if !unavailable(&said.code) => format!(
             "PostgreSQL refused reading the catalog for {table}: {} (SQLSTATE {})",
-            db.message(),
-            db.code().code()
+            said.message,
+            said.code.code()
         ),
         _ => format!("PostgreSQL unavailable: {}", describe(e)),
     };
@@ -102,32 +102,32 @@ pub fn catalog_error(e: &Failure, table: &str) -> Error {
 
 /// Whether the error says our cached idea of the table is outdated.
 pub fn is_schema_change(e: &Failure) -> bool {
-    e.as_db_error()
-        .is_some_and(|db| SCHEMA_CHANGED.contains(db.code()))
+    e.server()
+        .is_some_and(|said| SCHEMA_CHANGED.contains(&said.code))
 }
 
 /// The reply for an error of a statement PGCACHE.QUERY ran or prepared: what PostgreSQL
 /// said of it, or that PostgreSQL could not be reached.
 pub fn statement_error(e: &Failure) -> Error {
-    let Some(db) = e.as_db_error() else {
+    let Some(said) = e.server() else {
         return Error::postgres(format!("PostgreSQL unavailable: {}", describe(e)));
     };
-    let code = db.code();
+    let code = &said.code;
     let reason = if unavailable(code) {
         format!(
             "PostgreSQL unavailable: {} (SQLSTATE {})",
-            db.message(),
+            said.message,
             code.code()
         )
     } else if *code == SqlState::QUERY_CANCELED {
         format!(
             "the statement was canceled: it ran longer than pgcache.statement_timeout_ms ({})",
-            db.message()
+            said.message
         )
     } else {
         format!(
             "PostgreSQL refused the statement: {} (SQLSTATE {})",
-            db.message(),
+            said.message,
             code.code()
         )
     };

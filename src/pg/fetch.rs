@@ -4,10 +4,12 @@ use crate::error::{Error, Result};
 use crate::model::key::CanonicalPk;
 use crate::pg::errors::{is_schema_change, query_error};
 use crate::pg::pool::Connection;
+use crate::pg::row::Row;
 use crate::pg::schema::{self, TableSchema};
 use crate::pg::session::Failure;
 
-fn on_error(e: Failure, table: &TableSchema) -> Error {
+/// The error of a lookup on `table`; one that says the table changed forgets its schema.
+pub fn failed(e: Failure, table: &TableSchema) -> Error {
     if is_schema_change(&e) {
         schema::forget(&table.name);
     }
@@ -33,12 +35,20 @@ pub fn one(
         .iter()
         .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect();
-    let rows = client
-        .query(&sql, &params)
-        .map_err(|e| on_error(e, table))?;
+    let rows = client.query(&sql, &params).map_err(|e| failed(e, table))?;
+    the_row(rows.into_iter().map(Row::Driver).collect(), table, pk)
+}
+
+/// What `select_one_sql`'s rows say of the key: its row as JSON, none, or (a key that is
+/// not unique, a view's) an error.
+pub fn the_row(
+    mut rows: Vec<Row>,
+    table: &TableSchema,
+    pk: &CanonicalPk,
+) -> Result<Option<String>> {
     match rows.len() {
         0 => Ok(None),
-        1 => Ok(Some(rows[0].get(0))),
+        1 => rows[0].take_string(0).map(Some),
         _ => Err(too_many_rows(table, &pk.json)),
     }
 }
@@ -78,10 +88,7 @@ pub fn many(
             .iter()
             .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
-        for row in client
-            .query(&sql, &params)
-            .map_err(|e| on_error(e, table))?
-        {
+        for row in client.query(&sql, &params).map_err(|e| failed(e, table))? {
             let ordinal: i64 = row.get(0);
             let slot = members[(ordinal - 1) as usize];
             if rows[slot].is_some() {

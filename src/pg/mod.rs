@@ -1,7 +1,9 @@
 //! Everything that asks PostgreSQL: connections, row and catalog queries, key spellings, and
-//! the replication stream, and the protocol itself without IO (`wire`).
-//! Queries run on worker threads and the invalidation listener's thread, never on the Redis
-//! event loop, which only reads the in-memory schema cache.
+//! the replication stream; the protocol itself without IO (`wire`), and the non-blocking
+//! sockets the event loop speaks it on (`socket`).
+//! Queries run on worker threads, the invalidation listener's thread and, for the misses the
+//! event loop sends itself (`cache::onloop`), on the event loop through `socket` and `wire`,
+//! which never wait.
 
 pub mod circuit;
 pub mod errors;
@@ -11,11 +13,11 @@ pub mod pool;
 pub mod prepared;
 pub mod query;
 pub mod replication;
+pub mod row;
 pub mod schema;
 pub mod session;
 pub mod settings;
+pub mod socket;
 pub mod text_value;
-// Parts are used by cache/onloop (issue #52); until then only the replication connection
-// uses the framing and the start-up.
-#[allow(dead_code)] // used by cache/onloop (issue #52)
+pub mod tls;
 pub mod wire;

@@ -10,9 +10,11 @@ use crate::pg::circuit;
 use crate::pg::errors::describe;
 use crate::pg::prepared::Prepared;
 use crate::pg::replication;
+use crate::pg::row;
 use crate::pg::session::{Failure, Session};
+use crate::pg::text_value::TextValue;
+use crate::pg::tls;
 use crate::stats;
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use postgres_openssl::MakeTlsConnector;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Condvar, Mutex};
@@ -56,7 +58,7 @@ pub struct Connection {
 }
 
 /// What one statement of a pipeline came to: its rows, or why it failed.
-pub type RunResult = Result<Vec<Row>, Failure>;
+pub type RunResult = Result<Vec<row::Row>, Failure>;
 
 /// One statement of a pipeline (`Connection::query_read_only_pipelined`) and its
 /// parameters.
@@ -64,14 +66,26 @@ pub struct ReadOnlyRun {
     pub sql: String,
     /// Its parameters' types (`Connection::query_read_only`); none: as PostgreSQL infers.
     pub types: Vec<u32>,
-    pub params: Vec<Box<dyn ToSql + Sync + Send>>,
+    pub params: Vec<RunParam>,
+}
+
+/// A parameter of a `ReadOnlyRun`, in a form any connection can send: a worker's session
+/// through the driver, or one the event loop speaks on.
+pub enum RunParam {
+    /// A value as its text, whatever type PostgreSQL inferred for it (`TextValue`).
+    Text(TextValue),
+    /// A `text[]` (a batch's parameter sets, a column each).
+    Texts(Vec<String>),
 }
 
 impl ReadOnlyRun {
     fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
         self.params
             .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .map(|p| match p {
+                RunParam::Text(value) => value as &(dyn ToSql + Sync),
+                RunParam::Texts(values) => values as &(dyn ToSql + Sync),
+            })
             .collect()
     }
 }
@@ -146,24 +160,11 @@ impl Drop for PastDeadline<'_> {
 }
 
 fn tls_connector(settings: &PgSettings) -> Result<Option<MakeTlsConnector>, Error> {
-    if settings.sslmode == SslMode::Disable {
+    let Some(connector) = tls::connector(settings)? else {
         return Ok(None);
-    }
-    let mut builder = SslConnector::builder(SslMethod::tls())
-        .map_err(|e| Error::invalid(e.to_string()).caused_by(e))?;
-    match settings.sslmode {
-        // libpq's prefer/require encrypt without checking who answers.
-        SslMode::Prefer | SslMode::Require => builder.set_verify(SslVerifyMode::NONE),
-        _ => {
-            if let Some(ca) = &settings.sslrootcert {
-                builder.set_ca_file(ca).map_err(|e| {
-                    Error::invalid(format!("pg_sslrootcert {}: {e}", ca.display())).caused_by(e)
-                })?;
-            }
-        }
-    }
-    let mut connector = MakeTlsConnector::new(builder.build());
-    if settings.sslmode == SslMode::VerifyCa {
+    };
+    let mut connector = MakeTlsConnector::new(connector);
+    if !tls::verifies_host_name(settings) {
         connector.set_callback(|config, _| {
             config.set_verify_hostname(false);
             Ok(())
@@ -329,7 +330,7 @@ impl Pool {
 
 /// How long a pool query may go unanswered: PostgreSQL answers by its statement_timeout
 /// (with none, by the request's), so silence past that and a margin is a dead peer.
-fn patience() -> Duration {
+pub fn patience() -> Duration {
     let statement_timeout_ms = match current::statement_timeout_ms() {
         0 => current::request_timeout_ms(),
         ms => ms,
@@ -491,7 +492,8 @@ impl Connection {
                     conn.statements
                         .forget(&prepared_key(&runs[*i].sql, &runs[*i].types));
                 }
-                results[*i] = Some(result);
+                results[*i] =
+                    Some(result.map(|rows| rows.into_iter().map(row::Row::Driver).collect()));
             }
             let results = results
                 .into_iter()

@@ -27,13 +27,31 @@ pub enum Failure {
     Closed,
     /// The session could not be set up on this thread (no runtime).
     Setup(std::io::Error),
+    /// PostgreSQL's error on a connection the event loop speaks on (`cache::onloop`).
+    Server(crate::pg::wire::backend::ServerError),
+    /// A connection the event loop spoke on broke: why.
+    Lost(String),
+}
+
+/// An error PostgreSQL answered with.
+pub struct ServerSaid<'a> {
+    pub code: tokio_postgres::error::SqlState,
+    pub message: &'a str,
 }
 
 impl Failure {
-    /// The server's error, if the server answered with one.
-    pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+    /// What the server said, if it answered with an error: its SQLSTATE and message,
+    /// whichever way the session spoke to it.
+    pub fn server(&self) -> Option<ServerSaid<'_>> {
         match self {
-            Failure::Driver(e) => e.as_db_error(),
+            Failure::Driver(e) => e.as_db_error().map(|db| ServerSaid {
+                code: db.code().clone(),
+                message: db.message(),
+            }),
+            Failure::Server(e) => Some(ServerSaid {
+                code: tokio_postgres::error::SqlState::from_code(&e.code),
+                message: &e.message,
+            }),
             _ => None,
         }
     }
@@ -43,14 +61,17 @@ impl Failure {
         match self {
             Failure::Driver(e) => {
                 e.is_closed()
-                    || e.as_db_error().is_none_or(|db| {
-                        let code = db.code().code();
+                    || self.server().is_none_or(|said| {
+                        let code = said.code.code();
                         // Operator intervention (57P01 admin shutdown, 57P02 crash shutdown,
                         // 57P03 cannot connect now) and connection exceptions (class 08).
                         code.starts_with("57P") || code.starts_with("08")
                     })
             }
-            Failure::Silent(_) | Failure::Closed | Failure::Setup(_) => true,
+            Failure::Server(e) => {
+                e.is_fatal() || e.code.starts_with("57P") || e.code.starts_with("08")
+            }
+            Failure::Silent(_) | Failure::Closed | Failure::Setup(_) | Failure::Lost(_) => true,
         }
     }
 
@@ -96,6 +117,8 @@ impl std::fmt::Display for Failure {
             ),
             Failure::Closed => f.write_str("connection to PostgreSQL was closed"),
             Failure::Setup(e) => write!(f, "cannot set up a PostgreSQL session: {e}"),
+            Failure::Server(e) => write!(f, "{} (SQLSTATE {})", e.message, e.code),
+            Failure::Lost(why) => f.write_str(why),
         }
     }
 }
@@ -105,7 +128,7 @@ impl std::error::Error for Failure {
         match self {
             Failure::Driver(e) => Some(e),
             Failure::Setup(e) => Some(e),
-            Failure::Silent(_) | Failure::Closed => None,
+            Failure::Silent(_) | Failure::Closed | Failure::Server(_) | Failure::Lost(_) => None,
         }
     }
 }
@@ -245,7 +268,7 @@ impl Session {
                 Ok(result)
             }
             Ok(Err(failure)) => {
-                if failure.as_db_error().is_some() {
+                if failure.server().is_some() {
                     circuit::answered();
                 }
                 if failure.session_lost() {

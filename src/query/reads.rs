@@ -527,8 +527,8 @@ fn compile(
         .map_err(|e| e.to_string())?;
     let compiled = (|| -> std::result::Result<Option<String>, String> {
         let failed = |e: crate::pg::session::Failure| {
-            e.as_db_error()
-                .map(|db| db.message().to_string())
+            e.server()
+                .map(|said| said.message.to_string())
                 .unwrap_or_else(|| e.to_string())
         };
         // The arguments' and result's types spelled with their schemas (an empty

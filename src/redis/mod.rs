@@ -8,7 +8,8 @@
 //! sections (`info`), CONFIG parameters (`config`), its own events (`server_events`), the
 //! replication role (`role`), the ACL checks Redis makes for its own commands (`acl`), where a
 //! key's slot is served in a cluster (`cluster`), and running work on the main thread from
-//! anywhere (`main_thread`, woken through `wake`).
+//! anywhere (`main_thread`, woken through `wake`), sockets the event loop watches for
+//! pgcache (`fds`).
 
 pub mod acl;
 pub mod args;
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod cluster;
 pub mod command;
 pub mod config;
+pub mod fds;
 pub mod info;
 pub mod keyspace;
 pub mod main_thread;

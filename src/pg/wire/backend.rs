@@ -73,12 +73,9 @@ pub struct TextRow {
 }
 
 impl TextRow {
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.columns.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.columns.is_empty()
     }
 
     /// Column `i`'s text; None for NULL or past the last column.
@@ -91,14 +88,9 @@ impl TextRow {
 
     /// The columns as owned strings.
     pub fn to_strings(&self) -> Vec<Option<String>> {
-        (0..self.len())
+        (0..self.columns.len())
             .map(|i| self.get(i).map(str::to_string))
             .collect()
-    }
-
-    /// The bytes the row takes in its message (for size accounting).
-    pub fn bytes(&self) -> usize {
-        self.body.len()
     }
 
     fn parse(body: Bytes) -> Result<TextRow, String> {
@@ -123,7 +115,7 @@ impl TextRow {
 impl std::fmt::Debug for TextRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries((0..self.len()).map(|i| self.get(i)))
+            .entries((0..self.columns.len()).map(|i| self.get(i)))
             .finish()
     }
 }

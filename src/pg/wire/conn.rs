@@ -201,6 +201,7 @@ impl Conn {
     }
 
     /// Requests sent and not yet answered.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.queue.len()
     }
@@ -211,22 +212,19 @@ impl Conn {
     }
 
     /// Whether the session last reported `default_transaction_read_only` on.
+    #[cfg(test)]
     pub fn read_only_default(&self) -> bool {
         self.read_only_default
     }
 
     /// Rows longer than `cap` bytes break the connection instead of being buffered.
+    #[cfg(test)]
     pub fn set_row_cap(&mut self, cap: usize) {
         self.row_cap = cap;
     }
 
-    /// Forgets every prepared name, so that each statement is parsed again (fresh plans);
-    /// the old names are closed ahead of the next request.
-    pub fn forget_all(&mut self) {
-        self.names.forget_all();
-    }
-
     /// Prepared names the connection keeps (Parse sent and not failed).
+    #[cfg(test)]
     pub fn prepared(&self) -> usize {
         self.names.count
     }
@@ -467,13 +465,6 @@ impl Names {
         }
         self.count -= 1;
         Some(removed.name)
-    }
-
-    fn forget_all(&mut self) {
-        for (_, entries) in self.by_sql.drain() {
-            self.to_close.extend(entries.into_iter().map(|p| p.name));
-        }
-        self.count = 0;
     }
 }
 

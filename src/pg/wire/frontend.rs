@@ -12,7 +12,6 @@ use postgres_protocol::types::{ArrayDimension, array_to_sql, text_to_sql};
 /// One parameter's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Param {
-    Null,
     /// Sent in text format, read by the parameter's type's input function.
     Text(String),
     /// A one-dimensional `text[]`, sent in binary format.
@@ -62,7 +61,7 @@ pub fn bind_execute_sync(
 ) -> Result<(), Unsendable> {
     let formats = params.iter().map(|p| match p {
         Param::TextArray(_) => BINARY_FORMAT,
-        Param::Null | Param::Text(_) => TEXT_FORMAT,
+        Param::Text(_) => TEXT_FORMAT,
     });
     frontend::bind(
         "",
@@ -70,7 +69,6 @@ pub fn bind_execute_sync(
         formats,
         params,
         |param, buf| match param {
-            Param::Null => Ok(IsNull::Yes),
             Param::Text(text) => {
                 text_to_sql(text, buf);
                 Ok(IsNull::No)

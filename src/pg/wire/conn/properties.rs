@@ -16,7 +16,6 @@ const SQL: [&str; 8] = [
 
 fn param() -> impl Strategy<Value = Param> {
     prop_oneof![
-        Just(Param::Null),
         "[a-z0-9 ]{0,6}".prop_map(Param::Text),
         proptest::collection::vec(proptest::option::of("[a-z]{0,4}"), 0..3)
             .prop_map(Param::TextArray),
@@ -40,7 +39,6 @@ fn echoed(sql: &str, params: &[Param]) -> Vec<Vec<Option<String>>> {
     let mut row: Vec<Option<String>> = params
         .iter()
         .map(|p| match p {
-            Param::Null => None,
             Param::Text(t) => Some(t.clone()),
             Param::TextArray(items) => {
                 let items: Vec<&str> = items
