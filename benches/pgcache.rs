@@ -22,6 +22,10 @@
 //!     TRUNCATE under cached join results
 //! 16. reads through pgcache, straight to PostgreSQL and through a cache-aside by hand beside
 //!     pgbench's tpcb-like writes (PGCACHE_BENCH_OLTP_RATE paces the writers)
+//! 17. the miss path: misses sent by a worker vs by the event loop itself, CPU and context
+//!     switches per miss, beside pgbench and PING
+#[path = "pgcache/miss_path.rs"]
+mod miss_path;
 #[path = "pgcache/oltp.rs"]
 mod oltp;
 #[path = "pgcache/precision.rs"]
@@ -1394,7 +1398,7 @@ fn main() {
     ));
     pg.execute("VACUUM ANALYZE users");
     // PGCACHE_BENCH_ONLY=hits|multiread|query-hits|misses|query-misses|ping|lag|coalescing|bulk|
-    // writers|load-lag|pg-restart|trouble|query-precision|query-bulk|oltp|invalidated runs one
+    // writers|load-lag|pg-restart|trouble|query-precision|query-bulk|miss-path|oltp|invalidated runs one
     // section.
     let only = std::env::var("PGCACHE_BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
@@ -1448,6 +1452,9 @@ fn main() {
     }
     if wanted("query-bulk") {
         precision::bulk(&pg);
+    }
+    if wanted("miss-path") {
+        miss_path::miss_path(&pg);
     }
     if wanted("oltp") {
         oltp::oltp();
