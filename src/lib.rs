@@ -134,6 +134,8 @@ fn start_threads(
 ) -> Result<(), Error> {
     requests::blocked::start_deadlines()
         .map_err(|e| Error::internal(format!("cannot start the deadline thread: {e}")))?;
+    cache::onloop::start(&settings.pg)
+        .map_err(|e| Error::invalid(format!("cannot set up TLS to PostgreSQL: {e}")))?;
     if let Err(e) = cache::worker::start(settings.workers, settings.queue_size, pool.clone()) {
         requests::blocked::stop_deadlines();
         return Err(Error::internal(format!("cannot start worker threads: {e}")));
@@ -192,10 +194,11 @@ fn deinit(ctx: &Context) -> Status {
         );
         return Status::Err;
     }
-    if let Err(e) = cache::worker::stop() {
+    if let Err(e) = cache::onloop::may_stop().and_then(|()| cache::worker::stop()) {
         ctx.log_warning(&format!("pgcache: refusing to unload: {e}"));
         return Status::Err;
     }
+    cache::onloop::stop();
     requests::blocked::stop_deadlines();
     invalidation::stop();
     report::metrics::stop();

@@ -1,7 +1,7 @@
 //! The cache: its entries in the Redis keyspace (`entries`, re-exported here), the fills in
 //! flight and their no-stale-fill rule (`fill`), the miss pipeline of the row commands
 //! (`miss`) and QUERY's (`query`), the worker pool that runs what waits for
-//! PostgreSQL (`worker`), table flushes (`flush`) and the tables known to need none (`emptied`), which entries must not be served now
+//! PostgreSQL (`worker`) and the misses the event loop sends itself (`onloop`), table flushes (`flush`) and the tables known to need none (`emptied`), which entries must not be served now
 //! (`bypass`), and the window before an unload in which nothing may wait (`drain`).
 
 pub mod applied;
@@ -13,6 +13,7 @@ pub mod fill;
 pub mod flush;
 pub mod freshness;
 pub mod miss;
+pub mod onloop;
 pub mod query;
 pub mod worker;
 

@@ -15,6 +15,7 @@ static NEGATIVE_TTL: AtomicU64 = AtomicU64::new(0);
 static REQUEST_TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
 static STATEMENT_TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
 static MULTIREAD_MAX: AtomicU64 = AtomicU64::new(0);
+static LOOP_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 static AFTER_WAIT_MS: AtomicU64 = AtomicU64::new(0);
 static MAX_STALENESS_MS: AtomicI64 = AtomicI64::new(0);
 static STALE_IF_ERROR_MS: AtomicI64 = AtomicI64::new(0);
@@ -43,6 +44,7 @@ pub fn init(s: &Settings) {
     REQUEST_TIMEOUT_MS.store(s.request_timeout_ms, Relaxed);
     STATEMENT_TIMEOUT_MS.store(s.statement_timeout_ms, Relaxed);
     MULTIREAD_MAX.store(s.multiread_max as u64, Relaxed);
+    LOOP_CONNECTIONS.store(s.loop_connections as u64, Relaxed);
     AFTER_WAIT_MS.store(s.after_wait_ms, Relaxed);
     MAX_STALENESS_MS.store(s.max_staleness_ms, Relaxed);
     STALE_IF_ERROR_MS.store(s.stale_if_error_ms, Relaxed);
@@ -175,4 +177,9 @@ pub fn table_allowed(name: &QualifiedName) -> bool {
 /// administrator's explicit word that it may be served, views over system catalogs included.
 pub fn table_listed(name: &QualifiedName) -> bool {
     TABLES.read().unwrap().contains(name)
+}
+
+/// Connections the event loop keeps to send misses on itself.
+pub fn loop_connections() -> usize {
+    LOOP_CONNECTIONS.load(Relaxed) as usize
 }

@@ -121,6 +121,8 @@ pub struct Settings {
     pub workers: usize,
     /// Connections at most; default: as many as workers.
     pub pool_size: usize,
+    /// Connections the event loop speaks PostgreSQL on itself (`cache::onloop`).
+    pub loop_connections: usize,
     pub queue_size: usize,
     pub request_timeout_ms: u64,
     pub statement_timeout_ms: u64,
@@ -184,6 +186,7 @@ impl Settings {
             cache_prefix: String::new(),
             workers: 0,
             pool_size: 0,
+            loop_connections: 0,
             queue_size: 0,
             request_timeout_ms: 0,
             statement_timeout_ms: 0,

@@ -146,7 +146,7 @@ fn path(value: &Option<PathBuf>) -> String {
 const TTL: &str = "a TTL in whole seconds";
 
 /// Every setting, in the order docs/configuration.md and HEALTH list them.
-pub static SETTINGS: [Setting; 42] = [
+pub static SETTINGS: [Setting; 43] = [
     Setting {
         name: "pg_url",
         libpq_env: None,
@@ -336,6 +336,18 @@ pub static SETTINGS: [Setting; 42] = [
         runtime: false,
         help: "PostgreSQL connections at most (the listener has one more of its own)",
         show: Some(|s| s.pool_size.to_string()),
+    },
+    Setting {
+        name: "loop_connections",
+        libpq_env: None,
+        initial: Initial::Value("0"),
+        accepts: int(0, 16, "a connection count", |s, v| {
+            s.loop_connections = v as usize
+        }),
+        runtime: true,
+        help: "PostgreSQL connections on which the Redis event loop sends QUERY, READ and GET \
+               misses itself, without a worker thread (0: every miss goes to a worker)",
+        show: Some(|s| s.loop_connections.to_string()),
     },
     Setting {
         name: "queue_size",

@@ -128,10 +128,16 @@ pub struct Figures {
     pub result_bytes: Counter,
     /// Results filled since a table it reads last changed: what the next change drops.
     pub live: AtomicU64,
+    /// Bytes of the last result its misses fetched.
+    pub last_result_bytes: AtomicU64,
     /// Microseconds its runs took in PostgreSQL, a moving average (a round trip shared by
     /// several statements is shared out evenly among them); 0 before the first.
     pub run_us: AtomicU64,
 }
+
+/// A statement whose last result was larger than this goes to the workers, not the event
+/// loop (one read callback's budget, `onloop`).
+const LOOP_MOST_BYTES: u64 = 256 << 10;
 
 /// A statement whose runs take longer than this on average is sent alone: in a pipeline it
 /// would hold up the statements sent behind it.
@@ -168,6 +174,12 @@ impl Figures {
             (before * 7 + us) / 8
         };
         self.run_us.store(average, Ordering::Relaxed);
+    }
+
+    /// Whether its last result was small enough for the event loop to read (`cache::onloop`):
+    /// a larger one is read, decoded and copied on a worker, off the event loop.
+    pub fn small_results(&self) -> bool {
+        self.last_result_bytes.load(Ordering::Relaxed) <= LOOP_MOST_BYTES
     }
 
     /// Whether its runs may share a round trip with other statements' (`worker::pipeline`).

@@ -203,6 +203,13 @@ pub static QUERY_STATEMENTS_EVICTED: Counter = Counter::new();
 pub static QUERY_INDEX_FULL: Counter = Counter::new();
 /// QUERY jobs sent to PostgreSQL in one round trip with other statements' jobs.
 pub static QUERY_PIPELINED: Counter = Counter::new();
+/// Misses the event loop sent to PostgreSQL itself (`cache::onloop`).
+pub static MISSES_ON_LOOP: Counter = Counter::new();
+/// Misses the event loop sent and then handed to the workers (a connection broke, or the
+/// answer needed a worker's connection to finish).
+pub static MISSES_LOOP_TO_WORKERS: Counter = Counter::new();
+/// Connections the event loop opened to PostgreSQL.
+pub static LOOP_CONNECTIONS_OPENED: Counter = Counter::new();
 
 /// pgcache's own part of the invalidation lag: from a change reaching pgcache (a
 /// notification, or a replicated transaction's commit, read) to its deletions applied, for
@@ -374,7 +381,7 @@ pub fn tables() -> Vec<Arc<TableStats>> {
 }
 
 /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them.
-static NAMED: [(&str, &Counter); 33] = [
+static NAMED: [(&str, &Counter); 36] = [
     ("hits", &HITS),
     ("negative_hits", &NEGATIVE_HITS),
     ("misses", &MISSES),
@@ -411,6 +418,9 @@ static NAMED: [(&str, &Counter); 33] = [
     ("query_statements_evicted", &QUERY_STATEMENTS_EVICTED),
     ("query_index_full", &QUERY_INDEX_FULL),
     ("query_pipelined", &QUERY_PIPELINED),
+    ("misses_on_loop", &MISSES_ON_LOOP),
+    ("misses_loop_to_workers", &MISSES_LOOP_TO_WORKERS),
+    ("loop_connections_opened", &LOOP_CONNECTIONS_OPENED),
 ];
 
 /// Every counter's value, in reporting order.

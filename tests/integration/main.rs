@@ -15,6 +15,7 @@ mod invalidation;
 mod keys;
 mod metrics;
 mod multiread;
+mod onloop;
 mod orm_corpus;
 mod pass_through;
 mod pause;

@@ -14,7 +14,7 @@ pub use groups::many_named;
 
 use crate::cache::fill::{self, FillTicket, LeadOrWait, Outcome};
 use crate::cache::worker::{self, Keyed, KeyedFill, RowLookup};
-use crate::cache::{self, Cached, Readable, applied};
+use crate::cache::{self, Cached, Readable, applied, onloop};
 use crate::config::current;
 use crate::error::{Error, Result};
 use crate::events;
@@ -108,7 +108,7 @@ pub fn one(
             .fill_this_miss(current::pass_through())
     {
         let then = Box::new(passed_completion);
-        return worker::submit_lookup(ctx, checked, RowLookup { schema, pk, then });
+        return onloop::submit_lookup(ctx, checked, RowLookup { schema, pk, then });
     }
     let timeout_ms = current::request_timeout_ms();
     let ticket = match fill::lead_or_wait(
@@ -124,7 +124,7 @@ pub fn one(
         ticket.answer_waiters(&outcome);
         fill_completion(outcome, schema, pk, ttl, ticket, name)
     });
-    worker::submit_lookup(ctx, checked, RowLookup { schema, pk, then })
+    onloop::submit_lookup(ctx, checked, RowLookup { schema, pk, then })
 }
 
 /// The main-thread half of a miss: cache the row, or remember for `negative_ttl` that there

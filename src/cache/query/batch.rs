@@ -9,12 +9,14 @@
 
 use super::complete::{Fill, completion};
 use super::job::{Job, Ready};
-use super::run::{Run, execute, failed, ran, refused, refused_for_what_it_read};
+use super::run::{
+    Run, execute, failed, first, ran, refused, refused_for_what_it_read, reruns_alone,
+};
+use crate::cache::onloop;
 use crate::cache::worker::{self, Pipelined, Sent};
 use crate::config::current;
 use crate::error::Error;
-use crate::pg::pool::{Connection, ReadOnlyRun};
-use crate::pg::session::Failure;
+use crate::pg::pool::{Connection, ReadOnlyRun, RunParam, RunResult};
 use crate::pg::text_value::TextValue;
 use crate::query::Statement;
 use crate::requests::blocked::{BlockedClient, Completion, error_completion};
@@ -23,7 +25,6 @@ use redis_module::Context;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio_postgres::Row;
 
 /// Most parameter sets one statement runs with at once.
 const MAX_BATCH: usize = 128;
@@ -101,6 +102,7 @@ fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Opti
         return Reply::Blocked;
     };
     let pipelines = statement.figures.pipelines();
+    let small_results = statement.figures.small_results();
     let job = StatementRun {
         id,
         statement,
@@ -110,7 +112,7 @@ fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Opti
         taken: !joins,
     };
     // Refused (a full queue), the job is dropped, and its entry with it (`Drop`).
-    worker::submit_run(ctx, checked, Box::new(job), pipelines)
+    onloop::submit_run(ctx, checked, Box::new(job), pipelines, small_results)
 }
 
 /// A statement's queued run: its own miss's parameters, then those of the misses that
@@ -162,20 +164,16 @@ impl StatementRun {
     }
 
     /// The result of each set from what its runs came to.
-    fn outcomes(&self, results: Vec<Result<Vec<Row>, Failure>>, conn: &mut Connection) -> Vec<Run> {
+    /// (`conn`: None only where `needs_worker` said no.)
+    fn outcomes(&self, results: Vec<RunResult>, mut conn: Option<&mut Connection>) -> Vec<Run> {
         let statement = &self.statement;
         if !self.batched() {
             return results
                 .into_iter()
                 .zip(&self.sets)
                 .map(|(rows, params)| match rows {
-                    Ok(rows) => rows
-                        .first()
-                        .ok_or_else(|| {
-                            Error::internal("the statement's result came back without its row")
-                        })
-                        .and_then(|row| ran(statement, row)),
-                    Err(failure) => refused(conn, statement, params, &failure),
+                    Ok(rows) => first(rows).and_then(|row| ran(statement, row)),
+                    Err(failure) => refused(conn.as_deref_mut(), statement, params, &failure),
                 })
                 .collect();
         }
@@ -184,15 +182,17 @@ impl StatementRun {
             .zip(results)
             .flat_map(|(chunk, rows)| match rows {
                 Ok(rows) => {
-                    let mut runs: Vec<Run> = rows.iter().map(|row| ran(statement, row)).collect();
+                    let mut runs: Vec<Run> =
+                        rows.into_iter().map(|row| ran(statement, row)).collect();
                     runs.resize_with(chunk.len(), || Err(lost()));
                     runs
                 }
                 // PostgreSQL refused the batch (one set's value is not of its type, say):
                 // each set alone finds which.
-                Err(failure) if refused_for_what_it_read(&failure) => {
-                    chunk.iter().map(|p| execute(conn, statement, p)).collect()
-                }
+                Err(failure) if refused_for_what_it_read(&failure) => match conn.as_deref_mut() {
+                    Some(conn) => chunk.iter().map(|p| execute(conn, statement, p)).collect(),
+                    None => vec![Err(failed(statement, &failure)); chunk.len()],
+                },
                 // Out of time or out of reach: every set would be too.
                 Err(failure) => vec![Err(failed(statement, &failure)); chunk.len()],
             })
@@ -218,7 +218,7 @@ impl Pipelined for StatementRun {
                     types: statement.param_oids(),
                     params: set
                         .iter()
-                        .map(|p| Box::new(TextValue(p.clone())) as Box<_>)
+                        .map(|p| RunParam::Text(TextValue(p.clone())))
                         .collect(),
                 })
                 .collect(),
@@ -232,6 +232,15 @@ impl Pipelined for StatementRun {
         } else {
             with_waiting(|w| w.get(&self.id).and_then(joined))
         }
+    }
+
+    fn needs_worker(&self, results: &[RunResult]) -> bool {
+        let batched = self.batched();
+        results.iter().any(|result| match result {
+            Err(failure) if batched => refused_for_what_it_read(failure),
+            Err(failure) => reruns_alone(&self.statement, failure),
+            Ok(_) => false,
+        })
     }
 
     fn finish(mut self: Box<Self>, sent: Sent<'_>) -> Completion {
@@ -284,10 +293,7 @@ fn batch_run(batch_sql: &str, sets: &[Vec<String>]) -> ReadOnlyRun {
         sql: batch_sql.to_string(),
         types: Vec::new(),
         params: (0..width)
-            .map(|i| {
-                let column: Vec<String> = sets.iter().map(|set| set[i].clone()).collect();
-                Box::new(column) as Box<_>
-            })
+            .map(|i| RunParam::Texts(sets.iter().map(|set| set[i].clone()).collect()))
             .collect(),
     }
 }

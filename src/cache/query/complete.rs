@@ -15,6 +15,7 @@ use crate::stats;
 use crate::stats::slowlog::truncate_key;
 use redis_module::Context;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// The client's ACL user must be allowed to read every table the statement reads as data,
 /// as READ checks the row's key: the generation key stands for the table's keys.
@@ -78,6 +79,7 @@ pub fn completion(statement: Arc<Statement>, outcome: Run, fill: Option<Fill>) -
             .missed(1, statement.stats.hits.get());
         if let Ok(ran) = &outcome {
             statement.figures.result_bytes.add(ran.json.len() as u64);
+            (statement.figures.last_result_bytes).store(ran.json.len() as u64, Ordering::Relaxed);
         }
         let shared: Outcome = match &outcome {
             Ok(ran) => Ok(Some(ran.json.clone())),

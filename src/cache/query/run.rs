@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::model::key::canonicalise_value;
 use crate::pg::errors::{is_schema_change, statement_error};
 use crate::pg::pool::Connection;
+use crate::pg::row::Row;
 use crate::pg::schema::TableSchema;
 use crate::pg::session::Failure;
 use crate::pg::text_value::{TextValue, text_values};
@@ -40,8 +41,8 @@ pub fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) 
         &statement.param_oids(),
         &values(&text_values(params)),
     ) {
-        Ok(rows) => first(&rows).and_then(|row| ran(statement, row)),
-        Err(failure) => refused(conn, statement, params, &failure),
+        Ok(rows) => first(rows).and_then(|row| ran(statement, row)),
+        Err(failure) => refused(Some(conn), statement, params, &failure),
     }
 }
 
@@ -52,8 +53,11 @@ fn values(params: &[TextValue]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync
         .collect()
 }
 
-fn first(rows: &[tokio_postgres::Row]) -> Result<&tokio_postgres::Row> {
-    rows.first()
+/// The one row a run's statement answers with.
+pub fn first(rows: impl IntoIterator<Item = impl Into<Row>>) -> Result<Row> {
+    rows.into_iter()
+        .next()
+        .map(Into::into)
         .ok_or_else(|| Error::internal("the statement's result came back without its row"))
 }
 
@@ -63,16 +67,18 @@ fn first(rows: &[tokio_postgres::Row]) -> Result<&tokio_postgres::Row> {
 /// stopped at an empty outer side): a cast of one of those rows that fails (`NaN::integer`)
 /// must not fail a statement PostgreSQL answers. So the statement runs alone, and its
 /// answer is served, not cached; a refusal of the statement itself is the statement's error.
+/// (Without a connection, as on the event loop, which hands such a run to a worker first:
+/// `reruns_alone`, the refusal.)
 pub fn refused(
-    conn: &mut Connection,
+    conn: Option<&mut Connection>,
     statement: &Statement,
     params: &[String],
     failure: &Failure,
 ) -> Run {
-    let Some(plain_sql) = statement.plain_sql.as_deref() else {
+    let (Some(conn), Some(plain_sql)) = (conn, statement.plain_sql.as_deref()) else {
         return Err(failed(statement, failure));
     };
-    if !refused_for_what_it_read(failure) {
+    if !reruns_alone(statement, failure) {
         return Err(failed(statement, failure));
     }
     let rows = conn
@@ -82,10 +88,10 @@ pub fn refused(
             &values(&text_values(params)),
         )
         .map_err(|e| failed(statement, &e))?;
-    let row = first(&rows)?;
-    let count: i64 = row.get(1);
+    let mut row = first(rows)?;
+    let count = row.int8(1)?;
     Ok(Ran {
-        json: row.get(0),
+        json: row.take_string(0)?,
         rows: count as u64,
         members: None,
         last: None,
@@ -93,34 +99,38 @@ pub fn refused(
     })
 }
 
+/// Whether `refused` runs the statement again alone after this failure.
+pub fn reruns_alone(statement: &Statement, failure: &Failure) -> bool {
+    statement.plain_sql.is_some() && refused_for_what_it_read(failure)
+}
+
 /// Whether PostgreSQL itself refused the statement for what it read or was given: not a
 /// cancel for statement_timeout, not a lost connection, not tables changed under it.
 pub fn refused_for_what_it_read(failure: &Failure) -> bool {
     failure
-        .as_db_error()
-        .is_some_and(|db| *db.code() != SqlState::QUERY_CANCELED && !failure.session_lost())
+        .server()
+        .is_some_and(|said| said.code != SqlState::QUERY_CANCELED && !failure.session_lost())
         && !is_schema_change(failure)
 }
 
 /// A run's row: the result, its row count and (row-precise statements) its members.
-pub fn ran(statement: &Statement, row: &tokio_postgres::Row) -> Run {
-    let count: i64 = row.get(1);
+pub fn ran(statement: &Statement, mut row: Row) -> Run {
+    let count = row.int8(1)?;
     let (members, last) = match statement.precision.row() {
         Some(m) => {
-            let keys: Option<String> = row.get(2);
+            let keys = row.text(2)?;
             match m.sides.as_slice() {
                 [side] => {
-                    let (members, last) =
-                        members_of(&side.table, keys.as_deref(), m.page.is_some());
+                    let (members, last) = members_of(&side.table, keys, m.page.is_some());
                     (members.map(|members| vec![members]), last)
                 }
-                sides => (joined_members_of(sides, keys.as_deref()), None),
+                sides => (joined_members_of(sides, keys), None),
             }
         }
         None => (None, None),
     };
     Ok(Ran {
-        json: row.get(0),
+        json: row.take_string(0)?,
         rows: count as u64,
         members,
         last,

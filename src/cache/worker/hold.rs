@@ -31,6 +31,12 @@ pub fn release() {
     MODE.store(RELEASED, Ordering::SeqCst);
 }
 
+/// Whether answers are held or stalled: the event loop, which must never wait, then leaves
+/// misses to the workers, which hold them.
+pub fn active() -> bool {
+    MODE.load(Ordering::SeqCst) != RELEASED
+}
+
 /// Fills waiting at the hold point.
 pub fn held() -> usize {
     HELD.load(Ordering::SeqCst)

@@ -4,13 +4,11 @@
 use crate::cache::fill::{FillTicket, Outcome};
 use crate::error::Error;
 use crate::model::key::CanonicalPk;
-use crate::pg::pool::{Connection, PooledClient, ReadOnlyRun};
+use crate::pg::pool::{Connection, PooledClient, ReadOnlyRun, RunResult};
 use crate::pg::schema::TableSchema;
-use crate::pg::session::Failure;
 use crate::requests::blocked::Completion;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_postgres::Row;
 
 /// Runs on a worker with a pooled connection.
 pub type Work = Box<dyn FnOnce(&mut PooledClient<'_>) -> Result<Completion, Error> + Send>;
@@ -64,6 +62,10 @@ pub trait Pipelined: Send {
     /// The latest deadline of other clients the job answers too (misses that joined it),
     /// if any: a job whose own client timed out in the queue still runs for them.
     fn awaited_until(&self) -> Option<Instant>;
+    /// Whether what its runs came to can only be finished on a worker's connection (a run
+    /// PostgreSQL refused that `finish` would try again another way): a connection the
+    /// event loop speaks on hands such a job to the workers, to be run afresh.
+    fn needs_worker(&self, results: &[RunResult]) -> bool;
     /// The completion for the job's client, from what its runs came to.
     fn finish(self: Box<Self>, sent: Sent<'_>) -> Completion;
 }
@@ -73,11 +75,12 @@ pub enum Sent<'a> {
     /// Each run's rows or failure, in order; `share`: PostgreSQL's time for the job's runs,
     /// the round trip shared out among every job's by their count of runs (an upper bound on
     /// a fast statement's time where a slow one shared it); `conn`: for a run to be tried
-    /// again alone.
+    /// again alone (None where the runs went out from the event loop, which first asks
+    /// `needs_worker`).
     Ran {
-        results: Vec<Result<Vec<Row>, Failure>>,
+        results: Vec<RunResult>,
         share: Duration,
-        conn: &'a mut Connection,
+        conn: Option<&'a mut Connection>,
     },
     /// Nothing ran: no connection, a lost session, or the job refused in the queue.
     Failed(Error),

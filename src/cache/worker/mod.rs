@@ -174,6 +174,14 @@ impl Queues {
     fn waiting(&self) -> usize {
         self.work.len() + self.lookups.len() + self.runs.len()
     }
+
+    /// The error of a job the queues have no room for.
+    fn full(&self) -> Error {
+        Error::queue_full(format!(
+            "the PostgreSQL queue is full ({} requests waiting); retry later or raise queue_size/workers",
+            self.waiting()
+        ))
+    }
 }
 
 fn run(receivers: Receivers, pool: Arc<Pool>) {
@@ -436,6 +444,50 @@ pub fn submit_run(
     })
 }
 
+/// Queues a run whose client is blocked already (the event loop sent it and could not finish
+/// it: its connection broke, or what came back needs a worker's connection). A full queue
+/// or a stopped pool answers it with the error.
+pub fn resubmit_run(client: BlockedClient, deadline: Instant, run: Box<dyn Pipelined>) {
+    let refused = {
+        let guard = WORKERS.lock().unwrap();
+        match guard.as_ref() {
+            None => Some((client, run, Error::invalid("pgcache is shutting down"))),
+            Some(workers) => workers
+                .queues
+                .runs
+                .try_send(Job {
+                    deadline,
+                    task: (client, run),
+                })
+                .err()
+                .map(|e| {
+                    let (client, run) = e.into_inner().task;
+                    (client, run, workers.queues.full())
+                }),
+        }
+    };
+    if let Some((client, run, e)) = refused {
+        client.answer(contained(|| Ok(run.finish(Sent::Failed(e)))));
+    }
+}
+
+/// Queues a lookup whose client is blocked already (the event loop sent it and its
+/// connection broke). A full queue or a stopped pool answers it with the error.
+pub fn resubmit_lookup(client: BlockedClient, deadline: Instant, lookup: RowLookup) {
+    let refused = {
+        let guard = WORKERS.lock().unwrap();
+        match guard.as_ref() {
+            None => Some((client, Error::invalid("pgcache is shutting down"))),
+            Some(workers) => send_to(&workers.queues.lookups, deadline, client, lookup)
+                .err()
+                .map(|client| (client, workers.queues.full())),
+        }
+    };
+    if let Some((client, e)) = refused {
+        client.answer(error_completion(e));
+    }
+}
+
 /// Queues a job for one client on a queue of its own kind (`lookups`, `runs`); hands the
 /// client back if the queue refused it.
 fn send_to<T>(
@@ -518,12 +570,7 @@ fn enqueue_checked(
         return Reply::Error(Error::invalid("pgcache is shutting down"));
     };
     let queues = &workers.queues;
-    let queue_full = || {
-        Reply::Error(Error::queue_full(format!(
-            "the PostgreSQL queue is full ({} requests waiting); retry later or raise queue_size/workers",
-            queues.waiting()
-        )))
-    };
+    let queue_full = || Reply::Error(queues.full());
     let room = queues.work.capacity().unwrap_or(usize::MAX) - queues.work.len();
     if jobs > 1 && room < jobs {
         return queue_full();

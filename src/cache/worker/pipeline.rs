@@ -56,7 +56,7 @@ pub fn run(jobs: Vec<PendingRun>, pool: &Pool) {
         let sent = Sent::Ran {
             share: took * own.len() as u32 / all_runs,
             results: own,
-            conn: &mut conn,
+            conn: Some(&mut conn),
         };
         client.answer(contained(|| Ok(job.finish(sent))));
     }

@@ -1,0 +1,312 @@
+//! The event loop's connections and this turn's jobs: which connection takes a job, sending
+//! the turn's jobs, serving each socket's events, and how many connections there are
+//! (`loop_connections`; opened by `opener`, retired when no longer wanted or trusted).
+//!
+//! Every change happens inside one borrow of the thread-local `Fleet`; what ends a job
+//! (finishing it, unblocking its client, handing it to the workers) happens after the borrow
+//! is released (`Ends`), so nothing it calls can find the fleet borrowed.
+
+use super::HANDED_OVER;
+use super::flight::{Flight, Job};
+use super::looped::Looped;
+use super::opener::{self, BACKOFF_MAX, Opener};
+use crate::cache::drain;
+use crate::config::{PgSettings, current};
+use crate::error::Error;
+use crate::pg::circuit;
+use crate::pg::pool::patience;
+use crate::pg::session::Failure;
+use crate::pg::socket::setup::Opened;
+use crate::pg::wire::conn::Conn;
+use crate::pg::wire::frontend::Request;
+use crate::redis::fds::{Ready, Watched};
+use crate::requests::blocked::BlockedClient;
+use crate::stats;
+use redis_module::Context;
+use redis_module::logging::log_warning;
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+/// Jobs in flight on one connection at most: PostgreSQL runs them one after another, so the
+/// last waits for all before it (as a worker's pipeline, `worker::MAX_PIPELINE`).
+const MAX_IN_FLIGHT: usize = 16;
+
+type Queued = (BlockedClient, Instant, Job);
+
+#[derive(Default)]
+struct Fleet {
+    slots: Vec<Option<Looped>>,
+    /// Tells a connection from an earlier one in the same slot (`token`).
+    generation: u64,
+    /// This turn's jobs, sent by `flush`.
+    turn: Vec<Queued>,
+    opener: Opener,
+}
+
+/// What ends after a borrow of the fleet: flights that landed, flights of closed
+/// connections, jobs no connection took.
+#[derive(Default)]
+struct Ends {
+    landed: Vec<(Flight, Duration)>,
+    diverted: Vec<(Flight, String)>,
+    unsent: Vec<Queued>,
+}
+
+impl Ends {
+    fn closed(&mut self, looped: Looped, why: &str) {
+        let flights = looped.close(why);
+        self.diverted
+            .extend(flights.into_iter().map(|f| (f, why.to_string())));
+    }
+
+    fn run(self) {
+        for (flight, share) in self.landed {
+            flight.land(share);
+        }
+        for (flight, why) in self.diverted {
+            flight.divert(&why);
+        }
+        for (client, deadline, job) in self.unsent {
+            Flight::unsent(client, deadline, job);
+        }
+    }
+}
+
+thread_local! {
+    static FLEET: RefCell<Fleet> = RefCell::new(Fleet::default());
+}
+
+/// Runs `f` on the fleet, then what it ended.
+fn with<R>(f: impl FnOnce(&mut Fleet, &mut Ends) -> R) -> R {
+    let mut ends = Ends::default();
+    let result = FLEET.with(|fleet| f(&mut fleet.borrow_mut(), &mut ends));
+    ends.run();
+    result
+}
+
+pub fn start(settings: &PgSettings) -> Result<(), Error> {
+    with(|f, _| f.opener.start(settings))
+}
+
+pub fn may_stop() -> Result<(), Error> {
+    if with(|f, _| f.opener.busy()) {
+        return Err(Error::invalid(
+            "a PostgreSQL connection for the event loop is being opened; retry shortly",
+        ));
+    }
+    Ok(())
+}
+
+pub fn stop() {
+    with(|f, ends| {
+        f.opener.stop();
+        for looped in f.slots.drain(..).flatten() {
+            ends.closed(looped, "pgcache is unloading");
+        }
+        ends.unsent.append(&mut f.turn);
+    });
+}
+
+/// Whether a connection can take one more job now (and, on the way, opens the connections
+/// `loop_connections` asks for and retires those it no longer wants or trusts).
+pub fn takes_a_job() -> bool {
+    with(|f, ends| {
+        f.tend(ends);
+        let room: usize = f
+            .slots
+            .iter()
+            .flatten()
+            .filter(|l| l.usable())
+            .map(|l| MAX_IN_FLIGHT - l.flights.len().min(MAX_IN_FLIGHT))
+            .sum();
+        room > f.turn.len()
+    })
+}
+
+pub fn queue(client: BlockedClient, deadline: Instant, job: Job) {
+    with(|f, _| f.turn.push((client, deadline, job)));
+}
+
+/// Sends this turn's jobs, each on the connection with the fewest in flight.
+pub fn flush() {
+    with(|f, ends| {
+        for (mut client, deadline, mut job) in std::mem::take(&mut f.turn) {
+            let Some(looped) = f.least_busy() else {
+                ends.unsent.push((client, deadline, job));
+                continue;
+            };
+            client.picked();
+            let requests = job.requests();
+            let mut flight = Flight::new(client, deadline, job, requests.len());
+            for (i, (sql, param_oids, params)) in requests.iter().enumerate() {
+                let request = Request {
+                    sql,
+                    param_oids,
+                    params,
+                };
+                match looped.conn.send(&request) {
+                    Ok(token) => flight.expect(token, i),
+                    Err(e) => flight.settle(i, Err(Failure::Lost(e.to_string()))),
+                }
+            }
+            if flight.complete() {
+                ends.landed.push((flight, Duration::ZERO));
+            } else {
+                looped.flights.push_back(flight);
+            }
+        }
+        for slot in &mut f.slots {
+            if let Some(Err(why)) = slot.as_mut().map(Looped::write_out) {
+                ends.closed(slot.take().expect("the slot written to"), &why);
+            }
+        }
+    });
+}
+
+/// The event loop's callback for a connection's socket.
+fn on_event(token: u64, _ready: Ready) {
+    service(token);
+}
+
+fn service(token: u64) {
+    with(|f, ends| {
+        let slot = (token & 0xFFFF) as usize;
+        let Some(entry) = f.slots.get_mut(slot) else {
+            return;
+        };
+        let Some(looped) = entry.as_mut().filter(|l| l.token == token) else {
+            return;
+        };
+        match looped.serve(&mut ends.landed) {
+            Err(why) => ends.closed(entry.take().expect("the slot served"), &why),
+            Ok(()) if looped.retiring && looped.conn.idle() => {
+                ends.closed(entry.take().expect("the slot served"), "retired");
+            }
+            Ok(()) => {}
+        }
+    });
+}
+
+/// Reads on for every connection whose callback stopped at its budget.
+pub fn continue_reading(_ctx: &Context) -> bool {
+    let tokens: Vec<u64> = with(|f, _| {
+        f.slots
+            .iter_mut()
+            .flatten()
+            .filter_map(|l| std::mem::take(&mut l.more).then_some(l.token))
+            .collect()
+    });
+    for token in tokens {
+        service(token);
+    }
+    false
+}
+
+/// Takes the connections (and failures) opener threads handed over.
+pub fn take_handed(_ctx: &Context) -> bool {
+    let handed = opener::take_handed();
+    with(|f, _| {
+        for result in handed {
+            match result {
+                Ok(opened) => f.adopt(opened),
+                Err(failure) => f.opener.failed(&failure),
+            }
+        }
+    });
+    false
+}
+
+impl Fleet {
+    /// Opens what `loop_connections` asks for; retires what it no longer wants, and what an
+    /// outage or a new statement_timeout made untrustworthy; closes a silent one.
+    fn tend(&mut self, ends: &mut Ends) {
+        let wanted = current::loop_connections();
+        let timeout_ms = current::statement_timeout_ms();
+        let outages = circuit::outages();
+        let now = Instant::now();
+        let patience = patience();
+        let mut kept = 0;
+        for slot in &mut self.slots {
+            let Some(looped) = slot.as_mut() else {
+                continue;
+            };
+            let silent = looped
+                .flights
+                .front()
+                .is_some_and(|f| now.saturating_duration_since(f.sent_at) > patience);
+            if silent {
+                stats::PG_SILENT_CONNECTIONS.inc();
+                let why = Failure::Silent(patience).to_string();
+                ends.closed(slot.take().expect("the slot tended"), &why);
+                continue;
+            }
+            if kept >= wanted
+                || looped.statement_timeout_ms != timeout_ms
+                || looped.outages != outages
+            {
+                looped.retiring = true;
+            }
+            if looped.retiring {
+                if looped.conn.idle() {
+                    ends.closed(slot.take().expect("the slot tended"), "retired");
+                }
+                continue;
+            }
+            kept += 1;
+        }
+        // No new connection while a drain before an unload is under way.
+        if kept < wanted && drain::remaining().is_none() {
+            self.opener.open(wanted - kept, &HANDED_OVER);
+        }
+    }
+
+    fn adopt(&mut self, opened: Opened) {
+        self.opener.opened();
+        let slot = match self.slots.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        self.generation += 1;
+        let token = (self.generation << 16) | slot as u64;
+        let Opened {
+            transport,
+            parameters,
+            input,
+        } = opened;
+        let watched = match Watched::add(transport.fd(), token, on_event) {
+            Ok(watched) => watched,
+            Err(e) => {
+                // Past maxclients + 128 descriptors, say: the workers keep every miss.
+                log_warning(format!(
+                    "pgcache: the event loop refused a PostgreSQL connection's socket ({e}); \
+                     misses stay with the workers"
+                ));
+                self.opener.later(BACKOFF_MAX);
+                return;
+            }
+        };
+        let mut conn = Conn::new(&parameters);
+        conn.input().extend_from_slice(&input);
+        stats::LOOP_CONNECTIONS_OPENED.inc();
+        self.slots[slot] = Some(Looped::new(
+            watched,
+            transport,
+            conn,
+            token,
+            current::statement_timeout_ms(),
+            circuit::outages(),
+        ));
+    }
+
+    /// The usable connection with the fewest jobs in flight, if one has room.
+    fn least_busy(&mut self) -> Option<&mut Looped> {
+        self.slots
+            .iter_mut()
+            .flatten()
+            .filter(|l| l.usable() && l.flights.len() < MAX_IN_FLIGHT)
+            .min_by_key(|l| l.flights.len())
+    }
+}

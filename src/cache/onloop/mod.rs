@@ -1,0 +1,103 @@
+//! QUERY misses the Redis event loop sends to PostgreSQL itself (issue #52), on connections
+//! registered with the event loop (`redis::fds`), instead of handing each to a worker: a
+//! miss then costs no thread hand-off on the way out and none on the way back.
+//!
+//! The path of a miss: the command handler blocks its client and queues the job for this
+//! turn (misses of the same statement still join it, `query::batch`); a zero-delay task
+//! (`main_thread`, after every command read in this turn) encodes the turn's jobs onto the
+//! connections with the fewest requests in flight, pipelined, and writes what the sockets
+//! take; the connection's read callback parses what arrived (`pg::wire::Conn`) and, once a
+//! job's results are all in, finishes it as a worker would (`Pipelined::finish`) and
+//! unblocks its client. Nothing here waits: connections are opened, authenticated and
+//! TLS-negotiated on a thread of their own (`opener`) and handed over.
+//!
+//! What stays with the workers: statements that run long (`Figures::pipelines`), a job
+//! whose answer needs a connection to run something again (`Pipelined::needs_worker`), jobs
+//! in flight on a connection that broke (sent again there once, as the pool retries a read
+//! on a fresh session), and everything while no connection is ready, while DEBUG FILLS
+//! holds answers, or while `loop_connections` is 0 (the default until the loop has run in
+//! every suite).
+//!
+//! Main thread only; the state lives in a thread-local (`fleet`).
+
+mod fleet;
+mod flight;
+mod looped;
+mod opener;
+
+use crate::cache::worker::{self, MayWait, Pipelined, RowLookup};
+use crate::config::{PgSettings, current};
+use crate::error::Error;
+use crate::redis::main_thread::Task;
+use crate::requests::blocked::BlockedClient;
+use crate::requests::reply::Reply;
+use crate::stats;
+use flight::Job;
+use redis_module::Context;
+use std::time::{Duration, Instant};
+
+/// Sends this turn's jobs (from a timer: after every command this turn read).
+static FLUSH: Task = Task::new("sending misses to PostgreSQL", flush);
+/// Takes connections an opener thread handed over.
+static HANDED_OVER: Task = Task::new("taking PostgreSQL connections", fleet::take_handed);
+/// Reads on where a read callback stopped at its budget.
+static CONTINUE: Task = Task::new("reading PostgreSQL's answers", fleet::continue_reading);
+
+/// At load: the connection settings openers use. Opens nothing yet (the first miss does).
+pub fn start(settings: &PgSettings) -> Result<(), Error> {
+    fleet::start(settings)
+}
+
+/// Whether the fleet may be stopped now: no opener thread is still connecting.
+pub fn may_stop() -> Result<(), Error> {
+    fleet::may_stop()
+}
+
+/// At unload, after the workers stopped (no client is blocked, so nothing is in flight):
+/// every connection leaves the event loop and closes.
+pub fn stop() {
+    fleet::stop();
+}
+
+/// Sends `run` from the event loop when a connection can take it, else to a worker
+/// (`worker::submit_run`, whose refusals stand). `pipelines`: the statement's runs are
+/// quick (a slow one would hold up those behind it on the connection); `small_results`:
+/// its last result was small (a large one is decoded and copied on a worker).
+pub fn submit_run(
+    ctx: &Context,
+    checked: MayWait,
+    run: Box<dyn Pipelined>,
+    pipelines: bool,
+    small_results: bool,
+) -> Reply {
+    if !pipelines || !small_results || worker::hold::active() || !fleet::takes_a_job() {
+        return worker::submit_run(ctx, checked, run, pipelines);
+    }
+    let timeout_ms = current::request_timeout_ms();
+    let client = BlockedClient::block(ctx, timeout_ms);
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    fleet::queue(client, deadline, Job::Run(run));
+    stats::MISSES_ON_LOOP.inc();
+    FLUSH.request();
+    Reply::Blocked
+}
+
+/// Sends a READ or GET miss's row lookup from the event loop when a connection can take
+/// it, else to a worker (`worker::submit_lookup`).
+pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Reply {
+    if worker::hold::active() || !fleet::takes_a_job() {
+        return worker::submit_lookup(ctx, checked, lookup);
+    }
+    let timeout_ms = current::request_timeout_ms();
+    let client = BlockedClient::block(ctx, timeout_ms);
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    fleet::queue(client, deadline, Job::Lookup(lookup));
+    stats::MISSES_ON_LOOP.inc();
+    FLUSH.request();
+    Reply::Blocked
+}
+
+fn flush(_ctx: &Context) -> bool {
+    fleet::flush();
+    false
+}

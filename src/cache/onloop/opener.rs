@@ -1,0 +1,167 @@
+//! Opening the event loop's connections off the event loop: a thread of its own connects,
+//! negotiates TLS, authenticates and waits for ReadyForQuery (`pg::socket::setup`), then
+//! hands each connection (or why it failed) over through `HANDED` and wakes the main
+//! thread. One opener at a time; after a failure the next waits, doubling up to 5 s.
+
+use crate::config::{PgSettings, current};
+use crate::error::Error;
+use crate::pg::circuit;
+use crate::pg::socket::setup::{self, NotOpened, Opened};
+use crate::redis::main_thread::Task;
+use openssl::ssl::SslConnector;
+use redis_module::logging::log_warning;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// After a failed open, the next waits this long, doubling up to `BACKOFF_MAX`.
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The application_name of the event loop's sessions (pg_stat_activity).
+const APPLICATION_NAME: &str = "pgcache-loop";
+
+/// Connections (or why one could not be opened) an opener thread handed over.
+static HANDED: Mutex<Vec<Result<Opened, NotOpened>>> = Mutex::new(Vec::new());
+
+/// What an opener needs.
+struct Opening {
+    settings: PgSettings,
+    tls: Option<SslConnector>,
+}
+
+#[derive(Default)]
+pub struct Opener {
+    /// None until started, and once stopped.
+    opening: Option<Arc<Opening>>,
+    thread: Option<JoinHandle<()>>,
+    next_open: Option<Instant>,
+    backoff: Duration,
+}
+
+/// What the opener threads handed over since last asked.
+pub fn take_handed() -> Vec<Result<Opened, NotOpened>> {
+    std::mem::take(&mut *HANDED.lock().unwrap())
+}
+
+impl Opener {
+    pub fn start(&mut self, settings: &PgSettings) -> Result<(), Error> {
+        let tls = crate::pg::tls::connector(settings)?;
+        self.opening = Some(Arc::new(Opening {
+            settings: settings.clone(),
+            tls,
+        }));
+        self.next_open = None;
+        self.backoff = Duration::ZERO;
+        Ok(())
+    }
+
+    /// Whether a thread is connecting now.
+    pub fn busy(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Waits for the thread (bounded by the connect timeout) and opens no more.
+    pub fn stop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.opening = None;
+        HANDED.lock().unwrap().clear();
+    }
+
+    /// Starts a thread opening `missing` connections (`hand_over` wakes the main thread for
+    /// each), unless one runs, a connection waits to be taken or a failure's back-off has
+    /// not passed.
+    pub fn open(&mut self, missing: usize, hand_over: &'static Task) {
+        let Some(opening) = self.opening.clone() else {
+            return;
+        };
+        if self.busy()
+            || !HANDED.lock().unwrap().is_empty()
+            || self.next_open.is_some_and(|at| Instant::now() < at)
+        {
+            return;
+        }
+        if let Some(done) = self.thread.take() {
+            let _ = done.join();
+        }
+        let startup = startup_settings();
+        let spawned = std::thread::Builder::new()
+            .name("pgcache-loop-open".into())
+            .spawn(move || {
+                let startup: Vec<(&str, &str)> =
+                    startup.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                for _ in 0..missing {
+                    let deadline = Instant::now() + opening.settings.connect_timeout;
+                    let opened =
+                        setup::open(&opening.settings, opening.tls.as_ref(), &startup, deadline);
+                    let failed = opened.is_err();
+                    HANDED.lock().unwrap().push(opened);
+                    hand_over.request_from_thread();
+                    if failed {
+                        return;
+                    }
+                }
+            });
+        match spawned {
+            Ok(thread) => self.thread = Some(thread),
+            Err(e) => log_warning(format!(
+                "pgcache: cannot start a thread to open PostgreSQL connections: {e}"
+            )),
+        }
+    }
+
+    /// A connection opened: PostgreSQL is reachable, no back-off.
+    pub fn opened(&mut self) {
+        circuit::succeeded();
+        self.backoff = Duration::ZERO;
+        self.next_open = None;
+    }
+
+    /// An open failed: the circuit hears of it (as of the pool's), the next waits longer.
+    pub fn failed(&mut self, failure: &NotOpened) {
+        let settings = self.opening.as_ref().map(|o| &o.settings);
+        let message = match settings {
+            Some(s) => format!(
+                "PostgreSQL unavailable at {}:{}: {}",
+                s.host, s.port, failure.why
+            ),
+            None => format!("PostgreSQL unavailable: {}", failure.why),
+        };
+        if failure.timed_out {
+            let limit = settings.map_or(BACKOFF_MAX, |s| s.connect_timeout);
+            circuit::went_silent(&message, limit);
+        } else {
+            circuit::failed(&message);
+        }
+        let next = (self.backoff * 2).clamp(BACKOFF_FIRST, BACKOFF_MAX);
+        self.later(next);
+    }
+
+    /// Opens nothing for `wait`.
+    pub fn later(&mut self, wait: Duration) {
+        self.backoff = wait;
+        self.next_open = Some(Instant::now() + wait);
+    }
+}
+
+/// The start-up settings of the event loop's sessions: the pool's (`pool::Connector`), so a
+/// statement answers alike on either.
+fn startup_settings() -> Vec<(&'static str, String)> {
+    let mut settings = vec![
+        ("application_name", APPLICATION_NAME.to_string()),
+        ("client_encoding", "UTF8".to_string()),
+        (
+            "statement_timeout",
+            current::statement_timeout_ms().to_string(),
+        ),
+        ("default_transaction_read_only", "on".to_string()),
+        ("plan_cache_mode", "force_custom_plan".to_string()),
+    ];
+    settings.extend(
+        crate::pg::settings::VALUE_SETTINGS
+            .iter()
+            .map(|(name, value)| (*name, value.to_string())),
+    );
+    settings
+}

@@ -1,0 +1,240 @@
+//! QUERY misses the event loop sends to PostgreSQL itself (`loop_connections`): answered
+//! as a worker answers them, pipelined without mixing answers up, moved to the workers when
+//! a connection breaks, and every connection closed by CONFIG SET and MODULE UNLOAD.
+use crate::query::{postgres_answer, query};
+use pgcache_testkit::*;
+use std::time::Duration;
+
+const ITEMS_SQL: &str = "
+    CREATE TABLE items (id integer PRIMARY KEY, owner integer NOT NULL, price numeric NOT NULL,
+                        tags text[] NOT NULL DEFAULT '{}');
+    INSERT INTO items SELECT g, g % 7, g * 1.25, ARRAY['t' || (g % 3)] FROM generate_series(1, 200) g;
+";
+
+const BY_OWNER: &str = "SELECT id, price, tags FROM items WHERE owner = $1 ORDER BY id";
+
+fn loop_stack(connections: &str) -> Stack {
+    Stack::start_with(
+        ITEMS_SQL,
+        &[
+            "loop_connections",
+            connections,
+            "request_timeout_ms",
+            "30000",
+            "debug_commands",
+            "yes",
+        ],
+    )
+}
+
+/// The event loop's sessions as PostgreSQL lists them.
+fn loop_sessions(pg: &Pg) -> Vec<i32> {
+    pg.client()
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgcache-loop'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+fn wait_loop_sessions(pg: &Pg, n: usize) -> Vec<i32> {
+    wait_for(
+        &format!("{n} event-loop sessions"),
+        Duration::from_secs(30),
+        || {
+            let pids = loop_sessions(pg);
+            (pids.len() == n).then_some(pids)
+        },
+    )
+}
+
+/// Misses of a known statement (another parameter each: a statement's first call is
+/// learned on a worker) until the loop has its connections (the first misses open them and
+/// go to the workers meanwhile); every answer checked against PostgreSQL's.
+fn misses_until(
+    stack: &Stack,
+    con: &mut redis::Connection,
+    what: &str,
+    done: impl Fn(&[i32]) -> bool,
+) {
+    let sql = "SELECT count(*), sum(price) FROM items WHERE owner = $1 AND id > $2";
+    let mut n = 0;
+    wait_for(what, Duration::from_secs(30), || {
+        n += 1;
+        let params = ["1".to_string(), n.to_string()];
+        let params = [params[0].as_str(), params[1].as_str()];
+        let got = json(&query(con, sql, &params).unwrap());
+        assert_eq!(got, postgres_answer(stack, sql, &params));
+        done(&loop_sessions(&stack.pg)).then_some(())
+    });
+}
+
+/// Every statement's misses may go out from the loop, whatever their runs took (on a
+/// loaded machine a one-row read is timed at milliseconds, and it would go to a worker).
+fn warm_up(stack: &Stack, con: &mut redis::Connection, connections: usize) {
+    debug(con, "PIPELINE", "ALWAYS");
+    misses_until(stack, con, "the loop's connections", |pids| {
+        pids.len() == connections
+    });
+}
+
+#[test]
+fn misses_sent_from_the_event_loop_answer_as_postgresql_does() {
+    let stack = loop_stack("2");
+    let mut con = stack.con();
+    warm_up(&stack, &mut con, 2);
+    let before = stats_figure(&mut con, "misses_on_loop");
+    for owner in 0..7 {
+        let owner = owner.to_string();
+        let got = json(&query(&mut con, BY_OWNER, &[&owner]).unwrap());
+        assert_eq!(got, postgres_answer(&stack, BY_OWNER, &[&owner]));
+        // The same call again is a hit, with the same answer.
+        let again = json(&query(&mut con, BY_OWNER, &[&owner]).unwrap());
+        assert_eq!(again, got);
+    }
+    // The statement's first call is learned on a worker; the other six went out from the
+    // event loop.
+    assert_eq!(stats_figure(&mut con, "misses_on_loop") - before, 6);
+    // A statement PostgreSQL refuses is refused with its words, and the connection goes on.
+    let refused = query(&mut con, "SELECT 1 / $1::integer AS x", &["0"]).unwrap_err();
+    assert!(
+        refused.to_string().contains("division by zero"),
+        "{refused}"
+    );
+    let sql = "SELECT sum(price) FROM items WHERE owner = $1";
+    assert_eq!(
+        json(&query(&mut con, sql, &["3"]).unwrap()),
+        postgres_answer(&stack, sql, &["3"])
+    );
+    assert_eq!(loop_sessions(&stack.pg).len(), 2);
+}
+
+#[test]
+fn concurrent_misses_pipelined_on_the_loop_never_get_each_other_s_answers() {
+    let stack = loop_stack("1");
+    let mut con = stack.con();
+    warm_up(&stack, &mut con, 1);
+    let statements = [
+        "SELECT id FROM items WHERE owner = $1 AND id > $2 ORDER BY id",
+        "SELECT count(*), max(price) FROM items WHERE owner = $1 AND id <= $2",
+        "SELECT array_agg(id ORDER BY id) FROM items WHERE owner = $1 AND price > $2::numeric",
+    ];
+    let expected: Vec<(String, [String; 2], serde_json::Value)> = statements
+        .iter()
+        .flat_map(|sql| (0..7).map(move |owner| (sql, owner)))
+        .map(|(sql, owner)| {
+            let params = [owner.to_string(), (owner * 20).to_string()];
+            let answer = postgres_answer(&stack, sql, &[&params[0], &params[1]]);
+            (sql.to_string(), params, answer)
+        })
+        .collect();
+    let port = stack.redis.port;
+    std::thread::scope(|scope| {
+        for chunk in expected.chunks(3) {
+            scope.spawn(move || {
+                let mut con = connect(port);
+                for (sql, params, answer) in chunk {
+                    let got = json(&query(&mut con, sql, &[&params[0], &params[1]]).unwrap());
+                    assert_eq!(&got, answer, "{sql} with {params:?}");
+                }
+            });
+        }
+    });
+    assert!(stats_figure(&mut con, "misses_on_loop") >= expected.len() as i64 / 2);
+}
+
+#[test]
+fn a_loop_connection_ended_by_postgresql_moves_its_misses_to_the_workers_and_is_replaced() {
+    let stack = loop_stack("2");
+    let mut con = stack.con();
+    warm_up(&stack, &mut con, 2);
+    let old = loop_sessions(&stack.pg);
+    let mut admin = stack.pg.superuser();
+    for pid in &old {
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[pid])
+            .unwrap();
+    }
+    // Every call is answered, whatever the state of the connections it met.
+    for owner in 0..7 {
+        let sql = "SELECT id, tags FROM items WHERE owner = $1 AND id % 2 = 0 ORDER BY id";
+        let owner = owner.to_string();
+        assert_eq!(
+            json(&query(&mut con, sql, &[&owner]).unwrap()),
+            postgres_answer(&stack, sql, &[&owner])
+        );
+    }
+    misses_until(&stack, &mut con, "new event-loop sessions", |now| {
+        now.len() == 2 && now.iter().all(|pid| !old.contains(pid))
+    });
+}
+
+#[test]
+fn config_set_and_unload_close_every_loop_connection() {
+    let stack = loop_stack("2");
+    let mut con = stack.con();
+    warm_up(&stack, &mut con, 2);
+    config_set(&mut con, "pgcache.loop_connections", "1").unwrap();
+    // A connection retires when the next miss looks at the fleet.
+    misses_until(&stack, &mut con, "one event-loop session", |pids| {
+        pids.len() == 1
+    });
+    unload(&mut con);
+    wait_loop_sessions(&stack.pg, 0);
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn read_misses_go_out_from_the_event_loop_and_fill_the_cache() {
+    let stack = loop_stack("1");
+    let mut con = stack.con();
+    warm_up(&stack, &mut con, 1);
+    // The table's first READ learns its schema on a worker.
+    read(&mut con, "items", r#"{"id":1}"#).unwrap();
+    let before = stats_figure(&mut con, "misses_on_loop");
+    let mut pg = stack.pg.client();
+    for id in [2, 3, 150, 999] {
+        let got = read(&mut con, "items", &format!(r#"{{"id":{id}}}"#)).unwrap();
+        let expected: Option<String> = pg
+            .query_opt(
+                "SELECT row_to_json(t.*)::text FROM items t WHERE id = $1",
+                &[&id],
+            )
+            .unwrap()
+            .map(|row| row.get(0));
+        assert_eq!(got.map(|g| json(&g)), expected.map(|e| json(&e)), "id {id}");
+    }
+    assert_eq!(stats_figure(&mut con, "misses_on_loop") - before, 4);
+    // Filled: the next READ is a hit.
+    let hits = stats_figure(&mut con, "hits");
+    read(&mut con, "items", r#"{"id":150}"#).unwrap();
+    assert_eq!(stats_figure(&mut con, "hits") - hits, 1);
+}
+
+#[test]
+fn a_statement_with_large_results_is_read_by_the_workers_not_the_event_loop() {
+    let stack = loop_stack("1");
+    let mut con = stack.con();
+    warm_up(&stack, &mut con, 1);
+    // Some 400 KiB of JSON per call: past what one read callback of the loop takes.
+    let sql = "SELECT g, repeat(md5(g::text), 20) AS filler FROM generate_series(1, $1::integer) g";
+    let first = query(&mut con, sql, &["600"]).unwrap();
+    assert!(first.len() > 256 << 10, "{} bytes", first.len());
+    let before = stats_figure(&mut con, "misses_on_loop");
+    let got = json(&query(&mut con, sql, &["601"]).unwrap());
+    assert_eq!(got, postgres_answer(&stack, sql, &["601"]));
+    assert_eq!(
+        stats_figure(&mut con, "misses_on_loop"),
+        before,
+        "read by a worker"
+    );
+    // A small one of the same connection still goes out from the loop.
+    let small = "SELECT count(*) FROM items WHERE owner = $1 AND price > $2::numeric";
+    query(&mut con, small, &["1", "1"]).unwrap();
+    query(&mut con, small, &["1", "2"]).unwrap();
+    assert_eq!(stats_figure(&mut con, "misses_on_loop"), before + 1);
+}
