@@ -16,7 +16,7 @@ pub fn failed(e: Failure, table: &TableSchema) -> Error {
     query_error(&e, &table.display)
 }
 
-fn too_many_rows(table: &TableSchema, pk: &str) -> Error {
+pub fn too_many_rows(table: &TableSchema, pk: &str) -> Error {
     Error::invalid(format!(
         "key {pk} matches more than one row of {}; use columns that identify one row",
         table.display

@@ -310,6 +310,11 @@ impl Pg {
             .unwrap();
     }
 
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+
     /// How many logged statements contain `needle`.
     pub fn logged_statements(&self, needle: &str) -> usize {
         std::fs::read_to_string(self.dir.join("postgres.log"))

@@ -238,3 +238,51 @@ fn a_statement_with_large_results_is_read_by_the_workers_not_the_event_loop() {
     query(&mut con, small, &["1", "2"]).unwrap();
     assert_eq!(stats_figure(&mut con, "misses_on_loop"), before + 1);
 }
+
+#[test]
+fn concurrent_read_misses_share_statements_and_a_bad_key_fails_only_its_own_read() {
+    let stack = loop_stack("1");
+    // The loop's session is opened after this: its statements are logged.
+    stack.pg.log_app_statements();
+    let mut con = stack.con();
+    warm_up(&stack, &mut con, 1);
+    read(&mut con, "items", r#"{"id":1}"#).unwrap(); // the schema, learned on a worker
+    let before = stack.pg.logged_statements("unnest(");
+    let expected: std::collections::HashMap<i32, Option<serde_json::Value>> = {
+        let mut pg = stack.pg.client();
+        (2..=260)
+            .map(|id| {
+                let row: Option<String> = pg
+                    .query_opt(
+                        "SELECT row_to_json(t.*)::text FROM items t WHERE id = $1",
+                        &[&id],
+                    )
+                    .unwrap()
+                    .map(|row| row.get(0));
+                (id, row.map(|r| json(&r)))
+            })
+            .collect()
+    };
+    let port = stack.redis.port;
+    // 16 clients at once: misses read in one turn of the event loop share one statement
+    // (each client waits for its answer, so only misses of different clients can).
+    std::thread::scope(|scope| {
+        for t in 0..16 {
+            let expected = &expected;
+            scope.spawn(move || {
+                let mut con = connect(port);
+                for id in (2..=260).filter(|id| id % 16 == t) {
+                    let got = read(&mut con, "items", &format!(r#"{{"id":{id}}}"#)).unwrap();
+                    assert_eq!(got.map(|g| json(&g)), expected[&id], "id {id}");
+                    // A key PostgreSQL refuses fails its own READ alone.
+                    let bad = read(&mut con, "items", r#"{"id":"99999999999"}"#);
+                    assert!(bad.is_err(), "{bad:?}");
+                }
+            });
+        }
+    });
+    assert!(
+        stack.pg.logged_statements("unnest(") > before,
+        "some misses of different clients were read in one statement"
+    );
+}

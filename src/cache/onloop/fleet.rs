@@ -7,7 +7,8 @@
 //! is released (`Ends`), so nothing it calls can find the fleet borrowed.
 
 use super::HANDED_OVER;
-use super::flight::{Flight, Job};
+use super::flight::Flight;
+use super::job::{Job, Lookup};
 use super::looped::Looped;
 use super::opener::{self, BACKOFF_MAX, Opener};
 use crate::cache::drain;
@@ -20,7 +21,6 @@ use crate::pg::socket::setup::Opened;
 use crate::pg::wire::conn::Conn;
 use crate::pg::wire::frontend::Request;
 use crate::redis::fds::{Ready, Watched};
-use crate::requests::blocked::BlockedClient;
 use crate::stats;
 use redis_module::Context;
 use redis_module::logging::log_warning;
@@ -31,15 +31,13 @@ use std::time::{Duration, Instant};
 /// last waits for all before it (as a worker's pipeline, `worker::MAX_PIPELINE`).
 const MAX_IN_FLIGHT: usize = 16;
 
-type Queued = (BlockedClient, Instant, Job);
-
 #[derive(Default)]
 struct Fleet {
     slots: Vec<Option<Looped>>,
     /// Tells a connection from an earlier one in the same slot (`token`).
     generation: u64,
     /// This turn's jobs, sent by `flush`.
-    turn: Vec<Queued>,
+    turn: Vec<Job>,
     opener: Opener,
 }
 
@@ -49,7 +47,7 @@ struct Fleet {
 struct Ends {
     landed: Vec<(Flight, Duration)>,
     diverted: Vec<(Flight, String)>,
-    unsent: Vec<Queued>,
+    unsent: Vec<Job>,
 }
 
 impl Ends {
@@ -66,8 +64,8 @@ impl Ends {
         for (flight, why) in self.diverted {
             flight.divert(&why);
         }
-        for (client, deadline, job) in self.unsent {
-            Flight::unsent(client, deadline, job);
+        for job in self.unsent {
+            job.to_workers();
         }
     }
 }
@@ -123,21 +121,31 @@ pub fn takes_a_job() -> bool {
     })
 }
 
-pub fn queue(client: BlockedClient, deadline: Instant, job: Job) {
-    with(|f, _| f.turn.push((client, deadline, job)));
+pub fn queue(job: Job) {
+    with(|f, _| f.turn.push(job));
+}
+
+/// Queues a lookup: with the turn's lookup of the same table and key columns, if any.
+pub fn queue_lookup(lookup: Lookup) {
+    with(
+        |f, _| match f.turn.iter_mut().find(|job| job.joins(&lookup.lookup)) {
+            Some(Job::Lookups(lookups)) => lookups.push(lookup),
+            _ => f.turn.push(Job::Lookups(vec![lookup])),
+        },
+    );
 }
 
 /// Sends this turn's jobs, each on the connection with the fewest in flight.
 pub fn flush() {
     with(|f, ends| {
-        for (mut client, deadline, mut job) in std::mem::take(&mut f.turn) {
+        for mut job in std::mem::take(&mut f.turn) {
             let Some(looped) = f.least_busy() else {
-                ends.unsent.push((client, deadline, job));
+                ends.unsent.push(job);
                 continue;
             };
-            client.picked();
+            job.picked();
             let requests = job.requests();
-            let mut flight = Flight::new(client, deadline, job, requests.len());
+            let mut flight = Flight::new(job, requests.len());
             for (i, (sql, param_oids, params)) in requests.iter().enumerate() {
                 let request = Request {
                     sql,

@@ -22,6 +22,7 @@
 
 mod fleet;
 mod flight;
+mod job;
 mod looped;
 mod opener;
 
@@ -32,7 +33,7 @@ use crate::redis::main_thread::Task;
 use crate::requests::blocked::BlockedClient;
 use crate::requests::reply::Reply;
 use crate::stats;
-use flight::Job;
+use job::{Job, Lookup};
 use redis_module::Context;
 use std::time::{Duration, Instant};
 
@@ -76,7 +77,11 @@ pub fn submit_run(
     let timeout_ms = current::request_timeout_ms();
     let client = BlockedClient::block(ctx, timeout_ms);
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-    fleet::queue(client, deadline, Job::Run(run));
+    fleet::queue(Job::Run {
+        client,
+        deadline,
+        run,
+    });
     stats::MISSES_ON_LOOP.inc();
     FLUSH.request();
     Reply::Blocked
@@ -91,7 +96,11 @@ pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Repl
     let timeout_ms = current::request_timeout_ms();
     let client = BlockedClient::block(ctx, timeout_ms);
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-    fleet::queue(client, deadline, Job::Lookup(lookup));
+    fleet::queue_lookup(Lookup {
+        client,
+        deadline,
+        lookup,
+    });
     stats::MISSES_ON_LOOP.inc();
     FLUSH.request();
     Reply::Blocked
