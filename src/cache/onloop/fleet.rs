@@ -65,7 +65,7 @@ impl Ends {
             flight.divert(&why);
         }
         for job in self.unsent {
-            job.to_workers();
+            job.hand_to_workers();
         }
     }
 }

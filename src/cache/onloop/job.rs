@@ -123,7 +123,7 @@ impl Job {
                     deadline,
                     run,
                 }
-                .to_workers();
+                .hand_to_workers();
             }
             Job::Run { client, run, .. } => {
                 let sent = Sent::Ran {
@@ -147,7 +147,7 @@ impl Job {
                 Some(Ok(rows)) => land_batch(lookups, rows),
                 // Refused (one key's value is not of its column's type, say): a worker
                 // reads each key alone, so that only its own request fails.
-                _ => Job::Lookups(lookups).to_workers(),
+                _ => Job::Lookups(lookups).hand_to_workers(),
             },
         }
     }
@@ -169,7 +169,7 @@ impl Job {
                 deadline,
                 run,
             }
-            .to_workers(),
+            .hand_to_workers(),
             Job::Run { client, run, .. } => {
                 let failed = Sent::Failed(failed());
                 client.answer(contained(|| Ok(run.finish(failed))));
@@ -177,7 +177,7 @@ impl Job {
             Job::Lookups(lookups) => {
                 for l in lookups {
                     if now < l.deadline {
-                        Job::Lookups(vec![l]).to_workers();
+                        Job::Lookups(vec![l]).hand_to_workers();
                     } else {
                         // The lookup's fill (in `then`) is dropped, which answers its waiters.
                         l.client.answer(error_completion(failed()));
@@ -188,7 +188,7 @@ impl Job {
     }
 
     /// Hands the job to the workers (never sent, or to be sent again there).
-    pub fn to_workers(self) {
+    pub fn hand_to_workers(self) {
         stats::MISSES_LOOP_TO_WORKERS.inc();
         match self {
             Job::Run {
