@@ -286,3 +286,38 @@ fn concurrent_read_misses_share_statements_and_a_bad_key_fails_only_its_own_read
         "some misses of different clients were read in one statement"
     );
 }
+
+#[test]
+fn a_multiread_s_missed_keys_go_out_from_the_event_loop_in_one_statement() {
+    let stack = loop_stack("1");
+    let mut con = stack.con();
+    warm_up(&stack, &mut con, 1);
+    read(&mut con, "items", r#"{"id":1}"#).unwrap(); // the schema, learned on a worker
+    let ids: Vec<i64> = vec![3, 4, 5000, 3, 150, 77];
+    let before = stats_figure(&mut con, "misses_on_loop");
+    let rows = multiread(&mut con, "items", &id_array(ids.clone())).unwrap();
+    assert_eq!(
+        stats_figure(&mut con, "misses_on_loop") - before,
+        1,
+        "one job"
+    );
+    let mut pg = stack.pg.client();
+    for (id, got) in ids.iter().zip(&rows) {
+        let expected: Option<String> = pg
+            .query_opt(
+                "SELECT row_to_json(t.*)::text FROM items t WHERE id = $1",
+                &[&(*id as i32)],
+            )
+            .unwrap()
+            .map(|row| row.get(0));
+        assert_eq!(
+            got.as_deref().map(json),
+            expected.as_deref().map(json),
+            "id {id}"
+        );
+    }
+    // Filled: the same keys again are hits.
+    let hits = stats_figure(&mut con, "hits");
+    assert_eq!(multiread(&mut con, "items", &id_array(ids)).unwrap(), rows);
+    assert!(stats_figure(&mut con, "hits") - hits >= 4);
+}

@@ -5,7 +5,7 @@
 use super::{Read, count_hit, must_be_canonical};
 use crate::cache::fill::{self, FillTicket};
 use crate::cache::worker;
-use crate::cache::{self, Cached};
+use crate::cache::{self, Cached, onloop};
 use crate::error::{Error, Result};
 use crate::events;
 use crate::model::event::EventKind;
@@ -16,7 +16,7 @@ use crate::pg::{fetch, normalise};
 use crate::redis::acl;
 use crate::redis::cluster;
 use crate::redis::keyspace::{self, Name};
-use crate::requests::blocked::Completion;
+use crate::requests::blocked::{Completion, error_completion};
 use crate::requests::reply::Reply;
 use crate::stats;
 use redis_module::Context;
@@ -200,6 +200,19 @@ pub fn look_up(
 /// Fetches the batch's misses: in one query, or, when there are many, in parallel parts,
 /// one query each, on several connections.
 fn fetch_misses(ctx: &Context, batch: Batch) -> Reply {
+    // Few enough keys of a table: one statement the event loop sends itself.
+    if onloop::takes_many(&batch.schema, &batch.distinct) {
+        let checked = match worker::may_wait(ctx) {
+            Ok(checked) => checked,
+            Err(refusal) => return refusal,
+        };
+        let (schema, keys) = (batch.schema.clone(), batch.distinct.clone());
+        let then = Box::new(move |rows: onloop::Rows| match rows {
+            Ok(rows) => batch.complete(rows),
+            Err(e) => error_completion(e),
+        });
+        return onloop::submit_many(ctx, checked, schema, keys, then);
+    }
     let ranges = split(batch.distinct.len(), worker::count());
     if ranges.len() == 1 {
         return worker::submit(

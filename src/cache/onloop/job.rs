@@ -6,11 +6,13 @@
 use crate::cache::worker::{self, Pipelined, RowLookup, Sent};
 use crate::error::Error;
 use crate::error::panic::catch;
+use crate::model::key::CanonicalPk;
 use crate::pg::fetch;
 use crate::pg::pool::{RunParam, RunResult};
 use crate::pg::row::Row;
+use crate::pg::schema::TableSchema;
 use crate::pg::wire::frontend::Param;
-use crate::requests::blocked::{BlockedClient, contained, error_completion};
+use crate::requests::blocked::{BlockedClient, Completion, contained, error_completion};
 use crate::stats;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +27,12 @@ pub struct Lookup {
     pub lookup: RowLookup,
 }
 
+/// What a batch of keys' rows come to: each key's row, in order (None: no such row).
+pub type Rows = Result<Vec<Option<String>>, Error>;
+
+/// Makes a MULTIREAD's or MGET's completion from its keys' rows.
+pub type ThenRows = Box<dyn FnOnce(Rows) -> Completion + Send>;
+
 pub enum Job {
     /// A QUERY miss's runs.
     Run {
@@ -35,6 +43,14 @@ pub enum Job {
     /// Row lookups of one table: one (`select_one_sql`), or several keys of the same
     /// columns read in one statement (`select_many_sql`).
     Lookups(Vec<Lookup>),
+    /// A MULTIREAD's or MGET's missed keys of one table, read in one statement.
+    Many {
+        client: BlockedClient,
+        deadline: Instant,
+        schema: Arc<TableSchema>,
+        keys: Arc<[CanonicalPk]>,
+        then: ThenRows,
+    },
 }
 
 /// One request: its SQL, parameter types and values.
@@ -44,7 +60,7 @@ impl Job {
     /// Notes that each client's job is under way (its queue stage ends).
     pub fn picked(&mut self) {
         match self {
-            Job::Run { client, .. } => client.picked(),
+            Job::Run { client, .. } | Job::Many { client, .. } => client.picked(),
             Job::Lookups(lookups) => lookups.iter_mut().for_each(|l| l.client.picked()),
         }
     }
@@ -88,21 +104,12 @@ impl Job {
                 vec![(sql, Vec::new(), params)]
             }
             Job::Lookups(lookups) => {
-                let first = &lookups[0].lookup;
-                let sql = first.schema.select_many_sql(&first.pk.columns).into_owned();
-                // One text[] per key column, element i of each forming key i (duplicates
-                // are read once each: the answer is placed by ordinal).
-                let params = (0..first.pk.columns.len())
-                    .map(|c| {
-                        Param::TextArray(
-                            lookups
-                                .iter()
-                                .map(|l| Some(l.lookup.pk.columns[c].1.to_string()))
-                                .collect(),
-                        )
-                    })
-                    .collect();
-                vec![(sql, Vec::new(), params)]
+                let keys: Vec<&CanonicalPk> = lookups.iter().map(|l| &l.lookup.pk).collect();
+                vec![select_many(&lookups[0].lookup.schema, &keys)]
+            }
+            Job::Many { schema, keys, .. } => {
+                let keys: Vec<&CanonicalPk> = keys.iter().collect();
+                vec![select_many(schema, &keys)]
             }
         }
     }
@@ -149,6 +156,22 @@ impl Job {
                 // reads each key alone, so that only its own request fails.
                 _ => Job::Lookups(lookups).hand_to_workers(),
             },
+            Job::Many {
+                client,
+                schema,
+                keys,
+                then,
+                ..
+            } => {
+                let rows = match results.pop() {
+                    Some(Ok(rows)) => {
+                        placed(rows, keys.len()).and_then(|found| many_rows(found, &schema, &keys))
+                    }
+                    Some(Err(failure)) => Err(fetch::failed(failure, &schema)),
+                    None => Err(Error::internal("a batch's result went missing")),
+                };
+                client.answer(contained(|| Ok(then(rows))));
+            }
         }
     }
 
@@ -174,6 +197,11 @@ impl Job {
                 let failed = Sent::Failed(failed());
                 client.answer(contained(|| Ok(run.finish(failed))));
             }
+            Job::Many { deadline, .. } if now < deadline => self.hand_to_workers(),
+            Job::Many { client, then, .. } => {
+                let failed = failed();
+                client.answer(contained(|| Ok(then(Err(failed)))));
+            }
             Job::Lookups(lookups) => {
                 for l in lookups {
                     if now < l.deadline {
@@ -196,6 +224,17 @@ impl Job {
                 deadline,
                 run,
             } => worker::resubmit_run(client, deadline, run),
+            Job::Many {
+                client,
+                deadline,
+                schema,
+                keys,
+                then,
+            } => worker::resubmit_work(
+                client,
+                deadline,
+                Box::new(move |conn| Ok(then(fetch::many(conn, &schema, &keys)))),
+            ),
             Job::Lookups(lookups) => {
                 for Lookup {
                     client,
@@ -210,29 +249,82 @@ impl Job {
     }
 }
 
-/// Answers each lookup of a batch from `select_many_sql`'s rows: (ordinal, row JSON).
-fn land_batch(lookups: Vec<Lookup>, rows: Vec<Row>) {
-    let mut found: Vec<Result<Option<String>, Error>> =
-        (0..lookups.len()).map(|_| Ok(None)).collect();
+/// `select_many_sql` for `keys` (all of the same columns): one `text[]` per key column,
+/// element i of each forming key i.
+fn select_many(schema: &TableSchema, keys: &[&CanonicalPk]) -> Request {
+    let sql = schema.select_many_sql(&keys[0].columns).into_owned();
+    let params = (0..keys[0].columns.len())
+        .map(|c| {
+            Param::TextArray(
+                keys.iter()
+                    .map(|key| Some(key.columns[c].1.to_string()))
+                    .collect(),
+            )
+        })
+        .collect();
+    (sql, Vec::new(), params)
+}
+
+/// Whether keys can be read by one `select_many_sql` on the event loop: of a table (not a
+/// view), all of the same columns, and few enough for one callback.
+pub fn one_statement_reads(schema: &TableSchema, keys: &[CanonicalPk]) -> bool {
+    schema.batchable
+        && !keys.is_empty()
+        && keys.len() <= MAX_KEYS
+        && keys.iter().all(|key| {
+            key.columns.len() == keys[0].columns.len()
+                && (key.columns.iter())
+                    .zip(&keys[0].columns)
+                    .all(|((a, _), (b, _))| a == b)
+        })
+}
+
+/// `select_many_sql`'s rows (ordinal, row JSON) placed by ordinal: each key's rows.
+fn placed(rows: Vec<Row>, keys: usize) -> Result<Vec<Vec<String>>, Error> {
+    let mut found: Vec<Vec<String>> = vec![Vec::new(); keys];
     for mut row in rows {
-        let placed = row.int8(0).and_then(|ordinal| {
-            let slot = usize::try_from(ordinal - 1)
-                .ok()
-                .filter(|slot| *slot < found.len())
-                .ok_or_else(|| Error::internal("a batched lookup's ordinal is out of range"))?;
-            Ok((slot, row.take_string(1)?))
-        });
-        match placed {
-            Ok((slot, json)) => {
-                let key = &lookups[slot].lookup;
-                found[slot] = match found[slot] {
-                    Ok(None) => Ok(Some(json)),
-                    _ => Err(fetch::too_many_rows(&key.schema, &key.pk.json)),
-                };
-            }
-            Err(e) => found.iter_mut().for_each(|f| *f = Err(e.clone())),
-        }
+        let ordinal = row.int8(0)?;
+        let slot = usize::try_from(ordinal - 1)
+            .ok()
+            .filter(|slot| *slot < keys)
+            .ok_or_else(|| Error::internal("a batched lookup's ordinal is out of range"))?;
+        found[slot].push(row.take_string(1)?);
     }
+    Ok(found)
+}
+
+/// At most one row per key, else the error `fetch::many` gives.
+fn one_each(
+    mut rows: Vec<String>,
+    schema: &TableSchema,
+    key: &CanonicalPk,
+) -> Result<Option<String>, Error> {
+    match rows.len() {
+        0 => Ok(None),
+        1 => Ok(rows.pop()),
+        _ => Err(fetch::too_many_rows(schema, &key.json)),
+    }
+}
+
+/// A MULTIREAD's rows: each key's row, or the first key's error.
+fn many_rows(found: Vec<Vec<String>>, schema: &TableSchema, keys: &[CanonicalPk]) -> Rows {
+    found
+        .into_iter()
+        .zip(keys)
+        .map(|(rows, key)| one_each(rows, schema, key))
+        .collect()
+}
+
+/// Answers each lookup of a batch from `select_many_sql`'s rows.
+fn land_batch(lookups: Vec<Lookup>, rows: Vec<Row>) {
+    let found: Vec<Result<Option<String>, Error>> = match placed(rows, lookups.len()) {
+        Ok(found) => found
+            .into_iter()
+            .zip(&lookups)
+            .map(|(rows, l)| one_each(rows, &l.lookup.schema, &l.lookup.pk))
+            .collect(),
+        Err(e) => lookups.iter().map(|_| Err(e.clone())).collect(),
+    };
     for (Lookup { client, lookup, .. }, outcome) in lookups.into_iter().zip(found) {
         let RowLookup { schema, pk, then } = lookup;
         client.answer(contained(|| Ok(then(outcome, schema, pk))));

@@ -11,7 +11,8 @@
 //! unblocks its client. Nothing here waits: connections are opened, authenticated and
 //! TLS-negotiated on a thread of their own (`opener`) and handed over.
 //!
-//! What stays with the workers: statements that run long (`Figures::pipelines`), a job
+//! What stays with the workers: statements that run long (`Figures::pipelines`) or answered
+//! large (`Figures::small_results`), MULTIREADs of more than 128 keys or of a view, a job
 //! whose answer needs a connection to run something again (`Pipelined::needs_worker`), jobs
 //! in flight on a connection that broke (sent again there once, as the pool retries a read
 //! on a fresh session), and everything while no connection is ready, while DEBUG FILLS
@@ -29,12 +30,16 @@ mod opener;
 use crate::cache::worker::{self, MayWait, Pipelined, RowLookup};
 use crate::config::{PgSettings, current};
 use crate::error::Error;
+use crate::model::key::CanonicalPk;
+use crate::pg::schema::TableSchema;
 use crate::redis::main_thread::Task;
 use crate::requests::blocked::BlockedClient;
 use crate::requests::reply::Reply;
 use crate::stats;
-use job::{Job, Lookup};
+pub use job::Rows;
+use job::{Job, Lookup, ThenRows};
 use redis_module::Context;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Sends this turn's jobs (from a timer: after every command this turn read).
@@ -109,4 +114,34 @@ pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Repl
 fn flush(_ctx: &Context) -> bool {
     fleet::flush();
     false
+}
+
+/// Whether the event loop takes a MULTIREAD's or MGET's missed `keys` of `schema`
+/// (`submit_many`): one statement reads them, and a connection has room.
+pub fn takes_many(schema: &TableSchema, keys: &[CanonicalPk]) -> bool {
+    !worker::hold::active() && job::one_statement_reads(schema, keys) && fleet::takes_a_job()
+}
+
+/// Sends the statement reading `keys` from the event loop (`takes_many` said it may);
+/// `then` makes the completion from each key's row.
+pub fn submit_many(
+    ctx: &Context,
+    _: MayWait,
+    schema: Arc<TableSchema>,
+    keys: Arc<[CanonicalPk]>,
+    then: ThenRows,
+) -> Reply {
+    let timeout_ms = current::request_timeout_ms();
+    let client = BlockedClient::block(ctx, timeout_ms);
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    fleet::queue(Job::Many {
+        client,
+        deadline,
+        schema,
+        keys,
+        then,
+    });
+    stats::MISSES_ON_LOOP.inc();
+    FLUSH.request();
+    Reply::Blocked
 }

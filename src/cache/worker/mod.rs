@@ -471,6 +471,23 @@ pub fn resubmit_run(client: BlockedClient, deadline: Instant, run: Box<dyn Pipel
     }
 }
 
+/// Queues work whose client is blocked already (the event loop could not finish it). A
+/// full queue or a stopped pool answers it with the error.
+pub fn resubmit_work(client: BlockedClient, deadline: Instant, work: Work) {
+    let refused = {
+        let guard = WORKERS.lock().unwrap();
+        match guard.as_ref() {
+            None => Some((client, Error::invalid("pgcache is shutting down"))),
+            Some(workers) => send_work(&workers.queues, deadline, Queued::Work(client, work))
+                .err()
+                .map(|client| (client, workers.queues.full())),
+        }
+    };
+    if let Some((client, e)) = refused {
+        client.answer(error_completion(e));
+    }
+}
+
 /// Queues a lookup whose client is blocked already (the event loop sent it and its
 /// connection broke). A full queue or a stopped pool answers it with the error.
 pub fn resubmit_lookup(client: BlockedClient, deadline: Instant, lookup: RowLookup) {
