@@ -447,9 +447,10 @@ const INVALIDATED_SECONDS: u64 = 5;
 /// The statements of section 17, each read alone.
 const DROPPED: [[Read; 1]; 2] = [
     [BRANCH],
-    // pgbench_history has no primary key, so each transaction's insert drops every result
-    // of it; the account is drawn uniformly, so a result would be read again only after
-    // about a million others: none is ever hit.
+    // Each transaction's insert into pgbench_history (no primary key) drops the results of
+    // its account (replication mode; every result in notify mode); the account is drawn
+    // uniformly, so a result would be read again only after about a million others: none
+    // is ever hit.
     [(
         "any account's last history",
         "SELECT tid, delta, mtime FROM pgbench_history WHERE aid = $1 ORDER BY mtime DESC LIMIT 5",

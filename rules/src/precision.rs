@@ -1,11 +1,18 @@
 //! How precisely a statement's results are dropped. `Table`: any change to a table it reads
 //! drops every result (joins, subqueries, notify mode). `Row`: the statement
-//! has a row shape (`shape`) over one plain table with a primary key, and a change drops
-//! only the results it can affect: those its new values may enter (the WHERE, bound to the
-//! result's parameters, may be TRUE on them: `predicate`) and those built from the changed
-//! row (a member: leaving, or changing inside). A value the change did not carry (an
-//! unchanged TOASTed value, a column nobody watched when it was read) and a piece of the
-//! WHERE not decided here may match: never fewer drops.
+//! has a row shape (`shape`) over plain tables, and a change drops only the results it can
+//! affect: those its new values may enter (the WHERE, bound to the result's parameters, may
+//! be TRUE on them: `predicate`) and those built from the changed row (a member: leaving,
+//! or changing inside). A value the change did not carry (an unchanged TOASTed value, a
+//! column nobody watched when it was read) and a piece of the WHERE not decided here may
+//! match: never fewer drops.
+//!
+//! A table without a primary key (`keyless`) has no members: nothing names the rows a
+//! result was built from. A new row is weighed as any (an insert's row was in no result),
+//! so its results stay through the inserts their WHERE cannot admit; a change to a row it
+//! had (an UPDATE, a DELETE) changes the table as a whole, and every result that read it
+//! goes. Nor are its pages bounded by their last row: ties in its ORDER BY cannot be broken
+//! by a key, so every row the WHERE admits may enter.
 //!
 //! Decided in two pure steps around the catalog: `needs` says what the catalog must be
 //! asked of a statement's tables (their collations, the foreign keys between them), and
@@ -501,10 +508,9 @@ fn sides<'a, T: Table>(
         if side.unqualified.iter().any(|c| table.column(c).is_none()) {
             return Err("it has a correlated subquery (it names the outer query's columns)".into());
         }
-        if !keys_exact(table) {
+        if !keyless(table) && !keys_exact(table) {
             return Err(format!(
-                "the table {} has no primary key, or one of a type compared by more than its \
-                 text",
+                "the table {} has a primary key of a type compared by more than its text",
                 table.display()
             ));
         }
@@ -587,8 +593,10 @@ pub fn decide<T: Table + Clone>(
             side.through = through;
         }
     }
+    // A keyless table's page has no key to break its ties: a row sorting after its last one
+    // may still be one PostgreSQL would have picked among them.
     let page = match (&shape.page, sides.as_slice()) {
-        (Some(page), [side]) if !learned.aggregates => {
+        (Some(page), [side]) if !learned.aggregates && !keyless(&side.table) => {
             page_match(page, &Bindings::of(&side.table, learned, facts))
         }
         _ => None,
@@ -630,6 +638,12 @@ fn table_named<'a, T: Table>(tables: &'a [T], (schema, name): &(String, String))
         (Some(table), None) => Some(table),
         _ => None,
     }
+}
+
+/// Whether a table has no primary key: its results keep no members, and a change to one of
+/// its rows that was there before changes it as a whole.
+pub fn keyless(table: &impl Table) -> bool {
+    table.primary_key().is_empty()
 }
 
 /// Whether a table's primary key reads exactly as its text (members are kept by it).
@@ -889,7 +903,7 @@ mod tests {
     }
 
     #[test]
-    fn a_statement_is_row_precise_only_over_plain_keyed_tables_it_binds() {
+    fn a_statement_is_row_precise_only_over_plain_tables_it_binds() {
         let keyed = [table("orders", &["id", "customer_id"], true)];
         let sql = "SELECT id FROM orders WHERE customer_id = $1";
         let Precision::Row(m) = decide(&shaped(sql), &learned(&keyed), &Facts::default()) else {
@@ -911,8 +925,18 @@ mod tests {
             Precision::Table(why) => why,
             Precision::Row(_) => panic!("{sql} is row-precise"),
         };
+        // A primary key compared by more than its text keeps no members; no key at all keeps
+        // none either, and needs none for the rows its WHERE admits (`keyless`).
+        let mut decimal = table("orders", &["id", "customer_id"], true);
+        Arc::get_mut(&mut decimal).unwrap().columns[0].kind =
+            crate::kind::column_kind("numeric", false);
+        assert!(why(sql, &[decimal]).contains("compared by more than its text"));
         let unkeyed = [table("orders", &["id", "customer_id"], false)];
-        assert!(why(sql, &unkeyed).contains("no primary key"));
+        assert!(
+            decide(&shaped(sql), &learned(&unkeyed), &Facts::default())
+                .row()
+                .is_some()
+        );
         assert!(why("SELECT id FROM orders", &keyed).contains("no WHERE"));
         assert!(why("SELECT id FROM others WHERE id = $1", &keyed).contains("which table others"));
         let mut views = learned(&keyed);
@@ -921,5 +945,74 @@ mod tests {
             matches!(decide(&shaped(sql), &views, &Facts::default()), Precision::Table(w) if w.contains("view"))
         );
         assert!(matches!(needs(&shaped(sql), &views), Err(w) if w.contains("view")));
+    }
+
+    #[test]
+    fn a_keyless_table_s_results_are_weighed_on_the_rows_an_insert_brings() {
+        // pgbench_history: no primary key, every transaction inserts.
+        let history = [table("history", &["aid", "delta", "mtime"], false)];
+        let mut sums = learned(&history);
+        sums.aggregates = true;
+        let sql = "SELECT sum(delta) FROM history WHERE aid = $1";
+        let Precision::Row(m) = decide(&shaped(sql), &sums, &Facts::default()) else {
+            panic!("row-precise");
+        };
+        assert!(keyless(&m.sides[0].table));
+        let row = |aid: Option<&str>| -> EnteringRow {
+            let mut row = vec![("delta".to_string(), NewValue::Text("5".into()))];
+            if let Some(aid) = aid {
+                row.push(("aid".into(), NewValue::Text(aid.into())));
+            }
+            row
+        };
+        let (one, two) = (["1".to_string()], ["2".to_string()]);
+        // aid 2's row changes aid 2's sum, not aid 1's; a NULL aid changes neither.
+        assert!(m.admits(0, &two, None, &row(Some("2"))));
+        assert!(!m.admits(0, &one, None, &row(Some("2"))));
+        let null = vec![("aid".to_string(), NewValue::Null)];
+        assert!(!m.admits(0, &one, None, &null));
+        // A value the change did not carry may be anything.
+        assert!(m.admits(0, &one, None, &row(None)));
+        // Filed by the value it pins, as a keyed table's results are.
+        assert_eq!(
+            m.sides[0].lookup(&row(Some("2"))),
+            Lookup::Key(m.sides[0].keys(&two).unwrap()[0].clone())
+        );
+        // Without a WHERE every insert changes it: per table.
+        let count = decide(
+            &shaped("SELECT count(*) FROM history"),
+            &sums,
+            &Facts::default(),
+        );
+        assert!(matches!(count, Precision::Table(why) if why.contains("no WHERE")));
+        // A page: no key breaks its ties, so it has no boundary, and every row its WHERE
+        // admits may enter it, however it sorts.
+        let page = "SELECT * FROM history WHERE aid = $1 ORDER BY mtime DESC LIMIT 10";
+        let Precision::Row(m) = decide(&shaped(page), &learned(&history), &Facts::default()) else {
+            panic!("row-precise");
+        };
+        assert!(m.page.is_none());
+        assert!(m.admits(0, &one, None, &row(Some("1"))));
+        assert!(!m.admits(0, &one, None, &row(Some("2"))));
+        let whole = "SELECT * FROM history ORDER BY mtime DESC LIMIT 10";
+        assert!(
+            decide(&shaped(whole), &learned(&history), &Facts::default())
+                .row()
+                .is_none()
+        );
+        // Joined to a keyed table: each side's rows weighed by its own conditions.
+        let tables = [
+            table("accounts", &["id", "bid"], true),
+            table("history", &["aid", "delta", "mtime"], false),
+        ];
+        let join = "SELECT a.id, h.delta FROM accounts a JOIN history h ON h.aid = a.id \
+                    WHERE h.aid = $1";
+        let Precision::Row(m) = decide(&shaped(join), &learned(&tables), &Facts::default()) else {
+            panic!("row-precise");
+        };
+        assert!(!keyless(&m.sides[0].table) && keyless(&m.sides[1].table));
+        assert!(m.sides[1].enters);
+        assert!(m.admits(1, &two, None, &row(Some("2"))));
+        assert!(!m.admits(1, &one, None, &row(Some("2"))));
     }
 }

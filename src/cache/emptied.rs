@@ -2,10 +2,11 @@
 //! nothing to scan for.
 //!
 //! A table's flush deletes its entries by scanning the whole keyspace, a slice at a time.
-//! A table pgcache cannot name rows of (no primary key) is flushed on every change, and one
-//! that every transaction inserts into then keeps a scan of the whole keyspace running for
-//! nothing when its rows are never READ (its queries' results live under their own prefix
-//! and end with its generation). So a flush that ends records its table as empty (no fill
+//! A table pgcache cannot name rows of (no primary key) has its entries flushed on every
+//! change (`flush::start_entries` for an insert), and one that every transaction inserts
+//! into then keeps a scan of the whole keyspace running for nothing when its rows are never
+//! READ (its queries' results live under their own prefix and end with its generation or
+//! leave the index). So a flush that ends records its table as empty (no fill
 //! is stored under a prefix while it is flushed; PGCACHE.WRITE may store behind the scan,
 //! and then the flush records nothing), any entry stored under it since forgets that
 //! (`entries::write`, through which every entry goes; the table's generation keys are

@@ -40,6 +40,8 @@ struct Flush {
     /// What `emptied` gave a table's flush at its start, to record the table empty at its
     /// end (None: the whole cache's, the results', or on a server keeping no record).
     epoch: Option<u64>,
+    /// Only the table's entries go (`start_entries`): its generation keys stay.
+    entries_only: bool,
 }
 
 /// Flushes under way. Only touched on the main thread (no other thread takes Redis's lock:
@@ -68,8 +70,25 @@ pub fn start(ctx: &Context, prefix: &str) {
     // The query results over these entries' tables go at once, not when the scan reaches
     // their generation key.
     dropped::table_changed(ctx, prefix, &dbs);
+    scan(ctx, prefix, dbs, false);
+}
+
+/// Starts dropping the entries of the table whose keys start with `prefix` (its rows, as
+/// READ caches them), leaving its query results to whoever weighs the change against them
+/// (a keyless table's new rows: `invalidation::apply`) and its generation keys in place.
+/// Main thread only. A flush of the same table under way (either kind) covers it.
+pub fn start_entries(ctx: &Context, prefix: &str) {
+    stats::FLUSHES.inc();
+    fill::invalidated_prefix(prefix);
+    scan(ctx, prefix, cache::dbs_with_keys(ctx), true);
+}
+
+/// Starts the scan that deletes the entries under `prefix` in `dbs` (and, unless
+/// `entries_only`, the generation keys it meets), unless one is under way or the table is
+/// known to hold none.
+fn scan(ctx: &Context, prefix: &str, dbs: Vec<i32>, entries_only: bool) {
     if keeps_record(ctx, prefix) && emptied::is_empty(prefix.as_bytes()) {
-        // Nothing to delete: the generations and the fills in flight are ended above.
+        // Nothing to delete: the fills in flight (and the generations) are ended already.
         stats::FLUSHES_WITHOUT_SCAN.inc();
         return;
     }
@@ -85,6 +104,7 @@ pub fn start(ctx: &Context, prefix: &str) {
         cursor,
         deleted: 0,
         epoch: keeps_record(ctx, prefix).then(|| emptied::flush_began(prefix.as_bytes())),
+        entries_only,
     });
     drop(active);
     RUNNING.fetch_add(1, Ordering::SeqCst);
@@ -126,7 +146,9 @@ fn flush_slice(context: &Context) -> bool {
         if let Some(epoch) = flush.epoch {
             emptied::flush_ended(&flush.prefix, epoch, keeps_record(context, &prefix));
         }
-        generations::flush_ended(context, &prefix, &cache::dbs_with_keys(context));
+        if !flush.entries_only {
+            generations::flush_ended(context, &prefix, &cache::dbs_with_keys(context));
+        }
         RUNNING.fetch_sub(1, Ordering::SeqCst);
     }
     RUNNING.load(Ordering::SeqCst) > 0
@@ -141,7 +163,9 @@ fn step(ctx: &Context, flush: &mut Flush) -> bool {
     let mut found: Vec<Vec<u8>> = Vec::new();
     let prefix = &flush.prefix;
     let more = flush.cursor.step(ctx, db, |name| {
-        if name.starts_with(prefix) {
+        if name.starts_with(prefix)
+            && !(flush.entries_only && generations::is_generation_key(prefix, name))
+        {
             found.push(name.to_vec());
         }
     });

@@ -56,7 +56,8 @@ const SLICE: Duration = Duration::from_millis(2);
 pub struct Changes {
     deletes: Vec<(Arc<TableSchema>, CanonicalPk)>,
     /// Per table whose rows changed, the rows written (None: unknown), for row-precise
-    /// query results; taken when first applied.
+    /// query results; taken when first applied. A keyless table's new rows come without
+    /// deletions (they have no key): they alone say its rows changed.
     written: Vec<(Arc<TableSchema>, Option<Vec<Written>>)>,
     /// The key prefixes of the tables (and views) whose entries all go.
     flushes: Vec<String>,
@@ -109,6 +110,9 @@ impl Changes {
     }
 
     /// Rows of `schema` changed, and these were written (None: the source does not say).
+    /// For a keyless table, rows inserted and nothing else: its entries (rows READ by other
+    /// columns) go, its per-table query results go, and its row-precise ones that the rows
+    /// may enter.
     pub fn rows_written(&mut self, schema: Arc<TableSchema>, rows: Option<Vec<Written>>) {
         match self.written.iter_mut().find(|(s, _)| s.name == schema.name) {
             Some((_, known)) => match (known.as_mut(), rows) {
@@ -195,14 +199,22 @@ impl Changes {
         self.heartbeat = self.heartbeat.max(later.heartbeat);
     }
 
-    /// How many keys these changes delete one by one.
+    /// How many keys these changes delete one by one, and new rows of keyless tables they
+    /// weigh against query results one by one (rows that come with no deletion).
     pub fn deletions(&self) -> usize {
-        self.deletes.len()
+        let keyless_rows = self
+            .written
+            .iter()
+            .filter(|(schema, _)| schema.primary_key.is_empty())
+            .map(|(_, rows)| rows.as_ref().map_or(0, Vec::len))
+            .sum::<usize>();
+        self.deletes.len() + keyless_rows
     }
 
     /// Only a position, nothing to delete.
     fn only_position(&self) -> bool {
         self.deletes.is_empty()
+            && self.written.is_empty()
             && self.flushes.is_empty()
             && !self.resync
             && !self.statements_outdated
@@ -242,7 +254,7 @@ impl Mailbox {
             last.heartbeat = last.heartbeat.max(changes.heartbeat);
             return false;
         }
-        self.keys += changes.deletes.len();
+        self.keys += changes.deletions();
         self.queue.push_back(changes);
         if self.keys <= BACKLOG_MAX_KEYS {
             return false;
@@ -256,13 +268,13 @@ impl Mailbox {
     /// The oldest changes, out of the queue and its count.
     fn pop(&mut self) -> Option<Changes> {
         let changes = self.queue.pop_front()?;
-        self.keys -= changes.deletes.len();
+        self.keys -= changes.deletions();
         Some(changes)
     }
 
     /// Puts a partly applied remainder back in front.
     fn push_front(&mut self, changes: Changes) {
-        self.keys += changes.deletes.len();
+        self.keys += changes.deletions();
         self.queue.push_front(changes);
     }
 
@@ -480,6 +492,10 @@ fn into_flushes(waiting: impl Iterator<Item = Changes>) -> Changes {
         for (schema, _) in changes.deletes {
             merged.flush(schema);
         }
+        // A keyless table's new rows come with no deletion.
+        for (schema, _) in changes.written {
+            merged.flush(schema);
+        }
     }
     merged
 }
@@ -541,12 +557,18 @@ fn apply_for_a_slice(context: &Context) -> bool {
     }
 }
 
-/// Every table `changes` deletes rows of changed for the query results too: their results
-/// are not served again (`query::dropped`). Once per table; a remainder applied in a later
-/// slice does it again, which drops nothing more.
+/// Every table `changes` deletes or writes rows of changed for the query results too: their
+/// per-table results are not served again (`query::dropped`). Once per table; a remainder
+/// applied in a later slice does it again, which drops nothing more.
 fn end_generations(ctx: &Context, changes: &Changes, dbs: &[i32]) {
     let mut ended: Vec<&str> = Vec::new();
-    for (schema, _) in &changes.deletes {
+    let written = changes.written.iter().map(|(schema, _)| schema);
+    for schema in changes
+        .deletes
+        .iter()
+        .map(|(schema, _)| schema)
+        .chain(written)
+    {
         if !ended.contains(&schema.key_prefix.as_str()) {
             ended.push(&schema.key_prefix);
             dropped::table_rows_changed(ctx, &schema.key_prefix, dbs);
@@ -557,8 +579,13 @@ fn end_generations(ctx: &Context, changes: &Changes, dbs: &[i32]) {
 /// Drops the row-precise query results the changed rows can affect (`query::dropped`),
 /// and lets no such result filled across the change be stored. Once per set of changes:
 /// the written rows are taken, and a remainder applied in a later slice does nothing here.
+/// A keyless table's entries (rows READ by any columns, which a new row may match) go, and
+/// none filled across the change is stored, its query results left to the index.
 fn drop_row_results(ctx: &Context, changes: &mut Changes) {
     for (schema, written) in std::mem::take(&mut changes.written) {
+        if schema.primary_key.is_empty() {
+            flush::start_entries(ctx, &schema.key_prefix);
+        }
         // A fill in flight was built before this change was applied, from rows whose
         // membership it does not know yet: it is not stored.
         for generation in generations::mine_for(&schema.key_prefix) {
@@ -732,6 +759,35 @@ mod tests {
             !mailbox.push(deletions(BACKLOG_MAX_KEYS)),
             "no spurious flush after"
         );
+    }
+
+    #[test]
+    fn a_keyless_table_s_new_rows_are_changes_of_their_own() {
+        // No key, no deletion: the rows written alone say the table changed.
+        let history = Arc::new(TableSchema::for_tests("history", Vec::new(), Vec::new()));
+        let row = Written {
+            values: Vec::new(),
+            new_key: true,
+        };
+        let mut changes = Changes::default();
+        changes.rows_written(history.clone(), Some(vec![row.clone(); 3]));
+        assert!(!changes.only_position() && !changes.is_empty());
+        assert_eq!(changes.deletions(), 3, "weighed one by one, counted so");
+        let mut mailbox = Mailbox::new();
+        assert!(!mailbox.push(changes));
+        // A position that follows does not take their place.
+        let mut position = Changes::default();
+        position.reach(Lsn(10));
+        assert!(!mailbox.push(position));
+        assert_eq!((mailbox.queue.len(), mailbox.keys), (2, 3));
+        // Past the backlog they become a flush of their table, not nothing.
+        let mut many = Changes::default();
+        many.rows_written(history.clone(), Some(vec![row; BACKLOG_MAX_KEYS]));
+        assert!(mailbox.push(many));
+        let merged = mailbox.pop().unwrap();
+        assert_eq!(merged.flushes, std::slice::from_ref(&history.key_prefix));
+        assert_eq!(merged.position, Some(Lsn(10)));
+        assert_eq!(mailbox.keys, 0);
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub fn parse_payload(text: &str) -> Result<Payload, Error> {
             table,
             rows: Vec::new(),
             entering: None,
+            only_inserted: false,
             flush: true,
             flushed_keys: 0,
         });
@@ -62,6 +63,7 @@ pub fn parse_payload(text: &str) -> Result<Payload, Error> {
         table,
         rows,
         entering: None,
+        only_inserted: false,
         flush: false,
         flushed_keys: 0,
     })

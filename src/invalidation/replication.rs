@@ -830,20 +830,20 @@ impl<'a> Stream<'a> {
             }
             Message::Insert { relation, new } => {
                 let relation = self.relation(relation)?;
-                self.transaction().changed(&relation, &[&new]);
+                self.transaction().changed(&relation, &[&new], true);
                 self.transaction()
                     .written(&relation, transaction::How::Inserted, &new);
             }
             Message::Update { relation, old, new } => {
                 let relation = self.relation(relation)?;
                 let rows: Vec<_> = old.iter().chain([&new]).collect();
-                self.transaction().changed(&relation, &rows);
+                self.transaction().changed(&relation, &rows, false);
                 let how = transaction::How::Updated { old: old.as_ref() };
                 self.transaction().written(&relation, how, &new);
             }
             Message::Delete { relation, old } => {
                 let relation = self.relation(relation)?;
-                self.transaction().changed(&relation, &[&old]);
+                self.transaction().changed(&relation, &[&old], false);
             }
             Message::Truncate { relations } => {
                 for id in relations {

@@ -21,6 +21,9 @@ pub struct Payload {
     /// The rows the changes wrote, by the columns row-precise query results match on
     /// (replication); None where the source does not say (notifications).
     pub entering: Option<Vec<Written>>,
+    /// Every change inserted its row: no row that was there before changed (replication;
+    /// false where the source does not say).
+    pub only_inserted: bool,
     /// Every entry of the table is to go.
     pub flush: bool,
     /// Keys the changes named that a flush covers instead (for the statistics).
@@ -156,16 +159,29 @@ fn apply(
     schema: std::sync::Arc<TableSchema>,
     source: &str,
 ) {
+    let entering = || {
+        payload
+            .entering
+            .clone()
+            .map(|rows| canonical_rows(&schema, rows))
+    };
+    if schema.primary_key.is_empty() && !payload.flush {
+        // A keyless table's rows have nothing to name them by. Rows that were not there
+        // before were in no result: the results they may enter go (and its rows read by
+        // other columns, `Changes::rows_written`). A row that was there may have been in
+        // any: everything that read the table goes.
+        if let (true, Some(rows)) = (payload.only_inserted, entering()) {
+            changes.rows_written(schema.clone(), Some(rows));
+            return;
+        }
+    }
     if payload.flush || schema.primary_key.is_empty() {
         changes.flush(schema);
         changes.count_flushed(payload.flushed_keys);
         return;
     }
     let (keys, mut unreadable) = keys_of(payload, &schema);
-    let entering = payload
-        .entering
-        .clone()
-        .map(|rows| canonical_rows(&schema, rows));
+    let entering = entering();
     changes.rows_written(schema.clone(), entering);
     match normalise::confirm_all(conn, &schema, keys) {
         Ok(keys) => {

@@ -26,7 +26,7 @@ use crate::query::shape::{Count, Page};
 use crate::query::statement::Parsed;
 use crate::query::{clock, placeholders};
 use pgcache_rules::kind::column_kind;
-use pgcache_rules::precision::{COLLATIONS_SQL, Collations, Facts, ForeignKey, Needs};
+use pgcache_rules::precision::{COLLATIONS_SQL, Collations, Facts, ForeignKey, Needs, keyless};
 use std::sync::Arc;
 
 /// A parameter's type: how its text is cast, and how its value is canonicalised for the key.
@@ -503,8 +503,12 @@ fn members_column(members: Option<&Members>, bind: impl Fn(usize) -> String) -> 
     placeholders::replace_numbered(&column, bind)
 }
 
-/// The members column of a statement over one table.
+/// The members column of a statement over one table: none for a keyless table, whose rows
+/// have nothing to name them by (`precision::keyless`), and whose pages are not bounded.
 fn one_table_members(members: &Members, table: &TableSchema) -> String {
+    if keyless(table) {
+        return ", NULL::text".into();
+    }
     let key: Vec<String> = table
         .primary_key
         .iter()
@@ -561,12 +565,16 @@ fn one_table_members(members: &Members, table: &TableSchema) -> String {
 /// most `MAX_MEMBERS` of them) with each side's primary key, and each side's distinct keys
 /// (none where a left join found no row: its key is NULL, as a primary key's never is); a
 /// subquery's side's keys are read from its own rows (NULL past `MAX_MEMBERS`, which makes
-/// the whole too many).
+/// the whole too many). A keyless table's side has none (`precision::keyless`).
 fn joined_members(candidates_sql: &str, sides: &[MemberSide]) -> Result<String> {
     let most = MAX_MEMBERS + 1;
     let mut targets = Vec::new();
     let mut keys = Vec::new();
     for (i, side) in sides.iter().enumerate() {
+        if keyless(side.table) {
+            keys.push("'[]'::jsonb".to_string());
+            continue;
+        }
         let pairs: Vec<String> = side
             .table
             .primary_key

@@ -71,6 +71,13 @@ pub fn row_key_name(prefix: &str) -> String {
     format!("{prefix}{ROW_SUFFIX}")
 }
 
+/// Whether `key` is the generation key or the row generation key of the table whose keys
+/// start with `prefix`.
+pub fn is_generation_key(prefix: &[u8], key: &[u8]) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|rest| rest == SUFFIX.as_bytes() || rest == ROW_SUFFIX.as_bytes())
+}
+
 /// Generation key name → the generation read or made under it in each DB.
 type Made = HashMap<String, Vec<(i32, Generation)>>;
 
@@ -396,5 +403,11 @@ mod tests {
         assert_eq!(parse(b"not a generation"), None);
         assert_eq!(parse(b"0123456789ABCDEF"), None);
         assert_eq!(key_name("pg_cache:users:"), "pg_cache:users:~gen");
+        let prefix = b"pg_cache:users:";
+        assert!(is_generation_key(prefix, b"pg_cache:users:~gen"));
+        assert!(is_generation_key(prefix, b"pg_cache:users:~rgen"));
+        assert!(!is_generation_key(prefix, b"pg_cache:users:{\"id\":1}"));
+        assert!(!is_generation_key(prefix, b"pg_cache:users:~genx"));
+        assert!(!is_generation_key(prefix, b"pg_cache:other:~gen"));
     }
 }

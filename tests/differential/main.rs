@@ -189,6 +189,8 @@ pub struct Stats {
     /// Statements by what EXPLAIN made of them: row, table, refused, or invalid (PostgreSQL
     /// itself refused it).
     pub statements: BTreeMap<String, usize>,
+    /// The same, of the statements that read a plain table without a primary key.
+    pub keyless: BTreeMap<String, usize>,
     pub table_reasons: BTreeMap<String, usize>,
     pub refusals: BTreeMap<String, usize>,
     pub rounds: usize,
@@ -318,9 +320,19 @@ fn start(case: &Case) -> Result<Stack, String> {
 
 /// EXPLAIN's verdict: (precision or "refused", the reason).
 fn explain(con: &mut redis::Connection, sql: &str) -> (String, Option<String>) {
+    let (precision, reason, _) = explain_tables(con, sql);
+    (precision, reason)
+}
+
+/// EXPLAIN's verdict, and the tables it names (as it names them: `t1`, `s.t3`).
+fn explain_tables(con: &mut redis::Connection, sql: &str) -> (String, Option<String>, Vec<String>) {
     let reply: redis::RedisResult<redis::Value> = redis::cmd("PGCACHE.EXPLAIN").arg(sql).query(con);
     let Ok(reply) = reply else {
-        return ("refused".into(), Some(format!("{}", reply.unwrap_err())));
+        return (
+            "refused".into(),
+            Some(format!("{}", reply.unwrap_err())),
+            Vec::new(),
+        );
     };
     let map = nested(&reply);
     let text = |k: &str| {
@@ -331,12 +343,17 @@ fn explain(con: &mut redis::Connection, sql: &str) -> (String, Option<String>) {
         .get("cacheable")
         .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
         .unwrap_or(0);
+    let tables = map
+        .get("tables")
+        .and_then(|v| redis::from_redis_value::<Vec<String>>(v.clone()).ok())
+        .unwrap_or_default();
     if cacheable == 0 {
-        return ("refused".into(), text("reason"));
+        return ("refused".into(), text("reason"), tables);
     }
     (
         text("precision").unwrap_or_else(|| "?".into()),
         text("precision_reason"),
+        tables,
     )
 }
 
@@ -389,8 +406,16 @@ fn run_on(
             }
             continue;
         }
-        let (precision, reason) = explain(&mut con, &sql);
+        let (precision, reason, tables) = explain_tables(&mut con, &sql);
         *stats.statements.entry(precision.clone()).or_default() += 1;
+        let keyless = case
+            .schema
+            .tables
+            .iter()
+            .any(|t| !t.keyed && t.layout == schema::Layout::Plain && tables.contains(&t.name));
+        if keyless {
+            *stats.keyless.entry(precision.clone()).or_default() += 1;
+        }
         if let Some(r) = &reason {
             let kinds = if precision == "refused" {
                 &mut stats.refusals
@@ -723,8 +748,8 @@ fn pgcache_answers_as_postgresql_does() {
     }
     eprintln!(
         "differential: {} rounds, {} checks ({} of row-precise statements), {} writes committed, \
-         {} rolled back, {} refused by PostgreSQL, {} with DDL; statements by precision {:?}; \
-         per-table reasons {:?}; refusals {:?}; {} s",
+         {} rolled back, {} refused by PostgreSQL, {} with DDL; statements by precision {:?} \
+         (of those over keyless tables {:?}); per-table reasons {:?}; refusals {:?}; {} s",
         stats.rounds,
         stats.checks,
         stats.checks_row,
@@ -733,6 +758,7 @@ fn pgcache_answers_as_postgresql_does() {
         stats.writes_refused,
         stats.ddl,
         stats.statements,
+        stats.keyless,
         stats.table_reasons,
         stats.refusals,
         started.elapsed().as_secs()

@@ -24,6 +24,7 @@ mod query_access;
 mod query_edges;
 mod query_feed;
 mod query_joins;
+mod query_keyless;
 mod query_refusals;
 mod query_rows;
 mod read;

@@ -1,8 +1,9 @@
 //! One replicated transaction's changes, gathered from its pgoutput messages until its
 //! commit: per table, the key values of every row it inserted, updated (old and new key) or
-//! deleted, or that the whole table is to be flushed (TRUNCATE, a statement of more than
-//! `apply::BULK_KEYS` rows, a key value the stream did not carry). The result is the
-//! payloads `translate` turns into deletions, as it does a notification's.
+//! deleted, whether it only inserted, or that the whole table is to be flushed (TRUNCATE, a
+//! statement of more than `apply::BULK_KEYS` rows, a key value the stream did not carry).
+//! The result is the payloads `translate` turns into deletions, as it does a
+//! notification's.
 
 use super::super::apply::BULK_KEYS;
 use super::super::translate::Payload;
@@ -47,6 +48,8 @@ struct TableChanges {
     entering: Vec<Written>,
     /// The rows' text, to name each key once.
     seen: HashSet<String>,
+    /// Every change was an insert: no row that was there before changed.
+    only_inserted: bool,
     flush: bool,
     /// Keys named while the table is to be flushed anyway.
     flushed_keys: u64,
@@ -59,6 +62,7 @@ impl TableChanges {
             rows: Vec::new(),
             entering: Vec::new(),
             seen: HashSet::new(),
+            only_inserted: true,
             flush: false,
             flushed_keys: 0,
         }
@@ -74,12 +78,14 @@ impl TableChanges {
 }
 
 impl Transaction {
-    /// A row of `relation` changed: `rows` are its old and/or new values.
-    pub fn changed(&mut self, relation: &Relation, rows: &[&Tuple]) {
+    /// A row of `relation` changed: `rows` are its old and/or new values; `inserted`, it was
+    /// not there before.
+    pub fn changed(&mut self, relation: &Relation, rows: &[&Tuple], inserted: bool) {
         let changes = self
             .tables
             .entry(relation.id)
             .or_insert_with(|| TableChanges::new(relation));
+        changes.only_inserted &= inserted;
         if changes.flush {
             changes.flushed_keys += rows.len() as u64;
             return;
@@ -170,6 +176,7 @@ impl Transaction {
             table,
             rows: Vec::new(),
             entering: None,
+            only_inserted: false,
             flush: true,
             flushed_keys: 0,
         });
@@ -179,6 +186,7 @@ impl Transaction {
                 table: changes.table,
                 rows: changes.rows,
                 entering: Some(changes.entering),
+                only_inserted: changes.only_inserted,
                 flush: changes.flush,
                 flushed_keys: changes.flushed_keys,
             })
@@ -266,8 +274,8 @@ mod tests {
         let users = users();
         let mut t = Transaction::default();
         let (a, b) = (vec![text("7"), text("x")], vec![text("8"), Value::Null]);
-        t.changed(&users, &[&a]);
-        t.changed(&users, &[&a, &b]);
+        t.changed(&users, &[&a], true);
+        t.changed(&users, &[&a, &b], false);
         let payloads = t.into_payloads();
         assert_eq!(payloads.len(), 1);
         assert_eq!(payloads[0].table, r#""public"."users""#);
@@ -298,7 +306,7 @@ mod tests {
             text("2024-01-02"),
             text("NaN"),
         ];
-        t.changed(&relation, &[&row]);
+        t.changed(&relation, &[&row], true);
         let payloads = t.into_payloads();
         assert_eq!(payloads[0].table, r#""pg_catalog"."Odd Name""#);
         assert_eq!(
@@ -311,19 +319,19 @@ mod tests {
     fn unsent_keys_truncates_and_bulk_statements_flush_the_table() {
         let users = users();
         let mut t = Transaction::default();
-        t.changed(&users, &[&vec![Value::Unchanged, text("x")]]);
-        t.changed(&users, &[&vec![text("1"), text("x")]]);
+        t.changed(&users, &[&vec![Value::Unchanged, text("x")]], false);
+        t.changed(&users, &[&vec![text("1"), text("x")]], false);
         let payloads = t.into_payloads();
         assert!(payloads[0].flush && payloads[0].rows.is_empty());
 
         let mut t = Transaction::default();
-        t.changed(&users, &[&vec![text("1"), text("x")]]);
+        t.changed(&users, &[&vec![text("1"), text("x")]], false);
         t.flush(&users);
         assert!(t.into_payloads()[0].flush);
 
         let mut t = Transaction::default();
         for id in 0..=BULK_KEYS {
-            t.changed(&users, &[&vec![text(&id.to_string()), Value::Null]]);
+            t.changed(&users, &[&vec![text(&id.to_string()), Value::Null]], true);
         }
         let payloads = t.into_payloads();
         assert!(payloads[0].flush && payloads[0].rows.is_empty());
@@ -332,6 +340,23 @@ mod tests {
             BULK_KEYS as u64 + 1,
             "every key counted"
         );
+    }
+
+    #[test]
+    fn a_table_s_changes_say_whether_they_only_inserted() {
+        let users = users();
+        let row = vec![text("1"), text("x")];
+        let mut t = Transaction::default();
+        t.changed(&users, &[&row], true);
+        t.written(&users, How::Inserted, &row);
+        assert!(t.into_payloads()[0].only_inserted);
+        let mut t = Transaction::default();
+        t.changed(&users, &[&row], true);
+        t.changed(&users, &[&row], false);
+        assert!(!t.into_payloads()[0].only_inserted);
+        let mut t = Transaction::default();
+        t.flush_named("public.users".into());
+        assert!(!t.into_payloads()[0].only_inserted);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! - an index never hides a result from a row that may enter it: where a side admits a row,
 //!   the lookup by the row's value (`SideMatch::lookup`) finds the result as its parameters
 //!   filed it (`SideMatch::keys`, `SideMatch::bound`), as `membership` files and finds them;
+//! - a key decides what a result's members are, not which new rows may enter it: the same
+//!   table without a primary key is decided row by row too, bound alike, and admits exactly
+//!   the rows the keyed one admits (an insert into it keeps the results it cannot enter);
 //! - a page's statement with its ties broken and its rows (`shape::tie_broken`) parse and
 //!   deparse to themselves.
 //!
@@ -34,6 +37,14 @@ struct Generated {
 }
 
 impl Generated {
+    /// `t` without its primary key.
+    fn keyless(&self) -> Generated {
+        Generated {
+            columns: self.columns.clone(),
+            primary_key: Vec::new(),
+        }
+    }
+
     fn new() -> Generated {
         let column = |name: &str, ty: &str, kind| Column {
             name: name.into(),
@@ -253,8 +264,26 @@ fn index(
         "WHERE {sql}: decided otherwise than bound"
     );
     let params = &built.params;
+    let keyless = [Arc::new(table.keyless())];
+    let without_key = Learned {
+        tables: &keyless,
+        params: learned.params.clone(),
+        ..learned
+    };
+    let Precision::Row(k) = crate::precision::decide(shaped, &without_key, &facts) else {
+        panic!("WHERE {sql}: row-precise over t with its key, not over t without one");
+    };
+    assert_eq!(
+        k.sides[0].filter, side.filter,
+        "WHERE {sql}: bound otherwise without a key"
+    );
     let (keys, bound) = (side.keys(params), side.bound(params));
     for row in rows {
+        assert_eq!(
+            k.admits(0, params, None, row),
+            m.admits(0, params, None, row),
+            "WHERE {sql} with {params:?} on {row:?}: a key changed which rows enter"
+        );
         if !m.admits(0, params, None, row) {
             continue;
         }
