@@ -334,19 +334,20 @@ pub static SETTINGS: [Setting; 43] = [
             s.pool_size = v as usize
         }),
         runtime: false,
-        help: "PostgreSQL connections at most (the listener has one more of its own)",
+        help: "PostgreSQL connections the workers use at most (the listener has one more of its \
+               own, and the event loop `loop_connections`)",
         show: Some(|s| s.pool_size.to_string()),
     },
     Setting {
         name: "loop_connections",
         libpq_env: None,
-        initial: Initial::Value("0"),
+        initial: Initial::Value("2"),
         accepts: int(0, 16, "a connection count", |s, v| {
             s.loop_connections = v as usize
         }),
         runtime: true,
-        help: "PostgreSQL connections on which the Redis event loop sends QUERY, READ and GET \
-               misses itself, without a worker thread (0: every miss goes to a worker)",
+        help: "PostgreSQL connections on which the Redis event loop sends misses itself, \
+               without a worker thread (0: every miss goes to a worker)",
         show: Some(|s| s.loop_connections.to_string()),
     },
     Setting {

@@ -311,6 +311,17 @@ impl TableIndex {
     /// member's foreign key. Past `WEIGH_BUDGET` weighings in one change it stops weighing
     /// and takes every result of the side: more drops, but a bounded turn of the event
     /// loop.
+    /// Whether `side`'s results were decided over this table without a primary key.
+    fn keyless_side(&self, side: usize, s: &SideResults) -> bool {
+        s.all
+            .iter()
+            .next()
+            .and_then(|any| self.entries.get(any))
+            .and_then(|e| e.statement.precision.row())
+            .and_then(|m| m.sides.get(side))
+            .is_some_and(|matched| pgcache_rules::precision::keyless(matched.table.as_ref()))
+    }
+
     fn entered(&self, side: usize, s: &SideResults, rows: &[Written], hit: &mut HashSet<ResultId>) {
         let Some(m) = s
             .all
@@ -392,6 +403,12 @@ pub fn changed(table: &str, members: &[CompactString], entering: Option<&[Writte
             }
         }
         for (&(_, side), s) in &t.by_side {
+            // Members named for a side decided over the table without a key: the table has
+            // a key now (a DDL not followed), and those results kept none to be found by.
+            if !members.is_empty() && t.keyless_side(side, s) {
+                hit.extend(s.all.iter().cloned());
+                continue;
+            }
             match entering {
                 Some(rows) => t.entered(side, s, rows, &mut hit),
                 None => hit.extend(s.all.iter().cloned()),

@@ -16,8 +16,7 @@
 //! whose answer needs a connection to run something again (`Pipelined::needs_worker`), jobs
 //! in flight on a connection that broke (sent again there once, as the pool retries a read
 //! on a fresh session), and everything while no connection is ready, while DEBUG FILLS
-//! holds answers, or while `loop_connections` is 0 (the default until the loop has run in
-//! every suite).
+//! holds answers, or while `loop_connections` is 0.
 //!
 //! Main thread only; the state lives in a thread-local (`fleet`).
 
