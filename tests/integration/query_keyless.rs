@@ -300,7 +300,7 @@ fn keyless_results_answer_as_postgresql_under_generated_writes() {
     // answer is one), each drawn twice.
     let mut reads: Vec<(String, Vec<String>)> = Vec::new();
     for _ in 0..2 {
-        for shape in 0..8 {
+        for shape in 0..13 {
             let mut params = Vec::new();
             let sql = match shape {
                 0 => format!(
@@ -335,6 +335,36 @@ fn keyless_results_answer_as_postgresql_under_generated_writes() {
                      (SELECT 1 FROM k2 WHERE k2.a = k1.a AND {}) ORDER BY a, b",
                     predicate(&mut rng, K1, "k1.", 1, &mut params),
                     predicate(&mut rng, K2, "k2.", 1, &mut params)
+                ),
+                // The nullable side keyless, its condition in the ON.
+                7 => format!(
+                    "SELECT k1.a, k1.b, k2.c FROM k1 LEFT JOIN k2 ON k2.a = k1.a AND {} \
+                     WHERE {} ORDER BY 1, 2, 3 NULLS FIRST",
+                    predicate(&mut rng, K2, "k2.", 1, &mut params),
+                    predicate(&mut rng, K1, "k1.", 1, &mut params)
+                ),
+                8 => format!(
+                    "SELECT a FROM k1 WHERE {} EXCEPT SELECT a FROM k2 WHERE {} ORDER BY 1",
+                    predicate(&mut rng, K1, "", 1, &mut params),
+                    predicate(&mut rng, K2, "", 1, &mut params)
+                ),
+                // An uncorrelated NOT EXISTS: a row entering k2 can empty the result.
+                9 => format!(
+                    "SELECT count(*) AS n FROM k1 WHERE {} AND NOT EXISTS \
+                     (SELECT 1 FROM k2 WHERE {})",
+                    predicate(&mut rng, K1, "", 1, &mut params),
+                    predicate(&mut rng, K2, "", 1, &mut params)
+                ),
+                10 => format!(
+                    "SELECT x.a, y.a AS ya FROM k1 x JOIN k1 y ON x.b < y.b \
+                     WHERE {} AND {} ORDER BY 1, 2",
+                    predicate(&mut rng, K1, "x.", 1, &mut params),
+                    predicate(&mut rng, K1, "y.", 1, &mut params)
+                ),
+                11 => format!(
+                    "SELECT a, (SELECT count(*) FROM k2 WHERE k2.a = k1.a) AS n FROM k1 \
+                     WHERE {} ORDER BY a, n",
+                    predicate(&mut rng, K1, "k1.", 1, &mut params)
                 ),
                 _ => "SELECT count(*) AS n FROM k1".to_string(),
             };
