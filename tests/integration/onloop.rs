@@ -321,3 +321,57 @@ fn a_multiread_s_missed_keys_go_out_from_the_event_loop_in_one_statement() {
     assert_eq!(multiread(&mut con, "items", &id_array(ids)).unwrap(), rows);
     assert!(stats_figure(&mut con, "hits") - hits >= 4);
 }
+
+#[test]
+fn misses_do_not_queue_behind_a_request_postgresql_holds_on_a_loop_connection() {
+    let stack = Stack::start_with(
+        &format!(
+            "{ITEMS_SQL} CREATE TABLE gate (id integer PRIMARY KEY); INSERT INTO gate VALUES (1), (2);"
+        ),
+        &[
+            "loop_connections",
+            "1",
+            "request_timeout_ms",
+            "60000",
+            "statement_timeout_ms",
+            "60000",
+            "debug_commands",
+            "yes",
+        ],
+    );
+    let mut con = stack.con();
+    warm_up(&stack, &mut con, 1);
+    // Both tables' schemas learned (on a worker), then `gate` locked by the test.
+    read(&mut con, "gate", r#"{"id":1}"#).unwrap();
+    read(&mut con, "items", r#"{"id":1}"#).unwrap();
+    let mut locker = stack.pg.client();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE gate IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let held = spawn_read(stack.redis.port, "gate", r#"{"id":2}"#);
+    // The loop's request waits for the lock, and has waited past what makes a connection
+    // stuck (20 ms).
+    let mut watcher = stack.pg.client();
+    wait_for(
+        "the loop's read to wait on the lock",
+        Duration::from_secs(30),
+        || {
+            let n: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgcache-loop' \
+                 AND wait_event_type = 'Lock' \
+                 AND clock_timestamp() - query_start > interval '25 milliseconds'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            (n == 1).then_some(())
+        },
+    );
+    // Another miss is answered while the lock is still held: not queued behind it.
+    let row = read(&mut con, "items", r#"{"id":7}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["id"], 7);
+    locker.batch_execute("ROLLBACK").unwrap();
+    let gate = held.join().unwrap().unwrap().unwrap();
+    assert_eq!(json(&gate)["id"], 2);
+}

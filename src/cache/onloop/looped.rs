@@ -17,6 +17,9 @@ const READ_BUDGET: usize = 256 << 10;
 const READ_CHUNK: usize = 64 << 10;
 /// A connection with this much not yet written takes no more jobs.
 const MAX_UNSENT: usize = 1 << 20;
+/// A connection whose oldest request has waited this long takes no more jobs until it is
+/// answered: PostgreSQL runs a connection's requests one after another.
+const STUCK: Duration = Duration::from_millis(20);
 
 pub struct Looped {
     /// First, so that it is dropped (out of the event loop) before the socket closes: a
@@ -62,9 +65,16 @@ impl Looped {
         }
     }
 
-    /// Whether it takes another job.
+    /// Whether it takes another job: not retiring, not backed up with unsent bytes, and not
+    /// stuck behind a request PostgreSQL has held for `STUCK` (a lock wait, a slow view's
+    /// row, a slow statement's first run): what would queue behind it goes elsewhere.
     pub fn usable(&self) -> bool {
-        !self.retiring && self.conn.output().len() < MAX_UNSENT
+        !self.retiring
+            && self.conn.output().len() < MAX_UNSENT
+            && self
+                .flights
+                .front()
+                .is_none_or(|f| f.sent_at.elapsed() < STUCK)
     }
 
     /// Writes what the socket takes; asks for the writable event while output is left.

@@ -12,7 +12,7 @@
 //! TLS-negotiated on a thread of their own (`opener`) and handed over.
 //!
 //! What stays with the workers: statements that run long (`Figures::pipelines`) or answered
-//! large (`Figures::small_results`), MULTIREADs of more than 128 keys or of a view, a job
+//! large (`Figures::small_results`), READs and MULTIREADs of a view, MULTIREADs of more than 128 keys, a job
 //! whose answer needs a connection to run something again (`Pipelined::needs_worker`), jobs
 //! in flight on a connection that broke (sent again there once, as the pool retries a read
 //! on a fresh session), and everything while no connection is ready, while DEBUG FILLS
@@ -94,7 +94,9 @@ pub fn submit_run(
 /// Sends a READ or GET miss's row lookup from the event loop when a connection can take
 /// it, else to a worker (`worker::submit_lookup`).
 pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Reply {
-    if worker::hold::active() || !fleet::takes_a_job() {
+    // A view's row may take as long as its query does (it is read alone, not batched):
+    // behind it on a connection, other misses would wait for it.
+    if !lookup.schema.batchable || worker::hold::active() || !fleet::takes_a_job() {
         return worker::submit_lookup(ctx, checked, lookup);
     }
     let timeout_ms = current::request_timeout_ms();
