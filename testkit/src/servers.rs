@@ -238,6 +238,24 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
+        // A failing test says what became of its server: whether it had exited (a crash, an
+        // assertion) and the end of its log, kept before the directory goes.
+        if std::thread::panicking() {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "server on port {} {}; the end of its log:\n{}",
+                self.port,
+                exited.map_or("was still running".to_string(), |s| format!(
+                    "had exited ({s})"
+                )),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         self.kill();
         // PGCACHE_TEST_KEEP=1 keeps the server's directory (its log) for a look afterwards.
         if std::env::var_os("PGCACHE_TEST_KEEP").is_none() {

@@ -27,6 +27,16 @@ fn loop_stack(connections: &str) -> Stack {
     )
 }
 
+/// Item `id`'s row as PostgreSQL reads it (what READ answers), as JSON.
+fn item_row(pg: &mut postgres::Client, id: i32) -> Option<serde_json::Value> {
+    pg.query_opt(
+        "SELECT row_to_json(t.*)::text FROM items t WHERE id = $1",
+        &[&id],
+    )
+    .unwrap()
+    .map(|row| json(row.get(0)))
+}
+
 /// The event loop's sessions as PostgreSQL lists them.
 fn loop_sessions(pg: &Pg) -> Vec<i32> {
     pg.client()
@@ -199,14 +209,7 @@ fn read_misses_go_out_from_the_event_loop_and_fill_the_cache() {
     let mut pg = stack.pg.client();
     for id in [2, 3, 150, 999] {
         let got = read(&mut con, "items", &format!(r#"{{"id":{id}}}"#)).unwrap();
-        let expected: Option<String> = pg
-            .query_opt(
-                "SELECT row_to_json(t.*)::text FROM items t WHERE id = $1",
-                &[&id],
-            )
-            .unwrap()
-            .map(|row| row.get(0));
-        assert_eq!(got.map(|g| json(&g)), expected.map(|e| json(&e)), "id {id}");
+        assert_eq!(got.map(|g| json(&g)), item_row(&mut pg, id), "id {id}");
     }
     assert_eq!(stats_figure(&mut con, "misses_on_loop") - before, 4);
     // Filled: the next READ is a hit.
@@ -250,18 +253,7 @@ fn concurrent_read_misses_share_statements_and_a_bad_key_fails_only_its_own_read
     let before = stack.pg.logged_statements("unnest(");
     let expected: std::collections::HashMap<i32, Option<serde_json::Value>> = {
         let mut pg = stack.pg.client();
-        (2..=260)
-            .map(|id| {
-                let row: Option<String> = pg
-                    .query_opt(
-                        "SELECT row_to_json(t.*)::text FROM items t WHERE id = $1",
-                        &[&id],
-                    )
-                    .unwrap()
-                    .map(|row| row.get(0));
-                (id, row.map(|r| json(&r)))
-            })
-            .collect()
+        (2..=260).map(|id| (id, item_row(&mut pg, id))).collect()
     };
     let port = stack.redis.port;
     // 16 clients at once: misses read in one turn of the event loop share one statement
@@ -303,16 +295,9 @@ fn a_multiread_s_missed_keys_go_out_from_the_event_loop_in_one_statement() {
     );
     let mut pg = stack.pg.client();
     for (id, got) in ids.iter().zip(&rows) {
-        let expected: Option<String> = pg
-            .query_opt(
-                "SELECT row_to_json(t.*)::text FROM items t WHERE id = $1",
-                &[&(*id as i32)],
-            )
-            .unwrap()
-            .map(|row| row.get(0));
         assert_eq!(
             got.as_deref().map(json),
-            expected.as_deref().map(json),
+            item_row(&mut pg, *id as i32),
             "id {id}"
         );
     }

@@ -75,10 +75,7 @@ impl Job {
         Arc::ptr_eq(&first.schema, &lookup.schema)
             && first.schema.batchable
             && lookups.len() < MAX_KEYS
-            && first.pk.columns.len() == lookup.pk.columns.len()
-            && (first.pk.columns.iter())
-                .zip(&lookup.pk.columns)
-                .all(|((a, _), (b, _))| a == b)
+            && same_columns(&first.pk, &lookup.pk)
     }
 
     /// What it sends.
@@ -271,12 +268,15 @@ pub fn one_statement_reads(schema: &TableSchema, keys: &[CanonicalPk]) -> bool {
     schema.batchable
         && !keys.is_empty()
         && keys.len() <= MAX_KEYS
-        && keys.iter().all(|key| {
-            key.columns.len() == keys[0].columns.len()
-                && (key.columns.iter())
-                    .zip(&keys[0].columns)
-                    .all(|((a, _), (b, _))| a == b)
-        })
+        && keys.iter().all(|key| same_columns(key, &keys[0]))
+}
+
+/// Whether two keys name the same columns (one `select_many_sql` reads both).
+fn same_columns(a: &CanonicalPk, b: &CanonicalPk) -> bool {
+    a.columns.len() == b.columns.len()
+        && (a.columns.iter())
+            .zip(&b.columns)
+            .all(|((x, _), (y, _))| x == y)
 }
 
 /// `select_many_sql`'s rows (ordinal, row JSON) placed by ordinal: each key's rows.

@@ -78,14 +78,21 @@ pub fn submit_run(
     if !pipelines || !small_results || worker::hold::active() || !fleet::takes_a_job() {
         return worker::submit_run(ctx, checked, run, pipelines);
     }
+    blocked(ctx, |client, deadline| {
+        fleet::queue(Job::Run {
+            client,
+            deadline,
+            run,
+        })
+    })
+}
+
+/// Blocks the calling client, lets `queue` put its job in this turn, and asks for the
+/// turn's flush.
+fn blocked(ctx: &Context, queue: impl FnOnce(BlockedClient, Instant)) -> Reply {
     let timeout_ms = current::request_timeout_ms();
     let client = BlockedClient::block(ctx, timeout_ms);
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-    fleet::queue(Job::Run {
-        client,
-        deadline,
-        run,
-    });
+    queue(client, Instant::now() + Duration::from_millis(timeout_ms));
     stats::MISSES_ON_LOOP.inc();
     FLUSH.request();
     Reply::Blocked
@@ -99,17 +106,13 @@ pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Repl
     if !lookup.schema.batchable || worker::hold::active() || !fleet::takes_a_job() {
         return worker::submit_lookup(ctx, checked, lookup);
     }
-    let timeout_ms = current::request_timeout_ms();
-    let client = BlockedClient::block(ctx, timeout_ms);
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-    fleet::queue_lookup(Lookup {
-        client,
-        deadline,
-        lookup,
-    });
-    stats::MISSES_ON_LOOP.inc();
-    FLUSH.request();
-    Reply::Blocked
+    blocked(ctx, |client, deadline| {
+        fleet::queue_lookup(Lookup {
+            client,
+            deadline,
+            lookup,
+        })
+    })
 }
 
 fn flush(_ctx: &Context) -> bool {
@@ -132,17 +135,13 @@ pub fn submit_many(
     keys: Arc<[CanonicalPk]>,
     then: ThenRows,
 ) -> Reply {
-    let timeout_ms = current::request_timeout_ms();
-    let client = BlockedClient::block(ctx, timeout_ms);
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-    fleet::queue(Job::Many {
-        client,
-        deadline,
-        schema,
-        keys,
-        then,
-    });
-    stats::MISSES_ON_LOOP.inc();
-    FLUSH.request();
-    Reply::Blocked
+    blocked(ctx, |client, deadline| {
+        fleet::queue(Job::Many {
+            client,
+            deadline,
+            schema,
+            keys,
+            then,
+        })
+    })
 }
