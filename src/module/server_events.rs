@@ -1,7 +1,7 @@
 //! Redis's own events that pgcache follows: expirations and evictions of its entries (counted,
 //! and raised as `expire` / `evict` events), replicas coming online (sent the hooks), and the
 //! end of a load from disk or a promotion to primary (entries no listener covered: see
-//! `invalidation::apply`).
+//! `invalidation::apply`), and the cron (silent event-loop connections: `cache::onloop`).
 
 use crate::cache;
 use crate::cache::emptied;
@@ -60,6 +60,14 @@ impl ServerEvents for Followed {
             // A swap may bring entries where a flush under way has scanned already.
             emptied::forget_all();
             dropped::index_lost(ctx, &cache::dbs_with_keys(ctx))
+        });
+    }
+
+    /// Closes the event loop's PostgreSQL connections that went silent, though no miss came
+    /// to look.
+    fn cron(_ctx: &Context) {
+        error::panic::guard("the cron's look at PostgreSQL connections", || {
+            cache::onloop::close_silent()
         });
     }
 

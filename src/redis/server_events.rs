@@ -1,5 +1,6 @@
 //! Redis's own events a module can follow: keys expired or evicted, the end of a load from
-//! disk, a promotion to primary or a demotion to replica, a replica coming online. Redis
+//! disk, a promotion to primary or a demotion to replica, a replica coming online, the
+//! server's cron. Redis
 //! calls the `ServerEvents` functions on the main thread, often inside a command (REPLICAOF,
 //! FLUSHDB, an expiring read), so they run with pgcache's writes waiting for a task
 //! (`main_thread::writes_waiting`).
@@ -23,6 +24,8 @@ pub trait ServerEvents: 'static {
     fn replica_online(ctx: &Context);
     /// A DB was flushed (FLUSHDB, FLUSHALL) or two were swapped (SWAPDB).
     fn dbs_changed(ctx: &Context);
+    /// The server's cron ran (`hz` times a second), whatever the clients do.
+    fn cron(ctx: &Context);
 }
 
 /// Subscribes `E` to the events. At load.
@@ -49,6 +52,7 @@ pub fn subscribe<E: ServerEvents>(ctx: &Context) {
             ),
             (raw::REDISMODULE_EVENT_FLUSHDB, on_flush::<E>),
             (raw::REDISMODULE_EVENT_SWAPDB, on_swap::<E>),
+            (raw::REDISMODULE_EVENT_CRON_LOOP, on_cron::<E>),
         ] {
             subscribe(
                 ctx.ctx,
@@ -114,6 +118,15 @@ extern "C" fn on_swap<E: ServerEvents>(
     _data: *mut c_void,
 ) {
     writes_waiting(|| E::dbs_changed(&Context::new(ctx)));
+}
+
+extern "C" fn on_cron<E: ServerEvents>(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    _subevent: u64,
+    _data: *mut c_void,
+) {
+    writes_waiting(|| E::cron(&Context::new(ctx)));
 }
 
 extern "C" fn on_replica_change<E: ServerEvents>(

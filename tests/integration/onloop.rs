@@ -360,3 +360,53 @@ fn misses_do_not_queue_behind_a_request_postgresql_holds_on_a_loop_connection() 
     let gate = held.join().unwrap().unwrap().unwrap();
     assert_eq!(json(&gate)["id"], 2);
 }
+
+#[test]
+fn a_loop_connection_postgresql_went_silent_on_is_closed_though_no_other_miss_comes() {
+    let pg = Pg::start();
+    pg.execute(ITEMS_SQL);
+    let proxy = SilentProxy::start(pg.port);
+    let mut args = proxy.module_args(&pg);
+    args.extend(
+        [
+            "loop_connections",
+            "1",
+            "statement_timeout_ms",
+            "300",
+            "request_timeout_ms",
+            "60000",
+            "listen",
+            "no",
+        ]
+        .map(String::from),
+    );
+    let redis = Redis::start(&args);
+    let mut con = redis.connection();
+    // Misses until one went out from the loop (the first learns the table on a worker and
+    // has the loop's connection opened).
+    let mut id = 0;
+    wait_for(
+        "a miss from the event loop",
+        Duration::from_secs(30),
+        || {
+            id += 1;
+            assert_eq!(
+                json(
+                    &read(&mut con, "items", &format!(r#"{{"id":{id}}}"#))
+                        .unwrap()
+                        .unwrap()
+                )["id"],
+                id
+            );
+            (stats_figure(&mut con, "misses_on_loop") > 0).then_some(())
+        },
+    );
+    assert!(proxy.silence(Silence::All) >= 1);
+
+    // The one miss goes out on the silent connection, and no miss comes after it: the
+    // connection is closed all the same (statement_timeout + 2 s), and the miss answered by
+    // a worker on a new connection, not failed at its own 60 s timeout.
+    let row = read(&mut con, "items", r#"{"id":150}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["id"], 150);
+    assert!(stats_figure(&mut con, "pg_silent_connections") >= 1);
+}

@@ -195,6 +195,12 @@ fn service(token: u64) {
     });
 }
 
+/// Closes the connections PostgreSQL went silent on (from the server's cron: their
+/// requests' clients must not wait for the next miss to find them out).
+pub fn close_silent() {
+    with(|f, ends| f.close_silent(ends));
+}
+
 /// Reads on for every connection whose callback stopped at its budget.
 pub fn continue_reading(_ctx: &Context) -> bool {
     let tokens: Vec<u64> = with(|f, _| {
@@ -231,23 +237,12 @@ impl Fleet {
         let wanted = current::loop_connections();
         let timeout_ms = current::statement_timeout_ms();
         let outages = circuit::outages();
-        let now = Instant::now();
-        let patience = patience();
+        self.close_silent(ends);
         let mut kept = 0;
         for slot in &mut self.slots {
             let Some(looped) = slot.as_mut() else {
                 continue;
             };
-            let silent = looped
-                .flights
-                .front()
-                .is_some_and(|f| now.saturating_duration_since(f.sent_at) > patience);
-            if silent {
-                stats::PG_SILENT_CONNECTIONS.inc();
-                let why = Failure::Silent(patience).to_string();
-                ends.closed(slot.take().expect("the slot tended"), &why);
-                continue;
-            }
             if kept >= wanted
                 || looped.statement_timeout_ms != timeout_ms
                 || looped.outages != outages
@@ -265,6 +260,26 @@ impl Fleet {
         // No new connection while a drain before an unload is under way.
         if kept < wanted && drain::remaining().is_none() {
             self.opener.open(wanted - kept, &HANDED_OVER);
+        }
+    }
+
+    /// Closes each connection whose oldest request has waited past `patience` (PostgreSQL's
+    /// statement_timeout and then some): a network that dropped it says nothing.
+    fn close_silent(&mut self, ends: &mut Ends) {
+        let now = Instant::now();
+        let patience = patience();
+        for slot in &mut self.slots {
+            let silent = slot.as_ref().is_some_and(|looped| {
+                looped
+                    .flights
+                    .front()
+                    .is_some_and(|f| now.saturating_duration_since(f.sent_at) > patience)
+            });
+            if silent {
+                stats::PG_SILENT_CONNECTIONS.inc();
+                let why = Failure::Silent(patience).to_string();
+                ends.closed(slot.take().expect("the slot looked at"), &why);
+            }
         }
     }
 

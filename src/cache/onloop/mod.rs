@@ -64,6 +64,12 @@ pub fn stop() {
     fleet::stop();
 }
 
+/// From the server's cron: closes the connections PostgreSQL went silent on; their requests
+/// go to the workers while their deadlines allow.
+pub fn close_silent() {
+    fleet::close_silent();
+}
+
 /// Sends `run` from the event loop when a connection can take it, else to a worker
 /// (`worker::submit_run`, whose refusals stand). `pipelines`: the statement's runs are
 /// quick (a slow one would hold up those behind it on the connection); `small_results`:
