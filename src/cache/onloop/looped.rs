@@ -142,6 +142,12 @@ impl Looped {
                 return Ok(());
             }
             match self.transport.read_into(self.conn.input(), READ_CHUNK) {
+                // Less than asked: the socket is drained (a read more would only hear so).
+                Ok(Io::Moved(n))
+                    if n < READ_CHUNK && !self.transport.short_read_may_leave_more() =>
+                {
+                    return Ok(());
+                }
                 Ok(Io::Moved(n)) => read += n,
                 // Decrypted bytes OpenSSL holds: no readable event would come for them.
                 Ok(Io::WantsRead) if self.transport.buffered() > 0 => {}
