@@ -445,6 +445,81 @@ fn ping_under_slow_misses(pg: &Pg) {
     );
 }
 
+/// PING while 4 clients read 10 MB results: every call a miss (another parameter each),
+/// with misses sent from the event loop (`loop_connections 2`, the default) and by the
+/// workers (`0`) in the same run. Large results stay with the workers either way (a statement
+/// whose last result passed 256 KiB); what the loop must not do is slow PING while they
+/// stream in, are copied into replies and written out.
+fn ping_under_large_results(pg: &Pg) {
+    println!("\n## 4b. PING latency while 4 clients read 10 MB results (every call a miss)\n");
+    pg.execute(
+        "CREATE TABLE IF NOT EXISTS wide_rows (id integer PRIMARY KEY, body text NOT NULL);
+         INSERT INTO wide_rows SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, 10050) g
+         ON CONFLICT DO NOTHING;",
+    );
+    let sql = "SELECT id, body FROM wide_rows WHERE id > $1 ORDER BY id";
+    println!(
+        "| loop_connections | PING while idle: p50 / p99 ms | PING under the load: pings, p50 / p99 / max ms | results read | MB/s read |"
+    );
+    println!("|---|---|---|---|---|");
+    for loops in ["2", "0"] {
+        let mut args = pg.module_args();
+        args.extend(
+            [
+                "loop_connections",
+                loops,
+                "pass_through",
+                "always",
+                "request_timeout_ms",
+                "60000",
+            ]
+            .map(String::from),
+        );
+        let redis = Redis::start(&args);
+        let mut con = redis.connection();
+        let first: String = redis::cmd("PGCACHE.QUERY")
+            .arg(sql)
+            .arg(1)
+            .arg(0)
+            .query(&mut con)
+            .unwrap();
+        let mut pings = 0;
+        let idle = pings_until(&mut con, || {
+            pings += 1;
+            pings > 20_000
+        });
+        let n = 48;
+        let started = Instant::now();
+        let mut load: Child = Command::new("redis-benchmark")
+            .args([
+                "-p",
+                &redis.port.to_string(),
+                "-c",
+                "4",
+                "-n",
+                &n.to_string(),
+            ])
+            .args(["-r", "50", "PGCACHE.QUERY", sql, "1", "__rand_int__"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let gaps = pings_until(&mut con, || load.try_wait().unwrap().is_some());
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "| {loops} | {:.3} / {:.3} | {}, {:.3} / {:.3} / {:.3} | {n} of {:.1} MB | {:.0} |",
+            percentile(&idle, 0.5),
+            percentile(&idle, 0.99),
+            gaps.len(),
+            percentile(&gaps, 0.5),
+            percentile(&gaps, 0.99),
+            gaps[gaps.len() - 1],
+            first.len() as f64 / 1e6,
+            n as f64 * first.len() as f64 / 1e6 / seconds,
+        );
+    }
+}
+
 fn multiread_vs_reads(con: &mut redis::Connection) {
     println!("\n## 2. One MULTIREAD of 100 cold keys vs 100 READs of cold keys\n");
     let (mut reads, mut multis, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -1425,6 +1500,7 @@ fn main() {
     }
     if wanted("ping") {
         ping_under_slow_misses(&pg);
+        ping_under_large_results(&pg);
     }
     if wanted("lag") {
         invalidation_lag(&pg);

@@ -273,7 +273,10 @@ impl FillTicket {
                 .map(|e| (self.take_own_waiters(e), e.asked.clone()))
                 .unwrap_or_default()
         });
-        answer_all(waiters, &outcome_reply(outcome), &self.key);
+        // The reply is a copy of the outcome (a result may be megabytes): none without waiters.
+        if !waiters.0.is_empty() {
+            answer_all(waiters, &outcome_reply(outcome), &self.key);
+        }
     }
 
     /// The clients that joined this fill (none joins a fill invalidated since it started).

@@ -65,7 +65,7 @@ pub(super) fn cached_completion(statement: Arc<Statement>, result: String) -> Co
 
 /// The main-thread half of a run: cache the result when a ticket came with it, it is not
 /// too big, and the cache admits it; then reply.
-pub fn completion(statement: Arc<Statement>, outcome: Run, fill: Option<Fill>) -> Completion {
+pub fn completion(statement: Arc<Statement>, mut outcome: Run, fill: Option<Fill>) -> Completion {
     Box::new(move |ctx| {
         // A statement seen for the first time had its tables' permissions unchecked so far.
         if let Err(e) = may_read_tables(ctx, &statement) {
@@ -81,10 +81,6 @@ pub fn completion(statement: Arc<Statement>, outcome: Run, fill: Option<Fill>) -
             statement.figures.result_bytes.add(ran.json.len() as u64);
             (statement.figures.last_result_bytes).store(ran.json.len() as u64, Ordering::Relaxed);
         }
-        let shared: Outcome = match &outcome {
-            Ok(ran) => Ok(Some(ran.json.clone())),
-            Err(e) => Err(e.clone()),
-        };
         let mut held = None;
         if let Some(Fill {
             ticket,
@@ -93,8 +89,17 @@ pub fn completion(statement: Arc<Statement>, outcome: Run, fill: Option<Fill>) -
             with_key,
         }) = fill
         {
+            // The fill's waiters are answered from the result lent to them, not a copy of it
+            // (a result may be megabytes, copied on the event loop).
+            let shared: Outcome = match &mut outcome {
+                Ok(ran) => Ok(Some(std::mem::take(&mut ran.json))),
+                Err(e) => Err(e.clone()),
+            };
             ticket.answer_waiters(&shared);
             let (key, fresh) = ticket.finish(&shared);
+            if let (Ok(ran), Ok(Some(json))) = (&mut outcome, shared) {
+                ran.json = json;
+            }
             if let Ok(ran) = &outcome
                 && fresh
                 && cache_result(ctx, &statement, &key, ran, ttl, &params)
