@@ -192,6 +192,18 @@ impl Pgbench {
     /// pgbench running `script` from `clients` connections for `seconds` (with `extra`
     /// options, such as `-R rate`), as the app user.
     fn start(pg: &Pg, script: &str, clients: usize, seconds: u64, extra: &[&str]) -> Pgbench {
+        Pgbench::start_with_options(pg, script, clients, seconds, extra, "")
+    }
+
+    /// `start` with server settings for its sessions (`PGOPTIONS`, as `-c name=value`).
+    fn start_with_options(
+        pg: &Pg,
+        script: &str,
+        clients: usize,
+        seconds: u64,
+        extra: &[&str],
+        options: &str,
+    ) -> Pgbench {
         let file = std::env::temp_dir().join(format!(
             "pgcache-bench-{}-{}.sql",
             std::process::id(),
@@ -208,6 +220,7 @@ impl Pgbench {
             .arg(&file)
             .arg("app")
             .env("PGPASSWORD", PG_PASSWORD)
+            .env("PGOPTIONS", options)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -34,7 +34,7 @@ pub const STAGES: [Named; 6] = [
         p50: "miss_queue_p50_us",
         p99: "miss_queue_p99_us",
         avg: "miss_queue_avg_us",
-        help: "from the call blocking to a worker taking it up (waiting for a worker, and for the job a batched miss joined to start)",
+        help: "from the call blocking to its request going out: a worker taking it up (waiting for a worker, and for the job a batched miss joined to start), or the event loop sending it at the end of the turn",
     },
     Named {
         stage: Stage::Postgres,
@@ -42,7 +42,7 @@ pub const STAGES: [Named; 6] = [
         p50: "miss_postgres_p50_us",
         p99: "miss_postgres_p99_us",
         avg: "miss_postgres_avg_us",
-        help: "the worker's part: a connection, PostgreSQL's round trips (learning a new statement's catalog too), the rows made JSON",
+        help: "PostgreSQL's part: on a worker a connection, the round trips (learning a new statement's catalog too) and the rows made JSON; on the event loop from the request sent to its answer read, after the requests ahead of it on the connection",
     },
     Named {
         stage: Stage::Wakeup,
@@ -50,7 +50,7 @@ pub const STAGES: [Named; 6] = [
         p50: "miss_wakeup_p50_us",
         p99: "miss_wakeup_p99_us",
         avg: "miss_wakeup_avg_us",
-        help: "from the worker handing the answer to Redis to the main thread taking it (the event loop's other work meanwhile)",
+        help: "from the answer handed to Redis (by a worker, or by the event loop's read callback) to the main thread taking it up (the event loop's other work meanwhile)",
     },
     Named {
         stage: Stage::Fill,

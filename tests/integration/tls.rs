@@ -1,4 +1,5 @@
 //! TLS to PostgreSQL: encryption with sslmode=require, certificate checks with verify-full.
+use crate::query::query;
 use pgcache_testkit::*;
 use std::time::Duration;
 
@@ -130,4 +131,67 @@ fn the_replication_connection_checks_the_certificate_as_the_pool_does() {
             .find(|p| p.contains("replication source is not streaming"))
     });
     assert!(problem.contains("certificate"), "{problem}");
+}
+
+/// Misses the event loop sends itself go over TLS too (a non-blocking session handed over by
+/// the opener): answers equal PostgreSQL's, small and spread over many TLS records.
+#[test]
+fn misses_from_the_event_loop_go_over_tls() {
+    let (pg, _cert) = Pg::start_tls();
+    pg.execute(
+        "CREATE TABLE notes (id integer PRIMARY KEY, body text NOT NULL);
+         INSERT INTO notes SELECT g, repeat(md5(g::text), 1 + g % 40) FROM generate_series(1, 400) g;",
+    );
+    let redis = Redis::start(&tls_args(
+        &pg,
+        &[
+            "pg_sslmode",
+            "require",
+            "loop_connections",
+            "1",
+            "debug_commands",
+            "yes",
+        ],
+    ));
+    let mut con = redis.connection();
+    // Every statement's misses may go out from the loop, however long a run took here.
+    debug(&mut con, "PIPELINE", "ALWAYS");
+    let mut direct = pg.client();
+    let sql = "SELECT id, body FROM notes WHERE id > $1 ORDER BY id";
+    let oracle = |client: &mut postgres::Client, from: i32| -> serde_json::Value {
+        let text: String = client
+            .query_one(
+                "SELECT coalesce(json_agg(t ORDER BY id), '[]')::text \
+                 FROM (SELECT id, body FROM notes WHERE id > $1 ORDER BY id) t",
+                &[&from],
+            )
+            .unwrap()
+            .get(0);
+        json(&text)
+    };
+    // Another parameter each call, so that each is a miss; from 390 rows (about 150 KB, many
+    // TLS records) down to none.
+    let mut from = 0;
+    wait_for("misses from the event loop", Duration::from_secs(30), || {
+        from += 1;
+        let got = json(&query(&mut con, sql, &[from.to_string().as_str()]).unwrap());
+        assert_eq!(got, oracle(&mut direct, from), "from {from}");
+        (stats_figure(&mut con, "misses_on_loop") >= 5).then_some(())
+    });
+    for from in [from + 1, 200, 399, 400] {
+        let got = json(&query(&mut con, sql, &[from.to_string().as_str()]).unwrap());
+        assert_eq!(got, oracle(&mut direct, from), "from {from}");
+    }
+    let encrypted: Vec<bool> = pg
+        .superuser()
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'pgcache-loop'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(encrypted, [true], "the loop's one session is encrypted");
 }
