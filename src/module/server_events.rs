@@ -1,7 +1,7 @@
 //! Redis's own events that pgcache follows: expirations and evictions of its entries (counted,
 //! and raised as `expire` / `evict` events), replicas coming online (sent the hooks), and the
 //! end of a load from disk or a promotion to primary (entries no listener covered: see
-//! `invalidation::apply`), and the cron (silent event-loop connections: `cache::onloop`).
+//! `invalidation::apply`), and the cron (event-loop connections gone silent or drained: `cache::onloop`).
 
 use crate::cache;
 use crate::cache::emptied;
@@ -63,11 +63,11 @@ impl ServerEvents for Followed {
         });
     }
 
-    /// Closes the event loop's PostgreSQL connections that went silent, though no miss came
-    /// to look.
+    /// Closes the event loop's PostgreSQL connections that went silent, or every one during
+    /// a drain, though no miss came to look.
     fn cron(_ctx: &Context) {
         error::panic::guard("the cron's look at PostgreSQL connections", || {
-            cache::onloop::close_silent()
+            cache::onloop::look_after()
         });
     }
 

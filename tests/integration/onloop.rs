@@ -1,6 +1,7 @@
 //! QUERY misses the event loop sends to PostgreSQL itself (`loop_connections`): answered
 //! as a worker answers them, pipelined without mixing answers up, moved to the workers when
-//! a connection breaks, and every connection closed by CONFIG SET and MODULE UNLOAD.
+//! a connection breaks, and every connection closed by CONFIG SET, PGCACHE.DRAIN and MODULE
+//! UNLOAD.
 use crate::query::{postgres_answer, query};
 use pgcache_testkit::*;
 use std::time::Duration;
@@ -196,6 +197,26 @@ fn config_set_and_unload_close_every_loop_connection() {
     wait_loop_sessions(&stack.pg, 0);
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn a_drain_closes_every_loop_connection_and_its_end_lets_them_open_again() {
+    let stack = loop_stack("2");
+    let mut con = stack.con();
+    warm_up(&stack, &mut con, 2);
+    let waiting: i64 = redis::cmd("PGCACHE.DRAIN")
+        .arg(30)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(waiting, 0);
+    // No miss comes (they are refused): the connections close all the same.
+    wait_loop_sessions(&stack.pg, 0);
+    let refused = query(&mut con, BY_OWNER, &["3"]).unwrap_err().to_string();
+    assert!(refused.contains("draining"), "{refused}");
+    let _: i64 = redis::cmd("PGCACHE.DRAIN").arg(0).query(&mut con).unwrap();
+    misses_until(&stack, &mut con, "the loop's connections again", |pids| {
+        pids.len() == 2
+    });
 }
 
 #[test]

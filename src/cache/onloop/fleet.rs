@@ -195,10 +195,17 @@ fn service(token: u64) {
     });
 }
 
-/// Closes the connections PostgreSQL went silent on (from the server's cron: their
-/// requests' clients must not wait for the next miss to find them out).
-pub fn close_silent() {
-    with(|f, ends| f.close_silent(ends));
+/// From the server's cron, whether misses come or not: closes the connections PostgreSQL
+/// went silent on (their requests' clients must not wait for the next miss to find them
+/// out), and while a drain before an unload is under way every connection once its
+/// requests are answered.
+pub fn look_after() {
+    with(|f, ends| {
+        f.close_silent(ends);
+        if drain::remaining().is_some() {
+            f.retire_all(ends);
+        }
+    });
 }
 
 /// Reads on for every connection whose callback stopped at its budget.
@@ -279,6 +286,21 @@ impl Fleet {
                 stats::PG_SILENT_CONNECTIONS.inc();
                 let why = Failure::Silent(patience).to_string();
                 ends.closed(slot.take().expect("the slot looked at"), &why);
+            }
+        }
+    }
+
+    /// Takes no more jobs on any connection; closes those with none in flight (the others
+    /// close as their last answer lands, `service`).
+    fn retire_all(&mut self, ends: &mut Ends) {
+        for slot in &mut self.slots {
+            let Some(looped) = slot.as_mut() else {
+                continue;
+            };
+            looped.retiring = true;
+            if looped.conn.idle() {
+                let why = "draining for MODULE UNLOAD";
+                ends.closed(slot.take().expect("the slot retired"), why);
             }
         }
     }

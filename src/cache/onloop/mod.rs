@@ -64,10 +64,11 @@ pub fn stop() {
     fleet::stop();
 }
 
-/// From the server's cron: closes the connections PostgreSQL went silent on; their requests
-/// go to the workers while their deadlines allow.
-pub fn close_silent() {
-    fleet::close_silent();
+/// From the server's cron: closes the connections PostgreSQL went silent on (their requests
+/// go to the workers while their deadlines allow), and during PGCACHE.DRAIN every connection
+/// once its requests are answered (a drain leaves the event loop none of pgcache's sockets).
+pub fn look_after() {
+    fleet::look_after();
 }
 
 /// Sends `run` from the event loop when a connection can take it, else to a worker
