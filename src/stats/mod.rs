@@ -328,6 +328,9 @@ pub struct TableStats {
     pub latency: Histogram,
     /// Whether its misses pass through, uncached (`model::pass_through`).
     pub pass_through: PassThrough,
+    /// A row of it was too long for the event loop to read (past `pg::wire::conn`'s cap):
+    /// its misses are read by the workers.
+    pub large_rows: std::sync::atomic::AtomicBool,
 }
 
 impl TableStats {
@@ -341,6 +344,7 @@ impl TableStats {
             misses: Counter::new(),
             latency: Histogram::new(),
             pass_through: PassThrough::default(),
+            large_rows: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }

@@ -204,10 +204,7 @@ fn a_drain_closes_every_loop_connection_and_its_end_lets_them_open_again() {
     let stack = loop_stack("2");
     let mut con = stack.con();
     warm_up(&stack, &mut con, 2);
-    let waiting: i64 = redis::cmd("PGCACHE.DRAIN")
-        .arg(30)
-        .query(&mut con)
-        .unwrap();
+    let waiting: i64 = redis::cmd("PGCACHE.DRAIN").arg(30).query(&mut con).unwrap();
     assert_eq!(waiting, 0);
     // No miss comes (they are refused): the connections close all the same.
     wait_loop_sessions(&stack.pg, 0);
@@ -217,6 +214,40 @@ fn a_drain_closes_every_loop_connection_and_its_end_lets_them_open_again() {
     misses_until(&stack, &mut con, "the loop's connections again", |pids| {
         pids.len() == 2
     });
+}
+
+#[test]
+fn a_row_too_long_for_the_loop_is_read_by_a_worker_and_its_table_s_misses_after_it() {
+    let stack = loop_stack("1");
+    let mut con = stack.con();
+    warm_up(&stack, &mut con, 1);
+    // Rows past the loop's cap on one row (64 MiB): it breaks its connection rather than
+    // buffer the row.
+    stack.pg.execute(
+        "CREATE TABLE docs (id integer PRIMARY KEY, body text NOT NULL);
+         INSERT INTO docs VALUES (1, 'small'), (2, repeat('x', 67200000)), (3, repeat('y', 67200000));",
+    );
+    // The table learned on a worker; then a miss of it goes out from the loop.
+    read(&mut con, "docs", r#"{"id":1}"#).unwrap().unwrap();
+    let on_loop = stats_figure(&mut con, "misses_on_loop");
+    assert_eq!(read(&mut con, "docs", r#"{"id":9}"#).unwrap(), None);
+    assert_eq!(stats_figure(&mut con, "misses_on_loop"), on_loop + 1);
+
+    // The long row breaks the loop's connection; its miss is answered by a worker.
+    let row = read(&mut con, "docs", r#"{"id":2}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["body"].as_str().map(str::len), Some(67_200_000));
+    // The table's next misses go to the workers: no other connection breaks on them.
+    let on_loop = stats_figure(&mut con, "misses_on_loop");
+    let row = read(&mut con, "docs", r#"{"id":3}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["body"].as_str().map(str::len), Some(67_200_000));
+    assert_eq!(read(&mut con, "docs", r#"{"id":8}"#).unwrap(), None);
+    assert_eq!(stats_figure(&mut con, "misses_on_loop"), on_loop);
+    // Other tables' misses still go out from the loop.
+    misses_until(&stack, &mut con, "the loop's connection again", |pids| {
+        pids.len() == 1
+    });
+    let row = read(&mut con, "items", r#"{"id":77}"#).unwrap().unwrap();
+    assert_eq!(json(&row)["id"], 77);
 }
 
 #[test]

@@ -172,12 +172,16 @@ fn misses_from_the_event_loop_go_over_tls() {
     // Another parameter each call, so that each is a miss; from 390 rows (about 150 KB, many
     // TLS records) down to none.
     let mut from = 0;
-    wait_for("misses from the event loop", Duration::from_secs(30), || {
-        from += 1;
-        let got = json(&query(&mut con, sql, &[from.to_string().as_str()]).unwrap());
-        assert_eq!(got, oracle(&mut direct, from), "from {from}");
-        (stats_figure(&mut con, "misses_on_loop") >= 5).then_some(())
-    });
+    wait_for(
+        "misses from the event loop",
+        Duration::from_secs(30),
+        || {
+            from += 1;
+            let got = json(&query(&mut con, sql, &[from.to_string().as_str()]).unwrap());
+            assert_eq!(got, oracle(&mut direct, from), "from {from}");
+            (stats_figure(&mut con, "misses_on_loop") >= 5).then_some(())
+        },
+    );
     for from in [from + 1, 200, 399, 400] {
         let got = json(&query(&mut con, sql, &[from.to_string().as_str()]).unwrap());
         assert_eq!(got, oracle(&mut direct, from), "from {from}");

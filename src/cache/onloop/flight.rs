@@ -62,6 +62,11 @@ impl Flight {
         }
     }
 
+    /// A row of the answer awaited next was `bytes` long, too long to read here.
+    pub fn answered_too_large(&self, bytes: usize) {
+        self.job.answered_too_large(bytes);
+    }
+
     /// Whether every request has its answer.
     pub fn complete(&self) -> bool {
         self.awaited.is_empty()

@@ -65,6 +65,20 @@ impl Job {
         }
     }
 
+    /// A row of its answer was `bytes` long, past what the event loop reads: its statement,
+    /// or its table's lookups, go to the workers from now on (the job itself goes there
+    /// with its connection's other jobs, `divert`).
+    pub fn answered_too_large(&self, bytes: usize) {
+        let mark = |schema: &TableSchema| {
+            (schema.stats.large_rows).store(true, std::sync::atomic::Ordering::Relaxed);
+        };
+        match self {
+            Job::Run { run, .. } => run.answered_too_large(bytes),
+            Job::Lookups(lookups) => lookups.iter().for_each(|l| mark(&l.lookup.schema)),
+            Job::Many { schema, .. } => mark(schema),
+        }
+    }
+
     /// Whether `lookup` may join this job's statement: a lookup job of the same table and
     /// key columns, batchable, with room.
     pub fn joins(&self, lookup: &RowLookup) -> bool {

@@ -105,7 +105,15 @@ impl Looped {
             let event = match self.conn.step() {
                 Ok(Some(event)) => event,
                 Ok(None) => return Ok(()),
-                Err(broken) => return Err(broken_why(broken)),
+                Err(broken) => {
+                    if let Broken::TooBig { token, len } = &broken
+                        && let Some(flight) = self.flights.front()
+                        && flight.next_awaited() == Some(*token)
+                    {
+                        flight.answered_too_large(*len);
+                    }
+                    return Err(broken_why(broken));
+                }
             };
             let (token, answer) = match event {
                 Event::Answered { token, rows } => (token, Ok(rows)),

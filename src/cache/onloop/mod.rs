@@ -12,7 +12,9 @@
 //! TLS-negotiated on a thread of their own (`opener`) and handed over.
 //!
 //! What stays with the workers: statements that run long (`Figures::pipelines`) or answered
-//! large (`Figures::small_results`), READs and MULTIREADs of a view, MULTIREADs of more than 128 keys, a job
+//! large (`Figures::small_results`; a row past the wire's cap breaks its connection once and
+//! marks the statement, or the table's lookups, `Job::answered_too_large`), READs and
+//! MULTIREADs of a view, MULTIREADs of more than 128 keys, a job
 //! whose answer needs a connection to run something again (`Pipelined::needs_worker`), jobs
 //! in flight on a connection that broke (sent again there once, as the pool retries a read
 //! on a fresh session), and everything while no connection is ready, while DEBUG FILLS
@@ -110,7 +112,11 @@ fn blocked(ctx: &Context, queue: impl FnOnce(BlockedClient, Instant)) -> Reply {
 pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Reply {
     // A view's row may take as long as its query does (it is read alone, not batched):
     // behind it on a connection, other misses would wait for it.
-    if !lookup.schema.batchable || worker::hold::active() || !fleet::takes_a_job() {
+    if !lookup.schema.batchable
+        || large_rows(&lookup.schema)
+        || worker::hold::active()
+        || !fleet::takes_a_job()
+    {
         return worker::submit_lookup(ctx, checked, lookup);
     }
     blocked(ctx, |client, deadline| {
@@ -130,7 +136,16 @@ fn flush(_ctx: &Context) -> bool {
 /// Whether the event loop takes a MULTIREAD's or MGET's missed `keys` of `schema`
 /// (`submit_many`): one statement reads them, and a connection has room.
 pub fn takes_many(schema: &TableSchema, keys: &[CanonicalPk]) -> bool {
-    !worker::hold::active() && job::one_statement_reads(schema, keys) && fleet::takes_a_job()
+    !worker::hold::active()
+        && !large_rows(schema)
+        && job::one_statement_reads(schema, keys)
+        && fleet::takes_a_job()
+}
+
+/// Whether a row of the table was once too long for the event loop to read (its connection
+/// broke on it): its misses are read by the workers.
+fn large_rows(schema: &TableSchema) -> bool {
+    (schema.stats.large_rows).load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Sends the statement reading `keys` from the event loop (`takes_many` said it may);

@@ -201,6 +201,13 @@ impl StatementRun {
 }
 
 impl Pipelined for StatementRun {
+    fn answered_too_large(&self, bytes: usize) {
+        let figures = &self.statement.figures;
+        figures
+            .last_result_bytes
+            .store(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn runs(&mut self) -> Vec<ReadOnlyRun> {
         self.take_joined();
         let statement = &self.statement;
