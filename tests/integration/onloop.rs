@@ -462,3 +462,52 @@ fn a_loop_connection_postgresql_went_silent_on_is_closed_though_no_other_miss_co
     assert_eq!(json(&row)["id"], 150);
     assert!(stats_figure(&mut con, "pg_silent_connections") >= 1);
 }
+
+#[test]
+fn a_loop_connection_opened_across_a_new_statement_timeout_is_retired() {
+    let pg = Pg::start();
+    pg.execute(ITEMS_SQL);
+    let proxy = SilentProxy::start(pg.port);
+    let mut args = proxy.module_args(&pg);
+    args.extend(
+        [
+            "loop_connections",
+            "0",
+            "statement_timeout_ms",
+            "60000",
+            "request_timeout_ms",
+            "20000",
+            "listen",
+            "no",
+        ]
+        .map(String::from),
+    );
+    let redis = Redis::start(&args);
+    let mut con = redis.connection();
+    read(&mut con, "items", r#"{"id":1}"#).unwrap().unwrap();
+    // The loop's connection starts opening with statement_timeout 60 s, and the setting
+    // changes while it opens.
+    proxy.delay_new_connections(Duration::from_millis(1500));
+    config_set(&mut con, "pgcache.loop_connections", "1").unwrap();
+    read(&mut con, "items", r#"{"id":2}"#).unwrap().unwrap();
+    config_set(&mut con, "pgcache.statement_timeout_ms", "400").unwrap();
+    wait_for("the loop's connection", Duration::from_secs(30), || {
+        (stats_figure(&mut con, "loop_connections_opened") == 1).then_some(())
+    });
+    // Its session still has 60 s: it must not take a miss (the miss goes to a worker, whose
+    // session has the new 400 ms: held on a lock, it is cancelled then).
+    let mut locker = pg.client();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let e = read(&mut con, "items", r#"{"id":3}"#)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(stats_figure(&mut con, "misses_on_loop"), 0);
+    assert!(e.contains("statement_timeout_ms"), "{e}");
+    locker.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(
+        json(&read(&mut con, "items", r#"{"id":3}"#).unwrap().unwrap())["id"],
+        3
+    );
+}

@@ -227,9 +227,9 @@ pub fn continue_reading(_ctx: &Context) -> bool {
 pub fn take_handed(_ctx: &Context) -> bool {
     let handed = opener::take_handed();
     with(|f, _| {
-        for result in handed {
-            match result {
-                Ok(opened) => f.adopt(opened),
+        for handed in handed {
+            match handed.opened {
+                Ok(opened) => f.adopt(opened, handed.statement_timeout_ms),
                 Err(failure) => f.opener.failed(&failure),
             }
         }
@@ -305,7 +305,9 @@ impl Fleet {
         }
     }
 
-    fn adopt(&mut self, opened: Opened) {
+    /// Takes a connection an opener handed over, whose session started with
+    /// `statement_timeout_ms` (`tend` retires it if the setting moved since).
+    fn adopt(&mut self, opened: Opened, statement_timeout_ms: u64) {
         self.opener.opened();
         let slot = match self.slots.iter().position(Option::is_none) {
             Some(free) => free,
@@ -341,7 +343,7 @@ impl Fleet {
             transport,
             conn,
             token,
-            current::statement_timeout_ms(),
+            statement_timeout_ms,
             circuit::outages(),
         ));
     }

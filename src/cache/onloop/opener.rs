@@ -20,8 +20,15 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// The application_name of the event loop's sessions (pg_stat_activity).
 const APPLICATION_NAME: &str = "pgcache-loop";
 
-/// Connections (or why one could not be opened) an opener thread handed over.
-static HANDED: Mutex<Vec<Result<Opened, NotOpened>>> = Mutex::new(Vec::new());
+/// A connection (or why one could not be opened) an opener thread handed over, with the
+/// statement_timeout its session started with (a CONFIG SET meanwhile retires it).
+pub struct Handed {
+    pub opened: Result<Opened, NotOpened>,
+    pub statement_timeout_ms: u64,
+}
+
+/// What opener threads handed over and the main thread has not taken yet.
+static HANDED: Mutex<Vec<Handed>> = Mutex::new(Vec::new());
 
 /// What an opener needs.
 struct Opening {
@@ -39,7 +46,7 @@ pub struct Opener {
 }
 
 /// What the opener threads handed over since last asked.
-pub fn take_handed() -> Vec<Result<Opened, NotOpened>> {
+pub fn take_handed() -> Vec<Handed> {
     std::mem::take(&mut *HANDED.lock().unwrap())
 }
 
@@ -85,7 +92,8 @@ impl Opener {
         if let Some(done) = self.thread.take() {
             let _ = done.join();
         }
-        let startup = startup_settings();
+        let statement_timeout_ms = current::statement_timeout_ms();
+        let startup = startup_settings(statement_timeout_ms);
         let spawned = std::thread::Builder::new()
             .name("pgcache-loop-open".into())
             .spawn(move || {
@@ -96,7 +104,10 @@ impl Opener {
                     let opened =
                         setup::open(&opening.settings, opening.tls.as_ref(), &startup, deadline);
                     let failed = opened.is_err();
-                    HANDED.lock().unwrap().push(opened);
+                    HANDED.lock().unwrap().push(Handed {
+                        opened,
+                        statement_timeout_ms,
+                    });
                     hand_over.request_from_thread();
                     if failed {
                         return;
@@ -147,14 +158,11 @@ impl Opener {
 
 /// The start-up settings of the event loop's sessions: the pool's (`pool::Connector`), so a
 /// statement answers alike on either.
-fn startup_settings() -> Vec<(&'static str, String)> {
+fn startup_settings(statement_timeout_ms: u64) -> Vec<(&'static str, String)> {
     let mut settings = vec![
         ("application_name", APPLICATION_NAME.to_string()),
         ("client_encoding", "UTF8".to_string()),
-        (
-            "statement_timeout",
-            current::statement_timeout_ms().to_string(),
-        ),
+        ("statement_timeout", statement_timeout_ms.to_string()),
         ("default_transaction_read_only", "on".to_string()),
         ("plan_cache_mode", "force_custom_plan".to_string()),
     ];
