@@ -2,7 +2,7 @@
 //! partitions and inheritance children (never make PostgreSQL refuse a write, never miss a
 //! child's rows), and relations renamed away and replaced, schemas renamed, and a table
 //! that comes to shadow another on the search path (never serve the old relation's rows).
-use crate::query::{commit_and_position, postgres_answer, query, query_until_cached};
+use crate::query::{commit_and_position, postgres_answer, query, query_after, query_until_cached};
 use pgcache_testkit::*;
 use std::time::Duration;
 
@@ -227,13 +227,7 @@ fn a_table_that_comes_first_on_the_search_path_is_what_a_statement_reads() {
     if invalidation_source() == "replication" {
         // Read after the DDL's position: the statement known before it is learned again.
         config_set(&mut con, "pgcache.after_wait_ms", "1000").unwrap();
-        let after: String = redis::cmd("PGCACHE.QUERY")
-            .arg(count)
-            .arg(0)
-            .arg("AFTER")
-            .arg(&position)
-            .query(&mut con)
-            .unwrap();
+        let after = query_after(&mut con, count, &[], &position).unwrap();
         assert_eq!(after, r#"[{"n":1}]"#, "read AFTER the DDL");
     }
     until_postgres_answers(&stack, &mut con, count);

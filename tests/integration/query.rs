@@ -28,6 +28,35 @@ pub(crate) fn query(
         .query(con)
 }
 
+/// QUERY of `sql` AFTER `lsn` (replication mode): answered once the cache applied the
+/// changes up to it.
+pub(crate) fn query_after(
+    con: &mut redis::Connection,
+    sql: &str,
+    params: &[&str],
+    lsn: &str,
+) -> redis::RedisResult<String> {
+    redis::cmd("PGCACHE.QUERY")
+        .arg(sql)
+        .arg(params.len())
+        .arg(params)
+        .arg("AFTER")
+        .arg(lsn)
+        .query(con)
+}
+
+/// `query_after`, and whether the cache answered it (`query_hits` moved).
+pub(crate) fn read_after(
+    con: &mut redis::Connection,
+    sql: &str,
+    params: &[&str],
+    lsn: &str,
+) -> (bool, String) {
+    let hits = stats_figure(con, "query_hits");
+    let answer = query_after(con, sql, params, lsn).unwrap();
+    (stats_figure(con, "query_hits") > hits, answer)
+}
+
 /// PostgreSQL's own answer to `sql`, its parameters given as text (read by their types'
 /// input, as pgcache passes them), as JSON.
 pub(crate) fn postgres_answer(stack: &Stack, sql: &str, params: &[&str]) -> serde_json::Value {
@@ -402,14 +431,7 @@ fn after_its_own_write_a_client_never_gets_the_old_result() {
             &stack,
             &format!("UPDATE orders SET total = {n} WHERE id = 3"),
         );
-        let answer: String = redis::cmd("PGCACHE.QUERY")
-            .arg(sql)
-            .arg(1)
-            .arg("4")
-            .arg("AFTER")
-            .arg(&lsn)
-            .query(&mut con)
-            .unwrap();
+        let answer = query_after(&mut con, sql, &["4"], &lsn).unwrap();
         assert_eq!(
             json(&answer)[0],
             serde_json::json!({"id": 3, "total": n}),

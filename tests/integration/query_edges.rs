@@ -5,7 +5,7 @@
 //! result, commits a write that changes PostgreSQL's answer, and reads the result after the
 //! write's position (replication mode; in notify mode, results are dropped per table and the
 //! read waits for the write to be applied).
-use crate::query::{commit_and_position, postgres_answer, query, query_until_cached};
+use crate::query::{commit_and_position, postgres_answer, query, query_after, query_until_cached};
 use pgcache_testkit::*;
 use std::time::Duration;
 
@@ -20,15 +20,7 @@ fn answer_after(
     expected: &serde_json::Value,
 ) -> serde_json::Value {
     if invalidation_source() == "replication" {
-        let text: String = redis::cmd("PGCACHE.QUERY")
-            .arg(sql)
-            .arg(params.len())
-            .arg(params)
-            .arg("AFTER")
-            .arg(lsn)
-            .query(con)
-            .unwrap();
-        json(&text)
+        json(&query_after(con, sql, params, lsn).unwrap())
     } else {
         wait_for(
             &format!("{sql} {params:?} to answer {expected}"),

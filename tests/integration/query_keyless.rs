@@ -4,7 +4,7 @@
 //! that read the table. In notify mode every change drops them all. Either way every answer
 //! is PostgreSQL's.
 
-use crate::query::{commit_and_position, postgres_answer};
+use crate::query::{commit_and_position, postgres_answer, query_after, read_after};
 use crate::query_rows::{dropped_among, row_precision};
 use pgcache_testkit::*;
 
@@ -139,7 +139,7 @@ fn an_insert_into_a_keyless_table_drops_its_rows_read_by_any_column() {
     };
     settled(&mut con, aid_9, |row| row.as_deref() == Some("4"));
     let lsn = commit_and_position(&stack, "INSERT INTO history VALUES (9, 5, now())");
-    query_after(&mut con, sum, &["1"], &lsn);
+    query_after(&mut con, sum, &["1"], &lsn).unwrap();
     settled(&mut con, aid_9, |row| {
         row.as_deref()
             .is_some_and(|e| e.contains("more than one row"))
@@ -163,25 +163,6 @@ fn settled<T: std::fmt::Debug>(
             || check(&read(con)).then_some(()),
         );
     }
-}
-
-/// QUERY of `sql` AFTER `lsn`: its answer, and whether it came from the cache.
-fn query_after(
-    con: &mut redis::Connection,
-    sql: &str,
-    params: &[&str],
-    lsn: &str,
-) -> (String, bool) {
-    let hits = stats_figure(con, "query_hits");
-    let answer: String = redis::cmd("PGCACHE.QUERY")
-        .arg(sql)
-        .arg(params.len())
-        .arg(params)
-        .arg("AFTER")
-        .arg(lsn)
-        .query(con)
-        .unwrap();
-    (answer, stats_figure(con, "query_hits") > hits)
 }
 
 /// A value for a generated row or statement: small ranges, so rows and predicates meet.
@@ -384,7 +365,7 @@ fn keyless_results_answer_as_postgresql_under_generated_writes() {
         for (sql, params) in &reads {
             let sql = sql.as_str();
             let params: Vec<&str> = params.iter().map(String::as_str).collect();
-            let (answer, hit) = query_after(&mut con, sql, &params, &lsn);
+            let (hit, answer) = read_after(&mut con, sql, &params, &lsn);
             assert_eq!(
                 json(&answer),
                 postgres_answer(&stack, sql, &params),

@@ -2,7 +2,10 @@
 //! single-table statement it can affect (rows entering by their new values, members leaving
 //! or changing), and keeps the others; in notify mode every result over the table goes.
 
-use crate::query::{commit_and_position, postgres_answer, query, query_until_cached, watched};
+use crate::query::{
+    commit_and_position, postgres_answer, query, query_after, query_until_cached, read_after,
+    watched,
+};
 use pgcache_testkit::*;
 use std::time::Duration;
 
@@ -19,34 +22,6 @@ pub(crate) fn stack() -> (Stack, redis::Connection) {
     let mut con = stack.con();
     config_set(&mut con, "pgcache.after_wait_ms", "1000").unwrap();
     (stack, con)
-}
-
-/// QUERY of `sql` AFTER `lsn`: whether the answer came from the cache, and the answer.
-fn read_after(
-    con: &mut redis::Connection,
-    sql: &str,
-    params: &[&str],
-    lsn: &str,
-) -> (bool, String) {
-    let hits = stats_figure(con, "query_hits");
-    let answer = query_after(con, sql, params, lsn).unwrap();
-    (stats_figure(con, "query_hits") > hits, answer)
-}
-
-/// QUERY of `sql` AFTER `lsn`.
-fn query_after(
-    con: &mut redis::Connection,
-    sql: &str,
-    params: &[&str],
-    lsn: &str,
-) -> redis::RedisResult<String> {
-    redis::cmd("PGCACHE.QUERY")
-        .arg(sql)
-        .arg(params.len())
-        .arg(params)
-        .arg("AFTER")
-        .arg(lsn)
-        .query(con)
 }
 
 /// Caches BY_USER for users 1..=5, commits `write`, and returns which users' results were
