@@ -130,6 +130,10 @@ pub struct Figures {
     pub live: AtomicU64,
     /// Bytes of the last result its misses fetched.
     pub last_result_bytes: AtomicU64,
+    /// A row of one of its results was too long for the event loop to read (past
+    /// `pg::wire::conn`'s cap): its misses are read by the workers from then on, whatever
+    /// its later results' sizes (a statement's results may be huge for one parameter only).
+    pub too_large_for_loop: AtomicBool,
     /// Microseconds its runs took in PostgreSQL, a moving average (a round trip shared by
     /// several statements is shared out evenly among them); 0 before the first.
     pub run_us: AtomicU64,
@@ -180,6 +184,7 @@ impl Figures {
     /// a larger one is read, decoded and copied on a worker, off the event loop.
     pub fn small_results(&self) -> bool {
         self.last_result_bytes.load(Ordering::Relaxed) <= LOOP_MOST_BYTES
+            && !self.too_large_for_loop.load(Ordering::Relaxed)
     }
 
     /// Whether its runs may share a round trip with other statements' (`worker::pipeline`).

@@ -140,7 +140,7 @@ fn misses_from_the_event_loop_go_over_tls() {
     let (pg, _cert) = Pg::start_tls();
     pg.execute(
         "CREATE TABLE notes (id integer PRIMARY KEY, body text NOT NULL);
-         INSERT INTO notes SELECT g, repeat(md5(g::text), 1 + g % 40) FROM generate_series(1, 400) g;",
+         INSERT INTO notes SELECT g, repeat(md5(g::text), 1 + g % 20) FROM generate_series(1, 400) g;",
     );
     let redis = Redis::start(&tls_args(
         &pg,
@@ -169,8 +169,9 @@ fn misses_from_the_event_loop_go_over_tls() {
             .get(0);
         json(&text)
     };
-    // Another parameter each call, so that each is a miss; from 390 rows (about 150 KB, many
-    // TLS records) down to none.
+    // Another parameter each call, so that each is a miss; from 399 rows (about 150 KB, many
+    // TLS records, under the 256 KiB past which a statement goes to the workers) down to
+    // none.
     let mut from = 0;
     wait_for(
         "misses from the event loop",

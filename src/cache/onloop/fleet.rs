@@ -276,12 +276,8 @@ impl Fleet {
         let now = Instant::now();
         let patience = patience();
         for slot in &mut self.slots {
-            let silent = slot.as_ref().is_some_and(|looped| {
-                looped
-                    .flights
-                    .front()
-                    .is_some_and(|f| now.saturating_duration_since(f.sent_at) > patience)
-            });
+            let silent = (slot.as_ref().and_then(Looped::waiting_since))
+                .is_some_and(|since| now.saturating_duration_since(since) > patience);
             if silent {
                 stats::PG_SILENT_CONNECTIONS.inc();
                 let why = Failure::Silent(patience).to_string();

@@ -62,9 +62,9 @@ impl Flight {
         }
     }
 
-    /// A row of the answer awaited next was `bytes` long, too long to read here.
-    pub fn answered_too_large(&self, bytes: usize) {
-        self.job.answered_too_large(bytes);
+    /// A row of the answer awaited next was too long to read here.
+    pub fn answered_too_large(&self) {
+        self.job.answered_too_large();
     }
 
     /// Whether every request has its answer.

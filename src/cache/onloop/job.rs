@@ -65,15 +65,15 @@ impl Job {
         }
     }
 
-    /// A row of its answer was `bytes` long, past what the event loop reads: its statement,
-    /// or its table's lookups, go to the workers from now on (the job itself goes there
-    /// with its connection's other jobs, `divert`).
-    pub fn answered_too_large(&self, bytes: usize) {
+    /// A row of its answer was longer than the event loop reads: its statement, or its
+    /// table's lookups, go to the workers from now on (the job itself goes there with its
+    /// connection's other jobs, `divert`).
+    pub fn answered_too_large(&self) {
         let mark = |schema: &TableSchema| {
             (schema.stats.large_rows).store(true, std::sync::atomic::Ordering::Relaxed);
         };
         match self {
-            Job::Run { run, .. } => run.answered_too_large(bytes),
+            Job::Run { run, .. } => run.answered_too_large(),
             Job::Lookups(lookups) => lookups.iter().for_each(|l| mark(&l.lookup.schema)),
             Job::Many { schema, .. } => mark(schema),
         }

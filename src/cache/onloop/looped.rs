@@ -77,6 +77,12 @@ impl Looped {
                 .is_none_or(|f| f.sent_at.elapsed() < STUCK)
     }
 
+    /// Since when PostgreSQL has owed its oldest request an answer, if it owes one: from the
+    /// later of its send and the answer before it (the requests ahead ran first).
+    pub fn waiting_since(&self) -> Option<Instant> {
+        (self.flights.front()).map(|f| f.sent_at.max(self.last_answer))
+    }
+
     /// Writes what the socket takes; asks for the writable event while output is left.
     pub fn write_out(&mut self) -> Result<(), String> {
         while !self.conn.output().is_empty() {
@@ -106,11 +112,11 @@ impl Looped {
                 Ok(Some(event)) => event,
                 Ok(None) => return Ok(()),
                 Err(broken) => {
-                    if let Broken::TooBig { token, len } = &broken
+                    if let Broken::TooBig { token, .. } = &broken
                         && let Some(flight) = self.flights.front()
                         && flight.next_awaited() == Some(*token)
                     {
-                        flight.answered_too_large(*len);
+                        flight.answered_too_large();
                     }
                     return Err(broken_why(broken));
                 }

@@ -201,11 +201,9 @@ impl StatementRun {
 }
 
 impl Pipelined for StatementRun {
-    fn answered_too_large(&self, bytes: usize) {
+    fn answered_too_large(&self) {
         let figures = &self.statement.figures;
-        figures
-            .last_result_bytes
-            .store(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        (figures.too_large_for_loop).store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn runs(&mut self) -> Vec<ReadOnlyRun> {

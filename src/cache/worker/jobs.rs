@@ -68,9 +68,9 @@ pub trait Pipelined: Send {
     fn needs_worker(&self, results: &[RunResult]) -> bool;
     /// The completion for the job's client, from what its runs came to.
     fn finish(self: Box<Self>, sent: Sent<'_>) -> Completion;
-    /// A row of its answer was `bytes` long, too long for the event loop to read: what it
-    /// runs is read by the workers from now on.
-    fn answered_too_large(&self, bytes: usize);
+    /// A row of its answer was too long for the event loop to read: what it runs is read
+    /// by the workers from now on.
+    fn answered_too_large(&self);
 }
 
 /// What a pipelined job's runs came to.
