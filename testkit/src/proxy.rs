@@ -38,8 +38,10 @@ pub enum Silence {
 impl SilentProxy {
     /// Forwards a free port to `upstream_port` on 127.0.0.1.
     pub fn start(upstream_port: u16) -> SilentProxy {
-        let port = super::free_port();
-        let server = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        // Port 0: the kernel picks a free port as it binds (a port found free first may be
+        // taken by a parallel test before the bind).
+        let server = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = server.local_addr().unwrap().port();
         server.set_nonblocking(true).unwrap();
         let links: Arc<Mutex<Vec<Arc<Link>>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
