@@ -24,6 +24,7 @@ use crate::events;
 use crate::model::event::EventKind;
 use crate::model::key::CanonicalPk;
 use crate::model::lsn::Lsn;
+use crate::pg::prepared;
 use crate::pg::schema::TableSchema;
 use crate::query::precision::Written;
 use crate::query::{self, dropped, generations, statements};
@@ -651,10 +652,12 @@ fn drop_every_result(ctx: &Context) {
 
 /// DDL arrived: what the statements read is learned again (after the changes that came
 /// with it were counted against them); results stored under the generations of tables a
-/// statement no longer reads are never looked up.
+/// statement no longer reads are never looked up. Every connection prepares its statements
+/// again: PostgreSQL would not re-parse one a new table came to shadow (`pg::prepared`).
 fn forget_outdated_statements(changes: &mut Changes) {
     if std::mem::take(&mut changes.statements_outdated) {
         statements::forget_all();
+        prepared::catalog_changed();
     }
 }
 

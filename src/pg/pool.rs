@@ -8,7 +8,7 @@ use crate::config::{PgSettings, SslMode};
 use crate::error::Error;
 use crate::pg::circuit;
 use crate::pg::errors::describe;
-use crate::pg::prepared::Prepared;
+use crate::pg::prepared::{self, Prepared};
 use crate::pg::replication;
 use crate::pg::row;
 use crate::pg::session::{Failure, Session};
@@ -516,13 +516,15 @@ impl Connection {
         types: &[u32],
     ) -> Result<tokio_postgres::Statement, Failure> {
         let key = prepared_key(sql, types);
-        if let Some(statement) = self.statements.fresh(&key, Instant::now()) {
+        // Read before the Parse: DDL applied during it has the statement prepared again.
+        let catalog = prepared::catalog();
+        if let Some(statement) = self.statements.fresh(&key, Instant::now(), catalog) {
             return Ok(statement);
         }
         let types: Vec<Type> = types.iter().map(|oid| type_of_oid(*oid)).collect();
         let statement = self.session.prepare_typed(sql, &types, self.patience)?;
         self.statements
-            .keep(&key, statement.clone(), Instant::now());
+            .keep(&key, statement.clone(), Instant::now(), catalog);
         Ok(statement)
     }
 

@@ -404,6 +404,9 @@ impl Pg {
 impl Drop for Pg {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // PGCACHE_TEST_KEEP=1 keeps the data directory and its log, as for Redis.
+        if std::env::var_os("PGCACHE_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

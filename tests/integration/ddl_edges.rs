@@ -334,3 +334,63 @@ fn a_column_retyped_under_a_prepared_statement_is_answered_as_postgresql_answers
         );
     }
 }
+
+/// A table created in a schema already on the search path comes to shadow the table a
+/// statement reads. PostgreSQL does not re-parse a statement a session prepared before
+/// (its PREPARE page says so: no object it used changed), so every connection pgcache
+/// prepared it on, the event loop's and the workers', must prepare it again.
+fn a_shadowing_table_is_read_by_every_connection(extra: &[&str]) {
+    let stack = Stack::start_with(
+        &format!("{ITEMS_SQL} {TRIGGER_SQL} CREATE SCHEMA app;"),
+        extra,
+    );
+    stack.pg.execute("SELECT pgcache_watch('items')");
+    let mut con = stack.con();
+    config_set(&mut con, "pgcache.after_wait_ms", "1000").unwrap();
+    let sql = "SELECT id FROM items WHERE id > $1 ORDER BY id";
+    let params = ["0", "1", "2"];
+    // Each connection prepares the statement: the misses of many writes' turns.
+    for n in 0..20 {
+        let position = commit_and_position(&stack, &format!("UPDATE items SET v = {n}"));
+        for p in params {
+            query_after(&mut con, sql, &[p], &position).unwrap();
+        }
+    }
+    let mut position = commit_and_position(
+        &stack,
+        "BEGIN;
+         CREATE TABLE app.items (LIKE public.items INCLUDING ALL);
+         INSERT INTO app.items VALUES (3, 3), (7, 7);
+         SELECT pgcache_watch('app.items');
+         COMMIT;",
+    );
+    for n in 10..30 {
+        for p in params {
+            let answer = query_after(&mut con, sql, &[p], &position).unwrap();
+            assert_eq!(
+                json(&answer),
+                postgres_answer(&stack, sql, &[p]),
+                "{sql} with {p}, {} writes after the shadowing table",
+                n - 10
+            );
+        }
+        position = commit_and_position(&stack, &format!("INSERT INTO app.items VALUES ({n}, {n})"));
+    }
+}
+
+#[test]
+fn a_table_that_comes_to_shadow_another_is_read_by_the_workers_connections() {
+    a_shadowing_table_is_read_by_every_connection(&[
+        "loop_connections",
+        "0",
+        "workers",
+        "2",
+        "pool_size",
+        "2",
+    ]);
+}
+
+#[test]
+fn a_table_that_comes_to_shadow_another_is_read_by_the_event_loop_s_connections() {
+    a_shadowing_table_is_read_by_every_connection(&["loop_connections", "2"]);
+}

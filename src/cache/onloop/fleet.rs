@@ -16,6 +16,7 @@ use crate::config::{PgSettings, current};
 use crate::error::Error;
 use crate::pg::circuit;
 use crate::pg::pool::patience;
+use crate::pg::prepared;
 use crate::pg::session::Failure;
 use crate::pg::socket::setup::Opened;
 use crate::pg::wire::conn::Conn;
@@ -144,6 +145,7 @@ pub fn flush() {
                 continue;
             };
             job.picked();
+            looped.conn.follow_catalog(prepared::catalog());
             let requests = job.requests();
             let mut flight = Flight::new(job, requests.len());
             for (i, (sql, param_oids, params)) in requests.iter().enumerate() {

@@ -12,7 +12,8 @@
 //! - prepared names: remembered from the Parse on (requests behind it reuse the name before
 //!   ParseComplete arrives), forgotten when the Parse fails; requests queued behind a failed
 //!   Parse get PostgreSQL's 26000 as their refusal, and their resend parses again. At most
-//!   `MAX_PREPARED` names: the least recently used is closed first, in the same write.
+//!   `MAX_PREPARED` names: the least recently used is closed first, in the same write;
+//!   every name once DDL was applied (`follow_catalog`, `pg::prepared::catalog`).
 
 use super::backend::{Backend, ServerError, TextRow, next_len, take_message};
 use super::frontend::{self, Request, Unsendable};
@@ -137,6 +138,13 @@ impl Conn {
             row_cap: DEFAULT_ROW_CAP,
             scratch: BytesMut::new(),
         }
+    }
+
+    /// Under `catalog` (`pg::prepared::catalog`): when DDL was applied since the names were
+    /// prepared, every one is closed ahead of the next request, and each statement is
+    /// parsed again (PostgreSQL would not re-parse one a new table came to shadow).
+    pub fn follow_catalog(&mut self, catalog: u64) {
+        self.names.follow_catalog(catalog);
     }
 
     /// Queues `request`'s messages for writing. An error leaves the connection as it was.
@@ -395,6 +403,8 @@ struct Names {
     clock: u64,
     /// Names to close ahead of the next request's Parse.
     to_close: Vec<String>,
+    /// The `follow_catalog` the names were prepared under.
+    catalog: u64,
 }
 
 #[derive(Debug)]
@@ -414,6 +424,18 @@ impl Names {
         self.clock += 1;
         prepared.used = self.clock;
         Some(prepared.name.clone())
+    }
+
+    /// Closes every name (with the next request) unless they were prepared under `catalog`.
+    fn follow_catalog(&mut self, catalog: u64) {
+        if self.catalog == catalog {
+            return;
+        }
+        self.catalog = catalog;
+        for (_, entries) in self.by_sql.drain() {
+            self.to_close.extend(entries.into_iter().map(|p| p.name));
+        }
+        self.count = 0;
     }
 
     fn next_name(&self) -> String {

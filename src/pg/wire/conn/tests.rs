@@ -382,6 +382,37 @@ fn the_least_recently_used_name_is_closed_before_the_next_parse() {
 }
 
 #[test]
+fn after_ddl_every_name_is_closed_and_each_statement_parsed_again() {
+    let mut pair = Pair::new("on");
+    pair.conn.follow_catalog(3);
+    pair.send("SELECT a", &[]);
+    pair.send("SELECT b", &[]);
+    pair.exchange().unwrap();
+    pair.conn.follow_catalog(3);
+    pair.send("SELECT a", &[]);
+    assert_eq!(
+        tags(pair.conn.output()),
+        "BES",
+        "no DDL since: the name is used"
+    );
+    pair.exchange().unwrap();
+    pair.conn.follow_catalog(4);
+    assert_eq!(pair.conn.prepared(), 0);
+    pair.send("SELECT a", &[]);
+    assert_eq!(
+        tags(pair.conn.output()),
+        "CCPBES",
+        "both closed, then a Parse"
+    );
+    let events = pair.exchange().unwrap();
+    assert_eq!(outcome(&events[0]), Ok(vec![vec![]]));
+    pair.pg.closed.sort();
+    assert_eq!(pair.pg.closed, ["pgc_0", "pgc_1"]);
+    assert_eq!(pair.conn.prepared(), 1);
+    assert_eq!(pair.pg.prepared.len(), 1);
+}
+
+#[test]
 fn a_request_that_cannot_be_encoded_changes_nothing() {
     let mut pair = Pair::new("on");
     let refused = pair.conn.send(&Request {
