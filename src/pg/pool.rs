@@ -8,7 +8,7 @@ use crate::config::{PgSettings, SslMode};
 use crate::error::Error;
 use crate::pg::circuit;
 use crate::pg::errors::describe;
-use crate::pg::prepared::{self, Prepared};
+use crate::pg::prepared::{self, Parsing, Prepared};
 use crate::pg::replication;
 use crate::pg::row;
 use crate::pg::session::{Failure, Session};
@@ -67,6 +67,7 @@ pub struct ReadOnlyRun {
     /// Its parameters' types (`Connection::query_read_only`); none: as PostgreSQL infers.
     pub types: Vec<u32>,
     pub params: Vec<RunParam>,
+    pub parsing: Parsing,
 }
 
 /// A parameter of a `ReadOnlyRun`, in a form any connection can send: a worker's session
@@ -440,15 +441,17 @@ impl Connection {
     /// round trip (PGCACHE.QUERY's statements; `Session::query_read_only`), its parameters
     /// of the `types` (oids) it was learned with: a table changed since (a column retyped)
     /// fails it (`text = integer`), where parameters typed afresh would bind values
-    /// canonicalised for the old types. Prepared once per connection and types.
+    /// canonicalised for the old types. Prepared once per connection and types, or for
+    /// each run (`parsing`).
     pub fn query_read_only(
         &mut self,
         sql: &str,
         types: &[u32],
+        parsing: Parsing,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Failure> {
         self.with_retry(|conn| {
-            let statement = conn.prepared_as(sql, types)?;
+            let statement = conn.prepared_as(sql, types, parsing)?;
             let patience = conn.patience;
             let result = conn.session.query_read_only(&statement, params, patience);
             if result.is_err() {
@@ -471,7 +474,7 @@ impl Connection {
             let mut results: Vec<Option<RunResult>> = runs.iter().map(|_| None).collect();
             let mut ready = Vec::with_capacity(runs.len());
             for (i, run) in runs.iter().enumerate() {
-                match conn.prepared_as(&run.sql, &run.types) {
+                match conn.prepared_as(&run.sql, &run.types, run.parsing) {
                     Ok(statement) => ready.push((i, statement)),
                     Err(failure) if failure.session_lost() => return Err(failure),
                     Err(failure) => results[i] = Some(Err(failure)),
@@ -505,26 +508,31 @@ impl Connection {
 
     /// `sql` prepared on this connection, once.
     fn prepared(&mut self, sql: &str) -> Result<tokio_postgres::Statement, Failure> {
-        self.prepared_as(sql, &[])
+        self.prepared_as(sql, &[], Parsing::Kept)
     }
 
     /// `sql` prepared on this connection with parameters of the `types` (oids; none: as
-    /// PostgreSQL infers them), once per text and types.
+    /// PostgreSQL infers them), once per text and types, or afresh for `Parsing::EachRun`
+    /// (closed once the run drops it).
     fn prepared_as(
         &mut self,
         sql: &str,
         types: &[u32],
+        parsing: Parsing,
     ) -> Result<tokio_postgres::Statement, Failure> {
         let key = prepared_key(sql, types);
         // Read before the Parse: DDL applied during it has the statement prepared again.
         let catalog = prepared::catalog();
-        if let Some(statement) = self.statements.fresh(&key, Instant::now(), catalog) {
+        let kept = parsing == Parsing::Kept;
+        if kept && let Some(statement) = self.statements.fresh(&key, Instant::now(), catalog) {
             return Ok(statement);
         }
         let types: Vec<Type> = types.iter().map(|oid| type_of_oid(*oid)).collect();
         let statement = self.session.prepare_typed(sql, &types, self.patience)?;
-        self.statements
-            .keep(&key, statement.clone(), Instant::now(), catalog);
+        if kept {
+            self.statements
+                .keep(&key, statement.clone(), Instant::now(), catalog);
+        }
         Ok(statement)
     }
 

@@ -21,6 +21,17 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Whether a connection keeps a statement prepared between its runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsing {
+    /// Prepared once per connection and run again (until DDL is applied: `catalog`).
+    Kept,
+    /// Parsed for each run. For a statement answered by PostgreSQL because DDL pgcache does
+    /// not follow could change what it reads: only a fresh parse sees a new table or
+    /// function that shadows one it names, as the application's own unprepared call would.
+    EachRun,
+}
+
 /// Counts the DDL applied (`catalog_changed`): a statement prepared under an earlier count
 /// is not used again.
 static CATALOG: AtomicU64 = AtomicU64::new(0);

@@ -49,6 +49,7 @@ pub mod watched;
 pub use pgcache_rules::{predicate, shape};
 
 use crate::model::ident::QualifiedName;
+use crate::pg::prepared::Parsing;
 use crate::pg::schema::TableSchema;
 use crate::stats::{Counter, TableStats};
 use catalog::ParamType;
@@ -221,6 +222,16 @@ impl Statement {
     /// Its parameters' types (oids), as it was learned: what its runs are prepared with.
     pub fn param_oids(&self) -> Vec<u32> {
         self.params.iter().map(|p| p.oid).collect()
+    }
+
+    /// How connections parse its runs: afresh each time for a statement answered by
+    /// PostgreSQL because DDL it depends on is not followed (`uncached`), whose meaning a
+    /// new table or function may change without pgcache hearing of it.
+    pub fn parsing(&self) -> Parsing {
+        match self.uncached {
+            Some(_) => Parsing::EachRun,
+            None => Parsing::Kept,
+        }
     }
 
     /// Whether the `tables` allowlist admits every relation it reads, or which it does not.

@@ -335,6 +335,65 @@ fn a_column_retyped_under_a_prepared_statement_is_answered_as_postgresql_answers
     }
 }
 
+/// Without the DDL trigger, a statement over a view is answered by PostgreSQL, and must be
+/// answered as a fresh call would be: a function created since as a better match for its
+/// call (here `lower(bpchar)` for a `char` column) changes no object a prepared statement
+/// used, so PostgreSQL would not re-parse one pgcache kept prepared.
+fn unfollowed_ddl_is_seen_by_every_connection(extra: &[&str]) {
+    let stack = Stack::start_with(
+        &format!(
+            "{TRIGGER_SQL} CREATE TABLE codes (id integer PRIMARY KEY, code char(3) NOT NULL);
+             INSERT INTO codes VALUES (1, 'ab'), (2, 'cd');
+             CREATE VIEW codes_v AS SELECT id, code FROM codes;
+             SELECT pgcache_watch('codes');"
+        ),
+        extra,
+    );
+    stack
+        .pg
+        .superuser_of("app")
+        .batch_execute("ALTER EVENT TRIGGER pgcache_ddl DISABLE")
+        .unwrap();
+    let mut con = stack.con();
+    let sql = "SELECT id, lower(code) AS l FROM codes_v WHERE id >= $1 ORDER BY id";
+    let params = ["0", "1", "2"];
+    for _ in 0..20 {
+        for p in params {
+            query(&mut con, sql, &[p]).unwrap();
+        }
+    }
+    stack.pg.execute(
+        "CREATE FUNCTION public.lower(bpchar) RETURNS text LANGUAGE sql IMMUTABLE
+           AS $$ SELECT 'f:' || $1::text $$",
+    );
+    for round in 0..20 {
+        for p in params {
+            assert_eq!(
+                json(&query(&mut con, sql, &[p]).unwrap()),
+                postgres_answer(&stack, sql, &[p]),
+                "{sql} with {p}, call {round} after lower(bpchar) was created"
+            );
+        }
+    }
+}
+
+#[test]
+fn without_the_ddl_trigger_the_workers_answer_as_a_fresh_call_would() {
+    unfollowed_ddl_is_seen_by_every_connection(&[
+        "loop_connections",
+        "0",
+        "workers",
+        "2",
+        "pool_size",
+        "2",
+    ]);
+}
+
+#[test]
+fn without_the_ddl_trigger_the_event_loop_answers_as_a_fresh_call_would() {
+    unfollowed_ddl_is_seen_by_every_connection(&["loop_connections", "2"]);
+}
+
 /// A table created in a schema already on the search path comes to shadow the table a
 /// statement reads. PostgreSQL does not re-parse a statement a session prepared before
 /// (its PREPARE page says so: no object it used changed), so every connection pgcache

@@ -148,11 +148,12 @@ pub fn flush() {
             looped.conn.follow_catalog(prepared::catalog());
             let requests = job.requests();
             let mut flight = Flight::new(job, requests.len());
-            for (i, (sql, param_oids, params)) in requests.iter().enumerate() {
+            for (i, sent) in requests.iter().enumerate() {
                 let request = Request {
-                    sql,
-                    param_oids,
-                    params,
+                    sql: &sent.sql,
+                    param_oids: &sent.param_oids,
+                    params: &sent.params,
+                    parsing: sent.parsing,
                 };
                 match looped.conn.send(&request) {
                     Ok(token) => flight.expect(token, i),

@@ -11,7 +11,7 @@ use crate::pg::fetch;
 use crate::pg::pool::{RunParam, RunResult};
 use crate::pg::row::Row;
 use crate::pg::schema::TableSchema;
-use crate::pg::wire::frontend::Param;
+use crate::pg::wire::frontend::{Param, Parsing};
 use crate::requests::blocked::{BlockedClient, Completion, contained, error_completion};
 use crate::stats;
 use std::sync::Arc;
@@ -53,8 +53,13 @@ pub enum Job {
     },
 }
 
-/// One request: its SQL, parameter types and values.
-pub type Request = (String, Vec<u32>, Vec<Param>);
+/// One request: its SQL, parameter types and values, and how it is parsed.
+pub struct Request {
+    pub sql: String,
+    pub param_oids: Vec<u32>,
+    pub params: Vec<Param>,
+    pub parsing: Parsing,
+}
 
 impl Job {
     /// Notes that each client's job is under way (its queue stage ends).
@@ -99,9 +104,11 @@ impl Job {
             Job::Run { run, .. } => catch(|| run.runs())
                 .unwrap_or_default()
                 .into_iter()
-                .map(|run| {
-                    let params = run.params.iter().map(param).collect();
-                    (run.sql, run.types, params)
+                .map(|run| Request {
+                    params: run.params.iter().map(param).collect(),
+                    sql: run.sql,
+                    param_oids: run.types,
+                    parsing: run.parsing,
                 })
                 .collect(),
             Job::Lookups(lookups) if lookups.len() == 1 => {
@@ -112,7 +119,12 @@ impl Job {
                     .iter()
                     .map(|(_, value)| Param::Text(value.to_string()))
                     .collect();
-                vec![(sql, Vec::new(), params)]
+                vec![Request {
+                    sql,
+                    param_oids: Vec::new(),
+                    params,
+                    parsing: Parsing::Kept,
+                }]
             }
             Job::Lookups(lookups) => {
                 let keys: Vec<&CanonicalPk> = lookups.iter().map(|l| &l.lookup.pk).collect();
@@ -273,7 +285,12 @@ fn select_many(schema: &TableSchema, keys: &[&CanonicalPk]) -> Request {
             )
         })
         .collect();
-    (sql, Vec::new(), params)
+    Request {
+        sql,
+        param_oids: Vec::new(),
+        params,
+        parsing: Parsing::Kept,
+    }
 }
 
 /// Whether keys can be read by one `select_many_sql` on the event loop: of a table (not a

@@ -213,7 +213,7 @@ impl Pipelined for StatementRun {
             Some(batch_sql) if self.batched() => self
                 .sets
                 .chunks(MAX_BATCH)
-                .map(|chunk| batch_run(batch_sql, chunk))
+                .map(|chunk| batch_run(statement, batch_sql, chunk))
                 .collect(),
             _ => self
                 .sets
@@ -221,6 +221,7 @@ impl Pipelined for StatementRun {
                 .map(|set| ReadOnlyRun {
                     sql: statement.run_sql.clone(),
                     types: statement.param_oids(),
+                    parsing: statement.parsing(),
                     params: set
                         .iter()
                         .map(|p| RunParam::Text(TextValue(p.clone())))
@@ -291,12 +292,13 @@ fn lost() -> Error {
     Error::internal("a batched statement's result went missing")
 }
 
-/// One run of `batch_sql` for `sets`: one text array per parameter.
-fn batch_run(batch_sql: &str, sets: &[Vec<String>]) -> ReadOnlyRun {
+/// One run of `statement`'s `batch_sql` for `sets`: one text array per parameter.
+fn batch_run(statement: &Statement, batch_sql: &str, sets: &[Vec<String>]) -> ReadOnlyRun {
     let width = sets[0].len();
     ReadOnlyRun {
         sql: batch_sql.to_string(),
         types: Vec::new(),
+        parsing: statement.parsing(),
         params: (0..width)
             .map(|i| RunParam::Texts(sets.iter().map(|set| set[i].clone()).collect()))
             .collect(),

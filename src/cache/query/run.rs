@@ -39,6 +39,7 @@ pub fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) 
     match conn.query_read_only(
         &statement.run_sql,
         &statement.param_oids(),
+        statement.parsing(),
         &values(&text_values(params)),
     ) {
         Ok(rows) => first(rows).and_then(|row| ran(statement, row)),
@@ -85,6 +86,7 @@ pub fn refused(
         .query_read_only(
             plain_sql,
             &statement.param_oids(),
+            statement.parsing(),
             &values(&text_values(params)),
         )
         .map_err(|e| failed(statement, &e))?;

@@ -13,10 +13,11 @@
 //!   ParseComplete arrives), forgotten when the Parse fails; requests queued behind a failed
 //!   Parse get PostgreSQL's 26000 as their refusal, and their resend parses again. At most
 //!   `MAX_PREPARED` names: the least recently used is closed first, in the same write;
-//!   every name once DDL was applied (`follow_catalog`, `pg::prepared::catalog`).
+//!   every name once DDL was applied (`follow_catalog`, `pg::prepared::catalog`). A
+//!   request parsed for itself alone (`Parsing::EachRun`) uses the unnamed statement.
 
 use super::backend::{Backend, ServerError, TextRow, next_len, take_message};
-use super::frontend::{self, Request, Unsendable};
+use super::frontend::{self, Parsing, Request, Unsendable};
 use bytes::{Buf, BytesMut};
 use std::collections::{HashMap, VecDeque};
 
@@ -152,16 +153,21 @@ impl Conn {
         // Everything the request's own data can refuse is encoded first, so a refusal
         // changes nothing.
         self.scratch.clear();
-        let known = self.names.find(request.sql, request.param_oids);
+        let kept = request.parsing == Parsing::Kept;
+        let known = kept
+            .then(|| self.names.find(request.sql, request.param_oids))
+            .flatten();
         let name = match &known {
             Some(name) => name.clone(),
-            None => self.names.next_name(),
+            None if kept => self.names.next_name(),
+            // The unnamed statement: the next Parse replaces it.
+            None => String::new(),
         };
         if known.is_none() {
             frontend::parse(&name, request, &mut self.scratch)?;
         }
         frontend::bind_execute_sync(&name, request.params, &mut self.scratch)?;
-        if known.is_none() {
+        if known.is_none() && kept {
             self.names
                 .add(request.sql, request.param_oids, name.clone());
         }

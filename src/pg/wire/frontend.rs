@@ -4,6 +4,7 @@
 //! input function of whatever type it inferred; `text[]` arrays go in binary (element oid 25,
 //! as tokio-postgres sends a `Vec<Option<String>>`); every result column comes back as text.
 
+pub use crate::pg::prepared::Parsing;
 use bytes::BytesMut;
 use postgres_protocol::IsNull;
 use postgres_protocol::message::frontend;
@@ -25,6 +26,8 @@ pub struct Request<'a> {
     pub sql: &'a str,
     pub param_oids: &'a [u32],
     pub params: &'a [Param],
+    /// Kept prepared under a name, or parsed for this request alone (the unnamed statement).
+    pub parsing: Parsing,
 }
 
 /// A request that cannot be put into a message (a NUL byte in the SQL, more than 65535

@@ -177,6 +177,8 @@ impl FakePg {
             match tag {
                 b'Q' => {
                     let sql = r.string().unwrap();
+                    // A simple query destroys the unnamed statement.
+                    self.prepared.remove("");
                     match (sql.as_str(), self.status) {
                         ("BEGIN READ ONLY", b'I') => {
                             self.status = b'T';
@@ -205,7 +207,9 @@ impl FakePg {
                     let name = r.string().unwrap();
                     let sql = r.string().unwrap();
                     self.parsed.push((name.clone(), sql.clone()));
-                    if self.prepared.contains_key(&name) {
+                    // The unnamed statement is replaced by each Parse of it; a named one
+                    // must be closed first.
+                    if !name.is_empty() && self.prepared.contains_key(&name) {
                         self.fail(&mut out, "ERROR", "42P05", "prepared statement exists");
                     } else if sql.starts_with("FLAKY") && {
                         self.flaky_fails = !self.flaky_fails;

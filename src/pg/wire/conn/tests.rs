@@ -25,6 +25,7 @@ impl Pair {
                 sql,
                 param_oids: &[],
                 params,
+                parsing: Parsing::Kept,
             })
             .unwrap()
     }
@@ -82,6 +83,7 @@ fn a_request_is_parse_bind_execute_sync_with_text_scalars_binary_arrays_and_text
             sql: "SELECT $1, $2, $3, $4",
             param_oids: &[0, 25, 1009],
             params: &params,
+            parsing: Parsing::Kept,
         })
         .unwrap();
     assert_eq!(token, Token(0));
@@ -112,6 +114,7 @@ fn a_request_is_parse_bind_execute_sync_with_text_scalars_binary_arrays_and_text
         sql: "SELECT $1, $2, $3, $4",
         param_oids: &[0, 25, 1009],
         params: &params,
+        parsing: Parsing::Kept,
     })
     .unwrap();
     assert_eq!(&tags(conn.output())[4..], "QBESQ");
@@ -120,6 +123,7 @@ fn a_request_is_parse_bind_execute_sync_with_text_scalars_binary_arrays_and_text
         sql: "SELECT $1, $2, $3, $4",
         param_oids: &[],
         params: &params,
+        parsing: Parsing::Kept,
     })
     .unwrap();
     assert_eq!(&tags(conn.output())[9..], "QPBESQ");
@@ -281,6 +285,7 @@ fn an_error_in_begin_or_commit_refuses_the_request() {
             sql: "SELECT 1",
             param_oids: &[],
             params: &[],
+            parsing: Parsing::Kept,
         })
         .unwrap();
     let mut answer = server::error("ERROR", "25001", "already in a transaction");
@@ -413,12 +418,47 @@ fn after_ddl_every_name_is_closed_and_each_statement_parsed_again() {
 }
 
 #[test]
+fn a_request_parsed_each_run_uses_the_unnamed_statement_and_keeps_no_name() {
+    for read_only_default in ["on", "off"] {
+        let mut pair = Pair::new(read_only_default);
+        let each_run = |sql| Request {
+            sql,
+            param_oids: &[],
+            params: &[],
+            parsing: Parsing::EachRun,
+        };
+        let first = pair.conn.send(&each_run("SELECT a")).unwrap();
+        let second = pair.conn.send(&each_run("SELECT b")).unwrap();
+        let again = pair.conn.send(&each_run("SELECT a")).unwrap();
+        assert_eq!(pair.conn.prepared(), 0);
+        let events = pair.exchange().unwrap();
+        let answered: Vec<Token> = events
+            .iter()
+            .map(|e| match e {
+                Event::Answered { token, .. } => *token,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(answered, [first, second, again]);
+        let parsed: Vec<&str> = pair.pg.parsed.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            parsed,
+            ["", "", ""],
+            "every request parses the unnamed statement"
+        );
+        let ran: Vec<&str> = pair.pg.executed.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(ran, ["SELECT a", "SELECT b", "SELECT a"]);
+    }
+}
+
+#[test]
 fn a_request_that_cannot_be_encoded_changes_nothing() {
     let mut pair = Pair::new("on");
     let refused = pair.conn.send(&Request {
         sql: "SELECT '\0'",
         param_oids: &[],
         params: &[],
+        parsing: Parsing::Kept,
     });
     assert!(refused.is_err());
     let too_many = vec![text(""); 70_000];
@@ -426,6 +466,7 @@ fn a_request_that_cannot_be_encoded_changes_nothing() {
         sql: "SELECT 1",
         param_oids: &[],
         params: &too_many,
+        parsing: Parsing::Kept,
     });
     assert!(refused.is_err());
     assert!(pair.conn.idle());
@@ -468,6 +509,7 @@ fn messages_out_of_turn_are_protocol_errors() {
             sql: "SELECT 1",
             param_oids: &[],
             params: &[],
+            parsing: Parsing::Kept,
         })
         .unwrap();
         conn.input().extend_from_slice(&bytes);
