@@ -12,6 +12,7 @@
 //! computed from a row PostgreSQL rendered (an invalidation) lands on the same entry.
 
 use crate::error::Error;
+use crate::model::source;
 use compact_str::CompactString;
 pub use pgcache_rules::kind::{KeyKind, Rendering};
 use pgcache_rules::kind::{boolean, canonical_uuid};
@@ -29,6 +30,18 @@ pub fn split_cache_key<'a>(prefix: &str, key: &'a [u8]) -> Result<(&'a [u8], &'a
              setting); PGCACHE.KEY <table> <pk_json> gives a row's key",
             shown()
         )));
+    };
+    let rest = match source::split(rest) {
+        Some((None, rest)) => rest,
+        // Only the default source is served so far (issue #53).
+        Some((Some(name), _)) => return Err(source::unknown(name)),
+        None => {
+            return Err(Error::invalid(format!(
+                "{:?} is not a pgcache key: after {prefix:?}, `@` starts a source's name, \
+                 then `:`",
+                shown()
+            )));
+        }
     };
     match rest.windows(2).position(|w| w == b":{") {
         Some(i) if i > 0 => Ok((&rest[..i], &rest[i + 1..])),

@@ -128,6 +128,15 @@ fn get_refuses_keys_that_are_not_canonical_and_shows_the_canonical_one() {
         ("pg_cache:users", "not a pgcache key"),
         (r#"pg_cache:userz:{"id":1}"#, "does not exist"),
         (r#"pg_cache:users:{"id":"x"}"#, "expected an integer"),
+        // A named source's key (issue #53) before any source is declared.
+        (
+            r#"pg_cache:@analytics:users:{"id":1}"#,
+            r#"no source named "analytics""#,
+        ),
+        (
+            r#"pg_cache:@Analytics:users:{"id":1}"#,
+            "starts a source's name",
+        ),
     ] {
         let e = error_of(get(&mut con, named));
         assert!(e.contains(needle), "{named}: {e}");
