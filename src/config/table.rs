@@ -341,7 +341,7 @@ pub static SETTINGS: [Setting; 43] = [
     Setting {
         name: "loop_connections",
         libpq_env: None,
-        initial: Initial::Value("0"),
+        initial: Initial::Value("2"),
         accepts: int(0, 16, "a connection count", |s, v| {
             s.loop_connections = v as usize
         }),
