@@ -6,6 +6,7 @@ use crate::cache::emptied;
 use crate::cache::fill;
 use crate::cache::freshness;
 use crate::config::current;
+use crate::model::source::SourceId;
 use crate::redis::args::Arg;
 use crate::redis::keyspace::{self, Key, Name};
 use crate::redis::reply;
@@ -193,7 +194,7 @@ pub enum Admission {
 pub fn admission(ctx: &Context, key: &str) -> Admission {
     // Nothing is filled while the change feed cannot vouch for the cache: a change it has
     // not applied yet could be missed by the fill's no-stale-fill check.
-    if bypass::holding() || !freshness::vouched(current::max_staleness_ms()) {
+    if bypass::holding() || !freshness::vouched(current::of(SourceId::DEFAULT).max_staleness_ms()) {
         return Admission::NotHere;
     }
     // Nothing is added under a prefix being flushed: the scan under way then visits every
@@ -236,7 +237,7 @@ pub fn write_fetched(
     match row {
         Some(row) => write(ctx, key, name, row, ttl_seconds),
         None => {
-            let negative_ttl = current::negative_ttl();
+            let negative_ttl = current::of(SourceId::DEFAULT).negative_ttl();
             if negative_ttl > 0 {
                 write(ctx, key, name, ABSENT, negative_ttl);
             }

@@ -10,6 +10,7 @@ use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::config::current;
 use crate::error::Error;
 use crate::invalidation::{self, listener, position, replication};
+use crate::model::source::SourceId;
 use crate::pg::schema;
 use crate::report::listing;
 use crate::requests::blocked;
@@ -172,7 +173,7 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
             postgres.push(("postgres".to_string(), Reply::Bulk("unreachable".into())));
         }
     }
-    let listener = if !current::listening() {
+    let listener = if !current::of(SourceId::DEFAULT).listening() {
         "off"
     } else if invalidation::source_connected() {
         "connected"
@@ -186,7 +187,9 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     };
     let freshness = freshness_report(&mut problems);
     let mut warnings = Vec::new();
-    let source = current::listening().then(|| invalidation_source(&mut problems, &mut warnings));
+    let source = current::of(SourceId::DEFAULT)
+        .listening()
+        .then(|| invalidation_source(&mut problems, &mut warnings));
     let queued = worker::load().map_or(0, |(queued, _)| queued);
     let capacity = worker::queue_capacity().max(1);
     let saturation = queued as f64 / capacity as f64;
@@ -383,16 +386,17 @@ fn freshness_report(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
             Reply::Bulk("served (no change feed bounds their age on this node)".into()),
         )];
     }
-    let bound = current::max_staleness_ms();
+    let settings = current::of(SourceId::DEFAULT);
+    let bound = settings.max_staleness_ms();
     let served = freshness::vouched_now(bound);
     let stale_served = !served
         && crate::pg::circuit::open()
-        && freshness::vouched_now(current::stale_if_error_ms());
+        && freshness::vouched_now(settings.stale_if_error_ms());
     if stale_served {
         problems.push(format!(
             "PostgreSQL cannot be reached: hits are served past max_staleness_ms ({bound}) for \
              as long as the cache is at most stale_if_error_ms ({}) behind",
-            current::stale_if_error_ms()
+            settings.stale_if_error_ms()
         ));
     } else if !served {
         let since = match freshness::age() {

@@ -18,6 +18,7 @@ use crate::config::current;
 use crate::error::panic::catch;
 use crate::error::{Error, Result};
 use crate::model::key;
+use crate::model::source::SourceId;
 use crate::pg::schema;
 use crate::redis::args::{Arg as Argument, Args};
 use crate::redis::command;
@@ -99,7 +100,7 @@ fn serve_hit(ctx: &Context, name: Argument, replied: &Cell<bool>) {
             return;
         };
         // Past the freshness bound, `get` reads PostgreSQL (and counts it).
-        if !freshness::vouched(current::max_staleness_ms())
+        if !freshness::vouched(current::of(SourceId::DEFAULT).max_staleness_ms())
             || !cache::reply_if_cached_named(ctx, name, key)
         {
             return;
@@ -122,7 +123,9 @@ pub fn get(ctx: &Context, args: &[&[u8]]) -> Reply {
 
 fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
     let options = ReadOptions::parse(rest)?;
-    let ttl = options.ttl.unwrap_or_else(current::default_ttl);
+    let ttl = options
+        .ttl
+        .unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl());
     let prefix = current::cache_prefix();
     let (table_arg, pk_arg) = key::split_cache_key(&prefix, named)?;
     if options.with_age {
@@ -184,7 +187,13 @@ fn read_named(ctx: &Context, named: &[&[u8]], read: Read) -> Result<Reply> {
         .iter()
         .map(|k| key::split_cache_key(&prefix, k))
         .collect::<Result<Vec<_>>>()?;
-    miss::many_named(ctx, named, split, current::default_ttl(), read)
+    miss::many_named(
+        ctx,
+        named,
+        split,
+        current::of(SourceId::DEFAULT).default_ttl(),
+        read,
+    )
 }
 
 /// PGCACHE.KEY <table> <pk_json>: the row's canonical cache key.

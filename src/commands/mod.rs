@@ -25,6 +25,7 @@ use crate::invalidation;
 use crate::model::event::{EventKind, Extra};
 use crate::model::key::{self, CanonicalPk};
 use crate::model::lsn::Lsn;
+use crate::model::source::SourceId;
 use crate::pg::circuit;
 use crate::pg::normalise;
 use crate::pg::schema::{self, TableSchema};
@@ -211,7 +212,7 @@ impl ReadOptions {
     pub fn read(&self) -> Result<Read> {
         let bound = self
             .max_stale
-            .unwrap_or_else(config::current::max_staleness_ms);
+            .unwrap_or_else(|| config::current::of(SourceId::DEFAULT).max_staleness_ms());
         if !freshness::vouched(bound) {
             return self.unvouched(bound);
         }
@@ -249,7 +250,7 @@ impl ReadOptions {
         }
         let cap = match self.max_stale {
             Some(_) => bound,
-            None => config::current::stale_if_error_ms(),
+            None => config::current::of(SourceId::DEFAULT).stale_if_error_ms(),
         };
         if freshness::vouched(cap) {
             stats::SERVED_STALE.inc();

@@ -10,6 +10,7 @@ use crate::commands::docs::{Arg, Command, Keys, Params, TABLE};
 use crate::config::current;
 use crate::error::{Error, Result};
 use crate::model::key;
+use crate::model::source::SourceId;
 use crate::requests::reply::Reply;
 use crate::stats::Tracked;
 use redis_module::Context;
@@ -37,7 +38,9 @@ pub static MULTIREAD: Command = Command {
 
 pub fn multiread(ctx: &Context, args: &[&[u8]]) -> Reply {
     let prepared = ReadOptions::parse_many(&args[3..]).and_then(|options| {
-        let ttl = options.ttl.unwrap_or_else(current::default_ttl);
+        let ttl = options
+            .ttl
+            .unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl());
         let items = parse_array(args[2])?;
         let items = items.iter().map(|i| i.get().as_bytes()).collect();
         miss::many(ctx, args[1], items, None, ttl, options.read()?)

@@ -6,6 +6,7 @@ use crate::cache::worker;
 use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::config::current;
 use crate::error::Error;
+use crate::model::source::SourceId;
 use crate::query::precision::Precision;
 use crate::query::{Statement, statements};
 use crate::requests::reply::Reply;
@@ -142,7 +143,7 @@ fn listed(statement: &Statement) -> Reply {
                 statement
                     .stats
                     .pass_through
-                    .is_passing(current::pass_through()),
+                    .is_passing(current::of(SourceId::DEFAULT).pass_through()),
             )),
         ),
         (

@@ -9,6 +9,7 @@ use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::commands::{ReadOptions, ttl_arg, utf8};
 use crate::config::current;
 use crate::error::{Error, Result};
+use crate::model::source::SourceId;
 use crate::requests::reply::Reply;
 use crate::stats::Tracked;
 use redis_module::Context;
@@ -88,7 +89,7 @@ fn parse_call<'a>(args: &'a [&'a [u8]]) -> Result<Call<'a>> {
     Ok(Call {
         sql,
         params,
-        ttl: ttl.unwrap_or_else(current::default_ttl),
+        ttl: ttl.unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl()),
         read: options.read()?,
         with_key,
     })

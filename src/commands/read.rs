@@ -7,6 +7,7 @@ use crate::cache::miss;
 use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, Params, TABLE};
 use crate::commands::{ReadOptions, with_age};
 use crate::config::current;
+use crate::model::source::SourceId;
 use crate::requests::reply::Reply;
 use crate::stats::Tracked;
 use redis_module::Context;
@@ -41,7 +42,9 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
     if options.with_age {
         return with_age::read(ctx, table_arg, pk_arg, None, &options).unwrap_or_else(Reply::from);
     }
-    let ttl = options.ttl.unwrap_or_else(current::default_ttl);
+    let ttl = options
+        .ttl
+        .unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl());
     match options.read() {
         Ok(read) => miss::read::row(ctx, table_arg, pk_arg, ttl, read),
         Err(e) => e.into(),

@@ -14,6 +14,7 @@ use crate::cache::{self, Cached, freshness};
 use crate::config::current;
 use crate::error::Result;
 use crate::model::key;
+use crate::model::source::SourceId;
 use crate::pg::schema;
 use crate::redis::{acl, cluster};
 use crate::requests::reply::Reply;
@@ -27,7 +28,9 @@ pub fn read(
     named: Option<&[u8]>,
     options: &ReadOptions,
 ) -> Result<Reply> {
-    let ttl = options.ttl.unwrap_or_else(current::default_ttl);
+    let ttl = options
+        .ttl
+        .unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl());
     let read = options.read()?;
     if read == Read::Cached
         && let Some(schema) = schema::cached(table_arg)

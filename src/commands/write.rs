@@ -10,6 +10,7 @@ use crate::config::current;
 use crate::error::Error;
 use crate::events;
 use crate::model::event::EventKind;
+use crate::model::source::SourceId;
 use crate::query::dropped;
 use crate::redis::acl::{self, Change};
 use crate::redis::cluster;
@@ -63,7 +64,7 @@ pub static FLUSH: Command = Command {
 
 pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
     let ttl = match ttl_arg(args.get(4)) {
-        Ok(t) => t.unwrap_or_else(current::default_ttl),
+        Ok(t) => t.unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl()),
         Err(e) => return e.into(),
     };
     let data = match checked_row(args[3]) {

@@ -19,6 +19,7 @@ use super::{apply, heartbeat, listener, position, replication};
 use crate::cache::freshness::{self, Mark};
 use crate::config::current;
 use crate::model::lsn::Lsn;
+use crate::model::source::SourceId;
 use crate::pg::circuit;
 use crate::pg::pool::{Connection, Pool};
 use crate::redis::{clock, main_thread};
@@ -78,7 +79,7 @@ enum Feed {
 }
 
 fn feed() -> Feed {
-    if !current::listening() {
+    if !current::of(SourceId::DEFAULT).listening() {
         Feed::Off
     } else if replication::standing_by() {
         Feed::Primary
@@ -230,7 +231,9 @@ fn probe_replicated(connection: &mut Connection) -> Result<(), String> {
     let held = main_thread::ask(position::held, REPLICA_LOOK_LIMIT);
     if let Some(Some(record)) = held {
         freshness::applied(Mark::Lsn(record.lsn));
-        if freshness::vouched_now(current::max_staleness_ms()) && replication::standing_by() {
+        if freshness::vouched_now(current::of(SourceId::DEFAULT).max_staleness_ms())
+            && replication::standing_by()
+        {
             apply::vouched_by_primary();
         }
     }

@@ -21,6 +21,7 @@ pub mod translate;
 pub use apply::{deinit, init};
 
 use crate::config::{InvalidationSource, Settings};
+use crate::model::source::SourceId;
 use crate::pg::pool::Pool;
 use redis_module::{Context, ContextFlags};
 use std::sync::Arc;
@@ -40,7 +41,7 @@ pub fn start(
         publication: settings.publication.clone(),
         fallback_channel,
     };
-    crate::config::current::fell_back_to_notify(false);
+    crate::config::current::of(SourceId::DEFAULT).fell_back_to_notify(false);
     match settings.invalidation_source {
         InvalidationSource::Notify => {
             listener::start(pool.clone(), settings.invalidation_channel.clone())?;

@@ -19,6 +19,7 @@ mod transaction;
 
 use super::{apply, ddl, durability, listener, position, translate};
 use crate::model::lsn::Lsn;
+use crate::model::source::SourceId;
 use crate::pg::pool::{Connection as Catalog, Pool};
 use crate::pg::replication::connection::{Connection, Failure};
 use crate::pg::replication::pgoutput::{self, Message, Relation};
@@ -263,7 +264,7 @@ fn run(pool: Arc<Pool>, source: Source) {
                      source, which costs writers nothing"
                 ));
                 STATUS.lock().unwrap().fell_back = Some(why);
-                crate::config::current::fell_back_to_notify(true);
+                crate::config::current::of(SourceId::DEFAULT).fell_back_to_notify(true);
                 RUNNING.store(false, Ordering::SeqCst);
                 let channel = source.fallback_channel.clone().unwrap_or_default();
                 if let Err(e) = listener::start(pool.clone(), channel) {

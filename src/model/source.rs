@@ -14,6 +14,7 @@
 //! (`unknown`). Building named sources is design/53's plan, step by step.
 
 use crate::error::Error;
+use std::sync::{Arc, RwLock};
 
 /// What marks a source's name in a key, right after the cache prefix.
 pub const MARK: u8 = b'@';
@@ -37,6 +38,81 @@ pub fn split(after_prefix: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
             .iter()
             .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'));
     well_formed.then_some((Some(name), &named[end + 1..]))
+}
+
+/// A source's number, which travels with what belongs to it (a schema, a statement, a job, a
+/// change set) and picks its part of each layer's state (`Parts::of`). Numbers, not names:
+/// the hit path compares and indexes them without touching a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SourceId(u16);
+
+impl SourceId {
+    /// The unnamed default source: pgcache as it was before there were several, its keys
+    /// and settings unchanged.
+    pub const DEFAULT: SourceId = SourceId(0);
+}
+
+/// One layer's state for every source: the default source's part held inline, so a `static`
+/// can hold it and the hit path reaches it as it reached the layer's statics before (no
+/// lock, no reference count), and the named sources' parts behind a lock, by number.
+pub struct Parts<T> {
+    default: T,
+    /// Named sources' parts, at their number minus one; `None` where one was removed. Taken
+    /// only for a named source: the default's never waits on it.
+    named: RwLock<Vec<Option<Arc<T>>>>,
+}
+
+impl<T> Parts<T> {
+    /// The default source's part, and no named ones.
+    pub const fn new(default: T) -> Parts<T> {
+        Parts {
+            default,
+            named: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The part of source `id`. The default's costs a comparison; a named one's an
+    /// uncontended read lock and a reference count, held as long as the `PartRef`.
+    #[inline]
+    pub fn of(&self, id: SourceId) -> PartRef<'_, T> {
+        if id == SourceId::DEFAULT {
+            PartRef::Default(&self.default)
+        } else {
+            PartRef::Named(self.named_part(id))
+        }
+    }
+
+    /// Out of line, so the default source's `of` stays two instructions wherever it is
+    /// inlined.
+    #[inline(never)]
+    fn named_part(&self, id: SourceId) -> Arc<T> {
+        let named = self.named.read().unwrap();
+        named
+            .get(usize::from(id.0) - 1)
+            .and_then(Option::clone)
+            .expect("a source's number is handed out only while its parts are installed")
+    }
+}
+
+/// A source's part as `Parts::of` lends it: borrowed for the default source, shared for a
+/// named one (which can be removed while a worker still uses its part).
+pub enum PartRef<'a, T> {
+    /// The default source's part, where its `Parts` holds it.
+    Default(&'a T),
+    /// A named source's part, kept alive while lent.
+    Named(Arc<T>),
+}
+
+impl<T> std::ops::Deref for PartRef<'_, T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        match self {
+            PartRef::Default(part) => part,
+            PartRef::Named(part) => part,
+        }
+    }
 }
 
 /// The error for a key or command naming a source this server does not serve.
@@ -69,6 +145,28 @@ mod tests {
         ] {
             assert_eq!(split(malformed), None, "{malformed:?}");
         }
+    }
+
+    /// The default source's part is reached without the lock the named ones live behind:
+    /// with a writer holding that lock, `of(DEFAULT)` still answers.
+    #[test]
+    fn parts_default_costs_no_lock() {
+        let parts = Parts::new(7u32);
+        std::thread::scope(|scope| {
+            let held = parts.named.write().unwrap();
+            let reader = scope.spawn(|| *parts.of(SourceId::DEFAULT));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !reader.is_finished() {
+                // A panic here drops `held` first, so the scope can join the reader.
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "of(DEFAULT) waited for the named parts' lock"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert_eq!(reader.join().unwrap(), 7);
+            drop(held);
+        });
     }
 
     proptest! {

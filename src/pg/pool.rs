@@ -6,6 +6,7 @@
 use crate::config::current;
 use crate::config::{PgSettings, SslMode};
 use crate::error::Error;
+use crate::model::source::SourceId;
 use crate::pg::circuit;
 use crate::pg::errors::describe;
 use crate::pg::prepared::{self, Parsing, Prepared};
@@ -332,7 +333,7 @@ impl Pool {
 /// How long a pool query may go unanswered: PostgreSQL answers by its statement_timeout
 /// (with none, by the request's), so silence past that and a margin is a dead peer.
 pub fn patience() -> Duration {
-    let statement_timeout_ms = match current::statement_timeout_ms() {
+    let statement_timeout_ms = match current::of(SourceId::DEFAULT).statement_timeout_ms() {
         0 => current::request_timeout_ms(),
         ms => ms,
     };
@@ -351,7 +352,7 @@ impl Connector {
             .connect_timeout
             .min(remaining)
             .max(Duration::from_millis(10));
-        let statement_timeout_ms = current::statement_timeout_ms();
+        let statement_timeout_ms = current::of(SourceId::DEFAULT).statement_timeout_ms();
         let mut config = tokio_postgres::Config::new();
         config
             .host(&s.host)
@@ -618,7 +619,7 @@ impl Connection {
 
     /// Brings the session's statement_timeout in line with the setting after CONFIG SET.
     fn apply_statement_timeout(&mut self) -> Result<(), Error> {
-        let wanted = current::statement_timeout_ms();
+        let wanted = current::of(SourceId::DEFAULT).statement_timeout_ms();
         if self.statement_timeout_ms != wanted {
             self.batch_execute(&format!("SET statement_timeout = {wanted}"))
                 .map_err(|e| {

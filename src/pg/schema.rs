@@ -6,6 +6,7 @@ use crate::config::current;
 use crate::error::{Error, Result};
 use crate::model::ident::{QualifiedName, parse_table};
 use crate::model::key::{KeyColumn, KeyColumns, KeyKind, cache_key};
+use crate::model::source::SourceId;
 use crate::pg::errors::catalog_error;
 use crate::pg::pool::Connection;
 use crate::pg::query::{self, KeyParam};
@@ -177,7 +178,7 @@ pub fn admit(table_arg: &str) -> Result<QualifiedName> {
             name.display()
         )));
     }
-    if !current::table_allowed(&name) {
+    if !current::of(SourceId::DEFAULT).table_allowed(&name) {
         return Err(not_allowed(&name));
     }
     Ok(name)
@@ -388,7 +389,7 @@ fn known(name: &QualifiedName) -> Option<Arc<TableSchema>> {
 fn remember(table_arg: &str, schema: Arc<TableSchema>, clears: u64) -> bool {
     let mut admitted = false;
     update(|spellings| {
-        admitted = current::table_allowed(&schema.name);
+        admitted = current::of(SourceId::DEFAULT).table_allowed(&schema.name);
         if !admitted || CLEARS.load(Ordering::SeqCst) != clears {
             return;
         }
@@ -493,7 +494,7 @@ pub fn resolve(client: &mut Connection, table_arg: &str) -> Result<Arc<TableSche
         Some(schema) => schema,
         None => Arc::new(load(client, name)?),
     };
-    if schema.unlogged && !current::feed_is_notify() {
+    if schema.unlogged && !current::of(SourceId::DEFAULT).feed_is_notify() {
         return Err(unlogged(&schema.display));
     }
     if !remember(table_arg, schema.clone(), clears) {
@@ -514,7 +515,7 @@ pub fn resolve_any(client: &mut Connection, table_arg: &str) -> Result<Arc<Table
         return Ok(schema);
     }
     let name = parse_table(table_arg)?;
-    if current::table_allowed(&name) {
+    if current::of(SourceId::DEFAULT).table_allowed(&name) {
         return resolve(client, table_arg);
     }
     if is_system_schema(&name.schema) {
@@ -678,7 +679,7 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
         )));
     }
     // Naming the relation in the allowlist is the administrator's explicit consent.
-    if !current::table_listed(&name)
+    if !current::of(SourceId::DEFAULT).table_listed(&name)
         && let Some(row) = client
             .query(SYSTEM_READ_SQL, &[&oid])
             .map_err(failed)?

@@ -17,6 +17,7 @@ use crate::config::current;
 use crate::error::{Error, Result};
 use crate::model::ident::{QualifiedName, quote_ident};
 use crate::model::key::KeyKind;
+use crate::model::source::SourceId;
 use crate::pg::errors::statement_error;
 use crate::pg::pool::Connection;
 use crate::pg::schema::{self, TableSchema};
@@ -231,7 +232,7 @@ fn judge_relation(relation: &Relation) -> Result<()> {
     }
     match relation.relkind.as_str() {
         "r" | "p" => {
-            if relation.unlogged && !current::feed_is_notify() {
+            if relation.unlogged && !current::of(SourceId::DEFAULT).feed_is_notify() {
                 return Err(Error::invalid(format!(
                     "the statement reads the unlogged table {qualified}, whose changes \
                      PostgreSQL does not write to its log: the replication feed never sees \

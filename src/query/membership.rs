@@ -15,6 +15,7 @@
 //! them, on the main thread.
 
 use crate::config::current;
+use crate::model::source::SourceId;
 use crate::query::Statement;
 use crate::query::precision::Written;
 use crate::query::predicate::{Lookup, OrdKey};
@@ -159,7 +160,7 @@ pub fn cost(key: &str, params: &[String], members: &[Vec<CompactString>]) -> usi
 
 /// Whether a result costing `cost` fits under `query_index_max_bytes`.
 pub fn has_room(cost: usize) -> bool {
-    bytes() + cost as u64 <= current::query_index_max_bytes()
+    bytes() + cost as u64 <= current::of(SourceId::DEFAULT).query_index_max_bytes()
 }
 
 /// Indexes the result `id` of `statement` (row-precise), cached just now, built from

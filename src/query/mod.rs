@@ -49,6 +49,7 @@ pub mod watched;
 pub use pgcache_rules::{predicate, shape};
 
 use crate::model::ident::QualifiedName;
+use crate::model::source::SourceId;
 use crate::pg::prepared::Parsing;
 use crate::pg::schema::TableSchema;
 use crate::stats::{Counter, TableStats};
@@ -95,7 +96,7 @@ pub struct Statement {
     pub readable_as: Arc<[String]>,
     /// The relations the `tables` allowlist must admit for it to be answered.
     pub listed: Vec<QualifiedName>,
-    /// The allowlist version (`current::tables_version`) that last admitted every one of
+    /// The allowlist version (`current::Values::tables_version`) that last admitted every one of
     /// them: a call under the same version checks nothing again.
     pub admitted_at: AtomicU64,
     /// What a miss runs (`catalog::run_sql`).
@@ -236,14 +237,14 @@ impl Statement {
 
     /// Whether the `tables` allowlist admits every relation it reads, or which it does not.
     pub fn admitted(&self) -> crate::error::Result<()> {
-        let version = crate::config::current::tables_version();
+        let version = crate::config::current::of(SourceId::DEFAULT).tables_version();
         if self.admitted_at.load(Ordering::Acquire) == version {
             return Ok(());
         }
         if let Some(name) = self
             .listed
             .iter()
-            .find(|name| !crate::config::current::table_allowed(name))
+            .find(|name| !crate::config::current::of(SourceId::DEFAULT).table_allowed(name))
         {
             return Err(crate::error::Error::invalid(format!(
                 "the statement reads {}, which is not in the pgcache.tables allowlist",

@@ -5,6 +5,7 @@
 
 use crate::config::current;
 use crate::error::Result;
+use crate::model::source::SourceId;
 use crate::pg::pool::Connection;
 use crate::pg::schema::{Column, TableSchema};
 use crate::query::catalog::{self, Learned};
@@ -43,7 +44,7 @@ impl pgcache_rules::precision::Table for TableSchema {
 /// The precision of a statement of shape `shape` (or of none, for a reason), of which the
 /// catalog `learned` what it reads and calls. Worker.
 pub fn decide(client: &mut Connection, shape: &Shaped, learned: &Learned) -> Result<Precision> {
-    if !current::query_row_precision() {
+    if !current::of(SourceId::DEFAULT).query_row_precision() {
         return Ok(Precision::Table(
             "query_precision is table, or invalidations come from notifications, which carry no \
              new values"

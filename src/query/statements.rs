@@ -5,6 +5,7 @@
 //! spelling is forgotten (learned again, one catalog round, when it comes back).
 
 use crate::config::current;
+use crate::model::source::SourceId;
 use crate::query::Statement;
 use crate::stats;
 use std::collections::{HashMap, HashSet};
@@ -162,14 +163,14 @@ fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
 /// The statement `text` names, if it was learned, under the `query_precision` in effect,
 /// and not forgotten since.
 pub fn get(text: &[u8]) -> Option<Arc<Statement>> {
-    let row_wanted = current::query_row_precision();
+    let row_wanted = current::of(SourceId::DEFAULT).query_row_precision();
     with_table(|table| table.touch(text)).filter(|s| s.row_wanted == row_wanted)
 }
 
 /// The statement learned under another spelling with this canonical text, if any: a new
 /// spelling of it needs no catalog round.
 pub fn with_canonical(canonical: &str) -> Option<Arc<Statement>> {
-    let row_wanted = current::query_row_precision();
+    let row_wanted = current::of(SourceId::DEFAULT).query_row_precision();
     with_table(|table| {
         let text = table.by_canonical.get(canonical)?.iter().next()?.clone();
         let slot = *table.by_text.get(&text)?;
@@ -187,7 +188,7 @@ pub fn epoch() -> u64 {
 /// false (and nothing remembered) when every statement was forgotten since (DDL): the
 /// catalog may say otherwise now.
 pub fn remember(epoch: u64, text: &[u8], statement: Arc<Statement>) -> bool {
-    let limit = current::query_max_statements().max(1);
+    let limit = current::of(SourceId::DEFAULT).query_max_statements().max(1);
     with_table(|table| {
         if EPOCH.load(Ordering::SeqCst) != epoch {
             return false;

@@ -8,6 +8,7 @@ use crate::cache::freshness;
 use crate::cache::worker;
 use crate::config::current;
 use crate::invalidation;
+use crate::model::source::SourceId;
 use crate::stall;
 use crate::stats;
 use crate::stats::slowlog;
@@ -149,7 +150,7 @@ pub fn gauges() -> Vec<Gauge> {
         int(
             "hits_served",
             "1 while hits are answered from the cache, 0 while the change feed has not vouched for it within max_staleness_ms and reads go to PostgreSQL.",
-            u8::from(freshness::vouched_now(current::max_staleness_ms())),
+            u8::from(freshness::vouched_now(current::of(SourceId::DEFAULT).max_staleness_ms())),
         ),
     ]);
     if let Some(slot) = invalidation::replication::status().slot {

@@ -4,6 +4,7 @@
 
 use crate::config::current;
 use crate::invalidation;
+use crate::model::source::SourceId;
 use crate::report::figures;
 use crate::requests::reply::Reply;
 use crate::stall;
@@ -73,7 +74,8 @@ pub fn all() -> Vec<(String, Reply)> {
                 (
                     "pass_through".to_string(),
                     Reply::Int(i64::from(
-                        t.pass_through.is_passing(current::pass_through()),
+                        t.pass_through
+                            .is_passing(current::of(SourceId::DEFAULT).pass_through()),
                     )),
                 ),
                 (

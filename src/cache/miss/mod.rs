@@ -21,6 +21,7 @@ use crate::events;
 use crate::model::event::EventKind;
 use crate::model::key::{self, CanonicalPk};
 use crate::model::lsn::Lsn;
+use crate::model::source::SourceId;
 use crate::pg::normalise;
 use crate::pg::schema::{self, TableSchema};
 use crate::redis::acl;
@@ -105,7 +106,7 @@ pub fn one(
         || !schema
             .stats
             .pass_through
-            .fill_this_miss(current::pass_through())
+            .fill_this_miss(current::of(SourceId::DEFAULT).pass_through())
     {
         let then = Box::new(passed_completion);
         return onloop::submit_lookup(ctx, checked, RowLookup { schema, pk, then });
@@ -247,7 +248,7 @@ pub fn looked_up_once_applied(
     schema: &Arc<TableSchema>,
     keys: &[CanonicalPk],
 ) -> Option<Vec<Cached>> {
-    if !applied::wait_for(lsn, current::after_wait()) {
+    if !applied::wait_for(lsn, current::of(SourceId::DEFAULT).after_wait()) {
         return None;
     }
     let (schema, keys) = (schema.clone(), keys.to_vec());

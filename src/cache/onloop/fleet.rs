@@ -14,6 +14,7 @@ use super::opener::{self, BACKOFF_MAX, Opener};
 use crate::cache::drain;
 use crate::config::{PgSettings, current};
 use crate::error::Error;
+use crate::model::source::SourceId;
 use crate::pg::circuit;
 use crate::pg::pool::patience;
 use crate::pg::prepared;
@@ -244,8 +245,9 @@ impl Fleet {
     /// Opens what `loop_connections` asks for; retires what it no longer wants, and what an
     /// outage or a new statement_timeout made untrustworthy; closes a silent one.
     fn tend(&mut self, ends: &mut Ends) {
-        let wanted = current::loop_connections();
-        let timeout_ms = current::statement_timeout_ms();
+        let settings = current::of(SourceId::DEFAULT);
+        let wanted = settings.loop_connections();
+        let timeout_ms = settings.statement_timeout_ms();
         let outages = circuit::outages();
         self.close_silent(ends);
         let mut kept = 0;

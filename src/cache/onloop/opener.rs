@@ -5,6 +5,7 @@
 
 use crate::config::{PgSettings, current};
 use crate::error::Error;
+use crate::model::source::SourceId;
 use crate::pg::circuit;
 use crate::pg::socket::setup::{self, NotOpened, Opened};
 use crate::redis::main_thread::Task;
@@ -92,7 +93,7 @@ impl Opener {
         if let Some(done) = self.thread.take() {
             let _ = done.join();
         }
-        let statement_timeout_ms = current::statement_timeout_ms();
+        let statement_timeout_ms = current::of(SourceId::DEFAULT).statement_timeout_ms();
         let startup = startup_settings(statement_timeout_ms);
         let spawned = std::thread::Builder::new()
             .name("pgcache-loop-open".into())

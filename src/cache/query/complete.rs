@@ -6,6 +6,7 @@ use crate::cache;
 use crate::cache::fill::{FillTicket, Outcome};
 use crate::config::current;
 use crate::error::Result;
+use crate::model::source::SourceId;
 use crate::query::{Statement, generations, membership};
 use crate::redis::acl;
 use crate::redis::keyspace;
@@ -147,7 +148,8 @@ fn cache_result(
         ctx.log_debug(&format!("pgcache: a QUERY result is not cached: {why}"));
         false
     };
-    if ran.rows > current::query_max_rows() || ran.json.len() as u64 > current::query_max_bytes() {
+    let settings = current::of(SourceId::DEFAULT);
+    if ran.rows > settings.query_max_rows() || ran.json.len() as u64 > settings.query_max_bytes() {
         return too_big("over query_max_rows or query_max_bytes");
     }
     let indexed = match statement.precision.row() {

@@ -10,6 +10,7 @@ use crate::cache::fill::{self, Asked, LeadOrWait};
 use crate::cache::miss::Read;
 use crate::config::current;
 use crate::error::Result;
+use crate::model::source::SourceId;
 use crate::query::Statement;
 use crate::query::key::{canonical_params, route_key};
 use crate::redis::cluster;
@@ -69,7 +70,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
             if !statement
                 .stats
                 .pass_through
-                .fill_this_miss(current::pass_through())
+                .fill_this_miss(current::of(SourceId::DEFAULT).pass_through())
             {
                 return Ok(Known::Missed(Job::Run {
                     statement,

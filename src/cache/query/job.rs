@@ -13,6 +13,7 @@ use crate::cache::miss::Read;
 use crate::config::current;
 use crate::error::Result;
 use crate::model::lsn::Lsn;
+use crate::model::source::SourceId;
 use crate::pg::pool::Connection;
 use crate::query::Statement;
 use crate::query::key::{canonical_params, route_key};
@@ -112,7 +113,7 @@ impl Job {
                 db,
                 user,
             } => {
-                let read = if applied::wait_for(lsn, current::after_wait()) {
+                let read = if applied::wait_for(lsn, current::of(SourceId::DEFAULT).after_wait()) {
                     Read::Cached
                 } else {
                     Read::FromPostgres
@@ -218,7 +219,7 @@ fn look_up_from_worker(
                             && !statement
                                 .stats
                                 .pass_through
-                                .fill_this_miss(current::pass_through()) =>
+                                .fill_this_miss(current::of(SourceId::DEFAULT).pass_through()) =>
                         {
                             None
                         }

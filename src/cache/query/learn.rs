@@ -3,6 +3,7 @@
 
 use crate::config::current;
 use crate::error::{Error, Result};
+use crate::model::source::SourceId;
 use crate::pg::pool::Connection;
 use crate::query::precision::{self, Precision};
 use crate::query::shape::{self, Page};
@@ -121,7 +122,7 @@ fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Stat
     Ok(match statements::with_canonical(&parsed.canonical) {
         Some(statement) => statement,
         None => {
-            let row_wanted = current::query_row_precision();
+            let row_wanted = current::of(SourceId::DEFAULT).query_row_precision();
             let learned = catalog::learn(conn, parsed)?;
             let precision = precision::decide(conn, &parsed.shape, &learned)?;
             // A page is run ordered down to its table's primary key, so that the rows read
