@@ -112,10 +112,10 @@ pub fn reply_if_cached_named(ctx: &Context, name: Arg, bytes: &[u8]) -> bool {
 #[inline]
 fn reply_value(ctx: &Context, value: &[u8]) {
     if value == ABSENT.as_bytes() {
-        stats::NEGATIVE_HITS.inc();
+        stats::of(SourceId::DEFAULT).negative_hits.inc();
         reply::null(ctx);
     } else {
-        stats::HITS.inc();
+        stats::of(SourceId::DEFAULT).hits.inc();
         reply::bulk(ctx, value);
     }
 }
@@ -140,10 +140,10 @@ pub fn get_or_name(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> (Cached, Opti
 /// What a cached value says, counted as the hit it is.
 fn cached_value(value: &[u8]) -> Cached {
     if value == ABSENT.as_bytes() {
-        stats::NEGATIVE_HITS.inc();
+        stats::of(SourceId::DEFAULT).negative_hits.inc();
         Cached::Absent
     } else {
-        stats::HITS.inc();
+        stats::of(SourceId::DEFAULT).hits.inc();
         Cached::Row(String::from_utf8_lossy(value).into_owned())
     }
 }
@@ -228,12 +228,12 @@ pub fn write_fetched(
     match admission {
         Admission::NotHere => return false,
         Admission::OutOfMemory => {
-            stats::FILLS_SKIPPED_OOM.inc();
+            stats::of(SourceId::DEFAULT).fills_skipped_oom.inc();
             return false;
         }
         Admission::Write => {}
     }
-    stats::FILLS.inc();
+    stats::of(SourceId::DEFAULT).fills.inc();
     match row {
         Some(row) => write(ctx, key, name, row, ttl_seconds),
         None => {

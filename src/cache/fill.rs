@@ -12,6 +12,7 @@
 //!   the invalidation replaced.
 
 use crate::error::Error;
+use crate::model::source::SourceId;
 use crate::requests::blocked::{BlockedClient, Completion};
 use crate::requests::reply::Reply;
 use crate::stats::{self, TableStats};
@@ -138,7 +139,7 @@ impl Entry {
         // The fill answers it: a hit of what the miss fetches (`pass_through`).
         asked.table.pass_through.joined();
         self.asked.get_or_insert(asked);
-        stats::COALESCED.inc();
+        stats::of(SourceId::DEFAULT).coalesced.inc();
     }
 }
 

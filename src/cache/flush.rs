@@ -15,6 +15,7 @@ use crate::cache::bypass;
 use crate::cache::emptied;
 use crate::cache::fill;
 use crate::config::current;
+use crate::model::source::SourceId;
 use crate::query::key::RESULT_TAG;
 use crate::query::{dropped, generations};
 use crate::redis::cluster;
@@ -64,7 +65,7 @@ pub fn running() -> usize {
 /// to a table would otherwise keep its flush, and its entries' bypass, from ever ending).
 /// The list of flushes is bounded by the number of prefixes.
 pub fn start(ctx: &Context, prefix: &str) {
-    stats::FLUSHES.inc();
+    stats::of(SourceId::DEFAULT).flushes.inc();
     fill::invalidated_prefix(prefix);
     let dbs = cache::dbs_with_keys(ctx);
     // The query results over these entries' tables go at once, not when the scan reaches
@@ -78,7 +79,7 @@ pub fn start(ctx: &Context, prefix: &str) {
 /// (a keyless table's new rows: `invalidation::apply`) and its generation keys in place.
 /// Main thread only. A flush of the same table under way (either kind) covers it.
 pub fn start_entries(ctx: &Context, prefix: &str) {
-    stats::FLUSHES.inc();
+    stats::of(SourceId::DEFAULT).flushes.inc();
     fill::invalidated_prefix(prefix);
     scan(ctx, prefix, cache::dbs_with_keys(ctx), true);
 }
@@ -89,7 +90,7 @@ pub fn start_entries(ctx: &Context, prefix: &str) {
 fn scan(ctx: &Context, prefix: &str, dbs: Vec<i32>, entries_only: bool) {
     if keeps_record(ctx, prefix) && emptied::is_empty(prefix.as_bytes()) {
         // Nothing to delete: the fills in flight (and the generations) are ended already.
-        stats::FLUSHES_WITHOUT_SCAN.inc();
+        stats::of(SourceId::DEFAULT).flushes_without_scan.inc();
         return;
     }
     let mut active = ACTIVE.lock().unwrap();

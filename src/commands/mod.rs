@@ -232,7 +232,7 @@ impl ReadOptions {
     #[cold]
     fn unvouched(&self, bound: i64) -> Result<Read> {
         if !circuit::open() {
-            stats::BYPASSED_STALE.inc();
+            stats::of(SourceId::DEFAULT).bypassed_stale.inc();
             return Ok(Read::Unvouched);
         }
         // AFTER asks for a reply that reflects its position: a stale hit is no such reply,
@@ -253,7 +253,7 @@ impl ReadOptions {
             None => config::current::of(SourceId::DEFAULT).stale_if_error_ms(),
         };
         if freshness::vouched(cap) {
-            stats::SERVED_STALE.inc();
+            stats::of(SourceId::DEFAULT).served_stale.inc();
             if circuit::first_stale_hit() {
                 ANNOUNCE_STALE.request();
             }

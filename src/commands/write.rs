@@ -81,7 +81,7 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
             return redirect.into();
         }
         cache::store(ctx, &key, &data, ttl);
-        stats::WRITES.inc();
+        stats::of(SourceId::DEFAULT).writes.inc();
         events::publish(ctx, EventKind::Write, &schema.display, &pk.json);
         Reply::Ok.described(&schema.stats, pk.json.as_str(), 0)
     })
@@ -123,7 +123,7 @@ pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
         // The row may be in cached query results too (PGCACHE.QUERY): those of its table go.
         // In every DB: the index it drops covers them all.
         dropped::table_changed(ctx, &schema.key_prefix, &cache::dbs_with_keys(ctx));
-        stats::INVALIDATIONS_BY_COMMAND.inc();
+        stats::of(SourceId::DEFAULT).invalidations_by_command.inc();
         events::publish(ctx, EventKind::Invalidate, &schema.display, &pk.json);
         Reply::Ok.described(&schema.stats, pk.json.as_str(), 0)
     })

@@ -24,6 +24,7 @@ use crate::events;
 use crate::model::event::EventKind;
 use crate::model::key::CanonicalPk;
 use crate::model::lsn::Lsn;
+use crate::model::source::SourceId;
 use crate::pg::prepared;
 use crate::pg::schema::TableSchema;
 use crate::query::precision::Written;
@@ -466,7 +467,9 @@ pub fn submit(changes: Changes) {
     }
     let overflowed = MAILBOX.lock().unwrap().push(changes);
     if overflowed {
-        stats::INVALIDATION_BACKLOG_FLUSHES.inc();
+        stats::of(SourceId::DEFAULT)
+            .invalidation_backlog_flushes
+            .inc();
         redis_module::logging::log_warning(format!(
             "pgcache: more than {BACKLOG_MAX_KEYS} invalidated keys were waiting for the main \
              thread; flushing their tables instead"
@@ -529,7 +532,7 @@ fn apply_for_a_slice(context: &Context) -> bool {
         forget_outdated_statements(&mut changes);
         while let Some((schema, pk)) = changes.deletes.pop() {
             cache::delete_in(context, &pk.cache_key(&schema.key_prefix), dbs);
-            stats::INVALIDATIONS_BY_POSTGRES.inc();
+            stats::of(SourceId::DEFAULT).invalidations_by_postgres.inc();
             events::publish(context, EventKind::Invalidate, &schema.display, &pk.json);
             if Instant::now() >= deadline {
                 break;
@@ -550,7 +553,9 @@ fn apply_for_a_slice(context: &Context) -> bool {
             position::record_lag(committed.elapsed().unwrap_or_default());
         }
         if let Some(arrived) = changes.arrived {
-            stats::INVALIDATION_APPLY.record(arrived.elapsed().as_micros() as u64);
+            stats::of(SourceId::DEFAULT)
+                .invalidation_apply
+                .record(arrived.elapsed().as_micros() as u64);
         }
         if Instant::now() >= deadline {
             return !MAILBOX.lock().unwrap().queue.is_empty();
@@ -620,7 +625,9 @@ fn start_flushes(ctx: &Context, changes: &mut Changes) {
         flush::start(ctx, &current::cache_prefix());
         bypass::release();
     }
-    stats::INVALIDATIONS_BY_POSTGRES.add(std::mem::take(&mut changes.keys_flushed));
+    stats::of(SourceId::DEFAULT)
+        .invalidations_by_postgres
+        .add(std::mem::take(&mut changes.keys_flushed));
     if std::mem::take(&mut changes.results_outdated) {
         drop_every_result(ctx);
     }

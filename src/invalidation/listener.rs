@@ -15,6 +15,7 @@ use super::apply;
 use super::translate::{self, Payload};
 use crate::error::Error;
 use crate::model::ident::quote_ident;
+use crate::model::source::SourceId;
 use crate::pg::errors::describe;
 use crate::pg::pool::{Connection, Pool};
 use crate::pg::session::Failure;
@@ -146,7 +147,9 @@ fn run(pool: &Pool, channel: &str) {
                 CONNECTED.store(false, Ordering::SeqCst);
                 apply::listener_disconnected();
                 if !stopping() {
-                    crate::stats::LISTENER_RECONNECTS.inc();
+                    crate::stats::of(SourceId::DEFAULT)
+                        .listener_reconnects
+                        .inc();
                     *LAST_LOSS.lock().unwrap() =
                         Some((std::time::SystemTime::now(), reason.clone()));
                     redis_module::logging::log_warning(format!(

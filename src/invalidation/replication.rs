@@ -280,7 +280,9 @@ fn run(pool: Arc<Pool>, source: Source) {
                 let streamed = STATUS.lock().unwrap().problem.is_none();
                 if streamed {
                     backoff = Duration::from_millis(100);
-                    crate::stats::LISTENER_RECONNECTS.inc();
+                    crate::stats::of(SourceId::DEFAULT)
+                        .listener_reconnects
+                        .inc();
                 }
                 redis_module::logging::log_warning(format!(
                     "pgcache: replication source: {why}; retrying in {} ms",
@@ -783,7 +785,9 @@ impl<'a> Stream<'a> {
         };
         match self.asked {
             Some(at) if at.elapsed() >= LIVENESS_PATIENCE => {
-                crate::stats::PG_SILENT_CONNECTIONS.inc();
+                crate::stats::of(SourceId::DEFAULT)
+                    .pg_silent_connections
+                    .inc();
                 Err(format!(
                     "PostgreSQL did not answer within {} ms (the network may be dropping \
                      packets); the connection was given up",

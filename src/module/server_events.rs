@@ -11,6 +11,7 @@ use crate::events;
 use crate::events::hooks;
 use crate::invalidation;
 use crate::model::event;
+use crate::model::source::SourceId;
 use crate::query::dropped;
 use crate::redis::server_events::{self, ServerEvents};
 use crate::stats;
@@ -89,10 +90,10 @@ fn key_removed(ctx: &Context, name: &[u8], evicted: bool) {
         crate::query::membership::remove(&(db, key.into()));
     }
     let kind = if evicted {
-        stats::EVICTIONS.inc();
+        stats::of(SourceId::DEFAULT).evictions.inc();
         event::EventKind::Evict
     } else {
-        stats::EXPIRATIONS.inc();
+        stats::of(SourceId::DEFAULT).expirations.inc();
         event::EventKind::Expire
     };
     if events::wanted(kind) {

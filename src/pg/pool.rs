@@ -581,7 +581,7 @@ impl Connection {
         let deadline = Instant::now() + self.connector.settings.connect_timeout;
         match self.connector.connect(deadline, &self.application_name) {
             Ok(fresh) => {
-                stats::PG_RETRIES.inc();
+                stats::of(SourceId::DEFAULT).pg_retries.inc();
                 *self = fresh;
                 let result = exchange(self);
                 self.counted(result)
@@ -595,7 +595,7 @@ impl Connection {
         if let Err(failure) = &result
             && failure.is_silent()
         {
-            stats::PG_SILENT_CONNECTIONS.inc();
+            stats::of(SourceId::DEFAULT).pg_silent_connections.inc();
             if let Failure::Silent(limit) = failure {
                 circuit::went_silent(&format!("PostgreSQL stopped answering: {failure}"), *limit);
             }

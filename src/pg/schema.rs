@@ -118,7 +118,7 @@ impl TableSchema {
             name: name.into(),
         };
         TableSchema {
-            stats: crate::stats::table(&name.display()),
+            stats: crate::stats::of(SourceId::DEFAULT).table(&name.display()),
             display: name.display(),
             sql_name: name.quoted(),
             key_prefix: cache_key("pg_cache:", &name.display(), ""),
@@ -743,7 +743,7 @@ fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
     };
     let display = name.display();
     let mut schema = TableSchema {
-        stats: crate::stats::table(&display),
+        stats: crate::stats::of(SourceId::DEFAULT).table(&display),
         sql_name: name.quoted(),
         key_prefix: cache_key(&current::cache_prefix(), &display, ""),
         display,

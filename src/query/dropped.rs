@@ -9,6 +9,7 @@
 use crate::config::current;
 use crate::events;
 use crate::model::event::{EventKind, Extra};
+use crate::model::source::SourceId;
 use crate::query::precision::Written;
 use crate::query::{Statement, generations, membership, statements};
 use crate::redis::cluster;
@@ -111,7 +112,9 @@ fn announce(ctx: &Context, table: &str, statement: &Statement, results: u64) {
     if results == 0 {
         return;
     }
-    stats::QUERY_INVALIDATIONS.add(results);
+    stats::of(SourceId::DEFAULT)
+        .query_invalidations
+        .add(results);
     events::publish_with(
         ctx,
         EventKind::QueryInvalidated,

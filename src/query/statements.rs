@@ -135,7 +135,7 @@ impl Table {
         if let Some(slot) = self.least_recent {
             let text = self.node(slot).text.clone();
             self.remove(&text);
-            stats::QUERY_STATEMENTS_EVICTED.inc();
+            stats::of(SourceId::DEFAULT).query_statements_evicted.inc();
         }
     }
 

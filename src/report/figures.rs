@@ -1,6 +1,6 @@
 //! The figures pgcache reports that go up and down, declared once: PGCACHE.STATS (and so the
 //! INFO section) and the metrics endpoint both list them from here. The counters are
-//! `stats::counters()`; the per-command and per-table figures are `stats`' histograms.
+//! `SourceStats::counters()`; the per-command and per-table figures are `stats`' histograms.
 
 use crate::cache::fill;
 use crate::cache::flush;
@@ -35,11 +35,12 @@ fn int(name: &'static str, help: impl Into<Cow<'static, str>>, value: impl TryIn
 
 /// Every gauge, in reporting order.
 pub fn gauges() -> Vec<Gauge> {
-    let invalidation_apply = stats::INVALIDATION_APPLY.summary();
+    let source = stats::of(SourceId::DEFAULT);
+    let invalidation_apply = source.invalidation_apply.summary();
     let mut all = vec![Gauge {
         name: "hit_ratio",
         help: "Hits (negative ones included) over lookups since the last reset.".into(),
-        value: Value::Ratio(stats::hit_ratio()),
+        value: Value::Ratio(source.hit_ratio()),
     }];
     if let Some((queued, pool)) = worker::load() {
         all.extend([
@@ -108,7 +109,7 @@ pub fn gauges() -> Vec<Gauge> {
         ),
     ]);
     for named in &stats::stages::STAGES {
-        let summary = stats::stages::histogram(named.stage).summary();
+        let summary = source.stages.histogram(named.stage).summary();
         all.extend([
             int(
                 named.p50,

@@ -23,7 +23,9 @@ pub fn gauges() -> impl Iterator<Item = (String, Reply)> {
 
 /// Every figure, in reporting order.
 pub fn all() -> Vec<(String, Reply)> {
-    let mut out: Vec<(String, Reply)> = stats::counters()
+    let source = stats::of(SourceId::DEFAULT);
+    let mut out: Vec<(String, Reply)> = source
+        .counters()
         .into_iter()
         .map(|(name, value)| (name.to_string(), Reply::Int(value as i64)))
         .collect();
@@ -64,7 +66,8 @@ pub fn all() -> Vec<(String, Reply)> {
         })
         .collect();
     out.push(("commands".into(), Reply::Map(commands)));
-    let tables = stats::tables()
+    let tables = source
+        .tables()
         .iter()
         .map(|t| {
             let mut figures = vec![

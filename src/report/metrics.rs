@@ -4,6 +4,7 @@
 //! One module thread serves it; it reads the same lock-free figures as STATS and never
 //! touches Redis, so a scrape costs the event loop nothing.
 
+use crate::model::source::SourceId;
 use crate::report::figures;
 use crate::stats::{self, Histogram};
 use std::fmt::Write as _;
@@ -192,7 +193,7 @@ pub fn render() -> String {
 
 /// Every STATS counter, as `pgcache_<name>_total`.
 fn write_counters(out: &mut String) {
-    for (name, value) in stats::counters() {
+    for (name, value) in stats::of(SourceId::DEFAULT).counters() {
         let metric = format!("pgcache_{name}_total");
         header(out, &metric, "counter", &format!("PGCACHE.STATS {name}."));
         let _ = writeln!(out, "{metric} {value}");
@@ -252,14 +253,14 @@ fn write_commands(out: &mut String) {
             out,
             "pgcache_miss_stage_duration_seconds",
             &format!("stage=\"{}\"", named.label),
-            stats::stages::histogram(named.stage),
+            stats::of(SourceId::DEFAULT).stages.histogram(named.stage),
         );
     }
 }
 
 /// Calls, hits, misses and latency per table.
 fn write_tables(out: &mut String) {
-    let tables = stats::tables();
+    let tables = stats::of(SourceId::DEFAULT).tables();
     for (metric, help, figure) in [
         (
             "pgcache_table_calls_total",

@@ -3,6 +3,7 @@
 //! a client handed to a worker that will answer later.
 
 use crate::error::Error;
+use crate::model::source::SourceId;
 use crate::redis;
 use crate::stats::{self, TableStats};
 use redis_module::Context;
@@ -153,15 +154,16 @@ fn count_error(e: &Error) {
     if e.is_redis_reply() {
         return;
     }
-    stats::ERRORS.inc();
+    let stats = stats::of(SourceId::DEFAULT);
+    stats.errors.inc();
     if e.is_postgres() {
-        stats::ERRORS_POSTGRES.inc();
+        stats.errors_postgres.inc();
     } else if e.is_timeout() {
-        stats::ERRORS_TIMEOUT.inc();
+        stats.errors_timeout.inc();
     } else if e.is_queue_full() {
-        stats::ERRORS_QUEUE_FULL.inc();
+        stats.errors_queue_full.inc();
     } else if e.is_internal() {
-        stats::ERRORS_INTERNAL.inc();
+        stats.errors_internal.inc();
     }
 }
 

@@ -1,13 +1,17 @@
 //! What pgcache has done, for PGCACHE.STATS, the `pgcache` INFO section and the metrics
 //! endpoint: counters and per-command and per-table latency histograms, all lock-free
-//! atomics (the hit path pays one relaxed increment per counter it touches).
+//! atomics (the hit path pays one relaxed increment per counter it touches). Each source has
+//! figures of its own (`SourceStats`, reached by its number: `of`); the commands' calls and
+//! latency are the server's (a call is counted before its source is known).
 
 pub mod slowlog;
+mod source;
 pub mod stages;
 
-use crate::model::pass_through::PassThrough;
+pub use source::{SourceStats, TableStats};
+
+use crate::model::source::{PartRef, Parts, SourceId};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 
 /// A monotonic counter.
 pub struct Counter(AtomicU64);
@@ -150,73 +154,6 @@ impl Default for Histogram {
     }
 }
 
-pub static HITS: Counter = Counter::new();
-pub static NEGATIVE_HITS: Counter = Counter::new();
-pub static MISSES: Counter = Counter::new();
-pub static FILLS: Counter = Counter::new();
-/// Rows answered but not cached because Redis was over its `maxmemory`.
-pub static FILLS_SKIPPED_OOM: Counter = Counter::new();
-pub static WRITES: Counter = Counter::new();
-pub static INVALIDATIONS_BY_COMMAND: Counter = Counter::new();
-pub static INVALIDATIONS_BY_POSTGRES: Counter = Counter::new();
-/// Times the invalidation backlog passed its bound and became flushes of its tables.
-pub static INVALIDATION_BACKLOG_FLUSHES: Counter = Counter::new();
-pub static FLUSHES: Counter = Counter::new();
-pub static FLUSHES_WITHOUT_SCAN: Counter = Counter::new();
-pub static EXPIRATIONS: Counter = Counter::new();
-pub static EVICTIONS: Counter = Counter::new();
-pub static ERRORS: Counter = Counter::new();
-pub static ERRORS_TIMEOUT: Counter = Counter::new();
-pub static ERRORS_QUEUE_FULL: Counter = Counter::new();
-pub static ERRORS_POSTGRES: Counter = Counter::new();
-pub static ERRORS_INTERNAL: Counter = Counter::new();
-/// Hook deliveries that failed (an XADD to a key of another type, say).
-pub static HOOK_ERRORS: Counter = Counter::new();
-/// READs answered by another READ's query (coalesced onto a fill in flight).
-pub static COALESCED: Counter = Counter::new();
-/// PostgreSQL connections given up because PostgreSQL stopped answering (a silent network).
-pub static PG_SILENT_CONNECTIONS: Counter = Counter::new();
-/// Reads run again on a new connection after the one lent out turned out dead.
-pub static PG_RETRIES: Counter = Counter::new();
-/// Times the invalidation listener lost its connection (and then resynchronised).
-pub static LISTENER_RECONNECTS: Counter = Counter::new();
-/// Reads answered from PostgreSQL because the change feed had not vouched for the cache
-/// within their freshness bound (`max_staleness_ms` or `MAXSTALE`).
-pub static BYPASSED_STALE: Counter = Counter::new();
-/// Reads answered from the cache past their freshness bound, within `stale_if_error_ms`,
-/// because PostgreSQL could not be reached.
-pub static SERVED_STALE: Counter = Counter::new();
-/// Requests that needed PostgreSQL refused at once during a known outage (circuit open).
-pub static MISSES_REFUSED_OUTAGE: Counter = Counter::new();
-/// PGCACHE.QUERY results answered from the cache.
-pub static QUERY_HITS: Counter = Counter::new();
-/// PGCACHE.QUERY results run on PostgreSQL.
-pub static QUERY_MISSES: Counter = Counter::new();
-/// PGCACHE.QUERY results answered but not cached: over `query_max_rows` or `query_max_bytes`.
-pub static QUERY_TOO_BIG: Counter = Counter::new();
-/// PGCACHE.QUERY results dropped by changes to the tables they read.
-pub static QUERY_INVALIDATIONS: Counter = Counter::new();
-/// Statement spellings forgotten to keep the statement table within `query_max_statements`.
-pub static QUERY_STATEMENTS_EVICTED: Counter = Counter::new();
-/// Row-precise PGCACHE.QUERY results answered but not cached: the index was full
-/// (`query_index_max_bytes`).
-pub static QUERY_INDEX_FULL: Counter = Counter::new();
-/// QUERY jobs sent to PostgreSQL in one round trip with other statements' jobs.
-pub static QUERY_PIPELINED: Counter = Counter::new();
-/// Misses the event loop sent to PostgreSQL itself (`cache::onloop`).
-pub static MISSES_ON_LOOP: Counter = Counter::new();
-/// Misses the event loop sent and then handed to the workers (a connection broke, or the
-/// answer needed a worker's connection to finish).
-pub static MISSES_LOOP_TO_WORKERS: Counter = Counter::new();
-/// Connections the event loop opened to PostgreSQL.
-pub static LOOP_CONNECTIONS_OPENED: Counter = Counter::new();
-
-/// pgcache's own part of the invalidation lag: from a change reaching pgcache (a
-/// notification, or a replicated transaction's commit, read) to its deletions applied, for
-/// the oldest change of each set applied together. The rest of the lag, from the commit to
-/// the change reaching pgcache, is PostgreSQL's and the network's.
-pub static INVALIDATION_APPLY: Histogram = Histogram::new();
-
 /// The commands whose calls and latency are tracked, in reporting order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tracked {
@@ -313,157 +250,20 @@ pub fn command_histogram(command: Tracked) -> &'static Histogram {
     &COMMAND_LATENCY[command as usize]
 }
 
-/// One table's figures. Every schema of the table shares them (`TableSchema::stats`), so
-/// the hit path reaches them without a lookup.
-pub struct TableStats {
-    /// The table as cache keys and events name it.
-    pub name: String,
-    /// Commands on this table: hits plus the timed calls.
-    pub calls: Counter,
-    /// Keys answered from the cache (negative hits included).
-    pub hits: Counter,
-    /// Keys fetched from PostgreSQL.
-    pub misses: Counter,
-    /// Calls that waited for PostgreSQL or changed the cache, from call to reply.
-    pub latency: Histogram,
-    /// Whether its misses pass through, uncached (`model::pass_through`).
-    pub pass_through: PassThrough,
-    /// A row of it was too long for the event loop to read (past `pg::wire::conn`'s cap):
-    /// its misses are read by the workers.
-    pub large_rows: std::sync::atomic::AtomicBool,
+/// Every source's figures; the default source's inline, so the hit path bumps its counters
+/// as it bumped statics.
+static FIGURES: Parts<SourceStats> = Parts::new(SourceStats::new());
+
+/// The figures of source `id`.
+#[inline]
+pub fn of(id: SourceId) -> PartRef<'static, SourceStats> {
+    FIGURES.of(id)
 }
 
-impl TableStats {
-    /// Figures of their own, all zero, under `name` (not listed among the tables': a
-    /// statement's figures, say).
-    pub fn named(name: &str) -> TableStats {
-        TableStats {
-            name: name.to_string(),
-            calls: Counter::new(),
-            hits: Counter::new(),
-            misses: Counter::new(),
-            latency: Histogram::new(),
-            pass_through: PassThrough::default(),
-            large_rows: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-}
-
-// Schemas compare and print by what they describe; the figures are the same table's.
-impl std::fmt::Debug for TableStats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TableStats({})", self.name)
-    }
-}
-
-impl PartialEq for TableStats {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
-    }
-}
-
-impl Eq for TableStats {}
-
-static TABLES: Mutex<Vec<Arc<TableStats>>> = Mutex::new(Vec::new());
-
-/// The figures of the table called `name`, made on first use. Called when a schema is read
-/// from the catalog, never on the hit path.
-pub fn table(name: &str) -> Arc<TableStats> {
-    let mut tables = TABLES.lock().unwrap();
-    if let Some(t) = tables.iter().find(|t| t.name == name) {
-        return t.clone();
-    }
-    let t = Arc::new(TableStats::named(name));
-    tables.push(t.clone());
-    tables.sort_by(|a, b| a.name.cmp(&b.name));
-    t
-}
-
-/// Every table seen, by name.
-pub fn tables() -> Vec<Arc<TableStats>> {
-    TABLES.lock().unwrap().clone()
-}
-
-/// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them.
-static NAMED: [(&str, &Counter); 36] = [
-    ("hits", &HITS),
-    ("negative_hits", &NEGATIVE_HITS),
-    ("misses", &MISSES),
-    ("fills", &FILLS),
-    ("fills_skipped_oom", &FILLS_SKIPPED_OOM),
-    ("writes", &WRITES),
-    ("invalidations_by_command", &INVALIDATIONS_BY_COMMAND),
-    ("invalidations_by_postgres", &INVALIDATIONS_BY_POSTGRES),
-    (
-        "invalidation_backlog_flushes",
-        &INVALIDATION_BACKLOG_FLUSHES,
-    ),
-    ("flushes", &FLUSHES),
-    ("flushes_without_scan", &FLUSHES_WITHOUT_SCAN),
-    ("expirations", &EXPIRATIONS),
-    ("evictions", &EVICTIONS),
-    ("errors", &ERRORS),
-    ("errors_timeout", &ERRORS_TIMEOUT),
-    ("errors_queue_full", &ERRORS_QUEUE_FULL),
-    ("errors_postgres", &ERRORS_POSTGRES),
-    ("errors_internal", &ERRORS_INTERNAL),
-    ("hook_errors", &HOOK_ERRORS),
-    ("coalesced", &COALESCED),
-    ("pg_silent_connections", &PG_SILENT_CONNECTIONS),
-    ("pg_retries", &PG_RETRIES),
-    ("listener_reconnects", &LISTENER_RECONNECTS),
-    ("bypassed_stale", &BYPASSED_STALE),
-    ("served_stale", &SERVED_STALE),
-    ("refused_outage", &MISSES_REFUSED_OUTAGE),
-    ("query_hits", &QUERY_HITS),
-    ("query_misses", &QUERY_MISSES),
-    ("query_results_too_big", &QUERY_TOO_BIG),
-    ("query_invalidations", &QUERY_INVALIDATIONS),
-    ("query_statements_evicted", &QUERY_STATEMENTS_EVICTED),
-    ("query_index_full", &QUERY_INDEX_FULL),
-    ("query_pipelined", &QUERY_PIPELINED),
-    ("misses_on_loop", &MISSES_ON_LOOP),
-    ("misses_loop_to_workers", &MISSES_LOOP_TO_WORKERS),
-    ("loop_connections_opened", &LOOP_CONNECTIONS_OPENED),
-];
-
-/// Every counter's value, in reporting order.
-pub fn counters() -> Vec<(&'static str, u64)> {
-    NAMED.iter().map(|(n, c)| (*n, c.get())).collect()
-}
-
-/// Hits (negative ones included) over all lookups, 0 when there were none.
-pub fn hit_ratio() -> f64 {
-    let hits = HITS.get() + NEGATIVE_HITS.get();
-    let total = hits + MISSES.get();
-    if total == 0 {
-        0.0
-    } else {
-        hits as f64 / total as f64
-    }
-}
-
-/// PGCACHE.STATS RESET.
+/// PGCACHE.STATS RESET: the server's figures and the sources'.
 pub fn reset() {
-    crate::stall::reset();
-    for (_, counter) in &NAMED {
-        counter.reset();
-    }
-    for h in &COMMAND_LATENCY {
-        h.reset();
-    }
-    INVALIDATION_APPLY.reset();
-    stages::reset();
-    for c in &COMMAND_CALLS {
-        c.reset();
-    }
-    for t in tables() {
-        t.calls.reset();
-        t.hits.reset();
-        t.misses.reset();
-        t.latency.reset();
-        t.pass_through.reset();
-    }
+    reset_server_wide();
+    of(SourceId::DEFAULT).reset();
 }
 
 /// Drops every figure and table at MODULE UNLOAD. glibc keeps a library mapped while a
@@ -471,8 +271,19 @@ pub fn reset() {
 /// a later MODULE LOAD finds these statics as the last instance left them: a new instance
 /// must start from zero like a restarted server.
 pub fn forget() {
-    reset();
-    TABLES.lock().unwrap().clear();
+    reset_server_wide();
+    of(SourceId::DEFAULT).forget();
+}
+
+/// The figures that are the server's, not a source's: the stall probe and the commands'.
+fn reset_server_wide() {
+    crate::stall::reset();
+    for h in &COMMAND_LATENCY {
+        h.reset();
+    }
+    for c in &COMMAND_CALLS {
+        c.reset();
+    }
 }
 
 #[cfg(test)]
@@ -528,14 +339,6 @@ mod tests {
         assert_eq!(below[10], 8);
         assert_eq!(below[11], 9);
         assert_eq!(below[13], 10);
-    }
-
-    #[test]
-    fn tables_are_shared_by_name() {
-        let a = table("stats_test_a");
-        a.hits.inc();
-        assert_eq!(table("stats_test_a").hits.get(), 1);
-        assert!(tables().iter().any(|t| t.name == "stats_test_a"));
     }
 
     #[test]

@@ -78,18 +78,29 @@ pub const STAGES: [Named; 6] = [
     },
 ];
 
-static HISTOGRAMS: [Histogram; 6] = [const { Histogram::new() }; 6];
+/// One source's misses, a histogram per stage.
+pub struct Stages([Histogram; STAGES.len()]);
 
-pub fn record(stage: Stage, us: u64) {
-    histogram(stage).record(us);
-}
+impl Stages {
+    /// All empty (const, so a source's figures can be a `static`).
+    pub const fn new() -> Stages {
+        Stages([const { Histogram::new() }; STAGES.len()])
+    }
 
-pub fn histogram(stage: Stage) -> &'static Histogram {
-    &HISTOGRAMS[stage as usize]
-}
+    /// Notes that one miss spent `us` microseconds in `stage`.
+    pub fn record(&self, stage: Stage, us: u64) {
+        self.histogram(stage).record(us);
+    }
 
-pub fn reset() {
-    HISTOGRAMS.iter().for_each(Histogram::reset);
+    /// The figures of `stage`, for STATS, INFO and the metrics endpoint.
+    pub fn histogram(&self, stage: Stage) -> &Histogram {
+        &self.0[stage as usize]
+    }
+
+    /// Every stage back to empty (PGCACHE.STATS RESET).
+    pub fn reset(&self) {
+        self.0.iter().for_each(Histogram::reset);
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::model::event::EventKind;
 use crate::model::key::{self, CanonicalPk};
+use crate::model::source::SourceId;
 use crate::pg::pool::PooledClient;
 use crate::pg::schema::{self, TableSchema};
 use crate::pg::{fetch, normalise};
@@ -406,7 +407,9 @@ impl Batch {
             }
             let found = rows.iter().filter(|r| r.is_some()).count() as u64;
             let summary = keys_summary(&distinct);
-            stats::MISSES.add(distinct.len() as u64);
+            stats::of(SourceId::DEFAULT)
+                .misses
+                .add(distinct.len() as u64);
             schema.stats.misses.add(distinct.len() as u64);
             let fetched = u32::try_from(distinct.len()).unwrap_or(u32::MAX);
             schema

@@ -184,7 +184,7 @@ fn passed_completion(outcome: Outcome, schema: Arc<TableSchema>, pk: CanonicalPk
 
 /// Counts a key fetched from PostgreSQL and raises its `miss` event.
 fn counted_miss(ctx: &Context, schema: &TableSchema, pk: &CanonicalPk) {
-    stats::MISSES.inc();
+    stats::of(SourceId::DEFAULT).misses.inc();
     schema.stats.misses.inc();
     schema.stats.pass_through.missed(1, schema.stats.hits.get());
     events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);

@@ -284,7 +284,7 @@ impl Fleet {
             let silent = (slot.as_ref().and_then(Looped::waiting_since))
                 .is_some_and(|since| now.saturating_duration_since(since) > patience);
             if silent {
-                stats::PG_SILENT_CONNECTIONS.inc();
+                stats::of(SourceId::DEFAULT).pg_silent_connections.inc();
                 let why = Failure::Silent(patience).to_string();
                 ends.closed(slot.take().expect("the slot looked at"), &why);
             }
@@ -338,7 +338,7 @@ impl Fleet {
         };
         let mut conn = Conn::new(&parameters);
         conn.input().extend_from_slice(&input);
-        stats::LOOP_CONNECTIONS_OPENED.inc();
+        stats::of(SourceId::DEFAULT).loop_connections_opened.inc();
         self.slots[slot] = Some(Looped::new(
             watched,
             transport,

@@ -7,6 +7,7 @@ use crate::cache::worker::{self, Pipelined, RowLookup, Sent};
 use crate::error::Error;
 use crate::error::panic::catch;
 use crate::model::key::CanonicalPk;
+use crate::model::source::SourceId;
 use crate::pg::fetch;
 use crate::pg::pool::{RunParam, RunResult};
 use crate::pg::row::Row;
@@ -240,7 +241,7 @@ impl Job {
 
     /// Hands the job to the workers (never sent, or to be sent again there).
     pub fn hand_to_workers(self) {
-        stats::MISSES_LOOP_TO_WORKERS.inc();
+        stats::of(SourceId::DEFAULT).misses_loop_to_workers.inc();
         match self {
             Job::Run {
                 client,

@@ -32,6 +32,7 @@ use crate::cache::worker::{self, MayWait, Pipelined, RowLookup};
 use crate::config::{PgSettings, current};
 use crate::error::Error;
 use crate::model::key::CanonicalPk;
+use crate::model::source::SourceId;
 use crate::pg::schema::TableSchema;
 use crate::redis::main_thread::Task;
 use crate::requests::blocked::BlockedClient;
@@ -102,7 +103,7 @@ fn blocked(ctx: &Context, queue: impl FnOnce(BlockedClient, Instant)) -> Reply {
     let timeout_ms = current::request_timeout_ms();
     let client = BlockedClient::block(ctx, timeout_ms);
     queue(client, Instant::now() + Duration::from_millis(timeout_ms));
-    stats::MISSES_ON_LOOP.inc();
+    stats::of(SourceId::DEFAULT).misses_on_loop.inc();
     FLUSH.request();
     Reply::Blocked
 }

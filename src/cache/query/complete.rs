@@ -59,7 +59,7 @@ pub(super) fn cached_completion(statement: Arc<Statement>, result: String) -> Co
             return Reply::Error(e);
         }
         statement.stats.hits.inc();
-        stats::QUERY_HITS.inc();
+        stats::of(SourceId::DEFAULT).query_hits.inc();
         described(Reply::Bulk(result), &statement, 0)
     })
 }
@@ -73,7 +73,7 @@ pub fn completion(statement: Arc<Statement>, mut outcome: Run, fill: Option<Fill
             return Reply::Error(e);
         }
         statement.stats.misses.inc();
-        stats::QUERY_MISSES.inc();
+        stats::of(SourceId::DEFAULT).query_misses.inc();
         statement
             .stats
             .pass_through
@@ -143,7 +143,7 @@ fn cache_result(
     params: &[String],
 ) -> bool {
     let too_big = |why: &str| {
-        stats::QUERY_TOO_BIG.inc();
+        stats::of(SourceId::DEFAULT).query_results_too_big.inc();
         statement.figures.too_big.inc();
         ctx.log_debug(&format!("pgcache: a QUERY result is not cached: {why}"));
         false
@@ -170,7 +170,7 @@ fn cache_result(
                 return too_big("its WHERE admits more rows than the index keeps for one result");
             };
             if !membership::has_room(membership::cost(key, params, members)) {
-                stats::QUERY_INDEX_FULL.inc();
+                stats::of(SourceId::DEFAULT).query_index_full.inc();
                 return false;
             }
             // A full page ends at its last member: rows sorting after it cannot enter.

@@ -58,7 +58,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
     {
         statement.stats.calls.inc();
         statement.stats.hits.inc();
-        stats::QUERY_HITS.inc();
+        stats::of(SourceId::DEFAULT).query_hits.inc();
         return Ok(Known::Answered(Reply::Sent));
     }
     // On a cluster, the node serving the result's slot (the route's: they share the hash

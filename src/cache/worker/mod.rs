@@ -29,6 +29,7 @@ pub use jobs::{
 use crate::config::current;
 use crate::error::Error;
 use crate::error::panic::{catch, catch_result};
+use crate::model::source::SourceId;
 use crate::pg::pool::{Pool, PoolStats};
 use crate::requests::blocked::{self, BlockedClient, contained, error_completion};
 use crate::requests::reply::Reply;
@@ -550,7 +551,7 @@ pub fn may_wait(ctx: &Context) -> Result<MayWait, Reply> {
     }
     // A known outage: no client waits for PostgreSQL's timeout.
     if let Some(refusal) = crate::pg::circuit::refusal() {
-        crate::stats::MISSES_REFUSED_OUTAGE.inc();
+        crate::stats::of(SourceId::DEFAULT).refused_outage.inc();
         return Err(Reply::Error(Error::postgres(refusal)));
     }
     if ctx.get_flags().contains(ContextFlags::DENY_BLOCKING) {

@@ -7,6 +7,7 @@ use super::hold;
 use super::jobs::{Pipelined, Sent};
 use crate::error::Error;
 use crate::error::panic::{catch, catch_result};
+use crate::model::source::SourceId;
 use crate::pg::errors::statement_error;
 use crate::pg::pool::{Pool, ReadOnlyRun};
 use crate::requests::blocked::{BlockedClient, contained};
@@ -45,7 +46,9 @@ pub fn run(jobs: Vec<PendingRun>, pool: &Pool) {
         Err(e) => return answer_all_failed(answers, e),
     };
     if answers.len() > 1 {
-        stats::QUERY_PIPELINED.add(answers.len() as u64);
+        stats::of(SourceId::DEFAULT)
+            .query_pipelined
+            .add(answers.len() as u64);
     }
     let all_runs = runs.len().max(1) as u32;
     let mut results = results.into_iter();

@@ -6,6 +6,7 @@
 
 use super::{Hook, Target, owner_may_deliver};
 use crate::model::event::{self, Event, Extra};
+use crate::model::source::SourceId;
 use crate::redis::main_thread::{self, Task};
 use crate::redis::pubsub;
 use crate::stats;
@@ -65,7 +66,7 @@ fn permitted(ctx: &Context, hook: &Hook) -> bool {
     match owner_may_deliver(ctx, hook) {
         Ok(()) => true,
         Err(refused) => {
-            stats::HOOK_ERRORS.inc();
+            stats::of(SourceId::DEFAULT).hook_errors.inc();
             log_failure(
                 ctx,
                 &format!("pgcache: hook {}: {refused}; event dropped", hook.name),
@@ -83,7 +84,7 @@ fn xadd(ctx: &Context, hook: &str, args: &[String]) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result: CallResult = ctx.call_ext("XADD", &options, args.as_slice());
     if let Err(e) = result {
-        stats::HOOK_ERRORS.inc();
+        stats::of(SourceId::DEFAULT).hook_errors.inc();
         log_failure(
             ctx,
             &format!(
@@ -117,7 +118,7 @@ fn defer(ctx: &Context, hook: String, args: Vec<String>) {
     let mut deferred = DEFERRED.lock().unwrap();
     if deferred.len() >= MAX_DEFERRED {
         drop(deferred);
-        stats::HOOK_ERRORS.inc();
+        stats::of(SourceId::DEFAULT).hook_errors.inc();
         log_failure(
             ctx,
             &format!(

@@ -11,12 +11,13 @@
 use crate::config::current;
 use crate::error::Error;
 use crate::error::panic::{catch, catch_result};
+use crate::model::source::SourceId;
 use crate::redis::args::Args;
 use crate::redis::blocking::{self, Blocked, Unblocked};
 use crate::requests::reply::{self, Reply};
 use crate::requests::tracked::{self, Timing};
 use crate::stats::Tracked;
-use crate::stats::stages::{self, Stage};
+use crate::stats::{self, stages::Stage};
 use redis_module::Context;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -276,6 +277,7 @@ impl Answer {
             return;
         };
         let us = |from: Instant, to: Instant| to.saturating_duration_since(from).as_micros() as u64;
+        let stats = stats::of(SourceId::DEFAULT);
         for (stage, took) in [
             (Stage::Queue, self.timing.queued.as_micros() as u64),
             (Stage::Postgres, self.timing.postgres.as_micros() as u64),
@@ -284,7 +286,7 @@ impl Answer {
             (Stage::Reply, us(filled, replied)),
             (Stage::Total, us(self.blocked_at, replied)),
         ] {
-            stages::record(stage, took);
+            stats.stages.record(stage, took);
         }
     }
 }
