@@ -94,11 +94,12 @@ impl SilentProxy {
         silenced
     }
 
-    /// The module arguments of `pg`, pointed at this proxy.
-    pub fn module_args(&self, pg: &super::Pg) -> Vec<String> {
+    /// The module arguments of `pg`, pointed at this proxy, then `extra`.
+    pub fn module_args(&self, pg: &super::Pg, extra: &[&str]) -> Vec<String> {
         let mut args = pg.module_args();
         let at = args.iter().position(|a| a == "pg_port").unwrap() + 1;
         args[at] = self.port.to_string();
+        args.extend(extra.iter().map(|a| a.to_string()));
         args
     }
 }

@@ -636,8 +636,7 @@ fn watched_users_behind(extra: &[&str]) -> (Pg, SilentProxy, Redis) {
     pg.execute(&format!("{USERS_SQL} {TRIGGER_SQL}"));
     pg.execute("SELECT pgcache_watch('users')");
     let proxy = SilentProxy::start(pg.port);
-    let mut args = proxy.module_args(&pg);
-    args.extend(extra.iter().map(|a| a.to_string()));
+    let args = proxy.module_args(&pg, extra);
     let redis = Redis::start(&args);
     (pg, proxy, redis)
 }

@@ -435,9 +435,9 @@ fn a_loop_connection_postgresql_went_silent_on_is_closed_though_no_other_miss_co
     let pg = Pg::start();
     pg.execute(ITEMS_SQL);
     let proxy = SilentProxy::start(pg.port);
-    let mut args = proxy.module_args(&pg);
-    args.extend(
-        [
+    let args = proxy.module_args(
+        &pg,
+        &[
             "loop_connections",
             "1",
             "statement_timeout_ms",
@@ -446,8 +446,7 @@ fn a_loop_connection_postgresql_went_silent_on_is_closed_though_no_other_miss_co
             "60000",
             "listen",
             "no",
-        ]
-        .map(String::from),
+        ],
     );
     let redis = Redis::start(&args);
     let mut con = redis.connection();
@@ -485,9 +484,9 @@ fn a_loop_connection_opened_across_a_new_statement_timeout_is_retired() {
     let pg = Pg::start();
     pg.execute(ITEMS_SQL);
     let proxy = SilentProxy::start(pg.port);
-    let mut args = proxy.module_args(&pg);
-    args.extend(
-        [
+    let args = proxy.module_args(
+        &pg,
+        &[
             "loop_connections",
             "0",
             "statement_timeout_ms",
@@ -496,8 +495,7 @@ fn a_loop_connection_opened_across_a_new_statement_timeout_is_retired() {
             "20000",
             "listen",
             "no",
-        ]
-        .map(String::from),
+        ],
     );
     let redis = Redis::start(&args);
     let mut con = redis.connection();

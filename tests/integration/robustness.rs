@@ -642,17 +642,16 @@ fn pool_connections_that_go_silent_are_given_up_and_replaced() {
     let pg = Pg::start();
     pg.execute(USERS_SQL);
     let proxy = SilentProxy::start(pg.port);
-    let mut args = proxy.module_args(&pg);
-    args.extend(
-        [
+    let args = proxy.module_args(
+        &pg,
+        &[
             "statement_timeout_ms",
             "1000",
             "request_timeout_ms",
             "2000",
             "listen",
             "no",
-        ]
-        .map(String::from),
+        ],
     );
     let redis = Redis::start(&args);
     let mut con = redis.connection();
@@ -687,17 +686,16 @@ fn a_connection_slower_to_open_than_requests_wait_is_kept_and_postgres_not_calle
     // away, say).
     let proxy = SilentProxy::start(pg.port);
     proxy.delay_new_connections(Duration::from_millis(1500));
-    let mut args = proxy.module_args(&pg);
-    args.extend(
-        [
+    let args = proxy.module_args(
+        &pg,
+        &[
             "request_timeout_ms",
             "200",
             "pg_connect_timeout_ms",
             "5000",
             "listen",
             "no",
-        ]
-        .map(String::from),
+        ],
     );
     let redis = Redis::start(&args);
     let mut con = redis.connection();
@@ -731,9 +729,9 @@ fn only_one_connection_is_opened_past_its_requests_deadline_at_a_time() {
     // PostgreSQL accepts so slowly that every connect outlives the request that started it.
     let proxy = SilentProxy::start(pg.port);
     proxy.delay_new_connections(Duration::from_millis(5000));
-    let mut args = proxy.module_args(&pg);
-    args.extend(
-        [
+    let args = proxy.module_args(
+        &pg,
+        &[
             "request_timeout_ms",
             "200",
             "pg_connect_timeout_ms",
@@ -742,8 +740,7 @@ fn only_one_connection_is_opened_past_its_requests_deadline_at_a_time() {
             "4",
             "listen",
             "no",
-        ]
-        .map(String::from),
+        ],
     );
     let redis = Redis::start(&args);
     let mut con = redis.connection();

@@ -105,16 +105,11 @@ fn the_replication_connection_checks_the_certificate_as_the_pool_does() {
     wait_for("the replication stream", Duration::from_secs(20), || {
         (stats_figure(&mut con, "listener_connected") == 1).then_some(())
     });
-    let encrypted: bool = pg
-        .superuser()
-        .query_one(
-            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-             WHERE a.application_name = 'pgcache-replication'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert!(encrypted, "the walsender's session is encrypted");
+    assert_eq!(
+        encrypted_sessions(&pg, "pgcache-replication"),
+        [true],
+        "the walsender's session is encrypted"
+    );
     read_until_cached(&mut con, "users", r#"{"id":7}"#);
     pg.execute("UPDATE users SET name = 'x' WHERE id = 7");
     wait_gone(&mut con, r#"pg_cache:users:{"id":7}"#);
@@ -187,16 +182,23 @@ fn misses_from_the_event_loop_go_over_tls() {
         let got = json(&query(&mut con, sql, &[from.to_string().as_str()]).unwrap());
         assert_eq!(got, oracle(&mut direct, from), "from {from}");
     }
-    let encrypted: Vec<bool> = pg
-        .superuser()
+    assert_eq!(
+        encrypted_sessions(&pg, "pgcache-loop"),
+        [true],
+        "the loop's one session is encrypted"
+    );
+}
+
+/// Whether each session of `application` is encrypted, as PostgreSQL reports it.
+fn encrypted_sessions(pg: &Pg, application: &str) -> Vec<bool> {
+    pg.superuser()
         .query(
             "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-             WHERE a.application_name = 'pgcache-loop'",
-            &[],
+             WHERE a.application_name = $1",
+            &[&application],
         )
         .unwrap()
         .iter()
         .map(|row| row.get(0))
-        .collect();
-    assert_eq!(encrypted, [true], "the loop's one session is encrypted");
+        .collect()
 }
