@@ -157,7 +157,18 @@ fn listed(statement: &Statement) -> Reply {
             "mean_result_bytes".into(),
             count(statement.figures.result_bytes.get() / misses.max(1)),
         ),
+        ("misses_from".into(), Reply::Bulk(misses_from(statement))),
     ])
+}
+
+/// Where its misses go to PostgreSQL from: the event loop, or the workers and why.
+fn misses_from(statement: &Statement) -> String {
+    let why = match statement.figures.kept_off_the_loop() {
+        _ if current::of(SourceId::DEFAULT).loop_connections() == 0 => "loop_connections is 0",
+        Some(why) => why,
+        None => return "event loop".into(),
+    };
+    format!("workers: {why}")
 }
 
 /// Each result column as `[name, type]`, in the result's order.

@@ -182,11 +182,20 @@ impl Figures {
         self.run_us.store(average, Ordering::Relaxed);
     }
 
-    /// Whether its last result was small enough for the event loop to read (`cache::onloop`):
-    /// a larger one is read, decoded and copied on a worker, off the event loop.
-    pub fn small_results(&self) -> bool {
-        self.last_result_bytes.load(Ordering::Relaxed) <= LOOP_MOST_BYTES
-            && !self.too_large_for_loop.load(Ordering::Relaxed)
+    /// Why its misses go to the workers instead of out from the event loop (`cache::onloop`),
+    /// or None: a large result is read, decoded and copied on a worker, off the event loop,
+    /// and a slow run would hold up the misses pipelined behind it on a loop connection.
+    /// PGCACHE.QUERIES shows the reason.
+    pub fn kept_off_the_loop(&self) -> Option<&'static str> {
+        if self.too_large_for_loop.load(Ordering::Relaxed) {
+            Some("a row of one of its results was longer than the event loop reads (64 MiB)")
+        } else if self.last_result_bytes.load(Ordering::Relaxed) > LOOP_MOST_BYTES {
+            Some("its last result was over 256 KiB")
+        } else if !self.pipelines() {
+            Some("its runs take over 2 ms on average")
+        } else {
+            None
+        }
     }
 
     /// Whether its runs may share a round trip with other statements' (`worker::pipeline`).

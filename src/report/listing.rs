@@ -85,6 +85,12 @@ pub fn all() -> Vec<(String, Reply)> {
                     "passed_through".to_string(),
                     Reply::Int(t.pass_through.passed() as i64),
                 ),
+                (
+                    "rows_too_long_for_loop".to_string(),
+                    Reply::Int(i64::from(
+                        t.large_rows.load(std::sync::atomic::Ordering::Relaxed),
+                    )),
+                ),
             ];
             figures.extend(latency_figures(t.latency.summary()));
             (t.name.clone(), Reply::Map(figures))

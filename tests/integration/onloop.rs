@@ -229,6 +229,7 @@ fn a_row_too_long_for_the_loop_sends_its_table_s_and_statement_s_misses_to_the_w
     );
     // The table learned on a worker; then a miss of it goes out from the loop.
     read(&mut con, "docs", r#"{"id":1}"#).unwrap().unwrap();
+    assert_eq!(docs_figure(&mut con, "rows_too_long_for_loop"), 0);
     let on_loop = stats_figure(&mut con, "misses_on_loop");
     assert_eq!(read(&mut con, "docs", r#"{"id":9}"#).unwrap(), None);
     assert_eq!(stats_figure(&mut con, "misses_on_loop"), on_loop + 1);
@@ -245,6 +246,11 @@ fn a_row_too_long_for_the_loop_sends_its_table_s_and_statement_s_misses_to_the_w
     assert_eq!(json(&row)["body"].as_str().map(str::len), Some(67_200_000));
     assert_eq!(read(&mut con, "docs", r#"{"id":8}"#).unwrap(), None);
     assert_eq!(stats_figure(&mut con, "misses_on_loop"), on_loop);
+    assert_eq!(
+        docs_figure(&mut con, "rows_too_long_for_loop"),
+        1,
+        "STATS says why"
+    );
     // Other tables' misses still go out from the loop.
     let row = read(&mut con, "items", r#"{"id":77}"#).unwrap().unwrap();
     assert_eq!(json(&row)["id"], 77);
@@ -257,6 +263,7 @@ fn a_row_too_long_for_the_loop_sends_its_table_s_and_statement_s_misses_to_the_w
     let on_loop = stats_figure(&mut con, "misses_on_loop");
     assert_eq!(query(&mut con, by_id, &["11"]).unwrap(), "[]");
     assert_eq!(stats_figure(&mut con, "misses_on_loop"), on_loop + 1);
+    assert_eq!(misses_from(&mut con, by_id), "event loop");
     assert!(query(&mut con, by_id, &["2"]).unwrap().len() > 67_200_000);
     misses_until(&stack, &mut con, "the loop's connection again", |pids| {
         pids.len() == 1
@@ -265,6 +272,28 @@ fn a_row_too_long_for_the_loop_sends_its_table_s_and_statement_s_misses_to_the_w
     assert_eq!(query(&mut con, by_id, &["12"]).unwrap(), "[]");
     assert!(query(&mut con, by_id, &["3"]).unwrap().len() > 67_200_000);
     assert_eq!(stats_figure(&mut con, "misses_on_loop"), on_loop);
+    let from = misses_from(&mut con, by_id);
+    assert!(
+        from.starts_with("workers: a row of one of its results"),
+        "{from}"
+    );
+}
+
+/// The docs table's figure `name` in PGCACHE.STATS.
+fn docs_figure(con: &mut redis::Connection, name: &str) -> i64 {
+    let stats = map_reply(con, "PGCACHE.STATS");
+    figure(&nested(&nested(&stats["tables"])["docs"]), name)
+}
+
+/// Where PGCACHE.QUERIES says the misses of `sql` go from.
+fn misses_from(con: &mut redis::Connection, sql: &str) -> String {
+    let listed: Vec<redis::Value> = redis::cmd("PGCACHE.QUERIES").query(con).unwrap();
+    let line = listed
+        .iter()
+        .map(nested)
+        .find(|m| redis::from_redis_value::<String>(m["statement"].clone()).unwrap() == sql)
+        .expect("the statement is listed");
+    redis::from_redis_value(line["misses_from"].clone()).unwrap()
 }
 
 #[test]

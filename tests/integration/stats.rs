@@ -68,7 +68,7 @@ fn counters_histograms_info_and_reset() {
     let table_line = info_value(&mut con, "pgcache", "pgcache_table_users").unwrap();
     assert!(
         table_line.starts_with(
-            "calls=7,hits=3,misses=3,pass_through=0,passed_through=0,timed_calls=5,avg_us="
+            "calls=7,hits=3,misses=3,pass_through=0,passed_through=0,rows_too_long_for_loop=0,timed_calls=5,avg_us="
         ),
         "{table_line}"
     );

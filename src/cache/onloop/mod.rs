@@ -11,8 +11,8 @@
 //! unblocks its client. Nothing here waits: connections are opened, authenticated and
 //! TLS-negotiated on a thread of their own (`opener`) and handed over.
 //!
-//! What stays with the workers: statements that run long (`Figures::pipelines`) or answered
-//! large (`Figures::small_results`; a row past the wire's cap breaks its connection once and
+//! What stays with the workers: statements that run long or answered large
+//! (`Figures::kept_off_the_loop`, which PGCACHE.QUERIES shows; a row past the wire's cap breaks its connection once and
 //! marks the statement, or the table's lookups, `Job::answered_too_large`), READs and
 //! MULTIREADs of a view, MULTIREADs of more than 128 keys, a job
 //! whose answer needs a connection to run something again (`Pipelined::needs_worker`), jobs
@@ -76,16 +76,16 @@ pub fn look_after() {
 
 /// Sends `run` from the event loop when a connection can take it, else to a worker
 /// (`worker::submit_run`, whose refusals stand). `pipelines`: the statement's runs are
-/// quick (a slow one would hold up those behind it on the connection); `small_results`:
-/// its last result was small (a large one is decoded and copied on a worker).
+/// quick, and may share a worker's round trip; `on_loop`: its figures let it go out from
+/// the event loop (`Figures::kept_off_the_loop`: quick runs, small results).
 pub fn submit_run(
     ctx: &Context,
     checked: MayWait,
     run: Box<dyn Pipelined>,
     pipelines: bool,
-    small_results: bool,
+    on_loop: bool,
 ) -> Reply {
-    if !pipelines || !small_results || worker::hold::active() || !fleet::takes_a_job() {
+    if !on_loop || worker::hold::active() || !fleet::takes_a_job() {
         return worker::submit_run(ctx, checked, run, pipelines);
     }
     blocked(ctx, |client, deadline| {

@@ -102,7 +102,7 @@ fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Opti
         return Reply::Blocked;
     };
     let pipelines = statement.figures.pipelines();
-    let small_results = statement.figures.small_results();
+    let on_loop = statement.figures.kept_off_the_loop().is_none();
     let job = StatementRun {
         id,
         statement,
@@ -112,7 +112,7 @@ fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Opti
         taken: !joins,
     };
     // Refused (a full queue), the job is dropped, and its entry with it (`Drop`).
-    onloop::submit_run(ctx, checked, Box::new(job), pipelines, small_results)
+    onloop::submit_run(ctx, checked, Box::new(job), pipelines, on_loop)
 }
 
 /// A statement's queued run: its own miss's parameters, then those of the misses that
