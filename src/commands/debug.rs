@@ -3,6 +3,8 @@
 //! otherwise a matter of timing:
 //! - `PANIC MAIN|WORKER|REPLY`: a panic anywhere becomes an error reply; `PANIC TIMER`: a
 //!   panic in a callback Redis makes (a timer) is logged, and the server carries on;
+//!   `PANIC SEND`: the event loop's next send of misses panics, and its misses are still
+//!   answered (by the workers);
 //! - `FILLS HOLD|RELEASE|HELD`: hold fetched rows on the workers until RELEASE or their
 //!   request's deadline (HELD counts them), so an invalidation can be made to arrive while a
 //!   fill is in flight; `FILLS STALL` holds them, and every other answer a worker hands
@@ -15,6 +17,7 @@
 //!   and what the change feed hands over waits, as it does behind a main thread that fell
 //!   behind (a long script), so the backlog's bound can be passed on any machine.
 
+use crate::cache::onloop;
 use crate::cache::worker::{self, hold};
 use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::error::Error;
@@ -40,7 +43,7 @@ pub static DEBUG: Command = Command {
     ]),
 };
 
-const USAGE: &str = "usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY|TIMER | \
+const USAGE: &str = "usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY|TIMER|SEND | \
                      FILLS HOLD|STALL|RELEASE|HELD | PIPELINE ALWAYS|MEASURED | \
                      INVALIDATIONS HOLD|RELEASE";
 
@@ -103,6 +106,10 @@ fn panic_in(ctx: &Context, place: &[u8]) -> Reply {
         ),
         b"TIMER" => {
             PANICKING_TASK.request();
+            Reply::Ok
+        }
+        b"SEND" => {
+            onloop::panic_next_send();
             Reply::Ok
         }
         _ => Error::invalid(USAGE).into(),

@@ -377,16 +377,12 @@ fn unfollowed_ddl_is_seen_by_every_connection(extra: &[&str]) {
     }
 }
 
+/// Every miss from a worker, on two connections each prepares statements on.
+const WORKERS_ONLY: &[&str] = &["loop_connections", "0", "workers", "2", "pool_size", "2"];
+
 #[test]
 fn without_the_ddl_trigger_the_workers_answer_as_a_fresh_call_would() {
-    unfollowed_ddl_is_seen_by_every_connection(&[
-        "loop_connections",
-        "0",
-        "workers",
-        "2",
-        "pool_size",
-        "2",
-    ]);
+    unfollowed_ddl_is_seen_by_every_connection(WORKERS_ONLY);
 }
 
 #[test]
@@ -446,14 +442,7 @@ fn a_shadowing_table_is_read_by_every_connection(extra: &[&str]) {
 
 #[test]
 fn a_table_that_comes_to_shadow_another_is_read_by_the_workers_connections() {
-    a_shadowing_table_is_read_by_every_connection(&[
-        "loop_connections",
-        "0",
-        "workers",
-        "2",
-        "pool_size",
-        "2",
-    ]);
+    a_shadowing_table_is_read_by_every_connection(WORKERS_ONLY);
 }
 
 #[test]

@@ -555,3 +555,38 @@ fn a_loop_connection_opened_across_a_new_statement_timeout_is_retired() {
         3
     );
 }
+
+#[test]
+fn a_panic_while_the_event_loop_sends_misses_leaves_them_to_the_workers() {
+    let stack = loop_stack("1");
+    let mut con = stack.con();
+    warm_up(&stack, &mut con, 1);
+    read(&mut con, "items", r#"{"id":1}"#).unwrap();
+    let to_workers = stats_figure(&mut con, "misses_loop_to_workers");
+    let mut pg = stack.pg.client();
+    debug(&mut con, "PANIC", "SEND");
+    // The miss was queued for the loop when its send panicked: the workers answer it (a
+    // dropped job would leave its client waiting for the 30 s request timeout, then an
+    // error).
+    let got = read(&mut con, "items", r#"{"id":2}"#).unwrap();
+    assert_eq!(got.map(|g| json(&g)), item_row(&mut pg, 2));
+    assert_eq!(
+        stats_figure(&mut con, "misses_loop_to_workers") - to_workers,
+        1
+    );
+    assert!(
+        stack
+            .redis
+            .log()
+            .contains("panic while sending misses from the event loop")
+    );
+    // The loop goes on sending the next misses itself.
+    let on_loop = stats_figure(&mut con, "misses_on_loop");
+    let got = read(&mut con, "items", r#"{"id":3}"#).unwrap();
+    assert_eq!(got.map(|g| json(&g)), item_row(&mut pg, 3));
+    assert_eq!(stats_figure(&mut con, "misses_on_loop") - on_loop, 1);
+    assert_eq!(
+        stats_figure(&mut con, "misses_loop_to_workers") - to_workers,
+        1
+    );
+}

@@ -27,6 +27,8 @@ use crate::stats;
 use redis_module::Context;
 use redis_module::logging::log_warning;
 use std::cell::RefCell;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Jobs in flight on one connection at most: PostgreSQL runs them one after another, so the
@@ -76,12 +78,25 @@ thread_local! {
     static FLEET: RefCell<Fleet> = RefCell::new(Fleet::default());
 }
 
-/// Runs `f` on the fleet, then what it ended.
+/// Runs `f` on the fleet, then what it ended. Also when `f` panics: what it had ended by
+/// then is still ended (its clients answered, its jobs handed to the workers) before the
+/// panic goes on to the callback's own containment; dropped, their clients would wait for
+/// their request timeout.
 fn with<R>(f: impl FnOnce(&mut Fleet, &mut Ends) -> R) -> R {
     let mut ends = Ends::default();
-    let result = FLEET.with(|fleet| f(&mut fleet.borrow_mut(), &mut ends));
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        FLEET.with(|fleet| f(&mut fleet.borrow_mut(), &mut ends))
+    }));
     ends.run();
-    result
+    result.unwrap_or_else(|panic| resume_unwind(panic))
+}
+
+/// `PGCACHE.DEBUG PANIC SEND`: the event loop's next send of misses panics before any goes
+/// out, to show its jobs still reach the workers.
+static PANIC_NEXT_SEND: AtomicBool = AtomicBool::new(false);
+
+pub fn panic_next_send() {
+    PANIC_NEXT_SEND.store(true, Ordering::Relaxed);
 }
 
 pub fn start(settings: &PgSettings) -> Result<(), Error> {
@@ -140,10 +155,17 @@ pub fn queue_lookup(lookup: Lookup) {
 /// Sends this turn's jobs, each on the connection with the fewest in flight.
 pub fn flush() {
     with(|f, ends| {
-        for mut job in std::mem::take(&mut f.turn) {
-            let Some(looped) = f.least_busy() else {
-                ends.unsent.push(job);
-                continue;
+        // The turn waits among the unsent until each job is sent: a panic on the way leaves
+        // the rest to the workers. Reversed, so that popping sends them in their order.
+        ends.unsent = std::mem::take(&mut f.turn);
+        ends.unsent.reverse();
+        if PANIC_NEXT_SEND.swap(false, Ordering::Relaxed) {
+            panic!("PGCACHE.DEBUG panic while sending misses from the event loop");
+        }
+        // Once no connection has room, none will in this turn: the rest stay unsent.
+        while let Some(looped) = f.least_busy() {
+            let Some(mut job) = ends.unsent.pop() else {
+                break;
             };
             job.picked();
             looped.conn.follow_catalog(prepared::catalog());
@@ -167,6 +189,7 @@ pub fn flush() {
                 looped.flights.push_back(flight);
             }
         }
+        ends.unsent.reverse();
         for slot in &mut f.slots {
             if let Some(Err(why)) = slot.as_mut().map(Looped::write_out) {
                 ends.closed(slot.take().expect("the slot written to"), &why);

@@ -61,6 +61,11 @@ pub fn may_stop() -> Result<(), Error> {
     fleet::may_stop()
 }
 
+/// `PGCACHE.DEBUG PANIC SEND`: the next send of misses panics before any goes out.
+pub fn panic_next_send() {
+    fleet::panic_next_send();
+}
+
 /// At unload, after the workers stopped (no client is blocked, so nothing is in flight):
 /// every connection leaves the event loop and closes.
 pub fn stop() {
