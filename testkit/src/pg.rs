@@ -206,6 +206,89 @@ impl Pg {
         pg
     }
 
+    /// A hot standby of this server: a base backup streamed from it, started on its own
+    /// port with the same server arguments, replaying this server's log as it comes (its
+    /// roles, databases and rows are this server's; it refuses writes).
+    pub fn start_standby(&self) -> Pg {
+        let dir = temp_dir("standby");
+        chown_for_pg(&dir);
+        let data = dir.join("data");
+        let out = as_pg_user(&mut Command::new(pg_bin("pg_basebackup")))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg("-D")
+            .arg(&data)
+            // -R: standby.signal and a primary_conninfo (with the password given here).
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .env("PGPASSWORD", SUPERUSER_PASSWORD)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut standby = Pg {
+            port: 0,
+            dir,
+            child: None,
+            server_args: self.server_args.clone(),
+        };
+        standby.launch();
+        standby
+    }
+
+    /// How far this server's log goes: inserted (a primary; with `synchronous_commit=off` the
+    /// written position may trail a commit) or replayed (a standby).
+    pub fn log_position(&self) -> u64 {
+        let text: String = self
+            .superuser()
+            .query_one(
+                "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                         ELSE pg_current_wal_insert_lsn() END)::text",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        lsn(&text)
+    }
+
+    /// A standby: stops replaying its primary's log (it keeps receiving it), and returns
+    /// once replay is paused.
+    pub fn pause_replay(&self) {
+        let mut admin = self.superuser();
+        admin.batch_execute("SELECT pg_wal_replay_pause()").unwrap();
+        wait_for("replay to pause", Duration::from_secs(30), || {
+            let state: String = admin
+                .query_one("SELECT pg_get_wal_replay_pause_state()", &[])
+                .unwrap()
+                .get(0);
+            (state == "paused").then_some(())
+        });
+    }
+
+    /// A standby: replays again.
+    pub fn resume_replay(&self) {
+        self.superuser()
+            .batch_execute("SELECT pg_wal_replay_resume()")
+            .unwrap();
+    }
+
+    /// A standby: waits until it has replayed its primary's log through `position`.
+    pub fn wait_replayed(&self, position: u64) {
+        wait_for(
+            &format!("the standby to replay through {position:#x}"),
+            Duration::from_secs(60),
+            || (self.log_position() >= position).then_some(()),
+        );
+    }
+
     /// Starts the server process on `port`, its output going to `log_name` in its directory.
     fn spawn_postgres(&mut self, port: u16, log_name: &str) {
         let log = std::fs::File::create(self.dir.join(log_name)).unwrap();

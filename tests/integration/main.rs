@@ -34,6 +34,7 @@ mod restart;
 mod robustness;
 mod slowlog;
 mod staleness;
+mod standbys;
 mod stats;
 mod tls;
 mod write;
