@@ -24,6 +24,7 @@ mod stall;
 mod stats;
 
 use error::Error;
+use model::source::SourceId;
 use redis_module::{Context, RedisString, Status, redis_module};
 use std::time::Duration;
 
@@ -70,7 +71,8 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 /// Loads the module, step by step; what failed, as the log should say it.
 fn start(ctx: &Context, args: &[RedisString]) -> Result<(), Error> {
     let settings = load_settings(args)?;
-    let pool = pg::pool::Pool::new(settings.pg.clone(), settings.pool_size)
+    let circuit = pg::circuit::of(SourceId::DEFAULT);
+    let pool = pg::pool::Pool::new(settings.pg.clone(), settings.pool_size, circuit)
         .map(std::sync::Arc::new)
         .map_err(|e| Error::invalid(format!("cannot set up TLS to PostgreSQL: {e}")))?;
     register_commands(ctx, settings.debug_commands)?;

@@ -80,7 +80,7 @@ pub fn stats(ctx: &Context, args: &[&[u8]]) -> Reply {
 const QUEUE_SATURATION_PROBLEM: f64 = 0.8;
 
 pub fn health(ctx: &Context, _args: &[&[u8]]) -> Reply {
-    if let Some(refusal) = crate::pg::circuit::refusal() {
+    if let Some(refusal) = crate::pg::circuit::of(SourceId::DEFAULT).refusal() {
         // A known outage: the prober checks PostgreSQL; nobody else waits for it.
         let mut report = health_report(Some(Err(Error::postgres(refusal))));
         let at = report.len() - 1;
@@ -366,7 +366,7 @@ fn invalidation_source(
 
 /// The circuit to PostgreSQL: closed, or open since when and why.
 fn circuit_report() -> String {
-    match crate::pg::circuit::outage() {
+    match crate::pg::circuit::of(SourceId::DEFAULT).outage() {
         None => "closed".to_string(),
         Some(outage) => format!(
             "open for {:.1} s: {}",
@@ -390,7 +390,7 @@ fn freshness_report(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
     let bound = settings.max_staleness_ms();
     let served = freshness::vouched_now(bound);
     let stale_served = !served
-        && crate::pg::circuit::open()
+        && crate::pg::circuit::of(SourceId::DEFAULT).open()
         && freshness::vouched_now(settings.stale_if_error_ms());
     if stale_served {
         problems.push(format!(

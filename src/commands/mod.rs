@@ -231,7 +231,8 @@ impl ReadOptions {
     /// `read` past the freshness bound `bound`.
     #[cold]
     fn unvouched(&self, bound: i64) -> Result<Read> {
-        if !circuit::open() {
+        let circuit = circuit::of(SourceId::DEFAULT);
+        if !circuit.open() {
             stats::of(SourceId::DEFAULT).bypassed_stale.inc();
             return Ok(Read::Unvouched);
         }
@@ -241,7 +242,9 @@ impl ReadOptions {
             .after
             .filter(|&lsn| !invalidation::applied_through(lsn))
         {
-            let why = circuit::refusal().unwrap_or_else(|| "PostgreSQL unavailable".into());
+            let why = circuit
+                .refusal()
+                .unwrap_or_else(|| "PostgreSQL unavailable".into());
             return Err(Error::postgres(format!(
                 "{why}; the cache has not applied the log through AFTER's position {lsn}, so \
                  no cached row is served (without AFTER, hits are served within \
@@ -254,7 +257,7 @@ impl ReadOptions {
         };
         if freshness::vouched(cap) {
             stats::of(SourceId::DEFAULT).served_stale.inc();
-            if circuit::first_stale_hit() {
+            if circuit.first_stale_hit() {
                 ANNOUNCE_STALE.request();
             }
             return Ok(Read::Cached);
@@ -263,7 +266,9 @@ impl ReadOptions {
             || "no change feed has vouched for the cache yet".to_string(),
             |age| format!("the cache may be {} ms behind", age.as_millis()),
         );
-        let why = circuit::refusal().unwrap_or_else(|| "PostgreSQL unavailable".into());
+        let why = circuit
+            .refusal()
+            .unwrap_or_else(|| "PostgreSQL unavailable".into());
         Err(Error::postgres(format!(
             "{why}; {age}, more than {} allows ({cap} ms), so no cached row is served",
             if self.max_stale.is_some() {
@@ -278,7 +283,10 @@ impl ReadOptions {
 /// Announces on the event channel, once per outage, that hits are served past
 /// `max_staleness_ms` (run after the command: the event is not the reply's business).
 static ANNOUNCE_STALE: Task = Task::new("announcing stale hits", |ctx| {
-    let reason = circuit::outage().map(|o| o.reason).unwrap_or_default();
+    let reason = circuit::of(SourceId::DEFAULT)
+        .outage()
+        .map(|o| o.reason)
+        .unwrap_or_default();
     let age_ms = freshness::age().map_or(0, |age| age.as_millis() as u64);
     ctx.log_warning(&format!(
         "pgcache: PostgreSQL cannot be reached ({reason}); hits are served up to \

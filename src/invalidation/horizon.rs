@@ -60,7 +60,7 @@ pub fn stop() {
         let _ = handle.join();
     }
     freshness::untrack();
-    circuit::reset();
+    circuit::of(SourceId::DEFAULT).reset();
 }
 
 /// What a probe can take a mark from now.
@@ -97,6 +97,7 @@ fn feed() -> Feed {
 }
 
 fn run(pool: &Pool, channel: &str) {
+    let circuit = circuit::of(SourceId::DEFAULT);
     let mut connection: Option<Connection> = None;
     let mut heartbeat = 0u64;
     let mut failures = 0u32;
@@ -120,7 +121,7 @@ fn run(pool: &Pool, channel: &str) {
             // Without a feed to probe, PostgreSQL is still checked while the feed is down
             // (the first sign of an outage) and during an outage (only a probe closes the
             // circuit).
-            Feed::Off | Feed::Stalled if feed == Feed::Stalled || circuit::open() => {
+            Feed::Off | Feed::Stalled if feed == Feed::Stalled || circuit.open() => {
                 with_connection(pool, &mut connection, |c| {
                     c.batch_execute("SELECT 1").map_err(|e| e.to_string())
                 })
@@ -130,7 +131,7 @@ fn run(pool: &Pool, channel: &str) {
         match probed {
             Ok(()) => {
                 failures = 0;
-                circuit::succeeded();
+                circuit.succeeded();
             }
             // A probe that failed opens the circuit only as the pool judges it (a refused or
             // timed-out connect; silence while no other connection is answered either): a

@@ -146,7 +146,7 @@ pub fn gauges() -> Vec<Gauge> {
         int(
             "postgres_circuit_open",
             "1 while PostgreSQL is known to be unreachable: requests that need it fail at once, and one probe at a time checks it.",
-            u8::from(crate::pg::circuit::open()),
+            u8::from(crate::pg::circuit::of(SourceId::DEFAULT).open()),
         ),
         int(
             "hits_served",

@@ -550,7 +550,7 @@ pub fn may_wait(ctx: &Context) -> Result<MayWait, Reply> {
         return Err(Reply::Error(refusal));
     }
     // A known outage: no client waits for PostgreSQL's timeout.
-    if let Some(refusal) = crate::pg::circuit::refusal() {
+    if let Some(refusal) = crate::pg::circuit::of(SourceId::DEFAULT).refusal() {
         crate::stats::of(SourceId::DEFAULT).refused_outage.inc();
         return Err(Reply::Error(Error::postgres(refusal)));
     }
