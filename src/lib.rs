@@ -110,7 +110,7 @@ fn load_settings(args: &[RedisString]) -> Result<config::Settings, Error> {
         ));
     }
     module::parameters::init(&settings)?;
-    pg::schema::clear_cache();
+    pg::schema::of(SourceId::DEFAULT).clear();
     Ok(settings)
 }
 
@@ -206,7 +206,7 @@ fn deinit(ctx: &Context) -> Status {
     report::metrics::stop();
     invalidation::deinit();
     redis::main_thread::deinit();
-    pg::schema::clear_cache();
+    pg::schema::of(SourceId::DEFAULT).clear();
     // Loaded again, the module may find entries stored while it was away.
     cache::emptied::forget_all();
     // Loaded again, the module learns its statements afresh, under that load's settings (the

@@ -241,7 +241,7 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     out.push(("queue_saturation".to_string(), Reply::Double(saturation)));
     out.push((
         "table_spellings".to_string(),
-        Reply::Int(schema::remembered() as i64),
+        Reply::Int(schema::of(SourceId::DEFAULT).remembered() as i64),
     ));
     out.extend(listing::gauges());
     let config = crate::module::parameters::effective()

@@ -333,17 +333,18 @@ pub fn with_schema<F>(ctx: &Context, table_arg: &[u8], then: F) -> Reply
 where
     F: FnOnce(&Context, Arc<TableSchema>) -> Reply + Send + 'static,
 {
-    if let Some(schema) = schema::cached(table_arg) {
+    let source = SourceId::DEFAULT;
+    if let Some(schema) = schema::of(source).cached(table_arg) {
         return then(ctx, schema);
     }
-    let table = match schema::admit_arg(table_arg) {
+    let table = match schema::of(source).admit_arg(table_arg) {
         Ok(t) => t,
         Err(e) => return e.into(),
     };
     worker::submit(
         ctx,
         Box::new(move |client| {
-            let schema = schema::resolve(client, &table)?;
+            let schema = schema::of(source).resolve(client, &table)?;
             let completion: Completion = Box::new(move |ctx| then(ctx, schema));
             Ok(completion)
         }),
@@ -357,14 +358,15 @@ pub fn with_key<F>(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], then: F) -> R
 where
     F: FnOnce(&Context, Arc<TableSchema>, CanonicalPk) -> Reply + Send + 'static,
 {
-    if let Some(schema) = schema::cached(table_arg) {
+    let source = SourceId::DEFAULT;
+    if let Some(schema) = schema::of(source).cached(table_arg) {
         match key::canonicalise(pk_arg, &*schema) {
             Ok(pk) if !pk.unconfirmed => return then(ctx, schema, pk),
             Ok(_) => {}
             Err(e) => return e.into(),
         }
     }
-    let table = match schema::admit_arg(table_arg) {
+    let table = match schema::of(source).admit_arg(table_arg) {
         Ok(t) => t,
         Err(e) => return e.into(),
     };
@@ -372,7 +374,7 @@ where
     worker::submit(
         ctx,
         Box::new(move |client| {
-            let schema = schema::resolve(client, &table)?;
+            let schema = schema::of(source).resolve(client, &table)?;
             let pk = key::canonicalise(&pk_arg, &*schema)?;
             let pk = normalise::confirm(client, &schema, pk)?;
             let completion: Completion = Box::new(move |ctx| then(ctx, schema, pk));

@@ -39,9 +39,11 @@ pub fn many(
     // A table not seen yet is resolved first, also for an empty array: a table that does
     // not exist is an error whatever the array holds. A read that must not trust the cache
     // fetches every key, on a worker, as for a table not seen yet.
-    let schema = schema::cached(table_arg).filter(|_| read == Read::Cached);
+    let schema = schema::of(SourceId::DEFAULT)
+        .cached(table_arg)
+        .filter(|_| read == Read::Cached);
     let Some(schema) = schema else {
-        let table = schema::admit_arg(table_arg)?;
+        let table = schema::of(SourceId::DEFAULT).admit_arg(table_arg)?;
         let items: Vec<Vec<u8>> = items.iter().map(|i| i.to_vec()).collect();
         return Ok(all_on_a_worker(ctx, table, items, named, ttl, read));
     };
@@ -150,7 +152,7 @@ fn all_on_a_worker(
     worker::submit(
         ctx,
         Box::new(move |client| {
-            let schema = schema::resolve(client, &table)?;
+            let schema = schema::of(SourceId::DEFAULT).resolve(client, &table)?;
             let keys = canonicalise_all(items.iter().map(Vec::as_slice), &schema)?;
             let keys = normalise::confirm_all(client, &schema, keys)?;
             if let Some(named) = &named {

@@ -7,6 +7,7 @@
 use super::{KeyFrom, Read, count_hit, on_worker, one};
 use crate::cache::{self, Readable};
 use crate::model::key::{self, CanonicalPk};
+use crate::model::source::SourceId;
 use crate::pg::schema;
 use crate::redis::acl;
 use crate::redis::keyspace::Name;
@@ -94,7 +95,7 @@ enum AsSent {
 /// The hit path: no JSON parsing, no locks, no allocation of ours when the client sent the
 /// canonical key of a table seen before.
 fn lookup_canonical(ctx: &Context, table_arg: &[u8], pk_arg: &[u8]) -> AsSent {
-    schema::with_cached(table_arg, |schema| {
+    schema::of(SourceId::DEFAULT).with_cached(table_arg, |schema| {
         let Some(schema) = schema else {
             return AsSent::UnknownTable;
         };
