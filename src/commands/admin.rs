@@ -96,6 +96,7 @@ pub fn health(ctx: &Context, _args: &[&[u8]]) -> Reply {
     }
     worker::submit_probe(
         ctx,
+        SourceId::DEFAULT,
         Box::new(|rtt| {
             Box::new(move |ctx| {
                 let mut report = health_report(Some(rtt));
@@ -190,7 +191,7 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     let source = current::of(SourceId::DEFAULT)
         .listening()
         .then(|| invalidation_source(&mut problems, &mut warnings));
-    let queued = worker::load().map_or(0, |(queued, _)| queued);
+    let queued = worker::queued().unwrap_or(0);
     let capacity = worker::queue_capacity().max(1);
     let saturation = queued as f64 / capacity as f64;
     if saturation > QUEUE_SATURATION_PROBLEM {

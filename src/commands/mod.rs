@@ -343,6 +343,7 @@ where
     };
     worker::submit(
         ctx,
+        source,
         Box::new(move |client| {
             let schema = schema::of(source).resolve(client, &table)?;
             let completion: Completion = Box::new(move |ctx| then(ctx, schema));
@@ -373,6 +374,7 @@ where
     let pk_arg = pk_arg.to_vec();
     worker::submit(
         ctx,
+        source,
         Box::new(move |client| {
             let schema = schema::of(source).resolve(client, &table)?;
             let pk = key::canonicalise(&pk_arg, &*schema)?;

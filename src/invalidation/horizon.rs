@@ -21,10 +21,10 @@ use crate::config::current;
 use crate::model::lsn::Lsn;
 use crate::model::source::SourceId;
 use crate::pg::circuit;
-use crate::pg::pool::{Connection, Pool};
+use crate::pg::pool::{self, Connection, Pool};
 use crate::redis::{clock, main_thread};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -41,13 +41,14 @@ const APPLICATION_NAME: &str = "pgcache-horizon";
 static STOP: AtomicBool = AtomicBool::new(false);
 static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
 
-/// Starts the prober; heartbeats (notify mode) go to `channel`.
-pub fn start(pool: Arc<Pool>, channel: String) -> std::io::Result<()> {
+/// Starts the prober of `source`, on its pool; heartbeats (notify mode) go to `channel`.
+pub fn start(source: SourceId, channel: String) -> std::io::Result<()> {
+    let pool = pool::of(source).map_err(|e| std::io::Error::other(e.message().to_string()))?;
     STOP.store(false, Ordering::SeqCst);
     heartbeat::draw(clock::now_us());
     let handle = std::thread::Builder::new()
         .name("pgcache-horizon".into())
-        .spawn(move || run(&pool, &channel))?;
+        .spawn(move || run(source, &pool, &channel))?;
     *THREAD.lock().unwrap() = Some(handle);
     Ok(())
 }
@@ -96,8 +97,8 @@ fn feed() -> Feed {
     }
 }
 
-fn run(pool: &Pool, channel: &str) {
-    let circuit = circuit::of(SourceId::DEFAULT);
+fn run(source: SourceId, pool: &Pool, channel: &str) {
+    let circuit = circuit::of(source);
     let mut connection: Option<Connection> = None;
     let mut heartbeat = 0u64;
     let mut failures = 0u32;

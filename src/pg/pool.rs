@@ -2,11 +2,15 @@
 //! background threads, so unloading the module leaves nothing running), broken ones are
 //! dropped when returned, and after a failed connect further attempts fail fast for a short
 //! back-off instead of each waiting for its own timeout while PostgreSQL is down.
+//!
+//! Each source has its pool (`of`), made at load and dropped at unload. Its part holds it,
+//! not the threads that use it: a worker borrows the pool of each job's source for that
+//! job, and the change feed and the freshness prober the pool of theirs.
 
 use crate::config::current;
 use crate::config::{PgSettings, SslMode};
 use crate::error::Error;
-use crate::model::source::{PartRef, SourceId};
+use crate::model::source::{PartRef, Parts, SourceId};
 use crate::pg::circuit::Circuit;
 use crate::pg::errors::describe;
 use crate::pg::prepared::{self, Parsing, Prepared};
@@ -18,7 +22,7 @@ use crate::pg::tls;
 use crate::stats;
 use postgres_openssl::MakeTlsConnector;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio_postgres::types::{Kind, ToSql, Type};
 use tokio_postgres::{NoTls, Notification, Row, Statement};
@@ -32,6 +36,31 @@ const SLOW_CONNECT_FAILURE: Duration = Duration::from_millis(100);
 /// How much longer than its statement_timeout a query may go unanswered before the
 /// connection is taken for silent (PostgreSQL itself answers a query at its timeout).
 const SILENCE_MARGIN: Duration = Duration::from_secs(2);
+
+/// Every source's pool while pgcache is loaded; the default source's slot inline.
+static POOLS: Parts<RwLock<Option<Arc<Pool>>>> = Parts::new(RwLock::new(None));
+
+/// Makes `pool` the pool of `source` (at load), dropping any it had.
+pub fn install(source: SourceId, pool: Pool) {
+    *POOLS.of(source).write().unwrap() = Some(Arc::new(pool));
+}
+
+/// Drops the pool of `source` (at unload, once nothing runs on it): its idle connections
+/// close, and a module loaded again makes its own.
+pub fn remove(source: SourceId) {
+    POOLS.of(source).write().unwrap().take();
+}
+
+/// The pool of `source`, lent for a job or a thread's life; an error when there is none
+/// (pgcache is unloading).
+pub fn of(source: SourceId) -> Result<Arc<Pool>, Error> {
+    POOLS
+        .of(source)
+        .read()
+        .unwrap()
+        .clone()
+        .ok_or_else(|| Error::invalid("pgcache is shutting down"))
+}
 
 /// What it takes to open a session: the settings, the TLS set-up and the circuit its
 /// sessions report to, shared by the pool and its connections (a connection found dead on

@@ -79,6 +79,7 @@ pub fn many(
         // fetch, all on the worker (hits above proved their spellings canonical).
         return Ok(worker::submit(
             ctx,
+            schema.source,
             Box::new(move |client| {
                 let keys = normalise::confirm_all(client, &schema, keys)?;
                 if let Some(named) = &named {
@@ -151,6 +152,7 @@ fn all_on_a_worker(
     let db = keyspace::selected_db(ctx);
     worker::submit(
         ctx,
+        SourceId::DEFAULT,
         Box::new(move |client| {
             let schema = schema::of(SourceId::DEFAULT).resolve(client, &table)?;
             let keys = canonicalise_all(items.iter().map(Vec::as_slice), &schema)?;
@@ -205,7 +207,7 @@ pub fn look_up(
 fn fetch_misses(ctx: &Context, batch: Batch) -> Reply {
     // Few enough keys of a table: one statement the event loop sends itself.
     if onloop::takes_many(&batch.schema, &batch.distinct) {
-        let checked = match worker::may_wait(ctx) {
+        let checked = match worker::may_wait(ctx, batch.schema.source) {
             Ok(checked) => checked,
             Err(refusal) => return refusal,
         };
@@ -220,6 +222,7 @@ fn fetch_misses(ctx: &Context, batch: Batch) -> Reply {
     if ranges.len() == 1 {
         return worker::submit(
             ctx,
+            batch.schema.source,
             Box::new(move |client| {
                 let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
                 Ok(batch.complete(rows))
@@ -237,6 +240,7 @@ fn fetch_misses(ctx: &Context, batch: Batch) -> Reply {
         .collect();
     worker::submit_parts(
         ctx,
+        batch.schema.source,
         parts,
         Box::new(move |rows| batch.complete(rows.concat())),
     )

@@ -120,6 +120,7 @@ fn read_groups(
     }
     Ok(worker::submit(
         ctx,
+        SourceId::DEFAULT,
         Box::new(move |client| {
             let mut completions = Vec::with_capacity(pending.len());
             for group in pending {

@@ -96,7 +96,7 @@ pub fn one(
         }
         KeyFrom::Named => None,
     };
-    let checked = match worker::may_wait(ctx) {
+    let checked = match worker::may_wait(ctx, schema.source) {
         Ok(checked) => checked,
         Err(refusal) => return refusal,
     };
@@ -212,6 +212,7 @@ pub fn on_worker(
     let db = keyspace::selected_db(ctx);
     worker::submit_keyed(
         ctx,
+        source,
         Box::new(move |client| {
             let schema = schema::of(source).resolve(client, &table)?;
             let pk = normalise::confirm(client, &schema, key::canonicalise(&pk_arg, &*schema)?)?;
