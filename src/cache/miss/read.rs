@@ -17,6 +17,10 @@ use std::sync::Arc;
 
 /// PGCACHE.READ of `table_arg`'s row `pk_arg` (as the client sent them), kept `ttl` seconds
 /// once fetched.
+///
+/// Inline: READ's hit runs through here, and left to where the crate's code units fall, it
+/// paid a call more (+45 instructions a hit, measured at #53 step 3).
+#[inline]
 pub fn row(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64, read: Read) -> Reply {
     let probed = if read == Read::Cached {
         probe(ctx, table_arg, pk_arg)
