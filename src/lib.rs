@@ -24,6 +24,7 @@ mod stall;
 mod stats;
 
 use error::Error;
+use model::source::SourceId;
 use redis_module::{Context, RedisString, Status, redis_module};
 use std::time::Duration;
 
@@ -70,8 +71,8 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 /// Loads the module, step by step; what failed, as the log should say it.
 fn start(ctx: &Context, args: &[RedisString]) -> Result<(), Error> {
     let settings = load_settings(args)?;
-    let pool = pg::pool::Pool::new(settings.pg.clone(), settings.pool_size)
-        .map(std::sync::Arc::new)
+    let circuit = pg::circuit::of(SourceId::DEFAULT);
+    let pool = pg::pool::Pool::new(settings.pg.clone(), settings.pool_size, circuit)
         .map_err(|e| Error::invalid(format!("cannot set up TLS to PostgreSQL: {e}")))?;
     register_commands(ctx, settings.debug_commands)?;
     // A drain ends with the unload it prepared; a library Redis kept mapped keeps statics.
@@ -82,7 +83,9 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), Error> {
     module::parameters::register(ctx)?;
     report::info::register(ctx);
     module::server_events::subscribe(ctx);
-    start_threads(ctx, &settings, pool)?;
+    // The source's part owns the pool; the threads borrow it from there.
+    pg::pool::install(SourceId::DEFAULT, pool);
+    start_threads(ctx, &settings).inspect_err(|_| pg::pool::remove(SourceId::DEFAULT))?;
     ctx.log_notice(&format!(
         "pgcache {} loaded: PostgreSQL {}, {} workers, pool {}, queue {}, default TTL {} s",
         env!("CARGO_PKG_VERSION"),
@@ -108,7 +111,7 @@ fn load_settings(args: &[RedisString]) -> Result<config::Settings, Error> {
         ));
     }
     module::parameters::init(&settings)?;
-    pg::schema::clear_cache();
+    pg::schema::of(SourceId::DEFAULT).clear();
     Ok(settings)
 }
 
@@ -126,17 +129,14 @@ fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), Error> {
 }
 
 /// The deadline thread, workers, the metrics endpoint, the main-thread hand-over and the
-/// invalidation listener; on a failure, what was started is stopped again.
-fn start_threads(
-    ctx: &Context,
-    settings: &config::Settings,
-    pool: std::sync::Arc<pg::pool::Pool>,
-) -> Result<(), Error> {
+/// invalidation listener, on the pool installed; on a failure, what was started is stopped
+/// again.
+fn start_threads(ctx: &Context, settings: &config::Settings) -> Result<(), Error> {
     requests::blocked::start_deadlines()
         .map_err(|e| Error::internal(format!("cannot start the deadline thread: {e}")))?;
     cache::onloop::start(&settings.pg)
         .map_err(|e| Error::invalid(format!("cannot set up TLS to PostgreSQL: {e}")))?;
-    if let Err(e) = cache::worker::start(settings.workers, settings.queue_size, pool.clone()) {
+    if let Err(e) = cache::worker::start(settings.workers, settings.queue_size) {
         requests::blocked::stop_deadlines();
         return Err(Error::internal(format!("cannot start worker threads: {e}")));
     }
@@ -165,13 +165,14 @@ fn start_threads(
     // The freshness prober runs with invalidation off too: it closes the circuit after an
     // outage.
     let first_attempt = settings.pg.connect_timeout + Duration::from_millis(500);
-    let started = invalidation::horizon::start(pool.clone(), settings.invalidation_channel.clone())
+    let channel = settings.invalidation_channel.clone();
+    let started = invalidation::horizon::start(SourceId::DEFAULT, channel)
         .map_err(|e| format!("cannot start the freshness prober: {e}"))
         .and_then(|()| {
             if !settings.listen {
                 return Ok(());
             }
-            invalidation::start(ctx, pool, settings, first_attempt)
+            invalidation::start(ctx, SourceId::DEFAULT, settings, first_attempt)
                 .map_err(|e| format!("cannot start the invalidation listener: {e}"))
         });
     if let Err(why) = started {
@@ -204,7 +205,10 @@ fn deinit(ctx: &Context) -> Status {
     report::metrics::stop();
     invalidation::deinit();
     redis::main_thread::deinit();
-    pg::schema::clear_cache();
+    // Nothing runs on the pool any more: its connections close, and a module loaded again
+    // makes its own.
+    pg::pool::remove(SourceId::DEFAULT);
+    pg::schema::of(SourceId::DEFAULT).clear();
     // Loaded again, the module may find entries stored while it was away.
     cache::emptied::forget_all();
     // Loaded again, the module learns its statements afresh, under that load's settings (the

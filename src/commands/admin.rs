@@ -80,7 +80,7 @@ pub fn stats(ctx: &Context, args: &[&[u8]]) -> Reply {
 const QUEUE_SATURATION_PROBLEM: f64 = 0.8;
 
 pub fn health(ctx: &Context, _args: &[&[u8]]) -> Reply {
-    if let Some(refusal) = crate::pg::circuit::refusal() {
+    if let Some(refusal) = crate::pg::circuit::of(SourceId::DEFAULT).refusal() {
         // A known outage: the prober checks PostgreSQL; nobody else waits for it.
         let mut report = health_report(Some(Err(Error::postgres(refusal))));
         let at = report.len() - 1;
@@ -96,6 +96,7 @@ pub fn health(ctx: &Context, _args: &[&[u8]]) -> Reply {
     }
     worker::submit_probe(
         ctx,
+        SourceId::DEFAULT,
         Box::new(|rtt| {
             Box::new(move |ctx| {
                 let mut report = health_report(Some(rtt));
@@ -190,7 +191,7 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     let source = current::of(SourceId::DEFAULT)
         .listening()
         .then(|| invalidation_source(&mut problems, &mut warnings));
-    let queued = worker::load().map_or(0, |(queued, _)| queued);
+    let queued = worker::queued().unwrap_or(0);
     let capacity = worker::queue_capacity().max(1);
     let saturation = queued as f64 / capacity as f64;
     if saturation > QUEUE_SATURATION_PROBLEM {
@@ -241,7 +242,7 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     out.push(("queue_saturation".to_string(), Reply::Double(saturation)));
     out.push((
         "table_spellings".to_string(),
-        Reply::Int(schema::remembered() as i64),
+        Reply::Int(schema::of(SourceId::DEFAULT).remembered() as i64),
     ));
     out.extend(listing::gauges());
     let config = crate::module::parameters::effective()
@@ -366,7 +367,7 @@ fn invalidation_source(
 
 /// The circuit to PostgreSQL: closed, or open since when and why.
 fn circuit_report() -> String {
-    match crate::pg::circuit::outage() {
+    match crate::pg::circuit::of(SourceId::DEFAULT).outage() {
         None => "closed".to_string(),
         Some(outage) => format!(
             "open for {:.1} s: {}",
@@ -390,7 +391,7 @@ fn freshness_report(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
     let bound = settings.max_staleness_ms();
     let served = freshness::vouched_now(bound);
     let stale_served = !served
-        && crate::pg::circuit::open()
+        && crate::pg::circuit::of(SourceId::DEFAULT).open()
         && freshness::vouched_now(settings.stale_if_error_ms());
     if stale_served {
         problems.push(format!(

@@ -21,6 +21,7 @@ use crate::cache::onloop;
 use crate::cache::worker::{self, hold};
 use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::error::Error;
+use crate::model::source::SourceId;
 use crate::redis::main_thread::Task;
 use crate::requests::blocked::Completion;
 use crate::requests::reply::Reply;
@@ -95,9 +96,14 @@ pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
 fn panic_in(ctx: &Context, place: &[u8]) -> Reply {
     match place.to_ascii_uppercase().as_slice() {
         b"MAIN" => panic!("PGCACHE.DEBUG panic on the main thread"),
-        b"WORKER" => worker::submit(ctx, Box::new(|_| panic!("PGCACHE.DEBUG panic on a worker"))),
+        b"WORKER" => worker::submit(
+            ctx,
+            SourceId::DEFAULT,
+            Box::new(|_| panic!("PGCACHE.DEBUG panic on a worker")),
+        ),
         b"REPLY" => worker::submit(
             ctx,
+            SourceId::DEFAULT,
             Box::new(|_| {
                 let completion: Completion =
                     Box::new(|_| panic!("PGCACHE.DEBUG panic in a reply callback"));

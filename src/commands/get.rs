@@ -95,7 +95,7 @@ fn fast_path(ctx: &Context, args: &Args) {
 /// otherwise replies nothing.
 fn serve_hit(ctx: &Context, name: Argument, replied: &Cell<bool>) {
     let key = name.bytes();
-    schema::with_key_owner(key, |schema| {
+    schema::of(SourceId::DEFAULT).with_key_owner(key, |schema| {
         let Some(schema) = schema else {
             return;
         };
@@ -134,7 +134,10 @@ fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
     let read = options.read()?;
     // A table not seen yet, a key only PostgreSQL can spell, or a read the cache may not
     // answer yet (`AFTER`): a worker finds the key and reads the row.
-    let known = match schema::cached(table_arg).filter(|_| read == Read::Cached) {
+    let known = match schema::of(SourceId::DEFAULT)
+        .cached(table_arg)
+        .filter(|_| read == Read::Cached)
+    {
         Some(schema) => Some((key::canonicalise(pk_arg, &*schema)?, schema)),
         None => None,
     };
@@ -198,7 +201,7 @@ fn read_named(ctx: &Context, named: &[&[u8]], read: Read) -> Result<Reply> {
 
 /// PGCACHE.KEY <table> <pk_json>: the row's canonical cache key.
 pub fn key(ctx: &Context, args: &[&[u8]]) -> Reply {
-    if let Err(e) = schema::admit_arg(args[1]) {
+    if let Err(e) = schema::of(SourceId::DEFAULT).admit_arg(args[1]) {
         return e.into();
     }
     with_key(ctx, args[1], args[2], |_, schema, pk| {

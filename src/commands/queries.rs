@@ -191,6 +191,7 @@ pub fn explain(ctx: &Context, args: &[&[u8]]) -> Reply {
     let sql = args[1].to_vec();
     worker::submit(
         ctx,
+        SourceId::DEFAULT,
         Box::new(move |conn| {
             let learned = crate::cache::query::learn(conn, &sql)
                 .and_then(|statement| statement.admitted().map(|()| statement));

@@ -33,7 +33,7 @@ pub fn read(
         .unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl());
     let read = options.read()?;
     if read == Read::Cached
-        && let Some(schema) = schema::cached(table_arg)
+        && let Some(schema) = schema::of(SourceId::DEFAULT).cached(table_arg)
     {
         let pk = key::canonicalise(pk_arg, &*schema)?;
         if !pk.unconfirmed {

@@ -19,6 +19,7 @@ use crate::config::current;
 use crate::error::Error;
 use crate::model::ident::parse_table;
 use crate::model::key::cache_key;
+use crate::model::source::SourceId;
 use crate::pg::schema;
 use serde_json::Value;
 
@@ -97,7 +98,7 @@ pub fn add(changes: &mut Changes, ddl: Ddl) {
                     changes.flush_prefix(&cache_key(&cache_prefix, &name.display(), ""));
                     // A dropped partition's rows were its ancestors' (which the catalog no
                     // longer names): those pgcache has seen it under go too.
-                    for ancestor in schema::ancestors_seen(relation) {
+                    for ancestor in schema::of(SourceId::DEFAULT).ancestors_seen(relation) {
                         if let Ok(name) = parse_table(&ancestor) {
                             changes.flush_prefix(&cache_key(&cache_prefix, &name.display(), ""));
                         }
@@ -107,7 +108,7 @@ pub fn add(changes: &mut Changes, ddl: Ddl) {
             }
         }
     }
-    schema::clear_cache();
+    schema::of(SourceId::DEFAULT).clear();
     super::policies::forget();
     changes.ddl(ddl.results);
 }
@@ -117,7 +118,7 @@ pub fn unreadable(changes: &mut Changes, why: &Error) {
     redis_module::logging::log_warning(format!(
         "pgcache: a DDL report could not be read ({why}); dropping every cached row"
     ));
-    schema::clear_cache();
+    schema::of(SourceId::DEFAULT).clear();
     super::policies::forget();
     changes.ddl(true);
     changes.drop_everything();

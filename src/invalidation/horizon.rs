@@ -21,10 +21,10 @@ use crate::config::current;
 use crate::model::lsn::Lsn;
 use crate::model::source::SourceId;
 use crate::pg::circuit;
-use crate::pg::pool::{Connection, Pool};
+use crate::pg::pool::{self, Connection, Pool};
 use crate::redis::{clock, main_thread};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -41,13 +41,14 @@ const APPLICATION_NAME: &str = "pgcache-horizon";
 static STOP: AtomicBool = AtomicBool::new(false);
 static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
 
-/// Starts the prober; heartbeats (notify mode) go to `channel`.
-pub fn start(pool: Arc<Pool>, channel: String) -> std::io::Result<()> {
+/// Starts the prober of `source`, on its pool; heartbeats (notify mode) go to `channel`.
+pub fn start(source: SourceId, channel: String) -> std::io::Result<()> {
+    let pool = pool::of(source).map_err(|e| std::io::Error::other(e.message().to_string()))?;
     STOP.store(false, Ordering::SeqCst);
     heartbeat::draw(clock::now_us());
     let handle = std::thread::Builder::new()
         .name("pgcache-horizon".into())
-        .spawn(move || run(&pool, &channel))?;
+        .spawn(move || run(source, &pool, &channel))?;
     *THREAD.lock().unwrap() = Some(handle);
     Ok(())
 }
@@ -60,7 +61,7 @@ pub fn stop() {
         let _ = handle.join();
     }
     freshness::untrack();
-    circuit::reset();
+    circuit::of(SourceId::DEFAULT).reset();
 }
 
 /// What a probe can take a mark from now.
@@ -96,7 +97,8 @@ fn feed() -> Feed {
     }
 }
 
-fn run(pool: &Pool, channel: &str) {
+fn run(source: SourceId, pool: &Pool, channel: &str) {
+    let circuit = circuit::of(source);
     let mut connection: Option<Connection> = None;
     let mut heartbeat = 0u64;
     let mut failures = 0u32;
@@ -120,7 +122,7 @@ fn run(pool: &Pool, channel: &str) {
             // Without a feed to probe, PostgreSQL is still checked while the feed is down
             // (the first sign of an outage) and during an outage (only a probe closes the
             // circuit).
-            Feed::Off | Feed::Stalled if feed == Feed::Stalled || circuit::open() => {
+            Feed::Off | Feed::Stalled if feed == Feed::Stalled || circuit.open() => {
                 with_connection(pool, &mut connection, |c| {
                     c.batch_execute("SELECT 1").map_err(|e| e.to_string())
                 })
@@ -130,7 +132,7 @@ fn run(pool: &Pool, channel: &str) {
         match probed {
             Ok(()) => {
                 failures = 0;
-                circuit::succeeded();
+                circuit.succeeded();
             }
             // A probe that failed opens the circuit only as the pool judges it (a refused or
             // timed-out connect; silence while no other connection is answered either): a

@@ -22,41 +22,37 @@ pub use apply::{deinit, init};
 
 use crate::config::{InvalidationSource, Settings};
 use crate::model::source::SourceId;
-use crate::pg::pool::Pool;
+use crate::pg::pool;
 use redis_module::{Context, ContextFlags};
-use std::sync::Arc;
 use std::time::Duration;
 
-/// Starts the source the settings ask for, and waits (at most `limit`) for its first
-/// connection attempt. Main thread, at load.
+/// Starts the feed the settings ask for, on the pool of `source`, and waits (at most
+/// `limit`) for its first connection attempt. Main thread, at load.
 pub fn start(
     ctx: &Context,
-    pool: Arc<Pool>,
+    source: SourceId,
     settings: &Settings,
     limit: Duration,
 ) -> std::io::Result<()> {
-    let source = |fallback_channel| replication::Source {
+    let pool = pool::of(source).map_err(|e| std::io::Error::other(e.message().to_string()))?;
+    let slot = |fallback_channel| replication::Source {
         base_slot: settings.replication_slot.clone(),
         slot: settings.replication_slot.clone(),
         publication: settings.publication.clone(),
         fallback_channel,
     };
-    crate::config::current::of(SourceId::DEFAULT).fell_back_to_notify(false);
+    crate::config::current::of(source).fell_back_to_notify(false);
     match settings.invalidation_source {
         InvalidationSource::Notify => {
-            listener::start(pool.clone(), settings.invalidation_channel.clone())?;
+            listener::start(pool, settings.invalidation_channel.clone())?;
             listener::wait_for_first_attempt(limit);
         }
         InvalidationSource::Replication => {
-            replication::start(ctx, pool.clone(), source(None))?;
+            replication::start(ctx, pool, slot(None))?;
             replication::wait_for_first_attempt(limit);
         }
         InvalidationSource::Auto => {
-            replication::start(
-                ctx,
-                pool.clone(),
-                source(Some(settings.invalidation_channel.clone())),
-            )?;
+            replication::start(ctx, pool, slot(Some(settings.invalidation_channel.clone())))?;
             replication::wait_for_first_attempt(limit);
             if replication::status().fell_back.is_some() {
                 listener::wait_for_first_attempt(limit);

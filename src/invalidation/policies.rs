@@ -8,6 +8,7 @@
 //! statements instead (`query::catalog`).
 
 use crate::model::ident::QualifiedName;
+use crate::model::source::SourceId;
 use crate::pg::pool::Connection;
 use crate::pg::schema;
 use crate::query::reads::{self, Start, Via};
@@ -26,7 +27,7 @@ pub fn forget() {
 /// catalog could not say). Feed thread.
 pub fn tables_whose_policies_read(conn: &mut Connection, changed: &QualifiedName) -> Vec<String> {
     let mut prefixes = Vec::new();
-    for table in schema::with_row_security() {
+    for table in schema::of(SourceId::DEFAULT).with_row_security() {
         let known = READ_BY_POLICIES
             .lock()
             .unwrap()

@@ -703,7 +703,7 @@ impl<'a> Stream<'a> {
     /// not cover.
     fn check_slot(&mut self) -> Result<(), String> {
         self.last_slot_check = Some(Instant::now());
-        let served = crate::pg::schema::served_tables();
+        let served = crate::pg::schema::of(SourceId::DEFAULT).served_tables();
         let (slot, publication) = (self.record.slot.clone(), self.publication.clone());
         let catalog = self.catalog()?;
         let state = match slot::inspect(catalog, &slot, &publication, &served) {

@@ -6,6 +6,7 @@
 use super::apply::Changes;
 use crate::error::Error;
 use crate::model::key::{self, CanonicalPk};
+use crate::model::source::SourceId;
 use crate::pg::normalise;
 use crate::pg::pool::Connection;
 use crate::pg::schema::{self, TableSchema};
@@ -124,7 +125,7 @@ fn resolved(
     table: &str,
     source: &str,
 ) -> Option<std::sync::Arc<TableSchema>> {
-    match schema::resolve_any(conn, table) {
+    match schema::of(SourceId::DEFAULT).resolve_any(conn, table) {
         Ok(schema) => Some(schema),
         Err(e) => {
             // Its entries, if any, are under its name's prefix (a table dropped since the

@@ -103,6 +103,17 @@ pub enum PartRef<'a, T> {
     Named(Arc<T>),
 }
 
+/// Another loan of the same part: what made a connection lends it the part it reports to
+/// (a session, its circuit), for as long as the connection lives.
+impl<T> Clone for PartRef<'_, T> {
+    fn clone(&self) -> Self {
+        match self {
+            PartRef::Default(part) => PartRef::Default(part),
+            PartRef::Named(part) => PartRef::Named(Arc::clone(part)),
+        }
+    }
+}
+
 impl<T> std::ops::Deref for PartRef<'_, T> {
     type Target = T;
 

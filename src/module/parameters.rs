@@ -11,6 +11,7 @@ use crate::config::current;
 use crate::config::{SETTINGS, Setting, Settings};
 use crate::error::{self, Error};
 use crate::events::hooks;
+use crate::model::source::SourceId;
 use crate::pg::schema;
 use crate::redis;
 use crate::stats::slowlog;
@@ -65,7 +66,7 @@ fn set_value(setting: &Setting, value: &str) -> Result<(), Error> {
     install(&next);
     if setting.name == "tables" {
         // Tables resolved under the old list must be checked again.
-        schema::clear_cache();
+        schema::of(SourceId::DEFAULT).clear();
     }
     Ok(())
 }

@@ -5,18 +5,42 @@
 //! jitter), and its first success (or any new session's) closes the circuit. While it is open, hits may be served
 //! past `max_staleness_ms` within `stale_if_error_ms` (`cache::freshness`): PostgreSQL cannot
 //! answer them anyway.
+//!
+//! One circuit per source (`of`): a source's circuit hears only of its own database, so a
+//! healthy source's answers never keep a frozen one's closed, nor does one's outage refuse
+//! another's misses (design/53 §1.2). A session reports to the circuit of the pool or
+//! opener that made it.
 
+use crate::model::source::{PartRef, Parts, SourceId};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-static OPEN: AtomicBool = AtomicBool::new(false);
-static OUTAGE: Mutex<Option<Outage>> = Mutex::new(None);
-/// How many outages there have been: a session opened before the last one began may be
-/// dead or silent, and is not lent out again (`pool`).
-static OUTAGES: AtomicU64 = AtomicU64::new(0);
-/// Stale hits were announced in this outage (`first_stale_hit`).
-static STALE_ANNOUNCED: AtomicBool = AtomicBool::new(false);
+/// Every source's circuit; the default source's inline, so a stale hit reads it as it read
+/// the statics before.
+static CIRCUITS: Parts<Circuit> = Parts::new(Circuit::new());
+
+/// The circuit of source `id`.
+#[inline]
+pub fn of(id: SourceId) -> PartRef<'static, Circuit> {
+    CIRCUITS.of(id)
+}
+
+/// The circuit to one source's PostgreSQL.
+pub struct Circuit {
+    open: AtomicBool,
+    outage: Mutex<Option<Outage>>,
+    /// How many outages there have been: a session opened before the last one began may be
+    /// dead or silent, and is not lent out again (`pool`).
+    outages: AtomicU64,
+    /// Stale hits were announced in this outage (`first_stale_hit`).
+    stale_announced: AtomicBool,
+    /// When PostgreSQL last answered anything on any of the source's connections, in
+    /// microseconds since `EPOCH`: a connection that goes silent while others are answered
+    /// is a slow or stuck session, not an outage (a busy server may keep one query waiting;
+    /// a frozen one answers nobody).
+    last_answer_us: AtomicU64,
+}
 
 /// What is known of an outage under way.
 #[derive(Debug, Clone)]
@@ -28,132 +52,144 @@ pub struct Outage {
     pub reason: String,
 }
 
-/// Whether PostgreSQL is known to be unreachable now.
-#[inline]
-pub fn open() -> bool {
-    OPEN.load(Ordering::Relaxed)
-}
-
-/// The outage under way, if any.
-pub fn outage() -> Option<Outage> {
-    OUTAGE.lock().unwrap().clone()
-}
-
-/// PostgreSQL could not be reached (`reason`: a refused or timed-out connect, a silent
-/// connection): the circuit opens (logged), or stays open with the new failure. Whether it
-/// opened now.
-pub fn failed(reason: &str) -> bool {
-    let opened = open_with(reason);
-    if opened {
-        redis_module::logging::log_warning(format!(
-            "pgcache: PostgreSQL cannot be reached ({reason}): requests that need it fail at \
-             once until it answers again, and hits are served within stale_if_error_ms"
-        ));
-    }
-    opened
-}
-
-fn open_with(reason: &str) -> bool {
-    let now = SystemTime::now();
-    let mut outage = OUTAGE.lock().unwrap();
-    let opened = outage.is_none();
-    let since = outage.as_ref().map_or(now, |o| o.since);
-    *outage = Some(Outage {
-        since,
-        last_failure: now,
-        reason: reason.to_string(),
-    });
-    if opened {
-        OUTAGES.fetch_add(1, Ordering::SeqCst);
-        STALE_ANNOUNCED.store(false, Ordering::SeqCst);
-    }
-    OPEN.store(true, Ordering::SeqCst);
-    opened
-}
-
-/// When PostgreSQL last answered anything on any connection, in microseconds since `EPOCH`:
-/// a connection that goes silent while others are answered is a slow or stuck session, not
-/// an outage (a busy server may keep one query waiting; a frozen one answers nobody).
-static LAST_ANSWER_US: AtomicU64 = AtomicU64::new(0);
+/// The moment answers are timed from, one for the server (only differences are compared).
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
 fn since_epoch_us() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
-/// PostgreSQL answered an exchange (a row, an error of its own, a notification, a message
-/// of the replication stream). Any thread.
-#[inline]
-pub fn answered() {
-    LAST_ANSWER_US.store(since_epoch_us(), Ordering::Relaxed);
-}
-
-/// A connection got no answer for `limit`: the circuit opens only when no connection got
-/// one for as long (see `LAST_ANSWER_US`). Whether it opened now.
-pub fn went_silent(reason: &str, limit: Duration) -> bool {
-    nothing_answered_for(limit) && failed(reason)
-}
-
-fn nothing_answered_for(limit: Duration) -> bool {
-    let silent_us = since_epoch_us().saturating_sub(LAST_ANSWER_US.load(Ordering::Relaxed));
-    silent_us >= limit.as_micros() as u64
-}
-
-/// The number of outages so far (see `OUTAGES`).
-pub fn outages() -> u64 {
-    OUTAGES.load(Ordering::SeqCst)
-}
-
-/// PostgreSQL answered (a probe, or any new session): the circuit closes (logged). Whether
-/// it was open.
-pub fn succeeded() -> bool {
-    match close() {
-        Some(outage) => {
-            redis_module::logging::log_notice(format!(
-                "pgcache: PostgreSQL answers again after {:.1} s; misses go to it again",
-                outage.since.elapsed().unwrap_or_default().as_secs_f64()
-            ));
-            true
+impl Circuit {
+    /// Closed, no outage yet (const, so a `static` holds the default source's).
+    pub const fn new() -> Circuit {
+        Circuit {
+            open: AtomicBool::new(false),
+            outage: Mutex::new(None),
+            outages: AtomicU64::new(0),
+            stale_announced: AtomicBool::new(false),
+            last_answer_us: AtomicU64::new(0),
         }
-        None => false,
     }
-}
 
-/// Forgets any outage (at unload: a module loaded again starts afresh).
-pub fn reset() {
-    close();
-}
-
-/// Closes the circuit; the outage it ends, if it was open.
-fn close() -> Option<Outage> {
-    if !open() {
-        return None;
+    /// Whether PostgreSQL is known to be unreachable now.
+    #[inline]
+    pub fn open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
     }
-    let ended = OUTAGE.lock().unwrap().take();
-    OPEN.store(false, Ordering::SeqCst);
-    ended
-}
 
-/// Whether a hit served past its freshness bound is the first of this outage (to be
-/// announced once).
-pub fn first_stale_hit() -> bool {
-    !STALE_ANNOUNCED.swap(true, Ordering::SeqCst)
-}
-
-/// The error a request that needs PostgreSQL gets while the circuit is open.
-pub fn refusal() -> Option<String> {
-    if !open() {
-        return None;
+    /// The outage under way, if any.
+    pub fn outage(&self) -> Option<Outage> {
+        self.outage.lock().unwrap().clone()
     }
-    let outage = outage()?;
-    let ago = |at: SystemTime| at.elapsed().unwrap_or_default().as_secs_f64();
-    Some(format!(
-        "PostgreSQL unavailable for {:.1} s (last failure {:.1} s ago: {}); pgcache checks it \
-         again at least every second and answers misses once it does",
-        ago(outage.since),
-        ago(outage.last_failure),
-        outage.reason
-    ))
+
+    /// PostgreSQL could not be reached (`reason`: a refused or timed-out connect, a silent
+    /// connection): the circuit opens (logged), or stays open with the new failure. Whether
+    /// it opened now.
+    pub fn failed(&self, reason: &str) -> bool {
+        let opened = self.open_with(reason);
+        if opened {
+            redis_module::logging::log_warning(format!(
+                "pgcache: PostgreSQL cannot be reached ({reason}): requests that need it fail \
+                 at once until it answers again, and hits are served within stale_if_error_ms"
+            ));
+        }
+        opened
+    }
+
+    fn open_with(&self, reason: &str) -> bool {
+        let now = SystemTime::now();
+        let mut outage = self.outage.lock().unwrap();
+        let opened = outage.is_none();
+        let since = outage.as_ref().map_or(now, |o| o.since);
+        *outage = Some(Outage {
+            since,
+            last_failure: now,
+            reason: reason.to_string(),
+        });
+        if opened {
+            self.outages.fetch_add(1, Ordering::SeqCst);
+            self.stale_announced.store(false, Ordering::SeqCst);
+        }
+        self.open.store(true, Ordering::SeqCst);
+        opened
+    }
+
+    /// PostgreSQL answered an exchange (a row, an error of its own, a notification, a
+    /// message of the replication stream). Any thread.
+    #[inline]
+    pub fn answered(&self) {
+        self.last_answer_us
+            .store(since_epoch_us(), Ordering::Relaxed);
+    }
+
+    /// A connection got no answer for `limit`: the circuit opens only when no connection
+    /// got one for as long (see `last_answer_us`). Whether it opened now.
+    pub fn went_silent(&self, reason: &str, limit: Duration) -> bool {
+        self.nothing_answered_for(limit) && self.failed(reason)
+    }
+
+    fn nothing_answered_for(&self, limit: Duration) -> bool {
+        let last = self.last_answer_us.load(Ordering::Relaxed);
+        let silent_us = since_epoch_us().saturating_sub(last);
+        silent_us >= limit.as_micros() as u64
+    }
+
+    /// The number of outages so far (see `outages`).
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::SeqCst)
+    }
+
+    /// PostgreSQL answered (a probe, or any new session): the circuit closes (logged).
+    /// Whether it was open.
+    pub fn succeeded(&self) -> bool {
+        match self.close() {
+            Some(outage) => {
+                redis_module::logging::log_notice(format!(
+                    "pgcache: PostgreSQL answers again after {:.1} s; misses go to it again",
+                    outage.since.elapsed().unwrap_or_default().as_secs_f64()
+                ));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets any outage (at unload: a module loaded again starts afresh).
+    pub fn reset(&self) {
+        self.close();
+    }
+
+    /// Closes the circuit; the outage it ends, if it was open.
+    fn close(&self) -> Option<Outage> {
+        if !self.open() {
+            return None;
+        }
+        let ended = self.outage.lock().unwrap().take();
+        self.open.store(false, Ordering::SeqCst);
+        ended
+    }
+
+    /// Whether a hit served past its freshness bound is the first of this outage (to be
+    /// announced once).
+    pub fn first_stale_hit(&self) -> bool {
+        !self.stale_announced.swap(true, Ordering::SeqCst)
+    }
+
+    /// The error a request that needs PostgreSQL gets while the circuit is open.
+    pub fn refusal(&self) -> Option<String> {
+        if !self.open() {
+            return None;
+        }
+        let outage = self.outage()?;
+        let ago = |at: SystemTime| at.elapsed().unwrap_or_default().as_secs_f64();
+        Some(format!(
+            "PostgreSQL unavailable for {:.1} s (last failure {:.1} s ago: {}); pgcache checks \
+             it again at least every second and answers misses once it does",
+            ago(outage.since),
+            ago(outage.last_failure),
+            outage.reason
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -162,27 +198,50 @@ mod tests {
 
     #[test]
     fn the_first_failure_opens_the_circuit_and_a_success_closes_it() {
-        close();
-        assert!(refusal().is_none());
-        let before = outages();
-        assert!(open_with("connection refused"));
-        assert!(!open_with("timed out"), "already open");
-        assert_eq!(outages(), before + 1, "one outage");
-        assert!(first_stale_hit() && !first_stale_hit(), "announced once");
-        let refusal = refusal().unwrap();
+        let circuit = Circuit::new();
+        assert!(circuit.refusal().is_none());
+        assert!(circuit.open_with("connection refused"));
+        assert!(!circuit.open_with("timed out"), "already open");
+        assert_eq!(circuit.outages(), 1, "one outage");
+        assert!(
+            circuit.first_stale_hit() && !circuit.first_stale_hit(),
+            "announced once"
+        );
+        let refusal = circuit.refusal().unwrap();
         assert!(
             refusal.contains("PostgreSQL unavailable") && refusal.contains("timed out"),
             "{refusal}"
         );
-        assert!(close().is_some());
-        assert!(!open() && outage().is_none() && close().is_none());
+        assert!(circuit.close().is_some());
+        assert!(!circuit.open() && circuit.outage().is_none() && circuit.close().is_none());
     }
 
     #[test]
     fn a_silent_connection_is_an_outage_only_when_nothing_else_was_answered() {
-        answered();
-        assert!(!nothing_answered_for(Duration::from_secs(3600)));
+        let circuit = Circuit::new();
+        circuit.answered();
+        assert!(!circuit.nothing_answered_for(Duration::from_secs(3600)));
         std::thread::sleep(Duration::from_millis(5));
-        assert!(nothing_answered_for(Duration::from_millis(1)));
+        assert!(circuit.nothing_answered_for(Duration::from_millis(1)));
+    }
+
+    /// Answers reported to one source's circuit never keep another's closed: a frozen
+    /// database is an outage however busily another answers; and one circuit's outage
+    /// leaves the other closed.
+    #[test]
+    fn circuit_silence_is_per_circuit() {
+        let (answering, frozen) = (Circuit::new(), Circuit::new());
+        answering.answered();
+        std::thread::sleep(Duration::from_millis(5));
+        answering.answered();
+        assert!(!answering.nothing_answered_for(Duration::from_millis(1)));
+        assert!(
+            frozen.nothing_answered_for(Duration::from_millis(1)),
+            "another circuit's answers kept this one from going silent"
+        );
+        assert!(frozen.open_with("PostgreSQL stopped answering"));
+        assert!(frozen.open() && !answering.open());
+        assert!(answering.refusal().is_none() && frozen.refusal().is_some());
+        assert_eq!((answering.outages(), frozen.outages()), (0, 1));
     }
 }

@@ -11,7 +11,7 @@ use crate::pg::session::Failure;
 /// The error of a lookup on `table`; one that says the table changed forgets its schema.
 pub fn failed(e: Failure, table: &TableSchema) -> Error {
     if is_schema_change(&e) {
-        schema::forget(&table.name);
+        schema::of(table.source).forget(&table.name);
     }
     query_error(&e, &table.display)
 }

@@ -2,12 +2,16 @@
 //! background threads, so unloading the module leaves nothing running), broken ones are
 //! dropped when returned, and after a failed connect further attempts fail fast for a short
 //! back-off instead of each waiting for its own timeout while PostgreSQL is down.
+//!
+//! Each source has its pool (`of`), made at load and dropped at unload. Its part holds it,
+//! not the threads that use it: a worker borrows the pool of each job's source for that
+//! job, and the change feed and the freshness prober the pool of theirs.
 
 use crate::config::current;
 use crate::config::{PgSettings, SslMode};
 use crate::error::Error;
-use crate::model::source::SourceId;
-use crate::pg::circuit;
+use crate::model::source::{PartRef, Parts, SourceId};
+use crate::pg::circuit::Circuit;
 use crate::pg::errors::describe;
 use crate::pg::prepared::{self, Parsing, Prepared};
 use crate::pg::replication;
@@ -18,7 +22,7 @@ use crate::pg::tls;
 use crate::stats;
 use postgres_openssl::MakeTlsConnector;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio_postgres::types::{Kind, ToSql, Type};
 use tokio_postgres::{NoTls, Notification, Row, Statement};
@@ -33,11 +37,38 @@ const SLOW_CONNECT_FAILURE: Duration = Duration::from_millis(100);
 /// connection is taken for silent (PostgreSQL itself answers a query at its timeout).
 const SILENCE_MARGIN: Duration = Duration::from_secs(2);
 
-/// What it takes to open a session: the settings and the TLS set-up, shared by the pool
-/// and its connections (a connection found dead on first use reconnects itself).
+/// Every source's pool while pgcache is loaded; the default source's slot inline.
+static POOLS: Parts<RwLock<Option<Arc<Pool>>>> = Parts::new(RwLock::new(None));
+
+/// Makes `pool` the pool of `source` (at load), dropping any it had.
+pub fn install(source: SourceId, pool: Pool) {
+    *POOLS.of(source).write().unwrap() = Some(Arc::new(pool));
+}
+
+/// Drops the pool of `source` (at unload, once nothing runs on it): its idle connections
+/// close, and a module loaded again makes its own.
+pub fn remove(source: SourceId) {
+    POOLS.of(source).write().unwrap().take();
+}
+
+/// The pool of `source`, lent for a job or a thread's life; an error when there is none
+/// (pgcache is unloading).
+pub fn of(source: SourceId) -> Result<Arc<Pool>, Error> {
+    POOLS
+        .of(source)
+        .read()
+        .unwrap()
+        .clone()
+        .ok_or_else(|| Error::invalid("pgcache is shutting down"))
+}
+
+/// What it takes to open a session: the settings, the TLS set-up and the circuit its
+/// sessions report to, shared by the pool and its connections (a connection found dead on
+/// first use reconnects itself).
 struct Connector {
     settings: PgSettings,
     tls: Option<MakeTlsConnector>,
+    circuit: PartRef<'static, Circuit>,
 }
 
 /// One PostgreSQL session with its prepared statements.
@@ -53,7 +84,7 @@ pub struct Connection {
     /// Lent out after idling in the pool and not used since: if it turns out dead (the
     /// server restarted, a failover, an idle reset), it is replaced and the read retried.
     idled: bool,
-    /// `circuit::outages()` when it was opened: one opened before an outage is dropped
+    /// `Circuit::outages` when it was opened: one opened before an outage is dropped
     /// instead of lent out (it may be silent, and would cost a request its timeout).
     outages: u64,
 }
@@ -176,11 +207,18 @@ fn tls_connector(settings: &PgSettings) -> Result<Option<MakeTlsConnector>, Erro
 }
 
 impl Pool {
-    pub fn new(settings: PgSettings, max: usize) -> Result<Pool, Error> {
+    /// A pool of at most `max` connections to the database `settings` name, whose sessions
+    /// report to `circuit` (their source's).
+    pub fn new(
+        settings: PgSettings,
+        max: usize,
+        circuit: PartRef<'static, Circuit>,
+    ) -> Result<Pool, Error> {
         Ok(Pool {
             connector: Arc::new(Connector {
                 tls: tls_connector(&settings)?,
                 settings,
+                circuit,
             }),
             max,
             state: Mutex::new(State::default()),
@@ -206,7 +244,7 @@ impl Pool {
             if let Some(mut conn) = state.idle.pop() {
                 // What the server sent while it idled is read now: a connection the server
                 // closed (a restart) is dropped here instead of failing a request.
-                if conn.outages != circuit::outages() || !conn.session.still_open() {
+                if conn.outages != self.connector.circuit.outages() || !conn.session.still_open() {
                     state.open -= 1;
                     continue;
                 }
@@ -326,6 +364,7 @@ impl Pool {
             self.connector.tls.as_ref(),
             application_name,
             s.connect_timeout,
+            self.connector.circuit.clone(),
         )
     }
 }
@@ -390,14 +429,15 @@ impl Connector {
         if let Some(password) = s.password() {
             config.password(password);
         }
+        let circuit = self.circuit.clone();
         let session = match &self.tls {
-            None => Session::connect(&config, NoTls, timeout),
-            Some(tls) => Session::connect(&config, tls.clone(), timeout),
+            None => Session::connect(&config, NoTls, timeout, circuit),
+            Some(tls) => Session::connect(&config, tls.clone(), timeout, circuit),
         };
-        let outages = circuit::outages();
+        let outages = self.circuit.outages();
         session
             .inspect(|_| {
-                circuit::succeeded();
+                self.circuit.succeeded();
             })
             .map(|session| Connection {
                 session,
@@ -419,9 +459,9 @@ impl Connector {
                 // Refused: PostgreSQL is down. Timed out: it may only be busy, unless no
                 // connection got an answer for as long either.
                 if e.timed_out() {
-                    circuit::went_silent(&message, timeout);
+                    self.circuit.went_silent(&message, timeout);
                 } else {
-                    circuit::failed(&message);
+                    self.circuit.failed(&message);
                 }
                 Error::postgres(message).caused_by(e)
             })
@@ -597,7 +637,8 @@ impl Connection {
         {
             stats::of(SourceId::DEFAULT).pg_silent_connections.inc();
             if let Failure::Silent(limit) = failure {
-                circuit::went_silent(&format!("PostgreSQL stopped answering: {failure}"), *limit);
+                let reason = format!("PostgreSQL stopped answering: {failure}");
+                self.connector.circuit.went_silent(&reason, *limit);
             }
         }
         result

@@ -6,7 +6,7 @@ use crate::config::current;
 use crate::error::{Error, Result};
 use crate::model::ident::{QualifiedName, parse_table};
 use crate::model::key::{KeyColumn, KeyColumns, KeyKind, cache_key};
-use crate::model::source::SourceId;
+use crate::model::source::{PartRef, Parts, SourceId};
 use crate::pg::errors::catalog_error;
 use crate::pg::pool::Connection;
 use crate::pg::query::{self, KeyParam};
@@ -17,10 +17,13 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct TableSchema {
+    /// The source whose database holds the table: whose pool reads its rows, whose
+    /// descriptions hold it.
+    pub source: SourceId,
     pub name: QualifiedName,
     /// The name in cache keys and events (see `QualifiedName::display`).
     pub display: String,
@@ -118,6 +121,7 @@ impl TableSchema {
             name: name.into(),
         };
         TableSchema {
+            source: SourceId::DEFAULT,
             stats: crate::stats::of(SourceId::DEFAULT).table(&name.display()),
             display: name.display(),
             sql_name: name.quoted(),
@@ -158,30 +162,6 @@ pub fn is_system_schema(schema: &str) -> bool {
     matches!(schema, "pg_catalog" | "information_schema" | "pg_toast")
         || schema.starts_with("pg_temp")
         || schema.starts_with("pg_toast_temp")
-}
-
-/// Checks a table argument before asking the catalog: syntax, system schemas, allowlist.
-/// The `<table>` argument as a client sent it, checked to be UTF-8 and admitted (`admit`).
-pub fn admit_arg(table_arg: &[u8]) -> Result<String> {
-    let table = std::str::from_utf8(table_arg)
-        .map_err(|_| Error::invalid("table name is not valid UTF-8"))?;
-    admit(table)?;
-    Ok(table.to_string())
-}
-
-pub fn admit(table_arg: &str) -> Result<QualifiedName> {
-    let name = parse_table(table_arg)?;
-    crate::model::key::brace_free("table", &name.display())?;
-    if is_system_schema(&name.schema) {
-        return Err(Error::invalid(format!(
-            "{} is in a system schema; pgcache never reads pg_catalog or information_schema",
-            name.display()
-        )));
-    }
-    if !current::of(SourceId::DEFAULT).table_allowed(&name) {
-        return Err(not_allowed(&name));
-    }
-    Ok(name)
 }
 
 /// Why an unlogged table is not served in replication mode.
@@ -227,12 +207,6 @@ impl std::hash::Hasher for FxHasher {
 }
 
 type Spellings = HashMap<Box<[u8]>, Arc<TableSchema>, std::hash::BuildHasherDefault<FxHasher>>;
-
-// Keyed by the table argument exactly as clients send it. Replaced whole on every change
-// (copy on write, bounded by MAX_SPELLINGS), so readers share it without copying.
-static CACHE: RwLock<Option<Arc<Spellings>>> = RwLock::new(None);
-// Bumped on every change of CACHE; threads keep a snapshot and refresh it when this moves.
-static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Schemas by a name. Most deployments have a handful of tables, and comparing a few names
 /// is cheaper on the hit path than hashing one; past `FEW` a map is used.
@@ -288,261 +262,363 @@ impl View {
     }
 }
 
+/// Every source's table descriptions; the default source's inline, so the hit path reaches
+/// them as it reached the statics before.
+static SCHEMAS: Parts<Schemas> = Parts::new(Schemas::new(SourceId::DEFAULT));
+
+/// The table descriptions of source `id`.
+#[inline]
+pub fn of(id: SourceId) -> PartRef<'static, Schemas> {
+    SCHEMAS.of(id)
+}
+
+/// One source's table descriptions: the same name in two databases is two tables, and
+/// oids collide across databases, so nothing here is shared between sources.
+pub struct Schemas {
+    /// Whose tables these are: what their schemas carry, and whose allowlist admits them.
+    source: SourceId,
+    /// Keyed by the table argument exactly as clients send it. Replaced whole on every
+    /// change (copy on write, bounded by MAX_SPELLINGS), so readers share it without
+    /// copying.
+    cache: RwLock<Option<Arc<Spellings>>>,
+    /// Set to a new `GENERATIONS` number on every change of `cache`; 0 while it was never
+    /// changed (empty). Threads keep a snapshot and refresh it when this moves.
+    generation: AtomicU64,
+    /// Bumped (under the cache's locks) whenever descriptions are dropped: one read from
+    /// the catalog before then is not kept (`remember`).
+    clears: AtomicU64,
+    /// The ancestors (partitioned parents, inheritance parents) every table was seen with,
+    /// by the table as PostgreSQL's `quote_ident` spells it (`public.meas_2024`). Kept
+    /// through clears of the descriptions: a dropped partition is reported after the
+    /// catalog forgot its parent, whose rows were its own. Bounded: past `MOST_ANCESTRIES`
+    /// tables it starts over.
+    ancestors: Mutex<Option<HashMap<String, Vec<String>>>>,
+    /// Schemas of tables outside the allowlist, which the change feed and the tables a
+    /// QUERY reads only for their changes (partitions, tables a policy reads) still need:
+    /// never consulted by a read of a table. Bounded like the spellings; cleared with them.
+    unlisted: Mutex<Vec<Arc<TableSchema>>>,
+}
+
+/// Numbers every change of any source's descriptions, so that a generation names one
+/// state of one `Schemas`: a thread's snapshot, built at a generation, is of that source's
+/// descriptions and current while that source's generation is still the same.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+const MOST_ANCESTRIES: usize = 100_000;
+
 thread_local! {
     // The hit path runs on the main thread for every request: the cache read without locks
-    // or shared-counter traffic (one relaxed load to see whether the view is current).
+    // or shared-counter traffic (one relaxed load to see whether the view is current). One
+    // view: of the source last read on this thread (design/53 step 7 keeps one per source).
     static SNAPSHOT: RefCell<(u64, View)> = const { RefCell::new((0, View::EMPTY)) };
 }
 
-/// Calls `f` with the cached schema for a table argument (None if not resolved yet).
-#[inline]
-pub fn with_cached<R>(table_arg: &[u8], f: impl FnOnce(Option<&Arc<TableSchema>>) -> R) -> R {
-    with_view(|view| f(view.spellings.get(table_arg)))
-}
-
-/// Calls `f` with the cached schema a cache key belongs to (its entry prefix,
-/// `<cache_prefix><table>:`, is followed by the pk's opening brace), if one is cached.
-#[inline]
-pub fn with_key_owner<R>(key: &[u8], f: impl FnOnce(Option<&Arc<TableSchema>>) -> R) -> R {
-    with_view(|view| match &view.entry_prefixes {
-        // A handful of tables: compare their prefixes with the key's start.
-        Lookup::Few(prefixes) => f(prefixes
-            .iter()
-            .find(|(p, _)| key.get(p.len()) == Some(&b'{') && key.starts_with(p))
-            .map(|(_, schema)| schema)),
-        // Many: the prefix ends before the key's first brace (prefixes and table names
-        // hold none).
-        Lookup::Many(map) => f(key
-            .iter()
-            .position(|&b| b == b'{')
-            .and_then(|brace| map.get(&key[..brace]))),
-    })
-}
-
-#[inline]
-fn with_view<R>(f: impl FnOnce(&View) -> R) -> R {
-    let generation = GENERATION.load(Ordering::Acquire);
-    SNAPSHOT.with_borrow_mut(|(seen, view)| {
-        if *seen != generation {
-            *view = View::of(CACHE.read().unwrap().as_ref());
-            *seen = generation;
+impl Schemas {
+    /// No table described yet (const, so a `static` holds the default source's).
+    pub const fn new(source: SourceId) -> Schemas {
+        Schemas {
+            source,
+            cache: RwLock::new(None),
+            generation: AtomicU64::new(0),
+            clears: AtomicU64::new(0),
+            ancestors: Mutex::new(None),
+            unlisted: Mutex::new(Vec::new()),
         }
-        f(view)
-    })
-}
-
-/// The cached schema for a table argument, if it was resolved before.
-pub fn cached(table_arg: &[u8]) -> Option<Arc<TableSchema>> {
-    with_cached(table_arg, |s| s.cloned())
-}
-
-/// Replaces the cache with `change` applied to a copy of it.
-fn update(change: impl FnOnce(&mut Spellings)) {
-    let mut guard = CACHE.write().unwrap();
-    let mut spellings: Spellings = guard.as_deref().cloned().unwrap_or_default();
-    change(&mut spellings);
-    *guard = Some(Arc::new(spellings));
-    drop(guard);
-    GENERATION.fetch_add(1, Ordering::Release);
-}
-
-pub fn clear_cache() {
-    let mut cache = CACHE.write().unwrap();
-    let mut unlisted = UNLISTED.lock().unwrap();
-    *cache = None;
-    unlisted.clear();
-    CLEARS.fetch_add(1, Ordering::SeqCst);
-    drop(unlisted);
-    drop(cache);
-    GENERATION.fetch_add(1, Ordering::Release);
-}
-
-/// Bumped (under the cache's locks) whenever descriptions are dropped: one read from the
-/// catalog before then is not kept (`remember`).
-static CLEARS: AtomicU64 = AtomicU64::new(0);
-
-/// Forgets one table, under every spelling it was cached as.
-pub fn forget(name: &QualifiedName) {
-    let mut unlisted = UNLISTED.lock().unwrap();
-    unlisted.retain(|schema| schema.name != *name);
-    CLEARS.fetch_add(1, Ordering::SeqCst);
-    drop(unlisted);
-    update(|spellings| spellings.retain(|_, schema| schema.name != *name));
-}
-
-/// A table already known under another spelling (no catalog query for a new spelling).
-fn known(name: &QualifiedName) -> Option<Arc<TableSchema>> {
-    let guard = CACHE.read().unwrap();
-    let spellings = guard.as_ref()?;
-    spellings
-        .get(name.display().as_bytes())
-        .filter(|schema| schema.name == *name)
-        .cloned()
-}
-
-/// Remembers `schema` under `table_arg`, if the allowlist still admits it; whether it does.
-/// The check runs under the cache's lock: a CONFIG SET of `tables` installs the new list
-/// before it clears the cache, so a schema admitted under the old list and stored after the
-/// change would otherwise stay readable until the next clear.
-/// A schema read before the descriptions were last cleared (DDL) is not kept: it may
-/// describe the table as it was (`clears`: `CLEARS` when it was read).
-fn remember(table_arg: &str, schema: Arc<TableSchema>, clears: u64) -> bool {
-    let mut admitted = false;
-    update(|spellings| {
-        admitted = current::of(SourceId::DEFAULT).table_allowed(&schema.name);
-        if !admitted || CLEARS.load(Ordering::SeqCst) != clears {
-            return;
-        }
-        if spellings.len() + 2 > MAX_SPELLINGS {
-            spellings.retain(|spelling, schema| **spelling == *schema.display.as_bytes());
-        }
-        spellings.insert(table_arg.as_bytes().into(), schema.clone());
-        spellings.insert(schema.display.as_bytes().into(), schema);
-    });
-    admitted
-}
-
-/// The ancestors (partitioned parents, inheritance parents) every table was seen with, by
-/// the table as PostgreSQL's `quote_ident` spells it (`public.meas_2024`). Kept through
-/// clears of the descriptions: a dropped partition is reported after the catalog forgot its
-/// parent, whose rows were its own. Bounded: past `MOST_ANCESTRIES` tables it starts over.
-static ANCESTORS: std::sync::Mutex<Option<HashMap<String, Vec<String>>>> =
-    std::sync::Mutex::new(None);
-const MOST_ANCESTRIES: usize = 100_000;
-
-/// Notes the ancestors of `table`, and that its descendants have it and them as theirs.
-fn remember_ancestors(table: &str, ancestors: &[String], descendants: &[String]) {
-    let mut guard = ANCESTORS.lock().unwrap();
-    let map = guard.get_or_insert_with(HashMap::new);
-    if map.len() > MOST_ANCESTRIES {
-        map.clear();
     }
-    let mut add = |child: &str, parents: &mut dyn Iterator<Item = &String>| {
-        let known = map.entry(child.to_string()).or_default();
-        for parent in parents {
-            if !known.contains(parent) {
-                known.push(parent.clone());
+
+    /// The `<table>` argument as a client sent it, checked to be UTF-8 and admitted
+    /// (`admit`).
+    pub fn admit_arg(&self, table_arg: &[u8]) -> Result<String> {
+        let table = std::str::from_utf8(table_arg)
+            .map_err(|_| Error::invalid("table name is not valid UTF-8"))?;
+        self.admit(table)?;
+        Ok(table.to_string())
+    }
+
+    /// Checks a table argument before asking the catalog: syntax, system schemas, the
+    /// source's allowlist.
+    pub fn admit(&self, table_arg: &str) -> Result<QualifiedName> {
+        let name = parse_table(table_arg)?;
+        crate::model::key::brace_free("table", &name.display())?;
+        if is_system_schema(&name.schema) {
+            return Err(Error::invalid(format!(
+                "{} is in a system schema; pgcache never reads pg_catalog or information_schema",
+                name.display()
+            )));
+        }
+        if !current::of(self.source).table_allowed(&name) {
+            return Err(not_allowed(&name));
+        }
+        Ok(name)
+    }
+
+    /// Calls `f` with the cached schema for a table argument (None if not resolved yet).
+    #[inline]
+    pub fn with_cached<R>(
+        &self,
+        table_arg: &[u8],
+        f: impl FnOnce(Option<&Arc<TableSchema>>) -> R,
+    ) -> R {
+        self.with_view(|view| f(view.spellings.get(table_arg)))
+    }
+
+    /// Calls `f` with the cached schema a cache key belongs to (its entry prefix,
+    /// `<cache_prefix><table>:`, is followed by the pk's opening brace), if one is cached.
+    #[inline]
+    pub fn with_key_owner<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&Arc<TableSchema>>) -> R,
+    ) -> R {
+        self.with_view(|view| match &view.entry_prefixes {
+            // A handful of tables: compare their prefixes with the key's start.
+            Lookup::Few(prefixes) => f(prefixes
+                .iter()
+                .find(|(p, _)| key.get(p.len()) == Some(&b'{') && key.starts_with(p))
+                .map(|(_, schema)| schema)),
+            // Many: the prefix ends before the key's first brace (prefixes and table names
+            // hold none).
+            Lookup::Many(map) => f(key
+                .iter()
+                .position(|&b| b == b'{')
+                .and_then(|brace| map.get(&key[..brace]))),
+        })
+    }
+
+    /// `try_with`, not `with_borrow_mut`: its closure then inlines into the hit path, where
+    /// `with_borrow_mut`'s stayed a call of its own (+34 instructions a PGCACHE.GET hit,
+    /// measured at #53 step 3).
+    #[inline]
+    fn with_view<R>(&self, f: impl FnOnce(&View) -> R) -> R {
+        let generation = self.generation.load(Ordering::Acquire);
+        SNAPSHOT
+            .try_with(|snapshot| {
+                let (seen, view) = &mut *snapshot.borrow_mut();
+                if *seen != generation {
+                    *view = self.view();
+                    *seen = generation;
+                }
+                f(view)
+            })
+            .expect("a thread reads its snapshot only while it lives")
+    }
+
+    /// A thread's view of the descriptions as they are now. Out of line: the hit path
+    /// inlines `with_view`, which rebuilds its view only after a change.
+    #[cold]
+    #[inline(never)]
+    fn view(&self) -> View {
+        View::of(self.cache.read().unwrap().as_ref())
+    }
+
+    /// The cached schema for a table argument, if it was resolved before.
+    pub fn cached(&self, table_arg: &[u8]) -> Option<Arc<TableSchema>> {
+        self.with_cached(table_arg, |s| s.cloned())
+    }
+
+    /// Replaces the cache with `change` applied to a copy of it.
+    fn update(&self, change: impl FnOnce(&mut Spellings)) {
+        let mut guard = self.cache.write().unwrap();
+        let mut spellings: Spellings = guard.as_deref().cloned().unwrap_or_default();
+        change(&mut spellings);
+        *guard = Some(Arc::new(spellings));
+        self.changed();
+    }
+
+    /// A new generation for a change of the cache, set while its lock is held (so that
+    /// generations follow changes in order).
+    fn changed(&self) {
+        let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    /// Forgets every description (DDL, a new allowlist, unload).
+    pub fn clear(&self) {
+        let mut cache = self.cache.write().unwrap();
+        let mut unlisted = self.unlisted.lock().unwrap();
+        *cache = None;
+        unlisted.clear();
+        self.clears.fetch_add(1, Ordering::SeqCst);
+        drop(unlisted);
+        self.changed();
+    }
+
+    /// Forgets one table, under every spelling it was cached as.
+    pub fn forget(&self, name: &QualifiedName) {
+        let mut unlisted = self.unlisted.lock().unwrap();
+        unlisted.retain(|schema| schema.name != *name);
+        self.clears.fetch_add(1, Ordering::SeqCst);
+        drop(unlisted);
+        self.update(|spellings| spellings.retain(|_, schema| schema.name != *name));
+    }
+
+    /// A table already known under another spelling (no catalog query for a new spelling).
+    fn known(&self, name: &QualifiedName) -> Option<Arc<TableSchema>> {
+        let guard = self.cache.read().unwrap();
+        let spellings = guard.as_ref()?;
+        spellings
+            .get(name.display().as_bytes())
+            .filter(|schema| schema.name == *name)
+            .cloned()
+    }
+
+    /// Remembers `schema` under `table_arg`, if the allowlist still admits it; whether it
+    /// does. The check runs under the cache's lock: a CONFIG SET of `tables` installs the
+    /// new list before it clears the cache, so a schema admitted under the old list and
+    /// stored after the change would otherwise stay readable until the next clear.
+    /// A schema read before the descriptions were last cleared (DDL) is not kept: it may
+    /// describe the table as it was (`clears`: `clears` when it was read).
+    fn remember(&self, table_arg: &str, schema: Arc<TableSchema>, clears: u64) -> bool {
+        let mut admitted = false;
+        self.update(|spellings| {
+            admitted = current::of(self.source).table_allowed(&schema.name);
+            if !admitted || self.clears.load(Ordering::SeqCst) != clears {
+                return;
+            }
+            if spellings.len() + 2 > MAX_SPELLINGS {
+                spellings.retain(|spelling, schema| **spelling == *schema.display.as_bytes());
+            }
+            spellings.insert(table_arg.as_bytes().into(), schema.clone());
+            spellings.insert(schema.display.as_bytes().into(), schema);
+        });
+        admitted
+    }
+
+    /// Notes the ancestors of `table`, and that its descendants have it and them as theirs.
+    fn remember_ancestors(&self, table: &str, ancestors: &[String], descendants: &[String]) {
+        let mut guard = self.ancestors.lock().unwrap();
+        let map = guard.get_or_insert_with(HashMap::new);
+        if map.len() > MOST_ANCESTRIES {
+            map.clear();
+        }
+        let mut add = |child: &str, parents: &mut dyn Iterator<Item = &String>| {
+            let known = map.entry(child.to_string()).or_default();
+            for parent in parents {
+                if !known.contains(parent) {
+                    known.push(parent.clone());
+                }
+            }
+        };
+        add(table, &mut ancestors.iter());
+        let mut with_table = ancestors.to_vec();
+        with_table.push(table.to_string());
+        for descendant in descendants {
+            add(descendant, &mut with_table.iter());
+        }
+    }
+
+    /// The ancestors `quoted` (as `quote_ident` spells it) was ever seen with.
+    pub fn ancestors_seen(&self, quoted: &str) -> Vec<String> {
+        self.ancestors
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|map| map.get(quoted).cloned())
+            .unwrap_or_default()
+    }
+
+    /// The cached tables that row-level security applies to.
+    pub fn with_row_security(&self) -> Vec<Arc<TableSchema>> {
+        let guard = self.cache.read().unwrap();
+        let unlisted = self.unlisted.lock().unwrap();
+        let mut found: Vec<Arc<TableSchema>> = Vec::new();
+        for schema in guard
+            .iter()
+            .flat_map(|spellings| spellings.values())
+            .chain(unlisted.iter())
+        {
+            if schema.row_security && !found.iter().any(|f| f.name == schema.name) {
+                found.push(schema.clone());
             }
         }
-    };
-    add(table, &mut ancestors.iter());
-    let mut with_table = ancestors.to_vec();
-    with_table.push(table.to_string());
-    for descendant in descendants {
-        add(descendant, &mut with_table.iter());
+        found
     }
-}
 
-/// The ancestors `quoted` (as `quote_ident` spells it) was ever seen with.
-pub fn ancestors_seen(quoted: &str) -> Vec<String> {
-    ANCESTORS
-        .lock()
-        .unwrap()
-        .as_ref()
-        .and_then(|map| map.get(quoted).cloned())
-        .unwrap_or_default()
-}
+    /// The tables (not views) whose schemas are cached: the ones pgcache serves or follows.
+    pub fn served_tables(&self) -> Vec<QualifiedName> {
+        let guard = self.cache.read().unwrap();
+        let unlisted = self.unlisted.lock().unwrap();
+        let mut names: Vec<QualifiedName> = guard
+            .iter()
+            .flat_map(|spellings| spellings.values())
+            // Tables read only for their changes (a QUERY's partitions, the tables policies
+            // read) need the feed as much.
+            .chain(unlisted.iter())
+            .filter(|schema| schema.batchable)
+            .map(|schema| schema.name.clone())
+            .collect();
+        names.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        names.dedup();
+        names
+    }
 
-/// The cached tables that row-level security applies to.
-pub fn with_row_security() -> Vec<Arc<TableSchema>> {
-    let guard = CACHE.read().unwrap();
-    let unlisted = UNLISTED.lock().unwrap();
-    let mut found: Vec<Arc<TableSchema>> = Vec::new();
-    for schema in guard
-        .iter()
-        .flat_map(|spellings| spellings.values())
-        .chain(unlisted.iter())
-    {
-        if schema.row_security && !found.iter().any(|f| f.name == schema.name) {
-            found.push(schema.clone());
+    /// How many spellings are remembered (bounded by MAX_SPELLINGS).
+    pub fn remembered(&self) -> usize {
+        self.cache.read().unwrap().as_ref().map_or(0, |s| s.len())
+    }
+
+    /// The schema of `table_arg`, from the cache or the catalog, read on `client` (a
+    /// connection to this source's database). Worker threads only.
+    pub fn resolve(&self, client: &mut Connection, table_arg: &str) -> Result<Arc<TableSchema>> {
+        if let Some(schema) = self.cached(table_arg.as_bytes()) {
+            return Ok(schema);
         }
+        let name = self.admit(table_arg)?;
+        let clears = self.clears.load(Ordering::SeqCst);
+        let schema = match self.known(&name) {
+            Some(schema) => schema,
+            None => Arc::new(self.load(client, name)?),
+        };
+        if schema.unlogged && !current::of(self.source).feed_is_notify() {
+            return Err(unlogged(&schema.display));
+        }
+        if !self.remember(table_arg, schema.clone(), clears) {
+            return Err(not_allowed(&schema.name));
+        }
+        Ok(schema)
     }
-    found
-}
 
-/// The tables (not views) whose schemas are cached: the ones pgcache serves or follows.
-pub fn served_tables() -> Vec<QualifiedName> {
-    let guard = CACHE.read().unwrap();
-    let unlisted = UNLISTED.lock().unwrap();
-    let mut names: Vec<QualifiedName> = guard
-        .iter()
-        .flat_map(|spellings| spellings.values())
-        // Tables read only for their changes (a QUERY's partitions, the tables policies
-        // read) need the feed as much.
-        .chain(unlisted.iter())
-        .filter(|schema| schema.batchable)
-        .map(|schema| schema.name.clone())
-        .collect();
-    names.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
-    names.dedup();
-    names
-}
-
-/// How many spellings are remembered (bounded by MAX_SPELLINGS).
-pub fn remembered() -> usize {
-    CACHE.read().unwrap().as_ref().map_or(0, |s| s.len())
-}
-
-/// The schema of `table_arg`, from the cache or the catalog. Worker threads only.
-pub fn resolve(client: &mut Connection, table_arg: &str) -> Result<Arc<TableSchema>> {
-    if let Some(schema) = cached(table_arg.as_bytes()) {
-        return Ok(schema);
+    /// The schema of `table_arg` whatever the allowlist says (system schemas aside): what
+    /// following its changes needs. Worker threads only.
+    pub fn resolve_any(
+        &self,
+        client: &mut Connection,
+        table_arg: &str,
+    ) -> Result<Arc<TableSchema>> {
+        if let Some(schema) = self.cached(table_arg.as_bytes()) {
+            return Ok(schema);
+        }
+        let name = parse_table(table_arg)?;
+        if current::of(self.source).table_allowed(&name) {
+            return self.resolve(client, table_arg);
+        }
+        if is_system_schema(&name.schema) {
+            return Err(Error::invalid(format!(
+                "{} is in a system schema; pgcache never reads pg_catalog or information_schema",
+                name.display()
+            )));
+        }
+        let clears = self.clears.load(Ordering::SeqCst);
+        if let Some(schema) = self
+            .unlisted
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+        {
+            return Ok(schema);
+        }
+        let schema = Arc::new(self.load(client, name)?);
+        let mut unlisted = self.unlisted.lock().unwrap();
+        if unlisted.len() >= MAX_SPELLINGS {
+            unlisted.clear();
+        }
+        if self.clears.load(Ordering::SeqCst) == clears {
+            unlisted.push(schema.clone());
+        }
+        Ok(schema)
     }
-    let name = admit(table_arg)?;
-    let clears = CLEARS.load(Ordering::SeqCst);
-    let schema = match known(&name) {
-        Some(schema) => schema,
-        None => Arc::new(load(client, name)?),
-    };
-    if schema.unlogged && !current::of(SourceId::DEFAULT).feed_is_notify() {
-        return Err(unlogged(&schema.display));
-    }
-    if !remember(table_arg, schema.clone(), clears) {
-        return Err(not_allowed(&schema.name));
-    }
-    Ok(schema)
-}
-
-/// Schemas of tables outside the allowlist, which the change feed and the tables a QUERY
-/// reads only for their changes (partitions, tables a policy reads) still need: never
-/// consulted by a read of a table. Bounded like the spellings; cleared with them.
-static UNLISTED: std::sync::Mutex<Vec<Arc<TableSchema>>> = std::sync::Mutex::new(Vec::new());
-
-/// The schema of `table_arg` whatever the allowlist says (system schemas aside): what
-/// following its changes needs. Worker threads only.
-pub fn resolve_any(client: &mut Connection, table_arg: &str) -> Result<Arc<TableSchema>> {
-    if let Some(schema) = cached(table_arg.as_bytes()) {
-        return Ok(schema);
-    }
-    let name = parse_table(table_arg)?;
-    if current::of(SourceId::DEFAULT).table_allowed(&name) {
-        return resolve(client, table_arg);
-    }
-    if is_system_schema(&name.schema) {
-        return Err(Error::invalid(format!(
-            "{} is in a system schema; pgcache never reads pg_catalog or information_schema",
-            name.display()
-        )));
-    }
-    let clears = CLEARS.load(Ordering::SeqCst);
-    if let Some(schema) = UNLISTED
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|s| s.name == name)
-        .cloned()
-    {
-        return Ok(schema);
-    }
-    let schema = Arc::new(load(client, name)?);
-    let mut unlisted = UNLISTED.lock().unwrap();
-    if unlisted.len() >= MAX_SPELLINGS {
-        unlisted.clear();
-    }
-    if CLEARS.load(Ordering::SeqCst) == clears {
-        unlisted.push(schema.clone());
-    }
-    Ok(schema)
 }
 
 const RELATION_SQL: &str = "SELECT c.oid, c.relkind::text, c.relpersistence = 'u', \
@@ -655,122 +731,126 @@ const COLUMNS_SQL: &str = concat!(
      ORDER BY a.attnum"
 );
 
-fn load(client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
-    let display = name.display();
-    let failed = |e: Failure| catalog_error(&e, &display);
-    let rows = client
-        .query(RELATION_SQL, &[&name.schema, &name.name])
-        .map_err(failed)?;
-    let Some(row) = rows.first() else {
-        return Err(Error::invalid(format!(
-            "table {} does not exist",
-            name.display()
-        )));
-    };
-    let oid: tokio_postgres::types::Oid = row.get(0);
-    let relkind: String = row.get(1);
-    let unlogged: bool = row.get(2);
-    let row_security: bool = row.get(3);
-    let quoted: String = row.get(4);
-    if !matches!(relkind.as_str(), "r" | "p" | "v" | "m" | "f") {
-        return Err(Error::invalid(format!(
-            "{} is not a table or view",
-            name.display()
-        )));
-    }
-    // Naming the relation in the allowlist is the administrator's explicit consent.
-    if !current::of(SourceId::DEFAULT).table_listed(&name)
-        && let Some(row) = client
-            .query(SYSTEM_READ_SQL, &[&oid])
-            .map_err(failed)?
-            .first()
-    {
-        let system_object: String = row.get(0);
-        return Err(Error::invalid(format!(
-            "{} reads the {system_object}; pgcache serves no system catalogs or extension \
+impl Schemas {
+    /// Table `name` as the catalog describes it now, read on `client`.
+    fn load(&self, client: &mut Connection, name: QualifiedName) -> Result<TableSchema> {
+        let display = name.display();
+        let failed = |e: Failure| catalog_error(&e, &display);
+        let rows = client
+            .query(RELATION_SQL, &[&name.schema, &name.name])
+            .map_err(failed)?;
+        let Some(row) = rows.first() else {
+            return Err(Error::invalid(format!(
+                "table {} does not exist",
+                name.display()
+            )));
+        };
+        let oid: tokio_postgres::types::Oid = row.get(0);
+        let relkind: String = row.get(1);
+        let unlogged: bool = row.get(2);
+        let row_security: bool = row.get(3);
+        let quoted: String = row.get(4);
+        if !matches!(relkind.as_str(), "r" | "p" | "v" | "m" | "f") {
+            return Err(Error::invalid(format!(
+                "{} is not a table or view",
+                name.display()
+            )));
+        }
+        // Naming the relation in the allowlist is the administrator's explicit consent.
+        if !current::of(self.source).table_listed(&name)
+            && let Some(row) = client
+                .query(SYSTEM_READ_SQL, &[&oid])
+                .map_err(failed)?
+                .first()
+        {
+            let system_object: String = row.get(0);
+            return Err(Error::invalid(format!(
+                "{} reads the {system_object}; pgcache serves no system catalogs or extension \
              objects, not even through a view: cache a table or a view over your own tables, \
              or name this one in the pgcache.tables allowlist to serve it anyway",
-            name.display()
-        )));
-    }
-    let mut columns = Vec::new();
-    let mut primary_key = Vec::new();
-    for row in client.query(COLUMNS_SQL, &[&oid]).map_err(failed)? {
-        let column: String = row.get(0);
-        let type_name: String = row.get(2);
-        if row.get::<_, bool>(3) {
-            primary_key.push(column.clone());
+                name.display()
+            )));
         }
-        columns.push(Column {
-            name: column,
-            cast_type: row.get(1),
-            kind: column_kind(&type_name, row.get(4)),
-            // A domain over a domain is taken for one over a composite: not looked into.
-            row_valued: row.get(5),
-        });
-    }
-    primary_key.sort();
-    let mut related: Vec<String> = Vec::new();
-    let mut ancestors: Vec<String> = Vec::new();
-    let mut descendants: Vec<String> = Vec::new();
-    for row in client.query(RELATED_SQL, &[&oid]).map_err(failed)? {
-        let quoted: String = row.get(0);
-        if row.get::<_, bool>(1) {
-            ancestors.push(quoted.clone());
-        } else {
-            descendants.push(quoted.clone());
+        let mut columns = Vec::new();
+        let mut primary_key = Vec::new();
+        for row in client.query(COLUMNS_SQL, &[&oid]).map_err(failed)? {
+            let column: String = row.get(0);
+            let type_name: String = row.get(2);
+            if row.get::<_, bool>(3) {
+                primary_key.push(column.clone());
+            }
+            columns.push(Column {
+                name: column,
+                cast_type: row.get(1),
+                kind: column_kind(&type_name, row.get(4)),
+                // A domain over a domain is taken for one over a composite: not looked into.
+                row_valued: row.get(5),
+            });
         }
-        related.push(quoted);
-    }
-    remember_ancestors(&quoted, &ancestors, &descendants);
-    // What DDL alone changes: a view's or a materialized view's rows (replaced, refreshed),
-    // a partitioned table's or a parent's (a partition or child created).
-    let ddl_shaped = matches!(relkind.as_str(), "v" | "m" | "p") || !descendants.is_empty();
-    let uncached = if ddl_shaped
-        && !client
-            .query(DDL_FOLLOWED_SQL, &[])
-            .map_err(failed)?
-            .first()
-            .is_some_and(|r| r.get(0))
-    {
-        Some(format!(
-            "{} is a view, a partitioned table or a parent, whose rows DDL could change \
+        primary_key.sort();
+        let mut related: Vec<String> = Vec::new();
+        let mut ancestors: Vec<String> = Vec::new();
+        let mut descendants: Vec<String> = Vec::new();
+        for row in client.query(RELATED_SQL, &[&oid]).map_err(failed)? {
+            let quoted: String = row.get(0);
+            if row.get::<_, bool>(1) {
+                ancestors.push(quoted.clone());
+            } else {
+                descendants.push(quoted.clone());
+            }
+            related.push(quoted);
+        }
+        self.remember_ancestors(&quoted, &ancestors, &descendants);
+        // What DDL alone changes: a view's or a materialized view's rows (replaced, refreshed),
+        // a partitioned table's or a parent's (a partition or child created).
+        let ddl_shaped = matches!(relkind.as_str(), "v" | "m" | "p") || !descendants.is_empty();
+        let uncached = if ddl_shaped
+            && !client
+                .query(DDL_FOLLOWED_SQL, &[])
+                .map_err(failed)?
+                .first()
+                .is_some_and(|r| r.get(0))
+        {
+            Some(format!(
+                "{} is a view, a partitioned table or a parent, whose rows DDL could change \
              unseen, and DDL is not followed (run examples/ddl_trigger.sql as a superuser)",
-            name.display()
-        ))
-    } else {
-        None
-    };
-    let display = name.display();
-    let mut schema = TableSchema {
-        stats: crate::stats::of(SourceId::DEFAULT).table(&display),
-        sql_name: name.quoted(),
-        key_prefix: cache_key(&current::cache_prefix(), &display, ""),
-        display,
-        name,
-        columns,
-        primary_key,
-        primary_key_sql: (String::new(), String::new()),
-        batchable: relkind != "v",
-        related,
-        unlogged,
-        oid,
-        row_security,
-        uncached,
-    };
-    if !schema.primary_key.is_empty() {
-        let pk: Vec<KeyColumn> = schema
-            .primary_key
-            .iter()
-            .map(|c| (c.into(), Default::default()))
-            .collect();
-        let params = schema.key_params(&pk);
-        schema.primary_key_sql = (
-            query::select_one(&schema.sql_name, &params),
-            query::select_many(&schema.sql_name, &params),
-        );
+                name.display()
+            ))
+        } else {
+            None
+        };
+        let display = name.display();
+        let mut schema = TableSchema {
+            source: self.source,
+            stats: crate::stats::of(self.source).table(&display),
+            sql_name: name.quoted(),
+            key_prefix: cache_key(&current::cache_prefix(), &display, ""),
+            display,
+            name,
+            columns,
+            primary_key,
+            primary_key_sql: (String::new(), String::new()),
+            batchable: relkind != "v",
+            related,
+            unlogged,
+            oid,
+            row_security,
+            uncached,
+        };
+        if !schema.primary_key.is_empty() {
+            let pk: Vec<KeyColumn> = schema
+                .primary_key
+                .iter()
+                .map(|c| (c.into(), Default::default()))
+                .collect();
+            let params = schema.key_params(&pk);
+            schema.primary_key_sql = (
+                query::select_one(&schema.sql_name, &params),
+                query::select_many(&schema.sql_name, &params),
+            );
+        }
+        Ok(schema)
     }
-    Ok(schema)
 }
 
 #[cfg(test)]
@@ -784,11 +864,16 @@ mod tests {
         }
         assert!(!is_system_schema("public"));
         assert!(
-            admit("pg_catalog.pg_authid")
+            of(SourceId::DEFAULT)
+                .admit("pg_catalog.pg_authid")
                 .unwrap_err()
                 .message()
                 .contains("system schema")
         );
-        assert!(admit("information_schema.tables").is_err());
+        assert!(
+            of(SourceId::DEFAULT)
+                .admit("information_schema.tables")
+                .is_err()
+        );
     }
 }

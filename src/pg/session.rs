@@ -6,7 +6,8 @@
 //! current-thread runtime (no thread of its own, as with `postgres`), each exchange is
 //! bounded by a timeout, and a session whose peer stayed silent is given up.
 
-use crate::pg::circuit;
+use crate::model::source::PartRef;
+use crate::pg::circuit::Circuit;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::pin;
@@ -167,6 +168,9 @@ pub struct Session {
     notifications: VecDeque<Notification>,
     /// The peer stayed silent past a deadline, or the connection ended.
     lost: bool,
+    /// Where PostgreSQL's answers are reported: its source's circuit, which they keep from
+    /// taking a silent connection for an outage.
+    circuit: PartRef<'static, Circuit>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -179,8 +183,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 impl Session {
     /// Connects, with the whole exchange (TCP, TLS, start-up, authentication) bounded by
-    /// `limit`.
-    pub fn connect<T>(config: &Config, tls: T, limit: Duration) -> Result<Session, Failure>
+    /// `limit`; the session reports its answers to `circuit`.
+    pub fn connect<T>(
+        config: &Config,
+        tls: T,
+        limit: Duration,
+        circuit: PartRef<'static, Circuit>,
+    ) -> Result<Session, Failure>
     where
         T: MakeTlsConnect<Socket> + Send + 'static,
         T::Stream: Send + 'static,
@@ -196,6 +205,7 @@ impl Session {
             messages: Box::new(connection),
             notifications: VecDeque::new(),
             lost: false,
+            circuit,
         })
     }
 
@@ -240,6 +250,7 @@ impl Session {
             messages,
             notifications,
             lost,
+            circuit,
         } = self;
         let mut exchange = pin!(exchange(client));
         // The connection half must not be polled again once it has ended (tokio-postgres's
@@ -264,12 +275,12 @@ impl Session {
         }
         match finished {
             Ok(Ok(result)) => {
-                circuit::answered();
+                circuit.answered();
                 Ok(result)
             }
             Ok(Err(failure)) => {
                 if failure.server().is_some() {
-                    circuit::answered();
+                    circuit.answered();
                 }
                 if failure.session_lost() {
                     *lost = true;
@@ -418,7 +429,7 @@ impl Session {
             Ok(Ok(())) | Err(_) => {
                 let next = self.notifications.pop_front();
                 if next.is_some() {
-                    circuit::answered();
+                    self.circuit.answered();
                 }
                 Ok(next)
             }

@@ -88,8 +88,10 @@ pub fn learn(client: &mut Connection, parsed: &Parsed) -> Result<Learned> {
         // Tables read only for what they do to the rows of others need no place in the
         // allowlist: their changes are followed, nothing of them is served.
         let table = match relation.via {
-            Via::Child | Via::Policy => schema::resolve_any(client, &relation.quoted())?,
-            _ => schema::resolve(client, &relation.quoted())?,
+            Via::Child | Via::Policy => {
+                schema::of(SourceId::DEFAULT).resolve_any(client, &relation.quoted())?
+            }
+            _ => schema::of(SourceId::DEFAULT).resolve(client, &relation.quoted())?,
         };
         if !tables.iter().any(|t| t.name == table.name) {
             tables.push(table);

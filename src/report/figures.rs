@@ -42,7 +42,8 @@ pub fn gauges() -> Vec<Gauge> {
         help: "Hits (negative ones included) over lookups since the last reset.".into(),
         value: Value::Ratio(source.hit_ratio()),
     }];
-    if let Some((queued, pool)) = worker::load() {
+    let pool = crate::pg::pool::of(SourceId::DEFAULT).map(|pool| pool.stats());
+    if let (Some(queued), Ok(pool)) = (worker::queued(), pool) {
         all.extend([
             int("queue_depth", "Jobs waiting for a worker.", queued),
             int("pool_size", "PostgreSQL connections at most.", pool.size),
@@ -146,7 +147,7 @@ pub fn gauges() -> Vec<Gauge> {
         int(
             "postgres_circuit_open",
             "1 while PostgreSQL is known to be unreachable: requests that need it fail at once, and one probe at a time checks it.",
-            u8::from(crate::pg::circuit::open()),
+            u8::from(crate::pg::circuit::of(SourceId::DEFAULT).open()),
         ),
         int(
             "hits_served",

@@ -39,9 +39,11 @@ pub fn many(
     // A table not seen yet is resolved first, also for an empty array: a table that does
     // not exist is an error whatever the array holds. A read that must not trust the cache
     // fetches every key, on a worker, as for a table not seen yet.
-    let schema = schema::cached(table_arg).filter(|_| read == Read::Cached);
+    let schema = schema::of(SourceId::DEFAULT)
+        .cached(table_arg)
+        .filter(|_| read == Read::Cached);
     let Some(schema) = schema else {
-        let table = schema::admit_arg(table_arg)?;
+        let table = schema::of(SourceId::DEFAULT).admit_arg(table_arg)?;
         let items: Vec<Vec<u8>> = items.iter().map(|i| i.to_vec()).collect();
         return Ok(all_on_a_worker(ctx, table, items, named, ttl, read));
     };
@@ -77,6 +79,7 @@ pub fn many(
         // fetch, all on the worker (hits above proved their spellings canonical).
         return Ok(worker::submit(
             ctx,
+            schema.source,
             Box::new(move |client| {
                 let keys = normalise::confirm_all(client, &schema, keys)?;
                 if let Some(named) = &named {
@@ -149,8 +152,9 @@ fn all_on_a_worker(
     let db = keyspace::selected_db(ctx);
     worker::submit(
         ctx,
+        SourceId::DEFAULT,
         Box::new(move |client| {
-            let schema = schema::resolve(client, &table)?;
+            let schema = schema::of(SourceId::DEFAULT).resolve(client, &table)?;
             let keys = canonicalise_all(items.iter().map(Vec::as_slice), &schema)?;
             let keys = normalise::confirm_all(client, &schema, keys)?;
             if let Some(named) = &named {
@@ -203,7 +207,7 @@ pub fn look_up(
 fn fetch_misses(ctx: &Context, batch: Batch) -> Reply {
     // Few enough keys of a table: one statement the event loop sends itself.
     if onloop::takes_many(&batch.schema, &batch.distinct) {
-        let checked = match worker::may_wait(ctx) {
+        let checked = match worker::may_wait(ctx, batch.schema.source) {
             Ok(checked) => checked,
             Err(refusal) => return refusal,
         };
@@ -218,6 +222,7 @@ fn fetch_misses(ctx: &Context, batch: Batch) -> Reply {
     if ranges.len() == 1 {
         return worker::submit(
             ctx,
+            batch.schema.source,
             Box::new(move |client| {
                 let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
                 Ok(batch.complete(rows))
@@ -235,6 +240,7 @@ fn fetch_misses(ctx: &Context, batch: Batch) -> Reply {
         .collect();
     worker::submit_parts(
         ctx,
+        batch.schema.source,
         parts,
         Box::new(move |rows| batch.complete(rows.concat())),
     )

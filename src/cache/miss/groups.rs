@@ -6,6 +6,7 @@
 use super::batch::{Batch, all_canonical, canonicalise_all, look_up, slots_for};
 use crate::cache::worker;
 use crate::error::{Error, Result};
+use crate::model::source::SourceId;
 use crate::pg::normalise;
 use crate::pg::pool::PooledClient;
 use crate::pg::schema;
@@ -81,7 +82,8 @@ fn read_groups(
     let mut positions = Vec::with_capacity(groups.len());
     for group in groups {
         positions.push(group.positions.clone());
-        let known = schema::cached(&group.table)
+        let known = schema::of(SourceId::DEFAULT)
+            .cached(&group.table)
             .filter(|_| read == super::Read::Cached)
             .map(|schema| {
                 let keys = canonicalise_all(group.pks.iter().map(Vec::as_slice), &schema)?;
@@ -97,7 +99,10 @@ fn read_groups(
                     schema, keys, slots, names, ttl, false,
                 )));
             }
-            None => pending.push(Pending::OnWorker(schema::admit_arg(&group.table)?, group)),
+            None => pending.push(Pending::OnWorker(
+                schema::of(SourceId::DEFAULT).admit_arg(&group.table)?,
+                group,
+            )),
         }
     }
     if pending
@@ -115,6 +120,7 @@ fn read_groups(
     }
     Ok(worker::submit(
         ctx,
+        SourceId::DEFAULT,
         Box::new(move |client| {
             let mut completions = Vec::with_capacity(pending.len());
             for group in pending {
@@ -140,7 +146,7 @@ fn learn(
     read: super::Read,
     db: i32,
 ) -> Result<Batch> {
-    let schema = schema::resolve(client, table)?;
+    let schema = schema::of(SourceId::DEFAULT).resolve(client, table)?;
     let keys = canonicalise_all(group.pks.iter().map(Vec::as_slice), &schema)?;
     let keys = normalise::confirm_all(client, &schema, keys)?;
     all_canonical(&group.named, &schema, &keys)?;

@@ -96,7 +96,7 @@ pub fn one(
         }
         KeyFrom::Named => None,
     };
-    let checked = match worker::may_wait(ctx) {
+    let checked = match worker::may_wait(ctx, schema.source) {
         Ok(checked) => checked,
         Err(refusal) => return refusal,
     };
@@ -203,7 +203,8 @@ pub fn on_worker(
     named: Option<Vec<u8>>,
     read: Read,
 ) -> Reply {
-    let table = match schema::admit_arg(table_arg) {
+    let source = SourceId::DEFAULT;
+    let table = match schema::of(source).admit_arg(table_arg) {
         Ok(t) => t,
         Err(e) => return e.into(),
     };
@@ -211,8 +212,9 @@ pub fn on_worker(
     let db = keyspace::selected_db(ctx);
     worker::submit_keyed(
         ctx,
+        source,
         Box::new(move |client| {
-            let schema = schema::resolve(client, &table)?;
+            let schema = schema::of(source).resolve(client, &table)?;
             let pk = normalise::confirm(client, &schema, key::canonicalise(&pk_arg, &*schema)?)?;
             if let Some(named) = &named {
                 must_be_canonical(named, &schema, &pk)?;

@@ -271,7 +271,7 @@ impl Fleet {
         let settings = current::of(SourceId::DEFAULT);
         let wanted = settings.loop_connections();
         let timeout_ms = settings.statement_timeout_ms();
-        let outages = circuit::outages();
+        let outages = circuit::of(SourceId::DEFAULT).outages();
         self.close_silent(ends);
         let mut kept = 0;
         for slot in &mut self.slots {
@@ -368,7 +368,7 @@ impl Fleet {
             conn,
             token,
             statement_timeout_ms,
-            circuit::outages(),
+            circuit::of(SourceId::DEFAULT).outages(),
         ));
     }
 

@@ -247,7 +247,7 @@ impl Job {
                 client,
                 deadline,
                 run,
-            } => worker::resubmit_run(client, deadline, run),
+            } => worker::resubmit_run(client, deadline, SourceId::DEFAULT, run),
             Job::Many {
                 client,
                 deadline,
@@ -257,6 +257,7 @@ impl Job {
             } => worker::resubmit_work(
                 client,
                 deadline,
+                schema.source,
                 Box::new(move |conn| Ok(then(fetch::many(conn, &schema, &keys)))),
             ),
             Job::Lookups(lookups) => {

@@ -31,7 +31,7 @@ pub struct Looped {
     pub token: u64,
     /// The session's statement_timeout, fixed at start-up: another one retires it.
     pub statement_timeout_ms: u64,
-    /// `circuit::outages()` when it opened: an outage since retires it (it may be silent).
+    /// `Circuit::outages` when it opened: an outage since retires it (it may be silent).
     pub outages: u64,
     /// When its last answer came: a flight's PostgreSQL time runs from the later of this
     /// and its send (the ones ahead of it ran first).

@@ -91,7 +91,7 @@ pub fn submit_run(
     on_loop: bool,
 ) -> Reply {
     if !on_loop || worker::hold::active() || !fleet::takes_a_job() {
-        return worker::submit_run(ctx, checked, run, pipelines);
+        return worker::submit_run(ctx, checked, SourceId::DEFAULT, run, pipelines);
     }
     blocked(ctx, |client, deadline| {
         fleet::queue(Job::Run {

@@ -125,7 +125,7 @@ impl Opener {
 
     /// A connection opened: PostgreSQL is reachable, no back-off.
     pub fn opened(&mut self) {
-        circuit::succeeded();
+        circuit::of(SourceId::DEFAULT).succeeded();
         self.backoff = Duration::ZERO;
         self.next_open = None;
     }
@@ -142,9 +142,9 @@ impl Opener {
         };
         if failure.timed_out {
             let limit = settings.map_or(BACKOFF_MAX, |s| s.connect_timeout);
-            circuit::went_silent(&message, limit);
+            circuit::of(SourceId::DEFAULT).went_silent(&message, limit);
         } else {
-            circuit::failed(&message);
+            circuit::of(SourceId::DEFAULT).failed(&message);
         }
         let next = (self.backoff * 2).clamp(BACKOFF_FIRST, BACKOFF_MAX);
         self.later(next);

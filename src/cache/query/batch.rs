@@ -16,6 +16,7 @@ use crate::cache::onloop;
 use crate::cache::worker::{self, Pipelined, Sent};
 use crate::config::current;
 use crate::error::Error;
+use crate::model::source::SourceId;
 use crate::pg::pool::{Connection, ReadOnlyRun, RunParam, RunResult};
 use crate::pg::text_value::TextValue;
 use crate::query::Statement;
@@ -56,6 +57,7 @@ pub(super) fn submit(ctx: &Context, job: Job) -> Reply {
         } => run(ctx, statement, params, fill),
         job => worker::submit(
             ctx,
+            SourceId::DEFAULT,
             Box::new(move |conn| {
                 let (statement, params, fill) = match job.ready(conn)? {
                     Ready::Run(statement, params, fill) => (statement, params, fill),
@@ -75,7 +77,7 @@ pub(super) fn submit(ctx: &Context, job: Job) -> Reply {
 /// queued when there is one; with a ticket, the result is cached under its key.
 fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Option<Fill>) -> Reply {
     let id = Arc::as_ptr(&statement) as usize;
-    let checked = match worker::may_wait(ctx) {
+    let checked = match worker::may_wait(ctx, SourceId::DEFAULT) {
         Ok(checked) => checked,
         Err(refusal) => return refusal,
     };

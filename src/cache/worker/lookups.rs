@@ -1,13 +1,14 @@
 //! Batched single-row lookups: every lookup a worker took at once, grouped by table, is
-//! fetched with ONE query per table (views excepted, see `TableSchema::batchable`). If that query fails, each lookup is retried alone, so
-//! one bad key (or one ambiguous view row) fails only its own request.
+//! fetched with ONE query per table (views excepted, see `TableSchema::batchable`), on a
+//! connection of the pool of the table's source. If that query fails, each lookup is
+//! retried alone, so one bad key (or one ambiguous view row) fails only its own request.
 
 use super::jobs::RowLookup;
 use crate::cache::fill::Outcome;
 use crate::error::panic::{catch, catch_result};
 use crate::model::key::CanonicalPk;
 use crate::pg::fetch;
-use crate::pg::pool::Pool;
+use crate::pg::pool::{self, Pool};
 use crate::pg::schema::TableSchema;
 use crate::requests::blocked::{BlockedClient, contained};
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use std::time::Instant;
 
 pub type PendingLookup = (BlockedClient, Instant, RowLookup);
 
-pub fn run(lookups: Vec<PendingLookup>, pool: &Pool) {
+pub fn run(lookups: Vec<PendingLookup>) {
     let mut by_table: HashMap<*const TableSchema, Vec<PendingLookup>> = HashMap::new();
     for pending in lookups {
         by_table
@@ -25,17 +26,9 @@ pub fn run(lookups: Vec<PendingLookup>, pool: &Pool) {
             .push(pending);
     }
     for (_, group) in by_table {
-        let batched = if group.len() > 1 && group[0].2.schema.batchable {
-            catch(|| fetch_group(&group, pool)).unwrap_or(None)
-        } else {
-            None
-        };
-        let outcomes: Vec<Outcome> = match batched {
-            Some(rows) => rows.into_iter().map(Ok).collect(),
-            None => group
-                .iter()
-                .map(|(_, deadline, lookup)| fetch_alone(pool, *deadline, lookup))
-                .collect(),
+        let outcomes: Vec<Outcome> = match pool::of(group[0].2.schema.source) {
+            Ok(pool) => fetch(&group, &pool),
+            Err(e) => group.iter().map(|_| Err(e.clone())).collect(),
         };
         if let Some(deadline) = group.iter().map(|(_, d, _)| *d).min() {
             super::hold::hold_point(deadline);
@@ -44,6 +37,23 @@ pub fn run(lookups: Vec<PendingLookup>, pool: &Pool) {
             let RowLookup { schema, pk, then } = lookup;
             client.answer(contained(|| Ok(then(outcome, schema, pk))));
         }
+    }
+}
+
+/// Each lookup's row: all in one query where the table allows it, else (or when that query
+/// failed) each alone.
+fn fetch(group: &[PendingLookup], pool: &Pool) -> Vec<Outcome> {
+    let batched = if group.len() > 1 && group[0].2.schema.batchable {
+        catch(|| fetch_group(group, pool)).unwrap_or(None)
+    } else {
+        None
+    };
+    match batched {
+        Some(rows) => rows.into_iter().map(Ok).collect(),
+        None => group
+            .iter()
+            .map(|(_, deadline, lookup)| fetch_alone(pool, *deadline, lookup))
+            .collect(),
     }
 }
 

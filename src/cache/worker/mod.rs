@@ -2,11 +2,13 @@
 //!
 //! A command that needs PostgreSQL blocks only its own client (`RedisModule_BlockClient`
 //! with a timeout) and queues a job on a bounded channel; a full queue is an immediate error.
-//! A worker runs the job on a pooled connection and hands back a *completion*: a closure
-//! that Redis runs on the main thread in the blocked client's reply callback, where it can
-//! write the cache (in the client's DB, replicated) and build the reply without taking the
-//! GIL from a thread. If the timeout fires first, Redis replies the timeout error and later
-//! frees the completion unrun: every request gets exactly one reply.
+//! A job names its source; a worker runs it on a connection of that source's pool (borrowed
+//! from the source's part for the job: the workers hold no pool of their own) and hands
+//! back a *completion*: a closure that Redis runs on the main thread in the blocked
+//! client's reply callback, where it can write the cache (in the client's DB, replicated)
+//! and build the reply without taking the GIL from a thread. If the timeout fires first,
+//! Redis replies the timeout error and later frees the completion unrun: every request gets
+//! exactly one reply.
 //!
 //! Three kinds of job:
 //! - work: any closure on a connection (schema reads, small MULTIREADs, WRITE of a new table);
@@ -30,7 +32,7 @@ use crate::config::current;
 use crate::error::Error;
 use crate::error::panic::{catch, catch_result};
 use crate::model::source::SourceId;
-use crate::pg::pool::{Pool, PoolStats};
+use crate::pg::pool;
 use crate::requests::blocked::{self, BlockedClient, contained, error_completion};
 use crate::requests::reply::Reply;
 use crossbeam_channel::{Receiver, Sender};
@@ -53,6 +55,8 @@ enum Queued {
 }
 
 struct Job<T> {
+    /// Whose database the job reads: its pool lends the connection.
+    source: SourceId,
     deadline: Instant,
     task: T,
 }
@@ -81,7 +85,6 @@ struct Receivers {
 struct Workers {
     queues: Queues,
     threads: Vec<JoinHandle<()>>,
-    pool: Arc<Pool>,
 }
 
 static WORKERS: Mutex<Option<Workers>> = Mutex::new(None);
@@ -94,8 +97,8 @@ static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 /// page is taken only when used.
 pub const STACK_BYTES: usize = 64 * 1024 * 1024;
 
-/// Starts `count` workers sharing `pool`, with queues of `queue_size` jobs.
-pub fn start(count: usize, queue_size: usize, pool: Arc<Pool>) -> std::io::Result<()> {
+/// Starts `count` workers, with queues of `queue_size` jobs.
+pub fn start(count: usize, queue_size: usize) -> std::io::Result<()> {
     let (work, work_receiver) = crossbeam_channel::bounded(queue_size);
     let (lookups, lookup_receiver) = crossbeam_channel::bounded(queue_size);
     let (runs, run_receiver) = crossbeam_channel::bounded(queue_size);
@@ -108,12 +111,11 @@ pub fn start(count: usize, queue_size: usize, pool: Arc<Pool>) -> std::io::Resul
             lookups: lookup_receiver.clone(),
             runs: run_receiver.clone(),
         };
-        let pool = pool.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("pgcache-worker-{i}"))
                 .stack_size(STACK_BYTES)
-                .spawn(move || run(receivers, pool))?,
+                .spawn(move || run(receivers))?,
         );
     }
     *WORKERS.lock().unwrap() = Some(Workers {
@@ -123,17 +125,14 @@ pub fn start(count: usize, queue_size: usize, pool: Arc<Pool>) -> std::io::Resul
             runs,
         },
         threads,
-        pool,
     });
     Ok(())
 }
 
-/// Jobs waiting for a worker, and the connection pool's counts (None once stopped).
-pub fn load() -> Option<(usize, PoolStats)> {
+/// Jobs waiting for a worker (None once stopped).
+pub fn queued() -> Option<usize> {
     let guard = WORKERS.lock().unwrap();
-    let workers = guard.as_ref()?;
-    let queued = workers.queues.waiting();
-    Some((queued, workers.pool.stats()))
+    Some(guard.as_ref()?.queues.waiting())
 }
 
 /// How many jobs the work queue holds at most.
@@ -185,7 +184,7 @@ impl Queues {
     }
 }
 
-fn run(receivers: Receivers, pool: Arc<Pool>) {
+fn run(receivers: Receivers) {
     let Receivers {
         work,
         lookups,
@@ -194,7 +193,7 @@ fn run(receivers: Receivers, pool: Arc<Pool>) {
     loop {
         crossbeam_channel::select! {
             recv(work) -> job => match job {
-                Ok(job) => run_queued(job, &pool),
+                Ok(job) => run_queued(job),
                 Err(_) => return,
             },
             recv(lookups) -> job => match job {
@@ -213,26 +212,42 @@ fn run(receivers: Receivers, pool: Arc<Pool>) {
                             Err(_) => break,
                         }
                     }
-                    lookups::run(batch, &pool);
+                    lookups::run(batch);
                 }
                 Err(_) => return,
             },
             recv(runs) -> job => match job {
                 Ok(first) => {
                     // Only runs already queued: each would otherwise wait for a worker.
-                    let mut taken: Vec<PendingRun> = admit_run(first).into_iter().collect();
+                    let mut taken: Vec<(SourceId, PendingRun)> =
+                        admit_run(first).into_iter().collect();
                     while taken.len() < MAX_PIPELINE {
                         match runs.try_recv() {
                             Ok(job) => taken.extend(admit_run(job)),
                             Err(_) => break,
                         }
                     }
-                    pipeline::run(taken, &pool);
+                    for (source, runs) in by_source(taken) {
+                        pipeline::run(source, runs);
+                    }
                 }
                 Err(_) => return,
             },
         }
     }
+}
+
+/// `items` grouped by their source, each group in its order, the groups in the order their
+/// first item came: one round trip goes to one source's database.
+fn by_source<T>(items: Vec<(SourceId, T)>) -> Vec<(SourceId, Vec<T>)> {
+    let mut groups: Vec<(SourceId, Vec<T>)> = Vec::new();
+    for (source, item) in items {
+        match groups.iter_mut().find(|(of, _)| *of == source) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((source, vec![item])),
+        }
+    }
+    groups
 }
 
 /// Why a queued job must not run: shutting down, or its client already timed out (a
@@ -247,14 +262,16 @@ fn refusal(deadline: Instant) -> Option<Error> {
     }
 }
 
-fn run_queued(job: Job<Queued>, pool: &Pool) {
+fn run_queued(job: Job<Queued>) {
     let refused = refusal(job.deadline);
+    let source = job.source;
     match job.task {
         Queued::Work(mut client, work) => {
             client.picked();
             let completion = match refused {
                 Some(e) => error_completion(e),
                 None => contained(|| {
+                    let pool = pool::of(source)?;
                     let mut conn = pool.get(job.deadline)?;
                     work(&mut conn)
                 }),
@@ -266,7 +283,7 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             client.picked();
             match refused {
                 Some(e) => client.answer(error_completion(e)),
-                None => run_keyed(client, work, pool, job.deadline),
+                None => run_keyed(client, work, source, job.deadline),
             }
         }
         Queued::Part(gather, index, part) => {
@@ -274,6 +291,7 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             let result = match refused {
                 Some(e) => Err(e),
                 None => catch_result(|| {
+                    let pool = pool::of(source)?;
                     let mut conn = pool.get(job.deadline)?;
                     part(&mut conn)
                 }),
@@ -282,11 +300,12 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
         }
         Queued::Run(client, run) => {
             let job = Job {
+                source,
                 deadline: job.deadline,
                 task: (client, run),
             };
-            if let Some(run) = admit_run(job) {
-                pipeline::run(vec![run], pool);
+            if let Some((source, run)) = admit_run(job) {
+                pipeline::run(source, vec![run]);
             }
         }
         Queued::Probe(mut client, then) => {
@@ -294,7 +313,8 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
             let started = Instant::now();
             let rtt = match refused {
                 Some(e) => Err(e),
-                None => pool.get(job.deadline).and_then(|mut conn| {
+                None => pool::of(source).and_then(|pool| {
+                    let mut conn = pool.get(job.deadline)?;
                     conn.query("SELECT 1", &[])
                         .map(|_| started.elapsed())
                         .map_err(|e| Error::postgres(crate::pg::errors::describe(&e)).caused_by(e))
@@ -308,7 +328,11 @@ fn run_queued(job: Job<Queued>, pool: &Pool) {
 /// Runs a `KeyedWork`: finds the key (and maybe the answer), then joins a fill of it in
 /// flight (its leader answers this client) or fetches the row itself, leading a fill that
 /// later READs of the key join.
-fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Instant) {
+fn run_keyed(client: BlockedClient, work: KeyedWork, source: SourceId, deadline: Instant) {
+    let pool = match pool::of(source) {
+        Ok(pool) => pool,
+        Err(e) => return client.answer(error_completion(e)),
+    };
     let mut conn = match pool.get(deadline) {
         Ok(conn) => conn,
         Err(e) => return client.answer(error_completion(e)),
@@ -340,7 +364,7 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, pool: &Pool, deadline: Inst
     }
 }
 
-fn admit_run(job: Job<(BlockedClient, Box<dyn Pipelined>)>) -> Option<PendingRun> {
+fn admit_run(job: Job<(BlockedClient, Box<dyn Pipelined>)>) -> Option<(SourceId, PendingRun)> {
     let (mut client, run) = job.task;
     client.picked();
     let deadline = run_deadline(job.deadline, run.as_ref());
@@ -349,7 +373,7 @@ fn admit_run(job: Job<(BlockedClient, Box<dyn Pipelined>)>) -> Option<PendingRun
             client.answer(contained(|| Ok(run.finish(Sent::Failed(e)))));
             None
         }
-        None => Some((client, deadline, run)),
+        None => Some((job.source, (client, deadline, run))),
     }
 }
 
@@ -372,35 +396,44 @@ fn admit_lookup(job: Job<(BlockedClient, RowLookup)>) -> Option<PendingLookup> {
     }
 }
 
-/// Blocks the calling client and queues `work`. Returns the reply to send now: `Blocked`
-/// when queued, or an error when the work cannot wait (inside MULTI or a script), the
-/// queue is full, or the module is stopping.
-pub fn submit(ctx: &Context, work: Work) -> Reply {
-    enqueue(ctx, 1, |queues, client, deadline| {
-        send_work(queues, deadline, Queued::Work(client, work))
+/// Blocks the calling client and queues `work`, to run on a connection to `source`.
+/// Returns the reply to send now: `Blocked` when queued, or an error when the work cannot
+/// wait (inside MULTI or a script), the queue is full, or the module is stopping.
+pub fn submit(ctx: &Context, source: SourceId, work: Work) -> Reply {
+    enqueue(ctx, source, 1, |queues, client, deadline| {
+        send_work(queues, source, deadline, Queued::Work(client, work))
     })
 }
 
 /// Like `submit`, for work that finds its key on the worker before it reads the row.
-pub fn submit_keyed(ctx: &Context, work: KeyedWork) -> Reply {
-    enqueue(ctx, 1, |queues, client, deadline| {
-        send_work(queues, deadline, Queued::Keyed(client, work))
+pub fn submit_keyed(ctx: &Context, source: SourceId, work: KeyedWork) -> Reply {
+    enqueue(ctx, source, 1, |queues, client, deadline| {
+        send_work(queues, source, deadline, Queued::Keyed(client, work))
     })
 }
 
 /// Like `submit`, for a PostgreSQL round trip (`SELECT 1` on a pooled connection, connecting
 /// if needed) whose time or failure `then` turns into the reply.
-pub fn submit_probe(ctx: &Context, then: Probe) -> Reply {
-    enqueue(ctx, 1, |queues, client, deadline| {
-        send_work(queues, deadline, Queued::Probe(client, then))
+pub fn submit_probe(ctx: &Context, source: SourceId, then: Probe) -> Reply {
+    enqueue(ctx, source, 1, |queues, client, deadline| {
+        send_work(queues, source, deadline, Queued::Probe(client, then))
     })
 }
 
 /// Queues a job that answers one client; hands the client back if the queue refused it.
-fn send_work(queues: &Queues, deadline: Instant, task: Queued) -> Result<(), BlockedClient> {
+fn send_work(
+    queues: &Queues,
+    source: SourceId,
+    deadline: Instant,
+    task: Queued,
+) -> Result<(), BlockedClient> {
     queues
         .work
-        .try_send(Job { deadline, task })
+        .try_send(Job {
+            source,
+            deadline,
+            task,
+        })
         .map_err(|e| match e.into_inner().task {
             Queued::Work(client, _)
             | Queued::Keyed(client, _)
@@ -414,9 +447,11 @@ fn send_work(queues: &Queues, deadline: Instant, task: Queued) -> Result<(), Blo
 /// A view's lookups are not batched (`TableSchema::batchable`) and go to the general queue,
 /// so that idle workers share them.
 pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Reply {
+    let source = lookup.schema.source;
     if !lookup.schema.batchable {
         return submit(
             ctx,
+            source,
             Box::new(move |conn| {
                 let RowLookup { schema, pk, then } = lookup;
                 let row = crate::pg::fetch::one(conn, &schema, &pk);
@@ -425,30 +460,37 @@ pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Repl
         );
     }
     enqueue_checked(ctx, checked, 1, |queues, client, deadline| {
-        send_to(&queues.lookups, deadline, client, lookup)
+        send_to(&queues.lookups, source, deadline, client, lookup)
     })
 }
 
 /// Like `submit`, for a statement's run, which a worker sends in one round trip with the
-/// other runs queued with it (`pipeline`) unless it is to run alone (`pipelines` false).
+/// other runs of `source` queued with it (`pipeline`) unless it is to run alone
+/// (`pipelines` false).
 pub fn submit_run(
     ctx: &Context,
     checked: MayWait,
+    source: SourceId,
     run: Box<dyn Pipelined>,
     pipelines: bool,
 ) -> Reply {
     enqueue_checked(ctx, checked, 1, |queues, client, deadline| {
         if !pipelines {
-            return send_work(queues, deadline, Queued::Run(client, run));
+            return send_work(queues, source, deadline, Queued::Run(client, run));
         }
-        send_to(&queues.runs, deadline, client, run)
+        send_to(&queues.runs, source, deadline, client, run)
     })
 }
 
 /// Queues a run whose client is blocked already (the event loop sent it and could not finish
 /// it: its connection broke, or what came back needs a worker's connection). A full queue
 /// or a stopped pool answers it with the error.
-pub fn resubmit_run(client: BlockedClient, deadline: Instant, run: Box<dyn Pipelined>) {
+pub fn resubmit_run(
+    client: BlockedClient,
+    deadline: Instant,
+    source: SourceId,
+    run: Box<dyn Pipelined>,
+) {
     let refused = {
         let guard = WORKERS.lock().unwrap();
         match guard.as_ref() {
@@ -457,6 +499,7 @@ pub fn resubmit_run(client: BlockedClient, deadline: Instant, run: Box<dyn Pipel
                 .queues
                 .runs
                 .try_send(Job {
+                    source,
                     deadline,
                     task: (client, run),
                 })
@@ -474,14 +517,19 @@ pub fn resubmit_run(client: BlockedClient, deadline: Instant, run: Box<dyn Pipel
 
 /// Queues work whose client is blocked already (the event loop could not finish it). A
 /// full queue or a stopped pool answers it with the error.
-pub fn resubmit_work(client: BlockedClient, deadline: Instant, work: Work) {
+pub fn resubmit_work(client: BlockedClient, deadline: Instant, source: SourceId, work: Work) {
     let refused = {
         let guard = WORKERS.lock().unwrap();
         match guard.as_ref() {
             None => Some((client, Error::invalid("pgcache is shutting down"))),
-            Some(workers) => send_work(&workers.queues, deadline, Queued::Work(client, work))
-                .err()
-                .map(|client| (client, workers.queues.full())),
+            Some(workers) => send_work(
+                &workers.queues,
+                source,
+                deadline,
+                Queued::Work(client, work),
+            )
+            .err()
+            .map(|client| (client, workers.queues.full())),
         }
     };
     if let Some((client, e)) = refused {
@@ -496,9 +544,15 @@ pub fn resubmit_lookup(client: BlockedClient, deadline: Instant, lookup: RowLook
         let guard = WORKERS.lock().unwrap();
         match guard.as_ref() {
             None => Some((client, Error::invalid("pgcache is shutting down"))),
-            Some(workers) => send_to(&workers.queues.lookups, deadline, client, lookup)
-                .err()
-                .map(|client| (client, workers.queues.full())),
+            Some(workers) => send_to(
+                &workers.queues.lookups,
+                lookup.schema.source,
+                deadline,
+                client,
+                lookup,
+            )
+            .err()
+            .map(|client| (client, workers.queues.full())),
         }
     };
     if let Some((client, e)) = refused {
@@ -510,12 +564,14 @@ pub fn resubmit_lookup(client: BlockedClient, deadline: Instant, lookup: RowLook
 /// client back if the queue refused it.
 fn send_to<T>(
     queue: &Sender<Job<(BlockedClient, T)>>,
+    source: SourceId,
     deadline: Instant,
     client: BlockedClient,
     task: T,
 ) -> Result<(), BlockedClient> {
     queue
         .try_send(Job {
+            source,
             deadline,
             task: (client, task),
         })
@@ -524,14 +580,19 @@ fn send_to<T>(
 
 /// Like `submit`, for a request split into `parts` that workers run at once; `join` builds
 /// the completion from all their rows.
-pub fn submit_parts(ctx: &Context, parts: Vec<Part>, join: Combine) -> Reply {
+pub fn submit_parts(ctx: &Context, source: SourceId, parts: Vec<Part>, join: Combine) -> Reply {
     let count = parts.len();
-    enqueue(ctx, count, |queues, client, deadline| {
+    enqueue(ctx, source, count, |queues, client, deadline| {
         // Only the main thread enqueues, so the room checked by `enqueue` is still there.
         let gather = Arc::new(Gather::new(client, count, join));
         for (index, part) in parts.into_iter().enumerate() {
             let task = Queued::Part(gather.clone(), index, part);
-            if queues.work.try_send(Job { deadline, task }).is_err() {
+            let job = Job {
+                source,
+                deadline,
+                task,
+            };
+            if queues.work.try_send(job).is_err() {
                 gather.deliver(index, Err(Error::invalid("the PostgreSQL queue is full")));
             }
         }
@@ -543,15 +604,16 @@ pub fn submit_parts(ctx: &Context, parts: Vec<Part>, join: Combine) -> Reply {
 /// before it decided to queue a job.
 pub struct MayWait(());
 
-/// Whether the calling client may be blocked: no drain under way (`drain`), and not inside
-/// MULTI/EXEC or a script.
-pub fn may_wait(ctx: &Context) -> Result<MayWait, Reply> {
+/// Whether the calling client may be blocked for PostgreSQL work of `source`: no drain
+/// under way (`drain`), no known outage of its database, and not inside MULTI/EXEC or a
+/// script.
+pub fn may_wait(ctx: &Context, source: SourceId) -> Result<MayWait, Reply> {
     if let Some(refusal) = crate::cache::drain::refusal() {
         return Err(Reply::Error(refusal));
     }
     // A known outage: no client waits for PostgreSQL's timeout.
-    if let Some(refusal) = crate::pg::circuit::refusal() {
-        crate::stats::of(SourceId::DEFAULT).refused_outage.inc();
+    if let Some(refusal) = crate::pg::circuit::of(source).refusal() {
+        crate::stats::of(source).refused_outage.inc();
         return Err(Reply::Error(Error::postgres(refusal)));
     }
     if ctx.get_flags().contains(ContextFlags::DENY_BLOCKING) {
@@ -567,10 +629,11 @@ pub fn may_wait(ctx: &Context) -> Result<MayWait, Reply> {
 /// lets `send` queue the job(s); `send` hands the client back if its job was refused.
 fn enqueue(
     ctx: &Context,
+    source: SourceId,
     jobs: usize,
     send: impl FnOnce(&Queues, BlockedClient, Instant) -> Result<(), BlockedClient>,
 ) -> Reply {
-    match may_wait(ctx) {
+    match may_wait(ctx, source) {
         Ok(checked) => enqueue_checked(ctx, checked, jobs, send),
         Err(refusal) => refusal,
     }

@@ -9,15 +9,16 @@ use crate::error::Error;
 use crate::error::panic::{catch, catch_result};
 use crate::model::source::SourceId;
 use crate::pg::errors::statement_error;
-use crate::pg::pool::{Pool, ReadOnlyRun};
+use crate::pg::pool::{self, ReadOnlyRun};
 use crate::requests::blocked::{BlockedClient, contained};
 use crate::stats;
 use std::time::Instant;
 
 pub type PendingRun = (BlockedClient, Instant, Box<dyn Pipelined>);
 
-/// Sends every job's runs in one round trip and answers each job's client.
-pub fn run(jobs: Vec<PendingRun>, pool: &Pool) {
+/// Sends every job's runs in one round trip to `source`'s database and answers each job's
+/// client.
+pub fn run(source: SourceId, jobs: Vec<PendingRun>) {
     // The latest deadline: a connection that frees up after an earlier one still serves
     // the others (a client past its deadline has had its timeout reply).
     let Some(deadline) = jobs.iter().map(|(_, d, _)| *d).max() else {
@@ -32,6 +33,10 @@ pub fn run(jobs: Vec<PendingRun>, pool: &Pool) {
         ends.push(runs.len());
         answers.push((client, job));
     }
+    let pool = match pool::of(source) {
+        Ok(pool) => pool,
+        Err(e) => return answer_all_failed(answers, e),
+    };
     // A panic here must not end the worker thread, nor leave any client unanswered.
     let sent = catch_result(|| {
         let mut conn = pool.get(deadline)?;
@@ -46,9 +51,7 @@ pub fn run(jobs: Vec<PendingRun>, pool: &Pool) {
         Err(e) => return answer_all_failed(answers, e),
     };
     if answers.len() > 1 {
-        stats::of(SourceId::DEFAULT)
-            .query_pipelined
-            .add(answers.len() as u64);
+        stats::of(source).query_pipelined.add(answers.len() as u64);
     }
     let all_runs = runs.len().max(1) as u32;
     let mut results = results.into_iter();

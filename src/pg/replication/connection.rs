@@ -9,6 +9,8 @@
 use super::stream::{self, CopyData};
 use crate::config::{PgSettings, SslMode};
 use crate::model::lsn::Lsn;
+use crate::model::source::PartRef;
+use crate::pg::circuit::Circuit;
 use crate::pg::wire::auth::{AuthError, Startup, Step};
 use crate::pg::wire::backend::{self as wire, Backend, ServerError};
 use bytes::BytesMut;
@@ -78,6 +80,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub struct Connection {
     runtime: tokio::runtime::Runtime,
     stream: Stream,
+    /// Where the stream's messages are reported as answers: its source's circuit.
+    circuit: PartRef<'static, Circuit>,
 }
 
 /// The socket and its buffers; its exchanges run on the connection's runtime.
@@ -95,12 +99,14 @@ type Exchange<'a, R> =
 pub type Row = Vec<Option<String>>;
 
 impl Connection {
-    /// Connects and authenticates, the whole exchange bounded by `limit`.
+    /// Connects and authenticates, the whole exchange bounded by `limit`; what the stream
+    /// receives is reported to `circuit`.
     pub fn connect(
         settings: &PgSettings,
         tls: Option<&MakeTlsConnector>,
         application_name: &str,
         limit: Duration,
+        circuit: PartRef<'static, Circuit>,
     ) -> Result<Connection, Failure> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -118,6 +124,7 @@ impl Connection {
                 input: BytesMut::with_capacity(64 * 1024),
                 output: BytesMut::new(),
             },
+            circuit,
         };
         let start_up = StartUp {
             user: settings.user.clone(),
@@ -135,7 +142,9 @@ impl Connection {
         limit: Duration,
         exchange: impl for<'a> FnOnce(&'a mut Stream) -> Exchange<'a, R>,
     ) -> Result<R, Failure> {
-        let Connection { runtime, stream } = self;
+        let Connection {
+            runtime, stream, ..
+        } = self;
         runtime.block_on(async {
             tokio::time::timeout(limit, exchange(stream))
                 .await
@@ -169,7 +178,7 @@ impl Connection {
         }
         match self.bounded(wait, |s| Box::pin(s.fill())) {
             Ok(()) => {
-                crate::pg::circuit::answered();
+                self.circuit.answered();
                 self.stream.take_copy_data()
             }
             Err(Failure::Silent(_)) => Ok(None),
