@@ -215,7 +215,7 @@ fn deinit(ctx: &Context) -> Status {
     // cache prefix among them). The index and the generations it knows stay with the
     // library's memory, true as the feed resumes. Nothing is written here: a key written
     // during MODULE UNLOAD would make Redis replicate the UNLOAD itself to the replicas.
-    query::statements::forget_all();
+    query::statements::of(model::source::SourceId::DEFAULT).forget_all();
     module::parameters::deinit();
     stats::forget();
     stats::slowlog::forget();

@@ -2,57 +2,85 @@
 //! position has been applied to it (replication source; 0/0 otherwise). A read `AFTER` a
 //! position the cache has not reached yet may wait a little for it (`wait_for`), on a
 //! worker, never on the event loop.
+//!
+//! One position per source (`of`): each database has its own log.
 
 use crate::model::lsn::Lsn;
+use crate::model::source::{PartRef, Parts, SourceId};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-static APPLIED: AtomicU64 = AtomicU64::new(0);
-/// Threads in `wait_for`: only then does `set` take the lock to wake them.
-static WAITING: AtomicUsize = AtomicUsize::new(0);
-static LOCK: Mutex<()> = Mutex::new(());
-static MOVED: Condvar = Condvar::new();
+/// Every source's applied position; the default source's inline.
+static APPLIED: Parts<Applied> = Parts::new(Applied::new());
 
-/// The position applied.
+/// The applied position of source `id`.
 #[inline]
-pub fn get() -> Lsn {
-    Lsn(APPLIED.load(Ordering::Acquire))
+pub fn of(id: SourceId) -> PartRef<'static, Applied> {
+    APPLIED.of(id)
 }
 
-/// The cache now reflects the log up to `lsn` (or, after a restart of the source, only up
-/// to it). Wakes the readers waiting for it.
-pub fn set(lsn: Lsn) {
-    APPLIED.store(lsn.0, Ordering::Release);
-    if WAITING.load(Ordering::SeqCst) > 0 {
-        let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        MOVED.notify_all();
-    }
+/// How far one source's log is applied to the cache, and the readers waiting for it.
+pub struct Applied {
+    applied: AtomicU64,
+    /// Threads in `wait_for`: only then does `set` take the lock to wake them.
+    waiting: AtomicUsize,
+    lock: Mutex<()>,
+    moved: Condvar,
 }
 
-/// Waits at most `limit` for the cache to reach `lsn`; whether it has.
-pub fn wait_for(lsn: Lsn, limit: Duration) -> bool {
-    if get() >= lsn {
-        return true;
-    }
-    let until = Instant::now() + limit;
-    WAITING.fetch_add(1, Ordering::SeqCst);
-    let mut guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let reached = loop {
-        if get() >= lsn {
-            break true;
+impl Applied {
+    /// Nothing applied (const, so a `static` holds the default source's).
+    pub const fn new() -> Applied {
+        Applied {
+            applied: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            moved: Condvar::new(),
         }
-        let Some(left) = until.checked_duration_since(Instant::now()) else {
-            break false;
+    }
+
+    /// The position applied.
+    #[inline]
+    pub fn get(&self) -> Lsn {
+        Lsn(self.applied.load(Ordering::Acquire))
+    }
+
+    /// The cache now reflects the log up to `lsn` (or, after a restart of the source, only up
+    /// to it). Wakes the readers waiting for it.
+    pub fn set(&self, lsn: Lsn) {
+        self.applied.store(lsn.0, Ordering::Release);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.moved.notify_all();
+        }
+    }
+
+    /// Waits at most `limit` for the cache to reach `lsn`; whether it has.
+    pub fn wait_for(&self, lsn: Lsn, limit: Duration) -> bool {
+        if self.get() >= lsn {
+            return true;
+        }
+        let until = Instant::now() + limit;
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let reached = loop {
+            if self.get() >= lsn {
+                break true;
+            }
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                break false;
+            };
+            guard = self
+                .moved
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         };
-        guard = MOVED
-            .wait_timeout(guard, left)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-    };
-    drop(guard);
-    WAITING.fetch_sub(1, Ordering::SeqCst);
-    reached
+        drop(guard);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        reached
+    }
 }
 
 #[cfg(test)]
@@ -61,14 +89,21 @@ mod tests {
 
     #[test]
     fn a_reader_is_woken_when_the_position_is_reached_and_gives_up_at_its_limit() {
-        set(Lsn(100));
-        assert!(wait_for(Lsn(100), Duration::ZERO));
-        assert!(!wait_for(Lsn(101), Duration::from_millis(5)));
-        let reader = std::thread::spawn(|| wait_for(Lsn(200), Duration::from_secs(30)));
-        while WAITING.load(Ordering::SeqCst) == 0 {
-            std::thread::yield_now();
-        }
-        set(Lsn(200));
-        assert!(reader.join().unwrap());
+        let applied = Applied::new();
+        applied.set(Lsn(100));
+        assert!(applied.wait_for(Lsn(100), Duration::ZERO));
+        assert!(!applied.wait_for(Lsn(101), Duration::from_millis(5)));
+        assert!(
+            !Applied::new().wait_for(Lsn(100), Duration::ZERO),
+            "another source's position is its own"
+        );
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| applied.wait_for(Lsn(200), Duration::from_secs(30)));
+            while applied.waiting.load(Ordering::SeqCst) == 0 {
+                std::thread::yield_now();
+            }
+            applied.set(Lsn(200));
+            assert!(reader.join().unwrap());
+        });
     }
 }

@@ -51,7 +51,7 @@ pub enum Cached {
 /// Redis's memory (nil for an entry remembering an absent row). Returns whether it replied.
 pub fn reply_if_cached(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
     with_entry_name(prefix, suffix, |name| {
-        !bypass::bypassed(name)
+        !bypass::bypassed(SourceId::DEFAULT, name)
             && keyspace::with_name(ctx, name, |key| {
                 keyspace::read_string(ctx, key, |value| reply_value(ctx, value))
             })
@@ -78,7 +78,7 @@ pub fn reply_if_readable(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> Readabl
             && !crate::redis::acl::may_read(ctx, name.key())
         {
             Readable::Refused
-        } else if bypass::bypassed(buf)
+        } else if bypass::bypassed(SourceId::DEFAULT, buf)
             || keyspace::read_string(ctx, name.key(), |value| reply_value(ctx, value)).is_none()
         {
             Readable::NotCached(name)
@@ -102,7 +102,7 @@ pub fn readable(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> bool {
 /// `bytes`): it is opened as Redis holds it, without building its name again.
 #[inline]
 pub fn reply_if_cached_named(ctx: &Context, name: Arg, bytes: &[u8]) -> bool {
-    if bypass::bypassed(bytes) {
+    if bypass::bypassed(SourceId::DEFAULT, bytes) {
         return false;
     }
     keyspace::read_string(ctx, Key::from_arg(name), |value| reply_value(ctx, value)).is_some()
@@ -125,7 +125,7 @@ fn reply_value(ctx: &Context, value: &[u8]) {
 pub fn get_or_name(ctx: &Context, prefix: &[u8], suffix: &[u8]) -> (Cached, Option<Name>) {
     with_entry_name(prefix, suffix, |buf| {
         let name = Name::new(buf);
-        let cached = if bypass::bypassed(buf) {
+        let cached = if bypass::bypassed(SourceId::DEFAULT, buf) {
             None
         } else {
             keyspace::read_string(ctx, name.key(), cached_value)
@@ -194,12 +194,15 @@ pub enum Admission {
 pub fn admission(ctx: &Context, key: &str) -> Admission {
     // Nothing is filled while the change feed cannot vouch for the cache: a change it has
     // not applied yet could be missed by the fill's no-stale-fill check.
-    if bypass::holding() || !freshness::vouched(current::of(SourceId::DEFAULT).max_staleness_ms()) {
+    if bypass::of(SourceId::DEFAULT).holding()
+        || !freshness::of(SourceId::DEFAULT)
+            .vouched(current::of(SourceId::DEFAULT).max_staleness_ms())
+    {
         return Admission::NotHere;
     }
     // Nothing is added under a prefix being flushed: the scan under way then visits every
     // entry there is, however many more changes ask for the same flush (`flush::start`).
-    if bypass::bypassed(key.as_bytes()) {
+    if bypass::bypassed(SourceId::DEFAULT, key.as_bytes()) {
         return Admission::NotHere;
     }
     let flags = ctx.get_flags();

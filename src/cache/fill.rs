@@ -12,7 +12,7 @@
 //!   the invalidation replaced.
 
 use crate::error::Error;
-use crate::model::source::SourceId;
+use crate::model::source::{Scope, SourceId};
 use crate::requests::blocked::{BlockedClient, Completion};
 use crate::requests::reply::Reply;
 use crate::stats::{self, TableStats};
@@ -199,11 +199,11 @@ pub fn invalidated(key: &str) {
     });
 }
 
-/// Records that every key starting with `prefix` was invalidated (a flush).
-pub fn invalidated_prefix(prefix: &str) {
+/// Records that every key in `scope` was invalidated (a flush).
+pub fn invalidated_scope(scope: &Scope) {
     with_map(|map| {
         for (key, entry) in map.iter_mut() {
-            if key.starts_with(prefix) {
+            if scope.covers(key.as_bytes()) {
                 entry.invalidations += 1;
             }
         }

@@ -2,11 +2,13 @@
 //! and everything after the invalidation listener reconnects (notifications sent while it
 //! was away are lost).
 //!
-//! A flush deletes its keys a slice at a time from a Redis timer, in every DB that holds
-//! keys. From the moment it starts until it ends, hits under its key prefix are treated as
-//! misses, so no entry cached before the flush is served while the deletion is under way.
-//! No fill is stored under its prefix meanwhile (answered, not cached), so when it ends
-//! no entry from before it is left, however many changes arrived while it ran.
+//! A flush deletes the keys of its scope (`Scope`: a table's prefix, the results', or a
+//! source's whole cache, which for the default source spares the named sources' keys
+//! nested under its prefix) a slice at a time from a Redis timer, in every DB that holds
+//! keys. From the moment it starts until it ends, hits in its scope are treated as misses,
+//! so no entry cached before the flush is served while the deletion is under way. No fill
+//! is stored in its scope meanwhile (answered, not cached), so when it ends no entry from
+//! before it is left, however many changes arrived while it ran.
 //!
 //! Both bypasses (a flush's prefix, and the whole cache while it is held) are `bypass`'s.
 
@@ -15,7 +17,8 @@ use crate::cache::bypass;
 use crate::cache::emptied;
 use crate::cache::fill;
 use crate::config::current;
-use crate::model::source::SourceId;
+use crate::model::source::{Scope, SourceId};
+use crate::pg::schema::TableSchema;
 use crate::query::key::RESULT_TAG;
 use crate::query::{dropped, generations};
 use crate::redis::cluster;
@@ -32,9 +35,11 @@ use std::time::{Duration, Instant};
 const SLICE: Duration = Duration::from_millis(2);
 
 struct Flush {
-    /// Keys starting with this are dropped (`pg_cache:` for everything,
-    /// `pg_cache:users:` for one table).
-    prefix: Vec<u8>,
+    /// Whose keys: its figures count the flush.
+    source: SourceId,
+    /// The keys dropped (`pg_cache:` not followed by `@` for the default source's whole
+    /// cache, `pg_cache:users:` for one table).
+    scope: Scope,
     dbs: Vec<i32>,
     cursor: ScanCursor,
     deleted: u64,
@@ -57,54 +62,68 @@ pub fn running() -> usize {
     RUNNING.load(Ordering::SeqCst)
 }
 
-/// Starts dropping every key under `prefix`. Main thread only.
+/// The scope of a flush of `source`'s keys under `prefix`: its whole cache when `prefix` is
+/// the source's key prefix, else the keys under it (a table's, the results').
+pub fn scope_of(source: SourceId, prefix: &str) -> Scope {
+    let whole = current::scope(source);
+    if prefix == whole.prefix {
+        whole
+    } else {
+        Scope::prefix(prefix)
+    }
+}
+
+/// Starts dropping every key of `source` in `scope`. Main thread only.
 ///
-/// One flush runs per prefix, however many FLUSH commands and notifications ask for it: no
-/// fill is stored under a prefix while it is flushed (`cache::admission`), so the scan under
+/// One flush runs per scope, however many FLUSH commands and notifications ask for it: no
+/// fill is stored in a scope while it is flushed (`cache::admission`), so the scan under
 /// way visits every entry present now, and goes on rather than starting over (steady changes
 /// to a table would otherwise keep its flush, and its entries' bypass, from ever ending).
-/// The list of flushes is bounded by the number of prefixes.
-pub fn start(ctx: &Context, prefix: &str) {
-    stats::of(SourceId::DEFAULT).flushes.inc();
-    fill::invalidated_prefix(prefix);
+/// The list of flushes is bounded by the number of scopes.
+pub fn start(ctx: &Context, source: SourceId, scope: &Scope) {
+    stats::of(source).flushes.inc();
+    fill::invalidated_scope(scope);
     let dbs = cache::dbs_with_keys(ctx);
     // The query results over these entries' tables go at once, not when the scan reaches
     // their generation key.
-    dropped::table_changed(ctx, prefix, &dbs);
-    scan(ctx, prefix, dbs, false);
+    dropped::table_changed(ctx, source, scope, &dbs);
+    scan(ctx, source, scope, dbs, false);
 }
 
-/// Starts dropping the entries of the table whose keys start with `prefix` (its rows, as
-/// READ caches them), leaving its query results to whoever weighs the change against them
-/// (a keyless table's new rows: `invalidation::apply`) and its generation keys in place.
-/// Main thread only. A flush of the same table under way (either kind) covers it.
-pub fn start_entries(ctx: &Context, prefix: &str) {
-    stats::of(SourceId::DEFAULT).flushes.inc();
-    fill::invalidated_prefix(prefix);
-    scan(ctx, prefix, cache::dbs_with_keys(ctx), true);
+/// Starts dropping the entries of `schema`'s table (its rows, as READ caches them), leaving
+/// its query results to whoever weighs the change against them (a keyless table's new
+/// rows: `invalidation::apply`) and its generation keys in place. Main thread only. A flush
+/// of the same table under way (either kind) covers it.
+pub fn start_entries(ctx: &Context, schema: &TableSchema) {
+    stats::of(schema.source).flushes.inc();
+    let scope = Scope::prefix(&schema.key_prefix);
+    fill::invalidated_scope(&scope);
+    scan(ctx, schema.source, &scope, cache::dbs_with_keys(ctx), true);
 }
 
-/// Starts the scan that deletes the entries under `prefix` in `dbs` (and, unless
+/// Starts the scan that deletes the entries in `scope` in `dbs` (and, unless
 /// `entries_only`, the generation keys it meets), unless one is under way or the table is
 /// known to hold none.
-fn scan(ctx: &Context, prefix: &str, dbs: Vec<i32>, entries_only: bool) {
-    if keeps_record(ctx, prefix) && emptied::is_empty(prefix.as_bytes()) {
+fn scan(ctx: &Context, source: SourceId, scope: &Scope, dbs: Vec<i32>, entries_only: bool) {
+    let record = keeps_record(ctx, source, scope);
+    if record && emptied::is_empty(scope.prefix.as_bytes()) {
         // Nothing to delete: the fills in flight (and the generations) are ended already.
-        stats::of(SourceId::DEFAULT).flushes_without_scan.inc();
+        stats::of(source).flushes_without_scan.inc();
         return;
     }
     let mut active = ACTIVE.lock().unwrap();
-    if active.iter().any(|f| f.prefix == prefix.as_bytes()) {
+    if active.iter().any(|f| f.scope == *scope) {
         return;
     }
     let cursor = ScanCursor::new();
-    bypass::begin(prefix.as_bytes());
+    bypass::begin(scope);
     active.push(Flush {
-        prefix: prefix.as_bytes().to_vec(),
+        source,
+        scope: scope.clone(),
         dbs,
         cursor,
         deleted: 0,
-        epoch: keeps_record(ctx, prefix).then(|| emptied::flush_began(prefix.as_bytes())),
+        epoch: record.then(|| emptied::flush_began(scope.prefix.as_bytes())),
         entries_only,
     });
     drop(active);
@@ -112,15 +131,16 @@ fn scan(ctx: &Context, prefix: &str, dbs: Vec<i32>, entries_only: bool) {
     FLUSH.request();
 }
 
-/// Whether `prefix` is a table's on a server that knows every entry stored under it
-/// (`emptied`): a primary outside a cluster. The whole cache's and the query results' hold
-/// keys that are not entries (the position, the epoch) or are flushed for other reasons.
-fn keeps_record(ctx: &Context, prefix: &str) -> bool {
-    let cache_prefix = current::cache_prefix();
+/// Whether `scope` is a table's on a server that knows every entry stored under it
+/// (`emptied`): a primary outside a cluster. The source's whole cache and its query
+/// results hold keys that are not entries (the position, the epoch) or are flushed for
+/// other reasons.
+fn keeps_record(ctx: &Context, source: SourceId, scope: &Scope) -> bool {
+    let whole = current::scope(source);
     writable(ctx)
         && !cluster::enabled()
-        && prefix != cache_prefix
-        && prefix.strip_prefix(cache_prefix.as_str()) != Some(RESULT_TAG)
+        && *scope != whole
+        && scope.prefix.strip_prefix(whole.prefix.as_str()) != Some(RESULT_TAG)
 }
 
 /// Deletes for at most `SLICE`; whether flushes are left for the next turn.
@@ -139,16 +159,23 @@ fn flush_slice(context: &Context) -> bool {
     for flush in finished {
         context.log_notice(&format!(
             "pgcache: flush of {} done, {} entries dropped",
-            String::from_utf8_lossy(&flush.prefix),
-            flush.deleted
+            flush.scope.prefix, flush.deleted
         ));
-        bypass::end(&flush.prefix);
-        let prefix = String::from_utf8_lossy(&flush.prefix);
+        bypass::end(&flush.scope);
         if let Some(epoch) = flush.epoch {
-            emptied::flush_ended(&flush.prefix, epoch, keeps_record(context, &prefix));
+            emptied::flush_ended(
+                flush.scope.prefix.as_bytes(),
+                epoch,
+                keeps_record(context, flush.source, &flush.scope),
+            );
         }
         if !flush.entries_only {
-            generations::flush_ended(context, &prefix, &cache::dbs_with_keys(context));
+            generations::flush_ended(
+                context,
+                flush.source,
+                &flush.scope,
+                &cache::dbs_with_keys(context),
+            );
         }
         RUNNING.fetch_sub(1, Ordering::SeqCst);
     }
@@ -162,10 +189,11 @@ fn step(ctx: &Context, flush: &mut Flush) -> bool {
         return false;
     };
     let mut found: Vec<Vec<u8>> = Vec::new();
-    let prefix = &flush.prefix;
+    let scope = &flush.scope;
     let more = flush.cursor.step(ctx, db, |name| {
-        if name.starts_with(prefix)
-            && !(flush.entries_only && generations::is_generation_key(prefix, name))
+        if scope.covers(name)
+            && !(flush.entries_only
+                && generations::is_generation_key(scope.prefix.as_bytes(), name))
         {
             found.push(name.to_vec());
         }

@@ -360,7 +360,7 @@ fn invalidation_source(
     // while the stream is silent (the last applied transaction's lag would not).
     out.push((
         "replication_lag_ms".to_string(),
-        Reply::Int(freshness::age_ms()),
+        Reply::Int(freshness::of(SourceId::DEFAULT).age_ms()),
     ));
     out
 }
@@ -381,7 +381,7 @@ fn circuit_report() -> String {
 /// HEALTH's fields on how fresh hits are: the horizon's age, the bound, and whether hits are
 /// answered from the cache now; a bound passed is a problem that says what reads do.
 fn freshness_report(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
-    if !freshness::tracked() {
+    if !freshness::of(SourceId::DEFAULT).tracked() {
         return vec![(
             "hits".to_string(),
             Reply::Bulk("served (no change feed bounds their age on this node)".into()),
@@ -389,10 +389,10 @@ fn freshness_report(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
     }
     let settings = current::of(SourceId::DEFAULT);
     let bound = settings.max_staleness_ms();
-    let served = freshness::vouched_now(bound);
+    let served = freshness::of(SourceId::DEFAULT).vouched_now(bound);
     let stale_served = !served
         && crate::pg::circuit::of(SourceId::DEFAULT).open()
-        && freshness::vouched_now(settings.stale_if_error_ms());
+        && freshness::of(SourceId::DEFAULT).vouched_now(settings.stale_if_error_ms());
     if stale_served {
         problems.push(format!(
             "PostgreSQL cannot be reached: hits are served past max_staleness_ms ({bound}) for \
@@ -400,7 +400,7 @@ fn freshness_report(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
             settings.stale_if_error_ms()
         ));
     } else if !served {
-        let since = match freshness::age() {
+        let since = match freshness::of(SourceId::DEFAULT).age() {
             Some(age) => format!("for {} ms", age.as_millis()),
             None => "since pgcache started".to_string(),
         };
@@ -427,7 +427,7 @@ fn freshness_report(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
             // Whole milliseconds rounded up, as STATS tells it (134.68799999999999 was
             // a float's noise, not precision).
             "freshness_age_ms".to_string(),
-            Reply::Int(freshness::age_ms()),
+            Reply::Int(freshness::of(SourceId::DEFAULT).age_ms()),
         ),
         ("max_staleness_ms".to_string(), Reply::Int(bound)),
     ]

@@ -100,7 +100,8 @@ fn serve_hit(ctx: &Context, name: Argument, replied: &Cell<bool>) {
             return;
         };
         // Past the freshness bound, `get` reads PostgreSQL (and counts it).
-        if !freshness::vouched(current::of(SourceId::DEFAULT).max_staleness_ms())
+        if !freshness::of(SourceId::DEFAULT)
+            .vouched(current::of(SourceId::DEFAULT).max_staleness_ms())
             || !cache::reply_if_cached_named(ctx, name, key)
         {
             return;
@@ -126,7 +127,9 @@ fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
     let ttl = options
         .ttl
         .unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl());
-    let prefix = current::cache_prefix();
+    // Every source's keys start with the default source's prefix: `split_cache_key` reads
+    // the source named after it.
+    let prefix = current::key_prefix(SourceId::DEFAULT);
     let (table_arg, pk_arg) = key::split_cache_key(&prefix, named)?;
     if options.with_age {
         return with_age::read(ctx, table_arg, pk_arg, Some(named), &options);
@@ -185,7 +188,9 @@ fn read_named(ctx: &Context, named: &[&[u8]], read: Read) -> Result<Reply> {
             "more than {max} keys in one MGET (pgcache.multiread_max); split the call"
         )));
     }
-    let prefix = current::cache_prefix();
+    // Every source's keys start with the default source's prefix: `split_cache_key` reads
+    // the source named after it.
+    let prefix = current::key_prefix(SourceId::DEFAULT);
     let split = named
         .iter()
         .map(|k| key::split_cache_key(&prefix, k))

@@ -216,7 +216,7 @@ impl ReadOptions {
         let bound = self
             .max_stale
             .unwrap_or_else(|| config::current::of(SourceId::DEFAULT).max_staleness_ms());
-        if !freshness::vouched(bound) {
+        if !freshness::of(SourceId::DEFAULT).vouched(bound) {
             return self.unvouched(bound);
         }
         Ok(match self.after {
@@ -258,14 +258,14 @@ impl ReadOptions {
             Some(_) => bound,
             None => config::current::of(SourceId::DEFAULT).stale_if_error_ms(),
         };
-        if freshness::vouched(cap) {
+        if freshness::of(SourceId::DEFAULT).vouched(cap) {
             stats::of(SourceId::DEFAULT).served_stale.inc();
             if circuit.first_stale_hit() {
                 ANNOUNCE_STALE.request();
             }
             return Ok(Read::Cached);
         }
-        let age = freshness::age().map_or_else(
+        let age = freshness::of(SourceId::DEFAULT).age().map_or_else(
             || "no change feed has vouched for the cache yet".to_string(),
             |age| format!("the cache may be {} ms behind", age.as_millis()),
         );
@@ -290,7 +290,9 @@ static ANNOUNCE_STALE: Task = Task::new("announcing stale hits", |ctx| {
         .outage()
         .map(|o| o.reason)
         .unwrap_or_default();
-    let age_ms = freshness::age().map_or(0, |age| age.as_millis() as u64);
+    let age_ms = freshness::of(SourceId::DEFAULT)
+        .age()
+        .map_or(0, |age| age.as_millis() as u64);
     ctx.log_warning(&format!(
         "pgcache: PostgreSQL cannot be reached ({reason}); hits are served up to \
          stale_if_error_ms behind its commits (the cache is {age_ms} ms behind now)"

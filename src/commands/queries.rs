@@ -42,12 +42,18 @@ pub static EXPLAIN: Command = Command {
 
 pub fn queries(ctx: &Context, args: &[&[u8]]) -> Reply {
     match args {
-        [_] => Reply::Array(statements::all().iter().map(|s| listed(s)).collect()),
+        [_] => Reply::Array(
+            statements::of(SourceId::DEFAULT)
+                .all()
+                .iter()
+                .map(|s| listed(s))
+                .collect(),
+        ),
         [_, sub] if sub.eq_ignore_ascii_case(b"RESET") => {
             if let Err(refused) = crate::redis::acl::may_reset_figures(ctx) {
                 return refused.into();
             }
-            for statement in statements::all() {
+            for statement in statements::of(SourceId::DEFAULT).all() {
                 statement.stats.calls.reset();
                 statement.stats.hits.reset();
                 statement.stats.misses.reset();
@@ -193,7 +199,7 @@ pub fn explain(ctx: &Context, args: &[&[u8]]) -> Reply {
         ctx,
         SourceId::DEFAULT,
         Box::new(move |conn| {
-            let learned = crate::cache::query::learn(conn, &sql)
+            let learned = crate::cache::query::learn(conn, SourceId::DEFAULT, &sql)
                 .and_then(|statement| statement.admitted().map(|()| statement));
             let explained = match learned {
                 Ok(statement) => vec![

@@ -57,7 +57,7 @@ pub fn read(
             if let Some(answer) = answer {
                 schema.stats.calls.inc();
                 count_hit(ctx, &schema, suffix);
-                return Ok(aged(answer, freshness::age_ms()));
+                return Ok(aged(answer, freshness::of(SourceId::DEFAULT).age_ms()));
             }
         }
     }

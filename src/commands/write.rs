@@ -10,7 +10,7 @@ use crate::config::current;
 use crate::error::Error;
 use crate::events;
 use crate::model::event::EventKind;
-use crate::model::source::SourceId;
+use crate::model::source::{Scope, SourceId};
 use crate::query::dropped;
 use crate::redis::acl::{self, Change};
 use crate::redis::cluster;
@@ -122,7 +122,12 @@ pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
         cache::delete(ctx, &key);
         // The row may be in cached query results too (PGCACHE.QUERY): those of its table go.
         // In every DB: the index it drops covers them all.
-        dropped::table_changed(ctx, &schema.key_prefix, &cache::dbs_with_keys(ctx));
+        dropped::table_changed(
+            ctx,
+            schema.source,
+            &Scope::prefix(&schema.key_prefix),
+            &cache::dbs_with_keys(ctx),
+        );
         stats::of(SourceId::DEFAULT).invalidations_by_command.inc();
         events::publish(ctx, EventKind::Invalidate, &schema.display, &pk.json);
         Reply::Ok.described(&schema.stats, pk.json.as_str(), 0)
@@ -136,7 +141,7 @@ pub fn flush(ctx: &Context, args: &[&[u8]]) -> Reply {
         if let Err(refused) = acl::may_change_every_key(ctx, &schema.key_prefix) {
             return refused.into();
         }
-        flush::start(ctx, &schema.key_prefix);
+        flush::start(ctx, schema.source, &Scope::prefix(&schema.key_prefix));
         Reply::Ok.described(&schema.stats, "", 0)
     })
 }

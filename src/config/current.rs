@@ -11,7 +11,7 @@ use crate::config::{InvalidationSource, Settings};
 use crate::model::event::EventMask;
 use crate::model::ident::QualifiedName;
 use crate::model::pass_through::Policy;
-use crate::model::source::{PartRef, Parts, SourceId};
+use crate::model::source::{self, PartRef, Parts, Scope, SourceId};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 
@@ -57,8 +57,27 @@ pub fn event_channel() -> String {
 pub fn with_event_channel<R>(f: impl FnOnce(&str) -> R) -> R {
     f(&EVENT_CHANNEL.read().unwrap())
 }
+/// The key root of every source (`key_prefix` and `scope` build a source's keys on it):
+/// taken as is only where a key under any source is meant (a test keeps it so:
+/// `cache_prefix_only_where_every_source_is_meant`).
 pub fn cache_prefix() -> String {
     CACHE_PREFIX.read().unwrap().clone()
+}
+
+/// Where the keys of `source` start: the cache prefix for the default source, then
+/// `@<name>:` for a named one (design/53 §0.2). Only the default source is served yet, so
+/// every source is the unnamed one until named sources come with their registry (step 7).
+pub fn key_prefix(source: SourceId) -> String {
+    debug_assert_eq!(source, SourceId::DEFAULT);
+    source::key_prefix(&cache_prefix(), None)
+}
+
+/// Every key of `source`: for the default source, the cache prefix not followed by a
+/// named source's `@` (a flush of everything the default source cached must spare the
+/// named sources' keys nested under its prefix).
+pub fn scope(source: SourceId) -> Scope {
+    debug_assert_eq!(source, SourceId::DEFAULT);
+    Scope::source(&cache_prefix(), None)
 }
 
 /// One source's settings in effect.
@@ -237,5 +256,60 @@ impl Values {
     /// Connections the event loop keeps to send misses on itself.
     pub fn loop_connections(&self) -> usize {
         self.loop_connections.load(Relaxed) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    /// Where `cache_prefix()` may be read: here, where the sources' key prefixes and scopes
+    /// are built on it; the hooks, whose targets are refused under any source's keys; and
+    /// the sources' key layout.
+    const ALLOWED: &[&str] = &["src/config/", "src/events/hooks/", "src/model/source.rs"];
+
+    fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+
+    /// A grep gate (design/53 §6.2): a site that takes the cache prefix for "the whole
+    /// cache" or builds keys on it would reach every named source's keys too (nested under
+    /// it), or none of a named source's own. Such sites take their source's key prefix or
+    /// scope (`key_prefix`, `scope`) instead.
+    #[test]
+    fn cache_prefix_only_where_every_source_is_meant() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        rust_files(&root.join("src"), &mut files);
+        let mut offending = Vec::new();
+        for file in files {
+            let relative = file
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if ALLOWED.iter().any(|allowed| relative.starts_with(allowed)) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if line.contains("cache_prefix()") {
+                    offending.push(format!("{relative}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            offending.is_empty(),
+            "current::cache_prefix() outside {ALLOWED:?}: take the source's key prefix or \
+             scope (current::key_prefix, current::scope)\n{}",
+            offending.join("\n")
+        );
     }
 }

@@ -24,7 +24,7 @@ use crate::events;
 use crate::model::event::EventKind;
 use crate::model::key::CanonicalPk;
 use crate::model::lsn::Lsn;
-use crate::model::source::SourceId;
+use crate::model::source::{Scope, SourceId};
 use crate::pg::prepared;
 use crate::pg::schema::TableSchema;
 use crate::query::precision::Written;
@@ -337,14 +337,14 @@ pub fn init(ctx: &Context, listening: bool) {
         catching_up: false,
     };
     if listening {
-        bypass::hold();
+        bypass::of(SourceId::DEFAULT).hold();
     }
 }
 
 /// At unload, after the listener has stopped: drops what is still queued.
 pub fn deinit() {
     MAILBOX.lock().unwrap().clear();
-    bypass::release();
+    bypass::of(SourceId::DEFAULT).release();
 }
 
 /// The listener is LISTENing. Called on the listener thread. Nothing read from PostgreSQL
@@ -353,12 +353,12 @@ pub fn deinit() {
 pub fn listener_connected() {
     let mut coverage = COVERAGE.lock().unwrap();
     coverage.connected = true;
-    fill::invalidated_prefix(&current::cache_prefix());
+    fill::invalidated_scope(&current::scope(SourceId::DEFAULT));
     if coverage.connected_before || coverage.untrusted_entries {
         coverage.untrusted_entries = false;
         submit(Changes::everything());
     } else {
-        bypass::release();
+        bypass::of(SourceId::DEFAULT).release();
     }
     coverage.connected_before = true;
 }
@@ -379,7 +379,7 @@ pub fn source_reset(why: String) {
     coverage.connected = true;
     coverage.connected_before = true;
     coverage.untrusted_entries = false;
-    fill::invalidated_prefix(&current::cache_prefix());
+    fill::invalidated_scope(&current::scope(SourceId::DEFAULT));
     let mut changes = Changes::everything();
     changes.why = Some(why);
     submit(changes);
@@ -396,7 +396,7 @@ pub fn source_resumed() {
     coverage.catching_up = std::mem::take(&mut coverage.untrusted_entries);
     if !coverage.catching_up {
         // No entry waits for the stream to catch up: fills from now on are covered.
-        bypass::release();
+        bypass::of(SourceId::DEFAULT).release();
     }
 }
 
@@ -411,7 +411,7 @@ pub fn untrusted_entries() -> bool {
 pub fn caught_up() {
     let mut coverage = COVERAGE.lock().unwrap();
     if std::mem::take(&mut coverage.catching_up) && !coverage.untrusted_entries {
-        bypass::release();
+        bypass::of(SourceId::DEFAULT).release();
     }
 }
 
@@ -422,7 +422,7 @@ pub fn caught_up() {
 pub fn vouched_by_primary() {
     let coverage = COVERAGE.lock().unwrap();
     if coverage.listening && !coverage.untrusted_entries && !coverage.catching_up {
-        bypass::release();
+        bypass::of(SourceId::DEFAULT).release();
     }
 }
 
@@ -437,10 +437,10 @@ pub fn distrust(ctx: &Context, why: &str) {
         "pgcache: {why}: cached rows may have missed invalidations; dropping them"
     ));
     if coverage.connected {
-        flush::start(ctx, &current::cache_prefix());
+        flush::start(ctx, SourceId::DEFAULT, &current::scope(SourceId::DEFAULT));
     } else {
         coverage.untrusted_entries = true;
-        bypass::hold();
+        bypass::of(SourceId::DEFAULT).hold();
     }
 }
 
@@ -456,7 +456,7 @@ pub fn hold_until_resumed(ctx: &Context, why: &str) -> bool {
         "pgcache: {why}: resuming invalidations from the position it holds"
     ));
     coverage.untrusted_entries = !cache::dbs_with_keys(ctx).is_empty();
-    bypass::hold();
+    bypass::of(SourceId::DEFAULT).hold();
     true
 }
 
@@ -544,10 +544,10 @@ fn apply_for_a_slice(context: &Context) -> bool {
         }
         if let Some(lsn) = changes.position {
             position::applied_up_to(lsn);
-            freshness::applied(Mark::Lsn(lsn));
+            freshness::of(SourceId::DEFAULT).applied(Mark::Lsn(lsn));
         }
         if let Some(number) = changes.heartbeat {
-            freshness::applied(Mark::Heartbeat(number));
+            freshness::of(SourceId::DEFAULT).applied(Mark::Heartbeat(number));
         }
         if let Some(committed) = changes.committed {
             position::record_lag(committed.elapsed().unwrap_or_default());
@@ -577,7 +577,7 @@ fn end_generations(ctx: &Context, changes: &Changes, dbs: &[i32]) {
     {
         if !ended.contains(&schema.key_prefix.as_str()) {
             ended.push(&schema.key_prefix);
-            dropped::table_rows_changed(ctx, &schema.key_prefix, dbs);
+            dropped::table_rows_changed(ctx, schema, dbs);
         }
     }
 }
@@ -590,7 +590,7 @@ fn end_generations(ctx: &Context, changes: &Changes, dbs: &[i32]) {
 fn drop_row_results(ctx: &Context, changes: &mut Changes) {
     for (schema, written) in std::mem::take(&mut changes.written) {
         if schema.primary_key.is_empty() {
-            flush::start_entries(ctx, &schema.key_prefix);
+            flush::start_entries(ctx, &schema);
         }
         // A fill in flight was built before this change was applied, from rows whose
         // membership it does not know yet: it is not stored.
@@ -604,7 +604,7 @@ fn drop_row_results(ctx: &Context, changes: &mut Changes) {
             .filter(|(s, _)| Arc::ptr_eq(s, &schema) || s.name == schema.name)
             .map(|(_, pk)| pk.json.clone())
             .collect();
-        dropped::rows_changed(ctx, &schema.key_prefix, &members, written.as_deref());
+        dropped::rows_changed(ctx, &schema, &members, written.as_deref());
     }
 }
 
@@ -622,8 +622,8 @@ fn start_flushes(ctx: &Context, changes: &mut Changes) {
         ctx.log_warning(&format!(
             "pgcache: invalidations may have been missed {why}; dropping every cached row"
         ));
-        flush::start(ctx, &current::cache_prefix());
-        bypass::release();
+        flush::start(ctx, SourceId::DEFAULT, &current::scope(SourceId::DEFAULT));
+        bypass::of(SourceId::DEFAULT).release();
     }
     stats::of(SourceId::DEFAULT)
         .invalidations_by_postgres
@@ -632,7 +632,11 @@ fn start_flushes(ctx: &Context, changes: &mut Changes) {
         drop_every_result(ctx);
     }
     for prefix in std::mem::take(&mut changes.flushes) {
-        flush::start(ctx, &prefix);
+        flush::start(
+            ctx,
+            SourceId::DEFAULT,
+            &flush::scope_of(SourceId::DEFAULT, &prefix),
+        );
     }
 }
 
@@ -643,7 +647,8 @@ fn start_flushes(ctx: &Context, changes: &mut Changes) {
 /// flush deletes the results, which none is served from meanwhile.
 fn drop_every_result(ctx: &Context) {
     let dbs = cache::dbs_with_keys(ctx);
-    let mut prefixes: Vec<String> = statements::all()
+    let mut prefixes: Vec<String> = statements::of(SourceId::DEFAULT)
+        .all()
         .iter()
         .flat_map(|s| s.tables.iter().map(|t| t.key_prefix.clone()))
         .collect();
@@ -653,8 +658,12 @@ fn drop_every_result(ctx: &Context) {
         generations::end_per_table(ctx, &prefix, &dbs);
     }
     dropped::index_lost(ctx, &dbs);
-    let prefix = format!("{}{}", current::cache_prefix(), query::key::RESULT_TAG);
-    flush::start(ctx, &prefix);
+    let prefix = format!(
+        "{}{}",
+        current::key_prefix(SourceId::DEFAULT),
+        query::key::RESULT_TAG
+    );
+    flush::start(ctx, SourceId::DEFAULT, &Scope::prefix(&prefix));
 }
 
 /// DDL arrived: what the statements read is learned again (after the changes that came
@@ -663,7 +672,7 @@ fn drop_every_result(ctx: &Context) {
 /// again: PostgreSQL would not re-parse one a new table came to shadow (`pg::prepared`).
 fn forget_outdated_statements(changes: &mut Changes) {
     if std::mem::take(&mut changes.statements_outdated) {
-        statements::forget_all();
+        statements::of(SourceId::DEFAULT).forget_all();
         prepared::catalog_changed();
     }
 }

@@ -87,7 +87,7 @@ pub fn add(changes: &mut Changes, ddl: Ddl) {
             ""
         }
     ));
-    let cache_prefix = current::cache_prefix();
+    let cache_prefix = current::key_prefix(SourceId::DEFAULT);
     if ddl.everything || ddl.relations.len() > MOST_RELATIONS {
         // One scan of everything rather than one per relation.
         changes.flush_prefix(&cache_prefix);

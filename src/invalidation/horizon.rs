@@ -60,7 +60,7 @@ pub fn stop() {
     if let Some(handle) = THREAD.lock().unwrap().take() {
         let _ = handle.join();
     }
-    freshness::untrack();
+    freshness::of(SourceId::DEFAULT).untrack();
     circuit::of(SourceId::DEFAULT).reset();
 }
 
@@ -106,9 +106,9 @@ fn run(source: SourceId, pool: &Pool, channel: &str) {
         let started = Instant::now();
         let feed = feed();
         if feed == Feed::Off {
-            freshness::untrack();
+            freshness::of(SourceId::DEFAULT).untrack();
         } else {
-            freshness::track();
+            freshness::of(SourceId::DEFAULT).track();
         }
         let probed = match feed {
             Feed::Log => with_connection(pool, &mut connection, probe_log),
@@ -145,7 +145,7 @@ fn run(source: SourceId, pool: &Pool, channel: &str) {
         }
         pause_until(started + interval(failures), feed);
     }
-    freshness::untrack();
+    freshness::of(SourceId::DEFAULT).untrack();
 }
 
 /// How long after a probe the next one starts: `PROBE_EVERY`, and during an outage twice as
@@ -221,7 +221,7 @@ fn try_on(
 /// applied it (an idle database).
 fn probe_log(connection: &mut Connection) -> Result<(), String> {
     take_log_mark(connection)?;
-    freshness::applied(Mark::Lsn(position::applied_lsn()));
+    freshness::of(SourceId::DEFAULT).applied(Mark::Lsn(position::applied_lsn()));
     Ok(())
 }
 
@@ -232,8 +232,9 @@ fn probe_replicated(connection: &mut Connection) -> Result<(), String> {
     take_log_mark(connection)?;
     let held = main_thread::ask(position::held, REPLICA_LOOK_LIMIT);
     if let Some(Some(record)) = held {
-        freshness::applied(Mark::Lsn(record.lsn));
-        if freshness::vouched_now(current::of(SourceId::DEFAULT).max_staleness_ms())
+        freshness::of(SourceId::DEFAULT).applied(Mark::Lsn(record.lsn));
+        if freshness::of(SourceId::DEFAULT)
+            .vouched_now(current::of(SourceId::DEFAULT).max_staleness_ms())
             && replication::standing_by()
         {
             apply::vouched_by_primary();
@@ -256,7 +257,7 @@ fn take_log_mark(connection: &mut Connection) -> Result<(), String> {
         .as_deref()
         .and_then(|t| Lsn::parse(t).ok())
         .ok_or("PostgreSQL sent no log position")?;
-    freshness::probe_sent(Mark::Lsn(record_end(lsn)), at_us);
+    freshness::of(SourceId::DEFAULT).probe_sent(Mark::Lsn(record_end(lsn)), at_us);
     Ok(())
 }
 
@@ -284,7 +285,7 @@ fn probe_notifications(
     channel: &str,
     number: u64,
 ) -> Result<(), String> {
-    freshness::probe_sent(Mark::Heartbeat(number), clock::now_us());
+    freshness::of(SourceId::DEFAULT).probe_sent(Mark::Heartbeat(number), clock::now_us());
     let payload = heartbeat::payload(number);
     connection
         .query("SELECT pg_catalog.pg_notify($1, $2)", &[&channel, &payload])

@@ -17,6 +17,7 @@
 
 use crate::cache;
 use crate::model::lsn::Lsn;
+use crate::model::source::SourceId;
 use crate::redis::{cluster, keyspace};
 use redis_module::{CallOptionsBuilder, CallResult, Context};
 use std::sync::Mutex;
@@ -107,7 +108,7 @@ static STATE: Mutex<State> = Mutex::new(State {
 });
 /// Tells the cache how far it reflects the log (`cache::applied`, which `AFTER` reads).
 fn publish(applied: &Option<Record>) {
-    cache::applied::set(applied.as_ref().map_or(Lsn(0), |r| r.lsn));
+    cache::applied::of(SourceId::DEFAULT).set(applied.as_ref().map_or(Lsn(0), |r| r.lsn));
 }
 
 /// How long the last transaction applied took from its commit in PostgreSQL to its
@@ -125,7 +126,7 @@ pub fn last_lag() -> std::time::Duration {
 /// The position applied (0/0 when none): every change committed up to it is applied.
 #[inline]
 pub fn applied_lsn() -> Lsn {
-    cache::applied::get()
+    cache::applied::of(SourceId::DEFAULT).get()
 }
 
 /// Reads the position key (after a load from disk, at start, after a promotion). Main thread.

@@ -131,7 +131,11 @@ fn resolved(
             // Its entries, if any, are under its name's prefix (a table dropped since the
             // change, say); a name that does not even read as one could be anything's.
             let prefix = crate::model::ident::parse_table(table).ok().map(|name| {
-                key::cache_key(&crate::config::current::cache_prefix(), &name.display(), "")
+                key::cache_key(
+                    &crate::config::current::key_prefix(SourceId::DEFAULT),
+                    &name.display(),
+                    "",
+                )
             });
             redis_module::logging::log_warning(format!(
                 "pgcache: {source} names table {table:?}, which cannot be resolved ({}); \

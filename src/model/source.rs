@@ -10,6 +10,9 @@
 //! starts with `@`, so a key names its source without ambiguity. Hash tags (the pk's braces)
 //! are untouched: a key's slot does not depend on its source.
 //!
+//! Because named keys nest under the default prefix, "every key of the default source" is not
+//! a prefix: it is the prefix not followed by `@` (`Scope`).
+//!
 //! So far this server serves the default source only: a key naming another is refused
 //! (`unknown`). Building named sources is design/53's plan, step by step.
 
@@ -22,6 +25,14 @@ pub const MARK: u8 = b'@';
 /// Longest source name: a named source's replication slot is `pgcache_<name>`, and on a
 /// cluster `_<node id>` more, within PostgreSQL's 63 bytes.
 pub const MAX_NAME_LEN: usize = 32;
+
+/// Where the keys of source `name` (None: the default source) start.
+pub fn key_prefix(cache_prefix: &str, name: Option<&str>) -> String {
+    match name {
+        None => cache_prefix.to_string(),
+        Some(name) => format!("{cache_prefix}{}{name}:", char::from(MARK)),
+    }
+}
 
 /// A key after its cache prefix: the source it names (None: the default source) and the
 /// rest, which reads as a default source's key does. None when the `@` segment is not a
@@ -126,6 +137,40 @@ impl<T> std::ops::Deref for PartRef<'_, T> {
     }
 }
 
+/// The keys of one source, or of one table of it: those starting with `prefix`, and, for the
+/// default source's whole cache, not naming a source (`pg_cache:` but not `pg_cache:@`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub prefix: String,
+    /// The named sources' keys (the prefix, then `@`) are not in it.
+    pub exclude_named: bool,
+}
+
+impl Scope {
+    /// Every key of source `name` (None: the default source).
+    pub fn source(cache_prefix: &str, name: Option<&str>) -> Scope {
+        Scope {
+            prefix: key_prefix(cache_prefix, name),
+            exclude_named: name.is_none(),
+        }
+    }
+
+    /// The keys starting with `prefix` (a table's: no named source's key starts so).
+    pub fn prefix(prefix: &str) -> Scope {
+        Scope {
+            prefix: prefix.to_string(),
+            exclude_named: false,
+        }
+    }
+
+    pub fn covers(&self, key: &[u8]) -> bool {
+        match key.strip_prefix(self.prefix.as_bytes()) {
+            Some(rest) => !(self.exclude_named && rest.first() == Some(&MARK)),
+            None => false,
+        }
+    }
+}
+
 /// The error for a key or command naming a source this server does not serve.
 pub fn unknown(name: &[u8]) -> Error {
     Error::invalid(format!(
@@ -139,6 +184,42 @@ mod tests {
     use super::*;
     use crate::model::key::cache_key;
     use proptest::prelude::*;
+
+    #[test]
+    fn default_keys_are_byte_identical() {
+        let prefix = key_prefix("pg_cache:", None);
+        assert_eq!(
+            cache_key(&prefix, "users", r#"{"id":7}"#),
+            r#"pg_cache:users:{"id":7}"#
+        );
+        assert_eq!(format!("{prefix}~epoch"), "pg_cache:~epoch");
+        assert_eq!(
+            cache_key(
+                &key_prefix("pg_cache:", Some("analytics")),
+                "users",
+                r#"{"id":7}"#
+            ),
+            r#"pg_cache:@analytics:users:{"id":7}"#
+        );
+    }
+
+    #[test]
+    fn the_default_source_s_scope_spares_named_keys() {
+        let default = Scope::source("pg_cache:", None);
+        let analytics = Scope::source("pg_cache:", Some("analytics"));
+        let users = Scope::prefix("pg_cache:users:");
+        for (key, in_default, in_analytics, in_users) in [
+            (&br#"pg_cache:users:{"id":1}"#[..], true, false, true),
+            (b"pg_cache:~epoch", true, false, false),
+            (br#"pg_cache:@analytics:users:{"id":1}"#, false, true, false),
+            (b"pg_cache:@analytics:~epoch", false, true, false),
+            (b"other:users", false, false, false),
+        ] {
+            assert_eq!(default.covers(key), in_default, "{key:?}");
+            assert_eq!(analytics.covers(key), in_analytics, "{key:?}");
+            assert_eq!(users.covers(key), in_users, "{key:?}");
+        }
+    }
 
     #[test]
     fn a_key_names_its_source_after_the_prefix() {
@@ -182,23 +263,25 @@ mod tests {
 
     proptest! {
         /// A key built for a source splits back into that source and the default-source
-        /// key it would otherwise be.
+        /// key it would otherwise be, and only its own source's scope covers it.
         #[test]
         fn keys_split_back_into_their_source(
             name in proptest::option::of("[a-z][a-z0-9_]{0,31}"),
             table in "[a-z_][a-z0-9_]{0,20}|\"[ -~]{1,20}\"",
             pk in "\\{[ -~]{0,20}\\}",
         ) {
-            let prefix = match &name {
-                Some(name) => format!("pg_cache:@{name}:"),
-                None => "pg_cache:".to_string(),
-            };
-            let key = cache_key(&prefix, &table, &pk);
+            let key = cache_key(&key_prefix("pg_cache:", name.as_deref()), &table, &pk);
             let after = key.strip_prefix("pg_cache:").unwrap().as_bytes();
             let (source, rest) = split(after).unwrap();
             prop_assert_eq!(source, name.as_deref().map(str::as_bytes));
             let default_key = format!("{table}:{pk}");
             prop_assert_eq!(rest, default_key.as_bytes());
+            let other = match &name {
+                Some(_) => None,
+                None => Some("other"),
+            };
+            prop_assert!(Scope::source("pg_cache:", name.as_deref()).covers(key.as_bytes()));
+            prop_assert!(!Scope::source("pg_cache:", other).covers(key.as_bytes()));
         }
     }
 }

@@ -79,15 +79,20 @@ impl ServerEvents for Followed {
 }
 
 fn key_removed(ctx: &Context, name: &[u8], evicted: bool) {
-    let prefix = current::cache_prefix();
+    // Every source's keys start with the default source's prefix (a named one's go on
+    // with `@<name>:`).
+    let prefix = current::key_prefix(SourceId::DEFAULT);
     let Some(entry) = name.strip_prefix(prefix.as_bytes()) else {
         return;
     };
-    if entry.starts_with(crate::query::key::RESULT_TAG.as_bytes())
+    // A result of the default source leaves its index; no other source is served yet, so
+    // no other index holds a key naming one.
+    if let Some((None, rest)) = crate::model::source::split(entry)
+        && rest.starts_with(crate::query::key::RESULT_TAG.as_bytes())
         && let Ok(key) = std::str::from_utf8(name)
     {
         let db = crate::redis::keyspace::selected_db(ctx);
-        crate::query::membership::remove(&(db, key.into()));
+        crate::query::membership::of(SourceId::DEFAULT).remove(&(db, key.into()));
     }
     let kind = if evicted {
         stats::of(SourceId::DEFAULT).evictions.inc();

@@ -824,7 +824,7 @@ impl Schemas {
             source: self.source,
             stats: crate::stats::of(self.source).table(&display),
             sql_name: name.quoted(),
-            key_prefix: cache_key(&current::cache_prefix(), &display, ""),
+            key_prefix: cache_key(&current::key_prefix(self.source), &display, ""),
             display,
             name,
             columns,

@@ -9,7 +9,8 @@
 use crate::config::current;
 use crate::events;
 use crate::model::event::{EventKind, Extra};
-use crate::model::source::SourceId;
+use crate::model::source::{Scope, SourceId};
+use crate::pg::schema::TableSchema;
 use crate::query::precision::Written;
 use crate::query::{Statement, generations, membership, statements};
 use crate::redis::cluster;
@@ -18,50 +19,53 @@ use compact_str::CompactString;
 use redis_module::Context;
 use std::sync::Arc;
 
-/// The table whose keys start with `prefix` (or, for the cache prefix itself, every table)
-/// changed as a whole, in each of `dbs`. Main thread.
-pub fn table_changed(ctx: &Context, prefix: &str, dbs: &[i32]) {
-    let cache_prefix = current::cache_prefix();
+/// The table of `source` whose keys are `scope` (or, for the source's whole cache, every
+/// table of it) changed as a whole, in each of `dbs`. Main thread.
+pub fn table_changed(ctx: &Context, source: SourceId, scope: &Scope, dbs: &[i32]) {
+    let whole = current::scope(source);
+    let prefix = scope.prefix.as_str();
     // A flush of everything serves no result until its scan has deleted every entry present
-    // now, and every generation this process knows is forgotten (`generations`).
-    let everything = prefix == cache_prefix;
+    // now, and every generation of the source this process knows is forgotten
+    // (`generations`).
+    let everything = *scope == whole;
     if everything {
-        generations::forget_all(ctx, dbs);
+        generations::forget_all(ctx, source, dbs);
     } else {
         generations::end(ctx, prefix, dbs);
     }
-    let table = table_name(prefix, &cache_prefix);
-    for statement in statements::with_live_results((!everything).then_some(prefix)) {
+    let table = table_name(prefix, &whole.prefix);
+    for statement in statements::of(source).with_live_results((!everything).then_some(prefix)) {
         announce(ctx, table, &statement, statement.figures.drop_live());
     }
-    for (statement, count) in membership::drop_table((!everything).then_some(prefix)) {
+    for (statement, count) in membership::of(source).drop_table((!everything).then_some(prefix)) {
         statement.figures.dropped.add(count);
         announce(ctx, table, &statement, count);
     }
 }
 
-/// Rows of the table whose keys start with `prefix` changed, in each of `dbs`: every
+/// Rows of `schema`'s table changed, in each of `dbs`: every
 /// result dropped per table that read it is (its generation ends); row-precise results are
 /// left to `rows_changed`. Main thread.
-pub fn table_rows_changed(ctx: &Context, prefix: &str, dbs: &[i32]) {
+pub fn table_rows_changed(ctx: &Context, schema: &TableSchema, dbs: &[i32]) {
+    let prefix = schema.key_prefix.as_str();
     generations::end_per_table(ctx, prefix, dbs);
-    let cache_prefix = current::cache_prefix();
-    let table = table_name(prefix, &cache_prefix);
-    for statement in statements::with_live_results(Some(prefix)) {
+    let table = table_name(prefix, &current::key_prefix(schema.source));
+    for statement in statements::of(schema.source).with_live_results(Some(prefix)) {
         announce(ctx, table, &statement, statement.figures.drop_live());
     }
 }
 
-/// Rows of the table whose keys start with `prefix` changed: `members` are their primary
-/// keys, `entering` the new values they were written with (None: unknown). Deletes every
-/// row-precise result they can affect. Main thread.
+/// Rows of `schema`'s table changed: `members` are their primary keys, `entering` the new
+/// values they were written with (None: unknown). Deletes every row-precise result they
+/// can affect. Main thread.
 pub fn rows_changed(
     ctx: &Context,
-    prefix: &str,
+    schema: &TableSchema,
     members: &[CompactString],
     entering: Option<&[Written]>,
 ) {
-    let dropped = membership::changed(prefix, members, entering);
+    let prefix = schema.key_prefix.as_str();
+    let dropped = membership::of(schema.source).changed(prefix, members, entering);
     if dropped.is_empty() {
         return;
     }
@@ -78,8 +82,7 @@ pub fn rows_changed(
             None => counts.push((statement, 1)),
         }
     }
-    let cache_prefix = current::cache_prefix();
-    let table = table_name(prefix, &cache_prefix);
+    let table = table_name(prefix, &current::key_prefix(schema.source));
     for (statement, count) in counts {
         statement.figures.dropped.add(count);
         announce(ctx, table, &statement, count);
@@ -88,22 +91,24 @@ pub fn rows_changed(
         // A resharding took a result's slot, and the result with it, to another node (a
         // cluster has DB 0 only); it may come back while the row generation still stands:
         // the table's results go.
-        table_changed(ctx, prefix, &[0]);
+        table_changed(ctx, schema.source, &Scope::prefix(prefix), &[0]);
     }
 }
 
 /// The row-precise index is gone or no longer true (data loaded from disk, a promotion, a
 /// demotion, a DB flushed or swapped): its results leave it, and no result a row generation
 /// of this process's made reachable is served again, here or on its replicas. Main thread.
+/// Every source's (the default's: the only one served yet).
 pub fn index_lost(ctx: &Context, dbs: &[i32]) {
-    membership::drop_table(None);
-    generations::forget_all(ctx, dbs);
+    membership::of(SourceId::DEFAULT).drop_table(None);
+    generations::forget_all(ctx, SourceId::DEFAULT, dbs);
 }
 
-/// The table's name as events give it, from its key prefix (`` for the whole cache).
-fn table_name<'a>(prefix: &'a str, cache_prefix: &str) -> &'a str {
+/// The table's name as events give it, from its key prefix (`` for the whole cache) and
+/// its source's.
+fn table_name<'a>(prefix: &'a str, source_prefix: &str) -> &'a str {
     prefix
-        .strip_prefix(cache_prefix)
+        .strip_prefix(source_prefix)
         .and_then(|t| t.strip_suffix(':'))
         .unwrap_or("")
 }
@@ -112,9 +117,7 @@ fn announce(ctx: &Context, table: &str, statement: &Statement, results: u64) {
     if results == 0 {
         return;
     }
-    stats::of(SourceId::DEFAULT)
-        .query_invalidations
-        .add(results);
+    stats::of(statement.source).query_invalidations.add(results);
     events::publish_with(
         ctx,
         EventKind::QueryInvalidated,

@@ -19,7 +19,7 @@
 //! generation it finds in the keyspace only if it bears its epoch (after a restart, a load
 //! from disk or a promotion it makes a new one, and every result no index of its covers
 //! becomes unreachable); a replica takes its primary's, when it bears the epoch its primary
-//! published last (`<cache_prefix>~epoch`), so a primary that restarted or a replica
+//! published last (`<source's key prefix>~epoch`), so a primary that restarted or a replica
 //! promoted disowns, on every replica too, what the old index covered. An epoch taken in a
 //! server event (a promotion, a load, FLUSHDB, SWAPDB) is published by a task on the next
 //! turn of the event loop (`main_thread::writes_waiting`), in the same timer callback as any
@@ -39,8 +39,14 @@
 //! generations it made itself, so a result that arrives with a slot (or comes back with one)
 //! is never built again, and a restart or a promotion starts without cached results, and a
 //! replica holds none.
+//!
+//! Each source has its own epoch (`Epoch`), published under its own key prefix: its index
+//! is its own, and forgetting one source's (a DDL in its database) leaves another's true.
+//! `KNOWN` is one map for every source: generation key names carry their source's prefix.
 
 use crate::config::MAX_TTL_SECONDS;
+use crate::config::current;
+use crate::model::source::{Parts, Scope, SourceId};
 use crate::pg::schema::TableSchema;
 use crate::query::hex;
 use crate::redis::main_thread::{self, Task};
@@ -50,6 +56,7 @@ use redis_module::{CallOptionsBuilder, CallResult, Context};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A generation's value as its key holds it: 16 lowercase hex digits (64 random bits: no
 /// client chooses them, and a table would need billions of changes before one came back),
@@ -95,25 +102,27 @@ pub fn mine_for(prefix: &str) -> Vec<Generation> {
     })
 }
 
-/// Forgets every generation this process knows, and takes a new epoch: the index is gone
-/// (every cached result was dropped, this server became a replica, loaded data, was
-/// promoted, a DB was flushed or swapped, the module unloads). The keys may no longer say
-/// what was known of them (and a cluster node's flush of everything has no keys to scan):
-/// generations are read or made afresh. A primary publishes its new epoch in each of `dbs`.
-pub fn forget_all(ctx: &Context, dbs: &[i32]) {
-    with_known(|known| known.clear());
-    new_epoch();
-    publish_epoch(ctx, dbs);
+/// Forgets every generation of `source` this process knows, and takes a new epoch for
+/// it: its index is gone (every cached result was dropped, this server became a replica,
+/// loaded data, was promoted, a DB was flushed or swapped, the module unloads). The keys
+/// may no longer say what was known of them (and a cluster node's flush of everything has
+/// no keys to scan): generations are read or made afresh. A primary publishes its new epoch
+/// in each of `dbs`.
+pub fn forget_all(ctx: &Context, source: SourceId, dbs: &[i32]) {
+    let scope = current::scope(source);
+    with_known(|known| known.retain(|name, _| !scope.covers(name.as_bytes())));
+    EPOCHS.of(source).renew();
+    publish_epoch(ctx, source, dbs);
 }
 
-/// A flush of the keys under `prefix` (a table's, or the whole cache's) ended: its scan
+/// A flush of the keys in `scope` (a table's, or a source's whole cache) ended: its scan
 /// deleted the generation keys it met, some made while it ran. What this process knows of
 /// them is forgotten, so they are made again and reach the replicas; the epoch, deleted by a
 /// flush of everything, is published again in each of `dbs`.
-pub fn flush_ended(ctx: &Context, prefix: &str, dbs: &[i32]) {
-    with_known(|known| known.retain(|name, _| !name.starts_with(prefix)));
-    if prefix == crate::config::current::cache_prefix() {
-        publish_epoch(ctx, dbs);
+pub fn flush_ended(ctx: &Context, source: SourceId, scope: &Scope, dbs: &[i32]) {
+    with_known(|known| known.retain(|name, _| !scope.covers(name.as_bytes())));
+    if *scope == current::scope(source) {
+        publish_epoch(ctx, source, dbs);
     }
 }
 
@@ -139,9 +148,9 @@ pub fn current_row_key(tables: &[&Arc<TableSchema>], key: &str) -> bool {
 /// `key`, in that order. A missing one is created when this server may write (a primary);
 /// false when one is missing and cannot be (a replica whose primary has not created it:
 /// nothing cached can match).
-pub fn append_current(ctx: &Context, names: &[String], key: &mut String) -> bool {
+pub fn append_current(ctx: &Context, source: SourceId, names: &[String], key: &mut String) -> bool {
     for name in names {
-        let Some(generation) = of(ctx, name) else {
+        let Some(generation) = current(ctx, source, name) else {
             return false;
         };
         key.push(':');
@@ -150,10 +159,11 @@ pub fn append_current(ctx: &Context, names: &[String], key: &mut String) -> bool
     true
 }
 
-/// The generation under `name` in the context's DB. A hit finds it in `KNOWN` (on a
-/// primary); otherwise a table generation found in the keyspace is taken on any server, and
-/// a row generation of this process's epoch too (a demotion changes the epoch).
-fn of(ctx: &Context, name: &str) -> Option<Generation> {
+/// The generation under `name` (a key of `source`) in the context's DB. A hit finds it in
+/// `KNOWN` (on a primary); otherwise a table generation found in the keyspace is taken on
+/// any server, and a row generation of the source's epoch too (a demotion changes the
+/// epoch).
+fn current(ctx: &Context, source: SourceId, name: &str) -> Option<Generation> {
     let db = keyspace::selected_db(ctx);
     if let Some(known) = known(name, db) {
         return Some(known);
@@ -181,14 +191,14 @@ fn of(ctx: &Context, name: &str) -> Option<Generation> {
     if !writable {
         // A replica takes a row generation of its primary's current epoch only: one its
         // primary's index covers.
-        return found.filter(|g| published_epoch(ctx).is_some_and(|e| g[..8] == e));
+        return found.filter(|g| published_epoch(ctx, source).is_some_and(|e| g[..8] == e));
     }
-    let epoch = epoch();
+    let epoch = EPOCHS.of(source).hex();
     let generation = match found {
         Some(found) if found[..8] == epoch => found,
         _ => {
-            if published_epoch(ctx) != Some(epoch) {
-                publish_epoch(ctx, &[db]);
+            if published_epoch(ctx, source) != Some(epoch) {
+                publish_epoch(ctx, source, &[db]);
             }
             create(ctx, name, Some(epoch))?
         }
@@ -197,49 +207,83 @@ fn of(ctx: &Context, name: &str) -> Option<Generation> {
     Some(generation)
 }
 
-/// This process's row-generation epoch as 8 hex digits: the first half of every row
-/// generation it makes, so the hit path tells its own from others' by comparing 8 bytes.
-/// Random, made anew when the index is forgotten (a demotion, a flush of everything).
-static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Every source's row-generation epoch; the default source's inline.
+static EPOCHS: Parts<Epoch> = Parts::new(Epoch::new());
 
-fn epoch() -> [u8; 8] {
-    let mut current = EPOCH.load(std::sync::atomic::Ordering::Relaxed);
-    if current == 0 {
-        current = new_epoch();
+/// A source's row-generation epoch: the first half of every row generation this process
+/// makes for it, so the hit path tells its own from others' by comparing 8 bytes. Random,
+/// made anew when the source's index is forgotten (a demotion, a flush of everything).
+pub struct Epoch {
+    /// The epoch (32 random bits), 0 before the first is chosen.
+    value: AtomicU64,
+    /// The DBs whose epoch key waits for `PUBLISH_EPOCH` (`publish_epoch` where writes wait).
+    waits_in: Mutex<Vec<i32>>,
+}
+
+impl Epoch {
+    /// None chosen yet (const, so a `static` holds the default source's).
+    pub const fn new() -> Epoch {
+        Epoch {
+            value: AtomicU64::new(0),
+            waits_in: Mutex::new(Vec::new()),
+        }
     }
-    hex::encode(&(current as u32).to_be_bytes())
+
+    /// The epoch as 8 hex digits, chosen now if none was.
+    fn hex(&self) -> [u8; 8] {
+        let mut current = self.value.load(Relaxed);
+        if current == 0 {
+            current = self.renew();
+        }
+        hex::encode(&(current as u32).to_be_bytes())
+    }
+
+    /// Chooses a new epoch (never 0, never the one before).
+    fn renew(&self) -> u64 {
+        let before = self.value.load(Relaxed);
+        loop {
+            let mut random = [0u8; 4];
+            let _ = openssl::rand::rand_bytes(&mut random);
+            let epoch = u64::from(u32::from_be_bytes(random));
+            if epoch != 0 && epoch != before {
+                self.value.store(epoch, Relaxed);
+                return epoch;
+            }
+        }
+    }
 }
 
-/// The key holding the epoch of the primary's row generations, for its replicas (in each DB
-/// that has row generations).
-fn epoch_key() -> String {
-    format!("{}~epoch", crate::config::current::cache_prefix())
+/// The key holding the epoch of the primary's row generations of `source`, for its
+/// replicas (in each DB that has row generations).
+fn epoch_key(source: SourceId) -> String {
+    format!("{}~epoch", current::key_prefix(source))
 }
 
-/// The epoch the keyspace holds (the primary's), in the context's DB.
-fn published_epoch(ctx: &Context) -> Option<[u8; 8]> {
-    keyspace::with_name(ctx, epoch_key().as_bytes(), |key| {
+/// The epoch of `source` the keyspace holds (the primary's), in the context's DB.
+fn published_epoch(ctx: &Context, source: SourceId) -> Option<[u8; 8]> {
+    keyspace::with_name(ctx, epoch_key(source).as_bytes(), |key| {
         keyspace::read_string(ctx, key, |value| <[u8; 8]>::try_from(value).ok())
     })
     .flatten()
 }
 
-/// Writes this process's epoch to the keyspace of each of `dbs` (a primary only;
-/// replicated): its replicas take row generations of this epoch only.
-pub fn publish_epoch(ctx: &Context, dbs: &[i32]) {
+/// Writes this process's epoch of `source` to the keyspace of each of `dbs` (a primary
+/// only; replicated): its replicas take row generations of this epoch only.
+pub fn publish_epoch(ctx: &Context, source: SourceId, dbs: &[i32]) {
     // A cluster node's replicas take no generation (it keeps no keys of them).
     if cluster::enabled() || !writable(ctx) {
         return;
     }
+    let part = EPOCHS.of(source);
     if main_thread::writes_wait() {
-        EPOCH_WAITS_IN.lock().unwrap().extend_from_slice(dbs);
+        part.waits_in.lock().unwrap().extend_from_slice(dbs);
         PUBLISH_EPOCH.request();
         return;
     }
-    let epoch = epoch();
+    let epoch = part.hex();
     let text = std::str::from_utf8(&epoch).unwrap_or_default();
     let expires_at = (crate::model::event::now_ms() + u128::from(MAX_TTL_SECONDS) * 1000) as i64;
-    let name = epoch_key();
+    let name = epoch_key(source);
     keyspace::in_each_db(ctx, dbs.iter().copied(), |_| {
         keyspace::with_name(ctx, name.as_bytes(), |key| {
             keyspace::set_until(ctx, key, text, expires_at)
@@ -247,29 +291,15 @@ pub fn publish_epoch(ctx: &Context, dbs: &[i32]) {
     });
 }
 
-/// The DBs whose epoch key waits for `PUBLISH_EPOCH` (`publish_epoch` where writes wait).
-static EPOCH_WAITS_IN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+/// Publishes the epochs waiting (the default source's: the only one served yet).
 static PUBLISH_EPOCH: Task = Task::new("publishing the index epoch", |ctx| {
-    let mut dbs = std::mem::take(&mut *EPOCH_WAITS_IN.lock().unwrap());
+    let source = SourceId::DEFAULT;
+    let mut dbs = std::mem::take(&mut *EPOCHS.of(source).waits_in.lock().unwrap());
     dbs.sort_unstable();
     dbs.dedup();
-    publish_epoch(ctx, &dbs);
+    publish_epoch(ctx, source, &dbs);
     false
 });
-
-/// Chooses a new epoch (never 0, never the one before).
-fn new_epoch() -> u64 {
-    let before = EPOCH.load(std::sync::atomic::Ordering::Relaxed);
-    loop {
-        let mut random = [0u8; 4];
-        let _ = openssl::rand::rand_bytes(&mut random);
-        let epoch = u64::from(u32::from_be_bytes(random));
-        if epoch != 0 && epoch != before {
-            EPOCH.store(epoch, std::sync::atomic::Ordering::Relaxed);
-            return epoch;
-        }
-    }
-}
 
 /// A new random generation under `name`, replicated; a row generation starts with
 /// `epoch`.

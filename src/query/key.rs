@@ -116,6 +116,7 @@ mod tests {
             })
             .collect();
         Statement::new(
+            crate::model::source::SourceId::DEFAULT,
             "pg_cache:",
             canonical.into(),
             params,

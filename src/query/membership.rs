@@ -15,7 +15,7 @@
 //! them, on the main thread.
 
 use crate::config::current;
-use crate::model::source::SourceId;
+use crate::model::source::{PartRef, Parts, SourceId};
 use crate::query::Statement;
 use crate::query::precision::Written;
 use crate::query::predicate::{Lookup, OrdKey};
@@ -92,10 +92,30 @@ struct TableIndex {
 /// By table key prefix.
 type Index = HashMap<String, TableIndex>;
 
-static INDEX: Mutex<Option<Index>> = Mutex::new(None);
-static BYTES: AtomicU64 = AtomicU64::new(0);
-static RESULTS: AtomicU64 = AtomicU64::new(0);
-static SERIAL: AtomicU64 = AtomicU64::new(0);
+/// Every source's index; the default source's inline.
+static MEMBERSHIPS: Parts<Membership> = Parts::new(Membership::new(SourceId::DEFAULT));
+
+/// The index of source `id`.
+#[inline]
+pub fn of(id: SourceId) -> PartRef<'static, Membership> {
+    MEMBERSHIPS.of(id)
+}
+
+/// One source's index, and its memory, bounded by its own `query_index_max_bytes`: one
+/// source's results never take another's room.
+pub struct Membership {
+    /// Whose: its settings bound the index.
+    source: SourceId,
+    index: Mutex<Option<Index>>,
+    bytes: AtomicU64,
+    results: AtomicU64,
+    serial: AtomicU64,
+    /// Orphans wait here to leave the other tables a slice at a time (`SWEEP`), so a TRUNCATE
+    /// under many joins' results does not hold the event loop for the lot. Meanwhile they are
+    /// unreachable (the table's row generation ended with the change), and a change that meets
+    /// one drops a key that is gone already.
+    orphans: Mutex<VecDeque<Orphan>>,
+}
 
 /// A join's result dropped with a table that changed as a whole, still filed under the
 /// other tables it read.
@@ -105,39 +125,9 @@ struct Orphan {
     serial: u64,
 }
 
-/// Orphans wait here to leave the other tables a slice at a time (`SWEEP`), so a TRUNCATE
-/// under many joins' results does not hold the event loop for the lot. Meanwhile they are
-/// unreachable (the table's row generation ended with the change), and a change that meets
-/// one drops a key that is gone already.
-static ORPHANS: Mutex<VecDeque<Orphan>> = Mutex::new(VecDeque::new());
 static SWEEP: Task = Task::new("taking dropped join results out of the index", sweep);
 /// How long one turn of the event loop sweeps orphans for.
 const SWEEP_SLICE: Duration = Duration::from_millis(2);
-
-fn with_index<R>(f: impl FnOnce(&mut Index) -> R) -> R {
-    let mut guard = INDEX.lock().unwrap_or_else(|p| p.into_inner());
-    let index = guard.get_or_insert_with(Index::default);
-    let r = f(index);
-    RESULTS.store(
-        index.values().map(|t| t.results as u64).sum(),
-        Ordering::Relaxed,
-    );
-    BYTES.store(
-        index.values().map(|t| t.bytes as u64).sum(),
-        Ordering::Relaxed,
-    );
-    r
-}
-
-/// Results indexed now.
-pub fn results() -> u64 {
-    RESULTS.load(Ordering::Relaxed)
-}
-
-/// Bytes the index takes now (an estimate).
-pub fn bytes() -> u64 {
-    BYTES.load(Ordering::Relaxed)
-}
 
 /// The cost of one table's part of a result of `params` built from `members` (that
 /// table's): its parameters once, and the keys they pin twice (in the entry and the
@@ -158,108 +148,273 @@ pub fn cost(key: &str, params: &[String], members: &[Vec<CompactString>]) -> usi
     members.iter().map(|m| part_cost(key, params, m)).sum()
 }
 
-/// Whether a result costing `cost` fits under `query_index_max_bytes`.
-pub fn has_room(cost: usize) -> bool {
-    bytes() + cost as u64 <= current::of(SourceId::DEFAULT).query_index_max_bytes()
-}
+impl Membership {
+    /// Empty (const, so a `static` holds the default source's).
+    pub const fn new(source: SourceId) -> Membership {
+        Membership {
+            source,
+            index: Mutex::new(None),
+            bytes: AtomicU64::new(0),
+            results: AtomicU64::new(0),
+            serial: AtomicU64::new(0),
+            orphans: Mutex::new(VecDeque::new()),
+        }
+    }
 
-/// Indexes the result `id` of `statement` (row-precise), cached just now, built from
-/// `members` (each side's rows).
-pub fn add(
-    id: ResultId,
-    statement: Arc<Statement>,
-    params: Vec<String>,
-    members: Vec<Vec<CompactString>>,
-    boundary: Option<Vec<Option<String>>>,
-) {
-    let Some(m) = statement.precision.row() else {
-        return;
-    };
-    let head = Arc::as_ptr(&statement) as usize;
-    let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
-    let mut parts = Vec::new();
-    for table in m.tables() {
-        let mut sides = Vec::new();
-        let mut rows: Vec<CompactString> = Vec::new();
-        for (n, side) in m.sides.iter().enumerate() {
-            if side.table.key_prefix != table.key_prefix {
-                continue;
-            }
-            sides.push(Filed {
-                side: n,
-                keys: side.keys(&params),
-                bound: side.bound(&params),
-            });
-            for member in members.get(n).into_iter().flatten() {
-                if !rows.contains(member) {
-                    rows.push(member.clone());
+    fn with_index<R>(&self, f: impl FnOnce(&mut Index) -> R) -> R {
+        let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let index = guard.get_or_insert_with(Index::default);
+        let r = f(index);
+        self.results.store(
+            index.values().map(|t| t.results as u64).sum(),
+            Ordering::Relaxed,
+        );
+        self.bytes.store(
+            index.values().map(|t| t.bytes as u64).sum(),
+            Ordering::Relaxed,
+        );
+        r
+    }
+
+    /// Results indexed now.
+    pub fn results(&self) -> u64 {
+        self.results.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the index takes now (an estimate).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether a result costing `cost` fits under `query_index_max_bytes`.
+    pub fn has_room(&self, cost: usize) -> bool {
+        self.bytes() + cost as u64 <= current::of(self.source).query_index_max_bytes()
+    }
+
+    /// Indexes the result `id` of `statement` (row-precise), cached just now, built from
+    /// `members` (each side's rows).
+    pub fn add(
+        &self,
+        id: ResultId,
+        statement: Arc<Statement>,
+        params: Vec<String>,
+        members: Vec<Vec<CompactString>>,
+        boundary: Option<Vec<Option<String>>>,
+    ) {
+        let Some(m) = statement.precision.row() else {
+            return;
+        };
+        let head = Arc::as_ptr(&statement) as usize;
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let mut parts = Vec::new();
+        for table in m.tables() {
+            let mut sides = Vec::new();
+            let mut rows: Vec<CompactString> = Vec::new();
+            for (n, side) in m.sides.iter().enumerate() {
+                if side.table.key_prefix != table.key_prefix {
+                    continue;
+                }
+                sides.push(Filed {
+                    side: n,
+                    keys: side.keys(&params),
+                    bound: side.bound(&params),
+                });
+                for member in members.get(n).into_iter().flatten() {
+                    if !rows.contains(member) {
+                        rows.push(member.clone());
+                    }
                 }
             }
+            let bytes = part_cost(&id.1, &params, &rows)
+                + boundary
+                    .iter()
+                    .flatten()
+                    .map(|v| v.as_ref().map_or(0, String::len) + 24)
+                    .sum::<usize>();
+            parts.push((table.key_prefix.clone(), sides, rows, bytes));
         }
-        let bytes = part_cost(&id.1, &params, &rows)
-            + boundary
-                .iter()
-                .flatten()
-                .map(|v| v.as_ref().map_or(0, String::len) + 24)
-                .sum::<usize>();
-        parts.push((table.key_prefix.clone(), sides, rows, bytes));
-    }
-    with_index(|index| {
-        for (n, (table, sides, rows, bytes)) in parts.into_iter().enumerate() {
-            let t = index.entry(table).or_default();
-            t.remove(&id);
-            for member in &rows {
-                t.by_member
-                    .entry(member.clone())
-                    .or_default()
-                    .push(id.clone());
-            }
-            for filed in &sides {
-                let s = t.by_side.entry((head, filed.side)).or_default();
-                match (&filed.keys, &filed.bound) {
-                    (Some(keys), _) => {
-                        for key in keys {
-                            s.by_key.entry(key.clone()).or_default().push(id.clone());
+        self.with_index(|index| {
+            for (n, (table, sides, rows, bytes)) in parts.into_iter().enumerate() {
+                let t = index.entry(table).or_default();
+                t.remove(&id);
+                for member in &rows {
+                    t.by_member
+                        .entry(member.clone())
+                        .or_default()
+                        .push(id.clone());
+                }
+                for filed in &sides {
+                    let s = t.by_side.entry((head, filed.side)).or_default();
+                    match (&filed.keys, &filed.bound) {
+                        (Some(keys), _) => {
+                            for key in keys {
+                                s.by_key.entry(key.clone()).or_default().push(id.clone());
+                            }
+                        }
+                        (None, Some(bound)) => s
+                            .by_bound
+                            .entry(bound.clone())
+                            .or_default()
+                            .push(id.clone()),
+                        (None, None) => {
+                            s.unkeyed.insert(id.clone());
                         }
                     }
-                    (None, Some(bound)) => s
-                        .by_bound
-                        .entry(bound.clone())
-                        .or_default()
-                        .push(id.clone()),
-                    (None, None) => {
-                        s.unkeyed.insert(id.clone());
+                    s.all.insert(id.clone());
+                }
+                t.bytes += bytes;
+                t.results += usize::from(n == 0);
+                t.entries.insert(
+                    id.clone(),
+                    Entry {
+                        statement: statement.clone(),
+                        params: params.clone(),
+                        sides,
+                        members: rows,
+                        boundary: boundary.clone(),
+                        bytes,
+                        first: n == 0,
+                        serial,
+                    },
+                );
+            }
+        });
+    }
+
+    /// The result `id` is gone (expired, evicted): its entries go too, under every table.
+    pub fn remove(&self, id: &ResultId) {
+        self.with_index(|index| {
+            for t in index.values_mut() {
+                t.remove(id);
+            }
+            index.retain(|_, t| !t.entries.is_empty());
+        });
+    }
+
+    /// Rows of the table whose keys start with `table` changed: `members` are their primary
+    /// keys (old and new), `entering` their new values (None: not known, as from a
+    /// notification). Takes out of the index, and returns, every result they can affect.
+    pub fn changed(
+        &self,
+        table: &str,
+        members: &[CompactString],
+        entering: Option<&[Written]>,
+    ) -> Dropped {
+        self.with_index(|index| {
+            let Some(t) = index.get_mut(table) else {
+                return Vec::new();
+            };
+            let mut hit: HashSet<ResultId> = HashSet::new();
+            for member in members {
+                if let Some(ids) = t.by_member.get(member) {
+                    hit.extend(ids.iter().cloned());
+                }
+            }
+            for (&(_, side), s) in &t.by_side {
+                // Members named for a side decided over the table without a key: the table has
+                // a key now (a DDL not followed), and those results kept none to be found by.
+                if !members.is_empty() && t.keyless_side(side, s) {
+                    hit.extend(s.all.iter().cloned());
+                    continue;
+                }
+                match entering {
+                    Some(rows) => t.entered(side, s, rows, &mut hit),
+                    None => hit.extend(s.all.iter().cloned()),
+                }
+            }
+            let dropped: Dropped = hit
+                .into_iter()
+                .filter_map(|id| t.remove(&id).map(|e| (id, e.statement)))
+                .collect();
+            if t.entries.is_empty() {
+                index.remove(table);
+            }
+            leave_other_tables(index, table, dropped.iter().map(|(id, s)| (id, s)));
+            dropped
+        })
+    }
+
+    fn lock_orphans(&self) -> std::sync::MutexGuard<'_, VecDeque<Orphan>> {
+        self.orphans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes orphans out of the tables they are still filed under until `deadline`; whether
+    /// some are left.
+    fn sweep_until(&self, deadline: Instant) -> bool {
+        self.with_index(|index| {
+            let mut orphans = self.lock_orphans();
+            let mut swept = 0usize;
+            while let Some(orphan) = orphans.pop_front() {
+                // Only the part filed by the indexing that was dropped: the same key filed again
+                // since (never, but for 64 random bits of generation repeating) stays.
+                for table in orphan.others.iter() {
+                    if let Some(t) = index.get_mut(table)
+                        && t.entries
+                            .get(&orphan.id)
+                            .is_some_and(|e| e.serial == orphan.serial)
+                    {
+                        t.remove(&orphan.id);
+                        if t.entries.is_empty() {
+                            index.remove(table);
+                        }
                     }
                 }
-                s.all.insert(id.clone());
+                swept += 1;
+                if swept.is_multiple_of(64) && Instant::now() >= deadline {
+                    break;
+                }
             }
-            t.bytes += bytes;
-            t.results += usize::from(n == 0);
-            t.entries.insert(
-                id.clone(),
-                Entry {
-                    statement: statement.clone(),
-                    params: params.clone(),
-                    sides,
-                    members: rows,
-                    boundary: boundary.clone(),
-                    bytes,
-                    first: n == 0,
-                    serial,
-                },
-            );
-        }
-    });
-}
+            !orphans.is_empty()
+        })
+    }
 
-/// The result `id` is gone (expired, evicted): its entries go too, under every table.
-pub fn remove(id: &ResultId) {
-    with_index(|index| {
-        for t in index.values_mut() {
-            t.remove(id);
+    /// Every result of the table whose keys start with `table` (every table: None) leaves the
+    /// index (the table changed as a whole); the number dropped of each statement. The parts
+    /// dropped are freed on a thread of their own: a table's may hold many results, and the
+    /// event loop only detaches it; the joins' results leave the other tables they read a
+    /// slice at a time (`sweep`). Main thread.
+    pub fn drop_table(&self, table: Option<&str>) -> Vec<(Arc<Statement>, u64)> {
+        let detached: Vec<(String, TableIndex)> = self.with_index(|index| match table {
+            Some(table) => index.remove_entry(table).into_iter().collect(),
+            None => index.drain().collect(),
+        });
+        // With every table dropped, no other is left to sweep.
+        let orphans: Vec<Orphan> = match table {
+            Some(_) => detached
+                .iter()
+                .flat_map(|(t, part)| orphans(t, part))
+                .collect(),
+            None => Vec::new(),
+        };
+        if !orphans.is_empty() {
+            self.lock_orphans().extend(orphans);
+            SWEEP.request();
         }
-        index.retain(|_, t| !t.entries.is_empty());
-    });
+        let mut counts: Vec<(Arc<Statement>, u64)> = Vec::new();
+        for (_, t) in &detached {
+            for (&(head, _), s) in &t.by_side {
+                let Some(entry) = s.all.iter().next().and_then(|id| t.entries.get(id)) else {
+                    continue;
+                };
+                match counts
+                    .iter_mut()
+                    .find(|(c, _)| Arc::as_ptr(c) as usize == head)
+                {
+                    // A self-join files each result under two sides.
+                    Some((_, n)) => *n = (*n).max(s.all.len() as u64),
+                    None => counts.push((entry.statement.clone(), s.all.len() as u64)),
+                }
+            }
+        }
+        if !detached.is_empty() {
+            let freed = std::thread::Builder::new()
+                .name("pgcache-free".into())
+                .spawn(move || drop(detached));
+            // Without a thread, the event loop frees it: slower, never wrong.
+            drop(freed);
+        }
+        counts
+    }
 }
 
 impl TableIndex {
@@ -389,44 +544,6 @@ const WEIGH_BUDGET: usize = 20_000;
 /// What a change dropped: each result, with its statement.
 pub type Dropped = Vec<(ResultId, Arc<Statement>)>;
 
-/// Rows of the table whose keys start with `table` changed: `members` are their primary
-/// keys (old and new), `entering` their new values (None: not known, as from a
-/// notification). Takes out of the index, and returns, every result they can affect.
-pub fn changed(table: &str, members: &[CompactString], entering: Option<&[Written]>) -> Dropped {
-    with_index(|index| {
-        let Some(t) = index.get_mut(table) else {
-            return Vec::new();
-        };
-        let mut hit: HashSet<ResultId> = HashSet::new();
-        for member in members {
-            if let Some(ids) = t.by_member.get(member) {
-                hit.extend(ids.iter().cloned());
-            }
-        }
-        for (&(_, side), s) in &t.by_side {
-            // Members named for a side decided over the table without a key: the table has
-            // a key now (a DDL not followed), and those results kept none to be found by.
-            if !members.is_empty() && t.keyless_side(side, s) {
-                hit.extend(s.all.iter().cloned());
-                continue;
-            }
-            match entering {
-                Some(rows) => t.entered(side, s, rows, &mut hit),
-                None => hit.extend(s.all.iter().cloned()),
-            }
-        }
-        let dropped: Dropped = hit
-            .into_iter()
-            .filter_map(|id| t.remove(&id).map(|e| (id, e.statement)))
-            .collect();
-        if t.entries.is_empty() {
-            index.remove(table);
-        }
-        leave_other_tables(index, table, dropped.iter().map(|(id, s)| (id, s)));
-        dropped
-    })
-}
-
 /// The joins' results of `part`, dropped with `table`, as orphans of the other tables they
 /// read.
 fn orphans<'a>(table: &'a str, part: &'a TableIndex) -> impl Iterator<Item = Orphan> + 'a {
@@ -462,42 +579,10 @@ fn orphans<'a>(table: &'a str, part: &'a TableIndex) -> impl Iterator<Item = Orp
     })
 }
 
-fn lock_orphans() -> std::sync::MutexGuard<'static, VecDeque<Orphan>> {
-    ORPHANS.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Takes orphans out of the tables they are still filed under, for one slice; whether some
-/// are left.
+/// are left (the default source's: the only one served yet).
 fn sweep(_ctx: &Context) -> bool {
-    sweep_until(Instant::now() + SWEEP_SLICE)
-}
-
-fn sweep_until(deadline: Instant) -> bool {
-    with_index(|index| {
-        let mut orphans = lock_orphans();
-        let mut swept = 0usize;
-        while let Some(orphan) = orphans.pop_front() {
-            // Only the part filed by the indexing that was dropped: the same key filed again
-            // since (never, but for 64 random bits of generation repeating) stays.
-            for table in orphan.others.iter() {
-                if let Some(t) = index.get_mut(table)
-                    && t.entries
-                        .get(&orphan.id)
-                        .is_some_and(|e| e.serial == orphan.serial)
-                {
-                    t.remove(&orphan.id);
-                    if t.entries.is_empty() {
-                        index.remove(table);
-                    }
-                }
-            }
-            swept += 1;
-            if swept.is_multiple_of(64) && Instant::now() >= deadline {
-                break;
-            }
-        }
-        !orphans.is_empty()
-    })
+    of(SourceId::DEFAULT).sweep_until(Instant::now() + SWEEP_SLICE)
 }
 
 /// Results of joins dropped under `table` leave the index under the other tables they
@@ -523,54 +608,6 @@ fn leave_other_tables<'a>(
             }
         }
     }
-}
-
-/// Every result of the table whose keys start with `table` (every table: None) leaves the
-/// index (the table changed as a whole); the number dropped of each statement. The parts
-/// dropped are freed on a thread of their own: a table's may hold many results, and the
-/// event loop only detaches it; the joins' results leave the other tables they read a
-/// slice at a time (`sweep`). Main thread.
-pub fn drop_table(table: Option<&str>) -> Vec<(Arc<Statement>, u64)> {
-    let detached: Vec<(String, TableIndex)> = with_index(|index| match table {
-        Some(table) => index.remove_entry(table).into_iter().collect(),
-        None => index.drain().collect(),
-    });
-    // With every table dropped, no other is left to sweep.
-    let orphans: Vec<Orphan> = match table {
-        Some(_) => detached
-            .iter()
-            .flat_map(|(t, part)| orphans(t, part))
-            .collect(),
-        None => Vec::new(),
-    };
-    if !orphans.is_empty() {
-        lock_orphans().extend(orphans);
-        SWEEP.request();
-    }
-    let mut counts: Vec<(Arc<Statement>, u64)> = Vec::new();
-    for (_, t) in &detached {
-        for (&(head, _), s) in &t.by_side {
-            let Some(entry) = s.all.iter().next().and_then(|id| t.entries.get(id)) else {
-                continue;
-            };
-            match counts
-                .iter_mut()
-                .find(|(c, _)| Arc::as_ptr(c) as usize == head)
-            {
-                // A self-join files each result under two sides.
-                Some((_, n)) => *n = (*n).max(s.all.len() as u64),
-                None => counts.push((entry.statement.clone(), s.all.len() as u64)),
-            }
-        }
-    }
-    if !detached.is_empty() {
-        let freed = std::thread::Builder::new()
-            .name("pgcache-free".into())
-            .spawn(move || drop(detached));
-        // Without a thread, the event loop frees it: slower, never wrong.
-        drop(freed);
-    }
-    counts
 }
 
 #[cfg(test)]
@@ -624,6 +661,7 @@ mod tests {
             }
         }
         Arc::new(Statement::new(
+            SourceId::DEFAULT,
             "pg_cache:",
             format!("SELECT * FROM {}", tables[0].display),
             Vec::new(),
@@ -681,32 +719,40 @@ mod tests {
     fn a_change_takes_the_results_it_enters_or_was_built_from() {
         let s = statement("membership_a");
         let table = prefix(&s, 0);
-        add(
+        of(SourceId::DEFAULT).add(
             id("r7"),
             s.clone(),
             vec!["7".into()],
             vec![vec![member(1), member(2)]],
             None,
         );
-        add(
+        of(SourceId::DEFAULT).add(
             id("r8"),
             s.clone(),
             vec!["8".into()],
             vec![vec![member(3)]],
             None,
         );
-        add(id("r9"), s.clone(), vec!["9".into()], vec![vec![]], None);
+        of(SourceId::DEFAULT).add(id("r9"), s.clone(), vec!["9".into()], vec![vec![]], None);
         // Row 3 (customer 8's) moves to customer 9: it leaves r8 and enters r9.
         assert_eq!(
-            keys(changed(&table, &[member(3)], Some(&[row("9")]))),
+            keys(of(SourceId::DEFAULT).changed(&table, &[member(3)], Some(&[row("9")]))),
             ["r8", "r9"]
         );
         // Another customer's new row: nothing.
-        assert!(changed(&table, &[member(50)], Some(&[row("5")])).is_empty());
+        assert!(
+            of(SourceId::DEFAULT)
+                .changed(&table, &[member(50)], Some(&[row("5")]))
+                .is_empty()
+        );
         // A NULL enters nothing; a value the change did not carry enters everything.
         let null = written(vec![("customer_id".into(), NewValue::Null)]);
-        assert!(changed(&table, &[member(51)], Some(&[null])).is_empty());
-        add(
+        assert!(
+            of(SourceId::DEFAULT)
+                .changed(&table, &[member(51)], Some(&[null]))
+                .is_empty()
+        );
+        of(SourceId::DEFAULT).add(
             id("r8"),
             s.clone(),
             vec!["8".into()],
@@ -714,18 +760,25 @@ mod tests {
             None,
         );
         assert_eq!(
-            keys(changed(&table, &[member(52)], Some(&[written(Vec::new())]))),
+            keys(of(SourceId::DEFAULT).changed(
+                &table,
+                &[member(52)],
+                Some(&[written(Vec::new())])
+            )),
             ["r7", "r8"]
         );
         // Unknown new values (a notification): every result of the table.
-        add(
+        of(SourceId::DEFAULT).add(
             id("r7"),
             s.clone(),
             vec!["7".into()],
             vec![vec![member(1)]],
             None,
         );
-        assert_eq!(keys(changed(&table, &[], None)), ["r7"]);
+        assert_eq!(
+            keys(of(SourceId::DEFAULT).changed(&table, &[], None)),
+            ["r7"]
+        );
     }
 
     #[test]
@@ -733,7 +786,7 @@ mod tests {
         let bounds = |s: &Arc<Statement>| {
             for n in 1..=3 {
                 let bound = (100 * n).to_string();
-                add(
+                of(SourceId::DEFAULT).add(
                     id(&format!("c{n}")),
                     s.clone(),
                     vec![bound],
@@ -747,52 +800,78 @@ mod tests {
         let table = prefix(&s, 0);
         bounds(&s);
         let rows: Vec<Written> = vec![row("100"); 10];
-        assert_eq!(keys(changed(&table, &[], Some(&rows))), ["c2", "c3"]);
+        assert_eq!(
+            keys(of(SourceId::DEFAULT).changed(&table, &[], Some(&rows))),
+            ["c2", "c3"]
+        );
         // As many rows as take the budget: every result of the statement goes, unweighed.
         bounds(&s);
         let rows: Vec<Written> = vec![row("100"); WEIGH_BUDGET / 3 + 1];
-        assert_eq!(keys(changed(&table, &[], Some(&rows))), ["c1", "c2", "c3"]);
+        assert_eq!(
+            keys(of(SourceId::DEFAULT).changed(&table, &[], Some(&rows))),
+            ["c1", "c2", "c3"]
+        );
         // customer_id > $1: ordered by bound, a row is weighed against the results whose
         // bound it passes, and only those.
         let s = statement_on("membership_d", Cmp::Gt);
         let table = prefix(&s, 0);
         bounds(&s);
         assert_eq!(
-            keys(changed(&table, &[], Some(&[row("250")]))),
+            keys(of(SourceId::DEFAULT).changed(&table, &[], Some(&[row("250")]))),
             ["c1", "c2"]
         );
         bounds(&s);
-        assert!(changed(&table, &[], Some(&[row("100")])).is_empty());
-        assert_eq!(keys(changed(&table, &[], Some(&[row("101")]))), ["c1"]);
+        assert!(
+            of(SourceId::DEFAULT)
+                .changed(&table, &[], Some(&[row("100")]))
+                .is_empty()
+        );
+        assert_eq!(
+            keys(of(SourceId::DEFAULT).changed(&table, &[], Some(&[row("101")]))),
+            ["c1"]
+        );
         let rows: Vec<Written> = vec![row("1"); WEIGH_BUDGET + 1];
-        assert!(changed(&table, &[], Some(&rows)).is_empty(), "none weighed");
+        assert!(
+            of(SourceId::DEFAULT)
+                .changed(&table, &[], Some(&rows))
+                .is_empty(),
+            "none weighed"
+        );
     }
 
     #[test]
     fn removed_and_dropped_results_leave_nothing_behind() {
         let s = statement("membership_b");
         let table = prefix(&s, 0);
-        add(
+        of(SourceId::DEFAULT).add(
             id("b1"),
             s.clone(),
             vec!["1".into()],
             vec![vec![member(1)]],
             None,
         );
-        add(
+        of(SourceId::DEFAULT).add(
             id("b2"),
             s.clone(),
             vec!["2".into()],
             vec![vec![member(2)]],
             None,
         );
-        remove(&id("b1"));
-        assert!(changed(&table, &[member(1)], Some(&[])).is_empty());
-        let counts = drop_table(Some(&table));
+        of(SourceId::DEFAULT).remove(&id("b1"));
+        assert!(
+            of(SourceId::DEFAULT)
+                .changed(&table, &[member(1)], Some(&[]))
+                .is_empty()
+        );
+        let counts = of(SourceId::DEFAULT).drop_table(Some(&table));
         assert_eq!(counts.len(), 1);
         assert_eq!(counts[0].1, 1);
-        assert!(changed(&table, &[member(2)], None).is_empty());
-        with_index(|index| assert!(!index.contains_key(&table)));
+        assert!(
+            of(SourceId::DEFAULT)
+                .changed(&table, &[member(2)], None)
+                .is_empty()
+        );
+        of(SourceId::DEFAULT).with_index(|index| assert!(!index.contains_key(&table)));
     }
 
     #[test]
@@ -815,8 +894,8 @@ mod tests {
         ]);
         let (orders, customers, regions) = (prefix(&s, 0), prefix(&s, 1), prefix(&s, 2));
         let members = || vec![vec![member(1)], vec![member(7)], vec![member(3)]];
-        add(id("j7"), s.clone(), vec!["7".into()], members(), None);
-        add(
+        of(SourceId::DEFAULT).add(id("j7"), s.clone(), vec!["7".into()], members(), None);
+        of(SourceId::DEFAULT).add(
             id("j8"),
             s.clone(),
             vec!["8".into()],
@@ -824,9 +903,13 @@ mod tests {
             None,
         );
         // A customer no result holds enters none; one a result holds drops it.
-        assert!(changed(&customers, &[member(8)], Some(&[written(Vec::new())])).is_empty());
+        assert!(
+            of(SourceId::DEFAULT)
+                .changed(&customers, &[member(8)], Some(&[written(Vec::new())]))
+                .is_empty()
+        );
         assert_eq!(
-            keys(changed(
+            keys(of(SourceId::DEFAULT).changed(
                 &customers,
                 &[member(7)],
                 Some(&[written(Vec::new())])
@@ -835,8 +918,8 @@ mod tests {
         );
         // A customer whose key is new (an insert) enters the results whose orders' condition
         // its key may pass: one an order loaded without the key's check may reference.
-        add(id("j7"), s.clone(), vec!["7".into()], members(), None);
-        add(
+        of(SourceId::DEFAULT).add(id("j7"), s.clone(), vec!["7".into()], members(), None);
+        of(SourceId::DEFAULT).add(
             id("j8"),
             s.clone(),
             vec!["8".into()],
@@ -849,9 +932,13 @@ mod tests {
                 .unwrap_or_default(),
             new_key: true,
         };
-        assert!(changed(&customers, &[member(9)], Some(&[new_customer(Some("9"))])).is_empty());
+        assert!(
+            of(SourceId::DEFAULT)
+                .changed(&customers, &[member(9)], Some(&[new_customer(Some("9"))]))
+                .is_empty()
+        );
         assert_eq!(
-            keys(changed(
+            keys(of(SourceId::DEFAULT).changed(
                 &customers,
                 &[member(8)],
                 Some(&[new_customer(Some("8"))])
@@ -859,14 +946,14 @@ mod tests {
             ["j8"]
         );
         assert_eq!(
-            keys(changed(
+            keys(of(SourceId::DEFAULT).changed(
                 &customers,
                 &[member(10)],
                 Some(&[new_customer(None)])
             )),
             ["j7"]
         );
-        add(
+        of(SourceId::DEFAULT).add(
             id("j8"),
             s.clone(),
             vec!["8".into()],
@@ -874,34 +961,62 @@ mod tests {
             None,
         );
         // Gone under every table: an order of customer 7 finds nothing more to drop.
-        assert!(changed(&orders, &[member(50)], Some(&[row("7")])).is_empty());
+        assert!(
+            of(SourceId::DEFAULT)
+                .changed(&orders, &[member(50)], Some(&[row("7")]))
+                .is_empty()
+        );
         // Any region may enter any result.
-        add(id("j7"), s.clone(), vec!["7".into()], members(), None);
+        of(SourceId::DEFAULT).add(id("j7"), s.clone(), vec!["7".into()], members(), None);
         assert_eq!(
-            keys(changed(
+            keys(of(SourceId::DEFAULT).changed(
                 &regions,
                 &[member(9)],
                 Some(&[written(Vec::new())])
             )),
             ["j7", "j8"]
         );
-        with_index(|index| {
+        of(SourceId::DEFAULT).with_index(|index| {
             for table in [&orders, &customers, &regions] {
                 assert!(!index.contains_key(table.as_str()), "{table}");
             }
         });
         // A table that changes as a whole takes the join's results out of the others.
-        add(id("j7"), s.clone(), vec!["7".into()], members(), None);
-        let counts = drop_table(Some(&customers));
+        of(SourceId::DEFAULT).add(id("j7"), s.clone(), vec!["7".into()], members(), None);
+        let counts = of(SourceId::DEFAULT).drop_table(Some(&customers));
         assert_eq!(counts.len(), 1);
         assert_eq!(counts[0].1, 1);
-        assert!(!sweep_until(Instant::now() + Duration::from_secs(60)));
-        with_index(|index| assert!(!index.contains_key(orders.as_str())));
+        assert!(!of(SourceId::DEFAULT).sweep_until(Instant::now() + Duration::from_secs(60)));
+        of(SourceId::DEFAULT).with_index(|index| assert!(!index.contains_key(orders.as_str())));
         // What was filed again since the drop is not swept.
-        add(id("j7"), s.clone(), vec!["7".into()], members(), None);
-        drop_table(Some(&customers));
-        add(id("j7"), s.clone(), vec!["7".into()], members(), None);
-        assert!(!sweep_until(Instant::now() + Duration::from_secs(60)));
-        with_index(|index| assert!(index[orders.as_str()].entries.contains_key(&id("j7"))));
+        of(SourceId::DEFAULT).add(id("j7"), s.clone(), vec!["7".into()], members(), None);
+        of(SourceId::DEFAULT).drop_table(Some(&customers));
+        of(SourceId::DEFAULT).add(id("j7"), s.clone(), vec!["7".into()], members(), None);
+        assert!(!of(SourceId::DEFAULT).sweep_until(Instant::now() + Duration::from_secs(60)));
+        of(SourceId::DEFAULT)
+            .with_index(|index| assert!(index[orders.as_str()].entries.contains_key(&id("j7"))));
+    }
+
+    /// Each source's index is its own: a change in one source's table finds none of
+    /// another's results, and each counts its own memory against its own budget.
+    #[test]
+    fn sources_do_not_share_an_index() {
+        let (a, b) = (
+            Membership::new(SourceId::DEFAULT),
+            Membership::new(SourceId::DEFAULT),
+        );
+        let s = statement("membership_sources");
+        let table = prefix(&s, 0);
+        a.add(
+            id("s1"),
+            s.clone(),
+            vec!["7".into()],
+            vec![vec![member(1)]],
+            None,
+        );
+        assert_eq!((a.results(), b.results()), (1, 0));
+        assert!(a.bytes() > 0 && b.bytes() == 0);
+        assert!(b.changed(&table, &[member(1)], None).is_empty());
+        assert_eq!(keys(a.changed(&table, &[member(1)], None)), ["s1"]);
     }
 }

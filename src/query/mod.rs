@@ -62,13 +62,15 @@ use std::time::Duration;
 /// What is known of one statement: enough to build a result's key on the hit path and to
 /// run it on a miss.
 pub struct Statement {
+    /// The source whose database it was learned from (its tables are that source's).
+    pub source: SourceId,
     /// The statement as the parser spells it.
     pub canonical: String,
     /// The statement as PGCACHE.QUERIES, the slowlog and events show it to anyone allowed
     /// those: its constants replaced by `$n`, as `pg_stat_statements` shows statements (a
     /// constant may be a secret another user's statement holds).
     pub shown: String,
-    /// What every result key starts with: `<cache_prefix>~q:{` and the first 128 bits of
+    /// What every result key starts with: `<source's key prefix>~q:{` and the first 128 bits of
     /// SHA-256 of `canonical`, which name the statement (`key`).
     pub key_head: String,
     /// The generation keys its results' keys are built from, one per table it reads (a
@@ -266,7 +268,8 @@ impl Statement {
 
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        cache_prefix: &str,
+        source: SourceId,
+        key_prefix: &str,
         canonical: String,
         params: Vec<ParamType>,
         columns: Vec<columns::ResultColumn>,
@@ -279,7 +282,7 @@ impl Statement {
         batch_sql: Option<String>,
         plain_sql: Option<String>,
     ) -> Statement {
-        let mut key_head = format!("{cache_prefix}{}{{", key::RESULT_TAG);
+        let mut key_head = format!("{key_prefix}{}{{", key::RESULT_TAG);
         hex::push(
             &mut key_head,
             &openssl::sha::sha256(canonical.as_bytes())[..16],
@@ -309,6 +312,7 @@ impl Statement {
             .collect();
         let shown = pg_query::normalize(&canonical).unwrap_or_else(|_| canonical.clone());
         Statement {
+            source,
             shown,
             canonical,
             key_head,

@@ -70,7 +70,7 @@ pub fn decide(client: &mut Connection, shape: &Shaped, learned: &Learned) -> Res
     let precision = pgcache_rules::precision::decide(shape, &learned, &facts);
     if let Some(m) = precision.row() {
         for (table, columns) in m.watched() {
-            watched::add(table, &columns);
+            watched::of(table.source).add(table, &columns);
         }
     }
     Ok(precision)

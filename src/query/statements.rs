@@ -3,9 +3,11 @@
 //! own entry (all of a statement's spellings share the learned `Statement` they map to by
 //! its canonical text). Bounded by `query_max_statements`: past it, the least recently used
 //! spelling is forgotten (learned again, one catalog round, when it comes back).
+//!
+//! One table per source (`of`): the same text read in two databases is two statements.
 
 use crate::config::current;
-use crate::model::source::SourceId;
+use crate::model::source::{PartRef, Parts, SourceId};
 use crate::query::Statement;
 use crate::stats;
 use std::collections::{HashMap, HashSet};
@@ -131,11 +133,11 @@ impl Table {
         Some(node.statement)
     }
 
-    fn evict_least_recently_used(&mut self) {
+    fn evict_least_recently_used(&mut self, source: SourceId) {
         if let Some(slot) = self.least_recent {
             let text = self.node(slot).text.clone();
             self.remove(&text);
-            stats::of(SourceId::DEFAULT).query_statements_evicted.inc();
+            stats::of(source).query_statements_evicted.inc();
         }
     }
 
@@ -149,106 +151,133 @@ impl Table {
     }
 }
 
-/// Touched by the main thread (lookups) and workers (statements learned).
-static TABLE: Mutex<Option<Table>> = Mutex::new(None);
-/// Bumped (under the table's lock) whenever every statement is forgotten: a statement
-/// learned from the catalog before then may read what the catalog no longer says.
-static EPOCH: AtomicU64 = AtomicU64::new(0);
+/// Every source's statements; the default source's inline, so a hit finds its statement as
+/// it did in the static before.
+static STATEMENTS: Parts<Statements> = Parts::new(Statements::new(SourceId::DEFAULT));
 
-fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
-    let mut guard = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    f(guard.get_or_insert_with(Table::default))
+/// The statements of source `id`.
+#[inline]
+pub fn of(id: SourceId) -> PartRef<'static, Statements> {
+    STATEMENTS.of(id)
 }
 
-/// The statement `text` names, if it was learned, under the `query_precision` in effect,
-/// and not forgotten since.
-pub fn get(text: &[u8]) -> Option<Arc<Statement>> {
-    let row_wanted = current::of(SourceId::DEFAULT).query_row_precision();
-    with_table(|table| table.touch(text)).filter(|s| s.row_wanted == row_wanted)
+/// One source's statements.
+pub struct Statements {
+    /// Whose: its settings bound the table and say which precision is wanted.
+    source: SourceId,
+    /// Touched by the main thread (lookups) and workers (statements learned).
+    table: Mutex<Option<Table>>,
+    /// Bumped (under the table's lock) whenever every statement is forgotten: a statement
+    /// learned from the catalog before then may read what the catalog no longer says.
+    epoch: AtomicU64,
 }
 
-/// The statement learned under another spelling with this canonical text, if any: a new
-/// spelling of it needs no catalog round.
-pub fn with_canonical(canonical: &str) -> Option<Arc<Statement>> {
-    let row_wanted = current::of(SourceId::DEFAULT).query_row_precision();
-    with_table(|table| {
-        let text = table.by_canonical.get(canonical)?.iter().next()?.clone();
-        let slot = *table.by_text.get(&text)?;
-        Some(table.node(slot).statement.clone())
-    })
-    .filter(|s| s.row_wanted == row_wanted)
-}
-
-/// The epoch to learn a statement under (`remember`).
-pub fn epoch() -> u64 {
-    EPOCH.load(Ordering::SeqCst)
-}
-
-/// Remembers `statement`, learned from the catalog in `epoch`, under the spelling `text`;
-/// false (and nothing remembered) when every statement was forgotten since (DDL): the
-/// catalog may say otherwise now.
-pub fn remember(epoch: u64, text: &[u8], statement: Arc<Statement>) -> bool {
-    let limit = current::of(SourceId::DEFAULT).query_max_statements().max(1);
-    with_table(|table| {
-        if EPOCH.load(Ordering::SeqCst) != epoch {
-            return false;
+impl Statements {
+    /// None yet (const, so a `static` holds the default source's).
+    pub const fn new(source: SourceId) -> Statements {
+        Statements {
+            source,
+            table: Mutex::new(None),
+            epoch: AtomicU64::new(0),
         }
-        while table.by_text.len() >= limit && !table.by_text.contains_key(text) {
-            table.evict_least_recently_used();
-        }
-        table.insert(text, statement);
-        true
-    })
-}
+    }
 
-/// Every statement remembered, once each however many spellings it has, in the order
-/// their canonical texts sort.
-pub fn all() -> Vec<Arc<Statement>> {
-    let mut statements: Vec<Arc<Statement>> =
-        with_table(|table| table.statements().cloned().collect());
-    statements.sort_by(|a, b| a.canonical.cmp(&b.canonical));
-    statements
-}
+    fn with_table<R>(&self, f: impl FnOnce(&mut Table) -> R) -> R {
+        let mut guard = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        f(guard.get_or_insert_with(Table::default))
+    }
 
-/// How many spellings are remembered.
-pub fn count() -> usize {
-    with_table(|table| table.by_text.len())
-}
+    /// The statement `text` names, if it was learned, under the `query_precision` in effect,
+    /// and not forgotten since.
+    pub fn get(&self, text: &[u8]) -> Option<Arc<Statement>> {
+        let row_wanted = current::of(self.source).query_row_precision();
+        self.with_table(|table| table.touch(text))
+            .filter(|s| s.row_wanted == row_wanted)
+    }
 
-/// Forgets every spelling of the statement spelled `canonical` (a table it reads changed
-/// under it): the next call learns it again from the catalog.
-pub fn forget(canonical: &str) {
-    with_table(|table| {
-        for text in table.by_canonical.remove(canonical).unwrap_or_default() {
-            table.remove(&text);
-        }
-    });
-}
+    /// The statement learned under another spelling with this canonical text, if any: a new
+    /// spelling of it needs no catalog round.
+    pub fn with_canonical(&self, canonical: &str) -> Option<Arc<Statement>> {
+        let row_wanted = current::of(self.source).query_row_precision();
+        self.with_table(|table| {
+            let text = table.by_canonical.get(canonical)?.iter().next()?.clone();
+            let slot = *table.by_text.get(&text)?;
+            Some(table.node(slot).statement.clone())
+        })
+        .filter(|s| s.row_wanted == row_wanted)
+    }
 
-/// Forgets every statement (MODULE UNLOAD: the settings they were learned under, the cache
-/// prefix among them, may differ at the next load; DDL: what they read may have changed).
-pub fn forget_all() {
-    with_table(|table| {
-        *table = Table::default();
-        EPOCH.fetch_add(1, Ordering::SeqCst);
-    });
-}
+    /// The epoch to learn a statement under (`remember`).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
 
-/// The statements (each once) holding results filled since one of their tables last
-/// changed, among those that read the table whose keys start with `prefix` (None: every
-/// statement). One pass over the table and an atomic load per spelling: this runs on the
-/// event loop for every table a batch of changes touches.
-pub fn with_live_results(prefix: Option<&str>) -> Vec<Arc<Statement>> {
-    with_table(|table| {
-        table
-            .statements()
-            .filter(|statement| {
-                statement.figures.has_live()
-                    && prefix.is_none_or(|p| statement.tables.iter().any(|t| t.key_prefix == p))
-            })
-            .cloned()
-            .collect()
-    })
+    /// Remembers `statement`, learned from the catalog in `epoch`, under the spelling `text`;
+    /// false (and nothing remembered) when every statement was forgotten since (DDL): the
+    /// catalog may say otherwise now.
+    pub fn remember(&self, epoch: u64, text: &[u8], statement: Arc<Statement>) -> bool {
+        let limit = current::of(self.source).query_max_statements().max(1);
+        self.with_table(|table| {
+            if self.epoch.load(Ordering::SeqCst) != epoch {
+                return false;
+            }
+            while table.by_text.len() >= limit && !table.by_text.contains_key(text) {
+                table.evict_least_recently_used(self.source);
+            }
+            table.insert(text, statement);
+            true
+        })
+    }
+
+    /// Every statement remembered, once each however many spellings it has, in the order
+    /// their canonical texts sort.
+    pub fn all(&self) -> Vec<Arc<Statement>> {
+        let mut statements: Vec<Arc<Statement>> =
+            self.with_table(|table| table.statements().cloned().collect());
+        statements.sort_by(|a, b| a.canonical.cmp(&b.canonical));
+        statements
+    }
+
+    /// How many spellings are remembered.
+    pub fn count(&self) -> usize {
+        self.with_table(|table| table.by_text.len())
+    }
+
+    /// Forgets every spelling of the statement spelled `canonical` (a table it reads changed
+    /// under it): the next call learns it again from the catalog.
+    pub fn forget(&self, canonical: &str) {
+        self.with_table(|table| {
+            for text in table.by_canonical.remove(canonical).unwrap_or_default() {
+                table.remove(&text);
+            }
+        });
+    }
+
+    /// Forgets every statement (MODULE UNLOAD: the settings they were learned under, the cache
+    /// prefix among them, may differ at the next load; DDL: what they read may have changed).
+    pub fn forget_all(&self) {
+        self.with_table(|table| {
+            *table = Table::default();
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+
+    /// The statements (each once) holding results filled since one of their tables last
+    /// changed, among those that read the table whose keys start with `prefix` (None: every
+    /// statement). One pass over the table and an atomic load per spelling: this runs on the
+    /// event loop for every table a batch of changes touches.
+    pub fn with_live_results(&self, prefix: Option<&str>) -> Vec<Arc<Statement>> {
+        self.with_table(|table| {
+            table
+                .statements()
+                .filter(|statement| {
+                    statement.figures.has_live()
+                        && prefix.is_none_or(|p| statement.tables.iter().any(|t| t.key_prefix == p))
+                })
+                .cloned()
+                .collect()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -258,6 +287,7 @@ mod tests {
 
     fn statement(canonical: &str) -> Arc<Statement> {
         Arc::new(Statement::new(
+            SourceId::DEFAULT,
             "pg_cache:",
             canonical.into(),
             Vec::new(),
@@ -281,7 +311,7 @@ mod tests {
         table.insert(b"SELECT 1", a.clone());
         table.insert(b"select 2", b.clone());
         assert!(table.touch(b"select 1").is_some());
-        table.evict_least_recently_used();
+        table.evict_least_recently_used(SourceId::DEFAULT);
         assert!(table.touch(b"SELECT 1").is_none(), "the least recent went");
         assert!(table.touch(b"select 1").is_some());
         assert_eq!(table.statements().count(), 2);
@@ -294,8 +324,8 @@ mod tests {
         }
         assert!(table.touch(b"select 1").is_none());
         assert!(Arc::ptr_eq(&table.touch(b"select 2").unwrap(), &b));
-        table.evict_least_recently_used();
-        table.evict_least_recently_used();
+        table.evict_least_recently_used(SourceId::DEFAULT);
+        table.evict_least_recently_used(SourceId::DEFAULT);
         assert_eq!(table.by_text.len(), 0);
         assert!(table.by_canonical.is_empty());
         assert_eq!(table.most_recent, None);
@@ -303,5 +333,23 @@ mod tests {
         // Freed slots are used again.
         table.insert(b"x", a);
         assert_eq!(table.slots.len(), 3);
+    }
+
+    /// Each source learns its own statements: the same text remembered in one is not
+    /// known to another, nor forgotten with it.
+    #[test]
+    fn sources_do_not_share_statements() {
+        let (a, b) = (
+            Statements::new(SourceId::DEFAULT),
+            Statements::new(SourceId::DEFAULT),
+        );
+        assert!(a.remember(a.epoch(), b"select 1", statement("SELECT 1")));
+        assert_eq!((a.count(), b.count()), (1, 0));
+        assert!(b.all().is_empty());
+        let epoch = a.epoch();
+        b.forget_all();
+        assert_eq!(a.count(), 1);
+        assert!(a.remember(epoch, b"select 1", statement("SELECT 1")));
+        assert!(!b.remember(epoch, b"select 1", statement("SELECT 1")));
     }
 }

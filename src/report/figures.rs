@@ -96,17 +96,17 @@ pub fn gauges() -> Vec<Gauge> {
         int(
             "query_statements",
             "Statement spellings PGCACHE.QUERY remembers (at most query_max_statements).",
-            crate::query::statements::count(),
+            crate::query::statements::of(SourceId::DEFAULT).count(),
         ),
         int(
             "query_index_results",
             "Row-precise PGCACHE.QUERY results in the index that drops them row by row.",
-            crate::query::membership::results(),
+            crate::query::membership::of(SourceId::DEFAULT).results(),
         ),
         int(
             "query_index_bytes",
             "Memory the index of row-precise results takes, in bytes (an estimate; at most query_index_max_bytes).",
-            crate::query::membership::bytes(),
+            crate::query::membership::of(SourceId::DEFAULT).bytes(),
         ),
     ]);
     for named in &stats::stages::STAGES {
@@ -142,7 +142,7 @@ pub fn gauges() -> Vec<Gauge> {
         int(
             "freshness_age_ms",
             "Age of the freshness horizon in milliseconds, rounded up: every change PostgreSQL committed before it has been applied to the cache, so no hit is staler than this (-1: no change feed vouches for this node, or none has yet).",
-            freshness::age().map_or(-1, |age| age.as_micros().div_ceil(1000) as i64),
+            freshness::of(SourceId::DEFAULT).age().map_or(-1, |age| age.as_micros().div_ceil(1000) as i64),
         ),
         int(
             "postgres_circuit_open",
@@ -152,7 +152,7 @@ pub fn gauges() -> Vec<Gauge> {
         int(
             "hits_served",
             "1 while hits are answered from the cache, 0 while the change feed has not vouched for it within max_staleness_ms and reads go to PostgreSQL.",
-            u8::from(freshness::vouched_now(current::of(SourceId::DEFAULT).max_staleness_ms())),
+            u8::from(freshness::of(SourceId::DEFAULT).vouched_now(current::of(SourceId::DEFAULT).max_staleness_ms())),
         ),
     ]);
     if let Some(slot) = invalidation::replication::status().slot {

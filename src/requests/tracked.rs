@@ -112,7 +112,8 @@ fn as_sent(command: Tracked, args: &[&[u8]]) -> (String, String) {
         return (argument(args, 1), argument(args, 2));
     }
     match crate::model::key::split_cache_key(
-        &crate::config::current::cache_prefix(),
+        // Every source's keys start with the default source's prefix.
+        &crate::config::current::key_prefix(crate::model::source::SourceId::DEFAULT),
         args.get(1).unwrap_or(&&b""[..]),
     ) {
         Ok((table, pk)) => (argument(&[table], 0), argument(&[pk], 0)),

@@ -250,7 +250,7 @@ pub fn looked_up_once_applied(
     schema: &Arc<TableSchema>,
     keys: &[CanonicalPk],
 ) -> Option<Vec<Cached>> {
-    if !applied::wait_for(lsn, current::of(SourceId::DEFAULT).after_wait()) {
+    if !applied::of(schema.source).wait_for(lsn, current::of(schema.source).after_wait()) {
         return None;
     }
     let (schema, keys) = (schema.clone(), keys.to_vec());

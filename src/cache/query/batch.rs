@@ -77,7 +77,7 @@ pub(super) fn submit(ctx: &Context, job: Job) -> Reply {
 /// queued when there is one; with a ticket, the result is cached under its key.
 fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Option<Fill>) -> Reply {
     let id = Arc::as_ptr(&statement) as usize;
-    let checked = match worker::may_wait(ctx, SourceId::DEFAULT) {
+    let checked = match worker::may_wait(ctx, statement.source) {
         Ok(checked) => checked,
         Err(refusal) => return refusal,
     };

@@ -169,8 +169,9 @@ fn cache_result(
             let Some(members) = &ran.members else {
                 return too_big("its WHERE admits more rows than the index keeps for one result");
             };
-            if !membership::has_room(membership::cost(key, params, members)) {
-                stats::of(SourceId::DEFAULT).query_index_full.inc();
+            let index = membership::of(statement.source);
+            if !index.has_room(membership::cost(key, params, members)) {
+                stats::of(statement.source).query_index_full.inc();
                 return false;
             }
             // A full page ends at its last member: rows sorting after it cannot enter.
@@ -197,7 +198,7 @@ fn cache_result(
     statement.figures.filled(indexed.is_none());
     if let Some((params, members, boundary)) = indexed {
         let id = (keyspace::selected_db(ctx), key.clone());
-        membership::add(id, statement.clone(), params, members, boundary);
+        membership::of(statement.source).add(id, statement.clone(), params, members, boundary);
     }
     true
 }

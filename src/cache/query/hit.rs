@@ -49,7 +49,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
         }));
     };
     if call.read == Read::Cached
-        && !bypass::bypassed(key.as_bytes())
+        && !bypass::bypassed(SourceId::DEFAULT, key.as_bytes())
         && reply_if_cached(
             ctx,
             &key,

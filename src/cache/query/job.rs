@@ -113,7 +113,9 @@ impl Job {
                 db,
                 user,
             } => {
-                let read = if applied::wait_for(lsn, current::of(SourceId::DEFAULT).after_wait()) {
+                let read = if applied::of(statement.source)
+                    .wait_for(lsn, current::of(statement.source).after_wait())
+                {
                     Read::Cached
                 } else {
                     Read::FromPostgres
@@ -121,13 +123,18 @@ impl Job {
                 // DDL applied while it waited (a table created earlier on the search path,
                 // one renamed away) made pgcache forget what the statement reads: learned
                 // again, or the old statement's results would answer.
-                let current = statements::with_canonical(&statement.canonical)
+                let current = statements::of(statement.source)
+                    .with_canonical(&statement.canonical)
                     .filter(|known| Arc::ptr_eq(known, &statement));
                 let (statement, params) = match current {
                     Some(statement) => (statement, params),
                     None => {
-                        let again =
-                            learn_as(conn, statement.canonical.as_bytes(), user.as_deref())?;
+                        let again = learn_as(
+                            conn,
+                            statement.source,
+                            statement.canonical.as_bytes(),
+                            user.as_deref(),
+                        )?;
                         again.admitted()?;
                         let refs: Vec<&[u8]> = params.iter().map(|p| p.as_bytes()).collect();
                         let params = canonical_params(&again, &refs)?;
@@ -144,7 +151,7 @@ impl Job {
                 db,
                 user,
             } => {
-                let statement = learn_as(conn, &sql, user.as_deref())?;
+                let statement = learn_as(conn, SourceId::DEFAULT, &sql, user.as_deref())?;
                 statement.admitted()?;
                 let refs: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
                 let params = canonical_params(&statement, &refs)?;
@@ -209,9 +216,10 @@ fn look_up_from_worker(
             let mut found = None;
             keyspace::in_each_db(ctx, [db], |_| {
                 found = key_now(ctx, &statement, &params).and_then(|key| {
-                    let cached = (read == Read::Cached && !bypass::bypassed(key.as_bytes()))
-                        .then(|| cached_value(ctx, &key))
-                        .flatten();
+                    let cached = (read == Read::Cached
+                        && !bypass::bypassed(statement.source, key.as_bytes()))
+                    .then(|| cached_value(ctx, &key))
+                    .flatten();
                     match cached {
                         Some(result) => Some(Looked::Cached(result)),
                         // Its results die unread: answered, not cached.

@@ -11,5 +11,6 @@ pub(super) fn key_now(ctx: &Context, statement: &Statement, params: &[String]) -
     let mut key = String::with_capacity(statement.key_head.len() + 64);
     key.push_str(&statement.key_head);
     push_route(&mut key, params);
-    generations::append_current(ctx, &statement.generation_keys, &mut key).then_some(key)
+    generations::append_current(ctx, statement.source, &statement.generation_keys, &mut key)
+        .then_some(key)
 }

@@ -14,10 +14,11 @@ use crate::redis::main_thread;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The statement `sql` spells: parsed, and learned from the catalog unless another
-/// spelling of it was; remembered under this spelling.
-pub fn learn(conn: &mut Connection, sql: &[u8]) -> Result<Arc<Statement>> {
-    learn_as(conn, sql, None)
+/// The statement `sql` spells in `source`'s database (`conn` is one of its connections):
+/// parsed, and learned from the catalog unless another spelling of it was; remembered
+/// under this spelling.
+pub fn learn(conn: &mut Connection, source: SourceId, sql: &[u8]) -> Result<Arc<Statement>> {
+    learn_as(conn, source, sql, None)
 }
 
 /// `learn`, for the ACL user `user` (None: one who may read every key): the tables behind
@@ -27,6 +28,7 @@ pub fn learn(conn: &mut Connection, sql: &[u8]) -> Result<Arc<Statement>> {
 /// either took.
 pub(super) fn learn_as(
     conn: &mut Connection,
+    source: SourceId,
     sql: &[u8],
     user: Option<&str>,
 ) -> Result<Arc<Statement>> {
@@ -39,7 +41,7 @@ pub(super) fn learn_as(
             .iter()
             .map(|name| {
                 generations::key_name(&crate::model::key::cache_key(
-                    &current::cache_prefix(),
+                    &current::key_prefix(source),
                     &name.display(),
                     "",
                 ))
@@ -51,12 +53,13 @@ pub(super) fn learn_as(
     // meanwhile (a view replaced while its statement was learned would leave it reading
     // the old view's tables): learned again then.
     for _ in 0..LEARNING_ATTEMPTS {
-        let epoch = statements::epoch();
-        let statement = learned(conn, &parsed)?;
+        let statements = statements::of(source);
+        let epoch = statements.epoch();
+        let statement = learned(conn, source, &parsed)?;
         if let Some(user) = user {
             user_may_read(user, statement.readable_as.to_vec())?;
         }
-        if statements::remember(epoch, sql, statement.clone()) {
+        if statements.remember(epoch, sql, statement.clone()) {
             return Ok(statement);
         }
     }
@@ -118,78 +121,85 @@ fn user_may_read(user: &str, keys: Vec<String>) -> Result<()> {
 }
 
 /// What `parsed` is: the statement learned under another spelling, or learned now.
-fn learned(conn: &mut Connection, parsed: &statement::Parsed) -> Result<Arc<Statement>> {
-    Ok(match statements::with_canonical(&parsed.canonical) {
-        Some(statement) => statement,
-        None => {
-            let row_wanted = current::of(SourceId::DEFAULT).query_row_precision();
-            let learned = catalog::learn(conn, parsed)?;
-            let precision = precision::decide(conn, &parsed.shape, &learned)?;
-            // A page is run ordered down to its table's primary key, so that the rows read
-            // beside it for its members are its own, ties included (`shape::tie_broken`).
-            let page = match (&precision, &parsed.shape) {
-                (Precision::Row(m), Ok(shape)) => match (&m.page, &shape.page, &m.sides[..]) {
-                    (Some(_), Some(page), [side]) => {
-                        let (statement, ordered_sql) = shape::tie_broken(
-                            &parsed.canonical,
-                            &shape.sides[0].reference,
-                            &side.table.primary_key,
-                        )?;
-                        Some((
-                            statement,
-                            Page {
-                                ordered_sql,
-                                ..page.clone()
-                            },
-                        ))
-                    }
+fn learned(
+    conn: &mut Connection,
+    source: SourceId,
+    parsed: &statement::Parsed,
+) -> Result<Arc<Statement>> {
+    Ok(
+        match statements::of(source).with_canonical(&parsed.canonical) {
+            Some(statement) => statement,
+            None => {
+                let row_wanted = current::of(source).query_row_precision();
+                let learned = catalog::learn(conn, parsed)?;
+                let precision = precision::decide(conn, &parsed.shape, &learned)?;
+                // A page is run ordered down to its table's primary key, so that the rows read
+                // beside it for its members are its own, ties included (`shape::tie_broken`).
+                let page = match (&precision, &parsed.shape) {
+                    (Precision::Row(m), Ok(shape)) => match (&m.page, &shape.page, &m.sides[..]) {
+                        (Some(_), Some(page), [side]) => {
+                            let (statement, ordered_sql) = shape::tie_broken(
+                                &parsed.canonical,
+                                &shape.sides[0].reference,
+                                &side.table.primary_key,
+                            )?;
+                            Some((
+                                statement,
+                                Page {
+                                    ordered_sql,
+                                    ..page.clone()
+                                },
+                            ))
+                        }
+                        _ => None,
+                    },
                     _ => None,
-                },
-                _ => None,
-            };
-            let members = match (&precision, &parsed.shape) {
-                (Precision::Row(m), Ok(shape)) => Some(catalog::Members {
-                    candidates_sql: &shape.candidates_sql,
-                    sides: m
-                        .sides
-                        .iter()
-                        .zip(&shape.sides)
-                        .map(|(matched, side)| catalog::MemberSide {
-                            reference: &side.reference,
-                            table: &matched.table,
-                            own_rows: side.own_rows.as_deref(),
-                        })
-                        .collect(),
-                    page: page.as_ref().map(|(_, page)| page),
-                }),
-                _ => None,
-            };
-            let statement = page.as_ref().map_or(&parsed.canonical, |(s, _)| s);
-            let run_sql = catalog::run_sql(statement, members.as_ref())?;
-            // A batch PostgreSQL refuses (a parameter in LIMIT may not come from a LATERAL
-            // join) leaves the statement's misses to run one by one.
-            let batch_sql = catalog::batch_sql(statement, &learned.params, members.as_ref())?
-                .filter(|sql| conn.prepare(sql).is_ok());
-            let plain_sql = match members {
-                Some(_) => Some(catalog::run_sql(statement, None)?),
-                None => None,
-            };
-            let columns = columns::learn(conn, &parsed.canonical)?;
-            let uncached = unfollowed(&learned);
-            Arc::new(Statement::new(
-                &current::cache_prefix(),
-                parsed.canonical.clone(),
-                learned.params,
-                columns,
-                learned.tables,
-                learned.listed,
-                precision,
-                row_wanted,
-                uncached,
-                run_sql,
-                batch_sql,
-                plain_sql,
-            ))
-        }
-    })
+                };
+                let members = match (&precision, &parsed.shape) {
+                    (Precision::Row(m), Ok(shape)) => Some(catalog::Members {
+                        candidates_sql: &shape.candidates_sql,
+                        sides: m
+                            .sides
+                            .iter()
+                            .zip(&shape.sides)
+                            .map(|(matched, side)| catalog::MemberSide {
+                                reference: &side.reference,
+                                table: &matched.table,
+                                own_rows: side.own_rows.as_deref(),
+                            })
+                            .collect(),
+                        page: page.as_ref().map(|(_, page)| page),
+                    }),
+                    _ => None,
+                };
+                let statement = page.as_ref().map_or(&parsed.canonical, |(s, _)| s);
+                let run_sql = catalog::run_sql(statement, members.as_ref())?;
+                // A batch PostgreSQL refuses (a parameter in LIMIT may not come from a LATERAL
+                // join) leaves the statement's misses to run one by one.
+                let batch_sql = catalog::batch_sql(statement, &learned.params, members.as_ref())?
+                    .filter(|sql| conn.prepare(sql).is_ok());
+                let plain_sql = match members {
+                    Some(_) => Some(catalog::run_sql(statement, None)?),
+                    None => None,
+                };
+                let columns = columns::learn(conn, &parsed.canonical)?;
+                let uncached = unfollowed(&learned);
+                Arc::new(Statement::new(
+                    source,
+                    &current::key_prefix(source),
+                    parsed.canonical.clone(),
+                    learned.params,
+                    columns,
+                    learned.tables,
+                    learned.listed,
+                    precision,
+                    row_wanted,
+                    uncached,
+                    run_sql,
+                    batch_sql,
+                    plain_sql,
+                ))
+            }
+        },
+    )
 }

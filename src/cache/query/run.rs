@@ -204,7 +204,7 @@ fn canonical_key(key: &serde_json::Value, table: &TableSchema) -> Option<Compact
 /// table gone, a type changed) is forgotten, to be learned afresh by the next call.
 pub fn failed(statement: &Statement, failure: &Failure) -> Error {
     if is_schema_change(failure) {
-        statements::forget(&statement.canonical);
+        statements::of(statement.source).forget(&statement.canonical);
     }
     statement_error(failure)
 }

@@ -8,6 +8,7 @@
 use super::super::apply::BULK_KEYS;
 use super::super::translate::Payload;
 use crate::model::ident::QualifiedName;
+use crate::model::source::SourceId;
 use crate::pg::replication::pgoutput::{Relation, Tuple, Value};
 use crate::query::precision::{NewValue, Written};
 use crate::query::watched;
@@ -123,30 +124,31 @@ impl Transaction {
         if changes.flush {
             return;
         }
-        let row = watched::with_watched(&changes.table, |watched| {
-            relation
-                .columns
-                .iter()
-                .zip(new)
-                .filter(|(column, _)| watched.contains(&column.name))
-                .filter_map(|(column, value)| {
-                    let value = match value {
-                        Value::Null => NewValue::Null,
-                        Value::Text(bytes) if bytes.len() <= LONGEST_WATCHED => {
-                            let text = String::from_utf8_lossy(bytes);
-                            NewValue::Text(if column.type_oid == BOOL_TYPE {
-                                (text == "t").to_string()
-                            } else {
-                                text.into_owned()
-                            })
-                        }
-                        _ => return None,
-                    };
-                    Some((column.name.clone(), value))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+        let row = watched::of(SourceId::DEFAULT)
+            .with_watched(&changes.table, |watched| {
+                relation
+                    .columns
+                    .iter()
+                    .zip(new)
+                    .filter(|(column, _)| watched.contains(&column.name))
+                    .filter_map(|(column, value)| {
+                        let value = match value {
+                            Value::Null => NewValue::Null,
+                            Value::Text(bytes) if bytes.len() <= LONGEST_WATCHED => {
+                                let text = String::from_utf8_lossy(bytes);
+                                NewValue::Text(if column.type_oid == BOOL_TYPE {
+                                    (text == "t").to_string()
+                                } else {
+                                    text.into_owned()
+                                })
+                            }
+                            _ => return None,
+                        };
+                        Some((column.name.clone(), value))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         changes.entering.push(Written {
             values: row,
             new_key,
