@@ -136,7 +136,8 @@ fn start_threads(ctx: &Context, settings: &config::Settings) -> Result<(), Error
         .map_err(|e| Error::internal(format!("cannot start the deadline thread: {e}")))?;
     cache::onloop::start(&settings.pg)
         .map_err(|e| Error::invalid(format!("cannot set up TLS to PostgreSQL: {e}")))?;
-    if let Err(e) = cache::worker::start(settings.workers, settings.queue_size) {
+    if let Err(e) = cache::worker::start(settings.workers, settings.pool_size, settings.queue_size)
+    {
         requests::blocked::stop_deadlines();
         return Err(Error::internal(format!("cannot start worker threads: {e}")));
     }

@@ -1,7 +1,8 @@
 //! The worker pool: PostgreSQL work runs here, never on the Redis event loop.
 //!
 //! A command that needs PostgreSQL blocks only its own client (`RedisModule_BlockClient`
-//! with a timeout) and queues a job on a bounded channel; a full queue is an immediate error.
+//! with a timeout) and queues a job in its source's bounded queue (`scheduler`); a full
+//! queue is an immediate error.
 //! A job names its source; a worker runs it on a connection of that source's pool (borrowed
 //! from the source's part for the job: the workers hold no pool of their own) and hands
 //! back a *completion*: a closure that Redis runs on the main thread in the blocked
@@ -23,6 +24,7 @@ pub mod hold;
 mod jobs;
 mod lookups;
 mod pipeline;
+mod scheduler;
 
 pub use jobs::{
     Combine, Keyed, KeyedFill, KeyedWork, Part, Pipelined, Probe, RowLookup, Sent, Work,
@@ -35,11 +37,11 @@ use crate::model::source::SourceId;
 use crate::pg::pool;
 use crate::requests::blocked::{self, BlockedClient, contained, error_completion};
 use crate::requests::reply::Reply;
-use crossbeam_channel::{Receiver, Sender};
 use gather::Gather;
 use lookups::PendingLookup;
 use pipeline::PendingRun;
 use redis_module::{Context, ContextFlags};
+use scheduler::{MAX_BATCH, MAX_PIPELINE, Scheduler, SchedulerGuard, Take};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -61,29 +63,16 @@ struct Job<T> {
     task: T,
 }
 
-/// Most lookups one worker takes at once; also the most keys in one batched query.
-const MAX_BATCH: usize = 128;
-
-/// Most runs one worker sends in one round trip: PostgreSQL runs them one after another, so
-/// the last waits for all before it.
-const MAX_PIPELINE: usize = 16;
+type LookupJob = Job<(BlockedClient, RowLookup)>;
+type RunJob = Job<(BlockedClient, Box<dyn Pipelined>)>;
 
 /// Lookups and runs have queues of their own, so a worker can take all queued lookups (or
-/// runs) at once without taking other work away from idle workers.
-struct Queues {
-    work: Sender<Job<Queued>>,
-    lookups: Sender<Job<(BlockedClient, RowLookup)>>,
-    runs: Sender<Job<(BlockedClient, Box<dyn Pipelined>)>>,
-}
-
-struct Receivers {
-    work: Receiver<Job<Queued>>,
-    lookups: Receiver<Job<(BlockedClient, RowLookup)>>,
-    runs: Receiver<Job<(BlockedClient, Box<dyn Pipelined>)>>,
-}
+/// runs) of a source at once without taking other work away from idle workers.
+type Jobs = Scheduler<SourceId, Job<Queued>, LookupJob, RunJob>;
+type Queues<'a> = SchedulerGuard<'a, SourceId, Job<Queued>, LookupJob, RunJob>;
 
 struct Workers {
-    queues: Queues,
+    jobs: Arc<Jobs>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -97,52 +86,49 @@ static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 /// page is taken only when used.
 pub const STACK_BYTES: usize = 64 * 1024 * 1024;
 
-/// Starts `count` workers, with queues of `queue_size` jobs.
-pub fn start(count: usize, queue_size: usize) -> std::io::Result<()> {
-    let (work, work_receiver) = crossbeam_channel::bounded(queue_size);
-    let (lookups, lookup_receiver) = crossbeam_channel::bounded(queue_size);
-    let (runs, run_receiver) = crossbeam_channel::bounded(queue_size);
+/// Starts `count` workers for the default source, whose pool has `pool_size` connections,
+/// with queues of `queue_size` jobs.
+pub fn start(count: usize, pool_size: usize, queue_size: usize) -> std::io::Result<()> {
+    let cap = scheduler::caps(count, &[pool_size])[0];
+    let jobs = Arc::new(Jobs::new(&[(SourceId::DEFAULT, cap)], queue_size));
     SHUTTING_DOWN.store(false, Ordering::SeqCst);
     WORKER_COUNT.store(count, Ordering::SeqCst);
     let mut threads = Vec::with_capacity(count);
     for i in 0..count {
-        let receivers = Receivers {
-            work: work_receiver.clone(),
-            lookups: lookup_receiver.clone(),
-            runs: run_receiver.clone(),
-        };
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("pgcache-worker-{i}"))
-                .stack_size(STACK_BYTES)
-                .spawn(move || run(receivers))?,
-        );
+        let taken_from = Arc::clone(&jobs);
+        let spawned = std::thread::Builder::new()
+            .name(format!("pgcache-worker-{i}"))
+            .stack_size(STACK_BYTES)
+            .spawn(move || run(&taken_from));
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                // The workers started so far end: nothing was queued.
+                jobs.close();
+                for thread in threads {
+                    let _ = thread.join();
+                }
+                return Err(e);
+            }
+        }
     }
-    *WORKERS.lock().unwrap() = Some(Workers {
-        queues: Queues {
-            work,
-            lookups,
-            runs,
-        },
-        threads,
-    });
+    *WORKERS.lock().unwrap() = Some(Workers { jobs, threads });
     Ok(())
 }
 
 /// Jobs waiting for a worker (None once stopped).
 pub fn queued() -> Option<usize> {
     let guard = WORKERS.lock().unwrap();
-    Some(guard.as_ref()?.queues.waiting())
+    Some(guard.as_ref()?.jobs.lock().waiting())
 }
 
-/// How many jobs the work queue holds at most.
+/// How many jobs a source's work queue holds at most.
 pub fn queue_capacity() -> usize {
     WORKERS
         .lock()
         .unwrap()
         .as_ref()
-        .and_then(|w| w.queues.work.capacity())
-        .unwrap_or(0)
+        .map_or(0, |w| w.jobs.lock().bound())
 }
 
 pub fn count() -> usize {
@@ -161,7 +147,7 @@ pub fn stop() -> Result<(), Error> {
     SHUTTING_DOWN.store(true, Ordering::SeqCst);
     let workers = WORKERS.lock().unwrap().take();
     if let Some(workers) = workers {
-        drop(workers.queues);
+        workers.jobs.close();
         for thread in workers.threads {
             let _ = thread.join();
         }
@@ -169,85 +155,54 @@ pub fn stop() -> Result<(), Error> {
     Ok(())
 }
 
-impl Queues {
-    /// Jobs waiting for a worker.
-    fn waiting(&self) -> usize {
-        self.work.len() + self.lookups.len() + self.runs.len()
-    }
-
-    /// The error of a job the queues have no room for.
-    fn full(&self) -> Error {
-        Error::queue_full(format!(
-            "the PostgreSQL queue is full ({} requests waiting); retry later or raise queue_size/workers",
-            self.waiting()
-        ))
-    }
+/// The error of a job the queues have no room for.
+fn full(queues: &Queues) -> Error {
+    Error::queue_full(format!(
+        "the PostgreSQL queue is full ({} requests waiting); retry later or raise queue_size/workers",
+        queues.waiting()
+    ))
 }
 
-fn run(receivers: Receivers) {
-    let Receivers {
-        work,
-        lookups,
-        runs,
-    } = receivers;
-    loop {
-        crossbeam_channel::select! {
-            recv(work) -> job => match job {
-                Ok(job) => run_queued(job),
-                Err(_) => return,
-            },
-            recv(lookups) -> job => match job {
-                Ok(first) => {
-                    let mut batch: Vec<PendingLookup> = admit_lookup(first).into_iter().collect();
-                    let mut yielded = false;
-                    while batch.len() < MAX_BATCH {
-                        match lookups.try_recv() {
-                            Ok(job) => batch.extend(admit_lookup(job)),
-                            // Woken for a lone lookup: give the main thread one slice to
-                            // queue the misses arriving with it, so they share the query.
-                            Err(_) if !yielded => {
-                                yielded = true;
-                                std::thread::yield_now();
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    lookups::run(batch);
-                }
-                Err(_) => return,
-            },
-            recv(runs) -> job => match job {
-                Ok(first) => {
-                    // Only runs already queued: each would otherwise wait for a worker.
-                    let mut taken: Vec<(SourceId, PendingRun)> =
-                        admit_run(first).into_iter().collect();
-                    while taken.len() < MAX_PIPELINE {
-                        match runs.try_recv() {
-                            Ok(job) => taken.extend(admit_run(job)),
-                            Err(_) => break,
-                        }
-                    }
-                    for (source, runs) in by_source(taken) {
-                        pipeline::run(source, runs);
+/// A worker: takes jobs until the scheduler closes.
+fn run(jobs: &Jobs) {
+    let mut finished = None;
+    while let Some(taken) = jobs.next(finished) {
+        finished = Some(taken.source());
+        match taken {
+            Take::Work(_, job) => run_queued(job),
+            Take::Lookups(source, first) => {
+                let mut batch: Vec<PendingLookup> =
+                    first.into_iter().filter_map(admit_lookup).collect();
+                let mut yielded = false;
+                while batch.len() < MAX_BATCH {
+                    let more = jobs.lock().more_lookups(source, MAX_BATCH - batch.len());
+                    if !more.is_empty() {
+                        batch.extend(more.into_iter().filter_map(admit_lookup));
+                    } else if !yielded {
+                        // Woken for a lone lookup: give the main thread one slice to queue
+                        // the misses arriving with it, so they share the query.
+                        yielded = true;
+                        std::thread::yield_now();
+                    } else {
+                        break;
                     }
                 }
-                Err(_) => return,
-            },
+                lookups::run(batch);
+            }
+            Take::Runs(source, first) => {
+                // Only runs already queued: each would otherwise wait for a worker.
+                let mut taken: Vec<PendingRun> = first.into_iter().filter_map(admit_run).collect();
+                while taken.len() < MAX_PIPELINE {
+                    let more = jobs.lock().more_runs(source, MAX_PIPELINE - taken.len());
+                    if more.is_empty() {
+                        break;
+                    }
+                    taken.extend(more.into_iter().filter_map(admit_run));
+                }
+                pipeline::run(source, taken);
+            }
         }
     }
-}
-
-/// `items` grouped by their source, each group in its order, the groups in the order their
-/// first item came: one round trip goes to one source's database.
-fn by_source<T>(items: Vec<(SourceId, T)>) -> Vec<(SourceId, Vec<T>)> {
-    let mut groups: Vec<(SourceId, Vec<T>)> = Vec::new();
-    for (source, item) in items {
-        match groups.iter_mut().find(|(of, _)| *of == source) {
-            Some((_, group)) => group.push(item),
-            None => groups.push((source, vec![item])),
-        }
-    }
-    groups
 }
 
 /// Why a queued job must not run: shutting down, or its client already timed out (a
@@ -304,7 +259,7 @@ fn run_queued(job: Job<Queued>) {
                 deadline: job.deadline,
                 task: (client, run),
             };
-            if let Some((source, run)) = admit_run(job) {
+            if let Some(run) = admit_run(job) {
                 pipeline::run(source, vec![run]);
             }
         }
@@ -364,7 +319,7 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, source: SourceId, deadline:
     }
 }
 
-fn admit_run(job: Job<(BlockedClient, Box<dyn Pipelined>)>) -> Option<(SourceId, PendingRun)> {
+fn admit_run(job: RunJob) -> Option<PendingRun> {
     let (mut client, run) = job.task;
     client.picked();
     let deadline = run_deadline(job.deadline, run.as_ref());
@@ -373,7 +328,7 @@ fn admit_run(job: Job<(BlockedClient, Box<dyn Pipelined>)>) -> Option<(SourceId,
             client.answer(contained(|| Ok(run.finish(Sent::Failed(e)))));
             None
         }
-        None => Some((job.source, (client, deadline, run))),
+        None => Some((client, deadline, run)),
     }
 }
 
@@ -384,7 +339,7 @@ fn run_deadline(deadline: Instant, run: &dyn Pipelined) -> Instant {
     joined.map_or(deadline, |joined| joined.max(deadline))
 }
 
-fn admit_lookup(job: Job<(BlockedClient, RowLookup)>) -> Option<PendingLookup> {
+fn admit_lookup(job: LookupJob) -> Option<PendingLookup> {
     let (mut client, lookup) = job.task;
     client.picked();
     match refusal(job.deadline) {
@@ -422,25 +377,23 @@ pub fn submit_probe(ctx: &Context, source: SourceId, then: Probe) -> Reply {
 
 /// Queues a job that answers one client; hands the client back if the queue refused it.
 fn send_work(
-    queues: &Queues,
+    queues: &mut Queues,
     source: SourceId,
     deadline: Instant,
     task: Queued,
 ) -> Result<(), BlockedClient> {
-    queues
-        .work
-        .try_send(Job {
-            source,
-            deadline,
-            task,
-        })
-        .map_err(|e| match e.into_inner().task {
-            Queued::Work(client, _)
-            | Queued::Keyed(client, _)
-            | Queued::Probe(client, _)
-            | Queued::Run(client, _) => client,
-            Queued::Part(..) => unreachable!("parts are queued by submit_parts"),
-        })
+    let job = Job {
+        source,
+        deadline,
+        task,
+    };
+    queues.push_work(source, job).map_err(|job| match job.task {
+        Queued::Work(client, _)
+        | Queued::Keyed(client, _)
+        | Queued::Probe(client, _)
+        | Queued::Run(client, _) => client,
+        Queued::Part(..) => unreachable!("parts are queued by submit_parts"),
+    })
 }
 
 /// Like `submit`, for one row lookup, which workers batch with others of the same table.
@@ -459,8 +412,13 @@ pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Repl
             }),
         );
     }
-    enqueue_checked(ctx, checked, 1, |queues, client, deadline| {
-        send_to(&queues.lookups, source, deadline, client, lookup)
+    enqueue_checked(ctx, checked, source, 1, |queues, client, deadline| {
+        let job = Job {
+            source,
+            deadline,
+            task: (client, lookup),
+        };
+        queues.push_lookup(source, job).map_err(|job| job.task.0)
     })
 }
 
@@ -474,11 +432,16 @@ pub fn submit_run(
     run: Box<dyn Pipelined>,
     pipelines: bool,
 ) -> Reply {
-    enqueue_checked(ctx, checked, 1, |queues, client, deadline| {
+    enqueue_checked(ctx, checked, source, 1, |queues, client, deadline| {
         if !pipelines {
             return send_work(queues, source, deadline, Queued::Run(client, run));
         }
-        send_to(&queues.runs, source, deadline, client, run)
+        let job = Job {
+            source,
+            deadline,
+            task: (client, run),
+        };
+        queues.push_run(source, job).map_err(|job| job.task.0)
     })
 }
 
@@ -495,19 +458,25 @@ pub fn resubmit_run(
         let guard = WORKERS.lock().unwrap();
         match guard.as_ref() {
             None => Some((client, run, Error::invalid("pgcache is shutting down"))),
-            Some(workers) => workers
-                .queues
-                .runs
-                .try_send(Job {
+            Some(workers) => {
+                let mut queues = workers.jobs.lock();
+                let job = Job {
                     source,
                     deadline,
                     task: (client, run),
-                })
-                .err()
-                .map(|e| {
-                    let (client, run) = e.into_inner().task;
-                    (client, run, workers.queues.full())
-                }),
+                };
+                match queues.push_run(source, job) {
+                    Ok(()) => {
+                        drop(queues);
+                        workers.jobs.wake();
+                        None
+                    }
+                    Err(job) => {
+                        let (client, run) = job.task;
+                        Some((client, run, full(&queues)))
+                    }
+                }
+            }
         }
     };
     if let Some((client, run, e)) = refused {
@@ -522,14 +491,17 @@ pub fn resubmit_work(client: BlockedClient, deadline: Instant, source: SourceId,
         let guard = WORKERS.lock().unwrap();
         match guard.as_ref() {
             None => Some((client, Error::invalid("pgcache is shutting down"))),
-            Some(workers) => send_work(
-                &workers.queues,
-                source,
-                deadline,
-                Queued::Work(client, work),
-            )
-            .err()
-            .map(|client| (client, workers.queues.full())),
+            Some(workers) => {
+                let mut queues = workers.jobs.lock();
+                match send_work(&mut queues, source, deadline, Queued::Work(client, work)) {
+                    Ok(()) => {
+                        drop(queues);
+                        workers.jobs.wake();
+                        None
+                    }
+                    Err(client) => Some((client, full(&queues))),
+                }
+            }
         }
     };
     if let Some((client, e)) = refused {
@@ -544,38 +516,28 @@ pub fn resubmit_lookup(client: BlockedClient, deadline: Instant, lookup: RowLook
         let guard = WORKERS.lock().unwrap();
         match guard.as_ref() {
             None => Some((client, Error::invalid("pgcache is shutting down"))),
-            Some(workers) => send_to(
-                &workers.queues.lookups,
-                lookup.schema.source,
-                deadline,
-                client,
-                lookup,
-            )
-            .err()
-            .map(|client| (client, workers.queues.full())),
+            Some(workers) => {
+                let mut queues = workers.jobs.lock();
+                let source = lookup.schema.source;
+                let job = Job {
+                    source,
+                    deadline,
+                    task: (client, lookup),
+                };
+                match queues.push_lookup(source, job) {
+                    Ok(()) => {
+                        drop(queues);
+                        workers.jobs.wake();
+                        None
+                    }
+                    Err(job) => Some((job.task.0, full(&queues))),
+                }
+            }
         }
     };
     if let Some((client, e)) = refused {
         client.answer(error_completion(e));
     }
-}
-
-/// Queues a job for one client on a queue of its own kind (`lookups`, `runs`); hands the
-/// client back if the queue refused it.
-fn send_to<T>(
-    queue: &Sender<Job<(BlockedClient, T)>>,
-    source: SourceId,
-    deadline: Instant,
-    client: BlockedClient,
-    task: T,
-) -> Result<(), BlockedClient> {
-    queue
-        .try_send(Job {
-            source,
-            deadline,
-            task: (client, task),
-        })
-        .map_err(|e| e.into_inner().task.0)
 }
 
 /// Like `submit`, for a request split into `parts` that workers run at once; `join` builds
@@ -592,7 +554,7 @@ pub fn submit_parts(ctx: &Context, source: SourceId, parts: Vec<Part>, join: Com
                 deadline,
                 task,
             };
-            if queues.work.try_send(job).is_err() {
+            if queues.push_work(source, job).is_err() {
                 gather.deliver(index, Err(Error::invalid("the PostgreSQL queue is full")));
             }
         }
@@ -631,10 +593,10 @@ fn enqueue(
     ctx: &Context,
     source: SourceId,
     jobs: usize,
-    send: impl FnOnce(&Queues, BlockedClient, Instant) -> Result<(), BlockedClient>,
+    send: impl FnOnce(&mut Queues, BlockedClient, Instant) -> Result<(), BlockedClient>,
 ) -> Reply {
     match may_wait(ctx, source) {
-        Ok(checked) => enqueue_checked(ctx, checked, jobs, send),
+        Ok(checked) => enqueue_checked(ctx, checked, source, jobs, send),
         Err(refusal) => refusal,
     }
 }
@@ -643,27 +605,40 @@ fn enqueue(
 fn enqueue_checked(
     ctx: &Context,
     _: MayWait,
+    source: SourceId,
     jobs: usize,
-    send: impl FnOnce(&Queues, BlockedClient, Instant) -> Result<(), BlockedClient>,
+    send: impl FnOnce(&mut Queues, BlockedClient, Instant) -> Result<(), BlockedClient>,
 ) -> Reply {
     let guard = WORKERS.lock().unwrap();
     let Some(workers) = guard.as_ref() else {
         return Reply::Error(Error::invalid("pgcache is shutting down"));
     };
-    let queues = &workers.queues;
-    let queue_full = || Reply::Error(queues.full());
-    let room = queues.work.capacity().unwrap_or(usize::MAX) - queues.work.len();
-    if jobs > 1 && room < jobs {
-        return queue_full();
+    // Only the main thread queues, so the room seen here is still there when `send` runs;
+    // the workers wait for the lock only while a job goes in, not while the client is
+    // blocked.
+    if jobs > 1 {
+        let queues = workers.jobs.lock();
+        if queues.work_room(source) < jobs {
+            return Reply::Error(full(&queues));
+        }
     }
     let timeout_ms = current::request_timeout_ms();
     let client = BlockedClient::block(ctx, timeout_ms);
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-    match send(queues, client, deadline) {
-        Ok(()) => Reply::Blocked,
-        Err(client) => {
+    let sent = {
+        let mut queues = workers.jobs.lock();
+        send(&mut queues, client, deadline).map_err(|client| (client, full(&queues)))
+    };
+    match sent {
+        Ok(()) => {
+            for _ in 0..jobs {
+                workers.jobs.wake();
+            }
+            Reply::Blocked
+        }
+        Err((client, full)) => {
             if client.abort() {
-                queue_full()
+                Reply::Error(full)
             } else {
                 // Timed out already (a stalled event loop): the client has its reply.
                 Reply::Blocked
