@@ -176,7 +176,7 @@ fn start_threads(ctx: &Context, settings: &config::Settings) -> Result<(), Error
                 .map_err(|e| format!("cannot start the invalidation listener: {e}"))
         });
     if let Err(why) = started {
-        invalidation::stop();
+        invalidation::stop(SourceId::DEFAULT);
         invalidation::deinit();
         redis::main_thread::deinit();
         report::metrics::stop();
@@ -201,7 +201,7 @@ fn deinit(ctx: &Context) -> Status {
     }
     cache::onloop::stop();
     requests::blocked::stop_deadlines();
-    invalidation::stop();
+    invalidation::stop(SourceId::DEFAULT);
     report::metrics::stop();
     invalidation::deinit();
     redis::main_thread::deinit();

@@ -13,7 +13,6 @@
 //! listener reconnect) are never served: the cache is held (`bypass::hold`) until the
 //! listener listens, and then they are flushed.
 
-use super::position;
 use crate::cache;
 use crate::cache::bypass;
 use crate::cache::fill;
@@ -509,7 +508,7 @@ fn into_flushes(waiting: impl Iterator<Item = Changes>) -> Changes {
 fn apply_slice(context: &Context) -> bool {
     let more = apply_for_a_slice(context);
     if writable(context) {
-        position::store(context);
+        super::of(SourceId::DEFAULT).position.store(context);
     }
     more
 }
@@ -543,14 +542,16 @@ fn apply_for_a_slice(context: &Context) -> bool {
             return true;
         }
         if let Some(lsn) = changes.position {
-            position::applied_up_to(lsn);
+            super::of(SourceId::DEFAULT).position.applied_up_to(lsn);
             freshness::applied(Mark::Lsn(lsn));
         }
         if let Some(number) = changes.heartbeat {
             freshness::applied(Mark::Heartbeat(number));
         }
         if let Some(committed) = changes.committed {
-            position::record_lag(committed.elapsed().unwrap_or_default());
+            super::of(SourceId::DEFAULT)
+                .position
+                .record_lag(committed.elapsed().unwrap_or_default());
         }
         if let Some(arrived) = changes.arrived {
             stats::of(SourceId::DEFAULT)

@@ -15,7 +15,7 @@
 //! transaction, PostgreSQL unreachable) reaches no mark: the horizon ages, and reads bounded
 //! by `max_staleness_ms` are answered from PostgreSQL until it moves again.
 
-use super::{apply, heartbeat, listener, position, replication};
+use super::{apply, heartbeat, listener, position};
 use crate::cache::freshness::{self, Mark};
 use crate::config::current;
 use crate::model::lsn::Lsn;
@@ -80,12 +80,13 @@ enum Feed {
 }
 
 fn feed() -> Feed {
+    let replication = &super::of(SourceId::DEFAULT).replication;
     if !current::of(SourceId::DEFAULT).listening() {
         Feed::Off
-    } else if replication::standing_by() {
+    } else if replication.standing_by() {
         Feed::Primary
-    } else if replication::active() {
-        if replication::connected() {
+    } else if replication.active() {
+        if replication.connected() {
             Feed::Log
         } else {
             Feed::Stalled
@@ -234,7 +235,7 @@ fn probe_replicated(connection: &mut Connection) -> Result<(), String> {
     if let Some(Some(record)) = held {
         freshness::applied(Mark::Lsn(record.lsn));
         if freshness::vouched_now(current::of(SourceId::DEFAULT).max_staleness_ms())
-            && replication::standing_by()
+            && super::of(SourceId::DEFAULT).replication.standing_by()
         {
             apply::vouched_by_primary();
         }
