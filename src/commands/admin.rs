@@ -9,7 +9,7 @@ use crate::cache::worker;
 use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::config::current;
 use crate::error::Error;
-use crate::invalidation::{self, listener, position};
+use crate::invalidation::{self, position};
 use crate::model::source::SourceId;
 use crate::pg::schema;
 use crate::report::listing;
@@ -270,7 +270,7 @@ fn invalidation_source(
         "notify"
     } else if feed.replication.active() {
         "replication"
-    } else if listener::connected() || listener::last_loss().is_some() {
+    } else if feed.listener.connected() || feed.listener.last_loss().is_some() {
         "notify"
     } else {
         "undecided"

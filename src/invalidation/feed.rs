@@ -1,10 +1,16 @@
-//! A source's change feed (design/53 §1.5): the state of the replication stream that
-//! follows its database, how far it applied the log, and what of that position would
-//! survive this server. One `Feed` per source, so that one database's slot, position and
-//! durability never stand in for another's; the default source's inline, so its readers
-//! reach it as they reached the statics before.
+//! A source's change feed (design/53 §1.5): the replication stream or the listener that
+//! follows its database, the changes they hand to the main thread, how far the log is
+//! applied and what of that position would survive this server, the prober that vouches
+//! for the cache, and what its tables' policies read. One `Feed` per source, so that one
+//! database's slot, position, heartbeats or outage never stand in for another's; the
+//! default source's inline, so its readers reach it as they reached the statics before.
 
+use super::apply::Apply;
 use super::durability::Kept;
+use super::heartbeat::Heartbeats;
+use super::horizon::Prober;
+use super::listener::Listener;
+use super::policies::Policies;
 use super::position::Position;
 use super::replication::Replication;
 use crate::model::lsn::Lsn;
@@ -27,6 +33,16 @@ pub struct Feed {
     pub position: Position,
     /// How far that copy would survive this server: the slot is confirmed only so far.
     pub(super) durability: Kept,
+    /// The NOTIFY listener (notify mode, or `auto`'s fallback): its thread and its losses.
+    pub listener: Listener,
+    /// The changes handed over, waiting for the main thread, and what the feed covered.
+    pub(super) apply: Apply,
+    /// The freshness prober's thread.
+    pub(super) prober: Prober,
+    /// The number this feed's heartbeat notifications carry.
+    pub(super) heartbeats: Heartbeats,
+    /// What each table's row-level security policies read.
+    pub(super) policies: Policies,
 }
 
 impl Feed {
@@ -36,20 +52,23 @@ impl Feed {
             replication: Replication::new(),
             position: Position::new(),
             durability: Kept::new(),
+            listener: Listener::new(),
+            apply: Apply::new(),
+            prober: Prober::new(),
+            heartbeats: Heartbeats::new(),
+            policies: Policies::new(),
         }
     }
 
     /// Whether invalidations arrive now: the listener listens, the slot streams, or (a
     /// replica in replication mode) the primary's deletions do.
     pub fn connected(&self) -> bool {
-        super::listener::connected()
-            || self.replication.connected()
-            || self.replication.standing_by()
+        self.listener.connected() || self.replication.connected() || self.replication.standing_by()
     }
 
     /// Why the feed last lost its connection and how long ago, if it ever did.
     pub fn last_loss(&self) -> Option<(std::time::Duration, String)> {
-        super::listener::last_loss().or_else(|| {
+        self.listener.last_loss().or_else(|| {
             self.replication
                 .status()
                 .last_loss

@@ -48,8 +48,8 @@ pub fn start(
     crate::config::current::of(source).fell_back_to_notify(false);
     match settings.invalidation_source {
         InvalidationSource::Notify => {
-            listener::start(pool, settings.invalidation_channel.clone())?;
-            listener::wait_for_first_attempt(limit);
+            listener::start(feed.clone(), pool, settings.invalidation_channel.clone())?;
+            feed.listener.wait_for_first_attempt(limit);
         }
         InvalidationSource::Replication => {
             replication::start(ctx, feed.clone(), pool, slot(None))?;
@@ -60,7 +60,7 @@ pub fn start(
             replication::start(ctx, feed.clone(), pool, fallback)?;
             feed.replication.wait_for_first_attempt(limit);
             if feed.replication.status().fell_back.is_some() {
-                listener::wait_for_first_attempt(limit);
+                feed.listener.wait_for_first_attempt(limit);
             }
         }
     }
@@ -90,18 +90,20 @@ pub fn demoted() {
 /// position they came with; the listener flushes them. The default source's feed, the only
 /// one the server events reach so far (design/53 step 6 lists the installed feeds).
 fn distrust(ctx: &Context, why: &str) {
-    if of(SourceId::DEFAULT).replication.running() {
-        if apply::hold_until_resumed(ctx, why) {
+    let feed = of(SourceId::DEFAULT);
+    if feed.replication.running() {
+        if feed.apply.hold_until_resumed(ctx, why) {
             replication::load_position_soon();
         }
     } else {
-        apply::distrust(ctx, why);
+        feed.apply.distrust(ctx, why);
     }
 }
 
 /// Stops the feed of `source` (and the listener `auto` may have started instead).
 pub fn stop(source: SourceId) {
-    horizon::stop();
-    replication::stop(&of(source));
-    listener::stop();
+    horizon::stop(source);
+    let feed = of(source);
+    replication::stop(&feed);
+    feed.listener.stop();
 }

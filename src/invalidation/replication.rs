@@ -153,7 +153,7 @@ pub fn start(
     let thread = feed.clone();
     let handle = std::thread::Builder::new()
         .name("pgcache-replication".into())
-        .spawn(move || run(&thread, pool, source))?;
+        .spawn(move || run(thread, pool, source))?;
     *replication.thread.lock().unwrap() = Some(handle);
     Ok(())
 }
@@ -283,7 +283,7 @@ enum Ended {
     Lost(String),
 }
 
-fn run(feed: &Feed, pool: Arc<Pool>, source: SlotSource) {
+fn run(feed: PartRef<'static, Feed>, pool: Arc<Pool>, source: SlotSource) {
     let replication = &feed.replication;
     let mut backoff = Duration::from_millis(100);
     while !replication.stopping() {
@@ -293,9 +293,9 @@ fn run(feed: &Feed, pool: Arc<Pool>, source: SlotSource) {
             continue;
         }
         replication.resume.store(false, Ordering::SeqCst);
-        let ended = session(feed, &pool, &source);
+        let ended = session(&feed, &pool, &source);
         replication.connected.store(false, Ordering::SeqCst);
-        apply::listener_disconnected();
+        feed.apply.listener_disconnected();
         match ended {
             Ended::Stopped => break,
             Ended::Again => {}
@@ -309,7 +309,7 @@ fn run(feed: &Feed, pool: Arc<Pool>, source: SlotSource) {
                 crate::config::current::of(SourceId::DEFAULT).fell_back_to_notify(true);
                 replication.running.store(false, Ordering::SeqCst);
                 let channel = source.fallback_channel.clone().unwrap_or_default();
-                if let Err(e) = listener::start(pool.clone(), channel) {
+                if let Err(e) = listener::start(feed.clone(), pool.clone(), channel) {
                     redis_module::logging::log_warning(format!(
                         "pgcache: cannot start the invalidation listener: {e}"
                     ));
@@ -373,14 +373,14 @@ fn session(feed: &Feed, pool: &Arc<Pool>, source: &SlotSource) -> Ended {
     feed.replication.connected.store(true, Ordering::SeqCst);
     feed.replication.status.lock().unwrap().problem = None;
     match &prepared.reset {
-        Some(why) => apply::source_reset(why.clone()),
-        None => apply::source_resumed(),
+        Some(why) => feed.apply.source_reset(why.clone()),
+        None => feed.apply.source_resumed(),
     }
     if feed.position.stored().as_ref() != Some(&prepared.record) {
         // A new starting point is written at once, not at the first change after it.
         let mut start = apply::Changes::default();
         start.reach(prepared.start);
-        apply::submit(start);
+        feed.apply.submit(start);
     }
     feed.replication.attempted.store(true, Ordering::SeqCst);
     redis_module::logging::log_notice(format!(
@@ -492,7 +492,8 @@ fn prepare(
     let stored = feed.position.stored();
     // Entries no position vouches for (present at load, or loaded without a position).
     let unvouched = || {
-        apply::untrusted_entries()
+        feed.apply
+            .untrusted_entries()
             .then(|| "because the cached rows came without a position to resume from".to_string())
     };
     let mut reset = None;
@@ -813,7 +814,7 @@ impl<'a> Stream<'a> {
             .is_some_and(|applied| applied.lsn >= self.target)
         {
             self.caught_up = true;
-            apply::caught_up();
+            self.feed.apply.caught_up();
         }
     }
 
@@ -1029,7 +1030,7 @@ impl<'a> Stream<'a> {
         let Some(pending) = self.pending.take() else {
             return false;
         };
-        apply::submit(pending);
+        self.feed.apply.submit(pending);
         true
     }
 
