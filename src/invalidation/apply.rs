@@ -13,7 +13,7 @@
 //! listener reconnect) are never served: the cache is held (`bypass::hold`) until the
 //! listener listens, and then they are flushed.
 
-use super::position;
+use super::feed::Feed;
 use crate::cache;
 use crate::cache::bypass;
 use crate::cache::fill;
@@ -286,8 +286,8 @@ impl Mailbox {
     }
 }
 
-static MAILBOX: Mutex<Mailbox> = Mutex::new(Mailbox::new());
-/// Applies the mailbox on the main thread, a slice at a time.
+/// Applies the default source's mailbox on the main thread, a slice at a time: the only
+/// feed there is so far (design/53 step 6 lists the installed feeds).
 static APPLY: Task = Task::new("applying invalidations", apply_slice);
 
 /// `PGCACHE.DEBUG INVALIDATIONS HOLD`: the main thread applies nothing, and what the source
@@ -318,18 +318,17 @@ struct Coverage {
     catching_up: bool,
 }
 
-static COVERAGE: Mutex<Coverage> = Mutex::new(Coverage {
-    listening: false,
-    connected: false,
-    connected_before: false,
-    untrusted_entries: false,
-    catching_up: false,
-});
+/// One feed's changes waiting for the main thread, and what its listener or stream has
+/// covered.
+pub struct Apply {
+    mailbox: Mutex<Mailbox>,
+    coverage: Mutex<Coverage>,
+}
 
-/// At load, with the load context. With `listening`, the cache is held until the listener
-/// listens; entries already in the keyspace are flushed then.
-pub fn init(ctx: &Context, listening: bool) {
-    *COVERAGE.lock().unwrap() = Coverage {
+/// At load, with the load context: the feed of `source`. With `listening`, the cache is
+/// held until the listener listens; entries already in the keyspace are flushed then.
+pub fn init(ctx: &Context, source: SourceId, listening: bool) {
+    *super::of(source).apply.coverage.lock().unwrap() = Coverage {
         listening,
         connected: false,
         connected_before: false,
@@ -337,145 +336,164 @@ pub fn init(ctx: &Context, listening: bool) {
         catching_up: false,
     };
     if listening {
-        bypass::of(SourceId::DEFAULT).hold();
+        bypass::of(source).hold();
     }
 }
 
-/// At unload, after the listener has stopped: drops what is still queued.
-pub fn deinit() {
-    MAILBOX.lock().unwrap().clear();
-    bypass::of(SourceId::DEFAULT).release();
+/// At unload, after the feed of `source` has stopped: drops what is still queued.
+pub fn deinit(source: SourceId) {
+    super::of(source).apply.mailbox.lock().unwrap().clear();
+    bypass::of(source).release();
 }
 
-/// The listener is LISTENing. Called on the listener thread. Nothing read from PostgreSQL
-/// before now may be cached (its change may have gone unnoticed), and entries it did not
-/// cover are flushed before any is served again.
-pub fn listener_connected() {
-    let mut coverage = COVERAGE.lock().unwrap();
-    coverage.connected = true;
-    fill::invalidated_scope(&current::scope(SourceId::DEFAULT));
-    if coverage.connected_before || coverage.untrusted_entries {
+impl Apply {
+    /// Nothing queued, nothing covered (const, so a `static` holds the default source's).
+    pub const fn new() -> Apply {
+        Apply {
+            mailbox: Mutex::new(Mailbox::new()),
+            coverage: Mutex::new(Coverage {
+                listening: false,
+                connected: false,
+                connected_before: false,
+                untrusted_entries: false,
+                catching_up: false,
+            }),
+        }
+    }
+
+    /// The listener is LISTENing. Called on the listener thread. Nothing read from
+    /// PostgreSQL before now may be cached (its change may have gone unnoticed), and
+    /// entries it did not cover are flushed before any is served again.
+    pub fn listener_connected(&self) {
+        let mut coverage = self.coverage.lock().unwrap();
+        coverage.connected = true;
+        fill::invalidated_scope(&current::scope(SourceId::DEFAULT));
+        if coverage.connected_before || coverage.untrusted_entries {
+            coverage.untrusted_entries = false;
+            self.submit(Changes::everything());
+        } else {
+            bypass::of(SourceId::DEFAULT).release();
+        }
+        coverage.connected_before = true;
+    }
+
+    /// The listener lost its connection. Called on the listener thread. Entries stay served
+    /// (PostgreSQL may be down; the cache is then what still answers) and are flushed when
+    /// it listens again.
+    pub fn listener_disconnected(&self) {
+        self.coverage.lock().unwrap().connected = false;
+    }
+
+    /// The replication source starts over: the cache's entries cannot be vouched for from
+    /// the log (no position recorded, a new slot, a slot that lost changes), so they are
+    /// dropped, fills in flight are not stored, and the cache is served again once the
+    /// flush started. Called on the source's thread.
+    pub fn source_reset(&self, why: String) {
+        let mut coverage = self.coverage.lock().unwrap();
+        coverage.connected = true;
+        coverage.connected_before = true;
         coverage.untrusted_entries = false;
-        submit(Changes::everything());
-    } else {
-        bypass::of(SourceId::DEFAULT).release();
+        fill::invalidated_scope(&current::scope(SourceId::DEFAULT));
+        let mut changes = Changes::everything();
+        changes.why = Some(why);
+        self.submit(changes);
     }
-    coverage.connected_before = true;
-}
 
-/// The listener lost its connection. Called on the listener thread. Entries stay served
-/// (PostgreSQL may be down; the cache is then what still answers) and are flushed when it
-/// listens again.
-pub fn listener_disconnected() {
-    COVERAGE.lock().unwrap().connected = false;
-}
-
-/// The replication source starts over: the cache's entries cannot be vouched for from the
-/// log (no position recorded, a new slot, a slot that lost changes), so they are dropped,
-/// fills in flight are not stored, and the cache is served again once the flush started.
-/// Called on the source's thread.
-pub fn source_reset(why: String) {
-    let mut coverage = COVERAGE.lock().unwrap();
-    coverage.connected = true;
-    coverage.connected_before = true;
-    coverage.untrusted_entries = false;
-    fill::invalidated_scope(&current::scope(SourceId::DEFAULT));
-    let mut changes = Changes::everything();
-    changes.why = Some(why);
-    submit(changes);
-}
-
-/// The replication source resumed from the position the keyspace holds: the entries reflect
-/// every change before it and the stream brings every change after it, so nothing is
-/// dropped. A cache held (entries loaded from disk or a promotion) is served again once the
-/// source has caught up with PostgreSQL (`caught_up`). Called on the source's thread.
-pub fn source_resumed() {
-    let mut coverage = COVERAGE.lock().unwrap();
-    coverage.connected = true;
-    coverage.connected_before = true;
-    coverage.catching_up = std::mem::take(&mut coverage.untrusted_entries);
-    if !coverage.catching_up {
-        // No entry waits for the stream to catch up: fills from now on are covered.
-        bypass::of(SourceId::DEFAULT).release();
+    /// The replication source resumed from the position the keyspace holds: the entries
+    /// reflect every change before it and the stream brings every change after it, so
+    /// nothing is dropped. A cache held (entries loaded from disk or a promotion) is served
+    /// again once the source has caught up with PostgreSQL (`caught_up`). Called on the
+    /// source's thread.
+    pub fn source_resumed(&self) {
+        let mut coverage = self.coverage.lock().unwrap();
+        coverage.connected = true;
+        coverage.connected_before = true;
+        coverage.catching_up = std::mem::take(&mut coverage.untrusted_entries);
+        if !coverage.catching_up {
+            // No entry waits for the stream to catch up: fills from now on are covered.
+            bypass::of(SourceId::DEFAULT).release();
+        }
     }
-}
 
-/// Whether the keyspace holds entries no source covered (present at load, loaded from disk
-/// or kept from a former primary) and nothing vouched for yet.
-pub fn untrusted_entries() -> bool {
-    COVERAGE.lock().unwrap().untrusted_entries
-}
+    /// Whether the keyspace holds entries no source covered (present at load, loaded from
+    /// disk or kept from a former primary) and nothing vouched for yet.
+    pub fn untrusted_entries(&self) -> bool {
+        self.coverage.lock().unwrap().untrusted_entries
+    }
 
-/// The replication source applied everything PostgreSQL had committed when it connected:
-/// entries are as fresh as the stream keeps them. Called on the source's thread.
-pub fn caught_up() {
-    let mut coverage = COVERAGE.lock().unwrap();
-    if std::mem::take(&mut coverage.catching_up) && !coverage.untrusted_entries {
-        bypass::of(SourceId::DEFAULT).release();
+    /// The replication source applied everything PostgreSQL had committed when it
+    /// connected: entries are as fresh as the stream keeps them. Called on the source's
+    /// thread.
+    pub fn caught_up(&self) {
+        let mut coverage = self.coverage.lock().unwrap();
+        if std::mem::take(&mut coverage.catching_up) && !coverage.untrusted_entries {
+            bypass::of(SourceId::DEFAULT).release();
+        }
     }
-}
 
-/// A replica in replication mode: its primary's replicated position has vouched for the
-/// cache (`horizon`), so the entries its primary keeps fresh may be served. Not while the
-/// entries wait for a source of this server's own (a promotion under way, or entries no
-/// primary covered). Called on the prober's thread.
-pub fn vouched_by_primary() {
-    let coverage = COVERAGE.lock().unwrap();
-    if coverage.listening && !coverage.untrusted_entries && !coverage.catching_up {
-        bypass::of(SourceId::DEFAULT).release();
+    /// A replica in replication mode: its primary's replicated position has vouched for
+    /// the cache (`horizon`), so the entries its primary keeps fresh may be served. Not
+    /// while the entries wait for a source of this server's own (a promotion under way, or
+    /// entries no primary covered). Called on the prober's thread.
+    pub fn vouched_by_primary(&self) {
+        let coverage = self.coverage.lock().unwrap();
+        if coverage.listening && !coverage.untrusted_entries && !coverage.catching_up {
+            bypass::of(SourceId::DEFAULT).release();
+        }
     }
-}
 
-/// The keyspace now holds entries no listener covered (a load from disk, a promotion):
-/// flush them now if the listener listens, else hold the cache until it does. Main thread.
-pub fn distrust(ctx: &Context, why: &str) {
-    let mut coverage = COVERAGE.lock().unwrap();
-    if !coverage.listening {
-        return;
-    }
-    ctx.log_notice(&format!(
-        "pgcache: {why}: cached rows may have missed invalidations; dropping them"
-    ));
-    if coverage.connected {
-        flush::start(ctx, SourceId::DEFAULT, &current::scope(SourceId::DEFAULT));
-    } else {
-        coverage.untrusted_entries = true;
-        bypass::of(SourceId::DEFAULT).hold();
-    }
-}
-
-/// Like `distrust`, for the replication source: the entries came with the position they
-/// reflect, so the cache is held while the source resumes from it (`source_resumed`,
-/// `caught_up`) instead of being flushed. Whether the cache is held. Main thread.
-pub fn hold_until_resumed(ctx: &Context, why: &str) -> bool {
-    let mut coverage = COVERAGE.lock().unwrap();
-    if !coverage.listening {
-        return false;
-    }
-    ctx.log_notice(&format!(
-        "pgcache: {why}: resuming invalidations from the position it holds"
-    ));
-    coverage.untrusted_entries = !cache::dbs_with_keys(ctx).is_empty();
-    bypass::of(SourceId::DEFAULT).hold();
-    true
-}
-
-/// Queues changes for the main thread. Called by the listener thread.
-pub fn submit(changes: Changes) {
-    if changes.is_empty() {
-        return;
-    }
-    let overflowed = MAILBOX.lock().unwrap().push(changes);
-    if overflowed {
-        stats::of(SourceId::DEFAULT)
-            .invalidation_backlog_flushes
-            .inc();
-        redis_module::logging::log_warning(format!(
-            "pgcache: more than {BACKLOG_MAX_KEYS} invalidated keys were waiting for the main \
-             thread; flushing their tables instead"
+    /// The keyspace now holds entries no listener covered (a load from disk, a promotion):
+    /// flush them now if the listener listens, else hold the cache until it does. Main
+    /// thread.
+    pub fn distrust(&self, ctx: &Context, why: &str) {
+        let mut coverage = self.coverage.lock().unwrap();
+        if !coverage.listening {
+            return;
+        }
+        ctx.log_notice(&format!(
+            "pgcache: {why}: cached rows may have missed invalidations; dropping them"
         ));
+        if coverage.connected {
+            flush::start(ctx, SourceId::DEFAULT, &current::scope(SourceId::DEFAULT));
+        } else {
+            coverage.untrusted_entries = true;
+            bypass::of(SourceId::DEFAULT).hold();
+        }
     }
-    APPLY.request_from_thread();
+
+    /// Like `distrust`, for the replication source: the entries came with the position they
+    /// reflect, so the cache is held while the source resumes from it (`source_resumed`,
+    /// `caught_up`) instead of being flushed. Whether the cache is held. Main thread.
+    pub fn hold_until_resumed(&self, ctx: &Context, why: &str) -> bool {
+        let mut coverage = self.coverage.lock().unwrap();
+        if !coverage.listening {
+            return false;
+        }
+        ctx.log_notice(&format!(
+            "pgcache: {why}: resuming invalidations from the position it holds"
+        ));
+        coverage.untrusted_entries = !cache::dbs_with_keys(ctx).is_empty();
+        bypass::of(SourceId::DEFAULT).hold();
+        true
+    }
+
+    /// Queues changes for the main thread. Called by the feed's threads.
+    pub fn submit(&self, changes: Changes) {
+        if changes.is_empty() {
+            return;
+        }
+        let overflowed = self.mailbox.lock().unwrap().push(changes);
+        if overflowed {
+            stats::of(SourceId::DEFAULT)
+                .invalidation_backlog_flushes
+                .inc();
+            redis_module::logging::log_warning(format!(
+                "pgcache: more than {BACKLOG_MAX_KEYS} invalidated keys were waiting for the \
+                 main thread; flushing their tables instead"
+            ));
+        }
+        APPLY.request_from_thread();
+    }
 }
 
 /// One set of changes that flushes every table the given ones name.
@@ -507,14 +525,15 @@ fn into_flushes(waiting: impl Iterator<Item = Changes>) -> Changes {
 /// Applies queued changes for at most `SLICE`; true when some are left for another tick.
 /// Then writes the position reached into the keyspace (replication source).
 fn apply_slice(context: &Context) -> bool {
-    let more = apply_for_a_slice(context);
+    let feed = super::of(SourceId::DEFAULT);
+    let more = apply_for_a_slice(context, &feed);
     if writable(context) {
-        position::store(context);
+        feed.position.store(context);
     }
     more
 }
 
-fn apply_for_a_slice(context: &Context) -> bool {
+fn apply_for_a_slice(context: &Context, feed: &Feed) -> bool {
     if HELD.load(Ordering::SeqCst) {
         // Not asked again until RELEASE, which asks.
         return false;
@@ -522,10 +541,10 @@ fn apply_for_a_slice(context: &Context) -> bool {
     let deadline = Instant::now() + SLICE;
     let mut dbs: Option<Vec<i32>> = None;
     loop {
-        let Some(mut changes) = MAILBOX.lock().unwrap().pop() else {
+        let Some(mut changes) = feed.apply.mailbox.lock().unwrap().pop() else {
             return false;
         };
-        start_flushes(context, &mut changes);
+        start_flushes(context, feed, &mut changes);
         let dbs = dbs.get_or_insert_with(|| cache::dbs_with_keys(context));
         end_generations(context, &changes, dbs);
         drop_row_results(context, &mut changes);
@@ -539,18 +558,19 @@ fn apply_for_a_slice(context: &Context) -> bool {
             }
         }
         if !changes.deletes.is_empty() {
-            MAILBOX.lock().unwrap().push_front(changes);
+            feed.apply.mailbox.lock().unwrap().push_front(changes);
             return true;
         }
         if let Some(lsn) = changes.position {
-            position::applied_up_to(lsn);
+            feed.position.applied_up_to(lsn);
             freshness::of(SourceId::DEFAULT).applied(Mark::Lsn(lsn));
         }
         if let Some(number) = changes.heartbeat {
             freshness::of(SourceId::DEFAULT).applied(Mark::Heartbeat(number));
         }
         if let Some(committed) = changes.committed {
-            position::record_lag(committed.elapsed().unwrap_or_default());
+            feed.position
+                .record_lag(committed.elapsed().unwrap_or_default());
         }
         if let Some(arrived) = changes.arrived {
             stats::of(SourceId::DEFAULT)
@@ -558,7 +578,7 @@ fn apply_for_a_slice(context: &Context) -> bool {
                 .record(arrived.elapsed().as_micros() as u64);
         }
         if Instant::now() >= deadline {
-            return !MAILBOX.lock().unwrap().queue.is_empty();
+            return !feed.apply.mailbox.lock().unwrap().queue.is_empty();
         }
     }
 }
@@ -609,9 +629,9 @@ fn drop_row_results(ctx: &Context, changes: &mut Changes) {
 }
 
 /// Starts what `changes` asks to flush (once; the deletions may take several ticks).
-fn start_flushes(ctx: &Context, changes: &mut Changes) {
+fn start_flushes(ctx: &Context, feed: &Feed, changes: &mut Changes) {
     if std::mem::take(&mut changes.resync) {
-        let reconnect = COVERAGE.lock().unwrap().connected_before;
+        let reconnect = feed.apply.coverage.lock().unwrap().connected_before;
         let why = changes.why.take().unwrap_or_else(|| {
             if reconnect {
                 "while the listener was disconnected".into()
