@@ -14,7 +14,7 @@
 //! `results`): a partition created later, a view replaced, a column retyped are followed
 //! like any change.
 
-use super::apply::Changes;
+use super::changes::Changes;
 use crate::config::current;
 use crate::error::Error;
 use crate::model::ident::parse_table;

@@ -4,17 +4,26 @@
 //! for the cache, and what its tables' policies read. One `Feed` per source, so that one
 //! database's slot, position, heartbeats or outage never stand in for another's; the
 //! default source's inline, so its readers reach it as they reached the statics before.
+//!
+//! State only: each part's struct is in `feed/`, with the accessors this file calls; the
+//! threads and tasks that take `&Feed` (`apply`, `horizon`, `listener`, `replication`)
+//! add their own `impl` blocks from above, so no import runs back up to them.
 
-use super::apply::Apply;
+pub(super) mod apply;
+pub(super) mod listener;
+pub(super) mod prober;
+pub(super) mod replication;
+
 use super::durability::Kept;
 use super::heartbeat::Heartbeats;
-use super::horizon::Prober;
-use super::listener::Listener;
 use super::policies::Policies;
 use super::position::Position;
-use super::replication::Replication;
 use crate::model::lsn::Lsn;
 use crate::model::source::{PartRef, Parts, SourceId};
+use apply::Apply;
+use listener::Listener;
+use prober::Prober;
+use replication::Replication;
 
 /// Every source's feed.
 static FEEDS: Parts<Feed> = Parts::new(Feed::new());

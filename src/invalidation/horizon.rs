@@ -15,6 +15,7 @@
 //! transaction, PostgreSQL unreachable) reaches no mark: the horizon ages, and reads bounded
 //! by `max_staleness_ms` are answered from PostgreSQL until it moves again.
 
+use super::feed::prober::Prober;
 use super::feed::{self, Feed};
 use super::position;
 use crate::cache::freshness::{self, Mark};
@@ -24,9 +25,7 @@ use crate::model::source::SourceId;
 use crate::pg::circuit;
 use crate::pg::pool::{self, Connection, Pool};
 use crate::redis::{clock, main_thread};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How often a mark is taken: a healthy feed keeps the horizon at most about this old (plus
@@ -39,25 +38,7 @@ const PATIENCE: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const APPLICATION_NAME: &str = "pgcache-horizon";
 
-/// One feed's prober: a frozen PostgreSQL's `PATIENCE` must not age another source's
-/// horizon.
-pub struct Prober {
-    stop: AtomicBool,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    /// The last failure logged, so a long outage logs once, not ten times a second.
-    last_failure: Mutex<Option<String>>,
-}
-
 impl Prober {
-    /// Not started (const, so a `static` holds the default source's).
-    pub const fn new() -> Prober {
-        Prober {
-            stop: AtomicBool::new(false),
-            thread: Mutex::new(None),
-            last_failure: Mutex::new(None),
-        }
-    }
-
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }

@@ -11,8 +11,9 @@
 //!   "new_data":{..}}` — the key is taken from both rows, so an UPDATE that changes the
 //!   primary key invalidates the old and the new key.
 
-use super::apply;
+use super::changes;
 use super::feed::Feed;
+use super::feed::listener::Listener;
 use super::translate::{self, Payload};
 use crate::error::Error;
 use crate::model::ident::quote_ident;
@@ -21,9 +22,8 @@ use crate::pg::errors::describe;
 use crate::pg::pool::{Connection, Pool};
 use crate::pg::session::Failure;
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Parses a notification payload of either accepted shape.
@@ -71,40 +71,7 @@ pub fn parse_payload(text: &str) -> Result<Payload, Error> {
     })
 }
 
-/// One feed's listener: its thread, and what it tells the others.
-pub struct Listener {
-    stop: AtomicBool,
-    connected: AtomicBool,
-    /// The first connection attempt since `start` has ended, one way or the other.
-    attempted: AtomicBool,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    /// Why the listener last lost its connection, and when.
-    last_loss: Mutex<Option<(std::time::SystemTime, String)>>,
-}
-
 impl Listener {
-    /// Not started (const, so a `static` holds the default source's).
-    pub const fn new() -> Listener {
-        Listener {
-            stop: AtomicBool::new(false),
-            connected: AtomicBool::new(false),
-            attempted: AtomicBool::new(false),
-            thread: Mutex::new(None),
-            last_loss: Mutex::new(None),
-        }
-    }
-
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::SeqCst)
-    }
-
-    /// Why the listener last lost its connection and how long ago, if it ever did.
-    pub fn last_loss(&self) -> Option<(Duration, String)> {
-        let last = self.last_loss.lock().unwrap();
-        last.as_ref()
-            .map(|(at, why)| (at.elapsed().unwrap_or_default(), why.clone()))
-    }
-
     /// Stops the listener thread and waits for it.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -250,7 +217,7 @@ fn receive(feed: &Feed, conn: &mut Connection) -> String {
 /// else has already arrived. PostgreSQL sends a bulk statement's notifications as a stream
 /// the client reads in pieces; after a full notification the batch also waits a little for
 /// the next, so the statement's keys meet in one batch and a table named by more than
-/// `apply::BULK_KEYS` of them is flushed instead of deleted key by key.
+/// `changes::BULK_KEYS` of them is flushed instead of deleted key by key.
 fn take_batch(conn: &mut Connection) -> Result<Option<(Instant, Vec<String>)>, Failure> {
     let Some(first) = conn.next_notification(Duration::from_millis(100))? else {
         return Ok(None);
@@ -277,7 +244,7 @@ fn take_batch(conn: &mut Connection) -> Result<Option<(Instant, Vec<String>)>, F
 
 /// Hands what the notifications that began arriving at `arrived` ask to the main thread.
 fn handle(feed: &Feed, conn: &mut Connection, payloads: &[String], arrived: Instant) {
-    let mut changes = apply::Changes::default();
+    let mut changes = changes::Changes::default();
     for text in payloads {
         if let Some(heartbeat) = feed.heartbeats.of(text) {
             if let Some(number) = heartbeat {
@@ -301,7 +268,7 @@ fn handle(feed: &Feed, conn: &mut Connection, payloads: &[String], arrived: Inst
                     "pgcache: an invalidation notification could not be read ({e}); dropping \
                      every cached row"
                 ));
-                changes = apply::Changes::everything();
+                changes = changes::Changes::everything();
                 continue;
             }
         };

@@ -2,13 +2,15 @@
 //! replication slot (PostgreSQL's log; writers pay nothing), `listener` LISTENs for the
 //! triggers' notifications. Both say which rows changed; `translate` turns that into cache
 //! keys (a partition's changes its ancestors' too, a policy's table's the rows of the tables
-//! it guards, `policies`), `ddl` what DDL reported through the same feed asks, `apply`
-//! applies them on the Redis main thread and decides when cached entries can be trusted at
-//! all, `position` keeps how far the log has been applied, in the keyspace, and `horizon`
-//! probes how recently the feed vouched for the cache. Each source has its `feed`: the
-//! state of all of this for its database.
+//! it guards, `policies`), `ddl` what DDL reported through the same feed asks, gathered as
+//! `changes`; `apply` applies them on the Redis main thread and decides when cached entries
+//! can be trusted at all, `position` keeps how far the log has been applied, in the
+//! keyspace, and `horizon` probes how recently the feed vouched for the cache. Each source
+//! has its `feed`: the state of all of this for its database, below the modules that act on
+//! it (they take `&Feed`; `feed/` holds each part's state, `changes` what its mailbox holds).
 
 pub mod apply;
+mod changes;
 mod ddl;
 mod durability;
 mod feed;

@@ -17,24 +17,24 @@
 mod pace;
 mod transaction;
 
+use super::feed::replication::{Replication, Status};
 use super::feed::{self, Feed};
-use super::{apply, ddl, durability, listener, position, translate};
+use super::{changes, ddl, durability, listener, position, translate};
 use crate::model::lsn::Lsn;
 use crate::model::source::{PartRef, SourceId};
 use crate::pg::pool::{Connection as Catalog, Pool};
 use crate::pg::replication::connection::{Connection, Failure};
 use crate::pg::replication::pgoutput::{self, Message, Relation};
-use crate::pg::replication::slot::{self, SlotState};
+use crate::pg::replication::slot;
 use crate::pg::replication::stream::CopyData;
 use crate::redis::main_thread::Task;
 use crate::redis::role::writable;
 use pace::Pace;
 use position::Record;
 use redis_module::Context;
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 use transaction::Transaction;
 
@@ -50,57 +50,6 @@ pub struct SlotSource {
     /// `invalidation_source auto`: the channel to LISTEN on instead when PostgreSQL does not
     /// allow logical replication.
     pub fallback_channel: Option<String>,
-}
-
-/// One feed's replication stream: its thread, and what it tells the others.
-pub struct Replication {
-    stop: AtomicBool,
-    /// The replication source is the one in use (decided; with `auto`, once PostgreSQL
-    /// said).
-    active: AtomicBool,
-    /// The source runs (started, and `auto` has not chosen NOTIFY): on a replica, standing
-    /// by.
-    running: AtomicBool,
-    /// This server is a primary: only a primary consumes the slot.
-    primary: AtomicBool,
-    /// The first session since `start` has started streaming, or failed.
-    attempted: AtomicBool,
-    /// Start the session again from the position the keyspace holds now (after a load).
-    resume: AtomicBool,
-    connected: AtomicBool,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    status: Mutex<Status>,
-    /// Tables already logged as served but not published: each is named once.
-    unpublished_warned: Mutex<BTreeSet<String>>,
-    /// The log said once that DDL is not followed.
-    ddl_advised: AtomicBool,
-}
-
-/// What HEALTH and INFO say about the source.
-#[derive(Clone, Debug)]
-pub struct Status {
-    /// Why the source is not streaming, if it is not (and was asked to).
-    pub problem: Option<String>,
-    /// `auto` chose NOTIFY, and why.
-    pub fell_back: Option<String>,
-    /// Why the connection was last lost, and when.
-    pub last_loss: Option<(SystemTime, String)>,
-    /// The last position confirmed to PostgreSQL.
-    pub confirmed: Option<Lsn>,
-    /// What PostgreSQL last said about the slot (every `SLOT_CHECK_INTERVAL`).
-    pub slot: Option<SlotState>,
-}
-
-impl Status {
-    const fn new() -> Status {
-        Status {
-            problem: None,
-            fell_back: None,
-            last_loss: None,
-            confirmed: None,
-            slot: None,
-        }
-    }
 }
 
 /// How often an unchanged position is confirmed again, and how soon a new one is.
@@ -174,23 +123,6 @@ pub fn stop(feed: &Feed) {
 }
 
 impl Replication {
-    /// Not started (const, so a `static` holds the default source's).
-    pub const fn new() -> Replication {
-        Replication {
-            stop: AtomicBool::new(false),
-            active: AtomicBool::new(false),
-            running: AtomicBool::new(false),
-            primary: AtomicBool::new(false),
-            attempted: AtomicBool::new(false),
-            resume: AtomicBool::new(false),
-            connected: AtomicBool::new(false),
-            thread: Mutex::new(None),
-            status: Mutex::new(Status::new()),
-            unpublished_warned: Mutex::new(BTreeSet::new()),
-            ddl_advised: AtomicBool::new(false),
-        }
-    }
-
     /// Waits (at most `limit`) for the first session to start streaming or fail, so that a
     /// server starting with PostgreSQL up caches from its first request on.
     pub fn wait_for_first_attempt(&self, limit: Duration) {
@@ -198,31 +130,6 @@ impl Replication {
         while !self.attempted.load(Ordering::SeqCst) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
         }
-    }
-
-    /// Whether the replication source is the one in use.
-    pub fn active(&self) -> bool {
-        self.active.load(Ordering::SeqCst)
-    }
-
-    /// Whether the source runs, whether or not it has connected yet (`auto` included, until
-    /// it chooses NOTIFY).
-    pub fn running(&self) -> bool {
-        self.running.load(Ordering::SeqCst)
-    }
-
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::SeqCst)
-    }
-
-    /// A replica's source stands by: its primary consumes the slot, and the primary's
-    /// deletions reach this server's entries through Redis replication.
-    pub fn standing_by(&self) -> bool {
-        self.running() && !self.primary.load(Ordering::SeqCst)
-    }
-
-    pub fn status(&self) -> Status {
-        self.status.lock().unwrap().clone()
     }
 
     /// The keyspace was loaded again or this server promoted (the position read by the
@@ -378,7 +285,7 @@ fn session(feed: &Feed, pool: &Arc<Pool>, source: &SlotSource) -> Ended {
     }
     if feed.position.stored().as_ref() != Some(&prepared.record) {
         // A new starting point is written at once, not at the first change after it.
-        let mut start = apply::Changes::default();
+        let mut start = changes::Changes::default();
         start.reach(prepared.start);
         feed.apply.submit(start);
     }
@@ -635,7 +542,7 @@ struct Stream<'a> {
     submitted: Lsn,
     /// Committed transactions read in one go, handed to `apply` together once no whole
     /// message is left to read (one wake-up of the main thread for many commits).
-    pending: Option<apply::Changes>,
+    pending: Option<changes::Changes>,
     pace: Pace,
     last_received: Instant,
     asked: Option<Instant>,
@@ -735,7 +642,7 @@ impl<'a> Stream<'a> {
                 // Everything before `wal_end` has been sent: between transactions, the
                 // position moves there even when no change concerned a published table.
                 if self.open.is_none() && wal_end > self.submitted {
-                    let mut changes = apply::Changes::default();
+                    let mut changes = changes::Changes::default();
                     changes.reach(wal_end);
                     self.gather(changes);
                     self.submitted = wal_end;
@@ -974,7 +881,7 @@ impl<'a> Stream<'a> {
         mut transaction: Transaction,
         committed: Option<(Lsn, SystemTime)>,
     ) -> Result<(), String> {
-        let mut changes = apply::Changes::default();
+        let mut changes = changes::Changes::default();
         for text in std::mem::take(&mut transaction.ddl) {
             match ddl::of(&text) {
                 Some(Ok(ddl)) => ddl::add(&mut changes, ddl),
@@ -1009,7 +916,7 @@ impl<'a> Stream<'a> {
 
     /// Adds a transaction's changes (or a position) to those handed over next; hands them
     /// over at once past `HAND_OVER_KEYS` deletions.
-    fn gather(&mut self, changes: apply::Changes) {
+    fn gather(&mut self, changes: changes::Changes) {
         let pending = match self.pending.take() {
             Some(mut pending) => {
                 pending.absorb(changes);

@@ -3,7 +3,7 @@
 //! resolved, the key values canonicalised (PostgreSQL asked to spell the types only it can),
 //! and whatever cannot be read turned into a flush of its table, never ignored.
 
-use super::apply::Changes;
+use super::changes::Changes;
 use crate::error::Error;
 use crate::model::key::{self, CanonicalPk};
 use crate::model::source::SourceId;
