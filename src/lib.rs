@@ -162,7 +162,7 @@ fn start_threads(ctx: &Context, settings: &config::Settings) -> Result<(), Error
             "cannot set up the hand-over to the main thread: {e}"
         )));
     }
-    invalidation::init(ctx, settings.listen);
+    invalidation::init(ctx, SourceId::DEFAULT, settings.listen);
     // The freshness prober runs with invalidation off too: it closes the circuit after an
     // outage.
     let first_attempt = settings.pg.connect_timeout + Duration::from_millis(500);
@@ -177,8 +177,8 @@ fn start_threads(ctx: &Context, settings: &config::Settings) -> Result<(), Error
                 .map_err(|e| format!("cannot start the invalidation listener: {e}"))
         });
     if let Err(why) = started {
-        invalidation::stop();
-        invalidation::deinit();
+        invalidation::stop(SourceId::DEFAULT);
+        invalidation::deinit(SourceId::DEFAULT);
         redis::main_thread::deinit();
         report::metrics::stop();
         let _ = cache::worker::stop();
@@ -202,9 +202,9 @@ fn deinit(ctx: &Context) -> Status {
     }
     cache::onloop::stop();
     requests::blocked::stop_deadlines();
-    invalidation::stop();
+    invalidation::stop(SourceId::DEFAULT);
     report::metrics::stop();
-    invalidation::deinit();
+    invalidation::deinit(SourceId::DEFAULT);
     redis::main_thread::deinit();
     // Nothing runs on the pool any more: its connections close, and a module loaded again
     // makes its own.

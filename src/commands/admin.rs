@@ -9,7 +9,7 @@ use crate::cache::worker;
 use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::config::current;
 use crate::error::Error;
-use crate::invalidation::{self, listener, position, replication};
+use crate::invalidation::{self, position};
 use crate::model::source::SourceId;
 use crate::pg::schema;
 use crate::report::listing;
@@ -176,7 +176,7 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     }
     let listener = if !current::of(SourceId::DEFAULT).listening() {
         "off"
-    } else if invalidation::source_connected() {
+    } else if invalidation::of(SourceId::DEFAULT).connected() {
         "connected"
     } else {
         problems.push(
@@ -231,7 +231,7 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
         Reply::Bulk(circuit_report()),
     ));
     out.push(("listener".to_string(), Reply::Bulk(listener.into())));
-    if let Some((ago, why)) = invalidation::last_loss() {
+    if let Some((ago, why)) = invalidation::of(SourceId::DEFAULT).last_loss() {
         out.push((
             "listener_last_loss".to_string(),
             Reply::Bulk(format!("{} s ago: {why}", ago.as_secs())),
@@ -259,7 +259,8 @@ fn invalidation_source(
     problems: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Vec<(String, Reply)> {
-    let status = replication::status();
+    let feed = invalidation::of(SourceId::DEFAULT);
+    let status = feed.replication.status();
     let mut out = Vec::new();
     let source = if let Some(why) = &status.fell_back {
         warnings.push(format!(
@@ -267,9 +268,9 @@ fn invalidation_source(
              serialised by NOTIFY"
         ));
         "notify"
-    } else if replication::active() {
+    } else if feed.replication.active() {
         "replication"
-    } else if listener::connected() || listener::last_loss().is_some() {
+    } else if feed.listener.connected() || feed.listener.last_loss().is_some() {
         "notify"
     } else {
         "undecided"
@@ -286,7 +287,7 @@ fn invalidation_source(
             "the replication source is not streaming: {problem}"
         ));
     }
-    if let Some(applied) = position::applied() {
+    if let Some(applied) = feed.position.applied() {
         out.push((
             "replication_slot".to_string(),
             Reply::Bulk(applied.slot.clone()),

@@ -220,8 +220,8 @@ impl ReadOptions {
             return self.unvouched(bound);
         }
         Ok(match self.after {
-            Some(lsn) if !invalidation::applied_through(lsn) => {
-                if invalidation::streaming() {
+            Some(lsn) if !invalidation::of(SourceId::DEFAULT).applied_through(lsn) => {
+                if invalidation::of(SourceId::DEFAULT).streaming() {
                     Read::After(lsn)
                 } else {
                     Read::FromPostgres
@@ -243,7 +243,7 @@ impl ReadOptions {
         // outage or not. Only PostgreSQL could give it, and it cannot be reached.
         if let Some(lsn) = self
             .after
-            .filter(|&lsn| !invalidation::applied_through(lsn))
+            .filter(|&lsn| !invalidation::of(SourceId::DEFAULT).applied_through(lsn))
         {
             let why = circuit
                 .refusal()

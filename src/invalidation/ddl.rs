@@ -14,7 +14,7 @@
 //! `results`): a partition created later, a view replaced, a column retyped are followed
 //! like any change.
 
-use super::apply::Changes;
+use super::changes::Changes;
 use crate::config::current;
 use crate::error::Error;
 use crate::model::ident::parse_table;
@@ -109,7 +109,7 @@ pub fn add(changes: &mut Changes, ddl: Ddl) {
         }
     }
     schema::of(SourceId::DEFAULT).clear();
-    super::policies::forget();
+    super::of(SourceId::DEFAULT).policies.forget();
     changes.ddl(ddl.results);
 }
 
@@ -119,7 +119,7 @@ pub fn unreadable(changes: &mut Changes, why: &Error) {
         "pgcache: a DDL report could not be read ({why}); dropping every cached row"
     ));
     schema::of(SourceId::DEFAULT).clear();
-    super::policies::forget();
+    super::of(SourceId::DEFAULT).policies.forget();
     changes.ddl(true);
     changes.drop_everything();
 }

@@ -8,7 +8,8 @@
 //! only what every one of them has acknowledged. The server is looked at from the main
 //! thread every `OBSERVE_EVERY` while the source streams (`request`).
 
-use super::position::{self, Record};
+use super::position::Record;
+use crate::model::source::SourceId;
 use crate::redis::main_thread::Task;
 use crate::redis::persistence::{self, Disk, Persistence};
 use crate::redis::role::writable;
@@ -135,34 +136,53 @@ fn lower(a: Option<Record>, b: Option<Record>) -> Option<Record> {
     }
 }
 
-static DURABILITY: Mutex<Durability> = Mutex::new(Durability::new());
+/// What of one feed's stored position would survive this server, as last looked at.
+pub struct Kept {
+    durability: Mutex<Durability>,
+}
 
+impl Kept {
+    /// Nothing loaded, nothing looked at (const, so a `static` holds the default feed's).
+    pub const fn new() -> Kept {
+        Kept {
+            durability: Mutex::new(Durability::new()),
+        }
+    }
+
+    /// Takes a look at the server, the keyspace holding `stored`.
+    fn observe(&self, stored: Option<Record>, server: &Persistence) {
+        self.durability
+            .lock()
+            .unwrap()
+            .observe(Instant::now(), stored, server);
+    }
+
+    /// The data holds `record` now, as loaded (or nothing, at unload).
+    pub fn loaded(&self, record: Option<Record>) {
+        self.durability.lock().unwrap().reset(record);
+    }
+
+    /// The position this server would still hold after a crash or a failover.
+    pub fn durable(&self) -> Option<Record> {
+        self.durability.lock().unwrap().durable.clone()
+    }
+}
+
+/// Looks at the server for the default source's feed, the only one the replication thread
+/// streams for so far (design/53 step 6 lists the installed feeds).
 static OBSERVE: Task = Task::new("observing what the server keeps", |ctx| {
+    let feed = super::of(SourceId::DEFAULT);
     if writable(ctx) {
-        position::store_now(ctx);
+        feed.position.store_now(ctx);
     }
     let server = persistence::read(ctx);
-    let stored = position::stored();
-    DURABILITY
-        .lock()
-        .unwrap()
-        .observe(Instant::now(), stored, &server);
+    feed.durability.observe(feed.position.stored(), &server);
     false
 });
 
 /// Asks the main thread to look at the server. Any thread.
 pub fn request() {
     OBSERVE.request_from_thread();
-}
-
-/// The data holds `record` now, as loaded (or nothing, at unload).
-pub fn loaded(record: Option<Record>) {
-    DURABILITY.lock().unwrap().reset(record);
-}
-
-/// The position this server would still hold after a crash or a failover.
-pub fn durable() -> Option<Record> {
-    DURABILITY.lock().unwrap().durable.clone()
 }
 
 #[cfg(test)]

@@ -8,27 +8,40 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// What starts a heartbeat payload; no trigger payload (JSON) starts so.
 const PREFIX: &str = "pgcache:heartbeat ";
 
-/// This process's heartbeats carry this number.
-static NONCE: AtomicU64 = AtomicU64::new(0);
-
-/// Draws this process's number (at the prober's start).
-pub fn draw(seed: u64) {
-    NONCE.store(seed ^ u64::from(std::process::id()), Ordering::SeqCst);
+/// One feed's heartbeats: the number they carry, so that two sources LISTENing on one
+/// database's channel count only their own.
+pub struct Heartbeats {
+    nonce: AtomicU64,
 }
 
-/// The payload of heartbeat `number`.
-pub fn payload(number: u64) -> String {
-    format!("{PREFIX}{} {number}", NONCE.load(Ordering::Relaxed))
-}
+impl Heartbeats {
+    /// No number drawn yet (const, so a `static` holds the default source's).
+    pub const fn new() -> Heartbeats {
+        Heartbeats {
+            nonce: AtomicU64::new(0),
+        }
+    }
 
-/// The number of a heartbeat of this process's in a notification's payload, if it is one;
-/// `Some(None)` for another server's heartbeat (to be ignored), `None` for any other payload.
-pub fn of(payload: &str) -> Option<Option<u64>> {
-    let rest = payload.strip_prefix(PREFIX)?;
-    let mut parts = rest.split(' ');
-    let nonce: Option<u64> = parts.next().and_then(|n| n.parse().ok());
-    let number: Option<u64> = parts.next().and_then(|n| n.parse().ok());
-    Some(number.filter(|_| nonce == Some(NONCE.load(Ordering::Relaxed))))
+    /// Draws this feed's number (at the prober's start).
+    pub fn draw(&self, seed: u64) {
+        self.nonce
+            .store(seed ^ u64::from(std::process::id()), Ordering::SeqCst);
+    }
+
+    /// The payload of heartbeat `number`.
+    pub fn payload(&self, number: u64) -> String {
+        format!("{PREFIX}{} {number}", self.nonce.load(Ordering::Relaxed))
+    }
+
+    /// The number of a heartbeat of this feed's in a notification's payload, if it is one;
+    /// `Some(None)` for another's heartbeat (to be ignored), `None` for any other payload.
+    pub fn of(&self, payload: &str) -> Option<Option<u64>> {
+        let rest = payload.strip_prefix(PREFIX)?;
+        let mut parts = rest.split(' ');
+        let nonce: Option<u64> = parts.next().and_then(|n| n.parse().ok());
+        let number: Option<u64> = parts.next().and_then(|n| n.parse().ok());
+        Some(number.filter(|_| nonce == Some(self.nonce.load(Ordering::Relaxed))))
+    }
 }
 
 #[cfg(test)]
@@ -36,11 +49,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_this_process_s_heartbeats_count() {
-        NONCE.store(42, Ordering::SeqCst);
-        assert_eq!(of(&payload(7)), Some(Some(7)));
-        assert_eq!(of("pgcache:heartbeat 41 7"), Some(None));
-        assert_eq!(of("pgcache:heartbeat x"), Some(None));
-        assert_eq!(of(r#"{"table":"users","keys":[]}"#), None);
+    fn only_this_feed_s_heartbeats_count() {
+        let (mine, other) = (Heartbeats::new(), Heartbeats::new());
+        mine.nonce.store(42, Ordering::SeqCst);
+        other.nonce.store(41, Ordering::SeqCst);
+        assert_eq!(mine.of(&mine.payload(7)), Some(Some(7)));
+        assert_eq!(mine.of(&other.payload(7)), Some(None));
+        assert_eq!(mine.of("pgcache:heartbeat x"), Some(None));
+        assert_eq!(mine.of(r#"{"table":"users","keys":[]}"#), None);
     }
 }

@@ -15,7 +15,9 @@
 //! transaction, PostgreSQL unreachable) reaches no mark: the horizon ages, and reads bounded
 //! by `max_staleness_ms` are answered from PostgreSQL until it moves again.
 
-use super::{apply, heartbeat, listener, position, replication};
+use super::feed::prober::Prober;
+use super::feed::{self, Feed};
+use super::position;
 use crate::cache::freshness::{self, Mark};
 use crate::config::current;
 use crate::model::lsn::Lsn;
@@ -23,9 +25,7 @@ use crate::model::source::SourceId;
 use crate::pg::circuit;
 use crate::pg::pool::{self, Connection, Pool};
 use crate::redis::{clock, main_thread};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How often a mark is taken: a healthy feed keeps the horizon at most about this old (plus
@@ -38,35 +38,52 @@ const PATIENCE: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const APPLICATION_NAME: &str = "pgcache-horizon";
 
-static STOP: AtomicBool = AtomicBool::new(false);
-static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
+impl Prober {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn log_failure(&self, why: &str) {
+        let mut last = self.last_failure.lock().unwrap();
+        if last.as_deref() != Some(why) {
+            redis_module::logging::log_warning(format!(
+                "pgcache: freshness probe failed ({why}); reads bounded by max_staleness_ms go \
+                 to PostgreSQL until the change feed vouches for the cache again"
+            ));
+            *last = Some(why.to_string());
+        }
+    }
+}
 
 /// Starts the prober of `source`, on its pool; heartbeats (notify mode) go to `channel`.
 pub fn start(source: SourceId, channel: String) -> std::io::Result<()> {
     let pool = pool::of(source).map_err(|e| std::io::Error::other(e.message().to_string()))?;
-    STOP.store(false, Ordering::SeqCst);
-    heartbeat::draw(clock::now_us());
+    let feed = feed::of(source);
+    feed.prober.stop.store(false, Ordering::SeqCst);
+    feed.heartbeats.draw(clock::now_us());
+    let thread = feed.clone();
     let handle = std::thread::Builder::new()
         .name("pgcache-horizon".into())
-        .spawn(move || run(source, &pool, &channel))?;
-    *THREAD.lock().unwrap() = Some(handle);
+        .spawn(move || run(source, &thread, &pool, &channel))?;
+    *feed.prober.thread.lock().unwrap() = Some(handle);
     Ok(())
 }
 
-/// Stops the prober and waits for it; nothing vouches for the cache afterwards, and no
-/// outage is known (a module loaded again starts afresh).
-pub fn stop() {
-    STOP.store(true, Ordering::SeqCst);
-    if let Some(handle) = THREAD.lock().unwrap().take() {
+/// Stops the prober of `source` and waits for it; nothing vouches for the cache afterwards,
+/// and no outage of the source is known (a module loaded again starts afresh).
+pub fn stop(source: SourceId) {
+    let prober = &feed::of(source).prober;
+    prober.stop.store(true, Ordering::SeqCst);
+    if let Some(handle) = prober.thread.lock().unwrap().take() {
         let _ = handle.join();
     }
-    freshness::of(SourceId::DEFAULT).untrack();
-    circuit::of(SourceId::DEFAULT).reset();
+    freshness::of(source).untrack();
+    circuit::of(source).reset();
 }
 
 /// What a probe can take a mark from now.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Feed {
+enum Probe {
     Log,
     Notifications,
     /// A replica in replication mode: its primary applies the log, and its deletions reach
@@ -79,55 +96,61 @@ enum Feed {
     Stalled,
 }
 
-fn feed() -> Feed {
-    if !current::of(SourceId::DEFAULT).listening() {
-        Feed::Off
-    } else if replication::standing_by() {
-        Feed::Primary
-    } else if replication::active() {
-        if replication::connected() {
-            Feed::Log
+/// The probe `feed` of `source` can take now.
+fn probe(source: SourceId, feed: &Feed) -> Probe {
+    let replication = &feed.replication;
+    if !current::of(source).listening() {
+        Probe::Off
+    } else if replication.standing_by() {
+        Probe::Primary
+    } else if replication.active() {
+        if replication.connected() {
+            Probe::Log
         } else {
-            Feed::Stalled
+            Probe::Stalled
         }
-    } else if listener::connected() {
-        Feed::Notifications
+    } else if feed.listener.connected() {
+        Probe::Notifications
     } else {
-        Feed::Stalled
+        Probe::Stalled
     }
 }
 
-fn run(source: SourceId, pool: &Pool, channel: &str) {
+fn run(source: SourceId, feed: &Feed, pool: &Pool, channel: &str) {
     let circuit = circuit::of(source);
+    let prober = &feed.prober;
     let mut connection: Option<Connection> = None;
     let mut heartbeat = 0u64;
     let mut failures = 0u32;
-    while !STOP.load(Ordering::SeqCst) {
+    while !prober.stopping() {
         let started = Instant::now();
-        let feed = feed();
-        if feed == Feed::Off {
-            freshness::of(SourceId::DEFAULT).untrack();
+        let probe = probe(source, feed);
+        if probe == Probe::Off {
+            freshness::of(source).untrack();
         } else {
-            freshness::of(SourceId::DEFAULT).track();
+            freshness::of(source).track();
         }
-        let probed = match feed {
-            Feed::Log => with_connection(pool, &mut connection, probe_log),
-            Feed::Primary => with_connection(pool, &mut connection, probe_replicated),
-            Feed::Notifications => {
+        let connection = &mut connection;
+        let probed = match probe {
+            Probe::Log => with_connection(prober, pool, connection, probe_log),
+            Probe::Primary => with_connection(prober, pool, connection, |c| {
+                probe_replicated(source, feed, c)
+            }),
+            Probe::Notifications => {
                 heartbeat += 1;
-                with_connection(pool, &mut connection, |c| {
-                    probe_notifications(c, channel, heartbeat)
+                with_connection(prober, pool, connection, |c| {
+                    probe_notifications(feed, c, channel, heartbeat)
                 })
             }
             // Without a feed to probe, PostgreSQL is still checked while the feed is down
             // (the first sign of an outage) and during an outage (only a probe closes the
             // circuit).
-            Feed::Off | Feed::Stalled if feed == Feed::Stalled || circuit.open() => {
-                with_connection(pool, &mut connection, |c| {
+            Probe::Off | Probe::Stalled if probe == Probe::Stalled || circuit.open() => {
+                with_connection(prober, pool, connection, |c| {
                     c.batch_execute("SELECT 1").map_err(|e| e.to_string())
                 })
             }
-            Feed::Off | Feed::Stalled => Ok(()),
+            Probe::Off | Probe::Stalled => Ok(()),
         };
         match probed {
             Ok(()) => {
@@ -140,12 +163,12 @@ fn run(source: SourceId, pool: &Pool, channel: &str) {
             // outage.
             Err(why) => {
                 failures = failures.saturating_add(1);
-                log_failure(&why);
+                prober.log_failure(&why);
             }
         }
-        pause_until(started + interval(failures), feed);
+        pause_until(source, feed, started + interval(failures), probe);
     }
-    freshness::of(SourceId::DEFAULT).untrack();
+    freshness::of(source).untrack();
 }
 
 /// How long after a probe the next one starts: `PROBE_EVERY`, and during an outage twice as
@@ -165,37 +188,25 @@ fn interval(failures: u32) -> Duration {
 /// The longest pause between two probes of an unreachable PostgreSQL.
 const OUTAGE_PROBE_MAX: Duration = Duration::from_secs(1);
 
-/// The last failure logged, so a long outage logs once, not ten times a second.
-static LAST_FAILURE: Mutex<Option<String>> = Mutex::new(None);
-
-fn log_failure(why: &str) {
-    let mut last = LAST_FAILURE.lock().unwrap();
-    if last.as_deref() != Some(why) {
-        redis_module::logging::log_warning(format!(
-            "pgcache: freshness probe failed ({why}); reads bounded by max_staleness_ms go to \
-             PostgreSQL until the change feed vouches for the cache again"
-        ));
-        *last = Some(why.to_string());
-    }
-}
-
 /// Runs `probe` on the prober's connection, connecting first if it has none; a connection
 /// that fails is dropped and the probe tried once on a new one (PostgreSQL restarted: its
 /// old sessions are gone, and that alone is no outage).
 fn with_connection(
+    prober: &Prober,
     pool: &Pool,
     connection: &mut Option<Connection>,
     mut probe: impl FnMut(&mut Connection) -> Result<(), String>,
 ) -> Result<(), String> {
     let had_one = connection.is_some();
-    let result = try_on(pool, connection, &mut probe);
+    let result = try_on(prober, pool, connection, &mut probe);
     if result.is_err() && had_one {
-        return try_on(pool, connection, &mut probe);
+        return try_on(prober, pool, connection, &mut probe);
     }
     result
 }
 
 fn try_on(
+    prober: &Prober,
     pool: &Pool,
     connection: &mut Option<Connection>,
     probe: &mut impl FnMut(&mut Connection) -> Result<(), String>,
@@ -212,7 +223,7 @@ fn try_on(
     if result.is_err() || conn.is_closed() {
         *connection = None;
     } else {
-        *LAST_FAILURE.lock().unwrap() = None;
+        *prober.last_failure.lock().unwrap() = None;
     }
     result
 }
@@ -228,16 +239,19 @@ fn probe_log(connection: &mut Connection) -> Result<(), String> {
 /// On a replica: takes the log's insert position as a mark, and looks at the position its
 /// primary's replicated key holds (the primary writes it after the deletions it covers, at
 /// least every 100 ms while it moves), which reaches the marks taken before.
-fn probe_replicated(connection: &mut Connection) -> Result<(), String> {
+fn probe_replicated(
+    source: SourceId,
+    feed: &Feed,
+    connection: &mut Connection,
+) -> Result<(), String> {
     take_log_mark(connection)?;
     let held = main_thread::ask(position::held, REPLICA_LOOK_LIMIT);
     if let Some(Some(record)) = held {
-        freshness::of(SourceId::DEFAULT).applied(Mark::Lsn(record.lsn));
-        if freshness::of(SourceId::DEFAULT)
-            .vouched_now(current::of(SourceId::DEFAULT).max_staleness_ms())
-            && replication::standing_by()
+        freshness::of(source).applied(Mark::Lsn(record.lsn));
+        if freshness::of(source).vouched_now(current::of(source).max_staleness_ms())
+            && feed.replication.standing_by()
         {
-            apply::vouched_by_primary();
+            feed.apply.vouched_by_primary();
         }
     }
     Ok(())
@@ -281,22 +295,23 @@ fn record_end(insert: Lsn) -> Lsn {
 /// Sends heartbeat `number` on the invalidation channel; reached when the listener's apply
 /// of it comes through (`apply`). Registered before it is sent, since it may arrive first.
 fn probe_notifications(
+    feed: &Feed,
     connection: &mut Connection,
     channel: &str,
     number: u64,
 ) -> Result<(), String> {
     freshness::of(SourceId::DEFAULT).probe_sent(Mark::Heartbeat(number), clock::now_us());
-    let payload = heartbeat::payload(number);
+    let payload = feed.heartbeats.payload(number);
     connection
         .query("SELECT pg_catalog.pg_notify($1, $2)", &[&channel, &payload])
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
 
-/// Waits until `until`, or until the feed probed last (`was`) changes: a feed that
+/// Waits until `until`, or until the probe taken last (`was`) changes: a feed that
 /// connects is probed at once, so the cache is vouched for as soon as it can be.
-fn pause_until(until: Instant, was: Feed) {
-    while !STOP.load(Ordering::SeqCst) && feed() == was {
+fn pause_until(source: SourceId, feed: &Feed, until: Instant, was: Probe) {
+    while !feed.prober.stopping() && probe(source, feed) == was {
         let now = Instant::now();
         if now >= until {
             return;

@@ -11,18 +11,19 @@
 //!   "new_data":{..}}` — the key is taken from both rows, so an UPDATE that changes the
 //!   primary key invalidates the old and the new key.
 
-use super::apply;
+use super::changes;
+use super::feed::Feed;
+use super::feed::listener::Listener;
 use super::translate::{self, Payload};
 use crate::error::Error;
 use crate::model::ident::quote_ident;
-use crate::model::source::SourceId;
+use crate::model::source::{PartRef, SourceId};
 use crate::pg::errors::describe;
 use crate::pg::pool::{Connection, Pool};
 use crate::pg::session::Failure;
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Parses a notification payload of either accepted shape.
@@ -70,87 +71,77 @@ pub fn parse_payload(text: &str) -> Result<Payload, Error> {
     })
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-static CONNECTED: AtomicBool = AtomicBool::new(false);
-/// The first connection attempt since `start` has ended, one way or the other.
-static ATTEMPTED: AtomicBool = AtomicBool::new(false);
-static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
-/// Why the listener last lost its connection, and when.
-static LAST_LOSS: Mutex<Option<(std::time::SystemTime, String)>> = Mutex::new(None);
+impl Listener {
+    /// Stops the listener thread and waits for it.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(handle) = self.thread.lock().unwrap().take() {
+            let _ = handle.join();
+        }
+    }
 
-pub fn connected() -> bool {
-    CONNECTED.load(Ordering::SeqCst)
+    /// Waits (at most `limit`) for the first connection attempt to end, so that a server
+    /// starting with PostgreSQL up caches from its first request on (the cache is held
+    /// until the listener listens).
+    pub fn wait_for_first_attempt(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while !self.attempted.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `total`, waking early when asked to stop.
+    fn pause(&self, total: Duration) {
+        let until = Instant::now() + total;
+        while !self.stopping() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
-/// Why the listener last lost its connection and how long ago, if it ever did.
-pub fn last_loss() -> Option<(Duration, String)> {
-    let last = LAST_LOSS.lock().unwrap();
-    last.as_ref()
-        .map(|(at, why)| (at.elapsed().unwrap_or_default(), why.clone()))
-}
-
-/// Starts the listener thread on `channel`.
-pub fn start(pool: Arc<Pool>, channel: String) -> std::io::Result<()> {
-    STOP.store(false, Ordering::SeqCst);
-    ATTEMPTED.store(false, Ordering::SeqCst);
+/// Starts `feed`'s listener thread on `channel`.
+pub fn start(
+    feed: PartRef<'static, Feed>,
+    pool: Arc<Pool>,
+    channel: String,
+) -> std::io::Result<()> {
+    let listener = &feed.listener;
+    listener.stop.store(false, Ordering::SeqCst);
+    listener.attempted.store(false, Ordering::SeqCst);
+    let thread = feed.clone();
     let handle = std::thread::Builder::new()
         .name("pgcache-listener".into())
-        .spawn(move || run(&pool, &channel))?;
-    *THREAD.lock().unwrap() = Some(handle);
+        .spawn(move || run(&thread, &pool, &channel))?;
+    *listener.thread.lock().unwrap() = Some(handle);
     Ok(())
 }
 
-/// Stops the listener thread and waits for it.
-pub fn stop() {
-    STOP.store(true, Ordering::SeqCst);
-    if let Some(handle) = THREAD.lock().unwrap().take() {
-        let _ = handle.join();
-    }
-}
-
-/// Waits (at most `limit`) for the first connection attempt to end, so that a server
-/// starting with PostgreSQL up caches from its first request on (the cache is held until
-/// the listener listens).
-pub fn wait_for_first_attempt(limit: Duration) {
-    let until = Instant::now() + limit;
-    while !ATTEMPTED.load(Ordering::SeqCst) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn stopping() -> bool {
-    STOP.load(Ordering::SeqCst)
-}
-
-/// Sleeps up to `total`, waking early when asked to stop.
-fn pause(total: Duration) {
-    let until = Instant::now() + total;
-    while !stopping() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn run(pool: &Pool, channel: &str) {
+fn run(feed: &Feed, pool: &Pool, channel: &str) {
+    let listener = &feed.listener;
     let mut backoff = Duration::from_millis(100);
-    while !stopping() {
+    while !listener.stopping() {
         let attempt = listen(pool, channel);
-        ATTEMPTED.store(true, Ordering::SeqCst);
+        listener.attempted.store(true, Ordering::SeqCst);
         match attempt {
             Ok(mut conn) => {
                 backoff = Duration::from_millis(100);
-                CONNECTED.store(true, Ordering::SeqCst);
-                apply::listener_connected();
+                listener.connected.store(true, Ordering::SeqCst);
+                feed.apply.listener_connected();
                 redis_module::logging::log_notice(format!(
                     "pgcache: listening for invalidations on channel {channel}"
                 ));
-                let reason = receive(&mut conn);
-                CONNECTED.store(false, Ordering::SeqCst);
-                apply::listener_disconnected();
-                if !stopping() {
+                let reason = receive(feed, &mut conn);
+                listener.connected.store(false, Ordering::SeqCst);
+                feed.apply.listener_disconnected();
+                if !listener.stopping() {
                     crate::stats::of(SourceId::DEFAULT)
                         .listener_reconnects
                         .inc();
-                    *LAST_LOSS.lock().unwrap() =
+                    *listener.last_loss.lock().unwrap() =
                         Some((std::time::SystemTime::now(), reason.clone()));
                     redis_module::logging::log_warning(format!(
                         "pgcache: invalidation listener lost its connection ({reason}); reconnecting"
@@ -162,7 +153,7 @@ fn run(pool: &Pool, channel: &str) {
                     "pgcache: invalidation listener cannot connect ({reason}); retrying in {} ms",
                     backoff.as_millis()
                 ));
-                pause(backoff);
+                listener.pause(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
@@ -201,11 +192,11 @@ const BULK_GAP: Duration = Duration::from_millis(20);
 const BULK_WAIT_MAX: Duration = Duration::from_millis(200);
 
 /// Handles notifications until the connection fails (returns why) or the thread stops.
-fn receive(conn: &mut Connection) -> String {
+fn receive(feed: &Feed, conn: &mut Connection) -> String {
     let mut last_check = Instant::now();
-    while !stopping() {
+    while !feed.listener.stopping() {
         match take_batch(conn) {
-            Ok(Some((arrived, payloads))) => handle(conn, &payloads, arrived),
+            Ok(Some((arrived, payloads))) => handle(feed, conn, &payloads, arrived),
             Ok(None) => {}
             Err(e) => return describe(&e),
         }
@@ -226,7 +217,7 @@ fn receive(conn: &mut Connection) -> String {
 /// else has already arrived. PostgreSQL sends a bulk statement's notifications as a stream
 /// the client reads in pieces; after a full notification the batch also waits a little for
 /// the next, so the statement's keys meet in one batch and a table named by more than
-/// `apply::BULK_KEYS` of them is flushed instead of deleted key by key.
+/// `changes::BULK_KEYS` of them is flushed instead of deleted key by key.
 fn take_batch(conn: &mut Connection) -> Result<Option<(Instant, Vec<String>)>, Failure> {
     let Some(first) = conn.next_notification(Duration::from_millis(100))? else {
         return Ok(None);
@@ -252,10 +243,10 @@ fn take_batch(conn: &mut Connection) -> Result<Option<(Instant, Vec<String>)>, F
 }
 
 /// Hands what the notifications that began arriving at `arrived` ask to the main thread.
-fn handle(conn: &mut Connection, payloads: &[String], arrived: Instant) {
-    let mut changes = apply::Changes::default();
+fn handle(feed: &Feed, conn: &mut Connection, payloads: &[String], arrived: Instant) {
+    let mut changes = changes::Changes::default();
     for text in payloads {
-        if let Some(heartbeat) = super::heartbeat::of(text) {
+        if let Some(heartbeat) = feed.heartbeats.of(text) {
             if let Some(number) = heartbeat {
                 changes.heartbeat(number);
             }
@@ -277,7 +268,7 @@ fn handle(conn: &mut Connection, payloads: &[String], arrived: Instant) {
                     "pgcache: an invalidation notification could not be read ({e}); dropping \
                      every cached row"
                 ));
-                changes = apply::Changes::everything();
+                changes = changes::Changes::everything();
                 continue;
             }
         };
@@ -285,7 +276,7 @@ fn handle(conn: &mut Connection, payloads: &[String], arrived: Instant) {
     }
     changes.collapse_bulk();
     changes.arrived_at(arrived);
-    apply::submit(changes);
+    feed.apply.submit(changes);
 }
 
 #[cfg(test)]

@@ -2,14 +2,18 @@
 //! replication slot (PostgreSQL's log; writers pay nothing), `listener` LISTENs for the
 //! triggers' notifications. Both say which rows changed; `translate` turns that into cache
 //! keys (a partition's changes its ancestors' too, a policy's table's the rows of the tables
-//! it guards, `policies`), `ddl` what DDL reported through the same feed asks, `apply`
-//! applies them on the Redis main thread and decides when cached entries can be trusted at
-//! all, `position` keeps how far the log has been applied, in the keyspace, and `horizon`
-//! probes how recently the feed vouched for the cache.
+//! it guards, `policies`), `ddl` what DDL reported through the same feed asks, gathered as
+//! `changes`; `apply` applies them on the Redis main thread and decides when cached entries
+//! can be trusted at all, `position` keeps how far the log has been applied, in the
+//! keyspace, and `horizon` probes how recently the feed vouched for the cache. Each source
+//! has its `feed`: the state of all of this for its database, below the modules that act on
+//! it (they take `&Feed`; `feed/` holds each part's state, `changes` what its mailbox holds).
 
 pub mod apply;
+mod changes;
 mod ddl;
 mod durability;
+mod feed;
 mod heartbeat;
 pub mod horizon;
 pub mod listener;
@@ -19,6 +23,7 @@ pub mod replication;
 pub mod translate;
 
 pub use apply::{deinit, init};
+pub use feed::of;
 
 use crate::config::{InvalidationSource, Settings};
 use crate::model::source::SourceId;
@@ -26,7 +31,7 @@ use crate::pg::pool;
 use redis_module::{Context, ContextFlags};
 use std::time::Duration;
 
-/// Starts the feed the settings ask for, on the pool of `source`, and waits (at most
+/// Starts the feed of `source` the settings ask for, on its pool, and waits (at most
 /// `limit`) for its first connection attempt. Main thread, at load.
 pub fn start(
     ctx: &Context,
@@ -35,7 +40,8 @@ pub fn start(
     limit: Duration,
 ) -> std::io::Result<()> {
     let pool = pool::of(source).map_err(|e| std::io::Error::other(e.message().to_string()))?;
-    let slot = |fallback_channel| replication::Source {
+    let feed = of(source);
+    let slot = |fallback_channel| replication::SlotSource {
         base_slot: settings.replication_slot.clone(),
         slot: settings.replication_slot.clone(),
         publication: settings.publication.clone(),
@@ -44,18 +50,19 @@ pub fn start(
     crate::config::current::of(source).fell_back_to_notify(false);
     match settings.invalidation_source {
         InvalidationSource::Notify => {
-            listener::start(pool, settings.invalidation_channel.clone())?;
-            listener::wait_for_first_attempt(limit);
+            listener::start(feed.clone(), pool, settings.invalidation_channel.clone())?;
+            feed.listener.wait_for_first_attempt(limit);
         }
         InvalidationSource::Replication => {
-            replication::start(ctx, pool, slot(None))?;
-            replication::wait_for_first_attempt(limit);
+            replication::start(ctx, feed.clone(), pool, slot(None))?;
+            feed.replication.wait_for_first_attempt(limit);
         }
         InvalidationSource::Auto => {
-            replication::start(ctx, pool, slot(Some(settings.invalidation_channel.clone())))?;
-            replication::wait_for_first_attempt(limit);
-            if replication::status().fell_back.is_some() {
-                listener::wait_for_first_attempt(limit);
+            let fallback = slot(Some(settings.invalidation_channel.clone()));
+            replication::start(ctx, feed.clone(), pool, fallback)?;
+            feed.replication.wait_for_first_attempt(limit);
+            if feed.replication.status().fell_back.is_some() {
+                feed.listener.wait_for_first_attempt(limit);
             }
         }
     }
@@ -76,49 +83,29 @@ pub fn promoted(ctx: &Context) {
     distrust(ctx, "this replica became a primary");
 }
 
-/// Entries no source of this process covered: the replication source resumes from the
-/// position they came with; the listener flushes them.
+/// This server became a replica (`server_events`): its primary consumes the slot now.
+pub fn demoted() {
+    of(SourceId::DEFAULT).replication.demoted();
+}
+
+/// Entries no feed of this process covered: the replication source resumes from the
+/// position they came with; the listener flushes them. The default source's feed, the only
+/// one the server events reach so far (design/53 step 6 lists the installed feeds).
 fn distrust(ctx: &Context, why: &str) {
-    if replication::running() {
-        if apply::hold_until_resumed(ctx, why) {
+    let feed = of(SourceId::DEFAULT);
+    if feed.replication.running() {
+        if feed.apply.hold_until_resumed(ctx, why) {
             replication::load_position_soon();
         }
     } else {
-        apply::distrust(ctx, why);
+        feed.apply.distrust(ctx, why);
     }
 }
 
-/// Stops the source (and the listener `auto` may have started instead).
-pub fn stop() {
-    horizon::stop();
-    replication::stop();
-    listener::stop();
-}
-
-/// Whether invalidations arrive now: the listener listens, the slot streams, or (a replica
-/// in replication mode) the primary's deletions do.
-pub fn source_connected() -> bool {
-    listener::connected() || replication::connected() || replication::standing_by()
-}
-
-/// Why the source last lost its connection and how long ago, if it ever did.
-pub fn last_loss() -> Option<(std::time::Duration, String)> {
-    listener::last_loss().or_else(|| {
-        replication::status()
-            .last_loss
-            .map(|(at, why)| (at.elapsed().unwrap_or_default(), why))
-    })
-}
-
-/// Whether the cache reflects every transaction committed up to `lsn` (`AFTER <lsn>`): the
-/// replication source has applied that far. Never in notify mode, where nothing says how far
-/// the notifications reached.
-#[inline]
-pub fn applied_through(lsn: crate::model::lsn::Lsn) -> bool {
-    replication::active() && position::applied_lsn() >= lsn
-}
-
-/// Whether the replication source streams now: the position applied keeps moving.
-pub fn streaming() -> bool {
-    replication::active() && replication::connected()
+/// Stops the feed of `source` (and the listener `auto` may have started instead).
+pub fn stop(source: SourceId) {
+    horizon::stop(source);
+    let feed = of(source);
+    replication::stop(&feed);
+    feed.listener.stop();
 }

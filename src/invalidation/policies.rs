@@ -15,38 +15,56 @@ use crate::query::reads::{self, Start, Via};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// What each table's policies read, by the table's oid.
-static READ_BY_POLICIES: Mutex<Option<HashMap<u32, Vec<QualifiedName>>>> = Mutex::new(None);
-
-/// Forgets what was learned (the catalog may say otherwise now).
-pub fn forget() {
-    *READ_BY_POLICIES.lock().unwrap() = None;
+/// What one source's tables' policies read, by the table's oid (oids of two databases
+/// collide).
+pub struct Policies {
+    read: Mutex<Option<HashMap<u32, Vec<QualifiedName>>>>,
 }
 
-/// The key prefixes of the cached tables whose policies read `changed` (or may: the
-/// catalog could not say). Feed thread.
-pub fn tables_whose_policies_read(conn: &mut Connection, changed: &QualifiedName) -> Vec<String> {
-    let mut prefixes = Vec::new();
-    for table in schema::of(SourceId::DEFAULT).with_row_security() {
-        let known = READ_BY_POLICIES
-            .lock()
-            .unwrap()
-            .as_ref()
-            .and_then(|m| m.get(&table.oid).cloned());
-        let read = known.or_else(|| {
-            let read = read_by_policies(conn, table.oid)?;
-            READ_BY_POLICIES
-                .lock()
-                .unwrap()
-                .get_or_insert_with(HashMap::new)
-                .insert(table.oid, read.clone());
-            Some(read)
-        });
-        if read.is_none_or(|read| read.contains(changed)) {
-            prefixes.push(table.key_prefix.clone());
+impl Policies {
+    /// Nothing learned (const, so a `static` holds the default source's).
+    pub const fn new() -> Policies {
+        Policies {
+            read: Mutex::new(None),
         }
     }
-    prefixes
+
+    /// Forgets what was learned (the catalog may say otherwise now).
+    pub fn forget(&self) {
+        *self.read.lock().unwrap() = None;
+    }
+
+    /// The key prefixes of the cached tables of `source` whose policies read `changed` (or
+    /// may: the catalog could not say). Feed thread.
+    pub fn tables_whose_policies_read(
+        &self,
+        source: SourceId,
+        conn: &mut Connection,
+        changed: &QualifiedName,
+    ) -> Vec<String> {
+        let mut prefixes = Vec::new();
+        for table in schema::of(source).with_row_security() {
+            let known = self
+                .read
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(|m| m.get(&table.oid).cloned());
+            let read = known.or_else(|| {
+                let read = read_by_policies(conn, table.oid)?;
+                self.read
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(HashMap::new)
+                    .insert(table.oid, read.clone());
+                Some(read)
+            });
+            if read.is_none_or(|read| read.contains(changed)) {
+                prefixes.push(table.key_prefix.clone());
+            }
+        }
+        prefixes
+    }
 }
 
 /// The relations the policies of the table `oid` read, through views and SQL functions;

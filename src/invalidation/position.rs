@@ -101,42 +101,23 @@ impl State {
     }
 }
 
-static STATE: Mutex<State> = Mutex::new(State {
-    applied: None,
-    stored: None,
-    written_at: None,
-});
+/// How far one feed has applied the log, and the copy of that position in the keyspace.
+pub struct Position {
+    state: Mutex<State>,
+    /// How long the last transaction applied took from its commit in PostgreSQL to its
+    /// invalidations applied here, in microseconds.
+    last_lag_us: AtomicU64,
+}
+
 /// Tells the cache how far it reflects the log (`cache::applied`, which `AFTER` reads).
 fn publish(applied: &Option<Record>) {
     cache::applied::of(SourceId::DEFAULT).set(applied.as_ref().map_or(Lsn(0), |r| r.lsn));
-}
-
-/// How long the last transaction applied took from its commit in PostgreSQL to its
-/// invalidations applied here, in microseconds.
-static LAST_LAG_US: AtomicU64 = AtomicU64::new(0);
-
-pub fn record_lag(lag: std::time::Duration) {
-    LAST_LAG_US.store(lag.as_micros() as u64, Ordering::Relaxed);
-}
-
-pub fn last_lag() -> std::time::Duration {
-    std::time::Duration::from_micros(LAST_LAG_US.load(Ordering::Relaxed))
 }
 
 /// The position applied (0/0 when none): every change committed up to it is applied.
 #[inline]
 pub fn applied_lsn() -> Lsn {
     cache::applied::of(SourceId::DEFAULT).get()
-}
-
-/// Reads the position key (after a load from disk, at start, after a promotion). Main thread.
-pub fn load(ctx: &Context) -> Option<Record> {
-    let record = held(ctx);
-    let mut state = STATE.lock().unwrap();
-    state.applied = record.clone();
-    state.stored = record.clone();
-    publish(&state.applied);
-    record
 }
 
 /// What the position key holds, read without taking it as this server's (a replica follows
@@ -156,89 +137,123 @@ pub fn held(ctx: &Context) -> Option<Record> {
     record
 }
 
-/// The source starts consuming `record`'s slot at its position (a new slot's first position,
-/// or the slot's own after a gap nothing could cover). Any thread.
-pub fn restart_at(record: Record) {
-    let mut state = STATE.lock().unwrap();
-    state.applied = Some(record);
-    // A starting point is written at once, whatever was written lately.
-    state.written_at = None;
-    publish(&state.applied);
-}
+impl Position {
+    /// Nothing applied, nothing stored (const, so a `static` holds the default feed's).
+    pub const fn new() -> Position {
+        Position {
+            state: Mutex::new(State {
+                applied: None,
+                stored: None,
+                written_at: None,
+            }),
+            last_lag_us: AtomicU64::new(0),
+        }
+    }
 
-/// Everything committed up to `lsn` is applied. Main thread.
-pub fn applied_up_to(lsn: Lsn) {
-    let mut state = STATE.lock().unwrap();
-    if let Some(applied) = &mut state.applied
-        && lsn > applied.lsn
-    {
-        applied.lsn = lsn;
+    pub fn record_lag(&self, lag: Duration) {
+        self.last_lag_us
+            .store(lag.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn last_lag(&self) -> Duration {
+        Duration::from_micros(self.last_lag_us.load(Ordering::Relaxed))
+    }
+
+    /// Reads the position key (after a load from disk, at start, after a promotion). Main
+    /// thread.
+    pub fn load(&self, ctx: &Context) -> Option<Record> {
+        let record = held(ctx);
+        let mut state = self.state.lock().unwrap();
+        state.applied = record.clone();
+        state.stored = record.clone();
+        publish(&state.applied);
+        record
+    }
+
+    /// The feed starts consuming `record`'s slot at its position (a new slot's first
+    /// position, or the slot's own after a gap nothing could cover). Any thread.
+    pub fn restart_at(&self, record: Record) {
+        let mut state = self.state.lock().unwrap();
+        state.applied = Some(record);
+        // A starting point is written at once, whatever was written lately.
+        state.written_at = None;
         publish(&state.applied);
     }
-}
 
-/// Writes the applied position into the keyspace (replicated like any write) if it moved
-/// and is due (see the module's doc). Main thread, on a primary.
-pub fn store(ctx: &Context) {
-    write(ctx, false);
-}
-
-/// Writes the applied position into the keyspace if it moved, due or not: the look at the
-/// server that tells how far the slot may be confirmed (`durability`) starts with it.
-/// Main thread, on a primary.
-pub fn store_now(ctx: &Context) {
-    write(ctx, true);
-}
-
-fn write(ctx: &Context, at_once: bool) {
-    let now = Instant::now();
-    let Some(record) = STATE.lock().unwrap().due(now, at_once) else {
-        return;
-    };
-    let options = CallOptionsBuilder::new()
-        .replicate()
-        .errors_as_replies()
-        .build();
-    let Some(name) = key_name(ctx) else {
-        return;
-    };
-    let mut written = false;
-    keyspace::in_each_db(ctx, [0], |_| {
-        let text = record.to_text();
-        let result: CallResult = ctx.call_ext("SET", &options, &[name.as_str(), text.as_str()]);
-        match result {
-            Ok(_) => written = true,
-            Err(e) => ctx.log_warning(&format!(
-                "pgcache: cannot write the replication position ({}); the slot is not \
-                 confirmed past the last position written",
-                e.to_utf8_string().unwrap_or_default()
-            )),
+    /// Everything committed up to `lsn` is applied. Main thread.
+    pub fn applied_up_to(&self, lsn: Lsn) {
+        let mut state = self.state.lock().unwrap();
+        if let Some(applied) = &mut state.applied
+            && lsn > applied.lsn
+        {
+            applied.lsn = lsn;
+            publish(&state.applied);
         }
-    });
-    if written {
-        let mut state = STATE.lock().unwrap();
-        state.stored = Some(record);
-        state.written_at = Some(now);
     }
-}
 
-/// The position applied, if the source has one.
-pub fn applied() -> Option<Record> {
-    STATE.lock().unwrap().applied.clone()
-}
+    /// Writes the applied position into the keyspace (replicated like any write) if it
+    /// moved and is due (see the module's doc). Main thread, on a primary.
+    pub fn store(&self, ctx: &Context) {
+        self.write(ctx, false);
+    }
 
-/// The position the keyspace holds: how far the slot may be confirmed.
-pub fn stored() -> Option<Record> {
-    STATE.lock().unwrap().stored.clone()
-}
+    /// Writes the applied position into the keyspace if it moved, due or not: the look at
+    /// the server that tells how far the slot may be confirmed (`durability`) starts with
+    /// it. Main thread, on a primary.
+    pub fn store_now(&self, ctx: &Context) {
+        self.write(ctx, true);
+    }
 
-/// At unload.
-pub fn forget() {
-    let mut state = STATE.lock().unwrap();
-    state.applied = None;
-    state.stored = None;
-    state.written_at = None;
-    publish(&None);
+    fn write(&self, ctx: &Context, at_once: bool) {
+        let now = Instant::now();
+        let Some(record) = self.state.lock().unwrap().due(now, at_once) else {
+            return;
+        };
+        let options = CallOptionsBuilder::new()
+            .replicate()
+            .errors_as_replies()
+            .build();
+        let Some(name) = key_name(ctx) else {
+            return;
+        };
+        let mut written = false;
+        keyspace::in_each_db(ctx, [0], |_| {
+            let text = record.to_text();
+            let result: CallResult = ctx.call_ext("SET", &options, &[name.as_str(), text.as_str()]);
+            match result {
+                Ok(_) => written = true,
+                Err(e) => ctx.log_warning(&format!(
+                    "pgcache: cannot write the replication position ({}); the slot is not \
+                     confirmed past the last position written",
+                    e.to_utf8_string().unwrap_or_default()
+                )),
+            }
+        });
+        if written {
+            let mut state = self.state.lock().unwrap();
+            state.stored = Some(record);
+            state.written_at = Some(now);
+        }
+    }
+
+    /// The position applied, if the feed has one.
+    pub fn applied(&self) -> Option<Record> {
+        self.state.lock().unwrap().applied.clone()
+    }
+
+    /// The position the keyspace holds: how far the slot may be confirmed.
+    pub fn stored(&self) -> Option<Record> {
+        self.state.lock().unwrap().stored.clone()
+    }
+
+    /// At unload.
+    pub fn forget(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.applied = None;
+        state.stored = None;
+        state.written_at = None;
+        publish(&None);
+    }
 }
 
 #[cfg(test)]

@@ -17,29 +17,31 @@
 mod pace;
 mod transaction;
 
-use super::{apply, ddl, durability, listener, position, translate};
+use super::feed::replication::{Replication, Status};
+use super::feed::{self, Feed};
+use super::{changes, ddl, durability, listener, position, translate};
 use crate::model::lsn::Lsn;
-use crate::model::source::SourceId;
+use crate::model::source::{PartRef, SourceId};
 use crate::pg::pool::{Connection as Catalog, Pool};
 use crate::pg::replication::connection::{Connection, Failure};
 use crate::pg::replication::pgoutput::{self, Message, Relation};
-use crate::pg::replication::slot::{self, SlotState};
+use crate::pg::replication::slot;
 use crate::pg::replication::stream::CopyData;
 use crate::redis::main_thread::Task;
 use crate::redis::role::writable;
 use pace::Pace;
 use position::Record;
 use redis_module::Context;
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 use transaction::Transaction;
 
-/// What the source consumes.
+/// What the replication stream consumes (a slot source, not to be taken for the source:
+/// the database the slot is in).
 #[derive(Clone)]
-pub struct Source {
+pub struct SlotSource {
     /// The `replication_slot` setting; on a cluster node, the slot is named after it and
     /// the node (`slot`).
     pub base_slot: String,
@@ -48,52 +50,6 @@ pub struct Source {
     /// `invalidation_source auto`: the channel to LISTEN on instead when PostgreSQL does not
     /// allow logical replication.
     pub fallback_channel: Option<String>,
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-/// The replication source is the one in use (decided; with `auto`, once PostgreSQL said).
-static ACTIVE: AtomicBool = AtomicBool::new(false);
-/// The source runs (started, and `auto` has not chosen NOTIFY): on a replica, standing by.
-static RUNNING: AtomicBool = AtomicBool::new(false);
-/// This server is a primary: only a primary consumes the slot.
-static PRIMARY: AtomicBool = AtomicBool::new(false);
-/// The first session since `start` has started streaming, or failed.
-static ATTEMPTED: AtomicBool = AtomicBool::new(false);
-/// Start the session again from the position the keyspace holds now (after a load).
-static RESUME: AtomicBool = AtomicBool::new(false);
-static CONNECTED: AtomicBool = AtomicBool::new(false);
-static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
-static STATUS: Mutex<Status> = Mutex::new(Status::new());
-/// Tables already logged as served but not published: each is named once.
-static UNPUBLISHED_WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-/// The log said once that DDL is not followed.
-static DDL_ADVISED: AtomicBool = AtomicBool::new(false);
-
-/// What HEALTH and INFO say about the source.
-#[derive(Clone, Debug)]
-pub struct Status {
-    /// Why the source is not streaming, if it is not (and was asked to).
-    pub problem: Option<String>,
-    /// `auto` chose NOTIFY, and why.
-    pub fell_back: Option<String>,
-    /// Why the connection was last lost, and when.
-    pub last_loss: Option<(SystemTime, String)>,
-    /// The last position confirmed to PostgreSQL.
-    pub confirmed: Option<Lsn>,
-    /// What PostgreSQL last said about the slot (every `SLOT_CHECK_INTERVAL`).
-    pub slot: Option<SlotState>,
-}
-
-impl Status {
-    const fn new() -> Status {
-        Status {
-            problem: None,
-            fell_back: None,
-            last_loss: None,
-            confirmed: None,
-            slot: None,
-        }
-    }
 }
 
 /// How often an unchanged position is confirmed again, and how soon a new one is.
@@ -117,118 +73,110 @@ const HAND_OVER_KEYS: usize = 1_000;
 const APPLICATION_NAME: &str = "pgcache-replication";
 const CATALOG_APPLICATION_NAME: &str = "pgcache-replication-catalog";
 
-/// Starts the source's thread. Main thread, at load: the position the keyspace holds now is
-/// read first (a load from disk that follows reads it again, see `apply::data_loaded`).
-pub fn start(ctx: &Context, pool: Arc<Pool>, source: Source) -> std::io::Result<()> {
-    STOP.store(false, Ordering::SeqCst);
-    ATTEMPTED.store(false, Ordering::SeqCst);
-    RESUME.store(false, Ordering::SeqCst);
-    load_position(ctx);
-    PRIMARY.store(writable(ctx), Ordering::SeqCst);
+/// Starts `feed`'s replication thread. Main thread, at load: the position the keyspace
+/// holds now is read first (a load from disk that follows reads it again, see
+/// `apply::data_loaded`).
+pub fn start(
+    ctx: &Context,
+    feed: PartRef<'static, Feed>,
+    pool: Arc<Pool>,
+    source: SlotSource,
+) -> std::io::Result<()> {
+    let replication = &feed.replication;
+    replication.stop.store(false, Ordering::SeqCst);
+    replication.attempted.store(false, Ordering::SeqCst);
+    replication.resume.store(false, Ordering::SeqCst);
+    load_position(ctx, &feed);
+    replication.primary.store(writable(ctx), Ordering::SeqCst);
     let mut source = source;
     if let Some(id) = crate::redis::cluster::my_id(ctx) {
         // One slot per shard: named after the node that made it, and kept by the replica
         // that replaces it (the position key names the slot it is a position of).
         source.slot = format!("{}_{}", source.base_slot, &id[..id.len().min(12)]);
     }
-    ACTIVE.store(source.fallback_channel.is_none(), Ordering::SeqCst);
-    RUNNING.store(true, Ordering::SeqCst);
-    *STATUS.lock().unwrap() = Status::new();
+    replication
+        .active
+        .store(source.fallback_channel.is_none(), Ordering::SeqCst);
+    replication.running.store(true, Ordering::SeqCst);
+    *replication.status.lock().unwrap() = Status::new();
+    let thread = feed.clone();
     let handle = std::thread::Builder::new()
         .name("pgcache-replication".into())
-        .spawn(move || run(pool, source))?;
-    *THREAD.lock().unwrap() = Some(handle);
+        .spawn(move || run(thread, pool, source))?;
+    *replication.thread.lock().unwrap() = Some(handle);
     Ok(())
 }
 
-/// Waits (at most `limit`) for the first session to start streaming or fail, so that a
-/// server starting with PostgreSQL up caches from its first request on.
-pub fn wait_for_first_attempt(limit: Duration) {
-    let until = Instant::now() + limit;
-    while !ATTEMPTED.load(Ordering::SeqCst) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// Stops the thread and waits for it (and for the listener it started instead, if any).
-pub fn stop() {
-    STOP.store(true, Ordering::SeqCst);
-    if let Some(handle) = THREAD.lock().unwrap().take() {
+/// Stops `feed`'s thread and waits for it (and for the listener it started instead, if
+/// any); forgets its position.
+pub fn stop(feed: &Feed) {
+    let replication = &feed.replication;
+    replication.stop.store(true, Ordering::SeqCst);
+    if let Some(handle) = replication.thread.lock().unwrap().take() {
         let _ = handle.join();
     }
-    ACTIVE.store(false, Ordering::SeqCst);
-    RUNNING.store(false, Ordering::SeqCst);
-    CONNECTED.store(false, Ordering::SeqCst);
-    position::forget();
-    durability::loaded(None);
+    replication.active.store(false, Ordering::SeqCst);
+    replication.running.store(false, Ordering::SeqCst);
+    replication.connected.store(false, Ordering::SeqCst);
+    feed.position.forget();
+    feed.durability.loaded(None);
 }
 
-/// Whether the replication source is the one in use.
-pub fn active() -> bool {
-    ACTIVE.load(Ordering::SeqCst)
+impl Replication {
+    /// Waits (at most `limit`) for the first session to start streaming or fail, so that a
+    /// server starting with PostgreSQL up caches from its first request on.
+    pub fn wait_for_first_attempt(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while !self.attempted.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The keyspace was loaded again or this server promoted (the position read by the
+    /// caller): stream from there if this server is a primary.
+    fn resume(&self, primary: bool) {
+        self.primary.store(primary, Ordering::SeqCst);
+        self.resume.store(true, Ordering::SeqCst);
+    }
+
+    /// This server became a replica: its primary consumes the slot now.
+    pub fn demoted(&self) {
+        self.primary.store(false, Ordering::SeqCst);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `total`, waking early when asked to stop or to resume.
+    fn pause(&self, total: Duration) {
+        let until = Instant::now() + total;
+        while !self.stopping() && !self.resume.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
-/// Whether the source runs, whether or not it has connected yet (`auto` included, until it
-/// chooses NOTIFY).
-pub fn running() -> bool {
-    RUNNING.load(Ordering::SeqCst)
-}
-
-pub fn connected() -> bool {
-    CONNECTED.load(Ordering::SeqCst)
-}
-
-/// A replica's source stands by: its primary consumes the slot, and the primary's deletions
-/// reach this server's entries through Redis replication.
-pub fn standing_by() -> bool {
-    running() && !PRIMARY.load(Ordering::SeqCst)
-}
-
-pub fn status() -> Status {
-    STATUS.lock().unwrap().clone()
-}
-
-/// The keyspace was loaded again or this server promoted (the position read by the caller):
-/// stream from there if this server is a primary.
-fn resume(primary: bool) {
-    PRIMARY.store(primary, Ordering::SeqCst);
-    RESUME.store(true, Ordering::SeqCst);
-}
-
-/// Reads the position the keyspace holds after a load or a promotion, and resumes from it.
+/// Reads the position the keyspace holds after a load or a promotion, and resumes from it:
+/// the default source's feed, the only one the server events reach so far (design/53 step 6
+/// lists the installed feeds).
 static LOAD_POSITION: Task = Task::new("reading the replication position", |ctx| {
-    load_position(ctx);
-    resume(writable(ctx));
+    let feed = feed::of(SourceId::DEFAULT);
+    load_position(ctx, &feed);
+    feed.replication.resume(writable(ctx));
     false
 });
 
 /// Reads the position the keyspace holds: what the data loaded vouches for, and so what
 /// survives this server until it has kept more (`durability`). Main thread.
-fn load_position(ctx: &Context) {
-    durability::loaded(position::load(ctx));
+fn load_position(ctx: &Context, feed: &Feed) {
+    feed.durability.loaded(feed.position.load(ctx));
 }
 
 /// Reads the position once the event under way is over (a promoted cluster node claims its
 /// slots after the promotion's event) and resumes from it. Main thread.
 pub fn load_position_soon() {
     LOAD_POSITION.request();
-}
-
-/// This server became a replica: its primary consumes the slot now.
-pub fn demoted() {
-    PRIMARY.store(false, Ordering::SeqCst);
-}
-
-fn stopping() -> bool {
-    STOP.load(Ordering::SeqCst)
-}
-
-/// Sleeps up to `total`, waking early when asked to stop or to resume.
-fn pause(total: Duration) {
-    let until = Instant::now() + total;
-    while !stopping() && !RESUME.load(Ordering::SeqCst) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// How a session ended.
@@ -242,18 +190,19 @@ enum Ended {
     Lost(String),
 }
 
-fn run(pool: Arc<Pool>, source: Source) {
+fn run(feed: PartRef<'static, Feed>, pool: Arc<Pool>, source: SlotSource) {
+    let replication = &feed.replication;
     let mut backoff = Duration::from_millis(100);
-    while !stopping() {
-        if !PRIMARY.load(Ordering::SeqCst) {
-            ATTEMPTED.store(true, Ordering::SeqCst);
+    while !replication.stopping() {
+        if !replication.primary.load(Ordering::SeqCst) {
+            replication.attempted.store(true, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
-        RESUME.store(false, Ordering::SeqCst);
-        let ended = session(&pool, &source);
-        CONNECTED.store(false, Ordering::SeqCst);
-        apply::listener_disconnected();
+        replication.resume.store(false, Ordering::SeqCst);
+        let ended = session(&feed, &pool, &source);
+        replication.connected.store(false, Ordering::SeqCst);
+        feed.apply.listener_disconnected();
         match ended {
             Ended::Stopped => break,
             Ended::Again => {}
@@ -263,21 +212,21 @@ fn run(pool: Arc<Pool>, source: Source) {
                      triggers with pgcache_watch); set wal_level = logical for the replication \
                      source, which costs writers nothing"
                 ));
-                STATUS.lock().unwrap().fell_back = Some(why);
+                replication.status.lock().unwrap().fell_back = Some(why);
                 crate::config::current::of(SourceId::DEFAULT).fell_back_to_notify(true);
-                RUNNING.store(false, Ordering::SeqCst);
+                replication.running.store(false, Ordering::SeqCst);
                 let channel = source.fallback_channel.clone().unwrap_or_default();
-                if let Err(e) = listener::start(pool.clone(), channel) {
+                if let Err(e) = listener::start(feed.clone(), pool.clone(), channel) {
                     redis_module::logging::log_warning(format!(
                         "pgcache: cannot start the invalidation listener: {e}"
                     ));
                 }
-                ATTEMPTED.store(true, Ordering::SeqCst);
+                replication.attempted.store(true, Ordering::SeqCst);
                 return;
             }
             Ended::Lost(why) => {
-                ATTEMPTED.store(true, Ordering::SeqCst);
-                let streamed = STATUS.lock().unwrap().problem.is_none();
+                replication.attempted.store(true, Ordering::SeqCst);
+                let streamed = replication.status.lock().unwrap().problem.is_none();
                 if streamed {
                     backoff = Duration::from_millis(100);
                     crate::stats::of(SourceId::DEFAULT)
@@ -288,11 +237,11 @@ fn run(pool: Arc<Pool>, source: Source) {
                     "pgcache: replication source: {why}; retrying in {} ms",
                     backoff.as_millis()
                 ));
-                let mut status = STATUS.lock().unwrap();
+                let mut status = replication.status.lock().unwrap();
                 status.last_loss = Some((SystemTime::now(), why.clone()));
                 status.problem = Some(why);
                 drop(status);
-                pause(backoff);
+                replication.pause(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
@@ -300,7 +249,7 @@ fn run(pool: Arc<Pool>, source: Source) {
 }
 
 /// Connects, finds or makes the publication and slot, decides where to start, and streams.
-fn session(pool: &Arc<Pool>, source: &Source) -> Ended {
+fn session(feed: &Feed, pool: &Arc<Pool>, source: &SlotSource) -> Ended {
     let mut replication = match pool.connect_replication(APPLICATION_NAME) {
         Ok(connection) => connection,
         // 42501: the role may not replicate; 28000: pg_hba.conf has no entry for it.
@@ -311,15 +260,15 @@ fn session(pool: &Arc<Pool>, source: &Source) -> Ended {
         }
         Err(e) => return Ended::Lost(format!("cannot connect: {e}")),
     };
-    let slot = slot_name(source);
-    let prepared = match prepare(&mut replication, source, &slot) {
+    let slot = slot_name(feed, source);
+    let prepared = match prepare(feed, &mut replication, source, &slot) {
         Ok(prepared) => prepared,
         Err(Prepare::UseNotify(why)) if source.fallback_channel.is_some() => {
             return Ended::UseNotify(why);
         }
         Err(Prepare::UseNotify(why) | Prepare::Failed(why)) => return Ended::Lost(why),
     };
-    ACTIVE.store(true, Ordering::SeqCst);
+    feed.replication.active.store(true, Ordering::SeqCst);
     let command = format!(
         "START_REPLICATION SLOT {slot} LOGICAL {} (proto_version '1', publication_names \
          '{}', messages 'true')",
@@ -328,24 +277,24 @@ fn session(pool: &Arc<Pool>, source: &Source) -> Ended {
     if let Err(e) = replication.start_streaming(&command, EXCHANGE_LIMIT) {
         return Ended::Lost(format!("cannot stream slot {slot}: {e}"));
     }
-    CONNECTED.store(true, Ordering::SeqCst);
-    STATUS.lock().unwrap().problem = None;
+    feed.replication.connected.store(true, Ordering::SeqCst);
+    feed.replication.status.lock().unwrap().problem = None;
     match &prepared.reset {
-        Some(why) => apply::source_reset(why.clone()),
-        None => apply::source_resumed(),
+        Some(why) => feed.apply.source_reset(why.clone()),
+        None => feed.apply.source_resumed(),
     }
-    if position::stored().as_ref() != Some(&prepared.record) {
+    if feed.position.stored().as_ref() != Some(&prepared.record) {
         // A new starting point is written at once, not at the first change after it.
-        let mut start = apply::Changes::default();
+        let mut start = changes::Changes::default();
         start.reach(prepared.start);
-        apply::submit(start);
+        feed.apply.submit(start);
     }
-    ATTEMPTED.store(true, Ordering::SeqCst);
+    feed.replication.attempted.store(true, Ordering::SeqCst);
     redis_module::logging::log_notice(format!(
         "pgcache: streaming invalidations from slot {} (publication {}) at {}",
         source.slot, source.publication, prepared.start
     ));
-    Stream::new(pool, &source.publication, replication, prepared).run()
+    Stream::new(feed, pool, &source.publication, replication, prepared).run()
 }
 
 /// Where a session starts.
@@ -380,8 +329,8 @@ fn lsn_of(text: Option<&str>, what: &str) -> Result<Lsn, Prepare> {
 
 /// The slot to consume: the one the position the keyspace holds names (a promoted replica
 /// continues its primary's), else this node's own.
-fn slot_name(source: &Source) -> String {
-    match position::stored() {
+fn slot_name(feed: &Feed, source: &SlotSource) -> String {
+    match feed.position.stored() {
         Some(r)
             if r.slot == source.base_slot
                 || r.slot.starts_with(&format!("{}_", source.base_slot)) =>
@@ -393,8 +342,9 @@ fn slot_name(source: &Source) -> String {
 }
 
 fn prepare(
+    feed: &Feed,
     replication: &mut Connection,
-    source: &Source,
+    source: &SlotSource,
     slot_name: &str,
 ) -> Result<Prepared, Prepare> {
     let rows = query(replication, "SHOW wal_level")?;
@@ -446,10 +396,11 @@ fn prepare(
     if let Some(pid) = slot.first().and_then(|row| row.get(4)).cloned().flatten() {
         slot = take_over(replication, &slot_sql, &pid)?;
     }
-    let stored = position::stored();
+    let stored = feed.position.stored();
     // Entries no position vouches for (present at load, or loaded without a position).
     let unvouched = || {
-        apply::untrusted_entries()
+        feed.apply
+            .untrusted_entries()
             .then(|| "because the cached rows came without a position to resume from".to_string())
     };
     let mut reset = None;
@@ -515,7 +466,7 @@ fn prepare(
         slot: slot_name.to_string(),
     };
     if stored.as_ref() != Some(&record) {
-        position::restart_at(record.clone());
+        feed.position.restart_at(record.clone());
     }
     Ok(Prepared {
         start,
@@ -576,6 +527,7 @@ fn create_slot(replication: &mut Connection, slot: &str) -> Result<Lsn, Prepare>
 
 /// One streaming session.
 struct Stream<'a> {
+    feed: &'a Feed,
     pool: &'a Arc<Pool>,
     publication: String,
     replication: Connection,
@@ -590,7 +542,7 @@ struct Stream<'a> {
     submitted: Lsn,
     /// Committed transactions read in one go, handed to `apply` together once no whole
     /// message is left to read (one wake-up of the main thread for many commits).
-    pending: Option<apply::Changes>,
+    pending: Option<changes::Changes>,
     pace: Pace,
     last_received: Instant,
     asked: Option<Instant>,
@@ -604,12 +556,14 @@ struct Stream<'a> {
 
 impl<'a> Stream<'a> {
     fn new(
+        feed: &'a Feed,
         pool: &'a Arc<Pool>,
         publication: &str,
         replication: Connection,
         prepared: Prepared,
     ) -> Stream<'a> {
         Stream {
+            feed,
             pool,
             publication: publication.to_string(),
             replication,
@@ -633,10 +587,13 @@ impl<'a> Stream<'a> {
 
     fn run(mut self) -> Ended {
         loop {
-            if stopping() {
+            let replication = &self.feed.replication;
+            if replication.stopping() {
                 return Ended::Stopped;
             }
-            if RESUME.load(Ordering::SeqCst) || !PRIMARY.load(Ordering::SeqCst) {
+            if replication.resume.load(Ordering::SeqCst)
+                || !replication.primary.load(Ordering::SeqCst)
+            {
                 return Ended::Again;
             }
             if let Err(why) = self.step() {
@@ -685,7 +642,7 @@ impl<'a> Stream<'a> {
                 // Everything before `wal_end` has been sent: between transactions, the
                 // position moves there even when no change concerned a published table.
                 if self.open.is_none() && wal_end > self.submitted {
-                    let mut changes = apply::Changes::default();
+                    let mut changes = changes::Changes::default();
                     changes.reach(wal_end);
                     self.gather(changes);
                     self.submitted = wal_end;
@@ -716,7 +673,8 @@ impl<'a> Stream<'a> {
                 ));
             }
         };
-        let mut status = STATUS.lock().unwrap();
+        let replication = &self.feed.replication;
+        let mut status = replication.status.lock().unwrap();
         let was = status.slot.as_ref().map(|s| s.wal_status.clone());
         if let Some(state) = &state {
             if state.wal_status == "unreserved" && was.as_deref() != Some("unreserved") {
@@ -726,7 +684,7 @@ impl<'a> Stream<'a> {
                      give it up, and pgcache would then start over with a flush"
                 ));
             }
-            if !state.ddl_followed && !DDL_ADVISED.swap(true, Ordering::Relaxed) {
+            if !state.ddl_followed && !replication.ddl_advised.swap(true, Ordering::Relaxed) {
                 redis_module::logging::log_notice(
                     "pgcache: DDL is not followed: pgcache's event trigger (pgcache_ddl) is not \
                      installed; run examples/ddl_trigger.sql as a superuser. Until then views, \
@@ -735,7 +693,7 @@ impl<'a> Stream<'a> {
                      plain table's rows",
                 );
             }
-            let mut warned = UNPUBLISHED_WARNED.lock().unwrap();
+            let mut warned = replication.unpublished_warned.lock().unwrap();
             for (table, _) in &state.unpublished {
                 if warned.insert(table.display()) {
                     redis_module::logging::log_warning(format!(
@@ -756,9 +714,14 @@ impl<'a> Stream<'a> {
         if self.caught_up {
             return;
         }
-        if position::applied().is_some_and(|applied| applied.lsn >= self.target) {
+        if self
+            .feed
+            .position
+            .applied()
+            .is_some_and(|applied| applied.lsn >= self.target)
+        {
             self.caught_up = true;
-            apply::caught_up();
+            self.feed.apply.caught_up();
         }
     }
 
@@ -806,7 +769,7 @@ impl<'a> Stream<'a> {
     /// The position the slot may be confirmed to: the one the keyspace holds, once a
     /// restart or a failover of this server would still find it there (`durability`).
     fn confirmable(&self) -> Lsn {
-        match durability::durable() {
+        match self.feed.durability.durable() {
             Some(durable)
                 if durable.system == self.record.system && durable.slot == self.record.slot =>
             {
@@ -823,7 +786,7 @@ impl<'a> Stream<'a> {
             .map_err(|e: Failure| e.to_string())?;
         self.confirmed = Some(confirmable);
         self.last_status = Instant::now();
-        STATUS.lock().unwrap().confirmed = Some(confirmable);
+        self.feed.replication.status.lock().unwrap().confirmed = Some(confirmable);
         Ok(())
     }
 
@@ -918,7 +881,7 @@ impl<'a> Stream<'a> {
         mut transaction: Transaction,
         committed: Option<(Lsn, SystemTime)>,
     ) -> Result<(), String> {
-        let mut changes = apply::Changes::default();
+        let mut changes = changes::Changes::default();
         for text in std::mem::take(&mut transaction.ddl) {
             match ddl::of(&text) {
                 Some(Ok(ddl)) => ddl::add(&mut changes, ddl),
@@ -953,7 +916,7 @@ impl<'a> Stream<'a> {
 
     /// Adds a transaction's changes (or a position) to those handed over next; hands them
     /// over at once past `HAND_OVER_KEYS` deletions.
-    fn gather(&mut self, changes: apply::Changes) {
+    fn gather(&mut self, changes: changes::Changes) {
         let pending = match self.pending.take() {
             Some(mut pending) => {
                 pending.absorb(changes);
@@ -974,7 +937,7 @@ impl<'a> Stream<'a> {
         let Some(pending) = self.pending.take() else {
             return false;
         };
-        apply::submit(pending);
+        self.feed.apply.submit(pending);
         true
     }
 

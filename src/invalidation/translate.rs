@@ -3,7 +3,7 @@
 //! resolved, the key values canonicalised (PostgreSQL asked to spell the types only it can),
 //! and whatever cannot be read turned into a flush of its table, never ignored.
 
-use super::apply::Changes;
+use super::changes::Changes;
 use crate::error::Error;
 use crate::model::key::{self, CanonicalPk};
 use crate::model::source::SourceId;
@@ -103,7 +103,8 @@ pub fn add(conn: &mut Connection, changes: &mut Changes, payload: Payload, sourc
     };
     // Rows of tables whose row-level security policies read this one may have appeared or
     // gone for pgcache's role.
-    for prefix in super::policies::tables_whose_policies_read(conn, &schema.name) {
+    let policies = &super::of(schema.source).policies;
+    for prefix in policies.tables_whose_policies_read(schema.source, conn, &schema.name) {
         changes.flush_prefix(&prefix);
     }
     // A partition's rows are its ancestors' too (and a partitioned root's are its

@@ -50,7 +50,7 @@ impl ServerEvents for Followed {
     fn demoted(ctx: &Context) {
         error::panic::guard("a demotion to replica", || {
             emptied::forget_all();
-            invalidation::replication::demoted();
+            invalidation::demoted();
             // Its primary drops the results it serves now; its own index covers nothing.
             dropped::index_lost(ctx, &[]);
         });

@@ -61,7 +61,7 @@ pub fn gauges() -> Vec<Gauge> {
         int(
             "listener_connected",
             "1 when the invalidation source (the replication stream or the listener) is connected to PostgreSQL.",
-            u8::from(invalidation::source_connected()),
+            u8::from(invalidation::of(SourceId::DEFAULT).connected()),
         ),
         int(
             "invalidation_apply_p50_us",
@@ -155,7 +155,8 @@ pub fn gauges() -> Vec<Gauge> {
             u8::from(freshness::of(SourceId::DEFAULT).vouched_now(current::of(SourceId::DEFAULT).max_staleness_ms())),
         ),
     ]);
-    if let Some(slot) = invalidation::replication::status().slot {
+    let feed = invalidation::of(SourceId::DEFAULT);
+    if let Some(slot) = feed.replication.status().slot {
         let applied = invalidation::position::applied_lsn();
         all.extend([
             int(
@@ -171,7 +172,7 @@ pub fn gauges() -> Vec<Gauge> {
             int(
                 "replication_apply_lag_us",
                 "From the last applied transaction's commit in PostgreSQL to its invalidations applied, in microseconds.",
-                invalidation::position::last_lag().as_micros(),
+                feed.position.last_lag().as_micros(),
             ),
         ]);
     }

@@ -31,15 +31,16 @@ pub fn all() -> Vec<(String, Reply)> {
         .collect();
     out.extend(gauges());
     // Two figures STATS also spells out in words.
-    let listening = if invalidation::source_connected() {
+    let feed = invalidation::of(SourceId::DEFAULT);
+    let listening = if feed.connected() {
         "connected"
     } else {
         "disconnected"
     };
     out.push(("listener".into(), Reply::Bulk(listening.into())));
-    if invalidation::replication::active() {
+    if feed.replication.active() {
         // Positions are text (`0/16B3748`), as PostgreSQL writes them.
-        let status = invalidation::replication::status();
+        let status = feed.replication.status();
         let applied = invalidation::position::applied_lsn();
         out.push((
             "replication_applied_lsn".into(),

@@ -1,11 +1,11 @@
 //! One replicated transaction's changes, gathered from its pgoutput messages until its
 //! commit: per table, the key values of every row it inserted, updated (old and new key) or
 //! deleted, whether it only inserted, or that the whole table is to be flushed (TRUNCATE, a
-//! statement of more than `apply::BULK_KEYS` rows, a key value the stream did not carry).
+//! statement of more than `changes::BULK_KEYS` rows, a key value the stream did not carry).
 //! The result is the payloads `translate` turns into deletions, as it does a
 //! notification's.
 
-use super::super::apply::BULK_KEYS;
+use super::super::changes::BULK_KEYS;
 use super::super::translate::Payload;
 use crate::model::ident::QualifiedName;
 use crate::model::source::SourceId;
