@@ -75,7 +75,7 @@ const CATALOG_APPLICATION_NAME: &str = "pgcache-replication-catalog";
 
 /// Starts `feed`'s replication thread. Main thread, at load: the position the keyspace
 /// holds now is read first (a load from disk that follows reads it again, see
-/// `apply::data_loaded`).
+/// `invalidation::data_loaded`).
 pub fn start(
     ctx: &Context,
     feed: PartRef<'static, Feed>,

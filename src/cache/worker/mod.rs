@@ -32,7 +32,7 @@ pub use jobs::{
 
 use crate::config::current;
 use crate::error::Error;
-use crate::error::panic::{catch, catch_result};
+use crate::error::panic::{catch, catch_result, contain};
 use crate::model::source::SourceId;
 use crate::pg::pool;
 use crate::requests::blocked::{self, BlockedClient, contained, error_completion};
@@ -61,6 +61,22 @@ struct Job<T> {
     source: SourceId,
     deadline: Instant,
     task: T,
+}
+
+impl<T> Job<(BlockedClient, T)> {
+    /// A lookup or run: the blocked client and what answers it travel together.
+    fn with_client(source: SourceId, deadline: Instant, client: BlockedClient, item: T) -> Self {
+        Job {
+            source,
+            deadline,
+            task: (client, item),
+        }
+    }
+
+    /// The client of a job its queue had no room for, to answer it with the error.
+    fn into_client(self) -> BlockedClient {
+        self.task.0
+    }
 }
 
 type LookupJob = Job<(BlockedClient, RowLookup)>;
@@ -168,39 +184,49 @@ fn run(jobs: &Jobs) {
     let mut finished = None;
     while let Some(taken) = jobs.next(finished) {
         finished = Some(taken.source());
-        match taken {
-            Take::Work(_, job) => run_queued(job),
-            Take::Lookups(source, first) => {
-                let mut batch: Vec<PendingLookup> =
-                    first.into_iter().filter_map(admit_lookup).collect();
-                let mut yielded = false;
-                while batch.len() < MAX_BATCH {
-                    let more = jobs.lock().more_lookups(source, MAX_BATCH - batch.len());
-                    if !more.is_empty() {
-                        batch.extend(more.into_iter().filter_map(admit_lookup));
-                    } else if !yielded {
-                        // Woken for a lone lookup: give the main thread one slice to queue
-                        // the misses arriving with it, so they share the query.
-                        yielded = true;
-                        std::thread::yield_now();
-                    } else {
-                        break;
-                    }
+        // Each job contains its own panics; this catches one that escaped, so the worker
+        // lives on and its source's `busy` count falls again at the next take (a lost
+        // worker would shrink the source's cap for good). The jobs' clients, dropped
+        // unanswered, get the request timeout's reply.
+        contain("a worker's job", || take(jobs, taken));
+    }
+}
+
+/// Runs what a worker took: one job, or a batch of one source's lookups or runs (with
+/// those queued meanwhile).
+fn take(jobs: &Jobs, taken: Take<SourceId, Job<Queued>, LookupJob, RunJob>) {
+    match taken {
+        Take::Work(_, job) => run_queued(job),
+        Take::Lookups(source, first) => {
+            let mut batch: Vec<PendingLookup> =
+                first.into_iter().filter_map(admit_lookup).collect();
+            let mut yielded = false;
+            while batch.len() < MAX_BATCH {
+                let more = jobs.lock().more_lookups(source, MAX_BATCH - batch.len());
+                if !more.is_empty() {
+                    batch.extend(more.into_iter().filter_map(admit_lookup));
+                } else if !yielded {
+                    // Woken for a lone lookup: give the main thread one slice to queue
+                    // the misses arriving with it, so they share the query.
+                    yielded = true;
+                    std::thread::yield_now();
+                } else {
+                    break;
                 }
-                lookups::run(batch);
             }
-            Take::Runs(source, first) => {
-                // Only runs already queued: each would otherwise wait for a worker.
-                let mut taken: Vec<PendingRun> = first.into_iter().filter_map(admit_run).collect();
-                while taken.len() < MAX_PIPELINE {
-                    let more = jobs.lock().more_runs(source, MAX_PIPELINE - taken.len());
-                    if more.is_empty() {
-                        break;
-                    }
-                    taken.extend(more.into_iter().filter_map(admit_run));
+            lookups::run(batch);
+        }
+        Take::Runs(source, first) => {
+            // Only runs already queued: each would otherwise wait for a worker.
+            let mut taken: Vec<PendingRun> = first.into_iter().filter_map(admit_run).collect();
+            while taken.len() < MAX_PIPELINE {
+                let more = jobs.lock().more_runs(source, MAX_PIPELINE - taken.len());
+                if more.is_empty() {
+                    break;
                 }
-                pipeline::run(source, taken);
+                taken.extend(more.into_iter().filter_map(admit_run));
             }
+            pipeline::run(source, taken);
         }
     }
 }
@@ -254,11 +280,7 @@ fn run_queued(job: Job<Queued>) {
             gather.deliver(index, result);
         }
         Queued::Run(client, run) => {
-            let job = Job {
-                source,
-                deadline: job.deadline,
-                task: (client, run),
-            };
+            let job = Job::with_client(source, job.deadline, client, run);
             if let Some(run) = admit_run(job) {
                 pipeline::run(source, vec![run]);
             }
@@ -413,12 +435,8 @@ pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Repl
         );
     }
     enqueue_checked(ctx, checked, source, 1, |queues, client, deadline| {
-        let job = Job {
-            source,
-            deadline,
-            task: (client, lookup),
-        };
-        queues.push_lookup(source, job).map_err(|job| job.task.0)
+        let job = Job::with_client(source, deadline, client, lookup);
+        queues.push_lookup(source, job).map_err(Job::into_client)
     })
 }
 
@@ -436,12 +454,8 @@ pub fn submit_run(
         if !pipelines {
             return send_work(queues, source, deadline, Queued::Run(client, run));
         }
-        let job = Job {
-            source,
-            deadline,
-            task: (client, run),
-        };
-        queues.push_run(source, job).map_err(|job| job.task.0)
+        let job = Job::with_client(source, deadline, client, run);
+        queues.push_run(source, job).map_err(Job::into_client)
     })
 }
 
@@ -460,11 +474,7 @@ pub fn resubmit_run(
             None => Some((client, run, Error::invalid("pgcache is shutting down"))),
             Some(workers) => {
                 let mut queues = workers.jobs.lock();
-                let job = Job {
-                    source,
-                    deadline,
-                    task: (client, run),
-                };
+                let job = Job::with_client(source, deadline, client, run);
                 match queues.push_run(source, job) {
                     Ok(()) => {
                         drop(queues);
@@ -519,18 +529,14 @@ pub fn resubmit_lookup(client: BlockedClient, deadline: Instant, lookup: RowLook
             Some(workers) => {
                 let mut queues = workers.jobs.lock();
                 let source = lookup.schema.source;
-                let job = Job {
-                    source,
-                    deadline,
-                    task: (client, lookup),
-                };
+                let job = Job::with_client(source, deadline, client, lookup);
                 match queues.push_lookup(source, job) {
                     Ok(()) => {
                         drop(queues);
                         workers.jobs.wake();
                         None
                     }
-                    Err(job) => Some((job.task.0, full(&queues))),
+                    Err(job) => Some((job.into_client(), full(&queues))),
                 }
             }
         }
