@@ -486,6 +486,21 @@ impl Pg {
 
 impl Drop for Pg {
     fn drop(&mut self) {
+        // A failing test that owns its server (a primary and its standby) says what the
+        // server logged last, as `Redis` does, before the directory goes.
+        if std::thread::panicking() {
+            for name in ["postgres.log", "postgres-restart.log"] {
+                let Ok(log) = std::fs::read_to_string(self.dir.join(name)) else {
+                    continue;
+                };
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!(
+                    "PostgreSQL on port {}: the end of its {name}:\n{}",
+                    self.port,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
         self.kill();
         // PGCACHE_TEST_KEEP=1 keeps the data directory and its log, as for Redis.
         if std::env::var_os("PGCACHE_TEST_KEEP").is_none() {
