@@ -13,7 +13,7 @@ use crate::cache;
 use crate::cache::freshness;
 use crate::cache::miss::{self, KeyFrom, Read, count_hit, must_be_canonical};
 use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, Params, TABLE};
-use crate::commands::{ReadOptions, dispatch, with_age, with_key};
+use crate::commands::{ReadOptions, SourceFrom, dispatch, only_source_option, with_age, with_key};
 use crate::config::current;
 use crate::error::panic::catch;
 use crate::error::{Error, Result};
@@ -74,7 +74,7 @@ pub static KEY: Command = Command {
     complexity: "O(1); one PostgreSQL query the first time a table is named",
     keys: Keys::None,
     tips: "",
-    args: Params::new(&[TABLE, PK]),
+    args: Params::new(&[TABLE, PK, Arg::source()]),
 };
 
 /// What Redis calls for PGCACHE.GET: a hit is answered here, anything else goes through
@@ -123,7 +123,7 @@ pub fn get(ctx: &Context, args: &[&[u8]]) -> Reply {
 }
 
 fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
-    let options = ReadOptions::parse(rest)?;
+    let options = ReadOptions::parse(rest, SourceFrom::Keys)?;
     let ttl = options
         .ttl
         .unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl());
@@ -146,7 +146,15 @@ fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
     };
     let Some((pk, schema)) = known.filter(|(pk, _)| !pk.unconfirmed) else {
         let named = Some(named.to_vec());
-        return Ok(miss::on_worker(ctx, table_arg, pk_arg, ttl, named, read));
+        return Ok(miss::on_worker(
+            ctx,
+            SourceId::DEFAULT,
+            table_arg,
+            pk_arg,
+            ttl,
+            named,
+            read,
+        ));
     };
     must_be_canonical(named, &schema, &pk)?;
     // The hit path found nothing; a hit here means the table was learnt meanwhile.
@@ -174,7 +182,7 @@ fn mget_or_its_keys(ctx: &Context, args: &Args) {
 /// keys in one query).
 pub fn mget(ctx: &Context, args: &[&[u8]]) -> Reply {
     let keys = command::keys_before_after(args.len(), |i| args[i]);
-    let after = ReadOptions::parse_many(&args[keys.end..]);
+    let after = ReadOptions::parse_many(&args[keys.end..], SourceFrom::Keys);
     match after.and_then(|options| read_named(ctx, &args[keys], options.read()?)) {
         Ok(reply) => reply,
         Err(e) => e.into(),
@@ -206,10 +214,14 @@ fn read_named(ctx: &Context, named: &[&[u8]], read: Read) -> Result<Reply> {
 
 /// PGCACHE.KEY <table> <pk_json>: the row's canonical cache key.
 pub fn key(ctx: &Context, args: &[&[u8]]) -> Reply {
-    if let Err(e) = schema::of(SourceId::DEFAULT).admit_arg(args[1]) {
+    let source = match only_source_option(&args[3..]) {
+        Ok(source) => source,
+        Err(e) => return e.into(),
+    };
+    if let Err(e) = schema::of(source).admit_arg(args[1]) {
         return e.into();
     }
-    with_key(ctx, args[1], args[2], |_, schema, pk| {
+    with_key(ctx, source, args[1], args[2], |_, schema, pk| {
         Reply::Bulk(pk.cache_key(&schema.key_prefix))
     })
 }

@@ -144,9 +144,54 @@ pub fn utf8<'a>(arg: &'a [u8], what: &str) -> Result<&'a str> {
     std::str::from_utf8(arg).map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
 }
 
-/// A read's optional arguments after its key: `[ttl] [AFTER <lsn>] [MAXSTALE <ms>]` and, on
-/// READ and GET, `[WITHAGE]`, in any order.
+/// Where a command's source comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SourceFrom {
+    /// A `SOURCE <name>` option (the default source without one).
+    Option,
+    /// The keys it names (GET, MGET): a `SOURCE` option is refused.
+    Keys,
+}
+
+/// A command's `[SOURCE <name>]` among its optional arguments `rest`, in any place: the
+/// source (the default without one) and the other arguments, in their order.
+pub fn source_option<'a>(rest: &[&'a [u8]]) -> Result<(SourceId, Vec<&'a [u8]>)> {
+    let mut source = None;
+    let mut others = Vec::with_capacity(rest.len());
+    let mut args = rest.iter();
+    while let Some(arg) = args.next() {
+        if arg.eq_ignore_ascii_case(b"SOURCE") && source.is_none() {
+            source = Some(source_arg(args.next())?);
+        } else {
+            others.push(*arg);
+        }
+    }
+    Ok((source.unwrap_or(SourceId::DEFAULT), others))
+}
+
+/// `SOURCE`'s value: a source's name.
+fn source_arg(arg: Option<&&[u8]>) -> Result<SourceId> {
+    let name = arg
+        .ok_or_else(|| Error::invalid("SOURCE needs a source's name, such as SOURCE analytics"))?;
+    config::current::named(name)
+}
+
+/// The source of a command whose only option is `[SOURCE <name>]`.
+pub fn only_source_option(rest: &[&[u8]]) -> Result<SourceId> {
+    match source_option(rest)? {
+        (source, others) if others.is_empty() => Ok(source),
+        (_, others) => Err(Error::invalid(format!(
+            "unexpected argument {:?}: the only option here is [SOURCE <name>]",
+            String::from_utf8_lossy(others[0])
+        ))),
+    }
+}
+
+/// A read's optional arguments after its key: `[ttl] [AFTER <lsn>] [MAXSTALE <ms>]
+/// [SOURCE <name>]` and, on READ and GET, `[WITHAGE]`, in any order.
 pub struct ReadOptions {
+    /// Whose database the read reads.
+    pub source: SourceId,
     pub ttl: Option<u64>,
     pub after: Option<Lsn>,
     /// The call's own freshness bound, in milliseconds (`max_staleness_ms` otherwise).
@@ -156,13 +201,15 @@ pub struct ReadOptions {
 }
 
 impl ReadOptions {
-    pub fn parse(rest: &[&[u8]]) -> Result<ReadOptions> {
+    pub fn parse(rest: &[&[u8]], from: SourceFrom) -> Result<ReadOptions> {
         let mut options = ReadOptions {
+            source: SourceId::DEFAULT,
             ttl: None,
             after: None,
             max_stale: None,
             with_age: false,
         };
+        let mut named_source = false;
         let mut args = rest.iter();
         while let Some(arg) = args.next() {
             if arg.eq_ignore_ascii_case(b"AFTER") && options.after.is_none() {
@@ -174,12 +221,20 @@ impl ReadOptions {
                 options.max_stale = Some(max_stale_arg(args.next())?);
             } else if arg.eq_ignore_ascii_case(b"WITHAGE") && !options.with_age {
                 options.with_age = true;
+            } else if arg.eq_ignore_ascii_case(b"SOURCE") && !named_source {
+                if from == SourceFrom::Keys {
+                    return Err(Error::invalid(
+                        "a key names its own source (pg_cache:@<source>:...); give no SOURCE",
+                    ));
+                }
+                options.source = source_arg(args.next())?;
+                named_source = true;
             } else if options.ttl.is_none() {
                 options.ttl = ttl_arg(Some(arg))?;
             } else {
                 return Err(Error::invalid(format!(
                     "unexpected argument {:?}: after the key come [ttl], [AFTER <lsn>], \
-                     [MAXSTALE <ms>] and [WITHAGE]",
+                     [MAXSTALE <ms>], [SOURCE <name>] and [WITHAGE]",
                     String::from_utf8_lossy(arg)
                 )));
             }
@@ -189,8 +244,13 @@ impl ReadOptions {
 
     /// The options of a read of many rows (MGET, MULTIREAD): WITHAGE is READ's and GET's, as
     /// a multi-row answer has no single age.
-    pub fn parse_many(rest: &[&[u8]]) -> Result<ReadOptions> {
-        let options = ReadOptions::parse(rest)?;
+    ///
+    /// Inline: QUERY's hit runs through here, and left out of line it paid a call more
+    /// (+24 instructions a hit, measured when `SOURCE` came, #53 step 7); `#[inline]` alone
+    /// left it out of line.
+    #[inline(always)]
+    pub fn parse_many(rest: &[&[u8]], from: SourceFrom) -> Result<ReadOptions> {
+        let options = ReadOptions::parse(rest, from)?;
         if options.with_age {
             return Err(Error::invalid(
                 "WITHAGE is an option of PGCACHE.READ and PGCACHE.GET (one row, one age)",
@@ -215,13 +275,13 @@ impl ReadOptions {
     pub fn read(&self) -> Result<Read> {
         let bound = self
             .max_stale
-            .unwrap_or_else(|| config::current::of(SourceId::DEFAULT).max_staleness_ms());
-        if !freshness::of(SourceId::DEFAULT).vouched(bound) {
+            .unwrap_or_else(|| config::current::of(self.source).max_staleness_ms());
+        if !freshness::of(self.source).vouched(bound) {
             return self.unvouched(bound);
         }
         Ok(match self.after {
-            Some(lsn) if !invalidation::of(SourceId::DEFAULT).applied_through(lsn) => {
-                if invalidation::of(SourceId::DEFAULT).streaming() {
+            Some(lsn) if !invalidation::of(self.source).applied_through(lsn) => {
+                if invalidation::of(self.source).streaming() {
                     Read::After(lsn)
                 } else {
                     Read::FromPostgres
@@ -234,16 +294,16 @@ impl ReadOptions {
     /// `read` past the freshness bound `bound`.
     #[cold]
     fn unvouched(&self, bound: i64) -> Result<Read> {
-        let circuit = circuit::of(SourceId::DEFAULT);
+        let circuit = circuit::of(self.source);
         if !circuit.open() {
-            stats::of(SourceId::DEFAULT).bypassed_stale.inc();
+            stats::of(self.source).bypassed_stale.inc();
             return Ok(Read::Unvouched);
         }
         // AFTER asks for a reply that reflects its position: a stale hit is no such reply,
         // outage or not. Only PostgreSQL could give it, and it cannot be reached.
         if let Some(lsn) = self
             .after
-            .filter(|&lsn| !invalidation::of(SourceId::DEFAULT).applied_through(lsn))
+            .filter(|&lsn| !invalidation::of(self.source).applied_through(lsn))
         {
             let why = circuit
                 .refusal()
@@ -256,16 +316,16 @@ impl ReadOptions {
         }
         let cap = match self.max_stale {
             Some(_) => bound,
-            None => config::current::of(SourceId::DEFAULT).stale_if_error_ms(),
+            None => config::current::of(self.source).stale_if_error_ms(),
         };
-        if freshness::of(SourceId::DEFAULT).vouched(cap) {
-            stats::of(SourceId::DEFAULT).served_stale.inc();
+        if freshness::of(self.source).vouched(cap) {
+            stats::of(self.source).served_stale.inc();
             if circuit.first_stale_hit() {
                 ANNOUNCE_STALE.request();
             }
             return Ok(Read::Cached);
         }
-        let age = freshness::of(SourceId::DEFAULT).age().map_or_else(
+        let age = freshness::of(self.source).age().map_or_else(
             || "no change feed has vouched for the cache yet".to_string(),
             |age| format!("the cache may be {} ms behind", age.as_millis()),
         );
@@ -334,11 +394,10 @@ pub fn ttl_arg(arg: Option<&&[u8]>) -> Result<Option<u64>> {
 
 /// Calls `then` on the main thread with the table's schema: right away if it is cached,
 /// else after a worker read it from the catalog (the client waits, nobody else does).
-pub fn with_schema<F>(ctx: &Context, table_arg: &[u8], then: F) -> Reply
+pub fn with_schema<F>(ctx: &Context, source: SourceId, table_arg: &[u8], then: F) -> Reply
 where
     F: FnOnce(&Context, Arc<TableSchema>) -> Reply + Send + 'static,
 {
-    let source = SourceId::DEFAULT;
     if let Some(schema) = schema::of(source).cached(table_arg) {
         return then(ctx, schema);
     }
@@ -360,11 +419,16 @@ where
 /// Calls `then` on the main thread with the table's schema and the canonical key of
 /// `pk_arg`: right away when both are known here, else after a worker read the schema from
 /// the catalog or had PostgreSQL spell the key (`normalise`).
-pub fn with_key<F>(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], then: F) -> Reply
+pub fn with_key<F>(
+    ctx: &Context,
+    source: SourceId,
+    table_arg: &[u8],
+    pk_arg: &[u8],
+    then: F,
+) -> Reply
 where
     F: FnOnce(&Context, Arc<TableSchema>, CanonicalPk) -> Reply + Send + 'static,
 {
-    let source = SourceId::DEFAULT;
     if let Some(schema) = schema::of(source).cached(table_arg) {
         match key::canonicalise(pk_arg, &*schema) {
             Ok(pk) if !pk.unconfirmed => return then(ctx, schema, pk),
@@ -417,11 +481,11 @@ mod tests {
     fn read_options_come_in_either_order() {
         let parse = |args: &[&str]| {
             let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-            ReadOptions::parse(&args).map(|o| (o.ttl, o.after))
+            ReadOptions::parse(&args, SourceFrom::Option).map(|o| (o.ttl, o.after))
         };
         let bound = |args: &[&str]| {
             let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-            ReadOptions::parse(&args).map(|o| o.max_stale)
+            ReadOptions::parse(&args, SourceFrom::Option).map(|o| o.max_stale)
         };
         assert_eq!(bound(&["MAXSTALE", "250"]).unwrap(), Some(250));
         assert_eq!(
@@ -454,20 +518,81 @@ mod tests {
         }
     }
 
+    /// Only the default source is served yet: every `SOURCE` names an unknown one, and a
+    /// command whose keys name their source refuses the option.
+    #[test]
+    fn a_source_option_names_a_source_the_server_serves() {
+        let words = |args: &[&str]| -> Vec<Vec<u8>> {
+            args.iter().map(|a| a.as_bytes().to_vec()).collect()
+        };
+        let read = |args: &[&str], from| {
+            let args = words(args);
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            ReadOptions::parse(&args, from).map(|o| o.source)
+        };
+        assert_eq!(
+            read(&["60"], SourceFrom::Option).unwrap(),
+            SourceId::DEFAULT
+        );
+        let unknown = read(&["60", "source", "analytics"], SourceFrom::Option).unwrap_err();
+        assert!(
+            unknown.message().contains("no source named \"analytics\""),
+            "{unknown}"
+        );
+        assert!(
+            read(&["SOURCE"], SourceFrom::Option)
+                .unwrap_err()
+                .message()
+                .contains("SOURCE needs a source's name")
+        );
+        let keyed = read(&["SOURCE", "analytics"], SourceFrom::Keys).unwrap_err();
+        assert!(keyed.message().contains("give no SOURCE"), "{keyed}");
+
+        let only = |args: &[&str]| {
+            let args = words(args);
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            only_source_option(&args)
+        };
+        assert_eq!(only(&[]).unwrap(), SourceId::DEFAULT);
+        assert!(
+            only(&["SOURCE", "x"])
+                .unwrap_err()
+                .message()
+                .contains("no source named")
+        );
+        assert!(
+            only(&["x"])
+                .unwrap_err()
+                .message()
+                .contains("unexpected argument \"x\"")
+        );
+        let args = words(&["60", "SOURCE"]);
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        assert!(source_option(&args).is_err());
+        let args = words(&["60"]);
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let (source, others) = source_option(&args).unwrap();
+        assert_eq!((source, others), (SourceId::DEFAULT, vec![&b"60"[..]]));
+    }
+
     #[test]
     fn arity_follows_the_arguments() {
         assert_eq!(read::READ.arity(), -3);
-        // [ttl] is one argument, [AFTER <lsn>] two.
+        // [ttl] is one argument, [AFTER <lsn>] two, [SOURCE <name>] two.
         // WITHAGE is one argument.
-        assert_eq!((read::READ.min_args(), read::READ.max_args()), (3, Some(9)));
-        assert_eq!(write::INVALIDATE.arity(), 3);
+        assert_eq!(
+            (read::READ.min_args(), read::READ.max_args()),
+            (3, Some(11))
+        );
+        assert_eq!(write::INVALIDATE.arity(), -3);
+        assert_eq!(write::INVALIDATE.max_args(), Some(5));
         assert_eq!(get::MGET.max_args(), None);
         assert_eq!(admin::HEALTH.arity(), 1);
-        assert!(read::READ.accepts(10).is_err() && read::READ.accepts(2).is_err());
-        assert!(read::READ.accepts(9).is_ok());
+        assert!(read::READ.accepts(12).is_err() && read::READ.accepts(2).is_err());
+        assert!(read::READ.accepts(11).is_ok());
         assert_eq!(
             read::READ.usage(),
-            "<table> <pk_json> [ttl] [AFTER lsn] [MAXSTALE ms] [WITHAGE]"
+            "<table> <pk_json> [ttl] [AFTER lsn] [MAXSTALE ms] [SOURCE name] [WITHAGE]"
         );
         assert_eq!(
             get::MGET.usage(),

@@ -5,12 +5,11 @@
 //! `AFTER` a position the cache does not reflect yet).
 
 use crate::cache::miss;
-use crate::commands::ReadOptions;
 use crate::commands::docs::{Arg, Command, Keys, Params, TABLE};
+use crate::commands::{ReadOptions, SourceFrom};
 use crate::config::current;
 use crate::error::{Error, Result};
 use crate::model::key;
-use crate::model::source::SourceId;
 use crate::requests::reply::Reply;
 use crate::stats::Tracked;
 use redis_module::Context;
@@ -33,17 +32,26 @@ pub static MULTIREAD: Command = Command {
         Arg::ttl(),
         Arg::after(),
         Arg::max_stale(),
+        Arg::source(),
     ]),
 };
 
 pub fn multiread(ctx: &Context, args: &[&[u8]]) -> Reply {
-    let prepared = ReadOptions::parse_many(&args[3..]).and_then(|options| {
+    let prepared = ReadOptions::parse_many(&args[3..], SourceFrom::Option).and_then(|options| {
         let ttl = options
             .ttl
-            .unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl());
+            .unwrap_or_else(|| current::of(options.source).default_ttl());
         let items = parse_array(args[2])?;
         let items = items.iter().map(|i| i.get().as_bytes()).collect();
-        miss::many(ctx, args[1], items, None, ttl, options.read()?)
+        miss::many(
+            ctx,
+            options.source,
+            args[1],
+            items,
+            None,
+            ttl,
+            options.read()?,
+        )
     });
     match prepared {
         Ok(reply) => reply,

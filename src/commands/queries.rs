@@ -4,6 +4,7 @@
 
 use crate::cache::worker;
 use crate::commands::docs::{Arg, Command, Keys, Params};
+use crate::commands::only_source_option;
 use crate::config::current;
 use crate::error::Error;
 use crate::model::source::SourceId;
@@ -37,7 +38,7 @@ pub static EXPLAIN: Command = Command {
     complexity: "O(1); a few catalog queries the first time a statement is seen",
     keys: Keys::None,
     tips: "",
-    args: Params::new(&[Arg::text("sql")]),
+    args: Params::new(&[Arg::text("sql"), Arg::source()]),
 };
 
 pub fn queries(ctx: &Context, args: &[&[u8]]) -> Reply {
@@ -194,12 +195,16 @@ fn columns(statement: &Statement) -> Reply {
 }
 
 pub fn explain(ctx: &Context, args: &[&[u8]]) -> Reply {
+    let source = match only_source_option(&args[2..]) {
+        Ok(source) => source,
+        Err(e) => return e.into(),
+    };
     let sql = args[1].to_vec();
     worker::submit(
         ctx,
-        SourceId::DEFAULT,
+        source,
         Box::new(move |conn| {
-            let learned = crate::cache::query::learn(conn, SourceId::DEFAULT, &sql)
+            let learned = crate::cache::query::learn(conn, source, &sql)
                 .and_then(|statement| statement.admitted().map(|()| statement));
             let explained = match learned {
                 Ok(statement) => vec![

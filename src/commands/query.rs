@@ -6,10 +6,9 @@
 
 use crate::cache::query::{self, Call};
 use crate::commands::docs::{Arg, Command, Keys, Params};
-use crate::commands::{ReadOptions, ttl_arg, utf8};
+use crate::commands::{ReadOptions, SourceFrom, ttl_arg, utf8};
 use crate::config::current;
 use crate::error::{Error, Result};
-use crate::model::source::SourceId;
 use crate::requests::reply::Reply;
 use crate::stats::Tracked;
 use redis_module::Context;
@@ -33,6 +32,7 @@ pub static QUERY: Command = Command {
         Arg::ttl_seconds(),
         Arg::after(),
         Arg::max_stale(),
+        Arg::source(),
         Arg::with_key(),
     ]),
 };
@@ -71,11 +71,11 @@ fn parse_call<'a>(args: &'a [&'a [u8]]) -> Result<Call<'a>> {
             others.push(arg);
         }
     }
-    let options = ReadOptions::parse_many(&others)?;
+    let options = ReadOptions::parse_many(&others, SourceFrom::Option)?;
     if options.ttl.is_some() {
         return Err(Error::invalid(
-            "after the parameters come [TTL <seconds>], [AFTER <lsn>], [MAXSTALE <ms>] and \
-             [WITHKEY]; is nparams right?",
+            "after the parameters come [TTL <seconds>], [AFTER <lsn>], [MAXSTALE <ms>], \
+             [SOURCE <name>] and [WITHKEY]; is nparams right?",
         ));
     }
     let sql = args[1];
@@ -87,9 +87,10 @@ fn parse_call<'a>(args: &'a [&'a [u8]]) -> Result<Call<'a>> {
         )));
     }
     Ok(Call {
+        source: options.source,
         sql,
         params,
-        ttl: ttl.unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl()),
+        ttl: ttl.unwrap_or_else(|| current::of(options.source).default_ttl()),
         read: options.read()?,
         with_key,
     })

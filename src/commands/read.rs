@@ -5,9 +5,8 @@
 
 use crate::cache::miss;
 use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, Params, TABLE};
-use crate::commands::{ReadOptions, with_age};
+use crate::commands::{ReadOptions, SourceFrom, with_age};
 use crate::config::current;
-use crate::model::source::SourceId;
 use crate::requests::reply::Reply;
 use crate::stats::Tracked;
 use redis_module::Context;
@@ -29,13 +28,14 @@ pub static READ: Command = Command {
         Arg::ttl(),
         Arg::after(),
         Arg::max_stale(),
+        Arg::source(),
         Arg::with_age(),
     ]),
 };
 
 pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
     let (table_arg, pk_arg) = (args[1], args[2]);
-    let options = match ReadOptions::parse(&args[3..]) {
+    let options = match ReadOptions::parse(&args[3..], SourceFrom::Option) {
         Ok(options) => options,
         Err(e) => return e.into(),
     };
@@ -44,9 +44,9 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
     }
     let ttl = options
         .ttl
-        .unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl());
+        .unwrap_or_else(|| current::of(options.source).default_ttl());
     match options.read() {
-        Ok(read) => miss::read::row(ctx, table_arg, pk_arg, ttl, read),
+        Ok(read) => miss::read::row(ctx, options.source, table_arg, pk_arg, ttl, read),
         Err(e) => e.into(),
     }
 }

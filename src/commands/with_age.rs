@@ -14,7 +14,6 @@ use crate::cache::{self, Cached, freshness};
 use crate::config::current;
 use crate::error::Result;
 use crate::model::key;
-use crate::model::source::SourceId;
 use crate::pg::schema;
 use crate::redis::{acl, cluster};
 use crate::requests::reply::Reply;
@@ -30,10 +29,10 @@ pub fn read(
 ) -> Result<Reply> {
     let ttl = options
         .ttl
-        .unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl());
+        .unwrap_or_else(|| current::of(options.source).default_ttl());
     let read = options.read()?;
     if read == Read::Cached
-        && let Some(schema) = schema::of(SourceId::DEFAULT).cached(table_arg)
+        && let Some(schema) = schema::of(options.source).cached(table_arg)
     {
         let pk = key::canonicalise(pk_arg, &*schema)?;
         if !pk.unconfirmed {
@@ -57,7 +56,7 @@ pub fn read(
             if let Some(answer) = answer {
                 schema.stats.calls.inc();
                 count_hit(ctx, &schema, suffix);
-                return Ok(aged(answer, freshness::of(SourceId::DEFAULT).age_ms()));
+                return Ok(aged(answer, freshness::of(options.source).age_ms()));
             }
         }
     }
@@ -68,7 +67,15 @@ pub fn read(
         Read::FromPostgres
     };
     let named = named.map(<[u8]>::to_vec);
-    Ok(miss::on_worker(ctx, table_arg, pk_arg, ttl, named, fresh))
+    Ok(miss::on_worker(
+        ctx,
+        options.source,
+        table_arg,
+        pk_arg,
+        ttl,
+        named,
+        fresh,
+    ))
 }
 
 /// `[answer, age_ms]`.

@@ -5,7 +5,7 @@
 use crate::cache;
 use crate::cache::flush;
 use crate::commands::docs::{Arg, Command, Keys, PK, Params, TABLE};
-use crate::commands::{ttl_arg, with_key, with_schema};
+use crate::commands::{only_source_option, source_option, ttl_arg, with_key, with_schema};
 use crate::config::current;
 use crate::error::Error;
 use crate::events;
@@ -31,7 +31,7 @@ pub static WRITE: Command = Command {
     complexity: "O(1)",
     keys: Keys::None,
     tips: "",
-    args: Params::new(&[TABLE, PK, Arg::text("data_json"), Arg::ttl()]),
+    args: Params::new(&[TABLE, PK, Arg::text("data_json"), Arg::ttl(), Arg::source()]),
 };
 
 pub static INVALIDATE: Command = Command {
@@ -45,7 +45,7 @@ pub static INVALIDATE: Command = Command {
     complexity: "O(1)",
     keys: Keys::None,
     tips: "",
-    args: Params::new(&[TABLE, PK]),
+    args: Params::new(&[TABLE, PK, Arg::source()]),
 };
 
 pub static FLUSH: Command = Command {
@@ -59,19 +59,19 @@ pub static FLUSH: Command = Command {
     complexity: "O(N) for the N keys of the database, in slices",
     keys: Keys::None,
     tips: "request_policy:all_shards response_policy:all_succeeded",
-    args: Params::new(&[TABLE]),
+    args: Params::new(&[TABLE, Arg::source()]),
 };
 
 pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
-    let ttl = match ttl_arg(args.get(4)) {
-        Ok(t) => t.unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl()),
+    let (source, ttl) = match options(&args[4..]) {
+        Ok(options) => options,
         Err(e) => return e.into(),
     };
     let data = match checked_row(args[3]) {
         Ok(data) => data,
         Err(e) => return e.into(),
     };
-    with_key(ctx, args[1], args[2], move |ctx, schema, pk| {
+    with_key(ctx, source, args[1], args[2], move |ctx, schema, pk| {
         let key = pk.cache_key(&schema.key_prefix);
         // As Redis orders its own checks: permissions, then the slot.
         if let Err(refused) = acl::may_change(ctx, &key, Change::Set) {
@@ -81,10 +81,30 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
             return redirect.into();
         }
         cache::store(ctx, &key, &data, ttl);
-        stats::of(SourceId::DEFAULT).writes.inc();
+        stats::of(schema.source).writes.inc();
         events::publish(ctx, EventKind::Write, &schema.display, &pk.json);
         Reply::Ok.described(&schema.stats, pk.json.as_str(), 0)
     })
+}
+
+/// WRITE's `[ttl] [SOURCE <name>]`: the source, and the TTL (the source's `default_ttl`
+/// without one).
+fn options(rest: &[&[u8]]) -> Result<(SourceId, u64), Error> {
+    let (source, others) = source_option(rest)?;
+    let ttl = match others[..] {
+        [] => None,
+        [ttl] => ttl_arg(Some(&ttl))?,
+        [_, unexpected, ..] => {
+            return Err(Error::invalid(format!(
+                "unexpected argument {:?}: after the row come [ttl] and [SOURCE <name>]",
+                String::from_utf8_lossy(unexpected)
+            )));
+        }
+    };
+    Ok((
+        source,
+        ttl.unwrap_or_else(|| current::of(source).default_ttl()),
+    ))
 }
 
 /// Largest row WRITE accepts: far above any row PostgreSQL's `row_to_json` gives a cache
@@ -111,7 +131,11 @@ fn checked_row(arg: &[u8]) -> Result<String, Error> {
 }
 
 pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
-    with_key(ctx, args[1], args[2], move |ctx, schema, pk| {
+    let source = match only_source_option(&args[3..]) {
+        Ok(source) => source,
+        Err(e) => return e.into(),
+    };
+    with_key(ctx, source, args[1], args[2], move |ctx, schema, pk| {
         let key = pk.cache_key(&schema.key_prefix);
         if let Err(refused) = acl::may_change(ctx, &key, Change::Delete) {
             return refused.into();
@@ -128,7 +152,7 @@ pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
             &Scope::prefix(&schema.key_prefix),
             &cache::dbs_with_keys(ctx),
         );
-        stats::of(SourceId::DEFAULT).invalidations_by_command.inc();
+        stats::of(schema.source).invalidations_by_command.inc();
         events::publish(ctx, EventKind::Invalidate, &schema.display, &pk.json);
         Reply::Ok.described(&schema.stats, pk.json.as_str(), 0)
     })
@@ -137,7 +161,11 @@ pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
 /// PGCACHE.FLUSH <table>: drops every cached row of the table, a slice at a time; from the
 /// reply on, none of them is served.
 pub fn flush(ctx: &Context, args: &[&[u8]]) -> Reply {
-    with_schema(ctx, args[1], |ctx, schema| {
+    let source = match only_source_option(&args[2..]) {
+        Ok(source) => source,
+        Err(e) => return e.into(),
+    };
+    with_schema(ctx, source, args[1], |ctx, schema| {
         if let Err(refused) = acl::may_change_every_key(ctx, &schema.key_prefix) {
             return refused.into();
         }

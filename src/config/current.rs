@@ -8,6 +8,7 @@
 //! channel, one key root) stay free functions.
 
 use crate::config::{InvalidationSource, Settings};
+use crate::error::Error;
 use crate::model::event::EventMask;
 use crate::model::ident::QualifiedName;
 use crate::model::pass_through::Policy;
@@ -70,6 +71,13 @@ pub fn cache_prefix() -> String {
 pub fn key_prefix(source: SourceId) -> String {
     debug_assert_eq!(source, SourceId::DEFAULT);
     source::key_prefix(&cache_prefix(), None)
+}
+
+/// The source a command names with `SOURCE <name>`. Only the default source is served yet
+/// (it has no name), so every name is refused until named sources come with their registry
+/// (design/53 step 7).
+pub fn named(name: &[u8]) -> Result<SourceId, Error> {
+    Err(source::unknown(name))
 }
 
 /// Every key of `source`: for the default source, the cache prefix not followed by a

@@ -199,6 +199,14 @@ impl Arg {
             ..Arg::text("withkey").optional()
         }
     }
+    /// `[SOURCE <name>]`: the database the call reads (or whose entries it changes); the
+    /// default source without it.
+    pub const fn source() -> Arg {
+        Arg {
+            token: Some("SOURCE"),
+            ..Arg::text("name").optional()
+        }
+    }
     /// `[MAXSTALE <ms>]`: the call's own bound on how old its answer may be.
     pub const fn max_stale() -> Arg {
         Arg {

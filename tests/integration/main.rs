@@ -33,6 +33,7 @@ mod replication;
 mod restart;
 mod robustness;
 mod slowlog;
+mod sources;
 mod staleness;
 mod standbys;
 mod stats;

@@ -407,6 +407,22 @@ fn bad_input_gets_clear_errors_never_nil() {
                 "WITHAGE",
                 "extra",
             ],
+            "unexpected argument \"extra\"",
+        ),
+        (
+            vec![
+                "users",
+                r#"{"id":1}"#,
+                "10",
+                "AFTER",
+                "0/1",
+                "MAXSTALE",
+                "5",
+                "SOURCE",
+                "x",
+                "WITHAGE",
+                "extra",
+            ],
             "wrong number of arguments",
         ),
     ];

@@ -25,11 +25,12 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-/// Reads the rows of `items` (pk JSON as sent) in `table_arg`: hits from the cache, the
+/// Reads the rows of `items` (pk JSON as sent) in `source`'s `table_arg`: hits from the cache, the
 /// misses fetched together; with `Read::FromPostgres`, every row fetched. With `named`, the
 /// cache keys the client named (PGCACHE.MGET), each of which must be its row's canonical key.
 pub fn many(
     ctx: &Context,
+    source: SourceId,
     table_arg: &[u8],
     items: Vec<&[u8]>,
     named: Option<Vec<Vec<u8>>>,
@@ -39,13 +40,13 @@ pub fn many(
     // A table not seen yet is resolved first, also for an empty array: a table that does
     // not exist is an error whatever the array holds. A read that must not trust the cache
     // fetches every key, on a worker, as for a table not seen yet.
-    let schema = schema::of(SourceId::DEFAULT)
+    let schema = schema::of(source)
         .cached(table_arg)
         .filter(|_| read == Read::Cached);
     let Some(schema) = schema else {
-        let table = schema::of(SourceId::DEFAULT).admit_arg(table_arg)?;
+        let table = schema::of(source).admit_arg(table_arg)?;
         let items: Vec<Vec<u8>> = items.iter().map(|i| i.to_vec()).collect();
-        return Ok(all_on_a_worker(ctx, table, items, named, ttl, read));
+        return Ok(all_on_a_worker(ctx, source, table, items, named, ttl, read));
     };
     if items.is_empty() {
         return Ok(Reply::Array(Vec::new()));
@@ -143,6 +144,7 @@ pub fn all_canonical(named: &[Vec<u8>], schema: &TableSchema, keys: &[CanonicalP
 /// A table not seen yet: its schema, the keys' spellings and the rows, all on one worker.
 fn all_on_a_worker(
     ctx: &Context,
+    source: SourceId,
     table: String,
     items: Vec<Vec<u8>>,
     named: Option<Vec<Vec<u8>>>,
@@ -152,9 +154,9 @@ fn all_on_a_worker(
     let db = keyspace::selected_db(ctx);
     worker::submit(
         ctx,
-        SourceId::DEFAULT,
+        source,
         Box::new(move |client| {
-            let schema = schema::of(SourceId::DEFAULT).resolve(client, &table)?;
+            let schema = schema::of(source).resolve(client, &table)?;
             let keys = canonicalise_all(items.iter().map(Vec::as_slice), &schema)?;
             let keys = normalise::confirm_all(client, &schema, keys)?;
             if let Some(named) = &named {

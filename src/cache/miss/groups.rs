@@ -29,7 +29,7 @@ pub fn many_named(
     if split.iter().all(|(t, _)| *t == table) {
         let pks = split.iter().map(|(_, pk)| *pk).collect();
         let named = named.iter().map(|k| k.to_vec()).collect();
-        return super::many(ctx, table, pks, Some(named), ttl, read);
+        return super::many(ctx, SourceId::DEFAULT, table, pks, Some(named), ttl, read);
     }
     let mut groups: Vec<Group> = Vec::new();
     for (position, ((table, pk), name)) in split.iter().zip(named).enumerate() {

@@ -106,7 +106,7 @@ pub fn one(
         || !schema
             .stats
             .pass_through
-            .fill_this_miss(current::of(SourceId::DEFAULT).pass_through())
+            .fill_this_miss(current::of(schema.source).pass_through())
     {
         let then = Box::new(passed_completion);
         return onloop::submit_lookup(ctx, checked, RowLookup { schema, pk, then });
@@ -184,7 +184,7 @@ fn passed_completion(outcome: Outcome, schema: Arc<TableSchema>, pk: CanonicalPk
 
 /// Counts a key fetched from PostgreSQL and raises its `miss` event.
 fn counted_miss(ctx: &Context, schema: &TableSchema, pk: &CanonicalPk) {
-    stats::of(SourceId::DEFAULT).misses.inc();
+    stats::of(schema.source).misses.inc();
     schema.stats.misses.inc();
     schema.stats.pass_through.missed(1, schema.stats.hits.get());
     events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);
@@ -194,16 +194,16 @@ fn counted_miss(ctx: &Context, schema: &TableSchema, pk: &CanonicalPk) {
 /// worker reads its schema), or a key PostgreSQL must spell (`normalise`). Once the worker
 /// knows the key, the READ goes the way of any miss: it waits for a fill of that key in
 /// flight, or leads one. With `named`, the key the client named (PGCACHE.GET), which must
-/// be that canonical key.
+/// be that canonical key. `source`: whose database the read reads.
 pub fn on_worker(
     ctx: &Context,
+    source: SourceId,
     table_arg: &[u8],
     pk_arg: &[u8],
     ttl: u64,
     named: Option<Vec<u8>>,
     read: Read,
 ) -> Reply {
-    let source = SourceId::DEFAULT;
     let table = match schema::of(source).admit_arg(table_arg) {
         Ok(t) => t,
         Err(e) => return e.into(),

@@ -15,15 +15,22 @@ use crate::requests::reply::Reply;
 use redis_module::Context;
 use std::sync::Arc;
 
-/// PGCACHE.READ of `table_arg`'s row `pk_arg` (as the client sent them), kept `ttl` seconds
-/// once fetched.
+/// PGCACHE.READ of `table_arg`'s row `pk_arg` (as the client sent them) in `source`'s
+/// database, kept `ttl` seconds once fetched.
 ///
 /// Inline: READ's hit runs through here, and left to where the crate's code units fall, it
 /// paid a call more (+45 instructions a hit, measured at #53 step 3).
 #[inline]
-pub fn row(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64, read: Read) -> Reply {
+pub fn row(
+    ctx: &Context,
+    source: SourceId,
+    table_arg: &[u8],
+    pk_arg: &[u8],
+    ttl: u64,
+    read: Read,
+) -> Reply {
     let probed = if read == Read::Cached {
-        probe(ctx, table_arg, pk_arg)
+        probe(ctx, source, table_arg, pk_arg)
     } else {
         Probed::OnWorker
     };
@@ -31,7 +38,7 @@ pub fn row(ctx: &Context, table_arg: &[u8], pk_arg: &[u8], ttl: u64, read: Read)
         Probed::Answered(reply) => reply,
         // READ names no key, so the server could not redirect it (GET's key it did).
         Probed::Missed(schema, pk, name) => one(ctx, schema, pk, ttl, KeyFrom::Derived(name)),
-        Probed::OnWorker => on_worker(ctx, table_arg, pk_arg, ttl, None, read),
+        Probed::OnWorker => on_worker(ctx, source, table_arg, pk_arg, ttl, None, read),
     }
 }
 
@@ -47,8 +54,8 @@ enum Probed {
 }
 
 /// The hit path: the key as sent, then (when it is not canonical) the canonical key.
-fn probe(ctx: &Context, table_arg: &[u8], pk_arg: &[u8]) -> Probed {
-    let (schema, as_sent) = match lookup_canonical(ctx, table_arg, pk_arg) {
+fn probe(ctx: &Context, source: SourceId, table_arg: &[u8], pk_arg: &[u8]) -> Probed {
+    let (schema, as_sent) = match lookup_canonical(ctx, source, table_arg, pk_arg) {
         AsSent::UnknownTable => return Probed::OnWorker,
         AsSent::Hit => return Probed::Answered(Reply::Sent),
         AsSent::NotCached(schema, name) => (schema, Some(name)),
@@ -98,8 +105,8 @@ enum AsSent {
 
 /// The hit path: no JSON parsing, no locks, no allocation of ours when the client sent the
 /// canonical key of a table seen before.
-fn lookup_canonical(ctx: &Context, table_arg: &[u8], pk_arg: &[u8]) -> AsSent {
-    schema::of(SourceId::DEFAULT).with_cached(table_arg, |schema| {
+fn lookup_canonical(ctx: &Context, source: SourceId, table_arg: &[u8], pk_arg: &[u8]) -> AsSent {
+    schema::of(source).with_cached(table_arg, |schema| {
         let Some(schema) = schema else {
             return AsSent::UnknownTable;
         };

@@ -16,7 +16,6 @@ use crate::cache::onloop;
 use crate::cache::worker::{self, Pipelined, Sent};
 use crate::config::current;
 use crate::error::Error;
-use crate::model::source::SourceId;
 use crate::pg::pool::{Connection, ReadOnlyRun, RunParam, RunResult};
 use crate::pg::text_value::TextValue;
 use crate::query::Statement;
@@ -57,7 +56,7 @@ pub(super) fn submit(ctx: &Context, job: Job) -> Reply {
         } => run(ctx, statement, params, fill),
         job => worker::submit(
             ctx,
-            SourceId::DEFAULT,
+            job.source(),
             Box::new(move |conn| {
                 let (statement, params, fill) = match job.ready(conn)? {
                     Ready::Run(statement, params, fill) => (statement, params, fill),

@@ -6,7 +6,6 @@ use crate::cache;
 use crate::cache::fill::{FillTicket, Outcome};
 use crate::config::current;
 use crate::error::Result;
-use crate::model::source::SourceId;
 use crate::query::{Statement, generations, membership};
 use crate::redis::acl;
 use crate::redis::keyspace;
@@ -59,7 +58,7 @@ pub(super) fn cached_completion(statement: Arc<Statement>, result: String) -> Co
             return Reply::Error(e);
         }
         statement.stats.hits.inc();
-        stats::of(SourceId::DEFAULT).query_hits.inc();
+        stats::of(statement.source).query_hits.inc();
         described(Reply::Bulk(result), &statement, 0)
     })
 }
@@ -73,7 +72,7 @@ pub fn completion(statement: Arc<Statement>, mut outcome: Run, fill: Option<Fill
             return Reply::Error(e);
         }
         statement.stats.misses.inc();
-        stats::of(SourceId::DEFAULT).query_misses.inc();
+        stats::of(statement.source).query_misses.inc();
         statement
             .stats
             .pass_through
@@ -143,12 +142,12 @@ fn cache_result(
     params: &[String],
 ) -> bool {
     let too_big = |why: &str| {
-        stats::of(SourceId::DEFAULT).query_results_too_big.inc();
+        stats::of(statement.source).query_results_too_big.inc();
         statement.figures.too_big.inc();
         ctx.log_debug(&format!("pgcache: a QUERY result is not cached: {why}"));
         false
     };
-    let settings = current::of(SourceId::DEFAULT);
+    let settings = current::of(statement.source);
     if ran.rows > settings.query_max_rows() || ran.json.len() as u64 > settings.query_max_bytes() {
         return too_big("over query_max_rows or query_max_bytes");
     }

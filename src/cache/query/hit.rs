@@ -10,7 +10,6 @@ use crate::cache::fill::{self, Asked, LeadOrWait};
 use crate::cache::miss::Read;
 use crate::config::current;
 use crate::error::Result;
-use crate::model::source::SourceId;
 use crate::query::Statement;
 use crate::query::key::{canonical_params, route_key};
 use crate::redis::cluster;
@@ -49,7 +48,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
         }));
     };
     if call.read == Read::Cached
-        && !bypass::bypassed(SourceId::DEFAULT, key.as_bytes())
+        && !bypass::bypassed(statement.source, key.as_bytes())
         && reply_if_cached(
             ctx,
             &key,
@@ -58,7 +57,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
     {
         statement.stats.calls.inc();
         statement.stats.hits.inc();
-        stats::of(SourceId::DEFAULT).query_hits.inc();
+        stats::of(statement.source).query_hits.inc();
         return Ok(Known::Answered(Reply::Sent));
     }
     // On a cluster, the node serving the result's slot (the route's: they share the hash
@@ -70,7 +69,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
             if !statement
                 .stats
                 .pass_through
-                .fill_this_miss(current::of(SourceId::DEFAULT).pass_through())
+                .fill_this_miss(current::of(statement.source).pass_through())
             {
                 return Ok(Known::Missed(Job::Run {
                     statement,

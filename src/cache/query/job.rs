@@ -56,6 +56,8 @@ pub(super) enum Job {
     /// the result, else run, the result cached under the key of the generations the main
     /// thread read before it ran.
     FirstSight {
+        /// Whose database the statement reads.
+        source: SourceId,
         sql: Vec<u8>,
         params: Vec<Vec<u8>>,
         ttl: u64,
@@ -88,12 +90,21 @@ impl Job {
     /// ACL user. Main thread.
     pub(super) fn first_sight(ctx: &Context, call: &Call) -> Job {
         Job::FirstSight {
+            source: call.source,
             sql: call.sql.to_vec(),
             params: call.params.iter().map(|p| p.to_vec()).collect(),
             ttl: call.ttl,
             read: call.read,
             db: keyspace::selected_db(ctx),
             user: reading_user(ctx),
+        }
+    }
+
+    /// Whose database the job reads: its worker takes a connection of that source's pool.
+    pub(super) fn source(&self) -> SourceId {
+        match self {
+            Job::Run { statement, .. } | Job::AfterApplied { statement, .. } => statement.source,
+            Job::FirstSight { source, .. } => *source,
         }
     }
 
@@ -144,6 +155,7 @@ impl Job {
                 looked_up(statement, params, ttl, read, db)
             }
             Job::FirstSight {
+                source,
                 sql,
                 params,
                 ttl,
@@ -151,7 +163,7 @@ impl Job {
                 db,
                 user,
             } => {
-                let statement = learn_as(conn, SourceId::DEFAULT, &sql, user.as_deref())?;
+                let statement = learn_as(conn, source, &sql, user.as_deref())?;
                 statement.admitted()?;
                 let refs: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
                 let params = canonical_params(&statement, &refs)?;
@@ -227,7 +239,7 @@ fn look_up_from_worker(
                             && !statement
                                 .stats
                                 .pass_through
-                                .fill_this_miss(current::of(SourceId::DEFAULT).pass_through()) =>
+                                .fill_this_miss(current::of(statement.source).pass_through()) =>
                         {
                             None
                         }
