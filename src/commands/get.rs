@@ -95,6 +95,8 @@ fn fast_path(ctx: &Context, args: &Args) {
 /// otherwise replies nothing.
 fn serve_hit(ctx: &Context, name: Argument, replied: &Cell<bool>) {
     let key = name.bytes();
+    // The default source's tables: a named source's key (`pg_cache:@name:...`) is none of
+    // theirs, and goes through `get`, which reads the source from it.
     schema::of(SourceId::DEFAULT).with_key_owner(key, |schema| {
         let Some(schema) = schema else {
             return;
@@ -123,21 +125,19 @@ pub fn get(ctx: &Context, args: &[&[u8]]) -> Reply {
 }
 
 fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
-    let options = ReadOptions::parse(rest, SourceFrom::Keys)?;
+    let mut options = ReadOptions::parse(rest, SourceFrom::Keys)?;
+    let (source, table_arg, pk_arg) = split(named)?;
+    options.source = source;
     let ttl = options
         .ttl
-        .unwrap_or_else(|| current::of(SourceId::DEFAULT).default_ttl());
-    // Every source's keys start with the default source's prefix: `split_cache_key` reads
-    // the source named after it.
-    let prefix = current::key_prefix(SourceId::DEFAULT);
-    let (table_arg, pk_arg) = key::split_cache_key(&prefix, named)?;
+        .unwrap_or_else(|| current::of(source).default_ttl());
     if options.with_age {
         return with_age::read(ctx, table_arg, pk_arg, Some(named), &options);
     }
     let read = options.read()?;
     // A table not seen yet, a key only PostgreSQL can spell, or a read the cache may not
     // answer yet (`AFTER`): a worker finds the key and reads the row.
-    let known = match schema::of(SourceId::DEFAULT)
+    let known = match schema::of(source)
         .cached(table_arg)
         .filter(|_| read == Read::Cached)
     {
@@ -147,13 +147,7 @@ fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
     let Some((pk, schema)) = known.filter(|(pk, _)| !pk.unconfirmed) else {
         let named = Some(named.to_vec());
         return Ok(miss::on_worker(
-            ctx,
-            SourceId::DEFAULT,
-            table_arg,
-            pk_arg,
-            ttl,
-            named,
-            read,
+            ctx, source, table_arg, pk_arg, ttl, named, read,
         ));
     };
     must_be_canonical(named, &schema, &pk)?;
@@ -164,6 +158,19 @@ fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
         return Ok(Reply::Sent);
     }
     Ok(miss::one(ctx, schema, pk, ttl, KeyFrom::Named))
+}
+
+/// A key the client named, taken apart: the source it names, its table and its pk.
+fn split(named: &[u8]) -> Result<(SourceId, &[u8], &[u8])> {
+    // Every source's keys start with the default source's prefix: `split_cache_key` reads
+    // the source named after it.
+    let prefix = current::key_prefix(SourceId::DEFAULT);
+    let (source, table, pk) = key::split_cache_key(&prefix, named)?;
+    let source = match source {
+        None => SourceId::DEFAULT,
+        Some(name) => current::named(name)?,
+    };
+    Ok((source, table, pk))
 }
 
 /// What Redis calls for PGCACHE.MGET: a call, or Redis asking where its keys are (for
@@ -182,33 +189,43 @@ fn mget_or_its_keys(ctx: &Context, args: &Args) {
 /// keys in one query).
 pub fn mget(ctx: &Context, args: &[&[u8]]) -> Reply {
     let keys = command::keys_before_after(args.len(), |i| args[i]);
-    let after = ReadOptions::parse_many(&args[keys.end..], SourceFrom::Keys);
-    match after.and_then(|options| read_named(ctx, &args[keys], options.read()?)) {
+    let options = ReadOptions::parse_many(&args[keys.end..], SourceFrom::Keys);
+    match options.and_then(|options| read_named(ctx, &args[keys], options)) {
         Ok(reply) => reply,
         Err(e) => e.into(),
     }
 }
 
-fn read_named(ctx: &Context, named: &[&[u8]], read: Read) -> Result<Reply> {
+fn read_named(ctx: &Context, named: &[&[u8]], mut options: ReadOptions) -> Result<Reply> {
     let max = current::multiread_max();
     if named.len() > max {
         return Err(Error::invalid(format!(
             "more than {max} keys in one MGET (pgcache.multiread_max); split the call"
         )));
     }
-    // Every source's keys start with the default source's prefix: `split_cache_key` reads
-    // the source named after it.
-    let prefix = current::key_prefix(SourceId::DEFAULT);
-    let split = named
-        .iter()
-        .map(|k| key::split_cache_key(&prefix, k))
-        .collect::<Result<Vec<_>>>()?;
+    let split = named.iter().map(|k| split(k)).collect::<Result<Vec<_>>>()?;
+    // One source: AFTER is a position in one database's log, and the freshness bound is
+    // one source's.
+    let source = split
+        .first()
+        .map_or(SourceId::DEFAULT, |(source, ..)| *source);
+    if split.iter().any(|(other, ..)| *other != source) {
+        return Err(Error::invalid(
+            "the keys of one MGET name two sources; read each source's keys in a call of its own",
+        ));
+    }
+    options.source = source;
+    let tables = split
+        .into_iter()
+        .map(|(_, table, pk)| (table, pk))
+        .collect();
     miss::many_named(
         ctx,
+        source,
         named,
-        split,
-        current::of(SourceId::DEFAULT).default_ttl(),
-        read,
+        tables,
+        current::of(source).default_ttl(),
+        options.read()?,
     )
 }
 

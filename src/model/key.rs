@@ -19,10 +19,14 @@ use pgcache_rules::kind::{boolean, canonical_uuid};
 use serde_json::Value;
 use smallvec::SmallVec;
 
-/// A cache key taken apart: `<prefix><table>:<pk JSON>`. The table ends at the first `:{`
-/// (a pk is a JSON object, and table names with braces are refused), so the pk's braces are
-/// the key's Redis Cluster hash tag.
-pub fn split_cache_key<'a>(prefix: &str, key: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), Error> {
+/// A cache key's parts: the source it names (None: the default source), its table, its pk.
+pub type SplitKey<'a> = (Option<&'a [u8]>, &'a [u8], &'a [u8]);
+
+/// A cache key taken apart: `<prefix>[@<source>:]<table>:<pk JSON>`, as the source's name
+/// (None: the default source), the table and the pk. The table ends at the first `:{` (a pk
+/// is a JSON object, and table names with braces are refused), so the pk's braces are the
+/// key's Redis Cluster hash tag.
+pub fn split_cache_key<'a>(prefix: &str, key: &'a [u8]) -> Result<SplitKey<'a>, Error> {
     let shown = || String::from_utf8_lossy(key).into_owned();
     let Some(rest) = key.strip_prefix(prefix.as_bytes()) else {
         return Err(Error::invalid(format!(
@@ -31,10 +35,8 @@ pub fn split_cache_key<'a>(prefix: &str, key: &'a [u8]) -> Result<(&'a [u8], &'a
             shown()
         )));
     };
-    let rest = match source::split(rest) {
-        Some((None, rest)) => rest,
-        // Only the default source is served so far (issue #53).
-        Some((Some(name), _)) => return Err(source::unknown(name)),
+    let (source, rest) = match source::split(rest) {
+        Some(split) => split,
         None => {
             return Err(Error::invalid(format!(
                 "{:?} is not a pgcache key: after {prefix:?}, `@` starts a source's name, \
@@ -44,7 +46,7 @@ pub fn split_cache_key<'a>(prefix: &str, key: &'a [u8]) -> Result<(&'a [u8], &'a
         }
     };
     match rest.windows(2).position(|w| w == b":{") {
-        Some(i) if i > 0 => Ok((&rest[..i], &rest[i + 1..])),
+        Some(i) if i > 0 => Ok((source, &rest[..i], &rest[i + 1..])),
         _ => Err(Error::invalid(format!(
             "{:?} is not a pgcache key: expected {prefix}<table>:<pk JSON>, such as \
              {prefix}users:{{\"id\":7}}",
@@ -641,16 +643,28 @@ mod tests {
 
     #[test]
     fn cache_keys_split_into_table_and_pk() {
-        fn split(k: &str) -> Result<(&[u8], &[u8]), Error> {
+        fn split(k: &str) -> Result<SplitKey<'_>, Error> {
             split_cache_key("pg_cache:", k.as_bytes())
         }
         assert_eq!(
             split(r#"pg_cache:users:{"id":7}"#).unwrap(),
-            (b"users".as_slice(), br#"{"id":7}"#.as_slice())
+            (None, b"users".as_slice(), br#"{"id":7}"#.as_slice())
         );
         assert_eq!(
             split(r#"pg_cache:sales.orders:{"a":"x:{y"}"#).unwrap(),
-            (b"sales.orders".as_slice(), br#"{"a":"x:{y"}"#.as_slice())
+            (
+                None,
+                b"sales.orders".as_slice(),
+                br#"{"a":"x:{y"}"#.as_slice()
+            )
+        );
+        assert_eq!(
+            split(r#"pg_cache:@analytics:users:{"id":7}"#).unwrap(),
+            (
+                Some(b"analytics".as_slice()),
+                b"users".as_slice(),
+                br#"{"id":7}"#.as_slice()
+            )
         );
         for bad in [
             "users:{\"id\":7}",

@@ -116,7 +116,7 @@ fn as_sent(command: Tracked, args: &[&[u8]]) -> (String, String) {
         &crate::config::current::key_prefix(crate::model::source::SourceId::DEFAULT),
         args.get(1).unwrap_or(&&b""[..]),
     ) {
-        Ok((table, pk)) => (argument(&[table], 0), argument(&[pk], 0)),
+        Ok((_, table, pk)) => (argument(&[table], 0), argument(&[pk], 0)),
         Err(_) => (String::new(), argument(args, 1)),
     }
 }

@@ -15,11 +15,12 @@ use crate::requests::blocked::Completion;
 use crate::requests::reply::Reply;
 use redis_module::Context;
 
-/// The rows of the keys the client named (`named`, each split into its table and pk JSON in
-/// `split`): one table's keys as one batch, several tables' as a batch each, fetched by one
+/// The rows of `source`'s keys the client named (`named`, each split into its table and pk
+/// JSON in `split`): one table's keys as one batch, several tables' as a batch each, fetched by one
 /// worker job, with the answers put back in the caller's order.
 pub fn many_named(
     ctx: &Context,
+    source: SourceId,
     named: &[&[u8]],
     split: Vec<(&[u8], &[u8])>,
     ttl: u64,
@@ -29,7 +30,7 @@ pub fn many_named(
     if split.iter().all(|(t, _)| *t == table) {
         let pks = split.iter().map(|(_, pk)| *pk).collect();
         let named = named.iter().map(|k| k.to_vec()).collect();
-        return super::many(ctx, SourceId::DEFAULT, table, pks, Some(named), ttl, read);
+        return super::many(ctx, source, table, pks, Some(named), ttl, read);
     }
     let mut groups: Vec<Group> = Vec::new();
     for (position, ((table, pk), name)) in split.iter().zip(named).enumerate() {
@@ -50,7 +51,7 @@ pub fn many_named(
         group.pks.push(pk.to_vec());
         group.named.push(name.to_vec());
     }
-    read_groups(ctx, groups, named.len(), ttl, read)
+    read_groups(ctx, source, groups, named.len(), ttl, read)
 }
 
 /// One table's keys in an MGET: where they sit in the call, their pk JSON and their names.
@@ -72,6 +73,7 @@ enum Pending {
 /// cache fetches every group's keys on a worker.
 fn read_groups(
     ctx: &Context,
+    source: SourceId,
     groups: Vec<Group>,
     total: usize,
     ttl: u64,
@@ -82,7 +84,7 @@ fn read_groups(
     let mut positions = Vec::with_capacity(groups.len());
     for group in groups {
         positions.push(group.positions.clone());
-        let known = schema::of(SourceId::DEFAULT)
+        let known = schema::of(source)
             .cached(&group.table)
             .filter(|_| read == super::Read::Cached)
             .map(|schema| {
@@ -100,7 +102,7 @@ fn read_groups(
                 )));
             }
             None => pending.push(Pending::OnWorker(
-                schema::of(SourceId::DEFAULT).admit_arg(&group.table)?,
+                schema::of(source).admit_arg(&group.table)?,
                 group,
             )),
         }
@@ -120,13 +122,15 @@ fn read_groups(
     }
     Ok(worker::submit(
         ctx,
-        SourceId::DEFAULT,
+        source,
         Box::new(move |client| {
             let mut completions = Vec::with_capacity(pending.len());
             for group in pending {
                 let batch = match group {
                     Pending::Ready(batch) => batch,
-                    Pending::OnWorker(table, group) => learn(client, &table, group, ttl, read, db)?,
+                    Pending::OnWorker(table, group) => {
+                        learn(client, source, &table, group, ttl, read, db)?
+                    }
                 };
                 let rows = batch.fetch(client)?;
                 completions.push(batch.complete(rows));
@@ -140,13 +144,14 @@ fn read_groups(
 /// key to fetch.
 fn learn(
     client: &mut PooledClient<'_>,
+    source: SourceId,
     table: &str,
     group: Group,
     ttl: u64,
     read: super::Read,
     db: i32,
 ) -> Result<Batch> {
-    let schema = schema::of(SourceId::DEFAULT).resolve(client, table)?;
+    let schema = schema::of(source).resolve(client, table)?;
     let keys = canonicalise_all(group.pks.iter().map(Vec::as_slice), &schema)?;
     let keys = normalise::confirm_all(client, &schema, keys)?;
     all_canonical(&group.named, &schema, &keys)?;

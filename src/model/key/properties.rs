@@ -278,12 +278,20 @@ proptest! {
     fn cache_keys_split_back_into_table_and_pk(
         prefix in "[a-z_:]{0,10}",
         table in "[a-zA-Z0-9_.\":é ]{1,20}",
+        name in "[a-z][a-z0-9_]{0,31}",
         (t, values, _, _, _) in key_case(),
     ) {
         let order: Vec<usize> = (0..t.columns.len()).collect();
         let pk = canonicalise(spell(&t, &values, &vec![0; order.len()], &order, 0).as_bytes(), &t).unwrap();
         let key = cache_key(&prefix, &table, &pk.json);
-        let (split_table, split_pk) = split_cache_key(&prefix, key.as_bytes()).unwrap();
+        let (source, split_table, split_pk) = split_cache_key(&prefix, key.as_bytes()).unwrap();
+        prop_assert_eq!(source, None);
+        prop_assert_eq!(split_table, table.as_bytes());
+        prop_assert_eq!(split_pk, pk.json.as_bytes());
+        // A named source's key splits back into its name too.
+        let named = cache_key(&crate::model::source::key_prefix(&prefix, Some(&name)), &table, &pk.json);
+        let (source, split_table, split_pk) = split_cache_key(&prefix, named.as_bytes()).unwrap();
+        prop_assert_eq!(source, Some(name.as_bytes()));
         prop_assert_eq!(split_table, table.as_bytes());
         prop_assert_eq!(split_pk, pk.json.as_bytes());
     }
