@@ -110,6 +110,18 @@ fn load_settings(args: &[RedisString]) -> Result<config::Settings, Error> {
              give it through PGPASSWORD, PGCACHE_PG_PASSWORD or a passfile",
         ));
     }
+    if let Some(first) = settings.named.first() {
+        // Declared and checked, but nothing starts them yet: refused rather than ignored,
+        // so that no call is answered from a database other than the one meant.
+        return Err(Error::setting(
+            "source",
+            format!(
+                "this pgcache serves the default source only: named sources (\"{}\") come \
+                 with issue #53; remove the source blocks and PGCACHE_SOURCES",
+                first.name
+            ),
+        ));
+    }
     module::parameters::init(&settings)?;
     pg::schema::of(SourceId::DEFAULT).clear();
     Ok(settings)

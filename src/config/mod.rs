@@ -1,11 +1,15 @@
 //! Settings: defaults, then the standard `PG*` environment variables, then `PGCACHE_<NAME>`
 //! environment variables, then module arguments (`--loadmodule libpgcache.so name value ...`);
-//! a later source wins. Every value is validated against the one table of settings (`table`)
+//! a later layer wins. Every value is validated against the one table of settings (`table`)
 //! and an unknown or invalid setting stops the load with a message naming it. The password is
 //! held apart and never displayed.
+//!
+//! Each `source NAME` word in the module arguments starts a named source's block (`sources`);
+//! the pairs before the first configure the server and the default source.
 
 pub mod current;
 mod passfile;
+mod sources;
 pub mod table;
 mod url;
 
@@ -13,6 +17,7 @@ use crate::error::Error;
 use crate::model::event::EventMask;
 use crate::model::ident::{QualifiedName, parse_table};
 use crate::model::pass_through::Policy;
+pub use sources::NamedSource;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -171,6 +176,10 @@ pub struct Settings {
     pub metrics_port: u16,
     /// Address the Prometheus endpoint listens on.
     pub metrics_bind: String,
+    /// The sources declared by name, in the order declared (`PGCACHE_SOURCES`, then the
+    /// module arguments' blocks). Nothing starts them yet: step 7b of design/53 will, and
+    /// until then only the unit tests read them.
+    pub named: Vec<NamedSource>,
 }
 
 /// Longest TTL accepted: ten years, far below any overflow of absolute milliseconds.
@@ -214,6 +223,7 @@ impl Settings {
             hooks: String::new(),
             metrics_port: 0,
             metrics_bind: String::new(),
+            named: Vec::new(),
         }
     }
 
@@ -267,29 +277,35 @@ impl Default for Settings {
 }
 
 /// A setting that could not be used, with the reason.
-fn err(setting: &str, message: impl fmt::Display) -> Error {
+pub(super) fn err(setting: &str, message: impl fmt::Display) -> Error {
     Error::setting(setting, message)
 }
 
-/// Stores `value` in the setting `name` (any case), naming the setting in the error.
-pub fn apply(s: &mut Settings, name: &str, value: &str) -> Result<(), Error> {
+/// Stores `value` in the setting `name` (any case); the error names the setting as `label`
+/// says (its name, and the source it is for).
+fn apply(s: &mut Settings, name: &str, value: &str, label: &str) -> Result<(), Error> {
     let Some(setting) = table::find(&name.to_lowercase()) else {
         let known: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
         return Err(err(
-            name,
+            label,
             format!("unknown setting; known settings: {}", known.join(", ")),
         ));
     };
-    setting.apply(s, value).map_err(|e| err(name, e))
+    setting.apply(s, value).map_err(|e| err(label, e))
 }
 
+/// `(setting, value)` pairs, the setting's name in lower case.
+pub(super) type Pairs = Vec<(String, String)>;
+
 /// Builds the settings from the environment (`env` looks a variable up) and module `args`
-/// (name, value, name, value ...).
+/// (name, value, name, value ..., each `source NAME` starting a named source's block).
 pub fn load(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Error> {
+    let (arg_pairs, blocks) = sources::blocks(args)?;
     let mut s = Settings::with_defaults();
     let mut password_given = false;
 
-    // Layer 1: libpq's own variables.
+    // Layer 1: libpq's own variables, the default source's only: `PGHOST` pointing every
+    // source at one database would be a silent mistake.
     for setting in &SETTINGS {
         if let Some(var) = setting.libpq_env
             && let Some(value) = env(var)
@@ -302,40 +318,43 @@ pub fn load(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Set
         table::apply_libpq_connect_timeout(&mut s, &v).map_err(|e| err("PGCONNECT_TIMEOUT", e))?;
     }
 
-    // Layer 2: PGCACHE_<NAME>; layer 3: module arguments. In each, pg_url goes first so the
-    // individual pg_* settings of the same layer refine it.
-    let env_pairs: Vec<(String, String)> = SETTINGS
+    // Layer 2: PGCACHE_<NAME>; layer 3: module arguments.
+    let env_pairs: Pairs = SETTINGS
         .iter()
         .filter_map(|setting| {
             env(&format!("PGCACHE_{}", setting.name.to_uppercase()))
                 .map(|v| (setting.name.to_string(), v))
         })
         .collect();
-    if !args.len().is_multiple_of(2) {
-        return Err(err(
-            &args[args.len() - 1],
-            "has no value: module arguments come in pairs, `name value`",
-        ));
-    }
-    let arg_pairs: Vec<(String, String)> = args
-        .chunks(2)
-        .map(|p| (p[0].to_lowercase(), p[1].clone()))
-        .collect();
-    for layer in [env_pairs, arg_pairs] {
-        let (url, rest): (Vec<_>, Vec<_>) = layer.into_iter().partition(|(n, _)| n == "pg_url");
-        for (name, value) in url.into_iter().chain(rest) {
-            password_given |= name == "pg_password" || name == "pg_url";
-            apply(&mut s, &name, &value)?;
-        }
-    }
+    password_given |= apply_layers(&mut s, [env_pairs, arg_pairs], &|name| name.to_string())?;
 
     s.complete();
     if s.pg.password.is_none() && !password_given {
         table::apply_passfile(&mut s, env("HOME"));
     }
+    s.named = sources::named_sources(&s, blocks, env)?;
+    sources::refuse_shared_slots(&s)?;
     Ok(s)
 }
 
+/// Applies each layer in turn, a later one winning, `pg_url` first within a layer so that
+/// the `pg_*` settings of the same layer refine it. `label` names a setting in an error.
+/// Says whether a layer gave the password (or a URL, which may hold one).
+pub(super) fn apply_layers(
+    s: &mut Settings,
+    layers: [Pairs; 2],
+    label: &dyn Fn(&str) -> String,
+) -> Result<bool, Error> {
+    let mut password_given = false;
+    for layer in layers {
+        let (url, rest): (Vec<_>, Vec<_>) = layer.into_iter().partition(|(n, _)| n == "pg_url");
+        for (name, value) in url.into_iter().chain(rest) {
+            password_given |= name == "pg_password" || name == "pg_url";
+            apply(s, &name, &value, &label(&name))?;
+        }
+    }
+    Ok(password_given)
+}
 /// A channel name: not empty, and no control characters (a NUL would cut it short in
 /// Redis's configuration file and in every C string it passes through).
 fn channel_name(value: &str) -> Result<String, Error> {
@@ -430,7 +449,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn load_with(args: &[&str], env: &[(&str, &str)]) -> Result<Settings, Error> {
+    pub(super) fn load_with(args: &[&str], env: &[(&str, &str)]) -> Result<Settings, Error> {
         let env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -607,4 +626,32 @@ mod tests {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
     }
+
+    /// A line without `source` blocks shows what it always showed (HEALTH's `config`,
+    /// CONFIG GET).
+    #[test]
+    fn settings_without_blocks_show_as_before() {
+        let s = load_with(&["pg_host", "db", "workers", "3"], &[]).unwrap();
+        let shown: Vec<String> = s.shown().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(shown.join(" "), GOLDEN_SHOWN);
+        assert!(s.named.is_empty());
+    }
+
+    /// What `shown()` listed for this line before named sources (base 62c449f).
+    const GOLDEN_SHOWN: &str = concat!(
+        "pg_host=db pg_port=5432 pg_database=postgres pg_user=postgres ",
+        "pg_password=(none) pg_passfile= pg_sslmode=prefer pg_sslrootcert= ",
+        "pg_connect_timeout_ms=2000 default_ttl=3600 negative_ttl=30 ",
+        "cache_prefix=pg_cache: workers=3 pool_size=3 loop_connections=2 ",
+        "queue_size=10000 request_timeout_ms=5000 statement_timeout_ms=3000 tables= ",
+        "event_channel=pg_cache_events ",
+        "events=miss,write,invalidate,stale,query_invalidated hooks= ",
+        "slowlog_threshold_us=10000 slowlog_max_len=128 metrics_port=0 ",
+        "metrics_bind=127.0.0.1 multiread_max=1000 ",
+        "invalidation_channel=cache_invalidation listen=yes invalidation_source=auto ",
+        "publication=pgcache replication_slot=pgcache after_wait_ms=3 ",
+        "max_staleness_ms=1000 stale_if_error_ms=300000 query_max_rows=10000 ",
+        "query_max_bytes=1048576 query_max_statements=10000 query_precision=row ",
+        "pass_through=auto query_index_max_bytes=67108864 debug_commands=no",
+    );
 }

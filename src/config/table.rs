@@ -37,8 +37,19 @@ pub enum Accepts {
     },
 }
 
+/// Whom a setting configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The whole server: given once, before the first `source` block.
+    Server,
+    /// One source (one PostgreSQL database): the default source's before the first `source`
+    /// word, a named source's in its block or its `PGCACHE_<NAME>_<SETTING>` variables.
+    Source,
+}
+
 pub struct Setting {
     pub name: &'static str,
+    pub owner: Owner,
     /// The libpq environment variable that also sets it, if any.
     pub libpq_env: Option<&'static str>,
     pub initial: Initial,
@@ -149,6 +160,7 @@ const TTL: &str = "a TTL in whole seconds";
 pub static SETTINGS: [Setting; 43] = [
     Setting {
         name: "pg_url",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Described(""),
         accepts: Accepts::Text {
@@ -162,6 +174,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "pg_host",
+        owner: Owner::Source,
         libpq_env: Some("PGHOST"),
         initial: Initial::Value("localhost"),
         accepts: Accepts::Text {
@@ -180,6 +193,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "pg_port",
+        owner: Owner::Source,
         libpq_env: Some("PGPORT"),
         initial: Initial::Value("5432"),
         accepts: int(1, 65535, "a port", |s, v| s.pg.port = v as u16),
@@ -189,6 +203,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "pg_database",
+        owner: Owner::Source,
         libpq_env: Some("PGDATABASE"),
         initial: Initial::Value("postgres"),
         accepts: text("text", |s, v| {
@@ -201,6 +216,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "pg_user",
+        owner: Owner::Source,
         libpq_env: Some("PGUSER"),
         initial: Initial::Value("postgres"),
         accepts: text("text", |s, v| {
@@ -213,6 +229,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "pg_password",
+        owner: Owner::Source,
         libpq_env: Some("PGPASSWORD"),
         initial: Initial::Described("empty"),
         accepts: text("text", |s, v| {
@@ -232,6 +249,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "pg_passfile",
+        owner: Owner::Source,
         libpq_env: Some("PGPASSFILE"),
         initial: Initial::Described("`~/.pgpass`"),
         accepts: text("a path", |s, v| {
@@ -244,6 +262,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "pg_sslmode",
+        owner: Owner::Source,
         libpq_env: Some("PGSSLMODE"),
         initial: Initial::Value("prefer"),
         accepts: text(
@@ -260,6 +279,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "pg_sslrootcert",
+        owner: Owner::Source,
         libpq_env: Some("PGSSLROOTCERT"),
         initial: Initial::Described("system CAs"),
         accepts: text("a path", |s, v| {
@@ -272,6 +292,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "pg_connect_timeout_ms",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("2000"),
         accepts: int(100, 600_000, "milliseconds", |s, v| {
@@ -283,6 +304,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "default_ttl",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("3600"),
         accepts: int(1, MAX_TTL_SECONDS as i64, TTL, |s, v| {
@@ -294,6 +316,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "negative_ttl",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("30"),
         accepts: int(0, MAX_TTL_SECONDS as i64, TTL, |s, v| {
@@ -305,6 +328,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "cache_prefix",
+        owner: Owner::Server,
         libpq_env: None,
         initial: Initial::Value("pg_cache:"),
         accepts: text("text without `{` or `}`", |s, v| {
@@ -318,6 +342,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "workers",
+        owner: Owner::Server,
         libpq_env: None,
         initial: Initial::Described("8, or `pool_size` when that is set"),
         accepts: int(1, 256, "a thread count", |s, v| s.workers = v as usize),
@@ -328,6 +353,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "pool_size",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Described("`workers`"),
         accepts: int(1, 256, "a connection count", |s, v| {
@@ -340,6 +366,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "loop_connections",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("2"),
         accepts: int(0, 16, "a connection count", |s, v| {
@@ -352,6 +379,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "queue_size",
+        owner: Owner::Server,
         libpq_env: None,
         initial: Initial::Value("10000"),
         accepts: int(1, 10_000_000, "a request count", |s, v| {
@@ -363,6 +391,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "request_timeout_ms",
+        owner: Owner::Server,
         libpq_env: None,
         initial: Initial::Value("5000"),
         accepts: int(10, 3_600_000, "milliseconds", |s, v| {
@@ -374,6 +403,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "statement_timeout_ms",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("3000"),
         accepts: int(0, 3_600_000, "milliseconds", |s, v| {
@@ -385,6 +415,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "tables",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Described("all"),
         accepts: text("`users,sales.orders`; empty: all", |s, v| {
@@ -403,6 +434,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "event_channel",
+        owner: Owner::Server,
         libpq_env: None,
         initial: Initial::Value("pg_cache_events"),
         accepts: text("a channel name", |s, v| {
@@ -415,6 +447,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "events",
+        owner: Owner::Server,
         libpq_env: None,
         initial: Initial::Value("miss,write,invalidate,stale,query_invalidated"),
         accepts: text(
@@ -430,6 +463,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "hooks",
+        owner: Owner::Server,
         libpq_env: None,
         initial: Initial::Described("none"),
         // Checked when installed (`module::parameters`), which fails the load or the CONFIG SET.
@@ -443,6 +477,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "slowlog_threshold_us",
+        owner: Owner::Server,
         libpq_env: None,
         initial: Initial::Value("10000"),
         accepts: text("an integer (µs)", |s, v| {
@@ -459,6 +494,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "slowlog_max_len",
+        owner: Owner::Server,
         libpq_env: None,
         initial: Initial::Value("128"),
         accepts: int(0, 100_000, "an entry count", |s, v| {
@@ -470,6 +506,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "metrics_port",
+        owner: Owner::Server,
         libpq_env: None,
         initial: Initial::Value("0"),
         accepts: int(0, 65535, "a port", |s, v| s.metrics_port = v as u16),
@@ -479,6 +516,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "metrics_bind",
+        owner: Owner::Server,
         libpq_env: None,
         initial: Initial::Value("127.0.0.1"),
         accepts: text("an IP address", |s, v| {
@@ -493,6 +531,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "multiread_max",
+        owner: Owner::Server,
         libpq_env: None,
         initial: Initial::Value("1000"),
         accepts: int(1, 100_000, "a key count", |s, v| {
@@ -504,6 +543,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "invalidation_channel",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("cache_invalidation"),
         accepts: text("a channel name", |s, v| {
@@ -516,6 +556,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "listen",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("yes"),
         accepts: Accepts::YesNo(|s, v| s.listen = v),
@@ -525,6 +566,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "invalidation_source",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("auto"),
         accepts: text("`replication`, `notify`, `auto`", |s, v| {
@@ -538,6 +580,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "publication",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("pgcache"),
         accepts: text("1 to 63 of `a-z`, `0-9`, `_`", |s, v| {
@@ -550,6 +593,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "replication_slot",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("pgcache"),
         accepts: text("1 to 63 of `a-z`, `0-9`, `_`", |s, v| {
@@ -562,6 +606,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "after_wait_ms",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("3"),
         accepts: int(0, 1_000, "milliseconds", |s, v| s.after_wait_ms = v as u64),
@@ -571,6 +616,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "max_staleness_ms",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("1000"),
         accepts: int(-1, 86_400_000, "milliseconds", |s, v| {
@@ -582,6 +628,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "stale_if_error_ms",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("300000"),
         accepts: int(-1, 86_400_000, "milliseconds", |s, v| {
@@ -593,6 +640,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "query_max_rows",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("10000"),
         accepts: int(0, 100_000_000, "rows", |s, v| s.query_max_rows = v as u64),
@@ -602,6 +650,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "query_max_bytes",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("1048576"),
         accepts: int(0, 512 * 1024 * 1024, "bytes", |s, v| {
@@ -613,6 +662,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "query_max_statements",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("10000"),
         accepts: int(1, 1_000_000, "statements", |s, v| {
@@ -624,6 +674,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "query_precision",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("row"),
         accepts: text("`row`, `table`", |s, v| {
@@ -651,6 +702,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "pass_through",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("auto"),
         accepts: text("`auto`, `always`, `never`", |s, v| {
@@ -667,6 +719,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "query_index_max_bytes",
+        owner: Owner::Source,
         libpq_env: None,
         initial: Initial::Value("67108864"),
         accepts: int(0, 1 << 40, "bytes", |s, v| {
@@ -678,6 +731,7 @@ pub static SETTINGS: [Setting; 43] = [
     },
     Setting {
         name: "debug_commands",
+        owner: Owner::Server,
         libpq_env: None,
         initial: Initial::Value("no"),
         accepts: Accepts::YesNo(|s, v| s.debug_commands = v),
@@ -718,7 +772,8 @@ mod tests {
     /// docs/configuration.md's settings table, as generated from `SETTINGS`.
     fn readme_table() -> String {
         let mut out = String::from(
-            "| setting | default | accepts | meaning | CONFIG SET |\n|---|---|---|---|---|\n",
+            "| setting | default | accepts | meaning | CONFIG SET | per source |\n\
+             |---|---|---|---|---|---|\n",
         );
         for s in &SETTINGS {
             let initial = match s.initial {
@@ -726,12 +781,13 @@ mod tests {
                 _ => s.default_shown(),
             };
             out.push_str(&format!(
-                "| `{}` | {} | {} | {} | {} |\n",
+                "| `{}` | {} | {} | {} | {} | {} |\n",
                 s.name,
                 initial,
                 s.accepted(),
                 s.help,
-                yes_no(s.runtime)
+                yes_no(s.runtime),
+                yes_no(s.owner == Owner::Source)
             ));
         }
         out

@@ -26,6 +26,48 @@ pub const MARK: u8 = b'@';
 /// cluster `_<node id>` more, within PostgreSQL's 63 bytes.
 pub const MAX_NAME_LEN: usize = 32;
 
+/// Refuses `name` unless it may name a source: `[a-z][a-z0-9_]*`, at most `MAX_NAME_LEN`
+/// bytes, not `default` (the unnamed source's word), and not one that makes one of its
+/// environment variables (`PGCACHE_<NAME>_<SETTING>`) read as the server's own setting
+/// (`PGCACHE_<SETTING>`: were there settings `max_rows` and `query_max_rows`, a source
+/// `query` would read `PGCACHE_QUERY_MAX_ROWS`, the second's, for its own first).
+/// `settings`: every setting's name.
+pub fn check_name(name: &str, settings: &[&str]) -> Result<(), Error> {
+    let refused = |why: &str| {
+        Err(Error::invalid(format!(
+            "{name:?} cannot name a source: {why}"
+        )))
+    };
+    let mut bytes = name.bytes();
+    match bytes.next() {
+        Some(b'a'..=b'z') => {}
+        _ => return refused("a source's name starts with a lower-case letter (a-z)"),
+    }
+    if !bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_')) {
+        return refused("use lower-case letters, digits and underscores only");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return refused(&format!(
+            "at most {MAX_NAME_LEN} characters (its replication slot's name must fit)"
+        ));
+    }
+    if name == "default" {
+        return refused("it is the unnamed source's word");
+    }
+    let own = format!("{name}_");
+    if let Some(setting) = settings.iter().find(|s| {
+        s.strip_prefix(&own)
+            .is_some_and(|rest| settings.contains(&rest))
+    }) {
+        return refused(&format!(
+            "its setting variables would be read as the server's own \
+             (PGCACHE_{} is the {setting} setting)",
+            setting.to_uppercase()
+        ));
+    }
+    Ok(())
+}
+
 /// Where the keys of source `name` (None: the default source) start.
 pub fn key_prefix(cache_prefix: &str, name: Option<&str>) -> String {
     match name {
@@ -185,6 +227,9 @@ mod tests {
     use crate::model::key::cache_key;
     use proptest::prelude::*;
 
+    /// Setting names, two of which would make a source `query` read the server's.
+    const SETTINGS: &[&str] = &["pool_size", "pg_host", "max_rows", "query_max_rows"];
+
     #[test]
     fn default_keys_are_byte_identical() {
         let prefix = key_prefix("pg_cache:", None);
@@ -219,6 +264,32 @@ mod tests {
             assert_eq!(analytics.covers(key), in_analytics, "{key:?}");
             assert_eq!(users.covers(key), in_users, "{key:?}");
         }
+    }
+
+    #[test]
+    fn names_are_lower_case_words_that_read_no_server_setting() {
+        for good in ["analytics", "a", "db_2", &"x".repeat(MAX_NAME_LEN)] {
+            assert!(check_name(good, SETTINGS).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Analytics",
+            "2db",
+            "_db",
+            "db-2",
+            "db:2",
+            "db@",
+            "default",
+            &"x".repeat(MAX_NAME_LEN + 1),
+        ] {
+            assert!(check_name(bad, SETTINGS).is_err(), "{bad:?}");
+        }
+        let e = check_name("query", SETTINGS).unwrap_err().to_string();
+        assert!(
+            e.contains("PGCACHE_QUERY_MAX_ROWS is the query_max_rows setting"),
+            "{e}"
+        );
+        assert!(check_name("pool", SETTINGS).is_ok(), "size is no setting");
     }
 
     #[test]

@@ -129,3 +129,49 @@ fn every_command_refuses_a_source_the_server_does_not_serve() {
         .query(&mut con)
         .unwrap();
 }
+
+/// A named source is declared and checked at load, but nothing serves it yet: the load is
+/// refused, saying so, rather than ignoring the block (a call meant for it would be answered
+/// from the default source's database).
+#[test]
+fn a_named_source_at_load_is_refused_until_sources_are_served() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    let _: String = redis::cmd("MODULE")
+        .arg(&["UNLOAD", "pgcache"])
+        .query(&mut con)
+        .unwrap();
+    let load = |extra: &[&str]| {
+        let mut load = redis::cmd("MODULE");
+        load.arg("LOAD").arg(module_path().to_str().unwrap());
+        for a in stack.pg.module_args() {
+            load.arg(a);
+        }
+        load.arg(extra).query::<String>(&mut stack.con())
+    };
+    assert!(load(&["source", "analytics", "pg_database", "app"]).is_err());
+    wait_for(
+        "the refusal in the log",
+        std::time::Duration::from_secs(5),
+        || {
+            stack
+                .redis
+                .log()
+                .contains(r#"serves the default source only: named sources ("analytics")"#)
+                .then_some(())
+        },
+    );
+    // A block that does not check out is refused for what is wrong with it.
+    assert!(load(&["source", "analytics", "workers", "2"]).is_err());
+    wait_for(
+        "the server-wide setting's refusal",
+        std::time::Duration::from_secs(5),
+        || stack.redis.log().contains("server-wide").then_some(()),
+    );
+    load(&[]).unwrap();
+    let row: Option<String> = redis::cmd("PGCACHE.READ")
+        .arg(&["users", r#"{"id":1}"#])
+        .query(&mut con)
+        .unwrap();
+    assert!(row.is_some());
+}

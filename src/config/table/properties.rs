@@ -35,10 +35,11 @@ proptest! {
         }
     }
 
-    /// Module arguments in any number and order load or name the setting that failed.
+    /// Module arguments in any number and order, `source` blocks among them, load or name
+    /// the setting that failed.
     #[test]
     fn any_module_arguments_load_or_fail_with_a_reason(
-        args in proptest::collection::vec((prop_oneof!["[a-z_]{1,16}", Just("ttl".to_string()), Just("pool_size".to_string())], value()), 0..6)
+        args in proptest::collection::vec((prop_oneof!["[a-z_]{1,16}", Just("ttl".to_string()), Just("pool_size".to_string()), Just("source".to_string())], value()), 0..6)
     ) {
         let flat: Vec<String> = args.into_iter().flat_map(|(name, value)| [name, value]).collect();
         if let Err(e) = super::super::load(&flat, &|_| None) {
