@@ -134,7 +134,7 @@ fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), Error> {
 fn start_threads(ctx: &Context, settings: &config::Settings) -> Result<(), Error> {
     requests::blocked::start_deadlines()
         .map_err(|e| Error::internal(format!("cannot start the deadline thread: {e}")))?;
-    cache::onloop::start(&settings.pg)
+    cache::onloop::start(SourceId::DEFAULT, &settings.pg)
         .map_err(|e| Error::invalid(format!("cannot set up TLS to PostgreSQL: {e}")))?;
     if let Err(e) = cache::worker::start(settings.workers, settings.pool_size, settings.queue_size)
     {
@@ -200,7 +200,7 @@ fn deinit(ctx: &Context) -> Status {
         ctx.log_warning(&format!("pgcache: refusing to unload: {e}"));
         return Status::Err;
     }
-    cache::onloop::stop();
+    cache::onloop::stop(SourceId::DEFAULT);
     requests::blocked::stop_deadlines();
     invalidation::stop(SourceId::DEFAULT);
     report::metrics::stop();
