@@ -213,7 +213,7 @@ fn run(feed: PartRef<'static, Feed>, pool: Arc<Pool>, source: SlotSource) {
                      source, which costs writers nothing"
                 ));
                 replication.status.lock().unwrap().fell_back = Some(why);
-                crate::config::current::of(SourceId::DEFAULT).fell_back_to_notify(true);
+                crate::config::current::of(feed.source).fell_back_to_notify(true);
                 replication.running.store(false, Ordering::SeqCst);
                 let channel = source.fallback_channel.clone().unwrap_or_default();
                 if let Err(e) = listener::start(feed.clone(), pool.clone(), channel) {
@@ -229,9 +229,7 @@ fn run(feed: PartRef<'static, Feed>, pool: Arc<Pool>, source: SlotSource) {
                 let streamed = replication.status.lock().unwrap().problem.is_none();
                 if streamed {
                     backoff = Duration::from_millis(100);
-                    crate::stats::of(SourceId::DEFAULT)
-                        .listener_reconnects
-                        .inc();
+                    crate::stats::of(feed.source).listener_reconnects.inc();
                 }
                 redis_module::logging::log_warning(format!(
                     "pgcache: replication source: {why}; retrying in {} ms",
@@ -660,7 +658,7 @@ impl<'a> Stream<'a> {
     /// not cover.
     fn check_slot(&mut self) -> Result<(), String> {
         self.last_slot_check = Some(Instant::now());
-        let served = crate::pg::schema::of(SourceId::DEFAULT).served_tables();
+        let served = crate::pg::schema::of(self.feed.source).served_tables();
         let (slot, publication) = (self.record.slot.clone(), self.publication.clone());
         let catalog = self.catalog()?;
         let state = match slot::inspect(catalog, &slot, &publication, &served) {
@@ -748,7 +746,7 @@ impl<'a> Stream<'a> {
         };
         match self.asked {
             Some(at) if at.elapsed() >= LIVENESS_PATIENCE => {
-                crate::stats::of(SourceId::DEFAULT)
+                crate::stats::of(self.feed.source)
                     .pg_silent_connections
                     .inc();
                 Err(format!(

@@ -61,6 +61,12 @@ impl SourceId {
     /// The unnamed default source: pgcache as it was before there were several, its keys
     /// and settings unchanged.
     pub const DEFAULT: SourceId = SourceId(0);
+
+    /// Its number (0: the default source), where a value must differ by source (the
+    /// heartbeats' number).
+    pub fn number(self) -> u16 {
+        self.0
+    }
 }
 
 /// One layer's state for every source: the default source's part held inline, so a `static`
