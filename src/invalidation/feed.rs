@@ -35,6 +35,11 @@ pub fn of(id: SourceId) -> PartRef<'static, Feed> {
 }
 
 /// One source's change feed.
+/// Runs `f` on every installed source's feed (the main-thread tasks that serve them all).
+pub fn each(mut f: impl FnMut(&Feed)) {
+    FEEDS.each(|_, feed| f(feed));
+}
+
 pub struct Feed {
     /// Whose feed it is: its threads, which hold the feed, reach their source's other parts
     /// (figures, settings, schemas) through it.

@@ -21,7 +21,7 @@ use super::feed::replication::{Replication, Status};
 use super::feed::{self, Feed};
 use super::{changes, ddl, durability, listener, position, translate};
 use crate::model::lsn::Lsn;
-use crate::model::source::{PartRef, SourceId};
+use crate::model::source::PartRef;
 use crate::pg::pool::{Connection as Catalog, Pool};
 use crate::pg::replication::connection::{Connection, Failure};
 use crate::pg::replication::pgoutput::{self, Message, Relation};
@@ -157,13 +157,19 @@ impl Replication {
     }
 }
 
-/// Reads the position the keyspace holds after a load or a promotion, and resumes from it:
-/// the default source's feed, the only one the server events reach so far (design/53 step 6
-/// lists the installed feeds).
+/// Reads the position the keyspace holds after a load or a promotion, and resumes from it,
+/// for each feed that asked (`load_position_soon`).
 static LOAD_POSITION: Task = Task::new("reading the replication position", |ctx| {
-    let feed = feed::of(SourceId::DEFAULT);
-    load_position(ctx, &feed);
-    feed.replication.resume(writable(ctx));
+    feed::each(|feed| {
+        if feed
+            .replication
+            .load_requested
+            .swap(false, Ordering::SeqCst)
+        {
+            load_position(ctx, feed);
+            feed.replication.resume(writable(ctx));
+        }
+    });
     false
 });
 
@@ -173,9 +179,12 @@ fn load_position(ctx: &Context, feed: &Feed) {
     feed.durability.loaded(feed.position.load(ctx));
 }
 
-/// Reads the position once the event under way is over (a promoted cluster node claims its
-/// slots after the promotion's event) and resumes from it. Main thread.
-pub fn load_position_soon() {
+/// Reads the position of `feed` once the event under way is over (a promoted cluster node
+/// claims its slots after the promotion's event) and resumes from it. Main thread.
+pub fn load_position_soon(feed: &Feed) {
+    feed.replication
+        .load_requested
+        .store(true, Ordering::SeqCst);
     LOAD_POSITION.request();
 }
 
@@ -730,7 +739,7 @@ impl<'a> Stream<'a> {
             .last_observed
             .is_none_or(|at| at.elapsed() >= durability::OBSERVE_EVERY)
         {
-            durability::request();
+            durability::request(&self.feed.durability);
             self.last_observed = Some(Instant::now());
         }
         let confirmable = self.confirmable();
