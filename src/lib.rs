@@ -20,13 +20,13 @@ mod query;
 mod redis;
 mod report;
 mod requests;
+mod source;
 mod stall;
 mod stats;
 
 use error::Error;
 use model::source::SourceId;
 use redis_module::{Context, RedisString, Status, redis_module};
-use std::time::Duration;
 
 // Redis's allocator in the module; the system allocator in unit tests, which run without
 // a server.
@@ -71,9 +71,6 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 /// Loads the module, step by step; what failed, as the log should say it.
 fn start(ctx: &Context, args: &[RedisString]) -> Result<(), Error> {
     let settings = load_settings(args)?;
-    let circuit = pg::circuit::of(SourceId::DEFAULT);
-    let pool = pg::pool::Pool::new(settings.pg.clone(), settings.pool_size, circuit)
-        .map_err(|e| Error::invalid(format!("cannot set up TLS to PostgreSQL: {e}")))?;
     register_commands(ctx, settings.debug_commands)?;
     // A drain ends with the unload it prepared; a library Redis kept mapped keeps statics.
     cache::drain::open_for(0);
@@ -83,9 +80,12 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), Error> {
     module::parameters::register(ctx)?;
     report::info::register(ctx);
     module::server_events::subscribe(ctx);
-    // The source's part owns the pool; the threads borrow it from there.
-    pg::pool::install(SourceId::DEFAULT, pool);
-    start_threads(ctx, &settings).inspect_err(|_| pg::pool::remove(SourceId::DEFAULT))?;
+    start_threads(ctx, &settings)?;
+    if let Err(e) = source::start(ctx, SourceId::DEFAULT, &settings) {
+        let _ = cache::worker::stop();
+        stop_threads();
+        return Err(e);
+    }
     ctx.log_notice(&format!(
         "pgcache {} loaded: PostgreSQL {}, {} workers, pool {}, queue {}, default TTL {} s",
         env!("CARGO_PKG_VERSION"),
@@ -123,7 +123,6 @@ fn load_settings(args: &[RedisString]) -> Result<config::Settings, Error> {
         ));
     }
     module::parameters::init(&settings)?;
-    pg::schema::of(SourceId::DEFAULT).clear();
     Ok(settings)
 }
 
@@ -140,14 +139,12 @@ fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// The deadline thread, workers, the metrics endpoint, the main-thread hand-over and the
-/// invalidation listener, on the pool installed; on a failure, what was started is stopped
-/// again.
+/// The threads every source's requests go through: the deadline thread, the workers, the
+/// metrics endpoint and the main-thread hand-over; on a failure, what was started is
+/// stopped again.
 fn start_threads(ctx: &Context, settings: &config::Settings) -> Result<(), Error> {
     requests::blocked::start_deadlines()
         .map_err(|e| Error::internal(format!("cannot start the deadline thread: {e}")))?;
-    cache::onloop::start(&settings.pg)
-        .map_err(|e| Error::invalid(format!("cannot set up TLS to PostgreSQL: {e}")))?;
     if let Err(e) = cache::worker::start(settings.workers, settings.pool_size, settings.queue_size)
     {
         requests::blocked::stop_deadlines();
@@ -174,30 +171,15 @@ fn start_threads(ctx: &Context, settings: &config::Settings) -> Result<(), Error
             "cannot set up the hand-over to the main thread: {e}"
         )));
     }
-    invalidation::init(ctx, SourceId::DEFAULT, settings.listen);
-    // The freshness prober runs with invalidation off too: it closes the circuit after an
-    // outage.
-    let first_attempt = settings.pg.connect_timeout + Duration::from_millis(500);
-    let channel = settings.invalidation_channel.clone();
-    let started = invalidation::horizon::start(SourceId::DEFAULT, channel)
-        .map_err(|e| format!("cannot start the freshness prober: {e}"))
-        .and_then(|()| {
-            if !settings.listen {
-                return Ok(());
-            }
-            invalidation::start(ctx, SourceId::DEFAULT, settings, first_attempt)
-                .map_err(|e| format!("cannot start the invalidation listener: {e}"))
-        });
-    if let Err(why) = started {
-        invalidation::stop(SourceId::DEFAULT);
-        invalidation::deinit(SourceId::DEFAULT);
-        redis::main_thread::deinit();
-        report::metrics::stop();
-        let _ = cache::worker::stop();
-        requests::blocked::stop_deadlines();
-        return Err(Error::internal(why));
-    }
     Ok(())
+}
+
+/// Stops what `start_threads` started but the workers (stopped first, where an unload may
+/// still be refused).
+fn stop_threads() {
+    redis::main_thread::deinit();
+    report::metrics::stop();
+    requests::blocked::stop_deadlines();
 }
 
 fn deinit(ctx: &Context) -> Status {
@@ -208,27 +190,14 @@ fn deinit(ctx: &Context) -> Status {
         );
         return Status::Err;
     }
-    if let Err(e) = cache::onloop::may_stop().and_then(|()| cache::worker::stop()) {
+    if let Err(e) = source::may_stop().and_then(|()| cache::worker::stop()) {
         ctx.log_warning(&format!("pgcache: refusing to unload: {e}"));
         return Status::Err;
     }
-    cache::onloop::stop();
-    requests::blocked::stop_deadlines();
-    invalidation::stop(SourceId::DEFAULT);
-    report::metrics::stop();
-    invalidation::deinit(SourceId::DEFAULT);
-    redis::main_thread::deinit();
-    // Nothing runs on the pool any more: its connections close, and a module loaded again
-    // makes its own.
-    pg::pool::remove(SourceId::DEFAULT);
-    pg::schema::of(SourceId::DEFAULT).clear();
+    source::stop(SourceId::DEFAULT);
+    stop_threads();
     // Loaded again, the module may find entries stored while it was away.
     cache::emptied::forget_all();
-    // Loaded again, the module learns its statements afresh, under that load's settings (the
-    // cache prefix among them). The index and the generations it knows stay with the
-    // library's memory, true as the feed resumes. Nothing is written here: a key written
-    // during MODULE UNLOAD would make Redis replicate the UNLOAD itself to the replicas.
-    query::statements::of(model::source::SourceId::DEFAULT).forget_all();
     module::parameters::deinit();
     stats::forget();
     stats::slowlog::forget();

@@ -212,18 +212,19 @@ impl Apply {
     }
 }
 
-/// Applies queued changes for at most `SLICE`; true when some are left for another tick.
-/// Then writes the position reached into the keyspace (replication source).
+/// Applies queued changes for at most `SLICE`, the feeds taking turns a change set each
+/// (so that one flooded feed does not hold up another's for a whole slice); true when some
+/// are left for another tick. Then writes the position each feed reached into the keyspace
+/// (replication source).
 fn apply_slice(context: &Context) -> bool {
-    let feed = super::of(SourceId::DEFAULT);
-    let more = apply_for_a_slice(context, &feed);
+    let more = apply_for_a_slice(context);
     if writable(context) {
-        feed.position.store(context);
+        super::each(|feed| feed.position.store(context));
     }
     more
 }
 
-fn apply_for_a_slice(context: &Context, feed: &Feed) -> bool {
+fn apply_for_a_slice(context: &Context) -> bool {
     if HELD.load(Ordering::SeqCst) {
         // Not asked again until RELEASE, which asks.
         return false;
@@ -231,46 +232,83 @@ fn apply_for_a_slice(context: &Context, feed: &Feed) -> bool {
     let deadline = Instant::now() + SLICE;
     let mut dbs: Option<Vec<i32>> = None;
     loop {
-        let Some(mut changes) = feed.apply.mailbox.lock().unwrap().pop() else {
-            return false;
-        };
-        start_flushes(context, feed, &mut changes);
-        let dbs = dbs.get_or_insert_with(|| cache::dbs_with_keys(context));
-        end_generations(context, &changes, dbs);
-        drop_row_results(context, &mut changes);
-        forget_outdated_statements(&mut changes);
-        while let Some((schema, pk)) = changes.deletes.pop() {
-            cache::delete_in(context, &pk.cache_key(&schema.key_prefix), dbs);
-            stats::of(SourceId::DEFAULT).invalidations_by_postgres.inc();
-            events::publish(context, EventKind::Invalidate, &schema.display, &pk.json);
-            if Instant::now() >= deadline {
-                break;
+        let (mut applied, mut out_of_time) = (false, false);
+        super::each(|feed| {
+            if out_of_time {
+                return;
             }
+            match apply_one(context, feed, deadline, &mut dbs) {
+                Applied::Nothing => {}
+                Applied::Whole => applied = true,
+                Applied::Part => out_of_time = true,
+            }
+            out_of_time |= Instant::now() >= deadline;
+        });
+        if out_of_time {
+            let mut more = false;
+            super::each(|feed| more |= !feed.apply.mailbox.lock().unwrap().is_empty());
+            return more;
         }
-        if !changes.deletes.is_empty() {
-            feed.apply.mailbox.lock().unwrap().push_front(changes);
-            return true;
-        }
-        if let Some(lsn) = changes.position {
-            feed.position.applied_up_to(lsn);
-            freshness::of(SourceId::DEFAULT).applied(Mark::Lsn(lsn));
-        }
-        if let Some(number) = changes.heartbeat {
-            freshness::of(SourceId::DEFAULT).applied(Mark::Heartbeat(number));
-        }
-        if let Some(committed) = changes.committed {
-            feed.position
-                .record_lag(committed.elapsed().unwrap_or_default());
-        }
-        if let Some(arrived) = changes.arrived {
-            stats::of(SourceId::DEFAULT)
-                .invalidation_apply
-                .record(arrived.elapsed().as_micros() as u64);
-        }
-        if Instant::now() >= deadline {
-            return !feed.apply.mailbox.lock().unwrap().is_empty();
+        if !applied {
+            return false;
         }
     }
+}
+
+/// What `apply_one` did with a feed's next change set.
+enum Applied {
+    /// Its mailbox was empty.
+    Nothing,
+    Whole,
+    /// The slice ended in its deletions: the rest waits at the front of its mailbox.
+    Part,
+}
+
+/// Applies the next change set of `feed`, its deletions up to `deadline`.
+fn apply_one(
+    context: &Context,
+    feed: &Feed,
+    deadline: Instant,
+    dbs: &mut Option<Vec<i32>>,
+) -> Applied {
+    let Some(mut changes) = feed.apply.mailbox.lock().unwrap().pop() else {
+        return Applied::Nothing;
+    };
+    let source = feed.source;
+    start_flushes(context, feed, &mut changes);
+    let dbs = dbs.get_or_insert_with(|| cache::dbs_with_keys(context));
+    end_generations(context, &changes, dbs);
+    drop_row_results(context, &mut changes);
+    forget_outdated_statements(&mut changes);
+    while let Some((schema, pk)) = changes.deletes.pop() {
+        cache::delete_in(context, &pk.cache_key(&schema.key_prefix), dbs);
+        stats::of(source).invalidations_by_postgres.inc();
+        events::publish(context, EventKind::Invalidate, &schema.display, &pk.json);
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    if !changes.deletes.is_empty() {
+        feed.apply.mailbox.lock().unwrap().push_front(changes);
+        return Applied::Part;
+    }
+    if let Some(lsn) = changes.position {
+        feed.position.applied_up_to(lsn);
+        freshness::of(source).applied(Mark::Lsn(lsn));
+    }
+    if let Some(number) = changes.heartbeat {
+        freshness::of(source).applied(Mark::Heartbeat(number));
+    }
+    if let Some(committed) = changes.committed {
+        feed.position
+            .record_lag(committed.elapsed().unwrap_or_default());
+    }
+    if let Some(arrived) = changes.arrived {
+        stats::of(source)
+            .invalidation_apply
+            .record(arrived.elapsed().as_micros() as u64);
+    }
+    Applied::Whole
 }
 
 /// Every table `changes` deletes or writes rows of changed for the query results too: their
@@ -332,21 +370,17 @@ fn start_flushes(ctx: &Context, feed: &Feed, changes: &mut Changes) {
         ctx.log_warning(&format!(
             "pgcache: invalidations may have been missed {why}; dropping every cached row"
         ));
-        flush::start(ctx, SourceId::DEFAULT, &current::scope(SourceId::DEFAULT));
-        bypass::of(SourceId::DEFAULT).release();
+        flush::start(ctx, feed.source, &current::scope(feed.source));
+        bypass::of(feed.source).release();
     }
-    stats::of(SourceId::DEFAULT)
+    stats::of(feed.source)
         .invalidations_by_postgres
         .add(std::mem::take(&mut changes.keys_flushed));
     if std::mem::take(&mut changes.results_outdated) {
         drop_every_result(ctx);
     }
     for prefix in std::mem::take(&mut changes.flushes) {
-        flush::start(
-            ctx,
-            SourceId::DEFAULT,
-            &flush::scope_of(SourceId::DEFAULT, &prefix),
-        );
+        flush::start(ctx, feed.source, &flush::scope_of(feed.source, &prefix));
     }
 }
 

@@ -9,12 +9,12 @@
 //! thread every `OBSERVE_EVERY` while the source streams (`request`).
 
 use super::position::Record;
-use crate::model::source::SourceId;
 use crate::redis::main_thread::Task;
 use crate::redis::persistence::{self, Disk, Persistence};
 use crate::redis::role::writable;
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How often the replication thread asks for a look at the server.
@@ -139,6 +139,8 @@ fn lower(a: Option<Record>, b: Option<Record>) -> Option<Record> {
 /// What of one feed's stored position would survive this server, as last looked at.
 pub struct Kept {
     durability: Mutex<Durability>,
+    /// Its stream asked for a look at the server (`request`), which `OBSERVE` takes.
+    requested: AtomicBool,
 }
 
 impl Kept {
@@ -146,6 +148,7 @@ impl Kept {
     pub const fn new() -> Kept {
         Kept {
             durability: Mutex::new(Durability::new()),
+            requested: AtomicBool::new(false),
         }
     }
 
@@ -168,20 +171,25 @@ impl Kept {
     }
 }
 
-/// Looks at the server for the default source's feed, the only one the replication thread
-/// streams for so far (design/53 step 6 lists the installed feeds).
+/// Looks at the server for each feed whose stream asked (one look serves them all).
 static OBSERVE: Task = Task::new("observing what the server keeps", |ctx| {
-    let feed = super::of(SourceId::DEFAULT);
-    if writable(ctx) {
-        feed.position.store_now(ctx);
-    }
-    let server = persistence::read(ctx);
-    feed.durability.observe(feed.position.stored(), &server);
+    let mut server = None;
+    super::each(|feed| {
+        if !feed.durability.requested.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        if writable(ctx) {
+            feed.position.store_now(ctx);
+        }
+        let server = server.get_or_insert_with(|| persistence::read(ctx));
+        feed.durability.observe(feed.position.stored(), server);
+    });
     false
 });
 
-/// Asks the main thread to look at the server. Any thread.
-pub fn request() {
+/// Asks the main thread to look at the server for the feed that keeps `kept`. Any thread.
+pub fn request(kept: &Kept) {
+    kept.requested.store(true, Ordering::SeqCst);
     OBSERVE.request_from_thread();
 }
 

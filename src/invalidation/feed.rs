@@ -26,7 +26,7 @@ use prober::Prober;
 use replication::Replication;
 
 /// Every source's feed.
-static FEEDS: Parts<Feed> = Parts::new(Feed::new());
+static FEEDS: Parts<Feed> = Parts::new(Feed::new(SourceId::DEFAULT));
 
 /// The feed of source `id`.
 #[inline]
@@ -35,7 +35,15 @@ pub fn of(id: SourceId) -> PartRef<'static, Feed> {
 }
 
 /// One source's change feed.
+/// Runs `f` on every installed source's feed (the main-thread tasks that serve them all).
+pub fn each(mut f: impl FnMut(&Feed)) {
+    FEEDS.each(|_, feed| f(feed));
+}
+
 pub struct Feed {
+    /// Whose feed it is: its threads, which hold the feed, reach their source's other parts
+    /// (figures, settings, schemas) through it.
+    pub source: SourceId,
     /// The replication stream: its thread, and what HEALTH and INFO say of it.
     pub replication: Replication,
     /// How far the log has been applied, and the copy kept in the keyspace.
@@ -56,8 +64,9 @@ pub struct Feed {
 
 impl Feed {
     /// Not started, nothing applied (const, so a `static` holds the default source's).
-    pub const fn new() -> Feed {
+    pub const fn new(source: SourceId) -> Feed {
         Feed {
+            source,
             replication: Replication::new(),
             position: Position::new(),
             durability: Kept::new(),
@@ -115,7 +124,7 @@ mod tests {
 
     #[test]
     fn two_feeds_share_no_position_or_durability() {
-        let (a, b) = (Feed::new(), Feed::new());
+        let (a, b) = (Feed::new(SourceId::DEFAULT), Feed::new(SourceId::DEFAULT));
         a.position.record_lag(Duration::from_millis(3));
         a.durability.loaded(Some(record(7)));
         assert_eq!(a.position.last_lag(), Duration::from_millis(3));

@@ -3,6 +3,7 @@
 //! servers may listen on one channel; each counts only its own heartbeats, told apart by a
 //! number drawn at start.
 
+use crate::model::source::SourceId;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What starts a heartbeat payload; no trigger payload (JSON) starts so.
@@ -22,10 +23,11 @@ impl Heartbeats {
         }
     }
 
-    /// Draws this feed's number (at the prober's start).
-    pub fn draw(&self, seed: u64) {
-        self.nonce
-            .store(seed ^ u64::from(std::process::id()), Ordering::SeqCst);
+    /// Draws the number of `source`'s feed (at the prober's start): the source's number
+    /// mixed in, so that two probers started in the same microsecond differ.
+    pub fn draw(&self, seed: u64, source: SourceId) {
+        let number = seed ^ u64::from(std::process::id()) ^ u64::from(source.number());
+        self.nonce.store(number, Ordering::SeqCst);
     }
 
     /// The payload of heartbeat `number`.

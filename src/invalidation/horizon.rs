@@ -60,7 +60,7 @@ pub fn start(source: SourceId, channel: String) -> std::io::Result<()> {
     let pool = pool::of(source).map_err(|e| std::io::Error::other(e.message().to_string()))?;
     let feed = feed::of(source);
     feed.prober.stop.store(false, Ordering::SeqCst);
-    feed.heartbeats.draw(clock::now_us());
+    feed.heartbeats.draw(clock::now_us(), source);
     let thread = feed.clone();
     let handle = std::thread::Builder::new()
         .name("pgcache-horizon".into())
@@ -132,7 +132,7 @@ fn run(source: SourceId, feed: &Feed, pool: &Pool, channel: &str) {
         }
         let connection = &mut connection;
         let probed = match probe {
-            Probe::Log => with_connection(prober, pool, connection, probe_log),
+            Probe::Log => with_connection(prober, pool, connection, |c| probe_log(source, c)),
             Probe::Primary => with_connection(prober, pool, connection, |c| {
                 probe_replicated(source, feed, c)
             }),
@@ -230,9 +230,9 @@ fn try_on(
 
 /// Takes the log's insert position as a mark; reached at once when the stream already
 /// applied it (an idle database).
-fn probe_log(connection: &mut Connection) -> Result<(), String> {
-    take_log_mark(connection)?;
-    freshness::of(SourceId::DEFAULT).applied(Mark::Lsn(position::applied_lsn()));
+fn probe_log(source: SourceId, connection: &mut Connection) -> Result<(), String> {
+    take_log_mark(source, connection)?;
+    freshness::of(source).applied(Mark::Lsn(position::applied_lsn()));
     Ok(())
 }
 
@@ -244,7 +244,7 @@ fn probe_replicated(
     feed: &Feed,
     connection: &mut Connection,
 ) -> Result<(), String> {
-    take_log_mark(connection)?;
+    take_log_mark(source, connection)?;
     let held = main_thread::ask(position::held, REPLICA_LOOK_LIMIT);
     if let Some(Some(record)) = held {
         freshness::of(source).applied(Mark::Lsn(record.lsn));
@@ -261,7 +261,7 @@ fn probe_replicated(
 const REPLICA_LOOK_LIMIT: Duration = Duration::from_millis(100);
 
 /// Reads the log's insert position and registers it as a probe's mark, taken now.
-fn take_log_mark(connection: &mut Connection) -> Result<(), String> {
+fn take_log_mark(source: SourceId, connection: &mut Connection) -> Result<(), String> {
     let at_us = clock::now_us();
     let rows = connection
         .query("SELECT pg_catalog.pg_current_wal_insert_lsn()::text", &[])
@@ -271,7 +271,7 @@ fn take_log_mark(connection: &mut Connection) -> Result<(), String> {
         .as_deref()
         .and_then(|t| Lsn::parse(t).ok())
         .ok_or("PostgreSQL sent no log position")?;
-    freshness::of(SourceId::DEFAULT).probe_sent(Mark::Lsn(record_end(lsn)), at_us);
+    freshness::of(source).probe_sent(Mark::Lsn(record_end(lsn)), at_us);
     Ok(())
 }
 
@@ -300,7 +300,7 @@ fn probe_notifications(
     channel: &str,
     number: u64,
 ) -> Result<(), String> {
-    freshness::of(SourceId::DEFAULT).probe_sent(Mark::Heartbeat(number), clock::now_us());
+    freshness::of(feed.source).probe_sent(Mark::Heartbeat(number), clock::now_us());
     let payload = feed.heartbeats.payload(number);
     connection
         .query("SELECT pg_catalog.pg_notify($1, $2)", &[&channel, &payload])

@@ -17,7 +17,7 @@ use super::feed::listener::Listener;
 use super::translate::{self, Payload};
 use crate::error::Error;
 use crate::model::ident::quote_ident;
-use crate::model::source::{PartRef, SourceId};
+use crate::model::source::PartRef;
 use crate::pg::errors::describe;
 use crate::pg::pool::{Connection, Pool};
 use crate::pg::session::Failure;
@@ -138,9 +138,7 @@ fn run(feed: &Feed, pool: &Pool, channel: &str) {
                 listener.connected.store(false, Ordering::SeqCst);
                 feed.apply.listener_disconnected();
                 if !listener.stopping() {
-                    crate::stats::of(SourceId::DEFAULT)
-                        .listener_reconnects
-                        .inc();
+                    crate::stats::of(feed.source).listener_reconnects.inc();
                     *listener.last_loss.lock().unwrap() =
                         Some((std::time::SystemTime::now(), reason.clone()));
                     redis_module::logging::log_warning(format!(

@@ -23,7 +23,7 @@ pub mod replication;
 pub mod translate;
 
 pub use apply::{deinit, init};
-pub use feed::of;
+pub use feed::{each, of};
 
 use crate::config::{InvalidationSource, Settings};
 use crate::model::source::SourceId;
@@ -83,23 +83,23 @@ pub fn promoted(ctx: &Context) {
     distrust(ctx, "this replica became a primary");
 }
 
-/// This server became a replica (`server_events`): its primary consumes the slot now.
+/// This server became a replica (`server_events`): its primary consumes every slot now.
 pub fn demoted() {
-    of(SourceId::DEFAULT).replication.demoted();
+    each(|feed| feed.replication.demoted());
 }
 
-/// Entries no feed of this process covered: the replication source resumes from the
-/// position they came with; the listener flushes them. The default source's feed, the only
-/// one the server events reach so far (design/53 step 6 lists the installed feeds).
+/// Entries no feed of this process covered: each replication source resumes from the
+/// position they came with; each listener flushes its source's.
 fn distrust(ctx: &Context, why: &str) {
-    let feed = of(SourceId::DEFAULT);
-    if feed.replication.running() {
-        if feed.apply.hold_until_resumed(ctx, why) {
-            replication::load_position_soon();
+    each(|feed| {
+        if feed.replication.running() {
+            if feed.apply.hold_until_resumed(ctx, why) {
+                replication::load_position_soon(feed);
+            }
+        } else {
+            feed.apply.distrust(ctx, why);
         }
-    } else {
-        feed.apply.distrust(ctx, why);
-    }
+    });
 }
 
 /// Stops the feed of `source` (and the listener `auto` may have started instead).

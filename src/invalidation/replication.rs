@@ -21,7 +21,7 @@ use super::feed::replication::{Replication, Status};
 use super::feed::{self, Feed};
 use super::{changes, ddl, durability, listener, position, translate};
 use crate::model::lsn::Lsn;
-use crate::model::source::{PartRef, SourceId};
+use crate::model::source::PartRef;
 use crate::pg::pool::{Connection as Catalog, Pool};
 use crate::pg::replication::connection::{Connection, Failure};
 use crate::pg::replication::pgoutput::{self, Message, Relation};
@@ -157,13 +157,19 @@ impl Replication {
     }
 }
 
-/// Reads the position the keyspace holds after a load or a promotion, and resumes from it:
-/// the default source's feed, the only one the server events reach so far (design/53 step 6
-/// lists the installed feeds).
+/// Reads the position the keyspace holds after a load or a promotion, and resumes from it,
+/// for each feed that asked (`load_position_soon`).
 static LOAD_POSITION: Task = Task::new("reading the replication position", |ctx| {
-    let feed = feed::of(SourceId::DEFAULT);
-    load_position(ctx, &feed);
-    feed.replication.resume(writable(ctx));
+    feed::each(|feed| {
+        if feed
+            .replication
+            .load_requested
+            .swap(false, Ordering::SeqCst)
+        {
+            load_position(ctx, feed);
+            feed.replication.resume(writable(ctx));
+        }
+    });
     false
 });
 
@@ -173,9 +179,12 @@ fn load_position(ctx: &Context, feed: &Feed) {
     feed.durability.loaded(feed.position.load(ctx));
 }
 
-/// Reads the position once the event under way is over (a promoted cluster node claims its
-/// slots after the promotion's event) and resumes from it. Main thread.
-pub fn load_position_soon() {
+/// Reads the position of `feed` once the event under way is over (a promoted cluster node
+/// claims its slots after the promotion's event) and resumes from it. Main thread.
+pub fn load_position_soon(feed: &Feed) {
+    feed.replication
+        .load_requested
+        .store(true, Ordering::SeqCst);
     LOAD_POSITION.request();
 }
 
@@ -213,7 +222,7 @@ fn run(feed: PartRef<'static, Feed>, pool: Arc<Pool>, source: SlotSource) {
                      source, which costs writers nothing"
                 ));
                 replication.status.lock().unwrap().fell_back = Some(why);
-                crate::config::current::of(SourceId::DEFAULT).fell_back_to_notify(true);
+                crate::config::current::of(feed.source).fell_back_to_notify(true);
                 replication.running.store(false, Ordering::SeqCst);
                 let channel = source.fallback_channel.clone().unwrap_or_default();
                 if let Err(e) = listener::start(feed.clone(), pool.clone(), channel) {
@@ -229,9 +238,7 @@ fn run(feed: PartRef<'static, Feed>, pool: Arc<Pool>, source: SlotSource) {
                 let streamed = replication.status.lock().unwrap().problem.is_none();
                 if streamed {
                     backoff = Duration::from_millis(100);
-                    crate::stats::of(SourceId::DEFAULT)
-                        .listener_reconnects
-                        .inc();
+                    crate::stats::of(feed.source).listener_reconnects.inc();
                 }
                 redis_module::logging::log_warning(format!(
                     "pgcache: replication source: {why}; retrying in {} ms",
@@ -660,7 +667,7 @@ impl<'a> Stream<'a> {
     /// not cover.
     fn check_slot(&mut self) -> Result<(), String> {
         self.last_slot_check = Some(Instant::now());
-        let served = crate::pg::schema::of(SourceId::DEFAULT).served_tables();
+        let served = crate::pg::schema::of(self.feed.source).served_tables();
         let (slot, publication) = (self.record.slot.clone(), self.publication.clone());
         let catalog = self.catalog()?;
         let state = match slot::inspect(catalog, &slot, &publication, &served) {
@@ -732,7 +739,7 @@ impl<'a> Stream<'a> {
             .last_observed
             .is_none_or(|at| at.elapsed() >= durability::OBSERVE_EVERY)
         {
-            durability::request();
+            durability::request(&self.feed.durability);
             self.last_observed = Some(Instant::now());
         }
         let confirmable = self.confirmable();
@@ -748,7 +755,7 @@ impl<'a> Stream<'a> {
         };
         match self.asked {
             Some(at) if at.elapsed() >= LIVENESS_PATIENCE => {
-                crate::stats::of(SourceId::DEFAULT)
+                crate::stats::of(self.feed.source)
                     .pg_silent_connections
                     .inc();
                 Err(format!(

@@ -103,6 +103,12 @@ impl SourceId {
     /// The unnamed default source: pgcache as it was before there were several, its keys
     /// and settings unchanged.
     pub const DEFAULT: SourceId = SourceId(0);
+
+    /// Its number (0: the default source), where a value must differ by source (the
+    /// heartbeats' number).
+    pub fn number(self) -> u16 {
+        self.0
+    }
 }
 
 /// One layer's state for every source: the default source's part held inline, so a `static`
@@ -132,6 +138,20 @@ impl<T> Parts<T> {
             PartRef::Default(&self.default)
         } else {
             PartRef::Named(self.named_part(id))
+        }
+    }
+
+    /// Runs `f` on every installed part with its source: the default source's, then the
+    /// named ones' (taken out of the lock first, so `f` may install or remove parts, or
+    /// wait). For the tasks that serve every source (applying changes, observing what the
+    /// server keeps, sweeping the indexes).
+    pub fn each(&self, mut f: impl FnMut(SourceId, &T)) {
+        f(SourceId::DEFAULT, &self.default);
+        let named: Vec<(SourceId, Arc<T>)> = (self.named.read().unwrap().iter().enumerate())
+            .filter_map(|(at, part)| Some((SourceId(at as u16 + 1), part.clone()?)))
+            .collect();
+        for (id, part) in named {
+            f(id, &part);
         }
     }
 
@@ -330,6 +350,24 @@ mod tests {
             assert_eq!(reader.join().unwrap(), 7);
             drop(held);
         });
+    }
+
+    /// `each` serves the default part, then every named one installed, skipping removed
+    /// ones.
+    #[test]
+    fn each_serves_every_installed_part() {
+        let parts = Parts::new(1u32);
+        let mut seen = Vec::new();
+        parts.each(|id, part| seen.push((id, *part)));
+        assert_eq!(seen, [(SourceId::DEFAULT, 1)]);
+        *parts.named.write().unwrap() = vec![Some(Arc::new(2)), None, Some(Arc::new(4))];
+        seen.clear();
+        parts.each(|id, part| seen.push((id, *part)));
+        assert_eq!(seen, [(SourceId(0), 1), (SourceId(1), 2), (SourceId(3), 4)]);
+        // Each named part is the one `of` lends for its source.
+        for (id, part) in seen {
+            assert_eq!(*parts.of(id), part);
+        }
     }
 
     proptest! {

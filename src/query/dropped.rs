@@ -98,10 +98,12 @@ pub fn rows_changed(
 /// The row-precise index is gone or no longer true (data loaded from disk, a promotion, a
 /// demotion, a DB flushed or swapped): its results leave it, and no result a row generation
 /// of this process's made reachable is served again, here or on its replicas. Main thread.
-/// Every source's (the default's: the only one served yet).
+/// Every source's.
 pub fn index_lost(ctx: &Context, dbs: &[i32]) {
-    membership::of(SourceId::DEFAULT).drop_table(None);
-    generations::forget_all(ctx, SourceId::DEFAULT, dbs);
+    membership::each(|source, membership| {
+        membership.drop_table(None);
+        generations::forget_all(ctx, source, dbs);
+    });
 }
 
 /// The table's name as events give it, from its key prefix (`` for the whole cache) and

@@ -291,13 +291,18 @@ pub fn publish_epoch(ctx: &Context, source: SourceId, dbs: &[i32]) {
     });
 }
 
-/// Publishes the epochs waiting (the default source's: the only one served yet).
+/// Publishes the epochs waiting, every source's (a source with none waiting has nothing to
+/// write).
 static PUBLISH_EPOCH: Task = Task::new("publishing the index epoch", |ctx| {
-    let source = SourceId::DEFAULT;
-    let mut dbs = std::mem::take(&mut *EPOCHS.of(source).waits_in.lock().unwrap());
-    dbs.sort_unstable();
-    dbs.dedup();
-    publish_epoch(ctx, source, &dbs);
+    EPOCHS.each(|source, epoch| {
+        let mut dbs = std::mem::take(&mut *epoch.waits_in.lock().unwrap());
+        if dbs.is_empty() {
+            return;
+        }
+        dbs.sort_unstable();
+        dbs.dedup();
+        publish_epoch(ctx, source, &dbs);
+    });
     false
 });
 

@@ -579,10 +579,18 @@ fn orphans<'a>(table: &'a str, part: &'a TableIndex) -> impl Iterator<Item = Orp
     })
 }
 
-/// Takes orphans out of the tables they are still filed under, for one slice; whether some
-/// are left (the default source's: the only one served yet).
+/// Takes orphans out of the tables they are still filed under, every source's index in
+/// turn, for one slice in all; whether some are left.
 fn sweep(_ctx: &Context) -> bool {
-    of(SourceId::DEFAULT).sweep_until(Instant::now() + SWEEP_SLICE)
+    let until = Instant::now() + SWEEP_SLICE;
+    let mut more = false;
+    MEMBERSHIPS.each(|_, membership| more |= membership.sweep_until(until));
+    more
+}
+
+/// Runs `f` on every installed source's index.
+pub fn each(f: impl FnMut(SourceId, &Membership)) {
+    MEMBERSHIPS.each(f);
 }
 
 /// Results of joins dropped under `table` leave the index under the other tables they

@@ -1,16 +1,17 @@
-//! The event loop's connections and this turn's jobs: which connection takes a job, sending
-//! the turn's jobs, serving each socket's events, and how many connections there are
-//! (`loop_connections`; opened by `opener`, retired when no longer wanted or trusted).
+//! The event loop's connections and this turn's jobs, one fleet per source: which connection
+//! takes a job, sending the turn's jobs, serving each socket's events, and how many
+//! connections there are (`loop_connections`; opened by the fleet's `opener`, retired when
+//! no longer wanted or trusted).
 //!
-//! Every change happens inside one borrow of the thread-local `Fleet`; what ends a job
+//! Every change happens inside one borrow of the thread-local `FLEETS`; what ends a job
 //! (finishing it, unblocking its client, handing it to the workers) happens after the borrow
-//! is released (`Ends`), so nothing it calls can find the fleet borrowed.
+//! is released (`Ends`), so nothing it calls can find the fleets borrowed.
 
 use super::HANDED_OVER;
 use super::flight::Flight;
 use super::job::{Job, Lookup};
 use super::looped::Looped;
-use super::opener::{self, BACKOFF_MAX, Opener};
+use super::opener::{BACKOFF_MAX, Opener};
 use crate::cache::drain;
 use crate::config::{PgSettings, current};
 use crate::error::Error;
@@ -35,14 +36,39 @@ use std::time::{Duration, Instant};
 /// last waits for all before it (as a worker's pipeline, `worker::MAX_PIPELINE`).
 const MAX_IN_FLIGHT: usize = 16;
 
-#[derive(Default)]
+/// One source's connections: a source's misses go out only on connections to its own
+/// database, opened with its own settings, counted in its own figures and circuit.
 struct Fleet {
+    source: SourceId,
     slots: Vec<Option<Looped>>,
-    /// Tells a connection from an earlier one in the same slot (`token`).
-    generation: u64,
     /// This turn's jobs, sent by `flush`.
     turn: Vec<Job>,
     opener: Opener,
+}
+
+/// Every source's fleet, at its fleet number: the number is in each connection's token, so
+/// the socket's callback finds its fleet without a search. A stopped source leaves its
+/// number empty (`None`) rather than moving the fleets after it, whose connections' tokens
+/// hold their numbers. Standbys (design/53 step 13) add fleets of their own, one per
+/// (source, target): the number then names the pair, and the token need not change.
+#[derive(Default)]
+struct Fleets {
+    fleets: Vec<Option<Fleet>>,
+    /// Tells a connection from an earlier one in the same slot (`token`). One count for
+    /// every fleet, so a fleet number used again cannot meet an old connection's token.
+    generation: u64,
+}
+
+/// A connection's token, which the event loop hands back to its callback: the generation
+/// above bit 32, the fleet number in bits 16-31, the slot in the low 16.
+fn token(generation: u64, fleet: usize, slot: usize) -> u64 {
+    debug_assert!(fleet <= 0xFFFF && slot <= 0xFFFF);
+    (generation << 32) | ((fleet as u64) << 16) | slot as u64
+}
+
+/// The fleet number and slot a token names.
+fn fleet_and_slot(token: u64) -> (usize, usize) {
+    (((token >> 16) & 0xFFFF) as usize, (token & 0xFFFF) as usize)
 }
 
 /// What ends after a borrow of the fleet: flights that landed, flights of closed
@@ -75,20 +101,56 @@ impl Ends {
 }
 
 thread_local! {
-    static FLEET: RefCell<Fleet> = RefCell::new(Fleet::default());
+    static FLEETS: RefCell<Fleets> = RefCell::new(Fleets::default());
 }
 
-/// Runs `f` on the fleet, then what it ended. Also when `f` panics: what it had ended by
+/// Runs `f` on the fleets, then what it ended. Also when `f` panics: what it had ended by
 /// then is still ended (its clients answered, its jobs handed to the workers) before the
 /// panic goes on to the callback's own containment; dropped, their clients would wait for
 /// their request timeout.
-fn with<R>(f: impl FnOnce(&mut Fleet, &mut Ends) -> R) -> R {
+fn with_all<R>(f: impl FnOnce(&mut Fleets, &mut Ends) -> R) -> R {
     let mut ends = Ends::default();
     let result = catch_unwind(AssertUnwindSafe(|| {
-        FLEET.with(|fleet| f(&mut fleet.borrow_mut(), &mut ends))
+        FLEETS.with(|fleets| f(&mut fleets.borrow_mut(), &mut ends))
     }));
     ends.run();
     result.unwrap_or_else(|panic| resume_unwind(panic))
+}
+
+/// Runs `f` on the fleet of `source`, if it has one (as `with_all`).
+fn with<R>(source: SourceId, f: impl FnOnce(&mut Fleet, &mut Ends) -> R) -> Option<R> {
+    with_all(|fleets, ends| fleets.of(source).map(|fleet| f(fleet, ends)))
+}
+
+/// Runs `f` on each fleet in turn, each in a borrow of its own (as `with_all`): a panic
+/// on one fleet leaves the others served, and goes on once they were.
+fn each(f: impl Fn(&mut Fleet, &mut Ends)) {
+    let count = FLEETS.with(|fleets| fleets.borrow().fleets.len());
+    let mut panicked = None;
+    for number in 0..count {
+        let served = catch_unwind(AssertUnwindSafe(|| {
+            with_all(|fleets, ends| {
+                if let Some(Some(fleet)) = fleets.fleets.get_mut(number) {
+                    f(fleet, ends);
+                }
+            })
+        }));
+        if let Err(panic) = served {
+            panicked.get_or_insert(panic);
+        }
+    }
+    if let Some(panic) = panicked {
+        resume_unwind(panic);
+    }
+}
+
+impl Fleets {
+    fn of(&mut self, source: SourceId) -> Option<&mut Fleet> {
+        self.fleets
+            .iter_mut()
+            .flatten()
+            .find(|f| f.source == source)
+    }
 }
 
 /// `PGCACHE.DEBUG PANIC SEND`: the event loop's next send of misses panics before any goes
@@ -99,12 +161,31 @@ pub fn panic_next_send() {
     PANIC_NEXT_SEND.store(true, Ordering::Relaxed);
 }
 
-pub fn start(settings: &PgSettings) -> Result<(), Error> {
-    with(|f, _| f.opener.start(settings))
+/// Gives `source` its fleet, with the connection settings its opener uses (a fleet of its
+/// already there, from a load before, takes them afresh).
+pub fn start(source: SourceId, settings: &PgSettings) -> Result<(), Error> {
+    with_all(|fleets, _| {
+        if let Some(fleet) = fleets.of(source) {
+            return fleet.opener.start(settings);
+        }
+        let mut fleet = Fleet {
+            source,
+            slots: Vec::new(),
+            turn: Vec::new(),
+            opener: Opener::new(source),
+        };
+        fleet.opener.start(settings)?;
+        match fleets.fleets.iter().position(Option::is_none) {
+            Some(free) => fleets.fleets[free] = Some(fleet),
+            None => fleets.fleets.push(Some(fleet)),
+        }
+        Ok(())
+    })
 }
 
 pub fn may_stop() -> Result<(), Error> {
-    if with(|f, _| f.opener.busy()) {
+    let busy = with_all(|fleets, _| fleets.fleets.iter().flatten().any(|f| f.opener.busy()));
+    if busy {
         return Err(Error::invalid(
             "a PostgreSQL connection for the event loop is being opened; retry shortly",
         ));
@@ -112,8 +193,15 @@ pub fn may_stop() -> Result<(), Error> {
     Ok(())
 }
 
-pub fn stop() {
-    with(|f, ends| {
+/// Closes the fleet of `source` and gives up its number.
+pub fn stop(source: SourceId) {
+    with_all(|fleets, ends| {
+        let Some(entry) =
+            (fleets.fleets.iter_mut()).find(|f| f.as_ref().is_some_and(|f| f.source == source))
+        else {
+            return;
+        };
+        let mut f = entry.take().expect("the fleet found");
         f.opener.stop();
         for looped in f.slots.drain(..).flatten() {
             ends.closed(looped, "pgcache is unloading");
@@ -122,10 +210,11 @@ pub fn stop() {
     });
 }
 
-/// Whether a connection can take one more job now (and, on the way, opens the connections
-/// `loop_connections` asks for and retires those it no longer wants or trusts).
-pub fn takes_a_job() -> bool {
-    with(|f, ends| {
+/// Whether a connection of the fleet of `source` can take one more job now (and, on the
+/// way, opens the connections `loop_connections` asks for and retires those it no longer
+/// wants or trusts). No fleet, no: its misses go to the workers.
+pub fn takes_a_job(source: SourceId) -> bool {
+    with(source, |f, ends| {
         f.tend(ends);
         let room: usize = f
             .slots
@@ -136,25 +225,36 @@ pub fn takes_a_job() -> bool {
             .sum();
         room > f.turn.len()
     })
+    .unwrap_or(false)
 }
 
+/// Queues a job in its source's fleet (`takes_a_job` said it has room).
 pub fn queue(job: Job) {
-    with(|f, _| f.turn.push(job));
+    with_all(|fleets, ends| match fleets.of(job.source()) {
+        Some(f) => f.turn.push(job),
+        None => ends.unsent.push(job),
+    });
 }
 
 /// Queues a lookup: with the turn's lookup of the same table and key columns, if any.
 pub fn queue_lookup(lookup: Lookup) {
-    with(
-        |f, _| match f.turn.iter_mut().find(|job| job.joins(&lookup.lookup)) {
+    let source = lookup.lookup.schema.source;
+    with_all(|fleets, ends| {
+        let Some(f) = fleets.of(source) else {
+            ends.unsent.push(Job::Lookups(vec![lookup]));
+            return;
+        };
+        match f.turn.iter_mut().find(|job| job.joins(&lookup.lookup)) {
             Some(Job::Lookups(lookups)) => lookups.push(lookup),
             _ => f.turn.push(Job::Lookups(vec![lookup])),
-        },
-    );
+        }
+    });
 }
 
-/// Sends this turn's jobs, each on the connection with the fewest in flight.
+/// Sends this turn's jobs of every fleet, each on the connection of its fleet with the
+/// fewest in flight.
 pub fn flush() {
-    with(|f, ends| {
+    each(|f, ends| {
         // The turn waits among the unsent until each job is sent: a panic on the way leaves
         // the rest to the workers. Reversed, so that popping sends them in their order.
         ends.unsent = std::mem::take(&mut f.turn);
@@ -204,8 +304,11 @@ fn on_event(token: u64, _ready: Ready) {
 }
 
 fn service(token: u64) {
-    with(|f, ends| {
-        let slot = (token & 0xFFFF) as usize;
+    with_all(|fleets, ends| {
+        let (fleet, slot) = fleet_and_slot(token);
+        let Some(Some(f)) = fleets.fleets.get_mut(fleet) else {
+            return;
+        };
         let Some(entry) = f.slots.get_mut(slot) else {
             return;
         };
@@ -227,7 +330,7 @@ fn service(token: u64) {
 /// out), and while a drain before an unload is under way every connection once its
 /// requests are answered.
 pub fn look_after() {
-    with(|f, ends| {
+    each(|f, ends| {
         f.close_silent(ends);
         if drain::remaining().is_some() {
             f.retire_all(ends);
@@ -237,10 +340,9 @@ pub fn look_after() {
 
 /// Reads on for every connection whose callback stopped at its budget.
 pub fn continue_reading(_ctx: &Context) -> bool {
-    let tokens: Vec<u64> = with(|f, _| {
-        f.slots
-            .iter_mut()
-            .flatten()
+    let tokens: Vec<u64> = with_all(|fleets, _| {
+        (fleets.fleets.iter_mut().flatten())
+            .flat_map(|f| f.slots.iter_mut().flatten())
             .filter_map(|l| std::mem::take(&mut l.more).then_some(l.token))
             .collect()
     });
@@ -250,14 +352,22 @@ pub fn continue_reading(_ctx: &Context) -> bool {
     false
 }
 
-/// Takes the connections (and failures) opener threads handed over.
+/// Takes the connections (and failures) each fleet's opener thread handed over.
 pub fn take_handed(_ctx: &Context) -> bool {
-    let handed = opener::take_handed();
-    with(|f, _| {
-        for handed in handed {
-            match handed.opened {
-                Ok(opened) => f.adopt(opened, handed.statement_timeout_ms),
-                Err(failure) => f.opener.failed(&failure),
+    with_all(|fleets, _| {
+        for (number, entry) in fleets.fleets.iter_mut().enumerate() {
+            let Some(f) = entry else {
+                continue;
+            };
+            for handed in f.opener.take_handed() {
+                match handed.opened {
+                    Ok(opened) => {
+                        fleets.generation += 1;
+                        let generation = fleets.generation;
+                        f.adopt(number, generation, opened, handed.statement_timeout_ms);
+                    }
+                    Err(failure) => f.opener.failed(&failure),
+                }
             }
         }
     });
@@ -268,10 +378,10 @@ impl Fleet {
     /// Opens what `loop_connections` asks for; retires what it no longer wants, and what an
     /// outage or a new statement_timeout made untrustworthy; closes a silent one.
     fn tend(&mut self, ends: &mut Ends) {
-        let settings = current::of(SourceId::DEFAULT);
+        let settings = current::of(self.source);
         let wanted = settings.loop_connections();
         let timeout_ms = settings.statement_timeout_ms();
-        let outages = circuit::of(SourceId::DEFAULT).outages();
+        let outages = circuit::of(self.source).outages();
         self.close_silent(ends);
         let mut kept = 0;
         for slot in &mut self.slots {
@@ -307,7 +417,7 @@ impl Fleet {
             let silent = (slot.as_ref().and_then(Looped::waiting_since))
                 .is_some_and(|since| now.saturating_duration_since(since) > patience);
             if silent {
-                stats::of(SourceId::DEFAULT).pg_silent_connections.inc();
+                stats::of(self.source).pg_silent_connections.inc();
                 let why = Failure::Silent(patience).to_string();
                 ends.closed(slot.take().expect("the slot looked at"), &why);
             }
@@ -329,9 +439,10 @@ impl Fleet {
         }
     }
 
-    /// Takes a connection an opener handed over, whose session started with
-    /// `statement_timeout_ms` (`tend` retires it if the setting moved since).
-    fn adopt(&mut self, opened: Opened, statement_timeout_ms: u64) {
+    /// Takes a connection its opener handed over, whose session started with
+    /// `statement_timeout_ms` (`tend` retires it if the setting moved since), as the
+    /// `generation`th connection of every fleet; `number`: this fleet's.
+    fn adopt(&mut self, number: usize, generation: u64, opened: Opened, statement_timeout_ms: u64) {
         self.opener.opened();
         let slot = match self.slots.iter().position(Option::is_none) {
             Some(free) => free,
@@ -340,8 +451,7 @@ impl Fleet {
                 self.slots.len() - 1
             }
         };
-        self.generation += 1;
-        let token = (self.generation << 16) | slot as u64;
+        let token = token(generation, number, slot);
         let Opened {
             transport,
             parameters,
@@ -361,14 +471,14 @@ impl Fleet {
         };
         let mut conn = Conn::new(&parameters);
         conn.input().extend_from_slice(&input);
-        stats::of(SourceId::DEFAULT).loop_connections_opened.inc();
+        stats::of(self.source).loop_connections_opened.inc();
         self.slots[slot] = Some(Looped::new(
             watched,
             transport,
             conn,
             token,
             statement_timeout_ms,
-            circuit::of(SourceId::DEFAULT).outages(),
+            circuit::of(self.source).outages(),
         ));
     }
 
@@ -379,5 +489,28 @@ impl Fleet {
             .flatten()
             .filter(|l| l.usable() && l.flights.len() < MAX_IN_FLIGHT)
             .min_by_key(|l| l.flights.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A token gives back the fleet and slot it was made for, whatever the generation, and
+    /// a later connection in the same slot of the same fleet has another token.
+    #[test]
+    fn a_token_names_its_fleet_and_slot() {
+        for (generation, fleet, slot) in [
+            (1, 0, 0),
+            (7, 3, 65_535),
+            (u64::from(u32::MAX), 65_535, 12),
+            (1 << 31, 1, 1),
+        ] {
+            let made = token(generation, fleet, slot);
+            assert_eq!(fleet_and_slot(made), (fleet, slot), "{made:#x}");
+            assert_eq!(made >> 32, generation);
+            assert_ne!(made, token(generation + 1, fleet, slot));
+        }
+        assert_ne!(token(5, 0, 1), token(5, 1, 1));
     }
 }

@@ -39,6 +39,7 @@ pub enum Job {
     Run {
         client: BlockedClient,
         deadline: Instant,
+        source: SourceId,
         run: Box<dyn Pipelined>,
     },
     /// Row lookups of one table: one (`select_one_sql`), or several keys of the same
@@ -63,6 +64,15 @@ pub struct Request {
 }
 
 impl Job {
+    /// The source whose database answers it.
+    pub fn source(&self) -> SourceId {
+        match self {
+            Job::Run { source, .. } => *source,
+            Job::Lookups(lookups) => lookups[0].lookup.schema.source,
+            Job::Many { schema, .. } => schema.source,
+        }
+    }
+
     /// Notes that each client's job is under way (its queue stage ends).
     pub fn picked(&mut self) {
         match self {
@@ -147,11 +157,13 @@ impl Job {
             Job::Run {
                 client,
                 deadline,
+                source,
                 run,
             } if catch(|| run.needs_worker(&results)).unwrap_or(true) => {
                 Job::Run {
                     client,
                     deadline,
+                    source,
                     run,
                 }
                 .hand_to_workers();
@@ -210,10 +222,12 @@ impl Job {
             Job::Run {
                 client,
                 deadline,
+                source,
                 run,
             } if now < deadline => Job::Run {
                 client,
                 deadline,
+                source,
                 run,
             }
             .hand_to_workers(),
@@ -241,13 +255,14 @@ impl Job {
 
     /// Hands the job to the workers (never sent, or to be sent again there).
     pub fn hand_to_workers(self) {
-        stats::of(SourceId::DEFAULT).misses_loop_to_workers.inc();
+        stats::of(self.source()).misses_loop_to_workers.inc();
         match self {
             Job::Run {
                 client,
                 deadline,
+                source,
                 run,
-            } => worker::resubmit_run(client, deadline, SourceId::DEFAULT, run),
+            } => worker::resubmit_run(client, deadline, source, run),
             Job::Many {
                 client,
                 deadline,

@@ -20,7 +20,9 @@
 //! on a fresh session), and everything while no connection is ready, while DEBUG FILLS
 //! holds answers, or while `loop_connections` is 0.
 //!
-//! Main thread only; the state lives in a thread-local (`fleet`).
+//! Each source has a fleet of its own (connections to its database, its own opener): a
+//! source's misses go out on its fleet only. Main thread only; the state lives in a
+//! thread-local (`fleet`).
 
 mod fleet;
 mod flight;
@@ -51,12 +53,13 @@ static HANDED_OVER: Task = Task::new("taking PostgreSQL connections", fleet::tak
 /// Reads on where a read callback stopped at its budget.
 static CONTINUE: Task = Task::new("reading PostgreSQL's answers", fleet::continue_reading);
 
-/// At load: the connection settings openers use. Opens nothing yet (the first miss does).
-pub fn start(settings: &PgSettings) -> Result<(), Error> {
-    fleet::start(settings)
+/// At a source's start: its fleet, with the connection settings its opener uses. Opens
+/// nothing yet (the first miss does).
+pub fn start(source: SourceId, settings: &PgSettings) -> Result<(), Error> {
+    fleet::start(source, settings)
 }
 
-/// Whether the fleet may be stopped now: no opener thread is still connecting.
+/// Whether the fleets may be stopped now: no opener thread of any is still connecting.
 pub fn may_stop() -> Result<(), Error> {
     fleet::may_stop()
 }
@@ -66,13 +69,13 @@ pub fn panic_next_send() {
     fleet::panic_next_send();
 }
 
-/// At unload, after the workers stopped (no client is blocked, so nothing is in flight):
-/// every connection leaves the event loop and closes.
-pub fn stop() {
-    fleet::stop();
+/// At a source's stop, after the workers stopped (no client is blocked, so nothing is in
+/// flight): every connection of its fleet leaves the event loop and closes.
+pub fn stop(source: SourceId) {
+    fleet::stop(source);
 }
 
-/// From the server's cron: closes the connections PostgreSQL went silent on (their requests
+/// From the server's cron, for every fleet: closes the connections PostgreSQL went silent on (their requests
 /// go to the workers while their deadlines allow), and during PGCACHE.DRAIN every connection
 /// once its requests are answered (a drain leaves the event loop none of pgcache's sockets).
 pub fn look_after() {
@@ -86,29 +89,31 @@ pub fn look_after() {
 pub fn submit_run(
     ctx: &Context,
     checked: MayWait,
+    source: SourceId,
     run: Box<dyn Pipelined>,
     pipelines: bool,
     on_loop: bool,
 ) -> Reply {
-    if !on_loop || worker::hold::active() || !fleet::takes_a_job() {
-        return worker::submit_run(ctx, checked, SourceId::DEFAULT, run, pipelines);
+    if !on_loop || worker::hold::active() || !fleet::takes_a_job(source) {
+        return worker::submit_run(ctx, checked, source, run, pipelines);
     }
-    blocked(ctx, |client, deadline| {
+    blocked(ctx, source, |client, deadline| {
         fleet::queue(Job::Run {
             client,
             deadline,
+            source,
             run,
         })
     })
 }
 
-/// Blocks the calling client, lets `queue` put its job in this turn, and asks for the
-/// turn's flush.
-fn blocked(ctx: &Context, queue: impl FnOnce(BlockedClient, Instant)) -> Reply {
+/// Blocks the calling client, lets `queue` put its job (of `source`) in this turn, and
+/// asks for the turn's flush.
+fn blocked(ctx: &Context, source: SourceId, queue: impl FnOnce(BlockedClient, Instant)) -> Reply {
     let timeout_ms = current::request_timeout_ms();
     let client = BlockedClient::block(ctx, timeout_ms);
     queue(client, Instant::now() + Duration::from_millis(timeout_ms));
-    stats::of(SourceId::DEFAULT).misses_on_loop.inc();
+    stats::of(source).misses_on_loop.inc();
     FLUSH.request();
     Reply::Blocked
 }
@@ -121,11 +126,11 @@ pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Repl
     if !lookup.schema.batchable
         || large_rows(&lookup.schema)
         || worker::hold::active()
-        || !fleet::takes_a_job()
+        || !fleet::takes_a_job(lookup.schema.source)
     {
         return worker::submit_lookup(ctx, checked, lookup);
     }
-    blocked(ctx, |client, deadline| {
+    blocked(ctx, lookup.schema.source, |client, deadline| {
         fleet::queue_lookup(Lookup {
             client,
             deadline,
@@ -145,7 +150,7 @@ pub fn takes_many(schema: &TableSchema, keys: &[CanonicalPk]) -> bool {
     !worker::hold::active()
         && !large_rows(schema)
         && job::one_statement_reads(schema, keys)
-        && fleet::takes_a_job()
+        && fleet::takes_a_job(schema.source)
 }
 
 /// Whether a row of the table was once too long for the event loop to read (its connection
@@ -163,7 +168,7 @@ pub fn submit_many(
     keys: Arc<[CanonicalPk]>,
     then: ThenRows,
 ) -> Reply {
-    blocked(ctx, |client, deadline| {
+    blocked(ctx, schema.source, |client, deadline| {
         fleet::queue(Job::Many {
             client,
             deadline,

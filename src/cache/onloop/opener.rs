@@ -1,7 +1,8 @@
 //! Opening the event loop's connections off the event loop: a thread of its own connects,
 //! negotiates TLS, authenticates and waits for ReadyForQuery (`pg::socket::setup`), then
-//! hands each connection (or why it failed) over through `HANDED` and wakes the main
-//! thread. One opener at a time; after a failure the next waits, doubling up to 5 s.
+//! hands each connection (or why it failed) over through its fleet's `handed` and wakes the
+//! main thread. One opener thread at a time per fleet; after a failure the next waits,
+//! doubling up to 5 s.
 
 use crate::config::{PgSettings, current};
 use crate::error::Error;
@@ -28,17 +29,17 @@ pub struct Handed {
     pub statement_timeout_ms: u64,
 }
 
-/// What opener threads handed over and the main thread has not taken yet.
-static HANDED: Mutex<Vec<Handed>> = Mutex::new(Vec::new());
-
 /// What an opener needs.
 struct Opening {
     settings: PgSettings,
     tls: Option<SslConnector>,
 }
 
-#[derive(Default)]
 pub struct Opener {
+    /// Whose connections it opens: its settings, its circuit.
+    source: SourceId,
+    /// What its threads handed over and the main thread has not taken yet.
+    handed: Arc<Mutex<Vec<Handed>>>,
     /// None until started, and once stopped.
     opening: Option<Arc<Opening>>,
     thread: Option<JoinHandle<()>>,
@@ -46,12 +47,23 @@ pub struct Opener {
     backoff: Duration,
 }
 
-/// What the opener threads handed over since last asked.
-pub fn take_handed() -> Vec<Handed> {
-    std::mem::take(&mut *HANDED.lock().unwrap())
-}
-
 impl Opener {
+    pub fn new(source: SourceId) -> Opener {
+        Opener {
+            source,
+            handed: Arc::default(),
+            opening: None,
+            thread: None,
+            next_open: None,
+            backoff: Duration::ZERO,
+        }
+    }
+
+    /// What its threads handed over since last asked.
+    pub fn take_handed(&self) -> Vec<Handed> {
+        std::mem::take(&mut *self.handed.lock().unwrap())
+    }
+
     pub fn start(&mut self, settings: &PgSettings) -> Result<(), Error> {
         let tls = crate::pg::tls::connector(settings)?;
         self.opening = Some(Arc::new(Opening {
@@ -74,7 +86,7 @@ impl Opener {
             let _ = thread.join();
         }
         self.opening = None;
-        HANDED.lock().unwrap().clear();
+        self.handed.lock().unwrap().clear();
     }
 
     /// Starts a thread opening `missing` connections (`hand_over` wakes the main thread for
@@ -85,7 +97,7 @@ impl Opener {
             return;
         };
         if self.busy()
-            || !HANDED.lock().unwrap().is_empty()
+            || !self.handed.lock().unwrap().is_empty()
             || self.next_open.is_some_and(|at| Instant::now() < at)
         {
             return;
@@ -93,7 +105,8 @@ impl Opener {
         if let Some(done) = self.thread.take() {
             let _ = done.join();
         }
-        let statement_timeout_ms = current::of(SourceId::DEFAULT).statement_timeout_ms();
+        let statement_timeout_ms = current::of(self.source).statement_timeout_ms();
+        let handed = Arc::clone(&self.handed);
         let startup = startup_settings(statement_timeout_ms);
         let spawned = std::thread::Builder::new()
             .name("pgcache-loop-open".into())
@@ -105,7 +118,7 @@ impl Opener {
                     let opened =
                         setup::open(&opening.settings, opening.tls.as_ref(), &startup, deadline);
                     let failed = opened.is_err();
-                    HANDED.lock().unwrap().push(Handed {
+                    handed.lock().unwrap().push(Handed {
                         opened,
                         statement_timeout_ms,
                     });
@@ -125,7 +138,7 @@ impl Opener {
 
     /// A connection opened: PostgreSQL is reachable, no back-off.
     pub fn opened(&mut self) {
-        circuit::of(SourceId::DEFAULT).succeeded();
+        circuit::of(self.source).succeeded();
         self.backoff = Duration::ZERO;
         self.next_open = None;
     }
@@ -142,9 +155,9 @@ impl Opener {
         };
         if failure.timed_out {
             let limit = settings.map_or(BACKOFF_MAX, |s| s.connect_timeout);
-            circuit::of(SourceId::DEFAULT).went_silent(&message, limit);
+            circuit::of(self.source).went_silent(&message, limit);
         } else {
-            circuit::of(SourceId::DEFAULT).failed(&message);
+            circuit::of(self.source).failed(&message);
         }
         let next = (self.backoff * 2).clamp(BACKOFF_FIRST, BACKOFF_MAX);
         self.later(next);

@@ -104,6 +104,7 @@ fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Opti
     };
     let pipelines = statement.figures.pipelines();
     let on_loop = statement.figures.kept_off_the_loop().is_none();
+    let source = statement.source;
     let job = StatementRun {
         id,
         statement,
@@ -113,7 +114,7 @@ fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Opti
         taken: !joins,
     };
     // Refused (a full queue), the job is dropped, and its entry with it (`Drop`).
-    onloop::submit_run(ctx, checked, Box::new(job), pipelines, on_loop)
+    onloop::submit_run(ctx, checked, source, Box::new(job), pipelines, on_loop)
 }
 
 /// A statement's queued run: its own miss's parameters, then those of the misses that

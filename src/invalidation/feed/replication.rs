@@ -32,6 +32,8 @@ pub struct Replication {
     pub(in crate::invalidation) unpublished_warned: Mutex<BTreeSet<String>>,
     /// The log said once that DDL is not followed.
     pub(in crate::invalidation) ddl_advised: AtomicBool,
+    /// Read the position the keyspace holds and resume from it (`LOAD_POSITION`).
+    pub(in crate::invalidation) load_requested: AtomicBool,
 }
 
 /// What HEALTH and INFO say about the source.
@@ -76,6 +78,7 @@ impl Replication {
             status: Mutex::new(Status::new()),
             unpublished_warned: Mutex::new(BTreeSet::new()),
             ddl_advised: AtomicBool::new(false),
+            load_requested: AtomicBool::new(false),
         }
     }
 
