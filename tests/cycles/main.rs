@@ -24,6 +24,15 @@ const RSS_SLACK: f64 = 0.10;
 /// the replication source streamed (75-115 bytes a cycle) passed.
 const STEADY_GROWTH: i64 = 1024;
 
+/// A one-off step of used_memory that is not a leak: a map pgcache keeps across loads (the
+/// library stays mapped) grows its table once to the most entries it ever held together,
+/// and a table keeps its capacity. Since several sources' parts came (#53 steps 6b-7),
+/// used_memory steps up once by 64 KiB (65,536 or 65,792 bytes) in about half the runs, in
+/// whichever third the load's timing makes it, and is flat after it (2 runs of 4 on
+/// c2fb0d3, 1 of 3 with named sources served). A leak grows in every third, which
+/// `STEADY_GROWTH` catches.
+const ONE_OFF_STEP: f64 = 128.0 * 1024.0;
+
 fn count_entries(dir: String) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.count())
 }
@@ -181,7 +190,7 @@ fn a_hundred_unload_load_cycles_leave_threads_descriptors_and_memory_as_they_wer
     // keyspace was emptied, two fresh-clone runs on a loaded machine failed here, growing
     // 5-7 KB a third: rows the light load left cached.)
     assert!(
-        used_after as f64 <= used_before as f64 * 1.05,
+        used_after as f64 <= used_before as f64 * 1.05 + ONE_OFF_STEP,
         "used_memory grew from {used_before} to {used_after} bytes"
     );
     let [third, two_thirds] = used_between;
