@@ -1,5 +1,4 @@
-//! Sources (issue #53): the databases a pgcache serves. Only the default source is served
-//! yet; these tests hold what every command already does with `SOURCE <name>`.
+//! Sources (issue #53): the databases a pgcache serves.
 use pgcache_testkit::*;
 
 fn error(cmd: &mut redis::Cmd, con: &mut redis::Connection) -> String {
@@ -130,11 +129,10 @@ fn every_command_refuses_a_source_the_server_does_not_serve() {
         .unwrap();
 }
 
-/// A named source is declared and checked at load, but nothing serves it yet: the load is
-/// refused, saying so, rather than ignoring the block (a call meant for it would be answered
-/// from the default source's database).
+/// A source block that does not check out fails the load, saying what is wrong with it;
+/// the module then loads without it.
 #[test]
-fn a_named_source_at_load_is_refused_until_sources_are_served() {
+fn a_block_that_does_not_check_out_is_refused() {
     let stack = Stack::start(USERS_SQL);
     let mut con = stack.con();
     let _: String = redis::cmd("MODULE")
@@ -149,19 +147,6 @@ fn a_named_source_at_load_is_refused_until_sources_are_served() {
         }
         load.arg(extra).query::<String>(&mut stack.con())
     };
-    assert!(load(&["source", "analytics", "pg_database", "app"]).is_err());
-    wait_for(
-        "the refusal in the log",
-        std::time::Duration::from_secs(5),
-        || {
-            stack
-                .redis
-                .log()
-                .contains(r#"serves the default source only: named sources ("analytics")"#)
-                .then_some(())
-        },
-    );
-    // A block that does not check out is refused for what is wrong with it.
     assert!(load(&["source", "analytics", "workers", "2"]).is_err());
     wait_for(
         "the server-wide setting's refusal",
