@@ -85,3 +85,67 @@ fn a_named_source_s_outage_leaves_the_default_served() {
             .contains("PostgreSQL (source analytics) cannot be reached")
     );
 }
+
+/// The `@name:` segment lets an ACL key pattern confine a user to one source: a user allowed
+/// `~pg_cache:@analytics:*` reads that source's rows, by READ or by key, and none of the
+/// default source's (whose keys `pg_cache:users:...` the pattern does not match), and the
+/// other way round.
+#[test]
+fn an_acl_key_pattern_confines_a_user_to_one_source() {
+    let pg = Pg::start();
+    pg.execute(USERS_SQL);
+    let mut admin = pg.superuser();
+    admin
+        .batch_execute("CREATE DATABASE other OWNER app")
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE other SET pgcache.invalidation_source = '{}'",
+            invalidation_source()
+        ))
+        .unwrap();
+    let mut other = postgres::Config::new()
+        .host("127.0.0.1")
+        .port(pg.port)
+        .user("app")
+        .password(PG_PASSWORD)
+        .dbname("other")
+        .connect(postgres::NoTls)
+        .unwrap();
+    other.batch_execute(USERS_SQL).unwrap();
+    let mut args = pg.module_args();
+    // The same server and role, the other database.
+    let named: Vec<String> = (pg.module_args().chunks(2))
+        .flat_map(|pair| match pair[0].as_str() {
+            "pg_database" => vec![pair[0].clone(), "other".into()],
+            _ => pair.to_vec(),
+        })
+        .collect();
+    args.extend(["source".into(), "analytics".into()]);
+    args.extend(named);
+    let redis = Redis::start(&args);
+    let mut con = redis.connection();
+    add_acl_user(&mut con, "analyst", &["~pg_cache:@analytics:*", "+@all"]);
+    add_acl_user(&mut con, "clerk", &["~pg_cache:users:*", "+@all"]);
+    let mut analyst = connect_as(redis.port, "analyst", "pw");
+    let mut clerk = connect_as(redis.port, "clerk", "pw");
+    let named_key = r#"pg_cache:@analytics:users:{"id":1}"#;
+    let default_key = r#"pg_cache:users:{"id":1}"#;
+    let get = |con: &mut redis::Connection, key: &str| -> redis::RedisResult<Option<String>> {
+        redis::cmd("PGCACHE.GET").arg(key).query(con)
+    };
+    let refused = |result: redis::RedisResult<String>| match result {
+        Ok(v) => panic!("expected NOPERM, got {v}"),
+        Err(e) => assert!(e.to_string().to_uppercase().contains("NOPERM"), "{e}"),
+    };
+    wait_for("both feeds", Duration::from_secs(10), || {
+        (read(&mut analyst, 1, Some("analytics")).is_ok()).then_some(())
+    });
+    assert!(get(&mut analyst, named_key).unwrap().is_some());
+    refused(read(&mut analyst, 1, None));
+    refused(get(&mut analyst, default_key).map(|v| format!("{v:?}")));
+    read(&mut clerk, 1, None).unwrap();
+    assert!(get(&mut clerk, default_key).unwrap().is_some());
+    refused(read(&mut clerk, 2, Some("analytics")));
+    refused(get(&mut clerk, named_key).map(|v| format!("{v:?}")));
+}
