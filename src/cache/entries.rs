@@ -118,8 +118,10 @@ pub fn reply_if_cached_named(ctx: &Context, source: SourceId, name: Arg, bytes: 
     .is_some()
 }
 
-/// Replies a cached value of `source`: the row, or nil for a remembered absence.
-#[inline]
+/// Replies a cached value of `source`: the row, or nil for a remembered absence. Always
+/// inlined: taking the source left it out of line, which cost READ's hit about 25
+/// instructions (callgrind).
+#[inline(always)]
 fn reply_value(ctx: &Context, source: SourceId, value: &[u8]) {
     if value == ABSENT.as_bytes() {
         stats::of(source).negative_hits.inc();
