@@ -104,7 +104,7 @@ fn serve_hit(ctx: &Context, name: Argument, replied: &Cell<bool>) {
         // Past the freshness bound, `get` reads PostgreSQL (and counts it).
         if !freshness::of(SourceId::DEFAULT)
             .vouched(current::of(SourceId::DEFAULT).max_staleness_ms())
-            || !cache::reply_if_cached_named(ctx, name, key)
+            || !cache::reply_if_cached_named(ctx, SourceId::DEFAULT, name, key)
         {
             return;
         }
@@ -152,7 +152,12 @@ fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
     };
     must_be_canonical(named, &schema, &pk)?;
     // The hit path found nothing; a hit here means the table was learnt meanwhile.
-    if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
+    if cache::reply_if_cached(
+        ctx,
+        schema.source,
+        schema.key_prefix.as_bytes(),
+        pk.json.as_bytes(),
+    ) {
         schema.stats.calls.inc();
         count_hit(ctx, &schema, pk.json.as_bytes());
         return Ok(Reply::Sent);

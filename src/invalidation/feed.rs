@@ -78,10 +78,10 @@ impl Feed {
         Feed {
             source,
             replication: Replication::new(),
-            position: Position::new(),
+            position: Position::new(source),
             durability: Kept::new(),
             listener: Listener::new(),
-            apply: Apply::new(),
+            apply: Apply::new(source),
             prober: Prober::new(),
             heartbeats: Heartbeats::new(),
             policies: Policies::new(),
@@ -109,7 +109,7 @@ impl Feed {
     /// says how far the notifications reached.
     #[inline]
     pub fn applied_through(&self, lsn: Lsn) -> bool {
-        self.replication.active() && super::position::applied_lsn() >= lsn
+        self.replication.active() && super::position::applied_lsn_of(self.source) >= lsn
     }
 
     /// Whether the replication stream streams now: the position applied keeps moving.

@@ -85,25 +85,41 @@ fn key_removed(ctx: &Context, name: &[u8], evicted: bool) {
     let Some(entry) = name.strip_prefix(prefix.as_bytes()) else {
         return;
     };
-    // A result of the default source leaves its index; no other source is served yet, so
-    // no other index holds a key naming one.
-    if let Some((None, rest)) = crate::model::source::split(entry)
+    // A key naming no installed source (one removed, or written by hand) is no source's:
+    // no figure or index of another's counts it.
+    let Some(source) = source_of_key(name) else {
+        return;
+    };
+    // A result leaves its own source's index.
+    if let Some((_, rest)) = crate::model::source::split(entry)
         && rest.starts_with(crate::query::key::RESULT_TAG.as_bytes())
         && let Ok(key) = std::str::from_utf8(name)
     {
         let db = crate::redis::keyspace::selected_db(ctx);
-        crate::query::membership::of(SourceId::DEFAULT).remove(&(db, key.into()));
+        crate::query::membership::of(source).remove(&(db, key.into()));
     }
     let kind = if evicted {
-        stats::of(SourceId::DEFAULT).evictions.inc();
+        stats::of(source).evictions.inc();
         event::EventKind::Evict
     } else {
-        stats::of(SourceId::DEFAULT).expirations.inc();
+        stats::of(source).expirations.inc();
         event::EventKind::Expire
     };
     if events::wanted(kind) {
         let entry = String::from_utf8_lossy(entry);
         let (table, key) = cache::split_entry_name(&entry);
         events::publish(ctx, kind, table, key);
+    }
+}
+
+/// The source whose keys `key` is one of: the default source's prefix, then a named
+/// source's `@<name>:` segment or none; None when it names no installed source.
+/// `config::current::source_of_key` will answer this from the sources' registry (design/53
+/// step 7b), which replaces this.
+fn source_of_key(key: &[u8]) -> Option<SourceId> {
+    let entry = key.strip_prefix(current::key_prefix(SourceId::DEFAULT).as_bytes())?;
+    match crate::model::source::split(entry)? {
+        (None, _) => Some(SourceId::DEFAULT),
+        (Some(name), _) => current::named(name).ok(),
     }
 }

@@ -18,7 +18,7 @@ use crate::config::{NamedSource, Settings, current};
 use crate::error::Error;
 use crate::invalidation;
 use crate::model::source::SourceId;
-use crate::pg::{circuit, pool, schema};
+use crate::pg::{pool, schema};
 use crate::query::statements;
 use redis_module::Context;
 use std::time::Duration;
@@ -80,7 +80,7 @@ pub fn start(ctx: &Context, source: SourceId, settings: &Settings) -> Result<(),
     // Its tables are described afresh, under this load's settings.
     schema::of(source).clear();
     // The source's part owns the pool; the workers and the feed borrow it from there.
-    let pool = pool::Pool::new(settings.pg.clone(), settings.pool_size, circuit::of(source))
+    let pool = pool::Pool::new(source, settings.pg.clone(), settings.pool_size)
         .map_err(|e| Error::invalid(format!("cannot set up TLS to PostgreSQL: {e}")))?;
     pool::install(source, pool);
     if let Err(e) = onloop::start(source, &settings.pg) {

@@ -335,7 +335,13 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, source: SourceId, deadline:
             let led = if fresh {
                 Some((crate::cache::fill::lead(key), client))
             } else {
-                crate::cache::fill::lead_or_join(client, &key, &schema.stats, &pk.json)
+                crate::cache::fill::lead_or_join(
+                    client,
+                    &key,
+                    schema.source,
+                    &schema.stats,
+                    &pk.json,
+                )
             };
             let Some((ticket, client)) = led else {
                 return;
