@@ -133,6 +133,17 @@ pub fn named(name: &[u8]) -> Result<SourceId, Error> {
         .ok_or_else(|| source::unknown(name))
 }
 
+/// The source whose keys `key` is among: None when it is not a cache key, or names a source
+/// not served.
+pub fn source_of_key(key: &[u8]) -> Option<SourceId> {
+    let prefix = CACHE_PREFIX.read().unwrap();
+    let (name, _) = source::split(key.strip_prefix(prefix.as_bytes())?)?;
+    match name {
+        None => Some(SourceId::DEFAULT),
+        Some(name) => named(name).ok(),
+    }
+}
+
 /// Every key of `source`: for the default source, the cache prefix not followed by a
 /// named source's `@` (a flush of everything the default source cached must spare the
 /// named sources' keys nested under its prefix).

@@ -87,7 +87,7 @@ fn key_removed(ctx: &Context, name: &[u8], evicted: bool) {
     };
     // A key naming no installed source (one removed, or written by hand) is no source's:
     // no figure or index of another's counts it.
-    let Some(source) = source_of_key(name) else {
+    let Some(source) = current::source_of_key(name) else {
         return;
     };
     // A result leaves its own source's index.
@@ -109,17 +109,5 @@ fn key_removed(ctx: &Context, name: &[u8], evicted: bool) {
         let entry = String::from_utf8_lossy(entry);
         let (table, key) = cache::split_entry_name(&entry);
         events::publish(ctx, kind, table, key);
-    }
-}
-
-/// The source whose keys `key` is one of: the default source's prefix, then a named
-/// source's `@<name>:` segment or none; None when it names no installed source.
-/// `config::current::source_of_key` will answer this from the sources' registry (design/53
-/// step 7b), which replaces this.
-fn source_of_key(key: &[u8]) -> Option<SourceId> {
-    let entry = key.strip_prefix(current::key_prefix(SourceId::DEFAULT).as_bytes())?;
-    match crate::model::source::split(entry)? {
-        (None, _) => Some(SourceId::DEFAULT),
-        (Some(name), _) => current::named(name).ok(),
     }
 }
