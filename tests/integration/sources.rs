@@ -618,7 +618,11 @@ fn unload_with_a_named_source_leaves_no_thread() {
         "analytics2"
     );
     assert_eq!(read_name(&mut con, None, 2).unwrap(), "user2");
-    assert_eq!(pgcache_threads(pid), threads);
+    wait_for(
+        "every thread to start again",
+        Duration::from_secs(5),
+        || (pgcache_threads(pid) == threads).then_some(()),
+    );
 }
 
 #[test]
