@@ -203,22 +203,19 @@ fn read_named(ctx: &Context, named: &[&[u8]], mut options: ReadOptions) -> Resul
             "more than {max} keys in one MGET (pgcache.multiread_max); split the call"
         )));
     }
-    let split = named.iter().map(|k| split(k)).collect::<Result<Vec<_>>>()?;
+    let keys = named.iter().map(|k| split(k)).collect::<Result<Vec<_>>>()?;
     // One source: AFTER is a position in one database's log, and the freshness bound is
     // one source's.
-    let source = split
+    let source = keys
         .first()
         .map_or(SourceId::DEFAULT, |(source, ..)| *source);
-    if split.iter().any(|(other, ..)| *other != source) {
+    if keys.iter().any(|(other, ..)| *other != source) {
         return Err(Error::invalid(
             "the keys of one MGET name two sources; read each source's keys in a call of its own",
         ));
     }
     options.source = source;
-    let tables = split
-        .into_iter()
-        .map(|(_, table, pk)| (table, pk))
-        .collect();
+    let tables = keys.into_iter().map(|(_, table, pk)| (table, pk)).collect();
     miss::many_named(
         ctx,
         source,

@@ -28,6 +28,16 @@ use replication::Replication;
 /// Every source's feed.
 static FEEDS: Parts<Feed> = Parts::new(Feed::new(SourceId::DEFAULT));
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    FEEDS.install(id, Feed::new(id));
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    FEEDS.forget_named(id);
+}
+
 /// The feed of source `id`.
 #[inline]
 pub fn of(id: SourceId) -> PartRef<'static, Feed> {

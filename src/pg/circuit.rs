@@ -20,6 +20,16 @@ use std::time::{Duration, Instant, SystemTime};
 /// the statics before.
 static CIRCUITS: Parts<Circuit> = Parts::new(Circuit::new());
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    CIRCUITS.install(id, Circuit::new());
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    CIRCUITS.forget_named(id);
+}
+
 /// The circuit of source `id`.
 #[inline]
 pub fn of(id: SourceId) -> PartRef<'static, Circuit> {

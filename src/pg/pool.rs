@@ -40,6 +40,16 @@ const SILENCE_MARGIN: Duration = Duration::from_secs(2);
 /// Every source's pool while pgcache is loaded; the default source's slot inline.
 static POOLS: Parts<RwLock<Option<Arc<Pool>>>> = Parts::new(RwLock::new(None));
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    POOLS.install(id, RwLock::new(None));
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    POOLS.forget_named(id);
+}
+
 /// Makes `pool` the pool of `source` (at load), dropping any it had.
 pub fn install(source: SourceId, pool: Pool) {
     *POOLS.of(source).write().unwrap() = Some(Arc::new(pool));
