@@ -421,6 +421,70 @@ fn each_source_keeps_its_position_in_its_own_key() {
     }
 }
 
+fn noperm(result: redis::RedisResult<redis::Value>, what: &str) {
+    match result {
+        Ok(v) => panic!("{what}: allowed ({v:?})"),
+        Err(e) => assert!(
+            e.to_string().to_uppercase().contains("NOPERM"),
+            "{what}: {e}"
+        ),
+    }
+}
+
+/// ACL key patterns confine a user to one source (design/53 §2.4): `~pg_cache:@analytics:*`
+/// to the named source's keys, `~pg_cache:[^@]*` to the default source's.
+#[test]
+fn acl_pattern_confines_a_user_to_one_source() {
+    let stack = two_sources(&[]);
+    let mut admin = stack.con();
+    // Cached before the users ask, so that hits are refused too, not only misses.
+    read_until_cached(&mut admin, "users", &pk(1));
+    read_until_cached_of(&mut admin, A, "users", &pk(1));
+    add_acl_user(&mut admin, "analyst", &["~pg_cache:@analytics:*", "+@all"]);
+    add_acl_user(&mut admin, "app", &["~pg_cache:[^@]*", "+@all"]);
+    let mut analyst = connect_as(stack.redis.port, "analyst", "pw");
+    let mut app = connect_as(stack.redis.port, "app", "pw");
+    for (con, mine, other, who) in [
+        (&mut analyst, Some(A), None, "analyst"),
+        (&mut app, None, Some(A), "app"),
+    ] {
+        for id in [1, 2] {
+            let row = read_name(con, mine, id);
+            assert!(row.is_some(), "{who}: READ {id} of its source");
+            let mut read = redis::cmd("PGCACHE.READ");
+            read.arg("users").arg(pk(id));
+            noperm(
+                sourced(read, other).query(con),
+                &format!("{who}: READ {id}"),
+            );
+            assert!(get_name(con, &key(mine, id)).is_some(), "{who}: GET {id}");
+            noperm(
+                redis::cmd("PGCACHE.GET").arg(key(other, id)).query(con),
+                &format!("{who}: GET {id} of the other source"),
+            );
+        }
+        let mut multiread = redis::cmd("PGCACHE.MULTIREAD");
+        multiread.arg("users").arg(id_array([1, 3]));
+        noperm(
+            sourced(multiread, other).query(con),
+            &format!("{who}: MULTIREAD"),
+        );
+        let mut write = redis::cmd("PGCACHE.WRITE");
+        write
+            .arg("users")
+            .arg(pk(4))
+            .arg(r#"{"id":4,"name":"w","email":null}"#);
+        noperm(sourced(write, other).query(con), &format!("{who}: WRITE"));
+        let mut flush = redis::cmd("PGCACHE.FLUSH");
+        flush.arg("users");
+        noperm(sourced(flush, other).query(con), &format!("{who}: FLUSH"));
+    }
+    // Nothing the refused calls named was read or written.
+    assert!(!exists(&mut admin, &key(Some(A), 3)) && !exists(&mut admin, &key(None, 3)));
+    assert!(!exists(&mut admin, &key(Some(A), 4)) && !exists(&mut admin, &key(None, 4)));
+    assert!(exists(&mut admin, &key(Some(A), 1)) && exists(&mut admin, &key(None, 1)));
+}
+
 #[test]
 fn mget_of_two_sources_is_refused() {
     let stack = two_sources(&[]);
