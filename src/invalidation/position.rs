@@ -48,22 +48,10 @@ fn position_key(name: Option<&str>) -> String {
     }
 }
 
-/// The name of `source` (None: the default source), read from its key prefix: the segment
-/// its keys carry after the default source's.
-fn source_name(source: SourceId) -> Option<String> {
-    if source == SourceId::DEFAULT {
-        return None;
-    }
-    let prefix = current::key_prefix(source);
-    let segment = prefix.strip_prefix(current::key_prefix(SourceId::DEFAULT).as_str())?;
-    let (name, _) = source::split(segment.as_bytes())?;
-    name.map(|n| String::from_utf8_lossy(n).into_owned())
-}
-
 /// The position key's name of `source` on this server; None on a cluster node that serves
 /// no slot.
 fn key_name(ctx: &Context, source: SourceId) -> Option<String> {
-    let key = position_key(source_name(source).as_deref());
+    let key = position_key(current::name(source).as_deref());
     if !cluster::enabled() {
         return Some(key);
     }
