@@ -80,10 +80,15 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), Error> {
     module::parameters::register(ctx)?;
     report::info::register(ctx);
     module::server_events::subscribe(ctx);
-    start_threads(ctx, &settings)?;
-    if let Err(e) = source::start(ctx, SourceId::DEFAULT, &settings) {
+    let named = source::register(&settings.named);
+    if let Err(e) = start_threads(ctx, &settings, &named) {
+        source::unregister_all();
+        return Err(e);
+    }
+    if let Err(e) = source::start_all(ctx, &settings, &named) {
         let _ = cache::worker::stop();
         stop_threads();
+        source::unregister_all();
         return Err(e);
     }
     ctx.log_notice(&format!(
@@ -95,6 +100,14 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), Error> {
         settings.queue_size,
         settings.default_ttl
     ));
+    for source in &settings.named {
+        ctx.log_notice(&format!(
+            "pgcache: source {}: PostgreSQL {}, pool {}",
+            source.name,
+            source.settings.pg.describe(),
+            source.settings.pool_size
+        ));
+    }
     Ok(())
 }
 
@@ -108,18 +121,6 @@ fn load_settings(args: &[RedisString]) -> Result<config::Settings, Error> {
             "the value is the mask an earlier pgcache version left in the module arguments \
              (CONFIG REWRITE saved it); put the real password back in the loadmodule line, or \
              give it through PGPASSWORD, PGCACHE_PG_PASSWORD or a passfile",
-        ));
-    }
-    if let Some(first) = settings.named.first() {
-        // Declared and checked, but nothing starts them yet: refused rather than ignored,
-        // so that no call is answered from a database other than the one meant.
-        return Err(Error::setting(
-            "source",
-            format!(
-                "this pgcache serves the default source only: named sources (\"{}\") come \
-                 with issue #53; remove the source blocks and PGCACHE_SOURCES",
-                first.name
-            ),
         ));
     }
     module::parameters::init(&settings)?;
@@ -139,14 +140,21 @@ fn register_commands(ctx: &Context, debug_commands: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// The threads every source's requests go through: the deadline thread, the workers, the
-/// metrics endpoint and the main-thread hand-over; on a failure, what was started is
+/// The threads every source's requests go through: the deadline thread, the workers (with
+/// queues for the default source and each of `named`), the metrics endpoint and the
+/// main-thread hand-over; on a failure, what was started is
 /// stopped again.
-fn start_threads(ctx: &Context, settings: &config::Settings) -> Result<(), Error> {
+fn start_threads(
+    ctx: &Context,
+    settings: &config::Settings,
+    named: &[SourceId],
+) -> Result<(), Error> {
     requests::blocked::start_deadlines()
         .map_err(|e| Error::internal(format!("cannot start the deadline thread: {e}")))?;
-    if let Err(e) = cache::worker::start(settings.workers, settings.pool_size, settings.queue_size)
-    {
+    let pools: Vec<(SourceId, usize)> = std::iter::once((SourceId::DEFAULT, settings.pool_size))
+        .chain((named.iter().zip(&settings.named)).map(|(&id, n)| (id, n.settings.pool_size)))
+        .collect();
+    if let Err(e) = cache::worker::start(settings.workers, &pools, settings.queue_size) {
         requests::blocked::stop_deadlines();
         return Err(Error::internal(format!("cannot start worker threads: {e}")));
     }
@@ -194,8 +202,9 @@ fn deinit(ctx: &Context) -> Status {
         ctx.log_warning(&format!("pgcache: refusing to unload: {e}"));
         return Status::Err;
     }
-    source::stop(SourceId::DEFAULT);
+    source::stop_all();
     stop_threads();
+    source::unregister_all();
     // Loaded again, the module may find entries stored while it was away.
     cache::emptied::forget_all();
     module::parameters::deinit();

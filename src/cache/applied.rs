@@ -14,6 +14,16 @@ use std::time::{Duration, Instant};
 /// Every source's applied position; the default source's inline.
 static APPLIED: Parts<Applied> = Parts::new(Applied::new());
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    APPLIED.install(id, Applied::new());
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    APPLIED.forget_named(id);
+}
+
 /// The applied position of source `id`.
 #[inline]
 pub fn of(id: SourceId) -> PartRef<'static, Applied> {

@@ -16,6 +16,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// static before.
 static HOLDS: Parts<Hold> = Parts::new(Hold::new());
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    HOLDS.install(id, Hold::new());
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    HOLDS.forget_named(id);
+}
+
 /// Whether source `id`'s entries are held.
 #[inline]
 pub fn of(id: SourceId) -> PartRef<'static, Hold> {

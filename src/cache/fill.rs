@@ -43,15 +43,18 @@ struct Entry {
 /// its tables' generation keys; None: the key itself).
 #[derive(Clone)]
 pub struct Asked {
+    /// Whose entry it is: a waiter joining its fill counts in its figures.
+    pub source: SourceId,
     pub table: Arc<TableStats>,
     pub pk: String,
     pub readable_as: Option<Arc<[String]>>,
 }
 
 impl Asked {
-    /// A row read by `table` and `pk`, whose own key is checked.
-    pub fn row(table: &Arc<TableStats>, pk: &str) -> Asked {
+    /// A row of `source` read by `table` and `pk`, whose own key is checked.
+    pub fn row(source: SourceId, table: &Arc<TableStats>, pk: &str) -> Asked {
         Asked {
+            source,
             table: table.clone(),
             pk: pk.to_string(),
             readable_as: None,
@@ -108,12 +111,13 @@ pub fn lead_or_wait(ctx: &Context, key: Arc<str>, timeout_ms: u64, asked: Asked)
 pub fn lead_or_join(
     client: BlockedClient,
     key: &Arc<str>,
+    source: SourceId,
     table: &Arc<TableStats>,
     pk: &str,
 ) -> Option<(FillTicket, BlockedClient)> {
     with_map(|map| {
         if let Some(entry) = shareable(map, key) {
-            entry.add_waiter(client, Asked::row(table, pk));
+            entry.add_waiter(client, Asked::row(source, table, pk));
             return None;
         }
         Some((register(map, key.clone()), client))
@@ -138,8 +142,8 @@ impl Entry {
         self.waiters.push((client, self.invalidations));
         // The fill answers it: a hit of what the miss fetches (`pass_through`).
         asked.table.pass_through.joined();
+        stats::of(asked.source).coalesced.inc();
         self.asked.get_or_insert(asked);
-        stats::of(SourceId::DEFAULT).coalesced.inc();
     }
 }
 

@@ -26,6 +26,16 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// statics before.
 static HORIZONS: Parts<Horizon> = Parts::new(Horizon::new());
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    HORIZONS.install(id, Horizon::new());
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    HORIZONS.forget_named(id);
+}
+
 /// The horizon of source `id`.
 #[inline]
 pub fn of(id: SourceId) -> PartRef<'static, Horizon> {

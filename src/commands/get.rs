@@ -104,7 +104,7 @@ fn serve_hit(ctx: &Context, name: Argument, replied: &Cell<bool>) {
         // Past the freshness bound, `get` reads PostgreSQL (and counts it).
         if !freshness::of(SourceId::DEFAULT)
             .vouched(current::of(SourceId::DEFAULT).max_staleness_ms())
-            || !cache::reply_if_cached_named(ctx, name, key)
+            || !cache::reply_if_cached_named(ctx, SourceId::DEFAULT, name, key)
         {
             return;
         }
@@ -152,7 +152,12 @@ fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
     };
     must_be_canonical(named, &schema, &pk)?;
     // The hit path found nothing; a hit here means the table was learnt meanwhile.
-    if cache::reply_if_cached(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
+    if cache::reply_if_cached(
+        ctx,
+        schema.source,
+        schema.key_prefix.as_bytes(),
+        pk.json.as_bytes(),
+    ) {
         schema.stats.calls.inc();
         count_hit(ctx, &schema, pk.json.as_bytes());
         return Ok(Reply::Sent);
@@ -203,22 +208,19 @@ fn read_named(ctx: &Context, named: &[&[u8]], mut options: ReadOptions) -> Resul
             "more than {max} keys in one MGET (pgcache.multiread_max); split the call"
         )));
     }
-    let split = named.iter().map(|k| split(k)).collect::<Result<Vec<_>>>()?;
+    let keys = named.iter().map(|k| split(k)).collect::<Result<Vec<_>>>()?;
     // One source: AFTER is a position in one database's log, and the freshness bound is
     // one source's.
-    let source = split
+    let source = keys
         .first()
         .map_or(SourceId::DEFAULT, |(source, ..)| *source);
-    if split.iter().any(|(other, ..)| *other != source) {
+    if keys.iter().any(|(other, ..)| *other != source) {
         return Err(Error::invalid(
             "the keys of one MGET name two sources; read each source's keys in a call of its own",
         ));
     }
     options.source = source;
-    let tables = split
-        .into_iter()
-        .map(|(_, table, pk)| (table, pk))
-        .collect();
+    let tables = keys.into_iter().map(|(_, table, pk)| (table, pk)).collect();
     miss::many_named(
         ctx,
         source,

@@ -343,18 +343,27 @@ impl ReadOptions {
     }
 }
 
-/// Announces on the event channel, once per outage, that hits are served past
-/// `max_staleness_ms` (run after the command: the event is not the reply's business).
+/// Announces on the event channel, once per outage of each source, that hits are served
+/// past `max_staleness_ms` (run after the command: the event is not the reply's business).
 static ANNOUNCE_STALE: Task = Task::new("announcing stale hits", |ctx| {
-    let reason = circuit::of(SourceId::DEFAULT)
-        .outage()
-        .map(|o| o.reason)
-        .unwrap_or_default();
-    let age_ms = freshness::of(SourceId::DEFAULT)
+    circuit::each(|source, circuit| {
+        if circuit.take_stale_announcement() {
+            announce_stale(ctx, source, circuit);
+        }
+    });
+    false
+});
+
+fn announce_stale(ctx: &Context, source: SourceId, circuit: &circuit::Circuit) {
+    let reason = circuit.outage().map(|o| o.reason).unwrap_or_default();
+    let age_ms = freshness::of(source)
         .age()
         .map_or(0, |age| age.as_millis() as u64);
+    let whose = config::current::name(source)
+        .map(|name| format!(" (source {name})"))
+        .unwrap_or_default();
     ctx.log_warning(&format!(
-        "pgcache: PostgreSQL cannot be reached ({reason}); hits are served up to \
+        "pgcache: PostgreSQL{whose} cannot be reached ({reason}); hits are served up to \
          stale_if_error_ms behind its commits (the cache is {age_ms} ms behind now)"
     ));
     events::publish_with(
@@ -367,8 +376,7 @@ static ANNOUNCE_STALE: Task = Task::new("announcing stale hits", |ctx| {
             ("age_ms", Extra::Int(age_ms)),
         ],
     );
-    false
-});
+}
 
 /// `MAXSTALE`'s value: milliseconds, `-1` for unbounded.
 fn max_stale_arg(arg: Option<&&[u8]>) -> Result<i64> {

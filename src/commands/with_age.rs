@@ -48,7 +48,7 @@ pub fn read(
                     }
                 }
             }
-            let answer = match cache::get_or_name(ctx, prefix, suffix).0 {
+            let answer = match cache::get_or_name(ctx, schema.source, prefix, suffix).0 {
                 Cached::Miss => None,
                 Cached::Absent => Some(Reply::Nil),
                 Cached::Row(row) => Some(Reply::Bulk(row)),

@@ -32,7 +32,8 @@ pub fn of(id: SourceId) -> PartRef<'static, Values> {
     VALUES.of(id)
 }
 
-/// Installs the values of `s`: the server's, and the default source's.
+/// Installs the values of `s`: the server's, and the default source's (a named source's come
+/// with `add_named`).
 pub fn init(s: &Settings) {
     REQUEST_TIMEOUT_MS.store(s.request_timeout_ms, Relaxed);
     MULTIREAD_MAX.store(s.multiread_max as u64, Relaxed);
@@ -65,27 +66,89 @@ pub fn cache_prefix() -> String {
     CACHE_PREFIX.read().unwrap().clone()
 }
 
-/// Where the keys of `source` start: the cache prefix for the default source, then
-/// `@<name>:` for a named one (design/53 §0.2). Only the default source is served yet, so
-/// every source is the unnamed one until named sources come with their registry (step 7).
-pub fn key_prefix(source: SourceId) -> String {
-    debug_assert_eq!(source, SourceId::DEFAULT);
-    source::key_prefix(&cache_prefix(), None)
+/// Named sources' names, at their number minus one (`None` where one was removed). A number
+/// is not handed out again while the module is loaded: a job, a token or a statement still
+/// carrying an old one must not reach another source's parts.
+static NAMES: RwLock<Vec<Option<String>>> = RwLock::new(Vec::new());
+
+/// Registers the named source `name` with its settings `s` and returns its number; its
+/// other layers' parts are installed by `source::parts` before anything can use it.
+pub fn add_named(name: &str, s: &Settings) -> SourceId {
+    let mut names = NAMES.write().unwrap();
+    names.push(Some(name.to_string()));
+    let id = SourceId::numbered(u16::try_from(names.len()).expect("fewer than 65,535 sources"));
+    VALUES.install(id, Values::new());
+    of(id).install(s);
+    id
 }
 
-/// The source a command names with `SOURCE <name>`. Only the default source is served yet
-/// (it has no name), so every name is refused until named sources come with their registry
-/// (design/53 step 7).
+/// Forgets named source `id`: its name no longer resolves, its settings are dropped.
+pub fn remove_named(id: SourceId) {
+    if let Some(name) = NAMES.write().unwrap().get_mut(usize::from(id.number()) - 1) {
+        *name = None;
+    }
+    VALUES.forget_named(id);
+}
+
+/// Forgets every named source's number, once all are removed (at unload): a module loaded
+/// again numbers its sources from 1.
+pub fn forget_named_numbers() {
+    NAMES.write().unwrap().clear();
+}
+
+/// The named sources served, in the order they were added.
+pub fn named_ids() -> Vec<SourceId> {
+    let names = NAMES.read().unwrap();
+    (names.iter().enumerate())
+        .filter(|(_, name)| name.is_some())
+        .map(|(at, _)| SourceId::numbered(at as u16 + 1))
+        .collect()
+}
+
+/// The name of `source`; None for the default source (it has none).
+pub fn name(source: SourceId) -> Option<String> {
+    if source == SourceId::DEFAULT {
+        return None;
+    }
+    let names = NAMES.read().unwrap();
+    names
+        .get(usize::from(source.number()) - 1)
+        .cloned()
+        .flatten()
+}
+
+/// Where the keys of `source` start: the cache prefix for the default source, then
+/// `@<name>:` for a named one (design/53 §0.2).
+pub fn key_prefix(source: SourceId) -> String {
+    source::key_prefix(&cache_prefix(), name(source).as_deref())
+}
+
+/// The source a command names with `SOURCE <name>`, or a key with its `@<name>:` segment.
 pub fn named(name: &[u8]) -> Result<SourceId, Error> {
-    Err(source::unknown(name))
+    let names = NAMES.read().unwrap();
+    names
+        .iter()
+        .position(|n| n.as_deref().map(str::as_bytes) == Some(name))
+        .map(|at| SourceId::numbered(at as u16 + 1))
+        .ok_or_else(|| source::unknown(name))
+}
+
+/// The source whose keys `key` is among: None when it is not a cache key, or names a source
+/// not served.
+pub fn source_of_key(key: &[u8]) -> Option<SourceId> {
+    let prefix = CACHE_PREFIX.read().unwrap();
+    let (name, _) = source::split(key.strip_prefix(prefix.as_bytes())?)?;
+    match name {
+        None => Some(SourceId::DEFAULT),
+        Some(name) => named(name).ok(),
+    }
 }
 
 /// Every key of `source`: for the default source, the cache prefix not followed by a
 /// named source's `@` (a flush of everything the default source cached must spare the
 /// named sources' keys nested under its prefix).
 pub fn scope(source: SourceId) -> Scope {
-    debug_assert_eq!(source, SourceId::DEFAULT);
-    Scope::source(&cache_prefix(), None)
+    Scope::source(&cache_prefix(), name(source).as_deref())
 }
 
 /// One source's settings in effect.

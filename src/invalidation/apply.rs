@@ -39,8 +39,7 @@ use std::time::{Duration, Instant};
 /// Main-thread time one timer tick may spend deleting.
 const SLICE: Duration = Duration::from_millis(2);
 
-/// Applies the default source's mailbox on the main thread, a slice at a time: the only
-/// feed there is so far (design/53 step 6 lists the installed feeds).
+/// Applies every installed feed's mailbox on the main thread, a slice at a time.
 static APPLY: Task = Task::new("applying invalidations", apply_slice);
 
 /// `PGCACHE.DEBUG INVALIDATIONS HOLD`: the main thread applies nothing, and what the source
@@ -83,12 +82,12 @@ impl Apply {
     pub fn listener_connected(&self) {
         let mut coverage = self.coverage.lock().unwrap();
         coverage.connected = true;
-        fill::invalidated_scope(&current::scope(SourceId::DEFAULT));
+        fill::invalidated_scope(&current::scope(self.source));
         if coverage.connected_before || coverage.untrusted_entries {
             coverage.untrusted_entries = false;
             self.submit(Changes::everything());
         } else {
-            bypass::of(SourceId::DEFAULT).release();
+            bypass::of(self.source).release();
         }
         coverage.connected_before = true;
     }
@@ -109,7 +108,7 @@ impl Apply {
         coverage.connected = true;
         coverage.connected_before = true;
         coverage.untrusted_entries = false;
-        fill::invalidated_scope(&current::scope(SourceId::DEFAULT));
+        fill::invalidated_scope(&current::scope(self.source));
         let mut changes = Changes::everything();
         changes.why = Some(why);
         self.submit(changes);
@@ -127,7 +126,7 @@ impl Apply {
         coverage.catching_up = std::mem::take(&mut coverage.untrusted_entries);
         if !coverage.catching_up {
             // No entry waits for the stream to catch up: fills from now on are covered.
-            bypass::of(SourceId::DEFAULT).release();
+            bypass::of(self.source).release();
         }
     }
 
@@ -143,7 +142,7 @@ impl Apply {
     pub fn caught_up(&self) {
         let mut coverage = self.coverage.lock().unwrap();
         if std::mem::take(&mut coverage.catching_up) && !coverage.untrusted_entries {
-            bypass::of(SourceId::DEFAULT).release();
+            bypass::of(self.source).release();
         }
     }
 
@@ -154,7 +153,7 @@ impl Apply {
     pub fn vouched_by_primary(&self) {
         let coverage = self.coverage.lock().unwrap();
         if coverage.listening && !coverage.untrusted_entries && !coverage.catching_up {
-            bypass::of(SourceId::DEFAULT).release();
+            bypass::of(self.source).release();
         }
     }
 
@@ -170,10 +169,10 @@ impl Apply {
             "pgcache: {why}: cached rows may have missed invalidations; dropping them"
         ));
         if coverage.connected {
-            flush::start(ctx, SourceId::DEFAULT, &current::scope(SourceId::DEFAULT));
+            flush::start(ctx, self.source, &current::scope(self.source));
         } else {
             coverage.untrusted_entries = true;
-            bypass::of(SourceId::DEFAULT).hold();
+            bypass::of(self.source).hold();
         }
     }
 
@@ -189,7 +188,7 @@ impl Apply {
             "pgcache: {why}: resuming invalidations from the position it holds"
         ));
         coverage.untrusted_entries = !cache::dbs_with_keys(ctx).is_empty();
-        bypass::of(SourceId::DEFAULT).hold();
+        bypass::of(self.source).hold();
         true
     }
 
@@ -200,9 +199,7 @@ impl Apply {
         }
         let overflowed = self.mailbox.lock().unwrap().push(changes);
         if overflowed {
-            stats::of(SourceId::DEFAULT)
-                .invalidation_backlog_flushes
-                .inc();
+            stats::of(self.source).invalidation_backlog_flushes.inc();
             redis_module::logging::log_warning(format!(
                 "pgcache: more than {BACKLOG_MAX_KEYS} invalidated keys were waiting for the \
                  main thread; flushing their tables instead"
@@ -279,7 +276,7 @@ fn apply_one(
     let dbs = dbs.get_or_insert_with(|| cache::dbs_with_keys(context));
     end_generations(context, &changes, dbs);
     drop_row_results(context, &mut changes);
-    forget_outdated_statements(&mut changes);
+    forget_outdated_statements(source, &mut changes);
     while let Some((schema, pk)) = changes.deletes.pop() {
         cache::delete_in(context, &pk.cache_key(&schema.key_prefix), dbs);
         stats::of(source).invalidations_by_postgres.inc();
@@ -377,21 +374,22 @@ fn start_flushes(ctx: &Context, feed: &Feed, changes: &mut Changes) {
         .invalidations_by_postgres
         .add(std::mem::take(&mut changes.keys_flushed));
     if std::mem::take(&mut changes.results_outdated) {
-        drop_every_result(ctx);
+        drop_every_result(ctx, feed.source);
     }
     for prefix in std::mem::take(&mut changes.flushes) {
         flush::start(ctx, feed.source, &flush::scope_of(feed.source, &prefix));
     }
 }
 
-/// DDL changed something any QUERY result may have been computed with (a view, a
-/// function, a type): every result goes. The generations of every table a remembered
-/// statement reads end, and the row generations' epoch with the index (so no result is
-/// built again from them, on the replicas either, without waiting for the scan), and a
-/// flush deletes the results, which none is served from meanwhile.
-fn drop_every_result(ctx: &Context) {
+/// DDL changed something any QUERY result of `source` may have been computed with (a view,
+/// a function, a type): every result of its goes (another source's database saw no DDL).
+/// The generations of every table a remembered statement reads end, and the row
+/// generations' epoch with the index (so no result is built again from them, on the
+/// replicas either, without waiting for the scan), and a flush deletes the results, which
+/// none is served from meanwhile.
+fn drop_every_result(ctx: &Context, source: SourceId) {
     let dbs = cache::dbs_with_keys(ctx);
-    let mut prefixes: Vec<String> = statements::of(SourceId::DEFAULT)
+    let mut prefixes: Vec<String> = statements::of(source)
         .all()
         .iter()
         .flat_map(|s| s.tables.iter().map(|t| t.key_prefix.clone()))
@@ -401,22 +399,18 @@ fn drop_every_result(ctx: &Context) {
     for prefix in prefixes {
         generations::end_per_table(ctx, &prefix, &dbs);
     }
-    dropped::index_lost(ctx, &dbs);
-    let prefix = format!(
-        "{}{}",
-        current::key_prefix(SourceId::DEFAULT),
-        query::key::RESULT_TAG
-    );
-    flush::start(ctx, SourceId::DEFAULT, &Scope::prefix(&prefix));
+    dropped::index_lost_of(ctx, source, &dbs);
+    let prefix = format!("{}{}", current::key_prefix(source), query::key::RESULT_TAG);
+    flush::start(ctx, source, &Scope::prefix(&prefix));
 }
 
 /// DDL arrived: what the statements read is learned again (after the changes that came
 /// with it were counted against them); results stored under the generations of tables a
 /// statement no longer reads are never looked up. Every connection prepares its statements
 /// again: PostgreSQL would not re-parse one a new table came to shadow (`pg::prepared`).
-fn forget_outdated_statements(changes: &mut Changes) {
+fn forget_outdated_statements(source: SourceId, changes: &mut Changes) {
     if std::mem::take(&mut changes.statements_outdated) {
-        statements::of(SourceId::DEFAULT).forget_all();
+        statements::of(source).forget_all();
         prepared::catalog_changed();
     }
 }

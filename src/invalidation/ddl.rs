@@ -70,9 +70,10 @@ fn parse(text: &str) -> Result<Ddl, Error> {
     })
 }
 
-/// Adds what `ddl` asks to `changes`. The tables' descriptions are forgotten at once (on
-/// the feed's thread), so the changes that follow it are read with the new ones.
-pub fn add(changes: &mut Changes, ddl: Ddl) {
+/// Adds what `ddl`, reported by the database of `source`, asks to `changes`: its keys,
+/// tables and policies only. The tables' descriptions are forgotten at once (on the feed's
+/// thread), so the changes that follow it are read with the new ones.
+pub fn add(source: SourceId, changes: &mut Changes, ddl: Ddl) {
     redis_module::logging::log_notice(format!(
         "pgcache: DDL changed {}: dropping their cached rows and results{}, and learning QUERY \
          statements again",
@@ -87,7 +88,7 @@ pub fn add(changes: &mut Changes, ddl: Ddl) {
             ""
         }
     ));
-    let cache_prefix = current::key_prefix(SourceId::DEFAULT);
+    let cache_prefix = current::key_prefix(source);
     if ddl.everything || ddl.relations.len() > MOST_RELATIONS {
         // One scan of everything rather than one per relation.
         changes.flush_prefix(&cache_prefix);
@@ -98,7 +99,7 @@ pub fn add(changes: &mut Changes, ddl: Ddl) {
                     changes.flush_prefix(&cache_key(&cache_prefix, &name.display(), ""));
                     // A dropped partition's rows were its ancestors' (which the catalog no
                     // longer names): those pgcache has seen it under go too.
-                    for ancestor in schema::of(SourceId::DEFAULT).ancestors_seen(relation) {
+                    for ancestor in schema::of(source).ancestors_seen(relation) {
                         if let Ok(name) = parse_table(&ancestor) {
                             changes.flush_prefix(&cache_key(&cache_prefix, &name.display(), ""));
                         }
@@ -108,18 +109,19 @@ pub fn add(changes: &mut Changes, ddl: Ddl) {
             }
         }
     }
-    schema::of(SourceId::DEFAULT).clear();
-    super::of(SourceId::DEFAULT).policies.forget();
+    schema::of(source).clear();
+    super::of(source).policies.forget();
     changes.ddl(ddl.results);
 }
 
-/// Reports a DDL payload that could not be read: which relations changed is unknown.
-pub fn unreadable(changes: &mut Changes, why: &Error) {
+/// Reports a DDL payload of the database of `source` that could not be read: which
+/// relations changed is unknown.
+pub fn unreadable(source: SourceId, changes: &mut Changes, why: &Error) {
     redis_module::logging::log_warning(format!(
         "pgcache: a DDL report could not be read ({why}); dropping every cached row"
     ));
-    schema::of(SourceId::DEFAULT).clear();
-    super::of(SourceId::DEFAULT).policies.forget();
+    schema::of(source).clear();
+    super::of(source).policies.forget();
     changes.ddl(true);
     changes.drop_everything();
 }

@@ -28,6 +28,16 @@ use replication::Replication;
 /// Every source's feed.
 static FEEDS: Parts<Feed> = Parts::new(Feed::new(SourceId::DEFAULT));
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    FEEDS.install(id, Feed::new(id));
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    FEEDS.forget_named(id);
+}
+
 /// The feed of source `id`.
 #[inline]
 pub fn of(id: SourceId) -> PartRef<'static, Feed> {
@@ -68,10 +78,10 @@ impl Feed {
         Feed {
             source,
             replication: Replication::new(),
-            position: Position::new(),
+            position: Position::new(source),
             durability: Kept::new(),
             listener: Listener::new(),
-            apply: Apply::new(),
+            apply: Apply::new(source),
             prober: Prober::new(),
             heartbeats: Heartbeats::new(),
             policies: Policies::new(),
@@ -99,7 +109,7 @@ impl Feed {
     /// says how far the notifications reached.
     #[inline]
     pub fn applied_through(&self, lsn: Lsn) -> bool {
-        self.replication.active() && super::position::applied_lsn() >= lsn
+        self.replication.active() && super::position::applied_lsn_of(self.source) >= lsn
     }
 
     /// Whether the replication stream streams now: the position applied keeps moving.

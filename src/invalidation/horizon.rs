@@ -232,7 +232,7 @@ fn try_on(
 /// applied it (an idle database).
 fn probe_log(source: SourceId, connection: &mut Connection) -> Result<(), String> {
     take_log_mark(source, connection)?;
-    freshness::of(source).applied(Mark::Lsn(position::applied_lsn()));
+    freshness::of(source).applied(Mark::Lsn(position::applied_lsn_of(source)));
     Ok(())
 }
 
@@ -245,7 +245,7 @@ fn probe_replicated(
     connection: &mut Connection,
 ) -> Result<(), String> {
     take_log_mark(source, connection)?;
-    let held = main_thread::ask(position::held, REPLICA_LOOK_LIMIT);
+    let held = main_thread::ask(move |ctx| position::held(ctx, source), REPLICA_LOOK_LIMIT);
     if let Some(Some(record)) = held {
         freshness::of(source).applied(Mark::Lsn(record.lsn));
         if freshness::of(source).vouched_now(current::of(source).max_staleness_ms())

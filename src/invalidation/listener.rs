@@ -252,8 +252,8 @@ fn handle(feed: &Feed, conn: &mut Connection, payloads: &[String], arrived: Inst
         }
         if let Some(ddl) = super::ddl::of(text) {
             match ddl {
-                Ok(ddl) => super::ddl::add(&mut changes, ddl),
-                Err(e) => super::ddl::unreadable(&mut changes, &e),
+                Ok(ddl) => super::ddl::add(feed.source, &mut changes, ddl),
+                Err(e) => super::ddl::unreadable(feed.source, &mut changes, &e),
             }
             continue;
         }
@@ -270,7 +270,7 @@ fn handle(feed: &Feed, conn: &mut Connection, payloads: &[String], arrived: Inst
                 continue;
             }
         };
-        translate::add(conn, &mut changes, payload, "a notification");
+        translate::add(feed.source, conn, &mut changes, payload, "a notification");
     }
     changes.collapse_bulk();
     changes.arrived_at(arrived);

@@ -23,7 +23,7 @@ pub mod replication;
 pub mod translate;
 
 pub use apply::{deinit, init};
-pub use feed::{each, of};
+pub use feed::{add_part, each, forget_part, of};
 
 use crate::config::{InvalidationSource, Settings};
 use crate::model::source::SourceId;

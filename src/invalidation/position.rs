@@ -16,8 +16,9 @@
 //! never runs ahead of the deletions it covers.
 
 use crate::cache;
+use crate::config::current;
 use crate::model::lsn::Lsn;
-use crate::model::source::SourceId;
+use crate::model::source::{self, SourceId};
 use crate::redis::{cluster, keyspace};
 use redis_module::{CallOptionsBuilder, CallResult, Context};
 use std::sync::Mutex;
@@ -28,19 +29,34 @@ use std::time::{Duration, Instant};
 /// within `durability::OBSERVE_EVERY` of a look at the server).
 const WRITE_EVERY: Duration = Duration::from_millis(100);
 
-/// Where the position lives (in DB 0). Not under the cache prefix, so flushes pass it by. On
-/// a cluster node, in a slot the node serves: the key is tagged for its lowest slot, which a
-/// promoted replica serves too (a resharding that moves that slot away loses the position:
-/// the source then starts over with a flush).
+/// Where the default source's position lives (in DB 0). Not under the cache prefix, so
+/// flushes pass it by. On a cluster node, in a slot the node serves: the key is tagged for
+/// its lowest slot, which a promoted replica serves too (a resharding that moves that slot
+/// away loses the position: the source then starts over with a flush).
 pub const POSITION_KEY: &str = "pgcache:replication:position";
 
-/// The position key's name on this server; None on a cluster node that serves no slot.
-fn key_name(ctx: &Context) -> Option<String> {
+/// Where the position of source `name` (None: the default source) lives: a named source's
+/// nests its name as its cache keys do (`pgcache:@analytics:replication:position`, design/53
+/// §2.4), so two sources' slots never resume from each other's position.
+fn position_key(name: Option<&str>) -> String {
+    match name {
+        None => POSITION_KEY.to_string(),
+        Some(name) => format!(
+            "pgcache:{}{name}:replication:position",
+            char::from(source::MARK)
+        ),
+    }
+}
+
+/// The position key's name of `source` on this server; None on a cluster node that serves
+/// no slot.
+fn key_name(ctx: &Context, source: SourceId) -> Option<String> {
+    let key = position_key(current::name(source).as_deref());
     if !cluster::enabled() {
-        return Some(POSITION_KEY.to_string());
+        return Some(key);
     }
     let slot = cluster::lowest_served_slot(ctx)?;
-    Some(format!("{POSITION_KEY}:{{{}}}", cluster::tag_for(slot)))
+    Some(format!("{key}:{{{}}}", cluster::tag_for(slot)))
 }
 
 /// What the position key holds: the position, and the PostgreSQL system and slot it is a
@@ -103,28 +119,39 @@ impl State {
 
 /// How far one feed has applied the log, and the copy of that position in the keyspace.
 pub struct Position {
+    /// Whose log it is: the position is published to its cache and kept under its key.
+    source: SourceId,
     state: Mutex<State>,
     /// How long the last transaction applied took from its commit in PostgreSQL to its
     /// invalidations applied here, in microseconds.
     last_lag_us: AtomicU64,
 }
 
-/// Tells the cache how far it reflects the log (`cache::applied`, which `AFTER` reads).
-fn publish(applied: &Option<Record>) {
-    cache::applied::of(SourceId::DEFAULT).set(applied.as_ref().map_or(Lsn(0), |r| r.lsn));
+/// Tells the cache of `source` how far it reflects the log (`cache::applied`, which `AFTER`
+/// reads).
+fn publish(source: SourceId, applied: &Option<Record>) {
+    cache::applied::of(source).set(applied.as_ref().map_or(Lsn(0), |r| r.lsn));
 }
 
-/// The position applied (0/0 when none): every change committed up to it is applied.
+/// The default source's position applied (0/0 when none): every change committed up to it
+/// is applied. What the reports show (design/53 step 9 gives them every source's);
+/// `applied_lsn_of` any source's.
 #[inline]
 pub fn applied_lsn() -> Lsn {
-    cache::applied::of(SourceId::DEFAULT).get()
+    applied_lsn_of(SourceId::DEFAULT)
 }
 
-/// What the position key holds, read without taking it as this server's (a replica follows
-/// its primary's). Main thread.
-pub fn held(ctx: &Context) -> Option<Record> {
+/// The position `source` applied (0/0 when none).
+#[inline]
+pub fn applied_lsn_of(source: SourceId) -> Lsn {
+    cache::applied::of(source).get()
+}
+
+/// What the position key of `source` holds, read without taking it as this server's (a
+/// replica follows its primary's). Main thread.
+pub fn held(ctx: &Context, source: SourceId) -> Option<Record> {
     let mut record = None;
-    let name = key_name(ctx);
+    let name = key_name(ctx, source);
     keyspace::in_each_db(ctx, [0], |_| {
         let Some(name) = &name else { return };
         record = keyspace::with_name(ctx, name.as_bytes(), |key| {
@@ -139,8 +166,9 @@ pub fn held(ctx: &Context) -> Option<Record> {
 
 impl Position {
     /// Nothing applied, nothing stored (const, so a `static` holds the default feed's).
-    pub const fn new() -> Position {
+    pub const fn new(source: SourceId) -> Position {
         Position {
+            source,
             state: Mutex::new(State {
                 applied: None,
                 stored: None,
@@ -162,11 +190,11 @@ impl Position {
     /// Reads the position key (after a load from disk, at start, after a promotion). Main
     /// thread.
     pub fn load(&self, ctx: &Context) -> Option<Record> {
-        let record = held(ctx);
+        let record = held(ctx, self.source);
         let mut state = self.state.lock().unwrap();
         state.applied = record.clone();
         state.stored = record.clone();
-        publish(&state.applied);
+        publish(self.source, &state.applied);
         record
     }
 
@@ -177,7 +205,7 @@ impl Position {
         state.applied = Some(record);
         // A starting point is written at once, whatever was written lately.
         state.written_at = None;
-        publish(&state.applied);
+        publish(self.source, &state.applied);
     }
 
     /// Everything committed up to `lsn` is applied. Main thread.
@@ -187,7 +215,7 @@ impl Position {
             && lsn > applied.lsn
         {
             applied.lsn = lsn;
-            publish(&state.applied);
+            publish(self.source, &state.applied);
         }
     }
 
@@ -213,7 +241,7 @@ impl Position {
             .replicate()
             .errors_as_replies()
             .build();
-        let Some(name) = key_name(ctx) else {
+        let Some(name) = key_name(ctx, self.source) else {
             return;
         };
         let mut written = false;
@@ -252,7 +280,7 @@ impl Position {
         state.applied = None;
         state.stored = None;
         state.written_at = None;
-        publish(&None);
+        publish(self.source, &None);
     }
 }
 
@@ -309,6 +337,15 @@ mod tests {
             state.due(soon, false),
             Some(record(5, "pgcache_other")),
             "another slot's starting point"
+        );
+    }
+
+    #[test]
+    fn a_named_source_keeps_its_position_under_its_own_key() {
+        assert_eq!(position_key(None), "pgcache:replication:position");
+        assert_eq!(
+            position_key(Some("analytics")),
+            "pgcache:@analytics:replication:position"
         );
     }
 

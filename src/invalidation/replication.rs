@@ -806,15 +806,17 @@ impl<'a> Stream<'a> {
             Message::Insert { relation, new } => {
                 let relation = self.relation(relation)?;
                 self.transaction().changed(&relation, &[&new], true);
+                let source = self.feed.source;
                 self.transaction()
-                    .written(&relation, transaction::How::Inserted, &new);
+                    .written(source, &relation, transaction::How::Inserted, &new);
             }
             Message::Update { relation, old, new } => {
                 let relation = self.relation(relation)?;
                 let rows: Vec<_> = old.iter().chain([&new]).collect();
                 self.transaction().changed(&relation, &rows, false);
                 let how = transaction::How::Updated { old: old.as_ref() };
-                self.transaction().written(&relation, how, &new);
+                let source = self.feed.source;
+                self.transaction().written(source, &relation, how, &new);
             }
             Message::Delete { relation, old } => {
                 let relation = self.relation(relation)?;
@@ -891,9 +893,10 @@ impl<'a> Stream<'a> {
         let mut changes = changes::Changes::default();
         for text in std::mem::take(&mut transaction.ddl) {
             match ddl::of(&text) {
-                Some(Ok(ddl)) => ddl::add(&mut changes, ddl),
-                Some(Err(e)) => ddl::unreadable(&mut changes, &e),
+                Some(Ok(ddl)) => ddl::add(self.feed.source, &mut changes, ddl),
+                Some(Err(e)) => ddl::unreadable(self.feed.source, &mut changes, &e),
                 None => ddl::unreadable(
+                    self.feed.source,
                     &mut changes,
                     &crate::error::Error::invalid("not a DDL report"),
                 ),
@@ -902,9 +905,16 @@ impl<'a> Stream<'a> {
         let payloads = transaction.into_payloads();
         if !payloads.is_empty() {
             changes.arrived_at(Instant::now());
+            let source = self.feed.source;
             let catalog = self.catalog()?;
             for payload in payloads {
-                translate::add(catalog, &mut changes, payload, "a replicated change");
+                translate::add(
+                    source,
+                    catalog,
+                    &mut changes,
+                    payload,
+                    "a replicated change",
+                );
             }
             if catalog.is_closed() {
                 self.catalog = None;

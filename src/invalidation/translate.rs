@@ -93,12 +93,19 @@ fn canonical_rows(schema: &TableSchema, rows: Vec<Written>) -> Vec<Written> {
         .collect()
 }
 
-/// Adds what `payload` asks to `changes`; `source` names where it came from, for the log.
-pub fn add(conn: &mut Connection, changes: &mut Changes, payload: Payload, source: &str) {
+/// Adds what `payload`, sent by the database of `source`, asks to `changes`; `origin` names
+/// how it came, for the log.
+pub fn add(
+    source: SourceId,
+    conn: &mut Connection,
+    changes: &mut Changes,
+    payload: Payload,
+    origin: &str,
+) {
     // A table outside the `tables` allowlist is followed too: its rows and results cached
     // before it left the list (or by a QUERY that reads it only through a partition or a
     // policy) must not outlive its changes when it comes back.
-    let Some(schema) = resolved(conn, changes, &payload.table, source) else {
+    let Some(schema) = resolved(source, conn, changes, &payload.table, origin) else {
         return;
     };
     // Rows of tables whose row-level security policies read this one may have appeared or
@@ -110,36 +117,38 @@ pub fn add(conn: &mut Connection, changes: &mut Changes, payload: Payload, sourc
     // A partition's rows are its ancestors' too (and a partitioned root's are its
     // partitions'): the same keys and values change there.
     for related in &schema.related {
-        if let Some(related) = resolved(conn, changes, related, source) {
-            apply(conn, changes, &payload, related, source);
+        if let Some(related) = resolved(source, conn, changes, related, origin) {
+            apply(conn, changes, &payload, related, origin);
         }
     }
-    apply(conn, changes, &payload, schema, source);
+    apply(conn, changes, &payload, schema, origin);
 }
 
-/// The schema of the table a payload names, whatever the allowlist says; None when it
-/// cannot be resolved, after dropping the entries under its name's prefix, or every entry
-/// when the name does not read as one (its rows cannot be found otherwise).
+/// The schema of the table a payload of `source` names, whatever the allowlist says; None
+/// when it cannot be resolved, after dropping the source's entries under its name's prefix,
+/// or every entry of the source when the name does not read as one (its rows cannot be
+/// found otherwise).
 fn resolved(
+    source: SourceId,
     conn: &mut Connection,
     changes: &mut Changes,
     table: &str,
-    source: &str,
+    origin: &str,
 ) -> Option<std::sync::Arc<TableSchema>> {
-    match schema::of(SourceId::DEFAULT).resolve_any(conn, table) {
+    match schema::of(source).resolve_any(conn, table) {
         Ok(schema) => Some(schema),
         Err(e) => {
             // Its entries, if any, are under its name's prefix (a table dropped since the
             // change, say); a name that does not even read as one could be anything's.
             let prefix = crate::model::ident::parse_table(table).ok().map(|name| {
                 key::cache_key(
-                    &crate::config::current::key_prefix(SourceId::DEFAULT),
+                    &crate::config::current::key_prefix(source),
                     &name.display(),
                     "",
                 )
             });
             redis_module::logging::log_warning(format!(
-                "pgcache: {source} names table {table:?}, which cannot be resolved ({}); \
+                "pgcache: {origin} names table {table:?}, which cannot be resolved ({}); \
                  dropping {}",
                 e.message(),
                 prefix
@@ -163,7 +172,7 @@ fn apply(
     changes: &mut Changes,
     payload: &Payload,
     schema: std::sync::Arc<TableSchema>,
-    source: &str,
+    origin: &str,
 ) {
     let entering = || {
         payload
@@ -205,7 +214,7 @@ fn apply(
     if let Some(why) = unreadable {
         // The row it names cannot be found among the entries: drop the table's.
         redis_module::logging::log_warning(format!(
-            "pgcache: {source} for {} names a key pgcache cannot read ({why}); dropping \
+            "pgcache: {origin} for {} names a key pgcache cannot read ({why}); dropping \
              the table's cached rows",
             schema.display
         ));

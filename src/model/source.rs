@@ -13,8 +13,7 @@
 //! Because named keys nest under the default prefix, "every key of the default source" is not
 //! a prefix: it is the prefix not followed by `@` (`Scope`).
 //!
-//! So far this server serves the default source only: a key naming another is refused
-//! (`unknown`). Building named sources is design/53's plan, step by step.
+//! A key or command naming a source the server was not loaded with is refused (`unknown`).
 
 use crate::error::Error;
 use std::sync::{Arc, RwLock};
@@ -109,6 +108,13 @@ impl SourceId {
     pub fn number(self) -> u16 {
         self.0
     }
+
+    /// The named source numbered `number` (from 1): the registry hands numbers out
+    /// (`config::current::add_named`).
+    pub fn numbered(number: u16) -> SourceId {
+        assert!(number > 0, "0 numbers the default source");
+        SourceId(number)
+    }
 }
 
 /// One layer's state for every source: the default source's part held inline, so a `static`
@@ -152,6 +158,29 @@ impl<T> Parts<T> {
             .collect();
         for (id, part) in named {
             f(id, &part);
+        }
+    }
+
+    /// Installs the part of named source `id`, before anything can ask for it (its number
+    /// is handed out to commands and jobs only afterwards).
+    pub fn install(&self, id: SourceId, part: T) {
+        assert_ne!(id, SourceId::DEFAULT, "the default source's part is inline");
+        let mut named = self.named.write().unwrap();
+        let at = usize::from(id.0) - 1;
+        if named.len() <= at {
+            named.resize_with(at + 1, || None);
+        }
+        named[at] = Some(Arc::new(part));
+    }
+
+    /// Drops this layer's hold on the part of named source `id` (a loan still out keeps it
+    /// alive until returned), once nothing asks for it by number any more.
+    pub fn forget_named(&self, id: SourceId) {
+        if id == SourceId::DEFAULT {
+            return;
+        }
+        if let Some(part) = self.named.write().unwrap().get_mut(usize::from(id.0) - 1) {
+            *part = None;
         }
     }
 
@@ -236,7 +265,8 @@ impl Scope {
 /// The error for a key or command naming a source this server does not serve.
 pub fn unknown(name: &[u8]) -> Error {
     Error::invalid(format!(
-        "no source named {:?}: this server serves the default source only",
+        "no source named {:?}: name one this server was loaded with (a `source` block of \
+         its module arguments, or PGCACHE_SOURCES)",
         String::from_utf8_lossy(name)
     ))
 }

@@ -85,20 +85,24 @@ fn key_removed(ctx: &Context, name: &[u8], evicted: bool) {
     let Some(entry) = name.strip_prefix(prefix.as_bytes()) else {
         return;
     };
-    // A result of the default source leaves its index; no other source is served yet, so
-    // no other index holds a key naming one.
-    if let Some((None, rest)) = crate::model::source::split(entry)
+    // A key naming no installed source (one removed, or written by hand) is no source's:
+    // no figure or index of another's counts it.
+    let Some(source) = current::source_of_key(name) else {
+        return;
+    };
+    // A result leaves its own source's index.
+    if let Some((_, rest)) = crate::model::source::split(entry)
         && rest.starts_with(crate::query::key::RESULT_TAG.as_bytes())
         && let Ok(key) = std::str::from_utf8(name)
     {
         let db = crate::redis::keyspace::selected_db(ctx);
-        crate::query::membership::of(SourceId::DEFAULT).remove(&(db, key.into()));
+        crate::query::membership::of(source).remove(&(db, key.into()));
     }
     let kind = if evicted {
-        stats::of(SourceId::DEFAULT).evictions.inc();
+        stats::of(source).evictions.inc();
         event::EventKind::Evict
     } else {
-        stats::of(SourceId::DEFAULT).expirations.inc();
+        stats::of(source).expirations.inc();
         event::EventKind::Expire
     };
     if events::wanted(kind) {

@@ -20,6 +20,21 @@ use std::time::{Duration, Instant, SystemTime};
 /// the statics before.
 static CIRCUITS: Parts<Circuit> = Parts::new(Circuit::new());
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    CIRCUITS.install(id, Circuit::new());
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    CIRCUITS.forget_named(id);
+}
+
+/// Runs `f` on every installed source's circuit, with its source.
+pub fn each(f: impl FnMut(SourceId, &Circuit)) {
+    CIRCUITS.each(f);
+}
+
 /// The circuit of source `id`.
 #[inline]
 pub fn of(id: SourceId) -> PartRef<'static, Circuit> {
@@ -35,6 +50,8 @@ pub struct Circuit {
     outages: AtomicU64,
     /// Stale hits were announced in this outage (`first_stale_hit`).
     stale_announced: AtomicBool,
+    /// A stale hit of this outage waits to be announced (`take_stale_announcement`).
+    stale_to_announce: AtomicBool,
     /// When PostgreSQL last answered anything on any of the source's connections, in
     /// microseconds since `EPOCH`: a connection that goes silent while others are answered
     /// is a slow or stuck session, not an outage (a busy server may keep one query waiting;
@@ -67,6 +84,7 @@ impl Circuit {
             outage: Mutex::new(None),
             outages: AtomicU64::new(0),
             stale_announced: AtomicBool::new(false),
+            stale_to_announce: AtomicBool::new(false),
             last_answer_us: AtomicU64::new(0),
         }
     }
@@ -172,7 +190,16 @@ impl Circuit {
     /// Whether a hit served past its freshness bound is the first of this outage (to be
     /// announced once).
     pub fn first_stale_hit(&self) -> bool {
-        !self.stale_announced.swap(true, Ordering::SeqCst)
+        let first = !self.stale_announced.swap(true, Ordering::SeqCst);
+        if first {
+            self.stale_to_announce.store(true, Ordering::SeqCst);
+        }
+        first
+    }
+
+    /// Whether a first stale hit waits to be announced; the announcer takes it.
+    pub fn take_stale_announcement(&self) -> bool {
+        self.stale_to_announce.swap(false, Ordering::SeqCst)
     }
 
     /// The error a request that needs PostgreSQL gets while the circuit is open.

@@ -11,7 +11,7 @@ use crate::config::current;
 use crate::config::{PgSettings, SslMode};
 use crate::error::Error;
 use crate::model::source::{PartRef, Parts, SourceId};
-use crate::pg::circuit::Circuit;
+use crate::pg::circuit::{self, Circuit};
 use crate::pg::errors::describe;
 use crate::pg::prepared::{self, Parsing, Prepared};
 use crate::pg::replication;
@@ -40,6 +40,16 @@ const SILENCE_MARGIN: Duration = Duration::from_secs(2);
 /// Every source's pool while pgcache is loaded; the default source's slot inline.
 static POOLS: Parts<RwLock<Option<Arc<Pool>>>> = Parts::new(RwLock::new(None));
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    POOLS.install(id, RwLock::new(None));
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    POOLS.forget_named(id);
+}
+
 /// Makes `pool` the pool of `source` (at load), dropping any it had.
 pub fn install(source: SourceId, pool: Pool) {
     *POOLS.of(source).write().unwrap() = Some(Arc::new(pool));
@@ -66,6 +76,9 @@ pub fn of(source: SourceId) -> Result<Arc<Pool>, Error> {
 /// sessions report to, shared by the pool and its connections (a connection found dead on
 /// first use reconnects itself).
 struct Connector {
+    /// Whose database it is: its sessions run under its statement timeout and count in its
+    /// figures.
+    source: SourceId,
     settings: PgSettings,
     tls: Option<MakeTlsConnector>,
     circuit: PartRef<'static, Circuit>,
@@ -207,18 +220,15 @@ fn tls_connector(settings: &PgSettings) -> Result<Option<MakeTlsConnector>, Erro
 }
 
 impl Pool {
-    /// A pool of at most `max` connections to the database `settings` name, whose sessions
-    /// report to `circuit` (their source's).
-    pub fn new(
-        settings: PgSettings,
-        max: usize,
-        circuit: PartRef<'static, Circuit>,
-    ) -> Result<Pool, Error> {
+    /// A pool of `source`, of at most `max` connections to the database `settings` name,
+    /// whose sessions report to the source's circuit.
+    pub fn new(source: SourceId, settings: PgSettings, max: usize) -> Result<Pool, Error> {
         Ok(Pool {
             connector: Arc::new(Connector {
+                source,
                 tls: tls_connector(&settings)?,
                 settings,
-                circuit,
+                circuit: circuit::of(source),
             }),
             max,
             state: Mutex::new(State::default()),
@@ -291,7 +301,7 @@ impl Pool {
             pool: self,
             conn: Some(conn),
         };
-        client.patience = patience();
+        client.patience = patience(self.connector.source);
         client.apply_statement_timeout()?;
         Ok(client)
     }
@@ -369,10 +379,11 @@ impl Pool {
     }
 }
 
-/// How long a pool query may go unanswered: PostgreSQL answers by its statement_timeout
-/// (with none, by the request's), so silence past that and a margin is a dead peer.
-pub fn patience() -> Duration {
-    let statement_timeout_ms = match current::of(SourceId::DEFAULT).statement_timeout_ms() {
+/// How long a query to the database of `source` may go unanswered: PostgreSQL answers by
+/// its statement_timeout (with none, by the request's), so silence past that and a margin is
+/// a dead peer.
+pub fn patience(source: SourceId) -> Duration {
+    let statement_timeout_ms = match current::of(source).statement_timeout_ms() {
         0 => current::request_timeout_ms(),
         ms => ms,
     };
@@ -391,7 +402,7 @@ impl Connector {
             .connect_timeout
             .min(remaining)
             .max(Duration::from_millis(10));
-        let statement_timeout_ms = current::of(SourceId::DEFAULT).statement_timeout_ms();
+        let statement_timeout_ms = current::of(self.source).statement_timeout_ms();
         let mut config = tokio_postgres::Config::new();
         config
             .host(&s.host)
@@ -445,7 +456,7 @@ impl Connector {
                 application_name: application_name.to_string(),
                 statement_timeout_ms,
                 statements: Prepared::new(),
-                patience: patience(),
+                patience: patience(self.source),
                 idled: false,
                 outages,
             })
@@ -621,7 +632,7 @@ impl Connection {
         let deadline = Instant::now() + self.connector.settings.connect_timeout;
         match self.connector.connect(deadline, &self.application_name) {
             Ok(fresh) => {
-                stats::of(SourceId::DEFAULT).pg_retries.inc();
+                stats::of(self.connector.source).pg_retries.inc();
                 *self = fresh;
                 let result = exchange(self);
                 self.counted(result)
@@ -635,7 +646,7 @@ impl Connection {
         if let Err(failure) = &result
             && failure.is_silent()
         {
-            stats::of(SourceId::DEFAULT).pg_silent_connections.inc();
+            stats::of(self.connector.source).pg_silent_connections.inc();
             if let Failure::Silent(limit) = failure {
                 let reason = format!("PostgreSQL stopped answering: {failure}");
                 self.connector.circuit.went_silent(&reason, *limit);
@@ -660,7 +671,7 @@ impl Connection {
 
     /// Brings the session's statement_timeout in line with the setting after CONFIG SET.
     fn apply_statement_timeout(&mut self) -> Result<(), Error> {
-        let wanted = current::of(SourceId::DEFAULT).statement_timeout_ms();
+        let wanted = current::of(self.connector.source).statement_timeout_ms();
         if self.statement_timeout_ms != wanted {
             self.batch_execute(&format!("SET statement_timeout = {wanted}"))
                 .map_err(|e| {

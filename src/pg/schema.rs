@@ -266,6 +266,16 @@ impl View {
 /// them as it reached the statics before.
 static SCHEMAS: Parts<Schemas> = Parts::new(Schemas::new(SourceId::DEFAULT));
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    SCHEMAS.install(id, Schemas::new(id));
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    SCHEMAS.forget_named(id);
+}
+
 /// The table descriptions of source `id`.
 #[inline]
 pub fn of(id: SourceId) -> PartRef<'static, Schemas> {

@@ -77,21 +77,22 @@ const PARAM_TYPES_SQL: &str = concat!(
 
 const PROBE_VIEW: &str = "pg_temp.pgcache_admission";
 
-/// Learns `parsed` from the catalog, or says why it cannot be cached.
-pub fn learn(client: &mut Connection, parsed: &Parsed) -> Result<Learned> {
+/// Learns `parsed` from the catalog of `source`'s database (`client` is one of its
+/// connections), or says why it cannot be cached.
+pub fn learn(client: &mut Connection, source: SourceId, parsed: &Parsed) -> Result<Learned> {
     let params = param_types(client, parsed)?;
     refuse_clock_constants(client, parsed)?;
     let reads = analysed(client, parsed, &params)?;
-    judge(&reads)?;
+    judge(source, &reads)?;
     let mut tables: Vec<Arc<TableSchema>> = Vec::new();
     for relation in reads.relations.iter().filter(|r| is_table(r)) {
         // Tables read only for what they do to the rows of others need no place in the
         // allowlist: their changes are followed, nothing of them is served.
         let table = match relation.via {
             Via::Child | Via::Policy => {
-                schema::of(SourceId::DEFAULT).resolve_any(client, &relation.quoted())?
+                schema::of(source).resolve_any(client, &relation.quoted())?
             }
-            _ => schema::of(SourceId::DEFAULT).resolve(client, &relation.quoted())?,
+            _ => schema::of(source).resolve(client, &relation.quoted())?,
         };
         if !tables.iter().any(|t| t.name == table.name) {
             tables.push(table);
@@ -143,9 +144,9 @@ fn is_table(relation: &Relation) -> bool {
 /// log, a function or operator that is not IMMUTABLE (or one whose body cannot be read),
 /// an SQL value function, a sample, a system column that moves on its own, text read as a
 /// date at run time.
-fn judge(reads: &Reads) -> Result<()> {
+fn judge(source: SourceId, reads: &Reads) -> Result<()> {
     for relation in &reads.relations {
-        judge_relation(relation)?;
+        judge_relation(source, relation)?;
     }
     for (origin, found) in &reads.trees {
         judge_tree(origin, found)?;
@@ -225,7 +226,7 @@ fn judge_tree(origin: &str, found: &Found) -> Result<()> {
     Ok(())
 }
 
-fn judge_relation(relation: &Relation) -> Result<()> {
+fn judge_relation(source: SourceId, relation: &Relation) -> Result<()> {
     let qualified = relation.quoted();
     if schema::is_system_schema(&relation.schema) {
         return Err(Error::invalid(format!(
@@ -234,7 +235,7 @@ fn judge_relation(relation: &Relation) -> Result<()> {
     }
     match relation.relkind.as_str() {
         "r" | "p" => {
-            if relation.unlogged && !current::of(SourceId::DEFAULT).feed_is_notify() {
+            if relation.unlogged && !current::of(source).feed_is_notify() {
                 return Err(Error::invalid(format!(
                     "the statement reads the unlogged table {qualified}, whose changes \
                      PostgreSQL does not write to its log: the replication feed never sees \

@@ -106,6 +106,12 @@ pub fn index_lost(ctx: &Context, dbs: &[i32]) {
     });
 }
 
+/// Like `index_lost`, for one source's index only (a DDL in its database).
+pub fn index_lost_of(ctx: &Context, source: SourceId, dbs: &[i32]) {
+    membership::of(source).drop_table(None);
+    generations::forget_all(ctx, source, dbs);
+}
+
 /// The table's name as events give it, from its key prefix (`` for the whole cache) and
 /// its source's.
 fn table_name<'a>(prefix: &'a str, source_prefix: &str) -> &'a str {

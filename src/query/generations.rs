@@ -210,6 +210,16 @@ fn current(ctx: &Context, source: SourceId, name: &str) -> Option<Generation> {
 /// Every source's row-generation epoch; the default source's inline.
 static EPOCHS: Parts<Epoch> = Parts::new(Epoch::new());
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    EPOCHS.install(id, Epoch::new());
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    EPOCHS.forget_named(id);
+}
+
 /// A source's row-generation epoch: the first half of every row generation this process
 /// makes for it, so the hit path tells its own from others' by comparing 8 bytes. Random,
 /// made anew when the source's index is forgotten (a demotion, a flush of everything).

@@ -95,6 +95,16 @@ type Index = HashMap<String, TableIndex>;
 /// Every source's index; the default source's inline.
 static MEMBERSHIPS: Parts<Membership> = Parts::new(Membership::new(SourceId::DEFAULT));
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    MEMBERSHIPS.install(id, Membership::new(id));
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    MEMBERSHIPS.forget_named(id);
+}
+
 /// The index of source `id`.
 #[inline]
 pub fn of(id: SourceId) -> PartRef<'static, Membership> {

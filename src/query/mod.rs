@@ -246,17 +246,15 @@ impl Statement {
         }
     }
 
-    /// Whether the `tables` allowlist admits every relation it reads, or which it does not.
+    /// Whether its source's `tables` allowlist admits every relation it reads, or which it
+    /// does not.
     pub fn admitted(&self) -> crate::error::Result<()> {
-        let version = crate::config::current::of(SourceId::DEFAULT).tables_version();
+        let values = crate::config::current::of(self.source);
+        let version = values.tables_version();
         if self.admitted_at.load(Ordering::Acquire) == version {
             return Ok(());
         }
-        if let Some(name) = self
-            .listed
-            .iter()
-            .find(|name| !crate::config::current::of(SourceId::DEFAULT).table_allowed(name))
-        {
+        if let Some(name) = self.listed.iter().find(|name| !values.table_allowed(name)) {
             return Err(crate::error::Error::invalid(format!(
                 "the statement reads {}, which is not in the pgcache.tables allowlist",
                 name.display()

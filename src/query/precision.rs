@@ -41,10 +41,15 @@ impl pgcache_rules::precision::Table for TableSchema {
     }
 }
 
-/// The precision of a statement of shape `shape` (or of none, for a reason), of which the
-/// catalog `learned` what it reads and calls. Worker.
-pub fn decide(client: &mut Connection, shape: &Shaped, learned: &Learned) -> Result<Precision> {
-    if !current::of(SourceId::DEFAULT).query_row_precision() {
+/// The precision of a statement of `source` of shape `shape` (or of none, for a reason), of
+/// which the catalog `learned` what it reads and calls. Worker.
+pub fn decide(
+    client: &mut Connection,
+    source: SourceId,
+    shape: &Shaped,
+    learned: &Learned,
+) -> Result<Precision> {
+    if !current::of(source).query_row_precision() {
         return Ok(Precision::Table(
             "query_precision is table, or invalidations come from notifications, which carry no \
              new values"

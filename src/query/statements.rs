@@ -155,6 +155,16 @@ impl Table {
 /// it did in the static before.
 static STATEMENTS: Parts<Statements> = Parts::new(Statements::new(SourceId::DEFAULT));
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    STATEMENTS.install(id, Statements::new(id));
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    STATEMENTS.forget_named(id);
+}
+
 /// The statements of source `id`.
 #[inline]
 pub fn of(id: SourceId) -> PartRef<'static, Statements> {

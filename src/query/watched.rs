@@ -11,6 +11,16 @@ use std::sync::RwLock;
 /// Every source's watched columns; the default source's inline.
 static WATCHED: Parts<Watched> = Parts::new(Watched::new());
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    WATCHED.install(id, Watched::new());
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    WATCHED.forget_named(id);
+}
+
 /// The watched columns of source `id`.
 #[inline]
 pub fn of(id: SourceId) -> PartRef<'static, Watched> {

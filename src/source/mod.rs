@@ -7,16 +7,72 @@
 //!
 //! A stop undoes a start in reverse, the feed first: it holds its threads, which hold the
 //! feed, and they read the pool.
+//!
+//! A named source is registered first (its number, its name, every layer's part: `parts`),
+//! so the workers' scheduler can give it queues, then started like the default source.
+
+mod parts;
 
 use crate::cache::onloop;
-use crate::config::Settings;
+use crate::config::{NamedSource, Settings, current};
 use crate::error::Error;
 use crate::invalidation;
 use crate::model::source::SourceId;
-use crate::pg::{circuit, pool, schema};
+use crate::pg::{pool, schema};
 use crate::query::statements;
 use redis_module::Context;
 use std::time::Duration;
+
+/// Registers the named sources declared at load: each gets its number and its part of every
+/// layer, in the order declared (the numbers returned).
+pub fn register(named: &[NamedSource]) -> Vec<SourceId> {
+    (named.iter())
+        .map(|source| {
+            let id = current::add_named(&source.name, &source.settings);
+            parts::add(id);
+            id
+        })
+        .collect()
+}
+
+/// Forgets every named source (at unload, or a failed load, once all are stopped): their
+/// parts are dropped and their numbers may be handed out again by the next load.
+pub fn unregister_all() {
+    for id in current::named_ids() {
+        parts::forget(id);
+        current::remove_named(id);
+    }
+    current::forget_named_numbers();
+}
+
+/// Starts the default source on `settings`, then each named source of `named` (registered,
+/// in its order) on its own; on a failure, what was started is stopped again and the error
+/// names the source.
+pub fn start_all(ctx: &Context, settings: &Settings, named: &[SourceId]) -> Result<(), Error> {
+    start(ctx, SourceId::DEFAULT, settings)?;
+    for (at, (&id, source)) in named.iter().zip(&settings.named).enumerate() {
+        if let Err(e) = start(ctx, id, &source.settings) {
+            for &started in named[..at].iter().rev() {
+                stop(started);
+            }
+            stop(SourceId::DEFAULT);
+            return Err(Error::invalid(format!(
+                "source {}: {}",
+                source.name,
+                e.message()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Stops every source: the named ones in reverse, then the default source.
+pub fn stop_all() {
+    for id in current::named_ids().into_iter().rev() {
+        stop(id);
+    }
+    stop(SourceId::DEFAULT);
+}
 
 /// Starts `source` on `settings`, after the server-wide threads (its misses go to the
 /// workers and the main thread). On a failure, what was started is stopped again.
@@ -24,7 +80,7 @@ pub fn start(ctx: &Context, source: SourceId, settings: &Settings) -> Result<(),
     // Its tables are described afresh, under this load's settings.
     schema::of(source).clear();
     // The source's part owns the pool; the workers and the feed borrow it from there.
-    let pool = pool::Pool::new(settings.pg.clone(), settings.pool_size, circuit::of(source))
+    let pool = pool::Pool::new(source, settings.pg.clone(), settings.pool_size)
         .map_err(|e| Error::invalid(format!("cannot set up TLS to PostgreSQL: {e}")))?;
     pool::install(source, pool);
     if let Err(e) = onloop::start(source, &settings.pg) {

@@ -254,6 +254,16 @@ pub fn command_histogram(command: Tracked) -> &'static Histogram {
 /// as it bumped statics.
 static FIGURES: Parts<SourceStats> = Parts::new(SourceStats::new());
 
+/// Installs the part of named source `id` (`source::parts`, before its number is used).
+pub fn add_part(id: SourceId) {
+    FIGURES.install(id, SourceStats::new());
+}
+
+/// Drops the part of named source `id` (`source::parts`, once nothing uses its number).
+pub fn forget_part(id: SourceId) {
+    FIGURES.forget_named(id);
+}
+
 /// The figures of source `id`.
 #[inline]
 pub fn of(id: SourceId) -> PartRef<'static, SourceStats> {

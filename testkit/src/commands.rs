@@ -133,6 +133,34 @@ pub fn read_until_cached(con: &mut redis::Connection, table: &str, pk: &str) -> 
     )
 }
 
+/// `read_until_cached` of a named source's row (issue #53): READ with `SOURCE source` until
+/// its key, `pg_cache:@<source>:<table>:<pk>`, exists; the source's feed is listening then.
+pub fn read_until_cached_of(
+    con: &mut redis::Connection,
+    source: &str,
+    table: &str,
+    pk: &str,
+) -> String {
+    let key = format!("pg_cache:@{source}:{table}:{pk}");
+    wait_for(
+        &format!("{key} to be cached"),
+        Duration::from_secs(10),
+        || {
+            let row: Option<String> = query_through_interrupts(
+                redis::cmd("PGCACHE.READ")
+                    .arg(table)
+                    .arg(pk)
+                    .arg("SOURCE")
+                    .arg(source),
+                con,
+            )
+            .unwrap();
+            let row = row.expect("a row");
+            exists(con, &key).then_some(row)
+        },
+    )
+}
+
 /// Waits until `key` no longer exists.
 pub fn wait_gone(con: &mut redis::Connection, key: &str) {
     wait_for(

@@ -184,26 +184,42 @@ impl Pg {
             server_args,
         };
         pg.launch();
-        let mut admin = pg.superuser();
-        admin
+        pg.superuser()
             .batch_execute(&format!(
                 "CREATE ROLE app LOGIN REPLICATION PASSWORD '{PG_PASSWORD}'"
             ))
             .unwrap();
+        pg.prepare_database("app");
+        pg
+    }
+
+    /// Database `name`, owned by the app user, as pgcache's setup makes one: its
+    /// `pgcache.invalidation_source` the tests' mode (so `pgcache_watch` installs what that
+    /// mode needs) and the DDL event trigger installed.
+    fn prepare_database(&self, name: &str) {
+        let mut admin = self.superuser();
         admin
-            .batch_execute("CREATE DATABASE app OWNER app")
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER app"))
             .unwrap();
         admin
             .batch_execute(&format!(
-                "ALTER DATABASE app SET pgcache.invalidation_source = '{}'",
+                "ALTER DATABASE {name} SET pgcache.invalidation_source = '{}'",
                 invalidation_source()
             ))
             .unwrap();
         // As a deployment that follows docs/setup.md does: DDL reaches pgcache through its feed.
-        pg.superuser_of("app")
+        self.superuser_of(name)
             .batch_execute(DDL_TRIGGER_SQL)
             .unwrap();
-        pg
+    }
+
+    /// Another database on this server, prepared as `app` is (a named source's, issue #53),
+    /// with `setup_sql` run in it as the app user.
+    pub fn create_database(&self, name: &str, setup_sql: &str) {
+        self.prepare_database(name);
+        if !setup_sql.is_empty() {
+            self.execute_in(name, setup_sql);
+        }
     }
 
     /// A hot standby of this server: a base backup streamed from it, started on its own
@@ -372,18 +388,28 @@ impl Pg {
 
     /// A connection as the app user to the app database.
     pub fn client(&self) -> postgres::Client {
+        self.client_of("app")
+    }
+
+    /// A connection as the app user to database `dbname`.
+    pub fn client_of(&self, dbname: &str) -> postgres::Client {
         postgres::Config::new()
             .host("127.0.0.1")
             .port(self.port)
             .user("app")
             .password(PG_PASSWORD)
-            .dbname("app")
+            .dbname(dbname)
             .connect(postgres::NoTls)
             .unwrap()
     }
 
     pub fn execute(&self, sql: &str) {
-        self.client().batch_execute(sql).unwrap();
+        self.execute_in("app", sql);
+    }
+
+    /// Runs `sql` as the app user in database `dbname`.
+    pub fn execute_in(&self, dbname: &str, sql: &str) {
+        self.client_of(dbname).batch_execute(sql).unwrap();
     }
 
     /// Makes every statement of the app user appear in the server log (new sessions only).
@@ -409,25 +435,47 @@ impl Pg {
 
     /// The module arguments that connect to this server.
     pub fn module_args(&self) -> Vec<String> {
-        [
-            "pg_host",
-            "127.0.0.1",
-            "pg_port",
-            &self.port.to_string(),
-            "pg_database",
-            "app",
-            "pg_user",
-            "app",
-            "pg_password",
-            PG_PASSWORD,
-            "pg_sslmode",
-            "disable",
-            "invalidation_source",
-            invalidation_source(),
+        self.connection_settings("app")
+            .into_iter()
+            .flat_map(|(name, value)| [name.to_string(), value])
+            .collect()
+    }
+
+    /// The module arguments of a named source `source` that reads database `dbname` of this
+    /// server, as the app user: a `source` block, which goes after the server's settings. A
+    /// named source takes nothing from the default source's settings, so the block gives
+    /// every connection setting.
+    pub fn source_args(&self, source: &str, dbname: &str) -> Vec<String> {
+        let mut args = vec!["source".to_string(), source.to_string()];
+        args.extend(
+            self.connection_settings(dbname)
+                .into_iter()
+                .flat_map(|(name, value)| [name.to_string(), value]),
+        );
+        args
+    }
+
+    /// The environment that declares the same named source as `source_args`, but for
+    /// `PGCACHE_SOURCES` (which the caller gives, since it lists every source):
+    /// `PGCACHE_<SOURCE>_<SETTING>` variables.
+    pub fn source_env(&self, source: &str, dbname: &str) -> Vec<(String, String)> {
+        self.connection_settings(dbname)
+            .into_iter()
+            .map(|(name, value)| (format!("PGCACHE_{}_{}", source, name).to_uppercase(), value))
+            .collect()
+    }
+
+    /// The settings that connect to database `dbname` of this server as the app user.
+    fn connection_settings(&self, dbname: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("pg_host", "127.0.0.1".to_string()),
+            ("pg_port", self.port.to_string()),
+            ("pg_database", dbname.to_string()),
+            ("pg_user", "app".to_string()),
+            ("pg_password", PG_PASSWORD.to_string()),
+            ("pg_sslmode", "disable".to_string()),
+            ("invalidation_source", invalidation_source().to_string()),
         ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
     }
 
     /// The postmaster's and every backend's process id, while the server runs.

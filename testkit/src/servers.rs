@@ -290,6 +290,18 @@ pub fn connect(port: u16) -> redis::Connection {
     try_connect(port).unwrap()
 }
 
+/// The module arguments that connect the default source to `pg`'s app database, then
+/// `extra` (the server's and the default source's settings), then a `source` block per name
+/// in `sources`, each reading the database of its own name on `pg`.
+pub fn module_args_with_sources(pg: &Pg, sources: &[&str], extra: &[&str]) -> Vec<String> {
+    let mut args = pg.module_args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    for name in sources {
+        args.extend(pg.source_args(name, name));
+    }
+    args
+}
+
 /// A PostgreSQL and a server with the module connected to it.
 pub struct Stack {
     pub redis: Redis,
@@ -303,13 +315,24 @@ impl Stack {
 
     /// `extra` module arguments are appended after the connection settings.
     pub fn start_with(setup_sql: &str, extra: &[&str]) -> Stack {
+        Self::start_with_sources(setup_sql, &[], extra)
+    }
+
+    /// A stack whose module serves named sources too (issue #53): for each `(name,
+    /// setup_sql)`, a database `name` on the same PostgreSQL, prepared as the app database
+    /// is, and a `source name` block that reads it (`module_args_with_sources`). Waits for
+    /// the default source's feed only: a test waits for a named one's by reading a row of it
+    /// until it is cached (`read_until_cached_of`).
+    pub fn start_with_sources(setup_sql: &str, sources: &[(&str, &str)], extra: &[&str]) -> Stack {
         let pg = Pg::start();
         if !setup_sql.is_empty() {
             pg.execute(setup_sql);
         }
-        let mut args = pg.module_args();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let redis = Redis::start(&args);
+        for (name, sql) in sources {
+            pg.create_database(name, sql);
+        }
+        let names: Vec<&str> = sources.iter().map(|(name, _)| *name).collect();
+        let redis = Redis::start(&module_args_with_sources(&pg, &names, extra));
         let stack = Stack { redis, pg };
         // The module waits for its first connection attempt while it loads; a slow one is
         // waited for here (STATS, unlike HEALTH, does not touch PostgreSQL's pool).

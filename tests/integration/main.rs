@@ -34,6 +34,7 @@ mod restart;
 mod robustness;
 mod slowlog;
 mod sources;
+mod sources_isolation;
 mod staleness;
 mod standbys;
 mod stats;

@@ -196,7 +196,7 @@ pub fn look_up(
     let prefix = schema.key_prefix.as_bytes();
     let (slots, names): (Vec<Cached>, Vec<Option<Name>>) = keys
         .iter()
-        .map(|k| cache::get_or_name(ctx, prefix, k.json.as_bytes()))
+        .map(|k| cache::get_or_name(ctx, schema.source, prefix, k.json.as_bytes()))
         .unzip();
     for (key, _) in keys.iter().zip(&slots).filter(|(_, s)| **s != Cached::Miss) {
         count_hit(ctx, schema, key.json.as_bytes());
@@ -415,9 +415,7 @@ impl Batch {
             }
             let found = rows.iter().filter(|r| r.is_some()).count() as u64;
             let summary = keys_summary(&distinct);
-            stats::of(SourceId::DEFAULT)
-                .misses
-                .add(distinct.len() as u64);
+            stats::of(schema.source).misses.add(distinct.len() as u64);
             schema.stats.misses.add(distinct.len() as u64);
             let fetched = u32::try_from(distinct.len()).unwrap_or(u32::MAX);
             schema
@@ -428,7 +426,8 @@ impl Batch {
             events::publish_each(ctx, EventKind::Miss, &schema.display, missed);
             // `distinct` is never empty: a batch is built for the keys it fetches.
             let first = distinct.first().map(|k| k.cache_key(&schema.key_prefix));
-            let admission = cache::admission(ctx, first.as_deref().unwrap_or_default());
+            let admission =
+                cache::admission(ctx, schema.source, first.as_deref().unwrap_or_default());
             let mut filled = Vec::new();
             let mut names = names.into_iter();
             for ((key, row), (cache_key, fresh)) in distinct
@@ -442,6 +441,7 @@ impl Batch {
                     && schema.uncached.is_none()
                     && cache::write_fetched(
                         ctx,
+                        schema.source,
                         admission,
                         &cache_key,
                         name.as_ref(),

@@ -116,7 +116,7 @@ pub fn one(
         ctx,
         key,
         timeout_ms,
-        fill::Asked::row(&schema.stats, &pk.json),
+        fill::Asked::row(schema.source, &schema.stats, &pk.json),
     ) {
         LeadOrWait::Wait => return Reply::Blocked,
         LeadOrWait::Lead(ticket) => ticket,
@@ -150,7 +150,8 @@ fn fill_completion(
                     && schema.uncached.is_none()
                     && cache::write_fetched(
                         ctx,
-                        cache::admission(ctx, &key),
+                        schema.source,
+                        cache::admission(ctx, schema.source, &key),
                         &key,
                         name.as_ref(),
                         row.as_deref(),
@@ -328,8 +329,8 @@ fn first_completion(
                 Readable::NotCached(Name::new(&[prefix, suffix].concat()))
             }
         } else if derived {
-            cache::reply_if_readable(ctx, prefix, suffix)
-        } else if cache::reply_if_cached(ctx, prefix, suffix) {
+            cache::reply_if_readable(ctx, schema.source, prefix, suffix)
+        } else if cache::reply_if_cached(ctx, schema.source, prefix, suffix) {
             Readable::Replied
         } else {
             Readable::NotCached(Name::new(&[prefix, suffix].concat()))

@@ -69,7 +69,12 @@ fn probe(ctx: &Context, source: SourceId, table_arg: &[u8], pk_arg: &[u8]) -> Pr
     let canonical = if pk.json.as_bytes() == pk_arg {
         as_sent
     } else {
-        match cache::reply_if_readable(ctx, schema.key_prefix.as_bytes(), pk.json.as_bytes()) {
+        match cache::reply_if_readable(
+            ctx,
+            schema.source,
+            schema.key_prefix.as_bytes(),
+            pk.json.as_bytes(),
+        ) {
             Readable::Replied => {
                 schema.stats.calls.inc();
                 count_hit(ctx, &schema, pk.json.as_bytes());
@@ -110,7 +115,7 @@ fn lookup_canonical(ctx: &Context, source: SourceId, table_arg: &[u8], pk_arg: &
         let Some(schema) = schema else {
             return AsSent::UnknownTable;
         };
-        match cache::reply_if_readable(ctx, schema.key_prefix.as_bytes(), pk_arg) {
+        match cache::reply_if_readable(ctx, schema.source, schema.key_prefix.as_bytes(), pk_arg) {
             Readable::Replied => {
                 schema.stats.calls.inc();
                 count_hit(ctx, schema, pk_arg);

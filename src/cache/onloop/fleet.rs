@@ -412,7 +412,7 @@ impl Fleet {
     /// statement_timeout and then some): a network that dropped it says nothing.
     fn close_silent(&mut self, ends: &mut Ends) {
         let now = Instant::now();
-        let patience = patience();
+        let patience = patience(self.source);
         for slot in &mut self.slots {
             let silent = (slot.as_ref().and_then(Looped::waiting_since))
                 .is_some_and(|since| now.saturating_duration_since(since) > patience);

@@ -186,7 +186,8 @@ fn cache_result(
     };
     if !cache::write_fetched(
         ctx,
-        cache::admission(ctx, key),
+        statement.source,
+        cache::admission(ctx, statement.source, key),
         key,
         None,
         Some(&ran.json),

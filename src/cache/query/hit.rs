@@ -78,6 +78,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
                 }));
             }
             let asked = Asked {
+                source: statement.source,
                 table: statement.stats.clone(),
                 pk: String::new(),
                 readable_as: Some(statement.readable_as.clone()),

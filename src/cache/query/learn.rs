@@ -131,8 +131,8 @@ fn learned(
             Some(statement) => statement,
             None => {
                 let row_wanted = current::of(source).query_row_precision();
-                let learned = catalog::learn(conn, parsed)?;
-                let precision = precision::decide(conn, &parsed.shape, &learned)?;
+                let learned = catalog::learn(conn, source, parsed)?;
+                let precision = precision::decide(conn, source, &parsed.shape, &learned)?;
                 // A page is run ordered down to its table's primary key, so that the rows read
                 // beside it for its members are its own, ties included (`shape::tie_broken`).
                 let page = match (&precision, &parsed.shape) {

@@ -102,11 +102,18 @@ static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 /// page is taken only when used.
 pub const STACK_BYTES: usize = 64 * 1024 * 1024;
 
-/// Starts `count` workers for the default source, whose pool has `pool_size` connections,
-/// with queues of `queue_size` jobs.
-pub fn start(count: usize, pool_size: usize, queue_size: usize) -> std::io::Result<()> {
-    let cap = scheduler::caps(count, &[pool_size])[0];
-    let jobs = Arc::new(Jobs::new(&[(SourceId::DEFAULT, cap)], queue_size));
+/// Starts `count` workers for `sources`, each with its pool's size, with queues of
+/// `queue_size` jobs per source.
+pub fn start(
+    count: usize,
+    sources: &[(SourceId, usize)],
+    queue_size: usize,
+) -> std::io::Result<()> {
+    let pool_sizes: Vec<usize> = sources.iter().map(|&(_, pool_size)| pool_size).collect();
+    let caps: Vec<(SourceId, usize)> = (sources.iter().map(|&(source, _)| source))
+        .zip(scheduler::caps(count, &pool_sizes))
+        .collect();
+    let jobs = Arc::new(Jobs::new(&caps, queue_size));
     SHUTTING_DOWN.store(false, Ordering::SeqCst);
     WORKER_COUNT.store(count, Ordering::SeqCst);
     let mut threads = Vec::with_capacity(count);
@@ -328,7 +335,13 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, source: SourceId, deadline:
             let led = if fresh {
                 Some((crate::cache::fill::lead(key), client))
             } else {
-                crate::cache::fill::lead_or_join(client, &key, &schema.stats, &pk.json)
+                crate::cache::fill::lead_or_join(
+                    client,
+                    &key,
+                    schema.source,
+                    &schema.stats,
+                    &pk.json,
+                )
             };
             let Some((ticket, client)) = led else {
                 return;

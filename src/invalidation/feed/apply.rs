@@ -3,6 +3,7 @@
 //! applying in slices, trusting entries) is `invalidation::apply`'s.
 
 use crate::invalidation::changes::{Changes, into_flushes};
+use crate::model::source::SourceId;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -94,14 +95,17 @@ pub(in crate::invalidation) struct Coverage {
 /// One feed's changes waiting for the main thread, and what its listener or stream has
 /// covered.
 pub struct Apply {
+    /// Whose feed it is: what the feed covers, holds and flushes is this source's cache only.
+    pub(in crate::invalidation) source: SourceId,
     pub(in crate::invalidation) mailbox: Mutex<Mailbox>,
     pub(in crate::invalidation) coverage: Mutex<Coverage>,
 }
 
 impl Apply {
     /// Nothing queued, nothing covered (const, so a `static` holds the default source's).
-    pub const fn new() -> Apply {
+    pub const fn new(source: SourceId) -> Apply {
         Apply {
+            source,
             mailbox: Mutex::new(Mailbox::new()),
             coverage: Mutex::new(Coverage {
                 listening: false,

@@ -108,8 +108,9 @@ impl Transaction {
     /// A row of `relation` was written with the values `new` (inserted, or updated to):
     /// kept by the columns row-precise query results match on (`watched::with_watched`).
     /// A value not sent (an unchanged TOASTed one) or longer than `LONGEST_WATCHED` is left
-    /// out: unknown, it matches every result.
-    pub fn written(&mut self, relation: &Relation, how: How, new: &Tuple) {
+    /// out: unknown, it matches every result. `source`: whose database sent the row (the
+    /// columns watched are its statements').
+    pub fn written(&mut self, source: SourceId, relation: &Relation, how: How, new: &Tuple) {
         let new_key = match how {
             How::Inserted => true,
             How::Updated { old: None } => false,
@@ -124,7 +125,7 @@ impl Transaction {
         if changes.flush {
             return;
         }
-        let row = watched::of(SourceId::DEFAULT)
+        let row = watched::of(source)
             .with_watched(&changes.table, |watched| {
                 relation
                     .columns
@@ -350,7 +351,7 @@ mod tests {
         let row = vec![text("1"), text("x")];
         let mut t = Transaction::default();
         t.changed(&users, &[&row], true);
-        t.written(&users, How::Inserted, &row);
+        t.written(SourceId::DEFAULT, &users, How::Inserted, &row);
         assert!(t.into_payloads()[0].only_inserted);
         let mut t = Transaction::default();
         t.changed(&users, &[&row], true);

@@ -1,0 +1,87 @@
+//! Sources (issue #53) are isolated: one database's outage leaves another's reads alone, and
+//! is told as that source's.
+use pgcache_testkit::*;
+use std::time::Duration;
+
+fn read(con: &mut redis::Connection, id: i64, source: Option<&str>) -> redis::RedisResult<String> {
+    let mut cmd = redis::cmd("PGCACHE.READ");
+    cmd.arg("users").arg(format!(r#"{{"id":{id}}}"#));
+    if let Some(source) = source {
+        cmd.arg("SOURCE").arg(source);
+    }
+    cmd.query(con)
+}
+
+/// A named source on a PostgreSQL of its own, which stops: the default source's misses and
+/// hits go on as before; the named source's cached rows answer within `stale_if_error_ms`
+/// and its misses fail fast, and the announcement of its stale hits gives its own outage
+/// (before, the default source's: no reason at all).
+#[test]
+fn a_named_source_s_outage_leaves_the_default_served() {
+    const BOUND_MS: u64 = 300;
+    let pg = Pg::start();
+    pg.execute(USERS_SQL);
+    let mut other = Pg::start();
+    other.execute(USERS_SQL);
+    let mut args = pg.module_args();
+    args.extend(["max_staleness_ms".into(), BOUND_MS.to_string()]);
+    args.push("source".into());
+    args.push("analytics".into());
+    let mut other_args = other.module_args();
+    other_args.extend(["max_staleness_ms".into(), BOUND_MS.to_string()]);
+    args.extend(other_args);
+    let redis = Redis::start(&args);
+    let mut con = redis.connection();
+    wait_for("both feeds", Duration::from_secs(10), || {
+        (read(&mut con, 1, None).is_ok() && read(&mut con, 1, Some("analytics")).is_ok())
+            .then_some(())
+    });
+    for id in 1..=3 {
+        read(&mut con, id, Some("analytics")).unwrap();
+    }
+    let mut sub = redis.connection();
+    let mut events = subscribe(&mut sub, "pg_cache_events");
+    other.stop();
+    // A miss of the named source finds its database gone and opens its circuit.
+    let refused = wait_for(
+        "the named source's miss to fail",
+        Duration::from_secs(15),
+        || read(&mut con, 9, Some("analytics")).err(),
+    );
+    assert!(refused.to_string().contains("PostgreSQL"), "{refused}");
+    std::thread::sleep(Duration::from_millis(BOUND_MS + 100));
+    // Its cached rows still answer, past the freshness bound.
+    for id in 1..=3 {
+        assert_eq!(
+            json(&read(&mut con, id, Some("analytics")).unwrap())["name"],
+            format!("user{id}")
+        );
+    }
+    // The default source is untouched: misses and hits answer from its PostgreSQL.
+    for id in 4..=6 {
+        assert_eq!(
+            json(&read(&mut con, id, None).unwrap())["name"],
+            format!("user{id}")
+        );
+    }
+    let health = map_reply(&mut con, "PGCACHE.HEALTH");
+    assert_eq!(
+        redis::from_redis_value::<String>(health["postgres_circuit"].clone()).unwrap(),
+        "closed",
+        "the default source's circuit"
+    );
+    let announced = wait_for("the cache_stale event", Duration::from_secs(10), || {
+        let event = next_event(&mut events);
+        (event["type"] == "cache_stale").then_some(event)
+    });
+    let reason = announced["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&other.port.to_string()),
+        "the stale hits' announcement gives the named source's outage: {announced}"
+    );
+    assert!(
+        redis
+            .log()
+            .contains("PostgreSQL (source analytics) cannot be reached")
+    );
+}
