@@ -71,6 +71,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 /// Loads the module, step by step; what failed, as the log should say it.
 fn start(ctx: &Context, args: &[RedisString]) -> Result<(), Error> {
     let settings = load_settings(args)?;
+    warn_of_undeclared_sources(ctx, &settings);
     register_commands(ctx, settings.debug_commands)?;
     // A drain ends with the unload it prepared; a library Redis kept mapped keeps statics.
     cache::drain::open_for(0);
@@ -125,6 +126,22 @@ fn load_settings(args: &[RedisString]) -> Result<config::Settings, Error> {
     }
     module::parameters::init(&settings)?;
     Ok(settings)
+}
+
+/// Logs each environment variable that reads as a setting of a source no one declared: it is
+/// ignored, which its author would not guess.
+fn warn_of_undeclared_sources(ctx: &Context, settings: &config::Settings) {
+    let variables: Vec<String> = (std::env::vars_os())
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    for (variable, name) in
+        config::undeclared_source_variables(settings, variables.iter().map(String::as_str))
+    {
+        ctx.log_warning(&format!(
+            "pgcache: {variable} is ignored: it reads as a setting of a source \"{name}\", which \
+             is not declared; name it in PGCACHE_SOURCES or give a `source {name}` block"
+        ));
+    }
 }
 
 /// Every command, as each describes itself; PGCACHE.DEBUG only with `debug_commands yes`.

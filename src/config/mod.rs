@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::model::event::EventMask;
 use crate::model::ident::{QualifiedName, parse_table};
 use crate::model::pass_through::Policy;
-pub use sources::NamedSource;
+pub use sources::{NamedSource, undeclared_source_variables};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;

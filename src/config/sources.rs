@@ -97,6 +97,38 @@ pub(super) fn named_sources(
         .collect()
 }
 
+/// The environment variables among `variables` that read as a setting of a source `s` names
+/// none of (`PGCACHE_ANALYTICS_PG_HOST` with no source `analytics`), each with the source's
+/// name: a source is declared by `PGCACHE_SOURCES` or a block, never by a variable alone (a
+/// tool's own `PGCACHE_TEST_INVALIDATION_SOURCE` would otherwise start a source `test`, with a
+/// replication slot of its own), so such a variable is ignored, and the load says so.
+pub fn undeclared_source_variables<'a>(
+    s: &Settings,
+    variables: impl IntoIterator<Item = &'a str>,
+) -> Vec<(&'a str, String)> {
+    let settings: Vec<&str> = SETTINGS.iter().map(|t| t.name).collect();
+    let mut found = Vec::new();
+    for variable in variables {
+        let Some(rest) = variable.strip_prefix("PGCACHE_") else {
+            continue;
+        };
+        let lower = rest.to_lowercase();
+        if rest != rest.to_uppercase() || settings.contains(&lower.as_str()) || rest == "SOURCES" {
+            continue;
+        }
+        let name = settings.iter().find_map(|setting| {
+            let name = lower.strip_suffix(setting)?.strip_suffix('_')?;
+            source::check_name(name, &settings)
+                .is_ok()
+                .then(|| name.to_string())
+        });
+        if let Some(name) = name.filter(|name| !s.named.iter().any(|n| n.name == *name)) {
+            found.push((variable, name));
+        }
+    }
+    found
+}
+
 /// One named source's settings: the table's defaults and what must differ from one source
 /// to the next by default, then its `PGCACHE_<NAME>_<SETTING>` variables, then its block;
 /// the server's settings as the server has them.
@@ -198,6 +230,28 @@ mod tests {
     use super::*;
     use crate::config::tests::load_with;
     use std::time::Duration;
+
+    #[test]
+    fn a_variable_of_an_undeclared_source_is_found() {
+        let s = load_with(&["source", "analytics", "pg_database", "a"], &[]).unwrap();
+        let variables = [
+            "PGCACHE_ANALYTICS_PG_HOST",
+            "PGCACHE_BILLING_PG_HOST",
+            "PGCACHE_MY_DB_DEFAULT_TTL",
+            "PGCACHE_POOL_SIZE",
+            "PGCACHE_SOURCES",
+            "PGCACHE_TEST_SERVER",
+            "PGCACHE_billing_pg_host",
+            "PGHOST",
+        ];
+        assert_eq!(
+            undeclared_source_variables(&s, variables),
+            [
+                ("PGCACHE_BILLING_PG_HOST", "billing".to_string()),
+                ("PGCACHE_MY_DB_DEFAULT_TTL", "my_db".to_string()),
+            ]
+        );
+    }
 
     /// Module arguments written as one line.
     fn words(line: &str) -> Vec<&str> {

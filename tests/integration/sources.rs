@@ -701,6 +701,37 @@ fn sources_from_environment() {
     assert_eq!(read_name(&mut con, Some(A), 1).unwrap(), "analytics1");
 }
 
+/// A source's variables without the source declared (no `PGCACHE_SOURCES`, no block) start
+/// nothing: the load goes on, the source is unknown, and the log names each variable ignored.
+#[test]
+fn a_variable_of_an_undeclared_source_is_ignored_and_logged() {
+    let pg = Pg::start();
+    pg.execute(&default_sql());
+    pg.create_database(A, &analytics_sql());
+    let env = pg.source_env(A, A);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let redis = Redis::start_with(&pg.module_args(), &[], &env)
+        .unwrap_or_else(|log| panic!("the load failed:\n{log}"));
+    let mut con = redis.connection();
+    assert_eq!(read_name(&mut con, None, 1).unwrap(), "user1");
+    let e = error(
+        redis::cmd("PGCACHE.READ")
+            .arg("users")
+            .arg(pk(1))
+            .arg("SOURCE")
+            .arg(A),
+        &mut con,
+    );
+    assert!(e.contains(r#"no source named "analytics""#), "{e}");
+    let log = redis.log();
+    assert!(
+        log.contains(
+            r#"PGCACHE_ANALYTICS_PG_DATABASE is ignored: it reads as a setting of a source "analytics", which is not declared"#
+        ),
+        "{log}"
+    );
+}
+
 #[test]
 fn unload_with_a_named_source_leaves_no_thread() {
     let extra = ["workers", "3"];
