@@ -39,14 +39,14 @@ python-test: build
 # The differential fuzzer's fixed-seed pass (tests/differential): the generator features whose
 # defects are still open (issue #50, KNOWN_OPEN in tests/differential/main.rs) left out.
 DIFF_TEST := PGCACHE_DIFF_SEED=5000 PGCACHE_DIFF_CHECKS=4000 PGCACHE_DIFF_KNOWN_OPEN=skip
-FEED_TESTS := after:: consistency:: freshness:: invalidation:: pass_through:: query_feed:: query_joins:: replication:: restart:: sources:: staleness::
+FEED_TESTS := after:: consistency:: freshness:: invalidation:: pass_through:: query_feed:: query_joins:: query_sources:: replication:: restart:: sources:: staleness::
 test: build lint python-test
 	PROPTEST_CASES=5000 $(CARGO) test --release --workspace --lib
 	$(DIFF_TEST) PGCACHE_SOAK_SECONDS=20 $(CARGO) test --release --tests
 	$(DIFF_TEST) PGCACHE_TEST_INVALIDATION_SOURCE=replication PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
 	PGCACHE_LOOP_CONNECTIONS=0 PGCACHE_TEST_INVALIDATION_SOURCE=replication $(CARGO) test --release --test chaos --test cycles
 	PGCACHE_LOOP_CONNECTIONS=0 PGCACHE_TEST_INVALIDATION_SOURCE=replication $(CARGO) test --release --test integration -- $(FEED_TESTS)
-	PGCACHE_TEST_SERVER="$(CURDIR)/$(VALKEY8)" $(CARGO) test --release --test integration --test chaos -- --skip query:: --skip query_rows:: --skip query_refusals:: --skip query_access:: --skip query_feed:: --skip query_joins:: --skip orm_corpus:: --skip cluster::
+	PGCACHE_TEST_SERVER="$(CURDIR)/$(VALKEY8)" $(CARGO) test --release --test integration --test chaos -- --skip query:: --skip query_rows:: --skip query_refusals:: --skip query_access:: --skip query_feed:: --skip query_joins:: --skip query_sources:: --skip orm_corpus:: --skip cluster::
 	PGCACHE_TEST_SERVER="$(CURDIR)/$(REDIS8)" $(CARGO) test --release --test integration -- keys:: write:: hooks:: sources::
 	scripts/memcheck.sh
 

@@ -1,13 +1,12 @@
-//! PGCACHE.QUERIES [RESET] and PGCACHE.EXPLAIN <sql>: what QUERY caches, statement by
-//! statement, in the manner of pg_stat_statements; and what it would make of a statement,
-//! without running it.
+//! PGCACHE.QUERIES [RESET] [SOURCE name] and PGCACHE.EXPLAIN <sql> [SOURCE name]: what
+//! QUERY caches for a source, statement by statement, in the manner of pg_stat_statements;
+//! and what it would make of a statement, without running it.
 
 use crate::cache::worker;
 use crate::commands::docs::{Arg, Command, Keys, Params};
-use crate::commands::only_source_option;
+use crate::commands::{only_source_option, source_option};
 use crate::config::current;
 use crate::error::Error;
-use crate::model::source::SourceId;
 use crate::query::precision::Precision;
 use crate::query::{Statement, statements};
 use crate::requests::reply::Reply;
@@ -24,7 +23,7 @@ pub static QUERIES: Command = Command {
     complexity: "O(S) for S statements",
     keys: Keys::None,
     tips: "nondeterministic_output",
-    args: Params::new(&[Arg::text("RESET").optional()]),
+    args: Params::new(&[Arg::text("RESET").optional(), Arg::source()]),
 };
 
 pub static EXPLAIN: Command = Command {
@@ -42,19 +41,23 @@ pub static EXPLAIN: Command = Command {
 };
 
 pub fn queries(ctx: &Context, args: &[&[u8]]) -> Reply {
-    match args {
-        [_] => Reply::Array(
-            statements::of(SourceId::DEFAULT)
+    let (source, others) = match source_option(&args[1..]) {
+        Ok(parsed) => parsed,
+        Err(e) => return e.into(),
+    };
+    match others.as_slice() {
+        [] => Reply::Array(
+            statements::of(source)
                 .all()
                 .iter()
                 .map(|s| listed(s))
                 .collect(),
         ),
-        [_, sub] if sub.eq_ignore_ascii_case(b"RESET") => {
+        [sub] if sub.eq_ignore_ascii_case(b"RESET") => {
             if let Err(refused) = crate::redis::acl::may_reset_figures(ctx) {
                 return refused.into();
             }
-            for statement in statements::of(SourceId::DEFAULT).all() {
+            for statement in statements::of(source).all() {
                 statement.stats.calls.reset();
                 statement.stats.hits.reset();
                 statement.stats.misses.reset();
@@ -64,7 +67,7 @@ pub fn queries(ctx: &Context, args: &[&[u8]]) -> Reply {
             }
             Reply::Ok
         }
-        _ => Error::invalid("usage: PGCACHE.QUERIES [RESET]").into(),
+        _ => Error::invalid("usage: PGCACHE.QUERIES [RESET] [SOURCE name]").into(),
     }
 }
 
@@ -150,7 +153,7 @@ fn listed(statement: &Statement) -> Reply {
                 statement
                     .stats
                     .pass_through
-                    .is_passing(current::of(SourceId::DEFAULT).pass_through()),
+                    .is_passing(current::of(statement.source).pass_through()),
             )),
         ),
         (
@@ -171,7 +174,7 @@ fn listed(statement: &Statement) -> Reply {
 /// Where its misses go to PostgreSQL from: the event loop, or the workers and why.
 fn misses_from(statement: &Statement) -> String {
     let why = match statement.figures.kept_off_the_loop() {
-        _ if current::of(SourceId::DEFAULT).loop_connections() == 0 => "loop_connections is 0",
+        _ if current::of(statement.source).loop_connections() == 0 => "loop_connections is 0",
         Some(why) => why,
         None => return "event loop".into(),
     };

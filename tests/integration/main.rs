@@ -27,6 +27,7 @@ mod query_joins;
 mod query_keyless;
 mod query_refusals;
 mod query_rows;
+mod query_sources;
 mod read;
 mod readme;
 mod replication;

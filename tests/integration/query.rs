@@ -2,7 +2,7 @@
 use pgcache_testkit::*;
 use std::time::{Duration, Instant};
 
-const ORDERS_SQL: &str = "
+pub(crate) const ORDERS_SQL: &str = "
     CREATE TABLE orders (id integer PRIMARY KEY, user_id integer NOT NULL, total numeric NOT NULL,
                          placed timestamptz NOT NULL DEFAULT '2024-05-01T10:00:00Z');
     INSERT INTO orders SELECT g, 1 + g % 5, g * 1.10, '2024-05-01T10:00:00Z'::timestamptz + g * interval '1 hour'
@@ -60,7 +60,11 @@ pub(crate) fn read_after(
 /// PostgreSQL's own answer to `sql`, its parameters given as text (read by their types'
 /// input, as pgcache passes them), as JSON.
 pub(crate) fn postgres_answer(stack: &Stack, sql: &str, params: &[&str]) -> serde_json::Value {
-    let mut pg = stack.pg.client();
+    answer_of(stack.pg.client(), sql, params)
+}
+
+/// `postgres_answer` from the database `pg` is connected to.
+pub(crate) fn answer_of(mut pg: postgres::Client, sql: &str, params: &[&str]) -> serde_json::Value {
     pg.batch_execute(&format!(
         "PREPARE answer AS SELECT COALESCE(json_agg(q), '[]')::text FROM ({sql}) q"
     ))
@@ -485,7 +489,7 @@ fn slowlog_and_statistics_see_query_calls() {
 }
 
 /// Statements of the model test over users and orders, with a parameter maker each.
-const MODEL_STATEMENTS: &[&str] = &[
+pub(crate) const MODEL_STATEMENTS: &[&str] = &[
     "SELECT id, name FROM users WHERE name = $1 ORDER BY id",
     "SELECT id, total FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT 3",
     "SELECT count(*) AS n, sum(total) AS s FROM orders WHERE user_id IN ($1, $2)",
@@ -525,7 +529,7 @@ const MODEL_STATEMENTS: &[&str] = &[
 
 /// The model's partitioned table (a partition attached and detached as it runs) and view
 /// (replaced as it runs).
-const MODEL_SQL: &str = "
+pub(crate) const MODEL_SQL: &str = "
     CREATE TABLE meas (id integer NOT NULL, region text NOT NULL, v integer NOT NULL,
                        PRIMARY KEY (id, region)) PARTITION BY LIST (region);
     CREATE TABLE meas_eu PARTITION OF meas FOR VALUES IN ('eu');
@@ -543,7 +547,7 @@ const MODEL_SQL: &str = "
     SELECT pgcache_watch('products');
 ";
 
-fn model_params(rng: &mut Rng, statement: usize) -> Vec<String> {
+pub(crate) fn model_params(rng: &mut Rng, statement: usize) -> Vec<String> {
     let small = |rng: &mut Rng| (1 + rng.below(6)).to_string();
     match statement {
         0 => vec![format!("user{}", 1 + rng.below(6))],
@@ -574,7 +578,7 @@ fn model_params(rng: &mut Rng, statement: usize) -> Vec<String> {
     }
 }
 
-fn model_write(rng: &mut Rng, attached: &mut bool) -> String {
+pub(crate) fn model_write(rng: &mut Rng, attached: &mut bool) -> String {
     let (a, b, c) = (1 + rng.below(6), 1 + rng.below(60), rng.below(1000));
     let region = ["eu", "us"][rng.below(2)];
     match rng.below(22) {
