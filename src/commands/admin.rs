@@ -1,12 +1,15 @@
-//! PGCACHE.STATS [RESET]: what pgcache has done, as a map (RESP3) or name/value pairs
-//! (RESP2); the same figures as the `pgcache` INFO section.
-//! PGCACHE.HEALTH: whether pgcache can do its job right now, with every problem named.
+//! PGCACHE.STATS [RESET] [SOURCE name]: what pgcache has done for a source, and the server's
+//! figures, as a map (RESP3) or name/value pairs (RESP2); the same figures as the `pgcache`
+//! INFO section.
+//! PGCACHE.HEALTH [SOURCE name]: whether pgcache can do its job for a source right now, with
+//! every problem named.
 //! PGCACHE.DRAIN [seconds]: refuse what would wait for PostgreSQL, before MODULE UNLOAD.
 
 use crate::cache::drain;
 use crate::cache::freshness;
 use crate::cache::worker;
 use crate::commands::docs::{Arg, Command, Keys, Params};
+use crate::commands::{only_source_option, source_option};
 use crate::config::current;
 use crate::error::Error;
 use crate::invalidation::{self, position};
@@ -30,7 +33,7 @@ pub static STATS: Command = Command {
     complexity: "O(T) for T tables",
     keys: Keys::None,
     tips: "nondeterministic_output",
-    args: Params::new(&[Arg::text("RESET").optional()]),
+    args: Params::new(&[Arg::text("RESET").optional(), Arg::source()]),
 };
 
 pub static HEALTH: Command = Command {
@@ -44,7 +47,7 @@ pub static HEALTH: Command = Command {
     complexity: "One PostgreSQL round trip",
     keys: Keys::None,
     tips: "nondeterministic_output",
-    args: Params::new(&[]),
+    args: Params::new(&[Arg::source()]),
 };
 
 pub static DRAIN: Command = Command {
@@ -63,50 +66,105 @@ pub static DRAIN: Command = Command {
 };
 
 pub fn stats(ctx: &Context, args: &[&[u8]]) -> Reply {
-    match args {
-        [_] => Reply::Map(listing::all()),
-        [_, sub] if sub.eq_ignore_ascii_case(b"RESET") => {
+    let (source, others) = match source_option(&args[1..]) {
+        Ok(parsed) => parsed,
+        Err(e) => return e.into(),
+    };
+    match others.as_slice() {
+        [] => {
+            let mut listing = listing::all(source);
+            if source == SourceId::DEFAULT {
+                listing.extend(named_sources());
+            }
+            Reply::Map(listing)
+        }
+        [sub] if sub.eq_ignore_ascii_case(b"RESET") => {
             if let Err(refused) = crate::redis::acl::may_reset_figures(ctx) {
                 return refused.into();
             }
-            stats::reset();
+            // What the listing showed: the default source's and the server's figures, or
+            // the named source's only.
+            if source == SourceId::DEFAULT {
+                stats::reset();
+            } else {
+                stats::of(source).reset();
+            }
             Reply::Ok
         }
-        _ => Error::invalid("usage: PGCACHE.STATS [RESET]").into(),
+        _ => Error::invalid("usage: PGCACHE.STATS [RESET] [SOURCE name]").into(),
     }
+}
+
+/// `sources`, the named sources' names, for the default source's listing; nothing without
+/// named sources, so that a server with one database lists what it always listed.
+fn named_sources() -> Option<(String, Reply)> {
+    let names: Vec<Reply> = (current::named_ids().into_iter())
+        .filter_map(|id| current::name(id).map(Reply::Bulk))
+        .collect();
+    (!names.is_empty()).then(|| ("sources".to_string(), Reply::Array(names)))
 }
 
 /// Work-queue fill above which HEALTH reports a problem.
 const QUEUE_SATURATION_PROBLEM: f64 = 0.8;
 
-pub fn health(ctx: &Context, _args: &[&[u8]]) -> Reply {
-    if let Some(refusal) = crate::pg::circuit::of(SourceId::DEFAULT).refusal() {
+pub fn health(ctx: &Context, args: &[&[u8]]) -> Reply {
+    let source = match only_source_option(&args[1..]) {
+        Ok(source) => source,
+        Err(e) => return e.into(),
+    };
+    if let Some(refusal) = crate::pg::circuit::of(source).refusal() {
         // A known outage: the prober checks PostgreSQL; nobody else waits for it.
-        let mut report = health_report(Some(Err(Error::postgres(refusal))));
-        let at = report.len() - 1;
-        report.splice(at..at, cluster_report(ctx));
-        return Reply::Map(report);
+        let report = health_report(source, Some(Err(Error::postgres(refusal))));
+        return Reply::Map(with_server_fields(ctx, source, report));
     }
     if drain::remaining().is_some() {
         // A drain refuses the probe's wait too; answer with what is known without it.
-        let mut report = health_report(None);
-        let at = report.len() - 1;
-        report.splice(at..at, cluster_report(ctx));
-        return Reply::Map(report);
+        let report = health_report(source, None);
+        return Reply::Map(with_server_fields(ctx, source, report));
     }
     worker::submit_probe(
         ctx,
-        SourceId::DEFAULT,
-        Box::new(|rtt| {
+        source,
+        Box::new(move |rtt| {
             Box::new(move |ctx| {
-                let mut report = health_report(Some(rtt));
-                // Before `config`, which stays last.
-                let at = report.len() - 1;
-                report.splice(at..at, cluster_report(ctx));
-                Reply::Map(report)
+                let report = health_report(source, Some(rtt));
+                Reply::Map(with_server_fields(ctx, source, report))
             })
         }),
     )
+}
+
+/// `report` with the cluster's fields and, in the default source's report, each named
+/// source's status, before `config`, which stays last.
+fn with_server_fields(
+    ctx: &Context,
+    source: SourceId,
+    mut report: Vec<(String, Reply)>,
+) -> Vec<(String, Reply)> {
+    let mut fields = cluster_report(ctx);
+    if source == SourceId::DEFAULT {
+        fields.extend(named_statuses());
+    }
+    let at = report.len() - 1;
+    report.splice(at..at, fields);
+    report
+}
+
+/// `sources`: each named source's status, `ok` or `degraded`, from what is known without a
+/// round trip to its PostgreSQL (its circuit, feed and freshness; HEALTH SOURCE <name> checks
+/// it and names the problems); nothing without named sources.
+fn named_statuses() -> Option<(String, Reply)> {
+    let statuses: Vec<(String, Reply)> = (current::named_ids().into_iter())
+        .filter_map(|id| {
+            let name = current::name(id)?;
+            let rtt = crate::pg::circuit::of(id)
+                .refusal()
+                .map(|refusal| Err(Error::postgres(refusal)));
+            let status = health_report(id, rtt).swap_remove(0).1;
+            Some((name, status))
+        })
+        .collect();
+    (!statuses.is_empty()).then(|| ("sources".to_string(), Reply::Map(statuses)))
 }
 
 /// Whether this node is part of a cluster, and how many slots it serves as a primary.
@@ -150,7 +208,7 @@ const DEFAULT_DRAIN_SECONDS: u64 = 10;
 
 /// The health figures, given a PostgreSQL round trip's time or failure (None: no probe was
 /// sent, because a drain is under way).
-fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
+fn health_report(source: SourceId, rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     let mut problems = Vec::new();
     let mut postgres = Vec::new();
     if let Some(left) = drain::remaining() {
@@ -174,9 +232,9 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
             postgres.push(("postgres".to_string(), Reply::Bulk("unreachable".into())));
         }
     }
-    let listener = if !current::of(SourceId::DEFAULT).listening() {
+    let listener = if !current::of(source).listening() {
         "off"
-    } else if invalidation::of(SourceId::DEFAULT).connected() {
+    } else if invalidation::of(source).connected() {
         "connected"
     } else {
         problems.push(
@@ -186,11 +244,11 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
         );
         "disconnected"
     };
-    let freshness = freshness_report(&mut problems);
+    let freshness = freshness_report(source, &mut problems);
     let mut warnings = Vec::new();
-    let source = current::of(SourceId::DEFAULT)
+    let feed = current::of(source)
         .listening()
-        .then(|| invalidation_source(&mut problems, &mut warnings));
+        .then(|| invalidation_source(source, &mut problems, &mut warnings));
     let queued = worker::queued().unwrap_or(0);
     let capacity = worker::queue_capacity().max(1);
     let saturation = queued as f64 / capacity as f64;
@@ -228,24 +286,24 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     out.extend(postgres);
     out.push((
         "postgres_circuit".to_string(),
-        Reply::Bulk(circuit_report()),
+        Reply::Bulk(circuit_report(source)),
     ));
     out.push(("listener".to_string(), Reply::Bulk(listener.into())));
-    if let Some((ago, why)) = invalidation::of(SourceId::DEFAULT).last_loss() {
+    if let Some((ago, why)) = invalidation::of(source).last_loss() {
         out.push((
             "listener_last_loss".to_string(),
             Reply::Bulk(format!("{} s ago: {why}", ago.as_secs())),
         ));
     }
     out.extend(freshness);
-    out.extend(source.into_iter().flatten());
+    out.extend(feed.into_iter().flatten());
     out.push(("queue_saturation".to_string(), Reply::Double(saturation)));
     out.push((
         "table_spellings".to_string(),
-        Reply::Int(schema::of(SourceId::DEFAULT).remembered() as i64),
+        Reply::Int(schema::of(source).remembered() as i64),
     ));
-    out.extend(listing::gauges());
-    let config = crate::module::parameters::effective()
+    out.extend(listing::gauges(source));
+    let config = crate::module::parameters::effective_of(source)
         .into_iter()
         .map(|(k, v)| (k.to_string(), Reply::Bulk(v)))
         .collect();
@@ -256,10 +314,11 @@ fn health_report(rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
 /// HEALTH's fields on where invalidations come from; what is wrong with it goes to `problems`,
 /// what works but should not be left so to `warnings`.
 fn invalidation_source(
+    id: SourceId,
     problems: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Vec<(String, Reply)> {
-    let feed = invalidation::of(SourceId::DEFAULT);
+    let feed = invalidation::of(id);
     let status = feed.replication.status();
     let mut out = Vec::new();
     let source = if let Some(why) = &status.fell_back {
@@ -307,7 +366,7 @@ fn invalidation_source(
         ),
     ));
     if let Some(slot) = &status.slot {
-        let applied = position::applied_lsn();
+        let applied = position::applied_lsn_of(id);
         out.extend([
             (
                 "replication_server_lsn".to_string(),
@@ -361,14 +420,14 @@ fn invalidation_source(
     // while the stream is silent (the last applied transaction's lag would not).
     out.push((
         "replication_lag_ms".to_string(),
-        Reply::Int(freshness::of(SourceId::DEFAULT).age_ms()),
+        Reply::Int(freshness::of(id).age_ms()),
     ));
     out
 }
 
 /// The circuit to PostgreSQL: closed, or open since when and why.
-fn circuit_report() -> String {
-    match crate::pg::circuit::of(SourceId::DEFAULT).outage() {
+fn circuit_report(source: SourceId) -> String {
+    match crate::pg::circuit::of(source).outage() {
         None => "closed".to_string(),
         Some(outage) => format!(
             "open for {:.1} s: {}",
@@ -381,19 +440,19 @@ fn circuit_report() -> String {
 /// The freshness horizon's age in milliseconds; -1 when no probe has come back yet.
 /// HEALTH's fields on how fresh hits are: the horizon's age, the bound, and whether hits are
 /// answered from the cache now; a bound passed is a problem that says what reads do.
-fn freshness_report(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
-    if !freshness::of(SourceId::DEFAULT).tracked() {
+fn freshness_report(source: SourceId, problems: &mut Vec<String>) -> Vec<(String, Reply)> {
+    if !freshness::of(source).tracked() {
         return vec![(
             "hits".to_string(),
             Reply::Bulk("served (no change feed bounds their age on this node)".into()),
         )];
     }
-    let settings = current::of(SourceId::DEFAULT);
+    let settings = current::of(source);
     let bound = settings.max_staleness_ms();
-    let served = freshness::of(SourceId::DEFAULT).vouched_now(bound);
+    let served = freshness::of(source).vouched_now(bound);
     let stale_served = !served
-        && crate::pg::circuit::of(SourceId::DEFAULT).open()
-        && freshness::of(SourceId::DEFAULT).vouched_now(settings.stale_if_error_ms());
+        && crate::pg::circuit::of(source).open()
+        && freshness::of(source).vouched_now(settings.stale_if_error_ms());
     if stale_served {
         problems.push(format!(
             "PostgreSQL cannot be reached: hits are served past max_staleness_ms ({bound}) for \
@@ -401,7 +460,7 @@ fn freshness_report(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
             settings.stale_if_error_ms()
         ));
     } else if !served {
-        let since = match freshness::of(SourceId::DEFAULT).age() {
+        let since = match freshness::of(source).age() {
             Some(age) => format!("for {} ms", age.as_millis()),
             None => "since pgcache started".to_string(),
         };
@@ -428,7 +487,7 @@ fn freshness_report(problems: &mut Vec<String>) -> Vec<(String, Reply)> {
             // Whole milliseconds rounded up, as STATS tells it (134.68799999999999 was
             // a float's noise, not precision).
             "freshness_age_ms".to_string(),
-            Reply::Int(freshness::of(SourceId::DEFAULT).age_ms()),
+            Reply::Int(freshness::of(source).age_ms()),
         ),
         ("max_staleness_ms".to_string(), Reply::Int(bound)),
     ]

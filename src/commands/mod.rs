@@ -595,7 +595,8 @@ mod tests {
         assert_eq!(write::INVALIDATE.arity(), -3);
         assert_eq!(write::INVALIDATE.max_args(), Some(5));
         assert_eq!(get::MGET.max_args(), None);
-        assert_eq!(admin::HEALTH.arity(), 1);
+        assert_eq!(admin::HEALTH.arity(), -1);
+        assert_eq!(admin::HEALTH.max_args(), Some(3));
         assert!(read::READ.accepts(12).is_err() && read::READ.accepts(2).is_err());
         assert!(read::READ.accepts(11).is_ok());
         assert_eq!(

@@ -133,15 +133,8 @@ fn publish(source: SourceId, applied: &Option<Record>) {
     cache::applied::of(source).set(applied.as_ref().map_or(Lsn(0), |r| r.lsn));
 }
 
-/// The default source's position applied (0/0 when none): every change committed up to it
-/// is applied. What the reports show (design/53 step 9 gives them every source's);
-/// `applied_lsn_of` any source's.
-#[inline]
-pub fn applied_lsn() -> Lsn {
-    applied_lsn_of(SourceId::DEFAULT)
-}
-
-/// The position `source` applied (0/0 when none).
+/// The position `source` applied (0/0 when none): every change committed up to it is
+/// applied.
 #[inline]
 pub fn applied_lsn_of(source: SourceId) -> Lsn {
     cache::applied::of(source).get()

@@ -8,6 +8,7 @@
 //! value per parameter, and nothing freed it at unload; valgrind counted it.)
 
 use crate::config::current;
+use crate::config::table::Owner;
 use crate::config::{SETTINGS, Setting, Settings};
 use crate::error::{self, Error};
 use crate::events::hooks;
@@ -43,9 +44,29 @@ fn current() -> Settings {
     s
 }
 
-/// Every setting's value in effect, as HEALTH shows them (the password as set or not).
-pub fn effective() -> Vec<(&'static str, String)> {
-    current().shown()
+/// The settings in effect for `source`, as HEALTH shows them (the password as set or not): a named source's own
+/// values, and the server's (which CONFIG SET may have changed since its block was read).
+pub fn effective_of(source: SourceId) -> Vec<(&'static str, String)> {
+    let s = current();
+    let named = current::name(source)
+        .and_then(|name| s.named.iter().find(|named| named.name == name).cloned());
+    let Some(named) = named else {
+        return s.shown();
+    };
+    // Both listings walk the table in its order, so they pair setting by setting.
+    (s.shown().into_iter().zip(named.settings.shown()))
+        .zip(SETTINGS.iter().filter(|setting| setting.show.is_some()))
+        .map(|(((name, server), (_, own)), setting)| {
+            (
+                name,
+                if setting.owner == Owner::Server {
+                    server
+                } else {
+                    own
+                },
+            )
+        })
+        .collect()
 }
 
 /// What CONFIG GET pgcache.<name> shows.

@@ -1,6 +1,8 @@
 //! The figures pgcache reports that go up and down, declared once: PGCACHE.STATS (and so the
 //! INFO section) and the metrics endpoint both list them from here. The counters are
 //! `SourceStats::counters()`; the per-command and per-table figures are `stats`' histograms.
+//! Most gauges are a source's (its pool, feed, freshness, statements); the rest are the
+//! server's (the work queue, the event loop, the slowlog), the same whichever source asks.
 
 use crate::cache::fill;
 use crate::cache::flush;
@@ -23,6 +25,8 @@ pub struct Gauge {
     pub name: &'static str,
     pub help: Cow<'static, str>,
     pub value: Value,
+    /// Whether it is the asking source's figure (false: the server's).
+    pub of_source: bool,
 }
 
 fn int(name: &'static str, help: impl Into<Cow<'static, str>>, value: impl TryInto<i64>) -> Gauge {
@@ -30,22 +34,32 @@ fn int(name: &'static str, help: impl Into<Cow<'static, str>>, value: impl TryIn
         name,
         help: help.into(),
         value: Value::Int(value.try_into().unwrap_or(i64::MAX)),
+        of_source: true,
     }
 }
 
-/// Every gauge, in reporting order.
-pub fn gauges() -> Vec<Gauge> {
-    let source = stats::of(SourceId::DEFAULT);
+/// A gauge of the server's, not of a source's.
+fn server(gauge: Gauge) -> Gauge {
+    Gauge {
+        of_source: false,
+        ..gauge
+    }
+}
+
+/// Every gauge, in reporting order: `id`'s own and the server's.
+pub fn gauges(id: SourceId) -> Vec<Gauge> {
+    let source = stats::of(id);
     let invalidation_apply = source.invalidation_apply.summary();
     let mut all = vec![Gauge {
         name: "hit_ratio",
         help: "Hits (negative ones included) over lookups since the last reset.".into(),
         value: Value::Ratio(source.hit_ratio()),
+        of_source: true,
     }];
-    let pool = crate::pg::pool::of(SourceId::DEFAULT).map(|pool| pool.stats());
+    let pool = crate::pg::pool::of(id).map(|pool| pool.stats());
     if let (Some(queued), Ok(pool)) = (worker::queued(), pool) {
         all.extend([
-            int("queue_depth", "Jobs waiting for a worker.", queued),
+            server(int("queue_depth", "Jobs waiting for a worker.", queued)),
             int("pool_size", "PostgreSQL connections at most.", pool.size),
             int("pool_open", "PostgreSQL connections open.", pool.open),
             int("pool_in_use", "PostgreSQL connections in use.", pool.in_use),
@@ -53,15 +67,15 @@ pub fn gauges() -> Vec<Gauge> {
         ]);
     }
     all.extend([
-        int(
+        server(int(
             "queue_capacity",
             "Jobs the work queue holds at most.",
             worker::queue_capacity(),
-        ),
+        )),
         int(
             "listener_connected",
             "1 when the invalidation source (the replication stream or the listener) is connected to PostgreSQL.",
-            u8::from(invalidation::of(SourceId::DEFAULT).connected()),
+            u8::from(invalidation::of(id).connected()),
         ),
         int(
             "invalidation_apply_p50_us",
@@ -73,40 +87,40 @@ pub fn gauges() -> Vec<Gauge> {
             "pgcache's own part of the invalidation lag, 99th percentile since the last reset, in microseconds.",
             invalidation_apply.p99_us,
         ),
-        int(
+        server(int(
             "fills_in_flight",
             "Keys being fetched from PostgreSQL for the cache, however many clients wait for each.",
             fill::count(),
-        ),
-        int(
+        )),
+        server(int(
             "flushes_running",
             "PGCACHE.FLUSH runs still dropping entries.",
             flush::running(),
-        ),
-        int(
+        )),
+        server(int(
             "longest_callback_us",
             "Longest single pgcache callback on the event loop since the last reset, in microseconds.",
             stall::longest().0,
-        ),
-        int(
+        )),
+        server(int(
             "slowlog_length",
             "Entries in PGCACHE.SLOWLOG.",
             slowlog::len(),
-        ),
+        )),
         int(
             "query_statements",
             "Statement spellings PGCACHE.QUERY remembers (at most query_max_statements).",
-            crate::query::statements::of(SourceId::DEFAULT).count(),
+            crate::query::statements::of(id).count(),
         ),
         int(
             "query_index_results",
             "Row-precise PGCACHE.QUERY results in the index that drops them row by row.",
-            crate::query::membership::of(SourceId::DEFAULT).results(),
+            crate::query::membership::of(id).results(),
         ),
         int(
             "query_index_bytes",
             "Memory the index of row-precise results takes, in bytes (an estimate; at most query_index_max_bytes).",
-            crate::query::membership::of(SourceId::DEFAULT).bytes(),
+            crate::query::membership::of(id).bytes(),
         ),
     ]);
     for named in &stats::stages::STAGES {
@@ -142,22 +156,22 @@ pub fn gauges() -> Vec<Gauge> {
         int(
             "freshness_age_ms",
             "Age of the freshness horizon in milliseconds, rounded up: every change PostgreSQL committed before it has been applied to the cache, so no hit is staler than this (-1: no change feed vouches for this node, or none has yet).",
-            freshness::of(SourceId::DEFAULT).age().map_or(-1, |age| age.as_micros().div_ceil(1000) as i64),
+            freshness::of(id).age().map_or(-1, |age| age.as_micros().div_ceil(1000) as i64),
         ),
         int(
             "postgres_circuit_open",
             "1 while PostgreSQL is known to be unreachable: requests that need it fail at once, and one probe at a time checks it.",
-            u8::from(crate::pg::circuit::of(SourceId::DEFAULT).open()),
+            u8::from(crate::pg::circuit::of(id).open()),
         ),
         int(
             "hits_served",
             "1 while hits are answered from the cache, 0 while the change feed has not vouched for it within max_staleness_ms and reads go to PostgreSQL.",
-            u8::from(freshness::of(SourceId::DEFAULT).vouched_now(current::of(SourceId::DEFAULT).max_staleness_ms())),
+            u8::from(freshness::of(id).vouched_now(current::of(id).max_staleness_ms())),
         ),
     ]);
-    let feed = invalidation::of(SourceId::DEFAULT);
+    let feed = invalidation::of(id);
     if let Some(slot) = feed.replication.status().slot {
-        let applied = invalidation::position::applied_lsn();
+        let applied = invalidation::position::applied_lsn_of(id);
         all.extend([
             int(
                 "replication_lag_bytes",

@@ -1,10 +1,14 @@
 //! The `pgcache` section of INFO: the PGCACHE.STATS figures, nested ones flattened
-//! (`read_p99_us`), each shown by Redis as `pgcache_<name>`, and one dict line per table.
+//! (`read_p99_us`), each shown by Redis as `pgcache_<name>`, and one dict line per table;
+//! then, for each named source, one dict line of its own figures and one per table of it.
 
+use crate::config::current;
 use crate::error;
+use crate::model::source::SourceId;
 use crate::redis::info::{self, InfoSection};
-use crate::report::listing;
+use crate::report::{figures, listing};
 use crate::requests::reply::Reply;
+use crate::stats;
 
 /// Registers the section. At load.
 pub fn register(ctx: &redis_module::Context) {
@@ -30,11 +34,11 @@ fn write(section: &InfoSection) {
         }
     }
     section.begin();
-    for (name, value) in listing::all() {
+    for (name, value) in listing::all(SourceId::DEFAULT) {
         match &value {
             Reply::Map(tables) if name == "tables" => {
                 for (table, figures) in tables {
-                    add_table(section, table, figures);
+                    add_table(section, "table_", table, figures);
                 }
             }
             Reply::Map(entries) => {
@@ -45,12 +49,38 @@ fn write(section: &InfoSection) {
             _ => add(section, &name, &value),
         }
     }
+    add_named_sources(section);
+}
+
+/// Each named source's figures (its counters and gauges; the server's gauges are shown once,
+/// above) as the dict line `pgcache_source_<name>:hits=...`, and its tables' as
+/// `pgcache_source_<name>_table_<table>:calls=...`.
+fn add_named_sources(section: &InfoSection) {
+    for id in current::named_ids() {
+        let Some(name) = current::name(id) else {
+            continue;
+        };
+        section.dict(&format!("source_{name}"), |section| {
+            for (counter, value) in stats::of(id).counters() {
+                section.int(counter, value.try_into().unwrap_or(i64::MAX));
+            }
+            for gauge in figures::gauges(id).into_iter().filter(|g| g.of_source) {
+                match gauge.value {
+                    figures::Value::Int(n) => section.int(gauge.name, n),
+                    figures::Value::Ratio(r) => section.double(gauge.name, r),
+                }
+            }
+        });
+        for (table, figures) in &listing::tables(id) {
+            add_table(section, &format!("source_{name}_table_"), table, figures);
+        }
+    }
 }
 
 /// One table's figures as a dict field, the way Redis shows `db0:keys=1,expires=0`:
 /// `pgcache_table_users:calls=3,hits=2,...` (characters other than letters, digits, `.`,
 /// `-` and `_` in the name become `_`).
-fn add_table(section: &InfoSection, table: &str, figures: &Reply) {
+fn add_table(section: &InfoSection, prefix: &str, table: &str, figures: &Reply) {
     let name: String = table
         .chars()
         .map(|c| {
@@ -64,7 +94,7 @@ fn add_table(section: &InfoSection, table: &str, figures: &Reply) {
     let Reply::Map(figures) = figures else {
         return;
     };
-    section.dict(&format!("table_{name}"), |section| {
+    section.dict(&format!("{prefix}{name}"), |section| {
         for (figure, value) in figures {
             match value {
                 Reply::Int(n) => section.int(figure, *n),

@@ -1,6 +1,7 @@
 //! PGCACHE.STATS's listing: every figure, in reporting order, as reply fields (counters,
 //! `figures`' gauges, the listener's state, the longest callback, per-command and per-table
-//! calls and latency). The INFO section shows the same listing, flattened.
+//! calls and latency). The INFO section shows the same listing, flattened. A listing is one
+//! source's figures beside the server's.
 
 use crate::config::current;
 use crate::invalidation;
@@ -10,9 +11,9 @@ use crate::requests::reply::Reply;
 use crate::stall;
 use crate::stats;
 
-/// The gauges (`figures`), as reply fields.
-pub fn gauges() -> impl Iterator<Item = (String, Reply)> {
-    figures::gauges().into_iter().map(|gauge| {
+/// The gauges of `source` and the server's (`figures`), as reply fields.
+pub fn gauges(source: SourceId) -> impl Iterator<Item = (String, Reply)> {
+    figures::gauges(source).into_iter().map(|gauge| {
         let value = match gauge.value {
             figures::Value::Int(n) => Reply::Int(n),
             figures::Value::Ratio(r) => Reply::Double(r),
@@ -21,17 +22,17 @@ pub fn gauges() -> impl Iterator<Item = (String, Reply)> {
     })
 }
 
-/// Every figure, in reporting order.
-pub fn all() -> Vec<(String, Reply)> {
-    let source = stats::of(SourceId::DEFAULT);
+/// Every figure of `id` and of the server, in reporting order.
+pub fn all(id: SourceId) -> Vec<(String, Reply)> {
+    let source = stats::of(id);
     let mut out: Vec<(String, Reply)> = source
         .counters()
         .into_iter()
         .map(|(name, value)| (name.to_string(), Reply::Int(value as i64)))
         .collect();
-    out.extend(gauges());
+    out.extend(gauges(id));
     // Two figures STATS also spells out in words.
-    let feed = invalidation::of(SourceId::DEFAULT);
+    let feed = invalidation::of(id);
     let listening = if feed.connected() {
         "connected"
     } else {
@@ -41,7 +42,7 @@ pub fn all() -> Vec<(String, Reply)> {
     if feed.replication.active() {
         // Positions are text (`0/16B3748`), as PostgreSQL writes them.
         let status = feed.replication.status();
-        let applied = invalidation::position::applied_lsn();
+        let applied = invalidation::position::applied_lsn_of(id);
         out.push((
             "replication_applied_lsn".into(),
             Reply::Bulk(applied.to_string()),
@@ -67,7 +68,13 @@ pub fn all() -> Vec<(String, Reply)> {
         })
         .collect();
     out.push(("commands".into(), Reply::Map(commands)));
-    let tables = source
+    out.push(("tables".into(), Reply::Map(tables(id))));
+    out
+}
+
+/// Each table's figures in source `id`: calls, hits, misses, pass-through, latency.
+pub fn tables(id: SourceId) -> Vec<(String, Reply)> {
+    stats::of(id)
         .tables()
         .iter()
         .map(|t| {
@@ -78,8 +85,7 @@ pub fn all() -> Vec<(String, Reply)> {
                 (
                     "pass_through".to_string(),
                     Reply::Int(i64::from(
-                        t.pass_through
-                            .is_passing(current::of(SourceId::DEFAULT).pass_through()),
+                        t.pass_through.is_passing(current::of(id).pass_through()),
                     )),
                 ),
                 (
@@ -96,9 +102,7 @@ pub fn all() -> Vec<(String, Reply)> {
             figures.extend(latency_figures(t.latency.summary()));
             (t.name.clone(), Reply::Map(figures))
         })
-        .collect();
-    out.push(("tables".into(), Reply::Map(tables)));
-    out
+        .collect()
 }
 
 /// A histogram's figures: the calls it timed, their average, median and 99th percentile.

@@ -2,16 +2,19 @@
 //! 127.0.0.1 by default): `GET /metrics` returns the PGCACHE.STATS figures in Prometheus's
 //! text format, with counters as counters, states as gauges and latencies as histograms.
 //! One module thread serves it; it reads the same lock-free figures as STATS and never
-//! touches Redis, so a scrape costs the event loop nothing.
+//! touches Redis, so a scrape costs the event loop nothing. A named source's series carry
+//! `source="<name>"`; the default source's carry no such label, so a scrape of a server
+//! without named sources reads as it did before there were any.
 
+use crate::config::current;
 use crate::model::source::SourceId;
 use crate::report::figures;
 use crate::stats::{self, Histogram};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -183,37 +186,87 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
 
 /// The whole exposition.
 pub fn render() -> String {
+    let sources = labelled_sources();
     let mut out = String::with_capacity(16 * 1024);
-    write_counters(&mut out);
-    write_gauges(&mut out);
-    write_commands(&mut out);
-    write_tables(&mut out);
+    write_counters(&mut out, &sources);
+    write_gauges(&mut out, &sources);
+    write_commands(&mut out, &sources);
+    write_tables(&mut out, &sources);
     out
 }
 
-/// Every STATS counter, as `pgcache_<name>_total`.
-fn write_counters(out: &mut String) {
-    for (name, value) in stats::of(SourceId::DEFAULT).counters() {
+/// Every source with its label: none for the default, `source="<name>"` for a named one.
+fn labelled_sources() -> Vec<(SourceId, String)> {
+    let named = current::named_ids().into_iter().filter_map(|id| {
+        let name = current::name(id)?;
+        Some((id, format!("source=\"{}\"", label(&name))))
+    });
+    std::iter::once((SourceId::DEFAULT, String::new()))
+        .chain(named)
+        .collect()
+}
+
+/// A sample's name with its labels, those that are empty left out: `m`, `m{a="1",b="2"}`.
+fn series(metric: &str, given: &[&str]) -> String {
+    match labels(given) {
+        none if none.is_empty() => metric.to_string(),
+        labels => format!("{metric}{{{labels}}}"),
+    }
+}
+
+/// Every STATS counter, as `pgcache_<name>_total`, one sample per source.
+fn write_counters(out: &mut String, sources: &[(SourceId, String)]) {
+    let counters: Vec<Vec<(&str, u64)>> = (sources.iter())
+        .map(|(id, _)| stats::of(*id).counters())
+        .collect();
+    for (at, (name, _)) in counters[0].iter().enumerate() {
         let metric = format!("pgcache_{name}_total");
         header(out, &metric, "counter", &format!("PGCACHE.STATS {name}."));
-        let _ = writeln!(out, "{metric} {value}");
+        for ((_, source), values) in sources.iter().zip(&counters) {
+            let _ = writeln!(out, "{} {}", series(&metric, &[source]), values[at].1);
+        }
     }
 }
 
-/// The figures that go up and down: ratios, queues, connections, the listener.
-fn write_gauges(out: &mut String) {
-    for gauge in figures::gauges() {
-        let name = format!("pgcache_{}", gauge.name);
-        header(out, &name, "gauge", &gauge.help);
-        let _ = match gauge.value {
-            figures::Value::Int(n) => writeln!(out, "{name} {n}"),
-            figures::Value::Ratio(r) => writeln!(out, "{name} {r}"),
-        };
+/// The figures that go up and down: ratios, queues, connections, the listener. A source's
+/// gauge has a sample per source that has it; the server's, one sample.
+fn write_gauges(out: &mut String, sources: &[(SourceId, String)]) {
+    let gauges: Vec<Vec<figures::Gauge>> = (sources.iter())
+        .map(|(id, _)| figures::gauges(*id))
+        .collect();
+    // Every gauge's name once, in the order of the first source that reports it (a source
+    // without replication has no replication gauges).
+    let mut names: Vec<&str> = Vec::new();
+    for gauge in gauges.iter().flatten() {
+        if !names.contains(&gauge.name) {
+            names.push(gauge.name);
+        }
+    }
+    for name in names {
+        let metric = format!("pgcache_{name}");
+        let mut headed = false;
+        for ((_, source), gauges) in sources.iter().zip(&gauges) {
+            let Some(gauge) = gauges.iter().find(|g| g.name == name) else {
+                continue;
+            };
+            if !headed {
+                header(out, &metric, "gauge", &gauge.help);
+                headed = true;
+            } else if !gauge.of_source {
+                break;
+            }
+            let labels = if gauge.of_source { source.as_str() } else { "" };
+            let sample = series(&metric, &[labels]);
+            let _ = match gauge.value {
+                figures::Value::Int(n) => writeln!(out, "{sample} {n}"),
+                figures::Value::Ratio(r) => writeln!(out, "{sample} {r}"),
+            };
+        }
     }
 }
 
-/// Calls and latency per command.
-fn write_commands(out: &mut String) {
+/// Calls and latency per command (the server's), and the misses' stages per source.
+fn write_commands(out: &mut String, sources: &[(SourceId, String)]) {
     header(
         out,
         "pgcache_command_calls_total",
@@ -248,19 +301,29 @@ fn write_commands(out: &mut String) {
         "histogram",
         "Where misses (calls that waited for a worker) spent their time, per stage: queue, postgres, wakeup, fill, reply, and the total.",
     );
-    for named in &stats::stages::STAGES {
-        histogram(
-            out,
-            "pgcache_miss_stage_duration_seconds",
-            &format!("stage=\"{}\"", named.label),
-            stats::of(SourceId::DEFAULT).stages.histogram(named.stage),
-        );
+    for (id, source) in sources {
+        for named in &stats::stages::STAGES {
+            histogram(
+                out,
+                "pgcache_miss_stage_duration_seconds",
+                &labels(&[source, &format!("stage=\"{}\"", named.label)]),
+                stats::of(*id).stages.histogram(named.stage),
+            );
+        }
     }
 }
 
-/// Calls, hits, misses and latency per table.
-fn write_tables(out: &mut String) {
-    let tables = stats::of(SourceId::DEFAULT).tables();
+/// Labels joined, empty ones left out.
+fn labels(labels: &[&str]) -> String {
+    let labels: Vec<&str> = labels.iter().copied().filter(|l| !l.is_empty()).collect();
+    labels.join(",")
+}
+
+/// Calls, hits, misses and latency per table, per source.
+fn write_tables(out: &mut String, sources: &[(SourceId, String)]) {
+    let tables: Vec<(&str, Vec<Arc<stats::TableStats>>)> = (sources.iter())
+        .map(|(id, source)| (source.as_str(), stats::of(*id).tables()))
+        .collect();
     for (metric, help, figure) in [
         (
             "pgcache_table_calls_total",
@@ -284,13 +347,11 @@ fn write_tables(out: &mut String) {
         ),
     ] {
         header(out, metric, "counter", help);
-        for t in &tables {
-            let _ = writeln!(
-                out,
-                "{metric}{{table=\"{}\"}} {}",
-                label(&t.name),
-                figure(t)
-            );
+        for (source, tables) in &tables {
+            for t in tables {
+                let table = format!("table=\"{}\"", label(&t.name));
+                let _ = writeln!(out, "{} {}", series(metric, &[source, &table]), figure(t));
+            }
         }
     }
     header(
@@ -299,19 +360,32 @@ fn write_tables(out: &mut String) {
         "histogram",
         "Latency of timed calls, per table.",
     );
-    for t in &tables {
-        histogram(
-            out,
-            "pgcache_table_duration_seconds",
-            &format!("table=\"{}\"", label(&t.name)),
-            &t.latency,
-        );
+    for (source, tables) in &tables {
+        for t in tables {
+            histogram(
+                out,
+                "pgcache_table_duration_seconds",
+                &labels(&[source, &format!("table=\"{}\"", label(&t.name))]),
+                &t.latency,
+            );
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_source_s_series_have_no_source_label() {
+        assert_eq!(series("m", &["", ""]), "m");
+        assert_eq!(series("m", &["", "table=\"t\""]), "m{table=\"t\"}");
+        assert_eq!(
+            series("m", &["source=\"a\"", "table=\"t\""]),
+            "m{source=\"a\",table=\"t\"}"
+        );
+        assert_eq!(labels(&["source=\"a\"", ""]), "source=\"a\"");
+    }
 
     #[test]
     fn labels_are_escaped() {

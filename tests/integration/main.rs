@@ -36,6 +36,7 @@ mod robustness;
 mod slowlog;
 mod sources;
 mod sources_isolation;
+mod sources_reports;
 mod staleness;
 mod standbys;
 mod stats;

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 /// The status line and body of `GET path`.
-fn http_get(port: u16, path: &str) -> (String, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -18,14 +18,14 @@ fn http_get(port: u16, path: &str) -> (String, String) {
     (head.lines().next().unwrap().to_string(), body.to_string())
 }
 
-fn scrape(port: u16) -> prometheus_parse::Scrape {
+pub(crate) fn scrape(port: u16) -> prometheus_parse::Scrape {
     let (status, body) = http_get(port, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     let lines = body.lines().map(|l| Ok(l.to_string()));
     prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text")
 }
 
-fn sample<'a>(
+pub(crate) fn sample<'a>(
     scrape: &'a prometheus_parse::Scrape,
     metric: &str,
     label: Option<(&str, &str)>,
@@ -37,7 +37,11 @@ fn sample<'a>(
         .unwrap_or_else(|| panic!("no {metric} {label:?}"))
 }
 
-fn counter(scrape: &prometheus_parse::Scrape, metric: &str, label: Option<(&str, &str)>) -> f64 {
+pub(crate) fn counter(
+    scrape: &prometheus_parse::Scrape,
+    metric: &str,
+    label: Option<(&str, &str)>,
+) -> f64 {
     match sample(scrape, metric, label).value {
         prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
         ref other => panic!("{metric} is not a counter: {other:?}"),
@@ -111,6 +115,12 @@ fn a_scrape_is_prometheus_text_with_counters_gauges_and_histograms() {
             "cumulative: {buckets:?}"
         );
     }
+    // Without named sources no series has a `source` label: a scrape reads as before them.
+    let labelled: Vec<_> = (scrape.samples.iter())
+        .filter(|s| s.labels.get("source").is_some())
+        .map(|s| &s.metric)
+        .collect();
+    assert!(labelled.is_empty(), "{labelled:?}");
     let body = http_get(port, "/metrics").1;
     assert!(body.contains("# TYPE pgcache_hits_total counter"));
     assert!(body.contains("# TYPE pgcache_command_duration_seconds histogram"));

@@ -162,16 +162,16 @@ fn every_command_refuses_a_source_the_server_does_not_serve() {
 }
 
 /// The named source of these tests, and the database it reads (of the same name).
-const A: &str = "analytics";
+pub(crate) const A: &str = "analytics";
 
 /// The default database's `users` with its trigger, watched in the tests' mode.
-fn default_sql() -> String {
+pub(crate) fn default_sql() -> String {
     format!("{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users');")
 }
 
 /// The named database: the same table `users`, other rows for the same ids (`analytics<id>`),
 /// and a row of its own (1000), watched as the default's.
-fn analytics_sql() -> String {
+pub(crate) fn analytics_sql() -> String {
     format!(
         "CREATE TABLE users (id integer PRIMARY KEY, name text NOT NULL, email text);
          INSERT INTO users SELECT g, 'analytics' || g, NULL FROM generate_series(1, 200) g;
@@ -185,7 +185,7 @@ fn two_sources(extra: &[&str]) -> Stack {
     Stack::start_with_sources(&default_sql(), &[(A, &analytics_sql())], extra)
 }
 
-fn pk(id: i64) -> String {
+pub(crate) fn pk(id: i64) -> String {
     format!(r#"{{"id":{id}}}"#)
 }
 

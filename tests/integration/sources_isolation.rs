@@ -70,6 +70,22 @@ fn a_named_source_s_outage_leaves_the_default_served() {
         "closed",
         "the default source's circuit"
     );
+    // The default's report stays ok and says the named source is degraded; the named one's
+    // own report tells why.
+    let text = |value: &redis::Value| redis::from_redis_value::<String>(value.clone()).unwrap();
+    assert_eq!(text(&health["status"]), "ok", "{health:?}");
+    assert_eq!(text(&nested(&health["sources"])["analytics"]), "degraded");
+    let named: redis::Value = redis::cmd("PGCACHE.HEALTH")
+        .arg(&["SOURCE", "analytics"])
+        .query(&mut con)
+        .unwrap();
+    let named = nested(&named);
+    assert_eq!(text(&named["status"]), "degraded", "{named:?}");
+    assert_eq!(text(&named["postgres"]), "unreachable");
+    assert!(
+        text(&named["postgres_circuit"]).starts_with("open"),
+        "{named:?}"
+    );
     let announced = wait_for("the cache_stale event", Duration::from_secs(10), || {
         let event = next_event(&mut events);
         (event["type"] == "cache_stale").then_some(event)
