@@ -21,6 +21,8 @@ mod redis;
 mod report;
 mod requests;
 mod source;
+#[cfg(test)]
+mod source_tree;
 mod stall;
 mod stats;
 

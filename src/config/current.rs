@@ -332,23 +332,13 @@ impl Values {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    use crate::source_tree::rust_files;
+    use std::path::Path;
 
     /// Where `cache_prefix()` may be read: here, where the sources' key prefixes and scopes
     /// are built on it; the hooks, whose targets are refused under any source's keys; and
     /// the sources' key layout.
     const ALLOWED: &[&str] = &["src/config/", "src/events/hooks/", "src/model/source.rs"];
-
-    fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                rust_files(&path, found);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                found.push(path);
-            }
-        }
-    }
 
     /// A grep gate (design/53 §6.2): a site that takes the cache prefix for "the whole
     /// cache" or builds keys on it would reach every named source's keys too (nested under
@@ -357,10 +347,8 @@ mod tests {
     #[test]
     fn cache_prefix_only_where_every_source_is_meant() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut files = Vec::new();
-        rust_files(&root.join("src"), &mut files);
         let mut offending = Vec::new();
-        for file in files {
+        for file in rust_files() {
             let relative = file
                 .strip_prefix(root)
                 .unwrap()

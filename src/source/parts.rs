@@ -44,18 +44,8 @@ pub fn forget(id: SourceId) {
 
 #[cfg(test)]
 mod tests {
+    use crate::source_tree::rust_files;
     use std::path::Path;
-
-    fn rust_files(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                rust_files(&path, found);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                found.push(path);
-            }
-        }
-    }
 
     /// A layer that keeps a part per source but is not listed here would answer a named
     /// source's number with a panic (no part installed): every file holding a `Parts`
@@ -64,10 +54,8 @@ mod tests {
     fn every_layer_with_parts_is_installed() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let this = std::fs::read_to_string(root.join("src/source/parts.rs")).unwrap();
-        let mut files = Vec::new();
-        rust_files(&root.join("src"), &mut files);
         let mut missing = Vec::new();
-        for file in files {
+        for file in rust_files() {
             let text = std::fs::read_to_string(&file).unwrap();
             let has_parts = text
                 .lines()
