@@ -185,7 +185,7 @@ fn two_sources(extra: &[&str]) -> Stack {
     Stack::start_with_sources(&default_sql(), &[(A, &analytics_sql())], extra)
 }
 
-pub(crate) fn pk(id: i64) -> String {
+fn pk(id: i64) -> String {
     format!(r#"{{"id":{id}}}"#)
 }
 
@@ -198,7 +198,7 @@ fn key(source: Option<&str>, id: i64) -> String {
 }
 
 /// `cmd` with `SOURCE source` appended when a source is given.
-fn sourced(mut cmd: redis::Cmd, source: Option<&str>) -> redis::Cmd {
+pub(crate) fn sourced(mut cmd: redis::Cmd, source: Option<&str>) -> redis::Cmd {
     if let Some(name) = source {
         cmd.arg("SOURCE").arg(name);
     }
@@ -206,7 +206,11 @@ fn sourced(mut cmd: redis::Cmd, source: Option<&str>) -> redis::Cmd {
 }
 
 /// READ of row `id` of `users` in `source`: the row's `name`, None where there is no row.
-fn read_name(con: &mut redis::Connection, source: Option<&str>, id: i64) -> Option<String> {
+pub(crate) fn read_name(
+    con: &mut redis::Connection,
+    source: Option<&str>,
+    id: i64,
+) -> Option<String> {
     let mut read = redis::cmd("PGCACHE.READ");
     read.arg("users").arg(pk(id));
     let row: Option<String> = query_through_interrupts(&sourced(read, source), con).unwrap();

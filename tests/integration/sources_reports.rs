@@ -2,7 +2,7 @@
 //! endpoint give each source's figures apart, the default source's where they always were,
 //! and the server's once.
 use crate::metrics::scrape;
-use crate::sources::{A, analytics_sql, default_sql, pk};
+use crate::sources::{A, analytics_sql, default_sql, read_name, sourced};
 use pgcache_testkit::*;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,10 +13,7 @@ fn report(
     command: &str,
     source: Option<&str>,
 ) -> HashMap<String, redis::Value> {
-    let mut cmd = redis::cmd(command);
-    if let Some(name) = source {
-        cmd.arg("SOURCE").arg(name);
-    }
+    let cmd = sourced(redis::cmd(command), source);
     nested(&query_through_interrupts::<redis::Value>(&cmd, con).unwrap())
 }
 
@@ -27,16 +24,6 @@ fn text(map: &HashMap<String, redis::Value>, name: &str) -> String {
 /// The figure `figure` of table `table` in a STATS listing.
 fn table_figure(stats: &HashMap<String, redis::Value>, table: &str, figure_name: &str) -> i64 {
     figure(&nested(&nested(&stats["tables"])[table]), figure_name)
-}
-
-/// Reads row `id` of `users` in `source` (None: the default).
-fn read_row(con: &mut redis::Connection, source: Option<&str>, id: i64) {
-    let mut cmd = redis::cmd("PGCACHE.READ");
-    cmd.arg("users").arg(pk(id));
-    if let Some(name) = source {
-        cmd.arg("SOURCE").arg(name);
-    }
-    let _: Option<String> = query_through_interrupts(&cmd, con).unwrap();
 }
 
 /// The samples of `metric` whose `source` label is `source` (None: no such label).
@@ -75,10 +62,10 @@ fn stats_health_info_metrics_per_source() {
         || (figure(&report(&mut con, "PGCACHE.STATS", Some(A)), "hits_served") == 1).then_some(()),
     );
     for _ in 0..2 {
-        read_row(&mut con, None, 1);
+        read_name(&mut con, None, 1);
     }
     for id in [1, 2, 3, 1000, 1000] {
-        read_row(&mut con, Some(A), id);
+        read_name(&mut con, Some(A), id);
     }
 
     // STATS: each source's own figures; the default's listing names the others.
