@@ -46,7 +46,7 @@ test: build lint python-test
 	$(DIFF_TEST) PGCACHE_TEST_INVALIDATION_SOURCE=replication PGCACHE_SOAK_SECONDS=20 PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" $(CARGO) test --release --test '*'
 	PGCACHE_LOOP_CONNECTIONS=0 PGCACHE_TEST_INVALIDATION_SOURCE=replication $(CARGO) test --release --test chaos --test cycles
 	PGCACHE_LOOP_CONNECTIONS=0 PGCACHE_TEST_INVALIDATION_SOURCE=replication $(CARGO) test --release --test integration -- $(FEED_TESTS)
-	PGCACHE_TEST_SERVER="$(CURDIR)/$(VALKEY8)" $(CARGO) test --release --test integration --test chaos -- --skip query:: --skip query_rows:: --skip query_refusals:: --skip query_access:: --skip query_feed:: --skip query_joins:: --skip query_sources:: --skip orm_corpus:: --skip cluster::
+	PGCACHE_TEST_SERVER="$(CURDIR)/$(VALKEY8)" $(CARGO) test --release --test integration --test chaos -- --skip query:: --skip query_rows:: --skip query_refusals:: --skip query_access:: --skip query_feed:: --skip query_joins:: --skip query_sources:: --skip orm_corpus:: --skip cluster:: --skip cluster_sources::
 	PGCACHE_TEST_SERVER="$(CURDIR)/$(REDIS8)" $(CARGO) test --release --test integration -- keys:: write:: hooks:: sources::
 	scripts/memcheck.sh
 

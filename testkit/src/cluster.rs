@@ -10,16 +10,31 @@ use std::time::Duration;
 pub struct Cluster {
     pub pg: Pg,
     pub nodes: Vec<Redis>,
+    /// What every node loads the module with (a node added later too).
+    module_args: Vec<String>,
 }
 
 impl Cluster {
     /// `primaries` nodes sharing the 16384 slots; `setup_sql` runs in PostgreSQL first.
     pub fn start(setup_sql: &str, primaries: usize) -> Cluster {
+        Self::start_with_sources(setup_sql, &[], primaries)
+    }
+
+    /// A cluster whose nodes serve named sources too (issue #53): for each `(name, sql)`, a
+    /// database `name` set up with `sql`, served as source `name`.
+    pub fn start_with_sources(
+        setup_sql: &str,
+        sources: &[(&str, &str)],
+        primaries: usize,
+    ) -> Cluster {
         let pg = Pg::start();
         pg.execute(setup_sql);
-        let nodes: Vec<Redis> = (0..primaries)
-            .map(|_| Self::node(&pg.module_args()))
-            .collect();
+        for (name, sql) in sources {
+            pg.create_database(name, sql);
+        }
+        let names: Vec<&str> = sources.iter().map(|(name, _)| *name).collect();
+        let module_args = module_args_with_sources(&pg, &names, &[]);
+        let nodes: Vec<Redis> = (0..primaries).map(|_| Self::node(&module_args)).collect();
         let addresses: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
@@ -30,7 +45,11 @@ impl Cluster {
                 .args(&addresses)
                 .args(["--cluster-replicas", "0", "--cluster-yes"]),
         );
-        let cluster = Cluster { pg, nodes };
+        let cluster = Cluster {
+            pg,
+            nodes,
+            module_args,
+        };
         cluster.wait_ok();
         cluster
     }
@@ -67,7 +86,7 @@ impl Cluster {
     /// Adds a replica of `self.nodes[primary]` and waits until it is in sync; returns its
     /// index in `self.nodes`.
     pub fn add_replica(&mut self, primary: usize) -> usize {
-        let replica = Self::node(&self.pg.module_args());
+        let replica = Self::node(&self.module_args);
         let primary_port = self.nodes[primary].port;
         let primary_id: String = redis::cmd("CLUSTER")
             .arg("MYID")

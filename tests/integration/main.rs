@@ -7,6 +7,7 @@ mod after;
 mod batching;
 mod bounds;
 mod cluster;
+mod cluster_sources;
 mod consistency;
 mod ddl_edges;
 mod freshness;
