@@ -148,8 +148,18 @@ fn flush_slice(context: &Context) -> bool {
     let deadline = Instant::now() + SLICE;
     let finished: Vec<Flush> = {
         let mut active = ACTIVE.lock().unwrap();
-        for flush in active.iter_mut() {
-            while Instant::now() < deadline && step(context, flush) {}
+        // The flushes take turns a step each: a big flush (a whole source's, after its
+        // listener reconnected) does not hold up another source's, whose table's reads
+        // bypass the cache until it is done.
+        let mut stepped = true;
+        while stepped && Instant::now() < deadline {
+            stepped = false;
+            for flush in active.iter_mut() {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                stepped |= step(context, flush);
+            }
         }
         let (done, rest): (Vec<Flush>, Vec<Flush>) =
             active.drain(..).partition(|f| f.dbs.is_empty());

@@ -15,7 +15,8 @@
 //!   depend on how fast a loaded machine ran the statements before;
 //! - `INVALIDATIONS HOLD|RELEASE`: the main thread applies no invalidation until RELEASE,
 //!   and what the change feed hands over waits, as it does behind a main thread that fell
-//!   behind (a long script), so the backlog's bound can be passed on any machine.
+//!   behind (a long script), so the backlog's bound can be passed on any machine;
+//!   `INVALIDATIONS PENDING`: how many deletions wait, so a test knows a change arrived.
 
 use crate::cache::onloop;
 use crate::cache::worker::{self, hold};
@@ -46,7 +47,7 @@ pub static DEBUG: Command = Command {
 
 const USAGE: &str = "usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY|TIMER|SEND | \
                      FILLS HOLD|STALL|RELEASE|HELD | PIPELINE ALWAYS|MEASURED | \
-                     INVALIDATIONS HOLD|RELEASE";
+                     INVALIDATIONS HOLD|RELEASE|PENDING";
 
 pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
     match args[1].to_ascii_uppercase().as_slice() {
@@ -87,6 +88,7 @@ pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
                 crate::invalidation::apply::hold(false);
                 Reply::Ok
             }
+            b"PENDING" => Reply::Int(crate::invalidation::apply::pending_keys() as i64),
             _ => Error::invalid(USAGE).into(),
         },
         _ => Error::invalid(USAGE).into(),

@@ -33,7 +33,7 @@ use crate::stats;
 use compact_str::CompactString;
 use redis_module::Context;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Main-thread time one timer tick may spend deleting.
@@ -53,6 +53,14 @@ pub fn hold(held: bool) {
     if !held {
         APPLY.request();
     }
+}
+
+/// How many deletions wait in every feed's mailbox (`PGCACHE.DEBUG INVALIDATIONS PENDING`,
+/// so a test knows a change was handed over while held).
+pub fn pending_keys() -> usize {
+    let mut keys = 0;
+    super::each(|feed| keys += feed.apply.mailbox.lock().unwrap().keys());
+    keys
 }
 
 /// At load, with the load context: the feed of `source`. With `listening`, the cache is
@@ -230,7 +238,7 @@ fn apply_for_a_slice(context: &Context) -> bool {
     let mut dbs: Option<Vec<i32>> = None;
     loop {
         let (mut applied, mut out_of_time) = (false, false);
-        super::each(|feed| {
+        each_from_first_turn(|at, feed| {
             if out_of_time {
                 return;
             }
@@ -239,7 +247,12 @@ fn apply_for_a_slice(context: &Context) -> bool {
                 Applied::Whole => applied = true,
                 Applied::Part => out_of_time = true,
             }
-            out_of_time |= Instant::now() >= deadline;
+            if out_of_time || Instant::now() >= deadline {
+                // The next slice starts with the feed after this one: a change set longer
+                // than a slice would otherwise keep the feeds after it waiting till its end.
+                FIRST_TURN.store(at + 1, Ordering::Relaxed);
+                out_of_time = true;
+            }
         });
         if out_of_time {
             let mut more = false;
@@ -249,6 +262,26 @@ fn apply_for_a_slice(context: &Context) -> bool {
         if !applied {
             return false;
         }
+    }
+}
+
+/// Which feed, in `super::each`'s order, takes the first turn of the next slice.
+static FIRST_TURN: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `f` on every feed with its place in `super::each`'s order, starting with the one
+/// whose turn is first (`FIRST_TURN`, wrapping around).
+fn each_from_first_turn(mut f: impl FnMut(usize, &Feed)) {
+    let mut feeds = 0;
+    super::each(|_| feeds += 1);
+    let first = FIRST_TURN.load(Ordering::Relaxed) % feeds.max(1);
+    for wanted in [first..feeds, 0..first] {
+        let mut at = 0;
+        super::each(|feed| {
+            if wanted.contains(&at) {
+                f(at, feed);
+            }
+            at += 1;
+        });
     }
 }
 

@@ -71,6 +71,11 @@ impl Mailbox {
         self.keys = 0;
     }
 
+    /// How many deletions wait.
+    pub(in crate::invalidation) fn keys(&self) -> usize {
+        self.keys
+    }
+
     /// Whether nothing waits.
     pub(in crate::invalidation) fn is_empty(&self) -> bool {
         self.queue.is_empty()
