@@ -174,3 +174,75 @@ fn one_source_s_flood_of_invalidations_does_not_hold_up_another_s() {
         "the named change waited for the default source's whole flood ({before} deletions)"
     );
 }
+
+/// Sends `signal` (`-STOP`, `-CONT`) to every process of `pg`.
+fn signal(pg: &Pg, signal: &str) {
+    for pid in pg.pids() {
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
+/// A named source whose PostgreSQL freezes (no reset, no answer: a hung host) with more of its
+/// misses waiting than there are workers: the default source answers every read, misses and
+/// hits, right, and without an error (a cap per source keeps a worker for it).
+#[test]
+fn a_frozen_source_leaves_the_default_answering() {
+    const WAITING: usize = 12;
+    let pg = Pg::start();
+    pg.execute(USERS_SQL);
+    let other = Pg::start();
+    other.execute(USERS_SQL);
+    let mut args = pg.module_args();
+    // Every miss goes to the workers (none to the event loop's own connections), so the two
+    // sources compete for them: 4 workers, of which the frozen source may hold 3.
+    let on_workers = ["pool_size", "4", "loop_connections", "0"].map(String::from);
+    args.extend(["workers".into(), "4".into()]);
+    args.extend(on_workers.clone());
+    args.extend(["source".into(), "analytics".into()]);
+    args.extend(other.module_args());
+    args.extend(on_workers);
+    let redis = Redis::start(&args);
+    let mut con = redis.connection();
+    wait_for("both feeds", Duration::from_secs(10), || {
+        (read(&mut con, 1, None).is_ok() && read(&mut con, 1, Some("analytics")).is_ok())
+            .then_some(())
+    });
+    signal(&other, "-STOP");
+    let port = redis.port;
+    let frozen: Vec<_> = (100..100 + WAITING as i64)
+        .map(|id| std::thread::spawn(move || read(&mut connect(port), id, Some("analytics"))))
+        .collect();
+    wait_blocked(&mut con, WAITING as i64);
+    // The frozen source holds as many workers as its cap lets it, each on a connection.
+    let in_use = |con: &mut redis::Connection| {
+        let named: redis::Value = redis::cmd("PGCACHE.STATS")
+            .arg(&["SOURCE", "analytics"])
+            .query(con)
+            .unwrap();
+        figure(&nested(&named), "pool_in_use")
+    };
+    wait_for(
+        "the frozen source at its cap",
+        Duration::from_secs(10),
+        || (in_use(&mut con) == 3).then_some(()),
+    );
+    for id in 2..=60 {
+        for _ in 0..2 {
+            let row = read(&mut con, id, None)
+                .unwrap_or_else(|e| panic!("the default source's read of {id}: {e}"));
+            assert_eq!(json(&row)["name"], format!("user{id}"));
+        }
+    }
+    assert_eq!(in_use(&mut con), 3, "never past its cap");
+    signal(&other, "-CONT");
+    for read in frozen {
+        // Answered once PostgreSQL wakes, or failed by its deadline: either is the named
+        // source's own affair.
+        let _ = read.join().unwrap();
+    }
+}
