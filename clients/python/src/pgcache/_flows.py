@@ -89,10 +89,15 @@ def options(
 
 
 class Flows:
-    """What a client keeps (each statement's and table's columns) and its calls as flows."""
+    """What a client keeps (each statement's and table's columns) and its calls as flows.
+    With ``source``, every call names that source (pgcache's ``SOURCE name``: a database
+    other than the default one, declared where pgcache was loaded)."""
 
-    def __init__(self, row_factory: RowFactory) -> None:
+    def __init__(self, row_factory: RowFactory, source: str | None = None) -> None:
         self.row_factory = row_factory
+        self.source = source
+        # The arguments that name the source, after each command's own.
+        self.sourced: tuple[str, ...] = () if source is None else ("SOURCE", source)
         # Results kept in this process (``local_cache=``), if any.
         self.local: LocalCache | None = None
         self._decoders: dict[tuple[Any, ...], _decode.Decoder] = {}
@@ -117,7 +122,7 @@ class Flows:
             kept[key] = value
 
     def explain_flow(self, sql: str) -> Flow[Explained]:
-        return Explained(mapping((yield ("PGCACHE.EXPLAIN", sql))))
+        return Explained(mapping((yield ("PGCACHE.EXPLAIN", sql, *self.sourced))))
 
     def decoder_flow(
         self,
@@ -140,8 +145,8 @@ class Flows:
                 self._keep(self._decoders, key, decoder)
         return decoder
 
-    @staticmethod
     def query_command(
+        self,
         sql: str,
         params: Sequence[Any],
         ttl: int | None,
@@ -153,7 +158,12 @@ class Flows:
         cannot be sent raises here, before anything is sent."""
         sql, params = nulls_written(sql, params)
         args = [sql, len(params), *(param_text(p) for p in params)]
-        return ("PGCACHE.QUERY", *args, *options(ttl=ttl, after=after, maxstale=maxstale))
+        return (
+            "PGCACHE.QUERY",
+            *args,
+            *options(ttl=ttl, after=after, maxstale=maxstale),
+            *self.sourced,
+        )
 
     def get_flow(
         self,
@@ -240,7 +250,7 @@ class Flows:
         if ttl is not None:
             args.append(ttl)
         args += options(after=after, maxstale=maxstale)
-        reply = yield (command, *args)
+        reply = yield (command, *args, *self.sourced)
         if command == "PGCACHE.MULTIREAD":
             return [None if r is None else decoder.row(text(r)) for r in reply]
         return None if reply is None else decoder.row(text(reply))
@@ -253,14 +263,13 @@ class Flows:
     def pks(pks: Sequence[Mapping[str, Any]]) -> str:
         return "[" + ",".join(pk_json(pk) for pk in pks) + "]"
 
-    @staticmethod
     def write_args(
-        table: str, pk: Mapping[str, Any], row: Mapping[str, Any], ttl: int | None
+        self, table: str, pk: Mapping[str, Any], row: Mapping[str, Any], ttl: int | None
     ) -> tuple:
         args: list[Any] = ["PGCACHE.WRITE", table, pk_json(pk), json.dumps(row, default=str)]
         if ttl is not None:
             args.append(ttl)
-        return tuple(args)
+        return (*args, *self.sourced)
 
     @staticmethod
     def queries_of(reply: Any) -> list[dict[str, Any]]:

@@ -366,11 +366,18 @@ def _restart_in_child(cache: weakref.ref[LocalCache]) -> None:
         alive._forked()
 
 
-def attached(local_cache: LocalCache | bool, redis_client: Any, cluster: bool) -> LocalCache | None:
+def attached(
+    local_cache: LocalCache | bool, redis_client: Any, cluster: bool, source: str | None = None
+) -> LocalCache | None:
     """The local cache a manager was given (``True``: one with the defaults), following the
     server ``redis_client`` talks to; None for none."""
     if local_cache is False:
         return None
+    if source is not None:
+        raise ValueError(
+            "pgcache: no local cache for a named source yet: the local cache follows the "
+            "default source's freshness only"
+        )
     if cluster:
         raise ValueError(
             "pgcache: no local cache on a cluster: its nodes keep their generations in memory, "

@@ -40,11 +40,12 @@ class AsyncPGCacheManager(Flows):
         row_factory: RowFactory = dict_row,
         module_path: str | None = None,
         local_cache: LocalCache | bool = False,
+        source: str | None = None,
     ) -> None:
-        super().__init__(row_factory)
+        super().__init__(row_factory, source)
         self.cluster = is_cluster(redis_client)
         self.redis = AsyncClusterClient(redis_client) if self.cluster else redis_client
-        self.local = attached(local_cache, redis_client, self.cluster)
+        self.local = attached(local_cache, redis_client, self.cluster, source)
         self._pg_config = pg_config
         self._module_path = module_path
 
@@ -132,29 +133,31 @@ class AsyncPGCacheManager(Flows):
         await self.redis.execute_command(*self.write_args(table, pk, row, ttl))
 
     async def invalidate(self, table: str, pk: Mapping[str, Any]) -> None:
-        await self.redis.execute_command("PGCACHE.INVALIDATE", table, self.pk(pk))
+        await self.redis.execute_command("PGCACHE.INVALIDATE", table, self.pk(pk), *self.sourced)
 
     async def flush(self, table: str) -> None:
-        await self.redis.execute_command("PGCACHE.FLUSH", table)
+        await self.redis.execute_command("PGCACHE.FLUSH", table, *self.sourced)
 
     async def key(self, table: str, pk: Mapping[str, Any]) -> str:
-        return text(await self.redis.execute_command("PGCACHE.KEY", table, self.pk(pk)))
+        return text(
+            await self.redis.execute_command("PGCACHE.KEY", table, self.pk(pk), *self.sourced)
+        )
 
     async def _each_node(self, parse: Any, *command: Any) -> Any:
         reply = await self.redis.execute_command(*command)
         return per_node(reply, parse) if self.cluster else parse(reply)
 
     async def stats(self) -> dict[str, Any]:
-        return await self._each_node(mapping, "PGCACHE.STATS")
+        return await self._each_node(mapping, "PGCACHE.STATS", *self.sourced)
 
     async def reset_stats(self) -> None:
-        await self.redis.execute_command("PGCACHE.STATS", "RESET")
+        await self.redis.execute_command("PGCACHE.STATS", "RESET", *self.sourced)
 
     async def health(self) -> dict[str, Any]:
-        return await self._each_node(mapping, "PGCACHE.HEALTH")
+        return await self._each_node(mapping, "PGCACHE.HEALTH", *self.sourced)
 
     async def queries(self) -> list[dict[str, Any]] | dict[str, list[dict[str, Any]]]:
-        return await self._each_node(self.queries_of, "PGCACHE.QUERIES")
+        return await self._each_node(self.queries_of, "PGCACHE.QUERIES", *self.sourced)
 
     async def hooks(self) -> list[Any] | dict[str, list[Any]]:
         return await self._each_node(plain, "PGCACHE.HOOK", "LIST")

@@ -24,6 +24,10 @@ class PGCacheManager(Flows):
     ``redis_client`` is a ``redis.Redis`` (a primary, or a replica for reads) or a
     ``redis.cluster.RedisCluster``: each call then goes to the node that answers it, and
     ``stats``, ``health``, ``queries`` and ``hooks`` answer for each primary, by node name.
+
+    With ``source="analytics"``, every call reads and reports on that source: a database
+    declared where pgcache was loaded (a ``source analytics ...`` block), not the default
+    one. One manager per source; each keeps its own columns learned.
     """
 
     def __init__(
@@ -34,13 +38,14 @@ class PGCacheManager(Flows):
         row_factory: RowFactory = dict_row,
         module_path: str | None = None,
         local_cache: LocalCache | bool = False,
+        source: str | None = None,
     ) -> None:
-        super().__init__(row_factory)
+        super().__init__(row_factory, source)
         self.cluster = is_cluster(redis_client)
         self.redis = ClusterClient(redis_client) if self.cluster else redis_client
         if pg_config is not None:
             load_pgcache_module(redis_client, pg_config, module_path)
-        self.local = attached(local_cache, redis_client, self.cluster)
+        self.local = attached(local_cache, redis_client, self.cluster, source)
 
     def get(
         self,
@@ -131,15 +136,15 @@ class PGCacheManager(Flows):
 
     def invalidate(self, table: str, pk: Mapping[str, Any]) -> None:
         """Drops the cached row of ``pk`` (and the cached results that read ``table``)."""
-        self.redis.execute_command("PGCACHE.INVALIDATE", table, self.pk(pk))
+        self.redis.execute_command("PGCACHE.INVALIDATE", table, self.pk(pk), *self.sourced)
 
     def flush(self, table: str) -> None:
         """Drops every cached row of ``table``."""
-        self.redis.execute_command("PGCACHE.FLUSH", table)
+        self.redis.execute_command("PGCACHE.FLUSH", table, *self.sourced)
 
     def key(self, table: str, pk: Mapping[str, Any]) -> str:
         """The cache key of a row (what PGCACHE.GET takes)."""
-        return text(self.redis.execute_command("PGCACHE.KEY", table, self.pk(pk)))
+        return text(self.redis.execute_command("PGCACHE.KEY", table, self.pk(pk), *self.sourced))
 
     def _each_node(self, parse: Any, *command: Any) -> Any:
         """A call that reports on one node: its reply, parsed; on a cluster, each primary's,
@@ -149,18 +154,18 @@ class PGCacheManager(Flows):
 
     def stats(self) -> dict[str, Any]:
         """PGCACHE.STATS: counters and latencies."""
-        return self._each_node(mapping, "PGCACHE.STATS")
+        return self._each_node(mapping, "PGCACHE.STATS", *self.sourced)
 
     def reset_stats(self) -> None:
-        self.redis.execute_command("PGCACHE.STATS", "RESET")
+        self.redis.execute_command("PGCACHE.STATS", "RESET", *self.sourced)
 
     def health(self) -> dict[str, Any]:
         """PGCACHE.HEALTH: ``status``, the problems and warnings, the change feed's state."""
-        return self._each_node(mapping, "PGCACHE.HEALTH")
+        return self._each_node(mapping, "PGCACHE.HEALTH", *self.sourced)
 
     def queries(self) -> list[dict[str, Any]] | dict[str, list[dict[str, Any]]]:
         """PGCACHE.QUERIES: each statement seen, with its figures."""
-        return self._each_node(self.queries_of, "PGCACHE.QUERIES")
+        return self._each_node(self.queries_of, "PGCACHE.QUERIES", *self.sourced)
 
     def hooks(self) -> list[Any] | dict[str, list[Any]]:
         """PGCACHE.HOOK LIST: the hooks defined."""
