@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 from fidelity import COLUMNS, create_sql, differences, outcome
-from servers import Postgres, Server, wait_for
+from servers import Postgres, Server, pgcache_server, wait_for
 
 from pgcache import PGCacheManager
 
@@ -204,6 +204,36 @@ def test_another_database_is_never_answered_by_pgcache(docs) -> None:
     assert list(ids.using("other").cached()) == [7]
     assert list(ids.cached().using("other")) == [7]
     assert state.fell_back == fell_back + 2
+
+
+def test_aliases_map_to_sources(docs, pg: Postgres) -> None:
+    """Issue #53: ``use_pgcache({alias: manager})``, the "other" alias's database served as
+    pgcache's source "other": each alias's reads are answered through its own manager, with
+    its own database's rows."""
+    from pgcache import django as pgcache_django
+
+    Doc, state = docs
+    saved = dict(state.caches)
+    served = pgcache_server(
+        pg,
+        *("source", "other", "pg_host", "127.0.0.1", "pg_port", str(pg.port)),
+        *("pg_database", "django_other", "pg_user", "postgres"),
+    )
+    try:
+        other = PGCacheManager(served.client(), source="other")
+        # Its answers are cached once its change feed vouches for the cache.
+        wait_for("the other source's hits served", lambda: other.stats()["hits_served"] or None)
+        pgcache_django.use_pgcache({"default": PGCacheManager(served.client()), "other": other})
+        ids = Doc.objects.values_list("id", "ip")
+        answered = state.answered
+        assert list(ids.using("other").cached()) == [(7, "10.0.0.2")]
+        assert list(ids.cached()) == [(1, "10.0.0.1")]
+        assert state.answered == answered + 2, state.refused()
+        keys = served.client().keys("pg_cache:@other:*")
+        assert keys, "the other alias's result is cached under its source"
+    finally:
+        state.caches = saved
+        served.stop()
 
 
 @pytest.fixture(scope="module")

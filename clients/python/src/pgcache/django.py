@@ -2,6 +2,8 @@
 
     from pgcache.django import CachedManager, use_pgcache
     use_pgcache(PGCacheManager(redis.Redis()))          # once, at start-up
+    # or, a manager per database alias (each a source pgcache serves):
+    use_pgcache({"default": PGCacheManager(r), "analytics": PGCacheManager(r, source="analytics")})
 
     class Order(models.Model):
         ...
@@ -14,7 +16,7 @@ and hands the rows to Django where the database cursor's would have gone, typed 
 types them: model instances (``Model.from_db``), ``values()``, ``values_list()``,
 ``count()``, ``exists()``, ``get()``, slicing and ``select_related`` come back as without the
 cache. In a transaction that wrote (``atomic()`` or autocommit off) reads go to the
-database, as do reads of a database other than pgcache's (``using()``, a router), statements
+database, as do reads of a database no manager serves (``using()``, a router), statements
 pgcache refuses, and any the client cannot answer as Django would read them (counted,
 logged once per statement with the reason). After a thread wrote through Django, its next
 cached read passes ``AFTER`` the log position it asks PostgreSQL for then (outside any
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from django.core.exceptions import EmptyResultSet
@@ -52,24 +55,27 @@ _AS_TEXT = frozenset({"json", "jsonb", "inet", "cidr", "enum"})
 
 
 class _State(Fallbacks):
-    """The cache in use, the counters (``answered``, ``fell_back``, ``refused()``), and the
-    transactions that wrote."""
+    """The managers in use, by database alias, the counters (``answered``, ``fell_back``,
+    ``refused()``), and the transactions that wrote."""
 
     def __init__(self) -> None:
         super().__init__(log, "the database")
-        self.cache: PGCacheManager | None = None
-        self.served: ServedDatabase | None = None
+        # Each alias's manager, and the database its source serves.
+        self.caches: dict[str, tuple[PGCacheManager, ServedDatabase]] = {}
         self.transactions = Transactions()
 
 
 state = _State()
 
 
-def use_pgcache(cache: PGCacheManager) -> None:
-    """Reads ``.cached()`` QuerySets through ``cache`` from now on, those of the database
-    pgcache serves (the others go to their database)."""
-    state.cache = cache
-    state.served = ServedDatabase(cache)
+def use_pgcache(cache: PGCacheManager | Mapping[str, PGCacheManager]) -> None:
+    """Reads ``.cached()`` QuerySets through pgcache from now on: with one manager, those of
+    the ``default`` alias; with a mapping of aliases to managers (``{"default": ...,
+    "analytics": PGCacheManager(r, source="analytics")}``), each alias's through its own.
+    Any other alias's reads are checked against the ``default`` manager's database; a read
+    whose database is not the one its manager's source serves goes to its database."""
+    caches = {"default": cache} if isinstance(cache, PGCacheManager) else dict(cache)
+    state.caches = {alias: (c, ServedDatabase(c)) for alias, c in caches.items()}
     connection_created.connect(_watch_writes, dispatch_uid="pgcache")
     for connection in connections.all(initialized_only=True):
         _watch_writes(None, connection)
@@ -111,10 +117,12 @@ class _CachedCompiler:
         self, result_type: Any = MULTI, chunked_fetch: bool = False, chunk_size: int = 100
     ):
         plain = super().execute_sql  # type: ignore[misc]
-        cache, served = state.cache, state.served
+        # An alias without a manager of its own is checked against the default's database:
+        # another database's reads go to it (counted, as every read pgcache does not answer).
+        alias = self.using  # type: ignore[attr-defined]
+        chosen = state.caches.get(alias) or state.caches.get("default")
         if (
-            cache is None
-            or served is None
+            chosen is None
             or result_type not in (MULTI, SINGLE)
             or self.connection.vendor != "postgresql"
             or type(self).__name__ != "CachedSQLCompiler"
@@ -128,6 +136,7 @@ class _CachedCompiler:
             return iter([]) if result_type == MULTI else None
         if state.known_refused(sql):
             return plain(result_type, chunked_fetch, chunk_size)
+        cache, served = chosen
         self.connection.ensure_connection()
         read = state.transactions.route(self.connection.connection)
         if read is None:
