@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 import redis.asyncio
-from servers import ROOT, Postgres, Server, pgcache_server, wait_for
+from servers import ROOT, Postgres, Server, module_path, pgcache_server, wait_for
 
-from pgcache import PGCacheManager
+from pgcache import ModuleLoadError, PGCacheManager, load_pgcache_module
 from pgcache.aio import AsyncPGCacheManager
 
 NAMED_DB = "py_analytics"
@@ -159,3 +159,27 @@ def test_two_engines_two_sources(pg: Postgres, sources_server: Server) -> None:
             integration.remove()
             engine.dispose()
     assert answers == {"postgres": (["user4"], 1), NAMED_DB: (["analytics4"], 1)}
+
+
+def test_load_pgcache_module_with_sources(pg: Postgres, sources_server: Server) -> None:
+    """``sources=`` loads a block per source; loading again with the same sources does nothing,
+    with others it is refused, naming what differs."""
+    bare = Server(["--enable-module-command", "yes"])
+    named = dict(pg.config, database=NAMED_DB)
+    try:
+        client = bare.client()
+        sources = {"analytics": named}
+        assert load_pgcache_module(client, pg.config, module_path(), sources=sources) is True
+        cache = PGCacheManager(client, source="analytics")
+        assert cache.read("src_users", {"id": 2}) == {"id": 2, "name": "analytics2"}
+        assert load_pgcache_module(client, pg.config, module_path(), sources=sources) is False
+        with pytest.raises(ModuleLoadError, match="source analytics: pg_database is"):
+            other = {"analytics": dict(named, database="postgres")}
+            load_pgcache_module(client, pg.config, module_path(), sources=other)
+        with pytest.raises(ModuleLoadError, match="source analytics is served, and not wanted"):
+            load_pgcache_module(client, pg.config, module_path())
+        with pytest.raises(ModuleLoadError, match="source billing is not served"):
+            more = {**sources, "billing": named}
+            load_pgcache_module(client, pg.config, module_path(), sources=more)
+    finally:
+        bare.stop()

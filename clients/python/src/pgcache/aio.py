@@ -11,21 +11,25 @@ from ._flows import Explained, Flows, run_async
 from ._local import LocalCache, attached
 from ._replies import mapping, plain, text
 from .events import DEFAULT_CHANNEL, Event, parse_event
-from .loader import PgConfig, load_flow
+from .loader import PgConfig, Sources, load_flow
 from .rows import RowFactory, dict_row
 
 
 async def load_pgcache_module(
-    redis_client: Any, pg_config: PgConfig, module_path: str | None = None
+    redis_client: Any,
+    pg_config: PgConfig,
+    module_path: str | None = None,
+    *,
+    sources: Sources | None = None,
 ) -> bool:
     """``pgcache.load_pgcache_module`` on a ``redis.asyncio`` client (or cluster)."""
     if is_cluster(redis_client):
         loaded = [
-            await run_async(node, load_flow(pg_config, module_path))
+            await run_async(node, load_flow(pg_config, module_path, sources))
             for node in await AsyncClusterClient(redis_client).nodes()
         ]
         return any(loaded)
-    return await run_async(redis_client, load_flow(pg_config, module_path))
+    return await run_async(redis_client, load_flow(pg_config, module_path, sources))
 
 
 class AsyncPGCacheManager(Flows):

@@ -51,25 +51,39 @@ def settings(pg_config: PgConfig) -> dict[str, str]:
     return out
 
 
+Sources = Mapping[str, PgConfig]
+
+
 def load_pgcache_module(
-    redis_client: Any, pg_config: PgConfig, module_path: str | None = None
+    redis_client: Any,
+    pg_config: PgConfig,
+    module_path: str | None = None,
+    *,
+    sources: Sources | None = None,
 ) -> bool:
     """Loads pgcache into the server ``redis_client`` talks to with the settings of
     ``pg_config``; the library is at ``module_path``, else at ``$PGCACHE_MODULE``. Returns
     False when pgcache was already loaded with the same settings (nothing done), True when
     it was loaded now. On a ``RedisCluster``, every node (True when loaded on any).
-    ``aio.load_pgcache_module`` is the same for ``redis.asyncio``."""
+    ``sources`` (``{"analytics": {...}}``, each a ``pg_config``) are the databases served
+    besides ``pg_config``'s, each a ``source <name> ...`` block (see ``PGCacheManager``'s
+    ``source``). ``aio.load_pgcache_module`` is the same for ``redis.asyncio``."""
     if is_cluster(redis_client):
         nodes = ClusterClient(redis_client).nodes()
-        return any([run(node, load_flow(pg_config, module_path)) for node in nodes])
-    return run(redis_client, load_flow(pg_config, module_path))
+        return any([run(node, load_flow(pg_config, module_path, sources)) for node in nodes])
+    return run(redis_client, load_flow(pg_config, module_path, sources))
 
 
-def load_flow(pg_config: PgConfig, module_path: str | None) -> Flow[bool]:
+def load_flow(
+    pg_config: PgConfig, module_path: str | None, sources: Sources | None = None
+) -> Flow[bool]:
     wanted = settings(pg_config)
-    loaded_with = yield from _loaded_args()
-    if loaded_with is not None:
+    wanted_sources = {name: settings(config) for name, config in (sources or {}).items()}
+    loaded = yield from _loaded_args()
+    if loaded is not None:
+        loaded_with, loaded_sources = loaded
         differing = yield from _differing(loaded_with, wanted)
+        differing += _differing_sources(loaded_sources, wanted_sources)
         if differing:
             raise ModuleLoadError(
                 "pgcache: already loaded with other settings ("
@@ -86,11 +100,17 @@ def load_flow(pg_config: PgConfig, module_path: str | None) -> Flow[bool]:
     args: list[str] = []
     for name, value in wanted.items():
         args += [name, value]
+    for source, configured in wanted_sources.items():
+        args += ["source", source]
+        for name, value in configured.items():
+            args += [name, value]
     try:
         yield ("MODULE", "LOAD", path, *args)
     except Exception as error:  # redis-py raises ResponseError; clusters may wrap it.
         message = str(error)
-        for secret in (wanted.get("pg_password"), wanted.get("pg_url")):
+        for secret in [
+            given.get(name) for given in (wanted, *wanted_sources.values()) for name in _SECRET
+        ]:
             if secret:
                 message = message.replace(secret, "***")
         raise ModuleLoadError(
@@ -100,15 +120,52 @@ def load_flow(pg_config: PgConfig, module_path: str | None) -> Flow[bool]:
     return True
 
 
-def _loaded_args() -> Flow[dict[str, str] | None]:
-    """The arguments pgcache was loaded with (MODULE LIST), or None when it is not loaded."""
+Loaded = tuple[dict[str, str], dict[str, dict[str, str]]]
+
+
+def _loaded_args() -> Flow[Loaded | None]:
+    """The arguments pgcache was loaded with (MODULE LIST): the default source's and each
+    ``source`` block's, by name; None when it is not loaded."""
     for module in (yield ("MODULE", "LIST")):
         entry = plain(module if isinstance(module, dict) else dict(zip(module[::2], module[1::2])))
         entry = {text(k): v for k, v in entry.items()}
         if entry.get("name") == "pgcache":
-            args = [str(a) for a in entry.get("args") or []]
-            return dict(zip(args[::2], args[1::2]))
+            return _blocks([str(a) for a in entry.get("args") or []])
     return None
+
+
+def _blocks(args: list[str]) -> Loaded:
+    """Module arguments as the default source's settings and each block's: ``source
+    <name>`` starts a block wherever a setting's name is due."""
+    default: dict[str, str] = {}
+    blocks: dict[str, dict[str, str]] = {}
+    into = default
+    for name, value in zip(args[::2], args[1::2]):
+        if name == "source":
+            into = blocks.setdefault(value, {})
+        else:
+            into[name] = value
+    return default, blocks
+
+
+def _differing_sources(
+    loaded: Mapping[str, Mapping[str, str]], wanted: Mapping[str, Mapping[str, str]]
+) -> list[str]:
+    """How the sources loaded differ from those wanted (a named source's values are its
+    block's: CONFIG GET reads the default source's)."""
+    differing = []
+    for source in sorted(set(loaded) | set(wanted)):
+        if source not in wanted:
+            differing.append(f"source {source} is served, and not wanted")
+        elif source not in loaded:
+            differing.append(f"source {source} is not served")
+        else:
+            for name, value in wanted[source].items():
+                current = loaded[source].get(name)
+                if current != value:
+                    shown = "differs" if name in _SECRET else f"is {current!r}, not {value!r}"
+                    differing.append(f"source {source}: {name} {shown}")
+    return differing
 
 
 def _differing(loaded_with: Mapping[str, str], wanted: Mapping[str, str]) -> Flow[list[str]]:
