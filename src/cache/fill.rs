@@ -98,7 +98,7 @@ pub enum LeadOrWait {
 pub fn lead_or_wait(ctx: &Context, key: Arc<str>, timeout_ms: u64, asked: Asked) -> LeadOrWait {
     with_map(|map| {
         if let Some(entry) = shareable(map, &key) {
-            entry.add_waiter(BlockedClient::block(ctx, timeout_ms), asked);
+            entry.add_waiter(BlockedClient::block(ctx, asked.source, timeout_ms), asked);
             return LeadOrWait::Wait;
         }
         LeadOrWait::Lead(register(map, key))

@@ -62,7 +62,7 @@ pub static DRAIN: Command = Command {
     complexity: "O(1)",
     keys: Keys::None,
     tips: "",
-    args: Params::new(&[Arg::integer("seconds").optional()]),
+    args: Params::new(&[Arg::integer("seconds").optional(), Arg::source()]),
 };
 
 pub fn stats(ctx: &Context, args: &[&[u8]]) -> Reply {
@@ -117,7 +117,7 @@ pub fn health(ctx: &Context, args: &[&[u8]]) -> Reply {
         let report = health_report(source, Some(Err(Error::postgres(refusal))));
         return Reply::Map(with_server_fields(ctx, source, report));
     }
-    if drain::remaining().is_some() {
+    if drain::remaining(source).is_some() {
         // A drain refuses the probe's wait too; answer with what is known without it.
         let report = health_report(source, None);
         return Reply::Map(with_server_fields(ctx, source, report));
@@ -178,13 +178,18 @@ fn cluster_report(ctx: &Context) -> Vec<(String, Reply)> {
     }
 }
 
-/// PGCACHE.DRAIN [seconds]: for `seconds` (10 by default; 0 ends a drain), requests that
-/// would wait for PostgreSQL are refused; replies how many requests are still waiting, so an
-/// operator repeats it until 0 and then runs MODULE UNLOAD.
+/// PGCACHE.DRAIN [seconds] [SOURCE name]: for `seconds` (10 by default; 0 ends a drain),
+/// requests that would wait for PostgreSQL are refused (every source's, or the named
+/// source's only); replies how many requests are still waiting (of that source), so an
+/// operator repeats it until 0 and then runs MODULE UNLOAD (or removes the source).
 pub fn drain(_ctx: &Context, args: &[&[u8]]) -> Reply {
-    let seconds = match args.get(1) {
-        None => DEFAULT_DRAIN_SECONDS,
-        Some(seconds) => match std::str::from_utf8(seconds)
+    let (source, others) = match source_option(&args[1..]) {
+        Ok(parsed) => parsed,
+        Err(e) => return e.into(),
+    };
+    let seconds = match others.as_slice() {
+        [] => DEFAULT_DRAIN_SECONDS,
+        [seconds] => match std::str::from_utf8(seconds)
             .ok()
             .and_then(|s| s.parse().ok())
         {
@@ -198,9 +203,15 @@ pub fn drain(_ctx: &Context, args: &[&[u8]]) -> Reply {
                 .into();
             }
         },
+        _ => return Error::invalid("usage: PGCACHE.DRAIN [seconds] [SOURCE name]").into(),
     };
-    drain::open_for(seconds);
-    Reply::Int(blocked::waiting() as i64)
+    if source == SourceId::DEFAULT {
+        drain::open_for(seconds);
+        Reply::Int(blocked::waiting() as i64)
+    } else {
+        drain::open_for_source(source, seconds);
+        Reply::Int(blocked::waiting_for(source) as i64)
+    }
 }
 
 /// How long PGCACHE.DRAIN refuses misses when given no time.
@@ -211,9 +222,9 @@ const DEFAULT_DRAIN_SECONDS: u64 = 10;
 fn health_report(source: SourceId, rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
     let mut problems = Vec::new();
     let mut postgres = Vec::new();
-    if let Some(left) = drain::remaining() {
+    if let Some(left) = drain::remaining(source) {
         problems.push(format!(
-            "draining for MODULE UNLOAD: requests that need PostgreSQL are refused for {:.0} \
+            "draining (PGCACHE.DRAIN): requests that need PostgreSQL are refused for {:.0} \
              more seconds (PGCACHE.DRAIN 0 ends it)",
             left.as_secs_f64().ceil()
         ));

@@ -246,3 +246,65 @@ fn a_frozen_source_leaves_the_default_answering() {
         let _ = read.join().unwrap();
     }
 }
+
+/// `PGCACHE.DRAIN ... SOURCE <name>` drains one source: its misses are refused (its hits still
+/// served), the reply counts its own waiting clients only, HEALTH tells, and the default
+/// source's misses go on; `DRAIN 0 SOURCE <name>` ends it.
+#[test]
+fn a_drain_of_one_source_leaves_the_others_served() {
+    use crate::sources::{A, analytics_sql, default_sql};
+    let stack = Stack::start_with_sources(
+        &default_sql(),
+        &[(A, &analytics_sql())],
+        &["debug_commands", "yes", "loop_connections", "0"],
+    );
+    let mut con = stack.con();
+    let drain = |con: &mut redis::Connection, args: &[&str]| -> i64 {
+        redis::cmd("PGCACHE.DRAIN").arg(args).query(con).unwrap()
+    };
+    wait_for("the named row cached", Duration::from_secs(20), || {
+        read(&mut con, 1, Some(A)).unwrap();
+        exists(&mut con, r#"pg_cache:@analytics:users:{"id":1}"#).then_some(())
+    });
+    // A named miss held on its worker: the drain's reply counts it, a default one's does not.
+    let mut locked = stack.con();
+    debug(&mut locked, "FILLS", "HOLD");
+    let port = stack.redis.port;
+    let waiting = std::thread::spawn(move || read(&mut connect(port), 2, Some("analytics")));
+    wait_blocked(&mut con, 1);
+    assert_eq!(drain(&mut con, &["30", "SOURCE", A]), 1);
+    debug(&mut locked, "FILLS", "RELEASE");
+    assert_eq!(
+        json(&waiting.join().unwrap().unwrap())["name"],
+        "analytics2"
+    );
+    assert_eq!(drain(&mut con, &["30", "SOURCE", A]), 0);
+
+    let refused = read(&mut con, 3, Some(A)).unwrap_err().to_string();
+    assert!(
+        refused.contains(r#"source "analytics" is draining"#),
+        "{refused}"
+    );
+    assert_eq!(
+        json(&read(&mut con, 1, Some(A)).unwrap())["name"],
+        "analytics1"
+    );
+    assert_eq!(json(&read(&mut con, 3, None).unwrap())["name"], "user3");
+
+    let health = map_reply(&mut con, "PGCACHE.HEALTH");
+    let text = |value: &redis::Value| redis::from_redis_value::<String>(value.clone()).unwrap();
+    assert_eq!(text(&health["status"]), "ok", "{health:?}");
+    assert_eq!(text(&nested(&health["sources"])[A]), "degraded");
+
+    assert_eq!(drain(&mut con, &["0", "SOURCE", A]), 0);
+    assert_eq!(
+        json(&read(&mut con, 3, Some(A)).unwrap())["name"],
+        "analytics3"
+    );
+    let e = redis::cmd("PGCACHE.DRAIN")
+        .arg(&["5", "6"])
+        .query::<i64>(&mut con)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[SOURCE name]"), "{e}");
+}

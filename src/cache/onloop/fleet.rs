@@ -332,7 +332,7 @@ fn service(token: u64) {
 pub fn look_after() {
     each(|f, ends| {
         f.close_silent(ends);
-        if drain::remaining().is_some() {
+        if drain::remaining(f.source).is_some() {
             f.retire_all(ends);
         }
     });
@@ -403,7 +403,7 @@ impl Fleet {
             kept += 1;
         }
         // No new connection while a drain before an unload is under way.
-        if kept < wanted && drain::remaining().is_none() {
+        if kept < wanted && drain::remaining(self.source).is_none() {
             self.opener.open(wanted - kept, &HANDED_OVER);
         }
     }

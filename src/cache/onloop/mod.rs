@@ -111,7 +111,7 @@ pub fn submit_run(
 /// asks for the turn's flush.
 fn blocked(ctx: &Context, source: SourceId, queue: impl FnOnce(BlockedClient, Instant)) -> Reply {
     let timeout_ms = current::request_timeout_ms();
-    let client = BlockedClient::block(ctx, timeout_ms);
+    let client = BlockedClient::block(ctx, source, timeout_ms);
     queue(client, Instant::now() + Duration::from_millis(timeout_ms));
     stats::of(source).misses_on_loop.inc();
     FLUSH.request();

@@ -86,7 +86,7 @@ fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Opti
     let own = with_waiting(|w| match w.get_mut(&id).filter(|_| joins) {
         Some(joined) => {
             joined.push(Joined {
-                client: BlockedClient::block(ctx, current::request_timeout_ms()),
+                client: BlockedClient::block(ctx, statement.source, current::request_timeout_ms()),
                 params,
                 fill,
             });

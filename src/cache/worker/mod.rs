@@ -589,7 +589,7 @@ pub struct MayWait(());
 /// under way (`drain`), no known outage of its database, and not inside MULTI/EXEC or a
 /// script.
 pub fn may_wait(ctx: &Context, source: SourceId) -> Result<MayWait, Reply> {
-    if let Some(refusal) = crate::cache::drain::refusal() {
+    if let Some(refusal) = crate::cache::drain::refusal(source) {
         return Err(Reply::Error(refusal));
     }
     // A known outage: no client waits for PostgreSQL's timeout.
@@ -642,7 +642,7 @@ fn enqueue_checked(
         }
     }
     let timeout_ms = current::request_timeout_ms();
-    let client = BlockedClient::block(ctx, timeout_ms);
+    let client = BlockedClient::block(ctx, source, timeout_ms);
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let sent = {
         let mut queues = workers.jobs.lock();

@@ -187,6 +187,7 @@ fn time_out(ticket: &Ticket) {
     let error = timeout_error();
     let _ = ticket.client.unblock(Answer {
         completion: Some(Box::new(move |_| error.into())),
+        source: ticket.source,
         blocked_at: ticket.blocked_at,
         timing: Timing {
             queued: ticket.blocked_at.elapsed(),

@@ -19,8 +19,8 @@ use crate::requests::tracked::{self, Timing};
 use crate::stats::Tracked;
 use crate::stats::{self, stages::Stage};
 use redis_module::Context;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Runs on the main thread with the blocked client's context and returns its reply.
@@ -30,14 +30,53 @@ pub type Completion = Box<dyn FnOnce(&Context) -> Reply + Send>;
 /// Redis). While any exist, Redis may still call into this library.
 static WAITING: AtomicUsize = AtomicUsize::new(0);
 
+/// How many of them wait for each named source (the default's are the rest): what
+/// `PGCACHE.DRAIN SOURCE <name>` waits to see reach 0. The default source's misses never
+/// take this lock.
+static WAITING_NAMED: Mutex<Vec<(SourceId, usize)>> = Mutex::new(Vec::new());
+
 pub fn waiting() -> usize {
     WAITING.load(Ordering::SeqCst)
+}
+
+/// How many clients wait for PostgreSQL work of `source`.
+pub fn waiting_for(source: SourceId) -> usize {
+    let named = WAITING_NAMED.lock().unwrap_or_else(|e| e.into_inner());
+    if source == SourceId::DEFAULT {
+        let of_named: usize = named.iter().map(|(_, n)| n).sum();
+        return waiting().saturating_sub(of_named);
+    }
+    named
+        .iter()
+        .find(|(id, _)| *id == source)
+        .map_or(0, |(_, n)| *n)
+}
+
+/// Counts a client of `source` in (`blocked`) or out.
+fn count(source: SourceId, blocked: bool) -> usize {
+    let waiting = if blocked {
+        WAITING.fetch_add(1, Ordering::SeqCst) + 1
+    } else {
+        WAITING.fetch_sub(1, Ordering::SeqCst) - 1
+    };
+    if source != SourceId::DEFAULT {
+        let mut named = WAITING_NAMED.lock().unwrap_or_else(|e| e.into_inner());
+        match named.iter_mut().find(|(id, _)| *id == source) {
+            Some((_, n)) if blocked => *n += 1,
+            Some((_, n)) => *n = n.saturating_sub(1),
+            None if blocked => named.push((source, 1)),
+            None => {}
+        }
+    }
+    waiting
 }
 
 /// What the worker and the deadline thread share of one blocked client: Redis's handle,
 /// which whichever of them comes first unblocks, and the client's place among the deadlines.
 struct Ticket {
     client: Blocked<Answer>,
+    /// Whose PostgreSQL the client waits for.
+    source: SourceId,
     blocked_at: Instant,
     due: deadlines::Due,
 }
@@ -55,21 +94,25 @@ pub struct BlockedClient {
 /// What Redis holds for an answered client until its reply callback runs.
 struct Answer {
     completion: Option<Completion>,
+    /// Whose PostgreSQL the client waited for (counted out when Redis frees this).
+    source: SourceId,
     blocked_at: Instant,
     timing: Timing,
     /// When the worker handed the answer to Redis (None: a timeout, which times no stage).
     handed: Option<Instant>,
 }
 impl BlockedClient {
-    /// Blocks the client of `ctx` for at most `timeout_ms`. Main thread only.
-    pub fn block(ctx: &Context, timeout_ms: u64) -> BlockedClient {
+    /// Blocks the client of `ctx`, waiting for PostgreSQL work of `source`, for at most
+    /// `timeout_ms`. Main thread only.
+    pub fn block(ctx: &Context, source: SourceId, timeout_ms: u64) -> BlockedClient {
         // No Redis timeout: the deadline is watched here (see the module's doc).
         let client = blocking::block(ctx);
-        let waiting = WAITING.fetch_add(1, Ordering::SeqCst) + 1;
+        let waiting = count(source, true);
         let blocked_at = Instant::now();
         let due = deadlines::Due::at(blocked_at + Duration::from_millis(timeout_ms));
         let ticket = Arc::new(Ticket {
             client,
+            source,
             blocked_at,
             due,
         });
@@ -98,7 +141,7 @@ impl BlockedClient {
     pub fn abort(self) -> bool {
         let undone = self.ticket.client.abort();
         if undone {
-            WAITING.fetch_sub(1, Ordering::SeqCst);
+            count(self.ticket.source, false);
         }
         undone
     }
@@ -125,6 +168,7 @@ impl BlockedClient {
         };
         let answer = Answer {
             completion: Some(completion),
+            source: self.ticket.source,
             blocked_at: self.blocked_at,
             timing,
             handed: Some(now),
@@ -211,8 +255,9 @@ impl Unblocked for Answer {
     fn free(_: &Context, answer: Box<Answer>) {
         // Dropping an unrun completion can run code of ours (a fill ticket answers its
         // waiters), which must not unwind into Redis.
+        let source = answer.source;
         crate::error::panic::guard("freeing a reply", || drop(answer));
-        WAITING.fetch_sub(1, Ordering::SeqCst);
+        count(source, false);
     }
 }
 
