@@ -56,8 +56,16 @@ psql_run -d app -f examples/demo.sql >/dev/null
 psql_run -d app -f examples/invalidation_trigger.sql >/dev/null
 psql_run -d app -f examples/ddl_trigger.sql >/dev/null
 psql_run -d app -c "SELECT pgcache_watch('users'), pgcache_watch('products'), pgcache_watch('sales.orders')" >/dev/null 2>&1
+# A second database, served as the named source `analytics` (docs/configuration.md, Several
+# databases): its own `users`.
+psql_run -d postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'analytics'" | grep -q 1 \
+  || psql_run -d postgres -c "CREATE DATABASE analytics"
+psql_run -d analytics -f examples/demo_analytics.sql >/dev/null
+psql_run -d analytics -f examples/invalidation_trigger.sql >/dev/null
+psql_run -d analytics -c "SELECT pgcache_watch('users')" >/dev/null 2>&1
 
-MODULE_ARGS=(pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable)
+MODULE_ARGS=(pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable
+  source analytics pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database analytics pg_user postgres pg_sslmode disable)
 
 if [ "${1:-}" = "cluster" ]; then
   addresses=()
@@ -118,6 +126,7 @@ Try:
   redis-cli -p $REDIS_PORT PGCACHE.READ users '{"id":1}'
   redis-cli -p $REDIS_PORT PGCACHE.MULTIREAD users '[{"id":1},{"id":2},{"id":99999}]'
   redis-cli -p $REDIS_PORT PGCACHE.READ products '{"category":"electronics","product_id":456}'
+  redis-cli -p $REDIS_PORT PGCACHE.READ users '{"id":1}' SOURCE analytics   # the analytics database's row
   psql -h 127.0.0.1 -p $PG_PORT -U postgres app -c "UPDATE users SET name = 'Ada' WHERE id = 1"
   redis-cli -p $REDIS_PORT PGCACHE.READ users '{"id":1}'     # the change, not the old row
   redis-cli -p $REDIS_PORT PGCACHE.QUERY 'SELECT id, name FROM users WHERE id <= \$1 ORDER BY id' 1 3

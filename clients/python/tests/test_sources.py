@@ -177,7 +177,9 @@ def test_load_pgcache_module_with_sources(pg: Postgres, sources_server: Server) 
             other = {"analytics": dict(named, database="postgres")}
             load_pgcache_module(client, pg.config, module_path(), sources=other)
         with pytest.raises(ModuleLoadError, match="source analytics is served, and not wanted"):
-            load_pgcache_module(client, pg.config, module_path())
+            load_pgcache_module(client, pg.config, module_path(), sources={})
+        # Without sources=, the sources loaded are not judged.
+        assert load_pgcache_module(client, pg.config, module_path()) is False
         with pytest.raises(ModuleLoadError, match="source billing is not served"):
             more = {**sources, "billing": named}
             load_pgcache_module(client, pg.config, module_path(), sources=more)

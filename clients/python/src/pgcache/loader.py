@@ -67,7 +67,8 @@ def load_pgcache_module(
     it was loaded now. On a ``RedisCluster``, every node (True when loaded on any).
     ``sources`` (``{"analytics": {...}}``, each a ``pg_config``) are the databases served
     besides ``pg_config``'s, each a ``source <name> ...`` block (see ``PGCacheManager``'s
-    ``source``). ``aio.load_pgcache_module`` is the same for ``redis.asyncio``."""
+    ``source``); without ``sources``, whatever sources pgcache was loaded with are left
+    unjudged. ``aio.load_pgcache_module`` is the same for ``redis.asyncio``."""
     if is_cluster(redis_client):
         nodes = ClusterClient(redis_client).nodes()
         return any([run(node, load_flow(pg_config, module_path, sources)) for node in nodes])
@@ -83,7 +84,8 @@ def load_flow(
     if loaded is not None:
         loaded_with, loaded_sources = loaded
         differing = yield from _differing(loaded_with, wanted)
-        differing += _differing_sources(loaded_sources, wanted_sources)
+        if sources is not None:
+            differing += _differing_sources(loaded_sources, wanted_sources)
         if differing:
             raise ModuleLoadError(
                 "pgcache: already loaded with other settings ("
