@@ -64,6 +64,13 @@ psql_run -d analytics -f examples/demo_analytics.sql >/dev/null
 psql_run -d analytics -f examples/invalidation_trigger.sql >/dev/null
 psql_run -d analytics -c "SELECT pgcache_watch('users')" >/dev/null 2>&1
 
+# Whether the server on port $1 answers PING within 60 s: it loads pgcache first, which waits
+# for its first connections to PostgreSQL (one per source), slow on a loaded machine.
+answers() {
+  for _ in $(seq 600); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+  return 1
+}
+
 MODULE_ARGS=(pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable
   source analytics pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database analytics pg_user postgres pg_sslmode disable)
 
@@ -77,7 +84,7 @@ if [ "${1:-}" = "cluster" ]; then
     redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 --daemonize yes --cluster-enabled yes \
       --cluster-node-timeout 2000 --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
       --dir "$dir" --save "" --loadmodule "$PWD/target/release/libpgcache.so" "${MODULE_ARGS[@]}"
-    for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    answers "$port" || { echo "redis-server on port $port did not answer"; tail -20 "$dir/redis.log"; exit 1; }
     addresses+=("127.0.0.1:$port")
   done
   redis-cli --cluster create "${addresses[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
@@ -114,8 +121,7 @@ fi
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --enable-module-command local \
   --pidfile "$RUN/redis.pid" --logfile "$RUN/redis.log" --dir "$RUN" --save "" \
   --loadmodule "$PWD/target/release/libpgcache.so" "${MODULE_ARGS[@]}"
-for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-redis-cli -p "$REDIS_PORT" ping >/dev/null || { tail -20 "$RUN/redis.log"; exit 1; }
+answers "$REDIS_PORT" || { tail -20 "$RUN/redis.log"; exit 1; }
 
 cat <<TXT
 pgcache is running.
