@@ -24,12 +24,16 @@
 //!     pgbench's tpcb-like writes (PGCACHE_BENCH_OLTP_RATE paces the writers)
 //! 17. the miss path: misses sent by a worker vs by the event loop itself, CPU and context
 //!     switches per miss, beside pgbench and PING
+//! 18. sources: one source's PostgreSQL frozen, the other's READ hit p99 and miss p50 against
+//!     both up, rounds alternating
 #[path = "pgcache/miss_path.rs"]
 mod miss_path;
 #[path = "pgcache/oltp.rs"]
 mod oltp;
 #[path = "pgcache/precision.rs"]
 mod precision;
+#[path = "pgcache/sources.rs"]
+mod sources;
 
 use pgcache_testkit::*;
 use std::process::{Child, Command, Stdio};
@@ -1486,8 +1490,8 @@ fn main() {
     ));
     pg.execute("VACUUM ANALYZE users");
     // PGCACHE_BENCH_ONLY=hits|multiread|query-hits|misses|query-misses|ping|lag|coalescing|bulk|
-    // writers|load-lag|pg-restart|trouble|query-precision|query-bulk|miss-path|oltp|invalidated runs one
-    // section.
+    // writers|load-lag|pg-restart|trouble|query-precision|query-bulk|miss-path|oltp|invalidated|
+    // sources runs one section.
     let only = std::env::var("PGCACHE_BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let bare = bare_module();
@@ -1550,5 +1554,8 @@ fn main() {
     }
     if wanted("invalidated") {
         oltp::invalidated();
+    }
+    if wanted("sources") {
+        sources::isolation();
     }
 }
