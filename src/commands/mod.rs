@@ -369,6 +369,7 @@ fn announce_stale(ctx: &Context, source: SourceId, circuit: &circuit::Circuit) {
     events::publish_with(
         ctx,
         EventKind::Stale,
+        source,
         "",
         "",
         &[

@@ -82,7 +82,13 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
         }
         cache::store(ctx, &key, &data, ttl);
         stats::of(schema.source).writes.inc();
-        events::publish(ctx, EventKind::Write, &schema.display, &pk.json);
+        events::publish(
+            ctx,
+            EventKind::Write,
+            schema.source,
+            &schema.display,
+            &pk.json,
+        );
         Reply::Ok.described(&schema.stats, pk.json.as_str(), 0)
     })
 }
@@ -153,7 +159,13 @@ pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
             &cache::dbs_with_keys(ctx),
         );
         stats::of(schema.source).invalidations_by_command.inc();
-        events::publish(ctx, EventKind::Invalidate, &schema.display, &pk.json);
+        events::publish(
+            ctx,
+            EventKind::Invalidate,
+            schema.source,
+            &schema.display,
+            &pk.json,
+        );
         Reply::Ok.described(&schema.stats, pk.json.as_str(), 0)
     })
 }

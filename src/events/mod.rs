@@ -1,5 +1,6 @@
 //! Cache events, as JSON:
-//! `{"type":"cache_miss","table":"users","key":"{\"id\":7}","timestamp":1700000000000}`,
+//! `{"type":"cache_miss","table":"users","key":"{\"id\":7}","timestamp":1700000000000}`
+//! (a named source's with `"source":"<name>"` after the type),
 //! delivered to the default hook (PUBLISH on `event_channel`, `pg_cache_events` unless
 //! configured, for the kinds in the `events` setting) and to every matching hook
 //! (PGCACHE.HOOK, `hooks` module). Hit events are off by default because publishing on
@@ -9,6 +10,7 @@ pub mod hooks;
 
 use crate::config::current;
 use crate::model::event::{Event, EventKind, Extra, now_ms, write_event_json};
+use crate::model::source::SourceId;
 use crate::redis::pubsub;
 use redis_module::Context;
 
@@ -17,20 +19,21 @@ pub fn wanted(kind: EventKind) -> bool {
     current::events().union(hooks::mask()).contains(kind)
 }
 
-/// Delivers one event to the hooks that take it. Main thread only.
-pub fn publish(ctx: &Context, kind: EventKind, table: &str, key: &str) {
-    deliver(ctx, kind, table, [key], &[]);
+/// Delivers one event of `source` to the hooks that take it. Main thread only.
+pub fn publish(ctx: &Context, kind: EventKind, source: SourceId, table: &str, key: &str) {
+    deliver(ctx, kind, source, table, [key], &[]);
 }
 
 /// Like `publish`, with fields beyond type, table, key and timestamp.
 pub fn publish_with(
     ctx: &Context,
     kind: EventKind,
+    source: SourceId,
     table: &str,
     key: &str,
     extra: &[(&str, Extra)],
 ) {
-    deliver(ctx, kind, table, [key], extra);
+    deliver(ctx, kind, source, table, [key], extra);
 }
 
 /// Delivers one event per key (a MULTIREAD's misses), sharing the targets and the message
@@ -38,10 +41,11 @@ pub fn publish_with(
 pub fn publish_each<'a>(
     ctx: &Context,
     kind: EventKind,
+    source: SourceId,
     table: &str,
     keys: impl IntoIterator<Item = &'a str>,
 ) {
-    deliver(ctx, kind, table, keys, &[]);
+    deliver(ctx, kind, source, table, keys, &[]);
 }
 
 thread_local! {
@@ -54,18 +58,20 @@ thread_local! {
 fn deliver<'a>(
     ctx: &Context,
     kind: EventKind,
+    source: SourceId,
     table: &str,
     keys: impl IntoIterator<Item = &'a str>,
     extra: &[(&str, Extra)],
 ) {
     crate::error::panic::contain("delivering an event", || {
-        deliver_unguarded(ctx, kind, table, keys, extra)
+        deliver_unguarded(ctx, kind, source, table, keys, extra)
     });
 }
 
 fn deliver_unguarded<'a>(
     ctx: &Context,
     kind: EventKind,
+    source: SourceId,
     table: &str,
     keys: impl IntoIterator<Item = &'a str>,
     extra: &[(&str, Extra)],
@@ -81,16 +87,29 @@ fn deliver_unguarded<'a>(
     let channel =
         to_default.then(|| current::with_event_channel(|name| pubsub::channel(ctx, name)));
     let timestamp = now_ms();
+    // Looked up only for a named source: the default's events, on every miss, take no lock.
+    let source = (source != SourceId::DEFAULT)
+        .then(|| current::name(source))
+        .flatten();
     // Taken, not borrowed: a delivery can raise another event (an XADD that evicts).
     let mut message = MESSAGE.take();
     for key in keys {
         message.clear();
-        write_event_json(&mut message, kind, table, key, timestamp, extra);
+        write_event_json(
+            &mut message,
+            kind,
+            source.as_deref(),
+            table,
+            key,
+            timestamp,
+            extra,
+        );
         if let Some(channel) = &channel {
             pubsub::publish(ctx, channel, &message);
         }
         let event = Event {
             kind,
+            source: source.as_deref(),
             table,
             key,
             timestamp_ms: timestamp,

@@ -313,7 +313,13 @@ fn apply_one(
     while let Some((schema, pk)) = changes.deletes.pop() {
         cache::delete_in(context, &pk.cache_key(&schema.key_prefix), dbs);
         stats::of(source).invalidations_by_postgres.inc();
-        events::publish(context, EventKind::Invalidate, &schema.display, &pk.json);
+        events::publish(
+            context,
+            EventKind::Invalidate,
+            source,
+            &schema.display,
+            &pk.json,
+        );
         if Instant::now() >= deadline {
             break;
         }

@@ -136,6 +136,8 @@ impl EventMask {
 #[derive(Debug, Clone, Copy)]
 pub struct Event<'a> {
     pub kind: EventKind,
+    /// A named source's name; None for the default source's.
+    pub source: Option<&'a str>,
     pub table: &'a str,
     pub key: &'a str,
     pub timestamp_ms: u128,
@@ -155,6 +157,7 @@ pub enum Extra<'a> {
 pub fn write_event_json(
     out: &mut String,
     kind: EventKind,
+    source: Option<&str>,
     table: &str,
     key: &str,
     timestamp_ms: u128,
@@ -163,7 +166,14 @@ pub fn write_event_json(
     use std::fmt::Write;
     out.push_str("{\"type\":\"");
     out.push_str(kind.name());
-    out.push_str("\",\"table\":");
+    out.push('"');
+    // A named source's events say whose they are; the default source's read as they did
+    // before there were named sources.
+    if let Some(source) = source {
+        out.push_str(",\"source\":");
+        push_json_string(out, source);
+    }
+    out.push_str(",\"table\":");
     push_json_string(out, table);
     out.push_str(",\"key\":");
     push_json_string(out, key);
@@ -251,11 +261,29 @@ mod tests {
     }
 
     #[test]
+    fn a_named_source_s_event_says_whose_it_is() {
+        let mut text = String::new();
+        write_event_json(&mut text, EventKind::Miss, None, "users", "{}", 42, &[]);
+        assert_eq!(
+            text,
+            r#"{"type":"cache_miss","table":"users","key":"{}","timestamp":42}"#
+        );
+        text.clear();
+        let source = Some("analytics");
+        write_event_json(&mut text, EventKind::Miss, source, "users", "{}", 42, &[]);
+        assert_eq!(
+            text,
+            r#"{"type":"cache_miss","source":"analytics","table":"users","key":"{}","timestamp":42}"#
+        );
+    }
+
+    #[test]
     fn event_json_escapes_like_json() {
         let mut text = String::new();
         write_event_json(
             &mut text,
             EventKind::Write,
+            None,
             "we\"ird\\",
             "{\"s\":\"a\nb\u{1}\t\ré\u{1f}\"}x",
             1,
@@ -269,7 +297,15 @@ mod tests {
     #[test]
     fn event_json_has_the_documented_fields() {
         let mut text = String::new();
-        write_event_json(&mut text, EventKind::Miss, "users", r#"{"id":7}"#, 42, &[]);
+        write_event_json(
+            &mut text,
+            EventKind::Miss,
+            None,
+            "users",
+            r#"{"id":7}"#,
+            42,
+            &[],
+        );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["type"], "cache_miss");
         assert_eq!(v["table"], "users");
@@ -281,7 +317,7 @@ mod tests {
     fn timestamps_are_written_in_full() {
         for n in [0, 7, 10, 1_700_000_000_000, u64::MAX] {
             let mut text = String::new();
-            write_event_json(&mut text, EventKind::Miss, "t", "{}", n.into(), &[]);
+            write_event_json(&mut text, EventKind::Miss, None, "t", "{}", n.into(), &[]);
             assert!(text.ends_with(&format!(",\"timestamp\":{n}}}")), "{text}");
         }
     }
@@ -293,7 +329,7 @@ mod tests {
             ("error", Extra::Text("bad \"x\"")),
             ("duration_us", Extra::Int(12)),
         ];
-        write_event_json(&mut text, EventKind::Slow, "t", "k", 1, &extra);
+        write_event_json(&mut text, EventKind::Slow, None, "t", "k", 1, &extra);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["type"], "cache_slow");
         assert_eq!(v["error"], "bad \"x\"");

@@ -106,8 +106,11 @@ fn key_removed(ctx: &Context, name: &[u8], evicted: bool) {
         event::EventKind::Expire
     };
     if events::wanted(kind) {
-        let entry = String::from_utf8_lossy(entry);
-        let (table, key) = cache::split_entry_name(&entry);
-        events::publish(ctx, kind, table, key);
+        // The table as the source names it: a named source's key goes on with `@<name>:`,
+        // which its event says as `source`.
+        let own = crate::model::source::split(entry).map_or(entry, |(_, rest)| rest);
+        let own = String::from_utf8_lossy(own);
+        let (table, key) = cache::split_entry_name(&own);
+        events::publish(ctx, kind, source, table, key);
     }
 }

@@ -129,6 +129,7 @@ fn announce(ctx: &Context, table: &str, statement: &Statement, results: u64) {
     events::publish_with(
         ctx,
         EventKind::QueryInvalidated,
+        statement.source,
         table,
         &statement.shown,
         &[("count", Extra::Int(results))],

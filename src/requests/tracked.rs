@@ -4,9 +4,11 @@
 //! hooks. The command or its completion says what it worked on by returning a described
 //! reply (`Reply::described`); all of this runs on the main thread.
 
+use crate::config::current;
 use crate::error::Error;
 use crate::events;
 use crate::model::event::{EventKind, Extra};
+use crate::model::source::SourceId;
 use crate::requests::reply::Detail;
 use crate::stats::slowlog::{self, SlowPart};
 use crate::stats::{self, Tracked};
@@ -73,6 +75,7 @@ pub fn finished(
     events::publish_with(
         ctx,
         EventKind::Slow,
+        source_of_call(command, args),
         &entry.table,
         &entry.key,
         &[
@@ -92,6 +95,7 @@ pub fn failed(ctx: &Context, command: Tracked, args: &[&[u8]], error: &Error) {
     events::publish_with(
         ctx,
         EventKind::Error,
+        source_of_call(command, args),
         &table,
         &key,
         &[
@@ -126,4 +130,19 @@ fn argument(args: &[&[u8]], i: usize) -> String {
     args.get(i)
         .map(|a| slowlog::truncate_key(&String::from_utf8_lossy(a)))
         .unwrap_or_default()
+}
+
+/// Whose call it was: the source its `SOURCE <name>` names, or the one its first key names
+/// (GET, MGET); the default source's otherwise, and for a name no source has.
+fn source_of_call(command: Tracked, args: &[&[u8]]) -> SourceId {
+    // From the first argument on (a table may be called `source`).
+    let named = args.windows(2).skip(1).find_map(|pair| {
+        let source = pair[0].eq_ignore_ascii_case(b"SOURCE");
+        source.then(|| current::named(pair[1]).ok()).flatten()
+    });
+    let keyed = || match command {
+        Tracked::Get | Tracked::Mget => args.get(1).and_then(|key| current::source_of_key(key)),
+        _ => None,
+    };
+    named.or_else(keyed).unwrap_or(SourceId::DEFAULT)
 }

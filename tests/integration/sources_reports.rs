@@ -184,3 +184,67 @@ fn stats_health_info_metrics_per_source() {
         assert!(e.contains(usage), "{command}: {e}");
     }
 }
+
+/// The event of `kind` for `key` among the next events (others skipped).
+fn event_for(events: &mut redis::PubSub, kind: &str, key: &str) -> serde_json::Value {
+    loop {
+        let event = next_event(events);
+        if event["type"] == kind && event["key"] == key {
+            return event;
+        }
+    }
+}
+
+/// Events say whose they are: a named source's carry `"source":"<name>"` and the table as
+/// that source names it (an expired key's too, whose name goes on with `@<name>:`); the
+/// default source's carry no `source`, as before there were named sources; a hook's stream
+/// entries carry it as a field.
+#[test]
+fn events_name_their_source() {
+    let stack = Stack::start_with_sources(
+        &default_sql(),
+        &[(A, &analytics_sql())],
+        &["events", "all", "hooks", "misses ON miss XADD missed"],
+    );
+    let mut con = stack.con();
+    wait_for(
+        "the named source's hits served",
+        Duration::from_secs(20),
+        || (figure(&report(&mut con, "PGCACHE.STATS", Some(A)), "hits_served") == 1).then_some(()),
+    );
+    let mut sub = stack.con();
+    let mut events = subscribe(&mut sub, "pg_cache_events");
+    read_name(&mut con, Some(A), 5);
+    let named = event_for(&mut events, "cache_miss", r#"{"id":5}"#);
+    assert_eq!(named["source"], A, "{named}");
+    assert_eq!(named["table"], "users", "{named}");
+    read_name(&mut con, None, 5);
+    let default = event_for(&mut events, "cache_miss", r#"{"id":5}"#);
+    assert!(default.get("source").is_none(), "{default}");
+
+    // An entry that expires: its event names the table, not the key's `@analytics:users`.
+    let _: Option<String> = query_through_interrupts(
+        &sourced(
+            redis::cmd("PGCACHE.READ")
+                .arg("users")
+                .arg(r#"{"id":6}"#)
+                .arg(1)
+                .clone(),
+            Some(A),
+        ),
+        &mut con,
+    )
+    .unwrap();
+    let expired = event_for(&mut events, "cache_expire", r#"{"id":6}"#);
+    assert_eq!(
+        (&expired["source"], &expired["table"]),
+        (&A.into(), &"users".into())
+    );
+
+    let entries = stream_entries(&mut con, "missed");
+    let sources: Vec<Option<&str>> = (entries.iter())
+        .filter(|e| e["key"] == r#"{"id":5}"#)
+        .map(|e| e.get("source").map(String::as_str))
+        .collect();
+    assert_eq!(sources, [Some(A), None], "{entries:?}");
+}

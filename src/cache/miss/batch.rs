@@ -423,7 +423,7 @@ impl Batch {
                 .pass_through
                 .missed(fetched, schema.stats.hits.get());
             let missed = distinct.iter().map(|k| k.json.as_str());
-            events::publish_each(ctx, EventKind::Miss, &schema.display, missed);
+            events::publish_each(ctx, EventKind::Miss, schema.source, &schema.display, missed);
             // `distinct` is never empty: a batch is built for the keys it fetches.
             let first = distinct.first().map(|k| k.cache_key(&schema.key_prefix));
             let admission =
@@ -452,7 +452,7 @@ impl Batch {
                     filled.push(key.json.as_str());
                 }
             }
-            events::publish_each(ctx, EventKind::Fill, &schema.display, filled);
+            events::publish_each(ctx, EventKind::Fill, schema.source, &schema.display, filled);
             Reply::Array(answers(slots, rows)).described(&schema.stats, summary, found)
         })
     }

@@ -46,6 +46,7 @@ pub fn count_hit(ctx: &Context, schema: &TableSchema, key: &[u8]) {
         events::publish(
             ctx,
             EventKind::Hit,
+            schema.source,
             &schema.display,
             &String::from_utf8_lossy(key),
         );
@@ -158,7 +159,13 @@ fn fill_completion(
                         ttl,
                     )
                 {
-                    events::publish(ctx, EventKind::Fill, &schema.display, &pk.json);
+                    events::publish(
+                        ctx,
+                        EventKind::Fill,
+                        schema.source,
+                        &schema.display,
+                        &pk.json,
+                    );
                 }
                 Reply::from(row)
             }
@@ -188,7 +195,13 @@ fn counted_miss(ctx: &Context, schema: &TableSchema, pk: &CanonicalPk) {
     stats::of(schema.source).misses.inc();
     schema.stats.misses.inc();
     schema.stats.pass_through.missed(1, schema.stats.hits.get());
-    events::publish(ctx, EventKind::Miss, &schema.display, &pk.json);
+    events::publish(
+        ctx,
+        EventKind::Miss,
+        schema.source,
+        &schema.display,
+        &pk.json,
+    );
 }
 
 /// A read whose cache key only PostgreSQL can tell: the first use of a table spelling (the

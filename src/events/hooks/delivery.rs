@@ -35,8 +35,11 @@ pub fn fire(ctx: &Context, hook: &Hook, event: &Event) {
                 args.push(n.to_string());
             }
             args.push("*".into());
+            args.extend(["type".into(), event.kind.name().to_string()]);
+            if let Some(source) = event.source {
+                args.extend(["source".into(), source.to_string()]);
+            }
             for (field, value) in [
-                ("type", event.kind.name().to_string()),
                 ("table", event.table.to_string()),
                 ("key", event.key.to_string()),
                 ("timestamp", event.timestamp_ms.to_string()),
