@@ -29,7 +29,7 @@ pub static HOOK: Command = Command {
     ]),
 };
 
-const USAGE: &str = "usage: PGCACHE.HOOK ADD <name> ON <event>[,<event>...] [TABLE <table>] \
+const USAGE: &str = "usage: PGCACHE.HOOK ADD <name> ON <event>[,<event>...] [SOURCE <name>] [TABLE <table>] \
                      PUBLISH <channel> | XADD <stream> [MAXLEN ~ <n>] [BY <user>] | DEL <name> | LIST";
 
 pub fn hook(ctx: &Context, args: &[&[u8]]) -> Reply {
@@ -83,6 +83,13 @@ fn from_primary_or_aof(ctx: &Context) -> bool {
 fn add(ctx: &Context, args: &[&str]) -> Result<(), Error> {
     let words = hooks::definition::words_of_arguments(args)?;
     let mut hook = Hook::parse(&words.iter().map(String::as_str).collect::<Vec<_>>())?;
+    // A source this server does not serve is a mistake worth saying at once (its events
+    // would never come); the primary's and the AOF's word is taken as it is.
+    if let Some(source) = &hook.source
+        && !from_primary_or_aof(ctx)
+    {
+        current::named(source.as_bytes())?;
+    }
     if !from_primary_or_aof(ctx)
         && let Some(user) = acl::current_user(ctx)
     {
@@ -157,6 +164,7 @@ fn list() -> Reply {
     let default = Hook {
         name: DEFAULT_HOOK.into(),
         events: current::events(),
+        source: None,
         table: None,
         target: Target::Publish(current::event_channel()),
         owner: acl::DEFAULT_USER.into(),
@@ -175,6 +183,10 @@ fn describe(hook: &Hook) -> Reply {
     Reply::Map(vec![
         field("name", Reply::Bulk(hook.name.clone())),
         field("events", Reply::Bulk(hook.events.render())),
+        field(
+            "source",
+            hook.source.clone().map_or(Reply::Nil, Reply::Bulk),
+        ),
         field("table", hook.table.clone().map_or(Reply::Nil, Reply::Bulk)),
         field("action", Reply::Bulk(action.into())),
         field("target", Reply::Bulk(target)),

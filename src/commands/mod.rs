@@ -95,12 +95,27 @@ pub fn dispatch(context: &Context, call: &Args, described: &Command) {
         crate::error::panic::contain("recording a call", || {
             if let Some(started) = finished {
                 let elapsed_us = started.elapsed().as_micros() as u64;
-                tracked::finished(context, command, args, elapsed_us, None, reply.detail());
+                let source = tracked::source_of_call(command, args);
+                tracked::finished(
+                    context,
+                    command,
+                    args,
+                    source,
+                    elapsed_us,
+                    None,
+                    reply.detail(),
+                );
             }
             if let Reply::Error(e) = reply.inner()
                 && failed
             {
-                tracked::failed(context, command, args, e);
+                tracked::failed(
+                    context,
+                    command,
+                    args,
+                    tracked::source_of_call(command, args),
+                    e,
+                );
             }
         });
     }

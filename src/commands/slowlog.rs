@@ -53,7 +53,7 @@ fn get(count: usize) -> Reply {
         slowlog::newest(count)
             .into_iter()
             .map(|e| {
-                Reply::Array(vec![
+                let mut fields = vec![
                     Reply::Int(e.id as i64),
                     Reply::Int(e.unix_time as i64),
                     Reply::Int(e.duration_us as i64),
@@ -64,7 +64,11 @@ fn get(count: usize) -> Reply {
                     Reply::Bulk(e.slow_part.name().into()),
                     Reply::Int(e.queue_us as i64),
                     Reply::Int(e.postgres_us as i64),
-                ])
+                ];
+                // A named source's call says whose it was; the default source's entries
+                // keep their ten fields.
+                fields.extend(e.source.map(Reply::Bulk));
+                Reply::Array(fields)
             })
             .collect(),
     )

@@ -77,9 +77,16 @@ fn deliver_unguarded<'a>(
     extra: &[(&str, Extra)],
 ) {
     let to_default = current::events().contains(kind);
-    let hooks = hooks::mask()
-        .contains(kind)
-        .then(|| hooks::matching(kind, table))
+    let hooked = hooks::mask().contains(kind);
+    if !to_default && !hooked {
+        return;
+    }
+    // Looked up only for a named source: the default's events, on every miss, take no lock.
+    let source = (source != SourceId::DEFAULT)
+        .then(|| current::name(source))
+        .flatten();
+    let hooks = hooked
+        .then(|| hooks::matching(kind, source.as_deref(), table))
         .filter(|h| !h.is_empty());
     if !to_default && hooks.is_none() {
         return;
@@ -87,10 +94,6 @@ fn deliver_unguarded<'a>(
     let channel =
         to_default.then(|| current::with_event_channel(|name| pubsub::channel(ctx, name)));
     let timestamp = now_ms();
-    // Looked up only for a named source: the default's events, on every miss, take no lock.
-    let source = (source != SourceId::DEFAULT)
-        .then(|| current::name(source))
-        .flatten();
     // Taken, not borrowed: a delivery can raise another event (an XADD that evicts).
     let mut message = MESSAGE.take();
     for key in keys {

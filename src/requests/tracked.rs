@@ -32,6 +32,7 @@ pub fn finished(
     ctx: &Context,
     command: Tracked,
     args: &[&[u8]],
+    source: SourceId,
     elapsed_us: u64,
     timing: Option<Timing>,
     detail: Option<&Detail>,
@@ -71,11 +72,12 @@ pub fn finished(
         slow_part,
         queue_us,
         postgres_us,
+        source: current::name(source),
     });
     events::publish_with(
         ctx,
         EventKind::Slow,
-        source_of_call(command, args),
+        source,
         &entry.table,
         &entry.key,
         &[
@@ -87,7 +89,7 @@ pub fn finished(
 }
 
 /// Tells `error` hooks that a call of `command` with these arguments replied `error`.
-pub fn failed(ctx: &Context, command: Tracked, args: &[&[u8]], error: &Error) {
+pub fn failed(ctx: &Context, command: Tracked, args: &[&[u8]], source: SourceId, error: &Error) {
     if !events::wanted(EventKind::Error) {
         return;
     }
@@ -95,7 +97,7 @@ pub fn failed(ctx: &Context, command: Tracked, args: &[&[u8]], error: &Error) {
     events::publish_with(
         ctx,
         EventKind::Error,
-        source_of_call(command, args),
+        source,
         &table,
         &key,
         &[
@@ -134,7 +136,7 @@ fn argument(args: &[&[u8]], i: usize) -> String {
 
 /// Whose call it was: the source its `SOURCE <name>` names, or the one its first key names
 /// (GET, MGET); the default source's otherwise, and for a name no source has.
-fn source_of_call(command: Tracked, args: &[&[u8]]) -> SourceId {
+pub fn source_of_call(command: Tracked, args: &[&[u8]]) -> SourceId {
     // From the first argument on (a table may be called `source`).
     let named = args.windows(2).skip(1).find_map(|pair| {
         let source = pair[0].eq_ignore_ascii_case(b"SOURCE");

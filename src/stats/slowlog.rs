@@ -47,6 +47,8 @@ pub struct Entry {
     pub slow_part: SlowPart,
     pub queue_us: u64,
     pub postgres_us: u64,
+    /// A named source's name; None for the default source's calls.
+    pub source: Option<String>,
 }
 
 pub fn threshold_us() -> i64 {

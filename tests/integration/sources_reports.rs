@@ -248,3 +248,79 @@ fn events_name_their_source() {
         .collect();
     assert_eq!(sources, [Some(A), None], "{entries:?}");
 }
+
+/// `PGCACHE.HOOK ADD ... SOURCE <name>` takes that source's events only; a hook without
+/// SOURCE takes every source's; a source the server does not serve is refused at ADD, and
+/// LIST shows the source.
+#[test]
+fn a_hook_limited_to_one_source() {
+    let stack = Stack::start_with_sources(&default_sql(), &[(A, &analytics_sql())], &[]);
+    let mut con = stack.con();
+    let add = |con: &mut redis::Connection, definition: &str| {
+        redis::cmd("PGCACHE.HOOK")
+            .arg("ADD")
+            .arg(definition.split(' ').collect::<Vec<_>>())
+            .query::<()>(con)
+    };
+    add(
+        &mut con,
+        "named ON miss SOURCE analytics TABLE users XADD named_misses",
+    )
+    .unwrap();
+    add(&mut con, "every ON miss XADD all_misses").unwrap();
+    let e = add(&mut con, "other ON miss SOURCE billing XADD s")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(r#"no source named "billing""#), "{e}");
+    read_name(&mut con, None, 8);
+    read_name(&mut con, Some(A), 8);
+    let sources = |con: &mut redis::Connection, stream: &str| -> Vec<Option<String>> {
+        (stream_entries(con, stream).into_iter())
+            .filter(|e| e["key"] == r#"{"id":8}"#)
+            .map(|e| e.get("source").cloned())
+            .collect()
+    };
+    assert_eq!(sources(&mut con, "named_misses"), [Some(A.to_string())]);
+    assert_eq!(sources(&mut con, "all_misses"), [None, Some(A.to_string())]);
+    let listed: redis::Value = redis::cmd("PGCACHE.HOOK")
+        .arg("LIST")
+        .query(&mut con)
+        .unwrap();
+    let listed: Vec<redis::Value> = redis::from_redis_value(listed).unwrap();
+    let named = (listed.iter().map(nested))
+        .find(|h| redis::from_redis_value::<String>(h["name"].clone()).unwrap() == "named")
+        .expect("the hook is listed");
+    assert_eq!(text(&named, "source"), A);
+    assert_eq!(
+        text(&named, "definition"),
+        "named ON miss SOURCE analytics TABLE users XADD named_misses"
+    );
+}
+
+/// A slowlog entry of a named source's call ends with the source's name (an eleventh field);
+/// the default source's entries keep their ten.
+#[test]
+fn slowlog_entries_carry_their_source() {
+    let stack = Stack::start_with_sources(
+        &default_sql(),
+        &[(A, &analytics_sql())],
+        &["slowlog_threshold_us", "0"],
+    );
+    let mut con = stack.con();
+    let newest = |con: &mut redis::Connection| -> Vec<redis::Value> {
+        let entries: Vec<Vec<redis::Value>> = redis::cmd("PGCACHE.SLOWLOG")
+            .arg(&["GET", "1"])
+            .query(con)
+            .unwrap();
+        entries.into_iter().next().expect("an entry")
+    };
+    read_name(&mut con, Some(A), 11);
+    let named = newest(&mut con);
+    assert_eq!(named.len(), 11, "{named:?}");
+    assert_eq!(
+        redis::from_redis_value::<String>(named[10].clone()).unwrap(),
+        A
+    );
+    read_name(&mut con, None, 11);
+    assert_eq!(newest(&mut con).len(), 10);
+}

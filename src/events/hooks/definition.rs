@@ -30,6 +30,8 @@ pub enum Target {
 pub struct Hook {
     pub name: String,
     pub events: EventMask,
+    /// Only this named source's events, or every source's.
+    pub source: Option<String>,
     /// Only this table's events (as events name it), or every table's.
     pub table: Option<String>,
     pub target: Target,
@@ -118,8 +120,9 @@ impl Hook {
     }
 
     fn parse_words(words: &[&str]) -> Result<Hook, Error> {
-        const USAGE: &str = "expected <name> ON <event>[,<event>...] [TABLE <table>] \
-                             PUBLISH <channel> | XADD <stream> [MAXLEN ~ <n>] [BY <user>]";
+        const USAGE: &str = "expected <name> ON <event>[,<event>...] [SOURCE <name>] \
+                             [TABLE <table>] PUBLISH <channel> | XADD <stream> \
+                             [MAXLEN ~ <n>] [BY <user>]";
         let name = checked_name(words.first().ok_or_else(|| Error::invalid(USAGE))?)?;
         if !keyword(words.get(1), "ON") {
             return Err(Error::invalid(format!("hook {name}: {USAGE}")));
@@ -134,6 +137,17 @@ impl Hook {
             return Err(Error::invalid(format!("hook {name}: ON names no event")));
         }
         let mut rest = &words[3..];
+        let mut source = None;
+        if keyword(rest.first(), "SOURCE") {
+            let s = rest.get(1).ok_or_else(|| {
+                Error::invalid(format!("hook {name}: SOURCE needs a source's name"))
+            })?;
+            let settings: Vec<&str> = crate::config::SETTINGS.iter().map(|t| t.name).collect();
+            crate::model::source::check_name(s, &settings)
+                .map_err(|e| Error::invalid(format!("hook {name}: {e}")))?;
+            source = Some(s.to_string());
+            rest = &rest[2..];
+        }
         let mut table = None;
         if keyword(rest.first(), "TABLE") {
             let t = rest
@@ -190,6 +204,7 @@ impl Hook {
         Ok(Hook {
             name,
             events,
+            source,
             table,
             target,
             owner,
@@ -224,6 +239,10 @@ impl Hook {
     /// The definition as words, one per argument of HOOK ADD (what replicas and the AOF get).
     pub fn words(&self) -> Vec<String> {
         let mut words = vec![self.name.clone(), "ON".into(), self.events.render()];
+        if let Some(source) = &self.source {
+            words.push("SOURCE".into());
+            words.push(source.clone());
+        }
         if let Some(table) = &self.table {
             words.push("TABLE".into());
             words.push(table.clone());
@@ -399,6 +418,8 @@ mod tests {
             r#"spaced ON write TABLE "my table" PUBLISH ch1"#,
             r#"semi ON write TABLE "a;b"."c ""d""" XADD s MAXLEN ~ 3"#,
             r#"uni ON write TABLE "Ünï ✓" PUBLISH ch1"#,
+            "one ON miss,fill SOURCE analytics TABLE users XADD s",
+            "named ON invalidate SOURCE billing_2 PUBLISH c",
         ] {
             let hook = parse(text).unwrap();
             assert_eq!(hook.render(), text);
@@ -460,6 +481,12 @@ mod tests {
             ("h ON none PUBLISH c", "names no event"),
             ("h ON hot PUBLISH c", "unknown event \"hot\""),
             ("h ON miss TABLE", "TABLE needs"),
+            ("h ON miss SOURCE", "SOURCE needs"),
+            ("h ON miss SOURCE Bad/Name PUBLISH c", "source"),
+            (
+                "h ON miss TABLE users SOURCE a PUBLISH c",
+                "expected PUBLISH",
+            ),
             ("h ON miss TABLE a.b.c PUBLISH c", "invalid table name"),
             ("h ON miss SEND c", "expected PUBLISH"),
             ("h ON miss PUBLISH", "channel needs a name"),

@@ -118,13 +118,18 @@ pub fn remove(name: &str) -> bool {
     removed
 }
 
-/// The hooks taking `kind` events of `table`.
-pub fn matching(kind: EventKind, table: &str) -> Vec<Arc<Hook>> {
+/// The hooks taking `kind` events of `table` of the named source `source` (None: the
+/// default source).
+pub fn matching(kind: EventKind, source: Option<&str>, table: &str) -> Vec<Arc<Hook>> {
     HOOKS
         .read()
         .unwrap()
         .iter()
-        .filter(|h| h.events.contains(kind) && h.table.as_deref().is_none_or(|t| t == table))
+        .filter(|h| {
+            h.events.contains(kind)
+                && h.source.as_deref().is_none_or(|s| Some(s) == source)
+                && h.table.as_deref().is_none_or(|t| t == table)
+        })
         .cloned()
         .collect()
 }

@@ -246,7 +246,8 @@ impl Unblocked for Answer {
             let args = args.head();
             if let Some(command) = Tracked::of(&args) {
                 crate::error::panic::contain("recording a timeout", || {
-                    tracked::failed(ctx, command, &args, &error)
+                    let source = tracked::source_of_call(command, &args);
+                    tracked::failed(ctx, command, &args, source, &error)
                 });
             }
         });
@@ -300,6 +301,7 @@ impl Answer {
                     ctx,
                     command,
                     &args,
+                    self.source,
                     elapsed_us,
                     Some(self.timing),
                     reply.detail(),
@@ -307,7 +309,7 @@ impl Answer {
                 if let Reply::Error(e) = reply.inner()
                     && reply.is_failure()
                 {
-                    tracked::failed(ctx, command, &args, e);
+                    tracked::failed(ctx, command, &args, self.source, e);
                 }
             });
         }

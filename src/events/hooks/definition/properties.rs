@@ -33,6 +33,7 @@ fn hook() -> impl Strategy<Value = Hook> {
             !n.eq_ignore_ascii_case(DEFAULT_HOOK)
         }),
         1u32..(1 << EventKind::ALL.len()),
+        proptest::option::of("[a-z][a-z0-9_]{0,12}"),
         proptest::option::of((
             prop_oneof![Just("public".to_string()), identifier()],
             identifier(),
@@ -40,9 +41,10 @@ fn hook() -> impl Strategy<Value = Hook> {
         target(),
         prop_oneof![Just(acl::DEFAULT_USER.to_string()), target_name()],
     )
-        .prop_map(|(name, events, table, target, owner)| Hook {
+        .prop_map(|(name, events, source, table, target, owner)| Hook {
             name,
             events: EventMask(events),
+            source,
             table: table.map(|(schema, name)| QualifiedName { schema, name }.display()),
             target,
             owner,
