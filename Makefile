@@ -39,7 +39,7 @@ python-test: build
 # The differential fuzzer's fixed-seed pass (tests/differential): the generator features whose
 # defects are still open (issue #50, KNOWN_OPEN in tests/differential/main.rs) left out.
 DIFF_TEST := PGCACHE_DIFF_SEED=5000 PGCACHE_DIFF_CHECKS=4000 PGCACHE_DIFF_KNOWN_OPEN=skip
-FEED_TESTS := after:: consistency:: freshness:: invalidation:: pass_through:: query_feed:: query_joins:: query_sources:: replication:: restart:: sources:: sources_isolation:: sources_reports:: staleness::
+FEED_TESTS := after:: consistency:: freshness:: invalidation:: pass_through:: query_feed:: query_joins:: query_sources:: replication:: restart:: sources:: sources_isolation:: sources_reports:: sources_runtime:: staleness::
 test: build lint python-test
 	PROPTEST_CASES=5000 $(CARGO) test --release --workspace --lib
 	$(DIFF_TEST) PGCACHE_SOAK_SECONDS=20 $(CARGO) test --release --tests

@@ -81,6 +81,9 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), Error> {
     redis::cluster::init(ctx);
     redis::clock::init(ctx);
     module::parameters::register(ctx)?;
+    // redis.conf's `pgcache.sources`, applied by `register`, may have declared the named
+    // sources anew.
+    let settings = module::parameters::settings();
     report::info::register(ctx);
     module::server_events::subscribe(ctx);
     let named = source::register(&settings.named);

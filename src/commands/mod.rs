@@ -11,6 +11,7 @@ pub mod queries;
 pub mod query;
 pub mod read;
 pub mod slowlog;
+pub mod source;
 mod with_age;
 pub mod write;
 
@@ -136,7 +137,7 @@ use command_fn;
 
 /// Every command but PGCACHE.DEBUG (registered only with `debug_commands yes`), in the
 /// order docs/commands.md documents them.
-pub static ALL: [&Command; 16] = [
+pub static ALL: [&Command; 17] = [
     &read::READ,
     &multiread::MULTIREAD,
     &query::QUERY,
@@ -151,6 +152,7 @@ pub static ALL: [&Command; 16] = [
     &admin::STATS,
     &slowlog::SLOWLOG,
     &hook::HOOK,
+    &source::SOURCE,
     &admin::HEALTH,
     &admin::DRAIN,
 ];

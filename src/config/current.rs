@@ -69,17 +69,46 @@ pub fn cache_prefix() -> String {
 /// Named sources' names, at their number minus one (`None` where one was removed). A number
 /// is not handed out again while the module is loaded: a job, a token or a statement still
 /// carrying an old one must not reach another source's parts.
-static NAMES: RwLock<Vec<Option<String>>> = RwLock::new(Vec::new());
+static NAMES: RwLock<Vec<Option<Named>>> = RwLock::new(Vec::new());
+
+struct Named {
+    name: String,
+    /// False once PGCACHE.SOURCE DEL stopped it: its name no longer resolves, but its number
+    /// keeps it (and its parts), so that what still carries the number writes only its own
+    /// keys (`@<name>:`) and finds a part, never the default source's.
+    served: bool,
+}
 
 /// Registers the named source `name` with its settings `s` and returns its number; its
 /// other layers' parts are installed by `source::parts` before anything can use it.
 pub fn add_named(name: &str, s: &Settings) -> SourceId {
     let mut names = NAMES.write().unwrap();
-    names.push(Some(name.to_string()));
+    names.push(Some(Named {
+        name: name.to_string(),
+        served: true,
+    }));
     let id = SourceId::numbered(u16::try_from(names.len()).expect("fewer than 65,535 sources"));
     VALUES.install(id, Values::new());
     of(id).install(s);
     id
+}
+
+/// Stops serving named source `id` (PGCACHE.SOURCE DEL, or a failed ADD): its name no longer
+/// resolves and it is not listed; its number, name and settings stay until unload.
+pub fn retire_named(id: SourceId) {
+    let mut names = NAMES.write().unwrap();
+    if let Some(Some(named)) = names.get_mut(usize::from(id.number()) - 1) {
+        named.served = false;
+    }
+}
+
+/// Every named source's number, served or retired (what unload forgets).
+pub fn numbered_ids() -> Vec<SourceId> {
+    let names = NAMES.read().unwrap();
+    (names.iter().enumerate())
+        .filter(|(_, name)| name.is_some())
+        .map(|(at, _)| SourceId::numbered(at as u16 + 1))
+        .collect()
 }
 
 /// Forgets named source `id`: its name no longer resolves, its settings are dropped.
@@ -100,7 +129,7 @@ pub fn forget_named_numbers() {
 pub fn named_ids() -> Vec<SourceId> {
     let names = NAMES.read().unwrap();
     (names.iter().enumerate())
-        .filter(|(_, name)| name.is_some())
+        .filter(|(_, name)| name.as_ref().is_some_and(|n| n.served))
         .map(|(at, _)| SourceId::numbered(at as u16 + 1))
         .collect()
 }
@@ -111,10 +140,8 @@ pub fn name(source: SourceId) -> Option<String> {
         return None;
     }
     let names = NAMES.read().unwrap();
-    names
-        .get(usize::from(source.number()) - 1)
-        .cloned()
-        .flatten()
+    let named = names.get(usize::from(source.number()) - 1)?.as_ref()?;
+    Some(named.name.clone())
 }
 
 /// Where the keys of `source` start: the cache prefix for the default source, then
@@ -128,7 +155,10 @@ pub fn named(name: &[u8]) -> Result<SourceId, Error> {
     let names = NAMES.read().unwrap();
     names
         .iter()
-        .position(|n| n.as_deref().map(str::as_bytes) == Some(name))
+        .position(|n| {
+            n.as_ref()
+                .is_some_and(|n| n.served && n.name.as_bytes() == name)
+        })
         .map(|at| SourceId::numbered(at as u16 + 1))
         .ok_or_else(|| source::unknown(name))
 }

@@ -8,6 +8,7 @@
 //! the pairs before the first configure the server and the default source.
 
 pub mod current;
+mod definitions;
 mod passfile;
 mod sources;
 pub mod table;
@@ -17,7 +18,10 @@ use crate::error::Error;
 use crate::model::event::EventMask;
 use crate::model::ident::{QualifiedName, parse_table};
 use crate::model::pass_through::Policy;
-pub use sources::{NamedSource, undeclared_source_variables};
+pub use definitions::render as render_definitions;
+pub use sources::{
+    NamedSource, declare, redeclare, refuse_shared_slots_of, undeclared_source_variables,
+};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -177,9 +181,11 @@ pub struct Settings {
     /// Address the Prometheus endpoint listens on.
     pub metrics_bind: String,
     /// The sources declared by name, in the order declared (`PGCACHE_SOURCES`, then the
-    /// module arguments' blocks). Nothing starts them yet: step 7b of design/53 will, and
-    /// until then only the unit tests read them.
+    /// module arguments' blocks, or the `sources` setting, which replaces both).
     pub named: Vec<NamedSource>,
+    /// The `sources` setting as given, until `redeclare` makes `named` of it (empty: none
+    /// given; CONFIG GET shows `named`).
+    pub sources_given: String,
 }
 
 /// Longest TTL accepted: ten years, far below any overflow of absolute milliseconds.
@@ -224,6 +230,7 @@ impl Settings {
             metrics_port: 0,
             metrics_bind: String::new(),
             named: Vec::new(),
+            sources_given: String::new(),
         }
     }
 
@@ -319,8 +326,9 @@ pub fn load(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Set
     }
 
     // Layer 2: PGCACHE_<NAME>; layer 3: module arguments.
-    let env_pairs: Pairs = SETTINGS
-        .iter()
+    // `PGCACHE_SOURCES` names the sources to declare (`sources`), not the `sources` setting.
+    let env_pairs: Pairs = (SETTINGS.iter())
+        .filter(|setting| setting.name != "sources")
         .filter_map(|setting| {
             env(&format!("PGCACHE_{}", setting.name.to_uppercase()))
                 .map(|v| (setting.name.to_string(), v))
@@ -334,6 +342,10 @@ pub fn load(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Set
     }
     s.named = sources::named_sources(&s, blocks, env)?;
     sources::refuse_shared_slots(&s)?;
+    if !s.sources_given.is_empty() {
+        let given = std::mem::take(&mut s.sources_given);
+        sources::redeclare(&mut s, &given, env)?;
+    }
     Ok(s)
 }
 
@@ -637,7 +649,8 @@ mod tests {
         assert!(s.named.is_empty());
     }
 
-    /// What `shown()` listed for this line before named sources (base 62c449f).
+    /// What `shown()` listed for this line before named sources (base 62c449f), with the
+    /// `sources` setting (empty: no named source) since runtime sources (#53 step 10).
     const GOLDEN_SHOWN: &str = concat!(
         "pg_host=db pg_port=5432 pg_database=postgres pg_user=postgres ",
         "pg_password=(none) pg_passfile= pg_sslmode=prefer pg_sslrootcert= ",
@@ -645,7 +658,7 @@ mod tests {
         "cache_prefix=pg_cache: workers=3 pool_size=3 loop_connections=2 ",
         "queue_size=10000 request_timeout_ms=5000 statement_timeout_ms=3000 tables= ",
         "event_channel=pg_cache_events ",
-        "events=miss,write,invalidate,stale,query_invalidated hooks= ",
+        "events=miss,write,invalidate,stale,query_invalidated hooks= sources= ",
         "slowlog_threshold_us=10000 slowlog_max_len=128 metrics_port=0 ",
         "metrics_bind=127.0.0.1 multiread_max=1000 ",
         "invalidation_channel=cache_invalidation listen=yes invalidation_source=auto ",

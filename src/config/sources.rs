@@ -5,8 +5,9 @@
 //! variables are the default source's only. The pairs before the first `source` configure
 //! the server and the default source, as every line did before there were several.
 
+use super::definitions::{self, Definition};
 use super::table::{self, Owner};
-use super::{InvalidationSource, Pairs, SETTINGS, Settings, apply_layers, err};
+use super::{InvalidationSource, Pairs, SETTINGS, Settings, apply_layers, err, url};
 use crate::error::Error;
 use crate::model::source;
 
@@ -19,10 +20,96 @@ const SOURCE: &str = "source";
 /// `shown()` lists, the password masked as the default's is); its `named` is empty.
 /// The settings of the server and of every source share one type, so the table's store and
 /// show functions serve each without a second copy of the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct NamedSource {
     pub name: String,
     pub settings: Settings,
+    /// The pairs it was declared with, as the `sources` setting shows them: a block's, or
+    /// PGCACHE.SOURCE's; never one carrying a password.
+    pub definition: Pairs,
+    /// A block's pairs that carry a password (`pg_password`, a `pg_url` with one): kept out
+    /// of every listing and the configuration file, and applied again when the source is
+    /// declared anew by name (PGCACHE.SOURCE SET, redis.conf's `pgcache.sources`).
+    pub secret: Pairs,
+}
+
+/// The secret's settings are named, never their values.
+impl std::fmt::Debug for NamedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret: Vec<&str> = self.secret.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("NamedSource")
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .field("definition", &self.definition)
+            .field("secret", &secret)
+            .finish()
+    }
+}
+
+impl NamedSource {
+    /// Its name and definition, as the `sources` setting lists it.
+    pub fn declared(&self) -> Definition {
+        (self.name.clone(), self.definition.clone())
+    }
+}
+
+/// Whether the pair `(setting, value)` carries a password.
+fn carries_password(setting: &str, value: &str) -> bool {
+    match setting {
+        "pg_password" => true,
+        "pg_url" => {
+            let mut probe = Settings::blank();
+            url::apply(&mut probe, value).is_ok() && probe.pg.password.is_some()
+        }
+        _ => false,
+    }
+}
+
+/// Source `name` declared at run time (PGCACHE.SOURCE ADD or SET, the `sources` setting) with
+/// `pairs`, on the server's settings `server`: as a block would declare it, `secret` (what
+/// its block gave that carries a password) applied first. A password among `pairs` is
+/// refused: what is declared at run time is written to the configuration file.
+pub fn declare(
+    server: &Settings,
+    name: &str,
+    pairs: Pairs,
+    secret: Pairs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<NamedSource, Error> {
+    let names: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+    source::check_name(name, &names).map_err(|e| err(SOURCE, e))?;
+    if let Some((setting, _)) = pairs.iter().find(|(n, v)| carries_password(n, v)) {
+        return Err(err(
+            setting,
+            format!(
+                "source {name}: a password is never written to the configuration file; give it                  with PGCACHE_{}_PG_PASSWORD in redis-server's environment or a passfile                  (pg_passfile, ~/.pgpass)",
+                name.to_uppercase()
+            ),
+        ));
+    }
+    named_source(server, name.to_string(), pairs, secret, env)
+}
+
+/// Replaces the named sources of `s` with those `text` (the `sources` setting) defines, each
+/// keeping the secret its block gave under the same name.
+pub fn redeclare(
+    s: &mut Settings,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), Error> {
+    let mut named = Vec::new();
+    for (name, pairs) in definitions::parse(text).map_err(|e| err("sources", e))? {
+        let secret = (s.named.iter())
+            .find(|n| n.name == name)
+            .map(|n| n.secret.clone())
+            .unwrap_or_default();
+        named.push(declare(s, &name, pairs, secret, env)?);
+    }
+    let mut next = s.clone();
+    next.named = named;
+    refuse_shared_slots(&next)?;
+    *s = next;
+    Ok(())
 }
 
 /// The module arguments as pairs: those before the first `source` word (the server's and
@@ -93,7 +180,10 @@ pub(super) fn named_sources(
     }
     declared
         .into_iter()
-        .map(|(name, pairs)| named_source(server, name, pairs, env))
+        .map(|(name, pairs)| {
+            let (secret, definition) = pairs.into_iter().partition(|(n, v)| carries_password(n, v));
+            named_source(server, name, definition, secret, env)
+        })
         .collect()
 }
 
@@ -130,14 +220,16 @@ pub fn undeclared_source_variables<'a>(
 }
 
 /// One named source's settings: the table's defaults and what must differ from one source
-/// to the next by default, then its `PGCACHE_<NAME>_<SETTING>` variables, then its block;
-/// the server's settings as the server has them.
+/// to the next by default, then its `PGCACHE_<NAME>_<SETTING>` variables, then its block
+/// (`secret`, then `definition`); the server's settings as the server has them.
 fn named_source(
     server: &Settings,
     name: String,
-    block: Pairs,
+    definition: Pairs,
+    secret: Pairs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<NamedSource, Error> {
+    let block: Pairs = secret.iter().chain(&definition).cloned().collect();
     let mut s = Settings::with_defaults();
     // A slot has one consumer, and its name is unique in its PostgreSQL server: two sources
     // reading two databases of one server must not both stream `pgcache`. The publication
@@ -190,7 +282,19 @@ fn named_source(
     if s.pg.password.is_none() {
         table::apply_passfile(&mut s, env("HOME"));
     }
-    Ok(NamedSource { name, settings: s })
+    Ok(NamedSource {
+        name,
+        settings: s,
+        definition,
+        secret,
+    })
+}
+
+/// `refuse_shared_slots` for the server `server` serving the named sources `named`.
+pub fn refuse_shared_slots_of(server: &Settings, named: &[NamedSource]) -> Result<(), Error> {
+    let mut next = server.clone();
+    next.named = named.to_vec();
+    refuse_shared_slots(&next)
 }
 
 /// Refuses two sources that would stream one replication slot: PostgreSQL lets one

@@ -157,7 +157,7 @@ fn path(value: &Option<PathBuf>) -> String {
 const TTL: &str = "a TTL in whole seconds";
 
 /// Every setting, in the order docs/configuration.md and HEALTH list them.
-pub static SETTINGS: [Setting; 43] = [
+pub static SETTINGS: [Setting; 44] = [
     Setting {
         name: "pg_url",
         owner: Owner::Source,
@@ -474,6 +474,26 @@ pub static SETTINGS: [Setting; 43] = [
         runtime: true,
         help: "hook definitions (see PGCACHE.HOOK; ADD/DEL change it)",
         show: Some(|s| s.hooks.clone()),
+    },
+    Setting {
+        name: "sources",
+        owner: Owner::Server,
+        libpq_env: None,
+        initial: Initial::Described("the module arguments' `source` blocks"),
+        // Read into sources by `config::redeclare`, at load only (`module::parameters`).
+        accepts: text(
+            "`;`-separated definitions, `name setting value ...`",
+            |s, v| {
+                s.sources_given = v.to_string();
+                Ok(())
+            },
+        ),
+        runtime: true,
+        help: "the named sources (see PGCACHE.SOURCE; ADD/SET/DEL change it)",
+        show: Some(|s| {
+            let declared: Vec<_> = s.named.iter().map(super::NamedSource::declared).collect();
+            super::render_definitions(&declared)
+        }),
     },
     Setting {
         name: "slowlog_threshold_us",

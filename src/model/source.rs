@@ -265,8 +265,8 @@ impl Scope {
 /// The error for a key or command naming a source this server does not serve.
 pub fn unknown(name: &[u8]) -> Error {
     Error::invalid(format!(
-        "no source named {:?}: name one this server was loaded with (a `source` block of \
-         its module arguments, or PGCACHE_SOURCES)",
+        "no source named {:?}: name one this server serves (PGCACHE.SOURCE LIST), or add it \
+         (PGCACHE.SOURCE ADD, a `source` block of the module arguments, PGCACHE_SOURCES)",
         String::from_utf8_lossy(name)
     ))
 }

@@ -9,15 +9,17 @@
 
 use crate::config::current;
 use crate::config::table::Owner;
-use crate::config::{SETTINGS, Setting, Settings};
+use crate::config::{self, NamedSource, SETTINGS, Setting, Settings};
 use crate::error::{self, Error};
 use crate::events::hooks;
 use crate::model::source::SourceId;
 use crate::pg::schema;
 use crate::redis;
+use crate::redis::main_thread::Task;
 use crate::stats::slowlog;
 use redis_module::Context;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The settings in effect (the `hooks` field aside: PGCACHE.HOOK changes hooks too, so the
 /// hooks module holds them).
@@ -37,11 +39,47 @@ fn install(s: &Settings) {
     *CURRENT.lock().unwrap() = Some(s.clone());
 }
 
+/// Whether Redis is applying redis.conf's `pgcache.*` lines (at load, before any source
+/// starts): only then does `pgcache.sources` declare sources.
+static READING_CONFIGURATION: AtomicBool = AtomicBool::new(false);
+
 /// The settings in effect.
 fn current() -> Settings {
     let mut s = CURRENT.lock().unwrap().clone().unwrap_or_default();
     s.hooks = hooks::setting();
     s
+}
+
+/// The settings in effect, with the named sources redis.conf's `pgcache.sources` declared (at
+/// load, once `register` applied it).
+pub fn settings() -> Settings {
+    current()
+}
+
+/// Records the named sources served now (PGCACHE.SOURCE changed them), which CONFIG GET and
+/// REWRITE show as `pgcache.sources` and HEALTH SOURCE reads.
+pub fn set_named(named: Vec<NamedSource>) {
+    if let Some(s) = CURRENT.lock().unwrap().as_mut() {
+        s.named = named;
+    }
+}
+
+/// Sends every replica the named sources (`PGCACHE.SOURCE SYNC`), after the hooks.
+static SOURCES_SYNC: Task = Task::new("sending sources to replicas", replicate_sources);
+
+/// A replica came online: an RDB transfer does not carry configuration, so every replica is
+/// sent the named sources, from the main thread's timer (whose context replicates).
+pub fn on_replica_online(ctx: &Context) {
+    if redis::role::writable(ctx) {
+        SOURCES_SYNC.request();
+    }
+}
+
+fn replicate_sources(ctx: &Context) -> bool {
+    let declared: Vec<_> = current().named.iter().map(NamedSource::declared).collect();
+    let definitions = config::render_definitions(&declared);
+    ctx.replicate("PGCACHE.SOURCE", &["SYNC", definitions.as_str()][..]);
+    false
 }
 
 /// The settings in effect for `source`, as HEALTH shows them (the password as set or not): a named source's own
@@ -84,10 +122,33 @@ fn set_value(setting: &Setting, value: &str) -> Result<(), Error> {
     if setting.name == "hooks" {
         hooks::set_all(&next.hooks)?;
     }
+    if setting.name == "sources" {
+        declare_sources(&mut next)?;
+    }
     install(&next);
     if setting.name == "tables" {
         // Tables resolved under the old list must be checked again.
         schema::of(SourceId::DEFAULT).clear();
+    }
+    Ok(())
+}
+
+/// `pgcache.sources` as given: at load it declares the named sources (over the module
+/// arguments' blocks); while the server runs, PGCACHE.SOURCE changes them (it starts and
+/// stops their connections, and replicates), and a CONFIG SET of another value is refused.
+fn declare_sources(next: &mut Settings) -> Result<(), Error> {
+    let given = std::mem::take(&mut next.sources_given);
+    if READING_CONFIGURATION.load(Ordering::SeqCst) {
+        return config::redeclare(next, &given, &|name| std::env::var(name).ok());
+    }
+    let mut asked = next.clone();
+    config::redeclare(&mut asked, &given, &|name| std::env::var(name).ok())?;
+    let declared = |s: &Settings| -> Vec<_> { s.named.iter().map(NamedSource::declared).collect() };
+    if declared(&asked) != declared(next) {
+        return Err(Error::invalid(
+            "sources are added, changed and removed with PGCACHE.SOURCE ADD, SET and DEL, \
+             which start and stop their connections (this value is what they write)",
+        ));
     }
     Ok(())
 }
@@ -98,7 +159,10 @@ pub fn register(ctx: &Context) -> Result<(), Error> {
         redis::config::register::<Parameters>(ctx, setting.name, index, &value_of(setting))
             .map_err(|e| Error::internal(format!("pgcache.{}: {e}", setting.name)))?;
     }
-    if !redis::config::load(ctx) {
+    READING_CONFIGURATION.store(true, Ordering::SeqCst);
+    let loaded = redis::config::load(ctx);
+    READING_CONFIGURATION.store(false, Ordering::SeqCst);
+    if !loaded {
         return Err(Error::invalid(
             "a pgcache.* setting in the Redis configuration is invalid",
         ));
@@ -159,7 +223,9 @@ mod tests {
             "users,sales.orders",
             "miss,hit",
         ];
-        for setting in SETTINGS.iter().filter(|t| t.runtime && t.name != "hooks") {
+        for setting in
+            (SETTINGS.iter()).filter(|t| t.runtime && !["hooks", "sources"].contains(&t.name))
+        {
             let original = value_of(setting);
             for value in values {
                 let at_load =

@@ -12,6 +12,7 @@ use crate::events::hooks;
 use crate::invalidation;
 use crate::model::event;
 use crate::model::source::SourceId;
+use crate::module::parameters;
 use crate::query::dropped;
 use crate::redis::server_events::{self, ServerEvents};
 use crate::stats;
@@ -72,9 +73,12 @@ impl ServerEvents for Followed {
         });
     }
 
-    /// Sends the hooks to replicas.
+    /// Sends the hooks and the named sources to replicas.
     fn replica_online(ctx: &Context) {
-        error::panic::guard("a replica coming online", || hooks::on_replica_online(ctx));
+        error::panic::guard("a replica coming online", || {
+            hooks::on_replica_online(ctx);
+            parameters::on_replica_online(ctx);
+        });
     }
 }
 

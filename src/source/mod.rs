@@ -10,16 +10,23 @@
 //!
 //! A named source is registered first (its number, its name, every layer's part: `parts`),
 //! so the workers' scheduler can give it queues, then started like the default source.
+//!
+//! At run time (PGCACHE.SOURCE) a source is added the same way, with a number never used
+//! before in this load, and removed by stopping it and retiring its number: its name no
+//! longer resolves, but its parts stay installed until unload, so that whatever still holds
+//! the number (a job a worker runs, a deadline) finds its own part and its own keys, never a
+//! missing part or the default source's.
 
 mod parts;
 
-use crate::cache::onloop;
+use crate::cache::{onloop, worker};
 use crate::config::{NamedSource, Settings, current};
 use crate::error::Error;
 use crate::invalidation;
 use crate::model::source::SourceId;
 use crate::pg::{pool, schema};
 use crate::query::statements;
+use crate::requests::blocked;
 use redis_module::Context;
 use std::time::Duration;
 
@@ -35,10 +42,11 @@ pub fn register(named: &[NamedSource]) -> Vec<SourceId> {
         .collect()
 }
 
-/// Forgets every named source (at unload, or a failed load, once all are stopped): their
-/// parts are dropped and their numbers may be handed out again by the next load.
+/// Forgets every named source, retired ones too (at unload, or a failed load, once all are
+/// stopped): their parts are dropped and their numbers may be handed out again by the next
+/// load.
 pub fn unregister_all() {
-    for id in current::named_ids() {
+    for id in current::numbered_ids() {
         parts::forget(id);
         current::remove_named(id);
     }
@@ -63,6 +71,42 @@ pub fn start_all(ctx: &Context, settings: &Settings, named: &[SourceId]) -> Resu
             )));
         }
     }
+    Ok(())
+}
+
+/// Adds named source `named` while the server runs: registered, given its share of the
+/// workers, started. On a failure nothing of it is served (its number is retired).
+pub fn add(ctx: &Context, named: &NamedSource) -> Result<SourceId, Error> {
+    let id = register(std::slice::from_ref(named))[0];
+    worker::add_source(id, named.settings.pool_size);
+    if let Err(e) = start(ctx, id, &named.settings) {
+        worker::remove_source(id);
+        current::retire_named(id);
+        return Err(Error::invalid(format!(
+            "source {}: {}",
+            named.name,
+            e.message()
+        )));
+    }
+    Ok(id)
+}
+
+/// Removes named source `id` while the server runs: refused while a client waits for its
+/// database (a drain of the source ends that) or a connection is being opened; then
+/// stopped, and its number retired. Its entries stay in the keyspace (a source added again
+/// under the name finds them, as a restart would), unserved meanwhile.
+pub fn remove(id: SourceId, name: &str) -> Result<(), Error> {
+    let waiting = blocked::waiting_for(id);
+    if waiting > 0 {
+        return Err(Error::invalid(format!(
+            "source {name}: {waiting} clients are waiting for its database; run \
+             PGCACHE.DRAIN 10 SOURCE {name} and repeat it until it replies 0, then remove it"
+        )));
+    }
+    may_stop()?;
+    stop(id);
+    current::retire_named(id);
+    worker::remove_source(id);
     Ok(())
 }
 

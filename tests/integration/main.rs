@@ -38,6 +38,7 @@ mod slowlog;
 mod sources;
 mod sources_isolation;
 mod sources_reports;
+mod sources_runtime;
 mod staleness;
 mod standbys;
 mod stats;

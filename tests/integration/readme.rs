@@ -207,9 +207,10 @@ impl Demo {
         text
     }
 
-    /// Types `line` into redis-cli (connected to the first node), as printed; its output as
-    /// an interactive redis-cli shows it.
+    /// Types `line` into redis-cli (connected to the first node), as printed (the documented
+    /// ports made the demo's); its output as an interactive redis-cli shows it.
     fn redis_cli(&self, line: &str) -> String {
+        let line = &self.with_ports(line);
         let port = self.cluster_ports.first().filter(|_| self.is_cluster());
         let port = port.copied().unwrap_or(self.redis_port);
         let output = self.run_with_input(

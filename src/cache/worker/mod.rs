@@ -90,6 +90,8 @@ type Queues<'a> = SchedulerGuard<'a, SourceId, Job<Queued>, LookupJob, RunJob>;
 struct Workers {
     jobs: Arc<Jobs>,
     threads: Vec<JoinHandle<()>>,
+    /// The sources served and their pools' sizes, from which their caps are computed.
+    sources: Vec<(SourceId, usize)>,
 }
 
 static WORKERS: Mutex<Option<Workers>> = Mutex::new(None);
@@ -135,8 +137,39 @@ pub fn start(
             }
         }
     }
-    *WORKERS.lock().unwrap() = Some(Workers { jobs, threads });
+    *WORKERS.lock().unwrap() = Some(Workers {
+        jobs,
+        threads,
+        sources: sources.to_vec(),
+    });
     Ok(())
+}
+
+/// Serves `source` too (added at run time), with its pool's size: every source's cap is
+/// computed again for one more.
+pub fn add_source(source: SourceId, pool_size: usize) {
+    change_sources(|sources| sources.push((source, pool_size)));
+}
+
+/// Stops giving `source` (removed at run time) a share of the workers; what it still has
+/// queued is taken and answered (its pool is gone: with an error).
+pub fn remove_source(source: SourceId) {
+    change_sources(|sources| sources.retain(|&(id, _)| id != source));
+}
+
+fn change_sources(change: impl FnOnce(&mut Vec<(SourceId, usize)>)) {
+    let mut guard = WORKERS.lock().unwrap();
+    let Some(workers) = guard.as_mut() else {
+        return;
+    };
+    change(&mut workers.sources);
+    let pool_sizes: Vec<usize> = workers.sources.iter().map(|&(_, size)| size).collect();
+    let caps: Vec<(SourceId, usize)> = (workers.sources.iter().map(|&(source, _)| source))
+        .zip(scheduler::caps(count(), &pool_sizes))
+        .collect();
+    workers.jobs.lock().set_caps(&caps);
+    // A cap that grew may let a worker take a job queued already.
+    workers.jobs.wake();
 }
 
 /// Jobs waiting for a worker (None once stopped).

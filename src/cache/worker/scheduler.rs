@@ -200,6 +200,25 @@ impl<S: Copy + Eq, W, L, R> Picker<S, W, L, R> {
             .map_or_else(Vec::new, |queues| drain(&mut queues.runs, most))
     }
 
+    /// Gives each source of `caps` its cap, with empty queues for one not known yet (a source
+    /// added at run time). A source left out keeps its queues and cap: one removed may still
+    /// have a job a worker takes, answered with its error.
+    pub fn set_caps(&mut self, caps: &[(S, usize)]) {
+        for &(source, cap) in caps {
+            match self.of(source) {
+                Some(queues) => queues.cap = cap,
+                None => self.sources.push(Queues {
+                    source,
+                    work: VecDeque::new(),
+                    lookups: VecDeque::new(),
+                    runs: VecDeque::new(),
+                    busy: 0,
+                    cap,
+                }),
+            }
+        }
+    }
+
     /// A worker finished what it took of `source`.
     pub fn done(&mut self, source: S) {
         if let Some(queues) = self.of(source) {
@@ -322,6 +341,29 @@ mod tests {
         assert_eq!(caps(8, &[8, 8, 8, 8]), vec![5, 5, 5, 5]);
         assert_eq!(caps(1, &[1, 1]), vec![1, 1]);
         assert_eq!(caps(2, &[2, 2, 2]), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn a_source_added_later_gets_queues_and_caps_change() {
+        let mut picker = TestPicker::new(&[(0, 2)], 100);
+        assert!(picker.push_work(1, "early").is_err());
+        picker.set_caps(&[(0, 1), (1, 1)]);
+        for source in [0, 0, 1, 1] {
+            picker.push_work(source, "job").unwrap();
+        }
+        // One each: the caps fell to 1 and the new source takes its turn.
+        assert_eq!(
+            taken(&mut picker),
+            vec![Take::Work(0, "job"), Take::Work(1, "job")]
+        );
+        picker.done(0);
+        picker.done(1);
+        picker.set_caps(&[(0, 2)]);
+        // Source 1, left out, keeps its queue and cap.
+        assert_eq!(
+            taken(&mut picker),
+            vec![Take::Work(0, "job"), Take::Work(1, "job")]
+        );
     }
 
     #[test]

@@ -1,0 +1,225 @@
+//! Sources added, changed and removed while the server runs (issue #53 step 10):
+//! PGCACHE.SOURCE ADD / SET / DEL / LIST, persisted by CONFIG REWRITE as `pgcache.sources`,
+//! replicated, and never holding a password.
+use crate::sources::{A, analytics_sql, default_sql, read_name};
+use pgcache_testkit::*;
+use std::time::Duration;
+
+/// `PGCACHE.SOURCE <args>`'s reply, or its error's text.
+fn source(con: &mut redis::Connection, args: &[&str]) -> Result<redis::Value, String> {
+    redis::cmd("PGCACHE.SOURCE")
+        .arg(args)
+        .query(con)
+        .map_err(|e| e.to_string())
+}
+
+/// The settings that connect a source to database `A` on `pg`, without the password (which a
+/// source added at run time finds in its environment variable).
+fn analytics_settings(pg: &Pg) -> Vec<String> {
+    let args = pg.source_args(A, A);
+    let pairs: Vec<&[String]> = args[2..].chunks(2).collect();
+    pairs
+        .into_iter()
+        .filter(|pair| pair[0] != "pg_password")
+        .flat_map(|pair| pair.iter().cloned())
+        .collect()
+}
+
+fn add_analytics(con: &mut redis::Connection, pg: &Pg, extra: &[&str]) -> Result<(), String> {
+    let mut args = vec!["ADD".to_string(), A.to_string()];
+    args.extend(analytics_settings(pg));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    source(con, &args).map(|_| ())
+}
+
+/// The names LIST shows, and each one's definition.
+fn listed(con: &mut redis::Connection) -> Vec<(String, String)> {
+    let reply = source(con, &["LIST"]).unwrap();
+    let redis::Value::Array(entries) = reply else {
+        panic!("LIST replied {reply:?}");
+    };
+    entries
+        .into_iter()
+        .map(|entry| {
+            let map: std::collections::HashMap<String, String> =
+                redis::from_redis_value(entry).unwrap();
+            (map["name"].clone(), map["definition"].clone())
+        })
+        .collect()
+}
+
+/// A server serving only the default source, from a configuration file (CONFIG REWRITE saves
+/// there), whose environment holds the password of a source `analytics` added later; the
+/// database `analytics` exists on the same PostgreSQL.
+fn one_source_server(extra: &[&str]) -> (Pg, Redis) {
+    let pg = Pg::start();
+    pg.execute(&default_sql());
+    pg.create_database(A, &analytics_sql());
+    let mut args = pg.module_args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let redis = Redis::start_configured(&args, &[("PGCACHE_ANALYTICS_PG_PASSWORD", PG_PASSWORD)]);
+    (pg, redis)
+}
+
+#[test]
+fn add_set_del_at_runtime_and_restart_from_the_rewritten_configuration() {
+    let (pg, mut redis) = one_source_server(&[]);
+    let mut con = redis.connection();
+    let before = source(&mut con, &["DEL", A]).unwrap_err();
+    assert!(before.contains("no source named \"analytics\""), "{before}");
+    assert!(listed(&mut con).is_empty());
+
+    // A password is refused: what ADD declares goes into the configuration file.
+    let mut with_password = analytics_settings(&pg);
+    with_password.extend(["pg_password".to_string(), PG_PASSWORD.to_string()]);
+    let mut args = vec!["ADD", A];
+    args.extend(with_password.iter().map(String::as_str));
+    let refused = source(&mut con, &args).unwrap_err();
+    assert!(refused.contains("never written"), "{refused}");
+    assert!(!refused.contains(PG_PASSWORD), "{refused}");
+    assert!(listed(&mut con).is_empty());
+
+    add_analytics(&mut con, &pg, &[]).unwrap();
+    read_until_cached_of(&mut con, A, "users", r#"{"id":1}"#);
+    assert_eq!(
+        read_name(&mut con, Some(A), 1).as_deref(),
+        Some("analytics1")
+    );
+    assert_eq!(read_name(&mut con, None, 1).as_deref(), Some("user1"));
+    assert_eq!(
+        read_name(&mut con, Some(A), 1000).as_deref(),
+        Some("only in analytics")
+    );
+    // Its feed runs: a change in its database drops its entry.
+    pg.execute_in(A, "UPDATE users SET name = 'changed' WHERE id = 1");
+    wait_for("the named change applied", Duration::from_secs(20), || {
+        (read_name(&mut con, Some(A), 1).as_deref() == Some("changed")).then_some(())
+    });
+    // Added again as it is: nothing to do (a retried ADD, a replayed AOF).
+    add_analytics(&mut con, &pg, &[]).unwrap();
+    let other = add_analytics(&mut con, &pg, &["default_ttl", "60"]).unwrap_err();
+    assert!(other.contains("exists") && other.contains("SET"), "{other}");
+
+    // SET restarts it on its definition with the new value over it.
+    source(&mut con, &["SET", A, "default_ttl", "77"]).unwrap();
+    let list = listed(&mut con);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert!(list[0].1.contains("default_ttl 77"), "{list:?}");
+    assert!(list[0].1.contains("pg_database analytics"), "{list:?}");
+    read_until_cached_of(&mut con, A, "users", r#"{"id":2}"#);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(r#"pg_cache:@analytics:users:{"id":2}"#)
+        .query(&mut con)
+        .unwrap();
+    assert!((1..=77).contains(&ttl), "TTL {ttl}");
+
+    // Saved without a password, and read back by a restarted server.
+    let saved = config_get(&mut con, "pgcache.sources");
+    assert!(saved[1].starts_with("analytics "), "{saved:?}");
+    assert!(saved[1].contains("default_ttl 77"), "{saved:?}");
+    let conf = std::fs::read_to_string(redis.dir.join("redis.conf")).unwrap();
+    let line = conf
+        .lines()
+        .find(|l| l.starts_with("pgcache.sources"))
+        .unwrap_or_else(|| panic!("no pgcache.sources in:\n{conf}"));
+    assert!(!line.contains(PG_PASSWORD), "{line}");
+    let refused = config_set(&mut con, "pgcache.sources", "")
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("PGCACHE.SOURCE"), "{refused}");
+    drop(con);
+    redis.restart();
+    let mut con = redis.connection();
+    assert_eq!(listed(&mut con), list);
+    assert_eq!(read_name(&mut con, Some(A), 1).as_deref(), Some("changed"));
+
+    // DEL: no longer served; its entries stay, for an ADD under the name to serve again.
+    source(&mut con, &["DEL", A]).unwrap();
+    let gone = redis::cmd("PGCACHE.READ")
+        .arg(&["users", r#"{"id":1}"#, "SOURCE", A])
+        .query::<Option<String>>(&mut con)
+        .unwrap_err()
+        .to_string();
+    assert!(gone.contains("no source named"), "{gone}");
+    assert!(exists(&mut con, r#"pg_cache:@analytics:users:{"id":1}"#));
+    assert!(listed(&mut con).is_empty());
+    assert_eq!(config_get(&mut con, "pgcache.sources")[1], "");
+    assert_eq!(read_name(&mut con, None, 2).as_deref(), Some("user2"));
+    add_analytics(&mut con, &pg, &[]).unwrap();
+    pg.execute_in(A, "UPDATE users SET name = 'again' WHERE id = 3");
+    wait_for("the source added again", Duration::from_secs(20), || {
+        (read_name(&mut con, Some(A), 3).as_deref() == Some("again")).then_some(())
+    });
+    // Unload forgets the served source and the numbers retired by SET and DEL alike.
+    source(&mut con, &["DEL", A]).unwrap();
+    unload(&mut con);
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn del_is_refused_while_clients_wait_for_the_source() {
+    let (pg, redis) = one_source_server(&["debug_commands", "yes", "loop_connections", "0"]);
+    let mut con = redis.connection();
+    add_analytics(&mut con, &pg, &["loop_connections", "0"]).unwrap();
+    read_until_cached_of(&mut con, A, "users", r#"{"id":1}"#);
+    // A named miss held on its worker.
+    let mut locked = redis.connection();
+    debug(&mut locked, "FILLS", "HOLD");
+    let port = redis.port;
+    let waiting = std::thread::spawn(move || read_name(&mut connect(port), Some(A), 5));
+    wait_blocked(&mut con, 1);
+    let refused = source(&mut con, &["DEL", A]).unwrap_err();
+    assert!(
+        refused.contains("1 clients are waiting")
+            && refused.contains("PGCACHE.DRAIN 10 SOURCE analytics"),
+        "{refused}"
+    );
+    assert_eq!(listed(&mut con).len(), 1);
+    debug(&mut locked, "FILLS", "RELEASE");
+    assert_eq!(waiting.join().unwrap().as_deref(), Some("analytics5"));
+    source(&mut con, &["DEL", A]).unwrap();
+    assert!(listed(&mut con).is_empty());
+}
+
+#[test]
+fn sources_reach_replicas_and_a_replica_refuses_changes() {
+    let (pg, redis) = one_source_server(&[]);
+    let mut con = redis.connection();
+    add_analytics(&mut con, &pg, &[]).unwrap();
+    // A replica started afterwards gets the sources from its primary (SYNC on coming online).
+    let replica = Redis::start_with(
+        &pg.module_args(),
+        &["--replicaof", "127.0.0.1", &redis.port.to_string()],
+        &[("PGCACHE_ANALYTICS_PG_PASSWORD", PG_PASSWORD)],
+    )
+    .unwrap();
+    let mut on_replica = replica.connection();
+    wait_for(
+        "the replica serving analytics",
+        Duration::from_secs(30),
+        || (listed(&mut on_replica).len() == 1).then_some(()),
+    );
+    let row: Option<String> = query_through_interrupts(
+        redis::cmd("PGCACHE.READ").arg(&["users", r#"{"id":7}"#, "SOURCE", A]),
+        &mut on_replica,
+    )
+    .unwrap();
+    assert_eq!(json(&row.unwrap())["name"], "analytics7");
+    let refused = source(&mut on_replica, &["DEL", A]).unwrap_err();
+    assert!(refused.contains("replica"), "{refused}");
+    let sync = source(&mut con, &["SYNC", ""]).unwrap_err();
+    assert!(sync.contains("primary sends"), "{sync}");
+
+    // Changes on the primary follow: SET, then DEL.
+    source(&mut con, &["SET", A, "default_ttl", "42"]).unwrap();
+    wait_for("SET replicated", Duration::from_secs(30), || {
+        let list = listed(&mut on_replica);
+        (list.len() == 1 && list[0].1.contains("default_ttl 42")).then_some(())
+    });
+    source(&mut con, &["DEL", A]).unwrap();
+    wait_for("DEL replicated", Duration::from_secs(30), || {
+        listed(&mut on_replica).is_empty().then_some(())
+    });
+}
