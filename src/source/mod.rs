@@ -79,7 +79,9 @@ pub fn start_all(ctx: &Context, settings: &Settings, named: &[SourceId]) -> Resu
 pub fn add(ctx: &Context, named: &NamedSource) -> Result<SourceId, Error> {
     let id = register(std::slice::from_ref(named))[0];
     worker::add_source(id, named.settings.pool_size);
-    if let Err(e) = start(ctx, id, &named.settings) {
+    // The event loop does not wait for its feed's first connection, as a load does: its
+    // reads go to its database until the feed vouches for what it caches.
+    if let Err(e) = start_waiting(ctx, id, &named.settings, Duration::ZERO) {
         worker::remove_source(id);
         current::retire_named(id);
         return Err(Error::invalid(format!(
@@ -92,9 +94,10 @@ pub fn add(ctx: &Context, named: &NamedSource) -> Result<SourceId, Error> {
 }
 
 /// Removes named source `id` while the server runs: refused while a client waits for its
-/// database (a drain of the source ends that) or a connection is being opened; then
-/// stopped, and its number retired. Its entries stay in the keyspace (a source added again
-/// under the name finds them, as a restart would), unserved meanwhile.
+/// database (a drain of the source ends that); then stopped (a connection being opened for
+/// its event-loop fleet is not waited for: unload waits for it), and its number retired.
+/// Its entries stay in the keyspace (a source added again under the name finds them, as a
+/// restart would), unserved meanwhile.
 pub fn remove(id: SourceId, name: &str) -> Result<(), Error> {
     let waiting = blocked::waiting_for(id);
     if waiting > 0 {
@@ -103,8 +106,7 @@ pub fn remove(id: SourceId, name: &str) -> Result<(), Error> {
              PGCACHE.DRAIN 10 SOURCE {name} and repeat it until it replies 0, then remove it"
         )));
     }
-    may_stop()?;
-    stop(id);
+    stop_with(id, onloop::retire);
     current::retire_named(id);
     worker::remove_source(id);
     Ok(())
@@ -121,6 +123,17 @@ pub fn stop_all() {
 /// Starts `source` on `settings`, after the server-wide threads (its misses go to the
 /// workers and the main thread). On a failure, what was started is stopped again.
 pub fn start(ctx: &Context, source: SourceId, settings: &Settings) -> Result<(), Error> {
+    let first_attempt = settings.pg.connect_timeout + Duration::from_millis(500);
+    start_waiting(ctx, source, settings, first_attempt)
+}
+
+/// `start`, waiting up to `first_attempt` for the feed's first connection attempt.
+fn start_waiting(
+    ctx: &Context,
+    source: SourceId,
+    settings: &Settings,
+    first_attempt: Duration,
+) -> Result<(), Error> {
     // Its tables are described afresh, under this load's settings.
     schema::of(source).clear();
     // The source's part owns the pool; the workers and the feed borrow it from there.
@@ -133,7 +146,7 @@ pub fn start(ctx: &Context, source: SourceId, settings: &Settings) -> Result<(),
             "cannot set up TLS to PostgreSQL: {e}"
         )));
     }
-    if let Err(why) = start_feed(ctx, source, settings) {
+    if let Err(why) = start_feed(ctx, source, settings, first_attempt) {
         stop_feed(source);
         onloop::stop(source);
         pool::remove(source);
@@ -144,10 +157,14 @@ pub fn start(ctx: &Context, source: SourceId, settings: &Settings) -> Result<(),
 
 /// The feed of `source`: the apply step's coverage, the freshness prober (which runs with
 /// invalidation off too: it closes the circuit after an outage), and the stream or listener
-/// the settings ask for, waited for up to its first connection attempt.
-fn start_feed(ctx: &Context, source: SourceId, settings: &Settings) -> Result<(), String> {
+/// the settings ask for, waited for up to its first connection attempt (`first_attempt`).
+fn start_feed(
+    ctx: &Context,
+    source: SourceId,
+    settings: &Settings,
+    first_attempt: Duration,
+) -> Result<(), String> {
     invalidation::init(ctx, source, settings.listen);
-    let first_attempt = settings.pg.connect_timeout + Duration::from_millis(500);
     let channel = settings.invalidation_channel.clone();
     invalidation::horizon::start(source, channel)
         .map_err(|e| format!("cannot start the freshness prober: {e}"))?;
@@ -167,8 +184,13 @@ pub fn may_stop() -> Result<(), Error> {
 /// flight). Nothing is written to the keyspace: a key written during MODULE UNLOAD would
 /// make Redis replicate the UNLOAD itself to the replicas.
 pub fn stop(source: SourceId) {
+    stop_with(source, onloop::stop);
+}
+
+/// `stop`, its fleet closed by `stop_fleet`.
+fn stop_with(source: SourceId, stop_fleet: fn(SourceId)) {
     stop_feed(source);
-    onloop::stop(source);
+    stop_fleet(source);
     // Nothing runs on the pool any more: its connections close, and a module loaded again
     // makes its own.
     pool::remove(source);

@@ -151,8 +151,16 @@ fn add_set_del_at_runtime_and_restart_from_the_rewritten_configuration() {
     wait_for("the source added again", Duration::from_secs(20), || {
         (read_name(&mut con, Some(A), 3).as_deref() == Some("again")).then_some(())
     });
-    // Unload forgets the served source and the numbers retired by SET and DEL alike.
+    // Removed while its event-loop connections are still being opened (a READ asked for
+    // them): DEL does not wait for them, unload does.
     source(&mut con, &["DEL", A]).unwrap();
+    add_analytics(&mut con, &pg, &[]).unwrap();
+    assert_eq!(
+        read_name(&mut con, Some(A), 4).as_deref(),
+        Some("analytics4")
+    );
+    source(&mut con, &["DEL", A]).unwrap();
+    // Unload forgets the numbers retired by SET and DEL.
     unload(&mut con);
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG");

@@ -185,3 +185,66 @@ def test_load_pgcache_module_with_sources(pg: Postgres, sources_server: Server) 
             load_pgcache_module(client, pg.config, module_path(), sources=more)
     finally:
         bare.stop()
+
+
+def _names(sources: object) -> list[str]:
+    assert isinstance(sources, list)
+    return [source["name"] for source in sources]
+
+
+def test_sources_added_changed_and_removed_at_runtime(pg: Postgres, sources_server: Server) -> None:
+    """``add_source`` serves another database from now on, ``change_source`` restarts it on
+    new settings, ``remove_source`` stops it: its manager is then refused."""
+    admin = PGCacheManager(sources_server.client())
+    config = dict(pg.config, database=NAMED_DB)
+    reports = PGCacheManager(sources_server.client(), source="reports")
+    with pytest.raises(Exception, match='no source named "reports"'):
+        reports.read("src_users", {"id": 3})
+    admin.add_source("reports", config, invalidation_source="notify")
+    try:
+        assert reports.read("src_users", {"id": 3}) == {"id": 3, "name": "analytics3"}
+        assert reports.get("SELECT name FROM src_users WHERE id = $1", [4]) == [
+            {"name": "analytics4"}
+        ]
+        listed = {source["name"]: source for source in admin.sources()}  # type: ignore[union-attr]
+        assert set(listed) == {"analytics", "reports"}
+        assert f"pg_database {NAMED_DB}" in listed["reports"]["definition"]
+        assert listed["reports"]["feed"] == "notify"
+        # As it is: nothing to do. With other settings: change_source's job.
+        admin.add_source("reports", config, invalidation_source="notify")
+        with pytest.raises(Exception, match="change it with PGCACHE.SOURCE SET"):
+            admin.add_source("reports", config, default_ttl=60)
+        admin.change_source("reports", default_ttl=60)
+        listed = {source["name"]: source for source in admin.sources()}  # type: ignore[union-attr]
+        assert "default_ttl 60" in listed["reports"]["definition"]
+        assert reports.read("src_users", {"id": 5}) == {"id": 5, "name": "analytics5"}
+        ttl = sources_server.client().ttl('pg_cache:@reports:src_users:{"id":5}')
+        assert 0 < ttl <= 60
+    finally:
+        admin.remove_source("reports")
+    assert _names(admin.sources()) == ["analytics"]
+    with pytest.raises(Exception, match='no source named "reports"'):
+        reports.read("src_users", {"id": 3})
+
+
+def test_the_asyncio_manager_adds_and_removes_sources(pg: Postgres, sources_server: Server) -> None:
+    async def cycle() -> tuple:
+        client = redis.asyncio.Redis(port=sources_server.port)
+        try:
+            admin = AsyncPGCacheManager(client)
+            await admin.add_source(
+                "reports_aio", dict(pg.config, database=NAMED_DB), invalidation_source="notify"
+            )
+            named = AsyncPGCacheManager(client, source="reports_aio")
+            row = await named.read("src_users", {"id": 6})
+            during = _names(await admin.sources())
+            await admin.change_source("reports_aio", tables="src_users")
+            await admin.remove_source("reports_aio")
+            return row, during, _names(await admin.sources())
+        finally:
+            await client.aclose()
+
+    row, during, after = asyncio.run(cycle())
+    assert row == {"id": 6, "name": "analytics6"}
+    assert during == ["analytics", "reports_aio"]
+    assert after == ["analytics"]

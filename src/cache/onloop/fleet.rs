@@ -29,7 +29,9 @@ use redis_module::Context;
 use redis_module::logging::log_warning;
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Jobs in flight on one connection at most: PostgreSQL runs them one after another, so the
@@ -183,9 +185,15 @@ pub fn start(source: SourceId, settings: &PgSettings) -> Result<(), Error> {
     })
 }
 
+/// Opener threads of fleets removed while the server ran (`retire`), still to end before
+/// the library may be unloaded.
+static DETACHED: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+
 pub fn may_stop() -> Result<(), Error> {
     let busy = with_all(|fleets, _| fleets.fleets.iter().flatten().any(|f| f.opener.busy()));
-    if busy {
+    let mut detached = DETACHED.lock().unwrap();
+    detached.retain(|thread| !thread.is_finished());
+    if busy || !detached.is_empty() {
         return Err(Error::invalid(
             "a PostgreSQL connection for the event loop is being opened; retry shortly",
         ));
@@ -195,6 +203,20 @@ pub fn may_stop() -> Result<(), Error> {
 
 /// Closes the fleet of `source` and gives up its number.
 pub fn stop(source: SourceId) {
+    close(source, |opener| opener.stop());
+}
+
+/// Closes the fleet of `source` while the server runs (PGCACHE.SOURCE DEL): as `stop`, but
+/// an opener thread connecting now is not waited for on the event loop; unload waits for it.
+pub fn retire(source: SourceId) {
+    close(source, |opener| {
+        if let Some(thread) = opener.detach() {
+            DETACHED.lock().unwrap().push(thread);
+        }
+    });
+}
+
+fn close(source: SourceId, stop_opener: impl FnOnce(&mut Opener)) {
     with_all(|fleets, ends| {
         let Some(entry) =
             (fleets.fleets.iter_mut()).find(|f| f.as_ref().is_some_and(|f| f.source == source))
@@ -202,7 +224,7 @@ pub fn stop(source: SourceId) {
             return;
         };
         let mut f = entry.take().expect("the fleet found");
-        f.opener.stop();
+        stop_opener(&mut f.opener);
         for looped in f.slots.drain(..).flatten() {
             ends.closed(looped, "pgcache is unloading");
         }

@@ -75,6 +75,12 @@ pub fn stop(source: SourceId) {
     fleet::stop(source);
 }
 
+/// At a source's removal while the server runs (no client of it is blocked): as `stop`,
+/// without waiting on the event loop for a connection being opened.
+pub fn retire(source: SourceId) {
+    fleet::retire(source);
+}
+
 /// From the server's cron, for every fleet: closes the connections PostgreSQL went silent on (their requests
 /// go to the workers while their deadlines allow), and during PGCACHE.DRAIN every connection
 /// once its requests are answered (a drain leaves the event loop none of pgcache's sockets).

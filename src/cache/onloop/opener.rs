@@ -89,6 +89,15 @@ impl Opener {
         self.handed.lock().unwrap().clear();
     }
 
+    /// Opens no more, without waiting for a thread connecting now: it is returned, to be
+    /// waited for before the library may go (it holds only what it shares with nobody else
+    /// any more: what it opens is dropped with it).
+    pub fn detach(&mut self) -> Option<JoinHandle<()>> {
+        self.opening = None;
+        self.handed.lock().unwrap().clear();
+        self.thread.take()
+    }
+
     /// Starts a thread opening `missing` connections (`hand_over` wakes the main thread for
     /// each), unless one runs, a connection waits to be taken or a failure's back-off has
     /// not passed.

@@ -97,8 +97,13 @@ class Router:
             return "any"
         if name == "PGCACHE.FLUSH":
             return "primaries"
-        if name in ("PGCACHE.STATS", "PGCACHE.HOOK", "PGCACHE.SLOWLOG"):
-            changes = len(command) > 1 and text(command[1]).upper() in ("RESET", "ADD", "DEL")
+        if name in ("PGCACHE.STATS", "PGCACHE.HOOK", "PGCACHE.SLOWLOG", "PGCACHE.SOURCE"):
+            changes = len(command) > 1 and text(command[1]).upper() in (
+                "RESET",
+                "ADD",
+                "SET",
+                "DEL",
+            )
             return "primaries" if changes else "each"
         if name in ("PGCACHE.HEALTH", "PGCACHE.QUERIES"):
             return "each"

@@ -11,7 +11,7 @@ from ._flows import Explained, Flows, run_async
 from ._local import LocalCache, attached
 from ._replies import mapping, plain, text
 from .events import DEFAULT_CHANNEL, Event, parse_event
-from .loader import PgConfig, Sources, load_flow
+from .loader import PgConfig, Sources, load_flow, source_command
 from .rows import RowFactory, dict_row
 
 
@@ -171,6 +171,30 @@ class AsyncPGCacheManager(Flows):
 
     async def delete_hook(self, name: str) -> None:
         await self.redis.execute_command("PGCACHE.HOOK", "DEL", name)
+
+    async def sources(self) -> list[dict[str, Any]] | dict[str, list[dict[str, Any]]]:
+        """PGCACHE.SOURCE LIST: the named sources served, each a dict (``name``,
+        ``definition``, ``postgres``, ``feed``); on a cluster, each primary's by node name."""
+        return await self._each_node(self.queries_of, "PGCACHE.SOURCE", "LIST")
+
+    async def add_source(self, name: str, pg_config: PgConfig, **settings: Any) -> None:
+        """PGCACHE.SOURCE ADD: serves the database of ``pg_config`` (as
+        ``load_pgcache_module`` takes it) as source ``name`` from now on, with pgcache's
+        ``settings`` by name (``tables="users"``); on a cluster, on every primary. No
+        password: the server refuses one (it is saved in redis.conf), so give it the source's
+        ``PGCACHE_<NAME>_PG_PASSWORD`` or a passfile. Adding it again as it is does nothing."""
+        await self.redis.execute_command(*source_command("ADD", name, pg_config, settings))
+
+    async def change_source(self, name: str, **settings: Any) -> None:
+        """PGCACHE.SOURCE SET: restarts source ``name`` with ``settings`` over its own
+        (refused while clients wait for it: send ``PGCACHE.DRAIN 10 SOURCE <name>`` until
+        it replies 0)."""
+        await self.redis.execute_command(*source_command("SET", name, None, settings))
+
+    async def remove_source(self, name: str) -> None:
+        """PGCACHE.SOURCE DEL: stops serving source ``name`` (refused while clients wait for
+        it, as ``change_source`` is); its entries stay, unserved."""
+        await self.redis.execute_command("PGCACHE.SOURCE", "DEL", name)
 
 
 async def events(

@@ -10,7 +10,7 @@ from ._cluster import ClusterClient, is_cluster, per_node
 from ._flows import Explained, Flows, run
 from ._local import LocalCache, attached
 from ._replies import mapping, plain, text
-from .loader import PgConfig, load_pgcache_module
+from .loader import PgConfig, load_pgcache_module, source_command
 from .rows import RowFactory, dict_row
 
 
@@ -176,3 +176,27 @@ class PGCacheManager(Flows):
 
     def delete_hook(self, name: str) -> None:
         self.redis.execute_command("PGCACHE.HOOK", "DEL", name)
+
+    def sources(self) -> list[dict[str, Any]] | dict[str, list[dict[str, Any]]]:
+        """PGCACHE.SOURCE LIST: the named sources served, each a dict (``name``,
+        ``definition``, ``postgres``, ``feed``); on a cluster, each primary's by node name."""
+        return self._each_node(self.queries_of, "PGCACHE.SOURCE", "LIST")
+
+    def add_source(self, name: str, pg_config: PgConfig, **settings: Any) -> None:
+        """PGCACHE.SOURCE ADD: serves the database of ``pg_config`` (as
+        ``load_pgcache_module`` takes it) as source ``name`` from now on, with pgcache's
+        ``settings`` by name (``tables="users"``); on a cluster, on every primary. No
+        password: the server refuses one (it is saved in redis.conf), so give it the source's
+        ``PGCACHE_<NAME>_PG_PASSWORD`` or a passfile. Adding it again as it is does nothing."""
+        self.redis.execute_command(*source_command("ADD", name, pg_config, settings))
+
+    def change_source(self, name: str, **settings: Any) -> None:
+        """PGCACHE.SOURCE SET: restarts source ``name`` with ``settings`` over its own
+        (refused while clients wait for it: send ``PGCACHE.DRAIN 10 SOURCE <name>`` until
+        it replies 0)."""
+        self.redis.execute_command(*source_command("SET", name, None, settings))
+
+    def remove_source(self, name: str) -> None:
+        """PGCACHE.SOURCE DEL: stops serving source ``name`` (refused while clients wait for
+        it, as ``change_source`` is); its entries stay, unserved."""
+        self.redis.execute_command("PGCACHE.SOURCE", "DEL", name)

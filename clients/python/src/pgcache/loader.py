@@ -54,6 +54,15 @@ def settings(pg_config: PgConfig) -> dict[str, str]:
 Sources = Mapping[str, PgConfig]
 
 
+def source_command(
+    verb: str, name: str, pg_config: PgConfig | None, overrides: Mapping[str, Any]
+) -> list[str]:
+    """``PGCACHE.SOURCE <verb> <name> setting value ...``: the settings of ``pg_config`` (as
+    ``load_pgcache_module`` takes it), then ``overrides`` (pgcache's settings by name)."""
+    pairs = {**settings(pg_config or {}), **settings(overrides)}
+    return ["PGCACHE.SOURCE", verb, name, *(word for pair in pairs.items() for word in pair)]
+
+
 def load_pgcache_module(
     redis_client: Any,
     pg_config: PgConfig,
