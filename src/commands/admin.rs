@@ -14,7 +14,7 @@ use crate::config::current;
 use crate::error::Error;
 use crate::invalidation::{self, position};
 use crate::model::source::SourceId;
-use crate::pg::schema;
+use crate::pg::{schema, standby};
 use crate::report::listing;
 use crate::requests::blocked;
 use crate::requests::reply::Reply;
@@ -260,6 +260,7 @@ fn health_report(source: SourceId, rtt: Option<Result<Duration, Error>>) -> Vec<
     let feed = current::of(source)
         .listening()
         .then(|| invalidation_source(source, &mut problems, &mut warnings));
+    let standbys = standbys_report(source, &mut warnings);
     let queued = worker::queued().unwrap_or(0);
     let capacity = worker::queue_capacity().max(1);
     let saturation = queued as f64 / capacity as f64;
@@ -308,6 +309,7 @@ fn health_report(source: SourceId, rtt: Option<Result<Duration, Error>>) -> Vec<
     }
     out.extend(freshness);
     out.extend(feed.into_iter().flatten());
+    out.extend(standbys);
     out.push(("queue_saturation".to_string(), Reply::Double(saturation)));
     out.push((
         "table_spellings".to_string(),
@@ -320,6 +322,52 @@ fn health_report(source: SourceId, rtt: Option<Result<Duration, Error>>) -> Vec<
         .collect();
     out.push(("config".to_string(), Reply::Map(config)));
     out
+}
+
+/// HEALTH's `standbys` (none listed: no field): each standby as the prober last saw it, how
+/// far behind what the cache applied its replay is; one not serving is a warning (misses go
+/// to the primary).
+fn standbys_report(source: SourceId, warnings: &mut Vec<String>) -> Option<(String, Reply)> {
+    let seen = standby::seen(source);
+    if seen.is_empty() {
+        return None;
+    }
+    let applied = position::applied_lsn_of(source);
+    let entries = (seen.into_iter())
+        .map(|standby| {
+            if standby.state != standby::State::Serving {
+                warnings.push(format!(
+                    "standby {} is {}{}: misses go to the primary",
+                    standby.address,
+                    standby.state.name(),
+                    standby
+                        .why
+                        .as_deref()
+                        .map(|why| format!(" ({why})"))
+                        .unwrap_or_default()
+                ));
+            }
+            let field = |name: &str, value: Reply| (name.to_string(), value);
+            Reply::Map(vec![
+                field("address", Reply::Bulk(standby.address)),
+                field("state", Reply::Bulk(standby.state.name().into())),
+                field(
+                    "replay_lsn",
+                    standby
+                        .replay_lsn
+                        .map_or(Reply::Nil, |lsn| Reply::Bulk(lsn.to_string())),
+                ),
+                field(
+                    "behind_bytes",
+                    standby.replay_lsn.map_or(Reply::Nil, |lsn| {
+                        Reply::Int(applied.0.saturating_sub(lsn.0) as i64)
+                    }),
+                ),
+                field("why", standby.why.map_or(Reply::Nil, Reply::Bulk)),
+            ])
+        })
+        .collect();
+    Some(("standbys".to_string(), Reply::Array(entries)))
 }
 
 /// HEALTH's fields on where invalidations come from; what is wrong with it goes to `problems`,

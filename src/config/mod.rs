@@ -186,6 +186,8 @@ pub struct Settings {
     /// The `sources` setting as given, until `redeclare` makes `named` of it (empty: none
     /// given; CONFIG GET shows `named`).
     pub sources_given: String,
+    /// Hot standbys of the source's PostgreSQL (`pg::standby`).
+    pub standbys: Vec<StandbyAddress>,
 }
 
 /// Longest TTL accepted: ten years, far below any overflow of absolute milliseconds.
@@ -231,6 +233,7 @@ impl Settings {
             metrics_bind: String::new(),
             named: Vec::new(),
             sources_given: String::new(),
+            standbys: Vec::new(),
         }
     }
 
@@ -340,6 +343,7 @@ pub fn load(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Set
     if s.pg.password.is_none() && !password_given {
         table::apply_passfile(&mut s, env("HOME"));
     }
+    check_standbys(&s, "the default source")?;
     s.named = sources::named_sources(&s, blocks, env)?;
     sources::refuse_shared_slots(&s)?;
     if !s.sources_given.is_empty() {
@@ -428,6 +432,84 @@ fn replication_name(value: &str) -> Result<String, Error> {
         )));
     }
     Ok(value.to_string())
+}
+
+/// A standby's address: its host, and its port (None: the source's `pg_port`).
+pub type StandbyAddress = (String, Option<u16>);
+
+/// The `standbys` setting: `host[:port]` entries, comma-separated (an IPv6 address in
+/// brackets, `[::1]:5433`).
+pub fn parse_standbys(value: &str) -> Result<Vec<StandbyAddress>, Error> {
+    let mut standbys = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = || {
+            Error::invalid(format!(
+                "{entry:?} is not `host` or `host:port` (a port is 1 to 65535)"
+            ))
+        };
+        let (host, port) = match entry.strip_prefix('[') {
+            Some(rest) => {
+                let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+                (host, after.strip_prefix(':'))
+            }
+            None => match entry.rsplit_once(':') {
+                Some((host, port)) if !host.contains(':') => (host, Some(port)),
+                _ => (entry, None),
+            },
+        };
+        let port = match port {
+            Some(port) => Some(
+                port.parse::<u16>()
+                    .ok()
+                    .filter(|&p| p > 0)
+                    .ok_or_else(bad)?,
+            ),
+            None => None,
+        };
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == ',') {
+            return Err(bad());
+        }
+        let address = (host.to_string(), port);
+        if standbys.contains(&address) {
+            return Err(Error::invalid(format!("{entry:?} is listed twice")));
+        }
+        standbys.push(address);
+    }
+    Ok(standbys)
+}
+
+/// The `standbys` setting as given back.
+pub fn render_standbys(standbys: &[StandbyAddress]) -> String {
+    (standbys.iter())
+        .map(|(host, port)| {
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.clone()
+            };
+            match port {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Refuses standbys a source cannot use: a miss goes to a standby only once it has replayed
+/// the log as far as the cache needs, a position NOTIFY does not give.
+fn check_standbys(s: &Settings, whose: &str) -> Result<(), Error> {
+    if !s.standbys.is_empty() && s.invalidation_source == InvalidationSource::Notify {
+        return Err(err(
+            "standbys",
+            format!(
+                "{whose} reads its changes with NOTIFY (invalidation_source notify), which gives \
+                 no log position a standby's replay can be compared with: use \
+                 invalidation_source replication or auto"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Validates a command's TTL argument in seconds.
@@ -662,7 +744,7 @@ mod tests {
         "slowlog_threshold_us=10000 slowlog_max_len=128 metrics_port=0 ",
         "metrics_bind=127.0.0.1 multiread_max=1000 ",
         "invalidation_channel=cache_invalidation listen=yes invalidation_source=auto ",
-        "publication=pgcache replication_slot=pgcache after_wait_ms=3 ",
+        "publication=pgcache replication_slot=pgcache standbys= after_wait_ms=3 ",
         "max_staleness_ms=1000 stale_if_error_ms=300000 query_max_rows=10000 ",
         "query_max_bytes=1048576 query_max_statements=10000 query_precision=row ",
         "pass_through=auto query_index_max_bytes=67108864 debug_commands=no",

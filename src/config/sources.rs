@@ -7,7 +7,9 @@
 
 use super::definitions::{self, Definition};
 use super::table::{self, Owner};
-use super::{InvalidationSource, Pairs, SETTINGS, Settings, apply_layers, err, url};
+use super::{
+    InvalidationSource, Pairs, SETTINGS, Settings, apply_layers, check_standbys, err, url,
+};
 use crate::error::Error;
 use crate::model::source;
 
@@ -282,6 +284,7 @@ fn named_source(
     if s.pg.password.is_none() {
         table::apply_passfile(&mut s, env("HOME"));
     }
+    check_standbys(&s, &format!("source {name}"))?;
     Ok(NamedSource {
         name,
         settings: s,

@@ -4,8 +4,8 @@
 //! `module::parameters`) and the table in docs/configuration.md are all read from here.
 
 use super::{
-    InvalidationSource, MAX_TTL_SECONDS, Settings, SslMode, channel_name, parse_tables, passfile,
-    replication_name,
+    InvalidationSource, MAX_TTL_SECONDS, Settings, SslMode, channel_name, parse_standbys,
+    parse_tables, passfile, render_standbys, replication_name,
 };
 use crate::error::Error;
 use crate::model::event::EventMask;
@@ -157,7 +157,7 @@ fn path(value: &Option<PathBuf>) -> String {
 const TTL: &str = "a TTL in whole seconds";
 
 /// Every setting, in the order docs/configuration.md and HEALTH list them.
-pub static SETTINGS: [Setting; 44] = [
+pub static SETTINGS: [Setting; 45] = [
     Setting {
         name: "pg_url",
         owner: Owner::Source,
@@ -623,6 +623,22 @@ pub static SETTINGS: [Setting; 44] = [
         runtime: false,
         help: "logical replication slot the replication source consumes (created if missing)",
         show: Some(|s| s.replication_slot.clone()),
+    },
+    Setting {
+        name: "standbys",
+        owner: Owner::Source,
+        libpq_env: None,
+        initial: Initial::Described("none"),
+        accepts: text(
+            "comma-separated `host[:port]` (port: `pg_port`'s)",
+            |s, v| {
+                s.standbys = parse_standbys(v)?;
+                Ok(())
+            },
+        ),
+        runtime: false,
+        help: "hot standbys of the source's PostgreSQL, watched for misses (HEALTH lists each)",
+        show: Some(|s| render_standbys(&s.standbys)),
     },
     Setting {
         name: "after_wait_ms",

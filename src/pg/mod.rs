@@ -18,6 +18,7 @@ pub mod schema;
 pub mod session;
 pub mod settings;
 pub mod socket;
+pub mod standby;
 pub mod text_value;
 pub mod tls;
 pub mod wire;

@@ -236,6 +236,22 @@ impl Pool {
         })
     }
 
+    /// A pool of `source` to another server than its PostgreSQL (a standby), whose failures
+    /// a circuit of its own counts: a standby down is no outage of the source.
+    pub fn apart(source: SourceId, settings: PgSettings, max: usize) -> Result<Pool, Error> {
+        Ok(Pool {
+            connector: Arc::new(Connector {
+                source,
+                tls: tls_connector(&settings)?,
+                settings,
+                circuit: PartRef::Named(Arc::new(Circuit::new())),
+            }),
+            max,
+            state: Mutex::new(State::default()),
+            freed: Condvar::new(),
+        })
+    }
+
     pub fn stats(&self) -> PoolStats {
         let state = self.state.lock().unwrap();
         PoolStats {

@@ -24,7 +24,7 @@ use crate::config::{NamedSource, Settings, current};
 use crate::error::Error;
 use crate::invalidation;
 use crate::model::source::SourceId;
-use crate::pg::{pool, schema};
+use crate::pg::{pool, schema, standby};
 use crate::query::statements;
 use crate::requests::blocked;
 use redis_module::Context;
@@ -140,7 +140,13 @@ fn start_waiting(
     let pool = pool::Pool::new(source, settings.pg.clone(), settings.pool_size)
         .map_err(|e| Error::invalid(format!("cannot set up TLS to PostgreSQL: {e}")))?;
     pool::install(source, pool);
+    if let Err(e) = standby::start(source, settings) {
+        standby::stop(source);
+        pool::remove(source);
+        return Err(e);
+    }
     if let Err(e) = onloop::start(source, &settings.pg) {
+        standby::stop(source);
         pool::remove(source);
         return Err(Error::invalid(format!(
             "cannot set up TLS to PostgreSQL: {e}"
@@ -149,6 +155,7 @@ fn start_waiting(
     if let Err(why) = start_feed(ctx, source, settings, first_attempt) {
         stop_feed(source);
         onloop::stop(source);
+        standby::stop(source);
         pool::remove(source);
         return Err(Error::internal(why));
     }
@@ -191,6 +198,7 @@ pub fn stop(source: SourceId) {
 fn stop_with(source: SourceId, stop_fleet: fn(SourceId)) {
     stop_feed(source);
     stop_fleet(source);
+    standby::stop(source);
     // Nothing runs on the pool any more: its connections close, and a module loaded again
     // makes its own.
     pool::remove(source);

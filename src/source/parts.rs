@@ -6,7 +6,7 @@
 use crate::cache::{applied, bypass, freshness};
 use crate::invalidation;
 use crate::model::source::SourceId;
-use crate::pg::{circuit, pool, schema};
+use crate::pg::{circuit, pool, schema, standby};
 use crate::query::{generations, membership, statements, watched};
 use crate::stats;
 
@@ -16,6 +16,7 @@ pub fn add(id: SourceId) {
     circuit::add_part(id);
     pool::add_part(id);
     schema::add_part(id);
+    standby::add_part(id);
     applied::add_part(id);
     bypass::add_part(id);
     freshness::add_part(id);
@@ -36,6 +37,7 @@ pub fn forget(id: SourceId) {
     freshness::forget_part(id);
     bypass::forget_part(id);
     applied::forget_part(id);
+    standby::forget_part(id);
     schema::forget_part(id);
     pool::forget_part(id);
     circuit::forget_part(id);
