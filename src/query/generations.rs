@@ -115,6 +115,16 @@ pub fn forget_all(ctx: &Context, source: SourceId, dbs: &[i32]) {
     publish_epoch(ctx, source, dbs);
 }
 
+/// Forgets every generation of `source` this process knows, writing nothing: its index is
+/// being dropped with its number (a named source removed, or unloaded), and a source served
+/// again under its name starts a new index with a new epoch, so it must read or make its
+/// generations afresh. (Kept, they would lead it to results the old index covered, which no
+/// change would reach any more.)
+pub fn forget_known(source: SourceId) {
+    let scope = current::scope(source);
+    with_known(|known| known.retain(|name, _| !scope.covers(name.as_bytes())));
+}
+
 /// A flush of the keys in `scope` (a table's, or a source's whole cache) ended: its scan
 /// deleted the generation keys it met, some made while it ran. What this process knows of
 /// them is forgotten, so they are made again and reach the replicas; the epoch, deleted by a

@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::invalidation;
 use crate::model::source::SourceId;
 use crate::pg::{pool, schema, standby};
-use crate::query::statements;
+use crate::query::{generations, statements};
 use crate::requests::blocked;
 use redis_module::Context;
 use std::time::Duration;
@@ -47,6 +47,7 @@ pub fn register(named: &[NamedSource]) -> Vec<SourceId> {
 /// load.
 pub fn unregister_all() {
     for id in current::numbered_ids() {
+        generations::forget_known(id);
         parts::forget(id);
         current::remove_named(id);
     }
@@ -107,6 +108,7 @@ pub fn remove(id: SourceId, name: &str) -> Result<(), Error> {
         )));
     }
     stop_with(id, onloop::retire);
+    generations::forget_known(id);
     current::retire_named(id);
     worker::remove_source(id);
     Ok(())

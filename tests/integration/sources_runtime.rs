@@ -231,3 +231,90 @@ fn sources_reach_replicas_and_a_replica_refuses_changes() {
         listed(&mut on_replica).is_empty().then_some(())
     });
 }
+
+/// QUERY's answer for user `id` of `A`: its name.
+fn query_name(con: &mut redis::Connection, id: i64) -> String {
+    let reply: String = query_through_interrupts(
+        redis::cmd("PGCACHE.QUERY").arg(&[
+            "SELECT id, name FROM users WHERE id = $1",
+            "1",
+            &id.to_string(),
+            "SOURCE",
+            A,
+        ]),
+        con,
+    )
+    .unwrap();
+    json(&reply)[0]["name"].as_str().unwrap().to_string()
+}
+
+/// Waits until QUERY's answer for user 7 of `A` is a hit again (the source's feed vouches
+/// for the cache), checking each answer on the way.
+fn wait_query_hit(con: &mut redis::Connection, expected: &str) {
+    let hits = |con: &mut redis::Connection| {
+        let stats = nested(
+            &redis::cmd("PGCACHE.STATS")
+                .arg(&["SOURCE", A])
+                .query(con)
+                .unwrap(),
+        );
+        redis::from_redis_value::<i64>(stats["query_hits"].clone()).unwrap()
+    };
+    let before = hits(con);
+    wait_for("the result hit again", Duration::from_secs(20), || {
+        assert_eq!(query_name(con, 7), expected);
+        (hits(con) > before).then_some(())
+    });
+}
+
+/// The same across MODULE UNLOAD and LOAD: the named source's index went with the module.
+#[test]
+fn query_results_of_a_named_source_cached_before_a_reload_follow_changes_after_it() {
+    let (pg, redis) = one_source_server(&[]);
+    let mut con = redis.connection();
+    let mut args = pg.module_args();
+    args.extend(["invalidation_source", "replication"].map(String::from));
+    args.extend(pg.source_args(A, A));
+    args.extend(["invalidation_source", "replication"].map(String::from));
+    unload(&mut con);
+    let load = |con: &mut redis::Connection| {
+        let mut load = redis::cmd("MODULE");
+        load.arg("LOAD")
+            .arg(module_path().to_str().unwrap())
+            .arg(&args);
+        let _: String = load.query(con).unwrap();
+    };
+    load(&mut con);
+    assert_eq!(query_name(&mut con, 7), "analytics7");
+    wait_query_hit(&mut con, "analytics7");
+    unload(&mut con);
+    load(&mut con);
+    wait_query_hit(&mut con, "analytics7");
+    pg.execute_in(A, "UPDATE users SET name = 'fresh' WHERE id = 7");
+    wait_for(
+        "the change reaching the result",
+        Duration::from_secs(20),
+        || (query_name(&mut con, 7) == "fresh").then_some(()),
+    );
+}
+
+/// A source restarted by SET (a new number) keeps its entries and resumes its feed from its
+/// log position; a row-precise result cached before must still be dropped by a change after.
+#[test]
+fn query_results_cached_before_a_set_follow_changes_after_it() {
+    let (pg, redis) = one_source_server(&[]);
+    let mut con = redis.connection();
+    add_analytics(&mut con, &pg, &["invalidation_source", "replication"]).unwrap();
+    read_until_cached_of(&mut con, A, "users", r#"{"id":1}"#);
+    assert_eq!(query_name(&mut con, 7), "analytics7");
+    wait_query_hit(&mut con, "analytics7");
+    source(&mut con, &["SET", A, "default_ttl", "77"]).unwrap();
+    // Once the restarted source's feed vouches for the cache, the result is a hit again.
+    wait_query_hit(&mut con, "analytics7");
+    pg.execute_in(A, "UPDATE users SET name = 'fresh' WHERE id = 7");
+    wait_for(
+        "the change reaching the result",
+        Duration::from_secs(20),
+        || (query_name(&mut con, 7) == "fresh").then_some(()),
+    );
+}
