@@ -218,18 +218,24 @@ fn a_frozen_source_leaves_the_default_answering() {
         .map(|id| std::thread::spawn(move || read(&mut connect(port), id, Some("analytics"))))
         .collect();
     wait_blocked(&mut con, WAITING as i64);
-    // The frozen source holds as many workers as its cap lets it, each on a connection.
-    let in_use = |con: &mut redis::Connection| {
+    // The frozen source holds as many workers as its cap lets it, each on a connection,
+    // until its circuit opens (a second of silence: then its requests fail at once and hold
+    // none). On a busy machine the workers may take its jobs only after that.
+    let named_figure = |con: &mut redis::Connection, name: &str| {
         let named: redis::Value = redis::cmd("PGCACHE.STATS")
             .arg(&["SOURCE", "analytics"])
             .query(con)
             .unwrap();
-        figure(&nested(&named), "pool_in_use")
+        figure(&nested(&named), name)
     };
+    let in_use = |con: &mut redis::Connection| named_figure(con, "pool_in_use");
     wait_for(
-        "the frozen source at its cap",
+        "the frozen source at its cap, or its circuit open",
         Duration::from_secs(10),
-        || (in_use(&mut con) == 3).then_some(()),
+        || {
+            (in_use(&mut con) == 3 || named_figure(&mut con, "postgres_circuit_open") == 1)
+                .then_some(())
+        },
     );
     for id in 2..=60 {
         for _ in 0..2 {
@@ -237,8 +243,8 @@ fn a_frozen_source_leaves_the_default_answering() {
                 .unwrap_or_else(|e| panic!("the default source's read of {id}: {e}"));
             assert_eq!(json(&row)["name"], format!("user{id}"));
         }
+        assert!(in_use(&mut con) <= 3, "never past its cap");
     }
-    assert_eq!(in_use(&mut con), 3, "never past its cap");
     signal(&other, "-CONT");
     for read in frozen {
         // Answered once PostgreSQL wakes, or failed by its deadline: either is the named
