@@ -86,7 +86,7 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), Error> {
     let settings = module::parameters::settings();
     report::info::register(ctx);
     module::server_events::subscribe(ctx);
-    let named = source::register(&settings.named);
+    let named = source::register(&settings.named).inspect_err(|_| source::unregister_all())?;
     if let Err(e) = start_threads(ctx, &settings, &named) {
         source::unregister_all();
         return Err(e);

@@ -51,7 +51,7 @@ fn source_command(ctx: &Context, args: &[&[u8]]) -> Reply {
         (b"SET", [name, rest @ ..]) if !rest.is_empty() => {
             pairs(rest).and_then(|p| changing(ctx, || set(ctx, name, p)))
         }
-        (b"DEL", [name]) => changing(ctx, || del(name)),
+        (b"DEL", [name]) => changing(ctx, || del(ctx, name)),
         (b"SYNC", [] | [_]) => {
             if !from_primary_or_aof(ctx) {
                 return Error::invalid(
@@ -100,7 +100,7 @@ fn env(name: &str) -> Option<String> {
 fn add(ctx: &Context, name: &str, pairs: Vec<(String, String)>) -> Result<(), Error> {
     let server = parameters::settings();
     if let Some(existing) = server.named.iter().find(|n| n.name == name) {
-        if existing.definition == pairs {
+        if config::same_pairs(&existing.definition, &pairs) {
             return Ok(());
         }
         if from_primary_or_aof(ctx) {
@@ -135,10 +135,12 @@ fn set(ctx: &Context, name: &str, pairs: Vec<(String, String)>) -> Result<(), Er
         .ok_or_else(|| crate::model::source::unknown(name.as_bytes()))?;
     let mut definition = existing.definition.clone();
     for (setting, value) in pairs {
-        definition.retain(|(s, _)| *s != setting);
-        definition.push((setting, value));
+        match definition.iter_mut().find(|(s, _)| *s == setting) {
+            Some(given) => given.1 = value,
+            None => definition.push((setting, value)),
+        }
     }
-    if definition == existing.definition {
+    if config::same_pairs(&definition, &existing.definition) {
         return Ok(());
     }
     replace(ctx, existing, definition)
@@ -164,7 +166,11 @@ fn replace(
         })
         .collect();
     config::refuse_shared_slots_of(&server, &next)?;
-    source::remove(current::named(name.as_bytes())?, name)?;
+    source::remove(
+        current::named(name.as_bytes())?,
+        name,
+        from_primary_or_aof(ctx),
+    )?;
     if let Err(e) = source::add(ctx, &named) {
         let restored = source::add(ctx, existing).is_ok();
         if !restored {
@@ -173,6 +179,11 @@ fn replace(
                 .cloned()
                 .collect();
             parameters::set_named(others);
+            // Served nowhere now: replicas, the AOF and redis.conf must say so too.
+            ctx.replicate("PGCACHE.SOURCE", &["DEL", name][..]);
+            if !ctx.get_flags().contains(ContextFlags::LOADING) {
+                save(ctx);
+            }
         }
         return Err(Error::invalid(format!(
             "{}; {}",
@@ -190,9 +201,9 @@ fn replace(
 
 /// DEL: stops the source; its entries stay in the keyspace, unserved (an ADD under the name
 /// serves them again, as after a restart: resumed from its log position, or dropped).
-fn del(name: &str) -> Result<(), Error> {
+fn del(ctx: &Context, name: &str) -> Result<(), Error> {
     let id = current::named(name.as_bytes())?;
-    source::remove(id, name)?;
+    source::remove(id, name, from_primary_or_aof(ctx))?;
     let others: Vec<NamedSource> = (parameters::settings().named.into_iter())
         .filter(|n| n.name != name)
         .collect();
@@ -209,7 +220,7 @@ fn sync(ctx: &Context, definitions: &str) -> Result<(), Error> {
         .iter()
         .filter(|n| !wanted.named.iter().any(|w| w.name == n.name))
     {
-        del(&gone.name)?;
+        del(ctx, &gone.name)?;
     }
     for named in &wanted.named {
         let existing = parameters::settings()
@@ -217,7 +228,7 @@ fn sync(ctx: &Context, definitions: &str) -> Result<(), Error> {
             .into_iter()
             .find(|n| n.name == named.name);
         match existing {
-            Some(existing) if existing.definition == named.definition => {}
+            Some(existing) if config::same_pairs(&existing.definition, &named.definition) => {}
             Some(existing) => replace(ctx, &existing, named.definition.clone())?,
             None => add(ctx, &named.name, named.definition.clone())?,
         }

@@ -79,18 +79,35 @@ struct Named {
     served: bool,
 }
 
-/// Registers the named source `name` with its settings `s` and returns its number; its
-/// other layers' parts are installed by `source::parts` before anything can use it.
-pub fn add_named(name: &str, s: &Settings) -> SourceId {
+/// Registers the named source `name` with its settings `s` and returns its number, not
+/// served yet: its other layers' parts are installed by `source::parts`, then `serve_named`
+/// lists it and lets its name resolve. Numbers are not reused within a load, so they can run
+/// out (65,535 sources added, changed or removed).
+pub fn add_named(name: &str, s: &Settings) -> Result<SourceId, Error> {
     let mut names = NAMES.write().unwrap();
+    let number = u16::try_from(names.len() + 1).map_err(|_| {
+        Error::invalid(
+            "65,535 sources were added, changed or removed since pgcache was loaded: a source's \
+             number is not reused while the module is loaded; MODULE UNLOAD and LOAD it (or \
+             restart the server) to add more",
+        )
+    })?;
     names.push(Some(Named {
         name: name.to_string(),
-        served: true,
+        served: false,
     }));
-    let id = SourceId::numbered(u16::try_from(names.len()).expect("fewer than 65,535 sources"));
+    let id = SourceId::numbered(number);
     VALUES.install(id, Values::new());
     of(id).install(s);
-    id
+    Ok(id)
+}
+
+/// Serves named source `id`, whose parts are all installed: its name resolves and it is
+/// listed.
+pub fn serve_named(id: SourceId) {
+    if let Some(Some(named)) = NAMES.write().unwrap().get_mut(usize::from(id.number()) - 1) {
+        named.served = true;
+    }
 }
 
 /// Stops serving named source `id` (PGCACHE.SOURCE DEL, or a failed ADD): its name no longer

@@ -10,6 +10,21 @@ use crate::error::Error;
 /// One source's definition: its name, and the pairs given for it (never a password).
 pub type Definition = (String, Pairs);
 
+/// Whether two definitions' pairs say the same, in whatever order (a setting given twice
+/// counts as its last value, as when applied).
+pub fn same_pairs(a: &Pairs, b: &Pairs) -> bool {
+    let last = |pairs: &Pairs| {
+        let mut by_setting: Vec<(String, String)> = Vec::new();
+        for (setting, value) in pairs {
+            by_setting.retain(|(s, _)| s != setting);
+            by_setting.push((setting.clone(), value.clone()));
+        }
+        by_setting.sort();
+        by_setting
+    };
+    last(a) == last(b)
+}
+
 /// The text of `definitions`, in their order.
 pub fn render(definitions: &[Definition]) -> String {
     (definitions.iter())
@@ -150,6 +165,24 @@ mod tests {
             render(&[("solo".to_string(), pairs(&[("x", "")]))]),
             "solo x ''"
         );
+    }
+
+    #[test]
+    fn pairs_compare_in_any_order() {
+        let a = pairs(&[("pg_host", "h"), ("default_ttl", "60")]);
+        assert!(same_pairs(
+            &a,
+            &pairs(&[("default_ttl", "60"), ("pg_host", "h")])
+        ));
+        assert!(same_pairs(
+            &a,
+            &pairs(&[("pg_host", "x"), ("default_ttl", "60"), ("pg_host", "h")])
+        ));
+        assert!(!same_pairs(&a, &pairs(&[("pg_host", "h")])));
+        assert!(!same_pairs(
+            &a,
+            &pairs(&[("pg_host", "h"), ("default_ttl", "61")])
+        ));
     }
 
     #[test]

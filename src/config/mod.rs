@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::model::event::EventMask;
 use crate::model::ident::{QualifiedName, parse_table};
 use crate::model::pass_through::Policy;
-pub use definitions::render as render_definitions;
+pub use definitions::{render as render_definitions, same_pairs};
 pub use sources::{
     NamedSource, declare, redeclare, refuse_shared_slots_of, undeclared_source_variables,
 };

@@ -26,6 +26,7 @@ use crate::pg::circuit;
 use crate::pg::pool::{self, Connection, Pool};
 use crate::redis::{clock, main_thread};
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How often a mark is taken: a healthy feed keeps the horizon at most about this old (plus
@@ -69,13 +70,14 @@ pub fn start(source: SourceId, channel: String) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Stops the prober of `source` and waits for it; nothing vouches for the cache afterwards,
-/// and no outage of the source is known (a module loaded again starts afresh).
-pub fn stop(source: SourceId) {
+/// Stops the prober of `source`, its thread handed to `end` (to wait for it, or leave it to
+/// end on its own); nothing vouches for the cache afterwards, and no outage of the source is
+/// known (a module loaded again starts afresh).
+pub fn stop(source: SourceId, end: &dyn Fn(JoinHandle<()>)) {
     let prober = &feed::of(source).prober;
     prober.stop.store(true, Ordering::SeqCst);
     if let Some(handle) = prober.thread.lock().unwrap().take() {
-        let _ = handle.join();
+        end(handle);
     }
     freshness::of(source).untrack();
     circuit::of(source).reset();

@@ -72,11 +72,12 @@ pub fn parse_payload(text: &str) -> Result<Payload, Error> {
 }
 
 impl Listener {
-    /// Stops the listener thread and waits for it.
-    pub fn stop(&self) {
+    /// Stops the listener thread, handed to `end` (to wait for it, or leave it to end on
+    /// its own).
+    pub fn stop(&self, end: &dyn Fn(std::thread::JoinHandle<()>)) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(handle) = self.thread.lock().unwrap().take() {
-            let _ = handle.join();
+            end(handle);
         }
     }
 

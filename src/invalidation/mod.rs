@@ -102,10 +102,11 @@ fn distrust(ctx: &Context, why: &str) {
     });
 }
 
-/// Stops the feed of `source` (and the listener `auto` may have started instead).
-pub fn stop(source: SourceId) {
-    horizon::stop(source);
+/// Stops the feed of `source` (and the listener `auto` may have started instead); `end`
+/// takes each of its threads (to wait for it, or leave it to end on its own).
+pub fn stop(source: SourceId, end: &dyn Fn(std::thread::JoinHandle<()>)) {
+    horizon::stop(source, end);
     let feed = of(source);
-    replication::stop(&feed);
-    feed.listener.stop();
+    replication::stop(&feed, end);
+    feed.listener.stop(end);
 }

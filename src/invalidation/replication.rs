@@ -107,13 +107,13 @@ pub fn start(
     Ok(())
 }
 
-/// Stops `feed`'s thread and waits for it (and for the listener it started instead, if
-/// any); forgets its position.
-pub fn stop(feed: &Feed) {
+/// Stops `feed`'s thread, handed to `end` (to wait for it, or leave it to end on its own);
+/// forgets its position.
+pub fn stop(feed: &Feed, end: &dyn Fn(std::thread::JoinHandle<()>)) {
     let replication = &feed.replication;
     replication.stop.store(true, Ordering::SeqCst);
     if let Some(handle) = replication.thread.lock().unwrap().take() {
-        let _ = handle.join();
+        end(handle);
     }
     replication.active.store(false, Ordering::SeqCst);
     replication.running.store(false, Ordering::SeqCst);

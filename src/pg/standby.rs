@@ -138,13 +138,13 @@ pub fn start(source: SourceId, settings: &Settings) -> Result<(), Error> {
     Ok(())
 }
 
-/// Stops the prober of `source` and waits for it (at most a probe's patience), and forgets
-/// its standbys.
-pub fn stop(source: SourceId) {
+/// Stops the prober of `source`, its thread handed to `end` (to wait for it, at most a
+/// probe's patience, or leave it to end on its own), and forgets its standbys.
+pub fn stop(source: SourceId, end: &dyn Fn(JoinHandle<()>)) {
     let part = of(source);
     part.stop.store(true, Ordering::SeqCst);
     if let Some(thread) = part.prober.lock().unwrap().take() {
-        let _ = thread.join();
+        end(thread);
     }
     part.standbys.lock().unwrap().clear();
 }

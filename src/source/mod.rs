@@ -28,16 +28,19 @@ use crate::pg::{pool, schema, standby};
 use crate::query::{generations, statements};
 use crate::requests::blocked;
 use redis_module::Context;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Registers the named sources declared at load: each gets its number and its part of every
 /// layer, in the order declared (the numbers returned).
-pub fn register(named: &[NamedSource]) -> Vec<SourceId> {
+pub fn register(named: &[NamedSource]) -> Result<Vec<SourceId>, Error> {
     (named.iter())
         .map(|source| {
-            let id = current::add_named(&source.name, &source.settings);
+            let id = current::add_named(&source.name, &source.settings)?;
             parts::add(id);
-            id
+            current::serve_named(id);
+            Ok(id)
         })
         .collect()
 }
@@ -78,7 +81,7 @@ pub fn start_all(ctx: &Context, settings: &Settings, named: &[SourceId]) -> Resu
 /// Adds named source `named` while the server runs: registered, given its share of the
 /// workers, started. On a failure nothing of it is served (its number is retired).
 pub fn add(ctx: &Context, named: &NamedSource) -> Result<SourceId, Error> {
-    let id = register(std::slice::from_ref(named))[0];
+    let id = register(std::slice::from_ref(named))?[0];
     worker::add_source(id, named.settings.pool_size);
     // The event loop does not wait for its feed's first connection, as a load does: its
     // reads go to its database until the feed vouches for what it caches.
@@ -95,19 +98,23 @@ pub fn add(ctx: &Context, named: &NamedSource) -> Result<SourceId, Error> {
 }
 
 /// Removes named source `id` while the server runs: refused while a client waits for its
-/// database (a drain of the source ends that); then stopped (a connection being opened for
+/// database (a drain of the source ends that), unless `anyway` (the primary's or the AOF's
+/// word: a replica must follow it; its waiting clients are answered by their jobs, which
+/// keep the retired number's parts); then stopped (a connection being opened for
 /// its event-loop fleet is not waited for: unload waits for it), and its number retired.
 /// Its entries stay in the keyspace (a source added again under the name finds them, as a
 /// restart would), unserved meanwhile.
-pub fn remove(id: SourceId, name: &str) -> Result<(), Error> {
+pub fn remove(id: SourceId, name: &str, anyway: bool) -> Result<(), Error> {
     let waiting = blocked::waiting_for(id);
-    if waiting > 0 {
+    if waiting > 0 && !anyway {
         return Err(Error::invalid(format!(
             "source {name}: {waiting} clients are waiting for its database; run \
-             PGCACHE.DRAIN 10 SOURCE {name} and repeat it until it replies 0, then remove it"
+             PGCACHE.DRAIN 10 SOURCE {name}, repeat it until it replies 0, and try again"
         )));
     }
-    stop_with(id, onloop::retire);
+    // The event loop does not wait for its threads, which may be connecting to a database
+    // that no longer answers (often why it is removed).
+    stop_with(id, onloop::retire, &detach);
     generations::forget_known(id);
     current::retire_named(id);
     worker::remove_source(id);
@@ -143,21 +150,21 @@ fn start_waiting(
         .map_err(|e| Error::invalid(format!("cannot set up TLS to PostgreSQL: {e}")))?;
     pool::install(source, pool);
     if let Err(e) = standby::start(source, settings) {
-        standby::stop(source);
+        standby::stop(source, &join);
         pool::remove(source);
         return Err(e);
     }
     if let Err(e) = onloop::start(source, &settings.pg) {
-        standby::stop(source);
+        standby::stop(source, &join);
         pool::remove(source);
         return Err(Error::invalid(format!(
             "cannot set up TLS to PostgreSQL: {e}"
         )));
     }
     if let Err(why) = start_feed(ctx, source, settings, first_attempt) {
-        stop_feed(source);
+        stop_feed(source, &join);
         onloop::stop(source);
-        standby::stop(source);
+        standby::stop(source, &join);
         pool::remove(source);
         return Err(Error::internal(why));
     }
@@ -184,23 +191,47 @@ fn start_feed(
     Ok(())
 }
 
-/// Whether every source may be stopped now (no event-loop connection is being opened).
+/// Threads of sources removed while the server ran, left to end on their own (each ends
+/// within its connect timeout or patience once told to stop): the library may be unloaded
+/// only once they have.
+static DETACHED: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+
+fn join(thread: JoinHandle<()>) {
+    let _ = thread.join();
+}
+
+fn detach(thread: JoinHandle<()>) {
+    DETACHED.lock().unwrap().push(thread);
+}
+
+/// Whether every source may be stopped now: no event-loop connection is being opened, and
+/// no thread of a removed source still runs.
 pub fn may_stop() -> Result<(), Error> {
-    onloop::may_stop()
+    onloop::may_stop()?;
+    let mut detached = DETACHED.lock().unwrap();
+    detached.retain(|thread| !thread.is_finished());
+    if !detached.is_empty() {
+        return Err(Error::invalid(format!(
+            "{} threads of removed sources are still ending (each within its connect \
+             timeout); retry shortly",
+            detached.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Stops `source`, after the workers stopped (no client waits on it, nothing of it is in
-/// flight). Nothing is written to the keyspace: a key written during MODULE UNLOAD would
-/// make Redis replicate the UNLOAD itself to the replicas.
+/// flight), waiting for its threads. Nothing is written to the keyspace: a key written
+/// during MODULE UNLOAD would make Redis replicate the UNLOAD itself to the replicas.
 pub fn stop(source: SourceId) {
-    stop_with(source, onloop::stop);
+    stop_with(source, onloop::stop, &join);
 }
 
-/// `stop`, its fleet closed by `stop_fleet`.
-fn stop_with(source: SourceId, stop_fleet: fn(SourceId)) {
-    stop_feed(source);
+/// `stop`, its fleet closed by `stop_fleet`, its threads handed to `end`.
+fn stop_with(source: SourceId, stop_fleet: fn(SourceId), end: &dyn Fn(JoinHandle<()>)) {
+    stop_feed(source, end);
     stop_fleet(source);
-    standby::stop(source);
+    standby::stop(source, end);
     // Nothing runs on the pool any more: its connections close, and a module loaded again
     // makes its own.
     pool::remove(source);
@@ -212,7 +243,7 @@ fn stop_with(source: SourceId, stop_fleet: fn(SourceId)) {
 }
 
 /// Stops the feed's threads, then drops what its mailbox still holds.
-fn stop_feed(source: SourceId) {
-    invalidation::stop(source);
+fn stop_feed(source: SourceId, end: &dyn Fn(JoinHandle<()>)) {
+    invalidation::stop(source, end);
     invalidation::deinit(source);
 }

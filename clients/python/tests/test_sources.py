@@ -200,6 +200,10 @@ def test_sources_added_changed_and_removed_at_runtime(pg: Postgres, sources_serv
     reports = PGCacheManager(sources_server.client(), source="reports")
     with pytest.raises(Exception, match='no source named "reports"'):
         reports.read("src_users", {"id": 3})
+    with pytest.raises(ValueError, match="PGCACHE_REPORTS_PG_PASSWORD"):
+        admin.add_source("reports", dict(config, password="s3cret"))
+    with pytest.raises(ValueError, match="never sent"):
+        admin.add_source("reports", "postgresql://u:s3cret@h/db")
     admin.add_source("reports", config, invalidation_source="notify")
     try:
         assert reports.read("src_users", {"id": 3}) == {"id": 3, "name": "analytics3"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, Union
 
@@ -60,6 +61,14 @@ def source_command(
     """``PGCACHE.SOURCE <verb> <name> setting value ...``: the settings of ``pg_config`` (as
     ``load_pgcache_module`` takes it), then ``overrides`` (pgcache's settings by name)."""
     pairs = {**settings(pg_config or {}), **settings(overrides)}
+    url = pairs.get("pg_url", "")
+    if "pg_password" in pairs or "password=" in url or re.match(r"^\w+://[^/@]*:[^/@]*@", url):
+        # Refused here, so the password never reaches the server's MONITOR or SLOWLOG.
+        raise ValueError(
+            f"source {name}: a password is never sent with PGCACHE.SOURCE (the server saves "
+            f"sources in redis.conf): give it in redis-server's environment as "
+            f"PGCACHE_{name.upper()}_PG_PASSWORD, or in a passfile"
+        )
     return ["PGCACHE.SOURCE", verb, name, *(word for pair in pairs.items() for word in pair)]
 
 
