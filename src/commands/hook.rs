@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::events::hooks::{self, DEFAULT_HOOK, Hook, Target};
 use crate::redis::acl;
 use crate::requests::reply::Reply;
-use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags};
+use redis_module::{Context, ContextFlags};
 
 pub static HOOK: Command = Command {
     name: "pgcache.hook",
@@ -149,13 +149,10 @@ fn changing_as(
 
 /// Writes `pgcache.hooks` to redis.conf, so the hooks survive a restart.
 fn save(ctx: &Context) {
-    let options = CallOptionsBuilder::new().errors_as_replies().build();
-    let result: CallResult = ctx.call_ext("CONFIG", &options, &["REWRITE"]);
-    if let Err(e) = result {
+    if let Err(why) = crate::redis::config::rewrite(ctx) {
         ctx.log_warning(&format!(
-            "pgcache: hooks changed but not saved ({}): they last until redis-server stops; \
-             run it with a configuration file, or put them in pgcache.hooks",
-            e.to_utf8_string().unwrap_or_default()
+            "pgcache: hooks changed but not saved ({why}): they last until redis-server stops; \
+             run it with a configuration file, or put them in pgcache.hooks"
         ));
     }
 }

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::module::parameters;
 use crate::requests::reply::Reply;
 use crate::source;
-use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags};
+use redis_module::{Context, ContextFlags};
 
 pub static SOURCE: Command = Command {
     name: "pgcache.source",
@@ -255,13 +255,10 @@ fn changing(ctx: &Context, change: impl FnOnce() -> Result<(), Error>) -> Result
 
 /// Writes `pgcache.sources` to redis.conf, so the sources survive a restart.
 fn save(ctx: &Context) {
-    let options = CallOptionsBuilder::new().errors_as_replies().build();
-    let result: CallResult = ctx.call_ext("CONFIG", &options, &["REWRITE"]);
-    if let Err(e) = result {
+    if let Err(why) = crate::redis::config::rewrite(ctx) {
         ctx.log_warning(&format!(
-            "pgcache: sources changed but not saved ({}): they last until redis-server stops; \
-             run it with a configuration file, or declare them in the module arguments",
-            e.to_utf8_string().unwrap_or_default()
+            "pgcache: sources changed but not saved ({why}): they last until redis-server \
+             stops; run it with a configuration file, or declare them in the module arguments"
         ));
     }
 }

@@ -59,6 +59,18 @@ pub fn register<P: Parameters>(
 
 /// Applies the configuration's lines for the registered parameters; false when Redis
 /// found one invalid. At load, after `register`.
+/// CONFIG REWRITE, so what a command changed in the settings survives a restart; the reason
+/// when Redis cannot (no configuration file).
+pub fn rewrite(ctx: &Context) -> Result<(), String> {
+    let options = redis_module::CallOptionsBuilder::new()
+        .errors_as_replies()
+        .build();
+    let result: redis_module::CallResult = ctx.call_ext("CONFIG", &options, &["REWRITE"]);
+    result
+        .map(|_| ())
+        .map_err(|e| e.to_utf8_string().unwrap_or_default())
+}
+
 pub fn load(ctx: &Context) -> bool {
     // SAFETY: OnLoad context.
     unsafe { raw::RedisModule_LoadConfigs.unwrap()(ctx.ctx) == raw::REDISMODULE_OK as c_int }

@@ -269,6 +269,16 @@ fn wait_query_hit(con: &mut redis::Connection, expected: &str) {
     });
 }
 
+/// User 7 of `A` renamed in its database: QUERY's answer follows.
+fn change_reaches_the_result(pg: &Pg, con: &mut redis::Connection) {
+    pg.execute_in(A, "UPDATE users SET name = 'fresh' WHERE id = 7");
+    wait_for(
+        "the change reaching the result",
+        Duration::from_secs(20),
+        || (query_name(con, 7) == "fresh").then_some(()),
+    );
+}
+
 /// The same across MODULE UNLOAD and LOAD: the named source's index went with the module.
 #[test]
 fn query_results_of_a_named_source_cached_before_a_reload_follow_changes_after_it() {
@@ -290,12 +300,7 @@ fn query_results_of_a_named_source_cached_before_a_reload_follow_changes_after_i
     unload(&mut con);
     load(&mut con);
     wait_query_hit(&mut con, "analytics7");
-    pg.execute_in(A, "UPDATE users SET name = 'fresh' WHERE id = 7");
-    wait_for(
-        "the change reaching the result",
-        Duration::from_secs(20),
-        || (query_name(&mut con, 7) == "fresh").then_some(()),
-    );
+    change_reaches_the_result(&pg, &mut con);
 }
 
 /// A source restarted by SET (a new number) keeps its entries and resumes its feed from its
@@ -313,12 +318,7 @@ fn query_results_cached_before_a_set_follow_changes_after_it() {
     source(&mut con, &["SET", A, "default_ttl", "77"]).unwrap();
     // Once the restarted source's feed vouches for the cache, the result is a hit again.
     wait_query_hit(&mut con, "analytics7");
-    pg.execute_in(A, "UPDATE users SET name = 'fresh' WHERE id = 7");
-    wait_for(
-        "the change reaching the result",
-        Duration::from_secs(20),
-        || (query_name(&mut con, 7) == "fresh").then_some(()),
-    );
+    change_reaches_the_result(&pg, &mut con);
 }
 
 /// A source block's password stays with the block: a SET restarts the source with it, and a

@@ -58,6 +58,18 @@ struct Queues<S, W, L, R> {
 }
 
 impl<S, W, L, R> Queues<S, W, L, R> {
+    /// Empty queues of `source`, none of its jobs running.
+    fn new(source: S, cap: usize) -> Self {
+        Queues {
+            source,
+            work: VecDeque::new(),
+            lookups: VecDeque::new(),
+            runs: VecDeque::new(),
+            busy: 0,
+            cap,
+        }
+    }
+
     fn waiting(&self) -> usize {
         self.work.len() + self.lookups.len() + self.runs.len()
     }
@@ -83,16 +95,8 @@ impl<S: Copy + Eq, W, L, R> Picker<S, W, L, R> {
     /// Empty queues for `sources`, each with its cap, each queue holding `bound` jobs.
     pub fn new(sources: &[(S, usize)], bound: usize) -> Self {
         Picker {
-            sources: sources
-                .iter()
-                .map(|&(source, cap)| Queues {
-                    source,
-                    work: VecDeque::new(),
-                    lookups: VecDeque::new(),
-                    runs: VecDeque::new(),
-                    busy: 0,
-                    cap,
-                })
+            sources: (sources.iter())
+                .map(|&(source, cap)| Queues::new(source, cap))
                 .collect(),
             next_source: 0,
             next_kind: 0,
@@ -207,14 +211,7 @@ impl<S: Copy + Eq, W, L, R> Picker<S, W, L, R> {
         for &(source, cap) in caps {
             match self.of(source) {
                 Some(queues) => queues.cap = cap,
-                None => self.sources.push(Queues {
-                    source,
-                    work: VecDeque::new(),
-                    lookups: VecDeque::new(),
-                    runs: VecDeque::new(),
-                    busy: 0,
-                    cap,
-                }),
+                None => self.sources.push(Queues::new(source, cap)),
             }
         }
     }
