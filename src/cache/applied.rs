@@ -3,11 +3,19 @@
 //! position the cache has not reached yet may wait a little for it (`wait_for`), on a
 //! worker, never on the event loop.
 //!
+//! `begun` is where a standby must have replayed to answer a miss as the primary would
+//! (issue #53, design/53 §3.1): a change set's deletions are applied a slice at a time, so a
+//! key may already be invalidated by a transaction the cache has not wholly `applied`.
+//! The position of every change set that changes entries is `begun` before its first
+//! slice; a fill's ticket taken now (main thread) needs a read that reflects at least it.
+//!
 //! One position per source (`of`): each database has its own log.
 
 use crate::model::lsn::Lsn;
 use crate::model::source::{PartRef, Parts, SourceId};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::redis::role::writable;
+use redis_module::Context;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,9 +38,22 @@ pub fn of(id: SourceId) -> PartRef<'static, Applied> {
     APPLIED.of(id)
 }
 
+/// The position a miss of `source` needs a standby to have replayed to answer it as the
+/// primary would (design/53 §3.1): what began being applied here. None where nothing here
+/// says: NOTIFY, a feed not streaming, a replica (its primary's deletions arrive ahead of
+/// the position it replicates); only the primary answers those. Main thread.
+pub fn needed(ctx: &Context, source: SourceId) -> Option<Lsn> {
+    let applied = of(source);
+    (applied.tracked.load(Ordering::SeqCst) && writable(ctx)).then(|| applied.begun())
+}
+
 /// How far one source's log is applied to the cache, and the readers waiting for it.
 pub struct Applied {
     applied: AtomicU64,
+    /// The latest position whose changes began being applied (never below `applied`).
+    begun: AtomicU64,
+    /// Whether this server streams the source's log and applies it (`begun` is kept).
+    tracked: AtomicBool,
     /// Threads in `wait_for`: only then does `set` take the lock to wake them.
     waiting: AtomicUsize,
     lock: Mutex<()>,
@@ -44,6 +65,8 @@ impl Applied {
     pub const fn new() -> Applied {
         Applied {
             applied: AtomicU64::new(0),
+            begun: AtomicU64::new(0),
+            tracked: AtomicBool::new(false),
             waiting: AtomicUsize::new(0),
             lock: Mutex::new(()),
             moved: Condvar::new(),
@@ -56,9 +79,29 @@ impl Applied {
         Lsn(self.applied.load(Ordering::Acquire))
     }
 
+    /// The position the changes applied so far began at: a read reflecting it misses no
+    /// change applied to the cache before now, whole or in part. Never moves back (a source
+    /// that restarts from an earlier position only asks standbys for more than it needs).
+    #[inline]
+    pub fn begun(&self) -> Lsn {
+        Lsn(self.begun.load(Ordering::SeqCst))
+    }
+
+    /// Whether the source's log streams to this server, which applies it (`needed`).
+    pub fn track(&self, streaming: bool) {
+        self.tracked.store(streaming, Ordering::SeqCst);
+    }
+
+    /// The changes up to `lsn` are about to be applied (main thread, before their first
+    /// slice).
+    pub fn begin(&self, lsn: Lsn) {
+        self.begun.fetch_max(lsn.0, Ordering::SeqCst);
+    }
+
     /// The cache now reflects the log up to `lsn` (or, after a restart of the source, only up
     /// to it). Wakes the readers waiting for it.
     pub fn set(&self, lsn: Lsn) {
+        self.begin(lsn);
         self.applied.store(lsn.0, Ordering::Release);
         if self.waiting.load(Ordering::SeqCst) > 0 {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -96,6 +139,27 @@ impl Applied {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn begun_leads_applied_and_never_moves_back() {
+        let applied = Applied::new();
+        applied.begin(Lsn(300));
+        assert_eq!((applied.get(), applied.begun()), (Lsn(0), Lsn(300)));
+        applied.set(Lsn(200));
+        assert_eq!(
+            applied.begun(),
+            Lsn(300),
+            "a change set begun still needs its end"
+        );
+        applied.set(Lsn(400));
+        assert_eq!(applied.begun(), Lsn(400), "applied is begun too");
+        applied.set(Lsn(0));
+        assert_eq!(
+            applied.begun(),
+            Lsn(400),
+            "a restart from less asks no less"
+        );
+    }
 
     #[test]
     fn a_reader_is_woken_when_the_position_is_reached_and_gives_up_at_its_limit() {

@@ -363,6 +363,8 @@ fn standbys_report(source: SourceId, warnings: &mut Vec<String>) -> Option<(Stri
                         Reply::Int(applied.0.saturating_sub(lsn.0) as i64)
                     }),
                 ),
+                field("misses", Reply::Int(standby.misses as i64)),
+                field("rerouted", Reply::Int(standby.rerouted as i64)),
                 field("why", standby.why.map_or(Reply::Nil, Reply::Bulk)),
             ])
         })

@@ -637,7 +637,7 @@ pub static SETTINGS: [Setting; 45] = [
             },
         ),
         runtime: false,
-        help: "hot standbys of the source's PostgreSQL, watched for misses (HEALTH lists each)",
+        help: "hot standbys of the source's PostgreSQL that answer misses once they replayed as far as the cache needs (HEALTH lists each)",
         show: Some(|s| render_standbys(&s.standbys)),
     },
     Setting {

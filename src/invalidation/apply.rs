@@ -305,6 +305,13 @@ fn apply_one(
         return Applied::Nothing;
     };
     let source = feed.source;
+    // Before the first slice: a miss whose ticket is taken between two slices needs a read
+    // of at least this position (a standby's, `cache::applied`).
+    if let Some(lsn) = changes.position
+        && (!changes.only_position() || changes.results_outdated)
+    {
+        cache::applied::of(source).begin(lsn);
+    }
     start_flushes(context, feed, &mut changes);
     let dbs = dbs.get_or_insert_with(|| cache::dbs_with_keys(context));
     end_generations(context, &changes, dbs);

@@ -20,6 +20,7 @@ mod transaction;
 use super::feed::replication::{Replication, Status};
 use super::feed::{self, Feed};
 use super::{changes, ddl, durability, listener, position, translate};
+use crate::cache;
 use crate::model::lsn::Lsn;
 use crate::model::source::PartRef;
 use crate::pg::pool::{Connection as Catalog, Pool};
@@ -118,6 +119,7 @@ pub fn stop(feed: &Feed, end: &dyn Fn(std::thread::JoinHandle<()>)) {
     replication.active.store(false, Ordering::SeqCst);
     replication.running.store(false, Ordering::SeqCst);
     replication.connected.store(false, Ordering::SeqCst);
+    cache::applied::of(feed.source).track(false);
     feed.position.forget();
     feed.durability.loaded(None);
 }
@@ -211,6 +213,7 @@ fn run(feed: PartRef<'static, Feed>, pool: Arc<Pool>, source: SlotSource) {
         replication.resume.store(false, Ordering::SeqCst);
         let ended = session(&feed, &pool, &source);
         replication.connected.store(false, Ordering::SeqCst);
+        cache::applied::of(feed.source).track(false);
         feed.apply.listener_disconnected();
         match ended {
             Ended::Stopped => break,
@@ -285,6 +288,8 @@ fn session(feed: &Feed, pool: &Arc<Pool>, source: &SlotSource) -> Ended {
         return Ended::Lost(format!("cannot stream slot {slot}: {e}"));
     }
     feed.replication.connected.store(true, Ordering::SeqCst);
+    // From here the main thread applies this log's changes, marking where each begins.
+    cache::applied::of(feed.source).track(true);
     feed.replication.status.lock().unwrap().problem = None;
     match &prepared.reset {
         Some(why) => feed.apply.source_reset(why.clone()),

@@ -534,14 +534,14 @@ impl Connection {
     /// (`Session::query_read_only_pipelined`): each its rows or its own failure, in order,
     /// and how long PostgreSQL took for them (the round trip, prepares aside). A statement
     /// that cannot be prepared fails alone; a lost session fails them all.
-    pub fn query_read_only_pipelined(
+    pub fn query_read_only_pipelined<R: std::borrow::Borrow<ReadOnlyRun>>(
         &mut self,
-        runs: &[ReadOnlyRun],
+        runs: &[R],
     ) -> Result<(Vec<RunResult>, Duration), Failure> {
         self.with_retry(|conn| {
             let mut results: Vec<Option<RunResult>> = runs.iter().map(|_| None).collect();
             let mut ready = Vec::with_capacity(runs.len());
-            for (i, run) in runs.iter().enumerate() {
+            for (i, run) in runs.iter().map(R::borrow).enumerate() {
                 match conn.prepared_as(&run.sql, &run.types, run.parsing) {
                     Ok(statement) => ready.push((i, statement)),
                     Err(failure) if failure.session_lost() => return Err(failure),
@@ -550,7 +550,7 @@ impl Connection {
             }
             let items: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> = ready
                 .iter()
-                .map(|(i, statement)| (statement, runs[*i].values()))
+                .map(|(i, statement)| (statement, runs[*i].borrow().values()))
                 .collect();
             // PostgreSQL runs them one after another: each may take its statement_timeout.
             let patience = conn.patience * items.len().max(1) as u32;
@@ -560,8 +560,10 @@ impl Connection {
             for ((i, _), result) in ready.iter().zip(ran) {
                 if result.is_err() {
                     // The tables may have changed under the statement; prepare afresh.
-                    conn.statements
-                        .forget(&prepared_key(&runs[*i].sql, &runs[*i].types));
+                    conn.statements.forget(&prepared_key(
+                        &runs[*i].borrow().sql,
+                        &runs[*i].borrow().types,
+                    ));
                 }
                 results[*i] =
                     Some(result.map(|rows| rows.into_iter().map(row::Row::Driver).collect()));

@@ -7,13 +7,22 @@
 //!
 //! Each standby has a pool of its own, with a circuit of its own: a standby down is no outage
 //! of the source.
+//!
+//! A miss goes to a standby (`pick`) only when one serving has replayed, as far as anyone
+//! here last saw, the position the miss needs (`cache::applied::needed`); the workers then
+//! read it on that standby after a check of how far it replayed, on the same session
+//! (`CHECK_SQL`, first in the read's pipeline): replay never moves back within a session,
+//! and each statement after the check takes a newer snapshot, so a check that passed makes
+//! the answer as exact as the primary's. A check short of it, or any failure there, sends
+//! the read to the primary (`Chosen::rerouted`).
 
 use crate::config::{PgSettings, Settings, StandbyAddress};
 use crate::error::Error;
 use crate::model::lsn::Lsn;
 use crate::model::source::{PartRef, Parts, SourceId};
 use crate::pg::pool::{Connection, Pool};
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::stats;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,6 +33,9 @@ const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// slow to answer is left out as one that fails.
 const PATIENCE: Duration = Duration::from_secs(1);
 const APPLICATION_NAME: &str = "pgcache-standby";
+
+/// How far the standby a read goes to replayed, asked first on the read's own session.
+pub const CHECK_SQL: &str = "SELECT pg_catalog.pg_last_wal_replay_lsn()::text";
 
 /// What the last probe of a standby found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,16 +71,32 @@ pub struct Seen {
     pub replay_lsn: Option<Lsn>,
     /// Why it is not serving, when it is not.
     pub why: Option<String>,
+    /// Misses it answered.
+    pub misses: u64,
+    /// Misses sent to it that the primary answered instead (its check fell short, or it
+    /// failed).
+    pub rerouted: u64,
 }
 
 struct Standby {
     pool: Pool,
     seen: Mutex<Seen>,
+    /// Serving at the last probe, and no miss failed on it since.
+    serving: AtomicBool,
+    /// How far it replayed, as the last probe or check saw (a hint for `pick`: the check
+    /// before each read is what makes an answer exact).
+    replayed: AtomicU64,
+    misses: AtomicU64,
+    rerouted: AtomicU64,
 }
 
 /// A source's standbys and their prober.
 pub struct Part {
     standbys: Mutex<Vec<Arc<Standby>>>,
+    /// How many are listed: none, and a miss asks nothing more.
+    listed: AtomicUsize,
+    /// Where `pick`'s round goes on from.
+    next: AtomicUsize,
     stop: AtomicBool,
     prober: Mutex<Option<JoinHandle<()>>>,
 }
@@ -77,9 +105,105 @@ impl Part {
     const fn new() -> Part {
         Part {
             standbys: Mutex::new(Vec::new()),
+            listed: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             prober: Mutex::new(None),
         }
+    }
+}
+
+/// How far the server behind `conn` replayed the log (`CHECK_SQL`; None: it is not in
+/// recovery), asked on the session the read that follows goes out on: a worker's
+/// connection retries only its first exchange after idling, so that read cannot move to
+/// another session.
+pub fn replayed(conn: &mut Connection) -> Result<Option<String>, Error> {
+    let rows = (conn.query(CHECK_SQL, &[]))
+        .map_err(|e| Error::postgres(crate::pg::errors::describe(&e)).caused_by(e))?;
+    Ok(rows.first().and_then(|row| row.get(0)))
+}
+
+/// A standby chosen for a miss: its pool lends the connection the read goes out on.
+pub struct Chosen {
+    source: SourceId,
+    standby: Arc<Standby>,
+}
+
+impl Chosen {
+    pub fn pool(&self) -> &Pool {
+        &self.standby.pool
+    }
+
+    /// What the check before the read found (`CHECK_SQL`'s value; None: not in recovery):
+    /// whether the standby replayed `needed`, so that the read after it may answer.
+    pub fn checked(&self, replayed: Option<&str>, needed: Lsn) -> bool {
+        match replayed.map(Lsn::parse) {
+            Some(Ok(lsn)) => {
+                self.standby.replayed.store(lsn.0, Ordering::SeqCst);
+                lsn >= needed
+            }
+            // Promoted, or not a standby: left out until a probe says otherwise.
+            _ => {
+                self.standby.serving.store(false, Ordering::SeqCst);
+                false
+            }
+        }
+    }
+
+    /// The standby answered `misses` misses.
+    pub fn answered(&self, misses: usize) {
+        self.standby
+            .misses
+            .fetch_add(misses as u64, Ordering::Relaxed);
+        stats::of(self.source).misses_on_standbys.add(misses as u64);
+    }
+
+    /// The primary answers `misses` misses instead; `failed`: the standby failed them (it
+    /// is left out until a probe finds it serving again).
+    pub fn rerouted(&self, misses: usize, failed: bool) {
+        if failed {
+            self.standby.serving.store(false, Ordering::SeqCst);
+        }
+        self.standby
+            .rerouted
+            .fetch_add(misses as u64, Ordering::Relaxed);
+        stats::of(self.source).standby_rerouted.add(misses as u64);
+    }
+}
+
+/// Whether a standby of `source` is known to have replayed `needed` (None: the miss may
+/// only go to the primary). Cheap where none is listed.
+pub fn could_take(source: SourceId, needed: Option<Lsn>) -> bool {
+    let Some(needed) = needed else {
+        return false;
+    };
+    let part = of(source);
+    part.listed.load(Ordering::Relaxed) > 0
+        && (part.standbys.lock().unwrap().iter()).any(|standby| standby.takes(needed))
+}
+
+/// The standby of `source` a miss that needs `needed` goes to: the next in turn of those
+/// serving that were seen past it.
+pub fn pick(source: SourceId, needed: Option<Lsn>) -> Option<Chosen> {
+    let needed = needed?;
+    let part = of(source);
+    if part.listed.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let standbys = part.standbys.lock().unwrap();
+    let start = part.next.fetch_add(1, Ordering::Relaxed);
+    (0..standbys.len())
+        .map(|i| &standbys[(start + i) % standbys.len()])
+        .find(|standby| standby.takes(needed))
+        .map(|standby| Chosen {
+            source,
+            standby: Arc::clone(standby),
+        })
+}
+
+impl Standby {
+    fn takes(&self, needed: Lsn) -> bool {
+        self.serving.load(Ordering::SeqCst) && self.replayed.load(Ordering::SeqCst) >= needed.0
     }
 }
 
@@ -122,9 +246,16 @@ pub fn start(source: SourceId, settings: &Settings) -> Result<(), Error> {
                 state: State::Starting,
                 replay_lsn: None,
                 why: None,
+                misses: 0,
+                rerouted: 0,
             }),
+            serving: AtomicBool::new(false),
+            replayed: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            rerouted: AtomicU64::new(0),
         }));
     }
+    part.listed.store(standbys.len(), Ordering::SeqCst);
     *part.standbys.lock().unwrap() = standbys.clone();
     part.stop.store(false, Ordering::SeqCst);
     if standbys.is_empty() {
@@ -146,13 +277,18 @@ pub fn stop(source: SourceId, end: &dyn Fn(JoinHandle<()>)) {
     if let Some(thread) = part.prober.lock().unwrap().take() {
         end(thread);
     }
+    part.listed.store(0, Ordering::SeqCst);
     part.standbys.lock().unwrap().clear();
 }
 
 /// What the prober last saw of each standby of `source`, in the order listed.
 pub fn seen(source: SourceId) -> Vec<Seen> {
     (of(source).standbys.lock().unwrap().iter())
-        .map(|standby| standby.seen.lock().unwrap().clone())
+        .map(|standby| Seen {
+            misses: standby.misses.load(Ordering::Relaxed),
+            rerouted: standby.rerouted.load(Ordering::Relaxed),
+            ..standby.seen.lock().unwrap().clone()
+        })
         .collect()
 }
 
@@ -179,6 +315,10 @@ fn probe_all(source: SourceId, standbys: &[Arc<Standby>]) {
             if replay.is_some() || state == State::Refused {
                 seen.replay_lsn = replay;
             }
+            if let Some(lsn) = replay {
+                standby.replayed.store(lsn.0, Ordering::SeqCst);
+            }
+            (standby.serving).store(state == State::Serving, Ordering::SeqCst);
             seen.state = state;
             seen.why = why;
         }

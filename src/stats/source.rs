@@ -69,6 +69,12 @@ pub struct SourceStats {
     /// Misses the event loop sent and then handed to the workers (a connection broke, or the
     /// answer needed a worker's connection to finish).
     pub misses_loop_to_workers: Counter,
+    /// Misses a standby answered (`standbys`), after its check said it replayed as far as
+    /// the cache needed.
+    pub misses_on_standbys: Counter,
+    /// Misses sent to a standby that the primary answered instead: its check fell short of
+    /// the position needed, or it failed.
+    pub standby_rerouted: Counter,
     /// Connections the event loop opened to PostgreSQL.
     pub loop_connections_opened: Counter,
     /// pgcache's own part of the invalidation lag: from a change reaching pgcache (a
@@ -121,6 +127,8 @@ impl SourceStats {
             query_pipelined: Counter::new(),
             misses_on_loop: Counter::new(),
             misses_loop_to_workers: Counter::new(),
+            misses_on_standbys: Counter::new(),
+            standby_rerouted: Counter::new(),
             loop_connections_opened: Counter::new(),
             invalidation_apply: Histogram::new(),
             stages: Stages::new(),
@@ -130,7 +138,7 @@ impl SourceStats {
 
     /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them, in
     /// reporting order.
-    fn named(&self) -> [(&'static str, &Counter); 36] {
+    fn named(&self) -> [(&'static str, &Counter); 38] {
         [
             ("hits", &self.hits),
             ("negative_hits", &self.negative_hits),
@@ -170,6 +178,8 @@ impl SourceStats {
             ("query_pipelined", &self.query_pipelined),
             ("misses_on_loop", &self.misses_on_loop),
             ("misses_loop_to_workers", &self.misses_loop_to_workers),
+            ("misses_on_standbys", &self.misses_on_standbys),
+            ("standby_rerouted", &self.standby_rerouted),
             ("loop_connections_opened", &self.loop_connections_opened),
         ]
     }

@@ -110,7 +110,17 @@ pub fn one(
             .fill_this_miss(current::of(schema.source).pass_through())
     {
         let then = Box::new(passed_completion);
-        return onloop::submit_lookup(ctx, checked, RowLookup { schema, pk, then });
+        let needed = applied::needed(ctx, schema.source);
+        return onloop::submit_lookup(
+            ctx,
+            checked,
+            RowLookup {
+                schema,
+                pk,
+                needed,
+                then,
+            },
+        );
     }
     let timeout_ms = current::request_timeout_ms();
     let ticket = match fill::lead_or_wait(
@@ -126,7 +136,18 @@ pub fn one(
         ticket.answer_waiters(&outcome);
         fill_completion(outcome, schema, pk, ttl, ticket, name)
     });
-    onloop::submit_lookup(ctx, checked, RowLookup { schema, pk, then })
+    // Read with the ticket: a standby answers once it replayed what began being applied.
+    let needed = applied::needed(ctx, schema.source);
+    onloop::submit_lookup(
+        ctx,
+        checked,
+        RowLookup {
+            schema,
+            pk,
+            needed,
+            then,
+        },
+    )
 }
 
 /// The main-thread half of a miss: cache the row, or remember for `negative_ttl` that there

@@ -178,7 +178,9 @@ impl Job {
             }
             Job::Lookups(mut lookups) if lookups.len() == 1 => {
                 let Lookup { client, lookup, .. } = lookups.pop().expect("one lookup");
-                let RowLookup { schema, pk, then } = lookup;
+                let RowLookup {
+                    schema, pk, then, ..
+                } = lookup;
                 let outcome = match results.pop() {
                     Some(Ok(rows)) => fetch::the_row(rows, &schema, &pk),
                     Some(Err(failure)) => Err(fetch::failed(failure, &schema)),
@@ -374,7 +376,9 @@ fn land_batch(lookups: Vec<Lookup>, rows: Vec<Row>) {
         Err(e) => lookups.iter().map(|_| Err(e.clone())).collect(),
     };
     for (Lookup { client, lookup, .. }, outcome) in lookups.into_iter().zip(found) {
-        let RowLookup { schema, pk, then } = lookup;
+        let RowLookup {
+            schema, pk, then, ..
+        } = lookup;
         client.answer(contained(|| Ok(then(outcome, schema, pk))));
     }
 }

@@ -11,7 +11,8 @@
 //! unblocks its client. Nothing here waits: connections are opened, authenticated and
 //! TLS-negotiated on a thread of their own (`opener`) and handed over.
 //!
-//! What stays with the workers: statements that run long or answered large
+//! What stays with the workers: misses a standby can answer (`pg::standby`: the workers
+//! read them there), statements that run long or answered large
 //! (`Figures::kept_off_the_loop`, which PGCACHE.QUERIES shows; a row past the wire's cap breaks its connection once and
 //! marks the statement, or the table's lookups, `Job::answered_too_large`), READs and
 //! MULTIREADs of a view, MULTIREADs of more than 128 keys, a job
@@ -36,6 +37,7 @@ use crate::error::Error;
 use crate::model::key::CanonicalPk;
 use crate::model::source::SourceId;
 use crate::pg::schema::TableSchema;
+use crate::pg::standby;
 use crate::redis::main_thread::Task;
 use crate::requests::blocked::BlockedClient;
 use crate::requests::reply::Reply;
@@ -100,7 +102,12 @@ pub fn submit_run(
     pipelines: bool,
     on_loop: bool,
 ) -> Reply {
-    if !on_loop || worker::hold::active() || !fleet::takes_a_job(source) {
+    // A miss a standby can answer goes to the workers, which read it there.
+    if !on_loop
+        || worker::hold::active()
+        || standby::could_take(source, run.needed())
+        || !fleet::takes_a_job(source)
+    {
         return worker::submit_run(ctx, checked, source, run, pipelines);
     }
     blocked(ctx, source, |client, deadline| {
@@ -132,6 +139,7 @@ pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Repl
     if !lookup.schema.batchable
         || large_rows(&lookup.schema)
         || worker::hold::active()
+        || standby::could_take(lookup.schema.source, lookup.needed)
         || !fleet::takes_a_job(lookup.schema.source)
     {
         return worker::submit_lookup(ctx, checked, lookup);

@@ -16,6 +16,7 @@ use crate::cache::onloop;
 use crate::cache::worker::{self, Pipelined, Sent};
 use crate::config::current;
 use crate::error::Error;
+use crate::model::lsn::Lsn;
 use crate::pg::pool::{Connection, ReadOnlyRun, RunParam, RunResult};
 use crate::pg::text_value::TextValue;
 use crate::query::Statement;
@@ -34,6 +35,7 @@ struct Joined {
     client: BlockedClient,
     params: Vec<String>,
     fill: Option<Fill>,
+    needed: Option<Lsn>,
 }
 
 /// The misses waiting for each statement's queued job, by the statement's address (its
@@ -53,7 +55,8 @@ pub(super) fn submit(ctx: &Context, job: Job) -> Reply {
             statement,
             params,
             fill,
-        } => run(ctx, statement, params, fill),
+            needed,
+        } => run(ctx, statement, params, fill, needed),
         job => worker::submit(
             ctx,
             job.source(),
@@ -74,7 +77,13 @@ pub(super) fn submit(ctx: &Context, job: Job) -> Reply {
 
 /// Runs `statement` with `params` on a worker, joining a job of the same statement already
 /// queued when there is one; with a ticket, the result is cached under its key.
-fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Option<Fill>) -> Reply {
+fn run(
+    ctx: &Context,
+    statement: Arc<Statement>,
+    params: Vec<String>,
+    fill: Option<Fill>,
+    needed: Option<Lsn>,
+) -> Reply {
     let id = Arc::as_ptr(&statement) as usize;
     let checked = match worker::may_wait(ctx, statement.source) {
         Ok(checked) => checked,
@@ -89,6 +98,7 @@ fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Opti
                 client: BlockedClient::block(ctx, statement.source, current::request_timeout_ms()),
                 params,
                 fill,
+                needed,
             });
             None
         }
@@ -110,6 +120,7 @@ fn run(ctx: &Context, statement: Arc<Statement>, params: Vec<String>, fill: Opti
         statement,
         sets: vec![params],
         fill,
+        needed,
         joined: Vec::new(),
         taken: !joins,
     };
@@ -125,6 +136,9 @@ struct StatementRun {
     /// Every parameter set to run: the job's own first.
     sets: Vec<Vec<String>>,
     fill: Option<Fill>,
+    /// The position a standby must have replayed to answer every miss it answers (None:
+    /// the primary only).
+    needed: Option<Lsn>,
     /// The misses that joined, once taken from `WAITING`.
     joined: Vec<Joined>,
     /// Whether they were taken (from then on no more can join, and a new miss of the
@@ -149,6 +163,10 @@ impl StatementRun {
         for j in &mut joined {
             j.client.picked();
             self.sets.push(std::mem::take(&mut j.params));
+            self.needed = self
+                .needed
+                .zip(j.needed)
+                .map(|(own, theirs)| own.max(theirs));
         }
         self.joined = joined;
     }
@@ -203,6 +221,10 @@ impl StatementRun {
 }
 
 impl Pipelined for StatementRun {
+    fn needed(&self) -> Option<Lsn> {
+        self.needed
+    }
+
     fn answered_too_large(&self) {
         let figures = &self.statement.figures;
         (figures.too_large_for_loop).store(true, std::sync::atomic::Ordering::Relaxed);

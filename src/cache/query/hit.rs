@@ -5,6 +5,7 @@ use super::Call;
 use super::complete::{Fill, may_read_tables};
 use super::job::Job;
 use super::key::key_now;
+use crate::cache::applied;
 use crate::cache::bypass;
 use crate::cache::fill::{self, Asked, LeadOrWait};
 use crate::cache::miss::Read;
@@ -33,6 +34,10 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
     may_read_tables(ctx, &statement)?;
     statement.admitted()?;
     let params = canonical_params(&statement, call.params)?;
+    // Read with the ticket: a standby answers once it replayed what began being applied.
+    let needed = (call.read == Read::Cached)
+        .then(|| applied::needed(ctx, statement.source))
+        .flatten();
     let key = match &statement.uncached {
         Some(_) => None,
         None => key_now(ctx, &statement, &params),
@@ -45,6 +50,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
             statement,
             params,
             fill: None,
+            needed,
         }));
     };
     if call.read == Read::Cached
@@ -75,6 +81,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
                     statement,
                     params,
                     fill: None,
+                    needed,
                 }));
             }
             let asked = Asked {
@@ -107,6 +114,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
         statement,
         params,
         fill: Some(fill),
+        needed,
     }))
 }
 

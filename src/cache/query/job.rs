@@ -36,6 +36,8 @@ pub(super) enum Job {
         statement: Arc<Statement>,
         params: Vec<String>,
         fill: Option<Fill>,
+        /// The position a standby must have replayed to answer it (None: the primary only).
+        needed: Option<Lsn>,
     },
     /// `AFTER <lsn>` ahead of what the feed applied: the worker waits (at most
     /// `after_wait_ms`) for the feed to apply it, then the result is answered from the cache
@@ -115,6 +117,7 @@ impl Job {
                 statement,
                 params,
                 fill,
+                ..
             } => Ok(Ready::Run(statement, params, fill)),
             Job::AfterApplied {
                 statement,

@@ -4,6 +4,7 @@
 use crate::cache::fill::{FillTicket, Outcome};
 use crate::error::Error;
 use crate::model::key::CanonicalPk;
+use crate::model::lsn::Lsn;
 use crate::pg::pool::{Connection, PooledClient, ReadOnlyRun, RunResult};
 use crate::pg::schema::TableSchema;
 use crate::requests::blocked::Completion;
@@ -25,6 +26,9 @@ pub type Combine = Box<dyn FnOnce(Vec<Rows>) -> Completion + Send>;
 pub struct RowLookup {
     pub schema: Arc<TableSchema>,
     pub pk: CanonicalPk,
+    /// The position a standby must have replayed to answer it (`cache::applied::needed`;
+    /// None: the primary only).
+    pub needed: Option<Lsn>,
     pub then: Box<dyn FnOnce(Outcome, Arc<TableSchema>, CanonicalPk) -> Completion + Send>,
 }
 
@@ -71,6 +75,9 @@ pub trait Pipelined: Send {
     /// A row of its answer was too long for the event loop to read: what it runs is read
     /// by the workers from now on.
     fn answered_too_large(&self);
+    /// The position a standby must have replayed to answer it (None: the primary only);
+    /// after `runs`, that of every miss it answers.
+    fn needed(&self) -> Option<Lsn>;
 }
 
 /// What a pipelined job's runs came to.

@@ -2,14 +2,17 @@
 //! fetched with ONE query per table (views excepted, see `TableSchema::batchable`), on a
 //! connection of the pool of the table's source. If that query fails, each lookup is
 //! retried alone, so one bad key (or one ambiguous view row) fails only its own request.
+//! A group a standby can answer is read there first (`on_standby`).
 
 use super::jobs::RowLookup;
 use crate::cache::fill::Outcome;
 use crate::error::panic::{catch, catch_result};
 use crate::model::key::CanonicalPk;
+use crate::model::lsn::Lsn;
 use crate::pg::fetch;
 use crate::pg::pool::{self, Pool};
 use crate::pg::schema::TableSchema;
+use crate::pg::standby;
 use crate::requests::blocked::{BlockedClient, contained};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,16 +29,57 @@ pub fn run(lookups: Vec<PendingLookup>) {
             .push(pending);
     }
     for (_, group) in by_table {
-        let outcomes: Vec<Outcome> = match pool::of(group[0].2.schema.source) {
-            Ok(pool) => fetch(&group, &pool),
-            Err(e) => group.iter().map(|_| Err(e.clone())).collect(),
+        let outcomes: Vec<Outcome> = match on_standby(&group) {
+            Some(outcomes) => outcomes,
+            None => match pool::of(group[0].2.schema.source) {
+                Ok(pool) => fetch(&group, &pool),
+                Err(e) => group.iter().map(|_| Err(e.clone())).collect(),
+            },
         };
         if let Some(deadline) = group.iter().map(|(_, d, _)| *d).min() {
             super::hold::hold_point(deadline);
         }
         for ((client, _, lookup), outcome) in group.into_iter().zip(outcomes) {
-            let RowLookup { schema, pk, then } = lookup;
+            let RowLookup {
+                schema, pk, then, ..
+            } = lookup;
             client.answer(contained(|| Ok(then(outcome, schema, pk))));
+        }
+    }
+}
+
+/// The group's rows read on a standby that was seen past the position every lookup of it
+/// needs, after a check on the read's own session that it replayed that far; None: the
+/// primary reads them (no standby may, the check fell short, or the standby failed).
+fn on_standby(group: &[PendingLookup]) -> Option<Vec<Outcome>> {
+    let needed = (group.iter().map(|(_, _, lookup)| lookup.needed))
+        .collect::<Option<Vec<Lsn>>>()?
+        .into_iter()
+        .max()?;
+    let schema = &group[0].2.schema;
+    let chosen = standby::pick(schema.source, Some(needed))?;
+    let deadline = group.iter().map(|(_, d, _)| *d).min()?;
+    let read = catch_result(|| {
+        let mut conn = chosen.pool().get(deadline)?;
+        let replayed = standby::replayed(&mut conn)?;
+        if !chosen.checked(replayed.as_deref(), needed) {
+            return Ok(None);
+        }
+        let keys: Vec<CanonicalPk> = group.iter().map(|(_, _, l)| l.pk.clone()).collect();
+        fetch::many(&mut conn, schema, &keys).map(Some)
+    });
+    match read {
+        Ok(Some(rows)) => {
+            chosen.answered(group.len());
+            Some(rows.into_iter().map(Ok).collect())
+        }
+        Ok(None) => {
+            chosen.rerouted(group.len(), false);
+            None
+        }
+        Err(_) => {
+            chosen.rerouted(group.len(), true);
+            None
         }
     }
 }

@@ -474,7 +474,9 @@ pub fn submit_lookup(ctx: &Context, checked: MayWait, lookup: RowLookup) -> Repl
             ctx,
             source,
             Box::new(move |conn| {
-                let RowLookup { schema, pk, then } = lookup;
+                let RowLookup {
+                    schema, pk, then, ..
+                } = lookup;
                 let row = crate::pg::fetch::one(conn, &schema, &pk);
                 Ok(then(row, schema, pk))
             }),

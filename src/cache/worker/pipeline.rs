@@ -2,17 +2,24 @@
 //! sent to PostgreSQL in one round trip on one connection, each in a READ ONLY transaction
 //! of its own (`Connection::query_read_only_pipelined`), so that under load misses cost a
 //! round trip per batch, not one each, whatever statements they are of.
+//!
+//! Runs a standby can answer go there first (`pg::standby`), behind a check of how far it
+//! replayed, in the same round trip; when it falls short, or the standby fails, the
+//! primary runs them.
 
 use super::hold;
 use super::jobs::{Pipelined, Sent};
 use crate::error::Error;
 use crate::error::panic::{catch, catch_result};
+use crate::model::lsn::Lsn;
 use crate::model::source::SourceId;
 use crate::pg::errors::statement_error;
-use crate::pg::pool::{self, ReadOnlyRun};
+use crate::pg::pool::{self, Connection, ReadOnlyRun, RunResult};
+use crate::pg::prepared::Parsing;
+use crate::pg::standby;
 use crate::requests::blocked::{BlockedClient, contained};
 use crate::stats;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub type PendingRun = (BlockedClient, Instant, Box<dyn Pipelined>);
 
@@ -33,6 +40,28 @@ pub fn run(source: SourceId, jobs: Vec<PendingRun>) {
         ends.push(runs.len());
         answers.push((client, job));
     }
+    let needed = (answers.iter())
+        .map(|(_, job)| catch(|| job.needed()).ok().flatten())
+        .collect::<Option<Vec<Lsn>>>()
+        .and_then(|needed| needed.into_iter().max());
+    if let Some(chosen) = standby::pick(source, needed) {
+        let needed = needed.expect("picked for a position");
+        // A panic here must not end the worker thread, nor leave any client unanswered.
+        let sent = catch_result(|| {
+            let mut conn = chosen.pool().get(deadline)?;
+            let sent = on_standby(&mut conn, &chosen, needed, &runs)?;
+            Ok(sent.map(|(results, took)| (results, took, conn)))
+        });
+        match sent {
+            Ok(Some((results, took, mut conn))) => {
+                hold::stall_point(deadline);
+                chosen.answered(answers.len());
+                return answer_all(source, answers, ends, results, took, &mut conn);
+            }
+            Ok(None) => chosen.rerouted(answers.len(), false),
+            Err(_) => chosen.rerouted(answers.len(), true),
+        }
+    }
     let pool = match pool::of(source) {
         Ok(pool) => pool,
         Err(e) => return answer_all_failed(answers, e),
@@ -50,10 +79,54 @@ pub fn run(source: SourceId, jobs: Vec<PendingRun>) {
         Ok(sent) => sent,
         Err(e) => return answer_all_failed(answers, e),
     };
+    answer_all(source, answers, ends, results, took, &mut conn);
+}
+
+/// `runs` on a standby's connection, behind the check of how far it replayed: their
+/// results and time where it replayed `needed` and every run succeeded there, else None
+/// (the primary runs them: one refused there may be refused for being on a standby).
+fn on_standby(
+    conn: &mut Connection,
+    chosen: &standby::Chosen,
+    needed: Lsn,
+    runs: &[ReadOnlyRun],
+) -> Result<Option<(Vec<RunResult>, Duration)>, Error> {
+    let check = ReadOnlyRun {
+        sql: standby::CHECK_SQL.to_string(),
+        types: Vec::new(),
+        params: Vec::new(),
+        parsing: Parsing::Kept,
+    };
+    let checked_runs: Vec<&ReadOnlyRun> = std::iter::once(&check).chain(runs).collect();
+    let (mut results, took) = conn
+        .query_read_only_pipelined(&checked_runs)
+        .map_err(|failure| statement_error(&failure))?;
+    let replayed = match results.remove(0) {
+        Ok(rows) => (rows.first())
+            .map(|row| row.text(0).map(|text| text.map(str::to_string)))
+            .transpose()?
+            .flatten(),
+        Err(failure) => return Err(statement_error(&failure)),
+    };
+    if !chosen.checked(replayed.as_deref(), needed) || results.iter().any(Result::is_err) {
+        return Ok(None);
+    }
+    Ok(Some((results, took)))
+}
+
+/// Answers each job's client from what its runs came to.
+fn answer_all(
+    source: SourceId,
+    answers: Vec<(BlockedClient, Box<dyn Pipelined>)>,
+    ends: Vec<usize>,
+    results: Vec<RunResult>,
+    took: Duration,
+    conn: &mut Connection,
+) {
     if answers.len() > 1 {
         stats::of(source).query_pipelined.add(answers.len() as u64);
     }
-    let all_runs = runs.len().max(1) as u32;
+    let all_runs = ends.last().copied().unwrap_or(0).max(1) as u32;
     let mut results = results.into_iter();
     let mut start = 0;
     for ((client, job), end) in answers.into_iter().zip(ends) {
@@ -62,7 +135,7 @@ pub fn run(source: SourceId, jobs: Vec<PendingRun>) {
         let sent = Sent::Ran {
             share: took * own.len() as u32 / all_runs,
             results: own,
-            conn: Some(&mut conn),
+            conn: Some(&mut *conn),
         };
         client.answer(contained(|| Ok(job.finish(sent))));
     }
