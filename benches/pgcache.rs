@@ -26,6 +26,8 @@
 //!     switches per miss, beside pgbench and PING
 //! 18. sources: one source's PostgreSQL frozen, the other's READ hit p99 and miss p50 against
 //!     both up, rounds alternating
+//! 19. standby: the primary's share of misses with a streaming standby listed against without,
+//!     a writer going on, rounds alternating
 #[path = "pgcache/miss_path.rs"]
 mod miss_path;
 #[path = "pgcache/oltp.rs"]
@@ -34,6 +36,8 @@ mod oltp;
 mod precision;
 #[path = "pgcache/sources.rs"]
 mod sources;
+#[path = "pgcache/standby.rs"]
+mod standby;
 
 use pgcache_testkit::*;
 use std::process::{Child, Command, Stdio};
@@ -1491,7 +1495,7 @@ fn main() {
     pg.execute("VACUUM ANALYZE users");
     // PGCACHE_BENCH_ONLY=hits|multiread|query-hits|misses|query-misses|ping|lag|coalescing|bulk|
     // writers|load-lag|pg-restart|trouble|query-precision|query-bulk|miss-path|oltp|invalidated|
-    // sources runs one section.
+    // sources|standby runs one section.
     let only = std::env::var("PGCACHE_BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let bare = bare_module();
@@ -1557,5 +1561,8 @@ fn main() {
     }
     if wanted("sources") {
         sources::isolation();
+    }
+    if wanted("standby") {
+        standby::standby();
     }
 }

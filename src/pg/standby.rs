@@ -8,13 +8,18 @@
 //! Each standby has a pool of its own, with a circuit of its own: a standby down is no outage
 //! of the source.
 //!
-//! A miss goes to a standby (`pick`) only when one serving has replayed, as far as anyone
-//! here last saw, the position the miss needs (`cache::applied::needed`); the workers then
-//! read it on that standby after a check of how far it replayed, on the same session
+//! A miss goes to a standby (`pick`) that is serving and either was last seen past the
+//! position the miss needs (`cache::applied::needed`) or has not fallen short of one since
+//! it was last seen caught up: under steady writes that position moves every few
+//! milliseconds, further than a probe every 100 ms keeps up with, while a streaming standby
+//! replays a commit long before the cache has applied it, so waiting to have seen it there
+//! left a quarter of the misses on the primary (BENCHMARKS.md section 19). The workers read
+//! the miss on that standby after a check of how far it replayed, on the same session
 //! (`CHECK_SQL`, first in the read's pipeline): replay never moves back within a session,
 //! and each statement after the check takes a newer snapshot, so a check that passed makes
 //! the answer as exact as the primary's. A check short of it, or any failure there, sends
-//! the read to the primary (`Chosen::rerouted`).
+//! the read to the primary (`Chosen::rerouted`), and a standby found short is left out
+//! until it is seen past the position it fell short of, or for `SHORT_FOR`.
 
 use crate::config::{PgSettings, Settings, StandbyAddress};
 use crate::error::Error;
@@ -29,6 +34,11 @@ use std::time::{Duration, Instant};
 
 /// How often each standby is asked.
 const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// How long a standby a check found short is left out unless seen past that position
+/// sooner: under steady writes a streaming standby trails the cache by a commit or two now
+/// and then, and leaving it out until the next probe sent a fifth of the misses to the
+/// primary (BENCHMARKS.md section 19).
+const SHORT_FOR: Duration = Duration::from_millis(10);
 /// A probe's connect, and each exchange, are given up after this long: a standby that is
 /// slow to answer is left out as one that fails.
 const PATIENCE: Duration = Duration::from_secs(1);
@@ -86,6 +96,10 @@ struct Standby {
     /// How far it replayed, as the last probe or check saw (a hint for `pick`: the check
     /// before each read is what makes an answer exact).
     replayed: AtomicU64,
+    /// The position a check last found it short of, until it is seen past it (0: none).
+    short_of: AtomicU64,
+    /// When it was found short (`since_start`'s microseconds).
+    short_at: AtomicU64,
     misses: AtomicU64,
     rerouted: AtomicU64,
 }
@@ -139,7 +153,11 @@ impl Chosen {
     pub fn checked(&self, replayed: Option<&str>, needed: Lsn) -> bool {
         match replayed.map(Lsn::parse) {
             Some(Ok(lsn)) => {
-                self.standby.replayed.store(lsn.0, Ordering::SeqCst);
+                self.standby.seen_at(lsn);
+                if lsn < needed {
+                    self.standby.short_of.fetch_max(needed.0, Ordering::SeqCst);
+                    (self.standby.short_at).store(since_start(), Ordering::SeqCst);
+                }
                 lsn >= needed
             }
             // Promoted, or not a standby: left out until a probe says otherwise.
@@ -171,7 +189,7 @@ impl Chosen {
     }
 }
 
-/// Whether a standby of `source` is known to have replayed `needed` (None: the miss may
+/// Whether a standby of `source` may take a miss that needs `needed` (None: the miss may
 /// only go to the primary). Cheap where none is listed.
 pub fn could_take(source: SourceId, needed: Option<Lsn>) -> bool {
     let Some(needed) = needed else {
@@ -183,7 +201,7 @@ pub fn could_take(source: SourceId, needed: Option<Lsn>) -> bool {
 }
 
 /// The standby of `source` a miss that needs `needed` goes to: the next in turn of those
-/// serving that were seen past it.
+/// serving that were seen past it or have not fallen short since they were seen caught up.
 pub fn pick(source: SourceId, needed: Option<Lsn>) -> Option<Chosen> {
     let needed = needed?;
     let part = of(source);
@@ -203,7 +221,22 @@ pub fn pick(source: SourceId, needed: Option<Lsn>) -> Option<Chosen> {
 
 impl Standby {
     fn takes(&self, needed: Lsn) -> bool {
-        self.serving.load(Ordering::SeqCst) && self.replayed.load(Ordering::SeqCst) >= needed.0
+        self.serving.load(Ordering::SeqCst)
+            && (self.short_of.load(Ordering::SeqCst) == 0
+                || self.replayed.load(Ordering::SeqCst) >= needed.0
+                || since_start().saturating_sub(self.short_at.load(Ordering::SeqCst))
+                    >= SHORT_FOR.as_micros() as u64)
+    }
+
+    /// A probe or check found it replayed up to `lsn`: past what it fell short of, it
+    /// takes misses again.
+    fn seen_at(&self, lsn: Lsn) {
+        self.replayed.store(lsn.0, Ordering::SeqCst);
+        let short_of = self.short_of.load(Ordering::SeqCst);
+        if short_of != 0 && lsn.0 >= short_of {
+            let _ =
+                (self.short_of).compare_exchange(short_of, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
     }
 }
 
@@ -251,6 +284,8 @@ pub fn start(source: SourceId, settings: &Settings) -> Result<(), Error> {
             }),
             serving: AtomicBool::new(false),
             replayed: AtomicU64::new(0),
+            short_of: AtomicU64::new(0),
+            short_at: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             rerouted: AtomicU64::new(0),
         }));
@@ -316,7 +351,7 @@ fn probe_all(source: SourceId, standbys: &[Arc<Standby>]) {
                 seen.replay_lsn = replay;
             }
             if let Some(lsn) = replay {
-                standby.replayed.store(lsn.0, Ordering::SeqCst);
+                standby.seen_at(lsn);
             }
             (standby.serving).store(state == State::Serving, Ordering::SeqCst);
             seen.state = state;
@@ -349,6 +384,12 @@ fn probe(
     let in_recovery: bool = row.get(0);
     let replay: Option<String> = row.get(1);
     Ok((in_recovery, replay.and_then(|text| Lsn::parse(&text).ok())))
+}
+
+/// Microseconds since this module first asked: a time an atomic holds.
+fn since_start() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
 /// Sleeps until `until`, waking early when asked to stop.

@@ -225,6 +225,10 @@ impl Pipelined for StatementRun {
         self.needed
     }
 
+    fn misses(&self) -> usize {
+        self.sets.len()
+    }
+
     fn answered_too_large(&self) {
         let figures = &self.statement.figures;
         (figures.too_large_for_loop).store(true, std::sync::atomic::Ordering::Relaxed);

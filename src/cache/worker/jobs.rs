@@ -78,6 +78,8 @@ pub trait Pipelined: Send {
     /// The position a standby must have replayed to answer it (None: the primary only);
     /// after `runs`, that of every miss it answers.
     fn needed(&self) -> Option<Lsn>;
+    /// How many misses it answers (after `runs`: its own and those that joined it).
+    fn misses(&self) -> usize;
 }
 
 /// What a pipelined job's runs came to.

@@ -46,6 +46,9 @@ pub fn run(source: SourceId, jobs: Vec<PendingRun>) {
         .and_then(|needed| needed.into_iter().max());
     if let Some(chosen) = standby::pick(source, needed) {
         let needed = needed.expect("picked for a position");
+        let misses = (answers.iter())
+            .map(|(_, job)| catch(|| job.misses()).unwrap_or(1))
+            .sum();
         // A panic here must not end the worker thread, nor leave any client unanswered.
         let sent = catch_result(|| {
             let mut conn = chosen.pool().get(deadline)?;
@@ -55,11 +58,11 @@ pub fn run(source: SourceId, jobs: Vec<PendingRun>) {
         match sent {
             Ok(Some((results, took, mut conn))) => {
                 hold::stall_point(deadline);
-                chosen.answered(answers.len());
+                chosen.answered(misses);
                 return answer_all(source, answers, ends, results, took, &mut conn);
             }
-            Ok(None) => chosen.rerouted(answers.len(), false),
-            Err(_) => chosen.rerouted(answers.len(), true),
+            Ok(None) => chosen.rerouted(misses, false),
+            Err(_) => chosen.rerouted(misses, true),
         }
     }
     let pool = match pool::of(source) {
