@@ -4,13 +4,18 @@
 # with pgcache loaded, both under .run/. `scripts/run.sh stop` stops them.
 # `make run-cluster` (`scripts/run.sh cluster`): the same PostgreSQL and a 3-primary Redis
 # Cluster on ports 7001-7003, each node with pgcache loaded.
-# RUN_DIR, PG_PORT, REDIS_PORT, CLUSTER_PORTS and CLUSTER_BUS_PORTS (space-separated; the
-# bus ports default to each port + 10000, as in Redis) move it elsewhere (the documentation's
-# test, tests/integration/readme.rs, runs its own demo this way).
+# `STANDBY=1 make run` (`STANDBY=1 scripts/run.sh`) also starts a streaming hot standby of
+# that PostgreSQL (port 55433, under .run/pg-standby), listed in the default source's
+# `standbys`: misses are read there once it has replayed as far as the cache needs.
+# RUN_DIR, PG_PORT, STANDBY_PORT, REDIS_PORT, CLUSTER_PORTS and CLUSTER_BUS_PORTS
+# (space-separated; the bus ports default to each port + 10000, as in Redis) move it
+# elsewhere (the documentation's test, tests/integration/readme.rs, runs its own demo this
+# way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${RUN_DIR:-$PWD/.run}"
 PG_PORT=${PG_PORT:-55432}
+STANDBY_PORT=${STANDBY_PORT:-$((PG_PORT + 1))}
 REDIS_PORT=${REDIS_PORT:-6390}
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
@@ -25,6 +30,7 @@ stop() {
     [ -f "$RUN/cluster/$port/redis.pid" ] && kill "$(cat "$RUN/cluster/$port/redis.pid")" 2>/dev/null || true
   done
   rm -rf "$RUN/cluster"
+  [ -d "$RUN/pg-standby" ] && as_pg "$PG_BIN/pg_ctl" -D "$RUN/pg-standby" -m fast stop >/dev/null 2>&1 || true
   [ -d "$RUN/pg" ] && as_pg "$PG_BIN/pg_ctl" -D "$RUN/pg" -m fast stop >/dev/null 2>&1 || true
   rm -f "$RUN/redis.pid"
 }
@@ -64,6 +70,16 @@ psql_run -d analytics -f examples/demo_analytics.sql >/dev/null
 psql_run -d analytics -f examples/invalidation_trigger.sql >/dev/null
 psql_run -d analytics -c "SELECT pgcache_watch('users')" >/dev/null 2>&1
 
+# The standby: a fresh base backup of the demo's PostgreSQL each time (-R: it streams from
+# it), on a port of its own.
+if [ "${STANDBY:-}" = "1" ]; then
+  rm -rf "$RUN/pg-standby"
+  as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U postgres -D "$RUN/pg-standby" \
+    -R -X stream -c fast
+  as_pg sed -i "s/^port = .*/port = $STANDBY_PORT/" "$RUN/pg-standby/postgresql.auto.conf"
+  as_pg "$PG_BIN/pg_ctl" -D "$RUN/pg-standby" -l "$RUN/pg-standby.log" -w start >/dev/null
+fi
+
 # Whether the server on port $1 answers PING within 60 s: it loads pgcache first, which waits
 # for its first connections to PostgreSQL (one per source), slow on a loaded machine.
 answers() {
@@ -71,8 +87,9 @@ answers() {
   return 1
 }
 
-MODULE_ARGS=(pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable
-  source analytics pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database analytics pg_user postgres pg_sslmode disable)
+MODULE_ARGS=(pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database app pg_user postgres pg_sslmode disable)
+if [ "${STANDBY:-}" = "1" ]; then MODULE_ARGS+=(standbys "127.0.0.1:$STANDBY_PORT"); fi
+MODULE_ARGS+=(source analytics pg_host 127.0.0.1 pg_port "$PG_PORT" pg_database analytics pg_user postgres pg_sslmode disable)
 
 if [ "${1:-}" = "cluster" ]; then
   addresses=()
@@ -138,3 +155,10 @@ Try:
   redis-cli -p $REDIS_PORT PGCACHE.QUERY 'SELECT id, name FROM users WHERE id <= \$1 ORDER BY id' 1 3
 Logs: $RUN/redis.log, $RUN/pg.log. Stop: scripts/run.sh stop
 TXT
+if [ "${STANDBY:-}" = "1" ]; then
+  cat <<TXT
+A hot standby of it streams on port $STANDBY_PORT (log: $RUN/pg-standby.log); misses go there:
+  redis-cli -p $REDIS_PORT PGCACHE.HEALTH      # standbys: its state, replay_lsn, misses
+  redis-cli -p $REDIS_PORT PGCACHE.STATS       # misses_on_standbys
+TXT
+fi

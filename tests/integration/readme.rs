@@ -143,10 +143,17 @@ fn repo() -> &'static Path {
 
 impl Demo {
     fn start(cluster: bool) -> Demo {
+        Demo::start_with(cluster, false)
+    }
+
+    /// With `standby`, run.sh's `STANDBY=1`: a streaming standby of the demo's PostgreSQL,
+    /// listed in the default source's `standbys`.
+    fn start_with(cluster: bool, standby: bool) -> Demo {
         let dir = std::env::temp_dir().join(format!(
-            "pgcache-readme-{}-{}",
+            "pgcache-readme-{}-{}{}",
             std::process::id(),
-            if cluster { "cluster" } else { "single" }
+            if cluster { "cluster" } else { "single" },
+            if standby { "-standby" } else { "" }
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -161,13 +168,17 @@ impl Demo {
         };
         // Bus ports of the test's own too: port + 10000 may fall in the ephemeral range.
         let bus_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let env = vec![
+        let mut env = vec![
             ("RUN_DIR", dir.display().to_string()),
             ("PG_PORT", pg_port.to_string()),
+            ("STANDBY_PORT", free_port().to_string()),
             ("REDIS_PORT", redis_port.to_string()),
             ("CLUSTER_PORTS", listed(&cluster_ports)),
             ("CLUSTER_BUS_PORTS", listed(&bus_ports)),
         ];
+        if standby {
+            env.push(("STANDBY", "1".to_string()));
+        }
         let mut demo = Demo {
             env,
             pg_port,
@@ -519,4 +530,36 @@ fn the_cluster_examples_work_on_the_cluster_demo() {
     for block in &blocks {
         run_block(&demo, block);
     }
+}
+
+#[test]
+fn the_demo_with_a_standby_reads_misses_there() {
+    let demo = Demo::start_with(false, true);
+    assert!(demo.printed.contains("hot standby"), "{}", demo.printed);
+    let mut con = connect(demo.redis_port);
+    wait_for(
+        "a miss read on the standby",
+        Duration::from_secs(60),
+        || {
+            let health = map_reply(&mut con, "PGCACHE.HEALTH");
+            let standbys: Vec<redis::Value> =
+                redis::from_redis_value(health["standbys"].clone()).unwrap();
+            let state: String =
+                redis::from_redis_value(nested(&standbys[0])["state"].clone()).unwrap();
+            if state == "serving" {
+                let _: redis::Value = redis::cmd("PGCACHE.INVALIDATE")
+                    .arg("users")
+                    .arg(r#"{"id":1}"#)
+                    .query(&mut con)
+                    .unwrap();
+                let row: String = redis::cmd("PGCACHE.READ")
+                    .arg("users")
+                    .arg(r#"{"id":1}"#)
+                    .query(&mut con)
+                    .unwrap();
+                assert!(row.contains(r#""id":1"#), "{row}");
+            }
+            (stats_figure(&mut con, "misses_on_standbys") > 0).then_some(())
+        },
+    );
 }
