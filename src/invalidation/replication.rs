@@ -369,6 +369,7 @@ fn prepare(
     }
     let identity = query(replication, "IDENTIFY_SYSTEM")?;
     let system = single(&identity, 0).unwrap_or_default().to_string();
+    crate::pg::standby::primary_is(feed.source, &system);
     // Where the log's inserts are now, not where it is flushed (IDENTIFY_SYSTEM's): with
     // synchronous_commit off a commit may be inserted and not yet flushed, and caught up
     // means past it.

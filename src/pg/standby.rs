@@ -107,6 +107,8 @@ struct Standby {
 /// A source's standbys and their prober.
 pub struct Part {
     standbys: Mutex<Vec<Arc<Standby>>>,
+    /// The source's PostgreSQL's system identifier, once its feed has asked (`primary_is`).
+    primary_system: Mutex<Option<String>>,
     /// How many are listed: none, and a miss asks nothing more.
     listed: AtomicUsize,
     /// Where `pick`'s round goes on from.
@@ -119,6 +121,7 @@ impl Part {
     const fn new() -> Part {
         Part {
             standbys: Mutex::new(Vec::new()),
+            primary_system: Mutex::new(None),
             listed: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
@@ -327,14 +330,47 @@ pub fn seen(source: SourceId) -> Vec<Seen> {
         .collect()
 }
 
+/// The source's PostgreSQL's system identifier (the replication feed's IDENTIFY_SYSTEM), which
+/// every standby's must equal: a standby of another PostgreSQL would answer misses with
+/// another database's rows, however far it replayed. Called on the feed's thread.
+pub fn primary_is(source: SourceId, system: &str) {
+    *of(source).primary_system.lock().unwrap() = Some(system.to_string());
+}
+
+/// Whether a standby whose system identifier is `theirs` may serve `source`; why not.
+fn same_system(source: SourceId, theirs: &str) -> Result<(), (State, String)> {
+    match of(source).primary_system.lock().unwrap().as_deref() {
+        None => Err((
+            State::Starting,
+            "the source's system identifier is not known yet (its change feed has not \
+             connected)"
+                .to_string(),
+        )),
+        Some(ours) if ours != theirs => Err((
+            State::Refused,
+            format!(
+                "a standby of another PostgreSQL: its system identifier is {theirs}, the \
+                 source's {ours}"
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 fn probe_all(source: SourceId, standbys: &[Arc<Standby>]) {
-    let mut connections: Vec<Option<Connection>> = standbys.iter().map(|_| None).collect();
+    let mut connections: Vec<Option<(Connection, String)>> =
+        standbys.iter().map(|_| None).collect();
     while !of(source).stop.load(Ordering::SeqCst) {
         let started = Instant::now();
         for (standby, connection) in standbys.iter().zip(connections.iter_mut()) {
-            let (state, replay, why) = match probe(standby, connection) {
-                Ok((true, replay)) => (State::Serving, replay, None),
-                Ok((false, _)) => (
+            let probed = probe(standby, connection).map(|(in_recovery, replay)| {
+                let system = &connection.as_ref().expect("probed on it").1;
+                (in_recovery, replay, same_system(source, system))
+            });
+            let (state, replay, why) = match probed {
+                Ok((true, replay, Ok(()))) => (State::Serving, replay, None),
+                Ok((true, replay, Err((state, why)))) => (state, replay, Some(why)),
+                Ok((false, _, _)) => (
                     State::Refused,
                     None,
                     Some("not in recovery: promoted, or not a standby".to_string()),
@@ -361,19 +397,27 @@ fn probe_all(source: SourceId, standbys: &[Arc<Standby>]) {
     }
 }
 
-/// Asks one standby whether it is in recovery, and how far it replayed.
+/// Asks one standby whether it is in recovery, and how far it replayed; on a new connection,
+/// first its system identifier (kept with the connection).
 fn probe(
     standby: &Standby,
-    connection: &mut Option<Connection>,
+    connection: &mut Option<(Connection, String)>,
 ) -> Result<(bool, Option<Lsn>), String> {
     if connection.is_none() {
         let mut fresh = (standby.pool)
             .connect_dedicated(PATIENCE, APPLICATION_NAME)
             .map_err(|e| e.message().to_string())?;
         fresh.set_patience(PATIENCE);
-        *connection = Some(fresh);
+        let rows = fresh
+            .query(
+                "SELECT system_identifier::text FROM pg_catalog.pg_control_system()",
+                &[],
+            )
+            .map_err(|e| e.to_string())?;
+        let system: String = rows.first().ok_or("the standby answered no row")?.get(0);
+        *connection = Some((fresh, system));
     }
-    let conn = connection.as_mut().expect("just connected");
+    let conn = &mut connection.as_mut().expect("just connected").0;
     let rows = conn
         .query(
             "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.pg_last_wal_replay_lsn()::text",

@@ -8,6 +8,7 @@
 
 use crate::config::current;
 use crate::model::source::SourceId;
+use crate::pg::standby;
 use crate::report::figures;
 use crate::stats::{self, Histogram};
 use std::fmt::Write as _;
@@ -192,7 +193,56 @@ pub fn render() -> String {
     write_gauges(&mut out, &sources);
     write_commands(&mut out, &sources);
     write_tables(&mut out, &sources);
+    write_standbys(&mut out, &sources);
     out
+}
+
+/// Each listed standby's misses, reroutes and state, labelled `standby="host:port"` (and its
+/// source's label): none listed, no series.
+fn write_standbys(out: &mut String, sources: &[(SourceId, String)]) {
+    let seen: Vec<(&str, String, standby::Seen)> = (sources.iter())
+        .flat_map(|(id, source)| {
+            standby::seen(*id).into_iter().map(move |seen| {
+                let label = format!("standby=\"{}\"", label(&seen.address));
+                (source.as_str(), label, seen)
+            })
+        })
+        .collect();
+    if seen.is_empty() {
+        return;
+    }
+    type Sample = fn(&standby::Seen) -> u64;
+    let families: [(&str, &str, &str, Sample); 3] = [
+        (
+            "pgcache_standby_misses_total",
+            "counter",
+            "Misses the standby answered.",
+            |seen| seen.misses,
+        ),
+        (
+            "pgcache_standby_rerouted_total",
+            "counter",
+            "Misses sent to the standby that the primary answered instead.",
+            |seen| seen.rerouted,
+        ),
+        (
+            "pgcache_standby_serving",
+            "gauge",
+            "1 while the standby serves misses, 0 while it is starting, failing or refused.",
+            |seen| u64::from(seen.state == standby::State::Serving),
+        ),
+    ];
+    for (metric, kind, help, sample) in families {
+        header(out, metric, kind, help);
+        for (source, standby, seen) in &seen {
+            let _ = writeln!(
+                out,
+                "{} {}",
+                series(metric, &[source, standby]),
+                sample(seen)
+            );
+        }
+    }
 }
 
 /// Every source with its label: none for the default, `source="<name>"` for a named one.

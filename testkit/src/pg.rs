@@ -85,35 +85,41 @@ fn template() -> &'static Path {
             return dir;
         }
         let building = temp_dir("initdb");
-        chown_for_pg(&building);
         let data = building.join("data");
-        let pwfile = building.join("pw");
-        std::fs::write(&pwfile, SUPERUSER_PASSWORD).unwrap();
-        chown_for_pg(&building);
-        let out = as_pg_user(&mut Command::new(pg_bin("initdb")))
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "--auth=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ])
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        initdb(&data);
         // Another test binary may have won the race; either copy is fine.
         let _ = std::fs::rename(&data, &dir);
         let _ = std::fs::remove_dir_all(&building);
         dir
     })
+}
+
+/// A new cluster in `data` (whose parent exists), with the superuser's password.
+fn initdb(data: &Path) {
+    let building = data.parent().unwrap();
+    let pwfile = building.join("pw");
+    std::fs::write(&pwfile, SUPERUSER_PASSWORD).unwrap();
+    chown_for_pg(building);
+    let out = as_pg_user(&mut Command::new(pg_bin("initdb")))
+        .arg("-D")
+        .arg(data)
+        .args([
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ])
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&pwfile);
 }
 
 pub struct Pg {
@@ -126,6 +132,16 @@ pub struct Pg {
 impl Pg {
     pub fn start() -> Pg {
         Self::start_with(|_| Vec::new())
+    }
+
+    /// A server of a cluster of its own (`initdb` afresh, not a copy of the template): its
+    /// system identifier is no other test server's.
+    pub fn start_another_system() -> Pg {
+        Self::start_with(|data| {
+            std::fs::remove_dir_all(data).unwrap();
+            initdb(data);
+            Vec::new()
+        })
     }
 
     /// Starts a server with TLS on, its certificate (for `localhost` and 127.0.0.1) made

@@ -228,6 +228,11 @@ fn query_name(con: &mut redis::Connection, id: i32) -> String {
 /// default source lists the standby, in replication mode (`users` published whatever the
 /// tests' mode); returns once a miss went to the standby (row 200 read so).
 fn serving_standby() -> (Pg, Pg, Redis) {
+    serving_standby_with(&[])
+}
+
+/// `serving_standby` with more module arguments.
+fn serving_standby_with(extra: &[&str]) -> (Pg, Pg, Redis) {
     let primary = Pg::start();
     primary.execute(&format!(
         "{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users', 'replication');"
@@ -236,7 +241,12 @@ fn serving_standby() -> (Pg, Pg, Redis) {
     let standby = primary.start_standby();
     let mut args = primary.module_args();
     let listed = format!("127.0.0.1:{}", standby.port);
-    args.extend(["invalidation_source", "replication", "standbys", &listed].map(String::from));
+    args.extend(
+        ["invalidation_source", "replication", "standbys", &listed]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string()),
+    );
     let redis = Redis::start(&args);
     let mut con = redis.connection();
     wait_for(
@@ -256,7 +266,9 @@ fn serving_standby() -> (Pg, Pg, Redis) {
 
 #[test]
 fn misses_go_to_a_caught_up_standby() {
-    let (primary, standby, redis) = serving_standby();
+    let metrics_port = free_port();
+    let (primary, standby, redis) =
+        serving_standby_with(&["metrics_port", &metrics_port.to_string()]);
     let mut con = redis.connection();
     // The statement learned (on the primary) before the count starts.
     assert_eq!(query_name(&mut con, 199), "user199");
@@ -286,6 +298,17 @@ fn misses_go_to_a_caught_up_standby() {
     let seen = standbys_seen(&mut con);
     let misses: i64 = redis::from_redis_value(seen[0]["misses"].clone()).unwrap();
     assert!(misses > 40, "{seen:?}");
+    let scraped = crate::metrics::scrape(metrics_port);
+    let address = format!("127.0.0.1:{}", standby.port);
+    let labelled = Some(("standby", address.as_str()));
+    assert_eq!(
+        crate::metrics::counter(&scraped, "pgcache_standby_misses_total", labelled),
+        misses as f64
+    );
+    assert_eq!(
+        crate::metrics::counter(&scraped, "pgcache_standby_rerouted_total", labelled),
+        0.0
+    );
     // Hits stay hits: nothing more goes anywhere.
     for id in 1..=20 {
         crate::sources::read_name(&mut con, None, id);
@@ -393,6 +416,40 @@ fn a_standby_that_stops_leaves_its_misses_to_the_primary() {
         Some("user150")
     );
     assert_eq!(stats_figure(&mut con, "misses_on_standbys"), on_standbys);
+}
+
+#[test]
+fn a_standby_of_another_postgresql_is_refused() {
+    let primary = Pg::start();
+    primary.execute(&format!(
+        "{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users', 'replication');"
+    ));
+    // Another PostgreSQL with the same table and other rows, and its standby: replayed as
+    // far as any position, it must never answer for the source.
+    let other = Pg::start_another_system();
+    other.execute(
+        "CREATE TABLE users (id integer PRIMARY KEY, name text NOT NULL, email text);
+         INSERT INTO users SELECT g, 'other' || g, NULL FROM generate_series(1, 200) g;",
+    );
+    let stranger = other.start_standby();
+    let mut args = primary.module_args();
+    let listed = format!("127.0.0.1:{}", stranger.port);
+    args.extend(["invalidation_source", "replication", "standbys", &listed].map(String::from));
+    let redis = Redis::start(&args);
+    let mut con = redis.connection();
+    let seen = wait_for("the stranger refused", Duration::from_secs(30), || {
+        let seen = standbys_seen(&mut con);
+        (field(&seen[0], "state").as_deref() == Some("refused")).then_some(seen)
+    });
+    let why = field(&seen[0], "why").unwrap();
+    assert!(why.contains("system identifier"), "{why}");
+    for id in 1..=10 {
+        assert_eq!(
+            crate::sources::read_name(&mut con, None, id).as_deref(),
+            Some(format!("user{id}").as_str())
+        );
+    }
+    assert_eq!(stats_figure(&mut con, "misses_on_standbys"), 0);
 }
 
 /// The model: rows written on the primary, the standby's replay paused and resumed at random,
