@@ -5,7 +5,8 @@
 use super::{Read, count_hit, must_be_canonical};
 use crate::cache::fill::{self, FillTicket};
 use crate::cache::worker;
-use crate::cache::{self, Cached, onloop};
+use crate::cache::{self, Cached, applied, onloop};
+use crate::config::current;
 use crate::error::{Error, Result};
 use crate::events;
 use crate::model::event::EventKind;
@@ -13,7 +14,7 @@ use crate::model::key::{self, CanonicalPk};
 use crate::model::source::SourceId;
 use crate::pg::pool::PooledClient;
 use crate::pg::schema::{self, TableSchema};
-use crate::pg::{fetch, normalise};
+use crate::pg::{fetch, normalise, standby};
 use crate::redis::acl;
 use crate::redis::cluster;
 use crate::redis::keyspace::{self, Name};
@@ -24,6 +25,7 @@ use redis_module::Context;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Reads the rows of `items` (pk JSON as sent) in `source`'s `table_arg`: hits from the cache, the
 /// misses fetched together; with `Read::FromPostgres`, every row fetched. With `named`, the
@@ -207,6 +209,26 @@ pub fn look_up(
 /// Fetches the batch's misses: in one query, or, when there are many, in parallel parts,
 /// one query each, on several connections.
 fn fetch_misses(ctx: &Context, batch: Batch) -> Reply {
+    // Read with the tickets: a standby answers once it replayed what began being applied,
+    // the workers reading it there in one query.
+    let needed = applied::needed(ctx, batch.schema.source);
+    if batch.schema.batchable && standby::could_take(batch.schema.source, needed) {
+        let needed = needed.expect("a standby takes a position");
+        let deadline = Instant::now() + Duration::from_millis(current::request_timeout_ms());
+        return worker::submit(
+            ctx,
+            batch.schema.source,
+            Box::new(move |client| {
+                let rows =
+                    match worker::rows_on_standby(&batch.schema, &batch.distinct, needed, deadline)
+                    {
+                        Some(rows) => rows,
+                        None => fetch::many(client, &batch.schema, &batch.distinct)?,
+                    };
+                Ok(batch.complete(rows))
+            }),
+        );
+    }
     // Few enough keys of a table: one statement the event loop sends itself.
     if onloop::takes_many(&batch.schema, &batch.distinct) {
         let checked = match worker::may_wait(ctx, batch.schema.source) {

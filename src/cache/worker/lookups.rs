@@ -56,29 +56,42 @@ fn on_standby(group: &[PendingLookup]) -> Option<Vec<Outcome>> {
         .collect::<Option<Vec<Lsn>>>()?
         .into_iter()
         .max()?;
-    let schema = &group[0].2.schema;
-    let chosen = standby::pick(schema.source, Some(needed))?;
     let deadline = group.iter().map(|(_, d, _)| *d).min()?;
+    let keys: Vec<CanonicalPk> = group.iter().map(|(_, _, l)| l.pk.clone()).collect();
+    let rows = rows_on_standby(&group[0].2.schema, &keys, needed, deadline)?;
+    Some(rows.into_iter().map(Ok).collect())
+}
+
+/// The rows of `keys` (one query), read on a standby of the table's source that may take
+/// misses needing `needed`, after a check on the read's own session that it replayed that
+/// far; None: the primary must read them (no standby may, the check fell short, or the
+/// standby failed).
+pub fn rows_on_standby(
+    schema: &TableSchema,
+    keys: &[CanonicalPk],
+    needed: Lsn,
+    deadline: Instant,
+) -> Option<Vec<Option<String>>> {
+    let chosen = standby::pick(schema.source, Some(needed))?;
     let read = catch_result(|| {
         let mut conn = chosen.pool().get(deadline)?;
         let replayed = standby::replayed(&mut conn)?;
         if !chosen.checked(replayed.as_deref(), needed) {
             return Ok(None);
         }
-        let keys: Vec<CanonicalPk> = group.iter().map(|(_, _, l)| l.pk.clone()).collect();
-        fetch::many(&mut conn, schema, &keys).map(Some)
+        fetch::many(&mut conn, schema, keys).map(Some)
     });
     match read {
         Ok(Some(rows)) => {
-            chosen.answered(group.len());
-            Some(rows.into_iter().map(Ok).collect())
+            chosen.answered(keys.len());
+            Some(rows)
         }
         Ok(None) => {
-            chosen.rerouted(group.len(), false);
+            chosen.rerouted(keys.len(), false);
             None
         }
         Err(_) => {
-            chosen.rerouted(group.len(), true);
+            chosen.rerouted(keys.len(), true);
             None
         }
     }

@@ -29,6 +29,7 @@ mod scheduler;
 pub use jobs::{
     Combine, Keyed, KeyedFill, KeyedWork, Part, Pipelined, Probe, RowLookup, Sent, Work,
 };
+pub use lookups::rows_on_standby;
 
 use crate::config::current;
 use crate::error::Error;
