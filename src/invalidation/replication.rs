@@ -288,8 +288,14 @@ fn session(feed: &Feed, pool: &Arc<Pool>, source: &SlotSource) -> Ended {
         return Ended::Lost(format!("cannot stream slot {slot}: {e}"));
     }
     feed.replication.connected.store(true, Ordering::SeqCst);
-    // From here the main thread applies this log's changes, marking where each begins.
-    cache::applied::of(feed.source).track(true);
+    // From here the main thread applies this log's changes, marking where each begins. The
+    // stream starts at `prepared.start`: what committed before it is reflected (resumed) or
+    // flushed (reset), never streamed, so a miss needs at least that much replayed, even
+    // before the start's position is applied (after a reset, the `begun` of an earlier
+    // session may lie before commits the stream will never bring).
+    let applied = cache::applied::of(feed.source);
+    applied.begin(prepared.start);
+    applied.track(true);
     feed.replication.status.lock().unwrap().problem = None;
     match &prepared.reset {
         Some(why) => feed.apply.source_reset(why.clone()),
