@@ -45,7 +45,20 @@ const PATIENCE: Duration = Duration::from_secs(1);
 const APPLICATION_NAME: &str = "pgcache-standby";
 
 /// How far the standby a read goes to replayed, asked first on the read's own session.
-pub const CHECK_SQL: &str = "SELECT pg_catalog.pg_last_wal_replay_lsn()::text";
+/// NULL once it is no longer in recovery: a promoted standby keeps answering the position it
+/// last replayed, which would pass.
+pub const CHECK_SQL: &str = "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() \
+     THEN pg_catalog.pg_last_wal_replay_lsn() END::text";
+
+/// The longest a miss waits for a connection to a standby: past it, the primary reads it
+/// (a standby that hangs on connect must not take the client's whole request time).
+const CONNECT_BUDGET: Duration = Duration::from_millis(200);
+
+/// Until when a read on a standby waits for a connection, for a client awaited until
+/// `deadline`.
+pub fn connect_deadline(deadline: Instant) -> Instant {
+    deadline.min(Instant::now() + CONNECT_BUDGET)
+}
 
 /// What the last probe of a standby found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +164,8 @@ impl Chosen {
         &self.standby.pool
     }
 
-    /// What the check before the read found (`CHECK_SQL`'s value; None: not in recovery):
+    /// What the check before the read found (`CHECK_SQL`'s value; None: no longer in
+    /// recovery):
     /// whether the standby replayed `needed`, so that the read after it may answer.
     pub fn checked(&self, replayed: Option<&str>, needed: Lsn) -> bool {
         match replayed.map(Lsn::parse) {

@@ -273,6 +273,7 @@ fn misses_go_to_a_caught_up_standby() {
     // The statement learned (on the primary) before the count starts.
     assert_eq!(query_name(&mut con, 199), "user199");
     let on_standbys = stats_figure(&mut con, "misses_on_standbys");
+    let rerouted = stats_figure(&mut con, "standby_rerouted");
     let primary_reads = primary.logged_statements("users");
     let standby_reads = standby.logged_statements("users");
     for id in 1..=20 {
@@ -295,18 +296,21 @@ fn misses_go_to_a_caught_up_standby() {
         .query(&mut con)
         .unwrap();
     assert!(rows[1].as_deref().unwrap().contains("user61"), "{rows:?}");
-    assert_eq!(
-        stats_figure(&mut con, "misses_on_standbys") - on_standbys,
-        45,
-        "every miss answered by the caught-up standby"
-    );
-    assert_eq!(stats_figure(&mut con, "standby_rerouted"), 0);
-    assert_eq!(
-        primary.logged_statements("users"),
-        primary_reads,
-        "the primary read none of them"
-    );
-    assert!(standby.logged_statements("users") >= standby_reads + 42);
+    let answered = stats_figure(&mut con, "misses_on_standbys") - on_standbys;
+    if stats_figure(&mut con, "standby_rerouted") == rerouted {
+        // Nothing on the primary moved the position past the standby meanwhile.
+        assert_eq!(answered, 45, "every miss answered by the caught-up standby");
+        assert_eq!(
+            primary.logged_statements("users"),
+            primary_reads,
+            "the primary read none of them"
+        );
+    } else {
+        // Other WAL on the primary (autovacuum, say) moved the position a check found the
+        // standby short of: those misses and the next 10 ms' went to the primary.
+        assert!(answered >= 30, "{answered} of 45 on the standby");
+    }
+    assert!(standby.logged_statements("users") >= standby_reads + 30);
     let seen = standbys_seen(&mut con);
     let misses: i64 = redis::from_redis_value(seen[0]["misses"].clone()).unwrap();
     assert!(misses > 40, "{seen:?}");
@@ -317,9 +321,10 @@ fn misses_go_to_a_caught_up_standby() {
         crate::metrics::counter(&scraped, "pgcache_standby_misses_total", labelled),
         misses as f64
     );
+    let rerouted: i64 = redis::from_redis_value(seen[0]["rerouted"].clone()).unwrap();
     assert_eq!(
         crate::metrics::counter(&scraped, "pgcache_standby_rerouted_total", labelled),
-        0.0
+        rerouted as f64
     );
     // Hits stay hits: nothing more goes anywhere.
     for id in 1..=20 {
@@ -375,6 +380,10 @@ fn replay_paused_sends_misses_to_the_primary() {
 fn after_beyond_the_standby_goes_to_the_primary() {
     let (primary, standby, redis) = serving_standby();
     let mut con = redis.connection();
+    let sent = |con: &mut redis::Connection| {
+        stats_figure(con, "misses_on_standbys") + stats_figure(con, "standby_rerouted")
+    };
+    let before = sent(&mut con);
     standby.pause_replay();
     primary.execute("UPDATE users SET name = 'written' WHERE id = 8");
     let committed = lsn_text(primary.log_position());
@@ -394,6 +403,7 @@ fn after_beyond_the_standby_goes_to_the_primary() {
         .arg(&committed);
     let reply: String = query.query(&mut con).unwrap();
     assert!(reply.contains("written"), "{reply}");
+    assert_eq!(sent(&mut con), before, "AFTER reads never go to a standby");
     standby.resume_replay();
 }
 

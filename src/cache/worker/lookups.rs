@@ -73,13 +73,15 @@ pub fn rows_on_standby(
     deadline: Instant,
 ) -> Option<Vec<Option<String>>> {
     let chosen = standby::pick(schema.source, Some(needed))?;
+    // Ok(None): the check fell short, or the read failed for what it read (a bad key, a
+    // timeout): the primary reads it, and the standby stays in. Err: the standby failed.
     let read = catch_result(|| {
-        let mut conn = chosen.pool().get(deadline)?;
+        let mut conn = chosen.pool().get(standby::connect_deadline(deadline))?;
         let replayed = standby::replayed(&mut conn)?;
         if !chosen.checked(replayed.as_deref(), needed) {
             return Ok(None);
         }
-        fetch::many(&mut conn, schema, keys).map(Some)
+        Ok(fetch::many(&mut conn, schema, keys).ok())
     });
     match read {
         Ok(Some(rows)) => {

@@ -51,7 +51,7 @@ pub fn run(source: SourceId, jobs: Vec<PendingRun>) {
             .sum();
         // A panic here must not end the worker thread, nor leave any client unanswered.
         let sent = catch_result(|| {
-            let mut conn = chosen.pool().get(deadline)?;
+            let mut conn = chosen.pool().get(standby::connect_deadline(deadline))?;
             let sent = on_standby(&mut conn, &chosen, needed, &runs)?;
             Ok(sent.map(|(results, took)| (results, took, conn)))
         });
