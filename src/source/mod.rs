@@ -19,7 +19,7 @@
 
 mod parts;
 
-use crate::cache::{onloop, worker};
+use crate::cache::{fill, onloop, worker};
 use crate::config::{NamedSource, Settings, current};
 use crate::error::Error;
 use crate::invalidation;
@@ -115,6 +115,9 @@ pub fn remove(id: SourceId, name: &str, anyway: bool) -> Result<(), Error> {
     // The event loop does not wait for its threads, which may be connecting to a database
     // that no longer answers (often why it is removed).
     stop_with(id, onloop::retire, &detach);
+    // Its fills still in flight read a database the name may no longer mean: nobody asking
+    // under the name from now on joins them, and they cache nothing.
+    fill::invalidated_scope(&current::scope(id));
     generations::forget_known(id);
     current::retire_named(id);
     worker::remove_source(id);

@@ -402,3 +402,56 @@ fn at_most_sixteen_named_sources() {
     source(&mut con, &args).unwrap();
     assert_eq!(listed(&mut con).len(), 16);
 }
+
+/// A fill of a source's old database that comes back after a SET serves nobody who asked
+/// after the SET and caches nothing: a READ of the same key after it reads the new database.
+/// (The fill's own client timed out, so the SET was not refused for a waiting client.)
+#[test]
+fn a_fill_from_before_a_set_serves_no_read_after_it() {
+    let (pg, redis) = one_source_server(&["loop_connections", "0"]);
+    let mut con = redis.connection();
+    let held_for_long = [
+        "loop_connections",
+        "0",
+        "listen",
+        "no",
+        "statement_timeout_ms",
+        "60000",
+    ];
+    add_analytics(&mut con, &pg, &held_for_long).unwrap();
+    assert_eq!(
+        read_name(&mut con, Some(A), 1).as_deref(),
+        Some("analytics1")
+    );
+    // The old database's fill of row 5 waits on a lock past its client's deadline.
+    let mut locker = pg.client_of(A);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    config_set(&mut con, "pgcache.request_timeout_ms", "500").unwrap();
+    let timed_out = redis::cmd("PGCACHE.READ")
+        .arg(&["users", r#"{"id":5}"#, "SOURCE", A])
+        .query::<Option<String>>(&mut con)
+        .unwrap_err();
+    assert!(timed_out.to_string().contains("timed out"), "{timed_out}");
+    assert_eq!(stats_figure(&mut con, "fills_in_flight"), 1);
+    config_set(&mut con, "pgcache.request_timeout_ms", "30000").unwrap();
+    source(&mut con, &["SET", A, "pg_database", "app"]).unwrap();
+    // The new database's table is known, so the next READ of row 5 is decided on the
+    // event loop, where the old fill is still in flight.
+    assert_eq!(read_name(&mut con, Some(A), 2).as_deref(), Some("user2"));
+    let port = redis.port;
+    let reader = std::thread::spawn(move || read_name(&mut connect(port), Some(A), 5));
+    // It joins the old fill (the defect: it waits for the lock) or reads the new database.
+    wait_for(
+        "the READ answered or waiting",
+        Duration::from_secs(20),
+        || (reader.is_finished() || blocked_clients(&mut con) == 1).then_some(()),
+    );
+    locker.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(reader.join().unwrap().as_deref(), Some("user5"));
+    wait_for("the fills to end", Duration::from_secs(10), || {
+        (stats_figure(&mut con, "fills_in_flight") == 0).then_some(())
+    });
+    assert_eq!(read_name(&mut con, Some(A), 5).as_deref(), Some("user5"));
+}
