@@ -13,7 +13,7 @@ pub use batch::many;
 pub use groups::many_named;
 
 use crate::cache::fill::{self, FillTicket, LeadOrWait, Outcome};
-use crate::cache::worker::{self, Keyed, KeyedFill, RowLookup};
+use crate::cache::worker::{self, Keyed, KeyedFill, RowLookup, ThenLookup};
 use crate::cache::{self, Cached, Readable, applied, onloop};
 use crate::config::current;
 use crate::error::{Error, Result};
@@ -101,53 +101,36 @@ pub fn one(
         Ok(checked) => checked,
         Err(refusal) => return refusal,
     };
+    // Read with the fill's ticket (taken below, on this thread, where no change's application
+    // begins meanwhile): a standby answers once it replayed what began being applied.
+    let needed = applied::needed(ctx, schema.source);
     // The table's rows die unread, or DDL could change them unseen: PostgreSQL's answer
     // goes back uncached.
-    if schema.uncached.is_some()
+    let passes = schema.uncached.is_some()
         || !schema
             .stats
             .pass_through
-            .fill_this_miss(current::of(schema.source).pass_through())
-    {
-        let then = Box::new(passed_completion);
-        let needed = applied::needed(ctx, schema.source);
-        return onloop::submit_lookup(
-            ctx,
-            checked,
-            RowLookup {
-                schema,
-                pk,
-                needed,
-                then,
-            },
-        );
-    }
-    let timeout_ms = current::request_timeout_ms();
-    let ticket = match fill::lead_or_wait(
-        ctx,
-        key,
-        timeout_ms,
-        fill::Asked::row(schema.source, &schema.stats, &pk.json),
-    ) {
-        LeadOrWait::Wait => return Reply::Blocked,
-        LeadOrWait::Lead(ticket) => ticket,
+            .fill_this_miss(current::of(schema.source).pass_through());
+    let then: ThenLookup = if passes {
+        Box::new(passed_completion)
+    } else {
+        let asked = fill::Asked::row(schema.source, &schema.stats, &pk.json);
+        let ticket = match fill::lead_or_wait(ctx, key, current::request_timeout_ms(), asked) {
+            LeadOrWait::Wait => return Reply::Blocked,
+            LeadOrWait::Lead(ticket) => ticket,
+        };
+        Box::new(move |outcome: Outcome, schema, pk| {
+            ticket.answer_waiters(&outcome);
+            fill_completion(outcome, schema, pk, ttl, ticket, name)
+        })
     };
-    let then = Box::new(move |outcome: Outcome, schema, pk| {
-        ticket.answer_waiters(&outcome);
-        fill_completion(outcome, schema, pk, ttl, ticket, name)
-    });
-    // Read with the ticket: a standby answers once it replayed what began being applied.
-    let needed = applied::needed(ctx, schema.source);
-    onloop::submit_lookup(
-        ctx,
-        checked,
-        RowLookup {
-            schema,
-            pk,
-            needed,
-            then,
-        },
-    )
+    let lookup = RowLookup {
+        schema,
+        pk,
+        needed,
+        then,
+    };
+    onloop::submit_lookup(ctx, checked, lookup)
 }
 
 /// The main-thread half of a miss: cache the row, or remember for `negative_ttl` that there

@@ -34,10 +34,14 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
     may_read_tables(ctx, &statement)?;
     statement.admitted()?;
     let params = canonical_params(&statement, call.params)?;
-    // Read with the ticket: a standby answers once it replayed what began being applied.
-    let needed = (call.read == Read::Cached)
-        .then(|| applied::needed(ctx, statement.source))
-        .flatten();
+    // Asked for a miss only (a hit needs none), with the ticket: a standby answers once it
+    // replayed what began being applied.
+    let source = statement.source;
+    let needed = || {
+        (call.read == Read::Cached)
+            .then(|| applied::needed(ctx, source))
+            .flatten()
+    };
     let key = match &statement.uncached {
         Some(_) => None,
         None => key_now(ctx, &statement, &params),
@@ -50,7 +54,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
             statement,
             params,
             fill: None,
-            needed,
+            needed: needed(),
         }));
     };
     if call.read == Read::Cached
@@ -81,7 +85,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
                     statement,
                     params,
                     fill: None,
-                    needed,
+                    needed: needed(),
                 }));
             }
             let asked = Asked {
@@ -114,7 +118,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
         statement,
         params,
         fill: Some(fill),
-        needed,
+        needed: needed(),
     }))
 }
 

@@ -29,8 +29,11 @@ pub struct RowLookup {
     /// The position a standby must have replayed to answer it (`cache::applied::needed`;
     /// None: the primary only).
     pub needed: Option<Lsn>,
-    pub then: Box<dyn FnOnce(Outcome, Arc<TableSchema>, CanonicalPk) -> Completion + Send>,
+    pub then: ThenLookup,
 }
+
+/// What a row lookup's answer comes to on the main thread.
+pub type ThenLookup = Box<dyn FnOnce(Outcome, Arc<TableSchema>, CanonicalPk) -> Completion + Send>;
 
 /// A job that must ask PostgreSQL which key it reads before it can join a fill of that key
 /// in flight (the first READ of a table spelling, or a key only PostgreSQL can spell).

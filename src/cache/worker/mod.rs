@@ -27,7 +27,7 @@ mod pipeline;
 mod scheduler;
 
 pub use jobs::{
-    Combine, Keyed, KeyedFill, KeyedWork, Part, Pipelined, Probe, RowLookup, Sent, Work,
+    Combine, Keyed, KeyedFill, KeyedWork, Part, Pipelined, Probe, RowLookup, Sent, ThenLookup, Work,
 };
 pub use lookups::rows_on_standby;
 
