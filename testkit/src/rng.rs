@@ -35,3 +35,12 @@ impl Rng {
         items[self.below(items.len())].clone()
     }
 }
+
+/// A generated test's seed: `PGCACHE_SEED` when set to a number (to repeat a run), else
+/// `default` (so `make test` draws the same every time).
+pub fn seed_from_env(default: u64) -> u64 {
+    std::env::var("PGCACHE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

@@ -24,10 +24,7 @@ fn postgres_rows(pg: &Pg) -> std::collections::HashMap<i64, String> {
 
 #[test]
 fn cached_rows_converge_to_postgres_under_random_writes_reads_and_listener_kills() {
-    let seed = std::env::var("PGCACHE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x9e37_79b9_7f4a_7c15);
+    let seed = seed_from_env(0x9e37_79b9_7f4a_7c15);
     let stack = Stack::start(&format!(
         "{TRIGGER_SQL}
          CREATE TABLE accounts (id integer PRIMARY KEY, balance bigint NOT NULL, note text);

@@ -264,10 +264,7 @@ fn predicate(
 
 #[test]
 fn keyless_results_answer_as_postgresql_under_generated_writes() {
-    let seed: u64 = std::env::var("PGCACHE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(525);
+    let seed = seed_from_env(525);
     let mut rng = Rng::new(seed);
     let setup = "
         CREATE TABLE k1 (a integer, b integer, t text);

@@ -86,16 +86,21 @@ fn primary_standby_and_server(extra: &[&str]) -> (Pg, Pg, u16, Redis) {
     primary.execute(&crate::sources::default_sql());
     let standby = primary.start_standby();
     let nobody = free_port();
-    let mut args = primary.module_args();
     let listed = format!("127.0.0.1:{},127.0.0.1:{nobody}", standby.port);
+    let redis = Redis::start(&streaming_with_standbys(&primary, &listed, extra));
+    (primary, standby, nobody, redis)
+}
+
+/// The module's arguments for `primary` in replication mode, its misses' standbys `listed`.
+fn streaming_with_standbys(primary: &Pg, listed: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = primary.module_args();
     args.extend(
-        ["invalidation_source", "replication", "standbys", &listed]
+        ["invalidation_source", "replication", "standbys", listed]
             .iter()
             .chain(extra)
             .map(|s| s.to_string()),
     );
-    let redis = Redis::start(&args);
-    (primary, standby, nobody, redis)
+    args
 }
 
 #[test]
@@ -239,15 +244,8 @@ fn serving_standby_with(extra: &[&str]) -> (Pg, Pg, Redis) {
     ));
     primary.log_app_statements();
     let standby = primary.start_standby();
-    let mut args = primary.module_args();
     let listed = format!("127.0.0.1:{}", standby.port);
-    args.extend(
-        ["invalidation_source", "replication", "standbys", &listed]
-            .iter()
-            .chain(extra)
-            .map(|s| s.to_string()),
-    );
-    let redis = Redis::start(&args);
+    let redis = Redis::start(&streaming_with_standbys(&primary, &listed, extra));
     let mut con = redis.connection();
     wait_for(
         "a miss answered by the standby",
@@ -454,10 +452,8 @@ fn a_standby_of_another_postgresql_is_refused() {
          INSERT INTO users SELECT g, 'other' || g, NULL FROM generate_series(1, 200) g;",
     );
     let stranger = other.start_standby();
-    let mut args = primary.module_args();
     let listed = format!("127.0.0.1:{}", stranger.port);
-    args.extend(["invalidation_source", "replication", "standbys", &listed].map(String::from));
-    let redis = Redis::start(&args);
+    let redis = Redis::start(&streaming_with_standbys(&primary, &listed, &[]));
     let mut con = redis.connection();
     let seen = wait_for("the stranger refused", Duration::from_secs(30), || {
         let seen = standbys_seen(&mut con);
@@ -479,10 +475,7 @@ fn a_standby_of_another_postgresql_is_refused() {
 /// the cache applied the last write (an answer from a standby short of it would be stale).
 #[test]
 fn a_random_model_with_replay_paused_at_random() {
-    let seed = std::env::var("PGCACHE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5717_2026);
+    let seed = seed_from_env(0x5717_2026);
     let mut rng = Rng::new(seed);
     let (primary, standby, redis) = serving_standby();
     let mut con = redis.connection();
