@@ -375,7 +375,10 @@ fn prepare(
     }
     let identity = query(replication, "IDENTIFY_SYSTEM")?;
     let system = single(&identity, 0).unwrap_or_default().to_string();
-    crate::pg::standby::primary_is(feed.source, &system);
+    let timeline = single(&identity, 1)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    crate::pg::standby::primary_is(feed.source, &system, timeline);
     // Where the log's inserts are now, not where it is flushed (IDENTIFY_SYSTEM's): with
     // synchronous_commit off a commit may be inserted and not yet flushed, and caught up
     // means past it.

@@ -20,6 +20,14 @@
 //! the answer as exact as the primary's. A check short of it, or any failure there, sends
 //! the read to the primary (`Chosen::rerouted`), and a standby found short is left out
 //! until it is seen past the position it fell short of, or for `SHORT_FOR`.
+//!
+//! A position means something only in one history of the log: the standby must be of the
+//! source's PostgreSQL (its system identifier, asked once per probe connection) and on the
+//! timeline the change feed streams (asked by every probe and every check). After a
+//! failover, a standby that went on replaying the old primary's log past the fork has
+//! positions beyond the cache's without the new primary's commits; one that follows the new
+//! primary serves again from its first restartpoint on the new timeline (PostgreSQL tells
+//! a standby's timeline only from its last restartpoint: `pg_control_checkpoint()`).
 
 use crate::config::{PgSettings, Settings, StandbyAddress};
 use crate::error::Error;
@@ -27,7 +35,7 @@ use crate::model::lsn::Lsn;
 use crate::model::source::{PartRef, Parts, SourceId};
 use crate::pg::pool::{Connection, Pool};
 use crate::stats;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,7 +56,8 @@ const APPLICATION_NAME: &str = "pgcache-standby";
 /// NULL once it is no longer in recovery: a promoted standby keeps answering the position it
 /// last replayed, which would pass.
 pub const CHECK_SQL: &str = "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() \
-     THEN pg_catalog.pg_last_wal_replay_lsn() END::text";
+     THEN pg_catalog.pg_last_wal_replay_lsn()::text || ' ' || \
+     (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())::text END";
 
 /// The longest a miss waits for a connection to a standby: past it, the primary reads it
 /// (a standby that hangs on connect must not take the client's whole request time).
@@ -122,6 +131,8 @@ pub struct Part {
     standbys: Mutex<Vec<Arc<Standby>>>,
     /// The source's PostgreSQL's system identifier, once its feed has asked (`primary_is`).
     primary_system: Mutex<Option<String>>,
+    /// The timeline its feed streams (0: not known yet).
+    primary_timeline: AtomicU32,
     /// How many are listed: none, and a miss asks nothing more.
     listed: AtomicUsize,
     /// Where `pick`'s round goes on from.
@@ -135,6 +146,7 @@ impl Part {
         Part {
             standbys: Mutex::new(Vec::new()),
             primary_system: Mutex::new(None),
+            primary_timeline: AtomicU32::new(0),
             listed: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
@@ -153,6 +165,24 @@ pub fn replayed(conn: &mut Connection) -> Result<Option<String>, Error> {
     Ok(rows.first().and_then(|row| row.get(0)))
 }
 
+/// What `CHECK_SQL` found on a standby: how far it replayed, on which timeline.
+#[derive(Debug, PartialEq, Eq)]
+struct Replayed {
+    lsn: Lsn,
+    timeline: u32,
+}
+
+impl Replayed {
+    /// `CHECK_SQL`'s text, `<lsn> <timeline>`.
+    fn parse(text: &str) -> Option<Replayed> {
+        let (lsn, timeline) = text.split_once(' ')?;
+        Some(Replayed {
+            lsn: Lsn::parse(lsn).ok()?,
+            timeline: timeline.parse().ok()?,
+        })
+    }
+}
+
 /// A standby chosen for a miss: its pool lends the connection the read goes out on.
 pub struct Chosen {
     source: SourceId,
@@ -165,11 +195,17 @@ impl Chosen {
     }
 
     /// What the check before the read found (`CHECK_SQL`'s value; None: no longer in
-    /// recovery):
-    /// whether the standby replayed `needed`, so that the read after it may answer.
+    /// recovery): whether the standby replayed `needed` on the feed's timeline, so that the
+    /// read after it may answer.
     pub fn checked(&self, replayed: Option<&str>, needed: Lsn) -> bool {
-        match replayed.map(Lsn::parse) {
-            Some(Ok(lsn)) => {
+        let timeline = of(self.source).primary_timeline.load(Ordering::SeqCst);
+        match replayed.and_then(Replayed::parse) {
+            Some(replayed) if replayed.timeline != timeline => {
+                // Another history of the log: left out until a probe finds it on the feed's.
+                self.standby.serving.store(false, Ordering::SeqCst);
+                false
+            }
+            Some(Replayed { lsn, .. }) => {
                 self.standby.seen_at(lsn);
                 if lsn < needed {
                     self.standby.short_of.fetch_max(needed.0, Ordering::SeqCst);
@@ -344,15 +380,21 @@ pub fn seen(source: SourceId) -> Vec<Seen> {
         .collect()
 }
 
-/// The source's PostgreSQL's system identifier (the replication feed's IDENTIFY_SYSTEM), which
-/// every standby's must equal: a standby of another PostgreSQL would answer misses with
-/// another database's rows, however far it replayed. Called on the feed's thread.
-pub fn primary_is(source: SourceId, system: &str) {
-    *of(source).primary_system.lock().unwrap() = Some(system.to_string());
+/// The source's PostgreSQL's system identifier and the timeline its feed streams (the
+/// replication feed's IDENTIFY_SYSTEM), which every standby's must equal: a standby of
+/// another PostgreSQL would answer misses with another database's rows, and one on another
+/// timeline with another history of the log, however far it replayed. Called on the feed's
+/// thread at each connection.
+pub fn primary_is(source: SourceId, system: &str, timeline: u32) {
+    let part = of(source);
+    *part.primary_system.lock().unwrap() = Some(system.to_string());
+    part.primary_timeline.store(timeline, Ordering::SeqCst);
 }
 
-/// Whether a standby whose system identifier is `theirs` may serve `source`; why not.
-fn same_system(source: SourceId, theirs: &str) -> Result<(), (State, String)> {
+/// Whether a standby whose system identifier is `theirs`, replaying timeline `timeline`,
+/// may serve `source`; why not.
+fn same_history(source: SourceId, theirs: &str, timeline: u32) -> Result<(), (State, String)> {
+    let ours = of(source).primary_timeline.load(Ordering::SeqCst);
     match of(source).primary_system.lock().unwrap().as_deref() {
         None => Err((
             State::Starting,
@@ -367,6 +409,14 @@ fn same_system(source: SourceId, theirs: &str) -> Result<(), (State, String)> {
                  source's {ours}"
             ),
         )),
+        Some(_) if timeline != ours => Err((
+            State::Refused,
+            format!(
+                "on timeline {timeline}, the source's change feed on {ours}: a standby that \
+                 did not follow a failover, or (after one) has had no restartpoint on the new \
+                 timeline yet"
+            ),
+        )),
         Some(_) => Ok(()),
     }
 }
@@ -377,9 +427,9 @@ fn probe_all(source: SourceId, standbys: &[Arc<Standby>]) {
     while !of(source).stop.load(Ordering::SeqCst) {
         let started = Instant::now();
         for (standby, connection) in standbys.iter().zip(connections.iter_mut()) {
-            let probed = probe(standby, connection).map(|(in_recovery, replay)| {
+            let probed = probe(standby, connection).map(|(in_recovery, replay, timeline)| {
                 let system = &connection.as_ref().expect("probed on it").1;
-                (in_recovery, replay, same_system(source, system))
+                (in_recovery, replay, same_history(source, system, timeline))
             });
             let (state, replay, why) = match probed {
                 Ok((true, replay, Ok(()))) => (State::Serving, replay, None),
@@ -411,12 +461,12 @@ fn probe_all(source: SourceId, standbys: &[Arc<Standby>]) {
     }
 }
 
-/// Asks one standby whether it is in recovery, and how far it replayed; on a new connection,
-/// first its system identifier (kept with the connection).
+/// Asks one standby whether it is in recovery, how far it replayed and on which timeline;
+/// on a new connection, first its system identifier (kept with the connection).
 fn probe(
     standby: &Standby,
     connection: &mut Option<(Connection, String)>,
-) -> Result<(bool, Option<Lsn>), String> {
+) -> Result<(bool, Option<Lsn>, u32), String> {
     if connection.is_none() {
         let mut fresh = (standby.pool)
             .connect_dedicated(PATIENCE, APPLICATION_NAME)
@@ -434,14 +484,20 @@ fn probe(
     let conn = &mut connection.as_mut().expect("just connected").0;
     let rows = conn
         .query(
-            "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.pg_last_wal_replay_lsn()::text",
+            "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.pg_last_wal_replay_lsn()::text, \
+             (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())",
             &[],
         )
         .map_err(|e| e.to_string())?;
     let row = rows.first().ok_or("the standby answered no row")?;
     let in_recovery: bool = row.get(0);
     let replay: Option<String> = row.get(1);
-    Ok((in_recovery, replay.and_then(|text| Lsn::parse(&text).ok())))
+    let timeline: i32 = row.get(2);
+    Ok((
+        in_recovery,
+        replay.and_then(|text| Lsn::parse(&text).ok()),
+        timeline as u32,
+    ))
 }
 
 /// Microseconds since this module first asked: a time an atomic holds.
@@ -458,5 +514,24 @@ fn pause_until(source: SourceId, until: Instant) {
             return;
         }
         std::thread::sleep((until - now).min(Duration::from_millis(10)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_reads_the_position_and_the_timeline() {
+        assert_eq!(
+            Replayed::parse("0/3000148 2"),
+            Some(Replayed {
+                lsn: Lsn::parse("0/3000148").unwrap(),
+                timeline: 2
+            })
+        );
+        for refused in ["0/3000148", "0/3000148 x", "nonsense 1", ""] {
+            assert_eq!(Replayed::parse(refused), None, "{refused:?}");
+        }
     }
 }

@@ -544,3 +544,49 @@ fn a_random_model_with_replay_paused_at_random() {
         "the standby answered some misses (seed {seed})"
     );
 }
+
+/// After a failover, a standby that went on replaying the old primary's log is on another
+/// timeline: its positions pass the cache's while it lacks the new primary's history. It is
+/// refused, and misses read the new primary's rows.
+#[test]
+fn a_standby_left_on_the_old_timeline_is_refused() {
+    let old = Pg::start();
+    old.execute(&format!(
+        "{USERS_SQL} {TRIGGER_SQL} SELECT pgcache_watch('users', 'replication');"
+    ));
+    let left_behind = old.start_standby();
+    let new = old.start_standby();
+    new.superuser()
+        .batch_execute("SELECT pg_promote()")
+        .unwrap();
+    wait_for("the promotion", Duration::from_secs(60), || {
+        let recovering: bool = new
+            .superuser()
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .unwrap()
+            .get(0);
+        (!recovering).then_some(())
+    });
+    // The old primary goes on (a split brain, or commits its standby got before the new
+    // primary did), and the standby left behind replays it, far past the fork.
+    for _ in 0..100 {
+        old.execute("UPDATE users SET name = 'forked' || id WHERE id <= 20");
+    }
+    left_behind.wait_replayed(old.log_position());
+    let listed = format!("127.0.0.1:{}", left_behind.port);
+    let redis = Redis::start(&streaming_with_standbys(&new, &listed, &[]));
+    let mut con = redis.connection();
+    let seen = wait_for("the standby refused", Duration::from_secs(30), || {
+        let seen = standbys_seen(&mut con);
+        (field(&seen[0], "state").as_deref() == Some("refused")).then_some(seen)
+    });
+    let why = field(&seen[0], "why").unwrap();
+    assert!(why.contains("timeline 1") && why.contains("on 2"), "{why}");
+    for id in 1..=20 {
+        assert_eq!(
+            crate::sources::read_name(&mut con, None, id).as_deref(),
+            Some(format!("user{id}").as_str())
+        );
+    }
+    assert_eq!(stats_figure(&mut con, "misses_on_standbys"), 0);
+}
