@@ -455,3 +455,48 @@ fn a_fill_from_before_a_set_serves_no_read_after_it() {
     });
     assert_eq!(read_name(&mut con, Some(A), 5).as_deref(), Some("user5"));
 }
+
+/// A SET that points a source at another database of the same PostgreSQL, with a slot of
+/// its own (a slot belongs to one database: the old one's is refused, as the log says):
+/// its feed follows the new database, and the cache serves it.
+#[test]
+fn a_set_to_another_database_of_the_server_follows_it() {
+    let (pg, redis) = one_source_server(&[]);
+    let mut con = redis.connection();
+    add_analytics(&mut con, &pg, &[]).unwrap();
+    read_until_cached_of(&mut con, A, "users", r#"{"id":1}"#);
+    if invalidation_source() == "replication" {
+        source(&mut con, &["SET", A, "pg_database", "app"]).unwrap();
+        wait_for("HEALTH to name the slot", Duration::from_secs(20), || {
+            let health = nested(
+                &redis::cmd("PGCACHE.HEALTH")
+                    .arg(&["SOURCE", A])
+                    .query(&mut con)
+                    .unwrap(),
+            );
+            let problems: Vec<String> =
+                redis::from_redis_value(health["problems"].clone()).unwrap();
+            problems
+                .iter()
+                .any(|p| p.contains("pgcache_analytics exists but is not a pgoutput slot"))
+                .then_some(())
+        });
+    }
+    let moved = [
+        "SET",
+        A,
+        "pg_database",
+        "app",
+        "replication_slot",
+        "pgcache_analytics_app",
+    ];
+    source(&mut con, &moved).unwrap();
+    read_until_cached_of(&mut con, A, "users", r#"{"id":3}"#);
+    assert_eq!(read_name(&mut con, Some(A), 3).as_deref(), Some("user3"));
+    pg.execute("UPDATE users SET name = 'fresh' WHERE id = 3");
+    wait_for(
+        "the change reaching the cache",
+        Duration::from_secs(20),
+        || (read_name(&mut con, Some(A), 3).as_deref() == Some("fresh")).then_some(()),
+    );
+}
