@@ -197,6 +197,25 @@ fn columns(statement: &Statement) -> Reply {
     )
 }
 
+/// Each result column's types as `[[typname, oid], ...]`: its declared type (an array's
+/// element), then each domain's base type, to the base type (a client's decoders of a type
+/// apply to domains over it and arrays of it).
+fn column_types(statement: &Statement) -> Reply {
+    Reply::Array(
+        (statement.columns.iter())
+            .map(|c| {
+                Reply::Array(
+                    (c.types.iter())
+                        .map(|(name, oid)| {
+                            Reply::Array(vec![Reply::Bulk(name.clone()), Reply::Int(*oid as i64)])
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+}
+
 pub fn explain(ctx: &Context, args: &[&[u8]]) -> Reply {
     let source = match only_source_option(&args[2..]) {
         Ok(source) => source,
@@ -239,6 +258,7 @@ pub fn explain(ctx: &Context, args: &[&[u8]]) -> Reply {
                         ),
                     ),
                     ("columns".into(), columns(&statement)),
+                    ("column_types".into(), column_types(&statement)),
                 ],
                 // PostgreSQL out of reach says nothing about the statement.
                 Err(e) if e.is_postgres() && e.message().starts_with("PostgreSQL unavailable") => {

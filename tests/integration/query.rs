@@ -1207,4 +1207,24 @@ fn explain_names_each_result_column_with_the_type_a_client_decodes() {
         .map(|(n, t)| (n.to_string(), t.to_string()))
         .collect();
     assert_eq!(columns, expected);
+    // The types each column is of, for a client's decoders: declared (an array's element),
+    // then each domain's base.
+    let types: Vec<Vec<(String, u32)>> =
+        redis::from_redis_value(nested(&reply)["column_types"].clone()).unwrap();
+    let names = |i: usize| -> Vec<&str> { types[i].iter().map(|(n, _)| n.as_str()).collect() };
+    assert_eq!(types.len(), expected.len());
+    assert_eq!(types[0], vec![("int4".to_string(), 23)]);
+    for (column, of) in [
+        (14, vec!["int4"]),
+        (15, vec!["mood"]),
+        (16, vec!["mood"]),
+        (17, vec!["address"]),
+        (18, vec!["small_positive", "positive", "int4"]),
+        (19, vec!["positive", "int4"]),
+        (20, vec!["labels", "text"]),
+        (21, vec!["int4range"]),
+        (24, vec!["text"]),
+    ] {
+        assert_eq!(names(column), of, "{}", expected[column].0);
+    }
 }
