@@ -11,6 +11,7 @@ from ._flows import Explained
 from ._local import LocalCache
 from .aio import AsyncPGCacheManager
 from .client import PGCacheManager
+from .decoders import list_decoders, register_decoder, unregister_decoder
 from .events import Event, events
 from .loader import ModuleLoadError, load_pgcache_module
 from .rows import class_row, dict_row, namedtuple_row, tuple_row
@@ -27,9 +28,12 @@ __all__ = [
     "class_row",
     "dict_row",
     "events",
+    "list_decoders",
     "load_pgcache_module",
     "namedtuple_row",
+    "register_decoder",
     "tuple_row",
+    "unregister_decoder",
 ]
 
 __version__ = "0.1.0"

@@ -243,7 +243,8 @@ def _nullable(convert: Converter) -> Converter:
 def _array_of(convert: Converter | None) -> Converter:
     # Nested lists for several dimensions; `convert` lets NULL elements through.
     def array(value: Any) -> Any:
-        if isinstance(value, list):
+        # A composite element parsed as its pairs is one element, not a dimension.
+        if isinstance(value, list) and not isinstance(value, _Pairs):
             return [array(item) for item in value]
         return value if convert is None else convert(value)
 
@@ -299,21 +300,35 @@ _EXACT: dict[str, Converter] = {
 
 
 def converter(
-    type_name: str, as_text: frozenset[str] = frozenset(), exact: bool = False
+    type_name: str,
+    as_text: frozenset[str] = frozenset(),
+    exact: bool = False,
+    handler: Converter | None = None,
 ) -> Converter | None:
     """How a column of ``type_name`` (as EXPLAIN names it) is decoded; None: as parsed.
     The types in ``as_text`` come as PostgreSQL's text of them. ``exact``: a value Python
     cannot hold (24:00:00, an infinite date) raises ``ValueError`` rather than becoming the
-    nearest one Python has."""
+    nearest one Python has. ``handler``: a user's decoder of the column's type (see
+    ``decoders``), given each value (each element of an array) as decoded without it."""
     if type_name.endswith("[]"):
-        return _array_of(converter(type_name[:-2], as_text, exact))
+        return _array_of(converter(type_name[:-2], as_text, exact, handler))
     if type_name in as_text:
+        # Asked for as PostgreSQL's text: no decoder of the type applies.
         convert = _AS_TEXT.get(type_name)
+        handler = None
     elif exact and type_name in _EXACT:
         convert = _EXACT[type_name]
     else:
         convert = _BASE.get(type_name)
+    if handler is not None:
+        # A value of a type pgcache leaves as parsed (a JSON object, say) reaches the
+        # handler as the json module would make it.
+        convert = _then(convert or plain, handler)
     return None if convert is None else _nullable(convert)
+
+
+def _then(convert: Converter, handler: Converter) -> Converter:
+    return lambda value: handler(convert(value))
 
 
 class Decoder:
@@ -325,19 +340,27 @@ class Decoder:
         row_factory: RowFactory,
         as_text: frozenset[str] = frozenset(),
         exact: bool = False,
+        handlers: Sequence[Converter | None] = (),
+        handled: tuple[int, ...] = (),
     ) -> None:
         self.names: list[str] = [name for name, _ in columns]
         self.types: list[str] = [type_name for _, type_name in columns]
-        self._converters = [converter(type_name, as_text, exact) for type_name in self.types]
+        handlers = list(handlers) or [None] * len(self.types)
+        self._converters = [
+            converter(type_name, as_text, exact, handler)
+            for type_name, handler in zip(self.types, handlers)
+        ]
         # Columns of distinct names: each row is a plain JSON object, parsed by the json
         # module's C code, its values in the columns' order; json, jsonb and records are
         # then already dicts and lists.
         self._unique = len(set(self.names)) == len(self.names)
         self._fast_converters = [
             None
-            if type_name in _ALREADY_PLAIN and type_name.rstrip("[]") not in as_text
+            if type_name in _ALREADY_PLAIN
+            and type_name.rstrip("[]") not in as_text
+            and handler is None
             else convert
-            for type_name, convert in zip(self.types, self._converters)
+            for type_name, convert, handler in zip(self.types, self._converters, handlers)
         ]
         # Every column but the floats' has a -0 read back as the json module reads it.
         self._floats = any(t.rstrip("[]") in _FLOATS for t in self.types)
@@ -348,9 +371,10 @@ class Decoder:
         self._make_row = row_factory(self.names)
         # What PGCACHE.EXPLAIN said of the statement (set by the client that asked).
         self.explained: Any = None
-        # What an answer kept for several callers was decoded as: the columns, and the types
-        # made text or exact (a ``get`` and a ``query`` of one statement share its answers).
-        self.shape = (tuple(self.names), as_text, exact)
+        # What an answer kept for several callers was decoded as: the columns, the types
+        # made text or exact (a ``get`` and a ``query`` of one statement share its answers),
+        # and the decoders that applied (``handled``: their state then).
+        self.shape = (tuple(self.names), as_text, exact, handled)
 
     def rows(self, text: str) -> list[Any]:
         """The rows of one answer (QUERY's JSON array of row objects)."""
@@ -430,9 +454,13 @@ class TableDecoder:
     """Turns a table's rows (READ's JSON objects) into dicts, each known column by its type
     (a column the table gained since is left as parsed)."""
 
-    def __init__(self, columns: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self, columns: Sequence[tuple[str, str]], handlers: Sequence[Converter | None] = ()
+    ) -> None:
+        handlers = list(handlers) or [None] * len(columns)
         self._converters: dict[str, Converter] = {
-            name: converter(type_name) or plain for name, type_name in columns
+            name: converter(type_name, handler=handler) or plain
+            for (name, type_name), handler in zip(columns, handlers)
         }
         self._floats = any(t.rstrip("[]") in _FLOATS for _, t in columns)
         # As `Decoder`'s: a -0 kept as -0.0 for the float columns only.

@@ -14,6 +14,7 @@ from ._local import LocalCache
 from ._params import param_text, pk_json
 from ._placeholders import nulls_written
 from ._replies import mapping, text
+from .decoders import DECODERS, Decode, Decoders, Registered
 from .rows import RowFactory, tuple_row
 
 T = TypeVar("T")
@@ -66,6 +67,11 @@ class Explained:
         self.columns: list[tuple[str, str]] = [
             (name, type_name) for name, type_name in reply.get("columns") or []
         ]
+        # Each column's types, for decoders of a type: its own, then each domain's base.
+        self.column_types: list[list[tuple[str, int]]] = [
+            [(text(name), int(oid)) for name, oid in types]
+            for types in reply.get("column_types") or []
+        ]
         self.raw: dict[str, Any] = dict(reply)
 
     def __repr__(self) -> str:
@@ -103,6 +109,41 @@ class Flows:
         self._decoders: dict[tuple[Any, ...], _decode.Decoder] = {}
         self._tables: dict[str, _decode.TableDecoder] = {}
         self._lock = threading.Lock()
+        # Decoders of types of the application's own: this manager's, over the process's.
+        self.type_decoders = Decoders("manager", DECODERS)
+        self._decoded_with = self.type_decoders.state()
+
+    def register_decoder(
+        self, type_name_or_oid: str | int, decode: Decode, priority: int = 0
+    ) -> None:
+        """Decodes this manager's columns of the type (arrays of it, domains over it) with
+        ``decode`` (see ``pgcache.decoders``)."""
+        self.type_decoders.register(type_name_or_oid, decode, priority)
+
+    def unregister_decoder(self, type_name_or_oid: str | int, decode: Decode | None = None) -> bool:
+        """Removes this manager's decoders of the type (only ``decode`` when given)."""
+        return self.type_decoders.unregister(type_name_or_oid, decode)
+
+    def list_decoders(self) -> list[Registered]:
+        """The decoders that apply to this manager (its own and the process's), the ones
+        that win first."""
+        return self.type_decoders.listed()
+
+    def _decoders_current(self) -> None:
+        """Forgets the decoders made before a type decoder was registered or removed."""
+        state = self.type_decoders.state()
+        if state != self._decoded_with:
+            with self._lock:
+                self._decoders.clear()
+                self._tables.clear()
+                self._decoded_with = state
+
+    def _handlers(self, explained: Explained) -> tuple[list[Decode | None], tuple[int, ...]]:
+        """Each column's decoder of its type (None: none applies), and their state."""
+        return (
+            [self.type_decoders.choose(types) for types in explained.column_types],
+            self._decoded_with,
+        )
 
     def forget(self, sql: str | None = None) -> None:
         """Forgets the columns learned of ``sql`` (of every statement and table with None):
@@ -134,11 +175,13 @@ class Flows:
         """The decoder of ``sql``'s answers into ``factory``'s rows (the types in
         ``as_text`` as text; ``exact``: see ``_decode.converter``): kept, else made from what
         EXPLAIN says of its columns."""
+        self._decoders_current()
         key = (sql, factory) if not as_text and not exact else (sql, factory, as_text, exact)
         decoder = self._decoders.get(key)
         if decoder is None:
             explained = yield from self.explain_flow(sql)
-            decoder = _decode.Decoder(explained.columns, factory, as_text, exact)
+            handlers, handled = self._handlers(explained)
+            decoder = _decode.Decoder(explained.columns, factory, as_text, exact, handlers, handled)
             decoder.explained = explained
             # A statement refused now may be admitted later (the allowlist): not kept.
             if explained.cacheable:
@@ -182,6 +225,7 @@ class Flows:
         """The rows the local cache keeps for ``sql`` with ``params``, made by ``factory``;
         None where it keeps none (the call then goes to pgcache, as a flow)."""
         sql, params = nulls_written(sql, params)
+        self._decoders_current()
         decoder = self._decoders.get((sql, factory))
         if decoder is None or self.local is None:
             return None
@@ -238,13 +282,14 @@ class Flows:
         after: str | None,
         maxstale: int | None,
     ) -> Flow[Any]:
+        self._decoders_current()
         decoder = self._tables.get(table)
         if decoder is None:
             # A row is what `SELECT * FROM <table>` returns: its columns are the table's.
             explained = yield from self.explain_flow(f"SELECT * FROM {table}")
             # Kept even where QUERY refuses `SELECT *` of the table (its rows then come as
             # parsed): READ may still serve it, and must not ask again at each call.
-            decoder = _decode.TableDecoder(explained.columns)
+            decoder = _decode.TableDecoder(explained.columns, self._handlers(explained)[0])
             self._keep(self._tables, table, decoder)
         args: list[Any] = [table, keys]
         if ttl is not None:

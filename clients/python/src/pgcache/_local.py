@@ -31,15 +31,19 @@ keys.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import logging
 import os
 import socket
 import ssl
 import threading
 import time
+import uuid
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any, Callable
 
 from . import _resp
@@ -76,8 +80,28 @@ class Kept:
         self.rows = [tuple(values) for values in rows]
         self.shape = shape
         self.mutable = frozenset(
-            i for row in self.rows for i, v in enumerate(row) if isinstance(v, (dict, list))
+            i for row in self.rows for i, v in enumerate(row) if not isinstance(v, _IMMUTABLE)
         )
+
+
+# What pgcache's own decoding makes that no caller can change: every other value (a dict, a
+# list, what a type decoder of the application's made) is copied for each caller.
+_IMMUTABLE = (
+    type(None),
+    str,
+    int,
+    float,
+    Decimal,
+    bytes,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    uuid.UUID,
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+)
 
 
 class Plan:
