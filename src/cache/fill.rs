@@ -10,7 +10,12 @@
 //!   client waits for that fill and gets the same answer. Only a fill that started after the
 //!   key's last invalidation can be shared: one that started before may have read the row
 //!   the invalidation replaced.
+//! - Sources: a source's keys are named by its name, which a SET gives to a new number (and
+//!   another database). Removing a source counts an invalidation of its fills in flight, and a
+//!   fill a retired number's job registers afterwards is detached: in no entry, shared with
+//!   nobody, cached never.
 
+use crate::config::current;
 use crate::error::Error;
 use crate::model::source::{Scope, SourceId};
 use crate::requests::blocked::{BlockedClient, Completion};
@@ -83,6 +88,8 @@ pub struct FillTicket {
     key: Arc<str>,
     invalidations_at_start: u64,
     done: bool,
+    /// Registered for a retired source: no entry holds it (`register`).
+    detached: bool,
 }
 
 /// What a READ miss should do.
@@ -101,7 +108,7 @@ pub fn lead_or_wait(ctx: &Context, key: Arc<str>, timeout_ms: u64, asked: Asked)
             entry.add_waiter(BlockedClient::block(ctx, asked.source, timeout_ms), asked);
             return LeadOrWait::Wait;
         }
-        LeadOrWait::Lead(register(map, key))
+        LeadOrWait::Lead(register(map, key, asked.source))
     })
 }
 
@@ -116,18 +123,20 @@ pub fn lead_or_join(
     pk: &str,
 ) -> Option<(FillTicket, BlockedClient)> {
     with_map(|map| {
-        if let Some(entry) = shareable(map, key) {
+        if !current::retired(source)
+            && let Some(entry) = shareable(map, key)
+        {
             entry.add_waiter(client, Asked::row(source, table, pk));
             return None;
         }
-        Some((register(map, key.clone()), client))
+        Some((register(map, key.clone(), source), client))
     })
 }
 
 /// Registers a fill of `key` that joins none in flight: its query starts after the client's
 /// request, so its row is at least as fresh as the client's own committed writes.
-pub fn lead(key: Arc<str>) -> FillTicket {
-    with_map(|map| register(map, key))
+pub fn lead(key: Arc<str>, source: SourceId) -> FillTicket {
+    with_map(|map| register(map, key, source))
 }
 
 /// The fill of `key` in flight a new client may share: one that started after the key's
@@ -153,12 +162,27 @@ pub fn count() -> usize {
     with_map(|map| map.len())
 }
 
-/// Registers the fills of several keys (a MULTIREAD's misses) under one lock.
-pub fn register_fills(keys: Vec<Arc<str>>) -> Vec<FillTicket> {
-    with_map(|map| keys.into_iter().map(|key| register(map, key)).collect())
+/// Registers the fills of several keys of `source` (a MULTIREAD's misses) under one lock.
+pub fn register_fills(keys: Vec<Arc<str>>, source: SourceId) -> Vec<FillTicket> {
+    with_map(|map| {
+        keys.into_iter()
+            .map(|key| register(map, key, source))
+            .collect()
+    })
 }
 
-fn register(map: &mut Fills, key: Arc<str>) -> FillTicket {
+/// Registers a fill of `key`, of `source`'s database. Under the map's lock, so a removal
+/// (which retires the number, then counts an invalidation of its fills under this lock)
+/// either finds the fill or is seen by it.
+fn register(map: &mut Fills, key: Arc<str>, source: SourceId) -> FillTicket {
+    if current::retired(source) {
+        return FillTicket {
+            key,
+            invalidations_at_start: 0,
+            done: true,
+            detached: true,
+        };
+    }
     let entry = map.entry(key.clone()).or_default();
     entry.fills += 1;
     entry.newest_start = entry.invalidations;
@@ -166,6 +190,7 @@ fn register(map: &mut Fills, key: Arc<str>) -> FillTicket {
         invalidations_at_start: entry.invalidations,
         key,
         done: false,
+        detached: false,
     }
 }
 
@@ -273,6 +298,9 @@ impl FillTicket {
     /// Answers the clients waiting on this fill now (any thread), so they need not wait
     /// for the leader's turn on the main thread.
     pub fn answer_waiters(&self, outcome: &Outcome) {
+        if self.detached {
+            return;
+        }
         let waiters = with_map(|map| {
             map.get_mut(&self.key)
                 .map(|e| (self.take_own_waiters(e), e.asked.clone()))
@@ -311,6 +339,9 @@ impl FillTicket {
     /// Ends this fill in the map: whether no invalidation arrived since it registered, and
     /// the waiters to answer if it was the key's last fill.
     fn unregister_in(&self, map: &mut Fills) -> (bool, Waiting) {
+        if self.detached {
+            return (false, Waiting::default());
+        }
         let Some(entry) = map.get_mut(&self.key) else {
             return (false, Waiting::default());
         };

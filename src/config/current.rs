@@ -151,6 +151,18 @@ pub fn named_ids() -> Vec<SourceId> {
         .collect()
 }
 
+/// Whether named source `source` is no longer served (removed, or changed by a SET, which
+/// serves it under a new number): what its jobs still running fetch answers no one asking
+/// under its name now. The default source is never retired.
+pub fn retired(source: SourceId) -> bool {
+    if source == SourceId::DEFAULT {
+        return false;
+    }
+    let names = NAMES.read().unwrap();
+    !(names.get(usize::from(source.number()) - 1))
+        .is_some_and(|named| named.as_ref().is_some_and(|n| n.served))
+}
+
 /// The name of `source`; None for the default source (it has none).
 pub fn name(source: SourceId) -> Option<String> {
     if source == SourceId::DEFAULT {

@@ -115,11 +115,12 @@ pub fn remove(id: SourceId, name: &str, anyway: bool) -> Result<(), Error> {
     // The event loop does not wait for its threads, which may be connecting to a database
     // that no longer answers (often why it is removed).
     stop_with(id, onloop::retire, &detach);
-    // Its fills still in flight read a database the name may no longer mean: nobody asking
-    // under the name from now on joins them, and they cache nothing.
+    // Its fills in flight read a database the name may no longer mean: nobody asking under
+    // the name from now on joins them, and they cache nothing; its jobs still running
+    // register theirs detached (retired first, so a fill registered meanwhile is counted).
+    current::retire_named(id);
     fill::invalidated_scope(&current::scope(id));
     generations::forget_known(id);
-    current::retire_named(id);
     worker::remove_source(id);
     Ok(())
 }

@@ -388,6 +388,7 @@ impl Batch {
                 .iter()
                 .map(|k| k.shared_cache_key(&schema.key_prefix))
                 .collect(),
+            schema.source,
         );
         Batch {
             schema,

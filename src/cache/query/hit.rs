@@ -111,7 +111,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
         }
         // The feed cannot vouch for the cache: PostgreSQL answers, and its answer may be
         // cached (taken after the key's generations).
-        Read::FromPostgres | Read::Unvouched => fill::lead(key.into()),
+        Read::FromPostgres | Read::Unvouched => fill::lead(key.into(), statement.source),
     };
     let fill = Fill::new(ticket, call.ttl, &params, call.with_key);
     Ok(Known::Missed(Job::Run {

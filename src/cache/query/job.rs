@@ -246,7 +246,7 @@ fn look_up_from_worker(
                         {
                             None
                         }
-                        None => Some(Looked::Lead(fill::lead(key.into()))),
+                        None => Some(Looked::Lead(fill::lead(key.into(), statement.source))),
                     }
                 });
             });

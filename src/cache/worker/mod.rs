@@ -367,7 +367,7 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, source: SourceId, deadline:
         })) => {
             let key = pk.shared_cache_key(&schema.key_prefix);
             let led = if fresh {
-                Some((crate::cache::fill::lead(key), client))
+                Some((crate::cache::fill::lead(key, schema.source), client))
             } else {
                 crate::cache::fill::lead_or_join(
                     client,
