@@ -26,8 +26,12 @@
 //! timeline the change feed streams (asked by every probe and every check). After a
 //! failover, a standby that went on replaying the old primary's log past the fork has
 //! positions beyond the cache's without the new primary's commits; one that follows the new
-//! primary serves again from its first restartpoint on the new timeline (PostgreSQL tells
-//! a standby's timeline only from its last restartpoint: `pg_control_checkpoint()`).
+//! primary serves again once its control file says the new timeline (PostgreSQL tells an
+//! unprivileged session a standby's timeline only from there: its last restartpoint's, or
+//! the minimum recovery point's, whichever is newer). The check is one-sided: a standby
+//! already replaying the new timeline while its control file still says the old one, and
+//! the change feed still streams the old primary (a split brain, or before its connection
+//! is found dead), passes it.
 
 use crate::config::{PgSettings, Settings, StandbyAddress};
 use crate::error::Error;
@@ -57,7 +61,9 @@ const APPLICATION_NAME: &str = "pgcache-standby";
 /// last replayed, which would pass.
 pub const CHECK_SQL: &str = "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() \
      THEN pg_catalog.pg_last_wal_replay_lsn()::text || ' ' || \
-     (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())::text END";
+     GREATEST((SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()), \
+              (SELECT min_recovery_end_timeline FROM pg_catalog.pg_control_recovery()))::text \
+     END";
 
 /// The longest a miss waits for a connection to a standby: past it, the primary reads it
 /// (a standby that hangs on connect must not take the client's whole request time).
@@ -80,6 +86,10 @@ pub enum State {
     Failing,
     /// Answers, but is no standby: not in recovery.
     Refused,
+    /// Serving, but the check before a miss found it short of the position the cache
+    /// needed, and it has not been seen past it since: misses go to the primary until it is
+    /// (or, under steady writes, `SHORT_FOR` passes and a miss tries it again).
+    Lagging,
 }
 
 impl State {
@@ -89,6 +99,7 @@ impl State {
             State::Serving => "serving",
             State::Failing => "failing",
             State::Refused => "refused",
+            State::Lagging => "lagging",
         }
     }
 }
@@ -369,13 +380,26 @@ pub fn stop(source: SourceId, end: &dyn Fn(JoinHandle<()>)) {
     part.standbys.lock().unwrap().clear();
 }
 
-/// What the prober last saw of each standby of `source`, in the order listed.
+/// What the prober last saw of each standby of `source`, in the order listed; a serving
+/// one a check found short of a position, not seen past it since, is `Lagging`.
 pub fn seen(source: SourceId) -> Vec<Seen> {
     (of(source).standbys.lock().unwrap().iter())
-        .map(|standby| Seen {
-            misses: standby.misses.load(Ordering::Relaxed),
-            rerouted: standby.rerouted.load(Ordering::Relaxed),
-            ..standby.seen.lock().unwrap().clone()
+        .map(|standby| {
+            let mut seen = Seen {
+                misses: standby.misses.load(Ordering::Relaxed),
+                rerouted: standby.rerouted.load(Ordering::Relaxed),
+                ..standby.seen.lock().unwrap().clone()
+            };
+            let short_of = standby.short_of.load(Ordering::SeqCst);
+            if seen.state == State::Serving && short_of != 0 {
+                seen.state = State::Lagging;
+                seen.why = Some(format!(
+                    "replayed to {}, short of {} the cache needed for a miss",
+                    Lsn(standby.replayed.load(Ordering::SeqCst)),
+                    Lsn(short_of)
+                ));
+            }
+            seen
         })
         .collect()
 }
@@ -387,15 +411,19 @@ pub fn seen(source: SourceId) -> Vec<Seen> {
 /// thread at each connection.
 pub fn primary_is(source: SourceId, system: &str, timeline: u32) {
     let part = of(source);
-    *part.primary_system.lock().unwrap() = Some(system.to_string());
+    // Both under the identifier's lock: a probe reads them together.
+    let mut ours = part.primary_system.lock().unwrap();
     part.primary_timeline.store(timeline, Ordering::SeqCst);
+    *ours = Some(system.to_string());
 }
 
 /// Whether a standby whose system identifier is `theirs`, replaying timeline `timeline`,
 /// may serve `source`; why not.
 fn same_history(source: SourceId, theirs: &str, timeline: u32) -> Result<(), (State, String)> {
-    let ours = of(source).primary_timeline.load(Ordering::SeqCst);
-    match of(source).primary_system.lock().unwrap().as_deref() {
+    let part = of(source);
+    let system = part.primary_system.lock().unwrap();
+    let ours = part.primary_timeline.load(Ordering::SeqCst);
+    match system.as_deref() {
         None => Err((
             State::Starting,
             "the source's system identifier is not known yet (its change feed has not \
@@ -485,7 +513,8 @@ fn probe(
     let rows = conn
         .query(
             "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.pg_last_wal_replay_lsn()::text, \
-             (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())",
+             GREATEST((SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()), \
+                      (SELECT min_recovery_end_timeline FROM pg_catalog.pg_control_recovery()))",
             &[],
         )
         .map_err(|e| e.to_string())?;

@@ -355,6 +355,10 @@ fn replay_paused_sends_misses_to_the_primary() {
     let warned_lag: Option<i64> =
         redis::from_redis_value(standbys_seen(&mut con)[0]["behind_bytes"].clone()).unwrap();
     assert!(warned_lag.unwrap_or(0) > 0);
+    // HEALTH says it lags: found short of what a miss needed, not seen past it since.
+    let seen = standbys_seen(&mut con);
+    assert_eq!(field(&seen[0], "state").as_deref(), Some("lagging"));
+    assert!(field(&seen[0], "why").unwrap().contains("short of"));
 
     standby.resume_replay();
     wait_for(
@@ -372,6 +376,9 @@ fn replay_paused_sends_misses_to_the_primary() {
             (stats_figure(&mut con, "misses_on_standbys") > on_standbys).then_some(())
         },
     );
+    wait_for("the standby serving again", Duration::from_secs(30), || {
+        (field(&standbys_seen(&mut con)[0], "state").as_deref() == Some("serving")).then_some(())
+    });
 }
 
 #[test]
