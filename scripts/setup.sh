@@ -72,6 +72,11 @@ if ! .tools/venv/bin/python -c 'import greenlet, sys; sys.exit(greenlet.__versio
   echo "setup: installing greenlet 3.5.6 into .tools/venv"
   .tools/venv/bin/pip install -q "greenlet==3.5.6"
 fi
+# The client's data frames (PGCacheManager.frame) are tested against pandas and polars.
+if ! .tools/venv/bin/python -c 'import pandas, polars, pyarrow, sys; sys.exit(pandas.__version__ != "3.1.1" or polars.__version__ != "2.1.0" or pyarrow.__version__ != "26.0.1")' 2>/dev/null; then
+  echo "setup: installing pandas 3.1.1, polars 2.1.0 and pyarrow 26.0.1 into .tools/venv"
+  .tools/venv/bin/pip install -q "pandas==3.1.1" "polars==2.1.0" "pyarrow==26.0.1"
+fi
 if ! .tools/venv/bin/python -c 'import pgcache' 2>/dev/null; then
   echo "setup: installing the Python client (clients/python) into .tools/venv"
   .tools/venv/bin/pip install -q -e clients/python

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from . import _frames
 from ._cluster import AsyncClusterClient, is_cluster, per_node
 from ._flows import Explained, Flows, run_async
 from ._local import LocalCache, attached
@@ -91,6 +92,21 @@ class AsyncPGCacheManager(Flows):
         the SQLAlchemy integration awaits on an asyncio engine."""
         flow = self.query_flow(sql, params, ttl, after, maxstale, as_text)
         return await run_async(self.redis, flow)
+
+    async def frame(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        kind: str = "pandas",
+        ttl: int | None = None,
+        after: str | None = None,
+        maxstale: int | None = None,
+    ) -> Any:
+        """The rows of ``sql`` as a data frame (see ``PGCacheManager.frame``)."""
+        _frames.check_kind(kind)
+        columns, rows = await self.query(sql, params, ttl=ttl, after=after, maxstale=maxstale)
+        return _frames.frame(kind, [name for name, _ in columns], rows)
 
     async def query_json(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import _frames
 from ._cluster import ClusterClient, is_cluster, per_node
 from ._flows import Explained, Flows, run
 from ._local import LocalCache, attached
@@ -83,6 +84,25 @@ class PGCacheManager(Flows):
         ``ValueError``, as psycopg's loaders raise, where ``get`` gives the nearest."""
         flow = self.query_flow(sql, params, ttl, after, maxstale, as_text)
         return run(self.redis, flow)
+
+    def frame(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        kind: str = "pandas",
+        ttl: int | None = None,
+        after: str | None = None,
+        maxstale: int | None = None,
+    ) -> Any:
+        """The rows of ``sql`` as a data frame: ``kind`` ``"pandas"`` (a ``DataFrame``),
+        ``"polars"`` (a ``polars.DataFrame``) or ``"arrow"`` (a ``pyarrow.Table``), each
+        column typed as ``pandas.read_sql`` or ``polars.read_database`` type it reading the
+        same query from PostgreSQL with psycopg (``pip install "pgcache[pandas]"``,
+        ``[polars]``, ``[arrow]``)."""
+        _frames.check_kind(kind)
+        columns, rows = self.query(sql, params, ttl=ttl, after=after, maxstale=maxstale)
+        return _frames.frame(kind, [name for name, _ in columns], rows)
 
     def query_json(
         self,
