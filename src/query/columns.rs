@@ -10,7 +10,9 @@
 //!
 //! Each column also names the types it is of (EXPLAIN's `column_types`), for a client's own
 //! decoders of a type (issue #54): the column's declared type (its element's, for an array),
-//! then each domain's base type under it, down to the base type, each with its oid.
+//! then each domain's base type under it, down to the base type, each with its oid. A domain
+//! is known for a column of a table or view (PostgreSQL describes any column by its base
+//! type; the table's attribute says the domain), not for an expression's value.
 
 use crate::error::Result;
 use crate::pg::errors::statement_error;
@@ -31,7 +33,8 @@ pub struct ResultColumn {
 /// order), its declared type (PostgreSQL describes a table's domain column by the base
 /// type; the table says the domain): whether it is an array, and the base type of it (or of its
 /// element) past any domains: its name and `typtype`; then the types it is of (`types`):
-/// every step but the array the walk stepped into, names and oids in order. Domains over
+/// every step but the array the walk stepped into, names and oids in order; for an array,
+/// only its element's (a domain over an array type is none a client decodes elements by). Domains over
 /// domains and arrays of domains resolve all the way down.
 const COLUMN_TYPES_SQL: &str = "WITH RECURSIVE resolved(n, oid, in_array, depth) AS ( \
        SELECT p.n, COALESCE((SELECT a.atttypid FROM pg_catalog.pg_attribute a \
@@ -56,9 +59,9 @@ const COLUMN_TYPES_SQL: &str = "WITH RECURSIVE resolved(n, oid, in_array, depth)
      ) \
      SELECT DISTINCT ON (r.n) r.in_array, r.typname, r.typtype, \
             (SELECT pg_catalog.array_agg(x.typname ORDER BY x.depth) \
-               FROM typed x WHERE x.n = r.n AND x.is_of), \
+               FROM typed x WHERE x.n = r.n AND x.is_of AND x.in_array = r.in_array), \
             (SELECT pg_catalog.array_agg(x.oid ORDER BY x.depth) \
-               FROM typed x WHERE x.n = r.n AND x.is_of) \
+               FROM typed x WHERE x.n = r.n AND x.is_of AND x.in_array = r.in_array) \
        FROM typed r \
       ORDER BY r.n, r.depth DESC";
 

@@ -14,6 +14,7 @@ from servers import Postgres, Server
 
 import pgcache
 from pgcache import PGCacheManager
+from pgcache._local import Kept
 
 PLACES_SQL = """
 CREATE TYPE point3 AS (x double precision, y double precision, z double precision);
@@ -75,10 +76,11 @@ def test_a_type_s_decoder_applies_to_its_columns_arrays_and_domains(
     # NULLs are never given to a decoder.
     nulls = cache.get(SELECT_PLACE, [2])[0]
     assert (nulls["at"], nulls["spot"], nulls["path"]) == (None, None, None)
-    # The tuple rows of ``query`` and the rows of ``read`` and ``multiread`` too.
+    # The rows of ``read`` and ``multiread`` too; not ``query``'s, a driver's rows (what the
+    # ORM integrations and frames read: their values are the drivers').
     columns, rows = cache.query(SELECT_PLACE, [1])
     assert [name for name, _ in columns][:2] == ["id", "at"]
-    assert rows[0][1] == Point3(1, 2, 3)
+    assert rows[0][1] == {"x": 1, "y": 2, "z": 3}
     assert cache.read("places", {"id": 1})["spot"] == Point3(4, 5, 6)
     assert [r["at"] if r else None for r in cache.multiread("places", [{"id": 1}, {"id": 3}])] == [
         Point3(1, 2, 3),
@@ -143,10 +145,24 @@ def test_kept_answers_are_decoded_by_the_decoders_of_their_call(
     assert cache.get(SELECT_PLACE, [1])[0]["at"] == Point3(1, 2, 3)
 
 
+def test_kept_values_a_caller_can_change_are_copied_and_no_others() -> None:
+    """A frozen dataclass (a decoder's usual value) or a tuple of such is shared by the
+    callers of a kept answer; a dict, a list or another object is copied for each."""
+
+    @dataclass
+    class Open:
+        v: int
+
+    kept = Kept([(Point3(1, 2, 3), (Point3(1, 1, 1), "a"), {"a": 1}, [1], Open(1), "t", None)], ())
+    assert kept.mutable == frozenset({2, 3, 4})
+
+
 @pytest.mark.parametrize(
     ("type_", "error"),
     [
         ("", ValueError),
+        ("public.point3", ValueError),
+        ("double precision", ValueError),
         ("point3[]", ValueError),
         (0, ValueError),
         (True, TypeError),

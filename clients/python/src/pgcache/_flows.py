@@ -139,11 +139,10 @@ class Flows:
                 self._decoded_with = state
 
     def _handlers(self, explained: Explained) -> tuple[list[Decode | None], tuple[int, ...]]:
-        """Each column's decoder of its type (None: none applies), and their state."""
-        return (
-            [self.type_decoders.choose(types) for types in explained.column_types],
-            self._decoded_with,
-        )
+        """Each column's decoder of its type (None: none applies), and the registries' state
+        they were chosen in (taken first: a decoder made from it is kept only if it holds)."""
+        state = self.type_decoders.state()
+        return [self.type_decoders.choose(types) for types in explained.column_types], state
 
     def forget(self, sql: str | None = None) -> None:
         """Forgets the columns learned of ``sql`` (of every statement and table with None):
@@ -156,8 +155,11 @@ class Flows:
                 for key in [k for k in self._decoders if k[0] == sql]:
                     del self._decoders[key]
 
-    def _keep(self, kept: dict, key: Any, value: Any) -> None:
+    def _keep(self, kept: dict, key: Any, value: Any, made_with: tuple[int, ...] = ()) -> None:
         with self._lock:
+            # Made under decoders registered or removed since: used once, never kept.
+            if made_with and made_with != self.type_decoders.state():
+                return
             if len(kept) >= _MOST_DECODERS:
                 kept.clear()
             kept[key] = value
@@ -171,21 +173,23 @@ class Flows:
         factory: RowFactory,
         as_text: frozenset[str] = frozenset(),
         exact: bool = False,
+        typed: bool = True,
     ) -> Flow[_decode.Decoder]:
         """The decoder of ``sql``'s answers into ``factory``'s rows (the types in
-        ``as_text`` as text; ``exact``: see ``_decode.converter``): kept, else made from what
-        EXPLAIN says of its columns."""
+        ``as_text`` as text; ``exact``: see ``_decode.converter``; ``typed``: the application's
+        type decoders apply): kept, else made from what EXPLAIN says of its columns."""
         self._decoders_current()
-        key = (sql, factory) if not as_text and not exact else (sql, factory, as_text, exact)
+        plain = not as_text and not exact and typed
+        key = (sql, factory) if plain else (sql, factory, as_text, exact, typed)
         decoder = self._decoders.get(key)
         if decoder is None:
             explained = yield from self.explain_flow(sql)
-            handlers, handled = self._handlers(explained)
+            handlers, handled = self._handlers(explained) if typed else ([], ())
             decoder = _decode.Decoder(explained.columns, factory, as_text, exact, handlers, handled)
             decoder.explained = explained
             # A statement refused now may be admitted later (the allowlist): not kept.
             if explained.cacheable:
-                self._keep(self._decoders, key, decoder)
+                self._keep(self._decoders, key, decoder, handled)
         return decoder
 
     def query_command(
@@ -269,7 +273,11 @@ class Flows:
         as_text: frozenset[str] = frozenset(),
     ) -> Flow[tuple[list[tuple[str, str]], list[tuple[Any, ...]]]]:
         command = self.query_command(sql, params, ttl, after, maxstale)
-        decoder = yield from self.decoder_flow(command[1], tuple_row, as_text, exact=True)
+        # A driver's rows: no type decoder of the application's (the ORM integrations and
+        # frames read these, and their values are the drivers').
+        decoder = yield from self.decoder_flow(
+            command[1], tuple_row, as_text, exact=True, typed=False
+        )
         rows = yield from self._answer(decoder, command, command[2])
         return list(zip(decoder.names, decoder.types)), rows
 
@@ -289,8 +297,9 @@ class Flows:
             explained = yield from self.explain_flow(f"SELECT * FROM {table}")
             # Kept even where QUERY refuses `SELECT *` of the table (its rows then come as
             # parsed): READ may still serve it, and must not ask again at each call.
-            decoder = _decode.TableDecoder(explained.columns, self._handlers(explained)[0])
-            self._keep(self._tables, table, decoder)
+            handlers, handled = self._handlers(explained)
+            decoder = _decode.TableDecoder(explained.columns, handlers)
+            self._keep(self._tables, table, decoder, handled)
         args: list[Any] = [table, keys]
         if ttl is not None:
             args.append(ttl)

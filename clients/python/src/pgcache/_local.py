@@ -80,8 +80,19 @@ class Kept:
         self.rows = [tuple(values) for values in rows]
         self.shape = shape
         self.mutable = frozenset(
-            i for row in self.rows for i, v in enumerate(row) if not isinstance(v, _IMMUTABLE)
+            i for row in self.rows for i, v in enumerate(row) if not _immutable(v)
         )
+
+
+def _immutable(value: Any) -> bool:
+    """Whether no caller can change ``value``: pgcache's own scalars, a frozen dataclass (a
+    type decoder's usual value), a tuple of such."""
+    if isinstance(value, _IMMUTABLE):
+        return True
+    if isinstance(value, tuple):
+        return all(_immutable(v) for v in value)
+    params = getattr(type(value), "__dataclass_params__", None)
+    return params is not None and params.frozen
 
 
 # What pgcache's own decoding makes that no caller can change: every other value (a dict, a

@@ -8,7 +8,11 @@ of it. A decoder turns that value into the application's::
     pgcache.register_decoder("point3", lambda v: Point3(**v))
 
 applies to every column of type ``point3``, to arrays of it (each element) and to domains over
-it (a decoder of the domain itself, or of a higher priority, wins). A decoder receives the value
+it (a decoder of the domain itself, or of a higher priority, wins). A type is named as
+``pg_type`` names it (``int4``, ``geo_point``; no schema: the name matches in every schema, an
+oid only its own type). A domain is known for a column read from a table or view; an
+expression's (a cast to the domain, a function's result) is its base type; a domain over an
+array type is not one a decoder applies to (its elements' type is). A decoder receives the value
 as pgcache would return it without one (never ``None``: a NULL stays ``None``).
 
 Decoders registered here apply to every manager; a manager's own (``cache.register_decoder``)
@@ -56,6 +60,12 @@ def _checked_type(type_name_or_oid: str | int) -> str | int:
         raise ValueError(
             f"pgcache: {type_name_or_oid!r} cannot name a decoder's type: give the element's "
             "type (a decoder of a type applies to arrays of it)"
+        )
+    if "." in name or " " in name:
+        raise ValueError(
+            f"pgcache: {type_name_or_oid!r} cannot name a decoder's type: give its pg_type "
+            "name alone (geo_point, int4, not public.geo_point or integer), or its oid to "
+            "tell apart types of one name in two schemas"
         )
     return name
 
