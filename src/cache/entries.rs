@@ -5,6 +5,7 @@ use crate::cache::bypass;
 use crate::cache::emptied;
 use crate::cache::fill;
 use crate::cache::freshness;
+use crate::cache::tags::{self, Keep};
 use crate::config::current;
 use crate::model::source::SourceId;
 use crate::redis::args::Arg;
@@ -235,9 +236,9 @@ pub fn admission(ctx: &Context, source: SourceId, key: &str) -> Admission {
 }
 
 /// Caches a fill's result for `source` (under `name` when the miss kept the one it probed
-/// with): the row for `ttl_seconds`, or, when PostgreSQL has no such row, the absent marker
-/// for the source's `negative_ttl` seconds (if negative caching is on). Returns whether it
-/// was admitted.
+/// with): the row for `keep.ttl` seconds, or, when PostgreSQL has no such row, the absent
+/// marker for the source's `negative_ttl` seconds (if negative caching is on); either joins
+/// `keep.tags`' sets. Returns whether it was admitted.
 pub fn write_fetched(
     ctx: &Context,
     source: SourceId,
@@ -245,7 +246,7 @@ pub fn write_fetched(
     key: &str,
     name: Option<&Name>,
     row: Option<&str>,
-    ttl_seconds: u64,
+    keep: &Keep,
 ) -> bool {
     match admission {
         Admission::NotHere => return false,
@@ -256,14 +257,14 @@ pub fn write_fetched(
         Admission::Write => {}
     }
     stats::of(source).fills.inc();
-    match row {
-        Some(row) => write(ctx, key, name, row, ttl_seconds),
-        None => {
-            let negative_ttl = current::of(source).negative_ttl();
-            if negative_ttl > 0 {
-                write(ctx, key, name, ABSENT, negative_ttl);
-            }
-        }
+    let (value, ttl) = match row {
+        Some(row) => (row, keep.ttl),
+        None => (ABSENT, current::of(source).negative_ttl()),
+    };
+    // An absence is remembered only when negative caching is on (`negative_ttl` > 0).
+    if row.is_some() || ttl > 0 {
+        write(ctx, key, name, value, ttl);
+        tags::attach_new(ctx, source, key, &keep.tags, ttl);
     }
     true
 }

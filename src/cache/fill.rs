@@ -239,6 +239,22 @@ pub fn invalidated_scope(scope: &Scope) {
     });
 }
 
+/// Records an invalidation of every fill in flight (a tag's: which keys a fill's entry will
+/// carry tags for is the completion's to say): none of them caches its row, and none is
+/// shared with a client that comes after.
+pub fn invalidated_all() {
+    with_map(|map| {
+        for entry in map.values_mut() {
+            entry.invalidations += 1;
+        }
+    });
+}
+
+/// Whether a fill of `key` is in flight (its entry is not written yet).
+pub fn in_flight(key: &str) -> bool {
+    with_map(|map| map.get(key).is_some_and(|e| e.fills > 0))
+}
+
 /// Every fill in flight whose key contains `part` (a generation) will not be stored.
 pub fn invalidated_containing(part: &str) {
     with_map(|map| {

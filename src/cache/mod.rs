@@ -15,6 +15,7 @@ pub mod freshness;
 pub mod miss;
 pub mod onloop;
 pub mod query;
+pub mod tags;
 pub mod worker;
 
 pub use entries::*;

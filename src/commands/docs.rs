@@ -88,7 +88,10 @@ impl Command {
                         format!("[{}]", shown.replace(['<', '>'], ""))
                     }
                     (true, false) => format!("[{}]", shown.trim_matches(['<', '>'])),
-                    (true, true) => format!("[{} ...]", arg.name),
+                    (true, true) => match arg.token {
+                        Some(token) => format!("[{token} {} ...]", arg.name),
+                        None => format!("[{} ...]", arg.name),
+                    },
                 }
             })
             .collect::<Vec<_>>()

@@ -12,6 +12,7 @@
 use crate::cache;
 use crate::cache::freshness;
 use crate::cache::miss::{self, KeyFrom, Read, count_hit, must_be_canonical};
+use crate::cache::tags::Keep;
 use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, Params, TABLE};
 use crate::commands::{ReadOptions, SourceFrom, dispatch, only_source_option, with_age, with_key};
 use crate::config::current;
@@ -128,9 +129,7 @@ fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
     let mut options = ReadOptions::parse(rest, SourceFrom::Keys)?;
     let (source, table_arg, pk_arg) = split(named)?;
     options.source = source;
-    let ttl = options
-        .ttl
-        .unwrap_or_else(|| current::of(source).default_ttl());
+    let keep = options.keep();
     if options.with_age {
         return with_age::read(ctx, table_arg, pk_arg, Some(named), &options);
     }
@@ -147,7 +146,7 @@ fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
     let Some((pk, schema)) = known.filter(|(pk, _)| !pk.unconfirmed) else {
         let named = Some(named.to_vec());
         return Ok(miss::on_worker(
-            ctx, source, table_arg, pk_arg, ttl, named, read,
+            ctx, source, table_arg, pk_arg, keep, named, read,
         ));
     };
     must_be_canonical(named, &schema, &pk)?;
@@ -162,7 +161,7 @@ fn miss(ctx: &Context, named: &[u8], rest: &[&[u8]]) -> Result<Reply> {
         count_hit(ctx, &schema, pk.json.as_bytes());
         return Ok(Reply::Sent);
     }
-    Ok(miss::one(ctx, schema, pk, ttl, KeyFrom::Named))
+    Ok(miss::one(ctx, schema, pk, keep, KeyFrom::Named))
 }
 
 /// A key the client named, taken apart: the source it names, its table and its pk.
@@ -226,7 +225,7 @@ fn read_named(ctx: &Context, named: &[&[u8]], mut options: ReadOptions) -> Resul
         source,
         named,
         tables,
-        current::of(source).default_ttl(),
+        Keep::for_ttl(current::of(source).default_ttl()),
         options.read()?,
     )
 }

@@ -17,6 +17,7 @@ pub mod write;
 
 use crate::cache::freshness;
 use crate::cache::miss::Read;
+use crate::cache::tags::Keep;
 use crate::cache::worker;
 use crate::config;
 use crate::error::panic::catch;
@@ -27,6 +28,7 @@ use crate::model::event::{EventKind, Extra};
 use crate::model::key::{self, CanonicalPk};
 use crate::model::lsn::Lsn;
 use crate::model::source::SourceId;
+use crate::model::tags::{self, Tags};
 use crate::pg::circuit;
 use crate::pg::normalise;
 use crate::pg::schema::{self, TableSchema};
@@ -215,6 +217,35 @@ pub struct ReadOptions {
     pub max_stale: Option<i64>,
     /// `WITHAGE`: reply `[answer, age_ms]` (READ and GET; see `with_age`).
     pub with_age: bool,
+    /// `TAG <tag> [tag ...]`: the tags the call's entries carry (READ, MULTIREAD, QUERY).
+    pub tags: Tags,
+}
+
+/// The words that end a `TAG` list: every option keyword of the commands that take tags.
+const OPTION_WORDS: [&[u8]; 7] = [
+    b"AFTER",
+    b"MAXSTALE",
+    b"WITHAGE",
+    b"SOURCE",
+    b"TTL",
+    b"WITHKEY",
+    b"TAG",
+];
+
+/// The tags after a `TAG` (whose arguments are `args`): every argument up to the next
+/// option keyword.
+pub fn tags_option<'a, 'b>(
+    args: &mut std::iter::Peekable<impl Iterator<Item = &'b &'a [u8]>>,
+) -> Result<Arc<[String]>>
+where
+    'a: 'b,
+{
+    let mut given: Vec<&[u8]> = Vec::new();
+    while let Some(arg) = args.next_if(|a| !OPTION_WORDS.iter().any(|w| a.eq_ignore_ascii_case(w)))
+    {
+        given.push(arg);
+    }
+    tags::parse(&given)
 }
 
 impl ReadOptions {
@@ -225,11 +256,19 @@ impl ReadOptions {
             after: None,
             max_stale: None,
             with_age: false,
+            tags: None,
         };
         let mut named_source = false;
-        let mut args = rest.iter();
+        let mut args = rest.iter().peekable();
         while let Some(arg) = args.next() {
-            if arg.eq_ignore_ascii_case(b"AFTER") && options.after.is_none() {
+            if arg.eq_ignore_ascii_case(b"TAG") && options.tags.is_none() {
+                if from == SourceFrom::Keys {
+                    return Err(Error::invalid(
+                        "TAG is taken by READ, MULTIREAD, QUERY and WRITE, which derive their keys",
+                    ));
+                }
+                options.tags = Some(tags_option(&mut args)?);
+            } else if arg.eq_ignore_ascii_case(b"AFTER") && options.after.is_none() {
                 let lsn = args.next().ok_or_else(|| {
                     Error::invalid("AFTER needs a WAL position, such as AFTER 0/16B3748")
                 })?;
@@ -251,12 +290,23 @@ impl ReadOptions {
             } else {
                 return Err(Error::invalid(format!(
                     "unexpected argument {:?}: after the key come [ttl], [AFTER <lsn>], \
-                     [MAXSTALE <ms>], [SOURCE <name>] and [WITHAGE]",
+                     [MAXSTALE <ms>], [SOURCE <name>], [WITHAGE] and [TAG <tag> ...]",
                     String::from_utf8_lossy(arg)
                 )));
             }
         }
         Ok(options)
+    }
+
+    /// How long the call's entries are kept (its ttl, else the source's `default_ttl`) and
+    /// the tags they carry.
+    pub fn keep(&self) -> Keep {
+        Keep {
+            ttl: self
+                .ttl
+                .unwrap_or_else(|| config::current::of(self.source).default_ttl()),
+            tags: self.tags.clone(),
+        }
     }
 
     /// The options of a read of many rows (MGET, MULTIREAD): WITHAGE is READ's and GET's, as
@@ -604,22 +654,24 @@ mod tests {
     #[test]
     fn arity_follows_the_arguments() {
         assert_eq!(read::READ.arity(), -3);
-        // [ttl] is one argument, [AFTER <lsn>] two, [SOURCE <name>] two.
-        // WITHAGE is one argument.
-        assert_eq!(
-            (read::READ.min_args(), read::READ.max_args()),
-            (3, Some(11))
-        );
+        // [ttl] is one argument, [AFTER <lsn>] two, [SOURCE <name>] two; WITHAGE is one
+        // argument; TAG takes any number.
+        assert_eq!((read::READ.min_args(), read::READ.max_args()), (3, None));
         assert_eq!(write::INVALIDATE.arity(), -3);
-        assert_eq!(write::INVALIDATE.max_args(), Some(5));
+        assert_eq!(write::INVALIDATE.max_args(), None);
         assert_eq!(get::MGET.max_args(), None);
         assert_eq!(admin::HEALTH.arity(), -1);
         assert_eq!(admin::HEALTH.max_args(), Some(3));
-        assert!(read::READ.accepts(12).is_err() && read::READ.accepts(2).is_err());
-        assert!(read::READ.accepts(11).is_ok());
+        assert!(read::READ.accepts(2).is_err());
+        assert!(read::READ.accepts(30).is_ok());
         assert_eq!(
             read::READ.usage(),
-            "<table> <pk_json> [ttl] [AFTER lsn] [MAXSTALE ms] [SOURCE name] [WITHAGE]"
+            "<table> <pk_json> [ttl] [AFTER lsn] [MAXSTALE ms] [SOURCE name] [WITHAGE] \
+             [TAG tag ...]"
+        );
+        assert_eq!(
+            write::INVALIDATE.usage(),
+            "<table | TAG> <pk_json | tag> [tag ...] [SOURCE name]"
         );
         assert_eq!(
             get::MGET.usage(),

@@ -33,14 +33,13 @@ pub static MULTIREAD: Command = Command {
         Arg::after(),
         Arg::max_stale(),
         Arg::source(),
+        Arg::tags(),
     ]),
 };
 
 pub fn multiread(ctx: &Context, args: &[&[u8]]) -> Reply {
     let prepared = ReadOptions::parse_many(&args[3..], SourceFrom::Option).and_then(|options| {
-        let ttl = options
-            .ttl
-            .unwrap_or_else(|| current::of(options.source).default_ttl());
+        let keep = options.keep();
         let items = parse_array(args[2])?;
         let items = items.iter().map(|i| i.get().as_bytes()).collect();
         miss::many(
@@ -49,7 +48,7 @@ pub fn multiread(ctx: &Context, args: &[&[u8]]) -> Reply {
             args[1],
             items,
             None,
-            ttl,
+            keep,
             options.read()?,
         )
     });

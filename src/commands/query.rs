@@ -5,6 +5,7 @@
 //! or, on a miss, from PostgreSQL.
 
 use crate::cache::query::{self, Call};
+use crate::cache::tags::Keep;
 use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::commands::{ReadOptions, SourceFrom, ttl_arg, utf8};
 use crate::config::current;
@@ -34,6 +35,7 @@ pub static QUERY: Command = Command {
         Arg::max_stale(),
         Arg::source(),
         Arg::with_key(),
+        Arg::tags(),
     ]),
 };
 
@@ -75,7 +77,7 @@ fn parse_call<'a>(args: &'a [&'a [u8]]) -> Result<Call<'a>> {
     if options.ttl.is_some() {
         return Err(Error::invalid(
             "after the parameters come [TTL <seconds>], [AFTER <lsn>], [MAXSTALE <ms>], \
-             [SOURCE <name>] and [WITHKEY]; is nparams right?",
+             [SOURCE <name>], [WITHKEY] and [TAG <tag> ...]; is nparams right?",
         ));
     }
     let sql = args[1];
@@ -90,7 +92,10 @@ fn parse_call<'a>(args: &'a [&'a [u8]]) -> Result<Call<'a>> {
         source: options.source,
         sql,
         params,
-        ttl: ttl.unwrap_or_else(|| current::of(options.source).default_ttl()),
+        keep: Keep {
+            ttl: ttl.unwrap_or_else(|| current::of(options.source).default_ttl()),
+            tags: options.tags.clone(),
+        },
         read: options.read()?,
         with_key,
     })

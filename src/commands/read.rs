@@ -6,7 +6,6 @@
 use crate::cache::miss;
 use crate::commands::docs::{Arg, Command, Keys, ONE_ROW, PK, Params, TABLE};
 use crate::commands::{ReadOptions, SourceFrom, with_age};
-use crate::config::current;
 use crate::requests::reply::Reply;
 use crate::stats::Tracked;
 use redis_module::Context;
@@ -30,6 +29,7 @@ pub static READ: Command = Command {
         Arg::max_stale(),
         Arg::source(),
         Arg::with_age(),
+        Arg::tags(),
     ]),
 };
 
@@ -42,11 +42,8 @@ pub fn read(ctx: &Context, args: &[&[u8]]) -> Reply {
     if options.with_age {
         return with_age::read(ctx, table_arg, pk_arg, None, &options).unwrap_or_else(Reply::from);
     }
-    let ttl = options
-        .ttl
-        .unwrap_or_else(|| current::of(options.source).default_ttl());
     match options.read() {
-        Ok(read) => miss::read::row(ctx, options.source, table_arg, pk_arg, ttl, read),
+        Ok(read) => miss::read::row(ctx, options.source, table_arg, pk_arg, options.keep(), read),
         Err(e) => e.into(),
     }
 }

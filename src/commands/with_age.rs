@@ -11,7 +11,6 @@
 use super::ReadOptions;
 use crate::cache::miss::{self, Read, count_hit, must_be_canonical};
 use crate::cache::{self, Cached, freshness};
-use crate::config::current;
 use crate::error::Result;
 use crate::model::key;
 use crate::pg::schema;
@@ -27,9 +26,7 @@ pub fn read(
     named: Option<&[u8]>,
     options: &ReadOptions,
 ) -> Result<Reply> {
-    let ttl = options
-        .ttl
-        .unwrap_or_else(|| current::of(options.source).default_ttl());
+    let keep = options.keep();
     let read = options.read()?;
     if read == Read::Cached
         && let Some(schema) = schema::of(options.source).cached(table_arg)
@@ -72,7 +69,7 @@ pub fn read(
         options.source,
         table_arg,
         pk_arg,
-        ttl,
+        keep,
         named,
         fresh,
     ))

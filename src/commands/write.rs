@@ -4,6 +4,7 @@
 
 use crate::cache;
 use crate::cache::flush;
+use crate::cache::tags::{Keep, drain};
 use crate::commands::docs::{Arg, Command, Keys, PK, Params, TABLE};
 use crate::commands::{only_source_option, source_option, ttl_arg, with_key, with_schema};
 use crate::config::current;
@@ -11,6 +12,7 @@ use crate::error::Error;
 use crate::events;
 use crate::model::event::EventKind;
 use crate::model::source::{Scope, SourceId};
+use crate::model::tags;
 use crate::query::dropped;
 use crate::redis::acl::{self, Change};
 use crate::redis::cluster;
@@ -31,7 +33,14 @@ pub static WRITE: Command = Command {
     complexity: "O(1)",
     keys: Keys::None,
     tips: "",
-    args: Params::new(&[TABLE, PK, Arg::text("data_json"), Arg::ttl(), Arg::source()]),
+    args: Params::new(&[
+        TABLE,
+        PK,
+        Arg::text("data_json"),
+        Arg::ttl(),
+        Arg::source(),
+        Arg::tags(),
+    ]),
 };
 
 pub static INVALIDATE: Command = Command {
@@ -40,12 +49,17 @@ pub static INVALIDATE: Command = Command {
     handler: invalidate,
     tracked: Some(Tracked::Invalidate),
     flags: "write",
-    summary: "Removes a row's cache entry",
+    summary: "Removes a row's cache entry, or (TAG) every entry carrying any of the tags",
     since: "0.1.0",
-    complexity: "O(1)",
+    complexity: "O(1) for a row; O(N) for the N entries of the tags, in slices",
     keys: Keys::None,
     tips: "",
-    args: Params::new(&[TABLE, PK, Arg::source()]),
+    args: Params::new(&[
+        Arg::text("table | TAG"),
+        Arg::text("pk_json | tag"),
+        Arg::text("tag").optional().multiple(),
+        Arg::source(),
+    ]),
 };
 
 pub static FLUSH: Command = Command {
@@ -63,7 +77,7 @@ pub static FLUSH: Command = Command {
 };
 
 pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
-    let (source, ttl) = match options(&args[4..]) {
+    let (source, keep) = match options(&args[4..]) {
         Ok(options) => options,
         Err(e) => return e.into(),
     };
@@ -80,7 +94,8 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
         if let Err(redirect) = cluster::check(ctx, &key) {
             return redirect.into();
         }
-        cache::store(ctx, &key, &data, ttl);
+        cache::store(ctx, &key, &data, keep.ttl);
+        cache::tags::attach_new(ctx, schema.source, &key, &keep.tags, keep.ttl);
         stats::of(schema.source).writes.inc();
         events::publish(
             ctx,
@@ -93,24 +108,27 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
     })
 }
 
-/// WRITE's `[ttl] [SOURCE <name>]`: the source, and the TTL (the source's `default_ttl`
-/// without one).
-fn options(rest: &[&[u8]]) -> Result<(SourceId, u64), Error> {
+/// WRITE's `[ttl] [SOURCE <name>] [TAG <tag> ...]`: the source, the TTL (the source's
+/// `default_ttl` without one) and the tags (every argument after `TAG`).
+fn options(rest: &[&[u8]]) -> Result<(SourceId, Keep), Error> {
     let (source, others) = source_option(rest)?;
+    let (others, tags) = match others.iter().position(|a| a.eq_ignore_ascii_case(b"TAG")) {
+        Some(at) => (&others[..at], Some(tags::parse(&others[at + 1..])?)),
+        None => (&others[..], None),
+    };
     let ttl = match others[..] {
         [] => None,
         [ttl] => ttl_arg(Some(&ttl))?,
         [_, unexpected, ..] => {
             return Err(Error::invalid(format!(
-                "unexpected argument {:?}: after the row come [ttl] and [SOURCE <name>]",
+                "unexpected argument {:?}: after the row come [ttl], [SOURCE <name>] and \
+                 [TAG <tag> ...]",
                 String::from_utf8_lossy(unexpected)
             )));
         }
     };
-    Ok((
-        source,
-        ttl.unwrap_or_else(|| current::of(source).default_ttl()),
-    ))
+    let ttl = ttl.unwrap_or_else(|| current::of(source).default_ttl());
+    Ok((source, Keep { ttl, tags }))
 }
 
 /// Largest row WRITE accepts: far above any row PostgreSQL's `row_to_json` gives a cache
@@ -137,6 +155,9 @@ fn checked_row(arg: &[u8]) -> Result<String, Error> {
 }
 
 pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
+    if args[1].eq_ignore_ascii_case(b"TAG") {
+        return invalidate_tags(ctx, &args[2..]);
+    }
     let source = match only_source_option(&args[3..]) {
         Ok(source) => source,
         Err(e) => return e.into(),
@@ -168,6 +189,21 @@ pub fn invalidate(ctx: &Context, args: &[&[u8]]) -> Reply {
         );
         Reply::Ok.described(&schema.stats, pk.json.as_str(), 0)
     })
+}
+
+/// PGCACHE.INVALIDATE TAG <tag> [tag ...]: drops every entry of every source carrying any
+/// of the tags (a table named `tag` is spelled `public.tag` here); the reply, once they are
+/// gone, is how many went.
+fn invalidate_tags(ctx: &Context, args: &[&[u8]]) -> Reply {
+    let tags = match tags::parse(args) {
+        Ok(tags) => tags,
+        Err(e) => return e.into(),
+    };
+    // The tags' sets and entries are anywhere under the cache's prefix.
+    if let Err(refused) = acl::may_change_every_key(ctx, &current::cache_prefix()) {
+        return refused.into();
+    }
+    drain::start(ctx, tags.to_vec(), cache::dbs_with_keys(ctx))
 }
 
 /// PGCACHE.FLUSH <table>: drops every cached row of the table, a slice at a time; from the

@@ -397,7 +397,14 @@ mod tests {
     /// Where `cache_prefix()` may be read: here, where the sources' key prefixes and scopes
     /// are built on it; the hooks, whose targets are refused under any source's keys; and
     /// the sources' key layout.
-    const ALLOWED: &[&str] = &["src/config/", "src/events/hooks/", "src/model/source.rs"];
+    /// Where every source is meant: the settings, hooks, keys' sources, and
+    /// `PGCACHE.INVALIDATE TAG` (a tag's entries in every source).
+    const ALLOWED: &[&str] = &[
+        "src/config/",
+        "src/events/hooks/",
+        "src/model/source.rs",
+        "src/commands/write.rs",
+    ];
 
     /// A grep gate (design/53 §6.2): a site that takes the cache prefix for "the whole
     /// cache" or builds keys on it would reach every named source's keys too (nested under

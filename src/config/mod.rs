@@ -740,7 +740,7 @@ mod tests {
         "cache_prefix=pg_cache: workers=3 pool_size=3 loop_connections=2 ",
         "queue_size=10000 request_timeout_ms=5000 statement_timeout_ms=3000 tables= ",
         "event_channel=pg_cache_events ",
-        "events=miss,write,invalidate,stale,query_invalidated hooks= sources= ",
+        "events=miss,write,invalidate,stale,query_invalidated,tag_invalidate hooks= sources= ",
         "slowlog_threshold_us=10000 slowlog_max_len=128 metrics_port=0 ",
         "metrics_bind=127.0.0.1 multiread_max=1000 ",
         "invalidation_channel=cache_invalidation listen=yes invalidation_source=auto ",

@@ -449,9 +449,9 @@ pub static SETTINGS: [Setting; 45] = [
         name: "events",
         owner: Owner::Server,
         libpq_env: None,
-        initial: Initial::Value("miss,write,invalidate,stale,query_invalidated"),
+        initial: Initial::Value("miss,write,invalidate,stale,query_invalidated,tag_invalidate"),
         accepts: text(
-            "any of `hit,miss,fill,write,invalidate,expire,evict,error,slow,stale,query_invalidated`, `all`, `none`",
+            "any of `hit,miss,fill,write,invalidate,expire,evict,error,slow,stale,query_invalidated,tag_invalidate`, `all`, `none`",
             |s, v| {
                 s.events = EventMask::parse(v)?;
                 Ok(())

@@ -21,10 +21,12 @@ pub enum EventKind {
     Stale,
     /// A change to a table dropped query results (one event per statement).
     QueryInvalidated,
+    /// `PGCACHE.INVALIDATE TAG` dropped a tag's entries (one event per tag).
+    TagInvalidate,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         Self::Hit,
         Self::Miss,
         Self::Write,
@@ -36,6 +38,7 @@ impl EventKind {
         Self::Slow,
         Self::Stale,
         Self::QueryInvalidated,
+        Self::TagInvalidate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +54,7 @@ impl EventKind {
             Self::Slow => "cache_slow",
             Self::Stale => "cache_stale",
             Self::QueryInvalidated => "query_invalidated",
+            Self::TagInvalidate => "cache_tag_invalidate",
         }
     }
 
@@ -75,7 +79,8 @@ impl Default for EventMask {
                 | EventKind::Write.bit()
                 | EventKind::Invalidate.bit()
                 | EventKind::Stale.bit()
-                | EventKind::QueryInvalidated.bit(),
+                | EventKind::QueryInvalidated.bit()
+                | EventKind::TagInvalidate.bit(),
         )
     }
 }
@@ -151,6 +156,8 @@ pub struct Event<'a> {
 pub enum Extra<'a> {
     Text(&'a str),
     Int(u64),
+    /// A JSON value, written as it is (a list of keys).
+    Json(&'a str),
 }
 
 /// Appends the event's JSON text to `out`, written directly (this runs for every event).
@@ -190,6 +197,7 @@ pub fn write_event_json(
             Extra::Int(n) => {
                 let _ = write!(out, "{n}");
             }
+            Extra::Json(json) => out.push_str(json),
         }
     }
     out.push('}');
@@ -241,7 +249,7 @@ mod tests {
         );
         assert_eq!(
             EventMask::parse("all").unwrap().render(),
-            "hit,miss,write,invalidate,fill,expire,evict,error,slow,stale,query_invalidated"
+            "hit,miss,write,invalidate,fill,expire,evict,error,slow,stale,query_invalidated,tag_invalidate"
         );
         assert_eq!(
             EventMask::parse("SLOW,Evict").unwrap().render(),
@@ -250,7 +258,7 @@ mod tests {
         assert_eq!(EventMask::parse("none").unwrap().render(), "none");
         assert_eq!(
             EventMask::default().render(),
-            "miss,write,invalidate,stale,query_invalidated"
+            "miss,write,invalidate,stale,query_invalidated,tag_invalidate"
         );
         assert!(
             EventMask::parse("hot")

@@ -10,3 +10,4 @@ pub mod key;
 pub mod lsn;
 pub mod pass_through;
 pub mod source;
+pub mod tags;

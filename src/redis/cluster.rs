@@ -133,10 +133,30 @@ pub fn my_id(ctx: &Context) -> Option<String> {
 
 /// A hash tag whose keys hash to `slot`: the smallest decimal number that does.
 pub fn tag_for(slot: u16) -> String {
-    (0u32..)
-        .map(|n| n.to_string())
-        .find(|tag| crc16(tag.as_bytes()) & 16383 == slot)
-        .expect("every slot has a decimal tag")
+    slot_tag(slot).to_string()
+}
+
+/// `tag_for`, from a table of every slot's made once (a tagged entry's set is named by its
+/// slot's tag on every write).
+pub fn slot_tag(slot: u16) -> &'static str {
+    static TAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        let mut tags = vec![String::new(); 16384];
+        let mut left = tags.len();
+        for n in 0u32.. {
+            let tag = n.to_string();
+            let at = usize::from(crc16(tag.as_bytes()) & 16383);
+            if tags[at].is_empty() {
+                tags[at] = tag;
+                left -= 1;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        tags
+    });
+    &tags[usize::from(slot & 16383)]
 }
 
 /// CLUSTER NODES' text.

@@ -207,6 +207,13 @@ impl Arg {
             ..Arg::text("name").optional()
         }
     }
+    /// `[TAG <tag> ...]`: tags the call's entries carry, for `PGCACHE.INVALIDATE TAG`.
+    pub const fn tags() -> Arg {
+        Arg {
+            token: Some("TAG"),
+            ..Arg::text("tag").optional().multiple()
+        }
+    }
     /// `[MAXSTALE <ms>]`: the call's own bound on how old its answer may be.
     pub const fn max_stale() -> Arg {
         Arg {

@@ -26,6 +26,14 @@ pub struct SourceStats {
     pub flushes_without_scan: Counter,
     pub expirations: Counter,
     pub evictions: Counter,
+    /// Tags `PGCACHE.INVALIDATE TAG` invalidated (counted in the default source's figures).
+    pub tag_invalidations: Counter,
+    /// Entries `PGCACHE.INVALIDATE TAG` dropped.
+    pub tag_entries_dropped: Counter,
+    /// Entries that joined a tag's set (one per entry and tag).
+    pub tag_members_added: Counter,
+    /// Members of tag sets whose entry was gone, removed as the sets grew.
+    pub tag_members_swept: Counter,
     pub errors: Counter,
     pub errors_timeout: Counter,
     pub errors_queue_full: Counter,
@@ -105,6 +113,10 @@ impl SourceStats {
             flushes_without_scan: Counter::new(),
             expirations: Counter::new(),
             evictions: Counter::new(),
+            tag_invalidations: Counter::new(),
+            tag_entries_dropped: Counter::new(),
+            tag_members_added: Counter::new(),
+            tag_members_swept: Counter::new(),
             errors: Counter::new(),
             errors_timeout: Counter::new(),
             errors_queue_full: Counter::new(),
@@ -138,7 +150,7 @@ impl SourceStats {
 
     /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them, in
     /// reporting order.
-    fn named(&self) -> [(&'static str, &Counter); 38] {
+    fn named(&self) -> [(&'static str, &Counter); 42] {
         [
             ("hits", &self.hits),
             ("negative_hits", &self.negative_hits),
@@ -156,6 +168,10 @@ impl SourceStats {
             ("flushes_without_scan", &self.flushes_without_scan),
             ("expirations", &self.expirations),
             ("evictions", &self.evictions),
+            ("tag_invalidations", &self.tag_invalidations),
+            ("tag_entries_dropped", &self.tag_entries_dropped),
+            ("tag_members_added", &self.tag_members_added),
+            ("tag_members_swept", &self.tag_members_swept),
             ("errors", &self.errors),
             ("errors_timeout", &self.errors_timeout),
             ("errors_queue_full", &self.errors_queue_full),

@@ -610,3 +610,39 @@ fn move_slot(cluster: &Cluster, slot: u16, from: u16, to: u16) {
     }
     cluster.wait_ok();
 }
+
+/// A tag's entries are on every primary, each node's members in their entries' slots (as
+/// the tag sets are keys of those slots); INVALIDATE TAG sent to every primary drops them.
+#[test]
+fn a_tag_s_entries_on_every_primary_go_when_each_is_told() {
+    let cluster = Cluster::start(&users_and_trigger(), 3);
+    for id in 1..=30 {
+        let row: Option<String> = redis::cmd("PGCACHE.READ")
+            .arg("users")
+            .arg(format!(r#"{{"id":{id}}}"#))
+            .arg("TAG")
+            .arg("tenant:1")
+            .query(&mut cluster.owner_of(&user_key(id)))
+            .unwrap();
+        assert_eq!(json(&row.unwrap())["id"], id);
+    }
+    // 30 entries and their tag sets, every key in a slot its node serves.
+    let keys = cluster.assert_keys_in_own_slots();
+    assert!(keys > 30, "{keys} keys: the entries and their tag sets");
+    let mut dropped = 0;
+    for node in &cluster.nodes {
+        let mut con = node.connection();
+        let sets: Vec<String> = redis::cmd("KEYS")
+            .arg("pg_cache:~tag:*")
+            .query(&mut con)
+            .unwrap();
+        assert!(!sets.is_empty(), "node {} holds no tag set", node.port);
+        dropped += redis::cmd("PGCACHE.INVALIDATE")
+            .arg("TAG")
+            .arg("tenant:1")
+            .query::<i64>(&mut con)
+            .unwrap();
+    }
+    assert_eq!(dropped, 30);
+    cluster.wait_all_empty("every entry and tag set to go");
+}

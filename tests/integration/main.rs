@@ -42,5 +42,6 @@ mod sources_runtime;
 mod staleness;
 mod standbys;
 mod stats;
+mod tags;
 mod tls;
 mod write;

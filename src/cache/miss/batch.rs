@@ -4,6 +4,7 @@
 
 use super::{Read, count_hit, must_be_canonical};
 use crate::cache::fill::{self, FillTicket};
+use crate::cache::tags::{self, Keep};
 use crate::cache::worker;
 use crate::cache::{self, Cached, applied, onloop};
 use crate::config::current;
@@ -12,6 +13,7 @@ use crate::events;
 use crate::model::event::EventKind;
 use crate::model::key::{self, CanonicalPk};
 use crate::model::source::SourceId;
+use crate::model::tags::Tags;
 use crate::pg::pool::PooledClient;
 use crate::pg::schema::{self, TableSchema};
 use crate::pg::{fetch, normalise, standby};
@@ -36,7 +38,7 @@ pub fn many(
     table_arg: &[u8],
     items: Vec<&[u8]>,
     named: Option<Vec<Vec<u8>>>,
-    ttl: u64,
+    keep: Keep,
     read: Read,
 ) -> Result<Reply> {
     // A table not seen yet is resolved first, also for an empty array: a table that does
@@ -48,7 +50,9 @@ pub fn many(
     let Some(schema) = schema else {
         let table = schema::of(source).admit_arg(table_arg)?;
         let items: Vec<Vec<u8>> = items.iter().map(|i| i.to_vec()).collect();
-        return Ok(all_on_a_worker(ctx, source, table, items, named, ttl, read));
+        return Ok(all_on_a_worker(
+            ctx, source, table, items, named, keep, read,
+        ));
     };
     if items.is_empty() {
         return Ok(Reply::Array(Vec::new()));
@@ -68,7 +72,7 @@ pub fn many(
     if derived {
         all_readable(ctx, &schema, &keys)?;
     }
-    let (slots, names) = look_up(ctx, &schema, &keys);
+    let (slots, names) = look_up(ctx, &schema, &keys, &keep.tags);
     if slots.iter().all(|s| *s != Cached::Miss) {
         schema.stats.calls.inc();
         return Ok(Reply::Array(slots.into_iter().map(slot_reply).collect()));
@@ -88,7 +92,7 @@ pub fn many(
                 if let Some(named) = &named {
                     all_canonical(named, &schema, &keys)?;
                 }
-                let batch = Batch::new(schema, keys, slots, Vec::new(), ttl, derived);
+                let batch = Batch::new(schema, keys, slots, Vec::new(), keep, derived);
                 let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
                 Ok(batch.complete(rows))
             }),
@@ -96,7 +100,7 @@ pub fn many(
     }
     Ok(fetch_misses(
         ctx,
-        Batch::new(schema, keys, slots, names, ttl, derived),
+        Batch::new(schema, keys, slots, names, keep, derived),
     ))
 }
 
@@ -150,7 +154,7 @@ fn all_on_a_worker(
     table: String,
     items: Vec<Vec<u8>>,
     named: Option<Vec<Vec<u8>>>,
-    ttl: u64,
+    keep: Keep,
     read: Read,
 ) -> Reply {
     let db = keyspace::selected_db(ctx);
@@ -165,8 +169,8 @@ fn all_on_a_worker(
                 all_canonical(named, &schema, &keys)?;
             }
             let derived = named.is_none();
-            let slots = slots_for(read, db, &schema, &keys);
-            let batch = Batch::new(schema, keys, slots, Vec::new(), ttl, derived);
+            let slots = slots_for(read, db, &schema, &keys, &keep.tags);
+            let batch = Batch::new(schema, keys, slots, Vec::new(), keep, derived);
             let rows = fetch::many(client, &batch.schema, &batch.distinct)?;
             Ok(batch.complete(rows))
         }),
@@ -181,19 +185,21 @@ pub fn slots_for(
     db: i32,
     schema: &Arc<TableSchema>,
     keys: &[CanonicalPk],
+    tags: &Tags,
 ) -> Vec<Cached> {
     match read {
-        Read::After(lsn) => super::looked_up_once_applied(lsn, db, schema, keys),
+        Read::After(lsn) => super::looked_up_once_applied(lsn, db, schema, keys, tags),
         Read::Cached | Read::FromPostgres | Read::Unvouched => None,
     }
     .unwrap_or_else(|| vec![Cached::Miss; keys.len()])
 }
 
-/// Each key's cache entry, if any; the hits are counted (`count_hit`).
+/// Each key's cache entry, if any; the hits are counted (`count_hit`) and join `tags`' sets.
 pub fn look_up(
     ctx: &Context,
     schema: &TableSchema,
     keys: &[CanonicalPk],
+    tags: &Tags,
 ) -> (Vec<Cached>, Vec<Option<Name>>) {
     let prefix = schema.key_prefix.as_bytes();
     let (slots, names): (Vec<Cached>, Vec<Option<Name>>) = keys
@@ -202,6 +208,10 @@ pub fn look_up(
         .unzip();
     for (key, _) in keys.iter().zip(&slots).filter(|(_, s)| **s != Cached::Miss) {
         count_hit(ctx, schema, key.json.as_bytes());
+        if tags.is_some() {
+            let name = key.cache_key(&schema.key_prefix);
+            tags::attach_hit(ctx, schema.source, &name, tags);
+        }
     }
     (slots, names)
 }
@@ -342,7 +352,7 @@ pub struct Batch {
     /// The names the distinct keys were probed under, where kept (the rows are stored
     /// under them).
     names: Vec<Option<Name>>,
-    ttl: u64,
+    keep: Keep,
     /// Whether the keys were derived (MULTIREAD) rather than named (MGET, which the server
     /// routed): derived keys are checked against the cluster's slots.
     derived: bool,
@@ -356,7 +366,7 @@ impl Batch {
         keys: Vec<CanonicalPk>,
         cached: Vec<Cached>,
         mut names: Vec<Option<Name>>,
-        ttl: u64,
+        keep: Keep,
         derived: bool,
     ) -> Batch {
         let mut first_of: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
@@ -396,7 +406,7 @@ impl Batch {
             distinct,
             tickets,
             names,
-            ttl,
+            keep,
             derived,
         }
     }
@@ -424,7 +434,7 @@ impl Batch {
                 distinct,
                 tickets,
                 names,
-                ttl,
+                keep,
                 derived,
             } = self;
             // Keys first learnt on a worker are checked here, on the main thread.
@@ -469,7 +479,7 @@ impl Batch {
                         &cache_key,
                         name.as_ref(),
                         row.as_deref(),
-                        ttl,
+                        &keep,
                     )
                 {
                     filled.push(key.json.as_str());

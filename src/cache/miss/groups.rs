@@ -4,6 +4,7 @@
 //! fetches every batch's misses, and the answers are put back in the caller's order.
 
 use super::batch::{Batch, all_canonical, canonicalise_all, look_up, slots_for};
+use crate::cache::tags::Keep;
 use crate::cache::worker;
 use crate::error::{Error, Result};
 use crate::model::source::SourceId;
@@ -23,14 +24,14 @@ pub fn many_named(
     source: SourceId,
     named: &[&[u8]],
     split: Vec<(&[u8], &[u8])>,
-    ttl: u64,
+    keep: Keep,
     read: super::Read,
 ) -> Result<Reply> {
     let table = split[0].0;
     if split.iter().all(|(t, _)| *t == table) {
         let pks = split.iter().map(|(_, pk)| *pk).collect();
         let named = named.iter().map(|k| k.to_vec()).collect();
-        return super::many(ctx, source, table, pks, Some(named), ttl, read);
+        return super::many(ctx, source, table, pks, Some(named), keep, read);
     }
     let mut groups: Vec<Group> = Vec::new();
     for (position, ((table, pk), name)) in split.iter().zip(named).enumerate() {
@@ -51,7 +52,7 @@ pub fn many_named(
         group.pks.push(pk.to_vec());
         group.named.push(name.to_vec());
     }
-    read_groups(ctx, source, groups, named.len(), ttl, read)
+    read_groups(ctx, source, groups, named.len(), keep, read)
 }
 
 /// One table's keys in an MGET: where they sit in the call, their pk JSON and their names.
@@ -76,7 +77,7 @@ fn read_groups(
     source: SourceId,
     groups: Vec<Group>,
     total: usize,
-    ttl: u64,
+    keep: Keep,
     read: super::Read,
 ) -> Result<Reply> {
     let db = keyspace::selected_db(ctx);
@@ -96,9 +97,14 @@ fn read_groups(
         match known {
             Some((schema, keys)) => {
                 all_canonical(&group.named, &schema, &keys)?;
-                let (slots, names) = look_up(ctx, &schema, &keys);
+                let (slots, names) = look_up(ctx, &schema, &keys, &None);
                 pending.push(Pending::Ready(Batch::new(
-                    schema, keys, slots, names, ttl, false,
+                    schema,
+                    keys,
+                    slots,
+                    names,
+                    keep.clone(),
+                    false,
                 )));
             }
             None => pending.push(Pending::OnWorker(
@@ -129,7 +135,7 @@ fn read_groups(
                 let batch = match group {
                     Pending::Ready(batch) => batch,
                     Pending::OnWorker(table, group) => {
-                        learn(client, source, &table, group, ttl, read, db)?
+                        learn(client, source, &table, group, keep.clone(), read, db)?
                     }
                 };
                 let rows = batch.fetch(client)?;
@@ -147,7 +153,7 @@ fn learn(
     source: SourceId,
     table: &str,
     group: Group,
-    ttl: u64,
+    keep: Keep,
     read: super::Read,
     db: i32,
 ) -> Result<Batch> {
@@ -155,8 +161,8 @@ fn learn(
     let keys = canonicalise_all(group.pks.iter().map(Vec::as_slice), &schema)?;
     let keys = normalise::confirm_all(client, &schema, keys)?;
     all_canonical(&group.named, &schema, &keys)?;
-    let slots = slots_for(read, db, &schema, &keys);
-    Ok(Batch::new(schema, keys, slots, Vec::new(), ttl, false))
+    let slots = slots_for(read, db, &schema, &keys, &None);
+    Ok(Batch::new(schema, keys, slots, Vec::new(), keep, false))
 }
 
 /// Runs each group's completion (filling the cache) and puts its answers back where the

@@ -13,6 +13,7 @@ pub use batch::many;
 pub use groups::many_named;
 
 use crate::cache::fill::{self, FillTicket, LeadOrWait, Outcome};
+use crate::cache::tags::{self, Keep};
 use crate::cache::worker::{self, Keyed, KeyedFill, RowLookup, ThenLookup};
 use crate::cache::{self, Cached, Readable, applied, onloop};
 use crate::config::current;
@@ -22,6 +23,7 @@ use crate::model::event::EventKind;
 use crate::model::key::{self, CanonicalPk};
 use crate::model::lsn::Lsn;
 use crate::model::source::SourceId;
+use crate::model::tags::Tags;
 use crate::pg::normalise;
 use crate::pg::schema::{self, TableSchema};
 use crate::redis::acl;
@@ -84,7 +86,7 @@ pub fn one(
     ctx: &Context,
     schema: Arc<TableSchema>,
     pk: CanonicalPk,
-    ttl: u64,
+    keep: Keep,
     from: KeyFrom,
 ) -> Reply {
     let key = pk.shared_cache_key(&schema.key_prefix);
@@ -114,14 +116,19 @@ pub fn one(
     let then: ThenLookup = if passes {
         Box::new(passed_completion)
     } else {
-        let asked = fill::Asked::row(schema.source, &schema.stats, &pk.json);
-        let ticket = match fill::lead_or_wait(ctx, key, current::request_timeout_ms(), asked) {
-            LeadOrWait::Wait => return Reply::Blocked,
-            LeadOrWait::Lead(ticket) => ticket,
+        let ticket = if keep.tags.is_some() {
+            // A tagged read leads its own fill: one in flight would cache without its tags.
+            fill::lead(key, schema.source)
+        } else {
+            let asked = fill::Asked::row(schema.source, &schema.stats, &pk.json);
+            match fill::lead_or_wait(ctx, key, current::request_timeout_ms(), asked) {
+                LeadOrWait::Wait => return Reply::Blocked,
+                LeadOrWait::Lead(ticket) => ticket,
+            }
         };
         Box::new(move |outcome: Outcome, schema, pk| {
             ticket.answer_waiters(&outcome);
-            fill_completion(outcome, schema, pk, ttl, ticket, name)
+            fill_completion(outcome, schema, pk, keep, ticket, name)
         })
     };
     let lookup = RowLookup {
@@ -139,7 +146,7 @@ fn fill_completion(
     outcome: Outcome,
     schema: Arc<TableSchema>,
     pk: CanonicalPk,
-    ttl: u64,
+    keep: Keep,
     ticket: FillTicket,
     name: Option<Name>,
 ) -> Completion {
@@ -160,7 +167,7 @@ fn fill_completion(
                         &key,
                         name.as_ref(),
                         row.as_deref(),
-                        ttl,
+                        &keep,
                     )
                 {
                     events::publish(
@@ -218,7 +225,7 @@ pub fn on_worker(
     source: SourceId,
     table_arg: &[u8],
     pk_arg: &[u8],
-    ttl: u64,
+    keep: Keep,
     named: Option<Vec<u8>>,
     read: Read,
 ) -> Reply {
@@ -240,13 +247,15 @@ pub fn on_worker(
             // A key the client named was routed by the server; a derived one is checked.
             let derived = named.is_none();
             if let Read::After(lsn) = read
-                && let Some(answer) = cached_once_applied(lsn, db, &schema, &pk, derived)
+                && let Some(answer) =
+                    cached_once_applied(lsn, db, &schema, &pk, derived, &keep.tags)
             {
                 return Ok(Keyed::Answer(answer));
             }
-            let fresh = read != Read::Cached;
+            // A tagged read leads its own fill: one in flight would cache without its tags.
+            let fresh = read != Read::Cached || keep.tags.is_some();
             let then = Box::new(move |outcome, ticket, schema, pk| {
-                first_completion(outcome, schema, pk, ttl, ticket, derived, read)
+                first_completion(outcome, schema, pk, keep, ticket, derived, read)
             });
             Ok(Keyed::Fill(KeyedFill {
                 schema,
@@ -267,16 +276,17 @@ pub fn looked_up_once_applied(
     db: i32,
     schema: &Arc<TableSchema>,
     keys: &[CanonicalPk],
+    tags: &Tags,
 ) -> Option<Vec<Cached>> {
     if !applied::of(schema.source).wait_for(lsn, current::of(schema.source).after_wait()) {
         return None;
     }
-    let (schema, keys) = (schema.clone(), keys.to_vec());
+    let (schema, keys, tags) = (schema.clone(), keys.to_vec(), tags.clone());
     main_thread::ask(
         move |ctx| {
             let mut slots = Vec::new();
             keyspace::in_each_db(ctx, [db], |_| {
-                slots = batch::look_up(ctx, &schema, &keys).0;
+                slots = batch::look_up(ctx, &schema, &keys, &tags).0;
             });
             slots
         },
@@ -293,8 +303,9 @@ fn cached_once_applied(
     schema: &Arc<TableSchema>,
     pk: &CanonicalPk,
     derived: bool,
+    tags: &Tags,
 ) -> Option<Completion> {
-    let slots = looked_up_once_applied(lsn, db, schema, std::slice::from_ref(pk))?;
+    let slots = looked_up_once_applied(lsn, db, schema, std::slice::from_ref(pk), tags)?;
     let row = match slots.into_iter().next()? {
         Cached::Miss => return None,
         Cached::Absent => None,
@@ -325,7 +336,7 @@ fn first_completion(
     outcome: Outcome,
     schema: Arc<TableSchema>,
     pk: CanonicalPk,
-    ttl: u64,
+    keep: Keep,
     ticket: FillTicket,
     derived: bool,
     read: Read,
@@ -355,6 +366,10 @@ fn first_completion(
         match cached {
             Readable::Replied => {
                 ticket.finish(&outcome);
+                if keep.tags.is_some() {
+                    let key = pk.cache_key(&schema.key_prefix);
+                    tags::attach_hit(ctx, schema.source, &key, &keep.tags);
+                }
                 count_hit(ctx, &schema, pk.json.as_bytes());
                 Reply::Sent.described(&schema.stats, pk.json.as_str(), 0)
             }
@@ -363,7 +378,7 @@ fn first_completion(
                 acl::no_read_permission(&pk.cache_key(&schema.key_prefix)).into()
             }
             Readable::NotCached(name) => {
-                fill_completion(outcome, schema, pk, ttl, ticket, Some(name))(ctx)
+                fill_completion(outcome, schema, pk, keep, ticket, Some(name))(ctx)
             }
         }
     })

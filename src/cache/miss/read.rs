@@ -5,9 +5,11 @@
 //! within the freshness bound, reads PostgreSQL instead.
 
 use super::{KeyFrom, Read, count_hit, on_worker, one};
+use crate::cache::tags::{self, Keep};
 use crate::cache::{self, Readable};
 use crate::model::key::{self, CanonicalPk};
 use crate::model::source::SourceId;
+use crate::model::tags::Tags;
 use crate::pg::schema;
 use crate::redis::acl;
 use crate::redis::keyspace::Name;
@@ -16,7 +18,7 @@ use redis_module::Context;
 use std::sync::Arc;
 
 /// PGCACHE.READ of `table_arg`'s row `pk_arg` (as the client sent them) in `source`'s
-/// database, kept `ttl` seconds once fetched.
+/// database, kept (and tagged) as `keep` says once fetched.
 ///
 /// Inline: READ's hit runs through here, and left to where the crate's code units fall, it
 /// paid a call more (+45 instructions a hit, measured at #53 step 3).
@@ -26,19 +28,19 @@ pub fn row(
     source: SourceId,
     table_arg: &[u8],
     pk_arg: &[u8],
-    ttl: u64,
+    keep: Keep,
     read: Read,
 ) -> Reply {
     let probed = if read == Read::Cached {
-        probe(ctx, source, table_arg, pk_arg)
+        probe(ctx, source, table_arg, pk_arg, &keep.tags)
     } else {
         Probed::OnWorker
     };
     match probed {
         Probed::Answered(reply) => reply,
         // READ names no key, so the server could not redirect it (GET's key it did).
-        Probed::Missed(schema, pk, name) => one(ctx, schema, pk, ttl, KeyFrom::Derived(name)),
-        Probed::OnWorker => on_worker(ctx, source, table_arg, pk_arg, ttl, None, read),
+        Probed::Missed(schema, pk, name) => one(ctx, schema, pk, keep, KeyFrom::Derived(name)),
+        Probed::OnWorker => on_worker(ctx, source, table_arg, pk_arg, keep, None, read),
     }
 }
 
@@ -54,8 +56,8 @@ enum Probed {
 }
 
 /// The hit path: the key as sent, then (when it is not canonical) the canonical key.
-fn probe(ctx: &Context, source: SourceId, table_arg: &[u8], pk_arg: &[u8]) -> Probed {
-    let (schema, as_sent) = match lookup_canonical(ctx, source, table_arg, pk_arg) {
+fn probe(ctx: &Context, source: SourceId, table_arg: &[u8], pk_arg: &[u8], tags: &Tags) -> Probed {
+    let (schema, as_sent) = match lookup_canonical(ctx, source, table_arg, pk_arg, tags) {
         AsSent::UnknownTable => return Probed::OnWorker,
         AsSent::Hit => return Probed::Answered(Reply::Sent),
         AsSent::NotCached(schema, name) => (schema, Some(name)),
@@ -78,6 +80,10 @@ fn probe(ctx: &Context, source: SourceId, table_arg: &[u8], pk_arg: &[u8]) -> Pr
             Readable::Replied => {
                 schema.stats.calls.inc();
                 count_hit(ctx, &schema, pk.json.as_bytes());
+                if tags.is_some() {
+                    let key = pk.cache_key(&schema.key_prefix);
+                    tags::attach_hit(ctx, schema.source, &key, tags);
+                }
                 return Probed::Answered(Reply::Sent);
             }
             Readable::NotCached(name) => Some(name),
@@ -110,7 +116,13 @@ enum AsSent {
 
 /// The hit path: no JSON parsing, no locks, no allocation of ours when the client sent the
 /// canonical key of a table seen before.
-fn lookup_canonical(ctx: &Context, source: SourceId, table_arg: &[u8], pk_arg: &[u8]) -> AsSent {
+fn lookup_canonical(
+    ctx: &Context,
+    source: SourceId,
+    table_arg: &[u8],
+    pk_arg: &[u8],
+    tags: &Tags,
+) -> AsSent {
     schema::of(source).with_cached(table_arg, |schema| {
         let Some(schema) = schema else {
             return AsSent::UnknownTable;
@@ -119,6 +131,11 @@ fn lookup_canonical(ctx: &Context, source: SourceId, table_arg: &[u8], pk_arg: &
             Readable::Replied => {
                 schema.stats.calls.inc();
                 count_hit(ctx, schema, pk_arg);
+                if tags.is_some() {
+                    // Entries are only written under canonical keys: the key as sent is one.
+                    let key = [schema.key_prefix.as_bytes(), pk_arg].concat();
+                    tags::attach_hit(ctx, schema.source, &String::from_utf8_lossy(&key), tags);
+                }
                 AsSent::Hit
             }
             Readable::NotCached(name) => AsSent::NotCached(schema.clone(), name),

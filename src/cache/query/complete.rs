@@ -4,6 +4,7 @@
 use super::run::{Ran, Run};
 use crate::cache;
 use crate::cache::fill::{FillTicket, Outcome};
+use crate::cache::tags::Keep;
 use crate::config::current;
 use crate::error::Result;
 use crate::query::{Statement, generations, membership};
@@ -30,21 +31,21 @@ pub(super) fn may_read_tables(ctx: &Context, statement: &Statement) -> Result<()
     Ok(())
 }
 
-/// A miss whose result is to be cached: its key's ticket, for `ttl` seconds; the
+/// A miss whose result is to be cached: its key's ticket, how long it is kept and its tags; the
 /// parameters (canonical) say which values a row-precise result admits.
 pub struct Fill {
     pub ticket: FillTicket,
-    pub ttl: u64,
+    pub keep: Keep,
     pub params: Vec<String>,
     /// The call asked `WITHKEY`: its reply names the key the result was cached under.
     pub with_key: bool,
 }
 
 impl Fill {
-    pub fn new(ticket: FillTicket, ttl: u64, params: &[String], with_key: bool) -> Fill {
+    pub fn new(ticket: FillTicket, keep: Keep, params: &[String], with_key: bool) -> Fill {
         Fill {
             ticket,
-            ttl,
+            keep,
             params: params.to_vec(),
             with_key,
         }
@@ -84,7 +85,7 @@ pub fn completion(statement: Arc<Statement>, mut outcome: Run, fill: Option<Fill
         let mut held = None;
         if let Some(Fill {
             ticket,
-            ttl,
+            keep,
             params,
             with_key,
         }) = fill
@@ -102,7 +103,7 @@ pub fn completion(statement: Arc<Statement>, mut outcome: Run, fill: Option<Fill
             }
             if let Ok(ran) = &outcome
                 && fresh
-                && cache_result(ctx, &statement, &key, ran, ttl, &params)
+                && cache_result(ctx, &statement, &key, ran, &keep, &params)
                 && with_key
             {
                 held = Some(key);
@@ -138,7 +139,7 @@ fn cache_result(
     statement: &Arc<Statement>,
     key: &Arc<str>,
     ran: &Ran,
-    ttl: u64,
+    keep: &Keep,
     params: &[String],
 ) -> bool {
     let too_big = |why: &str| {
@@ -191,7 +192,7 @@ fn cache_result(
         key,
         None,
         Some(&ran.json),
-        ttl,
+        keep,
     ) {
         return false;
     }

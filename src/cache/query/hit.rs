@@ -9,6 +9,7 @@ use crate::cache::applied;
 use crate::cache::bypass;
 use crate::cache::fill::{self, Asked, LeadOrWait};
 use crate::cache::miss::Read;
+use crate::cache::tags;
 use crate::config::current;
 use crate::error::Result;
 use crate::query::Statement;
@@ -68,6 +69,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
         statement.stats.calls.inc();
         statement.stats.hits.inc();
         stats::of(statement.source).query_hits.inc();
+        tags::attach_hit(ctx, statement.source, &key, &call.keep.tags);
         return Ok(Known::Answered(Reply::Sent));
     }
     // On a cluster, the node serving the result's slot (the route's: they share the hash
@@ -94,16 +96,21 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
                 pk: String::new(),
                 readable_as: Some(statement.readable_as.clone()),
             };
-            match fill::lead_or_wait(ctx, key.into(), current::request_timeout_ms(), asked) {
-                LeadOrWait::Wait => return Ok(Known::Answered(Reply::Blocked)),
-                LeadOrWait::Lead(ticket) => ticket,
+            // A tagged call leads its own fill: one in flight would cache without its tags.
+            if call.keep.tags.is_some() {
+                fill::lead(key.into(), statement.source)
+            } else {
+                match fill::lead_or_wait(ctx, key.into(), current::request_timeout_ms(), asked) {
+                    LeadOrWait::Wait => return Ok(Known::Answered(Reply::Blocked)),
+                    LeadOrWait::Lead(ticket) => ticket,
+                }
             }
         }
         Read::After(lsn) => {
             return Ok(Known::Missed(Job::AfterApplied {
                 statement,
                 params,
-                ttl: call.ttl,
+                keep: call.keep.clone(),
                 lsn,
                 db: keyspace::selected_db(ctx),
                 user: super::job::reading_user(ctx),
@@ -113,7 +120,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
         // cached (taken after the key's generations).
         Read::FromPostgres | Read::Unvouched => fill::lead(key.into(), statement.source),
     };
-    let fill = Fill::new(ticket, call.ttl, &params, call.with_key);
+    let fill = Fill::new(ticket, call.keep.clone(), &params, call.with_key);
     Ok(Known::Missed(Job::Run {
         statement,
         params,

@@ -10,10 +10,12 @@ use crate::cache::applied;
 use crate::cache::bypass;
 use crate::cache::fill::{self, FillTicket};
 use crate::cache::miss::Read;
+use crate::cache::tags::{self, Keep};
 use crate::config::current;
 use crate::error::Result;
 use crate::model::lsn::Lsn;
 use crate::model::source::SourceId;
+use crate::model::tags::Tags;
 use crate::pg::pool::Connection;
 use crate::query::Statement;
 use crate::query::key::{canonical_params, route_key};
@@ -46,7 +48,7 @@ pub(super) enum Job {
     AfterApplied {
         statement: Arc<Statement>,
         params: Vec<String>,
-        ttl: u64,
+        keep: Keep,
         lsn: Lsn,
         db: i32,
         /// Whose read permissions are checked if the statement is learned again (None:
@@ -62,7 +64,7 @@ pub(super) enum Job {
         source: SourceId,
         sql: Vec<u8>,
         params: Vec<Vec<u8>>,
-        ttl: u64,
+        keep: Keep,
         read: Read,
         db: i32,
         /// Whose read permissions the worker checks before anything runs (None: every
@@ -95,7 +97,7 @@ impl Job {
             source: call.source,
             sql: call.sql.to_vec(),
             params: call.params.iter().map(|p| p.to_vec()).collect(),
-            ttl: call.ttl,
+            keep: call.keep.clone(),
             read: call.read,
             db: keyspace::selected_db(ctx),
             user: reading_user(ctx),
@@ -122,7 +124,7 @@ impl Job {
             Job::AfterApplied {
                 statement,
                 params,
-                ttl,
+                keep,
                 lsn,
                 db,
                 user,
@@ -155,13 +157,13 @@ impl Job {
                         (again, params)
                     }
                 };
-                looked_up(statement, params, ttl, read, db)
+                looked_up(statement, params, keep, read, db)
             }
             Job::FirstSight {
                 source,
                 sql,
                 params,
-                ttl,
+                keep,
                 read,
                 db,
                 user,
@@ -170,7 +172,7 @@ impl Job {
                 statement.admitted()?;
                 let refs: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
                 let params = canonical_params(&statement, &refs)?;
-                looked_up(statement, params, ttl, read, db)
+                looked_up(statement, params, keep, read, db)
             }
         }
     }
@@ -181,20 +183,22 @@ impl Job {
 fn looked_up(
     statement: Arc<Statement>,
     params: Vec<String>,
-    ttl: u64,
+    keep: Keep,
     read: Read,
     db: i32,
 ) -> Result<Ready> {
-    Ok(match look_up_from_worker(db, &statement, &params, read)? {
-        Some(Looked::Cached(result)) => Ready::Answered(cached_completion(statement, result)),
-        Some(Looked::Lead(ticket)) => {
-            // A statement's first call, or a read AFTER a position: its reply names no key
-            // (WITHKEY gets nil), though the fill may cache the result.
-            let fill = Fill::new(ticket, ttl, &params, false);
-            Ready::Run(statement, params, Some(fill))
-        }
-        None => Ready::Run(statement, params, None),
-    })
+    Ok(
+        match look_up_from_worker(db, &statement, &params, read, &keep.tags)? {
+            Some(Looked::Cached(result)) => Ready::Answered(cached_completion(statement, result)),
+            Some(Looked::Lead(ticket)) => {
+                // A statement's first call, or a read AFTER a position: its reply names no key
+                // (WITHKEY gets nil), though the fill may cache the result.
+                let fill = Fill::new(ticket, keep, &params, false);
+                Ready::Run(statement, params, Some(fill))
+            }
+            None => Ready::Run(statement, params, None),
+        },
+    )
 }
 
 /// What the main thread found for a worker's new statement.
@@ -206,7 +210,7 @@ enum Looked {
     Lead(FillTicket),
 }
 
-/// From a worker: the result if the cache holds it and the read may take it from there,
+/// From a worker: the result if the cache holds it (a tagged call's tags join it) and the read may take it from there,
 /// else the ticket to fill it under the generations of the client's DB `db` (None: results
 /// are not cached here now, or the main thread did not answer in time); on a cluster node
 /// that does not serve the result's slot, the redirection.
@@ -215,11 +219,12 @@ fn look_up_from_worker(
     statement: &Arc<Statement>,
     params: &[String],
     read: Read,
+    tags: &Tags,
 ) -> Result<Option<Looked>> {
     if read == Read::Unvouched && !cluster::enabled() {
         return Ok(None);
     }
-    let (statement, params) = (statement.clone(), params.to_vec());
+    let (statement, params, tags) = (statement.clone(), params.to_vec(), tags.clone());
     main_thread::ask(
         move |ctx| {
             if cluster::enabled() {
@@ -236,7 +241,10 @@ fn look_up_from_worker(
                     .then(|| cached_value(ctx, &key))
                     .flatten();
                     match cached {
-                        Some(result) => Some(Looked::Cached(result)),
+                        Some(result) => {
+                            tags::attach_hit(ctx, statement.source, &key, &tags);
+                            Some(Looked::Cached(result))
+                        }
                         // Its results die unread: answered, not cached.
                         None if read == Read::Cached
                             && !statement

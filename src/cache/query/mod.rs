@@ -20,6 +20,7 @@ mod run;
 pub use learn::learn;
 
 use crate::cache::miss::Read;
+use crate::cache::tags::Keep;
 use crate::model::source::SourceId;
 use crate::query::statements;
 use crate::requests::reply::Reply;
@@ -34,7 +35,8 @@ pub struct Call<'a> {
     pub source: SourceId,
     pub sql: &'a [u8],
     pub params: &'a [&'a [u8]],
-    pub ttl: u64,
+    /// How long the result is kept, and its tags.
+    pub keep: Keep,
     pub read: Read,
     /// `WITHKEY`: the reply is `[result, key, [generation key, ...]]`: the key the result
     /// is held under and the generation keys in it (nil and none where the call cannot

@@ -52,6 +52,7 @@ pub fn fire(ctx: &Context, hook: &Hook, event: &Event) {
                 args.push(match value {
                     Extra::Text(t) => t.to_string(),
                     Extra::Int(n) => n.to_string(),
+                    Extra::Json(json) => json.to_string(),
                 });
             }
             if main_thread::writes_wait() {

@@ -1,0 +1,146 @@
+//! Tags on cache entries (`model::tags`): a tagged call's entries join their tags' sets when
+//! they are written (a fill's completion, WRITE) or hit, on the main thread, in the same
+//! callback as the entry; `PGCACHE.INVALIDATE TAG` empties the sets and drops their members
+//! (`drain`).
+//!
+//! Why membership is exact: a set is written in the callback that writes its entry, or that
+//! serves it, so when `drain` starts every entry a tagged call cached or was served is a
+//! member; fills in flight then are told they are invalidated (`fill::invalidated_all`),
+//! so none caches a row read before the invalidation, and a tagged call never joins a fill
+//! in flight (it leads its own: the entry then carries its tags). A set expires no earlier
+//! than the last of its members' entries (`PEXPIREAT` raised to each member's expiry), so
+//! a tag whose entries all expired leaves nothing behind.
+//!
+//! Why it is bounded: each tagged entry costs one member per tag (`MAX_TAGS` at most), and a
+//! member whose entry expired, was evicted or deleted is swept when the set grows: each new
+//! member checks `SWEEP_SAMPLE` random members and removes those whose entry is gone (and
+//! whose fill is not in flight), which keeps a set at about `1 + 1/SWEEP_SAMPLE` times its
+//! live entries.
+
+pub mod drain;
+
+use crate::cache::fill;
+use crate::config::current;
+use crate::model::event::now_ms;
+use crate::model::source::SourceId;
+use crate::model::tags::{self, Tags};
+use crate::redis::cluster;
+use crate::redis::keyspace;
+use crate::redis::role::writable;
+use crate::stats;
+use redis_module::{CallOptionsBuilder, CallReply, CallResult, Context};
+
+/// How long a call's entries are kept, and the tags they carry.
+#[derive(Clone)]
+pub struct Keep {
+    pub ttl: u64,
+    pub tags: Tags,
+}
+
+impl Keep {
+    /// Entries kept `ttl` seconds, untagged.
+    pub fn for_ttl(ttl: u64) -> Keep {
+        Keep { ttl, tags: None }
+    }
+}
+
+/// Random members each new member checks (see the module's doc).
+const SWEEP_SAMPLE: usize = 3;
+
+/// The set of `tag`'s entries that holds `key` (an entry of the source whose prefix is
+/// `prefix`): in `key`'s slot on a cluster.
+pub fn set_for(prefix: &str, key: &str, tag: &str) -> String {
+    let slot = cluster::enabled().then(|| cluster::slot_tag(cluster::slot(key.as_bytes())));
+    tags::set_name(prefix, slot, tag)
+}
+
+/// Makes `key`, an entry of `source` just written to expire at `expires_at_ms`, a member
+/// of its tags' sets. Main thread, in the callback that wrote it.
+pub fn attach(ctx: &Context, source: SourceId, key: &str, tags: &[String], expires_at_ms: i64) {
+    if !writable(ctx) {
+        return;
+    }
+    let prefix = current::key_prefix(source);
+    for tag in tags {
+        let set = set_for(&prefix, key, tag);
+        if integer(call(ctx, "SADD", &[&set, key])) == Some(1) {
+            stats::of(source).tag_members_added.inc();
+            sweep_sample(ctx, source, &set, key);
+        }
+        // Raised, never shortened: other members may live longer. (-1: none yet, the set
+        // was just made.)
+        let set_expires = integer(call(ctx, "PEXPIRETIME", &[&set])).unwrap_or(-1);
+        if set_expires < expires_at_ms {
+            let _ = call(ctx, "PEXPIREAT", &[&set, &expires_at_ms.to_string()]);
+        }
+    }
+}
+
+/// `attach` for an entry written now for `ttl_seconds` (a fill, WRITE).
+pub fn attach_new(ctx: &Context, source: SourceId, key: &str, tags: &Tags, ttl_seconds: u64) {
+    if let Some(tags) = tags {
+        // Taken after the entry's own expiry was: never before it.
+        let expires = (now_ms() + u128::from(ttl_seconds) * 1000 + 1) as i64;
+        attach(ctx, source, key, tags, expires);
+    }
+}
+
+/// `attach` for an entry a tagged call was just served from the cache.
+pub fn attach_hit(ctx: &Context, source: SourceId, key: &str, tags: &Tags) {
+    let Some(tags) = tags else {
+        return;
+    };
+    // The entry's own expiry. Every entry has one; a key without (set by hand) is left
+    // untagged, as its set would have to live forever.
+    if let Some(expires) = integer(call(ctx, "PEXPIRETIME", &[key])).filter(|at| *at >= 0) {
+        attach(ctx, source, key, tags, expires);
+    }
+}
+
+/// Removes from `set` those of a few random members whose entry is gone (`just_added` and
+/// members whose fill is in flight are kept: their entries are being written).
+fn sweep_sample(ctx: &Context, source: SourceId, set: &str, just_added: &str) {
+    let count = SWEEP_SAMPLE.to_string();
+    let sampled: Vec<String> = match call(ctx, "SRANDMEMBER", &[set, &count]) {
+        Ok(CallReply::Array(members)) => members
+            .iter()
+            .filter_map(|m| match m {
+                Ok(CallReply::String(s)) => s.to_string(),
+                _ => None,
+            })
+            .collect(),
+        _ => return,
+    };
+    for member in sampled {
+        if member == just_added || fill::in_flight(&member) {
+            continue;
+        }
+        let gone = keyspace::with_name(ctx, member.as_bytes(), |k| !keyspace::exists(ctx, k));
+        if gone && integer(call(ctx, "SREM", &[set, &member])) == Some(1) {
+            stats::of(source).tag_members_swept.inc();
+        }
+    }
+}
+
+/// Runs a command replicated (to replicas and the AOF, as the entries' own writes are).
+pub(super) fn call<'a>(ctx: &'a Context, command: &str, args: &[&str]) -> CallResult<'a> {
+    let options = CallOptionsBuilder::new()
+        .replicate()
+        .errors_as_replies()
+        .build();
+    let result: CallResult = ctx.call_ext(command, &options, args);
+    if let Err(e) = &result {
+        ctx.log_warning(&format!(
+            "pgcache: {command} of a tag set failed: {}",
+            e.to_utf8_string().unwrap_or_default()
+        ));
+    }
+    result
+}
+
+pub(super) fn integer(result: CallResult) -> Option<i64> {
+    match result {
+        Ok(CallReply::I64(n)) => Some(n.to_i64()),
+        _ => None,
+    }
+}

@@ -1,0 +1,94 @@
+//! Tags: names a call gives the entries it reads or writes (`TAG tenant:42 plan`), so that
+//! `PGCACHE.INVALIDATE TAG` can drop them together, whatever their keys. Pure: what a tag
+//! may be, and the name of the set holding a tag's entries.
+//!
+//! A tag's entries in one place are the members of one Redis set: `<prefix>~tag:<tag>` on a
+//! server outside a cluster, `<prefix>~tag:{<slot tag>}:<tag>` on a cluster node, where the
+//! slot tag hashes to the entries' slot. The set lives beside its entries (in their DB,
+//! their slot, under their source's prefix), so it is saved, replicated, resharded and
+//! flushed with them.
+
+use crate::error::Error;
+use std::sync::Arc;
+
+/// Tags a call may give: each is a set membership per entry, so a tagged entry costs a
+/// bounded amount of memory.
+pub const MAX_TAGS: usize = 16;
+/// The longest tag (bytes).
+pub const MAX_TAG_BYTES: usize = 200;
+
+/// What marks a tag set among a source's keys.
+pub const SET_MARK: &str = "~tag:";
+
+/// A call's tags (None: untagged, the usual case, which costs nothing).
+pub type Tags = Option<Arc<[String]>>;
+
+/// The tags after `TAG`, checked: at least one, at most `MAX_TAGS`, each non-empty text of
+/// at most `MAX_TAG_BYTES`; repeats are given once.
+pub fn parse(args: &[&[u8]]) -> Result<Arc<[String]>, Error> {
+    if args.is_empty() {
+        return Err(Error::invalid(
+            "TAG needs at least one tag, such as TAG tenant:42",
+        ));
+    }
+    let mut tags: Vec<String> = Vec::with_capacity(args.len());
+    for arg in args {
+        let tag =
+            std::str::from_utf8(arg).map_err(|_| Error::invalid("a tag must be UTF-8 text"))?;
+        if tag.is_empty() || tag.len() > MAX_TAG_BYTES {
+            return Err(Error::invalid(format!(
+                "a tag is 1 to {MAX_TAG_BYTES} bytes, got {}",
+                tag.len()
+            )));
+        }
+        if !tags.iter().any(|t| t == tag) {
+            tags.push(tag.to_string());
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(Error::invalid(format!(
+            "a call takes at most {MAX_TAGS} tags, got {}",
+            tags.len()
+        )));
+    }
+    Ok(tags.into())
+}
+
+/// The set holding `tag`'s entries under `prefix` (a source's key prefix); on a cluster,
+/// those of the slot `slot_tag` hashes to.
+pub fn set_name(prefix: &str, slot_tag: Option<&str>, tag: &str) -> String {
+    match slot_tag {
+        Some(slot) => format!("{prefix}{SET_MARK}{{{slot}}}:{tag}"),
+        None => format!("{prefix}{SET_MARK}{tag}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_checked_and_given_once() {
+        let tags = parse(&[b"tenant:42", b"plan", b"tenant:42"]).unwrap();
+        assert_eq!(&*tags, ["tenant:42".to_string(), "plan".to_string()]);
+        assert!(parse(&[]).unwrap_err().message().contains("at least one"));
+        assert!(parse(&[b""]).unwrap_err().message().contains("1 to"));
+        let long = vec![b'x'; MAX_TAG_BYTES + 1];
+        assert!(parse(&[&long]).is_err());
+        assert!(parse(&[b"\xff"]).unwrap_err().message().contains("UTF-8"));
+        let many: Vec<Vec<u8>> = (0..=MAX_TAGS)
+            .map(|i| format!("t{i}").into_bytes())
+            .collect();
+        let many: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+        assert!(parse(&many).unwrap_err().message().contains("at most"));
+    }
+
+    #[test]
+    fn a_tag_set_is_named_under_its_source_and_slot() {
+        assert_eq!(set_name("pg_cache:", None, "t{1}"), "pg_cache:~tag:t{1}");
+        assert_eq!(
+            set_name("pg_cache:@b:", Some("123"), "plan"),
+            "pg_cache:@b:~tag:{123}:plan"
+        );
+    }
+}
