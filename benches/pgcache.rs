@@ -38,6 +38,8 @@ mod precision;
 mod sources;
 #[path = "pgcache/standby.rs"]
 mod standby;
+#[path = "pgcache/tags.rs"]
+mod tags;
 
 use pgcache_testkit::*;
 use std::process::{Child, Command, Stdio};
@@ -1495,7 +1497,7 @@ fn main() {
     pg.execute("VACUUM ANALYZE users");
     // PGCACHE_BENCH_ONLY=hits|multiread|query-hits|misses|query-misses|ping|lag|coalescing|bulk|
     // writers|load-lag|pg-restart|trouble|query-precision|query-bulk|miss-path|oltp|invalidated|
-    // sources|standby runs one section.
+    // sources|standby|tags runs one section.
     let only = std::env::var("PGCACHE_BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let bare = bare_module();
@@ -1564,5 +1566,8 @@ fn main() {
     }
     if wanted("standby") {
         standby::standby();
+    }
+    if wanted("tags") {
+        tags::tags(&pg);
     }
 }

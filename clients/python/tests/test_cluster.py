@@ -98,6 +98,13 @@ def test_every_call_reaches_the_node_that_answers_it(items: Postgres, cluster: C
         for per_node in cache.queries().values()
         for q in per_node
     )
+    # A tag's entries on every node go with one call (sent to every primary).
+    for i in range(1, 21):
+        cache.read("cl_items", {"id": i}, tags="tenant:7")
+    assert cache.invalidate_tags("tenant:7") == 20
+    left = [key for node in cluster.nodes for key in node.client().keys("pg_cache:cl_items:*")]
+    tagged = {f'pg_cache:cl_items:{{"id":{i}}}'.encode() for i in range(1, 21)}
+    assert not tagged & set(left), "every tagged row dropped"
     cache.flush("cl_items")
 
     # A change in PostgreSQL reaches the node holding the result.
@@ -127,6 +134,9 @@ def test_every_call_awaited_on_the_cluster(items: Postgres, cluster: Cluster) ->
             assert (await cache.read("cl_items", {"id": 6}))["name"] == "w"
             await cache.invalidate("cl_items", {"id": 6})
             assert (await cache.read("cl_items", {"id": 6}))["name"] == "item6"
+            await cache.get(BY_ID, [30], tags="t")
+            await cache.read("cl_items", {"id": 31}, tags="t")
+            assert await cache.invalidate_tags("t") == 2
             assert len(await cache.stats()) == 3
             assert len(await cache.health()) == 3
             await cache.flush("cl_items")

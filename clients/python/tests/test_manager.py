@@ -180,3 +180,24 @@ def test_a_statement_refused_then_admitted_is_decoded(shop: Postgres, server: Se
     finally:
         server.client().config_set("pgcache.tables", "")
     assert cache.get(sql, [1]) == [{"name": "ann"}]
+
+
+def test_tagged_entries_go_with_invalidate_tags(shop: Postgres, cache: PGCacheManager) -> None:
+    sql = "SELECT name FROM shop_users WHERE id = $1"
+    assert cache.get(sql, [1], tags="tenant:1") == [{"name": "ann"}]
+    assert cache.read("shop_users", {"id": 2}, tags=["tenant:1", "plan"]) == {
+        "id": 2,
+        "name": "bob",
+    }
+    cache.write("shop_orders", {"id": 10}, {"id": 10, "total": 1}, tags=("tenant:1",))
+    assert cache.read("shop_orders", {"id": 10})["total"] == 1
+    # Another tag's entry stays.
+    cache.read("shop_users", {"id": 1}, tags="tenant:2")
+    assert cache.invalidate_tags("tenant:1") == 3
+    assert cache.read("shop_orders", {"id": 10})["total"] == Decimal("9.99")
+    assert cache.redis.exists('pg_cache:shop_users:{"id":1}') == 1
+    assert cache.invalidate_tags("nobody", "plan") == 0
+    with pytest.raises(ValueError, match="option words"):
+        cache.read("shop_users", {"id": 1}, tags="TTL")
+    with pytest.raises(ValueError, match="at least one tag"):
+        cache.invalidate_tags()

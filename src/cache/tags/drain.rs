@@ -26,9 +26,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Main-thread time one turn may spend dropping entries.
-const SLICE: Duration = Duration::from_millis(2);
+const SLICE: Duration = Duration::from_millis(1);
 /// Members taken from a set at a time.
-const BATCH: usize = 128;
+const BATCH: usize = 64;
 /// Keys an event names at most (its count says how many went).
 pub const EVENT_KEYS: usize = 100;
 /// How long a client may wait for a tag's entries to go before it is told it timed out.

@@ -14,8 +14,9 @@
 //! Why it is bounded: each tagged entry costs one member per tag (`MAX_TAGS` at most), and a
 //! member whose entry expired, was evicted or deleted is swept when the set grows: each new
 //! member checks `SWEEP_SAMPLE` random members and removes those whose entry is gone (and
-//! whose fill is not in flight), which keeps a set at about `1 + 1/SWEEP_SAMPLE` times its
-//! live entries.
+//! whose fill is not in flight). In a steady state each new member stands for one that will
+//! die, and removes `SWEEP_SAMPLE` times the dead share: a third of a set is dead at most on
+//! average, so it holds about 1.5 times its live entries.
 
 pub mod drain;
 

@@ -10,7 +10,8 @@ canonical text from PGCACHE.EXPLAIN, asked once per statement). A guess the serv
 otherwise (a composite key in another order, ``"7"`` for an integer) is answered ``MOVED``
 by the node that got it, and followed: the server decides, the client only saves the hop.
 The calls that report on one node (STATS, HEALTH, QUERIES, HOOK LIST) answer for each
-primary, by node name; FLUSH, STATS RESET and HOOK ADD/DEL go to every primary.
+primary, by node name; FLUSH, STATS RESET and HOOK ADD/DEL go to every primary, and
+INVALIDATE TAG too (each primary answers how many of its entries it dropped).
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class Router:
         """``pk``, ``query``, ``any``, ``primaries``, ``each`` or ``keys`` (redis-py routes
         it by its keys)."""
         name = text(command[0]).upper()
+        if name == "PGCACHE.INVALIDATE" and len(command) > 1 and text(command[1]).upper() == "TAG":
+            # Each primary drops the tag's entries it holds, and says how many.
+            return "each"
         if name in _BY_PK:
             return "pk"
         if name == "PGCACHE.QUERY":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Generator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 
 from . import _decode
 from ._local import LocalCache
@@ -78,6 +78,25 @@ class Explained:
         if self.cacheable:
             return f"Explained(cacheable, columns={self.columns!r})"
         return f"Explained(not cacheable: {self.reason})"
+
+
+# pgcache's option words: a tag cannot be one (each ends a TAG list).
+_OPTION_WORDS = frozenset({"AFTER", "MAXSTALE", "SOURCE", "WITHAGE", "TTL", "WITHKEY", "TAG"})
+
+Tags = Union[str, Sequence[str], None]
+
+
+def tag_args(tags: Tags) -> list[str]:
+    """``TAG <tag> ...`` for ``tags`` (one tag or several; None or none: nothing)."""
+    if tags is None:
+        return []
+    listed = [tags] if isinstance(tags, str) else list(tags)
+    for tag in listed:
+        if not isinstance(tag, str) or not tag:
+            raise ValueError(f"a tag is a non-empty str, got {tag!r}")
+        if tag.upper() in _OPTION_WORDS:
+            raise ValueError(f"{tag!r} is one of pgcache's option words and cannot be a tag")
+    return ["TAG", *listed] if listed else []
 
 
 def options(
@@ -199,6 +218,7 @@ class Flows:
         ttl: int | None,
         after: str | None,
         maxstale: int | None,
+        tags: Tags = None,
     ) -> tuple:
         """PGCACHE.QUERY's arguments, a None parameter written into the statement as
         ``NULL`` (``nulls_written``: the statement sent is ``command[1]``); a parameter that
@@ -210,6 +230,7 @@ class Flows:
             *args,
             *options(ttl=ttl, after=after, maxstale=maxstale),
             *self.sourced,
+            *tag_args(tags),
         )
 
     def get_flow(
@@ -220,8 +241,9 @@ class Flows:
         after: str | None,
         maxstale: int | None,
         row_factory: RowFactory | None,
+        tags: Tags = None,
     ) -> Flow[list[Any]]:
-        command = self.query_command(sql, params, ttl, after, maxstale)
+        command = self.query_command(sql, params, ttl, after, maxstale, tags)
         decoder = yield from self.decoder_flow(command[1], row_factory or self.row_factory)
         return (yield from self._answer(decoder, command, command[2]))
 
@@ -271,8 +293,9 @@ class Flows:
         after: str | None,
         maxstale: int | None,
         as_text: frozenset[str] = frozenset(),
+        tags: Tags = None,
     ) -> Flow[tuple[list[tuple[str, str]], list[tuple[Any, ...]]]]:
-        command = self.query_command(sql, params, ttl, after, maxstale)
+        command = self.query_command(sql, params, ttl, after, maxstale, tags)
         # A driver's rows: no type decoder of the application's (the ORM integrations and
         # frames read these, and their values are the drivers').
         decoder = yield from self.decoder_flow(
@@ -289,6 +312,7 @@ class Flows:
         ttl: int | None,
         after: str | None,
         maxstale: int | None,
+        tags: Tags = None,
     ) -> Flow[Any]:
         self._decoders_current()
         decoder = self._tables.get(table)
@@ -304,7 +328,7 @@ class Flows:
         if ttl is not None:
             args.append(ttl)
         args += options(after=after, maxstale=maxstale)
-        reply = yield (command, *args, *self.sourced)
+        reply = yield (command, *args, *self.sourced, *tag_args(tags))
         if command == "PGCACHE.MULTIREAD":
             return [None if r is None else decoder.row(text(r)) for r in reply]
         return None if reply is None else decoder.row(text(reply))
@@ -318,12 +342,31 @@ class Flows:
         return "[" + ",".join(pk_json(pk) for pk in pks) + "]"
 
     def write_args(
-        self, table: str, pk: Mapping[str, Any], row: Mapping[str, Any], ttl: int | None
+        self,
+        table: str,
+        pk: Mapping[str, Any],
+        row: Mapping[str, Any],
+        ttl: int | None,
+        tags: Tags = None,
     ) -> tuple:
         args: list[Any] = ["PGCACHE.WRITE", table, pk_json(pk), json.dumps(row, default=str)]
         if ttl is not None:
             args.append(ttl)
-        return (*args, *self.sourced)
+        return (*args, *self.sourced, *tag_args(tags))
+
+    @staticmethod
+    def invalidate_tags_args(tags: Tags) -> tuple:
+        args = tag_args(tags)
+        if not args:
+            raise ValueError("invalidate_tags needs at least one tag")
+        return ("PGCACHE.INVALIDATE", *args)
+
+    @staticmethod
+    def dropped(reply: Any) -> int:
+        """INVALIDATE TAG's count; on a cluster, the sum of every primary's."""
+        if isinstance(reply, dict):
+            return sum(int(n) for n in reply.values())
+        return int(reply)
 
     @staticmethod
     def queries_of(reply: Any) -> list[dict[str, Any]]:

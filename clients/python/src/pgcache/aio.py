@@ -8,7 +8,7 @@ from typing import Any
 
 from . import _frames
 from ._cluster import AsyncClusterClient, is_cluster, per_node
-from ._flows import Explained, Flows, run_async
+from ._flows import Explained, Flows, Tags, run_async
 from ._local import LocalCache, attached
 from ._replies import mapping, plain, text
 from .events import DEFAULT_CHANNEL, Event, parse_event
@@ -69,13 +69,20 @@ class AsyncPGCacheManager(Flows):
         after: str | None = None,
         maxstale: int | None = None,
         row_factory: RowFactory | None = None,
+        tags: Tags = None,
     ) -> list[Any]:
         """The rows of ``sql`` with ``params`` (see ``PGCacheManager.get``)."""
-        if self.local is not None and ttl is None and after is None and maxstale is None:
+        if (
+            self.local is not None
+            and ttl is None
+            and after is None
+            and maxstale is None
+            and tags is None
+        ):
             kept = self.kept(sql, params, row_factory or self.row_factory)
             if kept is not None:
                 return kept
-        flow = self.get_flow(sql, params, ttl, after, maxstale, row_factory)
+        flow = self.get_flow(sql, params, ttl, after, maxstale, row_factory, tags)
         return await run_async(self.redis, flow)
 
     async def query(
@@ -87,10 +94,11 @@ class AsyncPGCacheManager(Flows):
         after: str | None = None,
         maxstale: int | None = None,
         as_text: frozenset[str] = frozenset(),
+        tags: Tags = None,
     ) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
         """The columns of ``sql`` and its rows as tuples (see ``PGCacheManager.query``): what
         the SQLAlchemy integration awaits on an asyncio engine."""
-        flow = self.query_flow(sql, params, ttl, after, maxstale, as_text)
+        flow = self.query_flow(sql, params, ttl, after, maxstale, as_text, tags)
         return await run_async(self.redis, flow)
 
     async def frame(
@@ -102,10 +110,13 @@ class AsyncPGCacheManager(Flows):
         ttl: int | None = None,
         after: str | None = None,
         maxstale: int | None = None,
+        tags: Tags = None,
     ) -> Any:
         """The rows of ``sql`` as a data frame (see ``PGCacheManager.frame``)."""
         _frames.check_kind(kind)
-        columns, rows = await self.query(sql, params, ttl=ttl, after=after, maxstale=maxstale)
+        columns, rows = await self.query(
+            sql, params, ttl=ttl, after=after, maxstale=maxstale, tags=tags
+        )
         return _frames.frame(kind, [name for name, _ in columns], rows)
 
     async def query_json(
@@ -116,8 +127,9 @@ class AsyncPGCacheManager(Flows):
         ttl: int | None = None,
         after: str | None = None,
         maxstale: int | None = None,
+        tags: Tags = None,
     ) -> str:
-        command = self.query_command(sql, params, ttl, after, maxstale)
+        command = self.query_command(sql, params, ttl, after, maxstale, tags)
         return text(await self.redis.execute_command(*command))
 
     async def explain(self, sql: str) -> Explained:
@@ -131,8 +143,9 @@ class AsyncPGCacheManager(Flows):
         ttl: int | None = None,
         after: str | None = None,
         maxstale: int | None = None,
+        tags: Tags = None,
     ) -> dict[str, Any] | None:
-        flow = self.read_flow("PGCACHE.READ", table, self.pk(pk), ttl, after, maxstale)
+        flow = self.read_flow("PGCACHE.READ", table, self.pk(pk), ttl, after, maxstale, tags)
         return await run_async(self.redis, flow)
 
     async def multiread(
@@ -143,17 +156,29 @@ class AsyncPGCacheManager(Flows):
         ttl: int | None = None,
         after: str | None = None,
         maxstale: int | None = None,
+        tags: Tags = None,
     ) -> list[dict[str, Any] | None]:
-        flow = self.read_flow("PGCACHE.MULTIREAD", table, self.pks(pks), ttl, after, maxstale)
+        flow = self.read_flow("PGCACHE.MULTIREAD", table, self.pks(pks), ttl, after, maxstale, tags)
         return await run_async(self.redis, flow)
 
     async def write(
-        self, table: str, pk: Mapping[str, Any], row: Mapping[str, Any], ttl: int | None = None
+        self,
+        table: str,
+        pk: Mapping[str, Any],
+        row: Mapping[str, Any],
+        ttl: int | None = None,
+        *,
+        tags: Tags = None,
     ) -> None:
-        await self.redis.execute_command(*self.write_args(table, pk, row, ttl))
+        await self.redis.execute_command(*self.write_args(table, pk, row, ttl, tags))
 
     async def invalidate(self, table: str, pk: Mapping[str, Any]) -> None:
         await self.redis.execute_command("PGCACHE.INVALIDATE", table, self.pk(pk), *self.sourced)
+
+    async def invalidate_tags(self, *tags: str) -> int:
+        """Drops every cached entry carrying any of ``tags`` (see
+        ``PGCacheManager.invalidate_tags``)."""
+        return self.dropped(await self.redis.execute_command(*self.invalidate_tags_args(tags)))
 
     async def flush(self, table: str) -> None:
         await self.redis.execute_command("PGCACHE.FLUSH", table, *self.sourced)

@@ -8,7 +8,7 @@ from typing import Any
 
 from . import _frames
 from ._cluster import ClusterClient, is_cluster, per_node
-from ._flows import Explained, Flows, run
+from ._flows import Explained, Flows, Tags, run
 from ._local import LocalCache, attached
 from ._replies import mapping, plain, text
 from .loader import PgConfig, load_pgcache_module, source_command
@@ -57,14 +57,23 @@ class PGCacheManager(Flows):
         after: str | None = None,
         maxstale: int | None = None,
         row_factory: RowFactory | None = None,
+        tags: Tags = None,
     ) -> list[Any]:
         """The rows of ``sql`` (``$n`` or ``?`` placeholders) with ``params``: from the cache
-        on a hit, from PostgreSQL on a miss."""
-        if self.local is not None and ttl is None and after is None and maxstale is None:
+        on a hit, from PostgreSQL on a miss. ``tags`` (a tag or several; also on ``query``,
+        ``frame``, ``read``, ``multiread`` and ``write``) tag the entry it comes from, for
+        ``invalidate_tags``."""
+        if (
+            self.local is not None
+            and ttl is None
+            and after is None
+            and maxstale is None
+            and tags is None
+        ):
             kept = self.kept(sql, params, row_factory or self.row_factory)
             if kept is not None:
                 return kept
-        flow = self.get_flow(sql, params, ttl, after, maxstale, row_factory)
+        flow = self.get_flow(sql, params, ttl, after, maxstale, row_factory, tags)
         return run(self.redis, flow)
 
     def query(
@@ -76,13 +85,14 @@ class PGCacheManager(Flows):
         after: str | None = None,
         maxstale: int | None = None,
         as_text: frozenset[str] = frozenset(),
+        tags: Tags = None,
     ) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
         """The columns of ``sql`` (name and type) and its rows as tuples: what a driver's
         cursor holds after running it. The columns of the types in ``as_text`` (``jsonb``,
         ``inet``, ...) come as PostgreSQL's text, as from a driver told not to parse them. A
         value Python cannot hold (a time of 24:00:00, an infinite date or timestamp) raises
         ``ValueError``, as psycopg's loaders raise, where ``get`` gives the nearest."""
-        flow = self.query_flow(sql, params, ttl, after, maxstale, as_text)
+        flow = self.query_flow(sql, params, ttl, after, maxstale, as_text, tags)
         return run(self.redis, flow)
 
     def frame(
@@ -94,6 +104,7 @@ class PGCacheManager(Flows):
         ttl: int | None = None,
         after: str | None = None,
         maxstale: int | None = None,
+        tags: Tags = None,
     ) -> Any:
         """The rows of ``sql`` as a data frame: ``kind`` ``"pandas"`` (a ``DataFrame``),
         ``"polars"`` (a ``polars.DataFrame``) or ``"arrow"`` (a ``pyarrow.Table``), each
@@ -101,7 +112,7 @@ class PGCacheManager(Flows):
         same query from PostgreSQL with psycopg (``pip install "pgcache[pandas]"``,
         ``[polars]``, ``[arrow]``)."""
         _frames.check_kind(kind)
-        columns, rows = self.query(sql, params, ttl=ttl, after=after, maxstale=maxstale)
+        columns, rows = self.query(sql, params, ttl=ttl, after=after, maxstale=maxstale, tags=tags)
         return _frames.frame(kind, [name for name, _ in columns], rows)
 
     def query_json(
@@ -112,10 +123,11 @@ class PGCacheManager(Flows):
         ttl: int | None = None,
         after: str | None = None,
         maxstale: int | None = None,
+        tags: Tags = None,
     ) -> str:
         """PGCACHE.QUERY's answer as it comes: a JSON array of row objects."""
         return text(
-            self.redis.execute_command(*self.query_command(sql, params, ttl, after, maxstale))
+            self.redis.execute_command(*self.query_command(sql, params, ttl, after, maxstale, tags))
         )
 
     def explain(self, sql: str) -> Explained:
@@ -130,9 +142,10 @@ class PGCacheManager(Flows):
         ttl: int | None = None,
         after: str | None = None,
         maxstale: int | None = None,
+        tags: Tags = None,
     ) -> dict[str, Any] | None:
         """The row of ``table`` whose primary key is ``pk`` (a dict), or None."""
-        flow = self.read_flow("PGCACHE.READ", table, self.pk(pk), ttl, after, maxstale)
+        flow = self.read_flow("PGCACHE.READ", table, self.pk(pk), ttl, after, maxstale, tags)
         return run(self.redis, flow)
 
     def multiread(
@@ -143,20 +156,34 @@ class PGCacheManager(Flows):
         ttl: int | None = None,
         after: str | None = None,
         maxstale: int | None = None,
+        tags: Tags = None,
     ) -> list[dict[str, Any] | None]:
         """The rows of ``pks``, in order, None where there is none."""
-        flow = self.read_flow("PGCACHE.MULTIREAD", table, self.pks(pks), ttl, after, maxstale)
+        flow = self.read_flow("PGCACHE.MULTIREAD", table, self.pks(pks), ttl, after, maxstale, tags)
         return run(self.redis, flow)
 
     def write(
-        self, table: str, pk: Mapping[str, Any], row: Mapping[str, Any], ttl: int | None = None
+        self,
+        table: str,
+        pk: Mapping[str, Any],
+        row: Mapping[str, Any],
+        ttl: int | None = None,
+        *,
+        tags: Tags = None,
     ) -> None:
         """Stores ``row`` as the cached row of ``pk`` (the cache only, not PostgreSQL)."""
-        self.redis.execute_command(*self.write_args(table, pk, row, ttl))
+        self.redis.execute_command(*self.write_args(table, pk, row, ttl, tags))
 
     def invalidate(self, table: str, pk: Mapping[str, Any]) -> None:
         """Drops the cached row of ``pk`` (and the cached results that read ``table``)."""
         self.redis.execute_command("PGCACHE.INVALIDATE", table, self.pk(pk), *self.sourced)
+
+    def invalidate_tags(self, *tags: str) -> int:
+        """Drops every cached entry carrying any of ``tags`` (given with ``tags=`` to
+        ``get``, ``query``, ``read``, ``multiread`` or ``write``), of every source, and
+        returns how many went; on a cluster, on every primary. From its return on, none of
+        them is served."""
+        return self.dropped(self.redis.execute_command(*self.invalidate_tags_args(tags)))
 
     def flush(self, table: str) -> None:
         """Drops every cached row of ``table``."""
