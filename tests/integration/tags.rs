@@ -260,11 +260,22 @@ fn a_big_tag_goes_in_slices_and_its_event_names_some_keys() {
 /// On the replication source, whose restarted server keeps what it saved (the notify
 /// source's drops it all).
 #[test]
-fn a_tag_s_membership_reaches_replicas_and_survives_a_restart() {
+fn a_tag_s_membership_reaches_replicas_and_survives_a_restart_and_a_failover() {
     let mut stack = Stack::start_with(USERS_SQL, &["invalidation_source", "replication"]);
     let mut con = stack.con();
-    let replica = stack.start_replica();
+    // The replica follows the replication source too, so that, promoted, it keeps its cache.
+    let mut args = stack.pg.module_args();
+    args.extend(["invalidation_source".to_string(), "replication".to_string()]);
+    let port = stack.redis.port.to_string();
+    let replica = Redis::start_with(&args, &["--replicaof", "127.0.0.1", &port], &[]).unwrap();
     let mut replica_con = replica.connection();
+    wait_for("the replication link", Duration::from_secs(20), || {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut replica_con)
+            .unwrap();
+        info.contains("master_link_status:up").then_some(())
+    });
     cmd(
         &mut con,
         &["PGCACHE.READ", "users", r#"{"id":1}"#, "TAG", "t"],
@@ -308,6 +319,48 @@ fn a_tag_s_membership_reaches_replicas_and_survives_a_restart() {
     )
     .unwrap();
     assert!(!exists(&mut replica_con, "pg_cache:~tag:t"));
+    // A failover: the promoted replica holds the sets its primary wrote, and drops them.
+    cmd(
+        &mut con,
+        &["PGCACHE.READ", "users", r#"{"id":4}"#, "TAG", "u"],
+    )
+    .unwrap();
+    wait_for(
+        "the replica to hold the tag u",
+        Duration::from_secs(10),
+        || (members(&mut replica_con, "pg_cache:~tag:u").len() == 1).then_some(()),
+    );
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut replica_con)
+        .unwrap();
+    assert_eq!(invalidate_tags(&mut replica_con, &["u"]), 1);
+    assert!(!exists(&mut replica_con, USER4));
+}
+
+#[test]
+fn a_hook_takes_the_tag_s_event() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    let _: String = redis::cmd("PGCACHE.HOOK")
+        .arg(&["ADD", "tags", "ON", "tag_invalidate", "XADD", "tags:log"])
+        .query(&mut con)
+        .unwrap();
+    cmd(
+        &mut con,
+        &["PGCACHE.READ", "users", r#"{"id":1}"#, "TAG", "t"],
+    )
+    .unwrap();
+    assert_eq!(invalidate_tags(&mut con, &["t", "other"]), 1);
+    let entries = stream_entries(&mut con, "tags:log");
+    assert_eq!(entries.len(), 2, "one entry per tag: {entries:?}");
+    assert_eq!(entries[0]["type"], "cache_tag_invalidate");
+    assert_eq!(entries[0]["tag"], "t");
+    assert_eq!(entries[0]["count"], "1");
+    assert_eq!(json(&entries[0]["keys"]), serde_json::json!([USER1]));
+    assert_eq!(entries[1]["tag"], "other");
+    assert_eq!(entries[1]["count"], "0");
 }
 
 #[test]
