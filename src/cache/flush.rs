@@ -18,6 +18,7 @@ use crate::cache::emptied;
 use crate::cache::fill;
 use crate::config::current;
 use crate::model::source::{Scope, SourceId};
+use crate::model::tags;
 use crate::pg::schema::TableSchema;
 use crate::query::key::RESULT_TAG;
 use crate::query::{dropped, generations};
@@ -201,7 +202,10 @@ fn step(ctx: &Context, flush: &mut Flush) -> bool {
     let mut found: Vec<Vec<u8>> = Vec::new();
     let scope = &flush.scope;
     let more = flush.cursor.step(ctx, db, |name| {
+        // Tag sets stay: a member whose entry goes is dead, harmless and swept, while a
+        // set deleted after a WRITE during the flush added to it would lose that entry.
         if scope.covers(name)
+            && !tags::is_set(scope.prefix.as_bytes(), name)
             && !(flush.entries_only
                 && generations::is_generation_key(scope.prefix.as_bytes(), name))
         {

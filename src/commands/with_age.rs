@@ -10,7 +10,7 @@
 
 use super::ReadOptions;
 use crate::cache::miss::{self, Read, count_hit, must_be_canonical};
-use crate::cache::{self, Cached, freshness};
+use crate::cache::{self, Cached, freshness, tags};
 use crate::error::Result;
 use crate::model::key;
 use crate::pg::schema;
@@ -53,6 +53,10 @@ pub fn read(
             if let Some(answer) = answer {
                 schema.stats.calls.inc();
                 count_hit(ctx, &schema, suffix);
+                if options.tags.is_some() {
+                    let key = pk.cache_key(&schema.key_prefix);
+                    tags::attach_hit(ctx, schema.source, &key, &options.tags);
+                }
                 return Ok(aged(answer, freshness::of(options.source).age_ms()));
             }
         }

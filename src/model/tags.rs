@@ -63,6 +63,12 @@ pub fn set_name(prefix: &str, slot_tag: Option<&str>, tag: &str) -> String {
     }
 }
 
+/// Whether `key` is a tag set under `prefix` (a source's key prefix).
+pub fn is_set(prefix: &[u8], key: &[u8]) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|rest| rest.starts_with(SET_MARK.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +96,7 @@ mod tests {
             set_name("pg_cache:@b:", Some("123"), "plan"),
             "pg_cache:@b:~tag:{123}:plan"
         );
+        assert!(is_set(b"pg_cache:", b"pg_cache:~tag:x"));
+        assert!(!is_set(b"pg_cache:", b"pg_cache:users:{\"id\":1}"));
     }
 }
