@@ -264,7 +264,7 @@ pub fn write_fetched(
     // An absence is remembered only when negative caching is on (`negative_ttl` > 0).
     if row.is_some() || ttl > 0 {
         write(ctx, key, name, value, ttl);
-        tags::attach_new(ctx, source, key, &keep.tags, ttl);
+        tags::attach_new(ctx, source, &[key], &keep.tags, ttl);
     }
     true
 }

@@ -95,7 +95,7 @@ pub fn write(ctx: &Context, args: &[&[u8]]) -> Reply {
             return redirect.into();
         }
         cache::store(ctx, &key, &data, keep.ttl);
-        cache::tags::attach_new(ctx, schema.source, &key, &keep.tags, keep.ttl);
+        cache::tags::attach_new(ctx, schema.source, &[&key], &keep.tags, keep.ttl);
         stats::of(schema.source).writes.inc();
         events::publish(
             ctx,

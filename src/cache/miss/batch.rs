@@ -462,6 +462,12 @@ impl Batch {
             let admission =
                 cache::admission(ctx, schema.source, first.as_deref().unwrap_or_default());
             let mut filled = Vec::new();
+            let mut tagged: Vec<Arc<str>> = Vec::new();
+            // The keys join their tags' sets together, after the loop (one SADD a set).
+            let untagged = Keep {
+                ttl: keep.ttl,
+                tags: None,
+            };
             let mut names = names.into_iter();
             for ((key, row), (cache_key, fresh)) in distinct
                 .iter()
@@ -479,12 +485,18 @@ impl Batch {
                         &cache_key,
                         name.as_ref(),
                         row.as_deref(),
-                        &keep,
+                        &untagged,
                     )
                 {
                     filled.push(key.json.as_str());
+                    if keep.tags.is_some() {
+                        tagged.push(cache_key);
+                    }
                 }
             }
+            let tagged: Vec<&str> = tagged.iter().map(|k| &**k).collect();
+            let longest = keep.ttl.max(current::of(schema.source).negative_ttl());
+            tags::attach_new(ctx, schema.source, &tagged, &keep.tags, longest);
             events::publish_each(ctx, EventKind::Fill, schema.source, &schema.display, filled);
             Reply::Array(answers(slots, rows)).described(&schema.stats, summary, found)
         })

@@ -55,34 +55,48 @@ pub fn set_for(prefix: &str, key: &str, tag: &str) -> String {
     tags::set_name(prefix, slot, tag)
 }
 
-/// Makes `key`, an entry of `source` just written to expire at `expires_at_ms`, a member
-/// of its tags' sets. Main thread, in the callback that wrote it.
-pub fn attach(ctx: &Context, source: SourceId, key: &str, tags: &[String], expires_at_ms: i64) {
-    if !writable(ctx) {
+/// Makes `keys`, entries of `source` written (or served) in this callback, which expire at
+/// `expires_at_ms` at the latest, members of their tags' sets: one `SADD` per set. Main
+/// thread, in the callback that wrote them.
+pub fn attach(ctx: &Context, source: SourceId, keys: &[&str], tags: &[String], expires_at_ms: i64) {
+    if !writable(ctx) || keys.is_empty() {
         return;
     }
     let prefix = current::key_prefix(source);
     for tag in tags {
-        let set = set_for(&prefix, key, tag);
-        if integer(call(ctx, "SADD", &[&set, key])) == Some(1) {
-            stats::of(source).tag_members_added.inc();
-            sweep_sample(ctx, source, &set, key);
+        // A call's keys share a set but on a cluster, where a MULTIREAD's share a slot.
+        let mut sets: Vec<(String, Vec<&str>)> = Vec::new();
+        for &key in keys {
+            let set = set_for(&prefix, key, tag);
+            match sets.iter_mut().find(|(name, _)| *name == set) {
+                Some((_, members)) => members.push(key),
+                None => sets.push((set, vec![key])),
+            }
         }
-        // Raised, never shortened: other members may live longer. (-1: none yet, the set
-        // was just made.)
-        let set_expires = integer(call(ctx, "PEXPIRETIME", &[&set])).unwrap_or(-1);
-        if set_expires < expires_at_ms {
-            let _ = call(ctx, "PEXPIREAT", &[&set, &expires_at_ms.to_string()]);
+        for (set, members) in sets {
+            let mut args = vec![set.as_str()];
+            args.extend(&members);
+            let added = integer(call(ctx, "SADD", &args)).unwrap_or(0);
+            if added > 0 {
+                stats::of(source).tag_members_added.add(added as u64);
+                sweep_sample(ctx, source, &set, added as usize);
+            }
+            // Raised, never shortened: other members may live longer. (-1: none yet, the
+            // set was just made.)
+            let set_expires = integer(call(ctx, "PEXPIRETIME", &[&set])).unwrap_or(-1);
+            if set_expires < expires_at_ms {
+                let _ = call(ctx, "PEXPIREAT", &[&set, &expires_at_ms.to_string()]);
+            }
         }
     }
 }
 
-/// `attach` for an entry written now for `ttl_seconds` (a fill, WRITE).
-pub fn attach_new(ctx: &Context, source: SourceId, key: &str, tags: &Tags, ttl_seconds: u64) {
+/// `attach` for entries written now for `ttl_seconds` at most (a fill, WRITE).
+pub fn attach_new(ctx: &Context, source: SourceId, keys: &[&str], tags: &Tags, ttl_seconds: u64) {
     if let Some(tags) = tags {
-        // Taken after the entry's own expiry was: never before it.
+        // Taken after the entries' own expiry was: never before it.
         let expires = (now_ms() + u128::from(ttl_seconds) * 1000 + 1) as i64;
-        attach(ctx, source, key, tags, expires);
+        attach(ctx, source, keys, tags, expires);
     }
 }
 
@@ -94,14 +108,15 @@ pub fn attach_hit(ctx: &Context, source: SourceId, key: &str, tags: &Tags) {
     // The entry's own expiry. Every entry has one; a key without (set by hand) is left
     // untagged, as its set would have to live forever.
     if let Some(expires) = integer(call(ctx, "PEXPIRETIME", &[key])).filter(|at| *at >= 0) {
-        attach(ctx, source, key, tags, expires);
+        attach(ctx, source, &[key], tags, expires);
     }
 }
 
-/// Removes from `set` those of a few random members whose entry is gone (`just_added` and
-/// members whose fill is in flight are kept: their entries are being written).
-fn sweep_sample(ctx: &Context, source: SourceId, set: &str, just_added: &str) {
-    let count = SWEEP_SAMPLE.to_string();
+/// Removes from `set` those of `SWEEP_SAMPLE` random members per one `added` whose entry is
+/// gone (members whose fill is in flight are kept: their entries are being written; those
+/// just added exist).
+fn sweep_sample(ctx: &Context, source: SourceId, set: &str, added: usize) {
+    let count = (SWEEP_SAMPLE * added).to_string();
     let sampled: Vec<String> = match call(ctx, "SRANDMEMBER", &[set, &count]) {
         Ok(CallReply::Array(members)) => members
             .iter()
@@ -113,7 +128,7 @@ fn sweep_sample(ctx: &Context, source: SourceId, set: &str, just_added: &str) {
         _ => return,
     };
     for member in sampled {
-        if member == just_added || fill::in_flight(&member) {
+        if fill::in_flight(&member) {
             continue;
         }
         let gone = keyspace::with_name(ctx, member.as_bytes(), |k| !keyspace::exists(ctx, k));
