@@ -247,7 +247,7 @@ fn hooks_survive_a_restart_as_configuration() {
     assert_eq!(
         definitions(&mut con),
         vec![
-            "default ON miss,write,invalidate,stale,query_invalidated PUBLISH pg_cache_events",
+            "default ON miss,write,invalidate,stale,query_invalidated,tag_invalidate PUBLISH pg_cache_events",
             "kept ON write XADD kept MAXLEN = 10",
         ]
     );

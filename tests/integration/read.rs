@@ -409,22 +409,8 @@ fn bad_input_gets_clear_errors_never_nil() {
             ],
             "unexpected argument \"extra\"",
         ),
-        (
-            vec![
-                "users",
-                r#"{"id":1}"#,
-                "10",
-                "AFTER",
-                "0/1",
-                "MAXSTALE",
-                "5",
-                "SOURCE",
-                "x",
-                "WITHAGE",
-                "extra",
-            ],
-            "wrong number of arguments",
-        ),
+        // READ takes any number of tags, so only too few arguments are the wrong number.
+        (vec!["users"], "wrong number of arguments"),
     ];
     for (args, expected) in cases {
         let mut cmd = redis::cmd("PGCACHE.READ");
