@@ -221,17 +221,6 @@ pub struct ReadOptions {
     pub tags: Tags,
 }
 
-/// The words that end a `TAG` list: every option keyword of the commands that take tags.
-const OPTION_WORDS: [&[u8]; 7] = [
-    b"AFTER",
-    b"MAXSTALE",
-    b"WITHAGE",
-    b"SOURCE",
-    b"TTL",
-    b"WITHKEY",
-    b"TAG",
-];
-
 /// The tags after a `TAG` (whose arguments are `args`): every argument up to the next
 /// option keyword.
 pub fn tags_option<'a, 'b>(
@@ -241,8 +230,11 @@ where
     'a: 'b,
 {
     let mut given: Vec<&[u8]> = Vec::new();
-    while let Some(arg) = args.next_if(|a| !OPTION_WORDS.iter().any(|w| a.eq_ignore_ascii_case(w)))
-    {
+    while let Some(arg) = args.next_if(|a| {
+        !tags::OPTION_WORDS
+            .iter()
+            .any(|w| a.eq_ignore_ascii_case(w.as_bytes()))
+    }) {
         given.push(arg);
     }
     tags::parse(&given)

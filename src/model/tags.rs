@@ -20,6 +20,12 @@ pub const MAX_TAG_BYTES: usize = 200;
 /// What marks a tag set among a source's keys.
 pub const SET_MARK: &str = "~tag:";
 
+/// The commands' option words: none is a tag (each ends a `TAG` list; given to INVALIDATE
+/// TAG, `SOURCE` would silently be taken for a tag).
+pub const OPTION_WORDS: [&str; 7] = [
+    "AFTER", "MAXSTALE", "WITHAGE", "SOURCE", "TTL", "WITHKEY", "TAG",
+];
+
 /// A call's tags (None: untagged, the usual case, which costs nothing).
 pub type Tags = Option<Arc<[String]>>;
 
@@ -35,6 +41,12 @@ pub fn parse(args: &[&[u8]]) -> Result<Arc<[String]>, Error> {
     for arg in args {
         let tag =
             std::str::from_utf8(arg).map_err(|_| Error::invalid("a tag must be UTF-8 text"))?;
+        if OPTION_WORDS.iter().any(|w| w.eq_ignore_ascii_case(tag)) {
+            return Err(Error::invalid(format!(
+                "{tag:?} is an option word, not a tag (INVALIDATE TAG covers every source: \
+                 it takes no SOURCE)"
+            )));
+        }
         if tag.is_empty() || tag.len() > MAX_TAG_BYTES {
             return Err(Error::invalid(format!(
                 "a tag is 1 to {MAX_TAG_BYTES} bytes, got {}",
@@ -82,6 +94,12 @@ mod tests {
         let long = vec![b'x'; MAX_TAG_BYTES + 1];
         assert!(parse(&[&long]).is_err());
         assert!(parse(&[b"\xff"]).unwrap_err().message().contains("UTF-8"));
+        let source = parse(&[b"t", b"SOURCE", b"b"]).unwrap_err();
+        assert!(
+            source.message().contains("option word"),
+            "{}",
+            source.message()
+        );
         let many: Vec<Vec<u8>> = (0..=MAX_TAGS)
             .map(|i| format!("t{i}").into_bytes())
             .collect();

@@ -94,6 +94,11 @@ fn key_removed(ctx: &Context, name: &[u8], evicted: bool) {
     let Some(source) = current::source_of_key(name) else {
         return;
     };
+    // A tag's set is no entry: not counted, no event.
+    let own = crate::model::source::split(entry).map_or(entry, |(_, rest)| rest);
+    if own.starts_with(crate::model::tags::SET_MARK.as_bytes()) {
+        return;
+    }
     // A result leaves its own source's index.
     if let Some((_, rest)) = crate::model::source::split(entry)
         && rest.starts_with(crate::query::key::RESULT_TAG.as_bytes())

@@ -430,6 +430,10 @@ fn tags_are_checked() {
         ),
         (vec!["PGCACHE.INVALIDATE", "TAG"], "wrong number"),
         (
+            vec!["PGCACHE.INVALIDATE", "TAG", "t", "SOURCE", "b"],
+            "option word",
+        ),
+        (
             vec!["PGCACHE.WRITE", "users", r#"{"id":1}"#, "{}", "TAG"],
             "at least one",
         ),
@@ -673,4 +677,30 @@ fn item_key(id: i64) -> String {
 fn item_id(key: &str) -> Option<i64> {
     let pk = key.strip_prefix("pg_cache:items:")?;
     json(pk)["id"].as_i64()
+}
+
+/// During CLIENT PAUSE WRITE (a failover under way) nothing may be propagated: a tagged hit
+/// is served and adds nothing, and the server lives.
+#[test]
+fn a_tagged_hit_while_writes_are_paused_adds_nothing() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    read(&mut con, "users", r#"{"id":1}"#).unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "20000", "WRITE"])
+        .query(&mut con)
+        .unwrap();
+    let row: Option<String> = redis::from_redis_value(
+        cmd(
+            &mut con,
+            &["PGCACHE.READ", "users", r#"{"id":1}"#, "TAG", "t"],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json(&row.unwrap())["id"], 1);
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut con).unwrap();
+    assert!(!exists(&mut con, "pg_cache:~tag:t"));
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
 }

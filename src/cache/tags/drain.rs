@@ -18,6 +18,8 @@ use crate::model::tags;
 use crate::redis::cluster;
 use crate::redis::keyspace;
 use crate::redis::main_thread::Task;
+use crate::redis::paused;
+use crate::redis::role::writable;
 use crate::requests::blocked::BlockedClient;
 use crate::requests::reply::Reply;
 use crate::stats;
@@ -105,6 +107,23 @@ fn drain_slice(ctx: &Context) -> bool {
     let mut active = std::mem::take(&mut *ACTIVE.lock().unwrap());
     let mut left = Vec::new();
     for mut drain in active.drain(..) {
+        if !writable(ctx) {
+            // Demoted meanwhile: its new primary holds the entries, and this server may not
+            // write (nor propagate) now.
+            if let Some(client) = drain.client.take() {
+                let refusal = Error::invalid(
+                    "this server became a replica while the tags were being dropped; send \
+                     PGCACHE.INVALIDATE TAG to its primary",
+                );
+                client.answer(Box::new(move |_| Reply::Error(refusal)));
+            }
+            continue;
+        }
+        // While writes are paused (a failover under way) nothing may be propagated: wait.
+        if paused::writes_paused() {
+            left.push(drain);
+            continue;
+        }
         if Instant::now() < deadline && run(ctx, &mut drain, deadline) {
             let client = drain.client.take();
             let reply = finish(ctx, drain);

@@ -59,7 +59,9 @@ pub fn set_for(prefix: &str, key: &str, tag: &str) -> String {
 /// `expires_at_ms` at the latest, members of their tags' sets: one `SADD` per set. Main
 /// thread, in the callback that wrote them.
 pub fn attach(ctx: &Context, source: SourceId, keys: &[&str], tags: &[String], expires_at_ms: i64) {
-    if !writable(ctx) || keys.is_empty() {
+    // Not on a replica (its data is its primary's), nor while writes are paused (a failover
+    // under way: Redis asserts against anything propagated then).
+    if !writable(ctx) || crate::redis::paused::writes_paused() || keys.is_empty() {
         return;
     }
     let prefix = current::key_prefix(source);
