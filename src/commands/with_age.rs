@@ -45,6 +45,10 @@ pub fn read(
                     }
                 }
             }
+            if options.tags.is_some() {
+                let key = pk.cache_key(&schema.key_prefix);
+                tags::serve_tagged_only(ctx, schema.source, &key, &options.tags);
+            }
             let answer = match cache::get_or_name(ctx, schema.source, prefix, suffix).0 {
                 Cached::Miss => None,
                 Cached::Absent => Some(Reply::Nil),
@@ -53,10 +57,6 @@ pub fn read(
             if let Some(answer) = answer {
                 schema.stats.calls.inc();
                 count_hit(ctx, &schema, suffix);
-                if options.tags.is_some() {
-                    let key = pk.cache_key(&schema.key_prefix);
-                    tags::attach_hit(ctx, schema.source, &key, &options.tags);
-                }
                 return Ok(aged(answer, freshness::of(options.source).age_ms()));
             }
         }

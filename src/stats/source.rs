@@ -34,6 +34,8 @@ pub struct SourceStats {
     pub tag_members_added: Counter,
     /// Members of tag sets whose entry was gone, removed as the sets grew.
     pub tag_members_swept: Counter,
+    /// Entries a tagged call found without its tags, dropped so that it read them afresh.
+    pub tag_untagged_dropped: Counter,
     pub errors: Counter,
     pub errors_timeout: Counter,
     pub errors_queue_full: Counter,
@@ -117,6 +119,7 @@ impl SourceStats {
             tag_entries_dropped: Counter::new(),
             tag_members_added: Counter::new(),
             tag_members_swept: Counter::new(),
+            tag_untagged_dropped: Counter::new(),
             errors: Counter::new(),
             errors_timeout: Counter::new(),
             errors_queue_full: Counter::new(),
@@ -150,7 +153,7 @@ impl SourceStats {
 
     /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them, in
     /// reporting order.
-    fn named(&self) -> [(&'static str, &Counter); 42] {
+    fn named(&self) -> [(&'static str, &Counter); 43] {
         [
             ("hits", &self.hits),
             ("negative_hits", &self.negative_hits),
@@ -172,6 +175,7 @@ impl SourceStats {
             ("tag_entries_dropped", &self.tag_entries_dropped),
             ("tag_members_added", &self.tag_members_added),
             ("tag_members_swept", &self.tag_members_swept),
+            ("tag_untagged_dropped", &self.tag_untagged_dropped),
             ("errors", &self.errors),
             ("errors_timeout", &self.errors_timeout),
             ("errors_queue_full", &self.errors_queue_full),

@@ -593,6 +593,20 @@ fn a_random_model_of_tag_invalidations_and_row_changes() {
                 }
                 args.push("TAG");
                 args.extend(tags.iter().map(String::as_str));
+                // A tagged call is served only an entry in each of its tags' sets: a written
+                // row that is not is dropped, and PostgreSQL's read.
+                let key = item_key(id);
+                let carries = tags.iter().all(|tag| {
+                    redis::cmd("SISMEMBER")
+                        .arg(format!("pg_cache:~tag:{tag}"))
+                        .arg(&key)
+                        .query::<i64>(&mut con)
+                        .unwrap()
+                        == 1
+                });
+                if !carries {
+                    written.remove(&id);
+                }
                 let answer: Option<String> =
                     redis::from_redis_value(cmd(&mut con, &args).unwrap()).unwrap();
                 let expected = match written.get(&id) {
@@ -703,4 +717,81 @@ fn a_tagged_hit_while_writes_are_paused_adds_nothing() {
     assert!(!exists(&mut con, "pg_cache:~tag:t"));
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG");
+}
+
+/// A tagged call is served only entries that carry its tags: one cached by an untagged call
+/// (here a WRITE, a fact PostgreSQL does not hold) before an INVALIDATE TAG of those tags is
+/// read afresh, by READ, MULTIREAD, WITHAGE and QUERY alike.
+#[test]
+fn a_tagged_call_is_not_served_an_entry_cached_without_its_tags() {
+    let stack = Stack::start(USERS_SQL);
+    let mut con = stack.con();
+    for id in 1..=4 {
+        write(
+            &mut con,
+            "users",
+            &format!(r#"{{"id":{id}}}"#),
+            &format!(r#"{{"id":{id},"name":"stale"}}"#),
+        )
+        .unwrap();
+    }
+    assert_eq!(invalidate_tags(&mut con, &["t"]), 0);
+    let name = |value: redis::Value| -> String {
+        let row: Option<String> = redis::from_redis_value(value).unwrap();
+        json(&row.unwrap())["name"].as_str().unwrap().to_string()
+    };
+    let read1 = cmd(
+        &mut con,
+        &["PGCACHE.READ", "users", r#"{"id":1}"#, "TAG", "t"],
+    )
+    .unwrap();
+    assert_eq!(name(read1), "user1");
+    let spelled = cmd(
+        &mut con,
+        &["PGCACHE.READ", "users", r#"{"id":"2"}"#, "TAG", "t"],
+    )
+    .unwrap();
+    assert_eq!(name(spelled), "user2");
+    let rows: Vec<Option<String>> = redis::from_redis_value(
+        cmd(
+            &mut con,
+            &["PGCACHE.MULTIREAD", "users", r#"[{"id":3}]"#, "TAG", "t"],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json(rows[0].as_deref().unwrap())["name"], "user3");
+    let aged = cmd(
+        &mut con,
+        &[
+            "PGCACHE.READ",
+            "users",
+            r#"{"id":4}"#,
+            "WITHAGE",
+            "TAG",
+            "t",
+        ],
+    )
+    .unwrap();
+    let redis::Value::Array(parts) = aged else {
+        panic!("{aged:?}")
+    };
+    assert_eq!(name(parts[0].clone()), "user4");
+    // Now they carry it, and hit.
+    let again = cmd(
+        &mut con,
+        &["PGCACHE.READ", "users", r#"{"id":1}"#, "TAG", "t"],
+    )
+    .unwrap();
+    assert_eq!(name(again), "user1");
+    assert_eq!(stats_figure(&mut con, "tag_untagged_dropped"), 4);
+    // A QUERY result cached untagged is run again for a tagged call.
+    let sql = "SELECT name FROM users WHERE id = $1";
+    cmd(&mut con, &["PGCACHE.QUERY", sql, "1", "9"]).unwrap();
+    cmd(&mut con, &["PGCACHE.QUERY", sql, "1", "9"]).unwrap();
+    let misses = stats_figure(&mut con, "query_misses");
+    cmd(&mut con, &["PGCACHE.QUERY", sql, "1", "9", "TAG", "t"]).unwrap();
+    assert_eq!(stats_figure(&mut con, "query_misses"), misses + 1);
+    cmd(&mut con, &["PGCACHE.QUERY", sql, "1", "9", "TAG", "t"]).unwrap();
+    assert_eq!(stats_figure(&mut con, "query_misses"), misses + 1);
 }

@@ -194,7 +194,8 @@ pub fn slots_for(
     .unwrap_or_else(|| vec![Cached::Miss; keys.len()])
 }
 
-/// Each key's cache entry, if any; the hits are counted (`count_hit`) and join `tags`' sets.
+/// Each key's cache entry, if any (for a tagged call, only one that carries its `tags`); the
+/// hits are counted (`count_hit`).
 pub fn look_up(
     ctx: &Context,
     schema: &TableSchema,
@@ -202,16 +203,17 @@ pub fn look_up(
     tags: &Tags,
 ) -> (Vec<Cached>, Vec<Option<Name>>) {
     let prefix = schema.key_prefix.as_bytes();
+    if tags.is_some() {
+        for key in keys {
+            tags::serve_tagged_only(ctx, schema.source, &key.cache_key(&schema.key_prefix), tags);
+        }
+    }
     let (slots, names): (Vec<Cached>, Vec<Option<Name>>) = keys
         .iter()
         .map(|k| cache::get_or_name(ctx, schema.source, prefix, k.json.as_bytes()))
         .unzip();
     for (key, _) in keys.iter().zip(&slots).filter(|(_, s)| **s != Cached::Miss) {
         count_hit(ctx, schema, key.json.as_bytes());
-        if tags.is_some() {
-            let name = key.cache_key(&schema.key_prefix);
-            tags::attach_hit(ctx, schema.source, &name, tags);
-        }
     }
     (slots, names)
 }

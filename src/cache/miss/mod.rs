@@ -349,6 +349,10 @@ fn first_completion(
         // A derived key's read permission is checked here, where it is first known (GET's
         // key the server checked).
         let (prefix, suffix) = (schema.key_prefix.as_bytes(), pk.json.as_bytes());
+        if keep.tags.is_some() {
+            let key = pk.cache_key(&schema.key_prefix);
+            tags::serve_tagged_only(ctx, schema.source, &key, &keep.tags);
+        }
         let cached = if read != Read::Cached {
             // The entry may predate the client's write: the row fetched is the answer.
             if derived && !cache::readable(ctx, prefix, suffix) {
@@ -366,10 +370,6 @@ fn first_completion(
         match cached {
             Readable::Replied => {
                 ticket.finish(&outcome);
-                if keep.tags.is_some() {
-                    let key = pk.cache_key(&schema.key_prefix);
-                    tags::attach_hit(ctx, schema.source, &key, &keep.tags);
-                }
                 count_hit(ctx, &schema, pk.json.as_bytes());
                 Reply::Sent.described(&schema.stats, pk.json.as_str(), 0)
             }

@@ -71,6 +71,10 @@ fn probe(ctx: &Context, source: SourceId, table_arg: &[u8], pk_arg: &[u8], tags:
     let canonical = if pk.json.as_bytes() == pk_arg {
         as_sent
     } else {
+        if tags.is_some() {
+            let key = pk.cache_key(&schema.key_prefix);
+            tags::serve_tagged_only(ctx, schema.source, &key, tags);
+        }
         match cache::reply_if_readable(
             ctx,
             schema.source,
@@ -80,10 +84,6 @@ fn probe(ctx: &Context, source: SourceId, table_arg: &[u8], pk_arg: &[u8], tags:
             Readable::Replied => {
                 schema.stats.calls.inc();
                 count_hit(ctx, &schema, pk.json.as_bytes());
-                if tags.is_some() {
-                    let key = pk.cache_key(&schema.key_prefix);
-                    tags::attach_hit(ctx, schema.source, &key, tags);
-                }
                 return Probed::Answered(Reply::Sent);
             }
             Readable::NotCached(name) => Some(name),
@@ -127,15 +127,14 @@ fn lookup_canonical(
         let Some(schema) = schema else {
             return AsSent::UnknownTable;
         };
+        if tags.is_some() {
+            let key = [schema.key_prefix.as_bytes(), pk_arg].concat();
+            tags::serve_tagged_only(ctx, schema.source, &String::from_utf8_lossy(&key), tags);
+        }
         match cache::reply_if_readable(ctx, schema.source, schema.key_prefix.as_bytes(), pk_arg) {
             Readable::Replied => {
                 schema.stats.calls.inc();
                 count_hit(ctx, schema, pk_arg);
-                if tags.is_some() {
-                    // Entries are only written under canonical keys: the key as sent is one.
-                    let key = [schema.key_prefix.as_bytes(), pk_arg].concat();
-                    tags::attach_hit(ctx, schema.source, &String::from_utf8_lossy(&key), tags);
-                }
                 AsSent::Hit
             }
             Readable::NotCached(name) => AsSent::NotCached(schema.clone(), name),

@@ -58,6 +58,9 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
             needed: needed(),
         }));
     };
+    if call.read == Read::Cached && call.keep.tags.is_some() {
+        tags::serve_tagged_only(ctx, statement.source, &key, &call.keep.tags);
+    }
     if call.read == Read::Cached
         && !bypass::bypassed(statement.source, key.as_bytes())
         && reply_if_cached(
@@ -69,9 +72,6 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
         statement.stats.calls.inc();
         statement.stats.hits.inc();
         stats::of(statement.source).query_hits.inc();
-        if call.keep.tags.is_some() {
-            tags::attach_hit(ctx, statement.source, &key, &call.keep.tags);
-        }
         return Ok(Known::Answered(Reply::Sent));
     }
     // On a cluster, the node serving the result's slot (the route's: they share the hash

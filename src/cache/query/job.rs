@@ -236,15 +236,15 @@ fn look_up_from_worker(
             let mut found = None;
             keyspace::in_each_db(ctx, [db], |_| {
                 found = key_now(ctx, &statement, &params).and_then(|key| {
+                    if read == Read::Cached {
+                        tags::serve_tagged_only(ctx, statement.source, &key, &tags);
+                    }
                     let cached = (read == Read::Cached
                         && !bypass::bypassed(statement.source, key.as_bytes()))
                     .then(|| cached_value(ctx, &key))
                     .flatten();
                     match cached {
-                        Some(result) => {
-                            tags::attach_hit(ctx, statement.source, &key, &tags);
-                            Some(Looked::Cached(result))
-                        }
+                        Some(result) => Some(Looked::Cached(result)),
                         // Its results die unread: answered, not cached.
                         None if read == Read::Cached
                             && !statement

@@ -102,15 +102,32 @@ pub fn attach_new(ctx: &Context, source: SourceId, keys: &[&str], tags: &Tags, t
     }
 }
 
-/// `attach` for an entry a tagged call was just served from the cache.
-pub fn attach_hit(ctx: &Context, source: SourceId, key: &str, tags: &Tags) {
+/// Before a tagged call looks `key` (an entry of `source`) up: an entry that is not a member
+/// of each of `tags`' sets is dropped, so the call misses and fills it afresh, tagged. A
+/// tagged call is only ever served an entry cached since its tags' last INVALIDATE TAG began
+/// (members are added only as entries are written; the invalidation pops every member). Its
+/// other tags stay: membership is by key, so the new entry goes with them too. Not on a
+/// replica or while writes are paused, where nothing may be written (the primary's
+/// membership is what its own tagged calls made).
+pub fn serve_tagged_only(ctx: &Context, source: SourceId, key: &str, tags: &Tags) {
     let Some(tags) = tags else {
         return;
     };
-    // The entry's own expiry. Every entry has one; a key without (set by hand) is left
-    // untagged, as its set would have to live forever.
-    if let Some(expires) = integer(call(ctx, "PEXPIRETIME", &[key])).filter(|at| *at >= 0) {
-        attach(ctx, source, &[key], tags, expires);
+    if !writable(ctx) || crate::redis::paused::writes_paused() {
+        return;
+    }
+    if !keyspace::with_name(ctx, key.as_bytes(), |k| keyspace::exists(ctx, k)) {
+        return;
+    }
+    let prefix = current::key_prefix(source);
+    let carries = tags
+        .iter()
+        .all(|tag| integer(call(ctx, "SISMEMBER", &[&set_for(&prefix, key, tag), key])) == Some(1));
+    if !carries {
+        // Not `cache::delete`: nothing changed in PostgreSQL, so fills in flight (this
+        // call's own, about to lead) may still cache what they read.
+        let _ = call(ctx, "DEL", &[key]);
+        stats::of(source).tag_untagged_dropped.inc();
     }
 }
 
