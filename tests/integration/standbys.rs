@@ -259,6 +259,11 @@ fn serving_standby_with(extra: &[&str]) -> (Pg, Pg, Redis) {
             (stats_figure(&mut con, "misses_on_standbys") > 0).then_some(())
         },
     );
+    // A read that timed out for its client (a busy machine) is still counted when its
+    // worker ends: the tests' counts start once every fill is done.
+    wait_for("no fill in flight", Duration::from_secs(30), || {
+        (stats_figure(&mut con, "fills_in_flight") == 0).then_some(())
+    });
     (primary, standby, redis)
 }
 
