@@ -81,6 +81,19 @@ pub fn is_set(prefix: &[u8], key: &[u8]) -> bool {
         .is_some_and(|rest| rest.starts_with(SET_MARK.as_bytes()))
 }
 
+/// The tag whose set `key` is, under `prefix` (a source's key prefix); `clustered`: named
+/// as on a cluster node (`~tag:{<slot tag>}:<tag>`). None: no tag set.
+pub fn tag_of_set<'a>(prefix: &[u8], key: &'a [u8], clustered: bool) -> Option<&'a [u8]> {
+    let rest = key
+        .strip_prefix(prefix)?
+        .strip_prefix(SET_MARK.as_bytes())?;
+    if !clustered {
+        return Some(rest);
+    }
+    let close = rest.iter().position(|&b| b == b'}')?;
+    rest.strip_prefix(b"{")?.get(close..)?.strip_prefix(b":")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +129,35 @@ mod tests {
         );
         assert!(is_set(b"pg_cache:", b"pg_cache:~tag:x"));
         assert!(!is_set(b"pg_cache:", b"pg_cache:users:{\"id\":1}"));
+    }
+
+    #[test]
+    fn a_set_s_name_gives_its_tag_back() {
+        for (slot, clustered) in [(None, false), (Some("1a"), true)] {
+            for tag in ["plan", "t{1}", "{x}:y", "a:b:c"] {
+                let name = set_name("pg_cache:@b:", slot, tag);
+                let back = tag_of_set(b"pg_cache:@b:", name.as_bytes(), clustered);
+                assert_eq!(back, Some(tag.as_bytes()), "{name}");
+            }
+        }
+        assert_eq!(tag_of_set(b"pg_cache:", b"pg_cache:users:{}", false), None);
+        assert_eq!(tag_of_set(b"pg_cache:", b"other:~tag:x", false), None);
+        assert_eq!(tag_of_set(b"pg_cache:", b"pg_cache:~tag:x", true), None);
+    }
+
+    proptest::proptest! {
+        /// Any tag `parse` admits comes back from its set's name, on a cluster or not.
+        #[test]
+        fn every_tag_comes_back_from_its_set_s_name(
+            tag in "\\PC{1,40}",
+            slot in "[0-9a-z]{1,4}",
+            clustered: bool,
+        ) {
+            proptest::prop_assume!(parse(&[tag.as_bytes()]).is_ok());
+            let slot = clustered.then_some(slot.as_str());
+            let name = set_name("pg_cache:", slot, &tag);
+            let back = tag_of_set(b"pg_cache:", name.as_bytes(), clustered);
+            proptest::prop_assert_eq!(back, Some(tag.as_bytes()));
+        }
     }
 }

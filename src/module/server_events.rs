@@ -32,6 +32,13 @@ impl ServerEvents for Followed {
         error::panic::guard("a keyspace event", || key_removed(ctx, key, evicted));
     }
 
+    /// A tag's set removed another way than by its drain takes its entries with it.
+    fn key_unlinking(ctx: &Context, name: &[u8], set: &dyn Fn() -> Option<(i32, Vec<Vec<u8>>)>) {
+        error::panic::guard("a key's removal", || {
+            cache::tags::orphans::key_unlinking(ctx, name, set)
+        });
+    }
+
     fn loading_ended(ctx: &Context) {
         error::panic::guard("the end of a load", || {
             emptied::forget_all();
@@ -94,9 +101,13 @@ fn key_removed(ctx: &Context, name: &[u8], evicted: bool) {
     let Some(source) = current::source_of_key(name) else {
         return;
     };
-    // A tag's set is no entry: not counted, no event.
+    // A tag's set is no entry: not counted, no event. Evicted where its members could not
+    // be read as it went, its entries must go another way.
     let own = crate::model::source::split(entry).map_or(entry, |(_, rest)| rest);
     if own.starts_with(crate::model::tags::SET_MARK.as_bytes()) {
+        if evicted && !server_events::unlinks_followed() {
+            cache::tags::orphans::set_evicted_unread(ctx, source, name);
+        }
         return;
     }
     // A result leaves its own source's index.

@@ -1,4 +1,5 @@
-//! Redis's own events a module can follow: keys expired or evicted, the end of a load from
+//! Redis's own events a module can follow: keys expired or evicted, keys about to be removed
+//! (with their value still readable), the end of a load from
 //! disk, a promotion to primary or a demotion to replica, a replica coming online, the
 //! server's cron. Redis
 //! calls the `ServerEvents` functions on the main thread, often inside a command (REPLICAOF,
@@ -8,12 +9,25 @@
 use crate::redis::main_thread::writes_waiting;
 use redis_module::{Context, raw};
 use std::os::raw::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether this server tells `key_unlinking` (Redis 7.2 and Valkey on).
+static UNLINKS_FOLLOWED: AtomicBool = AtomicBool::new(false);
+
+/// Whether `key_unlinking` is called: a removed key's value can be read as it goes.
+pub fn unlinks_followed() -> bool {
+    UNLINKS_FOLLOWED.load(Ordering::Relaxed)
+}
 
 /// What happens on each event. A panic must not unwind into Redis: each function contains
 /// its own.
 pub trait ServerEvents: 'static {
     /// `key` expired, or was evicted (`evicted`).
     fn key_removed(ctx: &Context, key: &[u8], evicted: bool);
+    /// Key `name` is about to be removed (deleted, expired, evicted, overwritten, moved):
+    /// `set` reads its DB and members while it still can, if it is a set. Called for every
+    /// key removed, so it returns at once for keys that are none of its business.
+    fn key_unlinking(ctx: &Context, name: &[u8], set: &dyn Fn() -> Option<(i32, Vec<Vec<u8>>)>);
     /// A load from an RDB or AOF file ended.
     fn loading_ended(ctx: &Context);
     /// This server became a primary.
@@ -53,12 +67,18 @@ pub fn subscribe<E: ServerEvents>(ctx: &Context) {
             (raw::REDISMODULE_EVENT_FLUSHDB, on_flush::<E>),
             (raw::REDISMODULE_EVENT_SWAPDB, on_swap::<E>),
             (raw::REDISMODULE_EVENT_CRON_LOOP, on_cron::<E>),
+            // Redis 7.2 and Valkey on; refused (and so not followed) before.
+            (raw::REDISMODULE_EVENT_KEY, on_key::<E>),
         ] {
-            subscribe(
+            let subscribed = subscribe(
                 ctx.ctx,
                 raw::RedisModuleEvent { id, dataver: 1 },
                 Some(callback),
             );
+            if id == raw::REDISMODULE_EVENT_KEY {
+                let followed = subscribed == raw::REDISMODULE_OK as c_int;
+                UNLINKS_FOLLOWED.store(followed, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -74,6 +94,62 @@ extern "C" fn on_keyspace_event<E: ServerEvents>(
     let key = unsafe { crate::redis::args::string_bytes(key) };
     writes_waiting(|| E::key_removed(&Context::new(ctx), key, evicted));
     raw::REDISMODULE_OK as c_int
+}
+
+extern "C" fn on_key<E: ServerEvents>(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    _subevent: u64,
+    data: *mut c_void,
+) {
+    // SAFETY: Redis passes the key being removed, opened on its value, for the call.
+    let key = unsafe { (*data.cast::<raw::RedisModuleKeyInfo>()).key };
+    // SAFETY: as above; the name lives as long as the key.
+    let name = unsafe {
+        crate::redis::args::string_bytes(raw::RedisModule_GetKeyNameFromModuleKey.unwrap()(key))
+    };
+    let set = || {
+        // SAFETY: as above.
+        unsafe {
+            (raw::RedisModule_KeyType.unwrap()(key) == raw::REDISMODULE_KEYTYPE_SET as c_int).then(
+                || {
+                    (
+                        raw::RedisModule_GetDbIdFromModuleKey.unwrap()(key),
+                        members(key),
+                    )
+                },
+            )
+        }
+    };
+    writes_waiting(|| E::key_unlinking(&Context::new(ctx), name, &set));
+}
+
+/// The members of set `key`.
+///
+/// # Safety
+/// `key` is an open key holding a set.
+unsafe fn members(key: *mut raw::RedisModuleKey) -> Vec<Vec<u8>> {
+    unsafe extern "C" fn each(
+        _key: *mut raw::RedisModuleKey,
+        member: *mut raw::RedisModuleString,
+        _value: *mut raw::RedisModuleString,
+        data: *mut c_void,
+    ) {
+        // SAFETY: `data` is the vector below; Redis passes a live member for the call.
+        unsafe {
+            let members = &mut *data.cast::<Vec<Vec<u8>>>();
+            members.push(crate::redis::args::string_bytes(member).to_vec());
+        }
+    }
+    let mut members: Vec<Vec<u8>> = Vec::new();
+    // SAFETY: per the contract; the cursor is destroyed here.
+    unsafe {
+        let cursor = raw::RedisModule_ScanCursorCreate.unwrap()();
+        let data = (&mut members as *mut Vec<Vec<u8>>).cast::<c_void>();
+        while raw::RedisModule_ScanKey.unwrap()(key, cursor, Some(each), data) != 0 {}
+        raw::RedisModule_ScanCursorDestroy.unwrap()(cursor);
+    }
+    members
 }
 
 extern "C" fn on_loading<E: ServerEvents>(

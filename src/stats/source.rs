@@ -36,6 +36,10 @@ pub struct SourceStats {
     pub tag_members_swept: Counter,
     /// Entries a tagged call found without its tags, dropped so that it read them afresh.
     pub tag_untagged_dropped: Counter,
+    /// Tag sets removed with members by anything but INVALIDATE TAG (evicted, expired,
+    /// deleted), and the entries they listed that were dropped with them.
+    pub tag_sets_lost: Counter,
+    pub tag_orphans_dropped: Counter,
     pub errors: Counter,
     pub errors_timeout: Counter,
     pub errors_queue_full: Counter,
@@ -120,6 +124,8 @@ impl SourceStats {
             tag_members_added: Counter::new(),
             tag_members_swept: Counter::new(),
             tag_untagged_dropped: Counter::new(),
+            tag_sets_lost: Counter::new(),
+            tag_orphans_dropped: Counter::new(),
             errors: Counter::new(),
             errors_timeout: Counter::new(),
             errors_queue_full: Counter::new(),
@@ -153,7 +159,7 @@ impl SourceStats {
 
     /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them, in
     /// reporting order.
-    fn named(&self) -> [(&'static str, &Counter); 43] {
+    fn named(&self) -> [(&'static str, &Counter); 45] {
         [
             ("hits", &self.hits),
             ("negative_hits", &self.negative_hits),
@@ -176,6 +182,8 @@ impl SourceStats {
             ("tag_members_added", &self.tag_members_added),
             ("tag_members_swept", &self.tag_members_swept),
             ("tag_untagged_dropped", &self.tag_untagged_dropped),
+            ("tag_sets_lost", &self.tag_sets_lost),
+            ("tag_orphans_dropped", &self.tag_orphans_dropped),
             ("errors", &self.errors),
             ("errors_timeout", &self.errors_timeout),
             ("errors_queue_full", &self.errors_queue_full),

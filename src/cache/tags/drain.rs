@@ -8,6 +8,7 @@
 //! first: a fill read before it is never cached after it. Entries cached after it started
 //! may be dropped too (they are read again), never kept from before.
 
+use super::orphans::{self, Orphans};
 use crate::cache::fill;
 use crate::config::current;
 use crate::error::Error;
@@ -52,6 +53,8 @@ struct Drain {
     slot: u16,
     dropped: Vec<u64>,
     keys: Vec<Vec<String>>,
+    /// Entries of the tags whose set went another way (`orphans`), dropped first.
+    orphans: Vec<Orphans>,
     client: Option<BlockedClient>,
 }
 
@@ -80,6 +83,7 @@ pub fn start(ctx: &Context, tags: Vec<String>, dbs: Vec<i32>) -> Reply {
     let mut drain = Drain {
         dropped: vec![0; tags.len()],
         keys: vec![Vec::new(); tags.len()],
+        orphans: orphans::take(ctx, &tags),
         tags,
         targets,
         slot: 0,
@@ -139,8 +143,20 @@ fn drain_slice(ctx: &Context) -> bool {
     !active.is_empty()
 }
 
-/// Empties sets until `deadline`; whether every set is empty.
+/// Drops the tags' orphans, then empties sets, until `deadline`; whether all is done.
 fn run(ctx: &Context, drain: &mut Drain, deadline: Instant) -> bool {
+    let (tags, dropped, keys) = (&drain.tags, &mut drain.dropped, &mut drain.keys);
+    let orphans_done = orphans::drop_until(ctx, &mut drain.orphans, deadline, |of, key| {
+        if let Some(tag) = tags.iter().position(|tag| *tag == of.tag) {
+            dropped[tag] += 1;
+            if keys[tag].len() < EVENT_KEYS {
+                keys[tag].push(key.to_string());
+            }
+        }
+    });
+    if !orphans_done {
+        return false;
+    }
     while let Some(target) = drain.targets.first() {
         if Instant::now() >= deadline {
             return false;

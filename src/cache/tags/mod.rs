@@ -19,6 +19,7 @@
 //! average, so it holds about 1.5 times its live entries.
 
 pub mod drain;
+pub mod orphans;
 
 use crate::cache::fill;
 use crate::config::current;
