@@ -7,7 +7,7 @@
 
 use crate::cache::drain;
 use crate::cache::freshness;
-use crate::cache::worker;
+use crate::cache::worker::{self, Probed};
 use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::commands::{only_source_option, source_option};
 use crate::config::current;
@@ -20,7 +20,6 @@ use crate::requests::blocked;
 use crate::requests::reply::Reply;
 use crate::stats;
 use redis_module::Context;
-use std::time::Duration;
 
 pub static STATS: Command = Command {
     name: "pgcache.stats",
@@ -125,9 +124,9 @@ pub fn health(ctx: &Context, args: &[&[u8]]) -> Reply {
     worker::submit_probe(
         ctx,
         source,
-        Box::new(move |rtt| {
+        Box::new(move |probed| {
             Box::new(move |ctx| {
-                let report = health_report(source, Some(rtt));
+                let report = health_report(source, Some(probed));
                 Reply::Map(with_server_fields(ctx, source, report))
             })
         }),
@@ -219,7 +218,7 @@ const DEFAULT_DRAIN_SECONDS: u64 = 10;
 
 /// The health figures, given a PostgreSQL round trip's time or failure (None: no probe was
 /// sent, because a drain is under way).
-fn health_report(source: SourceId, rtt: Option<Result<Duration, Error>>) -> Vec<(String, Reply)> {
+fn health_report(source: SourceId, probed: Option<Result<Probed, Error>>) -> Vec<(String, Reply)> {
     let mut problems = Vec::new();
     let mut postgres = Vec::new();
     if let Some(left) = drain::remaining(source) {
@@ -229,13 +228,17 @@ fn health_report(source: SourceId, rtt: Option<Result<Duration, Error>>) -> Vec<
             left.as_secs_f64().ceil()
         ));
     }
-    match rtt {
+    match probed {
         None => postgres.push(("postgres".to_string(), Reply::Bulk("not checked".into()))),
-        Some(Ok(rtt)) => {
+        Some(Ok(probed)) => {
             postgres.push(("postgres".to_string(), Reply::Bulk("reachable".into())));
             postgres.push((
                 "postgres_rtt_us".to_string(),
-                Reply::Int(rtt.as_micros() as i64),
+                Reply::Int(probed.rtt.as_micros() as i64),
+            ));
+            postgres.push((
+                "postgres_timezone".to_string(),
+                Reply::Bulk(probed.timezone),
             ));
         }
         Some(Err(e)) => {

@@ -1,15 +1,13 @@
 """Data frames (issue #54): ``frame(sql, params, kind=...)`` compared, frame by frame and dtypes
-included, with what pandas and polars read from PostgreSQL through psycopg for the same query,
-over every column type the typed-rows test covers."""
+included, with what pandas and polars read from PostgreSQL through a stock psycopg connection
+(nothing registered or set) for the same query, over every column type the typed-rows test
+covers, ranges, arrays of an enum and timestamps across a change of daylight saving time."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import warnings
-from decimal import Decimal
-from functools import partial
 from typing import Any
 
 import pandas
@@ -20,8 +18,6 @@ import psycopg
 import pyarrow
 import pytest
 import redis.asyncio
-from psycopg.types import TypeInfo
-from psycopg.types.json import set_json_loads
 from servers import Postgres, Server
 from test_types import TYPES_SQL
 
@@ -39,13 +35,12 @@ def typed(pg: Postgres) -> Postgres:
     return pg
 
 
-def psycopg_frame(pg: Postgres, kind: str, sql: str, params: list) -> Any:
+def psycopg_frame(
+    pg: Postgres, kind: str, sql: str, params: list, timezone: str | None = None
+) -> Any:
     with psycopg.connect(pg.conninfo) as conn:
-        # Exact numbers in json, as pgcache gives them.
-        set_json_loads(partial(json.loads, parse_float=Decimal), conn)
-        conn.execute("SET TimeZone = 'UTC'")
-        # Arrays of the enum as lists of str (psycopg reads them as text unless told).
-        TypeInfo.fetch(conn, "framed_mood").register(conn)
+        if timezone is not None:
+            conn.execute(f"SET TimeZone = '{timezone}'")
         literal = sql.replace("$1::int[]", "'{" + ",".join(map(str, params[0])) + "}'::int[]")
         if kind == "pandas":
             with warnings.catch_warnings():
@@ -97,19 +92,25 @@ def same_values(ours: Any, theirs: Any) -> bool:
 def test_a_frame_is_what_the_library_reads_from_postgresql(
     server: Server, typed: Postgres, kind: str, ids: list[int]
 ) -> None:
-    cache = PGCacheManager(server.client())
     sql = SELECT_TYPED.replace("typed", "framed")
+    assert_frames_alike(PGCacheManager(server.client()), typed, kind, sql, ids)
+
+
+def assert_frames_alike(
+    cache: PGCacheManager, pg: Postgres, kind: str, sql: str, ids: list[int], **zone: str
+) -> None:
+    """Our frame of ``sql`` for rows ``ids`` (a miss, then a hit) is the library's from
+    psycopg, or refused as the library refuses it."""
     try:
-        theirs = psycopg_frame(typed, kind, sql, [ids])
+        theirs = psycopg_frame(pg, kind, sql, [ids], zone.get("timezone"))
     # Whatever the library refuses, so must we (polars panics on some values: a BaseException).
     except (Exception, polars.exceptions.PanicException) as refused:
         # A value the library cannot hold (polars: a numeric of 50 digits): the same refusal.
         with pytest.raises(type(refused), match=re.escape(str(refused))):
-            cache.frame(sql, [ids], kind=kind)
+            cache.frame(sql, [ids], kind=kind, **zone)
         return
-    # A miss, then a hit: the same frame.
     for _ in range(2):
-        assert_same(kind, cache.frame(sql, [ids], kind=kind), theirs, ids)
+        assert_same(kind, cache.frame(sql, [ids], kind=kind, **zone), theirs, ids)
 
 
 def test_an_empty_result_has_the_columns(server: Server, typed: Postgres) -> None:
@@ -138,3 +139,68 @@ def test_an_unknown_kind_is_refused_before_anything_is_asked(server: Server) -> 
     cache = PGCacheManager(server.client())
     with pytest.raises(ValueError, match="kind 'excel' is not one of pandas, polars, arrow"):
         cache.frame("SELECT 1", kind="excel")
+
+
+MORE_SQL = """
+CREATE TYPE framed_label AS ENUM
+    ('plain', 'with space', 'a,b', 'q"uote', 'back\\slash', 'NULL', '');
+CREATE TABLE framed_more (
+    id integer PRIMARY KEY, labels framed_label[], r int4range, nr numrange, dr daterange,
+    tr tsrange, tzr tstzrange, mr int4multirange, rs int4range[], at timestamptz,
+    ats timestamptz[], j json
+);
+INSERT INTO framed_more VALUES
+ (1, '{plain,"with space","a,b","q\\"uote","back\\\\slash","NULL","",NULL}', '[1,5)',
+  '(1.5,2.25]', '[2024-01-01,2024-02-01)', '["2024-03-31 01:00","2024-03-31 03:00")',
+  '[2024-03-31 00:30+00,2024-03-31 02:30+00)', '{[1,3),[5,7)}', '{"[1,2)",empty}',
+  '2024-03-31 00:30:00+00', '{"2024-03-31 00:30:00+00","2024-03-31 02:30:00+00"}',
+  '{"f": 0.1, "e": 2.5e3, "n": [0.5, -0.0, 1e-7]}'),
+ (2, '{}', 'empty', '(,3]', '[2024-01-01,)', NULL, '(,)', '{}', '{}',
+  '2024-10-27 00:30:00+00', '{}', '{"f": 1.5, "e": 2.0, "n": []}'),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '2024-10-27 01:30:00+00', NULL, NULL);
+"""
+SELECT_MORE = "SELECT * FROM framed_more WHERE id = ANY($1::int[]) ORDER BY id"
+
+
+@pytest.fixture(scope="module")
+def more(pg: Postgres) -> Postgres:
+    pg.execute(MORE_SQL)
+    return pg
+
+
+@pytest.mark.parametrize("kind", ["pandas", "polars", "arrow"])
+@pytest.mark.parametrize("ids", [[1], [1, 2, 3], [3]])
+def test_ranges_enum_arrays_and_json_are_what_a_stock_psycopg_gives(
+    server: Server, more: Postgres, kind: str, ids: list[int]
+) -> None:
+    assert_frames_alike(PGCacheManager(server.client()), more, kind, SELECT_MORE, ids)
+
+
+@pytest.mark.parametrize("kind", ["pandas", "polars"])
+def test_timestamps_across_daylight_saving_time_are_in_the_zone_asked_for(
+    server: Server, more: Postgres, kind: str
+) -> None:
+    """A named zone, as psycopg gives it in a session of that TimeZone: one dtype through the
+    change of offset (polars ``Datetime(time_zone="Europe/Berlin")``; pandas.read_sql makes
+    every zone UTC)."""
+    cache = PGCacheManager(server.client())
+    sql = SELECT_MORE.replace("*", "id, tzr, at, ats")
+    assert_frames_alike(cache, more, kind, sql, [1, 2, 3], timezone="Europe/Berlin")
+    if kind == "polars":
+        ours = cache.frame(sql, [[1, 2, 3]], kind="polars", timezone="Europe/Berlin")
+        assert ours.schema["at"] == polars.Datetime("us", "Europe/Berlin")
+
+
+def test_the_default_zone_is_pgcache_s_sessions(server: Server, more: Postgres) -> None:
+    cache = PGCacheManager(server.client())
+    shown = cache.health()["postgres_timezone"]
+    with psycopg.connect(more.conninfo) as conn:
+        assert conn.execute("SHOW TimeZone").fetchone() == (shown,)
+    ours = cache.frame(SELECT_MORE.replace("*", "id, at"), [[1]], kind="polars")
+    assert ours.schema["at"] == polars.Datetime("us", shown)
+
+
+def test_an_unknown_zone_is_refused(server: Server, more: Postgres) -> None:
+    cache = PGCacheManager(server.client())
+    with pytest.raises(ValueError, match="TimeZone 'Mars/Olympus' is not one Python knows"):
+        cache.frame(SELECT_MORE, [[1]], timezone="Mars/Olympus")

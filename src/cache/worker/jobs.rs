@@ -101,5 +101,12 @@ pub enum Sent<'a> {
     Failed(Error),
 }
 
-/// Turns a PostgreSQL round trip's time (or why it failed) into the completion.
-pub type Probe = Box<dyn FnOnce(Result<Duration, Error>) -> Completion + Send>;
+/// What a round trip to PostgreSQL found: how long it took, and the session's TimeZone
+/// (the zone PostgreSQL shows a timestamptz in, for a session that sets none).
+pub struct Probed {
+    pub rtt: Duration,
+    pub timezone: String,
+}
+
+/// Turns a PostgreSQL round trip (or why it failed) into the completion.
+pub type Probe = Box<dyn FnOnce(Result<Probed, Error>) -> Completion + Send>;

@@ -27,7 +27,8 @@ mod pipeline;
 mod scheduler;
 
 pub use jobs::{
-    Combine, Keyed, KeyedFill, KeyedWork, Part, Pipelined, Probe, RowLookup, Sent, ThenLookup, Work,
+    Combine, Keyed, KeyedFill, KeyedWork, Part, Pipelined, Probe, Probed, RowLookup, Sent,
+    ThenLookup, Work,
 };
 pub use lookups::rows_on_standby;
 
@@ -329,16 +330,19 @@ fn run_queued(job: Job<Queued>) {
         Queued::Probe(mut client, then) => {
             client.picked();
             let started = Instant::now();
-            let rtt = match refused {
+            let probed = match refused {
                 Some(e) => Err(e),
                 None => pool::of(source).and_then(|pool| {
                     let mut conn = pool.get(job.deadline)?;
-                    conn.query("SELECT 1", &[])
-                        .map(|_| started.elapsed())
+                    conn.query("SELECT pg_catalog.current_setting('TimeZone')", &[])
+                        .map(|rows| Probed {
+                            rtt: started.elapsed(),
+                            timezone: rows.first().map(|row| row.get(0)).unwrap_or_default(),
+                        })
                         .map_err(|e| Error::postgres(crate::pg::errors::describe(&e)).caused_by(e))
                 }),
             };
-            client.answer(contained(|| Ok(then(rtt))));
+            client.answer(contained(|| Ok(then(probed))));
         }
     }
 }

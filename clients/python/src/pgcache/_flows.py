@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Generator, Mapping, Sequence
+from datetime import tzinfo
 from typing import Any, TypeVar, Union
 
 from . import _decode
@@ -131,6 +132,8 @@ class Flows:
         # Decoders of types of the application's own: this manager's, over the process's.
         self.type_decoders = Decoders("manager", DECODERS)
         self._decoded_with = self.type_decoders.state()
+        # The TimeZone of pgcache's sessions, asked once for frames (HEALTH).
+        self.session_zone: tzinfo | None = None
 
     def register_decoder(
         self, type_name_or_oid: str | int, decode: Decode, priority: int = 0

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import tzinfo
 from typing import Any
 
 from . import _frames
@@ -111,12 +112,17 @@ class AsyncPGCacheManager(Flows):
         after: str | None = None,
         maxstale: int | None = None,
         tags: Tags = None,
+        timezone: str | tzinfo | None = None,
     ) -> Any:
         """The rows of ``sql`` as a data frame (see ``PGCacheManager.frame``)."""
         _frames.check_kind(kind)
         columns, rows = await self.query(
             sql, params, ttl=ttl, after=after, maxstale=maxstale, tags=tags
         )
+        if timezone is None and self.session_zone is None:
+            self.session_zone = _frames.zone_in(await self.health(), self.cluster)
+        zone = self.session_zone if timezone is None else _frames.zone_named(timezone)
+        rows = _frames.like_psycopg(columns, rows, zone)
         return _frames.frame(kind, [name for name, _ in columns], rows)
 
     async def query_json(

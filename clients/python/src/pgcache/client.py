@@ -4,6 +4,7 @@ redis-py client (``redis.Redis``; ``aio.AsyncPGCacheManager`` is the asyncio one
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import tzinfo
 from typing import Any
 
 from . import _frames
@@ -105,14 +106,22 @@ class PGCacheManager(Flows):
         after: str | None = None,
         maxstale: int | None = None,
         tags: Tags = None,
+        timezone: str | tzinfo | None = None,
     ) -> Any:
         """The rows of ``sql`` as a data frame: ``kind`` ``"pandas"`` (a ``DataFrame``),
         ``"polars"`` (a ``polars.DataFrame``) or ``"arrow"`` (a ``pyarrow.Table``), each
         column typed as ``pandas.read_sql`` or ``polars.read_database`` type it reading the
         same query from PostgreSQL with psycopg (``pip install "pgcache[pandas]"``,
-        ``[polars]``, ``[arrow]``)."""
+        ``[polars]``, ``[arrow]``). ``timestamptz`` values are in ``timezone`` (a name, such
+        as ``"Europe/Berlin"``, or a ``tzinfo``), by default the TimeZone of pgcache's
+        sessions (HEALTH's ``postgres_timezone``, asked once): what a psycopg connection of
+        the same role shows them in."""
         _frames.check_kind(kind)
         columns, rows = self.query(sql, params, ttl=ttl, after=after, maxstale=maxstale, tags=tags)
+        if timezone is None and self.session_zone is None:
+            self.session_zone = _frames.zone_in(self.health(), self.cluster)
+        zone = self.session_zone if timezone is None else _frames.zone_named(timezone)
+        rows = _frames.like_psycopg(columns, rows, zone)
         return _frames.frame(kind, [name for name, _ in columns], rows)
 
     def query_json(
