@@ -12,6 +12,7 @@ use super::orphans::{self, Orphans};
 use crate::cache::fill;
 use crate::config::current;
 use crate::error::Error;
+use crate::error::panic::catch;
 use crate::events;
 use crate::model::event::{EventKind, Extra};
 use crate::model::source::SourceId;
@@ -49,8 +50,10 @@ struct Target {
 struct Drain {
     tags: Vec<String>,
     targets: Vec<Target>,
-    /// On a cluster, the slot of the first target's set being emptied.
-    slot: u16,
+    /// On a cluster, the slots that may hold this node's keys (each target has a set in
+    /// each), and which of them the first target's set being emptied is in.
+    slots: Option<Vec<u16>>,
+    slot_at: usize,
     dropped: Vec<u64>,
     keys: Vec<Vec<String>>,
     /// Entries of the tags whose set went another way (`orphans`), dropped first.
@@ -86,7 +89,8 @@ pub fn start(ctx: &Context, tags: Vec<String>, dbs: Vec<i32>) -> Reply {
         orphans: orphans::take(ctx, &tags),
         tags,
         targets,
-        slot: 0,
+        slots: cluster::slots_with_keys(ctx),
+        slot_at: 0,
         client: None,
     };
     if run(ctx, &mut drain, Instant::now() + SLICE) {
@@ -128,14 +132,21 @@ fn drain_slice(ctx: &Context) -> bool {
             left.push(drain);
             continue;
         }
-        if Instant::now() < deadline && run(ctx, &mut drain, deadline) {
-            let client = drain.client.take();
-            let reply = finish(ctx, drain);
-            if let Some(client) = client {
-                client.answer(Box::new(move |_| reply));
+        // A panic ends this drain with an error to its client, not the others.
+        match catch(|| Instant::now() < deadline && run(ctx, &mut drain, deadline)) {
+            Ok(true) => {
+                let client = drain.client.take();
+                let reply = finish(ctx, drain);
+                if let Some(client) = client {
+                    client.answer(Box::new(move |_| reply));
+                }
             }
-        } else {
-            left.push(drain);
+            Ok(false) => left.push(drain),
+            Err(failure) => {
+                if let Some(client) = drain.client.take() {
+                    client.answer(Box::new(move |_| Reply::Error(failure)));
+                }
+            }
         }
     }
     let mut active = ACTIVE.lock().unwrap();
@@ -162,7 +173,17 @@ fn run(ctx: &Context, drain: &mut Drain, deadline: Instant) -> bool {
             return false;
         }
         let tag = target.tag;
-        let slot = cluster::enabled().then(|| cluster::slot_tag(drain.slot));
+        let slot = match &drain.slots {
+            None => None,
+            Some(slots) => match slots.get(drain.slot_at) {
+                Some(&slot) => Some(cluster::slot_tag(slot)),
+                // No slot here (a replica's view, or all moved away): nothing to empty.
+                None => {
+                    drain.targets.clear();
+                    break;
+                }
+            },
+        };
         let set = tags::set_name(&target.prefix, slot, &drain.tags[tag]);
         let (source, db) = (target.source, target.db);
         let mut emptied = false;
@@ -176,10 +197,11 @@ fn run(ctx: &Context, drain: &mut Drain, deadline: Instant) -> bool {
             );
         });
         if emptied {
-            if slot.is_some() && drain.slot < 16383 {
-                drain.slot += 1;
+            let slots = drain.slots.as_ref().map_or(0, Vec::len);
+            if drain.slot_at + 1 < slots {
+                drain.slot_at += 1;
             } else {
-                drain.slot = 0;
+                drain.slot_at = 0;
                 drain.targets.remove(0);
             }
         }
