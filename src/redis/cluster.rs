@@ -188,41 +188,55 @@ fn served_in(nodes: &str) -> usize {
 }
 
 /// The slots that may hold this node's keys: those it serves, and those it is migrating
-/// away or importing; None outside cluster mode.
-pub fn slots_with_keys(ctx: &Context) -> Option<Vec<u16>> {
+/// away or importing (`HeldSlots`); None outside cluster mode.
+pub fn slots_with_keys(ctx: &Context) -> Option<HeldSlots> {
     if !enabled() {
         return None;
     }
-    Some(cluster_nodes(ctx).map_or_else(Vec::new, |text| slots_in(&text)))
+    Some(cluster_nodes(ctx).map_or_else(HeldSlots::default, |text| slots_in(&text)))
+}
+
+/// The slots a node holds keys of, in order, each once; and of those, the ones moving
+/// (migrating away, or importing): there a key may be on either node, and this node's
+/// module calls are refused the keys it does not serve.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HeldSlots {
+    pub all: Vec<u16>,
+    pub moving: Vec<u16>,
 }
 
 /// `slots_with_keys` over CLUSTER NODES' text: the `myself` line's ranges (`a-b`, `n`) and
-/// migrations (`[n->-id]`, `[n-<-id]`), in order, each once.
-fn slots_in(nodes: &str) -> Vec<u16> {
+/// migrations (`[n->-id]`, `[n-<-id]`).
+fn slots_in(nodes: &str) -> HeldSlots {
+    let mut held = HeldSlots::default();
     let Some(fields) = nodes
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .find(|f| f.len() >= 8 && f[2].split(',').any(|flag| flag == "myself"))
     else {
-        return Vec::new();
+        return held;
     };
-    let mut slots: Vec<u16> = Vec::new();
     for range in fields.get(8..).unwrap_or_default() {
         let (first, last) = match range.strip_prefix('[') {
             // A migration: `[n->-id]` or `[n-<-id]`.
             Some(migration) => {
                 let n = migration.split('-').next().unwrap_or_default();
+                if let Ok(n) = n.parse::<u16>() {
+                    held.moving.push(n);
+                }
                 (n, n)
             }
             None => range.split_once('-').unwrap_or((range, range)),
         };
         if let (Ok(first), Ok(last)) = (first.parse::<u16>(), last.parse::<u16>()) {
-            slots.extend(first..=last.min(16383));
+            held.all.extend(first..=last.min(16383));
         }
     }
-    slots.sort_unstable();
-    slots.dedup();
-    slots
+    for slots in [&mut held.all, &mut held.moving] {
+        slots.sort_unstable();
+        slots.dedup();
+    }
+    held
 }
 
 /// The lowest slot on the `myself` line of CLUSTER NODES' text (migrations aside).
@@ -327,14 +341,21 @@ c3 127.0.0.1:7003@17003 master - 0 1 3 connected 10923-16383
 
     #[test]
     fn a_node_s_keys_are_in_the_slots_it_serves_migrates_or_imports() {
-        let slots = slots_in(NODES);
-        assert_eq!(slots.len(), 5461, "42 is among 0-5460");
-        assert_eq!((slots[0], slots[5460]), (0, 5460));
+        let held = slots_in(NODES);
+        assert_eq!(held.all.len(), 5461, "42 is among 0-5460");
+        assert_eq!((held.all[0], held.all[5460]), (0, 5460));
+        assert_eq!(held.moving, vec![42]);
         let moving = "a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 3 7-8 [9->-b2] \
                       [20-<-c3]\n";
-        assert_eq!(slots_in(moving), vec![3, 7, 8, 9, 20]);
+        assert_eq!(
+            slots_in(moving),
+            HeldSlots {
+                all: vec![3, 7, 8, 9, 20],
+                moving: vec![9, 20]
+            }
+        );
         let replica = "a1 127.0.0.1:7001@17001 myself,slave b2 0 0 1 connected\n";
-        assert!(slots_in(replica).is_empty());
-        assert!(slots_in("").is_empty());
+        assert_eq!(slots_in(replica), HeldSlots::default());
+        assert_eq!(slots_in(""), HeldSlots::default());
     }
 }

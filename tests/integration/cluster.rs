@@ -554,58 +554,76 @@ fn query_results_are_cached_on_their_node_and_dropped_there() {
 /// Moves `slot`'s keys from the node on port `from` to the one on `to`, and the slot with
 /// them (CLUSTER SETSLOT and MIGRATE, as redis-cli --cluster reshard does).
 fn move_slot(cluster: &Cluster, slot: u16, from: u16, to: u16) {
-    let node = |port: u16| cluster.nodes.iter().find(|n| n.port == port).unwrap();
-    let id = |port: u16| -> String {
-        redis::cmd("CLUSTER")
-            .arg("MYID")
-            .query(&mut node(port).connection())
-            .unwrap()
-    };
-    let (from_id, to_id) = (id(from), id(to));
-    let mut source = node(from).connection();
-    let mut target = node(to).connection();
+    begin_move(cluster, slot, from, to);
+    loop {
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(100)
+            .query(&mut node_on(cluster, from).connection())
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        migrate(cluster, from, to, &keys);
+    }
+    end_move(cluster, slot, to);
+}
+
+fn node_on(cluster: &Cluster, port: u16) -> &Redis {
+    cluster.nodes.iter().find(|n| n.port == port).unwrap()
+}
+
+fn node_id(cluster: &Cluster, port: u16) -> String {
+    redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut node_on(cluster, port).connection())
+        .unwrap()
+}
+
+/// `slot` importing on `to`, migrating on `from`.
+fn begin_move(cluster: &Cluster, slot: u16, from: u16, to: u16) {
+    let (from_id, to_id) = (node_id(cluster, from), node_id(cluster, to));
     let _: () = redis::cmd("CLUSTER")
         .arg("SETSLOT")
         .arg(slot)
         .arg("IMPORTING")
         .arg(&from_id)
-        .query(&mut target)
+        .query(&mut node_on(cluster, to).connection())
         .unwrap();
     let _: () = redis::cmd("CLUSTER")
         .arg("SETSLOT")
         .arg(slot)
         .arg("MIGRATING")
         .arg(&to_id)
-        .query(&mut source)
+        .query(&mut node_on(cluster, from).connection())
         .unwrap();
-    loop {
-        let keys: Vec<String> = redis::cmd("CLUSTER")
-            .arg("GETKEYSINSLOT")
-            .arg(slot)
-            .arg(100)
-            .query(&mut source)
-            .unwrap();
-        if keys.is_empty() {
-            break;
-        }
-        let _: () = redis::cmd("MIGRATE")
-            .arg("127.0.0.1")
-            .arg(to)
-            .arg("")
-            .arg(0)
-            .arg(5000)
-            .arg("KEYS")
-            .arg(&keys)
-            .query(&mut source)
-            .unwrap();
-    }
+}
+
+/// `keys` moved from the node on port `from` to the one on `to`.
+fn migrate(cluster: &Cluster, from: u16, to: u16, keys: &[String]) {
+    let _: () = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(to)
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("KEYS")
+        .arg(keys)
+        .query(&mut node_on(cluster, from).connection())
+        .unwrap();
+}
+
+/// `slot` served by the node on port `to`, as every node is told.
+fn end_move(cluster: &Cluster, slot: u16, to: u16) {
+    let to_id = node_id(cluster, to);
     for port in cluster.nodes.iter().map(|n| n.port) {
         let _: () = redis::cmd("CLUSTER")
             .arg("SETSLOT")
             .arg(slot)
             .arg("NODE")
             .arg(&to_id)
-            .query(&mut node(port).connection())
+            .query(&mut node_on(cluster, port).connection())
             .unwrap();
     }
     cluster.wait_ok();
@@ -645,4 +663,100 @@ fn a_tag_s_entries_on_every_primary_go_when_each_is_told() {
     }
     assert_eq!(dropped, 30);
     cluster.wait_all_empty("every entry and tag set to go");
+}
+
+/// A tag invalidated while its entries' slot moves, the entry already on the new node and
+/// its tag's set not yet, or the other way round: a node that cannot reach a member keeps
+/// it and answers TRYAGAIN, and once the slot has moved, INVALIDATE TAG sent again to every
+/// primary drops the entry.
+#[test]
+fn a_tag_invalidated_while_its_slot_moves_drops_the_entry_once_it_moved() {
+    let cluster = Cluster::start(&users_and_trigger(), 3);
+    for entry_first in [true, false] {
+        let id = if entry_first { 7 } else { 8 };
+        let key = user_key(id);
+        let row: Option<String> = redis::cmd("PGCACHE.READ")
+            .arg("users")
+            .arg(format!(r#"{{"id":{id}}}"#))
+            .arg("TAG")
+            .arg("moving")
+            .query(&mut cluster.owner_of(&key))
+            .unwrap();
+        assert!(row.is_some());
+        let slot = cluster.slot_of(&key);
+        let from = cluster.slot_owners()[&slot];
+        let to = cluster.nodes.iter().find(|n| n.port != from).unwrap().port;
+        let in_slot: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(10)
+            .query(&mut node_on(&cluster, from).connection())
+            .unwrap();
+        let set = in_slot
+            .iter()
+            .find(|k| k.contains("~tag:"))
+            .unwrap()
+            .clone();
+        begin_move(&cluster, slot, from, to);
+        migrate(
+            &cluster,
+            from,
+            to,
+            &[if entry_first { &key } else { &set }.clone()],
+        );
+        let mut answers = Vec::new();
+        for node in &cluster.nodes {
+            answers.push(
+                redis::cmd("PGCACHE.INVALIDATE")
+                    .arg("TAG")
+                    .arg("moving")
+                    .query::<i64>(&mut node.connection()),
+            );
+        }
+        let retry: Vec<&redis::RedisError> =
+            answers.iter().filter_map(|a| a.as_ref().err()).collect();
+        if entry_first {
+            // The old node holds the set and cannot reach the entry.
+            assert!(
+                retry.len() == 1 && retry[0].code() == Some("TRYAGAIN"),
+                "entry moved first: {answers:?}"
+            );
+        }
+        let left: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(10)
+            .query(&mut node_on(&cluster, from).connection())
+            .unwrap();
+        if !left.is_empty() {
+            migrate(&cluster, from, to, &left);
+        }
+        end_move(&cluster, slot, to);
+        wait_for(
+            "every primary to drop the tag",
+            Duration::from_secs(20),
+            || {
+                cluster
+                    .nodes
+                    .iter()
+                    .all(|node| {
+                        redis::cmd("PGCACHE.INVALIDATE")
+                            .arg("TAG")
+                            .arg("moving")
+                            .query::<i64>(&mut node.connection())
+                            .is_ok()
+                    })
+                    .then_some(())
+            },
+        );
+        let on_new: i64 = redis::cmd("EXISTS")
+            .arg(&key)
+            .query(&mut node_on(&cluster, to).connection())
+            .unwrap();
+        assert_eq!(
+            on_new, 0,
+            "entry first: {entry_first}: {key} outlived its tag"
+        );
+        cluster.assert_keys_in_own_slots();
+    }
 }

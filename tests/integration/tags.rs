@@ -849,6 +849,11 @@ fn the_entries_of_an_evicted_tag_set_go_with_it() {
     let lost = gone.len() as i64;
     for tag in gone {
         invalidate_tags(&mut con, &[tag]);
+        // Where the server could not tell the set's members, the source's flush (its hits
+        // miss from its start) goes on after the reply: its end is waited for.
+        wait_for("the flush to end", Duration::from_secs(30), || {
+            (stats_figure(&mut con, "flushes_running") == 0).then_some(())
+        });
         let left: Vec<&String> = (given[tag].iter())
             .filter(|key| exists(&mut con, key))
             .collect();

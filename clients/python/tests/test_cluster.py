@@ -204,3 +204,45 @@ def test_events_of_every_node_reach_a_cluster_subscriber(cluster: Cluster) -> No
     listener.join(timeout=20)
     assert seen >= wanted
     client.close()
+
+
+def test_invalidate_tags_goes_on_while_a_slot_of_the_tag_moves(
+    items: Postgres, cluster: Cluster
+) -> None:
+    """An entry moved to its slot's new node before its tag's set: the old node answers
+    TRYAGAIN (it cannot reach the entry), and ``invalidate_tags`` asks every primary again
+    until the slot has moved and the new node drops the entry."""
+    client = RedisCluster(host="127.0.0.1", port=cluster.port)
+    cache = PGCacheManager(client)
+    cache.read("cl_items", {"id": 3}, tags="moving")
+    key = 'pg_cache:cl_items:{"id":3}'
+    slot = client.keyslot(key)
+    source = client.get_node_from_key(key)
+    target = next(n for n in client.get_primaries() if n.name != source.name)
+    old, new = (client.get_redis_connection(n) for n in (source, target))
+    new.execute_command(
+        "CLUSTER", "SETSLOT", slot, "IMPORTING", old.execute_command("CLUSTER", "MYID")
+    )
+    old.execute_command(
+        "CLUSTER", "SETSLOT", slot, "MIGRATING", new.execute_command("CLUSTER", "MYID")
+    )
+    old.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", key)
+    tried = old.info("errorstats").get("errorstat_TRYAGAIN", {}).get("count", 0)
+    dropped: list[int] = []
+    invalidating = threading.Thread(target=lambda: dropped.append(cache.invalidate_tags("moving")))
+    invalidating.start()
+    wait_for(
+        "a TRYAGAIN from the old node",
+        lambda: old.info("errorstats").get("errorstat_TRYAGAIN", {}).get("count", 0) > tried
+        or None,
+    )
+    left = old.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10)
+    old.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *left)
+    for node in client.get_primaries():
+        client.get_redis_connection(node).execute_command(
+            "CLUSTER", "SETSLOT", slot, "NODE", new.execute_command("CLUSTER", "MYID")
+        )
+    invalidating.join(timeout=60)
+    assert dropped == [1]
+    assert new.exists(key) == 0
+    client.close()

@@ -17,7 +17,7 @@ use crate::events;
 use crate::model::event::{EventKind, Extra};
 use crate::model::source::SourceId;
 use crate::model::tags;
-use crate::redis::cluster;
+use crate::redis::cluster::{self, HeldSlots};
 use crate::redis::keyspace;
 use crate::redis::main_thread::Task;
 use crate::redis::paused;
@@ -52,8 +52,11 @@ struct Drain {
     targets: Vec<Target>,
     /// On a cluster, the slots that may hold this node's keys (each target has a set in
     /// each), and which of them the first target's set being emptied is in.
-    slots: Option<Vec<u16>>,
+    slots: Option<HeldSlots>,
     slot_at: usize,
+    /// Slots moving between nodes where a set's members could not all be reached here: the
+    /// reply is TRYAGAIN, the members kept for when the slot has moved.
+    unsettled: Vec<u16>,
     dropped: Vec<u64>,
     keys: Vec<Vec<String>>,
     /// Entries of the tags whose set went another way (`orphans`), dropped first.
@@ -91,6 +94,7 @@ pub fn start(ctx: &Context, tags: Vec<String>, dbs: Vec<i32>) -> Reply {
         targets,
         slots: cluster::slots_with_keys(ctx),
         slot_at: 0,
+        unsettled: Vec::new(),
         client: None,
     };
     if run(ctx, &mut drain, Instant::now() + SLICE) {
@@ -173,10 +177,10 @@ fn run(ctx: &Context, drain: &mut Drain, deadline: Instant) -> bool {
             return false;
         }
         let tag = target.tag;
-        let slot = match &drain.slots {
-            None => None,
-            Some(slots) => match slots.get(drain.slot_at) {
-                Some(&slot) => Some(cluster::slot_tag(slot)),
+        let (slot, moving) = match &drain.slots {
+            None => (None, false),
+            Some(held) => match held.all.get(drain.slot_at) {
+                Some(&slot) => (Some(slot), held.moving.contains(&slot)),
                 // No slot here (a replica's view, or all moved away): nothing to empty.
                 None => {
                     drain.targets.clear();
@@ -184,20 +188,27 @@ fn run(ctx: &Context, drain: &mut Drain, deadline: Instant) -> bool {
                 }
             },
         };
-        let set = tags::set_name(&target.prefix, slot, &drain.tags[tag]);
+        let set = tags::set_name(
+            &target.prefix,
+            slot.map(cluster::slot_tag),
+            &drain.tags[tag],
+        );
         let (source, db) = (target.source, target.db);
         let mut emptied = false;
+        let (dropped, keys) = (&mut drain.dropped[tag], &mut drain.keys[tag]);
         keyspace::in_each_db(ctx, [db], |_| {
-            emptied = pop_batch(
-                ctx,
-                source,
-                &set,
-                &mut drain.dropped[tag],
-                &mut drain.keys[tag],
-            );
+            emptied = if moving {
+                let settled = settle_moving(ctx, source, &set, dropped, keys);
+                if !settled {
+                    drain.unsettled.extend(slot);
+                }
+                true
+            } else {
+                pop_batch(ctx, source, &set, dropped, keys)
+            };
         });
         if emptied {
-            let slots = drain.slots.as_ref().map_or(0, Vec::len);
+            let slots = drain.slots.as_ref().map_or(0, |held| held.all.len());
             if drain.slot_at + 1 < slots {
                 drain.slot_at += 1;
             } else {
@@ -222,31 +233,63 @@ fn pop_batch(
         return true;
     }
     let count = BATCH.to_string();
-    let members: Vec<String> = match super::call(ctx, "SPOP", &[set, count.as_str()]) {
-        Ok(CallReply::Array(members)) => members
-            .iter()
-            .filter_map(|m| match m {
-                Ok(CallReply::String(s)) => s.to_string(),
-                _ => None,
-            })
-            .collect(),
-        Ok(_) => return true,
-        // Not a set (a key of the user's under the prefix, logged by `call`): left alone.
-        Err(_) => return true,
+    // Not a set (a key of the user's under the prefix, logged by `call`): left alone.
+    let Some(members) = super::strings(super::call(ctx, "SPOP", &[set, count.as_str()])) else {
+        return true;
     };
     for member in &members {
         if super::integer(super::call(ctx, "DEL", &[member])) == Some(1) {
-            *dropped += 1;
-            stats::of(source).tag_entries_dropped.inc();
-            if keys.len() < EVENT_KEYS {
-                keys.push(member.clone());
-            }
+            count_dropped(source, member, dropped, keys);
         }
     }
     members.len() < BATCH
 }
 
-/// Counts, announces and replies a finished invalidation: the entries it dropped.
+/// `set`'s members' entries deleted, on a cluster node where the set's slot is moving
+/// (migrating away, or importing): an entry may be on either node, and this node is refused
+/// the keys it does not serve. Members are read, not popped: each entry deleted here leaves
+/// the set, one out of reach stays in it (and goes with the set to the slot's next node,
+/// where INVALIDATE TAG sent again finds it). Whether every member was reached. A set not
+/// here is settled: its members are listed where it is.
+fn settle_moving(
+    ctx: &Context,
+    source: SourceId,
+    set: &str,
+    dropped: &mut u64,
+    keys: &mut Vec<String>,
+) -> bool {
+    if !keyspace::with_name(ctx, set.as_bytes(), |k| keyspace::exists(ctx, k)) {
+        return true;
+    }
+    let Some(members) = super::strings(super::call(ctx, "SMEMBERS", &[set])) else {
+        // The set is here but out of reach (an importing slot, asked without ASKING).
+        return false;
+    };
+    let mut settled = true;
+    for member in &members {
+        match super::call(ctx, "DEL", &[member]) {
+            Ok(CallReply::I64(deleted)) => {
+                let _ = super::call(ctx, "SREM", &[set, member]);
+                if deleted.to_i64() == 1 {
+                    count_dropped(source, member, dropped, keys);
+                }
+            }
+            _ => settled = false,
+        }
+    }
+    settled
+}
+
+fn count_dropped(source: SourceId, member: &str, dropped: &mut u64, keys: &mut Vec<String>) {
+    *dropped += 1;
+    stats::of(source).tag_entries_dropped.inc();
+    if keys.len() < EVENT_KEYS {
+        keys.push(member.to_string());
+    }
+}
+
+/// Counts, announces and replies a finished invalidation: the entries it dropped, or
+/// TRYAGAIN while a slot it could not settle moves.
 fn finish(ctx: &Context, drain: Drain) -> Reply {
     let total: u64 = drain.dropped.iter().sum();
     for ((tag, dropped), keys) in drain.tags.iter().zip(&drain.dropped).zip(&drain.keys) {
@@ -269,5 +312,13 @@ fn finish(ctx: &Context, drain: Drain) -> Reply {
         "pgcache: INVALIDATE TAG {} dropped {total} entries",
         drain.tags.join(" ")
     ));
+    if let Some(slot) = drain.unsettled.first() {
+        // What redis-py and other cluster clients retry (TryAgainError).
+        return Reply::Error(Error::redis_reply(format!(
+            "TRYAGAIN pgcache: slot {slot} is moving between nodes and holds entries of the \
+             tags this node cannot reach ({total} dropped); send PGCACHE.INVALIDATE TAG to \
+             every primary again once it has moved"
+        )));
+    }
     Reply::Int(total as i64)
 }

@@ -79,7 +79,19 @@ pub fn attach(ctx: &Context, source: SourceId, keys: &[&str], tags: &[String], e
         for (set, members) in sets {
             let mut args = vec![set.as_str()];
             args.extend(&members);
-            let added = integer(call(ctx, "SADD", &args)).unwrap_or(0);
+            let result = call(ctx, "SADD", &args);
+            if result.is_err() && cluster::enabled() {
+                // Refused: the set's slot is moving and the set is on the other node. An
+                // entry its tag does not list would outlive INVALIDATE TAG: it goes.
+                for key in &members {
+                    let _ = call(ctx, "DEL", &[key]);
+                }
+                stats::of(source)
+                    .tag_untagged_dropped
+                    .add(members.len() as u64);
+                continue;
+            }
+            let added = integer(result).unwrap_or(0);
             if added > 0 {
                 stats::of(source).tag_members_added.add(added as u64);
                 sweep_sample(ctx, source, &set, added as usize);
@@ -137,15 +149,8 @@ pub fn serve_tagged_only(ctx: &Context, source: SourceId, key: &str, tags: &Tags
 /// just added exist).
 fn sweep_sample(ctx: &Context, source: SourceId, set: &str, added: usize) {
     let count = (SWEEP_SAMPLE * added).to_string();
-    let sampled: Vec<String> = match call(ctx, "SRANDMEMBER", &[set, &count]) {
-        Ok(CallReply::Array(members)) => members
-            .iter()
-            .filter_map(|m| match m {
-                Ok(CallReply::String(s)) => s.to_string(),
-                _ => None,
-            })
-            .collect(),
-        _ => return,
+    let Some(sampled) = strings(call(ctx, "SRANDMEMBER", &[set, &count])) else {
+        return;
     };
     for member in sampled {
         if fill::in_flight(&member) {
@@ -166,12 +171,28 @@ pub(super) fn call<'a>(ctx: &'a Context, command: &str, args: &[&str]) -> CallRe
         .build();
     let result: CallResult = ctx.call_ext(command, &options, args);
     if let Err(e) = &result {
-        ctx.log_warning(&format!(
-            "pgcache: {command} of a tag set failed: {}",
-            e.to_utf8_string().unwrap_or_default()
-        ));
+        let said = e.to_utf8_string().unwrap_or_default();
+        // A key of a slot moving to another node is refused while it moves: expected.
+        if !said.contains("non local key") {
+            ctx.log_warning(&format!("pgcache: {command} of a tag set failed: {said}"));
+        }
     }
     result
+}
+
+/// An array reply's strings (None: an error, or no array).
+pub(super) fn strings(result: CallResult) -> Option<Vec<String>> {
+    match result {
+        Ok(CallReply::Array(items)) => Some(
+            (items.iter())
+                .filter_map(|item| match item {
+                    Ok(CallReply::String(s)) => s.to_string(),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
 }
 
 pub(super) fn integer(result: CallResult) -> Option<i64> {

@@ -16,14 +16,22 @@ INVALIDATE TAG too (each primary answers how many of its entries it dropped).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 from redis.crc import key_slot
-from redis.exceptions import AskError, MovedError, RedisClusterException, ResponseError
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 
 from ._replies import mapping, text
 
@@ -87,12 +95,13 @@ class Router:
 
     @staticmethod
     def kind(command: Sequence[Any]) -> str:
-        """``pk``, ``query``, ``any``, ``primaries``, ``each`` or ``keys`` (redis-py routes
-        it by its keys)."""
+        """``pk``, ``query``, ``any``, ``primaries``, ``each``, ``settle`` or ``keys``
+        (redis-py routes it by its keys)."""
         name = text(command[0]).upper()
         if name == "PGCACHE.INVALIDATE" and len(command) > 1 and text(command[1]).upper() == "TAG":
-            # Each primary drops the tag's entries it holds, and says how many.
-            return "each"
+            # Each primary drops the tag's entries it holds, and says how many; all again
+            # while a slot holding some moves (TRYAGAIN).
+            return "settle"
         if name in _BY_PK:
             return "pk"
         if name == "PGCACHE.QUERY":
@@ -170,6 +179,40 @@ def too_many_redirects(command: Sequence[Any]) -> RedisClusterException:
     )
 
 
+# How long INVALIDATE TAG goes on asking while a slot holding the tags' entries moves.
+_SETTLE_SECONDS = 60.0
+
+
+class _Settling:
+    """Rounds of INVALIDATE TAG over every primary until none answers TRYAGAIN (a slot
+    moving between nodes: an entry on one, its tag's set on the other, until it has moved)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._deadline = time.monotonic() + _SETTLE_SECONDS
+        self._pause = 0.01
+        self._unsettled: TryAgainError | None = None
+
+    def counted(self, node: str, dropped: Any) -> None:
+        self.counts[node] = self.counts.get(node, 0) + int(dropped)
+
+    def unsettled(self, error: TryAgainError) -> None:
+        self._unsettled = error
+
+    def done(self) -> bool:
+        """Whether the round settled every primary (raises past the deadline)."""
+        unsettled, self._unsettled = self._unsettled, None
+        if unsettled is None:
+            return True
+        if time.monotonic() > self._deadline:
+            raise unsettled
+        return False
+
+    def pause(self) -> float:
+        pause, self._pause = self._pause, min(self._pause * 2, 0.5)
+        return pause
+
+
 class ClusterClient:
     """A ``RedisCluster`` that routes pgcache's commands; anything else goes to it as is."""
 
@@ -189,6 +232,8 @@ class ClusterClient:
         if kind in ("primaries", "each"):
             replies = self.each_primary(*command)
             return next(iter(replies.values())) if kind == "primaries" else replies
+        if kind == "settle":
+            return self._settled(command)
         if text(command[0]).upper() == "PGCACHE.MULTIREAD":
             return self._split(multiread_split(command))
         route = self.router.route(command)
@@ -218,6 +263,21 @@ class ClusterClient:
             node.name: self._node_client(node).execute_command(*command)
             for node in self.cluster.get_primaries()
         }
+
+    def _settled(self, command: Sequence[Any]) -> dict[str, int]:
+        """``command`` (INVALIDATE TAG) on every primary, all again while any answers
+        TRYAGAIN: each primary's count, summed over the rounds."""
+        settling = _Settling()
+        while True:
+            for node in self.cluster.get_primaries():
+                try:
+                    settling.counted(node.name, self._node_client(node).execute_command(*command))
+                except TryAgainError as error:
+                    settling.unsettled(error)
+            if settling.done():
+                return settling.counts
+            time.sleep(settling.pause())
+            self.cluster.nodes_manager.initialize()  # the slot has moved: its new primary
 
     def _node_client(self, node: Any) -> Any:
         return self.cluster.get_redis_connection(node)
@@ -277,6 +337,8 @@ class AsyncClusterClient:
         if kind in ("primaries", "each"):
             replies = await self.each_primary(*command)
             return next(iter(replies.values())) if kind == "primaries" else replies
+        if kind == "settle":
+            return await self._settled(command)
         if text(command[0]).upper() == "PGCACHE.MULTIREAD":
             return await self._split(multiread_split(command))
         route = self.router.route(command)
@@ -299,6 +361,19 @@ class AsyncClusterClient:
                     route, command = split.send(reply)
         except StopIteration as done:
             return done.value
+
+    async def _settled(self, command: Sequence[Any]) -> dict[str, int]:
+        settling = _Settling()
+        while True:
+            for node in self.cluster.get_primaries():
+                try:
+                    settling.counted(node.name, await node.execute_command(*command))
+                except TryAgainError as error:
+                    settling.unsettled(error)
+            if settling.done():
+                return settling.counts
+            await asyncio.sleep(settling.pause())
+            await self.cluster.nodes_manager.initialize()
 
     async def each_primary(self, *command: Any) -> dict[str, Any]:
         return {
