@@ -18,6 +18,7 @@
 use crate::config::current;
 use crate::error::Error;
 use crate::model::source::{Scope, SourceId};
+use crate::model::tags::Tags;
 use crate::requests::blocked::{BlockedClient, Completion};
 use crate::requests::reply::Reply;
 use crate::stats::{self, TableStats};
@@ -41,6 +42,9 @@ struct Entry {
     waiters: Vec<(BlockedClient, u64)>,
     /// What the waiters asked for.
     asked: Option<Asked>,
+    /// The tags the fills in flight will give the entry (`lead` with tags): an INVALIDATE
+    /// TAG of one of them counts an invalidation here (`invalidated_tagged`).
+    tags: Vec<Arc<str>>,
 }
 
 /// What the clients waiting for a key asked for: the table and canonical pk, for their
@@ -134,9 +138,27 @@ pub fn lead_or_join(
 }
 
 /// Registers a fill of `key` that joins none in flight: its query starts after the client's
-/// request, so its row is at least as fresh as the client's own committed writes.
-pub fn lead(key: Arc<str>, source: SourceId) -> FillTicket {
-    with_map(|map| register(map, key, source))
+/// request, so its row is at least as fresh as the client's own committed writes. `tags`:
+/// those its completion gives the entry.
+pub fn lead(key: Arc<str>, source: SourceId, tags: &Tags) -> FillTicket {
+    with_map(|map| {
+        let ticket = register(map, key, source);
+        if let Some(tags) = tags {
+            tag(map, &ticket.key, tags);
+        }
+        ticket
+    })
+}
+
+/// Records that the fills of `key` in flight will give its entry `tags`.
+fn tag(map: &mut Fills, key: &str, tags: &[String]) {
+    if let Some(entry) = map.get_mut(key) {
+        for tag in tags {
+            if !entry.tags.iter().any(|t| **t == **tag) {
+                entry.tags.push(tag.as_str().into());
+            }
+        }
+    }
 }
 
 /// The fill of `key` in flight a new client may share: one that started after the key's
@@ -162,11 +184,18 @@ pub fn count() -> usize {
     with_map(|map| map.len())
 }
 
-/// Registers the fills of several keys of `source` (a MULTIREAD's misses) under one lock.
-pub fn register_fills(keys: Vec<Arc<str>>, source: SourceId) -> Vec<FillTicket> {
+/// Registers the fills of several keys of `source` (a MULTIREAD's misses) under one lock,
+/// whose completion gives the entries `tags`.
+pub fn register_fills(keys: Vec<Arc<str>>, source: SourceId, tags: &Tags) -> Vec<FillTicket> {
     with_map(|map| {
         keys.into_iter()
-            .map(|key| register(map, key, source))
+            .map(|key| {
+                let ticket = register(map, key, source);
+                if let Some(tags) = tags {
+                    tag(map, &ticket.key, tags);
+                }
+                ticket
+            })
             .collect()
     })
 }
@@ -239,13 +268,19 @@ pub fn invalidated_scope(scope: &Scope) {
     });
 }
 
-/// Records an invalidation of every fill in flight (a tag's: which keys a fill's entry will
-/// carry tags for is the completion's to say): none of them caches its row, and none is
-/// shared with a client that comes after.
-pub fn invalidated_all() {
+/// Records an invalidation of every fill in flight whose entry would carry any of `tags`
+/// (INVALIDATE TAG): none of them caches its row. Fills of untagged calls cache theirs
+/// untagged, which no INVALIDATE TAG drops and no tagged call is served.
+pub fn invalidated_tagged(tags: &[String]) {
     with_map(|map| {
         for entry in map.values_mut() {
-            entry.invalidations += 1;
+            if entry
+                .tags
+                .iter()
+                .any(|t| tags.iter().any(|tag| **t == **tag))
+            {
+                entry.invalidations += 1;
+            }
         }
     });
 }

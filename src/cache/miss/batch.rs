@@ -401,6 +401,7 @@ impl Batch {
                 .map(|k| k.shared_cache_key(&schema.key_prefix))
                 .collect(),
             schema.source,
+            &keep.tags,
         );
         Batch {
             schema,

@@ -118,7 +118,7 @@ pub fn one(
     } else {
         let ticket = if keep.tags.is_some() {
             // A tagged read leads its own fill: one in flight would cache without its tags.
-            fill::lead(key, schema.source)
+            fill::lead(key, schema.source, &keep.tags)
         } else {
             let asked = fill::Asked::row(schema.source, &schema.stats, &pk.json);
             match fill::lead_or_wait(ctx, key, current::request_timeout_ms(), asked) {
@@ -254,6 +254,7 @@ pub fn on_worker(
             }
             // A tagged read leads its own fill: one in flight would cache without its tags.
             let fresh = read != Read::Cached || keep.tags.is_some();
+            let tags = keep.tags.clone();
             let then = Box::new(move |outcome, ticket, schema, pk| {
                 first_completion(outcome, schema, pk, keep, ticket, derived, read)
             });
@@ -261,6 +262,7 @@ pub fn on_worker(
                 schema,
                 pk,
                 fresh,
+                tags,
                 then,
             }))
         }),

@@ -100,7 +100,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
             };
             // A tagged call leads its own fill: one in flight would cache without its tags.
             if call.keep.tags.is_some() {
-                fill::lead(key.into(), statement.source)
+                fill::lead(key.into(), statement.source, &call.keep.tags)
             } else {
                 match fill::lead_or_wait(ctx, key.into(), current::request_timeout_ms(), asked) {
                     LeadOrWait::Wait => return Ok(Known::Answered(Reply::Blocked)),
@@ -120,7 +120,9 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
         }
         // The feed cannot vouch for the cache: PostgreSQL answers, and its answer may be
         // cached (taken after the key's generations).
-        Read::FromPostgres | Read::Unvouched => fill::lead(key.into(), statement.source),
+        Read::FromPostgres | Read::Unvouched => {
+            fill::lead(key.into(), statement.source, &call.keep.tags)
+        }
     };
     let fill = Fill::new(ticket, call.keep.clone(), &params, call.with_key);
     Ok(Known::Missed(Job::Run {

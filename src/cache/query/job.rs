@@ -254,7 +254,11 @@ fn look_up_from_worker(
                         {
                             None
                         }
-                        None => Some(Looked::Lead(fill::lead(key.into(), statement.source))),
+                        None => Some(Looked::Lead(fill::lead(
+                            key.into(),
+                            statement.source,
+                            &tags,
+                        ))),
                     }
                 });
             });

@@ -4,9 +4,10 @@
 //!
 //! The tags' sets (`model::tags`: one per DB, source and tag, and on a cluster per slot
 //! too) are emptied with `SPOP` a batch at a time and each member's entry deleted, both
-//! replicated. Every fill in flight when the invalidation starts is counted invalidated
-//! first: a fill read before it is never cached after it. Entries cached after it started
-//! may be dropped too (they are read again), never kept from before.
+//! replicated. Every fill in flight when the invalidation starts whose entry would carry one
+//! of the tags (`fill::lead` with tags) is counted invalidated first: a fill read before it
+//! is never cached after it with them. Entries cached after it started may be dropped too
+//! (they are read again), never kept from before.
 
 use super::orphans::{self, Orphans};
 use crate::cache::fill;
@@ -71,7 +72,7 @@ static DRAIN: Task = Task::new("a tag invalidation", drain_slice);
 /// blocks the client until the last one. Main thread.
 /// `dbs`: every DB holding keys.
 pub fn start(ctx: &Context, tags: Vec<String>, dbs: Vec<i32>) -> Reply {
-    fill::invalidated_all();
+    fill::invalidated_tagged(&tags);
     let mut sources = vec![SourceId::DEFAULT];
     sources.extend(current::numbered_ids());
     let mut targets = Vec::new();

@@ -5,8 +5,9 @@
 //!
 //! Why membership is exact: a set is written in the callback that writes its entry, or that
 //! serves it, so when `drain` starts every entry a tagged call cached or was served is a
-//! member; fills in flight then are told they are invalidated (`fill::invalidated_all`),
-//! so none caches a row read before the invalidation, and a tagged call never joins a fill
+//! member; fills in flight then that would give their entry one of the tags are told they
+//! are invalidated (`fill::invalidated_tagged`: a tagged call registers its fill with its
+//! tags), so none caches a row read before the invalidation, and a tagged call never joins a fill
 //! in flight (it leads its own: the entry then carries its tags). A set expires no earlier
 //! than the last of its members' entries (`PEXPIREAT` raised to each member's expiry), so
 //! a tag whose entries all expired leaves nothing behind.

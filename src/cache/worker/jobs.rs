@@ -5,6 +5,7 @@ use crate::cache::fill::{FillTicket, Outcome};
 use crate::error::Error;
 use crate::model::key::CanonicalPk;
 use crate::model::lsn::Lsn;
+use crate::model::tags::Tags;
 use crate::pg::pool::{Connection, PooledClient, ReadOnlyRun, RunResult};
 use crate::pg::schema::TableSchema;
 use crate::requests::blocked::Completion;
@@ -56,6 +57,8 @@ pub struct KeyedFill {
     /// Lead a fill of its own, never join one in flight (which may have started before the
     /// client's own write: `AFTER`).
     pub fresh: bool,
+    /// The tags its completion gives the entry (a tagged read is `fresh`).
+    pub tags: Tags,
     pub then:
         Box<dyn FnOnce(Outcome, FillTicket, Arc<TableSchema>, CanonicalPk) -> Completion + Send>,
 }

@@ -367,11 +367,12 @@ fn run_keyed(client: BlockedClient, work: KeyedWork, source: SourceId, deadline:
             schema,
             pk,
             fresh,
+            tags,
             then,
         })) => {
             let key = pk.shared_cache_key(&schema.key_prefix);
             let led = if fresh {
-                Some((crate::cache::fill::lead(key, schema.source), client))
+                Some((crate::cache::fill::lead(key, schema.source, &tags), client))
             } else {
                 crate::cache::fill::lead_or_join(
                     client,
