@@ -174,6 +174,19 @@ def test_a_decoder_of_no_type_is_refused(type_: object, error: type) -> None:
         pgcache.register_decoder(type_, str)  # type: ignore[arg-type]
 
 
+def test_a_decoder_s_exception_names_the_column(
+    server: Server, places: Postgres, no_global_decoders: None
+) -> None:
+    def refuse(value: dict) -> Point3:
+        raise ValueError("not a point I know")
+
+    cache = PGCacheManager(server.client())
+    cache.register_decoder("point3", refuse)
+    with pytest.raises(ValueError, match="not a point I know") as raised:
+        cache.get(SELECT_PLACE, [1])
+    assert "pgcache: in the decoder of column 'at'" in raised.value.__notes__
+
+
 def test_a_decoder_must_be_a_function() -> None:
     with pytest.raises(TypeError, match="a decoder is a function"):
         pgcache.register_decoder("point3", "not callable")  # type: ignore[arg-type]

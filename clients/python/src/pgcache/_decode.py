@@ -331,6 +331,21 @@ def _then(convert: Converter, handler: Converter) -> Converter:
     return lambda value: handler(convert(value))
 
 
+def _naming(handler: Converter, column: str) -> Converter:
+    """``handler`` (a user's decoder) whose exception says which column it was decoding
+    (a note, on Pythons that have them: the exception itself is the user's)."""
+
+    def decoded(value: Any) -> Any:
+        try:
+            return handler(value)
+        except Exception as error:
+            if hasattr(error, "add_note"):
+                error.add_note(f"pgcache: in the decoder of column {column!r}")
+            raise
+
+    return decoded
+
+
 class Decoder:
     """Turns one statement's answers into rows: made once from its columns."""
 
@@ -345,7 +360,10 @@ class Decoder:
     ) -> None:
         self.names: list[str] = [name for name, _ in columns]
         self.types: list[str] = [type_name for _, type_name in columns]
-        handlers = list(handlers) or [None] * len(self.types)
+        handlers = [
+            None if handler is None else _naming(handler, name)
+            for handler, name in zip(list(handlers) or [None] * len(self.types), self.names)
+        ]
         self._converters = [
             converter(type_name, as_text, exact, handler)
             for type_name, handler in zip(self.types, handlers)
