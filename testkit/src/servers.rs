@@ -359,8 +359,15 @@ impl Stack {
     /// Starts a replica of `primary` (this stack's server or one of its replicas) and waits
     /// until its replication link is up.
     pub fn start_replica_of(&self, primary: &Redis) -> Redis {
+        self.start_replica_with(primary, &[])
+    }
+
+    /// `start_replica_of`, the module loaded with `extra` arguments too.
+    pub fn start_replica_with(&self, primary: &Redis, extra: &[&str]) -> Redis {
+        let mut args = self.pg.module_args();
+        args.extend(extra.iter().map(|a| a.to_string()));
         let replica = Redis::start_with(
-            &self.pg.module_args(),
+            &args,
             &["--replicaof", "127.0.0.1", &primary.port.to_string()],
             &[],
         )

@@ -28,6 +28,15 @@ fn members(con: &mut redis::Connection, set: &str) -> BTreeSet<String> {
     redis::cmd("SMEMBERS").arg(set).query(con).unwrap()
 }
 
+/// Waits until `set` holds `n` members (on a replica: until they arrived).
+fn wait_members(con: &mut redis::Connection, set: &str, n: usize) {
+    wait_for(
+        &format!("{n} members in {set}"),
+        Duration::from_secs(10),
+        || (members(con, set).len() == n).then_some(()),
+    );
+}
+
 const USER1: &str = r#"pg_cache:users:{"id":1}"#;
 const USER2: &str = r#"pg_cache:users:{"id":2}"#;
 const USER3: &str = r#"pg_cache:users:{"id":3}"#;
@@ -280,18 +289,8 @@ fn a_tag_s_membership_reaches_replicas_and_survives_a_restart_and_a_failover() {
     let mut stack = Stack::start_with(USERS_SQL, &["invalidation_source", "replication"]);
     let mut con = stack.con();
     // The replica follows the replication source too, so that, promoted, it keeps its cache.
-    let mut args = stack.pg.module_args();
-    args.extend(["invalidation_source".to_string(), "replication".to_string()]);
-    let port = stack.redis.port.to_string();
-    let replica = Redis::start_with(&args, &["--replicaof", "127.0.0.1", &port], &[]).unwrap();
+    let replica = stack.start_replica_with(&stack.redis, &["invalidation_source", "replication"]);
     let mut replica_con = replica.connection();
-    wait_for("the replication link", Duration::from_secs(20), || {
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query(&mut replica_con)
-            .unwrap();
-        info.contains("master_link_status:up").then_some(())
-    });
     cmd(
         &mut con,
         &["PGCACHE.READ", "users", r#"{"id":1}"#, "TAG", "t"],
@@ -302,11 +301,7 @@ fn a_tag_s_membership_reaches_replicas_and_survives_a_restart_and_a_failover() {
         &["PGCACHE.READ", "users", r#"{"id":2}"#, "TAG", "t"],
     )
     .unwrap();
-    wait_for(
-        "the replica to hold the tag",
-        Duration::from_secs(10),
-        || (members(&mut replica_con, "pg_cache:~tag:t").len() == 2).then_some(()),
-    );
+    wait_members(&mut replica_con, "pg_cache:~tag:t", 2);
     // Saved and loaded again: the membership is data like the entries.
     let _: () = redis::cmd("SAVE").query(&mut con).unwrap();
     stack.redis.restart();
@@ -341,11 +336,7 @@ fn a_tag_s_membership_reaches_replicas_and_survives_a_restart_and_a_failover() {
         &["PGCACHE.READ", "users", r#"{"id":4}"#, "TAG", "u"],
     )
     .unwrap();
-    wait_for(
-        "the replica to hold the tag u",
-        Duration::from_secs(10),
-        || (members(&mut replica_con, "pg_cache:~tag:u").len() == 1).then_some(()),
-    );
+    wait_members(&mut replica_con, "pg_cache:~tag:u", 1);
     let _: () = redis::cmd("REPLICAOF")
         .arg("NO")
         .arg("ONE")

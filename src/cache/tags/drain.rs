@@ -221,6 +221,11 @@ fn run(ctx: &Context, drain: &mut Drain, deadline: Instant) -> bool {
     true
 }
 
+/// Whether `set` is a key of this node (read directly: a module call may be refused it).
+fn here(ctx: &Context, set: &str) -> bool {
+    keyspace::with_name(ctx, set.as_bytes(), |k| keyspace::exists(ctx, k))
+}
+
 /// Takes a batch of `set`'s members and deletes their entries; whether the set is empty.
 /// A set not here (on a cluster: of a slot served elsewhere) is empty.
 fn pop_batch(
@@ -230,7 +235,7 @@ fn pop_batch(
     dropped: &mut u64,
     keys: &mut Vec<String>,
 ) -> bool {
-    if !keyspace::with_name(ctx, set.as_bytes(), |k| keyspace::exists(ctx, k)) {
+    if !here(ctx, set) {
         return true;
     }
     let count = BATCH.to_string();
@@ -259,7 +264,7 @@ fn settle_moving(
     dropped: &mut u64,
     keys: &mut Vec<String>,
 ) -> bool {
-    if !keyspace::with_name(ctx, set.as_bytes(), |k| keyspace::exists(ctx, k)) {
+    if !here(ctx, set) {
         return true;
     }
     let Some(members) = super::strings(super::call(ctx, "SMEMBERS", &[set])) else {

@@ -44,10 +44,17 @@ def retyped(
     """``rows`` with the values of each column whose type (or array's element type) is in
     ``by_type`` made as that function makes them, as the driver in use would have."""
     changes = [
-        (i, _each(by_type[type_name.removesuffix("[]")]))
+        (i, through_arrays(by_type[type_name.removesuffix("[]")]))
         for i, (_, type_name) in enumerate(columns)
         if type_name.removesuffix("[]") in by_type
     ]
+    return changed(rows, changes)
+
+
+def changed(
+    rows: list[tuple[Any, ...]], changes: Sequence[tuple[int, Callable[[Any], Any]]]
+) -> list[tuple[Any, ...]]:
+    """``rows`` with column ``i``'s value made by ``change`` for each ``(i, change)``."""
     if not changes or not rows:
         return rows
     out = []
@@ -59,8 +66,9 @@ def retyped(
     return out
 
 
-def _each(change: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    # Through an array's nested lists; NULL stays None.
+def through_arrays(change: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``change`` of a value, or of each element of an array of any depth; NULL stays None."""
+
     def each(value: Any) -> Any:
         if value is None:
             return None

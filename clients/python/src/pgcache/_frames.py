@@ -24,6 +24,7 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from . import _decode
+from ._driver_types import changed, through_arrays
 
 KINDS = ("pandas", "polars", "arrow")
 
@@ -97,20 +98,15 @@ def like_psycopg(
     connection that registered nothing, in TimeZone ``zone``, gives it (None: timestamps
     keep the offset pgcache gave)."""
     changes = [
-        (i, change)
+        (i, _null_kept(change))
         for i, (_, type_name) in enumerate(columns)
         if (change := _change(type_name, zone)) is not None
     ]
-    if not changes or not rows:
-        return rows
-    out = []
-    for row in rows:
-        values = list(row)
-        for i, change in changes:
-            if values[i] is not None:
-                values[i] = change(values[i])
-        out.append(tuple(values))
-    return out
+    return changed(rows, changes)
+
+
+def _null_kept(change: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else change(value)
 
 
 def _change(type_name: str, zone: tzinfo | None) -> Callable[[Any], Any] | None:
@@ -122,24 +118,13 @@ def _change(type_name: str, zone: tzinfo | None) -> Callable[[Any], Any] | None:
         return _array_text
     if element in _RANGES:
         make = _range_of(_RANGES[element](zone))
-        return _each(make) if array else make
+        return through_arrays(make) if array else make
     if element in _MULTIRANGES:
         make = _multirange_of(_RANGES[_MULTIRANGES[element]](zone))
-        return _each(make) if array else make
+        return through_arrays(make) if array else make
     if element == "timestamptz" and zone is not None:
-        return _each(lambda moment: moment.astimezone(zone))
+        return through_arrays(lambda moment: moment.astimezone(zone))
     return None
-
-
-def _each(change: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``change`` applied to a value, or to each element of an array of any depth."""
-
-    def changed(value: Any) -> Any:
-        if isinstance(value, list):
-            return [changed(item) for item in value]
-        return None if value is None else change(value)
-
-    return changed
 
 
 def _json_floats(value: Any) -> Any:
