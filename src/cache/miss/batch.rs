@@ -204,9 +204,10 @@ pub fn look_up(
 ) -> (Vec<Cached>, Vec<Option<Name>>) {
     let prefix = schema.key_prefix.as_bytes();
     if tags.is_some() {
-        for key in keys {
-            tags::serve_tagged_only(ctx, schema.source, &key.cache_key(&schema.key_prefix), tags);
-        }
+        let names: Vec<String> = (keys.iter())
+            .map(|key| key.cache_key(&schema.key_prefix))
+            .collect();
+        tags::serve_tagged_only_many(ctx, schema.source, &names, tags);
     }
     let (slots, names): (Vec<Cached>, Vec<Option<Name>>) = keys
         .iter()

@@ -69,15 +69,8 @@ pub fn attach(ctx: &Context, source: SourceId, keys: &[&str], tags: &[String], e
     let prefix = current::key_prefix(source);
     for tag in tags {
         // A call's keys share a set but on a cluster, where a MULTIREAD's share a slot.
-        let mut sets: Vec<(String, Vec<&str>)> = Vec::new();
-        for &key in keys {
-            let set = set_for(&prefix, key, tag);
-            match sets.iter_mut().find(|(name, _)| *name == set) {
-                Some((_, members)) => members.push(key),
-                None => sets.push((set, vec![key])),
-            }
-        }
-        for (set, members) in sets {
+        for (set, at) in by_set(&prefix, keys, tag) {
+            let members: Vec<&str> = at.iter().map(|&i| keys[i]).collect();
             let mut args = vec![set.as_str()];
             args.extend(&members);
             let result = call(ctx, "SADD", &args);
@@ -143,6 +136,64 @@ pub fn serve_tagged_only(ctx: &Context, source: SourceId, key: &str, tags: &Tags
         let _ = call(ctx, "DEL", &[key]);
         stats::of(source).tag_untagged_dropped.inc();
     }
+}
+
+/// `serve_tagged_only` for the keys of one call (a MULTIREAD): one `SMISMEMBER` per set, not
+/// one call per key and tag, so that a thousand keys' check stays one short callback.
+pub fn serve_tagged_only_many(ctx: &Context, source: SourceId, keys: &[String], tags: &Tags) {
+    let Some(tags) = tags else {
+        return;
+    };
+    if !writable(ctx) || crate::redis::paused::writes_paused() {
+        return;
+    }
+    let cached: Vec<&str> = (keys.iter())
+        .filter(|key| keyspace::with_name(ctx, key.as_bytes(), |k| keyspace::exists(ctx, k)))
+        .map(String::as_str)
+        .collect();
+    if cached.is_empty() {
+        return;
+    }
+    let prefix = current::key_prefix(source);
+    let mut carried = vec![true; cached.len()];
+    for tag in tags.iter() {
+        for (set, at) in by_set(&prefix, &cached, tag) {
+            let mut args = vec![set.as_str()];
+            args.extend(at.iter().map(|&i| cached[i]));
+            let members = match call(ctx, "SMISMEMBER", &args) {
+                Ok(CallReply::Array(members)) => members,
+                _ => {
+                    at.iter().for_each(|&i| carried[i] = false);
+                    continue;
+                }
+            };
+            for (&i, member) in at.iter().zip(members.iter()) {
+                if !matches!(member, Ok(CallReply::I64(n)) if n.to_i64() == 1) {
+                    carried[i] = false;
+                }
+            }
+        }
+    }
+    for (key, carried) in cached.iter().zip(carried) {
+        if !carried {
+            let _ = call(ctx, "DEL", &[key]);
+            stats::of(source).tag_untagged_dropped.inc();
+        }
+    }
+}
+
+/// `keys` grouped by the set of `tag` each belongs in (one set outside a cluster), as the
+/// positions of the keys in `keys`.
+fn by_set(prefix: &str, keys: &[&str], tag: &str) -> Vec<(String, Vec<usize>)> {
+    let mut sets: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let set = set_for(prefix, key, tag);
+        match sets.iter_mut().find(|(name, _)| *name == set) {
+            Some((_, at)) => at.push(i),
+            None => sets.push((set, vec![i])),
+        }
+    }
+    sets
 }
 
 /// Removes from `set` those of `SWEEP_SAMPLE` random members per one `added` whose entry is
