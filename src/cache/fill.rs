@@ -141,13 +141,24 @@ pub fn lead_or_join(
 /// request, so its row is at least as fresh as the client's own committed writes. `tags`:
 /// those its completion gives the entry.
 pub fn lead(key: Arc<str>, source: SourceId, tags: &Tags) -> FillTicket {
-    with_map(|map| {
-        let ticket = register(map, key, source);
-        if let Some(tags) = tags {
-            tag(map, &ticket.key, tags);
-        }
-        ticket
-    })
+    with_map(|map| register_tagged(map, key, source, tags))
+}
+
+/// `register`, and with `tags`, `tag`. The fills of the key already in flight may have read
+/// before an INVALIDATE TAG of these tags, and would overwrite the entry this one tags:
+/// they are counted invalidated (answered, not cached).
+fn register_tagged(map: &mut Fills, key: Arc<str>, source: SourceId, tags: &Tags) -> FillTicket {
+    let Some(tags) = tags else {
+        return register(map, key, source);
+    };
+    if let Some(entry) = map.get_mut(&key)
+        && entry.fills > 0
+    {
+        entry.invalidations += 1;
+    }
+    let ticket = register(map, key, source);
+    tag(map, &ticket.key, tags);
+    ticket
 }
 
 /// Records that the fills of `key` in flight will give its entry `tags`.
@@ -189,13 +200,7 @@ pub fn count() -> usize {
 pub fn register_fills(keys: Vec<Arc<str>>, source: SourceId, tags: &Tags) -> Vec<FillTicket> {
     with_map(|map| {
         keys.into_iter()
-            .map(|key| {
-                let ticket = register(map, key, source);
-                if let Some(tags) = tags {
-                    tag(map, &ticket.key, tags);
-                }
-                ticket
-            })
+            .map(|key| register_tagged(map, key, source, tags))
             .collect()
     })
 }

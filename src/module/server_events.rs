@@ -14,7 +14,7 @@ use crate::model::event;
 use crate::model::source::SourceId;
 use crate::module::parameters;
 use crate::query::dropped;
-use crate::redis::server_events::{self, ServerEvents};
+use crate::redis::server_events::{self, ServerEvents, SetRead};
 use crate::stats;
 use redis_module::Context;
 
@@ -33,7 +33,7 @@ impl ServerEvents for Followed {
     }
 
     /// A tag's set removed another way than by its drain takes its entries with it.
-    fn key_unlinking(ctx: &Context, name: &[u8], set: &dyn Fn() -> Option<(i32, Vec<Vec<u8>>)>) {
+    fn key_unlinking(ctx: &Context, name: &[u8], set: &SetRead<'_>) {
         error::panic::guard("a key's removal", || {
             cache::tags::orphans::key_unlinking(ctx, name, set)
         });

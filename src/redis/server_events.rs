@@ -11,6 +11,10 @@ use redis_module::{Context, raw};
 use std::os::raw::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Reads a removed key, if it is a set, while it can: `(DB, members)`, the members None
+/// when there are more than the number asked.
+pub type SetRead<'a> = dyn Fn(usize) -> Option<(i32, Option<Vec<Vec<u8>>>)> + 'a;
+
 /// Whether this server tells `key_unlinking` (Redis 7.2 and Valkey on).
 static UNLINKS_FOLLOWED: AtomicBool = AtomicBool::new(false);
 
@@ -25,9 +29,10 @@ pub trait ServerEvents: 'static {
     /// `key` expired, or was evicted (`evicted`).
     fn key_removed(ctx: &Context, key: &[u8], evicted: bool);
     /// Key `name` is about to be removed (deleted, expired, evicted, overwritten, moved):
-    /// `set` reads its DB and members while it still can, if it is a set. Called for every
-    /// key removed, so it returns at once for keys that are none of its business.
-    fn key_unlinking(ctx: &Context, name: &[u8], set: &dyn Fn() -> Option<(i32, Vec<Vec<u8>>)>);
+    /// `set(n)` reads its DB and members while it still can, if it is a set (the members
+    /// None: more than `n`). Called for every key removed, so it returns at once for keys
+    /// that are none of its business.
+    fn key_unlinking(ctx: &Context, name: &[u8], set: &SetRead<'_>);
     /// A load from an RDB or AOF file ended.
     fn loading_ended(ctx: &Context);
     /// This server became a primary.
@@ -108,14 +113,14 @@ extern "C" fn on_key<E: ServerEvents>(
     let name = unsafe {
         crate::redis::args::string_bytes(raw::RedisModule_GetKeyNameFromModuleKey.unwrap()(key))
     };
-    let set = || {
+    let set = |at_most: usize| {
         // SAFETY: as above.
         unsafe {
             (raw::RedisModule_KeyType.unwrap()(key) == raw::REDISMODULE_KEYTYPE_SET as c_int).then(
                 || {
                     (
                         raw::RedisModule_GetDbIdFromModuleKey.unwrap()(key),
-                        members(key),
+                        members(key, at_most),
                     )
                 },
             )
@@ -124,11 +129,12 @@ extern "C" fn on_key<E: ServerEvents>(
     writes_waiting(|| E::key_unlinking(&Context::new(ctx), name, &set));
 }
 
-/// The members of set `key`.
+/// The members of set `key`; None when it holds more than `at_most` (read a batch at a
+/// time, so the work stops soon after).
 ///
 /// # Safety
 /// `key` is an open key holding a set.
-unsafe fn members(key: *mut raw::RedisModuleKey) -> Vec<Vec<u8>> {
+unsafe fn members(key: *mut raw::RedisModuleKey, at_most: usize) -> Option<Vec<Vec<u8>>> {
     unsafe extern "C" fn each(
         _key: *mut raw::RedisModuleKey,
         member: *mut raw::RedisModuleString,
@@ -146,10 +152,12 @@ unsafe fn members(key: *mut raw::RedisModuleKey) -> Vec<Vec<u8>> {
     unsafe {
         let cursor = raw::RedisModule_ScanCursorCreate.unwrap()();
         let data = (&mut members as *mut Vec<Vec<u8>>).cast::<c_void>();
-        while raw::RedisModule_ScanKey.unwrap()(key, cursor, Some(each), data) != 0 {}
+        while raw::RedisModule_ScanKey.unwrap()(key, cursor, Some(each), data) != 0
+            && members.len() <= at_most
+        {}
         raw::RedisModule_ScanCursorDestroy.unwrap()(cursor);
     }
-    members
+    (members.len() <= at_most).then_some(members)
 }
 
 extern "C" fn on_loading<E: ServerEvents>(

@@ -9,6 +9,7 @@ import asyncio
 import re
 import warnings
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandas
 import pandas.testing
@@ -204,3 +205,12 @@ def test_an_unknown_zone_is_refused(server: Server, more: Postgres) -> None:
     cache = PGCacheManager(server.client())
     with pytest.raises(ValueError, match="TimeZone 'Mars/Olympus' is not one Python knows"):
         cache.frame(SELECT_MORE, [[1]], timezone="Mars/Olympus")
+
+
+def test_a_zone_python_does_not_know_is_utc_with_a_warning() -> None:
+    from pgcache import _frames
+
+    with pytest.warns(UserWarning, match="TimeZone '<\\+03>-03' is not one Python knows"):
+        assert _frames.zone_in({"postgres_timezone": "<+03>-03"}, False) == ZoneInfo("UTC")
+    assert _frames.zone_in({}, False) is None
+    assert _frames.zoned([("at", "timestamptz[]")]) and not _frames.zoned([("d", "date")])

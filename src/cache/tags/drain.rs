@@ -161,6 +161,25 @@ fn drain_slice(ctx: &Context) -> bool {
 
 /// Drops the tags' orphans, then empties sets, until `deadline`; whether all is done.
 fn run(ctx: &Context, drain: &mut Drain, deadline: Instant) -> bool {
+    // Sets lost since the last slice (evicted, deleted) are this drain's to drop too.
+    let lost = orphans::take(ctx, &drain.tags);
+    drain.orphans.extend(lost);
+    // Slots move between slices: read where they are now. A node whose slots changed since
+    // the drain started may have missed a set that came or went: the reply says TRYAGAIN.
+    let now = drain.slots.as_ref().and(cluster::slots_with_keys(ctx));
+    if let (Some(then), Some(now)) = (&drain.slots, &now)
+        && then.all != now.all
+        && drain.unsettled.is_empty()
+    {
+        let changed = (then.all.iter())
+            .find(|slot| now.all.binary_search(slot).is_err())
+            .or_else(|| {
+                now.all
+                    .iter()
+                    .find(|slot| then.all.binary_search(slot).is_err())
+            });
+        drain.unsettled.extend(changed);
+    }
     let (tags, dropped, keys) = (&drain.tags, &mut drain.dropped, &mut drain.keys);
     let orphans_done = orphans::drop_until(ctx, &mut drain.orphans, deadline, |of, key| {
         if let Some(tag) = tags.iter().position(|tag| *tag == of.tag) {
@@ -181,7 +200,14 @@ fn run(ctx: &Context, drain: &mut Drain, deadline: Instant) -> bool {
         let (slot, moving) = match &drain.slots {
             None => (None, false),
             Some(held) => match held.all.get(drain.slot_at) {
-                Some(&slot) => (Some(slot), held.moving.contains(&slot)),
+                // Moving now, or no longer this node's: its keys may be on either node.
+                Some(&slot) => (
+                    Some(slot),
+                    now.as_ref().is_none_or(|now| {
+                        now.moving.binary_search(&slot).is_ok()
+                            || now.all.binary_search(&slot).is_err()
+                    }),
+                ),
                 // No slot here (a replica's view, or all moved away): nothing to empty.
                 None => {
                     drain.targets.clear();
@@ -240,7 +266,8 @@ fn pop_batch(
     }
     let count = BATCH.to_string();
     // Not a set (a key of the user's under the prefix, logged by `call`): left alone.
-    let Some(members) = super::strings(super::call(ctx, "SPOP", &[set, count.as_str()])) else {
+    let popped = orphans::own_removal(|| super::call(ctx, "SPOP", &[set, count.as_str()]));
+    let Some(members) = super::strings(popped) else {
         return true;
     };
     for member in &members {

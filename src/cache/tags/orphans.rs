@@ -21,10 +21,16 @@ use crate::redis::keyspace;
 use crate::redis::main_thread::Task;
 use crate::redis::paused;
 use crate::redis::role::writable;
+use crate::redis::server_events::SetRead;
 use crate::stats;
-use redis_module::Context;
+use redis_module::{Context, ContextFlags};
+use std::cell::Cell;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The most members of a removed set read as it goes: more would stall the removal (an
+/// eviction, where memory is short) for long; such a set's source is flushed instead.
+const MEMBERS_READ_AT_MOST: usize = 100_000;
 
 /// Main-thread time one turn may spend deleting.
 const SLICE: Duration = Duration::from_millis(1);
@@ -35,6 +41,24 @@ pub struct Orphans {
     pub source: SourceId,
     pub tag: String,
     pub members: Vec<String>,
+}
+
+thread_local! {
+    // Set while a drain takes a set's members itself: `SPOP` of as many as the set holds
+    // removes the key with its members in it, which are the drain's, no orphans.
+    static OWN_REMOVAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, a drain's own removal of a set's members (`SPOP`), as no loss of the set.
+pub fn own_removal<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            OWN_REMOVAL.set(self.0);
+        }
+    }
+    let _reset = Reset(OWN_REMOVAL.replace(true));
+    f()
 }
 
 static PENDING: Mutex<Vec<Orphans>> = Mutex::new(Vec::new());
@@ -49,9 +73,12 @@ static FLUSH_UNREAD: Task = Task::new("flushing a source whose tag set was evict
 /// Key `name` of DB `db` is being removed: if it is a tag's set with members, on a server
 /// that may write, its members' entries are queued for deletion. Main thread, inside
 /// Redis's removal (nothing written here).
-pub fn key_unlinking(ctx: &Context, name: &[u8], set: &dyn Fn() -> Option<(i32, Vec<Vec<u8>>)>) {
+pub fn key_unlinking(ctx: &Context, name: &[u8], set: &SetRead<'_>) {
     // Cheap first: every key removed passes here. A replica's removals are its primary's,
     // which drops the entries itself.
+    if OWN_REMOVAL.get() {
+        return;
+    }
     let Some(source) = current::source_of_key(name) else {
         return;
     };
@@ -59,10 +86,21 @@ pub fn key_unlinking(ctx: &Context, name: &[u8], set: &dyn Fn() -> Option<(i32, 
     let Some(tag) = tags::tag_of_set(prefix.as_bytes(), name, cluster::enabled()) else {
         return;
     };
-    if !writable(ctx) {
+    // A load replays removals whose entries' deletions follow them in the file.
+    if !writable(ctx) || ctx.get_flags().contains(ContextFlags::LOADING) {
         return;
     }
-    let Some((db, members)) = set() else {
+    let Some((db, members)) = set(MEMBERS_READ_AT_MOST) else {
+        return;
+    };
+    let Some(members) = members else {
+        // Too many to hold now (inside an eviction, every byte counts): the source goes.
+        flush_later(
+            ctx,
+            source,
+            name,
+            "held more entries than pgcache reads as it goes",
+        );
         return;
     };
     if members.is_empty() {
@@ -89,13 +127,24 @@ pub fn set_evicted_unread(ctx: &Context, source: SourceId, name: &[u8]) {
     if !writable(ctx) {
         return;
     }
+    flush_later(
+        ctx,
+        source,
+        name,
+        "was evicted (maxmemory-policy), and this server cannot tell which entries it held \
+         (Redis 7.2 or Valkey can)",
+    );
+}
+
+/// Tag set `name` of `source` went, and which entries it held is not known (`why`): the
+/// source's entries are flushed on the next turn.
+fn flush_later(ctx: &Context, source: SourceId, name: &[u8], why: &str) {
     stats::of(source).tag_sets_lost.inc();
     let mut unread = UNREAD.lock().unwrap();
     if !unread.contains(&source) {
         ctx.log_warning(&format!(
-            "pgcache: tag set {} was evicted (maxmemory-policy), and this server cannot tell \
-             which entries it held (Redis 7.2 or Valkey can): the source's entries are \
-             flushed; give the cache room (maxmemory) or a server that tells",
+            "pgcache: tag set {} {why}: the source's entries are flushed; give the cache \
+             room (maxmemory)",
             String::from_utf8_lossy(name)
         ));
         unread.push(source);

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Generator, Mapping, Sequence
@@ -196,7 +197,11 @@ class _Settling:
     def counted(self, node: str, dropped: Any) -> None:
         self.counts[node] = self.counts.get(node, 0) + int(dropped)
 
-    def unsettled(self, error: TryAgainError) -> None:
+    def unsettled(self, node: str, error: TryAgainError) -> None:
+        # What the node dropped before it could not go on, as its error says.
+        dropped = re.search(r"\((\d+) dropped\)", str(error))
+        if dropped is not None:
+            self.counted(node, dropped[1])
         self._unsettled = error
 
     def done(self) -> bool:
@@ -273,7 +278,7 @@ class ClusterClient:
                 try:
                     settling.counted(node.name, self._node_client(node).execute_command(*command))
                 except TryAgainError as error:
-                    settling.unsettled(error)
+                    settling.unsettled(node.name, error)
             if settling.done():
                 return settling.counts
             time.sleep(settling.pause())
@@ -369,7 +374,7 @@ class AsyncClusterClient:
                 try:
                     settling.counted(node.name, await node.execute_command(*command))
                 except TryAgainError as error:
-                    settling.unsettled(error)
+                    settling.unsettled(node.name, error)
             if settling.done():
                 return settling.counts
             await asyncio.sleep(settling.pause())

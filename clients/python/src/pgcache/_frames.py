@@ -84,11 +84,31 @@ def zone_named(name: str | tzinfo) -> tzinfo:
 
 
 def zone_in(health: Any, cluster: bool) -> tzinfo | None:
-    """The TimeZone of pgcache's sessions in a HEALTH reply (None: PostgreSQL was not asked)."""
+    """The TimeZone of pgcache's sessions in a HEALTH reply (None: PostgreSQL was not asked).
+    One Python does not know (a POSIX spelling such as ``<+03>-03``, or no tz database) is
+    UTC, with a warning, as psycopg takes it."""
     if cluster:  # each primary's, by node name: they all read one database
         health = next(iter(health.values()))
     name = health.get("postgres_timezone")
-    return None if name is None else zone_named(name)
+    if name is None:
+        return None
+    try:
+        return zone_named(name)
+    except ValueError:
+        warnings.warn(
+            f"pgcache: TimeZone {name!r} is not one Python knows; frames show timestamps in "
+            "UTC (pass timezone=)",
+            stacklevel=3,
+        )
+        return ZoneInfo("UTC")
+
+
+def zoned(columns: Sequence[tuple[str, str]]) -> bool:
+    """Whether any of ``columns`` holds values shown in a time zone."""
+    return any(type_name.rstrip("[]") in _ZONED for _, type_name in columns)
+
+
+_ZONED = frozenset({"timestamptz", "tstzrange", "tstzmultirange"})
 
 
 def like_psycopg(

@@ -119,7 +119,8 @@ class AsyncPGCacheManager(Flows):
         columns, rows = await self.query(
             sql, params, ttl=ttl, after=after, maxstale=maxstale, tags=tags
         )
-        if timezone is None and self.session_zone is None:
+        zoned = _frames.zoned(columns)
+        if zoned and timezone is None and self.session_zone is None:
             self.session_zone = _frames.zone_in(await self.health(), self.cluster)
         zone = self.session_zone if timezone is None else _frames.zone_named(timezone)
         rows = _frames.like_psycopg(columns, rows, zone)
