@@ -22,6 +22,7 @@ use redis_module::{Context, raw};
 use std::cell::Cell;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::thread::LocalKey;
 use std::time::Duration;
 
 /// Work for the main thread: `run` returns whether it has more to do.
@@ -73,14 +74,19 @@ thread_local! {
 
 /// Runs `f`, a callback of Redis's where pgcache must not write, with `writes_wait` set.
 pub fn writes_waiting<R>(f: impl FnOnce() -> R) -> R {
-    // Cleared on the way out even if `f` panics (the caller contains the panic).
-    struct Reset(bool);
+    with_flag(&WRITES_WAIT, f)
+}
+
+/// Runs `f` with `flag` set, put back as it was on the way out, even if `f` panics (the
+/// caller contains the panic).
+pub fn with_flag<R>(flag: &'static LocalKey<Cell<bool>>, f: impl FnOnce() -> R) -> R {
+    struct Reset(&'static LocalKey<Cell<bool>>, bool);
     impl Drop for Reset {
         fn drop(&mut self) {
-            WRITES_WAIT.set(self.0);
+            self.0.set(self.1);
         }
     }
-    let _reset = Reset(WRITES_WAIT.replace(true));
+    let _reset = Reset(flag, flag.replace(true));
     f()
 }
 

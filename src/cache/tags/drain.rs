@@ -58,8 +58,8 @@ struct Drain {
     /// Slots moving between nodes where a set's members could not all be reached here: the
     /// reply is TRYAGAIN, the members kept for when the slot has moved.
     unsettled: Vec<u16>,
-    dropped: Vec<u64>,
-    keys: Vec<Vec<String>>,
+    /// Per tag, what was dropped.
+    tallies: Vec<Tally>,
     /// Entries of the tags whose set went another way (`orphans`), dropped first.
     orphans: Vec<Orphans>,
     client: Option<BlockedClient>,
@@ -88,8 +88,7 @@ pub fn start(ctx: &Context, tags: Vec<String>, dbs: Vec<i32>) -> Reply {
         }
     }
     let mut drain = Drain {
-        dropped: vec![0; tags.len()],
-        keys: vec![Vec::new(); tags.len()],
+        tallies: (0..tags.len()).map(|_| Tally::default()).collect(),
         orphans: orphans::take(ctx, &tags),
         tags,
         targets,
@@ -105,7 +104,7 @@ pub fn start(ctx: &Context, tags: Vec<String>, dbs: Vec<i32>) -> Reply {
         return Reply::Error(Error::invalid(format!(
             "the tags hold more entries than one slice drops ({} dropped so far); run \
              PGCACHE.INVALIDATE TAG outside MULTI/EXEC or a script, where it waits for the rest",
-            drain.dropped.iter().sum::<u64>()
+            drain.tallies.iter().map(|t| t.dropped).sum::<u64>()
         )));
     }
     drain.client = Some(BlockedClient::block(ctx, SourceId::DEFAULT, PATIENCE_MS));
@@ -180,13 +179,10 @@ fn run(ctx: &Context, drain: &mut Drain, deadline: Instant) -> bool {
             });
         drain.unsettled.extend(changed);
     }
-    let (tags, dropped, keys) = (&drain.tags, &mut drain.dropped, &mut drain.keys);
+    let (tags, tallies) = (&drain.tags, &mut drain.tallies);
     let orphans_done = orphans::drop_until(ctx, &mut drain.orphans, deadline, |of, key| {
         if let Some(tag) = tags.iter().position(|tag| *tag == of.tag) {
-            dropped[tag] += 1;
-            if keys[tag].len() < EVENT_KEYS {
-                keys[tag].push(key.to_string());
-            }
+            tallies[tag].add(key);
         }
     });
     if !orphans_done {
@@ -222,16 +218,16 @@ fn run(ctx: &Context, drain: &mut Drain, deadline: Instant) -> bool {
         );
         let (source, db) = (target.source, target.db);
         let mut emptied = false;
-        let (dropped, keys) = (&mut drain.dropped[tag], &mut drain.keys[tag]);
+        let tally = &mut drain.tallies[tag];
         keyspace::in_each_db(ctx, [db], |_| {
             emptied = if moving {
-                let settled = settle_moving(ctx, source, &set, dropped, keys);
+                let settled = settle_moving(ctx, source, &set, tally);
                 if !settled {
                     drain.unsettled.extend(slot);
                 }
                 true
             } else {
-                pop_batch(ctx, source, &set, dropped, keys)
+                pop_batch(ctx, source, &set, tally)
             };
         });
         if emptied {
@@ -254,13 +250,7 @@ fn here(ctx: &Context, set: &str) -> bool {
 
 /// Takes a batch of `set`'s members and deletes their entries; whether the set is empty.
 /// A set not here (on a cluster: of a slot served elsewhere) is empty.
-fn pop_batch(
-    ctx: &Context,
-    source: SourceId,
-    set: &str,
-    dropped: &mut u64,
-    keys: &mut Vec<String>,
-) -> bool {
+fn pop_batch(ctx: &Context, source: SourceId, set: &str, tally: &mut Tally) -> bool {
     if !here(ctx, set) {
         return true;
     }
@@ -272,7 +262,7 @@ fn pop_batch(
     };
     for member in &members {
         if super::integer(super::call(ctx, "DEL", &[member])) == Some(1) {
-            count_dropped(source, member, dropped, keys);
+            tally.entry_dropped(source, member);
         }
     }
     members.len() < BATCH
@@ -284,13 +274,7 @@ fn pop_batch(
 /// the set, one out of reach stays in it (and goes with the set to the slot's next node,
 /// where INVALIDATE TAG sent again finds it). Whether every member was reached. A set not
 /// here is settled: its members are listed where it is.
-fn settle_moving(
-    ctx: &Context,
-    source: SourceId,
-    set: &str,
-    dropped: &mut u64,
-    keys: &mut Vec<String>,
-) -> bool {
+fn settle_moving(ctx: &Context, source: SourceId, set: &str, tally: &mut Tally) -> bool {
     if !here(ctx, set) {
         return true;
     }
@@ -304,7 +288,7 @@ fn settle_moving(
             Ok(CallReply::I64(deleted)) => {
                 let _ = super::call(ctx, "SREM", &[set, member]);
                 if deleted.to_i64() == 1 {
-                    count_dropped(source, member, dropped, keys);
+                    tally.entry_dropped(source, member);
                 }
             }
             _ => settled = false,
@@ -313,21 +297,35 @@ fn settle_moving(
     settled
 }
 
-fn count_dropped(source: SourceId, member: &str, dropped: &mut u64, keys: &mut Vec<String>) {
-    *dropped += 1;
-    stats::of(source).tag_entries_dropped.inc();
-    if keys.len() < EVENT_KEYS {
-        keys.push(member.to_string());
+/// What a drain dropped of one tag: how many entries, and the first keys (for its event).
+#[derive(Default)]
+struct Tally {
+    dropped: u64,
+    keys: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, key: &str) {
+        self.dropped += 1;
+        if self.keys.len() < EVENT_KEYS {
+            self.keys.push(key.to_string());
+        }
+    }
+
+    /// An entry of `source` a set listed, deleted.
+    fn entry_dropped(&mut self, source: SourceId, key: &str) {
+        self.add(key);
+        stats::of(source).tag_entries_dropped.inc();
     }
 }
 
 /// Counts, announces and replies a finished invalidation: the entries it dropped, or
 /// TRYAGAIN while a slot it could not settle moves.
 fn finish(ctx: &Context, drain: Drain) -> Reply {
-    let total: u64 = drain.dropped.iter().sum();
-    for ((tag, dropped), keys) in drain.tags.iter().zip(&drain.dropped).zip(&drain.keys) {
+    let total: u64 = drain.tallies.iter().map(|t| t.dropped).sum();
+    for (tag, tally) in drain.tags.iter().zip(&drain.tallies) {
         stats::of(SourceId::DEFAULT).tag_invalidations.inc();
-        let listed = serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
+        let listed = serde_json::to_string(&tally.keys).unwrap_or_else(|_| "[]".into());
         events::publish_with(
             ctx,
             EventKind::TagInvalidate,
@@ -336,7 +334,7 @@ fn finish(ctx: &Context, drain: Drain) -> Reply {
             tag,
             &[
                 ("tag", Extra::Text(tag)),
-                ("count", Extra::Int(*dropped)),
+                ("count", Extra::Int(tally.dropped)),
                 ("keys", Extra::Json(&listed)),
             ],
         );

@@ -51,14 +51,7 @@ thread_local! {
 
 /// Runs `f`, a drain's own removal of a set's members (`SPOP`), as no loss of the set.
 pub fn own_removal<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            OWN_REMOVAL.set(self.0);
-        }
-    }
-    let _reset = Reset(OWN_REMOVAL.replace(true));
-    f()
+    crate::redis::main_thread::with_flag(&OWN_REMOVAL, f)
 }
 
 static PENDING: Mutex<Vec<Orphans>> = Mutex::new(Vec::new());
