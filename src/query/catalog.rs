@@ -460,11 +460,18 @@ pub fn named_tables(client: &mut Connection, parsed: &Parsed) -> Result<Vec<Qual
 /// values, as it sees a driver's.
 pub fn run_sql(statement: &str, members: Option<&Members>) -> Result<String> {
     Ok(format!(
-        "SELECT COALESCE('[' || pg_catalog.string_agg(pg_catalog.row_to_json(q)::text, ',') || ']', \
-         '[]'), pg_catalog.count(*){} FROM ({statement}) AS q",
+        "SELECT {RESULT_JSON}, pg_catalog.count(*){} FROM ({statement}) AS {ROWS}",
         members_column(members, |n| format!("${n}"))?
     ))
 }
+
+/// What the statement's result is named in the SQL around it.
+const ROWS: &str = "pgcache_rows";
+
+/// The statement's rows (`ROWS`) as one JSON array. A whole row is `ROWS.*`, never the bare
+/// name: PostgreSQL reads a bare name as a column first, and the statement's columns may be
+/// called anything (a `ROW(...) AS pgcache_rows` would be converted instead of the row).
+const RESULT_JSON: &str = "COALESCE('[' || pg_catalog.string_agg(pg_catalog.row_to_json(pgcache_rows.*)::text, ',') || ']', '[]')";
 
 /// Most members (rows the WHERE admits) a row-precise result may be built from and still be
 /// cached.
@@ -683,8 +690,8 @@ pub fn batch_sql(
     Ok(Some(format!(
         "SELECT pgcache_results.* \
          FROM pg_catalog.unnest({}) WITH ORDINALITY AS {sets}({}, {sets}_i), \
-         LATERAL (SELECT COALESCE('[' || pg_catalog.string_agg(pg_catalog.row_to_json(q)::text, ',') || ']', '[]') AS json, \
-                         pg_catalog.count(*) AS n{members} FROM ({body}) AS q) AS pgcache_results \
+         LATERAL (SELECT {RESULT_JSON} AS json, \
+                         pg_catalog.count(*) AS n{members} FROM ({body}) AS {ROWS}) AS pgcache_results \
          ORDER BY {sets}.{sets}_i",
         arrays.join(", "),
         columns.join(", ")

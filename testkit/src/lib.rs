@@ -7,6 +7,7 @@
 mod cluster;
 mod commands;
 mod figures;
+pub mod oracle;
 mod pg;
 mod process;
 mod proxy;

@@ -135,6 +135,19 @@ pub fn compare(
     Ok(())
 }
 
+/// Every row of pgcache's answer (its text: a `Value` forgets the order of keys) has the
+/// statement's columns, in the statement's order.
+pub fn columns(answer: &str, columns: &[String]) -> Result<(), String> {
+    for keys in pgcache_testkit::oracle::keys_in_order(answer)? {
+        if keys != columns {
+            return Err(format!(
+                "a row's columns are {keys:?}; the statement's are {columns:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,3 +190,4 @@ mod tests {
         assert!(compare(&[], &group, &got, &other_count, &other_count).is_err());
     }
 }
+

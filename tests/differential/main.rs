@@ -241,35 +241,16 @@ fn oracle_session(stack: &Stack) -> postgres::Client {
 }
 
 /// PostgreSQL's own answer, its parameters read by their types' input as pgcache passes
-/// them.
+/// them: the statement run as written (`oracle::answer`, which shares no SQL with pgcache),
+/// as JSON, with its columns' names in order.
 fn oracle(
     pg: &mut postgres::Client,
     sql: &str,
     params: &[String],
-) -> Result<serde_json::Value, String> {
-    let args: Vec<String> = params
-        .iter()
-        .map(|p| format!("'{}'", p.replace('\'', "''")))
-        .collect();
-    let execute = if args.is_empty() {
-        "EXECUTE answer".to_string()
-    } else {
-        format!("EXECUTE answer({})", args.join(", "))
-    };
-    let result = pg
-        .simple_query(&format!(
-            "PREPARE answer AS SELECT COALESCE(json_agg(q), '[]')::text FROM ({sql}) q; {execute}"
-        ))
-        .map_err(|e| format!("{e}"));
-    let _ = pg.batch_execute("DEALLOCATE ALL");
-    let text = result?
-        .into_iter()
-        .find_map(|m| match m {
-            postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-            _ => None,
-        })
-        .ok_or("no row")?;
-    Ok(json(&text))
+) -> Result<(serde_json::Value, Vec<String>), String> {
+    let params: Vec<&str> = params.iter().map(String::as_str).collect();
+    let answer = pgcache_testkit::oracle::answer(pg, sql, &params)?;
+    Ok((json(&answer.json), answer.columns))
 }
 
 /// A PostgreSQL with the case's schema, and a server with the module connected to it.
@@ -449,15 +430,15 @@ fn run_on(
                     after_write,
                     message,
                 };
-                let page = match oracle(oracle_pg, &sql, &params) {
-                    Ok(page) => page,
+                let (page, columns) = match oracle(oracle_pg, &sql, &params) {
+                    Ok(answer) => answer,
                     // The write made it invalid (a table renamed away): both may refuse.
                     Err(_) => continue,
                 };
                 let full = if s.limited() {
                     let (unlimited, uparams) = s.render(v, false);
                     match oracle(oracle_pg, &unlimited, &uparams) {
-                        Ok(full) => full,
+                        Ok((full, _)) => full,
                         Err(_) => continue,
                     }
                 } else {
@@ -467,6 +448,7 @@ fn run_on(
                     let got = reply.map_err(|e| format!("pgcache's error: {e}"))?;
                     let answer = json(&got);
                     compare::compare(&s.order_keys, &s.any_of_equals, &answer, &page, &full)
+                        .and_then(|()| compare::columns(&got, &columns))
                         .map_err(|e| format!("{e}\n  pgcache:    {got}\n  PostgreSQL: {page}"))
                 };
                 let verdict = if positions || lsn.is_none() {

@@ -29,6 +29,7 @@ mod query_keyless;
 mod query_refusals;
 mod query_rows;
 mod query_sources;
+mod query_wrapping;
 mod read;
 mod readme;
 mod replication;

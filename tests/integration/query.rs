@@ -63,31 +63,28 @@ pub(crate) fn postgres_answer(stack: &Stack, sql: &str, params: &[&str]) -> serd
     answer_of(stack.pg.client(), sql, params)
 }
 
-/// `postgres_answer` from the database `pg` is connected to.
+/// `postgres_answer` from the database `pg` is connected to: the statement run as written
+/// (`oracle`: no SQL around it, so nothing of pgcache's own SQL is shared with the check).
 pub(crate) fn answer_of(mut pg: postgres::Client, sql: &str, params: &[&str]) -> serde_json::Value {
-    pg.batch_execute(&format!(
-        "PREPARE answer AS SELECT COALESCE(json_agg(q), '[]')::text FROM ({sql}) q"
-    ))
-    .unwrap();
-    let args: Vec<String> = params
-        .iter()
-        .map(|p| format!("'{}'", p.replace('\'', "''")))
-        .collect();
-    let execute = if args.is_empty() {
-        "EXECUTE answer".to_string()
-    } else {
-        format!("EXECUTE answer({})", args.join(", "))
-    };
-    let text = pg
-        .simple_query(&execute)
-        .unwrap()
-        .into_iter()
-        .find_map(|m| match m {
-            postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-            _ => None,
-        })
-        .unwrap();
-    json(&text)
+    let answer = oracle::answer(&mut pg, sql, params)
+        .unwrap_or_else(|e| panic!("PostgreSQL refused {sql}: {e}"));
+    json(&answer.json)
+}
+
+/// Asserts that pgcache's `reply` to `sql` is PostgreSQL's own answer: the same rows, each
+/// with the statement's columns in its order.
+pub(crate) fn assert_answers_as_postgres(stack: &Stack, sql: &str, params: &[&str], reply: &str) {
+    let answer = oracle::answer(&mut stack.pg.client(), sql, params)
+        .unwrap_or_else(|e| panic!("PostgreSQL refused {sql}: {e}"));
+    assert_eq!(
+        json(reply),
+        json(&answer.json),
+        "{sql} {params:?}: pgcache answered {reply}, PostgreSQL {}",
+        answer.json
+    );
+    for keys in oracle::keys_in_order(reply).unwrap() {
+        assert_eq!(keys, answer.columns, "{sql}: the columns' order in {reply}");
+    }
 }
 
 /// Queries until the answer comes from the cache (a start's first reads are answered but
