@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::model::key::CanonicalPk;
 use crate::pg::errors::{is_schema_change, query_error};
 use crate::pg::pool::Connection;
+use crate::pg::prepared::Parsing;
 use crate::pg::row::Row;
 use crate::pg::schema::{self, TableSchema};
 use crate::pg::session::Failure;
@@ -35,8 +36,21 @@ pub fn one(
         .iter()
         .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect();
-    let rows = client.query(&sql, &params).map_err(|e| failed(e, table))?;
+    let rows = read(client, table, &sql, &params)?;
     the_row(rows.into_iter().map(Row::Driver).collect(), table, pk)
+}
+
+/// Runs a lookup of `table`, undoing what a view or policy of it may do to the session
+/// (`TableSchema::effects`).
+fn read(
+    client: &mut Connection,
+    table: &TableSchema,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>> {
+    client
+        .query_read_only(sql, &[], Parsing::Kept, table.effects(), params)
+        .map_err(|e| failed(e, table))
 }
 
 /// What `select_one_sql`'s rows say of the key: its row as JSON, none, or (a key that is
@@ -88,7 +102,7 @@ pub fn many(
             .iter()
             .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
-        for row in client.query(&sql, &params).map_err(|e| failed(e, table))? {
+        for row in read(client, table, &sql, &params)? {
             let ordinal: i64 = row.get(0);
             let slot = members[(ordinal - 1) as usize];
             if rows[slot].is_some() {

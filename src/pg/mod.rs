@@ -21,4 +21,5 @@ pub mod socket;
 pub mod standby;
 pub mod text_value;
 pub mod tls;
+pub mod undo;
 pub mod wire;

@@ -19,6 +19,7 @@ use crate::pg::row;
 use crate::pg::session::{Failure, Session};
 use crate::pg::text_value::TextValue;
 use crate::pg::tls;
+use crate::pg::undo::Effects;
 use crate::stats;
 use postgres_openssl::MakeTlsConnector;
 use std::ops::{Deref, DerefMut};
@@ -113,6 +114,8 @@ pub struct ReadOnlyRun {
     pub types: Vec<u32>,
     pub params: Vec<RunParam>,
     pub parsing: Parsing,
+    /// What it must undo of its session (`pg::undo`).
+    pub effects: Effects,
 }
 
 /// A parameter of a `ReadOnlyRun`, in a form any connection can send: a worker's session
@@ -516,12 +519,15 @@ impl Connection {
         sql: &str,
         types: &[u32],
         parsing: Parsing,
+        effects: Effects,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Failure> {
         self.with_retry(|conn| {
             let statement = conn.prepared_as(sql, types, parsing)?;
             let patience = conn.patience;
-            let result = conn.session.query_read_only(&statement, params, patience);
+            let result = conn
+                .session
+                .query_read_only(&statement, params, effects, patience);
             if result.is_err() {
                 // The tables may have changed under the statement; prepare afresh next time.
                 conn.statements.forget(&prepared_key(sql, types));
@@ -548,9 +554,12 @@ impl Connection {
                     Err(failure) => results[i] = Some(Err(failure)),
                 }
             }
-            let items: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> = ready
+            let items: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>, Effects)> = ready
                 .iter()
-                .map(|(i, statement)| (statement, runs[*i].borrow().values()))
+                .map(|(i, statement)| {
+                    let run = runs[*i].borrow();
+                    (statement, run.values(), run.effects)
+                })
                 .collect();
             // PostgreSQL runs them one after another: each may take its statement_timeout.
             let patience = conn.patience * items.len().max(1) as u32;

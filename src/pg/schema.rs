@@ -11,6 +11,7 @@ use crate::pg::errors::catalog_error;
 use crate::pg::pool::Connection;
 use crate::pg::query::{self, KeyParam};
 use crate::pg::session::Failure;
+use crate::pg::undo::Effects;
 use pgcache_rules::kind::column_kind;
 pub use pgcache_rules::precision::Column;
 use std::borrow::Cow;
@@ -94,6 +95,17 @@ impl TableSchema {
         } else {
             let keys = self.key_params(columns);
             Cow::Owned(query::select_one(&self.sql_name, &keys))
+        }
+    }
+
+    /// What a lookup's run must undo of its session (`pg::undo`): a view, or a row-level
+    /// security policy, may call functions of the database's own; a table's lookup calls
+    /// none. (`batchable` is false for views alone.)
+    pub fn effects(&self) -> Effects {
+        if self.batchable && !self.row_security {
+            Effects::None
+        } else {
+            Effects::Undone
         }
     }
 

@@ -8,6 +8,7 @@
 
 use crate::model::source::PartRef;
 use crate::pg::circuit::Circuit;
+use crate::pg::undo::{self, Effects};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::pin;
@@ -334,13 +335,14 @@ impl Session {
         &mut self,
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
+        effects: Effects,
         limit: Duration,
     ) -> Result<Vec<Row>, Failure> {
-        if self.reads_only_by_default() {
+        if effects == Effects::None && self.reads_only_by_default() {
             return self.drive(limit, |client| client.query(statement, params));
         }
         self.drive(limit, |client| {
-            inside_begin_read_only(client, statement, params)
+            inside_begin_read_only(client, statement, params, effects)
         })
     }
 
@@ -352,21 +354,22 @@ impl Session {
     /// `BEGIN READ ONLY` ... `COMMIT`.
     pub fn query_read_only_pipelined(
         &mut self,
-        items: &[(&Statement, Vec<&(dyn ToSql + Sync)>)],
+        items: &[(&Statement, Vec<&(dyn ToSql + Sync)>, Effects)],
         limit: Duration,
     ) -> Result<Vec<Result<Vec<Row>, Failure>>, Failure> {
         let alone = self.reads_only_by_default();
         let results = self.drive(limit, |client| async move {
-            let runs = items
-                .iter()
-                .enumerate()
-                .map(|(i, (statement, params))| async move {
-                    if alone && i == 0 {
-                        client.query(*statement, params).await
-                    } else {
-                        inside_begin_read_only(client, statement, params).await
-                    }
-                });
+            let runs =
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (statement, params, effects))| async move {
+                        if alone && i == 0 && *effects == Effects::None {
+                            client.query(*statement, params).await
+                        } else {
+                            inside_begin_read_only(client, statement, params, *effects).await
+                        }
+                    });
             Ok(futures_util::future::join_all(runs).await)
         })?;
         let mut results: Vec<Result<Vec<Row>, Failure>> = results
@@ -441,17 +444,23 @@ impl Session {
     }
 }
 
-/// Runs `statement` inside `BEGIN READ ONLY` ... `COMMIT`, the three sent at once: a
-/// statement that failed leaves the transaction aborted, and the COMMIT then ends it.
+/// Runs `statement` inside `BEGIN READ ONLY` ... `COMMIT` (or, to undo its effects on the
+/// session, `undo::UNDO`), the three sent at once: a statement that failed leaves the
+/// transaction aborted, and the COMMIT (or ROLLBACK) then ends it.
 async fn inside_begin_read_only(
     client: &Client,
     statement: &Statement,
     params: &[&(dyn ToSql + Sync)],
+    effects: Effects,
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let end = match effects {
+        Effects::None => "COMMIT",
+        Effects::Undone => undo::UNDO,
+    };
     let (begun, rows, committed) = tokio::join!(
-        client.batch_execute("BEGIN READ ONLY"),
+        client.batch_execute(undo::BEGIN),
         client.query(statement, params),
-        client.batch_execute("COMMIT"),
+        client.batch_execute(end),
     );
     begun?;
     let rows = rows?;

@@ -129,6 +129,7 @@ mod tests {
             String::new(),
             None,
             None,
+            crate::pg::undo::Effects::None,
         )
     }
 

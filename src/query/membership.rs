@@ -692,6 +692,7 @@ mod tests {
             String::new(),
             None,
             None,
+            crate::pg::undo::Effects::None,
         ))
     }
 

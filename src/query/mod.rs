@@ -52,6 +52,7 @@ use crate::model::ident::QualifiedName;
 use crate::model::source::SourceId;
 use crate::pg::prepared::Parsing;
 use crate::pg::schema::TableSchema;
+use crate::pg::undo::Effects;
 use crate::stats::{Counter, TableStats};
 use catalog::ParamType;
 use precision::Precision;
@@ -112,6 +113,9 @@ pub struct Statement {
     /// value its cast refuses, which the statement's plan never evaluated), the statement
     /// is answered, and not cached, as PostgreSQL would answer it.
     pub plain_sql: Option<String>,
+    /// What its runs must undo of their session: it calls functions of the database's own,
+    /// which may change it (`pg::undo`).
+    pub effects: Effects,
     /// Its figures (its calls' slowlog entries and latency, hits and misses, whether its
     /// misses pass through).
     pub stats: Arc<TableStats>,
@@ -279,6 +283,7 @@ impl Statement {
         run_sql: String,
         batch_sql: Option<String>,
         plain_sql: Option<String>,
+        effects: Effects,
     ) -> Statement {
         let mut key_head = format!("{key_prefix}{}{{", key::RESULT_TAG);
         hex::push(
@@ -328,6 +333,7 @@ impl Statement {
             run_sql,
             batch_sql,
             plain_sql,
+            effects,
             stats,
             figures: Figures::default(),
         }

@@ -310,6 +310,7 @@ mod tests {
             String::new(),
             None,
             None,
+            crate::pg::undo::Effects::None,
         ))
     }
 

@@ -28,6 +28,7 @@ mod query_joins;
 mod query_keyless;
 mod query_refusals;
 mod query_rows;
+mod query_session;
 mod query_sources;
 mod query_wrapping;
 mod read;

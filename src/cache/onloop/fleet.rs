@@ -299,6 +299,7 @@ pub fn flush() {
                     param_oids: &sent.param_oids,
                     params: &sent.params,
                     parsing: sent.parsing,
+                    effects: sent.effects,
                 };
                 match looped.conn.send(&request) {
                     Ok(token) => flight.expect(token, i),

@@ -12,7 +12,7 @@ use crate::pg::fetch;
 use crate::pg::pool::{RunParam, RunResult};
 use crate::pg::row::Row;
 use crate::pg::schema::TableSchema;
-use crate::pg::wire::frontend::{Param, Parsing};
+use crate::pg::wire::frontend::{Effects, Param, Parsing};
 use crate::requests::blocked::{BlockedClient, Completion, contained, error_completion};
 use crate::stats;
 use std::sync::Arc;
@@ -61,6 +61,7 @@ pub struct Request {
     pub param_oids: Vec<u32>,
     pub params: Vec<Param>,
     pub parsing: Parsing,
+    pub effects: Effects,
 }
 
 impl Job {
@@ -120,6 +121,7 @@ impl Job {
                     sql: run.sql,
                     param_oids: run.types,
                     parsing: run.parsing,
+                    effects: run.effects,
                 })
                 .collect(),
             Job::Lookups(lookups) if lookups.len() == 1 => {
@@ -135,6 +137,7 @@ impl Job {
                     param_oids: Vec::new(),
                     params,
                     parsing: Parsing::Kept,
+                    effects: schema.effects(),
                 }]
             }
             Job::Lookups(lookups) => {
@@ -309,6 +312,7 @@ fn select_many(schema: &TableSchema, keys: &[&CanonicalPk]) -> Request {
         param_oids: Vec::new(),
         params,
         parsing: Parsing::Kept,
+        effects: schema.effects(),
     }
 }
 

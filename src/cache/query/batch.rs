@@ -250,6 +250,7 @@ impl Pipelined for StatementRun {
                     sql: statement.run_sql.clone(),
                     types: statement.param_oids(),
                     parsing: statement.parsing(),
+                    effects: statement.effects,
                     params: set
                         .iter()
                         .map(|p| RunParam::Text(TextValue(p.clone())))
@@ -327,6 +328,7 @@ fn batch_run(statement: &Statement, batch_sql: &str, sets: &[Vec<String>]) -> Re
         sql: batch_sql.to_string(),
         types: Vec::new(),
         parsing: statement.parsing(),
+        effects: statement.effects,
         params: (0..width)
             .map(|i| RunParam::Texts(sets.iter().map(|set| set[i].clone()).collect()))
             .collect(),

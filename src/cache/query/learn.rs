@@ -5,6 +5,7 @@ use crate::config::current;
 use crate::error::{Error, Result};
 use crate::model::source::SourceId;
 use crate::pg::pool::Connection;
+use crate::pg::undo::Effects;
 use crate::query::precision::{self, Precision};
 use crate::query::shape::{self, Page};
 use crate::query::statement;
@@ -184,6 +185,11 @@ fn learned(
                 };
                 let columns = columns::learn(conn, &parsed.canonical)?;
                 let uncached = unfollowed(&learned);
+                let effects = if learned.own_functions.is_empty() {
+                    Effects::None
+                } else {
+                    Effects::Undone
+                };
                 Arc::new(Statement::new(
                     source,
                     &current::key_prefix(source),
@@ -198,6 +204,7 @@ fn learned(
                     run_sql,
                     batch_sql,
                     plain_sql,
+                    effects,
                 ))
             }
         },

@@ -40,6 +40,7 @@ pub fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) 
         &statement.run_sql,
         &statement.param_oids(),
         statement.parsing(),
+        statement.effects,
         &values(&text_values(params)),
     ) {
         Ok(rows) => first(rows).and_then(|row| ran(statement, row)),
@@ -87,6 +88,7 @@ pub fn refused(
             plain_sql,
             &statement.param_oids(),
             statement.parsing(),
+            statement.effects,
             &values(&text_values(params)),
         )
         .map_err(|e| failed(statement, &e))?;

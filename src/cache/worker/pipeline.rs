@@ -17,6 +17,7 @@ use crate::pg::errors::statement_error;
 use crate::pg::pool::{self, Connection, ReadOnlyRun, RunResult};
 use crate::pg::prepared::Parsing;
 use crate::pg::standby;
+use crate::pg::undo::Effects;
 use crate::requests::blocked::{BlockedClient, contained};
 use crate::stats;
 use std::time::{Duration, Instant};
@@ -99,6 +100,7 @@ fn on_standby(
         types: Vec::new(),
         params: Vec::new(),
         parsing: Parsing::Kept,
+        effects: Effects::None,
     };
     let checked_runs: Vec<&ReadOnlyRun> = std::iter::once(&check).chain(runs).collect();
     let (mut results, took) = conn

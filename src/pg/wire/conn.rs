@@ -8,7 +8,9 @@
 //! - READ ONLY as the worker path keeps it (`pg::session`): a request goes alone only when
 //!   nothing is ahead of it and the session last reported `default_transaction_read_only`
 //!   on; otherwise inside `BEGIN READ ONLY` ... `COMMIT` (three ReadyForQuery). A function
-//!   the statement ahead calls could turn the default off before this one runs;
+//!   the statement ahead calls could turn the default off before this one runs. A request
+//!   whose effects are undone (`pg::undo`) is always inside `BEGIN READ ONLY` and ends with
+//!   `ROLLBACK; SELECT pg_advisory_unlock_all()`;
 //! - prepared names: remembered from the Parse on (requests behind it reuse the name before
 //!   ParseComplete arrives), forgotten when the Parse fails; requests queued behind a failed
 //!   Parse get PostgreSQL's 26000 as their refusal, and their resend parses again. At most
@@ -18,6 +20,7 @@
 
 use super::backend::{Backend, ServerError, TextRow, next_len, take_message};
 use super::frontend::{self, Parsing, Request, Unsendable};
+use crate::pg::undo::{self, Effects};
 use bytes::{Buf, BytesMut};
 use std::collections::{HashMap, VecDeque};
 
@@ -91,8 +94,9 @@ struct Part {
 
 #[derive(Debug)]
 enum Kind {
-    /// `BEGIN READ ONLY` or `COMMIT`: waiting for its CommandComplete.
-    Simple { done: bool },
+    /// `BEGIN READ ONLY`, `COMMIT` or `undo::UNDO`: waiting for the CommandComplete of each
+    /// of its statements (the rows of one are read past).
+    Simple { statements_left: usize },
     /// Close*, Parse?, Bind, Execute, Sync.
     Statement {
         /// Names closed ahead of the statement, their CloseComplete still to come.
@@ -116,7 +120,8 @@ impl Kind {
 
     fn done(&self) -> bool {
         match self {
-            Kind::Simple { done } | Kind::Statement { done, .. } => *done,
+            Kind::Simple { statements_left } => *statements_left == 0,
+            Kind::Statement { done, .. } => *done,
         }
     }
 }
@@ -172,11 +177,12 @@ impl Conn {
                 .add(request.sql, request.param_oids, name.clone());
         }
         let closes = std::mem::take(&mut self.names.to_close);
-        let wrapped = !(self.queue.is_empty() && self.read_only_default);
+        let undone = request.effects == Effects::Undone;
+        let wrapped = undone || !(self.queue.is_empty() && self.read_only_default);
         let mut parts = VecDeque::with_capacity(3);
         if wrapped {
-            frontend::simple_query("BEGIN READ ONLY", &mut self.out);
-            parts.push_back(Part::new(Kind::Simple { done: false }));
+            frontend::simple_query(undo::BEGIN, &mut self.out);
+            parts.push_back(Part::simple(1));
         }
         for closed in &closes {
             frontend::close(closed, &mut self.out);
@@ -184,9 +190,12 @@ impl Conn {
         self.out.extend_from_slice(&self.scratch);
         let parse = known.is_none().then_some(name);
         parts.push_back(Part::new(Kind::statement(closes, parse)));
-        if wrapped {
+        if undone {
+            frontend::simple_query(undo::UNDO, &mut self.out);
+            parts.push_back(Part::simple(undo::UNDO_STATEMENTS));
+        } else if wrapped {
             frontend::simple_query("COMMIT", &mut self.out);
-            parts.push_back(Part::new(Kind::Simple { done: false }));
+            parts.push_back(Part::simple(1));
         }
         let token = Token(self.next_token);
         self.next_token += 1;
@@ -336,10 +345,17 @@ impl Conn {
             }
             message => {
                 let accepted = match (&mut part.kind, &message) {
-                    (Kind::Simple { done }, Backend::CommandComplete(_)) if !*done => {
-                        *done = true;
+                    (Kind::Simple { statements_left }, Backend::CommandComplete(_))
+                        if *statements_left > 0 =>
+                    {
+                        *statements_left -= 1;
                         true
                     }
+                    // `undo::UNDO`'s unlock answers a row: read past.
+                    (
+                        Kind::Simple { statements_left },
+                        Backend::Other(b'T') | Backend::DataRow(_),
+                    ) if *statements_left > 0 => return Ok(None),
                     (Kind::Statement { closes, .. }, Backend::CloseComplete) => {
                         closes.pop_front().is_some()
                     }
@@ -390,6 +406,13 @@ impl Part {
             kind,
             failed: false,
         }
+    }
+
+    /// A simple query of `statements` statements.
+    fn simple(statements: usize) -> Part {
+        Part::new(Kind::Simple {
+            statements_left: statements,
+        })
     }
 }
 

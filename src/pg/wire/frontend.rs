@@ -5,6 +5,7 @@
 //! as tokio-postgres sends a `Vec<Option<String>>`); every result column comes back as text.
 
 pub use crate::pg::prepared::Parsing;
+pub use crate::pg::undo::Effects;
 use bytes::BytesMut;
 use postgres_protocol::IsNull;
 use postgres_protocol::message::frontend;
@@ -28,6 +29,8 @@ pub struct Request<'a> {
     pub params: &'a [Param],
     /// Kept prepared under a name, or parsed for this request alone (the unnamed statement).
     pub parsing: Parsing,
+    /// What its run must undo of the session (`pg::undo`).
+    pub effects: Effects,
 }
 
 /// A request that cannot be put into a message (a NUL byte in the SQL, more than 65535

@@ -144,6 +144,8 @@ pub struct FakePg {
     pub ended: bool,
     /// Whether the next Parse of a `FLAKY` statement fails.
     flaky_fails: bool,
+    /// `undo::UNDO`s answered.
+    pub undone: usize,
 }
 
 impl Default for FakePg {
@@ -158,6 +160,7 @@ impl Default for FakePg {
             closed: Vec::new(),
             ended: false,
             flaky_fails: true,
+            undone: 0,
         }
     }
 }
@@ -191,6 +194,14 @@ impl FakePg {
                         ("COMMIT", b'E') => {
                             self.status = b'I';
                             out.extend(command_complete("ROLLBACK"));
+                        }
+                        (crate::pg::undo::UNDO, b'T' | b'E') => {
+                            self.status = b'I';
+                            out.extend(command_complete("ROLLBACK"));
+                            out.extend(frame(b'T', b"\0\x01pg_advisory_unlock_all\0\0\0\0\0\0\0\0\0\x08\xe6\0\x04\xff\xff\xff\xff\0\0"));
+                            out.extend(frame(b'D', b"\0\x01\0\0\0\0"));
+                            out.extend(command_complete("SELECT 1"));
+                            self.undone += 1;
                         }
                         other => panic!("unexpected simple query {other:?}"),
                     }

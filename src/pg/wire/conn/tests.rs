@@ -26,6 +26,7 @@ impl Pair {
                 param_oids: &[],
                 params,
                 parsing: Parsing::Kept,
+                effects: Effects::None,
             })
             .unwrap()
     }
@@ -84,6 +85,7 @@ fn a_request_is_parse_bind_execute_sync_with_text_scalars_binary_arrays_and_text
             param_oids: &[0, 25, 1009],
             params: &params,
             parsing: Parsing::Kept,
+            effects: Effects::None,
         })
         .unwrap();
     assert_eq!(token, Token(0));
@@ -115,6 +117,7 @@ fn a_request_is_parse_bind_execute_sync_with_text_scalars_binary_arrays_and_text
         param_oids: &[0, 25, 1009],
         params: &params,
         parsing: Parsing::Kept,
+        effects: Effects::None,
     })
     .unwrap();
     assert_eq!(&tags(conn.output())[4..], "QBESQ");
@@ -124,6 +127,7 @@ fn a_request_is_parse_bind_execute_sync_with_text_scalars_binary_arrays_and_text
         param_oids: &[],
         params: &params,
         parsing: Parsing::Kept,
+        effects: Effects::None,
     })
     .unwrap();
     assert_eq!(&tags(conn.output())[9..], "QPBESQ");
@@ -286,6 +290,7 @@ fn an_error_in_begin_or_commit_refuses_the_request() {
             param_oids: &[],
             params: &[],
             parsing: Parsing::Kept,
+            effects: Effects::None,
         })
         .unwrap();
     let mut answer = server::error("ERROR", "25001", "already in a transaction");
@@ -426,6 +431,7 @@ fn a_request_parsed_each_run_uses_the_unnamed_statement_and_keeps_no_name() {
             param_oids: &[],
             params: &[],
             parsing: Parsing::EachRun,
+            effects: Effects::None,
         };
         let first = pair.conn.send(&each_run("SELECT a")).unwrap();
         let second = pair.conn.send(&each_run("SELECT b")).unwrap();
@@ -459,6 +465,7 @@ fn a_request_that_cannot_be_encoded_changes_nothing() {
         param_oids: &[],
         params: &[],
         parsing: Parsing::Kept,
+        effects: Effects::None,
     });
     assert!(refused.is_err());
     let too_many = vec![text(""); 70_000];
@@ -467,6 +474,7 @@ fn a_request_that_cannot_be_encoded_changes_nothing() {
         param_oids: &[],
         params: &too_many,
         parsing: Parsing::Kept,
+        effects: Effects::None,
     });
     assert!(refused.is_err());
     assert!(pair.conn.idle());
@@ -510,6 +518,7 @@ fn messages_out_of_turn_are_protocol_errors() {
             param_oids: &[],
             params: &[],
             parsing: Parsing::Kept,
+            effects: Effects::None,
         })
         .unwrap();
         conn.input().extend_from_slice(&bytes);
@@ -521,4 +530,38 @@ fn messages_out_of_turn_are_protocol_errors() {
         matches!(conn.step(), Err(Broken::Protocol(_))),
         "nothing in flight"
     );
+}
+
+/// A request whose effects are undone (`pg::undo`) runs inside BEGIN READ ONLY even alone
+/// on a read-only session, and ends with the ROLLBACK and the advisory locks' release, also
+/// when its statement failed; the requests around it are answered as before.
+#[test]
+fn a_request_whose_effects_are_undone_ends_in_a_rollback_and_the_locks_released() {
+    let mut pair = Pair::new("on");
+    let undone = |sql| Request {
+        sql,
+        param_oids: &[],
+        params: &[],
+        parsing: Parsing::Kept,
+        effects: Effects::Undone,
+    };
+    let first = pair.conn.send(&undone("SELECT mine(1)")).unwrap();
+    assert_eq!(tags(pair.conn.output()), "QPBESQ", "wrapped though alone");
+    let failing = pair.conn.send(&undone("ERROR mine(0)")).unwrap();
+    let plain = pair.send("SELECT 2", &[]);
+    let events = pair.exchange().unwrap();
+    assert_eq!(events.len(), 3);
+    assert!(matches!(&events[0], Event::Answered { token, .. } if *token == first));
+    assert!(matches!(&events[1], Event::Refused { token, .. } if *token == failing));
+    assert!(matches!(&events[2], Event::Answered { token, .. } if *token == plain));
+    assert_eq!(pair.pg.undone, 2, "each undone request released its locks");
+    assert_eq!(
+        pair.pg.executed,
+        [
+            ("SELECT mine(1)".to_string(), true),
+            ("ERROR mine(0)".to_string(), true),
+            ("SELECT 2".to_string(), true),
+        ]
+    );
+    assert_eq!(pair.conn.in_flight(), 0);
 }
