@@ -8,6 +8,7 @@ mod batching;
 mod bounds;
 mod cluster;
 mod cluster_sources;
+mod coalescing;
 mod consistency;
 mod ddl_edges;
 mod freshness;

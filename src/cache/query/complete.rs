@@ -64,10 +64,35 @@ pub(super) fn cached_completion(statement: Arc<Statement>, result: String) -> Co
     })
 }
 
+/// A run's outcome and its fill until the completion runs. Dropped unrun (its client left,
+/// or was answered for its deadline, before the reply), it still ends the fill with the
+/// outcome, so the clients that joined the fill get PostgreSQL's answer: a waiter's answer
+/// never depends on another client's connection. Nothing is cached then (that needs the
+/// leader's context).
+struct Pending {
+    outcome: Option<Run>,
+    fill: Option<Fill>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let (Some(fill), Some(outcome)) = (self.fill.take(), self.outcome.take()) {
+            let shared: Outcome = outcome.map(|ran| Some(ran.json));
+            fill.ticket.finish(&shared);
+        }
+    }
+}
+
 /// The main-thread half of a run: cache the result when a ticket came with it, it is not
 /// too big, and the cache admits it; then reply.
-pub fn completion(statement: Arc<Statement>, mut outcome: Run, fill: Option<Fill>) -> Completion {
+pub fn completion(statement: Arc<Statement>, outcome: Run, fill: Option<Fill>) -> Completion {
+    let mut pending = Pending {
+        outcome: Some(outcome),
+        fill,
+    };
     Box::new(move |ctx| {
+        let mut outcome = pending.outcome.take().expect("a completion runs once");
+        let fill = pending.fill.take();
         // A statement seen for the first time had its tables' permissions unchecked so far.
         if let Err(e) = may_read_tables(ctx, &statement) {
             return Reply::Error(e);
