@@ -13,6 +13,8 @@
 //! - `PIPELINE ALWAYS|MEASURED`: every QUERY statement's runs may share a round trip, or (the
 //!   default) only those of statements measured fast, so a test of pipelining does not
 //!   depend on how fast a loaded machine ran the statements before;
+//! - `SENDS HOLD|RELEASE`: the event loop sends no misses until RELEASE, so misses of one
+//!   statement from several clients join one batch there, as those of one turn do;
 //! - `INVALIDATIONS HOLD|RELEASE`: the main thread applies no invalidation until RELEASE,
 //!   and what the change feed hands over waits, as it does behind a main thread that fell
 //!   behind (a long script), so the backlog's bound can be passed on any machine;
@@ -40,13 +42,14 @@ pub static DEBUG: Command = Command {
     keys: Keys::None,
     tips: "",
     args: Params::new(&[
-        Arg::text("PANIC | FILLS | PIPELINE | INVALIDATIONS"),
+        Arg::text("PANIC | FILLS | PIPELINE | SENDS | INVALIDATIONS"),
         Arg::text("where"),
     ]),
 };
 
 const USAGE: &str = "usage: PGCACHE.DEBUG PANIC MAIN|WORKER|REPLY|TIMER|SEND | \
                      FILLS HOLD|STALL|RELEASE|HELD | PIPELINE ALWAYS|MEASURED | \
+                     SENDS HOLD|RELEASE | \
                      INVALIDATIONS HOLD|RELEASE|PENDING";
 
 pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
@@ -75,6 +78,17 @@ pub fn debug(ctx: &Context, args: &[&[u8]]) -> Reply {
             }
             b"MEASURED" => {
                 crate::query::pipeline_always(false);
+                Reply::Ok
+            }
+            _ => Error::invalid(USAGE).into(),
+        },
+        b"SENDS" => match args[2].to_ascii_uppercase().as_slice() {
+            b"HOLD" => {
+                onloop::hold_sends(true);
+                Reply::Ok
+            }
+            b"RELEASE" => {
+                onloop::hold_sends(false);
                 Reply::Ok
             }
             _ => Error::invalid(USAGE).into(),

@@ -190,4 +190,3 @@ mod tests {
         assert!(compare(&[], &group, &got, &other_count, &other_count).is_err());
     }
 }
-

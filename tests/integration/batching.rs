@@ -287,3 +287,113 @@ fn a_miss_that_joined_a_queued_miss_which_timed_out_is_still_answered() {
         serde_json::json!([{"v": "a3"}])
     );
 }
+
+/// Misses of one statement batched together, four of them slow and one quick, past
+/// `statement_timeout` together though not alone: each is answered as it would be alone
+/// (issue #70 item 4: all five were told the statement was canceled).
+#[test]
+fn a_batch_canceled_for_its_time_runs_each_set_alone() {
+    let stack = Stack::start_with(
+        &format!(
+            "CREATE TABLE t (id integer PRIMARY KEY);
+             INSERT INTO t SELECT generate_series(1, 10);
+             CREATE FUNCTION slow_for(n integer) RETURNS boolean LANGUAGE plpgsql IMMUTABLE
+               AS $$ BEGIN IF n > 1 THEN PERFORM pg_sleep(0.6); END IF; RETURN true; END $$;
+             {GATE_SQL}"
+        ),
+        &[&ONE_WORKER_HELD[..], &["statement_timeout_ms", "1000"]].concat(),
+    );
+    const SLOW: &str = "SELECT id FROM t WHERE id = $1 AND slow_for($1)";
+    stack.pg.log_app_statements();
+    let mut con = stack.con();
+    crate::query::query(&mut con, SLOW, &["1"]).unwrap();
+    read(&mut con, "gate", r#"{"kind":"zzz"}"#).unwrap();
+    let port = stack.redis.port;
+    let (gate, held) = hold_the_worker(&stack);
+    let queued: Vec<_> = ["2", "3", "4", "5", "6"]
+        .into_iter()
+        .map(|id| std::thread::spawn(move || crate::query::query(&mut connect(port), SLOW, &[id])))
+        .collect();
+    wait_blocked(&mut con, 6);
+    gate.open();
+    held.join().unwrap().unwrap();
+    for (id, answer) in (2..).zip(queued) {
+        let answer = answer
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(json(&answer), serde_json::json!([{ "id": id }]));
+    }
+    assert!(
+        stack.pg.logged_statements("pgcache_params") >= 1,
+        "they were batched first"
+    );
+}
+
+/// The same on the event loop: misses held there unsent (`PGCACHE.DEBUG SENDS HOLD`) join
+/// one job, as those of one turn do, and go out as one batch; canceled, it is split, and
+/// each set is answered as it would be alone.
+#[test]
+fn a_batch_canceled_for_its_time_on_the_event_loop_runs_each_set_alone() {
+    let stack = Stack::start_with(
+        "CREATE TABLE t (id integer PRIMARY KEY);
+         INSERT INTO t SELECT generate_series(1, 10);
+         CREATE FUNCTION slow_for(n integer) RETURNS boolean LANGUAGE plpgsql IMMUTABLE
+           AS $$ BEGIN IF n > 1 THEN PERFORM pg_sleep(0.6); END IF; RETURN true; END $$;",
+        &[
+            "loop_connections",
+            "1",
+            "statement_timeout_ms",
+            "1000",
+            "request_timeout_ms",
+            "60000",
+            "debug_commands",
+            "yes",
+        ],
+    );
+    const SLOW: &str = "SELECT id FROM t WHERE id = $1 AND slow_for($1)";
+    stack.pg.log_app_statements();
+    let mut con = stack.con();
+    // Sent from the loop however long the machine's load made its first run take, once the
+    // loop has its connection (quick misses open it, and go to the workers meanwhile).
+    debug(&mut con, "PIPELINE", "ALWAYS");
+    let mut pg = stack.pg.client();
+    let mut quick = 0;
+    wait_for("the loop's connection", Duration::from_secs(30), || {
+        quick -= 1;
+        crate::query::query(&mut con, SLOW, &[&quick.to_string()]).unwrap();
+        let sessions: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgcache-loop'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (sessions == 1).then_some(())
+    });
+    let on_loop = stats_figure(&mut con, "misses_on_loop");
+    let port = stack.redis.port;
+    debug(&mut con, "SENDS", "HOLD");
+    let queued: Vec<_> = ["2", "3", "4", "5", "6"]
+        .into_iter()
+        .map(|id| std::thread::spawn(move || crate::query::query(&mut connect(port), SLOW, &[id])))
+        .collect();
+    wait_blocked(&mut con, 5);
+    debug(&mut con, "SENDS", "RELEASE");
+    for (id, answer) in (2..).zip(queued) {
+        let answer = answer
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(json(&answer), serde_json::json!([{ "id": id }]));
+    }
+    assert!(
+        stats_figure(&mut con, "misses_on_loop") > on_loop,
+        "sent from the loop"
+    );
+    assert_eq!(
+        stack.pg.logged_statements("pgcache_params"),
+        1,
+        "batched once, on the loop, then each set alone"
+    );
+}

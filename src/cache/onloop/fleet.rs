@@ -163,6 +163,14 @@ pub fn panic_next_send() {
     PANIC_NEXT_SEND.store(true, Ordering::Relaxed);
 }
 
+/// `PGCACHE.DEBUG SENDS HOLD`: the turns' jobs wait unsent, so misses of one statement that
+/// arrive meanwhile join one job, as those of one turn do (until `SENDS RELEASE`).
+static SENDS_HELD: AtomicBool = AtomicBool::new(false);
+
+pub fn hold_sends(held: bool) {
+    SENDS_HELD.store(held, Ordering::Relaxed);
+}
+
 /// Gives `source` its fleet, with the connection settings its opener uses (a fleet of its
 /// already there, from a load before, takes them afresh).
 pub fn start(source: SourceId, settings: &PgSettings) -> Result<(), Error> {
@@ -276,6 +284,9 @@ pub fn queue_lookup(lookup: Lookup) {
 /// Sends this turn's jobs of every fleet, each on the connection of its fleet with the
 /// fewest in flight.
 pub fn flush() {
+    if SENDS_HELD.load(Ordering::Relaxed) {
+        return;
+    }
     each(|f, ends| {
         // The turn waits among the unsent until each job is sent: a panic on the way leaves
         // the rest to the workers. Reversed, so that popping sends them in their order.

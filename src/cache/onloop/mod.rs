@@ -71,6 +71,15 @@ pub fn panic_next_send() {
     fleet::panic_next_send();
 }
 
+/// `PGCACHE.DEBUG SENDS HOLD|RELEASE`: the event loop sends no misses while held (they
+/// wait in their turn, and misses of one statement join one job); released, it sends them.
+pub fn hold_sends(held: bool) {
+    fleet::hold_sends(held);
+    if !held {
+        FLUSH.request();
+    }
+}
+
 /// At a source's stop, after the workers stopped (no client is blocked, so nothing is in
 /// flight): every connection of its fleet leaves the event loop and closes.
 pub fn stop(source: SourceId) {

@@ -5,12 +5,13 @@
 //! for all. (A statement without a batch form queues a job per miss: one after another on
 //! one connection, its misses would wait for each other while other workers idle.) A worker also takes the jobs of other
 //! statements queued with it and sends them all in one round trip (`worker::pipeline`). If a
-//! batch fails, each set runs alone, so one bad parameter fails only its own call.
+//! batch fails for what some of its sets may have caused alone (one bad parameter, or the time
+//! they took together), each set runs alone, so every call is answered as it would be alone.
 
 use super::complete::{Fill, completion};
 use super::job::{Job, Ready};
 use super::run::{
-    Run, execute, failed, first, ran, refused, refused_for_what_it_read, reruns_alone,
+    Run, batch_failure_may_be_partial, execute, failed, first, ran, refused, reruns_alone,
 };
 use crate::cache::onloop;
 use crate::cache::worker::{self, Pipelined, Sent};
@@ -24,6 +25,7 @@ use crate::requests::blocked::{BlockedClient, Completion, error_completion};
 use crate::requests::reply::Reply;
 use redis_module::Context;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -123,6 +125,7 @@ fn run(
         needed,
         joined: Vec::new(),
         taken: !joins,
+        split: AtomicBool::new(false),
     };
     // Refused (a full queue), the job is dropped, and its entry with it (`Drop`).
     onloop::submit_run(ctx, checked, source, Box::new(job), pipelines, on_loop)
@@ -145,13 +148,20 @@ struct StatementRun {
     /// statement queues a job of its own, under the same `id`); from the start for a
     /// statement whose misses do not join.
     taken: bool,
+    /// Its batch failed on the event loop where each set alone may not
+    /// (`batch_failure_may_be_partial`): the worker it goes to runs the sets one by one,
+    /// rather than the batch again (a batch canceled for its time would wait it out twice).
+    split: AtomicBool,
 }
 
 impl StatementRun {
-    /// Whether its sets go as batches of `batch_sql`: several, of a statement that has one.
-    /// Decided once the joined misses were taken (`runs`), after which the sets stay put.
+    /// Whether its sets go as batches of `batch_sql`: several, of a statement that has one,
+    /// not split. Decided once the joined misses were taken (`runs`), after which the sets
+    /// stay put, and once more when a batch on the loop split it.
     fn batched(&self) -> bool {
-        self.statement.batch_sql.is_some() && self.sets.len() > 1
+        self.statement.batch_sql.is_some()
+            && self.sets.len() > 1
+            && !self.split.load(Ordering::Relaxed)
     }
 
     /// Takes the misses that joined (once): from here on, misses queue a job of their own.
@@ -207,13 +217,16 @@ impl StatementRun {
                     runs.resize_with(chunk.len(), || Err(lost()));
                     runs
                 }
-                // PostgreSQL refused the batch (one set's value is not of its type, say):
-                // each set alone finds which.
-                Err(failure) if refused_for_what_it_read(&failure) => match conn.as_deref_mut() {
-                    Some(conn) => chunk.iter().map(|p| execute(conn, statement, p)).collect(),
-                    None => vec![Err(failed(statement, &failure)); chunk.len()],
-                },
-                // Out of time or out of reach: every set would be too.
+                // PostgreSQL refused the batch (one set's value is not of its type, say) or
+                // canceled it (the sets together took too long): each set alone is answered
+                // as it would have been alone.
+                Err(failure) if batch_failure_may_be_partial(&failure) => {
+                    match conn.as_deref_mut() {
+                        Some(conn) => chunk.iter().map(|p| execute(conn, statement, p)).collect(),
+                        None => vec![Err(failed(statement, &failure)); chunk.len()],
+                    }
+                }
+                // Out of reach, or the tables changed under it: every set would be too.
                 Err(failure) => vec![Err(failed(statement, &failure)); chunk.len()],
             })
             .collect()
@@ -271,8 +284,15 @@ impl Pipelined for StatementRun {
 
     fn needs_worker(&self, results: &[RunResult]) -> bool {
         let batched = self.batched();
+        let split = results.iter().any(|result| match result {
+            Err(failure) => batched && batch_failure_may_be_partial(failure),
+            Ok(_) => false,
+        });
+        if split {
+            self.split.store(true, Ordering::Relaxed);
+            return true;
+        }
         results.iter().any(|result| match result {
-            Err(failure) if batched => refused_for_what_it_read(failure),
             Err(failure) => reruns_alone(&self.statement, failure),
             Ok(_) => false,
         })

@@ -108,6 +108,14 @@ pub fn reruns_alone(statement: &Statement, failure: &Failure) -> bool {
     statement.plain_sql.is_some() && refused_for_what_it_read(failure)
 }
 
+/// Whether a run of several parameter sets at once (`Statement::batch_sql`) failed where
+/// each set alone may not: PostgreSQL refused it for one set's value, or canceled it for the
+/// time (or memory) they took together. Not a lost connection, nor tables changed under it:
+/// each set alone would meet those too.
+pub fn batch_failure_may_be_partial(failure: &Failure) -> bool {
+    failure.server().is_some() && !failure.session_lost() && !is_schema_change(failure)
+}
+
 /// Whether PostgreSQL itself refused the statement for what it read or was given: not a
 /// cancel for statement_timeout, not a lost connection, not tables changed under it.
 pub fn refused_for_what_it_read(failure: &Failure) -> bool {
