@@ -17,6 +17,7 @@ pub mod row;
 pub mod schema;
 pub mod session;
 pub mod settings;
+pub mod shortage;
 pub mod socket;
 pub mod standby;
 pub mod text_value;

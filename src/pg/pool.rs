@@ -17,6 +17,7 @@ use crate::pg::prepared::{self, Parsing, Prepared};
 use crate::pg::replication;
 use crate::pg::row;
 use crate::pg::session::{Failure, Session};
+use crate::pg::shortage;
 use crate::pg::text_value::TextValue;
 use crate::pg::tls;
 use crate::pg::undo::Effects;
@@ -480,6 +481,19 @@ impl Connector {
                 outages,
             })
             .map_err(|e| {
+                // This machine ran short (of file descriptors, say): nothing is known of
+                // PostgreSQL, and the circuit does not hear of it (`shortage`).
+                if let Some(short) = shortage::of(&e) {
+                    let message = format!(
+                        "cannot open a connection to PostgreSQL at {}:{} ({}): {short}",
+                        s.host,
+                        s.port,
+                        describe(&e)
+                    );
+                    stats::of(self.source).pg_connects_short.inc();
+                    redis_module::logging::log_warning(format!("pgcache: {message}"));
+                    return Error::postgres(message).caused_by(e);
+                }
                 let message = format!(
                     "PostgreSQL unavailable at {}:{}: {}",
                     s.host,

@@ -91,6 +91,9 @@ pub struct SourceStats {
     pub standby_rerouted: Counter,
     /// Connections the event loop opened to PostgreSQL.
     pub loop_connections_opened: Counter,
+    /// Connections to PostgreSQL not opened for want of a resource of this server (file
+    /// descriptors, memory, local ports): no outage of PostgreSQL (`pg::shortage`).
+    pub pg_connects_short: Counter,
     /// pgcache's own part of the invalidation lag: from a change reaching pgcache (a
     /// notification, or a replicated transaction's commit, read) to its deletions applied,
     /// for the oldest change of each set applied together. The rest of the lag, from the
@@ -151,6 +154,7 @@ impl SourceStats {
             misses_on_standbys: Counter::new(),
             standby_rerouted: Counter::new(),
             loop_connections_opened: Counter::new(),
+            pg_connects_short: Counter::new(),
             invalidation_apply: Histogram::new(),
             stages: Stages::new(),
             tables: Mutex::new(Vec::new()),
@@ -159,7 +163,7 @@ impl SourceStats {
 
     /// The counters, named as INFO, PGCACHE.STATS and the metrics endpoint show them, in
     /// reporting order.
-    fn named(&self) -> [(&'static str, &Counter); 45] {
+    fn named(&self) -> [(&'static str, &Counter); 46] {
         [
             ("hits", &self.hits),
             ("negative_hits", &self.negative_hits),
@@ -209,6 +213,7 @@ impl SourceStats {
             ("misses_on_standbys", &self.misses_on_standbys),
             ("standby_rerouted", &self.standby_rerouted),
             ("loop_connections_opened", &self.loop_connections_opened),
+            ("pg_connects_short", &self.pg_connects_short),
         ]
     }
 

@@ -6,6 +6,7 @@
 mod after;
 mod batching;
 mod bounds;
+mod circuit;
 mod cluster;
 mod cluster_sources;
 mod coalescing;

@@ -152,8 +152,21 @@ impl Opener {
         self.next_open = None;
     }
 
-    /// An open failed: the circuit hears of it (as of the pool's), the next waits longer.
+    /// An open failed: the circuit hears of it (as of the pool's), the next waits longer. A
+    /// failure for want of a resource of this machine (`pg::shortage`) says nothing of
+    /// PostgreSQL: it is logged, and the circuit does not hear of it.
     pub fn failed(&mut self, failure: &NotOpened) {
+        let next = (self.backoff * 2).clamp(BACKOFF_FIRST, BACKOFF_MAX);
+        if let Some(short) = failure.short {
+            crate::stats::of(self.source).pg_connects_short.inc();
+            log_warning(format!(
+                "pgcache: the event loop could not open a connection to PostgreSQL ({}): {short}; \
+                 its misses go to the workers meanwhile",
+                failure.why
+            ));
+            self.later(next);
+            return;
+        }
         let settings = self.opening.as_ref().map(|o| &o.settings);
         let message = match settings {
             Some(s) => format!(
@@ -168,7 +181,6 @@ impl Opener {
         } else {
             circuit::of(self.source).failed(&message);
         }
-        let next = (self.backoff * 2).clamp(BACKOFF_FIRST, BACKOFF_MAX);
         self.later(next);
     }
 

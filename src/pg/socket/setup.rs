@@ -31,6 +31,8 @@ pub struct NotOpened {
     pub why: String,
     /// For want of an answer in time rather than a refusal: a busy server may be that slow.
     pub timed_out: bool,
+    /// For want of a resource of this machine (`pg::shortage`): says nothing of PostgreSQL.
+    pub short: Option<&'static str>,
 }
 
 /// Opens a session with the `startup` settings (besides user and database), by `deadline`.
@@ -111,6 +113,7 @@ fn connect(
             return Err(NotOpened {
                 why: "PostgreSQL does not accept TLS connections, which pg_sslmode requires".into(),
                 timed_out: false,
+                short: None,
             });
         }
     }
@@ -118,10 +121,12 @@ fn connect(
     let config = crate::pg::tls::configure(tls, settings).map_err(|e| NotOpened {
         why: format!("TLS set-up failed: {e}"),
         timed_out: false,
+        short: None,
     })?;
     let stream = config.connect(&settings.host, tcp).map_err(|e| NotOpened {
         why: format!("TLS handshake with PostgreSQL failed: {e}"),
         timed_out: false,
+        short: None,
     })?;
     Ok(Transport::Tls(Box::new(stream)))
 }
@@ -142,6 +147,7 @@ fn connect_tcp(settings: &PgSettings, deadline: Instant) -> Result<TcpStream, No
         || NotOpened {
             why: format!("{} resolves to no address", settings.host),
             timed_out: false,
+            short: None,
         },
         |e| io_failed(&e),
     ))
@@ -181,6 +187,7 @@ fn remaining(deadline: Instant) -> Result<Duration, NotOpened> {
         return Err(NotOpened {
             why: "no answer within pg_connect_timeout_ms".into(),
             timed_out: true,
+            short: None,
         });
     }
     Ok(left)
@@ -205,6 +212,7 @@ fn read_message(
         if let Some(message) = take_message(input).map_err(|why| NotOpened {
             why,
             timed_out: false,
+            short: None,
         })? {
             return Ok(message);
         }
@@ -220,6 +228,7 @@ fn read_message(
             return Err(NotOpened {
                 why: "PostgreSQL closed the connection during start-up".into(),
                 timed_out: false,
+                short: None,
             });
         }
         input.extend_from_slice(&chunk[..got]);
@@ -233,6 +242,7 @@ fn io_failed(e: &io::Error) -> NotOpened {
             e.kind(),
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
         ),
+        short: crate::pg::shortage::of_io(e),
     }
 }
 
@@ -240,5 +250,6 @@ fn refused(e: AuthError) -> NotOpened {
     NotOpened {
         why: e.to_string(),
         timed_out: false,
+        short: None,
     }
 }
