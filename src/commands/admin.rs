@@ -111,8 +111,8 @@ pub fn health(ctx: &Context, args: &[&[u8]]) -> Reply {
         Ok(source) => source,
         Err(e) => return e.into(),
     };
-    if let Some(refusal) = crate::pg::circuit::of(source).refusal() {
-        // A known outage: the prober checks PostgreSQL; nobody else waits for it.
+    if let Err(refusal) = crate::pg::circuit::of(source).admit() {
+        // A known outage, checked moments ago: nobody waits for it.
         let report = health_report(source, Some(Err(Error::postgres(refusal))));
         return Reply::Map(with_server_fields(ctx, source, report));
     }

@@ -1,8 +1,11 @@
 //! The circuit to PostgreSQL: once a connect fails or PostgreSQL stops answering, it is
 //! *open* and requests that need PostgreSQL fail at once, saying since when and why, instead
-//! of each waiting for its own timeout; meanwhile the freshness prober alone checks
-//! PostgreSQL (`invalidation::horizon`, one probe at a time, backing off up to a second with
-//! jitter), and its first success (or any new session's) closes the circuit. While it is open, hits may be served
+//! of each waiting for its own timeout. Meanwhile PostgreSQL is checked by the freshness
+//! prober (`invalidation::horizon`, one probe at a time, backing off up to a second with
+//! jitter) and by the requests themselves: one request is let through as the check when the
+//! last one is `CHECK_EVERY` old (`admit`; issue #70 item 6: a restart of PostgreSQL cost up
+//! to the prober's second of refused misses after PostgreSQL accepted connections again).
+//! The first success of either (any new session's) closes the circuit. While it is open, hits may be served
 //! past `max_staleness_ms` within `stale_if_error_ms` (`cache::freshness`): PostgreSQL cannot
 //! answer them anyway.
 //!
@@ -52,6 +55,9 @@ pub struct Circuit {
     stale_announced: AtomicBool,
     /// A stale hit of this outage waits to be announced (`take_stale_announcement`).
     stale_to_announce: AtomicBool,
+    /// When PostgreSQL was last checked in this outage (a failure reported, or a request let
+    /// through as the check), in microseconds since `EPOCH`.
+    last_check_us: AtomicU64,
     /// When PostgreSQL last answered anything on any of the source's connections, in
     /// microseconds since `EPOCH`: a connection that goes silent while others are answered
     /// is a slow or stuck session, not an outage (a busy server may keep one query waiting;
@@ -64,10 +70,14 @@ pub struct Circuit {
 pub struct Outage {
     /// When the first failure of this outage happened.
     pub since: SystemTime,
-    /// When the last one did, and what it was.
-    pub last_failure: SystemTime,
+    /// What the last one was.
     pub reason: String,
 }
+
+/// How old the last check of an open circuit's PostgreSQL must be for a request to be let
+/// through as the next check (`Circuit::admit`): PostgreSQL back is found within this, and
+/// a database that stays down gets one connect attempt per this from all requests together.
+pub const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// The moment answers are timed from, one for the server (only differences are compared).
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -85,6 +95,7 @@ impl Circuit {
             outages: AtomicU64::new(0),
             stale_announced: AtomicBool::new(false),
             stale_to_announce: AtomicBool::new(false),
+            last_check_us: AtomicU64::new(0),
             last_answer_us: AtomicU64::new(0),
         }
     }
@@ -121,15 +132,41 @@ impl Circuit {
         let since = outage.as_ref().map_or(now, |o| o.since);
         *outage = Some(Outage {
             since,
-            last_failure: now,
             reason: reason.to_string(),
         });
         if opened {
             self.outages.fetch_add(1, Ordering::SeqCst);
             self.stale_announced.store(false, Ordering::SeqCst);
         }
+        self.last_check_us.store(since_epoch_us(), Ordering::SeqCst);
         self.open.store(true, Ordering::SeqCst);
         opened
+    }
+
+    /// Whether a request that needs PostgreSQL goes to it now: Ok while the circuit is closed,
+    /// and during an outage for the first request once the last check is `CHECK_EVERY` old
+    /// (that request is the check: a connect that succeeds closes the circuit, one that fails
+    /// keeps it open). Every other request gets the refusal at once. One check per
+    /// `CHECK_EVERY` however many requests come.
+    pub fn admit(&self) -> Result<(), String> {
+        if !self.open() {
+            return Ok(());
+        }
+        self.admit_at(since_epoch_us())
+    }
+
+    /// `admit` of an open circuit at `now` (µs since `EPOCH`).
+    fn admit_at(&self, now: u64) -> Result<(), String> {
+        let last = self.last_check_us.load(Ordering::SeqCst);
+        if now.saturating_sub(last) >= CHECK_EVERY.as_micros() as u64
+            && self
+                .last_check_us
+                .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            return Ok(());
+        }
+        self.refusal().map_or(Ok(()), Err)
     }
 
     /// PostgreSQL answered an exchange (a row, an error of its own, a notification, a
@@ -209,12 +246,14 @@ impl Circuit {
         }
         let outage = self.outage()?;
         let ago = |at: SystemTime| at.elapsed().unwrap_or_default().as_secs_f64();
+        let checked = since_epoch_us().saturating_sub(self.last_check_us.load(Ordering::SeqCst));
         Some(format!(
-            "PostgreSQL unavailable for {:.1} s (last failure {:.1} s ago: {}); pgcache checks \
-             it again at least every second and answers misses once it does",
+            "PostgreSQL unavailable for {:.1} s (last checked {:.1} s ago: {}); pgcache checks \
+             it again within {} ms of the last check and answers misses once it answers",
             ago(outage.since),
-            ago(outage.last_failure),
-            outage.reason
+            Duration::from_micros(checked).as_secs_f64(),
+            outage.reason,
+            CHECK_EVERY.as_millis()
         ))
     }
 }
@@ -239,6 +278,7 @@ mod tests {
             refusal.contains("PostgreSQL unavailable") && refusal.contains("timed out"),
             "{refusal}"
         );
+        assert_eq!(circuit.admit(), Err(refusal), "checked just now: refused");
         assert!(circuit.close().is_some());
         assert!(!circuit.open() && circuit.outage().is_none() && circuit.close().is_none());
     }
@@ -250,6 +290,25 @@ mod tests {
         assert!(!circuit.nothing_answered_for(Duration::from_secs(3600)));
         std::thread::sleep(Duration::from_millis(5));
         assert!(circuit.nothing_answered_for(Duration::from_millis(1)));
+    }
+
+    /// During an outage one request per `CHECK_EVERY` goes to PostgreSQL as the check, the
+    /// first once the last check is that old; the others are refused.
+    #[test]
+    fn an_open_circuit_lets_one_request_through_as_its_check_when_the_last_is_old() {
+        let circuit = Circuit::new();
+        assert_eq!(circuit.admit(), Ok(()), "closed");
+        circuit.open_with("connection refused");
+        assert!(circuit.admit().is_err(), "just checked");
+        let checked = circuit.last_check_us.load(Ordering::SeqCst);
+        let every = CHECK_EVERY.as_micros() as u64;
+        assert!(
+            circuit.admit_at(checked + every - 1).is_err(),
+            "not old enough"
+        );
+        assert_eq!(circuit.admit_at(checked + every), Ok(()), "the check");
+        assert!(circuit.admit_at(checked + every + 1).is_err(), "one check");
+        assert_eq!(circuit.admit_at(checked + 2 * every), Ok(()), "the next");
     }
 
     /// Answers reported to one source's circuit never keep another's closed: a frozen

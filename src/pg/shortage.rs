@@ -25,12 +25,18 @@ pub fn of_io(e: &io::Error) -> Option<&'static str> {
     })
 }
 
-/// `of_io` of the first I/O error in `e`'s chain of causes.
+/// `of_io` of the I/O errors in `e`'s chain of causes (and inside them: an I/O error made
+/// of another error tells its cause only through `get_ref`).
 pub fn of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     let mut cause = Some(e);
     while let Some(e) = cause {
-        if let Some(short) = e.downcast_ref::<io::Error>().and_then(of_io) {
-            return Some(short);
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if let Some(short) = of_io(io) {
+                return Some(short);
+            }
+            if let Some(inner) = io.get_ref() {
+                return of(inner);
+            }
         }
         cause = e.source();
     }
@@ -48,7 +54,24 @@ mod tests {
         let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
         assert_eq!(of_io(&refused), None);
         assert_eq!(of_io(&io::Error::other("no code")), None);
-        let wrapped = io::Error::other(emfile);
-        assert!(of(&wrapped).is_some(), "found down the chain");
+        #[derive(Debug)]
+        struct Connecting(io::Error);
+        impl std::fmt::Display for Connecting {
+            fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "error connecting to server: {}", self.0)
+            }
+        }
+        impl std::error::Error for Connecting {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let emfile = || io::Error::from_raw_os_error(libc::EMFILE);
+        assert!(of(&Connecting(emfile())).is_some(), "a cause");
+        assert!(
+            of(&io::Error::other(emfile())).is_some(),
+            "inside an I/O error"
+        );
+        assert_eq!(of(&Connecting(refused)), None);
     }
 }

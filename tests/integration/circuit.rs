@@ -106,3 +106,47 @@ fn running_out_of_file_descriptors_is_not_postgresql_being_down() {
     let log = stack.redis.log();
     assert!(!log.contains("PostgreSQL cannot be reached"), "{log}");
 }
+
+/// After an outage long enough for the prober to check only every second, PostgreSQL back is
+/// found by the requests: once the circuit's last check is 100 ms old, the next miss goes to
+/// PostgreSQL as the check, so no miss is refused with a check older than that (issue #70
+/// item 6: misses failed for up to the prober's second after PostgreSQL was back).
+#[test]
+fn postgresql_back_is_found_by_the_next_miss_not_the_prober_s_next_probe() {
+    let mut stack = Stack::start_with(&format!("{SQL} {TRIGGER_SQL}"), &[]);
+    stack.pg.execute("SELECT pgcache_watch('t')");
+    let mut con = stack.con();
+    query(&mut con, BY_ID, &["1"]).unwrap();
+    stack.pg.stop();
+    let mut id = 1;
+    wait_for("the circuit to open", Duration::from_secs(30), || {
+        id += 1;
+        query(&mut con, BY_ID, &[&id.to_string()])
+            .err()
+            .filter(|e| e.to_string().contains("PostgreSQL unavailable for"))
+    });
+    // The outage lasts two seconds, with no request: the prober's pauses grow to a second.
+    std::thread::sleep(Duration::from_secs(2));
+    stack.pg.restart();
+    let answered = wait_for("a miss answered", Duration::from_secs(30), || {
+        id += 1;
+        match query(&mut con, BY_ID, &[&id.to_string()]) {
+            Ok(reply) => Some(reply),
+            Err(e) => {
+                let e = e.to_string();
+                let checked: f64 = e
+                    .split("last checked ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("not the circuit's refusal: {e}"));
+                assert!(
+                    checked <= 0.1,
+                    "refused with PostgreSQL back and its last check {checked} s old: {e}"
+                );
+                None
+            }
+        }
+    });
+    assert_answers_as_postgres(&stack, BY_ID, &[&id.to_string()], &answered);
+}

@@ -633,8 +633,9 @@ pub fn may_wait(ctx: &Context, source: SourceId) -> Result<MayWait, Reply> {
     if let Some(refusal) = crate::cache::drain::refusal(source) {
         return Err(Reply::Error(refusal));
     }
-    // A known outage: no client waits for PostgreSQL's timeout.
-    if let Some(refusal) = crate::pg::circuit::of(source).refusal() {
+    // A known outage: no client waits for PostgreSQL's timeout, but the one let through as
+    // the outage's check.
+    if let Err(refusal) = crate::pg::circuit::of(source).admit() {
         crate::stats::of(source).refused_outage.inc();
         return Err(Reply::Error(Error::postgres(refusal)));
     }
