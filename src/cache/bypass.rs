@@ -36,6 +36,8 @@ pub fn of(id: SourceId) -> PartRef<'static, Hold> {
 pub struct Hold {
     /// No entry of the source may be served or filled (see `hold`).
     held: AtomicBool,
+    /// Why, for HEALTH (`cache::serving`).
+    why: Mutex<&'static str>,
 }
 
 impl Hold {
@@ -43,13 +45,22 @@ impl Hold {
     pub const fn new() -> Hold {
         Hold {
             held: AtomicBool::new(false),
+            why: Mutex::new(""),
         }
     }
 
     /// Stops serving and filling the source's entries until `release`: those present may
     /// have missed invalidations, and none can be checked until the listener listens again.
-    pub fn hold(&self) {
+    /// `why` says so to an operator (HEALTH).
+    pub fn hold(&self, why: &'static str) {
+        *self.why.lock().unwrap_or_else(|e| e.into_inner()) = why;
         self.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Why the source's entries are held, if they are.
+    pub fn held_because(&self) -> Option<&'static str> {
+        self.holding()
+            .then(|| *self.why.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Serves and fills entries again (a flush of the untrusted ones, if any, has started).
@@ -132,8 +143,9 @@ mod tests {
     #[test]
     fn holds_are_per_source() {
         let (a, b) = (Hold::new(), Hold::new());
-        a.hold();
+        a.hold("a test");
         assert!(a.holding() && !b.holding());
+        assert_eq!((a.held_because(), b.held_because()), (Some("a test"), None));
         a.release();
         assert!(!a.holding());
     }

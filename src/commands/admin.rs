@@ -7,6 +7,7 @@
 
 use crate::cache::drain;
 use crate::cache::freshness;
+use crate::cache::serving::{self, Hits};
 use crate::cache::worker::{self, Probed};
 use crate::commands::docs::{Arg, Command, Keys, Params};
 use crate::commands::{only_source_option, source_option};
@@ -111,18 +112,28 @@ pub fn health(ctx: &Context, args: &[&[u8]]) -> Reply {
         Ok(source) => source,
         Err(e) => return e.into(),
     };
-    if let Err(refusal) = crate::pg::circuit::of(source).admit() {
-        // A known outage, checked moments ago: nobody waits for it.
-        let report = health_report(source, Some(Err(Error::postgres(refusal))));
-        return Reply::Map(with_server_fields(ctx, source, report));
-    }
     if drain::remaining(source).is_some() {
         // A drain refuses the probe's wait too; answer with what is known without it.
         let report = health_report(source, None);
         return Reply::Map(with_server_fields(ctx, source, report));
     }
+    let checked = match worker::may_wait(ctx, source) {
+        Ok(checked) => checked,
+        Err(refusal) => {
+            return match crate::pg::circuit::of(source).refusal() {
+                // A known outage, checked moments ago: nobody waits for it. (Once the last
+                // check is old, this probe is the check: `Circuit::admit`.)
+                Some(outage) => {
+                    let report = health_report(source, Some(Err(Error::postgres(outage))));
+                    Reply::Map(with_server_fields(ctx, source, report))
+                }
+                None => refusal,
+            };
+        }
+    };
     worker::submit_probe(
         ctx,
+        checked,
         source,
         Box::new(move |probed| {
             Box::new(move |ctx| {
@@ -505,48 +516,22 @@ fn circuit_report(source: SourceId) -> String {
 /// HEALTH's fields on how fresh hits are: the horizon's age, the bound, and whether hits are
 /// answered from the cache now; a bound passed is a problem that says what reads do.
 fn freshness_report(source: SourceId, problems: &mut Vec<String>) -> Vec<(String, Reply)> {
-    if !freshness::of(source).tracked() {
-        return vec![(
-            "hits".to_string(),
-            Reply::Bulk("served (no change feed bounds their age on this node)".into()),
-        )];
+    let hits = serving::now(source);
+    if hits == Hits::Unbounded {
+        return vec![("hits".to_string(), Reply::Bulk(hits.word().into()))];
     }
-    let settings = current::of(source);
-    let bound = settings.max_staleness_ms();
-    let served = freshness::of(source).vouched_now(bound);
-    let stale_served = !served
-        && crate::pg::circuit::of(source).open()
-        && freshness::of(source).vouched_now(settings.stale_if_error_ms());
-    if stale_served {
-        problems.push(format!(
+    let bound = current::of(source).max_staleness_ms();
+    match &hits {
+        Hits::ServedStale => problems.push(format!(
             "PostgreSQL cannot be reached: hits are served past max_staleness_ms ({bound}) for \
              as long as the cache is at most stale_if_error_ms ({}) behind",
-            settings.stale_if_error_ms()
-        ));
-    } else if !served {
-        let since = match freshness::of(source).age() {
-            Some(age) => format!("for {} ms", age.as_millis()),
-            None => "since pgcache started".to_string(),
-        };
-        problems.push(format!(
-            "the change feed has not vouched for the cache {since} (max_staleness_ms \
-             {bound}): reads are answered from PostgreSQL, and nothing is cached, until it does"
-        ));
+            current::of(source).stale_if_error_ms()
+        )),
+        Hits::Bypassed(why) => problems.push(why.clone()),
+        Hits::Served | Hits::Unbounded => {}
     }
     vec![
-        (
-            "hits".to_string(),
-            Reply::Bulk(
-                if served {
-                    "served"
-                } else if stale_served {
-                    "served stale"
-                } else {
-                    "bypassed"
-                }
-                .into(),
-            ),
-        ),
+        ("hits".to_string(), Reply::Bulk(hits.word().into())),
         (
             // Whole milliseconds rounded up, as STATS tells it (134.68799999999999 was
             // a float's noise, not precision).

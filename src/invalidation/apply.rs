@@ -74,7 +74,8 @@ pub fn init(ctx: &Context, source: SourceId, listening: bool) {
         catching_up: false,
     };
     if listening {
-        bypass::of(source).hold();
+        bypass::of(source)
+            .hold("pgcache has just loaded, and its change feed does not vouch for the cache yet");
     }
 }
 
@@ -180,7 +181,10 @@ impl Apply {
             flush::start(ctx, self.source, &current::scope(self.source));
         } else {
             coverage.untrusted_entries = true;
-            bypass::of(self.source).hold();
+            bypass::of(self.source).hold(
+                "the cache holds entries no change feed covered (loaded from disk, or kept from \
+                 a former primary): they are dropped, and hits served, once the feed listens",
+            );
         }
     }
 
@@ -196,7 +200,10 @@ impl Apply {
             "pgcache: {why}: resuming invalidations from the position it holds"
         ));
         coverage.untrusted_entries = !cache::dbs_with_keys(ctx).is_empty();
-        bypass::of(self.source).hold();
+        bypass::of(self.source).hold(
+            "the entries loaded from disk (or kept through a promotion) are served once the \
+             replication stream has caught up with PostgreSQL from the position they hold",
+        );
         true
     }
 

@@ -2,8 +2,8 @@
 //! *open* and requests that need PostgreSQL fail at once, saying since when and why, instead
 //! of each waiting for its own timeout. Meanwhile PostgreSQL is checked by the freshness
 //! prober (`invalidation::horizon`, one probe at a time, backing off up to a second with
-//! jitter) and by the requests themselves: one request is let through as the check when the
-//! last one is `CHECK_EVERY` old (`admit`; issue #70 item 6: a restart of PostgreSQL cost up
+//! jitter) and by the requests themselves: one request at a time is let through as the check,
+//! `CHECK_EVERY` after the last failed (`admit`; issue #70 item 6: a restart of PostgreSQL cost up
 //! to the prober's second of refused misses after PostgreSQL accepted connections again).
 //! The first success of either (any new session's) closes the circuit. While it is open, hits may be served
 //! past `max_staleness_ms` within `stale_if_error_ms` (`cache::freshness`): PostgreSQL cannot
@@ -51,6 +51,9 @@ pub struct Circuit {
     /// How many outages there have been: a session opened before the last one began may be
     /// dead or silent, and is not lent out again (`pool`).
     outages: AtomicU64,
+    /// How many times PostgreSQL was found answering (`succeeded`): a failure seen before
+    /// the last of them is no news (`pool`'s fast failure after a slow connect).
+    successes: AtomicU64,
     /// Stale hits were announced in this outage (`first_stale_hit`).
     stale_announced: AtomicBool,
     /// A stale hit of this outage waits to be announced (`take_stale_announcement`).
@@ -58,6 +61,10 @@ pub struct Circuit {
     /// When PostgreSQL was last checked in this outage (a failure reported, or a request let
     /// through as the check), in microseconds since `EPOCH`.
     last_check_us: AtomicU64,
+    /// From when a request may be let through as the next check (`admit`): `CHECK_EVERY`
+    /// after a failure, `CHECK_PATIENCE` after a check began (one check at a time: a frozen
+    /// PostgreSQL holds its connect for pg_connect_timeout_ms, and nobody else waits meanwhile).
+    next_check_us: AtomicU64,
     /// When PostgreSQL last answered anything on any of the source's connections, in
     /// microseconds since `EPOCH`: a connection that goes silent while others are answered
     /// is a slow or stuck session, not an outage (a busy server may keep one query waiting;
@@ -79,6 +86,11 @@ pub struct Outage {
 /// a database that stays down gets one connect attempt per this from all requests together.
 pub const CHECK_EVERY: Duration = Duration::from_millis(100);
 
+/// The longest a request let through as a circuit's check is waited for before another
+/// may go (`Circuit::admit`): one that reports neither success nor failure (a hit after all)
+/// must not end the checks; the prober's go on regardless.
+pub const CHECK_PATIENCE: Duration = Duration::from_secs(30);
+
 /// The moment answers are timed from, one for the server (only differences are compared).
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
@@ -93,9 +105,11 @@ impl Circuit {
             open: AtomicBool::new(false),
             outage: Mutex::new(None),
             outages: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
             stale_announced: AtomicBool::new(false),
             stale_to_announce: AtomicBool::new(false),
             last_check_us: AtomicU64::new(0),
+            next_check_us: AtomicU64::new(0),
             last_answer_us: AtomicU64::new(0),
         }
     }
@@ -138,16 +152,20 @@ impl Circuit {
             self.outages.fetch_add(1, Ordering::SeqCst);
             self.stale_announced.store(false, Ordering::SeqCst);
         }
-        self.last_check_us.store(since_epoch_us(), Ordering::SeqCst);
+        let now = since_epoch_us();
+        self.last_check_us.store(now, Ordering::SeqCst);
+        self.next_check_us
+            .store(now + CHECK_EVERY.as_micros() as u64, Ordering::SeqCst);
         self.open.store(true, Ordering::SeqCst);
         opened
     }
 
     /// Whether a request that needs PostgreSQL goes to it now: Ok while the circuit is closed,
-    /// and during an outage for the first request once the last check is `CHECK_EVERY` old
-    /// (that request is the check: a connect that succeeds closes the circuit, one that fails
-    /// keeps it open). Every other request gets the refusal at once. One check per
-    /// `CHECK_EVERY` however many requests come.
+    /// and during an outage for the first request once the last failure is `CHECK_EVERY` old
+    /// and no check is under way (that request is the check: a connect that succeeds closes
+    /// the circuit, one that fails keeps it open). Every other request gets the refusal at
+    /// once. One check at a time, the next `CHECK_EVERY` after the last failed, however many
+    /// requests come.
     pub fn admit(&self) -> Result<(), String> {
         if !self.open() {
             return Ok(());
@@ -157,13 +175,15 @@ impl Circuit {
 
     /// `admit` of an open circuit at `now` (µs since `EPOCH`).
     fn admit_at(&self, now: u64) -> Result<(), String> {
-        let last = self.last_check_us.load(Ordering::SeqCst);
-        if now.saturating_sub(last) >= CHECK_EVERY.as_micros() as u64
+        let next = self.next_check_us.load(Ordering::SeqCst);
+        let until = now + CHECK_PATIENCE.as_micros() as u64;
+        if now >= next
             && self
-                .last_check_us
-                .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
+                .next_check_us
+                .compare_exchange(next, until, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
         {
+            self.last_check_us.store(now, Ordering::SeqCst);
             return Ok(());
         }
         self.refusal().map_or(Ok(()), Err)
@@ -189,6 +209,11 @@ impl Circuit {
         silent_us >= limit.as_micros() as u64
     }
 
+    /// How many times PostgreSQL was found answering (see `successes`).
+    pub fn successes(&self) -> u64 {
+        self.successes.load(Ordering::SeqCst)
+    }
+
     /// The number of outages so far (see `outages`).
     pub fn outages(&self) -> u64 {
         self.outages.load(Ordering::SeqCst)
@@ -197,6 +222,7 @@ impl Circuit {
     /// PostgreSQL answered (a probe, or any new session): the circuit closes (logged).
     /// Whether it was open.
     pub fn succeeded(&self) -> bool {
+        self.successes.fetch_add(1, Ordering::SeqCst);
         match self.close() {
             Some(outage) => {
                 redis_module::logging::log_notice(format!(
@@ -249,7 +275,7 @@ impl Circuit {
         let checked = since_epoch_us().saturating_sub(self.last_check_us.load(Ordering::SeqCst));
         Some(format!(
             "PostgreSQL unavailable for {:.1} s (last checked {:.1} s ago: {}); pgcache checks \
-             it again within {} ms of the last check and answers misses once it answers",
+             it again {} ms after each failed check and answers misses once it answers",
             ago(outage.since),
             Duration::from_micros(checked).as_secs_f64(),
             outage.reason,
@@ -292,23 +318,32 @@ mod tests {
         assert!(circuit.nothing_answered_for(Duration::from_millis(1)));
     }
 
-    /// During an outage one request per `CHECK_EVERY` goes to PostgreSQL as the check, the
-    /// first once the last check is that old; the others are refused.
+    /// During an outage one request at a time goes to PostgreSQL as the check, the first once
+    /// the last failure is `CHECK_EVERY` old; the others are refused.
     #[test]
-    fn an_open_circuit_lets_one_request_through_as_its_check_when_the_last_is_old() {
+    fn an_open_circuit_lets_one_request_through_as_its_check_after_the_last_failure() {
         let circuit = Circuit::new();
         assert_eq!(circuit.admit(), Ok(()), "closed");
         circuit.open_with("connection refused");
         assert!(circuit.admit().is_err(), "just checked");
-        let checked = circuit.last_check_us.load(Ordering::SeqCst);
+        let failed = circuit.last_check_us.load(Ordering::SeqCst);
         let every = CHECK_EVERY.as_micros() as u64;
+        let patience = CHECK_PATIENCE.as_micros() as u64;
         assert!(
-            circuit.admit_at(checked + every - 1).is_err(),
+            circuit.admit_at(failed + every - 1).is_err(),
             "not old enough"
         );
-        assert_eq!(circuit.admit_at(checked + every), Ok(()), "the check");
-        assert!(circuit.admit_at(checked + every + 1).is_err(), "one check");
-        assert_eq!(circuit.admit_at(checked + 2 * every), Ok(()), "the next");
+        let checking = failed + every;
+        assert_eq!(circuit.admit_at(checking), Ok(()), "the check");
+        assert!(
+            circuit.admit_at(checking + 2 * every).is_err(),
+            "one check at a time"
+        );
+        assert_eq!(
+            circuit.admit_at(checking + patience),
+            Ok(()),
+            "a check that never reported is not waited for past CHECK_PATIENCE"
+        );
     }
 
     /// Answers reported to one source's circuit never keep another's closed: a frozen

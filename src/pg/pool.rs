@@ -145,7 +145,8 @@ struct State {
     idle: Vec<Connection>,
     open: usize,
     in_use: usize,
-    last_connect_failure: Option<(Instant, Error)>,
+    /// The last slow connect failure: when, under how many of the circuit's successes, what.
+    last_connect_failure: Option<(Instant, u64, Error)>,
     /// A connect is running past the deadline of the request that started it. One at a
     /// time: each holds a worker up to pg_connect_timeout_ms, and a PostgreSQL that accepts
     /// slowly (or not at all) must not hold them all, nor an unload, that long.
@@ -290,8 +291,11 @@ impl Pool {
             // would need another wait for it, or for a connection returned.
             let needs_longer = Instant::now() + self.connector.settings.connect_timeout > deadline;
             if state.open < self.max && !(needs_longer && state.connecting_past_deadline) {
-                if let Some((at, reason)) = &state.last_connect_failure
+                // Not once PostgreSQL answered since (the circuit's successes moved): a connect
+                // begun while it was frozen fails after it is back.
+                if let Some((at, successes, reason)) = &state.last_connect_failure
                     && at.elapsed() < CONNECT_BACKOFF
+                    && *successes == self.connector.circuit.successes()
                 {
                     return Err(reason.clone());
                 }
@@ -362,7 +366,11 @@ impl Pool {
                 state.open -= 1;
                 state.in_use -= 1;
                 if started.elapsed() >= SLOW_CONNECT_FAILURE {
-                    state.last_connect_failure = Some((Instant::now(), reason.clone()));
+                    state.last_connect_failure = Some((
+                        Instant::now(),
+                        self.connector.circuit.successes(),
+                        reason.clone(),
+                    ));
                 }
                 drop(state);
                 self.freed.notify_one();

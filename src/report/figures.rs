@@ -8,7 +8,6 @@ use crate::cache::fill;
 use crate::cache::flush;
 use crate::cache::freshness;
 use crate::cache::worker;
-use crate::config::current;
 use crate::invalidation;
 use crate::model::source::SourceId;
 use crate::stall;
@@ -165,8 +164,8 @@ pub fn gauges(id: SourceId) -> Vec<Gauge> {
         ),
         int(
             "hits_served",
-            "1 while hits are answered from the cache, 0 while the change feed has not vouched for it within max_staleness_ms and reads go to PostgreSQL.",
-            u8::from(freshness::of(id).vouched_now(current::of(id).max_staleness_ms())),
+            "1 while hits are answered from the cache within max_staleness_ms, 0 while reads go to PostgreSQL (the change feed has not vouched for the cache within the bound, or the cache is held: entries loaded from disk wait for the feed to catch up) or are served stale.",
+            u8::from(crate::cache::serving::now(id).served()),
         ),
     ]);
     let feed = invalidation::of(id);

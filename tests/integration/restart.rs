@@ -206,3 +206,43 @@ fn a_module_loaded_again_starts_its_figures_and_slowlog_from_zero() {
     );
     assert!(tables(&mut con).is_empty(), "{:?}", tables(&mut con).keys());
 }
+
+/// HEALTH says what reads do (issue #70 item 7): after a restart from an RDB in replication
+/// mode, the entries loaded are not served until the stream has caught up with PostgreSQL;
+/// HEALTH says `bypassed` meanwhile, and once it says `served`, a READ of a loaded entry is
+/// a hit. (It said `served` while such READs went to PostgreSQL for seconds.)
+#[test]
+fn health_says_hits_are_served_only_once_a_loaded_entry_is_served() {
+    if invalidation_source() != "replication" {
+        return;
+    }
+    let mut stack = watched_users();
+    let mut con = stack.con();
+    for id in 1..=5 {
+        read_until_cached(&mut con, "users", &format!(r#"{{"id":{id}}}"#));
+    }
+    let _: () = redis::cmd("SAVE").query(&mut con).unwrap();
+    stack.redis.restart();
+    let mut con = stack.con();
+    wait_for(
+        "HEALTH to say hits are served",
+        Duration::from_secs(30),
+        || {
+            let health = map_reply(&mut con, "PGCACHE.HEALTH");
+            let hits: String = redis::from_redis_value(health["hits"].clone()).unwrap();
+            let before = stats_figure(&mut con, "hits");
+            read(&mut con, "users", r#"{"id":5}"#).unwrap().unwrap();
+            let hit = stats_figure(&mut con, "hits") > before;
+            if hits == "served" {
+                assert!(
+                    hit,
+                    "HEALTH said hits are served; the READ after it went to PostgreSQL"
+                );
+                return Some(());
+            }
+            // (A hit here may follow a HEALTH that said bypassed: the cache was served from
+            // between the two.)
+            None
+        },
+    );
+}

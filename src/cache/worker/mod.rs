@@ -442,9 +442,10 @@ pub fn submit_keyed(ctx: &Context, source: SourceId, work: KeyedWork) -> Reply {
 }
 
 /// Like `submit`, for a PostgreSQL round trip (`SELECT 1` on a pooled connection, connecting
-/// if needed) whose time or failure `then` turns into the reply.
-pub fn submit_probe(ctx: &Context, source: SourceId, then: Probe) -> Reply {
-    enqueue(ctx, source, 1, |queues, client, deadline| {
+/// if needed) whose time or failure `then` turns into the reply; the caller checked that
+/// its client may wait (`may_wait`).
+pub fn submit_probe(ctx: &Context, checked: MayWait, source: SourceId, then: Probe) -> Reply {
+    enqueue_checked(ctx, checked, source, 1, |queues, client, deadline| {
         send_work(queues, source, deadline, Queued::Probe(client, then))
     })
 }
