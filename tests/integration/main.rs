@@ -12,6 +12,7 @@ mod cluster_sources;
 mod coalescing;
 mod consistency;
 mod ddl_edges;
+mod docs_claims;
 mod freshness;
 mod hooks;
 mod invalidation;
