@@ -530,14 +530,9 @@ fn freshness_report(source: SourceId, problems: &mut Vec<String>) -> Vec<(String
         Hits::Bypassed(why) => problems.push(why.clone()),
         Hits::Served | Hits::Unbounded => {}
     }
+    // (`freshness_age_ms` comes with the gauges, as STATS tells it.)
     vec![
         ("hits".to_string(), Reply::Bulk(hits.word().into())),
-        (
-            // Whole milliseconds rounded up, as STATS tells it (134.68799999999999 was
-            // a float's noise, not precision).
-            "freshness_age_ms".to_string(),
-            Reply::Int(freshness::of(source).age_ms()),
-        ),
         ("max_staleness_ms".to_string(), Reply::Int(bound)),
     ]
 }
