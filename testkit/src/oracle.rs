@@ -4,7 +4,8 @@
 //! answer from the fuzzer and the tests, whose oracle wrapped them the same way).
 //!
 //! The statement runs as written, prepared with the parameter types PostgreSQL infers and its
-//! parameters sent as text (read by their types' input, as pgcache sends them). Its values
+//! parameters sent as text (read by their types' input, as pgcache sends them), in a
+//! transaction rolled back. Its values
 //! come back in binary, column by column; each column's values are then handed back to
 //! PostgreSQL as parameters of the column's own type and turned into JSON by its `to_json`
 //! (what `row_to_json` does for each column). A row is `{"<column>":<value>,...}` in the
@@ -43,7 +44,11 @@ pub fn answer(client: &mut postgres::Client, sql: &str, params: &[&str]) -> Resu
     let statement = client.prepare(sql).map_err(message)?;
     let texts: Vec<TextParam> = params.iter().map(|p| TextParam(p)).collect();
     let args: Vec<&(dyn ToSql + Sync)> = texts.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    let rows = client.query(&statement, &args).map_err(message)?;
+    // In a transaction rolled back: whatever a function of the statement does to the session
+    // (`set_config`) is undone before its values are spelled, and never reaches the next.
+    let mut transaction = client.transaction().map_err(message)?;
+    let rows = transaction.query(&statement, &args).map_err(message)?;
+    transaction.rollback().map_err(message)?;
     let columns: Vec<String> = statement
         .columns()
         .iter()

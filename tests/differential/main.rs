@@ -17,51 +17,22 @@
 //! - `PGCACHE_DIFF_SHRINK_RUNS` (default 40): how many fresh-server runs the shrinker may make.
 //! - `PGCACHE_DIFF_EXAMPLES=<checkout>/examples` with `PGCACHE_MODULE=<its module>`: fuzz
 //!   another build with the watch and DDL trigger SQL it ships.
+mod checks;
 mod compare;
+mod faults;
+mod features;
+mod runner;
 mod schema;
 mod shrink;
 mod statements;
 mod writes;
 
+pub use features::{Coverage, Feature};
 use pgcache_testkit::*;
 use statements::Stmt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use writes::Write;
-
-/// What the generator may draw that some issue #50 item is about; `KNOWN_OPEN` names those
-/// whose defects are still open, so a fixed-seed pass can leave them out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Feature {
-    /// A keyless partitioned table or inheritance parent, watched (item 1).
-    KeylessParent,
-    /// `col::integer` of a fractional column, `float::numeric` (item 2).
-    RoundingCast,
-    /// `composite IS [NOT] NULL` (item 3).
-    CompositeIsNull,
-    /// Order comparisons of oid columns (item 4).
-    OidOrder,
-    /// Floats written (or the role's sessions set) with extra_float_digits = 0 (item 5).
-    FloatDigits,
-    /// ORDER BY ... LIMIT that does not fix a total order (item 6).
-    TiedPage,
-    /// A table renamed away or moved by SET SCHEMA, and replaced (item 7).
-    RenameReplace,
-    /// A schema renamed and recreated (item 8).
-    SchemaRename,
-    /// An inheritance child created after the parent was watched (item 9).
-    LateChild,
-    /// A table created in the `$user` schema shadowing one a statement names (item 10).
-    SearchPathShadow,
-    /// Writes under session_replication_role = replica, skipping foreign keys (item 11).
-    ReplicaRole,
-    /// The DDL event trigger dropped (item 12).
-    NoDdlTrigger,
-    /// A new overload of upper/lower that statements then call.
-    FunctionOverload,
-    /// `char_col = ANY($1)`: the parameter is a `bpchar[]`.
-    CharArrayParam,
-}
 
 /// Generator features whose defects are open: the item each finds (an issue's number and
 /// item). `PGCACHE_DIFF_KNOWN_OPEN=skip` leaves them out, so `make test`'s fixed-seed pass
@@ -107,10 +78,44 @@ impl Gen {
     }
 }
 
+/// How a round's servers are set up, drawn with its case (a seed repeats it).
+#[derive(Clone, Debug, Default)]
+pub struct Round {
+    /// The case's tables live in a database of their own, read as the named source `other`
+    /// (every call names it; keys carry `@other`).
+    pub named_source: bool,
+    /// A streaming standby is listed for the source's misses (replication mode).
+    pub standby: bool,
+    /// Every miss goes to the one worker (`loop_connections 0`, `workers 1`): misses queued
+    /// behind it are batched there.
+    pub workers_only: bool,
+}
+
+impl Round {
+    fn draw(g: &mut Gen, replication: bool) -> Round {
+        Round {
+            named_source: g.rng.chance(15) && g.feature(Feature::NamedSource),
+            standby: replication && g.rng.chance(10) && g.feature(Feature::Standby),
+            workers_only: g.rng.chance(20) && g.feature(Feature::WorkersOnly),
+        }
+    }
+
+    /// The database the case's tables are in.
+    pub fn database(&self) -> &'static str {
+        if self.named_source { "other" } else { "app" }
+    }
+
+    /// The source every call names, if not the default.
+    pub fn source(&self) -> Option<&'static str> {
+        self.named_source.then_some("other")
+    }
+}
+
 /// One generated round: a schema, its statements, the write history.
 #[derive(Clone)]
 pub struct Case {
     pub seed: u64,
+    pub round: Round,
     pub schema: schema::Schema,
     pub schema_features: Vec<Feature>,
     pub statements: Vec<Stmt>,
@@ -120,6 +125,7 @@ pub struct Case {
 impl Case {
     pub fn generate(seed: u64, excluded: &[Feature], replication: bool) -> Case {
         let mut g = Gen::new(seed, excluded.to_vec(), replication);
+        let round = Round::draw(&mut g, replication);
         let schema = schema::generate(&mut g);
         let schema_features = g.take_features();
         let n_statements = 7 + g.rng.below(6);
@@ -138,6 +144,7 @@ impl Case {
         let writes = (0..400).map(|_| live.next(&mut g)).collect();
         Case {
             seed,
+            round,
             schema,
             schema_features,
             statements,
@@ -147,7 +154,7 @@ impl Case {
 
     /// The case as SQL a person can paste into a regular test.
     pub fn sql(&self, upto_write: Option<usize>) -> String {
-        let mut out = String::new();
+        let mut out = format!("-- the round: {:?}\n", self.round);
         let su = self.schema.superuser_sql();
         if !su.is_empty() {
             out.push_str(&format!("-- as a superuser, before pgcache starts:\n{su}"));
@@ -194,6 +201,8 @@ pub struct Stats {
     pub table_reasons: BTreeMap<String, usize>,
     pub refusals: BTreeMap<String, usize>,
     pub rounds: usize,
+    /// How many checks drew each feature.
+    pub coverage: Coverage,
 }
 
 /// A statement that answered differently from PostgreSQL.
@@ -212,26 +221,12 @@ pub struct RunOptions {
     pub verbose: bool,
 }
 
-fn query_reply(
-    con: &mut redis::Connection,
-    sql: &str,
-    params: &[String],
-    after: Option<&str>,
-) -> Result<String, String> {
-    let mut call = redis::cmd("PGCACHE.QUERY");
-    call.arg(sql).arg(params.len()).arg(params);
-    if let Some(lsn) = after {
-        call.arg("AFTER").arg(lsn);
-    }
-    query_through_interrupts::<String>(&call, con).map_err(|e| e.to_string())
-}
-
-/// The session PostgreSQL's answers come from: the app role's, with the settings that
-/// spell values as pgcache's own sessions fix them (docs/commands.md, Rows: `extra_float_digits = 3`,
-/// ISO dates, postgres intervals, hex bytea), whatever the role sets; its time zone is the
-/// role's, as pgcache's is.
-fn oracle_session(stack: &Stack) -> postgres::Client {
-    let mut pg = stack.pg.client();
+/// The session PostgreSQL's answers come from: the app role's in the case's database, with
+/// the settings that spell values as pgcache's own sessions fix them (docs/commands.md,
+/// Rows: `extra_float_digits = 3`, ISO dates, postgres intervals, hex bytea), whatever the
+/// role sets; its time zone is the role's, as pgcache's is.
+fn oracle_session(stack: &Stack, case: &Case) -> postgres::Client {
+    let mut pg = stack.pg.client_of(case.round.database());
     pg.batch_execute(
         "SET extra_float_digits = 3; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = postgres; \
          SET bytea_output = hex",
@@ -253,11 +248,22 @@ fn oracle(
     Ok((json(&answer.json), answer.columns))
 }
 
+/// The servers of a round: PostgreSQL (and its standby), and redis-server with the module.
+pub struct Running {
+    pub stack: Stack,
+    /// Kept running while the round runs.
+    pub _standby: Option<Pg>,
+}
+
 /// A PostgreSQL with the case's schema, and a server with the module connected to it.
 /// Err: PostgreSQL refused the setup (a shrunk case whose rows lost what a foreign key
 /// needs).
-fn start(case: &Case) -> Result<Stack, String> {
+fn start(case: &Case) -> Result<Running, String> {
     let pg = Pg::start();
+    let db = case.round.database();
+    if case.round.named_source {
+        pg.create_database(db, "");
+    }
     let su = case.schema.superuser_sql();
     // PGCACHE_DIFF_EXAMPLES names another checkout's examples/ (with PGCACHE_MODULE naming
     // its module): its watch and DDL trigger SQL replace this checkout's, so a build being
@@ -268,46 +274,94 @@ fn start(case: &Case) -> Result<Stack, String> {
                 std::fs::read_to_string(std::path::Path::new(&dir).join(name))
                     .unwrap_or_else(|e| panic!("{dir}/{name}: {e}"))
             };
-            let mut admin = pg.superuser_of("app");
+            let mut admin = pg.superuser_of(db);
             admin
                 .batch_execute(
                     "DROP EVENT TRIGGER pgcache_ddl; DROP EVENT TRIGGER pgcache_ddl_drop",
                 )
                 .unwrap();
             admin.batch_execute(&file("ddl_trigger.sql")).unwrap();
-            pg.execute(&file("invalidation_trigger.sql"));
+            pg.execute_in(db, &file("invalidation_trigger.sql"));
         }
-        Err(_) => pg.execute(TRIGGER_SQL),
+        Err(_) => pg.execute_in(db, TRIGGER_SQL),
     }
     if !su.is_empty() {
         // After the DDL trigger's (re)installation: the case may drop it.
-        pg.superuser_of("app").batch_execute(&su).unwrap();
+        pg.superuser_of(db).batch_execute(&su).unwrap();
     }
-    pg.client()
+    pg.client_of(db)
         .batch_execute(&case.schema.setup_sql())
         .map_err(|e| {
             e.as_db_error()
                 .map_or(e.to_string(), |d| d.message().to_string())
         })?;
-    let redis = Redis::start(&pg.module_args());
+    let standby = case.round.standby.then(|| pg.start_standby());
+    let mut settings: Vec<String> = vec!["debug_commands".into(), "yes".into()];
+    let mut source_settings: Vec<String> = Vec::new();
+    if let Some(standby) = &standby {
+        source_settings.extend(["standbys".into(), format!("127.0.0.1:{}", standby.port)]);
+    }
+    if case.round.workers_only {
+        settings.extend(["loop_connections", "0", "workers", "1"].map(String::from));
+    }
+    if case.schema.slow_function {
+        source_settings
+            .extend(["statement_timeout_ms", schema::SLOW_ROUND_TIMEOUT_MS].map(String::from));
+    }
+    let args = match case.round.source() {
+        None => {
+            let mut args = pg.module_args();
+            args.extend(settings);
+            args.extend(source_settings);
+            args
+        }
+        Some(name) => {
+            let mut args = pg.module_args();
+            args.extend(settings);
+            args.extend(pg.source_args(name, db));
+            args.extend(source_settings);
+            args
+        }
+    };
+    let redis = Redis::start(&args);
     let stack = Stack { redis, pg };
     let mut con = stack.con();
+    let source = case.round.source();
     wait_for("the invalidation source", Duration::from_secs(10), || {
-        (stats_figure(&mut con, "listener_connected") == 1).then_some(())
+        (source_figure(&mut con, source, "listener_connected") == 1).then_some(())
     });
-    wait_hits_served(&mut con);
-    Ok(stack)
+    wait_for(
+        "the feed to vouch for the cache",
+        Duration::from_secs(20),
+        || (source_figure(&mut con, source, "hits_served") == 1).then_some(()),
+    );
+    Ok(Running {
+        stack,
+        _standby: standby,
+    })
 }
 
-/// EXPLAIN's verdict: (precision or "refused", the reason).
-fn explain(con: &mut redis::Connection, sql: &str) -> (String, Option<String>) {
-    let (precision, reason, _) = explain_tables(con, sql);
-    (precision, reason)
+/// A STATS figure of `source` (the default without one).
+fn source_figure(con: &mut redis::Connection, source: Option<&str>, name: &str) -> i64 {
+    let mut call = redis::cmd("PGCACHE.STATS");
+    if let Some(source) = source {
+        call.arg("SOURCE").arg(source);
+    }
+    figure(&nested(&call.query(con).unwrap()), name)
 }
 
 /// EXPLAIN's verdict, and the tables it names (as it names them: `t1`, `s.t3`).
-fn explain_tables(con: &mut redis::Connection, sql: &str) -> (String, Option<String>, Vec<String>) {
-    let reply: redis::RedisResult<redis::Value> = redis::cmd("PGCACHE.EXPLAIN").arg(sql).query(con);
+fn explain_tables(
+    con: &mut redis::Connection,
+    source: Option<&str>,
+    sql: &str,
+) -> (String, Option<String>, Vec<String>) {
+    let mut call = redis::cmd("PGCACHE.EXPLAIN");
+    call.arg(sql);
+    if let Some(source) = source {
+        call.arg("SOURCE").arg(source);
+    }
+    let reply: redis::RedisResult<redis::Value> = call.query(con);
     let Ok(reply) = reply else {
         return (
             "refused".into(),
@@ -354,201 +408,195 @@ pub enum Outcome {
 
 /// Runs `case` on fresh servers; the first answer that differs from PostgreSQL's fails it.
 pub fn run(case: &Case, options: &RunOptions, stats: &mut Stats) -> Outcome {
-    let stack = match start(case) {
-        Ok(stack) => stack,
+    let running = match start(case) {
+        Ok(running) => running,
         Err(e) => return Outcome::Unrunnable(e),
     };
-    match run_on(&stack, case, options, stats) {
+    let mut running = running;
+    match runner::run_on(&mut running, case, options, stats) {
         Ok(()) => Outcome::Passed,
         Err(failure) => Outcome::Failed(failure),
     }
 }
 
-fn run_on(
-    stack: &Stack,
+/// A phase's draws, from a generator of its own (the case's seed and the phase's number):
+/// a shrunk case keeps each phase's draws.
+fn phase_rng(case: &Case, phase: usize) -> Rng {
+    Rng::new(
+        case.seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(phase as u64 * 7919 + 1),
+    )
+}
+
+/// The rows a phase reads by key: a few of each keyed plain or partitioned table the case
+/// started with (ids past the last too), and PostgreSQL's answer for each.
+fn row_expectations(
+    rng: &mut Rng,
     case: &Case,
-    options: &RunOptions,
-    stats: &mut Stats,
-) -> Result<(), Failure> {
-    let positions = invalidation_source() == "replication";
-    let mut con = stack.con();
-    config_set(&mut con, "pgcache.after_wait_ms", "1000").unwrap();
-    let mut oracle_pg = oracle_session(stack);
-    let mut writer = stack.pg.client();
-    let mut superwriter: Option<postgres::Client> = None;
-    // Each live statement with its precision.
-    let mut live: Vec<(usize, String)> = Vec::new();
-    for (i, s) in case.statements.iter().enumerate() {
-        let (sql, params) = s.render(0, true);
-        if let Err(e) = oracle(&mut oracle_pg, &sql, &params) {
-            *stats.statements.entry("invalid".into()).or_default() += 1;
-            if options.verbose {
-                eprintln!("  statement {i} invalid in PostgreSQL ({e}): {sql}");
-            }
-            continue;
-        }
-        let (precision, reason, tables) = explain_tables(&mut con, &sql);
-        *stats.statements.entry(precision.clone()).or_default() += 1;
-        let keyless = case
-            .schema
-            .tables
-            .iter()
-            .any(|t| !t.keyed && t.layout == schema::Layout::Plain && tables.contains(&t.name));
-        if keyless {
-            *stats.keyless.entry(precision.clone()).or_default() += 1;
-        }
-        if let Some(r) = &reason {
-            let kinds = if precision == "refused" {
-                &mut stats.refusals
-            } else {
-                &mut stats.table_reasons
+    oracle_pg: &mut postgres::Client,
+) -> Vec<checks::RowExpected> {
+    let mut rows = Vec::new();
+    for t in case.schema.tables.iter().filter(|t| {
+        t.keyed && !t.omitted && matches!(t.layout, schema::Layout::Plain | schema::Layout::List)
+    }) {
+        for _ in 0..2 {
+            let id = 1 + rng.below(t.rows.len() + 3);
+            let (pk, sql, params) = match t.layout {
+                schema::Layout::List => {
+                    let part = rng.pick(t.part_values());
+                    (
+                        format!(r#"{{"id":{id},"part":"{part}"}}"#),
+                        format!(
+                            "SELECT * FROM {} WHERE id = $1 AND part = $2",
+                            qualified(&t.name)
+                        ),
+                        vec![id.to_string(), part.to_string()],
+                    )
+                }
+                _ => (
+                    format!(r#"{{"id":{id}}}"#),
+                    format!("SELECT * FROM {} WHERE id = $1", qualified(&t.name)),
+                    vec![id.to_string()],
+                ),
             };
-            *kinds.entry(reason_kind(r)).or_default() += 1;
-        }
-        if options.verbose {
-            eprintln!("  statement {i} [{precision}] {sql} {params:?}");
-        }
-        if precision != "refused" {
-            live.push((i, precision));
+            // A table renamed away (or changed past reading) reads nothing to compare with.
+            let Ok((answer, _)) = oracle(oracle_pg, &sql, &params) else {
+                continue;
+            };
+            let found = answer.as_array().cloned().unwrap_or_default();
+            if found.len() > 1 {
+                continue;
+            }
+            rows.push(checks::RowExpected {
+                table: t.name.clone(),
+                pk,
+                row: found.into_iter().next(),
+            });
         }
     }
-    let check_all = |con: &mut redis::Connection,
-                     oracle_pg: &mut postgres::Client,
-                     live: &mut Vec<(usize, String)>,
-                     stats: &mut Stats,
-                     after_write: Option<usize>,
-                     lsn: Option<&str>|
-     -> Result<(), Failure> {
-        let mut dropped = Vec::new();
-        for (slot, (i, precision)) in live.iter().enumerate() {
-            let s = &case.statements[*i];
-            for v in 0..s.variants {
-                let (sql, params) = s.render(v, true);
-                let fail = |message: String| Failure {
-                    statement: *i,
-                    variant: v,
-                    after_write,
-                    message,
-                };
-                let (page, columns) = match oracle(oracle_pg, &sql, &params) {
-                    Ok(answer) => answer,
-                    // The write made it invalid (a table renamed away): both may refuse.
-                    Err(_) => continue,
-                };
-                let full = if s.limited() {
-                    let (unlimited, uparams) = s.render(v, false);
-                    match oracle(oracle_pg, &unlimited, &uparams) {
-                        Ok((full, _)) => full,
-                        Err(_) => continue,
-                    }
-                } else {
-                    page.clone()
-                };
-                let judge = |reply: Result<String, String>| -> Result<(), String> {
-                    let got = reply.map_err(|e| format!("pgcache's error: {e}"))?;
-                    let answer = json(&got);
-                    compare::compare(&s.order_keys, &s.any_of_equals, &answer, &page, &full)
-                        .and_then(|()| compare::columns(&got, &columns))
-                        .map_err(|e| format!("{e}\n  pgcache:    {got}\n  PostgreSQL: {page}"))
-                };
-                let verdict = if positions || lsn.is_none() {
-                    judge(query_reply(con, &sql, &params, lsn))
-                } else {
-                    // Notify mode has no positions: the answer must come within a deadline.
-                    let deadline = Instant::now() + Duration::from_secs(10);
-                    loop {
-                        let verdict = judge(query_reply(con, &sql, &params, None));
-                        if verdict.is_ok() || Instant::now() > deadline {
-                            break verdict;
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                };
-                match verdict {
-                    Ok(()) => {}
-                    Err(e)
-                        if e.starts_with("pgcache's error")
-                            && explain(con, &sql).0 == "refused" =>
-                    {
-                        // DDL made it uncacheable (a column retyped, a function overloaded):
-                        // refused, as EXPLAIN now says, and no longer live.
-                        dropped.push(slot);
-                        *stats.refusals.entry(reason_kind(&e)).or_default() += 1;
-                        break;
-                    }
-                    Err(e) => return Err(fail(e)),
-                }
-                stats.checks += 1;
-                if precision == "row" {
-                    stats.checks_row += 1;
-                }
-            }
-        }
-        for slot in dropped.into_iter().rev() {
-            live.remove(slot);
-        }
-        Ok(())
-    };
-    let checks_at_start = stats.checks;
-    check_all(&mut con, &mut oracle_pg, &mut live, stats, None, None)?;
-    for (w, write) in case.writes.iter().enumerate() {
-        if stats.checks - checks_at_start >= options.max_checks
-            || (live.is_empty() && !case.statements.is_empty())
-        {
-            break;
-        }
-        let client = if write.superuser {
-            superwriter.get_or_insert_with(|| stack.pg.superuser_of("app"))
-        } else {
-            &mut writer
-        };
-        match client.batch_execute(&write.sql) {
-            Ok(()) if write.sql.ends_with("ROLLBACK;") => stats.writes_rolled_back += 1,
-            Ok(()) => {
-                stats.writes_committed += 1;
-                if write.sql.contains("CREATE ") || write.sql.contains("ALTER ") {
-                    stats.ddl += 1;
-                }
-            }
-            Err(e) => {
-                let _ = client.batch_execute("ROLLBACK");
-                let e = e
-                    .as_db_error()
-                    .map_or(e.to_string(), |d| d.message().to_string());
-                // Watching a table must never make PostgreSQL refuse a write to it.
-                if e.contains("replica identity") {
-                    return Err(Failure {
-                        statement: usize::MAX,
-                        variant: 0,
-                        after_write: Some(w),
-                        message: format!("PostgreSQL refused a write to a watched table: {e}"),
-                    });
-                }
-                stats.writes_refused += 1;
-                if options.verbose {
-                    eprintln!("  write {w} refused ({e}): {}", write.sql);
-                }
-            }
-        }
-        client.batch_execute("RESET ROLE; RESET ALL").unwrap();
-        let lsn: String = writer
-            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-            .unwrap()
-            .get(0);
-        check_all(
-            &mut con,
-            &mut oracle_pg,
-            &mut live,
-            stats,
-            Some(w),
-            Some(&lsn),
-        )?;
+    rows
+}
+
+/// A table as READ names it (`t1` is `public.t1`, never the search_path's).
+fn qualified(name: &str) -> String {
+    if name.contains('.') {
+        name.to_string()
+    } else {
+        format!("public.{name}")
     }
-    assert!(
-        stack.redis.log().find("panicked").is_none(),
-        "the server panicked"
-    );
-    Ok(())
+}
+
+/// The calls of a phase: every live statement's variants through QUERY (some with TTL,
+/// MAXSTALE, TAG or WITHKEY), rows by key through READ, MULTIREAD, GET and MGET; one client
+/// after another, or several at once (sometimes held until all have asked, with clients that
+/// leave first), drawn by `rng`. The phase's features.
+fn plan(
+    rng: &mut Rng,
+    g: &Gen,
+    exps: &[checks::Expected],
+    rows: &[checks::RowExpected],
+    features: &mut BTreeSet<Feature>,
+) -> checks::Plan {
+    use checks::{Ask, Opts};
+    let allowed = |f: Feature| g.feature_allowed(f);
+    let mut asks = Vec::new();
+    for e in 0..exps.len() {
+        let mut opts = Opts::default();
+        if rng.chance(10) && allowed(Feature::Ttl) {
+            opts.ttl = Some(1 + rng.below(3600) as u64);
+        }
+        if rng.chance(10) && allowed(Feature::MaxStale) {
+            opts.max_stale = Some(rng.below(2000) as u64);
+        }
+        if rng.chance(10) && allowed(Feature::Tags) {
+            opts.tags = vec![rng.pick(&["ta", "tb"])];
+        }
+        opts.with_key = rng.chance(10);
+        asks.push(Ask::Query { e, opts });
+    }
+    if !rows.is_empty() {
+        if rng.chance(50) && allowed(Feature::Read) {
+            for r in 0..rows.len() {
+                let mut opts = Opts::default();
+                if rng.chance(15) && allowed(Feature::Ttl) {
+                    opts.ttl = Some(1 + rng.below(3600) as u64);
+                }
+                if rng.chance(10) && allowed(Feature::Tags) {
+                    opts.tags = vec![rng.pick(&["ta", "tb"])];
+                }
+                asks.push(Ask::Read { r, opts });
+            }
+        }
+        let by_table =
+            |t: &str| -> Vec<usize> { (0..rows.len()).filter(|&r| rows[r].table == t).collect() };
+        if rng.chance(30) && allowed(Feature::MultiRead) {
+            let t = rows[rng.below(rows.len())].table.clone();
+            let mut opts = Opts::default();
+            if rng.chance(15) && allowed(Feature::MaxStale) {
+                opts.max_stale = Some(rng.below(2000) as u64);
+            }
+            asks.push(Ask::MultiRead {
+                rs: by_table(&t),
+                opts,
+            });
+        }
+        if rng.chance(30) && allowed(Feature::MGet) {
+            asks.push(Ask::Get {
+                r: rng.below(rows.len()),
+            });
+            let picked: Vec<usize> = (0..rows.len()).filter(|_| rng.chance(50)).collect();
+            if !picked.is_empty() {
+                asks.push(Ask::MGet { rs: picked });
+            }
+        }
+    }
+    if asks.is_empty() || !(rng.chance(35) && allowed(Feature::ConcurrentClients)) {
+        return checks::Plan::Sequential(asks);
+    }
+    features.insert(Feature::ConcurrentClients);
+    let n = 2 + rng.below(4);
+    let mut clients: Vec<Vec<Ask>> = vec![Vec::new(); n];
+    // Each call to one client, some also to another at once (the same statement and
+    // parameters: one fill shared); a statement's variants spread over the clients (one
+    // batch).
+    for (i, ask) in asks.iter().enumerate() {
+        clients[i % n].push(ask.clone());
+        if matches!(ask, Ask::Query { .. }) && rng.chance(25) && allowed(Feature::Coalesced) {
+            features.insert(Feature::Coalesced);
+            clients[(i + 1) % n].insert(0, ask.clone());
+        }
+    }
+    if exps.iter().any(|e| e.variant > 0) && allowed(Feature::Batched) {
+        features.insert(Feature::Batched);
+    }
+    for c in &mut clients {
+        // Each client's calls in an order of its own.
+        for i in (1..c.len()).rev() {
+            c.swap(i, rng.below(i + 1));
+        }
+    }
+    let hold = rng.chance(60);
+    let mut leavers = Vec::new();
+    if hold && rng.chance(40) && allowed(Feature::LeaderLeaves) {
+        // A client asks first and leaves; others ask the same and wait on its fill.
+        let queries: Vec<&Ask> = asks
+            .iter()
+            .filter(|a| matches!(a, Ask::Query { .. }))
+            .collect();
+        if !queries.is_empty() {
+            features.insert(Feature::LeaderLeaves);
+            let ask = (*rng.pick(&queries)).clone();
+            clients[0].insert(0, ask.clone());
+            clients[1 % n].insert(0, ask.clone());
+            leavers.push(ask);
+        }
+    }
+    checks::Plan::Concurrent {
+        clients: clients.into_iter().filter(|c| !c.is_empty()).collect(),
+        hold,
+        leavers,
+    }
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -566,22 +614,7 @@ fn excluded() -> Vec<Feature> {
         Ok("skip") => KNOWN_OPEN.iter().map(|(f, _)| *f).collect(),
         _ => Vec::new(),
     };
-    const ALL: &[Feature] = &[
-        Feature::KeylessParent,
-        Feature::RoundingCast,
-        Feature::CompositeIsNull,
-        Feature::OidOrder,
-        Feature::FloatDigits,
-        Feature::TiedPage,
-        Feature::RenameReplace,
-        Feature::SchemaRename,
-        Feature::LateChild,
-        Feature::SearchPathShadow,
-        Feature::ReplicaRole,
-        Feature::NoDdlTrigger,
-        Feature::FunctionOverload,
-        Feature::CharArrayParam,
-    ];
+    const ALL: &[Feature] = Feature::ALL;
     for name in std::env::var("PGCACHE_DIFF_LEAVE_OUT")
         .unwrap_or_default()
         .split(',')
@@ -745,4 +778,10 @@ fn pgcache_answers_as_postgresql_does() {
         stats.refusals,
         started.elapsed().as_secs()
     );
+    eprintln!("{}", stats.coverage.table());
+    let generator = Gen::new(0, excluded.clone(), replication);
+    let blind = stats
+        .coverage
+        .blind_spots(|f| generator.feature_allowed(f) && f.drawn_in(replication));
+    eprintln!("features never drawn this run: {blind:?}");
 }

@@ -42,6 +42,26 @@ pub enum Ty {
     Tag,
     /// The composite `pair` (x integer, y text).
     Pair,
+    Interval,
+    Time,
+    TimeTz,
+    Bytea,
+    Inet,
+    Cidr,
+    Money,
+    IntRange,
+    IntMultirange,
+    /// The `citext` extension's case-insensitive text.
+    Citext,
+    Xml,
+    /// bit(4).
+    Bit,
+    /// Plain json: its text kept as written (spaces, repeated keys).
+    Json,
+    /// text COLLATE "und-x-icu".
+    TextIcu,
+    /// text COLLATE ci: an ICU collation that is not deterministic ('a' = 'A').
+    TextCi,
 }
 
 pub const ALL_TYPES: &[Ty] = &[
@@ -69,6 +89,21 @@ pub const ALL_TYPES: &[Ty] = &[
     Ty::PosInt,
     Ty::Tag,
     Ty::Pair,
+    Ty::Interval,
+    Ty::Time,
+    Ty::TimeTz,
+    Ty::Bytea,
+    Ty::Inet,
+    Ty::Cidr,
+    Ty::Money,
+    Ty::IntRange,
+    Ty::IntMultirange,
+    Ty::Citext,
+    Ty::Xml,
+    Ty::Bit,
+    Ty::Json,
+    Ty::TextIcu,
+    Ty::TextCi,
 ];
 
 impl Ty {
@@ -99,15 +134,53 @@ impl Ty {
             Ty::PosInt => "posint",
             Ty::Tag => "tag",
             Ty::Pair => "pair",
+            Ty::Interval => "interval",
+            Ty::Time => "time",
+            Ty::TimeTz => "timetz",
+            Ty::Bytea => "bytea",
+            Ty::Inet => "inet",
+            Ty::Cidr => "cidr",
+            Ty::Money => "money",
+            Ty::IntRange => "int4range",
+            Ty::IntMultirange => "int4multirange",
+            Ty::Citext => "citext",
+            Ty::Xml => "xml",
+            Ty::Bit => "bit(4)",
+            Ty::Json => "json",
+            Ty::TextIcu => "text COLLATE \"und-x-icu\"",
+            Ty::TextCi => "text COLLATE ci",
         }
     }
 
     /// The type a cast or a parameter names (no collation, no modifier needed).
     pub fn cast(self) -> &'static str {
         match self {
-            Ty::TextC => "text",
+            Ty::TextC | Ty::TextIcu | Ty::TextCi => "text",
             other => other.sql(),
         }
+    }
+
+    /// The generator feature a column of this type draws.
+    pub fn feature(self) -> Option<Feature> {
+        Some(match self {
+            Ty::Real | Ty::Double => Feature::FloatSpecials,
+            Ty::Interval => Feature::Interval,
+            Ty::Time => Feature::Time,
+            Ty::TimeTz => Feature::TimeTz,
+            Ty::Bytea => Feature::Bytea,
+            Ty::Inet => Feature::Inet,
+            Ty::Cidr => Feature::Cidr,
+            Ty::Money => Feature::Money,
+            Ty::IntRange => Feature::Range,
+            Ty::IntMultirange => Feature::Multirange,
+            Ty::Citext => Feature::Citext,
+            Ty::Xml => Feature::Xml,
+            Ty::Bit => Feature::Bit,
+            Ty::Json => Feature::Json,
+            Ty::TextIcu => Feature::IcuCollation,
+            Ty::TextCi => Feature::NondeterministicCollation,
+            _ => return None,
+        })
     }
 
     /// A short prefix for column names, so a printed case says what each column holds.
@@ -137,6 +210,21 @@ impl Ty {
             Ty::PosInt => "pi",
             Ty::Tag => "tag",
             Ty::Pair => "pair",
+            Ty::Interval => "iv",
+            Ty::Time => "tm",
+            Ty::TimeTz => "ttz",
+            Ty::Bytea => "by",
+            Ty::Inet => "ip",
+            Ty::Cidr => "net",
+            Ty::Money => "mo",
+            Ty::IntRange => "rg",
+            Ty::IntMultirange => "mr",
+            Ty::Citext => "ci",
+            Ty::Xml => "x",
+            Ty::Bit => "bit",
+            Ty::Json => "js",
+            Ty::TextIcu => "icu",
+            Ty::TextCi => "tci",
         }
     }
 
@@ -150,7 +238,7 @@ impl Ty {
                 "0", "1.5", "1.50", "2.49", "2.5", "-2.5", "10", "0.1", "NaN",
             ],
             Ty::NumericPs => &["0", "1.00", "1.5", "2.49", "2.50", "-3.25", "2.505"],
-            Ty::Real => &["0.1", "1.5", "-2", "2.5", "1e-07", "3.3"],
+            Ty::Real => &["0.1", "1.5", "-2", "2.5", "1e-07", "3.3", "NaN", "Infinity"],
             Ty::Double => &[
                 "0.1",
                 "1.5",
@@ -159,8 +247,12 @@ impl Ty {
                 "0.30000000000000004",
                 "1e+300",
                 "3.3",
+                "NaN",
+                "-Infinity",
             ],
-            Ty::Text | Ty::TextC => &["", "a", "A", "b", "ab", "a%b", "é", "Z", " a", "a_c"],
+            Ty::Text | Ty::TextC | Ty::TextIcu | Ty::TextCi => {
+                &["", "a", "A", "b", "ab", "a%b", "é", "É", "Z", " a", "a_c"]
+            }
             Ty::Varchar => &["a", "A", "ab", "é", "Zz", "a%"],
             Ty::Char => &["a", "ab", "abc", "A"],
             Ty::Bool => &["true", "false"],
@@ -197,21 +289,88 @@ impl Ty {
             Ty::PosInt => &["0", "1", "5"],
             Ty::Tag => &["x", "y", "X"],
             Ty::Pair => &["(1,a)", "(,)", "(2,)", "(1,b)"],
+            Ty::Interval => &[
+                "1 day",
+                "24:00:00",
+                "1 mon",
+                "30 days",
+                "-1 day",
+                "00:00:00.5",
+                "0",
+            ],
+            Ty::Time => &[
+                "00:00:00",
+                "12:30:00.5",
+                "23:59:59.999999",
+                "24:00:00",
+                "12:30:00",
+            ],
+            Ty::TimeTz => &["12:00:00+00", "13:00:00+01", "12:00:00-05", "00:00:00+14"],
+            Ty::Bytea => &["\\x", "\\x00", "\\xdeadbeef", "\\x41", "\\x4142"],
+            Ty::Inet => &[
+                "10.0.0.1",
+                "10.0.0.1/8",
+                "::1",
+                "192.168.0.0/24",
+                "10.0.0.2",
+            ],
+            Ty::Cidr => &["10.0.0.0/8", "192.168.0.0/24", "::/0", "10.0.0.0/16"],
+            Ty::Money => &["1.00", "0", "-2.50", "1000.5", "0.01"],
+            Ty::IntRange => &["[1,5)", "empty", "(,3]", "[2,2]", "[3,)", "[1,10)"],
+            Ty::IntMultirange => &["{}", "{[1,3),[5,7)}", "{[2,4)}", "{(,0)}"],
+            Ty::Citext => &["a", "A", "b", "é", "É", "ab"],
+            Ty::Xml => &["<a/>", "<a>1</a>", "text", "<b x=\"1\"/>"],
+            Ty::Bit => &["0000", "1010", "1111", "0001"],
+            Ty::Json => &[
+                r#"{"a": 1}"#,
+                r#"{"a":1}"#,
+                "[1, 2]",
+                r#""s""#,
+                r#"{"a": 1, "a": 2}"#,
+                "null",
+                "1.50",
+            ],
         }
     }
 
     /// Whether `<`, ORDER BY and friends read this type as a scalar pgcache may compare.
     pub fn ordered(self) -> bool {
-        !matches!(
-            self,
-            Ty::Jsonb | Ty::TextArr | Ty::IntArr | Ty::Pair | Ty::Bool
-        )
+        self.comparable()
+            && !matches!(
+                self,
+                Ty::Jsonb | Ty::TextArr | Ty::IntArr | Ty::Pair | Ty::Bool
+            )
+    }
+
+    /// Whether it has `=` at all (json and xml have none).
+    pub fn comparable(self) -> bool {
+        !matches!(self, Ty::Xml | Ty::Json)
+    }
+
+    /// Whether values equal under its `=` are spelled alike: where they are not ('a' and 'A'
+    /// under a case-insensitive collation, '1 day' and '24:00:00'), PostgreSQL may answer
+    /// either for a GROUP BY key, min, max or DISTINCT, and order them either way in a tie,
+    /// which the comparison of answers cannot tell apart from a wrong one.
+    pub fn spelled_by_value(self) -> bool {
+        !matches!(self, Ty::Citext | Ty::TextCi | Ty::Interval)
+    }
+
+    /// Whether min() and max() take it.
+    pub fn has_min_max(self) -> bool {
+        self.ordered() && !matches!(self, Ty::IntRange | Ty::IntMultirange | Ty::Bit)
     }
 
     pub fn texty(self) -> bool {
         matches!(
             self,
-            Ty::Text | Ty::TextC | Ty::Varchar | Ty::Char | Ty::Tag
+            Ty::Text
+                | Ty::TextC
+                | Ty::Varchar
+                | Ty::Char
+                | Ty::Tag
+                | Ty::Citext
+                | Ty::TextIcu
+                | Ty::TextCi
         )
     }
 
@@ -226,7 +385,7 @@ impl Ty {
 
     /// Exact sums (a float's sum depends on the order PostgreSQL scans rows in).
     pub fn summable(self) -> bool {
-        self.integral() || matches!(self, Ty::Numeric | Ty::NumericPs)
+        self.integral() || matches!(self, Ty::Numeric | Ty::NumericPs | Ty::Money)
     }
 
     /// A value as an SQL literal of this type.
@@ -249,6 +408,19 @@ pub struct Column {
     pub name: String,
     pub ty: Ty,
 }
+
+/// The names pgcache's SQL gives what it puts around a statement, and the names such SQL
+/// commonly uses: a column or an alias called so must not change an answer (issue #70 item 1).
+pub const WRAPPER_NAMES: &[&str] = &[
+    "q",
+    "pgcache_rows",
+    "pgcache_params",
+    "pgcache_results",
+    "json",
+    "n",
+    "m",
+    "s",
+];
 
 /// How a table's rows are laid out.
 #[derive(Debug, Clone, PartialEq)]
@@ -344,7 +516,18 @@ pub struct Schema {
     /// Another setting for the app role's sessions (the walsender's among them in
     /// replication mode): values reach pgcache's feed printed under it.
     pub role_setting: Option<&'static str>,
+    /// `slow_for(n)`, which sleeps `SLOW_SECONDS` for n > 0, and the round's
+    /// statement_timeout short enough that four such sets together pass it.
+    pub slow_function: bool,
+    /// `meddle(n)`, IMMUTABLE by its label, which changes its session's settings and takes
+    /// an advisory lock.
+    pub session_function: bool,
 }
+
+/// How long `slow_for` sleeps for a slow set, and the statement_timeout of a round that has it:
+/// one set alone stays well within it, four together do not.
+pub const SLOW_SECONDS: &str = "0.15";
+pub const SLOW_ROUND_TIMEOUT_MS: &str = "500";
 
 pub fn generate(g: &mut Gen) -> Schema {
     let n_tables = 2 + g.rng.below(3);
@@ -369,11 +552,23 @@ pub fn generate(g: &mut Gen) -> Schema {
         let n_cols = 2 + g.rng.below(4);
         let mut columns = Vec::new();
         for c in 0..n_cols {
-            let ty = g.rng.pick(ALL_TYPES);
-            columns.push(Column {
-                name: format!("{}{c}", ty.abbr()),
-                ty,
-            });
+            let mut ty = g.rng.pick(ALL_TYPES);
+            if let Some(f) = ty.feature()
+                && !g.feature(f)
+            {
+                ty = Ty::Int;
+            }
+            // A column called as pgcache's own SQL calls things around a statement.
+            let name = match WRAPPER_NAMES.get(g.rng.below(WRAPPER_NAMES.len() * 6)) {
+                Some(name)
+                    if !columns.iter().any(|c: &Column| c.name == *name)
+                        && g.feature(Feature::WrapperName) =>
+                {
+                    name.to_string()
+                }
+                _ => format!("{}{c}", ty.abbr()),
+            };
+            columns.push(Column { name, ty });
         }
         // A low-cardinality integer: ORDER BY it ties.
         if g.rng.chance(60) {
@@ -461,12 +656,16 @@ pub fn generate(g: &mut Gen) -> Schema {
             "lc_monetary = 'C'",
         ])
     });
+    let slow_function = g.rng.chance(10) && g.feature(Feature::SlowSets);
+    let session_function = g.rng.chance(15) && g.feature(Feature::SessionFunction);
     Schema {
         tables,
         views,
         no_ddl_trigger,
         rounded_floats,
         role_setting,
+        slow_function,
+        session_function,
     }
 }
 
@@ -552,8 +751,29 @@ impl Schema {
              CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');\n\
              CREATE DOMAIN posint AS integer CHECK (VALUE >= 0);\n\
              CREATE DOMAIN tag AS text;\n\
-             CREATE TYPE pair AS (x integer, y text);\n",
+             CREATE TYPE pair AS (x integer, y text);\n\
+             CREATE EXTENSION IF NOT EXISTS citext;\n\
+             CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);\n",
         );
+        if self.slow_function {
+            sql.push_str(&format!(
+                "CREATE FUNCTION slow_for(n integer) RETURNS boolean LANGUAGE plpgsql IMMUTABLE \
+                 AS $$ BEGIN IF n > 0 THEN PERFORM pg_sleep({SLOW_SECONDS}); END IF; \
+                 RETURN true; END $$;\n"
+            ));
+        }
+        if self.session_function {
+            sql.push_str(
+                "CREATE FUNCTION meddle(n integer) RETURNS integer LANGUAGE plpgsql IMMUTABLE \
+                 AS $$ BEGIN \
+                 PERFORM set_config('extra_float_digits', '0', false); \
+                 PERFORM set_config('TimeZone', 'Asia/Kathmandu', false); \
+                 PERFORM set_config('IntervalStyle', 'sql_standard', false); \
+                 PERFORM set_config('search_path', 'pg_catalog', false); \
+                 PERFORM pg_try_advisory_lock(70); \
+                 RETURN n; END $$;\n",
+            );
+        }
         for t in self.tables.iter().filter(|t| !t.omitted) {
             let mut defs: Vec<String> = t
                 .all_columns()

@@ -9,7 +9,7 @@
 //! shrinker removed leaves no gap. A parameter holds one value per variant: each variant is
 //! the same statement text with other values, so results of one statement share its entry.
 
-use crate::schema::{Column, Layout, Schema, Table, Ty};
+use crate::schema::{Column, Layout, Schema, Table, Ty, WRAPPER_NAMES};
 use crate::{Feature, Gen};
 
 #[derive(Debug, Clone)]
@@ -103,6 +103,64 @@ impl Stmt {
     }
 }
 
+/// An output column of a generated statement: its expression, the name the answer gives
+/// it, and the type it compares as (None: not an ORDER BY key: a row, a function's result).
+#[derive(Debug, Clone)]
+struct Item {
+    expr: String,
+    /// A parameter as the item (`$n::text`): its value per variant.
+    param: Option<Vec<String>>,
+    out: String,
+    ty: Option<Ty>,
+}
+
+impl Item {
+    fn column(expr: &str, c: &Column) -> Item {
+        Item {
+            expr: expr.to_string(),
+            param: None,
+            out: c.name.clone(),
+            ty: Some(c.ty),
+        }
+    }
+
+    /// The input column's own name (`x.a` is `a`).
+    fn bare(&self) -> &str {
+        self.expr.rsplit('.').next().unwrap_or(&self.expr)
+    }
+
+    /// Its place in the SELECT list (a parameter is numbered as the statement is rendered).
+    fn nodes(&self) -> Vec<Node> {
+        if let Some(values) = &self.param {
+            return vec![
+                Node::Param(values.clone()),
+                sql(format!("::text AS {}", self.out)),
+            ];
+        }
+        if self.out == self.bare() {
+            vec![sql(self.expr.clone())]
+        } else {
+            vec![sql(format!("{} AS {}", self.expr, self.out))]
+        }
+    }
+
+    /// Whether it may be an ORDER BY key whose ties the comparison can judge.
+    fn orderable(&self) -> bool {
+        self.param.is_none()
+            && self
+                .ty
+                .is_some_and(|t| (t.ordered() || t == Ty::Bool) && t.spelled_by_value())
+    }
+
+    /// Whether DISTINCT may keep it: values equal under `=` are spelled alike.
+    fn distinguishable(&self) -> bool {
+        self.param.is_none()
+            && self
+                .ty
+                .is_some_and(|t| t.comparable() && t.spelled_by_value() && t.ordered())
+    }
+}
+
 pub struct StmtGen<'a> {
     pub g: &'a mut Gen,
     pub schema: &'a Schema,
@@ -178,7 +236,22 @@ impl StmtGen<'_> {
     pub fn atom(&mut self, e: &str, c: &Column) -> Cond {
         let ty = c.ty;
         let atom = |nodes: Vec<Node>| Cond::Atom(nodes);
-        match self.g.rng.below(12) {
+        if !ty.comparable() {
+            // json and xml have no `=`: only what their functions and operators say.
+            return self.typed_atom(e, c);
+        }
+        match self.g.rng.below(15) {
+            12 if self.g.feature(Feature::IsDistinctFrom) => {
+                let not = if self.g.rng.chance(40) { " NOT" } else { "" };
+                let o = if self.g.rng.chance(20) {
+                    sql("NULL")
+                } else {
+                    self.operand(c)
+                };
+                atom(vec![sql(format!("{e} IS{not} DISTINCT FROM ")), o])
+            }
+            13 => self.conditional_atom(e, c),
+            14 if ty.texty() && self.g.feature(Feature::StringFunctions) => self.string_atom(e, c),
             0..=2 => {
                 if ty == Ty::Oid && !self.g.feature(Feature::OidOrder) {
                     let o = self.operand(c);
@@ -239,6 +312,82 @@ impl StmtGen<'_> {
                 atom(vec![sql(form)])
             }
             _ => self.typed_atom(e, c),
+        }
+    }
+
+    /// COALESCE, NULLIF, GREATEST/LEAST and CASE around a column.
+    fn conditional_atom(&mut self, e: &str, c: &Column) -> Cond {
+        let atom = |nodes: Vec<Node>| Cond::Atom(nodes);
+        let lit = |g: &mut Gen| c.ty.literal(g.rng.pick(c.ty.pool()));
+        match self.g.rng.below(4) {
+            0 if self.g.feature(Feature::Coalesce) => {
+                let (l, o) = (lit(self.g), self.operand(c));
+                atom(vec![sql(format!("COALESCE({e}, {l}) = ")), o])
+            }
+            1 if self.g.feature(Feature::NullIf) => {
+                let l = lit(self.g);
+                let not = if self.g.rng.chance(50) { " NOT" } else { "" };
+                atom(vec![sql(format!("NULLIF({e}, {l}) IS{not} NULL"))])
+            }
+            2 if c.ty.ordered() && self.g.feature(Feature::GreatestLeast) => {
+                let f = self.g.rng.pick(&["GREATEST", "LEAST"]);
+                let (l, o) = (lit(self.g), self.operand(c));
+                let op = self.op(true);
+                atom(vec![sql(format!("{f}({e}, {l}) {op} ")), o])
+            }
+            _ if self.g.feature(Feature::Case) => {
+                let o = self.operand(c);
+                let op = self.op(c.ty.ordered());
+                let (a, b) = if self.g.rng.chance(50) {
+                    ("1", "0")
+                } else {
+                    ("0", "1")
+                };
+                atom(vec![
+                    sql(format!("CASE WHEN {e} {op} ")),
+                    o,
+                    sql(format!(
+                        " THEN {a} WHEN {e} IS NULL THEN 2 ELSE {b} END = 1"
+                    )),
+                ])
+            }
+            _ => atom(vec![sql(format!("{e} IS NOT NULL"))]),
+        }
+    }
+
+    /// String functions beyond upper/lower (all IMMUTABLE in PostgreSQL).
+    fn string_atom(&mut self, e: &str, c: &Column) -> Cond {
+        let atom = |nodes: Vec<Node>| Cond::Atom(nodes);
+        match self.g.rng.below(6) {
+            0 => {
+                let p = self.param_of(|g| g.rng.below(4).to_string());
+                let op = self.op(true);
+                atom(vec![sql(format!("length({e}) {op} ")), p])
+            }
+            1 => {
+                let o = self.operand(c);
+                atom(vec![sql(format!("substr({e}, 1, 1) = ")), o])
+            }
+            2 => {
+                let o = self.operand(c);
+                atom(vec![sql(format!("replace({e}, 'a', 'b') = ")), o])
+            }
+            3 => {
+                let o = self.operand(c);
+                atom(vec![
+                    sql(format!("btrim({e}) || 'x' = ")),
+                    o,
+                    sql(" || 'x'"),
+                ])
+            }
+            4 => {
+                let p = self.param_of(|g| g.rng.pick(&["a", "b", "é", ""]).to_string());
+                atom(vec![sql("position("), p, sql(format!(" in {e}) > 0"))])
+            }
+            _ => {
+                let o = self.operand(c);
+                atom(vec![sql(format!("left(reverse({e}), 2) = ")), o])
+            }
         }
     }
 
@@ -336,6 +485,71 @@ impl StmtGen<'_> {
                 let o = self.operand(c);
                 atom(vec![sql(format!("{e}::text = ")), o])
             }
+            Ty::Interval => {
+                let op = self.op(true);
+                let p = self.param_of(|g| g.rng.pick(&["0", "3600", "86400", "-1"]).into());
+                atom(vec![sql(format!("extract(epoch from {e}) {op} ")), p])
+            }
+            Ty::Inet | Ty::Cidr => match self.g.rng.below(3) {
+                0 => atom(vec![sql(format!(
+                    "{e} <<= '{}'",
+                    self.g.rng.pick(&["10.0.0.0/8", "192.168.0.0/16", "::/0"])
+                ))]),
+                1 => atom(vec![sql(format!(
+                    "family({e}) = {}",
+                    self.g.rng.pick(&[4, 6])
+                ))]),
+                _ => {
+                    let p = self.param_of(|g| g.rng.pick(&["8", "24", "32"]).into());
+                    atom(vec![sql(format!("masklen({e}) {op} ")), p])
+                }
+            },
+            Ty::IntRange | Ty::IntMultirange => match self.g.rng.below(3) {
+                0 => {
+                    let p = self.param_of(|g| g.rng.pick(&["0", "2", "4", "9"]).into());
+                    atom(vec![sql(format!("{e} @> ")), p, sql("::integer")])
+                }
+                1 => atom(vec![sql(format!(
+                    "{e} && '{}'::int4range",
+                    self.g.rng.pick(&["[2,4)", "empty", "[0,1)"])
+                ))]),
+                _ => atom(vec![sql(format!("isempty({e}::int4multirange)"))]),
+            },
+            Ty::Xml => match self.g.rng.below(2) {
+                0 => {
+                    let o = self.param_of(|g| g.rng.pick(Ty::Xml.pool()).into());
+                    atom(vec![sql(format!("{e}::text = ")), o])
+                }
+                _ => atom(vec![sql(format!("xmlexists('/a' PASSING {e})"))]),
+            },
+            Ty::Json => match self.g.rng.below(3) {
+                0 => {
+                    let p = self.param_of(|g| g.rng.pick(&["1", "2", "x"]).into());
+                    atom(vec![sql(format!("{e}->>'a' = ")), p])
+                }
+                1 => atom(vec![sql(format!(
+                    "json_typeof({e}) = '{}'",
+                    self.g.rng.pick(&["object", "array", "string", "null"])
+                ))]),
+                _ => atom(vec![sql(format!("{e}::text LIKE '%a%'"))]),
+            },
+            Ty::Bytea => {
+                let p = self.param_of(|g| g.rng.below(4).to_string());
+                atom(vec![sql(format!("length({e}) {op} ")), p])
+            }
+            Ty::Bit => atom(vec![sql(format!(
+                "get_bit({e}, {}) = {}",
+                self.g.rng.below(4),
+                self.g.rng.below(2)
+            ))]),
+            Ty::Money => {
+                let p = self.param_of(|g| g.rng.pick(&["0", "1", "1.5", "-2.5"]).into());
+                atom(vec![sql(format!("{e}::numeric {op} ")), p])
+            }
+            Ty::Time | Ty::TimeTz => {
+                let p = self.param_of(|g| g.rng.pick(&["0", "12", "23"]).into());
+                atom(vec![sql(format!("extract(hour from {e}) {op} ")), p])
+            }
             _ => Cond::True,
         }
     }
@@ -427,8 +641,21 @@ impl StmtGen<'_> {
         let fk_children: Vec<usize> = (0..self.schema.tables.len())
             .filter(|&i| self.schema.tables[i].parent.is_some())
             .collect();
+        // A schema with `meddle` or `slow_for` has statements that call them more often
+        // than the kinds' odds give: the defects they find need one to run beside others.
+        if self.schema.session_function
+            && self.g.rng.chance(15)
+            && self.g.feature(Feature::SessionFunction)
+        {
+            let stmt = self.meddling();
+            return self.finished(stmt);
+        }
+        if self.schema.slow_function && self.g.rng.chance(20) && self.g.feature(Feature::SlowSets) {
+            let stmt = self.slow();
+            return self.finished(stmt);
+        }
         loop {
-            let stmt = match self.g.rng.below(20) {
+            let stmt = match self.g.rng.below(30) {
                 0..=7 => Some(self.single()),
                 8..=10 => Some(self.aggregate()),
                 11..=13 if !fk_children.is_empty() => {
@@ -441,14 +668,31 @@ impl StmtGen<'_> {
                 }
                 16 | 17 => Some(self.union()),
                 18 | 19 if !self.schema.views.is_empty() => Some(self.view()),
+                20 if self.g.feature(Feature::Window) => Some(self.window()),
+                21 if self.g.feature(Feature::Cte) => Some(self.cte()),
+                22 if self.g.feature(Feature::RecursiveCte) => Some(self.recursive()),
+                23 if self.g.feature(Feature::IntersectExcept) => Some(self.set_operation()),
+                24 if self.g.feature(Feature::Lateral) => Some(self.lateral(&fk_children)),
+                25 if self.g.feature(Feature::CrossJoin) => Some(self.cross_join()),
+                26 if self.schema.slow_function && self.g.feature(Feature::SlowSets) => {
+                    Some(self.slow())
+                }
+                27 if self.schema.session_function && self.g.feature(Feature::SessionFunction) => {
+                    Some(self.meddling())
+                }
                 _ => None,
             };
-            if let Some(mut stmt) = stmt {
-                stmt.variants = self.variants;
-                stmt.features = self.g.take_features();
-                return stmt;
+            if let Some(stmt) = stmt {
+                return self.finished(stmt);
             }
         }
+    }
+
+    /// `stmt` with its variants and the features drawn for it.
+    fn finished(&mut self, mut stmt: Stmt) -> Stmt {
+        stmt.variants = self.variants;
+        stmt.features = self.g.take_features();
+        stmt
     }
 
     fn new_stmt(body: Vec<Node>, tables: Vec<usize>) -> Stmt {
@@ -470,77 +714,122 @@ impl StmtGen<'_> {
         let prefix = if alias { "x." } else { "" };
         let cols = self.columns_of(&t, prefix);
         let star = self.g.rng.chance(20);
-        let mut projected: Vec<(String, Column)> = if star {
-            cols.clone()
+        let mut items: Vec<Item> = if star {
+            cols.iter().map(|(e, c)| Item::column(e, c)).collect()
         } else {
-            let mut p: Vec<(String, Column)> = cols
+            let mut picked: Vec<Item> = cols
                 .iter()
                 .filter(|_| self.g.rng.chance(50))
-                .cloned()
+                .map(|(e, c)| Item::column(e, c))
                 .collect();
-            if p.is_empty() {
-                p.push(cols[cols.len() - 1].clone());
+            if picked.is_empty() {
+                let (e, c) = &cols[cols.len() - 1];
+                picked.push(Item::column(e, c));
             }
-            p
+            picked
         };
+        if !star {
+            self.rename(&mut items, &t);
+            let whole = if alias {
+                "x".to_string()
+            } else {
+                t.bare().to_string()
+            };
+            self.computed_items(&mut items, &cols, &whole);
+        }
+        let keyed_plain = t.keyed && t.layout == Layout::Plain;
         let mut order_keys = Vec::new();
         let mut tail = Vec::new();
-        let orderable: Vec<(String, Column)> = projected
-            .iter()
-            .filter(|(_, c)| c.ty.ordered() || c.ty == Ty::Bool)
-            .cloned()
-            .collect();
+        let orderable: Vec<Item> = items.iter().filter(|i| i.orderable()).cloned().collect();
+        let distinct = !star
+            && items.iter().all(Item::distinguishable)
+            && self.g.rng.chance(12)
+            && self.g.feature(Feature::Distinct);
+        let mut distinct_on = String::new();
         let mut order = String::new();
         if !orderable.is_empty() && self.g.rng.chance(50) {
             let n = 1 + self.g.rng.below(2.min(orderable.len()));
             let mut keys = Vec::new();
-            for (e, c) in orderable.iter().take(n) {
+            for item in orderable.iter().take(n) {
+                // By the output column's name now and then: a bare name in ORDER BY is the
+                // output column's first, whatever input column it shadows.
+                let by = if item.out != item.bare() && self.g.rng.chance(40) {
+                    item.out.clone()
+                } else {
+                    item.expr.clone()
+                };
                 keys.push(format!(
-                    "{e}{}{}",
+                    "{by}{}{}",
                     self.g.rng.pick(&["", " DESC", " ASC"]),
                     self.g.rng.pick(&["", "", " NULLS FIRST", " NULLS LAST"])
                 ));
-                order_keys.push(c.name.clone());
+                order_keys.push(item.out.clone());
             }
-            if self.g.rng.chance(60) {
+            if !distinct
+                && keyed_plain
+                && !star
+                && self.g.rng.chance(15)
+                && self.g.feature(Feature::DistinctOn)
+            {
+                // DISTINCT ON the first key, the rest of the order down to the key: one row
+                // per value, the same one every time.
+                distinct_on = format!("DISTINCT ON ({}) ", keys[0].split(' ').next().unwrap());
+                keys.truncate(1);
+                order_keys.truncate(1);
+                keys.push(format!("{prefix}id"));
+                order_keys.push(self.project_id(&mut items, prefix, &cols, &t));
+            }
+            let paged = distinct_on.is_empty() && self.g.rng.chance(60);
+            if paged {
                 if !self.g.feature_allowed(Feature::TiedPage) {
                     // A total order: no page with ties (issue #50's item 6 open).
-                    if !t.keyed || t.layout != Layout::Plain {
+                    if !keyed_plain {
                         order_keys.clear();
                         keys.clear();
                     } else if !order_keys.contains(&"id".to_string()) {
                         keys.push(format!("{prefix}id"));
-                        order_keys.push("id".into());
-                        if !star && !projected.iter().any(|(_, c)| c.name == "id") {
-                            projected
-                                .push((format!("{prefix}id"), cols[t.columns.len()].1.clone()));
-                        }
+                        order_keys.push(self.project_id(&mut items, prefix, &cols, &t));
                     }
                 } else {
                     self.g.feature(Feature::TiedPage);
                 }
                 if !keys.is_empty() {
-                    tail = self.page(t.rows.len());
+                    tail = if !distinct
+                        && self.g.rng.chance(20)
+                        && self.g.feature(Feature::FetchWithTies)
+                    {
+                        vec![sql(format!(
+                            " FETCH FIRST {} ROWS WITH TIES",
+                            1 + self.g.rng.below(5)
+                        ))]
+                    } else {
+                        self.page(t.rows.len())
+                    };
                 }
             }
             if !keys.is_empty() {
                 order = format!(" ORDER BY {}", keys.join(", "));
             }
         }
-        let list = if star {
-            "*".to_string()
-        } else {
-            projected
-                .iter()
-                .map(|(e, _)| e.clone())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let from = self.table_ref(&t);
         let mut body = vec![sql(format!(
-            "SELECT {list} FROM {from}{}",
-            if alias { " x" } else { "" }
+            "SELECT {}{distinct_on}",
+            if distinct { "DISTINCT " } else { "" }
         ))];
+        if star {
+            body.push(sql("*"));
+        } else {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    body.push(sql(", "));
+                }
+                body.extend(item.nodes());
+            }
+        }
+        body.push(sql(format!(
+            " FROM {from}{}",
+            if alias { " x" } else { "" }
+        )));
         body.extend(self.where_of(&cols));
         body.push(sql(order));
         let mut stmt = Self::new_stmt(body, vec![ti]);
@@ -549,6 +838,117 @@ impl StmtGen<'_> {
         stmt
     }
 
+    /// `id`, projected if it is not already, for a total order; its output name.
+    fn project_id(
+        &mut self,
+        items: &mut Vec<Item>,
+        prefix: &str,
+        cols: &[(String, Column)],
+        t: &Table,
+    ) -> String {
+        if let Some(item) = items.iter().find(|i| i.expr == format!("{prefix}id")) {
+            return item.out.clone();
+        }
+        let (e, c) = &cols[t.columns.len()];
+        let mut item = Item::column(e, c);
+        if items.iter().any(|i| i.out == "id") {
+            item.out = "the_id".into();
+        }
+        let out = item.out.clone();
+        items.push(item);
+        out
+    }
+
+    /// Output names now and then replaced: by the names pgcache's own SQL uses, and by other
+    /// input columns' names (`SELECT a AS b, b AS a`), each output name once.
+    fn rename(&mut self, items: &mut [Item], t: &Table) {
+        let mut names: Vec<String> = WRAPPER_NAMES.iter().map(|n| n.to_string()).collect();
+        names.extend(t.columns.iter().map(|c| c.name.clone()));
+        names.push("id".into());
+        for i in 0..items.len() {
+            if !self.g.rng.chance(25) {
+                continue;
+            }
+            let name = self.g.rng.pick(&names);
+            if items.iter().any(|it| it.out == name) {
+                continue;
+            }
+            if WRAPPER_NAMES.contains(&name.as_str()) && !self.g.feature(Feature::WrapperName) {
+                continue;
+            }
+            items[i].out = name;
+        }
+    }
+
+    /// Computed output columns: a row, a whole row, COALESCE/NULLIF/GREATEST/CASE of a
+    /// column, a string function of one, a parameter.
+    fn computed_items(&mut self, items: &mut Vec<Item>, cols: &[(String, Column)], whole: &str) {
+        let out = |items: &Vec<Item>, base: &str| -> String {
+            (0..)
+                .map(|n| format!("{base}{n}"))
+                .find(|name| !items.iter().any(|i| i.out == *name))
+                .unwrap()
+        };
+        for _ in 0..self.g.rng.below(3) {
+            let (e, c) = self.g.rng.pick(cols);
+            let lit = c.ty.literal(self.g.rng.pick(c.ty.pool()));
+            let (expr, ty, base) = match self.g.rng.below(8) {
+                0 if self.g.feature(Feature::RowColumn) => {
+                    let (e2, _) = self.g.rng.pick(cols);
+                    (format!("ROW({e}, {e2})"), None, "r")
+                }
+                1 if self.g.feature(Feature::RowColumn) => (whole.to_string(), None, "whole"),
+                2 if self.g.feature(Feature::Coalesce) => {
+                    (format!("COALESCE({e}, {lit})"), Some(c.ty), "co")
+                }
+                3 if c.ty.comparable() && self.g.feature(Feature::NullIf) => {
+                    (format!("NULLIF({e}, {lit})"), Some(c.ty), "ni")
+                }
+                4 if c.ty.ordered() && self.g.feature(Feature::GreatestLeast) => {
+                    let f = self.g.rng.pick(&["GREATEST", "LEAST"]);
+                    (format!("{f}({e}, {lit})"), Some(c.ty), "gl")
+                }
+                5 if c.ty.comparable() && self.g.feature(Feature::Case) => (
+                    format!(
+                        "CASE WHEN {e} = {lit} THEN 'same' WHEN {e} IS NULL THEN NULL ELSE 'other' END"
+                    ),
+                    Some(Ty::Text),
+                    "cs",
+                ),
+                6 if c.ty.texty() && self.g.feature(Feature::StringFunctions) => {
+                    let f = self.g.rng.pick(&[
+                        format!("substr({e}, 2)"),
+                        format!("length({e})"),
+                        format!("lpad({e}, 3, '*')"),
+                        format!("initcap({e})"),
+                        format!("split_part({e}, '_', 1)"),
+                        format!("md5({e})"),
+                    ]);
+                    (f, None, "sf")
+                }
+                7 if self.g.feature(Feature::ParamInProjection) => {
+                    let p = self.g.rng.below(100).to_string();
+                    let name = out(items, "p");
+                    // A parameter's value is only known at render time: kept as a node.
+                    items.push(Item {
+                        expr: String::new(),
+                        param: Some(vec![p; self.variants]),
+                        out: name,
+                        ty: None,
+                    });
+                    continue;
+                }
+                _ => continue,
+            };
+            let name = out(items, base);
+            items.push(Item {
+                expr,
+                param: None,
+                out: name,
+                ty,
+            });
+        }
+    }
     fn aggregate(&mut self) -> Stmt {
         let ti = self.g.rng.below(self.schema.tables.len());
         let t = self.schema.tables[ti].clone();
@@ -556,7 +956,7 @@ impl StmtGen<'_> {
         let mut items = Vec::new();
         let group: Vec<(String, Column)> = cols
             .iter()
-            .filter(|(_, c)| c.ty.ordered() || c.ty == Ty::Bool)
+            .filter(|(_, c)| (c.ty.ordered() || c.ty == Ty::Bool) && c.ty.spelled_by_value())
             .cloned()
             .collect();
         let grouped = !group.is_empty() && self.g.rng.chance(70);
@@ -574,7 +974,10 @@ impl StmtGen<'_> {
         if !sums.is_empty() && self.g.rng.chance(60) {
             items.push(format!("sum({}) AS s", self.g.rng.pick(&sums).0));
         }
-        let ordered: Vec<&(String, Column)> = cols.iter().filter(|(_, c)| c.ty.ordered()).collect();
+        let ordered: Vec<&(String, Column)> = cols
+            .iter()
+            .filter(|(_, c)| c.ty.has_min_max() && c.ty.spelled_by_value())
+            .collect();
         if !ordered.is_empty() && self.g.rng.chance(60) {
             let (e, _) = self.g.rng.pick(&ordered);
             items.push(format!("min({e}) AS mn, max({e}) AS mx"));
@@ -583,6 +986,12 @@ impl StmtGen<'_> {
         let mut body = vec![sql(format!("SELECT {} FROM {}", items.join(", "), t.name))];
         body.extend(self.where_of(&cols));
         if grouped {
+            // ROLLUP and CUBE add a total row (its key NULL) to the groups.
+            let by = if self.g.rng.chance(20) && self.g.feature(Feature::RollupCube) {
+                format!("{}({by})", self.g.rng.pick(&["ROLLUP", "CUBE"]))
+            } else {
+                by
+            };
             body.push(sql(format!(" GROUP BY {by}")));
             if self.g.rng.chance(30) {
                 body.push(sql(" HAVING count(*) > "));
@@ -618,10 +1027,11 @@ impl StmtGen<'_> {
         let pcols = self.columns_of(&parent, "p.");
         let mut items = self.side_items(&ccols, "c");
         items.extend(self.side_items(&pcols, "p"));
-        let kind = if self.g.rng.chance(40) {
-            "LEFT JOIN"
-        } else {
-            "JOIN"
+        let kind = match self.g.rng.below(10) {
+            0..=3 => "LEFT JOIN",
+            4 if self.g.feature(Feature::RightJoin) => "RIGHT JOIN",
+            5 if self.g.feature(Feature::FullJoin) => "FULL JOIN",
+            _ => "JOIN",
         };
         let mut body = vec![sql(format!(
             "SELECT {} FROM {} c {kind} {} p ON p.id = c.ref",
@@ -729,6 +1139,196 @@ impl StmtGen<'_> {
             stmt.order_keys.push("id".into());
         }
         stmt
+    }
+
+    /// Window functions over one table: counts and sums per partition, ranks, and row numbers
+    /// and lags over a key (a total order).
+    fn window(&mut self) -> Stmt {
+        let ti = self.g.rng.below(self.schema.tables.len());
+        let t = self.schema.tables[ti].clone();
+        let cols = self.columns_of(&t, "");
+        let (e, c) = self.g.rng.pick(&cols);
+        let mut items = vec!["id".to_string(), format!("{e} AS v")];
+        if c.ty.comparable() {
+            items.push(format!("count(*) OVER (PARTITION BY {e}) AS w"));
+        }
+        if c.ty.ordered() {
+            items.push(format!("rank() OVER (ORDER BY {e}) AS rk"));
+        }
+        if let Some((s, _)) = cols.iter().find(|(_, c)| c.ty.summable()) {
+            items.push(format!("sum({s}) OVER () AS total"));
+        }
+        if t.keyed && t.layout == Layout::Plain {
+            items.push("row_number() OVER (ORDER BY id DESC) AS rn".into());
+            items.push(format!("lag({e}) OVER (ORDER BY id) AS prev"));
+        }
+        let mut body = vec![sql(format!("SELECT {} FROM {}", items.join(", "), t.name))];
+        body.extend(self.where_of(&cols));
+        Self::new_stmt(body, vec![ti])
+    }
+
+    /// A WITH query over one table, sometimes MATERIALIZED, read with a condition of its own.
+    fn cte(&mut self) -> Stmt {
+        let ti = self.g.rng.below(self.schema.tables.len());
+        let t = self.schema.tables[ti].clone();
+        let cols = self.columns_of(&t, "");
+        let picked: Vec<(String, Column)> = cols
+            .iter()
+            .filter(|(e, _)| e == "id" || self.g.rng.chance(50))
+            .cloned()
+            .collect();
+        let list: Vec<String> = picked.iter().map(|(e, _)| e.clone()).collect();
+        let materialized = self.g.rng.pick(&["", "MATERIALIZED ", "NOT MATERIALIZED "]);
+        let mut body = vec![sql(format!(
+            "WITH c AS {materialized}(SELECT {} FROM {}",
+            list.join(", "),
+            t.name
+        ))];
+        body.extend(self.where_of(&cols));
+        body.push(sql(") SELECT * FROM c"));
+        body.extend(self.where_of(&picked));
+        let mut stmt = Self::new_stmt(body, vec![ti]);
+        if self.g.rng.chance(40) && t.keyed && t.layout == Layout::Plain {
+            stmt.body.push(sql(" ORDER BY id"));
+            stmt.order_keys.push("id".into());
+        }
+        stmt
+    }
+
+    /// WITH RECURSIVE counting up to a parameter, joined to a table's rows by id.
+    fn recursive(&mut self) -> Stmt {
+        let ti = self.g.rng.below(self.schema.tables.len());
+        let t = self.schema.tables[ti].clone();
+        let c = self.g.rng.pick(&t.columns);
+        let mut body = vec![sql(
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < ",
+        )];
+        body.push(self.param_of(|g| (1 + g.rng.below(6)).to_string()));
+        body.push(sql(format!(
+            "::integer) SELECT r.n, t.{} FROM r JOIN {} t ON t.id = r.n",
+            c.name, t.name
+        )));
+        Self::new_stmt(body, vec![ti])
+    }
+
+    /// INTERSECT or EXCEPT [ALL] of two tables' rows.
+    fn set_operation(&mut self) -> Stmt {
+        let mut stmt = self.union();
+        for node in &mut stmt.body {
+            if let Node::Sql(s) = node
+                && (s == " UNION " || s == " UNION ALL ")
+            {
+                *s = self
+                    .g
+                    .rng
+                    .pick(&[" INTERSECT ", " INTERSECT ALL ", " EXCEPT ", " EXCEPT ALL "])
+                    .to_string();
+            }
+        }
+        stmt
+    }
+
+    /// LATERAL: a parent's rows each with its first children (a total order), or any table's
+    /// rows each with a count over another.
+    fn lateral(&mut self, fk_children: &[usize]) -> Stmt {
+        let keyed_children: Vec<usize> = fk_children
+            .iter()
+            .copied()
+            .filter(|&c| {
+                let t = &self.schema.tables[c];
+                t.keyed && t.layout == Layout::Plain
+            })
+            .collect();
+        if !keyed_children.is_empty() && self.g.rng.chance(50) {
+            let ci = self.g.rng.pick(&keyed_children);
+            let child = self.schema.tables[ci].clone();
+            let pi = child.parent.unwrap();
+            let parent = self.schema.tables[pi].clone();
+            let c = self.g.rng.pick(&child.columns);
+            let pcols = self.columns_of(&parent, "p.");
+            let mut body = vec![sql(format!(
+                "SELECT p.id AS p_id, l.c_id, l.v FROM {} p CROSS JOIN LATERAL \
+                 (SELECT c.id AS c_id, c.{} AS v FROM {} c WHERE c.ref = p.id ORDER BY c.id LIMIT ",
+                parent.name, c.name, child.name
+            ))];
+            body.push(self.param_of(|g| (1 + g.rng.below(3)).to_string()));
+            body.push(sql(") l"));
+            body.extend(self.where_of(&pcols));
+            return Self::new_stmt(body, vec![pi, ci]);
+        }
+        let n = self.schema.tables.len();
+        let (a, b) = (self.g.rng.below(n), self.g.rng.below(n));
+        let (ta, tb) = (self.schema.tables[a].clone(), self.schema.tables[b].clone());
+        let bcols = self.columns_of(&tb, "b.");
+        let depth = self.g.rng.below(2);
+        let inner = self.cond(&bcols, depth);
+        let body = vec![
+            sql(format!(
+                "SELECT a.id, l.cnt FROM {} a CROSS JOIN LATERAL (SELECT count(*) AS cnt FROM {} b \
+                 WHERE b.id <= a.id AND ",
+                ta.name, tb.name
+            )),
+            Node::Where(inner),
+            sql(") l WHERE a.id <= 30"),
+        ];
+        Self::new_stmt(body, vec![a, b])
+    }
+
+    /// A CROSS JOIN of two tables' first rows.
+    fn cross_join(&mut self) -> Stmt {
+        let n = self.schema.tables.len();
+        let (a, b) = (self.g.rng.below(n), self.g.rng.below(n));
+        let (ta, tb) = (self.schema.tables[a].clone(), self.schema.tables[b].clone());
+        let ac = self.g.rng.pick(&ta.columns);
+        let bc = self.g.rng.pick(&tb.columns);
+        let mut both = self.columns_of(&ta, "a.");
+        both.extend(self.columns_of(&tb, "b."));
+        let mut body = vec![sql(format!(
+            "SELECT a.id AS a_id, a.{} AS a_v, b.id AS b_id, b.{} AS b_v FROM {} a CROSS JOIN {} b \
+             WHERE a.id <= 6 AND b.id <= 6",
+            ac.name, bc.name, ta.name, tb.name
+        ))];
+        if self.g.rng.chance(60) {
+            body.push(sql(" AND "));
+            let depth = self.g.rng.below(2);
+            body.push(Node::Where(self.cond(&both, depth)));
+        }
+        Self::new_stmt(body, vec![a, b])
+    }
+
+    /// A statement that calls `slow_for`, which sleeps for its argument's set: batched with
+    /// others, the sets together may pass statement_timeout where alone none does (issue #70
+    /// item 4). Four variants, most of them slow.
+    fn slow(&mut self) -> Stmt {
+        let ti = self.g.rng.below(self.schema.tables.len());
+        let t = self.schema.tables[ti].clone();
+        self.variants = 4;
+        let mut body = vec![sql(format!("SELECT id FROM {} WHERE id = ", t.name))];
+        body.push(self.param_of(|g| (1 + g.rng.below(5)).to_string()));
+        body.push(sql(" AND slow_for("));
+        body.push(self.param_of(|g| g.rng.pick(&["0", "1", "1", "1"]).to_string()));
+        body.push(sql(")"));
+        Self::new_stmt(body, vec![ti])
+    }
+
+    /// A statement that calls `meddle`, IMMUTABLE by its label, which changes its session's
+    /// settings and takes an advisory lock (issue #70 item 2): nothing of it may reach
+    /// another statement's run.
+    fn meddling(&mut self) -> Stmt {
+        let ti = self.g.rng.below(self.schema.tables.len());
+        let t = self.schema.tables[ti].clone();
+        let cols = self.columns_of(&t, "");
+        let mut body = vec![sql(format!(
+            "SELECT id, meddle(id) AS m FROM {} WHERE id <= ",
+            t.name
+        ))];
+        body.push(self.param_of(|g| (1 + g.rng.below(8)).to_string()));
+        if self.g.rng.chance(50) {
+            body.push(sql(" AND "));
+            let (e, c) = self.g.rng.pick(&cols);
+            body.push(Node::Where(self.atom(&e, &c)));
+        }
+        Self::new_stmt(body, vec![ti])
     }
 
     fn view(&mut self) -> Stmt {

@@ -301,7 +301,7 @@ impl<'a> Live<'a> {
             lt.parts.clear();
             lt.kids.clear();
         };
-        let op = g.rng.below(11);
+        let op = g.rng.below(14);
         // Without the DDL trigger, docs/limits.md asks for PGCACHE.FLUSH after DDL that changes a
         // plain table's rows or shape (and pgcache answers views and functions, which such
         // DDL changes unseen, from PostgreSQL): only DDL of views and functions is drawn.
@@ -364,7 +364,7 @@ impl<'a> Live<'a> {
                     "BEGIN; CREATE TABLE {name}_new{k} PARTITION OF {name} FOR VALUES {bounds}; {insert}; COMMIT;"
                 ))
             }
-            5 if !self.schema.views.is_empty() => {
+            5 if !self.schema.views.is_empty() && g.feature(Feature::ReplaceView) => {
                 let v = &self.schema.views[0];
                 self.view_filters += 1;
                 let filter =
@@ -394,7 +394,7 @@ impl<'a> Live<'a> {
                      AS $$ SELECT 'f:' || $1::text $$; COMMIT;"
                 ))
             }
-            8 => Some(format!(
+            8 if g.feature(Feature::AddColumn) => Some(format!(
                 "BEGIN; ALTER TABLE {name} ADD COLUMN added{k} integer DEFAULT {k}; COMMIT;"
             )),
             9 | 10 => {
@@ -408,17 +408,64 @@ impl<'a> Live<'a> {
                 }
                 let at = g.rng.below(columns.len());
                 let column = columns[at].name.clone();
-                if g.rng.chance(50) {
+                if g.rng.chance(50) && g.feature(Feature::AlterColumnType) {
                     self.tables[ti].table.columns[at].ty = crate::schema::Ty::Text;
                     Some(format!(
                         "BEGIN; ALTER TABLE {name} ALTER COLUMN {column} TYPE text USING {column}::text; COMMIT;"
                     ))
-                } else {
+                } else if g.feature(Feature::DropColumn) {
                     self.tables[ti].table.columns.remove(at);
                     Some(format!(
                         "BEGIN; ALTER TABLE {name} DROP COLUMN {column}; COMMIT;"
                     ))
+                } else {
+                    None
                 }
+            }
+            11 if g.feature(Feature::DomainCheck) => {
+                // What posint admits changes: casts to it in statements and parameters read
+                // values differently; stored values stay.
+                let bound = g.rng.pick(&["-10", "0", "1"]);
+                Some(format!(
+                    "BEGIN; ALTER DOMAIN posint DROP CONSTRAINT IF EXISTS posint_check; \
+                     ALTER DOMAIN posint DROP CONSTRAINT IF EXISTS posint_bound; \
+                     ALTER DOMAIN posint ADD CONSTRAINT posint_bound CHECK (VALUE >= {bound}) NOT VALID; \
+                     COMMIT;"
+                ))
+            }
+            12 if g.feature(Feature::EnumAddValue) => {
+                // A new label, ordered among the others: comparisons of the old ones stay.
+                let label = format!("m{k}");
+                let place = g
+                    .rng
+                    .pick(&["BEFORE 'ok'", "AFTER 'happy'", "BEFORE 'sad'"]);
+                Some(format!(
+                    "BEGIN; ALTER TYPE mood ADD VALUE IF NOT EXISTS '{label}' {place}; COMMIT;"
+                ))
+            }
+            13 if g.feature(Feature::RlsPolicy) => {
+                // A row-level security policy that applies to the app role (the tables'
+                // owner) too: what every read of the table returns changes, no row changed.
+                let filter = g.rng.pick(&["id % 2 = 0", "id < 8", "TRUE", "id % 3 <> 1"]);
+                Some(if g.rng.chance(25) {
+                    format!(
+                        "BEGIN; DROP POLICY IF EXISTS seen ON {name}; \
+                         ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY; COMMIT;"
+                    )
+                } else {
+                    // Writes stay allowed (a table without a policy for a command denies it).
+                    format!(
+                        "BEGIN; DROP POLICY IF EXISTS seen ON {name}; \
+                         CREATE POLICY seen ON {name} FOR SELECT USING ({filter}); \
+                         DROP POLICY IF EXISTS ins ON {name}; DROP POLICY IF EXISTS upd ON {name}; \
+                         DROP POLICY IF EXISTS del ON {name}; \
+                         CREATE POLICY ins ON {name} FOR INSERT WITH CHECK (true); \
+                         CREATE POLICY upd ON {name} FOR UPDATE USING (true); \
+                         CREATE POLICY del ON {name} FOR DELETE USING (true); \
+                         ALTER TABLE {name} ENABLE ROW LEVEL SECURITY; \
+                         ALTER TABLE {name} FORCE ROW LEVEL SECURITY; COMMIT;"
+                    )
+                })
             }
             _ => None,
         }
