@@ -300,6 +300,17 @@ impl<'a> Runner<'a> {
             .into_iter()
             .map(|(ask, reply)| {
                 let mut verdict = checks::judge(&ask, &reply, &exps, &rows, &self.case.statements);
+                if verdict
+                    .as_ref()
+                    .is_err_and(|e| e.starts_with("pgcache's error") && schema_changed(e))
+                {
+                    // Run before the feed reported the DDL that changed its tables (a feed
+                    // held up past after_wait_ms): PostgreSQL refuses the statement as
+                    // learned, and the next call learns it again (docs/limits.md).
+                    let reply =
+                        query_through_interrupts(&cx.command(&ask, &exps, &rows), &mut self.con);
+                    verdict = checks::judge(&ask, &reply, &exps, &rows, &self.case.statements);
+                }
                 if verdict.is_err() && !self.positions && lsn.is_some() {
                     // Notify mode has no positions: the answer must come within a deadline.
                     let deadline = Instant::now() + Duration::from_secs(10);
@@ -348,11 +359,18 @@ impl<'a> Runner<'a> {
                     continue;
                 }
                 Err(e) => {
+                    // The server's own account of the moments before, for a failure to be
+                    // read without running it again.
+                    let log = self.running.stack.redis.log();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
                     return Err(Failure {
                         statement: statement.unwrap_or(usize::MAX),
                         variant,
                         after_write,
-                        message: format!("{ask:?}: {e}"),
+                        message: format!(
+                            "{ask:?}: {e}\n  the server's log, last first:\n    {}",
+                            tail.join("\n    ")
+                        ),
                     });
                 }
             }
@@ -373,4 +391,12 @@ impl<'a> Runner<'a> {
         self.live.retain(|(i, _)| !dropped.contains(i));
         Ok(())
     }
+}
+
+/// Whether PostgreSQL refused a statement for tables that changed under it (the SQLSTATEs
+/// after which pgcache forgets a statement, to learn it again at the next call).
+fn schema_changed(error: &str) -> bool {
+    ["42P01", "42703", "42804", "42883"]
+        .iter()
+        .any(|code| error.contains(&format!("(SQLSTATE {code})")))
 }
