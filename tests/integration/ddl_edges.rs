@@ -449,3 +449,73 @@ fn a_table_that_comes_to_shadow_another_is_read_by_the_workers_connections() {
 fn a_table_that_comes_to_shadow_another_is_read_by_the_event_loop_s_connections() {
     a_shadowing_table_is_read_by_every_connection(&["loop_connections", "2"]);
 }
+
+/// A table comes to shadow the one a statement reads while the feed has not applied its DDL
+/// (the main thread held back here; behind a long script, or a PostgreSQL restart, in the
+/// field). A read the cache cannot answer goes to PostgreSQL: AFTER the table's commit once
+/// the wait for the feed runs out, or past its freshness bound. It is PostgreSQL's answer
+/// now, so its statement is parsed afresh, not run as a connection prepared it before the
+/// table existed, which would still read the shadowed one (found by the differential fuzzer,
+/// issue #70, seed 7001).
+fn a_read_past_the_cache_reads_a_table_its_feed_has_not_reported(extra: &[&str]) {
+    let stack = Stack::start_with(
+        &format!("{ITEMS_SQL} {TRIGGER_SQL} CREATE SCHEMA app;"),
+        &[extra, &["debug_commands", "yes"]].concat(),
+    );
+    stack.pg.execute("SELECT pgcache_watch('items')");
+    let mut con = stack.con();
+    let replication = invalidation_source() == "replication";
+    let sql = "SELECT id FROM items WHERE id > $1 ORDER BY id";
+    let params = ["0", "1", "2"];
+    // Each connection prepares the statement: the misses of many parameters.
+    for p in -40..0 {
+        query(&mut con, sql, &[&p.to_string()]).unwrap();
+    }
+    config_set(&mut con, "pgcache.after_wait_ms", "10").unwrap();
+    debug(&mut con, "INVALIDATIONS", "HOLD");
+    let position = commit_and_position(
+        &stack,
+        "BEGIN;
+         CREATE TABLE app.items (LIKE public.items INCLUDING ALL);
+         INSERT INTO app.items VALUES (3, 3), (7, 7);
+         COMMIT;",
+    );
+    for p in params {
+        let expected = postgres_answer(&stack, sql, &[p]);
+        if replication {
+            let answer = query_after(&mut con, sql, &[p], &position).unwrap();
+            assert_eq!(
+                json(&answer),
+                expected,
+                "AFTER the shadowing table, with {p}"
+            );
+        }
+        // Past a bound of 1 ms the feed stopped vouching for (the main thread applies
+        // nothing), PostgreSQL answers.
+        wait_for(
+            &format!("MAXSTALE 1 with {p} to read the shadowing table"),
+            Duration::from_secs(10),
+            || {
+                let answer: String = redis::cmd("PGCACHE.QUERY")
+                    .arg(sql)
+                    .arg(1)
+                    .arg(p)
+                    .arg(&["MAXSTALE", "1"])
+                    .query(&mut con)
+                    .unwrap();
+                (json(&answer) == expected).then_some(())
+            },
+        );
+    }
+    debug(&mut con, "INVALIDATIONS", "RELEASE");
+}
+
+#[test]
+fn a_read_past_the_cache_reads_a_table_its_feed_has_not_reported_on_the_workers() {
+    a_read_past_the_cache_reads_a_table_its_feed_has_not_reported(WORKERS_ONLY);
+}
+
+#[test]
+fn a_read_past_the_cache_reads_a_table_its_feed_has_not_reported_on_the_event_loop() {
+    a_read_past_the_cache_reads_a_table_its_feed_has_not_reported(&["loop_connections", "2"]);
+}

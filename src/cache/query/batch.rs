@@ -19,6 +19,7 @@ use crate::config::current;
 use crate::error::Error;
 use crate::model::lsn::Lsn;
 use crate::pg::pool::{Connection, ReadOnlyRun, RunParam, RunResult};
+use crate::pg::prepared::Parsing;
 use crate::pg::text_value::TextValue;
 use crate::query::Statement;
 use crate::requests::blocked::{BlockedClient, Completion, error_completion};
@@ -38,6 +39,7 @@ struct Joined {
     params: Vec<String>,
     fill: Option<Fill>,
     needed: Option<Lsn>,
+    parsing: Parsing,
 }
 
 /// The misses waiting for each statement's queued job, by the statement's address (its
@@ -58,17 +60,20 @@ pub(super) fn submit(ctx: &Context, job: Job) -> Reply {
             params,
             fill,
             needed,
-        } => run(ctx, statement, params, fill, needed),
+            parsing,
+        } => run(ctx, statement, params, fill, needed, parsing),
         job => worker::submit(
             ctx,
             job.source(),
             Box::new(move |conn| {
-                let (statement, params, fill) = match job.ready(conn)? {
-                    Ready::Run(statement, params, fill) => (statement, params, fill),
+                let (statement, params, fill, parsing) = match job.ready(conn)? {
+                    Ready::Run(statement, params, fill, parsing) => {
+                        (statement, params, fill, parsing)
+                    }
                     Ready::Answered(completion) => return Ok(completion),
                 };
                 let started = Instant::now();
-                let outcome = execute(conn, &statement, &params);
+                let outcome = execute(conn, &statement, &params, parsing);
                 // The first run's time says whether the next ones may share a round trip.
                 statement.figures.ran_for(started.elapsed());
                 Ok(completion(statement, outcome, fill))
@@ -85,6 +90,7 @@ fn run(
     params: Vec<String>,
     fill: Option<Fill>,
     needed: Option<Lsn>,
+    parsing: Parsing,
 ) -> Reply {
     let id = Arc::as_ptr(&statement) as usize;
     let checked = match worker::may_wait(ctx, statement.source) {
@@ -101,6 +107,7 @@ fn run(
                 params,
                 fill,
                 needed,
+                parsing,
             });
             None
         }
@@ -123,6 +130,7 @@ fn run(
         sets: vec![params],
         fill,
         needed,
+        parsing,
         joined: Vec::new(),
         taken: !joins,
         split: AtomicBool::new(false),
@@ -142,6 +150,8 @@ struct StatementRun {
     /// The position a standby must have replayed to answer every miss it answers (None:
     /// the primary only).
     needed: Option<Lsn>,
+    /// How its runs are parsed: afresh if any miss among them must be (`run::parsing_for`).
+    parsing: Parsing,
     /// The misses that joined, once taken from `WAITING`.
     joined: Vec<Joined>,
     /// Whether they were taken (from then on no more can join, and a new miss of the
@@ -177,6 +187,9 @@ impl StatementRun {
                 .needed
                 .zip(j.needed)
                 .map(|(own, theirs)| own.max(theirs));
+            if j.parsing == Parsing::EachRun {
+                self.parsing = Parsing::EachRun;
+            }
         }
         self.joined = joined;
     }
@@ -203,7 +216,13 @@ impl StatementRun {
                 .zip(&self.sets)
                 .map(|(rows, params)| match rows {
                     Ok(rows) => first(rows).and_then(|row| ran(statement, row)),
-                    Err(failure) => refused(conn.as_deref_mut(), statement, params, &failure),
+                    Err(failure) => refused(
+                        conn.as_deref_mut(),
+                        statement,
+                        params,
+                        &failure,
+                        self.parsing,
+                    ),
                 })
                 .collect();
         }
@@ -222,7 +241,10 @@ impl StatementRun {
                 // as it would have been alone.
                 Err(failure) if batch_failure_may_be_partial(&failure) => {
                     match conn.as_deref_mut() {
-                        Some(conn) => chunk.iter().map(|p| execute(conn, statement, p)).collect(),
+                        Some(conn) => chunk
+                            .iter()
+                            .map(|p| execute(conn, statement, p, self.parsing))
+                            .collect(),
                         None => vec![Err(failed(statement, &failure)); chunk.len()],
                     }
                 }
@@ -254,7 +276,7 @@ impl Pipelined for StatementRun {
             Some(batch_sql) if self.batched() => self
                 .sets
                 .chunks(MAX_BATCH)
-                .map(|chunk| batch_run(statement, batch_sql, chunk))
+                .map(|chunk| batch_run(statement, batch_sql, chunk, self.parsing))
                 .collect(),
             _ => self
                 .sets
@@ -262,7 +284,7 @@ impl Pipelined for StatementRun {
                 .map(|set| ReadOnlyRun {
                     sql: statement.run_sql.clone(),
                     types: statement.param_oids(),
-                    parsing: statement.parsing(),
+                    parsing: self.parsing,
                     effects: statement.effects,
                     params: set
                         .iter()
@@ -342,12 +364,17 @@ fn lost() -> Error {
 }
 
 /// One run of `statement`'s `batch_sql` for `sets`: one text array per parameter.
-fn batch_run(statement: &Statement, batch_sql: &str, sets: &[Vec<String>]) -> ReadOnlyRun {
+fn batch_run(
+    statement: &Statement,
+    batch_sql: &str,
+    sets: &[Vec<String>],
+    parsing: Parsing,
+) -> ReadOnlyRun {
     let width = sets[0].len();
     ReadOnlyRun {
         sql: batch_sql.to_string(),
         types: Vec::new(),
-        parsing: statement.parsing(),
+        parsing,
         effects: statement.effects,
         params: (0..width)
             .map(|i| RunParam::Texts(sets.iter().map(|set| set[i].clone()).collect()))

@@ -5,6 +5,7 @@ use super::Call;
 use super::complete::{Fill, may_read_tables};
 use super::job::Job;
 use super::key::key_now;
+use super::run::parsing_for;
 use crate::cache::applied;
 use crate::cache::bypass;
 use crate::cache::fill::{self, Asked, LeadOrWait};
@@ -52,6 +53,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
             cluster::check(ctx, &route_key(&statement, &params))?;
         }
         return Ok(Known::Missed(Job::Run {
+            parsing: parsing_for(&statement, call.read),
             statement,
             params,
             fill: None,
@@ -86,6 +88,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
                 .fill_this_miss(current::of(statement.source).pass_through())
             {
                 return Ok(Known::Missed(Job::Run {
+                    parsing: parsing_for(&statement, call.read),
                     statement,
                     params,
                     fill: None,
@@ -126,6 +129,7 @@ pub(super) fn known(ctx: &Context, statement: Arc<Statement>, call: &Call) -> Re
     };
     let fill = Fill::new(ticket, call.keep.clone(), &params, call.with_key);
     Ok(Known::Missed(Job::Run {
+        parsing: parsing_for(&statement, call.read),
         statement,
         params,
         fill: Some(fill),

@@ -6,6 +6,7 @@ use super::Call;
 use super::complete::{Fill, cached_completion};
 use super::key::key_now;
 use super::learn::learn_as;
+use super::run::parsing_for;
 use crate::cache::applied;
 use crate::cache::bypass;
 use crate::cache::fill::{self, FillTicket};
@@ -17,6 +18,7 @@ use crate::model::lsn::Lsn;
 use crate::model::source::SourceId;
 use crate::model::tags::Tags;
 use crate::pg::pool::Connection;
+use crate::pg::prepared::Parsing;
 use crate::query::Statement;
 use crate::query::key::{canonical_params, route_key};
 use crate::query::statements;
@@ -40,6 +42,8 @@ pub(super) enum Job {
         fill: Option<Fill>,
         /// The position a standby must have replayed to answer it (None: the primary only).
         needed: Option<Lsn>,
+        /// How its run is parsed (`run::parsing_for`).
+        parsing: Parsing,
     },
     /// `AFTER <lsn>` ahead of what the feed applied: the worker waits (at most
     /// `after_wait_ms`) for the feed to apply it, then the result is answered from the cache
@@ -83,8 +87,8 @@ pub(super) fn reading_user(ctx: &Context) -> Option<String> {
 
 /// What a job comes to on the worker before anything runs.
 pub(super) enum Ready {
-    /// The statement's run, with the ticket to cache its result.
-    Run(Arc<Statement>, Vec<String>, Option<Fill>),
+    /// The statement's run, with the ticket to cache its result, parsed as it says.
+    Run(Arc<Statement>, Vec<String>, Option<Fill>, Parsing),
     /// The answer, from the cache.
     Answered(Completion),
 }
@@ -119,8 +123,9 @@ impl Job {
                 statement,
                 params,
                 fill,
+                parsing,
                 ..
-            } => Ok(Ready::Run(statement, params, fill)),
+            } => Ok(Ready::Run(statement, params, fill, parsing)),
             Job::AfterApplied {
                 statement,
                 params,
@@ -187,6 +192,7 @@ fn looked_up(
     read: Read,
     db: i32,
 ) -> Result<Ready> {
+    let parsing = parsing_for(&statement, read);
     Ok(
         match look_up_from_worker(db, &statement, &params, read, &keep.tags)? {
             Some(Looked::Cached(result)) => Ready::Answered(cached_completion(statement, result)),
@@ -194,9 +200,9 @@ fn looked_up(
                 // A statement's first call, or a read AFTER a position: its reply names no key
                 // (WITHKEY gets nil), though the fill may cache the result.
                 let fill = Fill::new(ticket, keep, &params, false);
-                Ready::Run(statement, params, Some(fill))
+                Ready::Run(statement, params, Some(fill), parsing)
             }
-            None => Ready::Run(statement, params, None),
+            None => Ready::Run(statement, params, None, parsing),
         },
     )
 }

@@ -1,10 +1,12 @@
 //! A statement's run on PostgreSQL, and what came back: the result and, for a row-precise
 //! statement, its members.
 
+use crate::cache::miss::Read;
 use crate::error::{Error, Result};
 use crate::model::key::canonicalise_value;
 use crate::pg::errors::{is_schema_change, statement_error};
 use crate::pg::pool::Connection;
+use crate::pg::prepared::Parsing;
 use crate::pg::row::Row;
 use crate::pg::schema::TableSchema;
 use crate::pg::session::Failure;
@@ -34,17 +36,35 @@ pub struct Ran {
 
 pub type Run = Result<Ran>;
 
-/// Runs the statement in a READ ONLY transaction (under the session's statement_timeout).
-pub fn execute(conn: &mut Connection, statement: &Statement, params: &[String]) -> Run {
+/// Runs the statement in a READ ONLY transaction (under the session's statement_timeout),
+/// parsed as `parsing` says (`parsing_for`).
+pub fn execute(
+    conn: &mut Connection,
+    statement: &Statement,
+    params: &[String],
+    parsing: Parsing,
+) -> Run {
     match conn.query_read_only(
         &statement.run_sql,
         &statement.param_oids(),
-        statement.parsing(),
+        parsing,
         statement.effects,
         &values(&text_values(params)),
     ) {
         Ok(rows) => first(rows).and_then(|row| ran(statement, row)),
-        Err(failure) => refused(Some(conn), statement, params, &failure),
+        Err(failure) => refused(Some(conn), statement, params, &failure, parsing),
+    }
+}
+
+/// How a read's run is parsed. A read the feed does not vouch for (`FromPostgres`,
+/// `Unvouched`, an `AFTER` whose wait ran out) is parsed afresh: the feed may not have
+/// reported DDL that changed what its text means (a table created earlier on the search
+/// path), and a connection's statement prepared before it would still read the table it
+/// shadows, as PostgreSQL re-plans a prepared statement only for changes to what it read.
+pub fn parsing_for(statement: &Statement, read: Read) -> Parsing {
+    match read {
+        Read::Cached => statement.parsing(),
+        Read::After(_) | Read::FromPostgres | Read::Unvouched => Parsing::EachRun,
     }
 }
 
@@ -76,6 +96,7 @@ pub fn refused(
     statement: &Statement,
     params: &[String],
     failure: &Failure,
+    parsing: Parsing,
 ) -> Run {
     let (Some(conn), Some(plain_sql)) = (conn, statement.plain_sql.as_deref()) else {
         return Err(failed(statement, failure));
@@ -87,7 +108,7 @@ pub fn refused(
         .query_read_only(
             plain_sql,
             &statement.param_oids(),
-            statement.parsing(),
+            parsing,
             statement.effects,
             &values(&text_values(params)),
         )
