@@ -683,13 +683,15 @@ pub fn batch_sql(
     let bind = |n: usize| format!("({sets}.{sets}_v{n}::text::{})", params[n - 1].cast);
     let body = placeholders::replace_numbered(statement, bind)?;
     let members = members_column(members, bind)?;
+    // One unnest per parameter in ROWS FROM: the form `unnest(a, b)` is PostgreSQL's only
+    // when unqualified, and qualified it names a function of two arrays that does not exist.
     let arrays: Vec<String> = (1..=params.len())
-        .map(|n| format!("${n}::text[]"))
+        .map(|n| format!("pg_catalog.unnest(${n}::text[])"))
         .collect();
     let columns: Vec<String> = (1..=params.len()).map(|n| format!("{sets}_v{n}")).collect();
     Ok(Some(format!(
         "SELECT pgcache_results.* \
-         FROM pg_catalog.unnest({}) WITH ORDINALITY AS {sets}({}, {sets}_i), \
+         FROM ROWS FROM ({}) WITH ORDINALITY AS {sets}({}, {sets}_i), \
          LATERAL (SELECT {RESULT_JSON} AS json, \
                          pg_catalog.count(*) AS n{members} FROM ({body}) AS {ROWS}) AS pgcache_results \
          ORDER BY {sets}.{sets}_i",

@@ -330,6 +330,63 @@ fn a_batch_canceled_for_its_time_runs_each_set_alone() {
     );
 }
 
+/// Misses of a statement of several parameters batched together run as one statement that
+/// PostgreSQL accepts: each set's values in a column of their own (the batch named
+/// `pg_catalog.unnest(a, b)`, which PostgreSQL takes for a function of two arrays that does
+/// not exist, so every such batch failed and each set ran again alone).
+#[test]
+fn misses_of_a_statement_of_several_parameters_run_as_one_batch() {
+    let stack = Stack::start_with(
+        &format!(
+            "CREATE TABLE t (id integer PRIMARY KEY, label text);
+             INSERT INTO t SELECT n, 'l' || n FROM generate_series(1, 10) AS n;
+             {GATE_SQL}"
+        ),
+        &ONE_WORKER_HELD,
+    );
+    const TWO: &str = "SELECT id FROM t WHERE id = $1 AND label = $2";
+    stack.pg.log_app_statements();
+    let mut con = stack.con();
+    crate::query::query(&mut con, TWO, &["1", "l1"]).unwrap();
+    read(&mut con, "gate", r#"{"kind":"zzz"}"#).unwrap();
+    let port = stack.redis.port;
+    let (gate, held) = hold_the_worker(&stack);
+    let queued: Vec<_> = (2..=6)
+        .map(|id| {
+            std::thread::spawn(move || {
+                let label = if id == 4 {
+                    "other".to_string()
+                } else {
+                    format!("l{id}")
+                };
+                crate::query::query(&mut connect(port), TWO, &[&id.to_string(), &label])
+            })
+        })
+        .collect();
+    wait_blocked(&mut con, 6);
+    gate.open();
+    held.join().unwrap().unwrap();
+    for (id, answer) in (2..).zip(queued) {
+        let answer = answer
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        let expected = if id == 4 {
+            serde_json::json!([])
+        } else {
+            serde_json::json!([{ "id": id }])
+        };
+        assert_eq!(json(&answer), expected, "{id}");
+    }
+    let log = std::fs::read_to_string(stack.pg.log_path()).unwrap();
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("ERROR:")).collect();
+    assert!(refused.is_empty(), "PostgreSQL refused: {refused:?}");
+    assert!(
+        stack.pg.logged_statements("pgcache_params") >= 1,
+        "they were batched"
+    );
+}
+
 /// The same on the event loop: misses held there unsent (`PGCACHE.DEBUG SENDS HOLD`) join
 /// one job, as those of one turn do, and go out as one batch; canceled, it is split, and
 /// each set is answered as it would be alone.
