@@ -267,7 +267,6 @@ pub fn run(
             hold,
             leavers,
         } => {
-            let before = pgcache_calls(con);
             if *hold {
                 debug(con, "SENDS", "HOLD");
                 debug(con, "FILLS", "HOLD");
@@ -275,34 +274,50 @@ pub fn run(
             // Each leaver asks, is seen to have asked, and goes (its connection seen closed).
             let connected = connected_clients(con);
             for (i, ask) in leavers.iter().enumerate() {
-                let stream = ask_on_a_connection_of_its_own(cx.port, &cx.command(ask, exps, rows));
-                let asked = before + 1 + i as i64;
+                let name = format!("diff-{}-leaver-{i}", fresh_number());
+                let stream =
+                    ask_on_a_connection_of_its_own(cx.port, &name, &cx.command(ask, exps, rows));
                 wait_for("a leaver's call to arrive", Duration::from_secs(20), || {
-                    (pgcache_calls(con) >= asked).then_some(())
+                    (asked(con, std::slice::from_ref(&name)) == 1).then_some(())
                 });
                 drop(stream);
             }
             wait_for("the leavers gone", Duration::from_secs(20), || {
                 (connected_clients(con) <= connected).then_some(())
             });
-            let firsts = before + leavers.len() as i64 + clients.len() as i64;
+            // Names of their own: a connection of an earlier check may still be listed, its
+            // close not yet seen by the server.
+            let check = fresh_number();
+            let names: Vec<String> = (0..clients.len())
+                .map(|i| format!("diff-{check}-client-{i}"))
+                .collect();
             let released = std::sync::atomic::AtomicBool::new(!*hold);
             std::thread::scope(|scope| {
                 let threads: Vec<_> = clients
                     .iter()
-                    .map(|asks| {
+                    .zip(&names)
+                    .map(|(asks, name)| {
                         let released = &released;
                         scope.spawn(move || {
                             let mut con = connect(cx.port);
-                            asks.iter()
+                            redis::cmd("CLIENT")
+                                .arg("SETNAME")
+                                .arg(name)
+                                .query::<()>(&mut con)
+                                .unwrap();
+                            let wait_for_release = || {
+                                while !released.load(std::sync::atomic::Ordering::SeqCst) {
+                                    std::thread::yield_now();
+                                }
+                            };
+                            let replies = asks
+                                .iter()
                                 .enumerate()
                                 .map(|(i, ask)| {
                                     if i == 1 {
                                         // Later calls wait for the release: a blocked first
                                         // call returns only after it anyway.
-                                        while !released.load(std::sync::atomic::Ordering::SeqCst) {
-                                            std::thread::yield_now();
-                                        }
+                                        wait_for_release();
                                     }
                                     let reply = query_through_interrupts(
                                         &cx.command(ask, exps, rows),
@@ -310,13 +325,17 @@ pub fn run(
                                     );
                                     (ask.clone(), reply)
                                 })
-                                .collect::<Vec<_>>()
+                                .collect::<Vec<_>>();
+                            // Connected until then: a client whose only call was answered
+                            // at once stays listed as having asked.
+                            wait_for_release();
+                            replies
                         })
                     })
                     .collect();
                 if *hold {
                     wait_for("every client's first call", Duration::from_secs(30), || {
-                        (pgcache_calls(con) >= firsts).then_some(())
+                        (asked(con, &names) == names.len()).then_some(())
                     });
                     debug(con, "SENDS", "RELEASE");
                     debug(con, "FILLS", "RELEASE");
@@ -331,26 +350,37 @@ pub fn run(
     }
 }
 
-/// Calls of pgcache's commands so far (INFO commandstats), however they ended: a call
-/// counts once Redis has run its handler (a miss then waits blocked).
-fn pgcache_calls(con: &mut redis::Connection) -> i64 {
-    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
-    info.lines()
-        .filter(|l| l.starts_with("cmdstat_pgcache."))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<i64>()
-                .ok()
-        })
-        .sum()
+/// A number no other call of this process got: connection names of their own.
+fn fresh_number() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Sends `call` on a connection of its own, whose reply is never read.
-fn ask_on_a_connection_of_its_own(port: u16, call: &redis::Cmd) -> std::net::TcpStream {
+/// How many of the clients named `names` have sent a pgcache command: CLIENT LIST's `cmd`,
+/// set as the server reads the command, counts a call that blocks (a held miss) at once,
+/// where INFO commandstats of Redis 7.2+ and Valkey count it only once it is answered.
+fn asked(con: &mut redis::Connection, names: &[String]) -> usize {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(con).unwrap();
+    list.lines()
+        .filter(|line| {
+            let field = |key: &str| {
+                line.split(' ')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                    .unwrap_or("")
+            };
+            names.iter().any(|n| n == field("name")) && field("cmd").starts_with("pgcache.")
+        })
+        .count()
+}
+
+/// Sends `call` on a connection of its own named `name`, whose replies are never read.
+fn ask_on_a_connection_of_its_own(port: u16, name: &str, call: &redis::Cmd) -> std::net::TcpStream {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let named = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(name)
+        .get_packed_command();
+    stream.write_all(&named).unwrap();
     stream.write_all(&call.get_packed_command()).unwrap();
     stream.flush().unwrap();
     stream
