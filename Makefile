@@ -70,8 +70,9 @@ profile: build
 # generated commands (`make test` runs 5000 and 100000); FUZZ_SEED=n repeats a fuzzer run.
 # Then the differential fuzzer with DIFF_CHECKS answers compared with PostgreSQL's, every
 # generator feature drawn (DIFF_SKIP_KNOWN=1 leaves out those of defects still open, as
-# `make test` does), on Redis 7.0 in replication mode and on Valkey 9 in notify mode;
-# DIFF_SEED=n repeats a run. A failure prints its seed and its smallest case as SQL.
+# `make test` does), on Redis 7.0 and on Valkey 9, each in replication and in notify mode;
+# DIFF_SEED=n repeats a run. A failure prints its seed and its smallest case as SQL; every run
+# prints how many checks drew each generator feature.
 FUZZ_CASES ?= 1000000
 FUZZ_COMMANDS ?= 1000000
 DIFF_CHECKS ?= 100000
@@ -81,10 +82,12 @@ fuzz: build
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --workspace --lib properties
 	PGCACHE_FUZZ_COMMANDS=$(FUZZ_COMMANDS) $(if $(FUZZ_SEED),PGCACHE_FUZZ_SEED=$(FUZZ_SEED)) \
 		$(CARGO) test --release --test fuzz -- --nocapture
-	$(DIFF_ENV) PGCACHE_TEST_INVALIDATION_SOURCE=replication \
-		$(CARGO) test --release --test differential -- --nocapture
-	$(DIFF_ENV) PGCACHE_TEST_INVALIDATION_SOURCE=notify PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" \
-		$(CARGO) test --release --test differential -- --nocapture
+	for source in replication notify; do \
+		$(DIFF_ENV) PGCACHE_TEST_INVALIDATION_SOURCE=$$source \
+			$(CARGO) test --release --test differential -- --nocapture || exit 1; \
+		$(DIFF_ENV) PGCACHE_TEST_INVALIDATION_SOURCE=$$source PGCACHE_TEST_SERVER="$$(ls $(VALKEY_GLOB) | head -1)" \
+			$(CARGO) test --release --test differential -- --nocapture || exit 1; \
+	done
 
 # Faults injected under load for CHAOS_SECONDS, on Redis and then on Valkey 9, with each
 # invalidation source of CHAOS_SOURCES in turn (RELIABILITY.md).

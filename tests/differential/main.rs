@@ -555,7 +555,14 @@ fn plan(
         return checks::Plan::Sequential(asks);
     }
     features.insert(Feature::ConcurrentClients);
-    let n = 2 + rng.below(4);
+    // The statement with the most variants (four for a slow one): held, its variants go
+    // out together, one per client, as one batch.
+    let most =
+        (0..exps.len()).max_by_key(|&e| exps.iter().filter(|x| x.stmt == exps[e].stmt).count());
+    let widest = most.map_or(0, |m| {
+        exps.iter().filter(|x| x.stmt == exps[m].stmt).count()
+    });
+    let n = (2 + rng.below(4)).max(widest.min(5));
     let mut clients: Vec<Vec<Ask>> = vec![Vec::new(); n];
     // Each call to one client, some also to another at once (the same statement and
     // parameters: one fill shared); a statement's variants spread over the clients (one
@@ -567,9 +574,6 @@ fn plan(
             clients[(i + 1) % n].insert(0, ask.clone());
         }
     }
-    if exps.iter().any(|e| e.variant > 0) && allowed(Feature::Batched) {
-        features.insert(Feature::Batched);
-    }
     for c in &mut clients {
         // Each client's calls in an order of its own.
         for i in (1..c.len()).rev() {
@@ -577,6 +581,30 @@ fn plan(
         }
     }
     let hold = rng.chance(60);
+    // Held, the clients' first calls go out together: the widest statement's variants first.
+    if hold
+        && let Some(most) = most
+        && allowed(Feature::Batched)
+    {
+        let stmt = exps[most].stmt;
+        let variants: Vec<usize> = (0..exps.len()).filter(|&e| exps[e].stmt == stmt).collect();
+        if variants.len() > 1 {
+            features.insert(Feature::Batched);
+            for (c, e) in variants.into_iter().enumerate().take(n) {
+                let at = clients[c]
+                    .iter()
+                    .position(|a| matches!(a, Ask::Query { e: x, .. } if *x == e));
+                let ask = match at {
+                    Some(at) => clients[c].remove(at),
+                    None => Ask::Query {
+                        e,
+                        opts: Opts::default(),
+                    },
+                };
+                clients[c].insert(0, ask);
+            }
+        }
+    }
     let mut leavers = Vec::new();
     if hold && rng.chance(40) && allowed(Feature::LeaderLeaves) {
         // A client asks first and leaves; others ask the same and wait on its fill.
