@@ -562,7 +562,7 @@ pub fn generate(g: &mut Gen) -> Schema {
             let name = match WRAPPER_NAMES.get(g.rng.below(WRAPPER_NAMES.len() * 6)) {
                 Some(name)
                     if !columns.iter().any(|c: &Column| c.name == *name)
-                        && g.feature(Feature::WrapperName) =>
+                        && g.feature_allowed(Feature::WrapperName) =>
                 {
                     name.to_string()
                 }

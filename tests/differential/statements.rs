@@ -878,6 +878,19 @@ impl StmtGen<'_> {
             }
             items[i].out = name;
         }
+        // Now and then one output named as pgcache's own SQL names what it wraps around a
+        // statement, whatever the draws above did (three calls in ten).
+        if !items.is_empty()
+            && self.g.feature_allowed(Feature::WrapperName)
+            && self.g.rng.chance(30)
+        {
+            let name = self.g.rng.pick(WRAPPER_NAMES).to_string();
+            if !items.iter().any(|it| it.out == name) {
+                let i = self.g.rng.below(items.len());
+                self.g.feature(Feature::WrapperName);
+                items[i].out = name;
+            }
+        }
     }
 
     /// Computed output columns: a row, a whole row, COALESCE/NULLIF/GREATEST/CASE of a
