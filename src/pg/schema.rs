@@ -721,14 +721,17 @@ const SYSTEM_READ_SQL: &str = "WITH RECURSIVE reads(relid) AS ( \
      ORDER BY what DESC, schema, name LIMIT 1";
 
 /// SQL for the type a text parameter is cast to, for the type `$oid` of `pg_type` row `$t`:
-/// its `format_type`, but for bpchar and its array, whose `format_type` without a typmod is
-/// character(1) (`{"ab"}::character[]` is `{a}`): the unbounded `bpchar`, `bpchar[]`.
+/// its `format_type`, but for the types whose name without a length means a length of 1 in a
+/// cast, which cuts a longer value short: bpchar and its array (`{"ab"}::character[]` is
+/// `{a}`), the unbounded `bpchar`, `bpchar[]`; bit and its array (`'1111'::bit` is `1`),
+/// `bit varying`, which keeps every bit and compares with a `bit(n)` as the value would.
 macro_rules! cast_type_sql {
     ($t:literal, $oid:literal) => {
         concat!(
             "CASE ",
             $t,
             ".typname WHEN 'bpchar' THEN 'bpchar' WHEN '_bpchar' THEN 'bpchar[]' \
+             WHEN 'bit' THEN 'bit varying' WHEN '_bit' THEN 'bit varying[]' \
              ELSE pg_catalog.format_type(",
             $oid,
             ", NULL) END"

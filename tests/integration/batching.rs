@@ -387,6 +387,44 @@ fn misses_of_a_statement_of_several_parameters_run_as_one_batch() {
     );
 }
 
+/// Batched misses of a statement comparing a `bit(4)` column with a parameter keep every bit
+/// of each set's value: the batch cast it to `bit`, which in a cast means `bit(1)` and cut
+/// `1111` to `1`, so every set matched nothing (found by the differential fuzzer, issue #70,
+/// seed 21016).
+#[test]
+fn batched_misses_of_a_bit_string_parameter_keep_every_bit() {
+    let stack = Stack::start_with(
+        &format!(
+            "CREATE TABLE t (id integer PRIMARY KEY, flags bit(4));
+             INSERT INTO t VALUES (1, '1111'), (2, '1010'), (3, '0001'), (4, '1111');
+             {GATE_SQL}"
+        ),
+        &ONE_WORKER_HELD,
+    );
+    const FLAGS: &str = "SELECT id FROM t WHERE flags = $1 ORDER BY id";
+    let mut con = stack.con();
+    crate::query::query(&mut con, FLAGS, &["0000"]).unwrap();
+    read(&mut con, "gate", r#"{"kind":"zzz"}"#).unwrap();
+    let port = stack.redis.port;
+    let (gate, held) = hold_the_worker(&stack);
+    let flags = ["1111", "1010", "0001", "1"];
+    let queued: Vec<_> = flags
+        .into_iter()
+        .map(|f| std::thread::spawn(move || crate::query::query(&mut connect(port), FLAGS, &[f])))
+        .collect();
+    wait_blocked(&mut con, 5);
+    gate.open();
+    held.join().unwrap().unwrap();
+    for (f, answer) in flags.into_iter().zip(queued) {
+        let answer = answer
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+        let expected = crate::query::postgres_answer(&stack, FLAGS, &[f]);
+        assert_eq!(json(&answer), expected, "{f}");
+    }
+}
+
 /// The same on the event loop: misses held there unsent (`PGCACHE.DEBUG SENDS HOLD`) join
 /// one job, as those of one turn do, and go out as one batch; canceled, it is split, and
 /// each set is answered as it would be alone.

@@ -480,3 +480,33 @@ fn inside_multi_hits_work_and_misses_are_refused() {
     assert!(e.contains("Index 1") && !e.contains("Index 0"), "{e}");
     assert!(e.contains("MULTI/EXEC"), "{e}");
 }
+
+/// A row keyed by a `bit(4)` column is read by its whole key, alone and several at once: a
+/// key value cast to `bit` would be `bit(1)`, cut to its first bit (issue #70, seed 21016).
+#[test]
+fn a_row_keyed_by_a_bit_string_is_read_by_its_whole_key() {
+    let stack = Stack::start(
+        "CREATE TABLE flagged (flags bit(4) PRIMARY KEY, label text);
+         INSERT INTO flagged VALUES ('1111', 'all'), ('1010', 'some'), ('0001', 'one');",
+    );
+    let mut con = stack.con();
+    let row = read(&mut con, "flagged", r#"{"flags":"1010"}"#).unwrap();
+    assert_eq!(
+        row.as_deref().map(json),
+        Some(serde_json::json!({"flags": "1010", "label": "some"}))
+    );
+    let rows: Vec<Option<String>> = redis::cmd("PGCACHE.MULTIREAD")
+        .arg("flagged")
+        .arg(r#"[{"flags":"1111"},{"flags":"0000"}]"#)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.as_deref().map(json))
+            .collect::<Vec<_>>(),
+        vec![
+            Some(serde_json::json!({"flags": "1111", "label": "all"})),
+            None
+        ]
+    );
+}
